@@ -1,0 +1,272 @@
+"""The ``rscore`` command line: a thin layer over the library API.
+
+Exit codes are decided here and only here (:func:`main`): 0 success (an ``absent`` answer included), 2 bad input,
+usage or an unavailable resource (one line on stderr, no traceback, no output folder), 1 internal error, 130
+interrupted. Progress bars go to stderr and only when stderr is a terminal and ``--json`` is off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import click
+import typer
+
+from rscore import __version__
+from rscore.errors import OptionError, RscoreError
+
+app = typer.Typer(
+    name="rscore",
+    help="Reasoning segmentation for real verticals: pixel masks, instances and explanations from implicit queries.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+plugins_app = typer.Typer(help="Installed plugins.", no_args_is_help=True)
+templates_app = typer.Typer(help="Query templates of the installed plugins.", no_args_is_help=True)
+plugin_app = typer.Typer(help="Plugin SDK: scaffold a new plugin package.", no_args_is_help=True)
+app.add_typer(plugins_app, name="plugins")
+app.add_typer(templates_app, name="templates")
+app.add_typer(plugin_app, name="plugin")
+
+_state: dict[str, Any] = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rscore {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = None,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="Log progress (-vv: debug).")] = 0,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+    if verbose:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=_stderr_console(), show_path=False)
+        logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO, handlers=[handler], format="%(message)s")
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise OptionError(f"--option expects KEY=VALUE, got '{pair}'")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+@app.command()
+def run(
+    input: Annotated[Path, typer.Argument(help="Image, GeoTIFF, DICOM file/folder or video.", show_default=False)],
+    query: Annotated[str, typer.Argument(help='What to segment, e.g. "landslide-prone areas".', show_default=False)],
+    plugin: Annotated[Optional[str], typer.Option("--plugin", "-p", help="Plugin to answer with (see 'rscore plugins list').")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder [default: ./rscore-out/<input-stem>/].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result document (as result.json) on stdout.")] = False,
+    reasoner: Annotated[str, typer.Option(help="analytic (offline default) or a VLM reasoner: transformers, openai.")] = "analytic",
+    segmenter: Annotated[str, typer.Option(help="auto, sam2 or classical.")] = "auto",
+    endpoint: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint URL (--reasoner openai).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model name or id for the reasoner.")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Folder with local model weights.")] = None,
+    template: Annotated[Optional[str], typer.Option(help="Force a template instead of matching the query.")] = None,
+    matcher: Annotated[Optional[str], typer.Option(help="Template matcher: auto, embedding or keyword.")] = None,
+    bands: Annotated[Optional[str], typer.Option(help='Band roles in order, e.g. "red,green,blue,nir".')] = None,
+    aux: Annotated[Optional[Path], typer.Option(help="Auxiliary co-registered input (e.g. imagery for a DEM).")] = None,
+    tile_size: Annotated[int, typer.Option(help="Tile size in pixels for large inputs.", min=64)] = 1024,
+    max_pixels: Annotated[Optional[int], typer.Option(help="Refuse images with more pixels [default: 250e6].")] = None,
+    option: Annotated[list[str], typer.Option("--option", "-O", help="Plugin option KEY=VALUE (repeatable).")] = [],  # noqa: B006
+) -> None:
+    """Segment what QUERY asks for in INPUT; write masks, overlay and result.json."""
+    from rscore import engine
+
+    options: dict[str, Any] = {
+        "reasoner": reasoner,
+        "segmenter": segmenter,
+        "endpoint": endpoint,
+        "model": model,
+        "weights": str(weights) if weights else None,
+        "template": template,
+        "matcher": matcher,
+        "bands": bands,
+        "aux": str(aux) if aux else None,
+        "tile_size": tile_size,
+        "max_pixels": max_pixels,
+        **_parse_options(option),
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    out_dir = out or engine.default_out_dir(input)
+    show_progress = not as_json and sys.stderr.isatty()
+    if show_progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(
+            TextColumn("tiles"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=_stderr_console(),
+            transient=True,
+        ) as bar:
+            task = bar.add_task("tiles", total=None)
+            result = engine.run(
+                input, query, plugin=plugin, out_dir=out_dir, options=options,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    else:
+        result = engine.run(input, query, plugin=plugin, out_dir=out_dir, options=options)
+    if as_json:
+        sys.stdout.write((out_dir / "result.json").read_text(encoding="utf-8"))
+        return
+    _print_result(result, out_dir)
+
+
+def _print_result(result: Any, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    plan = result.plan
+    if plan.template:
+        m = plan.match
+        console.print(f"[bold]template[/] {plan.template}  (match {m.get('method', '?')} {m.get('score', 0):.2f})")
+    for step in plan.steps:
+        console.print(f"  - {step.text}")
+    if plan.absent:
+        console.print(f"[bold yellow]absent:[/] {plan.reason}")
+    else:
+        table = Table("#", "label", "score", "bbox (x0,y0,x1,y1)", "area px", "area")
+        for i, inst in enumerate(result.instances[:10]):
+            area = f"{inst.area_real:.4g} {inst.area_unit}" if inst.area_real is not None else ""
+            table.add_row(str(i), inst.label, f"{inst.score:.3f}", str(inst.bbox), str(inst.area_px), area)
+        console.print(table)
+        if len(result.instances) > 10:
+            console.print(f"  ... and {len(result.instances) - 10} more instances (see result.json)")
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    console.print(f"outputs in {out_dir}/: {', '.join(sorted(set(result.outputs.values())))}")
+
+
+@plugins_app.command("list")
+def plugins_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List installed plugins, their versions and the hooks they implement."""
+    from dataclasses import asdict
+
+    from rscore.engine import default_registry
+
+    infos = default_registry().plugins()
+    if as_json:
+        typer.echo(json.dumps([asdict(p) for p in infos], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("plugin", "distribution", "version", "templates", "hooks")
+    for p in infos:
+        hooks = ", ".join(h.removeprefix("rscore_") for h in p.hooks)
+        table.add_row(p.name, p.distribution or "", p.version or "", str(p.templates), hooks)
+    Console().print(table)
+
+
+@templates_app.command("list")
+def templates_list(
+    plugin: Annotated[Optional[str], typer.Option("--plugin", "-p", help="Only this plugin's templates.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List query templates: what each answers, offline or with a VLM, and what bands it needs."""
+    from rscore.engine import default_registry
+
+    templates = default_registry().templates_for(plugin)
+    rows = [
+        {
+            "plugin": t.plugin,
+            "name": t.name,
+            "label": t.label,
+            "description": t.description,
+            "examples": list(t.examples),
+            "offline": t.program is not None,
+            "explain": t.explain,
+            "requires": list(t.requires),
+            "kinds": list(t.kinds),
+            "sources": list(t.sources),
+        }
+        for t in templates
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("plugin", "template", "offline", "needs", "example query")
+    for r in rows:
+        table.add_row(r["plugin"], r["name"], "yes" if r["offline"] else "VLM", ",".join(r["requires"]), (r["examples"] or [""])[0])
+    Console().print(table)
+
+
+@plugin_app.command("new")
+def plugin_new(
+    name: Annotated[str, typer.Argument(help="Plugin name (letters, digits, '-' or '_').")],
+    directory: Annotated[Path, typer.Option("--dir", help="Parent folder for the new package.")] = Path("."),
+    force: Annotated[bool, typer.Option(help="Write into an existing non-empty folder.")] = False,
+) -> None:
+    """Scaffold a working plugin package: reader, template, operator, writer and tests."""
+    from rscore.scaffold import new_plugin
+
+    path = new_plugin(name, directory, force=force)
+    typer.echo(f"created plugin package {path}\nnext: pip install -e {path} && pytest {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the app and maps outcomes to exit codes."""
+    code = 0
+    try:
+        rv = app(args=argv, standalone_mode=False, prog_name="rscore")
+        code = rv if isinstance(rv, int) else 0
+    except click.exceptions.UsageError as exc:
+        hint = f" (see 'rscore {exc.ctx.command_path.split(' ', 1)[1]} --help')" if exc.ctx and " " in exc.ctx.command_path else ""
+        _fail(f"{exc.format_message()}{hint}")
+        code = 2
+    except click.exceptions.Abort:
+        _fail("interrupted")
+        code = 130
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        code = 130
+    except click.exceptions.ClickException as exc:
+        _fail(exc.format_message())
+        code = exc.exit_code
+    except RscoreError as exc:
+        _fail(str(exc).splitlines()[0] if exc.exit_code == 2 else str(exc))
+        if _state["debug"]:
+            raise
+        code = exc.exit_code
+    except Exception as exc:  # a bug: say so, briefly
+        if _state["debug"] or os.environ.get("RSCORE_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback; please report it)")
+        code = 1
+    sys.exit(code)
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"rscore: error: {message}\n")
+    sys.stderr.flush()

@@ -1,0 +1,371 @@
+"""The engine: one ``segment(scene, query)`` contract over pluggable reasoners and segmenters.
+
+::
+
+    open_scene(path)  --reader (plugin)------------------------------> Scene
+    segment(scene, q) --preprocess hooks--> reasoner.plan(...) -------> Plan
+                      --analytic: template program per tile, stitched  \\
+                      --targets: segmenter (classical | sam2 | ...)    --> instances, union mask
+                      --postprocess hooks ----------------------------> Result
+    write_outputs(scene, result, out_dir) --writers (core + plugin), atomically--> files + result.json
+    run(path, q, ...) = all of the above
+
+Strategies are chosen by options: ``reasoner`` (``analytic`` default; others come through the backends hook),
+``segmenter`` (``auto`` = the best available, ``classical`` always available).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rscore.engine.analytic import run_program
+from rscore.errors import BackendUnavailable, InputError, OptionError, QueryError, RscoreError
+from rscore.plugins import CORE, Registry, get_registry
+from rscore.tiling import TiledArray
+from rscore.types import Instance, Plan, ProgressCallback, Request, Result, Scene, Step
+
+log = logging.getLogger(__name__)
+
+__all__ = ["open_scene", "segment", "write_outputs", "run", "validate_query", "default_registry", "DEFAULTS"]
+
+MAX_QUERY_CHARS = 2000
+DEFAULTS: Mapping[str, Any] = {
+    "reasoner": "analytic",
+    "segmenter": "auto",
+    "tile_size": 1024,
+    "min_area_px": 1,
+    "max_instances": 1000,
+}
+AUTO_SEGMENTERS = ("sam2", "classical")
+
+
+@functools.lru_cache(maxsize=1)
+def default_registry() -> Registry:
+    """The registry of every installed plugin, built once per process."""
+    return get_registry()
+
+
+def validate_query(query: str) -> str:
+    if not isinstance(query, str) or not query.strip():
+        raise QueryError("the query is empty: say what to segment, e.g. \"landslide-prone areas\"")
+    if len(query) > MAX_QUERY_CHARS:
+        raise QueryError(f"the query is {len(query):,} characters long; the limit is {MAX_QUERY_CHARS:,}")
+    if "\x00" in query:
+        raise QueryError("the query contains a NUL character")
+    return " ".join(query.split())
+
+
+# ------------------------------------------------------------------------------------------------------- reading
+def open_scene(
+    path: str | os.PathLike[str],
+    *,
+    plugin: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+) -> Scene:
+    """Open an input with the best reader: the plugin's own first, content sniffing before suffixes."""
+    reg = registry or default_registry()
+    reg.require_plugin(plugin)
+    options = dict(options or {})
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such file or directory", path=path)
+    readers = reg.readers_for(plugin)
+    if path.is_dir():
+        candidates = [r for r in readers if r.accepts_directories and r.sniff(path, b"")]
+        if not candidates:
+            raise InputError("is a directory; no installed reader opens folders like this one (give a file)", path=path)
+    else:
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as fh:
+                head = fh.read(512)
+        except OSError as exc:
+            raise InputError(f"cannot be read ({exc.strerror or exc})", path=path) from None
+        if size == 0:
+            raise InputError("the file is empty (0 bytes)", path=path)
+        sniffed = [r for r in readers if r.sniff(path, head)]
+        by_suffix = [r for r in readers if path.suffix.lower() in r.suffixes and r not in sniffed]
+        candidates = sniffed or by_suffix
+        if not candidates:
+            known = sorted({s for r in readers for s in r.suffixes})
+            raise InputError(
+                f"unsupported input: no reader recognises its content (readers handle {', '.join(known)})", path=path
+            )
+        if not sniffed:
+            # claimed by suffix only, yet the content matches no known format: it is not what its name says
+            raise InputError(
+                f"does not look like a {path.suffix or 'supported'} file (its content matches no known format)",
+                path=path,
+            )
+    reader = candidates[0]
+    log.debug("reading %s with %s", path, reader.name)
+    try:
+        scene = reader.open(path, options)
+    except RscoreError:
+        raise
+    except MemoryError:
+        raise InputError("too large to read into memory", path=path) from None
+    except Exception as exc:  # a reader's unexpected failure on a bad file is still the file's problem
+        log.debug("reader %s failed", reader.name, exc_info=True)
+        raise InputError(f"could not be read by the {reader.name} reader ({type(exc).__name__}: {exc})", path=path) from None
+    if scene.height <= 0 or scene.width <= 0:
+        raise InputError(f"has no pixels ({scene.width}x{scene.height})", path=path)
+    return scene
+
+
+# ---------------------------------------------------------------------------------------------------- segmenting
+def _backend(reg: Registry, kind: str, name: str, options: Mapping[str, Any]) -> Any:
+    spec = reg.backend(kind, name)
+    missing = spec.missing_modules()
+    if missing:
+        raise BackendUnavailable(
+            f"{kind} '{name}' needs Python package(s) {', '.join(missing)}: install them (see README, 'Backends')"
+        )
+    return spec.factory(options)
+
+
+def _segmenter(reg: Registry, name: str, options: Mapping[str, Any]) -> tuple[str, Any]:
+    if name != "auto":
+        return name, _backend(reg, "segmenter", name, options)
+    reasons = []
+    for candidate in AUTO_SEGMENTERS:
+        if ("segmenter", candidate) not in reg.backends:
+            continue
+        try:
+            return candidate, _backend(reg, "segmenter", candidate, options)
+        except BackendUnavailable as exc:
+            reasons.append(str(exc))
+            log.info("segmenter %s unavailable: %s", candidate, exc)
+    raise BackendUnavailable("no segmenter is available: " + "; ".join(reasons))
+
+
+def _chain(reg: Registry, hook: str, plugin: str | None, value: Any, **kwargs: Any) -> Any:
+    for fn in reg.hookimpls_for(hook, plugin):
+        out = fn(**{("scene" if hook == "rscore_preprocess" else "result"): value}, **kwargs)
+        if out is not None:
+            value = out
+    return value
+
+
+def segment(
+    scene: Scene,
+    query: str,
+    *,
+    plugin: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+    progress: ProgressCallback | None = None,
+) -> Result:
+    """Answer ``query`` on ``scene``: masks, instances, scores and the plan, or ``absent`` with the reason."""
+    reg = registry or default_registry()
+    reg.require_plugin(plugin)
+    query = validate_query(query)
+    opts = {**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}}
+    request = Request(query=query, plugin=plugin, options=opts)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    t0 = time.perf_counter()
+    scene = _chain(reg, "rscore_preprocess", plugin, scene, request=request)
+    timings["preprocess_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    templates = reg.templates_for(plugin)
+    reasoner = _backend(reg, "reasoner", opts["reasoner"], opts)
+    plan: Plan = reasoner.plan(scene, request, templates)
+    timings["reason_s"] = time.perf_counter() - t0
+    pre_steps = tuple(Step(text=f"preprocess: {s}") for s in scene.metadata.get("preprocess", ()))
+    if pre_steps:
+        plan = dataclasses.replace(plan, steps=pre_steps + plan.steps)
+
+    mask: np.ndarray | TiledArray | None = None
+    score = classes = None
+    instances: list[Instance] = []
+    segmenter_name = None
+    template = next((t for t in templates if t.qualified_name == plan.template), None)
+    label = template.label if template else "target"
+    t0 = time.perf_counter()
+    if not plan.absent:
+        targets = list(plan.targets)
+        if template is not None and template.program is not None and plan.reasoner == "analytic":
+            run_ = run_program(
+                scene, request, template, reg.operators, tile_size=int(opts["tile_size"]), progress=progress
+            )
+            mask, score, classes = run_.mask, run_.score, run_.classes
+            targets += run_.targets
+            plan = dataclasses.replace(plan, steps=plan.steps + tuple(run_.steps), targets=tuple(targets))
+        if targets:
+            segmenter_name, segmenter = _segmenter(reg, str(opts["segmenter"]), opts)
+            from rscore.io.images import scene_rgb8
+
+            instances += segmenter.segment(scene_rgb8(scene), targets)
+        timings["segment_s"] = time.perf_counter() - t0
+
+    if mask is None and scene.height * scene.width <= 64e6:
+        mask = np.zeros(scene.shape, bool)
+    if isinstance(mask, np.ndarray):
+        for inst in instances:
+            if inst.mask is not None:
+                mask |= inst.mask
+        if template is not None and not instances and not plan.absent:
+            from rscore.instances import instances_from_mask
+
+            instances = instances_from_mask(
+                mask,
+                label=label,
+                score=score if isinstance(score, np.ndarray) else None,
+                classes=classes if isinstance(classes, np.ndarray) else None,
+                class_names=template.class_names,
+                pixel_size=scene.pixel_size,
+                unit=scene.unit,
+                min_area_px=int(opts["min_area_px"]),
+                max_instances=int(opts["max_instances"]),
+            )
+    if not plan.absent and isinstance(mask, np.ndarray) and not mask.any():
+        plan = dataclasses.replace(plan, absent=True, reason=f"the {label} rule found no pixels in this input")
+
+    warnings = tuple(scene.warnings)
+    if isinstance(mask, TiledArray):
+        warnings += ("instances are not listed for scenes stitched on disk; see the vector outputs",)
+    result = Result(
+        query=query,
+        plugin=plugin,
+        plan=plan,
+        instances=tuple(instances),
+        mask=mask,
+        score=score,
+        class_map=classes,
+        class_names=template.class_names if template else (),
+        warnings=warnings,
+        provenance=_provenance(reg, plugin, scene, plan, segmenter_name, opts),
+    )
+    t0 = time.perf_counter()
+    result = _chain(reg, "rscore_postprocess", plugin, result, scene=scene)
+    timings["postprocess_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_all
+    return result.replace(timings={**result.timings, **{k: round(v, 4) for k, v in timings.items()}})
+
+
+def _provenance(
+    reg: Registry, plugin: str | None, scene: Scene, plan: Plan, segmenter: str | None, opts: Mapping[str, Any]
+) -> dict[str, Any]:
+    from rscore import __version__
+
+    info = {p.name: p for p in reg.plugins()}
+    plug = info.get(plugin) if plugin else None
+    return {
+        "rscore": __version__,
+        "plugin": {"name": plugin, "distribution": plug.distribution, "version": plug.version} if plug else None,
+        "reasoner": plan.reasoner,
+        "segmenter": segmenter,
+        "template": plan.template,
+        "matcher": {k: plan.match.get(k) for k in ("method", "model", "score") if k in plan.match},
+        "reader": scene.reader,
+        "input": str(scene.path) if scene.path else None,
+        "options": {k: v for k, v in opts.items() if isinstance(v, (str, int, float, bool)) and DEFAULTS.get(k) != v},
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------- writing
+def default_out_dir(path: str | os.PathLike[str]) -> Path:
+    return Path("rscore-out") / Path(path).stem
+
+
+def write_outputs(
+    scene: Scene,
+    result: Result,
+    out_dir: str | os.PathLike[str],
+    *,
+    registry: Registry | None = None,
+) -> Result:
+    """Run the writers into a temporary folder, then move it into place: all outputs or none.
+
+    An existing ``out_dir`` is replaced only if it is empty or an earlier rscore output (has ``result.json``).
+    Returns the result with ``outputs`` = ``{name: path relative to out_dir}``.
+    """
+    reg = registry or default_registry()
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise OptionError(f"output folder {out_dir} exists and is not a folder")
+        if any(out_dir.iterdir()) and not (out_dir / "result.json").exists():
+            raise OptionError(f"output folder {out_dir} exists and is not an rscore output folder; choose another --out")
+    created: list[Path] = []
+    for parent in reversed(out_dir.absolute().parents):
+        if not parent.exists():
+            created.append(parent)
+    t0 = time.perf_counter()
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    except OSError as exc:
+        raise OptionError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
+    try:
+        writers = [w for w in reg.writers_for(result.plugin) if w.applies(scene, result)]
+        writers.sort(key=lambda w: bool(getattr(w, "final", False)))
+        outputs: dict[str, str] = {}
+        for writer in writers:
+            if getattr(writer, "final", False):
+                timings = {**result.timings, "write_s": round(time.perf_counter() - t0, 4)}
+                result = result.replace(outputs=dict(outputs), timings=timings)
+            written = writer.write(scene, result, tmp)
+            outputs.update({k: os.path.relpath(v, tmp) for k, v in written.items()})
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.replace(out_dir, old / "x")
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for parent in reversed(created):
+            try:
+                parent.rmdir()
+            except OSError:
+                pass
+        raise
+    return result.replace(outputs=outputs)
+
+
+def run(
+    path: str | os.PathLike[str],
+    query: str,
+    *,
+    plugin: str | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    options: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+    progress: ProgressCallback | None = None,
+) -> Result:
+    """Open, segment and write: what ``rscore run`` does. The query is checked before anything is read."""
+    reg = registry or default_registry()
+    reg.require_plugin(plugin)
+    validate_query(query)
+    t0 = time.perf_counter()
+    scene = open_scene(path, plugin=plugin, options=options, registry=reg)
+    read_s = time.perf_counter() - t0
+    result = segment(scene, query, plugin=plugin, options=options, registry=reg, progress=progress)
+    result = result.replace(timings={"read_s": round(read_s, 4), **result.timings})
+    return write_outputs(scene, result, out_dir or default_out_dir(path), registry=reg)
+
+
+# the core plugin's name, re-exported for callers that compare against it
+CORE_PLUGIN = CORE

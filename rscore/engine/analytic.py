@@ -1,0 +1,199 @@
+"""The offline analytic strategy: match the query to a template, run its operator program tile by tile.
+
+Needs no weights. The plan says which template answered, how well the query matched it (method and score, with the
+runners-up), and the steps the program recorded with what they measured. When nothing matches, or the template
+cannot apply to this input, the answer is ``absent`` with the reason - never a made-up mask.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rscore.engine.matching import TemplateMatcher
+from rscore.errors import InternalError, OptionError
+from rscore.sdk import Operator, OpContext, ProgramOutput, Template
+from rscore.tiling import ArraySink, TiledArray, iter_tiles, make_sink, tile_count
+from rscore.types import Plan, ProgressCallback, Request, Scene, Step, Target
+
+log = logging.getLogger(__name__)
+
+ALTERNATIVES = 3
+
+
+class AnalyticReasoner:
+    """Plans by template matching. ``options``: ``matcher`` (auto|embedding|keyword), ``template`` (force one)."""
+
+    name = "analytic"
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        self.options = dict(options or {})
+
+    def plan(self, scene: Scene, request: Request, templates: Sequence[Template]) -> Plan:
+        forced = request.option("template")
+        if forced:
+            chosen = [t for t in templates if forced in (t.name, t.qualified_name)]
+            if not chosen:
+                have = ", ".join(t.qualified_name for t in templates) or "none"
+                raise OptionError(f"unknown template '{forced}' (available: {have})")
+            t = chosen[0]
+            return self._plan_for(t, scene, {"template": t.qualified_name, "method": "forced", "score": 1.0})
+
+        applicable = [t for t in templates if t.program is not None and scene.kind in t.kinds]
+        skipped = [t.qualified_name for t in templates if t not in applicable]
+        if not applicable:
+            return Plan(
+                absent=True,
+                reason=f"no analytic template of this plugin applies to a {scene.kind} input"
+                + (f" (templates without an offline program or for other inputs: {', '.join(skipped)})" if skipped else ""),
+                reasoner=self.name,
+            )
+        matcher = TemplateMatcher(applicable, request.option("matcher") or self.options.get("matcher"))
+        best, ranked = matcher.best(request.query)
+        match = {
+            "method": matcher.method,
+            "model": matcher.model,
+            "threshold": matcher.threshold,
+            "alternatives": [{"template": m.template.qualified_name, "score": m.score} for m in ranked[:ALTERNATIVES]],
+        }
+        if best is None:
+            closest = ", ".join(f"{m.template.name} ({m.score:.2f})" for m in ranked[:ALTERNATIVES])
+            return Plan(
+                absent=True,
+                reason=(
+                    f"the query matches no template this plugin can answer offline "
+                    f"(best {ranked[0].score:.2f} < threshold {matcher.threshold}); closest: {closest}. "
+                    "Rephrase, force one with --template, or use a VLM reasoner (--reasoner openai|transformers)"
+                ),
+                reasoner=self.name,
+                match=match,
+            )
+        return self._plan_for(best.template, scene, {**match, "template": best.template.qualified_name, "score": best.score})
+
+    def _plan_for(self, t: Template, scene: Scene, match: dict[str, Any]) -> Plan:
+        if t.program is None:
+            return Plan(
+                absent=True,
+                reason=f"template '{t.qualified_name}' has no offline program; it needs a VLM reasoner",
+                template=t.qualified_name,
+                reasoner=self.name,
+                match=match,
+            )
+        missing = [r for r in t.requires if not scene.has(r)]
+        if missing:
+            raise OptionError(
+                f"template '{t.name}' needs band(s) {', '.join(missing)} and this input has "
+                f"{', '.join(scene.band_roles) or 'none'}: pass --bands to name the bands, or use an input with them"
+            )
+        steps = [Step(text=f"matched template '{t.name}' ({t.label}): {t.description}")]
+        if t.explain:
+            steps.append(Step(text=f"rule: {t.explain}"))
+        return Plan(steps=tuple(steps), template=t.qualified_name, reasoner=self.name, match=match)
+
+
+@dataclass
+class ProgramRun:
+    """What running a template program over a whole scene produced."""
+
+    mask: np.ndarray | TiledArray
+    score: np.ndarray | TiledArray | None
+    classes: np.ndarray | TiledArray | None
+    steps: list[Step]
+    targets: list[Target]
+    tiles: int
+
+
+def run_program(
+    scene: Scene,
+    request: Request,
+    template: Template,
+    operators: Mapping[str, Operator],
+    *,
+    tile_size: int = 1024,
+    progress: ProgressCallback | None = None,
+) -> ProgramRun:
+    """Run ``template.program`` tile by tile (halo = ``template.halo``) and stitch the outputs seam-free.
+
+    Invalid pixels (nodata, alpha) are never in the mask; their score is NaN and their class 0. Notes recorded by
+    the program become steps; a note's numeric stats are averaged over tiles weighted by tile area.
+    """
+    assert template.program is not None
+    h, w = scene.shape
+    total = tile_count(h, w, tile_size)
+    mask_sink = make_sink(h, w, bool, tile_size)
+    score_sink: ArraySink | TiledArray | None = None
+    class_sink: ArraySink | TiledArray | None = None
+    notes: dict[str, tuple[Step, dict[str, float], float]] = {}
+    targets: list[Target] = []
+    for tile in iter_tiles(h, w, tile_size, template.halo):
+        ctx = OpContext(scene, request, operators, tile.read, params=request.options)
+        out = template.program(ctx)
+        if not isinstance(out, ProgramOutput):
+            raise InternalError(f"template '{template.qualified_name}' returned {type(out).__name__}, not ProgramOutput")
+        crop = tile.crop
+        valid = ctx.valid[crop]
+        if out.mask is not None:
+            _check_shape(template, "mask", out.mask, ctx.shape)
+            mask_sink.write(tile.core, np.asarray(out.mask, bool)[crop] & valid)
+        if out.score is not None:
+            _check_shape(template, "score", out.score, ctx.shape)
+            score_sink = score_sink or make_sink(h, w, np.float32, tile_size, fill=np.nan)
+            score = np.asarray(out.score, np.float32)[crop].copy()
+            score[~valid] = np.nan
+            score_sink.write(tile.core, score)
+        if out.classes is not None:
+            _check_shape(template, "classes", out.classes, ctx.shape)
+            class_sink = class_sink or make_sink(h, w, np.uint8, tile_size)
+            classes = np.asarray(out.classes, np.uint8)[crop].copy()
+            classes[~valid] = 0
+            class_sink.write(tile.core, classes)
+        for t in out.targets:
+            targets.append(_shift_target(t, tile.read.col_off, tile.read.row_off))
+        weight = float(tile.core.height * tile.core.width)
+        for note in ctx.notes:
+            _merge_note(notes, note, weight)
+        if progress:
+            progress(tile.index + 1, total)
+    steps = []
+    for step, sums, wsum in notes.values():
+        stats = dict(step.stats)
+        stats.update({k: v / wsum for k, v in sums.items()})
+        steps.append(Step(step.text, step.operator, step.params, stats))
+    return ProgramRun(
+        mask=mask_sink.finish(),
+        score=score_sink.finish() if score_sink else None,
+        classes=class_sink.finish() if class_sink else None,
+        steps=steps,
+        targets=targets,
+        tiles=total,
+    )
+
+
+def _check_shape(template: Template, what: str, arr: np.ndarray, shape: tuple[int, int]) -> None:
+    if np.shape(arr) != shape:
+        raise InternalError(
+            f"template '{template.qualified_name}' returned a {what} of shape {np.shape(arr)} for a view of {shape}"
+        )
+
+
+def _shift_target(t: Target, dx: int, dy: int) -> Target:
+    if not dx and not dy:
+        return t
+    box = None if t.box is None else (t.box[0] + dx, t.box[1] + dy, t.box[2] + dx, t.box[3] + dy)
+    points = tuple((x + dx, y + dy, lab) for x, y, lab in t.points)
+    return Target(t.label, box, points, t.phrase, t.confidence)
+
+
+def _merge_note(notes: dict[str, tuple[Step, dict[str, float], float]], note: Step, weight: float) -> None:
+    numeric = {k: float(v) for k, v in note.stats.items() if isinstance(v, (int, float, np.number)) and np.isfinite(v)}
+    if note.text not in notes:
+        other = {k: v for k, v in note.stats.items() if k not in numeric}
+        notes[note.text] = (Step(note.text, note.operator, note.params, other), {k: 0.0 for k in numeric}, 0.0)
+    step, sums, wsum = notes[note.text]
+    for k, v in numeric.items():
+        sums[k] = sums.get(k, 0.0) + v * weight
+    notes[note.text] = (step, sums, wsum + weight)

@@ -1,0 +1,157 @@
+"""The built-in image reader (PNG, JPEG, TIFF, BMP, WebP, GIF first frame) and display helpers.
+
+Pillow decodes; EXIF orientation is applied so that masks line up with what a viewer shows; 16-bit and float images
+keep their values; an alpha channel becomes the validity mask; palette/CMYK images become RGB. The pixel count is
+checked against the limit *before* decoding (decompression bombs): ``max_pixels`` option, ``RSCORE_MAX_PIXELS``,
+default 250 million.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rscore.errors import ImageTooLarge, InputError
+from rscore.sdk import Reader
+from rscore.types import ArraySource, Scene, Window
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 250_000_000
+_MAGIC = (
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"II*\x00",
+    b"MM\x00*",
+    b"II+\x00",
+    b"MM\x00+",
+    b"BM",
+    b"GIF87a",
+    b"GIF89a",
+)
+
+
+def max_pixels(options: Mapping[str, Any] | None = None) -> int:
+    value = (options or {}).get("max_pixels") or os.environ.get("RSCORE_MAX_PIXELS") or DEFAULT_MAX_PIXELS
+    return int(float(value))
+
+
+def check_pixel_limit(path: Path, width: int, height: int, options: Mapping[str, Any] | None = None) -> None:
+    limit = max_pixels(options)
+    if width * height > limit:
+        raise ImageTooLarge(
+            f"image is {width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
+            "(raise it with --max-pixels or RSCORE_MAX_PIXELS if you trust this file)",
+            path=path,
+        )
+
+
+class ImageReader(Reader):
+    """Ordinary images through Pillow, read whole (they are checked against the pixel limit first)."""
+
+    name = "image"
+    suffixes = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+    def open(self, path: Path, options: Mapping[str, Any]) -> Scene:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            old_limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None  # our own limit below, checked before decoding
+            try:
+                img = Image.open(path)
+                check_pixel_limit(path, img.width, img.height, options)
+                n_frames = getattr(img, "n_frames", 1)
+                img.load()
+                img = ImageOps.exif_transpose(img)
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+                raise InputError(f"not a readable image ({_short(exc)})", path=path) from None
+            finally:
+                Image.MAX_IMAGE_PIXELS = old_limit
+        array, roles, valid = _to_array(img)
+        warn = (f"{path.name}: {n_frames} frames/pages; only the first was read",) if n_frames > 1 else ()
+        return Scene(
+            source=ArraySource(array, valid),
+            kind="image",
+            band_roles=roles,
+            path=path,
+            reader=self.name,
+            warnings=warn,
+            metadata={"format": img.format or path.suffix.lstrip(".").upper(), "mode": img.mode},
+        )
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]
+
+
+def _to_array(img: Any) -> tuple[np.ndarray, tuple[str, ...], np.ndarray | None]:
+    """Pillow image -> (bands, rows, cols) array, band roles, validity mask from alpha."""
+    mode = img.mode
+    if mode in ("P", "PA"):
+        img = img.convert("RGBA" if "transparency" in img.info or mode == "PA" else "RGB")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        img = img.convert("RGB")
+    elif mode == "1":
+        img = img.convert("L")
+    elif mode == "LA":
+        arr = np.asarray(img)
+        return arr[None, :, :, 0].copy(), ("gray",), arr[:, :, 1] > 0
+    mode = img.mode
+    arr = np.asarray(img)
+    if mode == "RGBA":
+        return np.moveaxis(arr[:, :, :3], -1, 0).copy(), ("red", "green", "blue"), arr[:, :, 3] > 0
+    if arr.ndim == 3:
+        return np.moveaxis(arr, -1, 0).copy(), ("red", "green", "blue")[: arr.shape[2]], None
+    if mode.startswith("I;16"):
+        arr = arr.astype(np.uint16)
+    return arr[None].copy(), ("gray",), None
+
+
+# ------------------------------------------------------------------------------------------------------- display
+def stretch_to_uint8(band: np.ndarray, valid: np.ndarray | None = None, low: float = 2, high: float = 98) -> np.ndarray:
+    """Linear percentile stretch of any dtype to uint8 (uint8 input is returned as is)."""
+    if band.dtype == np.uint8:
+        return band
+    data = band.astype(np.float32)
+    sample = data[valid] if valid is not None else data
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return np.zeros(band.shape, np.uint8)
+    lo, hi = np.percentile(sample, [low, high])
+    if hi <= lo:
+        hi = lo + 1
+    out = np.clip((data - lo) / (hi - lo) * 255, 0, 255)
+    out[~np.isfinite(out)] = 0
+    return out.astype(np.uint8)
+
+
+DISPLAY_ORDER = ("gray", "hu", "elevation", "nir")
+
+
+def scene_rgb8(scene: Scene, window: Window | None = None) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 picture of a scene for overlays and for models that want RGB."""
+    valid = scene.valid(window)
+    if scene.has("red", "green", "blue"):
+        bands = scene.read(window, ["red", "green", "blue"])
+        if bands.dtype == np.uint8:
+            return np.ascontiguousarray(np.moveaxis(bands, 0, -1))
+        # one stretch for all three bands keeps colour balance
+        flat = bands.astype(np.float32)
+        lo_hi = stretch_to_uint8(flat.reshape(1, -1)[0], None if valid is None else np.tile(valid.ravel(), 3))
+        return np.ascontiguousarray(np.moveaxis(lo_hi.reshape(bands.shape), 0, -1))
+    role = next((r for r in DISPLAY_ORDER if r in scene.band_roles), scene.band_roles[0] if scene.band_roles else None)
+    band = scene.read(window, [role])[0] if role else scene.source.read(window, [0])[0]
+    grey = stretch_to_uint8(band, valid)
+    return np.repeat(grey[:, :, None], 3, axis=2)

@@ -1,0 +1,215 @@
+"""Plugin manager factory and the registry of everything plugins provide.
+
+Nothing happens at import time: :func:`get_plugin_manager` builds a manager (built-ins, then entry points of the
+``rscore`` group), validates every hook implementation, and :func:`get_registry` collects readers, templates,
+operators, writers, backends and adapters from it, checking names for clashes.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pluggy
+
+from rscore import hookspecs
+from rscore.errors import PluginError
+from rscore.hookspecs import PROJECT
+from rscore.sdk import AdapterSpec, BackendSpec, Operator, Reader, Template, Writer
+
+log = logging.getLogger(__name__)
+
+CORE = "core"
+BUILTIN_MODULES = ("rscore.builtin",)
+
+
+def get_plugin_manager(*, entry_points: bool = True, extra: Iterable[tuple[str, object]] = ()) -> pluggy.PluginManager:
+    """Build a validated plugin manager: built-ins as plugin ``core``, then the ``rscore`` entry points.
+
+    ``extra`` registers more ``(name, plugin)`` pairs (tests, embedding applications). A plugin that fails to import
+    or whose hooks do not match :mod:`rscore.hookspecs` raises :class:`PluginError` naming it.
+    """
+    import importlib
+
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for modname in BUILTIN_MODULES:
+        _register(pm, CORE, importlib.import_module(modname))
+    if entry_points:
+        for ep in importlib.metadata.entry_points(group=PROJECT):
+            if pm.has_plugin(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # an import error in a third-party plugin must not be a traceback
+                raise PluginError(f"plugin '{ep.name}' ({ep.value}) failed to load: {type(exc).__name__}: {exc}")
+            dist = getattr(ep, "dist", None)
+            _register(pm, ep.name, plugin, dist)
+    for name, plugin in extra:
+        _register(pm, name, plugin)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin '{_plugin_name(pm, exc.plugin)}' implements an unknown hook: {exc}") from None
+    return pm
+
+
+def _register(pm: pluggy.PluginManager, name: str, plugin: object, dist: Any = None) -> None:
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin '{name}' has an invalid hook implementation: {exc}") from None
+    except ValueError as exc:
+        raise PluginError(f"plugin '{name}' could not be registered: {exc}") from None
+    if dist is not None:
+        pm._rscore_dists = getattr(pm, "_rscore_dists", {})  # type: ignore[attr-defined]
+        pm._rscore_dists[name] = (dist.metadata["Name"], dist.version)  # type: ignore[attr-defined]
+
+
+def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
+    return pm.get_name(plugin) or repr(plugin)
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    distribution: str | None
+    version: str | None
+    hooks: tuple[str, ...]
+    templates: int = 0
+
+
+@dataclass
+class Registry:
+    """Everything the plugins provide, keyed and checked. Build it with :func:`get_registry`."""
+
+    pm: pluggy.PluginManager
+    readers: list[tuple[str, Reader]] = field(default_factory=list)
+    templates: list[Template] = field(default_factory=list)
+    operators: dict[str, Operator] = field(default_factory=dict)
+    writers: list[tuple[str, Writer]] = field(default_factory=list)
+    backends: dict[tuple[str, str], BackendSpec] = field(default_factory=dict)
+    adapters: list[AdapterSpec] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def plugin_names(self) -> list[str]:
+        return [name for name, _ in self.pm.list_name_plugin()]
+
+    def plugins(self) -> list[PluginInfo]:
+        dists = getattr(self.pm, "_rscore_dists", {})
+        out = []
+        for name, plugin in self.pm.list_name_plugin():
+            hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or ()))
+            dist, version = dists.get(name, (None, None))
+            if name == CORE:
+                from rscore import __version__
+
+                dist, version = "rscore", __version__
+            n = sum(1 for t in self.templates if t.plugin == name)
+            out.append(PluginInfo(name, dist, version, hooks, n))
+        return out
+
+    def require_plugin(self, name: str | None) -> None:
+        if name is not None and not self.pm.has_plugin(name):
+            have = ", ".join(n for n in self.plugin_names if n != CORE) or "none installed"
+            raise PluginError(f"unknown plugin '{name}' (installed: {have})")
+
+    def templates_for(self, plugin: str | None) -> list[Template]:
+        self.require_plugin(plugin)
+        if plugin is None:
+            return list(self.templates)
+        return [t for t in self.templates if t.plugin in (plugin, CORE)]
+
+    def readers_for(self, plugin: str | None) -> list[Reader]:
+        """Readers of ``plugin`` first, then core, then every other plugin's."""
+        rank = {plugin: 0, CORE: 1}
+        return [r for _, r in sorted(self.readers, key=lambda pr: rank.get(pr[0], 2))]
+
+    def writers_for(self, plugin: str | None) -> list[Writer]:
+        return [w for p, w in self.writers if p in (plugin, CORE)]
+
+    def backend(self, kind: str, name: str) -> BackendSpec:
+        try:
+            return self.backends[(kind, name)]
+        except KeyError:
+            have = ", ".join(sorted(n for k, n in self.backends if k == kind)) or "none"
+            raise PluginError(f"unknown {kind} '{name}' (available: {have})") from None
+
+    def backend_names(self, kind: str) -> list[str]:
+        return sorted(n for k, n in self.backends if k == kind)
+
+    def hookimpls_for(self, hook: str, plugin: str | None) -> list[Callable[..., Any]]:
+        """Implementations of a processing hook for ``plugin`` and core, in pluggy's call order."""
+        caller = getattr(self.pm.hook, hook)
+        impls = [i for i in caller.get_hookimpls() if i.plugin_name in (plugin, CORE)]
+        return [i.function for i in reversed(impls)]  # pluggy calls the last registered first
+
+
+def get_registry(pm: pluggy.PluginManager | None = None) -> Registry:
+    """Collect and check what every registered plugin provides."""
+    pm = pm or get_plugin_manager()
+    reg = Registry(pm)
+    for plugin_name, items in _collect(pm, "rscore_readers"):
+        for r in items:
+            _expect(plugin_name, "rscore_readers", r, Reader)
+            reg.readers.append((plugin_name, r))
+    seen: set[str] = set()
+    for plugin_name, items in _collect(pm, "rscore_query_templates"):
+        for t in items:
+            _expect(plugin_name, "rscore_query_templates", t, Template)
+            t = replace(t, plugin=plugin_name)
+            if t.qualified_name in seen:
+                raise PluginError(f"plugin '{plugin_name}' registers template '{t.name}' twice")
+            seen.add(t.qualified_name)
+            reg.templates.append(t)
+    owners: dict[str, str] = {}
+    for plugin_name, items in _collect(pm, "rscore_operators"):
+        for op in items:
+            _expect(plugin_name, "rscore_operators", op, Operator)
+            if op.name in reg.operators:
+                raise PluginError(
+                    f"operator '{op.name}' is registered by both '{owners[op.name]}' and '{plugin_name}'"
+                )
+            reg.operators[op.name] = op
+            owners[op.name] = plugin_name
+    for plugin_name, items in _collect(pm, "rscore_writers"):
+        for w in items:
+            _expect(plugin_name, "rscore_writers", w, Writer)
+            reg.writers.append((plugin_name, w))
+    for plugin_name, items in _collect(pm, "rscore_backends"):
+        for b in items:
+            _expect(plugin_name, "rscore_backends", b, BackendSpec)
+            key = (b.kind, b.name)
+            if key in reg.backends:
+                raise PluginError(f"{b.kind} backend '{b.name}' is registered twice (again by '{plugin_name}')")
+            reg.backends[key] = replace(b, plugin=plugin_name)
+    for plugin_name, items in _collect(pm, "rscore_adapters"):
+        for a in items:
+            _expect(plugin_name, "rscore_adapters", a, AdapterSpec)
+            reg.adapters.append(replace(a, plugin=plugin_name))
+    return reg
+
+
+def _collect(pm: pluggy.PluginManager, hook: str) -> list[tuple[str, Sequence[Any]]]:
+    """Call a collection hook implementation by implementation, so that every item is attributed to its plugin."""
+    out = []
+    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
+        try:
+            items = impl.function()
+        except Exception as exc:
+            raise PluginError(f"plugin '{impl.plugin_name}' failed in {hook}(): {type(exc).__name__}: {exc}") from exc
+        if items is None:
+            continue
+        if not isinstance(items, (list, tuple)):
+            raise PluginError(f"plugin '{impl.plugin_name}': {hook}() must return a list, got {type(items).__name__}")
+        out.append((impl.plugin_name, items))
+    return out
+
+
+def _expect(plugin: str, hook: str, item: object, cls: type) -> None:
+    if not isinstance(item, cls):
+        raise PluginError(f"plugin '{plugin}': {hook}() returned {type(item).__name__}, expected {cls.__name__}")

@@ -1,0 +1,253 @@
+"""What plugins provide: readers, templates, operators, writers, backends and adapters.
+
+These are the types returned by the hooks in :mod:`rscore.hookspecs`. A plugin author imports from here (and from
+:mod:`rscore.types`) and nothing else is needed. ``docs/plugin-guide.md`` walks through a complete plugin.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+
+from rscore.types import Request, Scene, Step, Target, Window
+
+if TYPE_CHECKING:
+    from rscore.types import Result
+
+__all__ = [
+    "Reader",
+    "Writer",
+    "Operator",
+    "OpContext",
+    "ProgramOutput",
+    "Template",
+    "BackendSpec",
+    "AdapterSpec",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------- readers
+class Reader:
+    """Opens an input into a :class:`~rscore.types.Scene`. Subclass it and return an instance from ``rscore_readers``.
+
+    Reader choice: first the readers whose :meth:`sniff` recognises the file's first bytes, then those claiming
+    its suffix; readers of the ``--plugin`` in use are tried before the others. ``open`` must raise
+    :class:`rscore.errors.InputError` naming the file for anything it cannot read, and must not load big inputs
+    whole (return a lazy :class:`~rscore.types.PixelSource`).
+    """
+
+    name: ClassVar[str] = ""
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    accepts_directories: ClassVar[bool] = False
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        """``True`` if ``head`` (the first 512 bytes, empty for directories) is a format this reader opens."""
+        return False
+
+    def open(self, path: Path, options: Mapping[str, Any]) -> Scene:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------------------- writers
+class Writer:
+    """Writes one kind of output file for a result. Return instances from ``rscore_writers``.
+
+    ``write`` returns ``{output-name: path}`` for what it wrote inside ``out_dir``. Writers run into a temporary
+    folder that is moved into place only when every writer succeeded, so a failure leaves no partial output.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def applies(self, scene: Scene, result: Result) -> bool:
+        return True
+
+    def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:  # pragma: no cover
+        raise NotImplementedError
+
+
+# -------------------------------------------------------------------------------------------------------- operators
+@dataclass(frozen=True)
+class Operator:
+    """A domain operator: ``fn(ctx, **params) -> array`` over the current view.
+
+    ``halo`` is how many pixels of context the operator needs around a tile (slope needs 1, a 15 px relief window
+    needs 7). ``requires`` lists band roles it reads. ``unit`` documents what the output means (``deg``, ``m``,
+    ``ratio``, ``bool``).
+    """
+
+    name: str
+    fn: Callable[..., np.ndarray]
+    description: str
+    requires: tuple[str, ...] = ()
+    halo: int = 0
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class ProgramOutput:
+    """What a template's analytic program returns for one view.
+
+    ``mask`` (bool, view-sized) and optionally ``score`` (0-1 float) and ``classes`` (small ints, 0 = none);
+    or ``targets`` (boxes/points) for a segmenter to turn into masks.
+    """
+
+    mask: np.ndarray | None = None
+    score: np.ndarray | None = None
+    classes: np.ndarray | None = None
+    targets: tuple[Target, ...] = ()
+
+
+class OpContext:
+    """The view a program works on: bands by role, validity, pixel size, and the registered operators.
+
+    Operator results are cached per view, so ``ctx.op("slope")`` twice computes once. ``ctx.note`` records a
+    reasoning step that ends up in the plan (identical notes from several tiles are recorded once).
+    """
+
+    def __init__(
+        self,
+        scene: Scene,
+        request: Request,
+        operators: Mapping[str, Operator],
+        window: Window | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.scene = scene
+        self.request = request
+        self.operators = operators
+        self.window = window or Window(0, 0, scene.height, scene.width)
+        self.params = dict(params or {})
+        self.notes: list[Step] = []
+        self._cache: dict[tuple[str, tuple[tuple[str, Any], ...]], np.ndarray] = {}
+        self._bands: dict[str, np.ndarray] = {}
+        self._valid: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.window.height, self.window.width
+
+    @property
+    def pixel_size(self) -> tuple[float, float]:
+        """Real pixel size ``(x, y)`` in the scene's unit, or ``(1, 1)`` when unknown (pixel units)."""
+        return self.scene.pixel_size or (1.0, 1.0)
+
+    def has(self, *roles: str) -> bool:
+        return self.scene.has(*roles)
+
+    def band(self, role: str) -> np.ndarray:
+        """One band as float32, invalid pixels set to NaN."""
+        if role not in self._bands:
+            if not self.scene.has(role):
+                from rscore.errors import OptionError
+
+                raise OptionError(
+                    f"this input has no '{role}' band (bands: {', '.join(self.scene.band_roles) or 'none'}); "
+                    f"pass --bands to name them"
+                )
+            arr = self.scene.read(self.window, [role])[0].astype(np.float32, copy=True)
+            arr[~self.valid] = np.nan
+            self._bands[role] = arr
+        return self._bands[role]
+
+    @property
+    def valid(self) -> np.ndarray:
+        if self._valid is None:
+            v = self.scene.valid(self.window)
+            self._valid = np.ones(self.shape, bool) if v is None else np.asarray(v, bool)
+        return self._valid
+
+    def op(self, name: str, **params: Any) -> np.ndarray:
+        key = (name, tuple(sorted(params.items())))
+        if key not in self._cache:
+            try:
+                operator = self.operators[name]
+            except KeyError:
+                from rscore.errors import PluginError
+
+                raise PluginError(f"operator '{name}' is not registered (have: {', '.join(sorted(self.operators))})")
+            self._cache[key] = operator.fn(self, **params)
+        return self._cache[key]
+
+    def note(self, text: str, operator: str | None = None, **stats: Any) -> None:
+        self.notes.append(Step(text=text, operator=operator, stats=stats))
+
+
+# -------------------------------------------------------------------------------------------------------- templates
+@dataclass(frozen=True)
+class Template:
+    """A query template: how a kind of question is answered.
+
+    ``examples`` and ``description`` are what queries are matched against. ``program`` is the offline analytic
+    answer (``None`` when only a VLM can answer); ``explain`` says its rule in one line
+    (``"slope >= 25 deg AND NDVI < 0.3"``) and ``sources`` cites where thresholds come from. ``prompt`` is the
+    expansion handed to a VLM reasoner. ``kinds`` limits the scene kinds it applies to; ``requires`` the band roles
+    it needs. ``halo`` is the context (px) the program needs around a tile.
+    """
+
+    name: str
+    label: str
+    description: str
+    examples: tuple[str, ...]
+    program: Callable[[OpContext], ProgramOutput] | None = None
+    explain: str = ""
+    prompt: str = ""
+    keywords: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ("image", "raster", "volume", "video")
+    halo: int = 0
+    sources: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()  # names of classes 1..n when the program returns graded classes
+    plugin: str = ""  # filled in by the registry
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.plugin}:{self.name}" if self.plugin else self.name
+
+
+# --------------------------------------------------------------------------------------------------------- backends
+@dataclass(frozen=True)
+class BackendSpec:
+    """A reasoner, segmenter or propagator that can be selected by name (``--reasoner``, ``--segmenter``).
+
+    ``factory(options)`` builds it; ``modules`` lists the Python modules it needs, so that rscore can say what is
+    missing instead of failing on import.
+
+    Reasoners implement ``plan(scene, request, templates) -> Plan``; segmenters implement
+    ``segment(image, targets) -> list[Instance]`` with ``image`` an ``(H, W, 3)`` uint8 array.
+    """
+
+    kind: Literal["reasoner", "segmenter", "propagator"]
+    name: str
+    factory: Callable[[Mapping[str, Any]], Any]
+    description: str
+    modules: tuple[str, ...] = ()
+    plugin: str = ""
+
+    def missing_modules(self) -> list[str]:
+        return [m for m in self.modules if importlib.util.find_spec(m) is None]
+
+
+# --------------------------------------------------------------------------------------------------------- adapters
+@dataclass(frozen=True)
+class AdapterSpec:
+    """Fine-tuning defaults a plugin declares for its domain.
+
+    ``target_modules`` are the LoRA targets of the reasoner, ``augmentations`` the names of domain augmentations
+    (e.g. ``hflip``, ``rot90``, ``colour_jitter_underwater``), ``dataset_reader`` optionally maps a plugin-specific
+    dataset folder to manifest rows.
+    """
+
+    name: str
+    description: str
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    lora_rank: int = 8
+    augmentations: tuple[str, ...] = ()
+    dataset_reader: Callable[[Path], Sequence[Mapping[str, Any]]] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    plugin: str = ""

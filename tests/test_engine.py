@@ -1,0 +1,218 @@
+"""The engine contract on a small in-process plugin: plans, masks, instances, tiling, absent answers, outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from demo_plugin import write_demo
+
+from rscore import engine
+from rscore.errors import InputError, OptionError, PluginError, QueryError
+from rscore.tiling import TiledArray, read_window
+from rscore.types import ArraySource, Scene
+
+
+def scene_of(img, **kw):
+    return Scene(ArraySource(img), "image", ("gray",), **kw)
+
+
+def test_segment_returns_mask_instances_and_plan(demo_registry, disc_image):
+    img, disc = disc_image
+    res = engine.segment(scene_of(img), "bright spots", plugin="demo", registry=demo_registry)
+    assert not res.absent
+    assert res.plan.template == "demo:bright"
+    assert res.plan.match["method"] == "keyword" and res.plan.match["score"] >= 0.5
+    assert np.array_equal(res.mask, img >= 128)
+    # two blobs: the disc and the square, largest/brightest first
+    assert len(res.instances) == 2
+    disc_inst = next(i for i in res.instances if i.bbox[0] < 100)
+    assert disc_inst.area_px == int(disc.sum())
+    assert disc_inst.bbox == (40, 30, 81, 71)
+    assert 0.8 < disc_inst.score <= 1.0
+    texts = [s.text for s in res.plan.steps]
+    assert any("rule: brightness >= 0.5" in t for t in texts)
+    note = next(s for s in res.plan.steps if s.text == "brightness >= 0.5")
+    assert note.stats["share"] == pytest.approx((img >= 128).mean(), rel=1e-6)
+    assert res.classes["demo"] == {"instances": 2}  # postprocess hook ran
+    assert {"reason_s", "segment_s", "total_s"} <= set(res.timings)
+    assert res.provenance["template"] == "demo:bright" and res.provenance["reasoner"] == "analytic"
+
+
+def test_unmatched_query_is_absent_with_closest_templates(demo_registry, disc_image):
+    img, _ = disc_image
+    res = engine.segment(scene_of(img), "the tallest giraffe", plugin="demo", registry=demo_registry)
+    assert res.absent
+    assert "matches no template" in res.plan.reason and "closest" in res.plan.reason
+    assert not res.mask.any() and res.instances == ()
+    assert len(res.plan.match["alternatives"]) == 3
+
+
+def test_empty_result_is_absent(demo_registry):
+    res = engine.segment(scene_of(np.zeros((32, 32), np.uint8)), "bright spots", plugin="demo", registry=demo_registry)
+    assert res.absent and "found no pixels" in res.plan.reason
+
+
+def test_vlm_only_template_is_not_answered_offline(demo_registry, disc_image):
+    img, _ = disc_image
+    res = engine.segment(scene_of(img), "the cat", plugin="demo", options={"template": "vlm-only"}, registry=demo_registry)
+    assert res.absent and "needs a VLM reasoner" in res.plan.reason
+
+
+def test_missing_band_is_a_clear_option_error(demo_registry, disc_image):
+    import demo_plugin
+    from rscore.sdk import Template
+
+    t = Template("ndvi", "veg", "vegetation", ("vegetation",), program=demo_plugin._bright, requires=("nir", "red"))
+    demo_registry.templates.append(t.__class__(**{**t.__dict__, "plugin": "demo"}))
+    with pytest.raises(OptionError, match="needs band\\(s\\) nir, red"):
+        engine.segment(scene_of(disc_image[0]), "vegetation", plugin="demo", options={"template": "ndvi"}, registry=demo_registry)
+
+
+@pytest.mark.parametrize("tile", [16, 33, 64])
+def test_tiled_run_is_seam_free(demo_registry, disc_image, tile):
+    """A 9x9 neighbourhood program (halo 4) gives the same answer whatever the tile size."""
+    img, _ = disc_image
+    whole = engine.segment(scene_of(img), "x", plugin="demo", options={"template": "smooth-bright", "tile_size": 4096}, registry=demo_registry)
+    tiled = engine.segment(scene_of(img), "x", plugin="demo", options={"template": "smooth-bright", "tile_size": tile}, registry=demo_registry)
+    assert np.array_equal(whole.mask, tiled.mask)
+    np.testing.assert_allclose(whole.score, tiled.score, atol=1e-6)
+    assert np.array_equal(whole.class_map, tiled.class_map)
+    assert whole.class_names == ("medium", "high")
+
+
+def test_without_halo_tiles_would_show_seams(disc_image):
+    """Guard for the test above: the same program with halo 0 differs at tile borders."""
+    import dataclasses
+
+    import demo_plugin
+    from rscore.plugins import get_plugin_manager, get_registry
+
+    reg = get_registry(get_plugin_manager(entry_points=False, extra=[("demo", demo_plugin)]))
+    reg.templates = [dataclasses.replace(t, halo=0) for t in reg.templates]
+    img, _ = disc_image
+    a = engine.segment(scene_of(img), "x", plugin="demo", options={"template": "smooth-bright", "tile_size": 4096}, registry=reg)
+    b = engine.segment(scene_of(img), "x", plugin="demo", options={"template": "smooth-bright", "tile_size": 16}, registry=reg)
+    assert not np.allclose(a.score, b.score)
+
+
+def test_large_scene_is_stitched_on_disk(demo_registry, disc_image, monkeypatch):
+    img, _ = disc_image
+    ref = engine.segment(scene_of(img), "x", plugin="demo", options={"template": "smooth-bright", "tile_size": 32}, registry=demo_registry)
+    monkeypatch.setenv("RSCORE_IN_MEMORY_PIXELS", "1000")
+    big = engine.segment(scene_of(img), "x", plugin="demo", options={"template": "smooth-bright", "tile_size": 32}, registry=demo_registry)
+    assert isinstance(big.mask, TiledArray) and isinstance(big.score, TiledArray)
+    assert np.array_equal(read_window(big.mask), ref.mask)
+    np.testing.assert_allclose(read_window(big.score), ref.score)
+    assert any("stitched on disk" in w for w in big.warnings)
+
+
+def test_invalid_pixels_never_in_mask(demo_registry):
+    img = np.full((20, 20), 255, np.uint8)
+    valid = np.ones((20, 20), bool)
+    valid[:, :5] = False
+    scene = Scene(ArraySource(img, valid), "image", ("gray",))
+    res = engine.segment(scene, "bright spots", plugin="demo", registry=demo_registry)
+    assert not res.mask[:, :5].any() and res.mask[:, 5:].all()
+    assert np.isnan(res.score[:, :5]).all()
+
+
+def test_preprocess_hook_changes_what_is_segmented(demo_registry, disc_image):
+    img, _ = disc_image
+    res = engine.segment(scene_of(img), "bright spots", plugin="demo", options={"demo_invert": True}, registry=demo_registry)
+    assert np.array_equal(res.mask, (255 - img) >= 128)
+    assert res.plan.steps[0].text == "preprocess: inverted grey levels"
+
+
+def test_program_targets_go_through_the_classical_segmenter(demo_registry, disc_image):
+    img, disc = disc_image
+    res = engine.segment(scene_of(img), "x", plugin="demo", options={"template": "blob-boxes", "segmenter": "classical"}, registry=demo_registry)
+    assert res.provenance["segmenter"] == "classical"
+    assert len(res.instances) == 2
+    best = max(res.instances, key=lambda i: np.logical_and(i.mask, disc).sum())
+    iou = np.logical_and(best.mask, disc).sum() / np.logical_or(best.mask, disc).sum()
+    assert iou > 0.8
+
+
+def test_reasoner_backend_from_a_plugin(demo_registry, disc_image):
+    img, disc = disc_image
+    res = engine.segment(scene_of(img), "whatever", plugin="demo", options={"reasoner": "echo", "echo_box": [35, 25, 86, 76]}, registry=demo_registry)
+    assert res.plan.reasoner == "echo" and len(res.instances) == 1
+    assert res.instances[0].label == "echo"
+
+
+def test_unknown_backend_and_plugin_are_clear(demo_registry, disc_image):
+    with pytest.raises(PluginError, match="unknown reasoner 'nope' \\(available: analytic, echo\\)"):
+        engine.segment(scene_of(disc_image[0]), "bright spots", plugin="demo", options={"reasoner": "nope"}, registry=demo_registry)
+    with pytest.raises(PluginError, match="unknown plugin 'zzz'"):
+        engine.segment(scene_of(disc_image[0]), "bright spots", plugin="zzz", registry=demo_registry)
+
+
+@pytest.mark.parametrize("query", ["", "   ", "x" * 100_000])
+def test_bad_queries(demo_registry, disc_image, query):
+    with pytest.raises(QueryError):
+        engine.segment(scene_of(disc_image[0]), query, plugin="demo", registry=demo_registry)
+
+
+def test_run_writes_all_outputs_atomically(demo_registry, disc_image, tmp_path):
+    img, _ = disc_image
+    src = write_demo(tmp_path / "in.demo", img)
+    out = tmp_path / "out"
+    res = engine.run(src, "bright spots", plugin="demo", out_dir=out, registry=demo_registry)
+    assert set(res.outputs) == {"mask", "overlay", "count", "result"}
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["outputs"] == {"mask": "mask.png", "overlay": "overlay.png", "count": "count.txt", "result": "result.json"}
+    assert doc["instances"][0]["area"] == pytest.approx(doc["instances"][0]["area_px"] * 0.25)
+    assert doc["instances"][0]["area_unit"] == "m2"
+    assert (out / "count.txt").read_text() == "2"
+    import cv2
+
+    mask = cv2.imread(str(out / "mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == img.shape and set(np.unique(mask)) == {0, 255}
+    # a second run replaces the earlier output folder; no temporary folders are left
+    engine.run(src, "bright spots", plugin="demo", out_dir=out, registry=demo_registry)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.demo", "out"]
+
+
+def test_failed_writer_leaves_nothing(demo_registry, disc_image, tmp_path):
+    img, _ = disc_image
+    src = write_demo(tmp_path / "in.demo", img)
+
+    class Boom(Exception):
+        pass
+
+    def explode(*a, **k):
+        raise Boom()
+
+    writer = next(w for p, w in demo_registry.writers if p == "demo")
+    writer.write = explode
+    with pytest.raises(Boom):
+        engine.run(src, "bright spots", plugin="demo", out_dir=tmp_path / "a" / "b", registry=demo_registry)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.demo"]
+
+
+def test_refuses_to_overwrite_a_foreign_folder(demo_registry, disc_image, tmp_path):
+    src = write_demo(tmp_path / "in.demo", disc_image[0])
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(OptionError, match="not an rscore output folder"):
+        engine.run(src, "bright spots", plugin="demo", out_dir=tmp_path / "mine", registry=demo_registry)
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+def test_open_scene_errors(demo_registry, tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "noise.png").write_bytes(np.random.default_rng(1).bytes(4096))
+    (tmp_path / "bad.demo").write_bytes(b"RSDEMO 10 10\nshort")
+    cases = {
+        tmp_path / "missing.png": "no such file",
+        tmp_path / "empty.png": "empty",
+        tmp_path / "noise.png": "does not look like a .png",
+        tmp_path: "is a directory",
+        tmp_path / "bad.demo": "corrupt demo file",
+    }
+    for path, message in cases.items():
+        with pytest.raises(InputError, match=message) as info:
+            engine.open_scene(path, plugin="demo", registry=demo_registry)
+        assert str(path) in str(info.value)
