@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 
 from rscore import __version__
@@ -36,6 +35,7 @@ app.add_typer(templates_app, name="templates")
 app.add_typer(plugin_app, name="plugin")
 
 _state: dict[str, Any] = {"debug": False}
+
 
 
 def _version(value: bool) -> None:
@@ -235,35 +235,42 @@ def plugin_new(
     typer.echo(f"created plugin package {path}\nnext: pip install -e {path} && pytest {path}")
 
 
+def _is(exc: BaseException, class_name: str) -> bool:
+    """Match click's exception classes by name: recent typer vendors its own copy of click."""
+    return any(c.__name__ == class_name for c in type(exc).__mro__)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the app and maps outcomes to exit codes."""
+    """Entry point: runs the app and maps outcomes to exit codes (the only place that does)."""
     code = 0
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="rscore")
         code = rv if isinstance(rv, int) else 0
-    except click.exceptions.UsageError as exc:
-        hint = f" (see 'rscore {exc.ctx.command_path.split(' ', 1)[1]} --help')" if exc.ctx and " " in exc.ctx.command_path else ""
-        _fail(f"{exc.format_message()}{hint}")
-        code = 2
-    except click.exceptions.Abort:
-        _fail("interrupted")
-        code = 130
     except KeyboardInterrupt:
         _fail("interrupted")
         code = 130
-    except click.exceptions.ClickException as exc:
-        _fail(exc.format_message())
-        code = exc.exit_code
     except RscoreError as exc:
         _fail(str(exc).splitlines()[0] if exc.exit_code == 2 else str(exc))
         if _state["debug"]:
             raise
         code = exc.exit_code
-    except Exception as exc:  # a bug: say so, briefly
-        if _state["debug"] or os.environ.get("RSCORE_DEBUG"):
-            raise
-        _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback; please report it)")
-        code = 1
+    except Exception as exc:
+        if _is(exc, "UsageError"):
+            ctx = getattr(exc, "ctx", None)
+            path = ctx.command_path if ctx is not None else "rscore"
+            _fail(f"{exc.format_message()} (see '{path} --help')")  # type: ignore[attr-defined]
+            code = 2
+        elif _is(exc, "Abort"):
+            _fail("interrupted")
+            code = 130
+        elif _is(exc, "ClickException"):
+            _fail(exc.format_message())  # type: ignore[attr-defined]
+            code = exc.exit_code  # type: ignore[attr-defined]
+        else:  # a bug: say so, briefly
+            if _state["debug"] or os.environ.get("RSCORE_DEBUG"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback; please report it)")
+            code = 1
     sys.exit(code)
 
 

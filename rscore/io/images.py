@@ -72,6 +72,7 @@ class ImageReader(Reader):
                 img = Image.open(path)
                 check_pixel_limit(path, img.width, img.height, options)
                 n_frames = getattr(img, "n_frames", 1)
+                fmt, mode = img.format, img.mode
                 img.load()
                 img = ImageOps.exif_transpose(img)
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -87,7 +88,7 @@ class ImageReader(Reader):
             path=path,
             reader=self.name,
             warnings=warn,
-            metadata={"format": img.format or path.suffix.lstrip(".").upper(), "mode": img.mode},
+            metadata={"format": fmt or path.suffix.lstrip(".").upper(), "mode": mode},
         )
 
 
