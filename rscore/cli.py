@@ -53,6 +53,11 @@ def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False,
 ) -> None:
     _state["debug"] = debug
+    # Library warnings (rasterio, torch...) go through logging: shown with -v, silent otherwise, so that stdout/stderr
+    # carry only rscore's own output. Input problems that matter reach the user as result warnings or errors.
+    logging.captureWarnings(True)
+    if not verbose:
+        logging.getLogger().addHandler(logging.NullHandler())
     if verbose:
         from rich.logging import RichHandler
 
