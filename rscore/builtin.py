@@ -35,6 +35,12 @@ def _classical(options: Mapping[str, Any]) -> Any:
     return ClassicalSegmenter.from_options(options)
 
 
+def _openai(options: Mapping[str, Any]) -> Any:
+    from rscore.reasoners.openai import make_openai_reasoner
+
+    return make_openai_reasoner(options)
+
+
 @hookimpl
 def rscore_backends() -> list[BackendSpec]:
     return [
@@ -50,5 +56,12 @@ def rscore_backends() -> list[BackendSpec]:
             _classical,
             "GrabCut/watershed from boxes and points, connected components (no weights)",
             modules=("cv2",),
+        ),
+        BackendSpec(
+            "reasoner",
+            "openai",
+            _openai,
+            "any OpenAI-compatible chat-completions endpoint (vLLM, Ollama, llama.cpp, hosted): --endpoint URL --model NAME",
+            modules=("httpx",),
         ),
     ]

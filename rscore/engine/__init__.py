@@ -236,7 +236,12 @@ def segment(
                 max_instances=int(opts["max_instances"]),
             )
     if not plan.absent and isinstance(mask, np.ndarray) and not mask.any():
-        plan = dataclasses.replace(plan, absent=True, reason=f"the {label} rule found no pixels in this input")
+        why = (
+            f"the {label} rule found no pixels in this input"
+            if plan.reasoner == "analytic"
+            else f"the {plan.reasoner} reasoner's targets gave no mask pixels"
+        )
+        plan = dataclasses.replace(plan, absent=True, reason=why)
 
     warnings = tuple(scene.warnings)
     if isinstance(mask, TiledArray):
@@ -274,13 +279,25 @@ def _provenance(
         "segmenter": segmenter,
         "template": plan.template,
         "matcher": {k: plan.match.get(k) for k in ("method", "model", "score") if k in plan.match},
+        "reasoner_model": plan.match.get("reasoner_model"),
+        "endpoint": plan.match.get("endpoint"),
         "reader": scene.reader,
         "input": str(scene.path) if scene.path else None,
-        "options": {k: v for k, v in opts.items() if isinstance(v, (str, int, float, bool)) and DEFAULTS.get(k) != v},
+        "options": {
+            k: _redact(v) for k, v in opts.items() if isinstance(v, (str, int, float, bool)) and DEFAULTS.get(k) != v
+        },
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _redact(value: Any) -> Any:
+    """Strip credentials from URLs (``https://user:secret@host``) before they reach result.json."""
+    if isinstance(value, str) and "://" in value and "@" in value.split("://", 1)[1].split("/", 1)[0]:
+        scheme, rest = value.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return value
 
 
 # ------------------------------------------------------------------------------------------------------- writing
