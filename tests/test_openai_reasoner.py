@@ -19,7 +19,7 @@ from rscore import engine, hookimpl
 from rscore.errors import BackendUnavailable, OptionError
 from rscore.plugins import get_plugin_manager, get_registry
 from rscore.reasoners.openai import OpenAIOptions, OpenAIReasoner, make_openai_reasoner, normalise_endpoint
-from rscore.sdk import BackendSpec, Template
+from rscore.sdk import Template
 from rscore.types import ArraySource, Request, Scene
 
 H, W = 480, 640
