@@ -107,7 +107,8 @@ class OpContext:
     """The view a program works on: bands by role, validity, pixel size, and the registered operators.
 
     Operator results are cached per view, so ``ctx.op("slope")`` twice computes once. ``ctx.note`` records a
-    reasoning step that ends up in the plan (identical notes from several tiles are recorded once).
+    reasoning step that ends up in the plan (identical notes from several tiles are recorded once, numeric stats
+    averaged weighted by core area). ``ctx.window`` is the view read (core + halo), ``ctx.core`` the part it owns.
     """
 
     def __init__(
@@ -117,11 +118,13 @@ class OpContext:
         operators: Mapping[str, Operator],
         window: Window | None = None,
         params: Mapping[str, Any] | None = None,
+        core: Window | None = None,
     ) -> None:
         self.scene = scene
         self.request = request
         self.operators = operators
         self.window = window or Window(0, 0, scene.height, scene.width)
+        self.core = core or self.window  # the part of the window this view owns (the window minus the halo)
         self.params = dict(params or {})
         self.notes: list[Step] = []
         self._cache: dict[tuple[str, tuple[tuple[str, Any], ...]], np.ndarray] = {}
@@ -131,6 +134,11 @@ class OpContext:
     @property
     def shape(self) -> tuple[int, int]:
         return self.window.height, self.window.width
+
+    @property
+    def core_slices(self) -> tuple[slice, slice]:
+        """Slices of a view-sized array giving the core (measure note statistics over these, not the halo)."""
+        return self.core.relative_to(self.window).slices
 
     @property
     def pixel_size(self) -> tuple[float, float]:

@@ -280,6 +280,7 @@ class Result:
     timings: Mapping[str, float] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     outputs: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)  # the request's options, for writers and postprocess
 
     @property
     def absent(self) -> bool:

@@ -50,6 +50,7 @@ DEFAULTS: Mapping[str, Any] = {
     "max_instances": 1000,
 }
 AUTO_SEGMENTERS = ("sam2", "classical")
+MAX_INSTANCE_MASK_BYTES = 256 << 20  # per-instance masks kept for the best instances within this budget
 
 
 @functools.lru_cache(maxsize=1)
@@ -234,6 +235,9 @@ def segment(
                 unit=scene.unit,
                 min_area_px=int(opts["min_area_px"]),
                 max_instances=int(opts["max_instances"]),
+                # rasters answer with the union mask, score/class rasters and polygons: no per-instance masks
+                keep_masks=scene.kind != "raster",
+                max_mask_bytes=MAX_INSTANCE_MASK_BYTES,
             )
     if not plan.absent and isinstance(mask, np.ndarray) and not mask.any():
         why = (
@@ -256,6 +260,7 @@ def segment(
         class_map=classes,
         class_names=template.class_names if template else (),
         warnings=warnings,
+        options=opts,
         provenance=_provenance(reg, plugin, scene, plan, segmenter_name, opts),
     )
     t0 = time.perf_counter()

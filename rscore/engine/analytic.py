@@ -87,7 +87,8 @@ class AnalyticReasoner:
         if missing:
             raise OptionError(
                 f"template '{t.name}' needs band(s) {', '.join(missing)} and this input has "
-                f"{', '.join(scene.band_roles) or 'none'}: pass --bands to name the bands, or use an input with them"
+                f"{', '.join(scene.band_roles) or 'none'}: pass --bands to name the bands, --aux to add a "
+                "co-registered raster that has them, or use an input with them"
             )
         steps = [Step(text=f"matched template '{t.name}' ({t.label}): {t.description}")]
         if t.explain:
@@ -130,7 +131,7 @@ def run_program(
     notes: dict[str, tuple[Step, dict[str, float], float]] = {}
     targets: list[Target] = []
     for tile in iter_tiles(h, w, tile_size, template.halo):
-        ctx = OpContext(scene, request, operators, tile.read, params=request.options)
+        ctx = OpContext(scene, request, operators, tile.read, params=request.options, core=tile.core)
         out = template.program(ctx)
         if not isinstance(out, ProgramOutput):
             raise InternalError(f"template '{template.qualified_name}' returned {type(out).__name__}, not ProgramOutput")

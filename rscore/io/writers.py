@@ -137,7 +137,8 @@ class MaskPngWriter(Writer):
     description = "binary union mask (0/255 PNG) at the input size"
 
     def applies(self, scene: Scene, result: Result) -> bool:
-        return isinstance(result.mask, np.ndarray)
+        # georeferenced rasters get georeferenced masks from their plugin (e.g. COG); a PNG would drop the CRS
+        return isinstance(result.mask, np.ndarray) and scene.kind != "raster"
 
     def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
         path = out_dir / "mask.png"
@@ -152,7 +153,7 @@ class OverlayPngWriter(Writer):
     description = "the input with instances tinted and outlined (PNG)"
 
     def applies(self, scene: Scene, result: Result) -> bool:
-        return isinstance(result.mask, np.ndarray) and scene.kind in ("image", "raster", "volume")
+        return isinstance(result.mask, np.ndarray) and scene.kind in ("image", "volume")
 
     def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
         import cv2
