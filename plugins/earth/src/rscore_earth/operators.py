@@ -1,0 +1,220 @@
+"""Earth operators, registered through ``rscore_operators`` and composed by templates with ``ctx.op(name)``.
+
+Every operator reads its bands with ``ctx.band(role)`` (float32, invalid pixels NaN), uses the ground pixel size
+``ctx.pixel_size`` (metres, or pixel units for rasters without a usable CRS) and returns a float32 array of the
+view's shape, NaN where the input is invalid. Windows given in metres are turned into pixels with the pixel size
+and capped at :data:`HALO` so that a tile's halo always covers them (results stay seam-free).
+
+Request options read here (``--option k=v``): ``z_factor`` (elevation units to metres, default 1),
+``channel_area_m2`` (contributing area at which a channel starts, default 1e5 m^2 = 0.1 km^2) and
+``reflectance_scale`` (digital numbers per unit reflectance for ``brightness``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rscore.errors import OptionError
+from rscore.sdk import OpContext, Operator
+
+from rscore_earth import terrain
+
+__all__ = ["HALO", "OPERATORS", "operators", "radius_px", "require_bands", "normalized_difference"]
+
+HALO = 64  # px: the context every windowed/hydrological operator may use around a tile
+DEFAULT_CHANNEL_AREA_M2 = 1e5
+
+
+def _option(ctx: OpContext, name: str, default: float) -> float:
+    value = ctx.params.get(name, default)
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"option {name} must be a number, got {value!r}") from None
+    if not math.isfinite(out) or out <= 0:
+        raise OptionError(f"option {name} must be a positive number, got {value!r}")
+    return out
+
+
+def _signs(ctx: OpContext) -> tuple[float, float]:
+    geo = ctx.scene.geo
+    if geo is None:
+        return 1.0, -1.0
+    a, e = geo.transform[0], geo.transform[4]
+    return (1.0 if a >= 0 else -1.0), (-1.0 if e <= 0 else 1.0)
+
+
+def require_bands(ctx: OpContext, *roles: str, why: str) -> None:
+    """Raise :class:`OptionError` saying what needs the missing bands and how to provide them."""
+    missing = [r for r in roles if not ctx.has(r)]
+    if not missing:
+        return
+    have = ", ".join(ctx.scene.band_roles) or "none"
+    if "nir" in missing:
+        raise OptionError(
+            f"{why} needs a NIR band: pass --bands (e.g. --bands red,green,blue,nir) or an image with NIR "
+            f"(this input has: {have})"
+        )
+    if "elevation" in missing:
+        raise OptionError(
+            f"{why} needs elevation (a DEM): pass a DEM, add one with --aux dem.tif, or name the band with "
+            f"--bands ...,elevation (this input has: {have})"
+        )
+    raise OptionError(f"{why} needs band(s) {', '.join(missing)}: pass --bands to name them (this input has: {have})")
+
+
+def radius_px(ctx: OpContext, radius_m: float) -> int:
+    """A window radius in metres as whole pixels (at least 1), capped at :data:`HALO`."""
+    px = min(ctx.pixel_size)
+    r = max(1, int(round(radius_m / px)))
+    return min(r, HALO)
+
+
+def _elevation(ctx: OpContext) -> np.ndarray:
+    require_bands(ctx, "elevation", why="terrain analysis")
+    z = ctx.band("elevation")
+    zf = _option(ctx, "z_factor", 1.0)
+    return z if zf == 1.0 else z * np.float32(zf)
+
+
+# ------------------------------------------------------------------------------------------------------ terrain
+def op_slope(ctx: OpContext) -> np.ndarray:
+    px, py = ctx.pixel_size
+    return terrain.slope_deg(_elevation(ctx), px, py)
+
+
+def op_aspect(ctx: OpContext) -> np.ndarray:
+    px, py = ctx.pixel_size
+    return terrain.aspect_deg(_elevation(ctx), px, py, *_signs(ctx))
+
+
+def op_curvature(ctx: OpContext, kind: str = "total") -> np.ndarray:
+    px, py = ctx.pixel_size
+    return terrain.curvature(_elevation(ctx), px, py, kind, *_signs(ctx))
+
+
+def op_hillshade(ctx: OpContext, azimuth: float = 315.0, altitude: float = 45.0) -> np.ndarray:
+    px, py = ctx.pixel_size
+    return terrain.hillshade(_elevation(ctx), px, py, azimuth, altitude, 1.0, *_signs(ctx))
+
+
+def op_relief(ctx: OpContext, radius_m: float = 100.0) -> np.ndarray:
+    return terrain.local_relief(_elevation(ctx), radius_px(ctx, radius_m))
+
+
+def op_tpi(ctx: OpContext, radius_m: float = 100.0) -> np.ndarray:
+    return terrain.deviation_from_mean(_elevation(ctx), radius_px(ctx, radius_m))[0]
+
+
+def op_dev(ctx: OpContext, radius_m: float = 100.0) -> np.ndarray:
+    return terrain.deviation_from_mean(_elevation(ctx), radius_px(ctx, radius_m))[1]
+
+
+def op_flow_accumulation(ctx: OpContext) -> np.ndarray:
+    px, py = ctx.pixel_size
+    return terrain.flow_accumulation(_elevation(ctx), px, py)
+
+
+def _channels(ctx: OpContext, channel_area_m2: float | None) -> np.ndarray:
+    area = channel_area_m2 if channel_area_m2 is not None else _option(ctx, "channel_area_m2", DEFAULT_CHANNEL_AREA_M2)
+    acc = ctx.op("earth.flow_accumulation")
+    with np.errstate(invalid="ignore"):
+        return acc >= area
+
+
+def _drainage(ctx: OpContext, channel_area_m2: float | None) -> tuple[np.ndarray, np.ndarray]:
+    px, py = ctx.pixel_size
+    return terrain.drainage_distance(_elevation(ctx), _channels(ctx, channel_area_m2), px, py)
+
+
+def op_drainage_distance(ctx: OpContext, channel_area_m2: float | None = None) -> np.ndarray:
+    return _drainage(ctx, channel_area_m2)[0]
+
+
+def op_height_above_drainage(ctx: OpContext, channel_area_m2: float | None = None) -> np.ndarray:
+    return _drainage(ctx, channel_area_m2)[1]
+
+
+# ----------------------------------------------------------------------------------------------------- spectral
+def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(a - b) / (a + b)`` in -1..1; NaN where the sum is 0 or an input is NaN."""
+    a = a.astype(np.float32, copy=False)
+    b = b.astype(np.float32, copy=False)
+    s = a + b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(s != 0, (a - b) / np.where(s != 0, s, 1), np.nan)
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def op_ndvi(ctx: OpContext) -> np.ndarray:
+    """NDVI from red and NIR, or a precomputed band with role ``ndvi`` when there is no red/NIR pair."""
+    if not ctx.has("red", "nir") and ctx.has("ndvi"):
+        return np.clip(ctx.band("ndvi"), -1.0, 1.0)
+    require_bands(ctx, "red", "nir", why="NDVI")
+    return normalized_difference(ctx.band("nir"), ctx.band("red"))
+
+
+def op_ndwi(ctx: OpContext) -> np.ndarray:
+    require_bands(ctx, "green", "nir", why="NDWI")
+    return normalized_difference(ctx.band("green"), ctx.band("nir"))
+
+
+def op_mndwi(ctx: OpContext) -> np.ndarray:
+    require_bands(ctx, "green", "swir", why="MNDWI")
+    return normalized_difference(ctx.band("green"), ctx.band("swir"))
+
+
+def _reflectance_scale(ctx: OpContext) -> float:
+    if "reflectance_scale" in ctx.params:
+        return _option(ctx, "reflectance_scale", 1.0)
+    dtype = np.dtype(ctx.scene.source.dtype)
+    if dtype == np.uint8:
+        return 255.0
+    if np.issubdtype(dtype, np.integer):
+        return 10000.0  # Sentinel-2 L2A / HLS convention: reflectance x 10000
+    return 1.0
+
+
+def op_brightness(ctx: OpContext) -> np.ndarray:
+    visible = [r for r in ("red", "green", "blue") if ctx.has(r)] or [r for r in ("gray", "pan") if ctx.has(r)]
+    if not visible:
+        require_bands(ctx, "red", "green", "blue", why="brightness")
+    total = sum(ctx.band(r) for r in visible)
+    return (total / (len(visible) * _reflectance_scale(ctx))).astype(np.float32)
+
+
+OPERATORS: tuple[Operator, ...] = (
+    Operator("earth.slope", op_slope, "slope (Horn 1981)", ("elevation",), 1, "deg"),
+    Operator("earth.aspect", op_aspect, "aspect: compass bearing of the downslope direction, NaN on flats",
+             ("elevation",), 1, "deg"),
+    Operator("earth.curvature", op_curvature, "curvature: kind=total (-Laplacian) | profile | plan; >0 convex",
+             ("elevation",), 1, "1/m"),
+    Operator("earth.hillshade", op_hillshade, "hillshade for a sun at azimuth/altitude (deg)", ("elevation",), 1,
+             "ratio"),
+    Operator("earth.relief", op_relief, "local relief: max - min elevation within radius_m", ("elevation",), HALO, "m"),
+    Operator("earth.tpi", op_tpi, "topographic position index: elevation minus the mean within radius_m",
+             ("elevation",), HALO, "m"),
+    Operator("earth.dev", op_dev, "deviation from mean elevation (TPI / local std) within radius_m", ("elevation",),
+             HALO, "ratio"),
+    Operator("earth.flow_accumulation", op_flow_accumulation,
+             "D8 contributing area; tile-local: area from beyond the tile and its halo is not counted (an approximation)",
+             ("elevation",), HALO, "m2"),
+    Operator("earth.drainage_distance", op_drainage_distance,
+             "distance to the nearest channel (contributing area >= channel_area_m2)", ("elevation",), HALO, "m"),
+    Operator("earth.height_above_drainage", op_height_above_drainage,
+             "elevation above the nearest channel cell (Euclidean-nearest HAND)", ("elevation",), HALO, "m"),
+    Operator("earth.ndvi", op_ndvi, "NDVI = (nir - red) / (nir + red) (Tucker 1979), or a band with role ndvi", (), 0,
+             "ratio"),
+    Operator("earth.ndwi", op_ndwi, "NDWI = (green - nir) / (green + nir) (McFeeters 1996)", ("green", "nir"), 0,
+             "ratio"),
+    Operator("earth.mndwi", op_mndwi, "MNDWI = (green - swir) / (green + swir) (Xu 2006)", ("green", "swir"), 0,
+             "ratio"),
+    Operator("earth.brightness", op_brightness, "mean visible reflectance (0-1; integer data / reflectance_scale)",
+             (), 0, "ratio"),
+)  # fmt: skip
+
+
+def operators() -> list[Operator]:
+    return list(OPERATORS)

@@ -1,0 +1,48 @@
+"""The ``earth`` plugin's hook implementations (entry point ``rscore = earth -> rscore_earth.plugin``)."""
+
+from __future__ import annotations
+
+from rscore import hookimpl
+from rscore.sdk import Operator, Reader, Template, Writer
+from rscore.types import Result, Scene
+
+
+@hookimpl
+def rscore_readers() -> list[Reader]:
+    from rscore_earth.reader import GeoRasterReader
+
+    return [GeoRasterReader()]
+
+
+@hookimpl
+def rscore_operators() -> list[Operator]:
+    from rscore_earth.operators import operators
+
+    return operators()
+
+
+@hookimpl
+def rscore_query_templates() -> list[Template]:
+    from rscore_earth.templates import templates
+
+    return templates()
+
+
+@hookimpl
+def rscore_writers() -> list[Writer]:
+    from rscore_earth.writers import writers
+
+    return writers()
+
+
+@hookimpl
+def rscore_postprocess(result: Result, scene: Scene) -> Result | None:
+    """Fill ``result.classes`` with area (km^2) and share of the region per class (or for the mask)."""
+    if result.absent or scene.kind != "raster" or result.mask is None:
+        return None
+    from rscore_earth.postprocess import class_summary
+
+    summary = class_summary(result, scene)
+    if not summary:
+        return None
+    return result.replace(classes={**result.classes, **summary})

@@ -1,0 +1,505 @@
+"""Earth query templates: analytic programs over the earth operators, with thresholds and their sources.
+
+Every program records what it did with ``ctx.note`` (a constant text per rule, measured shares in the note's
+stats, which the engine averages over tiles) and returns a :class:`~rscore.sdk.ProgramOutput` of the view's shape.
+Thresholds can be changed per request with ``--option name=value``; the option names are listed in each template's
+``explain`` string.
+
+Sources (full references, cited by short key in the templates):
+
+- Horn 1981: Horn, B.K.P. (1981). Hill shading and the reflectance map. Proceedings of the IEEE 69(1), 14-47.
+- Guzzetti et al. 1999: Guzzetti, F., Carrara, A., Cardinali, M., Reichenbach, P. (1999). Landslide hazard
+  evaluation: a review of current techniques and their application in a multi-scale study, Central Italy.
+  Geomorphology 31, 181-216.
+- Dai & Lee 2002: Dai, F.C., Lee, C.F. (2002). Landslide characteristics and slope instability modeling using GIS,
+  Lantau Island, Hong Kong. Geomorphology 42(3-4), 213-228.
+- Montgomery & Dietrich 1994: Montgomery, D.R., Dietrich, W.E. (1994). A physically based model for the topographic
+  control on shallow landsliding. Water Resources Research 30(4), 1153-1171.
+- Ohlmacher 2007: Ohlmacher, G.C. (2007). Plan curvature and landslide probability in regions dominated by earth
+  flows and earth slides. Engineering Geology 91(2-4), 117-134.
+- Tucker 1979: Tucker, C.J. (1979). Red and photographic infrared linear combinations for monitoring vegetation.
+  Remote Sensing of Environment 8(2), 127-150.
+- Sobrino et al. 2004: Sobrino, J.A., Jimenez-Munoz, J.C., Paolini, L. (2004). Land surface temperature retrieval
+  from LANDSAT TM 5. Remote Sensing of Environment 90(4), 434-440 (NDVI < 0.2 bare soil, > 0.5 full vegetation).
+- McFeeters 1996: McFeeters, S.K. (1996). The use of the Normalized Difference Water Index (NDWI) in the delineation
+  of open water features. International Journal of Remote Sensing 17(7), 1425-1432.
+- Xu 2006: Xu, H. (2006). Modification of normalised difference water index (NDWI) to enhance open water features
+  in remotely sensed imagery. International Journal of Remote Sensing 27(14), 3025-3033.
+- O'Callaghan & Mark 1984: O'Callaghan, J.F., Mark, D.M. (1984). The extraction of drainage networks from digital
+  elevation data. Computer Vision, Graphics, and Image Processing 28(3), 323-344.
+- Tarboton et al. 1991: Tarboton, D.G., Bras, R.L., Rodriguez-Iturbe, I. (1991). On the extraction of channel
+  networks from digital elevation data. Hydrological Processes 5(1), 81-100.
+- Renno et al. 2008: Renno, C.D., Nobre, A.D., Cuartas, L.A., et al. (2008). HAND, a new terrain descriptor using
+  SRTM-DEM. Remote Sensing of Environment 112(9), 3469-3481.
+- Nobre et al. 2011: Nobre, A.D., Cuartas, L.A., Hodnett, M., et al. (2011). Height Above the Nearest Drainage - a
+  hydrologically relevant new terrain model. Journal of Hydrology 404(1-2), 13-29.
+- Weiss 2001: Weiss, A. (2001). Topographic position and landforms analysis. Poster, ESRI User Conference, San Diego.
+- De Reu et al. 2013: De Reu, J., Bourgeois, J., Bats, M., et al. (2013). Application of the topographic position
+  index to heterogeneous landscapes. Geomorphology 186, 39-49.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rscore.errors import OptionError
+from rscore.sdk import OpContext, ProgramOutput, Template
+
+from rscore_earth.operators import DEFAULT_CHANNEL_AREA_M2, HALO, radius_px, require_bands
+
+__all__ = [
+    "TEMPLATES",
+    "templates",
+    "template_by_name",
+    "LANDSLIDE_CLASS_EDGES",
+    "landslide_susceptibility",
+    "ramp",
+]
+
+KINDS = ("raster",)
+LANDSLIDE_CLASS_EDGES = (0.35, 0.6)  # score edges low|medium|high
+LANDSLIDE_WEIGHTS = {"curvature": 0.30, "relief": 0.20, "drainage": 0.25, "vegetation": 0.25}
+RELIEF_RADIUS_M = 100.0
+DRAINAGE_NEAR_M = 250.0
+CURVATURE_SCALE = 0.005  # 1/m
+SMOOTH_M = 15.0  # Gaussian sigma (m) applied to the landslide score before classing
+
+
+def ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """0 at ``x <= lo``, 1 at ``x >= hi``, linear between; NaN stays NaN."""
+    with np.errstate(invalid="ignore"):
+        return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def _param(ctx: OpContext, name: str, default: float, lo: float | None = None, hi: float | None = None) -> float:
+    value = ctx.params.get(name, default)
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"option {name} must be a number, got {value!r}") from None
+    if not np.isfinite(out) or (lo is not None and out < lo) or (hi is not None and out > hi):
+        raise OptionError(f"option {name}={value!r} is out of range [{lo}, {hi}]")
+    return out
+
+
+def _share(ctx: OpContext, cond: np.ndarray) -> float:
+    valid = ctx.valid
+    n = int(np.count_nonzero(valid))
+    return float(np.count_nonzero(cond & valid)) / n if n else 0.0
+
+
+# ------------------------------------------------------------------------------------------------------ landslide
+def landslide_susceptibility(ctx: OpContext) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The 0-1 susceptibility score and its factors (each 0-1) for the view.
+
+    ``score = f_slope * (0.4 + 0.6 * M)`` where ``f_slope`` ramps from 0 at 10 deg to 1 at 35 deg (landslides
+    concentrate on 25-35 deg slopes, Dai & Lee 2002) and ``M`` is the weighted mean of the modifying factors:
+    convergent plan curvature (hollows; Montgomery & Dietrich 1994, Ohlmacher 2007), local relief within 100 m
+    (10 -> 60 m), proximity to drainage (toe erosion; 250 m -> 0 m) and, when a NIR band exists, sparse vegetation
+    (NDVI 0.5 -> 0.2; Sobrino et al. 2004). Slope gates the score because without slope there is no sliding; the
+    weights follow the heuristic index approach reviewed by Guzzetti et al. (1999). The score is smoothed with a
+    Gaussian of sigma 15 m (map generalisation) before it is classed.
+    """
+    require_bands(ctx, "elevation", why="landslide susceptibility")
+    slope = ctx.op("earth.slope")
+    factors: dict[str, np.ndarray] = {"slope": ramp(slope, 10.0, 35.0)}
+    kplan = ctx.op("earth.curvature", kind="plan")
+    factors["curvature"] = (0.5 - 0.5 * np.tanh(kplan / CURVATURE_SCALE)).astype(np.float32)
+    factors["relief"] = ramp(ctx.op("earth.relief", radius_m=RELIEF_RADIUS_M), 10.0, 60.0)
+    dist = ctx.op("earth.drainage_distance")
+    factors["drainage"] = 1.0 - ramp(dist, 0.0, DRAINAGE_NEAR_M)
+    if ctx.has("red", "nir") or ctx.has("ndvi"):
+        factors["vegetation"] = 1.0 - ramp(ctx.op("earth.ndvi"), 0.2, 0.5)
+    used = [k for k in LANDSLIDE_WEIGHTS if k in factors]
+    wsum = sum(LANDSLIDE_WEIGHTS[k] for k in used)
+    modifiers = sum(LANDSLIDE_WEIGHTS[k] / wsum * np.nan_to_num(factors[k], nan=0.5) for k in used)
+    score = (factors["slope"] * (0.4 + 0.6 * modifiers)).astype(np.float32)
+    invalid = ~ctx.valid | np.isnan(slope)
+    score = _smooth(score, invalid, SMOOTH_M / min(ctx.pixel_size))
+    score[invalid] = np.nan
+    return score, factors
+
+
+def _smooth(x: np.ndarray, invalid: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian smoothing that ignores invalid pixels (normalised convolution); a map-generalisation step that keeps
+    class boundaries from following single-pixel DEM noise."""
+    from scipy import ndimage
+
+    sigma_px = min(sigma_px, HALO / 4)
+    if sigma_px < 0.5:
+        return x
+    w = (~invalid).astype(np.float32)
+    num = ndimage.gaussian_filter(np.where(invalid, 0.0, x).astype(np.float32), sigma_px, mode="nearest")
+    den = ndimage.gaussian_filter(w, sigma_px, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 1e-6, num / den, np.nan).astype(np.float32)
+
+
+def _landslide(ctx: OpContext) -> ProgramOutput:
+    score, factors = landslide_susceptibility(ctx)
+    valid = ctx.valid & np.isfinite(score)
+    slope = ctx.op("earth.slope")
+    px = min(ctx.pixel_size)
+    r = radius_px(ctx, RELIEF_RADIUS_M)
+    with np.errstate(invalid="ignore"):
+        ctx.note(
+            "slope (Horn 1981) scored 0 at <= 10 deg rising to 1 at >= 35 deg (Dai & Lee 2002)",
+            operator="earth.slope",
+            share_over_25deg=_share(ctx, slope >= 25.0),
+            mean_slope_deg=float(np.nanmean(slope[valid])) if valid.any() else 0.0,
+        )
+        kplan = ctx.op("earth.curvature", kind="plan")
+        ctx.note(
+            f"plan curvature: convergent hollows raise susceptibility (tanh scale {CURVATURE_SCALE} 1/m; "
+            "Montgomery & Dietrich 1994, Ohlmacher 2007)",
+            operator="earth.curvature",
+            share_convergent=_share(ctx, kplan < -CURVATURE_SCALE),
+        )
+        ctx.note(
+            f"local relief within {r * px:g} m ({2 * r + 1} x {2 * r + 1} px) scored 10 m -> 0 ... 60 m -> 1",
+            operator="earth.relief",
+        )
+        area = float(ctx.params.get("channel_area_m2", DEFAULT_CHANNEL_AREA_M2))
+        ctx.note(
+            f"drainage: D8 channels where contributing area >= {area:g} m2 (tile-local with a {HALO} px halo, an "
+            f"approximation); proximity scored 1 at the channel to 0 at {DRAINAGE_NEAR_M:g} m",
+            operator="earth.drainage_distance",
+            share_within_near=_share(ctx, ctx.op("earth.drainage_distance") <= DRAINAGE_NEAR_M),
+        )
+    if "vegetation" in factors:
+        ctx.note(
+            "vegetation: NDVI <= 0.2 (bare) scored 1 to NDVI >= 0.5 (dense) scored 0 (Sobrino et al. 2004)",
+            operator="earth.ndvi",
+            share_sparse_vegetation=_share(ctx, factors["vegetation"] >= 0.5),
+        )
+    else:
+        ctx.note(
+            "no NIR band: vegetation cover not used (add imagery with --aux image.tif or name bands with --bands)"
+        )
+    lo, hi = LANDSLIDE_CLASS_EDGES
+    classes = np.zeros(score.shape, np.uint8)
+    with np.errstate(invalid="ignore"):
+        classes[valid] = 1
+        classes[valid & (score >= lo)] = 2
+        classes[valid & (score >= hi)] = 3
+    ctx.note(
+        f"susceptibility = slope factor x (0.4 + 0.6 x weighted modifiers), smoothed (sigma {SMOOTH_M:g} m); "
+        f"low < {lo} <= medium < {hi} <= high; landslide-prone = medium or high",
+        share_high=_share(ctx, classes == 3),
+        share_medium=_share(ctx, classes == 2),
+        share_low=_share(ctx, classes == 1),
+    )
+    return ProgramOutput(mask=classes >= 2, score=score, classes=classes)
+
+
+# ---------------------------------------------------------------------------------------------------------- floods
+def _flood(ctx: OpContext) -> ProgramOutput:
+    require_bands(ctx, "elevation", why="flood-prone area mapping")
+    hand_max = _param(ctx, "hand_max_m", 5.0, 0.0, 1000.0)
+    px = min(ctx.pixel_size)
+    reach = HALO * px
+    max_dist = _param(ctx, "max_distance_m", 500.0, 0.0)
+    if max_dist > reach:
+        ctx.note(f"max_distance_m capped at {reach:g} m ({HALO} px halo at this pixel size)")
+        max_dist = reach
+    hand = ctx.op("earth.height_above_drainage")
+    dist = ctx.op("earth.drainage_distance")
+    with np.errstate(invalid="ignore"):
+        mask = (hand <= hand_max) & (dist <= max_dist) & ctx.valid
+        score = ((1.0 - ramp(hand, 0.0, 2.0 * hand_max)) * (1.0 - ramp(dist, 0.0, max_dist))).astype(np.float32)
+    score[~ctx.valid] = np.nan
+    ctx.note(
+        f"flood-prone: height above the nearest drainage (HAND, Renno et al. 2008) <= {hand_max:g} m "
+        f"(Nobre et al. 2011 'waterlogged' class < 5.3 m) and within {max_dist:g} m of a channel",
+        operator="earth.height_above_drainage",
+        share=_share(ctx, mask),
+    )
+    area = float(ctx.params.get("channel_area_m2", DEFAULT_CHANNEL_AREA_M2))
+    ctx.note(
+        f"drainage: D8 channels (O'Callaghan & Mark 1984) where contributing area >= {area:g} m2 (Tarboton et al. "
+        f"1991), computed per tile with a {HALO} px halo (an approximation for catchments larger than a tile)",
+        operator="earth.flow_accumulation",
+    )
+    return ProgramOutput(mask=mask, score=score)
+
+
+# -------------------------------------------------------------------------------------------------------- spectral
+def _water(ctx: OpContext) -> ProgramOutput:
+    threshold = _param(ctx, "ndwi_min", 0.0, -1.0, 1.0)
+    if ctx.has("green", "swir"):
+        index, name, src = ctx.op("earth.mndwi"), "MNDWI", "Xu 2006"
+    else:
+        require_bands(ctx, "green", "nir", why="NDWI")
+        index, name, src = ctx.op("earth.ndwi"), "NDWI", "McFeeters 1996"
+    with np.errstate(invalid="ignore"):
+        mask = (index > threshold) & ctx.valid
+    score = np.clip((index + 1.0) / 2.0, 0.0, 1.0).astype(np.float32)
+    ctx.note(f"water: {name} > {threshold:g} ({src})", operator="earth." + name.lower(), share=_share(ctx, mask))
+    return ProgramOutput(mask=mask, score=score)
+
+
+def _require_ndvi(ctx: OpContext) -> None:
+    if not ctx.has("ndvi"):
+        require_bands(ctx, "red", "nir", why="NDVI")
+
+
+def _vegetation(ctx: OpContext) -> ProgramOutput:
+    _require_ndvi(ctx)
+    threshold = _param(ctx, "ndvi_min", 0.5, -1.0, 1.0)
+    ndvi = ctx.op("earth.ndvi")
+    with np.errstate(invalid="ignore"):
+        mask = (ndvi >= threshold) & ctx.valid
+    ctx.note(
+        f"dense vegetation: NDVI (Tucker 1979) >= {threshold:g} (full-vegetation threshold, Sobrino et al. 2004)",
+        operator="earth.ndvi",
+        share=_share(ctx, mask),
+        mean_ndvi=float(np.nanmean(ndvi)) if np.isfinite(ndvi).any() else 0.0,
+    )
+    return ProgramOutput(mask=mask, score=np.clip(ndvi, 0.0, 1.0).astype(np.float32))
+
+
+def _bare_soil(ctx: OpContext) -> ProgramOutput:
+    _require_ndvi(ctx)
+    threshold = _param(ctx, "ndvi_max", 0.2, -1.0, 1.0)
+    ndvi = ctx.op("earth.ndvi")
+    with np.errstate(invalid="ignore"):
+        mask = (ndvi < threshold) & ctx.valid
+        if ctx.has("green", "nir"):
+            water = ctx.op("earth.ndwi") > 0.0
+            mask &= ~water
+            ctx.note("water excluded: NDWI > 0 (McFeeters 1996)", operator="earth.ndwi", share_water=_share(ctx, water))
+    ctx.note(
+        f"bare soil / sparse vegetation: NDVI < {threshold:g} (Sobrino et al. 2004); single date - vegetation loss "
+        "needs a before/after pair",
+        operator="earth.ndvi",
+        share=_share(ctx, mask),
+    )
+    return ProgramOutput(mask=mask, score=(1.0 - ramp(ndvi, 0.0, 2 * threshold if threshold > 0 else 0.4)))
+
+
+# --------------------------------------------------------------------------------------------------------- terrain
+STEEP_EDGES = (15.0, 30.0, 45.0)
+
+
+def _steep(ctx: OpContext) -> ProgramOutput:
+    require_bands(ctx, "elevation", why="slope")
+    threshold = _param(ctx, "slope_min_deg", 30.0, 0.0, 90.0)
+    slope = ctx.op("earth.slope")
+    classes = np.zeros(slope.shape, np.uint8)
+    with np.errstate(invalid="ignore"):
+        for k, edge in enumerate(STEEP_EDGES, start=1):
+            classes[slope >= edge] = k
+        mask = (slope >= threshold) & ctx.valid
+    ctx.note(
+        f"steep terrain: slope (Horn 1981) >= {threshold:g} deg; classes moderate 15-30, steep 30-45, very steep >= 45 deg",
+        operator="earth.slope",
+        share=_share(ctx, mask),
+    )
+    return ProgramOutput(mask=mask, score=np.clip(slope / 60.0, 0.0, 1.0).astype(np.float32), classes=classes)
+
+
+def _landforms(ctx: OpContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    require_bands(ctx, "elevation", why="ridge/valley mapping")
+    radius = _param(ctx, "radius_m", 150.0, 0.0)
+    min_relief = _param(ctx, "min_relief_m", 5.0, 0.0)
+    r = radius_px(ctx, radius)
+    dev = ctx.op("earth.dev", radius_m=radius)
+    relief = ctx.op("earth.relief", radius_m=radius)
+    with np.errstate(invalid="ignore"):
+        rough = relief >= min_relief
+        ridge = (dev >= 1.0) & rough & ctx.valid
+        valley = (dev <= -1.0) & rough & ctx.valid
+    ctx.note(
+        f"landforms: deviation from mean elevation (DEV, De Reu et al. 2013) in a {2 * r + 1} x {2 * r + 1} px window; "
+        f"ridge DEV >= +1, valley DEV <= -1 (the +/-1 SD rule of Weiss 2001) where local relief >= {min_relief:g} m",
+        operator="earth.dev",
+        share_ridge=_share(ctx, ridge),
+        share_valley=_share(ctx, valley),
+    )
+    score = np.clip(np.abs(dev) / 2.0, 0.0, 1.0).astype(np.float32)
+    return ridge, valley, score
+
+
+RIDGE_WORDS = ("ridge", "crest", "summit", "hilltop", "peak", "spur")
+VALLEY_WORDS = ("valley", "gully", "gullies", "ravine", "channel", "hollow", "gorge", "trough")
+
+
+def _ridges_valleys(ctx: OpContext) -> ProgramOutput:
+    """Ridges (class 1) and valleys (class 2); a query naming only one of them gets only that one in the mask."""
+    ridge, valley, score = _landforms(ctx)
+    query = ctx.request.query.lower()
+    want_ridge = any(w in query for w in RIDGE_WORDS)
+    want_valley = any(w in query for w in VALLEY_WORDS)
+    if want_ridge == want_valley:
+        want_ridge = want_valley = True
+    else:
+        ctx.note(f"the query asks for {'ridges' if want_ridge else 'valleys'} only: the mask keeps that class")
+    classes = np.zeros(ridge.shape, np.uint8)
+    classes[ridge] = 1
+    classes[valley] = 2
+    mask = (ridge & want_ridge) | (valley & want_valley)
+    return ProgramOutput(mask=mask, score=score, classes=classes)
+
+
+# -------------------------------------------------------------------------------------------------------- registry
+TEMPLATES: tuple[Template, ...] = (
+    Template(
+        name="landslide",
+        label="landslide-prone areas",
+        description="landslide susceptibility of hillslopes from slope, curvature, relief, drainage and vegetation",
+        examples=(
+            "landslide-prone areas",
+            "landslide susceptibility",
+            "where could landslides happen",
+            "slopes at risk of sliding",
+            "unstable slopes",
+            "mass movement hazard",
+            "areas at risk of landslides after heavy rain",
+        ),
+        program=_landslide,
+        explain=(
+            "score = f(slope 10->35 deg) x (0.4 + 0.6 x weighted[convergent plan curvature, relief within 100 m, "
+            "proximity to drainage < 250 m, low NDVI if NIR]); low < 0.35 <= medium < 0.6 <= high; prone = medium+high"
+        ),
+        prompt=(
+            "Segment hillslopes prone to landslides: steep slopes (above about 25 degrees), concave hollows and "
+            "gullies where soil and water converge, slopes undercut by streams or roads, old scarps and bare or "
+            "sparsely vegetated slopes. Do not mark flat valley floors, water bodies, or flat built-up areas. "
+            "Rate each region low, medium or high."
+        ),
+        keywords=("landslide", "landslip", "slide", "mass movement", "slope failure", "debris flow", "susceptibility",
+                  "unstable", "instability", "hazard", "prone"),
+        requires=("elevation",),
+        kinds=KINDS,
+        halo=HALO,
+        sources=("Horn 1981", "Guzzetti et al. 1999", "Dai & Lee 2002", "Montgomery & Dietrich 1994",
+                 "Ohlmacher 2007", "Sobrino et al. 2004", "O'Callaghan & Mark 1984", "Tarboton et al. 1991"),
+        class_names=("low", "medium", "high"),
+    ),
+    Template(
+        name="flood_prone",
+        label="flood-prone low-lying areas",
+        description="low-lying ground near drainage lines: height above the nearest drainage within a few metres",
+        examples=(
+            "flood-prone areas",
+            "low-lying areas near rivers",
+            "areas at risk of flooding",
+            "floodplains",
+            "land that floods near streams",
+        ),
+        program=_flood,
+        explain="HAND <= hand_max_m (5 m) AND distance to a D8 channel <= max_distance_m (500 m, capped by the halo)",
+        prompt=(
+            "Segment low-lying land next to rivers and streams that would flood first: floodplains, valley floors, "
+            "terraces just above the channel and depressions connected to it. Do not mark hillslopes or terrain "
+            "well above the nearest stream."
+        ),
+        keywords=("flood", "flooding", "floodplain", "inundation", "low-lying", "lowland", "river", "stream",
+                  "drainage", "waterlogged"),
+        requires=("elevation",),
+        kinds=KINDS,
+        halo=HALO,
+        sources=("Renno et al. 2008", "Nobre et al. 2011", "O'Callaghan & Mark 1984", "Tarboton et al. 1991"),
+    ),
+    Template(
+        name="water",
+        label="water bodies",
+        description="open water: lakes, rivers, reservoirs and ponds from the water index",
+        examples=("water bodies", "lakes and rivers", "open water", "surface water", "ponds and reservoirs"),
+        program=_water,
+        explain="NDWI = (green - nir)/(green + nir) > ndwi_min (0); MNDWI with swir when present",
+        prompt=(
+            "Segment open water: lakes, rivers, reservoirs, ponds and flooded fields. Water is dark in the near "
+            "infrared. Do not mark shadows, wet soil or dark roofs."
+        ),
+        keywords=("water", "lake", "river", "reservoir", "pond", "wetland", "ndwi", "sea"),
+        requires=(),  # checked by the program: it says which band is missing and how to add it
+        kinds=KINDS,
+        sources=("McFeeters 1996", "Xu 2006"),
+    ),
+    Template(
+        name="dense_vegetation",
+        label="dense vegetation",
+        description="dense, healthy vegetation: forest, closed canopy and vigorous crops with high NDVI",
+        examples=("dense vegetation", "forest", "healthy vegetation", "tree cover", "green vegetated areas"),
+        program=_vegetation,
+        explain="NDVI = (nir - red)/(nir + red) >= ndvi_min (0.5)",
+        prompt=(
+            "Segment dense, healthy vegetation: forest, closed tree canopy, dense shrubs and vigorous crops. "
+            "Do not mark sparse grass, bare soil, water or buildings."
+        ),
+        keywords=("vegetation", "forest", "trees", "canopy", "woodland", "green", "ndvi", "vegetated"),
+        requires=(),  # checked by the program: it says which band is missing and how to add it
+        kinds=KINDS,
+        sources=("Tucker 1979", "Sobrino et al. 2004"),
+    ),
+    Template(
+        name="bare_soil",
+        label="bare soil",
+        description="bare soil and sparsely vegetated ground (single date; vegetation loss needs a before/after pair)",
+        examples=("bare soil", "bare ground", "exposed soil", "sparse vegetation", "unvegetated ground",
+                  "vegetation loss"),
+        program=_bare_soil,
+        explain="NDVI < ndvi_max (0.2) AND NOT water (NDWI > 0)",
+        prompt=(
+            "Segment bare soil and ground with little or no vegetation: ploughed fields, eroded slopes, landslide "
+            "scars, quarries and construction sites. Do not mark water, roads, roofs or vegetated land."
+        ),
+        keywords=("bare", "soil", "exposed", "barren", "unvegetated", "erosion", "cleared", "deforested"),
+        requires=(),  # checked by the program: it says which band is missing and how to add it
+        kinds=KINDS,
+        sources=("Tucker 1979", "Sobrino et al. 2004", "McFeeters 1996"),
+    ),
+    Template(
+        name="steep_terrain",
+        label="steep terrain",
+        description="steep slopes above a slope threshold, graded moderate / steep / very steep",
+        examples=("steep terrain", "steep slopes", "cliffs and steep ground", "slopes steeper than 30 degrees"),
+        program=_steep,
+        explain="slope (Horn 1981) >= slope_min_deg (30 deg); classes moderate 15-30, steep 30-45, very steep >= 45",
+        prompt=(
+            "Segment steep terrain: slopes steeper than about 30 degrees, cliffs, gorge walls and scarps. Do not "
+            "mark gentle hillsides, plains or valley floors."
+        ),
+        keywords=("steep", "slope", "slopes", "cliff", "gradient", "incline", "precipitous"),
+        requires=("elevation",),
+        kinds=KINDS,
+        halo=1,
+        sources=("Horn 1981", "Dai & Lee 2002"),
+        class_names=("moderate", "steep", "very steep"),
+    ),
+    Template(
+        name="ridges_valleys",
+        label="ridges and valleys",
+        description="ridges and valleys from the standardised topographic position (DEV)",
+        examples=("ridges and valleys", "landforms", "ridge lines and valley bottoms", "topographic position",
+                  "ridges", "ridge lines", "mountain crests", "valleys", "valley bottoms", "gullies and ravines"),
+        program=_ridges_valleys,
+        explain=(
+            "DEV = (z - mean)/std within radius_m (150 m): ridge >= +1, valley <= -1, where relief >= min_relief_m "
+            "(5 m); a query naming only ridges or only valleys masks that class"
+        ),
+        prompt="Segment ridges (crests, spurs, summits) and valleys (valley bottoms, gullies, channels) separately.",
+        keywords=("ridge", "valley", "landform", "crest", "summit", "hilltop", "spur", "gully", "ravine", "gorge",
+                  "hollow", "topographic position", "tpi"),
+        requires=("elevation",),
+        kinds=KINDS,
+        halo=HALO,
+        sources=("Weiss 2001", "De Reu et al. 2013"),
+        class_names=("ridge", "valley"),
+    ),
+)  # fmt: skip
+
+
+def templates() -> list[Template]:
+    return list(TEMPLATES)
+
+
+def template_by_name(name: str | None) -> Template | None:
+    """This plugin's template for a name or qualified name (``earth:landslide``), else ``None``."""
+    if not name:
+        return None
+    short = name.split(":", 1)[1] if ":" in name else name
+    if ":" in name and not name.startswith("earth:"):
+        return None
+    return next((t for t in TEMPLATES if t.name == short), None)

@@ -1,0 +1,494 @@
+"""Earth writers, all on the input grid and CRS and all windowed (memory does not grow with the raster):
+
+- ``mask.tif``, ``score.tif``, ``classes.tif``: Cloud-Optimized GeoTIFFs (rio-cogeo) with overviews;
+- ``polygons.gpkg`` and ``polygons.geojson``: one polygon per connected region of the mask (split by class), with
+  ``class``, ``class_id``, ``mean_score``, ``area_m2``, ``area_px``, ``query`` and ``template`` attributes;
+- ``map.png``: a preview (at most :data:`PREVIEW_MAX` px on its long side) with the mask over a hillshade (DEMs)
+  or the RGB image.
+
+Writers read the result through :func:`rscore.tiling.read_window`, so in-memory arrays and on-disk
+:class:`~rscore.tiling.TiledArray` results are handled alike. Request options they read (``--option k=v``, taken
+from ``result.options``): ``min_area_m2`` (drop smaller polygons; default 4 pixels' area),
+``simplify_m`` (simplification tolerance in metres; default half a pixel; 0 disables).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import warnings
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rscore.errors import OptionError
+from rscore.sdk import Writer
+from rscore.tiling import iter_windows, read_window
+from rscore.types import Result, Scene, Window
+
+from rscore_earth.postprocess import scene_units
+from rscore_earth.templates import template_by_name
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CogWriter", "VectorWriter", "MapPngWriter", "writers", "PREVIEW_MAX", "WINDOW"]
+
+WINDOW = 1024
+BLOCK = 512
+PREVIEW_MAX = 2048
+MASK_NODATA = 255
+CLASS_COLOURS = {
+    ("low", "medium", "high"): [(255, 235, 59), (255, 152, 0), (211, 47, 47)],
+    ("moderate", "steep", "very steep"): [(255, 235, 59), (255, 152, 0), (211, 47, 47)],
+    ("ridge", "valley"): [(230, 81, 0), (30, 136, 229)],
+}
+LABEL_COLOURS = {"water": (30, 136, 229), "dense_vegetation": (46, 125, 50), "flood_prone": (0, 172, 193)}
+DEFAULT_COLOUR = (211, 47, 47)
+
+
+def _options(result: Result) -> Mapping[str, Any]:
+    return result.options
+
+
+def _number(opts: Mapping[str, Any], name: str, default: float) -> float:
+    value = opts.get(name, default)
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"option {name} must be a number in metres, got {value!r}") from None
+    if not math.isfinite(out) or out < 0:
+        raise OptionError(f"option {name} must be >= 0, got {value!r}")
+    return out
+
+
+def _geo_ok(scene: Scene) -> bool:
+    return scene.kind == "raster" and scene.geo is not None
+
+
+def _crs(scene: Scene) -> Any:
+    from rasterio.crs import CRS
+
+    return CRS.from_user_input(scene.geo.crs) if scene.geo is not None and scene.geo.crs else None
+
+
+def _affine(scene: Scene) -> Any:
+    from affine import Affine
+
+    t = scene.geo.transform if scene.geo is not None else (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    return Affine(*t)
+
+
+def _class_names(result: Result) -> tuple[str, ...]:
+    names = tuple(getattr(result, "class_names", ()) or ())
+    if not names:
+        t = template_by_name(result.plan.template)
+        names = t.class_names if t is not None else ()
+    return names
+
+
+def _valid(scene: Scene, result: Result, win: Window) -> np.ndarray | None:
+    if result.score is not None:
+        return np.isfinite(read_window(result.score, win))
+    v = scene.valid(win)
+    return None if v is None else np.asarray(v, bool)
+
+
+# ------------------------------------------------------------------------------------------------------------- COG
+class CogWriter(Writer):
+    """Mask (uint8: 1 in, 0 out, 255 nodata), score (float32, NaN nodata) and classes (uint8) as COGs."""
+
+    name = "earth-cog"
+    description = "mask, score and classes as Cloud-Optimized GeoTIFFs on the input grid"
+
+    def applies(self, scene: Scene, result: Result) -> bool:
+        return _geo_ok(scene) and result.mask is not None
+
+    def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        names = _class_names(result)
+        out["mask_cog"] = self._write(
+            scene, out_dir / "mask.tif", "uint8", MASK_NODATA,
+            lambda w: self._mask_block(scene, result, w),
+            description="mask", tags={"QUERY": result.query, "TEMPLATE": result.plan.template or ""},
+            colormap={0: (0, 0, 0, 0), 1: (*DEFAULT_COLOUR, 255)}, resampling="nearest",
+        )  # fmt: skip
+        if result.score is not None:
+            out["score_cog"] = self._write(
+                scene, out_dir / "score.tif", "float32", float("nan"),
+                lambda w: np.asarray(read_window(result.score, w), np.float32),
+                description="score (0-1)", tags={"QUERY": result.query}, colormap=None, resampling="average",
+            )  # fmt: skip
+        class_map = getattr(result, "class_map", None)
+        if class_map is not None:
+            tags = {f"CLASS_{k}": n for k, n in enumerate(names, start=1)}
+            palette = CLASS_COLOURS.get(names) or [DEFAULT_COLOUR] * len(names)
+            cmap = {0: (0, 0, 0, 0), **{k: (*palette[k - 1], 255) for k in range(1, len(names) + 1)}}
+            out["classes_cog"] = self._write(
+                scene, out_dir / "classes.tif", "uint8", None,
+                lambda w: np.asarray(read_window(class_map, w), np.uint8),
+                description="classes: " + ", ".join(f"{k}={n}" for k, n in enumerate(names, start=1)),
+                tags=tags, colormap=cmap if names else None, resampling="nearest",
+            )  # fmt: skip
+        return out
+
+    @staticmethod
+    def _mask_block(scene: Scene, result: Result, win: Window) -> np.ndarray:
+        block = np.asarray(read_window(result.mask, win), bool).astype(np.uint8)
+        valid = _valid(scene, result, win)
+        if valid is not None:
+            block[~valid] = MASK_NODATA
+        return block
+
+    @staticmethod
+    def _write(
+        scene: Scene,
+        path: Path,
+        dtype: str,
+        nodata: float | None,
+        block: Any,
+        *,
+        description: str,
+        tags: Mapping[str, str],
+        colormap: Mapping[int, tuple[int, ...]] | None,
+        resampling: str,
+    ) -> Path:
+        import rasterio
+        from rasterio.windows import Window as RWindow
+        from rio_cogeo.cogeo import cog_translate
+        from rio_cogeo.profiles import cog_profiles
+
+        h, w = scene.shape
+        fd, tmp = tempfile.mkstemp(suffix=".tif", dir=path.parent)
+        os.close(fd)
+        try:
+            profile = {
+                "driver": "GTiff", "width": w, "height": h, "count": 1, "dtype": dtype, "crs": _crs(scene),
+                "transform": _affine(scene), "nodata": nodata, "tiled": True, "blockxsize": BLOCK,
+                "blockysize": BLOCK, "compress": "deflate", "BIGTIFF": "IF_SAFER",
+            }  # fmt: skip
+            with rasterio.open(tmp, "w", **profile) as dst:
+                for win in iter_windows(h, w, WINDOW):
+                    dst.write(block(win), 1, window=RWindow(win.col_off, win.row_off, win.width, win.height))
+                dst.set_band_description(1, description)
+                dst.update_tags(**{k: v for k, v in tags.items() if v})
+            cog = cog_profiles.get("deflate")
+            cog.update(blockxsize=BLOCK, blockysize=BLOCK, BIGTIFF="IF_SAFER")
+            if dtype == "float32":
+                cog.update(predictor=3)
+            with warnings.catch_warnings():
+                # rio-cogeo announces that a colormap makes the band a palette band: intended here
+                warnings.filterwarnings("ignore", message="Dataset color interpretation was set to", category=UserWarning)
+                cog_translate(
+                    tmp, str(path), cog, in_memory=False, quiet=True, overview_resampling=resampling,
+                    colormap=dict(colormap) if colormap else None, forward_band_tags=True,
+                    config={"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_TIFF_OVR_BLOCKSIZE": str(BLOCK)},
+                )  # fmt: skip
+        finally:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+        return path
+
+
+# --------------------------------------------------------------------------------------------------------- vectors
+class VectorWriter(Writer):
+    """Polygons of the mask (split by class) as GeoPackage and GeoJSON in the input CRS."""
+
+    name = "earth-vector"
+    description = "mask polygons with class, mean score, area (m2), query and template, as GeoPackage and GeoJSON"
+
+    def applies(self, scene: Scene, result: Result) -> bool:
+        return _geo_ok(scene) and result.mask is not None
+
+    def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
+        import pyogrio.raw
+        import shapely
+
+        opts = _options(result)
+        polys = polygonize(scene, result)
+        units = scene_units(scene)
+        metric = scene.pixel_size is not None and scene.unit == "m"
+        px_area = (scene.pixel_size[0] * scene.pixel_size[1]) if metric else 1.0  # type: ignore[index]
+        min_area_m2 = _number(opts, "min_area_m2", 4 * px_area)
+        half_px = 0.5 * min(scene.pixel_size) if metric else 0.5  # type: ignore[arg-type]
+        simplify_m = _number(opts, "simplify_m", half_px)
+
+        geoms = [p["geometry"] for p in polys]
+        affine = _affine(scene)
+        a, b, c, d, e, f = affine.a, affine.b, affine.c, affine.d, affine.e, affine.f
+        if geoms:
+
+            def to_map(xy: np.ndarray) -> np.ndarray:
+                return np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f])
+
+            geoms = list(shapely.transform(np.asarray(geoms, dtype=object), to_map))
+        if simplify_m > 0 and geoms:
+            map_per_px = math.hypot(a, d)
+            tol = simplify_m / scene.pixel_size[0] * map_per_px if metric else simplify_m * map_per_px  # type: ignore[index]
+            geoms = list(shapely.coverage_simplify(np.asarray(geoms, dtype=object), tol))
+        areas_m2 = self._areas_m2(geoms, polys, scene, units)
+        keep = [
+            i for i, g in enumerate(geoms)
+            if g is not None and not g.is_empty
+            and (areas_m2[i] if areas_m2[i] is not None else polys[i]["area_px"]) >= min_area_m2
+        ]  # fmt: skip
+        template = result.plan.template or ""
+        wkb = np.array([shapely.to_wkb(geoms[i]) for i in keep], dtype=object)
+        fields = ["class", "class_id", "mean_score", "area_m2", "area_px", "query", "template"]
+        data = [
+            np.array([polys[i]["class"] for i in keep], dtype=object),
+            np.array([polys[i]["class_id"] for i in keep], dtype=np.int32),
+            np.array([polys[i]["mean_score"] for i in keep], dtype=np.float64),
+            np.array([np.nan if areas_m2[i] is None else areas_m2[i] for i in keep], dtype=np.float64),
+            np.array([polys[i]["area_px"] for i in keep], dtype=np.int64),
+            np.array([result.query] * len(keep), dtype=object),
+            np.array([template] * len(keep), dtype=object),
+        ]
+        crs = scene.geo.crs if scene.geo is not None else None
+        out = {}
+        for key, name, driver in (("polygons_gpkg", "polygons.gpkg", "GPKG"), ("polygons_geojson", "polygons.geojson",
+                                                                             "GeoJSON")):
+            path = out_dir / name
+            with warnings.catch_warnings():
+                if crs is None:  # rasters without a CRS give polygons in pixel coordinates, as the result warns
+                    warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+                pyogrio.raw.write(
+                    str(path), wkb, data, fields, layer="polygons", driver=driver, geometry_type="MultiPolygon",
+                    crs=crs, promote_to_multi=True,
+                    layer_metadata={"query": result.query, "template": template} if driver == "GPKG" else None,
+                )  # fmt: skip
+            out[key] = path
+        log.info("wrote %d polygons (%d below %g m2 dropped)", len(keep), len(geoms) - len(keep), min_area_m2)
+        return out
+
+    @staticmethod
+    def _areas_m2(geoms: list[Any], polys: list[dict[str, Any]], scene: Scene, units: Any) -> list[float | None]:
+        if scene.pixel_size is None or scene.unit != "m":
+            return [None] * len(geoms)
+        if units.kind == "geographic" and scene.metadata.get("pixel_size_source", "crs") == "crs":
+            from pyproj import Geod
+
+            geod = Geod(ellps="WGS84")
+            return [abs(geod.geometry_area_perimeter(g)[0]) if g is not None else 0.0 for g in geoms]
+        if units.kind == "projected" and scene.metadata.get("pixel_size_source", "crs") == "crs":
+            return [float(g.area) * units.factor**2 if g is not None else 0.0 for g in geoms]
+        px, py = scene.pixel_size
+        return [p["area_px"] * px * py for p in polys]
+
+
+def polygonize(scene: Scene, result: Result, window: int = WINDOW) -> list[dict[str, Any]]:
+    """Polygons (in pixel coordinates) of the connected regions of the mask, one class per polygon.
+
+    Each window is polygonised on its own (``rasterio.features.shapes`` on a label image); regions that touch an
+    inner window edge are merged across windows with a union in integer pixel coordinates, so the polygons are
+    exact and independent of the window size. Returns dicts with ``geometry``, ``class``, ``class_id``,
+    ``mean_score`` and ``area_px``.
+    """
+    import shapely
+    from affine import Affine
+    from rasterio.features import shapes
+    from scipy import ndimage
+
+    class_map = getattr(result, "class_map", None)
+    names = _class_names(result)
+    graded = class_map is not None and bool(names)
+    t = template_by_name(result.plan.template)
+    label = t.label if t is not None else "mask"
+    h, w = scene.shape
+    done: list[dict[str, Any]] = []
+    pending: dict[int, list[tuple[Any, float, int]]] = defaultdict(list)
+    for win in iter_windows(h, w, window):
+        mask = np.asarray(read_window(result.mask, win), bool)
+        if not mask.any():
+            continue
+        values = np.where(mask, np.asarray(read_window(class_map, win), np.uint8), 0) if graded else mask.astype(np.uint8)
+        labels = np.zeros(mask.shape, np.int32)
+        next_label = 0
+        label_class: list[int] = [0]
+        for k in np.unique(values[values > 0]):
+            lab, n = ndimage.label(values == k)
+            labels[lab > 0] = lab[lab > 0] + next_label
+            next_label += n
+            label_class += [int(k)] * n
+        score = read_window(result.score, win) if result.score is not None else None
+        flat = labels.ravel()
+        counts = np.bincount(flat, minlength=next_label + 1)
+        if score is not None:
+            s = np.nan_to_num(np.asarray(score, np.float64), nan=0.0).ravel()
+            sums = np.bincount(flat, weights=s, minlength=next_label + 1)
+        else:
+            sums = counts.astype(np.float64)
+        edge: set[int] = set()
+        if win.row_off > 0:
+            edge.update(np.unique(labels[0]).tolist())
+        if win.row_off + win.height < h:
+            edge.update(np.unique(labels[-1]).tolist())
+        if win.col_off > 0:
+            edge.update(np.unique(labels[:, 0]).tolist())
+        if win.col_off + win.width < w:
+            edge.update(np.unique(labels[:, -1]).tolist())
+        shift = Affine.translation(win.col_off, win.row_off)
+        for geom, value in shapes(labels, mask=labels > 0, connectivity=4, transform=shift):
+            lab = int(value)
+            poly = shapely.geometry.shape(geom)
+            k = label_class[lab]
+            if lab in edge:
+                pending[k].append((poly, float(sums[lab]), int(counts[lab])))
+            else:
+                done.append(_record(poly, k, sums[lab], counts[lab], names, label))
+    for k, pieces in pending.items():
+        done.extend(_merge_pieces(pieces, k, names, label))
+    scored = result.score is not None
+    for rec in done:
+        if not scored:
+            rec["mean_score"] = float("nan")
+    return done
+
+
+def _merge_pieces(
+    pieces: list[tuple[Any, float, int]], k: int, names: tuple[str, ...], label: str
+) -> list[dict[str, Any]]:
+    """Union the pieces of one class that touch across window edges (only those: each group on its own)."""
+    import shapely
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    geoms = np.array([p for p, _, _ in pieces], dtype=object)
+    sums = np.array([s for _, s, _ in pieces], np.float64)
+    counts = np.array([n for _, _, n in pieces], np.int64)
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    graph = coo_matrix((np.ones(left.size), (left, right)), shape=(len(geoms), len(geoms)))
+    n_groups, group = connected_components(graph, directed=False)
+    out = []
+    for g in range(n_groups):
+        members = np.flatnonzero(group == g)
+        if members.size == 1:
+            i = int(members[0])
+            out.append(_record(geoms[i], k, sums[i], counts[i], names, label))
+            continue
+        # pieces come from disjoint windows with integer pixel coordinates: the overlay is exact
+        merged = shapely.union_all(geoms[members])
+        parts = list(getattr(merged, "geoms", [merged]))
+        if len(parts) == 1:
+            out.append(_record(parts[0], k, sums[members].sum(), counts[members].sum(), names, label))
+            continue
+        # pieces touching only at a corner stay separate regions (4-connectivity): share out their sums
+        tree = shapely.STRtree(parts)
+        acc_sum = np.zeros(len(parts))
+        acc_n = np.zeros(len(parts), np.int64)
+        for i in members:
+            hit = tree.query(geoms[i].representative_point(), predicate="within")
+            if len(hit):
+                acc_sum[hit[0]] += sums[i]
+                acc_n[hit[0]] += counts[i]
+        out.extend(_record(part, k, acc_sum[j], acc_n[j], names, label) for j, part in enumerate(parts))
+    return out
+
+
+def _record(poly: Any, k: int, s: float, n: int, names: tuple[str, ...], label: str) -> dict[str, Any]:
+    name = names[k - 1] if names and 0 < k <= len(names) else label
+    return {"geometry": poly, "class": name, "class_id": int(k), "mean_score": float(s) / max(1, int(n)),
+            "area_px": int(n)}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------------------- PNG
+class MapPngWriter(Writer):
+    """``map.png``: the mask (coloured by class) over a hillshade (DEMs) or the RGB image, downsampled."""
+
+    name = "earth-map"
+    description = "preview map: the mask over a hillshade or the RGB image (PNG, at most 2048 px)"
+
+    def applies(self, scene: Scene, result: Result) -> bool:
+        return _geo_ok(scene) and result.mask is not None
+
+    def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
+        from PIL import Image
+
+        base, overlay = preview_layers(scene, result)
+        names = _class_names(result)
+        t = template_by_name(result.plan.template)
+        palette = CLASS_COLOURS.get(names) or (
+            [LABEL_COLOURS.get(t.name if t else "", DEFAULT_COLOUR)] * max(1, len(names))
+        )
+        rgb = base.astype(np.float32)
+        for k in range(1, int(overlay.max(initial=0)) + 1):
+            sel = overlay == k
+            if sel.any():
+                colour = np.asarray(palette[min(k, len(palette)) - 1], np.float32)
+                rgb[sel] = 0.45 * rgb[sel] + 0.55 * colour
+        path = out_dir / "map.png"
+        Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB").save(path, compress_level=6)
+        return {"map_png": path}
+
+
+def preview_layers(scene: Scene, result: Result, max_size: int = PREVIEW_MAX) -> tuple[np.ndarray, np.ndarray]:
+    """A ``(H', W', 3)`` uint8 base image and a ``(H', W')`` class overlay (0 = none), decimated by block means
+    (base) and block maxima (overlay) so that small masked areas stay visible. The base is a hillshade when the
+    scene has elevation, else the RGB bands (2-98 % stretch), else the first band in grey."""
+    h, w = scene.shape
+    f = max(1, math.ceil(max(h, w) / max_size))
+    oh, ow = math.ceil(h / f), math.ceil(w / f)
+    if scene.has("elevation"):
+        roles = ["elevation"]
+    elif scene.has("red", "green", "blue"):
+        roles = ["red", "green", "blue"]
+    else:
+        roles = [next((r for r in scene.band_roles if r not in ("alpha", "other")), scene.band_roles[0])]
+    base = np.full((len(roles), oh, ow), np.nan, np.float32)
+    overlay = np.zeros((oh, ow), np.uint8)
+    class_map = getattr(result, "class_map", None)
+    graded = class_map is not None and bool(_class_names(result))
+    step = f * max(1, WINDOW // f)
+    for win in iter_windows(h, w, step):
+        data = scene.read(win, roles).astype(np.float32)
+        valid = scene.valid(win)
+        if valid is not None:
+            data[:, ~np.asarray(valid, bool)] = np.nan
+        r0, c0 = win.row_off // f, win.col_off // f
+        blocks = _block_reduce(data, f, np.nanmean)
+        base[:, r0 : r0 + blocks.shape[1], c0 : c0 + blocks.shape[2]] = blocks
+        mask = np.asarray(read_window(result.mask, win), bool)
+        vals = np.where(mask, np.asarray(read_window(class_map, win), np.uint8), 0) if graded else mask.astype(np.uint8)
+        ov = _block_reduce(vals[None].astype(np.float32), f, np.max)[0]
+        overlay[r0 : r0 + ov.shape[0], c0 : c0 + ov.shape[1]] = ov.astype(np.uint8)
+    if roles == ["elevation"]:
+        from rscore_earth.terrain import hillshade
+
+        px, py = scene.pixel_size or (1.0, 1.0)
+        shade = hillshade(base[0], px * f, py * f)
+        grey = np.where(np.isnan(base[0]), 0.0, 40 + 215 * shade)
+        rgb = np.repeat(grey[..., None], 3, axis=2)
+    else:
+        rgb = np.empty((oh, ow, 3), np.float32)
+        for i in range(3):
+            band = base[min(i, len(roles) - 1)]
+            finite = band[np.isfinite(band)]
+            lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
+            rgb[..., i] = np.where(np.isfinite(band), np.clip((band - lo) / max(hi - lo, 1e-9), 0, 1) * 255, 0)
+    return rgb.astype(np.uint8), overlay
+
+
+def _block_reduce(data: np.ndarray, f: int, fn: Any) -> np.ndarray:
+    """Reduce ``(bands, h, w)`` over ``f x f`` blocks (edge blocks may be partial)."""
+    if f == 1:
+        return data
+    b, h, w = data.shape
+    ph, pw = math.ceil(h / f) * f, math.ceil(w / f) * f
+    padded = np.full((b, ph, pw), np.nan, np.float32)
+    padded[:, :h, :w] = data
+    blocks = padded.reshape(b, ph // f, f, pw // f, f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks (nodata) stay NaN
+        if fn is np.max:
+            return np.nan_to_num(np.nanmax(blocks, axis=(2, 4)), nan=0.0)
+        return fn(blocks, axis=(2, 4))
+
+
+def writers() -> list[Writer]:
+    return [CogWriter(), VectorWriter(), MapPngWriter()]
