@@ -32,7 +32,7 @@ echo "==> installing rscore and plugins (editable)"
 .venv/bin/rscore plugins list
 
 if [ "$RUN_EXAMPLE" = 1 ]; then
-    EXAMPLE=$(.venv/bin/python -c "from rscore_earth.example import example_path; print(example_path())")
+    EXAMPLE=plugins/earth/src/rscore_earth/data/example_dem.tif  # synthetic terrain, see rscore_earth/synthetic.py
     echo "==> rscore run --plugin earth $EXAMPLE \"landslide-prone areas\""
     .venv/bin/rscore run --plugin earth "$EXAMPLE" "landslide-prone areas" --out rscore-out/example
 fi
