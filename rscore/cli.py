@@ -240,6 +240,17 @@ def plugin_new(
     typer.echo(f"created plugin package {path}\nnext: pip install -e {path} && pytest {path}")
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind; anything but loopback needs RSCORE_API_KEYS.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+) -> None:
+    """Run the HTTP API and the web viewer (uvicorn). Settings come from RSCORE_* environment variables."""
+    from rscore.service import serve as run_server
+
+    run_server(host, port)
+
+
 def _is(exc: BaseException, class_name: str) -> bool:
     """Match click's exception classes by name: recent typer vendors its own copy of click."""
     return any(c.__name__ == class_name for c in type(exc).__mro__)

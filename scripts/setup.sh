@@ -25,7 +25,7 @@ fi
 
 echo "==> installing rscore and plugins (editable)"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-    -e ".[embeddings,openai,test]" \
+    -e ".[embeddings,openai,service,test]" \
     -e plugins/earth -e plugins/surgical -e plugins/safety -e plugins/underwater 2>&1 \
     | grep -vE "^WARNING: Location .* is ignored" || true
 .venv/bin/python -m pip check >/dev/null 2>&1 || .venv/bin/python -m pip check | head -20

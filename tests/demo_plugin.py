@@ -60,6 +60,7 @@ def _bright(ctx: OpContext) -> ProgramOutput:
 
 def _smooth_bright(ctx: OpContext) -> ProgramOutput:
     m = ctx.op("demo.local_mean", size=9)
+    ctx.note("mean brightness over 9x9 >= 0.5", share=float((m >= 0.5)[ctx.core_slices].mean()))
     return ProgramOutput(mask=m >= 0.5, score=m, classes=(m >= 0.5).astype(np.uint8) + (m >= 0.8))
 
 

@@ -216,3 +216,36 @@ def test_open_scene_errors(demo_registry, tmp_path):
         with pytest.raises(InputError, match=message) as info:
             engine.open_scene(path, plugin="demo", registry=demo_registry)
         assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"tile_size": 0}, "tile_size must be at least 16"),
+        ({"tile_size": "abc"}, "tile_size must be a whole number"),
+        ({"max_instances": 2.5}, "max_instances must be a whole number"),
+        ({"reasoner": ""}, "reasoner must be a backend name"),
+    ],
+)
+def test_core_options_are_validated(demo_registry, disc_image, options, message):
+    with pytest.raises(OptionError, match=message):
+        engine.segment(scene_of(disc_image[0]), "bright spots", plugin="demo", options=options, registry=demo_registry)
+
+
+def test_unusable_paths_and_queries(demo_registry):
+    with pytest.raises(InputError, match="cannot be opened"):
+        engine.open_scene("x" * 5000 + ".png", registry=demo_registry)
+    with pytest.raises(QueryError, match="unpaired surrogate"):
+        engine.validate_query("bright \udcff spots")
+
+
+def test_note_statistics_are_measured_over_tile_cores(demo_registry):
+    """With a halo, a note's share must count each pixel once, so tiled and untiled stats agree."""
+    img = np.zeros((64, 64), np.uint8)
+    img[:, :20] = 255
+    opts = {"template": "smooth-bright"}
+    whole = engine.segment(scene_of(img), "x", plugin="demo", options={**opts, "tile_size": 4096}, registry=demo_registry)
+    tiled = engine.segment(scene_of(img), "x", plugin="demo", options={**opts, "tile_size": 16}, registry=demo_registry)
+    share = lambda r: next(s.stats["share"] for s in r.plan.steps if s.text.startswith("mean brightness"))  # noqa: E731
+    assert share(whole) == pytest.approx(whole.mask.mean())
+    assert share(tiled) == pytest.approx(share(whole))

@@ -66,7 +66,30 @@ def validate_query(query: str) -> str:
         raise QueryError(f"the query is {len(query):,} characters long; the limit is {MAX_QUERY_CHARS:,}")
     if "\x00" in query:
         raise QueryError("the query contains a NUL character")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError:
+        raise QueryError("the query is not valid text (it contains unpaired surrogate characters)") from None
     return " ".join(query.split())
+
+
+def _check_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """Validate and convert the core options; anything else belongs to plugins and passes through."""
+    for name, low in (("tile_size", 16), ("min_area_px", 0), ("max_instances", 1)):
+        value = opts[name]
+        try:
+            number = int(value)
+            if number != float(value):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise OptionError(f"option {name} must be a whole number, got {value!r}") from None
+        if number < low:
+            raise OptionError(f"option {name} must be at least {low}, got {number}")
+        opts[name] = number
+    for name in ("reasoner", "segmenter"):
+        if not isinstance(opts[name], str) or not opts[name]:
+            raise OptionError(f"option {name} must be a backend name, got {opts[name]!r}")
+    return opts
 
 
 # ------------------------------------------------------------------------------------------------------- reading
@@ -82,10 +105,14 @@ def open_scene(
     reg.require_plugin(plugin)
     options = dict(options or {})
     path = Path(path)
-    if not path.exists():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, ValueError) as exc:  # name too long, undecodable name, ...
+        raise InputError(f"cannot be opened ({getattr(exc, 'strerror', None) or exc})", path=path) from None
+    if not exists:
         raise InputError("no such file or directory", path=path)
     readers = reg.readers_for(plugin)
-    if path.is_dir():
+    if is_dir:
         candidates = [r for r in readers if r.accepts_directories and r.sniff(path, b"")]
         if not candidates:
             raise InputError("is a directory; no installed reader opens folders like this one (give a file)", path=path)
@@ -175,7 +202,7 @@ def segment(
     reg = registry or default_registry()
     reg.require_plugin(plugin)
     query = validate_query(query)
-    opts = {**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}}
+    opts = _check_options({**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}})
     request = Request(query=query, plugin=plugin, options=opts)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()

@@ -1,0 +1,114 @@
+"""Service settings: one frozen dataclass, read from the environment by :meth:`Settings.from_env`.
+
+=========================  ==================================================================  ===================
+variable                   meaning                                                             default
+=========================  ==================================================================  ===================
+``RSCORE_API_KEYS``        comma-separated API keys accepted in the ``X-API-Key`` header;      none (loopback only)
+                           each at least 16 characters. Without keys the service refuses to
+                           bind anything but a loopback address.
+``RSCORE_MAX_UPLOAD_MB``   largest accepted upload, in MiB (2**20 bytes); larger -> 413        100
+``RSCORE_ALLOWED_ROOTS``   server-side folders (``os.pathsep``-separated) that ``path``        none (``path``
+                           inputs may name; anything that resolves outside them -> 403        inputs refused)
+``RSCORE_REQUEST_TIMEOUT_S`` seconds a request may wait in the queue plus run; then 504        300
+``RSCORE_QUEUE_SIZE``      requests that may wait for a free worker; more -> 503 + Retry-After 8
+``RSCORE_WORKERS``         inference worker threads (the engine is CPU-bound)                  min(2, CPUs)
+``RSCORE_OUTPUT_ROOT``     folder that receives one sub-folder of outputs per result           ./rscore-out/service
+=========================  ==================================================================  ===================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rscore.errors import OptionError
+
+__all__ = ["Settings", "MIN_KEY_CHARS", "default_workers"]
+
+MIN_KEY_CHARS = 16
+MIB = 1 << 20
+
+
+def default_workers() -> int:
+    """One or two inference threads: the engine is CPU-bound and numpy already uses several cores per call."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the service runs. Build with :meth:`from_env` or directly (tests, embedding applications).
+
+    ``allowed_roots`` and ``output_root`` are stored resolved (absolute, symlinks followed).
+    """
+
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    max_upload_mb: float = 100.0
+    allowed_roots: tuple[Path, ...] = ()
+    request_timeout_s: float = 300.0
+    queue_size: int = 8
+    workers: int = field(default_factory=default_workers)
+    output_root: Path = Path("rscore-out/service")
+
+    def __post_init__(self) -> None:
+        for i, key in enumerate(self.api_keys, 1):
+            if len(key) < MIN_KEY_CHARS or any(c.isspace() for c in key):
+                raise OptionError(
+                    f"RSCORE_API_KEYS: key #{i} is {len(key)} characters or contains spaces; use keys of at least "
+                    f"{MIN_KEY_CHARS} characters without spaces (e.g. python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(24))')"
+                )
+        if not self.max_upload_mb > 0:
+            raise OptionError(f"RSCORE_MAX_UPLOAD_MB must be positive, got {self.max_upload_mb}")
+        if not self.request_timeout_s > 0:
+            raise OptionError(f"RSCORE_REQUEST_TIMEOUT_S must be positive, got {self.request_timeout_s}")
+        if self.queue_size < 0:
+            raise OptionError(f"RSCORE_QUEUE_SIZE must be 0 or more, got {self.queue_size}")
+        if self.workers < 1:
+            raise OptionError(f"RSCORE_WORKERS must be at least 1, got {self.workers}")
+        roots = []
+        for root in self.allowed_roots:
+            resolved = Path(root).expanduser().resolve()
+            if not resolved.is_dir():
+                raise OptionError(f"RSCORE_ALLOWED_ROOTS: {root} is not an existing folder")
+            roots.append(resolved)
+        object.__setattr__(self, "allowed_roots", tuple(roots))
+        object.__setattr__(self, "output_root", Path(self.output_root).expanduser().resolve())
+        object.__setattr__(self, "api_keys", tuple(self.api_keys))
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * MIB)
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.api_keys)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the ``RSCORE_*`` variables above; a malformed value is an :class:`OptionError` naming it."""
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, object] = {}
+        if env.get("RSCORE_API_KEYS", "").strip():
+            kwargs["api_keys"] = tuple(k.strip() for k in env["RSCORE_API_KEYS"].split(",") if k.strip())
+        if env.get("RSCORE_ALLOWED_ROOTS", "").strip():
+            kwargs["allowed_roots"] = tuple(
+                Path(p.strip()) for p in env["RSCORE_ALLOWED_ROOTS"].split(os.pathsep) if p.strip()
+            )
+        if env.get("RSCORE_OUTPUT_ROOT", "").strip():
+            kwargs["output_root"] = Path(env["RSCORE_OUTPUT_ROOT"].strip())
+        for var, name, kind in (
+            ("RSCORE_MAX_UPLOAD_MB", "max_upload_mb", float),
+            ("RSCORE_REQUEST_TIMEOUT_S", "request_timeout_s", float),
+            ("RSCORE_QUEUE_SIZE", "queue_size", int),
+            ("RSCORE_WORKERS", "workers", int),
+        ):
+            raw = env.get(var, "").strip()
+            if raw:
+                try:
+                    kwargs[name] = kind(raw)
+                except ValueError:
+                    what = "a number" if kind is float else "a whole number"
+                    raise OptionError(f"{var} must be {what}, got '{raw}'") from None
+        return cls(**kwargs)  # type: ignore[arg-type]
