@@ -41,6 +41,24 @@ def _openai(options: Mapping[str, Any]) -> Any:
     return make_openai_reasoner(options)
 
 
+def _transformers(options: Mapping[str, Any]) -> Any:
+    from rscore.reasoners.transformers_vlm import make_transformers_reasoner
+
+    return make_transformers_reasoner(options)
+
+
+def _sam2(options: Mapping[str, Any]) -> Any:
+    from rscore.segmenters.sam2 import make_sam2_segmenter
+
+    return make_sam2_segmenter(options)
+
+
+def _sam2_hf(options: Mapping[str, Any]) -> Any:
+    from rscore.segmenters.sam2 import make_hf_sam2_segmenter
+
+    return make_hf_sam2_segmenter(options)
+
+
 @hookimpl
 def rscore_backends() -> list[BackendSpec]:
     return [
@@ -63,5 +81,26 @@ def rscore_backends() -> list[BackendSpec]:
             _openai,
             "any OpenAI-compatible chat-completions endpoint (vLLM, Ollama, llama.cpp, hosted): --endpoint URL --model NAME",
             modules=("httpx",),
+        ),
+        BackendSpec(
+            "reasoner",
+            "transformers",
+            _transformers,
+            "local vision-language model (Qwen2.5-VL, Qwen3-VL) via transformers; weights from --weights or the HF cache",
+            modules=("torch", "transformers"),
+        ),
+        BackendSpec(
+            "segmenter",
+            "sam2",
+            _sam2,
+            "SAM 2/2.1 (Meta's sam2 package), hiera tiny/small/base+/large: boxes/points -> masks",
+            modules=("torch", "sam2"),
+        ),
+        BackendSpec(
+            "segmenter",
+            "sam2-hf",
+            _sam2_hf,
+            "SAM 2.1 through transformers' Sam2Model",
+            modules=("torch", "transformers"),
         ),
     ]

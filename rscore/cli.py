@@ -30,7 +30,9 @@ app = typer.Typer(
 plugins_app = typer.Typer(help="Installed plugins.", no_args_is_help=True)
 templates_app = typer.Typer(help="Query templates of the installed plugins.", no_args_is_help=True)
 plugin_app = typer.Typer(help="Plugin SDK: scaffold a new plugin package.", no_args_is_help=True)
+models_app = typer.Typer(help="Model registry: which weights are here, fetching and checking them.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
+app.add_typer(models_app, name="models")
 app.add_typer(templates_app, name="templates")
 app.add_typer(plugin_app, name="plugin")
 
@@ -95,7 +97,8 @@ def run(
     segmenter: Annotated[str, typer.Option(help="auto, sam2 or classical.")] = "auto",
     endpoint: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint URL (--reasoner openai).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model name or id for the reasoner.")] = None,
-    weights: Annotated[Optional[Path], typer.Option(help="Folder with local model weights.")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Folder with local model weights (see 'rscore models list').")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cuda, mps or cpu [default: auto].")] = None,
     template: Annotated[Optional[str], typer.Option(help="Force a template instead of matching the query.")] = None,
     matcher: Annotated[Optional[str], typer.Option(help="Template matcher: auto, embedding or keyword.")] = None,
     bands: Annotated[Optional[str], typer.Option(help='Band roles in order, e.g. "red,green,blue,nir".')] = None,
@@ -113,6 +116,7 @@ def run(
         "endpoint": endpoint,
         "model": model,
         "weights": str(weights) if weights else None,
+        "device": device,
         "template": template,
         "matcher": matcher,
         "bands": bands,
@@ -240,6 +244,53 @@ def plugin_new(
     typer.echo(f"created plugin package {path}\nnext: pip install -e {path} && pytest {path}")
 
 
+def _emit(text_and_code: tuple[str, int]) -> None:
+    text, code = text_and_code
+    if code:
+        raise _ExitWithMessage(text, code)
+    typer.echo(text)
+
+
+class _ExitWithMessage(Exception):
+    def __init__(self, text: str, code: int) -> None:
+        super().__init__(text)
+        self.code = code
+
+
+@models_app.command("list")
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    weights: Annotated[Optional[Path], typer.Option(help="Also look for weights in this folder.")] = None,
+) -> None:
+    """Registered models (VLM reasoners, SAM2 segmenters) and whether their weights are on this machine."""
+    from rscore.models import list_command
+
+    _emit(list_command(as_json=as_json, weights=weights))
+
+
+@models_app.command("pull")
+def models_pull(
+    name: Annotated[str, typer.Argument(help="Registered model name (see 'rscore models list').")],
+    to: Annotated[Optional[Path], typer.Option(help="Download into DIR/NAME instead of the Hugging Face cache.")] = None,
+) -> None:
+    """Download a model's weights (needs network; copy the folder to offline machines and pass --weights)."""
+    from rscore.models import pull_command
+
+    _emit(pull_command(name, to=to))
+
+
+@models_app.command("verify")
+def models_verify(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    weights: Annotated[Optional[Path], typer.Option(help="Folder with local model weights.")] = None,
+) -> None:
+    """Check that a model's files are complete and its configuration loads."""
+    from rscore.models import verify_command
+
+    _emit(verify_command(name, as_json=as_json, weights=weights))
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind; anything but loopback needs RSCORE_API_KEYS.")] = "127.0.0.1",
@@ -265,6 +316,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _fail("interrupted")
         code = 130
+    except _ExitWithMessage as exc:
+        _fail(str(exc))
+        code = exc.code
     except RscoreError as exc:
         _fail(str(exc).splitlines()[0] if exc.exit_code == 2 else str(exc))
         if _state["debug"]:

@@ -104,3 +104,20 @@ def test_absent_answer_exits_0_with_reason(tmp_path, png):
     assert doc["absent"] is True and doc["reason"]
     assert doc["instances"] == []
     assert (tmp_path / "rscore-out" / "photo" / "result.json").exists()
+
+
+def test_models_commands(tmp_path):
+    proc = rscore("models", "list", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    names = {m["name"] for m in json.loads(proc.stdout)["models"]}
+    assert {"sam2.1-hiera-tiny", "qwen2.5-vl-3b"} & names
+    proc = rscore("models", "verify", "sam2.1-hiera-tiny", "--weights", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2 and "rscore models pull sam2.1-hiera-tiny" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_absent_weights_for_a_vlm_reasoner_exit_2(tmp_path, png):
+    proc = rscore("run", str(png), "the worker", "--reasoner", "transformers", "--weights", str(tmp_path / "none"), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("rscore: error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "rscore-out").exists()

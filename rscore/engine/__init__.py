@@ -49,7 +49,7 @@ DEFAULTS: Mapping[str, Any] = {
     "min_area_px": 1,
     "max_instances": 1000,
 }
-AUTO_SEGMENTERS = ("sam2", "classical")
+AUTO_SEGMENTERS = ("sam2", "sam2-hf", "classical")
 MAX_INSTANCE_MASK_BYTES = 256 << 20  # per-instance masks kept for the best instances within this budget
 
 

@@ -1,0 +1,240 @@
+"""Tiny randomly initialised models for tests and benchmarks: the real classes, built from configs, saved in the
+layouts users provide (``save_pretrained`` folders, SAM2 ``{"model": state_dict}`` checkpoints), so that tests load
+them through the same registry and loading code as real weights. Nothing is downloaded.
+
+- :func:`save_tiny_qwen_vl` - Qwen2.5-VL or Qwen3-VL with a byte-level tokenizer (every UTF-8 byte is a token) and a
+  Qwen-style chat template; about 0.1 M parameters, generates in milliseconds.
+- :func:`teach_answer` - a few optimiser steps that make such a model answer one prompt with a given text (greedy
+  decoding then reproduces it), so a test can drive the whole reasoner -> parser -> segmenter path through a real
+  ``generate``.
+- :func:`save_tiny_sam2_checkpoint` - a SAM2 hiera-tiny (the ``sam2`` package's own yaml config, random weights,
+  38.9 M parameters: SAM2's predictor fixes the 1024 px input and its feature sizes) saved as a checkpoint.
+- :func:`save_tiny_hf_sam2` - transformers' Sam2Model at 256 px input with a few-thousand-parameter backbone.
+
+Needs torch and transformers (and sam2 for the SAM2 checkpoint); imported only by tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CHAT_TEMPLATE",
+    "save_tiny_qwen_vl",
+    "teach_answer",
+    "save_tiny_sam2_checkpoint",
+    "save_tiny_hf_sam2",
+    "targets_json",
+]
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for c in message['content'] %}"
+    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""The shape of Qwen's chat template (ChatML with vision tokens), small enough to read."""
+
+_SPECIALS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+             "<|video_pad|>")
+
+
+def _tokenizer() -> Any:
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    alphabet = sorted(bytes_to_unicode().values(), key=ord)
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[], eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None)
+    tok.add_special_tokens({"additional_special_tokens": list(_SPECIALS[2:])})
+    return tok
+
+
+def save_tiny_qwen_vl(folder: str | Path, family: str = "qwen2.5-vl", *, seed: int = 0, hidden: int = 64,
+                      layers: int = 2) -> Path:
+    """Save a tiny random ``family`` (``qwen2.5-vl`` | ``qwen3-vl``) model, its processor and chat template to
+    ``folder`` with ``save_pretrained``; returns the folder."""
+    from rscore.compat import ensure_torchvision
+
+    ensure_torchvision()
+    import torch
+    from transformers import Qwen2VLImageProcessor
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    tok = _tokenizer()
+    ids = {s: tok.convert_tokens_to_ids(s) for s in _SPECIALS}
+    token_ids = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                     vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    heads = max(2, hidden // 16)
+    text = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=8192,
+                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    head_dim = hidden // heads
+    section = [head_dim // 8, head_dim // 8, head_dim // 2 - 2 * (head_dim // 8)]
+    if family == "qwen2.5-vl":
+        from transformers import (
+            Qwen2_5_VLConfig,
+            Qwen2_5_VLForConditionalGeneration,
+            Qwen2_5_VLProcessor,
+            Qwen2VLVideoProcessor,
+        )
+
+        patch = 14
+        config = Qwen2_5_VLConfig(
+            text_config={**text, "rope_parameters": {
+                "rope_type": "default", "mrope_section": section, "rope_theta": 10000.0}},
+            vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
+                               patch_size=patch, window_size=56, fullatt_block_indexes=[1]),
+            **token_ids,
+        )
+        model = Qwen2_5_VLForConditionalGeneration(config)
+        processor_cls, video = Qwen2_5_VLProcessor, Qwen2VLVideoProcessor(patch_size=patch)
+    elif family == "qwen3-vl":
+        from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+        patch = 16
+        config = Qwen3VLConfig(
+            text_config={**text, "head_dim": head_dim, "rope_parameters": {
+                "rope_type": "default", "mrope_section": section, "mrope_interleaved": True, "rope_theta": 10000.0}},
+            vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
+                               patch_size=patch, num_position_embeddings=64, deepstack_visual_indexes=[0]),
+            **token_ids,
+        )
+        model = Qwen3VLForConditionalGeneration(config)
+        processor_cls, video = Qwen3VLProcessor, Qwen3VLVideoProcessor(patch_size=patch)
+    else:
+        raise ValueError(f"unknown tiny family {family!r} (qwen2.5-vl or qwen3-vl)")
+    image = Qwen2VLImageProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2,
+                                  min_pixels=(2 * patch) ** 2 * 4, max_pixels=(2 * patch) ** 2 * 1024)
+    processor = processor_cls(image_processor=image, tokenizer=tok, video_processor=video, chat_template=CHAT_TEMPLATE)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def teach_answer(reasoner: Any, inputs: Mapping[str, Any], answer: str, *, one_token: bool = True, steps: int = 300,
+                 lr: float = 1e-2, seed: int = 0) -> int:
+    """Train ``reasoner.model`` in place until greedy decoding of ``inputs`` (from ``reasoner.encode``) yields
+    ``answer`` followed by the end-of-turn token; returns the optimiser steps taken. Raises ``AssertionError`` when
+    ``steps`` were not enough (a test built on it must not go on with a model that did not learn).
+
+    With ``one_token`` the answer is first added to the tokenizer as one (non-special) token and the embeddings are
+    resized, so the model learns two tokens (a few steps) instead of one per byte (a hundred steps and more); the
+    decoded text is the same. Only for tiny test models: full-parameter Adam on one sequence.
+    """
+    import torch
+
+    model, tok = reasoner.model, reasoner.processor.tokenizer
+    torch.manual_seed(seed)
+    if one_token:
+        tok.add_tokens([answer])
+        model.resize_token_embeddings(len(tok))
+        target = torch.tensor([[tok.convert_tokens_to_ids(answer)]], device=model.device)
+    else:
+        target = tok(answer, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
+    end = torch.tensor([[tok.convert_tokens_to_ids("<|im_end|>")]], device=model.device)
+    target = torch.cat([target, end], dim=1)
+    prompt_len = int(inputs["input_ids"].shape[1])
+    full = dict(inputs)
+    full["input_ids"] = torch.cat([inputs["input_ids"], target], dim=1)
+    full["attention_mask"] = torch.ones_like(full["input_ids"])
+    if "mm_token_type_ids" in inputs:
+        full["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(target)], dim=1)
+    labels = full["input_ids"].clone()
+    labels[:, :prompt_len] = -100
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    check = 5 if one_token else 10
+    model.train()
+    try:
+        for taken in range(1, steps + 1):
+            loss = model(**full, labels=labels).loss
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            if taken % check == 0:
+                with torch.no_grad():
+                    logits = model(**full).logits[0, prompt_len - 1 : -1]
+                if bool((logits.argmax(-1) == target[0]).all()):
+                    return taken
+    finally:
+        model.eval()
+    raise AssertionError(f"the tiny model did not learn the answer in {steps} steps (loss {float(loss):.3f})")
+
+
+def save_tiny_sam2_checkpoint(
+    path: str | Path, config: str = "configs/sam2.1/sam2.1_hiera_t.yaml", *, seed: int = 0
+) -> Path:
+    """Build the SAM2 model of a ``sam2`` package yaml config with random weights and save ``{"model": state_dict}``
+    to ``path`` (the layout of Meta's checkpoints); returns the path."""
+    import torch
+
+    from rscore.segmenters.sam2 import build_sam2_model
+
+    torch.manual_seed(seed)
+    model = build_sam2_model(config)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+def save_tiny_hf_sam2(folder: str | Path, *, image_size: int = 256, seed: int = 0, video: bool = False) -> Path:
+    """Save a tiny random transformers ``Sam2Model`` (``image_size`` px input) and its ``Sam2Processor`` to
+    ``folder`` with ``save_pretrained``; returns the folder. With ``video``, save a ``Sam2VideoModel`` and a
+    ``Sam2VideoProcessor`` instead: the layout of the ``facebook/sam2.1-hiera-*`` repositories."""
+    from rscore.compat import ensure_torchvision
+
+    ensure_torchvision()
+    import torch
+    from transformers import Sam2Config, Sam2ImageProcessor, Sam2Model, Sam2Processor
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    s = image_size
+    torch.manual_seed(seed)
+    config = Sam2Config(
+        vision_config=dict(
+            backbone_config=dict(
+                model_type="sam2_hiera_det_model", image_size=[s, s], hidden_size=8, blocks_per_stage=[1, 1, 2, 1],
+                embed_dim_per_stage=[8, 16, 32, 64], num_attention_heads_per_stage=[1, 1, 1, 1],
+                window_size_per_stage=[8, 4, 4, 4], global_attention_blocks=[3],
+                window_positional_embedding_background_size=[4, 4],
+            ),
+            backbone_channel_list=[64, 32, 16, 8],
+            backbone_feature_sizes=[[s // 4, s // 4], [s // 8, s // 8], [s // 16, s // 16]],
+            fpn_hidden_size=32,
+        ),
+        prompt_encoder_config=dict(hidden_size=32, image_size=s, patch_size=16),
+        mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
+    )
+    folder = Path(folder)
+    image = Sam2ImageProcessor(size={"height": s, "width": s}, mask_size={"height": s // 4, "width": s // 4})
+    if video:
+        from transformers import Sam2VideoConfig, Sam2VideoModel, Sam2VideoProcessor, Sam2VideoVideoProcessor
+
+        parts = config.to_dict()
+        video_config = Sam2VideoConfig(vision_config=parts["vision_config"], image_size=s,
+                                       prompt_encoder_config=parts["prompt_encoder_config"],
+                                       mask_decoder_config=parts["mask_decoder_config"])
+        Sam2VideoModel(video_config).save_pretrained(folder)
+        frames = Sam2VideoVideoProcessor(size={"height": s, "width": s})
+        Sam2VideoProcessor(image_processor=image, video_processor=frames, target_size=s).save_pretrained(folder)
+        return folder
+    Sam2Model(config).save_pretrained(folder)
+    Sam2Processor(image_processor=image).save_pretrained(folder)
+    return folder
+
+
+def targets_json(targets: Sequence[Mapping[str, Any]], steps: Sequence[str] = ("look",)) -> str:
+    """An answer in rscore's schema (compact JSON), for :func:`teach_answer`."""
+    import json
+
+    return json.dumps({"steps": list(steps), "targets": list(targets)}, separators=(",", ":"))
