@@ -216,3 +216,11 @@ def test_window_reads_match(landslide):
     win = Window(100, 50, 30, 40)
     assert np.array_equal(read_window(result.mask, win), np.asarray(result.mask)[win.slices])
     assert Path(scene.path) == EXAMPLE
+
+
+def test_earth_declares_fine_tuning_defaults():
+    from rscore.plugins import get_registry
+
+    (adapter,) = [a for a in get_registry().adapters if a.plugin == "earth"]
+    assert {"hflip", "vflip", "rot90"} <= set(adapter.augmentations)
+    assert "q_proj" in adapter.target_modules and adapter.lora_rank > 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rscore import hookimpl
-from rscore.sdk import Operator, Reader, Template, Writer
+from rscore.sdk import AdapterSpec, Operator, Reader, Template, Writer
 from rscore.types import Result, Scene
 
 
@@ -33,6 +33,22 @@ def rscore_writers() -> list[Writer]:
     from rscore_earth.writers import writers
 
     return writers()
+
+
+@hookimpl
+def rscore_adapters() -> list[AdapterSpec]:
+    """Fine-tuning defaults for overhead imagery: orientation carries no meaning, so all 8 dihedral flips/rotations
+    are valid augmentations; LoRA on the attention projections of the VLM reasoner."""
+    return [
+        AdapterSpec(
+            "earth-lora",
+            "LoRA on the VLM reasoner for overhead imagery and DEM renderings (georeferenced tiles)",
+            target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+            lora_rank=16,
+            augmentations=("hflip", "vflip", "rot90", "tile_crop"),
+            options={"tile_size": 1024, "overlap": 128},
+        )
+    ]
 
 
 @hookimpl
