@@ -35,10 +35,10 @@ def test_embedding_matcher_understands_paraphrases_and_rejects_unrelated(query, 
 
 
 def test_keyword_matcher():
-    assert keyword_score("landslide prone areas", TEMPLATES[0]) == 1.0
-    assert keyword_score("lakes", TEMPLATES[1]) == 1.0  # "lakes" -> "lake" by stemming
+    assert keyword_score("landslide prone areas", TEMPLATES[0]) >= 1.0
+    assert keyword_score("lakes", TEMPLATES[1]) >= 1.0  # "lakes" -> "lake" by stemming
     assert keyword_score("landslde-prone areas", TEMPLATES[0]) >= 0.8  # typo: close phrasing still counts
-    assert keyword_score("the red car", TEMPLATES[0]) == 0.0
+    assert keyword_score("the red car", TEMPLATES[0]) < 0.01
     best, _ = TemplateMatcher(TEMPLATES, "keyword").best("giraffes")
     assert best is None
 

@@ -86,8 +86,9 @@ def keyword_score(query: str, template: Template) -> float:
         (difflib.SequenceMatcher(None, norm_q, " ".join(_words(e))).ratio() for e in (template.label, *template.examples)),
         default=0.0,
     )
-    # near-identical phrasing (typos, word order) counts; loose character overlap ("trees" ~ "where") does not
-    return max(coverage, similarity if similarity >= 0.8 else 0.0)
+    # near-identical phrasing (typos, word order) counts; loose character overlap ("trees" ~ "where") does not.
+    # The small similarity term breaks ties: "the body" prefers "body" over "air inside the body".
+    return max(coverage, similarity if similarity >= 0.8 else 0.0) + 0.01 * similarity
 
 
 @functools.lru_cache(maxsize=1)
