@@ -33,7 +33,7 @@ def write_ct_series(folder, n=5, shuffle=True, series_uid=None, modality="CT"):
         ds = FileDataset(str(folder / f"img{file_no:03d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
         ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
         ds.Modality, ds.StudyInstanceUID, ds.SeriesInstanceUID = modality, study, series_uid
-        ds.FrameOfReferenceUID = study + ".1"
+        ds.FrameOfReferenceUID = generate_uid()
         ds.InstanceNumber = file_no + 1  # deliberately NOT the spatial order
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.ImagePositionPatient = [0, 0, 10 + 2.5 * k]
