@@ -162,9 +162,16 @@ def _print_result(result: Any, out_dir: Path) -> None:
     if plan.absent:
         console.print(f"[bold yellow]absent:[/] {plan.reason}")
     else:
+        graded = {k: v for k, v in result.classes.items() if isinstance(v, dict) and "share" in v}
+        if graded:
+            classes = Table("class", "area", "share of region")
+            for name, row in graded.items():
+                area = _area(row["area_km2"] * 1e6, "m2") if row.get("area_km2") is not None else f"{row.get('pixels')} px"
+                classes.add_row(name, area, f"{100 * row['share']:.1f} %")
+            console.print(classes)
         table = Table("#", "label", "score", "bbox (x0,y0,x1,y1)", "area px", "area")
         for i, inst in enumerate(result.instances[:10]):
-            area = f"{inst.area_real:.4g} {inst.area_unit}" if inst.area_real is not None else ""
+            area = _area(inst.area_real, inst.area_unit) if inst.area_real is not None else ""
             table.add_row(str(i), inst.label, f"{inst.score:.3f}", str(inst.bbox), str(inst.area_px), area)
         console.print(table)
         if len(result.instances) > 10:
@@ -172,6 +179,19 @@ def _print_result(result: Any, out_dir: Path) -> None:
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     console.print(f"outputs in {out_dir}/: {', '.join(sorted(set(result.outputs.values())))}")
+
+
+def _area(value: float, unit: str | None) -> str:
+    """Human units: m2 -> ha / km2 when large, mm2 -> cm2."""
+    if unit == "m2":
+        if value >= 1e6:
+            return f"{value / 1e6:.3g} km²"
+        if value >= 1e4:
+            return f"{value / 1e4:.3g} ha"
+        return f"{value:.3g} m²"
+    if unit == "mm2" and value >= 100:
+        return f"{value / 100:.3g} cm²"
+    return f"{value:.3g} {(unit or '').replace('2', '²')}"
 
 
 @plugins_app.command("list")

@@ -49,6 +49,7 @@ from rscore.errors import InputError, OptionError
 from rscore.sdk import Reader
 from rscore.types import GeoInfo, Scene, Window
 
+from rscore_earth.gdalenv import gdal_env
 from rscore_earth.geo import GroundUnits, ground_units, pixel_size_m
 
 log = logging.getLogger(__name__)
@@ -194,14 +195,15 @@ class RasterSource:
         spec = self._specs[k]
         rw = RWindow(window.col_off, window.row_off, window.width, window.height)
         try:
-            if spec.warp is not None:
-                # the warped VRT's last band is an alpha band (coverage and source masks); GDAL does not report it
-                # as a mask for non-byte data, so it is read and split off explicitly
-                stack = ds.read(window=rw)
-                data, valid = stack[:-1], stack[-1] > 0
-            else:
-                data = ds.read(window=rw)
-                valid = None if spec.all_valid else ds.dataset_mask(window=rw) > 0
+            with gdal_env():  # GDAL's block cache stays small: memory does not grow with the raster
+                if spec.warp is not None:
+                    # the warped VRT's last band is an alpha band (coverage and source masks); GDAL does not report
+                    # it as a mask for non-byte data, so it is read and split off explicitly
+                    stack = ds.read(window=rw)
+                    data, valid = stack[:-1], stack[-1] > 0
+                else:
+                    data = ds.read(window=rw)
+                    valid = None if spec.all_valid else ds.dataset_mask(window=rw) > 0
         except Exception as exc:
             raise InputError(
                 f"read failed for rows {window.row_off}-{window.row_off + window.height}, "
@@ -601,13 +603,14 @@ def _check_has_valid_pixels(ds: Any, spec: _DatasetSpec, path: Path) -> None:
     rows = np.linspace(0, h - sh, min(SAMPLE_GRID, max(1, h // sh))).astype(int)
     cols = np.linspace(0, w - sw, min(SAMPLE_GRID, max(1, w // sw))).astype(int)
     try:
-        for r in rows:
-            for c in cols:
-                if any_valid(RWindow(int(c), int(r), sw, sh)):
+        with gdal_env():
+            for r in rows:
+                for c in cols:
+                    if any_valid(RWindow(int(c), int(r), sw, sh)):
+                        return
+            for _, win in ds.block_windows(1):
+                if any_valid(win):
                     return
-        for _, win in ds.block_windows(1):
-            if any_valid(win):
-                return
     except Exception as exc:
         raise InputError(f"is corrupt or truncated: reading its masks failed ({exc})", path=path) from None
     raise InputError("contains no valid pixels (every pixel is nodata or masked)", path=path)

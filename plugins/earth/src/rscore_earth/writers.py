@@ -31,6 +31,7 @@ from rscore.sdk import Writer
 from rscore.tiling import iter_windows, read_window
 from rscore.types import Result, Scene, Window
 
+from rscore_earth.gdalenv import gdal_env
 from rscore_earth.postprocess import scene_units
 from rscore_earth.templates import template_by_name
 
@@ -165,34 +166,38 @@ class CogWriter(Writer):
         h, w = scene.shape
         fd, tmp = tempfile.mkstemp(suffix=".tif", dir=path.parent)
         os.close(fd)
-        try:
-            profile = {
-                "driver": "GTiff", "width": w, "height": h, "count": 1, "dtype": dtype, "crs": _crs(scene),
-                "transform": _affine(scene), "nodata": nodata, "tiled": True, "blockxsize": BLOCK,
-                "blockysize": BLOCK, "compress": "deflate", "BIGTIFF": "IF_SAFER",
-            }  # fmt: skip
-            with rasterio.open(tmp, "w", **profile) as dst:
-                for win in iter_windows(h, w, WINDOW):
-                    dst.write(block(win), 1, window=RWindow(win.col_off, win.row_off, win.width, win.height))
-                dst.set_band_description(1, description)
-                dst.update_tags(**{k: v for k, v in tags.items() if v})
-            cog = cog_profiles.get("deflate")
-            cog.update(blockxsize=BLOCK, blockysize=BLOCK, BIGTIFF="IF_SAFER")
-            if dtype == "float32":
-                cog.update(predictor=3)
-            with warnings.catch_warnings():
-                # rio-cogeo announces that a colormap makes the band a palette band: intended here
-                warnings.filterwarnings("ignore", message="Dataset color interpretation was set to", category=UserWarning)
-                cog_translate(
-                    tmp, str(path), cog, in_memory=False, quiet=True, overview_resampling=resampling,
-                    colormap=dict(colormap) if colormap else None, forward_band_tags=True,
-                    config={"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_TIFF_OVR_BLOCKSIZE": str(BLOCK)},
-                )  # fmt: skip
-        finally:
+        # GDAL's block cache capped: the temporary GeoTIFF and the COG's overviews do not fill memory
+        with gdal_env(GDAL_NUM_THREADS="ALL_CPUS"):
             try:
-                os.remove(tmp)
-            except OSError:
-                pass
+                profile = {
+                    "driver": "GTiff", "width": w, "height": h, "count": 1, "dtype": dtype, "crs": _crs(scene),
+                    "transform": _affine(scene), "nodata": nodata, "tiled": True, "blockxsize": BLOCK,
+                    "blockysize": BLOCK, "compress": "deflate", "BIGTIFF": "IF_SAFER",
+                }  # fmt: skip
+                with rasterio.open(tmp, "w", **profile) as dst:
+                    for win in iter_windows(h, w, WINDOW):
+                        dst.write(block(win), 1, window=RWindow(win.col_off, win.row_off, win.width, win.height))
+                    dst.set_band_description(1, description)
+                    dst.update_tags(**{k: v for k, v in tags.items() if v})
+                cog = cog_profiles.get("deflate")
+                cog.update(blockxsize=BLOCK, blockysize=BLOCK, BIGTIFF="IF_SAFER")
+                if dtype == "float32":
+                    cog.update(predictor=3)
+                with warnings.catch_warnings():
+                    # rio-cogeo announces that a colormap makes the band a palette band: intended here
+                    warnings.filterwarnings(
+                        "ignore", message="Dataset color interpretation was set to", category=UserWarning
+                    )
+                    cog_translate(
+                        tmp, str(path), cog, in_memory=False, quiet=True, overview_resampling=resampling,
+                        colormap=dict(colormap) if colormap else None, forward_band_tags=True,
+                        config={"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_TIFF_OVR_BLOCKSIZE": str(BLOCK)},
+                    )  # fmt: skip
+            finally:
+                try:
+                    os.remove(tmp)
+                except OSError:
+                    pass
         return path
 
 
@@ -458,20 +463,32 @@ def preview_layers(scene: Scene, result: Result, max_size: int = PREVIEW_MAX) ->
         ov = _block_reduce(vals[None].astype(np.float32), f, np.max)[0]
         overlay[r0 : r0 + ov.shape[0], c0 : c0 + ov.shape[1]] = ov.astype(np.uint8)
     if roles == ["elevation"]:
-        from rscore_earth.terrain import hillshade
-
         px, py = scene.pixel_size or (1.0, 1.0)
-        shade = hillshade(base[0], px * f, py * f)
-        grey = np.where(np.isnan(base[0]), 0.0, 40 + 215 * shade)
-        rgb = np.repeat(grey[..., None], 3, axis=2)
-    else:
-        rgb = np.empty((oh, ow, 3), np.float32)
-        for i in range(3):
-            band = base[min(i, len(roles) - 1)]
-            finite = band[np.isfinite(band)]
-            lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
-            rgb[..., i] = np.where(np.isfinite(band), np.clip((band - lo) / max(hi - lo, 1e-9), 0, 1) * 255, 0)
+        shade = _hillshade_strips(base[0], px * f, py * f)
+        grey = np.where(np.isnan(base[0]), np.float32(0), 40 + 215 * shade).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2), overlay
+    rgb = np.empty((oh, ow, 3), np.float32)
+    for i in range(3):
+        band = base[min(i, len(roles) - 1)]
+        finite = band[np.isfinite(band)]
+        lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
+        rgb[..., i] = np.where(np.isfinite(band), np.clip((band - lo) / max(hi - lo, 1e-9), 0, 1) * 255, 0)
     return rgb.astype(np.uint8), overlay
+
+
+def _hillshade_strips(z: np.ndarray, px: float, py: float, rows: int = 256) -> np.ndarray:
+    """:func:`rscore_earth.terrain.hillshade` of ``z`` computed ``rows`` rows at a time (each strip read with one
+    row of context above and below, so the result equals the whole-array computation), in float32: the preview's
+    hillshade costs a few strips of float64 temporaries instead of ~25 copies of the whole preview."""
+    from rscore_earth.terrain import hillshade
+
+    h = z.shape[0]
+    out = np.empty(z.shape, np.float32)
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        a, b = max(0, r0 - 1), min(h, r1 + 1)
+        out[r0:r1] = hillshade(z[a:b], px, py)[r0 - a : r1 - a]
+    return out
 
 
 def _block_reduce(data: np.ndarray, f: int, fn: Any) -> np.ndarray:
