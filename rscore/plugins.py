@@ -32,8 +32,6 @@ def get_plugin_manager(*, entry_points: bool = True, extra: Iterable[tuple[str, 
     ``extra`` registers more ``(name, plugin)`` pairs (tests, embedding applications). A plugin that fails to import
     or whose hooks do not match :mod:`rscore.hookspecs` raises :class:`PluginError` naming it.
     """
-    import importlib
-
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
     for modname in BUILTIN_MODULES:

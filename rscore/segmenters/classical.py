@@ -46,7 +46,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from rscore.errors import InputError, OptionError
+from rscore.errors import OptionError
+from rscore.segmenters.prompts import as_rgb8, validate_target
 from rscore.types import Instance, Target
 
 log = logging.getLogger(__name__)
@@ -312,57 +313,22 @@ class ClassicalSegmenter:
 
 # ------------------------------------------------------------------------------------------------------ helpers
 def _as_rgb8(image: np.ndarray) -> np.ndarray:
-    img = np.asarray(image)
-    if img.dtype != np.uint8:
-        raise InputError(f"the classical segmenter needs an 8-bit image, got dtype {img.dtype}")
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.ndim != 3 or img.shape[2] not in (1, 3, 4) or img.shape[0] < 2 or img.shape[1] < 2:
-        raise InputError(f"the classical segmenter needs an (H, W, 3) image, got shape {img.shape}")
-    if img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif img.shape[2] == 4:
-        img = img[:, :, :3]
-    return np.ascontiguousarray(img)
+    return as_rgb8(image, "classical")
 
 
 def _validate(target: Target, shape: tuple[int, int]) -> _Prompt:
-    """Check a target against the image; clip its box; raise :class:`OptionError` for unusable prompts."""
+    """The shared validation (:func:`rscore.segmenters.prompts.validate_target`) in integer pixel coordinates."""
+    p = validate_target(target, shape, "classical")
     h, w = shape
     box = None
-    if target.box is not None:
-        try:
-            bx0, by0, bx1, by1 = (float(v) for v in target.box)
-        except (TypeError, ValueError):
-            raise OptionError(f"target '{target.label}': box must be 4 numbers (x0, y0, x1, y1), got {target.box!r}")
-        if not all(math.isfinite(v) for v in (bx0, by0, bx1, by1)):
-            raise OptionError(f"target '{target.label}': box {target.box} has a non-finite coordinate")
-        if bx1 < bx0 or by1 < by0:
-            raise OptionError(f"target '{target.label}': box {target.box} is inverted (need x0 <= x1, y0 <= y1)")
-        x0, y0 = max(0, math.floor(bx0)), max(0, math.floor(by0))
-        x1, y1 = min(w, math.ceil(bx1)), min(h, math.ceil(by1))
-        if x1 <= x0 or y1 <= y0:
-            where = "has zero area" if bx1 == bx0 or by1 == by0 else f"lies outside the {w}x{h} image"
-            raise OptionError(f"target '{target.label}': box {target.box} {where}")
-        box = (x0, y0, x1, y1)
-    positive: list[tuple[int, int]] = []
-    negative: list[tuple[int, int]] = []
-    for point in target.points:
-        try:
-            px, py, flag = float(point[0]), float(point[1]), int(point[2])
-        except (TypeError, ValueError, IndexError):
-            raise OptionError(f"target '{target.label}': point {point!r} is not (x, y, 1|0)") from None
-        if flag not in (0, 1):
-            raise OptionError(f"target '{target.label}': point {point!r} must end in 1 (positive) or 0 (negative)")
-        if not (math.isfinite(px) and math.isfinite(py) and 0 <= px < w and 0 <= py < h):
-            raise OptionError(f"target '{target.label}': point ({point[0]}, {point[1]}) lies outside the {w}x{h} image")
-        (positive if flag else negative).append((int(px), int(py)))
-    if box is None and not positive:
-        what = "only negative points" if negative else "no box and no points"
-        raise OptionError(
-            f"target '{target.label}' has {what}: the classical segmenter needs a box or a positive point"
-        )
-    return _Prompt(box, tuple(positive), tuple(negative))
+    if p.box is not None:
+        x0, y0, x1, y1 = p.box
+        box = (max(0, math.floor(x0)), max(0, math.floor(y0)), min(w, math.ceil(x1)), min(h, math.ceil(y1)))
+    return _Prompt(
+        box,
+        tuple((int(x), int(y)) for x, y in p.positive),
+        tuple((int(x), int(y)) for x, y in p.negative),
+    )
 
 
 def _resize(img: np.ndarray, scale: float) -> np.ndarray:

@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from rscore.errors import BackendUnavailable, InputError, OptionError
+from rscore.errors import BackendUnavailable, OptionError
+from rscore.segmenters.prompts import Prompt, as_rgb8, validate_target
 from rscore.types import Instance, Target
 
 log = logging.getLogger(__name__)
@@ -138,57 +139,15 @@ class Sam2Options:
 
 
 # ---------------------------------------------------------------------------------------------------- prompts
-@dataclass(frozen=True)
-class _Prompt:
-    """A validated target: a box clipped to the image (float px, end-exclusive) and ``(x, y, 1|0)`` points."""
-
-    box: tuple[float, float, float, float] | None
-    points: tuple[tuple[float, float, int], ...]
+_Prompt = Prompt
 
 
-def _validate(target: Target, shape: tuple[int, int]) -> _Prompt:
-    h, w = shape
-    box = None
-    if target.box is not None:
-        try:
-            x0, y0, x1, y1 = (float(v) for v in target.box)
-        except (TypeError, ValueError):
-            raise OptionError(f"target '{target.label}': box must be 4 numbers (x0, y0, x1, y1), got {target.box!r}")
-        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-            raise OptionError(f"target '{target.label}': box {target.box} has a non-finite coordinate")
-        if x1 < x0 or y1 < y0:
-            raise OptionError(f"target '{target.label}': box {target.box} is inverted (need x0 <= x1, y0 <= y1)")
-        cx0, cy0, cx1, cy1 = max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)
-        if cx1 <= cx0 or cy1 <= cy0:
-            where = "has zero area" if x1 == x0 or y1 == y0 else f"lies outside the {w}x{h} image"
-            raise OptionError(f"target '{target.label}': box {target.box} {where}")
-        box = (cx0, cy0, cx1, cy1)
-    points = []
-    for point in target.points:
-        try:
-            px, py, flag = float(point[0]), float(point[1]), int(point[2])
-        except (TypeError, ValueError, IndexError):
-            raise OptionError(f"target '{target.label}': point {point!r} is not (x, y, 1|0)") from None
-        if flag not in (0, 1):
-            raise OptionError(f"target '{target.label}': point {point!r} must end in 1 (positive) or 0 (negative)")
-        if not (math.isfinite(px) and math.isfinite(py) and 0 <= px < w and 0 <= py < h):
-            raise OptionError(f"target '{target.label}': point ({point[0]}, {point[1]}) lies outside the {w}x{h} image")
-        points.append((px, py, flag))
-    if box is None and not any(f for _, _, f in points):
-        what = "only negative points" if points else "no box and no points"
-        raise OptionError(f"target '{target.label}' has {what}: SAM2 needs a box or a positive point")
-    return _Prompt(box, tuple(points))
+def _validate(target: Target, shape: tuple[int, int]) -> Prompt:
+    return validate_target(target, shape, "SAM2")
 
 
 def _as_rgb8(image: np.ndarray) -> np.ndarray:
-    img = np.asarray(image)
-    if img.dtype != np.uint8:
-        raise InputError(f"the SAM2 segmenter needs an 8-bit image, got dtype {img.dtype}")
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    if img.ndim != 3 or img.shape[2] not in (3, 4) or img.shape[0] < 2 or img.shape[1] < 2:
-        raise InputError(f"the SAM2 segmenter needs an (H, W, 3) image, got shape {img.shape}")
-    return np.ascontiguousarray(img[:, :, :3])
+    return as_rgb8(image, "SAM2")
 
 
 def _digest(img: np.ndarray) -> str:
