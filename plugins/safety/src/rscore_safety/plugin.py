@@ -1,4 +1,9 @@
-"""Hook implementations of rscore-safety."""
+"""Hook implementations of rscore-safety (entry point ``rscore: safety``).
+
+Analytic templates where an honest offline rule exists - hi-vis colours (:mod:`rscore_safety.hivis`) and
+user-drawn restricted zones (:mod:`rscore_safety.zones`) - and VLM prompt expansions for scaffold compliance and PPE
+questions that colour cannot answer. Motion between frames is :func:`rscore_safety.motion.motion_mask`.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +14,40 @@ from rscore import hookimpl
 from rscore.errors import OptionError
 from rscore.sdk import AdapterSpec, Operator, OpContext, ProgramOutput, Template
 
-HIVIS_MIN_AREA_FRACTION = 0.0002  # blobs smaller than 0.02 % of the frame are compression noise, not clothing
+from rscore_safety import hivis
+
+HIVIS_MIN_AREA_FRACTION = 0.0002  # blobs under 0.02 % of the frame are compression noise, not clothing
+HIVIS_HALO = 8  # px: the 7x7 closing and the blob filter see this far across tile edges
 
 
 def _hivis(ctx: OpContext) -> ProgramOutput:
+    opts = hivis.HiVisOptions.parse(ctx.params)
     raw = ctx.op("safety.hivis")
-    # opening removes isolated pixels (JPEG/MPEG colour bleeding); closing joins a vest split by straps or shadow
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-    mask = cv2.morphologyEx(raw.astype(np.uint8), cv2.MORPH_OPEN, kernel)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    min_area = max(4, HIVIS_MIN_AREA_FRACTION * ctx.scene.height * ctx.scene.width)
-    keep = np.zeros(n, bool)
-    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area
-    out = keep[labels]
-    core = ctx.core_slices
+    # opening drops isolated pixels (colour bleeding of JPEG/MPEG chroma); closing joins a vest split by its
+    # reflective stripes, straps or a shadow; then blobs too small to be clothing go
+    found = cv2.morphologyEx((raw > 0).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    found = cv2.morphologyEx(found, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(found, connectivity=8)
+    min_area = max(4.0, HIVIS_MIN_AREA_FRACTION * ctx.scene.height * ctx.scene.width)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_area
+    keep[0] = False
+    mask = keep[labels] & ctx.valid
+    # closing fills stripe gaps with no class: give them the class of the nearest coloured pixel
+    classes = raw.copy()
+    gaps = mask & (classes == 0)
+    if gaps.any():
+        from scipy import ndimage
+
+        iy, ix = ndimage.distance_transform_edt(classes == 0, return_distances=False, return_indices=True)
+        classes[gaps] = classes[iy[gaps], ix[gaps]]
+    classes[~mask] = 0
     ctx.note(
-        "fluorescent hi-vis colour (hue 50-85 or 5-30 deg, saturation >= 0.55, value >= 0.65), "
-        f"blobs >= {HIVIS_MIN_AREA_FRACTION:.2%} of the frame",
+        "hi-vis colour (EN ISO 20471 areas in HSV): " + "; ".join(b.describe() for b in opts.bands())
+        + f"; opened 3x3, closed 7x7, blobs >= {HIVIS_MIN_AREA_FRACTION:.2%} of the frame",
         operator="safety.hivis",
-        share=float(out[core].mean()),
+        share=float(mask[ctx.core_slices].mean()),
     )
-    return ProgramOutput(mask=out)
+    return ProgramOutput(mask=mask, classes=classes)
 
 
 def _zone(ctx: OpContext) -> ProgramOutput:
@@ -38,12 +55,22 @@ def _zone(ctx: OpContext) -> ProgramOutput:
 
     path = ctx.params.get("zones")
     if not path:
-        raise OptionError("the restricted-zone template needs the zones file: pass -O zones=zones.geojson")
-    zones = load_zones(path)
-    mask = rasterize(zones, ctx.shape, (ctx.window.row_off, ctx.window.col_off)) & ctx.valid
-    ctx.note(f"restricted zones from {path}: {', '.join(z.name for z in zones)}", share=float(mask[ctx.core_slices].mean()))
-    return ProgramOutput(mask=mask)
+        raise OptionError("the restricted-zone template needs a zones file: pass -O zones=zones.geojson "
+                          "(GeoJSON or JSON polygons in pixel coordinates)")
+    zones = load_zones(str(path))
+    ids = rasterize(zones, ctx.window)
+    ids[~ctx.valid] = 0
+    names = ", ".join(f"{i + 1} = {z.name}" for i, z in enumerate(zones))
+    ctx.note(f"restricted zones from {path} (class: zone): {names}", share=float((ids > 0)[ctx.core_slices].mean()))
+    h, w = ctx.scene.shape
+    for z in zones:
+        x0, y0, x1, y1 = z.bounds
+        if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+            ctx.note(f"zone '{z.name}' lies outside the {w}x{h} image (bounds {x0:g},{y0:g} - {x1:g},{y1:g})")
+    return ProgramOutput(mask=ids > 0, classes=ids)
 
+
+VIDEO_OR_IMAGE = ("image", "video")
 
 TEMPLATES = [
     Template(
@@ -53,23 +80,37 @@ TEMPLATES = [
         ("workers in hi-vis vests", "high visibility clothing", "hi-vis vests", "fluorescent safety vests",
          "people wearing reflective vests"),
         program=_hivis,
-        explain="hue in 50-85 deg or 5-30 deg AND saturation >= 0.55 AND value >= 0.65, opened/closed, small blobs dropped",
+        explain="HSV in the EN ISO 20471 fluorescent yellow-green (hue 49-90 deg, S >= 0.44, V >= 0.64) or "
+        "orange-red (hue 359-27 deg, S >= 0.61, V >= 0.50) bands; opened, closed, small blobs dropped",
         prompt="Segment high-visibility safety clothing (fluorescent yellow-green or orange vests, jackets, trousers) "
-        "worn by people. Ignore fluorescent objects that are not worn (cones, signs, machinery).",
-        keywords=("hi-vis", "hivis", "vest", "reflective", "fluorescent"),
-        kinds=("image", "video"),
+        "worn by people. Ignore fluorescent objects that are not worn (cones, signs, machinery, hard hats).",
+        keywords=("hi-vis", "hivis", "vest", "vests", "reflective", "fluorescent", "visibility"),
         requires=("red", "green", "blue"),
-        sources=("EN ISO 20471:2013 High visibility clothing - chromaticity and luminance of fluorescent materials",),
+        kinds=VIDEO_OR_IMAGE,
+        halo=HIVIS_HALO,
+        sources=hivis.SOURCES,
+        class_names=hivis.CLASS_NAMES,
     ),
     Template(
         "restricted_zone",
         "restricted zone",
-        "user-drawn restricted or exclusion zones (from a zones file)",
-        ("restricted zone", "exclusion zone", "danger area", "no-go zone"),
+        "user-drawn restricted or exclusion zones, from a polygon file",
+        ("restricted zone", "exclusion zone", "danger area", "no-go zone", "restricted areas"),
         program=_zone,
-        explain="pixels inside the polygons of the zones file (-O zones=FILE)",
-        keywords=("restricted", "exclusion", "zone", "no-go"),
-        kinds=("image", "video"),
+        explain="pixels whose centre is inside a polygon of the zones file (-O zones=FILE, pixel coordinates); "
+        "class = zone number in the file",
+        prompt="Segment the restricted or exclusion zones marked on site (barriers, tape, painted hatching).",
+        keywords=("restricted", "exclusion", "zone", "zones", "no-go", "danger"),
+        kinds=VIDEO_OR_IMAGE,
+    ),
+    Template(
+        "scaffold",
+        "scaffold structure",
+        "the scaffold structure: standards (uprights), ledgers, transoms, braces and boards",
+        ("the scaffold", "scaffolding", "scaffold structure", "standards and ledgers"),
+        prompt="Segment the scaffold: vertical standards, horizontal ledgers and transoms, diagonal braces, boards.",
+        keywords=("scaffold", "scaffolding", "standards", "ledgers", "transoms"),
+        kinds=VIDEO_OR_IMAGE,
     ),
     Template(
         "scaffold_bracing",
@@ -78,8 +119,8 @@ TEMPLATES = [
         ("scaffold bays missing cross bracing", "scaffold without diagonal braces", "unbraced scaffold bays"),
         prompt="Scaffolds are built from vertical standards, horizontal ledgers and transoms; each bay should have "
         "diagonal cross bracing on the face. Find scaffold bays whose face has no diagonal brace and box each bay.",
-        keywords=("scaffold", "bracing", "brace", "bay"),
-        kinds=("image", "video"),
+        keywords=("bracing", "brace", "braces", "bay", "bays", "unbraced"),
+        kinds=VIDEO_OR_IMAGE,
     ),
     Template(
         "guardrails",
@@ -88,8 +129,18 @@ TEMPLATES = [
         ("platforms without guardrails", "missing toe boards", "open edges at height"),
         prompt="Working platforms above 2 m need a top guardrail, a mid rail and a toe board. Find platform edges "
         "missing any of them.",
-        keywords=("guardrail", "toe board", "edge", "platform"),
-        kinds=("image", "video"),
+        keywords=("guardrail", "guardrails", "toe", "edge", "edges", "platform", "platforms"),
+        kinds=VIDEO_OR_IMAGE,
+    ),
+    Template(
+        "workers_at_height",
+        "worker at height",
+        "people working at height on scaffolds, ladders, roofs or platforms",
+        ("workers at height", "people on the scaffold", "someone on a ladder"),
+        prompt="Find every person standing or working above ground level (scaffold, ladder, roof, platform) and box "
+        "each one.",
+        keywords=("height", "ladder", "roof", "above"),
+        kinds=VIDEO_OR_IMAGE,
     ),
     Template(
         "hard_hats",
@@ -97,17 +148,15 @@ TEMPLATES = [
         "people on site whose head has no hard hat",
         ("workers without hard hats", "people not wearing helmets", "missing hard hat"),
         prompt="Find every person on the site; for each, check the head for a hard hat. Box the people without one.",
-        keywords=("hard hat", "helmet", "head protection"),
-        kinds=("image", "video"),
+        keywords=("hard", "hat", "hats", "helmet", "helmets", "head"),
+        kinds=VIDEO_OR_IMAGE,
     ),
 ]
 
 
 @hookimpl
 def rscore_operators() -> list[Operator]:
-    from rscore_safety.operators import operators
-
-    return operators()
+    return list(hivis.OPERATORS)
 
 
 @hookimpl

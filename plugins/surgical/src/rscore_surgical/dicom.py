@@ -160,7 +160,9 @@ class DicomStackSource:
         stored = decode(ref.path, ref.frame)
         want = (self.rows, self.cols, 3) if self.mode == "rgb" else (self.rows, self.cols)
         if stored.shape != want:
-            raise InputError(f"pixel data is {stored.shape}, expected {want} like the rest of the series", path=ref.path)
+            raise InputError(
+                f"pixel data is {stored.shape}, expected {want} like the rest of the series", path=ref.path
+            )
         valid = None
         if self.padding is not None and self.mode != "rgb":
             lo, hi = self.padding
@@ -216,7 +218,20 @@ def decode(path: Path, frame: int | None) -> np.ndarray:
     from pydicom.pixels import pixel_array
 
     try:
-        return np.asarray(pixel_array(path, index=frame))
+        if _has_magic(path):
+            return np.asarray(pixel_array(path, index=frame))
+        # "raw" DICOM has no file meta to name its transfer syntax: take the encoding pydicom inferred when reading
+        import pydicom
+        from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+        ds = pydicom.dcmread(path, force=True)
+        implicit, little = ds.original_encoding
+        if "TransferSyntaxUID" not in ds.file_meta:
+            ds.file_meta.TransferSyntaxUID = (
+                ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+            )
+        arr = ds.pixel_array
+        return np.asarray(arr if frame is None else arr[frame])
     except Exception as exc:  # pydicom raises many kinds for missing handlers, bad lengths, unknown syntaxes
         msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise InputError(f"pixel data cannot be decoded ({type(exc).__name__}: {msg})", path=path) from None
@@ -482,8 +497,9 @@ def _six(value: Any) -> tuple[float, ...] | None:
 def _shared(ds: Any, group: str, keyword: str, frame: int | None = None) -> Any:
     """``keyword`` from a functional group of an enhanced multi-frame file: per-frame first, then shared."""
     places = []
-    if frame is not None and "PerFrameFunctionalGroupsSequence" in ds and frame < len(ds.PerFrameFunctionalGroupsSequence):
-        places.append(ds.PerFrameFunctionalGroupsSequence[frame])
+    per_frame = ds.PerFrameFunctionalGroupsSequence if "PerFrameFunctionalGroupsSequence" in ds else ()
+    if frame is not None and frame < len(per_frame):
+        places.append(per_frame[frame])
     if "SharedFunctionalGroupsSequence" in ds and len(ds.SharedFunctionalGroupsSequence):
         places.append(ds.SharedFunctionalGroupsSequence[0])
     for item in places:
@@ -495,7 +511,8 @@ def _shared(ds: Any, group: str, keyword: str, frame: int | None = None) -> Any:
 
 
 def _has_rescale(ds: Any) -> bool:
-    return "RescaleIntercept" in ds or _shared(ds, "PixelValueTransformationSequence", "RescaleIntercept", 0) is not None
+    shared = _shared(ds, "PixelValueTransformationSequence", "RescaleIntercept", 0)
+    return "RescaleIntercept" in ds or shared is not None
 
 
 def _slice_refs(path: Path, ds: Any, modality: str) -> list[SliceRef]:

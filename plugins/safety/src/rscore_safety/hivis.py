@@ -1,0 +1,209 @@
+"""High-visibility colours on RGB images and frames, derived from EN ISO 20471 chromaticity areas.
+
+EN ISO 20471 (high-visibility clothing) specifies the background material of hi-vis garments by areas of the CIE
+1931 xy chromaticity diagram, each with a minimum luminance factor beta:
+
+=================  ================================================================  ========
+colour             corners (x, y)                                                    beta min
+=================  ================================================================  ========
+fluorescent yellow (0.387, 0.610) (0.356, 0.494) (0.398, 0.452) (0.460, 0.540)       0.70
+fluorescent orange (0.610, 0.390) (0.535, 0.375) (0.570, 0.340) (0.655, 0.345)       0.40
+-red
+fluorescent red    (0.655, 0.345) (0.570, 0.340) (0.595, 0.315) (0.690, 0.310)       0.25
+=================  ================================================================  ========
+
+(The same areas as EN 471 and ANSI/ISEA 107; check them against your copy of the standard.)
+
+A camera frame cannot be measured against these areas directly: most of the fluorescent-yellow area lies outside
+the sRGB gamut (cameras clip it), white balance and exposure are unknown, and the luminance factor needs a
+reference white. What survives is **hue** and **high saturation**. So each area is mapped to HSV:
+
+1. every corner (x, y) at Y = 1 -> XYZ -> linear sRGB (IEC 61966-2-1 matrix, D65), negative components clipped
+   (gamut clipping keeps the hue), scaled to max 1, sRGB-encoded -> HSV hue and saturation;
+2. the hue band is the arc spanned by the corners, widened by ``HUE_MARGIN_DEG`` (6 deg) each side;
+3. the saturation floor is the lowest corner saturation times ``SATURATION_TOLERANCE`` (0.8: compression and
+   mixed pixels at garment edges desaturate);
+4. the value floor comes from the minimum luminance factor beta: a surface reflecting at least beta of the light
+   a white one does has a relative luminance Y >= beta, so its brightest sRGB channel is at least
+   ``encode(beta)`` (the sRGB transfer function) when the camera exposes white near full scale. The floor is
+   ``encode(beta) x VALUE_TOLERANCE`` (0.75, for garments in partial shade or a slightly darker exposure). It
+   depends on exposure, hence an option.
+
+This gives about 49-90 deg, S >= 0.44, V >= 0.64 for yellow (beta 0.70); 359-27 deg, S >= 0.61, V >= 0.50 for
+orange-red (beta 0.40); 346-11 deg, S >= 0.61, V >= 0.40 for red (beta 0.25). Khaki, mustard and rust share those
+hues but are too dull or too dark. By default yellow and orange-red are detected; red (easily confused with red paint
+and brake lights) only with ``hivis_colours=yellow,orange,red``. This is a colour rule, not a garment detector: yellow
+hard hats, cones and fluorescent signs are found too (a VLM reasoner is needed to keep only what people wear).
+
+Options: ``hivis_colours`` (comma list of yellow, orange, red), ``hivis_min_value`` and ``hivis_min_saturation``
+(replace the derived floors for every colour), ``hivis_hue_margin_deg``.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from rscore.errors import OptionError
+from rscore.sdk import Operator, OpContext
+
+CHROMATICITY: dict[str, tuple[tuple[float, float], ...]] = {
+    "yellow": ((0.387, 0.610), (0.356, 0.494), (0.398, 0.452), (0.460, 0.540)),
+    "orange": ((0.610, 0.390), (0.535, 0.375), (0.570, 0.340), (0.655, 0.345)),
+    "red": ((0.655, 0.345), (0.570, 0.340), (0.595, 0.315), (0.690, 0.310)),
+}
+MIN_LUMINANCE_FACTOR = {"yellow": 0.70, "orange": 0.40, "red": 0.25}
+CLASS_NAMES = ("fluorescent yellow-green", "fluorescent orange-red", "fluorescent red")
+COLOUR_CLASS = {"yellow": 1, "orange": 2, "red": 3}
+DEFAULT_COLOURS = ("yellow", "orange")
+HUE_MARGIN_DEG = 6.0
+SATURATION_TOLERANCE = 0.8
+VALUE_TOLERANCE = 0.75
+
+# XYZ (D65) -> linear sRGB, IEC 61966-2-1
+XYZ_TO_SRGB = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]])
+
+SOURCES = (
+    "EN ISO 20471:2013 High visibility clothing - test methods and requirements (chromaticity areas and minimum "
+    "luminance factors of fluorescent background material)",
+    "IEC 61966-2-1:1999 sRGB colour space (XYZ to sRGB matrix and transfer function)",
+)
+
+
+def _srgb_encode(c: np.ndarray) -> np.ndarray:
+    return np.where(c <= 0.0031308, 12.92 * c, 1.055 * np.power(np.maximum(c, 0.0), 1 / 2.4) - 0.055)
+
+
+def xy_to_hue_saturation(x: float, y: float) -> tuple[float, float]:
+    """HSV hue (deg) and saturation (0-1) of chromaticity (x, y) shown on an sRGB display, gamut-clipped."""
+    xyz = np.array([x / y, 1.0, (1.0 - x - y) / y])
+    rgb = np.clip(XYZ_TO_SRGB @ xyz, 0.0, None)
+    rgb = _srgb_encode(rgb / rgb.max())
+    h, s, _ = colorsys.rgb_to_hsv(*(float(v) for v in rgb))
+    return h * 360.0, s
+
+
+def _arc(hues: Sequence[float]) -> tuple[float, float]:
+    """The shortest arc ``(start, end)`` in degrees (going up, maybe through 0) that contains every hue."""
+    hs = sorted(h % 360.0 for h in hues)
+    gaps = [(hs[(i + 1) % len(hs)] - hs[i]) % 360.0 for i in range(len(hs))]
+    i = int(np.argmax(gaps))  # the arc is everything but the largest gap
+    return hs[(i + 1) % len(hs)], hs[i]
+
+
+@dataclass(frozen=True)
+class HueBand:
+    """A hue arc ``start -> end`` (deg, may wrap through 0) with saturation and value floors (0-1)."""
+
+    colour: str
+    start: float
+    end: float
+    min_saturation: float
+    min_value: float
+
+    def contains(self, hue: np.ndarray) -> np.ndarray:
+        if self.start <= self.end:
+            return (hue >= self.start) & (hue <= self.end)
+        return (hue >= self.start) | (hue <= self.end)
+
+    def describe(self) -> str:
+        return f"{self.colour}: hue {self.start:.0f}-{self.end:.0f} deg, S >= {self.min_saturation:.2f}, " \
+               f"V >= {self.min_value:.2f}"
+
+
+@functools.lru_cache(maxsize=32)
+def hue_band(
+    colour: str,
+    margin_deg: float = HUE_MARGIN_DEG,
+    min_value: float | None = None,
+    min_saturation: float | None = None,
+) -> HueBand:
+    """The HSV band of an EN ISO 20471 colour (see the module docstring for the derivation)."""
+    corners = [xy_to_hue_saturation(x, y) for x, y in CHROMATICITY[colour]]
+    start, end = _arc([h for h, _ in corners])
+    sat = min(s for _, s in corners) * SATURATION_TOLERANCE if min_saturation is None else min_saturation
+    if min_value is None:
+        min_value = float(_srgb_encode(np.array(MIN_LUMINANCE_FACTOR[colour]))) * VALUE_TOLERANCE
+    return HueBand(colour, (start - margin_deg) % 360.0, (end + margin_deg) % 360.0, sat, min_value)
+
+
+@dataclass(frozen=True)
+class HiVisOptions:
+    colours: tuple[str, ...] = DEFAULT_COLOURS
+    min_value: float | None = None
+    min_saturation: float | None = None
+    hue_margin_deg: float = HUE_MARGIN_DEG
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any]) -> HiVisOptions:
+        kw: dict[str, Any] = {}
+        colours = options.get("hivis_colours")
+        if colours not in (None, ""):
+            items = colours if isinstance(colours, (list, tuple)) else str(colours).split(",")
+            names = tuple(str(c).strip().lower() for c in items if str(c).strip())
+            bad = [c for c in names if c not in CHROMATICITY]
+            if bad or not names:
+                raise OptionError(
+                    f"option hivis_colours must list some of {', '.join(CHROMATICITY)}, got {colours!r}"
+                )
+            kw["colours"] = names
+        for key, name, lo, hi in (
+            ("hivis_min_value", "min_value", 0.0, 1.0),
+            ("hivis_min_saturation", "min_saturation", 0.0, 1.0),
+            ("hivis_hue_margin_deg", "hue_margin_deg", 0.0, 60.0),
+        ):
+            value = options.get(key)
+            if value in (None, ""):
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise OptionError(f"option {key} must be a number, got {value!r}") from None
+            if not (math.isfinite(number) and lo <= number <= hi):
+                raise OptionError(f"option {key} must be between {lo:g} and {hi:g}, got {value!r}")
+            kw[name] = number
+        return cls(**kw)
+
+    def bands(self) -> list[HueBand]:
+        return [hue_band(c, self.hue_margin_deg, self.min_value, self.min_saturation) for c in self.colours]
+
+
+def rgb8(ctx: OpContext) -> np.ndarray:
+    """The view as ``(H, W, 3)`` uint8 RGB; integer inputs scaled by their type's range, invalid pixels black."""
+    rgb = np.stack([ctx.band(r) for r in ("red", "green", "blue")], axis=-1)
+    dtype = np.dtype(ctx.scene.source.dtype)
+    scale = 255.0 / float(np.iinfo(dtype).max) if dtype.kind in "ui" else 255.0
+    return np.clip(np.nan_to_num(rgb * scale), 0, 255).astype(np.uint8)
+
+
+def hivis_classes(rgb: np.ndarray, bands: Sequence[HueBand]) -> np.ndarray:
+    """Per-pixel class of an ``(H, W, 3)`` uint8 RGB image: 0 none, else ``COLOUR_CLASS`` of the first band hit."""
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV_FULL).astype(np.float32)  # H, S, V all 0-255
+    hue = hsv[..., 0] * (360.0 / 256.0)
+    sat, val = hsv[..., 1] / 255.0, hsv[..., 2] / 255.0
+    out = np.zeros(rgb.shape[:2], np.uint8)
+    for band in bands:
+        hit = band.contains(hue) & (sat >= band.min_saturation) & (val >= band.min_value) & (out == 0)
+        out[hit] = COLOUR_CLASS[band.colour]
+    return out
+
+
+def hivis_op(ctx: OpContext) -> np.ndarray:
+    """Class map (uint8) of hi-vis colours in the view, before any cleanup (0 none, 1 yellow, 2 orange, 3 red)."""
+    opts = HiVisOptions.parse(ctx.params)
+    return np.where(ctx.valid, hivis_classes(rgb8(ctx), opts.bands()), 0).astype(np.uint8)
+
+
+OPERATORS = (
+    Operator(
+        "safety.hivis", hivis_op, "EN ISO 20471 fluorescent colours mapped to HSV: class map 0/1 yellow/2 orange/3 red",
+        ("red", "green", "blue"), unit="class",
+    ),
+)
