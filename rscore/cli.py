@@ -99,6 +99,7 @@ def run(
     model: Annotated[Optional[str], typer.Option(help="Model name or id for the reasoner.")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Folder with local model weights (see 'rscore models list').")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cuda, mps or cpu [default: auto].")] = None,
+    adapter: Annotated[Optional[Path], typer.Option(help="Fine-tuned adapter folder from 'rscore finetune'.")] = None,
     template: Annotated[Optional[str], typer.Option(help="Force a template instead of matching the query.")] = None,
     matcher: Annotated[Optional[str], typer.Option(help="Template matcher: auto, embedding or keyword.")] = None,
     bands: Annotated[Optional[str], typer.Option(help='Band roles in order, e.g. "red,green,blue,nir".')] = None,
@@ -117,6 +118,7 @@ def run(
         "model": model,
         "weights": str(weights) if weights else None,
         "device": device,
+        "adapter": str(adapter) if adapter else None,
         "template": template,
         "matcher": matcher,
         "bands": bands,
@@ -309,6 +311,44 @@ def models_verify(
     from rscore.models import verify_command
 
     _emit(verify_command(name, as_json=as_json, weights=weights))
+
+
+@app.command("eval")
+def eval_(
+    dataset: Annotated[Path, typer.Option("--dataset", help="JSON Lines manifest, ReasonSeg folder or plugin dataset.")],
+    plugin: Annotated[Optional[str], typer.Option("--plugin", "-p", help="Plugin to answer with.")] = None,
+    reasoner: Annotated[str, typer.Option(help="analytic, transformers or openai.")] = "analytic",
+    segmenter: Annotated[str, typer.Option(help="auto, sam2, sam2-hf or classical.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print {metrics, per_category, provenance} as JSON.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write report.md and report.json here.")] = None,
+    option: Annotated[list[str], typer.Option("--option", "-O", help="Option KEY=VALUE (repeatable).")] = [],  # noqa: B006
+) -> None:
+    """Evaluate on a labelled dataset: gIoU, cIoU, ncIoU, mIoU, J&F, robustness R, per category, with provenance."""
+    from rscore.evaluation import eval_command
+
+    _emit(eval_command(plugin, dataset, reasoner=reasoner, segmenter=segmenter, as_json=as_json, out=out,
+                       options=_parse_options(option)))
+
+
+@app.command()
+def finetune(
+    dataset: Annotated[Path, typer.Option("--dataset", help="JSON Lines manifest or plugin dataset.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Adapter folder to write.")],
+    plugin: Annotated[Optional[str], typer.Option("--plugin", "-p", help="Plugin whose adapter defaults to use.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Base VLM (registry name or folder).")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Folder with local model weights.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cuda, mps or cpu.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimiser steps.", min=1)] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
+    segmenter: Annotated[Optional[str], typer.Option(help="Also tune this SAM2 mask decoder (sam2 or sam2-hf).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the training summary as JSON.")] = False,
+    option: Annotated[list[str], typer.Option("--option", "-O", help="Option KEY=VALUE (repeatable).")] = [],  # noqa: B006
+) -> None:
+    """LoRA-tune the VLM reasoner (and optionally the SAM2 decoder) on a manifest; writes an adapter folder."""
+    from rscore.finetune import finetune_command
+
+    _emit(finetune_command(plugin, dataset, out, model=model, weights=weights, device=device, steps=steps, lr=lr,
+                           segmenter=segmenter, as_json=as_json, options=_parse_options(option)))
 
 
 @app.command()

@@ -70,7 +70,7 @@ __all__ = [
     "THINK_ANSWER_SIDE",
 ]
 
-FLAT_OPTIONS = ("model", "weights", "device", "dtype", "max_side", "temperature")
+FLAT_OPTIONS = ("model", "weights", "adapter", "device", "dtype", "max_side", "temperature")
 RECOMMENDED = "qwen3-vl-4b"
 THINK_ANSWER_SIDE = 840  # Seg-Zero / VisionReasoner were trained on 840 x 840 pictures
 PROMPT_STYLES = ("auto", "rscore", "think-answer")
@@ -93,7 +93,8 @@ _THINK_ANSWER_PROMPT = (
 class TransformersOptions:
     """Options of the ``transformers`` reasoner (sizes in pixels, times in seconds).
 
-    - ``model``: ``auto`` | registered name | folder | cached hub id (module docstring); ``weights``: ``--weights``.
+    - ``model``: ``auto`` | registered name | folder | cached hub id (module docstring); ``weights``: ``--weights``;
+      ``adapter``: ``--adapter``, a LoRA folder from ``rscore finetune`` merged into the model when it loads.
     - ``device`` / ``dtype``: ``auto`` = CUDA, MPS, CPU; bfloat16 on GPUs, float32 on CPU.
     - ``max_side`` / ``max_pixels``: picture size limits (:func:`rscore.reasoners.prompting.fit_image`);
       ``size_multiple``: side rounding, ``None`` = the processor's patch x merge size.
@@ -107,6 +108,7 @@ class TransformersOptions:
 
     model: str = "auto"
     weights: str | None = None
+    adapter: str | None = None  # a LoRA adapter folder written by `rscore finetune`
     device: str = "auto"
     dtype: str = "auto"
     max_side: int = DEFAULT_MAX_SIDE
@@ -207,11 +209,14 @@ def load_vlm(
     dtype: str,
     attn_implementation: str | None = None,
     device_map: str | None = None,
+    adapter: str | Path | None = None,
 ) -> tuple[Any, Any]:
     """``(model, processor)`` from a ``save_pretrained`` folder through ``AutoModelForImageTextToText`` /
-    ``AutoProcessor``, offline; cached per (folder, device, dtype, attention, device map)."""
+    ``AutoProcessor``, offline, with an ``rscore finetune`` LoRA adapter merged in when given; cached per
+    (folder, device, dtype, attention, device map, adapter)."""
     folder = Path(folder)
-    key = (str(folder.resolve()), device, dtype, attn_implementation or "sdpa", device_map or "")
+    adapter_key = str(Path(adapter).resolve()) if adapter else ""
+    key = (str(folder.resolve()), device, dtype, attn_implementation or "sdpa", device_map or "", adapter_key)
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -253,6 +258,12 @@ def load_vlm(
             ) from None
         except OSError as exc:
             raise BackendUnavailable(f"{folder}: the weights cannot be read ({exc}); pull the model again") from None
+        if adapter:
+            from rscore.finetune.adapter import apply_reasoner_adapter, read_adapter
+
+            info = read_adapter(adapter)
+            if info.reasoner:
+                model = apply_reasoner_adapter(model, info)
         if not device_map:
             model = model.to(device)
         model.eval()
@@ -316,6 +327,7 @@ class TransformersReasoner:
                 dtype=self.placement.dtype,
                 attn_implementation=o.attn_implementation,
                 device_map=o.device_map,
+                adapter=o.adapter,
             )
         except Exception as exc:
             if "out of memory" in str(exc).lower():
@@ -366,7 +378,7 @@ class TransformersReasoner:
         )
         if isinstance(req.get("transformers"), Mapping):
             over.update({k: v for k, v in req["transformers"].items() if v is not None})
-        fixed = ("model", "weights", "device", "dtype", "attn_implementation", "device_map")
+        fixed = ("model", "weights", "adapter", "device", "dtype", "attn_implementation", "device_map")
         over = {k: v for k, v in over.items() if k not in fixed}
         if not over:
             return self.options
