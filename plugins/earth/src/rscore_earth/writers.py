@@ -14,13 +14,15 @@ from ``result.options``): ``min_area_m2`` (drop smaller polygons; default 4 pixe
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import tempfile
 import warnings
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,10 @@ from rscore_earth.templates import template_by_name
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CogWriter", "VectorWriter", "MapPngWriter", "writers", "PREVIEW_MAX", "WINDOW"]
+__all__ = [
+    "CogWriter", "VectorWriter", "MapPngWriter", "writers", "polygonize", "iter_polygon_batches", "PREVIEW_MAX",
+    "WINDOW",
+]  # fmt: skip
 
 WINDOW = 1024
 BLOCK = 512
@@ -202,8 +207,18 @@ class CogWriter(Writer):
 
 
 # --------------------------------------------------------------------------------------------------------- vectors
+LAYER = "polygons"
+FIELDS = ("class", "class_id", "mean_score", "area_m2", "area_px", "query", "template")
+
+
 class VectorWriter(Writer):
-    """Polygons of the mask (split by class) as GeoPackage and GeoJSON in the input CRS."""
+    """Polygons of the mask (split by class) as GeoPackage and GeoJSON in the input CRS.
+
+    Written batch by batch as :func:`iter_polygon_batches` completes regions (one batch per strip of windows): the
+    GeoPackage by appending, the GeoJSON as a stream, so memory holds the polygons of a strip, not of the layer.
+    Simplification (``simplify_m``) is a coverage simplification of each batch: polygons that share an edge are
+    always in the same batch, so shared edges stay shared (no gaps or overlaps between touching regions).
+    """
 
     name = "earth-vector"
     description = "mask polygons with class, mean score, area (m2), query and template, as GeoPackage and GeoJSON"
@@ -212,65 +227,62 @@ class VectorWriter(Writer):
         return _geo_ok(scene) and result.mask is not None
 
     def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
-        import pyogrio.raw
         import shapely
 
         opts = _options(result)
-        polys = polygonize(scene, result)
         units = scene_units(scene)
         metric = scene.pixel_size is not None and scene.unit == "m"
         px_area = (scene.pixel_size[0] * scene.pixel_size[1]) if metric else 1.0  # type: ignore[index]
         min_area_m2 = _number(opts, "min_area_m2", 4 * px_area)
         half_px = 0.5 * min(scene.pixel_size) if metric else 0.5  # type: ignore[arg-type]
         simplify_m = _number(opts, "simplify_m", half_px)
-
-        geoms = [p["geometry"] for p in polys]
         affine = _affine(scene)
         a, b, c, d, e, f = affine.a, affine.b, affine.c, affine.d, affine.e, affine.f
-        if geoms:
+        tol = 0.0  # simplification tolerance in map units
+        if simplify_m > 0:
+            tol_px = simplify_m / scene.pixel_size[0] if metric else simplify_m  # type: ignore[index]
+            tol = tol_px * math.hypot(a, d)
 
-            def to_map(xy: np.ndarray) -> np.ndarray:
-                return np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f])
+        def to_map(xy: np.ndarray) -> np.ndarray:
+            return np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f])
 
-            geoms = list(shapely.transform(np.asarray(geoms, dtype=object), to_map))
-        if simplify_m > 0 and geoms:
-            map_per_px = math.hypot(a, d)
-            tol = simplify_m / scene.pixel_size[0] * map_per_px if metric else simplify_m * map_per_px  # type: ignore[index]
-            geoms = list(shapely.coverage_simplify(np.asarray(geoms, dtype=object), tol))
-        areas_m2 = self._areas_m2(geoms, polys, scene, units)
-        keep = [
-            i for i, g in enumerate(geoms)
-            if g is not None and not g.is_empty
-            and (areas_m2[i] if areas_m2[i] is not None else polys[i]["area_px"]) >= min_area_m2
-        ]  # fmt: skip
-        template = result.plan.template or ""
-        wkb = np.array([shapely.to_wkb(geoms[i]) for i in keep], dtype=object)
-        fields = ["class", "class_id", "mean_score", "area_m2", "area_px", "query", "template"]
-        data = [
-            np.array([polys[i]["class"] for i in keep], dtype=object),
-            np.array([polys[i]["class_id"] for i in keep], dtype=np.int32),
-            np.array([polys[i]["mean_score"] for i in keep], dtype=np.float64),
-            np.array([np.nan if areas_m2[i] is None else areas_m2[i] for i in keep], dtype=np.float64),
-            np.array([polys[i]["area_px"] for i in keep], dtype=np.int64),
-            np.array([result.query] * len(keep), dtype=object),
-            np.array([template] * len(keep), dtype=object),
-        ]
         crs = scene.geo.crs if scene.geo is not None else None
-        out = {}
-        for key, name, driver in (("polygons_gpkg", "polygons.gpkg", "GPKG"), ("polygons_geojson", "polygons.geojson",
-                                                                             "GeoJSON")):
-            path = out_dir / name
-            with warnings.catch_warnings():
-                if crs is None:  # rasters without a CRS give polygons in pixel coordinates, as the result warns
-                    warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
-                pyogrio.raw.write(
-                    str(path), wkb, data, fields, layer="polygons", driver=driver, geometry_type="MultiPolygon",
-                    crs=crs, promote_to_multi=True,
-                    layer_metadata={"query": result.query, "template": template} if driver == "GPKG" else None,
-                )  # fmt: skip
-            out[key] = path
-        log.info("wrote %d polygons (%d below %g m2 dropped)", len(keep), len(geoms) - len(keep), min_area_m2)
-        return out
+        template = result.plan.template or ""
+        gpkg, geojson = out_dir / "polygons.gpkg", out_dir / "polygons.geojson"
+        written = dropped = 0
+        with _GeoJsonStream(geojson, crs) as stream:
+            for batch in iter_polygon_batches(scene, result):
+                geoms = shapely.transform(np.array([p["geometry"] for p in batch], dtype=object), to_map)
+                if tol > 0:
+                    geoms = shapely.coverage_simplify(geoms, tol)
+                areas_m2 = self._areas_m2(list(geoms), batch, scene, units)
+                keep = [
+                    i for i, g in enumerate(geoms)
+                    if g is not None and not g.is_empty
+                    and (areas_m2[i] if areas_m2[i] is not None else batch[i]["area_px"]) >= min_area_m2
+                ]  # fmt: skip
+                dropped += len(batch) - len(keep)
+                if not keep:
+                    continue
+                data = [
+                    np.array([batch[i]["class"] for i in keep], dtype=object),
+                    np.array([batch[i]["class_id"] for i in keep], dtype=np.int32),
+                    np.array([batch[i]["mean_score"] for i in keep], dtype=np.float64),
+                    np.array([np.nan if areas_m2[i] is None else areas_m2[i] for i in keep], dtype=np.float64),
+                    np.array([batch[i]["area_px"] for i in keep], dtype=np.int64),
+                    np.array([result.query] * len(keep), dtype=object),
+                    np.array([template] * len(keep), dtype=object),
+                ]
+                kept = geoms[keep]
+                _write_gpkg(gpkg, shapely.to_wkb(kept), data, crs, result.query, template, append=written > 0)
+                stream.write(kept, data)
+                written += len(keep)
+            if not written:
+                empty = [np.array([], dtype=x) for x in (object, np.int32, np.float64, np.float64, np.int64, object,
+                                                         object)]  # fmt: skip
+                _write_gpkg(gpkg, np.array([], dtype=object), empty, crs, result.query, template, append=False)
+        log.info("wrote %d polygons (%d below %g m2 dropped)", written, dropped, min_area_m2)
+        return {"polygons_gpkg": gpkg, "polygons_geojson": geojson}
 
     @staticmethod
     def _areas_m2(geoms: list[Any], polys: list[dict[str, Any]], scene: Scene, units: Any) -> list[float | None]:
@@ -287,73 +299,239 @@ class VectorWriter(Writer):
         return [p["area_px"] * px * py for p in polys]
 
 
+def _write_gpkg(
+    path: Path, wkb: np.ndarray, data: list[np.ndarray], crs: str | None, query: str, template: str, *, append: bool
+) -> None:
+    import pyogrio.raw
+
+    with warnings.catch_warnings():
+        if crs is None:  # rasters without a CRS give polygons in pixel coordinates, as the result warns
+            warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+        pyogrio.raw.write(
+            str(path), wkb, data, list(FIELDS), layer=LAYER, driver="GPKG", geometry_type="MultiPolygon", crs=crs,
+            promote_to_multi=True, append=append,
+            layer_metadata=None if append else {"query": query, "template": template},
+        )  # fmt: skip
+
+
+class _GeoJsonStream:
+    """A GeoJSON FeatureCollection written batch by batch (GDAL's GeoJSON driver rewrites the whole file on each
+    append). The header - layer name and ``crs`` member - is the one GDAL writes for this CRS (taken from an empty
+    layer GDAL writes first), features are ``Feature`` objects with the :data:`FIELDS` properties (NaN as
+    ``null``) and MultiPolygon geometries, as GDAL writes them with ``promote_to_multi``."""
+
+    def __init__(self, path: Path, crs: str | None) -> None:
+        self.path = path
+        self.crs = crs
+        self._fh: Any = None
+        self._first = True
+
+    def __enter__(self) -> _GeoJsonStream:
+        import pyogrio.raw
+
+        empty = [np.array([], dtype=np.int32)] * len(FIELDS)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+            pyogrio.raw.write(
+                str(self.path), np.array([], dtype=object), empty, list(FIELDS), layer=LAYER, driver="GeoJSON",
+                geometry_type="MultiPolygon", crs=self.crs,
+            )  # fmt: skip
+        gdal_doc = json.loads(self.path.read_text(encoding="utf-8"))
+        head = {"type": "FeatureCollection", "name": gdal_doc.get("name", LAYER)}
+        if "crs" in gdal_doc:
+            head["crs"] = gdal_doc["crs"]
+        self._fh = open(self.path, "w", encoding="utf-8")
+        self._fh.write(json.dumps(head, ensure_ascii=False)[:-1] + ', "features": [\n')
+        return self
+
+    def write(self, geoms: np.ndarray, data: list[np.ndarray]) -> None:
+        import shapely
+
+        multi = np.array([g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon([g]) for g in geoms], object)
+        texts = shapely.to_geojson(multi)
+        columns = [[_json_value(v) for v in col.tolist()] for col in data]
+        lines = []
+        for i, geometry in enumerate(texts):
+            props = json.dumps(dict(zip(FIELDS, (col[i] for col in columns))), ensure_ascii=False, allow_nan=False)
+            lines.append(f'{{"type": "Feature", "properties": {props}, "geometry": {geometry}}}')
+        self._fh.write(("" if self._first else ",\n") + ",\n".join(lines))
+        self._first = False
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fh is not None:
+            self._fh.write("\n]}\n")
+            self._fh.close()
+
+
+def _json_value(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
 def polygonize(scene: Scene, result: Result, window: int = WINDOW) -> list[dict[str, Any]]:
-    """Polygons (in pixel coordinates) of the connected regions of the mask, one class per polygon.
+    """All polygons of :func:`iter_polygon_batches` in one list (pixel coordinates)."""
+    return [rec for batch in iter_polygon_batches(scene, result, window) for rec in batch]
 
-    Each window is polygonised on its own (``rasterio.features.shapes`` on a label image); regions that touch an
-    inner window edge are merged across windows with a union in integer pixel coordinates, so the polygons are
-    exact and independent of the window size. Returns dicts with ``geometry``, ``class``, ``class_id``,
-    ``mean_score`` and ``area_px``.
+
+@dataclass
+class _Piece:
+    """A polygon of one window (pixel coordinates): class ``k``, score sum and pixel count; ``edge`` when its region
+    touches an inner window edge (it may continue in the next window and must be merged)."""
+
+    geom: Any
+    k: int
+    s: float
+    n: int
+    edge: bool
+
+
+def iter_polygon_batches(scene: Scene, result: Result, window: int = WINDOW) -> Iterator[list[dict[str, Any]]]:
+    """Polygons (in pixel coordinates) of the connected regions of the mask, one class per polygon, in batches.
+
+    Each window is polygonised on its own (``rasterio.features.shapes`` on a label image, 4-connected); regions that
+    touch an inner window edge are merged across windows with a union in integer pixel coordinates, so the polygons
+    are exact and independent of the window size. Windows are read a strip (window row) at a time; after each strip,
+    every cluster of touching polygons (of any class; found from the label images within windows and by
+    intersection across window edges) that does not reach the next strip is complete and goes into that strip's
+    batch, the rest is held. Memory holds one strip plus the clusters crossing its lower edge, not the whole layer.
+    Records have ``geometry``, ``class``, ``class_id``, ``mean_score`` (NaN without a score map) and ``area_px``.
     """
-    import shapely
-    from affine import Affine
-    from rasterio.features import shapes
-    from scipy import ndimage
-
     class_map = getattr(result, "class_map", None)
     names = _class_names(result)
     graded = class_map is not None and bool(names)
     t = template_by_name(result.plan.template)
     label = t.label if t is not None else "mask"
-    h, w = scene.shape
-    done: list[dict[str, Any]] = []
-    pending: dict[int, list[tuple[Any, float, int]]] = defaultdict(list)
-    for win in iter_windows(h, w, window):
-        mask = np.asarray(read_window(result.mask, win), bool)
-        if not mask.any():
-            continue
-        values = np.where(mask, np.asarray(read_window(class_map, win), np.uint8), 0) if graded else mask.astype(np.uint8)
-        labels = np.zeros(mask.shape, np.int32)
-        next_label = 0
-        label_class: list[int] = [0]
-        for k in np.unique(values[values > 0]):
-            lab, n = ndimage.label(values == k)
-            labels[lab > 0] = lab[lab > 0] + next_label
-            next_label += n
-            label_class += [int(k)] * n
-        score = read_window(result.score, win) if result.score is not None else None
-        flat = labels.ravel()
-        counts = np.bincount(flat, minlength=next_label + 1)
-        if score is not None:
-            s = np.nan_to_num(np.asarray(score, np.float64), nan=0.0).ravel()
-            sums = np.bincount(flat, weights=s, minlength=next_label + 1)
-        else:
-            sums = counts.astype(np.float64)
-        edge: set[int] = set()
-        if win.row_off > 0:
-            edge.update(np.unique(labels[0]).tolist())
-        if win.row_off + win.height < h:
-            edge.update(np.unique(labels[-1]).tolist())
-        if win.col_off > 0:
-            edge.update(np.unique(labels[:, 0]).tolist())
-        if win.col_off + win.width < w:
-            edge.update(np.unique(labels[:, -1]).tolist())
-        shift = Affine.translation(win.col_off, win.row_off)
-        for geom, value in shapes(labels, mask=labels > 0, connectivity=4, transform=shift):
-            lab = int(value)
-            poly = shapely.geometry.shape(geom)
-            k = label_class[lab]
-            if lab in edge:
-                pending[k].append((poly, float(sums[lab]), int(counts[lab])))
-            else:
-                done.append(_record(poly, k, sums[lab], counts[lab], names, label))
-    for k, pieces in pending.items():
-        done.extend(_merge_pieces(pieces, k, names, label))
     scored = result.score is not None
-    for rec in done:
+    h, w = scene.shape
+    held: list[_Piece] = []
+    held_pairs = np.zeros((0, 2), np.int64)  # touching pairs among the held pieces (indices into held)
+    for r0 in range(0, h, window):
+        hh = min(window, h - r0)
+        strip = list(held)
+        pairs = [held_pairs]
+        for c0 in range(0, w, window):
+            win = Window(r0, c0, hh, min(window, w - c0))
+            pieces, local = _window_pieces(result, win, h, w, graded, class_map)
+            pairs.append(local + len(strip))
+            strip.extend(pieces)
+        frontier = r0 + hh if r0 + hh < h else None
+        hold = _settle(strip, np.concatenate(pairs), frontier)
+        kept = np.flatnonzero(hold)
+        held = [strip[i] for i in kept]
+        if kept.size:
+            remap = np.full(len(strip), -1, np.int64)
+            remap[kept] = np.arange(kept.size)
+            all_pairs = remap[np.concatenate(pairs)]
+            held_pairs = all_pairs[(all_pairs >= 0).all(axis=1)]
+        else:
+            held_pairs = np.zeros((0, 2), np.int64)
+        batch = _finish([p for p, x in zip(strip, hold) if not x], names, label)
         if not scored:
-            rec["mean_score"] = float("nan")
-    return done
+            for rec in batch:
+                rec["mean_score"] = float("nan")
+        if batch:
+            yield batch
+
+
+def _window_pieces(
+    result: Result, win: Window, h: int, w: int, graded: bool, class_map: Any
+) -> tuple[list[_Piece], np.ndarray]:
+    """The window's polygons and the pairs of them that touch (indices; 8-adjacent pixels = shared point)."""
+    from affine import Affine
+    from rasterio.features import shapes
+    from scipy import ndimage
+
+    none = np.zeros((0, 2), np.int64)
+    mask = np.asarray(read_window(result.mask, win), bool)
+    if not mask.any():
+        return [], none
+    values = np.where(mask, np.asarray(read_window(class_map, win), np.uint8), 0) if graded else mask.astype(np.uint8)
+    labels = np.zeros(mask.shape, np.int32)
+    next_label = 0
+    label_class: list[int] = [0]
+    for k in np.unique(values[values > 0]):
+        lab, n = ndimage.label(values == k)
+        labels[lab > 0] = lab[lab > 0] + next_label
+        next_label += n
+        label_class += [int(k)] * n
+    flat = labels.ravel()
+    counts = np.bincount(flat, minlength=next_label + 1)
+    if result.score is not None:
+        s = np.nan_to_num(np.asarray(read_window(result.score, win), np.float64), nan=0.0).ravel()
+        sums = np.bincount(flat, weights=s, minlength=next_label + 1)
+    else:
+        sums = counts.astype(np.float64)
+    edge = np.zeros(next_label + 1, bool)
+    if win.row_off > 0:
+        edge[labels[0]] = True
+    if win.row_off + win.height < h:
+        edge[labels[-1]] = True
+    if win.col_off > 0:
+        edge[labels[:, 0]] = True
+    if win.col_off + win.width < w:
+        edge[labels[:, -1]] = True
+    found = list(shapes(labels, mask=labels > 0, connectivity=4, transform=Affine.translation(win.col_off, win.row_off)))
+    geoms = _polygons([g["coordinates"] for g, _ in found])
+    index = np.full(next_label + 1, -1, np.int64)  # label -> piece
+    pieces = []
+    for i, (geom, (_, value)) in enumerate(zip(geoms, found)):
+        lab = int(value)
+        index[lab] = i
+        pieces.append(_Piece(geom, label_class[lab], float(sums[lab]), int(counts[lab]), bool(edge[lab])))
+    codes = []
+    for a, b in (
+        (labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:]),
+        (labels[:-1, :-1], labels[1:, 1:]), (labels[:-1, 1:], labels[1:, :-1]),
+    ):  # fmt: skip
+        sel = (a != b) & (a > 0) & (b > 0)
+        codes.append(a[sel].astype(np.int64) * (next_label + 1) + b[sel])
+    code = np.unique(np.concatenate(codes))
+    pairs = np.stack([index[code // (next_label + 1)], index[code % (next_label + 1)]], axis=1)
+    return pieces, pairs if pairs.size else none
+
+
+def _polygons(rings: list[list[Any]]) -> np.ndarray:
+    """Shapely polygons from GeoJSON-like ring lists (shell first, then holes), built in a few vectorised calls
+    (``shapely.geometry.shape`` per polygon spends most of its time in Python per coordinate)."""
+    import shapely
+
+    if not rings:
+        return np.array([], dtype=object)
+    sizes = [len(ring) for poly in rings for ring in poly]
+    coords = np.array([pt for poly in rings for ring in poly for pt in ring], np.float64)
+    linear = shapely.linearrings(coords, indices=np.repeat(np.arange(len(sizes)), sizes))
+    return shapely.polygons(linear, indices=np.repeat(np.arange(len(rings)), [len(poly) for poly in rings]))
+
+
+def _settle(pieces: list[_Piece], pairs: np.ndarray, frontier: int | None) -> np.ndarray:
+    """Which ``pieces`` to hold: the clusters of touching pieces (``pairs`` within windows, plus edge pieces that
+    intersect across window edges) that reach row ``frontier``, the edge of the strips not read yet."""
+    import shapely
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(pieces)
+    if frontier is None or not n:
+        return np.zeros(n, bool)
+    edge = np.flatnonzero([p.k > 0 and p.edge for p in pieces])
+    geoms = np.array([pieces[i].geom for i in edge], dtype=object)
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    links = np.concatenate([pairs, np.stack([edge[left], edge[right]], axis=1)])
+    graph = coo_matrix((np.ones(len(links), np.int8), (links[:, 0], links[:, 1])), shape=(n, n))
+    _, cluster = connected_components(graph, directed=False)
+    reaching = np.unique(cluster[edge[shapely.bounds(geoms)[:, 3] >= frontier]])
+    return np.isin(cluster, reaching)
+
+
+def _finish(pieces: list[_Piece], names: tuple[str, ...], label: str) -> list[dict[str, Any]]:
+    """Records of complete pieces: inner ones as they are, edge pieces merged per class."""
+    out = [_record(p.geom, p.k, p.s, p.n, names, label) for p in pieces if not p.edge]
+    by_class: dict[int, list[tuple[Any, float, int]]] = defaultdict(list)
+    for p in pieces:
+        if p.edge:
+            by_class[p.k].append((p.geom, p.s, p.n))
+    for k in sorted(by_class):
+        out.extend(_merge_pieces(by_class[k], k, names, label))
+    return out
 
 
 def _merge_pieces(
