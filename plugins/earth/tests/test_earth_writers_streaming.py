@@ -1,0 +1,130 @@
+"""Writers that keep memory flat: polygon batches, the streamed GeoJSON, the strip-wise preview hillshade and the
+capped GDAL block cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rscore import engine
+from rscore.tiling import read_window
+
+from rscore_earth import gdalenv, synthetic
+from rscore_earth.terrain import hillshade
+from rscore_earth.writers import (
+    FIELDS,
+    VectorWriter,
+    _GeoJsonStream,
+    _hillshade_strips,
+    iter_polygon_batches,
+    polygonize,
+)
+
+EXAMPLE = synthetic.example_path()
+
+
+@pytest.fixture(scope="module")
+def landslide():
+    scene = engine.open_scene(EXAMPLE, plugin="earth")
+    options = {"min_area_m2": 0, "simplify_m": 0, "matcher": "keyword"}
+    return scene, engine.segment(scene, "landslide-prone areas", plugin="earth", options=options)
+
+
+def test_batches_keep_touching_polygons_together(landslide):
+    import shapely
+
+    scene, result = landslide
+    batches = list(iter_polygon_batches(scene, result, window=64))
+    assert len(batches) > 2  # several strips completed regions on their own
+    geoms = np.array([r["geometry"] for b in batches for r in b], dtype=object)
+    batch_of = np.concatenate([np.full(len(b), i) for i, b in enumerate(batches)])
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    assert (left != right).any()  # medium and high regions do touch
+    # a polygon and every polygon touching it were completed in the same batch: coverage simplification per batch
+    # sees both sides of each shared edge
+    assert np.array_equal(batch_of[left], batch_of[right])
+    # and the regions are the ones a single window gives
+    whole = polygonize(scene, result, window=4096)
+    key = lambda p: (p["class_id"], p["area_px"], round(p["mean_score"], 6))  # noqa: E731
+    assert sorted(key(r) for b in batches for r in b) == sorted(map(key, whole))
+    assert shapely.area(geoms).sum() == pytest.approx(np.count_nonzero(read_window(result.mask)))
+
+
+@pytest.mark.parametrize("crs", ["EPSG:32633", "EPSG:4326", None])
+def test_streamed_geojson_reads_like_gdal_geojson(tmp_path, crs):
+    import pyogrio.raw
+    import shapely
+
+    geoms = np.array(
+        [shapely.box(0, 0, 2, 1), shapely.box(5, 5, 9, 9).difference(shapely.box(6, 6, 7, 7)), shapely.box(3, 0, 4, 4)],
+        dtype=object,
+    )
+    data = [
+        np.array(["medium", "high", "médium \"q\""], dtype=object),
+        np.array([2, 3, 2], dtype=np.int32),
+        np.array([0.5, np.nan, 0.75], dtype=np.float64),
+        np.array([200.0, 1500.0, np.nan], dtype=np.float64),
+        np.array([2, 15, 4], dtype=np.int64),
+        np.array(["slopes ≥ 30°"] * 3, dtype=object),
+        np.array(["earth:landslide"] * 3, dtype=object),
+    ]
+    ours, gdal = tmp_path / "ours.geojson", tmp_path / "gdal.geojson"
+    with _GeoJsonStream(ours, crs) as stream:  # two batches, as the writer appends them
+        stream.write(geoms[:2], [c[:2] for c in data])
+        stream.write(geoms[2:], [c[2:] for c in data])
+    with pytest.warns(UserWarning) if crs is None else _nothing():
+        pyogrio.raw.write(str(gdal), shapely.to_wkb(geoms), data, list(FIELDS), layer="polygons", driver="GeoJSON",
+                          geometry_type="MultiPolygon", crs=crs, promote_to_multi=True)  # fmt: skip
+    doc = json.loads(ours.read_text(encoding="utf-8"))  # valid JSON (NaN written as null)
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == 3
+    assert doc.get("crs") == json.loads(gdal.read_text(encoding="utf-8")).get("crs")
+    a, b = pyogrio.raw.read(ours), pyogrio.raw.read(gdal)
+    assert a[0]["crs"] == b[0]["crs"] and a[0]["geometry_type"] == b[0]["geometry_type"] == "MultiPolygon"
+    assert list(a[0]["fields"]) == list(b[0]["fields"]) == list(FIELDS)
+    assert all(shapely.equals(shapely.from_wkb(x), shapely.from_wkb(y)) for x, y in zip(a[2], b[2]))
+    for x, y in zip(a[3], b[3]):
+        assert x.tolist() == pytest.approx(y.tolist(), nan_ok=True) if x.dtype.kind == "f" else x.tolist() == y.tolist()
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_empty_mask_writes_empty_layers(landslide, tmp_path):
+    import pyogrio
+
+    scene, result = landslide
+    empty = result.replace(mask=np.zeros(scene.shape, bool))
+    written = VectorWriter().write(scene, empty, tmp_path)
+    for path in written.values():
+        info = pyogrio.read_info(path)
+        assert info["features"] == 0 and info["crs"] == "EPSG:32633"
+    # GeoJSON has no schema without features; the GeoPackage keeps its fields
+    assert list(pyogrio.read_info(written["polygons_gpkg"])["fields"]) == list(FIELDS)
+
+
+def test_hillshade_strips_equal_the_whole_array():
+    rng = np.random.default_rng(3)
+    z = np.cumsum(np.cumsum(rng.normal(size=(61, 47)), axis=0), axis=1).astype(np.float32)
+    z[10:13, 5:9] = np.nan
+    z[0, :3] = np.nan
+    for rows in (1, 7, 60, 61, 500):
+        assert np.array_equal(_hillshade_strips(z, 10.0, 12.0, rows=rows), hillshade(z, 10.0, 12.0), equal_nan=True)
+
+
+def test_gdal_env_caps_the_block_cache(monkeypatch):
+    from rasterio._env import get_gdal_config
+
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    outside = get_gdal_config("GDAL_CACHEMAX")
+    with gdalenv.gdal_env():
+        assert int(get_gdal_config("GDAL_CACHEMAX")) == gdalenv.CACHE_BYTES
+    assert get_gdal_config("GDAL_CACHEMAX") == outside
+    monkeypatch.setenv("GDAL_CACHEMAX", "512")  # the user's own setting wins
+    assert gdalenv.cache_limit() is None
