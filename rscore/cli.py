@@ -30,9 +30,11 @@ app = typer.Typer(
 plugins_app = typer.Typer(help="Installed plugins.", no_args_is_help=True)
 templates_app = typer.Typer(help="Query templates of the installed plugins.", no_args_is_help=True)
 plugin_app = typer.Typer(help="Plugin SDK: scaffold a new plugin package.", no_args_is_help=True)
+flows_app = typer.Typer(help="Prefect batch flows: landslide-risk mapping, scaffold compliance.", no_args_is_help=True)
 models_app = typer.Typer(help="Model registry: which weights are here, fetching and checking them.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(models_app, name="models")
+app.add_typer(flows_app, name="flows")
 app.add_typer(templates_app, name="templates")
 app.add_typer(plugin_app, name="plugin")
 
@@ -349,6 +351,56 @@ def finetune(
 
     _emit(finetune_command(plugin, dataset, out, model=model, weights=weights, device=device, steps=steps, lr=lr,
                            segmenter=segmenter, as_json=as_json, options=_parse_options(option)))
+
+
+@flows_app.command("list")
+def flows_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """The batch flows, their inputs and deployment schedules."""
+    from rscore_flows.cli import flows_list as list_flows
+
+    rows = list_flows()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['name']:<26} {r.get('cron') or '':<14} {r['description']}")
+
+
+@flows_app.command("run")
+def flows_run(
+    name: Annotated[str, typer.Argument(help="landslide-risk-mapping or scaffold-compliance.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Rasters (landslide) or clips/folders (scaffold).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (also holds resumable task results).")],
+    query: Annotated[Optional[str], typer.Option(help="Query for the landslide flow.")] = None,
+    tile_size: Annotated[int, typer.Option(help="Tile size in pixels.", min=64)] = 1024,
+    dask_address: Annotated[Optional[str], typer.Option(help="Run tasks on this dask.distributed scheduler.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Local Dask workers (without --dask-address).")] = None,
+    batch_tiles: Annotated[Optional[int], typer.Option(help="Tiles per task side (N x N tiles a task).")] = None,
+    zones: Annotated[Optional[Path], typer.Option(help="Restricted zones file (scaffold flow).")] = None,
+    sample_fps: Annotated[Optional[float], typer.Option(help="Frames per second to sample (scaffold flow).")] = None,
+    refresh: Annotated[bool, typer.Option(help="Recompute instead of reusing stored task results.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+    option: Annotated[list[str], typer.Option("--option", "-O", help="Option KEY=VALUE (repeatable).")] = [],  # noqa: B006
+) -> None:
+    """Run a flow now (resumable: a rerun reuses every finished task)."""
+    from rscore_flows.cli import flows_run as run_flow
+
+    summary = run_flow(
+        name, [str(p) for p in inputs], str(out), query=query, tile_size=tile_size, dask_address=dask_address,
+        workers=workers, batch_tiles=batch_tiles, options=_parse_options(option) or None,
+        zones=str(zones) if zones else None, sample_fps=sample_fps, refresh=refresh,
+    )
+    typer.echo(json.dumps(summary, indent=2, default=str) if as_json else f"{name}: {summary.get('status')} -> {out}")
+    if summary.get("status") == "failed":
+        raise _ExitWithMessage(f"{name} failed: see {out} for the run summary", 1)
+
+
+@flows_app.command("serve")
+def flows_serve() -> None:
+    """Serve both flows as deployments with cron schedules (inputs from RSCORE_* variables; see flows/README.md)."""
+    from rscore_flows.cli import flows_serve as serve_flows
+
+    serve_flows()
 
 
 @app.command()

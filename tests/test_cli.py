@@ -121,3 +121,11 @@ def test_absent_weights_for_a_vlm_reasoner_exit_2(tmp_path, png):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("rscore: error: ") and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "rscore-out").exists()
+
+
+def test_flows_list(tmp_path):
+    proc = rscore("flows", "list", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    names = {f["name"]: f for f in json.loads(proc.stdout)}
+    assert set(names) == {"landslide-risk-mapping", "scaffold-compliance"}
+    assert all(f["cron"] for f in names.values())

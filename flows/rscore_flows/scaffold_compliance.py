@@ -1,0 +1,487 @@
+"""Scaffold compliance: construction-site clips through the safety templates, findings in a daily report.
+
+::
+
+    scaffold-compliance(inputs, out, templates=("hivis", "restricted_zone"), zones=None, sample_fps=1.0, day=None)
+      per clip:   analyse-clip   sample frames with OpenCV (every ``stride`` frames, by default ``fps / sample_fps``),
+                                 run each safety template on each sampled frame through ``rscore.engine.segment``,
+                                 keep the frames where it fired (timestamp, area in px and share of the frame)
+      OUT/compliance-<day>.json + OUT/compliance-<day>.md: per camera and clip, which template fired on which
+                                 frames and when, with areas; hi-vis inside a restricted zone as its own finding;
+                                 clips that could not be read listed, not fatal
+
+Inputs are clip files, folders of clips (a folder is a camera: its clips are reported under the folder's name) or
+globs. ``day`` (``YYYY-MM-DD``, ``today``, ``yesterday``) keeps only clips last modified on that local date, so a
+schedule at the end of the day reports that day's recordings.
+
+There is no video engine in rscore yet, so this flow samples frames itself and runs the image templates frame by
+frame (each frame is an ``image`` scene with red/green/blue bands). It will move to the video engine (keyframe
+selection and mask propagation over all frames) when that exists; the findings format stays.
+
+Clip results are persisted like the landslide flow's batches (``OUT/.task-results``, keyed by the clip's content
+hash, the templates, zones file content, sampling and versions), so a killed run resumes where it stopped.
+Transient errors are retried with backoff; a clip that cannot be decoded is reported as bad and the run goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import flow, get_run_logger, task
+from prefect.tasks import exponential_backoff
+
+from rscore.engine import default_registry, segment
+from rscore.errors import InputError, OptionError
+from rscore.types import ArraySource, Scene, VideoInfo
+
+from rscore_flows._common import (
+    component_versions,
+    expand_inputs,
+    file_digest,
+    first_line,
+    is_transient,
+    make_task_runner,
+    result_storage,
+    retry_if_transient,
+    stable_digest,
+    task_runner_label,
+    tune_allocator,
+    unique_names,
+    worker_id,
+    write_json,
+    write_text,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FLOW_NAME",
+    "DEFAULT_TEMPLATES",
+    "ClipJob",
+    "ClipFindings",
+    "sample_frames",
+    "clip_cache_key",
+    "analyse_clip",
+    "scaffold_compliance",
+    "resolve_day",
+]
+
+FLOW_NAME = "scaffold-compliance"
+PLUGIN = "safety"
+DEFAULT_TEMPLATES = ("hivis", "restricted_zone")
+ZONE_TEMPLATE = "restricted_zone"
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv")
+FALLBACK_FPS = 25.0  # when a container does not say
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipJob:
+    """One clip to analyse: where, which camera, what to run on it (all small and picklable)."""
+
+    path: str
+    camera: str
+    name: str
+    templates: tuple[str, ...]
+    query: str | None
+    zones: str | None
+    sample_fps: float
+    stride: int | None
+    digest: str
+    versions: tuple[tuple[str, str], ...]
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipFindings:
+    """What one clip showed: per template, the sampled frames where it fired (``frame``, ``t_s`` seconds from the
+    clip start, ``area_px``, ``share`` of the frame, ``instances``); ``overlaps`` likewise for hi-vis pixels inside
+    restricted zones; ``zone`` the restricted area of the view (px, share); ``skipped`` templates that cannot run
+    offline, with the reason; ``error`` for a bad clip; ``reused`` when the run took an earlier run's result."""
+
+    path: str
+    camera: str
+    name: str
+    fps: float | None = None
+    frame_count: int | None = None
+    duration_s: float | None = None
+    size_px: tuple[int, int] | None = None
+    stride: int | None = None
+    sampled: int = 0
+    fired: Mapping[str, tuple[Mapping[str, Any], ...]] = dataclasses.field(default_factory=dict)
+    overlaps: Mapping[str, tuple[Mapping[str, Any], ...]] = dataclasses.field(default_factory=dict)
+    zone: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    skipped: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+    worker: str = ""
+    reused: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["fired"] = {k: [dict(x) for x in v] for k, v in self.fired.items()}
+        d["overlaps"] = {k: [dict(x) for x in v] for k, v in self.overlaps.items()}
+        return d
+
+
+# ---------------------------------------------------------------------------------------------------- plain logic
+def resolve_day(day: str | None, today: date | None = None) -> date | None:
+    """``None`` (all clips), ``today``, ``yesterday`` or ``YYYY-MM-DD`` as a date."""
+    if day is None or day == "":
+        return None
+    today = today or datetime.now().date()
+    if day == "today":
+        return today
+    if day == "yesterday":
+        return today - timedelta(days=1)
+    try:
+        return date.fromisoformat(day)
+    except ValueError:
+        raise OptionError(f"day must be YYYY-MM-DD, 'today' or 'yesterday', got {day!r}") from None
+
+
+def frame_stride(fps: float, sample_fps: float, stride: int | None) -> int:
+    """Frames between samples: ``stride`` when given, else ``round(fps / sample_fps)`` (at least 1)."""
+    if stride is not None:
+        if stride < 1:
+            raise OptionError(f"stride must be at least 1 frame, got {stride}")
+        return int(stride)
+    if sample_fps <= 0:
+        raise OptionError(f"sample_fps must be > 0, got {sample_fps}")
+    return max(1, int(round(fps / sample_fps)))
+
+
+def sample_frames(path: str | Path, sample_fps: float = 1.0, stride: int | None = None) -> Any:
+    """Yield ``(frame_index, t_s, rgb)`` for every ``stride``-th frame of a clip (OpenCV), after a first item
+    ``(None, info, None)`` with ``fps``, ``frame_count``, ``size_px`` and ``stride``. Frames in between are grabbed,
+    not converted. Raises :class:`InputError` when the clip cannot be opened or has no frame."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise InputError("cannot be opened as a video (OpenCV found no decoder for it)", path=path)
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        fps = fps if np.isfinite(fps) and fps > 0 else FALLBACK_FPS
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
+        size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        step = frame_stride(fps, sample_fps, stride)
+        yield None, {"fps": fps, "frame_count": count, "size_px": size, "stride": step}, None
+        index = 0
+        got_any = False
+        while cap.grab():
+            if index % step == 0:
+                ok, bgr = cap.retrieve()
+                if ok and bgr is not None:
+                    got_any = True
+                    yield index, index / fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            index += 1
+        if not got_any:
+            raise InputError("has no decodable frame", path=path)
+    finally:
+        cap.release()
+
+
+def frame_scene(rgb: np.ndarray, path: str, frame: int, t_s: float, fps: float) -> Scene:
+    """A sampled frame as an rscore image scene (red, green, blue), carrying the clip path, frame and time."""
+    return Scene(
+        source=ArraySource(np.ascontiguousarray(np.moveaxis(rgb, -1, 0))),
+        kind="image",
+        band_roles=("red", "green", "blue"),
+        path=Path(path),
+        reader="opencv-frame",
+        video=VideoInfo(fps=fps, frame_count=None, timestamps_s=(t_s,)),
+        metadata={"frame": frame, "t_s": t_s},
+    )
+
+
+def clip_cache_key(job: ClipJob) -> str:
+    zones_digest = file_digest(job.zones) if job.zones else None
+    digest = stable_digest(
+        job.digest, job.templates, job.query, zones_digest, job.sample_fps, job.stride, job.options, job.versions
+    )
+    return f"scaffold-{job.camera}-{job.name}-{digest}"
+
+
+def _cache_key_fn(context: Any, parameters: Mapping[str, Any]) -> str:
+    return clip_cache_key(parameters["job"])
+
+
+def _answerable(registry: Any, template: str | None) -> bool:
+    """Whether a plan's template can answer offline (an absent plan of such a template just found nothing)."""
+    t = next((t for t in registry.templates if t.qualified_name == template), None) if template else None
+    return t is not None and t.program is not None
+
+
+def _safety_template(registry: Any, name: str) -> Any:
+    for t in registry.templates_for(PLUGIN):
+        if name in (t.name, t.qualified_name):
+            return t
+    have = ", ".join(t.name for t in registry.templates_for(PLUGIN) if t.plugin == PLUGIN)
+    raise OptionError(f"unknown safety template '{name}' (available: {have})")
+
+
+# ------------------------------------------------------------------------------------------------------------ tasks
+@task(
+    name="analyse-clip",
+    task_run_name="{job.camera}-{job.name}",
+    cache_key_fn=_cache_key_fn,
+    persist_result=True,
+    result_serializer="pickle",
+    cache_result_in_memory=False,
+    retries=3,
+    retry_delay_seconds=exponential_backoff(2.0),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_if_transient,
+)
+def analyse_clip(job: ClipJob) -> ClipFindings:
+    """Sample the clip's frames and run every template on each (``rscore.engine.segment``; the registry is built
+    once per worker). A clip that cannot be decoded gives findings with ``error`` set; transient errors
+    propagate so that Prefect retries."""
+    t0 = time.perf_counter()
+    tune_allocator()
+    reg = default_registry()
+    base = {"camera": job.camera, "name": job.name, "path": job.path}
+    queries: list[tuple[str, str, dict[str, Any]]] = []  # (finding name, query text, options)
+    skipped: dict[str, str] = {}
+    extra = dict(job.options)
+    for name in job.templates:
+        t = _safety_template(reg, name)
+        if t.program is None:
+            skipped[t.name] = "needs a VLM reasoner (no offline program); run it with 'rscore run --reasoner ...'"
+            continue
+        opts = {**extra, "template": t.name}
+        if t.name == ZONE_TEMPLATE:
+            if not job.zones:
+                skipped[t.name] = "no zones file given (zones=...)"
+                continue
+            opts["zones"] = job.zones
+        queries.append((t.name, t.examples[0] if t.examples else t.label, opts))
+    if job.query:
+        queries.append(("query", job.query, {**extra, **({"zones": job.zones} if job.zones else {})}))
+    fired: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in queries if name != ZONE_TEMPLATE}
+    overlaps: dict[str, list[dict[str, Any]]] = {}
+    zone_info: dict[str, Any] = {}
+    zone: np.ndarray | None = None
+    info: dict[str, Any] = {}
+    sampled = 0
+    try:
+        for frame, t_s, rgb in sample_frames(job.path, job.sample_fps, job.stride):
+            if frame is None:
+                info = t_s
+                continue
+            sampled += 1
+            scene = frame_scene(rgb, job.path, frame, t_s, info["fps"])
+            masks: dict[str, np.ndarray] = {}
+            for name, text, opts in list(queries):
+                if name == ZONE_TEMPLATE and zone is not None:
+                    continue  # zones are fixed in the camera's pixel coordinates: rasterised once per clip
+                res = segment(scene, text, plugin=PLUGIN, options=opts, registry=reg)
+                if res.plan.absent and not _answerable(reg, res.plan.template):
+                    skipped[name] = res.plan.reason  # the same for every frame: stop asking
+                    queries.remove((name, text, opts))
+                    fired.pop(name, None)
+                    continue
+                mask = np.asarray(res.mask, bool) if res.mask is not None else np.zeros(scene.shape, bool)
+                area = int(mask.sum())
+                if name == ZONE_TEMPLATE:
+                    zone = mask
+                    zone_info = {"area_px": area, "share": round(area / mask.size, 6),
+                                 "zones": [s.text for s in res.plan.steps if "restricted zones" in s.text]}  # fmt: skip
+                    continue
+                if area:
+                    masks[name] = mask
+                    fired[name].append({
+                        "frame": frame, "t_s": round(t_s, 3), "area_px": area, "share": round(area / mask.size, 6),
+                        "instances": len(res.instances),
+                    })  # fmt: skip
+            if zone is not None:
+                for name, mask in masks.items():
+                    inside = int((mask & zone).sum())
+                    if inside:
+                        overlaps.setdefault(f"{name}_in_{ZONE_TEMPLATE}", []).append(
+                            {"frame": frame, "t_s": round(t_s, 3), "area_px": inside,
+                             "share": round(inside / zone.size, 6)}  # fmt: skip
+                        )
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        return ClipFindings(**base, error=first_line(exc), sampled=sampled, seconds=time.perf_counter() - t0,
+                            worker=worker_id())  # fmt: skip
+    fps, count = info["fps"], info["frame_count"]
+    return ClipFindings(
+        **base, fps=fps, frame_count=count, duration_s=round(count / fps, 3) if count else None,
+        size_px=tuple(info["size_px"]), stride=info["stride"], sampled=sampled,
+        fired={k: tuple(v) for k, v in fired.items()}, overlaps={k: tuple(v) for k, v in overlaps.items()},
+        zone=zone_info, skipped=skipped, seconds=time.perf_counter() - t0, worker=worker_id(),
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------- aggregation
+def aggregate(clips: Sequence[ClipFindings]) -> dict[str, Any]:
+    """Per camera and overall: for each finding, frames and clips where it fired, first and last sighting, the
+    largest area."""
+
+    def summarise(items: Sequence[ClipFindings]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for c in items:
+            for kind in (c.fired, c.overlaps):
+                for name, frames in kind.items():
+                    s = out.setdefault(name, {"frames": 0, "clips": 0, "max_area_px": 0, "first": None, "last": None})
+                    if not frames:
+                        continue
+                    s["frames"] += len(frames)
+                    s["clips"] += 1
+                    s["max_area_px"] = max(s["max_area_px"], max(f["area_px"] for f in frames))
+                    first = {"clip": c.name, "t_s": frames[0]["t_s"]}
+                    last = {"clip": c.name, "t_s": frames[-1]["t_s"]}
+                    s["first"] = s["first"] or first
+                    s["last"] = last
+        return out
+
+    cameras: dict[str, list[ClipFindings]] = {}
+    for c in clips:
+        cameras.setdefault(c.camera, []).append(c)
+    return {
+        "totals": summarise(clips),
+        "cameras": {cam: {"clips": len(items), "bad_clips": sum(1 for c in items if c.error),
+                          "findings": summarise(items)} for cam, items in cameras.items()},  # fmt: skip
+    }
+
+
+def render_report(doc: Mapping[str, Any]) -> str:
+    sampling = f"every {doc['stride']} frames" if doc["stride"] else f"{doc['sample_fps']:g} frames/s"
+    zones = f"; zones {doc['zones']}" if doc["zones"] else ""
+    lines = [
+        f"# Scaffold compliance - {doc['day']}",
+        "",
+        f"{len(doc['clips'])} clip(s) from {len(doc['cameras'])} camera(s); sampled {sampling}; templates "
+        f"{', '.join(doc['templates']) or 'none'}{zones}. Status: **{doc['status']}**.",
+        "",
+        "| camera | clip | finding | frames | first (s) | last (s) | max area (px) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    any_row = False
+    for c in doc["clips"]:
+        for kind in ("fired", "overlaps"):
+            for name, frames in c[kind].items():
+                if frames:
+                    any_row = True
+                    lines.append(f"| {c['camera']} | {c['name']} | {name} | {len(frames)} | {frames[0]['t_s']:g} | "
+                                 f"{frames[-1]['t_s']:g} | {max(f['area_px'] for f in frames)} |")  # fmt: skip
+    if not any_row:
+        lines.append("| | | no findings | | | | |")
+    bad = [c for c in doc["clips"] if c.get("error")]
+    if bad:
+        lines += ["", "Clips that could not be analysed:", ""]
+        lines += [f"- {c['camera']}/{c['name']}: {c['error']}" for c in bad]
+    skipped = {k: v for c in doc["clips"] for k, v in c.get("skipped", {}).items()}
+    if skipped:
+        lines += ["", "Not run:", ""] + [f"- {k}: {v}" for k, v in skipped.items()]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------------------- flow
+def _camera_of(path: Path, inputs: Sequence[str]) -> str:
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir() and path.parent.resolve() == p.resolve():
+            return p.resolve().name or "camera"
+    return "clips"
+
+
+@flow(name=FLOW_NAME, description="Safety templates over sampled frames of site clips; a daily findings report.")
+def scaffold_compliance(
+    inputs: list[str],
+    out: str,
+    templates: list[str] = list(DEFAULT_TEMPLATES),  # noqa: B006 - Prefect needs a JSON default, never mutated
+    zones: str | None = None,
+    query: str | None = None,
+    sample_fps: float = 1.0,
+    stride: int | None = None,
+    day: str | None = None,
+    options: dict[str, Any] | None = None,
+    dask_address: str | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    retries: int = 3,
+    retry_delay_s: float = 2.0,
+    refresh: bool = False,
+) -> dict[str, Any]:
+    """Analyse every clip in ``inputs`` (files, camera folders, globs) and write ``OUT/compliance-<day>.json`` and
+    ``.md``; returns the report. ``sample_fps``: frames analysed per second of video; ``stride``: analyse every
+    n-th frame instead; ``zones``: restricted-zone polygons in pixel coordinates (GeoJSON/JSON)."""
+    logger = get_run_logger()
+    t0 = time.perf_counter()
+    the_day = resolve_day(day)
+    frame_stride(FALLBACK_FPS, sample_fps, stride)  # validates sample_fps / stride before any work
+    out_dir = Path(out)
+    zones_path = str(Path(zones).expanduser().absolute()) if zones else None
+    if zones_path and not Path(zones_path).is_file():
+        raise OptionError(f"zones file {zones} does not exist")
+    reg = default_registry()
+    reg.require_plugin(PLUGIN)
+    names = tuple(_safety_template(reg, t).name for t in templates)
+    if not names and not query:
+        raise OptionError("give at least one template or a query")
+    paths = expand_inputs(inputs, VIDEO_SUFFIXES, "video clips")
+    if the_day is not None:
+        paths = [p for p in paths if datetime.fromtimestamp(p.stat().st_mtime).date() == the_day]
+    runner = make_task_runner(dask_address, workers, ray_address)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    versions = component_versions(reg, PLUGIN)
+    extra = tuple(sorted((options or {}).items()))
+    jobs = []
+    by_camera: dict[str, list[Path]] = {}
+    for p in paths:
+        by_camera.setdefault(_camera_of(p, inputs), []).append(p)
+    for camera, clips in by_camera.items():
+        for p, name in zip(clips, unique_names(clips)):
+            jobs.append(ClipJob(str(p.absolute()), camera, name, names, query, zones_path, float(sample_fps), stride,
+                                file_digest(p), versions, extra))  # fmt: skip
+    findings = analyse_clips.with_options(task_runner=runner)(jobs, str(out_dir), retries, retry_delay_s, refresh)
+    bad = [f for f in findings if f.error]
+    status = "ok" if not bad else ("failed" if len(bad) == len(findings) else "partial")
+    report_day = (the_day or datetime.now().date()).isoformat()
+    doc = {
+        "flow": FLOW_NAME, "day": report_day, "status": status, "templates": list(names), "query": query,
+        "zones": zones_path, "sample_fps": sample_fps, "stride": stride,
+        "task_runner": task_runner_label(dask_address, workers, ray_address),
+        **aggregate(findings), "clips": [f.as_dict() for f in findings],
+        "seconds": round(time.perf_counter() - t0, 3),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }  # fmt: skip
+    stem = f"compliance-{report_day}"
+    doc["outputs"] = {"report_json": f"{stem}.json", "report_md": f"{stem}.md"}
+    write_json(out_dir / f"{stem}.json", doc)
+    write_text(out_dir / f"{stem}.md", render_report(doc))
+    logger.info("%s: %s, %d clip(s), %d bad; report %s", FLOW_NAME, status, len(findings), len(bad), out_dir / stem)
+    return doc
+
+
+@flow(name=f"{FLOW_NAME}-clips", validate_parameters=False, description="A task per clip on the chosen task runner.")
+def analyse_clips(
+    jobs: list[ClipJob], out: str, retries: int, retry_delay_s: float, refresh: bool
+) -> list[ClipFindings]:
+    delays: Any = exponential_backoff(retry_delay_s) if retry_delay_s > 0 else 0
+    clip_task = analyse_clip.with_options(
+        result_storage=result_storage(out), retries=retries, retry_delay_seconds=delays, refresh_cache=refresh
+    )
+    futures = [clip_task.submit(job) for job in jobs]
+    results = []
+    for job, fut in zip(jobs, futures):
+        fut.wait()
+        if fut.state.is_completed():
+            results.append(dataclasses.replace(fut.result(), reused=fut.state.name == "Cached"))
+        else:
+            exc = fut.result(raise_on_failure=False)
+            error = first_line(exc) if isinstance(exc, BaseException) else (fut.state.message or fut.state.name)
+            results.append(ClipFindings(job.path, job.camera, job.name, error=f"failed after retries: {error}"))
+    return results
+
