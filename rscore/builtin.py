@@ -12,15 +12,17 @@ from rscore.sdk import BackendSpec, Reader, Writer
 @hookimpl
 def rscore_readers() -> list[Reader]:
     from rscore.io.images import ImageReader
+    from rscore.video import video_readers
 
-    return [ImageReader()]
+    return [*video_readers(), ImageReader()]  # video first: an animated GIF is a video, a still GIF an image
 
 
 @hookimpl
 def rscore_writers() -> list[Writer]:
     from rscore.io.writers import MaskPngWriter, OverlayPngWriter, ResultJsonWriter
+    from rscore.video import video_writers
 
-    return [MaskPngWriter(), OverlayPngWriter(), ResultJsonWriter()]
+    return [MaskPngWriter(), OverlayPngWriter(), ResultJsonWriter(), *video_writers()]
 
 
 def _analytic(options: Mapping[str, Any]) -> Any:

@@ -404,16 +404,37 @@ def run(
     registry: Registry | None = None,
     progress: ProgressCallback | None = None,
 ) -> Result:
-    """Open, segment and write: what ``rscore run`` does. The query is checked before anything is read."""
+    """Open, segment and write: what ``rscore run`` does. The query is checked before anything is read.
+
+    Stream URLs (rtsp://, http(s)://...) and video scenes go to the video engine (:mod:`rscore.video`).
+    """
     reg = registry or default_registry()
     reg.require_plugin(plugin)
     validate_query(query)
+    from rscore.video.reader import normalise_url
+
+    url = normalise_url(path)  # also repairs 'rtsp:/host' (what a Path makes of rtsp://host)
+    if url is not None:
+        from rscore.video.engine import run_video
+
+        return run_video(url, query, plugin=plugin, out_dir=out_dir or default_out_dir(url), options=options,
+                         registry=reg, progress=progress)
     t0 = time.perf_counter()
     scene = open_scene(path, plugin=plugin, options=options, registry=reg)
     read_s = time.perf_counter() - t0
-    result = segment(scene, query, plugin=plugin, options=options, registry=reg, progress=progress)
+    if scene.kind == "video":
+        from rscore.video.engine import segment_video
+
+        result = segment_video(scene, query, plugin=plugin, options=options, registry=reg, progress=progress)
+    else:
+        result = segment(scene, query, plugin=plugin, options=options, registry=reg, progress=progress)
     result = result.replace(timings={"read_s": round(read_s, 4), **result.timings})
-    return write_outputs(scene, result, out_dir or default_out_dir(path), registry=reg)
+    try:
+        return write_outputs(scene, result, out_dir or default_out_dir(path), registry=reg)
+    finally:
+        log_ = getattr(result, "log", None)  # video results spool per-frame masks to disk
+        if log_ is not None:
+            log_.close()
 
 
 # the core plugin's name, re-exported for callers that compare against it

@@ -12,7 +12,7 @@ import numpy as np
 
 from rscore import hookimpl
 from rscore.errors import OptionError
-from rscore.sdk import AdapterSpec, Operator, OpContext, ProgramOutput, Template
+from rscore.sdk import AdapterSpec, Operator, OpContext, ProgramOutput, Template, Writer
 
 from rscore_safety import hivis
 
@@ -173,3 +173,10 @@ def rscore_adapters() -> list[AdapterSpec]:
             augmentations=("hflip", "brightness_contrast", "jpeg_compression", "motion_blur"),
         )
     ]
+
+
+@hookimpl
+def rscore_writers() -> list[Writer]:
+    from rscore_safety.report import SafetyReportWriter
+
+    return [SafetyReportWriter()]

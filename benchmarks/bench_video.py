@@ -1,0 +1,252 @@
+"""Video ingest and analytic throughput on the real CCTV clips, and memory over a 10x longer looped stream.
+
+``throughput`` (default)
+    For each clip in ../shared/data/construction (OpenCV ``vtest.avi`` 768x576 10 fps, the Intel worker clip as
+    MP4 and as GIF, 480x270): frames per second of
+
+    - ``decode``: every frame decoded to RGB (:func:`rscore.video.open_video`);
+    - ``decode+sample``: decoded and thinned to ``--target-fps`` (source frames per second of wall time);
+    - ``hivis``: decode + the safety plugin's hi-vis template program on every frame (full resolution);
+    - ``motion``: decode + MOG2 background subtraction (:class:`rscore_safety.rules.MotionSignal`);
+    - ``rules``: decode + motion + hi-vis where needed + the default zone rules (:func:`analyse_video`);
+    - ``engine``: :func:`rscore.video.segment_video` offline (16 sampled keyframe candidates, keyframe segmented,
+      optical-flow propagation both ways, hi-vis re-detection every 5 frames, tracks, RLE per frame) - frames
+      processed per second of wall time.
+
+``memory``
+    The worker clip served as a live MJPEG stream on loopback (``rscore.video.mjpeg``), looped 1x and 10x
+    (71 and 710 frames), processed online by ``segment_video`` (hi-vis detection every 5 frames, flow propagation,
+    overlay video written) and by the rules layer. Reports the Python-heap peak (tracemalloc, which numpy's buffers
+    are counted in) and the process RSS peak sampled every 10 ms during each run. Flat = the 10x run's peaks within
+    a few MB of the 1x run's.
+
+::
+
+    python benchmarks/bench_video.py                 # both
+    python benchmarks/bench_video.py throughput --repeat 3
+    python benchmarks/bench_video.py memory --loops 10 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rscore.testing import shared_data_dir
+
+CLIPS = {
+    "vtest.avi": "construction/cctv_generic/opencv_vtest.avi",
+    "worker.mp4": "construction/intel_worker-zone-detection_from_gif.mp4",
+    "worker.gif": "construction/intel_worker-zone-detection.gif",
+}
+ZONES = {  # pixel polygons: the road of vtest, the left bay of the worker clip
+    "vtest.avi": [[0, 190], [768, 130], [768, 480], [340, 330], [0, 300]],
+    "worker.mp4": [[0, 0], [200, 0], [200, 270], [0, 270]],
+    "worker.gif": [[0, 0], [200, 0], [200, 270], [0, 270]],
+}
+QUERY = "workers in hi-vis vests"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+class RssSampler:
+    """Peak resident set size (MB) during a block, sampled every ``interval`` s in a thread."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.peak = 0.0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> RssSampler:
+        self.start = _rss_mb()
+        self.peak = self.start
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_mb())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
+
+
+def _timed(fn: Callable[[], int], repeat: int) -> tuple[float, int]:
+    """Best frames/s over ``repeat`` runs of ``fn`` (which returns the number of frames it handled)."""
+    rates, frames = [], 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        frames = fn()
+        rates.append(frames / (time.perf_counter() - t0))
+    return max(rates), frames
+
+
+def throughput(data: Path, repeat: int, target_fps: float) -> list[dict[str, Any]]:
+    from rscore.plugins import get_registry
+    from rscore.video import open_video, segment_video
+    from rscore_safety.rules import HiVisSignal, MotionSignal, analyse_video
+
+    reg = get_registry()
+    rows = []
+    for name, rel in CLIPS.items():
+        path = data / rel
+        if not path.exists():
+            print(f"skip {name}: {path} not found", file=sys.stderr)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            zones = Path(tmp) / "zones.json"
+            zones.write_text(json.dumps({"zones": [{"name": "zone", "polygon": ZONES[name]}]}))
+
+            def decode() -> int:
+                with open_video(path) as r:
+                    return sum(1 for _ in r)
+
+            def sample() -> int:
+                with open_video(path, {"target_fps": target_fps}) as r:
+                    for _ in r:
+                        pass
+                    return r.frames_decoded
+
+            hivis = HiVisSignal(max_side=0, registry=reg)
+
+            def hivis_all() -> int:
+                n = 0
+                with open_video(path) as r:
+                    for f in r:
+                        hivis(f.image)
+                        n += 1
+                return n
+
+            def motion() -> int:
+                m, n = MotionSignal("mog2"), 0
+                with open_video(path) as r:
+                    for f in r:
+                        m(f.image)
+                        n += 1
+                return n
+
+            def rules() -> int:
+                return analyse_video(path, zones, camera=name).frames
+
+            def engine() -> int:
+                res = segment_video(path, QUERY, plugin="safety", registry=reg,
+                                    options={"matcher": "keyword", "overlay": False})
+                n = res.log.frame_count
+                res.log.close()
+                return n
+
+            row: dict[str, Any] = {"clip": name}
+            for key, fn in (("decode", decode), ("decode+sample", sample), ("hivis", hivis_all),
+                            ("motion", motion), ("rules", rules), ("engine", engine)):
+                fps, frames = _timed(fn, repeat)
+                row[key] = round(fps, 1)
+                row["frames"] = row.get("frames") or frames
+            rows.append(row)
+    return rows
+
+
+def memory(data: Path, loops: int) -> list[dict[str, Any]]:
+    from rscore.plugins import get_registry
+    from rscore.video import segment_video
+    from rscore.video.mjpeg import MjpegServer, jpeg_frames_of
+    from rscore_safety.rules import analyse_video
+
+    reg = get_registry()
+    clip = data / CLIPS["worker.mp4"]
+    frames = jpeg_frames_of(clip)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        zones = Path(tmp) / "zones.json"
+        zones.write_text(json.dumps({"zones": [{"name": "left bay", "polygon": ZONES["worker.mp4"]}]}))
+        for what in ("engine-online", "rules-online"):
+            for n in (1, loops):
+                with MjpegServer(frames, loops=n) as server:
+                    tracemalloc.start()
+                    t0 = time.perf_counter()
+                    with RssSampler() as rss:
+                        if what == "engine-online":
+                            res = segment_video(server.url, QUERY, plugin="safety", registry=reg,
+                                                options={"matcher": "keyword", "reconnect_attempts": 0})
+                            count = res.log.frame_count
+                            res.log.close()
+                        else:
+                            count = analyse_video(server.url, zones, options={"reconnect_attempts": 0}).frames
+                    elapsed = time.perf_counter() - t0
+                    _, heap_peak = tracemalloc.get_traced_memory()
+                    tracemalloc.stop()
+                rows.append({
+                    "run": what, "loops": n, "frames": count, "fps": round(count / elapsed, 1),
+                    "heap_peak_mb": round(heap_peak / 2**20, 2), "rss_peak_mb": round(rss.peak, 1),
+                    "rss_growth_mb": round(rss.peak - rss.start, 1),
+                })
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    widths = {k: max(len(k), *(len(str(r.get(k, ""))) for r in rows)) for k in keys}
+    lines = ["  ".join(k.rjust(widths[k]) for k in keys)]
+    lines += ["  ".join(str(r.get(k, "")).rjust(widths[k]) for k in keys) for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", nargs="?", choices=("all", "throughput", "memory"), default="all")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement (the best is kept)")
+    parser.add_argument("--target-fps", type=float, default=5.0, help="sampling rate of decode+sample")
+    parser.add_argument("--loops", type=int, default=10, help="length of the long stream, in clip loops")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    os.environ.setdefault("RSCORE_MATCHER", "keyword")
+    data = shared_data_dir()
+    if data is None:
+        sys.exit("the shared data folder (../shared/data or RSCORE_SHARED_DATA) is needed")
+    out: dict[str, Any] = {"cpus": os.cpu_count(), "load_avg": [round(v, 2) for v in os.getloadavg()]}
+    if args.what in ("all", "throughput"):
+        out["throughput_fps"] = throughput(data, args.repeat, args.target_fps)
+    if args.what in ("all", "memory"):
+        out["memory"] = memory(data, args.loops)
+    out["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return
+    print(f"cpus {out['cpus']}, load average at start {out['load_avg']}, at end {out['load_avg_end']}")
+    if "throughput_fps" in out:
+        print("\nframes per second (best of --repeat):")
+        print(_table(out["throughput_fps"]))
+    if "memory" in out:
+        print(f"\nmemory, worker clip as a live MJPEG stream looped 1x and {args.loops}x:")
+        print(_table(out["memory"]))
+        for what in ("engine-online", "rules-online"):
+            r = [m for m in out["memory"] if m["run"] == what]
+            if len(r) == 2:
+                print(f"{what}: {r[1]['frames'] / r[0]['frames']:.0f}x the frames, heap peak "
+                      f"{r[0]['heap_peak_mb']} -> {r[1]['heap_peak_mb']} MB, RSS peak {r[0]['rss_peak_mb']} -> "
+                      f"{r[1]['rss_peak_mb']} MB")
+
+
+
+if __name__ == "__main__":
+    main()

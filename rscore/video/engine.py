@@ -1,0 +1,891 @@
+"""The video engine: text-guided keyframe, segmentation through the image engine, propagation both ways, tracks.
+
+VISA's recipe, with the pieces rscore has::
+
+    offline (files, folders, GIFs):
+      1. sample keyframe_samples frames evenly and score each against the query:
+           analytic reasoner -> the matched template's program on the frame: scored mask fraction
+                                (sum over its instances of area x score / frame area)
+           VLM reasoner      -> the reasoner plans on the frame: its best target confidence (0 when absent)
+      2. segment the best frame (the keyframe) with rscore.engine.segment -> instances = tracks 1..n
+      3. propagate from the keyframe backwards (frames in descending order) and forwards, re-detecting every
+         redetect_every frames with the template's program (a VLM plan has none: propagation only) and matching
+         detections to tracks by mask IoU (Hungarian assignment, IoU >= match_iou) so that ids stay stable;
+         unmatched detections start new tracks, a track unmatched more than max_missed detections in a row or
+         whose mask vanishes ends.
+    online (stream URLs, or mode=online): frames in arrival order, detection every redetect_every frames,
+      propagation in between; the first frame with a detection is the keyframe. Memory is bounded: the current
+      frame, the previous one (flow) and the live tracks; per-frame records go to a spool file, the overlay video
+      is written as frames come.
+
+Propagators: :mod:`rscore.video.propagate` (``auto``: SAM 2 video when its weights are here, else optical flow).
+
+Options (engine options mapping; strings from ``-O key=value`` are converted): :class:`VideoOptions` and
+:class:`rscore.video.reader.ReaderOptions` fields, plus every image-engine option (``reasoner``, ``template``,
+``tile_size``...) which applies to each frame.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+
+from rscore import rle
+from rscore.errors import BackendUnavailable, InputError, OptionError
+from rscore.instances import instances_from_mask, mask_bbox
+from rscore.plugins import Registry
+from rscore.sdk import Template
+from rscore.types import ArraySource, Instance, Plan, ProgressCallback, Request, Scene, Step, VideoInfo
+from rscore.video.propagate import PROPAGATORS, Propagator, make_propagator
+from rscore.video.reader import Frame, FrameReader, ReaderOptions, normalise_url, open_video
+from rscore.video.results import FrameLog, TrackSummary, VideoResult
+
+log = logging.getLogger(__name__)
+
+__all__ = ["VideoOptions", "segment_video", "run_video", "frame_scene", "match_tracks"]
+
+
+# ------------------------------------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class VideoOptions:
+    """Options of the video engine.
+
+    - ``mode``: ``auto`` (``online`` for stream URLs, ``offline`` otherwise), ``offline`` or ``online``.
+    - ``keyframe``: ``auto`` (text-guided: best of ``keyframe_samples`` evenly sampled frames), ``first``, or a
+      source frame index (the first kept frame at or after it).
+    - ``propagator``: ``auto``, ``flow``, ``sam2`` or ``none`` (see :mod:`rscore.video.propagate`).
+    - ``redetect_every``: frames (in processing order) between re-detections; 0 = never (online: only while there
+      is no track). ``propagator=none`` detects on every frame.
+    - ``match_iou``: minimum mask IoU for a detection to continue a track; ``max_missed``: re-detections a track
+      may go unmatched before it ends; ``min_propagation_score``: a propagated mask the propagator itself scores
+      lower (flow: photometric consistency; SAM 2: object score) is "not seen" and its track ends unless the next
+      detection picks it up; ``min_area_px``: smaller masks are dropped; ``max_tracks``: instances per frame at
+      most.
+    - ``flow_max_side``: the flow is computed on a copy at most this many px on its longer side.
+    - ``overlay`` / ``overlay_codec``: write the overlay video, in ``mp4v`` (.mp4), ``MJPG`` (.avi) or ``VP90``
+      (.webm); ``mp4v`` falls back to ``MJPG`` where it cannot be written.
+    """
+
+    mode: str = "auto"
+    keyframe: str = "auto"
+    keyframe_samples: int = 16
+    propagator: str = "auto"
+    redetect_every: int = 5
+    match_iou: float = 0.3
+    max_missed: int = 2
+    min_propagation_score: float = 0.5
+    min_area_px: int = 16
+    max_tracks: int = 100
+    flow_max_side: int = 384
+    overlay: bool = True
+    overlay_codec: str = "mp4v"
+
+    def __post_init__(self) -> None:
+        def fail(msg: str) -> None:
+            raise OptionError(f"video: {msg}")
+
+        if self.mode not in ("auto", "offline", "online"):
+            fail(f"mode must be auto, offline or online, got {self.mode!r}")
+        if self.keyframe not in ("auto", "first") and not str(self.keyframe).isdigit():
+            fail(f"keyframe must be auto, first or a frame index, got {self.keyframe!r}")
+        if self.keyframe_samples < 1:
+            fail(f"keyframe_samples must be >= 1, got {self.keyframe_samples}")
+        if self.propagator not in PROPAGATORS:
+            fail(f"propagator must be one of {', '.join(PROPAGATORS)}, got {self.propagator!r}")
+        if self.redetect_every < 0:
+            fail(f"redetect_every must be >= 0 frames, got {self.redetect_every}")
+        if not 0.0 < self.match_iou <= 1.0:
+            fail(f"match_iou must be in (0, 1], got {self.match_iou}")
+        if not 0.0 <= self.min_propagation_score <= 1.0:
+            fail(f"min_propagation_score must be in [0, 1], got {self.min_propagation_score}")
+        if self.max_missed < 0 or self.min_area_px < 1 or self.max_tracks < 1:
+            fail("max_missed must be >= 0, min_area_px >= 1 and max_tracks >= 1")
+        if self.overlay_codec not in ("mp4v", "MJPG", "VP90", "VP80"):
+            fail(f"overlay_codec must be mp4v, MJPG, VP90 or VP80, got {self.overlay_codec!r}")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None) -> VideoOptions:
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = (options or {}).get(f.name)
+            if raw is None or raw == "":
+                continue
+            kind = str(f.type)
+            try:
+                if kind == "bool":
+                    if isinstance(raw, str):
+                        if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                            raise ValueError
+                        raw = raw.lower() in ("1", "true", "yes", "on")
+                    values[f.name] = bool(raw)
+                elif kind == "int":
+                    number = float(raw)
+                    if number != int(number):
+                        raise ValueError
+                    values[f.name] = int(number)
+                elif kind == "float":
+                    values[f.name] = float(raw)
+                else:
+                    values[f.name] = str(raw)
+            except (TypeError, ValueError):
+                raise OptionError(f"video: option {f.name} has an unusable value {raw!r}") from None
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------------------------------------- frames
+def frame_scene(frame: Frame, base: Scene | None = None, *, fps: float = 0.0, frame_count: int | None = None) -> Scene:
+    """A ``kind="video"`` scene over one frame (what templates and reasoners see), with the frame's index and
+    timestamp in ``metadata``."""
+    meta = dict(base.metadata) if base is not None else {}
+    meta.update({"frame_index": frame.index, "timestamp_s": frame.timestamp_s})
+    return Scene(
+        source=ArraySource(np.moveaxis(frame.image, -1, 0)),
+        kind="video",
+        band_roles=("red", "green", "blue"),
+        path=base.path if base is not None else None,
+        reader="video",
+        video=base.video if base is not None else VideoInfo(fps=fps, frame_count=frame_count),
+        metadata=meta,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------ detectors
+def _preprocess(reg: Registry, plugin: str | None, scene: Scene, request: Request) -> Scene:
+    for fn in reg.hookimpls_for("rscore_preprocess", plugin):
+        out = fn(scene=scene, request=request)
+        if out is not None:
+            scene = out
+    return scene
+
+
+class _AnalyticDetector:
+    """Re-detection with the matched template's program (the offline analytic answer), frame by frame."""
+
+    kind = "analytic"
+
+    def __init__(self, ctx: _Context, template: Template) -> None:
+        self.ctx = ctx
+        self.template = template
+        self.steps: list[Step] = []
+
+    def detect(self, scene: Scene) -> list[Instance]:
+        from rscore.engine.analytic import run_program
+
+        c = self.ctx
+        scene = _preprocess(c.reg, c.plugin, scene, c.request)
+        run = run_program(scene, c.request, self.template, c.reg.operators, tile_size=int(c.opts["tile_size"]))
+        if not self.steps and run.steps:
+            self.steps = list(run.steps)
+        if run.targets:  # a program that points at things for a segmenter: the image engine does the rest
+            return c.engine_detect(scene)
+        mask = np.asarray(run.mask if isinstance(run.mask, np.ndarray) else run.mask.read(None), bool)  # TiledArray
+        score = run.score if isinstance(run.score, np.ndarray) else None
+        classes = run.classes if isinstance(run.classes, np.ndarray) else None
+        return instances_from_mask(
+            mask,
+            label=self.template.label,
+            score=score,
+            classes=classes,
+            class_names=self.template.class_names,
+            min_area_px=c.vopts.min_area_px,
+            max_instances=c.vopts.max_tracks,
+            keep_masks=True,
+        )
+
+
+# --------------------------------------------------------------------------------------------------------- tracks
+@dataclass
+class _Track:
+    id: int
+    label: str
+    score: float
+    mask: np.ndarray
+    source: str = "detected"  # keyframe | detected | propagated
+    missed: int = 0
+    present: bool = True
+    propagator_score: float | None = None
+
+
+@dataclass
+class _Acc:
+    """Running summary of one track id (both passes)."""
+
+    label: str
+    first_frame: int = 1 << 62
+    last_frame: int = -1
+    first_s: float = math.inf
+    last_s: float = -math.inf
+    frames: int = 0
+    detections: int = 0
+    best_score: float = 0.0
+    max_area_px: int = 0
+    bbox: tuple[int, int, int, int] = (0, 0, 0, 0)
+    best_frame: int = -1
+
+
+def _mask_iou(a: np.ndarray, abox: tuple[int, int, int, int], b: np.ndarray, bbox: tuple[int, int, int, int]) -> float:
+    x0, y0 = max(abox[0], bbox[0]), max(abox[1], bbox[1])
+    x1, y1 = min(abox[2], bbox[2]), min(abox[3], bbox[3])
+    if x1 <= x0 or y1 <= y0:
+        return 0.0
+    inter = int(np.count_nonzero(a[y0:y1, x0:x1] & b[y0:y1, x0:x1]))
+    union = int(np.count_nonzero(a)) + int(np.count_nonzero(b)) - inter
+    return inter / union if union else 0.0
+
+
+def match_tracks(
+    tracks: Mapping[int, _Track], detections: list[Instance], min_iou: float
+) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """Hungarian assignment of detections to tracks on mask IoU (same label only; pairs under ``min_iou`` are not
+    matched). Returns ``(pairs (track id, detection index), unmatched track ids, unmatched detection indices)``."""
+    from scipy.optimize import linear_sum_assignment
+
+    ids = list(tracks)
+    if not ids or not detections:
+        return [], ids, list(range(len(detections)))
+    boxes = {tid: mask_bbox(tracks[tid].mask) for tid in ids}
+    iou = np.zeros((len(ids), len(detections)))
+    for i, tid in enumerate(ids):
+        t = tracks[tid]
+        if boxes[tid] is None:
+            continue
+        for j, d in enumerate(detections):
+            if d.mask is not None and d.label == t.label:
+                iou[i, j] = _mask_iou(t.mask, boxes[tid], d.mask, d.bbox)  # type: ignore[arg-type]
+    rows, cols = linear_sum_assignment(-iou)
+    pairs = [(ids[r], int(c)) for r, c in zip(rows, cols) if iou[r, c] >= min_iou]
+    matched_t = {p[0] for p in pairs}
+    matched_d = {p[1] for p in pairs}
+    return pairs, [t for t in ids if t not in matched_t], [j for j in range(len(detections)) if j not in matched_d]
+
+
+# -------------------------------------------------------------------------------------------------------- context
+@dataclass
+class _Context:
+    """State shared by the passes of one run."""
+
+    reg: Registry
+    plugin: str | None
+    query: str
+    uri: str
+    opts: dict[str, Any]
+    vopts: VideoOptions
+    request: Request
+    base: Scene | None
+    shape: tuple[int, int]
+    log: FrameLog
+    progress: ProgressCallback | None
+    total: int
+    ids: Iterable[int] = field(default_factory=lambda: itertools.count(1))
+    stats: dict[int, _Acc] = field(default_factory=dict)
+    label_frames: Counter[str] = field(default_factory=Counter)
+    done: int = 0
+    processed: int = 0
+    overlay: Any = None  # an online overlay sink
+    detector: Any = None
+    first: Frame | None = None  # the first frame read (its scene describes the input in result.json)
+
+    def new_id(self) -> int:
+        return next(self.ids)  # type: ignore[call-overload]
+
+    def scene_of(self, frame: Frame) -> Scene:
+        return frame_scene(frame, self.base)
+
+    def engine_detect(self, scene: Scene) -> list[Instance]:
+        from rscore import engine
+
+        res = engine.segment(scene, self.query, plugin=self.plugin, options=self.opts, registry=self.reg)
+        return [i for i in res.instances if i.mask is not None and i.area_px >= self.vopts.min_area_px]
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.progress:
+            self.progress(self.done, max(self.total, self.done))
+
+    def record(self, frame: Frame, tracks: Iterable[_Track]) -> None:
+        """Append the frame's record (RLE per present track) to the log and update the track summaries."""
+        items = []
+        labels = set()
+        for t in tracks:
+            box = mask_bbox(t.mask)
+            if box is None:
+                continue
+            area = int(np.count_nonzero(t.mask))
+            item: dict[str, Any] = {
+                "track_id": t.id,
+                "label": t.label,
+                "score": round(float(t.score), 4),
+                "source": t.source,
+                "bbox": list(box),
+                "area_px": area,
+            }
+            if t.propagator_score is not None:
+                item["propagator_score"] = round(t.propagator_score, 4)
+            item["rle"] = rle.encode(t.mask)
+            items.append(item)
+            labels.add(t.label)
+            acc = self.stats.setdefault(t.id, _Acc(t.label))
+            acc.first_frame = min(acc.first_frame, frame.index)
+            acc.last_frame = max(acc.last_frame, frame.index)
+            acc.first_s = min(acc.first_s, frame.timestamp_s)
+            acc.last_s = max(acc.last_s, frame.timestamp_s)
+            acc.frames += 1
+            acc.detections += t.source in ("detected", "keyframe")
+            acc.best_score = max(acc.best_score, float(t.score))
+            if area > acc.max_area_px:
+                acc.max_area_px, acc.bbox, acc.best_frame = area, box, frame.index
+        record: dict[str, Any] = {"frame": frame.index, "timestamp_s": round(frame.timestamp_s, 6)}
+        if frame.wall_time is not None:
+            record["wall_time"] = round(frame.wall_time, 3)
+        record["instances"] = items
+        self.log.add_frame(record)
+        self.label_frames.update(labels)
+        self.processed += 1
+        if self.overlay is not None:
+            self.overlay.add(frame.image, items)
+        self.tick()
+
+
+class _Tracker:
+    """Tracks over one pass: propagate, re-detect and match, record."""
+
+    def __init__(self, ctx: _Context, propagator: Propagator, tracks: Mapping[int, _Track] = ()) -> None:  # type: ignore[assignment]
+        self.ctx = ctx
+        self.propagator = propagator
+        self.tracks: dict[int, _Track] = {tid: replace(t) for tid, t in dict(tracks).items()}
+
+    def anchor(self, frame: Frame) -> None:
+        self.propagator.reset(frame, {tid: t.mask for tid, t in self.tracks.items() if t.present})
+
+    def process(self, frame: Frame, detect: bool) -> None:
+        c = self.ctx
+        live = {tid: t for tid, t in self.tracks.items() if t.present}
+        moved = self.propagator.step(frame, {tid: t.mask for tid, t in live.items()})
+        for tid, t in self.tracks.items():
+            if tid in moved:
+                mask, pscore = moved[tid]
+                t.mask, t.propagator_score, t.source = mask, pscore, "propagated"
+                t.present = int(np.count_nonzero(mask)) >= c.vopts.min_area_px and (
+                    pscore is None or pscore >= c.vopts.min_propagation_score
+                )
+            else:
+                t.present = False  # no propagation: only a detection brings it back (matched on its last mask)
+        if detect and c.detector is not None:
+            detections = c.detector.detect(c.scene_of(frame))
+            pairs, lost, fresh = match_tracks(self.tracks, detections, c.vopts.match_iou)
+            for tid, j in pairs:
+                t, d = self.tracks[tid], detections[j]
+                t.mask, t.score, t.source, t.missed, t.present = d.mask, d.score, "detected", 0, True  # type: ignore[assignment]
+                t.propagator_score = None
+            for tid in lost:
+                self.tracks[tid].missed += 1
+            for j in fresh:
+                d = detections[j]
+                if len(self.tracks) >= c.vopts.max_tracks:
+                    break
+                tid = c.new_id()
+                self.tracks[tid] = _Track(tid, d.label, d.score, d.mask)  # type: ignore[arg-type]
+        # A track not seen on this frame (mask vanished, propagator's score too low, or no propagation) waits on its
+        # last mask for the next detection to pick it up; it ends when that detection does not (without propagation:
+        # after max_missed of them), or at once when nothing can detect it again.
+        keep_absent = self.propagator.name == "none"
+        for tid in list(self.tracks):
+            t = self.tracks[tid]
+            gone = t.missed > c.vopts.max_missed
+            if not t.present and (c.detector is None or (detect and not keep_absent)):
+                gone = True
+            if gone:
+                del self.tracks[tid]
+        if detect and c.detector is not None:
+            self.anchor(frame)
+        c.record(frame, [t for t in self.tracks.values() if t.present])
+
+
+# -------------------------------------------------------------------------------------------------------- helpers
+def _backend(reg: Registry, kind: str, name: str, options: Mapping[str, Any]) -> Any:
+    spec = reg.backend(kind, name)
+    missing = spec.missing_modules()
+    if missing:
+        raise BackendUnavailable(f"{kind} '{name}' needs Python package(s) {', '.join(missing)}")
+    return spec.factory(options)
+
+
+def _frame_score(instances: list[Instance], shape: tuple[int, int]) -> float:
+    """Scored mask fraction: sum of area x score over the instances, over the frame area."""
+    return float(sum(i.area_px * i.score for i in instances)) / float(shape[0] * shape[1])
+
+
+def _source_of(source: Scene | str | os.PathLike[str]) -> tuple[str, Scene | None]:
+    if isinstance(source, Scene):
+        meta = source.metadata.get("video") if isinstance(source.metadata, Mapping) else None
+        uri = meta.get("uri") if isinstance(meta, Mapping) else None
+        if source.kind != "video" or not uri:
+            raise InputError(f"{source.path or 'scene'}: not a video scene (open it with the video reader)")
+        return str(uri), source
+    url = normalise_url(source)
+    return (url if url is not None else os.fspath(source)), None
+
+
+def _expected_kept(reader: FrameReader) -> int:
+    info, o = reader.info, reader.options
+    if info.frame_count is None:
+        return 0
+    if o.target_fps is not None and info.duration_s:
+        n = min(info.frame_count, math.ceil(info.duration_s * o.target_fps))
+    else:
+        n = math.ceil(info.frame_count / o.stride)
+    if o.max_frames is not None:
+        n = min(n, o.max_frames)
+    return n
+
+
+# ------------------------------------------------------------------------------------------------------ the engine
+def segment_video(
+    source: Scene | str | os.PathLike[str],
+    query: str,
+    *,
+    plugin: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+    progress: ProgressCallback | None = None,
+) -> VideoResult:
+    """Answer ``query`` over a video: per-frame masks with stable track ids, the keyframe, the plan.
+
+    ``source``: a video scene (from the ``video`` reader), a path (file, GIF, image folder) or a stream URL.
+    ``progress(done, total)`` counts frames (sampling and processing; ``total`` grows for streams).
+    """
+    from rscore import engine
+
+    reg = registry or engine.default_registry()
+    reg.require_plugin(plugin)
+    query = engine.validate_query(query)
+    opts: dict[str, Any] = {**engine.DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}}
+    vopts = VideoOptions.from_options(opts)
+    ropts = ReaderOptions.from_options(opts)
+    uri, base = _source_of(source)
+    t_all = time.perf_counter()
+    reader = open_video(uri, ropts)
+    mode = vopts.mode if vopts.mode != "auto" else ("online" if reader.info.live else "offline")
+    if mode == "offline" and not reader.seekable:
+        reader.close()
+        raise OptionError(f"{reader.info.uri}: a live stream can only be processed online (mode=online)")
+    flog = FrameLog()
+    ctx = _Context(
+        reg=reg,
+        plugin=plugin,
+        query=query,
+        uri=uri,
+        opts=opts,
+        vopts=vopts,
+        request=Request(query=query, plugin=plugin, options=opts),
+        base=base,
+        shape=(reader.info.height, reader.info.width),
+        log=flog,
+        progress=progress,
+        total=0,
+    )
+    try:
+        with reader:
+            if mode == "offline":
+                result = _offline(ctx, reader)
+            else:
+                result = _online(ctx, reader)
+    except BaseException:
+        if ctx.overlay is not None:
+            ctx.overlay.abort()
+        flog.close()
+        raise
+    timings = dict(result.timings)
+    timings["total_s"] = round(time.perf_counter() - t_all, 4)
+    timings["frames"] = ctx.processed
+    timings["fps"] = round(ctx.processed / max(1e-9, timings["total_s"]), 3)
+    return result.replace(timings=timings)
+
+
+def _plan_absent(ctx: _Context, reader: FrameReader, plan: Plan, mode: str) -> VideoResult:
+    return _result(ctx, reader, plan, mode, keyframe={}, keyframe_image=None, extra_steps=(), timings={})
+
+
+def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
+    from rscore import engine
+
+    c, v = ctx, ctx.vopts
+    timings: dict[str, float] = {}
+    expected = _expected_kept(reader)
+    c.total = 2 * expected
+    templates = c.reg.templates_for(c.plugin)
+    reasoner = _backend(c.reg, "reasoner", str(c.opts["reasoner"]), c.opts)
+    analytic = c.opts["reasoner"] == "analytic"
+
+    # 1. keyframe: sample and score
+    t0 = time.perf_counter()
+    step = max(1, math.ceil(expected / v.keyframe_samples)) if expected else 1
+    wanted = int(v.keyframe) if str(v.keyframe).isdigit() else None
+    best: Frame | None = None
+    best_score = -1.0
+    candidates: list[dict[str, Any]] = []
+    template: Template | None = None
+    plan0: Plan | None = None
+    last_index = -1
+    kept = 0
+    for pos, frame in enumerate(reader):
+        kept += 1
+        last_index = frame.index
+        c.first = c.first or frame
+        c.tick()
+        if plan0 is None and analytic:
+            plan0 = reasoner.plan(c.scene_of(frame), c.request, templates)
+            if plan0.absent:
+                return _plan_absent(c, reader, plan0, "offline")
+            template = next((t for t in templates if t.qualified_name == plan0.template), None)
+            if template is not None and template.program is not None:
+                c.detector = _AnalyticDetector(c, template)
+        if v.keyframe == "first" or wanted is not None:
+            if best is None and (wanted is None or frame.index >= wanted):
+                best, best_score = frame, float("nan")
+            continue
+        if pos % step:
+            continue
+        if c.detector is not None:
+            score = _frame_score(c.detector.detect(c.scene_of(frame)), c.shape)
+        else:
+            plan = reasoner.plan(c.scene_of(frame), c.request, templates)
+            score = 0.0 if plan.absent else max((t.confidence for t in plan.targets), default=0.0)
+        candidates.append({"frame": frame.index, "timestamp_s": round(frame.timestamp_s, 4), "score": round(score, 6)})
+        if score > best_score:
+            best, best_score = frame, score
+    if kept == 0:
+        raise InputError(f"{reader.info.uri}: no frame could be decoded")
+    if best is None:  # keyframe index past the end
+        raise OptionError(f"keyframe {v.keyframe} is past the last frame ({last_index})")
+    c.total = c.done + kept
+    timings["keyframe_select_s"] = round(time.perf_counter() - t0, 4)
+    method = (
+        "forced" if (v.keyframe == "first" or wanted is not None)
+        else "template mask area x score" if c.detector is not None
+        else f"{c.opts['reasoner']} reasoner target confidence"
+    )
+
+    # 2. segment the keyframe with the image engine
+    t0 = time.perf_counter()
+    kf_result = engine.segment(c.scene_of(best), c.query, plugin=c.plugin, options=c.opts, registry=c.reg)
+    timings["keyframe_segment_s"] = round(time.perf_counter() - t0, 4)
+    plan = kf_result.plan
+    if v.propagator == "none" and c.detector is None:
+        raise OptionError("propagator=none needs a template with an offline program to detect on every frame")
+    seeds = {}
+    for inst in kf_result.instances:
+        if inst.mask is None or inst.area_px < v.min_area_px or len(seeds) >= v.max_tracks:
+            continue
+        tid = c.new_id()
+        seeds[tid] = _Track(tid, inst.label, float(inst.score), inst.mask, source="keyframe")
+    c.record(best, seeds.values())
+    if not seeds and c.detector is None:
+        return _result(c, reader, plan, "offline", keyframe=_kf_info(best, best_score, method, candidates),
+                       keyframe_image=best.image, extra_steps=(), timings=timings, kf_provenance=kf_result.provenance)
+
+    # 3. propagate both ways
+    t0 = time.perf_counter()
+    every = 1 if v.propagator == "none" else v.redetect_every
+    for direction, frames in (
+        ("backward", reader.reverse(best.index)),
+        ("forward", reader.frames(best.index + 1, last_index + 1)),
+    ):
+        propagator = make_propagator(v.propagator, {**c.opts, "flow_max_side": v.flow_max_side})
+        try:
+            tracker = _Tracker(c, propagator, seeds)
+            tracker.anchor(best)
+            for pos, frame in enumerate(frames, start=1):
+                tracker.process(frame, detect=bool(every) and pos % every == 0)
+        finally:
+            propagator.close()
+        log.debug("%s pass done", direction)
+    timings["propagate_s"] = round(time.perf_counter() - t0, 4)
+    steps = (
+        Step(
+            text=f"keyframe: frame {best.index} (t = {best.timestamp_s:.2f} s)"
+            + (f", best of {len(candidates)} sampled frames by {method}" if candidates else f" ({method})"),
+            operator="video.keyframe",
+            stats={"score": best_score if candidates else None, "sampled": len(candidates)},
+        ),
+        Step(
+            text=f"propagation: {propagator.description}, backward to frame 0 and forward to frame {last_index}"
+            + (f"; re-detection every {every} frame(s) with the template's program" if c.detector and every else "")
+            + f"; tracks matched by mask IoU >= {v.match_iou}",
+            operator=f"video.propagate.{propagator.name}",
+        ),
+    )
+    return _result(c, reader, plan, "offline", keyframe=_kf_info(best, best_score, method, candidates),
+                   keyframe_image=best.image, extra_steps=steps, timings=timings, kf_provenance=kf_result.provenance)
+
+
+def _kf_info(frame: Frame, score: float, method: str, candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "frame": frame.index,
+        "timestamp_s": round(frame.timestamp_s, 6),
+        "score": None if not math.isfinite(score) else round(score, 6),
+        "method": method,
+        "candidates": candidates,
+    }
+
+
+def _online(ctx: _Context, reader: FrameReader) -> VideoResult:
+    from rscore.video.writers import OverlaySink
+
+    c, v = ctx, ctx.vopts
+    timings: dict[str, float] = {}
+    templates = c.reg.templates_for(c.plugin)
+    reasoner = _backend(c.reg, "reasoner", str(c.opts["reasoner"]), c.opts)
+    analytic = c.opts["reasoner"] == "analytic"
+    plan: Plan | None = None
+    keyframe: Frame | None = None
+    keyframe_score = float("nan")
+    fps = reader.options.target_fps or reader.info.fps / reader.options.stride
+    if v.overlay:
+        c.log.overlay_path = c.log.dir / ("overlay" + OverlaySink.suffix_for(v.overlay_codec))
+        c.overlay = OverlaySink(c.log.overlay_path, v.overlay_codec, fps, (reader.info.width, reader.info.height))
+    propagator = make_propagator(v.propagator, {**c.opts, "flow_max_side": v.flow_max_side})
+    every = 1 if v.propagator == "none" else v.redetect_every
+    tracker = _Tracker(c, propagator)
+    since = 0
+    t0 = time.perf_counter()
+    try:
+        for pos, frame in enumerate(reader):
+            if pos == 0:
+                c.first = frame
+                if analytic:
+                    plan = reasoner.plan(c.scene_of(frame), c.request, templates)
+                    if plan.absent:
+                        if c.overlay is not None:
+                            c.overlay.abort()
+                            c.overlay = None
+                            c.log.overlay_path = None
+                        return _plan_absent(c, reader, plan, "online")
+                    template = next((t for t in templates if t.qualified_name == plan.template), None)
+                    if template is not None and template.program is not None:
+                        c.detector = _AnalyticDetector(c, template)
+                if c.detector is None:
+                    c.detector = _ReasonerDetector(c)
+                tracker.anchor(frame)
+            due = pos == 0 or (every and since + 1 >= every) or (not every and not tracker.tracks)
+            since = 0 if due else since + 1
+            tracker.process(frame, detect=bool(due))
+            if keyframe is None and tracker.tracks:
+                keyframe = frame
+                keyframe_score = _frame_score(
+                    [Instance(t.label, t.score, (0, 0, 0, 0), int(np.count_nonzero(t.mask))) for t in tracker.tracks.values()],
+                    c.shape,
+                )
+        if c.overlay is not None:
+            c.overlay.close()
+    finally:
+        propagator.close()
+    timings["process_s"] = round(time.perf_counter() - t0, 4)
+    if c.processed == 0:
+        raise InputError(f"{reader.info.uri}: no frame arrived")
+    if plan is None:
+        plan = getattr(c.detector, "plan", None) or Plan(reasoner=str(c.opts["reasoner"]))
+    steps = [
+        Step(
+            text="online: frames in arrival order"
+            + (f"; keyframe (first detection) frame {keyframe.index} (t = {keyframe.timestamp_s:.2f} s)" if keyframe else ""),
+            operator="video.online",
+        ),
+        Step(
+            text=f"propagation: {propagator.description}; detection every {every or 'no'} frame(s)"
+            f"; tracks matched by mask IoU >= {v.match_iou}",
+            operator=f"video.propagate.{propagator.name}",
+        ),
+    ]
+    if isinstance(c.detector, _AnalyticDetector) and plan.template:
+        steps = [*c.detector.steps, *steps]
+    kf = _kf_info(keyframe, keyframe_score, "first detection", []) if keyframe else {}
+    return _result(c, reader, plan, "online", keyframe=kf, keyframe_image=keyframe.image if keyframe else None,
+                   extra_steps=tuple(steps), timings=timings)
+
+
+class _ReasonerDetector:
+    """Online detection through the whole image engine (a VLM reasoner + segmenter) on a frame."""
+
+    kind = "reasoner"
+
+    def __init__(self, ctx: _Context) -> None:
+        self.ctx = ctx
+        self.plan: Plan | None = None
+
+    def detect(self, scene: Scene) -> list[Instance]:
+        from rscore import engine
+
+        c = self.ctx
+        res = engine.segment(scene, c.query, plugin=c.plugin, options=c.opts, registry=c.reg)
+        if self.plan is None or (self.plan.absent and not res.plan.absent):
+            self.plan = res.plan
+        return [i for i in res.instances if i.mask is not None and i.area_px >= c.vopts.min_area_px]
+
+
+def _result(
+    c: _Context,
+    reader: FrameReader,
+    plan: Plan,
+    mode: str,
+    *,
+    keyframe: Mapping[str, Any],
+    keyframe_image: np.ndarray | None,
+    extra_steps: tuple[Step, ...],
+    timings: Mapping[str, float],
+    kf_provenance: Mapping[str, Any] | None = None,
+) -> VideoResult:
+    from rscore import __version__
+
+    summaries = tuple(
+        TrackSummary(
+            id=tid, label=a.label, first_frame=a.first_frame, last_frame=a.last_frame, first_s=a.first_s,
+            last_s=a.last_s, frames=a.frames, detections=a.detections, best_score=a.best_score,
+            max_area_px=a.max_area_px, bbox=a.bbox, best_frame=a.best_frame,
+        )
+        for tid, a in sorted(c.stats.items())
+    )
+    instances = tuple(
+        Instance(
+            label=s.label,
+            score=s.best_score,
+            bbox=s.bbox,
+            area_px=s.max_area_px,
+            attributes={
+                "track_id": s.id,
+                "first_frame": s.first_frame,
+                "last_frame": s.last_frame,
+                "first_s": round(s.first_s, 4),
+                "last_s": round(s.last_s, 4),
+                "duration_s": round(s.duration_s, 4),
+                "frames": s.frames,
+                "detections": s.detections,
+                "best_frame": s.best_frame,
+            },
+        )
+        for s in summaries
+    )
+    classes: dict[str, Any] = {}
+    for s in summaries:
+        entry = classes.setdefault(s.label, {"tracks": 0, "frames": c.label_frames[s.label], "first_s": s.first_s,
+                                             "last_s": s.last_s})
+        entry["tracks"] += 1
+        entry["first_s"] = round(min(entry["first_s"], s.first_s), 4)
+        entry["last_s"] = round(max(entry["last_s"], s.last_s), 4)
+    if not plan.absent:
+        steps = plan.steps + extra_steps + (
+            Step(text=f"{len(summaries)} track(s) over {c.processed} processed frame(s)", operator="video.tracks"),
+        )
+        if summaries:
+            plan = replace(plan, steps=steps, absent=False, reason="")
+        else:
+            label = next(iter({t.label for t in c.reg.templates_for(c.plugin) if t.qualified_name == plan.template}),
+                         "target")
+            plan = replace(
+                plan, steps=steps, absent=True,
+                reason=f"no {label} found in any of the {c.processed} processed frames",
+            )
+    # events: the reader's, then one per track
+    for event in reader.events:
+        c.log.add_event({"source": "reader", **event})
+    for s in summaries:
+        c.log.add_event({
+            "source": "tracker", "event": "track", "track_id": s.id, "label": s.label,
+            "first_frame": s.first_frame, "last_frame": s.last_frame,
+            "first_s": round(s.first_s, 4), "last_s": round(s.last_s, 4), "frames": s.frames,
+            "text": f"track {s.id} ({s.label}) from frame {s.first_frame} ({s.first_s:.2f} s) "
+                    f"to frame {s.last_frame} ({s.last_s:.2f} s)",
+        })
+    c.log.flush()
+    info = reader.info
+    prov: dict[str, Any] = dict(kf_provenance or {})
+    prov.update({
+        "rscore": __version__,
+        "reasoner": plan.reasoner or str(c.opts["reasoner"]),
+        "template": plan.template,
+        "reader": "video",
+        "input": info.uri,
+        "video": {
+            "mode": mode,
+            "kind": info.kind,
+            "codec": info.codec,
+            "fps": info.fps,
+            "frame_count": info.frame_count,
+            "frames_decoded": reader.frames_decoded,
+            "frames_processed": c.processed,
+            "stride": reader.options.stride,
+            "target_fps": reader.options.target_fps,
+            "keyframe": {k: v for k, v in keyframe.items() if k != "candidates"},
+            "detector": getattr(c.detector, "kind", None),
+        },
+    })
+    scene = c.base
+    if scene is None and c.first is not None:
+        scene = frame_scene(c.first, fps=info.fps, frame_count=info.frame_count)
+        scene = scene.replace(
+            path=None if info.live or normalise_url(c.uri) else Path(c.uri),
+            metadata={"video": {"uri": c.uri, "display": info.uri, "kind": info.kind, "codec": info.codec,
+                                "duration_s": info.duration_s, "width": info.width, "height": info.height}},
+        )
+    return VideoResult(
+        query=c.query,
+        plugin=c.plugin,
+        plan=plan,
+        instances=instances,
+        classes=classes,
+        provenance=prov,
+        timings=dict(timings),
+        warnings=tuple(dict.fromkeys(reader.warnings)),
+        options=c.opts,
+        video=VideoInfo(fps=info.fps, frame_count=info.frame_count),
+        source=info.uri,
+        mode=mode,
+        keyframe=dict(keyframe),
+        tracks=summaries,
+        log=c.log,
+        frame_size=c.shape,
+        keyframe_image=keyframe_image,
+        reader_options={f.name: getattr(reader.options, f.name) for f in fields(reader.options)},
+        scene=scene,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------- run
+def run_video(
+    source: str | os.PathLike[str] | Scene,
+    query: str,
+    *,
+    plugin: str | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    options: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+    progress: ProgressCallback | None = None,
+) -> VideoResult:
+    """Segment a video (file, folder, GIF or stream URL, or a video scene) and write the outputs into ``out_dir``
+    (default ``rscore-out/<name>``): what ``rscore run`` does for video. A stream is connected to once."""
+    from rscore import engine
+
+    reg = registry or engine.default_registry()
+    reg.require_plugin(plugin)
+    engine.validate_query(query)
+    result = segment_video(source, query, plugin=plugin, options=options, registry=reg, progress=progress)
+    try:
+        if out_dir is None:
+            stem = Path(result.source.split("?", 1)[0].rstrip("/")).stem or "stream"
+            out_dir = Path("rscore-out") / stem
+        if result.scene is None:
+            raise InputError(f"{result.source}: no frame was read")
+        return engine.write_outputs(result.scene, result, out_dir, registry=reg)  # type: ignore[return-value]
+    finally:
+        if result.log is not None:
+            result.log.close()

@@ -1,0 +1,349 @@
+"""Mask propagators: carry each track's mask from one frame to the next.
+
+A propagator is anchored on a frame with the current masks (:meth:`reset`), then asked for the masks on each next
+frame in processing order (:meth:`step`); the offline engine runs one per direction, feeding the backward pass
+frames in descending order. The engine re-anchors it after every re-detection.
+
+- ``flow`` (:class:`FlowPropagator`, no weights): dense optical flow (OpenCV's Farneback polynomial expansion) from
+  the new frame back to the previous one, computed on a copy at most ``flow_max_side`` px on its longer side; each
+  mask is warped by that flow (``cv2.remap``, bilinear, kept where >= 0.5). Flow drifts over long gaps and cannot
+  see an object re-appear, hence the periodic re-detection.
+- ``sam2`` (:class:`Sam2VideoPropagator`): SAM 2's video predictor (transformers' ``Sam2VideoModel`` in streaming
+  mode, prompted with the track masks), when its weights are here (a ``facebook/sam2.1-hiera-*`` folder, which is
+  the ``sam2_video`` model type; see ``rscore models list``). Its memory is pruned to the frames SAM 2 attends to,
+  so memory stays bounded on endless streams.
+- ``none`` (:class:`NullPropagator`): no propagation; masks come from detections only (the engine then detects on
+  every frame).
+
+``step`` returns ``{track_id: (mask, score)}``: ``mask`` a full-frame bool array, ``score`` the propagator's own
+0-1 confidence that the object is still there (flow: photometric consistency; SAM 2: its object score), or ``None``
+when it has none.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from rscore.errors import BackendUnavailable, OptionError
+from rscore.video.reader import Frame
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Propagator", "FlowPropagator", "NullPropagator", "Sam2VideoPropagator", "make_propagator", "PROPAGATORS"]
+
+PROPAGATORS = ("auto", "flow", "sam2", "none")
+
+
+class Propagator(Protocol):
+    name: str
+    description: str
+
+    def reset(self, frame: Frame, masks: Mapping[int, np.ndarray]) -> None: ...
+
+    def step(self, frame: Frame, masks: Mapping[int, np.ndarray]) -> dict[int, tuple[np.ndarray, float | None]]: ...
+
+    def close(self) -> None: ...
+
+
+class NullPropagator:
+    """No propagation: tracks exist only where detections put them."""
+
+    name = "none"
+    description = "no propagation (masks from detections on every frame)"
+
+    def reset(self, frame: Frame, masks: Mapping[int, np.ndarray]) -> None:
+        pass
+
+    def step(self, frame: Frame, masks: Mapping[int, np.ndarray]) -> dict[int, tuple[np.ndarray, float | None]]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class FlowPropagator:
+    """Warp masks along dense optical flow (Farneback). Parameters are OpenCV's ``calcOpticalFlowFarneback``'s:
+    pyramid ``levels`` halving the size each (``pyr_scale``), averaging window ``winsize`` px, ``iterations`` per
+    level, polynomial neighbourhood ``poly_n`` px with Gaussian ``poly_sigma``.
+
+    Each warped mask gets a **photometric score**: the previous frame warped by the same flow should look like the
+    new one inside the mask; with ``err`` the mean absolute grey-level difference there (on the flow's copy), the
+    score is ``max(0, 1 - err / error_scale)`` (``error_scale`` = 40 grey levels). An object that left, or was
+    covered, leaves a mask over pixels that do not match it: a low score, which the engine treats as "not seen".
+    """
+
+    name = "flow"
+
+    def __init__(
+        self,
+        max_side: int = 384,
+        *,
+        pyr_scale: float = 0.5,
+        levels: int = 3,
+        winsize: int = 15,
+        iterations: int = 3,
+        poly_n: int = 5,
+        poly_sigma: float = 1.2,
+        error_scale: float = 40.0,
+    ) -> None:
+        if max_side < 32:
+            raise OptionError(f"flow_max_side must be >= 32 px, got {max_side}")
+        self.max_side = int(max_side)
+        self.params = (pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, 0)
+        self.error_scale = float(error_scale)
+        self.description = f"dense optical flow (Farneback, computed at <= {self.max_side} px) warping each mask"
+        self._prev: np.ndarray | None = None
+        self._grid: tuple[np.ndarray, np.ndarray] | None = None
+        self._small_grid: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _small_grey(self, rgb: np.ndarray) -> np.ndarray:
+        import cv2
+
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        h, w = grey.shape
+        scale = min(1.0, self.max_side / max(h, w))
+        if scale < 1.0:
+            grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        return grey
+
+    def reset(self, frame: Frame, masks: Mapping[int, np.ndarray]) -> None:
+        self._prev = self._small_grey(frame.image)
+
+    @staticmethod
+    def _meshgrid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        return gx, gy
+
+    def flow(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sampling maps ``(map_x, map_y)`` (full frame size, float32: where each pixel of ``frame`` was in the
+        previous frame) and the absolute difference (flow-sized, float32) between ``frame`` and the previous frame
+        warped by the flow. Advances the propagator to ``frame``."""
+        import cv2
+
+        cur = self._small_grey(frame.image)
+        prev = self._prev if self._prev is not None and self._prev.shape == cur.shape else cur
+        flow = cv2.calcOpticalFlowFarneback(cur, prev, None, *self.params)
+        self._prev = cur
+        sh, sw = cur.shape
+        if self._small_grid is None or self._small_grid[0].shape != (sh, sw):
+            self._small_grid = self._meshgrid(sh, sw)
+        sx, sy = self._small_grid[0] + flow[..., 0], self._small_grid[1] + flow[..., 1]
+        predicted = cv2.remap(prev, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        error = cv2.absdiff(cur, predicted).astype(np.float32)
+        h, w = frame.image.shape[:2]
+        if self._grid is None or self._grid[0].shape != (h, w):
+            self._grid = self._meshgrid(h, w)
+        if (sh, sw) != (h, w):
+            fx = cv2.resize(flow[..., 0], (w, h), interpolation=cv2.INTER_LINEAR) * (w / sw)
+            fy = cv2.resize(flow[..., 1], (w, h), interpolation=cv2.INTER_LINEAR) * (h / sh)
+        else:
+            fx, fy = flow[..., 0], flow[..., 1]
+        return self._grid[0] + fx, self._grid[1] + fy, error
+
+    def step(self, frame: Frame, masks: Mapping[int, np.ndarray]) -> dict[int, tuple[np.ndarray, float | None]]:
+        import cv2
+
+        if not masks:
+            self._prev = self._small_grey(frame.image)
+            return {}
+        map_x, map_y, error = self.flow(frame)
+        h, w = map_x.shape
+        sh, sw = error.shape
+        # a pixel can only land in a mask from as far as the largest displacement: warp each mask's box plus that
+        margin = int(np.ceil(max(np.abs(map_x - self._grid[0]).max(), np.abs(map_y - self._grid[1]).max()))) + 2
+        out: dict[int, tuple[np.ndarray, float | None]] = {}
+        for tid, mask in masks.items():
+            rows = np.flatnonzero(mask.any(axis=1))
+            warped = np.zeros((h, w), bool)
+            if rows.size:
+                cols = np.flatnonzero(mask.any(axis=0))
+                y0, y1 = max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin)
+                x0, x1 = max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin)
+                warped[y0:y1, x0:x1] = cv2.remap(
+                    mask.astype(np.uint8) * 255, map_x[y0:y1, x0:x1], map_y[y0:y1, x0:x1], cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+                ) >= 128
+            small = cv2.resize(warped.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST).astype(bool)
+            err = float(error[small].mean()) if small.any() else self.error_scale
+            out[tid] = (warped, max(0.0, 1.0 - err / self.error_scale))
+        return out
+
+    def close(self) -> None:
+        self._prev = None
+        self._grid = None
+        self._small_grid = None
+
+
+# ---------------------------------------------------------------------------------------------------------- SAM 2
+_SAM2_CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
+def _load_sam2_video(folder: Path, device: str) -> tuple[Any, Any]:
+    key = (str(folder.resolve()), device)
+    if key in _SAM2_CACHE:
+        return _SAM2_CACHE[key]
+    import json
+
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        model_type = None
+    if model_type != "sam2_video":
+        raise BackendUnavailable(
+            f"{folder}: the SAM 2 video propagator needs a sam2_video checkpoint (config.json model_type "
+            f"'sam2_video', as in facebook/sam2.1-hiera-*), found {model_type!r}"
+        )
+    from rscore.compat import ensure_torchvision
+
+    ensure_torchvision()
+    from transformers import Sam2VideoModel, Sam2VideoProcessor
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        model = Sam2VideoModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
+        processor = Sam2VideoProcessor.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:  # a folder transformers cannot load is the folder's problem
+        raise BackendUnavailable(f"{folder}: cannot load a SAM 2 video model ({type(exc).__name__}: {exc})") from None
+    _SAM2_CACHE[key] = (model, processor)
+    log.info("loaded SAM 2 video model from %s on %s", folder, device)
+    return model, processor
+
+
+class Sam2VideoPropagator:
+    """SAM 2 video propagation in streaming mode (see the module docstring). ``model``: ``auto`` (the best
+    ``hf-sam2*`` weights here), a registered name or a folder; ``weights``/``device``/``dtype`` as for the
+    segmenters. ``keep_frames``: frames of memory kept (SAM 2 attends to the last 6 plus object pointers of the
+    last 16; older ones are dropped)."""
+
+    name = "sam2"
+
+    def __init__(
+        self,
+        model: str = "auto",
+        *,
+        weights: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        keep_frames: int = 16,
+    ) -> None:
+        from rscore.models import registry
+        from rscore.models.device import placement
+
+        if model == "auto":
+            resolved = registry.resolve_auto("sam2-hf", weights=weights, recommend="hf-sam2.1-hiera-tiny")
+            folder = resolved.path
+            self.model_name = resolved.spec.name
+        elif Path(model).expanduser().is_dir():
+            folder = Path(model).expanduser()
+            self.model_name = folder.name
+        else:
+            resolved = registry.resolve(model, backend="sam2-hf", weights=weights)
+            folder = resolved.path
+            self.model_name = resolved.spec.name
+        self.placement = placement(device=device, dtype=dtype)
+        self.model, self.processor = _load_sam2_video(Path(folder), self.placement.device)
+        self.keep_frames = max(8, int(keep_frames))
+        self.description = f"SAM 2 video predictor ({self.model_name}, streaming memory of {self.keep_frames} frames)"
+        self.session: Any = None
+        self._k = 0
+        self._ids: list[int] = []
+
+    def _pixels(self, frame: Frame) -> Any:
+        return self.processor(images=frame.image, device=self.placement.device, return_tensors="pt")
+
+    def reset(self, frame: Frame, masks: Mapping[int, np.ndarray]) -> None:
+        import torch
+
+        self.session = self.processor.init_video_session(
+            inference_device=self.placement.device, dtype=torch.float32
+        )
+        self._k = 0
+        self._ids = [int(i) for i in masks]
+        if not masks:
+            return
+        inputs = self._pixels(frame)
+        self.processor.add_inputs_to_inference_session(
+            self.session,
+            frame_idx=0,
+            obj_ids=list(self._ids),  # transformers consumes this list in place
+            input_masks=[np.asarray(m, bool) for m in masks.values()],
+        )
+        with torch.inference_mode():
+            self.model(inference_session=self.session, frame_idx=0, frame=inputs.pixel_values[0])
+
+    def step(self, frame: Frame, masks: Mapping[int, np.ndarray]) -> dict[int, tuple[np.ndarray, float | None]]:
+        import torch
+
+        if self.session is None or not self._ids:
+            return {}
+        self._k += 1
+        inputs = self._pixels(frame)
+        with torch.inference_mode():
+            out = self.model(inference_session=self.session, frame_idx=self._k, frame=inputs.pixel_values[0])
+            pred = self.processor.post_process_masks(
+                [out.pred_masks], original_sizes=inputs.original_sizes, binarize=True
+            )[0]
+            scores = torch.sigmoid(out.object_score_logits.float().reshape(-1)).cpu().numpy()
+        pred = pred.cpu().numpy().astype(bool)
+        self._prune()
+        return {int(obj): (pred[i, 0], float(scores[i])) for i, obj in enumerate(out.object_ids)}
+
+    def _prune(self) -> None:
+        """Drop what SAM 2 will no longer use: the pixels of every frame but the current one (memory lives in the
+        stored outputs), and non-conditioning outputs and tracking marks older than ``keep_frames`` (SAM 2 attends
+        to the last 6 frames' memories and 16 object pointers; the conditioning frame 0 stays)."""
+        s = self.session
+        for idx in [i for i in (s.processed_frames or {}) if i != self._k]:
+            del s.processed_frames[idx]
+        oldest = self._k - self.keep_frames
+        if oldest <= 0:
+            return
+        for per_obj in s.output_dict_per_obj.values():
+            store = per_obj["non_cond_frame_outputs"]
+            for idx in [i for i in store if i < oldest]:
+                del store[idx]
+        for tracked in s.frames_tracked_per_obj.values():
+            for idx in [i for i in tracked if 0 < i < oldest]:
+                del tracked[idx]
+
+    def close(self) -> None:
+        self.session = None
+
+
+def make_propagator(name: str, options: Mapping[str, Any]) -> Propagator:
+    """Build the propagator ``name`` (``auto``: SAM 2 when its weights and packages are here, else flow; the
+    plan records which one ran). Options: ``flow_max_side``, ``sam2_video_model``, ``weights``, ``device``,
+    ``dtype``."""
+    if name not in PROPAGATORS:
+        raise OptionError(f"unknown propagator '{name}' (choose {', '.join(PROPAGATORS)})")
+    flow_side = int(options.get("flow_max_side") or 384)
+    if name == "flow":
+        return FlowPropagator(flow_side)
+    if name == "none":
+        return NullPropagator()
+    kwargs = {
+        "model": str(options.get("sam2_video_model") or "auto"),
+        "weights": options.get("weights"),
+        "device": options.get("device"),
+        "dtype": options.get("dtype"),
+    }
+    import importlib.util
+
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if name == "sam2":
+        if missing:
+            raise BackendUnavailable(f"the sam2 propagator needs Python package(s) {', '.join(missing)}")
+        return Sam2VideoPropagator(**kwargs)
+    if missing:
+        return FlowPropagator(flow_side)
+    try:
+        return Sam2VideoPropagator(**kwargs)
+    except BackendUnavailable as exc:
+        log.info("SAM 2 video propagator unavailable (%s); using optical flow", exc)
+        return FlowPropagator(flow_side)

@@ -1,0 +1,290 @@
+"""Writers of video results (register them through ``rscore_writers``; each applies to :class:`VideoResult` only).
+
+- ``masks.json`` (:class:`VideoMasksWriter`): per processed frame, in frame order::
+
+      {"video": {...}, "query": ..., "keyframe": {...}, "tracks": [...],
+       "frames": [{"frame": 12, "timestamp_s": 0.8, "instances": [
+           {"track_id": 1, "label": "hi-vis clothing", "score": 0.93, "source": "propagated",
+            "bbox": [x0, y0, x1, y1], "area_px": 812, "rle": {"size": [h, w], "counts": "..."}}]}]}
+
+  ``rle`` is COCO's compressed RLE (:mod:`rscore.rle`, pycocotools-compatible); ``source`` says whether the mask
+  came from the ``keyframe`` segmentation, a re-``detected`` frame or was ``propagated``. Written frame by frame.
+- ``overlay.mp4`` (:class:`VideoOverlayWriter`): every processed frame with each track tinted in its own colour,
+  outlined and labelled ``#id label``; codec ``overlay_codec`` (``mp4v`` -> .mp4, ``MJPG`` -> .avi, ``VP90`` /
+  ``VP80`` -> .webm), falling back to MJPG where the codec cannot be written. Offline results re-read the source;
+  online results were drawn while processing. Option ``overlay=false`` skips it.
+- ``events.json`` (:class:`VideoEventsWriter`): reader events (connected, dropped, reconnect, stuck, lost, end)
+  and one event per track (first/last frame and time).
+- ``keyframe.png`` (:class:`KeyframePngWriter`): the keyframe with its masks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rscore import rle
+from rscore.errors import OptionError
+from rscore.sdk import Writer
+from rscore.types import Result, Scene
+from rscore.video.results import VideoResult
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "OverlaySink",
+    "draw_overlay",
+    "write_masks_json",
+    "write_events_json",
+    "write_overlay_video",
+    "VideoMasksWriter",
+    "VideoOverlayWriter",
+    "VideoEventsWriter",
+    "KeyframePngWriter",
+    "video_writers",
+]
+
+_SUFFIX = {"mp4v": ".mp4", "MJPG": ".avi", "VP90": ".webm", "VP80": ".webm"}
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    """A stable, well-separated RGB colour per track id (golden-ratio hue steps)."""
+    import colorsys
+
+    h = (track_id * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(h, 0.85, 1.0)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def draw_overlay(rgb: np.ndarray, instances: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """The frame (RGB) with each instance's mask (``rle`` or ``mask``) tinted, outlined and labelled."""
+    import cv2
+
+    out = rgb.astype(np.float32, copy=True)
+    masks = []
+    for item in instances:
+        mask = item["mask"] if "mask" in item else rle.decode(item["rle"])
+        colour = np.array(track_colour(int(item.get("track_id", 0))), np.float32)
+        out[mask] = 0.55 * out[mask] + 0.45 * colour
+        masks.append((mask, item))
+    img = np.clip(out, 0, 255).astype(np.uint8)
+    for mask, item in masks:
+        colour = track_colour(int(item.get("track_id", 0)))
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(img, contours, -1, colour, 1)
+        x0, y0 = int(item["bbox"][0]), int(item["bbox"][1])
+        text = f"#{item.get('track_id', '?')} {item.get('label', '')}"
+        cv2.putText(img, text, (x0, max(10, y0 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 2, cv2.LINE_AA)
+        cv2.putText(img, text, (x0, max(10, y0 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+    return img
+
+
+class OverlaySink:
+    """An overlay video written frame by frame (``add(rgb, instances)``), then :meth:`close`.
+
+    ``codec`` ``mp4v`` / ``MJPG`` / ``VP90`` / ``VP80`` at ``fps`` frames per second and ``size`` ``(width,
+    height)``; when the codec cannot be opened here, MJPG in an ``.avi`` next to the asked path is used instead
+    (``path`` is updated).
+    """
+
+    def __init__(self, path: Path, codec: str, fps: float, size: tuple[int, int]) -> None:
+        import cv2
+
+        if codec not in _SUFFIX:
+            raise OptionError(f"overlay_codec must be one of {', '.join(_SUFFIX)}, got {codec!r}")
+        self.path = Path(path)
+        self.codec = codec
+        fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else 10.0
+        self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*codec), fps, size)
+        if not self._writer.isOpened():
+            log.info("%s: codec %s cannot be written here; using MJPG", self.path.name, codec)
+            self._writer.release()
+            self.path = self.path.with_suffix(".avi")
+            self.codec = "MJPG"
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+            if not self._writer.isOpened():
+                raise OSError(f"cannot write an overlay video at {self.path} (no usable codec)")
+        self.size = size
+        self.frames = 0
+
+    @staticmethod
+    def suffix_for(codec: str) -> str:
+        return _SUFFIX.get(codec, ".mp4")
+
+    def add(self, rgb: np.ndarray, instances: Sequence[Mapping[str, Any]]) -> None:
+        import cv2
+
+        img = draw_overlay(rgb, instances) if instances else rgb
+        if (img.shape[1], img.shape[0]) != self.size:
+            img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
+        self._writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> None:
+        self._writer.release()
+
+    def abort(self) -> None:
+        self._writer.release()
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+
+
+# ------------------------------------------------------------------------------------------------------ documents
+def _video_header(result: VideoResult) -> dict[str, Any]:
+    h, w = result.frame_size
+    return {
+        "source": result.source,
+        "mode": result.mode,
+        "width": w,
+        "height": h,
+        "fps": result.video.fps if result.video else None,
+        "frame_count": result.video.frame_count if result.video else None,
+        "frames_processed": result.log.frame_count if result.log else 0,
+    }
+
+
+def write_masks_json(result: VideoResult, path: Path) -> Path:
+    """Write ``masks.json`` (see the module docstring) streaming, one frame record at a time."""
+    head = {
+        "video": _video_header(result),
+        "query": result.query,
+        "plugin": result.plugin,
+        "template": result.plan.template,
+        "keyframe": {k: v for k, v in result.keyframe.items() if k != "candidates"},
+        "tracks": [t.to_dict() for t in result.tracks],
+    }
+    text = json.dumps(head, indent=1)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text[: text.rindex("}")].rstrip() + ',\n "frames": [\n')
+        first = True
+        for record in result.log.iter_frames() if result.log else ():
+            fh.write(("" if first else ",\n") + "  " + json.dumps(record, separators=(",", ":")))
+            first = False
+        fh.write("\n ]\n}\n")
+    return path
+
+
+def write_events_json(result: VideoResult, path: Path, extra: Sequence[Mapping[str, Any]] = ()) -> Path:
+    events = list(result.log.iter_events()) if result.log else []
+    doc = {"source": result.source, "query": result.query, "events": events + list(extra)}
+    path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def _records_by_frame(result: VideoResult) -> Iterator[dict[str, Any]]:
+    return result.log.iter_frames() if result.log else iter(())
+
+
+def write_overlay_video(result: VideoResult, path: Path, codec: str = "mp4v") -> Path:
+    """Draw the overlay video by re-reading the (seekable) source; returns the path written (its suffix follows
+    the codec actually used)."""
+    from rscore.video.reader import ReaderOptions, open_video
+
+    h, w = result.frame_size
+    fps_src = result.video.fps if result.video else 10.0
+    ropts = ReaderOptions(**{k: v for k, v in result.reader_options.items() if k in ReaderOptions.__dataclass_fields__})
+    fps = ropts.target_fps or fps_src / ropts.stride
+    records = _records_by_frame(result)
+    pending = next(records, None)
+    sink = OverlaySink(path.with_suffix(_SUFFIX.get(codec, ".mp4")), codec, fps, (w, h))
+    try:
+        with open_video(result.source, ropts) as reader:
+            for frame in reader.frames(0, None):
+                if pending is None:
+                    break
+                if frame.index < pending["frame"]:
+                    continue
+                sink.add(frame.image, pending["instances"])
+                pending = next(records, None)
+    except BaseException:
+        sink.abort()
+        raise
+    sink.close()
+    return sink.path
+
+
+# --------------------------------------------------------------------------------------------------------- writers
+class _VideoWriter(Writer):
+    def applies(self, scene: Scene, result: Result) -> bool:
+        return isinstance(result, VideoResult) and result.log is not None
+
+
+class VideoMasksWriter(_VideoWriter):
+    name = "video-masks"
+    description = "per-frame masks as COCO RLE with frame index, timestamp and track id (masks.json)"
+
+    def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
+        assert isinstance(result, VideoResult)
+        return {"masks": write_masks_json(result, out_dir / "masks.json")}
+
+
+class VideoEventsWriter(_VideoWriter):
+    name = "video-events"
+    description = "reader and track events (events.json)"
+
+    def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
+        assert isinstance(result, VideoResult)
+        return {"events": write_events_json(result, out_dir / "events.json")}
+
+
+class VideoOverlayWriter(_VideoWriter):
+    name = "video-overlay"
+    description = "the video with tracks tinted, outlined and labelled (overlay.mp4 / .avi / .webm)"
+
+    def applies(self, scene: Scene, result: Result) -> bool:
+        if not super().applies(scene, result):
+            return False
+        value = result.options.get("overlay", True)
+        return str(value).lower() not in ("0", "false", "no", "off")
+
+    def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
+        assert isinstance(result, VideoResult) and result.log is not None
+        codec = str(result.options.get("overlay_codec") or "mp4v")
+        if result.log.overlay_path is not None:  # drawn while processing (online)
+            src = result.log.overlay_path
+            if not src.exists():
+                return {}
+            dst = out_dir / ("overlay" + src.suffix)
+            shutil.copyfile(src, dst)
+            return {"overlay_video": dst}
+        if result.mode == "online" or not os.path.exists(result.source):
+            return {}
+        return {"overlay_video": write_overlay_video(result, out_dir / "overlay.mp4", codec)}
+
+
+class KeyframePngWriter(_VideoWriter):
+    name = "video-keyframe"
+    description = "the keyframe with its masks (keyframe.png)"
+
+    def applies(self, scene: Scene, result: Result) -> bool:
+        return super().applies(scene, result) and getattr(result, "keyframe_image", None) is not None
+
+    def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
+        import cv2
+
+        assert isinstance(result, VideoResult) and result.keyframe_image is not None
+        index = result.keyframe.get("frame")
+        items: list[dict[str, Any]] = []
+        for record in result.log.iter_frames() if result.log else ():
+            if record["frame"] == index:
+                items = record["instances"]
+                break
+        img = draw_overlay(result.keyframe_image, items) if items else result.keyframe_image
+        path = out_dir / "keyframe.png"
+        if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {path}")
+        return {"keyframe": path}
+
+
+def video_writers() -> list[Writer]:
+    """The video writers, for ``rscore_writers``."""
+    return [VideoMasksWriter(), VideoOverlayWriter(), VideoEventsWriter(), KeyframePngWriter()]
