@@ -286,3 +286,20 @@ def test_adapter_option_loads_through_the_user_facing_reasoner(setup):
     base_params = dict(base.model.named_parameters())
     changed = [n for n, p in tuned.model.named_parameters() if not torch.equal(p, base_params[n])]
     assert changed and all("proj" in n for n in changed)  # only the LoRA target projections moved
+
+
+def test_adapter_option_loads_the_tuned_decoder_into_the_sam2_hf_segmenter(setup):
+    """`--adapter DIR` reaches the sam2-hf segmenter: only mask-decoder weights differ from the base model."""
+    import torch
+
+    from rscore.segmenters.sam2 import _load_hf, make_hf_sam2_segmenter
+
+    base = make_hf_sam2_segmenter({"sam2_model": str(setup.sam), "device": "cpu"})
+    tuned = make_hf_sam2_segmenter({"sam2_model": str(setup.sam), "device": "cpu", "adapter": str(setup.out)})
+    assert tuned.options.adapter == str(setup.out) and base.options.adapter is None
+    base_model, _ = _load_hf(setup.sam, "cpu")
+    tuned_model, _ = _load_hf(setup.sam, "cpu", str(setup.out))
+    assert tuned_model is not base_model
+    base_params = dict(base_model.named_parameters())
+    changed = [n for n, p in tuned_model.named_parameters() if not torch.equal(p, base_params[n])]
+    assert changed and all("mask_decoder" in n for n in changed)

@@ -75,6 +75,8 @@ class Sam2Options:
     - ``config``: ``sam2`` only: the yaml config for a checkpoint that is not registered (a package config name such
       as ``configs/sam2.1/sam2.1_hiera_t.yaml`` or a file path).
     - ``weights``: the ``--weights`` folder (see :mod:`rscore.models.registry`).
+    - ``adapter``: ``--adapter``, a folder from ``rscore finetune`` whose tuned mask decoder replaces the model's
+      when it was tuned for this backend (``sam2`` or ``sam2-hf``).
     - ``device`` / ``dtype``: ``auto`` = CUDA, MPS or CPU; bfloat16 autocast on GPUs (:mod:`rscore.models.device`).
     - ``multimask``: decode three candidates per prompt and keep the best by predicted IoU.
     - ``mask_threshold``: logit threshold of the masks (0 = probability 0.5).
@@ -85,6 +87,7 @@ class Sam2Options:
     model: str = "auto"
     config: str | None = None
     weights: str | None = None
+    adapter: str | None = None
     device: str = "auto"
     dtype: str = "auto"
     multimask: bool = True
@@ -107,7 +110,9 @@ class Sam2Options:
     def from_options(cls, options: Mapping[str, Any]) -> Sam2Options:
         """From engine options: shared ``weights`` / ``device`` / ``dtype``, then flat ``sam2_<field>`` keys and a
         nested ``sam2`` mapping (these win). Unknown ``sam2_*`` keys are an :class:`OptionError`."""
-        values: dict[str, Any] = {k: options[k] for k in ("weights", "device", "dtype") if options.get(k) is not None}
+        values: dict[str, Any] = {
+            k: options[k] for k in ("weights", "adapter", "device", "dtype") if options.get(k) is not None
+        }
         values.update(
             {k[len("sam2_"):]: v for k, v in options.items()
              if isinstance(k, str) and k.startswith("sam2_") and v is not None}
@@ -246,10 +251,21 @@ def check_state_dict(model: Any, state: Mapping[str, Any], path: str | Path) -> 
     return f"{path}: does not fit this SAM2 config: {', '.join(parts)}; is it the checkpoint of another size?"
 
 
-def load_sam2_model(checkpoint: str | Path, config: str | Path, device: str) -> Any:
-    """Build the model of ``config`` and load the ``{"model": state_dict}`` checkpoint into it strictly; cached per
-    (checkpoint, config, device). Problems with the file raise :class:`BackendUnavailable` naming it."""
-    key = ("sam2", str(Path(checkpoint).resolve()), str(config), device)
+def _tuned_decoder(adapter: str | Path | None, backend: str) -> Any:
+    """The adapter's tuned mask decoder when it was tuned for ``backend``, else ``None``."""
+    if not adapter:
+        return None
+    from rscore.finetune.adapter import read_adapter
+
+    info = read_adapter(adapter)
+    return info if info.segmenter and info.segmenter.get("backend") == backend else None
+
+
+def load_sam2_model(checkpoint: str | Path, config: str | Path, device: str, adapter: str | Path | None = None) -> Any:
+    """Build the model of ``config`` and load the ``{"model": state_dict}`` checkpoint into it strictly (then an
+    ``rscore finetune`` adapter's tuned decoder, if given); cached per (checkpoint, config, device, adapter).
+    Problems with the file raise :class:`BackendUnavailable` naming it."""
+    key = ("sam2", str(Path(checkpoint).resolve()), str(config), device, str(Path(adapter).resolve()) if adapter else "")
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -269,14 +285,19 @@ def load_sam2_model(checkpoint: str | Path, config: str | Path, device: str) -> 
         if problem:
             raise BackendUnavailable(problem)
         model.load_state_dict(state, strict=True)
+        tuned = _tuned_decoder(adapter, "sam2")
+        if tuned is not None:
+            from rscore.finetune.adapter import apply_segmenter_adapter
+
+            apply_segmenter_adapter(model, tuned)
         model = model.to(device).eval()
         _CACHE[key] = model
         log.info("loaded SAM2 %s (%s) on %s", Path(checkpoint).name, config, device)
         return model
 
 
-def _load_hf(folder: Path, device: str) -> tuple[Any, Any]:
-    key = ("sam2-hf", str(folder.resolve()), device)
+def _load_hf(folder: Path, device: str, adapter: str | Path | None = None) -> tuple[Any, Any]:
+    key = ("sam2-hf", str(folder.resolve()), device, str(Path(adapter).resolve()) if adapter else "")
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -293,6 +314,11 @@ def _load_hf(folder: Path, device: str) -> tuple[Any, Any]:
             raise BackendUnavailable(
                 f"{folder}: transformers cannot load a Sam2Model from it ({type(exc).__name__}: {exc})"
             ) from None
+        tuned = _tuned_decoder(adapter, "sam2-hf")
+        if tuned is not None:
+            from rscore.finetune.adapter import apply_segmenter_adapter
+
+            apply_segmenter_adapter(model, tuned)
         if any((folder / f).is_file() for f in ("processor_config.json", "preprocessor_config.json")):
             try:
                 processor = Sam2Processor.from_pretrained(str(folder), local_files_only=True)
@@ -436,10 +462,10 @@ class Sam2Segmenter(_Sam2Base):
                 f"{self.resolved.path}: no sam2 config is known for this checkpoint; pass --option "
                 "sam2_config=configs/sam2.1/sam2.1_hiera_<t|s|b+|l>.yaml (the size it was trained at)"
             )
-        model = load_sam2_model(self.resolved.path, config, self.placement.device)
+        model = load_sam2_model(self.resolved.path, config, self.placement.device, self.options.adapter)
         threshold = self.options.mask_threshold
         path = str(Path(self.resolved.path).resolve())
-        key = ("sam2-session", path, str(config), self.placement.device, str(threshold))
+        key = ("sam2-session", path, str(config), self.placement.device, str(threshold), str(self.options.adapter))
         return _session(key, lambda: _Session(predictor=SAM2ImagePredictor(model, mask_threshold=threshold)))
 
     def _embed(self, img: np.ndarray) -> None:
@@ -485,9 +511,9 @@ class HFSam2Segmenter(_Sam2Base):
     backend = "sam2-hf"
 
     def _load(self) -> _Session:
-        model, processor = _load_hf(self.resolved.path, self.placement.device)
+        model, processor = _load_hf(self.resolved.path, self.placement.device, self.options.adapter)
         self.model, self.processor = model, processor
-        key = ("sam2-hf-session", str(Path(self.resolved.path).resolve()), self.placement.device)
+        key = ("sam2-hf-session", str(Path(self.resolved.path).resolve()), self.placement.device, str(self.options.adapter))
         return _session(key, _Session)
 
     def _embed(self, img: np.ndarray) -> None:
