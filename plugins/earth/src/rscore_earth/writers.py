@@ -512,7 +512,7 @@ def _settle(pieces: list[_Piece], pairs: np.ndarray, frontier: int | None) -> np
     n = len(pieces)
     if frontier is None or not n:
         return np.zeros(n, bool)
-    edge = np.flatnonzero([p.k > 0 and p.edge for p in pieces])
+    edge = np.flatnonzero([p.edge for p in pieces])
     geoms = np.array([pieces[i].geom for i in edge], dtype=object)
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     links = np.concatenate([pairs, np.stack([edge[left], edge[right]], axis=1)])
