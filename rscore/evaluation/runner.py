@@ -112,21 +112,35 @@ class EvalOptions:
     def from_options(cls, options: Mapping[str, Any] | None = None, **overrides: Any) -> EvalOptions:
         """Split a flat mapping (as ``-O KEY=VALUE`` gives): keys naming a field here set it (converted from text),
         every other key is an engine option."""
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        engine: dict[str, Any] = {}
-        for key, value in {**(options or {}), **{k: v for k, v in overrides.items() if v is not None}}.items():
-            if value is None:
-                continue
-            if key == "engine":
-                if not isinstance(value, Mapping):
-                    raise OptionError("evaluation: 'engine' must be a mapping of engine options")
-                engine.update(value)
-            elif key in known:
-                values[key] = _convert(key, value, known[key].default)
-            else:
-                engine[key] = value
+        values, engine = split_options(cls, options, overrides, "evaluation", _convert)
         return cls(**values, engine=engine)
+
+
+def split_options(
+    cls: type,
+    options: Mapping[str, Any] | None,
+    overrides: Mapping[str, Any],
+    what: str,
+    convert: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``-O`` options (and keyword overrides, which win) into ``cls``'s own fields, converted with
+    ``convert(name, value, default)``, and the rest, which go to the engine for each sample (an ``engine`` mapping
+    is merged in). Shared by ``rscore eval`` and ``rscore finetune``."""
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    engine: dict[str, Any] = {}
+    for key, value in {**(options or {}), **{k: v for k, v in overrides.items() if v is not None}}.items():
+        if value is None:
+            continue
+        if key == "engine":
+            if not isinstance(value, Mapping):
+                raise OptionError(f"{what}: 'engine' must be a mapping of engine options")
+            engine.update(value)
+        elif key in known:
+            values[key] = convert(key, value, known[key].default)
+        else:
+            engine[key] = value
+    return values, engine
 
 
 def _convert(name: str, value: Any, default: Any) -> Any:

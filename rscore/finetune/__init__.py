@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,20 +144,9 @@ class FinetuneOptions:
     def from_options(cls, options: Mapping[str, Any] | None = None, **overrides: Any) -> FinetuneOptions:
         """From a flat mapping (``-O KEY=VALUE``): fields are converted from text (lists as ``a,b`` or JSON), every
         other key is an engine option."""
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        engine: dict[str, Any] = {}
-        for key, value in {**(options or {}), **{k: v for k, v in overrides.items() if v is not None}}.items():
-            if value is None:
-                continue
-            if key == "engine":
-                if not isinstance(value, Mapping):
-                    raise OptionError("finetune: 'engine' must be a mapping of engine options")
-                engine.update(value)
-            elif key in known:
-                values[key] = _convert(key, value, known[key].default)
-            else:
-                engine[key] = value
+        from rscore.evaluation.runner import split_options
+
+        values, engine = split_options(cls, options, overrides, "finetune", _convert)
         return cls(**values, engine=engine)
 
 
