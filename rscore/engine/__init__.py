@@ -34,7 +34,7 @@ import numpy as np
 from rscore.engine.analytic import run_program
 from rscore.errors import BackendUnavailable, InputError, OptionError, QueryError, RscoreError
 from rscore.plugins import CORE, Registry, get_registry
-from rscore.tiling import TiledArray
+from rscore.tiling import TiledArray, in_memory_pixel_limit
 from rscore.types import Instance, Plan, ProgressCallback, Request, Result, Scene, Step
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,7 @@ def segment(
             instances += segmenter.segment(scene_rgb8(scene), targets)
         timings["segment_s"] = time.perf_counter() - t0
 
-    if mask is None and scene.height * scene.width <= 64e6:
+    if mask is None and scene.height * scene.width <= in_memory_pixel_limit():
         mask = np.zeros(scene.shape, bool)
     if isinstance(mask, np.ndarray):
         for inst in instances:
