@@ -19,6 +19,8 @@ from rscore.types import Instance
 
 log = logging.getLogger(__name__)
 
+CHUNK_PIXELS = 1 << 22  # pixels per row strip when reducing score / class maps per component
+
 __all__ = [
     "box_iou",
     "filter_min_area",
@@ -99,18 +101,27 @@ def instances_from_mask(
             raise OptionError(f"the {name} map is {np.shape(arr)} but the mask is {m.shape}")
     if m.size == 0:
         return []
-    binary = (m if m.dtype == bool else m != 0).astype(np.uint8)
+    # bool -> uint8 is a free view; anything else is compared once (1 byte per pixel).
+    binary = np.ascontiguousarray(m if m.dtype == bool else m != 0).view(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=connectivity, ltype=cv2.CV_32S)
     if n <= 1:
         return []
-    flat = labels.ravel()
     areas = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
 
+    # Per-component score means and class tables are accumulated strip by strip, so the temporaries (float64
+    # scores, int64 class ids, boolean selections) cost CHUNK_PIXELS each, not the whole raster (~41 B/px before).
+    rows_per_strip = max(1, CHUNK_PIXELS // max(1, m.shape[1]))
+    strips = [slice(r, min(r + rows_per_strip, m.shape[0])) for r in range(0, m.shape[0], rows_per_strip)]
+
     if score is not None:
-        s = np.asarray(score, dtype=np.float64).ravel()
-        ok = np.isfinite(s)
-        sums = np.bincount(flat[ok], weights=s[ok], minlength=n)
-        counts = np.bincount(flat[ok], minlength=n)
+        sums = np.zeros(n)
+        counts = np.zeros(n, np.int64)
+        for rows in strips:
+            flat = labels[rows].ravel()
+            sv = np.asarray(score[rows], dtype=np.float64).ravel()
+            ok = np.isfinite(sv) & (flat > 0)
+            sums += np.bincount(flat[ok], weights=sv[ok], minlength=n)
+            counts += np.bincount(flat[ok], minlength=n)
         with np.errstate(invalid="ignore", divide="ignore"):
             scores = np.where(counts > 0, sums / np.maximum(counts, 1), 1.0)
     else:
@@ -118,11 +129,20 @@ def instances_from_mask(
 
     class_info: dict[int, tuple[int, float]] = {}
     if classes is not None:
-        c = np.asarray(classes).ravel().astype(np.int64)
-        inside = (flat > 0) & (c > 0)
-        if inside.any():
-            ids, cls_index = np.unique(c[inside], return_inverse=True)
-            table = np.bincount(flat[inside] * ids.size + cls_index, minlength=n * ids.size).reshape(n, ids.size)
+        tables: dict[int, np.ndarray] = {}  # class id -> pixels of that class per component
+        for rows in strips:
+            flat = labels[rows].ravel()
+            c = np.asarray(classes[rows]).ravel()
+            inside = (flat > 0) & (c > 0)
+            if not inside.any():
+                continue
+            ci, fi = c[inside].astype(np.int64), flat[inside]
+            for cid in np.unique(ci):
+                counts_c = np.bincount(fi[ci == cid], minlength=n)
+                tables[int(cid)] = tables.get(int(cid), 0) + counts_c
+        if tables:
+            ids = np.array(sorted(tables))
+            table = np.stack([tables[int(i)] for i in ids], axis=1)
             best = table.argmax(axis=1)
             for comp in np.flatnonzero(table.sum(axis=1) > 0):
                 class_info[int(comp)] = (int(ids[best[comp]]), float(table[comp, best[comp]] / areas[comp]))

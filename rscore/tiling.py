@@ -5,7 +5,7 @@ operator (slope needs 1 px of context, a 15 px relief window needs 7) is run on 
 grown by the halo - and only ``Tile.crop`` of its output is kept, so tile borders never show in the result.
 
 Stitched outputs live in a :class:`ArraySink` (in memory) or, for scenes bigger than ``RSCORE_IN_MEMORY_PIXELS``
-(default 64 million), a :class:`TiledArray` whose tiles are compressed ``.npy`` blobs in a temporary folder, so
+(default 64 million), a :class:`TiledArray` whose tiles are ``.npy`` blobs in a temporary folder, so
 memory does not grow with the raster. Writers read either through :func:`read_window`.
 """
 
@@ -102,16 +102,19 @@ class ArraySink:
 
 
 class TiledArray:
-    """A lazy 2D array kept as zlib-compressed tiles in a temporary folder (deleted with the object or ``close()``).
+    """A lazy 2D array kept as tiles in a temporary folder (deleted with the object or ``close()``).
 
     Written once tile by tile (``write``), then read by any window (``read``); only the tiles a window touches are
-    decompressed. Masks compress ~100x, so even 16k x 16k outputs cost little disk and almost no memory.
+    loaded. Integer and boolean tiles (masks, class maps) are zlib-compressed: they shrink ~100x, so even 16k x 16k
+    outputs cost little disk. Float tiles (scores) are stored as plain ``.npy``: measured on 8192² scores, zlib
+    bought a 1.1x size gain for ~130 ms per 1024² tile, which made the on-disk path 1.19x slower than raw compute.
     """
 
     def __init__(self, height: int, width: int, dtype: str | np.dtype, tile_size: int, fill: float = 0) -> None:
         self.height, self.width, self.tile_size = height, width, tile_size
         self.dtype = np.dtype(dtype)
         self.fill = fill
+        self.compressed = self.dtype.kind in "biu"
         self._dir = tempfile.mkdtemp(prefix="rscore-tiles-")
         self._written: set[tuple[int, int]] = set()
 
@@ -120,7 +123,7 @@ class TiledArray:
         return self.height, self.width
 
     def _path(self, tr: int, tc: int) -> str:
-        return os.path.join(self._dir, f"{tr}_{tc}.npz")
+        return os.path.join(self._dir, f"{tr}_{tc}.npy")
 
     def write(self, window: Window, data: np.ndarray) -> None:
         ts = self.tile_size
@@ -129,8 +132,9 @@ class TiledArray:
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(data, dtype=self.dtype))
         key = (window.row_off // ts, window.col_off // ts)
+        blob = buf.getvalue()
         with open(self._path(*key), "wb") as fh:
-            fh.write(zlib.compress(buf.getvalue(), 1))
+            fh.write(zlib.compress(blob, 1) if self.compressed else blob)
         self._written.add(key)
 
     def finish(self) -> TiledArray:
@@ -143,7 +147,8 @@ class TiledArray:
             w = min(ts, self.width - tc * ts)
             return np.full((h, w), self.fill, dtype=self.dtype)
         with open(self._path(tr, tc), "rb") as fh:
-            return np.load(io.BytesIO(zlib.decompress(fh.read())))
+            blob = fh.read()
+        return np.load(io.BytesIO(zlib.decompress(blob) if self.compressed else blob))
 
     def read(self, window: Window | None = None) -> np.ndarray:
         window = window or Window(0, 0, self.height, self.width)

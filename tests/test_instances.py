@@ -185,3 +185,32 @@ def test_mask_memory_budget_keeps_masks_of_the_best(caplog):
     assert [i.mask is not None for i in out] == [True, True, False]
     assert out[2].area_px == 1 and out[2].bbox == (11, 0, 12, 1)  # the rest of the instance is intact
     assert "best 2 of 3" in caplog.text
+
+
+def test_instances_from_mask_strip_reduction_matches_whole_raster(monkeypatch):
+    """Scores and classes are reduced in row strips (memory); strips cutting components must not change the answer."""
+    import rscore.instances as inst_mod
+
+    rng = np.random.default_rng(3)
+    mask = np.zeros((120, 90), bool)
+    mask[5:60, 10:40] = True  # spans many strips
+    mask[70:118, 50:88] = True
+    mask[30:33, 70:73] = True
+    score = rng.random(mask.shape).astype(np.float32)
+    score[10:12, 10:40] = np.nan  # NaNs are ignored, in any strip
+    classes = rng.integers(0, 4, mask.shape).astype(np.uint8)
+    classes[70:118, 50:88] = 2
+    kwargs = dict(label="x", score=score, classes=classes, class_names=("a", "b", "c"), keep_masks=False)
+    whole = inst_mod.instances_from_mask(mask, **kwargs)
+    monkeypatch.setattr(inst_mod, "CHUNK_PIXELS", 90 * 7)  # 7-row strips
+    strips = inst_mod.instances_from_mask(mask, **kwargs)
+    assert len(whole) == len(strips) == 3
+    for a, b in zip(whole, strips):
+        assert a.bbox == b.bbox and a.area_px == b.area_px
+        assert a.score == pytest.approx(b.score, rel=1e-12)
+        assert a.attributes == b.attributes
+    big = next(i for i in strips if i.bbox == (50, 70, 88, 118))
+    assert big.attributes["class"] == "b" and big.attributes["class_fraction"] == 1.0
+    expected = np.nanmean(score[5:60, 10:40].astype(np.float64))
+    first = next(i for i in strips if i.bbox == (10, 5, 40, 60))
+    assert first.score == pytest.approx(expected, rel=1e-9)

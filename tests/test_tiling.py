@@ -59,6 +59,28 @@ def test_tiled_array_round_trip_and_unaligned_reads():
     assert not os.path.exists(path)
 
 
+def test_tiled_array_compresses_masks_but_not_scores():
+    """Masks and class maps are zlib tiles (small on disk); float scores are plain .npy (fast) - both read back exact."""
+    import os
+
+    rng = np.random.default_rng(1)
+    mask = np.zeros((256, 256), bool)
+    mask[40:200, 60:180] = True
+    score = rng.random((256, 256)).astype(np.float32)
+    stores = {"mask": TiledArray(256, 256, bool, 128), "score": TiledArray(256, 256, np.float32, 128)}
+    for t in iter_tiles(256, 256, 128):
+        stores["mask"].write(t.core, mask[t.core.slices])
+        stores["score"].write(t.core, score[t.core.slices])
+    np.testing.assert_array_equal(stores["mask"].read(), mask)
+    np.testing.assert_array_equal(stores["score"].read(), score)
+    on_disk = {k: sum(os.path.getsize(os.path.join(s._dir, f)) for f in os.listdir(s._dir)) for k, s in stores.items()}
+    assert stores["mask"].compressed and not stores["score"].compressed
+    assert on_disk["mask"] < mask.nbytes / 20  # a blocky mask shrinks a lot
+    assert on_disk["score"] >= score.nbytes  # raw float32 + .npy headers
+    for s in stores.values():
+        s.close()
+
+
 def test_make_sink_switches_on_the_pixel_limit(monkeypatch):
     assert isinstance(make_sink(100, 100, bool, 32), ArraySink)
     monkeypatch.setenv("RSCORE_IN_MEMORY_PIXELS", "5000")
