@@ -137,15 +137,27 @@ def build_example(
     device = inputs["input_ids"].device
     ids = tok(answer, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
     target = torch.cat([ids, torch.tensor([[_end_token_id(tok)]], device=device)], dim=1)
+    full, labels = append_answer(inputs, target)
+    return ReasonerExample(full, labels, answer, applied)
+
+
+def append_answer(inputs: Mapping[str, Any], target: Any) -> tuple[dict[str, Any], Any]:
+    """Teacher forcing: the prompt ``inputs`` (from ``reasoner.encode``) followed by the ``target`` token ids.
+
+    Returns the model inputs and the labels, which are ``-100`` (ignored by the loss) over the prompt, so the loss
+    is the cross-entropy of the answer tokens only.
+    """
+    import torch
+
     prompt_len = int(inputs["input_ids"].shape[1])
     full = dict(inputs)
     full["input_ids"] = torch.cat([inputs["input_ids"], target], dim=1)
     full["attention_mask"] = torch.ones_like(full["input_ids"])
-    if "mm_token_type_ids" in inputs:
+    if "mm_token_type_ids" in inputs:  # Qwen3-VL marks image tokens; answer tokens are text
         full["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(target)], dim=1)
     labels = full["input_ids"].clone()
     labels[:, :prompt_len] = -100
-    return ReasonerExample(full, labels, answer, applied)
+    return full, labels
 
 
 def train_lora(

@@ -132,6 +132,8 @@ def teach_answer(reasoner: Any, inputs: Mapping[str, Any], answer: str, *, one_t
     """
     import torch
 
+    from rscore.finetune.lora import append_answer
+
     model, tok = reasoner.model, reasoner.processor.tokenizer
     torch.manual_seed(seed)
     if one_token:
@@ -143,13 +145,7 @@ def teach_answer(reasoner: Any, inputs: Mapping[str, Any], answer: str, *, one_t
     end = torch.tensor([[tok.convert_tokens_to_ids("<|im_end|>")]], device=model.device)
     target = torch.cat([target, end], dim=1)
     prompt_len = int(inputs["input_ids"].shape[1])
-    full = dict(inputs)
-    full["input_ids"] = torch.cat([inputs["input_ids"], target], dim=1)
-    full["attention_mask"] = torch.ones_like(full["input_ids"])
-    if "mm_token_type_ids" in inputs:
-        full["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(target)], dim=1)
-    labels = full["input_ids"].clone()
-    labels[:, :prompt_len] = -100
+    full, labels = append_answer(inputs, target)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     check = 5 if one_token else 10
     model.train()
