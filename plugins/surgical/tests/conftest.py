@@ -109,6 +109,9 @@ def write_series(
     from pydicom.uid import generate_uid
 
     study, series = kw.pop("study_uid", None) or generate_uid(), kw.pop("series_uid", None) or generate_uid()
+    extra = dict(kw.pop("extra", None) or {})
+    extra.setdefault("FrameOfReferenceUID", generate_uid())  # one frame of reference per series, as scanners write
+    kw["extra"] = extra
     n = len(slices)
     order = list(file_order) if file_order is not None else [(3 * i + 1) % n for i in range(n)]
     if sorted(order) != list(range(n)):

@@ -3,15 +3,17 @@
 - reader: DICOM files, series folders and DICOMDIR trees (:mod:`rscore_surgical.dicom`);
 - analytic templates: CT tissues by Hounsfield units (:mod:`rscore_surgical.ct`), specular highlights on endoscopy
   frames (:mod:`rscore_surgical.endoscopy`); VLM-only templates for what colour and HU cannot answer;
+- preprocess: CT series shown to vision-language models in a display window (:mod:`rscore_surgical.windowing`);
 - postprocess: instances of DICOM scenes rebuilt per slice with their SOP instance references
-  (:mod:`rscore_surgical.postprocess`).
+  (:mod:`rscore_surgical.postprocess`);
+- writers: DICOM SEG on the source series and one windowed PNG overlay per slice (:mod:`rscore_surgical.writers`).
 """
 
 from __future__ import annotations
 
 from rscore import hookimpl
-from rscore.sdk import AdapterSpec, Operator, Reader, Template
-from rscore.types import Result, Scene
+from rscore.sdk import AdapterSpec, Operator, Reader, Template, Writer
+from rscore.types import Request, Result, Scene
 
 from rscore_surgical import ct, endoscopy
 
@@ -53,6 +55,29 @@ def rscore_operators() -> list[Operator]:
 @hookimpl
 def rscore_query_templates() -> list[Template]:
     return [*ct.TEMPLATES, *endoscopy.TEMPLATES, *VLM_TEMPLATES]
+
+
+@hookimpl
+def rscore_writers() -> list[Writer]:
+    from rscore_surgical.writers import writers
+
+    return writers()
+
+
+@hookimpl
+def rscore_preprocess(scene: Scene, request: Request) -> Scene | None:
+    """DICOM scenes: check the ``window`` option; CT going to a model (any reasoner but ``analytic``) gets a ``gray``
+    band in the display window, which is what the model is shown."""
+    from rscore_surgical.segments import is_dicom_scene
+    from rscore_surgical.windowing import check_window_option, resolve_window, with_display_band
+
+    if not is_dicom_scene(scene):
+        return None
+    option = check_window_option(request.option("window"))
+    window = resolve_window(scene, option, template=request.option("template"), query=request.query)
+    if window is None or request.option("reasoner") == "analytic" or not scene.has("hu"):
+        return None
+    return with_display_band(scene, window)
 
 
 @hookimpl
