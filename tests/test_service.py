@@ -92,7 +92,7 @@ def server(tmp_path: Path, roots: Path, registry) -> Iterator[Callable[..., http
 
     def start(registry=registry, **overrides) -> httpx.Client:
         kwargs = {"output_root": tmp_path / "out", "allowed_roots": (roots,), "workers": 1, "queue_size": 2,
-                  "request_timeout_s": 30}
+                  "request_timeout_s": 30, "job_runner": "inprocess"}  # the Prefect runner: test_jobs_prefect.py
         kwargs.update(overrides)
         settings = Settings(**kwargs)
         thread = ServerThread(create_app(settings, registry=registry))
@@ -179,6 +179,8 @@ def test_settings_from_env(tmp_path: Path):
         ({"RSCORE_MAX_UPLOAD_MB": "-1"}, "RSCORE_MAX_UPLOAD_MB"),
         ({"RSCORE_QUEUE_SIZE": "1.5"}, "RSCORE_QUEUE_SIZE"),
         ({"RSCORE_ALLOWED_ROOTS": "/no/such/folder/anywhere"}, "RSCORE_ALLOWED_ROOTS"),
+        ({"RSCORE_JOB_RUNNER": "celery"}, "RSCORE_JOB_RUNNER"),
+        ({"RSCORE_JOB_WORKERS": "0"}, "RSCORE_JOB_WORKERS"),
     ],
 )
 def test_settings_errors_name_the_variable(env, words):
@@ -392,6 +394,7 @@ def test_jobs_run_in_process_and_report_per_input(server, roots: Path, bright_pn
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["runner"] == "in-process" and job["state"] in ("queued", "running") and len(job["items"]) == 3
+    assert job["flow"] == "segment-batch" and job["links"] == {}
     wait_for(lambda: client.get(job["url"]).json()["state"] not in ("queued", "running"))
     job = client.get(job["url"]).json()
     assert job["state"] == "partial", job
@@ -404,6 +407,9 @@ def test_jobs_run_in_process_and_report_per_input(server, roots: Path, bright_pn
     assert client.get(a["links"]["result"]).json()["summary"]["instance_count"] == 2
     assert_error(client.get("/v1/jobs/" + "f" * 32), 404)
     assert_error(client.post("/v1/jobs", json={"inputs": ["a.png"], "query": "q", "plugin": "nope"}), 400, "nope")
+    scheduled = {"inputs": ["a.png"], "query": "q", "flow": "landslide-risk-mapping"}
+    assert_error(client.post("/v1/jobs", json=scheduled), 400, "RSCORE_JOB_RUNNER=prefect")
+    assert client.get("/healthz").json()["jobs"]["flows"] == ["segment-batch"]
 
 
 def test_jobs_queue_is_bounded(server, roots: Path, bright_png: bytes):
@@ -462,7 +468,9 @@ def test_schemathesis_finds_no_server_errors(
 ):
     (roots / "a.png").write_bytes(bright_png)
     # without the deliberately slow test plugin: fuzzed queries could match its templates and wait on purpose
-    client = server(registry=demo_only_registry, queue_size=8, request_timeout_s=20)
+    # a queue long enough for the coverage phase: it posts jobs of up to 1000 inputs back to back (503 is documented,
+    # but schemathesis counts every 5xx as a server error)
+    client = server(registry=demo_only_registry, queue_size=32, request_timeout_s=20)
     exe = Path(sys.executable).with_name("schemathesis")
     cmd = [str(exe) if exe.exists() else "schemathesis", "run", f"{client.base_url}/openapi.json",
            "--checks", CHECKS, "--max-examples", str(examples), "--workers", "1", "--request-timeout", "30", "--seed", "1"]

@@ -57,6 +57,8 @@ __all__ = [
     "tune_allocator",
     "chain_hooks",
     "worker_id",
+    "settle",
+    "retrying",
 ]
 
 CACHE_FORMAT = "1"  # bump when what a cached task result holds changes: old entries are then ignored
@@ -375,6 +377,28 @@ def write_text(path: Path, text: str) -> Path:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def retrying(task: Any, retries: int, retry_delay_s: float, **options: Any) -> Any:
+    """``task`` with ``retries`` retries (of what its ``retry_condition_fn`` lets through) after exponential backoff
+    from ``retry_delay_s`` seconds (2 s, 4 s, 8 s... with the task's jitter; none when 0), plus ``options``."""
+    from prefect.tasks import exponential_backoff
+
+    delays: Any = exponential_backoff(retry_delay_s) if retry_delay_s > 0 else 0
+    return task.with_options(retries=retries, retry_delay_seconds=delays, **options)
+
+
+def settle(future: Any) -> tuple[Any, str | None, bool]:
+    """Wait for a task's future: ``(result, None, reused)`` when it completed (``reused``: a persisted result was
+    taken, state ``Cached``), ``(None, error, False)`` when it failed after its retries (the error's first line, or
+    the state's message)."""
+    future.wait()
+    state = future.state
+    if state.is_completed():
+        return future.result(), None, state.name == "Cached"
+    exc = future.result(raise_on_failure=False)
+    error = first_line(exc) if isinstance(exc, BaseException) else (state.message or state.name)
+    return None, error, False
 
 
 def iter_chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

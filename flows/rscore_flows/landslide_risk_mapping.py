@@ -78,6 +78,8 @@ from rscore_flows._common import (
     prepared_scene,
     result_storage,
     retry_if_transient,
+    retrying,
+    settle,
     stable_digest,
     task_runner_label,
     tune_allocator,
@@ -512,19 +514,17 @@ def _merge_region(
     workers: set[str] = set()
     for batch, fut in zip(batches, futures):
         fut.wait()
-        state = fut.state
-        if state.is_completed():
-            t0 = time.perf_counter()
-            res: BatchResult = fut.result()
+        t0 = time.perf_counter()  # stitch time: loading the (persisted) result and stitching it, not waiting
+        res: BatchResult | None
+        res, error, was_cached = settle(fut)
+        if res is not None:
             stitch.add(res)
             stitch_s += time.perf_counter() - t0
-            (reused if state.name == "Cached" else computed).append(batch.index)
-            if state.name != "Cached":
+            (reused if was_cached else computed).append(batch.index)
+            if not was_cached:
                 compute_s += res.seconds
                 workers.add(res.worker)
         else:
-            exc = fut.result(raise_on_failure=False)
-            error = first_line(exc) if isinstance(exc, BaseException) else (state.message or state.name)
             logger.warning("%s: batch %d failed after retries: %s", job.name, batch.index, error)
             stitch.fail(batch, error, job)
             failed.append(batch.index)
@@ -585,10 +585,8 @@ def segment_regions(
 ) -> list[dict[str, Any]]:
     """Submit every batch of every region to the task runner, then stitch and write each region as its batches
     finish (region by region, in input order)."""
-    delays: Any = exponential_backoff(retry_delay_s) if retry_delay_s > 0 else 0
-    batch_task = segment_batch.with_options(
-        result_storage=result_storage(out), retries=retries, retry_delay_seconds=delays, refresh_cache=refresh
-    )
+    batch_task = retrying(segment_batch, retries, retry_delay_s, result_storage=result_storage(out),
+                          refresh_cache=refresh)  # fmt: skip
     plans = []
     for job in jobs:
         batches = split_batches(job.height, job.width, job.tile_size, batch_tiles)

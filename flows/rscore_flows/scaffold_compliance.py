@@ -50,6 +50,8 @@ from rscore_flows._common import (
     make_task_runner,
     result_storage,
     retry_if_transient,
+    retrying,
+    settle,
     stable_digest,
     task_runner_label,
     tune_allocator,
@@ -469,19 +471,15 @@ def scaffold_compliance(
 def analyse_clips(
     jobs: list[ClipJob], out: str, retries: int, retry_delay_s: float, refresh: bool
 ) -> list[ClipFindings]:
-    delays: Any = exponential_backoff(retry_delay_s) if retry_delay_s > 0 else 0
-    clip_task = analyse_clip.with_options(
-        result_storage=result_storage(out), retries=retries, retry_delay_seconds=delays, refresh_cache=refresh
-    )
+    clip_task = retrying(analyse_clip, retries, retry_delay_s, result_storage=result_storage(out),
+                         refresh_cache=refresh)  # fmt: skip
     futures = [clip_task.submit(job) for job in jobs]
     results = []
     for job, fut in zip(jobs, futures):
-        fut.wait()
-        if fut.state.is_completed():
-            results.append(dataclasses.replace(fut.result(), reused=fut.state.name == "Cached"))
+        findings, error, was_cached = settle(fut)
+        if findings is not None:
+            results.append(dataclasses.replace(findings, reused=was_cached))
         else:
-            exc = fut.result(raise_on_failure=False)
-            error = first_line(exc) if isinstance(exc, BaseException) else (fut.state.message or fut.state.name)
             results.append(ClipFindings(job.path, job.camera, job.name, error=f"failed after retries: {error}"))
     return results
 

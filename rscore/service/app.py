@@ -7,9 +7,9 @@ Endpoints (all ``/v1/*`` need ``X-API-Key`` when keys are configured)::
     GET  /v1/results/{id}/{name}     one output file
     GET  /v1/plugins                 installed plugins
     GET  /v1/templates[?plugin=]     query templates
-    POST /v1/jobs                    a batch job over server-side paths: for now run by an in-process thread pool,
-                                     behind the JobRunner interface a Prefect runner will implement (rscore.service.jobs)
-    GET  /v1/jobs/{id}               its status and per-input results
+    POST /v1/jobs                    a batch job over server-side paths: a Prefect flow run (RSCORE_JOB_RUNNER=prefect,
+                                     rscore.service.prefect_jobs) or threads of this process (rscore.service.jobs)
+    GET  /v1/jobs/{id}               its status and per-input results (for Prefect: read from the Prefect API)
     GET  /healthz                    liveness and queue state (no key needed)
     GET  /, /static/*                the web viewer;  /openapi.json, /docs: the API description
 
@@ -31,7 +31,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import FastAPI, File, Form, Query, Request, Security, UploadFile
@@ -41,13 +41,23 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rscore import __version__
 from rscore.errors import OptionError, RscoreError
 from rscore.plugins import CORE, Registry
-from rscore.service.jobs import MAX_JOB_INPUTS, InProcessJobRunner, JobRunner, JobSpec, JobStatus
+from rscore.service.jobs import (
+    DEFAULT_FLOW,
+    FLOWS,
+    MAX_JOB_INPUTS,
+    JobRunner,
+    JobSpec,
+    JobStatus,
+    check_flow_options,
+    make_job_runner,
+)
 from rscore.service.pool import Cancelled, InferencePool, QueueFull, RequestTimeout
 from rscore.service.security import (
     RESULT_ID,
@@ -129,15 +139,19 @@ class JobItemOut(BaseModel):
 
 
 class JobOut(BaseModel):
-    id: str
+    id: str = Field(description="the job id; with runner 'prefect', the Prefect flow run id")
     state: str = Field(description="queued | running | succeeded | partial | failed | cancelled")
-    runner: str
+    runner: str = Field(description="prefect (a Prefect flow run) | in-process (threads of the service, in memory)")
+    flow: str = Field(description="the flow that runs the job")
     url: str
     query: str
     plugin: str | None
     submitted: str
     started: str | None
     finished: str | None
+    message: str | None = Field(description="the run's state message (why it failed or was cancelled)")
+    result_id: str | None = Field(description="the job's own result folder (flows that write a summary and report)")
+    links: dict[str, str] = Field(description="job-level outputs (summary, report) -> URL")
     items: list[JobItemOut]
 
 
@@ -268,7 +282,7 @@ def create_app(
     job_runner: JobRunner | None = None,
 ) -> FastAPI:
     """Build the service. ``settings`` default to :meth:`Settings.from_env`; ``registry`` to the installed plugins;
-    ``job_runner`` to an :class:`~rscore.service.jobs.InProcessJobRunner` (one worker thread)."""
+    ``job_runner`` to the one ``settings.job_runner`` names (:func:`rscore.service.jobs.make_job_runner`)."""
     from rscore import engine
 
     settings = settings or Settings.from_env()
@@ -280,9 +294,7 @@ def create_app(
         raise OptionError(f"RSCORE_OUTPUT_ROOT: cannot create {output_root}: {exc.strerror or exc}") from None
     staging_root = output_root / ".staging"
     pool = InferencePool(settings.workers, settings.queue_size)
-    runner: JobRunner = job_runner or InProcessJobRunner(
-        output_root, reg, workers=1, max_pending=max(1, settings.queue_size)
-    )
+    runner: JobRunner = job_runner or make_job_runner(settings, output_root, reg)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -318,6 +330,17 @@ def create_app(
         query: str = Field(min_length=1, max_length=engine.MAX_QUERY_CHARS, pattern=r"\S")
         plugin: str | None = Field(None, description="plugin to answer with; null = any", json_schema_extra=plugin_schema)
         options: dict[str, Any] = Field(default_factory=dict)
+        flow: Literal[FLOWS] | None = Field(  # type: ignore[valid-type]
+            None,
+            description=f"the flow that runs the job (default {DEFAULT_FLOW}: rscore.engine.run per input; "
+            "landslide-risk-mapping: earth rasters tile batch by tile batch; scaffold-compliance: site clips into a "
+            "compliance report); the last two need the Prefect job runner",
+        )
+        flow_options: dict[str, Any] = Field(
+            default_factory=dict,
+            description="flow parameters: landslide-risk-mapping {batch_tiles}; scaffold-compliance {templates, "
+            "zones (a path under the allowed roots), sample_fps, stride, day}",
+        )
 
     # ------------------------------------------------------------------------------------------------ errors
     @app.exception_handler(RscoreError)
@@ -373,8 +396,10 @@ def create_app(
             for i in job.items
         ]
         return JobOut(
-            id=job.id, state=job.state, runner=job.runner, url=f"{root}/v1/jobs/{job.id}", query=job.query,
-            plugin=job.plugin, submitted=job.submitted, started=job.started, finished=job.finished, items=items,
+            id=job.id, state=job.state, runner=job.runner, flow=job.flow, url=f"{root}/v1/jobs/{job.id}",
+            query=job.query, plugin=job.plugin, submitted=job.submitted, started=job.started, finished=job.finished,
+            message=job.message, result_id=job.result_id,
+            links=links(request, job.result_id, job.outputs) if job.result_id else {}, items=items,
         )
 
     def prepare(query: str, plugin: str | None, options: Mapping[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
@@ -557,13 +582,26 @@ def create_app(
     async def submit_job(request: Request, body: JobRequest) -> JobOut:
         query, plugin, opts = prepare(body.query, body.plugin, body.options)
         inputs = tuple(resolve_allowed(p, settings.allowed_roots, what=f"inputs[{i}]") for i, p in enumerate(body.inputs))
-        job = runner.submit(JobSpec(inputs=inputs, query=query, plugin=plugin, options=opts))
+        flow = body.flow or DEFAULT_FLOW
+        offered = tuple(getattr(runner, "flows", (DEFAULT_FLOW,)))
+        if flow not in offered:
+            raise OptionError(
+                f"flow '{flow}' is not offered by this service's job runner ({runner.name}: {', '.join(offered)}); "
+                "the scheduled flows need RSCORE_JOB_RUNNER=prefect and PREFECT_API_URL"
+            )
+        flow_opts = check_flow_options(
+            flow, body.flow_options, lambda value, what: resolve_allowed(value, settings.allowed_roots, what=what)
+        )
+        spec = JobSpec(inputs=inputs, query=query, plugin=plugin, options=opts, flow=flow, flow_options=flow_opts)
+        job = await run_in_threadpool(runner.submit, spec)  # a Prefect runner talks to its API: not on the loop
         return job_out(request, job)
 
-    @app.get("/v1/jobs/{job_id}", dependencies=auth, response_model=JobOut, responses=_errors(401, 404), tags=["jobs"])
+    @app.get(
+        "/v1/jobs/{job_id}", dependencies=auth, response_model=JobOut, responses=_errors(401, 404, 503), tags=["jobs"]
+    )
     async def job_status(request: Request, job_id: str) -> JobOut:
         """A job's state and, per input, its state, error or result links."""
-        job = runner.status(job_id) if len(job_id) <= 64 else None
+        job = await run_in_threadpool(runner.status, job_id) if len(job_id) <= 64 else None
         if job is None:
             raise StarletteHTTPException(404, f"no job '{job_id[:64]}' (finished jobs are kept for a while only)")
         return job_out(request, job)

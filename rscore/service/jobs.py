@@ -1,19 +1,25 @@
-"""Batch jobs behind ``POST /v1/jobs``: a small runner interface and, for now, an in-process implementation.
+"""Batch jobs behind ``POST /v1/jobs``: the runner interface and the in-process runner.
 
-The intended backend is a Prefect flow run per job (the flows issue). Those flows do not exist yet, so this module
-defines the interface the endpoints use, :class:`JobRunner` (``submit`` / ``status`` / ``close``), and implements it
-honestly with :class:`InProcessJobRunner`: a bounded pool of threads *inside the service process* that runs
-:func:`rscore.engine.run` on each input of a job in turn. Its limits, stated plainly:
+:class:`JobRunner` (``submit`` / ``status`` / ``stats`` / ``close``) is all the endpoints use. Two implementations:
 
-- jobs live in memory: a restart of the service forgets them (running ones are stopped between tiles);
-- only the most recent ``max_kept`` finished jobs are kept; older ones answer 404;
-- at most ``workers + max_pending`` unfinished jobs are accepted; more -> :class:`rscore.service.pool.QueueFull`
-  (HTTP 503 with ``Retry-After``);
-- jobs share the machine's CPUs with interactive ``/v1/segment`` requests.
+- :class:`rscore.service.prefect_jobs.PrefectJobRunner` (``runner: "prefect"``): every job is a Prefect flow run
+  (``segment-batch``, ``landslide-risk-mapping`` or ``scaffold-compliance``), its id the flow run id, its state and
+  per-input results read back from the Prefect API. See that module for the design.
+- :class:`InProcessJobRunner` (``runner: "in-process"``): a bounded pool of threads *inside the service process*
+  that runs :func:`rscore.engine.run` on each input of a job in turn (what the ``segment-batch`` flow does, without
+  Prefect). Its limits, stated plainly:
 
-A Prefect-backed runner fills in the same three methods: ``submit`` creates a flow run of the deployment with the
-:class:`JobSpec` as parameters and returns its :class:`JobStatus` (``id`` = the flow run id, ``runner`` =
-``"prefect"``); ``status`` reads the flow run's state and its per-input results; ``close`` releases its client.
+  - jobs live in memory: a restart of the service forgets them (running ones are stopped between tiles);
+  - only the most recent ``max_kept`` finished jobs are kept; older ones answer 404;
+  - at most ``workers + max_pending`` unfinished jobs are accepted; more -> :class:`rscore.service.pool.QueueFull`
+    (HTTP 503 with ``Retry-After``);
+  - jobs share the machine's CPUs with interactive ``/v1/segment`` requests;
+  - only the ``segment-batch`` flow (the default).
+
+:func:`make_job_runner` picks one from :attr:`Settings.job_runner <rscore.service.settings.Settings>`
+(``RSCORE_JOB_RUNNER``): ``prefect``, ``inprocess``, or ``auto`` = prefect when Prefect is installed and
+``PREFECT_API_URL`` is set (environment or Prefect profile), else in-process.
+
 Every input is one :class:`JobItem` whose ``result_id`` names a folder under the service's output root, so that the
 same ``/v1/results/{id}/{name}`` links serve batch outputs.
 """
@@ -32,15 +38,40 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from rscore.errors import RscoreError
+from rscore.errors import OptionError, RscoreError
 from rscore.plugins import Registry
 from rscore.service.pool import Cancelled, InferencePool
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JobSpec", "JobItem", "JobStatus", "JobRunner", "InProcessJobRunner", "MAX_JOB_INPUTS"]
+__all__ = [
+    "JobSpec",
+    "JobItem",
+    "JobStatus",
+    "JobRunner",
+    "InProcessJobRunner",
+    "MAX_JOB_INPUTS",
+    "FLOWS",
+    "DEFAULT_FLOW",
+    "check_flow_options",
+    "make_job_runner",
+]
 
 MAX_JOB_INPUTS = 1000
+DEFAULT_FLOW = "segment-batch"
+FLOWS = ("segment-batch", "landslide-risk-mapping", "scaffold-compliance")
+"""Flows a job may name: ``segment-batch`` (any plugin, one result folder per input), and the two scheduled flows of
+:mod:`rscore_flows` (earth rasters tile batch by tile batch; site clips into a compliance report)."""
+
+# Flow parameters a client may set per job (anything else, e.g. Dask addresses or output folders, is the operator's).
+# kind: "int" >= 1, "float" > 0, "str", "names" (list of short strings), "path" (under the allowed roots).
+FLOW_OPTIONS: dict[str, dict[str, str]] = {
+    "segment-batch": {},
+    "landslide-risk-mapping": {"batch_tiles": "int"},
+    "scaffold-compliance": {
+        "templates": "names", "zones": "path", "sample_fps": "float", "stride": "int", "day": "str",
+    },  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +82,8 @@ class JobSpec:
     query: str
     plugin: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    flow: str = DEFAULT_FLOW
+    flow_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,7 +104,8 @@ class JobItem:
 class JobStatus:
     """A snapshot of a job. ``state``: queued | running | succeeded | partial | failed | cancelled.
 
-    ``partial`` = some inputs failed and some succeeded. Times are ISO 8601 UTC strings.
+    ``partial`` = some inputs failed and some succeeded. Times are ISO 8601 UTC strings. ``result_id`` and
+    ``outputs``: job-level outputs (a flow's summary and report), when the flow writes any.
     """
 
     id: str
@@ -83,6 +117,10 @@ class JobStatus:
     started: str | None = None
     finished: str | None = None
     items: tuple[JobItem, ...] = ()
+    flow: str = DEFAULT_FLOW
+    result_id: str | None = None
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    message: str | None = None
 
     @property
     def done(self) -> bool:
@@ -94,6 +132,7 @@ class JobRunner(Protocol):
     """Where jobs run. The service calls only these."""
 
     name: str
+    flows: tuple[str, ...]
 
     def submit(self, spec: JobSpec) -> JobStatus:
         """Accept a job (raise :class:`~rscore.service.pool.QueueFull` when at capacity) and return its status."""
@@ -131,6 +170,7 @@ class InProcessJobRunner:
     """:class:`JobRunner` on a bounded thread pool in this process; one job's inputs run one after another."""
 
     name = "in-process"
+    flows = (DEFAULT_FLOW,)
 
     def __init__(
         self,
@@ -149,9 +189,15 @@ class InProcessJobRunner:
         self._pool = InferencePool(workers, max_pending, name="rscore-jobs")
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, JobStatus] = OrderedDict()
+        self.reason = "chosen by RSCORE_JOB_RUNNER or the application"  # why jobs run in process (for /healthz)
 
     # ------------------------------------------------------------------------------------------------ interface
     def submit(self, spec: JobSpec) -> JobStatus:
+        if spec.flow not in self.flows:
+            raise OptionError(
+                f"flow '{spec.flow}' needs the Prefect job runner (RSCORE_JOB_RUNNER=prefect and PREFECT_API_URL); "
+                f"this service runs jobs in process and offers: {', '.join(self.flows)}"
+            )
         job_id = uuid.uuid4().hex
         status = JobStatus(
             id=job_id,
@@ -161,6 +207,7 @@ class InProcessJobRunner:
             plugin=spec.plugin,
             submitted=_now(),
             items=tuple(JobItem(input=str(p)) for p in spec.inputs),
+            flow=spec.flow,
         )
         with self._lock:
             self._jobs[job_id] = status
@@ -182,6 +229,8 @@ class InProcessJobRunner:
             states = [j.state for j in self._jobs.values()]
         return {
             "runner": self.name,
+            "reason": self.reason,
+            "flows": list(self.flows),
             "queued": states.count("queued"),
             "running": states.count("running"),
             "kept": len(states),
@@ -263,3 +312,92 @@ class InProcessJobRunner:
             finished = [k for k, j in self._jobs.items() if j.done]
             for job_id in finished[: max(0, len(finished) - self.max_kept)]:
                 del self._jobs[job_id]
+
+
+# ------------------------------------------------------------------------------------------------- configuration
+def check_flow_options(
+    flow: str, options: Mapping[str, Any], resolve_path: Callable[[str, str], Path]
+) -> dict[str, Any]:
+    """The per-job flow parameters a client gave, checked against :data:`FLOW_OPTIONS` (unknown flow or parameter,
+    wrong type -> :class:`OptionError`); ``resolve_path(value, what)`` confines paths to the allowed roots."""
+    if flow not in FLOW_OPTIONS:
+        raise OptionError(f"unknown flow '{flow}' (have: {', '.join(FLOWS)})")
+    allowed = FLOW_OPTIONS[flow]
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        kind = allowed.get(key)
+        what = f"flow_options.{key}"
+        if kind is None:
+            have = ", ".join(allowed) or "none"
+            raise OptionError(f"{what}: flow '{flow}' takes no such option (it takes: {have})")
+        if kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+                raise OptionError(f"{what} must be a whole number from 1 to 1000000, got {value!r}")
+        elif kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1000:
+                raise OptionError(f"{what} must be a number above 0 and at most 1000, got {value!r}")
+            value = float(value)
+        elif kind == "str":
+            if not isinstance(value, str) or not value.strip() or len(value) > 100:
+                raise OptionError(f"{what} must be a non-empty string of at most 100 characters")
+        elif kind == "names":
+            if not isinstance(value, list) or len(value) > 50 or not all(
+                isinstance(v, str) and v.strip() and len(v) <= 100 for v in value
+            ):
+                raise OptionError(f"{what} must be a list of at most 50 names")
+        elif kind == "path":
+            if not isinstance(value, str):
+                raise OptionError(f"{what} must be a path (string)")
+            value = str(resolve_path(value, what))
+        out[key] = value
+    return out
+
+
+def prefect_api_url() -> str | None:
+    """``PREFECT_API_URL`` as Prefect sees it (environment, then the active profile); ``None`` when unset or when
+    Prefect is not installed."""
+    import importlib.util
+    import os
+
+    if os.environ.get("PREFECT_API_URL", "").strip():
+        return os.environ["PREFECT_API_URL"].strip()
+    if importlib.util.find_spec("prefect") is None:
+        return None
+    try:
+        import prefect.settings as ps
+
+        return ps.PREFECT_API_URL.value() or None
+    except Exception:  # a broken Prefect profile must not stop the service: say so and run jobs in process
+        log.warning("could not read PREFECT_API_URL from the Prefect profile", exc_info=True)
+        return None
+
+
+def make_job_runner(settings: Any, output_root: Path, registry: Registry) -> JobRunner:
+    """The runner ``settings.job_runner`` names (``auto``: see the module docstring)."""
+    import importlib.util
+
+    choice = settings.job_runner
+    capacity = {"workers": settings.job_workers, "max_pending": max(1, settings.queue_size)}
+    if choice in ("auto", "prefect"):
+        has_prefect = importlib.util.find_spec("prefect") is not None and (
+            importlib.util.find_spec("rscore_flows") is not None
+        )
+        url = prefect_api_url() if has_prefect else None
+        if has_prefect and url:
+            from rscore.service.prefect_jobs import PrefectJobRunner
+
+            return PrefectJobRunner(output_root, registry, api_url=url, task_workers=settings.workers, **capacity)
+        if choice == "prefect":
+            raise OptionError(
+                "RSCORE_JOB_RUNNER=prefect: "
+                + ("set PREFECT_API_URL to a running Prefect server (prefect server start; "
+                   "http://127.0.0.1:4200/api)" if has_prefect else "install Prefect (pip install 'rscore[flows]')")
+            )
+        why = "PREFECT_API_URL is not set" if has_prefect else "Prefect is not installed"
+        log.info("jobs run in process (%s; RSCORE_JOB_RUNNER=prefect needs it)", why)
+        runner = InProcessJobRunner(output_root, registry, **capacity)
+        runner.reason = why
+        return runner
+    return InProcessJobRunner(output_root, registry, **capacity)

@@ -13,6 +13,14 @@ variable                   meaning                                              
 ``RSCORE_QUEUE_SIZE``      requests that may wait for a free worker; more -> 503 + Retry-After 8
 ``RSCORE_WORKERS``         inference worker threads (the engine is CPU-bound)                  min(2, CPUs)
 ``RSCORE_OUTPUT_ROOT``     folder that receives one sub-folder of outputs per result           ./rscore-out/service
+``RSCORE_JOB_RUNNER``      where ``POST /v1/jobs`` runs: ``prefect`` (a Prefect flow run per   ``auto``
+                           job, against ``PREFECT_API_URL``), ``inprocess`` (threads of this
+                           process, jobs kept in memory) or ``auto`` (prefect when Prefect is
+                           installed and ``PREFECT_API_URL`` is set, else inprocess)
+``RSCORE_JOB_WORKERS``     jobs that run at the same time; ``RSCORE_QUEUE_SIZE`` more may      1
+                           wait, beyond that ``POST /v1/jobs`` answers 503 + Retry-After (the
+                           prefect runner runs up to ``RSCORE_WORKERS`` inputs of a job at a
+                           time, the in-process runner one)
 =========================  ==================================================================  ===================
 """
 
@@ -25,10 +33,11 @@ from pathlib import Path
 
 from rscore.errors import OptionError
 
-__all__ = ["Settings", "MIN_KEY_CHARS", "default_workers"]
+__all__ = ["Settings", "MIN_KEY_CHARS", "JOB_RUNNERS", "default_workers"]
 
 MIN_KEY_CHARS = 16
 MIB = 1 << 20
+JOB_RUNNERS = ("auto", "prefect", "inprocess")
 
 
 def default_workers() -> int:
@@ -50,6 +59,8 @@ class Settings:
     queue_size: int = 8
     workers: int = field(default_factory=default_workers)
     output_root: Path = Path("rscore-out/service")
+    job_runner: str = "auto"
+    job_workers: int = 1
 
     def __post_init__(self) -> None:
         for i, key in enumerate(self.api_keys, 1):
@@ -67,6 +78,12 @@ class Settings:
             raise OptionError(f"RSCORE_QUEUE_SIZE must be 0 or more, got {self.queue_size}")
         if self.workers < 1:
             raise OptionError(f"RSCORE_WORKERS must be at least 1, got {self.workers}")
+        runner = str(self.job_runner).strip().lower().replace("-", "")
+        if runner not in JOB_RUNNERS:
+            raise OptionError(f"RSCORE_JOB_RUNNER must be one of {', '.join(JOB_RUNNERS)}, got '{self.job_runner}'")
+        object.__setattr__(self, "job_runner", runner)
+        if self.job_workers < 1:
+            raise OptionError(f"RSCORE_JOB_WORKERS must be at least 1, got {self.job_workers}")
         roots = []
         for root in self.allowed_roots:
             resolved = Path(root).expanduser().resolve()
@@ -98,11 +115,14 @@ class Settings:
             )
         if env.get("RSCORE_OUTPUT_ROOT", "").strip():
             kwargs["output_root"] = Path(env["RSCORE_OUTPUT_ROOT"].strip())
+        if env.get("RSCORE_JOB_RUNNER", "").strip():
+            kwargs["job_runner"] = env["RSCORE_JOB_RUNNER"].strip()
         for var, name, kind in (
             ("RSCORE_MAX_UPLOAD_MB", "max_upload_mb", float),
             ("RSCORE_REQUEST_TIMEOUT_S", "request_timeout_s", float),
             ("RSCORE_QUEUE_SIZE", "queue_size", int),
             ("RSCORE_WORKERS", "workers", int),
+            ("RSCORE_JOB_WORKERS", "job_workers", int),
         ):
             raw = env.get(var, "").strip()
             if raw:

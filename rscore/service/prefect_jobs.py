@@ -1,0 +1,512 @@
+"""Jobs as Prefect flow runs: :class:`PrefectJobRunner`, the ``prefect`` :class:`~rscore.service.jobs.JobRunner`.
+
+Design (what happens on ``POST /v1/jobs``)::
+
+    request --validate (allowed roots, plugin, query, options, flow and flow_options: 4xx, nothing created)
+            --capacity (RSCORE_JOB_WORKERS running + RSCORE_QUEUE_SIZE waiting; more: 503 + Retry-After)
+            --client.create_flow_run(flow, parameters, state=Scheduled, tags=[rscore-service, flow:<name>])
+            --> 202 {id: <flow run id>, state: queued, runner: prefect}
+    a job thread of this service:  prefect.flow_engine.run_flow(flow, flow_run=<that run>, parameters)
+                                    (Scheduled -> Running -> Completed | Failed | Cancelled, tasks and logs in the API)
+    GET /v1/jobs/{id}  --read_flow_run + read_task_runs (Prefect API) + the result folders --> state and items
+
+The flow run is created through the Prefect API *before* the answer, so the id the client gets is the flow run's id
+from the first moment (visible in the Prefect UI as Scheduled while it waits), and it is then executed by a bounded
+pool of threads of the service with Prefect's own flow engine - the way a Prefect worker executes a flow run, minus
+the subprocess. Why not a deployment served by ``rscore flows serve`` and ``run_deployment``: that needs a second
+long-running process that shares the service's output root and plugins, starts a Python process per run (seconds
+each) and leaves the service unable to bound or stop what it submitted; running the pre-created flow run here works
+the same against ``prefect server start`` and against Prefect's temporary test server, needs nothing else running,
+and keeps admission control (503) honest. Deployments stay what schedules use (``rscore flows serve``).
+
+Statelessness: everything ``GET`` reports comes from the Prefect API (flow run state, parameters, task runs) and the
+output root, nothing from this process's memory, so a restarted service still answers for earlier jobs (as long as
+Prefect keeps the runs). A job is this service's when its flow run carries the ``rscore-service`` tag and its
+``out`` parameter is this service's output root; any other flow run id is 404.
+
+Flows (``flow`` in the request):
+
+- ``segment-batch`` (default; :mod:`rscore_flows.segment_batch`): any plugin, one task run per input (named
+  ``input-<i>``) running :func:`rscore.engine.run` into ``<output root>/<result_id>/``; item ``i``'s state is its
+  task run's state, its outputs that folder's ``result.json``, its error the task run's state message. A failing
+  input is a *failed item*; the others go on; the flow run is Completed (job ``partial``) unless every input failed
+  (flow run Failed, job ``failed``).
+- ``landslide-risk-mapping`` (earth rasters, tile batch by tile batch) and ``scaffold-compliance`` (site clips into
+  a compliance report): the scheduled flows of :mod:`rscore_flows`, run into ``<output root>/<result_id>/``; items
+  come from the flow's summary (one per region / clip) once it is written, job-level ``outputs`` are its summary and
+  report. Flow parameters a client may set: ``flow_options`` (see :data:`rscore.service.jobs.FLOW_OPTIONS`).
+
+Job states: flow run Scheduled/Pending/Paused -> ``queued``; Running/Cancelling -> ``running``; Completed ->
+``succeeded`` (or ``partial`` when some items failed); Failed/Crashed -> ``failed``; Cancelled -> ``cancelled``.
+Items: task run states likewise; an input whose task run does not exist yet is ``queued``.
+
+Limits, stated plainly: runs execute in the service process (``RSCORE_JOB_WORKERS`` at a time; they share its CPUs
+with ``/v1/segment``). On shutdown, queued runs are set Cancelled, running ``segment-batch`` runs stop at their next
+tile (Cancelled), running landslide/scaffold runs finish first (they are resumable: a rerun reuses finished
+batches). A service killed outright leaves its running flow runs Running in Prefect (no heartbeat). Cancelling a
+``segment-batch`` run in the Prefect UI stops it at its next tile (the runner watches for Cancelling); the two
+scheduled flows cannot be stopped from the UI while they run here. ``segment-batch`` takes its plugins from the
+installed entry points (:func:`rscore.engine.default_registry`), as any flow run does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rscore.errors import BackendUnavailable, OptionError, RscoreError
+from rscore.plugins import Registry
+from rscore.service.jobs import DEFAULT_FLOW, FLOWS, JobItem, JobSpec, JobStatus, _final_state
+from rscore.service.pool import InferencePool, QueueFull
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PrefectJobRunner", "SERVICE_TAG", "JOB_STATES", "ITEM_STATES"]
+
+SERVICE_TAG = "rscore-service"
+FLOW_TAG = "flow:"
+WATCH_INTERVAL_S = 2.0
+
+JOB_STATES = {
+    "SCHEDULED": "queued", "PENDING": "queued", "PAUSED": "queued", "RUNNING": "running", "CANCELLING": "running",
+    "COMPLETED": "succeeded", "FAILED": "failed", "CRASHED": "failed", "CANCELLED": "cancelled",
+}  # fmt: skip
+"""Prefect state type -> job state (Completed is refined to ``partial`` when some items failed)."""
+ITEM_STATES = dict(JOB_STATES)
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+_TASK_PREFIX = "Task run encountered an exception "
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="milliseconds") if value is not None else None
+
+
+def _type(state: Any) -> str:
+    return getattr(getattr(state, "type", None), "value", None) or str(getattr(state, "type", "PENDING"))
+
+
+class PrefectJobRunner:
+    """:class:`~rscore.service.jobs.JobRunner` whose jobs are Prefect flow runs (see the module docstring).
+
+    ``workers`` flow runs execute at a time and ``max_pending`` more wait; ``task_workers`` inputs of a
+    ``segment-batch`` job (tile batches / clips of the other flows) run at a time. ``api_url``: the Prefect API
+    (default: ``PREFECT_API_URL`` as Prefect reads it).
+    """
+
+    name = "prefect"
+    flows = FLOWS
+
+    def __init__(
+        self,
+        output_root: Path,
+        registry: Registry,
+        *,
+        api_url: str | None = None,
+        workers: int = 1,
+        max_pending: int = 8,
+        task_workers: int = 2,
+        new_result_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        import prefect.settings as ps
+
+        self.output_root = Path(output_root).resolve()
+        self.registry = registry
+        self.api_url = api_url or ps.PREFECT_API_URL.value()
+        if not self.api_url:
+            raise OptionError("the Prefect job runner needs PREFECT_API_URL (a running `prefect server start`)")
+        self.task_workers = max(1, int(task_workers))
+        self._new_result_id = new_result_id
+        self._pool = InferencePool(workers, max_pending, name="rscore-prefect-jobs")
+        self._lock = threading.Lock()
+        self._live: dict[str, dict[str, Any]] = {}  # flow run id -> {"flow", "started"} of runs this process runs
+        self._closing = threading.Event()
+        self._submitted = 0
+        self._watcher: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------------------------ plumbing
+    def _settings(self) -> Any:
+        """Pin this runner's API URL for the calling thread (threads of the service may run in other contexts)."""
+        import prefect.settings as ps
+
+        if ps.PREFECT_API_URL.value() == self.api_url:
+            import contextlib
+
+            return contextlib.nullcontext()
+        return ps.temporary_settings(updates={ps.PREFECT_API_URL: self.api_url})
+
+    def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
+        """``fn(client)`` with a sync Prefect client; API failures become :class:`BackendUnavailable` (503)."""
+        from prefect.client.orchestration import get_client
+        from prefect.exceptions import ObjectNotFound
+
+        try:
+            with self._settings(), get_client(sync_client=True) as client:
+                return fn(client)
+        except (ObjectNotFound, RscoreError, QueueFull):
+            raise
+        except Exception as exc:  # connection refused, timeouts, 5xx of the Prefect server
+            log.warning("Prefect API %s: %s failed: %s", self.api_url, what, exc)
+            raise BackendUnavailable(
+                f"the Prefect API ({self.api_url}) could not {what}: {type(exc).__name__}"
+            ) from None
+
+    def _set_state(self, run_id: str, state: Any) -> None:
+        try:
+            self._call("update a flow run", lambda c: c.set_flow_run_state(run_id, state, force=True))
+        except Exception:  # best effort: the run is reported by whatever state it has
+            log.warning("could not set flow run %s to %s", run_id, state.type, exc_info=True)
+
+    def _flow(self, name: str) -> Any:
+        if name == "segment-batch":
+            from rscore_flows.segment_batch import segment_batch
+
+            return segment_batch
+        if name == "landslide-risk-mapping":
+            from rscore_flows.landslide_risk_mapping import landslide_risk_mapping
+
+            return landslide_risk_mapping
+        if name == "scaffold-compliance":
+            from rscore_flows.scaffold_compliance import scaffold_compliance
+
+            return scaffold_compliance
+        raise OptionError(f"unknown flow '{name}' (have: {', '.join(FLOWS)})")
+
+    # ------------------------------------------------------------------------------------------- planning a job
+    def _plan(self, spec: JobSpec) -> tuple[dict[str, Any], list[str | None], str | None]:
+        """Flow parameters for ``spec`` (validated the way the flow will: errors are 4xx before anything is
+        created), the result id of each input (segment-batch) and the job's own result folder (the other flows)."""
+        inputs = [str(p) for p in spec.inputs]
+        if not inputs:
+            raise OptionError("give at least one input")
+        options = dict(spec.options)
+        fo = dict(spec.flow_options)
+        if spec.flow == "segment-batch":
+            if fo:
+                raise OptionError("flow 'segment-batch' takes no flow_options")
+            ids = [self._new_result_id() for _ in inputs]
+            params = {"inputs": inputs, "query": spec.query, "out": str(self.output_root), "plugin": spec.plugin,
+                      "options": options, "result_ids": ids, "summary": False}  # fmt: skip
+            return params, list(ids), None
+        job_dir = self._new_result_id()
+        out = str(self.output_root / job_dir)
+        if spec.flow == "landslide-risk-mapping":
+            from rscore_flows import landslide_risk_mapping as lrm
+
+            tile_size = options.pop("tile_size", lrm.DEFAULT_TILE_SIZE)
+            lrm.request_options(options, tile_size)  # OptionError for what the flow would refuse
+            params = {"inputs": inputs, "out": out, "query": spec.query, "tile_size": int(tile_size),
+                      "plugin": spec.plugin or lrm.DEFAULT_PLUGIN, "options": options, "workers": self.task_workers,
+                      **fo}  # fmt: skip
+            return params, [job_dir] * len(inputs), job_dir
+        if spec.flow == "scaffold-compliance":
+            from rscore.engine import default_registry
+            from rscore_flows import scaffold_compliance as sc
+
+            if spec.plugin not in (None, sc.PLUGIN):
+                raise OptionError(f"flow '{spec.flow}' runs the '{sc.PLUGIN}' plugin's templates, not '{spec.plugin}'")
+            for name in fo.get("templates", ()):
+                sc._safety_template(default_registry(), name)  # unknown template -> OptionError
+            sc.frame_stride(sc.FALLBACK_FPS, fo.get("sample_fps", 1.0), fo.get("stride"))
+            sc.resolve_day(fo.get("day"))
+            params = {"inputs": inputs, "out": out, "query": spec.query, "options": options or None,
+                      "workers": self.task_workers, **fo}  # fmt: skip
+            return params, [job_dir] * len(inputs), job_dir
+        raise OptionError(f"unknown flow '{spec.flow}' (have: {', '.join(FLOWS)})")
+
+    # ------------------------------------------------------------------------------------------------ interface
+    def submit(self, spec: JobSpec) -> JobStatus:
+        from prefect.states import Cancelled, Scheduled
+
+        if spec.flow not in FLOWS:
+            raise OptionError(f"unknown flow '{spec.flow}' (have: {', '.join(FLOWS)})")
+        if self._closing.is_set() or self._pool.full:
+            raise self._pool.refuse()
+        params, ids, job_dir = self._plan(spec)
+        flow_obj = self._flow(spec.flow)
+        run = self._call(
+            "create a flow run",
+            lambda c: c.create_flow_run(
+                flow_obj, parameters=params, state=Scheduled(message="queued in the rscore service"),
+                tags=[SERVICE_TAG, FLOW_TAG + spec.flow],
+            ),
+        )  # fmt: skip
+        run_id = str(run.id)
+        with self._lock:
+            self._live[run_id] = {"flow": spec.flow, "started": False}
+        try:
+            self._pool.submit(lambda cancel: self._execute(spec.flow, flow_obj, run, params, cancel))
+        except QueueFull:
+            with self._lock:
+                self._live.pop(run_id, None)
+            self._set_state(run_id, Cancelled(message="refused: the service's job queue is full"))
+            raise
+        with self._lock:
+            self._submitted += 1
+        self._ensure_watcher()
+        return JobStatus(
+            id=run_id, state="queued", runner=self.name, query=spec.query, plugin=params.get("plugin", spec.plugin),
+            submitted=_iso(run.created) or "", flow=spec.flow, result_id=job_dir,
+            items=tuple(JobItem(input=i, result_id=None) for i in params["inputs"]),
+        )  # fmt: skip
+
+    def status(self, job_id: str) -> JobStatus | None:
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+        from prefect.exceptions import ObjectNotFound
+
+        try:
+            run_uuid = uuid.UUID(job_id)
+        except (ValueError, TypeError):
+            return None
+
+        def read(client: Any) -> tuple[Any, list[Any]]:
+            run = client.read_flow_run(run_uuid)
+            if not self._owns(run):
+                return None, []
+            tasks: list[Any] = []
+            if self._flow_name(run) == "segment-batch":
+                tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_uuid])))
+            return run, tasks
+
+        try:
+            run, tasks = self._call("read the flow run", read)
+        except ObjectNotFound:
+            return None
+        if run is None:
+            return None
+        return self._status(run, tasks)
+
+    def stats(self) -> Mapping[str, Any]:
+        with self._lock:
+            started = sum(1 for v in self._live.values() if v["started"])
+            waiting = len(self._live) - started
+            submitted = self._submitted
+        return {"runner": self.name, "api_url": self.api_url, "flows": list(self.flows), "queued": waiting,
+                "running": started, "submitted": submitted, "pool": self._pool.stats()}  # fmt: skip
+
+    def close(self) -> None:
+        from prefect.states import Cancelled
+
+        self._closing.set()
+        with self._lock:
+            live = dict(self._live)
+        for run_id, info in live.items():
+            if info["started"]:
+                if info["flow"] == "segment-batch":
+                    from rscore_flows.segment_batch import request_stop
+
+                    request_stop(run_id)
+            else:
+                self._set_state(run_id, Cancelled(message="the rscore service stopped before the job started"))
+        self._pool.close(wait=True)
+
+    # -------------------------------------------------------------------------------------------------- running
+    def _execute(self, flow: str, flow_obj: Any, run: Any, params: dict[str, Any], cancel: threading.Event) -> None:
+        from prefect.flow_engine import run_flow
+        from prefect.states import Cancelled, Crashed
+
+        run_id = str(run.id)
+        with self._lock:
+            if run_id in self._live:
+                self._live[run_id]["started"] = True
+        try:
+            if cancel.is_set() or self._closing.is_set():
+                self._set_state(run_id, Cancelled(message="the rscore service stopped before the job started"))
+                return
+            current = self._call("read the flow run", lambda c: c.read_flow_run(run.id))
+            if _type(current.state) in FINAL:  # cancelled in the Prefect UI while it waited here
+                return
+            if flow == "segment-batch":
+                from prefect.task_runners import ThreadPoolTaskRunner
+
+                flow_obj = flow_obj.with_options(task_runner=ThreadPoolTaskRunner(max_workers=self.task_workers))
+            with self._settings():
+                state = run_flow(flow_obj, flow_run=current, parameters=params, return_type="state")
+            log.info("job %s (%s): %s", run_id, flow, getattr(state, "type", state))
+        except BaseException as exc:  # the engine itself broke: make the run say so instead of Running forever
+            log.exception("job %s (%s): the flow engine failed", run_id, flow)
+            why = f"the rscore service's job thread failed: {type(exc).__name__}: {exc}"
+            self._set_state(run_id, Crashed(message=why))
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            with self._lock:
+                self._live.pop(run_id, None)
+
+    def _ensure_watcher(self) -> None:
+        """A thread that, while segment-batch runs are live here, turns a Cancelling state set from the Prefect UI
+        or API into a stop request (their tasks stop at the next tile)."""
+        with self._lock:
+            if self._watcher is not None and self._watcher.is_alive():
+                return
+            self._watcher = threading.Thread(target=self._watch, name="rscore-prefect-watch", daemon=True)
+            self._watcher.start()
+
+    def _watch(self) -> None:
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+        from rscore_flows.segment_batch import request_stop
+
+        while not self._closing.wait(WATCH_INTERVAL_S):
+            with self._lock:
+                ids = [uuid.UUID(k) for k, v in self._live.items() if v["started"] and v["flow"] == "segment-batch"]
+                if not self._live:
+                    self._watcher = None
+                    return
+            if not ids:
+                continue
+            try:
+                wanted = FlowRunFilter(id=FlowRunFilterId(any_=ids))
+                runs = self._call("read flow runs", lambda c: c.read_flow_runs(flow_run_filter=wanted))
+            except Exception:
+                continue
+            for r in runs:
+                if _type(r.state) == "CANCELLING":
+                    request_stop(str(r.id))
+
+    # ------------------------------------------------------------------------------------------------ reporting
+    def _flow_name(self, run: Any) -> str:
+        for tag in run.tags or ():
+            if tag.startswith(FLOW_TAG):
+                return tag[len(FLOW_TAG):]
+        return DEFAULT_FLOW
+
+    def _owns(self, run: Any) -> bool:
+        if SERVICE_TAG not in (run.tags or ()) or self._flow_name(run) not in FLOWS:
+            return False
+        out = (run.parameters or {}).get("out")
+        if not isinstance(out, str):
+            return False
+        out_path = Path(out)
+        return out_path == self.output_root or out_path.parent == self.output_root
+
+    def _scrub(self, text: str | None) -> str | None:
+        if not text:
+            return text
+        root = str(self.output_root)
+        return text.replace(root + "/", "").replace(root, "<output root>")
+
+    def _status(self, run: Any, tasks: list[Any]) -> JobStatus:
+        params = run.parameters or {}
+        flow = self._flow_name(run)
+        kind = _type(run.state)
+        state = JOB_STATES.get(kind, "queued")
+        final = kind in FINAL
+        message = self._scrub(getattr(run.state, "message", None)) or None
+        inputs = [str(i) for i in params.get("inputs", [])]
+        job_dir: str | None = None
+        outputs: dict[str, str] = {}
+        if flow == "segment-batch":
+            items = self._batch_items(inputs, params.get("result_ids") or [], tasks, state, final, message)
+        else:
+            job_dir = Path(params["out"]).name
+            items, outputs = self._summary_items(flow, Path(params["out"]), inputs, job_dir, state, final, message)
+        if kind == "COMPLETED" and items:
+            state = _final_state(items)
+        return JobStatus(
+            id=str(run.id), state=state, runner=self.name, query=str(params.get("query") or ""),
+            plugin=params.get("plugin"), submitted=_iso(run.created) or "", started=_iso(run.start_time),
+            finished=_iso(run.end_time) if final else None, items=items, flow=flow, result_id=job_dir,
+            outputs=outputs, message=message,
+        )  # fmt: skip
+
+    def _batch_items(
+        self, inputs: list[str], ids: list[str], tasks: list[Any], job_state: str, final: bool, message: str | None
+    ) -> tuple[JobItem, ...]:
+        by_name = {t.name: t for t in tasks}
+        items = []
+        for i, path in enumerate(inputs):
+            result_id = ids[i] if i < len(ids) else None
+            t = by_name.get(f"input-{i}")
+            if t is None:
+                if not final:
+                    items.append(JobItem(input=path))
+                else:
+                    gone = "cancelled" if job_state == "cancelled" else "failed"
+                    items.append(JobItem(input=path, state=gone, error=message or "the input was never run"))
+                continue
+            kind = _type(t.state)
+            state = ITEM_STATES.get(kind, "queued")
+            seconds = round(t.total_run_time.total_seconds(), 4) if t.total_run_time and kind in FINAL else None
+            item = JobItem(input=path, state=state, seconds=seconds)
+            if state == "succeeded":
+                item = self._folder_item(item, result_id)
+            elif state in ("failed", "cancelled"):
+                error = getattr(t.state, "message", None) or t.state.name
+                error = error[len(_TASK_PREFIX):] if error.startswith(_TASK_PREFIX) else error
+                if "StopRequested" in error:
+                    item = replace(item, state="cancelled")
+                item = replace(item, error=self._scrub(error))
+            elif final:  # the flow run ended while this task was not: it never will
+                item = replace(item, state="cancelled" if job_state == "cancelled" else "failed", error=message)
+            items.append(item)
+        return tuple(items)
+
+    def _folder_item(self, item: JobItem, result_id: str | None) -> JobItem:
+        folder = self.output_root / result_id if result_id else None
+        try:
+            doc = json.loads((folder / "result.json").read_text(encoding="utf-8")) if folder else None
+        except (OSError, ValueError):
+            doc = None
+        if not isinstance(doc, dict):
+            return replace(item, state="failed", error="the task succeeded but its outputs are not in the output root")
+        return replace(
+            item, result_id=result_id, outputs=dict(doc.get("outputs") or {}), absent=bool(doc.get("absent")),
+            instance_count=(doc.get("summary") or {}).get("instance_count", len(doc.get("instances") or [])),
+        )  # fmt: skip
+
+    def _summary_items(
+        self, flow: str, out: Path, inputs: list[str], job_dir: str, job_state: str, final: bool, message: str | None
+    ) -> tuple[tuple[JobItem, ...], dict[str, str]]:
+        doc: Any = None
+        if final:
+            if flow == "landslide-risk-mapping":
+                path = out / "landslide-summary.json"
+            else:
+                found = sorted(out.glob("compliance-*.json"), key=lambda p: p.stat().st_mtime)
+                path = found[-1] if found else out / "compliance.json"
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                doc = None
+        if not isinstance(doc, dict):
+            if not final:
+                return tuple(JobItem(input=i, state=job_state) for i in inputs), {}
+            gone = "cancelled" if job_state == "cancelled" else "failed"
+            return tuple(JobItem(input=i, state=gone, error=message or "the flow wrote no summary") for i in inputs), {}
+        outputs = {k: v for k, v in (doc.get("outputs") or {}).items() if isinstance(v, str)}
+        items = []
+        if flow == "landslide-risk-mapping":
+            for r in doc.get("regions", []):
+                status = r.get("status")
+                error = self._scrub(r.get("error")) if status == "failed" else None
+                tiles = r.get("tiles") or {}
+                if status == "partial":
+                    error = f"{tiles.get('bad')} of {tiles.get('total')} tiles failed (nodata in the outputs)"
+                items.append(JobItem(
+                    input=str(r.get("input")), state="failed" if status == "failed" else "succeeded",
+                    result_id=job_dir if r.get("outputs") else None, outputs=dict(r.get("outputs") or {}),
+                    absent=bool(r.get("absent")) if status != "failed" else None, error=error,
+                    seconds=r.get("compute_s"),
+                ))  # fmt: skip
+        else:
+            for c in doc.get("clips", []):
+                failed = bool(c.get("error"))
+                fired = any(c.get("fired", {}).values()) or any(c.get("overlaps", {}).values())
+                items.append(JobItem(
+                    input=str(c.get("path")), state="failed" if failed else "succeeded",
+                    result_id=None if failed else job_dir, outputs={} if failed else outputs,
+                    absent=None if failed else not fired, error=self._scrub(c.get("error")),
+                    seconds=round(float(c.get("seconds") or 0.0), 4),
+                ))  # fmt: skip
+        if not items:  # e.g. no clip of the requested day
+            items = [
+                JobItem(input=i, state="succeeded", result_id=job_dir, outputs=outputs, absent=True) for i in inputs
+            ]
+        return tuple(items), outputs
