@@ -19,14 +19,18 @@
     built from the yaml configs where a checkpoint is absent (same speed: only values differ).
 
 ``tiles``
-    Tiles per second end to end: a large picture cut into ``--tile``-px tiles, each a scene through the engine with
-    the taught tiny reasoner and the best SAM2 available (or hiera-tiny with random weights).
+    Tiles per second end to end through the tiled decoupled path (``rscore.engine.decoupled``): one ``segment`` call
+    on a picture of ``--grid`` x ``--grid`` tiles of ``--tile`` px with ``reason_tiles=on`` (overview pass, per-tile
+    reasoning with the window in the prompt, per-tile segmentation, cross-tile merge), with the taught tiny reasoner
+    and the best SAM2 available (or hiera-tiny with random weights; ``--segmenter classical`` for none); and, as the
+    baseline, the same tiles cut by hand and sent through the engine one scene each.
 
 ::
 
     python benchmarks/bench_decoupled.py                                   # overhead, CPU
     python benchmarks/bench_decoupled.py sam2 --random-weights --images 50 # on a GPU machine
     python benchmarks/bench_decoupled.py tiles --random-weights --json
+    python benchmarks/bench_decoupled.py tiles --segmenter classical --tile 512 --grid 3 --device cpu
 """
 
 from __future__ import annotations
@@ -308,7 +312,35 @@ def bench_sam2(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------------- tiles
+def _teach_tile(
+    reasoner: Any, big: np.ndarray, tile: int, overlap: int, rects: list[tuple[int, int, int, int]]
+) -> None:
+    """Teach the reasoner the first tile's answer on the prompt the tiled path gives tile 1 (window in the text)."""
+    from rscore.engine.decoupled import tile_windows
+    from rscore.models.testing import targets_json, teach_answer
+    from rscore.reasoners.prompting import ReasoningView, describe_scene
+
+    windows = tile_windows(big.shape[0], big.shape[1], tile, overlap)
+    first = windows[0]
+    view = ReasoningView((big.shape[1], big.shape[0]), first, tile=0, tiles=len(windows),
+                         band_roles=("red", "green", "blue"))
+    crop = big[first.slices]
+    scene = Scene(ArraySource(np.moveaxis(crop, -1, 0)), "image", ("red", "green", "blue"),
+                  metadata={"reasoning_view": view})
+    request = Request(QUERY, options={"matcher": "keyword"})
+    sent = reasoner.fit(crop)
+    convo = reasoner.conversation(sent, request, [TEMPLATE], kind="image", context=describe_scene(scene, sent))
+    sx, sy = sent.size[0] / crop.shape[1], sent.size[1] / crop.shape[0]
+    boxes = [[round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)] for x0, y0, x1, y1 in rects]
+    answer = targets_json([{"label": "bright box", "box": box, "confidence": 0.9} for box in boxes])
+    teach_answer(reasoner, reasoner.encode(convo.messages, sent), answer)
+
+
 def bench_tiles(args: argparse.Namespace) -> dict[str, Any]:
+    """Tiles per second through the engine's tiled decoupled path (rscore.engine.decoupled): one ``segment`` call on
+    a picture of ``grid`` x ``grid`` tiles with ``reason_tiles=on`` - overview pass, per-tile reasoning with the
+    window in the prompt, per-tile segmentation, cross-tile merge, union mask - against the same tiles cut out by
+    hand and sent through the engine one scene each (``separate``: no overview, no overlap, no merge)."""
     from rscore.engine import segment
     from rscore.plugins import get_plugin_manager, get_registry
 
@@ -324,35 +356,78 @@ def bench_tiles(args: argparse.Namespace) -> dict[str, Any]:
         weights = _tiny_weights(Path(tmp), sam2=False)
         options = {"reasoner": "bench-transformers", "segmenter": "bench-sam2", "model": "qwen2.5-vl-3b",
                    "weights": str(weights), "matcher": "keyword", "device": args.device}
-        if args.weights is not None:
-            options["sam2_weights"] = str(args.weights)
-        try:
-            from rscore.models import resolve_auto
+        sam2_kind = "none"
+        if args.segmenter == "classical":
+            options["segmenter"] = "classical"
+        else:
+            if args.weights is not None:
+                options["sam2_weights"] = str(args.weights)
+            try:
+                from rscore.models import resolve_auto
 
-            resolve_auto("sam2", weights=args.weights, recommend="sam2.1-hiera-tiny")
-            sam2_kind = "pretrained"
-        except Exception:
-            if not args.random_weights:
-                raise
-            from rscore.models.testing import save_tiny_sam2_checkpoint
+                resolve_auto("sam2", weights=args.weights, recommend="sam2.1-hiera-tiny")
+                sam2_kind = "pretrained"
+            except Exception:
+                if not args.random_weights:
+                    raise
+                from rscore.models.testing import save_tiny_sam2_checkpoint
 
-            save_tiny_sam2_checkpoint(Path(tmp) / "sam2.1-hiera-tiny" / "sam2.1_hiera_tiny.pt")
-            options["sam2_weights"] = str(tmp)
-            sam2_kind = "random"
-        # one taught answer per tile is not possible for one model: teach the first tile's, others answer the same
-        _teach(options, tiles[0][0], tiles[0][1])
+                save_tiny_sam2_checkpoint(Path(tmp) / "sam2.1-hiera-tiny" / "sam2.1_hiera_tiny.pt")
+                options["sam2_weights"] = str(tmp)
+                sam2_kind = "random"
+        # one taught answer per tile is not possible for one model: teach the first tile's, others answer the same;
+        # taught on both prompts the first tile is given: as a scene of its own and as tile 1 of the large picture
+        reasoner, _, _ = _teach(options, tiles[0][0], tiles[0][1])
+        _teach_tile(reasoner, big, tile, args.overlap, tiles[0][1])
         reg = get_registry(get_plugin_manager(entry_points=False, extra=[("bench", BenchBackends())]))
+        tiled_options = {**options, "reason_tiles": "on", "reason_tile": tile, "reason_overlap": args.overlap,
+                         "reason_overview": not args.no_overview}
+        big_scene = _scene(big)
+        last: dict[str, Any] = {}
 
-        def run() -> int:
+        def run_tiled() -> None:
+            last["result"] = segment(big_scene, QUERY, plugin="bench", options=tiled_options, registry=reg)
+
+        def run_separate() -> int:
             found = 0
             for crop, _ in tiles:
                 found += len(segment(_scene(crop), QUERY, plugin="bench", options=options, registry=reg).instances)
             return found
 
-        run()  # warm-up
-        t, _ = _median_time(run, args.repeats)
-    return {"benchmark": "tiles", "tile_px": tile, "tiles": len(tiles), "sam2_weights": sam2_kind,
-            "tiles_per_s": round(len(tiles) / t, 3), "seconds_per_tile": round(t / len(tiles), 4)}
+        run_tiled(), run_separate()  # warm-up
+        t_tiled, runs = _median_time(run_tiled, args.repeats)
+        t_separate, _ = _median_time(run_separate, args.repeats)
+        result = last["result"]
+        tiling = result.plan.match["tiling"]
+    n = int(tiling["tiles"])
+    requests = n + (1 if tiling["overview"] else 0)
+    return {
+        "benchmark": "tiles",
+        "device": args.device,
+        "picture_px": tile * args.grid,
+        "tile_px": tile,
+        "overlap_px": tiling["overlap_px"],
+        "segmenter": options["segmenter"],
+        "sam2_weights": sam2_kind,
+        "tiled_tiles": n,
+        "tiled_requests": requests,
+        "tiled_s": round(t_tiled, 4),
+        "tiled_runs_s": [round(t, 4) for t in runs],
+        "tiled_tiles_per_s": round(n / t_tiled, 3),
+        "tiled_seconds_per_tile": round(t_tiled / n, 4),
+        "tiled_stage_s": {k: v for k, v in result.timings.items() if k in ("reason_s", "segment_s", "total_s")},
+        "tiled_instances": len(result.instances),
+        # model calls (a repair turn counts) and generated tokens: more than one per picture means unusable answers
+        "tiled_model_requests": result.plan.match.get("requests"),
+        "tiled_tokens": result.plan.match.get("tokens"),
+        "merged_across_tiles": tiling["merged_across_tiles"],
+        "separate_tiles": len(tiles),
+        "separate_s": round(t_separate, 4),
+        "separate_tiles_per_s": round(len(tiles) / t_separate, 3),
+        # per model request: the tiled path's cost of one reasoned picture (tile or overview) vs one separate scene
+        "tiled_s_per_request": round(t_tiled / requests, 4),
+        "separate_s_per_tile": round(t_separate / len(tiles), 4),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-cpu", action="store_true", help="sam2: run without a GPU too")
     p.add_argument("--tile", type=int, default=1024, help="tiles: tile side, px")
     p.add_argument("--grid", type=int, default=2, help="tiles: the picture is grid x grid tiles")
+    p.add_argument("--overlap", type=int, default=128, help="tiles: reason_overlap, px")
+    p.add_argument("--no-overview", action="store_true", help="tiles: reason_overview=false")
+    p.add_argument("--segmenter", default="sam2", choices=("sam2", "classical"), help="tiles: the segmenter")
     p.add_argument("--json", action="store_true", help="print JSON only")
     args = p.parse_args(argv)
     report = {"overhead": bench_overhead, "sam2": bench_sam2, "tiles": bench_tiles}[args.which](args)

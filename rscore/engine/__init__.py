@@ -6,6 +6,8 @@
     segment(scene, q) --preprocess hooks--> reasoner.plan(...) -------> Plan
                       --analytic: template program per tile, stitched  \\
                       --targets: segmenter (classical | sam2 | ...)    --> instances, union mask
+                      --VLM on a large scene: per tile (with the whole scene's context), merged across tile
+                        borders (rscore.engine.decoupled)
                       --postprocess hooks ----------------------------> Result
     write_outputs(scene, result, out_dir) --writers (core + plugin), atomically--> files + result.json
     run(path, q, ...) = all of the above
@@ -31,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from rscore.engine import decoupled
 from rscore.engine.analytic import run_program
 from rscore.errors import BackendUnavailable, InputError, OptionError, QueryError, RscoreError
 from rscore.plugins import CORE, Registry, get_registry
@@ -48,6 +51,8 @@ DEFAULTS: Mapping[str, Any] = {
     "tile_size": 1024,
     "min_area_px": 1,
     "max_instances": 1000,
+    # the decoupled path on large scenes (rscore.engine.decoupled.TilingOptions)
+    **decoupled.DEFAULTS,
 }
 AUTO_SEGMENTERS = ("sam2", "sam2-hf", "classical")
 MAX_INSTANCE_MASK_BYTES = 256 << 20  # per-instance masks kept for the best instances within this budget
@@ -89,7 +94,7 @@ def _check_options(opts: dict[str, Any]) -> dict[str, Any]:
     for name in ("reasoner", "segmenter"):
         if not isinstance(opts[name], str) or not opts[name]:
             raise OptionError(f"option {name} must be a backend name, got {opts[name]!r}")
-    return opts
+    return decoupled.normalise_options(opts)  # reason_tiles, reason_tile, reason_overlap, ...
 
 
 # ------------------------------------------------------------------------------------------------------- reading
@@ -214,8 +219,23 @@ def segment(
     t0 = time.perf_counter()
     templates = reg.templates_for(plugin)
     reasoner = _backend(reg, "reasoner", opts["reasoner"], opts)
-    plan: Plan = reasoner.plan(scene, request, templates)
-    timings["reason_s"] = time.perf_counter() - t0
+    tiled: decoupled.TiledRun | None = None
+    if decoupled.should_tile(scene, reasoner, request):  # a VLM on a scene larger than its picture: tile by tile
+        tiled = decoupled.segment_tiled(
+            scene,
+            request,
+            templates,
+            reasoner,
+            segmenter=lambda: _segmenter(reg, str(opts["segmenter"]), opts),
+            progress=progress,
+            max_mask_bytes=MAX_INSTANCE_MASK_BYTES,
+            store_tile=int(opts["tile_size"]),
+        )
+        plan: Plan = tiled.plan
+        timings.update(tiled.timings)
+    else:
+        plan = reasoner.plan(scene, request, templates)
+        timings["reason_s"] = time.perf_counter() - t0
     pre_steps = tuple(Step(text=f"preprocess: {s}") for s in scene.metadata.get("preprocess", ()))
     if pre_steps:
         plan = dataclasses.replace(plan, steps=pre_steps + plan.steps)
@@ -227,7 +247,9 @@ def segment(
     template = next((t for t in templates if t.qualified_name == plan.template), None)
     label = template.label if template else "target"
     t0 = time.perf_counter()
-    if not plan.absent:
+    if tiled is not None:
+        mask, instances, segmenter_name = tiled.mask, list(tiled.instances), tiled.segmenter_name
+    elif not plan.absent:
         targets = list(plan.targets)
         if template is not None and template.program is not None and plan.reasoner == "analytic":
             run_ = run_program(
@@ -274,8 +296,8 @@ def segment(
         )
         plan = dataclasses.replace(plan, absent=True, reason=why)
 
-    warnings = tuple(scene.warnings)
-    if isinstance(mask, TiledArray):
+    warnings = tuple(scene.warnings) + (tiled.warnings if tiled is not None else ())
+    if isinstance(mask, TiledArray) and tiled is None:
         warnings += ("instances are not listed for scenes stitched on disk; see the vector outputs",)
     result = Result(
         query=query,

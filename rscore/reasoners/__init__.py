@@ -21,6 +21,13 @@ A reasoner built on these pieces::
     parse = functools.partial(parse_answer, image_size=sent.size, default_label=hints.label or "target")
     answer, outputs, errors = parse_with_repair(generate, messages, parse, repair_prompt)
     return answer_to_plan(answer, sent=sent, hints=hints, reasoner="mine", raw=outputs[-1])
+
+**Large scenes.** The engine reasons a scene larger than ``reason_tile`` px tile by tile
+(:mod:`rscore.engine.decoupled`): each tile, and a downscaled overview of the whole scene first, reaches ``plan`` as
+an ordinary sub-scene whose ``metadata["reasoning_view"]`` (:class:`ReasoningView`) says where it lies in the whole;
+:func:`describe_scene` puts that (and the overview's one line) into the prompt. A reasoner may define
+``picture_side(request) -> int``, the longest side of the picture it sends, from which the default tile size
+(twice that) is derived.
 """
 
 from __future__ import annotations
@@ -48,11 +55,13 @@ from rscore.reasoners.prompting import (
     DEFAULT_MAX_SIDE,
     DEFAULT_MULTIPLE,
     Prompt,
+    ReasoningView,
     SentImage,
     TemplateHints,
     build_prompt,
     describe_scene,
     fit_image,
+    reasoning_view,
     repair_prompt,
     select_templates,
 )
@@ -67,6 +76,7 @@ __all__ = [
     "AnswerParseError",
     "ParsedAnswer",
     "Prompt",
+    "ReasoningView",
     "SentImage",
     "TemplateHints",
     "answer_to_plan",
@@ -78,6 +88,7 @@ __all__ = [
     "map_targets",
     "parse_answer",
     "parse_with_repair",
+    "reasoning_view",
     "repair_prompt",
     "resolve_frame",
     "select_templates",

@@ -465,6 +465,11 @@ class OpenAIReasoner:
         merged = OpenAIOptions.from_options({**_as_options(self.options), **overrides})
         return self.options if merged == self.options else merged
 
+    def picture_side(self, request: Request) -> int:
+        """The longest side (px) of the picture this reasoner sends for ``request`` (the engine tiles scenes larger
+        than twice this)."""
+        return int(self._options_for(request).max_side)
+
     def plan(self, scene: Scene, request: Request, templates: Sequence[Template]) -> Plan:
         """Resize the scene's picture, ask the model (one repair turn), and return the plan in original pixels."""
         from rscore.io.images import scene_rgb8

@@ -52,6 +52,8 @@ __all__ = [
     "Prompt",
     "fit_image",
     "select_templates",
+    "ReasoningView",
+    "reasoning_view",
     "describe_scene",
     "build_prompt",
     "repair_prompt",
@@ -277,37 +279,95 @@ def _hint_block(hints: TemplateHints) -> str:
 
 
 # -------------------------------------------------------------------------------------------------------- scenes
+@dataclass(frozen=True)
+class ReasoningView:
+    """Which part of a larger scene a reasoner is shown, when a large scene is reasoned tile by tile.
+
+    The engine (:mod:`rscore.engine.decoupled`) hands a reasoner a *sub-scene* (one tile, or a downscaled overview of
+    the whole scene) with this object under ``scene.metadata["reasoning_view"]``; :func:`describe_scene` reads it, so
+    every reasoner that describes its scene with it tells the model where the picture lies in the whole, without any
+    change to the ``plan(scene, request, templates)`` interface.
+
+    - ``scene_size``: ``(width, height)`` of the whole scene, px; ``window``: the part shown, in whole-scene pixels
+      (the whole scene for the overview).
+    - ``tile`` / ``tiles``: this tile's index and the number of tiles (``tile`` is ``None`` for the overview).
+    - ``overview``: one line about the whole scene from a first pass on a downscaled picture ("" when none).
+    - ``band_roles`` / ``pixel_size``: the whole scene's bands and pixel size (a tile of a non-8-bit scene carries
+      only its display bands, stretched to 8 bits with one stretch for the whole scene).
+    - ``scene``: the whole :class:`~rscore.types.Scene`, for a reasoner that wants the original values
+      (``view.scene.read(view.window)``).
+    """
+
+    scene_size: tuple[int, int]
+    window: Window
+    tile: int | None = None
+    tiles: int = 1
+    overview: str = ""
+    band_roles: tuple[str, ...] = ()
+    pixel_size: tuple[float, float] | None = None
+    scene: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def is_overview(self) -> bool:
+        return self.tile is None
+
+
+def reasoning_view(scene: Scene) -> ReasoningView | None:
+    """The :class:`ReasoningView` of a tile or overview sub-scene, ``None`` for an ordinary scene."""
+    meta = scene.metadata if isinstance(scene.metadata, Mapping) else {}
+    view = meta.get("reasoning_view")
+    return view if isinstance(view, ReasoningView) else None
+
+
 def describe_scene(scene: Scene, sent: SentImage | tuple[int, int], *, window: Window | None = None) -> str:
     """A short description of the input for the prompt: kind, size, bands shown, physical pixel size, metadata.
 
     ``sent`` is the picture as sent (or its ``(width, height)``); ``window`` says which part of the scene the picture
-    shows when reasoning tile by tile (full scene when ``None``).
+    shows when reasoning tile by tile (full scene when ``None``). A tile or overview sub-scene made by the engine
+    (``scene.metadata["reasoning_view"]``, :class:`ReasoningView`) is described as the part of the whole scene it is,
+    with the overview line when there is one.
     """
     from rscore.io.images import DISPLAY_ORDER
 
+    view = reasoning_view(scene) if window is None else None
+    if view is not None:
+        (full_w, full_h), window = view.scene_size, view.window
+        roles = view.band_roles or scene.band_roles
+        pixel_size = view.pixel_size if view.pixel_size is not None else scene.pixel_size
+    else:
+        full_w, full_h, roles, pixel_size = scene.width, scene.height, scene.band_roles, scene.pixel_size
     sw, sh = sent.size if isinstance(sent, SentImage) else sent
-    vw, vh = (window.width, window.height) if window is not None else (scene.width, scene.height)
+    vw, vh = (window.width, window.height) if window is not None else (full_w, full_h)
     sx, sy = vw / sw, vh / sh
     article = "an" if scene.kind[:1].lower() in "aeiou" else "a"
-    parts = [f"Input: {article} {scene.kind} of {scene.width}x{scene.height} pixels."]
-    if window is not None:
+    parts = [f"Input: {article} {scene.kind} of {full_w}x{full_h} pixels."]
+    whole = window is None or (window.col_off, window.row_off, window.width, window.height) == (0, 0, full_w, full_h)
+    if view is not None and view.is_overview:
+        parts.append(
+            "The picture shows the whole of it, downscaled, as a first look: the scene is then examined tile by "
+            "tile at full resolution, so give what you can see at this scale."
+        )
+    elif not whole:
+        assert window is not None
+        where = ""
+        if view is not None and view.tile is not None:
+            where = f" (tile {view.tile + 1} of {view.tiles}; neighbouring tiles overlap it)"
         parts.append(
             f"The picture shows only the part x {window.col_off}..{window.col_off + window.width}, "
-            f"y {window.row_off}..{window.row_off + window.height} of it; answer for what is visible."
+            f"y {window.row_off}..{window.row_off + window.height} of it{where}; answer for what is visible"
+            + (", and box an object cut by the picture's edge up to that edge." if view is not None else ".")
         )
-    if scene.has("red", "green", "blue"):
+    if all(r in roles for r in ("red", "green", "blue")):
         shown = "true colour (red, green, blue bands)"
     else:
-        role = next(
-            (r for r in DISPLAY_ORDER if r in scene.band_roles), scene.band_roles[0] if scene.band_roles else ""
-        )
+        role = next((r for r in DISPLAY_ORDER if r in roles), roles[0] if roles else "")
         shown = f"greyscale of the '{role}' band" if role else "greyscale"
-    extra = [r for r in scene.band_roles if r not in ("red", "green", "blue")]
+    extra = [r for r in roles if r not in ("red", "green", "blue")]
     parts.append(f"The picture is {shown}" + (f"; the input also has bands: {', '.join(extra)}." if extra else "."))
     if (sw, sh) != (vw, vh):
         parts.append(f"It was resized to {sw}x{sh}: one of its pixels covers {sx:.2f}x{sy:.2f} input pixels.")
-    if scene.pixel_size and scene.unit:
-        px, py = scene.pixel_size
+    if pixel_size and scene.unit:
+        px, py = pixel_size
         parts.append(
             f"One input pixel is {px:.3g}x{py:.3g} {scene.unit}; one picture pixel about {px * sx:.3g}x{py * sy:.3g} "
             f"{scene.unit}."
@@ -326,6 +386,8 @@ def describe_scene(scene: Scene, sent: SentImage | tuple[int, int], *, window: W
     pre = scene.metadata.get("preprocess") if isinstance(scene.metadata, Mapping) else None
     if pre:
         parts.append(f"Preprocessing applied: {'; '.join(str(p) for p in pre)}.")
+    if view is not None and view.overview:
+        parts.append(f"Overview of the whole scene: {view.overview}")
     return " ".join(parts)
 
 

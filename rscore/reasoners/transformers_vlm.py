@@ -385,6 +385,12 @@ class TransformersReasoner:
         base = {f.name: getattr(self.options, f.name) for f in fields(self.options)}
         return TransformersOptions.from_options({"transformers": {**base, **over}})
 
+    def picture_side(self, request: Request) -> int:
+        """The longest side (px) of the picture this model is shown for ``request`` (the engine tiles scenes larger
+        than twice this)."""
+        o = self._options_for(request)
+        return THINK_ANSWER_SIDE if self._style(o) == "think-answer" else int(o.max_side)
+
     def fit(self, rgb: np.ndarray, options: TransformersOptions | None = None) -> SentImage:
         """The picture as this model will see it (sizes from the options and the processor)."""
         o = options or self.options
