@@ -502,3 +502,29 @@ def test_tiled_loop_with_the_tiny_transformers_reasoner(tmp_path, monkeypatch):
     assert boxes == sorted((w.col_off + 150, w.row_off + 40) for w in windows)  # the same answer, offset per tile
     hit = [i for i in res.instances if 1 in i.attributes["tiles"]]
     assert hit and hit[0].bbox == pytest.approx((150, 40, 224, 100), abs=3)
+
+
+def test_stacked_slices_are_reasoned_one_slice_at_a_time(registry):
+    """A DICOM-like stack (slices along the rows) is looked at slice by slice: no tile shows two slices, no overview
+    of the sliver, and the same object on two neighbouring slices stays two per-slice instances."""
+    rows, n_slices, width = 300, 4, 400
+    rng = np.random.default_rng(5)
+    img = rng.integers(20, 70, (rows * n_slices, width, 3)).astype(np.uint8)
+    # a box at the bottom of slice 1 and one at the top of slice 2: touching across the slice border
+    boxes = [(100, rows - 60, 200, rows), (100, rows, 200, rows + 60)]
+    for box in boxes:
+        img[rect_mask(box, img.shape[:2])] = (235, 215, 60)
+    scene = Scene(ArraySource(np.moveaxis(img, -1, 0).copy()), "image", ("red", "green", "blue"),
+                  metadata={"layout": "stacked-rows", "slice_rows": rows})
+    assert decoupled.scene_tile_windows(scene, 2048, 128) == [Window(s * rows, 0, rows, width) for s in range(4)]
+    with ScriptedOpenAIServer([seeing_model]) as srv:
+        res = run(scene, srv, registry)  # auto: a 1200 x 400 scene would not be tiled by size alone
+        requests = srv.chat_requests
+    assert len(requests) == n_slices  # one per slice, no overview
+    for req in requests:  # each picture is one slice (resized by the client to its size rule), not a stack
+        h, w = req.images()[0].shape[:2]
+        assert abs(w / h - width / rows) < 0.15
+    assert not res.plan.absent and len(res.instances) == 2
+    got = sorted(i.bbox for i in res.instances)
+    for box, bbox in zip(sorted(boxes), got):
+        assert max(abs(a - b) for a, b in zip(box, bbox)) <= 3

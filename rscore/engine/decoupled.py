@@ -71,6 +71,8 @@ __all__ = [
     "picture_side",
     "should_tile",
     "tile_windows",
+    "scene_tile_windows",
+    "stacked_slice_rows",
     "piece_from_instance",
     "merge_across_tiles",
     "segment_tiled",
@@ -222,14 +224,25 @@ def _tile_side(options: TilingOptions, reasoner: Any, request: Request) -> int:
     return options.tile or 2 * picture_side(reasoner, request)
 
 
+def stacked_slice_rows(scene: Scene) -> int | None:
+    """Rows per slice when ``scene`` stacks several slices along its rows (a DICOM series: ``metadata["layout"] ==
+    "stacked-rows"`` with ``metadata["slice_rows"]``), else ``None``."""
+    rows = scene.metadata.get("slice_rows") if scene.metadata.get("layout") == "stacked-rows" else None
+    try:
+        rows = int(rows) if rows else 0
+    except (TypeError, ValueError):
+        return None
+    return rows if 0 < rows < scene.height and scene.height % rows == 0 else None
+
+
 def should_tile(scene: Scene, reasoner: Any, request: Request) -> bool:
     """Whether :func:`rscore.engine.segment` takes the tiled path: never for the ``analytic`` reasoner (its programs
     tile themselves) or one that says ``whole_scene = True``; with ``reason_tiles=auto`` when the scene's longer side
-    exceeds the tile side."""
+    exceeds the tile side, or when it stacks several slices (each slice is looked at on its own)."""
     o = tiling_options(request)
     if o.mode == "off" or getattr(reasoner, "name", "") == "analytic" or getattr(reasoner, "whole_scene", False):
         return False
-    if o.mode == "on":
+    if o.mode == "on" or stacked_slice_rows(scene):
         return True
     return max(scene.height, scene.width) > _tile_side(o, reasoner, request)
 
@@ -250,6 +263,17 @@ def tile_windows(height: int, width: int, tile: int, overlap: int) -> list[Windo
         raise OptionError(f"tiles of {tile} px cannot overlap by {overlap} px (at most half a tile)")
     th, tw = min(tile, height), min(tile, width)
     return [Window(r, c, th, tw) for r in _starts(height, tile, overlap) for c in _starts(width, tile, overlap)]
+
+
+def scene_tile_windows(scene: Scene, tile: int, overlap: int) -> list[Window]:
+    """:func:`tile_windows` of the scene, slice by slice for stacked slices: a tile never shows the border between
+    two slices (the model would see two anatomies as one picture), so tiles of different slices never overlap and
+    their instances are never merged (they are per-slice findings)."""
+    per = stacked_slice_rows(scene)
+    if per is None:
+        return tile_windows(scene.height, scene.width, tile, overlap)
+    one = tile_windows(per, scene.width, tile, overlap)
+    return [Window(s * per + w.row_off, w.col_off, w.height, w.width) for s in range(scene.height // per) for w in one]
 
 
 def _intersect(a: Window, b: Window) -> Window | None:
@@ -713,11 +737,12 @@ def segment_tiled(
     tile = opts.tile or 2 * side
     overlap = min(opts.overlap, (tile - 1) // 2)
     height, width = scene.shape
-    windows = tile_windows(height, width, tile, overlap)
+    windows = scene_tile_windows(scene, tile, overlap)
     n = len(windows)
     rows = len({w.row_off for w in windows})
     grid = [rows, n // rows]
-    do_overview = opts.overview and n > 1
+    # a shrunk stack of slices is a sliver of many pictures: no overview for stacked volumes
+    do_overview = opts.overview and n > 1 and stacked_slice_rows(scene) is None
     total = n + (1 if do_overview else 0)
     done = 0
     t_reason = t_segment = 0.0
