@@ -9,10 +9,13 @@
 
 - :mod:`rscore.video.reader` - files, image folders, GIFs, stream URLs (reconnect, stuck detection, sampling);
   :class:`VideoReader` is the ``rscore_readers`` reader.
-- :mod:`rscore.video.engine` - :func:`segment_video` / :func:`run_video` (offline and online modes).
+- :mod:`rscore.video.engine` - :func:`segment_video` / :func:`run_video` (offline and online modes; the plugin's
+  ``rscore_preprocess`` runs once per processed frame, ``rscore_postprocess`` once per frame's result).
 - :mod:`rscore.video.propagate` - optical-flow and SAM 2 video propagators.
 - :mod:`rscore.video.writers` - masks.json (per-frame COCO RLE), overlay video, events.json, keyframe.png.
 - :mod:`rscore.video.mjpeg` - a loopback MJPEG server for tests, benchmarks and demos.
+- :mod:`rscore.video.rtsp` - a loopback RTSP server (GStreamer's gst-rtsp-server in a child process) for tests
+  and demos.
 
 Imports are lazy: ``import rscore.video`` loads nothing heavy.
 """

@@ -18,6 +18,28 @@ VISA's recipe, with the pieces rscore has::
       frame, the previous one (flow) and the live tracks; per-frame records go to a spool file, the overlay video
       is written as frames come.
 
+Plugin hooks (``rscore_preprocess`` / ``rscore_postprocess`` of the plugin in use and core, chained as for stills):
+every processed frame is one request.
+
+- ``rscore_preprocess`` runs once on each processed frame's scene (and on the frames sampled for the keyframe):
+  the reasoner, the template programs, the image engine (keyframe segmentation, VLM detections) and
+  ``rscore_postprocess`` see the preprocessed frame. The image engine is called with its processing hooks left out
+  (:class:`_ImageEngineView`), so nothing is preprocessed twice. What the hooks did (``scene.metadata
+  ["preprocess"]``) is recorded per frame (``preprocess`` in the frame records of masks.json), the keyframe's (or
+  online: the first frame's) steps open the plan, and the counts are in ``provenance.video.hooks``. A hook must
+  keep the frame's size. Propagation (optical flow, SAM 2) and the overlay use the original pixels: masks are on
+  the original grid either way, and a per-frame correction chosen from each frame's statistics need not be
+  consistent between neighbouring frames, which the propagator would take for motion.
+- ``rscore_postprocess`` runs once on each processed frame's result, built after tracking whatever made the masks
+  (keyframe segmentation, re-detection or propagation): a :class:`~rscore.types.Result` with the run's plan (absent
+  on a frame with nothing), one :class:`~rscore.types.Instance` per present track (mask, ``attributes``
+  ``track_id`` and ``source``) and their union mask, with the preprocessed frame as ``scene``. What it returns is
+  what is recorded for the frame (masks.json, overlay, track summaries): instances keep their ``track_id``
+  attribute (one it adds without one is recorded with ``track_id`` 0 and ``source`` ``postprocess``, and forms no
+  track), other instance attributes go to ``attributes``, ``classes`` and ``warnings`` to the frame record. It does
+  not steer tracking (the tracker carries on from its own masks), and the run's :class:`VideoResult` (tracks
+  without masks) is not passed to it.
+
 Propagators: :mod:`rscore.video.propagate` (``auto``: SAM 2 video when its weights are here, else optical flow).
 
 Options (engine options mapping; strings from ``-O key=value`` are converted): :class:`VideoOptions` and
@@ -41,11 +63,11 @@ from typing import Any
 import numpy as np
 
 from rscore import rle
-from rscore.errors import BackendUnavailable, InputError, OptionError
+from rscore.errors import BackendUnavailable, InputError, OptionError, PluginError
 from rscore.instances import instances_from_mask, mask_bbox
 from rscore.plugins import Registry
 from rscore.sdk import Template
-from rscore.types import ArraySource, Instance, Plan, ProgressCallback, Request, Scene, Step, VideoInfo
+from rscore.types import ArraySource, Instance, Plan, ProgressCallback, Request, Result, Scene, Step, VideoInfo
 from rscore.video.propagate import PROPAGATORS, Propagator, make_propagator
 from rscore.video.reader import Frame, FrameReader, ReaderOptions, normalise_url, open_video
 from rscore.video.results import FrameLog, TrackSummary, VideoResult
@@ -159,13 +181,35 @@ def frame_scene(frame: Frame, base: Scene | None = None, *, fps: float = 0.0, fr
     )
 
 
+# ------------------------------------------------------------------------------------------------ plugin hooks
+PROCESSING_HOOKS = ("rscore_preprocess", "rscore_postprocess")
+
+
+class _ImageEngineView(Registry):
+    """The registry as :func:`rscore.engine.segment` sees it inside a video run: the same plugins, templates,
+    operators and backends, but no processing hooks, because the video engine runs those itself, once per frame
+    (see "Plugin hooks" in this module's docstring): the scene it hands the image engine is already preprocessed, and
+    the frame's result is postprocessed after tracking, not the image engine's detections."""
+
+    def hookimpls_for(self, hook: str, plugin: str | None) -> list[Any]:
+        if hook in PROCESSING_HOOKS:
+            return []
+        return super().hookimpls_for(hook, plugin)
+
+
+def _image_engine_view(reg: Registry) -> Registry:
+    if isinstance(reg, _ImageEngineView):
+        return reg
+    return _ImageEngineView(**{f.name: getattr(reg, f.name) for f in fields(reg)})
+
+
+def _json_safe(value: Any) -> Any:
+    from rscore.io.writers import jsonable
+
+    return jsonable(value)
+
+
 # ------------------------------------------------------------------------------------------------------ detectors
-def _preprocess(reg: Registry, plugin: str | None, scene: Scene, request: Request) -> Scene:
-    for fn in reg.hookimpls_for("rscore_preprocess", plugin):
-        out = fn(scene=scene, request=request)
-        if out is not None:
-            scene = out
-    return scene
 
 
 class _AnalyticDetector:
@@ -181,8 +225,7 @@ class _AnalyticDetector:
     def detect(self, scene: Scene) -> list[Instance]:
         from rscore.engine.analytic import run_program
 
-        c = self.ctx
-        scene = _preprocess(c.reg, c.plugin, scene, c.request)
+        c = self.ctx  # ``scene`` is the frame already through the preprocess hooks (_Context.prepare)
         run = run_program(scene, c.request, self.template, c.reg.operators, tile_size=int(c.opts["tile_size"]))
         if not self.steps and run.steps:
             self.steps = list(run.steps)
@@ -294,17 +337,61 @@ class _Context:
     overlay: Any = None  # an online overlay sink
     detector: Any = None
     first: Frame | None = None  # the first frame read (its scene describes the input in result.json)
+    plan: Plan | None = None  # the run's plan once known: the per-frame results handed to rscore_postprocess carry it
+    # plugin hooks (see "Plugin hooks" in the module docstring): run here once per frame, never by the image engine
+    pre_hooks: list[Any] = field(default_factory=list)
+    post_hooks: list[Any] = field(default_factory=list)
+    image_reg: Registry | None = None  # the registry without processing hooks, for rscore.engine.segment
+    hook_counts: Counter[str] = field(default_factory=Counter)
+    first_steps: tuple[str, ...] = ()  # what the preprocess hooks did to the first processed frame
+    _prepared: tuple[Frame, Scene] | None = None
+    _warned: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.pre_hooks = self.reg.hookimpls_for("rscore_preprocess", self.plugin)
+        self.post_hooks = self.reg.hookimpls_for("rscore_postprocess", self.plugin)
+        self.image_reg = _image_engine_view(self.reg)
+
+    @property
+    def hooked(self) -> bool:
+        return bool(self.pre_hooks or self.post_hooks)
 
     def new_id(self) -> int:
         return next(self.ids)  # type: ignore[call-overload]
 
     def scene_of(self, frame: Frame) -> Scene:
+        """The frame as a scene, as read (no plugin hooks)."""
         return frame_scene(frame, self.base)
 
-    def engine_detect(self, scene: Scene) -> list[Instance]:
+    def prepare(self, frame: Frame) -> Scene:
+        """The frame as a scene through the plugin's ``rscore_preprocess`` hooks (chained, as for stills): what the
+        reasoner, the detectors, the image engine and ``rscore_postprocess`` see. Computed once per frame object
+        (the last one is kept), so a frame that is detected on and recorded is preprocessed once."""
+        if self._prepared is not None and self._prepared[0] is frame:
+            return self._prepared[1]
+        scene = self.scene_of(frame)
+        if self.pre_hooks:
+            for fn in self.pre_hooks:
+                out = fn(scene=scene, request=self.request)
+                if out is not None:
+                    scene = out
+            if scene.shape != self.shape:
+                raise PluginError(
+                    f"plugin '{self.plugin}': rscore_preprocess turned a {self.shape[1]}x{self.shape[0]} video frame "
+                    f"into {scene.width}x{scene.height}; on video it must keep the frame's size (masks, tracks and "
+                    f"the overlay are on the original pixels)"
+                )
+        self._prepared = (frame, scene)
+        return scene
+
+    def segment_image(self, scene: Scene) -> Result:
+        """:func:`rscore.engine.segment` on an already preprocessed frame scene, its processing hooks left out."""
         from rscore import engine
 
-        res = engine.segment(scene, self.query, plugin=self.plugin, options=self.opts, registry=self.reg)
+        return engine.segment(scene, self.query, plugin=self.plugin, options=self.opts, registry=self.image_reg)
+
+    def engine_detect(self, scene: Scene) -> list[Instance]:
+        res = self.segment_image(scene)
         return [i for i in res.instances if i.mask is not None and i.area_px >= self.vopts.min_area_px]
 
     def tick(self) -> None:
@@ -312,41 +399,133 @@ class _Context:
         if self.progress:
             self.progress(self.done, max(self.total, self.done))
 
-    def record(self, frame: Frame, tracks: Iterable[_Track]) -> None:
-        """Append the frame's record (RLE per present track) to the log and update the track summaries."""
+    def warn_once(self, key: str, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", text)
+            self.log.add_event({"source": "engine", "event": "warning", "text": text})
+
+    def _items(self, tracks: Iterable[_Track]) -> list[dict[str, Any]]:
         items = []
-        labels = set()
         for t in tracks:
             box = mask_bbox(t.mask)
             if box is None:
                 continue
-            area = int(np.count_nonzero(t.mask))
             item: dict[str, Any] = {
                 "track_id": t.id,
                 "label": t.label,
                 "score": round(float(t.score), 4),
                 "source": t.source,
                 "bbox": list(box),
-                "area_px": area,
+                "area_px": int(np.count_nonzero(t.mask)),
             }
             if t.propagator_score is not None:
                 item["propagator_score"] = round(t.propagator_score, 4)
-            item["rle"] = rle.encode(t.mask)
+            item["mask"] = t.mask
             items.append(item)
-            labels.add(t.label)
-            acc = self.stats.setdefault(t.id, _Acc(t.label))
+        return items
+
+    def _postprocess(
+        self, frame: Frame, scene: Scene, items: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Run the ``rscore_postprocess`` chain on the frame's :class:`~rscore.types.Result` (its tracked instances
+        with masks, ``attributes`` ``track_id`` / ``source``, and their union mask) and read the instances back.
+        Returns ``(items, extra record fields)``."""
+        instances = []
+        union = np.zeros(self.shape, bool)
+        for it in items:
+            attrs = {"track_id": it["track_id"], "source": it["source"]}
+            if "propagator_score" in it:
+                attrs["propagator_score"] = it["propagator_score"]
+            instances.append(Instance(it["label"], it["score"], tuple(it["bbox"]), it["area_px"], mask=it["mask"],
+                                      attributes=attrs))
+            np.logical_or(union, it["mask"], out=union)
+        plan = self.plan or Plan(reasoner=str(self.opts["reasoner"]))
+        if not instances:
+            plan = replace(plan, absent=True, targets=(),
+                           reason=plan.reason or f"nothing tracked on frame {frame.index}")
+        result = Result(
+            query=self.query, plugin=self.plugin, plan=plan, instances=tuple(instances), mask=union,
+            options=self.opts, provenance={"video_frame": frame.index, "timestamp_s": frame.timestamp_s},
+        )
+        for fn in self.post_hooks:
+            out = fn(result=result, scene=scene)
+            if out is not None:
+                result = out
+        self.hook_counts["postprocess"] += 1
+        out_items = []
+        for inst in result.instances:
+            mask = inst.mask
+            if mask is None or getattr(mask, "shape", None) != self.shape:
+                self.warn_once("postprocess-mask", f"plugin '{self.plugin}': rscore_postprocess returned a video "
+                               "frame instance without a frame-sized mask; such instances are not recorded")
+                continue
+            mask = np.asarray(mask, bool)
+            box = mask_bbox(mask)
+            if box is None:
+                continue
+            attrs = dict(inst.attributes)
+            tid = attrs.pop("track_id", None)
+            source = attrs.pop("source", None)
+            pscore = attrs.pop("propagator_score", None)
+            item: dict[str, Any] = {
+                "track_id": int(tid) if tid is not None else 0,  # 0: an instance the hook added, not a track
+                "label": str(inst.label),
+                "score": round(float(inst.score), 4),
+                "source": str(source) if tid is not None and source is not None else "postprocess",
+                "bbox": list(box),
+                "area_px": int(np.count_nonzero(mask)),
+            }
+            if pscore is not None:
+                item["propagator_score"] = pscore
+            if attrs:
+                item["attributes"] = _json_safe(attrs)
+            item["mask"] = mask
+            out_items.append(item)
+        extra: dict[str, Any] = {}
+        if result.classes:
+            extra["classes"] = _json_safe(result.classes)
+        if result.warnings:
+            extra["warnings"] = _json_safe(list(result.warnings))
+        return out_items, extra
+
+    def record(self, frame: Frame, tracks: Iterable[_Track], scene: Scene | None = None) -> None:
+        """The frame's result: its present tracks, through ``rscore_postprocess`` when the plugin has such hooks;
+        appended to the log as a record (an RLE per instance) and counted in the track summaries."""
+        items = self._items(tracks)
+        record: dict[str, Any] = {"frame": frame.index, "timestamp_s": round(frame.timestamp_s, 6)}
+        if frame.wall_time is not None:
+            record["wall_time"] = round(frame.wall_time, 3)
+        if self.hooked:
+            scene = scene if scene is not None else self.prepare(frame)
+            if self.pre_hooks:
+                self.hook_counts["preprocess"] += 1
+                steps = tuple(str(s) for s in scene.metadata.get("preprocess", ()))
+                record["preprocess"] = list(steps)
+                if self.hook_counts["preprocess"] == 1:
+                    self.first_steps = steps
+            if self.post_hooks:
+                items, extra = self._postprocess(frame, scene, items)
+                record.update(extra)
+        labels = set()
+        for item in items:
+            mask = item.pop("mask")
+            item["rle"] = rle.encode(mask)
+            labels.add(item["label"])
+            tid = item["track_id"]
+            if tid <= 0:
+                continue
+            area, box = item["area_px"], tuple(item["bbox"])
+            acc = self.stats.setdefault(tid, _Acc(item["label"]))
             acc.first_frame = min(acc.first_frame, frame.index)
             acc.last_frame = max(acc.last_frame, frame.index)
             acc.first_s = min(acc.first_s, frame.timestamp_s)
             acc.last_s = max(acc.last_s, frame.timestamp_s)
             acc.frames += 1
-            acc.detections += t.source in ("detected", "keyframe")
-            acc.best_score = max(acc.best_score, float(t.score))
+            acc.detections += item["source"] in ("detected", "keyframe")
+            acc.best_score = max(acc.best_score, float(item["score"]))
             if area > acc.max_area_px:
-                acc.max_area_px, acc.bbox, acc.best_frame = area, box, frame.index
-        record: dict[str, Any] = {"frame": frame.index, "timestamp_s": round(frame.timestamp_s, 6)}
-        if frame.wall_time is not None:
-            record["wall_time"] = round(frame.wall_time, 3)
+                acc.max_area_px, acc.bbox, acc.best_frame = area, box, frame.index  # type: ignore[assignment]
         record["instances"] = items
         self.log.add_frame(record)
         self.label_frames.update(labels)
@@ -380,8 +559,9 @@ class _Tracker:
                 )
             else:
                 t.present = False  # no propagation: only a detection brings it back (matched on its last mask)
+        scene = c.prepare(frame) if (detect and c.detector is not None) or c.hooked else None
         if detect and c.detector is not None:
-            detections = c.detector.detect(c.scene_of(frame))
+            detections = c.detector.detect(scene)
             pairs, lost, fresh = match_tracks(self.tracks, detections, c.vopts.match_iou)
             for tid, j in pairs:
                 t, d = self.tracks[tid], detections[j]
@@ -408,7 +588,7 @@ class _Tracker:
                 del self.tracks[tid]
         if detect and c.detector is not None:
             self.anchor(frame)
-        c.record(frame, [t for t in self.tracks.values() if t.present])
+        c.record(frame, [t for t in self.tracks.values() if t.present], scene)
 
 
 # -------------------------------------------------------------------------------------------------------- helpers
@@ -469,8 +649,9 @@ def segment_video(
     reg = registry or engine.default_registry()
     reg.require_plugin(plugin)
     query = engine.validate_query(query)
-    opts: dict[str, Any] = {**engine.DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}}
-    vopts = VideoOptions.from_options(opts)
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    opts: dict[str, Any] = {**engine.DEFAULTS, **given}
+    vopts = VideoOptions.from_options(given)  # not opts: the image engine's min_area_px default (1) is not video's
     ropts = ReaderOptions.from_options(opts)
     uri, base = _source_of(source)
     t_all = time.perf_counter()
@@ -517,8 +698,6 @@ def _plan_absent(ctx: _Context, reader: FrameReader, plan: Plan, mode: str) -> V
 
 
 def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
-    from rscore import engine
-
     c, v = ctx, ctx.vopts
     timings: dict[str, float] = {}
     expected = _expected_kept(reader)
@@ -532,6 +711,7 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
     step = max(1, math.ceil(expected / v.keyframe_samples)) if expected else 1
     wanted = int(v.keyframe) if str(v.keyframe).isdigit() else None
     best: Frame | None = None
+    best_scene: Scene | None = None  # the keyframe through the preprocess hooks, kept from its scoring
     best_score = -1.0
     candidates: list[dict[str, Any]] = []
     template: Template | None = None
@@ -544,7 +724,7 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
         c.first = c.first or frame
         c.tick()
         if plan0 is None and analytic:
-            plan0 = reasoner.plan(c.scene_of(frame), c.request, templates)
+            plan0 = reasoner.plan(c.prepare(frame), c.request, templates)
             if plan0.absent:
                 return _plan_absent(c, reader, plan0, "offline")
             template = next((t for t in templates if t.qualified_name == plan0.template), None)
@@ -556,14 +736,15 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
             continue
         if pos % step:
             continue
+        scene = c.prepare(frame)
         if c.detector is not None:
-            score = _frame_score(c.detector.detect(c.scene_of(frame)), c.shape)
+            score = _frame_score(c.detector.detect(scene), c.shape)
         else:
-            plan = reasoner.plan(c.scene_of(frame), c.request, templates)
+            plan = reasoner.plan(scene, c.request, templates)
             score = 0.0 if plan.absent else max((t.confidence for t in plan.targets), default=0.0)
         candidates.append({"frame": frame.index, "timestamp_s": round(frame.timestamp_s, 4), "score": round(score, 6)})
         if score > best_score:
-            best, best_score = frame, score
+            best, best_scene, best_score = frame, scene, score
     if kept == 0:
         raise InputError(f"{reader.info.uri}: no frame could be decoded")
     if best is None:  # keyframe index past the end
@@ -578,9 +759,11 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
 
     # 2. segment the keyframe with the image engine
     t0 = time.perf_counter()
-    kf_result = engine.segment(c.scene_of(best), c.query, plugin=c.plugin, options=c.opts, registry=c.reg)
+    if best_scene is None:
+        best_scene = c.prepare(best)
+    kf_result = c.segment_image(best_scene)
     timings["keyframe_segment_s"] = round(time.perf_counter() - t0, 4)
-    plan = kf_result.plan
+    plan = c.plan = kf_result.plan
     if v.propagator == "none" and c.detector is None:
         raise OptionError("propagator=none needs a template with an offline program to detect on every frame")
     seeds = {}
@@ -589,7 +772,7 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
             continue
         tid = c.new_id()
         seeds[tid] = _Track(tid, inst.label, float(inst.score), inst.mask, source="keyframe")
-    c.record(best, seeds.values())
+    c.record(best, seeds.values(), best_scene)
     if not seeds and c.detector is None:
         return _result(c, reader, plan, "offline", keyframe=_kf_info(best, best_score, method, candidates),
                        keyframe_image=best.image, extra_steps=(), timings=timings, kf_provenance=kf_result.provenance)
@@ -664,7 +847,7 @@ def _online(ctx: _Context, reader: FrameReader) -> VideoResult:
             if pos == 0:
                 c.first = frame
                 if analytic:
-                    plan = reasoner.plan(c.scene_of(frame), c.request, templates)
+                    plan = c.plan = reasoner.plan(c.prepare(frame), c.request, templates)
                     if plan.absent:
                         if c.overlay is not None:
                             c.overlay.abort()
@@ -709,6 +892,8 @@ def _online(ctx: _Context, reader: FrameReader) -> VideoResult:
     ]
     if isinstance(c.detector, _AnalyticDetector) and plan.template:
         steps = [*c.detector.steps, *steps]
+    if analytic and c.first_steps:  # planned here, not by the image engine: open it with what it would put first
+        plan = replace(plan, steps=tuple(Step(text=f"preprocess: {s}") for s in c.first_steps) + plan.steps)
     kf = _kf_info(keyframe, keyframe_score, "first detection", []) if keyframe else {}
     return _result(c, reader, plan, "online", keyframe=kf, keyframe_image=keyframe.image if keyframe else None,
                    extra_steps=tuple(steps), timings=timings)
@@ -724,12 +909,10 @@ class _ReasonerDetector:
         self.plan: Plan | None = None
 
     def detect(self, scene: Scene) -> list[Instance]:
-        from rscore import engine
-
         c = self.ctx
-        res = engine.segment(scene, c.query, plugin=c.plugin, options=c.opts, registry=c.reg)
+        res = c.segment_image(scene)
         if self.plan is None or (self.plan.absent and not res.plan.absent):
-            self.plan = res.plan
+            self.plan = c.plan = res.plan
         return [i for i in res.instances if i.mask is not None and i.area_px >= c.vopts.min_area_px]
 
 
@@ -782,6 +965,18 @@ def _result(
         entry["tracks"] += 1
         entry["first_s"] = round(min(entry["first_s"], s.first_s), 4)
         entry["last_s"] = round(max(entry["last_s"], s.last_s), 4)
+    if c.hooked and c.processed:
+        pre, post = c.hook_counts["preprocess"], c.hook_counts["postprocess"]
+        parts = []
+        if c.pre_hooks:
+            parts.append(f"rscore_preprocess on each of the {pre} processed frame(s) (what it did per frame: "
+                         "'preprocess' in masks.json)")
+        if c.post_hooks:
+            parts.append(f"rscore_postprocess on each of the {post} per-frame result(s)")
+        extra_steps = extra_steps + (
+            Step(text=f"{c.plugin or 'core'} plugin hooks: " + "; ".join(parts), operator="video.hooks",
+                 stats={"preprocessed_frames": pre, "postprocessed_frames": post}),
+        )
     if not plan.absent:
         steps = plan.steps + extra_steps + (
             Step(text=f"{len(summaries)} track(s) over {c.processed} processed frame(s)", operator="video.tracks"),
@@ -827,6 +1022,7 @@ def _result(
             "target_fps": reader.options.target_fps,
             "keyframe": {k: v for k, v in keyframe.items() if k != "candidates"},
             "detector": getattr(c.detector, "kind", None),
+            "hooks": {"preprocess": c.hook_counts["preprocess"], "postprocess": c.hook_counts["postprocess"]},
         },
     })
     scene = c.base
