@@ -90,9 +90,10 @@ def rscore_backends() -> list[BackendSpec]:
 def rscore_preprocess(scene: Scene, request: Request) -> Scene | None:
     """Transform the scene before reasoning (colour correction, windowing...); return a new Scene or ``None``.
 
-    Called once per request, only for the plugin in use and ``core``, in pluggy's call order; each implementation
-    receives the scene returned by the previous one. Record what you did in ``scene.metadata["preprocess"]``
-    (a list of step strings) so that it reaches the plan.
+    Called once per request (on video: once per processed frame, see :mod:`rscore.video.engine`), only for the
+    plugin in use and ``core``, in pluggy's call order; each implementation receives the scene returned by the
+    previous one. Keep the scene's size (masks are returned on the input's pixel grid). Record what you did in
+    ``scene.metadata["preprocess"]`` (a list of step strings) so that it reaches the plan.
     """
 
 
@@ -100,6 +101,7 @@ def rscore_preprocess(scene: Scene, request: Request) -> Scene | None:
 def rscore_postprocess(result: Result, scene: Scene) -> Result | None:
     """Refine a result (merge instances, compute domain areas, grade classes); return a new Result or ``None``.
 
-    Called once per request after segmentation, only for the plugin in use and ``core``, in pluggy's call order;
-    each implementation receives the result returned by the previous one.
+    Called once per request after segmentation (on video: once on each processed frame's result, whether its masks
+    came from detection or propagation), only for the plugin in use and ``core``, in pluggy's call order; each
+    implementation receives the result returned by the previous one.
     """
