@@ -408,7 +408,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind; anything but loopback needs RSCORE_API_KEYS.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
 ) -> None:
-    """Run the HTTP API and the web viewer (uvicorn). Settings come from RSCORE_* environment variables."""
+    """Run the HTTP API and the web viewer (uvicorn). Settings come from RSCORE_* environment variables.
+
+    RSCORE_API_KEYS (comma-separated; X-API-Key header), RSCORE_ALLOWED_ROOTS (folders `path` may name),
+    RSCORE_MAX_UPLOAD_MB, RSCORE_QUEUE_SIZE, RSCORE_JOB_RUNNER (auto | prefect | inprocess: POST /v1/jobs runs
+    Prefect flow runs when PREFECT_API_URL is set) and RSCORE_JOB_WORKERS; see the README's Service section.
+    """
     from rscore.service import serve as run_server
 
     run_server(host, port)
