@@ -8,7 +8,7 @@ size is known.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import cv2
@@ -23,6 +23,7 @@ CHUNK_PIXELS = 1 << 22  # pixels per row strip when reducing score / class maps 
 
 __all__ = [
     "box_iou",
+    "cluster_boxes",
     "filter_min_area",
     "instances_from_mask",
     "mask_bbox",
@@ -136,10 +137,10 @@ def instances_from_mask(
             inside = (flat > 0) & (c > 0)
             if not inside.any():
                 continue
-            ci, fi = c[inside].astype(np.int64), flat[inside]
-            for cid in np.unique(ci):
-                counts_c = np.bincount(fi[ci == cid], minlength=n)
-                tables[int(cid)] = tables.get(int(cid), 0) + counts_c
+            ids, inv = np.unique(c[inside], return_inverse=True)
+            strip_table = np.bincount(flat[inside] * ids.size + inv, minlength=n * ids.size).reshape(n, ids.size)
+            for j, cid in enumerate(ids.tolist()):
+                tables[int(cid)] = tables.get(int(cid), 0) + strip_table[:, j]
         if tables:
             ids = np.array(sorted(tables))
             table = np.stack([tables[int(i)] for i in ids], axis=1)
@@ -242,6 +243,36 @@ def _mask_iou(a: Instance, b: Instance) -> float:
     return inter / union if union else 0.0
 
 
+def cluster_boxes(boxes: Sequence[Sequence[float]], link: Callable[[int, int], bool]) -> list[list[int]]:
+    """Group items whose boxes overlap and that ``link(a, b)`` joins, transitively (union-find).
+
+    ``link`` is asked only for pairs ``a < b`` whose ``(x0, y0, x1, y1)`` boxes overlap (any pixel-level overlap
+    needs box overlap) and that are not already in one group. Returns the groups as ascending index lists, ordered
+    by their first member; an item joined to nothing is a group of one.
+    """
+    n = len(boxes)
+    parent = list(range(n))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    if n > 1:
+        b = np.asarray(boxes, dtype=np.float64)
+        ix = np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0])
+        iy = np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1])
+        for x, y in zip(*np.nonzero(np.triu((ix > 0) & (iy > 0), k=1))):
+            ra, rb = find(int(x)), find(int(y))
+            if ra != rb and link(int(x), int(y)):
+                parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[int, list[int]] = {}
+    for k in range(n):
+        groups.setdefault(find(k), []).append(k)
+    return list(groups.values())
+
+
 def merge_instances_iou(instances: Sequence[Instance], iou: float = 0.5, *, same_label: bool = True) -> list[Instance]:
     """Merge duplicates: instances whose IoU is ``>= iou`` (transitively) become one.
 
@@ -255,38 +286,18 @@ def merge_instances_iou(instances: Sequence[Instance], iou: float = 0.5, *, same
     if not 0.0 < iou <= 1.0:
         raise OptionError(f"merge iou must be in (0, 1], got {iou}")
     items = sort_instances(instances)
-    n = len(items)
-    if n < 2:
+    if len(items) < 2:
         return items
-    boxes = np.array([i.bbox for i in items], dtype=np.float64)
-    # Candidate pairs: boxes that overlap at all (mask IoU > 0 needs box overlap).
-    ix = np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0])
-    iy = np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(boxes[:, None, 1], boxes[None, :, 1])
-    overlap = np.triu((ix > 0) & (iy > 0), k=1)
 
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for a, b in zip(*np.nonzero(overlap)):
+    def link(a: int, b: int) -> bool:
         ia, ib = items[a], items[b]
         if same_label and ia.label != ib.label:
-            continue
-        if find(a) == find(b):
-            continue
+            return False
         value = _mask_iou(ia, ib) if ia.mask is not None and ib.mask is not None else box_iou(ia.bbox, ib.bbox)
-        if value >= iou:
-            parent[find(b)] = find(a)
+        return value >= iou
 
-    groups: dict[int, list[int]] = {}
-    for k in range(n):
-        groups.setdefault(find(k), []).append(k)
     out: list[Instance] = []
-    for members in groups.values():
+    for members in cluster_boxes([i.bbox for i in items], link):
         if len(members) == 1:
             out.append(items[members[0]])
             continue
@@ -324,5 +335,5 @@ def merge_instances_iou(instances: Sequence[Instance], iou: float = 0.5, *, same
                 attributes=attributes,
             )
         )
-    log.debug("merge_instances_iou: %d instance(s) -> %d", n, len(out))
+    log.debug("merge_instances_iou: %d instance(s) -> %d", len(items), len(out))
     return sort_instances(out)

@@ -528,3 +528,45 @@ def test_stacked_slices_are_reasoned_one_slice_at_a_time(registry):
     got = sorted(i.bbox for i in res.instances)
     for box, bbox in zip(sorted(boxes), got):
         assert max(abs(a - b) for a, b in zip(box, bbox)) <= 3
+
+
+class WindowedCTSource:
+    """Like the surgical plugin's DisplaySource: float HU plus a 'gray' band that reads back as uint8 when read alone."""
+
+    def __init__(self, hu):
+        self.hu = hu.astype(np.float32)
+        self.count, self.height, self.width = 2, *hu.shape
+        self.dtype = "float32"
+
+    def shown(self, window=None):
+        hu = self.hu if window is None else self.hu[window.slices]
+        return np.clip((hu + 160) / 400 * 255, 0, 255).astype(np.uint8)  # soft-tissue window W400/L40
+
+    def read(self, window=None, bands=None):
+        bands = [0, 1] if bands is None else list(bands)
+        if bands == [1]:
+            return self.shown(window)[None]
+        hu = self.hu if window is None else self.hu[window.slices]
+        return np.stack([hu if b == 0 else self.shown(window).astype(np.float32) for b in bands])
+
+    def valid(self, window=None):
+        return None
+
+
+def test_an_8bit_display_band_of_a_float_scene_is_sent_without_a_second_stretch(registry):
+    """The window a plugin chose (CT soft tissue) is what the model sees on every tile: no percentile re-stretch."""
+    rows, width = 280, 280  # multiples of 28: the client sends each slice at its own size
+    rng = np.random.default_rng(9)
+    hu = rng.normal(40, 30, (2 * rows, width))  # soft tissue: a narrow spread a percentile stretch would widen
+    hu[60:120, 60:140] = 900  # bone, saturated in this window
+    src = WindowedCTSource(hu)
+    scene = Scene(src, "image", ("hu", "gray"), metadata={"layout": "stacked-rows", "slice_rows": rows})
+    with ScriptedOpenAIServer([seeing_model]) as srv:
+        run(scene, srv, registry, image_format="png")
+        requests = srv.chat_requests
+    assert len(requests) == 2
+    for k, req in enumerate(requests):
+        sent = req.images()[0]
+        assert sent.shape[:2] == (rows, width)
+        expected = src.shown(Window(k * rows, 0, rows, width))
+        np.testing.assert_array_equal(sent[..., 0], expected)

@@ -214,3 +214,7 @@ def test_instances_from_mask_strip_reduction_matches_whole_raster(monkeypatch):
     expected = np.nanmean(score[5:60, 10:40].astype(np.float64))
     first = next(i for i in strips if i.bbox == (10, 5, 40, 60))
     assert first.score == pytest.approx(expected, rel=1e-9)
+    block = classes[5:60, 10:40]  # random classes: the majority and its share, counted independently
+    counts = np.bincount(block[block > 0])
+    assert first.attributes["class_id"] == counts.argmax()
+    assert first.attributes["class_fraction"] == pytest.approx(counts.max() / block.size, abs=1e-4)

@@ -22,7 +22,8 @@ only the part x 2048..4096, y 0..2048 of a 10000x10000 raster (tile 2 of 25) ...
 Third-party reasoners keep working unchanged (they see a smaller scene); those that call ``describe_scene`` get the
 context too.
 
-**Pictures.** Scenes whose bands are 8-bit give each tile its own pixels (all bands). Other scenes (16-bit, float
+**Pictures.** Scenes whose bands are 8-bit give each tile its own pixels (all bands); scenes whose display bands read
+back as 8-bit (a plugin's windowed CT band) give each tile those bands as they are. Other scenes (16-bit, float
 rasters) give each tile its display bands stretched to 8 bits with *one* 2-98 % stretch measured on the downscaled
 whole scene, so every tile is shown with the same contrast (a per-tile stretch would turn an empty tile's noise into
 full-range texture); the original values stay reachable through ``view.scene.read(view.window)``.
@@ -51,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rscore.errors import BackendUnavailable, OptionError
-from rscore.instances import mask_bbox, merge_instances_iou, sort_instances
+from rscore.instances import cluster_boxes, mask_bbox, merge_instances_iou, sort_instances
 from rscore.reasoners.prompting import DEFAULT_MAX_SIDE, ReasoningView
 from rscore.tiling import TiledArray, in_memory_pixel_limit, iter_windows, make_sink
 from rscore.types import ArraySource, Instance, Plan, ProgressCallback, Request, Scene, Step, Target, Window
@@ -387,26 +388,12 @@ def merge_across_tiles(
     if not 0.0 < iou <= 1.0:
         raise OptionError(f"merge iou must be in (0, 1], got {iou}")
     items = list(pieces)
-    n = len(items)
-    if n < 2:
+    if len(items) < 2:
         return items, []
-    boxes = np.array([p.bbox for p in items], dtype=np.int64)
-    ix = np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0])
-    iy = np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(boxes[:, None, 1], boxes[None, :, 1])
-    candidates = np.triu((ix > 0) & (iy > 0), k=1)
-    parent = list(range(n))
-    joined_at: dict[int, float] = {}
+    links: dict[tuple[int, int], float] = {}  # pair -> the overlap IoU that joined it
 
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for a, b in zip(*np.nonzero(candidates)):
+    def link(a: int, b: int) -> bool:
         pa, pb = items[a], items[b]
-        if find(a) == find(b):
-            continue
         best = 0.0
         for ta in pa.tiles:
             for tb in pb.tiles:
@@ -420,16 +407,13 @@ def merge_across_tiles(
                     continue
                 best = max(best, _overlap_iou(pa, pb, shared))
         if best >= iou:
-            ra, rb = find(a), find(b)
-            parent[rb] = ra
-            joined_at[ra] = min(best, joined_at.get(ra, 1.0), joined_at.get(rb, 1.0))
+            links[(a, b)] = best
+        return best >= iou
 
-    groups: dict[int, list[int]] = {}
-    for k in range(n):
-        groups.setdefault(find(k), []).append(k)
+    groups = cluster_boxes([p.bbox for p in items], link)
     out: list[TilePiece] = []
     records: list[dict[str, Any]] = []
-    for root, members in groups.items():
+    for members in groups:
         if len(members) == 1:
             out.append(items[members[0]])
             continue
@@ -442,7 +426,7 @@ def merge_across_tiles(
                 "tiles": [t + 1 for t in merged.tiles],
                 "pieces": len(group),
                 "bbox": list(merged.bbox),
-                "iou": round(joined_at.get(root, 1.0), 4),
+                "iou": round(min(v for (a, _), v in links.items() if a in members), 4),
             }
         )
     out.sort(key=lambda p: (-p.instance.score, -p.instance.area_px))
@@ -483,12 +467,15 @@ def _union(group: Sequence[TilePiece]) -> TilePiece:
 # ------------------------------------------------------------------------------------------------------- pictures
 @dataclass(frozen=True)
 class _Display:
-    """How tiles are shown: ``native`` = the scene's own 8-bit pixels, else ``roles`` stretched with ``lo``..``hi``."""
+    """How tiles are shown: ``native`` = 8-bit pixels as they are (every band when the scene's source is 8-bit, else
+    the display ``roles``, which a plugin already made 8-bit, e.g. a CT window), else ``roles`` stretched with
+    ``lo``..``hi``."""
 
     native: bool
     roles: tuple[str, ...]
     lo: float = 0.0
     hi: float = 255.0
+    all_bands: bool = True
 
 
 def _display_roles(scene: Scene) -> tuple[str, ...]:
@@ -552,12 +539,15 @@ def _prepare_display(
     """The display rule for tiles and, when asked or needed for the stretch, the overview picture ``(bands, h, w)``
     uint8 with its valid mask (``None`` otherwise)."""
     roles = _display_roles(scene)
-    native = str(scene.source.dtype) == "uint8"
+    all_bands = str(scene.source.dtype) == "uint8"
+    # A plugin may give a float scene an 8-bit display band (the surgical plugin's windowed CT): show it as it is;
+    # a second stretch would undo the window the user chose.
+    native = all_bands or scene.read(Window(0, 0, 1, 1), list(roles)).dtype == np.uint8
     if native and not need_overview:
-        return _Display(True, roles), None
+        return _Display(True, roles, all_bands=all_bands), None
     raw, valid, sample = _downsample(scene, roles, side)
     if native:
-        return _Display(True, roles), (np.clip(np.rint(raw), 0, 255).astype(np.uint8), valid)
+        return _Display(True, roles, all_bands=all_bands), (np.clip(np.rint(raw), 0, 255).astype(np.uint8), valid)
     sample = sample[np.isfinite(sample)]  # one stretch for all display bands, as scene_rgb8 does per picture
     lo, hi = (float(v) for v in np.percentile(sample, STRETCH)) if sample.size else (0.0, 1.0)
     if hi <= lo:
@@ -580,10 +570,12 @@ def _view_metadata(scene: Scene, view: ReasoningView) -> dict[str, Any]:
 
 
 def _tile_scene(scene: Scene, window: Window, display: _Display, view: ReasoningView) -> Scene:
-    """The sub-scene one tile is reasoned on: its pixels read once (all bands for 8-bit scenes, else the display
-    bands with the whole scene's stretch)."""
-    if display.native:
+    """The sub-scene one tile is reasoned on: its pixels read once (all bands for 8-bit scenes, the display bands as
+    they are when they are 8-bit, else the display bands with the whole scene's stretch)."""
+    if display.native and display.all_bands:
         data, roles = scene.read(window), scene.band_roles
+    elif display.native:
+        data, roles = scene.read(window, list(display.roles)), display.roles
     else:
         data, roles = _stretch(scene.read(window, list(display.roles)), display.lo, display.hi), display.roles
     return Scene(
