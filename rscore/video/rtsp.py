@@ -34,6 +34,7 @@ from typing import Any
 __all__ = ["RtspServer", "rtsp_server_available", "gi_python"]
 
 _SERVER = r"""
+import os
 import sys
 import gi
 gi.require_version("Gst", "1.0")
@@ -56,7 +57,19 @@ server.get_mount_points().add_factory(path, factory)
 if server.attach(None) == 0:
     sys.exit(f"cannot listen on 127.0.0.1:{port}")
 print("ready", flush=True)
-GLib.MainLoop().run()
+loop = GLib.MainLoop()
+parent = os.getppid()
+
+
+def orphaned():  # the test process died (even by SIGKILL): do not keep the port
+    if os.getppid() != parent:
+        loop.quit()
+        return False
+    return True
+
+
+GLib.timeout_add(500, orphaned)
+loop.run()
 """
 
 _CHECK = r"""
