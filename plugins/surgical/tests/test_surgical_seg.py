@@ -222,6 +222,115 @@ def test_bad_options_are_one_line_errors_and_leave_nothing(tmp_path, bone_series
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["ct"]  # no partial output, no temp folder
 
 
+@pytest.mark.parametrize(("name", "value"), [("dicom_seg", "maybe"), ("slice_pngs", 2)])
+def test_bad_output_flags_fail_before_segmentation_whatever_the_scene(tmp_path, bone_series, monkeypatch, name,
+                                                                      value):
+    """``dicom_seg`` / ``slice_pngs`` are checked by the preprocess hook: before a reasoner is even built, and also
+    where the writers would never look at them (an absent result, a scene of another reader, no output folder)."""
+    import rscore.engine as core_engine
+
+    built = []
+    monkeypatch.setattr(core_engine, "_backend", lambda *a, **k: built.append(a) or pytest.fail("reasoner built"))
+    png = tmp_path / "frame.png"
+    Image.fromarray(np.full((20, 20, 3), 200, np.uint8)).save(png)
+    match = rf"^option {name} must be true or false \(or yes/no, on/off, 1/0\), got {value!r}$"
+    for path, query in ((bone_series, "bone"), (bone_series, "metal implants"), (png, "glare")):
+        scene = engine.open_scene(path, plugin="surgical")
+        with pytest.raises(OptionError, match=match):
+            engine.segment(scene, query, plugin="surgical", options={name: value})
+        out = tmp_path / f"out-{path.name}"
+        with pytest.raises(OptionError, match=match):
+            engine.run(path, query, plugin="surgical", out_dir=out, options={name: value})
+        assert not out.exists()
+    assert not built
+
+
+class _FakeVlm:
+    """A model reasoner without a model: keeps the picture it is shown and answers "absent" for template metal."""
+
+    name = "fake-vlm"
+    whole_scene = True  # no per-slice tiling: one picture of the whole stack
+
+    def __init__(self, seen: list[np.ndarray]) -> None:
+        self.seen = seen
+
+    def plan(self, scene, request, templates):
+        from rscore.io.images import scene_rgb8
+        from rscore.types import Plan
+
+        self.seen.append(scene_rgb8(scene))
+        return Plan(absent=True, reason="no implant seen", template="surgical:metal", reasoner=self.name)
+
+
+def test_slice_pngs_show_the_window_the_model_saw_else_the_matched_templates(tmp_path, bone_series):
+    """The rule (rscore_surgical.windowing, "Which window, when"): ``-O window`` wins; else the PNGs reuse the window
+    a model was shown; else (analytic) the matched template's window. result.json states both."""
+    import json
+
+    from rscore.plugins import get_registry
+    from rscore.sdk import BackendSpec
+
+    from rscore_surgical.windowing import apply_window
+
+    seen: list[np.ndarray] = []
+    reg = get_registry()
+    reg.backends[("reasoner", "fake-vlm")] = BackendSpec("reasoner", "fake-vlm", lambda o: _FakeVlm(seen), "test",
+                                                         plugin="test")
+    scene = engine.open_scene(bone_series, plugin="surgical")
+    hu = scene.read(None, ["hu"])[0]
+    soft = float(apply_window(np.array([40.0]), 40, 400)[0])  # the body (40 HU) in the file's W400/L40
+    bone = float(apply_window(np.array([40.0]), 400, 1800)[0])
+    lung = float(apply_window(np.array([40.0]), -600, 1500)[0])
+    assert len({soft, bone, lung}) == 3
+
+    def run(name, **options):
+        out = tmp_path / name
+        res = engine.run(bone_series, "metal implants", plugin="surgical", out_dir=out, options=options, registry=reg)
+        doc = json.loads((out / "result.json").read_text())
+        body = np.asarray(Image.open(out / "slices" / "slice_000.png"))[40, 24].tolist()
+        return res, doc, body
+
+    # a model reasoner: "metal implants" names no window, so the model is shown the file's window before the
+    # template is matched; the PNGs show that same picture, not the metal template's bone window
+    res, doc, body = run("vlm", reasoner="fake-vlm")
+    assert res.plan.template == "surgical:metal" and len(seen) == 1
+    assert np.array_equal(seen[0][..., 0], apply_window(hu, 40, 400))
+    assert body == [soft] * 3
+    windows = doc["provenance"]["display_windows"]
+    assert {k: windows["model"][k] for k in ("name", "center", "width", "source")} == \
+        {"name": "file", "center": 40.0, "width": 400.0, "source": "file"}
+    assert {k: windows["slice_pngs"][k] for k in ("name", "center", "width", "source")} == \
+        {"name": "file", "center": 40.0, "width": 400.0, "source": "model"}
+    steps = [s["text"] for s in doc["plan"]["steps"]]
+    assert "preprocess: CT shown to the model in the file window (W400/L40): the series' own WindowCenter/" \
+        "WindowWidth" in steps
+    assert any(t.startswith("slice PNGs in the file window (W400/L40): the window the model was shown") for t in steps)
+
+    # the analytic reasoner reads HU, no model sees a picture: the PNGs take the matched template's window
+    res, doc, body = run("analytic")
+    assert res.plan.template == "surgical:metal" and body == [bone] * 3
+    windows = doc["provenance"]["display_windows"]
+    assert windows["model"] is None
+    assert (windows["slice_pngs"]["name"], windows["slice_pngs"]["source"]) == ("bone", "template")
+    assert "slice PNGs in the bone window (W1800/L400): suits template metal" in [s["text"] for s in
+                                                                                  doc["plan"]["steps"]]
+
+    # -O window wins for both, whatever the reasoner
+    res, doc, body = run("forced", reasoner="fake-vlm", window="lung")
+    assert np.array_equal(seen[-1][..., 0], apply_window(hu, -600, 1500)) and body == [lung] * 3
+    windows = doc["provenance"]["display_windows"]
+    assert [windows[k]["name"] for k in ("model", "slice_pngs")] == ["lung", "lung"]
+    assert [windows[k]["source"] for k in ("model", "slice_pngs")] == ["option", "option"]
+    res, doc, body = run("forced-analytic", window="lung")
+    assert body == [lung] * 3 and doc["provenance"]["display_windows"]["slice_pngs"]["source"] == "option"
+
+    # no PNGs: nothing to state for them
+    res = engine.run(bone_series, "metal implants", plugin="surgical", out_dir=tmp_path / "none",
+                     options={"slice_pngs": False}, registry=reg)
+    assert res.provenance["display_windows"]["slice_pngs"] is None
+    assert not any(s.text.startswith("slice PNGs") for s in res.plan.steps)
+
+
 def test_a_source_highdicom_refuses_is_an_input_error_and_leaves_nothing(tmp_path, series_writer):
     stored, _, _ = bone_slices(2)
     folder = series_writer(tmp_path / "ct", stored, [(0, 0, 0), (0, 0, 2.5)],
@@ -240,7 +349,7 @@ def test_a_source_highdicom_refuses_is_an_input_error_and_leaves_nothing(tmp_pat
     assert "dicom_seg" not in res.outputs and (out / "slices" / "slice_000.png").exists()
 
 
-def test_slices_in_different_frames_of_reference_get_no_seg(tmp_path, series_writer):
+def test_slices_in_different_frames_of_reference_fail_the_run_with_an_input_error(tmp_path, series_writer):
     import pydicom
     from pydicom.uid import generate_uid
 

@@ -11,7 +11,7 @@ from rscore.io.images import scene_rgb8
 from rscore.types import Request, Window
 
 from rscore_surgical import plugin
-from rscore_surgical.windowing import PRESETS, DisplaySource, apply_window, resolve_window
+from rscore_surgical.windowing import PRESETS, DisplaySource, apply_window, resolve_window, slices_window
 
 
 def test_linear_voi_lut_matches_the_dicom_formula():
@@ -56,8 +56,14 @@ def test_window_option_and_auto_choice(tmp_path, series_writer):
     assert resolve_window(scene, None, query="is there a brain haemorrhage").name == "brain"
     assert resolve_window(scene, None, query="the vertebrae").name == "bone"
     assert resolve_window(scene, None, query="the liver").name == "file"
+    # what chose it
+    assert resolve_window(scene, "lung").source == "option" and resolve_window(scene, "file").source == "option"
+    assert resolve_window(scene, None, template="surgical:metal").source == "template"
+    assert resolve_window(scene, None, query="the lungs").source == "query"
+    assert resolve_window(scene, None, query="the liver").source == "file"
     bare = _ct(tmp_path, series_writer, window=False)
     assert bare.metadata["window"] is None
+    assert resolve_window(bare, None).source == "default"
     assert resolve_window(bare, None, query="the liver").name == "soft_tissue"
     with pytest.raises(OptionError, match="has no usable WindowCenter/WindowWidth"):
         resolve_window(bare, "file")
@@ -75,6 +81,17 @@ def test_mr_gets_no_hu_presets(tmp_path, dicom_writer):
     bare = engine.open_scene(dicom_writer(tmp_path / "mr2.dcm", np.ones((8, 8), np.uint16), modality="MR",
                                           slope=None, intercept=None), plugin="surgical")
     assert resolve_window(bare, None) is None  # stretched, not windowed
+
+
+def test_slices_window_reuses_the_models_window_unless_one_is_forced(tmp_path, series_writer):
+    scene = _ct(tmp_path, series_writer)
+    shown = resolve_window(scene, None, query="the lungs").as_dict()  # what a model was shown: lung, by the query
+    w = slices_window(scene, None, template="surgical:metal", query="the lungs", shown=shown)
+    assert (w.name, w.center, w.width, w.source) == ("lung", -600.0, 1500.0, "model")
+    assert w.why == "the window the model was shown (named by the query)"
+    assert slices_window(scene, "brain", template="surgical:metal", shown=shown).name == "brain"  # forced
+    w = slices_window(scene, None, template="surgical:metal", query="the lungs")  # no model: the matched template
+    assert (w.name, w.source) == ("bone", "template")
 
 
 def test_display_source_adds_a_windowed_band(tmp_path, series_writer):
@@ -96,7 +113,8 @@ def test_a_vlm_reasoner_sees_ct_in_the_chosen_window(tmp_path, series_writer):
     request = Request("the lungs", plugin="surgical", options={"reasoner": "openai", "window": "bone"})
     shown = plugin.rscore_preprocess(scene=scene, request=request)
     assert shown is not None and shown.band_roles == ("hu", "gray") and shown.has("hu")
-    assert shown.metadata["display_window"]["name"] == "bone"
+    assert shown.metadata["display_window"] == {"name": "bone", "center": 400.0, "width": 1800.0,
+                                                "why": "option window", "source": "option"}
     assert any("bone window (W1800/L400)" in line for line in shown.metadata["preprocess"])
     rgb = scene_rgb8(shown)  # what rscore's VLM reasoners send
     assert np.array_equal(rgb[..., 0], apply_window(hu, 400, 1800)) and np.array_equal(rgb[..., 1], rgb[..., 0])
@@ -108,6 +126,8 @@ def test_a_vlm_reasoner_sees_ct_in_the_chosen_window(tmp_path, series_writer):
     with pytest.raises(OptionError, match="option window must be one of"):
         plugin.rscore_preprocess(scene=scene, request=Request("bone", "surgical", {"reasoner": "analytic",
                                                                                     "window": "wide"}))
+    with pytest.raises(OptionError, match="option slice_pngs must be true or false"):
+        plugin.rscore_preprocess(scene=scene, request=Request("bone", "surgical", {"slice_pngs": "maybe"}))
 
 
 def test_hu_templates_still_answer_on_the_windowed_scene(tmp_path, series_writer, make_ctx):

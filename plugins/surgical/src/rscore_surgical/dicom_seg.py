@@ -15,7 +15,8 @@
 
 Sources: single-frame series (CT, MR...) and one enhanced multi-frame file (all its frames, or the one picked with
 ``-O slice=K``). A multi-frame file without plane positions cannot be referenced frame by frame and gets no SEG
-(logged). Option ``dicom_seg=false`` skips the SEG. A source highdicom cannot derive a SEG from is an
+(logged). Option ``dicom_seg=false`` skips the SEG (a value other than true/false, yes/no, on/off, 1/0 is refused
+before segmentation, by the plugin's preprocess hook). A source highdicom cannot derive a SEG from is an
 :class:`~rscore.errors.InputError` naming the problem (the run writes nothing; ``-O dicom_seg=false`` goes on without).
 """
 
@@ -55,7 +56,7 @@ def flag(options: Any, name: str, default: bool) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise OptionError(f"option {name} must be true or false, got {value!r}")
+    raise OptionError(f"option {name} must be true or false (or yes/no, on/off, 1/0), got {value!r}")
 
 
 def _versions() -> str:
@@ -158,7 +159,7 @@ class DicomSegWriter(Writer):
     def applies(self, scene: Scene, result: Result) -> bool:
         if not is_dicom_scene(scene) or result.absent or result.mask is None:
             return False
-        if not flag(result.options, "dicom_seg", True):
+        if not flag(result.options, "dicom_seg", True):  # validated before segmentation (plugin preprocess)
             return False
         frames = scene.metadata.get("slice_frames") or ()
         if any(f is not None for f in frames) and not scene.dicom.positions:  # type: ignore[union-attr]

@@ -3,9 +3,10 @@
 - reader: DICOM files, series folders and DICOMDIR trees (:mod:`rscore_surgical.dicom`);
 - analytic templates: CT tissues by Hounsfield units (:mod:`rscore_surgical.ct`), specular highlights on endoscopy
   frames (:mod:`rscore_surgical.endoscopy`); VLM-only templates for what colour and HU cannot answer;
-- preprocess: CT series shown to vision-language models in a display window (:mod:`rscore_surgical.windowing`);
-- postprocess: instances of DICOM scenes rebuilt per slice with their SOP instance references
-  (:mod:`rscore_surgical.postprocess`);
+- preprocess: the plugin's options checked before segmentation; CT series shown to vision-language models in a
+  display window (:mod:`rscore_surgical.windowing`);
+- postprocess: instances of DICOM scenes rebuilt per slice with their SOP instance references, and the display windows
+  of the model and the slice PNGs recorded (:mod:`rscore_surgical.postprocess`);
 - writers: DICOM SEG on the source series and one windowed PNG overlay per slice (:mod:`rscore_surgical.writers`).
 """
 
@@ -66,14 +67,18 @@ def rscore_writers() -> list[Writer]:
 
 @hookimpl
 def rscore_preprocess(scene: Scene, request: Request) -> Scene | None:
-    """DICOM scenes: check the ``window`` option; CT going to a model (any reasoner but ``analytic``) gets a ``gray``
-    band in the display window, which is what the model is shown."""
+    """Check the plugin's options before anything is segmented (``window``, and the writers' ``dicom_seg`` and
+    ``slice_pngs``), whatever the scene; DICOM scenes: resolve the window (a window the series cannot have is refused
+    here); CT going to a model (any reasoner but ``analytic``) gets a ``gray`` band in the display window, which is
+    what the model is shown, recorded in ``scene.metadata["display_window"]``."""
     from rscore_surgical.segments import is_dicom_scene
     from rscore_surgical.windowing import check_window_option, resolve_window, with_display_band
+    from rscore_surgical.writers import output_flags
 
+    option = check_window_option(request.option("window"))
+    output_flags(request.options)
     if not is_dicom_scene(scene):
         return None
-    option = check_window_option(request.option("window"))
     window = resolve_window(scene, option, template=request.option("template"), query=request.query)
     if window is None or request.option("reasoner") == "analytic" or not scene.has("hu"):
         return None
@@ -82,10 +87,13 @@ def rscore_preprocess(scene: Scene, request: Request) -> Scene | None:
 
 @hookimpl
 def rscore_postprocess(result: Result, scene: Scene) -> Result | None:
-    """Put every instance of a DICOM scene on one slice, with its SOP instance UID and position."""
-    from rscore_surgical.postprocess import split_per_slice
+    """DICOM scenes: put every instance on one slice, with its SOP instance UID and position; state which display
+    windows the model and the slice PNGs used (``provenance["display_windows"]``, a plan step)."""
+    from rscore_surgical.postprocess import record_windows, split_per_slice
 
-    return split_per_slice(result, scene)
+    split = split_per_slice(result, scene)
+    recorded = record_windows(split or result, scene)
+    return recorded or split
 
 
 @hookimpl

@@ -7,17 +7,21 @@ slice and carries ``attributes`` ``slice`` (index in the scene), ``series_slice`
 ``sop_instance_uid``, ``frame`` (for multi-frame files) and ``position_mm`` (ImagePositionPatient), so a DICOM SEG
 writer or a viewer can put it on the right image. Bounding boxes stay in scene coordinates; ``row_in_slice`` gives the
 box's top row within its slice.
+
+:func:`record_windows` states in the result which display windows the model and the slice PNGs used
+(:mod:`rscore_surgical.windowing`): ``provenance["display_windows"]`` and a plan step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 import numpy as np
 
 from rscore.instances import instances_from_mask, sort_instances
-from rscore.types import Instance, Result, Scene
+from rscore.types import Instance, Result, Scene, Step
 
 from rscore_surgical.dicom import LAYOUT, slice_rows
 
@@ -65,6 +69,27 @@ def split_per_slice(result: Result, scene: Scene) -> Result | None:
         log.info("kept the best %d of %d per-slice instances (max_instances)", limit, len(ordered))
         ordered = ordered[:limit]
     return result.replace(instances=tuple(ordered))
+
+
+def record_windows(result: Result, scene: Scene) -> Result | None:
+    """``result`` with ``provenance["display_windows"]`` (``model``, ``slice_pngs``) and, when slice PNGs are
+    written, a plan step naming their window; ``None`` for scenes of other readers. ``scene`` is the preprocessed
+    scene (it carries the window a model was shown)."""
+    from rscore_surgical.segments import is_dicom_scene
+    from rscore_surgical.windowing import window_records
+    from rscore_surgical.writers import output_flags
+
+    if not is_dicom_scene(scene):
+        return None
+    pngs = output_flags(result.options)["slice_pngs"]
+    records, win = window_records(scene, result.options, template=result.plan.template, query=result.query,
+                                  slice_pngs=pngs)
+    plan = result.plan
+    if pngs:
+        text = (f"slice PNGs in the {win.describe()}: {win.why}" if win is not None
+                else "slice PNGs without a display window (grey values stretched 2-98 %, colour as stored)")
+        plan = dataclasses.replace(plan, steps=(*plan.steps, Step(text=text)))
+    return result.replace(plan=plan, provenance={**result.provenance, "display_windows": records})
 
 
 def _annotate(inst: Instance, scene: Scene) -> Instance:

@@ -18,17 +18,34 @@ name           width   level
 =============  ======  =======
 
 The option ``window`` (``-O window=lung``) picks one of them, ``file`` (the series' own WindowCenter/WindowWidth), or
-``auto`` (the default): a window that suits the matched template (bone and metal: ``bone``; air / lung: ``lung``),
-else one named by the query's words (bone, lung, brain...), else the file's own window, else ``soft_tissue``.
+``auto`` (the default): a window that suits the template (bone and metal: ``bone``; air / lung: ``lung``), else one
+named by the query's words (bone, lung, brain...), else the file's own window, else ``soft_tissue``.
 HU presets need CT: for other modalities ``auto`` is the file's window or a 2-98 % percentile stretch, and a preset
 is an :class:`~rscore.errors.OptionError`.
+
+Which window, when (the model's picture and the slice PNGs):
+
+- **the model** (preprocess, :func:`with_display_band`): a CT series going to a model (any reasoner but
+  ``analytic``) gets a ``gray`` band in the window chosen *before* reasoning, when the only template known is an
+  explicit ``-O template=``; a query like "metal implants" without one is shown in the file's / soft-tissue window.
+  The choice is recorded in ``scene.metadata["display_window"]`` (:meth:`DisplayWindow.as_dict`: ``name``,
+  ``center``, ``width``, ``why``, ``source``). Other modalities are shown to a model as the reader gives them
+  (grey values stretched 2-98 %, colour as stored);
+- **the slice PNGs** (:func:`slices_window`): ``-O window=NAME`` when set; else, when a model was shown a windowed
+  CT, that same window, so the overlays show the picture the model answered on; else (``auto`` with the analytic
+  reasoner, which reads HU, or a series no model saw windowed) the ``auto`` choice made with the *matched* template
+  (so "metal implants" answered by the ``metal`` HU rule is drawn in the bone window).
+
+Both are stated in ``result.json``: ``provenance["display_windows"]`` (``model``: ``None`` when no model saw the
+series; ``slice_pngs``: ``None`` when no PNGs are written; ``name`` ``none`` = no window) and the plan's steps
+(``preprocess: CT shown to the model in ...``, ``slice PNGs in ...``); see :func:`window_records`.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +58,8 @@ __all__ = [
     "PRESETS",
     "DisplayWindow",
     "resolve_window",
+    "slices_window",
+    "window_records",
     "apply_window",
     "check_window_option",
     "DisplaySource",
@@ -66,20 +85,34 @@ QUERY_WINDOWS = (
 DISPLAY_ROLE = "gray"  # the role rscore.io.images.scene_rgb8 shows first
 
 
+NO_WINDOW: dict[str, Any] = {  # the record of a picture shown without a window
+    "name": "none", "center": None, "width": None,
+    "why": "no display window: grey values stretched 2-98 %, colour as stored", "source": "default",
+}
+
+
 @dataclass(frozen=True)
 class DisplayWindow:
-    """A window: ``name`` (a preset, ``file``), ``center`` and ``width`` in the scene's units, and why it was chosen."""
+    """A window: ``name`` (a preset, ``file``), ``center`` and ``width`` in the scene's units, why it was chosen, and
+    ``source``, what chose it: ``option`` (``-O window``), ``template``, ``query`` (its words), ``file`` (the series'
+    own window under ``auto``), ``default`` (soft tissue), ``model`` (the slice PNGs reuse the model's window)."""
 
     name: str
     center: float
     width: float
     why: str = ""
+    source: str = "option"
 
     def describe(self) -> str:
         return f"{self.name.replace('_', ' ')} window (W{self.width:g}/L{self.center:g})"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "center": self.center, "width": self.width, "why": self.why}
+        return {"name": self.name, "center": self.center, "width": self.width, "why": self.why, "source": self.source}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> DisplayWindow:
+        return cls(str(record["name"]), float(record["center"]), float(record["width"]), str(record.get("why", "")),
+                   str(record.get("source", "option")))
 
 
 def _option(value: Any) -> str:
@@ -122,7 +155,7 @@ def resolve_window(
     if name == "file":
         if own is None:
             raise OptionError("option window=file: this series has no usable WindowCenter/WindowWidth")
-        return DisplayWindow("file", own[0], own[1], "the series' own WindowCenter/WindowWidth")
+        return DisplayWindow("file", own[0], own[1], "the series' own WindowCenter/WindowWidth", "option")
     if name in PRESETS:
         if not ct:
             modality = scene.dicom.modality if scene.dicom else "non-CT"
@@ -130,21 +163,57 @@ def resolve_window(
                 f"option window={name} is a CT preset in HU; this series is {modality} (use window=file or auto)"
             )
         center, width = PRESETS[name]
-        return DisplayWindow(name, center, width, "option window")
+        return DisplayWindow(name, center, width, "option window", "option")
     # auto
     if ct:
         short = (template or "").rsplit(":", 1)[-1]
         if short in TEMPLATE_WINDOWS:
             preset = TEMPLATE_WINDOWS[short]
-            return DisplayWindow(preset, *PRESETS[preset], f"suits template {short}")
+            return DisplayWindow(preset, *PRESETS[preset], f"suits template {short}", "template")
         for pattern, preset in QUERY_WINDOWS:
             if query and pattern.search(query.lower()):
-                return DisplayWindow(preset, *PRESETS[preset], "named by the query")
+                return DisplayWindow(preset, *PRESETS[preset], "named by the query", "query")
     if own is not None:
-        return DisplayWindow("file", own[0], own[1], "the series' own WindowCenter/WindowWidth")
+        return DisplayWindow("file", own[0], own[1], "the series' own WindowCenter/WindowWidth", "file")
     if ct:
-        return DisplayWindow("soft_tissue", *PRESETS["soft_tissue"], "default for CT")
+        return DisplayWindow("soft_tissue", *PRESETS["soft_tissue"], "default for CT", "default")
     return None
+
+
+def slices_window(
+    scene: Scene,
+    option: Any = None,
+    *,
+    template: str | None = None,
+    query: str | None = None,
+    shown: Mapping[str, Any] | None = None,
+) -> DisplayWindow | None:
+    """The window of the slice PNGs (see "Which window, when" in the module docstring): ``-O window`` when set;
+    else ``shown``, the window a model was shown (``scene.metadata["display_window"]`` of the preprocessed scene);
+    else the ``auto`` choice with the matched ``template``. ``None``: no window (stretched)."""
+    if shown and _option(option) == "auto":
+        seen = DisplayWindow.from_dict(shown)
+        return DisplayWindow(seen.name, seen.center, seen.width, f"the window the model was shown ({seen.why})",
+                             "model")
+    return resolve_window(scene, option, template=template, query=query)
+
+
+def window_records(
+    scene: Scene, options: Mapping[str, Any], *, template: str | None, query: str, slice_pngs: bool
+) -> tuple[dict[str, Any], DisplayWindow | None]:
+    """``({"model": ..., "slice_pngs": ...}, the PNGs' window)`` for ``result.json`` (module docstring); ``scene``
+    is the preprocessed scene. ``model`` is ``None`` for the analytic reasoner (no model saw the series),
+    ``slice_pngs`` ``None`` when no PNGs are written; a picture without a window is :data:`NO_WINDOW`."""
+    shown = scene.metadata.get("display_window")
+    if shown:
+        model: dict[str, Any] | None = dict(shown)
+    elif options.get("reasoner", "analytic") == "analytic":
+        model = None
+    else:
+        model = dict(NO_WINDOW)
+    win = slices_window(scene, options.get("window"), template=template, query=query, shown=shown)
+    pngs = None if not slice_pngs else (win.as_dict() if win is not None else dict(NO_WINDOW))
+    return {"model": model, "slice_pngs": pngs}, win
 
 
 def apply_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
@@ -169,7 +238,8 @@ def stretch(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- display band
 class DisplaySource:
-    """A :class:`~rscore.types.PixelSource` that adds one band to ``inner``: its first band windowed to 0-255.
+    """A :class:`~rscore.types.PixelSource` that adds one band to ``inner``: its band ``band`` (the index of the
+    ``hu`` band) windowed to 0-255.
 
     Read alone, the display band comes back as ``uint8`` (so :func:`rscore.io.images.scene_rgb8` shows it as it
     is, without a second percentile stretch); read together with the other bands it is ``float32`` 0-255 like them.

@@ -5,11 +5,19 @@
   (:mod:`rscore_surgical.windowing`, option ``window``) with each segment tinted in its colour and outlined. ``NNN``
   is the slice's index in the sorted series (0 = lowest position along the slice normal), so ``-O slice=K`` writes
   ``slice_K.png``. Option ``slice_pngs=false`` skips them. The segment colours match the SEG's display colours.
+  Their window is the one the postprocess step recorded (``provenance["display_windows"]["slice_pngs"]``; see
+  "Which window, when" in :mod:`rscore_surgical.windowing`): ``-O window`` when set, else the window a model was
+  shown, else the ``auto`` choice for the matched template.
+
+The options ``dicom_seg`` and ``slice_pngs`` are checked before segmentation (:func:`output_flags`, called by the
+plugin's preprocess hook), so a bad value fails fast whatever the scene or the result.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,11 +27,28 @@ from rscore.types import Result, Scene, Window
 from rscore_surgical.dicom import slice_rows
 from rscore_surgical.dicom_seg import DicomSegWriter, flag
 from rscore_surgical.segments import build_segments, is_dicom_scene
-from rscore_surgical.windowing import apply_window, resolve_window, stretch
+from rscore_surgical.windowing import DisplayWindow, apply_window, slices_window, stretch
 
-__all__ = ["SlicePngWriter", "writers", "slice_picture", "ALPHA"]
+__all__ = ["SlicePngWriter", "writers", "slice_picture", "output_flags", "OUTPUT_FLAGS", "ALPHA"]
 
 ALPHA = 0.45  # weight of a segment's colour over the image
+OUTPUT_FLAGS = {"dicom_seg": True, "slice_pngs": True}  # boolean options of the writers, with their defaults
+
+
+def output_flags(options: Mapping[str, Any] | None) -> dict[str, bool]:
+    """The writers' boolean options parsed (:func:`~rscore_surgical.dicom_seg.flag`); a bad value is a one-line
+    :class:`~rscore.errors.OptionError` naming the option and the values it takes."""
+    return {name: flag(options, name, default) for name, default in OUTPUT_FLAGS.items()}
+
+
+def png_window(scene: Scene, result: Result) -> DisplayWindow | None:
+    """The slice PNGs' window: the one recorded by the postprocess step, else chosen by the same rule."""
+    records = (result.provenance or {}).get("display_windows")
+    recorded = records.get("slice_pngs") if isinstance(records, Mapping) else None
+    if recorded:
+        return None if recorded.get("center") is None else DisplayWindow.from_dict(recorded)
+    return slices_window(scene, result.options.get("window"), template=result.plan.template, query=result.query,
+                         shown=scene.metadata.get("display_window"))
 
 
 def slice_picture(scene: Scene, k: int, window: object) -> np.ndarray:
@@ -64,13 +89,12 @@ class SlicePngWriter(Writer):
     description = "one PNG per DICOM slice: the slice in its display window with the segments overlaid"
 
     def applies(self, scene: Scene, result: Result) -> bool:
-        return is_dicom_scene(scene) and flag(result.options, "slice_pngs", True)
+        return is_dicom_scene(scene) and flag(result.options, "slice_pngs", True)  # validated at preprocess
 
     def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
         from PIL import Image
 
-        window = resolve_window(scene, result.options.get("window"), template=result.plan.template,
-                                query=result.query)
+        window = png_window(scene, result)
         segments = build_segments(scene, result)
         folder = out_dir / "slices"
         folder.mkdir()
