@@ -264,12 +264,19 @@ def test_runner_choice(prefect_api: str, tmp_path: Path, monkeypatch):
         assert auto.name == "prefect" and auto.api_url == prefect_api  # Prefect installed and PREFECT_API_URL set
     finally:
         auto.close()
-    assert isinstance(make_job_runner(Settings(output_root=out, job_runner="inprocess"), out, reg), InProcessJobRunner)
+    chosen = make_job_runner(Settings(output_root=out, job_runner="inprocess"), out, reg)
+    try:
+        assert isinstance(chosen, InProcessJobRunner)
+    finally:
+        chosen.close()
     import rscore.service.jobs as jobs
 
     monkeypatch.setattr(jobs, "prefect_api_url", lambda: None)
     fallback = make_job_runner(Settings(output_root=out), out, reg)
-    assert fallback.name == "in-process" and "PREFECT_API_URL" in fallback.stats()["reason"]
+    try:
+        assert fallback.name == "in-process" and "PREFECT_API_URL" in fallback.stats()["reason"]
+    finally:
+        fallback.close()
     with pytest.raises(OptionError, match="PREFECT_API_URL"):
         make_job_runner(Settings(output_root=out, job_runner="prefect"), out, reg)
     with pytest.raises(OptionError, match="RSCORE_JOB_RUNNER"):
@@ -277,25 +284,203 @@ def test_runner_choice(prefect_api: str, tmp_path: Path, monkeypatch):
     assert Settings.from_env({"RSCORE_JOB_RUNNER": "in-process", "RSCORE_JOB_WORKERS": "3"}).job_workers == 3
 
 
-def test_cancelling_in_prefect_stops_a_segment_batch_job(service, roots: Path):
+def record_engine_runs(monkeypatch, hold: str | None = None) -> tuple[list[str], threading.Event, threading.Event]:
+    """Patch ``rscore.engine.run`` (what every segment-batch task calls) to record the name of each input it gets;
+    the input named ``hold`` waits for the returned ``release`` event (``entered`` is set when it got there)."""
+    import rscore.engine
+
+    real = rscore.engine.run
+    ran: list[str] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def run(path, *args, **kwargs):
+        ran.append(Path(path).name)
+        if Path(path).name == hold:
+            entered.set()
+            assert release.wait(60), "the test never released the held input"
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(rscore.engine, "run", run)
+    return ran, entered, release
+
+
+def task_runs_of(run_id: uuid.UUID) -> list:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with prefect_client() as c:
+        return c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+
+
+def test_cancelling_in_prefect_stops_a_segment_batch_job(service, roots: Path, monkeypatch):
     from prefect.states import Cancelling
 
-    for i in range(6):
+    from rscore_flows import segment_batch
+
+    for i in range(4):
         shutil.copy(EXAMPLE_DEM, roots / f"c{i}.tif")
+    ran, entered, release = record_engine_runs(monkeypatch, hold="c0.tif")
     client = service(workers=1)  # one input at a time
-    r = client.post("/v1/jobs", json={"inputs": [f"c{i}.tif" for i in range(6)], "query": QUERY, "plugin": "earth",
+    r = client.post("/v1/jobs", json={"inputs": [f"c{i}.tif" for i in range(4)], "query": QUERY, "plugin": "earth",
                                       "options": {"tile_size": 128}})  # fmt: skip
     assert r.status_code == 202, r.text
     url, run_id = r.json()["url"], uuid.UUID(r.json()["id"])
-    deadline = time.monotonic() + 60
-    while client.get(url).json()["state"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    with prefect_client() as c:  # what the Prefect UI's "Cancel" does
-        c.set_flow_run_state(run_id, Cancelling(message="cancelled by a user"), force=True)
+    try:
+        assert entered.wait(60), "the first input never started"
+        assert client.get(url).json()["state"] == "running"
+        with prefect_client() as c:  # what the Prefect UI's "Cancel" does
+            c.set_flow_run_state(run_id, Cancelling(message="cancelled by a user"), force=True)
+        deadline = time.monotonic() + 30  # the runner's watcher turns Cancelling into a stop request
+        while not segment_batch._stopping(str(run_id)):
+            assert time.monotonic() < deadline, "the runner never asked the flow run to stop"
+            time.sleep(0.1)
+    finally:
+        release.set()  # input 0 goes on into the engine, which stops at its first tile
     job = wait_done(client, url, timeout_s=60)
     assert job["state"] == "cancelled", job
-    states = [i["state"] for i in job["items"]]
-    assert "cancelled" in states and states[-1] == "cancelled" and set(states) <= {"succeeded", "cancelled"}
+    assert [i["state"] for i in job["items"]] == ["cancelled"] * 4, job["items"]
+    assert "cancelled by a user" in job["items"][0]["error"]
+    assert ran == ["c0.tif"]  # the later inputs never reached the engine
     with prefect_client() as c:
         assert c.read_flow_run(run_id).state.type.value == "CANCELLED"
+
+
+def test_a_queued_job_cancelled_or_paused_in_prefect_never_starts(service, roots: Path, monkeypatch):
+    from prefect.states import Cancelling, Paused
+
+    ran, _, _ = record_engine_runs(monkeypatch)
+    client = service(job_workers=1, queue_size=3)
+    runner = client.app.state.jobs  # type: ignore[attr-defined]
+    gate = threading.Event()
+    real = runner._execute
+    calls: list[int] = []
+
+    def held(*args, **kwargs):  # the first job holds the only job thread until the gate opens
+        calls.append(1)
+        if len(calls) == 1:
+            gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_execute", held)
+
+    def post(name: str) -> dict:
+        return client.post("/v1/jobs", json={"inputs": [name], "query": QUERY, "plugin": "earth"}).json()
+
+    try:
+        blocker = post("bad.tif")  # fails fast once it runs
+        cancelled, paused, paused_then_cancelled = post("a.tif"), post("b.tif"), post("a.tif")
+        with prefect_client() as c:  # the Prefect UI's "Cancel" and "Pause" on runs still queued in the service
+            # a Scheduled run without infrastructure: the Prefect server itself makes Cancelling Cancelled
+            c.set_flow_run_state(uuid.UUID(cancelled["id"]), Cancelling(message="cancelled by a user"), force=True)
+            c.set_flow_run_state(uuid.UUID(paused["id"]), Paused(message="paused by a user"), force=True)
+            run_id = uuid.UUID(paused_then_cancelled["id"])
+            c.set_flow_run_state(run_id, Paused(message="paused by a user"), force=True)
+            c.set_flow_run_state(run_id, Cancelling(message="cancelled after a pause"), force=True)
+            assert c.read_flow_run(run_id).state.type.value == "CANCELLING"  # this one stays Cancelling
+        assert client.get(cancelled["url"]).json()["state"] == "cancelled"
+        deadline = time.monotonic() + 30  # Cancelling: the watcher cancels it without waiting for a job thread
+        while client.get(paused_then_cancelled["url"]).json()["state"] != "cancelled":
+            assert time.monotonic() < deadline, client.get(paused_then_cancelled["url"]).json()
+            time.sleep(0.2)
+        assert client.get(paused["url"]).json()["state"] == "queued"  # Paused: cancelled when its turn comes
+    finally:
+        gate.set()
+    assert wait_done(client, blocker["url"])["state"] == "failed"
+    expected = ((cancelled, None), (paused, "paused by a user"), (paused_then_cancelled, "cancelled after a pause"))
+    for job, why in expected:
+        job = wait_done(client, job["url"])
+        assert job["state"] == "cancelled" and job["message"] == why, job
+        assert [i["state"] for i in job["items"]] == ["cancelled"], job["items"]
+        run_id = uuid.UUID(job["id"])
+        with prefect_client() as c:
+            assert c.read_flow_run(run_id).state.type.value == "CANCELLED"
+        assert task_runs_of(run_id) == []  # Prefect never started it
+    assert ran == ["bad.tif"]  # only the blocker's input reached the engine
+    assert runner.stats()["queued"] == runner.stats()["running"] == 0
+
+
+def test_every_input_is_reported_when_task_runs_take_several_pages(service, roots: Path, monkeypatch):
+    """The Prefect server answers at most PREFECT_SERVER_API_DEFAULT_LIMIT (200) rows per list query, while a job
+    may have up to 1000 inputs: here the server's page is cut to 2 rows, and a job of 5 inputs must still report
+    all 5."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    real = SyncPrefectClient.read_task_runs
+    pages: list[int] = []
+
+    def capped(self, *, limit=None, **kwargs):  # what a server with PREFECT_SERVER_API_DEFAULT_LIMIT=2 answers
+        page = real(self, limit=2 if limit is None else min(limit, 2), **kwargs)
+        pages.append(len(page))
+        return page
+
+    monkeypatch.setattr(SyncPrefectClient, "read_task_runs", capped)
+    client = service(workers=2)
+    inputs = ["a.tif", "b.tif", "a.tif", "b.tif", "a.tif"]
+    r = client.post("/v1/jobs", json={"inputs": inputs, "query": QUERY, "plugin": "earth"})
+    assert r.status_code == 202, r.text
+    pages.clear()
+    job = wait_done(client, r.json()["url"])
+    assert job["state"] == "succeeded", job  # not "partial" with inputs 'never run'
+    assert [i["state"] for i in job["items"]] == ["succeeded"] * 5
+    assert len({i["result_id"] for i in job["items"]}) == 5
+    assert len(task_runs_of(uuid.UUID(job["id"]))) == 2  # the cap is real
+    assert pages[-4:] == [2, 2, 1, 2], pages  # the last GET read 3 pages (then the check above read one)
+
+
+def test_a_submit_racing_with_shutdown_leaves_no_flow_run_scheduled(prefect_api: str, roots: Path, tmp_path: Path):
+    from rscore.service.jobs import JobSpec
+    from rscore.service.pool import QueueFull
+    from rscore.service.prefect_jobs import PrefectJobRunner
+
+    spec = JobSpec(inputs=(roots / "a.tif",), query=QUERY, plugin="earth")
+
+    def state(run_id) -> str:
+        with prefect_client() as c:
+            return c.read_flow_run(run_id).state.type.value
+
+    # close() begins while submit() is creating the flow run, and gets as far as closing the pool
+    runner = PrefectJobRunner(tmp_path / "out", default_registry(), api_url=prefect_api)
+    at_pool, go = threading.Event(), threading.Event()
+    real_pool_close, real_call = runner._pool.close, runner._call
+    closer = threading.Thread(target=runner.close)
+    created: list = []
+
+    def pool_close(wait: bool = True) -> None:
+        at_pool.set()
+        go.wait(30)
+        real_pool_close(wait=wait)
+
+    def call(what, fn):
+        result = real_call(what, fn)
+        if what == "create a flow run":
+            created.append(result.id)
+            closer.start()
+            assert at_pool.wait(30)
+        return result
+
+    runner._pool.close, runner._call = pool_close, call  # type: ignore[method-assign]
+    try:
+        with pytest.raises(QueueFull):  # 503: the job would be dropped by the closing pool
+            runner.submit(spec)
+    finally:
+        go.set()
+        closer.join(30)
+    assert state(created[0]) == "CANCELLED" and runner.stats()["queued"] == 0
+
+    # a job still waiting in the queue when the service stops is set Cancelled; the running one stops first
+    runner = PrefectJobRunner(tmp_path / "out", default_registry(), api_url=prefect_api, workers=1)
+    gate, real_execute = threading.Event(), runner._execute
+
+    def held(*args, **kwargs):
+        gate.wait(30)
+        return real_execute(*args, **kwargs)
+
+    runner._execute = held  # type: ignore[method-assign]
+    first, second = runner.submit(spec), runner.submit(spec)
+    closer = threading.Thread(target=runner.close)
+    closer.start()
+    time.sleep(0.2)
+    gate.set()
+    closer.join(30)
+    assert not closer.is_alive()
+    assert state(uuid.UUID(first.id)) == state(uuid.UUID(second.id)) == "CANCELLED"
+    assert runner.stats()["queued"] == runner.stats()["running"] == 0

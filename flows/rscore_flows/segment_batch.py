@@ -17,8 +17,10 @@ state message; the other inputs go on. The flow run completes when at least one 
 ``partial``) and fails only when every input failed. Transient errors (``OSError``, timeouts, ``MemoryError``) are
 retried with exponential backoff. An absent answer ("not present") is a success with ``absent: true``.
 
-Stopping: :func:`request_stop` (called by the service when it shuts down) makes the tasks of that flow run stop
-between tiles and the flow run end ``Cancelled``; it works for flow runs executing in the calling process only.
+Stopping: :func:`request_stop` makes the tasks of that flow run stop between tiles (a task that has not reached the
+engine yet fails at once with :class:`StopRequested`) and the flow run end ``Cancelled``; it works for flow runs
+executing in the calling process only. The service's Prefect job runner calls it when the service shuts down and,
+from its watcher thread, when someone cancels the flow run in the Prefect UI or API (state Cancelling).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ TASK_NAME = "segment-input"
 SUMMARY_JSON = "segment-batch-summary.json"
 DEFAULT_WORKERS = 2
 
-_STOP: set[str] = set()  # flow run ids asked to stop (this process)
+_STOP: dict[str, str] = {}  # flow run id asked to stop (this process) -> why
 _STOP_LOCK = threading.Lock()
 
 
@@ -62,15 +64,17 @@ class StopRequested(Exception):
     """Raised inside a task whose flow run was asked to stop (:func:`request_stop`)."""
 
 
-def request_stop(flow_run_id: str) -> None:
-    """Ask the tasks of flow run ``flow_run_id`` running in this process to stop at their next tile."""
+def request_stop(flow_run_id: str, reason: str = "the service is shutting down") -> None:
+    """Ask the tasks of flow run ``flow_run_id`` running in this process to stop at their next tile; ``reason``
+    becomes the stopped tasks' error and the flow run's Cancelled message (the first reason given is kept)."""
     with _STOP_LOCK:
-        _STOP.add(str(flow_run_id))
+        _STOP.setdefault(str(flow_run_id), reason)
 
 
-def _stopping(flow_run_id: str | None) -> bool:
+def _stopping(flow_run_id: str | None) -> str | None:
+    """Why flow run ``flow_run_id`` was asked to stop, ``None`` when it was not."""
     with _STOP_LOCK:
-        return flow_run_id is not None and flow_run_id in _STOP
+        return _STOP.get(flow_run_id) if flow_run_id is not None else None
 
 
 def _flow_run_id() -> str | None:
@@ -96,11 +100,13 @@ def segment_input(
     t0 = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
-        if _stopping(run_id):
-            raise StopRequested("the service is shutting down")
+        why = _stopping(run_id)
+        if why:
+            raise StopRequested(why)
 
-    if _stopping(run_id):
-        raise StopRequested("the service is shutting down")
+    why = _stopping(run_id)
+    if why:
+        raise StopRequested(why)
     result = engine.run(path, query, plugin=plugin, out_dir=out_dir, options=options, registry=default_registry(),
                         progress=progress)  # fmt: skip
     return {
@@ -162,10 +168,11 @@ def segment_batch(
         write_json(out_dir / SUMMARY_JSON, doc)
     logger.info("%s: %s, %d of %d input(s) succeeded", FLOW_NAME, status, ok, len(items))
     run_id = doc["flow_run_id"]
-    if _stopping(run_id):
+    why = _stopping(run_id)
+    if why:
         with _STOP_LOCK:
-            _STOP.discard(run_id)
-        return Cancelled(message="stopped: the service is shutting down", data=doc)  # type: ignore[return-value]
+            _STOP.pop(run_id, None)
+        return Cancelled(message=f"stopped: {why}", data=doc)  # type: ignore[return-value]
     if status == "failed":
         first = next((it.get("error") for it in items if it.get("error")), "unknown error")
         return Failed(message=f"every input failed (first: {first})", data=doc)  # type: ignore[return-value]

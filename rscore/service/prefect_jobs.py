@@ -40,13 +40,21 @@ Job states: flow run Scheduled/Pending/Paused -> ``queued``; Running/Cancelling 
 ``succeeded`` (or ``partial`` when some items failed); Failed/Crashed -> ``failed``; Cancelled -> ``cancelled``.
 Items: task run states likewise; an input whose task run does not exist yet is ``queued``.
 
+Cancelling from the Prefect UI or API: a run still queued in this service is never started. A Scheduled run goes
+straight to Cancelled (the Prefect server does that for runs without infrastructure); a queued run that is Paused,
+or Cancelling (cancelled after a pause), is set Cancelled here - Cancelling within ``WATCH_INTERVAL_S`` by the
+watcher thread, Paused when a job thread picks it up. A running ``segment-batch`` run stops at its next tile and
+ends Cancelled (the watcher turns Cancelling into :func:`rscore_flows.segment_batch.request_stop`); running
+landslide/scaffold runs cannot be stopped from the UI while they run here.
+
 Limits, stated plainly: runs execute in the service process (``RSCORE_JOB_WORKERS`` at a time; they share its CPUs
-with ``/v1/segment``). On shutdown, queued runs are set Cancelled, running ``segment-batch`` runs stop at their next
-tile (Cancelled), running landslide/scaffold runs finish first (they are resumable: a rerun reuses finished
-batches). A service killed outright leaves its running flow runs Running in Prefect (no heartbeat). Cancelling a
-``segment-batch`` run in the Prefect UI stops it at its next tile (the runner watches for Cancelling); the two
-scheduled flows cannot be stopped from the UI while they run here. ``segment-batch`` takes its plugins from the
-installed entry points (:func:`rscore.engine.default_registry`), as any flow run does.
+with ``/v1/segment``). On shutdown, queued runs are set Cancelled (including one submitted while the service was
+stopping), running ``segment-batch`` runs stop at their next tile (Cancelled), running landslide/scaffold runs finish
+first (they are resumable: a rerun reuses finished batches). A service killed outright leaves its running flow runs
+Running and its queued ones Scheduled in Prefect (no heartbeat). ``segment-batch`` takes its plugins from the
+installed entry points (:func:`rscore.engine.default_registry`), as any flow run does. The Prefect server caps every
+list query (``PREFECT_SERVER_API_DEFAULT_LIMIT``, 200 by default): task runs and watched flow runs are read page by
+page.
 """
 
 from __future__ import annotations
@@ -81,6 +89,8 @@ JOB_STATES = {
 """Prefect state type -> job state (Completed is refined to ``partial`` when some items failed)."""
 ITEM_STATES = dict(JOB_STATES)
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+NOT_TO_START = ("CANCELLING", "PAUSED")
+"""States of a queued flow run that mean "do not start it": it is set Cancelled instead."""
 _TASK_PREFIX = "Task run encountered an exception "
 
 
@@ -90,6 +100,23 @@ def _iso(value: datetime | None) -> str | None:
 
 def _type(state: Any) -> str:
     return getattr(getattr(state, "type", None), "value", None) or str(getattr(state, "type", "PENDING"))
+
+
+def _read_all(read: Callable[..., list[Any]], expected: int, **query: Any) -> list[Any]:
+    """Every row of a Prefect list query: ``read(offset=..., **query)`` page by page (sorted by id, so the pages of
+    an unchanging set are disjoint) until a page is empty or ``expected`` distinct rows have come. No ``limit`` is
+    sent, so the pages are as long as the server allows (``PREFECT_SERVER_API_DEFAULT_LIMIT``, whatever it is set
+    to); a row may come twice when rows are added meanwhile (it is counted once)."""
+    rows: dict[Any, Any] = {}
+    offset = 0
+    while len(rows) < expected:
+        page = read(offset=offset, **query)
+        if not page:
+            break
+        for row in page:
+            rows[row.id] = row
+        offset += len(page)
+    return list(rows.values())
 
 
 class PrefectJobRunner:
@@ -125,7 +152,10 @@ class PrefectJobRunner:
         self._new_result_id = new_result_id
         self._pool = InferencePool(workers, max_pending, name="rscore-prefect-jobs")
         self._lock = threading.Lock()
-        self._live: dict[str, dict[str, Any]] = {}  # flow run id -> {"flow", "started"} of runs this process runs
+        # flow run id -> {"flow", "started"} of every run submitted to this process's pool and not yet finished here.
+        # A run is registered (and _closing checked) under _lock; "started" is set under _lock by its job thread, and
+        # a run that is not started may be taken out (set Cancelled) under _lock by the watcher or close().
+        self._live: dict[str, dict[str, Any]] = {}
         self._closing = threading.Event()
         self._submitted = 0
         self._watcher: threading.Thread | None = None
@@ -238,14 +268,20 @@ class PrefectJobRunner:
             ),
         )  # fmt: skip
         run_id = str(run.id)
-        with self._lock:
-            self._live[run_id] = {"flow": spec.flow, "started": False}
+        with self._lock:  # close() sets _closing under this lock: a run registered here is one close() will see
+            closing = self._closing.is_set()
+            if not closing:
+                self._live[run_id] = {"flow": spec.flow, "started": False}
+        if closing:  # the service began stopping while the flow run was being created
+            self._set_state(run_id, Cancelled(message="refused: the rscore service is stopping"))
+            raise self._pool.refuse()
         try:
             self._pool.submit(lambda cancel: self._execute(spec.flow, flow_obj, run, params, cancel))
         except QueueFull:
             with self._lock:
                 self._live.pop(run_id, None)
-            self._set_state(run_id, Cancelled(message="refused: the service's job queue is full"))
+            why = "the rscore service is stopping" if self._closing.is_set() else "the service's job queue is full"
+            self._set_state(run_id, Cancelled(message=f"refused: {why}"))
             raise
         with self._lock:
             self._submitted += 1
@@ -258,6 +294,7 @@ class PrefectJobRunner:
 
     def status(self, job_id: str) -> JobStatus | None:
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+        from prefect.client.schemas.sorting import TaskRunSort
         from prefect.exceptions import ObjectNotFound
 
         try:
@@ -270,8 +307,11 @@ class PrefectJobRunner:
             if not self._owns(run):
                 return None, []
             tasks: list[Any] = []
-            if self._flow_name(run) == "segment-batch":
-                tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_uuid])))
+            if self._flow_name(run) == "segment-batch":  # one task run per input, up to MAX_JOB_INPUTS of them
+                tasks = _read_all(
+                    client.read_task_runs, len((run.parameters or {}).get("inputs") or ()),
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_uuid])), sort=TaskRunSort.ID_DESC,
+                )  # fmt: skip
             return run, tasks
 
         try:
@@ -291,20 +331,28 @@ class PrefectJobRunner:
                 "running": started, "submitted": submitted, "pool": self._pool.stats()}  # fmt: skip
 
     def close(self) -> None:
+        """Stop: no new job is admitted (a submit racing with this is refused and its flow run set Cancelled),
+        running ``segment-batch`` runs are asked to stop, queued runs are dropped and set Cancelled."""
+        with self._lock:  # from here on no submit registers a run (it checks _closing under this lock)
+            self._closing.set()
+            started = [k for k, v in self._live.items() if v["started"] and v["flow"] == "segment-batch"]
+        if started:
+            from rscore_flows.segment_batch import request_stop
+
+            for run_id in started:
+                request_stop(run_id)
+        self._pool.close(wait=True)  # queued runs are dropped; job threads that start now cancel their run
+        with self._lock:  # what is left never started (dropped from the queue, or submitted during the shutdown)
+            left = [k for k, v in self._live.items() if not v["started"]]
+            for run_id in left:
+                self._live.pop(run_id, None)
+        self._cancel_unstarted(left, "the rscore service stopped before the job started")
+
+    def _cancel_unstarted(self, run_ids: list[str], why: str) -> None:
         from prefect.states import Cancelled
 
-        self._closing.set()
-        with self._lock:
-            live = dict(self._live)
-        for run_id, info in live.items():
-            if info["started"]:
-                if info["flow"] == "segment-batch":
-                    from rscore_flows.segment_batch import request_stop
-
-                    request_stop(run_id)
-            else:
-                self._set_state(run_id, Cancelled(message="the rscore service stopped before the job started"))
-        self._pool.close(wait=True)
+        for run_id in run_ids:
+            self._set_state(run_id, Cancelled(message=why))
 
     # -------------------------------------------------------------------------------------------------- running
     def _execute(self, flow: str, flow_obj: Any, run: Any, params: dict[str, Any], cancel: threading.Event) -> None:
@@ -313,14 +361,21 @@ class PrefectJobRunner:
 
         run_id = str(run.id)
         with self._lock:
-            if run_id in self._live:
-                self._live[run_id]["started"] = True
+            info = self._live.get(run_id)
+            if info is None:  # taken out while it waited (cancelled from the Prefect UI, or the service stopped)
+                return
+            info["started"] = True
         try:
             if cancel.is_set() or self._closing.is_set():
                 self._set_state(run_id, Cancelled(message="the rscore service stopped before the job started"))
                 return
             current = self._call("read the flow run", lambda c: c.read_flow_run(run.id))
-            if _type(current.state) in FINAL:  # cancelled in the Prefect UI while it waited here
+            kind = _type(current.state)
+            if kind in FINAL:  # e.g. cancelled in the Prefect UI while it waited here
+                return
+            if kind in NOT_TO_START:  # Cancelling / Paused while it waited here: Prefect would not run its tasks
+                why = getattr(current.state, "message", None) or f"{current.state.name} before it started"
+                self._set_state(run_id, Cancelled(message=why))
                 return
             if flow == "segment-batch":
                 from prefect.task_runners import ThreadPoolTaskRunner
@@ -340,8 +395,9 @@ class PrefectJobRunner:
                 self._live.pop(run_id, None)
 
     def _ensure_watcher(self) -> None:
-        """A thread that, while segment-batch runs are live here, turns a Cancelling state set from the Prefect UI
-        or API into a stop request (their tasks stop at the next tile)."""
+        """A thread that, while runs are live here, turns a Cancelling state set from the Prefect UI or API into a
+        stop request for a running segment-batch run (its tasks stop at the next tile) and into Cancelled for a run
+        still queued here (it is then never started)."""
         with self._lock:
             if self._watcher is not None and self._watcher.is_alive():
                 return
@@ -350,12 +406,13 @@ class PrefectJobRunner:
 
     def _watch(self) -> None:
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+        from prefect.client.schemas.sorting import FlowRunSort
 
         from rscore_flows.segment_batch import request_stop
 
         while not self._closing.wait(WATCH_INTERVAL_S):
             with self._lock:
-                ids = [uuid.UUID(k) for k, v in self._live.items() if v["started"] and v["flow"] == "segment-batch"]
+                ids = [uuid.UUID(k) for k, v in self._live.items() if not v["started"] or v["flow"] == "segment-batch"]
                 if not self._live:
                     self._watcher = None
                     return
@@ -363,12 +420,26 @@ class PrefectJobRunner:
                 continue
             try:
                 wanted = FlowRunFilter(id=FlowRunFilterId(any_=ids))
-                runs = self._call("read flow runs", lambda c: c.read_flow_runs(flow_run_filter=wanted))
+                runs = self._call(
+                    "read flow runs",
+                    lambda c: _read_all(c.read_flow_runs, len(ids), flow_run_filter=wanted, sort=FlowRunSort.ID_DESC),
+                )  # fmt: skip
             except Exception:
                 continue
             for r in runs:
-                if _type(r.state) == "CANCELLING":
-                    request_stop(str(r.id))
+                if _type(r.state) != "CANCELLING":
+                    continue
+                run_id = str(r.id)
+                with self._lock:
+                    info = self._live.get(run_id)
+                    queued = info is not None and not info["started"]
+                    if queued:  # its job thread will find it gone: it never starts
+                        self._live.pop(run_id)
+                if queued:
+                    why = getattr(r.state, "message", None) or "cancelled before it started"
+                    self._cancel_unstarted([run_id], why)
+                elif info is not None and info["flow"] == "segment-batch":
+                    request_stop(run_id, getattr(r.state, "message", None) or "the flow run was cancelled")
 
     # ------------------------------------------------------------------------------------------------ reporting
     def _flow_name(self, run: Any) -> str:
