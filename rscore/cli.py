@@ -30,7 +30,8 @@ app = typer.Typer(
 plugins_app = typer.Typer(help="Installed plugins.", no_args_is_help=True)
 templates_app = typer.Typer(help="Query templates of the installed plugins.", no_args_is_help=True)
 plugin_app = typer.Typer(help="Plugin SDK: scaffold a new plugin package.", no_args_is_help=True)
-flows_app = typer.Typer(help="Prefect batch flows: landslide-risk mapping, scaffold compliance.", no_args_is_help=True)
+flows_app = typer.Typer(help="Prefect batch flows: landslide-risk mapping, scaffold compliance, segment batch.",
+                        no_args_is_help=True)
 models_app = typer.Typer(help="Model registry: which weights are here, fetching and checking them.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(models_app, name="models")
@@ -368,10 +369,12 @@ def flows_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
 
 @flows_app.command("run")
 def flows_run(
-    name: Annotated[str, typer.Argument(help="landslide-risk-mapping or scaffold-compliance.")],
-    inputs: Annotated[list[Path], typer.Argument(help="Rasters (landslide) or clips/folders (scaffold).")],
+    name: Annotated[str, typer.Argument(help="landslide-risk-mapping, scaffold-compliance or segment-batch.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Rasters (landslide), clips/folders (scaffold), anything "
+                                                      "`rscore run` reads (segment-batch).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (also holds resumable task results).")],
-    query: Annotated[Optional[str], typer.Option(help="Query for the landslide flow.")] = None,
+    query: Annotated[Optional[str], typer.Option(help="Query (landslide: optional; segment-batch: required).")] = None,
+    plugin: Annotated[Optional[str], typer.Option(help="Plugin for segment-batch.")] = None,
     tile_size: Annotated[int, typer.Option(help="Tile size in pixels.", min=64)] = 1024,
     dask_address: Annotated[Optional[str], typer.Option(help="Run tasks on this dask.distributed scheduler.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Local Dask workers (without --dask-address).")] = None,
@@ -388,7 +391,7 @@ def flows_run(
     summary = run_flow(
         name, [str(p) for p in inputs], str(out), query=query, tile_size=tile_size, dask_address=dask_address,
         workers=workers, batch_tiles=batch_tiles, options=_parse_options(option) or None,
-        zones=str(zones) if zones else None, sample_fps=sample_fps, refresh=refresh,
+        zones=str(zones) if zones else None, sample_fps=sample_fps, refresh=refresh, plugin=plugin,
     )
     typer.echo(json.dumps(summary, indent=2, default=str) if as_json else f"{name}: {summary.get('status')} -> {out}")
     if summary.get("status") == "failed":

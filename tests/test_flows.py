@@ -164,8 +164,17 @@ def test_inputs_runner_and_cli_errors(tmp_path, region):
         expand_inputs([str(tmp_path / "missing.tif")], lrm.RASTER_SUFFIXES, "rasters")
     with pytest.raises(InputError, match="folder has no rasters"):
         expand_inputs([str(tmp_path)], lrm.RASTER_SUFFIXES, "rasters")
-    assert [f["name"] for f in flows_list()] == list(FLOW_NAMES)
-    assert all(f["cron"] and f["entrypoint"].startswith("rscore_flows.") for f in flows_list())
+    assert [f["name"] for f in flows_list()] == [*FLOW_NAMES, "segment-batch"]
+    assert all(f["entrypoint"].startswith("rscore_flows.") for f in flows_list())
+    assert all(bool(f["cron"]) == (f["name"] in FLOW_NAMES) for f in flows_list())  # only the scheduled ones
+    with pytest.raises(OptionError, match="needs a query"):
+        flows_run("segment-batch", [str(region["dem"])], tmp_path)
+    with pytest.raises(OptionError, match="does not take dask_address"):
+        flows_run("segment-batch", [str(region["dem"])], tmp_path, query="steep", dask_address="tcp://h:8786")
+    with pytest.raises(OptionError, match="does not take a plugin"):
+        flows_run("landslide-risk-mapping", [str(region["dem"])], tmp_path, plugin="earth")
+    with pytest.raises(InputError, match="matches nothing"):
+        flows_run("segment-batch", [str(tmp_path / "*.nothing")], tmp_path, query="steep")
     with pytest.raises(OptionError, match="unknown flow"):
         flows_run("no-such-flow", [str(region["dem"])], tmp_path)
     with pytest.raises(OptionError, match="does not take zones"):
@@ -224,6 +233,22 @@ def test_tiled_flow_equals_rscore_run_and_reuses_results(prefect_api, region, tm
     again = flows_run("landslide-risk-mapping", [str(region["dem"])], out, tile_size=TILE, batch_tiles=2)
     assert again["regions"][0]["tiles"] == {"total": 20, "bad": 0, "computed": 0, "reused": 20}
     np.testing.assert_array_equal(_read(folder / "mask.tif"), region["mask"])
+
+
+def test_segment_batch_runs_any_plugin_from_rscore_flows_run(prefect_api, region, tmp_path):
+    """`rscore flows run segment-batch`: one output folder per input as `rscore run` writes it; a bad input is a
+    failed item, the others succeed (status partial)."""
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"not a tiff")
+    out = tmp_path / "out"
+    summary = flows_run("segment-batch", [str(region["dem"]), str(bad)], out, query=QUERY, plugin="earth",
+                        options={"tile_size": TILE}, retries=0)
+    assert summary["status"] == "partial"
+    good, failed = summary["items"]
+    assert good["state"] == "succeeded" and failed["state"] == "failed" and "broken.tif" in failed["error"]
+    np.testing.assert_array_equal(_read(out / "hills" / "mask.tif"), region["mask"])
+    assert json.loads((out / "segment-batch-summary.json").read_text())["status"] == "partial"
+    assert not (out / "broken").exists()
 
 
 def test_bad_tile_is_reported_and_transient_errors_are_retried(prefect_api, region, tmp_path, monkeypatch):

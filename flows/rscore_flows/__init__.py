@@ -15,6 +15,7 @@ Importing this package does not import Prefect; the submodules do (install ``pre
 
 from __future__ import annotations
 
-__all__ = ["FLOW_NAMES"]
+__all__ = ["FLOW_NAMES", "ALL_FLOWS"]
 
-FLOW_NAMES = ("landslide-risk-mapping", "scaffold-compliance")
+FLOW_NAMES = ("landslide-risk-mapping", "scaffold-compliance")  # the scheduled ones (deployments, prefect.yaml)
+ALL_FLOWS = (*FLOW_NAMES, "segment-batch")  # what ``rscore flows run`` runs

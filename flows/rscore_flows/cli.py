@@ -21,9 +21,9 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from rscore.errors import OptionError
+from rscore.errors import InputError, OptionError
 
-from rscore_flows import FLOW_NAMES
+from rscore_flows import ALL_FLOWS, FLOW_NAMES
 
 __all__ = ["flows_list", "flows_run", "flows_serve", "EPHEMERAL_STARTUP_TIMEOUT_S"]
 
@@ -31,6 +31,7 @@ EPHEMERAL_STARTUP_TIMEOUT_S = 90
 _INPUT_KINDS = {
     "landslide-risk-mapping": "rasters (GeoTIFF DEMs, optional --aux imagery): files, folders or globs",
     "scaffold-compliance": "video clips: files, camera folders or globs",
+    "segment-batch": "anything `rscore run` reads, one input per file or folder (a DICOM series, a frame folder)",
 }
 
 
@@ -51,7 +52,39 @@ def flows_list() -> list[dict[str, Any]]:
                 "entrypoint": spec.entrypoint,
             }
         )
+    rows.append(
+        {
+            "name": "segment-batch",
+            "description": "One query over many inputs with any plugin, a task per input (what POST /v1/jobs runs).",
+            "inputs": _INPUT_KINDS["segment-batch"],
+            "deployment": None,
+            "cron": None,
+            "entrypoint": "rscore_flows.segment_batch.segment_batch",
+        }
+    )
     return rows
+
+
+def _batch_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """segment-batch inputs: each existing file or folder is one input (a folder may be a DICOM series or a video's
+    frames, so it is not searched); globs are expanded; anything else is an :class:`InputError`."""
+    import glob
+
+    out: list[str] = []
+    for item in inputs:
+        text = os.path.expanduser(os.fspath(item))
+        if os.path.exists(text):
+            out.append(text)
+        elif glob.has_magic(text):
+            found = sorted(glob.glob(text))
+            if not found:
+                raise InputError("the pattern matches nothing", path=text)
+            out.extend(found)
+        else:
+            raise InputError("no such file or directory", path=text)
+    if not out:
+        raise InputError("no inputs given")
+    return list(dict.fromkeys(out))
 
 
 @contextlib.contextmanager
@@ -86,6 +119,7 @@ def flows_run(
     retries: int | None = None,
     retry_delay_s: float | None = None,
     refresh: bool = False,
+    plugin: str | None = None,
 ) -> dict[str, Any]:
     """Run flow ``name`` on ``inputs`` into ``out`` and return its summary (also written under ``out``).
 
@@ -94,10 +128,33 @@ def flows_run(
     ``retries`` and ``retry_delay_s`` (seconds before the first retry, doubling), ``refresh`` (ignore persisted
     results). Landslide only: ``tile_size`` (px), ``batch_tiles`` (tiles per side of a task). Scaffold only:
     ``zones`` (restricted zones file), ``templates``, ``sample_fps`` / ``stride``, ``day``; ``tile_size`` is not
-    used. Options of the other flow are refused with :class:`OptionError`.
+    used. segment-batch: ``query`` (required) and ``plugin`` on every input (files or folders as given, globs
+    expanded) into ``out/<input name>/``, on local threads; ``options``, ``retries``, ``retry_delay_s``. Options of
+    another flow are refused with :class:`OptionError`.
     """
-    if name not in FLOW_NAMES:
-        raise OptionError(f"unknown flow '{name}' (have: {', '.join(FLOW_NAMES)})")
+    if name not in ALL_FLOWS:
+        raise OptionError(f"unknown flow '{name}' (have: {', '.join(ALL_FLOWS)})")
+    if name == "segment-batch":
+        from rscore_flows.segment_batch import segment_batch as batch_flow
+
+        other = {"dask_address": dask_address, "workers": workers, "ray_address": ray_address,
+                 "batch_tiles": batch_tiles, "zones": zones, "templates": templates, "sample_fps": sample_fps,
+                 "stride": stride, "day": day}
+        given = [k for k, v in other.items() if v is not None]
+        if given:
+            raise OptionError(f"flow '{name}' does not take {', '.join(given)}")
+        if not query:
+            raise OptionError("flow 'segment-batch' needs a query (--query)")
+        params = {"inputs": _batch_inputs(inputs), "query": query, "out": os.fspath(out), "plugin": plugin,
+                  "options": dict(options) if options else None}
+        for key, value in (("retries", retries), ("retry_delay_s", retry_delay_s)):
+            if value is not None:
+                params[key] = value
+        with _ephemeral_timeout():
+            state = batch_flow(**params, return_state=True)
+        return _summary(name, state)
+    if plugin is not None:
+        raise OptionError(f"flow '{name}' does not take a plugin (it uses its own)")
     common: dict[str, Any] = {
         "inputs": [os.fspath(i) for i in inputs],
         "out": os.fspath(out),
@@ -133,6 +190,10 @@ def flows_run(
         raise OptionError(f"flow '{name}' does not take {', '.join(given)}")
     with _ephemeral_timeout():
         state = flow_obj(**params, return_state=True)
+    return _summary(name, state)
+
+
+def _summary(name: str, state: Any) -> dict[str, Any]:
     value = state.result(raise_on_failure=False)
     if isinstance(value, dict):
         return value  # includes a run whose every region failed (state Failed, summary as its data)
