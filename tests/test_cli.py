@@ -127,5 +127,6 @@ def test_flows_list(tmp_path):
     proc = rscore("flows", "list", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     names = {f["name"]: f for f in json.loads(proc.stdout)}
-    assert set(names) == {"landslide-risk-mapping", "scaffold-compliance"}
-    assert all(f["cron"] for f in names.values())
+    assert set(names) == {"landslide-risk-mapping", "scaffold-compliance", "segment-batch"}
+    assert names["landslide-risk-mapping"]["cron"] and names["scaffold-compliance"]["cron"]
+    assert names["segment-batch"]["cron"] is None  # run on demand (CLI, service jobs), not scheduled
