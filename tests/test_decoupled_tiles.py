@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import weakref
 
 import cv2
 import numpy as np
@@ -22,8 +24,9 @@ from rscore.engine import decoupled
 from rscore.engine.decoupled import TilePiece, merge_across_tiles, piece_from_instance, tile_windows
 from rscore.errors import BackendUnavailable, OptionError
 from rscore.plugins import get_plugin_manager, get_registry
-from rscore.reasoners.openai import make_openai_reasoner
-from rscore.sdk import Template
+from rscore.reasoners.openai import OpenAIReasoner, make_openai_reasoner
+from rscore.sdk import BackendSpec, Template
+from rscore.segmenters.classical import ClassicalSegmenter
 from rscore.types import ArraySource, Instance, Request, Scene, Window
 
 H, W = 2100, 3100
@@ -187,12 +190,14 @@ def test_every_tile_absent_is_absent_with_the_tiles_reason(registry):
     assert any("found nothing that answers the request" in t for t in steps)  # what the tiles were told
 
 
-def test_a_tile_without_a_usable_answer_is_reported_not_fatal(registry):
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_a_tile_without_a_usable_answer_is_reported_not_fatal(registry, concurrency):
     def model(req: RecordedRequest) -> str:
         return "I cannot say." if "(tile 2 of 6" in req.text() else seeing_model(req)
 
     with ScriptedOpenAIServer([model]) as srv:
-        res = run(big_scene(), srv, registry, reason_tile=TILE, reason_overlap=OVERLAP)
+        res = run(big_scene(), srv, registry, reason_tile=TILE, reason_overlap=OVERLAP,
+                  reason_concurrency=concurrency)
         assert len(srv.chat_requests) == 1 + 6 + 1  # tile 2 got its repair turn
     tiling = res.plan.match["tiling"]
     assert tiling["tiles_failed"] == [2] and tiling["tiles_with_targets"] == [1, 6]
@@ -317,6 +322,10 @@ def test_lazy_16bit_raster_is_read_by_window_and_shown_with_one_stretch(registry
         ({"reason_merge_iou": 0}, "reason_merge_iou must be in \\(0, 1\\]"),
         ({"reason_merge_iou": "high"}, "reason_merge_iou must be a number"),
         ({"reason_overview": "maybe"}, "reason_overview must be true or false"),
+        ({"reason_concurrency": 0}, "reason_concurrency must be auto or a whole number >= 1"),
+        ({"reason_concurrency": "many"}, "reason_concurrency must be auto or a whole number >= 1"),
+        ({"reason_concurrency": 1.5}, "reason_concurrency must be auto or a whole number >= 1"),
+        ({"reason_concurrency": True}, "reason_concurrency must be auto or a whole number >= 1"),
     ],
 )
 def test_tiling_options_are_validated(registry, options, message):
@@ -328,8 +337,10 @@ def test_tiling_options_are_converted():
     opts = decoupled.normalise_options({"reason_tiles": True, "reason_tile": "1536", "reason_overlap": 64.0,
                                        "reason_merge_iou": "0.6", "reason_overview": "off"})
     assert opts == {"reason_tiles": "on", "reason_tile": 1536, "reason_overlap": 64, "reason_merge_iou": 0.6,
-                    "reason_overview": False}
+                    "reason_overview": False, "reason_concurrency": "auto"}
     assert decoupled.normalise_options({"reason_tile": "auto"})["reason_tile"] == 0
+    assert decoupled.normalise_options({"reason_concurrency": "3"})["reason_concurrency"] == 3
+    assert decoupled.normalise_options({"reason_concurrency": " Auto "})["reason_concurrency"] == "auto"
 
 
 # ------------------------------------------------------------------------------------------------------ the grid
@@ -570,3 +581,207 @@ def test_an_8bit_display_band_of_a_float_scene_is_sent_without_a_second_stretch(
         assert sent.shape[:2] == (rows, width)
         expected = src.shown(Window(k * rows, 0, rows, width))
         np.testing.assert_array_equal(sent[..., 0], expected)
+
+
+# ------------------------------------------------------------------------------------------ concurrent reasoning
+def slow_seeing_model(req: RecordedRequest) -> Reply:
+    """The seeing model, answering after 0.3 s (the stub serves every request on its own thread)."""
+    return Reply(content=seeing_model(req), delay_s=0.3)
+
+
+class InFlight:
+    """Wraps ``OpenAIReasoner.plan`` to count the calls in flight at once and the threads they ran on."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+        self.threads: list[int] = []
+
+    def wrap(self, plan):
+        def wrapped(*args, **kwargs):
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+                self.threads.append(threading.get_ident())
+            try:
+                return plan(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.now -= 1
+
+        return wrapped
+
+
+@pytest.fixture
+def in_flight(monkeypatch):
+    """A fresh recorder per run: ``in_flight()`` patches ``OpenAIReasoner.plan`` (subclasses included) anew."""
+    original = OpenAIReasoner.plan
+
+    def start() -> InFlight:
+        rec = InFlight()
+        monkeypatch.setattr(OpenAIReasoner, "plan", rec.wrap(original))
+        return rec
+
+    return start
+
+
+@pytest.fixture
+def tile_pictures(monkeypatch):
+    """Counts the tile pictures alive whenever a new one is read (``most``), and records the segmenter's thread."""
+    state = {"alive": 0, "most": 0, "segment_threads": []}
+    original_tile, original_segment = decoupled._tile_scene, ClassicalSegmenter.segment
+
+    def gone():
+        state["alive"] -= 1
+
+    def tile_scene(*args, **kwargs):
+        sub = original_tile(*args, **kwargs)
+        state["alive"] += 1
+        state["most"] = max(state["most"], state["alive"])
+        weakref.finalize(sub.source, gone)
+        return sub
+
+    def segment(self, *args, **kwargs):
+        state["segment_threads"].append(threading.get_ident())
+        return original_segment(self, *args, **kwargs)
+
+    monkeypatch.setattr(decoupled, "_tile_scene", tile_scene)
+    monkeypatch.setattr(ClassicalSegmenter, "segment", segment)
+    return state
+
+
+def outcome(res) -> dict:
+    """Everything a run answers except timings and the concurrency it ran with."""
+    plan = res.plan
+    tiling = {k: v for k, v in plan.match["tiling"].items() if k != "concurrency"}
+    return {
+        "steps": [(s.text, s.operator, dict(s.params), dict(s.stats)) for s in plan.steps],
+        "targets": plan.targets,
+        "raw": plan.raw,
+        "absent": plan.absent,
+        "tiling": tiling,
+        "requests": plan.match["requests"],
+        "instances": [(i.label, i.score, i.bbox, i.area_px, dict(i.attributes), i.mask.tobytes())
+                      for i in res.instances],
+        "mask": res.mask.tobytes(),
+        "warnings": res.warnings,
+    }
+
+
+def test_tiles_are_reasoned_concurrently_with_the_same_result(registry, in_flight, tile_pictures):
+    thread = threading.get_ident()
+    runs, recorders, progress_calls = {}, {}, {}
+    for concurrency in ("auto", 3):
+        calls = []
+        recorders[concurrency] = in_flight()
+        tile_pictures.update(most=0, segment_threads=[])
+        with ScriptedOpenAIServer([slow_seeing_model]) as srv:
+            runs[concurrency] = run(
+                big_scene(), srv, registry, progress=lambda d, t: calls.append((d, t, threading.get_ident())),
+                reason_tile=TILE, reason_overlap=OVERLAP, reason_concurrency=concurrency,
+            )
+            assert len(srv.chat_requests) == 7
+        progress_calls[concurrency] = calls
+        # tiles are segmented on the calling thread; at most `concurrency` tile pictures are held besides the one
+        # being segmented
+        assert set(tile_pictures["segment_threads"]) == {thread} and len(tile_pictures["segment_threads"]) == 3
+        assert tile_pictures["most"] <= (2 if concurrency == "auto" else 3 + 1)
+
+    sequential, concurrent = recorders["auto"], recorders[3]
+    assert sequential.most == 1 and set(sequential.threads) == {thread}  # auto: the openai reasoner declares nothing
+    assert 2 <= concurrent.most <= 3
+    assert concurrent.threads[0] == thread and thread not in concurrent.threads[1:]  # the overview, then the tiles
+    assert runs["auto"].plan.match["tiling"]["concurrency"] == 1
+    assert runs[3].plan.match["tiling"]["concurrency"] == 3
+    # progress: from the calling thread, `done` counting up by one, however the tiles came back
+    for calls in progress_calls.values():
+        assert [(d, t) for d, t, _ in calls] == [(i, 7) for i in range(1, 8)]
+        assert {tid for _, _, tid in calls} == {thread}
+
+    assert outcome(runs[3]) == outcome(runs["auto"])
+    texts = [s.text for s in runs[3].plan.steps]
+    tile_steps = [int(m.group(1)) for t in texts for m in [re.match(r"tile (\d+) \(", t)] if m]
+    assert tile_steps == sorted(tile_steps) and set(tile_steps) == {1, 2, 3, 4, 5, 6}  # in tile order
+    straddle = min(runs[3].instances, key=lambda i: i.bbox[0])
+    assert straddle.attributes["tiles"] == [1, 2] and straddle.bbox == pytest.approx(STRADDLE, abs=3)
+    assert len(runs[3].instances) == 2
+
+
+def test_a_dead_endpoint_still_fails_fast_with_concurrent_tiles(registry):
+    with ScriptedOpenAIServer([Reply(status=500, content="model crashed")]) as srv:
+        with pytest.raises(BackendUnavailable, match="HTTP 500: model crashed"):
+            run(big_scene(), srv, registry, reason_tile=TILE, reason_overlap=OVERLAP, openai_max_retries=0,
+                reason_concurrency=3)
+        assert 2 <= len(srv.chat_requests) <= 1 + 3  # the overview and at most one round of tiles, then it gives up
+
+
+class _NamedReasoner(OpenAIReasoner):
+    """The openai reasoner under a local reasoner's name (the transformers reasoner needs weights and a model)."""
+
+    name = "transformers"
+
+
+class _DeclaringReasoner(OpenAIReasoner):
+    """A reasoner that declares how many plan calls it serves at once."""
+
+    max_concurrency = 2
+
+
+class _BackendsPlugin(_TilesPlugin):
+    @hookimpl
+    def rscore_backends(self):
+        return [
+            BackendSpec("reasoner", "named-local", lambda o: _NamedReasoner(make_openai_reasoner(o).options), "test"),
+            BackendSpec("reasoner", "declaring", lambda o: _DeclaringReasoner(make_openai_reasoner(o).options), "test"),
+        ]
+
+
+@pytest.mark.parametrize(
+    "backend,asked,most,note",
+    [
+        ("named-local", 3, 1, "reason_concurrency=3 was capped at 1: the local transformers reasoner"),
+        ("declaring", "auto", 2, None),
+        ("declaring", 5, 2, "reason_concurrency=5 was capped at 2: the openai reasoner declares max_concurrency=2"),
+    ],
+)
+def test_reasoner_caps_and_declared_concurrency(in_flight, backend, asked, most, note):
+    reg = get_registry(get_plugin_manager(entry_points=False, extra=[("tiles-test", _BackendsPlugin())]))
+    rec = in_flight()
+    with ScriptedOpenAIServer([slow_seeing_model]) as srv:
+        res = run(big_scene(), srv, reg, reason_tile=TILE, reason_overlap=OVERLAP, reason_overview=False,
+                  reasoner=backend, reason_concurrency=asked)
+    assert rec.most == most and res.plan.match["tiling"]["concurrency"] == most
+    assert len(res.instances) == 2
+    if note is None:
+        assert not any("reason_concurrency" in w for w in res.warnings)
+    else:
+        assert any(w.startswith(note) for w in res.warnings)
+        assert res.plan.steps[1].text.startswith(note) and res.plan.steps[1].operator == "tiles"
+
+
+def test_reason_concurrency_resolution():
+    def opts(c):
+        return decoupled.TilingOptions(concurrency=c)
+
+    class Plain:
+        pass
+
+    class Declares:
+        max_concurrency = 4
+
+    class Local:
+        name = "transformers"
+        max_concurrency = 4
+
+    openai = make_openai_reasoner({"endpoint": "http://127.0.0.1:9/v1", "model": "m"})
+    assert decoupled.reason_concurrency(openai, opts("auto")) == (1, "")  # built-ins declare nothing: sequential
+    assert decoupled.reason_concurrency(openai, opts(8), tiles=6) == (6, "")  # never more than the tiles
+    assert decoupled.reason_concurrency(Plain(), opts("auto")) == (1, "")
+    assert decoupled.reason_concurrency(Declares(), opts("auto")) == (4, "")
+    assert decoupled.reason_concurrency(Declares(), opts("auto"), tiles=2) == (2, "")
+    assert decoupled.reason_concurrency(Declares(), opts(2)) == (2, "")
+    n, note = decoupled.reason_concurrency(Declares(), opts(8))
+    assert n == 4 and "declares max_concurrency=4" in note
+    n, note = decoupled.reason_concurrency(Local(), opts("auto"))
+    assert n == 1 and "local transformers reasoner" in note
+    assert decoupled.reason_concurrency(Local(), opts(1)) == (1, "")

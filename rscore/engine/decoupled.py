@@ -36,7 +36,16 @@ without masks (``Instance`` masks are full-scene sized by contract, which such s
 
 Options (engine options, validated by :func:`normalise_options`): ``reason_tiles`` ``auto`` | ``on`` | ``off``,
 ``reason_tile`` (px, 0 = twice the reasoner's picture side), ``reason_overlap`` (px), ``reason_merge_iou``,
-``reason_overview`` (bool). See :class:`TilingOptions`.
+``reason_overview`` (bool), ``reason_concurrency`` (``auto`` | int >= 1). See :class:`TilingOptions`.
+
+**Concurrency.** With ``reason_concurrency`` > 1 up to that many tiles' ``reasoner.plan`` calls run at once on worker
+threads (an HTTP endpoint such as vLLM or a hosted API serves them in parallel); everything else stays on the calling
+thread and deterministic: tile pictures are read and segmented in tile order, plan steps, raw outputs and instances
+are assembled in tile order (the same result as one at a time), ``progress`` is called in order of completion, and at
+most ``reason_concurrency`` tile pictures are held besides the one being segmented. ``auto`` takes the reasoner's
+``max_concurrency`` attribute when it declares one (a third-party reasoner may, to say how many ``plan`` calls it
+serves at once, and is then never given more), else 1: every built-in reasoner stays sequential unless the user asks.
+The local ``transformers`` reasoner (one model on one device) always runs one tile at a time.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +86,7 @@ __all__ = [
     "stacked_slice_rows",
     "piece_from_instance",
     "merge_across_tiles",
+    "reason_concurrency",
     "segment_tiled",
 ]
 
@@ -85,8 +96,10 @@ DEFAULTS: Mapping[str, Any] = {
     "reason_overlap": 128,
     "reason_merge_iou": 0.5,
     "reason_overview": True,
+    "reason_concurrency": "auto",
 }
 MODES = ("auto", "on", "off")
+SEQUENTIAL_REASONERS = ("transformers",)  # local models: one model on one device, one tile at a time
 MIN_TILE = 64
 MAX_LISTED_STEPS = 20  # merge groups listed one step each
 MAX_REASON_CHARS = 600
@@ -110,6 +123,8 @@ class TilingOptions:
     - ``merge_iou``: pieces from two tiles are one object when their IoU inside the tiles' overlap is at least this.
     - ``overview``: a first pass on the whole scene downscaled to one picture, whose answer (labels, where) goes to
       every tile's prompt as one line of context. One request more; off saves it.
+    - ``concurrency``: how many tiles' ``reasoner.plan`` calls may run at once (``auto``: the reasoner's
+      ``max_concurrency`` when it declares one, else 1); see :func:`reason_concurrency`.
     """
 
     mode: str = "auto"
@@ -117,6 +132,7 @@ class TilingOptions:
     overlap: int = 128
     merge_iou: float = 0.5
     overview: bool = True
+    concurrency: int | str = "auto"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -131,11 +147,14 @@ class TilingOptions:
             )
         if not 0.0 < self.merge_iou <= 1.0:
             raise OptionError(f"option reason_merge_iou must be in (0, 1], got {self.merge_iou}")
+        c = self.concurrency
+        if c != "auto" and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
+            raise OptionError(f"option reason_concurrency must be auto or a whole number >= 1, got {c!r}")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> TilingOptions:
         """From engine options (``reason_tiles``, ``reason_tile``, ``reason_overlap``, ``reason_merge_iou``,
-        ``reason_overview``), converted and checked; missing ones take :data:`DEFAULTS`."""
+        ``reason_overview``, ``reason_concurrency``), converted and checked; missing ones take :data:`DEFAULTS`."""
         o = {k: (options.get(k) if options.get(k) is not None else v) for k, v in DEFAULTS.items()}
         mode = o["reason_tiles"]
         if isinstance(mode, bool):
@@ -150,6 +169,7 @@ class TilingOptions:
             overlap=_whole("reason_overlap", o["reason_overlap"]),
             merge_iou=_number("reason_merge_iou", o["reason_merge_iou"]),
             overview=_flag("reason_overview", o["reason_overview"]),
+            concurrency=_concurrency(o["reason_concurrency"]),
         )
 
     def as_options(self) -> dict[str, Any]:
@@ -159,6 +179,7 @@ class TilingOptions:
             "reason_overlap": self.overlap,
             "reason_merge_iou": self.merge_iou,
             "reason_overview": self.overview,
+            "reason_concurrency": self.concurrency,
         }
 
 
@@ -170,6 +191,15 @@ def _whole(name: str, value: Any) -> int:
     except (TypeError, ValueError):
         raise OptionError(f"option {name} must be a whole number, got {value!r}") from None
     return number
+
+
+def _concurrency(value: Any) -> int | str:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _whole("reason_concurrency", value)
+    except OptionError:
+        raise OptionError(f"option reason_concurrency must be auto or a whole number >= 1, got {value!r}") from None
 
 
 def _number(name: str, value: Any) -> float:
@@ -246,6 +276,35 @@ def should_tile(scene: Scene, reasoner: Any, request: Request) -> bool:
     if o.mode == "on" or stacked_slice_rows(scene):
         return True
     return max(scene.height, scene.width) > _tile_side(o, reasoner, request)
+
+
+def reason_concurrency(reasoner: Any, options: TilingOptions, tiles: int | None = None) -> tuple[int, str]:
+    """How many tiles' ``reasoner.plan`` calls run at once, and a note when a request for more was capped ("" else).
+
+    ``reason_concurrency=auto`` takes the reasoner's ``max_concurrency`` attribute when it declares a whole number
+    >= 1, else 1 (no built-in reasoner declares one: an HTTP reasoner such as ``openai`` runs tiles concurrently only
+    when the user sets ``reason_concurrency``). A declared ``max_concurrency`` also caps what the user asks for; the
+    local ``transformers`` reasoner is always capped at 1; and there are never more calls at once than ``tiles``."""
+    declared = getattr(reasoner, "max_concurrency", None)
+    if isinstance(declared, bool) or not isinstance(declared, int) or declared < 1:
+        declared = None
+    asked = options.concurrency
+    wanted = (declared or 1) if asked == "auto" else int(asked)
+    name = str(getattr(reasoner, "name", "") or "")
+    note = ""
+    if wanted > 1 and name in SEQUENTIAL_REASONERS:
+        note = (
+            f"reason_concurrency={asked} was capped at 1: the local {name} reasoner runs one model on one device, so "
+            "its tiles are reasoned one at a time"
+        )
+        wanted = 1
+    elif declared is not None and wanted > declared:
+        note = f"reason_concurrency={asked} was capped at {declared}: the {name or 'reasoner'} reasoner declares " \
+               f"max_concurrency={declared}"
+        wanted = declared
+    if tiles is not None:
+        wanted = min(wanted, max(1, tiles))
+    return wanted, note
 
 
 # ----------------------------------------------------------------------------------------------------------- grid
@@ -693,6 +752,22 @@ def _absent_reason(tile_plans: Sequence[tuple[int, Plan]], n: int, failed: int =
 
 
 # ------------------------------------------------------------------------------------------------------------ run
+class _Inline:
+    """``reason_concurrency=1``: each plan call runs at once on the calling thread, as it always did (local models
+    may keep thread-local state), behind the executor's ``submit``/``shutdown``."""
+
+    def submit(self, fn: Callable[..., Plan], *args: Any) -> Future[Plan]:
+        fut: Future[Plan] = Future()
+        try:
+            fut.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - handed back through the future, as a thread pool does
+            fut.set_exception(exc)
+        return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class TiledRun:
     """What :func:`segment_tiled` hands back to the engine."""
@@ -719,8 +794,11 @@ def segment_tiled(
     """Reason ``scene`` tile by tile, segment each tile's targets, merge across borders (see the module docstring).
 
     ``segmenter()`` returns ``(name, segmenter)``; it is called once, when the first tile has targets.
-    ``progress(done, total)`` counts the overview pass and every tile. ``max_mask_bytes`` bounds the full-size
-    instance masks kept; ``store_tile`` is the tile size of an on-disk union mask.
+    ``progress(done, total)`` counts the overview pass and every tile (a tile is done once reasoned and, when it has
+    targets, segmented), always from the calling thread. ``reasoner.plan`` runs for up to ``reason_concurrency``
+    tiles at once (:func:`reason_concurrency`); when two calls fail before any succeeds (the overview counts) the
+    error is raised and tiles not yet sent are not. ``max_mask_bytes`` bounds the full-size instance masks kept;
+    ``store_tile`` is the tile size of an on-disk union mask.
     """
     from rscore.io.images import scene_rgb8
 
@@ -738,7 +816,11 @@ def segment_tiled(
     total = n + (1 if do_overview else 0)
     done = 0
     t_reason = t_segment = 0.0
-    log.info("reasoning a %dx%d scene in %d tile(s) of %d px (overlap >= %d px)", width, height, n, tile, overlap)
+    concurrency, concurrency_note = reason_concurrency(reasoner, opts, n)
+    log.info("reasoning a %dx%d scene in %d tile(s) of %d px (overlap >= %d px), %d at a time", width, height, n,
+             tile, overlap, concurrency)
+    if concurrency_note:
+        log.warning("%s", concurrency_note)
 
     t0 = time.perf_counter()
     display, picture = _prepare_display(scene, side, do_overview)
@@ -766,7 +848,7 @@ def segment_tiled(
             progress(done, total)
     t_reason += time.perf_counter() - t0
 
-    tile_plans: list[tuple[int, Plan]] = []
+    plans_by_tile: dict[int, Plan] = {}
     failed: list[tuple[int, BackendUnavailable]] = []
     targets: list[Target] = []
     pieces: list[TilePiece] = []
@@ -774,40 +856,90 @@ def segment_tiled(
     seg: Any = None
     same_tile_merged = 0
     segmented = 0
-    for k, win in enumerate(windows):
-        t0 = time.perf_counter()
-        view = ReasoningView(window=win, tile=k, overview=overview_line, **common)
-        sub = _tile_scene(scene, win, display, view)
-        try:
-            plan = reasoner.plan(sub, request, templates)
-        except BackendUnavailable as exc:  # one unusable answer must not lose the whole scene; all of them do
-            log.info("tile %d of %d (%s) could not be reasoned: %s", k + 1, n, _span(win), exc)
-            failed.append((k, exc))
-            if not tile_plans and len(failed) + bool(overview_failed) >= 2:
-                raise  # nothing has worked yet: a dead endpoint or a model that cannot answer, not one bad tile
-            t_reason += time.perf_counter() - t0
-            done += 1
-            if progress:
-                progress(done, total)
-            continue
-        tile_plans.append((k, plan))
-        t_reason += time.perf_counter() - t0
-        if not plan.absent and plan.targets:
-            t0 = time.perf_counter()
-            targets += _offset_targets(plan.targets, win)
-            if seg is None:
-                seg_name, seg = segmenter()
-            found = list(seg.segment(scene_rgb8(sub), list(plan.targets)))
-            segmented += len(found)
-            if len(found) > 1:
-                merged = merge_instances_iou(found, opts.merge_iou, same_label=True)
-                same_tile_merged += len(found) - len(merged)
-                found = merged
-            pieces += [p for p in (piece_from_instance(i, k, win) for i in found) if p is not None]
-            t_segment += time.perf_counter() - t0
+    # Tiles' plan calls run on up to `concurrency` workers (inline when 1); pictures are read, segmented and
+    # assembled here, in tile order. `held`: the pictures of tiles sent and not yet done with (at most `concurrency`,
+    # the one being segmented aside); `ready`: reasoned tiles waiting for their turn (their plan, or None when there
+    # is nothing to segment: failed, absent, no targets - those are counted done as soon as they come back).
+    held: dict[int, Scene] = {}
+    sent: dict[Future[Plan], int] = {}
+    ready: dict[int, Plan | None] = {}
+    next_sent = next_done = 0
+    pool: ThreadPoolExecutor | _Inline = (
+        ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="rscore-reason") if concurrency > 1
+        else _Inline()
+    )
+
+    def send() -> None:
+        nonlocal next_sent
+        while next_sent < n and len(held) < concurrency:
+            k, win = next_sent, windows[next_sent]
+            view = ReasoningView(window=win, tile=k, overview=overview_line, **common)
+            held[k] = _tile_scene(scene, win, display, view)
+            sent[pool.submit(reasoner.plan, held[k], request, templates)] = k
+            next_sent += 1
+
+    def tick() -> None:
+        nonlocal done
         done += 1
         if progress:
             progress(done, total)
+
+    t_loop = time.perf_counter()
+    t_segment_loop = 0.0
+    try:
+        while next_done < n:
+            send()
+            if next_done in ready:  # the next tile in order is reasoned: segment it here
+                k, win = next_done, windows[next_done]
+                plan, sub = ready.pop(k), held.pop(k, None)
+                next_done += 1
+                if plan is None or sub is None:
+                    continue
+                if concurrency > 1:
+                    send()  # keep the workers busy while this tile is segmented
+                t0 = time.perf_counter()
+                targets += _offset_targets(plan.targets, win)
+                if seg is None:
+                    seg_name, seg = segmenter()
+                found = list(seg.segment(scene_rgb8(sub), list(plan.targets)))
+                del sub
+                segmented += len(found)
+                if len(found) > 1:
+                    merged = merge_instances_iou(found, opts.merge_iou, same_label=True)
+                    same_tile_merged += len(found) - len(merged)
+                    found = merged
+                pieces += [p for p in (piece_from_instance(i, k, win) for i in found) if p is not None]
+                t_segment_loop += time.perf_counter() - t0
+                tick()
+                continue
+            finished, _ = wait(list(sent), return_when=FIRST_COMPLETED)
+            for fut in sorted(finished, key=sent.__getitem__):  # several at once: in tile order
+                k = sent.pop(fut)
+                try:
+                    plan = fut.result()
+                except BackendUnavailable as exc:  # one unusable answer must not lose the whole scene; all of them do
+                    log.info("tile %d of %d (%s) could not be reasoned: %s", k + 1, n, _span(windows[k]), exc)
+                    failed.append((k, exc))
+                    held.pop(k, None)
+                    ready[k] = None
+                    if not plans_by_tile and len(failed) + bool(overview_failed) >= 2:
+                        raise  # nothing has worked yet: a dead endpoint or a model that cannot answer, not one bad tile
+                    tick()
+                    continue
+                plans_by_tile[k] = plan
+                if plan.absent or not plan.targets:
+                    held.pop(k, None)
+                    ready[k] = None
+                    tick()
+                else:
+                    ready[k] = plan
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # after a failure: requests not yet sent are not sent
+        held.clear()
+    t_segment += t_segment_loop
+    t_reason += time.perf_counter() - t_loop - t_segment_loop
+    tile_plans = sorted(plans_by_tile.items())
+    failed.sort(key=lambda f: f[0])
 
     if failed and not tile_plans:
         raise failed[0][1]
@@ -819,6 +951,8 @@ def segment_tiled(
         merged_pieces = merged_pieces[:max_instances]
     instances, mask, warnings = _finish(scene, merged_pieces, max_mask_bytes, store_tile)
     t_segment += time.perf_counter() - t0
+    if concurrency_note:
+        warnings += (concurrency_note,)
     if failed:
         warnings += (
             f"{len(failed)} of {n} tile(s) could not be reasoned and are not covered: "
@@ -829,7 +963,7 @@ def segment_tiled(
     plan = _tiled_plan(
         scene, tile_plans, windows, overview_plan, overview_line, tuple(targets), groups,
         tile=tile, overlap=overlap, grid=grid, opts=opts, seg_name=seg_name, failed=failed,
-        overview_failed=overview_failed,
+        overview_failed=overview_failed, concurrency=concurrency, concurrency_note=concurrency_note,
         counts={"segmented": segmented, "same_tile_merged": same_tile_merged, "pieces": len(pieces),
                 "instances": len(instances)},
     )
@@ -905,6 +1039,8 @@ def _tiled_plan(
     counts: Mapping[str, int],
     failed: Sequence[tuple[int, Exception]] = (),
     overview_failed: str = "",
+    concurrency: int = 1,
+    concurrency_note: str = "",
 ) -> Plan:
     height, width = scene.shape
     n = len(windows)
@@ -921,6 +1057,8 @@ def _tiled_plan(
             params={"tile_px": tile, "overlap_px": overlap, "grid": list(grid), "overview": overview_plan is not None},
         )
     ]
+    if concurrency_note:
+        steps.append(Step(concurrency_note, operator="tiles", params={"reason_concurrency": concurrency}))
     seen_shared: set[str] = set()
 
     def add(prefix: str, plan: Plan) -> None:
@@ -996,6 +1134,7 @@ def _tiled_plan(
         "merge_iou": opts.merge_iou,
         "merged_across_tiles": len(groups),
         "tiles_failed": [k + 1 for k, _ in failed],
+        "concurrency": concurrency,
     }
     template = next((p.template for p in all_plans if p.template), None)
     absent = not with_targets
