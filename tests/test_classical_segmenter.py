@@ -183,7 +183,7 @@ def test_options_from_engine_mapping():
     assert ClassicalSegmenter.from_options({}).options == ClassicalOptions()
     with pytest.raises(OptionError, match="unknown classical segmenter option"):
         ClassicalSegmenter.from_options({"classical_iteratons": 3})
-    with pytest.raises(OptionError, match="expected int"):
+    with pytest.raises(OptionError, match="iterations must be a whole number"):
         ClassicalSegmenter.from_options({"classical_iterations": 2.5})
     with pytest.raises(OptionError, match="iterations"):
         ClassicalOptions(iterations=0)

@@ -189,7 +189,7 @@ def test_options():
         TransformersOptions.from_options({"transformers_beam": 4})
     with pytest.raises(OptionError, match="temperature"):
         TransformersOptions.from_options({"temperature": 5})
-    with pytest.raises(OptionError, match="is not a int"):
+    with pytest.raises(OptionError, match="max_new_tokens must be a whole number"):
         TransformersOptions.from_options({"transformers_max_new_tokens": "many"})
 
 

@@ -198,7 +198,7 @@ def test_options_are_checked_and_converted():
     )
     with pytest.raises(OptionError, match="stride or target_fps"):
         ReaderOptions(stride=2, target_fps=5)
-    with pytest.raises(OptionError, match="stride must be a number"):
+    with pytest.raises(OptionError, match="stride must be a whole number"):
         ReaderOptions.from_options({"stride": "every other"})
     with pytest.raises(OptionError, match="stuck_action"):
         ReaderOptions(stuck_action="panic")

@@ -63,6 +63,7 @@ import numpy as np
 
 from rscore.errors import BackendUnavailable, OptionError
 from rscore.instances import cluster_boxes, mask_bbox, merge_instances_iou, sort_instances
+from rscore.options import convert, parse_bool
 from rscore.reasoners.prompting import DEFAULT_MAX_SIDE, ReasoningView
 from rscore.tiling import TiledArray, in_memory_pixel_limit, iter_windows, make_sink
 from rscore.types import ArraySource, Instance, Plan, ProgressCallback, Request, Scene, Step, Target, Window
@@ -105,8 +106,6 @@ MAX_LISTED_STEPS = 20  # merge groups listed one step each
 MAX_REASON_CHARS = 600
 OVERVIEW_TARGETS = 5  # targets named in the overview line
 STRETCH = (2.0, 98.0)  # percentiles, as rscore.io.images.scene_rgb8
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 # -------------------------------------------------------------------------------------------------------- options
@@ -167,8 +166,8 @@ class TilingOptions:
             mode=mode,
             tile=_whole("reason_tile", tile),
             overlap=_whole("reason_overlap", o["reason_overlap"]),
-            merge_iou=_number("reason_merge_iou", o["reason_merge_iou"]),
-            overview=_flag("reason_overview", o["reason_overview"]),
+            merge_iou=convert(o["reason_merge_iou"], float, "reason_merge_iou"),
+            overview=parse_bool(o["reason_overview"], "reason_overview"),
             concurrency=_concurrency(o["reason_concurrency"]),
         )
 
@@ -184,13 +183,7 @@ class TilingOptions:
 
 
 def _whole(name: str, value: Any) -> int:
-    try:
-        number = int(value)
-        if isinstance(value, bool) or number != float(value):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise OptionError(f"option {name} must be a whole number, got {value!r}") from None
-    return number
+    return convert(value, int, name)
 
 
 def _concurrency(value: Any) -> int | str:
@@ -200,31 +193,6 @@ def _concurrency(value: Any) -> int | str:
         return _whole("reason_concurrency", value)
     except OptionError:
         raise OptionError(f"option reason_concurrency must be auto or a whole number >= 1, got {value!r}") from None
-
-
-def _number(name: str, value: Any) -> float:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(value)
-        if not math.isfinite(number):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise OptionError(f"option {name} must be a number, got {value!r}") from None
-    return number
-
-
-def _flag(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise OptionError(f"option {name} must be true or false, got {value!r}")
 
 
 def normalise_options(opts: dict[str, Any]) -> dict[str, Any]:

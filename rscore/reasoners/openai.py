@@ -68,6 +68,7 @@ from rscore.reasoners.prompting import (
     repair_prompt,
     select_templates,
 )
+from rscore.options import scoped, typed
 from rscore.types import Plan, Request, Scene, Step
 
 if TYPE_CHECKING:
@@ -167,19 +168,7 @@ class OpenAIOptions:
         """Build from engine options: flat ``endpoint`` ... ``temperature``, then ``openai_<field>`` keys and a nested
         ``openai`` mapping (these win). Unknown ``openai_*`` keys are an :class:`OptionError`; the endpoint and the
         model fall back to ``RSCORE_OPENAI_ENDPOINT`` / ``RSCORE_OPENAI_MODEL``."""
-        values: dict[str, Any] = {k: options[k] for k in FLAT_OPTIONS if options.get(k) is not None}
-        prefixed = {
-            k[len("openai_") :]: v for k, v in options.items() if isinstance(k, str) and k.startswith("openai_")
-        }
-        nested = options.get("openai")
-        if nested is not None and not isinstance(nested, Mapping):
-            raise OptionError("option 'openai' must be a mapping of openai reasoner options")
-        values.update({k: v for k, v in prefixed.items() if v is not None})
-        values.update({k: v for k, v in dict(nested or {}).items() if v is not None})
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise OptionError(f"unknown openai reasoner option(s) {', '.join(unknown)} (known: {', '.join(known)})")
+        values = scoped(options, "openai", cls, flat=FLAT_OPTIONS, what="openai reasoner")
         values.setdefault("endpoint", os.environ.get(ENDPOINT_ENV) or None)
         values.setdefault("model", os.environ.get(MODEL_ENV) or None)
         if not values.get("endpoint"):
@@ -187,18 +176,7 @@ class OpenAIOptions:
                 "reasoner 'openai' needs an endpoint: pass --endpoint URL (e.g. http://localhost:8000/v1) "
                 f"or set {ENDPOINT_ENV}"
             )
-        converted: dict[str, Any] = {}
-        for name, value in values.items():
-            if value is None:
-                continue
-            default = known[name].default
-            kind = str if name in ("endpoint", "model", "coords") else type(default)
-            try:
-                if kind is int and isinstance(value, float) and not value.is_integer():
-                    raise ValueError
-                converted[name] = kind(value)
-            except (TypeError, ValueError):
-                raise OptionError(f"openai reasoner option {name}={value!r} is not a {kind.__name__}") from None
+        converted = typed(cls, values, what="openai reasoner option")
         return cls(**converted)
 
 

@@ -52,6 +52,7 @@ from rscore.reasoners.prompting import (
     repair_prompt,
     select_templates,
 )
+from rscore.options import scoped, typed
 from rscore.types import Plan, Request, Scene, Step
 
 if TYPE_CHECKING:
@@ -150,43 +151,8 @@ class TransformersOptions:
     def from_options(cls, options: Mapping[str, Any]) -> TransformersOptions:
         """From engine options: flat ``model`` ... ``temperature``, then ``transformers_<field>`` keys and a nested
         ``transformers`` mapping (these win). Unknown ``transformers_*`` keys are an :class:`OptionError`."""
-        values: dict[str, Any] = {k: options[k] for k in FLAT_OPTIONS if options.get(k) is not None}
-        prefix = "transformers_"
-        values.update(
-            {
-                k[len(prefix) :]: v
-                for k, v in options.items()
-                if isinstance(k, str) and k.startswith(prefix) and v is not None
-            }
-        )
-        nested = options.get("transformers")
-        if nested is not None:
-            if not isinstance(nested, Mapping):
-                raise OptionError("option 'transformers' must be a mapping of transformers reasoner options")
-            values.update({k: v for k, v in nested.items() if v is not None})
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise OptionError(
-                f"unknown transformers reasoner option(s) {', '.join(unknown)} (known: {', '.join(known)})"
-            )
-        converted: dict[str, Any] = {}
-        for name, value in values.items():
-            default = known[name].default
-            kind = (
-                int
-                if name == "size_multiple"
-                else str
-                if default is None or isinstance(default, str)
-                else type(default)
-            )
-            try:
-                if kind is int and isinstance(value, float) and not value.is_integer():
-                    raise ValueError
-                converted[name] = kind(value)
-            except (TypeError, ValueError):
-                raise OptionError(f"transformers reasoner option {name}={value!r} is not a {kind.__name__}") from None
-        return cls(**converted)
+        values = scoped(options, "transformers", cls, flat=FLAT_OPTIONS, what="transformers reasoner")
+        return cls(**typed(cls, values, what="transformers reasoner option"))
 
 
 # -------------------------------------------------------------------------------------------------- model loading

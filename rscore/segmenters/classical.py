@@ -40,13 +40,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import cv2
 import numpy as np
 
 from rscore.errors import OptionError
+from rscore.options import scoped, typed
 from rscore.segmenters.prompts import as_rgb8, validate_target
 from rscore.types import Instance, Target
 
@@ -104,31 +105,8 @@ class ClassicalOptions:
         """Build from an engine options mapping: a nested ``options["classical"]`` mapping and/or flat
         ``classical_<field>`` keys (``classical_iterations=8``). Other keys are ignored; unknown classical keys are
         an :class:`OptionError`."""
-        values: dict[str, Any] = {}
-        nested = options.get("classical")
-        if nested is not None:
-            if not isinstance(nested, Mapping):
-                raise OptionError("option 'classical' must be a mapping of classical segmenter options")
-            values.update(nested)
-        for key, value in options.items():
-            if isinstance(key, str) and key.startswith("classical_"):
-                values[key[len("classical_") :]] = value
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise OptionError(f"unknown classical segmenter option(s) {', '.join(unknown)} (known: {', '.join(known)})")
-        converted: dict[str, Any] = {}
-        for name, value in values.items():
-            default = getattr(cls, name)
-            kind = type(default)
-            try:
-                as_number = float(value) if kind is int else None
-                if as_number is not None and not as_number.is_integer():
-                    raise ValueError(value)
-                converted[name] = kind(as_number if as_number is not None else value)
-            except (TypeError, ValueError):
-                raise OptionError(f"classical segmenter option {name}={value!r}: expected {kind.__name__}") from None
-        return cls(**converted)
+        values = scoped(options, "classical", cls, what="classical segmenter")
+        return cls(**typed(cls, values, what="classical segmenter option"))
 
 
 @dataclass(frozen=True)

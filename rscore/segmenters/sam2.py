@@ -32,13 +32,14 @@ import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rscore.errors import BackendUnavailable, OptionError
+from rscore.options import scoped, typed
 from rscore.segmenters.prompts import Prompt, as_rgb8, validate_target
 from rscore.types import Instance, Target
 
@@ -110,37 +111,8 @@ class Sam2Options:
     def from_options(cls, options: Mapping[str, Any]) -> Sam2Options:
         """From engine options: shared ``weights`` / ``device`` / ``dtype``, then flat ``sam2_<field>`` keys and a
         nested ``sam2`` mapping (these win). Unknown ``sam2_*`` keys are an :class:`OptionError`."""
-        values: dict[str, Any] = {
-            k: options[k] for k in ("weights", "adapter", "device", "dtype") if options.get(k) is not None
-        }
-        values.update(
-            {k[len("sam2_"):]: v for k, v in options.items()
-             if isinstance(k, str) and k.startswith("sam2_") and v is not None}
-        )
-        nested = options.get("sam2")
-        if nested is not None:
-            if not isinstance(nested, Mapping):
-                raise OptionError("option 'sam2' must be a mapping of sam2 segmenter options")
-            values.update({k: v for k, v in nested.items() if v is not None})
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise OptionError(f"unknown sam2 segmenter option(s) {', '.join(unknown)} (known: {', '.join(known)})")
-        converted: dict[str, Any] = {}
-        for name, value in values.items():
-            default = known[name].default
-            kind = str if default is None or isinstance(default, str) else type(default)
-            try:
-                if kind is bool and isinstance(value, str):
-                    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                        raise ValueError
-                    value = value.lower() in ("true", "1", "yes")
-                elif kind is int and isinstance(value, float) and not value.is_integer():
-                    raise ValueError
-                converted[name] = kind(value)
-            except (TypeError, ValueError):
-                raise OptionError(f"sam2 segmenter option {name}={value!r} is not a {kind.__name__}") from None
-        return cls(**converted)
+        values = scoped(options, "sam2", cls, flat=("weights", "adapter", "device", "dtype"), what="sam2 segmenter")
+        return cls(**typed(cls, values, what="sam2 segmenter option"))
 
 
 # ---------------------------------------------------------------------------------------------------- prompts

@@ -65,6 +65,7 @@ import numpy as np
 from rscore import rle
 from rscore.errors import BackendUnavailable, InputError, OptionError, PluginError
 from rscore.instances import instances_from_mask, mask_bbox
+from rscore.options import typed
 from rscore.plugins import Registry
 from rscore.sdk import Template
 from rscore.types import ArraySource, Instance, Plan, ProgressCallback, Request, Result, Scene, Step, VideoInfo
@@ -137,31 +138,8 @@ class VideoOptions:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> VideoOptions:
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = (options or {}).get(f.name)
-            if raw is None or raw == "":
-                continue
-            kind = str(f.type)
-            try:
-                if kind == "bool":
-                    if isinstance(raw, str):
-                        if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                            raise ValueError
-                        raw = raw.lower() in ("1", "true", "yes", "on")
-                    values[f.name] = bool(raw)
-                elif kind == "int":
-                    number = float(raw)
-                    if number != int(number):
-                        raise ValueError
-                    values[f.name] = int(number)
-                elif kind == "float":
-                    values[f.name] = float(raw)
-                else:
-                    values[f.name] = str(raw)
-            except (TypeError, ValueError):
-                raise OptionError(f"video: option {f.name} has an unusable value {raw!r}") from None
-        return cls(**values)
+        names = {f.name for f in fields(cls)}  # other keys belong to others
+        return cls(**typed(cls, {k: v for k, v in (options or {}).items() if k in names}, what="video option"))
 
 
 # --------------------------------------------------------------------------------------------------------- frames

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from rscore.errors import InputError, OptionError
+from rscore.options import typed
 from rscore.sdk import Reader
 from rscore.types import ArraySource, Scene, VideoInfo
 
@@ -228,25 +229,8 @@ class ReaderOptions:
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> ReaderOptions:
         """Pick this class's fields out of an options mapping (other keys belong to others), converting strings."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = (options or {}).get(f.name)
-            if raw is None or raw == "":
-                continue
-            kind = str(f.type)
-            try:
-                if "int" in kind:
-                    number = float(raw)
-                    if number != int(number):
-                        raise ValueError
-                    values[f.name] = int(number)
-                elif "float" in kind:
-                    values[f.name] = float(raw)
-                else:
-                    values[f.name] = str(raw)
-            except (TypeError, ValueError):
-                raise OptionError(f"video reader: option {f.name} must be a number, got {raw!r}") from None
-        return cls(**values)
+        names = {f.name for f in fields(cls)}  # other keys belong to others
+        return cls(**typed(cls, {k: v for k, v in (options or {}).items() if k in names}, what="video reader option"))
 
 
 # ---------------------------------------------------------------------------------------------------- frames

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from rscore.errors import InputError, OptionError
+from rscore.errors import InputError
+from rscore.options import parse_bool
 from rscore.sdk import Writer
 from rscore.types import Result, Scene
 
@@ -45,18 +46,11 @@ MAX_IS = 2**31 - 1
 
 
 def flag(options: Any, name: str, default: bool) -> bool:
-    """A boolean option: true/false, yes/no, on/off, 1/0 (JSON from ``-O`` or strings)."""
+    """A boolean option: true/false, yes/no, on/off, 1/0 (JSON from ``-O`` or strings); ``default`` when unset."""
     value = options.get(name) if options is not None else None
     if value is None or value == "":
         return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise OptionError(f"option {name} must be true or false (or yes/no, on/off, 1/0), got {value!r}")
+    return parse_bool(value, name)
 
 
 def _versions() -> str:

@@ -1,0 +1,102 @@
+"""Engine options into typed backend settings: one reading of ``-O KEY=VALUE`` text for every backend.
+
+Options reach a backend as one flat mapping (CLI ``-O`` values are JSON or text, SDK callers pass Python values).
+A backend's settings are a frozen dataclass; these helpers pick its keys out of the mapping and convert them by the
+field's annotation, so ``-O sam2_multimask=no``, ``-O stride=2`` and ``{"stride": 2}`` mean the same everywhere:
+
+- :func:`parse_bool` - ``true/false``, ``yes/no``, ``on/off``, ``1/0`` (any case) or a bool;
+- :func:`scoped` - a backend's own keys: shared flat keys, then ``<scope>_<field>`` keys, then a nested ``<scope>``
+  mapping (later wins); an unknown ``<scope>_*`` key is an :class:`~rscore.errors.OptionError`;
+- :func:`typed` - convert values by the dataclass field annotations (``bool``, ``int``: whole numbers only,
+  ``float``: finite, anything else ``str``); a value that does not convert is an ``OptionError`` naming the option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rscore.errors import OptionError
+
+__all__ = ["TRUE", "FALSE", "parse_bool", "field_kind", "convert", "typed", "scoped"]
+
+TRUE = frozenset({"1", "true", "yes", "on"})
+FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(value: Any, name: str, *, what: str = "option") -> bool:
+    """A boolean option; ``what`` prefixes the error (``"option"``, ``"sam2 segmenter option"``...)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in TRUE:
+        return True
+    if text in FALSE:
+        return False
+    raise OptionError(f"{what} {name} must be true or false (or yes/no, on/off, 1/0), got {value!r}")
+
+
+def field_kind(field: dataclasses.Field[Any]) -> type:
+    """``bool``, ``int``, ``float`` or ``str`` from a dataclass field's annotation (``int | None`` is ``int``)."""
+    text = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+    for kind in (bool, int, float):
+        if re.search(rf"\b{kind.__name__}\b", text):
+            return kind
+    return str
+
+
+def convert(value: Any, kind: type, name: str, *, what: str = "option") -> Any:
+    """``value`` (JSON or text) as ``kind``; an :class:`OptionError` naming ``what name`` when it is not one."""
+    if kind is bool:
+        return parse_bool(value, name, what=what)
+    if kind is str:
+        return str(value)
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError
+        if kind is int:
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        return number
+    except (TypeError, ValueError):
+        wanted = "a whole number" if kind is int else "a number"
+        raise OptionError(f"{what} {name} must be {wanted}, got {value!r}") from None
+
+
+def typed(cls: type, values: Mapping[str, Any], *, what: str = "option") -> dict[str, Any]:
+    """``values`` (keys: fields of dataclass ``cls``; ``None`` and ``""`` mean unset and are dropped) converted by
+    the fields' annotations."""
+    kinds = {f.name: field_kind(f) for f in dataclasses.fields(cls)}
+    return {k: convert(v, kinds[k], k, what=what) for k, v in values.items() if v is not None and v != ""}
+
+
+def scoped(
+    options: Mapping[str, Any], scope: str, cls: type, *, flat: Iterable[str] = (), what: str | None = None
+) -> dict[str, Any]:
+    """The options of backend ``scope`` for dataclass ``cls``, unconverted: the ``flat`` keys (shared with other
+    backends), then ``<scope>_<field>`` keys, then a nested ``options[scope]`` mapping; later ones win, ``None``
+    values are unset. Unknown ``<scope>_*`` / nested keys are an :class:`OptionError`."""
+    what = what or scope
+    values: dict[str, Any] = {k: options[k] for k in flat if options.get(k) is not None}
+    prefix = f"{scope}_"
+    values.update({k[len(prefix) :]: v for k, v in options.items()
+                   if isinstance(k, str) and k.startswith(prefix) and v is not None})  # fmt: skip
+    nested = options.get(scope)
+    if nested is not None:
+        if not isinstance(nested, Mapping):
+            raise OptionError(f"option '{scope}' must be a mapping of {what} options")
+        values.update({k: v for k, v in nested.items() if v is not None})
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise OptionError(f"unknown {what} option(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    return values
