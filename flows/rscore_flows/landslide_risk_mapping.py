@@ -60,6 +60,7 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
 from rscore.engine import DEFAULTS, default_registry, validate_query, write_outputs
+from rscore.engine.analytic import merge_notes
 from rscore.errors import InternalError, OptionError, RscoreError
 from rscore.sdk import OpContext, ProgramOutput, Template
 from rscore.tiling import TiledArray, iter_tiles, make_sink
@@ -276,29 +277,6 @@ def run_tile(scene: Scene, request: Request, template: Template, operators: Mapp
         k[~valid] = 0
         classes = PackedArray.pack(k)
     return TileOutput(tile.index, tile.core, PackedArray.pack(mask), score, classes, tuple(ctx.notes)), len(out.targets)
-
-
-def merge_notes(notes: Sequence[tuple[Step, float]]) -> list[Step]:
-    """Notes of many tiles as plan steps: one per text, numeric stats averaged weighted by tile core area (as the
-    engine does)."""
-    acc: dict[str, tuple[Step, dict[str, float], float]] = {}
-    for note, weight in notes:
-        numeric = {
-            k: float(v) for k, v in note.stats.items() if isinstance(v, (int, float, np.number)) and np.isfinite(v)
-        }
-        if note.text not in acc:
-            other = {k: v for k, v in note.stats.items() if k not in numeric}
-            acc[note.text] = (Step(note.text, note.operator, note.params, other), {k: 0.0 for k in numeric}, 0.0)
-        step, sums, wsum = acc[note.text]
-        for k, v in numeric.items():
-            sums[k] = sums.get(k, 0.0) + v * weight
-        acc[note.text] = (step, sums, wsum + weight)
-    steps = []
-    for step, sums, wsum in acc.values():
-        stats = dict(step.stats)
-        stats.update({k: v / wsum for k, v in sums.items()} if wsum else {})
-        steps.append(Step(step.text, step.operator, step.params, stats))
-    return steps
 
 
 def request_options(options: Mapping[str, Any] | None, tile_size: int) -> dict[str, Any]:

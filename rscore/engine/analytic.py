@@ -8,7 +8,7 @@ cannot apply to this input, the answer is ``absent`` with the reason - never a m
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +128,7 @@ def run_program(
     mask_sink = make_sink(h, w, bool, tile_size)
     score_sink: ArraySink | TiledArray | None = None
     class_sink: ArraySink | TiledArray | None = None
-    notes: dict[str, tuple[Step, dict[str, float], float]] = {}
+    notes: list[tuple[Step, float]] = []
     targets: list[Target] = []
     for tile in iter_tiles(h, w, tile_size, template.halo):
         ctx = OpContext(scene, request, operators, tile.read, params=request.options, core=tile.core)
@@ -155,15 +155,10 @@ def run_program(
         for t in out.targets:
             targets.append(_shift_target(t, tile.read.col_off, tile.read.row_off))
         weight = float(tile.core.height * tile.core.width)
-        for note in ctx.notes:
-            _merge_note(notes, note, weight)
+        notes += [(note, weight) for note in ctx.notes]
         if progress:
             progress(tile.index + 1, total)
-    steps = []
-    for step, sums, wsum in notes.values():
-        stats = dict(step.stats)
-        stats.update({k: v / wsum for k, v in sums.items()})
-        steps.append(Step(step.text, step.operator, step.params, stats))
+    steps = merge_notes(notes)
     return ProgramRun(
         mask=mask_sink.finish(),
         score=score_sink.finish() if score_sink else None,
@@ -189,12 +184,24 @@ def _shift_target(t: Target, dx: int, dy: int) -> Target:
     return Target(t.label, box, points, t.phrase, t.confidence)
 
 
-def _merge_note(notes: dict[str, tuple[Step, dict[str, float], float]], note: Step, weight: float) -> None:
-    numeric = {k: float(v) for k, v in note.stats.items() if isinstance(v, (int, float, np.number)) and np.isfinite(v)}
-    if note.text not in notes:
-        other = {k: v for k, v in note.stats.items() if k not in numeric}
-        notes[note.text] = (Step(note.text, note.operator, note.params, other), {k: 0.0 for k in numeric}, 0.0)
-    step, sums, wsum = notes[note.text]
-    for k, v in numeric.items():
-        sums[k] = sums.get(k, 0.0) + v * weight
-    notes[note.text] = (step, sums, wsum + weight)
+def merge_notes(notes: Iterable[tuple[Step, float]]) -> list[Step]:
+    """The notes of many tiles as plan steps: one step per distinct text (first-seen order), its numeric stats
+    averaged weighted by each tile's core area, other stats from the first note. Also used by the flows, which
+    run tiles as separate tasks."""
+    acc: dict[str, tuple[Step, dict[str, float], float]] = {}
+    for note, weight in notes:
+        numeric = {
+            k: float(v) for k, v in note.stats.items() if isinstance(v, (int, float, np.number)) and np.isfinite(v)
+        }
+        if note.text not in acc:
+            other = {k: v for k, v in note.stats.items() if k not in numeric}
+            acc[note.text] = (Step(note.text, note.operator, note.params, other), {k: 0.0 for k in numeric}, 0.0)
+        step, sums, wsum = acc[note.text]
+        for k, v in numeric.items():
+            sums[k] = sums.get(k, 0.0) + v * weight
+        acc[note.text] = (step, sums, wsum + weight)
+    steps = []
+    for step, sums, wsum in acc.values():
+        means = {k: v / wsum for k, v in sums.items()} if wsum else {}
+        steps.append(Step(step.text, step.operator, step.params, {**step.stats, **means}))
+    return steps
