@@ -181,6 +181,10 @@ def _print_result(result: Any, out_dir: Path) -> None:
         console.print(table)
         if len(result.instances) > 10:
             console.print(f"  ... and {len(result.instances) - 10} more instances (see result.json)")
+    if result.confidence is not None and not plan.absent:
+        console.print(f"[bold]confidence[/] {result.confidence:.2f}")
+    for c in result.caveats:
+        console.print(f"[magenta]caveat:[/] {c}")
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     console.print(f"outputs in {out_dir}/: {', '.join(sorted(set(result.outputs.values())))}")

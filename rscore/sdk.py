@@ -127,6 +127,7 @@ class OpContext:
         self.core = core or self.window  # the part of the window this view owns (the window minus the halo)
         self.params = dict(params or {})
         self.notes: list[Step] = []
+        self.caveats: list[str] = []
         self._cache: dict[tuple[str, tuple[tuple[str, Any], ...]], np.ndarray] = {}
         self._bands: dict[str, np.ndarray] = {}
         self._valid: np.ndarray | None = None
@@ -185,6 +186,12 @@ class OpContext:
     def note(self, text: str, operator: str | None = None, **stats: Any) -> None:
         self.notes.append(Step(text=text, operator=operator, stats=stats))
 
+    def caveat(self, text: str) -> None:
+        """Record a limit of this answer that the user must read (e.g. "NDVI on raw digital numbers, not
+        reflectance"); it reaches ``Result.caveats`` once, however many tiles record it."""
+        if text not in self.caveats:
+            self.caveats.append(text)
+
 
 # -------------------------------------------------------------------------------------------------------- templates
 @dataclass(frozen=True)
@@ -211,6 +218,7 @@ class Template:
     halo: int = 0
     sources: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()  # names of classes 1..n when the program returns graded classes
+    caveats: tuple[str, ...] = ()  # known limits and confusions, copied into Result.caveats whenever it answers
     plugin: str = ""  # filled in by the registry
 
     @property

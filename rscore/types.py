@@ -265,6 +265,12 @@ class Result:
     """The answer: instances, the union mask, an optional 0-1 score map and class map, the plan, provenance, timings.
 
     ``outputs`` maps output names to file paths relative to the output folder once written.
+
+    ``confidence`` (0-1, or ``None`` when the strategy cannot say) is how far to trust the answer as a whole: that the
+    right question was answered, with the right rule. ``caveats`` are plain sentences a user must read before acting
+    on the mask ("colour rule: cones and machinery share these colours"); they come from the answering template's
+    declared limits, from its program (``OpContext.caveat``) and from the engine, and are shown everywhere the
+    answer is (CLI, result.json, service, flow reports).
     """
 
     query: str
@@ -281,6 +287,8 @@ class Result:
     warnings: tuple[str, ...] = ()
     outputs: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)  # the request's options, for writers and postprocess
+    confidence: float | None = None
+    caveats: tuple[str, ...] = ()
 
     @property
     def absent(self) -> bool:

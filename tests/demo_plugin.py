@@ -61,6 +61,8 @@ def _bright(ctx: OpContext) -> ProgramOutput:
 def _smooth_bright(ctx: OpContext) -> ProgramOutput:
     m = ctx.op("demo.local_mean", size=9)
     ctx.note("mean brightness over 9x9 >= 0.5", share=float((m >= 0.5)[ctx.core_slices].mean()))
+    if (m >= 0.8)[ctx.core_slices].any():
+        ctx.caveat("very bright neighbourhoods may be saturated")
     return ProgramOutput(mask=m >= 0.5, score=m, classes=(m >= 0.5).astype(np.uint8) + (m >= 0.8))
 
 
@@ -92,6 +94,7 @@ TEMPLATES = [
         explain="mean brightness over 9x9 >= 0.5",
         halo=4,
         class_names=("medium", "high"),
+        caveats=("brightness, not objects: any bright surface counts",),
     ),
     Template(
         "blob-boxes",

@@ -249,3 +249,26 @@ def test_note_statistics_are_measured_over_tile_cores(demo_registry):
     share = lambda r: next(s.stats["share"] for s in r.plan.steps if s.text.startswith("mean brightness"))  # noqa: E731
     assert share(whole) == pytest.approx(whole.mask.mean())
     assert share(tiled) == pytest.approx(share(whole))
+
+
+def test_caveats_from_template_and_program_reach_the_result_once(demo_registry, disc_image, tmp_path):
+    img, _ = disc_image
+    # 32 px tiles: the program records its caveat in several tiles; the result lists it once, after the template's
+    res = engine.segment(
+        scene_of(img), "smoothed bright regions", plugin="demo", options={"tile_size": 32}, registry=demo_registry
+    )
+    assert res.plan.template == "demo:smooth-bright"
+    assert res.caveats == (
+        "brightness, not objects: any bright surface counts",
+        "very bright neighbourhoods may be saturated",
+    )
+    dark = engine.segment(
+        scene_of((img // 4).astype(np.uint8) + 100), "smoothed bright regions", plugin="demo", registry=demo_registry
+    )
+    assert "very bright neighbourhoods may be saturated" not in dark.caveats
+    out = engine.write_outputs(scene_of(img), res, tmp_path / "out")
+    doc = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert doc["caveats"] == list(res.caveats) and "confidence" in doc
+    absent = engine.segment(scene_of(np.zeros((32, 32), np.uint8)), "smoothed bright regions", plugin="demo",
+                            registry=demo_registry)
+    assert absent.absent and absent.caveats == ()

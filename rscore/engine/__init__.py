@@ -246,6 +246,7 @@ def segment(
     segmenter_name = None
     template = next((t for t in templates if t.qualified_name == plan.template), None)
     label = template.label if template else "target"
+    caveats: list[str] = list(template.caveats) if template is not None and not plan.absent else []
     t0 = time.perf_counter()
     if tiled is not None:
         mask, instances, segmenter_name = tiled.mask, list(tiled.instances), tiled.segmenter_name
@@ -257,6 +258,7 @@ def segment(
             )
             mask, score, classes = run_.mask, run_.score, run_.classes
             targets += run_.targets
+            caveats += [c for c in run_.caveats if c not in caveats]
             plan = dataclasses.replace(plan, steps=plan.steps + tuple(run_.steps), targets=tuple(targets))
         if targets:
             segmenter_name, segmenter = _segmenter(reg, str(opts["segmenter"]), opts)
@@ -310,6 +312,7 @@ def segment(
         class_names=template.class_names if template else (),
         warnings=warnings,
         options=opts,
+        caveats=tuple(caveats) if not plan.absent else (),
         provenance=_provenance(reg, plugin, scene, plan, segmenter_name, opts),
     )
     t0 = time.perf_counter()

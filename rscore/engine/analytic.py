@@ -106,6 +106,7 @@ class ProgramRun:
     steps: list[Step]
     targets: list[Target]
     tiles: int
+    caveats: list[str]
 
 
 def run_program(
@@ -130,6 +131,7 @@ def run_program(
     class_sink: ArraySink | TiledArray | None = None
     notes: list[tuple[Step, float]] = []
     targets: list[Target] = []
+    caveats: list[str] = []
     for tile in iter_tiles(h, w, tile_size, template.halo):
         ctx = OpContext(scene, request, operators, tile.read, params=request.options, core=tile.core)
         out = template.program(ctx)
@@ -156,6 +158,7 @@ def run_program(
             targets.append(_shift_target(t, tile.read.col_off, tile.read.row_off))
         weight = float(tile.core.height * tile.core.width)
         notes += [(note, weight) for note in ctx.notes]
+        caveats += [c for c in ctx.caveats if c not in caveats]
         if progress:
             progress(tile.index + 1, total)
     steps = merge_notes(notes)
@@ -166,6 +169,7 @@ def run_program(
         steps=steps,
         targets=targets,
         tiles=total,
+        caveats=caveats,
     )
 
 

@@ -99,6 +99,8 @@ def result_document(result: Result, scene: Scene | None = None) -> dict[str, Any
         "plugin": result.plugin,
         "absent": plan.absent,
         "reason": plan.reason,
+        "confidence": result.confidence,
+        "caveats": list(result.caveats),
         "template": plan.template,
         "plan": {
             "reasoner": plan.reasoner,
