@@ -49,6 +49,12 @@ def _transformers(options: Mapping[str, Any]) -> Any:
     return make_transformers_reasoner(options)
 
 
+def _lisa(options: Mapping[str, Any]) -> Any:
+    from rscore.reasoners.lisa import make_lisa_reasoner
+
+    return make_lisa_reasoner(options)
+
+
 def _sam2(options: Mapping[str, Any]) -> Any:
     from rscore.segmenters.sam2 import make_sam2_segmenter
 
@@ -89,6 +95,13 @@ def rscore_backends() -> list[BackendSpec]:
             "transformers",
             _transformers,
             "local vision-language model (Qwen2.5-VL, Qwen3-VL) via transformers; weights from --weights or the HF cache",
+            modules=("torch", "transformers"),
+        ),
+        BackendSpec(
+            "reasoner",
+            "lisa",
+            _lisa,
+            "LISA-family checkpoints (embedding-as-mask: a [SEG] token's hidden state prompts SAM); --model lisa-7b-v1",
             modules=("torch", "transformers"),
         ),
         BackendSpec(

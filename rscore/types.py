@@ -219,13 +219,18 @@ class Step:
 
 @dataclass(frozen=True)
 class Target:
-    """An explicit target for a segmenter: a label with a box and/or points (``(x, y, 1|0)``: positive/negative)."""
+    """An explicit target for a segmenter: a label with a box and/or points (``(x, y, 1|0)``: positive/negative).
+
+    ``mask`` (bool, the size of the picture the reasoner saw) is set by reasoners that segment themselves
+    (embedding-as-mask models such as LISA): such a target becomes an instance as it is, no segmenter runs for it.
+    """
 
     label: str
     box: tuple[float, float, float, float] | None = None
     points: tuple[tuple[float, float, int], ...] = ()
     phrase: str | None = None
     confidence: float = 1.0
+    mask: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

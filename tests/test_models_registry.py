@@ -68,7 +68,7 @@ def test_registry_entries_are_complete_and_sam2_configs_exist():
     names = [m.name for m in list_models()]
     assert len(names) == len(set(names)) == len(MODELS)
     kinds = {m.kind for m in MODELS.values()}
-    assert kinds == {"reasoner", "segmenter"}
+    assert kinds == {"reasoner", "segmenter", "component"}  # component: the CLIP tower LISA loads beside it
     for spec in MODELS.values():
         assert spec.repo_id.count("/") == 1 and spec.params_m > 0 and spec.download_mb > 0, spec.name
         assert spec.files and spec.allow_patterns and spec.description
@@ -279,3 +279,13 @@ def test_device_and_dtype_choice(monkeypatch):
     assert where.device == "cpu" and where.dtype == "float32" and not where.is_gpu
     with autocast(where):  # a no-op on CPU float32
         assert not torch.is_autocast_enabled()
+
+
+def test_lisa_checkpoints_are_registered_with_their_vision_tower(tmp_path):
+    lisa = [m.name for m in list_models(backend="lisa")]
+    assert lisa[0] == "lisa-13b-llama2-v1" and "lisa-7b-v1" in lisa and len(lisa) == 4
+    assert all("*.bin" in m.weight_globs for m in list_models(backend="lisa"))  # LISA ships .bin shards
+    clip = MODELS["clip-vit-large-patch14"]
+    assert clip.kind == "component" and clip.repo_id == "openai/clip-vit-large-patch14"
+    spec = find_model(str(tmp_path), "lisa")  # a local folder is a LISA reasoner, .bin weights accepted
+    assert spec.kind == "reasoner" and spec.family == "lisa" and "*.bin" in spec.weight_globs

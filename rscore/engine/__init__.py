@@ -261,6 +261,11 @@ def segment(
             caveats += [c for c in run_.caveats if c not in caveats]
             plan = dataclasses.replace(plan, steps=plan.steps + tuple(run_.steps), targets=tuple(targets))
         if targets:
+            from rscore.segmenters.prompts import split_presegmented
+
+            ready, targets = split_presegmented(targets, scene.shape)  # masks a reasoner made itself (LISA)
+            instances += ready
+        if targets:
             segmenter_name, segmenter = _segmenter(reg, str(opts["segmenter"]), opts)
             from rscore.io.images import scene_rgb8
 

@@ -769,6 +769,7 @@ def segment_tiled(
     ``store_tile`` is the tile size of an on-disk union mask.
     """
     from rscore.io.images import scene_rgb8
+    from rscore.segmenters.prompts import split_presegmented
 
     opts = tiling_options(request)
     side = picture_side(reasoner, request)
@@ -867,9 +868,11 @@ def segment_tiled(
                     send()  # keep the workers busy while this tile is segmented
                 t0 = time.perf_counter()
                 targets += _offset_targets(plan.targets, win)
-                if seg is None:
-                    seg_name, seg = segmenter()
-                found = list(seg.segment(scene_rgb8(sub), list(plan.targets)))
+                found, rest = split_presegmented(plan.targets, sub.shape)  # masks a reasoner made itself (LISA)
+                if rest:
+                    if seg is None:
+                        seg_name, seg = segmenter()
+                    found += seg.segment(scene_rgb8(sub), rest)
                 del sub
                 segmented += len(found)
                 if len(found) > 1:
@@ -1066,7 +1069,7 @@ def _tiled_plan(
     if with_targets:
         steps.append(
             Step(
-                f"segmented tile by tile with {seg_name}: {counts['segmented']} mask(s); "
+                f"segmented tile by tile with {seg_name or 'the reasoner’s own masks'}: {counts['segmented']} mask(s); "
                 f"{counts['same_tile_merged']} same-tile duplicate(s) merged; {len(groups)} object(s) crossing tile "
                 f"borders merged from {sum(g['pieces'] for g in groups)} piece(s) (IoU >= {opts.merge_iou:g} inside "
                 f"the overlap); {counts['instances']} instance(s)",

@@ -107,7 +107,8 @@ def result_document(result: Result, scene: Scene | None = None) -> dict[str, Any
             "template": plan.template,
             "match": dict(plan.match),
             "steps": [{"text": s.text, "operator": s.operator, "params": s.params, "stats": s.stats} for s in plan.steps],
-            "targets": [asdict(t) for t in plan.targets],
+            "targets": [{k: v for k, v in asdict(t).items() if k != "mask"} | ({"mask": True} if t.mask is not None else {})
+                        for t in plan.targets],
             "absent": plan.absent,
             "reason": plan.reason,
             "raw": plan.raw,

@@ -59,11 +59,13 @@ __all__ = [
 WEIGHTS_ENV = "RSCORE_WEIGHTS"
 
 Format = Literal["transformers", "sam2-checkpoint"]
-Kind = Literal["reasoner", "segmenter"]
+Kind = Literal["reasoner", "segmenter", "component"]
 
 # files fetched for transformers-format models: configs, tokenizer, chat template, safetensors weights
 _TRANSFORMERS_PATTERNS = ("*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken", "*.py")
 _SAM2_HF_PATTERNS = ("*.json", "*.safetensors")
+# LISA checkpoints are PyTorch .bin shards (LISA's merge script) plus a sentencepiece tokenizer
+_LISA_PATTERNS = ("*.json", "*.bin", "*.safetensors", "*.model", "*.txt")
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,34 @@ def _sam2_models() -> list[ModelSpec]:
     return out
 
 
+def _lisa_models() -> list[ModelSpec]:
+    """LISA (Lai et al., CVPR 2024) checkpoints for ``--reasoner lisa``, and the CLIP tower they load beside them."""
+    out = []
+    for rank, name, repo, params, mb, what in (
+        (1, "lisa-7b-v1", "xinlai/LISA-7B-v1", 7_900, 16_000, "LISA 7B (LLaVA-v1 7B + SAM ViT-H): ReasonSeg val gIoU 52.9"),
+        (3, "lisa-7b-v1-explanatory", "xinlai/LISA-7B-v1-explanatory", 7_900, 16_000,
+         "LISA 7B trained with explanations: answers with a reason and the mask"),
+        (0, "lisa-13b-llama2-v1", "xinlai/LISA-13B-llama2-v1", 13_900, 28_000,
+         "LISA 13B (LLaVA LLaMA-2 13B + SAM ViT-H): ReasonSeg val gIoU 65.0 / test 61.3 (40 GB GPU, or 8-bit)"),
+        (2, "lisa-13b-llama2-v1-explanatory", "xinlai/LISA-13B-llama2-v1-explanatory", 13_900, 28_000,
+         "LISA 13B trained with explanations"),
+    ):
+        out.append(ModelSpec(
+            name=name, repo_id=repo, kind="reasoner", format="transformers", family="lisa", backend="lisa",
+            params_m=params, download_mb=mb, description=what + "; needs clip-vit-large-patch14 too",
+            weight_globs=("*.bin", "*.safetensors"), allow_patterns=_LISA_PATTERNS,
+            license="apache-2.0 (LISA); LLaMA licence for the language model", answer_format="seg-token",
+            rank=rank,  # the 13B model first: the stronger one
+        ))
+    out.append(ModelSpec(
+        name="clip-vit-large-patch14", repo_id="openai/clip-vit-large-patch14", kind="component",
+        format="transformers", family="clip", backend="lisa-vision", params_m=428, download_mb=1_710,
+        description="CLIP ViT-L/14 (224 px): the vision tower LISA checkpoints load beside them (not in their files)",
+        allow_patterns=("*.json", "model.safetensors", "*.txt"), license="mit",
+    ))
+    return out
+
+
 MODELS: Mapping[str, ModelSpec] = {
     m.name: m
     for m in [
@@ -243,6 +273,7 @@ MODELS: Mapping[str, ModelSpec] = {
               "VisionReasoner 7B (Qwen2.5-VL fine-tuned for detection/segmentation; <think>/<answer> output)",
               answer_format="think-answer"),
         *_sam2_models(),
+        *_lisa_models(),
     ]
 }
 """Every registered model, by name."""
@@ -305,8 +336,8 @@ def _adhoc(name: str, repo_or_path: str, backend: str, *, is_path: bool) -> Mode
         return replace(known or get_model("sam2.1-hiera-tiny"), name=name, repo_id=repo_or_path, files=(filename,),
                        config=known.config if known else None, description="local SAM2 checkpoint", rank=1000,
                        local=True, download_mb=0)
-    kind: Kind = "reasoner" if backend == "transformers" else "segmenter"
-    family = "sam2.1" if backend == "sam2-hf" else "auto"
+    kind: Kind = "reasoner" if backend in ("transformers", "lisa") else "segmenter"
+    family = {"sam2-hf": "sam2.1", "lisa": "lisa"}.get(backend, "auto")
     return ModelSpec(
         name=name,
         repo_id=repo_or_path,
@@ -317,7 +348,9 @@ def _adhoc(name: str, repo_or_path: str, backend: str, *, is_path: bool) -> Mode
         params_m=0.0,
         download_mb=0,
         description="local model folder" if is_path else "unregistered Hugging Face model",
-        allow_patterns=_SAM2_HF_PATTERNS if backend == "sam2-hf" else _TRANSFORMERS_PATTERNS,
+        allow_patterns=_SAM2_HF_PATTERNS if backend == "sam2-hf" else _LISA_PATTERNS if backend == "lisa"
+        else _TRANSFORMERS_PATTERNS,
+        weight_globs=("*.bin", "*.safetensors") if backend == "lisa" else ("*.safetensors",),
         rank=1000,
         local=is_path,
     )
@@ -340,6 +373,8 @@ _MODEL_TYPES = {  # family -> the config.json model_type values of its checkpoin
     "qwen3-vl": ("qwen3_vl", "qwen3_vl_moe"),
     "sam2.1": ("sam2", "sam2_video"),
     "sam2": ("sam2", "sam2_video"),
+    "lisa": ("llava",),
+    "clip": ("clip", "clip_vision_model"),
 }
 
 
@@ -362,7 +397,7 @@ def _weights_complete(folder: Path, spec: ModelSpec, *, check_family: bool = Fal
     if check_family and expected and _model_type(folder) not in expected:
         return False
     names = [p.name for p in folder.iterdir()]
-    for index in (n for n in names if n.endswith(".safetensors.index.json")):
+    for index in (n for n in names if n.endswith((".safetensors.index.json", ".bin.index.json"))):
         try:
             shards = set(json.loads((folder / index).read_text())["weight_map"].values())
         except (OSError, ValueError, KeyError, TypeError):

@@ -27,6 +27,7 @@ __all__ = [
     "save_tiny_sam2_checkpoint",
     "save_tiny_hf_sam2",
     "targets_json",
+    "seeded_tensors",
 ]
 
 CHAT_TEMPLATE = (
@@ -234,3 +235,142 @@ def targets_json(targets: Sequence[Mapping[str, Any]], steps: Sequence[str] = ("
     import json
 
     return json.dumps({"steps": list(steps), "targets": list(targets)}, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------------------------------------- LISA
+def seeded_tensors(shapes: Sequence[tuple[str, Sequence[int]]], seed: int = 0, scale: float = 0.05) -> dict[str, Any]:
+    """Reproducible random tensors for ``(key, shape)`` pairs, drawn in the given order from one seeded generator
+    (the same on every machine with the same torch): how a checkpoint in a foreign key layout is made in tests."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(tuple(int(d) for d in shape), generator=g) * scale for k, shape in shapes}
+
+
+LISA_SAM_REFERENCE = Path(__file__).resolve().parents[2] / "tests" / "data" / "lisa_sam_reference.json"
+
+
+def save_tiny_clip_vision(folder: str | Path, *, seed: int = 0, hidden: int = 32, image_size: int = 28,
+                          patch_size: int = 14) -> Path:
+    """A tiny random ``CLIPVisionModel`` saved as a CLIP folder (``vision_model.*`` keys), LISA's vision tower."""
+    from rscore.compat import ensure_torchvision
+
+    ensure_torchvision()
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    cfg = CLIPVisionConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=image_size, patch_size=patch_size, projection_dim=hidden)
+    folder = Path(folder)
+    CLIPVisionModel(cfg).save_pretrained(str(folder))
+    return folder
+
+
+def _lisa_tokenizer(first: str, words: Sequence[str]) -> Any:
+    """A word-level LLaMA-like tokenizer (``<s>`` prepended) whose id 0 is ``first``, with LISA's added tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    from rscore.compat import ensure_torchvision
+
+    ensure_torchvision()
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "[SEG]", "<im_start>", "<im_end>", "[REJ]"]
+    vocab_list = [first] + [t for t in specials if t != first]
+    for w in words:
+        if w not in vocab_list:
+            vocab_list.append(w)
+    vocab = {t: i for i, t in enumerate(vocab_list)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.add_tokens(["[SEG]", "[REJ]"])  # LISA: tokenizer.add_tokens("[SEG]") (GSVA adds [REJ])
+    fast.add_tokens(["<im_start>", "<im_end>"], special_tokens=True)
+    return fast
+
+
+def save_tiny_lisa(
+    folder: str | Path,
+    *,
+    first_token: str = "[SEG]",
+    seed: int = 0,
+    hidden: int = 32,
+    mm_hidden: int = 32,
+    projector: str = "linear",
+    shards: int = 2,
+    zero_lm_head: bool = True,
+    words: Sequence[str] = (),
+) -> Path:
+    """A tiny random checkpoint in LISA's ORIGINAL key layout, as LISA's merge script writes it: ``config.json``
+    (LLaVA-LLaMA fields + ``out_dim``, ``mm_*``, ``vision_tower``), a tokenizer with ``[SEG]``, ``<im_start>``,
+    ``<im_end>``, and ``pytorch_model-0000k-of-0000n.bin`` shards with an index. The SAM part is the seeded tiny SAM
+    of ``tests/data/lisa_sam_reference.json`` (whose numbers LISA's own code produced).
+
+    ``zero_lm_head`` makes greedy decoding emit token id 0 every step, and ``first_token`` chooses that token
+    (``[SEG]``: one mask per generated token; ``</s>``: an empty answer; ``[REJ]``: a rejection) - how a test drives a
+    random language model to a known answer."""
+    import json
+
+    from rscore.compat import ensure_torchvision
+
+    ensure_torchvision()
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rscore.reasoners.lisa import SYSTEM
+
+    ref = json.loads(LISA_SAM_REFERENCE.read_text())
+    prompt_words = (SYSTEM + " USER : ASSISTANT What is in this image ? Please output segmentation mask .").split()
+    tokenizer = _lisa_tokenizer(first_token, [*prompt_words, *words])
+    vocab = len(tokenizer)
+    torch.manual_seed(seed)
+    llama_cfg = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                            num_attention_heads=2, num_key_value_heads=2, vocab_size=vocab,
+                            max_position_embeddings=512, rms_norm_eps=1e-6)
+    lm = LlamaForCausalLM(llama_cfg)
+    sd: dict[str, Any] = {k: v.clone() for k, v in lm.state_dict().items()}  # LISA's LLM keys are LLaMA's
+    if zero_lm_head:
+        sd["lm_head.weight"].zero_()
+    g = torch.Generator().manual_seed(seed + 7)
+    if projector == "linear":
+        sd["model.mm_projector.weight"] = torch.randn(hidden, mm_hidden, generator=g) * 0.2
+        sd["model.mm_projector.bias"] = torch.randn(hidden, generator=g) * 0.2
+    else:
+        sd["model.mm_projector.0.weight"] = torch.randn(hidden, mm_hidden, generator=g) * 0.2
+        sd["model.mm_projector.0.bias"] = torch.zeros(hidden)
+        sd["model.mm_projector.2.weight"] = torch.randn(hidden, hidden, generator=g) * 0.2
+        sd["model.mm_projector.2.bias"] = torch.zeros(hidden)
+    out_dim = int(ref["config"]["prompt"])
+    sd["model.text_hidden_fcs.0.0.weight"] = torch.randn(hidden, hidden, generator=g) * 0.5
+    sd["model.text_hidden_fcs.0.0.bias"] = torch.randn(hidden, generator=g) * 0.5
+    sd["model.text_hidden_fcs.0.2.weight"] = torch.randn(out_dim, hidden, generator=g) * 0.5
+    sd["model.text_hidden_fcs.0.2.bias"] = torch.randn(out_dim, generator=g) * 0.5
+    sam = seeded_tensors(ref["state_dict"], seed=ref["config"]["seed"], scale=ref["config"]["scale"])
+    sd.update({f"model.visual_model.{k}": v for k, v in sam.items()})
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = list(sd)
+    per = -(-len(keys) // shards)
+    weight_map = {}
+    for i in range(shards):
+        name = f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin"
+        part = {k: sd[k] for k in keys[i * per:(i + 1) * per]}
+        torch.save(part, folder / name)
+        weight_map.update({k: name for k in part})
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    config = {
+        **{k: v for k, v in llama_cfg.to_dict().items() if k in (
+            "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "vocab_size", "max_position_embeddings", "rms_norm_eps", "hidden_act", "rope_theta")},
+        "architectures": ["LISAForCausalLM"], "model_type": "llava", "out_dim": out_dim,
+        "mm_vision_tower": "openai/clip-vit-large-patch14", "vision_tower": "openai/clip-vit-large-patch14",
+        "mm_hidden_size": mm_hidden, "mm_vision_select_layer": -2, "mm_use_im_start_end": True,
+        "mm_projector_type": projector, "train_mask_decoder": True,
+        "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    tokenizer.save_pretrained(str(folder))
+    return folder

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from rscore.errors import InputError, OptionError
-from rscore.types import Target
+from rscore.types import Instance, Target
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,25 @@ def as_rgb8(image: np.ndarray, segmenter: str) -> np.ndarray:
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     return np.ascontiguousarray(img[:, :, :3])
+
+
+def split_presegmented(targets: Sequence[Target], shape: tuple[int, int]) -> tuple[list[Instance], list[Target]]:
+    """Targets that carry their own ``mask`` (embedding-as-mask reasoners) as instances, and the rest, which still
+    need a segmenter. A mask of the wrong size is an :class:`OptionError` (the reasoner saw another picture)."""
+    from rscore.instances import mask_bbox
+
+    done: list[Instance] = []
+    rest: list[Target] = []
+    for t in targets:
+        if t.mask is None:
+            rest.append(t)
+            continue
+        mask = np.asarray(t.mask, bool)
+        if mask.shape != tuple(shape):
+            raise OptionError(f"target '{t.label}': its mask is {mask.shape[::-1]} px, the picture {shape[::-1]}")
+        box = mask_bbox(mask)
+        if box is None:
+            continue
+        done.append(Instance(t.label, float(t.confidence), box, int(mask.sum()), mask=mask,
+                             attributes={"source": "reasoner mask"}))
+    return done, rest

@@ -1,0 +1,350 @@
+"""The ``lisa`` reasoner: embedding-as-mask checkpoints (LISA, and LISA-layout fine-tunes), as the paper runs them.
+
+::
+
+    rscore run photo.jpg "the tool a surgeon would use to cut" --reasoner lisa --model lisa-7b-v1 --weights /models
+
+Inference follows LISA's own ``chat.py``/``evaluate``: the LLaVA-v1 chat prompt with ``<im_start><image><im_end>``
+and the query (short phrases become "What is X in this image? Please output segmentation mask.", as in LISA's
+ReasonSeg evaluation), greedy generation, and for every ``[SEG]`` the generated text holds, the last-layer hidden
+state at the position that *produced* that token goes through ``text_hidden_fcs`` into one SAM prompt embedding.
+SAM sees the picture resized so its longer side is 1024 px and zero-padded to a square (after normalising with SAM's
+pixel mean/std); each mask's low-resolution logits are upscaled to 1024, the padding is cut off and the rest is
+resized to the original picture, exactly undoing the preprocessing. Masks are logits > 0; scores come from SAM's IoU
+head. Several ``[SEG]`` -> several instances; none, or a ``[REJ]`` where the checkpoint has one, -> ``absent`` with
+the generated text as the reason. The generated text is the plan's explanation (``Plan.raw``).
+
+Masks reach the engine as :class:`~rscore.types.Target` objects that carry their ``mask``; no segmenter runs for them
+(:func:`rscore.segmenters.prompts.split_presegmented`). Large scenes go through the decoupled tiling like any
+reasoner (each tile is one LISA call; masks are merged across tile borders there).
+
+Options (``-O`` / flat): ``model`` (``auto`` | registered name | folder), ``weights``, ``vision_tower`` (a CLIP folder
+when it is not found under ``--weights`` or in the Hugging Face cache), ``device``, ``dtype``, ``max_new_tokens``
+(512), ``prompt_style`` (``lisa`` | ``raw``: the query exactly as typed), ``load_in`` (``8bit`` | ``4bit`` with
+bitsandbytes on CUDA).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rscore.errors import BackendUnavailable, OptionError
+from rscore.options import scoped, typed
+from rscore.types import Plan, Request, Scene, Step, Target
+
+if TYPE_CHECKING:
+    from rscore.models.lisa import LisaModel
+    from rscore.sdk import Template
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LisaOptions", "LisaReasoner", "LisaAnswer", "make_lisa_reasoner", "lisa_prompt", "lisa_input_ids",
+           "clear_lisa_cache", "decode_logits", "decode_masks", "sam_input", "upscale_logits"]
+
+SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+RECOMMENDED = "lisa-7b-v1"
+FLAT_OPTIONS = ("model", "weights", "device", "dtype", "max_new_tokens")
+_SUFFIX = "Please output segmentation mask."
+
+
+@dataclass(frozen=True)
+class LisaOptions:
+    """Options of the ``lisa`` reasoner (see the module docstring)."""
+
+    model: str = "auto"
+    weights: str | None = None
+    vision_tower: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    max_new_tokens: int = 512
+    prompt_style: str = "lisa"
+    load_in: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= 4096):
+            raise OptionError("lisa reasoner: max_new_tokens must be 1..4096")
+        if self.prompt_style not in ("lisa", "raw"):
+            raise OptionError("lisa reasoner: prompt_style must be lisa or raw")
+        if self.load_in not in (None, "8bit", "4bit"):
+            raise OptionError("lisa reasoner: load_in must be 8bit or 4bit")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> LisaOptions:
+        values = scoped(options, "lisa", cls, flat=FLAT_OPTIONS, what="lisa reasoner")
+        return cls(**typed(cls, values, what="lisa reasoner option"))
+
+
+# ------------------------------------------------------------------------------------------------------- prompting
+def lisa_prompt(query: str, *, style: str = "lisa", im_start_end: bool = True) -> str:
+    """The LLaVA-v1 conversation LISA was trained on, with the image placeholder and the query."""
+    q = " ".join(query.split())
+    if style == "lisa" and _SUFFIX.lower() not in q.lower():
+        sentence = q.endswith(("?", ".")) or len(q.split()) > 6
+        q = f"{q} {_SUFFIX}" if sentence else f"What is {q} in this image? {_SUFFIX}"
+    image = "<im_start><image><im_end>" if im_start_end else "<image>"
+    return f"{SYSTEM} USER: {image}\n{q} ASSISTANT:"
+
+
+def lisa_input_ids(prompt: str, tokenizer: Any, image_token_id: int, image_tokens: int) -> list[int]:
+    """Token ids as LISA's ``tokenizer_image_token`` builds them (each text chunk tokenized on its own, one BOS),
+    with the single image placeholder expanded to the ``image_tokens`` positions transformers' Llava fills."""
+    chunks = [tokenizer(c).input_ids for c in prompt.split("<image>")]
+    bos = tokenizer.bos_token_id
+    ids: list[int] = []
+    offset = 0
+    if chunks and chunks[0] and bos is not None and chunks[0][0] == bos:
+        offset = 1
+        ids.append(bos)
+    for i, chunk in enumerate(chunks):
+        if i:
+            ids.extend([image_token_id] * image_tokens)
+        start = offset if chunk[:1] == [bos] else 0
+        ids.extend(chunk[start:])
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------------- the model
+_CACHE: dict[tuple[str, ...], LisaModel] = {}
+_LOCK = threading.Lock()
+
+
+def clear_lisa_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()
+
+
+def _load(folder: Path, opts: LisaOptions, device: str, dtype: str) -> LisaModel:
+    key = (str(folder.resolve()), device, dtype, opts.vision_tower or "", opts.weights or "", opts.load_in or "")
+    with _LOCK:
+        if key not in _CACHE:
+            from rscore.models.device import torch_dtype
+            from rscore.models.lisa import load_lisa
+
+            t0 = time.perf_counter()
+            _CACHE[key] = load_lisa(
+                folder,
+                {"vision_tower": opts.vision_tower, "weights": opts.weights},
+                device=device,
+                dtype=torch_dtype(dtype),
+            )
+            log.info("loaded LISA checkpoint %s on %s as %s in %.1f s", folder.name, device, dtype,
+                     time.perf_counter() - t0)
+        return _CACHE[key]
+
+
+@dataclass(frozen=True)
+class LisaAnswer:
+    """One LISA call: the generated text, and per ``[SEG]`` its prompt embedding, mask and IoU score."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    seg_embeddings: Any  # torch.Tensor [n, out_dim]
+    masks: tuple[np.ndarray, ...]
+    scores: tuple[float, ...]
+    rejected: bool
+    generate_s: float
+    decode_s: float
+
+
+class LisaReasoner:
+    """``plan`` runs one LISA call on the scene's picture and returns mask-carrying targets (or absent)."""
+
+    name = "lisa"
+    max_concurrency = 1  # one local model: tiles of a large scene are reasoned one at a time
+
+    def picture_side(self, request: Request) -> int:
+        """SAM's input side (1024 px for LISA): scenes larger than twice this are reasoned tile by tile."""
+        return int(self.model.sam.config.vision_config.image_size)
+
+    def __init__(self, options: LisaOptions) -> None:
+        from rscore.models.device import resolve_device, resolve_dtype
+        from rscore.models.registry import find_model, resolve, resolve_auto
+
+        self.options = options
+        if options.model == "auto":
+            found = resolve_auto("lisa", weights=options.weights, recommend=RECOMMENDED)
+        else:
+            found = resolve(find_model(options.model, "lisa"), weights=options.weights)
+        self.model_name = found.spec.name
+        self.device = resolve_device(None if options.device == "auto" else options.device)
+        self.dtype = resolve_dtype(self.device, None if options.dtype == "auto" else options.dtype)
+        if options.load_in and not self.device.startswith("cuda"):
+            raise OptionError(f"lisa reasoner: load_in={options.load_in} needs a CUDA device (bitsandbytes)")
+        self.model = _load(found.path, options, self.device, self.dtype)
+
+    # -------------------------------------------------------------------------------------------- the forward
+    def answer(self, picture: np.ndarray, query: str) -> LisaAnswer:
+        """Generate, pick the [SEG] hidden states, decode one SAM mask per [SEG] at ``picture``'s size."""
+        import torch
+
+        m = self.model
+        prompt = lisa_prompt(query, style=self.options.prompt_style, im_start_end=m.use_im_start_end)
+        ids = lisa_input_ids(prompt, m.tokenizer, m.image_token_id, m.image_seq_length)
+        input_ids = torch.tensor([ids], device=m.device)
+        clip = _clip_pixels(picture, m.clip_size).to(m.device, m.dtype)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = m.llava.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                pixel_values=clip,
+                max_new_tokens=self.options.max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                suppress_tokens=[m.image_token_id],
+                output_hidden_states=True,
+                return_dict_in_generate=True,
+                pad_token_id=m.tokenizer.pad_token_id if m.tokenizer.pad_token_id is not None else m.tokenizer.eos_token_id,
+            )
+        generate_s = time.perf_counter() - t0
+        new = out.sequences[0, input_ids.shape[1]:].tolist()
+        # the hidden state that produced generated token j is the last position of generation step j
+        seg_steps = [j for j, tok in enumerate(new) if tok == m.seg_token_id]
+        rejected = m.rej_token_id is not None and m.rej_token_id in new
+        text = m.tokenizer.decode(new, skip_special_tokens=False).strip()
+        if not seg_steps or rejected:
+            return LisaAnswer(text, tuple(new), None, (), (), rejected, generate_s, 0.0)
+        with torch.inference_mode():
+            hidden = torch.stack([out.hidden_states[j][-1][0, -1] for j in seg_steps])
+            emb = m.text_hidden_fcs(hidden.to(m.dtype))
+        t1 = time.perf_counter()
+        masks, scores = decode_masks(m.sam, picture, emb)
+        return LisaAnswer(text, tuple(new), emb, masks, scores, False, generate_s, time.perf_counter() - t1)
+
+    # --------------------------------------------------------------------------------------------------- plan
+    def plan(self, scene: Scene, request: Request, templates: Sequence[Template]) -> Plan:
+        from rscore.instances import mask_bbox
+        from rscore.io.images import scene_rgb8
+
+        picture = scene_rgb8(scene)
+        a = self.answer(picture, request.query)
+        label = " ".join(request.query.split())[:80]
+        match = {
+            "reasoner_model": self.model_name,
+            "device": self.device,
+            "dtype": self.dtype,
+            "generated_tokens": len(a.token_ids),
+            "seg_tokens": len(a.masks) if not a.rejected else 0,
+            "generate_s": round(a.generate_s, 4),
+            "decode_s": round(a.decode_s, 4),
+        }
+        said = f"LISA ({self.model_name}) answered: {a.text!r}"
+        if a.rejected:
+            return Plan(absent=True, reason=f"LISA rejected the query ([REJ]): {a.text!r}", reasoner=self.name,
+                        raw=a.text, match=match, steps=(Step(said),))
+        if not a.masks:
+            return Plan(absent=True, reason=f"LISA emitted no [SEG] token: {a.text!r}", reasoner=self.name,
+                        raw=a.text, match=match, steps=(Step(said),))
+        targets = []
+        for mask, score in zip(a.masks, a.scores):
+            box = mask_bbox(mask)
+            if box is None:
+                continue
+            # SAM's IoU head estimates the mask's IoU; clipped to [0, 1] as a score (the raw values are in the step)
+            targets.append(Target(label, box=tuple(float(v) for v in box), confidence=min(1.0, max(0.0, score)),
+                                  mask=mask))
+        steps = (
+            Step(said),
+            Step(f"{len(a.masks)} [SEG] token(s) -> {len(a.masks)} SAM prompt(s); {len(targets)} non-empty mask(s)",
+                 operator="lisa.seg_to_mask", stats={"scores": [round(s, 4) for s in a.scores]}),
+        )
+        if not targets:
+            return Plan(absent=True, reason=f"every LISA mask is empty: {a.text!r}", reasoner=self.name, raw=a.text,
+                        match=match, steps=steps)
+        return Plan(steps=steps, targets=tuple(targets), reasoner=self.name, raw=a.text, match=match)
+
+
+# ---------------------------------------------------------------------------------------------- pre/postprocess
+def _clip_pixels(picture: np.ndarray, size: int) -> Any:
+    """CLIP preprocessing as ``openai/clip-vit-large-patch14`` defines it: shortest side -> ``size`` (bicubic),
+    centre crop, rescale, CLIP mean/std."""
+    from transformers import CLIPImageProcessor
+
+    from rscore.models.lisa import CLIP_MEAN, CLIP_STD
+
+    proc = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                              image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+    return proc(images=picture, return_tensors="pt")["pixel_values"]
+
+
+def sam_input(picture: np.ndarray, side: int = 1024) -> tuple[Any, tuple[int, int]]:
+    """SAM's preprocessing (LISA's ``ResizeLongestSide`` + ``Sam.preprocess``): longer side -> ``side`` (bilinear,
+    ``int(x * scale + 0.5)``), normalise with SAM's mean/std, zero-pad bottom/right to a square. Returns the
+    ``(1, 3, side, side)`` tensor and the resized ``(h, w)`` before padding."""
+    import torch
+    from PIL import Image
+
+    from rscore.models.lisa import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+
+    h, w = picture.shape[:2]
+    scale = side / max(h, w)
+    nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
+    resized = np.asarray(Image.fromarray(picture).resize((nw, nh), Image.BILINEAR), np.float32)
+    x = torch.from_numpy(resized).permute(2, 0, 1)
+    x = (x - torch.tensor(SAM_PIXEL_MEAN).view(3, 1, 1)) / torch.tensor(SAM_PIXEL_STD).view(3, 1, 1)
+    x = torch.nn.functional.pad(x, (0, side - nw, 0, side - nh))
+    return x[None], (nh, nw)
+
+
+def upscale_logits(low_res: Any, side: int, resized: tuple[int, int], original: tuple[int, int]) -> Any:
+    """SAM's ``postprocess_masks``: low-res logits -> ``side`` square -> cut the padding -> the original size."""
+    import torch.nn.functional as F
+
+    x = F.interpolate(low_res.float(), (side, side), mode="bilinear", align_corners=False)
+    x = x[..., : resized[0], : resized[1]]
+    return F.interpolate(x, original, mode="bilinear", align_corners=False)
+
+
+def decode_logits(sam: Any, picture: np.ndarray, embeddings: Any) -> tuple[Any, Any, Any]:
+    """SAM on the picture with one prompt per embedding (``[n, C]``): the image is embedded once and every prompt
+    decoded in one batch. Returns the low-resolution logits ``[n, h, w]``, the IoU head ``[n]`` and the logits at the
+    picture's size ``[n, H, W]``."""
+    import torch
+
+    side = int(sam.config.vision_config.image_size)
+    pixels, resized = sam_input(picture, side)
+    param = next(sam.parameters())
+    with torch.inference_mode():
+        image_emb = sam.get_image_embeddings(pixels.to(param.device, param.dtype))
+        pos = sam.get_image_wide_positional_embeddings()
+        sparse = embeddings.to(param.dtype)[None, :, None, :]  # [1 image, n prompts, 1 token, C]
+        gh, gw = image_emb.shape[-2:]
+        dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, gh, gw)
+        low_res, iou = sam.mask_decoder(
+            image_embeddings=image_emb,
+            image_positional_embeddings=pos,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        low = low_res[0, :, 0]
+        full = upscale_logits(low[:, None], side, resized, picture.shape[:2])[:, 0]
+    return low, iou[0, :, 0], full
+
+
+def decode_masks(sam: Any, picture: np.ndarray, embeddings: Any) -> tuple[tuple[np.ndarray, ...], tuple[float, ...]]:
+    """One mask (logits > 0, at the picture's size) and one IoU-head score per prompt embedding."""
+    _, iou, full = decode_logits(sam, picture, embeddings)
+    masks = tuple((full[i] > 0).cpu().numpy() for i in range(full.shape[0]))
+    return masks, tuple(float(s) for s in iou.float().cpu())
+
+
+def make_lisa_reasoner(options: Mapping[str, Any]) -> LisaReasoner:
+    """Backend factory of ``--reasoner lisa``: finds and loads the checkpoint now (once per process)."""
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailable(f"the lisa reasoner needs torch and transformers: pip install 'rscore[models]' ({exc})")
+    return LisaReasoner(LisaOptions.from_options(options))
