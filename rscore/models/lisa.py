@@ -217,11 +217,13 @@ def iter_checkpoint(folder: Path) -> Iterator[dict[str, torch.Tensor]]:
 
     for f in _weight_files(folder):
         if f.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors import safe_open
 
-            yield load_file(str(f))
+            with safe_open(str(f), framework="pt") as sf:  # memory-mapped: pages are read as tensors are copied
+                yield {k: sf.get_tensor(k) for k in sf.keys()}
         else:
-            yield torch.load(str(f), map_location="cpu", weights_only=True)
+            # mmap: the shard's storage stays in the page cache instead of the heap, and leaves with the mapping
+            yield torch.load(str(f), map_location="cpu", weights_only=True, mmap=True)
 
 
 # ------------------------------------------------------------------------------------------------------ the model
@@ -441,7 +443,7 @@ def _sam_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
         else:
             import torch
 
-            sd = torch.load(str(f), map_location="meta", weights_only=True)
+            sd = torch.load(str(f), map_location="meta", weights_only=True, mmap=True)
             shapes.update({k[len(prefix):]: tuple(v.shape) for k, v in sd.items() if k.startswith(prefix)})
     if not shapes:
         raise BackendUnavailable(f"{folder}: no SAM weights (model.visual_model.*): not a LISA checkpoint")

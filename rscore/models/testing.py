@@ -297,6 +297,7 @@ def save_tiny_lisa(
     first_token: str = "[SEG]",
     seed: int = 0,
     hidden: int = 32,
+    layers: int = 2,
     mm_hidden: int = 32,
     projector: str = "linear",
     shards: int = 2,
@@ -326,7 +327,7 @@ def save_tiny_lisa(
     tokenizer = _lisa_tokenizer(first_token, [*prompt_words, *words])
     vocab = len(tokenizer)
     torch.manual_seed(seed)
-    llama_cfg = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+    llama_cfg = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                             num_attention_heads=2, num_key_value_heads=2, vocab_size=vocab,
                             max_position_embeddings=512, rms_norm_eps=1e-6)
     lm = LlamaForCausalLM(llama_cfg)
@@ -352,12 +353,15 @@ def save_tiny_lisa(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    keys = list(sd)
-    per = -(-len(keys) // shards)
+    total = sum(v.numel() for v in sd.values())
+    parts: list[dict[str, Any]] = [{} for _ in range(shards)]
+    done = 0
+    for k, v in sd.items():  # shards of about equal bytes, keys in order, as save_pretrained splits them
+        parts[min(shards - 1, done * shards // max(1, total))][k] = v
+        done += v.numel()
     weight_map = {}
-    for i in range(shards):
-        name = f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin"
-        part = {k: sd[k] for k in keys[i * per:(i + 1) * per]}
+    for i, part in enumerate(p for p in parts if p):
+        name = f"pytorch_model-{i + 1:05d}-of-{sum(1 for p in parts if p):05d}.bin"
         torch.save(part, folder / name)
         weight_map.update({k: name for k in part})
     (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
