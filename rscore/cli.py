@@ -342,6 +342,7 @@ def finetune(
     dataset: Annotated[Path, typer.Option("--dataset", help="JSON Lines manifest or plugin dataset.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Adapter folder to write.")],
     plugin: Annotated[Optional[str], typer.Option("--plugin", "-p", help="Plugin whose adapter defaults to use.")] = None,
+    reasoner: Annotated[Optional[str], typer.Option(help="transformers (a VLM, default) or lisa (a LISA checkpoint).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Base VLM (registry name or folder).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Folder with local model weights.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cuda, mps or cpu.")] = None,
@@ -354,7 +355,7 @@ def finetune(
     """LoRA-tune the VLM reasoner (and optionally the SAM2 decoder) on a manifest; writes an adapter folder."""
     from rscore.finetune import finetune_command
 
-    _emit(finetune_command(plugin, dataset, out, model=model, weights=weights, device=device, steps=steps, lr=lr,
+    _emit(finetune_command(plugin, dataset, out, reasoner=reasoner, model=model, weights=weights, device=device, steps=steps, lr=lr,
                            segmenter=segmenter, as_json=as_json, options=_parse_options(option)))
 
 

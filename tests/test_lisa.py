@@ -306,3 +306,84 @@ def test_eval_harness_scores_lisa_like_any_reasoner(seg3, clip_dir, tmp_path):
     })
     assert report.metrics["n_rows"] == 2 and report.metrics["n_failed"] == 0
     assert 0.0 <= report.metrics["gIoU"] <= 1.0
+
+
+# ------------------------------------------------------------------------------------------------------ fine-tuning
+def _training_set(tmp_path):
+    import cv2
+
+    pic = reference_picture()
+    cv2.imwrite(str(tmp_path / "a.png"), pic[:, :, ::-1])
+    gt = np.zeros(pic.shape[:2], np.uint8)
+    gt[55:125, 135:205] = 255  # the yellow disc's box
+    cv2.imwrite(str(tmp_path / "a_mask.png"), gt)
+    (tmp_path / "train.jsonl").write_text(json.dumps({"image": "a.png", "query": "the yellow disc",
+                                                      "mask": "a_mask.png"}) + "\n")
+    return tmp_path / "train.jsonl"
+
+
+def test_finetune_lisa_writes_an_adapter(seg3, clip_dir, tmp_path):
+    pytest.importorskip("peft")
+    from rscore.finetune import finetune_command, read_adapter
+    from rscore.finetune.lisa_train import HEADS_FILE
+
+    text, code = finetune_command(None, _training_set(tmp_path), tmp_path / "adapter", reasoner="lisa",
+                                  model=str(seg3), device="cpu", steps=10, lr=2e-3,
+                                  # the tiny model says [SEG] at once (zeroed head): teach that answer
+                                  options={"lisa_vision_tower": str(clip_dir), "rank": 4, "lisa_answer": "[SEG]"})
+    assert code == 0 and "adapter written" in text
+    info = read_adapter(tmp_path / "adapter")
+    r = info.reasoner
+    assert r["backend"] == "lisa" and r["trained"] == ["lora", "text_hidden_fcs", "sam.mask_decoder"]
+    assert r["answer"] == "[SEG]" and r["rank"] == 4
+    assert (info.reasoner_dir / HEADS_FILE).is_file() and (info.reasoner_dir / "adapter_config.json").is_file()
+    log = json.loads((tmp_path / "adapter" / "training_log.json").read_text())["reasoner"]
+    first, last = log["parts"][0], log["parts"][-1]
+    assert {"ce", "bce", "dice"} <= set(first)  # the answer's [SEG] was decoded into a mask and scored
+    assert last["bce"] + last["dice"] < first["bce"] + first["dice"]  # the mask loss went down
+    # (the tiny checkpoint's zeroed lm_head fixes the cross-entropy at log(vocab): only the mask loss can move)
+
+
+def test_a_saved_lisa_adapter_reproduces_the_trained_model(seg3, clip_dir, tmp_path):
+    pytest.importorskip("peft")
+    from rscore.engine import default_registry
+    from rscore.evaluation.manifest import load_dataset
+    from rscore.finetune.adapter import ADAPTER_FILE, FORMAT, FORMAT_VERSION, REASONER_DIR
+    from rscore.finetune.data import SceneLoader, training_items
+    from rscore.finetune.lisa_train import apply_lisa_adapter, save_lisa_adapter, train_lisa
+
+    manifest = load_dataset(_training_set(tmp_path))
+    trained = lisa_models.load_lisa(seg3, {"vision_tower": str(clip_dir)})
+    before = {k: v.clone() for k, v in trained.sam.mask_decoder.state_dict().items()}
+    train_lisa(trained, training_items(manifest), SceneLoader(manifest, None, default_registry(), {}), rank=4,
+               steps=4, lr=1e-2, answer="[SEG]")
+    assert any(not torch.equal(before[k], v) for k, v in trained.sam.mask_decoder.state_dict().items())
+    folder = tmp_path / "adapter"
+    save_lisa_adapter(trained, folder / REASONER_DIR)
+    (folder / ADAPTER_FILE).write_text(json.dumps({"format": FORMAT, "version": FORMAT_VERSION,
+                                                   "reasoner": {"backend": "lisa", "base_model": "tiny"}}))
+    reloaded = apply_lisa_adapter(lisa_models.load_lisa(seg3, {"vision_tower": str(clip_dir)}), folder)
+
+    pic = reference_picture()
+    a = reasoner_for(trained, 1).answer(pic, "the yellow disc")  # LoRA unmerged (peft), heads in memory
+    b = reasoner_for(reloaded, 1).answer(pic, "the yellow disc")  # LoRA merged from disk, heads from the file
+    torch.testing.assert_close(a.seg_embeddings, b.seg_embeddings, rtol=1e-4, atol=1e-5)
+    _, _, la = lisa_reasoner.decode_logits(trained.sam, pic, a.seg_embeddings)
+    _, _, lb = lisa_reasoner.decode_logits(reloaded.sam, pic, b.seg_embeddings)
+    torch.testing.assert_close(la, lb, rtol=1e-4, atol=1e-4)
+    base = reasoner_for(lisa_models.load_lisa(seg3, {"vision_tower": str(clip_dir)}), 1).answer(pic, "the yellow disc")
+    assert not torch.allclose(base.seg_embeddings, b.seg_embeddings)  # the adapter changed what runs
+
+
+def test_an_adapter_of_another_backend_is_refused(loaded, tmp_path):
+    from rscore.finetune.adapter import ADAPTER_FILE, FORMAT, FORMAT_VERSION
+    from rscore.finetune.lisa_train import apply_lisa_adapter
+
+    (tmp_path / "reasoner").mkdir()
+    (tmp_path / "reasoner" / "adapter_config.json").write_text("{}")
+    (tmp_path / ADAPTER_FILE).write_text(json.dumps({"format": FORMAT, "version": FORMAT_VERSION,
+                                                     "reasoner": {"base_model": "qwen2.5-vl-3b"}}))
+    from rscore.errors import InputError
+
+    with pytest.raises(InputError, match="not trained with --reasoner lisa"):
+        apply_lisa_adapter(loaded, tmp_path)

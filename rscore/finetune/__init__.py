@@ -67,7 +67,11 @@ _TUPLE_FIELDS = ("target_modules", "augmentations")
 class FinetuneOptions:
     """How to fine-tune (``None`` = the plugin's :class:`~rscore.sdk.AdapterSpec` default).
 
-    Reasoner (LoRA): ``model`` / ``weights`` / ``device`` / ``dtype`` as for ``--reasoner transformers``;
+    Reasoner (LoRA): ``reasoner`` ``transformers`` (a VLM answering with boxes/points) or ``lisa`` (a LISA checkpoint:
+    LoRA + its [SEG] projection + SAM mask decoder, :mod:`rscore.finetune.lisa_train`; ``lisa_vision_tower`` names
+    the CLIP folder when it is not under ``--weights``, ``lisa_answer`` the answer taught, default LISA's
+    "Sure, it is [SEG]."); ``model`` / ``weights`` / ``device`` / ``dtype`` as for the
+    reasoner;
     ``train_reasoner`` (False = decoder only); ``steps`` optimiser steps of ``accumulate`` items each; ``lr``
     (AdamW), ``weight_decay``, ``warmup_steps`` (linear); ``rank``, ``alpha`` (default 2 x rank), ``dropout``,
     ``target_modules`` (module names, e.g. ``q_proj``); ``max_side`` (px, the picture size at inference).
@@ -83,6 +87,7 @@ class FinetuneOptions:
     ``seed`` seeds the sample order, the augmentations, LoRA initialisation and dropout.
     """
 
+    reasoner: str = "transformers"
     model: str = "auto"
     weights: str | None = None
     device: str = "auto"
@@ -130,6 +135,9 @@ class FinetuneOptions:
             (whole(self.max_targets, 1), "max_targets must be a whole number >= 1"),
             (whole(self.min_area_px, 1), "min_area_px must be a whole number >= 1"),
             (self.segmenter in (None, "sam2", "sam2-hf"), "segmenter must be sam2 or sam2-hf (or none)"),
+            (self.reasoner in ("transformers", "lisa"), "reasoner must be transformers or lisa"),
+            (self.reasoner != "lisa" or self.segmenter is None,
+             "--reasoner lisa tunes its own SAM mask decoder: leave --segmenter out"),
             (self.segmenter_steps is None or whole(self.segmenter_steps, 1), "segmenter_steps must be >= 1"),
             (0 <= self.box_jitter < 1, "box_jitter must be in [0, 1)"),
             (whole(self.seed, 0), "seed must be a whole number >= 0"),
@@ -288,7 +296,10 @@ def finetune(
         "hardware": hardware_info(),
     }
     try:
-        if opts.train_reasoner:
+        if opts.train_reasoner and opts.reasoner == "lisa":
+            doc["reasoner"], training_log["reasoner"] = _finetune_lisa(opts, items, loader, tmp, rank, alpha, targets,
+                                                                       progress)
+        elif opts.train_reasoner:
             from rscore.finetune.lora import load_base_reasoner, save_lora, train_lora
             from rscore.reasoners.transformers_vlm import TransformersOptions
 
@@ -363,11 +374,64 @@ def finetune(
     return FinetuneResult(out, doc, training_log)
 
 
+def _finetune_lisa(
+    opts: FinetuneOptions,
+    items: Any,
+    loader: Any,
+    tmp: Path,
+    rank: int,
+    alpha: float,
+    targets: tuple[str, ...],
+    progress: Callable[[str, int, int], None] | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--reasoner lisa``: load the checkpoint as ``rscore run --reasoner lisa`` does, train, save; the adapter's
+    reasoner section and the training log."""
+    from rscore.evaluation.runner import weight_hashes
+    from rscore.finetune.lisa_train import HEADS_FILE, POSITIVE_ANSWER, save_lisa_adapter, train_lisa
+    from rscore.reasoners.lisa import LisaOptions, LisaReasoner
+
+    vision = opts.engine.get("lisa_vision_tower") or opts.engine.get("vision_tower")
+    reasoner = LisaReasoner(LisaOptions(model=opts.model, weights=opts.weights, device=opts.device, dtype=opts.dtype,
+                                        vision_tower=str(vision) if vision else None))
+    model = reasoner.model
+    result = train_lisa(model, items, loader, rank=rank, alpha=alpha, dropout=opts.dropout, target_modules=targets,
+                        steps=opts.steps, lr=opts.lr, seed=opts.seed,
+                        answer=str(opts.engine.get("lisa_answer") or POSITIVE_ANSWER),
+                        progress=(lambda d, t: progress("reasoner", d, t)) if progress else None)
+    save_lisa_adapter(model, tmp / REASONER_DIR)
+    from rscore.reasoners.lisa import clear_lisa_cache
+
+    clear_lisa_cache()  # the cached model was trained in place: the next load starts from the checkpoint again
+    section = {
+        "backend": "lisa",
+        "base_model": reasoner.model_name,
+        "model_type": "lisa",
+        "base_files": weight_hashes(model.path)["files"],
+        "folder": REASONER_DIR,
+        "heads": f"{REASONER_DIR}/{HEADS_FILE}",
+        "rank": rank,
+        "alpha": alpha,
+        "dropout": opts.dropout,
+        "target_modules": list(targets),
+        "trained": ["lora", "text_hidden_fcs", "sam.mask_decoder"],
+        "answer": str(opts.engine.get("lisa_answer") or POSITIVE_ANSWER),
+        "steps": opts.steps,
+        "lr": opts.lr,
+        "device": reasoner.device,
+        "dtype": reasoner.dtype,
+        "loss_first": result["losses"][0],
+        "loss_last": result["losses"][-1],
+        "trainable_params": result["trainable_params"],
+    }
+    return section, result
+
+
 def finetune_command(
     plugin: str | None,
     dataset: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
+    reasoner: str | None = None,
     model: str | None = None,
     weights: str | os.PathLike[str] | None = None,
     device: str | None = None,
@@ -386,7 +450,7 @@ def finetune_command(
     description (``rscore_adapter.json``) plus ``"out"``.
     """
     opts = FinetuneOptions.from_options(
-        options, model=model, weights=str(weights) if weights is not None else None, device=device, steps=steps,
+        options, reasoner=reasoner, model=model, weights=str(weights) if weights is not None else None, device=device, steps=steps,
         lr=lr, segmenter=segmenter,
     )
     result = finetune(plugin, dataset, out, opts, registry, progress=progress)

@@ -47,14 +47,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["LisaOptions", "LisaReasoner", "LisaAnswer", "make_lisa_reasoner", "lisa_prompt", "lisa_input_ids",
-           "clear_lisa_cache", "decode_logits", "decode_masks", "sam_input", "upscale_logits"]
+           "clear_lisa_cache", "decode_logits", "decode_masks", "sam_decode", "sam_embed", "sam_input",
+           "upscale_logits", "seg_hidden_positions"]
 
 SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
 RECOMMENDED = "lisa-7b-v1"
-FLAT_OPTIONS = ("model", "weights", "device", "dtype", "max_new_tokens")
+FLAT_OPTIONS = ("model", "weights", "adapter", "device", "dtype", "max_new_tokens")
 _SUFFIX = "Please output segmentation mask."
 
 
@@ -64,6 +65,7 @@ class LisaOptions:
 
     model: str = "auto"
     weights: str | None = None
+    adapter: str | None = None  # an adapter folder from `rscore finetune --reasoner lisa`
     vision_tower: str | None = None
     device: str = "auto"
     dtype: str = "auto"
@@ -96,6 +98,12 @@ def lisa_prompt(query: str, *, style: str = "lisa", im_start_end: bool = True) -
     return f"{SYSTEM} USER: {image}\n{q} ASSISTANT:"
 
 
+def seg_hidden_positions(ids: Sequence[int], seg_token_id: int) -> list[int]:
+    """Positions whose last-layer hidden state becomes a mask prompt: every ``t`` whose NEXT token is ``[SEG]`` (the
+    state that produced the token), as LISA's ``seg_token_mask`` selects them."""
+    return [t for t in range(len(ids) - 1) if ids[t + 1] == seg_token_id]
+
+
 def lisa_input_ids(prompt: str, tokenizer: Any, image_token_id: int, image_tokens: int) -> list[int]:
     """Token ids as LISA's ``tokenizer_image_token`` builds them (each text chunk tokenized on its own, one BOS),
     with the single image placeholder expanded to the ``image_tokens`` positions transformers' Llava fills."""
@@ -125,19 +133,25 @@ def clear_lisa_cache() -> None:
 
 
 def _load(folder: Path, opts: LisaOptions, device: str, dtype: str) -> LisaModel:
-    key = (str(folder.resolve()), device, dtype, opts.vision_tower or "", opts.weights or "", opts.load_in or "")
+    adapter = str(Path(opts.adapter).resolve()) if opts.adapter else ""
+    key = (str(folder.resolve()), device, dtype, opts.vision_tower or "", opts.weights or "", opts.load_in or "", adapter)
     with _LOCK:
         if key not in _CACHE:
             from rscore.models.device import torch_dtype
             from rscore.models.lisa import load_lisa
 
             t0 = time.perf_counter()
-            _CACHE[key] = load_lisa(
+            model = load_lisa(
                 folder,
                 {"vision_tower": opts.vision_tower, "weights": opts.weights},
                 device=device,
                 dtype=torch_dtype(dtype),
             )
+            if opts.adapter:
+                from rscore.finetune.lisa_train import apply_lisa_adapter
+
+                model = apply_lisa_adapter(model, opts.adapter)
+            _CACHE[key] = model
             log.info("loaded LISA checkpoint %s on %s as %s in %.1f s", folder.name, device, dtype,
                      time.perf_counter() - t0)
         return _CACHE[key]
@@ -306,6 +320,35 @@ def upscale_logits(low_res: Any, side: int, resized: tuple[int, int], original: 
     return F.interpolate(x, original, mode="bilinear", align_corners=False)
 
 
+def sam_decode(sam: Any, image_emb: Any, embeddings: Any) -> tuple[Any, Any]:
+    """SAM's mask decoder with one prompt per embedding (``[n, C]``) on one embedded image: low-resolution logits
+    ``[n, h, w]`` and the IoU head ``[n]``. Differentiable (used by fine-tuning); no grad mode is set here."""
+    param = next(sam.mask_decoder.parameters())
+    pos = sam.get_image_wide_positional_embeddings()
+    sparse = embeddings.to(param.dtype)[None, :, None, :]  # [1 image, n prompts, 1 token, C]
+    gh, gw = image_emb.shape[-2:]
+    dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, gh, gw)
+    low_res, iou = sam.mask_decoder(
+        image_embeddings=image_emb,
+        image_positional_embeddings=pos,
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=False,
+    )
+    return low_res[0, :, 0], iou[0, :, 0]
+
+
+def sam_embed(sam: Any, picture: np.ndarray) -> tuple[Any, tuple[int, int]]:
+    """The picture through SAM's preprocessing and image encoder (no grad): the embedding and the resized size."""
+    import torch
+
+    side = int(sam.config.vision_config.image_size)
+    pixels, resized = sam_input(picture, side)
+    param = next(sam.parameters())
+    with torch.inference_mode():
+        return sam.get_image_embeddings(pixels.to(param.device, param.dtype)), resized
+
+
 def decode_logits(sam: Any, picture: np.ndarray, embeddings: Any) -> tuple[Any, Any, Any]:
     """SAM on the picture with one prompt per embedding (``[n, C]``): the image is embedded once and every prompt
     decoded in one batch. Returns the low-resolution logits ``[n, h, w]``, the IoU head ``[n]`` and the logits at the
@@ -313,24 +356,11 @@ def decode_logits(sam: Any, picture: np.ndarray, embeddings: Any) -> tuple[Any, 
     import torch
 
     side = int(sam.config.vision_config.image_size)
-    pixels, resized = sam_input(picture, side)
-    param = next(sam.parameters())
+    image_emb, resized = sam_embed(sam, picture)
     with torch.inference_mode():
-        image_emb = sam.get_image_embeddings(pixels.to(param.device, param.dtype))
-        pos = sam.get_image_wide_positional_embeddings()
-        sparse = embeddings.to(param.dtype)[None, :, None, :]  # [1 image, n prompts, 1 token, C]
-        gh, gw = image_emb.shape[-2:]
-        dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, gh, gw)
-        low_res, iou = sam.mask_decoder(
-            image_embeddings=image_emb,
-            image_positional_embeddings=pos,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
-        low = low_res[0, :, 0]
+        low, iou = sam_decode(sam, image_emb, embeddings)
         full = upscale_logits(low[:, None], side, resized, picture.shape[:2])[:, 0]
-    return low, iou[0, :, 0], full
+    return low, iou, full
 
 
 def decode_masks(sam: Any, picture: np.ndarray, embeddings: Any) -> tuple[tuple[np.ndarray, ...], tuple[float, ...]]:
