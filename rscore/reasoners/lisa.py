@@ -20,8 +20,7 @@ reasoner (each tile is one LISA call; masks are merged across tile borders there
 
 Options (``-O`` / flat): ``model`` (``auto`` | registered name | folder), ``weights``, ``vision_tower`` (a CLIP folder
 when it is not found under ``--weights`` or in the Hugging Face cache), ``device``, ``dtype``, ``max_new_tokens``
-(512), ``prompt_style`` (``lisa`` | ``raw``: the query exactly as typed), ``load_in`` (``8bit`` | ``4bit`` with
-bitsandbytes on CUDA).
+(512), ``prompt_style`` (``lisa`` | ``raw``: the query exactly as typed). 8-/4-bit loading is not offered yet.
 """
 
 from __future__ import annotations
@@ -71,15 +70,12 @@ class LisaOptions:
     dtype: str = "auto"
     max_new_tokens: int = 512
     prompt_style: str = "lisa"
-    load_in: str | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= 4096):
             raise OptionError("lisa reasoner: max_new_tokens must be 1..4096")
         if self.prompt_style not in ("lisa", "raw"):
             raise OptionError("lisa reasoner: prompt_style must be lisa or raw")
-        if self.load_in not in (None, "8bit", "4bit"):
-            raise OptionError("lisa reasoner: load_in must be 8bit or 4bit")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> LisaOptions:
@@ -134,7 +130,7 @@ def clear_lisa_cache() -> None:
 
 def _load(folder: Path, opts: LisaOptions, device: str, dtype: str) -> LisaModel:
     adapter = str(Path(opts.adapter).resolve()) if opts.adapter else ""
-    key = (str(folder.resolve()), device, dtype, opts.vision_tower or "", opts.weights or "", opts.load_in or "", adapter)
+    key = (str(folder.resolve()), device, dtype, opts.vision_tower or "", opts.weights or "", adapter)
     with _LOCK:
         if key not in _CACHE:
             from rscore.models.device import torch_dtype
@@ -193,8 +189,6 @@ class LisaReasoner:
         self.model_name = found.spec.name
         self.device = resolve_device(None if options.device == "auto" else options.device)
         self.dtype = resolve_dtype(self.device, None if options.dtype == "auto" else options.dtype)
-        if options.load_in and not self.device.startswith("cuda"):
-            raise OptionError(f"lisa reasoner: load_in={options.load_in} needs a CUDA device (bitsandbytes)")
         self.model = _load(found.path, options, self.device, self.dtype)
 
     # -------------------------------------------------------------------------------------------- the forward
