@@ -65,6 +65,7 @@ from rscore.service.security import (
     check_options,
     key_is_valid,
     parse_options,
+    path_option_names,
     resolve_allowed,
     safe_relative_path,
     safe_upload_name,
@@ -317,6 +318,7 @@ def create_app(
     # The key header is documented only when keys are configured; _Guard enforces it before any body is read.
     auth = [Security(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))] if settings.auth_required else []
     plugin_names = [n for n in reg.plugin_names if n != CORE]
+    path_options = path_option_names(reg)  # every option naming a file goes through the allowed-roots check
     plugin_schema: dict[str, Any] = {"enum": [*plugin_names, "", None]} if plugin_names else {}
 
     class JobRequest(BaseModel):
@@ -347,7 +349,7 @@ def create_app(
     async def _rscore_error(_request: Request, exc: RscoreError) -> JSONResponse:
         if exc.http_status >= 500:
             log.error("%s: %s", type(exc).__name__, exc)
-        return _json(exc.http_status, _scrub(str(exc), output_root))
+        return _json(exc.http_status, scrub(str(exc)))
 
     @app.exception_handler(QueueFull)
     async def _queue_full(_request: Request, exc: QueueFull) -> JSONResponse:
@@ -379,6 +381,12 @@ def create_app(
         return _json(500, f"internal error {ref}: {type(exc).__name__} (see the service log)")
 
     # -------------------------------------------------------------------------------------------- helpers
+    def scrub(message: str) -> str:
+        """Server folders out of a client-facing message: paths under an allowed root are shown relative to it."""
+        for root in settings.allowed_roots:
+            message = message.replace(str(root) + os.sep, "").replace(str(root), ".")
+        return _scrub(message, output_root)
+
     def links(request: Request, result_id: str, outputs: Mapping[str, str]) -> dict[str, str]:
         root = request.scope.get("root_path", "")
         return {
@@ -410,7 +418,7 @@ def create_app(
         query = engine.validate_query(query)
         plugin = plugin.strip() if plugin and plugin.strip() else None
         reg.require_plugin(plugin)
-        return query, plugin, check_options(options, settings.allowed_roots)
+        return query, plugin, check_options(options, settings.allowed_roots, path_options)
 
     # ----------------------------------------------------------------------------------------------- routes
     @app.post(
@@ -499,7 +507,7 @@ def create_app(
         try:
             doc = await pool.run(task, settings.request_timeout_s)
         except RscoreError as exc:
-            message = _scrub(str(exc).replace(str(staging) + os.sep, ""), output_root)
+            message = scrub(str(exc).replace(str(staging) + os.sep, ""))
             if exc.http_status >= 500:
                 log.error("%s: %s", type(exc).__name__, message)
             return _json(exc.http_status, message)  # type: ignore[return-value]
