@@ -1,0 +1,214 @@
+"""Hardening of ``rscore run`` through real subprocesses: output folders rscore may replace (and only those), one
+writer per output folder, signals, stale temporary folders, pixel limits for rasters, odd inputs (FIFO, loops)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rscore.io.outdir import MARKER, TEMP_MARKER
+
+ENV = {**os.environ, "RSCORE_MATCHER": "keyword"}
+needs_earth = pytest.mark.skipif(
+    importlib.util.find_spec("rscore_earth") is None or importlib.util.find_spec("rasterio") is None,
+    reason="needs the earth plugin and rasterio",
+)
+
+
+def rscore(*args: str, cwd: Path, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rscore", *args], cwd=cwd, env=env or ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def start(*args: str, cwd: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "rscore", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rscore: error: "), proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+def wait_for(predicate, timeout_s: float = 120, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended early ({proc.returncode}): {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+@pytest.fixture
+def png(tmp_path: Path) -> Path:
+    path = tmp_path / "photo.png"
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[10:20, 10:20] = 250
+    Image.fromarray(img).save(path)
+    return path
+
+
+def write_dem(path: Path, n: int, *, sparse: bool = False) -> Path:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    profile = dict(driver="GTiff", width=n, height=n, count=1, dtype="float32", crs="EPSG:32617",
+                   transform=from_origin(700000, 9600000, 10, 10), tiled=True, blockxsize=256, blockysize=256)
+    if sparse:
+        profile.update(sparse_ok=True, compress="deflate")
+        with rasterio.open(path, "w", **profile) as ds:
+            ds.write(np.ones((1, 256, 256), np.float32), window=rasterio.windows.Window(0, 0, 256, 256))
+        return path
+    y, x = np.mgrid[0:n, 0:n].astype(np.float32)
+    dem = np.sin(x / 50) * 80 + np.cos(y / 70) * 60 + x * 0.3
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(dem[None].astype(np.float32))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------- --out safety
+def test_folder_with_a_result_json_but_no_marker_is_not_replaced(tmp_path: Path, png: Path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "result.json").write_text("{}")
+    (mine / "thesis.tex").write_text("precious")
+    one_line_error(rscore("run", str(png), "bright", "--out", str(mine), cwd=tmp_path), "not an rscore output folder")
+    assert (mine / "thesis.tex").read_text() == "precious" and (mine / "result.json").read_text() == "{}"
+
+
+def test_only_a_folder_rscore_wrote_is_replaced(tmp_path: Path, png: Path):
+    out = tmp_path / "out"
+    assert rscore("run", str(png), "bright", "--out", str(out), cwd=tmp_path).returncode == 0
+    marker = json.loads((out / MARKER).read_text())
+    assert marker["format"] == 1 and "result.json" in marker["files"]
+    assert rscore("run", str(png), "bright", "--out", str(out), cwd=tmp_path).returncode == 0  # rerun: replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "photo.png"]  # no .tmp-/.old-/.lock left
+    (out / "notes.txt").write_text("mine")  # a user's file dropped into an output folder: refused, kept
+    one_line_error(rscore("run", str(png), "bright", "--out", str(out), cwd=tmp_path), "notes.txt", "did not write")
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    (out / MARKER).write_text(json.dumps({**marker, "format": 99}))
+    one_line_error(rscore("run", str(png), "bright", "--out", str(out), cwd=tmp_path), "unknown format")
+    (out / MARKER).write_text(json.dumps({**marker, "format": 1}))
+    (out / "link").symlink_to(png)
+    one_line_error(rscore("run", str(png), "bright", "--out", str(out), cwd=tmp_path), "link")
+    assert png.exists()
+
+
+def test_library_write_outputs_refuses_a_foreign_folder(tmp_path: Path):
+    from rscore import engine
+    from rscore.errors import OptionError
+
+    img = np.zeros((30, 30), np.uint8)
+    img[5:15, 5:15] = 250
+    Image.fromarray(img).save(tmp_path / "a.png")
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "result.json").write_text("{}")
+    (tmp_path / "o" / "keep.csv").write_text("1,2")
+    with pytest.raises(OptionError, match="not an rscore output folder"):
+        engine.run(tmp_path / "a.png", "bright", out_dir=tmp_path / "o", options={"matcher": "keyword"})
+    assert (tmp_path / "o" / "keep.csv").read_text() == "1,2"
+
+
+# ------------------------------------------------------------------------------------ signals and concurrency
+@needs_earth
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_unwinds_cleanly_and_a_second_writer_is_refused_meanwhile(tmp_path: Path, sig: int):
+    dem = write_dem(tmp_path / "dem.tif", 2048)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**ENV, "TMPDIR": str(scratch), "RSCORE_IN_MEMORY_PIXELS": "100000"}  # tiles go to disk, in scratch
+    out = tmp_path / "out"
+    args = ("run", str(dem), "landslide-prone areas", "--plugin", "earth", "--tile-size", "256", "--out", str(out))
+    proc = start(*args, cwd=tmp_path, env=env)
+    try:
+        wait_for(lambda: any(p.name.startswith("rscore-tiles-") for p in scratch.iterdir()), proc=proc)
+        # a second run into the same folder, while the first computes: refused at once, naming the first's PID
+        second = rscore(*args, cwd=tmp_path, env=env)
+        one_line_error(second, f"in use by PID {proc.pid}")
+        assert proc.poll() is None  # the first one is still computing: the second was refused before its own work
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, (proc.returncode, err)
+    assert err.strip().splitlines()[-1] == "rscore: error: interrupted", err
+    assert "Traceback" not in err
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("rscore-")] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dem.tif", "scratch"]  # no out, .out.tmp-*, .out.lock
+
+
+def test_stale_temp_folders_of_dead_processes_are_swept_and_nothing_else(tmp_path: Path, png: Path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    dead = dead_pid()
+    stale_tiles = scratch / f"rscore-tiles-{dead}-abc123"
+    stale_stage = tmp_path / f".out.tmp-{dead}-xyz789"
+    for folder in (stale_tiles, stale_stage):
+        folder.mkdir()
+        (folder / TEMP_MARKER).write_text(json.dumps({"pid": dead, "format": 1}))
+        (folder / "0_0.npy").write_bytes(b"x" * 100)
+    unmarked = scratch / f"rscore-tiles-{dead}-user01"  # same name shape, but not rscore's: kept
+    unmarked.mkdir()
+    alive = scratch / f"rscore-tiles-{os.getpid()}-live01"  # a live process's folder: kept
+    alive.mkdir()
+    (alive / TEMP_MARKER).write_text(json.dumps({"pid": os.getpid(), "format": 1}))
+    proc = rscore("run", str(png), "bright", "--out", str(tmp_path / "out"), cwd=tmp_path,
+                  env={**ENV, "TMPDIR": str(scratch)})
+    assert proc.returncode == 0, proc.stderr
+    assert not stale_tiles.exists() and not stale_stage.exists()
+    assert unmarked.is_dir() and alive.is_dir()
+
+
+# ---------------------------------------------------------------------------------------- limits and odd inputs
+@needs_earth
+def test_raster_pixel_bomb_is_refused_before_any_tile_work(tmp_path: Path):
+    bomb = write_dem(tmp_path / "bomb.tif", 100_000, sparse=True)
+    assert bomb.stat().st_size < 5 << 20
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**ENV, "TMPDIR": str(scratch)}
+    proc = rscore("run", str(bomb), "landslide-prone areas", "--plugin", "earth", "--out", str(tmp_path / "o"),
+                  cwd=tmp_path, env=env, timeout=120)
+    one_line_error(proc, "bomb.tif", "raster is 100000x100000", "--max-pixels")
+    assert list(scratch.iterdir()) == [] and not (tmp_path / "o").exists()
+    # the same through the library (what the flows and the service call)
+    from rscore.engine import open_scene
+    from rscore.errors import ImageTooLarge
+
+    with pytest.raises(ImageTooLarge, match="over the limit of 2,000,000,000"):
+        open_scene(bomb, plugin="earth")
+
+
+def test_bad_max_pixels_fifo_and_symlink_loop(tmp_path: Path, png: Path):
+    one_line_error(rscore("run", "--max-pixels", "-1", str(png), "bright", cwd=tmp_path), "--max-pixels")
+    one_line_error(rscore("run", str(png), "bright", cwd=tmp_path, env={**ENV, "RSCORE_MAX_PIXELS": "-5"}),
+                   "RSCORE_MAX_PIXELS must be a positive whole number")
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    one_line_error(rscore("run", str(fifo), "bright", cwd=tmp_path, timeout=60), "pipe.png", "not a regular file")
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    one_line_error(rscore("run", str(tmp_path / "loop.png"), "bright", cwd=tmp_path), "loop.png", "symbolic link loop")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop.png", "photo.png", "pipe.png"]
