@@ -114,6 +114,8 @@ def run(
                                     "2e9 rasters; also RSCORE_MAX_PIXELS].", min=1)
     ] = None,
     option: Annotated[list[str], typer.Option("--option", "-O", help="Plugin option KEY=VALUE (repeatable).")] = [],  # noqa: B006
+    strict: Annotated[bool, typer.Option("--strict", help="Damaged input (e.g. a truncated video) is an error, "
+                                         "not a result warning.")] = False,
 ) -> None:
     """Segment what QUERY asks for in INPUT; write masks, overlay and result.json."""
     from rscore import engine
@@ -132,6 +134,7 @@ def run(
         "aux": str(aux) if aux else None,
         "tile_size": tile_size,
         "max_pixels": max_pixels,
+        "strict": True if strict else None,
         **_parse_options(option),
     }
     options = {k: v for k, v in options.items() if v is not None}

@@ -212,3 +212,45 @@ def test_bad_max_pixels_fifo_and_symlink_loop(tmp_path: Path, png: Path):
     (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
     one_line_error(rscore("run", str(tmp_path / "loop.png"), "bright", cwd=tmp_path), "loop.png", "symbolic link loop")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loop.png", "photo.png", "pipe.png"]
+
+
+# ----------------------------------------------------------------------------------------------- truncated video
+def _truncated_clip(tmp_path: Path) -> Path:
+    from rscore.testing import shared_data_dir
+
+    data = shared_data_dir()
+    src = data / "construction" / "intel_worker-zone-detection_from_gif.mp4" if data else None
+    if src is None or not src.is_file():
+        pytest.skip("needs /work/shared/data (construction/intel_worker-zone-detection_from_gif.mp4)")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(src.read_bytes()[:90_000])  # the moov atom is at the front: the container still says 71 frames
+    return cut
+
+
+@pytest.mark.shared_data
+def test_truncated_video_is_a_warning_and_an_error_with_strict(tmp_path: Path):
+    cut = _truncated_clip(tmp_path)
+    proc = rscore("run", str(cut), "workers in hi-vis vests", "--json", "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    warnings = json.loads(proc.stdout)["warnings"]
+    hit = [w for w in warnings if "truncated" in w]
+    assert hit and "of 71 frames the container declares" in hit[0] and "cut.mp4" in hit[0], warnings
+    read = int(hit[0].split("read ")[1].split(" of")[0])
+    assert 0 < read < 71
+    proc = rscore("run", str(cut), "workers in hi-vis vests", "--strict", "--out", str(tmp_path / "s"), cwd=tmp_path)
+    one_line_error(proc, "cut.mp4", f"read {read} of 71 frames")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.shared_data
+def test_complete_video_has_no_truncation_warning(tmp_path: Path):
+    from rscore.testing import shared_data_dir
+    from rscore.video.reader import open_video
+
+    data = shared_data_dir()
+    src = data / "construction" / "intel_worker-zone-detection_from_gif.mp4" if data else None
+    if src is None or not src.is_file():
+        pytest.skip("needs the shared data")
+    with open_video(src, {"strict": True}) as reader:
+        frames = sum(1 for _ in reader)
+    assert frames == 71 and not [w for w in reader.warnings if "truncated" in w]
