@@ -185,3 +185,110 @@ def test_unreadable_input_message_is_relative_to_the_root(server, roots: Path):
     assert "sub/broken.png" in message and str(roots) not in message
     message = error_of(client.post("/v1/segment", data={"query": "bright spots", "path": "sub/loop"}), 422)
     assert "loop" in message and str(roots) not in message and "no such file" not in message
+
+
+# ------------------------------------------------------------------------------------ bodies it will refuse
+def _raw(client: httpx.Client, head: str, body: bytes = b"", *, wait_s: float = 10) -> tuple[str, float]:
+    """Send ``head`` and the first part of a body on a raw socket, then read the answer without sending the rest.
+    Returns the status line and the seconds it took (a server that reads the whole body first never answers)."""
+    thread = client.thread  # type: ignore[attr-defined]
+    sock = socket.create_connection((thread.host, thread.port), timeout=wait_s)
+    t0 = time.monotonic()
+    try:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        data = b""
+        while b"\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        data = b"(no answer)"
+    finally:
+        sock.close()
+    return data.split(b"\r\n", 1)[0].decode("latin-1"), time.monotonic() - t0
+
+
+def _head(port_client: httpx.Client, length: int | None, key: str | None = None) -> str:
+    lines = [f"POST /v1/segment HTTP/1.1", "Host: 127.0.0.1", "Content-Type: multipart/form-data; boundary=xyz"]
+    lines.append(f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked")
+    if key:
+        lines.append(f"X-API-Key: {key}")
+    return "\n".join(lines) + "\n"
+
+
+def test_wrong_key_or_oversized_length_is_answered_without_reading_the_body(server):
+    client = server(api_keys=(KEY,), max_upload_mb=1)
+    status, _ = _raw(client, _head(client, 200 << 20), b"x" * 10_000)  # 200 MiB declared, 10 KB sent, no key
+    assert status.endswith("401 Unauthorized"), status
+    status, _ = _raw(client, _head(client, 200 << 20, KEY), b"x" * 10_000)  # right key, over the limit
+    assert status.endswith("413 Request Entity Too Large") or " 413 " in status, status
+
+
+def test_chunked_body_is_capped_while_streaming(server):
+    client = server(api_keys=(KEY,), max_upload_mb=1)
+    part = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+    piece = b"x" * (256 << 10)
+    chunks = [part] + [piece] * 12  # a file part of 3 MiB, never the final 0 chunk
+    chunked = b"".join(f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in chunks)
+    status, _ = _raw(client, _head(client, None, KEY), chunked)
+    assert " 413 " in status, status
+
+
+def test_a_stalled_body_is_cut_off(server):
+    client = server(read_timeout_s=1)
+    status, seconds = _raw(client, _head(client, 5000), b"--xyz\r\n", wait_s=15)
+    assert " 408 " in status, status
+    assert seconds < 10
+
+
+# ---------------------------------------------------------------------------------------------- retention
+def test_expired_results_are_removed_and_nothing_else(server, tmp_path: Path, layout):
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    foreign = out / ("f" * 32)  # looks like a result id, but rscore did not write it
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    os.utime(foreign, (time.time() - 3600, time.time() - 3600))
+    (out / "notes").mkdir()
+    client = server(result_ttl_s=1)
+    r = client.post("/v1/segment", data={"query": "bright spots", "plugin": "demo", "path": "a.png"})
+    assert r.status_code == 200, r.text
+    rid = r.json()["id"]
+    assert client.get(f"/v1/results/{rid}").status_code == 200
+    deadline = time.monotonic() + 20
+    while (out / rid).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not (out / rid).exists()
+    assert client.get(f"/v1/results/{rid}/result.json").status_code == 404
+    assert (foreign / "keep.txt").read_text() == "mine" and (out / "notes").is_dir()
+
+
+def test_retention_and_read_timeout_settings_from_env(tmp_path: Path):
+    s = Settings.from_env({"RSCORE_RESULT_TTL_S": "3600", "RSCORE_READ_TIMEOUT_S": "5",
+                           "RSCORE_OUTPUT_ROOT": str(tmp_path)})
+    assert s.result_ttl_s == 3600 and s.read_timeout_s == 5
+    for bad in ({"RSCORE_RESULT_TTL_S": "-1"}, {"RSCORE_READ_TIMEOUT_S": "0"}, {"RSCORE_RESULT_TTL_S": "soon"}):
+        with pytest.raises(Exception, match="RSCORE_"):
+            Settings.from_env(bad)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rscore_earth") is None, reason="needs the earth plugin")
+def test_raster_pixel_bomb_is_413_before_any_work(server, roots: Path, tmp_path: Path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    profile = dict(driver="GTiff", width=100_000, height=100_000, count=1, dtype="float32", crs="EPSG:32617",
+                   transform=from_origin(700000, 9600000, 30, 30), tiled=True, blockxsize=256, blockysize=256,
+                   sparse_ok=True, compress="deflate")
+    with rasterio.open(roots / "bomb.tif", "w", **profile) as ds:
+        ds.write(np.ones((1, 256, 256), np.float32), window=rasterio.windows.Window(0, 0, 256, 256))
+    import rscore_earth.plugin
+
+    registry = get_registry(get_plugin_manager(entry_points=False, extra=[("earth", rscore_earth.plugin)]))
+    settings = Settings(output_root=tmp_path / "out", allowed_roots=(roots,), workers=1, job_runner="inprocess")
+    with ServerThread(create_app(settings, registry=registry)) as url:
+        r = httpx.post(url + "/v1/segment", data={"query": "landslide-prone areas", "plugin": "earth",
+                                                  "path": "bomb.tif"}, timeout=60)
+    message = error_of(r, 413)
+    assert "bomb.tif" in message and "raster is 100000x100000" in message and str(roots) not in message

@@ -20,6 +20,7 @@ InferencePool` threads, never on the event loop.
 """
 
 
+import asyncio
 import contextlib
 import importlib.util
 import json
@@ -28,6 +29,7 @@ import mimetypes
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -80,7 +82,9 @@ STATIC_DIR = Path(__file__).parent / "static"
 API_KEY_HEADER = "X-API-Key"
 FORM_SLACK_BYTES = MIB  # room for the form fields and multipart framing on top of the file itself
 NO_NUL = r"^[^\x00]+$"
-DRAIN_MAX_BYTES = 256 * MIB  # a refused body up to this size is read and discarded so the client sees the answer
+# A refused body up to this size is read and discarded so that the client sees the answer (closing a socket with
+# unread data resets it); a larger one is not read at all: the answer goes out at once with "Connection: close".
+DRAIN_MAX_BYTES = MIB
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
@@ -180,7 +184,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------------------- middleware
 class _BodyTooLarge(StarletteHTTPException):
-    """Raised from ``receive`` while the body streams in; an HTTPException so FastAPI passes it through as is."""
+    """Raised from ``receive`` while the body streams in (over the limit: 413; stalled: 408); an HTTPException so
+    FastAPI passes it through as is."""
 
 
 class _Guard:
@@ -238,16 +243,26 @@ class _Guard:
                 await reject(503, str(full), {"Retry-After": str(full.retry_after_s)})
                 return
             received = 0
+            read_timeout = self.settings.read_timeout_s
+
+            body_done = False
 
             async def counting_receive() -> Message:
-                nonlocal received
-                message = await receive()
+                nonlocal received, body_done
+                if body_done:  # later calls wait for a disconnect: no deadline on those
+                    return await receive()
+                try:  # a client that stalls mid-body holds a connection and a form parser: cut it off
+                    message = await asyncio.wait_for(receive(), read_timeout)
+                except asyncio.TimeoutError:
+                    raise _BodyTooLarge(
+                        408, f"the request body stalled for {read_timeout:g} s (RSCORE_READ_TIMEOUT_S); send it faster",
+                        headers={"Connection": "close"},
+                    ) from None
                 if message["type"] == "http.request":
+                    body_done = not message.get("more_body", False)
                     received += len(message.get("body", b""))
-                    if received > self.max_body:
-                        if message.get("more_body", False):
-                            await _drain(receive, DRAIN_MAX_BYTES)
-                        raise _BodyTooLarge(413, self._too_large(received))
+                    if received > self.max_body:  # a chunked body is capped while it streams in, not read on
+                        raise _BodyTooLarge(413, self._too_large(received), headers={"Connection": "close"})
                 return message
 
             await self.app(scope, counting_receive, send_with_headers)
@@ -299,9 +314,13 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        pool.close(wait=False)
-        runner.close()
+        sweeper = asyncio.create_task(_expire_periodically(output_root, settings.result_ttl_s))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            pool.close(wait=False)
+            runner.close()
 
     app = FastAPI(
         title="rscore",
@@ -669,6 +688,51 @@ def _result_dir(output_root: Path, result_id: str) -> Path:
     if not folder.is_dir():
         raise StarletteHTTPException(404, f"no result '{result_id}' (it may have been removed)")
     return folder
+
+
+def expire_results(output_root: Path, ttl_s: float, now: float | None = None) -> list[str]:
+    """Remove result folders older than ``ttl_s`` seconds (by modification time) from ``output_root``: only folders
+    named like a result id that carry rscore's output marker, i.e. that this service wrote; and staging folders of
+    uploads older than that. Returns the ids removed."""
+    from rscore.io.outdir import MARKER
+
+    if not ttl_s or ttl_s == float("inf"):
+        return []
+    now = time.time() if now is None else now
+    removed: list[str] = []
+    for parent in (output_root, output_root / ".staging"):
+        try:
+            entries = list(os.scandir(parent))
+        except OSError:
+            continue
+        for entry in entries:
+            if not RESULT_ID.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                if now - entry.stat(follow_symlinks=False).st_mtime < ttl_s:
+                    continue
+            except OSError:
+                continue
+            if parent == output_root and not os.path.isfile(os.path.join(entry.path, MARKER)):
+                continue  # not something rscore wrote: leave it
+            shutil.rmtree(entry.path, ignore_errors=True)
+            if parent == output_root and not os.path.exists(entry.path):
+                removed.append(entry.name)
+    if removed:
+        log.info("removed %d expired result folder(s) (RSCORE_RESULT_TTL_S=%g)", len(removed), ttl_s)
+    return removed
+
+
+async def _expire_periodically(output_root: Path, ttl_s: float) -> None:
+    if not ttl_s or ttl_s == float("inf"):
+        return
+    interval = min(max(ttl_s / 4, 0.5), 600.0)
+    while True:
+        try:
+            await run_in_threadpool(expire_results, output_root, ttl_s)
+        except Exception:  # a sweep that fails must not stop the service; it is retried next round
+            log.exception("expiring old results failed")
+        await asyncio.sleep(interval)
 
 
 def _copy_upload(file: UploadFile, dest: Path, limit: int, client_name: str) -> None:
