@@ -254,3 +254,59 @@ def test_complete_video_has_no_truncation_warning(tmp_path: Path):
     with open_video(src, {"strict": True}) as reader:
         frames = sum(1 for _ in reader)
     assert frames == 71 and not [w for w in reader.warnings if "truncated" in w]
+
+
+# --------------------------------------------------------------------------- flows: the temporary Prefect server
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"uvicorn" in cmd and b"prefect" in cmd:
+            out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux") or importlib.util.find_spec("prefect") is None,
+                    reason="needs Linux /proc and prefect")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_flows_run_temporary_server_dies_with_its_parent(tmp_path: Path, png: Path, sig: int):
+    env = {k: v for k, v in ENV.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    proc = start("flows", "run", "segment-batch", str(png), "--query", "bright", "--out", str(tmp_path / "o"),
+                 cwd=tmp_path, env=env)
+    try:
+        children: list[int] = []
+
+        def found() -> bool:
+            children[:] = _children(proc.pid)
+            return bool(children)
+
+        wait_for(found, timeout_s=120, proc=proc)
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)  # the caller's pipes close: nothing else holds them
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 30
+    while any(_alive(c) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    leftover = [c for c in children if _alive(c)]
+    for c in leftover:
+        os.kill(c, signal.SIGKILL)
+    assert not leftover, "the temporary Prefect server outlived rscore"
