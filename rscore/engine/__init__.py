@@ -392,7 +392,7 @@ def write_outputs(
     The folder is locked while it is written (another process: "in use by PID N"), and staging folders of dead
     processes beside it are swept first. Returns the result with ``outputs`` = ``{name: path relative to out_dir}``.
     """
-    from rscore.io.outdir import check_out_dir, make_temp_dir, out_dir_lock, sweep_stale, write_marker
+    from rscore.io.outdir import check_out_dir, hidden_name, make_temp_dir, out_dir_lock, sweep_stale, write_marker
 
     reg = registry or default_registry()
     out_dir = Path(out_dir)
@@ -404,9 +404,10 @@ def write_outputs(
     t0 = time.perf_counter()
     try:
         with out_dir_lock(out_dir):
-            sweep_stale(out_dir.parent, re.escape(f".{out_dir.name}.") + r"(?:tmp|old)-")
+            hidden = hidden_name(out_dir)
+            sweep_stale(out_dir.parent, re.escape(f"{hidden}.") + r"(?:tmp|old)-")
             try:
-                tmp = make_temp_dir(f".{out_dir.name}.tmp-", out_dir.parent)
+                tmp = make_temp_dir(f"{hidden}.tmp-", out_dir.parent)
             except OSError as exc:
                 raise OptionError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
             try:
@@ -422,7 +423,7 @@ def write_outputs(
                 write_marker(tmp)
                 check_out_dir(out_dir)  # again: files may have appeared while we computed
                 if out_dir.exists():
-                    old = make_temp_dir(f".{out_dir.name}.old-", out_dir.parent)
+                    old = make_temp_dir(f"{hidden}.old-", out_dir.parent)
                     try:
                         os.replace(out_dir, old / "x")
                         os.replace(tmp, out_dir)

@@ -36,6 +36,7 @@ __all__ = [
     "make_temp_dir",
     "sweep_stale",
     "pid_alive",
+    "hidden_name",
 ]
 
 MARKER = ".rscore-output.json"
@@ -118,9 +119,14 @@ _held: dict[str, tuple[int, int]] = {}  # lock path -> (thread id, depth): re-en
 _held_guard = threading.Lock()
 
 
+def hidden_name(out_dir: Path) -> str:
+    """``.<name>`` of the folder, shortened so that ``.<name>.tmp-<pid>-<random>`` fits a file name (255 bytes)."""
+    return "." + Path(out_dir).name[:100]
+
+
 def _lock_path(out_dir: Path) -> Path:
     out = Path(os.path.abspath(out_dir))
-    return out.parent / f".{out.name}.lock"
+    return out.parent / f"{hidden_name(out)}.lock"
 
 
 @contextlib.contextmanager
