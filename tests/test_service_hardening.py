@@ -292,3 +292,16 @@ def test_raster_pixel_bomb_is_413_before_any_work(server, roots: Path, tmp_path:
                                                   "path": "bomb.tif"}, timeout=60)
     message = error_of(r, 413)
     assert "bomb.tif" in message and "raster is 100000x100000" in message and str(roots) not in message
+
+
+def test_job_item_errors_show_paths_relative_to_the_root(server, roots: Path):
+    (roots / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 50)
+    client = server()
+    r = client.post("/v1/jobs", json={"inputs": ["bad.png"], "query": "bright spots", "plugin": "demo"})
+    assert r.status_code == 202, r.text
+    url = r.json()["url"]
+    deadline = time.monotonic() + 30
+    while (job := client.get(url).json())["state"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    error = job["items"][0]["error"]
+    assert job["state"] == "failed" and "bad.png" in error and str(roots) not in error, job

@@ -418,14 +418,15 @@ def create_app(
             JobItemOut(
                 input=i.input, state=i.state, result_id=i.result_id,
                 links=links(request, i.result_id, i.outputs) if i.result_id else {},
-                absent=i.absent, instance_count=i.instance_count, error=i.error, seconds=i.seconds,
+                absent=i.absent, instance_count=i.instance_count, error=scrub(i.error) if i.error else i.error,
+                seconds=i.seconds,
             )
             for i in job.items
         ]
         return JobOut(
             id=job.id, state=job.state, runner=job.runner, flow=job.flow, url=f"{root}/v1/jobs/{job.id}",
             query=job.query, plugin=job.plugin, submitted=job.submitted, started=job.started, finished=job.finished,
-            message=job.message, result_id=job.result_id,
+            message=scrub(job.message) if job.message else job.message, result_id=job.result_id,
             links=links(request, job.result_id, job.outputs) if job.result_id else {}, items=items,
         )
 
