@@ -141,20 +141,23 @@ def run(
     out_dir = out or engine.default_out_dir(input)
     from rscore.io.outdir import check_out_dir, out_dir_lock
 
-    _sweep_stale_temp()
+    _sweep_stale_temp(out_dir)
     check_out_dir(out_dir)  # before the computation: a folder we may not replace is refused in a second
     with out_dir_lock(out_dir):  # a second run into the same --out is told "in use by PID N" now, not at the end
         _run(input, query, plugin, out_dir, options, as_json)
 
 
-def _sweep_stale_temp() -> None:
-    """Tile folders of rscore processes that were killed (kill -9, power loss) are removed on the next start."""
+def _sweep_stale_temp(out_dir: Path) -> None:
+    """Tile folders and staging folders (beside ``out_dir``) of rscore processes that were killed (kill -9, power
+    loss) are removed on the next start; only those whose name and marker name a PID that no longer runs."""
+    import re
     import tempfile
 
-    from rscore.io.outdir import sweep_stale
+    from rscore.io.outdir import hidden_name, sweep_stale
     from rscore.tiling import TILES_PREFIX
 
     sweep_stale(tempfile.gettempdir(), TILES_PREFIX)
+    sweep_stale(Path(out_dir).absolute().parent, re.escape(hidden_name(out_dir) + ".") + "(?:tmp|old)-")
 
 
 def _run(input: Path, query: str, plugin: Optional[str], out_dir: Path, options: dict[str, Any], as_json: bool) -> None:
