@@ -310,3 +310,19 @@ def test_flows_run_temporary_server_dies_with_its_parent(tmp_path: Path, png: Pa
     for c in leftover:
         os.kill(c, signal.SIGKILL)
     assert not leftover, "the temporary Prefect server outlived rscore"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rscore_surgical") is None or importlib.util.find_spec("pydicom") is None,
+                    reason="needs the surgical plugin and pydicom")
+def test_ambiguous_series_number_is_called_ambiguous(tmp_path: Path):
+    sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
+    from adversarial import ct, write_dicom
+
+    from rscore.engine import open_scene
+    from rscore.errors import OptionError
+
+    for i in range(2):
+        write_dicom(tmp_path / "s" / f"a{i}.dcm", ct(), series_uid="1.2.3.20", series_number=7, z=i * 2.5)
+        write_dicom(tmp_path / "s" / f"b{i}.dcm", ct(), series_uid="1.2.3.21", series_number=7, z=i * 2.5)
+    with pytest.raises(OptionError, match="series 7 is ambiguous .* 2 series have SeriesNumber 7.*1.2.3.20.*1.2.3.21"):
+        open_scene(tmp_path / "s", plugin="surgical", options={"series": 7})
