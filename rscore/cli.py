@@ -1,8 +1,9 @@
 """The ``rscore`` command line: a thin layer over the library API.
 
 Exit codes are decided here and only here (:func:`main`): 0 success (an ``absent`` answer included), 2 bad input,
-usage or an unavailable resource (one line on stderr, no traceback, no output folder), 1 internal error, 130
-interrupted. Progress bars go to stderr and only when stderr is a terminal and ``--json`` is off.
+usage or an unavailable resource (one line on stderr, no traceback, no output folder), 1 internal error, 128 + the
+signal when interrupted ("interrupted" on stderr: 130 Ctrl-C / SIGINT, 143 SIGTERM, 129 SIGHUP). Progress bars go
+to stderr and only when stderr is a terminal and ``--json`` is off.
 """
 
 from __future__ import annotations
@@ -108,8 +109,13 @@ def run(
     bands: Annotated[Optional[str], typer.Option(help='Band roles in order, e.g. "red,green,blue,nir".')] = None,
     aux: Annotated[Optional[Path], typer.Option(help="Auxiliary co-registered input (e.g. imagery for a DEM).")] = None,
     tile_size: Annotated[int, typer.Option(help="Tile size in pixels for large inputs.", min=64)] = 1024,
-    max_pixels: Annotated[Optional[int], typer.Option(help="Refuse images with more pixels [default: 250e6].")] = None,
+    max_pixels: Annotated[
+        Optional[int], typer.Option(help="Refuse images and rasters with more pixels [default: 250e6 images, "
+                                    "2e9 rasters; also RSCORE_MAX_PIXELS].", min=1)
+    ] = None,
     option: Annotated[list[str], typer.Option("--option", "-O", help="Plugin option KEY=VALUE (repeatable).")] = [],  # noqa: B006
+    strict: Annotated[bool, typer.Option("--strict", help="Damaged input (e.g. a truncated video) is an error, "
+                                         "not a result warning.")] = False,
 ) -> None:
     """Segment what QUERY asks for in INPUT; write masks, overlay and result.json."""
     from rscore import engine
@@ -128,10 +134,35 @@ def run(
         "aux": str(aux) if aux else None,
         "tile_size": tile_size,
         "max_pixels": max_pixels,
+        "strict": True if strict else None,
         **_parse_options(option),
     }
     options = {k: v for k, v in options.items() if v is not None}
     out_dir = out or engine.default_out_dir(input)
+    from rscore.io.outdir import check_out_dir, out_dir_lock
+
+    _sweep_stale_temp(out_dir)
+    check_out_dir(out_dir)  # before the computation: a folder we may not replace is refused in a second
+    with out_dir_lock(out_dir):  # a second run into the same --out is told "in use by PID N" now, not at the end
+        _run(input, query, plugin, out_dir, options, as_json)
+
+
+def _sweep_stale_temp(out_dir: Path) -> None:
+    """Tile folders and staging folders (beside ``out_dir``) of rscore processes that were killed (kill -9, power
+    loss) are removed on the next start; only those whose name and marker name a PID that no longer runs."""
+    import re
+    import tempfile
+
+    from rscore.io.outdir import hidden_name, sweep_stale
+    from rscore.tiling import TILES_PREFIX
+
+    sweep_stale(tempfile.gettempdir(), TILES_PREFIX)
+    sweep_stale(Path(out_dir).absolute().parent, re.escape(hidden_name(out_dir) + ".") + "(?:tmp|old)-")
+
+
+def _run(input: Path, query: str, plugin: Optional[str], out_dir: Path, options: dict[str, Any], as_json: bool) -> None:
+    from rscore import engine
+
     show_progress = not as_json and sys.stderr.isatty()
     if show_progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -435,12 +466,16 @@ def _is(exc: BaseException, class_name: str) -> bool:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app and maps outcomes to exit codes (the only place that does)."""
     code = 0
+    _handle_termination()
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="rscore")
         code = rv if isinstance(rv, int) else 0
+        if _state.get("signal"):  # typer turns KeyboardInterrupt into a silent exit code 130
+            _fail("interrupted")
+            code = _interrupted_code()
     except KeyboardInterrupt:
         _fail("interrupted")
-        code = 130
+        code = _interrupted_code()
     except _ExitWithMessage as exc:
         _fail(str(exc))
         code = exc.code
@@ -457,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
             code = 2
         elif _is(exc, "Abort"):
             _fail("interrupted")
-            code = 130
+            code = _interrupted_code()
         elif _is(exc, "ClickException"):
             _fail(exc.format_message())  # type: ignore[attr-defined]
             code = exc.exit_code  # type: ignore[attr-defined]
@@ -467,6 +502,31 @@ def main(argv: list[str] | None = None) -> None:
             _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback; please report it)")
             code = 1
     sys.exit(code)
+
+
+def _handle_termination() -> None:
+    """SIGTERM (and SIGHUP) unwind like Ctrl-C: staging and tile folders are removed, "interrupted" is said, and the
+    exit code is 128 + the signal (130 SIGINT, 143 SIGTERM, 129 SIGHUP). A second signal kills at once."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        _state["signal"] = signum
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                signal.signal(sig, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(sig, on_signal)
+
+
+def _interrupted_code() -> int:
+    return 128 + int(_state.get("signal") or 2)
 
 
 def _fail(message: str) -> None:

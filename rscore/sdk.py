@@ -44,6 +44,7 @@ class Reader:
     name: ClassVar[str] = ""
     suffixes: ClassVar[tuple[str, ...]] = ()
     accepts_directories: ClassVar[bool] = False
+    path_options: ClassVar[tuple[str, ...]] = ()  # options naming more input files (the service confines them)
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """``True`` if ``head`` (the first 512 bytes, empty for directories) is a format this reader opens."""
@@ -219,6 +220,7 @@ class Template:
     sources: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()  # names of classes 1..n when the program returns graded classes
     caveats: tuple[str, ...] = ()  # known limits and confusions, copied into Result.caveats whenever it answers
+    path_options: tuple[str, ...] = ()  # options its program reads as server-side files (the service confines them)
     plugin: str = ""  # filled in by the registry
 
     @property

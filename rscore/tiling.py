@@ -11,12 +11,13 @@ memory does not grow with the raster. Writers read either through :func:`read_wi
 
 from __future__ import annotations
 
+import atexit
 import io
 import logging
 import math
 import os
 import shutil
-import tempfile
+import weakref
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -101,6 +102,16 @@ class ArraySink:
         return self.array
 
 
+TILES_PREFIX = "rscore-tiles-"
+_LIVE: weakref.WeakSet[TiledArray] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live() -> None:  # an interrupted run (SIGINT/SIGTERM) leaves no tile folders behind
+    for arr in list(_LIVE):
+        arr.close()
+
+
 class TiledArray:
     """A lazy 2D array kept as tiles in a temporary folder (deleted with the object or ``close()``).
 
@@ -115,7 +126,11 @@ class TiledArray:
         self.dtype = np.dtype(dtype)
         self.fill = fill
         self.compressed = self.dtype.kind in "biu"
-        self._dir = tempfile.mkdtemp(prefix="rscore-tiles-")
+        from rscore.io.outdir import make_temp_dir
+
+        # rscore-tiles-<pid>-*, with a marker: removed at exit, or by a later run if this process is killed
+        self._dir = str(make_temp_dir(TILES_PREFIX))
+        _LIVE.add(self)
         self._written: set[tuple[int, int]] = set()
 
     @property

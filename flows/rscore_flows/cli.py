@@ -87,10 +87,66 @@ def _batch_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGTERM when the thread that started it ends (also after ``kill -9`` of rscore)."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _tie_ephemeral_server() -> None:
+    """Prefect's temporary API server (a uvicorn child process) is stopped by an ``atexit`` hook only: a killed
+    ``rscore flows run`` left it running, holding the caller's pipes open. Start it so that it dies with us (Linux
+    parent-death signal, when started from the main thread, whose end is the process's end) and without our stdio."""
+    import subprocess
+    import sys
+    import threading
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        from prefect.server.api import server as prefect_server
+    except ImportError:  # pragma: no cover
+        return
+    cls = prefect_server.SubprocessASGIServer
+    original = cls._run_uvicorn_command
+    if getattr(original, "_rscore_tied", False):
+        return
+
+    def run_uvicorn_command(self: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return original(self)
+        real = prefect_server.subprocess
+
+        class _Tied:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            @staticmethod
+            def Popen(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - stands in for subprocess.Popen
+                kwargs.setdefault("preexec_fn", _die_with_parent)
+                kwargs.setdefault("stdin", subprocess.DEVNULL)
+                kwargs.setdefault("stdout", subprocess.DEVNULL)
+                return real.Popen(*args, **kwargs)
+
+        prefect_server.subprocess = _Tied()  # type: ignore[assignment]
+        try:
+            return original(self)
+        finally:
+            prefect_server.subprocess = real
+
+    run_uvicorn_command._rscore_tied = True  # type: ignore[attr-defined]
+    cls._run_uvicorn_command = run_uvicorn_command  # type: ignore[method-assign]
+
+
 @contextlib.contextmanager
 def _ephemeral_timeout() -> Iterator[None]:
     import prefect.settings as ps
 
+    _tie_ephemeral_server()
     if os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or ps.PREFECT_API_URL.value():
         yield
         return

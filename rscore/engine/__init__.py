@@ -19,12 +19,14 @@ Strategies are chosen by options: ``reasoner`` (``analytic`` default; others com
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import logging
 import os
 import platform
+import re
 import shutil
-import tempfile
+import stat
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -115,6 +117,13 @@ def open_scene(
     except (OSError, ValueError) as exc:  # name too long, undecodable name, ...
         raise InputError(f"cannot be opened ({getattr(exc, 'strerror', None) or exc})", path=path) from None
     if not exists:
+        if path.is_symlink():
+            try:
+                os.stat(path)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise InputError("is a symbolic link loop", path=path) from None
+            raise InputError("is a broken symbolic link (its target does not exist)", path=path)
         raise InputError("no such file or directory", path=path)
     readers = reg.readers_for(plugin)
     if is_dir:
@@ -123,7 +132,10 @@ def open_scene(
             raise InputError("is a directory; no installed reader opens folders like this one (give a file)", path=path)
     else:
         try:
-            size = path.stat().st_size
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or never end
+                raise InputError("is not a regular file (a FIFO, device or socket); give a file", path=path)
+            size = info.st_size
             with open(path, "rb") as fh:
                 head = fh.read(512)
         except OSError as exc:
@@ -157,6 +169,10 @@ def open_scene(
         raise InputError(f"could not be read by the {reader.name} reader ({type(exc).__name__}: {exc})", path=path) from None
     if scene.height <= 0 or scene.width <= 0:
         raise InputError(f"has no pixels ({scene.width}x{scene.height})", path=path)
+    if scene.kind in ("image", "raster"):  # a reader that reads lazily is checked here, before any tile work
+        from rscore.io.images import check_pixel_limit
+
+        check_pixel_limit(path, scene.width, scene.height, options, kind=scene.kind)
     return scene
 
 
@@ -376,45 +392,53 @@ def write_outputs(
 ) -> Result:
     """Run the writers into a temporary folder, then move it into place: all outputs or none.
 
-    An existing ``out_dir`` is replaced only if it is empty or an earlier rscore output (has ``result.json``).
-    Returns the result with ``outputs`` = ``{name: path relative to out_dir}``.
+    An existing ``out_dir`` is replaced only if it is empty or an rscore output folder whose marker
+    (:data:`rscore.io.outdir.MARKER`) lists every file in it; otherwise :class:`OptionError` and nothing is touched.
+    The folder is locked while it is written (another process: "in use by PID N"), and staging folders of dead
+    processes beside it are swept first. Returns the result with ``outputs`` = ``{name: path relative to out_dir}``.
     """
+    from rscore.io.outdir import check_out_dir, hidden_name, make_temp_dir, out_dir_lock, sweep_stale, write_marker
+
     reg = registry or default_registry()
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise OptionError(f"output folder {out_dir} exists and is not a folder")
-        if any(out_dir.iterdir()) and not (out_dir / "result.json").exists():
-            raise OptionError(f"output folder {out_dir} exists and is not an rscore output folder; choose another --out")
+    check_out_dir(out_dir)
     created: list[Path] = []
     for parent in reversed(out_dir.absolute().parents):
         if not parent.exists():
             created.append(parent)
     t0 = time.perf_counter()
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    except OSError as exc:
-        raise OptionError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
-    try:
-        writers = [w for w in reg.writers_for(result.plugin) if w.applies(scene, result)]
-        writers.sort(key=lambda w: bool(getattr(w, "final", False)))
-        outputs: dict[str, str] = {}
-        for writer in writers:
-            if getattr(writer, "final", False):
-                timings = {**result.timings, "write_s": round(time.perf_counter() - t0, 4)}
-                result = result.replace(outputs=dict(outputs), timings=timings)
-            written = writer.write(scene, result, tmp)
-            outputs.update({k: os.path.relpath(v, tmp) for k, v in written.items()})
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "x")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        with out_dir_lock(out_dir):
+            hidden = hidden_name(out_dir)
+            sweep_stale(out_dir.parent, re.escape(f"{hidden}.") + r"(?:tmp|old)-")
+            try:
+                tmp = make_temp_dir(f"{hidden}.tmp-", out_dir.parent)
+            except OSError as exc:
+                raise OptionError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
+            try:
+                writers = [w for w in reg.writers_for(result.plugin) if w.applies(scene, result)]
+                writers.sort(key=lambda w: bool(getattr(w, "final", False)))
+                outputs: dict[str, str] = {}
+                for writer in writers:
+                    if getattr(writer, "final", False):
+                        timings = {**result.timings, "write_s": round(time.perf_counter() - t0, 4)}
+                        result = result.replace(outputs=dict(outputs), timings=timings)
+                    written = writer.write(scene, result, tmp)
+                    outputs.update({k: os.path.relpath(v, tmp) for k, v in written.items()})
+                write_marker(tmp)
+                check_out_dir(out_dir)  # again: files may have appeared while we computed
+                if out_dir.exists():
+                    old = make_temp_dir(f"{hidden}.old-", out_dir.parent)
+                    try:
+                        os.replace(out_dir, old / "x")
+                        os.replace(tmp, out_dir)
+                    finally:
+                        shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(tmp, out_dir)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)  # gone already when it became out_dir
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
         for parent in reversed(created):
             try:
                 parent.rmdir()
@@ -443,7 +467,10 @@ def run(
     validate_query(query)
     from rscore.video.reader import normalise_url
 
+    from rscore.io.outdir import check_out_dir
+
     url = normalise_url(path)  # also repairs 'rtsp:/host' (what a Path makes of rtsp://host)
+    check_out_dir(out_dir or default_out_dir(url or path))  # before the computation, not after it
     if url is not None:
         from rscore.video.engine import run_video
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rscore.errors import ImageTooLarge, InputError
+from rscore.errors import ImageTooLarge, InputError, OptionError
 from rscore.sdk import Reader
 from rscore.types import ArraySource, Scene, Window
 
@@ -37,16 +37,37 @@ _MAGIC = (
 )
 
 
-def max_pixels(options: Mapping[str, Any] | None = None) -> int:
-    value = (options or {}).get("max_pixels") or os.environ.get("RSCORE_MAX_PIXELS") or DEFAULT_MAX_PIXELS
-    return int(float(value))
+DEFAULT_MAX_RASTER_PIXELS = 2_000_000_000  # ~44,700 px square: a large DEM mosaic, read lazily tile by tile
 
 
-def check_pixel_limit(path: Path, width: int, height: int, options: Mapping[str, Any] | None = None) -> None:
-    limit = max_pixels(options)
+def max_pixels(options: Mapping[str, Any] | None = None, *, kind: str = "image") -> int:
+    """The pixel limit: ``max_pixels`` option, else ``RSCORE_MAX_PIXELS``, else the default of the scene ``kind``
+    (images are decoded whole: 250e6; rasters are read by window: 2e9). Not a positive whole number -> OptionError."""
+    value = (options or {}).get("max_pixels")
+    source = "--max-pixels"
+    if value is None or value == "":
+        value, source = os.environ.get("RSCORE_MAX_PIXELS", "").strip() or None, "RSCORE_MAX_PIXELS"
+    if value is None:
+        return DEFAULT_MAX_RASTER_PIXELS if kind == "raster" else DEFAULT_MAX_PIXELS
+    try:
+        number = float(value)
+        ok = not isinstance(value, bool) and number.is_integer() and number >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise OptionError(f"{source} must be a positive whole number of pixels, got {value!r}")
+    return int(number)
+
+
+def check_pixel_limit(
+    path: Path | None, width: int, height: int, options: Mapping[str, Any] | None = None, *, kind: str = "image"
+) -> None:
+    """Refuse a ``kind`` ("image", "raster") of ``width`` x ``height`` over :func:`max_pixels` (ImageTooLarge: exit 2,
+    HTTP 413), before anything is decoded or tiled."""
+    limit = max_pixels(options, kind=kind)
     if width * height > limit:
         raise ImageTooLarge(
-            f"image is {width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
+            f"{kind} is {width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
             "(raise it with --max-pixels or RSCORE_MAX_PIXELS if you trust this file)",
             path=path,
         )

@@ -20,6 +20,7 @@ InferencePool` threads, never on the event loop.
 """
 
 
+import asyncio
 import contextlib
 import importlib.util
 import json
@@ -28,6 +29,7 @@ import mimetypes
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -65,6 +67,7 @@ from rscore.service.security import (
     check_options,
     key_is_valid,
     parse_options,
+    path_option_names,
     resolve_allowed,
     safe_relative_path,
     safe_upload_name,
@@ -79,7 +82,9 @@ STATIC_DIR = Path(__file__).parent / "static"
 API_KEY_HEADER = "X-API-Key"
 FORM_SLACK_BYTES = MIB  # room for the form fields and multipart framing on top of the file itself
 NO_NUL = r"^[^\x00]+$"
-DRAIN_MAX_BYTES = 256 * MIB  # a refused body up to this size is read and discarded so the client sees the answer
+# A refused body up to this size is read and discarded so that the client sees the answer (closing a socket with
+# unread data resets it); a larger one is not read at all: the answer goes out at once with "Connection: close".
+DRAIN_MAX_BYTES = MIB
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
@@ -179,7 +184,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------------------- middleware
 class _BodyTooLarge(StarletteHTTPException):
-    """Raised from ``receive`` while the body streams in; an HTTPException so FastAPI passes it through as is."""
+    """Raised from ``receive`` while the body streams in (over the limit: 413; stalled: 408); an HTTPException so
+    FastAPI passes it through as is."""
 
 
 class _Guard:
@@ -237,16 +243,26 @@ class _Guard:
                 await reject(503, str(full), {"Retry-After": str(full.retry_after_s)})
                 return
             received = 0
+            read_timeout = self.settings.read_timeout_s
+
+            body_done = False
 
             async def counting_receive() -> Message:
-                nonlocal received
-                message = await receive()
+                nonlocal received, body_done
+                if body_done:  # later calls wait for a disconnect: no deadline on those
+                    return await receive()
+                try:  # a client that stalls mid-body holds a connection and a form parser: cut it off
+                    message = await asyncio.wait_for(receive(), read_timeout)
+                except asyncio.TimeoutError:
+                    raise _BodyTooLarge(
+                        408, f"the request body stalled for {read_timeout:g} s (RSCORE_READ_TIMEOUT_S); send it faster",
+                        headers={"Connection": "close"},
+                    ) from None
                 if message["type"] == "http.request":
+                    body_done = not message.get("more_body", False)
                     received += len(message.get("body", b""))
-                    if received > self.max_body:
-                        if message.get("more_body", False):
-                            await _drain(receive, DRAIN_MAX_BYTES)
-                        raise _BodyTooLarge(413, self._too_large(received))
+                    if received > self.max_body:  # a chunked body is capped while it streams in, not read on
+                        raise _BodyTooLarge(413, self._too_large(received), headers={"Connection": "close"})
                 return message
 
             await self.app(scope, counting_receive, send_with_headers)
@@ -298,9 +314,13 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        pool.close(wait=False)
-        runner.close()
+        sweeper = asyncio.create_task(_expire_periodically(output_root, settings.result_ttl_s))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            pool.close(wait=False)
+            runner.close()
 
     app = FastAPI(
         title="rscore",
@@ -317,6 +337,7 @@ def create_app(
     # The key header is documented only when keys are configured; _Guard enforces it before any body is read.
     auth = [Security(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))] if settings.auth_required else []
     plugin_names = [n for n in reg.plugin_names if n != CORE]
+    path_options = path_option_names(reg)  # every option naming a file goes through the allowed-roots check
     plugin_schema: dict[str, Any] = {"enum": [*plugin_names, "", None]} if plugin_names else {}
 
     class JobRequest(BaseModel):
@@ -347,7 +368,7 @@ def create_app(
     async def _rscore_error(_request: Request, exc: RscoreError) -> JSONResponse:
         if exc.http_status >= 500:
             log.error("%s: %s", type(exc).__name__, exc)
-        return _json(exc.http_status, _scrub(str(exc), output_root))
+        return _json(exc.http_status, scrub(str(exc)))
 
     @app.exception_handler(QueueFull)
     async def _queue_full(_request: Request, exc: QueueFull) -> JSONResponse:
@@ -379,6 +400,12 @@ def create_app(
         return _json(500, f"internal error {ref}: {type(exc).__name__} (see the service log)")
 
     # -------------------------------------------------------------------------------------------- helpers
+    def scrub(message: str) -> str:
+        """Server folders out of a client-facing message: paths under an allowed root are shown relative to it."""
+        for root in settings.allowed_roots:
+            message = message.replace(str(root) + os.sep, "").replace(str(root), ".")
+        return _scrub(message, output_root)
+
     def links(request: Request, result_id: str, outputs: Mapping[str, str]) -> dict[str, str]:
         root = request.scope.get("root_path", "")
         return {
@@ -391,14 +418,15 @@ def create_app(
             JobItemOut(
                 input=i.input, state=i.state, result_id=i.result_id,
                 links=links(request, i.result_id, i.outputs) if i.result_id else {},
-                absent=i.absent, instance_count=i.instance_count, error=i.error, seconds=i.seconds,
+                absent=i.absent, instance_count=i.instance_count, error=scrub(i.error) if i.error else i.error,
+                seconds=i.seconds,
             )
             for i in job.items
         ]
         return JobOut(
             id=job.id, state=job.state, runner=job.runner, flow=job.flow, url=f"{root}/v1/jobs/{job.id}",
             query=job.query, plugin=job.plugin, submitted=job.submitted, started=job.started, finished=job.finished,
-            message=job.message, result_id=job.result_id,
+            message=scrub(job.message) if job.message else job.message, result_id=job.result_id,
             links=links(request, job.result_id, job.outputs) if job.result_id else {}, items=items,
         )
 
@@ -410,7 +438,7 @@ def create_app(
         query = engine.validate_query(query)
         plugin = plugin.strip() if plugin and plugin.strip() else None
         reg.require_plugin(plugin)
-        return query, plugin, check_options(options, settings.allowed_roots)
+        return query, plugin, check_options(options, settings.allowed_roots, path_options)
 
     # ----------------------------------------------------------------------------------------------- routes
     @app.post(
@@ -499,7 +527,7 @@ def create_app(
         try:
             doc = await pool.run(task, settings.request_timeout_s)
         except RscoreError as exc:
-            message = _scrub(str(exc).replace(str(staging) + os.sep, ""), output_root)
+            message = scrub(str(exc).replace(str(staging) + os.sep, ""))
             if exc.http_status >= 500:
                 log.error("%s: %s", type(exc).__name__, message)
             return _json(exc.http_status, message)  # type: ignore[return-value]
@@ -661,6 +689,51 @@ def _result_dir(output_root: Path, result_id: str) -> Path:
     if not folder.is_dir():
         raise StarletteHTTPException(404, f"no result '{result_id}' (it may have been removed)")
     return folder
+
+
+def expire_results(output_root: Path, ttl_s: float, now: float | None = None) -> list[str]:
+    """Remove result folders older than ``ttl_s`` seconds (by modification time) from ``output_root``: only folders
+    named like a result id that carry rscore's output marker, i.e. that this service wrote; and staging folders of
+    uploads older than that. Returns the ids removed."""
+    from rscore.io.outdir import MARKER
+
+    if not ttl_s or ttl_s == float("inf"):
+        return []
+    now = time.time() if now is None else now
+    removed: list[str] = []
+    for parent in (output_root, output_root / ".staging"):
+        try:
+            entries = list(os.scandir(parent))
+        except OSError:
+            continue
+        for entry in entries:
+            if not RESULT_ID.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                if now - entry.stat(follow_symlinks=False).st_mtime < ttl_s:
+                    continue
+            except OSError:
+                continue
+            if parent == output_root and not os.path.isfile(os.path.join(entry.path, MARKER)):
+                continue  # not something rscore wrote: leave it
+            shutil.rmtree(entry.path, ignore_errors=True)
+            if parent == output_root and not os.path.exists(entry.path):
+                removed.append(entry.name)
+    if removed:
+        log.info("removed %d expired result folder(s) (RSCORE_RESULT_TTL_S=%g)", len(removed), ttl_s)
+    return removed
+
+
+async def _expire_periodically(output_root: Path, ttl_s: float) -> None:
+    if not ttl_s or ttl_s == float("inf"):
+        return
+    interval = min(max(ttl_s / 4, 0.5), 600.0)
+    while True:
+        try:
+            await run_in_threadpool(expire_results, output_root, ttl_s)
+        except Exception:  # a sweep that fails must not stop the service; it is retried next round
+            log.exception("expiring old results failed")
+        await asyncio.sleep(interval)
 
 
 def _copy_upload(file: UploadFile, dest: Path, limit: int, client_name: str) -> None:

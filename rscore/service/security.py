@@ -5,8 +5,10 @@ Errors are classes of the :mod:`rscore.errors` tree with the HTTP status the ser
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,6 +25,8 @@ __all__ = [
     "safe_relative_path",
     "parse_options",
     "check_options",
+    "path_option_names",
+    "shown_path",
     "RESULT_ID",
     "SERVER_ONLY_OPTIONS",
 ]
@@ -32,8 +36,9 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 
 # Options a client may not set per request: they point the server at endpoints, weights or limits the operator owns.
 SERVER_ONLY_OPTIONS = ("endpoint", "weights", "model", "max_pixels", "api_key")
-# Options naming an input file: allowed only under the allowed roots, like ``path``.
-PATH_OPTIONS = ("aux",)
+# Options naming server-side files or folders: allowed only under the allowed roots, like ``path``. Templates and
+# readers add theirs by declaring ``path_options`` (see :func:`path_option_names`).
+PATH_OPTIONS = ("aux", "adapter")
 _STR_OPTIONS = ("reasoner", "segmenter", "matcher", "template", "bands")
 _INT_OPTIONS = {"tile_size": (64, 16384), "min_area_px": (0, 10**12), "max_instances": (1, 100_000)}
 
@@ -60,36 +65,66 @@ def key_is_valid(given: str | None, keys: Iterable[str]) -> bool:
     return ok
 
 
+def _outside(what: str, shown: str) -> PathNotAllowed:
+    # One message for every refused path, whether or not it exists, is a link, a loop or unreadable: the answer
+    # must not tell a client anything about the server's files outside the roots.
+    return PathNotAllowed(f"{what} '{shown}' is outside the folders this service may read")
+
+
+def _under(path: Path, roots: tuple[Path, ...]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def shown_path(path: Path | str, roots: tuple[Path, ...]) -> str:
+    """``path`` as a client may see it: relative to the allowed root that holds it, else its base name."""
+    p = Path(path)
+    for root in roots:
+        if p == root:
+            return "."
+        if p.is_relative_to(root):
+            return p.relative_to(root).as_posix()
+    return p.name
+
+
 def resolve_allowed(raw: str, roots: tuple[Path, ...], *, what: str = "path") -> Path:
     """``raw`` resolved (symlinks followed, ``..`` collapsed), if it lies under one of ``roots``; else 403.
 
-    A relative ``raw`` is taken relative to the first root. The check runs on the resolved path, so a symlink
-    inside a root that points outside it is refused too.
+    A relative ``raw`` is taken relative to the first root. A path that is not under a root even before symlinks
+    are followed is refused without touching the file system; then the check runs on the resolved path, so a
+    symlink inside a root that points outside it is refused too, with the same message.
     """
     if not roots:
         raise PathNotAllowed(
             f"{what}: server-side paths are disabled on this service (RSCORE_ALLOWED_ROOTS is not set); upload the file"
         )
-    if not raw or not raw.strip() or "\x00" in raw:
+    if not isinstance(raw, str) or not raw or not raw.strip() or "\x00" in raw:
         raise OptionError(f"{what}: empty or contains a NUL character")
     shown = raw if len(raw) <= 200 else raw[:200] + "..."
     candidate = Path(raw)
     if not candidate.is_absolute():
         candidate = roots[0] / candidate
+    lexical = Path(os.path.normpath(candidate))
+    if not _under(lexical, roots):
+        raise _outside(what, shown)
     try:
-        resolved = candidate.resolve()
-    except (OSError, RuntimeError, ValueError):  # symlink loops, names the file system cannot encode
-        raise PathNotAllowed(f"{what} '{shown}' cannot be resolved inside the allowed folders") from None
-    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
-        raise PathNotAllowed(f"{what} '{shown}' is outside the folders this service may read")
+        resolved = candidate.resolve(strict=False)
+    except RuntimeError:  # Python < 3.13: a symlink loop
+        raise InputError(f"{what} '{shown_path(lexical, roots)}': a symbolic link loop") from None
+    except (OSError, ValueError):  # names the file system cannot encode
+        raise InputError(f"{what} '{shown_path(lexical, roots)}' cannot be resolved") from None
+    if not _under(resolved, roots):
+        raise _outside(what, shown)
+    rel = shown_path(resolved, roots)
     try:
         resolved.stat()
     except (FileNotFoundError, NotADirectoryError):
         pass  # the reader reports a missing input (422) in its own words
     except ValueError:
-        raise OptionError(f"{what} '{shown}' is not a valid file name here") from None
-    except OSError as exc:  # name too long, permission denied, I/O error...
-        raise InputError(f"{what} '{shown}' cannot be accessed ({exc.strerror or type(exc).__name__})") from None
+        raise OptionError(f"{what} '{rel}' is not a valid file name here") from None
+    except OSError as exc:  # name too long, permission denied, a loop (ELOOP), I/O error...
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{what} '{rel}': a symbolic link loop") from None
+        raise InputError(f"{what} '{rel}' cannot be accessed ({exc.strerror or type(exc).__name__})") from None
     return resolved
 
 
@@ -121,18 +156,58 @@ def parse_options(text: str | None) -> dict[str, Any]:
     return value
 
 
-def check_options(options: Mapping[str, Any], roots: tuple[Path, ...]) -> dict[str, Any]:
-    """Refuse server-only options, type-check the core ones, confine path options to the allowed roots."""
+def path_option_names(registry: Any = None) -> frozenset[str]:
+    """Option names that name server-side files: the core ones (:data:`PATH_OPTIONS`) plus every ``path_options``
+    a template or reader of ``registry`` declares. A key matches as itself or scoped (``<scope>_<name>``, or
+    ``{"<scope>": {"<name>": ...}}``)."""
+    names = set(PATH_OPTIONS)
+    if registry is not None:
+        for template in registry.templates_for(None):
+            names.update(getattr(template, "path_options", ()) or ())
+        for reader in registry.readers_for(None):
+            names.update(getattr(reader, "path_options", ()) or ())
+    return frozenset(names)
+
+
+def _matches(key: str, names: Iterable[str]) -> bool:
+    return any(key == n or key.endswith("_" + n) for n in names)
+
+
+def _confine_paths(key: str, value: Any, roots: tuple[Path, ...]) -> Any:
+    """A path option's value (a path, comma-separated paths, or a list of them) with every path confined."""
+    what = f"option '{key}'"
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if not parts:
+            raise OptionError(f"{what} must be a path (a non-empty string)")
+        return ",".join(str(resolve_allowed(p, roots, what=what)) for p in parts)
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return [str(resolve_allowed(v, roots, what=f"{what}[{i}]")) for i, v in enumerate(value)]
+    raise OptionError(f"{what} must be a path (string) or a list of paths, got {type(value).__name__}")
+
+
+def check_options(
+    options: Mapping[str, Any], roots: tuple[Path, ...], path_options: Iterable[str] = PATH_OPTIONS, *, _depth: int = 0
+) -> dict[str, Any]:
+    """Refuse server-only options, type-check the core ones, confine path options to the allowed roots.
+
+    ``path_options``: names of options that name files (:func:`path_option_names`); they, scoped variants and the
+    same keys inside nested option mappings all go through :func:`resolve_allowed`, like ``path``.
+    """
+    names = tuple(path_options)
     out: dict[str, Any] = {}
     for key, value in options.items():
         if value is None:
             continue
-        if key in SERVER_ONLY_OPTIONS:
+        key = str(key)
+        if _matches(key, SERVER_ONLY_OPTIONS):
             raise OptionError(f"option '{key}' is set by the service operator and cannot be given per request")
-        if key in PATH_OPTIONS:
-            if not isinstance(value, str):
-                raise OptionError(f"option '{key}' must be a path (string)")
-            out[key] = str(resolve_allowed(value, roots, what=f"option '{key}'"))
+        if _matches(key, names):
+            out[key] = _confine_paths(key, value, roots)
+        elif isinstance(value, Mapping):
+            if _depth >= 4:
+                raise OptionError(f"option '{key}': options nested more than 4 levels deep")
+            out[key] = check_options(value, roots, names, _depth=_depth + 1)
         elif key in _STR_OPTIONS:
             if not isinstance(value, str) or not value.strip() or len(value) > 200:
                 raise OptionError(f"option '{key}' must be a non-empty string of at most 200 characters")

@@ -17,6 +17,10 @@ variable                   meaning                                              
                            job, against ``PREFECT_API_URL``), ``inprocess`` (threads of this
                            process, jobs kept in memory) or ``auto`` (prefect when Prefect is
                            installed and ``PREFECT_API_URL`` is set, else inprocess)
+``RSCORE_RESULT_TTL_S``    seconds a result folder is kept (then removed: only folders this     604800 (7 days)
+                           service wrote, recognised by their marker); 0 = keep forever
+``RSCORE_READ_TIMEOUT_S``  seconds a client may stall while sending a request body; then 408  30
+                           and the connection is closed (slow headers: put a proxy in front)
 ``RSCORE_JOB_WORKERS``     jobs that run at the same time; ``RSCORE_QUEUE_SIZE`` more may      1
                            wait, beyond that ``POST /v1/jobs`` answers 503 + Retry-After (the
                            prefect runner runs up to ``RSCORE_WORKERS`` inputs of a job at a
@@ -61,6 +65,8 @@ class Settings:
     output_root: Path = Path("rscore-out/service")
     job_runner: str = "auto"
     job_workers: int = 1
+    result_ttl_s: float = 7 * 24 * 3600.0
+    read_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         for i, key in enumerate(self.api_keys, 1):
@@ -82,6 +88,10 @@ class Settings:
         if runner not in JOB_RUNNERS:
             raise OptionError(f"RSCORE_JOB_RUNNER must be one of {', '.join(JOB_RUNNERS)}, got '{self.job_runner}'")
         object.__setattr__(self, "job_runner", runner)
+        if not self.result_ttl_s >= 0:
+            raise OptionError(f"RSCORE_RESULT_TTL_S must be 0 (keep forever) or more, got {self.result_ttl_s}")
+        if not self.read_timeout_s > 0:
+            raise OptionError(f"RSCORE_READ_TIMEOUT_S must be positive, got {self.read_timeout_s}")
         if self.job_workers < 1:
             raise OptionError(f"RSCORE_JOB_WORKERS must be at least 1, got {self.job_workers}")
         roots = []
@@ -123,6 +133,8 @@ class Settings:
             ("RSCORE_QUEUE_SIZE", "queue_size", int),
             ("RSCORE_WORKERS", "workers", int),
             ("RSCORE_JOB_WORKERS", "job_workers", int),
+            ("RSCORE_RESULT_TTL_S", "result_ttl_s", float),
+            ("RSCORE_READ_TIMEOUT_S", "read_timeout_s", float),
         ):
             raw = env.get(var, "").strip()
             if raw:

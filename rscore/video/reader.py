@@ -193,6 +193,7 @@ class ReaderOptions:
     stuck_tolerance: float = 0.0
     stuck_action: str | None = None  # None: "reconnect" for streams, "warn" otherwise
     reverse_chunk: int = 32
+    strict: bool = False  # a file that ends before the frames its container declares is an error, not a warning
 
     def __post_init__(self) -> None:
         def fail(msg: str) -> None:
@@ -374,6 +375,21 @@ class FrameReader:
             kept += 1
             self.frames_kept += 1
             yield Frame(index, t, rgb, wall)
+        self._check_complete()
+
+    def _check_complete(self) -> None:
+        """A file that ended before the frame count its container declares is truncated or damaged: say so (a
+        result warning), or refuse it with ``strict``."""
+        declared = self.info.frame_count
+        if self.info.kind != "file" or not declared or self.frames_decoded >= declared:
+            return
+        name = Path(self.info.uri).name if not normalise_url(self.info.uri) else self.info.uri
+        msg = (f"{name}: truncated or damaged: read {self.frames_decoded} of {declared} frames the container "
+               "declares")
+        if self.options.strict:
+            raise InputError(msg + " (--strict)")
+        log.warning("%s", msg)
+        self.warnings.append(msg + "; the result covers only the frames read")
 
     def _force_reconnect(self) -> None:
         raise InputError(f"{self.info.uri}: cannot reconnect a source that is not a stream")  # pragma: no cover

@@ -97,6 +97,7 @@ TEMPLATES = [
         "user-drawn restricted or exclusion zones, from a polygon file",
         ("restricted zone", "exclusion zone", "danger area", "no-go zone", "restricted areas"),
         program=_zone,
+        path_options=("zones",),
         explain="pixels whose centre is inside a polygon of the zones file (-O zones=FILE, pixel coordinates); "
         "class = zone number in the file",
         prompt="Segment the restricted or exclusion zones marked on site (barriers, tape, painted hatching).",

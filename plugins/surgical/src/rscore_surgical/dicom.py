@@ -452,6 +452,9 @@ def _pick_series(path: Path, headers: list[tuple[Path, Any]], wanted: Any) -> li
         by_number = [uid for uid, items in series.items() if str(getattr(items[0][1], "SeriesNumber", "")) == wanted]
         if len(by_number) == 1:
             return series[by_number[0]]
+        if len(by_number) > 1:
+            raise OptionError(f"series {wanted} is ambiguous in {path}: {len(by_number)} series have SeriesNumber "
+                              f"{wanted}; pick one by SeriesInstanceUID: {_describe({u: series[u] for u in by_number})}")
         raise OptionError(f"series {wanted} is not in {path}; it holds: {_describe(series)}")
     if len(series) > 1:
         raise InputError(
