@@ -30,8 +30,11 @@ def test_one_view_flags_nothing_and_odd_frames_are_flagged():
     for k in range(4):
         stats.add(40 + k, card)
     stats.add(44, np.full((H, W, 3), 3, np.uint8))  # fade to black
-    for k in range(8):  # a cut to another camera: another place, same kind of picture statistics
-        stats.add(45 + k, np.ascontiguousarray(_view(k, seed=9)[::-1, ::-1]))
+    for k in range(8):  # a cut to another camera: an indoor view (beige floor, white pillars), someone walking
+        indoor = np.full((H, W, 3), (170, 150, 110), np.uint8)
+        indoor[:, 20:30] = indoor[:, 90:100] = 245
+        indoor[30:60, 40 + 3 * k:48 + 3 * k] = (30, 30, 40)
+        stats.add(45 + k, indoor)
     verdict = stats.verdict()
     assert set(verdict.reasons) == set(range(40, 53))
     assert 40 in verdict.cuts and all(i < 40 for i in range(40) if verdict.ok(i))

@@ -33,8 +33,9 @@ __all__ = ["Signature", "signature", "distance", "ViewStats", "OffView"]
 THUMB = 24  # px, side of the grey thumbnail
 HUE_BINS, SAT_BINS = 16, 4
 K_MAD = 6.0  # robust z-score beyond which a frame is not the camera's view
-FLOOR = 0.25  # absolute floor of the off-view distance (a clip with no odd frame flags nothing)
-CUT_FLOOR = 0.30  # absolute floor of a cut between consecutive frames
+FLOOR = 0.5  # absolute floor of the off-view distance: real fixed-camera clips stay under 0.25, a full-frame
+# overlay scores about 0.8, an end card 1.5-2.5
+CUT_FLOOR = 0.5  # absolute floor of a cut between consecutive frames
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def distance(a: Signature, b: Signature) -> float:
     return (
         float(np.mean(np.abs(a.thumb - b.thumb))) * 0.5
         + 0.5 * float(np.abs(a.hist - b.hist).sum())
-        + 4.0 * abs(a.edges - b.edges)
+        + 2.0 * abs(a.edges - b.edges)
         + abs(a.brightness - b.brightness)
     )
 
