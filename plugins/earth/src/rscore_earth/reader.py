@@ -264,8 +264,10 @@ class GeoRasterReader(Reader):
             units = ground_units(primary.crs)
             specs = [_spec(primary, warnings=warnings)]
             band_refs = [BandRef(0, i) for i in range(1, primary.count + 1)]
-            roles = _default_roles(primary, warnings, path.name)
+            assumptions: list[str] = []
+            roles = _default_roles(primary, warnings, path.name, assumptions)
             dtypes = [_effective_dtype(primary)]
+            radiometry = [_radiometry(primary)]
             aux_roles_all: list[str] = []
             for k, aux_path in enumerate(aux_paths, start=1):
                 aux = _open_dataset(aux_path)
@@ -273,8 +275,9 @@ class GeoRasterReader(Reader):
                     spec = _aux_spec(primary, aux, path, aux_path, options, warnings)
                     specs.append(spec)
                     band_refs += [BandRef(k, i) for i in range(1, aux.count + 1)]
-                    aux_roles_all += _default_roles(aux, warnings, aux_path.name)
+                    aux_roles_all += _default_roles(aux, warnings, aux_path.name, assumptions)
                     dtypes.append(_effective_dtype(aux))
+                    radiometry.append(_radiometry(aux))
                 finally:
                     aux.close()
             roles = _apply_role_options(roles, aux_roles_all, options, primary.count)
@@ -298,6 +301,9 @@ class GeoRasterReader(Reader):
                 "block_shape": list(primary.block_shapes[0]) if primary.block_shapes else None,
                 "overviews": len(primary.overviews(1)) if primary.count else 0,
                 "pixel_size_source": "option" if options.get("pixel_size_m") not in (None, "") else "crs",
+                # per dataset: "dn" (integers as stored), "scaled" (scale/offset tags), "toa" (Landsat MTL), "float"
+                "radiometry": radiometry,
+                "band_layout_assumed": [] if options.get("bands") not in (None, "") else assumptions,
             }
         finally:
             primary.close()
@@ -353,6 +359,17 @@ def _effective_dtype(ds: Any) -> np.dtype:
     if _scales_offsets(ds)[0] is not None or (ds.count == 1 and landsat_toa(Path(ds.name)) is not None):
         return np.dtype(np.float32)
     return np.result_type(*[np.dtype(d) for d in ds.dtypes])
+
+
+def _radiometry(ds: Any) -> str:
+    """What the pixel values of a dataset are: ``toa`` (Landsat DN converted with its MTL), ``scaled`` (scale/offset
+    tags applied), ``float`` (stored as floats: a product, units unknown) or ``dn`` (integers as stored: raw digital
+    numbers, or reflectance scaled by a factor the file does not state)."""
+    if _scales_offsets(ds)[0] is not None:
+        return "scaled"
+    if ds.count == 1 and landsat_toa(Path(ds.name)) is not None:
+        return "toa"
+    return "float" if any(np.issubdtype(np.dtype(d), np.floating) for d in ds.dtypes) else "dn"
 
 
 def _scales_offsets(ds: Any) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
@@ -482,7 +499,9 @@ def _role_from_description(text: str | None) -> str | None:
     return None if role == "other" else role
 
 
-def _default_roles(ds: Any, warnings: list[str], name: str) -> list[str | None]:
+def _default_roles(
+    ds: Any, warnings: list[str], name: str, assumptions: list[str] | None = None
+) -> list[str | None]:
     from rasterio.enums import ColorInterp
 
     ci_map = {ColorInterp.red: "red", ColorInterp.green: "green", ColorInterp.blue: "blue", ColorInterp.alpha: "alpha"}
@@ -496,6 +515,11 @@ def _default_roles(ds: Any, warnings: list[str], name: str) -> list[str | None]:
         if ds.colorinterp[3] in undefined:
             roles[3] = "nir"
             warnings.append(f"{name}: band 4 is not named; taken as NIR (RGBN convention). Pass --bands to override")
+            if assumptions is not None:
+                assumptions.append(
+                    f"{name}: bands 1-3 are tagged red, green, blue and band 4 is untagged, so the layout is taken "
+                    "as R,G,B,NIR (the NAIP / RGBN convention; --bands overrides)"
+                )
     if ds.count == 1 and roles[0] is None:
         dtype = np.dtype(ds.dtypes[0])
         if dtype == np.uint8:
