@@ -7,7 +7,9 @@ project drew by looking at frames of the two real clips in ``../shared/data/cons
 For every labelled frame the frame is decoded with rscore's video reader and answered through
 ``rscore.engine.segment`` as a frame of its clip (the scene carries the clip's path, as in a video run):
 
-- **before**: the colour rule alone (``-O hivis_person=off``, the behaviour before issue 14);
+- **before**: the colour rule alone as it was before issue 14 (``-O hivis_person=off hivis_red_guard=off``);
+- **colour rule + red guard**: the colour rule of today (``hivis_person=off``): orange-red blobs whose median hue
+  is redder than the standard's orange-red area (plain red jackets, doors) dropped;
 - **after**: the default (``hivis_person=auto``): hi-vis kept only on a moving person-shaped body (background
   model of the clip, :mod:`rscore_safety.worn`).
 
@@ -26,7 +28,7 @@ Figures (pixel counts summed over the frames of a source, then over both sources
     python benchmarks/hivis_precision.py [--data ../shared/data] [--draw DIR]
 
 ``--draw`` writes one PNG per frame: labels (vests green, hard hats yellow, people white), before (magenta) and
-after (cyan) side by side.
+red guard (orange) and after (cyan) side by side.
 """
 
 from __future__ import annotations
@@ -130,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     data = found
     runs = {
-        "before (colour rule, hivis_person=off)": ("hi-vis vests", {"hivis_person": "off"}),
+        "before (colour rule as before issue 14)": ("hi-vis vests", {"hivis_person": "off", "hivis_red_guard": "off"}),
+        "colour rule + red guard (hivis_person=off)": ("hi-vis vests", {"hivis_person": "off"}),
         "after (hi-vis on a person, default)": ("workers in hi-vis vests", {}),
     }
     totals = {k: Tally() for k in runs}
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = Path(args.draw)
                 out.mkdir(parents=True, exist_ok=True)
                 panels = []
-                for name, colour in zip(runs, ((255, 0, 255), (0, 255, 255))):
+                for name, colour in zip(runs, ((255, 0, 255), (255, 128, 0), (0, 255, 255))):
                     im = rgb.copy()
                     im[masks[name]] = colour
                     for key, c in (("people", (255, 255, 255)), ("hard_hats", (255, 230, 0)), ("vests", (0, 200, 0))):

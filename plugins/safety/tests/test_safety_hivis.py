@@ -113,3 +113,19 @@ def test_worker_clip_vest_is_found_on_the_worker(shared_data, frames, make_ctx):
         inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
         assert inside.mean() > 0.95, "orange-red pixels away from the worker's torso"
         assert out.mask.mean() < 0.05
+
+
+def test_plain_red_is_not_fluorescent_orange(make_ctx):
+    """A red jacket or door (hue about 0-4 deg) sits in the pixel hue margin of the orange-red band but its median
+    hue is redder than the standard's orange-red area: the blob is dropped; a fluorescent orange vest is not."""
+    from rscore_safety.plugin import _hivis
+
+    img = np.full((60, 80, 3), 90, np.uint8)
+    img[10:40, 5:25] = (225, 25, 20)  # plain red jacket: hue ~1 deg, S 0.9, V 0.88
+    img[10:40, 45:65] = (255, 100, 20)  # fluorescent orange vest
+    ctx = make_ctx(img)
+    out = _hivis(ctx)
+    assert not out.mask[:, :30].any() and out.mask[12:38, 47:63].all()
+    assert any("plain-red blob(s) dropped" in n.text for n in ctx.notes)
+    unguarded = _hivis(make_ctx(img, {"hivis_red_guard": "off"}))
+    assert unguarded.mask[12:38, 7:23].all()

@@ -33,6 +33,10 @@ def _hivis(ctx: OpContext) -> ProgramOutput:
     min_area = max(4.0, HIVIS_MIN_AREA_FRACTION * ctx.scene.height * ctx.scene.width)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     keep[0] = False
+    red = np.zeros(n, bool)
+    if str(ctx.params.get("hivis_red_guard", "on")).strip().lower() not in ("off", "false", "0", "no"):
+        red = hivis.red_side_components(hivis.rgb8(ctx), labels, n, raw) & keep
+        keep &= ~red
     mask = keep[labels] & ctx.valid
     # closing fills stripe gaps with no class: give them the class of the nearest coloured pixel
     classes = raw.copy()
@@ -45,7 +49,9 @@ def _hivis(ctx: OpContext) -> ProgramOutput:
     classes[~mask] = 0
     ctx.note(
         "hi-vis colour (EN ISO 20471 areas in HSV): " + "; ".join(b.describe() for b in opts.bands())
-        + f"; opened 3x3, closed 7x7, blobs >= {HIVIS_MIN_AREA_FRACTION:.2%} of the frame",
+        + f"; opened 3x3, closed 7x7, blobs >= {HIVIS_MIN_AREA_FRACTION:.2%} of the frame"
+        + (f"; {int(red.sum())} plain-red blob(s) dropped (median hue redder than the standard's orange-red area: "
+           "red clothing, paint, doors)" if red.any() else ""),
         operator="safety.hivis",
         share=float(mask[ctx.core_slices].mean()),
     )
