@@ -213,6 +213,7 @@ class _AnalyticDetector:
         run = run_program(scene, c.request, self.template, c.reg.operators, tile_size=int(c.opts["tile_size"]))
         if not self.steps and run.steps:
             self.steps = list(run.steps)
+        c.caveats.extend(x for x in run.caveats if x not in c.caveats)
         if run.targets:  # a program that points at things for a segmenter: the image engine does the rest
             return c.engine_detect(scene)
         mask = np.asarray(run.mask if isinstance(run.mask, np.ndarray) else run.mask.read(None), bool)  # TiledArray
@@ -329,6 +330,7 @@ class _Context:
     hook_counts: Counter[str] = field(default_factory=Counter)
     first_steps: tuple[str, ...] = ()  # what the preprocess hooks did to the first processed frame
     _prepared: tuple[Frame, Scene] | None = None
+    caveats: list[str] = field(default_factory=list)  # of the keyframe answer and the re-detections (Result.caveats)
     _warned: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -372,7 +374,9 @@ class _Context:
         """:func:`rscore.engine.segment` on an already preprocessed frame scene, its processing hooks left out."""
         from rscore import engine
 
-        return engine.segment(scene, self.query, plugin=self.plugin, options=self.opts, registry=self.image_reg)
+        res = engine.segment(scene, self.query, plugin=self.plugin, options=self.opts, registry=self.image_reg)
+        self.caveats.extend(c for c in res.caveats if c not in self.caveats)
+        return res
 
     def engine_detect(self, scene: Scene) -> list[Instance]:
         res = self.segment_image(scene)
@@ -1044,6 +1048,7 @@ def _result(
         keyframe_image=keyframe_image,
         reader_options={f.name: getattr(reader.options, f.name) for f in fields(reader.options)},
         scene=scene,
+        caveats=() if plan.absent else tuple(c.caveats),
     )
 
 

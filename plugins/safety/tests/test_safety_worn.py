@@ -144,3 +144,9 @@ def test_real_cctv_clips(shared_data):
     after = engine.segment(frame_scene(f, uri=str(avi)), "workers in hi-vis", plugin="safety",
                            options={"template": "hivis"})
     assert np.asarray(before.mask).sum() > 200 and after.absent
+
+
+def test_a_video_run_carries_the_programs_caveats(tmp_path):
+    folder, _ = _clip(tmp_path)
+    res = segment_video(folder, "workers in hi-vis vests", plugin="safety", options={"template": "hivis"})
+    assert not res.absent and any("standing still" in c for c in res.caveats)
