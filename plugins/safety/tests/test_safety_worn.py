@@ -150,3 +150,32 @@ def test_a_video_run_carries_the_programs_caveats(tmp_path):
     folder, _ = _clip(tmp_path)
     res = segment_video(folder, "workers in hi-vis vests", plugin="safety", options={"template": "hivis"})
     assert not res.absent and any("standing still" in c for c in res.caveats)
+
+
+@pytest.mark.shared_data
+def test_real_clip_with_an_end_card_keyframe_stays_on_the_camera_view(shared_data, tmp_path):
+    """The Intel worker clip followed by an orange end card (as clips published online often end): by hi-vis area
+    alone the card would be the keyframe; the camera's own view is chosen and the card is reported off-view."""
+    gif = shared_data / "construction" / "intel_worker-zone-detection.gif"
+    if not gif.exists():
+        pytest.skip("intel clip not present")
+    from rscore.video.reader import open_video
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    with open_video(gif) as reader:
+        n = 0
+        for f in reader:
+            if f.index % 2 == 0:  # every other frame keeps the test short
+                Image.fromarray(f.image).save(folder / f"f{n:03d}.png")
+                n += 1
+    card = np.full((270, 480, 3), (245, 95, 25), np.uint8)
+    card[110:160, 60:420] = 255
+    for k in range(4):
+        Image.fromarray(card).save(folder / f"f{n + k:03d}.png")
+    res = segment_video(folder, "hi-vis coloured objects", plugin="safety",
+                        options={"template": "hivis", "hivis_person": "off", "keyframe_samples": 40,
+                                 "propagator": "none"})
+    assert res.keyframe["frame"] < n
+    off = [c["frame"] for c in res.keyframe["candidates"] if c.get("off_view")]
+    assert off and min(off) >= n
