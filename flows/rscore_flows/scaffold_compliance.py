@@ -432,7 +432,8 @@ def render_report(doc: Mapping[str, Any]) -> str:
     skipped = {k: v for c in doc["clips"] for k, v in c.get("skipped", {}).items()}
     checks = doc.get("checks", [])
     if checks:
-        lines += ["", "Checks (a check that could not run is not a pass):", "", "| check | state | why |", "|---|---|---|"]
+        lines += ["", "Checks (a check that could not run is not a pass):", ""]
+        lines += ["| check | state | why |", "|---|---|---|"]
         lines += [f"| {c['check']} ({c['label']}) | {c['state']} | {c.get('why', '')} |" for c in checks]
     extra = {k: v for k, v in skipped.items() if k not in {c["check"] for c in checks}}
     if extra:

@@ -132,7 +132,8 @@ class ViewStats:
                 for i in range(a, b):
                     reasons.setdefault(
                         self.indices[i],
-                        f"in a shot (frames {self.indices[a]}-{self.indices[b - 1]}) that is not the camera's main view",
+                        f"in a shot (frames {self.indices[a]}-{self.indices[b - 1]}) that is not the camera's "
+                        "main view",
                     )
         return OffView(reasons, tuple(self.indices[i] for i in cut_pos), bound)
 

@@ -118,7 +118,8 @@ def _on_a_person(ctx: OpContext, mask: np.ndarray) -> np.ndarray:
         if mask.any():
             ctx.note("the query asks for hi-vis on people, which needs a person cue (a video from a fixed camera, "
                      "or a VLM/detector: --reasoner ...): answered with nothing rather than hi-vis coloured "
-                     "objects; ask for 'hi-vis coloured objects' or pass -O hivis_person=off for the colour rule")  # fmt: skip
+                     "objects; ask for 'hi-vis coloured objects' or pass -O hivis_person=off for the colour "
+                     "rule")  # fmt: skip
         return np.zeros_like(mask)
     ctx.caveat(colour_only)
     return mask

@@ -80,7 +80,9 @@ def _background(key: tuple[str, int, float], samples: int) -> tuple[np.ndarray, 
     return bg, len(good), len(kept) - len(good)
 
 
-def clip_background(uri: str, shape: tuple[int, int], samples: int = BACKGROUND_SAMPLES) -> tuple[np.ndarray, str] | None:
+def clip_background(
+    uri: str, shape: tuple[int, int], samples: int = BACKGROUND_SAMPLES
+) -> tuple[np.ndarray, str] | None:
     """``(background (H, W, 3) float32 RGB, description)`` of a re-readable clip whose frames are ``shape``;
     ``None`` when the clip cannot be re-read, is too short or its size differs."""
     key = _source_key(uri)
