@@ -57,19 +57,18 @@ def _source_key(uri: str) -> tuple[str, int, float] | None:
 @functools.lru_cache(maxsize=4)
 def _background(key: tuple[str, int, float], samples: int) -> tuple[np.ndarray, int, int] | None:
     from rscore.video.keyframes import ViewStats
-    from rscore.video.reader import open_video
+    from rscore.video.reader import ReaderOptions, open_video
 
     path = key[0]
-    with open_video(path) as reader:
-        count = reader.info.frame_count or 0
-        step = max(1, count // samples) if count else 1
-        views = ViewStats()
-        kept: list[tuple[int, np.ndarray]] = []
+    with open_video(path) as probe:
+        count = probe.info.frame_count or 0
+    step = max(1, count // samples) if count else 1
+    views = ViewStats()
+    kept: list[tuple[int, np.ndarray]] = []
+    with open_video(path, ReaderOptions(stride=step, max_frames=samples)) as reader:  # the reader skips the rest
         for frame in reader:
-            if frame.index % step == 0 and len(kept) < samples:
-                small = frame.image
-                views.add(frame.index, small)
-                kept.append((frame.index, small))
+            views.add(frame.index, frame.image)
+            kept.append((frame.index, frame.image))
     if len(kept) < 5:
         return None
     verdict = views.verdict()
