@@ -60,3 +60,23 @@ def test_real_rgbn_and_landsat(shared_data, tmp_path):
                               "aux_bands": "nir"})
     assert any("top-of-atmosphere" in c for c in toa.caveats)
     assert not any("digital numbers" in c for c in toa.caveats)
+
+
+def test_band_roles_from_band_metadata_and_ambiguous_layouts(write_tif, tmp_path):
+    import rasterio
+
+    from rscore_earth.reader import _role_from_tags
+
+    assert _role_from_tags({"CENTRAL_WAVELENGTH_UM": "0.865"}) == "nir"
+    assert _role_from_tags({"wavelength": "665", "wavelength_units": "Nanometers"}) == "red"
+    assert _role_from_tags({"wavelength": "0.56"}) == "green"  # micrometres without units
+    assert _role_from_tags({"BAND_NAME": "B08"}) == "nir" and _role_from_tags({"wavelength": "610"}) is None
+    path = write_tif("tagged.tif", _fields(np.uint16, 10000), photometric="MINISBLACK")
+    with rasterio.open(path, "r+") as ds:
+        for i, nm in enumerate((490, 560, 665, 842), start=1):  # B,G,R,NIR order: Sentinel-2 B02, B03, B04, B08
+            ds.update_tags(i, wavelength=str(nm), wavelength_units="nanometers")
+    scene = engine.open_scene(path, plugin="earth")
+    assert scene.band_roles == ("blue", "green", "red", "nir")
+    untagged = write_tif("plain.tif", _fields(np.uint16, 10000), photometric="MINISBLACK")
+    scene = engine.open_scene(untagged, plugin="earth")
+    assert "nir" not in scene.band_roles and any("no layout is assumed" in w for w in scene.warnings)

@@ -23,9 +23,12 @@ Options understood by :meth:`GeoRasterReader.open` (the CLI's ``--bands`` / ``--
 Scale/offset tags of a band are applied (the data become float32); a Landsat Level-1 band file
 ``<prefix>_B<n>.tif`` with ``<prefix>_MTL.txt`` beside it is converted to top-of-atmosphere reflectance.
 
-Band roles, when ``bands`` is not given: band descriptions (``red``, ``NIR``, ``B08``, ``elevation``...), then
-colour interpretation (red/green/blue/alpha); a 4-band image whose bands 1-3 are RGB and band 4 undefined is taken
-as RGBN (NAIP convention, with a warning); a single-band raster of a non-byte numeric type without a colour
+Band roles, when ``bands`` is not given: band descriptions (``red``, ``NIR``, ``B08``, ``elevation``...), then band
+metadata (a name tag, or a centre wavelength - GDAL ``IMAGERY`` ``CENTRAL_WAVELENGTH_UM``, ENVI ``wavelength`` - that
+falls in exactly one of ``WAVELENGTH_ROLES``), then colour interpretation (red/green/blue/alpha); a 4-band image whose
+bands 1-3 are RGB and band 4 undefined is taken as RGBN (NAIP convention, with a warning, and recorded in
+``metadata["band_layout_assumed"]`` so that indices say so in the plan); 4 bands with no names at all are not
+assumed (R,G,B,NIR and B,G,R,NIR are both common), with a warning; a single-band raster of a non-byte numeric type without a colour
 interpretation is ``elevation``; ``ndvi`` names a precomputed NDVI band; a single byte band is ``gray``; anything else is ``band<N>``.
 
 Thread safety: rasterio dataset handles must not be shared between threads, so :class:`RasterSource` opens its
@@ -499,6 +502,50 @@ def _role_from_description(text: str | None) -> str | None:
     return None if role == "other" else role
 
 
+# centre wavelength (nm) ranges of the common optical roles (Landsat 8/9 OLI, Sentinel-2 MSI, NAIP, PlanetScope)
+WAVELENGTH_ROLES = (
+    (430.0, 450.0, "coastal"), (450.0, 520.0, "blue"), (520.0, 600.0, "green"), (620.0, 690.0, "red"),
+    (695.0, 750.0, "rededge"), (760.0, 900.0, "nir"), (1550.0, 1750.0, "swir"), (2080.0, 2350.0, "swir2"),
+)  # fmt: skip
+NAME_TAGS = ("BAND_NAME", "band_name", "NAME", "name", "long_name", "DESCRIPTION", "description")
+WAVELENGTH_TAGS = ("CENTRAL_WAVELENGTH_UM", "wavelength", "WAVELENGTH", "center_wavelength")
+
+
+def _role_from_tags(tags: Mapping[str, str]) -> str | None:
+    """A band role from band metadata: a name tag (``BAND_NAME=nir``, NetCDF ``long_name``...), or a centre
+    wavelength (GDAL's IMAGERY ``CENTRAL_WAVELENGTH_UM``, ENVI ``wavelength`` with ``wavelength_units``) inside one
+    of ``WAVELENGTH_ROLES`` - only when it falls in exactly one range."""
+    for key in NAME_TAGS:
+        if tags.get(key):
+            role = _role_from_description(tags[key])
+            if role:
+                return role
+    for key in WAVELENGTH_TAGS:
+        if not tags.get(key):
+            continue
+        try:
+            value = float(str(tags[key]).split()[0])
+        except ValueError:
+            continue
+        units = str(tags.get("wavelength_units", tags.get("WAVELENGTH_UNITS", ""))).lower()
+        nm = value * 1000.0 if (key.endswith("_UM") or units.startswith(("micro", "um", "µm"))) else value
+        if not units and not key.endswith("_UM") and value < 30:  # micrometres without units
+            nm = value * 1000.0
+        hits = [role for lo, hi, role in WAVELENGTH_ROLES if lo <= nm <= hi]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
+def _band_tags(ds: Any, i: int) -> dict[str, str]:
+    tags = dict(ds.tags(i + 1))
+    try:
+        tags.update(ds.tags(i + 1, ns="IMAGERY"))
+    except Exception:  # a driver without that metadata domain
+        pass
+    return tags
+
+
 def _default_roles(
     ds: Any, warnings: list[str], name: str, assumptions: list[str] | None = None
 ) -> list[str | None]:
@@ -508,8 +555,13 @@ def _default_roles(
     roles: list[str | None] = []
     for i in range(ds.count):
         desc = ds.descriptions[i] if ds.descriptions else None
-        role = _role_from_description(desc) or ci_map.get(ds.colorinterp[i])
+        role = _role_from_description(desc) or _role_from_tags(_band_tags(ds, i)) or ci_map.get(ds.colorinterp[i])
         roles.append(role)
+    if ds.count == 4 and all(r is None for r in roles):
+        warnings.append(
+            f"{name}: 4 unnamed bands; the order could be R,G,B,NIR (NAIP) or B,G,R,NIR (PlanetScope, Sentinel-2 "
+            "stacks), so no layout is assumed: pass --bands (e.g. --bands red,green,blue,nir)"
+        )
     undefined = (ColorInterp.undefined, ColorInterp.gray)
     if ds.count == 4 and roles[:3] == ["red", "green", "blue"] and roles[3] is None:
         if ds.colorinterp[3] in undefined:
