@@ -178,8 +178,7 @@ def test_stream_results_replay_their_labels(zones_file):
 
     zones = zones_file("left bay", [[0, 0], [200, 0], [200, 270], [0, 270]])
     with MjpegServer(jpeg_frames_of(real(WORKER)), fps=20) as server:  # real time: 71 frames in 3.5 s
-        # a live stream cannot be re-read for a background model (no "on a person" cue): ask for the colours
-        res = segment_video(server.url, "hi-vis vests", plugin="safety",
+        res = segment_video(server.url, "workers in hi-vis vests", plugin="safety",
                             options={"reconnect_attempts": 0, "overlay": False})
     report = analyse_video(res.source, zones, result=res)
     assert any("cannot be re-read" in w for w in report.warnings)

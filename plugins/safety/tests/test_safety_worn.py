@@ -179,3 +179,24 @@ def test_real_clip_with_an_end_card_keyframe_stays_on_the_camera_view(shared_dat
     assert res.keyframe["frame"] < n
     off = [c["frame"] for c in res.keyframe["candidates"] if c.get("off_view")]
     assert off and min(off) >= n
+
+
+def test_live_stream_builds_a_running_background(tmp_path):
+    """A live stream cannot be re-read: after a few analysed frames its running background gives the person cue,
+    so the moving worker's vest is found and the static cone never is."""
+    import cv2
+
+    from rscore.video.mjpeg import MjpegServer
+
+    folder, vests = _clip(tmp_path)
+    jpegs = [cv2.imencode(".jpg", cv2.imread(str(p)), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+             for p in sorted(folder.iterdir())]
+    with MjpegServer(jpegs, fps=30) as server:
+        res = segment_video(server.url, "workers in hi-vis vests", plugin="safety",
+                            options={"template": "hivis", "reconnect_attempts": 0, "overlay": False,
+                                     "redetect_every": 1, "propagator": "none"})
+    assert not res.absent and res.tracks
+    assert min(t.first_frame for t in res.tracks) >= worn.STREAM_MIN - 1  # nothing before the background exists
+    for t in res.tracks:
+        x0, y0, x1, y1 = t.bbox
+        assert x0 >= 40 and y0 >= 50, f"track {t.bbox} reaches the cone or the hard hat"

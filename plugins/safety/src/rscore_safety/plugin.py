@@ -60,6 +60,11 @@ def _hivis(ctx: OpContext) -> ProgramOutput:
     return ProgramOutput(mask=mask, classes=classes)
 
 
+def win_is_scene(ctx: OpContext) -> bool:
+    h, w = ctx.scene.shape
+    return (ctx.window.row_off, ctx.window.col_off, ctx.window.height, ctx.window.width) == (0, 0, h, w)
+
+
 PERSON_WORDS = re.compile(
     r"\b(workers?|people|persons?|someone|anyone|staff|crew|labou?rers?|employees?|men|women|operatives?|"
     r"wear(s|ing)?|worn|on (a|the) (person|body))\b",
@@ -87,7 +92,11 @@ def _on_a_person(ctx: OpContext, mask: np.ndarray) -> np.ndarray:
         return mask
     video = ctx.scene.metadata.get("video") if isinstance(ctx.scene.metadata, dict) else None
     uri = video.get("uri") if isinstance(video, dict) else None
-    cue = worn.clip_background(str(uri), ctx.scene.shape) if uri and mask.any() else None
+    cue = None
+    if uri and worn.is_rereadable(str(uri)):
+        cue = worn.clip_background(str(uri), ctx.scene.shape) if mask.any() else None
+    elif uri and win_is_scene(ctx):  # a live stream: a running background of the frames seen, fed on every frame
+        cue = worn.stream_background(str(uri), ctx.scene.metadata.get("frame_index"), hivis.rgb8(ctx))
     if cue is not None:
         bg, how = cue
         win = ctx.window
@@ -112,8 +121,9 @@ def _on_a_person(ctx: OpContext, mask: np.ndarray) -> np.ndarray:
         ctx.note(f"hi-vis on a person: {share:.0%} of the frame differs from the clip's background (moving camera?); "
                  "no person cue")  # fmt: skip
     elif mask.any():
-        ctx.note("hi-vis on a person: no person cue (a still image, or a clip that cannot be re-read for its "
-                 "background); the colour rule cannot tell a vest from a cone")  # fmt: skip
+        ctx.note("hi-vis on a person: no person cue (a still image, a clip that cannot be re-read, or a live "
+                 f"stream in its first {worn.STREAM_MIN} analysed frames, building its background); the colour rule "
+                 "cannot tell a vest from a cone")  # fmt: skip
     if mode == "motion" or PERSON_WORDS.search(ctx.request.query or ""):
         if mask.any():
             ctx.note("the query asks for hi-vis on people, which needs a person cue (a video from a fixed camera, "

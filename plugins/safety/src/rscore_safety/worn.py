@@ -19,6 +19,9 @@ camera gives a person cue for free: people move, cones and machinery parked on s
    wider than ``MAX_BODY_ASPECT`` times its height (a person stands; vehicles are wide), and the component's centre
    lies below the top ``HEAD_FRACTION`` of the body (a yellow hard hat is on the head, not a garment).
 
+A live stream cannot be re-read: its background is a running median of the frames the program has seen, in arrival
+order (:func:`stream_background`); the first ``STREAM_MIN`` frames have no person cue.
+
 Known limits (said as caveats in the answer): a worker who stands still in the same place for most of the clip is
 part of the background and is missed; a hi-vis garment carried (not worn) by a walking person is kept; two people
 walking side by side form one body; a panning or shaking camera moves everything, so nothing is trusted.
@@ -26,6 +29,7 @@ walking side by side form one body; a panning or shaking camera moves everything
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import os
@@ -44,6 +48,11 @@ BODY_OVER_GARMENT = 1.3
 MAX_BODY_ASPECT = 1.6  # width / height of a body's box
 HEAD_FRACTION = 0.25
 MAX_MOVING_SHARE = 0.5  # more of the frame than this moving: the camera moved; no person cue
+
+
+def is_rereadable(uri: str) -> bool:
+    """Whether ``uri`` is a file or folder (its frames can be read again), not a live stream."""
+    return _source_key(uri) is not None
 
 
 def _source_key(uri: str) -> tuple[str, int, float] | None:
@@ -99,6 +108,35 @@ def clip_background(
     if skipped:
         text += f" ({skipped} sampled frame(s) left out as not the camera's view)"
     return bg, text
+
+
+STREAM_SAMPLES = 25  # frames kept per live stream for its running background
+STREAM_MIN = 8  # frames seen before a live stream's background is trusted
+STREAM_MAX_SIDE = 320  # px: the running background is kept at this size
+_STREAMS: collections.OrderedDict[str, tuple[int, collections.deque[np.ndarray]]] = collections.OrderedDict()
+
+
+def stream_background(uri: str, index: int | None, rgb: np.ndarray) -> tuple[np.ndarray, str] | None:
+    """A running background for a source that cannot be re-read (a live stream, processed in arrival order): the
+    per-pixel median of the last ``STREAM_SAMPLES`` frames this function saw (at most ``STREAM_MAX_SIDE`` px),
+    scaled back to the frame. ``None`` until ``STREAM_MIN`` frames were seen, or when frames go back in time (a new
+    run of the same URL starts afresh)."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, STREAM_MAX_SIDE / max(h, w))
+    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    last, frames = _STREAMS.pop(uri, (-1, collections.deque(maxlen=STREAM_SAMPLES)))
+    idx = last + 1 if index is None else int(index)
+    if idx <= last or (frames and frames[-1].shape != small.shape):
+        frames = collections.deque(maxlen=STREAM_SAMPLES)
+    frames.append(small)
+    _STREAMS[uri] = (idx, frames)
+    while len(_STREAMS) > 4:
+        _STREAMS.popitem(last=False)
+    if len(frames) < STREAM_MIN:
+        return None
+    bg = np.median(np.stack(frames), axis=0).astype(np.float32)
+    bg = cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+    return bg, f"running background = per-pixel median of the last {len(frames)} frames seen of the stream"
 
 
 def moving_foreground(rgb: np.ndarray, background: np.ndarray, threshold: float = FG_THRESHOLD) -> np.ndarray:
