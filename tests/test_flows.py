@@ -391,13 +391,17 @@ def test_dask_local_cluster_of_two_processes(prefect_api, region, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ scaffold compliance
 def _clip(path: Path, vest_frames: range, n: int = 40, fps: float = 10.0) -> Path:
-    """A grey site clip (160 x 120) where a fluorescent vest (30 x 40 px) walks right during ``vest_frames``."""
+    """A grey site clip (160 x 120) where a worker in a fluorescent vest (30 x 40 px, on a body with a head and
+    legs) walks right during ``vest_frames``."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (160, 120))
     rng = np.random.default_rng(0)
     for i in range(n):
         img = np.clip(rng.normal(110, 10, (120, 160, 3)), 0, 255).astype(np.uint8)
         if i in vest_frames:
             x = 10 + 4 * (i - vest_frames.start)
+            img[22:34, x + 9 : x + 21] = (200, 150, 120)  # head
+            img[34:40, x : x + 30] = (40, 50, 90)  # shoulders
+            img[80:112, x + 4 : x + 26] = (35, 40, 70)  # legs
             img[40:80, x : x + 30] = (200, 255, 40)
         writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     writer.release()
@@ -450,6 +454,11 @@ def test_scaffold_compliance_daily_report(prefect_api, tmp_path):
     assert clips["noon"]["fired"]["hivis"] == [] and not clips["noon"]["overlaps"]
     assert "cannot be opened as a video" in clips["broken"]["error"]
     assert "no template" in morning["skipped"]["query"]
+    checks = {c["check"]: c for c in doc["checks"]}
+    assert checks["hivis"]["state"] == "ran" and checks["hivis"]["frames_fired"] == 8
+    assert checks["restricted_zone"]["state"] == "ran"
+    for name in ("scaffold", "scaffold_bracing", "guardrails", "hard_hats", "workers_at_height"):
+        assert checks[name]["state"] == "could not run" and "VLM" in checks[name]["why"]
     totals = doc["totals"]
     assert totals["hivis"]["frames"] == 8 and totals["hivis"]["clips"] == 1
     assert totals["hivis_in_restricted_zone"]["first"] == {"clip": "morning", "t_s": 2.2}
@@ -457,6 +466,7 @@ def test_scaffold_compliance_daily_report(prefect_api, tmp_path):
     assert (out / f"compliance-{day}.json").exists()
     md = (out / f"compliance-{day}.md").read_text()
     assert "| gate-3 | morning | hivis | 8 |" in md and "gate-3/broken" in md
+    assert "| scaffold_bracing (scaffold bay missing cross bracing) | could not run |" in md
 
     again = flows_run("scaffold-compliance", [str(cam)], out, zones=zones, sample_fps=5.0,
                       query="workers without hard hats")  # fmt: skip

@@ -8,7 +8,14 @@
                                  keep the frames where it fired (timestamp, area in px and share of the frame)
       OUT/compliance-<day>.json + OUT/compliance-<day>.md: per camera and clip, which template fired on which
                                  frames and when, with areas; hi-vis inside a restricted zone as its own finding;
-                                 clips that could not be read listed, not fatal
+                                 clips that could not be read listed, not fatal; ``checks``: every safety check
+                                 with its state (ran / could not run, and why / not requested)
+
+``status`` is ``ok`` only when every clip was read and every safety check ran; ``incomplete`` when a check could not
+run (offline, the scaffold, bracing, guardrail, working-at-height and hard-hat checks need a VLM reasoner or a
+detector), ``partial`` when some clips could not be read, ``failed`` when none could. A check that did not run is
+never reported as passed. Sampled frames carry their clip's path, so the ``hivis`` check keeps hi-vis worn by moving
+people only (:mod:`rscore_safety.worn`).
 
 Inputs are clip files, folders of clips (a folder is a camera: its clips are reported under the folder's name) or
 globs. ``day`` (``YYYY-MM-DD``, ``today``, ``yesterday``) keeps only clips last modified on that local date, so a
@@ -199,7 +206,8 @@ def frame_scene(rgb: np.ndarray, path: str, frame: int, t_s: float, fps: float) 
         path=Path(path),
         reader="opencv-frame",
         video=VideoInfo(fps=fps, frame_count=None, timestamps_s=(t_s,)),
-        metadata={"frame": frame, "t_s": t_s},
+        # the clip itself: templates that model the camera's view (hi-vis on a moving person) re-read it
+        metadata={"frame": frame, "t_s": t_s, "frame_index": frame, "video": {"uri": str(path)}},
     )
 
 
@@ -357,6 +365,42 @@ def aggregate(clips: Sequence[ClipFindings]) -> dict[str, Any]:
     }
 
 
+NEEDS_MODEL = "needs a VLM reasoner or a detector (no offline program): run it with 'rscore run --reasoner ...'"
+
+
+def check_states(registry: Any, requested: Sequence[str], clips: Sequence[ClipFindings]) -> list[dict[str, Any]]:
+    """Every safety check (template) with its state: ``ran`` (on at least one clip), ``could not run`` (with why:
+    it needs a VLM or a detector, or an input such as a zones file was missing, or no clip could be read), or
+    ``not requested`` (it has an offline program but was not asked for). A check that did not run is never
+    reported as passed."""
+    out = []
+    good = [c for c in clips if not c.error]
+    for t in registry.templates_for(PLUGIN):
+        if t.plugin != PLUGIN:
+            continue
+        why = next((c.skipped[t.name] for c in good if t.name in c.skipped), None)
+        if t.name in requested and good and why is None:
+            state, why = "ran", None
+            fired = sum(len(c.fired.get(t.name, ())) for c in good)
+        elif t.name in requested:
+            state = "could not run"
+            why = why or ("no clip could be read" if not good else NEEDS_MODEL)
+            fired = 0
+        elif t.program is None:
+            state, why, fired = "could not run", NEEDS_MODEL, 0
+        else:
+            state, why, fired = "not requested", None, 0
+        item: dict[str, Any] = {"check": t.name, "label": t.label, "state": state}
+        if why:
+            item["why"] = why
+        if state == "ran":
+            item["frames_fired"] = fired
+        if t.caveats:
+            item["caveats"] = list(t.caveats)
+        out.append(item)
+    return out
+
+
 def render_report(doc: Mapping[str, Any]) -> str:
     sampling = f"every {doc['stride']} frames" if doc["stride"] else f"{doc['sample_fps']:g} frames/s"
     zones = f"; zones {doc['zones']}" if doc["zones"] else ""
@@ -364,7 +408,9 @@ def render_report(doc: Mapping[str, Any]) -> str:
         f"# Scaffold compliance - {doc['day']}",
         "",
         f"{len(doc['clips'])} clip(s) from {len(doc['cameras'])} camera(s); sampled {sampling}; templates "
-        f"{', '.join(doc['templates']) or 'none'}{zones}. Status: **{doc['status']}**.",
+        f"{', '.join(doc['templates']) or 'none'}{zones}. Status: **{doc['status']}**"
+        + (f" ({len(doc['checks_not_run'])} check(s) could not run: {', '.join(doc['checks_not_run'])})."
+           if doc.get("checks_not_run") else "."),
         "",
         "| camera | clip | finding | frames | first (s) | last (s) | max area (px) |",
         "|---|---|---|---|---|---|---|",
@@ -384,8 +430,14 @@ def render_report(doc: Mapping[str, Any]) -> str:
         lines += ["", "Clips that could not be analysed:", ""]
         lines += [f"- {c['camera']}/{c['name']}: {c['error']}" for c in bad]
     skipped = {k: v for c in doc["clips"] for k, v in c.get("skipped", {}).items()}
-    if skipped:
-        lines += ["", "Not run:", ""] + [f"- {k}: {v}" for k, v in skipped.items()]
+    checks = doc.get("checks", [])
+    if checks:
+        lines += ["", "Checks (a check that could not run is not a pass):", ""]
+        lines += ["| check | state | why |", "|---|---|---|"]
+        lines += [f"| {c['check']} ({c['label']}) | {c['state']} | {c.get('why', '')} |" for c in checks]
+    extra = {k: v for k, v in skipped.items() if k not in {c["check"] for c in checks}}
+    if extra:
+        lines += ["", "Not run:", ""] + [f"- {k}: {v}" for k, v in extra.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -449,10 +501,20 @@ def scaffold_compliance(
                                 file_digest(p), versions, extra))  # fmt: skip
     findings = analyse_clips.with_options(task_runner=runner)(jobs, str(out_dir), retries, retry_delay_s, refresh)
     bad = [f for f in findings if f.error]
-    status = "ok" if not bad else ("failed" if len(bad) == len(findings) else "partial")
+    checks = check_states(reg, names, findings)
+    not_run = [c["check"] for c in checks if c["state"] == "could not run"]
+    # "ok" only when every clip was read and every safety check ran: scaffold, bracing, guardrail and hard-hat
+    # checks need a VLM or a detector, so an offline run of this flow is "incomplete", never "ok"
+    status = (
+        "failed" if bad and len(bad) == len(findings)
+        else "partial" if bad
+        else "incomplete" if not_run
+        else "ok"
+    )
     report_day = (the_day or datetime.now().date()).isoformat()
     doc = {
         "flow": FLOW_NAME, "day": report_day, "status": status, "templates": list(names), "query": query,
+        "checks": checks, "checks_not_run": not_run,
         "zones": zones_path, "sample_fps": sample_fps, "stride": stride,
         "task_runner": task_runner_label(dask_address, workers, ray_address),
         **aggregate(findings), "clips": [f.as_dict() for f in findings],

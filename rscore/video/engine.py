@@ -70,6 +70,7 @@ from rscore.plugins import Registry
 from rscore.sdk import Template
 from rscore.types import ArraySource, Instance, Plan, ProgressCallback, Request, Result, Scene, Step, VideoInfo
 from rscore.video.propagate import PROPAGATORS, Propagator, make_propagator
+from rscore.video.keyframes import KeyframeChooser
 from rscore.video.reader import Frame, FrameReader, ReaderOptions, normalise_url, open_video
 from rscore.video.results import FrameLog, TrackSummary, VideoResult
 
@@ -143,10 +144,15 @@ class VideoOptions:
 
 
 # --------------------------------------------------------------------------------------------------------- frames
-def frame_scene(frame: Frame, base: Scene | None = None, *, fps: float = 0.0, frame_count: int | None = None) -> Scene:
+def frame_scene(
+    frame: Frame, base: Scene | None = None, *, fps: float = 0.0, frame_count: int | None = None, uri: str | None = None
+) -> Scene:
     """A ``kind="video"`` scene over one frame (what templates and reasoners see), with the frame's index and
-    timestamp in ``metadata``."""
+    timestamp in ``metadata`` (and ``metadata["video"]["uri"]``, the source, so that a template can model the
+    camera's view over the clip)."""
     meta = dict(base.metadata) if base is not None else {}
+    if uri and not isinstance(meta.get("video"), Mapping):
+        meta["video"] = {"uri": uri}
     meta.update({"frame_index": frame.index, "timestamp_s": frame.timestamp_s})
     return Scene(
         source=ArraySource(np.moveaxis(frame.image, -1, 0)),
@@ -207,6 +213,7 @@ class _AnalyticDetector:
         run = run_program(scene, c.request, self.template, c.reg.operators, tile_size=int(c.opts["tile_size"]))
         if not self.steps and run.steps:
             self.steps = list(run.steps)
+        c.caveats.extend(x for x in run.caveats if x not in c.caveats)
         if run.targets:  # a program that points at things for a segmenter: the image engine does the rest
             return c.engine_detect(scene)
         mask = np.asarray(run.mask if isinstance(run.mask, np.ndarray) else run.mask.read(None), bool)  # TiledArray
@@ -323,6 +330,7 @@ class _Context:
     hook_counts: Counter[str] = field(default_factory=Counter)
     first_steps: tuple[str, ...] = ()  # what the preprocess hooks did to the first processed frame
     _prepared: tuple[Frame, Scene] | None = None
+    caveats: list[str] = field(default_factory=list)  # of the keyframe answer and the re-detections (Result.caveats)
     _warned: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -339,7 +347,7 @@ class _Context:
 
     def scene_of(self, frame: Frame) -> Scene:
         """The frame as a scene, as read (no plugin hooks)."""
-        return frame_scene(frame, self.base)
+        return frame_scene(frame, self.base, uri=self.uri)
 
     def prepare(self, frame: Frame) -> Scene:
         """The frame as a scene through the plugin's ``rscore_preprocess`` hooks (chained, as for stills): what the
@@ -366,7 +374,9 @@ class _Context:
         """:func:`rscore.engine.segment` on an already preprocessed frame scene, its processing hooks left out."""
         from rscore import engine
 
-        return engine.segment(scene, self.query, plugin=self.plugin, options=self.opts, registry=self.image_reg)
+        res = engine.segment(scene, self.query, plugin=self.plugin, options=self.opts, registry=self.image_reg)
+        self.caveats.extend(c for c in res.caveats if c not in self.caveats)
+        return res
 
     def engine_detect(self, scene: Scene) -> list[Instance]:
         res = self.segment_image(scene)
@@ -696,9 +706,12 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
     plan0: Plan | None = None
     last_index = -1
     kept = 0
+    chooser = KeyframeChooser()  # skips frames that are not the camera's view (end cards, overlays, other shots)
     for pos, frame in enumerate(reader):
         kept += 1
         last_index = frame.index
+        if v.keyframe == "auto":
+            chooser.see(frame.index, frame.image)
         c.first = c.first or frame
         c.tick()
         if plan0 is None and analytic:
@@ -721,8 +734,11 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
             plan = reasoner.plan(scene, c.request, templates)
             score = 0.0 if plan.absent else max((t.confidence for t in plan.targets), default=0.0)
         candidates.append({"frame": frame.index, "timestamp_s": round(frame.timestamp_s, 4), "score": round(score, 6)})
-        if score > best_score:
-            best, best_scene, best_score = frame, scene, score
+        chooser.offer(frame.index, score, frame, scene)
+    chosen = chooser.choose(candidates)
+    kf_note = chosen[3] if chosen else None
+    if chosen is not None:
+        best, best_scene, best_score = chosen[0], chosen[1], chosen[2]  # type: ignore[assignment]
     if kept == 0:
         raise InputError(f"{reader.info.uri}: no frame could be decoded")
     if best is None:  # keyframe index past the end
@@ -775,7 +791,8 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
     steps = (
         Step(
             text=f"keyframe: frame {best.index} (t = {best.timestamp_s:.2f} s)"
-            + (f", best of {len(candidates)} sampled frames by {method}" if candidates else f" ({method})"),
+            + (f", best of {len(candidates)} sampled frames by {method}" if candidates else f" ({method})")
+            + (f"; {kf_note}" if kf_note else ""),
             operator="video.keyframe",
             stats={"score": best_score if candidates else None, "sampled": len(candidates)},
         ),
@@ -1031,6 +1048,7 @@ def _result(
         keyframe_image=keyframe_image,
         reader_options={f.name: getattr(reader.options, f.name) for f in fields(reader.options)},
         scene=scene,
+        caveats=() if plan.absent else tuple(c.caveats),
     )
 
 

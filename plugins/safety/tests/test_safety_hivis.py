@@ -57,12 +57,14 @@ def test_classes_of_colours():
 
 def test_template_finds_both_vests_and_not_the_dull_colours(make_ctx, tmp_path):
     Image.fromarray(site()).save(tmp_path / "site.png")
-    res = engine.run(tmp_path / "site.png", "workers in hi-vis vests", plugin="safety", out_dir=tmp_path / "o")
+    res = engine.run(tmp_path / "site.png", "hi-vis vests", plugin="safety", out_dir=tmp_path / "o")
     assert res.plan.template == "safety:hivis" and not res.absent
     found = sorted((i.bbox, i.attributes["class"]) for i in res.instances)
     assert found == [((50, 40, 80, 80), "fluorescent yellow-green"), ((110, 60, 130, 76), "fluorescent orange-red")]
     assert (tmp_path / "o" / "overlay.png").exists()
     assert any("EN ISO 20471" in s.text for s in res.plan.steps)
+    # a still photo has no person cue: the colour answer says it may be cones and machinery
+    assert any("cones" in c and "not" in c and "worn" in c for c in res.caveats)
 
 
 def test_stripes_are_joined_and_keep_the_vest_class(make_ctx):
@@ -111,3 +113,19 @@ def test_worker_clip_vest_is_found_on_the_worker(shared_data, frames, make_ctx):
         inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
         assert inside.mean() > 0.95, "orange-red pixels away from the worker's torso"
         assert out.mask.mean() < 0.05
+
+
+def test_plain_red_is_not_fluorescent_orange(make_ctx):
+    """A red jacket or door (hue about 0-4 deg) sits in the pixel hue margin of the orange-red band but its median
+    hue is redder than the standard's orange-red area: the blob is dropped; a fluorescent orange vest is not."""
+    from rscore_safety.plugin import _hivis
+
+    img = np.full((60, 80, 3), 90, np.uint8)
+    img[10:40, 5:25] = (225, 25, 20)  # plain red jacket: hue ~1 deg, S 0.9, V 0.88
+    img[10:40, 45:65] = (255, 100, 20)  # fluorescent orange vest
+    ctx = make_ctx(img)
+    out = _hivis(ctx)
+    assert not out.mask[:, :30].any() and out.mask[12:38, 47:63].all()
+    assert any("plain-red blob(s) dropped" in n.text for n in ctx.notes)
+    unguarded = _hivis(make_ctx(img, {"hivis_red_guard": "off"}))
+    assert unguarded.mask[12:38, 7:23].all()

@@ -44,6 +44,28 @@ def test_body_is_the_largest_component_with_holes_filled(make_ctx, phantom):
     assert body.sum() == pytest.approx(np.pi * 0.33 * 0.42 * 96 * 96, rel=0.08)
 
 
+def test_the_body_keeps_the_arms_and_drops_the_table(make_ctx):
+    """An abdominal slice with the arms down beside the trunk (separate components across a gap of air) and a thick
+    table below: 'the body' is trunk and both arms; the table is a thin band and not a body part."""
+    size = 200
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    hu = np.full((size, size), -1000.0, np.float32)
+    hu[((yy - 95) / 55) ** 2 + ((xx - 100) / 70) ** 2 <= 1] = 40.0  # trunk
+    for cx in (14, 186):  # arms: 24 x 44 px ellipses
+        hu[((yy - 95) / 22) ** 2 + ((xx - cx) / 12) ** 2 <= 1] = 40.0
+    hu[170:178, 10:190] = 100.0  # the table: 8 mm thick, 18 cm wide
+    out = run(make_ctx, hu_scene(hu, pixel=1.5), "body")  # 1.5 mm pixels: each arm is about 19 cm2
+    assert out.mask[95, 100] and out.mask[95, 14] and out.mask[95, 186], "the trunk and both arms"
+    assert not out.mask[170:178].any(), "the table is not the body"
+    assert "other body part" in template("body").explain
+
+
+def test_organ_level_queries_get_a_superset_caveat(tmp_path, series_writer, phantom):
+    assert any("includes every organ" in c and "pancreas" in c for c in template("soft_tissue").caveats)
+    assert any("superset" in c for c in template("body").caveats)
+    assert any("vertebral canal" in c for c in template("bone").caveats)
+
+
 def test_tissue_ranges_on_a_phantom(make_ctx, phantom):
     hu = phantom(96)
     scene = hu_scene(hu)

@@ -21,5 +21,5 @@ def test_plugin_is_complete():
     assert "rscore_preprocess" in info.hooks
     reg = get_registry()
     analytic = {t.name for t in reg.templates if t.plugin == "underwater" and t.program is not None}
-    assert analytic == {"low_visibility", "open_water", "sea_floor"}
+    assert analytic == {"low_visibility", "open_water", "sea_floor", "not_open_water"}
     assert {"underwater.contrast", "underwater.transmission", "underwater.open_water"} <= set(reg.operators)

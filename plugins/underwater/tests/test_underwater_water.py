@@ -95,3 +95,34 @@ def test_real_euvp_low_visibility(shared_data):
     assert engine.segment(_euvp(shared_data, 1), "low visibility regions", plugin="underwater").mask.mean() < 0.02
     reef = engine.segment(_euvp(shared_data, 12), "low visibility regions", plugin="underwater")
     assert reef.mask[:90, :90].mean() > 0.8 and reef.mask[170:].mean() < 0.05  # the distant water, not the reef
+
+
+def test_sea_floor_leaves_out_what_swims_above_it(make_scene, make_ctx):
+    from rscore_underwater.water import not_open_water
+
+    rng = np.random.default_rng(5)
+    img = np.empty((96, 128, 3))
+    img[:] = np.linspace(150, 120, 96)[:, None, None] * np.array([0.2, 0.8, 1.0])  # smooth blue-green water
+    img[70:] = 110 + rng.normal(0, 40, (26, 128, 1))  # textured sand at the bottom
+    img[20:36, 40:70] = 180 + rng.normal(0, 40, (16, 30, 1))  # a fish in mid-water
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    floor = sea_floor(make_ctx(make_scene(img)))
+    assert floor.mask[74:].mean() > 0.95, "the sand at the bottom is floor"
+    assert not floor.mask[20:36, 40:70].any(), "the fish swims above the floor"
+    assert (floor.classes[24:32, 45:65] == 3).all()  # class 3: in the water column
+    rest = not_open_water(make_ctx(make_scene(img)))
+    assert rest.mask[22:34, 42:68].all() and rest.mask[74:].mean() > 0.95  # "not open water" keeps both
+
+
+@pytest.mark.shared_data
+def test_real_euvp_diver_is_not_sea_floor(shared_data):
+    diver = _euvp(shared_data, 5)  # a diver (top half) and a fish above a rock at the bottom, in blue water
+    floor = engine.segment(diver, "sea floor", plugin="underwater")
+    assert floor.plan.template == "underwater:sea_floor"
+    assert floor.mask[20:100, 60:220].mean() < 0.02, "the diver is not sea floor"
+    assert floor.mask[230:, 100:170].mean() > 0.8, "the rock at the bottom is"
+    assert any("included" in c for c in floor.caveats)
+    rest = engine.segment(diver, "everything that is not open water", plugin="underwater")
+    assert rest.plan.template == "underwater:not_open_water" and rest.mask[20:100, 60:220].mean() > 0.3
+    floor_only = engine.segment(_euvp(shared_data, 1), "sea floor", plugin="underwater")
+    assert any("no open water in view" in c for c in floor_only.caveats)

@@ -148,21 +148,51 @@ def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
+def spectral_caveats(ctx: OpContext, index: str, roles: tuple[str, ...]) -> None:
+    """Say what a spectral index rests on: the band layout when the reader assumed it (a plan step and a caveat),
+    and the radiometry when the bands are not reflectance - raw digital numbers (no calibration to reflectance, no
+    atmospheric correction) or top-of-atmosphere reflectance (no atmospheric correction). Literature thresholds
+    (NDVI 0.2 / 0.5, NDWI 0) are for surface reflectance; on DN, bare fields and roofs can pass them."""
+    meta = ctx.scene.metadata if isinstance(ctx.scene.metadata, dict) else {}
+    for text in meta.get("band_layout_assumed") or ():
+        if "nir" in roles:
+            ctx.note(f"{index}: band layout assumed - {text}", operator=f"earth.{index.lower()}")
+            ctx.caveat(f"{index} uses an assumed band layout: {text}")
+    kinds = set(meta.get("radiometry") or ())
+    if "reflectance_scale" in ctx.params or not kinds:
+        return
+    dtype = np.dtype(ctx.scene.source.dtype)
+    if "dn" in kinds:
+        ctx.caveat(
+            f"{index} on raw digital numbers ({dtype} as stored, no scale/offset or calibration metadata): the "
+            "radiometric calibration to reflectance (sensor gain/offset, sun angle) and the atmospheric correction "
+            "are missing, so thresholds meant for surface reflectance may not hold - bare soil, roofs and shadow "
+            "can pass them. Give surface reflectance (or a Landsat band with its MTL), or -O reflectance_scale=N "
+            "when the integers are reflectance x N"
+        )
+    elif "toa" in kinds:
+        ctx.caveat(f"{index} on top-of-atmosphere reflectance: no atmospheric correction (haze lowers NDVI and "
+                   "raises NDWI over land)")  # fmt: skip
+
+
 def op_ndvi(ctx: OpContext) -> np.ndarray:
     """NDVI from red and NIR, or a precomputed band with role ``ndvi`` when there is no red/NIR pair."""
     if not ctx.has("red", "nir") and ctx.has("ndvi"):
         return np.clip(ctx.band("ndvi"), -1.0, 1.0)
     require_bands(ctx, "red", "nir", why="NDVI")
+    spectral_caveats(ctx, "NDVI", ("red", "nir"))
     return normalized_difference(ctx.band("nir"), ctx.band("red"))
 
 
 def op_ndwi(ctx: OpContext) -> np.ndarray:
     require_bands(ctx, "green", "nir", why="NDWI")
+    spectral_caveats(ctx, "NDWI", ("green", "nir"))
     return normalized_difference(ctx.band("green"), ctx.band("nir"))
 
 
 def op_mndwi(ctx: OpContext) -> np.ndarray:
     require_bands(ctx, "green", "swir", why="MNDWI")
+    spectral_caveats(ctx, "MNDWI", ("green", "swir"))
     return normalized_difference(ctx.band("green"), ctx.band("swir"))
 
 

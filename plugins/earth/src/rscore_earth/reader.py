@@ -23,9 +23,12 @@ Options understood by :meth:`GeoRasterReader.open` (the CLI's ``--bands`` / ``--
 Scale/offset tags of a band are applied (the data become float32); a Landsat Level-1 band file
 ``<prefix>_B<n>.tif`` with ``<prefix>_MTL.txt`` beside it is converted to top-of-atmosphere reflectance.
 
-Band roles, when ``bands`` is not given: band descriptions (``red``, ``NIR``, ``B08``, ``elevation``...), then
-colour interpretation (red/green/blue/alpha); a 4-band image whose bands 1-3 are RGB and band 4 undefined is taken
-as RGBN (NAIP convention, with a warning); a single-band raster of a non-byte numeric type without a colour
+Band roles, when ``bands`` is not given: band descriptions (``red``, ``NIR``, ``B08``, ``elevation``...), then band
+metadata (a name tag, or a centre wavelength - GDAL ``IMAGERY`` ``CENTRAL_WAVELENGTH_UM``, ENVI ``wavelength`` - that
+falls in exactly one of ``WAVELENGTH_ROLES``), then colour interpretation (red/green/blue/alpha); a 4-band image whose
+bands 1-3 are RGB and band 4 undefined is taken as RGBN (NAIP convention, with a warning, and recorded in
+``metadata["band_layout_assumed"]`` so that indices say so in the plan); 4 bands with no names at all are not
+assumed (R,G,B,NIR and B,G,R,NIR are both common), with a warning; a single-band raster of a non-byte numeric type without a colour
 interpretation is ``elevation``; ``ndvi`` names a precomputed NDVI band; a single byte band is ``gray``; anything else is ``band<N>``.
 
 Thread safety: rasterio dataset handles must not be shared between threads, so :class:`RasterSource` opens its
@@ -264,8 +267,10 @@ class GeoRasterReader(Reader):
             units = ground_units(primary.crs)
             specs = [_spec(primary, warnings=warnings)]
             band_refs = [BandRef(0, i) for i in range(1, primary.count + 1)]
-            roles = _default_roles(primary, warnings, path.name)
+            assumptions: list[str] = []
+            roles = _default_roles(primary, warnings, path.name, assumptions)
             dtypes = [_effective_dtype(primary)]
+            radiometry = [_radiometry(primary)]
             aux_roles_all: list[str] = []
             for k, aux_path in enumerate(aux_paths, start=1):
                 aux = _open_dataset(aux_path)
@@ -273,8 +278,9 @@ class GeoRasterReader(Reader):
                     spec = _aux_spec(primary, aux, path, aux_path, options, warnings)
                     specs.append(spec)
                     band_refs += [BandRef(k, i) for i in range(1, aux.count + 1)]
-                    aux_roles_all += _default_roles(aux, warnings, aux_path.name)
+                    aux_roles_all += _default_roles(aux, warnings, aux_path.name, assumptions)
                     dtypes.append(_effective_dtype(aux))
+                    radiometry.append(_radiometry(aux))
                 finally:
                     aux.close()
             roles = _apply_role_options(roles, aux_roles_all, options, primary.count)
@@ -298,6 +304,9 @@ class GeoRasterReader(Reader):
                 "block_shape": list(primary.block_shapes[0]) if primary.block_shapes else None,
                 "overviews": len(primary.overviews(1)) if primary.count else 0,
                 "pixel_size_source": "option" if options.get("pixel_size_m") not in (None, "") else "crs",
+                # per dataset: "dn" (integers as stored), "scaled" (scale/offset tags), "toa" (Landsat MTL), "float"
+                "radiometry": radiometry,
+                "band_layout_assumed": [] if options.get("bands") not in (None, "") else assumptions,
             }
         finally:
             primary.close()
@@ -353,6 +362,17 @@ def _effective_dtype(ds: Any) -> np.dtype:
     if _scales_offsets(ds)[0] is not None or (ds.count == 1 and landsat_toa(Path(ds.name)) is not None):
         return np.dtype(np.float32)
     return np.result_type(*[np.dtype(d) for d in ds.dtypes])
+
+
+def _radiometry(ds: Any) -> str:
+    """What the pixel values of a dataset are: ``toa`` (Landsat DN converted with its MTL), ``scaled`` (scale/offset
+    tags applied), ``float`` (stored as floats: a product, units unknown) or ``dn`` (integers as stored: raw digital
+    numbers, or reflectance scaled by a factor the file does not state)."""
+    if _scales_offsets(ds)[0] is not None:
+        return "scaled"
+    if ds.count == 1 and landsat_toa(Path(ds.name)) is not None:
+        return "toa"
+    return "float" if any(np.issubdtype(np.dtype(d), np.floating) for d in ds.dtypes) else "dn"
 
 
 def _scales_offsets(ds: Any) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
@@ -482,20 +502,76 @@ def _role_from_description(text: str | None) -> str | None:
     return None if role == "other" else role
 
 
-def _default_roles(ds: Any, warnings: list[str], name: str) -> list[str | None]:
+# centre wavelength (nm) ranges of the common optical roles (Landsat 8/9 OLI, Sentinel-2 MSI, NAIP, PlanetScope)
+WAVELENGTH_ROLES = (
+    (430.0, 450.0, "coastal"), (450.0, 520.0, "blue"), (520.0, 600.0, "green"), (620.0, 690.0, "red"),
+    (695.0, 750.0, "rededge"), (760.0, 900.0, "nir"), (1550.0, 1750.0, "swir"), (2080.0, 2350.0, "swir2"),
+)  # fmt: skip
+NAME_TAGS = ("BAND_NAME", "band_name", "NAME", "name", "long_name", "DESCRIPTION", "description")
+WAVELENGTH_TAGS = ("CENTRAL_WAVELENGTH_UM", "wavelength", "WAVELENGTH", "center_wavelength")
+
+
+def _role_from_tags(tags: Mapping[str, str]) -> str | None:
+    """A band role from band metadata: a name tag (``BAND_NAME=nir``, NetCDF ``long_name``...), or a centre
+    wavelength (GDAL's IMAGERY ``CENTRAL_WAVELENGTH_UM``, ENVI ``wavelength`` with ``wavelength_units``) inside one
+    of ``WAVELENGTH_ROLES`` - only when it falls in exactly one range."""
+    for key in NAME_TAGS:
+        if tags.get(key):
+            role = _role_from_description(tags[key])
+            if role:
+                return role
+    for key in WAVELENGTH_TAGS:
+        if not tags.get(key):
+            continue
+        try:
+            value = float(str(tags[key]).split()[0])
+        except ValueError:
+            continue
+        units = str(tags.get("wavelength_units", tags.get("WAVELENGTH_UNITS", ""))).lower()
+        nm = value * 1000.0 if (key.endswith("_UM") or units.startswith(("micro", "um", "µm"))) else value
+        if not units and not key.endswith("_UM") and value < 30:  # micrometres without units
+            nm = value * 1000.0
+        hits = [role for lo, hi, role in WAVELENGTH_ROLES if lo <= nm <= hi]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
+def _band_tags(ds: Any, i: int) -> dict[str, str]:
+    tags = dict(ds.tags(i + 1))
+    try:
+        tags.update(ds.tags(i + 1, ns="IMAGERY"))
+    except Exception:  # a driver without that metadata domain
+        pass
+    return tags
+
+
+def _default_roles(
+    ds: Any, warnings: list[str], name: str, assumptions: list[str] | None = None
+) -> list[str | None]:
     from rasterio.enums import ColorInterp
 
     ci_map = {ColorInterp.red: "red", ColorInterp.green: "green", ColorInterp.blue: "blue", ColorInterp.alpha: "alpha"}
     roles: list[str | None] = []
     for i in range(ds.count):
         desc = ds.descriptions[i] if ds.descriptions else None
-        role = _role_from_description(desc) or ci_map.get(ds.colorinterp[i])
+        role = _role_from_description(desc) or _role_from_tags(_band_tags(ds, i)) or ci_map.get(ds.colorinterp[i])
         roles.append(role)
+    if ds.count == 4 and all(r is None for r in roles):
+        warnings.append(
+            f"{name}: 4 unnamed bands; the order could be R,G,B,NIR (NAIP) or B,G,R,NIR (PlanetScope, Sentinel-2 "
+            "stacks), so no layout is assumed: pass --bands (e.g. --bands red,green,blue,nir)"
+        )
     undefined = (ColorInterp.undefined, ColorInterp.gray)
     if ds.count == 4 and roles[:3] == ["red", "green", "blue"] and roles[3] is None:
         if ds.colorinterp[3] in undefined:
             roles[3] = "nir"
             warnings.append(f"{name}: band 4 is not named; taken as NIR (RGBN convention). Pass --bands to override")
+            if assumptions is not None:
+                assumptions.append(
+                    f"{name}: bands 1-3 are tagged red, green, blue and band 4 is untagged, so the layout is taken "
+                    "as R,G,B,NIR (the NAIP / RGBN convention; --bands overrides)"
+                )
     if ds.count == 1 and roles[0] is None:
         dtype = np.dtype(ds.dtypes[0])
         if dtype == np.uint8:

@@ -195,6 +195,29 @@ def hivis_classes(rgb: np.ndarray, bands: Sequence[HueBand]) -> np.ndarray:
     return out
 
 
+def corner_arc(colour: str) -> tuple[float, float]:
+    """The hue arc (deg) spanned by the standard's corners of ``colour``, without the margin."""
+    return _arc([xy_to_hue_saturation(x, y)[0] for x, y in CHROMATICITY[colour]])
+
+
+def red_side_components(rgb: np.ndarray, labels: np.ndarray, n: int, classes: np.ndarray) -> np.ndarray:
+    """Bool per component label (0..n-1): an orange-red component whose median hue is redder than the standard's
+    orange-red area (below its red corner, about 4.6 deg, i.e. inside the hue margin on the red side). Such
+    surfaces - red jackets, red paint, doors, brake lights - are plain red, not fluorescent orange: the margin is
+    for single pixels at garment edges and camera white balance, not for a whole garment."""
+    out = np.zeros(n, bool)
+    start, _ = corner_arc("orange")
+    hue = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV_FULL)[..., 0].astype(np.float32) * (360.0 / 256.0)
+    for k in range(1, n):
+        sel = (labels == k) & (classes == COLOUR_CLASS["orange"])
+        if not sel.any():
+            continue
+        h = hue[sel]
+        h = np.where(h > 180.0, h - 360.0, h)  # the orange-red band wraps through 0 deg
+        out[k] = float(np.median(h)) < start
+    return out
+
+
 def hivis_op(ctx: OpContext) -> np.ndarray:
     """Class map (uint8) of hi-vis colours in the view, before any cleanup (0 none, 1 yellow, 2 orange, 3 red)."""
     opts = HiVisOptions.parse(ctx.params)

@@ -7,6 +7,8 @@ questions that colour cannot answer. Motion between frames is :func:`rscore_safe
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 
@@ -31,6 +33,10 @@ def _hivis(ctx: OpContext) -> ProgramOutput:
     min_area = max(4.0, HIVIS_MIN_AREA_FRACTION * ctx.scene.height * ctx.scene.width)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     keep[0] = False
+    red = np.zeros(n, bool)
+    if str(ctx.params.get("hivis_red_guard", "on")).strip().lower() not in ("off", "false", "0", "no"):
+        red = hivis.red_side_components(hivis.rgb8(ctx), labels, n, raw) & keep
+        keep &= ~red
     mask = keep[labels] & ctx.valid
     # closing fills stripe gaps with no class: give them the class of the nearest coloured pixel
     classes = raw.copy()
@@ -43,11 +49,90 @@ def _hivis(ctx: OpContext) -> ProgramOutput:
     classes[~mask] = 0
     ctx.note(
         "hi-vis colour (EN ISO 20471 areas in HSV): " + "; ".join(b.describe() for b in opts.bands())
-        + f"; opened 3x3, closed 7x7, blobs >= {HIVIS_MIN_AREA_FRACTION:.2%} of the frame",
+        + f"; opened 3x3, closed 7x7, blobs >= {HIVIS_MIN_AREA_FRACTION:.2%} of the frame"
+        + (f"; {int(red.sum())} plain-red blob(s) dropped (median hue redder than the standard's orange-red area: "
+           "red clothing, paint, doors)" if red.any() else ""),
         operator="safety.hivis",
         share=float(mask[ctx.core_slices].mean()),
     )
+    mask = _on_a_person(ctx, mask)
+    classes[~mask] = 0
     return ProgramOutput(mask=mask, classes=classes)
+
+
+def win_is_scene(ctx: OpContext) -> bool:
+    h, w = ctx.scene.shape
+    return (ctx.window.row_off, ctx.window.col_off, ctx.window.height, ctx.window.width) == (0, 0, h, w)
+
+
+PERSON_WORDS = re.compile(
+    r"\b(workers?|people|persons?|someone|anyone|staff|crew|labou?rers?|employees?|men|women|operatives?|"
+    r"wear(s|ing)?|worn|on (a|the) (person|body))\b",
+    re.IGNORECASE,
+)
+HIVIS_PERSON_MODES = ("auto", "motion", "off")
+
+
+def _on_a_person(ctx: OpContext, mask: np.ndarray) -> np.ndarray:
+    """Keep hi-vis worn by a moving person-shaped body when the frame comes from a re-readable clip
+    (:mod:`rscore_safety.worn`); otherwise say that no person cue exists (caveat), and for a query about people
+    wearing hi-vis answer nothing rather than cones and machinery. ``-O hivis_person=off``: the colour rule alone
+    (caveated); ``motion``: require the motion cue (absent without it)."""
+    from rscore_safety import worn
+
+    mode = str(ctx.params.get("hivis_person") or "auto").strip().lower()
+    if mode not in HIVIS_PERSON_MODES:
+        raise OptionError(f"option hivis_person must be one of {', '.join(HIVIS_PERSON_MODES)}, got {mode!r}")
+    colour_only = (
+        "colour rule: every fluorescent yellow-green or orange-red surface is marked - traffic cones, machinery, "
+        "drums, barriers, signage and hard hats too; nothing here is verified as worn by a person"
+    )
+    if mode == "off":
+        ctx.caveat(colour_only)
+        return mask
+    video = ctx.scene.metadata.get("video") if isinstance(ctx.scene.metadata, dict) else None
+    uri = video.get("uri") if isinstance(video, dict) else None
+    cue = None
+    if uri and worn.is_rereadable(str(uri)):
+        cue = worn.clip_background(str(uri), ctx.scene.shape) if mask.any() else None
+    elif uri and win_is_scene(ctx):  # a live stream: a running background of the frames seen, fed on every frame
+        cue = worn.stream_background(str(uri), ctx.scene.metadata.get("frame_index"), hivis.rgb8(ctx))
+    if cue is not None:
+        bg, how = cue
+        win = ctx.window
+        fg = worn.moving_foreground(hivis.rgb8(ctx), bg[win.slices])
+        share = worn.moving_share(fg)
+        if share <= worn.MAX_MOVING_SHARE:
+            kept, counts = worn.worn_mask(mask, fg & ctx.valid)
+            ctx.note(
+                f"hi-vis on a person: {how}; moving foreground = colour change > {worn.FG_THRESHOLD:g} grey levels; "
+                f"hi-vis kept where >= {worn.MIN_FG_OVERLAP:.0%} moving and on an upright body >= "
+                f"{worn.BODY_OVER_GARMENT:g}x taller than the garment, below its head: kept {counts['kept']}, dropped "
+                f"{counts['static']} static (cones, machinery, signs), {counts['not_person_shaped']} not on a "
+                f"person-shaped body, {counts['head']} on a head (hard hats)",
+                operator="safety.hivis_worn",
+                share=float(kept[ctx.core_slices].mean()),
+            )
+            ctx.caveat(
+                "hi-vis on a person from motion: a worker standing still for most of the clip is part of the "
+                "background and is missed; hi-vis carried by a walking person is kept"
+            )
+            return kept
+        ctx.note(f"hi-vis on a person: {share:.0%} of the frame differs from the clip's background (moving camera?); "
+                 "no person cue")  # fmt: skip
+    elif mask.any():
+        ctx.note("hi-vis on a person: no person cue (a still image, a clip that cannot be re-read, or a live "
+                 f"stream in its first {worn.STREAM_MIN} analysed frames, building its background); the colour rule "
+                 "cannot tell a vest from a cone")  # fmt: skip
+    if mode == "motion" or PERSON_WORDS.search(ctx.request.query or ""):
+        if mask.any():
+            ctx.note("the query asks for hi-vis on people, which needs a person cue (a video from a fixed camera, "
+                     "or a VLM/detector: --reasoner ...): answered with nothing rather than hi-vis coloured "
+                     "objects; ask for 'hi-vis coloured objects' or pass -O hivis_person=off for the colour "
+                     "rule")  # fmt: skip
+        return np.zeros_like(mask)
+    ctx.caveat(colour_only)
+    return mask
 
 
 def _zone(ctx: OpContext) -> ProgramOutput:

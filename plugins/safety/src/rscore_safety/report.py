@@ -3,7 +3,10 @@
 ``findings.json``::
 
     {"camera": "gate-2", "source": "...", "compliant": false,
-     "summary": {"findings": 3, "violations": 1, "by_rule": {...}},
+     "complete": false,   # false when a check could not run (it is then never reported as passed)
+     "summary": {"findings": 3, "violations": 1, "by_rule": {...}, "checks_not_run": ["scaffold", ...]},
+     "checks": [{"check": "hivis", "label": "hi-vis clothing", "state": "ran"},
+                {"check": "hard_hats", "state": "could not run", "why": "needs a VLM reasoner or a detector ..."}],
      "zones": [...], "rules": [{"name": ..., "rule": "person (motion) without hi-vis (hivis) in any zone ..."}],
      "signals": {"motion": "MOG2 background subtraction ...", ...},
      "findings": [{"rule": ..., "severity": ..., "zone": ..., "camera": ..., "start_frame": 40, "end_frame": 160,
@@ -47,7 +50,9 @@ def report_document(report: SafetyReport, thumbs: dict[int, str] | None = None) 
         "camera": report.camera,
         "source": report.source,
         "compliant": report.compliant,
+        "complete": not report.checks_not_run,
         "summary": report.summary(),
+        "checks": [dict(c) for c in report.checks],
         "zones": list(report.zones),
         "rules": [{"name": r.name, "severity": r.severity, "rule": r.describe()} for r in report.rules],
         "signals": dict(report.signals),
@@ -64,8 +69,14 @@ def report_document(report: SafetyReport, thumbs: dict[int, str] | None = None) 
 
 def _html(doc: dict[str, Any]) -> str:
     e = html.escape
-    verdict = "COMPLIANT" if doc["compliant"] else "NOT COMPLIANT"
-    colour = "#2e7d32" if doc["compliant"] else "#c62828"
+    not_run = [c for c in doc.get("checks", []) if c["state"] == "could not run"]
+    if not doc["compliant"]:
+        verdict, colour = "NOT COMPLIANT", "#c62828"
+    elif not_run:  # no violation found, but not everything was checked: never a plain "compliant"
+        verdict = f"NO VIOLATION IN THE CHECKS THAT RAN - {len(not_run)} CHECK(S) COULD NOT RUN"
+        colour = "#ef6c00"
+    else:
+        verdict, colour = "COMPLIANT", "#2e7d32"
     rows = []
     for i, f in enumerate(doc["findings"], start=1):
         thumb = f'<img src="{e(f["thumbnail"])}" alt="frame {f["peak_frame"]}">' if f.get("thumbnail") else ""
@@ -79,6 +90,11 @@ def _html(doc: dict[str, Any]) -> str:
     rules = "".join(f"<li><b>{e(r['name'])}</b> ({e(r['severity'])}): {e(r['rule'])}</li>" for r in doc["rules"])
     signals = "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in doc["signals"].items())
     warnings = "".join(f"<li>{e(w)}</li>" for w in doc["warnings"])
+    checks = "".join(
+        f"<tr><td>{e(c['check'])}</td><td>{e(c['label'])}</td><td>{e(c['state'])}</td>"
+        f"<td>{e(c.get('why') or c.get('note') or '')}</td></tr>"
+        for c in doc.get("checks", [])
+    )
     span = "" if doc["first_s"] is None else f", {doc['first_s']:.1f}&ndash;{doc['last_s']:.1f} s"
     table = (
         "<table><tr><th>#</th><th>severity</th><th>finding</th><th>zone</th><th>when</th><th>frame</th></tr>"
@@ -101,6 +117,7 @@ img {{ max-width: 360px; }}
 <h2>Findings</h2>
 {table}
 <h2>What was checked</h2>
+<table><tr><th>check</th><th>what</th><th>state</th><th>why / note</th></tr>{checks}</table>
 <p>Zones: {e(', '.join(doc['zones']))}</p>
 <ul>{rules}</ul>
 <h3>Signals</h3><ul>{signals}</ul>

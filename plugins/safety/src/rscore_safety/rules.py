@@ -496,10 +496,16 @@ class SafetyReport:
     warnings: tuple[str, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
     dropped_findings: int = 0
+    checks: tuple[Mapping[str, Any], ...] = ()  # every safety check with its state (see :func:`check_states`)
 
     @property
     def compliant(self) -> bool:
+        """No violation among the findings of the rules that ran (see ``checks_not_run`` for what did not)."""
         return not any(f.severity == "violation" for f in self.findings)
+
+    @property
+    def checks_not_run(self) -> tuple[str, ...]:
+        return tuple(str(c["check"]) for c in self.checks if c.get("state") == "could not run")
 
     def summary(self) -> dict[str, Any]:
         by_rule: dict[str, int] = {}
@@ -510,7 +516,38 @@ class SafetyReport:
             "findings": len(self.findings),
             "violations": sum(f.severity == "violation" for f in self.findings),
             "by_rule": by_rule,
+            "checks_not_run": list(self.checks_not_run),
         }
+
+
+NEEDS_MODEL = "needs a VLM reasoner or a detector (no offline program): run it with 'rscore run --reasoner ...'"
+
+
+def check_states(rules: Sequence[Rule], registry: Any = None) -> tuple[dict[str, Any], ...]:
+    """Every check of the safety plugin (its templates) with its state in a run of ``rules``: ``ran`` when a rule
+    used its signal (``hivis``; ``restricted_zone``: the zones every rule is evaluated in; any other template: a
+    track label of the video result, e.g. ``worker without a hard hat``), else ``could not run`` with why (it
+    needs a VLM or a detector) or ``not requested`` (an offline check no rule used). Never "ok" for a check that
+    did not run."""
+    from rscore import engine
+
+    reg = registry or engine.default_registry()
+    used = {s for r in rules for s in r.signals}
+    out = []
+    for t in reg.templates_for("safety"):
+        if t.plugin != "safety":
+            continue
+        ran = t.name == "restricted_zone" or t.name in used or t.label in used
+        if ran:
+            item = {"check": t.name, "label": t.label, "state": "ran"}
+            if t.name == "hivis":
+                item["note"] = "colour rule on each frame: hi-vis coloured surfaces, not verified as worn"
+        elif t.program is None:
+            item = {"check": t.name, "label": t.label, "state": "could not run", "why": NEEDS_MODEL}
+        else:
+            item = {"check": t.name, "label": t.label, "state": "not requested"}
+        out.append(item)
+    return tuple(out)
 
 
 def _zones(zones: str | os.PathLike[str] | Sequence[Zone]) -> tuple[Zone, ...]:
@@ -579,7 +616,8 @@ def analyse_video(
             signal_text["motion"] = motion_fn.description
         if "hivis" in needed:
             hivis_fn = HiVisSignal(opts)
-            signal_text["hivis"] = "the safety plugin's hivis template program"
+            signal_text["hivis"] = ("the safety plugin's hivis template program on each frame: hi-vis colours "
+                                    "(EN ISO 20471), not verified as worn - cones and machinery match too")
     else:
         pixel_rules = [r.name for r in rule_list if {"motion", "hivis"} & set(r.signals)]
         if pixel_rules:
@@ -637,5 +675,6 @@ def analyse_video(
         warnings=tuple(warnings),
         timings={"total_s": round(time.perf_counter() - t0, 4)},
         dropped_findings=monitor.dropped,
+        checks=check_states(rule_list),
     )
 

@@ -17,7 +17,7 @@ bone          >= +300                 medullary (trabecular) bone about +300, co
                                       more [UVM]; bone 700..3000 [Buzug]; split: trabecular < +700 <= cortical
 metal         >= +3000                above the bone range of [Buzug]; 12-bit scanners saturate at +3071, so
                                       metal reads at or near it (dense tooth enamel can too)
-body          > -500                  largest component, opened, holes filled (below)
+body          > -500                  largest component + other body parts (arms), opened, holes filled
 ============  ======================  ====================================================================
 
 [Buzug] T. M. Buzug, *Computed Tomography: From Photon Statistics to Modern Cone-Beam CT*, Springer 2008, p. 475
@@ -27,8 +27,10 @@ J. M. Reinhardt, "Automatic lung segmentation for accurate quantitation of volum
 20(6):490-498, 2001. [UVM] University of Vermont CT teaching series, "Hounsfield units".
 
 **Body.** Per slice: pixels above -500 HU, opened with a disc of about 2 mm radius (detaches thin cables, blankets
-and the edge of the table), the largest connected component, its holes filled - so lungs and bowel gas are inside it
-and the air around the patient is not (the background-air removal of [Hu]). Soft tissue, fat and internal air are
+and the edge of the table), the largest connected component plus every other body part - arms lying beside the
+trunk, the other leg - that is at least 10 cm2 and 3 % of the largest and not a thin band (minor/major axis >= 0.3:
+the table and sheets are thin), holes filled - so lungs and bowel gas are inside it and the air around the patient
+is not (the background-air removal of [Hu]). Soft tissue, fat and internal air are
 restricted to the body; bone too (the table's metal rails are not bone). Fat excludes pixels next to air, where the
 partial-volume mix of air and tissue averages to fat-like values. Fat and soft tissue are thresholded on a 3x3 median
 of HU: CT noise (10-20 HU) is as wide as their windows and would otherwise leave them speckled.
@@ -71,6 +73,9 @@ AIR_EDGE_HU = -400.0  # fat next to pixels at or below this is a partial-volume 
 CORTICAL_HU = 700.0
 MIN_COMPONENT_MM2 = 5.0
 MIN_COMPONENT_PX = 10  # when the pixel size is unknown
+BODY_PART_MIN_MM2 = 1000.0  # 10 cm2: an arm or a leg in cross-section is 40-250 cm2
+BODY_PART_MIN_SHARE = 0.03  # of the largest component (the trunk)
+BODY_PART_MIN_ELONGATION = 0.3  # minor / major axis: limbs are round to oval, the table and sheets are thin bands
 
 SOURCES = (
     "T. M. Buzug, Computed Tomography: From Photon Statistics to Modern Cone-Beam CT, Springer 2008, p. 475 (HU table)",
@@ -130,8 +135,21 @@ def _disc(radius_px: int) -> np.ndarray:
     return x * x + y * y <= radius_px * radius_px
 
 
+def _elongation(mask: np.ndarray) -> float:
+    """Minor / major axis of a component from its second moments (1 a disc, near 0 a thin band)."""
+    ys, xs = np.nonzero(mask)
+    if ys.size < 3:
+        return 0.0
+    cov = np.cov(np.stack([xs, ys]).astype(np.float64))
+    ev = np.sort(np.linalg.eigvalsh(cov))
+    return float(np.sqrt(max(ev[0], 0.0) / max(ev[1], 1e-9)))
+
+
 def body_mask(hu: np.ndarray, valid: np.ndarray, pixel_size_mm: tuple[float, float] | None) -> np.ndarray:
-    """The patient's body on one whole slice (see the module docstring)."""
+    """The patient's body on one whole slice (see the module docstring): the largest component and every other
+    body part - arms beside the trunk, the other leg - that is big (at least ``BODY_PART_MIN_MM2`` and
+    ``BODY_PART_MIN_SHARE`` of the largest) and not a thin band (elongation >= ``BODY_PART_MIN_ELONGATION``; the
+    table, sheets and cables are thin)."""
     fg = (hu > BODY_HU) & valid
     radius = 1 if pixel_size_mm is None else max(1, round(BODY_OPENING_MM / max(min(pixel_size_mm), 1e-6)))
     opened = ndimage.binary_opening(fg, structure=_disc(radius))
@@ -140,7 +158,15 @@ def body_mask(hu: np.ndarray, valid: np.ndarray, pixel_size_mm: tuple[float, flo
         return np.zeros(hu.shape, bool)
     sizes = np.bincount(lab.ravel(), minlength=n + 1)
     sizes[0] = 0
-    return ndimage.binary_fill_holes(lab == int(np.argmax(sizes)))
+    largest = int(np.argmax(sizes))
+    min_px = BODY_PART_MIN_SHARE * sizes[largest]
+    if pixel_size_mm is not None:
+        min_px = max(min_px, BODY_PART_MIN_MM2 / abs(pixel_size_mm[0] * pixel_size_mm[1]))
+    keep = [largest]
+    for k in np.flatnonzero(sizes >= min_px):
+        if k != largest and _elongation(lab == k) >= BODY_PART_MIN_ELONGATION:
+            keep.append(int(k))
+    return ndimage.binary_fill_holes(np.isin(lab, keep))
 
 
 def drop_small(mask: np.ndarray, min_px: int) -> np.ndarray:
@@ -262,6 +288,7 @@ class TissueSpec:
     rule: SliceRule
     where: str
     class_names: tuple[str, ...] = ()
+    caveats: tuple[str, ...] = ()  # what the HU range includes beyond what a narrower query names
 
 
 def _program(spec: TissueSpec) -> Callable[[OpContext], ProgramOutput]:
@@ -288,6 +315,9 @@ SPECS = (
         ("bone", "bones", "skeleton", "skeletal", "vertebra", "vertebrae", "rib", "ribs", "spine", "pelvis"),
         300.0, None, _bone, "inside the body; classes: trabecular < 700 HU <= cortical",
         ("trabecular bone (300-699 HU)", "cortical bone (>= 700 HU)"),
+        ("bone >= 300 HU is every bone in the slice: it does not single out one vertebra, rib or bone, and the "
+         "vertebral canal and other spaces inside bone are not in it",
+         "contrast-filled vessels and calcifications can reach bone HU"),
     ),
     TissueSpec(
         "air_lung", "air / lung", "air-filled regions inside the body on CT: lungs, airways, bowel gas",
@@ -295,31 +325,42 @@ SPECS = (
         ("lung", "lungs", "pulmonary", "air", "airway", "airways", "gas"),
         AIR_FLOOR_HU, -400.0, _air, "inside the body (the air around the patient is class 1, not in the mask)",
         ("air outside the body", "air inside the body (lungs, airways, bowel gas)"),
+        ("air -1024 to -400 HU inside the body is the lungs, airways and bowel gas together: not one lung, lobe or "
+         "airway",),
     ),
     TissueSpec(
         "fat", "fat", "adipose tissue (subcutaneous and visceral fat) on CT",
         ("fat", "adipose tissue", "subcutaneous fat", "visceral fat", "body fat"),
         ("fat", "adipose", "fatty", "subcutaneous", "visceral"),
         -190.0, -30.0, _fat, "on 3x3-median HU, inside the body, not next to air (partial volume)",
+        caveats=("fat -190 to -30 HU is subcutaneous and visceral fat together (and fatty marrow): not one depot",),
     ),
     TissueSpec(
         "soft_tissue", "soft tissue", "soft tissue on CT: muscle, blood and unenhanced organs (liver, spleen, kidneys)",
         ("soft tissue", "muscle", "organs", "solid organs", "muscle and organs"),
         ("soft", "tissue", "muscle", "muscles", "organ", "organs"),
         20.0, 80.0, _soft, "on 3x3-median HU, inside the body",
+        caveats=("soft tissue 20-80 HU includes every organ (liver, spleen, kidneys, pancreas, bowel wall), muscle "
+                 "and blood: it is a superset of any single organ or vessel, which it does not single out",),
     ),
     TissueSpec(
         "metal", "metal", "metal implants, clips, wires and instruments on CT",
         ("metal implants", "surgical clips", "metal", "the prosthesis", "dental fillings"),
         ("metal", "metallic", "implant", "implants", "clip", "clips", "prosthesis", "screw", "screws"),
         3000.0, None, _anywhere, "(anywhere in the field of view)",
+        caveats=("metal >= 3000 HU: dense tooth enamel and some contrast can reach it; streak artefacts around metal "
+                 "are not in the mask",),
     ),
     TissueSpec(
         "body", "body", "the patient's body outline on CT",
         ("the body", "patient body outline", "the patient", "body contour"),
         ("body", "patient", "outline", "contour"),
         BODY_HU, None, _body,
-        f"largest component of HU > {BODY_HU:g}, opened ({BODY_OPENING_MM:g} mm disc), holes filled",
+        f"components of HU > {BODY_HU:g}, opened ({BODY_OPENING_MM:g} mm disc): the largest plus every other body "
+        f"part (arms, the other leg) >= {BODY_PART_MIN_MM2 / 100:g} cm2 and {BODY_PART_MIN_SHARE:.0%} of it that is "
+        f"not a thin band (table, sheets), holes filled",
+        caveats=("the whole body outline (trunk and limbs): it is a superset of every organ, vessel and structure "
+                 "inside it, which it does not single out",),
     ),
 )
 
@@ -342,6 +383,7 @@ def _template(spec: TissueSpec) -> Template:
         kinds=("image", "volume"),
         sources=SOURCES,
         class_names=spec.class_names,
+        caveats=spec.caveats,
     )
 
 
@@ -367,6 +409,7 @@ OPERATORS = (
     Operator("surgical.hu", hu_op, "Hounsfield units of a CT view (refuses non-CT inputs)", ("hu",), unit="HU"),
     Operator(
         "surgical.body", body_op,
-        f"patient body: largest component of HU > {BODY_HU:g} per slice, opened, holes filled", ("hu",), unit="bool",
+        f"patient body: components of HU > {BODY_HU:g} per slice (trunk and limbs), opened, holes filled", ("hu",),
+        unit="bool",
     ),
 )

@@ -13,8 +13,14 @@ of luminance / local mean, 15 px) ``< 0.08``. Score ``1 - t``.
 ``< 0.05`` AND ``max(G, B) - R > 0.06``, judged on the *uncorrected* pixels (colour correction removes exactly the
 blue-green cast that is the evidence of water), opened with a 5x5 square to drop speckles. Everything else that is
 valid - textured or not water-coloured: sea floor, reef, rocks, and also animals, divers and objects - is class 2,
-"sea floor and structures", which the ``sea_floor`` template returns. It is a two-class split by colour and texture,
+"not open water", which the ``not_open_water`` template returns. It is a two-class split by colour and texture,
 not an object detector.
+
+**Sea floor** is narrower: the parts of "not open water" connected to the bottom edge of the frame (a forward- or
+down-looking camera sees the floor at the bottom, rising into the distance; it never floats). Fish, divers, ROVs and
+debris in the water column - parts that do not reach the bottom - are left out (class 3). What lies on or in front
+of the floor cannot be separated by colour and texture and stays in (a caveat of every answer); with no open water
+in view the position prior has nothing to work with, which the answer says.
 
 He, Sun, Tang, "Single image haze removal using dark channel prior", CVPR 2009. Drews, do Nascimento, Moraes,
 Botelho, Campos, "Transmission estimation in underwater single images", ICCV Workshops 2013.
@@ -165,16 +171,83 @@ def open_water(ctx: OpContext) -> ProgramOutput:
     return ProgramOutput(mask=water, classes=classes)
 
 
+def not_open_water(ctx: OpContext) -> ProgramOutput:
+    water, classes = _split(ctx)
+    rest = classes == 2
+    ctx.note(f"not open water: everything valid that is not open water (open water: local RMS contrast < "
+             f"{SMOOTH:g} AND max(G, B) - R > {BLUE_GREEN_MARGIN:g}, uncorrected): floor, reef, rocks, animals, "
+             "divers and objects alike", operator="underwater.open_water", share=float(rest[ctx.core_slices].mean()))
+    return ProgramOutput(mask=rest, classes=classes)
+
+
+NECK_FRACTION = 0.04  # necks narrower than 2 x this share of the frame's shorter side are cut
+
+
+def floor_from_water(water: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, int]:
+    """The sea floor of a whole frame from its open-water mask: the parts of "not open water" connected to the
+    bottom edge of the frame (a forward- or down-looking camera sees the floor at the bottom; the floor rises into
+    the distance, never floats). A fish or diver just above a rock often touches it through a thin neck of dark
+    water that the open-water rule missed, so connectivity is judged after an erosion by a disk of radius
+    ``NECK_FRACTION`` of the shorter side (the bottom edge does not erode), and the parts kept are dilated back by
+    the same disk inside "not open water" (an opening by reconstruction). Returns the floor mask and the number of
+    parts of "not open water" left out as in the water column (fish, divers, ROVs, debris)."""
+    rest = valid & ~water
+    r = max(1, round(NECK_FRACTION * min(rest.shape)))
+    disk = np.hypot(*np.mgrid[-r:r + 1, -r:r + 1]) <= r
+    core = ndimage.binary_erosion(rest, disk, border_value=1) & rest
+    labels, n = ndimage.label(core, structure=np.ones((3, 3), bool))
+    bottom = np.unique(labels[-1][labels[-1] > 0])
+    floor = ndimage.binary_dilation(np.isin(labels, bottom), disk) & rest if len(bottom) else np.zeros_like(rest)
+    parts, n_rest = ndimage.label(rest & ~floor, structure=np.ones((3, 3), bool))
+    sizes = np.bincount(parts.ravel())[1:]
+    return floor, int((sizes >= disk.sum()).sum())
+
+
+def _grid_water(ctx: OpContext) -> tuple[np.ndarray, int]:
+    """Open water of the whole scene on a grid (for views that are a tile of a larger scene)."""
+    from rscore_underwater.correction import read_grid
+
+    src = ctx.scene.metadata.get("original_source")
+    scene = ctx.scene if src is None else Scene(src, ctx.scene.kind, ctx.scene.band_roles)
+    rgb, valid, step, _ = read_grid(scene)
+    rgb = np.nan_to_num(rgb)
+    patch = max(3, round(PATCH / step) | 1)
+    water = (rms_contrast(rgb, patch) < SMOOTH) & (np.maximum(rgb[1], rgb[2]) - rgb[0] > BLUE_GREEN_MARGIN) & valid
+    k = max(1, round(5 / step))
+    return ndimage.binary_opening(water, structure=np.ones((k, k), bool)), step
+
+
 def sea_floor(ctx: OpContext) -> ProgramOutput:
     water, classes = _split(ctx)
-    floor = classes == 2
-    ctx.note(f"sea floor and structures: everything valid that is not open water (open water: local RMS contrast < "
-             f"{SMOOTH:g} AND max(G, B) - R > {BLUE_GREEN_MARGIN:g}, uncorrected)", operator="underwater.open_water",
-             share=float(floor[ctx.core_slices].mean()))
+    h, w = ctx.scene.shape
+    win = ctx.window
+    if (win.row_off, win.col_off, win.height, win.width) == (0, 0, h, w):
+        floor, floating = floor_from_water(water, ctx.valid)
+        where = "this frame"
+    else:  # a tile: which parts reach the bottom of the frame is decided on a grid sample of the whole scene
+        gwater, step = _grid_water(ctx)
+        gfloor, floating = floor_from_water(gwater, np.ones_like(gwater))
+        rows = np.minimum((np.arange(win.row_off, win.row_off + win.height) // step), gfloor.shape[0] - 1)
+        cols = np.minimum((np.arange(win.col_off, win.col_off + win.width) // step), gfloor.shape[1] - 1)
+        floor = gfloor[np.ix_(rows, cols)] & ~water & ctx.valid
+        where = f"a grid sample (every {step} px) of the whole scene"
+    classes = np.where(floor, 2, np.where(water, 1, np.where(ctx.valid, 3, 0))).astype(np.uint8)
+    ctx.note(f"sea floor: the parts of 'not open water' connected to the bottom edge of the frame, necks under "
+             f"{2 * NECK_FRACTION:.0%} of the frame cut (judged on {where}); "
+             f"{floating} part(s) in the water column left out (fish, divers, ROVs, debris)",
+             operator="underwater.open_water", share=float(floor[ctx.core_slices].mean()))
+    if not water.any():
+        ctx.caveat("no open water in view: the whole frame is 'not open water', and whether it is sea floor or an "
+                   "animal, diver or object filling the view cannot be told offline")
     return ProgramOutput(mask=floor, classes=classes)
 
 
+FLOOR_CAVEAT = ("sea floor by position (connected to the bottom of the frame) and colour/texture: fish, divers, "
+                "ROVs or debris lying on or in front of the floor are included with it; a VLM reasoner separates them")
+
+
 CLASS_NAMES = ("open water", "sea floor and structures")
+FLOOR_CLASS_NAMES = ("open water", "sea floor", "in the water column (not floor)")
 KINDS = ("image", "video")
 RGB = ("red", "green", "blue")
 
@@ -200,12 +273,26 @@ TEMPLATES = (
         sources=("texture and colour rule of this plugin (rscore_underwater.water); see its documentation",),
     ),
     Template(
-        "sea_floor", "sea floor and structures", "the sea floor, reef and everything else that is not open water",
+        "sea_floor", "sea floor", "the sea floor: sand, rock, sediment and reef on the bottom, not what swims above it",
         ("sea floor", "the seabed", "the bottom", "sea bed and reef"),
         program=sea_floor, halo=HALO, requires=RGB, kinds=KINDS,
-        explain="valid pixels that are not open water (textured or not blue-green); includes animals and objects",
+        explain="valid pixels that are not open water AND connected to the bottom edge of the frame; parts of the "
+        "water column that do not reach the bottom (fish, divers, ROVs) are left out",
         prompt="Segment the sea floor (sand, rock, sediment, reef), excluding animals, divers and objects on it.",
         keywords=("floor", "seabed", "seafloor", "bottom", "sand", "substrate"),
+        class_names=FLOOR_CLASS_NAMES,
+        caveats=(FLOOR_CAVEAT,),
+        sources=("texture, colour and position rule of this plugin (rscore_underwater.water); see its documentation",),
+    ),
+    Template(
+        "not_open_water", "not open water", "everything that is not open water: floor, reef, animals, divers, objects",
+        ("everything that is not open water", "anything but open water", "non-water regions",
+         "all structures and objects in the water"),
+        program=not_open_water, halo=HALO, requires=RGB, kinds=KINDS,
+        explain="valid pixels that are not open water (textured or not blue-green); floor, reef, animals, divers "
+        "and objects alike",
+        prompt="Segment everything that is not open water: sea floor, reef, animals, divers and objects.",
+        keywords=("non-water", "structures", "anything", "everything"),
         class_names=CLASS_NAMES,
         sources=("texture and colour rule of this plugin (rscore_underwater.water); see its documentation",),
     ),

@@ -1,0 +1,182 @@
+"""Precision of the safety plugin's ``hivis`` answer on real CCTV, before and after "hi-vis on a person".
+
+Labels: ``benchmarks/labels/construction_hivis.json`` - boxes of people, hi-vis vests and hard hats that this
+project drew by looking at frames of the two real clips in ``../shared/data/construction`` (see the file's
+``description``; each source is checked against its sha256 before use).
+
+For every labelled frame the frame is decoded with rscore's video reader and answered through
+``rscore.engine.segment`` as a frame of its clip (the scene carries the clip's path, as in a video run):
+
+- **before**: the colour rule alone as it was before issue 14 (``-O hivis_person=off hivis_red_guard=off``);
+- **colour rule + red guard**: the colour rule of today (``hivis_person=off``): orange-red blobs whose median hue
+  is redder than the standard's orange-red area (plain red jackets, doors) dropped;
+- **after**: the default (``hivis_person=auto``): hi-vis kept only on a moving person-shaped body (background
+  model of the clip, :mod:`rscore_safety.worn`).
+
+Figures (pixel counts summed over the frames of a source, then over both sources):
+
+- ``pixel precision``: share of marked pixels inside a labelled vest box. Boxes hold some non-vest pixels, so this
+  is an upper bound of true pixel precision, the same for both rows;
+- ``on a person``: share of marked pixels inside a labelled person box;
+- ``instance precision``: share of the answer's instances (connected components) with >= half of their pixels in
+  a vest box;
+- ``vests found``: labelled vests with >= 10 % of their box marked;
+- ``false px / frame``: marked pixels outside every vest box, per frame.
+
+::
+
+    python benchmarks/hivis_precision.py [--data ../shared/data] [--draw DIR]
+
+``--draw`` writes one PNG per frame: labels (vests green, hard hats yellow, people white), before (magenta) and
+red guard (orange) and after (cyan) side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+LABELS = Path(__file__).with_name("labels") / "construction_hivis.json"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def boxes_mask(boxes: list[list[int]], shape: tuple[int, int]) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    for x0, y0, x1, y1 in boxes:
+        m[y0:y1, x0:x1] = True
+    return m
+
+
+def frames_of(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+    from rscore.video.reader import open_video
+
+    out: dict[int, np.ndarray] = {}
+    with open_video(path) as reader:
+        for frame in reader:
+            if frame.index in wanted:
+                out[frame.index] = frame.image.copy()
+            if len(out) == len(wanted):
+                break
+    return out
+
+
+def answer(rgb: np.ndarray, path: Path, index: int, query: str, options: dict) -> np.ndarray:
+    from rscore.engine import segment
+    from rscore.video.engine import frame_scene
+    from rscore.video.reader import Frame
+
+    scene = frame_scene(Frame(index, 0.0, rgb), uri=str(path))
+    res = segment(scene, query, plugin="safety", options={"template": "hivis", **options})
+    return np.asarray(res.mask, bool) if res.mask is not None else np.zeros(rgb.shape[:2], bool)
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.marked = self.in_vest = self.on_person = 0
+        self.inst = self.inst_ok = 0
+        self.vests = self.vests_found = 0
+        self.frames = 0
+
+    def add(self, mask: np.ndarray, vests: list, people: list) -> None:
+        vest_m = boxes_mask(vests, mask.shape)
+        self.frames += 1
+        self.marked += int(mask.sum())
+        self.in_vest += int((mask & vest_m).sum())
+        self.on_person += int((mask & boxes_mask(people, mask.shape)).sum())
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        for k in range(1, n):
+            self.inst += 1
+            self.inst_ok += int((vest_m[labels == k]).sum() * 2 >= stats[k, cv2.CC_STAT_AREA])
+        for x0, y0, x1, y1 in vests:
+            self.vests += 1
+            self.vests_found += int(mask[y0:y1, x0:x1].sum() >= 0.1 * (x1 - x0) * (y1 - y0))
+
+    def row(self) -> dict:
+        def ratio(a: int, b: int) -> str:
+            return f"{a / b:.1%}" if b else "n/a (nothing marked)"
+
+        return {
+            "pixel precision": ratio(self.in_vest, self.marked),
+            "on a person": ratio(self.on_person, self.marked),
+            "instance precision": ratio(self.inst_ok, self.inst),
+            "vests found": f"{self.vests_found}/{self.vests}",
+            "false px / frame": f"{(self.marked - self.in_vest) / max(1, self.frames):.0f}",
+            "marked px": self.marked,
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=None, help="the shared data folder (default: rscore.testing.shared_data_dir())")
+    ap.add_argument("--draw", default=None, help="folder for one PNG per labelled frame")
+    args = ap.parse_args(argv)
+    spec = json.loads(LABELS.read_text(encoding="utf-8"))
+    from rscore.testing import shared_data_dir
+
+    found = Path(args.data) if args.data else shared_data_dir(Path(__file__).resolve().parent)
+    if found is None or not found.is_dir():
+        print("no shared data folder (pass --data or set RSCORE_SHARED_DATA)")
+        return 2
+    data = found
+    runs = {
+        "before (colour rule as before issue 14)": ("hi-vis vests", {"hivis_person": "off", "hivis_red_guard": "off"}),
+        "colour rule + red guard (hivis_person=off)": ("hi-vis vests", {"hivis_person": "off"}),
+        "after (hi-vis on a person, default)": ("workers in hi-vis vests", {}),
+    }
+    totals = {k: Tally() for k in runs}
+    print(f"labels: {LABELS.name} (hand-labelled by this project; see its description)")
+    for src in spec["sources"]:
+        path = data / src["file"]
+        if not path.is_file():
+            print(f"skip {src['file']}: not found under {data}")
+            continue
+        if sha256(path) != src["sha256"]:
+            print(f"skip {src['file']}: sha256 differs from the labelled file")
+            continue
+        wanted = {int(k) for k in src["frames"]}
+        frames = frames_of(path, wanted)
+        per = {k: Tally() for k in runs}
+        for idx in sorted(wanted):
+            lab = src["frames"][str(idx)]
+            rgb = frames[idx]
+            masks = {}
+            for name, (query, opts) in runs.items():
+                masks[name] = answer(rgb, path, idx, query, opts)
+                per[name].add(masks[name], lab["vests"], lab["people"])
+                totals[name].add(masks[name], lab["vests"], lab["people"])
+            if args.draw:
+                out = Path(args.draw)
+                out.mkdir(parents=True, exist_ok=True)
+                panels = []
+                for name, colour in zip(runs, ((255, 0, 255), (255, 128, 0), (0, 255, 255))):
+                    im = rgb.copy()
+                    im[masks[name]] = colour
+                    for key, c in (("people", (255, 255, 255)), ("hard_hats", (255, 230, 0)), ("vests", (0, 200, 0))):
+                        for x0, y0, x1, y1 in lab[key]:
+                            cv2.rectangle(im, (x0, y0), (x1 - 1, y1 - 1), c, 1)
+                    panels.append(im)
+                cv2.imwrite(str(out / f"{path.stem}_{idx:04d}.png"), cv2.cvtColor(np.hstack(panels), cv2.COLOR_RGB2BGR))
+        print(f"\n{src['file']} ({len(wanted)} frames)")
+        for name, t in per.items():
+            print(f"  {name:40s} " + "  ".join(f"{k}: {v}" for k, v in t.row().items()))
+    print("\nall labelled frames")
+    for name, t in totals.items():
+        print(f"  {name:40s} " + "  ".join(f"{k}: {v}" for k, v in t.row().items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
