@@ -202,12 +202,14 @@ def deviation_from_mean(z: np.ndarray, radius_px: int, min_std: float = 0.1) -> 
 _OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 
-def fill_depressions(z: np.ndarray) -> np.ndarray:
+def fill_depressions(z: np.ndarray, compiled: bool | None = None) -> np.ndarray:
     """Fill pits so that every cell can drain to the array border or to a NaN cell (both are outlets).
 
-    Morphological reconstruction by erosion (Soille 2004) from the border; NaN cells come back as NaN.
+    Priority-Flood (Barnes et al. 2014, compiled, :mod:`rscore_earth.hydrology`) when numba is installed, else
+    morphological reconstruction by erosion (Soille 2004) from the border: the same surface. ``compiled=False``
+    forces the reconstruction (the reference). NaN cells come back as NaN.
     """
-    from skimage.morphology import reconstruction
+    from rscore_earth import hydrology
 
     nan = np.isnan(z)
     if nan.all():
@@ -218,6 +220,12 @@ def fill_depressions(z: np.ndarray) -> np.ndarray:
     outlet = nan.copy()
     outlet[0, :] = outlet[-1, :] = True
     outlet[:, 0] = outlet[:, -1] = True
+    if (compiled is None and hydrology.AVAILABLE) or compiled:
+        filled = hydrology.priority_flood(work, outlet)
+        filled[nan] = np.nan
+        return filled
+    from skimage.morphology import reconstruction
+
     seed[outlet] = work[outlet]
     filled = reconstruction(seed, work, method="erosion")
     filled[nan] = np.nan
@@ -289,11 +297,17 @@ def d8_receivers(filled: np.ndarray, px: float, py: float) -> np.ndarray:
     return rec.ravel()
 
 
-def accumulate(receivers: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def accumulate(receivers: np.ndarray, weights: np.ndarray, compiled: bool | None = None) -> np.ndarray:
     """Sum ``weights`` down the flow graph (each cell gets itself plus everything upstream).
 
-    Vectorised topological order (Kahn's algorithm in waves): every wave moves all cells whose donors are done.
+    Compiled single pass in topological order when numba is installed (:mod:`rscore_earth.hydrology`); else (or
+    with ``compiled=False``, the reference) vectorised Kahn's algorithm in waves: every wave moves all cells whose
+    donors are done. Both add the same numbers; only the order of the additions differs.
     """
+    from rscore_earth import hydrology
+
+    if (compiled is None and hydrology.AVAILABLE) or compiled:
+        return hydrology.accumulate_stack(receivers, weights)
     n = receivers.size
     acc = np.asarray(weights, np.float64).ravel().copy()
     has = receivers >= 0

@@ -1,0 +1,114 @@
+"""Compiled D8 hydrology kernels (numba): depression filling by Priority-Flood and flow accumulation.
+
+:func:`fill_depressions` is Barnes, Lehman & Mulla's (2014) Priority-Flood with a plain queue for cells inside
+depressions: every outlet (array border, NaN cell) goes into a priority queue at its own elevation, cells are taken
+lowest first and each unvisited 8-neighbour is raised to at least the elevation of the cell that reached it. The
+result is the lowest surface without interior pits, i.e. the same as morphological reconstruction by erosion from
+the outlets with an 8-connected footprint (Soille 2004), which :mod:`rscore_earth.terrain` used before: O(n log n)
+with a small constant instead of skimage's sort of every pixel.
+
+:func:`accumulate` sums weights down a receiver graph in one topological pass (Kahn's algorithm with a stack):
+O(n) instead of one vectorised numpy pass per wave.
+
+Both are used by :mod:`rscore_earth.terrain` when numba is importable (:data:`AVAILABLE`); the numpy / scikit-image
+versions there stay as the reference and the fallback. The first call in a process compiles the kernels (cached on
+disk by numba, ``cache=True``).
+
+Reference: Barnes, R., Lehman, C., Mulla, D. (2014). Priority-flood: An optimal depression-filling and watershed-
+labeling algorithm for digital elevation models. Computers & Geosciences 62, 117-127.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+try:
+    from numba import njit
+
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised only where numba is not installed
+    AVAILABLE = False
+
+__all__ = ["AVAILABLE", "priority_flood", "accumulate_stack"]
+
+if AVAILABLE:
+
+    @njit(cache=True)
+    def _priority_flood(work: np.ndarray, outlet: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+        h, w = work.shape
+        out = work.copy()
+        closed = np.zeros((h, w), np.bool_)
+        heap = [(0.0, np.int64(0))]
+        heap.pop()
+        pit = np.empty(h * w, np.int64)
+        head = 0
+        tail = 0
+        for r in range(h):
+            for c in range(w):
+                if outlet[r, c]:
+                    closed[r, c] = True
+                    heapq.heappush(heap, (out[r, c], np.int64(r * w + c)))
+        while len(heap) > 0 or head < tail:
+            if head < tail:
+                cell = pit[head]
+                head += 1
+            else:
+                cell = heapq.heappop(heap)[1]
+            r0 = cell // w
+            c0 = cell - r0 * w
+            level = out[r0, c0]
+            for dr in range(-1, 2):
+                r = r0 + dr
+                if r < 0 or r >= h:
+                    continue
+                for dc in range(-1, 2):
+                    c = c0 + dc
+                    if (dr == 0 and dc == 0) or c < 0 or c >= w or closed[r, c]:
+                        continue
+                    closed[r, c] = True
+                    if out[r, c] <= level:
+                        out[r, c] = level
+                        pit[tail] = r * w + c
+                        tail += 1
+                    else:
+                        heapq.heappush(heap, (out[r, c], np.int64(r * w + c)))
+        return out
+
+    @njit(cache=True)
+    def _accumulate(receivers: np.ndarray, acc: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+        n = receivers.size
+        indeg = np.zeros(n, np.int64)
+        for i in range(n):
+            r = receivers[i]
+            if r >= 0:
+                indeg[r] += 1
+        stack = np.empty(n, np.int64)
+        top = 0
+        for i in range(n):
+            if indeg[i] == 0:
+                stack[top] = i
+                top += 1
+        while top > 0:
+            top -= 1
+            c = stack[top]
+            r = receivers[c]
+            if r >= 0:
+                acc[r] += acc[c]
+                indeg[r] -= 1
+                if indeg[r] == 0:
+                    stack[top] = r
+                    top += 1
+        return acc
+
+
+def priority_flood(work: np.ndarray, outlet: np.ndarray) -> np.ndarray:
+    """Fill ``work`` (float64, no NaN) so that every cell drains to a cell where ``outlet`` is true."""
+    return _priority_flood(np.ascontiguousarray(work, np.float64), np.ascontiguousarray(outlet, np.bool_))
+
+
+def accumulate_stack(receivers: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each cell's weight plus everything upstream of it (``receivers``: flat index, -1 = outlet)."""
+    acc = np.array(weights, np.float64).ravel()  # a copy: the kernel adds in place
+    return _accumulate(np.ascontiguousarray(receivers, np.int64), acc)
