@@ -100,6 +100,14 @@ def evaluate(name: str, inv: Path, dem: Path) -> dict[str, Any]:
     ctx = OpContext(scene, Request(query=QUERY, plugin="earth", options={}), reg.operators)
     slope = np.asarray(ctx.op("earth.slope"), np.float64)
     s_default, s_slope = score[rows, cols], slope[rows, cols]
+    curves: dict[str, Any] = {}
+    try:
+        from rscore_earth.success_rate import success_rate
+
+        curves = {"default": success_rate(score, rows, cols, labels),
+                  "slope": success_rate(slope / 90.0, rows, cols, labels)}
+    except ImportError:
+        pass
     west = x <= np.median(x)
     out: dict[str, Any] = {
         "inventory": str(inv),
@@ -114,6 +122,7 @@ def evaluate(name: str, inv: Path, dem: Path) -> dict[str, Any]:
         "auroc_slope_east": _auroc(s_slope[~west], labels[~west]),
         "default_run_s": run_s,
         "template": (result.plan.template if result.plan else None),
+        "success_rate": curves,
     }
     try:
         from rscore_earth.fit import fit_adapter
@@ -132,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--inventory", action="append", default=[], metavar="NAME=INVENTORY,DEM")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--png", type=Path, help="write success-rate curves (default model vs slope) to PNG files NAME_*.png here")
     args = ap.parse_args(argv)
     invs = _shared_inventories()
     for spec in args.inventory:
@@ -151,10 +161,19 @@ def main(argv: list[str] | None = None) -> int:
         f = evaluate(name, inv, dem)
         figures[name] = f
         fitted = f.get("auroc_fitted_cv_mean")
+        if args.png and f["success_rate"]:
+            from rscore_earth.success_rate import write_png
+
+            args.png.mkdir(parents=True, exist_ok=True)
+            write_png(f["success_rate"], args.png / f"{name.split()[0]}_success_rate.png")
         print(f"{name:24} {f['n']:5d} {f['auroc_slope']:6.3f} {f['auroc_default']:8.3f} "
               f"{f['auroc_default_west']:5.3f}/{f['auroc_default_east']:5.3f} "
               f"{f['auroc_slope_west']:5.3f}/{f['auroc_slope_east']:5.3f} "
               f"{'-' if fitted is None else format(fitted, '.3f'):>10}")
+        for k, c in f["success_rate"].items():
+            cls = ", ".join(f"{n} {v['landslide_share']:.0%} of slides on {v['area_share']:.0%} of area"
+                            for n, v in c["classes"].items()) if k == "default" else ""
+            print(f"    success-rate AUC {k}: {c['auc']}  {cls}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
     return 0

@@ -150,3 +150,20 @@ def test_default_model_beats_slope_on_rbsf_ecuador(shared_data):
     a_slope = auroc(slope[inv.rows, inv.cols], inv.labels)
     assert a_slope == pytest.approx(0.717, abs=0.01)
     assert a_model > a_slope + 0.05  # the development set: 0.788 vs 0.717 (the old default scored 0.644)
+
+
+def test_success_rate_curve(tmp_path):
+    from rscore_earth.success_rate import success_rate, write_png
+
+    score = np.tile(np.linspace(0, 1, 100), (10, 1))  # columns rank the area
+    rows, cols = np.zeros(20, int), np.r_[np.arange(90, 100), np.arange(0, 10)]
+    labels = np.r_[np.ones(10, int), np.zeros(10, int)]
+    perfect = success_rate(score, rows, cols, labels)
+    assert perfect["landslide_share"][10] == 1.0 and perfect["auc"] > 0.94  # all slides in the top 10 % of area
+    assert perfect["classes"]["high"]["landslide_share"] == 1.0
+    spread = success_rate(score, np.zeros(10, int), np.arange(5, 100, 10), np.ones(10, int))
+    assert spread["auc"] == pytest.approx(0.5, abs=0.06)  # slides spread evenly: no skill
+    png = write_png({"perfect": perfect, "spread": spread}, tmp_path / "sr.png")
+    from PIL import Image
+
+    assert Image.open(png).size == (440, 440)
