@@ -21,6 +21,9 @@ labeling algorithm for digital elevation models. Computers & Geosciences 62, 117
 from __future__ import annotations
 
 import heapq
+import threading
+import weakref
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +34,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only where numba is not installed
     AVAILABLE = False
 
-__all__ = ["AVAILABLE", "priority_flood", "accumulate_stack"]
+__all__ = ["AVAILABLE", "WHOLE_MAX_PX", "priority_flood", "accumulate_stack", "whole_raster_accumulation"]
 
 if AVAILABLE:
 
@@ -112,3 +115,53 @@ def accumulate_stack(receivers: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Each cell's weight plus everything upstream of it (``receivers``: flat index, -1 = outlet)."""
     acc = np.array(weights, np.float64).ravel()  # a copy: the kernel adds in place
     return _accumulate(np.ascontiguousarray(receivers, np.int64), acc)
+
+
+# ------------------------------------------------------------------------------------------ whole-raster drainage
+WHOLE_MAX_PX = 4096 * 4096  # default largest raster whose drainage is computed whole (option drainage_max_px)
+_whole_cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], np.ndarray]] = weakref.WeakKeyDictionary()
+_whole_lock = threading.Lock()
+
+
+def whole_raster_accumulation(ctx: Any, z_factor: float = 1.0) -> np.ndarray | None:
+    """Exact D8 contributing area (m^2) of the view, computed once over the whole raster and cached per scene.
+
+    ``None`` when the raster has more than ``drainage_max_px`` pixels (option; default :data:`WHOLE_MAX_PX`, 0
+    disables it): the caller then falls back to the tile-local approximation. The whole-raster pass holds about
+    60 bytes per pixel while it runs (elevation, filled surface, receivers, their temporaries) and keeps a float32
+    copy of the result for the other tiles of the same scene.
+    """
+    scene = ctx.scene
+    h, w = scene.height, scene.width
+    limit = ctx.params.get("drainage_max_px", WHOLE_MAX_PX)
+    try:
+        limit = int(float(limit))
+    except (TypeError, ValueError):
+        from rscore.errors import OptionError
+
+        raise OptionError(f"option drainage_max_px must be a whole number of pixels, got {limit!r}") from None
+    win = ctx.window
+    if h * w > limit or win.row_off < 0 or win.col_off < 0 or win.row_off + win.height > h or win.col_off + win.width > w:
+        return None
+    px, py = ctx.pixel_size
+    key = ("elevation", float(z_factor), float(px), float(py))
+    with _whole_lock:
+        per_scene = _whole_cache.setdefault(scene.source, {})
+        acc = per_scene.get(key)
+        if acc is None:
+            from rscore.types import Window
+
+            from rscore_earth import terrain
+
+            full = Window(0, 0, h, w)
+            z = scene.read(full, ["elevation"])[0].astype(np.float64)
+            valid = scene.valid(full)
+            if valid is not None:
+                z[~np.asarray(valid, bool)] = np.nan
+            if z_factor != 1.0:
+                z *= z_factor
+            acc = terrain.flow_accumulation(z, px, py)
+            del z
+            per_scene.clear()  # one elevation variant per scene is all a run needs
+            per_scene[key] = acc
+    return acc[win.slices].copy()

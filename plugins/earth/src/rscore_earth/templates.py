@@ -49,6 +49,7 @@ import numpy as np
 from rscore.errors import OptionError
 from rscore.sdk import OpContext, ProgramOutput, Template
 
+from rscore_earth.hydrology import WHOLE_MAX_PX
 from rscore_earth.operators import DEFAULT_CHANNEL_AREA_M2, HALO, radius_px, require_bands
 
 __all__ = [
@@ -277,7 +278,9 @@ def _flood(ctx: OpContext) -> ProgramOutput:
     area = float(ctx.params.get("channel_area_m2", DEFAULT_CHANNEL_AREA_M2))
     ctx.note(
         f"drainage: D8 channels (O'Callaghan & Mark 1984) where contributing area >= {area:g} m2 (Tarboton et al. "
-        f"1991), computed per tile with a {HALO} px halo (an approximation for catchments larger than a tile)",
+        f"1991); contributing area from a Priority-Flood-filled DEM (Barnes et al. 2014) over the whole raster "
+        f"when it has at most drainage_max_px pixels (default {WHOLE_MAX_PX / 1e6:.1f} Mpx), else per tile with "
+        f"a {HALO} px halo (then a caveat says so)",
         operator="earth.flow_accumulation",
     )
     return ProgramOutput(mask=mask, score=score)
