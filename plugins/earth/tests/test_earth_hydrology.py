@@ -87,7 +87,8 @@ def test_identical_flow_accumulation_on_a_real_dem(shared_data):
     new = terrain.fill_depressions(z, compiled=True)
     np.testing.assert_array_equal(new, old)
     assert np.nansum(new - z) > 0  # the real DEM has pits to fill
-    rec = terrain.d8_receivers(new, 10.0, 10.0)
+    rec = terrain.d8_receivers(new, 10.0, 10.0, compiled=True)
+    np.testing.assert_array_equal(rec, terrain.d8_receivers(old, 10.0, 10.0, compiled=False))
     w = np.full(z.size, 100.0)
     np.testing.assert_array_equal(terrain.accumulate(rec, w, compiled=True), terrain.accumulate(rec, w, compiled=False))
 
@@ -155,3 +156,17 @@ def test_flood_run_is_exact_and_says_how(tmp_path):
     np.testing.assert_array_equal(np.asarray(small.mask), np.asarray(whole.mask))  # same at every tile size
     assert any("whole raster" in s.text for s in small.plan.steps)
     assert not any("per tile" in c for c in small.caveats)
+
+
+@needs_numba
+def test_compiled_receivers_equal_the_reference_on_flats_and_holes():
+    rng = np.random.default_rng(11)
+    for k in range(60):
+        h, w = rng.integers(3, 30, size=2)
+        z = (rng.normal(size=(h, w)).cumsum(axis=k % 2) + rng.integers(0, 4, size=(h, w))).round(k % 3)  # flats
+        if k % 3 == 0:
+            z[rng.random(z.shape) < 0.08] = np.nan
+        filled = terrain.fill_depressions(z)
+        for px, py in ((10.0, 10.0), (30.0, 20.0)):
+            np.testing.assert_array_equal(terrain.d8_receivers(filled, px, py, compiled=True),
+                                          terrain.d8_receivers(filled, px, py, compiled=False))

@@ -21,6 +21,7 @@ labeling algorithm for digital elevation models. Computers & Geosciences 62, 117
 from __future__ import annotations
 
 import heapq
+import math
 import threading
 import weakref
 from typing import Any
@@ -34,7 +35,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only where numba is not installed
     AVAILABLE = False
 
-__all__ = ["AVAILABLE", "WHOLE_MAX_PX", "priority_flood", "accumulate_stack", "whole_raster_accumulation"]
+__all__ = ["AVAILABLE", "WHOLE_MAX_PX", "d8_receivers", "priority_flood", "accumulate_stack", "whole_raster_accumulation"]
 
 if AVAILABLE:
 
@@ -80,6 +81,96 @@ if AVAILABLE:
         return out
 
     @njit(cache=True)
+    def _d8_receivers(filled: np.ndarray, px: float, py: float) -> np.ndarray:  # pragma: no cover - compiled
+        h, w = filled.shape
+        diag = math.sqrt(px * px + py * py)
+        drs = (-1, -1, -1, 0, 0, 1, 1, 1)
+        dcs = (-1, 0, 1, -1, 1, -1, 0, 1)
+        dists = (diag, py, diag, px, px, diag, py, diag)
+        rec = np.full(h * w, -1, np.int64)
+        # 0: no lower neighbour (flat or pit), 1: drains (lower neighbour or border), 2: NaN
+        state = np.zeros(h * w, np.uint8)
+        for r in range(h):
+            for c in range(w):
+                i = r * w + c
+                zc = filled[r, c]
+                if math.isnan(zc):
+                    state[i] = 2
+                    continue
+                best = 0.0
+                for k in range(8):
+                    rr = r + drs[k]
+                    cc = c + dcs[k]
+                    if rr < 0 or rr >= h or cc < 0 or cc >= w:
+                        continue
+                    zn = filled[rr, cc]
+                    drop = math.inf if math.isnan(zn) else (zc - zn) / dists[k]
+                    if drop > best:
+                        best = drop
+                        rec[i] = rr * w + cc
+                if rec[i] >= 0 or r == 0 or r == h - 1 or c == 0 or c == w - 1:
+                    state[i] = 1
+        # flats: cells with no lower neighbour inside the array drain along the geodesic over the flat to its
+        # outlet (Garbrecht & Martz 1997); seeds are flat cells next to an equal-elevation cell that drains
+        cum = np.full(h * w, math.inf)
+        heap = [(0.0, np.int64(0))]
+        heap.pop()
+        seeded = np.zeros(h * w, np.bool_)
+        for r in range(h):
+            for c in range(w):
+                i = r * w + c
+                if state[i] != 0:
+                    continue
+                zc = filled[r, c]
+                for k in range(8):
+                    rr = r + drs[k]
+                    cc = c + dcs[k]
+                    if rr < 0 or rr >= h or cc < 0 or cc >= w:
+                        continue
+                    j = rr * w + cc
+                    if state[j] == 1 and filled[rr, cc] == zc:
+                        rec[i] = j
+                        seeded[i] = True
+                        cum[i] = 0.0
+                        heapq.heappush(heap, (0.0, i))
+                        break
+        sq2 = math.sqrt(2.0)
+        while len(heap) > 0:
+            d, i = heapq.heappop(heap)
+            if d > cum[i]:
+                continue
+            r = i // w
+            c = i - r * w
+            for k in range(8):
+                rr = r + drs[k]
+                cc = c + dcs[k]
+                if rr < 0 or rr >= h or cc < 0 or cc >= w:
+                    continue
+                j = rr * w + cc
+                if state[j] != 0:
+                    continue
+                nd = d + (sq2 if drs[k] != 0 and dcs[k] != 0 else 1.0)
+                if nd < cum[j]:
+                    cum[j] = nd
+                    heapq.heappush(heap, (nd, j))
+        for r in range(h):
+            for c in range(w):
+                i = r * w + c
+                if state[i] != 0 or seeded[i]:
+                    continue
+                best = cum[i]
+                for k in range(8):
+                    rr = r + drs[k]
+                    cc = c + dcs[k]
+                    if rr < 0 or rr >= h or cc < 0 or cc >= w:
+                        continue
+                    j = rr * w + cc
+                    if cum[j] < best:
+                        best = cum[j]
+                        rec[i] = j
+        return rec
+
+    @njit(cache=True)
     def _accumulate(receivers: np.ndarray, acc: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
         n = receivers.size
         indeg = np.zeros(n, np.int64)
@@ -109,6 +200,11 @@ if AVAILABLE:
 def priority_flood(work: np.ndarray, outlet: np.ndarray) -> np.ndarray:
     """Fill ``work`` (float64, no NaN) so that every cell drains to a cell where ``outlet`` is true."""
     return _priority_flood(np.ascontiguousarray(work, np.float64), np.ascontiguousarray(outlet, np.bool_))
+
+
+def d8_receivers(filled: np.ndarray, px: float, py: float) -> np.ndarray:
+    """Steepest-descent D8 receivers (flat index, -1 = outlet), flats routed along the geodesic to their outlet."""
+    return _d8_receivers(np.ascontiguousarray(filled, np.float64), float(px), float(py))
 
 
 def accumulate_stack(receivers: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -242,13 +242,19 @@ def _shifted(a: np.ndarray, dr: int, dc: int, fill: float) -> np.ndarray:
     return out
 
 
-def d8_receivers(filled: np.ndarray, px: float, py: float) -> np.ndarray:
+def d8_receivers(filled: np.ndarray, px: float, py: float, compiled: bool | None = None) -> np.ndarray:
     """D8 receiver of every cell as a flat index (``-1``: outlet - NaN cells, and border cells with no lower
     neighbour, whose water leaves the array). ``filled`` must be depression-free (:func:`fill_depressions`).
 
     Cells on flats drain along the shortest path over the flat to its outlet (Garbrecht & Martz 1997 "towards
-    lower terrain"), computed with a geodesic distance (``skimage.graph.MCP_Geometric``).
+    lower terrain"), computed with a geodesic distance (``skimage.graph.MCP_Geometric``; the compiled version in
+    :mod:`rscore_earth.hydrology`, used when numba is installed, runs Dijkstra with the same edge lengths and gives
+    the same receivers). ``compiled=False`` forces the numpy / scikit-image reference.
     """
+    from rscore_earth import hydrology
+
+    if (compiled is None and hydrology.AVAILABLE) or compiled:
+        return hydrology.d8_receivers(filled, px, py)
     from skimage.graph import MCP_Geometric
 
     h, w = filled.shape
