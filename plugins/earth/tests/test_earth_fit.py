@@ -167,3 +167,26 @@ def test_success_rate_curve(tmp_path):
     from PIL import Image
 
     assert Image.open(png).size == (440, 440)
+
+
+def test_rscore_finetune_and_run_with_the_adapter(rscore_cli, tmp_path):
+    dem, inv = _synthetic(tmp_path)
+    out = tmp_path / "adapter"
+    res = rscore_cli("finetune", "--plugin", "earth", "--dataset", str(inv), "-O", f"dem={dem}", "-O", "folds=3",
+                     "--out", str(out))
+    assert res.exit_code == 0, res.stderr
+    assert "spatial 3-fold cross-validation" in res.stdout and (out / "rscore_adapter.json").is_file()
+    res = rscore_cli("run", "--plugin", "earth", str(dem), "landslide-prone areas", "--adapter", str(out),
+                     "--matcher", "keyword", "--out", str(tmp_path / "run"))
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert any("fitted susceptibility" in s["text"] for s in doc["plan"]["steps"])
+    res = rscore_cli("finetune", "--plugin", "earth", "--dataset", str(inv), "--out", str(tmp_path / "x"))
+    assert res.exit_code == 2 and "-O dem=DEM.tif" in res.stderr and not (tmp_path / "x").exists()
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    (lora / "rscore_adapter.json").write_text(json.dumps({"format": "rscore-adapter", "version": 1, "plugin": "earth",
+                                                          "reasoner": None, "segmenter": None}))
+    res = rscore_cli("run", "--plugin", "earth", str(dem), "landslide-prone areas", "--adapter", str(lora),
+                     "--matcher", "keyword", "--out", str(tmp_path / "run2"))
+    assert res.exit_code == 2 and "no fitted susceptibility model" in res.stderr

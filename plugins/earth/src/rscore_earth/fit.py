@@ -2,6 +2,7 @@
 
 ::
 
+    rscore finetune --plugin earth --dataset inventory.csv|.gpkg|.geojson -O dem=DEM.tif --out adapter/ [-O folds=5]
     python -m rscore_earth.fit --dataset inventory.csv|.gpkg|.geojson DEM.tif --out adapter/ [--folds 5] [--seed 0]
     rscore run --plugin earth DEM.tif "landslide-prone areas" --adapter adapter/
 
@@ -48,6 +49,7 @@ __all__ = [
     "read_inventory",
     "spatial_folds",
     "susceptibility_model",
+    "trainer",
 ]
 
 SUSCEPTIBILITY_KEY = "susceptibility"
@@ -324,8 +326,8 @@ def fit_adapter(
                          f"(known: {', '.join(FACTORS)})")
     if not dem_path.is_file():
         raise InputError("does not exist", path=dem_path)
-    if out.exists() and any(out.iterdir()):
-        raise InputError("exists and is not empty: choose a new adapter folder", path=out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / ADAPTER_FILE).is_file())):
+        raise InputError("exists and is not an rscore adapter folder: choose a new adapter folder", path=out)
     with rasterio.open(dem_path) as ds:
         inv = read_inventory(inventory_path, ds, seed=seed)
         crs = str(ds.crs) if ds.crs else None
@@ -390,6 +392,54 @@ def fit_adapter(
     return section
 
 
+INVENTORY_SUFFIXES = (".csv", ".gpkg", ".geojson", ".shp", ".fgb")
+
+
+def trainer(dataset: Path, out: Path, options: Mapping[str, Any], as_json: bool) -> tuple[str, int] | None:
+    """``rscore finetune --plugin earth --dataset INVENTORY -O dem=DEM.tif --out DIR`` (the AdapterSpec hook).
+
+    ``None`` for datasets that are not inventories (manifests go to the VLM LoRA path). Options: ``dem`` (required),
+    ``folds`` (5), ``seed`` (0), ``factors`` (comma-separated, default :data:`DEFAULT_FACTORS`), ``l2`` (1.0).
+    """
+    from rscore.errors import OptionError
+
+    if Path(dataset).suffix.lower() not in INVENTORY_SUFFIXES:
+        return None
+    dem = options.get("dem")
+    if not dem:
+        raise OptionError(f"fitting landslide susceptibility to {dataset} needs the DEM: add -O dem=DEM.tif")
+    unknown = sorted(set(options) - {"dem", "folds", "seed", "factors", "l2"})
+    if unknown:
+        raise OptionError(f"unknown option(s) for the earth susceptibility fit: {', '.join(unknown)} "
+                          "(known: dem, folds, seed, factors, l2)")
+    try:
+        folds = int(options.get("folds", 5))
+        seed = int(options.get("seed", 0))
+        l2 = float(options.get("l2", 1.0))
+    except (TypeError, ValueError):
+        raise OptionError("options folds and seed must be whole numbers, l2 a number") from None
+    if folds < 2 or not l2 >= 0:
+        raise OptionError("option folds must be at least 2 and l2 at least 0")
+    factors = options.get("factors", DEFAULT_FACTORS)
+    if isinstance(factors, str):
+        factors = [f.strip() for f in factors.split(",") if f.strip()]
+    sec = fit_adapter(dataset, dem, out, folds=folds, seed=seed, l2=l2, factors=tuple(factors))
+    if as_json:
+        return json.dumps({"out": str(out), SUSCEPTIBILITY_KEY: sec}, indent=2), 0
+    return _summary(sec, out), 0
+
+
+def _summary(sec: Mapping[str, Any], out: Path) -> str:
+    cv = sec["cv"]
+    terms = ", ".join(f"{f} {c:+.2f}" for f, c in zip(sec["factors"], sec["coef"]))
+    return (f"fitted landslide susceptibility (logistic regression; standardised coefficients {terms}) on "
+            f"{sec['inventory']['n']} samples ({sec['inventory']['n_landslide']} landslides)\n"
+            f"{cv['method']}: AUROC {cv['auroc_mean']} mean over {len(cv['folds'])} folds, {cv['auroc_pooled']} "
+            f"pooled (slope alone {cv['slope_only_auroc']})\n"
+            f"adapter written to {out}; use it with rscore run --plugin earth DEM.tif \"landslide-prone areas\" "
+            f"--adapter {out}")
+
+
 def _round(v: float) -> float | None:
     return None if v is None or not math.isfinite(v) else round(float(v), 4)
 
@@ -411,11 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    cv = sec["cv"]
-    print(f"fitted {', '.join(sec['factors'])} on {sec['inventory']['n']} samples "
-          f"({sec['inventory']['n_landslide']} landslides); spatial CV AUROC {cv['auroc_pooled']} pooled, "
-          f"{cv['auroc_mean']} mean over {len(cv['folds'])} folds (slope alone {cv['slope_only_auroc']}); "
-          f"adapter written to {args.out}")
+    print(_summary(sec, args.out))
     return 0
 
 

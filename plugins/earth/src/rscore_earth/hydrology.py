@@ -224,7 +224,8 @@ def whole_raster_accumulation(ctx: Any, z_factor: float = 1.0) -> np.ndarray | N
 
     ``None`` when the raster has more than ``drainage_max_px`` pixels (option; default :data:`WHOLE_MAX_PX`, 0
     disables it): the caller then falls back to the tile-local approximation. The whole-raster pass holds about
-    60 bytes per pixel while it runs (elevation, filled surface, receivers, their temporaries) and keeps a float32
+    35 bytes per pixel while it runs (elevation, filled surface, receivers, weights; 550 MiB at 4096^2, measured
+    by benchmarks/bench_earth_drainage.py) and keeps a float32
     copy of the result for the other tiles of the same scene.
     """
     scene = ctx.scene
