@@ -103,7 +103,7 @@ def test_bad_inventories_say_what_is_wrong(tmp_path):
             read_inventory(far, ds)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("mine")
-    with pytest.raises(InputError, match="not empty"):
+    with pytest.raises(InputError, match="not an rscore adapter folder"):
         fit_adapter(inv, dem, tmp_path / "full")
     assert (tmp_path / "full" / "x").read_text() == "mine"
     with pytest.raises(InputError, match="unknown susceptibility factor"):

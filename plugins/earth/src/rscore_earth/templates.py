@@ -68,6 +68,7 @@ LANDSLIDE_CLASS_EDGES = (0.35, 0.6)  # score edges low|medium|high
 SLOPE_RAMP_DEG = (15.0, 50.0)
 CONVERGENCE_WEIGHT = 0.35
 CURVATURE_SCALE_PX = 0.2  # tanh scale of plan curvature, as k_plan (1/m) x pixel size (m): ~0.02 1/m at 10 m
+LANDSLIDE_HALO = 2  # px: every landslide factor (slope, curvatures, NDVI) is a 3x3 stencil or per pixel
 VEGETATION_WEIGHT = 0.15  # only with a NIR band; not validated on an inventory (none had imagery)
 
 
@@ -106,9 +107,10 @@ def landslide_susceptibility(ctx: OpContext) -> tuple[np.ndarray, dict[str, np.n
     because the 3x3 curvature of a DEM grows as its pixel shrinks; it is faded out below 15 deg (flat ground does
     not slide, however convergent). Plan curvature is taken at the DEM's own
     resolution: smoothing the DEM or the score first measurably erased its signal (see the benchmark). The sum is
-    additive, not gated by slope, so a convergent hollow on a moderate slope still ranks above a planar one; local
-    relief and proximity to drainage are reported in the plan but not scored (on the development inventory both
-    lowered the AUROC). A fitted model (``rscore_earth.fit``, ``--adapter``) replaces these weights.
+    additive, so a convergent hollow on a moderate slope still ranks above a planar one. Local relief and proximity
+    to drainage are not scored (on the development inventory both lowered the AUROC, see
+    ``benchmarks/landslide``). A fitted model (``rscore finetune --plugin earth``, ``--adapter``) replaces these
+    weights.
     """
     require_bands(ctx, "elevation", why="landslide susceptibility")
     slope = ctx.op("earth.slope")
@@ -244,8 +246,8 @@ def _landslide(ctx: OpContext) -> ProgramOutput:
             "no NIR band: vegetation cover not used (add imagery with --aux image.tif or name bands with --bands)"
         )
     ctx.note(
-        "local relief and proximity to drainage are not scored: on the development inventory (RBSF Ecuador) both "
-        "lowered the AUROC; fit them to an inventory with rscore_earth.fit and --adapter"
+        "local relief, elevation and proximity to drainage are not scored: on the development inventory (RBSF "
+        "Ecuador) each lowered the AUROC; rscore finetune --plugin earth fits the weights to your own inventory"
     )
     n_veg = VEGETATION_WEIGHT if "vegetation" in factors else 0.0
     formula = (f"susceptibility = {1 - w_conv - n_veg:.3g} x slope factor + {w_conv:.3g} x convergence"
@@ -434,7 +436,7 @@ TEMPLATES: tuple[Template, ...] = (
                   "unstable", "instability", "hazard", "prone"),
         requires=("elevation",),
         kinds=KINDS,
-        halo=HALO,
+        halo=LANDSLIDE_HALO,
         sources=("Horn 1981", "Guzzetti et al. 1999", "Dai & Lee 2002", "Montgomery & Dietrich 1994",
                  "Ohlmacher 2007", "Sobrino et al. 2004", "O'Callaghan & Mark 1984", "Tarboton et al. 1991"),
         class_names=("low", "medium", "high"),
