@@ -258,7 +258,12 @@ class AdapterSpec:
 
     ``target_modules`` are the LoRA targets of the reasoner, ``augmentations`` the names of domain augmentations
     (e.g. ``hflip``, ``rot90``, ``colour_jitter_underwater``), ``dataset_reader`` optionally maps a plugin-specific
-    dataset folder to manifest rows.
+    dataset folder to manifest rows. ``trainer`` optionally fits something other than the VLM LoRA (e.g. the earth
+    plugin's susceptibility model from a landslide inventory): ``rscore finetune --plugin NAME`` first calls
+    ``trainer(dataset, out, options, as_json)`` of each of the plugin's specs, and the first that returns
+    ``(text, exit code)`` instead of ``None`` (None = "not my kind of dataset") answers; it writes ``out`` in the
+    adapter format of :mod:`rscore.finetune.adapter` and raises :class:`rscore.errors.RscoreError` subclasses on
+    bad input.
     """
 
     name: str
@@ -269,3 +274,4 @@ class AdapterSpec:
     dataset_reader: Callable[[Path], Sequence[Mapping[str, Any]]] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     plugin: str = ""
+    trainer: Callable[[Path, Path, Mapping[str, Any], bool], tuple[str, int] | None] | None = None

@@ -449,6 +449,14 @@ def finetune_command(
     engine options for every row); the keyword arguments override it. With ``as_json`` the text is the adapter
     description (``rscore_adapter.json``) plus ``"out"``.
     """
+    if plugin:  # a plugin's own trainer (e.g. earth: susceptibility from a landslide inventory) answers first
+        from rscore.engine import default_registry
+
+        reg = registry or default_registry()
+        for spec in (a for a in reg.adapters if a.plugin == plugin and a.trainer is not None):
+            answer = spec.trainer(Path(dataset), Path(out), dict(options or {}), as_json)
+            if answer is not None:
+                return answer
     opts = FinetuneOptions.from_options(
         options, reasoner=reasoner, model=model, weights=str(weights) if weights is not None else None, device=device, steps=steps,
         lr=lr, segmenter=segmenter,

@@ -221,6 +221,7 @@ def test_window_reads_match(landslide):
 def test_earth_declares_fine_tuning_defaults():
     from rscore.plugins import get_registry
 
-    (adapter,) = [a for a in get_registry().adapters if a.plugin == "earth"]
+    adapter, susceptibility = [a for a in get_registry().adapters if a.plugin == "earth"]
     assert {"hflip", "vflip", "rot90"} <= set(adapter.augmentations)
     assert "q_proj" in adapter.target_modules and adapter.lora_rank > 0
+    assert adapter.trainer is None and susceptibility.trainer is not None  # the LoRA spec stays the defaults

@@ -113,7 +113,18 @@ def op_dev(ctx: OpContext, radius_m: float = 100.0) -> np.ndarray:
 
 
 def op_flow_accumulation(ctx: OpContext) -> np.ndarray:
+    """Exact whole-raster D8 accumulation when the raster is small enough (hydrology.whole_raster_accumulation),
+    else tile-local within the tile and its halo (an approximation, recorded as a caveat)."""
+    from rscore_earth import hydrology
+
     px, py = ctx.pixel_size
+    whole = hydrology.whole_raster_accumulation(ctx, _option(ctx, "z_factor", 1.0))
+    if whole is not None:
+        return whole
+    ctx.caveat(
+        f"drainage (flow accumulation) was computed per tile with a {HALO} px halo: the raster is larger than "
+        f"drainage_max_px, so contributing area from beyond a tile is missing where catchments cross tiles"
+    )
     return terrain.flow_accumulation(_elevation(ctx), px, py)
 
 
@@ -229,7 +240,7 @@ OPERATORS: tuple[Operator, ...] = (
     Operator("earth.dev", op_dev, "deviation from mean elevation (TPI / local std) within radius_m", ("elevation",),
              HALO, "ratio"),
     Operator("earth.flow_accumulation", op_flow_accumulation,
-             "D8 contributing area; tile-local: area from beyond the tile and its halo is not counted (an approximation)",
+             "D8 contributing area, exact over the whole raster up to drainage_max_px (16.8 Mpx), else tile-local",
              ("elevation",), HALO, "m2"),
     Operator("earth.drainage_distance", op_drainage_distance,
              "distance to the nearest channel (contributing area >= channel_area_m2)", ("elevation",), HALO, "m"),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 from rscore import hookimpl
 from rscore.sdk import AdapterSpec, Operator, Reader, Template, Writer
 from rscore.types import Result, Scene
@@ -47,8 +51,23 @@ def rscore_adapters() -> list[AdapterSpec]:
             lora_rank=16,
             augmentations=("hflip", "vflip", "rot90", "tile_crop"),
             options={"tile_size": 1024, "overlap": 128},
-        )
+        ),
+        AdapterSpec(
+            "earth-susceptibility",
+            "landslide susceptibility fitted to an inventory (points or polygons) on a DEM: logistic regression with "
+            "spatial k-means cross-validation; rscore finetune --plugin earth --dataset inventory.csv -O dem=DEM.tif",
+            trainer=_susceptibility_trainer,
+        ),
     ]
+
+
+def _susceptibility_trainer(
+    dataset: Path, out: Path, options: Mapping[str, Any], as_json: bool
+) -> tuple[str, int] | None:
+    """Fit the landslide model to an inventory (imported only when rscore finetune runs)."""
+    from rscore_earth.fit import trainer
+
+    return trainer(dataset, out, options, as_json)
 
 
 @hookimpl

@@ -40,11 +40,16 @@ Sources (full references, cited by short key in the templates):
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from rscore.errors import OptionError
 from rscore.sdk import OpContext, ProgramOutput, Template
 
+from rscore_earth.hydrology import WHOLE_MAX_PX
 from rscore_earth.operators import DEFAULT_CHANNEL_AREA_M2, HALO, radius_px, require_bands
 
 __all__ = [
@@ -58,11 +63,13 @@ __all__ = [
 
 KINDS = ("raster",)
 LANDSLIDE_CLASS_EDGES = (0.35, 0.6)  # score edges low|medium|high
-LANDSLIDE_WEIGHTS = {"curvature": 0.30, "relief": 0.20, "drainage": 0.25, "vegetation": 0.25}
-RELIEF_RADIUS_M = 100.0
-DRAINAGE_NEAR_M = 250.0
-CURVATURE_SCALE = 0.005  # 1/m
-SMOOTH_M = 15.0  # Gaussian sigma (m) applied to the landslide score before classing
+# The default landslide model (measured with benchmarks/landslide/eval_landslide.py; see its DATA.md):
+# score = (1 - W) * ramp(slope, 15 deg, 50 deg) + W * convergence, convergence = 0.5 - 0.5 tanh(k_plan * px / S).
+SLOPE_RAMP_DEG = (15.0, 50.0)
+CONVERGENCE_WEIGHT = 0.35
+CURVATURE_SCALE_PX = 0.2  # tanh scale of plan curvature, as k_plan (1/m) x pixel size (m): ~0.02 1/m at 10 m
+LANDSLIDE_HALO = 2  # px: every landslide factor (slope, curvatures, NDVI) is a 3x3 stencil or per pixel
+VEGETATION_WEIGHT = 0.15  # only with a NIR band; not validated on an inventory (none had imagery)
 
 
 def ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -92,83 +99,145 @@ def _share(ctx: OpContext, cond: np.ndarray) -> float:
 def landslide_susceptibility(ctx: OpContext) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The 0-1 susceptibility score and its factors (each 0-1) for the view.
 
-    ``score = f_slope * (0.4 + 0.6 * M)`` where ``f_slope`` ramps from 0 at 10 deg to 1 at 35 deg (landslides
-    concentrate on 25-35 deg slopes, Dai & Lee 2002) and ``M`` is the weighted mean of the modifying factors:
-    convergent plan curvature (hollows; Montgomery & Dietrich 1994, Ohlmacher 2007), local relief within 100 m
-    (10 -> 60 m), proximity to drainage (toe erosion; 250 m -> 0 m) and, when a NIR band exists, sparse vegetation
-    (NDVI 0.5 -> 0.2; Sobrino et al. 2004). Slope gates the score because without slope there is no sliding; the
-    weights follow the heuristic index approach reviewed by Guzzetti et al. (1999). The score is smoothed with a
-    Gaussian of sigma 15 m (map generalisation) before it is classed.
+    ``score = 0.65 * f_slope + 0.35 * f_convergence`` (and, with a NIR band, 0.15 of the total moved to sparse
+    vegetation). ``f_slope`` ramps from 0 at 15 deg to 1 at 50 deg: it keeps rising through 25-45 deg, where most
+    shallow slides start (Dai & Lee 2002; the old 10 -> 35 deg ramp saturated there and ranked every steep cell
+    alike). ``f_convergence = 0.5 - 0.5 tanh(k_plan / s)`` is high in convergent hollows (negative plan curvature,
+    where water and colluvium collect; Montgomery & Dietrich 1994, Ohlmacher 2007), with ``s = 0.2 / pixel size``
+    because the 3x3 curvature of a DEM grows as its pixel shrinks; it is faded out below 15 deg (flat ground does
+    not slide, however convergent). Plan curvature is taken at the DEM's own
+    resolution: smoothing the DEM or the score first measurably erased its signal (see the benchmark). The sum is
+    additive, so a convergent hollow on a moderate slope still ranks above a planar one. Local relief and proximity
+    to drainage are not scored (on the development inventory both lowered the AUROC, see
+    ``benchmarks/landslide``). A fitted model (``rscore finetune --plugin earth``, ``--adapter``) replaces these
+    weights.
     """
     require_bands(ctx, "elevation", why="landslide susceptibility")
     slope = ctx.op("earth.slope")
-    factors: dict[str, np.ndarray] = {"slope": ramp(slope, 10.0, 35.0)}
+    fitted = _fitted_model(ctx)
+    if fitted is not None:
+        from rscore_earth.fit import factor_stack, predict
+
+        score = predict(fitted, factor_stack(ctx, fitted.factors))
+        score[~ctx.valid | np.isnan(slope)] = np.nan
+        return score, {}
+    lo, hi = SLOPE_RAMP_DEG
+    factors: dict[str, np.ndarray] = {"slope": ramp(slope, lo, hi)}
     kplan = ctx.op("earth.curvature", kind="plan")
-    factors["curvature"] = (0.5 - 0.5 * np.tanh(kplan / CURVATURE_SCALE)).astype(np.float32)
-    factors["relief"] = ramp(ctx.op("earth.relief", radius_m=RELIEF_RADIUS_M), 10.0, 60.0)
-    dist = ctx.op("earth.drainage_distance")
-    factors["drainage"] = 1.0 - ramp(dist, 0.0, DRAINAGE_NEAR_M)
+    scale = CURVATURE_SCALE_PX / min(ctx.pixel_size)
+    # convergence counts only where there is slope to slide on (0 on flat ground, full from 15 deg)
+    factors["convergence"] = ((0.5 - 0.5 * np.tanh(kplan / scale)) * ramp(slope, 0.0, lo)).astype(np.float32)
+    weights = {"slope": 1.0 - CONVERGENCE_WEIGHT, "convergence": CONVERGENCE_WEIGHT}
     if ctx.has("red", "nir") or ctx.has("ndvi"):
         factors["vegetation"] = 1.0 - ramp(ctx.op("earth.ndvi"), 0.2, 0.5)
-    used = [k for k in LANDSLIDE_WEIGHTS if k in factors]
-    wsum = sum(LANDSLIDE_WEIGHTS[k] for k in used)
-    modifiers = sum(LANDSLIDE_WEIGHTS[k] / wsum * np.nan_to_num(factors[k], nan=0.5) for k in used)
-    score = (factors["slope"] * (0.4 + 0.6 * modifiers)).astype(np.float32)
+        weights = {k: v * (1.0 - VEGETATION_WEIGHT) for k, v in weights.items()}
+        weights["vegetation"] = VEGETATION_WEIGHT
+    score = sum(w * np.nan_to_num(factors[k], nan=0.5 if k == "vegetation" else 0.0) for k, w in weights.items())
+    score = np.asarray(score, np.float32)
     invalid = ~ctx.valid | np.isnan(slope)
-    score = _smooth(score, invalid, SMOOTH_M / min(ctx.pixel_size))
     score[invalid] = np.nan
     return score, factors
 
 
-def _smooth(x: np.ndarray, invalid: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Gaussian smoothing that ignores invalid pixels (normalised convolution); a map-generalisation step that keeps
-    class boundaries from following single-pixel DEM noise."""
-    from scipy import ndimage
+@functools.lru_cache(maxsize=8)
+def _read_fitted(path: str, mtime_ns: int) -> Any:
+    from rscore.finetune.adapter import read_adapter
+    from rscore_earth.fit import susceptibility_model
 
-    sigma_px = min(sigma_px, HALO / 4)
-    if sigma_px < 0.5:
-        return x
-    w = (~invalid).astype(np.float32)
-    num = ndimage.gaussian_filter(np.where(invalid, 0.0, x).astype(np.float32), sigma_px, mode="nearest")
-    den = ndimage.gaussian_filter(w, sigma_px, mode="nearest")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 1e-6, num / den, np.nan).astype(np.float32)
+    return susceptibility_model(read_adapter(path).document)
+
+
+def _fitted_model(ctx: OpContext) -> Any:
+    """The adapter's fitted susceptibility model (``--adapter DIR``), ``None`` without an adapter; an adapter that
+    holds no susceptibility model (a VLM LoRA) is an error here rather than silently ignored."""
+    path = ctx.params.get("adapter")
+    if not path:
+        return None
+    from pathlib import Path
+
+    from rscore.errors import InputError
+    from rscore.finetune.adapter import ADAPTER_FILE
+
+    doc = Path(str(path)) / ADAPTER_FILE
+    try:
+        mtime = doc.stat().st_mtime_ns
+    except OSError:
+        raise InputError(f"has no {ADAPTER_FILE}: not an adapter folder", path=str(path)) from None
+    try:
+        return _read_fitted(str(path), mtime)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def _landslide_fitted(ctx: OpContext, score: np.ndarray) -> ProgramOutput:
+    model = _fitted_model(ctx)
+    sec = _read_fitted_section(str(ctx.params["adapter"]))
+    terms = ", ".join(f"{c:+.2f} x {f}" for f, c in zip(model.factors, model.coef))
+    cv = sec.get("cv", {})
+    inv = sec.get("inventory", {})
+    ctx.note(
+        f"fitted susceptibility (adapter {ctx.params['adapter']}): logistic regression on standardised factors, "
+        f"{terms}; fitted on {inv.get('n')} samples of {Path(str(inv.get('path', '?'))).name}, spatial CV AUROC "
+        f"{cv.get('auroc_mean')} (slope alone {cv.get('slope_only_auroc')})",
+        operator="earth.slope",
+    )
+    return _classes_output(ctx, score, "fitted probability")
+
+
+def _read_fitted_section(path: str) -> dict[str, Any]:
+    import json
+
+    from rscore.finetune.adapter import ADAPTER_FILE
+
+    from rscore_earth.fit import SUSCEPTIBILITY_KEY
+
+    return json.loads((Path(path) / ADAPTER_FILE).read_text(encoding="utf-8")).get(SUSCEPTIBILITY_KEY, {})
+
+
+def _classes_output(ctx: OpContext, score: np.ndarray, what: str) -> ProgramOutput:
+    valid = ctx.valid & np.isfinite(score)
+    lo_edge, hi_edge = LANDSLIDE_CLASS_EDGES
+    classes = np.zeros(score.shape, np.uint8)
+    with np.errstate(invalid="ignore"):
+        classes[valid] = 1
+        classes[valid & (score >= lo_edge)] = 2
+        classes[valid & (score >= hi_edge)] = 3
+    ctx.note(
+        f"{what}: low < {lo_edge} <= medium < {hi_edge} <= high; landslide-prone = medium or high",
+        share_high=_share(ctx, classes == 3),
+        share_medium=_share(ctx, classes == 2),
+        share_low=_share(ctx, classes == 1),
+    )
+    return ProgramOutput(mask=classes >= 2, score=score, classes=classes)
 
 
 def _landslide(ctx: OpContext) -> ProgramOutput:
     score, factors = landslide_susceptibility(ctx)
+    if not factors:
+        return _landslide_fitted(ctx, score)
     valid = ctx.valid & np.isfinite(score)
     slope = ctx.op("earth.slope")
-    px = min(ctx.pixel_size)
-    r = radius_px(ctx, RELIEF_RADIUS_M)
+    lo, hi = SLOPE_RAMP_DEG
+    w_conv = CONVERGENCE_WEIGHT * (1.0 - VEGETATION_WEIGHT if "vegetation" in factors else 1.0)
     with np.errstate(invalid="ignore"):
         ctx.note(
-            "slope (Horn 1981) scored 0 at <= 10 deg rising to 1 at >= 35 deg (Dai & Lee 2002)",
+            f"slope (Horn 1981) scored 0 at <= {lo:g} deg rising to 1 at >= {hi:g} deg (Dai & Lee 2002)",
             operator="earth.slope",
             share_over_25deg=_share(ctx, slope >= 25.0),
             mean_slope_deg=float(np.nanmean(slope[valid])) if valid.any() else 0.0,
         )
         kplan = ctx.op("earth.curvature", kind="plan")
+        scale = CURVATURE_SCALE_PX / min(ctx.pixel_size)
         ctx.note(
-            f"plan curvature: convergent hollows raise susceptibility (tanh scale {CURVATURE_SCALE} 1/m; "
-            "Montgomery & Dietrich 1994, Ohlmacher 2007)",
+            f"plan curvature at the DEM's resolution: convergent hollows raise susceptibility, "
+            f"0.5 - 0.5 tanh(k_plan / {scale:.3g} 1/m) (Montgomery & Dietrich 1994, Ohlmacher 2007)",
             operator="earth.curvature",
-            share_convergent=_share(ctx, kplan < -CURVATURE_SCALE),
-        )
-        ctx.note(
-            f"local relief within {r * px:g} m ({2 * r + 1} x {2 * r + 1} px) scored 10 m -> 0 ... 60 m -> 1",
-            operator="earth.relief",
-        )
-        area = float(ctx.params.get("channel_area_m2", DEFAULT_CHANNEL_AREA_M2))
-        ctx.note(
-            f"drainage: D8 channels where contributing area >= {area:g} m2 (tile-local with a {HALO} px halo, an "
-            f"approximation); proximity scored 1 at the channel to 0 at {DRAINAGE_NEAR_M:g} m",
-            operator="earth.drainage_distance",
-            share_within_near=_share(ctx, ctx.op("earth.drainage_distance") <= DRAINAGE_NEAR_M),
+            share_convergent=_share(ctx, kplan < -scale),
         )
     if "vegetation" in factors:
         ctx.note(
-            "vegetation: NDVI <= 0.2 (bare) scored 1 to NDVI >= 0.5 (dense) scored 0 (Sobrino et al. 2004)",
+            f"vegetation: NDVI <= 0.2 (bare) scored 1 to NDVI >= 0.5 (dense) scored 0 (Sobrino et al. 2004), weight "
+            f"{VEGETATION_WEIGHT:g}; not validated against an inventory",
             operator="earth.ndvi",
             share_sparse_vegetation=_share(ctx, factors["vegetation"] >= 0.5),
         )
@@ -176,20 +245,14 @@ def _landslide(ctx: OpContext) -> ProgramOutput:
         ctx.note(
             "no NIR band: vegetation cover not used (add imagery with --aux image.tif or name bands with --bands)"
         )
-    lo, hi = LANDSLIDE_CLASS_EDGES
-    classes = np.zeros(score.shape, np.uint8)
-    with np.errstate(invalid="ignore"):
-        classes[valid] = 1
-        classes[valid & (score >= lo)] = 2
-        classes[valid & (score >= hi)] = 3
     ctx.note(
-        f"susceptibility = slope factor x (0.4 + 0.6 x weighted modifiers), smoothed (sigma {SMOOTH_M:g} m); "
-        f"low < {lo} <= medium < {hi} <= high; landslide-prone = medium or high",
-        share_high=_share(ctx, classes == 3),
-        share_medium=_share(ctx, classes == 2),
-        share_low=_share(ctx, classes == 1),
+        "local relief, elevation and proximity to drainage are not scored: on the development inventory (RBSF "
+        "Ecuador) each lowered the AUROC; rscore finetune --plugin earth fits the weights to your own inventory"
     )
-    return ProgramOutput(mask=classes >= 2, score=score, classes=classes)
+    n_veg = VEGETATION_WEIGHT if "vegetation" in factors else 0.0
+    formula = (f"susceptibility = {1 - w_conv - n_veg:.3g} x slope factor + {w_conv:.3g} x convergence"
+               + (f" + {n_veg:g} x sparse vegetation" if n_veg else ""))
+    return _classes_output(ctx, score, formula)
 
 
 # ---------------------------------------------------------------------------------------------------------- floods
@@ -217,7 +280,9 @@ def _flood(ctx: OpContext) -> ProgramOutput:
     area = float(ctx.params.get("channel_area_m2", DEFAULT_CHANNEL_AREA_M2))
     ctx.note(
         f"drainage: D8 channels (O'Callaghan & Mark 1984) where contributing area >= {area:g} m2 (Tarboton et al. "
-        f"1991), computed per tile with a {HALO} px halo (an approximation for catchments larger than a tile)",
+        f"1991); contributing area from a Priority-Flood-filled DEM (Barnes et al. 2014) over the whole raster "
+        f"when it has at most drainage_max_px pixels (default {WHOLE_MAX_PX / 1e6:.1f} Mpx), else per tile with "
+        f"a {HALO} px halo (then a caveat says so)",
         operator="earth.flow_accumulation",
     )
     return ProgramOutput(mask=mask, score=score)
@@ -346,7 +411,7 @@ TEMPLATES: tuple[Template, ...] = (
     Template(
         name="landslide",
         label="landslide-prone areas",
-        description="landslide susceptibility of hillslopes from slope, curvature, relief, drainage and vegetation",
+        description="landslide susceptibility of hillslopes from slope, plan curvature (convergence) and vegetation",
         examples=(
             "landslide-prone areas",
             "landslide susceptibility",
@@ -358,8 +423,8 @@ TEMPLATES: tuple[Template, ...] = (
         ),
         program=_landslide,
         explain=(
-            "score = f(slope 10->35 deg) x (0.4 + 0.6 x weighted[convergent plan curvature, relief within 100 m, "
-            "proximity to drainage < 250 m, low NDVI if NIR]); low < 0.35 <= medium < 0.6 <= high; prone = medium+high"
+            "score = 0.65 x f(slope 15->50 deg) + 0.35 x convergence (plan curvature < 0); with NIR 15% moves to low "
+            "NDVI; low < 0.35 <= medium < 0.6 <= high; prone = medium+high; --adapter uses a fitted model instead"
         ),
         prompt=(
             "Segment hillslopes prone to landslides: steep slopes (above about 25 degrees), concave hollows and "
@@ -371,7 +436,7 @@ TEMPLATES: tuple[Template, ...] = (
                   "unstable", "instability", "hazard", "prone"),
         requires=("elevation",),
         kinds=KINDS,
-        halo=HALO,
+        halo=LANDSLIDE_HALO,
         sources=("Horn 1981", "Guzzetti et al. 1999", "Dai & Lee 2002", "Montgomery & Dietrich 1994",
                  "Ohlmacher 2007", "Sobrino et al. 2004", "O'Callaghan & Mark 1984", "Tarboton et al. 1991"),
         class_names=("low", "medium", "high"),

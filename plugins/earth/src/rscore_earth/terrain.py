@@ -202,12 +202,14 @@ def deviation_from_mean(z: np.ndarray, radius_px: int, min_std: float = 0.1) -> 
 _OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 
-def fill_depressions(z: np.ndarray) -> np.ndarray:
+def fill_depressions(z: np.ndarray, compiled: bool | None = None) -> np.ndarray:
     """Fill pits so that every cell can drain to the array border or to a NaN cell (both are outlets).
 
-    Morphological reconstruction by erosion (Soille 2004) from the border; NaN cells come back as NaN.
+    Priority-Flood (Barnes et al. 2014, compiled, :mod:`rscore_earth.hydrology`) when numba is installed, else
+    morphological reconstruction by erosion (Soille 2004) from the border: the same surface. ``compiled=False``
+    forces the reconstruction (the reference). NaN cells come back as NaN.
     """
-    from skimage.morphology import reconstruction
+    from rscore_earth import hydrology
 
     nan = np.isnan(z)
     if nan.all():
@@ -218,6 +220,12 @@ def fill_depressions(z: np.ndarray) -> np.ndarray:
     outlet = nan.copy()
     outlet[0, :] = outlet[-1, :] = True
     outlet[:, 0] = outlet[:, -1] = True
+    if (compiled is None and hydrology.AVAILABLE) or compiled:
+        filled = hydrology.priority_flood(work, outlet)
+        filled[nan] = np.nan
+        return filled
+    from skimage.morphology import reconstruction
+
     seed[outlet] = work[outlet]
     filled = reconstruction(seed, work, method="erosion")
     filled[nan] = np.nan
@@ -234,13 +242,19 @@ def _shifted(a: np.ndarray, dr: int, dc: int, fill: float) -> np.ndarray:
     return out
 
 
-def d8_receivers(filled: np.ndarray, px: float, py: float) -> np.ndarray:
+def d8_receivers(filled: np.ndarray, px: float, py: float, compiled: bool | None = None) -> np.ndarray:
     """D8 receiver of every cell as a flat index (``-1``: outlet - NaN cells, and border cells with no lower
     neighbour, whose water leaves the array). ``filled`` must be depression-free (:func:`fill_depressions`).
 
     Cells on flats drain along the shortest path over the flat to its outlet (Garbrecht & Martz 1997 "towards
-    lower terrain"), computed with a geodesic distance (``skimage.graph.MCP_Geometric``).
+    lower terrain"), computed with a geodesic distance (``skimage.graph.MCP_Geometric``; the compiled version in
+    :mod:`rscore_earth.hydrology`, used when numba is installed, runs Dijkstra with the same edge lengths and gives
+    the same receivers). ``compiled=False`` forces the numpy / scikit-image reference.
     """
+    from rscore_earth import hydrology
+
+    if (compiled is None and hydrology.AVAILABLE) or compiled:
+        return hydrology.d8_receivers(filled, px, py)
     from skimage.graph import MCP_Geometric
 
     h, w = filled.shape
@@ -289,11 +303,17 @@ def d8_receivers(filled: np.ndarray, px: float, py: float) -> np.ndarray:
     return rec.ravel()
 
 
-def accumulate(receivers: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def accumulate(receivers: np.ndarray, weights: np.ndarray, compiled: bool | None = None) -> np.ndarray:
     """Sum ``weights`` down the flow graph (each cell gets itself plus everything upstream).
 
-    Vectorised topological order (Kahn's algorithm in waves): every wave moves all cells whose donors are done.
+    Compiled single pass in topological order when numba is installed (:mod:`rscore_earth.hydrology`); else (or
+    with ``compiled=False``, the reference) vectorised Kahn's algorithm in waves: every wave moves all cells whose
+    donors are done. Both add the same numbers; only the order of the additions differs.
     """
+    from rscore_earth import hydrology
+
+    if (compiled is None and hydrology.AVAILABLE) or compiled:
+        return hydrology.accumulate_stack(receivers, weights)
     n = receivers.size
     acc = np.asarray(weights, np.float64).ravel().copy()
     has = receivers >= 0

@@ -1,0 +1,183 @@
+"""AUROC of landslide susceptibility against real inventories: slope alone, the default model, a fitted adapter.
+
+For every inventory (see DATA.md beside this script) it prints:
+
+``slope alone``
+    Horn slope of the DEM (``earth.slope``) sampled at the inventory's cells: the baseline every susceptibility
+    model has to beat.
+``default model``
+    ``rscore.engine.segment(scene, "landslide-prone areas", plugin="earth")`` on the DEM with the keyword matcher,
+    the score map sampled at the same cells (the whole engine: tiling, halos, stitching). Run this script with
+    another checkout's sources first on ``PYTHONPATH`` to get that version's figure ("before").
+``west / east halves``
+    the default model's AUROC on the samples west and east of the median x, a check that one number does not hide
+    a region where the model fails.
+``fitted adapter``
+    ``rscore_earth.fit.fit_adapter`` (logistic regression of slope and curvatures) with spatial k-means 5-fold
+    cross-validation: AUROC mean over folds and pooled. Absent when ``rscore_earth.fit`` is not installed.
+
+Inventories: ``ecuador-rbsf`` (shared data, development set; the default model's weights were chosen on it), plus any
+``--inventory NAME=INVENTORY,DEM`` (points CSV / vector points / polygons; see ``rscore_earth.fit``).
+
+::
+
+    python benchmarks/landslide/eval_landslide.py [--json out.json] [--inventory name=inv.gpkg,dem.tif ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+QUERY = "landslide-prone areas"
+
+
+def _shared_inventories() -> dict[str, tuple[Path, Path]]:
+    from rscore.testing import shared_data_dir
+
+    data = shared_data_dir()
+    out: dict[str, tuple[Path, Path]] = {}
+    if data is not None:
+        d = data / "eo" / "landslides_rbsf_ecuador"
+        if (d / "lsl_points.csv").exists() and (d / "dem_elev.tif").exists():
+            out["ecuador-rbsf (dev)"] = (d / "lsl_points.csv", d / "dem_elev.tif")
+    return out
+
+
+def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    ok = np.isfinite(scores)
+    s, y = scores[ok], labels[ok].astype(bool)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if not n1 or not n0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _read_points(inv: Path, dem: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    import rasterio
+
+    try:
+        from rscore_earth.fit import read_inventory
+    except ImportError:  # an older checkout: points CSV only
+        import csv
+
+        with open(inv, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        x = np.array([float(r["x"]) for r in rows])
+        y = np.array([float(r["y"]) for r in rows])
+        lab = np.array([int(float(r["lslpts"] in ("1", "TRUE", "True", "true") or r["lslpts"] == "1")) for r in rows])
+        with rasterio.open(dem) as ds:
+            rr, cc = rasterio.transform.rowcol(ds.transform, x, y)
+        return np.asarray(rr), np.asarray(cc), lab, x
+    with rasterio.open(dem) as ds:
+        got = read_inventory(inv, ds)
+    return got.rows, got.cols, got.labels, got.xy[:, 0]
+
+
+def evaluate(name: str, inv: Path, dem: Path) -> dict[str, Any]:
+    from rscore import engine
+
+    rows, cols, labels, x = _read_points(inv, dem)
+    scene = engine.open_scene(dem, plugin="earth", options={"matcher": "keyword"})
+    t0 = time.perf_counter()
+    result = engine.segment(scene, QUERY, plugin="earth", options={"matcher": "keyword"})
+    run_s = time.perf_counter() - t0
+    score = np.asarray(result.score, np.float64)
+    from rscore.sdk import OpContext
+    from rscore.types import Request
+
+    reg = engine.default_registry()
+    ctx = OpContext(scene, Request(query=QUERY, plugin="earth", options={}), reg.operators)
+    slope = np.asarray(ctx.op("earth.slope"), np.float64)
+    s_default, s_slope = score[rows, cols], slope[rows, cols]
+    curves: dict[str, Any] = {}
+    try:
+        from rscore_earth.success_rate import success_rate
+
+        curves = {"default": success_rate(score, rows, cols, labels),
+                  "slope": success_rate(slope / 90.0, rows, cols, labels)}
+    except ImportError:
+        pass
+    west = x <= np.median(x)
+    out: dict[str, Any] = {
+        "inventory": str(inv),
+        "dem": str(dem),
+        "n": int(labels.size),
+        "n_landslide": int(labels.sum()),
+        "auroc_slope": _auroc(s_slope, labels),
+        "auroc_default": _auroc(s_default, labels),
+        "auroc_default_west": _auroc(s_default[west], labels[west]),
+        "auroc_default_east": _auroc(s_default[~west], labels[~west]),
+        "auroc_slope_west": _auroc(s_slope[west], labels[west]),
+        "auroc_slope_east": _auroc(s_slope[~west], labels[~west]),
+        "default_run_s": run_s,
+        "template": (result.plan.template if result.plan else None),
+        "success_rate": curves,
+    }
+    try:
+        from rscore_earth.fit import fit_adapter
+    except ImportError:
+        return out
+    with tempfile.TemporaryDirectory(prefix="rscore-fit-") as tmp:
+        sec = fit_adapter(inv, dem, Path(tmp) / "adapter", folds=5, seed=0)
+    out["auroc_fitted_cv_mean"] = sec["cv"]["auroc_mean"]
+    out["auroc_fitted_cv_pooled"] = sec["cv"]["auroc_pooled"]
+    out["fitted_factors"] = sec["factors"]
+    out["fitted_coef"] = [round(c, 3) for c in sec["coef"]]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--inventory", action="append", default=[], metavar="NAME=INVENTORY,DEM")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--png", type=Path, help="write success-rate curves (default model vs slope) to PNG files NAME_*.png here")
+    args = ap.parse_args(argv)
+    invs = _shared_inventories()
+    for spec in args.inventory:
+        try:
+            name, rest = spec.split("=", 1)
+            a, b = rest.split(",", 1)
+        except ValueError:
+            ap.error(f"--inventory {spec!r}: use NAME=INVENTORY,DEM")
+        invs[name] = (Path(a), Path(b))
+    if not invs:
+        print("no inventory: shared data absent (set RSCORE_SHARED_DATA) and no --inventory given", file=sys.stderr)
+        return 2
+    figures = {}
+    print(f"{'inventory':24} {'n':>5} {'slope':>6} {'default':>8} {'W/E default':>12} {'W/E slope':>12} "
+          f"{'fitted CV':>10}")
+    for name, (inv, dem) in invs.items():
+        f = evaluate(name, inv, dem)
+        figures[name] = f
+        fitted = f.get("auroc_fitted_cv_mean")
+        if args.png and f["success_rate"]:
+            from rscore_earth.success_rate import write_png
+
+            args.png.mkdir(parents=True, exist_ok=True)
+            write_png(f["success_rate"], args.png / f"{name.split()[0]}_success_rate.png")
+        print(f"{name:24} {f['n']:5d} {f['auroc_slope']:6.3f} {f['auroc_default']:8.3f} "
+              f"{f['auroc_default_west']:5.3f}/{f['auroc_default_east']:5.3f} "
+              f"{f['auroc_slope_west']:5.3f}/{f['auroc_slope_east']:5.3f} "
+              f"{'-' if fitted is None else format(fitted, '.3f'):>10}")
+        for k, c in f["success_rate"].items():
+            cls = ", ".join(f"{n} {v['landslide_share']:.0%} of slides on {v['area_share']:.0%} of area"
+                            for n, v in c["classes"].items()) if k == "default" else ""
+            print(f"    success-rate AUC {k}: {c['auc']}  {cls}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
