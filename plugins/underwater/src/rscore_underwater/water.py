@@ -205,6 +205,8 @@ TEMPLATES = (
         program=sea_floor, halo=HALO, requires=RGB, kinds=KINDS,
         explain="valid pixels that are not open water (textured or not blue-green); includes animals and objects",
         prompt="Segment the sea floor (sand, rock, sediment, reef), excluding animals, divers and objects on it.",
+        includes=("the sand", "rocks on the bottom", "sediment"),
+        excludes=("a boat hull", "the water surface"),
         keywords=("floor", "seabed", "seafloor", "bottom", "sand", "substrate"),
         class_names=CLASS_NAMES,
         sources=("texture and colour rule of this plugin (rscore_underwater.water); see its documentation",),
