@@ -184,6 +184,7 @@ SELECTORS = frozenset("largest biggest smallest tallest left right first second 
 # the margin and composition rules, fitted on benchmarks/routing/tune.tsv (never on eval.tsv)
 MIN_MARGIN = {"embedding": 0.02, "keyword": 0.0}  # closer than this to a different template: ambiguous -> absent
 COMPOSE_DROP = {"embedding": 0.04, "keyword": 0.2}  # head alone matches this much better: the rest is a constraint
+NEGATION_SLACK = 0.15  # a negated text counts at most this much above the similarity of what both negate
 # Result.confidence = logistic(bias + score * s + margin * m + superset * x), fitted on the answered queries of
 # benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
 CALIBRATION = {
@@ -211,6 +212,18 @@ def negation_cue(text: str) -> str | None:
     for tok in _TOKEN.findall(text.lower()):
         if tok in NEGATIONS or tok.endswith("n't") or tok.startswith("non-"):
             return tok
+    return None
+
+
+def negated_object(text: str) -> str | None:
+    """What a negation negates: the words after the cue ("people not wearing *vests*", "*forested* land" for
+    "non-forested land"), or ``None``."""
+    toks = _TOKEN.findall(text.lower())
+    for n, tok in enumerate(toks):
+        if tok in NEGATIONS or tok.endswith("n't") or tok.startswith("non-"):
+            rest = ([tok[4:]] if tok.startswith("non-") else []) + toks[n + 1:]
+            words = [w for w in rest if w not in _STOP]
+            return " ".join(words) or None
     return None
 
 
@@ -311,6 +324,18 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
     same = np.array([r[3] == qneg for r in rows], bool)
     full = sims[:, 0]
     eff = np.where(same, full, -1.0)
+    qobj = negated_object(core) if qneg else None
+    if qobj:  # two negations agree only if they negate the same thing ("without coral" is not "not open water")
+        neg_rows = [k for k, r in enumerate(rows) if r[3] and negated_object(r[2])]
+        if neg_rows:
+            objs = [negated_object(rows[k][2]) or "" for k in neg_rows]
+            _, osims = text_scores(method, [qobj], [Template("_", "", "", tuple(objs))])
+            # (the pseudo-template's empty label and description are skipped: its rows are the objects, in order)
+            for k, o in zip(neg_rows, osims[:, 0]):
+                eff[k] = min(eff[k], float(o) + NEGATION_SLACK)
+        polarity_object = qobj
+    else:
+        polarity_object = None
 
     def best_of(i: int, roles: tuple[str, ...], scores: np.ndarray = eff) -> tuple[float, int]:
         idx = [k for k, r in enumerate(rows) if r[0] == i and r[1] in roles]
@@ -338,7 +363,7 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
     })
     # polarity: what the query would match if its negation were ignored
     opp = int(np.argmax(np.where(~same, full, -1.0))) if (~same).any() else -1
-    polarity = {"query": "negated" if qneg else "plain", "cue": qcue}
+    polarity = {"query": "negated" if qneg else "plain", "cue": qcue, "negates": polarity_object}
     if opp >= 0 and full[opp] >= threshold and full[opp] > top_score:
         o = templates[rows[opp][0]]
         polarity["opposite"] = {"template": o.qualified_name, "text": rows[opp][2], "score": round(float(full[opp]), 4)}

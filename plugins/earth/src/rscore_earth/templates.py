@@ -510,10 +510,6 @@ TEMPLATES: tuple[Template, ...] = (
             "Segment steep terrain: slopes steeper than about 30 degrees, cliffs, gorge walls and scarps. Do not "
             "mark gentle hillsides, plains or valley floors."
         ),
-        excludes=(
-            "gentle slopes",
-            "flat ground",
-        ),
         keywords=("steep", "slope", "slopes", "cliff", "gradient", "incline", "precipitous"),
         requires=("elevation",),
         kinds=KINDS,
