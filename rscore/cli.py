@@ -246,11 +246,14 @@ def plugins_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
         typer.echo(json.dumps([asdict(p) for p in infos], indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table("plugin", "distribution", "version", "templates", "hooks")
     for p in infos:
         hooks = ", ".join(h.removeprefix("rscore_") for h in p.hooks)
+        if p.error:  # an installed plugin that failed to load: listed with its error, skipped everywhere else
+            hooks = f"[red]skipped:[/] {escape(p.error)}"
         table.add_row(p.name, p.distribution or "", p.version or "", str(p.templates), hooks)
     Console().print(table)
 
@@ -283,6 +286,7 @@ def templates_list(
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table("plugin", "template", "offline", "needs", "example query")

@@ -19,6 +19,7 @@ from rscore import hookspecs
 from rscore.errors import PluginError
 from rscore.hookspecs import PROJECT
 from rscore.sdk import AdapterSpec, BackendSpec, Operator, Reader, Template, Writer
+from rscore.types import Scene
 
 log = logging.getLogger(__name__)
 
@@ -29,30 +30,61 @@ BUILTIN_MODULES = ("rscore.builtin",)
 def get_plugin_manager(*, entry_points: bool = True, extra: Iterable[tuple[str, object]] = ()) -> pluggy.PluginManager:
     """Build a validated plugin manager: built-ins as plugin ``core``, then the ``rscore`` entry points.
 
-    ``extra`` registers more ``(name, plugin)`` pairs (tests, embedding applications). A plugin that fails to import
-    or whose hooks do not match :mod:`rscore.hookspecs` raises :class:`PluginError` naming it.
+    ``extra`` registers more ``(name, plugin)`` pairs (tests, embedding applications); one whose hooks do not match
+    :mod:`rscore.hookspecs` raises :class:`PluginError` naming it. An *installed* plugin (entry point) that fails to
+    import or to validate is isolated instead: it is left out, recorded with its error (``rscore plugins list``
+    shows it) and only asking for it is an error (:meth:`Registry.require_plugin`). One broken third-party package
+    must not take every other plugin down.
     """
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
+    failed: dict[str, str] = {}
+    installed: set[str] = set()
+    pm._rscore_failed = failed  # type: ignore[attr-defined]
+    pm._rscore_installed = installed  # type: ignore[attr-defined]
     for modname in BUILTIN_MODULES:
         _register(pm, CORE, importlib.import_module(modname))
     if entry_points:
         for ep in importlib.metadata.entry_points(group=PROJECT):
-            if pm.has_plugin(ep.name):
+            if pm.has_plugin(ep.name) or ep.name in failed:
                 continue
             try:
                 plugin = ep.load()
+                _register(pm, ep.name, plugin, getattr(ep, "dist", None))
+            except PluginError as exc:
+                _isolate(pm, ep.name, str(exc))
+                continue
             except Exception as exc:  # an import error in a third-party plugin must not be a traceback
-                raise PluginError(f"plugin '{ep.name}' ({ep.value}) failed to load: {type(exc).__name__}: {exc}")
-            dist = getattr(ep, "dist", None)
-            _register(pm, ep.name, plugin, dist)
+                _isolate(pm, ep.name, f"plugin '{ep.name}' ({ep.value}) failed to load: {type(exc).__name__}: {exc}")
+                continue
+            installed.add(ep.name)
     for name, plugin in extra:
         _register(pm, name, plugin)
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin '{_plugin_name(pm, exc.plugin)}' implements an unknown hook: {exc}") from None
-    return pm
+    while True:
+        try:
+            pm.check_pending()
+            return pm
+        except pluggy.PluginValidationError as exc:
+            name = _plugin_name(pm, exc.plugin)
+            message = f"plugin '{name}' implements an unknown hook: {exc}"
+            if name not in installed:
+                raise PluginError(message) from None
+            pm.unregister(exc.plugin)
+            _isolate(pm, name, message)
+
+
+def _isolate(pm: pluggy.PluginManager, name: str, message: str) -> None:
+    log.warning("%s; the plugin is skipped", message)
+    pm._rscore_failed[name] = message  # type: ignore[attr-defined]
+    getattr(pm, "_rscore_installed", set()).discard(name)
+
+
+class _PluginFault(PluginError):
+    """A registry check failed because of one plugin (``plugin``): isolated if installed, raised otherwise."""
+
+    def __init__(self, plugin: str, message: str) -> None:
+        super().__init__(message)
+        self.plugin = plugin
 
 
 def _register(pm: pluggy.PluginManager, name: str, plugin: object, dist: Any = None) -> None:
@@ -78,6 +110,7 @@ class PluginInfo:
     version: str | None
     hooks: tuple[str, ...]
     templates: int = 0
+    error: str | None = None  # why an installed plugin was skipped (it failed to load or to validate)
 
 
 @dataclass
@@ -109,9 +142,17 @@ class Registry:
                 dist, version = "rscore", __version__
             n = sum(1 for t in self.templates if t.plugin == name)
             out.append(PluginInfo(name, dist, version, hooks, n))
+        out += [PluginInfo(name, None, None, (), 0, error) for name, error in self.failed.items()]
         return out
 
+    @property
+    def failed(self) -> dict[str, str]:
+        """Installed plugins that were skipped, with the error that made them fail."""
+        return dict(getattr(self.pm, "_rscore_failed", {}))
+
     def require_plugin(self, name: str | None) -> None:
+        if name is not None and name in self.failed:
+            raise PluginError(f"{self.failed[name]} (other plugins still work; see 'rscore plugins list')")
         if name is not None and not self.pm.has_plugin(name):
             have = ", ".join(n for n in self.plugin_names if n != CORE) or "none installed"
             raise PluginError(f"unknown plugin '{name}' (installed: {have})")
@@ -121,6 +162,20 @@ class Registry:
         if plugin is None:
             return list(self.templates)
         return [t for t in self.templates if t.plugin in (plugin, CORE)]
+
+    def templates_for_scene(self, plugin: str | None, scene: Scene) -> tuple[list[Template], str | None]:
+        """The templates to answer a query on ``scene``, and the plugin chosen for them when none was given.
+
+        With ``plugin`` given: its templates (and core's). Without: the templates of the plugin whose reader opened
+        the input (a GeoTIFF read by earth's reader gets earth's templates, a DICOM series surgical's) instead of
+        pooling every plugin's; inputs opened by a core reader (images, video) keep every plugin's templates.
+        """
+        if plugin is not None:
+            return self.templates_for(plugin), None
+        owner = next((p for p, r in self.readers if r.name and r.name == scene.reader), None)
+        if owner is None or owner == CORE:
+            return self.templates_for(None), None
+        return self.templates_for(owner), owner
 
     def readers_for(self, plugin: str | None) -> list[Reader]:
         """Readers of ``plugin`` first, then core, then every other plugin's."""
@@ -148,8 +203,24 @@ class Registry:
 
 
 def get_registry(pm: pluggy.PluginManager | None = None) -> Registry:
-    """Collect and check what every registered plugin provides."""
+    """Collect and check what every registered plugin provides.
+
+    An installed plugin whose hooks fail or return bad items is unregistered and recorded in
+    :attr:`Registry.failed`; the check starts again without it. For built-ins and ``extra`` plugins it raises."""
     pm = pm or get_plugin_manager()
+    while True:
+        try:
+            return _build_registry(pm)
+        except _PluginFault as exc:
+            if exc.plugin not in getattr(pm, "_rscore_installed", set()):
+                raise PluginError(str(exc)) from exc.__cause__
+            plugin = pm.get_plugin(exc.plugin)
+            if plugin is not None:
+                pm.unregister(plugin)
+            _isolate(pm, exc.plugin, str(exc))
+
+
+def _build_registry(pm: pluggy.PluginManager) -> Registry:
     reg = Registry(pm)
     for plugin_name, items in _collect(pm, "rscore_readers"):
         for r in items:
@@ -161,7 +232,7 @@ def get_registry(pm: pluggy.PluginManager | None = None) -> Registry:
             _expect(plugin_name, "rscore_query_templates", t, Template)
             t = replace(t, plugin=plugin_name)
             if t.qualified_name in seen:
-                raise PluginError(f"plugin '{plugin_name}' registers template '{t.name}' twice")
+                raise _PluginFault(plugin_name, f"plugin '{plugin_name}' registers template '{t.name}' twice")
             seen.add(t.qualified_name)
             reg.templates.append(t)
     owners: dict[str, str] = {}
@@ -169,8 +240,8 @@ def get_registry(pm: pluggy.PluginManager | None = None) -> Registry:
         for op in items:
             _expect(plugin_name, "rscore_operators", op, Operator)
             if op.name in reg.operators:
-                raise PluginError(
-                    f"operator '{op.name}' is registered by both '{owners[op.name]}' and '{plugin_name}'"
+                raise _PluginFault(
+                    plugin_name, f"operator '{op.name}' is registered by both '{owners[op.name]}' and '{plugin_name}'"
                 )
             reg.operators[op.name] = op
             owners[op.name] = plugin_name
@@ -183,7 +254,9 @@ def get_registry(pm: pluggy.PluginManager | None = None) -> Registry:
             _expect(plugin_name, "rscore_backends", b, BackendSpec)
             key = (b.kind, b.name)
             if key in reg.backends:
-                raise PluginError(f"{b.kind} backend '{b.name}' is registered twice (again by '{plugin_name}')")
+                raise _PluginFault(
+                    plugin_name, f"{b.kind} backend '{b.name}' is registered twice (again by '{plugin_name}')"
+                )
             reg.backends[key] = replace(b, plugin=plugin_name)
     for plugin_name, items in _collect(pm, "rscore_adapters"):
         for a in items:
@@ -199,15 +272,19 @@ def _collect(pm: pluggy.PluginManager, hook: str) -> list[tuple[str, Sequence[An
         try:
             items = impl.function()
         except Exception as exc:
-            raise PluginError(f"plugin '{impl.plugin_name}' failed in {hook}(): {type(exc).__name__}: {exc}") from exc
+            raise _PluginFault(
+                impl.plugin_name, f"plugin '{impl.plugin_name}' failed in {hook}(): {type(exc).__name__}: {exc}"
+            ) from exc
         if items is None:
             continue
         if not isinstance(items, (list, tuple)):
-            raise PluginError(f"plugin '{impl.plugin_name}': {hook}() must return a list, got {type(items).__name__}")
+            raise _PluginFault(
+                impl.plugin_name, f"plugin '{impl.plugin_name}': {hook}() must return a list, got {type(items).__name__}"
+            )
         out.append((impl.plugin_name, items))
     return out
 
 
 def _expect(plugin: str, hook: str, item: object, cls: type) -> None:
     if not isinstance(item, cls):
-        raise PluginError(f"plugin '{plugin}': {hook}() returned {type(item).__name__}, expected {cls.__name__}")
+        raise _PluginFault(plugin, f"plugin '{plugin}': {hook}() returned {type(item).__name__}, expected {cls.__name__}")

@@ -204,6 +204,14 @@ class Template:
     (``"slope >= 25 deg AND NDVI < 0.3"``) and ``sources`` cites where thresholds come from. ``prompt`` is the
     expansion handed to a VLM reasoner. ``kinds`` limits the scene kinds it applies to; ``requires`` the band roles
     it needs. ``halo`` is the context (px) the program needs around a tile.
+
+    What the template covers, declared for routing (:mod:`rscore.engine.matching`); each is a tuple of short phrases:
+
+    - ``includes``: narrower things inside its mask that it cannot isolate ("pancreas" for soft tissue). A query
+      naming one is answered with a machine-readable caveat that the mask is a superset, never silently.
+    - ``broader``: wider concepts of which it marks only a part ("personal protective equipment" for hi-vis
+      clothing). A query naming one is answered ``absent``.
+    - ``excludes``: look-alike questions it does not answer ("avalanche paths" for landslides). ``absent`` too.
     """
 
     name: str
@@ -221,6 +229,9 @@ class Template:
     class_names: tuple[str, ...] = ()  # names of classes 1..n when the program returns graded classes
     caveats: tuple[str, ...] = ()  # known limits and confusions, copied into Result.caveats whenever it answers
     path_options: tuple[str, ...] = ()  # options its program reads as server-side files (the service confines them)
+    includes: tuple[str, ...] = ()  # narrower things inside the mask it cannot isolate -> superset caveat
+    broader: tuple[str, ...] = ()  # wider concepts it marks only part of -> absent
+    excludes: tuple[str, ...] = ()  # look-alike questions it does not answer -> absent
     plugin: str = ""  # filled in by the registry
 
     @property

@@ -143,8 +143,11 @@ def test_broken_entry_point_is_a_clear_error(tmp_path, monkeypatch):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: rscore-broken\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[rscore]\nbroken = rscore_broken_plugin_that_does_not_exist\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    reg = get_registry(get_plugin_manager())  # the others load: one broken package must not take them down
+    assert "broken" not in reg.plugin_names and "earth" in reg.plugin_names
+    assert "failed to load: ModuleNotFoundError" in reg.failed["broken"]
     with pytest.raises(PluginError, match="plugin 'broken' .* failed to load: ModuleNotFoundError"):
-        get_plugin_manager()
+        reg.require_plugin("broken")  # only asking for it is an error
 
 
 def test_entry_point_plugin_with_import_error_inside(tmp_path, monkeypatch):
@@ -158,5 +161,7 @@ def test_entry_point_plugin_with_import_error_inside(tmp_path, monkeypatch):
     (dist / "entry_points.txt").write_text("[rscore]\noops = rscore_oops\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("rscore_oops", None)
+    reg = get_registry(get_plugin_manager())
+    assert [p.error for p in reg.plugins() if p.name == "oops"] == [reg.failed["oops"]]
     with pytest.raises(PluginError, match="'oops' .* RuntimeError: config file missing"):
-        get_plugin_manager()
+        reg.require_plugin("oops")

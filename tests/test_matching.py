@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from rscore.engine.matching import TemplateMatcher, embeddings_available, keyword_score, resolve_method
@@ -50,3 +51,107 @@ def test_method_resolution(monkeypatch):
         resolve_method("magic")
     monkeypatch.setenv("RSCORE_MATCHER", "auto")
     assert resolve_method() == ("embedding" if embeddings_available() else "keyword")
+
+
+# ------------------------------------------------------------------------------------------------ routing decision
+from rscore.engine.analytic import AnalyticReasoner  # noqa: E402
+from rscore.engine.matching import decide, negated_object, negation_cue, split_constraint  # noqa: E402
+from rscore.plugins import get_registry  # noqa: E402
+from rscore.types import ArraySource, Request, Scene  # noqa: E402
+
+needs_embeddings = pytest.mark.skipif(not embeddings_available(), reason="rscore[embeddings] not installed")
+ROLES = ("red", "green", "blue", "nir", "swir", "elevation", "hu")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return get_registry()
+
+
+def plan_for(reg, plugin, kind, query, matcher="embedding"):
+    scene = Scene(ArraySource(np.zeros((len(ROLES), 4, 4), np.float32)), kind, ROLES, reader="test")
+    reasoner = AnalyticReasoner({"matcher": matcher})
+    return reasoner.plan(scene, Request(query, plugin), reg.templates_for(plugin))
+
+
+def test_negation_cues_and_what_they_negate():
+    assert negation_cue("people not wearing vests") == "not"
+    assert negation_cue("workers who don't wear helmets") == "don't"
+    assert negation_cue("no-go zone") is None  # one hyphenated word, not a negation
+    assert negation_cue("unstable slopes") is None
+    assert negated_object("non-forested land") == "forested land"
+    assert negated_object("sea floor without coral") == "coral"
+    assert split_constraint("bare soil near rivers") == ("bare soil", "near rivers")
+    assert split_constraint("steep slopes") is None
+
+
+@needs_embeddings
+def test_a_vlm_only_template_competes_and_is_named(shipped):
+    plan = plan_for(shipped, "underwater", "image", "a scuba diver")
+    assert plan.absent and plan.match["needs_vlm"] == "underwater:divers"
+    assert "`divers`" in plan.reason and "--reasoner" in plan.reason
+    plan = plan_for(shipped, "safety", "image", "labourers lacking helmets")
+    assert plan.absent and plan.match["needs_vlm"] == "safety:hard_hats"
+
+
+@needs_embeddings
+def test_a_negated_query_never_gets_the_opposite_mask(shipped):
+    plan = plan_for(shipped, "safety", "image", "people not wearing vests")
+    assert plan.absent, plan.match
+    assert plan.match["polarity"]["query"] == "negated" and plan.match["polarity"]["cue"] == "not"
+    plain = plan_for(shipped, "safety", "image", "people wearing vests")
+    assert not plain.absent and plain.template == "safety:hivis"
+
+
+@needs_embeddings
+@pytest.mark.parametrize("query", ["the pancreas", "the aorta", "the liver"])
+def test_an_organ_is_absent_or_a_declared_superset_never_silent(shipped, query):
+    plan = plan_for(shipped, "surgical", "volume", query)
+    if not plan.absent:
+        assert plan.match["specificity"]["decision"] == "superset"
+        assert plan.match["caveats"] and "superset" in plan.match["caveats"][0]
+
+
+@needs_embeddings
+def test_excluded_broader_and_composed_queries_are_absent_with_the_reason(shipped):
+    plan = plan_for(shipped, "safety", "image", "traffic cones")
+    assert plan.absent and plan.match["specificity"]["decision"] == "excluded"
+    plan = plan_for(shipped, "safety", "image", "personal protective equipment")
+    assert plan.absent and plan.match["specificity"]["decision"] == "broader"
+    plan = plan_for(shipped, "earth", "raster", "bare soil near rivers")
+    assert plan.absent and plan.match["specificity"]["decision"] == "composed" and "near rivers" in plan.reason
+    plan = plan_for(shipped, "surgical", "volume", "the largest bone")
+    assert plan.absent and plan.match["specificity"]["decision"] == "instance"
+
+
+@needs_embeddings
+def test_a_template_for_other_inputs_is_named_not_used(shipped):
+    plan = plan_for(shipped, "surgical", "volume", "glare")
+    assert plan.absent and plan.template == "surgical:specular" and "not a volume" in plan.reason
+
+
+@needs_embeddings
+def test_a_paraphrase_answers_with_an_explained_calibrated_confidence(shipped):
+    plan = plan_for(shipped, "earth", "raster", "which hillsides might collapse")
+    assert not plan.absent and plan.template == "earth:landslide"
+    m = plan.match
+    assert 0.5 < m["confidence"] < 1 and m["margin"] > 0 and m["runner_up"]["template"] != "earth:landslide"
+    assert m["polarity"]["query"] == "plain" and m["specificity"]["decision"] == "none"
+    weaker = plan_for(shipped, "earth", "raster", "precipitous ground")  # a loose match is trusted less
+    assert weaker.absent or weaker.match["confidence"] < m["confidence"]
+
+
+def test_keyword_fallback_uses_the_same_decision():
+    templates = [
+        *TEMPLATES,
+        Template("hats", "worker without a hard hat", "people whose head has no hard hat",
+                 ("workers without hard hats",)),
+        Template("vests", "hi-vis vest", "high-visibility vests", ("hi-vis vests", "workers in vests"),
+                 excludes=("traffic cones",), includes=("one worker's vest",)),
+    ]
+    d = decide("landslide prone areas", templates, "keyword")
+    assert d.outcome == "answer" and d.template.name == "landslide" and 0 < d.match["confidence"] < 1
+    assert decide("giraffes", templates, "keyword").outcome == "absent"
+    d = decide("workers not in vests", templates, "keyword")  # only negated texts can answer a negated query
+    assert d.outcome == "absent" or d.template.name == "hats"
+    assert decide("traffic cones", templates, "keyword").match["specificity"]["decision"] == "excluded"

@@ -162,7 +162,7 @@ class Batch:
 
 @dataclasses.dataclass(frozen=True)
 class TileOutput:
-    """One tile's outputs over its core (packed), and the notes its program recorded."""
+    """One tile's outputs over its core (packed), and the notes and caveats its program recorded."""
 
     index: int
     core: Window
@@ -170,6 +170,7 @@ class TileOutput:
     score: PackedArray | None
     classes: PackedArray | None
     notes: tuple[Step, ...]
+    caveats: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,7 +277,7 @@ def run_tile(scene: Scene, request: Request, template: Template, operators: Mapp
         k = checked("classes", out.classes).astype(np.uint8)[crop].copy()
         k[~valid] = 0
         classes = PackedArray.pack(k)
-    return TileOutput(tile.index, tile.core, PackedArray.pack(mask), score, classes, tuple(ctx.notes)), len(out.targets)
+    return TileOutput(tile.index, tile.core, PackedArray.pack(mask), score, classes, tuple(ctx.notes), tuple(ctx.caveats)), len(out.targets)
 
 
 def request_options(options: Mapping[str, Any] | None, tile_size: int) -> dict[str, Any]:
@@ -399,6 +400,7 @@ class _Stitch:
         self.score: Any = None
         self.classes: Any = None
         self.notes: list[tuple[Step, float]] = []
+        self.caveats: list[str] = []
         self.bad: list[BadTile] = []
         self.targets_ignored = 0
 
@@ -416,6 +418,7 @@ class _Stitch:
                 self.classes.write(t.core, t.classes.unpack())
             weight = float(t.core.height * t.core.width)
             self.notes.extend((n, weight) for n in t.notes)
+            self.caveats += [c for c in t.caveats if c not in self.caveats]
         self.bad.extend(res.bad)
         self.targets_ignored += res.targets_ignored
 
@@ -462,9 +465,13 @@ class _Stitch:
         defaults_changed = {
             k: v for k, v in opts.items() if isinstance(v, (str, int, float, bool)) and DEFAULTS.get(k) != v
         }
+        caveats = [*template.caveats, *plan.match.get("caveats", ())]
+        caveats += [c for c in self.caveats if c not in caveats]
         return Result(
             query=job.query, plugin=job.plugin, plan=plan, instances=tuple(instances), mask=mask, score=score,
             class_map=classes, class_names=template.class_names, warnings=tuple(warnings), options=opts,
+            confidence=None if plan.absent else plan.match.get("confidence"),
+            caveats=() if plan.absent else tuple(dict.fromkeys(caveats)),
             provenance={
                 "rscore": __version__,
                 "plugin": plugin_info,
@@ -538,6 +545,8 @@ def _merge_region(
     report.update(
         status="partial" if n_bad else "ok",
         absent=result.plan.absent,
+        confidence=result.confidence,
+        caveats=list(result.caveats),
         classes=jsonable(result.classes),
         area_unit="km2",
         warnings=list(result.warnings),
@@ -682,6 +691,12 @@ def render_report(summary: Mapping[str, Any]) -> str:
     for r in summary["regions"]:
         if r.get("error"):
             lines += ["", f"**{r['name']}**: {r['error']}"]
+        if r.get("confidence") is not None:
+            lines += ["", f"**{r['name']}**: confidence {r['confidence']:.2f} (that the query was routed to the "
+                      "right rule; see the plan in the region's result.json)"]
+        if r.get("caveats"):
+            lines += ["", f"Caveats for **{r['name']}** (read before acting on the map):", ""]
+            lines += [f"- {c}" for c in r["caveats"]]
         if r.get("bad_tiles"):
             lines += ["", f"Bad tiles of **{r['name']}** (nodata in its outputs):", ""]
             for b in r["bad_tiles"]:

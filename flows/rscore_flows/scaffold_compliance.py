@@ -112,7 +112,9 @@ class ClipFindings:
     """What one clip showed: per template, the sampled frames where it fired (``frame``, ``t_s`` seconds from the
     clip start, ``area_px``, ``share`` of the frame, ``instances``); ``overlaps`` likewise for hi-vis pixels inside
     restricted zones; ``zone`` the restricted area of the view (px, share); ``skipped`` templates that cannot run
-    offline, with the reason; ``error`` for a bad clip; ``reused`` when the run took an earlier run's result."""
+    offline, with the reason; ``error`` for a bad clip; ``reused`` when the run took an earlier run's result;
+    ``caveats`` per finding, the limits its answers carry (``Result.caveats``), and ``confidence`` per finding,
+    how far its routing is trusted (``Result.confidence``; ``None`` for a template forced by name)."""
 
     path: str
     camera: str
@@ -127,6 +129,8 @@ class ClipFindings:
     overlaps: Mapping[str, tuple[Mapping[str, Any], ...]] = dataclasses.field(default_factory=dict)
     zone: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     skipped: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    caveats: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    confidence: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
     worker: str = ""
@@ -280,6 +284,8 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
     zone_info: dict[str, Any] = {}
     zone: np.ndarray | None = None
     info: dict[str, Any] = {}
+    caveats: dict[str, list[str]] = {}
+    confidence: dict[str, float | None] = {}
     sampled = 0
     try:
         for frame, t_s, rgb in sample_frames(job.path, job.sample_fps, job.stride):
@@ -298,6 +304,10 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
                     queries.remove((name, text, opts))
                     fired.pop(name, None)
                     continue
+                if not res.plan.absent:
+                    seen = caveats.setdefault(name, [])
+                    seen += [c for c in res.caveats if c not in seen]
+                    confidence.setdefault(name, res.confidence)
                 mask = np.asarray(res.mask, bool) if res.mask is not None else np.zeros(scene.shape, bool)
                 area = int(mask.sum())
                 if name == ZONE_TEMPLATE:
@@ -330,6 +340,7 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
         size_px=tuple(info["size_px"]), stride=info["stride"], sampled=sampled,
         fired={k: tuple(v) for k, v in fired.items()}, overlaps={k: tuple(v) for k, v in overlaps.items()},
         zone=zone_info, skipped=skipped, seconds=time.perf_counter() - t0, worker=worker_id(),
+        caveats={k: tuple(v) for k, v in caveats.items()}, confidence=confidence,
     )  # fmt: skip
 
 
@@ -438,6 +449,14 @@ def render_report(doc: Mapping[str, Any]) -> str:
     extra = {k: v for k, v in skipped.items() if k not in {c["check"] for c in checks}}
     if extra:
         lines += ["", "Not run:", ""] + [f"- {k}: {v}" for k, v in extra.items()]
+    caveats: dict[str, list[str]] = {}
+    for c in doc["clips"]:
+        for name, items in (c.get("caveats") or {}).items():
+            caveats.setdefault(name, [])
+            caveats[name] += [x for x in items if x not in caveats[name]]
+    if any(caveats.values()):
+        lines += ["", "Caveats (read before acting on a finding):", ""]
+        lines += [f"- {name}: {x}" for name, items in caveats.items() for x in items]
     return "\n".join(lines) + "\n"
 
 

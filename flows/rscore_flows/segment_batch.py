@@ -112,6 +112,7 @@ def segment_input(
     return {
         "index": index, "input": path, "state": "succeeded", "folder": Path(out_dir).name,
         "outputs": dict(result.outputs), "absent": bool(result.absent), "instance_count": len(result.instances),
+        "confidence": result.confidence, "caveats": list(result.caveats),
         "seconds": round(time.perf_counter() - t0, 4), "worker": worker_id(),
     }  # fmt: skip
 

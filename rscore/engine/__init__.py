@@ -233,7 +233,7 @@ def segment(
     timings["preprocess_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    templates = reg.templates_for(plugin)
+    templates, chosen = reg.templates_for_scene(plugin, scene)
     reasoner = _backend(reg, "reasoner", opts["reasoner"], opts)
     tiled: decoupled.TiledRun | None = None
     if decoupled.should_tile(scene, reasoner, request):  # a VLM on a scene larger than its picture: tile by tile
@@ -253,6 +253,9 @@ def segment(
         plan = reasoner.plan(scene, request, templates)
         timings["reason_s"] = time.perf_counter() - t0
     pre_steps = tuple(Step(text=f"preprocess: {s}") for s in scene.metadata.get("preprocess", ()))
+    if plugin is None and chosen:
+        pre_steps += (Step(text=f"templates of plugin '{chosen}' (chosen from the reader '{scene.reader}' that opened "
+                           "the input; pass --plugin to choose another)"),)
     if pre_steps:
         plan = dataclasses.replace(plan, steps=pre_steps + plan.steps)
 
@@ -263,6 +266,7 @@ def segment(
     template = next((t for t in templates if t.qualified_name == plan.template), None)
     label = template.label if template else "target"
     caveats: list[str] = list(template.caveats) if template is not None and not plan.absent else []
+    caveats += [c for c in plan.match.get("caveats", ()) if c not in caveats]  # routing: e.g. a superset answer
     t0 = time.perf_counter()
     if tiled is not None:
         mask, instances, segmenter_name = tiled.mask, list(tiled.instances), tiled.segmenter_name
@@ -334,6 +338,7 @@ def segment(
         warnings=warnings,
         options=opts,
         caveats=tuple(caveats) if not plan.absent else (),
+        confidence=plan.match.get("confidence") if not plan.absent else None,
         provenance=_provenance(reg, plugin, scene, plan, segmenter_name, opts),
     )
     t0 = time.perf_counter()

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rscore.engine.matching import TemplateMatcher
+from rscore.engine.matching import decide
 from rscore.errors import InternalError, OptionError
 from rscore.sdk import Operator, OpContext, ProgramOutput, Template
 from rscore.tiling import ArraySink, TiledArray, iter_tiles, make_sink, tile_count
@@ -23,6 +23,10 @@ from rscore.types import Plan, ProgressCallback, Request, Scene, Step, Target
 log = logging.getLogger(__name__)
 
 ALTERNATIVES = 3
+
+
+def _needs_vlm(t: Template) -> str:
+    return "has no offline program: it needs a VLM (--reasoner openai|transformers)"
 
 
 class AnalyticReasoner:
@@ -43,36 +47,39 @@ class AnalyticReasoner:
             t = chosen[0]
             return self._plan_for(t, scene, {"template": t.qualified_name, "method": "forced", "score": 1.0})
 
-        applicable = [t for t in templates if t.program is not None and scene.kind in t.kinds]
-        skipped = [t.qualified_name for t in templates if t not in applicable]
-        if not applicable:
+        method = request.option("matcher") or self.options.get("matcher")
+        decision = decide(request.query, templates, method)
+        match = dict(decision.match)
+        t = decision.template
+        if decision.outcome == "absent":
+            reason = decision.reason
+            if t is not None and t.program is None:
+                reason += f" (and '{t.name}' itself {_needs_vlm(t)})"
+            return Plan(absent=True, reason=reason + ". Rephrase, force one with --template, or use a VLM "
+                        "reasoner (--reasoner openai|transformers)", reasoner=self.name, match=match)
+        assert t is not None
+        if t.program is None:
+            match["needs_vlm"] = t.qualified_name
             return Plan(
                 absent=True,
-                reason=f"no analytic template of this plugin applies to a {scene.kind} input"
-                + (f" (templates without an offline program or for other inputs: {', '.join(skipped)})" if skipped else ""),
-                reasoner=self.name,
-            )
-        matcher = TemplateMatcher(applicable, request.option("matcher") or self.options.get("matcher"))
-        best, ranked = matcher.best(request.query)
-        match = {
-            "method": matcher.method,
-            "model": matcher.model,
-            "threshold": matcher.threshold,
-            "alternatives": [{"template": m.template.qualified_name, "score": m.score} for m in ranked[:ALTERNATIVES]],
-        }
-        if best is None:
-            closest = ", ".join(f"{m.template.name} ({m.score:.2f})" for m in ranked[:ALTERNATIVES])
-            return Plan(
-                absent=True,
-                reason=(
-                    f"the query matches no template this plugin can answer offline "
-                    f"(best {ranked[0].score:.2f} < threshold {matcher.threshold}); closest: {closest}. "
-                    "Rephrase, force one with --template, or use a VLM reasoner (--reasoner openai|transformers)"
-                ),
+                reason=f"this is the `{t.name}` template ({t.label}), which {_needs_vlm(t)}",
+                template=t.qualified_name,
                 reasoner=self.name,
                 match=match,
             )
-        return self._plan_for(best.template, scene, {**match, "template": best.template.qualified_name, "score": best.score})
+        if scene.kind not in t.kinds:
+            match["needs_kind"] = list(t.kinds)
+            return Plan(
+                absent=True,
+                reason=f"this is the `{t.name}` template ({t.label}), which answers {'/'.join(t.kinds)} inputs, "
+                f"not a {scene.kind}",
+                template=t.qualified_name,
+                reasoner=self.name,
+                match=match,
+            )
+        if decision.caveats:
+            match["caveats"] = list(decision.caveats)
+        return self._plan_for(t, scene, match)
 
     def _plan_for(self, t: Template, scene: Scene, match: dict[str, Any]) -> Plan:
         if t.program is None:

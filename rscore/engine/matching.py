@@ -9,6 +9,12 @@ Two methods, both scoring a query against each template's examples, label and de
 
 ``auto`` (the default; ``RSCORE_MATCHER`` overrides) uses embeddings when available. A match below the method's
 threshold is no match: the engine then answers ``absent`` and lists the closest templates.
+
+:func:`decide` is the analytic planner's routing decision on top of these scores (see its docstring): every text a
+template declares (examples, ``includes``, ``broader``, ``excludes``) is scored, and the outcome - answer, answer
+with a superset caveat, or absent - uses the best score, the margin over the runner-up, polarity (negation words)
+and specificity (a narrower thing, one particular instance, or an added constraint). Everything it used is returned
+in ``match`` for ``plan.match``, with a calibrated ``confidence``.
 """
 
 from __future__ import annotations
@@ -162,3 +168,261 @@ class TemplateMatcher:
         if ranked and ranked[0].score >= self.threshold:
             return ranked[0], ranked
         return None, ranked
+
+
+# ------------------------------------------------------------------------------------------------ routing decision
+NEGATIONS = frozenset(
+    "not no without missing lacking lack lacks absent none never except excluding outside unprotected unbraced "
+    "unguarded unsecured unvegetated nothing neither nor".split()
+)
+RELATIONS = (
+    "near", "within", "around", "inside", "above", "below", "beneath", "covered by", "next to", "close to", "along",
+    "facing", "larger than", "smaller than", "bigger than", "between", "far from", "away from", "more than",
+    "less than", "adjacent to", "surrounding", "on top of", "in front of", "behind",
+)
+SELECTORS = frozenset("largest biggest smallest tallest left right first second third main nearest closest".split())
+# the margin and composition rules, fitted on benchmarks/routing/tune.tsv (never on eval.tsv)
+MIN_MARGIN = {"embedding": 0.02, "keyword": 0.0}  # closer than this to a different template: ambiguous -> absent
+COMPOSE_DROP = {"embedding": 0.04, "keyword": 0.2}  # head alone matches this much better: the rest is a constraint
+NEGATION_SLACK = 0.15  # a negated text counts at most this much above the similarity of what both negate
+# Result.confidence = logistic(bias + score * s + margin * m + superset * x), fitted on the answered queries of
+# benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
+CALIBRATION = {
+    "embedding": {"bias": -1.008, "score": 4.659, "margin": 0.163, "superset": 1.167},
+    "keyword": {"bias": -2.0, "score": 4.0, "margin": 4.0, "superset": -0.5},
+}
+_TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
+# where the query says what it is asked of ("... of the patient", "... in this image"): context, not content
+_CONTEXT = re.compile(
+    r"\s+(?:of|in|on|from|inside)\s+(?:the\s+|this\s+|that\s+)?"
+    r"(?:patient|image|picture|photo|scan|ct|frame|video|raster|map|scene|dem)\b"
+)
+
+
+def core_query(query: str) -> str:
+    """The query without a trailing context phrase ("the bone of patient" -> "the bone"), if content remains."""
+    core = _CONTEXT.sub("", query.lower()).strip()
+    return core if _words(core) else query
+
+
+def negation_cue(text: str) -> str | None:
+    """The first negation word of ``text`` ("without", "not", "no", "n't", "non-..."), or ``None``.
+
+    Hyphenated words are one token: "no-go zone" is not a negation, "non-forested" is."""
+    for tok in _TOKEN.findall(text.lower()):
+        if tok in NEGATIONS or tok.endswith("n't") or tok.startswith("non-"):
+            return tok
+    return None
+
+
+def negated_object(text: str) -> str | None:
+    """What a negation negates: the words after the cue ("people not wearing *vests*", "*forested* land" for
+    "non-forested land"), or ``None``."""
+    toks = _TOKEN.findall(text.lower())
+    for n, tok in enumerate(toks):
+        if tok in NEGATIONS or tok.endswith("n't") or tok.startswith("non-"):
+            rest = ([tok[4:]] if tok.startswith("non-") else []) + toks[n + 1:]
+            words = [w for w in rest if w not in _STOP]
+            return " ".join(words) or None
+    return None
+
+
+def split_constraint(query: str) -> tuple[str, str] | None:
+    """``(head, constraint)`` when the query adds a relation to its subject ("bare soil | near rivers")."""
+    low = " " + query.lower().strip() + " "
+    hits = [(low.find(f" {r} "), r) for r in RELATIONS if f" {r} " in low]
+    if not hits:
+        return None
+    pos, _ = min(hits)
+    head, tail = low[:pos].strip(), low[pos:].strip()
+    if not _words(head) or not _words(tail):
+        return None
+    return head, tail
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The routing outcome: ``answer`` / ``superset`` (answer with a caveat) / ``absent``, and why."""
+
+    outcome: str
+    template: Template | None  # the template that answers, or the one the query is about when absent
+    reason: str
+    match: dict
+    caveats: tuple[str, ...] = ()
+
+
+def _texts(t: Template) -> list[tuple[str, str]]:
+    concept = [t.label, t.description, *t.examples]
+    roles = [("concept", x) for x in concept] + [("includes", x) for x in t.includes]
+    roles += [("broader", x) for x in t.broader] + [("excludes", x) for x in t.excludes]
+    return [(role, x) for role, x in roles if x]
+
+
+def _keyword_text_score(query: str, text: str, extra: Sequence[str]) -> float:
+    q = _words(query)
+    if not q:
+        return 0.0
+    vocab = set(_words(" ".join([text, *extra])))
+    coverage = sum(1 for w in q if w in vocab) / len(q)
+    sim = difflib.SequenceMatcher(None, " ".join(q), " ".join(_words(text))).ratio()
+    return max(coverage, sim if sim >= 0.8 else 0.0) + 0.01 * sim
+
+
+def text_scores(method: str, queries: Sequence[str], templates: Sequence[Template]) -> tuple[list, np.ndarray]:
+    """Every declared text of every template as ``(template index, role, text, negated)`` and the similarity of
+    each query to each of them (``len(queries) x len(texts)``). Embeddings go through :func:`_embed`."""
+    rows = [(i, role, x, negation_cue(x) is not None) for i, t in enumerate(templates) for role, x in _texts(t)]
+    if not rows:
+        return rows, np.zeros((len(queries), 0), np.float32)
+    if method == "embedding":
+        emb = _embed([*queries, *(r[2] for r in rows)])
+        return rows, emb[len(queries):] @ emb[: len(queries)].T
+    sims = np.array(
+        [[_keyword_text_score(q, x, templates[i].keywords if role == "concept" else ()) for (i, role, x, _) in rows]
+         for q in queries],
+        np.float32,
+    )
+    return rows, sims.T
+
+
+def confidence(method: str, features: dict[str, float]) -> float:
+    """Calibrated probability that the answered template is the right one (see ``CALIBRATION``)."""
+    w = CALIBRATION[method]
+    z = w["bias"] + sum(w[k] * float(v) for k, v in features.items() if k in w)
+    return round(float(1.0 / (1.0 + np.exp(-z))), 3)
+
+
+def decide(query: str, templates: Sequence[Template], method: str | None = None) -> Decision:
+    """Route ``query`` to one of ``templates`` (all of them, with or without an offline program) or to absent.
+
+    1. Polarity: a negated query ("people *not* wearing vests") only matches texts that are negated too ("workers
+       without hard hats"), and the other way round; what the opposite polarity would have matched is recorded.
+    2. A template's score is its best same-polarity text; the best text overall says what the query is about:
+       a ``concept`` text answers, an ``includes`` text answers with a superset caveat, a ``broader`` or
+       ``excludes`` text is absent with the reason.
+    3. Below the threshold: absent. Within ``MIN_MARGIN`` of a different template: ambiguous, absent.
+    4. Specificity: a selector ("the largest", "the left ...") asks for one instance, absent; a relation
+       ("bare soil *near rivers*") whose head alone matches clearly better adds a constraint no template computes,
+       absent.
+    Availability (a VLM-only template, a template for other inputs) is the planner's business, not this one's.
+    """
+    method = resolve_method(method)
+    threshold = THRESHOLDS[method]
+    templates = list(templates)
+    match: dict = {"method": method, "model": EMBEDDING_MODEL if method == "embedding" else None,
+                   "threshold": threshold}
+    if not templates:
+        return Decision("absent", None, "no template to match", match)
+    core = core_query(query)
+    if core != query.lower().strip():
+        match["query_core"] = core
+    split = split_constraint(core)
+    queries = [core] + ([split[0]] if split else [])
+    rows, sims = text_scores(method, queries, templates)
+    qcue = negation_cue(query)
+    qneg = qcue is not None
+    same = np.array([r[3] == qneg for r in rows], bool)
+    full = sims[:, 0]
+    eff = np.where(same, full, -1.0)
+    qobj = negated_object(core) if qneg else None
+    if qobj:  # two negations agree only if they negate the same thing ("without coral" is not "not open water")
+        neg_rows = [k for k, r in enumerate(rows) if r[3] and negated_object(r[2])]
+        if neg_rows:
+            objs = [negated_object(rows[k][2]) or "" for k in neg_rows]
+            _, osims = text_scores(method, [qobj], [Template("_", "", "", tuple(objs))])
+            # (the pseudo-template's empty label and description are skipped: its rows are the objects, in order)
+            for k, o in zip(neg_rows, osims[:, 0]):
+                eff[k] = min(eff[k], float(o) + NEGATION_SLACK)
+        polarity_object = qobj
+    else:
+        polarity_object = None
+
+    def best_of(i: int, roles: tuple[str, ...], scores: np.ndarray = eff) -> tuple[float, int]:
+        idx = [k for k, r in enumerate(rows) if r[0] == i and r[1] in roles]
+        if not idx:
+            return -1.0, -1
+        k = max(idx, key=lambda j: scores[j])
+        return float(scores[k]), k
+
+    all_roles = ("concept", "includes", "broader", "excludes")
+    per = [best_of(i, all_roles) for i in range(len(templates))]
+    order = sorted(range(len(templates)), key=lambda i: per[i][0], reverse=True)
+    top = order[0]
+    top_score, top_k = per[top]
+    runner = order[1] if len(order) > 1 else None
+    runner_score = per[runner][0] if runner is not None else 0.0
+    margin = round(top_score - max(runner_score, 0.0), 4)
+    t = templates[top]
+    role, text = rows[top_k][1], rows[top_k][2]
+    match.update({
+        "template": t.qualified_name, "score": round(top_score, 4), "matched_text": text, "matched_role": role,
+        "runner_up": None if runner is None else {"template": templates[runner].qualified_name,
+                                                  "score": round(runner_score, 4)},
+        "margin": margin,
+        "alternatives": [{"template": templates[i].qualified_name, "score": round(per[i][0], 4)} for i in order[:3]],
+    })
+    # polarity: what the query would match if its negation were ignored
+    opp = int(np.argmax(np.where(~same, full, -1.0))) if (~same).any() else -1
+    polarity = {"query": "negated" if qneg else "plain", "cue": qcue, "negates": polarity_object}
+    if opp >= 0 and full[opp] >= threshold and full[opp] > top_score:
+        o = templates[rows[opp][0]]
+        polarity["opposite"] = {"template": o.qualified_name, "text": rows[opp][2], "score": round(float(full[opp]), 4)}
+    match["polarity"] = polarity
+    spec: dict = {"decision": "none"}
+    match["specificity"] = spec
+
+    def absent(why: str, about: Template | None = None) -> Decision:
+        return Decision("absent", about, why, match)
+
+    if top_score < threshold:
+        closest = ", ".join(f"{templates[i].name} ({per[i][0]:.2f})" for i in order[:3] if per[i][0] > -1)
+        why = f"the query matches no template (best {top_score:.2f} < threshold {threshold}); closest: {closest}"
+        if "opposite" in polarity:
+            o = polarity["opposite"]
+            why = (f"the query is negated ('{qcue}') and '{o['template'].split(':')[-1]}' marks the opposite "
+                   f"('{o['text']}', {o['score']:.2f}); no template marks what is {'missing' if qneg else 'present'}")
+            polarity["decision"] = "opposite polarity: absent"
+        return absent(why)
+    if role in ("excludes", "broader"):  # another template's own concept that scores as well is what is meant
+        concept = [best_of(i, ("concept",)) for i in range(len(templates))]
+        j = max((i for i in range(len(templates)) if i != top), key=lambda i: concept[i][0], default=None)
+        if j is not None and concept[j][0] >= threshold and concept[j][0] >= top_score - 0.05:
+            spec["declined"] = {"template": t.qualified_name, "role": role, "text": text}
+            top, (top_score, top_k) = j, concept[j]
+            t, role, text = templates[j], "concept", rows[concept[j][1]][2]
+            match.update(template=t.qualified_name, score=round(top_score, 4), matched_text=text,
+                         matched_role=role)
+    if role == "excludes":
+        spec.update(decision="excluded", text=text)
+        return absent(f"'{t.name}' ({t.label}) does not answer '{text}' (declared), and no other template does", t)
+    if role == "broader":
+        spec.update(decision="broader", text=text)
+        return absent(f"the query asks for '{text}', of which '{t.name}' marks only {t.label}", t)
+    if runner is not None and margin < MIN_MARGIN[method]:
+        r = templates[runner]
+        match["ambiguous"] = True
+        return absent(f"the query matches '{t.name}' ({top_score:.2f}) and '{r.name}' ({runner_score:.2f}) "
+                      f"almost equally (margin {margin:.2f} < {MIN_MARGIN[method]}); say which", t)
+    selector = next((w for w in _TOKEN.findall(query.lower()) if w in SELECTORS), None)
+    if selector:
+        spec.update(decision="instance", word=selector)
+        return absent(f"the query asks for one particular thing ('{selector}'); '{t.name}' marks every {t.label} "
+                      "and cannot pick one", t)
+    if split is not None:
+        head_score = max((float(sims[k, 1]) for k, r in enumerate(rows) if r[0] == top and same[k]), default=-1.0)
+        spec["head"] = {"text": split[0], "constraint": split[1], "head_score": round(head_score, 4)}
+        if head_score >= threshold and head_score - top_score >= COMPOSE_DROP[method]:
+            spec["decision"] = "composed"
+            return absent(f"the query combines '{split[0]}' ({t.label}) with the constraint '{split[1]}', which no "
+                          "offline template computes; ask for the parts separately", t)
+    caveats: tuple[str, ...] = ()
+    outcome = "answer"
+    if role == "includes":
+        outcome = "superset"
+        spec.update(decision="superset", text=text)
+        caveats = (f"superset: the query names '{text}', which '{t.name}' cannot isolate; the mask is all "
+                   f"{t.label} ({t.description}), which includes it",)
+    features = {"score": round(top_score, 4), "margin": margin, "superset": 1.0 if outcome == "superset" else 0.0}
+    match["features"] = features
+    match["confidence"] = confidence(method, features)
+    return Decision(outcome, t, "", match, caveats)

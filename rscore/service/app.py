@@ -104,6 +104,7 @@ class PluginOut(BaseModel):
     core: bool = Field(description="rscore's own built-ins (readers, writers, backends), not a domain plugin")
     templates: int
     hooks: list[str]
+    error: str | None = Field(None, description="why an installed plugin was skipped (failed to load); null if it works")
 
 
 class TemplateOut(BaseModel):
@@ -139,6 +140,8 @@ class JobItemOut(BaseModel):
     links: dict[str, str]
     absent: bool | None
     instance_count: int | None
+    confidence: float | None = Field(None, description="how far to trust the answer (0-1), as in result.json")
+    caveats: list[str] = Field(default_factory=list, description="limits to read before acting on the mask")
     error: str | None
     seconds: float | None
 
@@ -419,7 +422,7 @@ def create_app(
                 input=i.input, state=i.state, result_id=i.result_id,
                 links=links(request, i.result_id, i.outputs) if i.result_id else {},
                 absent=i.absent, instance_count=i.instance_count, error=scrub(i.error) if i.error else i.error,
-                seconds=i.seconds,
+                seconds=i.seconds, confidence=i.confidence, caveats=list(i.caveats),
             )
             for i in job.items
         ]
@@ -576,7 +579,7 @@ def create_app(
         return [
             PluginOut(
                 name=p.name, distribution=p.distribution, version=p.version, core=p.name == CORE,
-                templates=p.templates, hooks=list(p.hooks),
+                templates=p.templates, hooks=list(p.hooks), error=p.error,
             )
             for p in reg.plugins()
         ]

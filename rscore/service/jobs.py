@@ -96,6 +96,8 @@ class JobItem:
     outputs: Mapping[str, str] = field(default_factory=dict)
     absent: bool | None = None
     instance_count: int | None = None
+    confidence: float | None = None
+    caveats: tuple[str, ...] = ()
     error: str | None = None
     seconds: float | None = None
 
@@ -301,6 +303,8 @@ class InProcessJobRunner:
                     outputs=dict(result.outputs),
                     absent=result.absent,
                     instance_count=len(result.instances),
+                    confidence=result.confidence,
+                    caveats=tuple(result.caveats),
                 )
             items[index] = replace(items[index], seconds=round(time.perf_counter() - t0, 4))
             self._set_item(job_id, index, items[index])

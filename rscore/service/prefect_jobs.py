@@ -530,6 +530,7 @@ class PrefectJobRunner:
         return replace(
             item, result_id=result_id, outputs=dict(doc.get("outputs") or {}), absent=bool(doc.get("absent")),
             instance_count=(doc.get("summary") or {}).get("instance_count", len(doc.get("instances") or [])),
+            confidence=doc.get("confidence"), caveats=tuple(doc.get("caveats") or ()),
         )  # fmt: skip
 
     def _summary_items(

@@ -432,6 +432,16 @@ TEMPLATES: tuple[Template, ...] = (
             "sparsely vegetated slopes. Do not mark flat valley floors, water bodies, or flat built-up areas. "
             "Rate each region low, medium or high."
         ),
+        broader=(
+            "natural hazards",
+            "all geohazards",
+        ),
+        excludes=(
+            "snow avalanches",
+            "earthquake damage",
+            "ground subsidence and sinkholes",
+            "mapped landslide scars on this date",
+        ),
         keywords=("landslide", "landslip", "slide", "mass movement", "slope failure", "debris flow", "susceptibility",
                   "unstable", "instability", "hazard", "prone"),
         requires=("elevation",),
@@ -459,6 +469,11 @@ TEMPLATES: tuple[Template, ...] = (
             "terraces just above the channel and depressions connected to it. Do not mark hillslopes or terrain "
             "well above the nearest stream."
         ),
+        excludes=(
+            "land flooded on this date (needs imagery of the flood)",
+            "coastal storm surge",
+            "fire burn scars",
+        ),
         keywords=("flood", "flooding", "floodplain", "inundation", "low-lying", "lowland", "river", "stream",
                   "drainage", "waterlogged"),
         requires=("elevation",),
@@ -477,6 +492,17 @@ TEMPLATES: tuple[Template, ...] = (
             "Segment open water: lakes, rivers, reservoirs, ponds and flooded fields. Water is dark in the near "
             "infrared. Do not mark shadows, wet soil or dark roofs."
         ),
+        includes=(
+            "one particular lake",
+            "a single river channel",
+            "a named reservoir",
+        ),
+        excludes=(
+            "snow and ice",
+            "glaciers",
+            "clouds and cloud shadows",
+            "wet soil",
+        ),
         keywords=("water", "lake", "river", "reservoir", "pond", "wetland", "ndwi", "sea"),
         requires=(),  # checked by the program: it says which band is missing and how to add it
         kinds=KINDS,
@@ -493,6 +519,19 @@ TEMPLATES: tuple[Template, ...] = (
             "Segment dense, healthy vegetation: forest, closed tree canopy, dense shrubs and vigorous crops. "
             "Do not mark sparse grass, bare soil, water or buildings."
         ),
+        includes=(
+            "a tree species such as pine or oak",
+            "a forest type such as mangrove or rainforest",
+            "tree plantations",
+        ),
+        broader=(
+            "land cover classes",
+        ),
+        excludes=(
+            "snow cover",
+            "grassland and lawns",
+            "crop fields and farmland",
+        ),
         keywords=("vegetation", "forest", "trees", "canopy", "woodland", "green", "ndvi", "vegetated"),
         requires=(),  # checked by the program: it says which band is missing and how to add it
         kinds=KINDS,
@@ -502,13 +541,23 @@ TEMPLATES: tuple[Template, ...] = (
         name="bare_soil",
         label="bare soil",
         description="bare soil and sparsely vegetated ground (single date; vegetation loss needs a before/after pair)",
-        examples=("bare soil", "bare ground", "exposed soil", "sparse vegetation", "unvegetated ground",
+        examples=("bare soil", "bare ground", "exposed soil", "sparse vegetation", "unvegetated ground", "land without vegetation",
                   "vegetation loss"),
         program=_bare_soil,
         explain="NDVI < ndvi_max (0.2) AND NOT water (NDWI > 0)",
         prompt=(
             "Segment bare soil and ground with little or no vegetation: ploughed fields, eroded slopes, landslide "
             "scars, quarries and construction sites. Do not mark water, roads, roofs or vegetated land."
+        ),
+        includes=(
+            "recently cleared or deforested land",
+        ),
+        excludes=(
+            "burned areas and fire scars",
+            "roads and buildings",
+            "urban areas",
+            "sand dunes",
+            "farmland",
         ),
         keywords=("bare", "soil", "exposed", "barren", "unvegetated", "erosion", "cleared", "deforested"),
         requires=(),  # checked by the program: it says which band is missing and how to add it
@@ -545,6 +594,10 @@ TEMPLATES: tuple[Template, ...] = (
             "(5 m); a query naming only ridges or only valleys masks that class"
         ),
         prompt="Segment ridges (crests, spurs, summits) and valleys (valley bottoms, gullies, channels) separately.",
+        excludes=(
+            "glaciers and snowfields",
+            "farmland",
+        ),
         keywords=("ridge", "valley", "landform", "crest", "summit", "hilltop", "spur", "gully", "ravine", "gorge",
                   "hollow", "topographic position", "tpi"),
         requires=("elevation",),

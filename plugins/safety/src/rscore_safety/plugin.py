@@ -169,6 +169,21 @@ TEMPLATES = [
         "orange-red (hue 359-27 deg, S >= 0.61, V >= 0.50) bands; opened, closed, small blobs dropped",
         prompt="Segment high-visibility safety clothing (fluorescent yellow-green or orange vests, jackets, trousers) "
         "worn by people. Ignore fluorescent objects that are not worn (cones, signs, machinery, hard hats).",
+        includes=(
+            "one particular worker's vest",
+        ),
+        broader=(
+            "personal protective equipment",
+            "all safety equipment",
+        ),
+        excludes=(
+            "traffic cones",
+            "yellow machinery and vehicles",
+            "orange barriers and drums",
+            "safety signage",
+            "hard hats and helmets",
+            "safety glasses",
+        ),
         keywords=("hi-vis", "hivis", "vest", "vests", "reflective", "fluorescent", "visibility"),
         requires=("red", "green", "blue"),
         kinds=VIDEO_OR_IMAGE,
@@ -180,12 +195,16 @@ TEMPLATES = [
         "restricted_zone",
         "restricted zone",
         "user-drawn restricted or exclusion zones, from a polygon file",
-        ("restricted zone", "exclusion zone", "danger area", "no-go zone", "restricted areas"),
+        ("restricted zone", "exclusion zone", "danger area", "no-go zone", "restricted areas",
+         "where entry is not allowed"),
         program=_zone,
         path_options=("zones",),
         explain="pixels whose centre is inside a polygon of the zones file (-O zones=FILE, pixel coordinates); "
         "class = zone number in the file",
         prompt="Segment the restricted or exclusion zones marked on site (barriers, tape, painted hatching).",
+        excludes=(
+            "areas outside the zones",
+        ),
         keywords=("restricted", "exclusion", "zone", "zones", "no-go", "danger"),
         kinds=VIDEO_OR_IMAGE,
     ),
@@ -225,6 +244,9 @@ TEMPLATES = [
         ("workers at height", "people on the scaffold", "someone on a ladder"),
         prompt="Find every person standing or working above ground level (scaffold, ladder, roof, platform) and box "
         "each one.",
+        excludes=(
+            "all workers on the ground",
+        ),
         keywords=("height", "ladder", "roof", "above"),
         kinds=VIDEO_OR_IMAGE,
     ),

@@ -311,7 +311,7 @@ def _program(spec: TissueSpec) -> Callable[[OpContext], ProgramOutput]:
 SPECS = (
     TissueSpec(
         "bone", "bone", "bone (trabecular and cortical) on CT",
-        ("bone", "the skeleton", "bones in this CT", "spine and ribs", "the vertebrae"),
+        ("bone", "the skeleton", "bones in this CT", "all bones"),
         ("bone", "bones", "skeleton", "skeletal", "vertebra", "vertebrae", "rib", "ribs", "spine", "pelvis"),
         300.0, None, _bone, "inside the body; classes: trabecular < 700 HU <= cortical",
         ("trabecular bone (300-699 HU)", "cortical bone (>= 700 HU)"),
@@ -365,6 +365,39 @@ SPECS = (
 )
 
 
+# What each tissue rule covers, for routing (rscore.sdk.Template: includes / broader / excludes). An HU range marks
+# every structure in it: a named organ or bone is inside the mask but cannot be isolated (a superset answer).
+ROUTING: dict[str, dict[str, tuple[str, ...]]] = {
+    "bone": {
+        "includes": ("the spine and vertebrae", "the ribs", "the skull", "the pelvis", "a single named bone"),
+        "excludes": ("fractures", "the spinal canal inside the vertebrae", "bone marrow", "calcifications and stones",
+                     "bone lesions and metastases"),
+    },
+    "air_lung": {
+        "includes": ("a single lung", "the left or right lung", "the trachea and bronchi", "gas in the stomach"),
+        "excludes": ("lung nodules and tumours", "pneumonia", "emphysema", "pleural effusion"),
+    },
+    "fat": {
+        "includes": ("fat around one organ", "perirenal fat", "epicardial fat"),
+        "excludes": ("fatty liver",),
+    },
+    "soft_tissue": {
+        "includes": ("the liver", "the spleen", "the kidneys", "the pancreas", "the heart", "the bladder",
+                     "the stomach and bowel", "blood vessels and the aorta", "a named muscle", "the brain",
+                     "the spinal cord", "the prostate or uterus", "lymph nodes", "the thyroid"),
+        "excludes": ("tumours and lesions", "nodules and cysts", "abscesses", "haematoma"),
+    },
+    "metal": {
+        "includes": ("one particular implant", "the pacemaker and its leads"),
+        "excludes": ("contrast agent", "calcifications"),
+    },
+    "body": {
+        "includes": ("the arms", "the legs", "the head", "the torso"),
+        "excludes": ("the scanner table",),
+    },
+}
+
+
 CLEANUP = f" (per whole slice; components under {MIN_COMPONENT_MM2:g} mm2 dropped)"
 
 
@@ -384,6 +417,7 @@ def _template(spec: TissueSpec) -> Template:
         sources=SOURCES,
         class_names=spec.class_names,
         caveats=spec.caveats,
+        **ROUTING.get(spec.name, {}),
     )
 
 

@@ -121,6 +121,7 @@ TEMPLATES = (
         f"V >= {RELATIVE_V_MIN:g} AND S <= {RELATIVE_S_MAX:g})",
         prompt="Segment specular highlights: small, nearly white reflections of the light source on wet tissue and "
         "on instruments.",
+        excludes=("surgical smoke",),
         keywords=("specular", "highlight", "highlights", "glare", "reflection", "reflections"),
         requires=("red", "green", "blue"),
         kinds=("image", "video"),

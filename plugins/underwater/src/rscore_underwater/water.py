@@ -279,6 +279,8 @@ TEMPLATES = (
         explain="valid pixels that are not open water AND connected to the bottom edge of the frame; parts of the "
         "water column that do not reach the bottom (fish, divers, ROVs) are left out",
         prompt="Segment the sea floor (sand, rock, sediment, reef), excluding animals, divers and objects on it.",
+        includes=("the sand", "rocks on the bottom", "sediment"),
+        excludes=("a boat hull", "the water surface"),
         keywords=("floor", "seabed", "seafloor", "bottom", "sand", "substrate"),
         class_names=FLOOR_CLASS_NAMES,
         caveats=(FLOOR_CAVEAT,),
