@@ -453,7 +453,7 @@ def test_scaffold_compliance_daily_report(prefect_api, tmp_path):
     assert morning["zone"]["share"] == pytest.approx(0.5)
     assert clips["noon"]["fired"]["hivis"] == [] and not clips["noon"]["overlaps"]
     assert "cannot be opened as a video" in clips["broken"]["error"]
-    assert "no template" in morning["skipped"]["query"]
+    assert "hard_hats" in morning["skipped"]["query"] and "needs a VLM" in morning["skipped"]["query"]
     checks = {c["check"]: c for c in doc["checks"]}
     assert checks["hivis"]["state"] == "ran" and checks["hivis"]["frames_fired"] == 8
     assert checks["restricted_zone"]["state"] == "ran"
