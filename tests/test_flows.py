@@ -391,12 +391,13 @@ def test_dask_local_cluster_of_two_processes(prefect_api, region, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ scaffold compliance
 def _clip(path: Path, vest_frames: range, n: int = 40, fps: float = 10.0) -> Path:
-    """A grey site clip (160 x 120) where a worker in a fluorescent vest (30 x 40 px, on a body with a head and
-    legs) walks right during ``vest_frames``."""
+    """A grey site clip (160 x 120) with a static orange traffic cone, where a worker in a fluorescent vest (30 x 40
+    px, on a body with a head and legs) walks right during ``vest_frames``."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (160, 120))
     rng = np.random.default_rng(0)
     for i in range(n):
         img = np.clip(rng.normal(110, 10, (120, 160, 3)), 0, 255).astype(np.uint8)
+        img[96:116, 140:152] = (255, 110, 20)  # a traffic cone: hi-vis orange, static, not worn
         if i in vest_frames:
             x = 10 + 4 * (i - vest_frames.start)
             img[22:34, x + 9 : x + 21] = (200, 150, 120)  # head
@@ -451,7 +452,7 @@ def test_scaffold_compliance_daily_report(prefect_api, tmp_path):
     inside = morning["overlaps"]["hivis_in_restricted_zone"]
     assert [f["frame"] for f in inside] == [22, 24]  # the vest's right edge passes x = 80 from frame 22 on
     assert morning["zone"]["share"] == pytest.approx(0.5)
-    assert clips["noon"]["fired"]["hivis"] == [] and not clips["noon"]["overlaps"]
+    assert clips["noon"]["fired"]["hivis"] == [] and not clips["noon"]["overlaps"]  # the cone is not a worker
     assert "cannot be opened as a video" in clips["broken"]["error"]
     assert "hard_hats" in morning["skipped"]["query"] and "needs a VLM" in morning["skipped"]["query"]
     checks = {c["check"]: c for c in doc["checks"]}

@@ -47,7 +47,7 @@ def test_distance_is_small_within_a_view_and_large_to_a_card():
 
 
 def test_chooser_takes_the_best_frame_of_the_view():
-    chooser = KeyframeChooser()
+    chooser = KeyframeChooser(keep=2)
     frames = {i: _view(i) for i in range(30)}
     frames[30] = np.full((H, W, 3), (240, 110, 20), np.uint8)
     for i, img in frames.items():
@@ -55,6 +55,13 @@ def test_chooser_takes_the_best_frame_of_the_view():
         if i % 3 == 0:
             chooser.offer(i, 10.0 if i == 30 else float(i), f"frame{i}", None)
     candidates = [{"frame": i} for i in range(0, 31, 3)]
-    frame, _, score, note = chooser.choose(candidates)
-    assert frame == "frame27" and score == 27.0 and "30" in note
+    index, frame, _, score, note = chooser.choose(candidates)
+    assert index == 27 and frame == "frame27" and score == 27.0 and "30" in note
+    assert sum(o[1] is not None for o in chooser.offers.values()) == 2  # pixels of the 2 best-scored offers only
+    chooser.offer(33, 50.0, "frame33", None)
+    chooser.offer(34, 60.0, "frame34", None)
+    chooser.see(33, _view(33))
+    chooser.see(34, _view(34))
+    index, frame, _, _, _ = chooser.choose([])
+    assert index == 34 and frame == "frame34"
     assert [c["frame"] for c in candidates if "off_view" in c] == [30]

@@ -736,9 +736,11 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
         candidates.append({"frame": frame.index, "timestamp_s": round(frame.timestamp_s, 4), "score": round(score, 6)})
         chooser.offer(frame.index, score, frame, scene)
     chosen = chooser.choose(candidates)
-    kf_note = chosen[3] if chosen else None
+    kf_note = chosen[4] if chosen else None
     if chosen is not None:
-        best, best_scene, best_score = chosen[0], chosen[1], chosen[2]  # type: ignore[assignment]
+        best, best_scene, best_score = chosen[1], chosen[2], chosen[3]  # type: ignore[assignment]
+        if best is None:  # not among the frames the chooser kept: read it again
+            best = next(iter(reader.frames(chosen[0], chosen[0] + 1)))
     if kept == 0:
         raise InputError(f"{reader.info.uri}: no frame could be decoded")
     if best is None:  # keyframe index past the end

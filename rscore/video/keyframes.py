@@ -151,12 +151,14 @@ def pick(scores: Sequence[tuple[int, float]], verdict: OffView) -> tuple[int | N
 
 class KeyframeChooser:
     """The engine's keyframe choice: every frame read goes through :meth:`see` (its signature), each sampled frame
-    with its score through :meth:`offer` (kept: at most the number of samples); :meth:`choose` returns the best
-    scored candidate of the camera's view, and notes candidates skipped as off-view (``candidates`` entries get an
-    ``off_view`` reason)."""
+    with its score through :meth:`offer`; :meth:`choose` returns the best scored candidate of the camera's view, and
+    notes candidates skipped as off-view (``candidates`` entries get an ``off_view`` reason). Memory is bounded: the
+    pixels of the ``keep`` best-scored offers are kept; the chosen frame, when it is not among them, comes back as
+    ``None`` with its index, for the caller to read again."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = 3) -> None:
         self.views = ViewStats()
+        self.keep = max(1, int(keep))
         self.offers: dict[int, tuple[float, object, object]] = {}
 
     def see(self, index: int, image: np.ndarray) -> None:
@@ -164,10 +166,13 @@ class KeyframeChooser:
 
     def offer(self, index: int, score: float, frame: object, scene: object) -> None:
         self.offers[int(index)] = (float(score), frame, scene)
+        held = sorted((i for i, o in self.offers.items() if o[1] is not None), key=lambda i: -self.offers[i][0])
+        for i in held[self.keep:]:
+            self.offers[i] = (self.offers[i][0], None, None)
 
-    def choose(self, candidates: list[dict]) -> tuple[object, object, float, str | None] | None:
-        """``(frame, scene, score, note)`` of the chosen keyframe, or ``None`` when nothing was offered. ``note``
-        says which candidates were skipped (``None``: none)."""
+    def choose(self, candidates: list[dict]) -> tuple[int, object, object, float, str | None] | None:
+        """``(index, frame or None, scene or None, score, note)`` of the chosen keyframe, or ``None`` when nothing
+        was offered. ``note`` says which candidates were skipped (``None``: none)."""
         if not self.offers:
             return None
         verdict = self.views.verdict()
@@ -183,4 +188,4 @@ class KeyframeChooser:
             note = (f"skipped {len(skipped)} sampled frame(s) that are not the camera's view (end card, overlay, "
                     f"cut to another shot): {', '.join(map(str, skipped[:8]))}{' ...' if len(skipped) > 8 else ''}")
         score, frame, scene = self.offers[idx]
-        return frame, scene, score, note
+        return idx, frame, scene, score, note

@@ -100,7 +100,9 @@ class Rule:
 
 DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("no_hivis_in_zone", "motion", "person", without="hivis", without_text="without hi-vis", severity="violation"),
-    Rule("hivis_in_zone", "hivis", "worker in hi-vis", min_area_px=60, severity="warning"),
+    # the hivis signal is the colour rule (not verified as worn): say so in every finding's message
+    Rule("hivis_in_zone", "hivis", "hi-vis colours (a worker, or a cone or machine)", min_area_px=60,
+         severity="warning"),
     Rule("motion_in_zone", "motion", "movement", severity="info"),
 )
 
