@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rscore.errors import BackendUnavailable, InputError
+from rscore.errors import InputError
+
+# loading an adapter lives beside the model (rscore.models.lisa), so the reasoner never imports the trainer
+from rscore.models.lisa import HEADS_FILE, apply_lisa_adapter
 
 if TYPE_CHECKING:
     from rscore.finetune.data import SceneLoader, TrainItem
@@ -33,7 +36,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["train_lisa", "save_lisa_adapter", "apply_lisa_adapter", "HEADS_FILE", "POSITIVE_ANSWER", "NEGATIVE_ANSWER"]
 
-HEADS_FILE = "lisa_heads.safetensors"
 POSITIVE_ANSWER = "Sure, it is [SEG]."
 NEGATIVE_ANSWER = "It is not in this image."
 CE_WEIGHT, BCE_WEIGHT, DICE_WEIGHT = 1.0, 2.0, 0.5  # LISA's loss weights
@@ -150,41 +152,3 @@ def save_lisa_adapter(model: LisaModel, folder: Path) -> None:
     heads = {f"text_hidden_fcs.{k}": v.detach().cpu().contiguous() for k, v in model.text_hidden_fcs.state_dict().items()}
     heads.update({f"mask_decoder.{k}": v.detach().cpu().contiguous() for k, v in model.sam.mask_decoder.state_dict().items()})
     save_file(heads, str(folder / HEADS_FILE))
-
-
-def apply_lisa_adapter(model: LisaModel, adapter: str | Path) -> LisaModel:
-    """Merge an ``rscore finetune --reasoner lisa`` adapter into a loaded LISA model (returns it)."""
-    from rscore.finetune.adapter import read_adapter
-
-    info = read_adapter(adapter)
-    if info.reasoner is None or info.reasoner.get("backend") != "lisa":
-        raise InputError("was not trained with --reasoner lisa (no LISA reasoner section)", path=info.path)
-    heads_file = info.reasoner_dir / HEADS_FILE
-    if not heads_file.is_file():
-        raise InputError(f"reasoner/{HEADS_FILE} is missing (incomplete adapter)", path=info.path)
-    from rscore.compat import ensure_torchvision
-
-    ensure_torchvision()
-    from peft import PeftModel
-    from safetensors.torch import load_file
-
-    heads = load_file(str(heads_file), device="cpu")
-    for prefix, module in (("text_hidden_fcs.", model.text_hidden_fcs), ("mask_decoder.", model.sam.mask_decoder)):
-        own = module.state_dict()
-        part = {k[len(prefix):]: v for k, v in heads.items() if k.startswith(prefix)}
-        wrong = [k for k in own if k not in part or tuple(part[k].shape) != tuple(own[k].shape)]
-        if wrong:
-            raise BackendUnavailable(
-                f"{info.path}: the adapter's {prefix.rstrip('.')} does not fit this LISA model (first: {wrong[0]}); "
-                f"it was trained on {info.reasoner.get('base_model')}"
-            )
-        module.load_state_dict({k: part[k].to(own[k].dtype) for k in own})
-    try:
-        model.llava = PeftModel.from_pretrained(model.llava, str(info.reasoner_dir), is_trainable=False).merge_and_unload()
-    except (ValueError, RuntimeError, KeyError) as exc:
-        raise BackendUnavailable(
-            f"{info.path}: the LoRA does not fit this model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from None
-    for m in (model.llava, model.sam, model.text_hidden_fcs):
-        m.to(device=model.device, dtype=model.dtype).eval()
-    return model

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rscore.errors import BackendUnavailable
+from rscore.errors import BackendUnavailable, InputError
 
 if TYPE_CHECKING:
     import torch
@@ -61,8 +61,11 @@ __all__ = [
     "IM_START",
     "IM_END",
     "REJ_TOKEN",
+    "HEADS_FILE",
+    "apply_lisa_adapter",
 ]
 
+HEADS_FILE = "lisa_heads.safetensors"  # an adapter's tuned [SEG] projection + SAM mask decoder (rscore finetune)
 SEG_TOKEN = "[SEG]"
 REJ_TOKEN = "[REJ]"  # GSVA-style rejection token, where a checkpoint has one
 IMAGE_TOKEN = "<image>"
@@ -484,3 +487,41 @@ def _load_vision_tower(llava: Any, folder: Path, filled: set[str]) -> None:
         _copy_into(llava, got, folder)
         filled |= set(got)
         got.clear()
+
+
+def apply_lisa_adapter(model: LisaModel, adapter: str | Path) -> LisaModel:
+    """Merge an ``rscore finetune --reasoner lisa`` adapter into a loaded LISA model (returns it)."""
+    from rscore.finetune.adapter import read_adapter  # a leaf module: reading the adapter's description
+
+    info = read_adapter(adapter)
+    if info.reasoner is None or info.reasoner.get("backend") != "lisa":
+        raise InputError("was not trained with --reasoner lisa (no LISA reasoner section)", path=info.path)
+    heads_file = info.reasoner_dir / HEADS_FILE
+    if not heads_file.is_file():
+        raise InputError(f"reasoner/{HEADS_FILE} is missing (incomplete adapter)", path=info.path)
+    from rscore.compat import ensure_torchvision
+
+    ensure_torchvision()
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    heads = load_file(str(heads_file), device="cpu")
+    for prefix, module in (("text_hidden_fcs.", model.text_hidden_fcs), ("mask_decoder.", model.sam.mask_decoder)):
+        own = module.state_dict()
+        part = {k[len(prefix):]: v for k, v in heads.items() if k.startswith(prefix)}
+        wrong = [k for k in own if k not in part or tuple(part[k].shape) != tuple(own[k].shape)]
+        if wrong:
+            raise BackendUnavailable(
+                f"{info.path}: the adapter's {prefix.rstrip('.')} does not fit this LISA model (first: {wrong[0]}); "
+                f"it was trained on {info.reasoner.get('base_model')}"
+            )
+        module.load_state_dict({k: part[k].to(own[k].dtype) for k in own})
+    try:
+        model.llava = PeftModel.from_pretrained(model.llava, str(info.reasoner_dir), is_trainable=False).merge_and_unload()
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise BackendUnavailable(
+            f"{info.path}: the LoRA does not fit this model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
+    for m in (model.llava, model.sam, model.text_hidden_fcs):
+        m.to(device=model.device, dtype=model.dtype).eval()
+    return model

@@ -144,7 +144,7 @@ def _load(folder: Path, opts: LisaOptions, device: str, dtype: str) -> LisaModel
                 dtype=torch_dtype(dtype),
             )
             if opts.adapter:
-                from rscore.finetune.lisa_train import apply_lisa_adapter
+                from rscore.models.lisa import apply_lisa_adapter
 
                 model = apply_lisa_adapter(model, opts.adapter)
             _CACHE[key] = model
