@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--inventory", action="append", default=[], metavar="NAME=INVENTORY,DEM")
     ap.add_argument("--json", type=Path, help="also write the figures here")
-    ap.add_argument("--png", type=Path, help="write success-rate curves (default model vs slope) to PNG files NAME_*.png here")
+    ap.add_argument("--png", type=Path, help="write success-rate curves (default vs slope) as NAME_success_rate.png here")
     args = ap.parse_args(argv)
     invs = _shared_inventories()
     for spec in args.inventory:

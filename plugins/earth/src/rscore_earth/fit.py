@@ -364,7 +364,8 @@ def fit_adapter(
         "intercept": model.intercept,
         "l2": l2,
         "cv": {
-            "method": f"spatial {folds}-fold cross-validation, k-means clusters of the sample coordinates (seed {seed})",
+            "method": (f"spatial {folds}-fold cross-validation, k-means clusters of the sample coordinates "
+                       f"(seed {seed})"),
             "folds": per_fold,
             "auroc_pooled": _round(auroc(pooled, y)),
             "auroc_mean": _round(float(np.nanmean([f["auroc"] for f in per_fold]))) if per_fold else None,

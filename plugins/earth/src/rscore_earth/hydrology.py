@@ -35,7 +35,14 @@ try:
 except ImportError:  # pragma: no cover - exercised only where numba is not installed
     AVAILABLE = False
 
-__all__ = ["AVAILABLE", "WHOLE_MAX_PX", "d8_receivers", "priority_flood", "accumulate_stack", "whole_raster_accumulation"]
+__all__ = [
+    "AVAILABLE",
+    "WHOLE_MAX_PX",
+    "accumulate_stack",
+    "d8_receivers",
+    "priority_flood",
+    "whole_raster_accumulation",
+]
 
 if AVAILABLE:
 
@@ -238,7 +245,8 @@ def whole_raster_accumulation(ctx: Any, z_factor: float = 1.0) -> np.ndarray | N
 
         raise OptionError(f"option drainage_max_px must be a whole number of pixels, got {limit!r}") from None
     win = ctx.window
-    if h * w > limit or win.row_off < 0 or win.col_off < 0 or win.row_off + win.height > h or win.col_off + win.width > w:
+    inside = win.row_off >= 0 and win.col_off >= 0 and win.row_off + win.height <= h and win.col_off + win.width <= w
+    if h * w > limit or not inside:
         return None
     px, py = ctx.pixel_size
     key = ("elevation", float(z_factor), float(px), float(py))
