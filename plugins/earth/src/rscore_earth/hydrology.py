@@ -204,18 +204,28 @@ if AVAILABLE:
         return acc
 
 
+def _require() -> None:
+    if not AVAILABLE:
+        from rscore.errors import BackendUnavailable
+
+        raise BackendUnavailable("the compiled hydrology kernels need numba: pip install numba")
+
+
 def priority_flood(work: np.ndarray, outlet: np.ndarray) -> np.ndarray:
     """Fill ``work`` (float64, no NaN) so that every cell drains to a cell where ``outlet`` is true."""
+    _require()
     return _priority_flood(np.ascontiguousarray(work, np.float64), np.ascontiguousarray(outlet, np.bool_))
 
 
 def d8_receivers(filled: np.ndarray, px: float, py: float) -> np.ndarray:
     """Steepest-descent D8 receivers (flat index, -1 = outlet), flats routed along the geodesic to their outlet."""
+    _require()
     return _d8_receivers(np.ascontiguousarray(filled, np.float64), float(px), float(py))
 
 
 def accumulate_stack(receivers: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Each cell's weight plus everything upstream of it (``receivers``: flat index, -1 = outlet)."""
+    _require()
     acc = np.array(weights, np.float64).ravel()  # a copy: the kernel adds in place
     return _accumulate(np.ascontiguousarray(receivers, np.int64), acc)
 
