@@ -190,3 +190,27 @@ def test_rscore_finetune_and_run_with_the_adapter(rscore_cli, tmp_path):
     res = rscore_cli("run", "--plugin", "earth", str(dem), "landslide-prone areas", "--adapter", str(lora),
                      "--matcher", "keyword", "--out", str(tmp_path / "run2"))
     assert res.exit_code == 2 and "no fitted susceptibility model" in res.stderr
+
+
+def test_rscore_eval_reports_auroc_and_success_rate(rscore_cli, tmp_path):
+    dem, inv = _synthetic(tmp_path)
+    with rasterio.open(dem) as ds:
+        got = read_inventory(inv, ds)
+        prof = ds.profile
+    truth = np.zeros((prof["height"], prof["width"]), np.uint8)
+    truth[got.rows[got.labels == 1], got.cols[got.labels == 1]] = 1  # landslide cells, rasterised
+    mask = tmp_path / "slides.tif"
+    prof.update(dtype="uint8", nodata=None)
+    with rasterio.open(mask, "w", **prof) as ds:
+        ds.write(truth, 1)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "synthetic", "image": str(dem), "query": "landslide-prone areas",
+                                    "mask": {"path": str(mask), "values": [1]}}) + "\n")
+    res = rscore_cli("eval", "--plugin", "earth", "--dataset", str(manifest), "--out", str(tmp_path / "ev"),
+                     "-O", "matcher=keyword")
+    assert res.exit_code == 0, res.stderr
+    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert rep["metrics"]["AUROC"] > 0.75 and rep["metrics"]["SR-AUC"] > 0.6
+    (sample,) = rep["samples"]
+    assert sample["auroc"] == pytest.approx(rep["metrics"]["AUROC"]) and len(sample["success_rate"]["area_share"]) == 101
+    assert (tmp_path / "ev" / "success_rate.png").is_file() and "AUROC" in (tmp_path / "ev" / "report.md").read_text()

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from rscore.errors import InputError
+from rscore.metrics import auroc
 
 __all__ = [
     "DEFAULT_FACTORS",
@@ -84,21 +85,6 @@ def factor_stack(ctx: Any, names: Sequence[str] = FACTORS) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------------ statistics
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with mid-ranks for ties); NaN scores are dropped."""
-    from scipy.stats import rankdata
-
-    s = np.asarray(scores, np.float64).ravel()
-    y = np.asarray(labels).ravel().astype(bool)
-    ok = np.isfinite(s)
-    s, y = s[ok], y[ok]
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    ranks = rankdata(s)
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-
-
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> tuple[np.ndarray, float]:
     """L2-penalised logistic regression (coefficients, intercept) on the rows of ``x`` (already standardised)."""
     from scipy.optimize import minimize
