@@ -214,3 +214,39 @@ def test_rscore_eval_reports_auroc_and_success_rate(rscore_cli, tmp_path):
     (sample,) = rep["samples"]
     assert sample["auroc"] == pytest.approx(rep["metrics"]["AUROC"]) and len(sample["success_rate"]["area_share"]) == 101
     assert (tmp_path / "ev" / "success_rate.png").is_file() and "AUROC" in (tmp_path / "ev" / "report.md").read_text()
+
+
+def test_categorical_aux_layer_is_a_factor(tmp_path):
+    dem, inv = _synthetic(tmp_path)
+    with rasterio.open(dem) as ds:
+        got = read_inventory(inv, ds)
+        prof = ds.profile
+    geology = np.ones((prof["height"], prof["width"]), np.uint8)
+    geology[:, 80:] = 2
+    rng = np.random.default_rng(4)
+    pos = np.flatnonzero(got.labels == 1)
+    weak = pos[rng.random(pos.size) < 0.7]  # 70 % of the landslides sit on unit 7 (a weak lithology)
+    for r, c in zip(got.rows[weak], got.cols[weak]):
+        geology[max(0, r - 1) : r + 2, max(0, c - 1) : c + 2] = 7
+    geo_path = tmp_path / "geology.tif"
+    prof.update(dtype="uint8", nodata=0)
+    with rasterio.open(geo_path, "w", **prof) as ds:
+        ds.write(geology, 1)
+    sec = fit_adapter(inv, dem, tmp_path / "adapter", folds=4, aux=[geo_path])
+    (meta,) = sec["aux"]
+    assert meta["path"] == str(geo_path.resolve()) and 7.0 in [meta["reference"], *meta["categories"]]
+    coef = dict(zip(sec["factors"], sec["coef"]))
+    if meta["reference"] == 7.0:  # the weak unit is the most sampled: every other unit lowers susceptibility
+        assert coef["aux0=1"] < -0.3 and coef["aux0=2"] < -0.3
+    else:
+        assert coef["aux0=7"] > 0.3
+    without = fit_adapter(inv, dem, tmp_path / "adapter0", folds=4)
+    assert sec["cv"]["auroc_mean"] > without["cv"]["auroc_mean"]
+    run = engine.run(dem, "landslide-prone areas", plugin="earth", out_dir=tmp_path / "out",
+                     options={"matcher": "keyword", "adapter": str(tmp_path / "adapter")})
+    assert auroc(np.asarray(run.score)[got.rows, got.cols], got.labels) > sec["cv"]["auroc_mean"] - 0.05
+    geo_path.unlink()
+    with pytest.raises(InputError, match="geology.tif"):
+        engine.run(dem, "landslide-prone areas", plugin="earth", out_dir=tmp_path / "out2",
+                   options={"matcher": "keyword", "adapter": str(tmp_path / "adapter")})
+    assert not (tmp_path / "out2").exists()

@@ -75,13 +75,63 @@ FACTORS: tuple[str, ...] = tuple(_factor_ops(1.0))
 DEFAULT_FACTORS: tuple[str, ...] = ("slope_deg", "plan_curvature", "profile_curvature")
 
 
-def factor_stack(ctx: Any, names: Sequence[str] = FACTORS) -> np.ndarray:
-    """``(len(names), h, w)`` float64 factors of the context's view, NaN where the DEM is invalid."""
+def _aux_factor(name: str) -> tuple[int, float] | None:
+    """``aux<i>=<value>`` (one category of categorical aux layer i) as ``(i, value)``, else None."""
+    if not name.startswith("aux") or "=" not in name:
+        return None
+    head, value = name[3:].split("=", 1)
+    try:
+        return int(head), float(value)
+    except ValueError:
+        return None
+
+
+def aux_window(ctx: Any, path: str | os.PathLike[str]) -> np.ndarray:
+    """A categorical raster read onto the context's view (nearest neighbour, reprojected to the DEM's grid);
+    NaN where it has no data or does not cover the view."""
+    import rasterio
+    from affine import Affine
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    geo = ctx.scene.geo
+    if geo is None or not geo.crs:
+        raise InputError("categorical aux layers need a georeferenced DEM (a CRS and a transform)")
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("does not exist (a categorical layer the susceptibility model was fitted with)", path=path)
+    win = ctx.window
+    transform = Affine(*geo.transform[:6]) * Affine.translation(win.col_off, win.row_off)
+    try:
+        with rasterio.open(path) as src, WarpedVRT(src, crs=geo.crs, transform=transform, width=win.width,
+                                                   height=win.height, resampling=Resampling.nearest) as vrt:
+            arr = vrt.read(1, masked=True)
+    except rasterio.errors.RasterioError as exc:
+        raise InputError(f"cannot be read as a categorical raster ({exc})", path=path) from None
+    return np.asarray(arr.astype(np.float64).filled(np.nan))
+
+
+def factor_stack(ctx: Any, names: Sequence[str] = FACTORS, aux: Sequence[str] = ()) -> np.ndarray:
+    """``(len(names), h, w)`` float64 factors of the context's view, NaN where the DEM is invalid. ``aux<i>=<v>``
+    names are 0/1 indicators of category ``v`` of the categorical raster ``aux[i]``."""
     ops = _factor_ops(min(ctx.pixel_size))
-    unknown = [n for n in names if n not in ops] or ([] if names else ["(none given)"])
+    unknown = [n for n in names if n not in ops and _aux_factor(n) is None] or ([] if names else ["(none given)"])
     if unknown:
         raise InputError(f"unknown susceptibility factor(s) {', '.join(unknown)} (known: {', '.join(FACTORS)})")
-    return np.stack([np.asarray(ops[n](ctx), np.float64) for n in names])
+    layers: dict[int, np.ndarray] = {}
+    out = []
+    for n in names:
+        ref = _aux_factor(n)
+        if ref is None:
+            out.append(np.asarray(ops[n](ctx), np.float64))
+            continue
+        i, value = ref
+        if i >= len(aux):
+            raise InputError(f"factor {n} refers to categorical layer {i}, but only {len(aux)} are given")
+        if i not in layers:
+            layers[i] = aux_window(ctx, aux[i])
+        out.append((layers[i] == value).astype(np.float64))
+    return np.stack(out)
 
 
 # ------------------------------------------------------------------------------------------------------ statistics
@@ -129,6 +179,7 @@ class Model:
     std: np.ndarray
     coef: np.ndarray
     intercept: float
+    aux: tuple[str, ...] = ()  # categorical rasters behind the aux<i>=<v> factors
 
 
 def _fit(x: np.ndarray, y: np.ndarray, names: Sequence[str], l2: float) -> Model:
@@ -156,11 +207,12 @@ def susceptibility_model(doc: Mapping[str, Any]) -> Model:
         raise InputError("the adapter holds no fitted susceptibility model (fit one with python -m rscore_earth.fit)")
     try:
         factors = tuple(str(f) for f in sec["factors"])
+        aux = tuple(str(a["path"]) for a in sec.get("aux", ()))
         model = Model(factors, np.asarray(sec["mean"], np.float64), np.asarray(sec["std"], np.float64),
-                      np.asarray(sec["coef"], np.float64), float(sec["intercept"]))
+                      np.asarray(sec["coef"], np.float64), float(sec["intercept"]), aux)
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"the adapter's susceptibility model is incomplete ({exc})") from None
-    unknown = [f for f in factors if f not in FACTORS]
+    unknown = [f for f in factors if f not in FACTORS and _aux_factor(f) is None]
     if unknown or not (len(model.mean) == len(model.std) == len(model.coef) == len(factors)):
         raise InputError(f"the adapter's susceptibility model does not match this plugin's factors ({unknown})")
     return model
@@ -299,15 +351,23 @@ def fit_adapter(
     seed: int = 0,
     l2: float = 1.0,
     factors: Sequence[str] = DEFAULT_FACTORS,
+    aux: Sequence[str | os.PathLike[str]] = (),
+    min_category_samples: int = 5,
+    max_categories: int = 12,
 ) -> dict[str, Any]:
-    """Fit, cross-validate and write the adapter folder ``out``; returns the ``susceptibility`` section."""
+    """Fit, cross-validate and write the adapter folder ``out``; returns the ``susceptibility`` section.
+
+    ``aux``: categorical rasters (lithology, land cover; any CRS, read onto the DEM grid by nearest neighbour).
+    Each adds 0/1 factors ``aux<i>=<value>`` for its categories holding at least ``min_category_samples`` samples
+    (at most ``max_categories``, most frequent first); the most frequent category is the reference (no factor)
+    and rarer ones count as the reference too."""
     import rasterio
 
     from rscore.finetune.adapter import ADAPTER_FILE, FORMAT, FORMAT_VERSION, file_sha256
 
     dem_path, out = Path(dem_path), Path(out)
     unknown = [f for f in factors if f not in FACTORS]
-    if unknown or not factors:
+    if unknown or not (factors or aux):
         raise InputError(f"unknown susceptibility factor(s) {', '.join(unknown) or '(none given)'} "
                          f"(known: {', '.join(FACTORS)})")
     if not dem_path.is_file():
@@ -319,7 +379,22 @@ def fit_adapter(
         crs = str(ds.crs) if ds.crs else None
         res = [float(ds.res[0]), float(ds.res[1])]
     ctx = whole_raster_context(dem_path)
-    stack = factor_stack(ctx, factors)
+    aux_paths = [str(Path(a).resolve()) for a in aux]
+    aux_meta: list[dict[str, Any]] = []
+    factors = list(factors)
+    for i, path in enumerate(aux_paths):
+        values = aux_window(ctx, path)[inv.rows, inv.cols]
+        cats, counts = np.unique(values[np.isfinite(values)], return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        kept = [float(cats[j]) for j in order if counts[j] >= min_category_samples][: max_categories + 1]
+        if len(kept) < 2:
+            raise InputError(f"has fewer than 2 categories with {min_category_samples}+ samples on the inventory: "
+                             "nothing to fit", path=path)
+        aux_meta.append({"path": path, "sha256": file_sha256(path), "reference": kept[0], "categories": kept[1:],
+                         "samples_per_category": {f"{cats[j]:g}": int(counts[j]) for j in order}})
+        factors += [f"aux{i}={v:g}" for v in kept[1:]]
+    factors = tuple(factors)
+    stack = factor_stack(ctx, factors, aux_paths)
     x = stack[:, inv.rows, inv.cols].T
     ok = np.isfinite(x).all(axis=1)
     x, y, xy = x[ok], inv.labels[ok].astype(np.float64), inv.xy[ok]
@@ -349,6 +424,7 @@ def fit_adapter(
         "coef": model.coef.tolist(),
         "intercept": model.intercept,
         "l2": l2,
+        "aux": aux_meta,
         "cv": {
             "method": (f"spatial {folds}-fold cross-validation, k-means clusters of the sample coordinates "
                        f"(seed {seed})"),
@@ -386,7 +462,8 @@ def trainer(dataset: Path, out: Path, options: Mapping[str, Any], as_json: bool)
     """``rscore finetune --plugin earth --dataset INVENTORY -O dem=DEM.tif --out DIR`` (the AdapterSpec hook).
 
     ``None`` for datasets that are not inventories (manifests go to the VLM LoRA path). Options: ``dem`` (required),
-    ``folds`` (5), ``seed`` (0), ``factors`` (comma-separated, default :data:`DEFAULT_FACTORS`), ``l2`` (1.0).
+    ``folds`` (5), ``seed`` (0), ``factors`` (comma-separated, default :data:`DEFAULT_FACTORS`), ``l2`` (1.0),
+    ``aux`` (comma-separated categorical rasters: lithology, land cover).
     """
     from rscore.errors import OptionError
 
@@ -395,10 +472,10 @@ def trainer(dataset: Path, out: Path, options: Mapping[str, Any], as_json: bool)
     dem = options.get("dem")
     if not dem:
         raise OptionError(f"fitting landslide susceptibility to {dataset} needs the DEM: add -O dem=DEM.tif")
-    unknown = sorted(set(options) - {"dem", "folds", "seed", "factors", "l2"})
+    unknown = sorted(set(options) - {"dem", "folds", "seed", "factors", "l2", "aux"})
     if unknown:
         raise OptionError(f"unknown option(s) for the earth susceptibility fit: {', '.join(unknown)} "
-                          "(known: dem, folds, seed, factors, l2)")
+                          "(known: dem, folds, seed, factors, l2, aux)")
     try:
         folds = int(options.get("folds", 5))
         seed = int(options.get("seed", 0))
@@ -410,7 +487,10 @@ def trainer(dataset: Path, out: Path, options: Mapping[str, Any], as_json: bool)
     factors = options.get("factors", DEFAULT_FACTORS)
     if isinstance(factors, str):
         factors = [f.strip() for f in factors.split(",") if f.strip()]
-    sec = fit_adapter(dataset, dem, out, folds=folds, seed=seed, l2=l2, factors=tuple(factors))
+    aux = options.get("aux") or ()
+    if isinstance(aux, str):
+        aux = [a.strip() for a in aux.split(",") if a.strip()]
+    sec = fit_adapter(dataset, dem, out, folds=folds, seed=seed, l2=l2, factors=tuple(factors), aux=tuple(aux))
     if as_json:
         return json.dumps({"out": str(out), SUSCEPTIBILITY_KEY: sec}, indent=2), 0
     return _summary(sec, out), 0

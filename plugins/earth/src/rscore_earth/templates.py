@@ -136,7 +136,7 @@ def landslide_susceptibility(ctx: OpContext) -> tuple[np.ndarray, dict[str, np.n
     if fitted is not None:
         from rscore_earth.fit import factor_stack, predict
 
-        score = predict(fitted, factor_stack(ctx, fitted.factors))
+        score = predict(fitted, factor_stack(ctx, fitted.factors, fitted.aux))
         score[~ctx.valid | np.isnan(slope)] = np.nan
         return score, {}
     kplan = ctx.op("earth.curvature", kind="plan")
