@@ -93,10 +93,15 @@ def test_fit_writes_an_adapter_that_run_uses(tmp_path):
 def test_bad_inventories_say_what_is_wrong(tmp_path):
     dem, inv = _synthetic(tmp_path)
     bad = tmp_path / "bad.csv"
-    bad.write_text("x,y,kind\n1,2,3\n")
+    bad.write_text("x,y,lslpts\n500100,3999900,3\n")
     with rasterio.open(dem) as ds:
-        with pytest.raises(InputError, match="label column"):
+        with pytest.raises(InputError, match="other than 0/1"):
             read_inventory(bad, ds)
+        only = tmp_path / "only.csv"  # landslide points without labels: negatives are drawn at random
+        only.write_text("x,y\n500105,3999895\n500305,3999695\n")
+        got = read_inventory(only, ds)
+        assert got.kind.startswith("points") and got.labels.tolist() == [1, 1, 0, 0]
+        assert (got.rows[:2].tolist(), got.cols[:2].tolist()) == ([10, 30], [10, 30])
         far = tmp_path / "far.csv"
         far.write_text("x,y,label\n0,0,1\n1,1,0\n")
         with pytest.raises(InputError, match="CRS"):

@@ -7,9 +7,10 @@
     rscore run --plugin earth DEM.tif "landslide-prone areas" --adapter adapter/
 
 The inventory is either labelled points (a CSV with ``x``, ``y`` in the DEM's CRS and a 0/1 label column named
-``lslpts``, ``label``, ``landslide`` or ``class``; or a vector file of points with such a column), or landslide
-polygons (every polygon is a landslide; they are rasterised on the DEM grid and as many non-landslide cells are drawn
-at random, seeded, from outside them). Factors are measured on the DEM exactly as the landslide template measures
+``lslpts``, ``label``, ``landslide`` or ``class``; or a vector file of points with such a column), landslide points
+without a label column, or landslide polygons. Without labels every point / polygon is a landslide: they are put on
+the DEM grid (polygons rasterised) and as many non-landslide cells are drawn at random, seeded, from the valid cells
+outside them. Factors are measured on the DEM exactly as the landslide template measures
 them (:data:`FACTORS`), a logistic regression with a small L2 penalty is fitted on standardised factors, and its
 skill is estimated by spatial cross-validation: k-means clusters of the sample coordinates are the folds (Brenning
 2012; Goetz et al. 2015), so a fold is tested on ground the model did not see nearby.
@@ -231,18 +232,20 @@ class Inventory:
     xy: np.ndarray
 
 
-def _label_column(columns: Sequence[str], path: Path) -> str:
+def _label_column(columns: Sequence[str]) -> str | None:
     lower = {c.lower(): c for c in columns}
-    for name in LABEL_COLUMNS:
-        if name in lower:
-            return lower[name]
-    raise InputError(f"has no label column (one of {', '.join(LABEL_COLUMNS)}) with 1 = landslide", path=path)
+    return next((lower[name] for name in LABEL_COLUMNS if name in lower), None)
 
 
 def _labels(values: Any, path: Path) -> np.ndarray:
     v = np.asarray(values)
     if v.dtype == bool:
         return v.astype(np.int8)
+    if v.dtype.kind in "OUS":
+        try:
+            v = v.astype(np.float64)  # numbers written as text ("1", "0.0")
+        except (TypeError, ValueError):
+            pass
     if v.dtype.kind in "OUS":
         text = np.char.lower(v.astype(str))
         truthy, falsy = np.isin(text, ("1", "true", "yes", "t")), np.isin(text, ("0", "false", "no", "f"))
@@ -275,13 +278,13 @@ def read_inventory(path: str | os.PathLike[str], dem: Any, *, seed: int = 0) -> 
         low = {c.lower(): c for c in cols_}
         if "x" not in low or "y" not in low:
             raise InputError("needs columns x and y (map coordinates in the DEM's CRS)", path=path)
-        lab = _label_column(cols_, path)
+        lab = _label_column(cols_)
         try:
             x = np.array([float(r[low["x"]]) for r in table])
             y = np.array([float(r[low["y"]]) for r in table])
-        except ValueError:
-            raise InputError("has non-numeric x / y values", path=path) from None
-        labels = _labels([r[lab] for r in table], path)
+        except (TypeError, ValueError):
+            raise InputError("has missing or non-numeric x / y values", path=path) from None
+        labels = _labels([r[lab] for r in table], path) if lab else None
         kind = "points"
     else:
         try:
@@ -297,25 +300,15 @@ def read_inventory(path: str | os.PathLike[str], dem: Any, *, seed: int = 0) -> 
         geom_types = set(frame.geometry.geom_type)
         if geom_types <= {"Point"}:
             x, y = frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy()
-            labels = _labels(frame[_label_column(list(frame.columns), path)].to_numpy(), path)
+            lab = _label_column(list(frame.columns))
+            labels = _labels(frame[lab].to_numpy(), path) if lab else None
             kind = "points"
         elif geom_types <= {"Polygon", "MultiPolygon"}:
             burned = rasterio.features.rasterize(
                 ((g, 1) for g in frame.geometry if g is not None and not g.is_empty), out_shape=(h, w),
                 transform=transform, fill=0, dtype="uint8",
             )
-            valid = ~np.isnan(dem.read(1, masked=True).filled(np.nan))
-            pos = np.flatnonzero((burned == 1) & valid)
-            neg_pool = np.flatnonzero((burned == 0) & valid)
-            if pos.size == 0:
-                raise InputError("no landslide polygon covers a valid DEM cell", path=path)
-            rng = np.random.default_rng(seed)
-            neg = rng.choice(neg_pool, size=min(pos.size, neg_pool.size), replace=False)
-            idx = np.concatenate([pos, neg])
-            rr, cc = np.unravel_index(idx, (h, w))
-            xs, ys = rasterio.transform.xy(transform, rr, cc)
-            return Inventory(path, "polygons", rr, cc, np.r_[np.ones(pos.size, np.int8), np.zeros(neg.size, np.int8)],
-                             np.column_stack([xs, ys]))
+            return _with_random_negatives(path, "polygons", burned == 1, dem, seed)
         else:
             raise InputError(f"holds {', '.join(sorted(geom_types))}: use points with a label, or polygons", path=path)
     rr, cc = rasterio.transform.rowcol(transform, x, y)
@@ -323,10 +316,31 @@ def read_inventory(path: str | os.PathLike[str], dem: Any, *, seed: int = 0) -> 
     inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
     if not inside.any():
         raise InputError("no point lies on the DEM (check the CRS: x / y must be in the DEM's CRS)", path=path)
+    if labels is None:  # landslide points only: as many non-landslide cells are drawn at random
+        cells = np.zeros((h, w), bool)
+        cells[rr[inside], cc[inside]] = True
+        return _with_random_negatives(path, "points (landslides only)", cells, dem, seed)
     labels = labels[inside]
     if labels.min() == labels.max():
         raise InputError("needs both landslide (1) and non-landslide (0) samples", path=path)
     return Inventory(path, kind, rr[inside], cc[inside], labels, np.column_stack([x[inside], y[inside]]))
+
+
+def _with_random_negatives(path: Path, kind: str, positive: np.ndarray, dem: Any, seed: int) -> Inventory:
+    """Landslide cells plus as many cells drawn at random (seeded) from the valid DEM cells outside them."""
+    import rasterio.transform
+
+    h, w = positive.shape
+    valid = ~np.isnan(dem.read(1, masked=True).astype(np.float64).filled(np.nan))
+    pos = np.flatnonzero(positive & valid)
+    pool = np.flatnonzero(~positive & valid)
+    if pos.size == 0:
+        raise InputError("no landslide lies on a valid DEM cell (check the CRS)", path=path)
+    neg = np.random.default_rng(seed).choice(pool, size=min(pos.size, pool.size), replace=False)
+    rr, cc = np.unravel_index(np.concatenate([pos, neg]), (h, w))
+    xs, ys = rasterio.transform.xy(dem.transform, rr, cc)
+    labels = np.r_[np.ones(pos.size, np.int8), np.zeros(neg.size, np.int8)]
+    return Inventory(path, kind, rr, cc, labels, np.column_stack([xs, ys]))
 
 
 # ------------------------------------------------------------------------------------------------------------- fit
