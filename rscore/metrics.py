@@ -20,6 +20,11 @@ Definitions (the numbers every function below returns):
   radius ``ceil(0.008 * image diagonal)`` pixels; a ``bound_th >= 1`` is a radius in pixels), and vice versa;
   ``F = 2PR / (P + R)``. Both boundaries empty = 1; exactly one empty = 0.
 - **J&F**: ``(J + F) / 2``.
+- **AUROC** (score maps, e.g. susceptibility): the probability that a random truth pixel scores higher than a
+  random non-truth pixel (Mann-Whitney U with mid-ranks for ties), over pixels with a finite score.
+- **success-rate curve** (Chung & Fabbri 2003): pixels ranked from the highest score down; for the top share ``x``
+  of the scored area, the share ``y`` of the truth pixels it holds; its area (``SR-AUC``) is 0.5 for a score that
+  knows nothing.
 - **R** (robustness to absent targets): ``1 - A_neg / A_pos`` clipped to ``[0, 1]``, where ``A_neg`` is the total
   predicted area (pixels) over negative samples and ``A_pos`` the total predicted area over positive samples: a
   model that draws as much on absent targets as on present ones scores 0. When ``A_pos == 0`` the ratio is
@@ -41,6 +46,8 @@ from rscore.errors import InputError
 
 __all__ = [
     "BOUND_TH",
+    "auroc",
+    "success_rate",
     "NC_SIZE",
     "MetricAccumulator",
     "as_mask",
@@ -454,3 +461,46 @@ class MetricAccumulator:
         out["mIoU"] = float(np.mean(class_ious)) if class_ious else math.nan
         out["per_category"] = per
         return out
+
+
+# ------------------------------------------------------------------------------------------------- score maps
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """AUROC of ``scores`` against boolean ``labels`` (same shape); NaN scores are left out; NaN when one class is
+    missing."""
+    from scipy.stats import rankdata
+
+    s = np.asarray(scores, np.float64).ravel()
+    y = np.asarray(labels).ravel().astype(bool)
+    ok = np.isfinite(s)
+    s, y = s[ok], y[ok]
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+def success_rate(scores: np.ndarray, labels: np.ndarray, points: int = 101) -> dict[str, Any]:
+    """The success-rate curve of a score map against a truth mask: ``area_share`` / ``truth_share`` (``points``
+    samples from 0 to 1) and its area ``auc``; ``None`` auc when there is no truth pixel with a finite score."""
+    s = np.asarray(scores, np.float64).ravel()
+    y = np.asarray(labels).ravel().astype(bool)
+    ok = np.isfinite(s)
+    s, y = s[ok], y[ok]
+    x = np.linspace(0.0, 1.0, points)
+    if not y.any():
+        return {"area_share": x.tolist(), "truth_share": [0.0] * points, "auc": None}
+    # pixels of equal score form one block; inside a block the truth share rises linearly (its expected value
+    # over the orders of equal scores), so the curve does not depend on how ties happen to be ordered
+    values, inverse = np.unique(-s, return_inverse=True)  # blocks from the highest score down
+    n_block = np.bincount(inverse, minlength=values.size)
+    t_block = np.bincount(inverse, weights=y.astype(np.float64), minlength=values.size)
+    cum_n = np.concatenate([[0], np.cumsum(n_block)])
+    cum_t = np.concatenate([[0.0], np.cumsum(t_block)])
+    k = x * s.size
+    blk = np.clip(np.searchsorted(cum_n, k, side="left") - 1, 0, values.size - 1)
+    within = (k - cum_n[blk]) / n_block[blk]
+    yv = (cum_t[blk] + within * t_block[blk]) / y.sum()
+    auc = float(np.sum((yv[1:] + yv[:-1]) / 2 * np.diff(x)))
+    return {"area_share": [round(float(v), 4) for v in x], "truth_share": [round(float(v), 4) for v in yv],
+            "auc": round(auc, 4)}

@@ -238,3 +238,18 @@ def test_bad_inputs_raise_input_error():
     acc = M.MetricAccumulator()
     with pytest.raises(InputError, match="negative"):
         acc.add(P, G, negative=True)
+
+
+def test_auroc_and_success_rate_of_score_maps():
+    from rscore.metrics import auroc, success_rate
+
+    score = np.tile(np.linspace(0.0, 1.0, 100), (10, 1))
+    truth = np.zeros(score.shape, bool)
+    truth[:, 90:] = True  # the truth is the top-scored 10 % of the area
+    assert auroc(score, truth) == 1.0 and auroc(-score, truth) == 0.0
+    sr = success_rate(score, truth)
+    assert sr["truth_share"][10] == 1.0 and sr["auc"] == pytest.approx(0.95, abs=0.01)
+    flat = np.full(score.shape, 0.5)  # one tie over everything: no skill, whatever the pixel order
+    assert auroc(flat, truth) == 0.5 and success_rate(flat, truth)["auc"] == pytest.approx(0.5, abs=0.01)
+    score[0, 0] = np.nan  # NaN scores are left out
+    assert auroc(score, truth) == 1.0 and np.isnan(auroc(score, np.zeros(score.shape, bool)))

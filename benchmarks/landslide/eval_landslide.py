@@ -12,6 +12,11 @@ For every inventory (see DATA.md beside this script) it prints:
 ``west / east halves``
     the default model's AUROC on the samples west and east of the median x, a check that one number does not hide
     a region where the model fails.
+``halves (tuned -> tested)``
+    an honest estimate of how the default model's three parameters (slope ramp, curvature scale, convergence
+    weight) generalise: they are re-chosen from the same grid that produced the defaults on one half of the samples
+    (west / east of the median x, then south / north of the median y) and scored on the other half; printed with
+    slope alone on the same test half. Absent on checkouts without ``terrain_factors``.
 ``fitted adapter``
     ``rscore_earth.fit.fit_adapter`` (logistic regression of slope and curvatures) with spatial k-means 5-fold
     cross-validation: AUROC mean over folds and pooled. Absent when ``rscore_earth.fit`` is not installed.
@@ -124,6 +129,9 @@ def evaluate(name: str, inv: Path, dem: Path) -> dict[str, Any]:
         "template": (result.plan.template if result.plan else None),
         "success_rate": curves,
     }
+    halves = _halves(slope, rows, cols, labels, x, _read_y(inv, dem, rows, cols), scene)
+    if halves:
+        out["halves_tuned_tested"] = halves
     try:
         from rscore_earth.fit import fit_adapter
     except ImportError:
@@ -137,11 +145,54 @@ def evaluate(name: str, inv: Path, dem: Path) -> dict[str, Any]:
     return out
 
 
+GRID_RAMPS = ((10.0, 35.0), (15.0, 45.0), (15.0, 50.0), (20.0, 50.0), (10.0, 60.0))
+GRID_SCALES = (0.1, 0.2, 0.5)
+GRID_WEIGHTS = (0.25, 0.35, 0.5)
+
+
+def _read_y(inv: Path, dem: Path, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    import rasterio
+
+    with rasterio.open(dem) as ds:
+        return np.asarray(rasterio.transform.xy(ds.transform, rows, cols)[1])
+
+
+def _halves(slope: np.ndarray, rows: np.ndarray, cols: np.ndarray, labels: np.ndarray, x: np.ndarray,
+            y: np.ndarray, scene: Any) -> list[dict[str, Any]]:
+    try:
+        from rscore_earth.templates import terrain_factors
+    except ImportError:
+        return []
+    from rscore import engine
+    from rscore.sdk import OpContext
+    from rscore.types import Request
+
+    ctx = OpContext(scene, Request(query=QUERY, plugin="earth", options={}), engine.default_registry().operators)
+    kplan = np.asarray(ctx.op("earth.curvature", kind="plan"))
+    px = min(scene.pixel_size or (1.0, 1.0))
+    scores = {}
+    for ramp_, scale in ((r, s) for r in GRID_RAMPS for s in GRID_SCALES):
+        f = terrain_factors(slope, kplan, px, ramp_, scale)
+        for w in GRID_WEIGHTS:
+            scores[(ramp_, scale, w)] = ((1 - w) * f["slope"] + w * f["convergence"])[rows, cols]
+    out = []
+    for axis, coord in (("x", x), ("y", y)):
+        low = coord <= np.median(coord)
+        for train in (low, ~low):
+            test = ~train
+            best = max(scores, key=lambda k: _auroc(scores[k][train], labels[train]))
+            out.append({"split": f"{'low' if train is low else 'high'} {axis} -> other half", "chosen": list(best),
+                        "auroc_train": _auroc(scores[best][train], labels[train]),
+                        "auroc_test": _auroc(scores[best][test], labels[test]),
+                        "auroc_slope_test": _auroc(slope[rows, cols][test], labels[test])})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--inventory", action="append", default=[], metavar="NAME=INVENTORY,DEM")
     ap.add_argument("--json", type=Path, help="also write the figures here")
-    ap.add_argument("--png", type=Path, help="write success-rate curves (default model vs slope) to PNG files NAME_*.png here")
+    ap.add_argument("--png", type=Path, help="write success-rate curves (default vs slope) as NAME_success_rate.png here")
     args = ap.parse_args(argv)
     invs = _shared_inventories()
     for spec in args.inventory:
@@ -170,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{f['auroc_default_west']:5.3f}/{f['auroc_default_east']:5.3f} "
               f"{f['auroc_slope_west']:5.3f}/{f['auroc_slope_east']:5.3f} "
               f"{'-' if fitted is None else format(fitted, '.3f'):>10}")
+        for h in f.get("halves_tuned_tested", []):
+            print(f"    parameters re-chosen on one half ({h['split']}): test AUROC {h['auroc_test']:.3f} "
+                  f"(train {h['auroc_train']:.3f}; slope alone on the test half {h['auroc_slope_test']:.3f})")
         for k, c in f["success_rate"].items():
             cls = ", ".join(f"{n} {v['landslide_share']:.0%} of slides on {v['area_share']:.0%} of area"
                             for n, v in c["classes"].items()) if k == "default" else ""

@@ -19,7 +19,7 @@ from rscore.evaluation.runner import EvalReport
 
 __all__ = ["json_safe", "summary_json", "report_json", "to_markdown", "write_report", "METRIC_ORDER"]
 
-METRIC_ORDER = ("gIoU", "cIoU", "ncIoU", "mIoU", "J", "F", "J&F", "R", "N-acc")
+METRIC_ORDER = ("gIoU", "cIoU", "ncIoU", "mIoU", "J", "F", "J&F", "R", "N-acc", "AUROC", "SR-AUC")
 MAX_MD_SAMPLES = 200
 
 
@@ -90,6 +90,9 @@ def to_markdown(report: EvalReport, *, max_samples: int = MAX_MD_SAMPLES, title:
         "gIoU: mean per-sample IoU (empty vs empty = 1); cIoU: total intersection / total union; ncIoU: cIoU at "
         f"{'x'.join(map(str, ev.get('nc_size', [512, 512])))} px; mIoU: mean of per-category cIoU; J / F: region "
         "IoU / DAVIS boundary F; R: 1 - predicted area on negatives / on positives; N-acc: negatives answered empty."
+        + (" AUROC: score map vs truth pixels (mean over samples); SR-AUC: area under the success-rate curve (share "
+           "of truth pixels in the top share of the area ranked by score; 0.5 = no skill), curves in "
+           "success_rate.png." if "AUROC" in m else "")
     )
     if report.per_category:
         lines += ["", "## Per category", ""]
@@ -165,6 +168,33 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike[str]) -> dict[st
             tmp = paths[key].with_suffix(paths[key].suffix + ".tmp")
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, paths[key])
+        curves = [s for s in report.samples if s.get("success_rate")]
+        if curves:
+            paths["success_rate"] = _success_rate_png(curves, out / "success_rate.png")
     except OSError as exc:
         raise OptionError(f"cannot write the report into {out}: {exc.strerror or exc}") from None
     return paths
+
+
+def _success_rate_png(samples: list[Mapping[str, Any]], path: Path, size: int = 360, limit: int = 8) -> Path:
+    """Success-rate curves of up to ``limit`` samples (score-map answers) over the no-skill diagonal."""
+    from PIL import Image, ImageDraw
+
+    pad = 40
+    img = Image.new("RGB", (size + 2 * pad, size + 2 * pad), "white")
+    d = ImageDraw.Draw(img)
+    d.rectangle([pad, pad, pad + size, pad + size], outline="black")
+    d.line([pad, pad + size, pad + size, pad], fill=(170, 170, 170))
+    colours = [(200, 30, 30), (30, 90, 200), (30, 150, 60), (120, 60, 160), (200, 120, 0), (0, 150, 150)]
+    for k, s in enumerate(samples[:limit]):
+        c = s["success_rate"]
+        colour = colours[k % len(colours)]
+        pts = [(pad + x * size, pad + size - y * size) for x, y in zip(c["area_share"], c["truth_share"])]
+        d.line(pts, fill=colour, width=2)
+        d.text((pad + 8, pad + 8 + 14 * k), f"{s.get('id')}: SR-AUC {c['auc']}, AUROC {s['auroc']:.3f}", fill=colour)
+    d.text((pad, pad + size + 8), "share of area, highest score first", fill="black")
+    d.text((4, pad - 16), "share of truth pixels", fill="black")
+    tmp = path.with_suffix(".tmp.png")
+    img.save(tmp)
+    os.replace(tmp, path)
+    return path

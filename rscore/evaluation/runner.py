@@ -201,6 +201,23 @@ class EvalReport:
 
 
 # ------------------------------------------------------------------------------------------------------ running
+def _score_map_metrics(result: Result, gt: np.ndarray | None, ignore: np.ndarray | None) -> dict[str, Any]:
+    """AUROC and the success-rate curve of the answer's score map against the truth mask (susceptibility-style
+    answers; :mod:`rscore.metrics`), when there is an in-memory score map and the truth has both classes."""
+    from rscore.metrics import auroc, success_rate
+
+    if gt is None or not isinstance(result.score, np.ndarray) or result.score.shape != gt.shape:
+        return {}
+    score = result.score.astype(np.float64)
+    if ignore is not None:
+        score = np.where(ignore, np.nan, score)
+    truth = np.asarray(gt, bool)
+    value = auroc(score, truth)
+    if not math.isfinite(value):
+        return {}
+    return {"auroc": value, "success_rate": success_rate(score, truth)}
+
+
 def _prediction(result: Result, shape: tuple[int, int]) -> np.ndarray:
     """The result's union mask as an ``(h, w)`` bool array (empty for ``absent`` answers)."""
     from rscore.tiling import read_window
@@ -308,6 +325,7 @@ class _Run:
             elapsed = time.perf_counter() - t0
             self.note_result(result)
             record = self.score(sample, query, [pred], [gt], [ignore], scene)
+            record.update(_score_map_metrics(result, gt, ignore))
             record.update(
                 absent=result.absent,
                 template=result.plan.template,
@@ -429,6 +447,10 @@ def evaluate(
     summary = run.acc.summary()
     per_category = summary.pop("per_category")
     metrics = {**summary, "n_rows": len({r["id"] for r in run.records}), "n_failed": len(run.failures)}
+    scored = [r for r in run.records if "auroc" in r]
+    if scored:  # score maps against truth masks: mean over the samples that have both
+        metrics["AUROC"] = float(np.mean([r["auroc"] for r in scored]))
+        metrics["SR-AUC"] = float(np.mean([r["success_rate"]["auc"] for r in scored]))
     provenance = _provenance(run, samples, time.perf_counter() - t0)
     return EvalReport(
         metrics=metrics,

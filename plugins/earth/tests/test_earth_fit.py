@@ -93,10 +93,15 @@ def test_fit_writes_an_adapter_that_run_uses(tmp_path):
 def test_bad_inventories_say_what_is_wrong(tmp_path):
     dem, inv = _synthetic(tmp_path)
     bad = tmp_path / "bad.csv"
-    bad.write_text("x,y,kind\n1,2,3\n")
+    bad.write_text("x,y,lslpts\n500100,3999900,3\n")
     with rasterio.open(dem) as ds:
-        with pytest.raises(InputError, match="label column"):
+        with pytest.raises(InputError, match="other than 0/1"):
             read_inventory(bad, ds)
+        only = tmp_path / "only.csv"  # landslide points without labels: negatives are drawn at random
+        only.write_text("x,y\n500105,3999895\n500305,3999695\n")
+        got = read_inventory(only, ds)
+        assert got.kind.startswith("points") and got.labels.tolist() == [1, 1, 0, 0]
+        assert (got.rows[:2].tolist(), got.cols[:2].tolist()) == ([10, 30], [10, 30])
         far = tmp_path / "far.csv"
         far.write_text("x,y,label\n0,0,1\n1,1,0\n")
         with pytest.raises(InputError, match="CRS"):
@@ -190,3 +195,63 @@ def test_rscore_finetune_and_run_with_the_adapter(rscore_cli, tmp_path):
     res = rscore_cli("run", "--plugin", "earth", str(dem), "landslide-prone areas", "--adapter", str(lora),
                      "--matcher", "keyword", "--out", str(tmp_path / "run2"))
     assert res.exit_code == 2 and "no fitted susceptibility model" in res.stderr
+
+
+def test_rscore_eval_reports_auroc_and_success_rate(rscore_cli, tmp_path):
+    dem, inv = _synthetic(tmp_path)
+    with rasterio.open(dem) as ds:
+        got = read_inventory(inv, ds)
+        prof = ds.profile
+    truth = np.zeros((prof["height"], prof["width"]), np.uint8)
+    truth[got.rows[got.labels == 1], got.cols[got.labels == 1]] = 1  # landslide cells, rasterised
+    mask = tmp_path / "slides.tif"
+    prof.update(dtype="uint8", nodata=None)
+    with rasterio.open(mask, "w", **prof) as ds:
+        ds.write(truth, 1)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "synthetic", "image": str(dem), "query": "landslide-prone areas",
+                                    "mask": {"path": str(mask), "values": [1]}}) + "\n")
+    res = rscore_cli("eval", "--plugin", "earth", "--dataset", str(manifest), "--out", str(tmp_path / "ev"),
+                     "-O", "matcher=keyword")
+    assert res.exit_code == 0, res.stderr
+    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert rep["metrics"]["AUROC"] > 0.75 and rep["metrics"]["SR-AUC"] > 0.6
+    (sample,) = rep["samples"]
+    assert sample["auroc"] == pytest.approx(rep["metrics"]["AUROC"]) and len(sample["success_rate"]["area_share"]) == 101
+    assert (tmp_path / "ev" / "success_rate.png").is_file() and "AUROC" in (tmp_path / "ev" / "report.md").read_text()
+
+
+def test_categorical_aux_layer_is_a_factor(tmp_path):
+    dem, inv = _synthetic(tmp_path)
+    with rasterio.open(dem) as ds:
+        got = read_inventory(inv, ds)
+        prof = ds.profile
+    geology = np.ones((prof["height"], prof["width"]), np.uint8)
+    geology[:, 80:] = 2
+    rng = np.random.default_rng(4)
+    pos = np.flatnonzero(got.labels == 1)
+    weak = pos[rng.random(pos.size) < 0.7]  # 70 % of the landslides sit on unit 7 (a weak lithology)
+    for r, c in zip(got.rows[weak], got.cols[weak]):
+        geology[max(0, r - 1) : r + 2, max(0, c - 1) : c + 2] = 7
+    geo_path = tmp_path / "geology.tif"
+    prof.update(dtype="uint8", nodata=0)
+    with rasterio.open(geo_path, "w", **prof) as ds:
+        ds.write(geology, 1)
+    sec = fit_adapter(inv, dem, tmp_path / "adapter", folds=4, aux=[geo_path])
+    (meta,) = sec["aux"]
+    assert meta["path"] == str(geo_path.resolve()) and 7.0 in [meta["reference"], *meta["categories"]]
+    coef = dict(zip(sec["factors"], sec["coef"]))
+    if meta["reference"] == 7.0:  # the weak unit is the most sampled: every other unit lowers susceptibility
+        assert coef["aux0=1"] < -0.3 and coef["aux0=2"] < -0.3
+    else:
+        assert coef["aux0=7"] > 0.3
+    without = fit_adapter(inv, dem, tmp_path / "adapter0", folds=4)
+    assert sec["cv"]["auroc_mean"] > without["cv"]["auroc_mean"]
+    run = engine.run(dem, "landslide-prone areas", plugin="earth", out_dir=tmp_path / "out",
+                     options={"matcher": "keyword", "adapter": str(tmp_path / "adapter")})
+    assert auroc(np.asarray(run.score)[got.rows, got.cols], got.labels) > sec["cv"]["auroc_mean"] - 0.05
+    geo_path.unlink()
+    with pytest.raises(InputError, match="geology.tif"):
+        engine.run(dem, "landslide-prone areas", plugin="earth", out_dir=tmp_path / "out2",
+                   options={"matcher": "keyword", "adapter": str(tmp_path / "adapter")})
+    assert not (tmp_path / "out2").exists()

@@ -7,9 +7,10 @@
     rscore run --plugin earth DEM.tif "landslide-prone areas" --adapter adapter/
 
 The inventory is either labelled points (a CSV with ``x``, ``y`` in the DEM's CRS and a 0/1 label column named
-``lslpts``, ``label``, ``landslide`` or ``class``; or a vector file of points with such a column), or landslide
-polygons (every polygon is a landslide; they are rasterised on the DEM grid and as many non-landslide cells are drawn
-at random, seeded, from outside them). Factors are measured on the DEM exactly as the landslide template measures
+``lslpts``, ``label``, ``landslide`` or ``class``; or a vector file of points with such a column), landslide points
+without a label column, or landslide polygons. Without labels every point / polygon is a landslide: they are put on
+the DEM grid (polygons rasterised) and as many non-landslide cells are drawn at random, seeded, from the valid cells
+outside them. Factors are measured on the DEM exactly as the landslide template measures
 them (:data:`FACTORS`), a logistic regression with a small L2 penalty is fitted on standardised factors, and its
 skill is estimated by spatial cross-validation: k-means clusters of the sample coordinates are the folds (Brenning
 2012; Goetz et al. 2015), so a fold is tested on ground the model did not see nearby.
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from rscore.errors import InputError
+from rscore.metrics import auroc
 
 __all__ = [
     "DEFAULT_FACTORS",
@@ -74,31 +76,66 @@ FACTORS: tuple[str, ...] = tuple(_factor_ops(1.0))
 DEFAULT_FACTORS: tuple[str, ...] = ("slope_deg", "plan_curvature", "profile_curvature")
 
 
-def factor_stack(ctx: Any, names: Sequence[str] = FACTORS) -> np.ndarray:
-    """``(len(names), h, w)`` float64 factors of the context's view, NaN where the DEM is invalid."""
+def _aux_factor(name: str) -> tuple[int, float] | None:
+    """``aux<i>=<value>`` (one category of categorical aux layer i) as ``(i, value)``, else None."""
+    if not name.startswith("aux") or "=" not in name:
+        return None
+    head, value = name[3:].split("=", 1)
+    try:
+        return int(head), float(value)
+    except ValueError:
+        return None
+
+
+def aux_window(ctx: Any, path: str | os.PathLike[str]) -> np.ndarray:
+    """A categorical raster read onto the context's view (nearest neighbour, reprojected to the DEM's grid);
+    NaN where it has no data or does not cover the view."""
+    import rasterio
+    from affine import Affine
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    geo = ctx.scene.geo
+    if geo is None or not geo.crs:
+        raise InputError("categorical aux layers need a georeferenced DEM (a CRS and a transform)")
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("does not exist (a categorical layer the susceptibility model was fitted with)", path=path)
+    win = ctx.window
+    transform = Affine(*geo.transform[:6]) * Affine.translation(win.col_off, win.row_off)
+    try:
+        with rasterio.open(path) as src, WarpedVRT(src, crs=geo.crs, transform=transform, width=win.width,
+                                                   height=win.height, resampling=Resampling.nearest) as vrt:
+            arr = vrt.read(1, masked=True)
+    except rasterio.errors.RasterioError as exc:
+        raise InputError(f"cannot be read as a categorical raster ({exc})", path=path) from None
+    return np.asarray(arr.astype(np.float64).filled(np.nan))
+
+
+def factor_stack(ctx: Any, names: Sequence[str] = FACTORS, aux: Sequence[str] = ()) -> np.ndarray:
+    """``(len(names), h, w)`` float64 factors of the context's view, NaN where the DEM is invalid. ``aux<i>=<v>``
+    names are 0/1 indicators of category ``v`` of the categorical raster ``aux[i]``."""
     ops = _factor_ops(min(ctx.pixel_size))
-    unknown = [n for n in names if n not in ops] or ([] if names else ["(none given)"])
+    unknown = [n for n in names if n not in ops and _aux_factor(n) is None] or ([] if names else ["(none given)"])
     if unknown:
         raise InputError(f"unknown susceptibility factor(s) {', '.join(unknown)} (known: {', '.join(FACTORS)})")
-    return np.stack([np.asarray(ops[n](ctx), np.float64) for n in names])
+    layers: dict[int, np.ndarray] = {}
+    out = []
+    for n in names:
+        ref = _aux_factor(n)
+        if ref is None:
+            out.append(np.asarray(ops[n](ctx), np.float64))
+            continue
+        i, value = ref
+        if i >= len(aux):
+            raise InputError(f"factor {n} refers to categorical layer {i}, but only {len(aux)} are given")
+        if i not in layers:
+            layers[i] = aux_window(ctx, aux[i])
+        out.append((layers[i] == value).astype(np.float64))
+    return np.stack(out)
 
 
 # ------------------------------------------------------------------------------------------------------ statistics
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with mid-ranks for ties); NaN scores are dropped."""
-    from scipy.stats import rankdata
-
-    s = np.asarray(scores, np.float64).ravel()
-    y = np.asarray(labels).ravel().astype(bool)
-    ok = np.isfinite(s)
-    s, y = s[ok], y[ok]
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    ranks = rankdata(s)
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-
-
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> tuple[np.ndarray, float]:
     """L2-penalised logistic regression (coefficients, intercept) on the rows of ``x`` (already standardised)."""
     from scipy.optimize import minimize
@@ -143,6 +180,7 @@ class Model:
     std: np.ndarray
     coef: np.ndarray
     intercept: float
+    aux: tuple[str, ...] = ()  # categorical rasters behind the aux<i>=<v> factors
 
 
 def _fit(x: np.ndarray, y: np.ndarray, names: Sequence[str], l2: float) -> Model:
@@ -170,11 +208,12 @@ def susceptibility_model(doc: Mapping[str, Any]) -> Model:
         raise InputError("the adapter holds no fitted susceptibility model (fit one with python -m rscore_earth.fit)")
     try:
         factors = tuple(str(f) for f in sec["factors"])
+        aux = tuple(str(a["path"]) for a in sec.get("aux", ()))
         model = Model(factors, np.asarray(sec["mean"], np.float64), np.asarray(sec["std"], np.float64),
-                      np.asarray(sec["coef"], np.float64), float(sec["intercept"]))
+                      np.asarray(sec["coef"], np.float64), float(sec["intercept"]), aux)
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"the adapter's susceptibility model is incomplete ({exc})") from None
-    unknown = [f for f in factors if f not in FACTORS]
+    unknown = [f for f in factors if f not in FACTORS and _aux_factor(f) is None]
     if unknown or not (len(model.mean) == len(model.std) == len(model.coef) == len(factors)):
         raise InputError(f"the adapter's susceptibility model does not match this plugin's factors ({unknown})")
     return model
@@ -193,18 +232,20 @@ class Inventory:
     xy: np.ndarray
 
 
-def _label_column(columns: Sequence[str], path: Path) -> str:
+def _label_column(columns: Sequence[str]) -> str | None:
     lower = {c.lower(): c for c in columns}
-    for name in LABEL_COLUMNS:
-        if name in lower:
-            return lower[name]
-    raise InputError(f"has no label column (one of {', '.join(LABEL_COLUMNS)}) with 1 = landslide", path=path)
+    return next((lower[name] for name in LABEL_COLUMNS if name in lower), None)
 
 
 def _labels(values: Any, path: Path) -> np.ndarray:
     v = np.asarray(values)
     if v.dtype == bool:
         return v.astype(np.int8)
+    if v.dtype.kind in "OUS":
+        try:
+            v = v.astype(np.float64)  # numbers written as text ("1", "0.0")
+        except (TypeError, ValueError):
+            pass
     if v.dtype.kind in "OUS":
         text = np.char.lower(v.astype(str))
         truthy, falsy = np.isin(text, ("1", "true", "yes", "t")), np.isin(text, ("0", "false", "no", "f"))
@@ -237,13 +278,13 @@ def read_inventory(path: str | os.PathLike[str], dem: Any, *, seed: int = 0) -> 
         low = {c.lower(): c for c in cols_}
         if "x" not in low or "y" not in low:
             raise InputError("needs columns x and y (map coordinates in the DEM's CRS)", path=path)
-        lab = _label_column(cols_, path)
+        lab = _label_column(cols_)
         try:
             x = np.array([float(r[low["x"]]) for r in table])
             y = np.array([float(r[low["y"]]) for r in table])
-        except ValueError:
-            raise InputError("has non-numeric x / y values", path=path) from None
-        labels = _labels([r[lab] for r in table], path)
+        except (TypeError, ValueError):
+            raise InputError("has missing or non-numeric x / y values", path=path) from None
+        labels = _labels([r[lab] for r in table], path) if lab else None
         kind = "points"
     else:
         try:
@@ -259,25 +300,15 @@ def read_inventory(path: str | os.PathLike[str], dem: Any, *, seed: int = 0) -> 
         geom_types = set(frame.geometry.geom_type)
         if geom_types <= {"Point"}:
             x, y = frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy()
-            labels = _labels(frame[_label_column(list(frame.columns), path)].to_numpy(), path)
+            lab = _label_column(list(frame.columns))
+            labels = _labels(frame[lab].to_numpy(), path) if lab else None
             kind = "points"
         elif geom_types <= {"Polygon", "MultiPolygon"}:
             burned = rasterio.features.rasterize(
                 ((g, 1) for g in frame.geometry if g is not None and not g.is_empty), out_shape=(h, w),
                 transform=transform, fill=0, dtype="uint8",
             )
-            valid = ~np.isnan(dem.read(1, masked=True).filled(np.nan))
-            pos = np.flatnonzero((burned == 1) & valid)
-            neg_pool = np.flatnonzero((burned == 0) & valid)
-            if pos.size == 0:
-                raise InputError("no landslide polygon covers a valid DEM cell", path=path)
-            rng = np.random.default_rng(seed)
-            neg = rng.choice(neg_pool, size=min(pos.size, neg_pool.size), replace=False)
-            idx = np.concatenate([pos, neg])
-            rr, cc = np.unravel_index(idx, (h, w))
-            xs, ys = rasterio.transform.xy(transform, rr, cc)
-            return Inventory(path, "polygons", rr, cc, np.r_[np.ones(pos.size, np.int8), np.zeros(neg.size, np.int8)],
-                             np.column_stack([xs, ys]))
+            return _with_random_negatives(path, "polygons", burned == 1, dem, seed)
         else:
             raise InputError(f"holds {', '.join(sorted(geom_types))}: use points with a label, or polygons", path=path)
     rr, cc = rasterio.transform.rowcol(transform, x, y)
@@ -285,10 +316,31 @@ def read_inventory(path: str | os.PathLike[str], dem: Any, *, seed: int = 0) -> 
     inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
     if not inside.any():
         raise InputError("no point lies on the DEM (check the CRS: x / y must be in the DEM's CRS)", path=path)
+    if labels is None:  # landslide points only: as many non-landslide cells are drawn at random
+        cells = np.zeros((h, w), bool)
+        cells[rr[inside], cc[inside]] = True
+        return _with_random_negatives(path, "points (landslides only)", cells, dem, seed)
     labels = labels[inside]
     if labels.min() == labels.max():
         raise InputError("needs both landslide (1) and non-landslide (0) samples", path=path)
     return Inventory(path, kind, rr[inside], cc[inside], labels, np.column_stack([x[inside], y[inside]]))
+
+
+def _with_random_negatives(path: Path, kind: str, positive: np.ndarray, dem: Any, seed: int) -> Inventory:
+    """Landslide cells plus as many cells drawn at random (seeded) from the valid DEM cells outside them."""
+    import rasterio.transform
+
+    h, w = positive.shape
+    valid = ~np.isnan(dem.read(1, masked=True).astype(np.float64).filled(np.nan))
+    pos = np.flatnonzero(positive & valid)
+    pool = np.flatnonzero(~positive & valid)
+    if pos.size == 0:
+        raise InputError("no landslide lies on a valid DEM cell (check the CRS)", path=path)
+    neg = np.random.default_rng(seed).choice(pool, size=min(pos.size, pool.size), replace=False)
+    rr, cc = np.unravel_index(np.concatenate([pos, neg]), (h, w))
+    xs, ys = rasterio.transform.xy(dem.transform, rr, cc)
+    labels = np.r_[np.ones(pos.size, np.int8), np.zeros(neg.size, np.int8)]
+    return Inventory(path, kind, rr, cc, labels, np.column_stack([xs, ys]))
 
 
 # ------------------------------------------------------------------------------------------------------------- fit
@@ -313,15 +365,23 @@ def fit_adapter(
     seed: int = 0,
     l2: float = 1.0,
     factors: Sequence[str] = DEFAULT_FACTORS,
+    aux: Sequence[str | os.PathLike[str]] = (),
+    min_category_samples: int = 5,
+    max_categories: int = 12,
 ) -> dict[str, Any]:
-    """Fit, cross-validate and write the adapter folder ``out``; returns the ``susceptibility`` section."""
+    """Fit, cross-validate and write the adapter folder ``out``; returns the ``susceptibility`` section.
+
+    ``aux``: categorical rasters (lithology, land cover; any CRS, read onto the DEM grid by nearest neighbour).
+    Each adds 0/1 factors ``aux<i>=<value>`` for its categories holding at least ``min_category_samples`` samples
+    (at most ``max_categories``, most frequent first); the most frequent category is the reference (no factor)
+    and rarer ones count as the reference too."""
     import rasterio
 
     from rscore.finetune.adapter import ADAPTER_FILE, FORMAT, FORMAT_VERSION, file_sha256
 
     dem_path, out = Path(dem_path), Path(out)
     unknown = [f for f in factors if f not in FACTORS]
-    if unknown or not factors:
+    if unknown or not (factors or aux):
         raise InputError(f"unknown susceptibility factor(s) {', '.join(unknown) or '(none given)'} "
                          f"(known: {', '.join(FACTORS)})")
     if not dem_path.is_file():
@@ -333,7 +393,22 @@ def fit_adapter(
         crs = str(ds.crs) if ds.crs else None
         res = [float(ds.res[0]), float(ds.res[1])]
     ctx = whole_raster_context(dem_path)
-    stack = factor_stack(ctx, factors)
+    aux_paths = [str(Path(a).resolve()) for a in aux]
+    aux_meta: list[dict[str, Any]] = []
+    factors = list(factors)
+    for i, path in enumerate(aux_paths):
+        values = aux_window(ctx, path)[inv.rows, inv.cols]
+        cats, counts = np.unique(values[np.isfinite(values)], return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        kept = [float(cats[j]) for j in order if counts[j] >= min_category_samples][: max_categories + 1]
+        if len(kept) < 2:
+            raise InputError(f"has fewer than 2 categories with {min_category_samples}+ samples on the inventory: "
+                             "nothing to fit", path=path)
+        aux_meta.append({"path": path, "sha256": file_sha256(path), "reference": kept[0], "categories": kept[1:],
+                         "samples_per_category": {f"{cats[j]:g}": int(counts[j]) for j in order}})
+        factors += [f"aux{i}={v:g}" for v in kept[1:]]
+    factors = tuple(factors)
+    stack = factor_stack(ctx, factors, aux_paths)
     x = stack[:, inv.rows, inv.cols].T
     ok = np.isfinite(x).all(axis=1)
     x, y, xy = x[ok], inv.labels[ok].astype(np.float64), inv.xy[ok]
@@ -363,8 +438,10 @@ def fit_adapter(
         "coef": model.coef.tolist(),
         "intercept": model.intercept,
         "l2": l2,
+        "aux": aux_meta,
         "cv": {
-            "method": f"spatial {folds}-fold cross-validation, k-means clusters of the sample coordinates (seed {seed})",
+            "method": (f"spatial {folds}-fold cross-validation, k-means clusters of the sample coordinates "
+                       f"(seed {seed})"),
             "folds": per_fold,
             "auroc_pooled": _round(auroc(pooled, y)),
             "auroc_mean": _round(float(np.nanmean([f["auroc"] for f in per_fold]))) if per_fold else None,
@@ -399,7 +476,8 @@ def trainer(dataset: Path, out: Path, options: Mapping[str, Any], as_json: bool)
     """``rscore finetune --plugin earth --dataset INVENTORY -O dem=DEM.tif --out DIR`` (the AdapterSpec hook).
 
     ``None`` for datasets that are not inventories (manifests go to the VLM LoRA path). Options: ``dem`` (required),
-    ``folds`` (5), ``seed`` (0), ``factors`` (comma-separated, default :data:`DEFAULT_FACTORS`), ``l2`` (1.0).
+    ``folds`` (5), ``seed`` (0), ``factors`` (comma-separated, default :data:`DEFAULT_FACTORS`), ``l2`` (1.0),
+    ``aux`` (comma-separated categorical rasters: lithology, land cover).
     """
     from rscore.errors import OptionError
 
@@ -408,10 +486,10 @@ def trainer(dataset: Path, out: Path, options: Mapping[str, Any], as_json: bool)
     dem = options.get("dem")
     if not dem:
         raise OptionError(f"fitting landslide susceptibility to {dataset} needs the DEM: add -O dem=DEM.tif")
-    unknown = sorted(set(options) - {"dem", "folds", "seed", "factors", "l2"})
+    unknown = sorted(set(options) - {"dem", "folds", "seed", "factors", "l2", "aux"})
     if unknown:
         raise OptionError(f"unknown option(s) for the earth susceptibility fit: {', '.join(unknown)} "
-                          "(known: dem, folds, seed, factors, l2)")
+                          "(known: dem, folds, seed, factors, l2, aux)")
     try:
         folds = int(options.get("folds", 5))
         seed = int(options.get("seed", 0))
@@ -423,7 +501,10 @@ def trainer(dataset: Path, out: Path, options: Mapping[str, Any], as_json: bool)
     factors = options.get("factors", DEFAULT_FACTORS)
     if isinstance(factors, str):
         factors = [f.strip() for f in factors.split(",") if f.strip()]
-    sec = fit_adapter(dataset, dem, out, folds=folds, seed=seed, l2=l2, factors=tuple(factors))
+    aux = options.get("aux") or ()
+    if isinstance(aux, str):
+        aux = [a.strip() for a in aux.split(",") if a.strip()]
+    sec = fit_adapter(dataset, dem, out, folds=folds, seed=seed, l2=l2, factors=tuple(factors), aux=tuple(aux))
     if as_json:
         return json.dumps({"out": str(out), SUSCEPTIBILITY_KEY: sec}, indent=2), 0
     return _summary(sec, out), 0

@@ -35,7 +35,14 @@ try:
 except ImportError:  # pragma: no cover - exercised only where numba is not installed
     AVAILABLE = False
 
-__all__ = ["AVAILABLE", "WHOLE_MAX_PX", "d8_receivers", "priority_flood", "accumulate_stack", "whole_raster_accumulation"]
+__all__ = [
+    "AVAILABLE",
+    "WHOLE_MAX_PX",
+    "accumulate_stack",
+    "d8_receivers",
+    "priority_flood",
+    "whole_raster_accumulation",
+]
 
 if AVAILABLE:
 
@@ -197,18 +204,28 @@ if AVAILABLE:
         return acc
 
 
+def _require() -> None:
+    if not AVAILABLE:
+        from rscore.errors import BackendUnavailable
+
+        raise BackendUnavailable("the compiled hydrology kernels need numba: pip install numba")
+
+
 def priority_flood(work: np.ndarray, outlet: np.ndarray) -> np.ndarray:
     """Fill ``work`` (float64, no NaN) so that every cell drains to a cell where ``outlet`` is true."""
+    _require()
     return _priority_flood(np.ascontiguousarray(work, np.float64), np.ascontiguousarray(outlet, np.bool_))
 
 
 def d8_receivers(filled: np.ndarray, px: float, py: float) -> np.ndarray:
     """Steepest-descent D8 receivers (flat index, -1 = outlet), flats routed along the geodesic to their outlet."""
+    _require()
     return _d8_receivers(np.ascontiguousarray(filled, np.float64), float(px), float(py))
 
 
 def accumulate_stack(receivers: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Each cell's weight plus everything upstream of it (``receivers``: flat index, -1 = outlet)."""
+    _require()
     acc = np.array(weights, np.float64).ravel()  # a copy: the kernel adds in place
     return _accumulate(np.ascontiguousarray(receivers, np.int64), acc)
 
@@ -238,7 +255,8 @@ def whole_raster_accumulation(ctx: Any, z_factor: float = 1.0) -> np.ndarray | N
 
         raise OptionError(f"option drainage_max_px must be a whole number of pixels, got {limit!r}") from None
     win = ctx.window
-    if h * w > limit or win.row_off < 0 or win.col_off < 0 or win.row_off + win.height > h or win.col_off + win.width > w:
+    inside = win.row_off >= 0 and win.col_off >= 0 and win.row_off + win.height <= h and win.col_off + win.width <= w
+    if h * w > limit or not inside:
         return None
     px, py = ctx.pixel_size
     key = ("elevation", float(z_factor), float(px), float(py))

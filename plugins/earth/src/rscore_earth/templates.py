@@ -59,6 +59,7 @@ __all__ = [
     "LANDSLIDE_CLASS_EDGES",
     "landslide_susceptibility",
     "ramp",
+    "terrain_factors",
 ]
 
 KINDS = ("raster",)
@@ -96,6 +97,23 @@ def _share(ctx: OpContext, cond: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------------------------------------------ landslide
+def terrain_factors(
+    slope: np.ndarray,
+    kplan: np.ndarray,
+    pixel_m: float,
+    slope_ramp: tuple[float, float] = SLOPE_RAMP_DEG,
+    curvature_scale_px: float = CURVATURE_SCALE_PX,
+) -> dict[str, np.ndarray]:
+    """The default model's terrain factors (0-1): ``slope`` and ``convergence`` (see
+    :func:`landslide_susceptibility`); parameters exposed so that ``benchmarks/landslide`` can re-run the choice of
+    them on part of an inventory and test on the rest."""
+    lo, hi = slope_ramp
+    scale = curvature_scale_px / pixel_m
+    # convergence counts only where there is slope to slide on (0 on flat ground, full from the ramp's start)
+    convergence = (0.5 - 0.5 * np.tanh(kplan / scale)) * ramp(slope, 0.0, lo)
+    return {"slope": ramp(slope, lo, hi), "convergence": convergence.astype(np.float32)}
+
+
 def landslide_susceptibility(ctx: OpContext) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The 0-1 susceptibility score and its factors (each 0-1) for the view.
 
@@ -118,15 +136,11 @@ def landslide_susceptibility(ctx: OpContext) -> tuple[np.ndarray, dict[str, np.n
     if fitted is not None:
         from rscore_earth.fit import factor_stack, predict
 
-        score = predict(fitted, factor_stack(ctx, fitted.factors))
+        score = predict(fitted, factor_stack(ctx, fitted.factors, fitted.aux))
         score[~ctx.valid | np.isnan(slope)] = np.nan
         return score, {}
-    lo, hi = SLOPE_RAMP_DEG
-    factors: dict[str, np.ndarray] = {"slope": ramp(slope, lo, hi)}
     kplan = ctx.op("earth.curvature", kind="plan")
-    scale = CURVATURE_SCALE_PX / min(ctx.pixel_size)
-    # convergence counts only where there is slope to slide on (0 on flat ground, full from 15 deg)
-    factors["convergence"] = ((0.5 - 0.5 * np.tanh(kplan / scale)) * ramp(slope, 0.0, lo)).astype(np.float32)
+    factors = terrain_factors(slope, kplan, min(ctx.pixel_size))
     weights = {"slope": 1.0 - CONVERGENCE_WEIGHT, "convergence": CONVERGENCE_WEIGHT}
     if ctx.has("red", "nir") or ctx.has("ndvi"):
         factors["vegetation"] = 1.0 - ramp(ctx.op("earth.ndvi"), 0.2, 0.5)
