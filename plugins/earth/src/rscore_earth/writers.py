@@ -1,8 +1,13 @@
 """Earth writers, all on the input grid and CRS and all windowed (memory does not grow with the raster):
 
-- ``mask.tif``, ``score.tif``, ``classes.tif``: Cloud-Optimized GeoTIFFs (rio-cogeo) with overviews;
-- ``polygons.gpkg`` and ``polygons.geojson``: one polygon per connected region of the mask (split by class), with
-  ``class``, ``class_id``, ``mean_score``, ``area_m2``, ``area_px``, ``query`` and ``template`` attributes;
+- ``mask.tif``, ``score.tif``, ``classes.tif``: Cloud-Optimized GeoTIFFs (GDAL's COG driver, compressed once)
+  with overviews (small rasters too); mask and classes are paletted with 0 ("none") transparent and 255 nodata
+  (invalid input), with their category names and a raster attribute table in ``<name>.tif.aux.xml``; each has a
+  QGIS style ``<name>.qml`` beside it (:mod:`rscore_earth.styles`);
+- ``polygons.gpkg`` (native CRS) and ``polygons.geojson`` (RFC 7946: WGS 84 lon/lat): one polygon per connected
+  region of the mask (split by class), with ``class``, ``class_id``, ``mean_score``, ``area_m2``, ``area_px``,
+  ``query`` and ``template`` attributes; how ``area_m2`` was computed (geodesic for geographic CRSs, planar for
+  projected ones, from ``pixel_size_m`` for local ones) is the layer's ``area_m2_method``;
 - ``map.png``: a preview (at most :data:`PREVIEW_MAX` px on its long side) with the mask over a hillshade (DEMs)
   or the RGB image.
 
@@ -115,32 +120,52 @@ class CogWriter(Writer):
         return _geo_ok(scene) and result.mask is not None
 
     def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
+        from rscore_earth.styles import categorical_qml, score_qml, write_categories_aux
+
         out: dict[str, Path] = {}
         names = _class_names(result)
+        t = template_by_name(result.plan.template)
+        label = t.label if t is not None else "mask"
+        colour = LABEL_COLOURS.get(t.name if t else "", DEFAULT_COLOUR)
         out["mask_cog"] = self._write(
             scene, out_dir / "mask.tif", "uint8", MASK_NODATA,
             lambda w: self._mask_block(scene, result, w),
             description="mask", tags={"QUERY": result.query, "TEMPLATE": result.plan.template or ""},
-            colormap={0: (0, 0, 0, 0), 1: (*DEFAULT_COLOUR, 255)}, resampling="nearest",
+            colormap={0: (0, 0, 0, 0), 1: (*colour, 255)}, resampling="nearest",
         )  # fmt: skip
+        out["mask_qml"] = categorical_qml(out_dir / "mask.qml", [label], [colour])
+        out["mask_aux"] = write_categories_aux(out["mask_cog"], [label], [colour])
         if result.score is not None:
             out["score_cog"] = self._write(
                 scene, out_dir / "score.tif", "float32", float("nan"),
                 lambda w: np.asarray(read_window(result.score, w), np.float32),
                 description="score (0-1)", tags={"QUERY": result.query}, colormap=None, resampling="average",
             )  # fmt: skip
+            out["score_qml"] = score_qml(out_dir / "score.qml")
         class_map = getattr(result, "class_map", None)
         if class_map is not None:
             tags = {f"CLASS_{k}": n for k, n in enumerate(names, start=1)}
             palette = CLASS_COLOURS.get(names) or [DEFAULT_COLOUR] * len(names)
             cmap = {0: (0, 0, 0, 0), **{k: (*palette[k - 1], 255) for k in range(1, len(names) + 1)}}
+            cmap[MASK_NODATA] = (0, 0, 0, 0)
             out["classes_cog"] = self._write(
-                scene, out_dir / "classes.tif", "uint8", None,
-                lambda w: np.asarray(read_window(class_map, w), np.uint8),
+                scene, out_dir / "classes.tif", "uint8", MASK_NODATA,
+                lambda w: self._class_block(scene, result, class_map, w),
                 description="classes: " + ", ".join(f"{k}={n}" for k, n in enumerate(names, start=1)),
                 tags=tags, colormap=cmap if names else None, resampling="nearest",
             )  # fmt: skip
+            if names:
+                out["classes_qml"] = categorical_qml(out_dir / "classes.qml", names, palette)
+                out["classes_aux"] = write_categories_aux(out["classes_cog"], names, palette)
         return out
+
+    @staticmethod
+    def _class_block(scene: Scene, result: Result, class_map: Any, win: Window) -> np.ndarray:
+        block = np.asarray(read_window(class_map, win), np.uint8)
+        valid = _valid(scene, result, win)
+        if valid is not None:
+            block[~valid] = MASK_NODATA
+        return block
 
     @staticmethod
     def _mask_block(scene: Scene, result: Result, win: Window) -> np.ndarray:
@@ -261,7 +286,8 @@ class VectorWriter(Writer):
         template = result.plan.template or ""
         gpkg, geojson = out_dir / "polygons.gpkg", out_dir / "polygons.geojson"
         written = dropped = 0
-        with _GeoJsonStream(geojson, crs) as stream:
+        meta = {"query": result.query, "template": template, "area_m2_method": self.area_method(scene)}
+        with _GeoJsonStream(geojson, crs, meta) as stream:
             for batch in iter_polygon_batches(scene, result):
                 geoms = shapely.transform(np.array([p["geometry"] for p in batch], dtype=object), to_map)
                 if tol > 0:
@@ -285,15 +311,34 @@ class VectorWriter(Writer):
                     np.array([template] * len(keep), dtype=object),
                 ]
                 kept = geoms[keep]
-                _write_gpkg(gpkg, shapely.to_wkb(kept), data, crs, result.query, template, append=written > 0)
+                _write_gpkg(gpkg, shapely.to_wkb(kept), data, crs, meta, append=written > 0)
                 stream.write(kept, data)
                 written += len(keep)
             if not written:
                 empty = [np.array([], dtype=x) for x in (object, np.int32, np.float64, np.float64, np.int64, object,
                                                          object)]  # fmt: skip
-                _write_gpkg(gpkg, np.array([], dtype=object), empty, crs, result.query, template, append=False)
+                _write_gpkg(gpkg, np.array([], dtype=object), empty, crs, meta, append=False)
         log.info("wrote %d polygons (%d below %g m2 dropped)", written, dropped, min_area_m2)
-        return {"polygons_gpkg": gpkg, "polygons_geojson": geojson}
+        out = {"polygons_gpkg": gpkg}
+        if stream.enabled:
+            out["polygons_geojson"] = geojson
+        return out
+
+    @staticmethod
+    def area_method(scene: Scene) -> str:
+        """How ``area_m2`` was computed, in a sentence (GeoPackage layer metadata, GeoJSON ``area_m2_method``)."""
+        units = scene_units(scene)
+        crs = scene.geo.crs if scene.geo is not None else None
+        if scene.pixel_size is None or scene.unit != "m":
+            return (f"not computed: the raster has {'CRS ' + crs + ' with' if crs else 'no CRS and'} no metric "
+                    "units and no pixel_size_m option was given; area_px counts pixels")  # fmt: skip
+        if scene.metadata.get("pixel_size_source", "crs") != "crs":
+            px, py = scene.pixel_size
+            return (f"pixel count x {px:g} m x {py:g} m, the pixel size given by the pixel_size_m option "
+                    f"({'the CRS ' + crs + ' is local or not metric' if crs else 'the raster has no CRS'})")
+        if units.kind == "geographic":
+            return f"geodesic area on the WGS 84 ellipsoid (pyproj.Geod) of the polygons in {crs}"
+        return f"planar area in the projected CRS {crs}, in square metres"
 
     @staticmethod
     def _areas_m2(geoms: list[Any], polys: list[dict[str, Any]], scene: Scene, units: Any) -> list[float | None]:
@@ -311,7 +356,7 @@ class VectorWriter(Writer):
 
 
 def _write_gpkg(
-    path: Path, wkb: np.ndarray, data: list[np.ndarray], crs: str | None, query: str, template: str, *, append: bool
+    path: Path, wkb: np.ndarray, data: list[np.ndarray], crs: str | None, meta: Mapping[str, str], *, append: bool
 ) -> None:
     import pyogrio.raw
 
@@ -321,43 +366,55 @@ def _write_gpkg(
         pyogrio.raw.write(
             str(path), wkb, data, list(FIELDS), layer=LAYER, driver="GPKG", geometry_type="MultiPolygon", crs=crs,
             promote_to_multi=True, append=append,
-            layer_metadata=None if append else {"query": query, "template": template},
+            layer_metadata=None if append else dict(meta),
         )  # fmt: skip
 
 
 class _GeoJsonStream:
-    """A GeoJSON FeatureCollection written batch by batch (GDAL's GeoJSON driver rewrites the whole file on each
-    append). The header - layer name and ``crs`` member - is the one GDAL writes for this CRS (taken from an empty
-    layer GDAL writes first), features are ``Feature`` objects with the :data:`FIELDS` properties (NaN as
-    ``null``) and MultiPolygon geometries, as GDAL writes them with ``promote_to_multi``."""
+    """An RFC 7946 GeoJSON FeatureCollection written batch by batch: geometries reprojected to WGS 84 longitude /
+    latitude (EPSG:4326, the only CRS RFC 7946 allows, so web maps place it right; no ``crs`` member), rounded to 7
+    decimals (~1 cm), exterior rings counter-clockwise, as MultiPolygons with the :data:`FIELDS` properties (NaN as
+    ``null``). The GeoPackage keeps the native CRS. Without a CRS that can be transformed to WGS 84 (none, or a
+    local one) nothing is written: coordinates in another frame would be misplaced, not approximate."""
 
-    def __init__(self, path: Path, crs: str | None) -> None:
+    def __init__(self, path: Path, crs: str | None, meta: Mapping[str, str]) -> None:
         self.path = path
-        self.crs = crs
+        self.meta = meta
         self._fh: Any = None
         self._first = True
+        self._transformer: Any = None
+        if crs:
+            from pyproj import CRS, Transformer
+            from pyproj.exceptions import CRSError, ProjError
+
+            try:
+                src = CRS.from_user_input(crs)
+                if src.is_geographic or src.is_projected:
+                    self._transformer = Transformer.from_crs(src, "EPSG:4326", always_xy=True)
+            except (CRSError, ProjError) as exc:
+                log.info("polygons.geojson not written: %s cannot be transformed to WGS 84 (%s)", crs, exc)
+
+    @property
+    def enabled(self) -> bool:
+        return self._transformer is not None
 
     def __enter__(self) -> _GeoJsonStream:
-        import pyogrio.raw
-
-        empty = [np.array([], dtype=np.int32)] * len(FIELDS)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
-            pyogrio.raw.write(
-                str(self.path), np.array([], dtype=object), empty, list(FIELDS), layer=LAYER, driver="GeoJSON",
-                geometry_type="MultiPolygon", crs=self.crs,
-            )  # fmt: skip
-        gdal_doc = json.loads(self.path.read_text(encoding="utf-8"))
-        head = {"type": "FeatureCollection", "name": gdal_doc.get("name", LAYER)}
-        if "crs" in gdal_doc:
-            head["crs"] = gdal_doc["crs"]
-        self._fh = open(self.path, "w", encoding="utf-8")
-        self._fh.write(json.dumps(head, ensure_ascii=False)[:-1] + ', "features": [\n')
+        if self.enabled:
+            self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+            head = {"type": "FeatureCollection", "name": LAYER, **self.meta}  # foreign members (RFC 7946 6.1)
+            self._fh.write(json.dumps(head, ensure_ascii=False)[:-1] + ', "features": [\n')
         return self
+
+    def _lonlat(self, xy: np.ndarray) -> np.ndarray:
+        lon, lat = self._transformer.transform(xy[:, 0], xy[:, 1])
+        return np.round(np.column_stack([lon, lat]), 7)
 
     def write(self, geoms: np.ndarray, data: list[np.ndarray]) -> None:
         import shapely
 
+        if not self.enabled:
+            return
+        geoms = shapely.orient_polygons(shapely.transform(geoms, self._lonlat), exterior_cw=False)
         multi = np.array([g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon([g]) for g in geoms], object)
         texts = shapely.to_geojson(multi)
         columns = [[_json_value(v) for v in col.tolist()] for col in data]
