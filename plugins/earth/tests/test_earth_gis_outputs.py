@@ -120,3 +120,30 @@ def test_geographic_crs_areas_are_geodesic_and_local_crs_explained(write_tif, tm
     method = pyogrio.read_info(tmp_path / "n" / "polygons.gpkg")["layer_metadata"]["area_m2_method"]
     assert "pixel_size_m" in method and "no CRS" in method
     assert "polygons_geojson" not in res.outputs and not (tmp_path / "n" / "polygons.geojson").exists()
+
+
+def test_map_png_is_readable_and_georeferenced(write_tif, tmp_path):
+    import rasterio
+    from dataclasses import replace
+    from PIL import Image
+
+    from rscore_earth.mapplot import MIN_MAP
+
+    z = synthetic.generate_dem(replace(synthetic.EXAMPLE_SPEC, height=100, width=120))
+    path = write_tif("small.tif", z)
+    res = engine.run(path, "steep terrain", plugin="earth", out_dir=tmp_path / "o", options={"matcher": "keyword"})
+    assert {"map_png", "map_pgw", "map_aux"} <= set(res.outputs)
+    with Image.open(tmp_path / "o" / "map.png") as im:
+        assert im.width >= MIN_MAP  # a 120 px DEM still gives a map people can read
+        rgb = np.asarray(im.convert("RGB"))
+    with rasterio.open(path) as src, rasterio.open(tmp_path / "o" / "map.png") as m:
+        assert m.crs == src.crs  # from map.png.aux.xml
+        up = round(src.res[0] / m.res[0])
+        assert up >= 2 and src.res[0] / m.res[0] == pytest.approx(up, rel=1e-12)
+        # the DEM's corners land on the map area's corners (the frame lies outside the raster's extent)
+        (r0, c0), (r1, c1) = m.index(src.bounds.left + 1e-6, src.bounds.top - 1e-6), m.index(
+            src.bounds.right - 1e-6, src.bounds.bottom + 1e-6)
+        assert (r1 - r0 + 1, c1 - c0 + 1) == (100 * up, 120 * up)
+    # inside the map area: the hillshade (grey varies); the frame around it is white with a title
+    area = rgb[r0 : r1 + 1, c0 : c1 + 1]
+    assert area.std() > 10 and (rgb[: r0 - 2] == 255).mean() > 0.8 and (rgb[: r0 - 2] < 100).any()

@@ -8,8 +8,8 @@
   region of the mask (split by class), with ``class``, ``class_id``, ``mean_score``, ``area_m2``, ``area_px``,
   ``query`` and ``template`` attributes; how ``area_m2`` was computed (geodesic for geographic CRSs, planar for
   projected ones, from ``pixel_size_m`` for local ones) is the layer's ``area_m2_method``;
-- ``map.png``: a preview (at most :data:`PREVIEW_MAX` px on its long side) with the mask over a hillshade (DEMs)
-  or the RGB image.
+- ``map.png`` (:mod:`rscore_earth.mapplot`): a map with title, legend, scale bar, north arrow and CRS, the mask
+  over a hillshade (DEMs) or the RGB image, georeferenced by ``map.pgw`` + ``map.png.aux.xml``.
 
 Writers read the result through :func:`rscore.tiling.read_window`, so in-memory arrays and on-disk
 :class:`~rscore.tiling.TiledArray` results are handled alike. Request options they read (``--option k=v``, taken
@@ -45,13 +45,11 @@ from rscore_earth.templates import template_by_name
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CogWriter", "VectorWriter", "MapPngWriter", "writers", "polygonize", "iter_polygon_batches", "PREVIEW_MAX",
-    "WINDOW",
+    "CogWriter", "VectorWriter", "writers", "polygonize", "iter_polygon_batches", "WINDOW",
 ]  # fmt: skip
 
 WINDOW = 1024
 BLOCK = 512
-PREVIEW_MAX = 2048
 MASK_NODATA = 255
 CLASS_COLOURS = {
     ("low", "medium", "high"): [(255, 235, 59), (255, 152, 0), (211, 47, 47)],
@@ -677,110 +675,7 @@ def _record(poly: Any, k: int, s: float, n: int, names: tuple[str, ...], label: 
             "area_px": int(n)}  # fmt: skip
 
 
-# ------------------------------------------------------------------------------------------------------------- PNG
-class MapPngWriter(Writer):
-    """``map.png``: the mask (coloured by class) over a hillshade (DEMs) or the RGB image, downsampled."""
-
-    name = "earth-map"
-    description = "preview map: the mask over a hillshade or the RGB image (PNG, at most 2048 px)"
-
-    def applies(self, scene: Scene, result: Result) -> bool:
-        return _geo_ok(scene) and result.mask is not None
-
-    def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
-        from PIL import Image
-
-        base, overlay = preview_layers(scene, result)
-        names = _class_names(result)
-        t = template_by_name(result.plan.template)
-        palette = CLASS_COLOURS.get(names) or (
-            [LABEL_COLOURS.get(t.name if t else "", DEFAULT_COLOUR)] * max(1, len(names))
-        )
-        rgb = base.astype(np.float32)
-        for k in range(1, int(overlay.max(initial=0)) + 1):
-            sel = overlay == k
-            if sel.any():
-                colour = np.asarray(palette[min(k, len(palette)) - 1], np.float32)
-                rgb[sel] = 0.45 * rgb[sel] + 0.55 * colour
-        path = out_dir / "map.png"
-        Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB").save(path, compress_level=6)
-        return {"map_png": path}
-
-
-def preview_layers(scene: Scene, result: Result, max_size: int = PREVIEW_MAX) -> tuple[np.ndarray, np.ndarray]:
-    """A ``(H', W', 3)`` uint8 base image and a ``(H', W')`` class overlay (0 = none), decimated by block means
-    (base) and block maxima (overlay) so that small masked areas stay visible. The base is a hillshade when the
-    scene has elevation, else the RGB bands (2-98 % stretch), else the first band in grey."""
-    h, w = scene.shape
-    f = max(1, math.ceil(max(h, w) / max_size))
-    oh, ow = math.ceil(h / f), math.ceil(w / f)
-    if scene.has("elevation"):
-        roles = ["elevation"]
-    elif scene.has("red", "green", "blue"):
-        roles = ["red", "green", "blue"]
-    else:
-        roles = [next((r for r in scene.band_roles if r not in ("alpha", "other")), scene.band_roles[0])]
-    base = np.full((len(roles), oh, ow), np.nan, np.float32)
-    overlay = np.zeros((oh, ow), np.uint8)
-    class_map = getattr(result, "class_map", None)
-    graded = class_map is not None and bool(_class_names(result))
-    step = f * max(1, WINDOW // f)
-    for win in iter_windows(h, w, step):
-        data = scene.read(win, roles).astype(np.float32)
-        valid = scene.valid(win)
-        if valid is not None:
-            data[:, ~np.asarray(valid, bool)] = np.nan
-        r0, c0 = win.row_off // f, win.col_off // f
-        blocks = _block_reduce(data, f, np.nanmean)
-        base[:, r0 : r0 + blocks.shape[1], c0 : c0 + blocks.shape[2]] = blocks
-        mask = np.asarray(read_window(result.mask, win), bool)
-        vals = np.where(mask, np.asarray(read_window(class_map, win), np.uint8), 0) if graded else mask.astype(np.uint8)
-        ov = _block_reduce(vals[None].astype(np.float32), f, np.max)[0]
-        overlay[r0 : r0 + ov.shape[0], c0 : c0 + ov.shape[1]] = ov.astype(np.uint8)
-    if roles == ["elevation"]:
-        px, py = scene.pixel_size or (1.0, 1.0)
-        shade = _hillshade_strips(base[0], px * f, py * f)
-        grey = np.where(np.isnan(base[0]), np.float32(0), 40 + 215 * shade).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2), overlay
-    rgb = np.empty((oh, ow, 3), np.float32)
-    for i in range(3):
-        band = base[min(i, len(roles) - 1)]
-        finite = band[np.isfinite(band)]
-        lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
-        rgb[..., i] = np.where(np.isfinite(band), np.clip((band - lo) / max(hi - lo, 1e-9), 0, 1) * 255, 0)
-    return rgb.astype(np.uint8), overlay
-
-
-def _hillshade_strips(z: np.ndarray, px: float, py: float, rows: int = 256) -> np.ndarray:
-    """:func:`rscore_earth.terrain.hillshade` of ``z`` computed ``rows`` rows at a time (each strip read with one
-    row of context above and below, so the result equals the whole-array computation), in float32: the preview's
-    hillshade costs a few strips of float64 temporaries instead of ~25 copies of the whole preview."""
-    from rscore_earth.terrain import hillshade
-
-    h = z.shape[0]
-    out = np.empty(z.shape, np.float32)
-    for r0 in range(0, h, rows):
-        r1 = min(h, r0 + rows)
-        a, b = max(0, r0 - 1), min(h, r1 + 1)
-        out[r0:r1] = hillshade(z[a:b], px, py)[r0 - a : r1 - a]
-    return out
-
-
-def _block_reduce(data: np.ndarray, f: int, fn: Any) -> np.ndarray:
-    """Reduce ``(bands, h, w)`` over ``f x f`` blocks (edge blocks may be partial)."""
-    if f == 1:
-        return data
-    b, h, w = data.shape
-    ph, pw = math.ceil(h / f) * f, math.ceil(w / f) * f
-    padded = np.full((b, ph, pw), np.nan, np.float32)
-    padded[:, :h, :w] = data
-    blocks = padded.reshape(b, ph // f, f, pw // f, f)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks (nodata) stay NaN
-        if fn is np.max:
-            return np.nan_to_num(np.nanmax(blocks, axis=(2, 4)), nan=0.0)
-        return fn(blocks, axis=(2, 4))
-
-
 def writers() -> list[Writer]:
+    from rscore_earth.mapplot import MapPngWriter
+
     return [CogWriter(), VectorWriter(), MapPngWriter()]
