@@ -98,3 +98,18 @@ def test_nifti_can_be_switched_off(tmp_path, series_writer):
     assert "nifti_segmentation" in res.outputs and "nifti_image" not in res.outputs
     res = engine.run(series, "bone", plugin="surgical", out_dir=tmp_path / "b", options={"nifti": False})
     assert not list((tmp_path / "b").glob("*.nii.gz"))
+
+
+def test_label_volume_for_notebooks_equals_the_nifti(tmp_path, series_writer):
+    import nibabel as nib
+
+    stored, _ = _slices(3)
+    series = series_writer(tmp_path / "ct", stored, [(0.0, 0.0, z) for z in Z[:3]], spacing=(0.8, 0.7))
+    scene = engine.open_scene(series, plugin="surgical")
+    res = engine.segment(scene, "bone", plugin="surgical")
+    labels, affine, names = res.to_label_volume(scene)
+    engine.write_outputs(scene, res, tmp_path / "o")
+    img = nib.load(tmp_path / "o" / "segmentation.nii.gz")
+    assert np.array_equal(labels, np.asarray(img.dataobj)) and np.allclose(affine, img.affine)
+    assert list(names) == [1] and names[1] == json.loads((tmp_path / "o" / "segments.json").read_text())[
+        "segments"][0]["label"]
