@@ -483,7 +483,7 @@ def iter_polygon_batches(
             pairs.append(local + len(strip))
             strip.extend(pieces)
         frontier = r0 + hh if r0 + hh < h else None
-        hold = _settle(strip, np.concatenate(pairs), frontier)
+        hold = _settle(strip, np.concatenate(pairs), frontier, (rows, cols))
         kept = np.flatnonzero(hold)
         held = [strip[i] for i in kept]
         if kept.size:
@@ -571,9 +571,9 @@ def _polygons(rings: list[list[Any]]) -> np.ndarray:
     return shapely.polygons(linear, indices=np.repeat(np.arange(len(rings)), [len(poly) for poly in rings]))
 
 
-def _settle(pieces: list[_Piece], pairs: np.ndarray, frontier: int | None) -> np.ndarray:
+def _settle(pieces: list[_Piece], pairs: np.ndarray, frontier: int | None, cuts: tuple[int, int]) -> np.ndarray:
     """Which ``pieces`` to hold: the clusters of touching pieces (``pairs`` within windows, plus edge pieces that
-    intersect across window edges) that reach row ``frontier``, the edge of the strips not read yet."""
+    touch across window edges) that reach row ``frontier``, the edge of the strips not read yet."""
     import shapely
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -583,7 +583,7 @@ def _settle(pieces: list[_Piece], pairs: np.ndarray, frontier: int | None) -> np
         return np.zeros(n, bool)
     edge = np.flatnonzero([p.edge for p in pieces])
     geoms = np.array([pieces[i].geom for i in edge], dtype=object)
-    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    left, right = _touching(geoms, cuts)
     links = np.concatenate([pairs, np.stack([edge[left], edge[right]], axis=1)])
     graph = coo_matrix((np.ones(len(links), np.int8), (links[:, 0], links[:, 1])), shape=(n, n))
     _, cluster = connected_components(graph, directed=False)
@@ -612,7 +612,7 @@ def _merge_pieces(
     ``cuts``). With a vertex at every integer point of the segments on those lines (:func:`_densify_cuts`), the
     pieces' shared edges match vertex for vertex, so GEOS's coverage union (which drops shared edges, linear in the
     vertices) gives the same polygon as a general overlay (``union_all``) in about half the time; collinear
-    vertices it leaves on the window lines are removed (``simplify(0)``)."""
+    vertices it leaves on the window lines are removed (:func:`_drop_collinear`)."""
     import shapely
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -620,7 +620,7 @@ def _merge_pieces(
     geoms = np.array([p for p, _, _ in pieces], dtype=object)
     sums = np.array([s for _, s, _ in pieces], np.float64)
     counts = np.array([n for _, _, n in pieces], np.int64)
-    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    left, right = _touching(geoms, cuts)
     graph = coo_matrix((np.ones(left.size), (left, right)), shape=(len(geoms), len(geoms)))
     n_groups, group = connected_components(graph, directed=False)
     out = []
@@ -631,7 +631,7 @@ def _merge_pieces(
             out.append(_record(geoms[i], k, sums[i], counts[i], names, label))
             continue
         # pieces come from disjoint windows with integer pixel coordinates: the overlay is exact
-        merged = shapely.simplify(shapely.coverage_union_all(_densify_cuts(geoms[members], cuts)), 0)
+        merged = _drop_collinear(shapely.coverage_union_all(_densify_cuts(geoms[members], cuts)))
         parts = list(getattr(merged, "geoms", [merged]))
         if len(parts) == 1:
             out.append(_record(parts[0], k, sums[members].sum(), counts[members].sum(), names, label))
@@ -649,17 +649,70 @@ def _merge_pieces(
     return out
 
 
+def _ring_coords(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rings of polygons: ``(coords, ring index per vertex, rings per polygon, closing-vertex flags)``."""
+    import shapely
+
+    rings_per = shapely.get_num_interior_rings(geoms) + 1
+    rings = np.concatenate([shapely.get_rings(g) for g in geoms])
+    coords, ring = shapely.get_coordinates(rings, return_index=True)
+    last = np.r_[ring[1:] != ring[:-1], True]
+    return coords, ring, rings_per, last
+
+
+def _touching(geoms: np.ndarray, cuts: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)`` of ``geoms`` (pieces of different windows, integer pixel coordinates, axis-aligned edges)
+    that touch across a window line: their boundary segments lying on window lines share a point. For axis-aligned
+    segments box overlap is intersection, so an STRtree box query decides it - much cheaper than polygon
+    ``intersects`` predicates on the whole, many-vertex pieces."""
+    import shapely
+
+    rows, cols = cuts
+    coords, ring, rings_per, last = _ring_coords(geoms)
+    owner = np.repeat(np.arange(len(geoms)), rings_per)[ring]
+    d = np.r_[coords[1:], coords[-1:]] - coords
+    on = np.flatnonzero(
+        ~last & (((d[:, 0] == 0) & (coords[:, 0] % cols == 0)) | ((d[:, 1] == 0) & (coords[:, 1] % rows == 0)))
+    )
+    if not on.size:
+        return np.arange(len(geoms)), np.arange(len(geoms))
+    segs = shapely.linestrings(np.stack([coords[on], coords[on + 1]], axis=1))
+    a, b = shapely.STRtree(segs).query(segs)
+    pairs = np.unique(np.stack([owner[on][a], owner[on][b]], axis=1), axis=0)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _drop_collinear(geom: Any) -> Any:
+    """``geom`` (a polygon or multipolygon with axis-aligned edges) without vertices whose neighbours on both sides
+    share their x or their y (the extra vertices :func:`_densify_cuts` left); vectorised, unlike ``simplify(0)``."""
+    import shapely
+
+    parts = shapely.get_parts(geom)
+    coords, ring, rings_per, last = _ring_coords(parts)
+    c, r = coords[~last], ring[~last]
+    start = np.r_[0, np.flatnonzero(np.diff(r)) + 1]
+    length = np.diff(np.r_[start, len(r)])
+    s0 = np.repeat(start, length)
+    n = np.repeat(length, length)
+    pos = np.arange(len(r)) - s0
+    prev, nxt = c[s0 + (pos - 1) % n], c[s0 + (pos + 1) % n]
+    keep = ~(((prev[:, 0] == c[:, 0]) & (c[:, 0] == nxt[:, 0])) | ((prev[:, 1] == c[:, 1]) & (c[:, 1] == nxt[:, 1])))
+    c2, r2 = c[keep], r[keep]
+    first = np.r_[0, np.flatnonzero(np.diff(r2)) + 1]
+    allc, allr = np.concatenate([c2, c2[first]]), np.concatenate([r2, r2[first]])
+    order = np.argsort(allr, kind="stable")
+    polys = shapely.polygons(shapely.linearrings(allc[order], indices=allr[order]),
+                             indices=np.repeat(np.arange(len(parts)), rings_per))  # fmt: skip
+    return polys[0] if len(polys) == 1 else shapely.MultiPolygon(list(polys))
+
+
 def _densify_cuts(geoms: np.ndarray, cuts: tuple[int, int]) -> np.ndarray:
     """``geoms`` (polygons in integer pixel coordinates, axis-aligned edges) with a vertex at every integer point of
     the edges that lie on a window line (``y`` a multiple of ``cuts[0]``, ``x`` of ``cuts[1]``)."""
     import shapely
 
     rows, cols = cuts
-    rings_per = shapely.get_num_interior_rings(geoms) + 1
-    rings = np.concatenate([shapely.get_rings(g) for g in geoms])
-    coords, ring = shapely.get_coordinates(rings, return_index=True)
-    last = np.zeros(len(coords), bool)
-    last[np.r_[np.flatnonzero(np.diff(ring)), len(coords) - 1]] = True  # closing vertex of each ring
+    coords, ring, rings_per, last = _ring_coords(geoms)
     d = np.r_[coords[1:], coords[-1:]] - coords
     on = ~last & (((d[:, 0] == 0) & (coords[:, 0] % cols == 0)) | ((d[:, 1] == 0) & (coords[:, 1] % rows == 0)))
     n = np.where(on, np.abs(d).sum(axis=1).astype(np.int64), 1)
