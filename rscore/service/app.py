@@ -70,6 +70,7 @@ from rscore.service.security import (
     safe_upload_name,
 )
 from rscore.service.settings import MIB, Settings
+from rscore.service.viewer import viewer_router
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ FORM_SLACK_BYTES = MIB  # room for the form fields and multipart framing on top 
 NO_NUL = r"^[^\x00]+$"
 DRAIN_MAX_BYTES = 256 * MIB  # a refused body up to this size is read and discarded so the client sees the answer
 PAGE_CSP = (
-    "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; script-src 'self'; style-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 RESULT_CSP = "default-src 'none'; img-src 'self'; sandbox"
@@ -413,6 +414,8 @@ def create_app(
         return query, plugin, check_options(options, settings.allowed_roots)
 
     # ----------------------------------------------------------------------------------------------- routes
+    app.include_router(viewer_router(output_root, auth))  # before /v1/results/{id}/{name:path}, which would match
+
     @app.post(
         "/v1/segment", dependencies=auth,
         response_model=SegmentResponse,

@@ -5,6 +5,8 @@ const $ = (id) => document.getElementById(id);
 const KEY_STORE = "rscore-api-key";
 let templatesByPlugin = {};
 let objectUrls = [];
+let leafletMap = null;
+let inputUrl = null;  // the uploaded file, when the browser can show it (PNG, JPEG...), under the overlay
 
 function apiHeaders() {
   const key = $("key").value.trim();
@@ -123,6 +125,8 @@ async function onSubmit(event) {
   const t0 = performance.now();
   try {
     const body = await (await api("v1/segment", { method: "POST", body: form })).json();
+    if (inputUrl) URL.revokeObjectURL(inputUrl);
+    inputUrl = /^image\/(png|jpeg|gif|webp|bmp)$/.test(file.type) ? URL.createObjectURL(file) : null;
     await showResult(body);
     setStatus(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   } catch (e) {
@@ -163,6 +167,13 @@ async function showResult(body) {
     answer.appendChild(el("span", ` — template ${doc.template}${how}`, "muted"));
   }
   answer.dataset.absent = doc.absent ? "1" : "0";
+
+  const conf = doc.confidence;
+  $("trust").textContent = conf === null || conf === undefined
+    ? "confidence: not stated by this strategy" : `confidence: ${Number(conf).toFixed(2)}`;
+  const caveats = $("caveats");
+  caveats.replaceChildren(...(doc.caveats || []).map((c) => el("li", c)));
+  caveats.hidden = caveats.children.length === 0;
 
   const warnings = doc.warnings || [];
   $("warnings").hidden = warnings.length === 0;
@@ -212,11 +223,123 @@ async function showResult(body) {
     downloads.appendChild(li);
   }
 
+  await showPicture(body, doc, links);
+}
+
+// ------------------------------------------------------------------------------------------- what to look at
+function resetViews() {
+  if (leafletMap) { leafletMap.remove(); leafletMap = null; }
+  for (const id of ["map", "player", "legend", "events", "opacity-row", "input-preview"]) $(id).hidden = true;
+  $("stack").hidden = false;
+  $("player").removeAttribute("src");
+  $("overlay").style.opacity = "";
+  $("legend").replaceChildren();
+  $("events").replaceChildren();
+}
+
+async function showPicture(body, doc, links) {
+  resetViews();
   const img = $("overlay");
-  const shown = links.overlay || links.mask;
+  if (links.mask_cog && window.L) {  // a georeferenced raster: an interactive map
+    img.hidden = true;
+    $("stack").hidden = true;
+    try {
+      await showMap(body.id, links);
+      $("overlay-caption").textContent = "map: classes over the input's hillshade, polygons with their attributes";
+      return;
+    } catch (e) {
+      $("stack").hidden = false;
+      setStatus(`the map could not be drawn: ${e.message}`, true);
+    }
+  }
+  if (links.overlay_video) {
+    img.hidden = true;
+    $("stack").hidden = true;
+    const player = $("player");
+    player.src = await blobUrl(links.overlay_video);
+    player.hidden = false;
+    $("overlay-caption").textContent = "overlay video: each track tinted and labelled";
+    if (links.events) await showEvents(links.events);
+    return;
+  }
+  const shown = links.overlay || links.map_png || links.mask || links.keyframe;
   img.hidden = !shown;
-  $("overlay-caption").textContent = links.overlay ? "overlay" : links.mask ? "mask" : "no image output";
+  $("overlay-caption").textContent = links.overlay ? "overlay" : links.map_png ? "map" : links.mask ? "mask"
+    : links.keyframe ? "keyframe" : "no image output";
   if (shown) img.src = await blobUrl(shown);
+  if (shown && inputUrl && links.overlay) {  // the input under the overlay: the slider fades between them
+    $("input-preview").src = inputUrl;
+    $("input-preview").hidden = false;
+    bindOpacity((v) => { img.style.opacity = String(v); });
+  }
+}
+
+function bindOpacity(apply) {
+  const slider = $("opacity");
+  slider.value = "100";
+  slider.oninput = () => apply(Number(slider.value) / 100);
+  $("opacity-row").hidden = false;
+}
+
+async function showMap(id, links) {
+  const view = await (await api(`v1/results/${encodeURIComponent(id)}/view/map`)).json();
+  const box = $("map");
+  box.hidden = false;
+  const map = L.map(box, { attributionControl: false, zoomSnap: 0.25 });
+  leafletMap = map;
+  const bounds = L.latLngBounds(view.bounds);
+  const layers = {};
+  if (view.base) layers["input (hillshade / image)"] = L.imageOverlay(view.base, bounds).addTo(map);
+  const classes = L.imageOverlay(view.overlay, bounds, { opacity: 0.75, className: "rscore-classes" }).addTo(map);
+  layers[`classes (${view.raster})`] = classes;
+  bindOpacity((v) => classes.setOpacity(v));
+  $("opacity").value = "75";
+  if (links.polygons_geojson) {
+    const data = await (await api(links.polygons_geojson)).json();
+    const colours = Object.fromEntries(view.legend.map((e) => [e.name, e.colour]));
+    layers.polygons = L.geoJSON(data, {
+      style: (f) => ({ color: colours[f.properties.class] || "#d32f2f", weight: 1, fillOpacity: 0.15 }),
+      onEachFeature: (f, layer) => {
+        const p = f.properties;
+        const box = el("div");
+        box.appendChild(el("strong", p.class));
+        for (const [k, v] of [["area", p.area_m2 === null ? null : `${fmt(p.area_m2)} m²`], ["mean score", fmt(p.mean_score)],
+                              ["pixels", fmt(p.area_px)]]) {
+          if (v !== null && v !== "") box.appendChild(el("div", `${k}: ${v}`));
+        }
+        layer.bindPopup(box);
+      },
+    }).addTo(map);
+  }
+  L.control.layers(null, layers, { collapsed: false }).addTo(map);
+  L.control.scale({ imperial: false }).addTo(map);
+  map.fitBounds(bounds);
+  const legend = $("legend");
+  for (const entry of view.legend) {
+    const li = el("li");
+    const swatch = el("span", null, "swatch");
+    swatch.style.background = entry.colour;
+    li.append(swatch, el("span", entry.name));
+    legend.appendChild(li);
+  }
+  legend.appendChild(el("li", `CRS of the data: ${view.crs} (drawn in Web Mercator)`, "muted"));
+  legend.hidden = false;
+  box.dataset.ready = "1";
+}
+
+async function showEvents(url) {
+  const doc = await (await api(url)).json();
+  const list = $("events");
+  for (const event of doc.events || []) {
+    if (event.event !== "track") continue;
+    const li = el("li");
+    const button = el("button", `#${event.track_id} ${event.label}: ${fmt(event.first_s, 3)}–${fmt(event.last_s, 3)} s`);
+    button.type = "button";
+    button.addEventListener("click", () => { $("player").currentTime = event.first_s; $("player").play(); });
+    li.appendChild(button);
+    list.appendChild(li);
+  }
+  list.hidden = list.children.length === 0;
 }
 
 document.addEventListener("DOMContentLoaded", init);
