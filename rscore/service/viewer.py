@@ -2,7 +2,7 @@
 
 - ``GET /v1/results/{id}/view/map``: a georeferenced result ready for a web map (the viewer draws it with the
   vendored Leaflet, no tile server): the raster's bounds in WGS 84, the class (or mask) raster as a transparent
-  PNG (0 and nodata see-through, the COG's palette), an offline basemap (the map area of ``map.png``: hillshade or
+  PNG (0, nodata and classes outside the mask see-through, the COG's palette), an offline basemap (the map area of ``map.png``: hillshade or
   RGB with the mask, cut out of its frame by its world file) and the legend (values, names, colours from the
   raster's category names / tags). The PNGs are at most :data:`MAX_SIDE` px (read from the COG overviews) and are
   stretched over the WGS 84 bounds by the browser: for the areas rscore maps (a few km to a few 100 km) the
@@ -69,9 +69,15 @@ def map_layers(folder: Path) -> dict[str, Any]:
             cmap = {1: (211, 47, 47, 255)}
         names = _names(tif, ds.tags())
         bounds = ds.bounds
+        selected = None
+        if tif.name == "classes.tif" and (folder / "mask.tif").is_file():  # classes outside the mask (e.g. "low")
+            with rasterio.open(folder / "mask.tif") as mk:  # are not the answer: transparent
+                selected = mk.read(1, out_shape=shape, resampling=Resampling.nearest) == 1
         west, south, east, north = transform_bounds(ds.crs, "EPSG:4326", *bounds, densify_pts=21)
         crs = ds.crs.to_string()
         nodata = ds.nodata
+    if selected is not None:
+        values = np.where(selected, values, 0)
     rgba = np.zeros((*values.shape, 4), np.uint8)
     legend = []
     for value in sorted(int(v) for v in np.unique(values)):

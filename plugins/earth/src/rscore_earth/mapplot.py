@@ -30,7 +30,7 @@ __all__ = ["MapPngWriter", "preview_layers", "PREVIEW_MAX", "MIN_MAP"]
 
 PREVIEW_MAX = 2048
 MIN_MAP = 900
-TITLE_H, PANEL_W, MARGIN = 70, 300, 16
+TITLE_H, PANEL_W, MARGIN, SCALE_H = 70, 300, 16, 44  # the map's frame: decorations stay off the map area
 
 
 def _font(size: int) -> Any:
@@ -117,7 +117,7 @@ class MapPngWriter(Writer):
         if up > 1:
             img = img.resize((img.width * up, img.height * up), Image.Resampling.NEAREST)
         mw, mh = img.size
-        cw, ch = mw + 2 * MARGIN + PANEL_W, max(mh + TITLE_H + 2 * MARGIN, 420)
+        cw, ch = mw + 2 * MARGIN + PANEL_W, max(mh + TITLE_H + 2 * MARGIN + SCALE_H, 420)
         canvas = Image.new("RGB", (cw, ch), (255, 255, 255))
         ox, oy = MARGIN, TITLE_H + MARGIN
         canvas.paste(img, (ox, oy))
@@ -133,12 +133,12 @@ class MapPngWriter(Writer):
         a = _affine(scene)
         sx, sy = a.a * f / up, a.e * f / up
         shown = set(np.unique(overlay).tolist()) - {0}
-        self._legend(draw, result, names, palette, label, single, shown, ox + mw + MARGIN, oy)
+        self._legend(draw, result, names, palette, label, single, shown, ox + mw + MARGIN, oy + 80)
         draw.multiline_text((ox + mw + MARGIN, ch - MARGIN - 60), _crs_label(scene), fill=(60, 60, 60),
                             font=_font(14), spacing=4)  # fmt: skip
         self._scale_bar(draw, scene, sx, ox, oy, mw, mh)
         if a.b == 0 and a.d == 0 and a.e < 0 and scene.geo is not None and scene.geo.crs:  # north-up grids only
-            self._north_arrow(draw, ox + mw - 40, oy + 14)
+            self._north_arrow(draw, ox + mw + MARGIN + 26, oy + 6)
         path = out_dir / "map.png"
         canvas.save(path, compress_level=6)
         out = {"map_png": path}
@@ -195,7 +195,7 @@ class MapPngWriter(Writer):
     def _scale_bar(draw: Any, scene: Scene, sx: float, ox: int, oy: int, mw: int, mh: int) -> None:
         metres_px = _ground_per_px(scene, sx)
         font = _font(14)
-        x0, y0 = ox + 14, oy + mh - 34
+        x0, y0 = ox + 8, oy + mh + 30
         if metres_px is None or metres_px <= 0:
             draw.rectangle([x0 - 6, y0 - 4, x0 + 190, y0 + 24], fill=(255, 255, 255))
             draw.text((x0, y0), "no scale: pixel units", fill=(20, 20, 20), font=font)
