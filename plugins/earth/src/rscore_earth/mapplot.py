@@ -140,7 +140,7 @@ class MapPngWriter(Writer):
         if a.b == 0 and a.d == 0 and a.e < 0 and scene.geo is not None and scene.geo.crs:  # north-up grids only
             self._north_arrow(draw, ox + mw + MARGIN + 26, oy + 6)
         path = out_dir / "map.png"
-        canvas.save(path, compress_level=6)
+        canvas.save(path, compress_level=1)  # fast: level 6 took 3x longer for ~15 % smaller files
         out = {"map_png": path}
         # world file: map units per pixel, rotation terms, centre of the image's top-left pixel
         c0 = (a.c + (0.5 - ox) * sx + (0.5 - oy) * a.b * f / up, a.f + (0.5 - ox) * a.d * f / up + (0.5 - oy) * sy)
