@@ -185,3 +185,29 @@ def test_image_over_its_input_with_opacity_confidence_and_caveats(driver, url, t
     driver.execute_script("arguments[0].value = 30; arguments[0].dispatchEvent(new Event('input'))", slider)
     assert float(driver.find_element(By.ID, "overlay").value_of_css_property("opacity")) == pytest.approx(0.3)
     assert _errors(driver) == []
+
+
+@pytest.mark.shared_data
+def test_dicom_slice_browser(driver, url, tmp_path):
+    from rscore.testing import shared_data_dir
+
+    root = shared_data_dir()
+    path = root / "medical" / "dicom" / "pydicom-data_eCT_Supplemental.dcm" if root else None
+    if path is None or not path.is_file():
+        pytest.skip("shared data medical/dicom/pydicom-data_eCT_Supplemental.dcm not present")
+    _submit(driver, url, path, "surgical", "body")  # a real enhanced (multi-frame) CT: 2 slices
+    row = WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "slice-row") if
+                                          d.find_element(By.ID, "slice-row").is_displayed() else False)  # fmt: skip
+    img = driver.find_element(By.ID, "overlay")
+    caption = driver.find_element(By.ID, "overlay-caption")
+    WebDriverWait(driver, 10).until(lambda d: img.get_attribute("data-slice") is not None)
+    first = (img.get_attribute("data-slice"), img.get_attribute("src"))
+    assert "of 2" in caption.text and "window" in caption.text
+    slider = row.find_element(By.ID, "slice")
+    target = "1" if first[0] == "000" else "0"
+    driver.execute_script(f"arguments[0].value = {target}; arguments[0].dispatchEvent(new Event('input'))", slider)
+    WebDriverWait(driver, 10).until(lambda d: img.get_attribute("data-slice") != first[0])
+    assert img.get_attribute("src") != first[1] and f"({int(target) + 1} of 2)" in caption.text
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
+    assert driver.execute_script("return arguments[0].naturalWidth", img) == 512
+    assert _errors(driver) == []

@@ -229,7 +229,7 @@ async function showResult(body) {
 // ------------------------------------------------------------------------------------------- what to look at
 function resetViews() {
   if (leafletMap) { leafletMap.remove(); leafletMap = null; }
-  for (const id of ["map", "player", "legend", "events", "opacity-row", "input-preview"]) $(id).hidden = true;
+  for (const id of ["map", "player", "legend", "events", "opacity-row", "input-preview", "slice-row"]) $(id).hidden = true;
   $("stack").hidden = false;
   $("player").removeAttribute("src");
   $("overlay").style.opacity = "";
@@ -262,6 +262,12 @@ async function showPicture(body, doc, links) {
     if (links.events) await showEvents(links.events);
     return;
   }
+  const slices = Object.keys(links).filter((k) => k.startsWith("slice_png_")).sort();
+  if (slices.length) {  // DICOM: browse the windowed slices with the segments
+    img.hidden = false;
+    await showSlices(doc, links, slices);
+    return;
+  }
   const shown = links.overlay || links.map_png || links.mask || links.keyframe;
   img.hidden = !shown;
   $("overlay-caption").textContent = links.overlay ? "overlay" : links.map_png ? "map" : links.mask ? "mask"
@@ -272,6 +278,30 @@ async function showPicture(body, doc, links) {
     $("input-preview").hidden = false;
     bindOpacity((v) => { img.style.opacity = String(v); });
   }
+}
+
+async function showSlices(doc, links, names) {
+  const img = $("overlay");
+  const slider = $("slice");
+  const win = ((doc.provenance || {}).display_windows || {}).slice_pngs || {};
+  const windowText = win.center !== undefined && win.center !== null
+    ? `window ${win.name || ""} (centre ${fmt(win.center)}, width ${fmt(win.width)})` : "stretched";
+  const cache = {};
+  const show = async (i) => {
+    const name = names[i];
+    cache[name] = cache[name] || await blobUrl(links[name]);
+    img.src = cache[name];
+    img.dataset.slice = name.slice("slice_png_".length);
+    $("overlay-caption").textContent = `slice ${name.slice("slice_png_".length)} (${i + 1} of ${names.length}), ${windowText}`;
+  };
+  slider.min = "0";
+  slider.max = String(names.length - 1);
+  const withSegments = names.findIndex((n) => (doc.instances || []).some(
+    (inst) => (inst.attributes || {}).series_slice === Number(n.slice("slice_png_".length))));
+  slider.value = String(Math.max(0, withSegments));
+  slider.oninput = () => show(Number(slider.value)).catch((e) => setStatus(e.message, true));
+  $("slice-row").hidden = names.length < 2;
+  await show(Number(slider.value));
 }
 
 function bindOpacity(apply) {
