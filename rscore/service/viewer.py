@@ -109,10 +109,12 @@ def map_layers(folder: Path) -> dict[str, Any]:
 
 def viewer_router(output_root: Path, auth: list[Any]) -> APIRouter:
     """The viewer's routes over the results in ``output_root`` (``auth``: the API's key dependencies)."""
+    from rscore.service.app import _errors  # the app's documented error answers (imported once the app module is)
+
     router = APIRouter()
 
     @router.get(
-        "/v1/results/{result_id}/view/map", dependencies=auth, tags=["results"],
+        "/v1/results/{result_id}/view/map", dependencies=auth, tags=["results"], responses=_errors(401, 404),
         summary="A georeferenced result as map layers (WGS 84 bounds, PNG overlays, legend) for the web viewer",
     )  # fmt: skip
     async def view_map(result_id: str) -> dict[str, Any]:
