@@ -171,19 +171,33 @@ def test_video_result_plays_with_its_events(driver, url, tmp_path):
     assert _errors(driver) == []
 
 
-def test_image_over_its_input_with_opacity_confidence_and_caveats(driver, url, tmp_path):
+def test_image_instances_over_the_input_with_toggles_opacity_confidence_and_caveats(driver, url, tmp_path):
     png = tmp_path / "boxes.png"
     img = np.full((60, 90, 3), 40, np.uint8)
     img[10:30, 20:50] = 240
+    img[40:55, 60:85] = 230
     Image.fromarray(img).save(png)
     _submit(driver, url, png, "vview", "bright boxes")
-    WebDriverWait(driver, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#instances tbody tr")) == 1)
+    WebDriverWait(driver, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#instances tbody tr")) == 2)
     assert driver.find_element(By.ID, "trust").text.startswith("confidence:")
     assert "bright <b>things</b>" in driver.find_element(By.ID, "caveats").text  # shown as text, not HTML
+    canvas = WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "instances-canvas") if
+                                             d.find_element(By.ID, "instances-canvas").is_displayed() else False)
     assert driver.find_element(By.ID, "input-preview").is_displayed()
+    alpha = "return arguments[0].getContext('2d').getImageData(arguments[1], arguments[2], 1, 1).data[3]"
+    # the RLE masks decoded in the browser land on the boxes, nowhere else
+    assert driver.execute_script(alpha, canvas, 30, 20) > 0 and driver.execute_script(alpha, canvas, 70, 47) > 0
+    assert driver.execute_script(alpha, canvas, 5, 5) == 0
+    # untick the first instance: its pixels go, the other's stay
+    rows = driver.find_elements(By.CSS_SELECTOR, "#instances tbody tr")
+    first_box = [int(v) for v in rows[0].find_elements(By.TAG_NAME, "td")[5].text.split(", ")]
+    rows[0].find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+    x, y = (first_box[0] + first_box[2]) // 2, (first_box[1] + first_box[3]) // 2
+    assert driver.execute_script(alpha, canvas, x, y) == 0
+    assert sum(driver.execute_script(alpha, canvas, px, py) > 0 for px, py in ((30, 20), (70, 47))) == 1
     slider = driver.find_element(By.ID, "opacity")
     driver.execute_script("arguments[0].value = 30; arguments[0].dispatchEvent(new Event('input'))", slider)
-    assert float(driver.find_element(By.ID, "overlay").value_of_css_property("opacity")) == pytest.approx(0.3)
+    assert float(canvas.value_of_css_property("opacity")) == pytest.approx(0.3)
     assert _errors(driver) == []
 
 

@@ -193,6 +193,7 @@ async function showResult(body) {
   tbody.replaceChildren();
   for (const inst of doc.instances || []) {
     const tr = el("tr");
+    tr.dataset.id = String(inst.id);
     const area = inst.area !== undefined && inst.area !== null ? `${fmt(inst.area)} ${inst.area_unit || ""}` : "";
     for (const cell of [inst.id, inst.label, fmt(inst.score, 3), fmt(inst.area_px), area, (inst.bbox || []).join(", ")]) {
       tr.appendChild(el("td", cell));
@@ -229,7 +230,11 @@ async function showResult(body) {
 // ------------------------------------------------------------------------------------------- what to look at
 function resetViews() {
   if (leafletMap) { leafletMap.remove(); leafletMap = null; }
-  for (const id of ["map", "player", "legend", "events", "opacity-row", "input-preview", "slice-row"]) $(id).hidden = true;
+  for (const id of ["map", "player", "legend", "events", "opacity-row", "input-preview", "slice-row", "instances-canvas"]) {
+    $(id).hidden = true;
+  }
+  $("input-preview").classList.remove("base");
+  $("instances-canvas").style.opacity = "";
   $("stack").hidden = false;
   $("player").removeAttribute("src");
   $("overlay").style.opacity = "";
@@ -273,6 +278,11 @@ async function showPicture(body, doc, links) {
   $("overlay-caption").textContent = links.overlay ? "overlay" : links.map_png ? "map" : links.mask ? "mask"
     : links.keyframe ? "keyframe" : "no image output";
   if (shown) img.src = await blobUrl(shown);
+  const withMasks = (doc.instances || []).filter((i) => i.rle && i.rle.size).length;
+  if (shown && inputUrl && withMasks && withMasks <= 500) {  // the input with each instance drawn, toggled
+    await showInstances(doc);
+    return;
+  }
   if (shown && inputUrl && links.overlay) {  // the input under the overlay: the slider fades between them
     $("input-preview").src = inputUrl;
     $("input-preview").hidden = false;
@@ -302,6 +312,73 @@ async function showSlices(doc, links, names) {
   slider.oninput = () => show(Number(slider.value)).catch((e) => setStatus(e.message, true));
   $("slice-row").hidden = names.length < 2;
   await show(Number(slider.value));
+}
+
+// COCO compressed RLE (pycocotools' string form) -> run lengths; runs alternate 0s and 1s, column-major
+function rleCounts(text) {
+  const counts = [];
+  let p = 0;
+  while (p < text.length) {
+    let x = 0, k = 0, more = 1;
+    while (more) {
+      const c = text.charCodeAt(p) - 48;
+      x |= (c & 0x1f) << (5 * k);
+      more = c & 0x20;
+      p++; k++;
+      if (!more && (c & 0x10)) x |= -1 << (5 * k);
+    }
+    if (counts.length > 2) x += counts[counts.length - 2];
+    counts.push(x);
+  }
+  return counts;
+}
+
+const INSTANCE_COLOURS = [[255, 64, 64], [64, 200, 255], [255, 200, 0], [140, 255, 90], [230, 90, 255], [255, 150, 60]];
+
+async function showInstances(doc) {
+  const preview = $("input-preview");
+  preview.src = inputUrl;
+  await preview.decode();
+  $("overlay").hidden = true;
+  const [h, w] = doc.instances.find((i) => i.rle).rle.size;
+  const canvas = $("instances-canvas");
+  canvas.width = w;
+  canvas.height = h;
+  canvas.hidden = false;
+  preview.hidden = false;
+  preview.classList.add("base");
+  const shown = new Set(doc.instances.map((i) => i.id));
+  const draw = () => {
+    const image = new ImageData(w, h);
+    doc.instances.forEach((inst, n) => {
+      if (!inst.rle || !shown.has(inst.id)) return;
+      const [r, g, b] = INSTANCE_COLOURS[n % INSTANCE_COLOURS.length];
+      let pos = 0, on = false;
+      for (const run of rleCounts(inst.rle.counts)) {
+        if (on) {
+          for (let i = pos; i < pos + run; i++) {
+            const o = 4 * ((i % h) * w + Math.floor(i / h));
+            image.data[o] = r; image.data[o + 1] = g; image.data[o + 2] = b; image.data[o + 3] = 150;
+          }
+        }
+        pos += run;
+        on = !on;
+      }
+    });
+    canvas.getContext("2d").putImageData(image, 0, 0);
+  };
+  for (const tr of $("instances").querySelectorAll("tbody tr")) {
+    const id = Number(tr.dataset.id);
+    const box = el("input");
+    box.type = "checkbox";
+    box.checked = true;
+    box.title = "show this instance";
+    box.addEventListener("change", () => { if (box.checked) shown.add(id); else shown.delete(id); draw(); });
+    tr.firstChild.prepend(box);
+  }
+  draw();
+  bindOpacity((v) => { canvas.style.opacity = String(v); });
+  $("overlay-caption").textContent = "the input with each instance in its colour (tick the rows to show or hide them)";
 }
 
 function bindOpacity(apply) {
