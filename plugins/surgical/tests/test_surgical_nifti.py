@@ -113,3 +113,38 @@ def test_label_volume_for_notebooks_equals_the_nifti(tmp_path, series_writer):
     assert np.array_equal(labels, np.asarray(img.dataobj)) and np.allclose(affine, img.affine)
     assert list(names) == [1] and names[1] == json.loads((tmp_path / "o" / "segments.json").read_text())[
         "segments"][0]["label"]
+
+
+@pytest.mark.shared_data
+def test_real_ct_nifti_places_dcmqis_liver_seg_frames(tmp_path):
+    """On dcmqi's real 3-slice CT: the NIfTI affine puts each slice where dcmqi's liver SEG (a reference tool)
+    says its frame lies, and dcmqi's liver pixels fall inside our soft-tissue labels of that slice, unflipped."""
+    import nibabel as nib
+    import pydicom
+
+    from rscore.testing import shared_data_dir
+
+    root = shared_data_dir()
+    folder = None if root is None else root / "medical" / "dicom" / "dcmqi_ct-3slice"
+    if folder is None or not (folder / "liver_seg.dcm").exists():
+        pytest.skip("shared data medical/dicom/dcmqi_ct-3slice not present")
+    out = tmp_path / "real"
+    engine.run(folder, "soft tissue", plugin="surgical", out_dir=out)
+    img = nib.load(out / "segmentation.nii.gz")
+    labels = np.asarray(img.dataobj)
+    ras_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0])
+    seg = pydicom.dcmread(folder / "liver_seg.dcm")
+    frames = _seg_frames(folder / "liver_seg.dcm")
+    assert len(frames) == labels.shape[2] == 3
+    iop = [float(v) for v in seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient]
+    spacing = [float(v) for v in seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing]
+    col_step = (ras_to_lps @ img.affine @ [1, 0, 0, 0])[:3]
+    row_step = (ras_to_lps @ img.affine @ [0, 1, 0, 0])[:3]
+    assert col_step == pytest.approx(np.array(iop[:3]) * spacing[1], abs=1e-5)
+    assert row_step == pytest.approx(np.array(iop[3:]) * spacing[0], abs=1e-5)
+    origins = [(ras_to_lps @ img.affine @ [0, 0, k, 1])[:3] for k in range(3)]
+    for ipp, liver in frames:
+        k = int(np.argmin([np.abs(o - ipp).max() for o in origins]))
+        assert origins[k] == pytest.approx(ipp, abs=1e-3)
+        ours = labels[:, :, k].T > 0
+        assert ours[liver].mean() > 0.7 and ours[::-1][liver].mean() < 0.6 and ours[:, ::-1][liver].mean() < 0.6
