@@ -26,6 +26,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -275,33 +276,48 @@ class VectorWriter(Writer):
         gpkg, geojson = out_dir / "polygons.gpkg", out_dir / "polygons.geojson"
         written = dropped = 0
         meta = {"query": result.query, "template": template, "area_m2_method": self.area_method(scene)}
-        with _GeoJsonStream(geojson, crs, meta) as stream:
-            for batch in iter_polygon_batches(scene, result):
-                geoms = shapely.transform(np.array([p["geometry"] for p in batch], dtype=object), to_map)
-                if tol > 0:
-                    geoms = shapely.coverage_simplify(geoms, tol)
-                areas_m2 = self._areas_m2(list(geoms), batch, scene, units)
-                keep = [
-                    i for i, g in enumerate(geoms)
-                    if g is not None and not g.is_empty
-                    and (areas_m2[i] if areas_m2[i] is not None else batch[i]["area_px"]) >= min_area_m2
-                ]  # fmt: skip
-                dropped += len(batch) - len(keep)
-                if not keep:
-                    continue
-                data = [
-                    np.array([batch[i]["class"] for i in keep], dtype=object),
-                    np.array([batch[i]["class_id"] for i in keep], dtype=np.int32),
-                    np.array([batch[i]["mean_score"] for i in keep], dtype=np.float64),
-                    np.array([np.nan if areas_m2[i] is None else areas_m2[i] for i in keep], dtype=np.float64),
-                    np.array([batch[i]["area_px"] for i in keep], dtype=np.int64),
-                    np.array([result.query] * len(keep), dtype=object),
-                    np.array([template] * len(keep), dtype=object),
-                ]
-                kept = geoms[keep]
+        def finish(batch: list[dict[str, Any]]) -> tuple[np.ndarray, list[np.ndarray], int]:
+            """Map coordinates, coverage simplification, areas, the minimum-area filter and the attribute columns."""
+            geoms = shapely.transform(np.array([p["geometry"] for p in batch], dtype=object), to_map)
+            if tol > 0:
+                geoms = shapely.coverage_simplify(geoms, tol)
+            areas_m2 = self._areas_m2(list(geoms), batch, scene, units)
+            keep = [
+                i for i, g in enumerate(geoms)
+                if g is not None and not g.is_empty
+                and (areas_m2[i] if areas_m2[i] is not None else batch[i]["area_px"]) >= min_area_m2
+            ]  # fmt: skip
+            data = [
+                np.array([batch[i]["class"] for i in keep], dtype=object),
+                np.array([batch[i]["class_id"] for i in keep], dtype=np.int32),
+                np.array([batch[i]["mean_score"] for i in keep], dtype=np.float64),
+                np.array([np.nan if areas_m2[i] is None else areas_m2[i] for i in keep], dtype=np.float64),
+                np.array([batch[i]["area_px"] for i in keep], dtype=np.int64),
+                np.array([result.query] * len(keep), dtype=object),
+                np.array([template] * len(keep), dtype=object),
+            ]
+            return geoms[keep], data, len(batch) - len(keep)
+
+        def emit(done: tuple[np.ndarray, list[np.ndarray], int]) -> None:
+            nonlocal written, dropped
+            kept, data, lost = done
+            dropped += lost
+            if len(kept):
                 _write_gpkg(gpkg, shapely.to_wkb(kept), data, crs, meta, append=written > 0)
                 stream.write(kept, data)
-                written += len(keep)
+                written += len(kept)
+
+        # a batch is simplified (GEOS, in a worker thread) while the next strip is traced: two cores both work
+        with ThreadPoolExecutor(1, thread_name_prefix="rscore-polygons") as pool, \
+                _GeoJsonStream(geojson, crs, meta) as stream:  # fmt: skip
+            pending = None
+            for batch in iter_polygon_batches(scene, result):
+                future = pool.submit(finish, batch)
+                if pending is not None:
+                    emit(pending.result())
+                pending = future
+            if pending is not None:
+                emit(pending.result())
             if not written:
                 empty = [np.array([], dtype=x) for x in (object, np.int32, np.float64, np.float64, np.int64, object,
                                                          object)]  # fmt: skip
