@@ -19,10 +19,10 @@ def rscore_readers() -> list[Reader]:
 
 @hookimpl
 def rscore_writers() -> list[Writer]:
-    from rscore.io.writers import MaskPngWriter, OverlayPngWriter, ResultJsonWriter
+    from rscore.io.writers import CocoWriter, MaskPngWriter, OverlayPngWriter, ResultJsonWriter
     from rscore.video import video_writers
 
-    return [MaskPngWriter(), OverlayPngWriter(), ResultJsonWriter(), *video_writers()]
+    return [MaskPngWriter(), OverlayPngWriter(), CocoWriter(), ResultJsonWriter(), *video_writers()]
 
 
 def _analytic(options: Mapping[str, Any]) -> Any:

@@ -154,8 +154,13 @@ class Registry:
         if name is not None and name in self.failed:
             raise PluginError(f"{self.failed[name]} (other plugins still work; see 'rscore plugins list')")
         if name is not None and not self.pm.has_plugin(name):
-            have = ", ".join(n for n in self.plugin_names if n != CORE) or "none installed"
-            raise PluginError(f"unknown plugin '{name}' (installed: {have})")
+            import difflib
+
+            names = [n for n in self.plugin_names if n != CORE]
+            close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            have = ", ".join(names) or "none installed"
+            raise PluginError(f"unknown plugin '{name}' (installed: {have}){hint}")
 
     def templates_for(self, plugin: str | None) -> list[Template]:
         self.require_plugin(plugin)
@@ -189,8 +194,12 @@ class Registry:
         try:
             return self.backends[(kind, name)]
         except KeyError:
-            have = ", ".join(sorted(n for k, n in self.backends if k == kind)) or "none"
-            raise PluginError(f"unknown {kind} '{name}' (available: {have})") from None
+            import difflib
+
+            names = sorted(n for k, n in self.backends if k == kind)
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise PluginError(f"unknown {kind} '{name}' (available: {', '.join(names) or 'none'}){hint}") from None
 
     def backend_names(self, kind: str) -> list[str]:
         return sorted(n for k, n in self.backends if k == kind)

@@ -302,6 +302,36 @@ class Result:
     def replace(self, **changes: Any) -> Result:
         return dataclasses.replace(self, **changes)
 
+    # notebooks (rscore.notebook): how a result shows itself and converts to each field's own types
+    def _repr_html_(self) -> str:
+        from rscore.notebook import result_html
+
+        return result_html(self)
+
+    def to_html(self, scene: Scene | None = None) -> str:
+        """The result as HTML (with the scene under the mask when given)."""
+        from rscore.notebook import result_html
+
+        return result_html(self, scene)
+
+    def to_geodataframe(self, scene: Scene) -> Any:
+        """Earth: the mask's polygons as a GeoDataFrame in the raster's CRS (see :mod:`rscore.notebook`)."""
+        from rscore.notebook import to_geodataframe
+
+        return to_geodataframe(self, scene)
+
+    def to_label_volume(self, scene: Scene) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+        """DICOM: ``(labels (cols, rows, slices), RAS affine, {value: label})`` (see :mod:`rscore.notebook`)."""
+        from rscore.notebook import to_label_volume
+
+        return to_label_volume(self, scene)
+
+    def to_coco(self, scene: Scene | None = None) -> dict[str, Any]:
+        """Images: a COCO dataset dict with RLE masks (see :mod:`rscore.notebook`)."""
+        from rscore.notebook import to_coco
+
+        return to_coco(self, scene)
+
 
 ProgressCallback = Callable[[int, int], None]
 """``progress(done, total)``: called by long-running library functions; the CLI turns it into a bar."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from demo_plugin import write_demo
 
-from rscore import engine
+from rscore import engine, rle
 from rscore.errors import InputError, OptionError, PluginError, QueryError
 from rscore.tiling import TiledArray, read_window
 from rscore.types import ArraySource, Scene
@@ -160,9 +160,10 @@ def test_run_writes_all_outputs_atomically(demo_registry, disc_image, tmp_path):
     src = write_demo(tmp_path / "in.demo", img)
     out = tmp_path / "out"
     res = engine.run(src, "bright spots", plugin="demo", out_dir=out, registry=demo_registry)
-    assert set(res.outputs) == {"mask", "overlay", "count", "result"}
+    assert set(res.outputs) == {"mask", "overlay", "count", "coco", "coco_results", "result"}
     doc = json.loads((out / "result.json").read_text())
-    assert doc["outputs"] == {"mask": "mask.png", "overlay": "overlay.png", "count": "count.txt", "result": "result.json"}
+    assert doc["outputs"] == {"mask": "mask.png", "overlay": "overlay.png", "count": "count.txt", "coco": "coco.json",
+                              "coco_results": "coco_results.json", "result": "result.json"}
     assert doc["instances"][0]["area"] == pytest.approx(doc["instances"][0]["area_px"] * 0.25)
     assert doc["instances"][0]["area_unit"] == "m2"
     assert (out / "count.txt").read_text() == "2"
@@ -170,6 +171,15 @@ def test_run_writes_all_outputs_atomically(demo_registry, disc_image, tmp_path):
 
     mask = cv2.imread(str(out / "mask.png"), cv2.IMREAD_UNCHANGED)
     assert mask.shape == img.shape and set(np.unique(mask)) == {0, 255}
+    # the same instances in COCO layout, as pycocotools reads them
+    from pycocotools.coco import COCO
+
+    gt = COCO(str(out / "coco.json"))
+    dt = gt.loadRes(str(out / "coco_results.json"))
+    assert len(gt.getAnnIds()) == len(dt.getAnnIds()) == len(doc["instances"]) == 2
+    for ann, inst in zip(gt.loadAnns(gt.getAnnIds()), doc["instances"]):
+        assert np.array_equal(gt.annToMask(ann).astype(bool), rle.decode(inst["rle"]))
+        assert ann["area"] == inst["area_px"] and ann["bbox"][2] == inst["bbox"][2] - inst["bbox"][0]
     # a second run replaces the earlier output folder; no temporary folders are left
     engine.run(src, "bright spots", plugin="demo", out_dir=out, registry=demo_registry)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.demo", "out"]

@@ -177,6 +177,21 @@ class OverlayPngWriter(Writer):
         return {"overlay": path}
 
 
+class CocoWriter(Writer):
+    """``coco.json`` + ``coco_results.json``: the instance masks in COCO layout (:mod:`rscore.io.coco`)."""
+
+    name = "coco"
+    description = "instance masks as COCO JSON (coco.json dataset, coco_results.json results; RLE)"
+
+    def applies(self, scene: Scene, result: Result) -> bool:
+        return scene.kind == "image" and any(isinstance(i.mask, np.ndarray) for i in result.instances)
+
+    def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
+        from rscore.io.coco import write_coco
+
+        return write_coco(result, scene, out_dir)
+
+
 class ResultJsonWriter(Writer):
     """``result.json``: the result document. Runs last, so that it lists every other output."""
 

@@ -73,6 +73,7 @@ from rscore.service.security import (
     safe_upload_name,
 )
 from rscore.service.settings import MIB, Settings
+from rscore.service.viewer import viewer_router
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ NO_NUL = r"^[^\x00]+$"
 # unread data resets it); a larger one is not read at all: the answer goes out at once with "Connection: close".
 DRAIN_MAX_BYTES = MIB
 PAGE_CSP = (
-    "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; script-src 'self'; style-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 RESULT_CSP = "default-src 'none'; img-src 'self'; sandbox"
@@ -444,6 +445,8 @@ def create_app(
         return query, plugin, check_options(options, settings.allowed_roots, path_options)
 
     # ----------------------------------------------------------------------------------------------- routes
+    app.include_router(viewer_router(output_root, auth))  # before /v1/results/{id}/{name:path}, which would match
+
     @app.post(
         "/v1/segment", dependencies=auth,
         response_model=SegmentResponse,

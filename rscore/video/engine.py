@@ -96,8 +96,8 @@ class VideoOptions:
       detection picks it up; ``min_area_px``: smaller masks are dropped; ``max_tracks``: instances per frame at
       most.
     - ``flow_max_side``: the flow is computed on a copy at most this many px on its longer side.
-    - ``overlay`` / ``overlay_codec``: write the overlay video, in ``mp4v`` (.mp4), ``MJPG`` (.avi) or ``VP90``
-      (.webm); ``mp4v`` falls back to ``MJPG`` where it cannot be written.
+    - ``overlay`` / ``overlay_codec``: write the overlay video: ``h264`` (MP4, plays in browsers), ``vp9`` (WebM),
+      or the OpenCV codecs ``mp4v`` / ``MJPG`` / ``VP90`` / ``VP80`` (see :mod:`rscore.video.writers`).
     """
 
     mode: str = "auto"
@@ -112,7 +112,7 @@ class VideoOptions:
     max_tracks: int = 100
     flow_max_side: int = 384
     overlay: bool = True
-    overlay_codec: str = "mp4v"
+    overlay_codec: str = "h264"
 
     def __post_init__(self) -> None:
         def fail(msg: str) -> None:
@@ -134,8 +134,10 @@ class VideoOptions:
             fail(f"min_propagation_score must be in [0, 1], got {self.min_propagation_score}")
         if self.max_missed < 0 or self.min_area_px < 1 or self.max_tracks < 1:
             fail("max_missed must be >= 0, min_area_px >= 1 and max_tracks >= 1")
-        if self.overlay_codec not in ("mp4v", "MJPG", "VP90", "VP80"):
-            fail(f"overlay_codec must be mp4v, MJPG, VP90 or VP80, got {self.overlay_codec!r}")
+        from rscore.video.writers import OVERLAY_CODECS
+
+        if self.overlay_codec not in OVERLAY_CODECS:
+            fail(f"overlay_codec must be one of {', '.join(OVERLAY_CODECS)}, got {self.overlay_codec!r}")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> VideoOptions:
@@ -832,8 +834,8 @@ def _online(ctx: _Context, reader: FrameReader) -> VideoResult:
     keyframe_score = float("nan")
     fps = reader.options.target_fps or reader.info.fps / reader.options.stride
     if v.overlay:
-        c.log.overlay_path = c.log.dir / ("overlay" + OverlaySink.suffix_for(v.overlay_codec))
-        c.overlay = OverlaySink(c.log.overlay_path, v.overlay_codec, fps, (reader.info.width, reader.info.height))
+        c.overlay = OverlaySink(c.log.dir / "overlay.mp4", v.overlay_codec, fps, (reader.info.width, reader.info.height))
+        c.log.overlay_path = c.overlay.path
     propagator = make_propagator(v.propagator, {**c.opts, "flow_max_side": v.flow_max_side})
     every = 1 if v.propagator == "none" else v.redetect_every
     tracker = _Tracker(c, propagator)
@@ -868,6 +870,7 @@ def _online(ctx: _Context, reader: FrameReader) -> VideoResult:
                 )
         if c.overlay is not None:
             c.overlay.close()
+            c.log.overlay_path = c.overlay.path  # the codec actually used decides the suffix
     finally:
         propagator.close()
     timings["process_s"] = round(time.perf_counter() - t0, 4)

@@ -10,9 +10,13 @@
   ``rle`` is COCO's compressed RLE (:mod:`rscore.rle`, pycocotools-compatible); ``source`` says whether the mask
   came from the ``keyframe`` segmentation, a re-``detected`` frame or was ``propagated``. Written frame by frame.
 - ``overlay.mp4`` (:class:`VideoOverlayWriter`): every processed frame with each track tinted in its own colour,
-  outlined and labelled ``#id label``; codec ``overlay_codec`` (``mp4v`` -> .mp4, ``MJPG`` -> .avi, ``VP90`` /
-  ``VP80`` -> .webm), falling back to MJPG where the codec cannot be written. Offline results re-read the source;
-  online results were drawn while processing. Option ``overlay=false`` skips it.
+  outlined and labelled ``#id label``, at the source's size and frame rate; codec ``overlay_codec``: ``h264``
+  (default: H.264 MP4 with faststart, through PyAV; plays in browsers), ``vp9`` (.webm, PyAV), or through OpenCV
+  ``mp4v`` (.mp4, does not play in browsers), ``MJPG`` (.avi), ``VP90`` / ``VP80`` (.webm). Offline results re-read
+  the source; online results were drawn while processing. Option ``overlay=false`` skips it; a run with no
+  processed frame (an absent answer) writes no video at all.
+- ``ytvis.json`` / ``ytvis_results.json`` (:class:`VideoYtvisWriter`): the same masks in YouTube-VIS layout
+  (:mod:`rscore.io.coco`), for the tools of that field.
 - ``events.json`` (:class:`VideoEventsWriter`): reader events (connected, dropped, reconnect, stuck, lost, end)
   and one event per track (first/last frame and time).
 - ``keyframe.png`` (:class:`KeyframePngWriter`): the keyframe with its masks.
@@ -25,6 +29,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,7 @@ from rscore.video.results import VideoResult
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "OVERLAY_CODECS",
     "OverlaySink",
     "draw_overlay",
     "write_masks_json",
@@ -47,11 +53,25 @@ __all__ = [
     "VideoMasksWriter",
     "VideoOverlayWriter",
     "VideoEventsWriter",
+    "VideoYtvisWriter",
     "KeyframePngWriter",
     "video_writers",
 ]
 
-_SUFFIX = {"mp4v": ".mp4", "MJPG": ".avi", "VP90": ".webm", "VP80": ".webm"}
+#: Overlay codecs and the container each is written in. ``h264`` (the default) and ``vp9`` are encoded through
+#: PyAV (its wheels bundle FFmpeg with libx264 / libvpx): they play in every browser. The others go through OpenCV
+#: and are kept for old option files: ``mp4v`` does not play in browsers.
+OVERLAY_CODECS = {"h264": ".mp4", "vp9": ".webm", "mp4v": ".mp4", "MJPG": ".avi", "VP90": ".webm", "VP80": ".webm"}
+_SUFFIX = OVERLAY_CODECS
+_PYAV = {"h264": "libx264", "vp9": "libvpx-vp9"}
+
+
+def _pyav_can(codec: str) -> bool:
+    try:
+        import av
+    except ImportError:  # pragma: no cover - av is a core dependency
+        return False
+    return _PYAV[codec] in av.codecs_available
 
 
 def track_colour(track_id: int) -> tuple[int, int, int]:
@@ -89,53 +109,125 @@ def draw_overlay(rgb: np.ndarray, instances: Sequence[Mapping[str, Any]]) -> np.
 class OverlaySink:
     """An overlay video written frame by frame (``add(rgb, instances)``), then :meth:`close`.
 
-    ``codec`` ``mp4v`` / ``MJPG`` / ``VP90`` / ``VP80`` at ``fps`` frames per second and ``size`` ``(width,
-    height)``; when the codec cannot be opened here, MJPG in an ``.avi`` next to the asked path is used instead
-    (``path`` is updated).
+    ``codec`` is one of :data:`OVERLAY_CODECS`, at ``fps`` frames per second (kept as an exact rational, e.g.
+    30000/1001) and ``size`` ``(width, height)`` equal to the source's. ``h264`` is H.264 (yuv420p, CRF 23) in an
+    MP4 with its index first (``movflags=faststart``) so browsers start playing before the download ends; H.264
+    4:2:0 needs even sizes, so an odd-sized source is written as ``vp9`` in a WebM instead (same size, plays in
+    browsers). Where PyAV or the encoder is missing: VP9 through OpenCV, then MJPG in an ``.avi``. ``path`` follows
+    the codec actually used.
+
+    The file is created with the first frame: a sink closed without frames leaves nothing on disk (``frames == 0``,
+    :attr:`written` False) rather than a header-only file no player can open.
     """
 
     def __init__(self, path: Path, codec: str, fps: float, size: tuple[int, int]) -> None:
-        import cv2
-
-        if codec not in _SUFFIX:
-            raise OptionError(f"overlay_codec must be one of {', '.join(_SUFFIX)}, got {codec!r}")
-        self.path = Path(path)
-        self.codec = codec
+        if codec not in OVERLAY_CODECS:
+            raise OptionError(f"overlay_codec must be one of {', '.join(OVERLAY_CODECS)}, got {codec!r}")
         fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else 10.0
-        self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*codec), fps, size)
-        if not self._writer.isOpened():
-            log.info("%s: codec %s cannot be written here; using MJPG", self.path.name, codec)
-            self._writer.release()
-            self.path = self.path.with_suffix(".avi")
-            self.codec = "MJPG"
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
-            if not self._writer.isOpened():
-                raise OSError(f"cannot write an overlay video at {self.path} (no usable codec)")
-        self.size = size
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.size = (int(size[0]), int(size[1]))
+        if codec == "h264" and (self.size[0] % 2 or self.size[1] % 2):
+            log.info("%s: H.264 4:2:0 needs an even size, %dx%d is not; writing VP9/WebM", path, *self.size)
+            codec = "vp9"
+        if codec in _PYAV and not _pyav_can(codec):
+            log.info("%s: %s cannot be encoded here (PyAV); using VP90 through OpenCV", path, codec)
+            codec = "VP90"
+        self.codec = codec
+        self.path = Path(path).with_suffix(OVERLAY_CODECS[codec])
         self.frames = 0
+        self._container: Any = None
+        self._stream: Any = None
+        self._cv: Any = None
+
+    @property
+    def written(self) -> bool:
+        return self.frames > 0
 
     @staticmethod
     def suffix_for(codec: str) -> str:
-        return _SUFFIX.get(codec, ".mp4")
+        return OVERLAY_CODECS.get(codec, ".mp4")
 
+    # -- opening (with the first frame)
+    def _open(self) -> None:
+        if self.codec in _PYAV:
+            self._open_pyav()
+        else:
+            self._open_cv()
+
+    def _open_pyav(self) -> None:
+        import av
+
+        w, h = self.size
+        opts = {"movflags": "+faststart"} if self.codec == "h264" else {}
+        self._container = av.open(str(self.path), "w", options=opts)
+        stream = self._container.add_stream(_PYAV[self.codec], rate=self.fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        if self.codec == "h264":
+            stream.options = {"crf": "23", "preset": "veryfast"}
+        else:
+            stream.options = {"crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "1"}
+        self._stream = stream
+
+    def _open_cv(self) -> None:
+        import cv2
+
+        fps = float(self.fps)
+        self._cv = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.codec), fps, self.size)
+        if not self._cv.isOpened():
+            log.info("%s: codec %s cannot be written here; using MJPG", self.path.name, self.codec)
+            self._cv.release()
+            self.path = self.path.with_suffix(".avi")
+            self.codec = "MJPG"
+            self._cv = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"MJPG"), fps, self.size)
+            if not self._cv.isOpened():
+                raise OSError(f"cannot write an overlay video at {self.path} (no usable codec)")
+
+    # -- frames
     def add(self, rgb: np.ndarray, instances: Sequence[Mapping[str, Any]]) -> None:
         import cv2
 
         img = draw_overlay(rgb, instances) if instances else rgb
         if (img.shape[1], img.shape[0]) != self.size:
             img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
-        self._writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        if self.frames == 0:
+            self._open()
+        if self._stream is not None:
+            import av
+
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img, dtype=np.uint8), format="rgb24")
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        else:
+            self._cv.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         self.frames += 1
 
     def close(self) -> None:
-        self._writer.release()
+        """Flush and close; with no frame added nothing was created and nothing is left."""
+        if self._stream is not None:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            self._stream = self._container = None
+        elif self._cv is not None:
+            self._cv.release()
+            self._cv = None
 
     def abort(self) -> None:
-        self._writer.release()
+        """Stop and remove the partial file (only one this sink created)."""
+        created = self.frames > 0
         try:
-            self.path.unlink()
-        except OSError:
+            if self._container is not None:
+                self._container.close()
+            if self._cv is not None:
+                self._cv.release()
+        except Exception:  # noqa: BLE001 - the file is being dropped anyway
             pass
+        self._stream = self._container = self._cv = None
+        if created:
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
 
 
 # ------------------------------------------------------------------------------------------------------ documents
@@ -184,9 +276,9 @@ def _records_by_frame(result: VideoResult) -> Iterator[dict[str, Any]]:
     return result.log.iter_frames() if result.log else iter(())
 
 
-def write_overlay_video(result: VideoResult, path: Path, codec: str = "mp4v") -> Path:
+def write_overlay_video(result: VideoResult, path: Path, codec: str = "h264") -> Path | None:
     """Draw the overlay video by re-reading the (seekable) source; returns the path written (its suffix follows
-    the codec actually used)."""
+    the codec actually used), or None when there was no processed frame to draw (nothing is written then)."""
     from rscore.video.reader import ReaderOptions, open_video
 
     h, w = result.frame_size
@@ -195,7 +287,9 @@ def write_overlay_video(result: VideoResult, path: Path, codec: str = "mp4v") ->
     fps = ropts.target_fps or fps_src / ropts.stride
     records = _records_by_frame(result)
     pending = next(records, None)
-    sink = OverlaySink(path.with_suffix(_SUFFIX.get(codec, ".mp4")), codec, fps, (w, h))
+    if pending is None:
+        return None
+    sink = OverlaySink(path, codec, fps, (w, h))
     try:
         with open_video(result.source, ropts) as reader:
             for frame in reader.frames(0, None):
@@ -209,7 +303,7 @@ def write_overlay_video(result: VideoResult, path: Path, codec: str = "mp4v") ->
         sink.abort()
         raise
     sink.close()
-    return sink.path
+    return sink.path if sink.written else None
 
 
 # --------------------------------------------------------------------------------------------------------- writers
@@ -248,17 +342,29 @@ class VideoOverlayWriter(_VideoWriter):
 
     def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
         assert isinstance(result, VideoResult) and result.log is not None
-        codec = str(result.options.get("overlay_codec") or "mp4v")
+        codec = str(result.options.get("overlay_codec") or "h264")
         if result.log.overlay_path is not None:  # drawn while processing (online)
             src = result.log.overlay_path
-            if not src.exists():
+            if not src.exists() or src.stat().st_size == 0:
                 return {}
             dst = out_dir / ("overlay" + src.suffix)
             shutil.copyfile(src, dst)
             return {"overlay_video": dst}
         if result.mode == "online" or not os.path.exists(result.source):
             return {}
-        return {"overlay_video": write_overlay_video(result, out_dir / "overlay.mp4", codec)}
+        written = write_overlay_video(result, out_dir / "overlay.mp4", codec)
+        return {"overlay_video": written} if written is not None else {}
+
+
+class VideoYtvisWriter(_VideoWriter):
+    name = "video-ytvis"
+    description = "the tracks' masks as YouTube-VIS JSON (ytvis.json dataset, ytvis_results.json results)"
+
+    def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
+        from rscore.io.coco import write_ytvis
+
+        assert isinstance(result, VideoResult)
+        return write_ytvis(result, out_dir)
 
 
 class KeyframePngWriter(_VideoWriter):
@@ -287,4 +393,4 @@ class KeyframePngWriter(_VideoWriter):
 
 def video_writers() -> list[Writer]:
     """The video writers, for ``rscore_writers``."""
-    return [VideoMasksWriter(), VideoOverlayWriter(), VideoEventsWriter(), KeyframePngWriter()]
+    return [VideoMasksWriter(), VideoYtvisWriter(), VideoOverlayWriter(), VideoEventsWriter(), KeyframePngWriter()]

@@ -12,12 +12,12 @@ from rscore import engine
 from rscore.tiling import read_window
 
 from rscore_earth import gdalenv, synthetic
+from rscore_earth.mapplot import _hillshade_strips
 from rscore_earth.terrain import hillshade
 from rscore_earth.writers import (
     FIELDS,
     VectorWriter,
     _GeoJsonStream,
-    _hillshade_strips,
     iter_polygon_batches,
     polygonize,
 )
@@ -53,7 +53,7 @@ def test_batches_keep_touching_polygons_together(landslide):
 
 
 @pytest.mark.parametrize("crs", ["EPSG:32633", "EPSG:4326", None])
-def test_streamed_geojson_reads_like_gdal_geojson(tmp_path, crs):
+def test_streamed_geojson_reads_like_gdal_rfc7946_geojson(tmp_path, crs):
     import pyogrio.raw
     import shapely
 
@@ -61,6 +61,10 @@ def test_streamed_geojson_reads_like_gdal_geojson(tmp_path, crs):
         [shapely.box(0, 0, 2, 1), shapely.box(5, 5, 9, 9).difference(shapely.box(6, 6, 7, 7)), shapely.box(3, 0, 4, 4)],
         dtype=object,
     )
+    if crs == "EPSG:32633":  # metres near the UTM 33N false easting
+        geoms = shapely.transform(geoms, lambda xy: xy * 100 + [500_000, 5_120_000])
+    elif crs == "EPSG:4326":
+        geoms = shapely.transform(geoms, lambda xy: xy * 0.01 + [15.0, 46.0])
     data = [
         np.array(["medium", "high", "médium \"q\""], dtype=object),
         np.array([2, 3, 2], dtype=np.int32),
@@ -71,29 +75,26 @@ def test_streamed_geojson_reads_like_gdal_geojson(tmp_path, crs):
         np.array(["earth:landslide"] * 3, dtype=object),
     ]
     ours, gdal = tmp_path / "ours.geojson", tmp_path / "gdal.geojson"
-    with _GeoJsonStream(ours, crs) as stream:  # two batches, as the writer appends them
+    with _GeoJsonStream(ours, crs, {"query": "q"}) as stream:  # two batches, as the writer appends them
         stream.write(geoms[:2], [c[:2] for c in data])
         stream.write(geoms[2:], [c[2:] for c in data])
-    with pytest.warns(UserWarning) if crs is None else _nothing():
-        pyogrio.raw.write(str(gdal), shapely.to_wkb(geoms), data, list(FIELDS), layer="polygons", driver="GeoJSON",
-                          geometry_type="MultiPolygon", crs=crs, promote_to_multi=True)  # fmt: skip
+    if crs is None:  # RFC 7946 coordinates are WGS 84: pixel coordinates would be misplaced, so none are written
+        assert not stream.enabled and not ours.exists()
+        return
+    # GDAL's own RFC 7946 writer (reprojects to WGS 84, counter-clockwise exteriors, 7 decimals)
+    pyogrio.raw.write(str(gdal), shapely.to_wkb(geoms), data, list(FIELDS), layer="polygons", driver="GeoJSON",
+                      geometry_type="MultiPolygon", crs=crs, promote_to_multi=True, RFC7946="YES")  # fmt: skip
     doc = json.loads(ours.read_text(encoding="utf-8"))  # valid JSON (NaN written as null)
-    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == 3
-    assert doc.get("crs") == json.loads(gdal.read_text(encoding="utf-8")).get("crs")
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == 3 and "crs" not in doc
+    assert "crs" not in json.loads(gdal.read_text(encoding="utf-8"))
     a, b = pyogrio.raw.read(ours), pyogrio.raw.read(gdal)
-    assert a[0]["crs"] == b[0]["crs"] and a[0]["geometry_type"] == b[0]["geometry_type"] == "MultiPolygon"
+    assert a[0]["crs"] == b[0]["crs"] == "EPSG:4326"
+    assert a[0]["geometry_type"] == b[0]["geometry_type"] == "MultiPolygon"
     assert list(a[0]["fields"]) == list(b[0]["fields"]) == list(FIELDS)
-    assert all(shapely.equals(shapely.from_wkb(x), shapely.from_wkb(y)) for x, y in zip(a[2], b[2]))
-    for x, y in zip(a[3], b[3]):
-        assert x.tolist() == pytest.approx(y.tolist(), nan_ok=True) if x.dtype.kind == "f" else x.tolist() == y.tolist()
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    for x, y in zip(a[2], b[2]):
+        gx, gy = shapely.from_wkb(x), shapely.from_wkb(y)
+        assert shapely.equals_exact(gx, gy, tolerance=2e-7)
+        assert all(shapely.is_ccw(p.exterior) for p in gx.geoms)
 
 
 def test_empty_mask_writes_empty_layers(landslide, tmp_path):
@@ -102,9 +103,9 @@ def test_empty_mask_writes_empty_layers(landslide, tmp_path):
     scene, result = landslide
     empty = result.replace(mask=np.zeros(scene.shape, bool))
     written = VectorWriter().write(scene, empty, tmp_path)
-    for path in written.values():
-        info = pyogrio.read_info(path)
-        assert info["features"] == 0 and info["crs"] == "EPSG:32633"
+    for key, crs in (("polygons_gpkg", "EPSG:32633"), ("polygons_geojson", "EPSG:4326")):
+        info = pyogrio.read_info(written[key])
+        assert info["features"] == 0 and info["crs"] == crs
     # GeoJSON has no schema without features; the GeoPackage keeps its fields
     assert list(pyogrio.read_info(written["polygons_gpkg"])["fields"]) == list(FIELDS)
 

@@ -5,6 +5,8 @@ const $ = (id) => document.getElementById(id);
 const KEY_STORE = "rscore-api-key";
 let templatesByPlugin = {};
 let objectUrls = [];
+let leafletMap = null;
+let inputUrl = null;  // the uploaded file, when the browser can show it (PNG, JPEG...), under the overlay
 
 function apiHeaders() {
   const key = $("key").value.trim();
@@ -123,6 +125,8 @@ async function onSubmit(event) {
   const t0 = performance.now();
   try {
     const body = await (await api("v1/segment", { method: "POST", body: form })).json();
+    if (inputUrl) URL.revokeObjectURL(inputUrl);
+    inputUrl = /^image\/(png|jpeg|gif|webp|bmp)$/.test(file.type) ? URL.createObjectURL(file) : null;
     await showResult(body);
     setStatus(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   } catch (e) {
@@ -164,6 +168,13 @@ async function showResult(body) {
   }
   answer.dataset.absent = doc.absent ? "1" : "0";
 
+  const conf = doc.confidence;
+  $("trust").textContent = conf === null || conf === undefined
+    ? "confidence: not stated by this strategy" : `confidence: ${Number(conf).toFixed(2)}`;
+  const caveats = $("caveats");
+  caveats.replaceChildren(...(doc.caveats || []).map((c) => el("li", c)));
+  caveats.hidden = caveats.children.length === 0;
+
   const warnings = doc.warnings || [];
   $("warnings").hidden = warnings.length === 0;
   $("warnings").textContent = warnings.join(" · ");
@@ -182,6 +193,7 @@ async function showResult(body) {
   tbody.replaceChildren();
   for (const inst of doc.instances || []) {
     const tr = el("tr");
+    tr.dataset.id = String(inst.id);
     const area = inst.area !== undefined && inst.area !== null ? `${fmt(inst.area)} ${inst.area_unit || ""}` : "";
     for (const cell of [inst.id, inst.label, fmt(inst.score, 3), fmt(inst.area_px), area, (inst.bbox || []).join(", ")]) {
       tr.appendChild(el("td", cell));
@@ -212,11 +224,229 @@ async function showResult(body) {
     downloads.appendChild(li);
   }
 
+  await showPicture(body, doc, links);
+}
+
+// ------------------------------------------------------------------------------------------- what to look at
+function resetViews() {
+  if (leafletMap) { leafletMap.remove(); leafletMap = null; }
+  for (const id of ["map", "player", "legend", "events", "opacity-row", "input-preview", "slice-row", "instances-canvas"]) {
+    $(id).hidden = true;
+  }
+  $("input-preview").classList.remove("base");
+  $("instances-canvas").style.opacity = "";
+  $("stack").hidden = false;
+  $("player").removeAttribute("src");
+  $("overlay").style.opacity = "";
+  $("legend").replaceChildren();
+  $("events").replaceChildren();
+}
+
+async function showPicture(body, doc, links) {
+  resetViews();
   const img = $("overlay");
-  const shown = links.overlay || links.mask;
+  if (links.mask_cog && window.L) {  // a georeferenced raster: an interactive map
+    img.hidden = true;
+    $("stack").hidden = true;
+    try {
+      await showMap(body.id, links);
+      $("overlay-caption").textContent = "map: classes over the input's hillshade, polygons with their attributes";
+      return;
+    } catch (e) {
+      $("stack").hidden = false;
+      setStatus(`the map could not be drawn: ${e.message}`, true);
+    }
+  }
+  if (links.overlay_video) {
+    img.hidden = true;
+    $("stack").hidden = true;
+    const player = $("player");
+    player.src = await blobUrl(links.overlay_video);
+    player.hidden = false;
+    $("overlay-caption").textContent = "overlay video: each track tinted and labelled";
+    if (links.events) await showEvents(links.events);
+    return;
+  }
+  const slices = Object.keys(links).filter((k) => k.startsWith("slice_png_")).sort();
+  if (slices.length) {  // DICOM: browse the windowed slices with the segments
+    img.hidden = false;
+    await showSlices(doc, links, slices);
+    return;
+  }
+  const shown = links.overlay || links.map_png || links.mask || links.keyframe;
   img.hidden = !shown;
-  $("overlay-caption").textContent = links.overlay ? "overlay" : links.mask ? "mask" : "no image output";
+  $("overlay-caption").textContent = links.overlay ? "overlay" : links.map_png ? "map" : links.mask ? "mask"
+    : links.keyframe ? "keyframe" : "no image output";
   if (shown) img.src = await blobUrl(shown);
+  const withMasks = (doc.instances || []).filter((i) => i.rle && i.rle.size).length;
+  if (shown && inputUrl && withMasks && withMasks <= 500) {  // the input with each instance drawn, toggled
+    await showInstances(doc);
+    return;
+  }
+  if (shown && inputUrl && links.overlay) {  // the input under the overlay: the slider fades between them
+    $("input-preview").src = inputUrl;
+    $("input-preview").hidden = false;
+    bindOpacity((v) => { img.style.opacity = String(v); });
+  }
+}
+
+async function showSlices(doc, links, names) {
+  const img = $("overlay");
+  const slider = $("slice");
+  const win = ((doc.provenance || {}).display_windows || {}).slice_pngs || {};
+  const windowText = win.center !== undefined && win.center !== null
+    ? `window ${win.name || ""} (centre ${fmt(win.center)}, width ${fmt(win.width)})` : "stretched";
+  const cache = {};
+  const show = async (i) => {
+    const name = names[i];
+    cache[name] = cache[name] || await blobUrl(links[name]);
+    img.src = cache[name];
+    img.dataset.slice = name.slice("slice_png_".length);
+    $("overlay-caption").textContent = `slice ${name.slice("slice_png_".length)} (${i + 1} of ${names.length}), ${windowText}`;
+  };
+  slider.min = "0";
+  slider.max = String(names.length - 1);
+  const withSegments = names.findIndex((n) => (doc.instances || []).some(
+    (inst) => (inst.attributes || {}).series_slice === Number(n.slice("slice_png_".length))));
+  slider.value = String(Math.max(0, withSegments));
+  slider.oninput = () => show(Number(slider.value)).catch((e) => setStatus(e.message, true));
+  $("slice-row").hidden = names.length < 2;
+  await show(Number(slider.value));
+}
+
+// COCO compressed RLE (pycocotools' string form) -> run lengths; runs alternate 0s and 1s, column-major
+function rleCounts(text) {
+  const counts = [];
+  let p = 0;
+  while (p < text.length) {
+    let x = 0, k = 0, more = 1;
+    while (more) {
+      const c = text.charCodeAt(p) - 48;
+      x |= (c & 0x1f) << (5 * k);
+      more = c & 0x20;
+      p++; k++;
+      if (!more && (c & 0x10)) x |= -1 << (5 * k);
+    }
+    if (counts.length > 2) x += counts[counts.length - 2];
+    counts.push(x);
+  }
+  return counts;
+}
+
+const INSTANCE_COLOURS = [[255, 64, 64], [64, 200, 255], [255, 200, 0], [140, 255, 90], [230, 90, 255], [255, 150, 60]];
+
+async function showInstances(doc) {
+  const preview = $("input-preview");
+  preview.src = inputUrl;
+  await preview.decode();
+  $("overlay").hidden = true;
+  const [h, w] = doc.instances.find((i) => i.rle).rle.size;
+  const canvas = $("instances-canvas");
+  canvas.width = w;
+  canvas.height = h;
+  canvas.hidden = false;
+  preview.hidden = false;
+  preview.classList.add("base");
+  const shown = new Set(doc.instances.map((i) => i.id));
+  const draw = () => {
+    const image = new ImageData(w, h);
+    doc.instances.forEach((inst, n) => {
+      if (!inst.rle || !shown.has(inst.id)) return;
+      const [r, g, b] = INSTANCE_COLOURS[n % INSTANCE_COLOURS.length];
+      let pos = 0, on = false;
+      for (const run of rleCounts(inst.rle.counts)) {
+        if (on) {
+          for (let i = pos; i < pos + run; i++) {
+            const o = 4 * ((i % h) * w + Math.floor(i / h));
+            image.data[o] = r; image.data[o + 1] = g; image.data[o + 2] = b; image.data[o + 3] = 150;
+          }
+        }
+        pos += run;
+        on = !on;
+      }
+    });
+    canvas.getContext("2d").putImageData(image, 0, 0);
+  };
+  for (const tr of $("instances").querySelectorAll("tbody tr")) {
+    const id = Number(tr.dataset.id);
+    const box = el("input");
+    box.type = "checkbox";
+    box.checked = true;
+    box.title = "show this instance";
+    box.addEventListener("change", () => { if (box.checked) shown.add(id); else shown.delete(id); draw(); });
+    tr.firstChild.prepend(box);
+  }
+  draw();
+  bindOpacity((v) => { canvas.style.opacity = String(v); });
+  $("overlay-caption").textContent = "the input with each instance in its colour (tick the rows to show or hide them)";
+}
+
+function bindOpacity(apply) {
+  const slider = $("opacity");
+  slider.value = "100";
+  slider.oninput = () => apply(Number(slider.value) / 100);
+  $("opacity-row").hidden = false;
+}
+
+async function showMap(id, links) {
+  const view = await (await api(`v1/results/${encodeURIComponent(id)}/view/map`)).json();
+  const box = $("map");
+  box.hidden = false;
+  const map = L.map(box, { attributionControl: false, zoomSnap: 0.25 });
+  leafletMap = map;
+  const bounds = L.latLngBounds(view.bounds);
+  const layers = {};
+  if (view.base) layers["basemap (map.png: input with the answer)"] = L.imageOverlay(view.base, bounds).addTo(map);
+  const classes = L.imageOverlay(view.overlay, bounds, { opacity: 0.75, className: "rscore-classes" }).addTo(map);
+  layers[`classes (${view.raster})`] = classes;
+  bindOpacity((v) => classes.setOpacity(v));
+  $("opacity").value = "75";
+  if (links.polygons_geojson) {
+    const data = await (await api(links.polygons_geojson)).json();
+    const colours = Object.fromEntries(view.legend.map((e) => [e.name, e.colour]));
+    layers.polygons = L.geoJSON(data, {
+      style: (f) => ({ color: colours[f.properties.class] || "#d32f2f", weight: 1, fillOpacity: 0.15 }),
+      onEachFeature: (f, layer) => {
+        const p = f.properties;
+        const box = el("div");
+        box.appendChild(el("strong", p.class));
+        for (const [k, v] of [["area", p.area_m2 === null ? null : `${fmt(p.area_m2)} m²`], ["mean score", fmt(p.mean_score)],
+                              ["pixels", fmt(p.area_px)]]) {
+          if (v !== null && v !== "") box.appendChild(el("div", `${k}: ${v}`));
+        }
+        layer.bindPopup(box);
+      },
+    }).addTo(map);
+  }
+  L.control.layers(null, layers, { collapsed: false }).addTo(map);
+  L.control.scale({ imperial: false }).addTo(map);
+  map.fitBounds(bounds);
+  const legend = $("legend");
+  for (const entry of view.legend) {
+    const li = el("li");
+    const swatch = el("span", null, "swatch");
+    swatch.style.background = entry.colour;
+    li.append(swatch, el("span", entry.name));
+    legend.appendChild(li);
+  }
+  legend.appendChild(el("li", `CRS of the data: ${view.crs} (drawn in Web Mercator)`, "muted"));
+  legend.hidden = false;
+  box.dataset.ready = "1";
+}
+
+async function showEvents(url) {
+  const doc = await (await api(url)).json();
+  const list = $("events");
+  for (const event of doc.events || []) {
+    if (event.event !== "track") continue;
+    const li = el("li");
+    const button = el("button", `#${event.track_id} ${event.label}: ${fmt(event.first_s, 3)}–${fmt(event.last_s, 3)} s`);
+    button.type = "button";
+    button.addEventListener("click", () => { $("player").currentTime = event.first_s; $("player").play(); });
+    li.appendChild(button);
+    list.appendChild(li);
+  }
+  list.hidden = list.children.length === 0;
 }
 
 document.addEventListener("DOMContentLoaded", init);

@@ -1,10 +1,15 @@
 """Earth writers, all on the input grid and CRS and all windowed (memory does not grow with the raster):
 
-- ``mask.tif``, ``score.tif``, ``classes.tif``: Cloud-Optimized GeoTIFFs (rio-cogeo) with overviews;
-- ``polygons.gpkg`` and ``polygons.geojson``: one polygon per connected region of the mask (split by class), with
-  ``class``, ``class_id``, ``mean_score``, ``area_m2``, ``area_px``, ``query`` and ``template`` attributes;
-- ``map.png``: a preview (at most :data:`PREVIEW_MAX` px on its long side) with the mask over a hillshade (DEMs)
-  or the RGB image.
+- ``mask.tif``, ``score.tif``, ``classes.tif``: Cloud-Optimized GeoTIFFs (GDAL's COG driver, compressed once)
+  with overviews (small rasters too); mask and classes are paletted with 0 ("none") transparent and 255 nodata
+  (invalid input), with their category names and a raster attribute table in ``<name>.tif.aux.xml``; each has a
+  QGIS style ``<name>.qml`` beside it (:mod:`rscore_earth.styles`);
+- ``polygons.gpkg`` (native CRS) and ``polygons.geojson`` (RFC 7946: WGS 84 lon/lat): one polygon per connected
+  region of the mask (split by class), with ``class``, ``class_id``, ``mean_score``, ``area_m2``, ``area_px``,
+  ``query`` and ``template`` attributes; how ``area_m2`` was computed (geodesic for geographic CRSs, planar for
+  projected ones, from ``pixel_size_m`` for local ones) is the layer's ``area_m2_method``;
+- ``map.png`` (:mod:`rscore_earth.mapplot`): a map with title, legend, scale bar, north arrow and CRS, the mask
+  over a hillshade (DEMs) or the RGB image, georeferenced by ``map.pgw`` + ``map.png.aux.xml``.
 
 Writers read the result through :func:`rscore.tiling.read_window`, so in-memory arrays and on-disk
 :class:`~rscore.tiling.TiledArray` results are handled alike. Request options they read (``--option k=v``, taken
@@ -20,9 +25,8 @@ import math
 import os
 import tempfile
 import warnings
-from collections import defaultdict
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +38,17 @@ from rscore.tiling import iter_windows, read_window
 from rscore.types import Result, Scene, Window
 
 from rscore_earth.gdalenv import gdal_env
+from rscore_earth.polygons import WINDOW, _class_names, iter_polygon_batches, polygonize
 from rscore_earth.postprocess import scene_units
 from rscore_earth.templates import template_by_name
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CogWriter", "VectorWriter", "MapPngWriter", "writers", "polygonize", "iter_polygon_batches", "PREVIEW_MAX",
-    "WINDOW",
+    "CogWriter", "VectorWriter", "writers", "polygonize", "iter_polygon_batches", "WINDOW",
 ]  # fmt: skip
 
-WINDOW = 1024
 BLOCK = 512
-PREVIEW_MAX = 2048
 MASK_NODATA = 255
 CLASS_COLOURS = {
     ("low", "medium", "high"): [(255, 235, 59), (255, 152, 0), (211, 47, 47)],
@@ -89,14 +91,6 @@ def _affine(scene: Scene) -> Any:
     return Affine(*t)
 
 
-def _class_names(result: Result) -> tuple[str, ...]:
-    names = tuple(getattr(result, "class_names", ()) or ())
-    if not names:
-        t = template_by_name(result.plan.template)
-        names = t.class_names if t is not None else ()
-    return names
-
-
 def _valid(scene: Scene, result: Result, win: Window) -> np.ndarray | None:
     if result.score is not None:
         return np.isfinite(read_window(result.score, win))
@@ -115,32 +109,52 @@ class CogWriter(Writer):
         return _geo_ok(scene) and result.mask is not None
 
     def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
+        from rscore_earth.styles import categorical_qml, score_qml, write_categories_aux
+
         out: dict[str, Path] = {}
         names = _class_names(result)
+        t = template_by_name(result.plan.template)
+        label = t.label if t is not None else "mask"
+        colour = LABEL_COLOURS.get(t.name if t else "", DEFAULT_COLOUR)
         out["mask_cog"] = self._write(
             scene, out_dir / "mask.tif", "uint8", MASK_NODATA,
             lambda w: self._mask_block(scene, result, w),
             description="mask", tags={"QUERY": result.query, "TEMPLATE": result.plan.template or ""},
-            colormap={0: (0, 0, 0, 0), 1: (*DEFAULT_COLOUR, 255)}, resampling="nearest",
+            colormap={0: (0, 0, 0, 0), 1: (*colour, 255)}, resampling="nearest",
         )  # fmt: skip
+        out["mask_qml"] = categorical_qml(out_dir / "mask.qml", [label], [colour])
+        out["mask_aux"] = write_categories_aux(out["mask_cog"], [label], [colour])
         if result.score is not None:
             out["score_cog"] = self._write(
                 scene, out_dir / "score.tif", "float32", float("nan"),
                 lambda w: np.asarray(read_window(result.score, w), np.float32),
                 description="score (0-1)", tags={"QUERY": result.query}, colormap=None, resampling="average",
             )  # fmt: skip
+            out["score_qml"] = score_qml(out_dir / "score.qml")
         class_map = getattr(result, "class_map", None)
         if class_map is not None:
             tags = {f"CLASS_{k}": n for k, n in enumerate(names, start=1)}
             palette = CLASS_COLOURS.get(names) or [DEFAULT_COLOUR] * len(names)
             cmap = {0: (0, 0, 0, 0), **{k: (*palette[k - 1], 255) for k in range(1, len(names) + 1)}}
+            cmap[MASK_NODATA] = (0, 0, 0, 0)
             out["classes_cog"] = self._write(
-                scene, out_dir / "classes.tif", "uint8", None,
-                lambda w: np.asarray(read_window(class_map, w), np.uint8),
+                scene, out_dir / "classes.tif", "uint8", MASK_NODATA,
+                lambda w: self._class_block(scene, result, class_map, w),
                 description="classes: " + ", ".join(f"{k}={n}" for k, n in enumerate(names, start=1)),
                 tags=tags, colormap=cmap if names else None, resampling="nearest",
             )  # fmt: skip
+            if names:
+                out["classes_qml"] = categorical_qml(out_dir / "classes.qml", names, palette)
+                out["classes_aux"] = write_categories_aux(out["classes_cog"], names, palette)
         return out
+
+    @staticmethod
+    def _class_block(scene: Scene, result: Result, class_map: Any, win: Window) -> np.ndarray:
+        block = np.asarray(read_window(class_map, win), np.uint8)
+        valid = _valid(scene, result, win)
+        if valid is not None:
+            block[~valid] = MASK_NODATA
+        return block
 
     @staticmethod
     def _mask_block(scene: Scene, result: Result, win: Window) -> np.ndarray:
@@ -163,47 +177,58 @@ class CogWriter(Writer):
         colormap: Mapping[int, tuple[int, ...]] | None,
         resampling: str,
     ) -> Path:
+        """Blocks go window by window into an *uncompressed* tiled GeoTIFF beside ``path``, which GDAL's COG driver
+        then compresses once (DEFLATE level 1, the floating-point predictor for floats) while it builds the
+        overviews: one compression pass instead of two (issue 22)."""
         import rasterio
+        import rasterio.shutil
         from rasterio.windows import Window as RWindow
-        from rio_cogeo.cogeo import cog_translate
-        from rio_cogeo.profiles import cog_profiles
 
         h, w = scene.shape
         fd, tmp = tempfile.mkstemp(suffix=".tif", dir=path.parent)
         os.close(fd)
+        blocksize = cog_blocksize(h, w)
         # GDAL's block cache capped: the temporary GeoTIFF and the COG's overviews do not fill memory
         with gdal_env(GDAL_NUM_THREADS="ALL_CPUS"):
             try:
                 profile = {
                     "driver": "GTiff", "width": w, "height": h, "count": 1, "dtype": dtype, "crs": _crs(scene),
-                    "transform": _affine(scene), "nodata": nodata, "tiled": True, "blockxsize": BLOCK,
-                    "blockysize": BLOCK, "compress": "deflate", "BIGTIFF": "IF_SAFER",
+                    "transform": _affine(scene), "nodata": nodata, "tiled": True, "blockxsize": blocksize,
+                    "blockysize": blocksize, "compress": "none", "BIGTIFF": "IF_SAFER",
                 }  # fmt: skip
                 with rasterio.open(tmp, "w", **profile) as dst:
                     for win in iter_windows(h, w, WINDOW):
                         dst.write(block(win), 1, window=RWindow(win.col_off, win.row_off, win.width, win.height))
                     dst.set_band_description(1, description)
                     dst.update_tags(**{k: v for k, v in tags.items() if v})
-                cog = cog_profiles.get("deflate")
-                cog.update(blockxsize=BLOCK, blockysize=BLOCK, BIGTIFF="IF_SAFER")
+                    if colormap:
+                        dst.write_colormap(1, dict(colormap))
+                creation = {
+                    "COMPRESS": "DEFLATE", "LEVEL": "1", "BLOCKSIZE": str(blocksize), "BIGTIFF": "IF_SAFER",
+                    "NUM_THREADS": "ALL_CPUS", "OVERVIEW_RESAMPLING": resampling.upper(),
+                    "OVERVIEW_COUNT": str(overview_count(h, w)),
+                }  # fmt: skip
                 if dtype == "float32":
-                    cog.update(predictor=3)
-                with warnings.catch_warnings():
-                    # rio-cogeo announces that a colormap makes the band a palette band: intended here
-                    warnings.filterwarnings(
-                        "ignore", message="Dataset color interpretation was set to", category=UserWarning
-                    )
-                    cog_translate(
-                        tmp, str(path), cog, in_memory=False, quiet=True, overview_resampling=resampling,
-                        colormap=dict(colormap) if colormap else None, forward_band_tags=True,
-                        config={"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_TIFF_OVR_BLOCKSIZE": str(BLOCK)},
-                    )  # fmt: skip
+                    creation["PREDICTOR"] = "YES"
+                rasterio.shutil.copy(tmp, str(path), driver="COG", **creation)
             finally:
                 try:
                     os.remove(tmp)
                 except OSError:
                     pass
         return path
+
+
+def cog_blocksize(h: int, w: int) -> int:
+    """512 px blocks, 256 for rasters up to 1024 px (less padding on small ones)."""
+    return BLOCK if max(h, w) > 1024 else 256
+
+
+def overview_count(h: int, w: int) -> int:
+    """Overview levels down to about 256 px on the longer side; at least one, so that small rasters have overviews
+    too (GIS tools and tile servers then draw them zoomed out without reading every pixel)."""
+    side = max(h, w)
+    return max(1, math.ceil(math.log2(side / 256))) if side >= 16 else 0
 
 
 # --------------------------------------------------------------------------------------------------------- vectors
@@ -250,39 +275,74 @@ class VectorWriter(Writer):
         template = result.plan.template or ""
         gpkg, geojson = out_dir / "polygons.gpkg", out_dir / "polygons.geojson"
         written = dropped = 0
-        with _GeoJsonStream(geojson, crs) as stream:
-            for batch in iter_polygon_batches(scene, result):
-                geoms = shapely.transform(np.array([p["geometry"] for p in batch], dtype=object), to_map)
-                if tol > 0:
-                    geoms = shapely.coverage_simplify(geoms, tol)
-                areas_m2 = self._areas_m2(list(geoms), batch, scene, units)
-                keep = [
-                    i for i, g in enumerate(geoms)
-                    if g is not None and not g.is_empty
-                    and (areas_m2[i] if areas_m2[i] is not None else batch[i]["area_px"]) >= min_area_m2
-                ]  # fmt: skip
-                dropped += len(batch) - len(keep)
-                if not keep:
-                    continue
-                data = [
-                    np.array([batch[i]["class"] for i in keep], dtype=object),
-                    np.array([batch[i]["class_id"] for i in keep], dtype=np.int32),
-                    np.array([batch[i]["mean_score"] for i in keep], dtype=np.float64),
-                    np.array([np.nan if areas_m2[i] is None else areas_m2[i] for i in keep], dtype=np.float64),
-                    np.array([batch[i]["area_px"] for i in keep], dtype=np.int64),
-                    np.array([result.query] * len(keep), dtype=object),
-                    np.array([template] * len(keep), dtype=object),
-                ]
-                kept = geoms[keep]
-                _write_gpkg(gpkg, shapely.to_wkb(kept), data, crs, result.query, template, append=written > 0)
+        meta = {"query": result.query, "template": template, "area_m2_method": self.area_method(scene)}
+        def finish(batch: list[dict[str, Any]]) -> tuple[np.ndarray, list[np.ndarray], int]:
+            """Map coordinates, coverage simplification, areas, the minimum-area filter and the attribute columns."""
+            geoms = shapely.transform(np.array([p["geometry"] for p in batch], dtype=object), to_map)
+            if tol > 0:
+                geoms = shapely.coverage_simplify(geoms, tol)
+            areas_m2 = self._areas_m2(list(geoms), batch, scene, units)
+            keep = [
+                i for i, g in enumerate(geoms)
+                if g is not None and not g.is_empty
+                and (areas_m2[i] if areas_m2[i] is not None else batch[i]["area_px"]) >= min_area_m2
+            ]  # fmt: skip
+            data = [
+                np.array([batch[i]["class"] for i in keep], dtype=object),
+                np.array([batch[i]["class_id"] for i in keep], dtype=np.int32),
+                np.array([batch[i]["mean_score"] for i in keep], dtype=np.float64),
+                np.array([np.nan if areas_m2[i] is None else areas_m2[i] for i in keep], dtype=np.float64),
+                np.array([batch[i]["area_px"] for i in keep], dtype=np.int64),
+                np.array([result.query] * len(keep), dtype=object),
+                np.array([template] * len(keep), dtype=object),
+            ]
+            return geoms[keep], data, len(batch) - len(keep)
+
+        def emit(done: tuple[np.ndarray, list[np.ndarray], int]) -> None:
+            nonlocal written, dropped
+            kept, data, lost = done
+            dropped += lost
+            if len(kept):
+                _write_gpkg(gpkg, shapely.to_wkb(kept), data, crs, meta, append=written > 0)
                 stream.write(kept, data)
-                written += len(keep)
+                written += len(kept)
+
+        # a batch is simplified (GEOS, in a worker thread) while the next strip is traced: two cores both work
+        with ThreadPoolExecutor(1, thread_name_prefix="rscore-polygons") as pool, \
+                _GeoJsonStream(geojson, crs, meta) as stream:  # fmt: skip
+            pending = None
+            for batch in iter_polygon_batches(scene, result):
+                future = pool.submit(finish, batch)
+                if pending is not None:
+                    emit(pending.result())
+                pending = future
+            if pending is not None:
+                emit(pending.result())
             if not written:
                 empty = [np.array([], dtype=x) for x in (object, np.int32, np.float64, np.float64, np.int64, object,
                                                          object)]  # fmt: skip
-                _write_gpkg(gpkg, np.array([], dtype=object), empty, crs, result.query, template, append=False)
+                _write_gpkg(gpkg, np.array([], dtype=object), empty, crs, meta, append=False)
         log.info("wrote %d polygons (%d below %g m2 dropped)", written, dropped, min_area_m2)
-        return {"polygons_gpkg": gpkg, "polygons_geojson": geojson}
+        out = {"polygons_gpkg": gpkg}
+        if stream.enabled:
+            out["polygons_geojson"] = geojson
+        return out
+
+    @staticmethod
+    def area_method(scene: Scene) -> str:
+        """How ``area_m2`` was computed, in a sentence (GeoPackage layer metadata, GeoJSON ``area_m2_method``)."""
+        units = scene_units(scene)
+        crs = scene.geo.crs if scene.geo is not None else None
+        if scene.pixel_size is None or scene.unit != "m":
+            return (f"not computed: the raster has {'CRS ' + crs + ' with' if crs else 'no CRS and'} no metric "
+                    "units and no pixel_size_m option was given; area_px counts pixels")  # fmt: skip
+        if scene.metadata.get("pixel_size_source", "crs") != "crs":
+            px, py = scene.pixel_size
+            return (f"pixel count x {px:g} m x {py:g} m, the pixel size given by the pixel_size_m option "
+                    f"({'the CRS ' + crs + ' is local or not metric' if crs else 'the raster has no CRS'})")
+        if units.kind == "geographic":
+            return f"geodesic area on the WGS 84 ellipsoid (pyproj.Geod) of the polygons in {crs}"
+        return f"planar area in the projected CRS {crs}, in square metres"
 
     @staticmethod
     def _areas_m2(geoms: list[Any], polys: list[dict[str, Any]], scene: Scene, units: Any) -> list[float | None]:
@@ -300,7 +360,7 @@ class VectorWriter(Writer):
 
 
 def _write_gpkg(
-    path: Path, wkb: np.ndarray, data: list[np.ndarray], crs: str | None, query: str, template: str, *, append: bool
+    path: Path, wkb: np.ndarray, data: list[np.ndarray], crs: str | None, meta: Mapping[str, str], *, append: bool
 ) -> None:
     import pyogrio.raw
 
@@ -310,43 +370,55 @@ def _write_gpkg(
         pyogrio.raw.write(
             str(path), wkb, data, list(FIELDS), layer=LAYER, driver="GPKG", geometry_type="MultiPolygon", crs=crs,
             promote_to_multi=True, append=append,
-            layer_metadata=None if append else {"query": query, "template": template},
+            layer_metadata=None if append else dict(meta),
         )  # fmt: skip
 
 
 class _GeoJsonStream:
-    """A GeoJSON FeatureCollection written batch by batch (GDAL's GeoJSON driver rewrites the whole file on each
-    append). The header - layer name and ``crs`` member - is the one GDAL writes for this CRS (taken from an empty
-    layer GDAL writes first), features are ``Feature`` objects with the :data:`FIELDS` properties (NaN as
-    ``null``) and MultiPolygon geometries, as GDAL writes them with ``promote_to_multi``."""
+    """An RFC 7946 GeoJSON FeatureCollection written batch by batch: geometries reprojected to WGS 84 longitude /
+    latitude (EPSG:4326, the only CRS RFC 7946 allows, so web maps place it right; no ``crs`` member), rounded to 7
+    decimals (~1 cm), exterior rings counter-clockwise, as MultiPolygons with the :data:`FIELDS` properties (NaN as
+    ``null``). The GeoPackage keeps the native CRS. Without a CRS that can be transformed to WGS 84 (none, or a
+    local one) nothing is written: coordinates in another frame would be misplaced, not approximate."""
 
-    def __init__(self, path: Path, crs: str | None) -> None:
+    def __init__(self, path: Path, crs: str | None, meta: Mapping[str, str]) -> None:
         self.path = path
-        self.crs = crs
+        self.meta = meta
         self._fh: Any = None
         self._first = True
+        self._transformer: Any = None
+        if crs:
+            from pyproj import CRS, Transformer
+            from pyproj.exceptions import CRSError, ProjError
+
+            try:
+                src = CRS.from_user_input(crs)
+                if src.is_geographic or src.is_projected:
+                    self._transformer = Transformer.from_crs(src, "EPSG:4326", always_xy=True)
+            except (CRSError, ProjError) as exc:
+                log.info("polygons.geojson not written: %s cannot be transformed to WGS 84 (%s)", crs, exc)
+
+    @property
+    def enabled(self) -> bool:
+        return self._transformer is not None
 
     def __enter__(self) -> _GeoJsonStream:
-        import pyogrio.raw
-
-        empty = [np.array([], dtype=np.int32)] * len(FIELDS)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
-            pyogrio.raw.write(
-                str(self.path), np.array([], dtype=object), empty, list(FIELDS), layer=LAYER, driver="GeoJSON",
-                geometry_type="MultiPolygon", crs=self.crs,
-            )  # fmt: skip
-        gdal_doc = json.loads(self.path.read_text(encoding="utf-8"))
-        head = {"type": "FeatureCollection", "name": gdal_doc.get("name", LAYER)}
-        if "crs" in gdal_doc:
-            head["crs"] = gdal_doc["crs"]
-        self._fh = open(self.path, "w", encoding="utf-8")
-        self._fh.write(json.dumps(head, ensure_ascii=False)[:-1] + ', "features": [\n')
+        if self.enabled:
+            self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+            head = {"type": "FeatureCollection", "name": LAYER, **self.meta}  # foreign members (RFC 7946 6.1)
+            self._fh.write(json.dumps(head, ensure_ascii=False)[:-1] + ', "features": [\n')
         return self
+
+    def _lonlat(self, xy: np.ndarray) -> np.ndarray:
+        lon, lat = self._transformer.transform(xy[:, 0], xy[:, 1])
+        return np.round(np.column_stack([lon, lat]), 7)
 
     def write(self, geoms: np.ndarray, data: list[np.ndarray]) -> None:
         import shapely
 
+        if not self.enabled:
+            return
+        geoms = shapely.orient_polygons(shapely.transform(geoms, self._lonlat), exterior_cw=False)
         multi = np.array([g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon([g]) for g in geoms], object)
         texts = shapely.to_geojson(multi)
         columns = [[_json_value(v) for v in col.tolist()] for col in data]
@@ -367,323 +439,7 @@ def _json_value(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def polygonize(scene: Scene, result: Result, window: int = WINDOW) -> list[dict[str, Any]]:
-    """All polygons of :func:`iter_polygon_batches` in one list (pixel coordinates)."""
-    return [rec for batch in iter_polygon_batches(scene, result, window) for rec in batch]
-
-
-@dataclass
-class _Piece:
-    """A polygon of one window (pixel coordinates): class ``k``, score sum and pixel count; ``edge`` when its region
-    touches an inner window edge (it may continue in the next window and must be merged)."""
-
-    geom: Any
-    k: int
-    s: float
-    n: int
-    edge: bool
-
-
-def iter_polygon_batches(scene: Scene, result: Result, window: int = WINDOW) -> Iterator[list[dict[str, Any]]]:
-    """Polygons (in pixel coordinates) of the connected regions of the mask, one class per polygon, in batches.
-
-    Each window is polygonised on its own (``rasterio.features.shapes`` on a label image, 4-connected); regions that
-    touch an inner window edge are merged across windows with a union in integer pixel coordinates, so the polygons
-    are exact and independent of the window size. Windows are read a strip (window row) at a time; after each strip,
-    every cluster of touching polygons (of any class; found from the label images within windows and by
-    intersection across window edges) that does not reach the next strip is complete and goes into that strip's
-    batch, the rest is held. Memory holds one strip plus the clusters crossing its lower edge, not the whole layer.
-    Records have ``geometry``, ``class``, ``class_id``, ``mean_score`` (NaN without a score map) and ``area_px``.
-    """
-    class_map = getattr(result, "class_map", None)
-    names = _class_names(result)
-    graded = class_map is not None and bool(names)
-    t = template_by_name(result.plan.template)
-    label = t.label if t is not None else "mask"
-    scored = result.score is not None
-    h, w = scene.shape
-    held: list[_Piece] = []
-    held_pairs = np.zeros((0, 2), np.int64)  # touching pairs among the held pieces (indices into held)
-    for r0 in range(0, h, window):
-        hh = min(window, h - r0)
-        strip = list(held)
-        pairs = [held_pairs]
-        for c0 in range(0, w, window):
-            win = Window(r0, c0, hh, min(window, w - c0))
-            pieces, local = _window_pieces(result, win, h, w, graded, class_map)
-            pairs.append(local + len(strip))
-            strip.extend(pieces)
-        frontier = r0 + hh if r0 + hh < h else None
-        hold = _settle(strip, np.concatenate(pairs), frontier)
-        kept = np.flatnonzero(hold)
-        held = [strip[i] for i in kept]
-        if kept.size:
-            remap = np.full(len(strip), -1, np.int64)
-            remap[kept] = np.arange(kept.size)
-            all_pairs = remap[np.concatenate(pairs)]
-            held_pairs = all_pairs[(all_pairs >= 0).all(axis=1)]
-        else:
-            held_pairs = np.zeros((0, 2), np.int64)
-        batch = _finish([p for p, x in zip(strip, hold) if not x], names, label)
-        if not scored:
-            for rec in batch:
-                rec["mean_score"] = float("nan")
-        if batch:
-            yield batch
-
-
-def _window_pieces(
-    result: Result, win: Window, h: int, w: int, graded: bool, class_map: Any
-) -> tuple[list[_Piece], np.ndarray]:
-    """The window's polygons and the pairs of them that touch (indices; 8-adjacent pixels = shared point)."""
-    from affine import Affine
-    from rasterio.features import shapes
-    from scipy import ndimage
-
-    none = np.zeros((0, 2), np.int64)
-    mask = np.asarray(read_window(result.mask, win), bool)
-    if not mask.any():
-        return [], none
-    values = np.where(mask, np.asarray(read_window(class_map, win), np.uint8), 0) if graded else mask.astype(np.uint8)
-    labels = np.zeros(mask.shape, np.int32)
-    next_label = 0
-    label_class: list[int] = [0]
-    for k in np.unique(values[values > 0]):
-        lab, n = ndimage.label(values == k)
-        labels[lab > 0] = lab[lab > 0] + next_label
-        next_label += n
-        label_class += [int(k)] * n
-    flat = labels.ravel()
-    counts = np.bincount(flat, minlength=next_label + 1)
-    if result.score is not None:
-        s = np.nan_to_num(np.asarray(read_window(result.score, win), np.float64), nan=0.0).ravel()
-        sums = np.bincount(flat, weights=s, minlength=next_label + 1)
-    else:
-        sums = counts.astype(np.float64)
-    edge = np.zeros(next_label + 1, bool)
-    if win.row_off > 0:
-        edge[labels[0]] = True
-    if win.row_off + win.height < h:
-        edge[labels[-1]] = True
-    if win.col_off > 0:
-        edge[labels[:, 0]] = True
-    if win.col_off + win.width < w:
-        edge[labels[:, -1]] = True
-    found = list(shapes(labels, mask=labels > 0, connectivity=4, transform=Affine.translation(win.col_off, win.row_off)))
-    geoms = _polygons([g["coordinates"] for g, _ in found])
-    index = np.full(next_label + 1, -1, np.int64)  # label -> piece
-    pieces = []
-    for i, (geom, (_, value)) in enumerate(zip(geoms, found)):
-        lab = int(value)
-        index[lab] = i
-        pieces.append(_Piece(geom, label_class[lab], float(sums[lab]), int(counts[lab]), bool(edge[lab])))
-    codes = []
-    for a, b in (
-        (labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:]),
-        (labels[:-1, :-1], labels[1:, 1:]), (labels[:-1, 1:], labels[1:, :-1]),
-    ):  # fmt: skip
-        sel = (a != b) & (a > 0) & (b > 0)
-        codes.append(a[sel].astype(np.int64) * (next_label + 1) + b[sel])
-    code = np.unique(np.concatenate(codes))
-    pairs = np.stack([index[code // (next_label + 1)], index[code % (next_label + 1)]], axis=1)
-    return pieces, pairs if pairs.size else none
-
-
-def _polygons(rings: list[list[Any]]) -> np.ndarray:
-    """Shapely polygons from GeoJSON-like ring lists (shell first, then holes), built in a few vectorised calls
-    (``shapely.geometry.shape`` per polygon spends most of its time in Python per coordinate)."""
-    import shapely
-
-    if not rings:
-        return np.array([], dtype=object)
-    sizes = [len(ring) for poly in rings for ring in poly]
-    coords = np.array([pt for poly in rings for ring in poly for pt in ring], np.float64)
-    linear = shapely.linearrings(coords, indices=np.repeat(np.arange(len(sizes)), sizes))
-    return shapely.polygons(linear, indices=np.repeat(np.arange(len(rings)), [len(poly) for poly in rings]))
-
-
-def _settle(pieces: list[_Piece], pairs: np.ndarray, frontier: int | None) -> np.ndarray:
-    """Which ``pieces`` to hold: the clusters of touching pieces (``pairs`` within windows, plus edge pieces that
-    intersect across window edges) that reach row ``frontier``, the edge of the strips not read yet."""
-    import shapely
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    n = len(pieces)
-    if frontier is None or not n:
-        return np.zeros(n, bool)
-    edge = np.flatnonzero([p.edge for p in pieces])
-    geoms = np.array([pieces[i].geom for i in edge], dtype=object)
-    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
-    links = np.concatenate([pairs, np.stack([edge[left], edge[right]], axis=1)])
-    graph = coo_matrix((np.ones(len(links), np.int8), (links[:, 0], links[:, 1])), shape=(n, n))
-    _, cluster = connected_components(graph, directed=False)
-    reaching = np.unique(cluster[edge[shapely.bounds(geoms)[:, 3] >= frontier]])
-    return np.isin(cluster, reaching)
-
-
-def _finish(pieces: list[_Piece], names: tuple[str, ...], label: str) -> list[dict[str, Any]]:
-    """Records of complete pieces: inner ones as they are, edge pieces merged per class."""
-    out = [_record(p.geom, p.k, p.s, p.n, names, label) for p in pieces if not p.edge]
-    by_class: dict[int, list[tuple[Any, float, int]]] = defaultdict(list)
-    for p in pieces:
-        if p.edge:
-            by_class[p.k].append((p.geom, p.s, p.n))
-    for k in sorted(by_class):
-        out.extend(_merge_pieces(by_class[k], k, names, label))
-    return out
-
-
-def _merge_pieces(
-    pieces: list[tuple[Any, float, int]], k: int, names: tuple[str, ...], label: str
-) -> list[dict[str, Any]]:
-    """Union the pieces of one class that touch across window edges (only those: each group on its own)."""
-    import shapely
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    geoms = np.array([p for p, _, _ in pieces], dtype=object)
-    sums = np.array([s for _, s, _ in pieces], np.float64)
-    counts = np.array([n for _, _, n in pieces], np.int64)
-    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
-    graph = coo_matrix((np.ones(left.size), (left, right)), shape=(len(geoms), len(geoms)))
-    n_groups, group = connected_components(graph, directed=False)
-    out = []
-    for g in range(n_groups):
-        members = np.flatnonzero(group == g)
-        if members.size == 1:
-            i = int(members[0])
-            out.append(_record(geoms[i], k, sums[i], counts[i], names, label))
-            continue
-        # pieces come from disjoint windows with integer pixel coordinates: the overlay is exact
-        merged = shapely.union_all(geoms[members])
-        parts = list(getattr(merged, "geoms", [merged]))
-        if len(parts) == 1:
-            out.append(_record(parts[0], k, sums[members].sum(), counts[members].sum(), names, label))
-            continue
-        # pieces touching only at a corner stay separate regions (4-connectivity): share out their sums
-        tree = shapely.STRtree(parts)
-        acc_sum = np.zeros(len(parts))
-        acc_n = np.zeros(len(parts), np.int64)
-        for i in members:
-            hit = tree.query(geoms[i].representative_point(), predicate="within")
-            if len(hit):
-                acc_sum[hit[0]] += sums[i]
-                acc_n[hit[0]] += counts[i]
-        out.extend(_record(part, k, acc_sum[j], acc_n[j], names, label) for j, part in enumerate(parts))
-    return out
-
-
-def _record(poly: Any, k: int, s: float, n: int, names: tuple[str, ...], label: str) -> dict[str, Any]:
-    name = names[k - 1] if names and 0 < k <= len(names) else label
-    return {"geometry": poly, "class": name, "class_id": int(k), "mean_score": float(s) / max(1, int(n)),
-            "area_px": int(n)}  # fmt: skip
-
-
-# ------------------------------------------------------------------------------------------------------------- PNG
-class MapPngWriter(Writer):
-    """``map.png``: the mask (coloured by class) over a hillshade (DEMs) or the RGB image, downsampled."""
-
-    name = "earth-map"
-    description = "preview map: the mask over a hillshade or the RGB image (PNG, at most 2048 px)"
-
-    def applies(self, scene: Scene, result: Result) -> bool:
-        return _geo_ok(scene) and result.mask is not None
-
-    def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
-        from PIL import Image
-
-        base, overlay = preview_layers(scene, result)
-        names = _class_names(result)
-        t = template_by_name(result.plan.template)
-        palette = CLASS_COLOURS.get(names) or (
-            [LABEL_COLOURS.get(t.name if t else "", DEFAULT_COLOUR)] * max(1, len(names))
-        )
-        rgb = base.astype(np.float32)
-        for k in range(1, int(overlay.max(initial=0)) + 1):
-            sel = overlay == k
-            if sel.any():
-                colour = np.asarray(palette[min(k, len(palette)) - 1], np.float32)
-                rgb[sel] = 0.45 * rgb[sel] + 0.55 * colour
-        path = out_dir / "map.png"
-        Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB").save(path, compress_level=6)
-        return {"map_png": path}
-
-
-def preview_layers(scene: Scene, result: Result, max_size: int = PREVIEW_MAX) -> tuple[np.ndarray, np.ndarray]:
-    """A ``(H', W', 3)`` uint8 base image and a ``(H', W')`` class overlay (0 = none), decimated by block means
-    (base) and block maxima (overlay) so that small masked areas stay visible. The base is a hillshade when the
-    scene has elevation, else the RGB bands (2-98 % stretch), else the first band in grey."""
-    h, w = scene.shape
-    f = max(1, math.ceil(max(h, w) / max_size))
-    oh, ow = math.ceil(h / f), math.ceil(w / f)
-    if scene.has("elevation"):
-        roles = ["elevation"]
-    elif scene.has("red", "green", "blue"):
-        roles = ["red", "green", "blue"]
-    else:
-        roles = [next((r for r in scene.band_roles if r not in ("alpha", "other")), scene.band_roles[0])]
-    base = np.full((len(roles), oh, ow), np.nan, np.float32)
-    overlay = np.zeros((oh, ow), np.uint8)
-    class_map = getattr(result, "class_map", None)
-    graded = class_map is not None and bool(_class_names(result))
-    step = f * max(1, WINDOW // f)
-    for win in iter_windows(h, w, step):
-        data = scene.read(win, roles).astype(np.float32)
-        valid = scene.valid(win)
-        if valid is not None:
-            data[:, ~np.asarray(valid, bool)] = np.nan
-        r0, c0 = win.row_off // f, win.col_off // f
-        blocks = _block_reduce(data, f, np.nanmean)
-        base[:, r0 : r0 + blocks.shape[1], c0 : c0 + blocks.shape[2]] = blocks
-        mask = np.asarray(read_window(result.mask, win), bool)
-        vals = np.where(mask, np.asarray(read_window(class_map, win), np.uint8), 0) if graded else mask.astype(np.uint8)
-        ov = _block_reduce(vals[None].astype(np.float32), f, np.max)[0]
-        overlay[r0 : r0 + ov.shape[0], c0 : c0 + ov.shape[1]] = ov.astype(np.uint8)
-    if roles == ["elevation"]:
-        px, py = scene.pixel_size or (1.0, 1.0)
-        shade = _hillshade_strips(base[0], px * f, py * f)
-        grey = np.where(np.isnan(base[0]), np.float32(0), 40 + 215 * shade).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2), overlay
-    rgb = np.empty((oh, ow, 3), np.float32)
-    for i in range(3):
-        band = base[min(i, len(roles) - 1)]
-        finite = band[np.isfinite(band)]
-        lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
-        rgb[..., i] = np.where(np.isfinite(band), np.clip((band - lo) / max(hi - lo, 1e-9), 0, 1) * 255, 0)
-    return rgb.astype(np.uint8), overlay
-
-
-def _hillshade_strips(z: np.ndarray, px: float, py: float, rows: int = 256) -> np.ndarray:
-    """:func:`rscore_earth.terrain.hillshade` of ``z`` computed ``rows`` rows at a time (each strip read with one
-    row of context above and below, so the result equals the whole-array computation), in float32: the preview's
-    hillshade costs a few strips of float64 temporaries instead of ~25 copies of the whole preview."""
-    from rscore_earth.terrain import hillshade
-
-    h = z.shape[0]
-    out = np.empty(z.shape, np.float32)
-    for r0 in range(0, h, rows):
-        r1 = min(h, r0 + rows)
-        a, b = max(0, r0 - 1), min(h, r1 + 1)
-        out[r0:r1] = hillshade(z[a:b], px, py)[r0 - a : r1 - a]
-    return out
-
-
-def _block_reduce(data: np.ndarray, f: int, fn: Any) -> np.ndarray:
-    """Reduce ``(bands, h, w)`` over ``f x f`` blocks (edge blocks may be partial)."""
-    if f == 1:
-        return data
-    b, h, w = data.shape
-    ph, pw = math.ceil(h / f) * f, math.ceil(w / f) * f
-    padded = np.full((b, ph, pw), np.nan, np.float32)
-    padded[:, :h, :w] = data
-    blocks = padded.reshape(b, ph // f, f, pw // f, f)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks (nodata) stay NaN
-        if fn is np.max:
-            return np.nan_to_num(np.nanmax(blocks, axis=(2, 4)), nan=0.0)
-        return fn(blocks, axis=(2, 4))
-
-
 def writers() -> list[Writer]:
+    from rscore_earth.mapplot import MapPngWriter
+
     return [CogWriter(), VectorWriter(), MapPngWriter()]

@@ -88,12 +88,14 @@ def rscore_preprocess(scene: Scene, request: Request) -> Scene | None:
 @hookimpl
 def rscore_postprocess(result: Result, scene: Scene) -> Result | None:
     """DICOM scenes: put every instance on one slice, with its SOP instance UID and position; state which display
-    windows the model and the slice PNGs used (``provenance["display_windows"]``, a plan step)."""
-    from rscore_surgical.postprocess import record_windows, split_per_slice
+    windows the model and the slice PNGs used (``provenance["display_windows"]``, a plan step); the volume of each
+    segment in mL (``classes[label]["volume_ml"]``)."""
+    from rscore_surgical.postprocess import record_volumes, record_windows, split_per_slice
 
     split = split_per_slice(result, scene)
     recorded = record_windows(split or result, scene)
-    return recorded or split
+    volumes = record_volumes(recorded or split or result, scene)
+    return volumes or recorded or split
 
 
 @hookimpl

@@ -151,3 +151,23 @@ def _split(
                 )
             )
     return out
+
+
+def record_volumes(result: Result, scene: Scene) -> Result | None:
+    """``classes[segment label]`` gains ``voxels`` and ``volume_ml`` (voxel count x voxel volume from the DICOM
+    geometry; :mod:`rscore_surgical.nifti`) for volumes of a DICOM series; None when there is nothing to add."""
+    from rscore_surgical.nifti import segment_volumes, voxel_volume_ml
+    from rscore_surgical.segments import build_segments, is_dicom_scene
+
+    if not is_dicom_scene(scene) or result.absent or result.mask is None or voxel_volume_ml(scene) is None:
+        return None
+    segments = build_segments(scene, result)
+    if not segments:
+        return None
+    classes = {k: dict(v) if isinstance(v, dict) else v for k, v in dict(result.classes).items()}
+    for item in segment_volumes(scene, segments):
+        entry = classes.setdefault(item["label"], {})
+        if isinstance(entry, dict):
+            entry.update(voxels=item["voxels"], volume_ml=item["volume_ml"])
+    return dataclasses.replace(result, classes=classes)
+

@@ -1,6 +1,8 @@
 """Writers of rscore-surgical (``rscore_writers``); they apply to scenes of the DICOM reader only.
 
 - ``segmentation.dcm`` - DICOM SEG on the source series (:mod:`rscore_surgical.dicom_seg`);
+- ``segmentation.nii.gz``, ``image.nii.gz``, ``segments.json`` - NIfTI volumes with the DICOM geometry's affine and
+  the volume of each segment in mL (:mod:`rscore_surgical.nifti`; options ``nifti``, ``nifti_image``);
 - ``slices/slice_NNN.png`` - one PNG per slice for quick viewing: the slice in its display window
   (:mod:`rscore_surgical.windowing`, option ``window``) with each segment tinted in its colour and outlined. ``NNN``
   is the slice's index in the sorted series (0 = lowest position along the slice normal), so ``-O slice=K`` writes
@@ -9,8 +11,8 @@
   "Which window, when" in :mod:`rscore_surgical.windowing`): ``-O window`` when set, else the window a model was
   shown, else the ``auto`` choice for the matched template.
 
-The options ``dicom_seg`` and ``slice_pngs`` are checked before segmentation (:func:`output_flags`, called by the
-plugin's preprocess hook), so a bad value fails fast whatever the scene or the result.
+The options ``dicom_seg``, ``slice_pngs``, ``nifti`` and ``nifti_image`` are checked before segmentation
+(:func:`output_flags`, called by the plugin's preprocess hook), so a bad value fails fast whatever the scene or the result.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from rscore_surgical.windowing import DisplayWindow, apply_window, slices_window
 __all__ = ["SlicePngWriter", "writers", "slice_picture", "output_flags", "OUTPUT_FLAGS", "ALPHA"]
 
 ALPHA = 0.45  # weight of a segment's colour over the image
-OUTPUT_FLAGS = {"dicom_seg": True, "slice_pngs": True}  # boolean options of the writers, with their defaults
+# boolean options of the writers, with their defaults
+OUTPUT_FLAGS = {"dicom_seg": True, "slice_pngs": True, "nifti": True, "nifti_image": True}
 
 
 def output_flags(options: Mapping[str, Any] | None) -> dict[str, bool]:
@@ -119,4 +122,6 @@ class SlicePngWriter(Writer):
 
 
 def writers() -> list[Writer]:
-    return [DicomSegWriter(), SlicePngWriter()]
+    from rscore_surgical.nifti import NiftiWriter
+
+    return [DicomSegWriter(), SlicePngWriter(), NiftiWriter()]

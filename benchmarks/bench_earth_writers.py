@@ -1,0 +1,123 @@
+"""Time to write each earth output kind, and writing's share of the landslide run (issues 18 and 22).
+
+A synthetic 10 m DEM (``--size``, default 4096 px square; cached under ``--workdir`` like bench_earth_scale.py) is
+read and segmented once (``landslide-prone areas``); then every writer that applies (COGs, polygons, map.png,
+result.json, ...) writes into a fresh folder and its wall and CPU time are printed, with the total and the share
+of writing in (segment + write)::
+
+    python benchmarks/bench_earth_writers.py                    # 4096 px
+    python benchmarks/bench_earth_writers.py --size 2048 --baseline-ref main
+
+``--baseline-ref REF`` also loads ``rscore_earth/writers.py`` as it is at git ref ``REF`` (e.g. ``main``) and times
+its writers on the *same* result in the same process, alternating old and new, so the before/after ratio is
+measured side by side (this machine is shared: absolute figures vary with load, ratios less).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_earth_scale import ensure_dem  # noqa: E402
+
+QUERY = "landslide-prone areas"
+
+
+def _load_ref(ref: str) -> Any:
+    """``rscore_earth.writers`` as it is at git ``ref``, as a separate module."""
+    root = Path(__file__).resolve().parents[1]
+    src = subprocess.run(["git", "-C", str(root), "show", f"{ref}:plugins/earth/src/rscore_earth/writers.py"],
+                         check=True, capture_output=True, text=True).stdout  # fmt: skip
+    tmp = Path(tempfile.mkdtemp(prefix="rscore-writers-ref-")) / "rscore_earth_writers_ref.py"
+    tmp.write_text(src, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("rscore_earth_writers_ref", tmp)
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[spec.name] = mod  # type: ignore[union-attr]  # dataclasses look their module up
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def time_writers(writers: list[Any], scene: Any, result: Any, out: Path) -> dict[str, dict[str, float]]:
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    rows = {}
+    for w in writers:
+        if not w.applies(scene, result):
+            continue
+        t0, c0 = time.perf_counter(), time.process_time()
+        files = w.write(scene, result, out)
+        rows[w.name] = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+                        "mib": sum(Path(p).stat().st_size for p in files.values()) / 2**20}  # fmt: skip
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=4096)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/rscore-bench"))
+    p.add_argument("--baseline-ref", help="also time rscore_earth/writers.py at this git ref on the same result")
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = p.parse_args()
+
+    from rscore import engine
+    from rscore.engine import default_registry
+
+    dem, _ = ensure_dem(args.workdir, args.size, args.seed)
+    options = {"matcher": "keyword"}
+    t0, c0 = time.perf_counter(), time.process_time()
+    scene = engine.open_scene(dem, plugin="earth", options=options)
+    result = engine.segment(scene, QUERY, plugin="earth", options=options)
+    seg = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+    print(f"{args.size} x {args.size} DEM: read + segment {seg['wall_s']:.1f} s wall, {seg['cpu_s']:.1f} s CPU")
+
+    reg = default_registry()
+    current = [w for w in reg.writers_for("earth")]
+    variants = {"now": current}
+    if args.baseline_ref:
+        ref = _load_ref(args.baseline_ref)
+        by_name = {w.name: w for w in ref.writers()}
+        variants = {"before": [by_name.get(w.name, w) for w in current], "now": current}
+    work = Path(tempfile.mkdtemp(prefix="rscore-bench-writers-"))
+    figures: dict[str, Any] = {"size": args.size, "segment": seg}
+    try:
+        for name, ws in variants.items():
+            rows = time_writers(ws, scene, result, work / name)
+            total = sum(r["wall_s"] for r in rows.values())
+            total_cpu = sum(r["cpu_s"] for r in rows.values())
+            share = total / (total + seg["wall_s"])
+            share_cpu = total_cpu / (total_cpu + seg["cpu_s"])
+            figures[name] = {"writers": rows, "write_wall_s": total, "write_cpu_s": total_cpu, "share": share,
+                             "share_cpu": share_cpu}  # fmt: skip
+            print(f"\n[{name}] writer               wall s   CPU s   MiB")
+            for k, r in rows.items():
+                print(f"  {k:22s} {r['wall_s']:7.2f} {r['cpu_s']:7.2f} {r['mib']:6.1f}")
+            print(f"  {'total':22s} {total:7.2f} {total_cpu:7.2f}   -> writing = {100 * share:.1f} % of "
+                  f"(segment + write) wall, {100 * share_cpu:.1f} % of its CPU time (the run is single-threaded; "
+                  "CPU shares are steadier than wall ones on a loaded machine)")
+        if "before" in figures:
+            b, n = figures["before"], figures["now"]
+            print(f"\nbefore / now, write wall: {b['write_wall_s'] / n['write_wall_s']:.2f}x, "
+                  f"CPU: {b['write_cpu_s'] / n['write_cpu_s']:.2f}x")
+            for k in n["writers"]:
+                if k in b["writers"]:
+                    print(f"  {k:22s} {b['writers'][k]['wall_s'] / max(1e-9, n['writers'][k]['wall_s']):.2f}x")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

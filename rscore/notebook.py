@@ -1,0 +1,201 @@
+"""Results in notebooks: how a :class:`~rscore.types.Result` shows itself in Jupyter and converts to what each field
+already works with. :class:`~rscore.types.Result` has thin methods over these functions::
+
+    res = rscore.engine.segment(scene, "landslide-prone areas", plugin="earth")
+    res                                   # in Jupyter: overlay, instance table, confidence, caveats, plan steps
+    res.to_geodataframe(scene)            # earth: polygons with class, score, area_m2, in the raster's CRS
+    labels, affine = res.to_label_volume(scene)   # DICOM: (columns, rows, slices) labels + RAS affine (NIfTI's)
+    res.to_coco(scene)                    # images: COCO dataset dict (images, categories, annotations with RLE)
+
+Nothing here is imported by the engine; each conversion imports its libraries (geopandas, nibabel) when called and
+says which package is missing otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from typing import Any
+
+import numpy as np
+
+from rscore.errors import OptionError
+
+__all__ = ["result_html", "overlay_png", "to_geodataframe", "to_label_volume", "to_coco"]
+
+THUMB = 480
+COLOURS = [(255, 64, 64), (64, 200, 255), (255, 200, 0), (140, 255, 90), (230, 90, 255), (255, 150, 60)]
+
+
+def _small(mask: Any) -> np.ndarray | None:
+    """The union mask decimated (block maximum) to at most :data:`THUMB` px, or None when there is none."""
+    from rscore.tiling import read_window
+
+    if mask is None:
+        return None
+    arr = np.asarray(mask) if isinstance(mask, np.ndarray) else None
+    if arr is None:
+        h, w = mask.shape
+        if h * w > 64e6:  # a huge on-disk result: not read whole for a thumbnail
+            return None
+        arr = np.asarray(read_window(mask))
+    if arr.ndim != 2:
+        return None
+    f = max(1, math.ceil(max(arr.shape) / THUMB))
+    if f > 1:
+        h, w = arr.shape
+        pad = np.zeros((math.ceil(h / f) * f, math.ceil(w / f) * f), bool)
+        pad[:h, :w] = arr
+        arr = pad.reshape(pad.shape[0] // f, f, pad.shape[1] // f, f).max(axis=(1, 3))
+    return arr.astype(bool)
+
+
+def overlay_png(result: Any, scene: Any = None) -> bytes | None:
+    """A PNG of the answer: the scene (when given) with the mask tinted, else the mask on grey; None without mask."""
+    from PIL import Image
+
+    small = _small(getattr(result, "mask", None))
+    if small is None:
+        return None
+    base = np.full((*small.shape, 3), 60, np.float32)
+    if scene is not None and scene.kind in ("image", "volume") and scene.height * scene.width <= 64e6:
+        from rscore.io.images import scene_rgb8
+
+        rgb = scene_rgb8(scene)
+        f = max(1, math.ceil(max(rgb.shape[:2]) / THUMB))
+        base = rgb[::f, ::f][: small.shape[0], : small.shape[1]].astype(np.float32)
+        small = small[: base.shape[0], : base.shape[1]]
+    colour = np.asarray(COLOURS[0], np.float32)
+    base[small] = 0.5 * base[small] + 0.5 * colour
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def result_html(result: Any, scene: Any = None) -> str:
+    """The answer as one HTML fragment: query and template, confidence, caveats, overlay, instances, plan steps."""
+    plan = result.plan
+    parts = ['<div class="rscore-result" style="font-family:sans-serif;max-width:960px">']
+    head = f"<b>{_esc(result.query)}</b>"
+    if plan.template:
+        head += f" &rarr; <code>{_esc(plan.template)}</code>"
+    if result.plugin:
+        head += f" <small>({_esc(result.plugin)})</small>"
+    parts.append(f"<div>{head}</div>")
+    if plan.absent:
+        parts.append(f'<div style="color:#a33"><b>absent</b>: {_esc(plan.reason)}</div>')
+    conf = "not stated" if result.confidence is None else f"{result.confidence:.2f}"
+    parts.append(f"<div>confidence: <b>{conf}</b></div>")
+    if result.caveats:
+        items = "".join(f"<li>{_esc(c)}</li>" for c in result.caveats)
+        parts.append(f'<div style="color:#8a5a00">caveats:<ul style="margin:2px 0">{items}</ul></div>')
+    png = overlay_png(result, scene)
+    if png is not None:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f'<img alt="overlay" style="max-width:{THUMB}px;image-rendering:pixelated" '
+                     f'src="data:image/png;base64,{data}"/>')  # fmt: skip
+    if result.instances:
+        rows = []
+        for i, inst in enumerate(result.instances[:50]):
+            area = f"{inst.area_real:.4g} {_esc(inst.area_unit)}" if inst.area_real is not None else ""
+            rows.append(f"<tr><td>{i}</td><td>{_esc(inst.label)}</td><td>{inst.score:.3f}</td>"
+                        f"<td>{inst.area_px}</td><td>{area}</td><td>{_esc(list(inst.bbox))}</td></tr>")  # fmt: skip
+        more = (f"<tr><td colspan=6>... and {len(result.instances) - 50} more</td></tr>"
+                if len(result.instances) > 50 else "")  # fmt: skip
+        parts.append('<table class="rscore-instances" border="1" style="border-collapse:collapse">'
+                     "<tr><th>#</th><th>label</th><th>score</th><th>area px</th><th>area</th><th>bbox</th></tr>"
+                     + "".join(rows) + more + "</table>")  # fmt: skip
+    if result.classes:
+        items = "".join(f"<li>{_esc(k)}: {_esc(v)}</li>" for k, v in dict(result.classes).items())
+        parts.append(f"<div>classes:<ul style='margin:2px 0'>{items}</ul></div>")
+    if plan.steps:
+        steps = "".join(f"<li>{_esc(s.text)}</li>" for s in plan.steps)
+        parts.append(f'<div>plan:<ol class="rscore-plan" style="margin:2px 0">{steps}</ol></div>')
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+# -------------------------------------------------------------------------------------------------- conversions
+def _need(module: str, package: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise OptionError(f"this conversion needs {package}: pip install {package}") from None
+
+
+def to_geodataframe(result: Any, scene: Any) -> Any:
+    """Earth results: a ``geopandas.GeoDataFrame`` of the mask's polygons (one per connected region and class) with
+    ``class``, ``class_id``, ``mean_score``, ``area_m2``, ``area_px`` in the raster's CRS - the polygons of
+    ``polygons.gpkg`` without simplification."""
+    gpd = _need("geopandas", "geopandas")
+    if scene is None or scene.kind != "raster" or scene.geo is None:
+        raise OptionError("to_geodataframe needs the georeferenced raster scene the result was computed on")
+    _need("rscore_earth", "rscore-earth")
+    import shapely
+
+    from rscore_earth.postprocess import scene_units
+    from rscore_earth.writers import VectorWriter, _affine, polygonize
+
+    recs = polygonize(scene, result)
+    a = _affine(scene)
+
+    def to_map(xy: np.ndarray) -> np.ndarray:
+        return np.column_stack([a.a * xy[:, 0] + a.b * xy[:, 1] + a.c, a.d * xy[:, 0] + a.e * xy[:, 1] + a.f])
+
+    geoms = shapely.transform(np.array([r["geometry"] for r in recs], dtype=object), to_map) if recs else []
+    areas = VectorWriter._areas_m2(list(geoms), recs, scene, scene_units(scene)) if recs else []
+    data = {
+        "class": [r["class"] for r in recs],
+        "class_id": [r["class_id"] for r in recs],
+        "mean_score": [r["mean_score"] for r in recs],
+        "area_m2": [np.nan if v is None else v for v in areas],
+        "area_px": [r["area_px"] for r in recs],
+    }
+    return gpd.GeoDataFrame(data, geometry=list(geoms), crs=scene.geo.crs or None)
+
+
+def to_label_volume(result: Any, scene: Any) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """DICOM results: ``(labels, affine, names)`` - labels ``(columns, rows, slices)`` uint8 as in
+    ``segmentation.nii.gz``, the voxel -> RAS+ mm affine from the DICOM geometry, and ``{value: segment label}``."""
+    _need("rscore_surgical", "rscore-surgical")
+    from rscore_surgical.nifti import dicom_affine
+    from rscore_surgical.segments import build_segments, is_dicom_scene
+
+    if scene is None or not is_dicom_scene(scene):
+        raise OptionError("to_label_volume needs the DICOM scene the result was computed on")
+    affine = dicom_affine(scene)
+    if affine is None:
+        raise OptionError(f"{scene.path}: the series has no orientation / position / spacing to build an affine")
+    segments = build_segments(scene, result)
+    per = scene.metadata.get("slice_rows") or scene.height
+    shape = (scene.height // per, per, scene.width)
+    labels = np.zeros(shape, np.uint8)
+    for k, seg in enumerate(segments, start=1):
+        labels[seg.mask] = k
+    return np.ascontiguousarray(np.transpose(labels, (2, 1, 0))), affine, {
+        k: s.label for k, s in enumerate(segments, start=1)
+    }
+
+
+def to_coco(result: Any, scene: Any = None) -> dict[str, Any]:
+    """Image results: a COCO dataset dict (``images``, ``categories``, ``annotations`` with RLE masks), as
+    ``coco.json``; ``pycocotools.coco.COCO`` takes it after ``coco.dataset = ...; coco.createIndex()``."""
+    from rscore.io.coco import coco_documents
+
+    if scene is not None:
+        h, w = scene.height, scene.width
+    else:
+        masks = [i.mask for i in result.instances if isinstance(i.mask, np.ndarray)]
+        if not masks:
+            raise OptionError("to_coco needs instance masks (or the scene for its size)")
+        h, w = masks[0].shape
+    name = str(getattr(scene, "path", "") or "")
+    return coco_documents(result, w, h, name.rsplit("/", 1)[-1])[0]

@@ -1,0 +1,126 @@
+"""Routes the web viewer needs beyond the API (included by :func:`rscore.service.app.create_app`).
+
+- ``GET /v1/results/{id}/view/map``: a georeferenced result ready for a web map (the viewer draws it with the
+  vendored Leaflet, no tile server): the raster's bounds in WGS 84, the class (or mask) raster as a transparent
+  PNG (0, nodata and classes outside the mask see-through, the COG's palette), an offline basemap (the map area of ``map.png``: hillshade or
+  RGB with the mask, cut out of its frame by its world file) and the legend (values, names, colours from the
+  raster's category names / tags). The PNGs are at most :data:`MAX_SIDE` px (read from the COG overviews) and are
+  stretched over the WGS 84 bounds by the browser: for the areas rscore maps (a few km to a few 100 km) the
+  difference between the raster's grid and Web Mercator is under a pixel of these previews.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import numpy as np
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+__all__ = ["viewer_router", "map_layers", "MAX_SIDE"]
+
+MAX_SIDE = 1024
+
+
+def _png(rgba: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA" if rgba.shape[2] == 4 else "RGB").save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _names(tif: Path, tags: dict[str, str]) -> dict[int, str]:
+    aux = tif.with_name(tif.name + ".aux.xml")
+    if aux.is_file():
+        try:
+            cats = [c.text or "" for c in ET.parse(aux).getroot().iter("Category")]
+            if cats:
+                return dict(enumerate(cats))
+        except ET.ParseError:
+            pass
+    return {int(k[6:]): v for k, v in tags.items() if k.startswith("CLASS_") and k[6:].isdigit()}
+
+
+def map_layers(folder: Path) -> dict[str, Any]:
+    """The map view of the result in ``folder`` (see the module docstring); 404 when it has no georeferenced raster."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.warp import transform_bounds
+
+    tif = next((folder / n for n in ("classes.tif", "mask.tif") if (folder / n).is_file()), None)
+    if tif is None:
+        raise StarletteHTTPException(404, "this result has no georeferenced raster to put on a map")
+    with rasterio.open(tif) as ds:
+        if ds.crs is None:
+            raise StarletteHTTPException(404, f"{tif.name} has no CRS: it cannot be placed on a map")
+        f = max(1, math.ceil(max(ds.width, ds.height) / MAX_SIDE))
+        shape = (math.ceil(ds.height / f), math.ceil(ds.width / f))
+        values = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+        try:
+            cmap = ds.colormap(1)
+        except ValueError:
+            cmap = {1: (211, 47, 47, 255)}
+        names = _names(tif, ds.tags())
+        bounds = ds.bounds
+        selected = None
+        if tif.name == "classes.tif" and (folder / "mask.tif").is_file():  # classes outside the mask (e.g. "low")
+            with rasterio.open(folder / "mask.tif") as mk:  # are not the answer: transparent
+                selected = mk.read(1, out_shape=shape, resampling=Resampling.nearest) == 1
+        west, south, east, north = transform_bounds(ds.crs, "EPSG:4326", *bounds, densify_pts=21)
+        crs = ds.crs.to_string()
+        nodata = ds.nodata
+    if selected is not None:
+        values = np.where(selected, values, 0)
+    rgba = np.zeros((*values.shape, 4), np.uint8)
+    legend = []
+    for value in sorted(int(v) for v in np.unique(values)):
+        if value == 0 or (nodata is not None and value == nodata):
+            continue
+        colour = tuple(cmap.get(value, (211, 47, 47, 255))[:3])
+        rgba[values == value] = (*colour, 255)
+        legend.append({"value": value, "name": names.get(value, str(value)), "colour": "#%02x%02x%02x" % colour})
+    out: dict[str, Any] = {
+        "bounds": [[south, west], [north, east]], "crs": crs, "raster": tif.name, "overlay": _png(rgba),
+        "legend": legend, "base": None,
+        "geojson": "polygons.geojson" if (folder / "polygons.geojson").is_file() else None,
+    }  # fmt: skip
+    png = folder / "map.png"
+    if png.is_file() and (folder / "map.pgw").is_file():
+        import warnings
+
+        from rasterio.errors import NotGeoreferencedWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(png) as m:
+                win = m.window(*bounds).round_offsets().round_lengths()
+                g = max(1, math.ceil(max(win.width, win.height) / MAX_SIDE))
+                rgb = m.read([1, 2, 3], window=win, out_shape=(3, math.ceil(win.height / g), math.ceil(win.width / g)))
+        out["base"] = _png(np.ascontiguousarray(np.moveaxis(rgb, 0, -1)))
+    return out
+
+
+def viewer_router(output_root: Path, auth: list[Any]) -> APIRouter:
+    """The viewer's routes over the results in ``output_root`` (``auth``: the API's key dependencies)."""
+    from rscore.service.app import _errors  # the app's documented error answers (imported once the app module is)
+
+    router = APIRouter()
+
+    @router.get(
+        "/v1/results/{result_id}/view/map", dependencies=auth, tags=["results"], responses=_errors(401, 404),
+        summary="A georeferenced result as map layers (WGS 84 bounds, PNG overlays, legend) for the web viewer",
+    )  # fmt: skip
+    async def view_map(result_id: str) -> dict[str, Any]:
+        from rscore.service.app import _result_dir
+
+        folder = _result_dir(output_root, result_id)
+        return await run_in_threadpool(map_layers, folder)
+
+    return router

@@ -1,0 +1,72 @@
+"""Results in notebooks: the HTML a Jupyter cell shows, and conversions to COCO and GeoDataFrames."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import numpy as np
+import pytest
+from demo_plugin import write_demo
+
+from rscore import engine
+from rscore.errors import OptionError
+
+
+def test_result_shows_overlay_instances_confidence_caveats_and_plan(demo_registry, disc_image, tmp_path):
+    from PIL import Image
+
+    img, disc = disc_image
+    src = write_demo(tmp_path / "in.demo", img)
+    scene = engine.open_scene(src, plugin="demo", registry=demo_registry)
+    res = engine.segment(scene, "bright spots", plugin="demo", registry=demo_registry)
+    res = res.replace(caveats=("bright <script> noise may pass",), confidence=0.75)
+    page = res._repr_html_()
+    assert "bright spots" in page and "confidence: <b>0.75</b>" in page
+    assert "&lt;script&gt;" in page and "<script>" not in page  # escaped
+    rows = re.findall(r"<tr><td>(\d+)</td><td>([^<]*)</td>", page)
+    assert len(rows) == len(res.instances) == 2
+    steps = re.findall(r"<li>", page.split('class="rscore-plan"')[1])
+    assert len(steps) == len(res.plan.steps) > 0
+    # the overlay: the mask tinted, where the disc is
+    data = re.search(r'src="data:image/png;base64,([^"]+)"', res.to_html(scene)).group(1)
+    over = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+    assert over.shape[:2] == img.shape
+    red = over[..., 0].astype(int) - over[..., 2].astype(int) > 40
+    assert red[disc].mean() > 0.95 and red[~res.mask].mean() < 0.01
+
+
+def test_to_coco_is_what_pycocotools_reads(demo_registry, disc_image, tmp_path):
+    from pycocotools.coco import COCO
+
+    img, _ = disc_image
+    scene = engine.open_scene(write_demo(tmp_path / "in.demo", img), plugin="demo", registry=demo_registry)
+    res = engine.segment(scene, "bright spots", plugin="demo", registry=demo_registry)
+    coco = COCO()
+    coco.dataset = res.to_coco(scene)
+    coco.createIndex()
+    anns = coco.loadAnns(coco.getAnnIds())
+    assert len(anns) == 2
+    for ann, inst in zip(anns, res.instances):
+        assert np.array_equal(coco.annToMask(ann).astype(bool), inst.mask)
+
+
+def test_earth_result_to_geodataframe(tmp_path):
+    pytest.importorskip("geopandas")
+    from rscore_earth import synthetic
+
+    from rscore.tiling import read_window
+
+    scene = engine.open_scene(synthetic.example_path(), plugin="earth")
+    res = engine.segment(scene, "landslide-prone areas", plugin="earth", options={"matcher": "keyword"})
+    gdf = res.to_geodataframe(scene)
+    assert gdf.crs.to_epsg() == 32633 and len(gdf) > 10
+    assert set(gdf["class"]) <= {"medium", "high"}
+    assert gdf["area_m2"].sum() == pytest.approx(np.count_nonzero(read_window(res.mask)) * 100.0)
+    assert gdf.geometry.area.sum() == pytest.approx(gdf["area_m2"].sum())
+    xmin, ymin, xmax, ymax = gdf.total_bounds
+    t = scene.geo.transform
+    assert xmin >= t[2] and ymax <= t[5] and xmax <= t[2] + t[0] * scene.width
+    with pytest.raises(OptionError, match="georeferenced raster"):
+        res.to_geodataframe(None)

@@ -1,0 +1,227 @@
+"""The viewer in headless Chromium: an earth result on an interactive map (classes and hillshade layers, polygons
+with popups, opacity), a video result in a player that plays, an image result over its input with an opacity
+slider, confidence and caveats. Skipped like tests/test_service_browser.py when chromium or selenium is missing."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import time
+import types
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rscore import hookimpl
+from rscore.plugins import get_plugin_manager, get_registry
+from rscore.sdk import OpContext, ProgramOutput, Template
+from rscore.service import ServerThread, Settings, create_app
+
+try:
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+except ImportError:
+    webdriver = None
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = [
+    pytest.mark.skipif(webdriver is None, reason="needs selenium"),
+    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="needs chromium and chromium-driver"),
+    pytest.mark.skipif(importlib.util.find_spec("fastapi") is None, reason="the service needs fastapi"),
+]
+
+
+def _bright(ctx: OpContext) -> ProgramOutput:
+    grey = ctx.band("red") * 0.299 + ctx.band("green") * 0.587 + ctx.band("blue") * 0.114
+    ctx.caveat("bright <b>things</b> of any kind are selected")
+    return ProgramOutput(mask=grey >= 170)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    import demo_plugin
+
+    mod = types.ModuleType("viewer_video_plugin")
+
+    @hookimpl
+    def rscore_query_templates():
+        return [Template("bright", "bright box", "bright boxes", ("bright boxes",), program=_bright,
+                         keywords=("bright", "box", "boxes"), kinds=("video", "image"))]
+
+    mod.rscore_query_templates = rscore_query_templates
+    return get_registry(get_plugin_manager(extra=[("demo", demo_plugin), ("vview", mod)]))
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1200,1400",
+                 "--autoplay-policy=no-user-gesture-required",
+                 f"--user-data-dir={tmp_path_factory.mktemp('profile')}"):  # fmt: skip
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:
+        drv = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    except WebDriverException as exc:
+        pytest.skip(f"chromium did not start: {exc.msg}")
+    yield drv
+    drv.quit()
+
+
+@pytest.fixture
+def url(tmp_path, registry):
+    thread = ServerThread(create_app(Settings(output_root=tmp_path / "out", workers=1, queue_size=2), registry=registry))
+    yield thread.start()
+    thread.stop()
+
+
+def _submit(driver, url: str, path: Path, plugin: str, query: str) -> None:
+    t0 = time.perf_counter()
+    driver.get(url + "/")
+    WebDriverWait(driver, 20).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+    paint = driver.execute_script(
+        "const p = performance.getEntriesByName('first-contentful-paint')[0]; return p ? p.startTime : null")
+    print(f"viewer ready {1000 * (time.perf_counter() - t0):.0f} ms after navigation; first contentful paint "
+          f"{paint if paint is None else round(paint)} ms")  # a figure, not asserted
+    Select(driver.find_element(By.ID, "plugin")).select_by_value(plugin)
+    driver.find_element(By.ID, "file").send_keys(str(path))
+    driver.find_element(By.ID, "query").send_keys(query)
+    driver.find_element(By.ID, "submit").click()
+
+
+def _errors(driver) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_earth_result_on_an_interactive_map(driver, url, tmp_path):
+    import rasterio
+    from dataclasses import replace
+    from rasterio.transform import from_origin
+
+    from rscore_earth import synthetic
+
+    z = synthetic.generate_dem(replace(synthetic.EXAMPLE_SPEC, height=160, width=200))
+    dem = tmp_path / "dem.tif"
+    with rasterio.open(dem, "w", driver="GTiff", width=200, height=160, count=1, dtype="float32", crs="EPSG:32633",
+                       transform=from_origin(500_000, 5_120_000, 10, 10)) as dst:  # fmt: skip
+        dst.write(z.astype(np.float32), 1)
+    _submit(driver, url, dem, "earth", "steep terrain")
+    WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "map").get_attribute("data-ready") == "1")
+    layers = driver.find_elements(By.CSS_SELECTOR, "#map img.leaflet-image-layer")
+    assert len(layers) == 2  # the offline basemap (hillshade) and the classes
+    polygons = driver.find_elements(By.CSS_SELECTOR, "#map path.leaflet-interactive")
+    assert len(polygons) > 3
+    # the map sits where the raster is: Leaflet's view centre ~ the DEM centre in WGS 84
+    from pyproj import Transformer
+
+    lon, lat = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True).transform(501_000, 5_119_200)
+    centre = driver.execute_script("const c = leafletMap.getCenter(); return [c.lat, c.lng]")
+    assert centre == pytest.approx([lat, lon], abs=2e-4)  # ~20 m
+    legend = driver.find_element(By.ID, "legend").text
+    assert "steep" in legend and "EPSG:32633" in legend
+    # a popup with the polygon's class and area
+    driver.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", polygons[0])
+    popup = WebDriverWait(driver, 5).until(lambda d: d.find_element(By.CSS_SELECTOR, ".leaflet-popup-content"))
+    assert "area:" in popup.text and "m²" in popup.text
+    # the opacity slider fades the classes layer
+    classes = driver.find_element(By.CSS_SELECTOR, "#map img.rscore-classes")
+    slider = driver.find_element(By.ID, "opacity")
+    driver.execute_script("arguments[0].value = 20; arguments[0].dispatchEvent(new Event('input'))", slider)
+    assert float(classes.value_of_css_property("opacity")) == pytest.approx(0.2)
+    # the screenshot of the map shows the drawn layers (not a blank box)
+    png = tmp_path / "map.png"
+    driver.find_element(By.ID, "map").screenshot(str(png))
+    pixels = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)
+    assert len(np.unique(pixels // 16, axis=0)) > 20
+    assert _errors(driver) == []
+
+
+def test_video_result_plays_with_its_events(driver, url, tmp_path):
+    import av
+
+    clip = tmp_path / "boxes.avi"
+    with av.open(str(clip), "w") as c:
+        s = c.add_stream("mjpeg", rate=Fraction(10))
+        s.width, s.height, s.pix_fmt = 160, 96, "yuvj420p"
+        for i in range(30):
+            img = np.full((96, 160, 3), 60, np.uint8)
+            img[10:30, 8 + 3 * i : 30 + 3 * i] = 235
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    _submit(driver, url, clip, "vview", "bright boxes")
+    player = WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "player") if
+                                             d.find_element(By.ID, "player").is_displayed() else False)  # fmt: skip
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return arguments[0].readyState", player) >= 2)
+    assert driver.execute_script("return [arguments[0].videoWidth, arguments[0].videoHeight]", player) == [160, 96]
+    assert driver.execute_script("return arguments[0].duration", player) == pytest.approx(3.0, abs=0.15)
+    driver.execute_script("arguments[0].play()", player)
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return arguments[0].currentTime", player) > 0.3)
+    events = driver.find_elements(By.CSS_SELECTOR, "#events button")
+    assert events and events[0].text.startswith("#1 bright box")
+    assert _errors(driver) == []
+
+
+def test_image_instances_over_the_input_with_toggles_opacity_confidence_and_caveats(driver, url, tmp_path):
+    png = tmp_path / "boxes.png"
+    img = np.full((60, 90, 3), 40, np.uint8)
+    img[10:30, 20:50] = 240
+    img[40:55, 60:85] = 230
+    Image.fromarray(img).save(png)
+    _submit(driver, url, png, "vview", "bright boxes")
+    WebDriverWait(driver, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#instances tbody tr")) == 2)
+    assert driver.find_element(By.ID, "trust").text.startswith("confidence:")
+    assert "bright <b>things</b>" in driver.find_element(By.ID, "caveats").text  # shown as text, not HTML
+    canvas = WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "instances-canvas") if
+                                             d.find_element(By.ID, "instances-canvas").is_displayed() else False)
+    assert driver.find_element(By.ID, "input-preview").is_displayed()
+    alpha = "return arguments[0].getContext('2d').getImageData(arguments[1], arguments[2], 1, 1).data[3]"
+    # the RLE masks decoded in the browser land on the boxes, nowhere else
+    assert driver.execute_script(alpha, canvas, 30, 20) > 0 and driver.execute_script(alpha, canvas, 70, 47) > 0
+    assert driver.execute_script(alpha, canvas, 5, 5) == 0
+    # untick the first instance: its pixels go, the other's stay
+    rows = driver.find_elements(By.CSS_SELECTOR, "#instances tbody tr")
+    first_box = [int(v) for v in rows[0].find_elements(By.TAG_NAME, "td")[5].text.split(", ")]
+    rows[0].find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+    x, y = (first_box[0] + first_box[2]) // 2, (first_box[1] + first_box[3]) // 2
+    assert driver.execute_script(alpha, canvas, x, y) == 0
+    assert sum(driver.execute_script(alpha, canvas, px, py) > 0 for px, py in ((30, 20), (70, 47))) == 1
+    slider = driver.find_element(By.ID, "opacity")
+    driver.execute_script("arguments[0].value = 30; arguments[0].dispatchEvent(new Event('input'))", slider)
+    assert float(canvas.value_of_css_property("opacity")) == pytest.approx(0.3)
+    assert _errors(driver) == []
+
+
+@pytest.mark.shared_data
+def test_dicom_slice_browser(driver, url, tmp_path):
+    from rscore.testing import shared_data_dir
+
+    root = shared_data_dir()
+    path = root / "medical" / "dicom" / "pydicom-data_eCT_Supplemental.dcm" if root else None
+    if path is None or not path.is_file():
+        pytest.skip("shared data medical/dicom/pydicom-data_eCT_Supplemental.dcm not present")
+    _submit(driver, url, path, "surgical", "body")  # a real enhanced (multi-frame) CT: 2 slices
+    row = WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "slice-row") if
+                                          d.find_element(By.ID, "slice-row").is_displayed() else False)  # fmt: skip
+    img = driver.find_element(By.ID, "overlay")
+    caption = driver.find_element(By.ID, "overlay-caption")
+    WebDriverWait(driver, 10).until(lambda d: img.get_attribute("data-slice") is not None)
+    first = (img.get_attribute("data-slice"), img.get_attribute("src"))
+    assert "of 2" in caption.text and "window" in caption.text
+    slider = row.find_element(By.ID, "slice")
+    target = "1" if first[0] == "000" else "0"
+    driver.execute_script(f"arguments[0].value = {target}; arguments[0].dispatchEvent(new Event('input'))", slider)
+    WebDriverWait(driver, 10).until(lambda d: img.get_attribute("data-slice") != first[0])
+    assert img.get_attribute("src") != first[1] and f"({int(target) + 1} of 2)" in caption.text
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
+    assert driver.execute_script("return arguments[0].naturalWidth", img) == 512
+    assert _errors(driver) == []
