@@ -290,11 +290,12 @@ class _ExitWithMessage(Exception):
 def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     weights: Annotated[Optional[Path], typer.Option(help="Also look for weights in this folder.")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="Only reasoner, segmenter or detector models.")] = None,
 ) -> None:
-    """Registered models (VLM reasoners, SAM2 segmenters) and whether their weights are on this machine."""
+    """Registered models (VLM reasoners, segmenters, detectors) and whether their weights are on this machine."""
     from rscore.models import list_command
 
-    _emit(list_command(as_json=as_json, weights=weights))
+    _emit(list_command(as_json=as_json, weights=weights, kind=kind))
 
 
 @models_app.command("pull")
