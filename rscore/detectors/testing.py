@@ -74,9 +74,12 @@ def export_onnx(module: Any, path: str | Path, size: int, *, dynamic_batch: bool
     import onnx
     import torch
 
+    import warnings
+
     buf = io.BytesIO()
     axes = {"images": {0: "batch"}, "output0": {0: "batch"}} if dynamic_batch else None
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: needs no onnxscript
         torch.onnx.export(module, (torch.zeros(1, 3, size, size),), buf, input_names=["images"],
                           output_names=["output0"], dynamic_axes=axes, opset_version=17, dynamo=False)  # fmt: skip
     model = onnx.load_from_string(buf.getvalue())
@@ -95,7 +98,7 @@ def save_pattern_yolo_onnx(path: str | Path, names: Sequence[str] | None = ("per
     way Ultralytics writes it (``None``: no metadata; then ``nc`` classes). ``reach`` (px on the network canvas) is
     how far an anchor sees: blobs must be smaller than it and further apart than it."""
     count = len(names) if names else int(nc or 3)
-    meta = {"names": repr(dict(enumerate(names))), "imgsz": repr([size, size]), "stride": "8", "task": "detect"}
+    meta = {"names": repr(dict(enumerate(names or ()))), "imgsz": repr([size, size]), "stride": "8", "task": "detect"}
     return export_onnx(_pattern_module(count, size, reach, layout), path, size, dynamic_batch=dynamic_batch,
                        metadata=meta if names else {})  # fmt: skip
 
