@@ -382,19 +382,25 @@ def _program(rule: DetectionRule) -> Callable[[OpContext], ProgramOutput]:
 _NEW = (
     Template("workers", "worker", "people on site, found by a person detector",
              ("people on site", "persons on the site", "how many people are there", "count the people"),
+             prompt="Find every person on the site and box each one.",
              keywords=("people", "persons", "person")),
     Template("hard_hats_worn", "worker wearing a hard hat", "people whose head region has a hard hat (detector)",
              ("workers wearing hard hats", "people wearing helmets", "hard hat compliant workers"),
+             prompt="Find every person on the site whose head has a hard hat on, and box each one.",
              keywords=("wearing", "worn")),
     Template("no_vests", "worker without a vest", "people whose torso has no safety vest (detector)",
              ("workers without vests", "people not wearing safety vests", "no hi-vis vest on"),
+             prompt="Find every person on the site; box the people who wear no high-visibility safety vest.",
              keywords=("without", "missing", "not")),
     Template("near_machinery", "worker near machinery", "people close to machinery or vehicles (detector)",
              ("people near machinery", "person close to an excavator", "someone next to a moving vehicle",
               "too close to heavy equipment"),
+             prompt="Find people standing within about one body height of an excavator, truck or other machinery, "
+             "and box each person.",
              keywords=("near", "close", "machinery", "excavator", "vehicle", "vehicles", "truck", "equipment")),
     Template("people_in_zone", "person in restricted zone", "people standing inside a restricted zone (detector)",
              ("people inside the restricted zone", "person in the exclusion zone", "someone in a no-go area"),
+             prompt="Find the people standing inside the marked restricted or exclusion zone and box each one.",
              keywords=("inside", "exclusion", "restricted")),
 )
 
