@@ -348,9 +348,9 @@ def _program(rule: DetectionRule) -> Callable[[OpContext], ProgramOutput]:
         except OptionError as exc:
             raise BackendUnavailable(f"template '{rule.name}' answers from detections: {exc}") from None
         _check_classes(rule, detector, opts)
-        roles = {alt for need in rule.needs for alt in need.split("|")}
-        phrases = tuple(p for r in ("person", "helmet", "vest", "machinery") if r in roles for p in PHRASES[r])
-        dets = _scene_detections(ctx, detector, phrases)
+        # every rule asks for every phrase: one detector pass per picture serves all the rules run on it
+        phrases = tuple(p for r in ("person", "helmet", "vest", "machinery") for p in PHRASES[r])
+        dets = _scene_detections(ctx, detector, phrases if detector.open_vocabulary else ())
         hits = rule.fn(dets, opts, zones) if zones else rule.fn(dets, opts)
         counts = {role: len(v) for role, v in _by_role(dets, opts).items() if v}
         ctx.note(
