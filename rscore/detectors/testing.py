@@ -103,7 +103,7 @@ def save_pattern_yolo_onnx(path: str | Path, names: Sequence[str] | None = ("per
                        metadata=meta if names else {})  # fmt: skip
 
 
-def yolo_like_module(nc: int = 80, width: float = 1.0, seed: int = 0) -> Any:
+def yolo_like_module(nc: int = 80, width: float = 1.35, seed: int = 0) -> Any:
     """A random conv net shaped like YOLOv8n (about 3 M parameters, about 8 GFLOPs at 640 px): strided conv stages
     to strides 8 / 16 / 32 and a head per stride, concatenated into the v8 layout ``(B, 4 + nc, 8400)``."""
     import torch

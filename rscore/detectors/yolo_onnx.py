@@ -129,16 +129,15 @@ def decode(
     """One image's raw head output -> ``(boxes (K, 4) xyxy on the canvas, scores (K,), classes (K,))`` after the
     confidence filter and per-class NMS, best first. ``raw`` is ``(4 + nc, N)`` for v8 or ``(N, 5 + nc)`` for v5."""
     if layout == "v5":
-        rows = raw
-        obj = rows[:, 4]
-        cls_scores = rows[:, 5 : 5 + nc] * obj[:, None]
+        cls_scores = (raw[:, 5 : 5 + nc] * raw[:, 4:5]).T  # (nc, N)
+        xywh_all = raw[:, :4]
     else:
-        rows = raw.T  # (N, 4 + nc)
-        cls_scores = rows[:, 4 : 4 + nc]
-    classes = cls_scores.argmax(1)
-    scores = cls_scores[np.arange(len(classes)), classes]
-    keep = scores >= conf
-    xywh, scores, classes = rows[keep, :4].astype(np.float64), scores[keep].astype(np.float64), classes[keep]
+        cls_scores = raw[4 : 4 + nc]  # (nc, N): reduce along the contiguous axis
+        xywh_all = raw[:4].T
+    classes = cls_scores.argmax(0)
+    scores = cls_scores.max(0)
+    keep = np.flatnonzero(scores >= conf)
+    xywh, scores, classes = xywh_all[keep].astype(np.float64), scores[keep].astype(np.float64), classes[keep]
     boxes = np.empty_like(xywh)
     boxes[:, 0] = xywh[:, 0] - xywh[:, 2] / 2
     boxes[:, 1] = xywh[:, 1] - xywh[:, 3] / 2
@@ -252,8 +251,8 @@ class YoloOnnxDetector:
             canvas, lb = letterbox(_rgb8(img), self.input_size)
             canvases.append(canvas)
             boxes.append(lb)
-        batch = np.stack(canvases).transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(batch, dtype=self.input_dtype) * self.input_dtype(1 / 255), boxes
+        batch = cv2.dnn.blobFromImages(canvases, 1 / 255)  # NCHW float32 in one pass (channel order kept: RGB)
+        return (batch if self.input_dtype == np.float32 else batch.astype(self.input_dtype)), boxes
 
     def postprocess(self, raw: np.ndarray, boxes: Sequence[Letterbox]) -> list[list[Detection]]:
         out = []
