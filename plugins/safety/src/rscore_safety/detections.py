@@ -413,7 +413,6 @@ def _with_rule(t: Template) -> Template:
         explain=(t.explain + "; " if t.explain else "") + f"from detections (-O detector_model=...): {rule.explain}",
         kinds=("image", "video"),
         requires=("red", "green", "blue"),
-        caveats=t.caveats + ("needs a detector (-O detector_model=PATH); without one the template does not run",),
     )
 
 
