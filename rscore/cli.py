@@ -97,7 +97,7 @@ def run(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder [default: ./rscore-out/<input-stem>/].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result document (as result.json) on stdout.")] = False,
     reasoner: Annotated[str, typer.Option(help="analytic (offline default) or a VLM reasoner: transformers, openai.")] = "analytic",
-    segmenter: Annotated[str, typer.Option(help="auto, sam2 or classical.")] = "auto",
+    segmenter: Annotated[str, typer.Option(help="auto, sam2, sam2-hf, sam3, grounded or classical.")] = "auto",
     endpoint: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint URL (--reasoner openai).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model name or id for the reasoner.")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Folder with local model weights (see 'rscore models list').")] = None,
