@@ -38,8 +38,7 @@ from rscore.options import scoped, typed
 __all__ = ["Detection", "Detector", "DetectorOptions", "get_detector", "detector_backend", "clear_detector_cache",
            "box_iou", "nms"]
 
-BACKENDS = ("yolo-onnx", "owlv2", "grounding-dino")
-_MODEL_TYPES = {"owlv2": "owlv2", "owlvit": "owlv2", "grounding-dino": "grounding-dino"}
+BACKENDS = ("yolo-onnx", "owlv2", "grounding-dino")  # the built-in ones; plugins may register more
 
 
 @dataclass(frozen=True)
@@ -173,9 +172,7 @@ def detector_backend(options: Mapping[str, Any]) -> str:
     ``detector_model``; :class:`OptionError` when no detector is configured."""
     name = str(options.get("detector") or "auto").strip().lower()
     if name != "auto":
-        if name not in BACKENDS:
-            return name  # a third-party backend: the registry says whether it exists
-        return name
+        return name  # built-in or a plugin's: the registry says whether it exists
     model = str(options.get("detector_model") or "").strip()
     if not model:
         raise OptionError("no detector is configured: pass -O detector_model=PATH (a YOLO .onnx export or an OWLv2 / "
