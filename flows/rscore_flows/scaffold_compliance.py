@@ -285,7 +285,9 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
     info: dict[str, Any] = {}
     sampled = 0
     try:
-        for frame, t_s, rgb in sample_frames(job.path, job.sample_fps, job.stride):
+        from rscore_safety.detections import detect_ahead  # detector_batch frames per call; no-op without one
+
+        for frame, t_s, rgb in detect_ahead(sample_frames(job.path, job.sample_fps, job.stride), extra):
             if frame is None:
                 info = t_s
                 continue

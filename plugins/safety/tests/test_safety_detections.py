@@ -164,3 +164,25 @@ def test_people_in_zone_end_to_end(site_model, site, tmp_path):
                          options={"detector_model": str(site_model), "zones": str(zones), "segmenter": "classical"})
     assert res.plan.template == "safety:people_in_zone"
     assert [i.bbox for i in res.instances] == [(180, 60, 200, 120)]  # worker B's feet (y 120) are in the pit
+
+
+def test_detect_ahead_batches_frames_and_the_rules_reuse_them(site_model, site, monkeypatch):
+    from rscore.detectors import get_detector
+    from rscore_safety import detections as dm
+
+    opts = {"detector_model": str(site_model), "detector_batch": 2, "segmenter": "classical"}
+    detector = get_detector(opts)
+    frame = np.asarray(Image.open(site).convert("RGB"))
+    frames = [(None, {"fps": 1}, None)] + [(i, float(i), np.roll(frame, i, axis=1)) for i in range(5)]
+    calls = []
+    real = detector.detect_batch
+    monkeypatch.setattr(detector, "detect_batch", lambda imgs, phrases=None: calls.append(len(imgs)) or real(imgs))
+    out = list(dm.detect_ahead(iter(frames), opts))
+    assert [f[0] for f in out] == [None, 0, 1, 2, 3, 4] and calls == [2, 2, 1]
+    monkeypatch.setattr(detector, "detect", lambda *a, **k: pytest.fail("detections were not reused"))
+    from rscore.types import ArraySource, Scene
+
+    scene = Scene(ArraySource(np.moveaxis(out[3][2], -1, 0).copy()), "image", ("red", "green", "blue"))
+    res = engine.segment(scene, "workers without hard hats", plugin="safety", options=opts)
+    assert [i.bbox for i in res.instances] == [(182, 60, 202, 120)]  # frame 2: shifted right by 2 px
+    assert list(dm.detect_ahead(iter(frames[:2]), {})) == frames[:2]  # no detector: passed through untouched

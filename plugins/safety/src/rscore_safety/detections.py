@@ -33,7 +33,8 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -47,7 +48,7 @@ from rscore.types import Target
 log = logging.getLogger(__name__)
 
 __all__ = ["ROLES", "PHRASES", "RuleOptions", "Hit", "role_of", "workers", "hard_hats", "no_hard_hats", "vests",
-           "no_vests", "near_machinery", "in_zones", "RULES", "TEMPLATES", "with_detection_rules"]
+           "no_vests", "near_machinery", "in_zones", "RULES", "TEMPLATES", "with_detection_rules", "detect_ahead"]
 
 ROLES: Mapping[str, tuple[str, ...]] = {
     "person": ("person", "worker", "people", "human", "pedestrian"),
@@ -295,26 +296,72 @@ RULES: Mapping[str, DetectionRule] = {
 }
 
 MAX_HIT_NOTES = 20  # plan steps naming individual hits (all of them are targets)
-_DETECTIONS: dict[tuple[Any, ...], list[Any]] = {}
+MAX_CACHED = 256  # pictures whose detections are kept (a batch primed ahead must survive until its frames run)
+_DETECTIONS: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
 _DET_LOCK = threading.Lock()
+ALL_PHRASES = tuple(p for r in ("person", "helmet", "vest", "machinery") for p in PHRASES[r])
 
 
-def _scene_detections(ctx: OpContext, detector: Any, phrases: tuple[str, ...]) -> list[Any]:
-    """The whole scene's detections, computed once per picture however many tiles the program runs on."""
+def _key(rgb: np.ndarray, detector: Any) -> tuple[Any, ...]:
+    digest = hashlib.blake2b(memoryview(np.ascontiguousarray(rgb)).cast("B"), digest_size=16).hexdigest()
+    return (digest, rgb.shape, id(detector), ALL_PHRASES if detector.open_vocabulary else ())
+
+
+def _remember(key: tuple[Any, ...], dets: list[Any]) -> None:
+    with _DET_LOCK:
+        _DETECTIONS[key] = dets
+        _DETECTIONS.move_to_end(key)
+        while len(_DETECTIONS) > MAX_CACHED:
+            _DETECTIONS.popitem(last=False)
+
+
+def _scene_detections(ctx: OpContext, detector: Any) -> list[Any]:
+    """The whole scene's detections, computed once per picture however many tiles and rules run on it (every rule
+    asks an open-vocabulary detector for every phrase, so one pass serves them all)."""
     from rscore.io.images import scene_rgb8
 
     rgb = scene_rgb8(ctx.scene)
-    digest = hashlib.blake2b(memoryview(np.ascontiguousarray(rgb)).cast("B"), digest_size=16).hexdigest()
-    key = (digest, rgb.shape, id(detector), phrases)
+    key = _key(rgb, detector)
     with _DET_LOCK:
         if key in _DETECTIONS:
             return _DETECTIONS[key]
-    dets = detector.detect(rgb, list(phrases) if detector.open_vocabulary else None)
-    with _DET_LOCK:
-        if len(_DETECTIONS) > 8:
-            _DETECTIONS.clear()
-        _DETECTIONS[key] = dets
+    dets = detector.detect(rgb, list(key[3]) or None)
+    _remember(key, dets)
     return dets
+
+
+def detect_ahead(items: Iterable[tuple[Any, Any, Any]], options: Mapping[str, Any]) -> Iterator[tuple[Any, Any, Any]]:
+    """Pass ``(frame, t_s, rgb)`` items (a video's sampled frames) through unchanged while the configured detector
+    runs on ``detector_batch`` frames per call ahead of them, so the rules find their detections ready (batched
+    inference on video). Items whose ``rgb`` is ``None`` pass at once; without a detector nothing is run."""
+    from rscore.detectors import DetectorOptions, detector_backend, get_detector
+
+    try:
+        detector_backend(options)
+    except OptionError:
+        yield from items
+        return
+    detector = get_detector(options)
+    size = DetectorOptions.from_options(options).batch
+    buffer: list[tuple[Any, Any, Any]] = []
+
+    def flush() -> Iterator[tuple[Any, Any, Any]]:
+        rgbs = [np.ascontiguousarray(item[2]) for item in buffer]
+        keys = [_key(rgb, detector) for rgb in rgbs]
+        for key, dets in zip(keys, detector.detect_batch(rgbs, list(keys[0][3]) or None)):
+            _remember(key, dets)
+        yield from buffer
+        buffer.clear()
+
+    for item in items:
+        if item[2] is None:
+            yield item
+            continue
+        buffer.append(item)
+        if len(buffer) >= size:
+            yield from flush()
+    if buffer:
+        yield from flush()
 
 
 def _check_classes(rule: DetectionRule, detector: Any, opts: RuleOptions) -> None:
@@ -348,9 +395,7 @@ def _program(rule: DetectionRule) -> Callable[[OpContext], ProgramOutput]:
         except OptionError as exc:
             raise BackendUnavailable(f"template '{rule.name}' answers from detections: {exc}") from None
         _check_classes(rule, detector, opts)
-        # every rule asks for every phrase: one detector pass per picture serves all the rules run on it
-        phrases = tuple(p for r in ("person", "helmet", "vest", "machinery") for p in PHRASES[r])
-        dets = _scene_detections(ctx, detector, phrases if detector.open_vocabulary else ())
+        dets = _scene_detections(ctx, detector)
         hits = rule.fn(dets, opts, zones) if zones else rule.fn(dets, opts)
         counts = {role: len(v) for role, v in _by_role(dets, opts).items() if v}
         ctx.note(
