@@ -101,7 +101,8 @@ def test_templates_registered_and_hard_hats_keeps_its_vlm_prompt():
     from rscore.plugins import get_registry
 
     names = {t.name: t for t in get_registry().templates_for("safety") if t.plugin == "safety"}
-    assert {"workers", "hard_hats", "hard_hats_worn", "no_vests", "near_machinery", "people_in_zone"} <= set(names)
+    assert {"workers", "hard_hats", "hard_hats_worn", "no_vests", "near_machinery", "people_in_zone",
+            "at_height"} <= set(names)
     assert names["hard_hats"].program is not None and "hard hat" in names["hard_hats"].prompt
     assert len(with_detection_rules(list(names.values()))) == len(names)  # idempotent
 
@@ -186,3 +187,17 @@ def test_detect_ahead_batches_frames_and_the_rules_reuse_them(site_model, site, 
     res = engine.segment(scene, "workers without hard hats", plugin="safety", options=opts)
     assert [i.bbox for i in res.instances] == [(182, 60, 202, 120)]  # frame 2: shifted right by 2 px
     assert list(dm.detect_ahead(iter(frames[:2]), {})) == frames[:2]  # no detector: passed through untouched
+
+
+def test_workers_at_height_on_a_scaffold():
+    from rscore_safety.detections import at_height
+
+    scaffold = det("Scaffolding", (50, 20, 300, 400))
+    up = Detection("person", 0.9, (100, 100, 140, 200))  # feet 200 px = 2 heights above the base (y 400)
+    down = Detection("person", 0.9, (200, 310, 240, 390))  # feet 10 px = 0.125 heights above the base
+    beside = Detection("person", 0.9, (400, 100, 440, 200))  # outside the scaffold's columns
+    hits = at_height([scaffold, up, down, beside], OPTS)
+    assert [h.box for h in hits] == [up.box] and "2.0 person heights above the base of the Scaffolding" in hits[0].why
+    assert len(at_height([scaffold, up, down], RuleOptions(height_above=0.1))) == 2
+    assert at_height([up, down], OPTS) == []  # no scaffold detected: nobody is "at height"
+    assert role_of("scaffolding") == "scaffold"

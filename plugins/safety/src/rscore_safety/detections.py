@@ -19,6 +19,9 @@ area lies inside it):
   model's no-vest class.
 - ``near machinery``: the gap between ``p`` and a machinery/vehicle box (0 when they overlap) is at most
   ``near_heights`` x h: people's box height is the only scale a single camera gives.
+- ``at height``: ``p``'s foot point lies within a scaffold box's columns and at least ``height_above`` x h above its
+  bottom edge, taken as the ground under the scaffold (a person in front of the scaffold on rising ground can look
+  raised too: the template says so in its caveats).
 - ``in zone``: ``p``'s foot point (bottom centre: where the person stands on the ground plane) lies inside a
   polygon of ``-O zones=FILE``.
 
@@ -48,7 +51,7 @@ from rscore.types import Target
 log = logging.getLogger(__name__)
 
 __all__ = ["ROLES", "PHRASES", "RuleOptions", "Hit", "role_of", "workers", "hard_hats", "no_hard_hats", "vests",
-           "no_vests", "near_machinery", "in_zones", "RULES", "TEMPLATES", "with_detection_rules", "detect_ahead"]
+           "no_vests", "near_machinery", "at_height", "in_zones", "RULES", "TEMPLATES", "with_detection_rules", "detect_ahead"]
 
 ROLES: Mapping[str, tuple[str, ...]] = {
     "person": ("person", "worker", "people", "human", "pedestrian"),
@@ -56,6 +59,7 @@ ROLES: Mapping[str, tuple[str, ...]] = {
     "no_helmet": ("no hardhat", "no hard hat", "no helmet", "without helmet", "without hardhat"),
     "vest": ("safety vest", "vest", "hi vis vest", "high visibility vest", "reflective vest", "hivis", "hi vis"),
     "no_vest": ("no safety vest", "no vest", "without vest", "no hi vis"),
+    "scaffold": ("scaffold", "scaffolding", "scaffolds", "scaffold tower", "ladder", "ladders"),
     "machinery": ("machinery", "vehicle", "excavator", "truck", "dump truck", "bulldozer", "loader",
                   "wheel loader", "crane", "forklift", "car", "bus", "tractor", "mixer truck", "concrete mixer",
                   "roller", "backhoe", "construction vehicle", "heavy equipment"),
@@ -67,6 +71,7 @@ PHRASES: Mapping[str, tuple[str, ...]] = {
     "helmet": ("hard hat",),
     "vest": ("safety vest",),
     "machinery": ("excavator", "truck", "construction vehicle"),
+    "scaffold": ("scaffolding", "ladder"),
 }
 """What an open-vocabulary detector is asked for, per role."""
 
@@ -85,6 +90,7 @@ class RuleOptions:
     - ``torso_top`` / ``torso_bottom``: the torso band, as fractions of the person box height from its top.
     - ``part_overlap``: share of a helmet / vest / no-class box that must lie in the region.
     - ``near_heights``: "near machinery" when the gap is at most this many person heights.
+    - ``height_above``: "at height" when the feet are at least this many person heights above the scaffold's base.
     - ``extra_classes``: more labels, ``role:label;role:label`` (e.g. ``helmet:casco;machinery:telehandler``).
     """
 
@@ -95,6 +101,7 @@ class RuleOptions:
     torso_bottom: float = 0.75
     part_overlap: float = 0.5
     near_heights: float = 1.0
+    height_above: float = 0.5
     extra_classes: str = ""
 
     def __post_init__(self) -> None:
@@ -105,6 +112,7 @@ class RuleOptions:
             (0 <= self.torso_top < self.torso_bottom <= 1, "need 0 <= torso_top < torso_bottom <= 1"),
             (0 < self.part_overlap <= 1, "part_overlap must be in (0, 1]"),
             (0 <= self.near_heights <= 100, "near_heights must be in [0, 100]"),
+            (0 <= self.height_above <= 100, "height_above must be in [0, 100]"),
         ]
         for ok, message in checks:
             if not ok:
@@ -144,7 +152,7 @@ def role_of(label: str, opts: RuleOptions | None = None) -> str | None:
     labels are checked first so that ``no hardhat`` is never read as a helmet."""
     text = _norm(label)
     roles = (opts or RuleOptions()).roles()
-    for role in ("no_helmet", "no_vest", "person", "helmet", "vest", "machinery"):
+    for role in ("no_helmet", "no_vest", "person", "helmet", "vest", "machinery", "scaffold"):
         if text in roles[role]:
             return role
     return None
@@ -252,6 +260,24 @@ def near_machinery(dets: Sequence[Any], opts: RuleOptions) -> list[Hit]:
     return hits
 
 
+def at_height(dets: Sequence[Any], opts: RuleOptions) -> list[Hit]:
+    """People standing on a scaffold or ladder: the foot point within a scaffold (or ladder) box's columns and at least ``height_above``
+    person heights above its bottom edge (the ground under the scaffold, as far as one camera shows it)."""
+    roles = _by_role(dets, opts)
+    hits = []
+    for p in roles["person"]:
+        h = p.box[3] - p.box[1]
+        fx, fy = (p.box[0] + p.box[2]) / 2, p.box[3]
+        for sc in roles["scaffold"]:
+            above = (sc.box[3] - fy) / h if h > 0 else 0.0
+            if sc.box[0] <= fx <= sc.box[2] and sc.box[1] <= fy and above >= opts.height_above:
+                hits.append(Hit("worker at height", p.box, p.score,
+                                f"feet {above:.1f} person heights above the base of the {sc.label} "
+                                f"(limit {opts.height_above:g})"))  # fmt: skip
+                break
+    return hits
+
+
 def in_zones(dets: Sequence[Any], opts: RuleOptions, zones: Sequence[Any]) -> list[Hit]:
     """People whose foot point (bottom centre of the box) lies inside one of ``zones``
     (:class:`rscore_safety.zones.Zone`)."""
@@ -275,6 +301,7 @@ class DetectionRule:
     needs: tuple[str, ...]  # roles that must be detectable (any of the alternatives after "|")
     fn: Callable[..., list[Hit]]
     explain: str
+    caveat: str = ""
 
 
 RULES: Mapping[str, DetectionRule] = {
@@ -290,6 +317,11 @@ RULES: Mapping[str, DetectionRule] = {
                       "person boxes without a vest box in the torso band, and the detector's no-vest boxes"),
         DetectionRule("near_machinery", ("person", "machinery"), near_machinery,
                       "people whose box is within near_heights person heights of a machinery or vehicle box"),
+        DetectionRule("at_height", ("person", "scaffold"), at_height,
+                      "people whose feet are on a scaffold or ladder: inside its columns, height_above person heights "
+                      "over its base", "the scaffold or ladder box's bottom edge stands for the ground; people on roofs "
+                      "or platforms are not found: on sloping ground, or with a person "
+                      "in front of the scaffold, check the frames"),
         DetectionRule("people_in_zone", ("person",), in_zones,
                       "people whose foot point (bottom centre of the box) is inside a restricted zone"),
     )
@@ -299,7 +331,7 @@ MAX_HIT_NOTES = 20  # plan steps naming individual hits (all of them are targets
 MAX_CACHED = 256  # pictures whose detections are kept (a batch primed ahead must survive until its frames run)
 _DETECTIONS: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
 _DET_LOCK = threading.Lock()
-ALL_PHRASES = tuple(p for r in ("person", "helmet", "vest", "machinery") for p in PHRASES[r])
+ALL_PHRASES = tuple(p for r in ("person", "helmet", "vest", "machinery", "scaffold") for p in PHRASES[r])
 
 
 def _key(rgb: np.ndarray, detector: Any) -> tuple[Any, ...]:
@@ -443,6 +475,10 @@ _NEW = (
              prompt="Find people standing within about one body height of an excavator, truck or other machinery, "
              "and box each person.",
              keywords=("near", "close", "machinery", "excavator", "vehicle", "vehicles", "truck", "equipment")),
+    Template("at_height", "worker at height", "people standing high above the ground (detector)",
+             ("workers at height", "people working at height", "someone high above the ground"),
+             prompt="Find every person standing or working above ground level and box each one.",
+             keywords=("height", "high", "above")),
     Template("people_in_zone", "person in restricted zone", "people standing inside a restricted zone (detector)",
              ("people inside the restricted zone", "person in the exclusion zone", "someone in a no-go area"),
              prompt="Find the people standing inside the marked restricted or exclusion zone and box each one.",
@@ -458,6 +494,7 @@ def _with_rule(t: Template) -> Template:
         explain=(t.explain + "; " if t.explain else "") + f"from detections (-O detector_model=...): {rule.explain}",
         kinds=("image", "video"),
         requires=("red", "green", "blue"),
+        caveats=t.caveats + ((rule.caveat,) if rule.caveat else ()),
     )
 
 
