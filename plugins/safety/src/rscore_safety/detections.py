@@ -271,7 +271,7 @@ def at_height(dets: Sequence[Any], opts: RuleOptions) -> list[Hit]:
         for sc in roles["scaffold"]:
             above = (sc.box[3] - fy) / h if h > 0 else 0.0
             if sc.box[0] <= fx <= sc.box[2] and sc.box[1] <= fy and above >= opts.height_above:
-                hits.append(Hit("worker at height", p.box, p.score,
+                hits.append(Hit("person at height", p.box, p.score,
                                 f"feet {above:.1f} person heights above the base of the {sc.label} "
                                 f"(limit {opts.height_above:g})"))  # fmt: skip
                 break
@@ -319,9 +319,9 @@ RULES: Mapping[str, DetectionRule] = {
                       "people whose box is within near_heights person heights of a machinery or vehicle box"),
         DetectionRule("at_height", ("person", "scaffold"), at_height,
                       "people whose feet are on a scaffold or ladder: inside its columns, height_above person heights "
-                      "over its base", "the scaffold or ladder box's bottom edge stands for the ground; people on roofs "
-                      "or platforms are not found: on sloping ground, or with a person "
-                      "in front of the scaffold, check the frames"),
+                      "over its base", "the scaffold or ladder box's bottom edge stands for the ground (on sloping ground, "
+                      "or with a person in front of the scaffold, check the frames); people on roofs or platforms "
+                      "are not found"),
         DetectionRule("people_in_zone", ("person",), in_zones,
                       "people whose foot point (bottom centre of the box) is inside a restricted zone"),
     )
@@ -475,8 +475,8 @@ _NEW = (
              prompt="Find people standing within about one body height of an excavator, truck or other machinery, "
              "and box each person.",
              keywords=("near", "close", "machinery", "excavator", "vehicle", "vehicles", "truck", "equipment")),
-    Template("at_height", "worker at height", "people standing high above the ground (detector)",
-             ("workers at height", "people working at height", "someone high above the ground"),
+    Template("at_height", "person at height", "people standing high above the ground (detector)",
+             ("people working at height", "someone high above the ground", "persons up on a ladder"),
              prompt="Find every person standing or working above ground level and box each one.",
              keywords=("height", "high", "above")),
     Template("people_in_zone", "person in restricted zone", "people standing inside a restricted zone (detector)",
