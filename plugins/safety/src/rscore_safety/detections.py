@@ -412,7 +412,7 @@ def _check_classes(rule: DetectionRule, detector: Any, opts: RuleOptions) -> Non
 
 def _program(rule: DetectionRule) -> Callable[[OpContext], ProgramOutput]:
     def program(ctx: OpContext) -> ProgramOutput:
-        from rscore.detectors import get_detector
+        from rscore.detectors import detector_backend, get_detector
 
         opts = RuleOptions.from_options(ctx.params)
         zones: tuple[Any, ...] = ()
@@ -423,9 +423,10 @@ def _program(rule: DetectionRule) -> Callable[[OpContext], ProgramOutput]:
                 raise OptionError("the people-in-zone rule needs a zones file: pass -O zones=zones.geojson")
             zones = load_zones(str(ctx.params["zones"]))
         try:
-            detector = get_detector(ctx.params)
-        except OptionError as exc:
+            detector_backend(ctx.params)
+        except OptionError as exc:  # none configured: this template cannot run here (a bad setting stays an error)
             raise BackendUnavailable(f"template '{rule.name}' answers from detections: {exc}") from None
+        detector = get_detector(ctx.params)
         _check_classes(rule, detector, opts)
         dets = _scene_detections(ctx, detector)
         hits = rule.fn(dets, opts, zones) if zones else rule.fn(dets, opts)
