@@ -329,7 +329,7 @@ RULES: Mapping[str, DetectionRule] = {
 
 MAX_HIT_NOTES = 20  # plan steps naming individual hits (all of them are targets)
 MAX_CACHED = 256  # pictures whose detections are kept (a batch primed ahead must survive until its frames run)
-_DETECTIONS: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
+_DETECTIONS: OrderedDict[tuple[Any, ...], tuple[Any, list[Any]]] = OrderedDict()  # key -> (detector, detections)
 _DET_LOCK = threading.Lock()
 ALL_PHRASES = tuple(p for r in ("person", "helmet", "vest", "machinery", "scaffold") for p in PHRASES[r])
 
@@ -339,9 +339,9 @@ def _key(rgb: np.ndarray, detector: Any) -> tuple[Any, ...]:
     return (digest, rgb.shape, id(detector), ALL_PHRASES if detector.open_vocabulary else ())
 
 
-def _remember(key: tuple[Any, ...], dets: list[Any]) -> None:
-    with _DET_LOCK:
-        _DETECTIONS[key] = dets
+def _remember(key: tuple[Any, ...], detector: Any, dets: list[Any]) -> None:
+    with _DET_LOCK:  # the entry holds the detector: its id (in the key) cannot be reused while the entry lives
+        _DETECTIONS[key] = (detector, dets)
         _DETECTIONS.move_to_end(key)
         while len(_DETECTIONS) > MAX_CACHED:
             _DETECTIONS.popitem(last=False)
@@ -356,9 +356,9 @@ def _scene_detections(ctx: OpContext, detector: Any) -> list[Any]:
     key = _key(rgb, detector)
     with _DET_LOCK:
         if key in _DETECTIONS:
-            return _DETECTIONS[key]
+            return _DETECTIONS[key][1]
     dets = detector.detect(rgb, list(key[3]) or None)
-    _remember(key, dets)
+    _remember(key, detector, dets)
     return dets
 
 
@@ -381,7 +381,7 @@ def detect_ahead(items: Iterable[tuple[Any, Any, Any]], options: Mapping[str, An
         rgbs = [np.ascontiguousarray(item[2]) for item in buffer]
         keys = [_key(rgb, detector) for rgb in rgbs]
         for key, dets in zip(keys, detector.detect_batch(rgbs, list(keys[0][3]) or None)):
-            _remember(key, dets)
+            _remember(key, detector, dets)
         yield from buffer
         buffer.clear()
 
