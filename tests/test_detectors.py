@@ -166,3 +166,35 @@ def test_nms_and_iou_helpers():
     assert nms(b, s, 0.9).tolist() == [3, 1, 2]  # IoU 0.68 < 0.9 keeps box 1; the duplicate of 3 goes
     d = Detection("person", 0.5, (0, 0, 10, 20))
     assert d.height == 20 and d.centre == (5, 10)
+
+
+def test_object_template_any_plugin_can_answer_from_detections(models):
+    import types
+
+    from rscore import hookimpl
+    from rscore.detectors.programs import object_template
+    from rscore.engine import segment
+    from rscore.errors import BackendUnavailable
+    from rscore.plugins import get_plugin_manager, get_registry
+    from rscore.types import ArraySource, Scene
+
+    fish = object_template("fish", "fish", "fish in the water column", ("fish", "schools of fish"),
+                           classes=("Helmet",))  # the pattern model's green class stands in for a fish class
+    plugin = types.SimpleNamespace(rscore_query_templates=hookimpl(lambda: [fish]))
+    reg = get_registry(get_plugin_manager(entry_points=False, extra=[("reef", plugin)]))
+    img = canvas(128, 256)
+    img[10:30, 20:50] = HELMET
+    img[90:110, 200:230] = HELMET
+    img[50:80, 100:120] = PERSON
+    scene = Scene(ArraySource(np.moveaxis(img, -1, 0).copy()), "image", ("red", "green", "blue"))
+    opts = {"detector_model": str(models["v8"]), "segmenter": "classical", "tile_size": 64}
+    res = segment(scene, "schools of fish", plugin="reef", options=opts, registry=reg)
+    assert res.plan.template == "reef:fish"
+    assert sorted(i.bbox for i in res.instances) == [(20, 10, 50, 30), (200, 90, 230, 110)]  # once each, 8 tiles
+    assert {i.label for i in res.instances} == {"fish"}
+    assert "2 of 3 detection(s) are helmet" in " ".join(s.text for s in res.plan.steps)
+    with pytest.raises(BackendUnavailable, match="template 'fish' answers from detections"):
+        segment(scene, "schools of fish", plugin="reef", registry=reg)
+    with pytest.raises(BackendUnavailable, match="needs a detector class among Helmet"):
+        segment(scene, "schools of fish", plugin="reef", registry=reg,
+                options={"detector_model": str(models["bare"])})  # fmt: skip

@@ -32,11 +32,7 @@ hits become box targets that the segmenter (``--segmenter``) turns into masks.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -46,7 +42,6 @@ import numpy as np
 from rscore.errors import BackendUnavailable, OptionError
 from rscore.options import scoped, typed
 from rscore.sdk import OpContext, ProgramOutput, Template
-from rscore.types import Target
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +72,9 @@ PHRASES: Mapping[str, tuple[str, ...]] = {
 
 
 def _norm(label: str) -> str:
-    return " ".join(re.sub(r"[-_/]+", " ", str(label).lower()).split())
+    from rscore.detectors.programs import normalise_label
+
+    return normalise_label(label)
 
 
 @dataclass(frozen=True)
@@ -328,72 +325,16 @@ RULES: Mapping[str, DetectionRule] = {
 }
 
 MAX_HIT_NOTES = 20  # plan steps naming individual hits (all of them are targets)
-MAX_CACHED = 256  # pictures whose detections are kept (a batch primed ahead must survive until its frames run)
-_DETECTIONS: OrderedDict[tuple[Any, ...], tuple[Any, list[Any]]] = OrderedDict()  # key -> (detector, detections)
-_DET_LOCK = threading.Lock()
 ALL_PHRASES = tuple(p for r in ("person", "helmet", "vest", "machinery", "scaffold") for p in PHRASES[r])
-
-
-def _key(rgb: np.ndarray, detector: Any) -> tuple[Any, ...]:
-    digest = hashlib.blake2b(memoryview(np.ascontiguousarray(rgb)).cast("B"), digest_size=16).hexdigest()
-    return (digest, rgb.shape, id(detector), ALL_PHRASES if detector.open_vocabulary else ())
-
-
-def _remember(key: tuple[Any, ...], detector: Any, dets: list[Any]) -> None:
-    with _DET_LOCK:  # the entry holds the detector: its id (in the key) cannot be reused while the entry lives
-        _DETECTIONS[key] = (detector, dets)
-        _DETECTIONS.move_to_end(key)
-        while len(_DETECTIONS) > MAX_CACHED:
-            _DETECTIONS.popitem(last=False)
-
-
-def _scene_detections(ctx: OpContext, detector: Any) -> list[Any]:
-    """The whole scene's detections, computed once per picture however many tiles and rules run on it (every rule
-    asks an open-vocabulary detector for every phrase, so one pass serves them all)."""
-    from rscore.io.images import scene_rgb8
-
-    rgb = scene_rgb8(ctx.scene)
-    key = _key(rgb, detector)
-    with _DET_LOCK:
-        if key in _DETECTIONS:
-            return _DETECTIONS[key][1]
-    dets = detector.detect(rgb, list(key[3]) or None)
-    _remember(key, detector, dets)
-    return dets
+"""Every rule asks an open-vocabulary detector for all of these: one pass per picture serves every rule."""
 
 
 def detect_ahead(items: Iterable[tuple[Any, Any, Any]], options: Mapping[str, Any]) -> Iterator[tuple[Any, Any, Any]]:
-    """Pass ``(frame, t_s, rgb)`` items (a video's sampled frames) through unchanged while the configured detector
-    runs on ``detector_batch`` frames per call ahead of them, so the rules find their detections ready (batched
-    inference on video). Items whose ``rgb`` is ``None`` pass at once; without a detector nothing is run."""
-    from rscore.detectors import DetectorOptions, detector_backend, get_detector
+    """:func:`rscore.detectors.programs.detect_ahead` with the rules' phrases: video frames through the detector in
+    batches of ``detector_batch`` ahead of the rules that use them."""
+    from rscore.detectors.programs import detect_ahead as ahead
 
-    try:
-        detector_backend(options)
-    except OptionError:
-        yield from items
-        return
-    detector = get_detector(options)
-    size = DetectorOptions.from_options(options).batch
-    buffer: list[tuple[Any, Any, Any]] = []
-
-    def flush() -> Iterator[tuple[Any, Any, Any]]:
-        rgbs = [np.ascontiguousarray(item[2]) for item in buffer]
-        keys = [_key(rgb, detector) for rgb in rgbs]
-        for key, dets in zip(keys, detector.detect_batch(rgbs, list(keys[0][3]) or None)):
-            _remember(key, detector, dets)
-        yield from buffer
-        buffer.clear()
-
-    for item in items:
-        if item[2] is None:
-            yield item
-            continue
-        buffer.append(item)
-        if len(buffer) >= size:
-            yield from flush()
-    if buffer:
-        yield from flush()
+    return ahead(items, options, ALL_PHRASES)
 
 
 def _check_classes(rule: DetectionRule, detector: Any, opts: RuleOptions) -> None:
@@ -412,7 +353,7 @@ def _check_classes(rule: DetectionRule, detector: Any, opts: RuleOptions) -> Non
 
 def _program(rule: DetectionRule) -> Callable[[OpContext], ProgramOutput]:
     def program(ctx: OpContext) -> ProgramOutput:
-        from rscore.detectors import detector_backend, get_detector
+        from rscore.detectors.programs import owned_targets, picture_detections, require_detector
 
         opts = RuleOptions.from_options(ctx.params)
         zones: tuple[Any, ...] = ()
@@ -422,13 +363,9 @@ def _program(rule: DetectionRule) -> Callable[[OpContext], ProgramOutput]:
             if not ctx.params.get("zones"):
                 raise OptionError("the people-in-zone rule needs a zones file: pass -O zones=zones.geojson")
             zones = load_zones(str(ctx.params["zones"]))
-        try:
-            detector_backend(ctx.params)
-        except OptionError as exc:  # none configured: this template cannot run here (a bad setting stays an error)
-            raise BackendUnavailable(f"template '{rule.name}' answers from detections: {exc}") from None
-        detector = get_detector(ctx.params)
+        detector = require_detector(ctx.params, rule.name)
         _check_classes(rule, detector, opts)
-        dets = _scene_detections(ctx, detector)
+        dets = picture_detections(ctx, detector, ALL_PHRASES)
         hits = rule.fn(dets, opts, zones) if zones else rule.fn(dets, opts)
         counts = {role: len(v) for role, v in _by_role(dets, opts).items() if v}
         ctx.note(
@@ -443,15 +380,7 @@ def _program(rule: DetectionRule) -> Callable[[OpContext], ProgramOutput]:
             ctx.note(f"{hit.label} at ({', '.join(f'{v:.0f}' for v in hit.box)}): {hit.why}")
         ctx.caveat(f"answered from {detector.name} detections: a person the detector misses is in no count, and "
                    "its class errors become this rule's errors")
-        core = ctx.core
-        targets = []
-        for hit in hits:  # a hit belongs to the tile whose core holds its box centre (once per scene)
-            cx, cy = (hit.box[0] + hit.box[2]) / 2, (hit.box[1] + hit.box[3]) / 2
-            if core.col_off <= cx < core.col_off + core.width and core.row_off <= cy < core.row_off + core.height:
-                x0, y0 = ctx.window.col_off, ctx.window.row_off
-                box = (hit.box[0] - x0, hit.box[1] - y0, hit.box[2] - x0, hit.box[3] - y0)
-                targets.append(Target(hit.label, box, (), None, float(hit.score)))
-        return ProgramOutput(targets=tuple(targets))
+        return ProgramOutput(targets=owned_targets(ctx, ((h.label, h.box, h.score) for h in hits)))
 
     program.__name__ = f"detections_{rule.name}"
     return program
