@@ -8,6 +8,7 @@
   use, filling that cache.
 - :func:`owned_targets` - boxes as the view's :class:`~rscore.types.Target` list, each box given to the one tile
   whose core holds its centre (so a tiled run reports it once).
+- :func:`answer_with_detector` - an existing (VLM-only) template also answered by a detector.
 - :func:`object_template` - a whole template: "these classes / phrases" -> box targets for the segmenter, e.g.
   ``object_template("fish", "fish", "fish in the water column", ("fish", "schools of fish"), classes=("fish",))``.
 """
@@ -28,7 +29,7 @@ from rscore.sdk import OpContext, ProgramOutput, Template
 from rscore.types import Target
 
 __all__ = ["require_detector", "picture_detections", "detect_ahead", "owned_targets", "object_template",
-           "normalise_label", "MAX_CACHED"]  # fmt: skip
+           "answer_with_detector", "normalise_label", "MAX_CACHED"]  # fmt: skip
 
 MAX_CACHED = 256  # pictures whose detections are kept (a batch primed ahead must survive until its frames run)
 _CACHE: OrderedDict[tuple[Any, ...], tuple[Any, list[Any]]] = OrderedDict()  # key -> (detector, detections)
@@ -124,6 +125,19 @@ def owned_targets(ctx: OpContext, boxes: Iterable[tuple[str, Sequence[float], fl
         if core.col_off <= cx < core.col_off + core.width and core.row_off <= cy < core.row_off + core.height:
             out.append(Target(label, (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0), (), None, float(score)))
     return tuple(out)
+
+
+def answer_with_detector(
+    template: Template, classes: tuple[str, ...], phrases: tuple[str, ...] = (), min_score: float = 0.0
+) -> Template:
+    """``template`` (typically a VLM-only one) also answered offline by a detector: same name, examples and prompt,
+    with :func:`object_template`'s program for ``classes`` / ``phrases``."""
+    import dataclasses
+
+    made = object_template(template.name, template.label, template.description, template.examples,
+                           classes=classes, phrases=phrases, min_score=min_score)  # fmt: skip
+    return dataclasses.replace(template, program=made.program, explain=made.explain, requires=made.requires,
+                               caveats=template.caveats + made.caveats)  # fmt: skip
 
 
 def object_template(
