@@ -198,6 +198,7 @@ class YoloOnnxDetector:
                               f"({self.names_source})")
         self.class_names = names or tuple(f"class{i}" for i in range(nc))
         self.model = self.path.name
+        self.digest = _sha256(self.path)[:16]  # provenance: which weights answered
 
     # ---------------------------------------------------------------------------------------------------- setup
     def _input_size(self, shape: list[Any], meta: Mapping[str, str]) -> tuple[int, int]:
@@ -286,9 +287,19 @@ class YoloOnnxDetector:
         return results
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": str(self.path), "layout": self.layout, "input": list(self.input_size),
+        return {"backend": self.name, "model": str(self.path), "sha256": self.digest, "layout": self.layout, "input": list(self.input_size),
                 "classes": len(self.class_names), "names_from": self.names_source, "providers": list(self.providers),
                 "conf": self.opts.conf, "iou": self.opts.iou}  # fmt: skip
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _rgb8(image: np.ndarray) -> np.ndarray:

@@ -136,7 +136,7 @@ def test_hard_hat_rule_end_to_end(site_model, site, tmp_path):
     assert res.plan.template == "safety:hard_hats" and not res.absent
     assert [(i.label, i.bbox) for i in res.instances] == [("worker without a hard hat", (180, 60, 200, 120))]
     steps = " ".join(s.text for s in res.plan.steps)
-    assert "detector yolo-onnx (site.onnx): 3 detection(s) (person 2, helmet 1)" in steps
+    assert "detector yolo-onnx (site.onnx, sha256 " in steps and "3 detection(s) (person 2, helmet 1)" in steps
     assert "head_fraction=0.25" in steps and "part_overlap=0.5" in steps  # thresholds recorded in the plan
     assert any("yolo-onnx detections" in c for c in res.caveats)
     worn = engine.segment(engine.open_scene(site), "workers wearing hard hats", plugin="safety", options=opts)

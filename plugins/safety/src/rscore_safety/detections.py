@@ -351,6 +351,11 @@ def _check_classes(rule: DetectionRule, detector: Any, opts: RuleOptions) -> Non
             )
 
 
+def _digest(detector: Any) -> str:
+    digest = getattr(detector, "digest", "")
+    return f", sha256 {digest}" if digest else ""
+
+
 def _program(rule: DetectionRule) -> Callable[[OpContext], ProgramOutput]:
     def program(ctx: OpContext) -> ProgramOutput:
         from rscore.detectors.programs import owned_targets, picture_detections, require_detector
@@ -369,7 +374,7 @@ def _program(rule: DetectionRule) -> Callable[[OpContext], ProgramOutput]:
         hits = rule.fn(dets, opts, zones) if zones else rule.fn(dets, opts)
         counts = {role: len(v) for role, v in _by_role(dets, opts).items() if v}
         ctx.note(
-            f"detector {detector.name} ({detector.model}): {len(dets)} detection(s) "
+            f"detector {detector.name} ({detector.model}{_digest(detector)}): {len(dets)} detection(s) "
             f"({', '.join(f'{k} {v}' for k, v in counts.items()) or 'none of the rule classes'}); "
             f"rule '{rule.name}': {rule.explain} [{opts.describe()}]",
             operator="safety.detections", hits=len(hits), detections=len(dets),
