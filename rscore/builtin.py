@@ -67,6 +67,36 @@ def _sam2_hf(options: Mapping[str, Any]) -> Any:
     return make_hf_sam2_segmenter(options)
 
 
+def _sam3(options: Mapping[str, Any]) -> Any:
+    from rscore.segmenters.sam3 import make_sam3_segmenter
+
+    return make_sam3_segmenter(options)
+
+
+def _grounded(options: Mapping[str, Any]) -> Any:
+    from rscore.segmenters.grounded import make_grounded_segmenter
+
+    return make_grounded_segmenter(options)
+
+
+def _yolo_onnx(options: Mapping[str, Any]) -> Any:
+    from rscore.detectors.yolo_onnx import make_yolo_detector
+
+    return make_yolo_detector(options)
+
+
+def _owlv2(options: Mapping[str, Any]) -> Any:
+    from rscore.detectors.zero_shot import make_owlv2_detector
+
+    return make_owlv2_detector(options)
+
+
+def _grounding_dino(options: Mapping[str, Any]) -> Any:
+    from rscore.detectors.zero_shot import make_grounding_dino_detector
+
+    return make_grounding_dino_detector(options)
+
+
 @hookimpl
 def rscore_backends() -> list[BackendSpec]:
     return [
@@ -116,6 +146,41 @@ def rscore_backends() -> list[BackendSpec]:
             "sam2-hf",
             _sam2_hf,
             "SAM 2.1 through transformers' Sam2Model",
+            modules=("torch", "transformers"),
+        ),
+        BackendSpec(
+            "segmenter",
+            "sam3",
+            _sam3,
+            "SAM 3 through transformers: a phrase in, every matching instance's mask out (boxes as exemplars)",
+            modules=("torch", "transformers"),
+        ),
+        BackendSpec(
+            "segmenter",
+            "grounded",
+            _grounded,
+            "detector boxes -> SAM 2 / classical masks; phrases found by the detector (-O detector_model=...)",
+            modules=("cv2",),
+        ),
+        BackendSpec(
+            "detector",
+            "yolo-onnx",
+            _yolo_onnx,
+            "YOLOv5 / v8 / v11 ONNX exports through onnxruntime (-O detector_model=model.onnx)",
+            modules=("onnxruntime",),
+        ),
+        BackendSpec(
+            "detector",
+            "owlv2",
+            _owlv2,
+            "OWLv2 open-vocabulary detector through transformers (any phrase)",
+            modules=("torch", "transformers"),
+        ),
+        BackendSpec(
+            "detector",
+            "grounding-dino",
+            _grounding_dino,
+            "Grounding DINO open-vocabulary detector through transformers (any phrase)",
             modules=("torch", "transformers"),
         ),
     ]

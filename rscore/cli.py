@@ -98,7 +98,7 @@ def run(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder [default: ./rscore-out/<input-stem>/].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result document (as result.json) on stdout.")] = False,
     reasoner: Annotated[str, typer.Option(help="analytic (offline default) or a VLM reasoner: transformers, openai.")] = "analytic",
-    segmenter: Annotated[str, typer.Option(help="auto, sam2 or classical.")] = "auto",
+    segmenter: Annotated[str, typer.Option(help="auto, sam2, sam2-hf, sam3, grounded or classical.")] = "auto",
     endpoint: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint URL (--reasoner openai).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model name or id for the reasoner.")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Folder with local model weights (see 'rscore models list').")] = None,
@@ -325,11 +325,12 @@ class _ExitWithMessage(Exception):
 def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     weights: Annotated[Optional[Path], typer.Option(help="Also look for weights in this folder.")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="Only reasoner, segmenter or detector models.")] = None,
 ) -> None:
-    """Registered models (VLM reasoners, SAM2 segmenters) and whether their weights are on this machine."""
+    """Registered models (VLM reasoners, segmenters, detectors) and whether their weights are on this machine."""
     from rscore.models import list_command
 
-    _emit(list_command(as_json=as_json, weights=weights))
+    _emit(list_command(as_json=as_json, weights=weights, kind=kind))
 
 
 @models_app.command("pull")

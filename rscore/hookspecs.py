@@ -79,7 +79,7 @@ def rscore_writers() -> list[Writer]:
 
 @hookspec
 def rscore_backends() -> list[BackendSpec]:
-    """Return reasoner / segmenter / propagator backends (:class:`rscore.sdk.BackendSpec`).
+    """Return reasoner / segmenter / propagator / detector backends (:class:`rscore.sdk.BackendSpec`).
 
     Called once when the registry is built. ``(kind, name)`` must be unique across plugins; this is how a third
     party adds e.g. a LISA-style embedding backend selectable with ``--reasoner NAME``.

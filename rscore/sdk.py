@@ -242,16 +242,18 @@ class Template:
 # --------------------------------------------------------------------------------------------------------- backends
 @dataclass(frozen=True)
 class BackendSpec:
-    """A reasoner, segmenter or propagator that can be selected by name (``--reasoner``, ``--segmenter``).
+    """A reasoner, segmenter, propagator or detector that can be selected by name (``--reasoner``, ``--segmenter``,
+    ``-O detector=NAME``).
 
     ``factory(options)`` builds it; ``modules`` lists the Python modules it needs, so that rscore can say what is
     missing instead of failing on import.
 
     Reasoners implement ``plan(scene, request, templates) -> Plan``; segmenters implement
-    ``segment(image, targets) -> list[Instance]`` with ``image`` an ``(H, W, 3)`` uint8 array.
+    ``segment(image, targets) -> list[Instance]`` with ``image`` an ``(H, W, 3)`` uint8 array; detectors implement
+    ``detect(image, phrases) -> list[Detection]`` and ``detect_batch`` (:mod:`rscore.detectors`).
     """
 
-    kind: Literal["reasoner", "segmenter", "propagator"]
+    kind: Literal["reasoner", "segmenter", "propagator", "detector"]
     name: str
     factory: Callable[[Mapping[str, Any]], Any]
     description: str

@@ -26,7 +26,7 @@ fi
 export SAM2_BUILD_CUDA=${SAM2_BUILD_CUDA:-$(command -v nvidia-smi >/dev/null 2>&1 && echo 1 || echo 0)}  # sam2 sdist: no CUDA kernels without a GPU
 echo "==> installing rscore and plugins (editable)"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-    -e ".[embeddings,models,sam2,finetune,flows,openai,service,test]" \
+    -e ".[embeddings,models,detectors,sam2,finetune,flows,openai,service,test]" \
     -e plugins/earth -e plugins/surgical -e plugins/safety -e plugins/underwater 2>&1 \
     | grep -vE "^WARNING: Location .* is ignored" || true
 .venv/bin/python -m pip check >/dev/null 2>&1 || .venv/bin/python -m pip check | head -20

@@ -68,7 +68,7 @@ def test_registry_entries_are_complete_and_sam2_configs_exist():
     names = [m.name for m in list_models()]
     assert len(names) == len(set(names)) == len(MODELS)
     kinds = {m.kind for m in MODELS.values()}
-    assert kinds == {"reasoner", "segmenter", "component"}  # component: the CLIP tower LISA loads beside it
+    assert kinds == {"reasoner", "segmenter", "detector", "component"}  # component: the CLIP tower LISA loads
     for spec in MODELS.values():
         assert spec.repo_id.count("/") == 1 and spec.params_m > 0 and spec.download_mb > 0, spec.name
         assert spec.files and spec.allow_patterns and spec.description

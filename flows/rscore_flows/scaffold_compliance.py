@@ -17,6 +17,10 @@ detector), ``partial`` when some clips could not be read, ``failed`` when none c
 never reported as passed. Sampled frames carry their clip's path, so the ``hivis`` check keeps hi-vis worn by moving
 people only (:mod:`rscore_safety.worn`).
 
+With a detector (``options={"detector_model": "site.onnx"}``, CLI ``-O detector_model=PATH``) the default templates
+gain the detection rules of :mod:`rscore_safety.detections` (workers, hard hats, vests, people near machinery, people
+in zones); a rule that cannot run (no detector, or a class the model lacks) is listed under ``skipped`` with why.
+
 Inputs are clip files, folders of clips (a folder is a camera: its clips are reported under the folder's name) or
 globs. ``day`` (``YYYY-MM-DD``, ``today``, ``yesterday``) keeps only clips last modified on that local date, so a
 schedule at the end of the day reports that day's recordings.
@@ -45,7 +49,7 @@ from prefect import flow, get_run_logger, task
 from prefect.tasks import exponential_backoff
 
 from rscore.engine import default_registry, segment
-from rscore.errors import InputError, OptionError
+from rscore.errors import BackendUnavailable, InputError, OptionError
 from rscore.types import ArraySource, Scene, VideoInfo
 
 from rscore_flows._common import (
@@ -85,6 +89,8 @@ __all__ = [
 FLOW_NAME = "scaffold-compliance"
 PLUGIN = "safety"
 DEFAULT_TEMPLATES = ("hivis", "restricted_zone")
+# added to the default templates when a detector is configured (-O detector_model=PATH): rscore_safety.detections
+DETECTOR_TEMPLATES = ("workers", "hard_hats", "no_vests", "near_machinery", "at_height", "people_in_zone")
 ZONE_TEMPLATE = "restricted_zone"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv")
 FALLBACK_FPS = 25.0  # when a container does not say
@@ -276,6 +282,11 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
                 skipped[t.name] = "no zones file given (zones=...)"
                 continue
             opts["zones"] = job.zones
+        elif t.name == "people_in_zone":
+            if not job.zones:
+                skipped[t.name] = "no zones file given (zones=...)"
+                continue
+            opts["zones"] = job.zones
         queries.append((t.name, t.examples[0] if t.examples else t.label, opts))
     if job.query:
         queries.append(("query", job.query, {**extra, **({"zones": job.zones} if job.zones else {})}))
@@ -288,7 +299,9 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
     confidence: dict[str, float | None] = {}
     sampled = 0
     try:
-        for frame, t_s, rgb in sample_frames(job.path, job.sample_fps, job.stride):
+        from rscore_safety.detections import detect_ahead  # detector_batch frames per call; no-op without one
+
+        for frame, t_s, rgb in detect_ahead(sample_frames(job.path, job.sample_fps, job.stride), extra):
             if frame is None:
                 info = t_s
                 continue
@@ -298,7 +311,13 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
             for name, text, opts in list(queries):
                 if name == ZONE_TEMPLATE and zone is not None:
                     continue  # zones are fixed in the camera's pixel coordinates: rasterised once per clip
-                res = segment(scene, text, plugin=PLUGIN, options=opts, registry=reg)
+                try:
+                    res = segment(scene, text, plugin=PLUGIN, options=opts, registry=reg)
+                except BackendUnavailable as exc:  # e.g. a detection rule without a detector, or a missing class
+                    skipped[name] = first_line(exc)
+                    queries.remove((name, text, opts))
+                    fired.pop(name, None)
+                    continue
                 if res.plan.absent and not _answerable(reg, res.plan.template):
                     skipped[name] = res.plan.reason  # the same for every frame: stop asking
                     queries.remove((name, text, opts))
@@ -500,6 +519,8 @@ def scaffold_compliance(
         raise OptionError(f"zones file {zones} does not exist")
     reg = default_registry()
     reg.require_plugin(PLUGIN)
+    if (options or {}).get("detector_model") and tuple(templates) == DEFAULT_TEMPLATES:
+        templates = [*templates, *DETECTOR_TEMPLATES]
     names = tuple(_safety_template(reg, t).name for t in templates)
     if not names and not query:
         raise OptionError("give at least one template or a query")

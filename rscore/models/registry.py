@@ -59,7 +59,7 @@ __all__ = [
 WEIGHTS_ENV = "RSCORE_WEIGHTS"
 
 Format = Literal["transformers", "sam2-checkpoint"]
-Kind = Literal["reasoner", "segmenter", "component"]
+Kind = Literal["reasoner", "segmenter", "detector", "component"]
 
 # files fetched for transformers-format models: configs, tokenizer, chat template, safetensors weights
 _TRANSFORMERS_PATTERNS = ("*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken", "*.py")
@@ -250,6 +250,36 @@ def _lisa_models() -> list[ModelSpec]:
     return out
 
 
+def _hf(name: str, repo: str, kind: Kind, backend: str, family: str, params_m: float, mb: int, rank: int,
+        description: str, license: str) -> ModelSpec:
+    return ModelSpec(name=name, repo_id=repo, kind=kind, format="transformers", family=family, backend=backend,
+                     params_m=params_m, download_mb=mb, description=description, allow_patterns=_HF_VISION_PATTERNS,
+                     license=license, rank=rank)
+
+
+_HF_VISION_PATTERNS = ("*.json", "*.safetensors", "*.txt")  # config, processor, tokenizer (vocab / merges), weights
+
+
+def _perception_models() -> list[ModelSpec]:
+    """Open-vocabulary detectors (OWLv2, Grounding DINO) and the text-prompted segmenter SAM 3, all through
+    transformers. YOLO ONNX detectors are files the user trained or exported: they are named by path."""
+    return [
+        _hf("owlv2-base-patch16-ensemble", "google/owlv2-base-patch16-ensemble", "detector", "owlv2", "owlv2", 155,
+            620, 0, "OWLv2 base/16 (ensemble head): open-vocabulary boxes for any phrase (--detector owlv2)",
+            "apache-2.0"),
+        _hf("owlv2-large-patch14-ensemble", "google/owlv2-large-patch14-ensemble", "detector", "owlv2", "owlv2",
+            438, 1750, 1, "OWLv2 large/14 (ensemble head): stronger, about 4x slower", "apache-2.0"),
+        _hf("grounding-dino-tiny", "IDEA-Research/grounding-dino-tiny", "detector", "grounding-dino",
+            "grounding-dino", 172, 690, 1, "Grounding DINO Swin-T: open-vocabulary boxes from a caption "
+            "(--detector grounding-dino)", "apache-2.0"),
+        _hf("grounding-dino-base", "IDEA-Research/grounding-dino-base", "detector", "grounding-dino",
+            "grounding-dino", 233, 930, 0, "Grounding DINO Swin-B: stronger, slower", "apache-2.0"),
+        _hf("sam3", "facebook/sam3", "segmenter", "sam3", "sam3", 848, 3450, 0,
+            "SAM 3: phrase in, every matching instance's mask out (--segmenter sam3; gated: accept the licence on "
+            "the Hub first)", "sam-license"),
+    ]
+
+
 MODELS: Mapping[str, ModelSpec] = {
     m.name: m
     for m in [
@@ -274,6 +304,7 @@ MODELS: Mapping[str, ModelSpec] = {
               answer_format="think-answer"),
         *_sam2_models(),
         *_lisa_models(),
+        *_perception_models(),
     ]
 }
 """Every registered model, by name."""
@@ -337,7 +368,10 @@ def _adhoc(name: str, repo_or_path: str, backend: str, *, is_path: bool) -> Mode
                        config=known.config if known else None, description="local SAM2 checkpoint", rank=1000,
                        local=True, download_mb=0)
     kind: Kind = "reasoner" if backend in ("transformers", "lisa") else "segmenter"
-    family = {"sam2-hf": "sam2.1", "lisa": "lisa"}.get(backend, "auto")
+    if backend in ("owlv2", "grounding-dino"):
+        kind = "detector"
+    family = {"sam2-hf": "sam2.1", "lisa": "lisa", "owlv2": "owlv2", "grounding-dino": "grounding-dino",
+              "sam3": "sam3"}.get(backend, "auto")
     return ModelSpec(
         name=name,
         repo_id=repo_or_path,
@@ -350,7 +384,8 @@ def _adhoc(name: str, repo_or_path: str, backend: str, *, is_path: bool) -> Mode
         description="local model folder" if is_path else "unregistered Hugging Face model",
         allow_patterns=_SAM2_HF_PATTERNS if backend == "sam2-hf" else _LISA_PATTERNS if backend == "lisa"
         else _TRANSFORMERS_PATTERNS,
-        weight_globs=("*.bin", "*.safetensors") if backend == "lisa" else ("*.safetensors",),
+        weight_globs=("*.safetensors", "*.bin") if kind == "detector" or backend in ("sam3", "lisa")
+        else ("*.safetensors",),
         rank=1000,
         local=is_path,
     )
@@ -375,6 +410,9 @@ _MODEL_TYPES = {  # family -> the config.json model_type values of its checkpoin
     "sam2": ("sam2", "sam2_video"),
     "lisa": ("llava",),
     "clip": ("clip", "clip_vision_model"),
+    "owlv2": ("owlv2",),
+    "grounding-dino": ("grounding-dino",),
+    "sam3": ("sam3",),
 }
 
 

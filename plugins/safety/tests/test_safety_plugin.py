@@ -20,5 +20,7 @@ def test_plugin_is_complete():
     assert info.distribution == "rscore-safety"
     reg = get_registry()
     analytic = {t.name for t in reg.templates if t.plugin == "safety" and t.program is not None}
-    assert analytic == {"hivis", "restricted_zone"}
+    detections = {"workers", "hard_hats", "hard_hats_worn", "no_vests", "near_machinery", "people_in_zone",
+                  "at_height"}
+    assert analytic == {"hivis", "restricted_zone"} | detections  # the last ones run when a detector is configured
     assert "safety.hivis" in reg.operators

@@ -269,7 +269,9 @@ def rscore_operators() -> list[Operator]:
 
 @hookimpl
 def rscore_query_templates() -> list[Template]:
-    return list(TEMPLATES)
+    from rscore_safety.detections import with_detection_rules
+
+    return with_detection_rules(TEMPLATES)  # + the rules over detections (workers, hard hats, vests, machinery...)
 
 
 @hookimpl

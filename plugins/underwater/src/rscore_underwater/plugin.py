@@ -53,9 +53,28 @@ def rscore_operators() -> list[Operator]:
     return list(water.OPERATORS)
 
 
+# classes of underwater detectors (Brackish, TrashCan/Trash-ICRA19 and diver models) and phrases for open-vocabulary
+# ones: with -O detector_model=PATH these templates answer offline from the detector's boxes (rscore.detectors)
+DETECTOR_CLASSES = {
+    "marine_animals": (("fish", "small fish", "turtle", "ray", "shark", "jellyfish", "starfish", "crab", "shrimp",
+                        "animal", "animal fish", "animal crab", "animal eel", "animal etc", "animal starfish"),
+                       ("fish", "turtle", "ray", "shark")),
+    "divers": (("diver", "scuba diver", "person", "human"), ("scuba diver",)),
+    "man_made": (("rov", "net", "fishing net", "rope", "wreck", "shipwreck", "pipe", "anchor", "man made object"),
+                 ("rov", "fishing net", "rope", "shipwreck")),
+    "debris": (("debris", "trash", "plastic", "litter", "rubbish", "bottle", "can", "bag", "trash plastic",
+                "trash metal", "trash wood", "trash fabric", "trash rubber", "trash paper", "trash fishing gear",
+                "trash etc"), ("plastic debris", "litter")),
+}
+
+
 @hookimpl
 def rscore_query_templates() -> list[Template]:
-    return [*water.TEMPLATES, *VLM_TEMPLATES]
+    from rscore.detectors.programs import answer_with_detector
+
+    detected = [answer_with_detector(t, *DETECTOR_CLASSES[t.name]) if t.name in DETECTOR_CLASSES else t
+                for t in VLM_TEMPLATES]  # fmt: skip
+    return [*water.TEMPLATES, *detected]
 
 
 @hookimpl

@@ -1,0 +1,201 @@
+"""Detector throughput: a YOLOv8n-sized ONNX model through rscore's ``yolo-onnx`` detector vs bare onnxruntime.
+
+The model is :func:`rscore.detectors.testing.yolo_like_module` - random weights, YOLOv8n's size (about 3 M
+parameters) and head layout ``(B, 84, 8400)`` at 640 px, batch-norm statistics taken on such frames and class biases
+set so that, as with a trained model, a few dozen anchors per frame score over the 0.25 threshold (so NMS has work)
+- exported with ``torch.onnx.export``.
+
+Both sides get the same frames (``--frames`` synthetic 1280 x 720 site pictures) and the same kind of
+onnxruntime session (same providers, default options):
+
+- ``rscore``: ``get_detector({"detector_model": ...}).detect_batch(frames)`` (letterbox, normalise, run, decode,
+  per-class NMS, boxes back to pixels), one frame per call (``--batch 1``, default) or batched;
+- ``bare``: what a user writes around onnxruntime by hand: ``cv2.resize`` + ``copyMakeBorder`` letterbox,
+  ``session.run``, numpy decode and ``cv2.dnn.NMSBoxesBatched``.
+
+Runs alternate between the sides; the medians give frames/s and the ratio rscore / bare (target <= 1.10);
+``ratio_best`` compares the fastest run of each (the one least disturbed on a shared machine) and ``in_run`` is
+rscore's wall time over the time its own ``session.run`` calls took in the same run. ``--device cuda`` uses the
+CUDA execution provider on both sides (onnxruntime-gpu).
+
+::
+
+    python benchmarks/bench_detector.py                     # CPU
+    python benchmarks/bench_detector.py --device cuda --frames 200 --batch 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+def build_model(folder: Path, size: int, nc: int, per_frame: int = 30) -> Path:
+    """Export the random YOLOv8n-sized net after giving it what training gives a detector: batch-norm statistics of
+    real-looking frames, and class biases such that about ``per_frame`` anchors score over 0.25 on such a frame."""
+    import torch
+
+    from rscore.detectors.testing import export_onnx, yolo_like_module
+    from rscore.detectors.yolo_onnx import letterbox
+
+    module = yolo_like_module(nc=nc)
+    pics = [letterbox(f, (size, size))[0] for f in frames(4)]
+    x = torch.from_numpy(np.stack(pics).transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration pass
+    logits: list[torch.Tensor] = []
+    hooks = [head[-1].register_forward_hook(lambda _m, _i, out: logits.append(out[:, 4:].flatten(2)))
+             for head in module.heads]  # fmt: skip
+    with torch.no_grad():
+        module.train()(x)
+        module.eval()
+        logits.clear()
+        module(x[:1])
+        best = torch.cat(logits, 2)[0].amax(0)  # (anchors,) best class logit per anchor
+        ranked = best.sort(descending=True).values
+        cut = float(ranked[per_frame - 1] + ranked[per_frame]) / 2  # the threshold mid-way between two anchors
+        shift = float(torch.log(torch.tensor(0.25 / 0.75))) - cut
+        for head in module.heads:
+            head[-1].bias[4:] += shift
+    for h in hooks:
+        h.remove()
+    names = {i: f"class{i}" for i in range(nc)}
+    return export_onnx(module, folder / "yolov8n-like.onnx", size, dynamic_batch=True,
+                       metadata={"names": repr(names), "imgsz": repr([size, size])})  # fmt: skip
+
+
+def frames(n: int, h: int = 720, w: int = 1280) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        img = np.clip(rng.normal(110, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+        for _ in range(6):
+            x, y = int(rng.integers(0, w - 80)), int(rng.integers(0, h - 160))
+            img[y : y + 160, x : x + 60] = rng.integers(0, 255, 3)
+        out.append(img)
+    return out
+
+
+class Bare:
+    """The hand-written baseline around one onnxruntime session."""
+
+    def __init__(self, path: Path, providers: list[Any], size: int, conf: float = 0.25, iou: float = 0.45) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(path), providers=providers)
+        self.name = self.session.get_inputs()[0].name
+        self.size, self.conf, self.iou = size, conf, iou
+
+    def detect(self, img: np.ndarray) -> list[tuple[int, float, tuple[float, ...]]]:
+        h, w = img.shape[:2]
+        r = min(self.size / h, self.size / w)
+        nw, nh = round(w * r), round(h * r)
+        top, left = (self.size - nh) // 2, (self.size - nw) // 2
+        canvas = cv2.copyMakeBorder(cv2.resize(img, (nw, nh)), top, self.size - nh - top, left,
+                                    self.size - nw - left, cv2.BORDER_CONSTANT, value=(114, 114, 114))  # fmt: skip
+        x = canvas.transpose(2, 0, 1)[None].astype(np.float32) / 255
+        out = self.session.run(None, {self.name: x})[0][0].T  # (N, 4 + nc)
+        scores = out[:, 4:]
+        cls = scores.argmax(1)
+        best = scores[np.arange(len(cls)), cls]
+        keep = best >= self.conf
+        xywh, best, cls = out[keep, :4], best[keep], cls[keep]
+        boxes = np.stack([xywh[:, 0] - xywh[:, 2] / 2, xywh[:, 1] - xywh[:, 3] / 2, xywh[:, 2], xywh[:, 3]], 1)
+        idx = cv2.dnn.NMSBoxesBatched(boxes.tolist(), best.tolist(), cls.tolist(), self.conf, self.iou)
+        res = []
+        for i in np.asarray(idx).reshape(-1)[:300]:
+            x0, y0 = (boxes[i, 0] - left) / r, (boxes[i, 1] - top) / r
+            res.append((int(cls[i]), float(best[i]), (x0, y0, x0 + boxes[i, 2] / r, y0 + boxes[i, 3] / r)))
+        return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=1, help="frames per rscore call (the bare side runs one by one)")
+    ap.add_argument("--size", type=int, default=640)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--model", type=Path, help="an existing YOLO .onnx instead of the random YOLOv8n-sized one")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    import onnxruntime as ort
+
+    from rscore.detectors import get_detector
+
+    tmp = tempfile.TemporaryDirectory()
+    path = args.model or build_model(Path(tmp.name), args.size, 80)
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if args.device.startswith("cuda"):
+        index = int(args.device.split(":")[1]) if ":" in args.device else 0
+        providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    det = get_detector({"detector_model": str(path), "device": args.device, "detector_batch": args.batch})
+    bare = Bare(path, providers, det.input_size[0])
+    pics = frames(args.frames)
+    # same answers first: a fast wrong detector is no baseline
+    ours = det.detect(pics[0])
+    theirs = bare.detect(pics[0])
+    agree = len(ours) == len(theirs) and all(
+        o.class_id == t[0] and abs(o.score - t[1]) < 1e-4 and np.allclose(o.box, np.clip(t[2], 0, [1280, 720] * 2),
+                                                                          atol=0.5)
+        for o, t in zip(sorted(ours, key=lambda d: -d.score), sorted(theirs, key=lambda t: -t[1]))
+    )  # fmt: skip
+
+    session_time = 0.0
+    real_run = det.session.run
+
+    def timed_run(*a: Any, **k: Any) -> Any:
+        nonlocal session_time
+        t = time.perf_counter()
+        try:
+            return real_run(*a, **k)
+        finally:
+            session_time += time.perf_counter() - t
+
+    det.session.run = timed_run  # type: ignore[method-assign]
+    det.detect_batch(pics[:2])
+    for p in pics[:2]:
+        bare.detect(p)
+    ours_t, bare_t, in_run = [], [], []
+    for _ in range(args.repeats):
+        session_time = 0.0
+        t = time.perf_counter()
+        det.detect_batch(pics)
+        ours_t.append(time.perf_counter() - t)
+        in_run.append(ours_t[-1] / session_time)
+        t = time.perf_counter()
+        for p in pics:
+            bare.detect(p)
+        bare_t.append(time.perf_counter() - t)
+    n = len(pics)
+    res = {
+        "device": args.device, "providers": list(det.providers), "onnxruntime": ort.__version__,
+        "model": "random YOLOv8n-sized" if args.model is None else str(args.model), "input": det.input_size,
+        "frames": n, "batch": args.batch, "detections_frame0": len(ours), "same_detections": agree,
+        "rscore_fps": round(n / statistics.median(ours_t), 2), "bare_fps": round(n / statistics.median(bare_t), 2),
+        "ratio": round(statistics.median(ours_t) / statistics.median(bare_t), 3),
+        "ratio_best": round(min(ours_t) / min(bare_t), 3),
+        "in_run": round(statistics.median(in_run), 3),
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k:>18}: {v}")
+    return 0 if agree else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
