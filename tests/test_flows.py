@@ -459,8 +459,12 @@ def test_scaffold_compliance_daily_report(prefect_api, tmp_path):
     assert checks["hivis"]["state"] == "ran" and checks["hivis"]["frames_fired"] == 8
     assert checks["restricted_zone"]["state"] == "ran"
     for name in ("scaffold", "scaffold_bracing", "guardrails", "hard_hats", "workers_at_height"):
+        if name == "hard_hats" and checks[name]["state"] == "not requested":  # runs on detections when asked
+            continue
         assert checks[name]["state"] == "could not run", name
         assert "VLM" in checks[name]["why"] or "detector" in checks[name]["why"], checks[name]["why"]
+    asked = [c for c in checks.values() if c["state"] == "could not run" and "detector" in c.get("why", "")]
+    assert asked, "the hard-hat query's check must say it could not run without a detector"
     totals = doc["totals"]
     assert totals["hivis"]["frames"] == 8 and totals["hivis"]["clips"] == 1
     assert totals["hivis_in_restricted_zone"]["first"] == {"clip": "morning", "t_s": 2.2}
