@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rscore.hookspecs import hookimpl
-from rscore.sdk import BackendSpec, Reader, Writer
+from rscore.sdk import BackendSpec, Param, Reader, Writer
 
 
 @hookimpl
@@ -23,6 +23,13 @@ def rscore_writers() -> list[Writer]:
     from rscore.video import video_writers
 
     return [MaskPngWriter(), OverlayPngWriter(), ResultJsonWriter(), *video_writers()]
+
+
+@hookimpl
+def rscore_options() -> list[Param]:
+    from rscore.options import core_options
+
+    return core_options()
 
 
 def _analytic(options: Mapping[str, Any]) -> Any:

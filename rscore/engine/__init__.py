@@ -36,6 +36,7 @@ import numpy as np
 from rscore.engine import decoupled
 from rscore.engine.analytic import run_program
 from rscore.errors import BackendUnavailable, InputError, OptionError, QueryError, RscoreError
+from rscore.options import check_known
 from rscore.plugins import CORE, Registry, get_registry
 from rscore.tiling import TiledArray, in_memory_pixel_limit
 from rscore.types import Instance, Plan, ProgressCallback, Request, Result, Scene, Step
@@ -207,6 +208,7 @@ def segment(
     reg = registry or default_registry()
     reg.require_plugin(plugin)
     query = validate_query(query)
+    check_known(options or {}, reg)
     opts = _check_options({**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}})
     request = Request(query=query, plugin=plugin, options=opts)
     timings: dict[str, float] = {}
@@ -436,6 +438,7 @@ def run(
     reg = registry or default_registry()
     reg.require_plugin(plugin)
     validate_query(query)
+    check_known(options or {}, reg)  # before anything is read: a misspelt option must not cost a long read
     from rscore.video.reader import normalise_url
 
     url = normalise_url(path)  # also repairs 'rtsp:/host' (what a Path makes of rtsp://host)

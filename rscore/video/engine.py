@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from rscore import rle
+from rscore.options import check_known
 from rscore.errors import BackendUnavailable, InputError, OptionError, PluginError
 from rscore.instances import instances_from_mask, mask_bbox
 from rscore.options import typed
@@ -627,6 +628,7 @@ def segment_video(
     reg = registry or engine.default_registry()
     reg.require_plugin(plugin)
     query = engine.validate_query(query)
+    check_known(options or {}, reg)
     given = {k: v for k, v in (options or {}).items() if v is not None}
     opts: dict[str, Any] = {**engine.DEFAULTS, **given}
     vopts = VideoOptions.from_options(given)  # not opts: the image engine's min_area_px default (1) is not video's

@@ -57,7 +57,7 @@ import numpy as np
 from scipy import ndimage
 
 from rscore.errors import OptionError
-from rscore.sdk import Operator, OpContext, ProgramOutput, Template
+from rscore.sdk import Operator, OpContext, ProgramOutput, Template, Param
 from rscore.types import Window
 
 from rscore_surgical.dicom import slice_rows, slice_spans
@@ -368,5 +368,6 @@ OPERATORS = (
     Operator(
         "surgical.body", body_op,
         f"patient body: largest component of HU > {BODY_HU:g} per slice, opened, holes filled", ("hu",), unit="bool",
+        returns="mask",
     ),
 )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from rscore import hookimpl
-from rscore.sdk import AdapterSpec, Operator, Template
+from rscore.sdk import AdapterSpec, Operator, Template, Param
 from rscore.types import Request, Scene
 
 from rscore_underwater import water
@@ -51,6 +51,14 @@ VLM_TEMPLATES = (
 @hookimpl
 def rscore_operators() -> list[Operator]:
     return list(water.OPERATORS)
+
+
+@hookimpl
+def rscore_options() -> list[Param]:
+    """The colour-correction option of the preprocess hook."""
+    from rscore_underwater.correction import MODES
+
+    return [Param("underwater_correction", "enum", "colour-cast correction", default="auto", choices=MODES)]
 
 
 @hookimpl
