@@ -138,6 +138,15 @@ class Operator:
     :class:`Param`), ``returns`` what the array is (``mask`` bool, ``score`` a measured value per pixel in
     ``unit``, ``classes`` small ints named by ``class_names``, ``instances`` labelled components), and ``options``
     the request options (``-O KEY=VALUE``) it reads from ``ctx.params``.
+
+    ``terms`` is how queries name what the operator measures, for the offline constraint planner
+    (:mod:`rscore.planner`): ``(phrase, meaning)`` pairs where meaning is ``""`` (a noun naming the quantity:
+    ``("slopes", "")``), a comparator taking ``than N`` (``("steeper", ">")``), a constraint with its threshold
+    (``("steep", ">= 30")``, ``("gentle", "in 5..15")``), ``"subject"`` (a noun for what is segmented that adds no
+    constraint: ``("tissue", "subject")``), ``"distance"`` (a feature this operator measures the distance to:
+    ``("stream", "distance")``, for "within 100 m of a stream"), ``"region"`` (a region this mask/class operator
+    marks: "inside the restricted zone"), ``"compass"`` (a bearing in degrees that "north-facing" refers to) or
+    ``"default"`` (the quantity a bare number in this operator's ``unit`` means: "below 200 m" is elevation).
     """
 
     name: str
@@ -150,6 +159,7 @@ class Operator:
     returns: Returns = "score"
     options: tuple[Param, ...] = ()
     class_names: tuple[str, ...] = ()
+    terms: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.returns not in RETURNS:
@@ -177,7 +187,7 @@ class Operator:
             "name": self.name, "description": self.description, "returns": self.returns, "unit": self.unit,
             "requires": list(self.requires), "halo": self.halo, "params": [p.to_dict() for p in self.params],
             "options": [p.to_dict() for p in self.options], "class_names": list(self.class_names),
-            "signature": self.signature(),
+            "signature": self.signature(), "terms": [list(t) for t in self.terms],
         }  # fmt: skip
 
 

@@ -247,12 +247,17 @@ def segment(
     instances: list[Instance] = []
     segmenter_name = None
     template = next((t for t in templates if t.qualified_name == plan.template), None)
+    if template is None and not plan.absent:  # a constraint program compiled by rscore.planner
+        from rscore.planner import template_for_plan
+
+        template = template_for_plan(plan, reg.operators)
     label = template.label if template else "target"
     caveats: list[str] = list(template.caveats) if template is not None and not plan.absent else []
     t0 = time.perf_counter()
     if tiled is not None:
         mask, instances, segmenter_name = tiled.mask, list(tiled.instances), tiled.segmenter_name
     elif not plan.absent:
+        instances += list(plan.instances)  # masks the reasoner made itself (the agent reasoner's selection)
         targets = list(plan.targets)
         if template is not None and template.program is not None and plan.reasoner == "analytic":
             run_ = run_program(

@@ -205,6 +205,10 @@ OPERATORS = (
     Operator(
         "safety.hivis", hivis_op, "EN ISO 20471 fluorescent colours mapped to HSV: class map 0/1 yellow/2 orange/3 red",
         ("red", "green", "blue"), unit="class", returns="classes", class_names=("yellow", "orange", "red"),
+        terms=(
+            *((w, "> 0") for w in ("hi vis", "high visibility", "hivis", "fluorescent", "high vis")),
+            *((w, "subject") for w in ("objects", "object", "clothing", "vests", "vest", "jackets", "garments")),
+        ),
         options=(
             Param("hivis_colours", "str", "EN ISO 20471 colours to find, comma-separated (yellow, orange, red)"),
             Param("hivis_min_value", "float", "smallest HSV value (brightness)", "", (0, 1)),

@@ -66,7 +66,9 @@ def zones_op(ctx: OpContext) -> np.ndarray:
 ZONES_OPTION = Param("zones", "path", "restricted zones: GeoJSON or JSON polygons in pixel coordinates")
 OPERATORS = (
     Operator("safety.zones", zones_op, "restricted zones drawn by the user, rasterised: 0 outside, else the zone's "
-             "number", returns="classes", unit="class", options=(ZONES_OPTION,)),
+             "number", returns="classes", unit="class", options=(ZONES_OPTION,),
+             terms=tuple((w, "region") for w in ("restricted zone", "restricted zones", "restricted area",
+                                                 "restricted areas", "exclusion zone", "danger zone", "no go zone"))),
 )
 
 

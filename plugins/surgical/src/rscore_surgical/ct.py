@@ -364,10 +364,13 @@ def body_op(ctx: OpContext) -> np.ndarray:
 
 
 OPERATORS = (
-    Operator("surgical.hu", hu_op, "Hounsfield units of a CT view (refuses non-CT inputs)", ("hu",), unit="HU"),
+    Operator("surgical.hu", hu_op, "Hounsfield units of a CT view (refuses non-CT inputs)", ("hu",), unit="HU",
+             terms=(("hu", ""), ("density", ""), ("attenuation", ""), ("radiodensity", ""), ("default", "default"),
+                    *((w, "subject") for w in ("tissue", "soft tissue", "tissues", "metal", "bright metal", "bone",
+                                               "dense bone", "fat", "fluid", "air", "voxels", "structures")))),
     Operator(
         "surgical.body", body_op,
         f"patient body: largest component of HU > {BODY_HU:g} per slice, opened, holes filled", ("hu",), unit="bool",
-        returns="mask",
+        returns="mask", terms=(("body", "region"), ("patient", "region"), ("patient body", "region")),
     ),
 )
