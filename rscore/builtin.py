@@ -50,6 +50,12 @@ def _openai(options: Mapping[str, Any]) -> Any:
     return make_openai_reasoner(options)
 
 
+def _agent(options: Mapping[str, Any]) -> Any:
+    from rscore.reasoners.agent import make_agent_reasoner
+
+    return make_agent_reasoner(options)
+
+
 def _transformers(options: Mapping[str, Any]) -> Any:
     from rscore.reasoners.transformers_vlm import make_transformers_reasoner
 
@@ -89,6 +95,14 @@ def rscore_backends() -> list[BackendSpec]:
             "openai",
             _openai,
             "any OpenAI-compatible chat-completions endpoint (vLLM, Ollama, llama.cpp, hosted): --endpoint URL --model NAME",
+            modules=("httpx",),
+        ),
+        BackendSpec(
+            "reasoner",
+            "agent",
+            _agent,
+            "an MLLM calling tools in a bounded loop (segment a phrase, examine masks, plugin operators, select) over "
+            "an OpenAI-compatible endpoint: --endpoint URL --model NAME",
             modules=("httpx",),
         ),
         BackendSpec(

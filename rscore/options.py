@@ -147,7 +147,7 @@ def core_options() -> list[Param]:
     """Every option the core reads: engine, tiling, image reader, video engine/reader/writers and the built-in
     backends (openai, transformers, classical, sam2). Derived from the backends' own settings dataclasses."""
     from rscore.engine import decoupled
-    from rscore.reasoners import openai, transformers_vlm
+    from rscore.reasoners import agent, openai, transformers_vlm
     from rscore.sdk import Param
     from rscore.segmenters import classical, sam2
     from rscore.video import engine as video_engine
@@ -175,6 +175,7 @@ def core_options() -> list[Param]:
     out += dataclass_params(openai.OpenAIOptions, scope="openai", flat=openai.FLAT_OPTIONS, what="openai reasoner")
     out += dataclass_params(transformers_vlm.TransformersOptions, scope="transformers",
                             flat=transformers_vlm.FLAT_OPTIONS, what="transformers reasoner")  # fmt: skip
+    out += dataclass_params(agent.AgentOptions, scope="agent", what="agent reasoner")
     out += dataclass_params(classical.ClassicalOptions, scope="classical", what="classical segmenter")
     out += dataclass_params(sam2.Sam2Options, scope="sam2", flat=("weights", "adapter", "device", "dtype"),
                             what="sam2 segmenter")  # fmt: skip
