@@ -169,6 +169,8 @@ def core_options() -> list[Param]:
         Param("model", "str", "model name or id of the reasoner"),
         Param("endpoint", "str", "OpenAI-compatible endpoint URL"),
         Param("sam2_video_model", "str", "SAM2 video model for propagation", default="auto"),
+        Param("bands", "str", "band roles in order, e.g. red,green,blue,nir (rscore run --bands)"),
+        Param("aux", "path", "auxiliary co-registered input (rscore run --aux)"),
         Param("planner", "bool", "compile constraint queries into operator programs (analytic reasoner)", default=True),
     ]
     out += [Param(k, _PARAM_TYPE.get(type(v), "str"), f"VLM tiling: {k}", default=v) for k, v in decoupled.DEFAULTS.items()]
