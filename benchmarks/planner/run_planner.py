@@ -6,7 +6,9 @@
 (40) is the half looked at while tuning. Both were written by the planner's author with the grammar in mind, so
 ``heldout.jsonl`` (40 differently phrased queries: "slopes > 30°", "elevations of less than 150 m", "places farther
 than 1 km from any river", "vegetation on slopes steeper than 25 degrees") was written after the planner and never
-tuned on: its figure is the honest one for phrasings nobody planned for. Each line: ``q`` (query), ``plugin``, ``expect`` (the program in the
+tuned on at first: its first run gave 26/40 correct (0 wrong programs, 14 not compiled). The grammar was then
+widened on its misses (symbols > >= < <=, "face(s) west", "north or northeast facing", imperative fillers, "on",
+"in the 40 to 80 HU range", "denser than"), so its later figures are no longer held-out ones. Each line: ``q`` (query), ``plugin``, ``expect`` (the program in the
 canonical form of :func:`rscore.planner.canonical`, and/or children sorted; ``null`` = the planner must NOT compile
 it and leave it to template routing). Correct = the compiled program's canonical form equals ``expect`` (or nothing
 compiled when ``expect`` is null). A wrong program is counted separately from a missed one: wrong is the failure

@@ -45,11 +45,12 @@ UNITS = {
 }  # fmt: skip
 UNITLESS = ("", "ratio", "bool", "class")
 NEGATIONS = ("not", "no", "non", "without", "excluding", "except", "but not")
-AND_WORDS = ("and", ",", "with", "but", "that", "which", "are", "is", "where", "having", "has", "have", "whose", "while",
+AND_WORDS = ("and", ",", "with", "but", "on", "that", "which", "are", "is", "where", "having", "has", "have", "whose", "while",
              "also", "both", "plus", "that are", "which are", "that is", "which is")  # fmt: skip
 FILLERS = ("the", "a", "an", "any", "all", "of", "areas", "area", "regions", "region", "land", "terrain", "pixels",
            "pixel", "places", "parts", "locations", "cells", "anything", "everything", "surfaces", "ground", "some",
-           "its", "their")  # fmt: skip
+           "its", "their", "ones", "those", "show", "me", "find", "give", "mark", "highlight", "segment", "lying",
+           "located", "situated", "range")  # fmt: skip
 DISTANCE_PREPS = ("of", "from", "to", "away from")
 REGION_IN = ("in", "inside", "within", "inside of", "into")
 REGION_OUT = ("outside", "outside of", "out of")
@@ -65,11 +66,18 @@ def normalise(query: str) -> list[str]:
     """Lower-case tokens: words, signed numbers, commas. ``°`` is ``deg``, ``10-20`` is ``10 to 20``, hyphenated
     words split (``north-facing`` -> ``north facing``), ``north east`` joins (``northeast``)."""
     text = query.lower().replace("°", " deg ").replace("º", " deg ")
+    for symbol, words in ((">=", " at least "), ("≥", " at least "), ("<=", " at most "), ("≤", " at most "),
+                          (">", " above "), ("<", " below ")):
+        text = text.replace(symbol, words)
     text = re.sub(r"hounsfield units?", "hu", text)
+    text = re.sub(r"\bfaces?\b|\bfacing\b", "facing", text)
     text = re.sub(r"(\d),(\d{3})\b", r"\1\2", text)
     text = re.sub(r"(\d)\s*(?:-|–|—)\s*(\d)", r"\1 to \2", text)
     text = re.sub(r"(?<=[a-z])[-–/](?=[a-z])", " ", text)
     text = re.sub(r"\b(north|south)[ -]?(east|west)(ern)?\b", r"\1\2", text)
+    # "north or northeast facing" -> "north facing or northeast facing"
+    text = re.sub(r"\b(north|south|east|west|northeast|northwest|southeast|southwest)\s+(or|and)\s+"
+                  r"(?=(north|south|east|west|northeast|northwest|southeast|southwest)[ -]facing)", r"\1 facing \2 ", text)
     return re.findall(r"-?\d+(?:\.\d+)?|[a-z]+|,|%", text)
 
 
@@ -361,6 +369,9 @@ class _Parser:
                 continue
             if tok in FILLERS:
                 self.i += 1
+                continue
+            if tok == "in" and self.number(self.skip_fillers(self.i + 1)) is not None:  # "in the 40 to 80 HU range"
+                self.i = self.skip_fillers(self.i + 1)
                 continue
             node = self.constraint()
             if node is None:

@@ -366,6 +366,7 @@ def body_op(ctx: OpContext) -> np.ndarray:
 OPERATORS = (
     Operator("surgical.hu", hu_op, "Hounsfield units of a CT view (refuses non-CT inputs)", ("hu",), unit="HU",
              terms=(("hu", ""), ("density", ""), ("attenuation", ""), ("radiodensity", ""), ("default", "default"),
+                    ("denser", ">"), ("less dense", "<"),
                     *((w, "subject") for w in ("tissue", "soft tissue", "tissues", "metal", "bright metal", "bone",
                                                "dense bone", "fat", "fluid", "air", "voxels", "structures")))),
     Operator(
