@@ -168,3 +168,21 @@ def test_hivis_inside_a_drawn_zone(reg, tmp_path):
     out = engine.segment(scene, "hi-vis objects outside the restricted zone", plugin="safety", registry=reg,
                          options={"zones": str(tmp_path / "zones.json")})  # fmt: skip
     assert out.mask[20:40, 50:65].all() and not out.mask[:, :40].any()
+
+
+def test_a_compiled_program_runs_on_video_frames(reg, tmp_path):
+    from PIL import Image
+
+    frames = []
+    for k in range(4):
+        img = np.full((48, 64, 3), 90, np.uint8)
+        img[15:30, 5 + k : 15 + k] = (200, 255, 40)  # hi-vis inside the zone, moving
+        img[15:30, 45:55] = (200, 255, 40)  # hi-vis outside it
+        frames.append(Image.fromarray(img))
+    frames[0].save(tmp_path / "clip.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    (tmp_path / "zones.json").write_text(json.dumps({"zones": [{"name": "z", "polygon": [[0, 0], [30, 0], [30, 48], [0, 48]]}]}))
+    res = engine.run(tmp_path / "clip.gif", "hi-vis objects inside the restricted zone", plugin="safety", registry=reg,
+                     out_dir=tmp_path / "out", options={"zones": str(tmp_path / "zones.json")})  # fmt: skip
+    assert res.plan.template == "planner" and res.plan.match["canonical"] == "and(safety.hivis > 0, safety.zones > 0)"
+    boxes = [i.bbox for i in res.instances]
+    assert boxes and all(b[2] <= 30 for b in boxes)  # nothing from the patch outside the zone

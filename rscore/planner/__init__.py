@@ -41,7 +41,7 @@ from rscore.types import Plan, Request, Scene, Step
 __all__ = ["PLANNER", "compile_query", "plan_constraints", "template_for_plan", "operators_for", "canonical"]
 
 PLANNER = "planner"  # the template name a compiled plan carries
-KINDS = ("image", "raster", "volume")  # the video engine routes by registered templates only
+KINDS = ("image", "raster", "volume", "video")  # video frames: the video engine runs it per frame
 
 
 def operators_for(operators: Mapping[str, Operator], plugin: str | None) -> list[Operator]:

@@ -64,6 +64,7 @@ import numpy as np
 
 from rscore import rle
 from rscore.options import check_known
+from rscore.planner import template_for_plan
 from rscore.errors import BackendUnavailable, InputError, OptionError, PluginError
 from rscore.instances import instances_from_mask, mask_bbox
 from rscore.options import typed
@@ -708,6 +709,7 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
             if plan0.absent:
                 return _plan_absent(c, reader, plan0, "offline")
             template = next((t for t in templates if t.qualified_name == plan0.template), None)
+            template = template or template_for_plan(plan0, c.reg.operators)  # a compiled constraint program
             if template is not None and template.program is not None:
                 c.detector = _AnalyticDetector(c, template)
         if v.keyframe == "first" or wanted is not None:
@@ -835,6 +837,7 @@ def _online(ctx: _Context, reader: FrameReader) -> VideoResult:
                             c.log.overlay_path = None
                         return _plan_absent(c, reader, plan, "online")
                     template = next((t for t in templates if t.qualified_name == plan.template), None)
+                    template = template or template_for_plan(plan, c.reg.operators)  # a compiled constraint program
                     if template is not None and template.program is not None:
                         c.detector = _AnalyticDetector(c, template)
                 if c.detector is None:
