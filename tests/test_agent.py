@@ -223,3 +223,12 @@ def test_eval_runs_the_agent_and_reports_turns_tool_calls_and_latency(reg, tmp_p
     (sample,) = report.samples
     assert sample["turns"] == 2 and sample["tool_calls"] == 2 and sample["time_s"] >= sample["endpoint_time_s"] > 0
     assert report.metrics["gIoU"] > 0.8
+
+
+def test_a_scene_too_large_for_memory_is_refused_before_any_request(reg, monkeypatch):
+    monkeypatch.setenv("RSCORE_IN_MEMORY_PIXELS", "1000")
+    scene, _, _ = site()
+    with ScriptedOpenAIServer(["x"]) as srv:
+        with pytest.raises(OptionError, match="larger than RSCORE_IN_MEMORY_PIXELS"):
+            segment(scene, srv, reg)
+        assert not srv.chat_requests

@@ -227,7 +227,15 @@ class AgentReasoner:
         from rscore.engine import default_registry
         from rscore.io.images import scene_rgb8
 
+        from rscore.tiling import in_memory_pixel_limit
+
         o, h = self.options, self.http
+        if scene.height * scene.width > in_memory_pixel_limit():
+            raise OptionError(
+                f"the agent reasoner holds its masks in memory and this {scene.width}x{scene.height} scene is larger "
+                f"than RSCORE_IN_MEMORY_PIXELS ({in_memory_pixel_limit():,} px): crop it, or use --reasoner openai "
+                "(tile by tile)"
+            )
         t_start = time.monotonic()
         deadline = t_start + o.max_wall_s
         image = scene_rgb8(scene)
