@@ -232,3 +232,34 @@ def test_a_scene_too_large_for_memory_is_refused_before_any_request(reg, monkeyp
         with pytest.raises(OptionError, match="larger than RSCORE_IN_MEMORY_PIXELS"):
             segment(scene, srv, reg)
         assert not srv.chat_requests
+
+
+def test_cli_runs_the_agent_and_fails_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    scene, disc, _ = site()
+    Image.fromarray(scene.read().transpose(1, 2, 0)).save(tmp_path / "site.png")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RSCORE_OPENAI", "OPENAI_"))}
+
+    def rscore(*args):
+        return subprocess.run([sys.executable, "-m", "rscore", "run", "--plugin", "safety", "site.png", "the hard hat",
+                               "--reasoner", "agent", "--segmenter", "classical", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    missing = rscore("--out", "o1")
+    assert missing.returncode == 2 and "reasoner 'agent' needs an endpoint" in missing.stderr
+    script = [Reply(tool_calls=[call("segment_phrase", phrase="hat", box=[36, 26, 84, 74])]),
+              Reply(tool_calls=[call("select_masks", mask_ids=[1])])]  # fmt: skip
+    with ScriptedOpenAIServer(script) as srv:
+        ok = rscore("--endpoint", srv.url, "--model", "test-vlm", "--out", "o2", "--json")
+    assert ok.returncode == 0, ok.stderr
+    doc = json.loads(ok.stdout)
+    assert doc["plan"]["reasoner"] == "agent" and doc["plan"]["match"]["turns"] == 2 and len(doc["instances"]) == 1
+    with ScriptedOpenAIServer(["no tools today"]) as srv:
+        bad = rscore("--endpoint", srv.url, "--model", "test-vlm", "--out", "o3")
+    assert bad.returncode == 2 and "broke the tool-call format" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "o3").exists()

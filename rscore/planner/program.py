@@ -13,7 +13,7 @@ program are in the mask - so ``without vegetation`` never claims pixels whose ND
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 

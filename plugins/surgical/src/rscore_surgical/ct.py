@@ -57,7 +57,7 @@ import numpy as np
 from scipy import ndimage
 
 from rscore.errors import OptionError
-from rscore.sdk import Operator, OpContext, ProgramOutput, Template, Param
+from rscore.sdk import Operator, OpContext, ProgramOutput, Template
 from rscore.types import Window
 
 from rscore_surgical.dicom import slice_rows, slice_spans
