@@ -263,3 +263,41 @@ def test_cli_runs_the_agent_and_fails_in_one_line(tmp_path):
         bad = rscore("--endpoint", srv.url, "--model", "test-vlm", "--out", "o3")
     assert bad.returncode == 2 and "broke the tool-call format" in bad.stderr and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "o3").exists()
+
+
+class _RedPhraseSegmenter:
+    """A text-prompted segmenter for the test: 'red ...' phrases are the red pixels (a real colour rule)."""
+
+    name = "red-phrase"
+
+    def segment_phrase(self, image, phrase):
+        from rscore.instances import mask_bbox
+        from rscore.types import Instance
+
+        if not phrase.startswith("red"):
+            return []
+        mask = (image[..., 0] > 180) & (image[..., 1] < 80)
+        return [Instance(phrase, 0.9, mask_bbox(mask), int(mask.sum()), mask)]
+
+    def segment(self, image, targets):  # the box path, unused when a phrase segmenter is there
+        raise AssertionError("segment_phrase should have been used")
+
+
+def test_a_text_prompted_segmenter_from_the_request_registry_needs_no_box(tmp_path):
+    import types
+
+    from rscore import hookimpl
+    from rscore.plugins import get_plugin_manager
+    from rscore.sdk import BackendSpec
+
+    plug = types.SimpleNamespace(rscore_backends=hookimpl(lambda: [
+        BackendSpec("segmenter", "red-phrase", lambda options: _RedPhraseSegmenter(), "test phrase segmenter")]))  # fmt: skip
+    reg = get_registry(get_plugin_manager(extra=[("phrasetest", plug)]))
+    scene, disc, _ = site()
+    script = [Reply(tool_calls=[call("segment_phrase", phrase="blue hat")]),  # nothing for that phrase
+              Reply(tool_calls=[call("segment_phrase", phrase="red hat")]),
+              Reply(tool_calls=[call("select_masks", mask_ids=[1])])]  # fmt: skip
+    with ScriptedOpenAIServer(script) as srv:
+        res = segment(scene, srv, reg, segmenter="red-phrase")
+    assert np.array_equal(res.mask, disc) and res.instances[0].score == pytest.approx(0.9)
+    assert any("no mask for 'blue hat'" in s.text for s in res.plan.steps)

@@ -186,3 +186,23 @@ def test_a_compiled_program_runs_on_video_frames(reg, tmp_path):
     assert res.plan.template == "planner" and res.plan.match["canonical"] == "and(safety.hivis > 0, safety.zones > 0)"
     boxes = [i.bbox for i in res.instances]
     assert boxes and all(b[2] <= 30 for b in boxes)  # nothing from the patch outside the zone
+
+
+def test_the_planner_reads_the_operators_of_the_request_registry():
+    """A third-party plugin's operator terms are the planner's vocabulary when its registry answers the request."""
+    import types
+
+    from rscore import hookimpl
+    from rscore.plugins import get_plugin_manager
+
+    def moisture(ctx):
+        return ctx.band("gray").astype(np.float32) / 255.0
+
+    op = Operator("soil.moisture", moisture, "soil moisture index", unit="ratio",
+                  terms=(("moisture", ""), ("wet", ">= 0.6"), ("wetter", ">")))  # fmt: skip
+    plug = types.SimpleNamespace(rscore_operators=hookimpl(lambda: [op]))
+    reg = get_registry(get_plugin_manager(entry_points=False, extra=[("soil", plug)]))
+    img = np.array([[0, 100, 160, 255]], np.uint8)
+    scene = Scene(ArraySource(img), "image", ("gray",))
+    res = engine.segment(scene, "moisture between 0.3 and 0.7", plugin="soil", registry=reg)
+    assert res.plan.match["canonical"] == "soil.moisture in 0.3..0.7" and res.mask.tolist() == [[False, True, True, False]]

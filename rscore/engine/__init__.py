@@ -18,6 +18,7 @@ Strategies are chosen by options: ``reasoner`` (``analytic`` default; others com
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -43,7 +44,9 @@ from rscore.types import Instance, Plan, ProgressCallback, Request, Result, Scen
 
 log = logging.getLogger(__name__)
 
-__all__ = ["open_scene", "segment", "write_outputs", "run", "validate_query", "default_registry", "DEFAULTS"]
+__all__ = [
+    "open_scene", "segment", "write_outputs", "run", "validate_query", "default_registry", "current_registry", "DEFAULTS",
+]  # fmt: skip
 
 MAX_QUERY_CHARS = 2000
 DEFAULTS: Mapping[str, Any] = {
@@ -63,6 +66,15 @@ MAX_INSTANCE_MASK_BYTES = 256 << 20  # per-instance masks kept for the best inst
 def default_registry() -> Registry:
     """The registry of every installed plugin, built once per process."""
     return get_registry()
+
+
+_REQUEST_REGISTRY: contextvars.ContextVar[Registry | None] = contextvars.ContextVar("rscore_registry", default=None)
+
+
+def current_registry() -> Registry:
+    """The registry of the request this thread is answering (``segment(..., registry=...)``), else the default one:
+    what reasoners that compose operators (the constraint planner, the agent) look operators and backends up in."""
+    return _REQUEST_REGISTRY.get() or default_registry()
 
 
 def validate_query(query: str) -> str:
@@ -209,6 +221,7 @@ def segment(
     reg.require_plugin(plugin)
     query = validate_query(query)
     check_known(options or {}, reg)
+    _REQUEST_REGISTRY.set(reg)  # for current_registry(); the next request in this thread sets its own
     opts = _check_options({**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}})
     request = Request(query=query, plugin=plugin, options=opts)
     timings: dict[str, float] = {}

@@ -67,9 +67,9 @@ def plan_constraints(scene: Scene, request: Request, templates: Sequence[Templat
         return None
     if scene.kind not in KINDS:
         return None
-    from rscore.engine import default_registry
+    from rscore.engine import current_registry
 
-    ops = default_registry().operators
+    ops = current_registry().operators
     parsed = compile_query(request.query, operators_for(ops, request.plugin))
     if parsed is None:
         return None

@@ -224,7 +224,7 @@ class AgentReasoner:
 
     # ------------------------------------------------------------------------------------------------ the loop
     def plan(self, scene: Scene, request: Request, templates: Sequence[Template]) -> Plan:
-        from rscore.engine import default_registry
+        from rscore.engine import current_registry
         from rscore.io.images import scene_rgb8
 
         from rscore.tiling import in_memory_pixel_limit
@@ -240,7 +240,7 @@ class AgentReasoner:
         deadline = t_start + o.max_wall_s
         image = scene_rgb8(scene)
         sent = fit_image(image, max_side=h.max_side, max_pixels=h.max_pixels, multiple=h.size_multiple)
-        operators = default_registry().operators
+        operators = current_registry().operators
         tools, plugin_tools = self.tools(scene, templates, operators, request.plugin)
         state = _State()
         with OpenAIChatClient(h) as client:
@@ -451,10 +451,10 @@ class AgentReasoner:
 
     def _get_segmenter(self) -> Any:
         if self._segmenter is None:
-            from rscore.engine import _segmenter, default_registry
+            from rscore.engine import _segmenter, current_registry
 
-            _, self._segmenter = _segmenter(default_registry(), str(self.engine_options.get("segmenter") or "auto"),
-                                            self.engine_options)  # fmt: skip
+            name = str(self.engine_options.get("segmenter") or "auto")
+            _, self._segmenter = _segmenter(current_registry(), name, self.engine_options)
         return self._segmenter
 
     def _examine(self, ids: list[int], sent: SentImage, state: _State) -> str:

@@ -630,6 +630,7 @@ def segment_video(
     reg.require_plugin(plugin)
     query = engine.validate_query(query)
     check_known(options or {}, reg)
+    engine._REQUEST_REGISTRY.set(reg)  # analytic frames are planned here, not through engine.segment
     given = {k: v for k, v in (options or {}).items() if v is not None}
     opts: dict[str, Any] = {**engine.DEFAULTS, **given}
     vopts = VideoOptions.from_options(given)  # not opts: the image engine's min_area_px default (1) is not video's
