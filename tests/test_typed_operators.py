@@ -108,3 +108,23 @@ def test_cli_operators_and_options_list_and_the_typo_exit(tmp_path):
     bad = _cli("run", "a.png", "bright", "-O", "tile_sise=64", "--out", "o", cwd=tmp_path)
     assert bad.returncode == 2 and "did you mean tile_size?" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_check_plugin_flags_undeclared_operator_parameters_and_unreadable_thresholds():
+    import types
+
+    from rscore import hookimpl
+    from rscore.plugins import get_plugin_manager
+    from rscore.testing import check_plugin
+
+    def smooth(ctx, sigma=1.0):
+        return ctx.band("gray")
+
+    ops = [Operator("bad.smooth", smooth, "a smoothing with an undeclared sigma"),
+           Operator("bad.level", lambda ctx: ctx.band("gray"), "level", terms=(("high", "more than 3"),))]  # fmt: skip
+    plug = types.SimpleNamespace(rscore_operators=hookimpl(lambda: ops))
+    reg = get_registry(get_plugin_manager(entry_points=False, extra=[("bad", plug)]))
+    with pytest.raises(AssertionError) as info:
+        check_plugin("bad", registry=reg)
+    assert "operator 'bad.smooth': params - must declare fn's keyword parameters ['sigma']" in str(info.value)
+    assert "cannot read the term threshold 'more than 3'" in str(info.value)
