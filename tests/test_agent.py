@@ -301,3 +301,15 @@ def test_a_text_prompted_segmenter_from_the_request_registry_needs_no_box(tmp_pa
         res = segment(scene, srv, reg, segmenter="red-phrase")
     assert np.array_equal(res.mask, disc) and res.instances[0].score == pytest.approx(0.9)
     assert any("no mask for 'blue hat'" in s.text for s in res.plan.steps)
+
+
+def test_text_tool_format_describes_the_tools_in_the_prompt_for_servers_without_tools(reg):
+    scene, disc, _ = site()
+    script = [text_call("segment_phrase", phrase="hat", box=[36, 26, 84, 74]), text_call("select_masks", mask_ids=[1])]
+    with ScriptedOpenAIServer(script) as srv:
+        res = segment(scene, srv, reg, agent_tool_format="text")
+        first = srv.chat_requests[0].json
+    assert "tools" not in first and "tool_choice" not in first
+    system = first["messages"][0]["content"]
+    assert '"name": "segment_phrase"' in system and '"name": "op_safety_hivis"' in system
+    assert iou(res.mask, disc) > 0.8

@@ -85,6 +85,9 @@ def _phrase(text: str) -> tuple[str, ...]:
     return tuple(normalise(text))
 
 
+_COMPARATOR_PHRASES = {_phrase(k): v for k, v in COMPARATORS.items()}
+
+
 @dataclass
 class Vocabulary:
     """The planner's view of the operators' ``terms`` (see :class:`rscore.sdk.Operator`)."""
@@ -268,7 +271,7 @@ class _Parser:
             self.i, self.numeric = target[1], True
             return Constraint(op, "<=", value, None, self.v.units[op], " ".join(t[phrase_start : self.i]))
         # comparator N [unit] [from <feature>]
-        comp = self.peek({_phrase(k): v for k, v in COMPARATORS.items()})
+        comp = self.peek(_COMPARATOR_PHRASES)
         if comp is not None and self.number(i + len(comp)) is not None:
             value, unit, j = self.quantity(i + len(comp))
             target = self.distance_target(j) if j < len(t) else None
