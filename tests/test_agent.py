@@ -313,3 +313,11 @@ def test_text_tool_format_describes_the_tools_in_the_prompt_for_servers_without_
     system = first["messages"][0]["content"]
     assert '"name": "segment_phrase"' in system and '"name": "op_safety_hivis"' in system
     assert iou(res.mask, disc) > 0.8
+
+
+def test_a_server_refusing_tools_gets_a_hint(reg):
+    scene, _, _ = site()
+    refusal = Reply(status=400, content='"auto" tool choice requires --enable-auto-tool-choice')
+    with ScriptedOpenAIServer([refusal]) as srv:
+        with pytest.raises(BackendUnavailable, match="HTTP 400.*enable-auto-tool-choice.*-O agent_tool_format=text"):
+            segment(scene, srv, reg)

@@ -320,7 +320,13 @@ class AgentReasoner:
             payload["tools"] = tools
             payload["tool_choice"] = "auto"
         t0 = time.monotonic()
-        data = client.request_json("POST", "/chat/completions", payload, deadline)
+        try:
+            data = client.request_json("POST", "/chat/completions", payload, deadline)
+        except BackendUnavailable as exc:
+            if "HTTP 400" in str(exc) and "tools" in payload:  # e.g. vLLM without --enable-auto-tool-choice
+                raise BackendUnavailable(f"{exc}; if the server does not take 'tools', pass -O agent_tool_format=text"
+                                         ) from None  # fmt: skip
+            raise
         state.http_s += time.monotonic() - t0
         try:
             message = data["choices"][0]["message"]
