@@ -28,6 +28,7 @@ bound (never a made-up mask). Every call, its arguments, a summary of its result
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -175,11 +176,16 @@ class AgentReasoner:
     name = "agent"
     whole_scene = True  # the loop looks at one picture; the engine does not tile for it
 
-    def __init__(self, http: OpenAIOptions, options: AgentOptions, engine_options: Mapping[str, Any]) -> None:
+    def __init__(self, http: OpenAIOptions | None, options: AgentOptions, engine_options: Mapping[str, Any],
+                 local: Any = None) -> None:  # fmt: skip
+        if (http is None) == (local is None):
+            raise ValueError("the agent needs exactly one of an endpoint (http) and a local model")
         self.http = http
+        self.local = local  # a loaded rscore.reasoners.transformers_vlm.TransformersReasoner
         self.options = options
         self.engine_options = dict(engine_options)
         self._segmenter: Any = None
+        self.image_format = http.image_format if http is not None else "png"
 
     # ------------------------------------------------------------------------------------------------ tools
     def tools(self, scene: Scene, templates: Sequence[Template], operators: Mapping[str, Operator],
@@ -239,13 +245,17 @@ class AgentReasoner:
         t_start = time.monotonic()
         deadline = t_start + o.max_wall_s
         image = scene_rgb8(scene)
-        sent = fit_image(image, max_side=h.max_side, max_pixels=h.max_pixels, multiple=h.size_multiple)
+        if h is not None:
+            sent = fit_image(image, max_side=h.max_side, max_pixels=h.max_pixels, multiple=h.size_multiple)
+        else:
+            sent = self.local.fit(image)
         operators = current_registry().operators
         tools, plugin_tools = self.tools(scene, templates, operators, request.plugin)
         state = _State()
-        with OpenAIChatClient(h) as client:
-            model = h.model or self._only_model(client, deadline)
-            frame = h.coords or ("norm1000" if frame_for_model(model) == "norm1000" else "pixels")
+        with (OpenAIChatClient(h) if h is not None else _LocalClient(self.local)) as client:
+            model = self.local.model_name if h is None else h.model or self._only_model(client, deadline)
+            coords = h.coords if h is not None else self.local.options.coords
+            frame = coords or ("norm1000" if frame_for_model(model) == "norm1000" else "pixels")
             messages = self._opening(request, sent, describe_scene(scene, sent), tools, frame)
             repairs_left = o.repairs
             while state.done is None:
@@ -313,9 +323,9 @@ class AgentReasoner:
 
     def _ask(self, client: OpenAIChatClient, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
              state: _State, deadline: float) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-        h = self.http
-        payload: dict[str, Any] = {"model": model, "messages": messages, "temperature": h.temperature,
-                                   "max_tokens": h.max_tokens, "stream": False}  # fmt: skip
+        payload: dict[str, Any] = {"model": model, "messages": messages, "stream": False}
+        if self.http is not None:
+            payload.update(temperature=self.http.temperature, max_tokens=self.http.max_tokens)
         if self.options.tool_format == "auto":
             payload["tools"] = tools
             payload["tool_choice"] = "auto"
@@ -340,7 +350,7 @@ class AgentReasoner:
         state.tokens += spent
         return message, data
 
-    def _only_model(self, client: OpenAIChatClient, deadline: float) -> str:
+    def _only_model(self, client: Any, deadline: float) -> str:
         models = client.list_models(deadline)
         if len(models) != 1:
             raise client.error(f"pass --model NAME (the endpoint serves {len(models)} models: {', '.join(models[:10])})")
@@ -362,7 +372,7 @@ class AgentReasoner:
             system += ("\nTools (call as <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>):\n"
                        + "\n".join(json.dumps(t["function"]) for t in tools))  # fmt: skip
         user = [
-            {"type": "image_url", "image_url": {"url": image_data_url(sent.array, self.http.image_format)}},
+            {"type": "image_url", "image_url": {"url": image_data_url(sent.array, self.image_format)}},
             {"type": "text", "text": f"{context}\nQuery: {request.query}"},
         ]
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
@@ -574,8 +584,67 @@ def render_overlay(picture: np.ndarray, masks: Sequence[tuple[int, np.ndarray]])
 
 def make_agent_reasoner(options: Mapping[str, Any]) -> AgentReasoner:
     """The backend factory: the endpoint options as the ``openai`` reasoner reads them, plus ``agent_*`` bounds."""
+    bounds = AgentOptions.from_options(options)
     try:
         http = OpenAIOptions.from_options(options)
-    except BackendUnavailable as exc:  # the endpoint message names the openai reasoner; this is the agent
-        raise BackendUnavailable(str(exc).replace("reasoner 'openai'", "reasoner 'agent'")) from None
-    return AgentReasoner(http, AgentOptions.from_options(options), options)
+    except BackendUnavailable as exc:  # no endpoint: a local model when one is named, else say what is needed
+        local = {"weights", "transformers_weights", "transformers"} & {k for k, v in options.items() if v is not None}
+        if not local:
+            raise BackendUnavailable(
+                str(exc).replace("reasoner 'openai' needs an endpoint", "reasoner 'agent' needs an endpoint")
+                + ", or a local model: --model NAME --weights DIR"
+            ) from None
+        from rscore.reasoners.transformers_vlm import make_transformers_reasoner
+
+        text_only = dataclasses.replace(bounds, tool_format="text")  # a chat template may not take tools
+        return AgentReasoner(None, text_only, options, local=make_transformers_reasoner(options))
+    return AgentReasoner(http, bounds, options)
+
+
+class _LocalClient:
+    """The agent's turns on a local VLM through transformers (``--reasoner agent --model NAME --weights DIR``): the
+    same surface as :class:`~rscore.reasoners.openai.OpenAIChatClient` that the loop uses. Pictures in the chat
+    (data URLs) become the processor's image parts in order; tools are described in the prompt (text calls)."""
+
+    def __init__(self, vlm: Any) -> None:
+        self.vlm = vlm
+        self.display = f"local {vlm.model_name}"
+
+    def __enter__(self) -> _LocalClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def error(self, what: str) -> BackendUnavailable:
+        return BackendUnavailable(f"agent reasoner ({self.display}): {what}")
+
+    def chat_inputs(self, messages: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+        """The processor-format chat and its pictures."""
+        import base64
+        import io
+
+        from PIL import Image
+
+        chat, pictures = [], []
+        for m in messages:
+            role, content = m["role"], m.get("content")
+            if role == "tool":
+                role, content = "user", f"<tool_response>\n{content}\n</tool_response>"
+            parts: list[dict[str, Any]] = []
+            for part in ([{"type": "text", "text": content or ""}] if not isinstance(content, list) else content):
+                if part.get("type") == "image_url":
+                    data = part["image_url"]["url"].split(",", 1)[1]
+                    pictures.append(np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")))
+                    parts.append({"type": "image"})
+                else:
+                    parts.append({"type": "text", "text": str(part.get("text", ""))})
+            chat.append({"role": role, "content": parts})
+        return chat, pictures
+
+    def request_json(self, method: str, path: str, payload: Mapping[str, Any], deadline: float) -> dict[str, Any]:
+        chat, pictures = self.chat_inputs(payload["messages"])
+        text, stats = self.vlm.generate(chat, None, images=pictures)
+        return {"model": self.vlm.model_name, "choices": [{"message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": int(stats["prompt_tokens"]),
+                          "completion_tokens": int(stats["completion_tokens"])}}  # fmt: skip
