@@ -206,3 +206,24 @@ def test_the_planner_reads_the_operators_of_the_request_registry():
     scene = Scene(ArraySource(img), "image", ("gray",))
     res = engine.segment(scene, "moisture between 0.3 and 0.7", plugin="soil", registry=reg)
     assert res.plan.match["canonical"] == "soil.moisture in 0.3..0.7" and res.mask.tolist() == [[False, True, True, False]]
+
+
+@pytest.mark.shared_data
+def test_real_dem_constraints_agree_with_saga(reg):
+    """On the real Ecuador DEM (10 m), the compiled "slopes steeper than 30 degrees AND above 2000 m" agrees with
+    the same rule on the terrain stack's own slope and elevation bands (SAGA, shipped with the data)."""
+    import rasterio
+
+    from rscore.testing import shared_data_dir
+
+    folder = shared_data_dir() / "eo" / "landslides_rbsf_ecuador"
+    scene = engine.open_scene(folder / "dem_elev.tif", plugin="earth", registry=reg)
+    res = engine.segment(scene, "slopes steeper than 30 degrees above 2000 m", plugin="earth", registry=reg)
+    assert res.plan.match["canonical"] == "and(earth.elevation > 2000, earth.slope > 30)"
+    with rasterio.open(folder / "ta.tif") as src:
+        slope, elev = src.read(1), src.read(4)
+    valid = np.isfinite(slope) & np.isfinite(elev) & (slope > -9999)
+    ref = (slope > 30) & (elev > 2000) & valid
+    ours = np.asarray(res.mask) & valid
+    iou = (ours & ref).sum() / (ours | ref).sum()
+    assert ref.sum() > 1000 and iou > 0.85, iou
