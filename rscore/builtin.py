@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rscore.hookspecs import hookimpl
-from rscore.sdk import BackendSpec, Reader, Writer
+from rscore.sdk import BackendSpec, Param, Reader, Writer
 
 
 @hookimpl
@@ -25,6 +25,13 @@ def rscore_writers() -> list[Writer]:
     return [MaskPngWriter(), OverlayPngWriter(), CocoWriter(), ResultJsonWriter(), *video_writers()]
 
 
+@hookimpl
+def rscore_options() -> list[Param]:
+    from rscore.options import core_options
+
+    return core_options()
+
+
 def _analytic(options: Mapping[str, Any]) -> Any:
     from rscore.engine.analytic import AnalyticReasoner
 
@@ -41,6 +48,12 @@ def _openai(options: Mapping[str, Any]) -> Any:
     from rscore.reasoners.openai import make_openai_reasoner
 
     return make_openai_reasoner(options)
+
+
+def _agent(options: Mapping[str, Any]) -> Any:
+    from rscore.reasoners.agent import make_agent_reasoner
+
+    return make_agent_reasoner(options)
 
 
 def _transformers(options: Mapping[str, Any]) -> Any:
@@ -118,6 +131,14 @@ def rscore_backends() -> list[BackendSpec]:
             "openai",
             _openai,
             "any OpenAI-compatible chat-completions endpoint (vLLM, Ollama, llama.cpp, hosted): --endpoint URL --model NAME",
+            modules=("httpx",),
+        ),
+        BackendSpec(
+            "reasoner",
+            "agent",
+            _agent,
+            "an MLLM calling tools in a bounded loop (segment a phrase, examine masks, plugin operators, select) over "
+            "an OpenAI-compatible endpoint: --endpoint URL --model NAME",
             modules=("httpx",),
         ),
         BackendSpec(

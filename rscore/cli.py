@@ -39,6 +39,10 @@ app.add_typer(models_app, name="models")
 app.add_typer(flows_app, name="flows")
 app.add_typer(templates_app, name="templates")
 app.add_typer(plugin_app, name="plugin")
+operators_app = typer.Typer(help="Typed analytic operators that templates and the planner compose.", no_args_is_help=True)
+options_app = typer.Typer(help="The -O KEY=VALUE options the core and the plugins declare.", no_args_is_help=True)
+app.add_typer(operators_app, name="operators")
+app.add_typer(options_app, name="options")
 
 _state: dict[str, Any] = {"debug": False}
 
@@ -292,6 +296,50 @@ def templates_list(
     table = Table("plugin", "template", "offline", "needs", "example query")
     for r in rows:
         table.add_row(r["plugin"], r["name"], "yes" if r["offline"] else "VLM", ",".join(r["requires"]), (r["examples"] or [""])[0])
+    Console().print(table)
+
+
+@operators_app.command("list")
+def operators_list(
+    plugin: Annotated[Optional[str], typer.Option("--plugin", "-p", help="Only this plugin's operators.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (parameters as JSON Schema too).")] = False,
+) -> None:
+    """List operators with their typed signatures: parameters (type, unit, range, default) and what they return."""
+    from rscore.engine import default_registry
+
+    reg = default_registry()
+    reg.require_plugin(plugin)
+    ops = [op for op in reg.operators.values() if plugin is None or op.name.split(".", 1)[0] == plugin]
+    rows = [{**op.to_dict(), "schema": op.json_schema()} for op in sorted(ops, key=lambda o: o.name)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("signature", "returns", "needs", "options", "description")
+    for r in rows:
+        table.add_row(r["signature"], r["returns"], ",".join(r["requires"]),
+                      ",".join(o["name"] for o in r["options"]), r["description"])  # fmt: skip
+    Console().print(table)
+
+
+@options_app.command("list")
+def options_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List every -O option the core, the plugins and their operators declare (type, unit, range, default)."""
+    from rscore.engine import default_registry
+
+    rows = [{"plugin": plug, **param.to_dict()} for _, (plug, param) in sorted(default_registry().options.items())]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("option", "plugin", "type", "unit", "default", "description")
+    for r in rows:
+        default = "" if r["default"] is None else str(r["default"])
+        table.add_row(r["name"], r["plugin"], r["type"], r["unit"], default, r["description"])
     Console().print(table)
 
 

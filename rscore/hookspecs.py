@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from rscore.sdk import AdapterSpec, BackendSpec, Operator, Reader, Template, Writer
+    from rscore.sdk import AdapterSpec, BackendSpec, Operator, Param, Reader, Template, Writer
     from rscore.types import Request, Result, Scene
 
 PROJECT = "rscore"
@@ -83,6 +83,17 @@ def rscore_backends() -> list[BackendSpec]:
 
     Called once when the registry is built. ``(kind, name)`` must be unique across plugins; this is how a third
     party adds e.g. a LISA-style embedding backend selectable with ``--reasoner NAME``.
+    """
+
+
+@hookspec
+def rscore_options() -> list[Param]:
+    """Return the ``-O KEY=VALUE`` request options (:class:`rscore.sdk.Param`) this plugin's readers, templates,
+    writers, backends and processing hooks read (operators declare theirs in ``Operator.options``).
+
+    Called once when the registry is built. An option that no installed plugin, operator or the core declares is
+    an :class:`rscore.errors.OptionError` with the closest known names, so a typo (``tile_sise``) is never silently
+    ignored. A name may be declared by several plugins (e.g. ``zones``); the first declaration is listed.
     """
 
 

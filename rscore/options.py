@@ -9,19 +9,32 @@ field's annotation, so ``-O sam2_multimask=no``, ``-O stride=2`` and ``{"stride"
   mapping (later wins); an unknown ``<scope>_*`` key is an :class:`~rscore.errors.OptionError`;
 - :func:`typed` - convert values by the dataclass field annotations (``bool``, ``int``: whole numbers only,
   ``float``: finite, anything else ``str``); a value that does not convert is an ``OptionError`` naming the option.
+
+Which option names exist is declared, not guessed: the core's (:func:`core_options`, from the same settings
+dataclasses the backends read), each plugin's (the ``rscore_options`` hook) and each operator's (``Operator.options``).
+:func:`check_known` turns a name nobody declares (``-O tile_sise=64``) into an ``OptionError`` with the closest
+known names, instead of silently ignoring it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rscore.errors import OptionError
 
-__all__ = ["TRUE", "FALSE", "parse_bool", "field_kind", "convert", "typed", "scoped"]
+if TYPE_CHECKING:
+    from rscore.plugins import Registry
+    from rscore.sdk import Param
+
+__all__ = [
+    "TRUE", "FALSE", "parse_bool", "field_kind", "convert", "typed", "scoped", "dataclass_params", "core_options",
+    "known_options", "check_known",
+]  # fmt: skip
 
 TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"0", "false", "no", "off"})
@@ -100,3 +113,95 @@ def scoped(
     if unknown:
         raise OptionError(f"unknown {what} option(s) {', '.join(unknown)} (known: {', '.join(known)})")
     return values
+
+
+# ------------------------------------------------------------------------------------------ declared option names
+_PARAM_TYPE = {bool: "bool", int: "int", float: "float", str: "str"}
+
+
+def dataclass_params(
+    cls: type, *, scope: str | None = None, flat: Iterable[str] | None = None, what: str = ""
+) -> list[Param]:
+    """The options a settings dataclass reads, as :class:`~rscore.sdk.Param`: its fields by plain name when
+    ``scope`` is ``None`` (or only the ``flat`` ones when given), ``<scope>_<field>`` for every field, and the nested
+    ``<scope>`` mapping itself (the shapes :func:`scoped` accepts)."""
+    from rscore.sdk import Param
+
+    out: list[Param] = []
+    fields = dataclasses.fields(cls)
+    plain = {f.name for f in fields} if scope is None else set(flat or ())
+    for f in fields:
+        default = None if f.default is dataclasses.MISSING else f.default
+        kind = _PARAM_TYPE[field_kind(f)]
+        text = f"{what} {f.name}".strip()
+        if f.name in plain:
+            out.append(Param(f.name, kind, text, default=default))
+        if scope is not None:
+            out.append(Param(f"{scope}_{f.name}", kind, text, default=default))
+    if scope is not None:
+        out.append(Param(scope, "str", f"{what} options as one mapping (JSON object)".strip()))
+    return out
+
+
+def core_options() -> list[Param]:
+    """Every option the core reads: engine, tiling, image reader, video engine/reader/writers and the built-in
+    backends (openai, transformers, classical, sam2). Derived from the backends' own settings dataclasses."""
+    from rscore.engine import decoupled
+    from rscore.reasoners import agent, openai, transformers_vlm
+    from rscore.sdk import Param
+    from rscore.segmenters import classical, sam2
+    from rscore.video import engine as video_engine
+    from rscore.video import reader as video_reader
+
+    out = [
+        Param("reasoner", "str", "reasoner backend (analytic, openai, transformers, agent, ...)", default="analytic"),
+        Param("segmenter", "str", "segmenter backend (auto, classical, sam2, sam2-hf)", default="auto"),
+        Param("tile_size", "int", "tile side for analytic programs and stored outputs", "px", (16, None), 1024),
+        Param("min_area_px", "int", "smallest instance kept", "px", (0, None), 1),
+        Param("max_instances", "int", "most instances listed", "", (1, None), 1000),
+        Param("template", "str", "force this template instead of matching the query"),
+        Param("matcher", "enum", "template matcher", choices=("auto", "embedding", "keyword")),
+        Param("max_pixels", "int", "refuse images with more pixels (decompression bombs)", "px", (1, None)),
+        Param("device", "str", "auto, cuda, mps or cpu"),
+        Param("dtype", "str", "auto, float32, bfloat16, float16"),
+        Param("weights", "path", "folder with local model weights"),
+        Param("adapter", "path", "fine-tuned adapter folder"),
+        Param("model", "str", "model name or id of the reasoner"),
+        Param("endpoint", "str", "OpenAI-compatible endpoint URL"),
+        Param("sam2_video_model", "str", "SAM2 video model for propagation", default="auto"),
+        Param("bands", "str", "band roles in order, e.g. red,green,blue,nir (rscore run --bands)"),
+        Param("aux", "path", "auxiliary co-registered input (rscore run --aux)"),
+        Param("planner", "bool", "compile constraint queries into operator programs (analytic reasoner)", default=True),
+    ]
+    out += [Param(k, _PARAM_TYPE.get(type(v), "str"), f"VLM tiling: {k}", default=v) for k, v in decoupled.DEFAULTS.items()]
+    out += dataclass_params(openai.OpenAIOptions, scope="openai", flat=openai.FLAT_OPTIONS, what="openai reasoner")
+    out += dataclass_params(transformers_vlm.TransformersOptions, scope="transformers",
+                            flat=transformers_vlm.FLAT_OPTIONS, what="transformers reasoner")  # fmt: skip
+    out += dataclass_params(agent.AgentOptions, scope="agent", what="agent reasoner")
+    out += dataclass_params(classical.ClassicalOptions, scope="classical", what="classical segmenter")
+    out += dataclass_params(sam2.Sam2Options, scope="sam2", flat=("weights", "adapter", "device", "dtype"),
+                            what="sam2 segmenter")  # fmt: skip
+    out += dataclass_params(video_engine.VideoOptions, what="video")
+    out += dataclass_params(video_reader.ReaderOptions, what="video reader")
+    return out
+
+
+def known_options(registry: Registry) -> dict[str, tuple[str, Param]]:
+    """``{name: (declaring plugin, Param)}`` over the core and every installed plugin and operator."""
+    return dict(registry.options)
+
+
+def check_known(options: Mapping[str, Any], registry: Registry) -> None:
+    """Raise :class:`OptionError` for option names that nothing installed declares, naming the closest ones."""
+    known = registry.options
+    unknown = sorted(k for k in options if k not in known)
+    if not unknown:
+        return
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(str(name), list(known), n=3, cutoff=0.6)
+        parts.append(f"'{name}'" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    raise OptionError(
+        f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(parts)}: no template, operator or backend "
+        "declares it ('rscore operators list' and 'rscore options list' show what each reads)"
+    )

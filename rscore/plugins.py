@@ -18,7 +18,7 @@ import pluggy
 from rscore import hookspecs
 from rscore.errors import PluginError
 from rscore.hookspecs import PROJECT
-from rscore.sdk import AdapterSpec, BackendSpec, Operator, Reader, Template, Writer
+from rscore.sdk import AdapterSpec, BackendSpec, Operator, Param, Reader, Template, Writer
 from rscore.types import Scene
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ class Registry:
     writers: list[tuple[str, Writer]] = field(default_factory=list)
     backends: dict[tuple[str, str], BackendSpec] = field(default_factory=dict)
     adapters: list[AdapterSpec] = field(default_factory=list)
+    options: dict[str, tuple[str, Param]] = field(default_factory=dict)  # -O name -> (declaring plugin, Param)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -267,6 +268,13 @@ def _build_registry(pm: pluggy.PluginManager) -> Registry:
                     plugin_name, f"{b.kind} backend '{b.name}' is registered twice (again by '{plugin_name}')"
                 )
             reg.backends[key] = replace(b, plugin=plugin_name)
+    for plugin_name, items in _collect(pm, "rscore_options"):
+        for o in items:
+            _expect(plugin_name, "rscore_options", o, Param)
+            reg.options.setdefault(o.name, (plugin_name, o))
+    for name, op in reg.operators.items():
+        for o in op.options:
+            reg.options.setdefault(o.name, (owners[name], o))
     for plugin_name, items in _collect(pm, "rscore_adapters"):
         for a in items:
             _expect(plugin_name, "rscore_adapters", a, AdapterSpec)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Reader",
     "Writer",
+    "Param",
     "Operator",
     "OpContext",
     "ProgramOutput",
@@ -73,13 +74,80 @@ class Writer:
 
 
 # -------------------------------------------------------------------------------------------------------- operators
+ParamType = Literal["float", "int", "bool", "str", "enum", "path"]
+Returns = Literal["mask", "score", "classes", "instances", "value"]
+PARAM_TYPES: tuple[str, ...] = ("float", "int", "bool", "str", "enum", "path")
+RETURNS: tuple[str, ...] = ("mask", "score", "classes", "instances", "value")
+_JSON_TYPES = {"float": "number", "int": "integer", "bool": "boolean", "str": "string", "enum": "string", "path": "string"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One typed parameter: of an operator (``ctx.op(name, **params)``) or a ``-O KEY=VALUE`` option.
+
+    ``type`` is ``float``, ``int``, ``bool``, ``str``, ``enum`` (one of ``choices``) or ``path``; ``unit`` the
+    unit of a number (``deg``, ``m``, ``HU``, ``px``...); ``range`` the inclusive ``(low, high)`` of a number
+    (``None`` for an open end); ``default`` what an absent value means (``None``: computed or required).
+    """
+
+    name: str
+    type: ParamType = "float"
+    description: str = ""
+    unit: str = ""
+    range: tuple[float | None, float | None] | None = None
+    default: Any = None
+    choices: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.type not in PARAM_TYPES:
+            raise ValueError(f"param {self.name}: type must be one of {', '.join(PARAM_TYPES)}, got {self.type!r}")
+        if self.type == "enum" and not self.choices:
+            raise ValueError(f"param {self.name}: an enum needs choices")
+
+    def json_schema(self) -> dict[str, Any]:
+        """The parameter as a JSON Schema property (what a tool-calling model is given)."""
+        out: dict[str, Any] = {"type": _JSON_TYPES[self.type]}
+        text = self.description + (f" ({self.unit})" if self.unit else "")
+        if text:
+            out["description"] = text
+        if self.choices:
+            out["enum"] = list(self.choices)
+        if self.range is not None and self.type in ("float", "int"):
+            low, high = self.range
+            if low is not None:
+                out["minimum"] = low
+            if high is not None:
+                out["maximum"] = high
+        if self.default is not None:
+            out["default"] = self.default
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "type": self.type, "unit": self.unit, "range": list(self.range) if self.range else None,
+            "default": self.default, "choices": list(self.choices), "description": self.description,
+        }  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Operator:
     """A domain operator: ``fn(ctx, **params) -> array`` over the current view.
 
     ``halo`` is how many pixels of context the operator needs around a tile (slope needs 1, a 15 px relief window
     needs 7). ``requires`` lists band roles it reads. ``unit`` documents what the output means (``deg``, ``m``,
-    ``ratio``, ``bool``).
+    ``ratio``, ``bool``). The typed signature: ``params`` are the keyword arguments ``fn`` takes (each a
+    :class:`Param`), ``returns`` what the array is (``mask`` bool, ``score`` a measured value per pixel in
+    ``unit``, ``classes`` small ints named by ``class_names``, ``instances`` labelled components), and ``options``
+    the request options (``-O KEY=VALUE``) it reads from ``ctx.params``.
+
+    ``terms`` is how queries name what the operator measures, for the offline constraint planner
+    (:mod:`rscore.planner`): ``(phrase, meaning)`` pairs where meaning is ``""`` (a noun naming the quantity:
+    ``("slopes", "")``), a comparator taking ``than N`` (``("steeper", ">")``), a constraint with its threshold
+    (``("steep", ">= 30")``, ``("gentle", "in 5..15")``), ``"subject"`` (a noun for what is segmented that adds no
+    constraint: ``("tissue", "subject")``), ``"distance"`` (a feature this operator measures the distance to:
+    ``("stream", "distance")``, for "within 100 m of a stream"), ``"region"`` (a region this mask/class operator
+    marks: "inside the restricted zone"), ``"compass"`` (a bearing in degrees that "north-facing" refers to) or
+    ``"default"`` (the quantity a bare number in this operator's ``unit`` means: "below 200 m" is elevation).
     """
 
     name: str
@@ -88,6 +156,40 @@ class Operator:
     requires: tuple[str, ...] = ()
     halo: int = 0
     unit: str = ""
+    params: tuple[Param, ...] = ()
+    returns: Returns = "score"
+    options: tuple[Param, ...] = ()
+    class_names: tuple[str, ...] = ()
+    terms: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.returns not in RETURNS:
+            raise ValueError(f"operator {self.name}: returns must be one of {', '.join(RETURNS)}, got {self.returns!r}")
+
+    def signature(self) -> str:
+        """``earth.relief(radius_m: float m = 100) -> score [m]``."""
+        args = ", ".join(
+            f"{p.name}: {p.type}{' ' + p.unit if p.unit else ''}" + ("" if p.default is None else f" = {p.default}")
+            for p in self.params
+        )
+        return f"{self.name}({args}) -> {self.returns}" + (f" [{self.unit}]" if self.unit else "")
+
+    def json_schema(self) -> dict[str, Any]:
+        """The parameters as a JSON Schema object (the tool definition a model is given)."""
+        return {
+            "type": "object",
+            "properties": {p.name: p.json_schema() for p in self.params},
+            "required": [],  # every operator parameter has a default
+            "additionalProperties": False,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "description": self.description, "returns": self.returns, "unit": self.unit,
+            "requires": list(self.requires), "halo": self.halo, "params": [p.to_dict() for p in self.params],
+            "options": [p.to_dict() for p in self.options], "class_names": list(self.class_names),
+            "signature": self.signature(), "terms": [list(t) for t in self.terms],
+        }  # fmt: skip
 
 
 @dataclass(frozen=True)

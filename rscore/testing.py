@@ -583,6 +583,32 @@ def assert_result_document(doc: Mapping[str, Any] | str | os.PathLike[str]) -> M
 
 
 # ------------------------------------------------------------------------------------------------ plugin checks
+def _signature_problems(op: Any) -> list[str]:
+    """An operator's declared ``params`` must be exactly ``fn``'s keyword parameters (after ``ctx``), and its
+    ``terms`` thresholds must read (``">= 30"``, ``"in 5..15"``)."""
+    import inspect
+
+    out = []
+    try:
+        taken = [p.name for p in list(inspect.signature(op.fn).parameters.values())[1:]
+                 if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]  # fmt: skip
+    except (TypeError, ValueError):
+        taken = None
+    declared = [p.name for p in op.params]
+    if taken is not None and declared != taken:
+        out.append(f"operator '{op.name}': params {declared or '-'} must declare fn's keyword parameters "
+                   f"{taken or '-'} (rscore.sdk.Param each)")  # fmt: skip
+    from rscore.planner.grammar import _spec
+
+    for phrase, meaning in op.terms:
+        if meaning not in ("", "subject", "distance", "region", "compass", "default", "<", "<=", ">", ">="):
+            try:
+                _spec(op.name, meaning, op.unit, phrase)
+            except ValueError as exc:
+                out.append(str(exc))
+    return out
+
+
 def check_plugin(name: str, *, registry: Registry | None = None, match_examples: bool = True) -> PluginInfo:
     """Assert that plugin ``name`` is installed, its hooks validate and what it provides is complete.
 
@@ -590,7 +616,8 @@ def check_plugin(name: str, *, registry: Registry | None = None, match_examples:
     implementation of every plugin against :mod:`rscore.hookspecs`). Then, for this plugin: it implements at least
     one hook; every template has a name, label, description, non-empty ``examples``, a ``prompt`` for VLM
     reasoners, an ``explain`` line when it has an analytic ``program``, and ``halo >= 0``; every reader has a name
-    and lower-case ``.suffixes``; every writer has a name; every operator has a name, a callable and ``halo >= 0``.
+    and lower-case ``.suffixes``; every writer has a name; every operator has a name, a callable and ``halo >= 0``,
+    declares ``fn``'s keyword parameters as ``params`` and ``terms`` thresholds that read.
     With ``match_examples``, each example query must pick its own template among the plugin's templates with the
     keyword matcher. Returns the plugin's :class:`~rscore.plugins.PluginInfo`.
     """
@@ -649,6 +676,8 @@ def check_plugin(name: str, *, registry: Registry | None = None, match_examples:
         for op in impl.function() or ():
             if not op.name or not callable(op.fn) or op.halo < 0:
                 problems.append(f"operator '{op.name}': needs a name, a callable fn and halo >= 0")
+                continue
+            problems += _signature_problems(op)
 
     if match_examples and templates and not problems:
         from rscore.engine.matching import TemplateMatcher

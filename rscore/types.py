@@ -248,6 +248,7 @@ class Plan:
     reasoner: str = ""
     match: Mapping[str, Any] = field(default_factory=dict)
     raw: str | None = None  # a model's own words, when a model reasoned
+    instances: tuple[Any, ...] = ()  # masks a reasoner made itself (the agent's selection), used as they are
 
 
 # -------------------------------------------------------------------------------------------------------- results

@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from rscore import hookimpl
 from rscore.errors import InputError
-from rscore.sdk import AdapterSpec, BackendSpec, Operator, OpContext, ProgramOutput, Reader, Template, Writer
+from rscore.sdk import AdapterSpec, BackendSpec, Operator, OpContext, Param, ProgramOutput, Reader, Template, Writer
 from rscore.types import ArraySource, Plan, Scene, Target
 
 
@@ -143,7 +143,8 @@ def rscore_query_templates():
 def rscore_operators():
     return [
         Operator("demo.brightness", _brightness, "brightness 0-1", unit="ratio"),
-        Operator("demo.local_mean", _local_mean, "mean brightness over a square window", halo=4, unit="ratio"),
+        Operator("demo.local_mean", _local_mean, "mean brightness over a square window", halo=4, unit="ratio",
+                 params=(Param("size", "int", "window side", "px", (1, 9), 9),)),
     ]
 
 
@@ -155,6 +156,14 @@ def rscore_writers():
 @hookimpl
 def rscore_backends():
     return [BackendSpec("reasoner", "echo", EchoReasoner, "fixed box, for tests")]
+
+
+@hookimpl
+def rscore_options():
+    return [
+        Param("demo_invert", "bool", "invert grey levels before reasoning", default=False),
+        Param("echo_box", "str", "the echo reasoner's box x0,y0,x1,y1 (JSON list)"),
+    ]
 
 
 @hookimpl

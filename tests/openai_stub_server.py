@@ -7,6 +7,10 @@ recorded (:attr:`ScriptedOpenAIServer.requests`) so tests can check what was sen
 
 A script item is a :class:`Reply`, a string (the assistant's content, HTTP 200), or a callable taking the
 :class:`RecordedRequest` and returning either - for answers that depend on the picture the client sent.
+
+Tool calling (for the ``agent`` reasoner): ``Reply(tool_calls=[call("segment_phrase", phrase="hat"), ...])`` answers
+with ``message.tool_calls`` (finish reason ``tool_calls``) as vLLM's or OpenAI's function calling does; a Qwen-style
+text call is just content: ``text_call("select_masks", mask_ids=[1])``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,19 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
     body: bytes | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    usage: dict[str, int] | None = None
+
+
+def call(name: str, _id: str | None = None, **arguments: Any) -> dict[str, Any]:
+    """One OpenAI ``tool_calls`` item (arguments JSON-encoded, as servers send them)."""
+    return {"id": _id or f"call_{name}_{abs(hash(json.dumps(arguments, sort_keys=True))) % 10**8}",
+            "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+
+
+def text_call(name: str, **arguments: Any) -> str:
+    """The same call as Qwen2.5-VL / Qwen3-VL write it in their text when the server does not parse it."""
+    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
 
 
 @dataclass
@@ -234,6 +251,10 @@ class _Handler(BaseHTTPRequestHandler):
         message: dict[str, Any] = {"role": "assistant", "content": reply.content}
         if reply.reasoning is not None:
             message["reasoning_content"] = reply.reasoning
+        finish = reply.finish_reason
+        if reply.tool_calls:
+            message["tool_calls"] = reply.tool_calls
+            finish = "tool_calls" if finish == "stop" else finish
         self._send(
             200,
             {
@@ -241,8 +262,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": (payload or {}).get("model") or "test-vlm",
-                "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
-                "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": reply.usage or {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
             },
             headers=reply.headers,
         )

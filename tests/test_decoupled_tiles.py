@@ -573,7 +573,7 @@ def test_an_8bit_display_band_of_a_float_scene_is_sent_without_a_second_stretch(
     src = WindowedCTSource(hu)
     scene = Scene(src, "image", ("hu", "gray"), metadata={"layout": "stacked-rows", "slice_rows": rows})
     with ScriptedOpenAIServer([seeing_model]) as srv:
-        run(scene, srv, registry, image_format="png")
+        run(scene, srv, registry, openai_image_format="png")
         requests = srv.chat_requests
     assert len(requests) == 2
     for k, req in enumerate(requests):

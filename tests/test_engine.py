@@ -143,7 +143,7 @@ def test_reasoner_backend_from_a_plugin(demo_registry, disc_image):
 
 
 def test_unknown_backend_and_plugin_are_clear(demo_registry, disc_image):
-    with pytest.raises(PluginError, match="unknown reasoner 'nope' \\(available: analytic, echo, lisa, openai, transformers\\)"):
+    with pytest.raises(PluginError, match="unknown reasoner 'nope' \\(available: agent, analytic, echo, lisa, openai, transformers\\)"):
         engine.segment(scene_of(disc_image[0]), "bright spots", plugin="demo", options={"reasoner": "nope"}, registry=demo_registry)
     with pytest.raises(PluginError, match="unknown plugin 'zzz'"):
         engine.segment(scene_of(disc_image[0]), "bright spots", plugin="zzz", registry=demo_registry)

@@ -27,7 +27,7 @@ from rscore.evaluation import (
 from rscore.evaluation.manifest import rasterize_polygons
 from rscore.evaluation.runner import weight_hashes
 from rscore.plugins import get_plugin_manager, get_registry
-from rscore.sdk import AdapterSpec, BackendSpec, OpContext, ProgramOutput, Template
+from rscore.sdk import AdapterSpec, BackendSpec, OpContext, Param, ProgramOutput, Template
 from rscore.types import Plan
 
 
@@ -67,6 +67,10 @@ class EvalPlugin:
     @hookimpl
     def rscore_adapters(self):
         return [AdapterSpec("evalplug-lora", "test adapter", dataset_reader=_folder_reader)]
+
+    @hookimpl
+    def rscore_options(self):
+        return [Param("fake_model", "path", "the fake reasoner's model folder")]
 
     @hookimpl
     def rscore_backends(self):

@@ -25,6 +25,7 @@ def test_spec_list_is_what_we_think():
         "rscore_adapters",
         "rscore_backends",
         "rscore_operators",
+        "rscore_options",
         "rscore_postprocess",
         "rscore_preprocess",
         "rscore_query_templates",
@@ -60,6 +61,15 @@ def case_operators(reg, tmp_path):
     scene = Scene(ArraySource(np.full((4, 4), 255, np.uint8)), "image", ("gray",))
     ctx = OpContext(scene, Request("q"), reg.operators)
     assert np.allclose(ctx.op("demo.local_mean", size=3), 1.0)
+
+
+def case_options(reg, tmp_path):
+    from rscore.errors import OptionError
+
+    assert reg.options["demo_invert"][0] == "demo" and reg.options["tile_size"][0] == CORE
+    scene = Scene(ArraySource(np.zeros((8, 8), np.uint8)), "image", ("gray",))
+    with pytest.raises(OptionError, match="'demo_invrt' \\(did you mean demo_invert\\?\\)"):
+        engine.segment(scene, "bright spots", plugin="demo", options={"demo_invrt": True}, registry=reg)
 
 
 def case_adapters(reg, tmp_path):

@@ -130,7 +130,7 @@ def test_scaffolded_plugin_validates_and_runs_in_process(tmp_path, imported_plug
     name, module = imported_plugin
     registry = get_registry(get_plugin_manager(entry_points=False, extra=[(name, module)]))
     info = check_plugin(name, registry=registry)
-    assert set(info.hooks) == {"rscore_readers", "rscore_operators", "rscore_query_templates", "rscore_writers"}
+    assert set(info.hooks) == {"rscore_readers", "rscore_operators", "rscore_options", "rscore_query_templates", "rscore_writers"}
 
     path = tmp_path / "field.npy"
     np.save(path, field_array())
@@ -246,3 +246,23 @@ def test_cli_plugin_new_refuses_bad_name_with_one_line(tmp_path, rscore_cli):
     assert code == 2
     assert "invalid plugin name" in err and len(err.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_scaffolded_plugin_declares_its_options_and_operator_signature(imported_plugin):
+    """A generated plugin is a good citizen of option validation: what it reads is declared, typos are caught."""
+    import numpy as np
+
+    from rscore import engine
+    from rscore.errors import OptionError
+    from rscore.types import ArraySource, Scene
+
+    name, module = imported_plugin
+    reg = get_registry(get_plugin_manager(entry_points=False, extra=[(name, module)]))
+    assert reg.options["ndvi_threshold"][0] == name
+    op = reg.operators[f"{name}.normalized_difference"]
+    assert [p.name for p in op.params] == ["a", "b"] and op.returns == "score"
+    scene = Scene(ArraySource(np.ones((2, 8, 8), np.float32)), "image", ("red", "nir"))
+    ok = engine.segment(scene, "vegetation", plugin=name, registry=reg, options={"ndvi_threshold": 0.5, "matcher": "keyword"})
+    assert ok.plan.template == f"{name}:vegetation"
+    with pytest.raises(OptionError, match="did you mean ndvi_threshold"):
+        engine.segment(scene, "vegetation", plugin=name, registry=reg, options={"ndvi_treshold": 0.5})

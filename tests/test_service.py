@@ -28,7 +28,7 @@ from PIL import Image
 from rscore import hookimpl
 from rscore.errors import OptionError
 from rscore.plugins import get_plugin_manager, get_registry
-from rscore.sdk import OpContext, ProgramOutput, Template
+from rscore.sdk import OpContext, ProgramOutput, Template, Param
 from rscore.service import ServerThread, Settings, check_bind, create_app, is_loopback, serve
 from rscore.service.security import safe_relative_path, safe_upload_name
 
@@ -54,6 +54,10 @@ def _blocking(ctx: OpContext) -> ProgramOutput:
 
 class SlowTestPlugin:
     """Templates that take time on purpose."""
+
+    @hookimpl
+    def rscore_options(self) -> list[Param]:
+        return [Param("sleep_s", "float", "seconds the slow template sleeps per tile", "s", (0, None), 0.2)]
 
     @hookimpl
     def rscore_query_templates(self) -> list[Template]:

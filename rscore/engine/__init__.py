@@ -18,6 +18,7 @@ Strategies are chosen by options: ``reasoner`` (``analytic`` default; others com
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import errno
 import functools
@@ -38,13 +39,16 @@ import numpy as np
 from rscore.engine import decoupled
 from rscore.engine.analytic import run_program
 from rscore.errors import BackendUnavailable, InputError, OptionError, QueryError, RscoreError
+from rscore.options import check_known
 from rscore.plugins import CORE, Registry, get_registry
 from rscore.tiling import TiledArray, in_memory_pixel_limit
 from rscore.types import Instance, Plan, ProgressCallback, Request, Result, Scene, Step
 
 log = logging.getLogger(__name__)
 
-__all__ = ["open_scene", "segment", "write_outputs", "run", "validate_query", "default_registry", "DEFAULTS"]
+__all__ = [
+    "open_scene", "segment", "write_outputs", "run", "validate_query", "default_registry", "current_registry", "DEFAULTS",
+]  # fmt: skip
 
 MAX_QUERY_CHARS = 2000
 DEFAULTS: Mapping[str, Any] = {
@@ -64,6 +68,15 @@ MAX_INSTANCE_MASK_BYTES = 256 << 20  # per-instance masks kept for the best inst
 def default_registry() -> Registry:
     """The registry of every installed plugin, built once per process."""
     return get_registry()
+
+
+_REQUEST_REGISTRY: contextvars.ContextVar[Registry | None] = contextvars.ContextVar("rscore_registry", default=None)
+
+
+def current_registry() -> Registry:
+    """The registry of the request this thread is answering (``segment(..., registry=...)``), else the default one:
+    what reasoners that compose operators (the constraint planner, the agent) look operators and backends up in."""
+    return _REQUEST_REGISTRY.get() or default_registry()
 
 
 def validate_query(query: str) -> str:
@@ -223,6 +236,8 @@ def segment(
     reg = registry or default_registry()
     reg.require_plugin(plugin)
     query = validate_query(query)
+    check_known(options or {}, reg)
+    _REQUEST_REGISTRY.set(reg)  # for current_registry(); the next request in this thread sets its own
     opts = _check_options({**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}})
     request = Request(query=query, plugin=plugin, options=opts)
     timings: dict[str, float] = {}
@@ -264,6 +279,10 @@ def segment(
     instances: list[Instance] = []
     segmenter_name = None
     template = next((t for t in templates if t.qualified_name == plan.template), None)
+    if template is None and not plan.absent:  # a constraint program compiled by rscore.planner
+        from rscore.planner import template_for_plan
+
+        template = template_for_plan(plan, reg.operators)
     label = template.label if template else "target"
     caveats: list[str] = list(template.caveats) if template is not None and not plan.absent else []
     caveats += [c for c in plan.match.get("caveats", ()) if c not in caveats]  # routing: e.g. a superset answer
@@ -271,6 +290,7 @@ def segment(
     if tiled is not None:
         mask, instances, segmenter_name = tiled.mask, list(tiled.instances), tiled.segmenter_name
     elif not plan.absent:
+        instances += list(plan.instances)  # masks the reasoner made itself (the agent reasoner's selection)
         targets = list(plan.targets)
         if template is not None and template.program is not None and plan.reasoner == "analytic":
             run_ = run_program(
@@ -470,6 +490,7 @@ def run(
     reg = registry or default_registry()
     reg.require_plugin(plugin)
     validate_query(query)
+    check_known(options or {}, reg)  # before anything is read: a misspelt option must not cost a long read
     from rscore.video.reader import normalise_url
 
     from rscore.io.outdir import check_out_dir

@@ -38,6 +38,11 @@ class AnalyticReasoner:
         self.options = dict(options or {})
 
     def plan(self, scene: Scene, request: Request, templates: Sequence[Template]) -> Plan:
+        from rscore.planner import plan_constraints  # constraint queries compile to programs; others route below
+
+        compiled = plan_constraints(scene, request, templates)
+        if compiled is not None:
+            return compiled
         forced = request.option("template")
         if forced:
             chosen = [t for t in templates if forced in (t.name, t.qualified_name)]

@@ -248,6 +248,9 @@ def _rewrap(exc: RscoreError, where: str) -> RscoreError:
     return new
 
 
+AGENT_STATS = ("turns", "tool_calls", "endpoint_time_s")  # per-sample figures of the agent reasoner
+
+
 class _Run:
     """State of one evaluation: the accumulator, the records, and what the results say about backends/models."""
 
@@ -331,6 +334,7 @@ class _Run:
                 template=result.plan.template,
                 time_s=round(elapsed, 4),
                 **({"reason": result.plan.reason} if result.absent else {}),
+                **{k: result.plan.match[k] for k in AGENT_STATS if k in result.plan.match},
             )
             self.records.append(record)
 

@@ -409,23 +409,33 @@ class TransformersReasoner:
         )
         return Conversation(messages, sent, hints, frame, style)
 
-    def encode(self, messages: Sequence[Mapping[str, Any]], sent: SentImage) -> Any:
+    def encode(
+        self, messages: Sequence[Mapping[str, Any]], sent: SentImage | None, images: Sequence[np.ndarray] | None = None
+    ) -> Any:
         """The model inputs (token ids, pixel values, grids, ``mm_token_type_ids`` where the family needs them) for a
-        chat through the processor's chat template, ready for ``generate``; on the model's device."""
+        chat through the processor's chat template, ready for ``generate``; on the model's device. ``images`` (one
+        per ``{"type": "image"}`` part, in order) replaces ``[sent.array]`` for chats with several pictures (the
+        agent's overlays)."""
         from PIL import Image
 
         text = self.processor.apply_chat_template(_hf_messages(messages), add_generation_prompt=True, tokenize=False)
-        inputs = self.processor(text=[text], images=[Image.fromarray(sent.array)], return_tensors="pt")
+        arrays = list(images) if images is not None else [sent.array] if sent is not None else []
+        pictures = [Image.fromarray(a) for a in arrays] or None
+        inputs = self.processor(text=[text], images=pictures, return_tensors="pt")
         return inputs.to(self.model.device)
 
     def generate(
-        self, messages: Sequence[Mapping[str, Any]], sent: SentImage, options: TransformersOptions | None = None
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        sent: SentImage | None,
+        options: TransformersOptions | None = None,
+        images: Sequence[np.ndarray] | None = None,
     ) -> tuple[str, dict[str, float]]:
         """Run the model on a chat; ``(answer text, {"prompt_tokens", "completion_tokens", "generate_s"})``."""
         import torch
 
         o = options or self.options
-        inputs = self.encode(messages, sent)
+        inputs = self.encode(messages, sent, images)
         config = copy.deepcopy(self.model.generation_config)
         config.max_new_tokens = o.max_new_tokens
         config.do_sample = o.temperature > 0
@@ -439,9 +449,10 @@ class TransformersReasoner:
             try:
                 out = self.model.generate(**inputs, generation_config=config)
             except torch.OutOfMemoryError:
+                size = f"a {sent.size[0]}x{sent.size[1]} picture" if sent is not None else "this chat's pictures"
                 raise BackendUnavailable(
-                    f"{self.model_name} ran out of {self.placement.device} memory on a {sent.size[0]}x{sent.size[1]} "
-                    "picture; lower --max-side or choose a smaller --model"
+                    f"{self.model_name} ran out of {self.placement.device} memory on {size}; lower --max-side or "
+                    "choose a smaller --model"
                 ) from None
         elapsed = time.perf_counter() - t0
         new = out[:, prompt_len:]

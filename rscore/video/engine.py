@@ -63,6 +63,8 @@ from typing import Any
 import numpy as np
 
 from rscore import rle
+from rscore.options import check_known
+from rscore.planner import template_for_plan
 from rscore.errors import BackendUnavailable, InputError, OptionError, PluginError
 from rscore.instances import instances_from_mask, mask_bbox
 from rscore.options import typed
@@ -639,6 +641,8 @@ def segment_video(
     reg = registry or engine.default_registry()
     reg.require_plugin(plugin)
     query = engine.validate_query(query)
+    check_known(options or {}, reg)
+    engine._REQUEST_REGISTRY.set(reg)  # analytic frames are planned here, not through engine.segment
     given = {k: v for k, v in (options or {}).items() if v is not None}
     opts: dict[str, Any] = {**engine.DEFAULTS, **given}
     vopts = VideoOptions.from_options(given)  # not opts: the image engine's min_area_px default (1) is not video's
@@ -721,6 +725,7 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
             if plan0.absent:
                 return _plan_absent(c, reader, plan0, "offline")
             template = next((t for t in templates if t.qualified_name == plan0.template), None)
+            template = template or template_for_plan(plan0, c.reg.operators)  # a compiled constraint program
             if template is not None and template.program is not None:
                 c.detector = _AnalyticDetector(c, template)
         if v.keyframe == "first" or wanted is not None:
@@ -854,6 +859,7 @@ def _online(ctx: _Context, reader: FrameReader) -> VideoResult:
                             c.log.overlay_path = None
                         return _plan_absent(c, reader, plan, "online")
                     template = next((t for t in templates if t.qualified_name == plan.template), None)
+                    template = template or template_for_plan(plan, c.reg.operators)  # a compiled constraint program
                     if template is not None and template.program is not None:
                         c.detector = _AnalyticDetector(c, template)
                 if c.detector is None:

@@ -13,11 +13,12 @@ Request options read here (``--option k=v``): ``z_factor`` (elevation units to m
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from rscore.errors import OptionError
-from rscore.sdk import OpContext, Operator
+from rscore.sdk import OpContext, Operator, Param
 
 from rscore_earth import terrain
 
@@ -80,6 +81,10 @@ def _elevation(ctx: OpContext) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------------ terrain
+def op_elevation(ctx: OpContext) -> np.ndarray:
+    return _elevation(ctx)
+
+
 def op_slope(ctx: OpContext) -> np.ndarray:
     px, py = ctx.pixel_size
     return terrain.slope_deg(_elevation(ctx), px, py)
@@ -226,34 +231,68 @@ def op_brightness(ctx: OpContext) -> np.ndarray:
     return (total / (len(visible) * _reflectance_scale(ctx))).astype(np.float32)
 
 
+Z_FACTOR = Param("z_factor", "float", "elevation units to metres", "", (0, None), 1.0)
+REFLECTANCE_SCALE = Param("reflectance_scale", "float", "digital numbers per unit reflectance (default by data type)",
+                          "", (0, None))
+CHANNEL_AREA = Param("channel_area_m2", "float", "contributing area at which a channel starts", "m2", (0, None),
+                     DEFAULT_CHANNEL_AREA_M2)
+RADIUS = Param("radius_m", "float", "window radius (capped at the tile halo)", "m", (0, None), 100.0)
+_TERRAIN = (Z_FACTOR,)
+# how queries name these quantities (the constraint planner's vocabulary; thresholds as the templates use them)
+SLOPE_TERMS = (
+    ("slope", ""), ("slopes", ""), ("steepness", ""), ("gradient", ""), ("hillslopes", ""), ("hillsides", ""),
+    ("steeper", ">"), ("gentler", "<"), ("flatter", "<"), ("less steep", "<"),
+    ("steep", ">= 30"), ("flat", "< 5"), ("level", "< 5"), ("gentle", "in 5..15"), ("default", "default"),
+)
+ELEVATION_TERMS = (("elevation", ""), ("altitude", ""), ("elevations", ""), ("default", "default"))
+NDVI_TERMS = (
+    ("ndvi", ""), ("vegetation", ">= 0.3"), ("vegetated", ">= 0.3"), ("green vegetation", ">= 0.3"),
+    ("dense vegetation", ">= 0.5"), ("densely vegetated", ">= 0.5"), ("bare", "< 0.2"), ("unvegetated", "< 0.2"),
+    ("barren", "< 0.2"),
+)
+STREAM_TERMS = tuple((w, "distance") for w in (
+    "stream", "streams", "river", "rivers", "channel", "channels", "watercourse", "watercourses", "drainage line",
+    "drainage lines", "creek", "creeks",
+)) + (("near", "<= 250"),)
+_HYDRO = (Z_FACTOR, CHANNEL_AREA)
+
 OPERATORS: tuple[Operator, ...] = (
-    Operator("earth.slope", op_slope, "slope (Horn 1981)", ("elevation",), 1, "deg"),
+    Operator("earth.slope", op_slope, "slope (Horn 1981)", ("elevation",), 1, "deg", options=_TERRAIN,
+             terms=SLOPE_TERMS),
     Operator("earth.aspect", op_aspect, "aspect: compass bearing of the downslope direction, NaN on flats",
-             ("elevation",), 1, "deg"),
+             ("elevation",), 1, "deg", options=_TERRAIN, terms=(("aspect", ""), ("compass", "compass"))),
     Operator("earth.curvature", op_curvature, "curvature: kind=total (-Laplacian) | profile | plan; >0 convex",
-             ("elevation",), 1, "1/m"),
+             ("elevation",), 1, "1/m", options=_TERRAIN,
+             params=(Param("kind", "enum", "which curvature", default="total", choices=("total", "profile", "plan")),)),
     Operator("earth.hillshade", op_hillshade, "hillshade for a sun at azimuth/altitude (deg)", ("elevation",), 1,
-             "ratio"),
-    Operator("earth.relief", op_relief, "local relief: max - min elevation within radius_m", ("elevation",), HALO, "m"),
+             "ratio", options=_TERRAIN,
+             params=(Param("azimuth", "float", "sun azimuth, clockwise from north", "deg", (0, 360), 315.0),
+                     Param("altitude", "float", "sun altitude above the horizon", "deg", (0, 90), 45.0))),
+    Operator("earth.relief", op_relief, "local relief: max - min elevation within radius_m", ("elevation",), HALO, "m",
+             params=(RADIUS,), options=_TERRAIN),
     Operator("earth.tpi", op_tpi, "topographic position index: elevation minus the mean within radius_m",
-             ("elevation",), HALO, "m"),
+             ("elevation",), HALO, "m", params=(RADIUS,), options=_TERRAIN),
     Operator("earth.dev", op_dev, "deviation from mean elevation (TPI / local std) within radius_m", ("elevation",),
-             HALO, "ratio"),
+             HALO, "ratio", params=(RADIUS,), options=_TERRAIN),
     Operator("earth.flow_accumulation", op_flow_accumulation,
              "D8 contributing area, exact over the whole raster up to drainage_max_px (16.8 Mpx), else tile-local",
-             ("elevation",), HALO, "m2"),
+             ("elevation",), HALO, "m2", options=_TERRAIN),
     Operator("earth.drainage_distance", op_drainage_distance,
-             "distance to the nearest channel (contributing area >= channel_area_m2)", ("elevation",), HALO, "m"),
+             "distance to the nearest channel (contributing area >= channel_area_m2)", ("elevation",), HALO, "m",
+             params=(replace(CHANNEL_AREA, default=None),), options=_HYDRO, terms=STREAM_TERMS),
     Operator("earth.height_above_drainage", op_height_above_drainage,
-             "elevation above the nearest channel cell (Euclidean-nearest HAND)", ("elevation",), HALO, "m"),
+             "elevation above the nearest channel cell (Euclidean-nearest HAND)", ("elevation",), HALO, "m",
+             params=(replace(CHANNEL_AREA, default=None),), options=_HYDRO),
     Operator("earth.ndvi", op_ndvi, "NDVI = (nir - red) / (nir + red) (Tucker 1979), or a band with role ndvi", (), 0,
-             "ratio"),
+             "ratio", terms=NDVI_TERMS),
     Operator("earth.ndwi", op_ndwi, "NDWI = (green - nir) / (green + nir) (McFeeters 1996)", ("green", "nir"), 0,
              "ratio"),
     Operator("earth.mndwi", op_mndwi, "MNDWI = (green - swir) / (green + swir) (Xu 2006)", ("green", "swir"), 0,
              "ratio"),
     Operator("earth.brightness", op_brightness, "mean visible reflectance (0-1; integer data / reflectance_scale)",
-             (), 0, "ratio"),
+             (), 0, "ratio", options=(REFLECTANCE_SCALE,)),
+    Operator("earth.elevation", op_elevation, "elevation (DEM value x z_factor)", ("elevation",), 0, "m",
+             options=_TERRAIN, terms=ELEVATION_TERMS),
 )  # fmt: skip
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rscore import hookimpl
-from rscore.sdk import AdapterSpec, Operator, Reader, Template, Writer
+from rscore.sdk import AdapterSpec, Operator, Param, Reader, Template, Writer
 from rscore.types import Result, Scene
 
 
@@ -23,6 +23,29 @@ def rscore_operators() -> list[Operator]:
     from rscore_earth.operators import operators
 
     return operators()
+
+
+@hookimpl
+def rscore_options() -> list[Param]:
+    """Options of the GeoTIFF reader, the templates' thresholds and the vector writers (operators declare theirs)."""
+    return [
+        Param("bands", "str", "band roles in order, e.g. red,green,blue,nir"),
+        Param("aux", "path", "co-registered auxiliary raster(s) (e.g. a DEM for imagery), comma-separated"),
+        Param("aux_bands", "str", "band roles of the auxiliary raster(s)"),
+        Param("aux_resampling", "str", "resampling of the auxiliary raster (rasterio Resampling name)",
+              default="bilinear"),
+        Param("pixel_size_m", "float", "ground pixel size when the CRS gives none", "m", (0, None)),
+        Param("hand_max_m", "float", "flood-prone: height above drainage at most", "m", (0, 1000), 5.0),
+        Param("max_distance_m", "float", "flood-prone: distance to a channel at most", "m", (0, None), 500.0),
+        Param("ndwi_min", "float", "water: NDWI at least", "", (-1, 1), 0.0),
+        Param("ndvi_min", "float", "dense vegetation: NDVI at least", "", (-1, 1), 0.5),
+        Param("ndvi_max", "float", "bare ground: NDVI at most", "", (-1, 1), 0.2),
+        Param("slope_min_deg", "float", "steep slopes: slope at least", "deg", (0, 90), 30.0),
+        Param("radius_m", "float", "ridges/valleys: window radius", "m", (0, None), 150.0),
+        Param("min_relief_m", "float", "ridges/valleys: relief at least", "m", (0, None), 5.0),
+        Param("min_area_m2", "float", "polygons: smallest area written", "m2", (0, None)),
+        Param("simplify_m", "float", "polygons: simplification tolerance", "m", (0, None)),
+    ]  # fmt: skip
 
 
 @hookimpl

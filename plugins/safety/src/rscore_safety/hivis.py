@@ -52,7 +52,7 @@ import cv2
 import numpy as np
 
 from rscore.errors import OptionError
-from rscore.sdk import Operator, OpContext
+from rscore.sdk import Operator, OpContext, Param
 
 CHROMATICITY: dict[str, tuple[tuple[float, float], ...]] = {
     "yellow": ((0.387, 0.610), (0.356, 0.494), (0.398, 0.452), (0.460, 0.540)),
@@ -227,6 +227,17 @@ def hivis_op(ctx: OpContext) -> np.ndarray:
 OPERATORS = (
     Operator(
         "safety.hivis", hivis_op, "EN ISO 20471 fluorescent colours mapped to HSV: class map 0/1 yellow/2 orange/3 red",
-        ("red", "green", "blue"), unit="class",
+        ("red", "green", "blue"), unit="class", returns="classes", class_names=("yellow", "orange", "red"),
+        terms=(
+            *((w, "> 0") for w in ("hi vis", "high visibility", "hivis", "fluorescent", "high vis")),
+            *((w, "subject") for w in ("objects", "object", "clothing", "vests", "vest", "jackets", "garments")),
+        ),
+        options=(
+            Param("hivis_colours", "str", "EN ISO 20471 colours to find, comma-separated (yellow, orange, red)"),
+            Param("hivis_min_value", "float", "smallest HSV value (brightness)", "", (0, 1)),
+            Param("hivis_min_saturation", "float", "smallest HSV saturation", "", (0, 1)),
+            Param("hivis_hue_margin_deg", "float", "hue margin around each colour's area", "deg", (0, 60),
+                  HUE_MARGIN_DEG),
+        ),
     ),
 )

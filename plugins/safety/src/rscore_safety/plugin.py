@@ -14,7 +14,7 @@ import numpy as np
 
 from rscore import hookimpl
 from rscore.errors import OptionError
-from rscore.sdk import AdapterSpec, Operator, OpContext, ProgramOutput, Template, Writer
+from rscore.sdk import AdapterSpec, Operator, OpContext, Param, ProgramOutput, Template, Writer
 
 from rscore_safety import hivis
 
@@ -135,16 +135,34 @@ def _on_a_person(ctx: OpContext, mask: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _zone(ctx: OpContext) -> ProgramOutput:
+def zones_op(ctx: OpContext) -> np.ndarray:
+    """Restricted-zone ids of the view (uint8, 0 = outside every zone) from the ``zones`` file."""
     from rscore_safety.zones import load_zones, rasterize
 
     path = ctx.params.get("zones")
     if not path:
-        raise OptionError("the restricted-zone template needs a zones file: pass -O zones=zones.geojson "
+        raise OptionError("restricted zones need a zones file: pass -O zones=zones.geojson "
                           "(GeoJSON or JSON polygons in pixel coordinates)")
-    zones = load_zones(str(path))
-    ids = rasterize(zones, ctx.window)
+    ids = rasterize(load_zones(str(path)), ctx.window)
     ids[~ctx.valid] = 0
+    return ids
+
+
+ZONES_OPTION = Param("zones", "path", "restricted zones: GeoJSON or JSON polygons in pixel coordinates")
+OPERATORS = (
+    Operator("safety.zones", zones_op, "restricted zones drawn by the user, rasterised: 0 outside, else the zone's "
+             "number", returns="classes", unit="class", options=(ZONES_OPTION,),
+             terms=tuple((w, "region") for w in ("restricted zone", "restricted zones", "restricted area",
+                                                 "restricted areas", "exclusion zone", "danger zone", "no go zone"))),
+)
+
+
+def _zone(ctx: OpContext) -> ProgramOutput:
+    from rscore_safety.zones import load_zones
+
+    ids = ctx.op("safety.zones")
+    path = ctx.params.get("zones")
+    zones = load_zones(str(path))
     names = ", ".join(f"{i + 1} = {z.name}" for i, z in enumerate(zones))
     ctx.note(f"restricted zones from {path} (class: zone): {names}", share=float((ids > 0)[ctx.core_slices].mean()))
     h, w = ctx.scene.shape
@@ -264,7 +282,17 @@ TEMPLATES = [
 
 @hookimpl
 def rscore_operators() -> list[Operator]:
-    return list(hivis.OPERATORS)
+    return [*hivis.OPERATORS, *OPERATORS]
+
+
+@hookimpl
+def rscore_options() -> list[Param]:
+    """Options of the compliance report (``zones`` is declared by the ``safety.zones`` operator)."""
+    return [
+        Param("camera", "str", "camera name in the compliance report"),
+        Param("motion", "enum", "motion detector of the compliance report", default="mog2",
+              choices=("mog2", "diff")),
+    ]
 
 
 @hookimpl

@@ -440,10 +440,14 @@ def body_op(ctx: OpContext) -> np.ndarray:
 
 
 OPERATORS = (
-    Operator("surgical.hu", hu_op, "Hounsfield units of a CT view (refuses non-CT inputs)", ("hu",), unit="HU"),
+    Operator("surgical.hu", hu_op, "Hounsfield units of a CT view (refuses non-CT inputs)", ("hu",), unit="HU",
+             terms=(("hu", ""), ("density", ""), ("attenuation", ""), ("radiodensity", ""), ("default", "default"),
+                    ("denser", ">"), ("less dense", "<"),
+                    *((w, "subject") for w in ("tissue", "soft tissue", "tissues", "metal", "bright metal", "bone",
+                                               "dense bone", "fat", "fluid", "air", "voxels", "structures")))),
     Operator(
         "surgical.body", body_op,
         f"patient body: components of HU > {BODY_HU:g} per slice (trunk and limbs), opened, holes filled", ("hu",),
-        unit="bool",
+        unit="bool", returns="mask", terms=(("body", "region"), ("patient", "region"), ("patient body", "region")),
     ),
 )

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from rscore.errors import OptionError
-from rscore.sdk import Operator, OpContext, ProgramOutput, Template
+from rscore.sdk import Operator, OpContext, ProgramOutput, Template, Param
 
 V_MIN = 0.90
 S_MAX = 0.25
@@ -136,5 +136,9 @@ OPERATORS = (
         "surgical.local_median_value", local_median_value,
         f"median of HSV value over {MEDIAN_PX} px (tissue brightness around a pixel)",
         ("red", "green", "blue"), halo=HALO, unit="ratio",
+        options=(
+            Param("specular_v_min", "float", "specular highlights: HSV value at least", "", (0, 1), V_MIN),
+            Param("specular_s_max", "float", "specular highlights: HSV saturation at most", "", (0, 1), S_MAX),
+        ),
     ),
 )

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from rscore import hookimpl
-from rscore.sdk import AdapterSpec, Operator, Reader, Template, Writer
+from rscore.sdk import AdapterSpec, Operator, Reader, Template, Writer, Param
 from rscore.types import Request, Result, Scene
 
 from rscore_surgical import ct, endoscopy
@@ -51,6 +51,24 @@ def rscore_readers() -> list[Reader]:
 @hookimpl
 def rscore_operators() -> list[Operator]:
     return [*ct.OPERATORS, *endoscopy.OPERATORS]
+
+
+@hookimpl
+def rscore_options() -> list[Param]:
+    """Options of the DICOM reader, the HU templates, the display window and the writers."""
+    from rscore_surgical.windowing import CHOICES
+
+    return [
+        Param("series", "str", "SeriesInstanceUID or SeriesNumber to open from a folder holding several"),
+        Param("slice", "int", "open this slice only (0-based, sorted order)", "", (0, None)),
+        Param("window", "enum", "display window of the slice PNGs and of what a model is shown", default="auto",
+              choices=tuple(CHOICES)),
+        Param("hu_min", "float", "HU templates: lower bound override", "HU"),
+        Param("hu_max", "float", "HU templates: upper bound override", "HU"),
+        Param("min_component_mm2", "float", "HU templates: smallest component kept", "mm2", (0, None)),
+        Param("dicom_seg", "bool", "write a DICOM SEG object", default=True),
+        Param("slice_pngs", "bool", "write one PNG per slice", default=True),
+    ]  # fmt: skip
 
 
 @hookimpl

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from rscore import hookimpl
-from rscore.sdk import AdapterSpec, Operator, Template
+from rscore.sdk import AdapterSpec, Operator, Template, Param
 from rscore.types import Request, Scene
 
 from rscore_underwater import water
@@ -66,6 +66,14 @@ DETECTOR_CLASSES = {
                 "trash metal", "trash wood", "trash fabric", "trash rubber", "trash paper", "trash fishing gear",
                 "trash etc"), ("plastic debris", "litter")),
 }
+
+
+@hookimpl
+def rscore_options() -> list[Param]:
+    """The colour-correction option of the preprocess hook."""
+    from rscore_underwater.correction import MODES
+
+    return [Param("underwater_correction", "enum", "colour-cast correction", default="auto", choices=MODES)]
 
 
 @hookimpl

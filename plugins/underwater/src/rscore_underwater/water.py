@@ -143,7 +143,7 @@ OPERATORS = (
              f"UDCP transmission estimate (green/blue dark channel over {PATCH} px, omega {OMEGA:g})",
              ("green", "blue"), halo=PATCH // 2, unit="ratio"),
     Operator("underwater.open_water", open_water_op, "smooth, blue-green (uncorrected) pixels",
-             ("red", "green", "blue"), halo=HALO, unit="bool"),
+             ("red", "green", "blue"), halo=HALO, unit="bool", returns="mask"),
 )
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from rscore import hookimpl
 from rscore.errors import InputError, OptionError
-from rscore.sdk import OpContext, Operator, ProgramOutput, Reader, Template, Writer
+from rscore.sdk import OpContext, Operator, Param, ProgramOutput, Reader, Template, Writer
 from rscore.types import ArraySource, Result, Scene, Window
 
 PLUGIN = "{{name}}"
@@ -198,7 +198,22 @@ def rscore_operators() -> list[Operator]:
             fn=normalized_difference,
             description="(a - b) / (a + b) of two bands by role (NDVI with a=nir, b=red)",
             unit="ratio",
+            # the typed signature: what `rscore operators list` shows and tool-calling models are given
+            params=(
+                Param("a", "str", "band role of the first band", default="nir"),
+                Param("b", "str", "band role of the second band", default="red"),
+            ),
+            returns="score",
         )
+    ]
+
+
+@hookimpl
+def rscore_options() -> list[Param]:
+    """Every ``-O KEY=VALUE`` this plugin reads: an option nobody declares is an error with a did-you-mean."""
+    return [
+        Param("ndvi_threshold", "float", "vegetation: NDVI at least", "", (-1, 1), NDVI_THRESHOLD),
+        Param("bands", "str", "band roles in order, e.g. red,nir"),
     ]
 
 
