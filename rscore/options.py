@@ -145,11 +145,12 @@ def dataclass_params(
 
 def core_options() -> list[Param]:
     """Every option the core reads: engine, tiling, image reader, video engine/reader/writers and the built-in
-    backends (openai, transformers, classical, sam2). Derived from the backends' own settings dataclasses."""
+    backends (openai, transformers, agent, lisa, classical, sam2, sam3, detectors). Derived from the backends' own settings dataclasses."""
+    from rscore import detectors
     from rscore.engine import decoupled
-    from rscore.reasoners import agent, openai, transformers_vlm
+    from rscore.reasoners import agent, lisa, openai, transformers_vlm
     from rscore.sdk import Param
-    from rscore.segmenters import classical, sam2
+    from rscore.segmenters import classical, sam2, sam3
     from rscore.video import engine as video_engine
     from rscore.video import reader as video_reader
 
@@ -178,6 +179,15 @@ def core_options() -> list[Param]:
     out += dataclass_params(transformers_vlm.TransformersOptions, scope="transformers",
                             flat=transformers_vlm.FLAT_OPTIONS, what="transformers reasoner")  # fmt: skip
     out += dataclass_params(agent.AgentOptions, scope="agent", what="agent reasoner")
+    out += dataclass_params(lisa.LisaOptions, scope="lisa", flat=lisa.FLAT_OPTIONS, what="lisa reasoner")
+    out += dataclass_params(detectors.DetectorOptions, scope="detector", flat=("device", "weights"), what="detector")
+    out += dataclass_params(sam3.Sam3Options, scope="sam3", flat=("weights", "device"), what="sam3 segmenter")
+    out += [
+        Param("phrase_segmenter", "enum", "text-prompted segmenter for segment_phrase", default="auto",
+              choices=("auto", "sam3", "grounded")),
+        Param("grounded_masks", "enum", "mask maker of the grounded segmenter", default="auto",
+              choices=("auto", "sam2", "sam2-hf", "classical")),
+    ]
     out += dataclass_params(classical.ClassicalOptions, scope="classical", what="classical segmenter")
     out += dataclass_params(sam2.Sam2Options, scope="sam2", flat=("weights", "adapter", "device", "dtype"),
                             what="sam2 segmenter")  # fmt: skip

@@ -287,11 +287,19 @@ def rscore_operators() -> list[Operator]:
 
 @hookimpl
 def rscore_options() -> list[Param]:
-    """Options of the compliance report (``zones`` is declared by the ``safety.zones`` operator)."""
+    """Options of the compliance report, the hi-vis rule and the rules over detections (``zones`` is declared by
+    the ``safety.zones`` operator)."""
+    from rscore.options import dataclass_params
+    from rscore_safety.detections import RuleOptions
+
     return [
         Param("camera", "str", "camera name in the compliance report"),
         Param("motion", "enum", "motion detector of the compliance report", default="mog2",
               choices=("mog2", "diff")),
+        Param("hivis_person", "enum", "hi-vis on a person: auto (motion cue on video), motion (required), off "
+              "(colour rule alone, caveated)", default="auto", choices=HIVIS_PERSON_MODES),
+        Param("hivis_red_guard", "bool", "drop orange-red blobs redder than the EN ISO 20471 band", default=True),
+        *dataclass_params(RuleOptions, scope="rules", what="safety rule"),
     ]
 
 

@@ -68,6 +68,8 @@ def rscore_options() -> list[Param]:
         Param("min_component_mm2", "float", "HU templates: smallest component kept", "mm2", (0, None)),
         Param("dicom_seg", "bool", "write a DICOM SEG object", default=True),
         Param("slice_pngs", "bool", "write one PNG per slice", default=True),
+        Param("nifti", "bool", "write segmentation.nii.gz (labels, affine from the DICOM geometry)", default=True),
+        Param("nifti_image", "bool", "also write image.nii.gz (the HU volume)", default=True),
     ]  # fmt: skip
 
 
