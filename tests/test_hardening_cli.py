@@ -200,6 +200,11 @@ def test_raster_pixel_bomb_is_refused_before_any_tile_work(tmp_path: Path):
 
     with pytest.raises(ImageTooLarge, match="over the limit of 2,000,000,000"):
         open_scene(bomb, plugin="earth")
+    if importlib.util.find_spec("rscore_flows") is not None:  # how the flows open each region, before any tile task
+        from rscore_flows._common import prepared_scene
+
+        with pytest.raises(ImageTooLarge, match="raster is 100000x100000"):
+            prepared_scene(str(bomb), "earth", {}, "landslide-prone areas")
 
 
 def test_bad_max_pixels_fifo_and_symlink_loop(tmp_path: Path, png: Path):
