@@ -211,6 +211,8 @@ def test_bad_max_pixels_fifo_and_symlink_loop(tmp_path: Path, png: Path):
     one_line_error(rscore("run", "--max-pixels", "-1", str(png), "bright", cwd=tmp_path), "--max-pixels")
     one_line_error(rscore("run", str(png), "bright", cwd=tmp_path, env={**ENV, "RSCORE_MAX_PIXELS": "-5"}),
                    "RSCORE_MAX_PIXELS must be a positive whole number")
+    one_line_error(rscore("run", str(png), "bright", "--segmenter", "nosuch", cwd=tmp_path), "unknown segmenter 'nosuch'")
+    one_line_error(rscore("run", str(png), "bright", "-O", "strict=maybe", cwd=tmp_path), "strict must be true or false")
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
     one_line_error(rscore("run", str(fifo), "bright", cwd=tmp_path, timeout=60), "pipe.png", "not a regular file")

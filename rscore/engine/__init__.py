@@ -224,6 +224,12 @@ def segment(
     reg.require_plugin(plugin)
     query = validate_query(query)
     opts = _check_options({**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}})
+    if opts["segmenter"] != "auto":
+        reg.backend("segmenter", opts["segmenter"])  # an unknown name is an error even where no segmenter runs
+    if "strict" in opts:
+        from rscore.options import parse_bool
+
+        opts["strict"] = parse_bool(opts["strict"], "strict")
     request = Request(query=query, plugin=plugin, options=opts)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
