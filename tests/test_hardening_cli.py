@@ -200,6 +200,10 @@ def test_raster_pixel_bomb_is_refused_before_any_tile_work(tmp_path: Path):
 
     with pytest.raises(ImageTooLarge, match="over the limit of 2,000,000,000"):
         open_scene(bomb, plugin="earth")
+    from rscore.errors import OptionError
+
+    with pytest.raises(OptionError, match="unknown band role '7' in aux_bands"):  # a number from -O aux_bands=7
+        open_scene(write_dem(tmp_path / "small.tif", 64), plugin="earth", options={"aux_bands": 7})
     if importlib.util.find_spec("rscore_flows") is not None:  # how the flows open each region, before any tile task
         from rscore_flows._common import prepared_scene
 

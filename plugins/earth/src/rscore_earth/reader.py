@@ -86,7 +86,10 @@ def _normalise_role(text: str) -> str | None:
 
 def parse_roles(value: str | Sequence[str], what: str = "--bands") -> list[str]:
     """Parse ``"red,green,blue,nir"`` (or a sequence) into known role names; :class:`OptionError` otherwise."""
-    items = [s for s in value.split(",")] if isinstance(value, str) else [str(s) for s in value]
+    if isinstance(value, str):
+        items = value.split(",")
+    else:  # a list, or a bare number from JSON (-O aux_bands=7)
+        items = [str(s) for s in value] if isinstance(value, (list, tuple)) else [str(value)]
     roles = []
     for item in items:
         role = _normalise_role(item)
