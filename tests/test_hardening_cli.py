@@ -202,8 +202,11 @@ def test_raster_pixel_bomb_is_refused_before_any_tile_work(tmp_path: Path):
         open_scene(bomb, plugin="earth")
     from rscore.errors import OptionError
 
-    with pytest.raises(OptionError, match="unknown band role '7' in aux_bands"):  # a number from -O aux_bands=7
-        open_scene(write_dem(tmp_path / "small.tif", 64), plugin="earth", options={"aux_bands": 7})
+    small = write_dem(tmp_path / "small.tif", 64)
+    with pytest.raises(OptionError, match="small.tif: unknown band role '7' in aux_bands"):  # -O aux_bands=7
+        open_scene(small, plugin="earth", options={"aux_bands": 7})
+    with pytest.raises(OptionError, match="small.tif: --bands names 3 roles but the input has 1 bands"):
+        open_scene(small, plugin="earth", options={"bands": "red,green,blue"})
     if importlib.util.find_spec("rscore_flows") is not None:  # how the flows open each region, before any tile task
         from rscore_flows._common import prepared_scene
 

@@ -280,7 +280,10 @@ class GeoRasterReader(Reader):
                     dtypes.append(_effective_dtype(aux))
                 finally:
                     aux.close()
-            roles = _apply_role_options(roles, aux_roles_all, options, primary.count)
+            try:
+                roles = _apply_role_options(roles, aux_roles_all, options, primary.count)
+            except OptionError as exc:  # a band-count mismatch is about this file: name it
+                raise OptionError(exc.message, path=path) from None
             _check_has_valid_pixels(primary, specs[0], path)
             pixel_size, unit = _pixel_size(primary, units, options, warnings, path.name)
             geo = GeoInfo(
