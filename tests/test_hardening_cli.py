@@ -340,3 +340,31 @@ def test_ambiguous_series_number_is_called_ambiguous(tmp_path: Path):
         write_dicom(tmp_path / "s" / f"b{i}.dcm", ct(), series_uid="1.2.3.21", series_number=7, z=i * 2.5)
     with pytest.raises(OptionError, match="series 7 is ambiguous .* 2 series have SeriesNumber 7.*1.2.3.20.*1.2.3.21"):
         open_scene(tmp_path / "s", plugin="surgical", options={"series": 7})
+
+
+def test_concurrent_write_outputs_in_one_process_never_raise_oserror(tmp_path: Path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rscore import engine
+    from rscore.errors import OptionError
+
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[10:30, 10:30] = 250
+    Image.fromarray(img).save(tmp_path / "a.png")
+    scene = engine.open_scene(tmp_path / "a.png")
+    result = engine.segment(scene, "bright", options={"matcher": "keyword"})
+    out = tmp_path / "out"
+
+    def write(_: int) -> str:
+        try:
+            engine.write_outputs(scene, result, out)
+            return "ok"
+        except OptionError as exc:
+            assert "in use by PID" in str(exc), exc
+            return "busy"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(write, range(32)))
+    assert "ok" in outcomes and set(outcomes) <= {"ok", "busy"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "out"]  # no .out.tmp-*, .out.old-*, .out.lock
+    assert (out / MARKER).is_file()
