@@ -401,7 +401,7 @@ def write_outputs(
     from rscore.io.outdir import check_out_dir, hidden_name, make_temp_dir, out_dir_lock, sweep_stale, write_marker
 
     reg = registry or default_registry()
-    out_dir = Path(out_dir)
+    out_dir = Path(os.path.abspath(out_dir))  # "." and "x/.." have a real name and parent
     check_out_dir(out_dir)
     created: list[Path] = []
     for parent in reversed(out_dir.absolute().parents):
