@@ -200,12 +200,26 @@ def test_raster_pixel_bomb_is_refused_before_any_tile_work(tmp_path: Path):
 
     with pytest.raises(ImageTooLarge, match="over the limit of 2,000,000,000"):
         open_scene(bomb, plugin="earth")
+    from rscore.errors import OptionError
+
+    small = write_dem(tmp_path / "small.tif", 64)
+    with pytest.raises(OptionError, match="small.tif: unknown band role '7' in aux_bands"):  # -O aux_bands=7
+        open_scene(small, plugin="earth", options={"aux_bands": 7})
+    with pytest.raises(OptionError, match="small.tif: --bands names 3 roles but the input has 1 bands"):
+        open_scene(small, plugin="earth", options={"bands": "red,green,blue"})
+    if importlib.util.find_spec("rscore_flows") is not None:  # how the flows open each region, before any tile task
+        from rscore_flows._common import prepared_scene
+
+        with pytest.raises(ImageTooLarge, match="raster is 100000x100000"):
+            prepared_scene(str(bomb), "earth", {}, "landslide-prone areas")
 
 
 def test_bad_max_pixels_fifo_and_symlink_loop(tmp_path: Path, png: Path):
     one_line_error(rscore("run", "--max-pixels", "-1", str(png), "bright", cwd=tmp_path), "--max-pixels")
     one_line_error(rscore("run", str(png), "bright", cwd=tmp_path, env={**ENV, "RSCORE_MAX_PIXELS": "-5"}),
                    "RSCORE_MAX_PIXELS must be a positive whole number")
+    one_line_error(rscore("run", str(png), "bright", "--segmenter", "nosuch", cwd=tmp_path), "unknown segmenter 'nosuch'")
+    one_line_error(rscore("run", str(png), "bright", "-O", "strict=maybe", cwd=tmp_path), "strict must be true or false")
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
     one_line_error(rscore("run", str(fifo), "bright", cwd=tmp_path, timeout=60), "pipe.png", "not a regular file")
@@ -326,3 +340,31 @@ def test_ambiguous_series_number_is_called_ambiguous(tmp_path: Path):
         write_dicom(tmp_path / "s" / f"b{i}.dcm", ct(), series_uid="1.2.3.21", series_number=7, z=i * 2.5)
     with pytest.raises(OptionError, match="series 7 is ambiguous .* 2 series have SeriesNumber 7.*1.2.3.20.*1.2.3.21"):
         open_scene(tmp_path / "s", plugin="surgical", options={"series": 7})
+
+
+def test_concurrent_write_outputs_in_one_process_never_raise_oserror(tmp_path: Path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rscore import engine
+    from rscore.errors import OptionError
+
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[10:30, 10:30] = 250
+    Image.fromarray(img).save(tmp_path / "a.png")
+    scene = engine.open_scene(tmp_path / "a.png")
+    result = engine.segment(scene, "bright", options={"matcher": "keyword"})
+    out = tmp_path / "out"
+
+    def write(_: int) -> str:
+        try:
+            engine.write_outputs(scene, result, out)
+            return "ok"
+        except OptionError as exc:
+            assert "in use by PID" in str(exc), exc
+            return "busy"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(write, range(32)))
+    assert "ok" in outcomes and set(outcomes) <= {"ok", "busy"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "out"]  # no .out.tmp-*, .out.old-*, .out.lock
+    assert (out / MARKER).is_file()

@@ -305,3 +305,24 @@ def test_job_item_errors_show_paths_relative_to_the_root(server, roots: Path):
         time.sleep(0.1)
     error = job["items"][0]["error"]
     assert job["state"] == "failed" and "bad.png" in error and str(roots) not in error, job
+
+
+def test_a_connection_with_stalled_headers_is_closed(server):
+    client = server(read_timeout_s=1)
+    thread = client.thread  # type: ignore[attr-defined]
+    sock = socket.create_connection((thread.host, thread.port), timeout=15)
+    try:
+        sock.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # headers never finished
+        t0 = time.monotonic()
+        try:
+            data = sock.recv(1024)
+        except (socket.timeout, ConnectionResetError):
+            data = None
+        assert data == b"", "the server kept a connection with half-sent headers open"
+        assert time.monotonic() - t0 < 10
+    finally:
+        sock.close()
+    # an ordinary keep-alive client is unaffected
+    assert client.get("/healthz").status_code == 200
+    time.sleep(1.5)
+    assert client.get("/healthz").status_code == 200

@@ -239,6 +239,12 @@ def segment(
     check_known(options or {}, reg)
     _REQUEST_REGISTRY.set(reg)  # for current_registry(); the next request in this thread sets its own
     opts = _check_options({**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}})
+    if opts["segmenter"] != "auto":
+        reg.backend("segmenter", opts["segmenter"])  # an unknown name is an error even where no segmenter runs
+    if "strict" in opts:
+        from rscore.options import parse_bool
+
+        opts["strict"] = parse_bool(opts["strict"], "strict")
     request = Request(query=query, plugin=plugin, options=opts)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -425,7 +431,7 @@ def write_outputs(
     from rscore.io.outdir import check_out_dir, hidden_name, make_temp_dir, out_dir_lock, sweep_stale, write_marker
 
     reg = registry or default_registry()
-    out_dir = Path(out_dir)
+    out_dir = Path(os.path.abspath(out_dir))  # "." and "x/.." have a real name and parent
     check_out_dir(out_dir)
     created: list[Path] = []
     for parent in reversed(out_dir.absolute().parents):

@@ -84,10 +84,14 @@ def check_out_dir(out_dir: str | os.PathLike[str]) -> None:
     """Raise :class:`OptionError` unless ``out_dir`` may be (re)written: absent, empty, or an rscore output folder
     whose marker lists every file in it. Run it before the computation, and again just before replacing."""
     out = Path(out_dir)
+    try:
+        os.lstat(out)
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # name too long, a parent that is a file, permission denied...
+        raise OptionError(f"output folder {out} cannot be used ({exc.strerror or exc}); choose another --out") from None
     if out.is_symlink() and not out.exists():
         raise OptionError(f"output folder {out} is a broken symbolic link; choose another --out")
-    if not out.exists():
-        return
     if not out.is_dir():
         raise OptionError(f"output folder {out} exists and is not a folder; choose another --out")
     try:

@@ -29,7 +29,6 @@ import mimetypes
 import os
 import shutil
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -61,6 +60,7 @@ from rscore.service.jobs import (
     make_job_runner,
 )
 from rscore.service.pool import Cancelled, InferencePool, QueueFull, RequestTimeout
+from rscore.service.retention import expire_periodically
 from rscore.service.security import (
     RESULT_ID,
     UploadTooLarge,
@@ -318,7 +318,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        sweeper = asyncio.create_task(_expire_periodically(output_root, settings.result_ttl_s))
+        sweeper = asyncio.create_task(expire_periodically(output_root, settings.result_ttl_s))
         try:
             yield
         finally:
@@ -695,51 +695,6 @@ def _result_dir(output_root: Path, result_id: str) -> Path:
     if not folder.is_dir():
         raise StarletteHTTPException(404, f"no result '{result_id}' (it may have been removed)")
     return folder
-
-
-def expire_results(output_root: Path, ttl_s: float, now: float | None = None) -> list[str]:
-    """Remove result folders older than ``ttl_s`` seconds (by modification time) from ``output_root``: only folders
-    named like a result id that carry rscore's output marker, i.e. that this service wrote; and staging folders of
-    uploads older than that. Returns the ids removed."""
-    from rscore.io.outdir import MARKER
-
-    if not ttl_s or ttl_s == float("inf"):
-        return []
-    now = time.time() if now is None else now
-    removed: list[str] = []
-    for parent in (output_root, output_root / ".staging"):
-        try:
-            entries = list(os.scandir(parent))
-        except OSError:
-            continue
-        for entry in entries:
-            if not RESULT_ID.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
-                continue
-            try:
-                if now - entry.stat(follow_symlinks=False).st_mtime < ttl_s:
-                    continue
-            except OSError:
-                continue
-            if parent == output_root and not os.path.isfile(os.path.join(entry.path, MARKER)):
-                continue  # not something rscore wrote: leave it
-            shutil.rmtree(entry.path, ignore_errors=True)
-            if parent == output_root and not os.path.exists(entry.path):
-                removed.append(entry.name)
-    if removed:
-        log.info("removed %d expired result folder(s) (RSCORE_RESULT_TTL_S=%g)", len(removed), ttl_s)
-    return removed
-
-
-async def _expire_periodically(output_root: Path, ttl_s: float) -> None:
-    if not ttl_s or ttl_s == float("inf"):
-        return
-    interval = min(max(ttl_s / 4, 0.5), 600.0)
-    while True:
-        try:
-            await run_in_threadpool(expire_results, output_root, ttl_s)
-        except Exception:  # a sweep that fails must not stop the service; it is retried next round
-            log.exception("expiring old results failed")
-        await asyncio.sleep(interval)
 
 
 def _copy_upload(file: UploadFile, dest: Path, limit: int, client_name: str) -> None:

@@ -15,11 +15,52 @@ from rscore.service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["serve", "is_loopback", "check_bind", "ServerThread", "KEEP_ALIVE_S"]
+__all__ = ["serve", "is_loopback", "check_bind", "ServerThread", "KEEP_ALIVE_S", "http_protocol"]
 
 # Idle keep-alive connections are kept this long (uvicorn's default is 5 s). Clients that wait a Retry-After of a few
 # seconds and then reuse their connection would otherwise race the server closing it and see a reset.
 KEEP_ALIVE_S = 65
+
+
+def http_protocol(read_timeout_s: float) -> type:
+    """uvicorn's HTTP protocol with a deadline for request *headers*: a connection that has not completed a
+    request's headers ``read_timeout_s`` after it opened (or after it began sending the next request on a
+    keep-alive connection) is closed. uvicorn has none, so a slow client could hold a connection forever; a stalled
+    *body* is cut off by the app (408)."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class DeadlineProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        _rscore_timeout = float(read_timeout_s)
+        _rscore_timer: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._rscore_arm(None)
+
+        def data_received(self, data: bytes) -> None:
+            cycle = getattr(self, "cycle", None)
+            if self._rscore_timer is None and (cycle is None or cycle.response_complete):
+                self._rscore_arm(cycle)  # bytes of a new request: its headers must complete in time
+            super().data_received(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._rscore_timer is not None:
+                self._rscore_timer.cancel()
+                self._rscore_timer = None
+            super().connection_lost(exc)
+
+        def _rscore_arm(self, cycle: Any) -> None:
+            self._rscore_timer = self.loop.call_later(self._rscore_timeout, self._rscore_check, cycle)
+
+        def _rscore_check(self, cycle_then: Any) -> None:
+            self._rscore_timer = None
+            cycle = getattr(self, "cycle", None)
+            stalled = cycle is cycle_then and (cycle is None or cycle.response_complete)
+            if stalled and not self.transport.is_closing():
+                log.info("closing a connection whose request headers did not arrive in %g s", self._rscore_timeout)
+                self.transport.close()
+
+    return DeadlineProtocol
 
 
 def is_loopback(host: str) -> bool:
@@ -72,7 +113,7 @@ def serve(
     )
     uvicorn.run(
         app, host=host, port=port, log_level=log_level, root_path=root_path, proxy_headers=proxy_headers,
-        timeout_graceful_shutdown=10, timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=10, timeout_keep_alive=KEEP_ALIVE_S, http=http_protocol(settings.read_timeout_s),
     )
 
 
@@ -97,8 +138,11 @@ class ServerThread:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, 0))
         self.port: int = self._sock.getsockname()[1]
+        settings = getattr(getattr(app, "state", None), "settings", None)
+        read_timeout_s = getattr(settings, "read_timeout_s", None) or Settings().read_timeout_s
         config = uvicorn.Config(
-            app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_S
+            app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_S,
+            http=http_protocol(read_timeout_s),
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)

@@ -19,8 +19,8 @@ variable                   meaning                                              
                            installed and ``PREFECT_API_URL`` is set, else inprocess)
 ``RSCORE_RESULT_TTL_S``    seconds a result folder is kept (then removed: only folders this     604800 (7 days)
                            service wrote, recognised by their marker); 0 = keep forever
-``RSCORE_READ_TIMEOUT_S``  seconds a client may stall while sending a request body; then 408  30
-                           and the connection is closed (slow headers: put a proxy in front)
+``RSCORE_READ_TIMEOUT_S``  seconds a client may take to send a request's headers (else the     30
+                           connection is closed) or stall while sending its body (408)
 ``RSCORE_JOB_WORKERS``     jobs that run at the same time; ``RSCORE_QUEUE_SIZE`` more may      1
                            wait, beyond that ``POST /v1/jobs`` answers 503 + Retry-After (the
                            prefect runner runs up to ``RSCORE_WORKERS`` inputs of a job at a

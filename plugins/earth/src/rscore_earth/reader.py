@@ -89,7 +89,10 @@ def _normalise_role(text: str) -> str | None:
 
 def parse_roles(value: str | Sequence[str], what: str = "--bands") -> list[str]:
     """Parse ``"red,green,blue,nir"`` (or a sequence) into known role names; :class:`OptionError` otherwise."""
-    items = [s for s in value.split(",")] if isinstance(value, str) else [str(s) for s in value]
+    if isinstance(value, str):
+        items = value.split(",")
+    else:  # a list, or a bare number from JSON (-O aux_bands=7)
+        items = [str(s) for s in value] if isinstance(value, (list, tuple)) else [str(value)]
     roles = []
     for item in items:
         role = _normalise_role(item)
@@ -283,7 +286,10 @@ class GeoRasterReader(Reader):
                     radiometry.append(_radiometry(aux))
                 finally:
                     aux.close()
-            roles = _apply_role_options(roles, aux_roles_all, options, primary.count)
+            try:
+                roles = _apply_role_options(roles, aux_roles_all, options, primary.count)
+            except OptionError as exc:  # a band-count mismatch is about this file: name it
+                raise OptionError(exc.message, path=path) from None
             _check_has_valid_pixels(primary, specs[0], path)
             pixel_size, unit = _pixel_size(primary, units, options, warnings, path.name)
             geo = GeoInfo(
