@@ -449,7 +449,7 @@ def test_scaffold_compliance_daily_report(prefect_api, tmp_path):
     assert morning["zone"]["share"] == pytest.approx(0.5)
     assert clips["noon"]["fired"]["hivis"] == [] and not clips["noon"]["overlaps"]
     assert "cannot be opened as a video" in clips["broken"]["error"]
-    assert "no template" in morning["skipped"]["query"]
+    assert "`hard_hats`" in morning["skipped"]["query"] and "VLM" in morning["skipped"]["query"]  # named, not run
     totals = doc["totals"]
     assert totals["hivis"]["frames"] == 8 and totals["hivis"]["clips"] == 1
     assert totals["hivis_in_restricted_zone"]["first"] == {"clip": "morning", "t_s": 2.2}
