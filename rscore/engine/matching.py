@@ -425,8 +425,8 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
     if role == "includes":
         outcome = "superset"
         spec.update(decision="superset", text=text)
-        caveats = (f"superset: the query names '{text}', which '{t.name}' cannot isolate; the mask is all "
-                   f"{t.label} ({t.description}), which includes it",)
+        caveats = (f"superset: '{query.strip()}' is one part of what '{t.name}' marks (declared: {text}) and cannot "
+                   f"be isolated by it; the mask is all {t.label} ({t.description})",)
     features = {"score": round(top_score, 4), "margin": margin, "superset": 1.0 if outcome == "superset" else 0.0}
     match["features"] = features
     match["confidence"] = confidence(method, features)
