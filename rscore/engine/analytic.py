@@ -78,7 +78,9 @@ class AnalyticReasoner:
             return Plan(
                 absent=True,
                 reason=f"this is the `{t.name}` template ({t.label}), which answers {'/'.join(t.kinds)} inputs, "
-                f"not a {scene.kind}",
+                f"not this {scene.kind} input"
+                + (f" (opened by the '{scene.reader}' reader: pass --plugin {t.plugin} to read it as {t.plugin} does)"
+                   if request.plugin is None and t.plugin else ""),
                 template=t.qualified_name,
                 reasoner=self.name,
                 match=match,
