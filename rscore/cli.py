@@ -283,6 +283,10 @@ def templates_list(
             "requires": list(t.requires),
             "kinds": list(t.kinds),
             "sources": list(t.sources),
+            "caveats": list(t.caveats),
+            "includes": list(t.includes),
+            "broader": list(t.broader),
+            "excludes": list(t.excludes),
         }
         for t in templates
     ]

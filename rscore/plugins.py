@@ -296,7 +296,8 @@ def _collect(pm: pluggy.PluginManager, hook: str) -> list[tuple[str, Sequence[An
             continue
         if not isinstance(items, (list, tuple)):
             raise _PluginFault(
-                impl.plugin_name, f"plugin '{impl.plugin_name}': {hook}() must return a list, got {type(items).__name__}"
+                impl.plugin_name,
+                f"plugin '{impl.plugin_name}': {hook}() must return a list, got {type(items).__name__}",
             )
         out.append((impl.plugin_name, items))
     return out
@@ -304,4 +305,6 @@ def _collect(pm: pluggy.PluginManager, hook: str) -> list[tuple[str, Sequence[An
 
 def _expect(plugin: str, hook: str, item: object, cls: type) -> None:
     if not isinstance(item, cls):
-        raise _PluginFault(plugin, f"plugin '{plugin}': {hook}() returned {type(item).__name__}, expected {cls.__name__}")
+        raise _PluginFault(
+            plugin, f"plugin '{plugin}': {hook}() returned {type(item).__name__}, expected {cls.__name__}"
+        )

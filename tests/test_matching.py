@@ -127,7 +127,7 @@ def test_excluded_broader_and_composed_queries_are_absent_with_the_reason(shippe
 @needs_embeddings
 def test_a_template_for_other_inputs_is_named_not_used(shipped):
     plan = plan_for(shipped, "surgical", "volume", "glare")
-    assert plan.absent and plan.template == "surgical:specular" and "not a volume" in plan.reason
+    assert plan.absent and plan.template == "surgical:specular" and "not this volume input" in plan.reason
 
 
 @needs_embeddings

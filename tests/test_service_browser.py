@@ -134,6 +134,7 @@ def test_upload_geotiff_see_overlay_plan_instances_and_download(browser, service
     assert driver.find_element(By.ID, "status").text.startswith("done in")
     assert "2 instance(s)" in driver.find_element(By.ID, "answer").text
     assert "demo:bright" in driver.find_element(By.ID, "answer").text
+    assert "confidence 0." in driver.find_element(By.ID, "answer").text  # result.confidence, shown
     steps = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#steps > li")]
     assert any("brightness >= 0.5" in s for s in steps), steps
     rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in driver.find_elements(By.CSS_SELECTOR, "#instances tbody tr")]

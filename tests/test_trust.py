@@ -88,3 +88,19 @@ def test_vlm_only_template_is_named_in_the_absent_reason(registry, disc_image):
     res = engine.segment(scene_of(img), "the cat", plugin="demo", registry=registry)
     assert res.absent and res.plan.match["needs_vlm"] == "demo:vlm-only"
     assert "`vlm-only`" in res.plan.reason and "--reasoner" in res.plan.reason
+
+
+def test_flow_reports_carry_confidence_and_caveats():
+    from rscore_flows import landslide_risk_mapping as lrm
+    from rscore_flows import scaffold_compliance as sc
+
+    region = {"name": "r1", "status": "ok", "tiles": {"computed": 1, "reused": 0, "bad": 0}, "classes": {},
+              "confidence": 0.83, "caveats": ["NDVI on raw digital numbers, not reflectance"]}  # fmt: skip
+    md = lrm.render_report({"created": "today", "query": "landslides", "tile_size": 512, "batch_tiles": 2,
+                            "task_runner": "thread", "status": "ok", "regions": [region]})  # fmt: skip
+    assert "confidence 0.83" in md and "- NDVI on raw digital numbers, not reflectance" in md
+    clip = sc.ClipFindings("a.mp4", "gate", "a", fired={"hivis": ()},
+                           caveats={"hivis": ("colour rule: cones share these colours",)}, confidence={"hivis": 0.9})
+    doc = {"stride": 1, "sample_fps": 1.0, "zones": None, "day": "today", "cameras": ["gate"], "templates": ["hivis"],
+           "status": "ok", "clips": [clip.as_dict()]}  # fmt: skip
+    assert "- hivis: colour rule: cones share these colours" in sc.render_report(doc)

@@ -277,7 +277,10 @@ def run_tile(scene: Scene, request: Request, template: Template, operators: Mapp
         k = checked("classes", out.classes).astype(np.uint8)[crop].copy()
         k[~valid] = 0
         classes = PackedArray.pack(k)
-    return TileOutput(tile.index, tile.core, PackedArray.pack(mask), score, classes, tuple(ctx.notes), tuple(ctx.caveats)), len(out.targets)
+    output = TileOutput(
+        tile.index, tile.core, PackedArray.pack(mask), score, classes, tuple(ctx.notes), tuple(ctx.caveats)
+    )
+    return output, len(out.targets)
 
 
 def request_options(options: Mapping[str, Any] | None, tile_size: int) -> dict[str, Any]:

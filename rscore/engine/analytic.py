@@ -3,6 +3,11 @@
 Needs no weights. The plan says which template answered, how well the query matched it (method and score, with the
 runners-up), and the steps the program recorded with what they measured. When nothing matches, or the template
 cannot apply to this input, the answer is ``absent`` with the reason - never a made-up mask.
+
+Routing (:func:`rscore.engine.matching.decide`) ranks *every* template, those without an offline program too: when
+the best is VLM-only the answer is absent and names it ("this is the `divers` template, which needs a VLM"); when
+it answers other inputs, likewise. ``plan.match`` keeps the whole decision (scores, margin, polarity, specificity,
+``confidence``) and ``plan.match["caveats"]`` the routing's caveats (a superset answer), which reach the result.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from rscore.types import Plan, ProgressCallback, Request, Scene, Step, Target
 
 log = logging.getLogger(__name__)
 
-ALTERNATIVES = 3
+SURE_MATCH = 0.75  # a VLM-only template matched at least this well "is" the question; below, it is the closest
 
 
 def _needs_vlm(t: Template) -> str:
@@ -65,9 +70,10 @@ class AnalyticReasoner:
         assert t is not None
         if t.program is None:
             match["needs_vlm"] = t.qualified_name
+            what = "this is" if decision.match.get("score", 0) >= SURE_MATCH else "the closest template is"
             return Plan(
                 absent=True,
-                reason=f"this is the `{t.name}` template ({t.label}), which {_needs_vlm(t)}",
+                reason=f"{what} the `{t.name}` template ({t.label}), which {_needs_vlm(t)}",
                 template=t.qualified_name,
                 reasoner=self.name,
                 match=match,
@@ -77,7 +83,9 @@ class AnalyticReasoner:
             return Plan(
                 absent=True,
                 reason=f"this is the `{t.name}` template ({t.label}), which answers {'/'.join(t.kinds)} inputs, "
-                f"not a {scene.kind}",
+                f"not this {scene.kind} input"
+                + (f" (opened by the '{scene.reader}' reader: pass --plugin {t.plugin} to read it as {t.plugin} does)"
+                   if request.plugin is None and t.plugin else ""),
                 template=t.qualified_name,
                 reasoner=self.name,
                 match=match,

@@ -189,7 +189,7 @@ NEGATION_SLACK = 0.15  # a negated text counts at most this much above the simil
 # benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
 CALIBRATION = {
     "embedding": {"bias": -1.008, "score": 4.659, "margin": 0.163, "superset": 1.167},
-    "keyword": {"bias": -2.0, "score": 4.0, "margin": 4.0, "superset": -0.5},
+    "keyword": {"bias": -2.271, "score": 4.044, "margin": 3.826, "superset": -1.862},
 }
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 # where the query says what it is asked of ("... of the patient", "... in this image"): context, not content
@@ -410,18 +410,23 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
                       "and cannot pick one", t)
     if split is not None:
         head_score = max((float(sims[k, 1]) for k, r in enumerate(rows) if r[0] == top and same[k]), default=-1.0)
+        other = [(float(sims[k, 1]), r[0]) for k, r in enumerate(rows) if r[0] != top and same[k] and r[1] == "concept"]
+        other_score, other_i = max(other, default=(-1.0, -1))
         spec["head"] = {"text": split[0], "constraint": split[1], "head_score": round(head_score, 4)}
         if head_score >= threshold and head_score - top_score >= COMPOSE_DROP[method]:
             spec["decision"] = "composed"
-            return absent(f"the query combines '{split[0]}' ({t.label}) with the constraint '{split[1]}', which no "
-                          "offline template computes; ask for the parts separately", t)
+        elif other_score >= threshold and other_score > head_score:  # the subject is another template's concept
+            spec.update(decision="composed", subject=templates[other_i].qualified_name)
+        if spec["decision"] == "composed":
+            return absent(f"the query combines '{split[0]}' with the constraint '{split[1]}', which no offline "
+                          "template computes; ask for the parts separately", t)
     caveats: tuple[str, ...] = ()
     outcome = "answer"
     if role == "includes":
         outcome = "superset"
         spec.update(decision="superset", text=text)
-        caveats = (f"superset: the query names '{text}', which '{t.name}' cannot isolate; the mask is all "
-                   f"{t.label} ({t.description}), which includes it",)
+        caveats = (f"superset: '{query.strip()}' is one part of what '{t.name}' marks (declared: {text}) and cannot "
+                   f"be isolated by it; the mask is all {t.label} ({t.description})",)
     features = {"score": round(top_score, 4), "margin": margin, "superset": 1.0 if outcome == "superset" else 0.0}
     match["features"] = features
     match["confidence"] = confidence(method, features)

@@ -105,7 +105,7 @@ class PluginOut(BaseModel):
     core: bool = Field(description="rscore's own built-ins (readers, writers, backends), not a domain plugin")
     templates: int
     hooks: list[str]
-    error: str | None = Field(None, description="why an installed plugin was skipped (failed to load); null if it works")
+    error: str | None = Field(None, description="why an installed plugin was skipped (it failed to load); else null")
 
 
 class TemplateOut(BaseModel):

@@ -166,6 +166,9 @@ async function showResult(body) {
     const how = match.method ? ` (${match.method} match ${fmt(match.score, 2)})` : "";
     answer.appendChild(el("span", ` — template ${doc.template}${how}`, "muted"));
   }
+  if (!doc.absent && typeof doc.confidence === "number") {
+    answer.appendChild(el("span", ` — confidence ${fmt(doc.confidence, 2)}`, "muted"));
+  }
   answer.dataset.absent = doc.absent ? "1" : "0";
 
   const conf = doc.confidence;

@@ -555,8 +555,8 @@ TEMPLATES: tuple[Template, ...] = (
         name="bare_soil",
         label="bare soil",
         description="bare soil and sparsely vegetated ground (single date; vegetation loss needs a before/after pair)",
-        examples=("bare soil", "bare ground", "exposed soil", "sparse vegetation", "unvegetated ground", "land without vegetation",
-                  "vegetation loss"),
+        examples=("bare soil", "bare ground", "exposed soil", "sparse vegetation", "unvegetated ground",
+                  "land without vegetation", "vegetation loss"),
         program=_bare_soil,
         explain="NDVI < ndvi_max (0.2) AND NOT water (NDWI > 0)",
         prompt=(
