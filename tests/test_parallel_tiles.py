@@ -94,6 +94,15 @@ def test_worker_count():
     assert resolve_workers("auto", pixels=PARALLEL_MIN_PIXELS, tiles=64) >= 1
     assert resolve_workers(8, pixels=10, tiles=3) == 3
     assert resolve_workers("2", pixels=10, tiles=3) == 2
+    import multiprocessing
+
+    proc = multiprocessing.current_process()
+    old = proc.daemon
+    proc._config["daemon"] = True  # as in a Dask worker or a multiprocessing.Pool worker: no children allowed
+    try:
+        assert resolve_workers(4, pixels=10, tiles=3) == 1
+    finally:
+        proc._config["daemon"] = old
     for bad in (0, -1, 1.5, "many", True):
         with pytest.raises(OptionError, match="workers"):
             resolve_workers(bad, pixels=10, tiles=3)

@@ -71,7 +71,18 @@ def resolve_workers(value: Any, *, pixels: int, tiles: int) -> int:
                 raise ValueError
         except (TypeError, ValueError):
             raise OptionError(f"option workers must be auto or a whole number >= 1, got {value!r}") from None
-    return max(1, min(n, tiles))
+    n = max(1, min(n, tiles))
+    if n > 1 and _daemonic():
+        log.info("running %d tiles here: this is a daemonic worker process (Dask, multiprocessing.Pool), which may "
+                 "not start processes of its own", tiles)
+        return 1
+    return n
+
+
+def _daemonic() -> bool:
+    import multiprocessing
+
+    return bool(multiprocessing.current_process().daemon)
 
 
 def run_tile(scene: Scene, request: Request, template: Template, operators: Mapping[str, Operator], tile: Tile
