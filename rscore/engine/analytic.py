@@ -10,16 +10,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rscore.engine.matching import TemplateMatcher
-from rscore.engine.parallel import map_tiles, resolve_workers
-from rscore.errors import OptionError
-from rscore.sdk import Operator, Template
+from rscore.errors import InternalError, OptionError
+from rscore.sdk import Operator, OpContext, ProgramOutput, Template
 from rscore.tiling import ArraySink, TiledArray, iter_tiles, make_sink, tile_count
 from rscore.types import Plan, ProgressCallback, Request, Scene, Step, Target
+
+if TYPE_CHECKING:
+    from rscore.engine.parallel import TileResult
+    from rscore.tiling import Tile
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +128,8 @@ def run_program(
     the program become steps; a note's numeric stats are averaged over tiles weighted by tile area. Tiles run in
     worker processes with option ``workers`` (:mod:`rscore.engine.parallel`; same outputs as one by one).
     """
+    from rscore.engine.parallel import map_tiles, resolve_workers
+
     assert template.program is not None
     h, w = scene.shape
     total = tile_count(h, w, tile_size)
@@ -161,6 +166,55 @@ def run_program(
         tiles=total,
         caveats=caveats,
     )
+
+
+def run_tile(scene: Scene, request: Request, template: Template, operators: Mapping[str, Operator], tile: Tile
+             ) -> TileResult:
+    """The template's program on one tile: the context reads the tile's window (core plus halo); outputs are
+    cropped to the core, invalid pixels are out of the mask, NaN in the score and class 0; targets are shifted to
+    scene pixels. What :func:`run_program` stitches, here or in a worker process (:mod:`rscore.engine.parallel`)."""
+    from rscore.engine.parallel import TileResult
+
+    assert template.program is not None
+    ctx = OpContext(scene, request, operators, tile.read, params=request.options, core=tile.core)
+    out = template.program(ctx)
+    if not isinstance(out, ProgramOutput):
+        raise InternalError(f"template '{template.qualified_name}' returned {type(out).__name__}, not ProgramOutput")
+    crop = tile.crop
+    valid = ctx.valid[crop]
+    res = TileResult(tile.index, tile.core, None, None, None)
+    if out.mask is not None:
+        _check_shape(template, "mask", out.mask, ctx.shape)
+        res.mask = np.asarray(out.mask, bool)[crop] & valid
+    if out.score is not None:
+        _check_shape(template, "score", out.score, ctx.shape)
+        score = np.asarray(out.score, np.float32)[crop].copy()
+        score[~valid] = np.nan
+        res.score = score
+    if out.classes is not None:
+        _check_shape(template, "classes", out.classes, ctx.shape)
+        classes = np.asarray(out.classes, np.uint8)[crop].copy()
+        classes[~valid] = 0
+        res.classes = classes
+    res.targets = [_shift_target(t, tile.read.col_off, tile.read.row_off) for t in out.targets]
+    res.notes = list(ctx.notes)
+    res.caveats = list(dict.fromkeys(ctx.caveats))
+    return res
+
+
+def _check_shape(template: Template, what: str, arr: np.ndarray, shape: tuple[int, int]) -> None:
+    if np.shape(arr) != shape:
+        raise InternalError(
+            f"template '{template.qualified_name}' returned a {what} of shape {np.shape(arr)} for a view of {shape}"
+        )
+
+
+def _shift_target(t: Target, dx: int, dy: int) -> Target:
+    if not dx and not dy:
+        return t
+    box = None if t.box is None else (t.box[0] + dx, t.box[1] + dy, t.box[2] + dx, t.box[3] + dy)
+    points = tuple((x + dx, y + dy, lab) for x, y, lab in t.points)
+    return Target(t.label, box, points, t.phrase, t.confidence)
 
 
 def merge_notes(notes: Iterable[tuple[Step, float]]) -> list[Step]:

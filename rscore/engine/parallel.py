@@ -1,6 +1,6 @@
 """The tiles of an analytic program, one after another or in worker processes (option ``workers``).
 
-:func:`run_tile` runs a template's program on one tile exactly as :func:`rscore.engine.analytic.run_program` always
+:func:`rscore.engine.analytic.run_tile` runs a template's program on one tile exactly as ``run_program`` always
 has (the context reads the tile's window, core plus halo; outputs are cropped to the core; invalid pixels are out of
 the mask, NaN in the score, class 0). :func:`map_tiles` yields the tiles' results **in tile order**, computed here
 or by ``workers`` processes, so the stitched outputs, the merged notes, targets and caveats are the same either way.
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from rscore.errors import InternalError, OptionError, RscoreError
-from rscore.sdk import Operator, OpContext, ProgramOutput, Template
+from rscore.sdk import Operator, Template
 from rscore.tiling import Tile
 from rscore.types import Request, Scene, Step, Target
 
@@ -85,36 +85,6 @@ def _daemonic() -> bool:
     return bool(multiprocessing.current_process().daemon)
 
 
-def run_tile(scene: Scene, request: Request, template: Template, operators: Mapping[str, Operator], tile: Tile
-             ) -> TileResult:
-    """The template's program on one tile (see the module docstring)."""
-    assert template.program is not None
-    ctx = OpContext(scene, request, operators, tile.read, params=request.options, core=tile.core)
-    out = template.program(ctx)
-    if not isinstance(out, ProgramOutput):
-        raise InternalError(f"template '{template.qualified_name}' returned {type(out).__name__}, not ProgramOutput")
-    crop = tile.crop
-    valid = ctx.valid[crop]
-    res = TileResult(tile.index, tile.core, None, None, None)
-    if out.mask is not None:
-        _check_shape(template, "mask", out.mask, ctx.shape)
-        res.mask = np.asarray(out.mask, bool)[crop] & valid
-    if out.score is not None:
-        _check_shape(template, "score", out.score, ctx.shape)
-        score = np.asarray(out.score, np.float32)[crop].copy()
-        score[~valid] = np.nan
-        res.score = score
-    if out.classes is not None:
-        _check_shape(template, "classes", out.classes, ctx.shape)
-        classes = np.asarray(out.classes, np.uint8)[crop].copy()
-        classes[~valid] = 0
-        res.classes = classes
-    res.targets = [_shift_target(t, tile.read.col_off, tile.read.row_off) for t in out.targets]
-    res.notes = list(ctx.notes)
-    res.caveats = list(dict.fromkeys(ctx.caveats))
-    return res
-
-
 def map_tiles(
     scene: Scene,
     request: Request,
@@ -123,7 +93,9 @@ def map_tiles(
     tiles: Iterable[Tile],
     workers: int = 1,
 ) -> Iterator[TileResult]:
-    """:func:`run_tile` over ``tiles``, in their order, here (``workers`` <= 1) or in ``workers`` processes."""
+    """:func:`~rscore.engine.analytic.run_tile` over ``tiles``, in their order, here (``workers`` <= 1) or in
+    ``workers`` processes."""
+    from rscore.engine.analytic import run_tile
     if workers > 1:
         job = (scene, request, template, dict(operators))
         try:
@@ -150,6 +122,8 @@ def _init_worker(payload: bytes) -> None:
 def _work(tile: Tile) -> tuple[bool, Any]:
     """In a worker: ``(True, TileResult)`` or ``(False, exception)``; an exception that cannot travel back as it is
     travels as an :class:`InternalError` with its text."""
+    from rscore.engine.analytic import run_tile
+
     assert _JOB is not None
     try:
         return True, run_tile(*_JOB, tile)
@@ -197,19 +171,3 @@ def _in_workers(payload: bytes, tiles: Iterable[Tile], workers: int) -> Iterator
             yield value
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-# ------------------------------------------------------------------------------------------------------- helpers
-def _check_shape(template: Template, what: str, arr: Any, shape: tuple[int, int]) -> None:
-    if np.shape(arr) != shape:
-        raise InternalError(
-            f"template '{template.qualified_name}' returned a {what} of shape {np.shape(arr)} for a view of {shape}"
-        )
-
-
-def _shift_target(t: Target, dx: int, dy: int) -> Target:
-    if not dx and not dy:
-        return t
-    box = None if t.box is None else (t.box[0] + dx, t.box[1] + dy, t.box[2] + dx, t.box[3] + dy)
-    points = tuple((x + dx, y + dy, lab) for x, y, lab in t.points)
-    return Target(t.label, box, points, t.phrase, t.confidence)

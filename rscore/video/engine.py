@@ -67,9 +67,9 @@ from rscore.errors import BackendUnavailable, InputError, OptionError, PluginErr
 from rscore.instances import instances_from_mask, mask_bbox
 from rscore.options import typed
 from rscore.plugins import Registry
-from rscore.sdk import BackendSpec, Template
+from rscore.sdk import Template
 from rscore.types import ArraySource, Instance, Plan, ProgressCallback, Request, Result, Scene, Step, VideoInfo
-from rscore.video.propagate import FLOW_CHOICES, PROPAGATORS, Propagator, make_propagator
+from rscore.video.propagate import PROPAGATORS, Propagator, make_propagator
 from rscore.video.reader import Frame, FrameReader, ReaderOptions, normalise_url, open_video
 from rscore.video.results import FrameLog, TrackSummary, VideoResult
 
@@ -136,6 +136,8 @@ class VideoOptions:
             fail(f"min_propagation_score must be in [0, 1], got {self.min_propagation_score}")
         if self.max_missed < 0 or self.min_area_px < 1 or self.max_tracks < 1:
             fail("max_missed must be >= 0, min_area_px >= 1 and max_tracks >= 1")
+        from rscore.video.propagate import FLOW_CHOICES
+
         if self.flow_method not in FLOW_CHOICES:
             fail(f"flow_method must be one of {', '.join(FLOW_CHOICES)}, got {self.flow_method!r}")
         if self.overlay_codec not in ("mp4v", "MJPG", "VP90", "VP80"):
@@ -181,7 +183,7 @@ class _ImageEngineView(Registry):
             return []
         return super().hookimpls_for(hook, plugin)
 
-    def backend(self, kind: str, name: str) -> BackendSpec:
+    def backend(self, kind: str, name: str) -> Any:  # a BackendSpec
         """The analytic reasoner answers the plan the video engine already made: the query is matched to a
         template once per run, not again for the keyframe and every re-detection through the image engine (an
         analytic plan depends on the query, the templates and the scene's kind and bands, the same on every

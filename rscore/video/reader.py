@@ -185,6 +185,7 @@ class ReaderOptions:
     max_frames: int | None = None
     max_duration_s: float | None = None
     frame_rate: float | None = None  # image folders (default 1.0), or to override a file's nominal rate
+    decode_ahead: int = 8  # files and folders: frames decoded ahead in a background thread (0: in the caller's)
     open_timeout_s: float = 5.0
     read_timeout_s: float = 5.0
     reconnect_attempts: int = 4
@@ -195,7 +196,6 @@ class ReaderOptions:
     stuck_tolerance: float = 0.0
     stuck_action: str | None = None  # None: "reconnect" for streams, "warn" otherwise
     reverse_chunk: int = 32
-    decode_ahead: int = 8  # files and folders: frames decoded ahead in a background thread (0: in the caller's)
 
     def __post_init__(self) -> None:
         def fail(msg: str) -> None:
