@@ -100,6 +100,19 @@ def test_template_vectors_are_cached_on_disk_by_text(tmp_path, monkeypatch):
     assert calls == [1]
 
 
+def test_cache_is_bounded_and_keeps_what_is_in_use(monkeypatch, tmp_path):
+    monkeypatch.setattr(embedding, "MAX_CACHED", 4)
+    templates = ["steep slopes", "open water"]
+    for q in ("q one", "q two", "q three", "q four"):
+        embedding.encode([q, *templates], cache=True)
+    (path,) = (tmp_path / "cache").glob("embeddings-*.npz")
+    with np.load(path) as z:
+        keys = set(z["keys"].tolist())
+    assert len(keys) == 4
+    assert {embedding._key(t) for t in templates} <= keys  # used by every call: never evicted
+    assert embedding._key("q four") in keys and embedding._key("q one") not in keys
+
+
 def test_unwritable_or_corrupt_cache_is_skipped(tmp_path, monkeypatch):
     expected = embedding.encode(["steep slopes"])
     blocker = tmp_path / "not-a-dir"

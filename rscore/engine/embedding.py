@@ -12,8 +12,9 @@ compute the same vectors:
 
 Template texts are embedded once and kept in an on-disk cache (:func:`encode` with ``cache=True``) keyed by the
 model id, the backend and the text, under ``$RSCORE_CACHE_DIR`` or ``$XDG_CACHE_HOME/rscore`` (default
-``~/.cache/rscore``). A cache that cannot be read or written is skipped (logged at debug level): the vectors are
-then computed, never made up.
+``~/.cache/rscore``; at most :data:`MAX_CACHED` vectors, the least recently written first to go, so one-off
+queries passing through it do not make it grow without bound). A cache that cannot be read or written is skipped
+(logged at debug level): the vectors are then computed, never made up.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 BACKENDS = ("numpy", "sentence-transformers")
 _DIM = 384
+MAX_CACHED = 4096  # vectors kept on disk per model (1.5 KiB each); the oldest go first
 
 
 class Encoder(Protocol):
@@ -294,7 +296,7 @@ _MEMO: dict[tuple[str, str], np.ndarray] = {}  # (backend, text key) -> vector: 
 
 def encode(texts: Sequence[str], *, cache: bool = False, backend: str | None = None) -> np.ndarray:
     """Unit-length float32 embeddings of ``texts`` (one row each). ``cache=True`` reads and extends the on-disk
-    cache (use it for texts that recur across runs, such as template examples, not for one-off queries)."""
+    cache (for texts that recur across runs, such as template examples)."""
     texts = list(texts)
     if not texts:
         return np.zeros((0, _DIM), np.float32)
@@ -309,6 +311,10 @@ def encode(texts: Sequence[str], *, cache: bool = False, backend: str | None = N
         if missing:
             vecs = get_encoder(backend).encode(missing)
             table.update({_key(t): v for t, v in zip(missing, vecs)})
+            for k in dict.fromkeys(k[1] for k in keys):  # what this call uses is the newest: kept the longest
+                table[k] = table.pop(k)
+            for old in list(table)[: max(0, len(table) - MAX_CACHED)]:
+                del table[old]
             _save_cache(path, table)
         _MEMO.update({(backend, k): v for k, v in table.items()})
     return np.stack([_MEMO[k] for k in keys]).astype(np.float32)

@@ -91,6 +91,12 @@ def keyword_score(query: str, template: Template) -> float:
     return max(coverage, similarity if similarity >= 0.8 else 0.0) + 0.01 * similarity
 
 
+def _embed(texts: Sequence[str]) -> np.ndarray:
+    """Unit vectors of ``texts``, one row each (:func:`rscore.engine.embedding.encode`: torch-free; texts seen
+    before, such as template examples, come from the on-disk cache)."""
+    return embedding.encode(texts, cache=True)
+
+
 def embedding_scores(query: str, templates: Sequence[Template]) -> list[float]:
     texts: list[str] = []
     owners: list[int] = []
@@ -101,7 +107,8 @@ def embedding_scores(query: str, templates: Sequence[Template]) -> list[float]:
                 owners.append(i)
     if not texts:
         return [0.0] * len(templates)
-    sims = embedding.encode(texts, cache=True) @ embedding.encode([query])[0]
+    emb = _embed([query, *texts])
+    sims = emb[1:] @ emb[0]
     best = np.full(len(templates), -1.0, np.float32)
     np.maximum.at(best, np.asarray(owners), sims)
     return [float(s) for s in best]
