@@ -86,7 +86,12 @@ def main() -> int:
         variants.append(("before", {**base, "PYTHONPATH": pythonpath(args.before.resolve())}, False))
 
     py = [sys.executable, "-m", "rscore"]
-    out = lambda tag: ["-o", str(args.workdir / f"out-{tag}")]  # noqa: E731
+
+    def out(tag: str) -> list[str]:  # a fresh folder per run (an existing one may belong to another version)
+        folder = args.workdir / f"out-{tag}"
+        shutil.rmtree(folder, ignore_errors=True)
+        return ["-o", str(folder)]
+
     commands = [
         ("--version", py + ["--version"], ("after", "before")),
         ("plugins list", py + ["plugins", "list"], ("after", "before")),

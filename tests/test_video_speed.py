@@ -66,20 +66,20 @@ def test_frames_decoded_ahead_equal_frames_decoded_inline(clip):  # noqa: F811
 
 
 def test_the_query_is_matched_once_per_video_run(clip, registry, monkeypatch):  # noqa: F811
-    from rscore.engine import matching
+    from rscore.engine.analytic import AnalyticReasoner
 
     calls = []
-    real = matching.TemplateMatcher.best
+    real = AnalyticReasoner.plan
 
-    def counting(self, query):
-        calls.append(query)
-        return real(self, query)
+    def counting(self, scene, request, templates):
+        calls.append(request.query)
+        return real(self, scene, request, templates)
 
-    monkeypatch.setattr(matching.TemplateMatcher, "best", counting)
+    monkeypatch.setattr(AnalyticReasoner, "plan", counting)
     res = segment_video(clip, "bright boxes", plugin="vtest", registry=registry, options={"overlay": False})
     assert not res.absent and res.plan.template == "vtest:bright"
     assert calls == ["bright boxes"]  # not again for the keyframe through the image engine
-    assert res.plan.match and res.plan.match["method"] == "keyword"  # the plan says how it matched, as before
+    assert res.plan.match and res.plan.match.get("method") == "keyword"  # the plan says how it matched, as before
     calls.clear()
     segment_video(clip, "bright boxes", plugin="vtest", registry=registry, options={"mode": "online"})
     assert calls == ["bright boxes"]
