@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -109,6 +110,7 @@ class NumpyMiniLM:
         self.eps = float(cfg["layer_norm_eps"])
         self.layers_n = int(cfg["num_hidden_layers"])
         self.batch_size = batch_size
+        self._lock = threading.Lock()  # one encode at a time: the BLAS thread limit below is process-wide
         self.tokenizer = Tokenizer.from_file(str(d / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=int(st_cfg.get("max_seq_length", 256)))
         self.tokenizer.no_padding()
@@ -181,10 +183,10 @@ class NumpyMiniLM:
             return np.zeros((0, _DIM), np.float32)
         try:  # these matrices are small: BLAS threads only contend (measured 0.3 s vs 0.01 s a query in the CLI)
             from threadpoolctl import threadpool_limits
-
-            with threadpool_limits(1, user_api="blas"):
-                return self._encode(texts)
         except ImportError:  # pragma: no cover - rscore[embeddings] brings threadpoolctl
+            with self._lock:
+                return self._encode(texts)
+        with self._lock, threadpool_limits(1, user_api="blas"):
             return self._encode(texts)
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -792,7 +792,7 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
             continue
         tid = c.new_id()
         seeds[tid] = _Track(tid, inst.label, float(inst.score), inst.mask, source="keyframe")
-    if v.overlay and os.path.isfile(c.uri):  # drawn while tracking (rscore.video.overlay), copied by the writer
+    if v.overlay and os.path.exists(c.uri):  # drawn while tracking (rscore.video.overlay), copied by the writer
         from rscore.video.overlay import OverlayWorker
         from rscore.video.writers import OverlaySink
 
