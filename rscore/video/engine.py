@@ -97,7 +97,9 @@ class VideoOptions:
       lower (flow: photometric consistency; SAM 2: object score) is "not seen" and its track ends unless the next
       detection picks it up; ``min_area_px``: smaller masks are dropped; ``max_tracks``: instances per frame at
       most.
-    - ``flow_max_side``: the flow is computed on a copy at most this many px on its longer side.
+    - ``flow_max_side``: the flow is computed on a copy at most this many px on its longer side; ``flow_method``:
+      ``dis`` (OpenCV's DIS flow, default preset), ``dis-ultrafast`` / ``dis-fast`` / ``dis-medium``, or
+      ``farneback`` (see :class:`rscore.video.propagate.FlowPropagator`).
     - ``overlay`` / ``overlay_codec``: write the overlay video: ``h264`` (MP4, plays in browsers), ``vp9`` (WebM),
       or the OpenCV codecs ``mp4v`` / ``MJPG`` / ``VP90`` / ``VP80`` (see :mod:`rscore.video.writers`).
     """
@@ -113,6 +115,7 @@ class VideoOptions:
     min_area_px: int = 16
     max_tracks: int = 100
     flow_max_side: int = 384
+    flow_method: str = "dis"
     overlay: bool = True
     overlay_codec: str = "h264"
 
@@ -136,8 +139,11 @@ class VideoOptions:
             fail(f"min_propagation_score must be in [0, 1], got {self.min_propagation_score}")
         if self.max_missed < 0 or self.min_area_px < 1 or self.max_tracks < 1:
             fail("max_missed must be >= 0, min_area_px >= 1 and max_tracks >= 1")
+        from rscore.video.propagate import FLOW_CHOICES
         from rscore.video.writers import OVERLAY_CODECS
 
+        if self.flow_method not in FLOW_CHOICES:
+            fail(f"flow_method must be one of {', '.join(FLOW_CHOICES)}, got {self.flow_method!r}")
         if self.overlay_codec not in OVERLAY_CODECS:
             fail(f"overlay_codec must be one of {', '.join(OVERLAY_CODECS)}, got {self.overlay_codec!r}")
 
@@ -179,15 +185,39 @@ class _ImageEngineView(Registry):
     (see "Plugin hooks" in this module's docstring): the scene it hands the image engine is already preprocessed, and
     the frame's result is postprocessed after tracking, not the image engine's detections."""
 
+    planned: Plan | None = None  # the run's analytic plan, once the query has been matched (see backend())
+
     def hookimpls_for(self, hook: str, plugin: str | None) -> list[Any]:
         if hook in PROCESSING_HOOKS:
             return []
         return super().hookimpls_for(hook, plugin)
 
+    def backend(self, kind: str, name: str) -> Any:  # a BackendSpec
+        """The analytic reasoner answers the plan the video engine already made: the query is matched to a
+        template once per run, not again for the keyframe and every re-detection through the image engine (an
+        analytic plan depends on the query, the templates and the scene's kind and bands, the same on every
+        frame)."""
+        spec = super().backend(kind, name)
+        plan = self.planned
+        if kind != "reasoner" or name != "analytic" or plan is None:
+            return spec
+        return replace(spec, factory=lambda options: _Planned(plan))
+
+
+class _Planned:
+    """A reasoner that answers a plan made before (see :meth:`_ImageEngineView.backend`)."""
+
+    name = "analytic"
+
+    def __init__(self, plan: Plan) -> None:
+        self._plan = plan
+
+    def plan(self, scene: Scene, request: Request, templates: Any) -> Plan:
+        return self._plan
+
 
 def _image_engine_view(reg: Registry) -> Registry:
-    if isinstance(reg, _ImageEngineView):
-        return reg
+    """A view for one run (it carries the run's plan)."""
     return _ImageEngineView(**{f.name: getattr(reg, f.name) for f in fields(reg)})
 
 
@@ -324,6 +354,7 @@ class _Context:
     done: int = 0
     processed: int = 0
     overlay: Any = None  # an online overlay sink
+    overlay_feed: Any = None  # offline: the overlay.OverlayWorker drawing recorded frames in a background thread
     detector: Any = None
     first: Frame | None = None  # the first frame read (its scene describes the input in result.json)
     plan: Plan | None = None  # the run's plan once known: the per-frame results handed to rscore_postprocess carry it
@@ -348,6 +379,11 @@ class _Context:
 
     def new_id(self) -> int:
         return next(self.ids)  # type: ignore[call-overload]
+
+    def planned(self, plan: Plan) -> None:
+        """The analytic reasoner's plan for this run: the image engine reuses it instead of matching again."""
+        if isinstance(self.image_reg, _ImageEngineView) and not plan.absent:
+            self.image_reg.planned = plan
 
     def scene_of(self, frame: Frame) -> Scene:
         """The frame as a scene, as read (no plugin hooks)."""
@@ -524,6 +560,8 @@ class _Context:
         self.processed += 1
         if self.overlay is not None:
             self.overlay.add(frame.image, items)
+        if self.overlay_feed is not None:
+            self.overlay_feed.add(record)
         self.tick()
 
 
@@ -678,6 +716,8 @@ def segment_video(
     except BaseException:
         if ctx.overlay is not None:
             ctx.overlay.abort()
+        if ctx.overlay_feed is not None:
+            ctx.overlay_feed.abort()
         flog.close()
         raise
     timings = dict(result.timings)
@@ -724,6 +764,7 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
             plan0 = reasoner.plan(c.prepare(frame), c.request, templates)
             if plan0.absent:
                 return _plan_absent(c, reader, plan0, "offline")
+            c.planned(plan0)
             template = next((t for t in templates if t.qualified_name == plan0.template), None)
             template = template or template_for_plan(plan0, c.reg.operators)  # a compiled constraint program
             if template is not None and template.program is not None:
@@ -775,8 +816,16 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
             continue
         tid = c.new_id()
         seeds[tid] = _Track(tid, inst.label, float(inst.score), inst.mask, source="keyframe")
+    if v.overlay and os.path.exists(c.uri):  # drawn while tracking (rscore.video.overlay), copied by the writer
+        from rscore.video.overlay import OverlayWorker
+        from rscore.video.writers import OverlaySink
+
+        fps = reader.options.target_fps or reader.info.fps / reader.options.stride
+        c.overlay_feed = OverlayWorker(reader, c.log.dir / ("overlay" + OverlaySink.suffix_for(v.overlay_codec)),
+                                       v.overlay_codec, fps, (reader.info.width, reader.info.height))
     c.record(best, seeds.values(), best_scene)
     if not seeds and c.detector is None:
+        _finish_overlay(c)
         return _result(c, reader, plan, "offline", keyframe=_kf_info(best, best_score, method, candidates),
                        keyframe_image=best.image, extra_steps=(), timings=timings, kf_provenance=kf_result.provenance)
 
@@ -787,7 +836,8 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
         ("backward", reader.reverse(best.index)),
         ("forward", reader.frames(best.index + 1, last_index + 1)),
     ):
-        propagator = make_propagator(v.propagator, {**c.opts, "flow_max_side": v.flow_max_side})
+        propagator = make_propagator(v.propagator, {**c.opts, "flow_max_side": v.flow_max_side,
+                                                         "flow_method": v.flow_method})
         try:
             tracker = _Tracker(c, propagator, seeds)
             tracker.anchor(best)
@@ -796,7 +846,12 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
         finally:
             propagator.close()
         log.debug("%s pass done", direction)
+        if c.overlay_feed is not None:  # frames 0..keyframe are all recorded: draw them while going forward
+            c.overlay_feed.start()
     timings["propagate_s"] = round(time.perf_counter() - t0, 4)
+    t0 = time.perf_counter()
+    _finish_overlay(c)
+    timings["overlay_wait_s"] = round(time.perf_counter() - t0, 4)
     steps = (
         Step(
             text=f"keyframe: frame {best.index} (t = {best.timestamp_s:.2f} s)"
@@ -814,6 +869,12 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
     )
     return _result(c, reader, plan, "offline", keyframe=_kf_info(best, best_score, method, candidates),
                    keyframe_image=best.image, extra_steps=steps, timings=timings, kf_provenance=kf_result.provenance)
+
+
+def _finish_overlay(c: _Context) -> None:
+    if c.overlay_feed is not None:
+        c.log.overlay_path = c.overlay_feed.finish()
+        c.overlay_feed = None
 
 
 def _kf_info(frame: Frame, score: float, method: str, candidates: list[dict[str, Any]]) -> dict[str, Any]:
@@ -841,7 +902,8 @@ def _online(ctx: _Context, reader: FrameReader) -> VideoResult:
     if v.overlay:
         c.overlay = OverlaySink(c.log.dir / "overlay.mp4", v.overlay_codec, fps, (reader.info.width, reader.info.height))
         c.log.overlay_path = c.overlay.path
-    propagator = make_propagator(v.propagator, {**c.opts, "flow_max_side": v.flow_max_side})
+    propagator = make_propagator(v.propagator, {**c.opts, "flow_max_side": v.flow_max_side,
+                                                         "flow_method": v.flow_method})
     every = 1 if v.propagator == "none" else v.redetect_every
     tracker = _Tracker(c, propagator)
     since = 0
@@ -852,6 +914,7 @@ def _online(ctx: _Context, reader: FrameReader) -> VideoResult:
                 c.first = frame
                 if analytic:
                     plan = c.plan = reasoner.plan(c.prepare(frame), c.request, templates)
+                    c.planned(plan)
                     if plan.absent:
                         if c.overlay is not None:
                             c.overlay.abort()

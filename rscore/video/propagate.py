@@ -66,10 +66,26 @@ class NullPropagator:
         pass
 
 
+FLOW_METHODS = ("dis", "farneback")
+# DIS settings by name: OpenCV's preset, then parameters set on it. "fine" (the default): the ultrafast preset's
+# patch search (no variational refinement) down to the pyramid level nearest FINE_SIDE px on the longer side
+# (OpenCV's presets stop at a fixed level: 1/4 of the copy for ultrafast, which loses small or slow objects). On
+# the propagation tests and the real worker clip it tracks as well as Farneback or better (bench_video.py flow), at
+# a fraction of the time.
+_DIS_PRESETS: dict[str, tuple[str, dict[str, int]]] = {
+    "fine": ("DISOPTICAL_FLOW_PRESET_ULTRAFAST", {}),
+    "ultrafast": ("DISOPTICAL_FLOW_PRESET_ULTRAFAST", {}),
+}
+FINE_SIDE = 192
+FLOW_CHOICES = ("dis", "dis-ultrafast", "farneback")  # the video option flow_method ("dis": DIS "fine")
+DEFAULT_FLOW = "dis"
+
+
 class FlowPropagator:
-    """Warp masks along dense optical flow (Farneback). Parameters are OpenCV's ``calcOpticalFlowFarneback``'s:
-    pyramid ``levels`` halving the size each (``pyr_scale``), averaging window ``winsize`` px, ``iterations`` per
-    level, polynomial neighbourhood ``poly_n`` px with Gaussian ``poly_sigma``.
+    """Warp masks along dense optical flow: ``method`` ``dis`` (default; OpenCV's DIS flow, ``dis_preset``
+    ``fine`` or the coarser ``ultrafast``: a few ms a frame at 384 px) or ``farneback`` (~20 ms; parameters are
+    ``calcOpticalFlowFarneback``'s: pyramid ``levels`` halving the size each (``pyr_scale``), averaging window
+    ``winsize`` px, ``iterations`` per level, polynomial neighbourhood ``poly_n`` px with Gaussian ``poly_sigma``).
 
     Each warped mask gets a **photometric score**: the previous frame warped by the same flow should look like the
     new one inside the mask; with ``err`` the mean absolute grey-level difference there (on the flow's copy), the
@@ -83,6 +99,8 @@ class FlowPropagator:
         self,
         max_side: int = 384,
         *,
+        method: str = "dis",
+        dis_preset: str = "fine",
         pyr_scale: float = 0.5,
         levels: int = 3,
         winsize: int = 15,
@@ -93,12 +111,26 @@ class FlowPropagator:
     ) -> None:
         if max_side < 32:
             raise OptionError(f"flow_max_side must be >= 32 px, got {max_side}")
+        if method not in FLOW_METHODS:
+            raise OptionError(f"flow_method must be one of {', '.join(FLOW_METHODS)}, got {method!r}")
+        if dis_preset not in _DIS_PRESETS:
+            raise OptionError(f"dis_preset must be one of {', '.join(_DIS_PRESETS)}, got {dis_preset!r}")
         self.max_side = int(max_side)
+        self.method = method
+        self.dis_preset = dis_preset
         self.params = (pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, 0)
         self.error_scale = float(error_scale)
-        self.description = f"dense optical flow (Farneback, computed at <= {self.max_side} px) warping each mask"
+        self._dis = None
+        if method == "dis":
+            import cv2
+
+            preset, params = _DIS_PRESETS[dis_preset]
+            self._dis = cv2.DISOpticalFlow_create(getattr(cv2, preset))
+            for key, value in params.items():
+                getattr(self._dis, f"set{key}")(value)
+        name = f"DIS, {dis_preset}" if method == "dis" else "Farneback"
+        self.description = f"dense optical flow ({name}, computed at <= {self.max_side} px) warping each mask"
         self._prev: np.ndarray | None = None
-        self._grid: tuple[np.ndarray, np.ndarray] | None = None
         self._small_grid: tuple[np.ndarray, np.ndarray] | None = None
 
     def _small_grey(self, rgb: np.ndarray) -> np.ndarray:
@@ -119,31 +151,45 @@ class FlowPropagator:
         gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         return gx, gy
 
-    def flow(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sampling maps ``(map_x, map_y)`` (full frame size, float32: where each pixel of ``frame`` was in the
-        previous frame) and the absolute difference (flow-sized, float32) between ``frame`` and the previous frame
-        warped by the flow. Advances the propagator to ``frame``."""
+    def flow(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+        """The flow at the copy's size (``(sh, sw, 2)`` float32, in copy pixels: where each pixel of ``frame`` was in
+        the previous frame) and the absolute difference (copy-sized, float32) between ``frame`` and the previous
+        frame warped by it. Advances the propagator to ``frame``."""
         import cv2
 
         cur = self._small_grey(frame.image)
         prev = self._prev if self._prev is not None and self._prev.shape == cur.shape else cur
-        flow = cv2.calcOpticalFlowFarneback(cur, prev, None, *self.params)
+        if self._dis is not None:
+            if self.dis_preset == "fine":
+                self._dis.setFinestScale(max(0, int(np.log2(max(cur.shape) / FINE_SIDE + 1e-9))))
+            flow = self._dis.calc(cur, prev, None)
+        else:
+            flow = cv2.calcOpticalFlowFarneback(cur, prev, None, *self.params)
         self._prev = cur
         sh, sw = cur.shape
         if self._small_grid is None or self._small_grid[0].shape != (sh, sw):
             self._small_grid = self._meshgrid(sh, sw)
         sx, sy = self._small_grid[0] + flow[..., 0], self._small_grid[1] + flow[..., 1]
         predicted = cv2.remap(prev, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        error = cv2.absdiff(cur, predicted).astype(np.float32)
-        h, w = frame.image.shape[:2]
-        if self._grid is None or self._grid[0].shape != (h, w):
-            self._grid = self._meshgrid(h, w)
-        if (sh, sw) != (h, w):
-            fx = cv2.resize(flow[..., 0], (w, h), interpolation=cv2.INTER_LINEAR) * (w / sw)
-            fy = cv2.resize(flow[..., 1], (w, h), interpolation=cv2.INTER_LINEAR) * (h / sh)
+        return flow, cv2.absdiff(cur, predicted).astype(np.float32)
+
+    def _maps(self, flow: np.ndarray, full: tuple[int, int], y0: int, y1: int, x0: int, x1: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Full-resolution sampling maps for the box ``[y0:y1, x0:x1]``: the copy's flow upsampled bilinearly
+        (pixel centres aligned, as ``cv2.resize``) and scaled to full-resolution pixels, plus the pixel grid."""
+        import cv2
+
+        (h, w), (sh, sw) = full, flow.shape[:2]
+        gx = np.arange(x0, x1, dtype=np.float32)
+        gy = np.arange(y0, y1, dtype=np.float32)
+        if (sh, sw) == (h, w):
+            fx, fy = flow[y0:y1, x0:x1, 0], flow[y0:y1, x0:x1, 1]
         else:
-            fx, fy = flow[..., 0], flow[..., 1]
-        return self._grid[0] + fx, self._grid[1] + fy, error
+            ux = np.broadcast_to((gx + 0.5) * (sw / w) - 0.5, (y1 - y0, x1 - x0)).astype(np.float32)
+            uy = np.broadcast_to(((gy + 0.5) * (sh / h) - 0.5)[:, None], (y1 - y0, x1 - x0)).astype(np.float32)
+            up = cv2.remap(flow, ux, uy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            fx, fy = up[..., 0] * (w / sw), up[..., 1] * (h / sh)
+        return gx[None, :] + fx, gy[:, None] + fy
 
     def step(self, frame: Frame, masks: Mapping[int, np.ndarray]) -> dict[int, tuple[np.ndarray, float | None]]:
         import cv2
@@ -151,31 +197,41 @@ class FlowPropagator:
         if not masks:
             self._prev = self._small_grey(frame.image)
             return {}
-        map_x, map_y, error = self.flow(frame)
-        h, w = map_x.shape
+        flow, error = self.flow(frame)
+        h, w = frame.image.shape[:2]
         sh, sw = error.shape
         # a pixel can only land in a mask from as far as the largest displacement: warp each mask's box plus that
-        margin = int(np.ceil(max(np.abs(map_x - self._grid[0]).max(), np.abs(map_y - self._grid[1]).max()))) + 2
+        # (bilinear upsampling never exceeds the copy's largest value)
+        margin = int(np.ceil(float(np.abs(flow).max(initial=0.0)) * max(w / sw, h / sh))) + 2
+        # the copy's pixel (i, j) looks at full-resolution pixel (ny[i], nx[j]), as cv2.resize INTER_NEAREST
+        ny = np.minimum((np.arange(sh) * (h / sh)).astype(np.intp), h - 1)
+        nx = np.minimum((np.arange(sw) * (w / sw)).astype(np.intp), w - 1)
         out: dict[int, tuple[np.ndarray, float | None]] = {}
         for tid, mask in masks.items():
             rows = np.flatnonzero(mask.any(axis=1))
             warped = np.zeros((h, w), bool)
+            err = self.error_scale
             if rows.size:
                 cols = np.flatnonzero(mask.any(axis=0))
                 y0, y1 = max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin)
                 x0, x1 = max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin)
+                map_x, map_y = self._maps(flow, (h, w), y0, y1, x0, x1)
                 warped[y0:y1, x0:x1] = cv2.remap(
-                    mask.astype(np.uint8) * 255, map_x[y0:y1, x0:x1], map_y[y0:y1, x0:x1], cv2.INTER_LINEAR,
+                    mask.astype(np.uint8) * 255, map_x, map_y, cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_CONSTANT, borderValue=0,
                 ) >= 128
-            small = cv2.resize(warped.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST).astype(bool)
-            err = float(error[small].mean()) if small.any() else self.error_scale
+                # photometric error over the copy's pixels that fall in the warped mask (only its box can)
+                iy = np.flatnonzero((ny >= y0) & (ny < y1))
+                ix = np.flatnonzero((nx >= x0) & (nx < x1))
+                if iy.size and ix.size:
+                    small = warped[ny[iy][:, None], nx[ix][None, :]]
+                    if small.any():
+                        err = float(error[iy[0] : iy[-1] + 1, ix[0] : ix[-1] + 1][small].mean())
             out[tid] = (warped, max(0.0, 1.0 - err / self.error_scale))
         return out
 
     def close(self) -> None:
         self._prev = None
-        self._grid = None
         self._small_grid = None
 
 
@@ -323,8 +379,10 @@ def make_propagator(name: str, options: Mapping[str, Any]) -> Propagator:
     if name not in PROPAGATORS:
         raise OptionError(f"unknown propagator '{name}' (choose {', '.join(PROPAGATORS)})")
     flow_side = int(options.get("flow_max_side") or 384)
+    method, _, preset = str(options.get("flow_method") or DEFAULT_FLOW).partition("-")
+    flow_kw = {"method": method, **({"dis_preset": preset} if preset else {})}
     if name == "flow":
-        return FlowPropagator(flow_side)
+        return FlowPropagator(flow_side, **flow_kw)
     if name == "none":
         return NullPropagator()
     kwargs = {
@@ -341,9 +399,9 @@ def make_propagator(name: str, options: Mapping[str, Any]) -> Propagator:
             raise BackendUnavailable(f"the sam2 propagator needs Python package(s) {', '.join(missing)}")
         return Sam2VideoPropagator(**kwargs)
     if missing:
-        return FlowPropagator(flow_side)
+        return FlowPropagator(flow_side, **flow_kw)
     try:
         return Sam2VideoPropagator(**kwargs)
     except BackendUnavailable as exc:
         log.info("SAM 2 video propagator unavailable (%s); using optical flow", exc)
-        return FlowPropagator(flow_side)
+        return FlowPropagator(flow_side, **flow_kw)

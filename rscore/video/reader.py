@@ -42,7 +42,9 @@ import collections
 import logging
 import math
 import os
+import queue
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
@@ -183,6 +185,7 @@ class ReaderOptions:
     max_frames: int | None = None
     max_duration_s: float | None = None
     frame_rate: float | None = None  # image folders (default 1.0), or to override a file's nominal rate
+    decode_ahead: int = 8  # files and folders: frames decoded ahead in a background thread (0: in the caller's)
     open_timeout_s: float = 5.0
     read_timeout_s: float = 5.0
     reconnect_attempts: int = 4
@@ -226,6 +229,8 @@ class ReaderOptions:
             fail(f"stuck_action must be reconnect, warn, drop or error, got {self.stuck_action!r}")
         if self.reverse_chunk < 1:
             fail(f"reverse_chunk must be >= 1, got {self.reverse_chunk}")
+        if self.decode_ahead < 0:
+            fail(f"decode_ahead must be >= 0 frames, got {self.decode_ahead}")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> ReaderOptions:
@@ -297,6 +302,14 @@ class FrameReader:
     def seekable(self) -> bool:
         return not self.info.live
 
+    def _decoded(self, start: int = 0) -> Iterator[tuple[int, float, np.ndarray, float | None]]:
+        """:meth:`_decode`, ``decode_ahead`` frames ahead in a background thread for files and folders (decoding
+        releases the GIL: the next frames decode on another core while the caller works on this one). Streams
+        decode in the caller's thread: their reconnection and stuck handling act on the capture between reads."""
+        if self.seekable and self.options.decode_ahead > 0:
+            return decode_ahead(self._decode(start), self.options.decode_ahead)
+        return self._decode(start)
+
     def close(self) -> None:
         pass
 
@@ -333,7 +346,7 @@ class FrameReader:
         same = 0
         stuck_rounds = 0
         kept = 0
-        for index, t, rgb, wall in self._decode(0):
+        for index, t, rgb, wall in self._decoded(0):
             self.frames_decoded += 1
             keep = self._keep(index, t, t_prev)
             t_prev = t
@@ -401,7 +414,7 @@ class FrameReader:
             raise InputError(f"{self.info.uri}: a live stream cannot be re-read or sought")
         t_prev: float | None = None
         first = max(0, start - 1)  # the frame before `start` decides target-fps sampling of `start`
-        for index, t, rgb, wall in self._decode(first):
+        for index, t, rgb, wall in self._decoded(first):
             if stop is not None and index >= stop:
                 return
             keep = self._keep(index, t, t_prev)
@@ -420,6 +433,58 @@ class FrameReader:
             while buffer:
                 yield buffer.pop()
             hi = lo
+
+
+_END = object()
+
+
+def decode_ahead(source: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Iterate ``source`` in a background thread, at most ``depth`` items ahead of the caller. An exception in
+    ``source`` is raised in the caller; closing this iterator (a ``break``, an exception, garbage collection) stops
+    the thread and closes ``source`` there. Memory: ``depth`` items."""
+    q: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in source:
+                if not put((item, None)):
+                    break
+            else:
+                put((_END, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
+            put((_END, exc))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=run, name="rscore-decode-ahead", daemon=True)
+    thread.start()
+
+    def items() -> Iterator[Any]:
+        try:
+            while True:
+                item, exc = q.get()
+                if item is _END:
+                    if exc is not None:
+                        raise exc
+                    return
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+    return items()
 
 
 # --------------------------------------------------------------------------------------------------- OpenCV

@@ -84,20 +84,32 @@ def track_colour(track_id: int) -> tuple[int, int, int]:
 
 
 def draw_overlay(rgb: np.ndarray, instances: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """The frame (RGB) with each instance's mask (``rle`` or ``mask``) tinted, outlined and labelled."""
+    """The frame (RGB) with each instance's mask (``rle`` or ``mask``) tinted, outlined and labelled.
+
+    Work is confined to each instance's box (``bbox``, end-exclusive; the mask's own box where it has none), so a
+    frame with many small tracks costs little more than a copy of it."""
     import cv2
 
-    out = rgb.astype(np.float32, copy=True)
+    from rscore.instances import mask_bbox
+
+    img = np.array(rgb, np.uint8, copy=True)
+    h, w = img.shape[:2]
     masks = []
     for item in instances:
         mask = item["mask"] if "mask" in item else rle.decode(item["rle"])
+        box = item.get("bbox") or mask_bbox(mask)
+        if box is None:
+            continue
+        x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+        x1, y1 = min(w, int(box[2])), min(h, int(box[3]))
+        m = np.asarray(mask[y0:y1, x0:x1], bool)
+        roi = img[y0:y1, x0:x1]
         colour = np.array(track_colour(int(item.get("track_id", 0))), np.float32)
-        out[mask] = 0.55 * out[mask] + 0.45 * colour
-        masks.append((mask, item))
-    img = np.clip(out, 0, 255).astype(np.uint8)
-    for mask, item in masks:
+        roi[m] = np.clip(0.55 * roi[m].astype(np.float32) + 0.45 * colour, 0, 255).astype(np.uint8)
+        masks.append((m, (x0, y0), item))
+    for m, offset, item in masks:
         colour = track_colour(int(item.get("track_id", 0)))
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=offset)
         cv2.drawContours(img, contours, -1, colour, 1)
         x0, y0 = int(item["bbox"][0]), int(item["bbox"][1])
         text = f"#{item.get('track_id', '?')} {item.get('label', '')}"

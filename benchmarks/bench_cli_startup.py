@@ -1,0 +1,138 @@
+"""Wall time and peak RSS of short CLI calls, as a user runs them: ``rscore --version``, ``rscore plugins list`` and a
+64x64 ``rscore run`` with the default matcher (sentence embeddings) and with ``--matcher keyword``.
+
+Each command runs as a child process (``python -m rscore ...``); its own peak RSS comes from ``os.wait4``
+(``ru_maxrss``). Every row is repeated ``--repeat`` times, rows interleaved round-robin so that load from other work
+on the machine hits all of them alike; the table shows the median wall time and the largest peak RSS.
+
+Rows:
+
+- ``after``: this checkout (the numpy MiniLM forward, template vectors from the on-disk cache, which the first
+  ``cold cache`` row fills: ``RSCORE_CACHE_DIR`` points into ``--workdir``).
+- ``after, cold cache``: the same with the cache emptied before every call (template texts embedded in the run).
+- ``reference embedder``: this checkout with ``RSCORE_EMBEDDER=sentence-transformers`` (torch).
+- ``before``: with ``--before SRC`` (a checkout of an older commit, e.g. ``/work/main``), the same commands with
+  that tree's sources first on ``PYTHONPATH`` (same interpreter and site-packages).
+
+::
+
+    python benchmarks/bench_cli_startup.py --before /work/main
+    python benchmarks/bench_cli_startup.py --repeat 5 --json out.json
+
+Issue 22 target: the default-matcher run <= 1.0 s wall and <= 250 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGINS = ("earth", "safety", "surgical", "underwater")
+
+
+def pythonpath(src: Path) -> str:
+    parts = [src, src / "flows", *(src / "plugins" / p / "src" for p in PLUGINS)]
+    return os.pathsep.join(str(p) for p in parts)
+
+
+def run_child(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS (MiB) and exit code of ``cmd`` (run in ``cwd``: ``python -m`` puts the working
+    directory first on sys.path, so it must not be a checkout)."""
+    t0 = time.perf_counter()
+    quiet = subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=quiet, stderr=quiet, stdin=quiet, env=env, cwd=cwd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--before", type=Path, help="checkout root of the code to compare against (e.g. /work/main)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/rscore-bench-cli"))
+    ap.add_argument("--plugin", default="underwater")
+    ap.add_argument("--query", default="where is the sea floor")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+
+    import numpy as np
+    from PIL import Image
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    img = args.workdir / "img64.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(img)
+    cache = args.workdir / "cache"
+
+    base = {**os.environ, "RSCORE_CACHE_DIR": str(cache)}
+    base.pop("RSCORE_MATCHER", None)
+    base.pop("RSCORE_EMBEDDER", None)
+    variants: list[tuple[str, dict[str, str], bool]] = [
+        ("after", {**base, "PYTHONPATH": pythonpath(ROOT)}, False),
+        ("after, cold cache", {**base, "PYTHONPATH": pythonpath(ROOT)}, True),
+        ("reference embedder",
+         {**base, "PYTHONPATH": pythonpath(ROOT), "RSCORE_EMBEDDER": "sentence-transformers"}, False),
+    ]
+    if args.before:
+        variants.append(("before", {**base, "PYTHONPATH": pythonpath(args.before.resolve())}, False))
+
+    py = [sys.executable, "-m", "rscore"]
+
+    def out(tag: str) -> list[str]:  # a fresh folder per run (an existing one may belong to another version)
+        folder = args.workdir / f"out-{tag}"
+        shutil.rmtree(folder, ignore_errors=True)
+        return ["-o", str(folder)]
+
+    commands = [
+        ("--version", py + ["--version"], ("after", "before")),
+        ("plugins list", py + ["plugins", "list"], ("after", "before")),
+        ("run 64x64 (default matcher)", py + ["run", str(img), args.query, "-p", args.plugin], None),
+        ("run 64x64 --matcher keyword", py + ["run", str(img), args.query, "-p", args.plugin, "--matcher", "keyword"],
+         ("after", "before")),
+    ]
+    rows: list[tuple[str, str, list[str], dict[str, str], bool]] = []
+    for cname, cmd, only in commands:
+        for vname, env, cold in variants:
+            if only is None or vname in only:
+                rows.append((cname, vname, cmd, env, cold))
+
+    # warm-up: fills the embedding cache and the OS page cache for every variant
+    for i, (cname, vname, cmd, env, _) in enumerate(rows):
+        run_child(cmd + (out(str(i)) if "run" in cmd else []), env, args.workdir)
+    samples: dict[int, list[tuple[float, float, int]]] = {i: [] for i in range(len(rows))}
+    for _ in range(args.repeat):
+        for i, (cname, vname, cmd, env, cold) in enumerate(rows):
+            if cold:
+                shutil.rmtree(cache, ignore_errors=True)
+            # (a cold row's own run refills the cache for the warm rows of the next round)
+            samples[i].append(run_child(cmd + (out(str(i)) if "run" in cmd else []), env, args.workdir))
+
+    figures: list[dict[str, Any]] = []
+    print(f"{'command':32} {'variant':22} {'wall s (median)':>16} {'peak RSS MiB':>13} {'exit':>5}")
+    for i, (cname, vname, _cmd, _env, _cold) in enumerate(rows):
+        walls = [s[0] for s in samples[i]]
+        rss = max(s[1] for s in samples[i])
+        codes = sorted({s[2] for s in samples[i]})
+        figures.append({"command": cname, "variant": vname, "wall_s": statistics.median(walls), "walls": walls,
+                        "peak_rss_mib": rss, "exit_codes": codes})
+        print(f"{cname:32} {vname:22} {statistics.median(walls):16.2f} {rss:13.1f} {','.join(map(str, codes)):>5}")
+    target = next(f for f in figures if f["command"].startswith("run 64x64 (default") and f["variant"] == "after")
+    ok = target["wall_s"] <= 1.0 and target["peak_rss_mib"] <= 250
+    print(f"target (default-matcher run <= 1.0 s and <= 250 MiB): {'meets' if ok else 'MISSES'} "
+          f"({target['wall_s']:.2f} s, {target['peak_rss_mib']:.0f} MiB); load average {os.getloadavg()[0]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

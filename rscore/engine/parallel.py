@@ -1,0 +1,173 @@
+"""The tiles of an analytic program, one after another or in worker processes (option ``workers``).
+
+:func:`rscore.engine.analytic.run_tile` runs a template's program on one tile exactly as ``run_program`` always
+has (the context reads the tile's window, core plus halo; outputs are cropped to the core; invalid pixels are out of
+the mask, NaN in the score, class 0). :func:`map_tiles` yields the tiles' results **in tile order**, computed here
+or by ``workers`` processes, so the stitched outputs, the merged notes, targets and caveats are the same either way.
+
+``workers`` (``-O workers=N``): ``auto`` (the default) uses every core this process may run on when the scene is at
+least :data:`PARALLEL_MIN_PIXELS` and has two tiles or more (shipping the job and the tiles between processes
+costs more than it saves on smaller scenes); a number asks for that many (never more than the tiles); 1 runs in
+this process. Workers are forked on Linux (spawned elsewhere, see :func:`_start_method`); each gets the scene,
+request, template and operators once, pickled (a lazy reader reopens its files in the worker instead of sharing
+the parent's handles), and holds one tile at a time, so memory per worker does not grow with the raster. At most two tiles
+per worker are in flight; results are written as they arrive in order. A program that cannot be pickled (a lambda,
+a closure) runs here, tile by tile, with a note in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rscore.errors import InternalError, OptionError, RscoreError
+from rscore.sdk import Operator, Template
+from rscore.tiling import Tile
+from rscore.types import Request, Scene, Step, Target
+
+log = logging.getLogger(__name__)
+
+PARALLEL_MIN_PIXELS = 4_000_000
+
+
+@dataclass
+class TileResult:
+    """One tile's outputs, cropped to its core (``None`` where the program gave none)."""
+
+    index: int
+    core: Any
+    mask: np.ndarray | None
+    score: np.ndarray | None
+    classes: np.ndarray | None
+    targets: list[Target] = field(default_factory=list)
+    notes: list[Step] = field(default_factory=list)
+    caveats: list[str] = field(default_factory=list)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_workers(value: Any, *, pixels: int, tiles: int) -> int:
+    """How many processes to run ``tiles`` tiles in (1: this process). See the module docstring."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        if tiles < 2 or pixels < PARALLEL_MIN_PIXELS:
+            return 1
+        n = available_cores()
+    else:
+        try:
+            n = int(value)
+            if isinstance(value, bool) or n != float(value) or n < 1:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise OptionError(f"option workers must be auto or a whole number >= 1, got {value!r}") from None
+    n = max(1, min(n, tiles))
+    if n > 1 and _daemonic():
+        log.info("running %d tiles here: this is a daemonic worker process (Dask, multiprocessing.Pool), which may "
+                 "not start processes of its own", tiles)
+        return 1
+    return n
+
+
+def _daemonic() -> bool:
+    import multiprocessing
+
+    return bool(multiprocessing.current_process().daemon)
+
+
+def map_tiles(
+    scene: Scene,
+    request: Request,
+    template: Template,
+    operators: Mapping[str, Operator],
+    tiles: Iterable[Tile],
+    workers: int = 1,
+) -> Iterator[TileResult]:
+    """:func:`~rscore.engine.analytic.run_tile` over ``tiles``, in their order, here (``workers`` <= 1) or in
+    ``workers`` processes."""
+    from rscore.engine.analytic import run_tile
+    if workers > 1:
+        job = (scene, request, template, dict(operators))
+        try:
+            payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - any pickling failure: run here instead
+            log.info("template '%s' cannot run in worker processes (%s); running its tiles here",
+                     template.qualified_name, exc)
+        else:
+            yield from _in_workers(payload, tiles, workers)
+            return
+    for tile in tiles:
+        yield run_tile(scene, request, template, operators, tile)
+
+
+# ------------------------------------------------------------------------------------------------------- workers
+_JOB: tuple[Scene, Request, Template, Mapping[str, Operator]] | None = None
+
+
+def _init_worker(payload: bytes) -> None:
+    global _JOB
+    _JOB = pickle.loads(payload)
+
+
+def _work(tile: Tile) -> tuple[bool, Any]:
+    """In a worker: ``(True, TileResult)`` or ``(False, exception)``; an exception that cannot travel back as it is
+    travels as an :class:`InternalError` with its text."""
+    from rscore.engine.analytic import run_tile
+
+    assert _JOB is not None
+    try:
+        return True, run_tile(*_JOB, tile)
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        try:
+            pickle.loads(pickle.dumps(exc))
+            return False, exc
+        except Exception:  # noqa: BLE001
+            kind = "" if isinstance(exc, RscoreError) else f"{type(exc).__name__}: "
+            return False, InternalError(f"tile {tile.index}: {kind}{exc}")
+
+
+def _start_method() -> str:
+    """``fork`` on Linux: no re-import of the plugins (~1 s a worker) and no re-run of an unguarded ``__main__``
+    script; the job still reaches the worker pickled, so lazy readers open their own file handles there.
+    ``spawn`` elsewhere (macOS frameworks are not fork-safe)."""
+    import multiprocessing
+    import sys
+
+    if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
+        return "fork"
+    return "spawn"
+
+
+def _in_workers(payload: bytes, tiles: Iterable[Tile], workers: int) -> Iterator[TileResult]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context(_start_method())
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(payload,))
+    pending: deque[Any] = deque()
+    todo = iter(tiles)
+    try:
+        for tile in todo:
+            pending.append(pool.submit(_work, tile))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            ok, value = pending.popleft().result()
+            if not ok:
+                raise value
+            tile = next(todo, None)
+            if tile is not None:
+                pending.append(pool.submit(_work, tile))
+            yield value
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

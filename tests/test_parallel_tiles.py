@@ -1,0 +1,129 @@
+"""Analytic tiles in worker processes (``-O workers=N``): the same outputs as one tile after another."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from rscore.engine.analytic import run_program
+from rscore.engine.parallel import PARALLEL_MIN_PIXELS, resolve_workers
+from rscore.errors import InputError, OptionError
+from rscore.sdk import OpContext, ProgramOutput, Template
+from rscore.types import ArraySource, Request, Scene, Target
+
+HALO = 6
+
+
+def _program(ctx: OpContext) -> ProgramOutput:
+    """A program whose every output depends on the tile: a 13x13 mean (needs the halo), its score, two classes,
+    a note with a statistic, a target per bright blob and a caveat on some tiles."""
+    grey = ctx.band("gray").astype(np.float32)
+    smooth = ndimage.uniform_filter(grey, 2 * HALO + 1, mode="nearest")
+    mask = smooth > 140
+    classes = np.where(smooth > 170, 2, np.where(mask, 1, 0)).astype(np.uint8)
+    ctx.note("mean of 13 x 13 > 140", share=float(mask[ctx.core_slices].mean()))
+    targets = []
+    labels, n = ndimage.label(mask[ctx.core_slices])
+    for sl in ndimage.find_objects(labels)[:3]:
+        y, x = sl
+        r0, c0 = ctx.core.row_off - ctx.window.row_off, ctx.core.col_off - ctx.window.col_off
+        targets.append(Target("blob", (x.start + c0, y.start + r0, x.stop + c0, y.stop + r0)))
+    if float(grey.mean()) > 128:
+        ctx.caveat("a bright tile")
+    return ProgramOutput(mask=mask, score=smooth / 255.0, classes=classes, targets=tuple(targets))
+
+
+def _failing(ctx: OpContext) -> ProgramOutput:
+    if ctx.core.row_off >= 64 and ctx.core.col_off >= 64:
+        raise InputError("unreadable block", path="dem.tif")
+    return ProgramOutput(mask=np.zeros(ctx.shape, bool))
+
+
+TEMPLATE = Template("blobs", "bright blob", "bright blobs", ("bright blobs",), program=_program, halo=HALO,
+                    kinds=("image",))
+
+
+def _scene() -> Scene:
+    rng = np.random.default_rng(3)
+    img = ndimage.gaussian_filter(rng.random((200, 232)) * 255, 6)
+    img = ((img - img.min()) / np.ptp(img) * 255).astype(np.uint8)
+    valid = np.ones(img.shape, bool)
+    valid[:20, 50:90] = False  # nodata
+    return Scene(ArraySource(img, valid), "image", ("gray",))
+
+
+def _run(scene: Scene, template: Template, workers) -> object:
+    request = Request(query="bright blobs", plugin=None, options={"workers": workers})
+    seen = []
+    run = run_program(scene, request, template, {}, tile_size=64, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(i, run.tiles) for i in range(1, run.tiles + 1)]
+    return run
+
+
+def test_workers_give_the_same_outputs_as_one_by_one():
+    scene = _scene()
+    one = _run(scene, TEMPLATE, 1)
+    two = _run(scene, TEMPLATE, 3)
+    assert one.tiles == two.tiles == 16
+    assert one.mask.any() and not one.mask.all()
+    np.testing.assert_array_equal(one.mask, two.mask)
+    np.testing.assert_array_equal(one.score, two.score)  # NaN where invalid, in both
+    np.testing.assert_array_equal(one.classes, two.classes)
+    assert np.isnan(one.score[:20, 50:90]).all()
+    assert one.steps == two.steps and one.targets == two.targets and one.caveats == two.caveats
+    assert one.targets and one.caveats == ["a bright tile"]
+
+
+def test_an_error_in_a_worker_reaches_the_caller_as_itself():
+    failing = Template("fail", "f", "f", ("f",), program=_failing, kinds=("image",))
+    with pytest.raises(InputError, match="unreadable block"):
+        _run(_scene(), failing, 2)
+
+
+def test_a_program_that_cannot_be_pickled_runs_here():
+    closure = Template("closure", "c", "c", ("c",), program=lambda ctx: _program(ctx), halo=HALO, kinds=("image",))
+    one = _run(_scene(), TEMPLATE, 1)
+    here = _run(_scene(), closure, 2)
+    np.testing.assert_array_equal(one.mask, here.mask)
+
+
+def test_worker_count():
+    assert resolve_workers("auto", pixels=PARALLEL_MIN_PIXELS - 1, tiles=4) == 1  # small: start-up would dominate
+    assert resolve_workers(None, pixels=PARALLEL_MIN_PIXELS, tiles=1) == 1
+    assert resolve_workers("auto", pixels=PARALLEL_MIN_PIXELS, tiles=64) >= 1
+    assert resolve_workers(8, pixels=10, tiles=3) == 3
+    assert resolve_workers("2", pixels=10, tiles=3) == 2
+    import multiprocessing
+
+    proc = multiprocessing.current_process()
+    old = proc.daemon
+    proc._config["daemon"] = True  # as in a Dask worker or a multiprocessing.Pool worker: no children allowed
+    try:
+        assert resolve_workers(4, pixels=10, tiles=3) == 1
+    finally:
+        proc._config["daemon"] = old
+    for bad in (0, -1, 1.5, "many", True):
+        with pytest.raises(OptionError, match="workers"):
+            resolve_workers(bad, pixels=10, tiles=3)
+
+
+@pytest.mark.slow
+def test_earth_landslide_with_workers_matches_sequential():
+    """The real earth program on the plugin's example DEM (a lazy GeoTIFF reader, reopened in each worker)."""
+    pytest.importorskip("rscore_earth")
+    from rscore import engine
+    from rscore_earth.synthetic import example_path
+
+    path = example_path("dem")
+    results = []
+    for workers in (1, 2):
+        scene = engine.open_scene(path, plugin="earth")
+        res = engine.segment(scene, "landslide-prone areas", plugin="earth",
+                             options={"workers": workers, "tile_size": 256, "matcher": "keyword"})
+        assert res.plan.template == "earth:landslide"
+        results.append(res)
+    a, b = results
+    np.testing.assert_array_equal(np.asarray(a.mask), np.asarray(b.mask))
+    np.testing.assert_array_equal(np.asarray(a.score), np.asarray(b.score))
+    assert a.plan.steps == b.plan.steps

@@ -1,0 +1,154 @@
+"""What makes the video path fast, checked for what it must not change: decoding ahead in a thread, the query matched
+once per run, the offline overlay drawn in a background thread, DIS flow."""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from rscore.errors import InputError, OptionError
+from rscore.video import open_video, run_video, segment_video
+from rscore.video.propagate import FlowPropagator, make_propagator
+from rscore.video.reader import decode_ahead
+from rscore.video.writers import draw_overlay
+from tests.test_video_engine import FPS, H, N, W, clip, frame_at, iou, registry, truth  # noqa: F401 - fixtures
+
+
+def _decode_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "rscore-decode-ahead"]
+
+
+def test_decode_ahead_keeps_order_raises_errors_and_stops_when_abandoned():
+    assert list(decode_ahead(iter(range(50)), 4)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise InputError("bad frame 2")
+
+    it = decode_ahead(failing(), 2)
+    assert next(it) == 1
+    with pytest.raises(InputError, match="bad frame 2"):
+        next(it)
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.set()  # the source is closed in the decoding thread when the caller stops early
+
+    it = decode_ahead(endless(), 3)
+    assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
+    it.close()
+    assert closed.is_set() and not _decode_threads()
+
+
+def test_frames_decoded_ahead_equal_frames_decoded_inline(clip):  # noqa: F811
+    with open_video(clip) as ahead, open_video(clip, {"decode_ahead": 0}) as inline:
+        a = [(f.index, f.timestamp_s, f.image) for f in ahead]
+        b = [(f.index, f.timestamp_s, f.image) for f in inline]
+        assert [x[:2] for x in a] == [x[:2] for x in b] and len(a) == N
+        assert all(np.array_equal(x[2], y[2]) for x, y in zip(a, b))
+        back = [f.index for f in ahead.reverse(30, 5)]
+        assert back == list(range(29, 4, -1))
+        # stopping a range early ends its decoding thread
+        assert [f.index for f in ahead.frames(3, 7)] == [3, 4, 5, 6]
+    assert not _decode_threads()
+    with pytest.raises(OptionError, match="decode_ahead"):
+        open_video(clip, {"decode_ahead": -1})
+
+
+def test_the_query_is_matched_once_per_video_run(clip, registry, monkeypatch):  # noqa: F811
+    from rscore.engine.analytic import AnalyticReasoner
+
+    calls = []
+    real = AnalyticReasoner.plan
+
+    def counting(self, scene, request, templates):
+        calls.append(request.query)
+        return real(self, scene, request, templates)
+
+    monkeypatch.setattr(AnalyticReasoner, "plan", counting)
+    res = segment_video(clip, "bright boxes", plugin="vtest", registry=registry, options={"overlay": False})
+    assert not res.absent and res.plan.template == "vtest:bright"
+    assert calls == ["bright boxes"]  # not again for the keyframe through the image engine
+    assert res.plan.match and res.plan.match.get("method") == "keyword"  # the plan says how it matched, as before
+    calls.clear()
+    segment_video(clip, "bright boxes", plugin="vtest", registry=registry, options={"mode": "online"})
+    assert calls == ["bright boxes"]
+
+
+def test_offline_overlay_drawn_while_tracking_matches_the_records(clip, registry, tmp_path):  # noqa: F811
+    res = run_video(clip, "bright boxes", plugin="vtest", registry=registry, out_dir=tmp_path / "o",
+                    options={"keyframe": "12", "overlay_codec": "MJPG"})
+    assert res.timings["overlay_wait_s"] >= 0
+    path = tmp_path / "o" / "overlay.avi"
+    assert path.exists()
+    import json
+
+    doc = json.loads((tmp_path / "o" / "masks.json").read_text())
+    records = {f["frame"]: f for f in doc["frames"]}
+    assert sorted(records) == list(range(N))
+    cap = cv2.VideoCapture(str(path))
+    got = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        got.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    assert len(got) == N  # every frame, in order, though the backward pass was recorded first
+    with open_video(clip) as reader:
+        want = [draw_overlay(f.image, records[f.index]["instances"]).astype(int) for f in reader]
+    for i in range(N):
+        # MJPG is lossy, but each written frame is closest to its own frame's drawing, not to its neighbours'
+        d = {j: np.abs(got[i].astype(int) - want[j]).mean() for j in (i - 1, i, i + 1) if 0 <= j < N}
+        assert min(d, key=d.get) == i, (i, d)
+
+
+def test_flow_methods_and_dis_tracks_the_synthetic_boxes(clip, registry):  # noqa: F811
+    with pytest.raises(OptionError, match="flow_method"):
+        segment_video(clip, "bright boxes", plugin="vtest", registry=registry, options={"flow_method": "magic"})
+    assert "DIS" in make_propagator("flow", {}).description
+    assert "Farneback" in make_propagator("flow", {"flow_method": "farneback"}).description
+    res = segment_video(clip, "bright boxes", plugin="vtest", registry=registry,
+                        options={"keyframe": "10", "redetect_every": 0, "propagator": "flow", "overlay": False})
+    from rscore import rle
+
+    recs = {r["frame"]: r for r in res.log.iter_frames()}
+    for i in (0, 25, 39):  # box A alone, carried by DIS flow 10 frames back and 29 forward without re-detection
+        box = np.zeros((H, W), bool)
+        x0, y0, x1, y1 = (10 + 2 * i, 20, 34 + 2 * i, 44)
+        box[y0:y1, x0:x1] = True
+        best = max(iou(rle.decode(inst["rle"]), box) for inst in recs[i]["instances"])
+        assert best > 0.85, (i, best)
+
+
+@pytest.mark.parametrize("method", ["dis", "dis-ultrafast", "farneback"])
+def test_flow_warps_only_within_reach_and_scores_a_vanished_object_low(method):
+    kind, _, preset = method.partition("-")
+    prop = FlowPropagator(96, method=kind, **({"dis_preset": preset} if preset else {}))
+    base = np.full((H, W, 3), 90, np.uint8)
+    a = base.copy()
+    a[30:60, 40:80] = 230
+    prop.reset(frame := _frame(0, a), {})
+    mask = np.zeros((H, W), bool)
+    mask[30:60, 40:80] = True
+    prop.reset(frame, {1: mask})
+    (warped, score), = prop.step(_frame(1, base), {1: mask}).values()  # the object is gone
+    assert score < 0.5
+    (empty, score0), = prop.step(_frame(2, base), {1: np.zeros((H, W), bool)}).values()
+    assert not empty.any() and score0 == 0.0
+
+
+def _frame(i: int, rgb: np.ndarray):
+    from rscore.video.reader import Frame
+
+    return Frame(i, i / FPS, rgb)
