@@ -173,6 +173,8 @@ def core_options() -> list[Param]:
         Param("bands", "str", "band roles in order, e.g. red,green,blue,nir (rscore run --bands)"),
         Param("aux", "path", "auxiliary co-registered input (rscore run --aux)"),
         Param("planner", "bool", "compile constraint queries into operator programs (analytic reasoner)", default=True),
+        Param("workers", "str", "analytic tiles in this many worker processes: auto (= cores, for scenes >= 4 Mpx) "
+              "or a whole number", default="auto"),
     ]
     out += [Param(k, _PARAM_TYPE.get(type(v), "str"), f"VLM tiling: {k}", default=v) for k, v in decoupled.DEFAULTS.items()]
     out += dataclass_params(openai.OpenAIOptions, scope="openai", flat=openai.FLAT_OPTIONS, what="openai reasoner")
