@@ -185,11 +185,12 @@ SELECTORS = frozenset("largest biggest smallest tallest left right first second 
 MIN_MARGIN = {"embedding": 0.02, "keyword": 0.0}  # closer than this to a different template: ambiguous -> absent
 COMPOSE_DROP = {"embedding": 0.04, "keyword": 0.2}  # head alone matches this much better: the rest is a constraint
 NEGATION_SLACK = 0.15  # a negated text counts at most this much above the similarity of what both negate
-# Result.confidence = logistic(bias + score * s + margin * m + superset * x), fitted on the answered queries of
+# Result.confidence = logistic(bias + score * s + margin * m + superset * x): the probability that the right template
+# answered AND its mask is what was asked (a superset answer is not), fitted on the answered queries of
 # benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
 CALIBRATION = {
-    "embedding": {"bias": -1.008, "score": 4.659, "margin": 0.163, "superset": 1.167},
-    "keyword": {"bias": -2.271, "score": 4.044, "margin": 3.826, "superset": -1.862},
+    "embedding": {"bias": -1.038, "score": 4.305, "margin": 0.626, "superset": -6.2},
+    "keyword": {"bias": -2.542, "score": 4.422, "margin": 3.05, "superset": -7.324},
 }
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 # where the query says what it is asked of ("... of the patient", "... in this image"): context, not content
