@@ -286,6 +286,14 @@ def text_scores(method: str, queries: Sequence[str], templates: Sequence[Templat
     return rows, sims.T
 
 
+def similarities(method: str, query: str, texts: Sequence[str]) -> np.ndarray:
+    """Similarity of one query to each text (embeddings through :func:`_embed`, or the keyword score)."""
+    if method == "embedding":
+        emb = _embed([query, *texts])
+        return emb[1:] @ emb[0]
+    return np.array([_keyword_text_score(query, x, ()) for x in texts], np.float32)
+
+
 def confidence(method: str, features: dict[str, float]) -> float:
     """Calibrated probability that the answered template is the right one (see ``CALIBRATION``)."""
     w = CALIBRATION[method]
@@ -330,9 +338,7 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         neg_rows = [k for k, r in enumerate(rows) if r[3] and negated_object(r[2])]
         if neg_rows:
             objs = [negated_object(rows[k][2]) or "" for k in neg_rows]
-            _, osims = text_scores(method, [qobj], [Template("_", "", "", tuple(objs))])
-            # (the pseudo-template's empty label and description are skipped: its rows are the objects, in order)
-            for k, o in zip(neg_rows, osims[:, 0]):
+            for k, o in zip(neg_rows, similarities(method, qobj, objs)):
                 eff[k] = min(eff[k], float(o) + NEGATION_SLACK)
         polarity_object = qobj
     else:
