@@ -15,8 +15,9 @@ figures measure routing alone (no pixels are processed). Printed per half:
 - ``paraphrase accuracy``: share of the queries labelled with a template that this template answered (>= 95 %).
 - ``overall accuracy`` and per category.
 - ``VLM template named``: of the queries that need a VLM-only template, the share whose absent answer names it.
-- calibration of ``plan.match["confidence"]`` (what becomes ``Result.confidence``) on answered queries:
-  expected calibration error over 5 bins, Brier score, mean confidence vs accuracy. ``n/a`` when the router gives none.
+- calibration of ``plan.match["confidence"]`` (what becomes ``Result.confidence``) on answered queries against
+  "the right template answered and its mask is what was asked" (a superset answer is not): expected calibration
+  error over 5 bins, Brier score, mean confidence vs that accuracy. ``n/a`` when the router gives none.
 
     python benchmarks/routing/run_routing.py                  # both halves
     python benchmarks/routing/run_routing.py --errors         # and list every mistake
@@ -123,12 +124,18 @@ def _pct(num: int, den: int) -> str:
     return f"{100.0 * num / den:5.1f} % ({num}/{den})" if den else "  n/a"
 
 
+def exact(o: Outcome) -> bool:
+    """What confidence predicts: the right template answered and its mask is what was asked (a declared superset
+    answer is right to give, with its caveat, but its mask is more than was asked)."""
+    return o.correct and not o.superset
+
+
 def calibration(outcomes: list[Outcome], bins: int = 5) -> dict[str, float] | None:
     answered = [o for o in outcomes if o.answer != "absent"]
     if not answered or any(o.confidence is None for o in answered):
         return None
     c = np.array([o.confidence for o in answered], float)
-    y = np.array([o.correct for o in answered], float)
+    y = np.array([exact(o) for o in answered], float)
     edges = np.linspace(0, 1, bins + 1)
     idx = np.clip(np.digitize(c, edges[1:-1]), 0, bins - 1)
     ece = sum(abs(c[idx == b].mean() - y[idx == b].mean()) * (idx == b).sum() for b in range(bins) if (idx == b).any())
@@ -178,7 +185,7 @@ def fit_confidence(outcomes: list[Outcome]) -> None:
     names = sorted(answered[0].match["features"])
     x = np.array([[o.match["features"][k] for k in names] for o in answered], float)
     x = np.hstack([np.ones((len(x), 1)), x])
-    y = np.array([o.correct for o in answered], float)
+    y = np.array([exact(o) for o in answered], float)
     w = np.zeros(x.shape[1])
     for _ in range(50):
         p = 1 / (1 + np.exp(-x @ w))

@@ -162,11 +162,12 @@ SELECTORS = frozenset("largest biggest smallest tallest left right first second 
 MIN_MARGIN = {"embedding": 0.02, "keyword": 0.0}  # closer than this to a different template: ambiguous -> absent
 COMPOSE_DROP = {"embedding": 0.04, "keyword": 0.2}  # head alone matches this much better: the rest is a constraint
 NEGATION_SLACK = 0.15  # a negated text counts at most this much above the similarity of what both negate
-# Result.confidence = logistic(bias + score * s + margin * m + superset * x), fitted on the answered queries of
+# Result.confidence = logistic(bias + score * s + margin * m + superset * x): the probability that the right template
+# answered AND its mask is what was asked (a superset answer is not), fitted on the answered queries of
 # benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
 CALIBRATION = {
-    "embedding": {"bias": -1.008, "score": 4.659, "margin": 0.163, "superset": 1.167},
-    "keyword": {"bias": -2.271, "score": 4.044, "margin": 3.826, "superset": -1.862},
+    "embedding": {"bias": -1.038, "score": 4.305, "margin": 0.626, "superset": -6.2},
+    "keyword": {"bias": -2.542, "score": 4.422, "margin": 3.05, "superset": -7.324},
 }
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 # where the query says what it is asked of ("... of the patient", "... in this image"): context, not content
@@ -262,6 +263,14 @@ def text_scores(method: str, queries: Sequence[str], templates: Sequence[Templat
     return rows, sims.T
 
 
+def similarities(method: str, query: str, texts: Sequence[str]) -> np.ndarray:
+    """Similarity of one query to each text (embeddings through :func:`_embed`, or the keyword score)."""
+    if method == "embedding":
+        emb = _embed([query, *texts])
+        return emb[1:] @ emb[0]
+    return np.array([_keyword_text_score(query, x, ()) for x in texts], np.float32)
+
+
 def confidence(method: str, features: dict[str, float]) -> float:
     """Calibrated probability that the answered template is the right one (see ``CALIBRATION``)."""
     w = CALIBRATION[method]
@@ -306,9 +315,7 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         neg_rows = [k for k, r in enumerate(rows) if r[3] and negated_object(r[2])]
         if neg_rows:
             objs = [negated_object(rows[k][2]) or "" for k in neg_rows]
-            _, osims = text_scores(method, [qobj], [Template("_", "", "", tuple(objs))])
-            # (the pseudo-template's empty label and description are skipped: its rows are the objects, in order)
-            for k, o in zip(neg_rows, osims[:, 0]):
+            for k, o in zip(neg_rows, similarities(method, qobj, objs)):
                 eff[k] = min(eff[k], float(o) + NEGATION_SLACK)
         polarity_object = qobj
     else:

@@ -1102,11 +1102,15 @@ def _result(
             metadata={"video": {"uri": c.uri, "display": info.uri, "kind": info.kind, "codec": info.codec,
                                 "duration_s": info.duration_s, "width": info.width, "height": info.height}},
         )
+    answering = next((t for t in c.reg.templates_for(c.plugin) if t.qualified_name == plan.template), None)
+    caveats = [*(answering.caveats if answering else ()), *plan.match.get("caveats", ())]
     return VideoResult(
         query=c.query,
         plugin=c.plugin,
         plan=plan,
         instances=instances,
+        confidence=None if plan.absent else plan.match.get("confidence"),
+        caveats=() if plan.absent else tuple(dict.fromkeys(caveats)),
         classes=classes,
         provenance=prov,
         timings=dict(timings),
