@@ -55,7 +55,9 @@ def import_graph() -> dict[str, set[str]]:
                     mod = ".".join(base + ([node.module] if node.module else []))
                 else:
                     mod = node.module or ""
-                candidates = [mod] + [f"{mod}.{a.name}" for a in node.names]
+                # ``from pkg import sub`` (a submodule) depends on ``sub``; the package itself is an ancestor that
+                # every submodule import loads anyway, not an edge. ``from pkg import name`` depends on ``pkg``.
+                candidates = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else mod for a in node.names]
             else:
                 continue
             for c in candidates:

@@ -1103,7 +1103,8 @@ def _result(
                                 "duration_s": info.duration_s, "width": info.width, "height": info.height}},
         )
     answering = next((t for t in c.reg.templates_for(c.plugin) if t.qualified_name == plan.template), None)
-    caveats = [*(answering.caveats if answering else ()), *plan.match.get("caveats", ())]
+    # the template's declared limits, the routing's (superset...), and what the keyframe answer and re-detections met
+    caveats = [*(answering.caveats if answering else ()), *plan.match.get("caveats", ()), *c.caveats]
     return VideoResult(
         query=c.query,
         plugin=c.plugin,
@@ -1126,7 +1127,6 @@ def _result(
         keyframe_image=keyframe_image,
         reader_options={f.name: getattr(reader.options, f.name) for f in fields(reader.options)},
         scene=scene,
-        caveats=() if plan.absent else tuple(c.caveats),
     )
 
 
