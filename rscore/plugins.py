@@ -275,6 +275,9 @@ def _build_registry(pm: pluggy.PluginManager) -> Registry:
     for name, op in reg.operators.items():
         for o in op.options:
             reg.options.setdefault(o.name, (owners[name], o))
+    for t in reg.templates:  # a file a template's program reads is an option it declares (and the service confines)
+        for name in t.path_options:
+            reg.options.setdefault(name, (t.plugin, Param(name, "path", f"file read by template '{t.name}'")))
     for plugin_name, items in _collect(pm, "rscore_adapters"):
         for a in items:
             _expect(plugin_name, "rscore_adapters", a, AdapterSpec)

@@ -331,6 +331,7 @@ class Template:
     class_names: tuple[str, ...] = ()  # names of classes 1..n when the program returns graded classes
     caveats: tuple[str, ...] = ()  # known limits and confusions, copied into Result.caveats whenever it answers
     path_options: tuple[str, ...] = ()  # options its program reads as server-side files (the service confines them)
+    needs: tuple[str, ...] = ()  # what its program needs beyond the input: "detector" (-O detector_model=...)
     includes: tuple[str, ...] = ()  # narrower things inside the mask it cannot isolate -> superset caveat
     broader: tuple[str, ...] = ()  # wider concepts it marks only part of -> absent
     excludes: tuple[str, ...] = ()  # look-alike questions it does not answer -> absent

@@ -318,7 +318,7 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
                     queries.remove((name, text, opts))
                     fired.pop(name, None)
                     continue
-                if res.plan.absent and not _answerable(reg, res.plan.template):
+                if res.plan.absent and (not _answerable(reg, res.plan.template) or res.plan.match.get("needs_detector")):
                     skipped[name] = res.plan.reason  # the same for every frame: stop asking
                     queries.remove((name, text, opts))
                     fired.pop(name, None)
@@ -416,7 +416,7 @@ def check_states(registry: Any, requested: Sequence[str], clips: Sequence[ClipFi
             state = "could not run"
             why = why or ("no clip could be read" if not good else NEEDS_MODEL)
             fired = 0
-        elif t.program is None:
+        elif t.program is None or "detector" in t.needs:  # not asked for here, and nothing here could answer it
             state, why, fired = "could not run", NEEDS_MODEL, 0
         else:
             state, why, fired = "not requested", None, 0

@@ -28,7 +28,7 @@ from rscore.errors import BackendUnavailable, OptionError
 from rscore.sdk import OpContext, ProgramOutput, Template
 from rscore.types import Target
 
-__all__ = ["require_detector", "picture_detections", "detect_ahead", "owned_targets", "object_template",
+__all__ = ["detector_configured", "require_detector", "picture_detections", "detect_ahead", "owned_targets", "object_template",
            "answer_with_detector", "normalise_label", "MAX_CACHED"]  # fmt: skip
 
 MAX_CACHED = 256  # pictures whose detections are kept (a batch primed ahead must survive until its frames run)
@@ -39,6 +39,17 @@ _LOCK = threading.Lock()
 def normalise_label(label: str) -> str:
     """Lower case, ``-`` ``_`` ``/`` as spaces, single spaces: ``"NO-Safety_Vest"`` -> ``"no safety vest"``."""
     return " ".join(re.sub(r"[-_/]+", " ", str(label).lower()).split())
+
+
+def detector_configured(options: Mapping[str, Any]) -> bool:
+    """Whether the options configure a detector (``detector`` or ``detector_model``); a bad setting is not checked."""
+    from rscore.detectors import detector_backend
+
+    try:
+        detector_backend(options)
+    except OptionError:
+        return False
+    return True
 
 
 def require_detector(options: Mapping[str, Any], template: str) -> Any:
@@ -137,7 +148,7 @@ def answer_with_detector(
     made = object_template(template.name, template.label, template.description, template.examples,
                            classes=classes, phrases=phrases, min_score=min_score)  # fmt: skip
     return dataclasses.replace(template, program=made.program, explain=made.explain, requires=made.requires,
-                               caveats=template.caveats + made.caveats)  # fmt: skip
+                               caveats=template.caveats + made.caveats, needs=made.needs)  # fmt: skip
 
 
 def object_template(
@@ -177,4 +188,4 @@ def object_template(
     return Template(name, label, description, examples, program=program, prompt=prompt or f"Box every {label}.",
                     explain=f"boxes of a detector (-O detector_model=...) labelled {' / '.join(sorted(wanted))}",
                     keywords=keywords, requires=("red", "green", "blue"), kinds=("image", "video"),
-                    caveats=caveats)  # fmt: skip
+                    caveats=caveats, needs=("detector",))  # fmt: skip

@@ -96,6 +96,22 @@ class AnalyticReasoner:
             )
         if decision.caveats:
             match["caveats"] = list(decision.caveats)
+        if "detector" in t.needs:
+            from rscore.detectors.programs import detector_configured
+
+            if not detector_configured(request.options):  # the right template, which cannot answer here: say so
+                match["needs_detector"] = t.qualified_name
+                if t.prompt:
+                    match["needs_vlm"] = t.qualified_name
+                return Plan(
+                    absent=True,
+                    reason=f"this is the `{t.name}` template ({t.label}), which answers from a detector: pass "
+                    "-O detector_model=PATH (a YOLO .onnx export, or an OWLv2 / Grounding DINO model: `rscore models "
+                    "list --kind detector`)" + (", or use a VLM (--reasoner openai|transformers)" if t.prompt else ""),
+                    template=t.qualified_name,
+                    reasoner=self.name,
+                    match=match,
+                )
         return self._plan_for(t, scene, match)
 
     def _plan_for(self, t: Template, scene: Scene, match: dict[str, Any]) -> Plan:

@@ -399,7 +399,9 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         spec["head"] = {"text": split[0], "constraint": split[1], "head_score": round(head_score, 4)}
         if head_score >= threshold and head_score - top_score >= COMPOSE_DROP[method]:
             spec["decision"] = "composed"
-        elif other_score >= threshold and other_score > head_score:  # the subject is another template's concept
+        elif other_score >= threshold and other_score > head_score and top_score < other_score - COMPOSE_DROP[method]:
+            # the subject is another template's concept, and no template answers the whole relation as well
+            # (a template for "people inside the restricted zone" itself is not a composition)
             spec.update(decision="composed", subject=templates[other_i].qualified_name)
         if spec["decision"] == "composed":
             return absent(f"the query combines '{split[0]}' with the constraint '{split[1]}', which no offline "

@@ -149,9 +149,12 @@ def test_hard_hat_rule_end_to_end(site_model, site, tmp_path):
 
 
 def test_without_a_detector_the_rule_does_not_run(site_model, site, tmp_path):
+    res = engine.segment(engine.open_scene(site), "workers without hard hats", plugin="safety")
+    assert res.absent and not res.instances  # never "nobody found": absent, naming what would answer
+    assert res.plan.template == "safety:hard_hats" and "-O detector_model=" in res.plan.reason
+    assert res.plan.match["needs_detector"] == "safety:hard_hats"
     with pytest.raises(BackendUnavailable, match="answers from detections: no detector is configured"):
-        engine.run(site, "workers without hard hats", plugin="safety", out_dir=tmp_path / "o")
-    assert not (tmp_path / "o").exists()
+        engine.segment(engine.open_scene(site), "x", plugin="safety", options={"template": "hard_hats"})
     with pytest.raises(BackendUnavailable, match="needs the detector to have a machinery"):
         engine.segment(engine.open_scene(site), "people near machinery", plugin="safety",
                        options={"detector_model": str(site_model)})  # fmt: skip

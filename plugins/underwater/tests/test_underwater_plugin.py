@@ -49,5 +49,7 @@ def test_animals_divers_and_debris_from_a_detector(tmp_path):
                        ("marine debris", (10, 100, 30, 110))):  # fmt: skip
         res = engine.segment(scene, query, plugin="underwater", options=opts)
         assert [i.bbox for i in res.instances] == [box], query
+    res = engine.segment(scene, "divers", plugin="underwater")  # no detector: absent, naming what would answer
+    assert res.absent and res.plan.match["needs_detector"] == "underwater:divers"
     with pytest.raises(BackendUnavailable, match="answers from detections"):
-        engine.segment(scene, "divers", plugin="underwater")
+        engine.segment(scene, "divers", plugin="underwater", options={"template": "divers"})

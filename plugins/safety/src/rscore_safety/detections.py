@@ -430,6 +430,7 @@ def _with_rule(t: Template) -> Template:
         kinds=("image", "video"),
         requires=("red", "green", "blue"),
         caveats=t.caveats + ((rule.caveat,) if rule.caveat else ()),
+        needs=("detector",),
     )
 
 

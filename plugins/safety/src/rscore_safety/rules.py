@@ -544,7 +544,7 @@ def check_states(rules: Sequence[Rule], registry: Any = None) -> tuple[dict[str,
             item = {"check": t.name, "label": t.label, "state": "ran"}
             if t.name == "hivis":
                 item["note"] = "colour rule on each frame: hi-vis coloured surfaces, not verified as worn"
-        elif t.program is None:
+        elif t.program is None or "detector" in t.needs:  # the report runs no detector
             item = {"check": t.name, "label": t.label, "state": "could not run", "why": NEEDS_MODEL}
         else:
             item = {"check": t.name, "label": t.label, "state": "not requested"}
