@@ -131,7 +131,9 @@ def exact(o: Outcome) -> bool:
 
 
 def calibration(outcomes: list[Outcome], bins: int = 5) -> dict[str, float] | None:
-    answered = [o for o in outcomes if o.answer != "absent"]
+    # routed answers carry a confidence; programs compiled by the constraint planner (rscore.planner) do not: they
+    # are read, not matched, and are counted apart
+    answered = [o for o in outcomes if o.answer not in ("absent", "planner")]
     if not answered or any(o.confidence is None for o in answered):
         return None
     c = np.array([o.confidence for o in answered], float)
