@@ -9,6 +9,8 @@ Rows:
 
 - ``after``: this checkout (the numpy MiniLM forward, template vectors from the on-disk cache, which the first
   ``cold cache`` row fills: ``RSCORE_CACHE_DIR`` points into ``--workdir``).
+- ``after, new query``: the same with a query text never seen before in every call (the query is embedded in the
+  run, the template vectors come from the cache): what a user typing a new question gets.
 - ``after, cold cache``: the same with the cache emptied before every call (template texts embedded in the run).
 - ``reference embedder``: this checkout with ``RSCORE_EMBEDDER=sentence-transformers`` (torch).
 - ``before``: with ``--before SRC`` (a checkout of an older commit, e.g. ``/work/main``), the same commands with
@@ -78,6 +80,7 @@ def main() -> int:
     base.pop("RSCORE_EMBEDDER", None)
     variants: list[tuple[str, dict[str, str], bool]] = [
         ("after", {**base, "PYTHONPATH": pythonpath(ROOT)}, False),
+        ("after, new query", {**base, "PYTHONPATH": pythonpath(ROOT)}, False),
         ("after, cold cache", {**base, "PYTHONPATH": pythonpath(ROOT)}, True),
         ("reference embedder",
          {**base, "PYTHONPATH": pythonpath(ROOT), "RSCORE_EMBEDDER": "sentence-transformers"}, False),
@@ -105,16 +108,26 @@ def main() -> int:
             if only is None or vname in only:
                 rows.append((cname, vname, cmd, env, cold))
 
+    fresh = iter(range(10**6))
+
+    def argv(cmd: list[str], vname: str, i: int) -> list[str]:
+        if "run" not in cmd:
+            return cmd
+        if vname == "after, new query":  # the query is the argument after the image
+            at = cmd.index(str(img)) + 1
+            cmd = [*cmd[:at], f"{cmd[at]} (question {next(fresh)} {os.getpid()} {time.time()})", *cmd[at + 1:]]
+        return cmd + out(str(i))
+
     # warm-up: fills the embedding cache and the OS page cache for every variant
     for i, (cname, vname, cmd, env, _) in enumerate(rows):
-        run_child(cmd + (out(str(i)) if "run" in cmd else []), env, args.workdir)
+        run_child(argv(cmd, vname, i), env, args.workdir)
     samples: dict[int, list[tuple[float, float, int]]] = {i: [] for i in range(len(rows))}
     for _ in range(args.repeat):
         for i, (cname, vname, cmd, env, cold) in enumerate(rows):
             if cold:
                 shutil.rmtree(cache, ignore_errors=True)
             # (a cold row's own run refills the cache for the warm rows of the next round)
-            samples[i].append(run_child(cmd + (out(str(i)) if "run" in cmd else []), env, args.workdir))
+            samples[i].append(run_child(argv(cmd, vname, i), env, args.workdir))
 
     figures: list[dict[str, Any]] = []
     print(f"{'command':32} {'variant':22} {'wall s (median)':>16} {'peak RSS MiB':>13} {'exit':>5}")

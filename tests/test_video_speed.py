@@ -152,3 +152,28 @@ def _frame(i: int, rgb: np.ndarray):
     from rscore.video.reader import Frame
 
     return Frame(i, i / FPS, rgb)
+
+
+@pytest.mark.parametrize("method", ["dis", "farneback"])
+def test_flow_computed_ahead_in_a_thread_equals_flow_computed_in_step(method):
+    frames = [_frame(i, frame_at(i)) for i in range(12)]
+    masks = {1: truth(0)}
+    results = []
+    for ahead in (False, True):
+        prop = FlowPropagator(128, method=method)
+        prop.reset(frames[0], masks)
+        seq = prop.lookahead(frames[0], frames[1:]) if ahead else iter(frames[1:])
+        current, out = dict(masks), []
+        for f in seq:
+            if f.index == 6:  # a frame without tracks in between: the flow chain goes on
+                assert prop.step(f, {}) == {}
+                continue
+            moved = prop.step(f, current)
+            current = {k: m for k, (m, _) in moved.items()}
+            out.append({k: (m.copy(), s) for k, (m, s) in moved.items()})
+        assert not prop._ready  # every precomputed flow was used
+        results.append(out)
+    plain, ahead = results
+    assert len(plain) == len(ahead) == 10
+    for a, b in zip(plain, ahead):
+        assert np.array_equal(a[1][0], b[1][0]) and a[1][1] == b[1][1]

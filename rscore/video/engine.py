@@ -841,6 +841,8 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
         try:
             tracker = _Tracker(c, propagator, seeds)
             tracker.anchor(best)
+            if hasattr(propagator, "lookahead"):  # optical flow: computed ahead in a thread, off the tracking path
+                frames = propagator.lookahead(best, frames)
             for pos, frame in enumerate(frames, start=1):
                 tracker.process(frame, detect=bool(every) and pos % every == 0)
         finally:

@@ -23,7 +23,7 @@ when it has none.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -122,16 +122,12 @@ class FlowPropagator:
         self.error_scale = float(error_scale)
         self._dis = None
         if method == "dis":
-            import cv2
-
-            preset, params = _DIS_PRESETS[dis_preset]
-            self._dis = cv2.DISOpticalFlow_create(getattr(cv2, preset))
-            for key, value in params.items():
-                getattr(self._dis, f"set{key}")(value)
+            self._dis = self._new_dis()
         name = f"DIS, {dis_preset}" if method == "dis" else "Farneback"
         self.description = f"dense optical flow ({name}, computed at <= {self.max_side} px) warping each mask"
         self._prev: np.ndarray | None = None
         self._small_grid: tuple[np.ndarray, np.ndarray] | None = None
+        self._ready: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # frame index -> (grey, flow, error)
 
     def _small_grey(self, rgb: np.ndarray) -> np.ndarray:
         import cv2
@@ -151,27 +147,70 @@ class FlowPropagator:
         gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         return gx, gy
 
+    def _new_dis(self) -> Any:
+        import cv2
+
+        preset, params = _DIS_PRESETS[self.dis_preset]
+        dis = cv2.DISOpticalFlow_create(getattr(cv2, preset))
+        for key, value in params.items():
+            getattr(dis, f"set{key}")(value)
+        return dis
+
+    def _between(self, cur: np.ndarray, prev: np.ndarray, dis: Any, grid: tuple[np.ndarray, np.ndarray]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Flow from ``cur`` back to ``prev`` (copy-sized greys) and the photometric error (see :meth:`flow`)."""
+        import cv2
+
+        if dis is not None:
+            if self.dis_preset == "fine":
+                dis.setFinestScale(max(0, int(np.log2(max(cur.shape) / FINE_SIDE + 1e-9))))
+            flow = dis.calc(cur, prev, None)
+        else:
+            flow = cv2.calcOpticalFlowFarneback(cur, prev, None, *self.params)
+        gx, gy = grid
+        predicted = cv2.remap(prev, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+        return flow, cv2.absdiff(cur, predicted).astype(np.float32)
+
+    def _grid_of(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        if self._small_grid is None or self._small_grid[0].shape != shape:
+            self._small_grid = self._meshgrid(*shape)
+        return self._small_grid
+
     def flow(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
         """The flow at the copy's size (``(sh, sw, 2)`` float32, in copy pixels: where each pixel of ``frame`` was in
         the previous frame) and the absolute difference (copy-sized, float32) between ``frame`` and the previous
-        frame warped by it. Advances the propagator to ``frame``."""
-        import cv2
-
+        frame warped by it. Advances the propagator to ``frame``. Computed ahead by :meth:`lookahead` when the
+        frames come through it."""
+        ready = self._ready.pop(frame.index, None)
+        if ready is not None and self._prev is not None and ready[0] is not None:
+            cur, flow, error = ready
+            self._prev = cur
+            return flow, error
         cur = self._small_grey(frame.image)
         prev = self._prev if self._prev is not None and self._prev.shape == cur.shape else cur
-        if self._dis is not None:
-            if self.dis_preset == "fine":
-                self._dis.setFinestScale(max(0, int(np.log2(max(cur.shape) / FINE_SIDE + 1e-9))))
-            flow = self._dis.calc(cur, prev, None)
-        else:
-            flow = cv2.calcOpticalFlowFarneback(cur, prev, None, *self.params)
         self._prev = cur
-        sh, sw = cur.shape
-        if self._small_grid is None or self._small_grid[0].shape != (sh, sw):
-            self._small_grid = self._meshgrid(sh, sw)
-        sx, sy = self._small_grid[0] + flow[..., 0], self._small_grid[1] + flow[..., 1]
-        predicted = cv2.remap(prev, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return flow, cv2.absdiff(cur, predicted).astype(np.float32)
+        return self._between(cur, prev, self._dis, self._grid_of(cur.shape))
+
+    def lookahead(self, first: Frame, frames: Iterable[Frame], depth: int = 4) -> Iterator[Frame]:
+        """``frames`` (a pass that starts after ``first``), their flows computed in a background thread up to
+        ``depth`` frames ahead: the flow between two frames depends on their pictures only, so it need not wait
+        for the tracking of the one before (OpenCV releases the GIL). Same results as computing them in
+        :meth:`step`."""
+        from rscore.video.reader import decode_ahead
+
+        def compute() -> Iterator[Frame]:
+            dis = self._new_dis() if self._dis is not None else None  # OpenCV's DIS object is not shared
+            prev = self._small_grey(first.image)
+            grid = self._meshgrid(*prev.shape)
+            for f in frames:
+                cur = self._small_grey(f.image)
+                if cur.shape == prev.shape:
+                    self._ready[f.index] = (cur, *self._between(cur, prev, dis, grid))
+                prev = cur
+                yield f
+
+        return decode_ahead(compute(), depth)
 
     def _maps(self, flow: np.ndarray, full: tuple[int, int], y0: int, y1: int, x0: int, x1: int
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +234,8 @@ class FlowPropagator:
         import cv2
 
         if not masks:
-            self._prev = self._small_grey(frame.image)
+            ready = self._ready.pop(frame.index, None)
+            self._prev = ready[0] if ready is not None else self._small_grey(frame.image)
             return {}
         flow, error = self.flow(frame)
         h, w = frame.image.shape[:2]
@@ -233,6 +273,7 @@ class FlowPropagator:
     def close(self) -> None:
         self._prev = None
         self._small_grid = None
+        self._ready.clear()
 
 
 # ---------------------------------------------------------------------------------------------------------- SAM 2

