@@ -193,8 +193,11 @@ def test_object_template_any_plugin_can_answer_from_detections(models):
     assert sorted(i.bbox for i in res.instances) == [(20, 10, 50, 30), (200, 90, 230, 110)]  # once each, 8 tiles
     assert {i.label for i in res.instances} == {"fish"}
     assert "2 of 3 detection(s) are helmet" in " ".join(s.text for s in res.plan.steps)
+    without = segment(scene, "schools of fish", plugin="reef", registry=reg)  # no detector: absent, saying what
+    assert without.absent and without.plan.match["needs_detector"] == "reef:fish" and not without.instances
+    assert "-O detector_model=" in without.plan.reason
     with pytest.raises(BackendUnavailable, match="template 'fish' answers from detections"):
-        segment(scene, "schools of fish", plugin="reef", registry=reg)
+        segment(scene, "x", plugin="reef", registry=reg, options={"template": "fish"})  # forced: an error
     with pytest.raises(BackendUnavailable, match="needs a detector class among Helmet"):
         segment(scene, "schools of fish", plugin="reef", registry=reg,
                 options={"detector_model": str(models["bare"])})  # fmt: skip
