@@ -159,8 +159,10 @@ def _sweep_stale_temp(out_dir: Path) -> None:
 
     from rscore.io.outdir import hidden_name, sweep_stale
     from rscore.tiling import TILES_PREFIX
+    from rscore.video.results import SPOOL_PREFIX
 
     sweep_stale(tempfile.gettempdir(), TILES_PREFIX)
+    sweep_stale(tempfile.gettempdir(), SPOOL_PREFIX)  # the per-frame spool of a killed video run
     sweep_stale(Path(out_dir).absolute().parent, re.escape(hidden_name(out_dir) + ".") + "(?:tmp|old)-")
 
 

@@ -166,7 +166,8 @@ def test_stale_temp_folders_of_dead_processes_are_swept_and_nothing_else(tmp_pat
     dead = dead_pid()
     stale_tiles = scratch / f"rscore-tiles-{dead}-abc123"
     stale_stage = tmp_path / f".out.tmp-{dead}-xyz789"
-    for folder in (stale_tiles, stale_stage):
+    stale_spool = scratch / f"rscore-video-{dead}-qrs456"  # a killed video run's per-frame spool
+    for folder in (stale_tiles, stale_stage, stale_spool):
         folder.mkdir()
         (folder / TEMP_MARKER).write_text(json.dumps({"pid": dead, "format": 1}))
         (folder / "0_0.npy").write_bytes(b"x" * 100)
@@ -178,8 +179,20 @@ def test_stale_temp_folders_of_dead_processes_are_swept_and_nothing_else(tmp_pat
     proc = rscore("run", str(png), "bright", "--out", str(tmp_path / "out"), cwd=tmp_path,
                   env={**ENV, "TMPDIR": str(scratch)})
     assert proc.returncode == 0, proc.stderr
-    assert not stale_tiles.exists() and not stale_stage.exists()
+    assert not stale_tiles.exists() and not stale_stage.exists() and not stale_spool.exists()
     assert unmarked.is_dir() and alive.is_dir()
+
+
+def test_video_spool_is_named_for_its_process_and_removed_on_close():
+    from rscore.video.results import SPOOL_PREFIX, FrameLog
+
+    log = FrameLog()
+    folder = log.dir
+    assert folder.name.startswith(f"{SPOOL_PREFIX}{os.getpid()}-")
+    assert json.loads((folder / TEMP_MARKER).read_text())["pid"] == os.getpid()
+    log.add_frame({"frame": 0, "timestamp_s": 0.0})
+    log.close()
+    assert not folder.exists()
 
 
 # ---------------------------------------------------------------------------------------- limits and odd inputs

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
+import shutil
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +22,9 @@ from rscore.types import Result, Scene, VideoInfo
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FrameLog", "TrackSummary", "VideoResult"]
+__all__ = ["FrameLog", "TrackSummary", "VideoResult", "SPOOL_PREFIX"]
+
+SPOOL_PREFIX = "rscore-video-"
 
 
 class FrameLog:
@@ -34,8 +36,10 @@ class FrameLog:
     """
 
     def __init__(self) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="rscore-video-")
-        self.dir = Path(self._tmp.name)
+        from rscore.io.outdir import make_temp_dir
+
+        # rscore-video-<pid>-*, with a marker: removed by close(), or by a later run if this process is killed
+        self.dir = make_temp_dir(SPOOL_PREFIX)
         self.frames_path = self.dir / "frames.jsonl"
         self.events_path = self.dir / "events.jsonl"
         self._frames = open(self.frames_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -45,7 +49,7 @@ class FrameLog:
         self.ordered = True
         self._last = -1
         self.overlay_path: Path | None = None  # an overlay video written while processing (online mode)
-        self._finalizer = weakref.finalize(self, _cleanup, self._frames, self._events, self._tmp)
+        self._finalizer = weakref.finalize(self, _cleanup, self._frames, self._events, self.dir)
 
     def add_frame(self, record: Mapping[str, Any]) -> None:
         index = int(record["frame"])
@@ -93,13 +97,13 @@ class FrameLog:
         self._finalizer()
 
 
-def _cleanup(frames: Any, events: Any, tmp: tempfile.TemporaryDirectory[str]) -> None:
+def _cleanup(frames: Any, events: Any, folder: Path) -> None:
     for fh in (frames, events):
         try:
             fh.close()
         except OSError:
             pass
-    tmp.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass(frozen=True)
