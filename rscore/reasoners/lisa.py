@@ -25,6 +25,7 @@ when it is not found under ``--weights`` or in the Hugging Face cache), ``device
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -277,13 +278,17 @@ class LisaReasoner:
 def _clip_pixels(picture: np.ndarray, size: int) -> Any:
     """CLIP preprocessing as ``openai/clip-vit-large-patch14`` defines it: shortest side -> ``size`` (bicubic),
     centre crop, rescale, CLIP mean/std."""
+    return _clip_processor(size)(images=picture, return_tensors="pt")["pixel_values"]
+
+
+@functools.lru_cache(maxsize=4)
+def _clip_processor(size: int) -> Any:
     from transformers import CLIPImageProcessor
 
     from rscore.models.lisa import CLIP_MEAN, CLIP_STD
 
-    proc = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
                               image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
-    return proc(images=picture, return_tensors="pt")["pixel_values"]
 
 
 def sam_input(picture: np.ndarray, side: int = 1024) -> tuple[Any, tuple[int, int]]:
