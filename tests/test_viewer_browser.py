@@ -129,8 +129,12 @@ def test_earth_result_on_an_interactive_map(driver, url, tmp_path):
     assert "steep" in legend and "EPSG:32633" in legend
     # a popup with the polygon's class and area
     driver.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", polygons[0])
-    popup = WebDriverWait(driver, 5).until(lambda d: d.find_element(By.CSS_SELECTOR, ".leaflet-popup-content"))
-    assert "area:" in popup.text and "m²" in popup.text
+    # the popup element appears first and is filled on the next frame: wait for its text, then check it
+    text = WebDriverWait(driver, 10).until(
+        lambda d: (d.find_elements(By.CSS_SELECTOR, ".leaflet-popup-content") or [None])[0] is not None
+        and d.find_element(By.CSS_SELECTOR, ".leaflet-popup-content").text
+    )
+    assert "area:" in text and "m²" in text
     # the opacity slider fades the classes layer
     classes = driver.find_element(By.CSS_SELECTOR, "#map img.rscore-classes")
     slider = driver.find_element(By.ID, "opacity")
