@@ -23,7 +23,8 @@ rscore_earth = pytest.importorskip("rscore_earth")
 
 from rscore.engine import default_registry  # noqa: E402
 from rscore.errors import OptionError  # noqa: E402
-from rscore.service import ServerThread, Settings, create_app  # noqa: E402
+from rscore.service import Settings  # noqa: E402
+from service_helpers import Services  # noqa: E402
 from rscore.service.jobs import InProcessJobRunner, make_job_runner  # noqa: E402
 
 EXAMPLE_DEM = Path(rscore_earth.__file__).parent / "data" / "example_dem.tif"
@@ -66,23 +67,15 @@ def roots(tmp_path: Path) -> Path:
 @pytest.fixture
 def service(prefect_api: str, tmp_path: Path, roots: Path) -> Iterator[Callable[..., httpx.Client]]:
     """``service(**settings) -> httpx.Client`` on a fresh service whose jobs are Prefect flow runs."""
-    started: list[tuple[ServerThread, httpx.Client]] = []
+    services = Services()
 
     def start(**overrides) -> httpx.Client:
         kwargs = {"output_root": tmp_path / "out", "allowed_roots": (roots,), "workers": 2, "queue_size": 4,
                   "job_runner": "prefect"}  # fmt: skip
-        kwargs.update(overrides)
-        app = create_app(Settings(**kwargs), registry=default_registry())
-        thread = ServerThread(app)
-        client = httpx.Client(base_url=thread.start(), timeout=30)
-        client.app = app  # type: ignore[attr-defined]
-        started.append((thread, client))
-        return client
+        return services.start(default_registry(), **{**kwargs, **overrides})
 
     yield start
-    for thread, client in started:
-        client.close()
-        thread.stop()
+    services.stop_all()
 
 
 def prefect_client():

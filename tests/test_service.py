@@ -30,6 +30,7 @@ from rscore.errors import OptionError
 from rscore.plugins import get_plugin_manager, get_registry
 from rscore.sdk import OpContext, ProgramOutput, Template, Param
 from rscore.service import ServerThread, Settings, check_bind, create_app, is_loopback, serve
+from service_helpers import Services
 from rscore.service.security import safe_relative_path, safe_upload_name
 
 pytestmark = pytest.mark.skipif(
@@ -92,24 +93,16 @@ def roots(tmp_path: Path) -> Path:
 @pytest.fixture
 def server(tmp_path: Path, roots: Path, registry) -> Iterator[Callable[..., httpx.Client]]:
     """``server(**settings) -> httpx.Client`` bound to a fresh service; stopped at teardown."""
-    started: list[tuple[ServerThread, httpx.Client]] = []
+    services = Services()
 
     def start(registry=registry, **overrides) -> httpx.Client:
         kwargs = {"output_root": tmp_path / "out", "allowed_roots": (roots,), "workers": 1, "queue_size": 2,
                   "request_timeout_s": 30, "job_runner": "inprocess"}  # the Prefect runner: test_jobs_prefect.py
-        kwargs.update(overrides)
-        settings = Settings(**kwargs)
-        thread = ServerThread(create_app(settings, registry=registry))
-        client = httpx.Client(base_url=thread.start(), timeout=30)
-        client.settings = settings  # type: ignore[attr-defined]
-        started.append((thread, client))
-        return client
+        return services.start(registry, **{**kwargs, **overrides})
 
     yield start
     GATE.set()
-    for thread, client in started:
-        client.close()
-        thread.stop()
+    services.stop_all()
     GATE.clear()
 
 

@@ -27,6 +27,7 @@ from rscore import hookimpl
 from rscore.plugins import get_plugin_manager, get_registry
 from rscore.sdk import OpContext, ProgramOutput, Template
 from rscore.service import ServerThread, Settings, create_app
+from service_helpers import Services
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None,
@@ -72,24 +73,15 @@ def roots(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(tmp_path: Path, roots: Path, registry) -> Iterator[Callable[..., httpx.Client]]:
-    started: list[tuple[ServerThread, httpx.Client]] = []
+    services = Services()
 
     def start(**overrides) -> httpx.Client:
         kwargs = {"output_root": tmp_path / "out", "allowed_roots": (roots,), "workers": 1, "queue_size": 2,
                   "request_timeout_s": 30, "job_runner": "inprocess"}
-        kwargs.update(overrides)
-        settings = Settings(**kwargs)
-        thread = ServerThread(create_app(settings, registry=registry))
-        client = httpx.Client(base_url=thread.start(), timeout=30)
-        client.settings = settings  # type: ignore[attr-defined]
-        client.thread = thread  # type: ignore[attr-defined]
-        started.append((thread, client))
-        return client
+        return services.start(registry, **{**kwargs, **overrides})
 
     yield start
-    for thread, client in started:
-        client.close()
-        thread.stop()
+    services.stop_all()
 
 
 def png_bytes(array: np.ndarray) -> bytes:
