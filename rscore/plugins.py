@@ -7,6 +7,8 @@ operators, writers, backends and adapters from it, checking names for clashes.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import importlib.metadata
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -311,3 +313,26 @@ def _expect(plugin: str, hook: str, item: object, cls: type) -> None:
         raise _PluginFault(
             plugin, f"plugin '{plugin}': {hook}() returned {type(item).__name__}, expected {cls.__name__}"
         )
+
+
+# ----------------------------------------------------------------------------------------------- the default one
+@functools.lru_cache(maxsize=1)
+def default_registry() -> Registry:
+    """The registry of every installed plugin, built once per process (re-exported as
+    ``rscore.engine.default_registry``)."""
+    return get_registry()
+
+
+_REQUEST_REGISTRY: contextvars.ContextVar[Registry | None] = contextvars.ContextVar("rscore_registry", default=None)
+
+
+def set_request_registry(registry: Registry) -> None:
+    """Make ``registry`` what :func:`current_registry` answers in this thread (or task) until the next request sets
+    its own: what :func:`rscore.engine.segment` and the video engine do when they start answering."""
+    _REQUEST_REGISTRY.set(registry)
+
+
+def current_registry() -> Registry:
+    """The registry of the request this thread is answering (``segment(..., registry=...)``), else the default one:
+    what reasoners that compose operators (the constraint planner, the agent) look operators and backends up in."""
+    return _REQUEST_REGISTRY.get() or default_registry()

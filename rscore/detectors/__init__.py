@@ -227,7 +227,7 @@ def get_detector(options: Mapping[str, Any], registry: Any = None) -> Any:
     """
     name = detector_backend(options)
     if registry is None:
-        from rscore.engine import default_registry
+        from rscore.plugins import default_registry
 
         registry = default_registry()
     spec = registry.backend("detector", name)

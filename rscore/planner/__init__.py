@@ -67,7 +67,7 @@ def plan_constraints(scene: Scene, request: Request, templates: Sequence[Templat
         return None
     if scene.kind not in KINDS:
         return None
-    from rscore.engine import current_registry
+    from rscore.plugins import current_registry
 
     ops = current_registry().operators
     parsed = compile_query(request.query, operators_for(ops, request.plugin))

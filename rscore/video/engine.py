@@ -68,7 +68,7 @@ from rscore.planner import template_for_plan
 from rscore.errors import BackendUnavailable, InputError, OptionError, PluginError
 from rscore.instances import instances_from_mask, mask_bbox
 from rscore.options import typed
-from rscore.plugins import Registry
+from rscore.plugins import Registry, set_request_registry
 from rscore.sdk import Template
 from rscore.types import ArraySource, Instance, Plan, ProgressCallback, Request, Result, Scene, Step, VideoInfo
 from rscore.video.propagate import PROPAGATORS, Propagator, make_propagator
@@ -680,7 +680,7 @@ def segment_video(
     reg.require_plugin(plugin)
     query = engine.validate_query(query)
     check_known(options or {}, reg)
-    engine._REQUEST_REGISTRY.set(reg)  # analytic frames are planned here, not through engine.segment
+    set_request_registry(reg)  # analytic frames are planned here, not through engine.segment
     given = {k: v for k, v in (options or {}).items() if v is not None}
     opts: dict[str, Any] = {**engine.DEFAULTS, **given}
     vopts = VideoOptions.from_options(given)  # not opts: the image engine's min_area_px default (1) is not video's
