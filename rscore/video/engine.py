@@ -7,7 +7,8 @@ VISA's recipe, with the pieces rscore has::
            analytic reasoner -> the matched template's program on the frame: scored mask fraction
                                 (sum over its instances of area x score / frame area)
            VLM reasoner      -> the reasoner plans on the frame: its best target confidence (0 when absent)
-      2. segment the best frame (the keyframe) with rscore.engine.segment -> instances = tracks 1..n
+      2. segment the best frame (the keyframe) with the image pipeline (rscore.engine.pipeline.answer)
+         -> instances = tracks 1..n
       3. propagate from the keyframe backwards (frames in descending order) and forwards, re-detecting every
          redetect_every frames with the template's program (a VLM plan has none: propagation only) and matching
          detections to tracks by mask IoU (Hungarian assignment, IoU >= match_iou) so that ids stay stable;
@@ -23,9 +24,10 @@ every processed frame is one request.
 
 - ``rscore_preprocess`` runs once on each processed frame's scene (and on the frames sampled for the keyframe):
   the reasoner, the template programs, the image engine (keyframe segmentation, VLM detections) and
-  ``rscore_postprocess`` see the preprocessed frame. The image engine is called with its processing hooks left out
-  (:class:`_ImageEngineView`), so nothing is preprocessed twice. What the hooks did (``scene.metadata
-  ["preprocess"]``) is recorded per frame (``preprocess`` in the frame records of masks.json), the keyframe's (or
+  ``rscore_postprocess`` see the preprocessed frame. The image pipeline is called through its hook-free middle
+  (:func:`rscore.engine.pipeline.answer`: plan, execute, finish), so nothing is preprocessed twice; the hooks are
+  the image pipeline's own chains (:mod:`rscore.engine.hooks`), called here once per frame. What the hooks did
+  (``scene.metadata["preprocess"]``) is recorded per frame (``preprocess`` in the frame records of masks.json), the keyframe's (or
   online: the first frame's) steps open the plan, and the counts are in ``provenance.video.hooks``. A hook must
   keep the frame's size. Propagation (optical flow, SAM 2) and the overlay use the original pixels: masks are on
   the original grid either way, and a per-frame correction chosen from each frame's statistics need not be
@@ -64,11 +66,16 @@ import numpy as np
 
 from rscore import rle
 from rscore.options import check_known
-from rscore.planner import template_for_plan
-from rscore.errors import BackendUnavailable, InputError, OptionError, PluginError
+from rscore.errors import InputError, OptionError, PluginError
 from rscore.instances import instances_from_mask, mask_bbox
 from rscore.options import typed
-from rscore.plugins import Registry, set_request_registry
+from rscore.engine.backends import backend as _backend
+from rscore.engine.hooks import has_hooks, postprocess, preprocess
+from rscore.engine.pipeline import answer
+from rscore.engine.plan import answering_template
+from rscore.engine.request import DEFAULTS, make_request, validate_query
+from rscore.engine.write import write_outputs
+from rscore.plugins import Registry, default_registry, set_request_registry
 from rscore.sdk import Template
 from rscore.types import ArraySource, Instance, Plan, ProgressCallback, Request, Result, Scene, Step, VideoInfo
 from rscore.video.propagate import PROPAGATORS, Propagator, make_propagator
@@ -173,52 +180,6 @@ def frame_scene(
         video=base.video if base is not None else VideoInfo(fps=fps, frame_count=frame_count),
         metadata=meta,
     )
-
-
-# ------------------------------------------------------------------------------------------------ plugin hooks
-PROCESSING_HOOKS = ("rscore_preprocess", "rscore_postprocess")
-
-
-class _ImageEngineView(Registry):
-    """The registry as :func:`rscore.engine.segment` sees it inside a video run: the same plugins, templates,
-    operators and backends, but no processing hooks, because the video engine runs those itself, once per frame
-    (see "Plugin hooks" in this module's docstring): the scene it hands the image engine is already preprocessed, and
-    the frame's result is postprocessed after tracking, not the image engine's detections."""
-
-    planned: Plan | None = None  # the run's analytic plan, once the query has been matched (see backend())
-
-    def hookimpls_for(self, hook: str, plugin: str | None) -> list[Any]:
-        if hook in PROCESSING_HOOKS:
-            return []
-        return super().hookimpls_for(hook, plugin)
-
-    def backend(self, kind: str, name: str) -> Any:  # a BackendSpec
-        """The analytic reasoner answers the plan the video engine already made: the query is matched to a
-        template once per run, not again for the keyframe and every re-detection through the image engine (an
-        analytic plan depends on the query, the templates and the scene's kind and bands, the same on every
-        frame)."""
-        spec = super().backend(kind, name)
-        plan = self.planned
-        if kind != "reasoner" or name != "analytic" or plan is None:
-            return spec
-        return replace(spec, factory=lambda options: _Planned(plan))
-
-
-class _Planned:
-    """A reasoner that answers a plan made before (see :meth:`_ImageEngineView.backend`)."""
-
-    name = "analytic"
-
-    def __init__(self, plan: Plan) -> None:
-        self._plan = plan
-
-    def plan(self, scene: Scene, request: Request, templates: Any) -> Plan:
-        return self._plan
-
-
-def _image_engine_view(reg: Registry) -> Registry:
-    """A view for one run (it carries the run's plan)."""
-    return _ImageEngineView(**{f.name: getattr(reg, f.name) for f in fields(reg)})
 
 
 def _json_safe(value: Any) -> Any:
@@ -358,10 +319,11 @@ class _Context:
     detector: Any = None
     first: Frame | None = None  # the first frame read (its scene describes the input in result.json)
     plan: Plan | None = None  # the run's plan once known: the per-frame results handed to rscore_postprocess carry it
-    # plugin hooks (see "Plugin hooks" in the module docstring): run here once per frame, never by the image engine
-    pre_hooks: list[Any] = field(default_factory=list)
-    post_hooks: list[Any] = field(default_factory=list)
-    image_reg: Registry | None = None  # the registry without processing hooks, for rscore.engine.segment
+    # plugin hooks (see "Plugin hooks" in the module docstring): run here once per frame, never by the image pipeline
+    pre_hooks: bool = False
+    post_hooks: bool = False
+    analytic_plan: Plan | None = None  # the analytic plan of this run, which the image pipeline answers with
+    image_request: Request | None = None  # the request as the image pipeline checks it (options converted)
     hook_counts: Counter[str] = field(default_factory=Counter)
     first_steps: tuple[str, ...] = ()  # what the preprocess hooks did to the first processed frame
     _prepared: tuple[Frame, Scene] | None = None
@@ -369,9 +331,8 @@ class _Context:
     _warned: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.pre_hooks = self.reg.hookimpls_for("rscore_preprocess", self.plugin)
-        self.post_hooks = self.reg.hookimpls_for("rscore_postprocess", self.plugin)
-        self.image_reg = _image_engine_view(self.reg)
+        self.pre_hooks = has_hooks(self.reg, "rscore_preprocess", self.plugin)
+        self.post_hooks = has_hooks(self.reg, "rscore_postprocess", self.plugin)
 
     @property
     def hooked(self) -> bool:
@@ -381,9 +342,11 @@ class _Context:
         return next(self.ids)  # type: ignore[call-overload]
 
     def planned(self, plan: Plan) -> None:
-        """The analytic reasoner's plan for this run: the image engine reuses it instead of matching again."""
-        if isinstance(self.image_reg, _ImageEngineView) and not plan.absent:
-            self.image_reg.planned = plan
+        """The analytic reasoner's plan for this run: the image pipeline answers with it instead of matching the
+        query again for the keyframe and every re-detection (an analytic plan depends on the query, the templates
+        and the scene's kind and bands, the same on every frame)."""
+        if not plan.absent:
+            self.analytic_plan = plan
 
     def scene_of(self, frame: Frame) -> Scene:
         """The frame as a scene, as read (no plugin hooks)."""
@@ -397,10 +360,7 @@ class _Context:
             return self._prepared[1]
         scene = self.scene_of(frame)
         if self.pre_hooks:
-            for fn in self.pre_hooks:
-                out = fn(scene=scene, request=self.request)
-                if out is not None:
-                    scene = out
+            scene = preprocess(self.reg, self.plugin, scene, self.request)
             if scene.shape != self.shape:
                 raise PluginError(
                     f"plugin '{self.plugin}': rscore_preprocess turned a {self.shape[1]}x{self.shape[0]} video frame "
@@ -411,10 +371,11 @@ class _Context:
         return scene
 
     def segment_image(self, scene: Scene) -> Result:
-        """:func:`rscore.engine.segment` on an already preprocessed frame scene, its processing hooks left out."""
-        from rscore import engine
-
-        res = engine.segment(scene, self.query, plugin=self.plugin, options=self.opts, registry=self.image_reg)
+        """The image pipeline's plan -> execute -> finish (:func:`rscore.engine.pipeline.answer`) on a frame scene
+        that is already preprocessed; with the run's analytic plan when there is one."""
+        if self.image_request is None:
+            self.image_request = make_request(self.query, plugin=self.plugin, options=self.opts, registry=self.reg)
+        res = answer(scene, self.image_request, registry=self.reg, plan=self.analytic_plan)
         self.caveats.extend(c for c in res.caveats if c not in self.caveats)
         return res
 
@@ -476,10 +437,7 @@ class _Context:
             query=self.query, plugin=self.plugin, plan=plan, instances=tuple(instances), mask=union,
             options=self.opts, provenance={"video_frame": frame.index, "timestamp_s": frame.timestamp_s},
         )
-        for fn in self.post_hooks:
-            out = fn(result=result, scene=scene)
-            if out is not None:
-                result = out
+        result = postprocess(self.reg, self.plugin, result, scene)
         self.hook_counts["postprocess"] += 1
         out_items = []
         for inst in result.instances:
@@ -622,14 +580,6 @@ class _Tracker:
 
 
 # -------------------------------------------------------------------------------------------------------- helpers
-def _backend(reg: Registry, kind: str, name: str, options: Mapping[str, Any]) -> Any:
-    spec = reg.backend(kind, name)
-    missing = spec.missing_modules()
-    if missing:
-        raise BackendUnavailable(f"{kind} '{name}' needs Python package(s) {', '.join(missing)}")
-    return spec.factory(options)
-
-
 def _frame_score(instances: list[Instance], shape: tuple[int, int]) -> float:
     """Scored mask fraction: sum of area x score over the instances, over the frame area."""
     return float(sum(i.area_px * i.score for i in instances)) / float(shape[0] * shape[1])
@@ -674,15 +624,13 @@ def segment_video(
     ``source``: a video scene (from the ``video`` reader), a path (file, GIF, image folder) or a stream URL.
     ``progress(done, total)`` counts frames (sampling and processing; ``total`` grows for streams).
     """
-    from rscore import engine
-
-    reg = registry or engine.default_registry()
+    reg = registry or default_registry()
     reg.require_plugin(plugin)
-    query = engine.validate_query(query)
+    query = validate_query(query)
     check_known(options or {}, reg)
     set_request_registry(reg)  # analytic frames are planned here, not through engine.segment
     given = {k: v for k, v in (options or {}).items() if v is not None}
-    opts: dict[str, Any] = {**engine.DEFAULTS, **given}
+    opts: dict[str, Any] = {**DEFAULTS, **given}
     vopts = VideoOptions.from_options(given)  # not opts: the image engine's min_area_px default (1) is not video's
     ropts = ReaderOptions.from_options(opts)
     uri, base = _source_of(source)
@@ -765,8 +713,7 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
             if plan0.absent:
                 return _plan_absent(c, reader, plan0, "offline")
             c.planned(plan0)
-            template = next((t for t in templates if t.qualified_name == plan0.template), None)
-            template = template or template_for_plan(plan0, c.reg.operators)  # a compiled constraint program
+            template = answering_template(plan0, templates, c.reg.operators)  # or a compiled constraint program
             if template is not None and template.program is not None:
                 c.detector = _AnalyticDetector(c, template)
         if v.keyframe == "first" or wanted is not None:
@@ -923,8 +870,7 @@ def _online(ctx: _Context, reader: FrameReader) -> VideoResult:
                             c.overlay = None
                             c.log.overlay_path = None
                         return _plan_absent(c, reader, plan, "online")
-                    template = next((t for t in templates if t.qualified_name == plan.template), None)
-                    template = template or template_for_plan(plan, c.reg.operators)  # a compiled constraint program
+                    template = answering_template(plan, templates, c.reg.operators)  # or a compiled program
                     if template is not None and template.program is not None:
                         c.detector = _AnalyticDetector(c, template)
                 if c.detector is None:
@@ -1145,11 +1091,9 @@ def run_video(
 ) -> VideoResult:
     """Segment a video (file, folder, GIF or stream URL, or a video scene) and write the outputs into ``out_dir``
     (default ``rscore-out/<name>``): what ``rscore run`` does for video. A stream is connected to once."""
-    from rscore import engine
-
-    reg = registry or engine.default_registry()
+    reg = registry or default_registry()
     reg.require_plugin(plugin)
-    engine.validate_query(query)
+    validate_query(query)
     result = segment_video(source, query, plugin=plugin, options=options, registry=reg, progress=progress)
     try:
         if out_dir is None:
@@ -1157,7 +1101,7 @@ def run_video(
             out_dir = Path("rscore-out") / stem
         if result.scene is None:
             raise InputError(f"{result.source}: no frame was read")
-        return engine.write_outputs(result.scene, result, out_dir, registry=reg)  # type: ignore[return-value]
+        return write_outputs(result.scene, result, out_dir, registry=reg)  # type: ignore[return-value]
     finally:
         if result.log is not None:
             result.log.close()
