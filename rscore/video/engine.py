@@ -47,41 +47,42 @@ Propagators: :mod:`rscore.video.propagate` (``auto``: SAM 2 video when its weigh
 Options (engine options mapping; strings from ``-O key=value`` are converted): :class:`VideoOptions` and
 :class:`rscore.video.reader.ReaderOptions` fields, plus every image-engine option (``reasoner``, ``template``,
 ``tile_size``...) which applies to each frame.
+
+Where the parts live: this module holds the options and the two drivers (offline: keyframe, then both passes;
+online: frames in arrival order); the run's state, frames through the hooks, the image pipeline per frame and the
+detectors are :mod:`rscore.video.context`; the tracks (propagate, re-detect, match) :mod:`rscore.video.tracking`;
+the result assembly :mod:`rscore.video.finish`. ``rscore run`` reaches it through :mod:`rscore.runner`.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
 import time
-from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
-from rscore import rle
-from rscore.options import check_known
-from rscore.errors import InputError, OptionError, PluginError
-from rscore.instances import instances_from_mask, mask_bbox
-from rscore.options import typed
 from rscore.engine.backends import backend as _backend
-from rscore.engine.hooks import has_hooks, postprocess, preprocess
-from rscore.engine.pipeline import answer
 from rscore.engine.plan import answering_template
-from rscore.engine.request import DEFAULTS, make_request, validate_query
+from rscore.engine.request import DEFAULTS, validate_query
 from rscore.engine.write import write_outputs
+from rscore.errors import InputError, OptionError
+from rscore.options import check_known, typed
 from rscore.plugins import Registry, default_registry, set_request_registry
 from rscore.sdk import Template
-from rscore.types import ArraySource, Instance, Plan, ProgressCallback, Request, Result, Scene, Step, VideoInfo
-from rscore.video.propagate import PROPAGATORS, Propagator, make_propagator
+from rscore.types import Instance, Plan, ProgressCallback, Request, Scene, Step
+from rscore.video.context import _AnalyticDetector, _Context, _ReasonerDetector, frame_scene
+from rscore.video.finish import _kf_info, _plan_absent, _result
 from rscore.video.keyframes import KeyframeChooser
+from rscore.video.propagate import PROPAGATORS, make_propagator
 from rscore.video.reader import Frame, FrameReader, ReaderOptions, normalise_url, open_video
-from rscore.video.results import FrameLog, TrackSummary, VideoResult
+from rscore.video.results import FrameLog, VideoResult
+from rscore.video.tracking import _Track, _Tracker, match_tracks
 
 log = logging.getLogger(__name__)
 
@@ -158,425 +159,6 @@ class VideoOptions:
     def from_options(cls, options: Mapping[str, Any] | None) -> VideoOptions:
         names = {f.name for f in fields(cls)}  # other keys belong to others
         return cls(**typed(cls, {k: v for k, v in (options or {}).items() if k in names}, what="video option"))
-
-
-# --------------------------------------------------------------------------------------------------------- frames
-def frame_scene(
-    frame: Frame, base: Scene | None = None, *, fps: float = 0.0, frame_count: int | None = None, uri: str | None = None
-) -> Scene:
-    """A ``kind="video"`` scene over one frame (what templates and reasoners see), with the frame's index and
-    timestamp in ``metadata`` (and ``metadata["video"]["uri"]``, the source, so that a template can model the
-    camera's view over the clip)."""
-    meta = dict(base.metadata) if base is not None else {}
-    if uri and not isinstance(meta.get("video"), Mapping):
-        meta["video"] = {"uri": uri}
-    meta.update({"frame_index": frame.index, "timestamp_s": frame.timestamp_s})
-    return Scene(
-        source=ArraySource(np.moveaxis(frame.image, -1, 0)),
-        kind="video",
-        band_roles=("red", "green", "blue"),
-        path=base.path if base is not None else None,
-        reader="video",
-        video=base.video if base is not None else VideoInfo(fps=fps, frame_count=frame_count),
-        metadata=meta,
-    )
-
-
-def _json_safe(value: Any) -> Any:
-    from rscore.io.writers import jsonable
-
-    return jsonable(value)
-
-
-# ------------------------------------------------------------------------------------------------------ detectors
-
-
-class _AnalyticDetector:
-    """Re-detection with the matched template's program (the offline analytic answer), frame by frame."""
-
-    kind = "analytic"
-
-    def __init__(self, ctx: _Context, template: Template) -> None:
-        self.ctx = ctx
-        self.template = template
-        self.steps: list[Step] = []
-
-    def detect(self, scene: Scene) -> list[Instance]:
-        from rscore.engine.analytic import run_program
-
-        c = self.ctx  # ``scene`` is the frame already through the preprocess hooks (_Context.prepare)
-        run = run_program(scene, c.request, self.template, c.reg.operators, tile_size=int(c.opts["tile_size"]))
-        if not self.steps and run.steps:
-            self.steps = list(run.steps)
-        c.caveats.extend(x for x in run.caveats if x not in c.caveats)
-        if run.targets:  # a program that points at things for a segmenter: the image engine does the rest
-            return c.engine_detect(scene)
-        mask = np.asarray(run.mask if isinstance(run.mask, np.ndarray) else run.mask.read(None), bool)  # TiledArray
-        score = run.score if isinstance(run.score, np.ndarray) else None
-        classes = run.classes if isinstance(run.classes, np.ndarray) else None
-        return instances_from_mask(
-            mask,
-            label=self.template.label,
-            score=score,
-            classes=classes,
-            class_names=self.template.class_names,
-            min_area_px=c.vopts.min_area_px,
-            max_instances=c.vopts.max_tracks,
-            keep_masks=True,
-        )
-
-
-# --------------------------------------------------------------------------------------------------------- tracks
-@dataclass
-class _Track:
-    id: int
-    label: str
-    score: float
-    mask: np.ndarray
-    source: str = "detected"  # keyframe | detected | propagated
-    missed: int = 0
-    present: bool = True
-    propagator_score: float | None = None
-
-
-@dataclass
-class _Acc:
-    """Running summary of one track id (both passes)."""
-
-    label: str
-    first_frame: int = 1 << 62
-    last_frame: int = -1
-    first_s: float = math.inf
-    last_s: float = -math.inf
-    frames: int = 0
-    detections: int = 0
-    best_score: float = 0.0
-    max_area_px: int = 0
-    bbox: tuple[int, int, int, int] = (0, 0, 0, 0)
-    best_frame: int = -1
-
-
-def _mask_iou(a: np.ndarray, abox: tuple[int, int, int, int], b: np.ndarray, bbox: tuple[int, int, int, int]) -> float:
-    x0, y0 = max(abox[0], bbox[0]), max(abox[1], bbox[1])
-    x1, y1 = min(abox[2], bbox[2]), min(abox[3], bbox[3])
-    if x1 <= x0 or y1 <= y0:
-        return 0.0
-    inter = int(np.count_nonzero(a[y0:y1, x0:x1] & b[y0:y1, x0:x1]))
-    union = int(np.count_nonzero(a)) + int(np.count_nonzero(b)) - inter
-    return inter / union if union else 0.0
-
-
-def match_tracks(
-    tracks: Mapping[int, _Track], detections: list[Instance], min_iou: float
-) -> tuple[list[tuple[int, int]], list[int], list[int]]:
-    """Hungarian assignment of detections to tracks on mask IoU (same label only; pairs under ``min_iou`` are not
-    matched). Returns ``(pairs (track id, detection index), unmatched track ids, unmatched detection indices)``."""
-    from scipy.optimize import linear_sum_assignment
-
-    ids = list(tracks)
-    if not ids or not detections:
-        return [], ids, list(range(len(detections)))
-    boxes = {tid: mask_bbox(tracks[tid].mask) for tid in ids}
-    iou = np.zeros((len(ids), len(detections)))
-    for i, tid in enumerate(ids):
-        t = tracks[tid]
-        if boxes[tid] is None:
-            continue
-        for j, d in enumerate(detections):
-            if d.mask is not None and d.label == t.label:
-                iou[i, j] = _mask_iou(t.mask, boxes[tid], d.mask, d.bbox)  # type: ignore[arg-type]
-    rows, cols = linear_sum_assignment(-iou)
-    pairs = [(ids[r], int(c)) for r, c in zip(rows, cols) if iou[r, c] >= min_iou]
-    matched_t = {p[0] for p in pairs}
-    matched_d = {p[1] for p in pairs}
-    return pairs, [t for t in ids if t not in matched_t], [j for j in range(len(detections)) if j not in matched_d]
-
-
-# -------------------------------------------------------------------------------------------------------- context
-@dataclass
-class _Context:
-    """State shared by the passes of one run."""
-
-    reg: Registry
-    plugin: str | None
-    query: str
-    uri: str
-    opts: dict[str, Any]
-    vopts: VideoOptions
-    request: Request
-    base: Scene | None
-    shape: tuple[int, int]
-    log: FrameLog
-    progress: ProgressCallback | None
-    total: int
-    ids: Iterable[int] = field(default_factory=lambda: itertools.count(1))
-    stats: dict[int, _Acc] = field(default_factory=dict)
-    label_frames: Counter[str] = field(default_factory=Counter)
-    done: int = 0
-    processed: int = 0
-    overlay: Any = None  # an online overlay sink
-    overlay_feed: Any = None  # offline: the overlay.OverlayWorker drawing recorded frames in a background thread
-    detector: Any = None
-    first: Frame | None = None  # the first frame read (its scene describes the input in result.json)
-    plan: Plan | None = None  # the run's plan once known: the per-frame results handed to rscore_postprocess carry it
-    # plugin hooks (see "Plugin hooks" in the module docstring): run here once per frame, never by the image pipeline
-    pre_hooks: bool = False
-    post_hooks: bool = False
-    analytic_plan: Plan | None = None  # the analytic plan of this run, which the image pipeline answers with
-    image_request: Request | None = None  # the request as the image pipeline checks it (options converted)
-    hook_counts: Counter[str] = field(default_factory=Counter)
-    first_steps: tuple[str, ...] = ()  # what the preprocess hooks did to the first processed frame
-    _prepared: tuple[Frame, Scene] | None = None
-    caveats: list[str] = field(default_factory=list)  # of the keyframe answer and the re-detections (Result.caveats)
-    _warned: set[str] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        self.pre_hooks = has_hooks(self.reg, "rscore_preprocess", self.plugin)
-        self.post_hooks = has_hooks(self.reg, "rscore_postprocess", self.plugin)
-
-    @property
-    def hooked(self) -> bool:
-        return bool(self.pre_hooks or self.post_hooks)
-
-    def new_id(self) -> int:
-        return next(self.ids)  # type: ignore[call-overload]
-
-    def planned(self, plan: Plan) -> None:
-        """The analytic reasoner's plan for this run: the image pipeline answers with it instead of matching the
-        query again for the keyframe and every re-detection (an analytic plan depends on the query, the templates
-        and the scene's kind and bands, the same on every frame)."""
-        if not plan.absent:
-            self.analytic_plan = plan
-
-    def scene_of(self, frame: Frame) -> Scene:
-        """The frame as a scene, as read (no plugin hooks)."""
-        return frame_scene(frame, self.base, uri=self.uri)
-
-    def prepare(self, frame: Frame) -> Scene:
-        """The frame as a scene through the plugin's ``rscore_preprocess`` hooks (chained, as for stills): what the
-        reasoner, the detectors, the image engine and ``rscore_postprocess`` see. Computed once per frame object
-        (the last one is kept), so a frame that is detected on and recorded is preprocessed once."""
-        if self._prepared is not None and self._prepared[0] is frame:
-            return self._prepared[1]
-        scene = self.scene_of(frame)
-        if self.pre_hooks:
-            scene = preprocess(self.reg, self.plugin, scene, self.request)
-            if scene.shape != self.shape:
-                raise PluginError(
-                    f"plugin '{self.plugin}': rscore_preprocess turned a {self.shape[1]}x{self.shape[0]} video frame "
-                    f"into {scene.width}x{scene.height}; on video it must keep the frame's size (masks, tracks and "
-                    f"the overlay are on the original pixels)"
-                )
-        self._prepared = (frame, scene)
-        return scene
-
-    def segment_image(self, scene: Scene) -> Result:
-        """The image pipeline's plan -> execute -> finish (:func:`rscore.engine.pipeline.answer`) on a frame scene
-        that is already preprocessed; with the run's analytic plan when there is one."""
-        if self.image_request is None:
-            self.image_request = make_request(self.query, plugin=self.plugin, options=self.opts, registry=self.reg)
-        res = answer(scene, self.image_request, registry=self.reg, plan=self.analytic_plan)
-        self.caveats.extend(c for c in res.caveats if c not in self.caveats)
-        return res
-
-    def engine_detect(self, scene: Scene) -> list[Instance]:
-        res = self.segment_image(scene)
-        return [i for i in res.instances if i.mask is not None and i.area_px >= self.vopts.min_area_px]
-
-    def tick(self) -> None:
-        self.done += 1
-        if self.progress:
-            self.progress(self.done, max(self.total, self.done))
-
-    def warn_once(self, key: str, text: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            log.warning("%s", text)
-            self.log.add_event({"source": "engine", "event": "warning", "text": text})
-
-    def _items(self, tracks: Iterable[_Track]) -> list[dict[str, Any]]:
-        items = []
-        for t in tracks:
-            box = mask_bbox(t.mask)
-            if box is None:
-                continue
-            item: dict[str, Any] = {
-                "track_id": t.id,
-                "label": t.label,
-                "score": round(float(t.score), 4),
-                "source": t.source,
-                "bbox": list(box),
-                "area_px": int(np.count_nonzero(t.mask)),
-            }
-            if t.propagator_score is not None:
-                item["propagator_score"] = round(t.propagator_score, 4)
-            item["mask"] = t.mask
-            items.append(item)
-        return items
-
-    def _postprocess(
-        self, frame: Frame, scene: Scene, items: list[dict[str, Any]]
-    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """Run the ``rscore_postprocess`` chain on the frame's :class:`~rscore.types.Result` (its tracked instances
-        with masks, ``attributes`` ``track_id`` / ``source``, and their union mask) and read the instances back.
-        Returns ``(items, extra record fields)``."""
-        instances = []
-        union = np.zeros(self.shape, bool)
-        for it in items:
-            attrs = {"track_id": it["track_id"], "source": it["source"]}
-            if "propagator_score" in it:
-                attrs["propagator_score"] = it["propagator_score"]
-            instances.append(Instance(it["label"], it["score"], tuple(it["bbox"]), it["area_px"], mask=it["mask"],
-                                      attributes=attrs))
-            np.logical_or(union, it["mask"], out=union)
-        plan = self.plan or Plan(reasoner=str(self.opts["reasoner"]))
-        if not instances:
-            plan = replace(plan, absent=True, targets=(),
-                           reason=plan.reason or f"nothing tracked on frame {frame.index}")
-        result = Result(
-            query=self.query, plugin=self.plugin, plan=plan, instances=tuple(instances), mask=union,
-            options=self.opts, provenance={"video_frame": frame.index, "timestamp_s": frame.timestamp_s},
-        )
-        result = postprocess(self.reg, self.plugin, result, scene)
-        self.hook_counts["postprocess"] += 1
-        out_items = []
-        for inst in result.instances:
-            mask = inst.mask
-            if mask is None or getattr(mask, "shape", None) != self.shape:
-                self.warn_once("postprocess-mask", f"plugin '{self.plugin}': rscore_postprocess returned a video "
-                               "frame instance without a frame-sized mask; such instances are not recorded")
-                continue
-            mask = np.asarray(mask, bool)
-            box = mask_bbox(mask)
-            if box is None:
-                continue
-            attrs = dict(inst.attributes)
-            tid = attrs.pop("track_id", None)
-            source = attrs.pop("source", None)
-            pscore = attrs.pop("propagator_score", None)
-            item: dict[str, Any] = {
-                "track_id": int(tid) if tid is not None else 0,  # 0: an instance the hook added, not a track
-                "label": str(inst.label),
-                "score": round(float(inst.score), 4),
-                "source": str(source) if tid is not None and source is not None else "postprocess",
-                "bbox": list(box),
-                "area_px": int(np.count_nonzero(mask)),
-            }
-            if pscore is not None:
-                item["propagator_score"] = pscore
-            if attrs:
-                item["attributes"] = _json_safe(attrs)
-            item["mask"] = mask
-            out_items.append(item)
-        extra: dict[str, Any] = {}
-        if result.classes:
-            extra["classes"] = _json_safe(result.classes)
-        if result.warnings:
-            extra["warnings"] = _json_safe(list(result.warnings))
-        return out_items, extra
-
-    def record(self, frame: Frame, tracks: Iterable[_Track], scene: Scene | None = None) -> None:
-        """The frame's result: its present tracks, through ``rscore_postprocess`` when the plugin has such hooks;
-        appended to the log as a record (an RLE per instance) and counted in the track summaries."""
-        items = self._items(tracks)
-        record: dict[str, Any] = {"frame": frame.index, "timestamp_s": round(frame.timestamp_s, 6)}
-        if frame.wall_time is not None:
-            record["wall_time"] = round(frame.wall_time, 3)
-        if self.hooked:
-            scene = scene if scene is not None else self.prepare(frame)
-            if self.pre_hooks:
-                self.hook_counts["preprocess"] += 1
-                steps = tuple(str(s) for s in scene.metadata.get("preprocess", ()))
-                record["preprocess"] = list(steps)
-                if self.hook_counts["preprocess"] == 1:
-                    self.first_steps = steps
-            if self.post_hooks:
-                items, extra = self._postprocess(frame, scene, items)
-                record.update(extra)
-        labels = set()
-        for item in items:
-            mask = item.pop("mask")
-            item["rle"] = rle.encode(mask)
-            labels.add(item["label"])
-            tid = item["track_id"]
-            if tid <= 0:
-                continue
-            area, box = item["area_px"], tuple(item["bbox"])
-            acc = self.stats.setdefault(tid, _Acc(item["label"]))
-            acc.first_frame = min(acc.first_frame, frame.index)
-            acc.last_frame = max(acc.last_frame, frame.index)
-            acc.first_s = min(acc.first_s, frame.timestamp_s)
-            acc.last_s = max(acc.last_s, frame.timestamp_s)
-            acc.frames += 1
-            acc.detections += item["source"] in ("detected", "keyframe")
-            acc.best_score = max(acc.best_score, float(item["score"]))
-            if area > acc.max_area_px:
-                acc.max_area_px, acc.bbox, acc.best_frame = area, box, frame.index  # type: ignore[assignment]
-        record["instances"] = items
-        self.log.add_frame(record)
-        self.label_frames.update(labels)
-        self.processed += 1
-        if self.overlay is not None:
-            self.overlay.add(frame.image, items)
-        if self.overlay_feed is not None:
-            self.overlay_feed.add(record)
-        self.tick()
-
-
-class _Tracker:
-    """Tracks over one pass: propagate, re-detect and match, record."""
-
-    def __init__(self, ctx: _Context, propagator: Propagator, tracks: Mapping[int, _Track] = ()) -> None:  # type: ignore[assignment]
-        self.ctx = ctx
-        self.propagator = propagator
-        self.tracks: dict[int, _Track] = {tid: replace(t) for tid, t in dict(tracks).items()}
-
-    def anchor(self, frame: Frame) -> None:
-        self.propagator.reset(frame, {tid: t.mask for tid, t in self.tracks.items() if t.present})
-
-    def process(self, frame: Frame, detect: bool) -> None:
-        c = self.ctx
-        live = {tid: t for tid, t in self.tracks.items() if t.present}
-        moved = self.propagator.step(frame, {tid: t.mask for tid, t in live.items()})
-        for tid, t in self.tracks.items():
-            if tid in moved:
-                mask, pscore = moved[tid]
-                t.mask, t.propagator_score, t.source = mask, pscore, "propagated"
-                t.present = int(np.count_nonzero(mask)) >= c.vopts.min_area_px and (
-                    pscore is None or pscore >= c.vopts.min_propagation_score
-                )
-            else:
-                t.present = False  # no propagation: only a detection brings it back (matched on its last mask)
-        scene = c.prepare(frame) if (detect and c.detector is not None) or c.hooked else None
-        if detect and c.detector is not None:
-            detections = c.detector.detect(scene)
-            pairs, lost, fresh = match_tracks(self.tracks, detections, c.vopts.match_iou)
-            for tid, j in pairs:
-                t, d = self.tracks[tid], detections[j]
-                t.mask, t.score, t.source, t.missed, t.present = d.mask, d.score, "detected", 0, True  # type: ignore[assignment]
-                t.propagator_score = None
-            for tid in lost:
-                self.tracks[tid].missed += 1
-            for j in fresh:
-                d = detections[j]
-                if len(self.tracks) >= c.vopts.max_tracks:
-                    break
-                tid = c.new_id()
-                self.tracks[tid] = _Track(tid, d.label, d.score, d.mask)  # type: ignore[arg-type]
-        # A track not seen on this frame (mask vanished, propagator's score too low, or no propagation) waits on its
-        # last mask for the next detection to pick it up; it ends when that detection does not (without propagation:
-        # after max_missed of them), or at once when nothing can detect it again.
-        keep_absent = self.propagator.name == "none"
-        for tid in list(self.tracks):
-            t = self.tracks[tid]
-            gone = t.missed > c.vopts.max_missed
-            if not t.present and (c.detector is None or (detect and not keep_absent)):
-                gone = True
-            if gone:
-                del self.tracks[tid]
-        if detect and c.detector is not None:
-            self.anchor(frame)
-        c.record(frame, [t for t in self.tracks.values() if t.present], scene)
 
 
 # -------------------------------------------------------------------------------------------------------- helpers
@@ -673,10 +255,6 @@ def segment_video(
     timings["frames"] = ctx.processed
     timings["fps"] = round(ctx.processed / max(1e-9, timings["total_s"]), 3)
     return result.replace(timings=timings)
-
-
-def _plan_absent(ctx: _Context, reader: FrameReader, plan: Plan, mode: str) -> VideoResult:
-    return _result(ctx, reader, plan, mode, keyframe={}, keyframe_image=None, extra_steps=(), timings={})
 
 
 def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
@@ -826,16 +404,6 @@ def _finish_overlay(c: _Context) -> None:
         c.overlay_feed = None
 
 
-def _kf_info(frame: Frame, score: float, method: str, candidates: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "frame": frame.index,
-        "timestamp_s": round(frame.timestamp_s, 6),
-        "score": None if not math.isfinite(score) else round(score, 6),
-        "method": method,
-        "candidates": candidates,
-    }
-
-
 def _online(ctx: _Context, reader: FrameReader) -> VideoResult:
     from rscore.video.writers import OverlaySink
 
@@ -914,168 +482,6 @@ def _online(ctx: _Context, reader: FrameReader) -> VideoResult:
     kf = _kf_info(keyframe, keyframe_score, "first detection", []) if keyframe else {}
     return _result(c, reader, plan, "online", keyframe=kf, keyframe_image=keyframe.image if keyframe else None,
                    extra_steps=tuple(steps), timings=timings)
-
-
-class _ReasonerDetector:
-    """Online detection through the whole image engine (a VLM reasoner + segmenter) on a frame."""
-
-    kind = "reasoner"
-
-    def __init__(self, ctx: _Context) -> None:
-        self.ctx = ctx
-        self.plan: Plan | None = None
-
-    def detect(self, scene: Scene) -> list[Instance]:
-        c = self.ctx
-        res = c.segment_image(scene)
-        if self.plan is None or (self.plan.absent and not res.plan.absent):
-            self.plan = c.plan = res.plan
-        return [i for i in res.instances if i.mask is not None and i.area_px >= c.vopts.min_area_px]
-
-
-def _result(
-    c: _Context,
-    reader: FrameReader,
-    plan: Plan,
-    mode: str,
-    *,
-    keyframe: Mapping[str, Any],
-    keyframe_image: np.ndarray | None,
-    extra_steps: tuple[Step, ...],
-    timings: Mapping[str, float],
-    kf_provenance: Mapping[str, Any] | None = None,
-) -> VideoResult:
-    from rscore import __version__
-
-    summaries = tuple(
-        TrackSummary(
-            id=tid, label=a.label, first_frame=a.first_frame, last_frame=a.last_frame, first_s=a.first_s,
-            last_s=a.last_s, frames=a.frames, detections=a.detections, best_score=a.best_score,
-            max_area_px=a.max_area_px, bbox=a.bbox, best_frame=a.best_frame,
-        )
-        for tid, a in sorted(c.stats.items())
-    )
-    instances = tuple(
-        Instance(
-            label=s.label,
-            score=s.best_score,
-            bbox=s.bbox,
-            area_px=s.max_area_px,
-            attributes={
-                "track_id": s.id,
-                "first_frame": s.first_frame,
-                "last_frame": s.last_frame,
-                "first_s": round(s.first_s, 4),
-                "last_s": round(s.last_s, 4),
-                "duration_s": round(s.duration_s, 4),
-                "frames": s.frames,
-                "detections": s.detections,
-                "best_frame": s.best_frame,
-            },
-        )
-        for s in summaries
-    )
-    classes: dict[str, Any] = {}
-    for s in summaries:
-        entry = classes.setdefault(s.label, {"tracks": 0, "frames": c.label_frames[s.label], "first_s": s.first_s,
-                                             "last_s": s.last_s})
-        entry["tracks"] += 1
-        entry["first_s"] = round(min(entry["first_s"], s.first_s), 4)
-        entry["last_s"] = round(max(entry["last_s"], s.last_s), 4)
-    if c.hooked and c.processed:
-        pre, post = c.hook_counts["preprocess"], c.hook_counts["postprocess"]
-        parts = []
-        if c.pre_hooks:
-            parts.append(f"rscore_preprocess on each of the {pre} processed frame(s) (what it did per frame: "
-                         "'preprocess' in masks.json)")
-        if c.post_hooks:
-            parts.append(f"rscore_postprocess on each of the {post} per-frame result(s)")
-        extra_steps = extra_steps + (
-            Step(text=f"{c.plugin or 'core'} plugin hooks: " + "; ".join(parts), operator="video.hooks",
-                 stats={"preprocessed_frames": pre, "postprocessed_frames": post}),
-        )
-    if not plan.absent:
-        steps = plan.steps + extra_steps + (
-            Step(text=f"{len(summaries)} track(s) over {c.processed} processed frame(s)", operator="video.tracks"),
-        )
-        if summaries:
-            plan = replace(plan, steps=steps, absent=False, reason="")
-        else:
-            label = next(iter({t.label for t in c.reg.templates_for(c.plugin) if t.qualified_name == plan.template}),
-                         "target")
-            plan = replace(
-                plan, steps=steps, absent=True,
-                reason=f"no {label} found in any of the {c.processed} processed frames",
-            )
-    # events: the reader's, then one per track
-    for event in reader.events:
-        c.log.add_event({"source": "reader", **event})
-    for s in summaries:
-        c.log.add_event({
-            "source": "tracker", "event": "track", "track_id": s.id, "label": s.label,
-            "first_frame": s.first_frame, "last_frame": s.last_frame,
-            "first_s": round(s.first_s, 4), "last_s": round(s.last_s, 4), "frames": s.frames,
-            "text": f"track {s.id} ({s.label}) from frame {s.first_frame} ({s.first_s:.2f} s) "
-                    f"to frame {s.last_frame} ({s.last_s:.2f} s)",
-        })
-    c.log.flush()
-    info = reader.info
-    prov: dict[str, Any] = dict(kf_provenance or {})
-    prov.update({
-        "rscore": __version__,
-        "reasoner": plan.reasoner or str(c.opts["reasoner"]),
-        "template": plan.template,
-        "reader": "video",
-        "input": info.uri,
-        "video": {
-            "mode": mode,
-            "kind": info.kind,
-            "codec": info.codec,
-            "fps": info.fps,
-            "frame_count": info.frame_count,
-            "frames_decoded": reader.frames_decoded,
-            "frames_processed": c.processed,
-            "stride": reader.options.stride,
-            "target_fps": reader.options.target_fps,
-            "keyframe": {k: v for k, v in keyframe.items() if k != "candidates"},
-            "detector": getattr(c.detector, "kind", None),
-            "hooks": {"preprocess": c.hook_counts["preprocess"], "postprocess": c.hook_counts["postprocess"]},
-        },
-    })
-    scene = c.base
-    if scene is None and c.first is not None:
-        scene = frame_scene(c.first, fps=info.fps, frame_count=info.frame_count)
-        scene = scene.replace(
-            path=None if info.live or normalise_url(c.uri) else Path(c.uri),
-            metadata={"video": {"uri": c.uri, "display": info.uri, "kind": info.kind, "codec": info.codec,
-                                "duration_s": info.duration_s, "width": info.width, "height": info.height}},
-        )
-    answering = next((t for t in c.reg.templates_for(c.plugin) if t.qualified_name == plan.template), None)
-    # the template's declared limits, the routing's (superset...), and what the keyframe answer and re-detections met
-    caveats = [*(answering.caveats if answering else ()), *plan.match.get("caveats", ()), *c.caveats]
-    return VideoResult(
-        query=c.query,
-        plugin=c.plugin,
-        plan=plan,
-        instances=instances,
-        confidence=None if plan.absent else plan.match.get("confidence"),
-        caveats=() if plan.absent else tuple(dict.fromkeys(caveats)),
-        classes=classes,
-        provenance=prov,
-        timings=dict(timings),
-        warnings=tuple(dict.fromkeys(reader.warnings)),
-        options=c.opts,
-        video=VideoInfo(fps=info.fps, frame_count=info.frame_count),
-        source=info.uri,
-        mode=mode,
-        keyframe=dict(keyframe),
-        tracks=summaries,
-        log=c.log,
-        frame_size=c.shape,
-        keyframe_image=keyframe_image,
-        reader_options={f.name: getattr(reader.options, f.name) for f in fields(reader.options)},
-        scene=scene,
-    )
 
 
 # ----------------------------------------------------------------------------------------------------------- run
