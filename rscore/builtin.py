@@ -27,9 +27,66 @@ def rscore_writers() -> list[Writer]:
 
 @hookimpl
 def rscore_options() -> list[Param]:
-    from rscore.options import core_options
-
     return core_options()
+
+
+def core_options() -> list[Param]:
+    """Every option the core reads: engine, tiling, image reader, video engine/reader/writers and the built-in
+    backends (openai, transformers, agent, lisa, classical, sam2, sam3, detectors). Derived from the backends' own
+    settings dataclasses. It lives here, in the core plugin (moved from ``rscore.options`` in #19, which forwards the
+    old name): it reads every backend's settings, and every backend reads its options through ``rscore.options``,
+    which so stays below them all."""
+    from rscore import detectors
+    from rscore.engine import decoupled
+    from rscore.options import _PARAM_TYPE as PARAM_TYPE
+    from rscore.options import dataclass_params
+    from rscore.reasoners import agent, lisa, openai, transformers_vlm
+    from rscore.segmenters import classical, sam2, sam3
+    from rscore.video import engine as video_engine
+    from rscore.video import reader as video_reader
+
+    out = [
+        Param("reasoner", "str", "reasoner backend (analytic, openai, transformers, agent, ...)", default="analytic"),
+        Param("segmenter", "str", "segmenter backend (auto, classical, sam2, sam2-hf)", default="auto"),
+        Param("tile_size", "int", "tile side for analytic programs and stored outputs", "px", (16, None), 1024),
+        Param("min_area_px", "int", "smallest instance kept", "px", (0, None), 1),
+        Param("max_instances", "int", "most instances listed", "", (1, None), 1000),
+        Param("template", "str", "force this template instead of matching the query"),
+        Param("matcher", "enum", "template matcher", choices=("auto", "embedding", "keyword")),
+        Param("max_pixels", "int", "refuse images with more pixels (decompression bombs)", "px", (1, None)),
+        Param("device", "str", "auto, cuda, mps or cpu"),
+        Param("dtype", "str", "auto, float32, bfloat16, float16"),
+        Param("weights", "path", "folder with local model weights"),
+        Param("adapter", "path", "fine-tuned adapter folder"),
+        Param("model", "str", "model name or id of the reasoner"),
+        Param("endpoint", "str", "OpenAI-compatible endpoint URL"),
+        Param("sam2_video_model", "str", "SAM2 video model for propagation", default="auto"),
+        Param("bands", "str", "band roles in order, e.g. red,green,blue,nir (rscore run --bands)"),
+        Param("aux", "path", "auxiliary co-registered input (rscore run --aux)"),
+        Param("planner", "bool", "compile constraint queries into operator programs (analytic reasoner)", default=True),
+        Param("workers", "str", "analytic tiles in this many worker processes: auto (= cores, for scenes >= 4 Mpx) "
+              "or a whole number", default="auto"),
+    ]
+    out += [Param(k, PARAM_TYPE.get(type(v), "str"), f"VLM tiling: {k}", default=v) for k, v in decoupled.DEFAULTS.items()]
+    out += dataclass_params(openai.OpenAIOptions, scope="openai", flat=openai.FLAT_OPTIONS, what="openai reasoner")
+    out += dataclass_params(transformers_vlm.TransformersOptions, scope="transformers",
+                            flat=transformers_vlm.FLAT_OPTIONS, what="transformers reasoner")  # fmt: skip
+    out += dataclass_params(agent.AgentOptions, scope="agent", what="agent reasoner")
+    out += dataclass_params(lisa.LisaOptions, scope="lisa", flat=lisa.FLAT_OPTIONS, what="lisa reasoner")
+    out += dataclass_params(detectors.DetectorOptions, scope="detector", flat=("device", "weights"), what="detector")
+    out += dataclass_params(sam3.Sam3Options, scope="sam3", flat=("weights", "device"), what="sam3 segmenter")
+    out += [
+        Param("phrase_segmenter", "enum", "text-prompted segmenter for segment_phrase", default="auto",
+              choices=("auto", "sam3", "grounded")),
+        Param("grounded_masks", "enum", "mask maker of the grounded segmenter", default="auto",
+              choices=("auto", "sam2", "sam2-hf", "classical")),
+    ]
+    out += dataclass_params(classical.ClassicalOptions, scope="classical", what="classical segmenter")
+    out += dataclass_params(sam2.Sam2Options, scope="sam2", flat=("weights", "adapter", "device", "dtype"),
+                            what="sam2 segmenter")  # fmt: skip
+    out += dataclass_params(video_engine.VideoOptions, what="video")
+    out += dataclass_params(video_reader.ReaderOptions, what="video reader")
+    return out
 
 
 def _analytic(options: Mapping[str, Any]) -> Any:

@@ -2,7 +2,14 @@
 
 A cycle between modules (``engine`` importing ``video`` importing ``engine``) works only as long as the import order
 happens to be right; it breaks the day someone imports the other module first. Imports inside functions are allowed
-(they are how optional, heavy dependencies stay lazy) and are not edges here; ``if TYPE_CHECKING:`` blocks neither.
+(they are how optional, heavy dependencies stay lazy) and are not edges of the module-level graph; ``if
+TYPE_CHECKING:`` blocks are never edges.
+
+The function-level graph counts the imports inside functions too: the modules' logical dependencies. A cycle there
+(a stage calling up into the module that calls it) is what made the pipeline hard to follow before #19; the known
+ones are listed in :data:`KNOWN_FUNCTION_LEVEL_CYCLES` with who removes them, and any other fails the test. A
+module-level ``__getattr__`` that forwards a moved name to its new home (``rscore.engine.run``, the ``rscore``
+package's lazy API) is not a dependency of the module's own code and is not an edge.
 """
 
 from __future__ import annotations
@@ -36,16 +43,27 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
     return name or None
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the package modules it imports at module level (relative imports resolved)."""
+def _import_nodes(tree: ast.Module, function_level: bool) -> list[ast.stmt]:
+    if not function_level:
+        return [n for n in tree.body if not (isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test))]
+    skip: set[int] = set()
+    for n in tree.body:
+        if (isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)) or (
+            isinstance(n, ast.FunctionDef) and n.name == "__getattr__"  # a forwarder of moved names
+        ):
+            skip |= {id(m) for m in ast.walk(n)}
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in skip]
+
+
+def import_graph(*, function_level: bool = False) -> dict[str, set[str]]:
+    """Module -> the package modules it imports at module level (relative imports resolved); with
+    ``function_level`` also inside functions and methods (but not in a module's forwarding ``__getattr__``)."""
     modules = _modules()
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         deps: set[str] = set()
-        for node in tree.body:
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                continue
+        for node in _import_nodes(tree, function_level):
             if isinstance(node, ast.Import):
                 candidates = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -119,6 +137,48 @@ def test_graph_sees_module_level_imports_only(tmp_path):
 def test_no_module_level_import_cycles():
     found = cycles(import_graph())
     assert found == [], "import cycles: " + "; ".join(" -> ".join(c) for c in found)
+
+
+# Function-level cycles that exist and who removes them. A cycle found must lie inside one of these (one that shrinks
+# or disappears passes); anything else - a new cycle, or one of these grown by a module - fails.
+KNOWN_FUNCTION_LEVEL_CYCLES: tuple[tuple[frozenset[str], str], ...] = (
+    (frozenset({"rscore.models.registry", "rscore.segmenters.sam2", "rscore.models.lisa"}),
+     "h19d (#19): build_sam2_model / check_state_dict move under rscore.models"),
+    (frozenset({"rscore.service.jobs", "rscore.service.prefect_jobs"}),
+     "h19b (#19): flows as an extension point (the job runners iterate a FlowSpec registry)"),
+    (frozenset({"rscore.service.app", "rscore.service.viewer"}),
+     "h19c (#19): the service split into routers"),
+    (frozenset({"rscore.engine.analytic", "rscore.engine.parallel"}),
+     "h19a after h14 merges: run_tile / run_program (the execute stage's tile loop) move out of analytic.py beside "
+     "map_tiles; they stay this session because analytic.py is being edited for routing"),
+    (frozenset({"rscore.types", "rscore.notebook", "rscore.io.images", "rscore.sdk", "rscore.tiling"}),
+     "unassigned: Result's notebook conveniences (_repr_html_, to_geodataframe, ...) call rscore.notebook, which "
+     "renders with the modules below types; to go, the conveniences would have to live above the vocabulary"),
+)
+
+
+def test_function_level_graph_sees_imports_inside_functions():
+    graph = import_graph(function_level=True)
+    assert "rscore.video.engine" in graph["rscore.runner"]  # imported inside run(), lazily
+    assert "rscore.video.engine" not in import_graph()["rscore.runner"]
+    assert "rscore.runner" not in graph["rscore.engine"]  # rscore.engine.run is a forwarding __getattr__
+    assert cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b"]]
+
+
+def test_no_function_level_import_cycles_but_the_known_ones():
+    known = [allowed for allowed, _ in KNOWN_FUNCTION_LEVEL_CYCLES]
+    new = [c for c in cycles(import_graph(function_level=True)) if not any(set(c) <= allowed for allowed in known)]
+    assert new == [], "function-level import cycles: " + "; ".join(" <-> ".join(c) for c in new)
+
+
+def test_engine_does_not_import_video_or_the_dispatch():
+    """The image engine is below the video engine and the run dispatch (#19): no module of rscore.engine imports
+    rscore.video or rscore.runner, not even inside a function."""
+    graph = import_graph(function_level=True)
+    engine = [m for m in graph if m == "rscore.engine" or m.startswith("rscore.engine.")]
+    assert len(engine) > 10
+    wrong = {m: sorted(d for d in graph[m] if d.startswith("rscore.video") or d == "rscore.runner") for m in engine}
+    assert not {m: d for m, d in wrong.items() if d}
 
 
 @pytest.mark.slow
