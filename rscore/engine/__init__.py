@@ -29,7 +29,7 @@ from rscore.engine.plan import MAX_INSTANCE_MASK_BYTES
 from rscore.engine.request import DEFAULTS, MAX_QUERY_CHARS, check_options as _check_options, validate_query
 from rscore.engine.scene import open_scene
 from rscore.engine.write import default_out_dir, write_outputs
-from rscore.plugins import CORE, Registry, current_registry, default_registry
+from rscore.plugins import _REQUEST_REGISTRY, CORE, Registry, current_registry, default_registry
 
 __all__ = [
     "open_scene", "segment", "answer", "write_outputs", "run", "validate_query", "default_registry",
@@ -38,7 +38,7 @@ __all__ = [
 
 # kept importable from here (#19 moved them into the stage modules)
 _KEPT = (AUTO_SEGMENTERS, MAX_INSTANCE_MASK_BYTES, MAX_QUERY_CHARS, Registry, _backend, _segmenter, _chain,
-         _check_options, _provenance, _redact, default_out_dir)
+         _check_options, _provenance, _redact, _REQUEST_REGISTRY, default_out_dir)
 
 # the core plugin's name, re-exported for callers that compare against it
 CORE_PLUGIN = CORE
