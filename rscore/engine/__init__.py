@@ -47,7 +47,8 @@ from rscore.types import Instance, Plan, ProgressCallback, Request, Result, Scen
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "open_scene", "segment", "write_outputs", "run", "validate_query", "default_registry", "current_registry", "DEFAULTS",
+    "open_scene", "segment", "finish_result", "write_outputs", "run", "validate_query", "default_registry",
+    "current_registry", "DEFAULTS",
 ]  # fmt: skip
 
 MAX_QUERY_CHARS = 2000
@@ -289,9 +290,7 @@ def segment(
         from rscore.planner import template_for_plan
 
         template = template_for_plan(plan, reg.operators)
-    label = template.label if template else "target"
-    caveats: list[str] = list(template.caveats) if template is not None and not plan.absent else []
-    caveats += [c for c in plan.match.get("caveats", ()) if c not in caveats]  # routing: e.g. a superset answer
+    caveats: list[str] = []  # what the program met (the template's and the routing's are added when finishing)
     t0 = time.perf_counter()
     if tiled is not None:
         mask, instances, segmenter_name = tiled.mask, list(tiled.instances), tiled.segmenter_name
@@ -318,6 +317,46 @@ def segment(
             instances += segmenter.segment(scene_rgb8(scene), targets)
         timings["segment_s"] = time.perf_counter() - t0
 
+    result = finish_result(
+        scene, request, plan, template, mask, score, classes, caveats, registry=reg, instances=instances,
+        segmenter=segmenter_name, warnings=tiled.warnings if tiled is not None else (), stitched=tiled is None,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    result = _chain(reg, "rscore_postprocess", plugin, result, scene=scene)
+    timings["postprocess_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_all
+    return result.replace(timings={**result.timings, **{k: round(v, 4) for k, v in timings.items()}})
+
+
+def finish_result(
+    scene: Scene,
+    request: Request,
+    plan: Plan,
+    template: Any,
+    mask: np.ndarray | TiledArray | None,
+    score: np.ndarray | TiledArray | None = None,
+    classes: np.ndarray | TiledArray | None = None,
+    caveats: Any = (),
+    *,
+    registry: Registry,
+    instances: Any = (),
+    segmenter: str | None = None,
+    warnings: Any = (),
+    stitched: bool = True,
+) -> Result:
+    """The finish stage: a :class:`Result` from a plan and what executing it produced (before postprocessing).
+
+    The union mask (``None``: an empty one where the scene fits in memory) takes every instance mask; without
+    instances, a template's mask is split into instances (connected components, areas in real units, classes and
+    scores); a plan whose mask has no pixel becomes absent with the reason; ``caveats`` (what the program met) join
+    the template's declared caveats and the routing's (none on an absent answer); ``confidence`` is the routing's;
+    provenance names versions, plugin, backends, template and the non-default options (credentials redacted).
+    ``stitched``: the mask was stitched by a tiled program (an on-disk one lists no instances: said in a warning).
+    :func:`segment` finishes with it, and so does the landslide flow, which stitches tile batches computed by
+    Prefect tasks."""
+    opts = request.options
+    label = template.label if template else "target"
+    instances = list(instances)
     if mask is None and scene.height * scene.width <= in_memory_pixel_limit():
         mask = np.zeros(scene.shape, bool)
     if isinstance(mask, np.ndarray):
@@ -348,13 +387,15 @@ def segment(
             else f"the {plan.reasoner} reasoner's targets gave no mask pixels"
         )
         plan = dataclasses.replace(plan, absent=True, reason=why)
-
-    warnings = tuple(scene.warnings) + (tiled.warnings if tiled is not None else ())
-    if isinstance(mask, TiledArray) and tiled is None:
+    declared: list[str] = list(template.caveats) if template is not None and not plan.absent else []
+    declared += [c for c in plan.match.get("caveats", ()) if c not in declared]  # routing: e.g. a superset answer
+    declared += [c for c in caveats if c not in declared]
+    warnings = tuple(scene.warnings) + tuple(warnings)
+    if isinstance(mask, TiledArray) and stitched:
         warnings += ("instances are not listed for scenes stitched on disk; see the vector outputs",)
-    result = Result(
-        query=query,
-        plugin=plugin,
+    return Result(
+        query=request.query,
+        plugin=request.plugin,
         plan=plan,
         instances=tuple(instances),
         mask=mask,
@@ -363,15 +404,10 @@ def segment(
         class_names=template.class_names if template else (),
         warnings=warnings,
         options=opts,
-        caveats=tuple(caveats) if not plan.absent else (),
+        caveats=tuple(declared) if not plan.absent else (),
         confidence=plan.match.get("confidence") if not plan.absent else None,
-        provenance=_provenance(reg, plugin, scene, plan, segmenter_name, opts),
+        provenance=_provenance(registry, request.plugin, scene, plan, segmenter, opts),
     )
-    t0 = time.perf_counter()
-    result = _chain(reg, "rscore_postprocess", plugin, result, scene=scene)
-    timings["postprocess_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - t_all
-    return result.replace(timings={**result.timings, **{k: round(v, 4) for k, v in timings.items()}})
 
 
 def _provenance(
