@@ -354,11 +354,13 @@ def plugin_new(
     name: Annotated[str, typer.Argument(help="Plugin name (letters, digits, '-' or '_').")],
     directory: Annotated[Path, typer.Option("--dir", help="Parent folder for the new package.")] = Path("."),
     force: Annotated[bool, typer.Option(help="Write into an existing non-empty folder.")] = False,
+    with_flow: Annotated[bool, typer.Option("--with-flow", help="Also add a batch flow (rscore_flows hook): "
+                                            "`rscore flows run` and POST /v1/jobs run it.")] = False,
 ) -> None:
-    """Scaffold a working plugin package: reader, template, operator, writer and tests."""
+    """Scaffold a working plugin package: reader, template, operator, writer and tests (and a batch flow)."""
     from rscore.scaffold import new_plugin
 
-    path = new_plugin(name, directory, force=force)
+    path = new_plugin(name, directory, force=force, with_flow=with_flow)
     typer.echo(f"created plugin package {path}\nnext: pip install -e {path} && pytest {path}")
 
 
