@@ -479,8 +479,7 @@ def flows_run(
     batch_tiles: Annotated[Optional[int], typer.Option(help="Tiles per task side (N x N tiles a task).")] = None,
     zones: Annotated[Optional[Path], typer.Option(help="Restricted zones file (scaffold flow).")] = None,
     sample_fps: Annotated[Optional[float], typer.Option(help="Frames per second to sample (scaffold flow).")] = None,
-    refresh: Annotated[Optional[bool], typer.Option("--refresh", help="Recompute instead of reusing stored task "
-                                                    "results.")] = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Recompute, not reusing stored task results.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
     option: Annotated[list[str], typer.Option("--option", "-O", help="Option KEY=VALUE (repeatable).")] = [],  # noqa: B006
     param: Annotated[list[str], typer.Option("--param", "-P", help="Flow parameter KEY=VALUE (repeatable; "
@@ -499,7 +498,8 @@ def flows_run(
     summary = run_flow(
         name, [str(p) for p in inputs], str(out), query=query, tile_size=tile_size, dask_address=dask_address,
         workers=workers, batch_tiles=batch_tiles, options=_parse_options(option) or None,
-        zones=str(zones) if zones else None, sample_fps=sample_fps, refresh=refresh, plugin=plugin, params=params,
+        zones=str(zones) if zones else None, sample_fps=sample_fps, refresh=refresh or None, plugin=plugin,
+        params=params,
     )  # fmt: skip
     typer.echo(json.dumps(summary, indent=2, default=str) if as_json else f"{name}: {summary.get('status')} -> {out}")
     if summary.get("status") == "failed":

@@ -22,11 +22,12 @@ from rscore.plugins import CORE, get_plugin_manager, get_registry
 from rscore.service.jobs import FLOW_OPTIONS, FLOWS, InProcessJobRunner, JobSpec, check_flow_options
 
 ROOT = Path(__file__).resolve().parents[1]
+PLUGINS = [("demo", demo_plugin), ("demoflows", flow_plugin)]
 
 
 @pytest.fixture(scope="module")
 def reg():
-    return get_registry(get_plugin_manager(entry_points=False, extra=[("demo", demo_plugin), ("demoflows", flow_plugin)]))
+    return get_registry(get_plugin_manager(entry_points=False, extra=PLUGINS))
 
 
 @pytest.fixture
@@ -108,7 +109,7 @@ def test_bad_flow_and_item_options_are_refused_at_submission(reg, tmp_path, demo
         base = {"inputs": tuple(demo_files), "query": "bright spots", "plugin": "demo"}
         cases = [
             ({"flow": "demo-count", "flow_options": {"factor": 0}}, "flow_options.factor must be from 1 to 100"),
-            ({"flow": "demo-count", "flow_options": {"factr": 2}}, "does not take flow_options.factr.*did you mean factor"),
+            ({"flow": "demo-count", "flow_options": {"factr": 2}}, "not take flow_options.factr.*did you mean factor"),
             ({"options": {"tile_sise": 64}}, "'tile_sise' \\(did you mean tile_size\\?\\)"),
             ({"options": {"tile_size": 4}}, "option tile_size must be in 16"),
             ({"options": {"planner": "maybe"}}, "planner must be true or false"),
@@ -164,7 +165,7 @@ def test_service_refuses_a_bad_option_with_400_before_the_job_exists(tmp_path, d
     roots.mkdir()
     for p in demo_files:
         p.rename(roots / p.name)
-    reg = get_registry(get_plugin_manager(entry_points=False, extra=[("demo", demo_plugin), ("demoflows", flow_plugin)]))
+    reg = get_registry(get_plugin_manager(entry_points=False, extra=PLUGINS))
     services = Services()
     try:
         client = services.start(reg, allowed_roots=(roots,), output_root=tmp_path / "results", job_runner="inprocess")

@@ -233,6 +233,8 @@ def flows_serve(
 
     from rscore_flows.deployments import build_deployments
 
-    deployments = build_deployments(out, inputs=inputs, params=params, timezone=timezone, crons=crons, registry=registry)
+    deployments = build_deployments(
+        out, inputs=inputs, params=params, timezone=timezone, crons=crons, registry=registry
+    )
     with _ephemeral_timeout():
         serve(*deployments, limit=limit)

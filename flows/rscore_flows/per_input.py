@@ -42,7 +42,15 @@ from rscore.engine import default_registry, validate_query
 from rscore.errors import OptionError
 from rscore.flowspec import load_object
 
-from rscore_flows._common import retry_if_transient, retrying, settle, tune_allocator, unique_names, worker_id, write_json
+from rscore_flows._common import (
+    retry_if_transient,
+    retrying,
+    settle,
+    tune_allocator,
+    unique_names,
+    worker_id,
+    write_json,
+)
 
 __all__ = ["StopRequested", "request_stop", "per_input_flow", "item_summary", "DEFAULT_WORKERS"]
 
@@ -160,7 +168,8 @@ def per_input_flow(
             item, error, _ = settle(fut)
             if item is None:
                 logger.warning("input %d (%s) failed: %s", i, path, error)
-                item = {"index": i, "input": str(path), "state": "failed", "folder": None, "outputs": {}, "error": error}
+                item = {"index": i, "input": str(path), "state": "failed", "folder": None, "outputs": {},
+                        "error": error}  # fmt: skip
             items.append(item)
         ok = sum(1 for it in items if it["state"] == "succeeded")
         status = "ok" if ok == len(items) else ("partial" if ok else "failed")

@@ -16,7 +16,8 @@ function is :func:`rscore_flows.specs.segment_item`; failures, retries and stopp
 
 from __future__ import annotations
 
-from rscore_flows.per_input import StopRequested, _stopping, per_input_flow, request_stop  # noqa: F401 - _stopping: for tests
+from rscore_flows.per_input import _stopping  # noqa: F401 - the service tests watch stop requests through here
+from rscore_flows.per_input import StopRequested, per_input_flow, request_stop
 from rscore_flows.specs import SEGMENT_BATCH
 
 __all__ = ["FLOW_NAME", "TASK_NAME", "SUMMARY_JSON", "StopRequested", "request_stop", "segment_input", "segment_batch"]

@@ -70,7 +70,7 @@ def package_name(name: str) -> str:
     return package
 
 
-_FLOW_IMPORT = "\nfrom {package}.survey import rscore_flows  # noqa: F401 - the flow hook (rscore plugin new --with-flow)"
+_FLOW_IMPORT = "\nfrom {package}.survey import rscore_flows  # noqa: F401 - the flow hook (plugin new --with-flow)"
 _FLOW_LAYOUT = """
 {package}/survey.py     the batch flow {name}-survey: its FlowSpec (rscore_flows hook) and item function
 {package}/flows.py      its Prefect flow (a task per input; needs rscore[flows])

@@ -52,7 +52,8 @@ aggregating runs cannot be stopped from the UI while they run here.
 Limits, stated plainly: runs execute in the service process (``RSCORE_JOB_WORKERS`` at a time; they share its CPUs
 with ``/v1/segment``). On shutdown, queued runs are set Cancelled (including one submitted while the service was
 stopping), running per-input runs stop at their next tile (Cancelled), running aggregating runs finish first
-(the built-in ones are resumable: a rerun reuses finished batches). A service killed outright leaves its running flow runs
+(the built-in ones are resumable: a rerun reuses finished batches). A service killed outright leaves its running flow
+runs
 Running and its queued ones Scheduled in Prefect (no heartbeat). A flow run takes its plugins from the
 installed entry points (:func:`rscore.engine.default_registry`), as any flow run does. The Prefect server caps every
 list query (``PREFECT_SERVER_API_DEFAULT_LIMIT``, 200 by default): task runs and watched flow runs are read page by
