@@ -59,6 +59,9 @@ FlowParamType = Literal["int", "float", "bool", "str", "names", "path"]
 FLOW_PARAM_TYPES: tuple[str, ...] = ("int", "float", "bool", "str", "names", "path")
 STANDARD_PARAMS = ("inputs", "out", "query", "plugin", "options")
 """Parameters every flow takes (``plugin`` only where its function has it); not declared as :class:`FlowParam`."""
+PER_INPUT_ARGUMENTS = ("retries", "retry_delay_s")
+"""Declared parameters of a per-input flow that are arguments of its Prefect flow; the others reach ``run_item`` in
+its ``params`` mapping (:meth:`FlowSpec.item_params`)."""
 MAX_NAMES = 50
 MAX_TEXT = 200
 
@@ -252,6 +255,14 @@ class FlowSpec:
                 raise OptionError(f"flow '{self.name}' does not take {what} (it takes: {have}){hint}")
             out[key] = spec.check(value, what, resolve_path)
         return out
+
+    def item_params(self, checked: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A per-input flow's checked parameters split into ``(flow arguments, params for run_item)``; the
+        ``run_item`` params carry every declared default not given."""
+        direct = {k: v for k, v in checked.items() if k in PER_INPUT_ARGUMENTS}
+        rest = {p.name: p.default for p in self.params if p.default is not None and p.name not in PER_INPUT_ARGUMENTS}
+        rest.update({k: v for k, v in checked.items() if k not in PER_INPUT_ARGUMENTS})
+        return direct, rest
 
     def check_query(self, query: str | None) -> None:
         if self.query == "required" and not (query and str(query).strip()):

@@ -16,7 +16,7 @@ def count_item(path, out_dir, *, query, plugin, options, params, registry, progr
 
     result = engine.run(path, query, plugin="demo", out_dir=out_dir, options=options, registry=registry,
                         progress=progress)  # fmt: skip
-    factor = int(params.get("factor", 1))
+    factor = int(params["factor"])  # declared with a default: always given (FlowSpec.item_params)
     (Path(out_dir) / "count.txt").write_text(str(len(result.instances) * factor))
     return result
 

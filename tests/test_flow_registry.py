@@ -153,6 +153,9 @@ def test_plugin_flow_runs_in_the_in_process_job_runner(reg, tmp_path, demo_files
         assert [i.instance_count for i in job.items] == [1, 2]
         assert [(tmp_path / "out" / i.result_id / "count.txt").read_text() for i in job.items] == ["10", "20"]
         assert all("result" in i.outputs for i in job.items)
+        job = wait_done(runner, runner.submit(JobSpec(tuple(demo_files[:1]), "bright spots", flow="demo-count")).id)
+        assert job.state == "succeeded", job  # run_item got the declared default factor
+        assert (tmp_path / "out" / job.items[0].result_id / "count.txt").read_text() == "1"
     finally:
         runner.close()
 
@@ -217,3 +220,27 @@ def test_job_runners_and_the_flow_registry_are_in_no_import_cycle_even_inside_fu
     assert "rscore.service.prefect_jobs" in graph["rscore.service.jobs"]  # the graph sees function-level imports
     tangled = [sorted(mine & set(c)) for c in cycles(graph) if mine & set(c)]
     assert not tangled, tangled
+
+
+def test_an_installed_plugin_whose_flows_fail_is_left_out(tmp_path, monkeypatch, caplog):
+    import sys
+    import textwrap
+
+    (tmp_path / "rscore_badflows.py").write_text(textwrap.dedent("""
+        from rscore import hookimpl
+
+        @hookimpl
+        def rscore_flows():
+            raise RuntimeError("flows config missing")
+    """))
+    dist = tmp_path / "rscore_badflows-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: rscore-badflows\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[rscore]\nbadflows = rscore_badflows\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("rscore_badflows", None)
+    reg = get_registry(get_plugin_manager())
+    with caplog.at_level("WARNING", logger="rscore.flowspec"):
+        specs = flow_specs(reg)
+    assert {"segment-batch", "landslide-risk-mapping", "scaffold-compliance"} <= set(specs)
+    assert "plugin 'badflows' failed in rscore_flows(): RuntimeError: flows config missing" in caplog.text

@@ -186,11 +186,8 @@ def flows_run(
                                 "options": opts or None}  # fmt: skip
         if query is not None:
             call["query"] = query
-        direct = {k: v for k, v in checked.items() if k in ("retries", "retry_delay_s")}
-        rest = {k: v for k, v in checked.items() if k not in direct}
-        call.update(direct)
-        if rest:
-            call["params"] = rest
+        direct, rest = spec.item_params(checked)
+        call.update(direct, params=rest)
     else:
         call = {"inputs": [os.fspath(i) for i in inputs], "out": os.fspath(out), "options": opts or None, **checked}
         if query is not None:

@@ -196,6 +196,7 @@ class InProcessJobRunner:
 
         flow = get_flow(spec.flow, self.registry)
         run_item = flow.item_function()
+        params = flow.item_params(spec.flow_options)[1]
         self._update(job_id, state="running", started=_now())
 
         def progress(done: int, total: int) -> None:
@@ -216,7 +217,7 @@ class InProcessJobRunner:
             try:
                 result = run_item(
                     str(path), str(out_dir), query=spec.query, plugin=spec.plugin or flow.plugin,
-                    options=dict(spec.options), params=dict(spec.flow_options), registry=self.registry,
+                    options=dict(spec.options), params=params, registry=self.registry,
                     progress=progress,
                 )  # fmt: skip
             except Cancelled as exc:

@@ -218,10 +218,10 @@ class PrefectJobRunner:
         fo = dict(spec.flow_options)
         if flow.per_input:
             ids = [self._new_result_id() for _ in inputs]
+            direct, rest = flow.item_params(fo)
             params = {"inputs": inputs, "query": spec.query, "out": str(self.output_root),
-                      "plugin": spec.plugin or flow.plugin, "options": options, "result_ids": ids, "summary": False}
-            if fo:
-                params["params"] = fo
+                      "plugin": spec.plugin or flow.plugin, "options": options, "result_ids": ids, "summary": False,
+                      "params": rest, **direct}  # fmt: skip
             return params, list(ids), None
         job_dir = self._new_result_id()
         params = {"inputs": inputs, "out": str(self.output_root / job_dir), "query": spec.query,
