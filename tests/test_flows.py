@@ -242,9 +242,20 @@ def test_tiled_flow_equals_rscore_run_and_reuses_results(prefect_api, region, tm
     assert "| hills | ok | 20 / 0 / 0 |" in report and "high km2" in report
     assert json.loads((out / "landslide-summary.json").read_text())["status"] == "ok"
 
+    ref_doc = json.loads((region["dem"].parent / "ref" / "result.json").read_text())
+    assert set(doc["provenance"]) == set(ref_doc["provenance"]) | {"flow"}  # the engine's finish stage, not a copy
+    for key in ("absent", "instances", "caveats", "confidence", "classes"):
+        assert doc[key] == ref_doc[key], key
+
     again = flows_run("landslide-risk-mapping", [str(region["dem"])], out, tile_size=TILE, batch_tiles=2)
     assert again["regions"][0]["tiles"] == {"total": 20, "bad": 0, "computed": 0, "reused": 20}
     np.testing.assert_array_equal(_read(folder / "mask.tif"), region["mask"])
+
+    secret = flows_run("landslide-risk-mapping", [str(region["dem"])], tmp_path / "secret", tile_size=TILE,
+                       options={"endpoint": "https://user:hunter2@vlm.example/v1"})  # fmt: skip
+    assert secret["status"] == "ok"
+    text = (tmp_path / "secret" / "regions" / "hills" / "result.json").read_text()
+    assert "hunter2" not in text and "https://***@vlm.example/v1" in text  # credentials redacted, as rscore run does
 
 
 def test_segment_batch_runs_any_plugin_from_rscore_flows_run(prefect_api, region, tmp_path):
