@@ -26,6 +26,15 @@ def rscore_writers() -> list[Writer]:
 
 
 @hookimpl
+def rscore_flows() -> list[Any]:
+    try:  # the flows ship with the core distribution (package rscore_flows under flows/); Prefect is optional
+        from rscore_flows.specs import BUILTIN_FLOWS
+    except ImportError:  # pragma: no cover - a copy of rscore without its flows package
+        return []
+    return list(BUILTIN_FLOWS)
+
+
+@hookimpl
 def rscore_options() -> list[Param]:
     return core_options()
 

@@ -31,7 +31,7 @@ app = typer.Typer(
 plugins_app = typer.Typer(help="Installed plugins.", no_args_is_help=True)
 templates_app = typer.Typer(help="Query templates of the installed plugins.", no_args_is_help=True)
 plugin_app = typer.Typer(help="Plugin SDK: scaffold a new plugin package.", no_args_is_help=True)
-flows_app = typer.Typer(help="Prefect batch flows: landslide-risk mapping, scaffold compliance, segment batch.",
+flows_app = typer.Typer(help="Prefect batch flows (rscore's and the plugins'): list, run, serve, prefect.yaml.",
                         no_args_is_help=True)
 models_app = typer.Typer(help="Model registry: which weights are here, fetching and checking them.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
@@ -354,11 +354,13 @@ def plugin_new(
     name: Annotated[str, typer.Argument(help="Plugin name (letters, digits, '-' or '_').")],
     directory: Annotated[Path, typer.Option("--dir", help="Parent folder for the new package.")] = Path("."),
     force: Annotated[bool, typer.Option(help="Write into an existing non-empty folder.")] = False,
+    with_flow: Annotated[bool, typer.Option("--with-flow", help="Also add a batch flow (rscore_flows hook): "
+                                            "`rscore flows run` and POST /v1/jobs run it.")] = False,
 ) -> None:
-    """Scaffold a working plugin package: reader, template, operator, writer and tests."""
+    """Scaffold a working plugin package: reader, template, operator, writer and tests (and a batch flow)."""
     from rscore.scaffold import new_plugin
 
-    path = new_plugin(name, directory, force=force)
+    path = new_plugin(name, directory, force=force, with_flow=with_flow)
     typer.echo(f"created plugin package {path}\nnext: pip install -e {path} && pytest {path}")
 
 
@@ -451,7 +453,7 @@ def finetune(
 
 @flows_app.command("list")
 def flows_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """The batch flows, their inputs and deployment schedules."""
+    """Every registered flow (rscore's and the plugins'): what a job item is, parameters, schedules."""
     from rscore_flows.cli import flows_list as list_flows
 
     rows = list_flows()
@@ -464,30 +466,41 @@ def flows_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
 
 @flows_app.command("run")
 def flows_run(
-    name: Annotated[str, typer.Argument(help="landslide-risk-mapping, scaffold-compliance or segment-batch.")],
-    inputs: Annotated[list[Path], typer.Argument(help="Rasters (landslide), clips/folders (scaffold), anything "
-                                                      "`rscore run` reads (segment-batch).")],
+    name: Annotated[str, typer.Argument(help="A flow of `rscore flows list` (e.g. landslide-risk-mapping, "
+                                             "scaffold-compliance, segment-batch).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Its inputs: files, folders or globs (one job item each, or "
+                                                      "as the flow groups them).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (also holds resumable task results).")],
-    query: Annotated[Optional[str], typer.Option(help="Query (landslide: optional; segment-batch: required).")] = None,
-    plugin: Annotated[Optional[str], typer.Option(help="Plugin for segment-batch.")] = None,
-    tile_size: Annotated[int, typer.Option(help="Tile size in pixels.", min=64)] = 1024,
+    query: Annotated[Optional[str], typer.Option(help="Query (required or optional, as the flow says).")] = None,
+    plugin: Annotated[Optional[str], typer.Option(help="Plugin (flows not tied to one plugin).")] = None,
+    tile_size: Annotated[Optional[int], typer.Option(help="Tile size in pixels (flows that tile).", min=16)] = None,
     dask_address: Annotated[Optional[str], typer.Option(help="Run tasks on this dask.distributed scheduler.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Local Dask workers (without --dask-address).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Task threads / local Dask workers.")] = None,
     batch_tiles: Annotated[Optional[int], typer.Option(help="Tiles per task side (N x N tiles a task).")] = None,
     zones: Annotated[Optional[Path], typer.Option(help="Restricted zones file (scaffold flow).")] = None,
     sample_fps: Annotated[Optional[float], typer.Option(help="Frames per second to sample (scaffold flow).")] = None,
-    refresh: Annotated[bool, typer.Option(help="Recompute instead of reusing stored task results.")] = False,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Recompute, not reusing stored task results.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
     option: Annotated[list[str], typer.Option("--option", "-O", help="Option KEY=VALUE (repeatable).")] = [],  # noqa: B006
+    param: Annotated[list[str], typer.Option("--param", "-P", help="Flow parameter KEY=VALUE (repeatable; "
+                                             "`rscore flows list --json` lists each flow's).")] = [],  # noqa: B006
 ) -> None:
-    """Run a flow now (resumable: a rerun reuses every finished task)."""
+    """Run a flow now (resumable: a rerun reuses every finished task). Bad parameters or options: exit 2 before
+    anything runs."""
     from rscore_flows.cli import flows_run as run_flow
 
+    params: dict[str, str] = {}
+    for item in param:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise OptionError(f"--param expects KEY=VALUE, got {item!r}")
+        params[key.strip()] = value
     summary = run_flow(
         name, [str(p) for p in inputs], str(out), query=query, tile_size=tile_size, dask_address=dask_address,
         workers=workers, batch_tiles=batch_tiles, options=_parse_options(option) or None,
-        zones=str(zones) if zones else None, sample_fps=sample_fps, refresh=refresh, plugin=plugin,
-    )
+        zones=str(zones) if zones else None, sample_fps=sample_fps, refresh=refresh or None, plugin=plugin,
+        params=params,
+    )  # fmt: skip
     typer.echo(json.dumps(summary, indent=2, default=str) if as_json else f"{name}: {summary.get('status')} -> {out}")
     if summary.get("status") == "failed":
         raise _ExitWithMessage(f"{name} failed: see {out} for the run summary", 1)
@@ -495,10 +508,18 @@ def flows_run(
 
 @flows_app.command("serve")
 def flows_serve() -> None:
-    """Serve both flows as deployments with cron schedules (inputs from RSCORE_* variables; see flows/README.md)."""
+    """Serve every scheduled flow as a deployment with its cron schedule (inputs from RSCORE_* variables)."""
     from rscore_flows.cli import flows_serve as serve_flows
 
     serve_flows()
+
+
+@flows_app.command("prefect-yaml")
+def flows_prefect_yaml() -> None:
+    """Print prefect.yaml declaring every scheduled flow for work pools (`prefect deploy --all`)."""
+    from rscore_flows.deployments import render_prefect_yaml
+
+    typer.echo(render_prefect_yaml(), nl=False)
 
 
 @app.command()

@@ -11,7 +11,7 @@ through these same hooks (plugin name ``core``). Every implementation is validat
 plugin manager is built (:func:`rscore.plugins.get_plugin_manager`), so a misspelt hook or argument is an error
 naming the plugin.
 
-Collection hooks (``rscore_readers`` ... ``rscore_adapters``) are called once per process when the registry is
+Collection hooks (``rscore_readers`` ... ``rscore_adapters``, ``rscore_flows``) are called once per process when the registry is
 built; each returns a list, and the lists of all plugins are concatenated. The processing hooks
 (``rscore_preprocess``, ``rscore_postprocess``) are called per request, only for the plugin in use (and ``core``),
 each implementation receiving what the previous one returned.
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from rscore.flowspec import FlowSpec
     from rscore.sdk import AdapterSpec, BackendSpec, Operator, Param, Reader, Template, Writer
     from rscore.types import Request, Result, Scene
 
@@ -94,6 +95,21 @@ def rscore_options() -> list[Param]:
     Called once when the registry is built. An option that no installed plugin, operator or the core declares is
     an :class:`rscore.errors.OptionError` with the closest known names, so a typo (``tile_sise``) is never silently
     ignored. A name may be declared by several plugins (e.g. ``zones``); the first declaration is listed.
+    """
+
+
+@hookspec
+def rscore_flows() -> list[FlowSpec]:
+    """Return batch flows (:class:`rscore.flowspec.FlowSpec`): a Prefect flow over many inputs, its typed
+    parameters and defaults, what one job item is, an optional schedule.
+
+    Called once per registry, the first time flows are listed (:func:`rscore.flowspec.flow_specs`); keep it cheap
+    and refer to the flow by import path (``"my_plugin.flows:my_flow"``) so that listing flows does not import
+    Prefect. Flow names are global: a name registered twice is a :class:`rscore.errors.PluginError`. What a flow
+    contributes is listed by ``rscore flows list``, run by ``rscore flows run NAME``, accepted by the service's
+    ``POST /v1/jobs`` (``"flow": NAME``; per-input flows also by the in-process job runner) and, when it has a
+    schedule, served by ``rscore flows serve`` and declared in ``prefect.yaml``. rscore's own flows register here
+    too (plugin ``core``).
     """
 
 

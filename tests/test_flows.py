@@ -171,8 +171,20 @@ def test_inputs_runner_and_cli_errors(tmp_path, region):
         flows_run("segment-batch", [str(region["dem"])], tmp_path)
     with pytest.raises(OptionError, match="does not take dask_address"):
         flows_run("segment-batch", [str(region["dem"])], tmp_path, query="steep", dask_address="tcp://h:8786")
-    with pytest.raises(OptionError, match="does not take a plugin"):
-        flows_run("landslide-risk-mapping", [str(region["dem"])], tmp_path, plugin="earth")
+    with pytest.raises(OptionError, match="runs the 'earth' plugin's templates, not 'surgical'"):
+        flows_run("landslide-risk-mapping", [str(region["dem"])], tmp_path, plugin="surgical")
+    # checked before anything runs (exit 2 on the command line): flow parameters, typed, and the -O options
+    with pytest.raises(OptionError, match="batch_tiles must be from 1"):
+        flows_run("landslide-risk-mapping", [str(region["dem"])], tmp_path, batch_tiles=0)
+    with pytest.raises(OptionError, match="stride must be a whole number"):
+        flows_run("scaffold-compliance", [str(tmp_path)], tmp_path, params={"stride": "two"})
+    with pytest.raises(OptionError, match="'tile_sise' \\(did you mean tile_size\\?\\)"):
+        flows_run("segment-batch", [str(region["dem"])], tmp_path, query="steep", options={"tile_sise": 64})
+    with pytest.raises(OptionError, match="option slope_min_deg must be in 0..90"):
+        flows_run("segment-batch", [str(region["dem"])], tmp_path, query="steep", options={"slope_min_deg": 200})
+    with pytest.raises(OptionError, match="unknown safety template 'hivs'"):
+        flows_run("scaffold-compliance", [str(tmp_path)], tmp_path, templates=["hivs"])
+    assert not any(tmp_path.iterdir())  # nothing ran, nothing was written
     with pytest.raises(InputError, match="matches nothing"):
         flows_run("segment-batch", [str(tmp_path / "*.nothing")], tmp_path, query="steep")
     with pytest.raises(OptionError, match="unknown flow"):
@@ -230,9 +242,20 @@ def test_tiled_flow_equals_rscore_run_and_reuses_results(prefect_api, region, tm
     assert "| hills | ok | 20 / 0 / 0 |" in report and "high km2" in report
     assert json.loads((out / "landslide-summary.json").read_text())["status"] == "ok"
 
+    ref_doc = json.loads((region["dem"].parent / "ref" / "result.json").read_text())
+    assert set(doc["provenance"]) == set(ref_doc["provenance"]) | {"flow"}  # the engine's finish stage, not a copy
+    for key in ("absent", "instances", "caveats", "confidence", "classes"):
+        assert doc[key] == ref_doc[key], key
+
     again = flows_run("landslide-risk-mapping", [str(region["dem"])], out, tile_size=TILE, batch_tiles=2)
     assert again["regions"][0]["tiles"] == {"total": 20, "bad": 0, "computed": 0, "reused": 20}
     np.testing.assert_array_equal(_read(folder / "mask.tif"), region["mask"])
+
+    secret = flows_run("landslide-risk-mapping", [str(region["dem"])], tmp_path / "secret", tile_size=TILE,
+                       options={"endpoint": "https://user:hunter2@vlm.example/v1"})  # fmt: skip
+    assert secret["status"] == "ok"
+    text = (tmp_path / "secret" / "regions" / "hills" / "result.json").read_text()
+    assert "hunter2" not in text and "https://***@vlm.example/v1" in text  # credentials redacted, as rscore run does
 
 
 def test_segment_batch_runs_any_plugin_from_rscore_flows_run(prefect_api, region, tmp_path):
@@ -483,9 +506,11 @@ def test_deployments_match_prefect_yaml(region, tmp_path):
     import yaml
     from prefect.flows import load_flow_from_entrypoint
 
-    from rscore_flows.deployments import DEPLOYMENTS, build_deployments
+    from rscore_flows.deployments import DEPLOYMENTS, build_deployments, render_prefect_yaml
 
-    deps = build_deployments(tmp_path / "flows-out", [str(region["dem"])], [str(tmp_path)], timezone="Europe/Rome")
+    assert {s.flow for s in DEPLOYMENTS} == set(FLOW_NAMES)  # every scheduled flow of the registry
+    inputs = {lrm.FLOW_NAME: [str(region["dem"])], sc.FLOW_NAME: [str(tmp_path)]}
+    deps = build_deployments(tmp_path / "flows-out", inputs, timezone="Europe/Rome", params={"zones": "z.json"})
     by_name = {d.name: d for d in deps}
     assert set(by_name) == {s.name for s in DEPLOYMENTS}
     for spec in DEPLOYMENTS:
@@ -495,10 +520,14 @@ def test_deployments_match_prefect_yaml(region, tmp_path):
         assert d.parameters["out"] == str((tmp_path / "flows-out" / spec.flow).absolute())
         assert d.entrypoint == spec.entrypoint
     assert by_name["daily-report"].parameters["day"] == "today"
+    assert by_name["daily-report"].parameters["zones"] == str(Path("z.json").absolute())
+    assert "zones" not in by_name["nightly"].parameters  # only to flows that declare it
     with pytest.raises(OptionError, match="nothing to serve"):
         build_deployments(tmp_path)
 
-    doc = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    text = (REPO / "prefect.yaml").read_text()
+    assert text == render_prefect_yaml(), "prefect.yaml is generated: rscore flows prefect-yaml > prefect.yaml"
+    doc = yaml.safe_load(text)
     declared = {d["name"]: d for d in doc["deployments"]}
     assert set(declared) == {s.name for s in DEPLOYMENTS}
     for spec in DEPLOYMENTS:

@@ -24,6 +24,7 @@ def test_spec_list_is_what_we_think():
     assert SPECS == [
         "rscore_adapters",
         "rscore_backends",
+        "rscore_flows",
         "rscore_operators",
         "rscore_options",
         "rscore_postprocess",
@@ -75,6 +76,23 @@ def case_options(reg, tmp_path):
 def case_adapters(reg, tmp_path):
     (adapter,) = [a for a in reg.adapters if a.plugin == "demo"]
     assert adapter.name == "demo-lora" and adapter.augmentations == ("hflip",)
+
+
+def case_flows(reg, tmp_path):
+    import demo_plugin
+    import flow_plugin
+
+    from rscore.flowspec import flow_specs
+
+    assert list(flow_specs(reg)) == ["landslide-risk-mapping", "scaffold-compliance", "segment-batch"]  # core's
+    reg = get_registry(get_plugin_manager(entry_points=False, extra=[("demo", demo_plugin), ("demoflows", flow_plugin)]))
+    flows = flow_specs(reg)
+    assert flows["demo-count"].plugin_name == "demoflows" and flows["segment-batch"].plugin_name == CORE
+    src = write_demo(tmp_path / "x.demo", np.full((8, 8), 200, np.uint8))
+    run_item = flows["demo-count"].item_function()
+    res = run_item(str(src), str(tmp_path / "o"), query="bright spots", plugin="demo", options={},
+                   params={"factor": 3}, registry=reg)  # fmt: skip
+    assert (tmp_path / "o" / "count.txt").read_text() == "3" and len(res.instances) == 1
 
 
 def case_writers(reg, tmp_path):

@@ -200,6 +200,12 @@ def test_bad_requests_are_4xx_and_submit_nothing(service, roots: Path, tmp_path:
     assert_error(post(flow="scaffold-compliance", flow_options={"zones": str(outside)}), 403, "zones")
     assert_error(post(options={"aux": "/etc/passwd"}), 403)
     assert_error(post(options={"weights": "/models"}), 400, "operator")
+    # checked at submission, not per item later: -O names and values, typed flow options, the flow's own checks
+    assert_error(post(options={"tile_sise": 64}), 400, "did you mean tile_size")
+    assert_error(post(options={"slope_min_deg": 200}), 400, "slope_min_deg")
+    assert_error(post(flow="scaffold-compliance", flow_options={"stride": 0}), 400, "stride")
+    assert_error(post(flow="scaffold-compliance", flow_options={"templates": ["hivs"]}), 400, "hivs")
+    assert_error(post(flow="landslide-risk-mapping", flow_options={"batch_tiles": "two"}), 400, "batch_tiles")
     assert len(service_runs()) == before  # nothing reached Prefect
 
 

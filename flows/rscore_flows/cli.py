@@ -21,48 +21,28 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from rscore.errors import InputError, OptionError
-
-from rscore_flows import ALL_FLOWS, FLOW_NAMES
+from rscore.errors import InputError
 
 __all__ = ["flows_list", "flows_run", "flows_serve", "EPHEMERAL_STARTUP_TIMEOUT_S"]
 
 EPHEMERAL_STARTUP_TIMEOUT_S = 90
-_INPUT_KINDS = {
-    "landslide-risk-mapping": "rasters (GeoTIFF DEMs, optional --aux imagery): files, folders or globs",
-    "scaffold-compliance": "video clips: files, camera folders or globs",
-    "segment-batch": "anything `rscore run` reads, one input per file or folder (a DICOM series, a frame folder)",
-}
 
 
-def flows_list() -> list[dict[str, Any]]:
-    """``[{"name", "description", "inputs", "deployment", "cron", "entrypoint"}]`` for every flow."""
-    from rscore_flows.deployments import spec_for
+def _registry(registry: Any = None) -> Any:
+    if registry is not None:
+        return registry
+    from rscore.engine import default_registry
 
-    rows = []
-    for name in FLOW_NAMES:
-        spec = spec_for(name)
-        rows.append(
-            {
-                "name": name,
-                "description": spec.description,
-                "inputs": _INPUT_KINDS[name],
-                "deployment": f"{name}/{spec.name}",
-                "cron": spec.cron,
-                "entrypoint": spec.entrypoint,
-            }
-        )
-    rows.append(
-        {
-            "name": "segment-batch",
-            "description": "One query over many inputs with any plugin, a task per input (what POST /v1/jobs runs).",
-            "inputs": _INPUT_KINDS["segment-batch"],
-            "deployment": None,
-            "cron": None,
-            "entrypoint": "rscore_flows.segment_batch.segment_batch",
-        }
-    )
-    return rows
+    return default_registry()
+
+
+def flows_list(registry: Any = None) -> list[dict[str, Any]]:
+    """Every registered flow (:func:`rscore.flowspec.flow_specs`: rscore's and the plugins'), as JSON-able dicts:
+    ``name``, ``description``, ``inputs`` / ``item`` (what one job item is), ``params`` (typed, with defaults),
+    ``deployment`` and ``cron`` (``None`` when not scheduled), ``entrypoint``, ``registered_by``..."""
+    from rscore.flowspec import flow_specs
+
+    return [spec.to_dict() for spec in flow_specs(_registry(registry)).values()]
 
 
 def _batch_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -155,97 +135,67 @@ def _ephemeral_timeout() -> Iterator[None]:
         yield
 
 
+_LEGACY = ("tile_size", "dask_address", "workers", "ray_address", "batch_tiles", "zones", "templates", "sample_fps",
+           "stride", "day", "retries", "retry_delay_s", "refresh")  # keyword arguments this function always took
+
+
 def flows_run(
     name: str,
     inputs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     query: str | None = None,
-    tile_size: int = 1024,
+    tile_size: int | None = None,
     dask_address: str | None = None,
     *,
-    workers: int | None = None,
-    ray_address: str | None = None,
-    batch_tiles: int | None = None,
     options: Mapping[str, Any] | None = None,
-    zones: str | os.PathLike[str] | None = None,
-    templates: Sequence[str] | None = None,
-    sample_fps: float | None = None,
-    stride: int | None = None,
-    day: str | None = None,
-    retries: int | None = None,
-    retry_delay_s: float | None = None,
-    refresh: bool = False,
     plugin: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    registry: Any = None,
+    **named: Any,
 ) -> dict[str, Any]:
-    """Run flow ``name`` on ``inputs`` into ``out`` and return its summary (also written under ``out``).
+    """Run flow ``name`` (any registered flow) on ``inputs`` into ``out`` and return its summary (also written
+    under ``out``).
 
-    Common: ``query`` (landslide: the query, default "landslide-prone areas"; scaffold: an extra free-text query),
-    ``dask_address`` / ``ray_address`` / ``workers`` (task runner), ``options`` (request options, as ``-O k=v``),
-    ``retries`` and ``retry_delay_s`` (seconds before the first retry, doubling), ``refresh`` (ignore persisted
-    results). Landslide only: ``tile_size`` (px), ``batch_tiles`` (tiles per side of a task). Scaffold only:
-    ``zones`` (restricted zones file), ``templates``, ``sample_fps`` / ``stride``, ``day``; ``tile_size`` is not
-    used. segment-batch: ``query`` (required) and ``plugin`` on every input (files or folders as given, globs
-    expanded) into ``out/<input name>/``, on local threads; ``options``, ``retries``, ``retry_delay_s``. Options of
-    another flow are refused with :class:`OptionError`.
+    ``query`` and ``plugin`` as the flow takes them (:class:`~rscore.flowspec.FlowSpec`: a required or optional
+    query; a flow tied to a plugin refuses another), ``options`` the request options (as ``-O k=v``). Every other
+    parameter is one the flow declares (``rscore flows list --json`` shows them with types and defaults), given in
+    ``params`` or by name (``tile_size=64, batch_tiles=2, zones=..., sample_fps=..., workers=1, retries=0``); text
+    values convert as on the command line (``-P stride=2``). Anything the flow does not take, a value of the wrong
+    type, an unknown ``-O`` option or what the flow's own checks refuse is an :class:`OptionError` before it runs.
+    Per-input flows take each file or folder given as one input (globs expanded; a missing one is an
+    :class:`InputError`).
     """
-    if name not in ALL_FLOWS:
-        raise OptionError(f"unknown flow '{name}' (have: {', '.join(ALL_FLOWS)})")
-    if name == "segment-batch":
-        from rscore_flows.segment_batch import segment_batch as batch_flow
+    from rscore.flowspec import check_item_options, get_flow
 
-        other = {"dask_address": dask_address, "workers": workers, "ray_address": ray_address,
-                 "batch_tiles": batch_tiles, "zones": zones, "templates": templates, "sample_fps": sample_fps,
-                 "stride": stride, "day": day}
-        given = [k for k, v in other.items() if v is not None]
-        if given:
-            raise OptionError(f"flow '{name}' does not take {', '.join(given)}")
-        if not query:
-            raise OptionError("flow 'segment-batch' needs a query (--query)")
-        params = {"inputs": _batch_inputs(inputs), "query": query, "out": os.fspath(out), "plugin": plugin,
-                  "options": dict(options) if options else None}
-        for key, value in (("retries", retries), ("retry_delay_s", retry_delay_s)):
-            if value is not None:
-                params[key] = value
-        with _ephemeral_timeout():
-            state = batch_flow(**params, return_state=True)
-        return _summary(name, state)
-    if plugin is not None:
-        raise OptionError(f"flow '{name}' does not take a plugin (it uses its own)")
-    common: dict[str, Any] = {
-        "inputs": [os.fspath(i) for i in inputs],
-        "out": os.fspath(out),
-        "options": dict(options) if options else None,
-        "dask_address": dask_address,
-        "workers": workers,
-        "ray_address": ray_address,
-        "refresh": refresh,
-    }
-    for key, value in (("retries", retries), ("retry_delay_s", retry_delay_s)):
-        if value is not None:
-            common[key] = value
-    if name == "landslide-risk-mapping":
-        from rscore_flows.landslide_risk_mapping import landslide_risk_mapping as flow_obj
-
-        other = {"zones": zones, "templates": templates, "sample_fps": sample_fps, "stride": stride, "day": day}
-        params = {**common, "tile_size": tile_size}
+    reg = _registry(registry)
+    spec = get_flow(name, reg)
+    unknown = sorted(set(named) - set(_LEGACY))
+    if unknown:
+        raise TypeError(f"flows_run() got unexpected keyword arguments: {', '.join(unknown)}")
+    given = {"tile_size": tile_size, "dask_address": dask_address, **named, **dict(params or {})}
+    checked = spec.check_params({k: v for k, v in given.items() if v is not None})
+    spec.check_query(query)
+    if plugin is not None and spec.plugin is not None and plugin != spec.plugin:
+        spec.check_plugin(plugin)
+    reg.require_plugin(plugin or spec.plugin)
+    opts = dict(options or {})
+    check_item_options(opts, reg)
+    flow_obj = spec.load()
+    if spec.per_input:
+        call: dict[str, Any] = {"inputs": _batch_inputs(inputs), "out": os.fspath(out), "plugin": plugin or spec.plugin,
+                                "options": opts or None}  # fmt: skip
         if query is not None:
-            params["query"] = query
-        if batch_tiles is not None:
-            params["batch_tiles"] = batch_tiles
+            call["query"] = query
+        direct, rest = spec.item_params(checked)
+        call.update(direct, params=rest)
     else:
-        from rscore_flows.scaffold_compliance import scaffold_compliance as flow_obj
-
-        other = {"batch_tiles": batch_tiles}
-        params = {**common, "query": query, "zones": os.fspath(zones) if zones else None, "stride": stride, "day": day}
-        if templates is not None:
-            params["templates"] = list(templates)
-        if sample_fps is not None:
-            params["sample_fps"] = sample_fps
-    given = [k for k, v in other.items() if v is not None]
-    if given:
-        raise OptionError(f"flow '{name}' does not take {', '.join(given)}")
+        call = {"inputs": [os.fspath(i) for i in inputs], "out": os.fspath(out), "options": opts or None, **checked}
+        if query is not None:
+            call["query"] = query
+        if spec.prepare is not None:
+            call = spec.prepare(call, reg)
     with _ephemeral_timeout():
-        state = flow_obj(**params, return_state=True)
+        state = flow_obj(**call, return_state=True)
     return _summary(name, state)
 
 
@@ -260,31 +210,28 @@ def _summary(name: str, state: Any) -> dict[str, Any]:
 
 def flows_serve(
     out: str | os.PathLike[str] | None = None,
-    landslide_inputs: Sequence[str] = (),
-    scaffold_inputs: Sequence[str] = (),
+    inputs: Mapping[str, Sequence[str]] | None = None,
     *,
-    query: str | None = None,
-    tile_size: int | None = None,
-    zones: str | None = None,
-    dask_address: str | None = None,
+    params: Mapping[str, Any] | None = None,
     timezone: str | None = None,
     crons: Mapping[str, str] | None = None,
     limit: int | None = None,
+    registry: Any = None,
 ) -> None:
-    """Serve the scheduled deployments (nightly landslide mapping, daily compliance report) until interrupted.
+    """Serve the scheduled deployments of every flow that has a schedule and inputs (the built-ins: nightly
+    landslide mapping, daily compliance report) until interrupted.
 
-    Empty arguments fall back to the ``RSCORE_*`` environment variables of :mod:`rscore_flows.deployments`;
-    ``limit`` caps concurrent runs. Needs a Prefect API that stays up (``prefect server start`` and
-    ``PREFECT_API_URL``), or Prefect's temporary server for the life of this process.
+    ``inputs`` by flow name and ``out`` fall back to the environment variables of :mod:`rscore_flows.deployments`;
+    ``params`` are given to every flow that declares them; ``limit`` caps concurrent runs. Needs a Prefect API that
+    stays up (``prefect server start`` and ``PREFECT_API_URL``), or Prefect's temporary server for the life of this
+    process.
     """
     from prefect import serve
 
     from rscore_flows.deployments import build_deployments
 
     deployments = build_deployments(
-        out, landslide_inputs, scaffold_inputs, query=query, tile_size=tile_size, zones=zones,
-        dask_address=dask_address, timezone=timezone, crons=crons,
-    )  # fmt: skip
+        out, inputs=inputs, params=params, timezone=timezone, crons=crons, registry=registry
+    )
     with _ephemeral_timeout():
         serve(*deployments, limit=limit)
-

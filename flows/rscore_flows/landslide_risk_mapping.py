@@ -60,10 +60,15 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
 from rscore.engine import DEFAULTS, default_registry, validate_query, write_outputs
-from rscore.engine.analytic import merge_notes
+from rscore.engine.analytic import TileStitcher
+from rscore.engine.execute import Execution
+from rscore.engine.finish import finish_result
+from rscore.engine.plan import Planned
+from rscore.engine.analytic import run_tile as engine_run_tile
+from rscore.engine.parallel import TileResult
 from rscore.errors import InternalError, OptionError, RscoreError
-from rscore.sdk import OpContext, ProgramOutput, Template
-from rscore.tiling import TiledArray, iter_tiles, make_sink
+from rscore.sdk import Template
+from rscore.tiling import iter_tiles
 from rscore.types import Plan, Request, Result, Scene, Step, Window
 
 from rscore_flows._common import (
@@ -172,6 +177,13 @@ class TileOutput:
     notes: tuple[Step, ...]
     caveats: tuple[str, ...] = ()
 
+    def unpacked(self) -> TileResult:
+        """As the engine's tile result (what :class:`~rscore.engine.analytic.TileStitcher` stitches)."""
+        return TileResult(
+            self.index, self.core, self.mask.unpack(), self.score.unpack() if self.score is not None else None,
+            self.classes.unpack() if self.classes is not None else None, [], list(self.notes), list(self.caveats),
+        )  # fmt: skip
+
 
 @dataclasses.dataclass(frozen=True)
 class BadTile:
@@ -247,40 +259,16 @@ def _template(registry: Any, qualified_name: str) -> Template:
 def run_tile(scene: Scene, request: Request, template: Template, operators: Mapping[str, Any], tile: Any) -> tuple[
     TileOutput, int
 ]:
-    """Run ``template.program`` on one tile as the engine's analytic strategy does: the context reads the tile's
-    ``read`` window (core + halo), outputs are cropped to the core, invalid pixels are out of the mask, NaN in the
-    score and class 0. Returns the tile output and the number of segmenter targets the program returned (which
-    this flow does not segment)."""
-    ctx = OpContext(scene, request, operators, tile.read, params=request.options, core=tile.core)
-    out = template.program(ctx)  # type: ignore[misc]
-    if not isinstance(out, ProgramOutput):
-        raise InternalError(f"template '{template.qualified_name}' returned {type(out).__name__}, not ProgramOutput")
-    crop = tile.crop
-    valid = ctx.valid[crop]
-    core_shape = (tile.core.height, tile.core.width)
-
-    def checked(name: str, arr: Any) -> np.ndarray:
-        if np.shape(arr) != ctx.shape:
-            raise InternalError(
-                f"template '{template.qualified_name}' returned a {name} of shape {np.shape(arr)} for a view of "
-                f"{ctx.shape}"
-            )
-        return np.asarray(arr)
-
-    mask = np.zeros(core_shape, bool) if out.mask is None else checked("mask", out.mask).astype(bool)[crop] & valid
-    score = classes = None
-    if out.score is not None:
-        s = checked("score", out.score).astype(np.float32)[crop].copy()
-        s[~valid] = np.nan
-        score = PackedArray.pack(s)
-    if out.classes is not None:
-        k = checked("classes", out.classes).astype(np.uint8)[crop].copy()
-        k[~valid] = 0
-        classes = PackedArray.pack(k)
+    """The engine's per-tile step (:func:`rscore.engine.analytic.run_tile`: the program on the tile's core + halo,
+    cropped to the core, invalid pixels out of the mask, NaN score, class 0), packed to be persisted. Returns the
+    tile output and the number of segmenter targets the program returned (which this flow does not segment)."""
+    res = engine_run_tile(scene, request, template, operators, tile)
+    mask = res.mask if res.mask is not None else np.zeros((tile.core.height, tile.core.width), bool)
     output = TileOutput(
-        tile.index, tile.core, PackedArray.pack(mask), score, classes, tuple(ctx.notes), tuple(ctx.caveats)
-    )
-    return output, len(out.targets)
+        res.index, res.core, PackedArray.pack(mask), PackedArray.pack(res.score) if res.score is not None else None,
+        PackedArray.pack(res.classes) if res.classes is not None else None, tuple(res.notes), tuple(res.caveats),
+    )  # fmt: skip
+    return output, len(res.targets)
 
 
 def request_options(options: Mapping[str, Any] | None, tile_size: int) -> dict[str, Any]:
@@ -394,34 +382,18 @@ def write_region(scene: Scene, result: Result, region_out: str) -> Result:
 
 # ------------------------------------------------------------------------------------------------------------ merge
 class _Stitch:
-    """The region's outputs stitched batch by batch (in memory, or tiles on disk for huge regions)."""
+    """A region's batches stitched by the engine's stitch stage (:class:`~rscore.engine.analytic.TileStitcher`),
+    plus what only a flow has: bad tiles and batches that failed after their retries."""
 
     def __init__(self, job: RegionJob) -> None:
         self.job = job
-        h, w, ts = job.height, job.width, job.tile_size
-        self.mask = make_sink(h, w, bool, ts)
-        self.score: Any = None
-        self.classes: Any = None
-        self.notes: list[tuple[Step, float]] = []
-        self.caveats: list[str] = []
+        self.tiles = TileStitcher(job.height, job.width, job.tile_size)
         self.bad: list[BadTile] = []
         self.targets_ignored = 0
 
     def add(self, res: BatchResult) -> None:
-        h, w, ts = self.job.height, self.job.width, self.job.tile_size
         for t in res.tiles:
-            self.mask.write(t.core, t.mask.unpack())
-            if t.score is not None:
-                if self.score is None:
-                    self.score = make_sink(h, w, np.float32, ts, fill=np.nan)
-                self.score.write(t.core, t.score.unpack())
-            if t.classes is not None:
-                if self.classes is None:
-                    self.classes = make_sink(h, w, np.uint8, ts)
-                self.classes.write(t.core, t.classes.unpack())
-            weight = float(t.core.height * t.core.width)
-            self.notes.extend((n, weight) for n in t.notes)
-            self.caveats += [c for c in t.caveats if c not in self.caveats]
+            self.tiles.add(t.unpacked())
         self.bad.extend(res.bad)
         self.targets_ignored += res.targets_ignored
 
@@ -431,29 +403,14 @@ class _Stitch:
         self.bad.extend(BadTile(i, cores[i], error) for i in batch.tiles)
 
     def result(self, scene: Scene, template: Template, flow_info: Mapping[str, Any]) -> Result:
-        from rscore import __version__
-        from rscore.instances import instances_from_mask
-
+        """The region's :class:`Result`, finished by the engine's finish stage
+        (:func:`rscore.engine.finish.finish_result`:
+        instances, absent, caveats, confidence, provenance with credentials redacted) plus the flow's warnings and
+        its ``provenance["flow"]``."""
         job = self.job
-        opts = job.options_dict
-        mask = self.mask.finish()
-        score = self.score.finish() if self.score is not None else None
-        classes = self.classes.finish() if self.classes is not None else None
-        plan = dataclasses.replace(job.plan, steps=job.plan.steps + tuple(merge_notes(self.notes)))
-        instances: list[Any] = []
-        warnings = list(scene.warnings)
-        if isinstance(mask, np.ndarray):
-            instances = instances_from_mask(
-                mask, label=template.label, score=score if isinstance(score, np.ndarray) else None,
-                classes=classes if isinstance(classes, np.ndarray) else None, class_names=template.class_names,
-                pixel_size=scene.pixel_size, unit=scene.unit, min_area_px=int(opts["min_area_px"]),
-                max_instances=int(opts["max_instances"]), keep_masks=scene.kind != "raster",
-            )  # fmt: skip
-            if not mask.any():
-                why = f"the {template.label} rule found no pixels in this input"
-                plan = dataclasses.replace(plan, absent=True, reason=why)
-        else:
-            warnings.append("instances are not listed for scenes stitched on disk; see the vector outputs")
+        mask, score, classes = self.tiles.finish()
+        plan = dataclasses.replace(job.plan, steps=job.plan.steps + tuple(self.tiles.steps()))
+        warnings = []
         if self.bad:
             warnings.append(
                 f"{len(self.bad)} of {job.tiles} tiles failed and are nodata in the outputs (see the flow summary)"
@@ -462,33 +419,15 @@ class _Stitch:
             warnings.append(
                 f"the template returned {self.targets_ignored} segmenter targets; this flow does not segment them"
             )
-        info = {p.name: p for p in default_registry().plugins()}
-        plug = info.get(job.plugin) if job.plugin else None
-        plugin_info = {"name": job.plugin, "distribution": plug.distribution, "version": plug.version} if plug else None
-        defaults_changed = {
-            k: v for k, v in opts.items() if isinstance(v, (str, int, float, bool)) and DEFAULTS.get(k) != v
-        }
-        caveats = [*template.caveats, *plan.match.get("caveats", ())]
-        caveats += [c for c in self.caveats if c not in caveats]
-        return Result(
-            query=job.query, plugin=job.plugin, plan=plan, instances=tuple(instances), mask=mask, score=score,
-            class_map=classes, class_names=template.class_names, warnings=tuple(warnings), options=opts,
-            confidence=None if plan.absent else plan.match.get("confidence"),
-            caveats=() if plan.absent else tuple(dict.fromkeys(caveats)),
-            provenance={
-                "rscore": __version__,
-                "plugin": plugin_info,
-                "reasoner": plan.reasoner, "segmenter": None, "template": plan.template,
-                "matcher": {k: plan.match.get(k) for k in ("method", "model", "score") if k in plan.match},
-                "reader": scene.reader, "input": job.path, "options": defaults_changed, "flow": dict(flow_info),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            },
-        )  # fmt: skip
+        request = Request(query=job.query, plugin=job.plugin, options=job.options_dict)
+        done = Execution(plan, mask=mask, score=score, classes=classes, caveats=list(self.tiles.caveats))
+        result = finish_result(scene, request, Planned(job.plan, (template,), template), done, default_registry())
+        return result.replace(
+            warnings=result.warnings + tuple(warnings), provenance={**result.provenance, "flow": dict(flow_info)}
+        )
 
     def close(self) -> None:
-        for sink in (self.mask, self.score, self.classes):
-            if isinstance(sink, TiledArray):
-                sink.close()
+        self.tiles.close()
 
 
 def _merge_region(

@@ -22,7 +22,7 @@ from typing import Any
 
 from rscore.engine import decoupled  # noqa: F401 - rscore.engine.decoupled stays reachable as an attribute
 from rscore.engine.backends import AUTO_SEGMENTERS, backend as _backend, segmenter as _segmenter
-from rscore.engine.finish import provenance as _provenance, redact as _redact
+from rscore.engine.finish import finish_result, provenance as _provenance, redact as _redact
 from rscore.engine.hooks import _chain
 from rscore.engine.pipeline import answer, segment
 from rscore.engine.plan import MAX_INSTANCE_MASK_BYTES
@@ -32,7 +32,7 @@ from rscore.engine.write import default_out_dir, write_outputs
 from rscore.plugins import _REQUEST_REGISTRY, CORE, Registry, current_registry, default_registry
 
 __all__ = [
-    "open_scene", "segment", "answer", "write_outputs", "run", "validate_query", "default_registry",
+    "open_scene", "segment", "answer", "finish_result", "write_outputs", "run", "validate_query", "default_registry",
     "current_registry", "DEFAULTS",
 ]  # fmt: skip
 

@@ -170,38 +170,64 @@ def run_program(
     h, w = scene.shape
     total = tile_count(h, w, tile_size)
     workers = resolve_workers(request.options.get("workers"), pixels=h * w, tiles=total)
-    mask_sink = make_sink(h, w, bool, tile_size)
-    score_sink: ArraySink | TiledArray | None = None
-    class_sink: ArraySink | TiledArray | None = None
-    notes: list[tuple[Step, float]] = []
+    stitch = TileStitcher(h, w, tile_size)
     targets: list[Target] = []
-    caveats: list[str] = []
     tiles = iter_tiles(h, w, tile_size, template.halo)
     for done, res in enumerate(map_tiles(scene, request, template, operators, tiles, workers), start=1):
-        if res.mask is not None:
-            mask_sink.write(res.core, res.mask)
-        if res.score is not None:
-            score_sink = score_sink or make_sink(h, w, np.float32, tile_size, fill=np.nan)
-            score_sink.write(res.core, res.score)
-        if res.classes is not None:
-            class_sink = class_sink or make_sink(h, w, np.uint8, tile_size)
-            class_sink.write(res.core, res.classes)
+        stitch.add(res)
         targets += res.targets
-        weight = float(res.core.height * res.core.width)
-        notes += [(note, weight) for note in res.notes]
-        caveats += [c for c in res.caveats if c not in caveats]
         if progress:
             progress(done, total)
-    steps = merge_notes(notes)
-    return ProgramRun(
-        mask=mask_sink.finish(),
-        score=score_sink.finish() if score_sink else None,
-        classes=class_sink.finish() if class_sink else None,
-        steps=steps,
-        targets=targets,
-        tiles=total,
-        caveats=caveats,
-    )
+    mask, score, classes = stitch.finish()
+    return ProgramRun(mask, score, classes, stitch.steps(), targets, total, stitch.caveats)
+
+
+class TileStitcher:
+    """The stitch stage of a tiled program: tile outputs (cropped to their cores, as :func:`run_tile` returns them)
+    written into the scene-sized mask / score / class rasters (in memory, or compressed tiles on disk above
+    ``RSCORE_IN_MEMORY_PIXELS``), their notes merged into plan steps weighted by tile area, their caveats kept once.
+    :func:`run_program` uses it tile by tile; the landslide flow batch by batch. Tiles may come in any order."""
+
+    def __init__(self, height: int, width: int, tile_size: int) -> None:
+        self.height, self.width, self.tile_size = height, width, tile_size
+        self.mask = make_sink(height, width, bool, tile_size)
+        self.score: ArraySink | TiledArray | None = None
+        self.classes: ArraySink | TiledArray | None = None
+        self.notes: list[tuple[Step, float]] = []
+        self.caveats: list[str] = []
+
+    def add(self, res: Any) -> None:
+        """One tile's outputs: anything with ``core`` (its window), ``mask`` / ``score`` / ``classes`` (core-sized
+        arrays or ``None``), ``notes`` and ``caveats``."""
+        h, w, ts = self.height, self.width, self.tile_size
+        if res.mask is not None:
+            self.mask.write(res.core, res.mask)
+        if res.score is not None:
+            self.score = self.score or make_sink(h, w, np.float32, ts, fill=np.nan)
+            self.score.write(res.core, res.score)
+        if res.classes is not None:
+            self.classes = self.classes or make_sink(h, w, np.uint8, ts)
+            self.classes.write(res.core, res.classes)
+        weight = float(res.core.height * res.core.width)
+        self.notes += [(note, weight) for note in res.notes]
+        self.caveats += [c for c in res.caveats if c not in self.caveats]
+
+    def steps(self) -> list[Step]:
+        return merge_notes(self.notes)
+
+    def finish(self) -> tuple[Any, Any, Any]:
+        """``(mask, score, classes)``: arrays, or :class:`TiledArray` on disk; ``None`` for outputs no tile gave."""
+        return (
+            self.mask.finish(),
+            self.score.finish() if self.score is not None else None,
+            self.classes.finish() if self.classes is not None else None,
+        )
+
+    def close(self) -> None:
+        """Release on-disk tiles of a stitch that is abandoned (after :meth:`finish`, the rasters own them)."""
+        for sink in (self.mask, self.score, self.classes):
+            if isinstance(sink, TiledArray):
+                sink.close()
 
 
 def run_tile(scene: Scene, request: Request, template: Template, operators: Mapping[str, Operator], tile: Tile

@@ -9,9 +9,15 @@ file contents and in path names:
 ``{{distribution}}``    the distribution / folder name, ``rscore-`` + name (``rscore-soil-moisture``)
 ``{{title}}``           a human title (``Soil Moisture``)
 ``{{rscore_version}}``  the running rscore version, the minimum the plugin depends on
+``{{flow_import}}``     where ``plugin.py`` imports the flow hook (``--with-flow``; empty otherwise)
+``{{flow_layout}}``     the README's lines about the flow (``--with-flow``; empty otherwise)
 
 The generated package is complete and working: an ``.npy`` reader, a normalised-difference operator, a vegetation
-template whose program uses it, an instances-CSV writer, and tests using :mod:`rscore.testing`.
+template whose program uses it, an instances-CSV writer, and tests using :mod:`rscore.testing`. With
+``with_flow`` (``rscore plugin new NAME --with-flow``) the files under ``rscore/scaffold/flow_template/`` are added:
+a batch flow ``NAME-survey`` contributed through the ``rscore_flows`` hook (``survey.py``: its
+:class:`~rscore.flowspec.FlowSpec` and item function, no Prefect; ``flows.py``: the Prefect flow, a task per input)
+and its tests.
 """
 
 from __future__ import annotations
@@ -64,15 +70,25 @@ def package_name(name: str) -> str:
     return package
 
 
-def _substitutions(name: str) -> dict[str, str]:
+_FLOW_IMPORT = "\nfrom {package}.survey import rscore_flows  # noqa: F401 - the flow hook (plugin new --with-flow)"
+_FLOW_LAYOUT = """
+{package}/survey.py     the batch flow {name}-survey: its FlowSpec (rscore_flows hook) and item function
+{package}/flows.py      its Prefect flow (a task per input; needs rscore[flows])
+tests/test_flow.py        the flow is registered, typed, and its item runs"""
+
+
+def _substitutions(name: str, with_flow: bool = False) -> dict[str, str]:
     from rscore import __version__
 
+    package = package_name(name)
     return {
         "name": name,
-        "package": package_name(name),
+        "package": package,
         "distribution": f"rscore-{name}",
         "title": " ".join(w.capitalize() for w in re.split(r"[-_]", name)),
         "rscore_version": __version__,
+        "flow_import": _FLOW_IMPORT.format(package=package) if with_flow else "",
+        "flow_layout": _FLOW_LAYOUT.format(package=package, name=name) if with_flow else "",
     }
 
 
@@ -98,28 +114,32 @@ def _walk(folder: Traversable, prefix: tuple[str, ...] = ()) -> list[tuple[tuple
     return out
 
 
-def render(name: str) -> dict[str, str]:
-    """The files of a new plugin named ``name``: ``{relative posix path: text}``, placeholders substituted."""
-    values = _substitutions(name)
-    root = resources.files(__name__).joinpath("template")
+def render(name: str, *, with_flow: bool = False) -> dict[str, str]:
+    """The files of a new plugin named ``name``: ``{relative posix path: text}``, placeholders substituted;
+    ``with_flow`` adds a batch flow (``flow_template/``)."""
+    values = _substitutions(name, with_flow)
     files = {}
-    for parts, entry in _walk(root):
-        where = "/".join(parts)
-        rel = "/".join(_substitute(p, values, where) for p in parts)
-        files[rel] = _substitute(entry.read_text(encoding="utf-8"), values, where)
-    if not files:
-        raise InternalError(f"scaffold template folder {root} is empty (a broken rscore installation?)")
+    for folder in ("template", "flow_template") if with_flow else ("template",):
+        root = resources.files(__name__).joinpath(folder)
+        found = _walk(root)
+        if not found:
+            raise InternalError(f"scaffold template folder {root} is empty (a broken rscore installation?)")
+        for parts, entry in found:
+            where = "/".join(parts)
+            rel = "/".join(_substitute(p, values, where) for p in parts)
+            files[rel] = _substitute(entry.read_text(encoding="utf-8"), values, where)
     return files
 
 
-def new_plugin(name: str, directory: str | os.PathLike[str], *, force: bool = False) -> Path:
-    """Create the plugin package ``<directory>/rscore-<name>/`` and return its path.
+def new_plugin(name: str, directory: str | os.PathLike[str], *, force: bool = False, with_flow: bool = False) -> Path:
+    """Create the plugin package ``<directory>/rscore-<name>/`` (with a batch flow: ``with_flow``) and return its
+    path.
 
     ``directory`` is the parent folder (created if missing). An invalid ``name``, a target that exists as a file, or
     an existing non-empty target folder raise :class:`~rscore.errors.OptionError`; with ``force`` the template's
     files are written into the existing folder, replacing files of the same name and leaving others alone.
     """
-    files = render(name)  # validates the name first
+    files = render(name, with_flow=with_flow)  # validates the name first
     target = Path(directory).expanduser() / f"rscore-{name}"
     if target.exists() and not target.is_dir():
         raise OptionError("exists and is not a folder; choose another --dir", path=target)

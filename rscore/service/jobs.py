@@ -3,18 +3,25 @@
 :class:`JobRunner` (``submit`` / ``status`` / ``stats`` / ``close``) is all the endpoints use. Two implementations:
 
 - :class:`rscore.service.prefect_jobs.PrefectJobRunner` (``runner: "prefect"``): every job is a Prefect flow run
-  (``segment-batch``, ``landslide-risk-mapping`` or ``scaffold-compliance``), its id the flow run id, its state and
-  per-input results read back from the Prefect API. See that module for the design.
+  of any registered flow (:mod:`rscore.flowspec`: ``segment-batch``, ``landslide-risk-mapping``,
+  ``scaffold-compliance`` and the plugins' flows), its id the flow run id, its state and per-input results read
+  back from the Prefect API. See that module for the design.
 - :class:`InProcessJobRunner` (``runner: "in-process"``): a bounded pool of threads *inside the service process*
-  that runs :func:`rscore.engine.run` on each input of a job in turn (what the ``segment-batch`` flow does, without
-  Prefect). Its limits, stated plainly:
+  that runs a per-input flow's item function (``FlowSpec.run_item``; for ``segment-batch``
+  :func:`rscore.engine.run`) on each input of a job in turn, without Prefect. Its limits, stated plainly:
 
   - jobs live in memory: a restart of the service forgets them (running ones are stopped between tiles);
   - only the most recent ``max_kept`` finished jobs are kept; older ones answer 404;
   - at most ``workers + max_pending`` unfinished jobs are accepted; more -> :class:`rscore.service.pool.QueueFull`
     (HTTP 503 with ``Retry-After``);
   - jobs share the machine's CPUs with interactive ``/v1/segment`` requests;
-  - only the ``segment-batch`` flow (the default).
+  - only per-input flows (``segment-batch``, the default, and plugins' per-input flows); flows that aggregate their
+    inputs into one report need the Prefect runner.
+
+Which flows exist, their parameters and what a job may set come from the flow registry (:mod:`rscore.flowspec`):
+``FLOWS``, ``FLOW_OPTIONS`` and :func:`check_flow_options` are computed from it. Every job is checked completely
+when it is submitted (:func:`rscore.service.jobspec.check_job`): a bad flow option or ``-O`` option is an
+:class:`~rscore.errors.OptionError` (HTTP 400), never a failed item later.
 
 :func:`make_job_runner` picks one from :attr:`Settings.job_runner <rscore.service.settings.Settings>`
 (``RSCORE_JOB_RUNNER``): ``prefect``, ``inprocess``, or ``auto`` = prefect when Prefect is installed and
@@ -33,13 +40,25 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from rscore.errors import OptionError, RscoreError
 from rscore.plugins import Registry
+from rscore.service.jobspec import (
+    DEFAULT_FLOW,
+    MAX_JOB_INPUTS,
+    JobItem,
+    JobRunner,
+    JobSpec,
+    JobStatus,
+    check_flow_options,
+    check_job,
+    final_state,
+    flow_names,
+)
 from rscore.service.pool import Cancelled, InferencePool
 
 log = logging.getLogger(__name__)
@@ -57,122 +76,32 @@ __all__ = [
     "make_job_runner",
 ]
 
-MAX_JOB_INPUTS = 1000
-DEFAULT_FLOW = "segment-batch"
-FLOWS = ("segment-batch", "landslide-risk-mapping", "scaffold-compliance")
-"""Flows a job may name: ``segment-batch`` (any plugin, one result folder per input), and the two scheduled flows of
-:mod:`rscore_flows` (earth rasters tile batch by tile batch; site clips into a compliance report)."""
-
-# Flow parameters a client may set per job (anything else, e.g. Dask addresses or output folders, is the operator's).
-# kind: "int" >= 1, "float" > 0, "str", "names" (list of short strings), "path" (under the allowed roots).
-FLOW_OPTIONS: dict[str, dict[str, str]] = {
-    "segment-batch": {},
-    "landslide-risk-mapping": {"batch_tiles": "int"},
-    "scaffold-compliance": {
-        "templates": "names", "zones": "path", "sample_fps": "float", "stride": "int", "day": "str",
-    },  # fmt: skip
-}
+_final_state = final_state  # the name this module had
 
 
-@dataclass(frozen=True)
-class JobSpec:
-    """What to run: every input (already checked against the allowed roots) with one query, plugin and options."""
+def __getattr__(name: str) -> Any:
+    """``FLOWS`` (the flows a job may name) and ``FLOW_OPTIONS`` (``{flow: {parameter: type}}`` a job may set):
+    computed from the installed plugins' flow registry when first asked for (:mod:`rscore.flowspec`)."""
+    if name in ("FLOWS", "FLOW_OPTIONS"):
+        from rscore.engine import default_registry
+        from rscore.flowspec import flow_specs
 
-    inputs: tuple[Path, ...]
-    query: str
-    plugin: str | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-    flow: str = DEFAULT_FLOW
-    flow_options: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class JobItem:
-    """One input of a job. ``state``: queued | running | succeeded | failed | cancelled; ``seconds`` of run time."""
-
-    input: str
-    state: str = "queued"
-    result_id: str | None = None
-    outputs: Mapping[str, str] = field(default_factory=dict)
-    absent: bool | None = None
-    instance_count: int | None = None
-    confidence: float | None = None
-    caveats: tuple[str, ...] = ()
-    error: str | None = None
-    seconds: float | None = None
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    """A snapshot of a job. ``state``: queued | running | succeeded | partial | failed | cancelled.
-
-    ``partial`` = some inputs failed and some succeeded. Times are ISO 8601 UTC strings. ``result_id`` and
-    ``outputs``: job-level outputs (a flow's summary and report), when the flow writes any.
-    """
-
-    id: str
-    state: str
-    runner: str
-    query: str
-    plugin: str | None
-    submitted: str
-    started: str | None = None
-    finished: str | None = None
-    items: tuple[JobItem, ...] = ()
-    flow: str = DEFAULT_FLOW
-    result_id: str | None = None
-    outputs: Mapping[str, str] = field(default_factory=dict)
-    message: str | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.state in ("succeeded", "partial", "failed", "cancelled")
-
-
-@runtime_checkable
-class JobRunner(Protocol):
-    """Where jobs run. The service calls only these."""
-
-    name: str
-    flows: tuple[str, ...]
-
-    def submit(self, spec: JobSpec) -> JobStatus:
-        """Accept a job (raise :class:`~rscore.service.pool.QueueFull` when at capacity) and return its status."""
-        ...
-
-    def status(self, job_id: str) -> JobStatus | None:
-        """The job's current status, or ``None`` when unknown (never submitted, or forgotten)."""
-        ...
-
-    def stats(self) -> Mapping[str, Any]:
-        """Counters for ``/healthz``."""
-        ...
-
-    def close(self) -> None:
-        """Stop accepting jobs and release resources (stop running ones if they are in this process)."""
-        ...
+        specs = flow_specs(default_registry())
+        if name == "FLOWS":
+            return tuple(specs)
+        return {n: {p.name: p.type for p in s.params if p.job} for n, s in specs.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _final_state(items: tuple[JobItem, ...]) -> str:
-    states = {i.state for i in items}
-    if "cancelled" in states:
-        return "cancelled"
-    if states == {"succeeded"}:
-        return "succeeded"
-    if "succeeded" in states:
-        return "partial"
-    return "failed"
-
-
 class InProcessJobRunner:
-    """:class:`JobRunner` on a bounded thread pool in this process; one job's inputs run one after another."""
+    """:class:`JobRunner` on a bounded thread pool in this process; one job's inputs run one after another, each
+    through its flow's item function (``FlowSpec.run_item``). Offers the registry's per-input flows."""
 
     name = "in-process"
-    flows = (DEFAULT_FLOW,)
 
     def __init__(
         self,
@@ -193,13 +122,14 @@ class InProcessJobRunner:
         self._jobs: OrderedDict[str, JobStatus] = OrderedDict()
         self.reason = "chosen by RSCORE_JOB_RUNNER or the application"  # why jobs run in process (for /healthz)
 
+    @property
+    def flows(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The per-input flows of the registry (``segment-batch`` and the plugins')."""
+        return flow_names(self.registry, per_input_only=True)
+
     # ------------------------------------------------------------------------------------------------ interface
     def submit(self, spec: JobSpec) -> JobStatus:
-        if spec.flow not in self.flows:
-            raise OptionError(
-                f"flow '{spec.flow}' needs the Prefect job runner (RSCORE_JOB_RUNNER=prefect and PREFECT_API_URL); "
-                f"this service runs jobs in process and offers: {', '.join(self.flows)}"
-            )
+        check_job(spec, self.registry, self.flows, self.name)
         job_id = uuid.uuid4().hex
         status = JobStatus(
             id=job_id,
@@ -262,8 +192,11 @@ class InProcessJobRunner:
                 self._jobs[job_id] = replace(job, items=tuple(items))
 
     def _run(self, job_id: str, spec: JobSpec, cancel: threading.Event) -> None:
-        from rscore import engine
+        from rscore.flowspec import get_flow
 
+        flow = get_flow(spec.flow, self.registry)
+        run_item = flow.item_function()
+        params = flow.item_params(spec.flow_options)[1]
         self._update(job_id, state="running", started=_now())
 
         def progress(done: int, total: int) -> None:
@@ -282,10 +215,11 @@ class InProcessJobRunner:
             self._set_item(job_id, index, items[index])
             t0 = time.perf_counter()
             try:
-                result = engine.run(
-                    path, spec.query, plugin=spec.plugin, out_dir=out_dir, options=spec.options,
-                    registry=self.registry, progress=progress,
-                )
+                result = run_item(
+                    str(path), str(out_dir), query=spec.query, plugin=spec.plugin or flow.plugin,
+                    options=dict(spec.options), params=params, registry=self.registry,
+                    progress=progress,
+                )  # fmt: skip
             except Cancelled as exc:
                 shutil.rmtree(out_dir, ignore_errors=True)
                 items[index] = replace(items[index], state="cancelled", result_id=None, error=str(exc))
@@ -308,7 +242,7 @@ class InProcessJobRunner:
                 )
             items[index] = replace(items[index], seconds=round(time.perf_counter() - t0, 4))
             self._set_item(job_id, index, items[index])
-        self._update(job_id, state=_final_state(tuple(items)), finished=_now())
+        self._update(job_id, state=final_state(tuple(items)), finished=_now())
         self._forget_old()
 
     def _forget_old(self) -> None:
@@ -319,46 +253,6 @@ class InProcessJobRunner:
 
 
 # ------------------------------------------------------------------------------------------------- configuration
-def check_flow_options(
-    flow: str, options: Mapping[str, Any], resolve_path: Callable[[str, str], Path]
-) -> dict[str, Any]:
-    """The per-job flow parameters a client gave, checked against :data:`FLOW_OPTIONS` (unknown flow or parameter,
-    wrong type -> :class:`OptionError`); ``resolve_path(value, what)`` confines paths to the allowed roots."""
-    if flow not in FLOW_OPTIONS:
-        raise OptionError(f"unknown flow '{flow}' (have: {', '.join(FLOWS)})")
-    allowed = FLOW_OPTIONS[flow]
-    out: dict[str, Any] = {}
-    for key, value in options.items():
-        if value is None:
-            continue
-        kind = allowed.get(key)
-        what = f"flow_options.{key}"
-        if kind is None:
-            have = ", ".join(allowed) or "none"
-            raise OptionError(f"{what}: flow '{flow}' takes no such option (it takes: {have})")
-        if kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
-                raise OptionError(f"{what} must be a whole number from 1 to 1000000, got {value!r}")
-        elif kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1000:
-                raise OptionError(f"{what} must be a number above 0 and at most 1000, got {value!r}")
-            value = float(value)
-        elif kind == "str":
-            if not isinstance(value, str) or not value.strip() or len(value) > 100:
-                raise OptionError(f"{what} must be a non-empty string of at most 100 characters")
-        elif kind == "names":
-            if not isinstance(value, list) or len(value) > 50 or not all(
-                isinstance(v, str) and v.strip() and len(v) <= 100 for v in value
-            ):
-                raise OptionError(f"{what} must be a list of at most 50 names")
-        elif kind == "path":
-            if not isinstance(value, str):
-                raise OptionError(f"{what} must be a path (string)")
-            value = str(resolve_path(value, what))
-        out[key] = value
-    return out
-
-
 def prefect_api_url() -> str | None:
     """``PREFECT_API_URL`` as Prefect sees it (environment, then the active profile); ``None`` when unset or when
     Prefect is not installed."""

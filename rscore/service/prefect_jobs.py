@@ -24,17 +24,19 @@ output root, nothing from this process's memory, so a restarted service still an
 Prefect keeps the runs). A job is this service's when its flow run carries the ``rscore-service`` tag and its
 ``out`` parameter is this service's output root; any other flow run id is 404.
 
-Flows (``flow`` in the request):
+Flows (``flow`` in the request): every flow of the registry (:mod:`rscore.flowspec`; rscore's own and the
+plugins'), handled by kind, never by name:
 
-- ``segment-batch`` (default; :mod:`rscore_flows.segment_batch`): any plugin, one task run per input (named
-  ``input-<i>``) running :func:`rscore.engine.run` into ``<output root>/<result_id>/``; item ``i``'s state is its
-  task run's state, its outputs that folder's ``result.json``, its error the task run's state message. A failing
-  input is a *failed item*; the others go on; the flow run is Completed (job ``partial``) unless every input failed
-  (flow run Failed, job ``failed``).
-- ``landslide-risk-mapping`` (earth rasters, tile batch by tile batch) and ``scaffold-compliance`` (site clips into
-  a compliance report): the scheduled flows of :mod:`rscore_flows`, run into ``<output root>/<result_id>/``; items
-  come from the flow's summary (one per region / clip) once it is written, job-level ``outputs`` are its summary and
-  report. Flow parameters a client may set: ``flow_options`` (see :data:`rscore.service.jobs.FLOW_OPTIONS`).
+- *per-input* flows (``segment-batch``, the default, and e.g. a plugin's flow made with ``rscore plugin new
+  --with-flow``; :mod:`rscore_flows.per_input`): one task run per input (named ``input-<i>``) writing into
+  ``<output root>/<result_id>/``; item ``i``'s state is its task run's state, its outputs that folder's
+  ``result.json``, its error the task run's state message. A failing input is a *failed item*; the others go on;
+  the flow run is Completed (job ``partial``) unless every input failed (flow run Failed, job ``failed``).
+- *aggregating* flows (``landslide-risk-mapping``: earth rasters tile batch by tile batch; ``scaffold-compliance``:
+  site clips into a compliance report), run into ``<output root>/<result_id>/``; items come from the flow's
+  summary (``FlowSpec.summary`` / ``summary_items``: one per region / clip) once it is written, job-level
+  ``outputs`` are its summary and report. Flow parameters a client may set: ``flow_options`` (the flow's
+  parameters declared with ``job=True``).
 
 Job states: flow run Scheduled/Pending/Paused -> ``queued``; Running/Cancelling -> ``running``; Completed ->
 ``succeeded`` (or ``partial`` when some items failed); Failed/Crashed -> ``failed``; Cancelled -> ``cancelled``.
@@ -43,15 +45,16 @@ Items: task run states likewise; an input whose task run does not exist yet is `
 Cancelling from the Prefect UI or API: a run still queued in this service is never started. A Scheduled run goes
 straight to Cancelled (the Prefect server does that for runs without infrastructure); a queued run that is Paused,
 or Cancelling (cancelled after a pause), is set Cancelled here - Cancelling within ``WATCH_INTERVAL_S`` by the
-watcher thread, Paused when a job thread picks it up. A running ``segment-batch`` run stops at its next tile and
-ends Cancelled (the watcher turns Cancelling into :func:`rscore_flows.segment_batch.request_stop`); running
-landslide/scaffold runs cannot be stopped from the UI while they run here.
+watcher thread, Paused when a job thread picks it up. A running per-input run stops at its next tile and
+ends Cancelled (the watcher turns Cancelling into :func:`rscore_flows.per_input.request_stop`); running
+aggregating runs cannot be stopped from the UI while they run here.
 
 Limits, stated plainly: runs execute in the service process (``RSCORE_JOB_WORKERS`` at a time; they share its CPUs
 with ``/v1/segment``). On shutdown, queued runs are set Cancelled (including one submitted while the service was
-stopping), running ``segment-batch`` runs stop at their next tile (Cancelled), running landslide/scaffold runs finish
-first (they are resumable: a rerun reuses finished batches). A service killed outright leaves its running flow runs
-Running and its queued ones Scheduled in Prefect (no heartbeat). ``segment-batch`` takes its plugins from the
+stopping), running per-input runs stop at their next tile (Cancelled), running aggregating runs finish first
+(the built-in ones are resumable: a rerun reuses finished batches). A service killed outright leaves its running flow
+runs
+Running and its queued ones Scheduled in Prefect (no heartbeat). A flow run takes its plugins from the
 installed entry points (:func:`rscore.engine.default_registry`), as any flow run does. The Prefect server caps every
 list query (``PREFECT_SERVER_API_DEFAULT_LIMIT``, 200 by default): task runs and watched flow runs are read page by
 page.
@@ -70,8 +73,9 @@ from pathlib import Path
 from typing import Any
 
 from rscore.errors import BackendUnavailable, OptionError, RscoreError
+from rscore.flowspec import FlowSpec, flow_specs
 from rscore.plugins import Registry
-from rscore.service.jobs import DEFAULT_FLOW, FLOWS, JobItem, JobSpec, JobStatus, _final_state
+from rscore.service.jobspec import DEFAULT_FLOW, JobItem, JobSpec, JobStatus, check_job, final_state, flow_names
 from rscore.service.pool import InferencePool, QueueFull
 
 log = logging.getLogger(__name__)
@@ -123,12 +127,11 @@ class PrefectJobRunner:
     """:class:`~rscore.service.jobs.JobRunner` whose jobs are Prefect flow runs (see the module docstring).
 
     ``workers`` flow runs execute at a time and ``max_pending`` more wait; ``task_workers`` inputs of a
-    ``segment-batch`` job (tile batches / clips of the other flows) run at a time. ``api_url``: the Prefect API
+    per-input job (tile batches / clips of the aggregating flows) run at a time. ``api_url``: the Prefect API
     (default: ``PREFECT_API_URL`` as Prefect reads it).
     """
 
     name = "prefect"
-    flows = FLOWS
 
     def __init__(
         self,
@@ -159,6 +162,18 @@ class PrefectJobRunner:
         self._closing = threading.Event()
         self._submitted = 0
         self._watcher: threading.Thread | None = None
+
+    @property
+    def flows(self) -> tuple[str, ...]:  # type: ignore[override]
+        """Every flow of the registry (rscore's and the plugins')."""
+        return flow_names(self.registry)
+
+    def _spec(self, name: str) -> FlowSpec | None:
+        return flow_specs(self.registry).get(name)
+
+    def _per_input(self, name: str) -> bool:
+        spec = self._spec(name)
+        return spec is not None and spec.per_input
 
     # ------------------------------------------------------------------------------------------------ plumbing
     def _settings(self) -> Any:
@@ -193,73 +208,41 @@ class PrefectJobRunner:
         except Exception:  # best effort: the run is reported by whatever state it has
             log.warning("could not set flow run %s to %s", run_id, state.type, exc_info=True)
 
-    def _flow(self, name: str) -> Any:
-        if name == "segment-batch":
-            from rscore_flows.segment_batch import segment_batch
-
-            return segment_batch
-        if name == "landslide-risk-mapping":
-            from rscore_flows.landslide_risk_mapping import landslide_risk_mapping
-
-            return landslide_risk_mapping
-        if name == "scaffold-compliance":
-            from rscore_flows.scaffold_compliance import scaffold_compliance
-
-            return scaffold_compliance
-        raise OptionError(f"unknown flow '{name}' (have: {', '.join(FLOWS)})")
-
     # ------------------------------------------------------------------------------------------- planning a job
-    def _plan(self, spec: JobSpec) -> tuple[dict[str, Any], list[str | None], str | None]:
-        """Flow parameters for ``spec`` (validated the way the flow will: errors are 4xx before anything is
-        created), the result id of each input (segment-batch) and the job's own result folder (the other flows)."""
+    def _plan(self, spec: JobSpec, flow: FlowSpec) -> tuple[dict[str, Any], list[str | None], str | None]:
+        """Flow parameters for ``spec`` (already checked by :func:`check_job`; the flow's own ``prepare`` runs
+        here: errors are 4xx before anything is created), the result id of each input (per-input flows) and the
+        job's own result folder (aggregating flows)."""
         inputs = [str(p) for p in spec.inputs]
-        if not inputs:
-            raise OptionError("give at least one input")
         options = dict(spec.options)
         fo = dict(spec.flow_options)
-        if spec.flow == "segment-batch":
-            if fo:
-                raise OptionError("flow 'segment-batch' takes no flow_options")
+        if flow.per_input:
             ids = [self._new_result_id() for _ in inputs]
-            params = {"inputs": inputs, "query": spec.query, "out": str(self.output_root), "plugin": spec.plugin,
-                      "options": options, "result_ids": ids, "summary": False}  # fmt: skip
+            direct, rest = flow.item_params(fo)
+            params = {"inputs": inputs, "query": spec.query, "out": str(self.output_root),
+                      "plugin": spec.plugin or flow.plugin, "options": options, "result_ids": ids, "summary": False,
+                      "params": rest, **direct}  # fmt: skip
             return params, list(ids), None
         job_dir = self._new_result_id()
-        out = str(self.output_root / job_dir)
-        if spec.flow == "landslide-risk-mapping":
-            from rscore_flows import landslide_risk_mapping as lrm
-
-            tile_size = options.pop("tile_size", lrm.DEFAULT_TILE_SIZE)
-            lrm.request_options(options, tile_size)  # OptionError for what the flow would refuse
-            params = {"inputs": inputs, "out": out, "query": spec.query, "tile_size": int(tile_size),
-                      "plugin": spec.plugin or lrm.DEFAULT_PLUGIN, "options": options, "workers": self.task_workers,
-                      **fo}  # fmt: skip
-            return params, [job_dir] * len(inputs), job_dir
-        if spec.flow == "scaffold-compliance":
-            from rscore.engine import default_registry
-            from rscore_flows import scaffold_compliance as sc
-
-            if spec.plugin not in (None, sc.PLUGIN):
-                raise OptionError(f"flow '{spec.flow}' runs the '{sc.PLUGIN}' plugin's templates, not '{spec.plugin}'")
-            for name in fo.get("templates", ()):
-                sc._safety_template(default_registry(), name)  # unknown template -> OptionError
-            sc.frame_stride(sc.FALLBACK_FPS, fo.get("sample_fps", 1.0), fo.get("stride"))
-            sc.resolve_day(fo.get("day"))
-            params = {"inputs": inputs, "out": out, "query": spec.query, "options": options or None,
-                      "workers": self.task_workers, **fo}  # fmt: skip
-            return params, [job_dir] * len(inputs), job_dir
-        raise OptionError(f"unknown flow '{spec.flow}' (have: {', '.join(FLOWS)})")
+        params = {"inputs": inputs, "out": str(self.output_root / job_dir), "query": spec.query,
+                  "options": options or None, **fo}  # fmt: skip
+        if flow.accepts_plugin():
+            params["plugin"] = spec.plugin or flow.plugin
+        if flow.param("workers") is not None and "workers" not in params:
+            params["workers"] = self.task_workers
+        if flow.prepare is not None:
+            params = flow.prepare(params, self.registry)  # OptionError for what the flow would refuse
+        return params, [job_dir] * len(inputs), job_dir
 
     # ------------------------------------------------------------------------------------------------ interface
     def submit(self, spec: JobSpec) -> JobStatus:
         from prefect.states import Cancelled, Scheduled
 
-        if spec.flow not in FLOWS:
-            raise OptionError(f"unknown flow '{spec.flow}' (have: {', '.join(FLOWS)})")
+        flow = check_job(spec, self.registry, self.flows, self.name)
         if self._closing.is_set() or self._pool.full:
             raise self._pool.refuse()
-        params, ids, job_dir = self._plan(spec)
-        flow_obj = self._flow(spec.flow)
+        params, ids, job_dir = self._plan(spec, flow)
+        flow_obj = flow.load()
         run = self._call(
             "create a flow run",
             lambda c: c.create_flow_run(
@@ -307,7 +290,7 @@ class PrefectJobRunner:
             if not self._owns(run):
                 return None, []
             tasks: list[Any] = []
-            if self._flow_name(run) == "segment-batch":  # one task run per input, up to MAX_JOB_INPUTS of them
+            if self._per_input(self._flow_name(run)):  # one task run per input, up to MAX_JOB_INPUTS of them
                 tasks = _read_all(
                     client.read_task_runs, len((run.parameters or {}).get("inputs") or ()),
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_uuid])), sort=TaskRunSort.ID_DESC,
@@ -332,12 +315,12 @@ class PrefectJobRunner:
 
     def close(self) -> None:
         """Stop: no new job is admitted (a submit racing with this is refused and its flow run set Cancelled),
-        running ``segment-batch`` runs are asked to stop, queued runs are dropped and set Cancelled."""
+        running per-input runs are asked to stop, queued runs are dropped and set Cancelled."""
         with self._lock:  # from here on no submit registers a run (it checks _closing under this lock)
             self._closing.set()
-            started = [k for k, v in self._live.items() if v["started"] and v["flow"] == "segment-batch"]
+            started = [k for k, v in self._live.items() if v["started"] and self._per_input(v["flow"])]
         if started:
-            from rscore_flows.segment_batch import request_stop
+            from rscore_flows.per_input import request_stop
 
             for run_id in started:
                 request_stop(run_id)
@@ -377,7 +360,7 @@ class PrefectJobRunner:
                 why = getattr(current.state, "message", None) or f"{current.state.name} before it started"
                 self._set_state(run_id, Cancelled(message=why))
                 return
-            if flow == "segment-batch":
+            if self._per_input(flow):
                 from prefect.task_runners import ThreadPoolTaskRunner
 
                 flow_obj = flow_obj.with_options(task_runner=ThreadPoolTaskRunner(max_workers=self.task_workers))
@@ -396,7 +379,7 @@ class PrefectJobRunner:
 
     def _ensure_watcher(self) -> None:
         """A thread that, while runs are live here, turns a Cancelling state set from the Prefect UI or API into a
-        stop request for a running segment-batch run (its tasks stop at the next tile) and into Cancelled for a run
+        stop request for a running per-input run (its tasks stop at the next tile) and into Cancelled for a run
         still queued here (it is then never started)."""
         with self._lock:
             if self._watcher is not None and self._watcher.is_alive():
@@ -408,11 +391,11 @@ class PrefectJobRunner:
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
         from prefect.client.schemas.sorting import FlowRunSort
 
-        from rscore_flows.segment_batch import request_stop
+        from rscore_flows.per_input import request_stop
 
         while not self._closing.wait(WATCH_INTERVAL_S):
             with self._lock:
-                ids = [uuid.UUID(k) for k, v in self._live.items() if not v["started"] or v["flow"] == "segment-batch"]
+                ids = [uuid.UUID(k) for k, v in self._live.items() if not v["started"] or self._per_input(v["flow"])]
                 if not self._live:
                     self._watcher = None
                     return
@@ -438,7 +421,7 @@ class PrefectJobRunner:
                 if queued:
                     why = getattr(r.state, "message", None) or "cancelled before it started"
                     self._cancel_unstarted([run_id], why)
-                elif info is not None and info["flow"] == "segment-batch":
+                elif info is not None and self._per_input(info["flow"]):
                     request_stop(run_id, getattr(r.state, "message", None) or "the flow run was cancelled")
 
     # ------------------------------------------------------------------------------------------------ reporting
@@ -449,7 +432,7 @@ class PrefectJobRunner:
         return DEFAULT_FLOW
 
     def _owns(self, run: Any) -> bool:
-        if SERVICE_TAG not in (run.tags or ()) or self._flow_name(run) not in FLOWS:
+        if SERVICE_TAG not in (run.tags or ()) or self._flow_name(run) not in self.flows:
             return False
         out = (run.parameters or {}).get("out")
         if not isinstance(out, str):
@@ -473,13 +456,13 @@ class PrefectJobRunner:
         inputs = [str(i) for i in params.get("inputs", [])]
         job_dir: str | None = None
         outputs: dict[str, str] = {}
-        if flow == "segment-batch":
+        if self._per_input(flow):
             items = self._batch_items(inputs, params.get("result_ids") or [], tasks, state, final, message)
         else:
             job_dir = Path(params["out"]).name
             items, outputs = self._summary_items(flow, Path(params["out"]), inputs, job_dir, state, final, message)
         if kind == "COMPLETED" and items:
-            state = _final_state(items)
+            state = final_state(items)
         return JobStatus(
             id=str(run.id), state=state, runner=self.name, query=str(params.get("query") or ""),
             plugin=params.get("plugin"), submitted=_iso(run.created) or "", started=_iso(run.start_time),
@@ -536,47 +519,30 @@ class PrefectJobRunner:
     def _summary_items(
         self, flow: str, out: Path, inputs: list[str], job_dir: str, job_state: str, final: bool, message: str | None
     ) -> tuple[tuple[JobItem, ...], dict[str, str]]:
+        spec = self._spec(flow)
         doc: Any = None
-        if final:
-            if flow == "landslide-risk-mapping":
-                path = out / "landslide-summary.json"
-            else:
-                found = sorted(out.glob("compliance-*.json"), key=lambda p: p.stat().st_mtime)
-                path = found[-1] if found else out / "compliance.json"
+        if final and spec is not None and spec.summary:
+            found = sorted(out.glob(spec.summary), key=lambda p: p.stat().st_mtime)
             try:
-                doc = json.loads(path.read_text(encoding="utf-8"))
+                doc = json.loads(found[-1].read_text(encoding="utf-8")) if found else None
             except (OSError, ValueError):
                 doc = None
-        if not isinstance(doc, dict):
+        if not isinstance(doc, dict) or spec is None or spec.summary_items is None:
             if not final:
                 return tuple(JobItem(input=i, state=job_state) for i in inputs), {}
             gone = "cancelled" if job_state == "cancelled" else "failed"
             return tuple(JobItem(input=i, state=gone, error=message or "the flow wrote no summary") for i in inputs), {}
         outputs = {k: v for k, v in (doc.get("outputs") or {}).items() if isinstance(v, str)}
         items = []
-        if flow == "landslide-risk-mapping":
-            for r in doc.get("regions", []):
-                status = r.get("status")
-                error = self._scrub(r.get("error")) if status == "failed" else None
-                tiles = r.get("tiles") or {}
-                if status == "partial":
-                    error = f"{tiles.get('bad')} of {tiles.get('total')} tiles failed (nodata in the outputs)"
-                items.append(JobItem(
-                    input=str(r.get("input")), state="failed" if status == "failed" else "succeeded",
-                    result_id=job_dir if r.get("outputs") else None, outputs=dict(r.get("outputs") or {}),
-                    absent=bool(r.get("absent")) if status != "failed" else None, error=error,
-                    seconds=r.get("compute_s"),
-                ))  # fmt: skip
-        else:
-            for c in doc.get("clips", []):
-                failed = bool(c.get("error"))
-                fired = any(c.get("fired", {}).values()) or any(c.get("overlaps", {}).values())
-                items.append(JobItem(
-                    input=str(c.get("path")), state="failed" if failed else "succeeded",
-                    result_id=None if failed else job_dir, outputs={} if failed else outputs,
-                    absent=None if failed else not fired, error=self._scrub(c.get("error")),
-                    seconds=round(float(c.get("seconds") or 0.0), 4),
-                ))  # fmt: skip
+        for it in spec.summary_items(doc):
+            failed = it.get("state") == "failed"
+            items.append(JobItem(
+                input=str(it.get("input")), state="failed" if failed else "succeeded",
+                result_id=job_dir if it.get("outputs") and not failed else None,
+                outputs=dict(it.get("outputs") or {}), absent=it.get("absent"), error=self._scrub(it.get("error")),
+                seconds=it.get("seconds"), confidence=it.get("confidence"), caveats=tuple(it.get("caveats") or ()),
+                instance_count=it.get("instance_count"),
+            ))  # fmt: skip
         if not items:  # e.g. no clip of the requested day
             items = [
                 JobItem(input=i, state="succeeded", result_id=job_dir, outputs=outputs, absent=True) for i in inputs

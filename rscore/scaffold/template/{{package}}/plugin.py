@@ -22,7 +22,7 @@ import numpy as np
 from rscore import hookimpl
 from rscore.errors import InputError, OptionError
 from rscore.sdk import OpContext, Operator, Param, ProgramOutput, Reader, Template, Writer
-from rscore.types import ArraySource, Result, Scene, Window
+from rscore.types import ArraySource, Result, Scene, Window{{flow_import}}
 
 PLUGIN = "{{name}}"
 # Operator names are global across plugins: prefix yours with the plugin name.
