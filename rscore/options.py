@@ -143,16 +143,6 @@ def dataclass_params(
     return out
 
 
-def __getattr__(name: str) -> Any:
-    """``rscore.options.core_options`` forwards to :func:`rscore.builtin.core_options` (moved there in #19: it reads
-    every backend's settings dataclass, and every backend imports this module)."""
-    if name == "core_options":
-        from rscore.builtin import core_options
-
-        return core_options
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def known_options(registry: Registry) -> dict[str, tuple[str, Param]]:
     """``{name: (declaring plugin, Param)}`` over the core and every installed plugin and operator."""
     return dict(registry.options)
