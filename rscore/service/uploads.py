@@ -101,7 +101,7 @@ def _ignored(name: str, info: zipfile.ZipInfo) -> bool:
 def _kind(info: zipfile.ZipInfo) -> str:
     """'' for a regular file, else what the member is (Unix mode bits in the high word of external_attr)."""
     mode = info.external_attr >> 16
-    if not mode or stat.S_ISREG(mode):
+    if stat.S_IFMT(mode) in (0, stat.S_IFREG):  # no file type recorded (most writers), or a regular file
         return ""
     if stat.S_ISLNK(mode):
         return "a symbolic link"
@@ -139,6 +139,8 @@ def extract_dicom_zip(archive: Path, folder: Path, *, shown: str, max_bytes: int
             why = _unsafe_name(name)
             if why:
                 raise UnsafeArchive(f"{member} {why}")
+            if info.is_dir():
+                continue
             kind = _kind(info)
             if kind:
                 raise UnsafeArchive(f"{member} is {kind}: a series upload holds DICOM files only")
