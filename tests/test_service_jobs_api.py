@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rscore.errors import OptionError
 from rscore.service import ServerThread, Settings, create_app
 from rscore.service.jobs import JobItem, JobSpec, JobStatus
 from service_helpers import Services
@@ -126,10 +127,19 @@ class PluginFlowRunner:
 
 
 def test_a_flow_the_runner_offers_is_accepted_and_documented(tmp_path: Path, roots: Path, demo_registry, monkeypatch):
-    import rscore.service.jobs as jobs
+    import rscore.service.routes.jobs as routes
 
-    if hasattr(jobs, "FLOW_OPTIONS"):  # the built-in table of flow parameters (a flow registry may replace it)
-        monkeypatch.setitem(jobs.FLOW_OPTIONS, "acme-survey", {"passes": "int"})
+    builtin_check = routes.check_flow_options
+
+    def check(flow: str, options: Mapping[str, Any], resolve_path: Any, **kw: Any) -> dict[str, Any]:
+        """The flow checker, knowing the plugin's flow as a flow registry would (that registry is tested itself)."""
+        if flow != "acme-survey":
+            return builtin_check(flow, options, resolve_path, **kw)
+        if set(options) - {"passes"} or not isinstance(options.get("passes", 1), int):
+            raise OptionError(f"flow_options: flow '{flow}' takes passes (a whole number)")
+        return dict(options)
+
+    monkeypatch.setattr(routes, "check_flow_options", check)
     runner = PluginFlowRunner()
     settings = Settings(output_root=tmp_path / "out", allowed_roots=(roots,), workers=1)
     thread = ServerThread(create_app(settings, registry=demo_registry, job_runner=runner))
@@ -144,6 +154,8 @@ def test_a_flow_the_runner_offers_is_accepted_and_documented(tmp_path: Path, roo
             r = client.post("/v1/jobs", json={**body, "flow": "acme-surveys"})
             assert r.status_code == 400 and "acme-survey" in r.json()["error"] and "test-runner" in r.json()["error"]
             assert len(runner.specs) == 1  # refused before the runner saw it
+            r = client.post("/v1/jobs", json={**body, "flow_options": {"passes": "two"}})
+            assert r.status_code == 400 and "passes" in r.json()["error"] and len(runner.specs) == 1
             listing = client.get("/v1/jobs").json()
             assert listing["flows"] == ["segment-batch", "acme-survey"] and listing["jobs"][0]["flow"] == "acme-survey"
             assert listing["jobs"][0]["counts"] == {"succeeded": 1}

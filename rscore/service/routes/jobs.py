@@ -11,6 +11,7 @@ app submitted (the last :data:`MAX_LISTED` of them; jobs the runner has forgotte
 
 # no `from __future__ import annotations`: FastAPI reads these signatures, which name objects local to the
 # router factory (the app's plugin schema, its job request model)
+import inspect
 import threading
 from collections import OrderedDict
 from typing import Annotated
@@ -59,6 +60,8 @@ def jobs_router(svc: Service) -> APIRouter:
     runner = svc.runner
     settings = svc.settings
     submitted = SubmittedJobs()
+    # the app's plugins are where its flows come from, when the flow checker takes them (the flow registry's does)
+    flow_registry = {"registry": svc.registry} if "registry" in inspect.signature(check_flow_options).parameters else {}
     JobRequest = job_request_model(  # noqa: N806 - a model class built for this app's plugins and flows
         svc.plugin_schema, svc.flows, DEFAULT_FLOW, MAX_JOB_INPUTS, engine.MAX_QUERY_CHARS
     )
@@ -82,7 +85,8 @@ def jobs_router(svc: Service) -> APIRouter:
                 "the scheduled flows need RSCORE_JOB_RUNNER=prefect and PREFECT_API_URL"
             )
         flow_opts = check_flow_options(
-            flow, body.flow_options, lambda value, what: resolve_allowed(value, settings.allowed_roots, what=what)
+            flow, body.flow_options, lambda value, what: resolve_allowed(value, settings.allowed_roots, what=what),
+            **flow_registry,
         )
         spec = JobSpec(inputs=inputs, query=query, plugin=plugin, options=opts, flow=flow, flow_options=flow_opts)
         job = await run_in_threadpool(runner.submit, spec)  # a Prefect runner talks to its API: not on the loop
