@@ -521,8 +521,12 @@ def upload_cases(add: Callable[..., None]) -> None:
     case("zip: 10001 members", lambda d: [_zip(d / "m.zip", {f"d{i}/": b"" for i in range(10_001)}, method=0)])
     case("zip: 256 MiB bomb, limit 64 MiB", lambda d: [_zero_bomb(d / "b.zip", 256, lie=False)])
     case("zip: bomb with lying sizes", lambda d: [_zero_bomb(d / "b.zip", 256, lie=True)])
-    case("files: series + one non-DICOM", lambda d: [*(d / "src").glob("*.dcm"), (d / "notes.txt")]
-         if (_series_members(d), (d / "notes.txt").write_text("x" * 300)) else [])
+    def several_with_junk(d: Path) -> list[Path]:
+        _series_members(d)
+        (d / "notes.txt").write_text("x" * 300)
+        return [*sorted((d / "src").glob("*.dcm")), d / "notes.txt"]
+
+    case("files: series + one non-DICOM", several_with_junk)
 
 
 def upload_main(argv: list[str]) -> int:

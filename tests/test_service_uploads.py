@@ -184,3 +184,40 @@ def test_unit_extract_refuses_before_writing_anything(tmp_path: Path):
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["0_IM0000", "1_IM0001", "2_IM0002"]  # flat, numbered, the client's folders not recreated
     assert [(folder / n).read_bytes() for n in names] == list(SLICES.values())
+
+
+def test_a_zip_based_format_a_reader_claims_is_not_extracted(tmp_path: Path):
+    """A plugin may read an archive format of its own (sniffed by its reader): such an upload reaches that reader
+    as one file, not the DICOM series extraction."""
+    import types
+
+    from rscore import hookimpl
+    from rscore.errors import InputError
+    from rscore.plugins import get_plugin_manager, get_registry
+    from rscore.sdk import Reader
+
+    class NotesArchiveReader(Reader):
+        name = "notes-archive"
+        suffixes = (".notes",)
+
+        def sniff(self, path: Path, head: bytes) -> bool:
+            return head[:4] == b"PK\x03\x04" and path.suffix == ".notes"
+
+        def open(self, path: Path, options) -> None:
+            with zipfile.ZipFile(path) as zf:
+                raise InputError(f"notes archive with {zf.namelist()} opened by its own reader", path=path)
+
+    mod = types.ModuleType("notes_plugin")
+    mod.rscore_readers = hookimpl(lambda: [NotesArchiveReader()])
+    registry = get_registry(get_plugin_manager(entry_points=False, extra=[("notes", mod)]))
+    services = Services()
+    try:
+        client = services.start(registry, output_root=tmp_path / "out", workers=1, job_runner="inprocess")
+        data = zip_of({"a.txt": b"hello"})
+        r = client.post("/v1/segment", files={"file": ("site.notes", data, "application/zip")}, data={"query": "x"})
+        assert r.status_code == 422 and "['a.txt'] opened by its own reader" in r.json()["error"], r.text
+        r = client.post("/v1/segment", files={"file": ("site.zip", data, "application/zip")}, data={"query": "x"})
+        assert r.status_code == 422 and "member 'a.txt' is not a DICOM file" in r.json()["error"], r.text
+    finally:
+        services.stop_all()
+    assert_nothing_left(tmp_path)

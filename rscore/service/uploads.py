@@ -5,7 +5,8 @@ the request ends, whatever happens); nothing is ever created from a client's pat
 
 - **one file** (:func:`copy_upload`): copied under a safe base name (:func:`~rscore.service.security.
   safe_upload_name`), the upload limit enforced on the bytes actually there;
-- **a zip archive** (sniffed by its signature, not its name; :func:`extract_dicom_zip`): the members of one DICOM
+- **a zip archive** (sniffed by its signature, not its name, and claimed by no installed reader - a plugin may read
+  a zip-based format itself; :func:`extract_dicom_zip`): the members of one DICOM
   series, written *flat* into one folder as ``<index>_<safe base name>`` - the client's folders are never
   recreated. The whole central directory is checked before a byte is written, and the archive is refused (4xx, the
   member named) when a member's name is absolute, has a drive letter, a ``..`` segment or a NUL (zip-slip), is a

@@ -107,7 +107,7 @@ def segment_router(svc: Service) -> APIRouter:
             assert file is not None
             staged = staging / client_name
             copy_upload(file.file, staged, settings.max_upload_bytes, client_name)
-            if not is_zip(staged):
+            if not is_zip(staged) or _claimed(staged):
                 return staged
             stem = Path(client_name).stem
             folder = extract_dicom_zip(
@@ -116,6 +116,18 @@ def segment_router(svc: Service) -> APIRouter:
             )  # fmt: skip
             staged.unlink()  # the members are out: the archive's bytes need not stay on disk during the run
             return folder
+
+        def _claimed(staged: Path) -> bool:
+            """Whether an installed reader opens this zip-based file itself (a plugin's archive format)."""
+            with open(staged, "rb") as fh:
+                head = fh.read(512)
+            for reader in svc.registry.readers_for(plugin):
+                try:
+                    if reader.sniff(staged, head):
+                        return True
+                except Exception:  # a reader's sniff that fails on a file it does not know does not claim it
+                    log.debug("reader %s failed to sniff %s", getattr(reader, "name", reader), client_name, exc_info=True)
+            return False
 
         def task(cancel: threading.Event) -> dict[str, Any]:
             def progress(done: int, total: int) -> None:
