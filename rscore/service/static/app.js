@@ -91,7 +91,7 @@ async function init() {
   $("key").value = sessionStorage.getItem(KEY_STORE) || "";
   $("key").addEventListener("change", () => {
     sessionStorage.setItem(KEY_STORE, $("key").value.trim());
-    loadPlugins().then(() => setStatus("")).catch((e) => setStatus(e.message, true));
+    loadPlugins().then(() => { setStatus(""); return loadJobs(); }).catch((e) => setStatus(e.message, true));
   });
   $("plugin").addEventListener("change", updateExamples);
   $("form").addEventListener("submit", onSubmit);
