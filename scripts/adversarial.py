@@ -5,7 +5,9 @@ its exit code, the first line of stderr, and what it left behind (files or folde
 other than the output folder of a successful run; ``rscore-*`` folders in its ``TMPDIR``). A case whose exit code is
 not one of those expected, that prints a traceback, or that leaves anything behind is marked ``!!``. The last line
 is a summary. Categories: empty, truncated, garbage, bombs (per format), odd DICOM series, dead streams, hostile
-paths, bad options, signals, concurrency.
+paths, bad options, signals, concurrency, and uploads: hostile DICOM series archives posted to the HTTP service
+(``python scripts/adversarial.py --upload FILE...`` starts the service on loopback in that process, posts the file(s)
+to ``/v1/segment`` and exits 0 for 200, 2 for a 4xx, 1 for a 5xx or anything left in the service's staging folder).
 
     python scripts/adversarial.py                 # all cases, 2 at a time
     python scripts/adversarial.py -k dicom -j 1   # the cases whose name contains "dicom"
@@ -54,6 +56,7 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 180
     concurrent: int = 1  # run this many copies at once (concurrency cases)
+    upload: bool = False  # the arguments are for --upload (a request to the HTTP service), not for the rscore CLI
 
 
 # ------------------------------------------------------------------------------------------------ input makers
@@ -414,7 +417,155 @@ def cases(servers: dict[str, SilentServer]) -> list[Case]:
         env=slow_env, timeout_s=400)
     add("3 quick runs into one --out", "concurrency", lambda d: ["run", str(with_png(d)), Q, "--out", str(d / "out")],
         expect=(0, 2), concurrent=3)
+    upload_cases(add)
     return out
+
+
+# ------------------------------------------------------------------------------------- uploads to the service
+def _series_members(d: Path, n: int = 3, **kw) -> dict[str, bytes]:
+    kw.setdefault("series_uid", "1.2.3.80")
+    return {f"CT/IM{i:04d}": write_dicom(d / "src" / f"{kw.get('series_uid', 's')}{i}.dcm", ct(), z=i * 2.5,
+                                          instance=i + 1, **kw).read_bytes() for i in range(n)}  # fmt: skip
+
+
+def _zip(path: Path, members: dict[str, bytes], *, mode: int | None = None, method: int = 8) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", method) as zf:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name)
+            info.compress_type = method
+            if mode is not None:
+                info.external_attr = mode << 16
+            zf.writestr(info, data)
+    return path
+
+
+def _zero_bomb(path: Path, mib: int, *, lie: bool) -> Path:
+    """One member: a DICOM preamble then ``mib`` MiB of zeros (deflate: ~1000:1). ``lie``: both headers then declare
+    1000 bytes, so the sizes the archive states cannot be trusted to stop it."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        info = zipfile.ZipInfo("IM0000")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with zf.open(info, "w") as out:
+            out.write(b"\0" * 128 + b"DICM")
+            for _ in range(mib):
+                out.write(bytes(1 << 20))
+    if lie:
+        data = bytearray(path.read_bytes())
+        local, central = data.find(b"PK\x03\x04"), data.rfind(b"PK\x01\x02")
+        data[local + 22: local + 26] = struct.pack("<I", 1000)  # uncompressed size in the local header
+        data[central + 24: central + 28] = struct.pack("<I", 1000)  # and in the central directory
+        path.write_bytes(bytes(data))
+    return path
+
+
+def _half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def upload_cases(add: Callable[..., None]) -> None:
+    """Hostile DICOM series archives (and several files) posted to the service's /v1/segment."""
+    needs = ("rscore_surgical", "pydicom", "fastapi", "httpx")
+
+    def case(name: str, build: Callable[[Path], list[Path]], expect: tuple[int, ...] = (2,), extract_mb: float = 64):
+        def setup(d: Path) -> list[str]:
+            (d / "svc").mkdir()  # the service's output root (made first: it is not a leftover)
+            files = build(d)
+            return ["--root", str(d / "svc"), "--extract-mb", str(extract_mb), *map(str, files)]
+        add(name, "upload", setup, expect, needs=needs, upload=True, timeout_s=120)
+
+    one = lambda d: _series_members(d, 1)["CT/IM0000"]  # noqa: E731
+    case("zip: series (control)", lambda d: [_zip(d / "ct.zip", _series_members(d))], expect=(0,))
+    case("zip: ../../../evil.dcm (zip-slip)", lambda d: [_zip(d / "z.zip", {**_series_members(d), "../../../evil.dcm": one(d)})])
+    case("zip: absolute /tmp member", lambda d: [_zip(d / "z.zip", {"/tmp/rscore-evil.dcm": one(d)})])
+    case("zip: C:\\ drive member", lambda d: [_zip(d / "z.zip", {"C:\\evil.dcm": one(d)})])
+    case("zip: ..\\..\\ backslash member", lambda d: [_zip(d / "z.zip", {"..\\..\\..\\evil.dcm": one(d)})])
+    case("zip: symlink member to /etc/passwd", lambda d: [_zip(d / "z.zip", {"IM0": b"/etc/passwd"}, mode=0o120777)])
+    case("zip: non-DICOM member", lambda d: [_zip(d / "z.zip", {**_series_members(d), "CT/notes.txt": b"notes\n" * 50})])
+    case("zip: nested zip", lambda d: [_zip(d / "z.zip", {"inner.zip": _zip(d / "inner.zip", _series_members(d)).read_bytes()})])
+    case("zip: member named twice", lambda d: [_zip(d / "z.zip", {"IM0": one(d), "im0": one(d)})])
+    case("zip: two series", lambda d: [_zip(d / "z.zip", {**_series_members(d, 2, series_uid="1.2.3.70"),
+                                                           **{f"B/{k}": v for k, v in _series_members(d, 2, series_uid="1.2.3.71",
+                                                                                                     series_number=2).items()}})])
+    case("zip: odd member names (kept flat)", lambda d: [_zip(d / "z.zip", {("x" * 250) + "/IM\n1": one(d),
+                                                                           "sp ace/\u00e9\u4e2d.dcm": _series_members(d, 2)["CT/IM0001"]})],
+         expect=(0, 2))
+
+    def encrypted(d: Path) -> list[Path]:
+        z = _zip(d / "z.zip", {"IM0": one(d)})
+        data = bytearray(z.read_bytes())
+        for sig, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            data[data.find(sig) + at] |= 1
+        z.write_bytes(bytes(data))
+        return [z]
+
+    def crc(d: Path) -> list[Path]:
+        z = _zip(d / "z.zip", {"IM0": one(d)}, method=0)
+        data = bytearray(z.read_bytes())
+        data[data.find(b"DICM") + 300] ^= 0xFF
+        z.write_bytes(bytes(data))
+        return [z]
+
+    case("zip: encrypted member", encrypted)
+    case("zip: CRC mismatch", crc)
+    def written(path: Path, data: bytes) -> list[Path]:
+        path.write_bytes(data)
+        return [path]
+
+    case("zip: truncated archive (half)", lambda d: written(d / "t.zip", _half(_zip(d / "f.zip", _series_members(d)).read_bytes())))
+    case("zip: PK magic + garbage", lambda d: written(d / "g.zip", b"PK\x03\x04" + os.urandom(4000)))
+    case("zip: empty archive", lambda d: [_zip(d / "e.zip", {})])
+    case("zip: 10001 members", lambda d: [_zip(d / "m.zip", {f"d{i}/": b"" for i in range(10_001)}, method=0)])
+    case("zip: 256 MiB bomb, limit 64 MiB", lambda d: [_zero_bomb(d / "b.zip", 256, lie=False)])
+    case("zip: bomb with lying sizes", lambda d: [_zero_bomb(d / "b.zip", 256, lie=True)])
+    def several_with_junk(d: Path) -> list[Path]:
+        _series_members(d)
+        (d / "notes.txt").write_text("x" * 300)
+        return [*sorted((d / "src").glob("*.dcm")), d / "notes.txt"]
+
+    case("files: series + one non-DICOM", several_with_junk)
+
+
+def upload_main(argv: list[str]) -> int:
+    """``--upload [--root DIR] [--extract-mb N] FILE...``: one request to a fresh service (see the module docstring)."""
+    import httpx
+
+    from rscore.service import ServerThread, Settings, create_app
+
+    parser = argparse.ArgumentParser(prog="adversarial.py --upload")
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--extract-mb", type=float, default=64)
+    parser.add_argument("files", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    settings = Settings(output_root=args.root, workers=1, queue_size=1, job_runner="inprocess",
+                        max_extract_mb=args.extract_mb, request_timeout_s=90)  # fmt: skip
+    thread = ServerThread(create_app(settings))
+    handles = [open(f, "rb") for f in args.files]
+    try:
+        base = thread.start()
+        if len(handles) == 1:
+            parts = [("file", (args.files[0].name, handles[0], "application/octet-stream"))]
+        else:
+            parts = [("files", (f.name, h, "application/octet-stream")) for f, h in zip(args.files, handles)]
+        r = httpx.post(f"{base}/v1/segment", files=parts, data={"query": "bone", "plugin": "surgical"}, timeout=100)
+    finally:
+        for h in handles:
+            h.close()
+        thread.stop()
+    staging = args.root / ".staging"
+    left = sorted(str(p.relative_to(args.root)) for p in staging.rglob("*")) if staging.exists() else []
+    results = [p.name for p in args.root.iterdir() if p.name != ".staging"]
+    if r.status_code == 200:
+        print(f"HTTP 200: {len(r.json()['result'].get('instances', []))} instance(s)", file=sys.stderr)
+    else:
+        print(f"HTTP {r.status_code}: {r.json().get('error', r.text[:200])}", file=sys.stderr)
+    if left or (r.status_code != 200 and results):
+        print(f"left behind in the service's folders: {', '.join(left + results)[:300]}", file=sys.stderr)
+        return 1
+    return 0 if r.status_code == 200 else 2 if 400 <= r.status_code < 500 else 1
 
 
 def _touch_png(d: Path, name: str) -> Path:
@@ -441,7 +592,8 @@ def run_case(case: Case, root: Path) -> tuple[str, bool]:
     except Exception as exc:  # noqa: BLE001 - a case that cannot be built is reported, not fatal
         return f"ERR   {case.category:<11} {case.name:<44} setup failed: {type(exc).__name__}: {exc}", False
     before = snapshot(d)
-    procs = [subprocess.Popen([PY, "-m", "rscore", *args], cwd=d, env=env, stdout=subprocess.PIPE,
+    command = [PY, str(Path(__file__).resolve()), "--upload"] if case.upload else [PY, "-m", "rscore"]
+    procs = [subprocess.Popen([*command, *args], cwd=d, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE) for _ in range(case.concurrent)]
     if case.signal_after:
         sig, pattern = case.signal_after
@@ -488,6 +640,8 @@ def run_case(case: Case, root: Path) -> tuple[str, bool]:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--upload"]:
+        return upload_main(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-k", default="", help="only cases whose name or category contains this")
     parser.add_argument("-j", type=int, default=2, help="cases run at the same time (default 2)")

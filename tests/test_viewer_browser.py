@@ -229,3 +229,96 @@ def test_dicom_slice_browser(driver, url, tmp_path):
     WebDriverWait(driver, 10).until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
     assert driver.execute_script("return arguments[0].naturalWidth", img) == 512
     assert _errors(driver) == []
+
+
+# ------------------------------------------------------------------------ DICOM series uploads and batch jobs
+def _wait_caption(driver, words: str, timeout: float = 60) -> str:
+    caption = driver.find_element(By.ID, "overlay-caption")
+    WebDriverWait(driver, timeout).until(lambda d: words in caption.text or "error" in
+                                         (d.find_element(By.ID, "status").get_attribute("class") or ""))  # fmt: skip
+    assert words in caption.text, driver.find_element(By.ID, "status").text
+    return caption.text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rscore_surgical") is None, reason="needs the surgical plugin")
+def test_dicom_series_as_a_zip_and_as_several_files_in_the_slice_browser(driver, url, tmp_path):
+    from service_helpers import series_slices, zip_of
+
+    slices = series_slices()
+    archive = tmp_path / "ct.zip"
+    archive.write_bytes(zip_of(slices))
+    _submit(driver, url, archive, "surgical", "bone")
+    assert "(1 of 3)" in _wait_caption(driver, "of 3")  # one volume of three slices, first slice with bone shown
+    slider = driver.find_element(By.ID, "slice")
+    assert driver.find_element(By.ID, "slice-row").is_displayed() and slider.get_attribute("max") == "2"
+    img = driver.find_element(By.ID, "overlay")
+    first = img.get_attribute("data-slice")
+    driver.execute_script("arguments[0].value = 2; arguments[0].dispatchEvent(new Event('input'))", slider)
+    WebDriverWait(driver, 10).until(lambda d: img.get_attribute("data-slice") != first)
+    assert "(3 of 3)" in driver.find_element(By.ID, "overlay-caption").text
+
+    files = []
+    for name, data in slices.items():  # the same series as three files chosen together
+        files.append(tmp_path / (name.split("/")[-1] + ".dcm"))
+        files[-1].write_bytes(data)
+    _submit(driver, url, Path("\n".join(str(f) for f in files)), "surgical", "bone")
+    WebDriverWait(driver, 60).until(lambda d: "done" in d.find_element(By.ID, "status").text
+                                    or "error" in (d.find_element(By.ID, "status").get_attribute("class") or ""))
+    assert "done" in driver.find_element(By.ID, "status").text, driver.find_element(By.ID, "status").text
+    assert "of 3" in driver.find_element(By.ID, "overlay-caption").text
+    assert _errors(driver) == []
+
+
+def test_hostile_zip_is_refused_in_the_page_naming_the_member(driver, url, tmp_path):
+    from service_helpers import zip_of
+
+    archive = tmp_path / "evil.zip"
+    archive.write_bytes(zip_of({"../../outside.dcm": b"\0" * 128 + b"DICM" + b"\0" * 64}))
+    _submit(driver, url, archive, "demo", "bright spots")
+    status = driver.find_element(By.ID, "status")
+    WebDriverWait(driver, 30).until(lambda d: "422" in status.text)
+    assert "../../outside.dcm" in status.text and "'..'" in status.text and status.get_attribute("class") == "error"
+    assert not list(tmp_path.rglob("outside.dcm"))
+    assert all("422" in e for e in _errors(driver))  # the refused request, and nothing else
+
+
+def test_batch_jobs_listed_with_links_to_their_results(driver, tmp_path, registry):
+    import httpx
+
+    data = tmp_path / "data"
+    data.mkdir()
+    img = np.zeros((60, 80, 3), np.uint8)
+    img[10:30, 20:50] = 240
+    Image.fromarray(img).save(data / "site1.png")
+    Image.fromarray(np.zeros_like(img)).save(data / "site2.png")
+    (data / "broken.png").write_bytes(b"not a picture")
+    settings = Settings(output_root=tmp_path / "out", allowed_roots=(data,), workers=1, queue_size=2,
+                        job_runner="inprocess")  # fmt: skip
+    thread = ServerThread(create_app(settings, registry=registry))
+    base = thread.start()
+    try:
+        job = httpx.post(f"{base}/v1/jobs", json={"inputs": ["site1.png", "site2.png", "broken.png"],
+                                                  "query": "bright boxes", "plugin": "vview"}, timeout=30).json()
+        driver.get(base + "/")
+        table = driver.find_element(By.ID, "jobs")
+        row_css = f"#jobs tr[data-job='{job['id']}']"
+        WebDriverWait(driver, 30).until(  # the page polls while the job runs
+            lambda d: d.find_elements(By.CSS_SELECTOR, row_css)
+            and d.find_element(By.CSS_SELECTOR, row_css).get_attribute("data-state") == "partial")
+        row = driver.find_element(By.CSS_SELECTOR, row_css)
+        assert table.is_displayed() and "segment-batch" in row.text and "bright boxes (vview)" in row.text
+        assert "3: 2 succeeded, 1 failed" in row.text
+        row.find_element(By.TAG_NAME, "button").click()
+        items = WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "tr.job-items li"))
+        assert [li.get_attribute("data-state") for li in items] == ["succeeded", "succeeded", "failed"]
+        assert "broken.png" in items[2].text and "not" in items[2].text.lower()
+        items[0].find_element(By.TAG_NAME, "button").click()  # the first site's result, in the viewer above
+        answer = driver.find_element(By.ID, "answer")
+        WebDriverWait(driver, 20).until(lambda d: answer.is_displayed() and answer.get_attribute("data-absent") == "0")
+        assert "1 instance(s)" in answer.text and "site1.png" in driver.find_element(By.ID, "status").text
+        overlay = driver.find_element(By.ID, "overlay")
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay))
+        assert driver.execute_script("return arguments[0].naturalWidth", overlay) == 80
+        assert _errors(driver) == []
+    finally:
+        thread.stop()

@@ -7,6 +7,8 @@ variable                   meaning                                              
                            each at least 16 characters. Without keys the service refuses to
                            bind anything but a loopback address.
 ``RSCORE_MAX_UPLOAD_MB``   largest accepted upload, in MiB (2**20 bytes); larger -> 413        100
+``RSCORE_MAX_EXTRACT_MB``  most a DICOM series uploaded as a zip may expand to, in MiB (counted  1024
+                           while extracting); larger -> 413
 ``RSCORE_ALLOWED_ROOTS``   server-side folders (``os.pathsep``-separated) that ``path``        none (``path``
                            inputs may name; anything that resolves outside them -> 403        inputs refused)
 ``RSCORE_REQUEST_TIMEOUT_S`` seconds a request may wait in the queue plus run; then 504        300
@@ -67,6 +69,7 @@ class Settings:
     job_workers: int = 1
     result_ttl_s: float = 7 * 24 * 3600.0
     read_timeout_s: float = 30.0
+    max_extract_mb: float = 1024.0
 
     def __post_init__(self) -> None:
         for i, key in enumerate(self.api_keys, 1):
@@ -76,6 +79,8 @@ class Settings:
                     f"{MIN_KEY_CHARS} characters without spaces (e.g. python -c 'import secrets; "
                     "print(secrets.token_urlsafe(24))')"
                 )
+        if not self.max_extract_mb > 0:
+            raise OptionError(f"RSCORE_MAX_EXTRACT_MB must be positive, got {self.max_extract_mb}")
         if not self.max_upload_mb > 0:
             raise OptionError(f"RSCORE_MAX_UPLOAD_MB must be positive, got {self.max_upload_mb}")
         if not self.request_timeout_s > 0:
@@ -109,6 +114,10 @@ class Settings:
         return int(self.max_upload_mb * MIB)
 
     @property
+    def max_extract_bytes(self) -> int:
+        return int(self.max_extract_mb * MIB)
+
+    @property
     def auth_required(self) -> bool:
         return bool(self.api_keys)
 
@@ -129,6 +138,7 @@ class Settings:
             kwargs["job_runner"] = env["RSCORE_JOB_RUNNER"].strip()
         for var, name, kind in (
             ("RSCORE_MAX_UPLOAD_MB", "max_upload_mb", float),
+            ("RSCORE_MAX_EXTRACT_MB", "max_extract_mb", float),
             ("RSCORE_REQUEST_TIMEOUT_S", "request_timeout_s", float),
             ("RSCORE_QUEUE_SIZE", "queue_size", int),
             ("RSCORE_WORKERS", "workers", int),

@@ -109,18 +109,17 @@ def map_layers(folder: Path) -> dict[str, Any]:
 
 def viewer_router(output_root: Path, auth: list[Any]) -> APIRouter:
     """The viewer's routes over the results in ``output_root`` (``auth``: the API's key dependencies)."""
-    from rscore.service.app import _errors  # the app's documented error answers (imported once the app module is)
+    from rscore.service.context import result_dir
+    from rscore.service.schemas import errors
 
     router = APIRouter()
 
     @router.get(
-        "/v1/results/{result_id}/view/map", dependencies=auth, tags=["results"], responses=_errors(401, 404),
+        "/v1/results/{result_id}/view/map", dependencies=auth, tags=["results"], responses=errors(401, 404),
         summary="A georeferenced result as map layers (WGS 84 bounds, PNG overlays, legend) for the web viewer",
     )  # fmt: skip
     async def view_map(result_id: str) -> dict[str, Any]:
-        from rscore.service.app import _result_dir
-
-        folder = _result_dir(output_root, result_id)
+        folder = result_dir(output_root, result_id)
         return await run_in_threadpool(map_layers, folder)
 
     return router

@@ -91,7 +91,7 @@ async function init() {
   $("key").value = sessionStorage.getItem(KEY_STORE) || "";
   $("key").addEventListener("change", () => {
     sessionStorage.setItem(KEY_STORE, $("key").value.trim());
-    loadPlugins().then(() => setStatus("")).catch((e) => setStatus(e.message, true));
+    loadPlugins().then(() => { setStatus(""); return loadJobs(); }).catch((e) => setStatus(e.message, true));
   });
   $("plugin").addEventListener("change", updateExamples);
   $("form").addEventListener("submit", onSubmit);
@@ -103,30 +103,139 @@ async function init() {
     setStatus(`the service does not answer: ${e.message}`, true);
     return;
   }
+  $("jobs-refresh").addEventListener("click", () => loadJobs());
   try {
     await loadPlugins();
     document.body.dataset.ready = "1";
   } catch (e) {
     setStatus(e.status === 401 ? "enter the API key to list plugins" : e.message, true);
+    return;
   }
+  await loadJobs();
+}
+
+// ---------------------------------------------------------------------------------------------- batch jobs
+let jobsTimer = null;
+const ACTIVE = new Set(["queued", "running"]);
+
+async function loadJobs() {
+  clearTimeout(jobsTimer);
+  const status = $("jobs-status");
+  let listing;
+  try {
+    listing = await (await api("v1/jobs?limit=50")).json();
+  } catch (e) {
+    status.textContent = `jobs: ${e.message}`;
+    return;
+  }
+  const tbody = $("jobs").querySelector("tbody");
+  tbody.replaceChildren();
+  for (const job of listing.jobs) {
+    const tr = el("tr");
+    tr.dataset.job = job.id;
+    tr.dataset.state = job.state;
+    const counts = Object.entries(job.counts).map(([state, n]) => `${n} ${state}`).join(", ");
+    const when = job.submitted ? new Date(job.submitted).toLocaleString() : "";
+    for (const cell of [when, job.flow, job.plugin ? `${job.query} (${job.plugin})` : job.query, job.state,
+                        `${job.inputs}: ${counts}`]) {
+      tr.appendChild(el("td", cell));
+    }
+    const open = el("button", "results");
+    open.type = "button";
+    open.className = "link";
+    open.addEventListener("click", () => toggleJob(tr, job).catch((e) => setStatus(e.message, true)));
+    const td = el("td");
+    td.appendChild(open);
+    tr.appendChild(td);
+    tbody.appendChild(tr);
+  }
+  $("jobs").hidden = listing.jobs.length === 0;
+  status.textContent = listing.jobs.length ? `runner: ${listing.runner}; flows: ${listing.flows.join(", ")}`
+    : `no batch jobs yet (POST v1/jobs; runner ${listing.runner}, flows: ${listing.flows.join(", ")})`;
+  $("jobs").dataset.ready = "1";
+  if (listing.jobs.some((j) => ACTIVE.has(j.state))) jobsTimer = setTimeout(loadJobs, 2000);
+}
+
+// the job's inputs under its row: state, error, and a button that shows each result in the viewer above
+async function toggleJob(tr, summary) {
+  const next = tr.nextElementSibling;
+  if (next && next.classList.contains("job-items")) { next.remove(); return; }
+  const job = await (await api(summary.url)).json();
+  const row = el("tr");
+  row.className = "job-items";
+  row.dataset.job = job.id;
+  const td = el("td");
+  td.colSpan = 6;
+  const list = el("ul");
+  for (const [name, url] of Object.entries(job.links || {})) list.appendChild(downloadItem(`${name} (job)`, url));
+  for (const item of job.items) {
+    const li = el("li");
+    li.dataset.state = item.state;
+    li.appendChild(el("span", `${item.input}: ${item.state}`));
+    if (item.error) li.appendChild(el("span", ` — ${item.error}`, "error"));
+    if (item.result_id && item.links.result) {
+      const show = el("button", item.absent ? "show (absent)" : `show (${item.instance_count} instance(s))`);
+      show.type = "button";
+      show.className = "link";
+      show.dataset.result = item.result_id;
+      show.addEventListener("click", () => showJobItem(item).catch((e) => setStatus(e.message, true)));
+      li.append(" ", show);
+    }
+    list.appendChild(li);
+  }
+  td.appendChild(list);
+  row.appendChild(td);
+  tr.after(row);
+}
+
+function downloadItem(label, url) {
+  const li = el("li");
+  const a = el("button", label);
+  a.type = "button";
+  a.className = "link";
+  a.addEventListener("click", async () => {
+    try {
+      const link = el("a");
+      link.href = await blobUrl(url);
+      link.download = decodeURIComponent(url.split("/").pop());
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+    } catch (e) { setStatus(e.message, true); }
+  });
+  li.appendChild(a);
+  return li;
+}
+
+async function showJobItem(item) {
+  const doc = await (await api(item.links.result)).json();
+  if (inputUrl) URL.revokeObjectURL(inputUrl);
+  inputUrl = null;  // the input is on the server: the overlay is what there is to see
+  await showResult({ id: item.result_id, links: item.links, result: doc });
+  setStatus(`batch result: ${item.input}`);
+  $("result").scrollIntoView();
 }
 
 // ---------------------------------------------------------------------------------------------- segment
 async function onSubmit(event) {
   event.preventDefault();
-  const file = $("file").files[0];
-  if (!file) { setStatus("choose an input file", true); return; }
+  const chosen = [...$("file").files];
+  if (!chosen.length) { setStatus("choose an input file", true); return; }
+  const file = chosen[0];
   const form = new FormData();
-  form.append("file", file, file.name);
+  // one file (an image, a GeoTIFF, a video, a DICOM file or a DICOM series as a .zip) is "file"; several files are
+  // the files of one DICOM series, sent as "files"
+  if (chosen.length === 1) form.append("file", file, file.name);
+  else for (const f of chosen) form.append("files", f, f.name);
   form.append("query", $("query").value);
   if ($("plugin").value) form.append("plugin", $("plugin").value);
   $("submit").disabled = true;
-  setStatus(`segmenting ${file.name}…`);
+  setStatus(chosen.length === 1 ? `segmenting ${file.name}…` : `segmenting a series of ${chosen.length} files…`);
   const t0 = performance.now();
   try {
     const body = await (await api("v1/segment", { method: "POST", body: form })).json();
     if (inputUrl) URL.revokeObjectURL(inputUrl);
-    inputUrl = /^image\/(png|jpeg|gif|webp|bmp)$/.test(file.type) ? URL.createObjectURL(file) : null;
+    inputUrl = chosen.length === 1 && /^image\/(png|jpeg|gif|webp|bmp)$/.test(file.type) ? URL.createObjectURL(file) : null;
     await showResult(body);
     setStatus(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   } catch (e) {

@@ -1,0 +1,175 @@
+"""``POST /v1/segment``: one input - an uploaded file, a DICOM series uploaded as a zip or as several files, or a
+server-side path under the allowed roots - and a query; the answer is the result document with links to its files.
+
+Uploads are staged under ``<output root>/.staging/<result id>/`` by :mod:`rscore.service.uploads` (removed when the
+request ends, whatever happens); the run itself is :func:`rscore.engine.run` in an inference-pool thread, never on the
+event loop, stopped at its next tile when the request's deadline passes.
+"""
+
+# no `from __future__ import annotations`: FastAPI reads this signature, which names the app's plugin schema
+
+import json
+import logging
+import os
+import shutil
+import threading
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+
+from rscore import engine
+from rscore.errors import OptionError, RscoreError
+from rscore.service.context import Service, scrub_doc
+from rscore.service.guard import json_error
+from rscore.service.pool import Cancelled
+from rscore.service.schemas import NO_NUL, SegmentResponse, errors
+from rscore.service.security import UploadTooLarge, parse_options, resolve_allowed, safe_upload_name
+from rscore.service.settings import MIB
+from rscore.service.uploads import copy_upload, extract_dicom_zip, is_zip, stage_series_files
+
+log = logging.getLogger("rscore.service.app")
+
+__all__ = ["segment_router"]
+
+
+def _given(upload: UploadFile | None) -> bool:
+    return upload is not None and (bool(upload.filename) or bool(upload.size))
+
+
+def segment_router(svc: Service) -> APIRouter:
+    router = APIRouter()
+    settings = svc.settings
+
+    @router.post(
+        "/v1/segment", dependencies=svc.auth,
+        response_model=SegmentResponse,
+        responses=errors(400, 401, 403, 413, 422, 503, 504),
+        tags=["segment"],
+        summary="Segment what the query asks for in an uploaded file or a server-side path",
+    )  # fmt: skip
+    async def segment(
+        request: Request,
+        query: Annotated[
+            str,
+            Form(description='what to segment, e.g. "landslide-prone areas"', min_length=1,
+                 max_length=engine.MAX_QUERY_CHARS, pattern=r"\S"),
+        ],  # fmt: skip
+        file: Annotated[
+            UploadFile | None,
+            File(description="the input (image, GeoTIFF, video, DICOM file...; sniffed, not trusted by name). A zip "
+                 "archive is read as the files of one DICOM series (extracted flat; members that are not DICOM, or "
+                 "whose names leave the archive's folder, are refused naming them)"),
+        ] = None,  # fmt: skip
+        files: Annotated[
+            list[UploadFile] | None,
+            File(description="several files of one DICOM series (at most 1000; use a zip for more), instead of file"),
+        ] = None,
+        path: Annotated[
+            str | None,
+            Form(description="a server-side input under the allowed roots, instead of file", max_length=4096,
+                 pattern=NO_NUL),
+        ] = None,  # fmt: skip
+        plugin: Annotated[
+            str | None,
+            Form(description="plugin to answer with (GET /v1/plugins); empty = any", json_schema_extra=svc.plugin_schema),
+        ] = None,
+        options: Annotated[str | None, Form(description='JSON object of options, e.g. {"tile_size": 512}')] = None,
+    ) -> SegmentResponse:
+        query, plugin, opts = svc.prepare(query, plugin, parse_options(options))
+        series = [f for f in files or [] if _given(f)]
+        has_file = _given(file)
+        if (has_file, bool(series), bool(path)).count(True) != 1:
+            raise OptionError("give exactly one input: a 'file' upload, several 'files' of a DICOM series, or a server-side 'path'")
+        source: Path | None = None
+        client_name = "upload"
+        if has_file:
+            assert file is not None
+            client_name = safe_upload_name(file.filename)
+            if file.size is not None and file.size > settings.max_upload_bytes:
+                raise UploadTooLarge(
+                    f"{client_name}: {file.size / MIB:.1f} MiB is over the upload limit of {settings.max_upload_mb:g} MiB"
+                )
+        elif series:
+            client_name = "series"
+        else:
+            source = resolve_allowed(str(path), settings.allowed_roots)
+        result_id = uuid.uuid4().hex
+        out_dir = svc.output_root / result_id
+        staging = svc.staging_root / result_id
+
+        def stage() -> Path:
+            """The uploaded input on disk, under ``staging``."""
+            staging.mkdir(parents=True)
+            if series:
+                return stage_series_files(series, staging / client_name, limit=settings.max_upload_bytes)
+            assert file is not None
+            staged = staging / client_name
+            copy_upload(file.file, staged, settings.max_upload_bytes, client_name)
+            if not is_zip(staged) or _claimed(staged):
+                return staged
+            stem = Path(client_name).stem
+            folder = extract_dicom_zip(
+                staged, staging / (stem if stem and stem != client_name else client_name + "-files"),
+                shown=client_name, max_bytes=settings.max_extract_bytes,
+            )  # fmt: skip
+            staged.unlink()  # the members are out: the archive's bytes need not stay on disk during the run
+            return folder
+
+        def _claimed(staged: Path) -> bool:
+            """Whether an installed reader opens this zip-based file itself (a plugin's archive format)."""
+            with open(staged, "rb") as fh:
+                head = fh.read(512)
+            for reader in svc.registry.readers_for(plugin):
+                try:
+                    if reader.sniff(staged, head):
+                        return True
+                except Exception:  # a reader's sniff that fails on a file it does not know does not claim it
+                    log.debug("reader %s failed to sniff %s", getattr(reader, "name", reader), client_name, exc_info=True)
+            return False
+
+        def task(cancel: threading.Event) -> dict[str, Any]:
+            def progress(done: int, total: int) -> None:
+                if cancel.is_set():
+                    raise Cancelled("request timed out")
+
+            try:
+                input_path = source if source is not None else stage()
+                if cancel.is_set():
+                    raise Cancelled("request timed out")
+                result = engine.run(
+                    input_path, query, plugin=plugin, out_dir=out_dir, options=opts, registry=svc.registry,
+                    progress=progress,
+                )  # fmt: skip
+                if cancel.is_set():
+                    raise Cancelled("request timed out")
+                doc_path = out_dir / "result.json"
+                if doc_path.is_file():
+                    doc = json.loads(doc_path.read_text(encoding="utf-8"))
+                else:
+                    from rscore.io.writers import result_document
+
+                    doc = result_document(result)
+                if source is None:  # the document should name the client's file, not the staging path
+                    doc = scrub_doc(doc, str(staging) + os.sep)
+                    if doc_path.is_file():
+                        doc_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+                return doc
+            except Cancelled:
+                shutil.rmtree(out_dir, ignore_errors=True)
+                raise
+            finally:
+                if source is None:
+                    shutil.rmtree(staging, ignore_errors=True)
+
+        try:
+            doc = await svc.pool.run(task, settings.request_timeout_s)
+        except RscoreError as exc:
+            message = svc.scrub(str(exc).replace(str(staging) + os.sep, ""))
+            if exc.http_status >= 500:
+                log.error("%s: %s", type(exc).__name__, message)
+            return json_error(exc.http_status, message)  # type: ignore[return-value]
+        return SegmentResponse(id=result_id, links=svc.links(request, result_id, doc.get("outputs", {})), result=doc)
+
+    return router
