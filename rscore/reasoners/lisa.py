@@ -38,7 +38,9 @@ import numpy as np
 
 from rscore.errors import BackendUnavailable, OptionError
 from rscore.options import scoped, typed
-from rscore.types import Plan, Request, Scene, Step, Target
+from rscore.reasoners.base import Generation, Prepared, Run, VLMReasoner
+from rscore.reasoners.prompting import SentImage
+from rscore.types import Plan, Request, Step, Target
 
 if TYPE_CHECKING:
     from rscore.models.lisa import LisaModel
@@ -168,8 +170,13 @@ class LisaAnswer:
     decode_s: float
 
 
-class LisaReasoner:
-    """``plan`` runs one LISA call on the scene's picture and returns mask-carrying targets (or absent)."""
+class LisaReasoner(VLMReasoner):
+    """``plan`` runs one LISA call on the scene's picture and returns mask-carrying targets (or absent).
+
+    The stages are :class:`~rscore.reasoners.base.VLMReasoner`'s: the picture goes at its own size (SAM and CLIP
+    resize it themselves), :meth:`prepare` builds LISA's chat prompt, :meth:`generate` is :meth:`answer` (generation,
+    [SEG] hidden states, SAM), and :meth:`finish` turns the masks into targets; no repair turn (the answer is not
+    text to re-ask)."""
 
     name = "lisa"
     max_concurrency = 1  # one local model: tiles of a large scene are reasoned one at a time
@@ -231,14 +238,31 @@ class LisaReasoner:
         masks, scores = decode_masks(m.sam, picture, emb)
         return LisaAnswer(text, tuple(new), emb, masks, scores, False, generate_s, time.perf_counter() - t1)
 
-    # --------------------------------------------------------------------------------------------------- plan
-    def plan(self, scene: Scene, request: Request, templates: Sequence[Template]) -> Plan:
-        from rscore.instances import mask_bbox
-        from rscore.io.images import scene_rgb8
+    # ------------------------------------------------------------------------------------------------ stages
+    def fit(self, rgb: np.ndarray, options: Any = None) -> SentImage:
+        """The whole picture: SAM (longest side 1024) and CLIP (shortest side, centre crop) resize it themselves."""
+        h, w = rgb.shape[:2]
+        return SentImage(rgb, (w, h))
 
-        picture = scene_rgb8(scene)
-        a = self.answer(picture, request.query)
-        label = " ".join(request.query.split())[:80]
+    def prepare(self, sent: SentImage, request: Request, templates: Sequence[Template], *, kind: str | None = None,
+                context: str = "", options: Any = None, session: Any = None) -> Prepared:  # fmt: skip
+        m = self.model
+        prompt = lisa_prompt(request.query, style=self.options.prompt_style, im_start_end=m.use_im_start_end)
+        return Prepared(({"role": "user", "content": prompt},), sent, None, "pixels", self.options.prompt_style,
+                        request.query)  # fmt: skip
+
+    def generate(self, messages: Sequence[Mapping[str, Any]], prepared: Prepared, options: Any,
+                 session: Any = None) -> Generation:  # fmt: skip
+        a = self.answer(prepared.sent.array, prepared.query)
+        return Generation(a.text, completion_tokens=len(a.token_ids), seconds=a.generate_s + a.decode_s, payload=a)
+
+    def parse(self, generation: Generation, prepared: Prepared, options: Any) -> LisaAnswer:
+        return generation.payload
+
+    def finish(self, a: LisaAnswer, run: Run, options: Any, session: Any = None) -> Plan:
+        from rscore.instances import mask_bbox
+
+        label = " ".join(run.prepared.query.split())[:80]
         match = {
             "reasoner_model": self.model_name,
             "device": self.device,
