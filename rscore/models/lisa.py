@@ -491,7 +491,7 @@ def _load_vision_tower(llava: Any, folder: Path, filled: set[str]) -> None:
 
 def apply_lisa_adapter(model: LisaModel, adapter: str | Path) -> LisaModel:
     """Merge an ``rscore finetune --reasoner lisa`` adapter into a loaded LISA model (returns it)."""
-    from rscore.finetune.adapter import read_adapter  # a leaf module: reading the adapter's description
+    from rscore.models.adapter import read_adapter  # a leaf module: reading the adapter's description
 
     info = read_adapter(adapter)
     if info.reasoner is None or info.reasoner.get("backend") != "lisa":
