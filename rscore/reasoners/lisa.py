@@ -20,7 +20,9 @@ reasoner (each tile is one LISA call; masks are merged across tile borders there
 
 Options (``-O`` / flat): ``model`` (``auto`` | registered name | folder), ``weights``, ``vision_tower`` (a CLIP folder
 when it is not found under ``--weights`` or in the Hugging Face cache), ``device``, ``dtype``, ``max_new_tokens``
-(512), ``prompt_style`` (``lisa`` | ``raw``: the query exactly as typed). 8-/4-bit loading is not offered yet.
+(512), ``prompt_style`` (``lisa`` | ``raw``: the query exactly as typed), ``load_in`` (``none`` | ``8bit`` | ``4bit``:
+the language model's linear layers through bitsandbytes on a CUDA GPU, as LISA's ``chat.py --load_in_8bit``;
+:mod:`rscore.models.quantize`).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ SYSTEM = (
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
 RECOMMENDED = "lisa-7b-v1"
-FLAT_OPTIONS = ("model", "weights", "adapter", "device", "dtype", "max_new_tokens")
+FLAT_OPTIONS = ("model", "weights", "adapter", "device", "dtype", "max_new_tokens", "load_in")
 _SUFFIX = "Please output segmentation mask."
 
 
@@ -73,8 +75,12 @@ class LisaOptions:
     dtype: str = "auto"
     max_new_tokens: int = 512
     prompt_style: str = "lisa"
+    load_in: str = "none"  # 8bit | 4bit: bitsandbytes on CUDA (rscore.models.quantize)
 
     def __post_init__(self) -> None:
+        from rscore.models.quantize import check_load_in
+
+        check_load_in(self.load_in, "lisa reasoner")
         if not (isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= 4096):
             raise OptionError("lisa reasoner: max_new_tokens must be 1..4096")
         if self.prompt_style not in ("lisa", "raw"):
@@ -133,7 +139,7 @@ def clear_lisa_cache() -> None:
 
 def _load(folder: Path, opts: LisaOptions, device: str, dtype: str) -> LisaModel:
     adapter = str(Path(opts.adapter).resolve()) if opts.adapter else ""
-    key = (str(folder.resolve()), device, dtype, opts.vision_tower or "", opts.weights or "", adapter)
+    key = (str(folder.resolve()), device, dtype, opts.vision_tower or "", opts.weights or "", adapter, opts.load_in)
     with _LOCK:
         if key not in _CACHE:
             from rscore.models.device import torch_dtype
@@ -142,7 +148,7 @@ def _load(folder: Path, opts: LisaOptions, device: str, dtype: str) -> LisaModel
             t0 = time.perf_counter()
             model = load_lisa(
                 folder,
-                {"vision_tower": opts.vision_tower, "weights": opts.weights},
+                {"vision_tower": opts.vision_tower, "weights": opts.weights, "load_in": opts.load_in},
                 device=device,
                 dtype=torch_dtype(dtype),
             )
@@ -187,15 +193,17 @@ class LisaReasoner(VLMReasoner):
 
     def __init__(self, options: LisaOptions) -> None:
         from rscore.models.device import resolve_device, resolve_dtype
+        from rscore.models.quantize import require
         from rscore.models.registry import find_model, resolve, resolve_auto
 
         self.options = options
+        self.device = resolve_device(None if options.device == "auto" else options.device)
+        require(options.load_in, self.device, "lisa reasoner")  # before any weight is looked for or read
         if options.model == "auto":
             found = resolve_auto("lisa", weights=options.weights, recommend=RECOMMENDED)
         else:
             found = resolve(find_model(options.model, "lisa"), weights=options.weights)
         self.model_name = found.spec.name
-        self.device = resolve_device(None if options.device == "auto" else options.device)
         self.dtype = resolve_dtype(self.device, None if options.dtype == "auto" else options.dtype)
         self.model = _load(found.path, options, self.device, self.dtype)
 

@@ -61,7 +61,7 @@ __all__ = [
     "THINK_ANSWER_SIDE",
 ]
 
-FLAT_OPTIONS = ("model", "weights", "adapter", "device", "dtype", "max_side", "temperature")
+FLAT_OPTIONS = ("model", "weights", "adapter", "device", "dtype", "max_side", "temperature", "load_in")
 RECOMMENDED = "qwen3-vl-4b"
 THINK_ANSWER_SIDE = 840  # Seg-Zero / VisionReasoner were trained on 840 x 840 pictures
 PROMPT_STYLES = ("auto", "rscore", "think-answer")
@@ -95,6 +95,8 @@ class TransformersOptions:
     - ``max_targets``: targets kept; ``repairs``: repair turns after an unusable answer.
     - ``attn_implementation``: transformers attention (``sdpa`` default; ``flash_attention_2`` where installed).
     - ``device_map``: e.g. ``auto`` to spread a large model over several GPUs (needs ``accelerate``).
+    - ``load_in``: ``none`` | ``8bit`` | ``4bit``: bitsandbytes quantisation on a CUDA GPU
+      (:mod:`rscore.models.quantize`; the vision tower and the output layer stay in ``dtype``).
     """
 
     model: str = "auto"
@@ -113,8 +115,12 @@ class TransformersOptions:
     repairs: int = 1
     attn_implementation: str | None = None
     device_map: str | None = None
+    load_in: str = "none"
 
     def __post_init__(self) -> None:
+        from rscore.models.quantize import check_load_in
+
+        check_load_in(self.load_in, "transformers reasoner")
         checks = [
             (isinstance(self.model, str) and self.model.strip() != "", "model must be a name, folder or hub id"),
             (isinstance(self.max_side, int) and self.max_side >= 32, "max_side must be an int >= 32 px"),
@@ -158,6 +164,31 @@ def clear_model_cache() -> None:
         _GENERATE_LOCKS.clear()
 
 
+VISION_MODULES = ("visual", "vision_tower", "lm_head")  # left unquantised by load_in (Qwen-VL: model.visual)
+
+
+def from_pretrained_kwargs(*, device: str, dtype: str, attn_implementation: str | None = None,
+                           device_map: str | None = None, load_in: str = "none") -> dict[str, Any]:  # fmt: skip
+    """What :func:`load_vlm` passes to ``from_pretrained``: dtype, offline, attention, the device map, and for
+    ``load_in=8bit|4bit`` the ``BitsAndBytesConfig`` (:func:`rscore.models.quantize.bnb_config`) with the whole model
+    mapped onto ``device`` (bitsandbytes quantises while loading onto the GPU)."""
+    from rscore.models.device import torch_dtype
+    from rscore.models.quantize import bnb_config
+
+    kwargs: dict[str, Any] = {
+        "dtype": torch_dtype(dtype),
+        "local_files_only": True,
+        "attn_implementation": attn_implementation or "sdpa",
+    }
+    if device_map:
+        kwargs["device_map"] = device_map
+    quant = bnb_config(load_in, compute_dtype=torch_dtype(dtype), skip=VISION_MODULES)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs.setdefault("device_map", {"": device})
+    return kwargs
+
+
 def load_vlm(
     folder: str | Path,
     *,
@@ -166,13 +197,14 @@ def load_vlm(
     attn_implementation: str | None = None,
     device_map: str | None = None,
     adapter: str | Path | None = None,
+    load_in: str = "none",
 ) -> tuple[Any, Any]:
     """``(model, processor)`` from a ``save_pretrained`` folder through ``AutoModelForImageTextToText`` /
     ``AutoProcessor``, offline, with an ``rscore finetune`` LoRA adapter merged in when given; cached per
     (folder, device, dtype, attention, device map, adapter)."""
     folder = Path(folder)
     adapter_key = str(Path(adapter).resolve()) if adapter else ""
-    key = (str(folder.resolve()), device, dtype, attn_implementation or "sdpa", device_map or "", adapter_key)
+    key = (str(folder.resolve()), device, dtype, attn_implementation or "sdpa", device_map or "", adapter_key, load_in)
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -181,8 +213,6 @@ def load_vlm(
         ensure_torchvision()
         from transformers import AutoModelForImageTextToText, AutoProcessor
         from transformers.utils import logging as hf_logging
-
-        from rscore.models.device import torch_dtype
 
         hf_logging.disable_progress_bar()
         t0 = time.perf_counter()
@@ -199,13 +229,8 @@ def load_vlm(
             raise BackendUnavailable(
                 f"{folder}: the model has no chat template (chat_template.jinja); is it an Instruct model?"
             )
-        kwargs: dict[str, Any] = {
-            "dtype": torch_dtype(dtype),
-            "local_files_only": True,
-            "attn_implementation": attn_implementation or "sdpa",
-        }
-        if device_map:
-            kwargs["device_map"] = device_map
+        kwargs = from_pretrained_kwargs(device=device, dtype=dtype, attn_implementation=attn_implementation,
+                                        device_map=device_map, load_in=load_in)  # fmt: skip
         try:
             model = AutoModelForImageTextToText.from_pretrained(str(folder), **kwargs)
         except (ImportError, ValueError) as exc:
@@ -220,7 +245,7 @@ def load_vlm(
             info = read_adapter(adapter)
             if info.reasoner:
                 model = apply_reasoner_adapter(model, info)
-        if not device_map:
+        if "device_map" not in kwargs:  # a quantised or mapped model is already where it belongs
             model = model.to(device)
         model.eval()
         log.info(
@@ -260,14 +285,17 @@ class TransformersReasoner(VLMReasoner):
         from rscore.models import registry
         from rscore.models.device import placement
 
+        from rscore.models.quantize import require
+
         self.options = o = options or TransformersOptions()
+        self.placement = placement(device=o.device, dtype=o.dtype)
+        require(o.load_in, self.placement.device, "transformers reasoner")  # before any weight is looked for or read
         if o.model == "auto":
             self.resolved: ResolvedModel = registry.resolve_auto(
                 "transformers", weights=o.weights, recommend=RECOMMENDED
             )
         else:
             self.resolved = registry.resolve(o.model, backend="transformers", weights=o.weights)
-        self.placement = placement(device=o.device, dtype=o.dtype)
         try:
             self.model, self.processor = load_vlm(
                 self.resolved.path,
@@ -276,6 +304,7 @@ class TransformersReasoner(VLMReasoner):
                 attn_implementation=o.attn_implementation,
                 device_map=o.device_map,
                 adapter=o.adapter,
+                load_in=o.load_in,
             )
         except Exception as exc:
             if "out of memory" in str(exc).lower():
@@ -326,7 +355,7 @@ class TransformersReasoner(VLMReasoner):
         )
         if isinstance(req.get("transformers"), Mapping):
             over.update({k: v for k, v in req["transformers"].items() if v is not None})
-        fixed = ("model", "weights", "adapter", "device", "dtype", "attn_implementation", "device_map")
+        fixed = ("model", "weights", "adapter", "device", "dtype", "attn_implementation", "device_map", "load_in")
         over = {k: v for k, v in over.items() if k not in fixed}
         if not over:
             return self.options
