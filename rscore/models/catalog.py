@@ -156,7 +156,8 @@ def _lisa_models() -> list[ModelSpec]:
         (3, "lisa-7b-v1-explanatory", "xinlai/LISA-7B-v1-explanatory", 7_900, 16_000,
          "LISA 7B trained with explanations: answers with a reason and the mask"),
         (0, "lisa-13b-llama2-v1", "xinlai/LISA-13B-llama2-v1", 13_900, 28_000,
-         "LISA 13B (LLaVA LLaMA-2 13B + SAM ViT-H): ReasonSeg val gIoU 65.0 / test 61.3 (a 40 GB GPU in bf16)"),
+         "LISA 13B (LLaVA LLaMA-2 13B + SAM ViT-H): ReasonSeg val gIoU 65.0 / test 61.3 (a 40 GB GPU in bf16; "
+         "-O load_in=8bit for less)"),
         (2, "lisa-13b-llama2-v1-explanatory", "xinlai/LISA-13B-llama2-v1-explanatory", 13_900, 28_000,
          "LISA 13B trained with explanations"),
     ):
