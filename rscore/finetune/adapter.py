@@ -3,30 +3,8 @@
 
 from __future__ import annotations
 
-from rscore.models.adapter import (  # noqa: F401
-    ADAPTER_FILE,
-    DECODER_FILE,
-    FORMAT,
-    FORMAT_VERSION,
-    REASONER_DIR,
-    AdapterInfo,
-    apply_reasoner_adapter,
-    apply_segmenter_adapter,
-    file_sha256,
-    mask_decoder,
-    read_adapter,
-)
+from rscore.models.adapter import *  # noqa: F403
+from rscore.models.adapter import DECODER_FILE, FORMAT_VERSION, REASONER_DIR  # noqa: F401
+from rscore.models.adapter import __all__ as _moved
 
-__all__ = [
-    "ADAPTER_FILE",
-    "DECODER_FILE",
-    "FORMAT",
-    "FORMAT_VERSION",
-    "REASONER_DIR",
-    "AdapterInfo",
-    "apply_reasoner_adapter",
-    "apply_segmenter_adapter",
-    "file_sha256",
-    "mask_decoder",
-    "read_adapter",
-]
+__all__ = [*_moved, "DECODER_FILE", "FORMAT_VERSION", "REASONER_DIR"]
