@@ -65,6 +65,8 @@ def core_options() -> list[Param]:
         Param("max_pixels", "int", "refuse images with more pixels (decompression bombs)", "px", (1, None)),
         Param("device", "str", "auto, cuda, mps or cpu"),
         Param("dtype", "str", "auto, float32, bfloat16, float16"),
+        Param("load_in", "enum", "8-/4-bit loading of local models through bitsandbytes (CUDA only)", default="none",
+              choices=("none", "8bit", "4bit")),
         Param("weights", "path", "folder with local model weights"),
         Param("adapter", "path", "fine-tuned adapter folder"),
         Param("model", "str", "model name or id of the reasoner"),

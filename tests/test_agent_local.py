@@ -50,8 +50,8 @@ def test_an_untrained_local_model_gets_one_repair_turn_then_a_clear_error(weight
     agent = make_agent_reasoner({**OPTIONS, "weights": str(weights)})
     assert agent.local is not None and agent.options.tool_format == "text"
     seen = []
-    original = agent.local.generate
-    monkeypatch.setattr(agent.local, "generate", lambda chat, sent, **k: seen.append((chat, k)) or original(chat, sent, **k))
+    original = agent.local.chat
+    monkeypatch.setattr(agent.local, "chat", lambda chat, sent, **k: seen.append((chat, k)) or original(chat, sent, **k))
     from rscore import builtin
 
     monkeypatch.setattr(builtin, "_agent", lambda options: agent)  # the engine builds this very reasoner

@@ -6,8 +6,8 @@
         -> eval_command(P, MANIFEST, reasoner=R, segmenter=S, as_json=..., out=DIR, options={...}) -> (text, exit code)
 
 - :mod:`rscore.evaluation.manifest` - the JSON Lines manifest (image, query, mask as path / polygons / RLE / null,
-  negative, category), :func:`load_dataset` (manifests, ReasonSeg folders, plugin dataset readers),
-  :func:`import_reasonseg`, :func:`import_refcoco`.
+  negative, category), :func:`load_dataset` (manifests, ReasonSeg folders, plugin dataset readers);
+- :mod:`rscore.evaluation.importers` - :func:`import_reasonseg`, :func:`import_refcoco` (public formats -> rows).
 - :mod:`rscore.evaluation.runner` - :func:`evaluate` -> :class:`EvalReport` (metrics, per_category, provenance).
 - :mod:`rscore.evaluation.report` - JSON and Markdown.
 """

@@ -10,7 +10,7 @@ Masks become box / point supervision (:mod:`rscore.finetune.supervision`); the r
 targets in rscore's JSON schema (:mod:`rscore.finetune.lora`); with ``segmenter`` the SAM2 mask decoder is tuned on
 the same prompts with BCE + Dice (:mod:`rscore.finetune.sam2_decoder`). Defaults (LoRA rank, target modules,
 augmentations and their options) come from the plugin's :class:`~rscore.sdk.AdapterSpec` (its first one); options
-override them. The result is an adapter folder (:mod:`rscore.finetune.adapter`) that ``--adapter DIR`` loads through
+override them. The result is an adapter folder (:mod:`rscore.models.adapter`) that ``--adapter DIR`` loads through
 :func:`apply_reasoner_adapter` / :func:`apply_segmenter_adapter`.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rscore.errors import OptionError
-from rscore.finetune.adapter import (
+from rscore.models.adapter import (
     ADAPTER_FILE,
     DECODER_FILE,
     FORMAT,

@@ -116,7 +116,7 @@ def build_example(
 
     rgb, mask, applied = augment(prepared.rgb, prepared.mask, augmentations, rng, augment_options, p=augment_p)
     scene = shape_only(prepared.scene, *mask.shape)
-    options = reasoner._options_for(prepared.request)
+    options = reasoner.options_for(prepared.request)
     sent = reasoner.fit(rgb, options)
     convo = reasoner.conversation(
         sent, prepared.request, templates, kind=scene.kind, context=describe_scene(scene, sent), options=options

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from rscore.errors import BackendUnavailable, OptionError
-from rscore.finetune.adapter import mask_decoder
+from rscore.models.adapter import mask_decoder
 from rscore.finetune.augment import augment
 from rscore.finetune.data import SceneLoader, TrainItem
 from rscore.finetune.supervision import mask_components
@@ -127,7 +127,7 @@ def load_base_segmenter(
         resolved = registry.resolve(model, backend=backend, weights=weights)
     dev = placement(device=device, dtype="float32").device
     if backend == "sam2":
-        from rscore.segmenters.sam2 import build_sam2_model, check_state_dict
+        from rscore.models.sam2_build import build_sam2_model, check_state_dict
 
         cfg = config or resolved.spec.config
         if cfg is None:

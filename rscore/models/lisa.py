@@ -422,8 +422,18 @@ def load_lisa(
         raise BackendUnavailable(
             f"{folder}: {len(missing)} model weight(s) missing from the checkpoint, first: {', '.join(missing[:5])}"
         )
-    for m in targets.values():
-        m.to(device=device, dtype=dtype).eval()
+    load_in = str(options.get("load_in") or "none")
+    if load_in == "none":
+        for m in targets.values():
+            m.to(device=device, dtype=dtype).eval()
+    else:  # bitsandbytes: cast first, swap the language model's linear layers, quantise on the move to the GPU
+        from rscore.models.quantize import bnb_config, quantize_linear_layers
+
+        for m in targets.values():
+            m.to(dtype=dtype)
+        quantize_linear_layers(llava.model.language_model, bnb_config(load_in, compute_dtype=dtype))
+        for m in targets.values():
+            m.to(device=device).eval()
     return LisaModel(
         llava=llava, sam=sam, text_hidden_fcs=proj, tokenizer=tokenizer, seg_token_id=int(seg_ids[0]),
         rej_token_id=rej, image_token_id=int(image_id), image_seq_length=int(llava_cfg.image_seq_length),
@@ -491,7 +501,7 @@ def _load_vision_tower(llava: Any, folder: Path, filled: set[str]) -> None:
 
 def apply_lisa_adapter(model: LisaModel, adapter: str | Path) -> LisaModel:
     """Merge an ``rscore finetune --reasoner lisa`` adapter into a loaded LISA model (returns it)."""
-    from rscore.finetune.adapter import read_adapter  # a leaf module: reading the adapter's description
+    from rscore.models.adapter import read_adapter  # a leaf module: reading the adapter's description
 
     info = read_adapter(adapter)
     if info.reasoner is None or info.reasoner.get("backend") != "lisa":

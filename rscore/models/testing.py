@@ -173,7 +173,7 @@ def save_tiny_sam2_checkpoint(
     to ``path`` (the layout of Meta's checkpoints); returns the path."""
     import torch
 
-    from rscore.segmenters.sam2 import build_sam2_model
+    from rscore.models.sam2_build import build_sam2_model
 
     torch.manual_seed(seed)
     model = build_sam2_model(config)

@@ -11,8 +11,13 @@ the same way and every answer is read the same way:
   grounding JSON, Seg-Zero / VisionReasoner ``<think>/<answer>``, absent forms; clipping and the normalised
   coordinate rule), :func:`parse_with_repair` (one repair turn), :func:`map_targets` and :func:`answer_to_plan`.
 
-Backends: :mod:`rscore.reasoners.openai` (``--reasoner openai``: any OpenAI-compatible chat-completions endpoint).
-A reasoner built on these pieces::
+The model-backed reasoners share one base class, :class:`rscore.reasoners.base.VLMReasoner`: ``plan`` ->
+``fit`` (the picture) -> ``prepare`` (the chat) -> ``generate`` (the backend: the only stage each must write) ->
+``parse`` -> ``finish`` (the plan), with repair turns between parse and generate. Backends:
+:mod:`rscore.reasoners.openai` (``--reasoner openai``: any OpenAI-compatible chat-completions endpoint),
+:mod:`~rscore.reasoners.transformers_vlm` (a local VLM), :mod:`~rscore.reasoners.agent` (a bounded tool loop over
+either) and :mod:`~rscore.reasoners.lisa` (``[SEG]`` embeddings -> SAM masks). A reasoner built from the pieces
+without the base class::
 
     hints = select_templates(request.query, templates, kind=scene.kind, forced=request.option("template"))
     sent = fit_image(scene_rgb8(scene), max_side=1024)

@@ -28,12 +28,13 @@ bound (never a made-up mask). Every call, its arguments, a summary of its result
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,9 +43,10 @@ import numpy as np
 from rscore.errors import BackendUnavailable, OptionError, RscoreError
 from rscore.instances import mask_bbox
 from rscore.options import scoped, typed
-from rscore.reasoners.openai import OpenAIChatClient, OpenAIOptions, _content_text, image_data_url
+from rscore.reasoners.base import VLMReasoner
+from rscore.reasoners.openai import OpenAIChatClient, OpenAIOptions, OpenAIReasoner, _content_text, image_data_url
 from rscore.reasoners.parsing import frame_for_model
-from rscore.reasoners.prompting import SentImage, describe_scene, fit_image
+from rscore.reasoners.prompting import SentImage, describe_scene
 from rscore.types import Instance, Plan, Request, Scene, Step, Target
 
 if TYPE_CHECKING:
@@ -170,8 +172,13 @@ def _tool_name(prefix: str, name: str) -> str:
     return prefix + re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
-class AgentReasoner:
-    """See the module docstring. Built by :func:`make_agent_reasoner` (backend ``agent``)."""
+class AgentReasoner(VLMReasoner):
+    """See the module docstring. Built by :func:`make_agent_reasoner` (backend ``agent``).
+
+    A :class:`~rscore.reasoners.base.VLMReasoner` whose :meth:`plan` is a bounded tool loop instead of one answer
+    with repair turns: the picture is fitted by the backend it talks to (:meth:`fit`: the ``openai`` reasoner's rule,
+    or the local model's processor sizes), :meth:`session` is that backend's client (HTTP, or the local model behind
+    the same surface), every turn is one request with the tools."""
 
     name = "agent"
     whole_scene = True  # the loop looks at one picture; the engine does not tile for it
@@ -186,6 +193,20 @@ class AgentReasoner:
         self.engine_options = dict(engine_options)
         self._segmenter: Any = None
         self.image_format = http.image_format if http is not None else "png"
+        self.vlm: VLMReasoner = OpenAIReasoner(http) if http is not None else local
+
+    def picture_side(self, request: Request) -> int:
+        return self.vlm.picture_side(request)
+
+    def fit(self, rgb: np.ndarray, options: Any = None) -> SentImage:
+        """The picture as the backend's model sees it (its own sizes)."""
+        return self.vlm.fit(rgb)
+
+    @contextlib.contextmanager
+    def session(self, options: Any = None) -> Iterator[Any]:
+        """The client the loop asks: the endpoint's, or the local model behind the same surface."""
+        with (OpenAIChatClient(self.http) if self.http is not None else _LocalClient(self.local)) as client:
+            yield client
 
     # ------------------------------------------------------------------------------------------------ tools
     def tools(self, scene: Scene, templates: Sequence[Template], operators: Mapping[str, Operator],
@@ -245,14 +266,11 @@ class AgentReasoner:
         t_start = time.monotonic()
         deadline = t_start + o.max_wall_s
         image = scene_rgb8(scene)
-        if h is not None:
-            sent = fit_image(image, max_side=h.max_side, max_pixels=h.max_pixels, multiple=h.size_multiple)
-        else:
-            sent = self.local.fit(image)
+        sent = self.fit(image)
         operators = current_registry().operators
         tools, plugin_tools = self.tools(scene, templates, operators, request.plugin)
         state = _State()
-        with (OpenAIChatClient(h) if h is not None else _LocalClient(self.local)) as client:
+        with self.session() as client:
             model = self.local.model_name if h is None else h.model or self._only_model(client, deadline)
             coords = h.coords if h is not None else self.local.options.coords
             frame = coords or ("norm1000" if frame_for_model(model) == "norm1000" else "pixels")
@@ -644,7 +662,7 @@ class _LocalClient:
 
     def request_json(self, method: str, path: str, payload: Mapping[str, Any], deadline: float) -> dict[str, Any]:
         chat, pictures = self.chat_inputs(payload["messages"])
-        text, stats = self.vlm.generate(chat, None, images=pictures)
+        text, stats = self.vlm.chat(chat, None, images=pictures)
         return {"model": self.vlm.model_name, "choices": [{"message": {"role": "assistant", "content": text}}],
                 "usage": {"prompt_tokens": int(stats["prompt_tokens"]),
                           "completion_tokens": int(stats["completion_tokens"])}}  # fmt: skip

@@ -20,7 +20,9 @@ reasoner (each tile is one LISA call; masks are merged across tile borders there
 
 Options (``-O`` / flat): ``model`` (``auto`` | registered name | folder), ``weights``, ``vision_tower`` (a CLIP folder
 when it is not found under ``--weights`` or in the Hugging Face cache), ``device``, ``dtype``, ``max_new_tokens``
-(512), ``prompt_style`` (``lisa`` | ``raw``: the query exactly as typed). 8-/4-bit loading is not offered yet.
+(512), ``prompt_style`` (``lisa`` | ``raw``: the query exactly as typed), ``load_in`` (``none`` | ``8bit`` | ``4bit``:
+the language model's linear layers through bitsandbytes on a CUDA GPU, as LISA's ``chat.py --load_in_8bit``;
+:mod:`rscore.models.quantize`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ import numpy as np
 
 from rscore.errors import BackendUnavailable, OptionError
 from rscore.options import scoped, typed
-from rscore.types import Plan, Request, Scene, Step, Target
+from rscore.reasoners.base import Generation, Prepared, Run, VLMReasoner
+from rscore.reasoners.prompting import SentImage
+from rscore.types import Plan, Request, Step, Target
 
 if TYPE_CHECKING:
     from rscore.models.lisa import LisaModel
@@ -55,7 +59,7 @@ SYSTEM = (
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
 RECOMMENDED = "lisa-7b-v1"
-FLAT_OPTIONS = ("model", "weights", "adapter", "device", "dtype", "max_new_tokens")
+FLAT_OPTIONS = ("model", "weights", "adapter", "device", "dtype", "max_new_tokens", "load_in")
 _SUFFIX = "Please output segmentation mask."
 
 
@@ -71,8 +75,12 @@ class LisaOptions:
     dtype: str = "auto"
     max_new_tokens: int = 512
     prompt_style: str = "lisa"
+    load_in: str = "none"  # 8bit | 4bit: bitsandbytes on CUDA (rscore.models.quantize)
 
     def __post_init__(self) -> None:
+        from rscore.models.quantize import check_load_in
+
+        check_load_in(self.load_in, "lisa reasoner")
         if not (isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= 4096):
             raise OptionError("lisa reasoner: max_new_tokens must be 1..4096")
         if self.prompt_style not in ("lisa", "raw"):
@@ -131,7 +139,7 @@ def clear_lisa_cache() -> None:
 
 def _load(folder: Path, opts: LisaOptions, device: str, dtype: str) -> LisaModel:
     adapter = str(Path(opts.adapter).resolve()) if opts.adapter else ""
-    key = (str(folder.resolve()), device, dtype, opts.vision_tower or "", opts.weights or "", adapter)
+    key = (str(folder.resolve()), device, dtype, opts.vision_tower or "", opts.weights or "", adapter, opts.load_in)
     with _LOCK:
         if key not in _CACHE:
             from rscore.models.device import torch_dtype
@@ -140,7 +148,7 @@ def _load(folder: Path, opts: LisaOptions, device: str, dtype: str) -> LisaModel
             t0 = time.perf_counter()
             model = load_lisa(
                 folder,
-                {"vision_tower": opts.vision_tower, "weights": opts.weights},
+                {"vision_tower": opts.vision_tower, "weights": opts.weights, "load_in": opts.load_in},
                 device=device,
                 dtype=torch_dtype(dtype),
             )
@@ -168,8 +176,13 @@ class LisaAnswer:
     decode_s: float
 
 
-class LisaReasoner:
-    """``plan`` runs one LISA call on the scene's picture and returns mask-carrying targets (or absent)."""
+class LisaReasoner(VLMReasoner):
+    """``plan`` runs one LISA call on the scene's picture and returns mask-carrying targets (or absent).
+
+    The stages are :class:`~rscore.reasoners.base.VLMReasoner`'s: the picture goes at its own size (SAM and CLIP
+    resize it themselves), :meth:`prepare` builds LISA's chat prompt, :meth:`generate` is :meth:`answer` (generation,
+    [SEG] hidden states, SAM), and :meth:`finish` turns the masks into targets; no repair turn (the answer is not
+    text to re-ask)."""
 
     name = "lisa"
     max_concurrency = 1  # one local model: tiles of a large scene are reasoned one at a time
@@ -180,15 +193,17 @@ class LisaReasoner:
 
     def __init__(self, options: LisaOptions) -> None:
         from rscore.models.device import resolve_device, resolve_dtype
+        from rscore.models.quantize import require
         from rscore.models.registry import find_model, resolve, resolve_auto
 
         self.options = options
+        self.device = resolve_device(None if options.device == "auto" else options.device)
+        require(options.load_in, self.device, "lisa reasoner")  # before any weight is looked for or read
         if options.model == "auto":
             found = resolve_auto("lisa", weights=options.weights, recommend=RECOMMENDED)
         else:
             found = resolve(find_model(options.model, "lisa"), weights=options.weights)
         self.model_name = found.spec.name
-        self.device = resolve_device(None if options.device == "auto" else options.device)
         self.dtype = resolve_dtype(self.device, None if options.dtype == "auto" else options.dtype)
         self.model = _load(found.path, options, self.device, self.dtype)
 
@@ -231,14 +246,31 @@ class LisaReasoner:
         masks, scores = decode_masks(m.sam, picture, emb)
         return LisaAnswer(text, tuple(new), emb, masks, scores, False, generate_s, time.perf_counter() - t1)
 
-    # --------------------------------------------------------------------------------------------------- plan
-    def plan(self, scene: Scene, request: Request, templates: Sequence[Template]) -> Plan:
-        from rscore.instances import mask_bbox
-        from rscore.io.images import scene_rgb8
+    # ------------------------------------------------------------------------------------------------ stages
+    def fit(self, rgb: np.ndarray, options: Any = None) -> SentImage:
+        """The whole picture: SAM (longest side 1024) and CLIP (shortest side, centre crop) resize it themselves."""
+        h, w = rgb.shape[:2]
+        return SentImage(rgb, (w, h))
 
-        picture = scene_rgb8(scene)
-        a = self.answer(picture, request.query)
-        label = " ".join(request.query.split())[:80]
+    def prepare(self, sent: SentImage, request: Request, templates: Sequence[Template], *, kind: str | None = None,
+                context: str = "", options: Any = None, session: Any = None) -> Prepared:  # fmt: skip
+        m = self.model
+        prompt = lisa_prompt(request.query, style=self.options.prompt_style, im_start_end=m.use_im_start_end)
+        return Prepared(({"role": "user", "content": prompt},), sent, None, "pixels", self.options.prompt_style,
+                        request.query)  # fmt: skip
+
+    def generate(self, messages: Sequence[Mapping[str, Any]], prepared: Prepared, options: Any,
+                 session: Any = None) -> Generation:  # fmt: skip
+        a = self.answer(prepared.sent.array, prepared.query)
+        return Generation(a.text, completion_tokens=len(a.token_ids), seconds=a.generate_s + a.decode_s, payload=a)
+
+    def parse(self, generation: Generation, prepared: Prepared, options: Any) -> LisaAnswer:
+        return generation.payload
+
+    def finish(self, a: LisaAnswer, run: Run, options: Any, session: Any = None) -> Plan:
+        from rscore.instances import mask_bbox
+
+        label = " ".join(run.prepared.query.split())[:80]
         match = {
             "reasoner_model": self.model_name,
             "device": self.device,

@@ -33,6 +33,7 @@ endpoint, model or limit. (``InputError`` would blame the input file and map to 
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import io
 import json
@@ -41,38 +42,24 @@ import os
 import random
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from rscore.errors import BackendUnavailable, OptionError
-from rscore.reasoners.parsing import (
-    FRAMES,
-    AnswerParseError,
-    answer_to_plan,
-    frame_for_model,
-    parse_answer,
-    parse_with_repair,
-)
+from rscore.options import scoped, typed
+from rscore.reasoners.base import Generation, Prepared, Run, VLMReasoner
+from rscore.reasoners.parsing import FRAMES, frame_for_model
 from rscore.reasoners.prompting import (
     ANSWER_SCHEMA,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_SIDE,
     DEFAULT_MULTIPLE,
     SentImage,
-    build_prompt,
-    describe_scene,
-    fit_image,
-    repair_prompt,
-    select_templates,
 )
-from rscore.options import scoped, typed
-from rscore.types import Plan, Request, Scene, Step
-
-if TYPE_CHECKING:
-    from rscore.sdk import Template
+from rscore.types import Request
 
 log = logging.getLogger(__name__)
 
@@ -431,8 +418,18 @@ def _user_agent() -> str:
 
 
 # ------------------------------------------------------------------------------------------------------- reasoner
-class OpenAIReasoner:
-    """Plans by asking a VLM behind an OpenAI-compatible endpoint (see the module docstring)."""
+@dataclass(frozen=True)
+class _Session:
+    """What one plan holds open: the HTTP client, the deadline of everything it asks, the model it asks."""
+
+    client: OpenAIChatClient
+    deadline: float
+    model: str
+
+
+class OpenAIReasoner(VLMReasoner):
+    """Plans by asking a VLM behind an OpenAI-compatible endpoint (see the module docstring). The stages are
+    :class:`~rscore.reasoners.base.VLMReasoner`'s; :meth:`generate` is one chat completion."""
 
     name = "openai"
 
@@ -440,7 +437,7 @@ class OpenAIReasoner:
         self.options = options
         self._models: dict[str, str] = {}  # endpoint base URL -> the model it serves, when looked up
 
-    def _options_for(self, request: Request) -> OpenAIOptions:
+    def options_for(self, request: Request) -> OpenAIOptions:
         """This reasoner's options with the request's own openai options laid over them (same precedence rules)."""
         req = request.options
         overrides = {f"openai_{k}": req[k] for k in FLAT_OPTIONS if req.get(k) is not None}
@@ -455,112 +452,49 @@ class OpenAIReasoner:
         merged = OpenAIOptions.from_options({**_as_options(self.options), **overrides})
         return self.options if merged == self.options else merged
 
-    def picture_side(self, request: Request) -> int:
-        """The longest side (px) of the picture this reasoner sends for ``request`` (the engine tiles scenes larger
-        than twice this)."""
-        return int(self._options_for(request).max_side)
+    @contextlib.contextmanager
+    def session(self, options: OpenAIOptions) -> Iterator[_Session]:
+        deadline = time.monotonic() + options.total_timeout_s
+        with OpenAIChatClient(options) as client:
+            yield _Session(client, deadline, options.model or self._model(client, deadline))
 
-    def plan(self, scene: Scene, request: Request, templates: Sequence[Template]) -> Plan:
-        """Resize the scene's picture, ask the model (one repair turn), and return the plan in original pixels."""
-        from rscore.io.images import scene_rgb8
+    def frame(self, options: OpenAIOptions, session: _Session) -> str:
+        return options.coords or frame_for_model(session.model)
 
-        o = self._options_for(request)
-        sent = fit_image(scene_rgb8(scene), max_side=o.max_side, max_pixels=o.max_pixels, multiple=o.size_multiple)
-        return self.plan_picture(
-            sent, request, templates, kind=scene.kind, context=describe_scene(scene, sent), options=o
+    def picture_part(self, sent: SentImage, options: OpenAIOptions) -> dict[str, Any]:
+        return {"type": "image_url", "image_url": {"url": image_data_url(sent.array, options.image_format)}}
+
+    def generate(self, messages: Sequence[Mapping[str, Any]], prepared: Prepared, options: OpenAIOptions,
+                 session: _Session) -> Generation:  # fmt: skip
+        t0 = time.monotonic()
+        reply = session.client.chat(messages, session.deadline, model=session.model)
+        text = reply.content
+        if reply.reasoning and "<think>" not in text.lower():
+            text = f"<think>{reply.reasoning}</think>\n{text}"
+        usage = reply.usage or {}
+        return Generation(
+            text,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0) if usage else None,
+            completion_tokens=int(usage.get("completion_tokens") or 0) if usage else None,
+            seconds=time.monotonic() - t0,
+            cut_off=options.max_tokens if reply.finish_reason == "length" else None,
+            model=reply.model,
+            payload=reply,
         )
 
-    def plan_picture(
-        self,
-        sent: SentImage,
-        request: Request,
-        templates: Sequence[Template],
-        *,
-        kind: str | None = None,
-        context: str = "",
-        options: OpenAIOptions | None = None,
-    ) -> Plan:
-        """Plan for a picture already fitted with :func:`fit_image` (e.g. one tile of a large scene); targets come
-        back in ``sent.original_size`` pixels."""
-        o = options or self._options_for(request)
-        deadline = time.monotonic() + o.total_timeout_s
-        hints = select_templates(
-            request.query, templates, kind=kind, forced=request.option("template"), matcher=request.option("matcher")
-        )
-        with OpenAIChatClient(o) as client:
-            model = o.model or self._model(client, deadline)
-            frame = o.coords or frame_for_model(model)
-            prompt = build_prompt(
-                request.query,
-                hints,
-                image_size=sent.size,
-                context=context,
-                frame="norm1000" if frame == "norm1000" else "pixels",
-                max_targets=o.max_targets,
-            )
-            messages = [
-                {"role": "system", "content": prompt.system},
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "image_url", "image_url": {"url": image_data_url(sent.array, o.image_format)}},
-                        {"type": "text", "text": prompt.user},
-                    ],
-                },
-            ]
-            replies: list[ChatReply] = []
+    def failure(self, what: str, session: _Session) -> BackendUnavailable:
+        return session.client.error(what)
 
-            def generate(convo: list[dict[str, Any]]) -> str:
-                reply = client.chat(convo, deadline, model=model)
-                replies.append(reply)
-                text = reply.content
-                if reply.reasoning and "<think>" not in text.lower():
-                    text = f"<think>{reply.reasoning}</think>\n{text}"
-                if reply.finish_reason == "length" and text:
-                    log.info("%s: the answer was cut off at max_tokens=%d", client.display, o.max_tokens)
-                return text
+    def describe(self, session: _Session) -> str:
+        return f"{session.client.display} ({session.model})"
 
-            label = hints.label or "target"
-            parse = functools.partial(
-                parse_answer, image_size=sent.size, frame=frame, default_label=label, max_targets=o.max_targets
-            )
-
-            def repair(previous: str, error: str) -> str:
-                if replies and replies[-1].finish_reason == "length":
-                    error += f" (the answer was cut off at {o.max_tokens} tokens: be brief)"
-                return repair_prompt(previous, error, frame=frame, image_size=sent.size)
-
-            t0 = time.monotonic()
-            try:
-                answer, outputs, errors = parse_with_repair(generate, messages, parse, repair, repairs=o.repairs)
-            except AnswerParseError as exc:
-                raise client.error(f"no usable answer: {exc}") from None
-            elapsed = time.monotonic() - t0
-        info = {
-            "reasoner_model": (replies[-1].model if replies and replies[-1].model else model),
-            "endpoint": client.display,
-            "requests": len(replies),
-            "repaired": bool(errors),
-            "reason_time_s": round(elapsed, 3),
+    def run_info(self, run: Run, options: OpenAIOptions, session: _Session) -> dict[str, Any]:
+        last = run.generations[-1] if run.generations else None
+        return {
+            "reasoner_model": (last.model if last is not None and last.model else session.model),
+            "endpoint": session.client.display,
+            **super().run_info(run, options, session),
         }
-        usage = [r.usage for r in replies if r.usage]
-        if usage:
-            info["tokens"] = {k: sum(int(u.get(k) or 0) for u in usage) for k in ("prompt_tokens", "completion_tokens")}
-        extra = []
-        if errors:
-            extra.append(
-                Step(f"the first answer was unusable ({errors[0]}); the model repaired it", operator=self.name)
-            )
-        plan = answer_to_plan(
-            answer, sent=sent, hints=hints, reasoner=self.name, raw=outputs[-1], info=info, extra_steps=extra
-        )
-        log.info(
-            "%s (%s): %s",
-            client.display,
-            model,
-            f"absent: {plan.reason}" if plan.absent else f"{len(plan.targets)} target(s)",
-        )
-        return plan
 
     def _model(self, client: OpenAIChatClient, deadline: float) -> str:
         if client.base in self._models:

@@ -28,7 +28,6 @@ included, goes to ``Plan.raw``; timing and token counts to ``Plan.match``.
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import threading
 import time
@@ -40,20 +39,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rscore.errors import BackendUnavailable, OptionError
-from rscore.reasoners.parsing import FRAMES, AnswerParseError, answer_to_plan, parse_answer, parse_with_repair
-from rscore.reasoners.prompting import (
-    DEFAULT_MAX_PIXELS,
-    DEFAULT_MAX_SIDE,
-    SentImage,
-    TemplateHints,
-    build_prompt,
-    describe_scene,
-    fit_image,
-    repair_prompt,
-    select_templates,
-)
 from rscore.options import scoped, typed
-from rscore.types import Plan, Request, Scene, Step
+from rscore.reasoners.base import Generation, Prepared, Run, VLMReasoner
+from rscore.reasoners.parsing import FRAMES
+from rscore.reasoners.prompting import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Prompt, SentImage, fit_image
+from rscore.types import Request
 
 if TYPE_CHECKING:
     from rscore.models.registry import ResolvedModel
@@ -71,7 +61,7 @@ __all__ = [
     "THINK_ANSWER_SIDE",
 ]
 
-FLAT_OPTIONS = ("model", "weights", "adapter", "device", "dtype", "max_side", "temperature")
+FLAT_OPTIONS = ("model", "weights", "adapter", "device", "dtype", "max_side", "temperature", "load_in")
 RECOMMENDED = "qwen3-vl-4b"
 THINK_ANSWER_SIDE = 840  # Seg-Zero / VisionReasoner were trained on 840 x 840 pictures
 PROMPT_STYLES = ("auto", "rscore", "think-answer")
@@ -105,6 +95,8 @@ class TransformersOptions:
     - ``max_targets``: targets kept; ``repairs``: repair turns after an unusable answer.
     - ``attn_implementation``: transformers attention (``sdpa`` default; ``flash_attention_2`` where installed).
     - ``device_map``: e.g. ``auto`` to spread a large model over several GPUs (needs ``accelerate``).
+    - ``load_in``: ``none`` | ``8bit`` | ``4bit``: bitsandbytes quantisation on a CUDA GPU
+      (:mod:`rscore.models.quantize`; the vision tower and the output layer stay in ``dtype``).
     """
 
     model: str = "auto"
@@ -123,8 +115,12 @@ class TransformersOptions:
     repairs: int = 1
     attn_implementation: str | None = None
     device_map: str | None = None
+    load_in: str = "none"
 
     def __post_init__(self) -> None:
+        from rscore.models.quantize import check_load_in
+
+        check_load_in(self.load_in, "transformers reasoner")
         checks = [
             (isinstance(self.model, str) and self.model.strip() != "", "model must be a name, folder or hub id"),
             (isinstance(self.max_side, int) and self.max_side >= 32, "max_side must be an int >= 32 px"),
@@ -168,6 +164,31 @@ def clear_model_cache() -> None:
         _GENERATE_LOCKS.clear()
 
 
+VISION_MODULES = ("visual", "vision_tower", "lm_head")  # left unquantised by load_in (Qwen-VL: model.visual)
+
+
+def from_pretrained_kwargs(*, device: str, dtype: str, attn_implementation: str | None = None,
+                           device_map: str | None = None, load_in: str = "none") -> dict[str, Any]:  # fmt: skip
+    """What :func:`load_vlm` passes to ``from_pretrained``: dtype, offline, attention, the device map, and for
+    ``load_in=8bit|4bit`` the ``BitsAndBytesConfig`` (:func:`rscore.models.quantize.bnb_config`) with the whole model
+    mapped onto ``device`` (bitsandbytes quantises while loading onto the GPU)."""
+    from rscore.models.device import torch_dtype
+    from rscore.models.quantize import bnb_config
+
+    kwargs: dict[str, Any] = {
+        "dtype": torch_dtype(dtype),
+        "local_files_only": True,
+        "attn_implementation": attn_implementation or "sdpa",
+    }
+    if device_map:
+        kwargs["device_map"] = device_map
+    quant = bnb_config(load_in, compute_dtype=torch_dtype(dtype), skip=VISION_MODULES)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs.setdefault("device_map", {"": device})
+    return kwargs
+
+
 def load_vlm(
     folder: str | Path,
     *,
@@ -176,13 +197,14 @@ def load_vlm(
     attn_implementation: str | None = None,
     device_map: str | None = None,
     adapter: str | Path | None = None,
+    load_in: str = "none",
 ) -> tuple[Any, Any]:
     """``(model, processor)`` from a ``save_pretrained`` folder through ``AutoModelForImageTextToText`` /
     ``AutoProcessor``, offline, with an ``rscore finetune`` LoRA adapter merged in when given; cached per
     (folder, device, dtype, attention, device map, adapter)."""
     folder = Path(folder)
     adapter_key = str(Path(adapter).resolve()) if adapter else ""
-    key = (str(folder.resolve()), device, dtype, attn_implementation or "sdpa", device_map or "", adapter_key)
+    key = (str(folder.resolve()), device, dtype, attn_implementation or "sdpa", device_map or "", adapter_key, load_in)
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -191,8 +213,6 @@ def load_vlm(
         ensure_torchvision()
         from transformers import AutoModelForImageTextToText, AutoProcessor
         from transformers.utils import logging as hf_logging
-
-        from rscore.models.device import torch_dtype
 
         hf_logging.disable_progress_bar()
         t0 = time.perf_counter()
@@ -209,13 +229,8 @@ def load_vlm(
             raise BackendUnavailable(
                 f"{folder}: the model has no chat template (chat_template.jinja); is it an Instruct model?"
             )
-        kwargs: dict[str, Any] = {
-            "dtype": torch_dtype(dtype),
-            "local_files_only": True,
-            "attn_implementation": attn_implementation or "sdpa",
-        }
-        if device_map:
-            kwargs["device_map"] = device_map
+        kwargs = from_pretrained_kwargs(device=device, dtype=dtype, attn_implementation=attn_implementation,
+                                        device_map=device_map, load_in=load_in)  # fmt: skip
         try:
             model = AutoModelForImageTextToText.from_pretrained(str(folder), **kwargs)
         except (ImportError, ValueError) as exc:
@@ -225,12 +240,12 @@ def load_vlm(
         except OSError as exc:
             raise BackendUnavailable(f"{folder}: the weights cannot be read ({exc}); pull the model again") from None
         if adapter:
-            from rscore.finetune.adapter import apply_reasoner_adapter, read_adapter
+            from rscore.models.adapter import apply_reasoner_adapter, read_adapter
 
             info = read_adapter(adapter)
             if info.reasoner:
                 model = apply_reasoner_adapter(model, info)
-        if not device_map:
+        if "device_map" not in kwargs:  # a quantised or mapped model is already where it belongs
             model = model.to(device)
         model.eval()
         log.info(
@@ -246,16 +261,7 @@ def load_vlm(
 
 
 # ---------------------------------------------------------------------------------------------------- reasoning
-@dataclass(frozen=True)
-class Conversation:
-    """One request as the model will see it: chat ``messages`` (processor format, the picture as ``{"type":
-    "image"}``), the ``sent`` picture, the template ``hints``, the coordinate ``frame`` and the ``style``."""
-
-    messages: tuple[Mapping[str, Any], ...]
-    sent: SentImage
-    hints: TemplateHints
-    frame: str
-    style: str
+Conversation = Prepared  # the name this module used for one prepared request (messages, sent, hints, frame, style)
 
 
 def _hf_messages(convo: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -269,8 +275,9 @@ def _hf_messages(convo: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-class TransformersReasoner:
-    """Plans with a local vision-language model (see the module docstring)."""
+class TransformersReasoner(VLMReasoner):
+    """Plans with a local vision-language model (see the module docstring). The stages are
+    :class:`~rscore.reasoners.base.VLMReasoner`'s; :meth:`generate` is one ``model.generate`` on the chat."""
 
     name = "transformers"
 
@@ -278,14 +285,17 @@ class TransformersReasoner:
         from rscore.models import registry
         from rscore.models.device import placement
 
+        from rscore.models.quantize import require
+
         self.options = o = options or TransformersOptions()
+        self.placement = placement(device=o.device, dtype=o.dtype)
+        require(o.load_in, self.placement.device, "transformers reasoner")  # before any weight is looked for or read
         if o.model == "auto":
             self.resolved: ResolvedModel = registry.resolve_auto(
                 "transformers", weights=o.weights, recommend=RECOMMENDED
             )
         else:
             self.resolved = registry.resolve(o.model, backend="transformers", weights=o.weights)
-        self.placement = placement(device=o.device, dtype=o.dtype)
         try:
             self.model, self.processor = load_vlm(
                 self.resolved.path,
@@ -294,6 +304,7 @@ class TransformersReasoner:
                 attn_implementation=o.attn_implementation,
                 device_map=o.device_map,
                 adapter=o.adapter,
+                load_in=o.load_in,
             )
         except Exception as exc:
             if "out of memory" in str(exc).lower():
@@ -330,7 +341,7 @@ class TransformersReasoner:
             longest = size.get("longest_edge")
         return min(o.max_pixels, int(longest)) if longest else o.max_pixels
 
-    def _options_for(self, request: Request) -> TransformersOptions:
+    def options_for(self, request: Request) -> TransformersOptions:
         """The per-request generation options (sampling, sizes, frame) laid over this reasoner's; the model-choosing
         options (model, weights, device, dtype) are fixed when the reasoner is built."""
         req = request.options
@@ -344,7 +355,7 @@ class TransformersReasoner:
         )
         if isinstance(req.get("transformers"), Mapping):
             over.update({k: v for k, v in req["transformers"].items() if v is not None})
-        fixed = ("model", "weights", "adapter", "device", "dtype", "attn_implementation", "device_map")
+        fixed = ("model", "weights", "adapter", "device", "dtype", "attn_implementation", "device_map", "load_in")
         over = {k: v for k, v in over.items() if k not in fixed}
         if not over:
             return self.options
@@ -354,7 +365,7 @@ class TransformersReasoner:
     def picture_side(self, request: Request) -> int:
         """The longest side (px) of the picture this model is shown for ``request`` (the engine tiles scenes larger
         than twice this)."""
-        o = self._options_for(request)
+        o = self.options_for(request)
         return THINK_ANSWER_SIDE if self._style(o) == "think-answer" else int(o.max_side)
 
     def fit(self, rgb: np.ndarray, options: TransformersOptions | None = None) -> SentImage:
@@ -369,45 +380,32 @@ class TransformersReasoner:
             return SentImage(np.asarray(img), (w, h))
         return fit_image(rgb, max_side=o.max_side, max_pixels=self._max_pixels(o), multiple=self._multiple(o))
 
-    def conversation(
-        self,
-        sent: SentImage,
-        request: Request,
-        templates: Sequence[Template],
-        *,
-        kind: str | None = None,
-        context: str = "",
-        options: TransformersOptions | None = None,
-    ) -> Conversation:
+    def prepare(self, sent: SentImage, request: Request, templates: Sequence[Template], *, kind: str | None = None,
+                context: str = "", options: TransformersOptions | None = None, session: Any = None) -> Prepared:  # fmt: skip
         """The chat for one picture: the same prompt pieces as every VLM reasoner (or the think-answer prompt)."""
-        o = options or self._options_for(request)
-        hints = select_templates(
-            request.query, templates, kind=kind, forced=request.option("template"), matcher=request.option("matcher")
+        o = options or self.options_for(request)
+        if self._style(o) != "think-answer":
+            return super().prepare(sent, request, templates, kind=kind, context=context, options=o, session=session)
+        hints = self.hints(request, templates, kind)
+        text = _THINK_ANSWER_PROMPT.format(question=request.query)
+        if hints.best is not None:
+            knowledge = " ".join((hints.best.prompt or hints.best.description).split())
+            text += f" Domain knowledge ({hints.best.label}): {knowledge}"
+        messages: tuple[Mapping[str, Any], ...] = (
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]},
         )
-        style = self._style(o)
-        if style == "think-answer":
-            text = _THINK_ANSWER_PROMPT.format(question=request.query)
-            if hints.best is not None:
-                knowledge = " ".join((hints.best.prompt or hints.best.description).split())
-                text += f" Domain knowledge ({hints.best.label}): {knowledge}"
-            messages: tuple[Mapping[str, Any], ...] = (
-                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]},
-            )
-            return Conversation(messages, sent, hints, o.coords or "pixels", style)
-        frame = o.coords or _FRAMES_BY_TYPE.get(self.model_type, "auto")
-        prompt = build_prompt(
-            request.query,
-            hints,
-            image_size=sent.size,
-            context=context,
-            frame="norm1000" if frame == "norm1000" else "pixels",
-            max_targets=o.max_targets,
-        )
-        messages = (
+        return Prepared(messages, sent, hints, o.coords or "pixels", "think-answer", request.query)
+
+    conversation = prepare  # the name fine-tuning and the tests use
+
+    def frame(self, options: TransformersOptions, session: Any = None) -> str:
+        return options.coords or _FRAMES_BY_TYPE.get(self.model_type, "auto")
+
+    def chat_messages(self, prompt: Prompt, sent: SentImage, options: Any) -> tuple[Mapping[str, Any], ...]:
+        return (
             {"role": "system", "content": [{"type": "text", "text": prompt.system}]},
             {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt.user}]},
         )
-        return Conversation(messages, sent, hints, frame, style)
 
     def encode(
         self, messages: Sequence[Mapping[str, Any]], sent: SentImage | None, images: Sequence[np.ndarray] | None = None
@@ -424,7 +422,7 @@ class TransformersReasoner:
         inputs = self.processor(text=[text], images=pictures, return_tensors="pt")
         return inputs.to(self.model.device)
 
-    def generate(
+    def chat(
         self,
         messages: Sequence[Mapping[str, Any]],
         sent: SentImage | None,
@@ -459,83 +457,28 @@ class TransformersReasoner:
         text = self.processor.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)[0]
         return text, {"prompt_tokens": prompt_len, "completion_tokens": int(new.shape[1]), "generate_s": elapsed}
 
-    def plan(self, scene: Scene, request: Request, templates: Sequence[Template]) -> Plan:
-        """Resize the scene's picture, ask the model (one repair turn), and return the plan in original pixels."""
-        from rscore.io.images import scene_rgb8
+    def generate(self, messages: Sequence[Mapping[str, Any]], prepared: Prepared, options: TransformersOptions,
+                 session: Any = None) -> Generation:  # fmt: skip
+        text, stats = self.chat(messages, prepared.sent, options)
+        cut = options.max_new_tokens if stats["completion_tokens"] >= options.max_new_tokens else None
+        return Generation(text, int(stats["prompt_tokens"]), int(stats["completion_tokens"]), stats["generate_s"], cut)
 
-        o = self._options_for(request)
-        sent = self.fit(scene_rgb8(scene), o)
-        return self.plan_picture(
-            sent, request, templates, kind=scene.kind, context=describe_scene(scene, sent), options=o
-        )
+    def failure(self, what: str, session: Any = None) -> BackendUnavailable:
+        return BackendUnavailable(f"transformers reasoner ({self.model_name}): {what}")
 
-    def plan_picture(
-        self,
-        sent: SentImage,
-        request: Request,
-        templates: Sequence[Template],
-        *,
-        kind: str | None = None,
-        context: str = "",
-        options: TransformersOptions | None = None,
-    ) -> Plan:
-        """Plan for a picture already fitted with :meth:`fit` (e.g. one tile of a large scene); targets come back in
-        ``sent.original_size`` pixels."""
-        o = options or self._options_for(request)
-        convo = self.conversation(sent, request, templates, kind=kind, context=context, options=o)
-        stats: list[dict[str, float]] = []
-
-        def generate(messages: list[dict[str, Any]]) -> str:
-            text, info = self.generate(messages, sent, o)
-            stats.append(info)
-            if info["completion_tokens"] >= o.max_new_tokens:
-                log.info("%s: the answer was cut off at max_new_tokens=%d", self.model_name, o.max_new_tokens)
-            return text
-
-        label = convo.hints.label or "target"
-        parse = functools.partial(
-            parse_answer, image_size=sent.size, frame=convo.frame, default_label=label, max_targets=o.max_targets
-        )
-
-        def repair(previous: str, error: str) -> str:
-            if stats and stats[-1]["completion_tokens"] >= o.max_new_tokens:
-                error += f" (the answer was cut off at {o.max_new_tokens} tokens: be brief)"
-            return repair_prompt(previous, error, frame=convo.frame, image_size=sent.size)
-
-        try:
-            answer, outputs, errors = parse_with_repair(
-                generate, list(convo.messages), parse, repair, repairs=o.repairs
-            )
-        except AnswerParseError as exc:
-            raise BackendUnavailable(f"transformers reasoner ({self.model_name}): no usable answer: {exc}") from None
+    def run_info(self, run: Run, options: TransformersOptions, session: Any = None) -> dict[str, Any]:
         info: dict[str, Any] = {
             "reasoner_model": self.model_name,
             "model_source": self.resolved.source,
             "device": self.placement.device,
             "dtype": self.placement.dtype,
-            "prompt_style": convo.style,
-            "requests": len(stats),
-            "repaired": bool(errors),
-            "tokens": {
-                "prompt_tokens": int(sum(s["prompt_tokens"] for s in stats)),
-                "completion_tokens": int(sum(s["completion_tokens"] for s in stats)),
-            },
-            "reason_time_s": round(sum(s["generate_s"] for s in stats), 4),
+            "prompt_style": run.prepared.style,
+            **super().run_info(run, options, session),
+            "reason_time_s": round(sum(g.seconds for g in run.generations), 4),
         }
         if self.resolved.spec.name in _registered():
             info["reasoner_repo"] = self.resolved.spec.repo_id
-        extra = []
-        if errors:
-            extra.append(
-                Step(f"the first answer was unusable ({errors[0]}); the model repaired it", operator=self.name)
-            )
-        plan = answer_to_plan(
-            answer, sent=sent, hints=convo.hints, reasoner=self.name, raw=outputs[-1], info=info, extra_steps=extra
-        )
-        log.info(
-            "%s: %s", self.model_name, f"absent: {plan.reason}" if plan.absent else f"{len(plan.targets)} target(s)"
-        )
-        return plan
+        return info
 
 
 def _registered() -> Mapping[str, Any]:

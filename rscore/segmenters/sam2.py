@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from rscore.errors import BackendUnavailable, OptionError
+from rscore.models.sam2_build import build_sam2_model, check_state_dict  # moved there; re-exported here
 from rscore.options import scoped, typed
 from rscore.segmenters.prompts import Prompt, as_rgb8, validate_target
 from rscore.types import Instance, Target
@@ -58,13 +59,6 @@ __all__ = [
 ]
 
 _RECOMMENDED = {"sam2": "sam2.1-hiera-tiny", "sam2-hf": "hf-sam2.1-hiera-tiny"}
-# build_sam2's apply_postprocessing overrides: fall back to multimask when a single mask is unstable
-_POSTPROCESSING = {
-    "dynamic_multimask_via_stability": True,
-    "dynamic_multimask_stability_delta": 0.05,
-    "dynamic_multimask_stability_thresh": 0.98,
-}
-
 
 @dataclass(frozen=True)
 class Sam2Options:
@@ -170,64 +164,11 @@ def clear_model_cache() -> None:
         _CACHE.clear()
 
 
-def _config_path(config: str | Path) -> Path:
-    path = Path(config).expanduser()
-    if path.is_file():
-        return path
-    from importlib.resources import files
-
-    packaged = Path(str(files("sam2") / str(config)))
-    if not packaged.is_file():
-        raise OptionError(f"sam2 config '{config}' is neither a yaml file nor a config of the sam2 package")
-    return packaged
-
-
-def build_sam2_model(config: str | Path, *, postprocessing: bool = True) -> Any:
-    """Build a SAM2 model with random weights from a yaml config (the ``ckpt_path=None`` case of
-    ``sam2.build_sam.build_sam2``), without Hydra's global state: the yaml is read with OmegaConf and instantiated.
-
-    ``config`` is a config of the ``sam2`` package (``configs/sam2.1/sam2.1_hiera_t.yaml``) or a yaml file path.
-    ``postprocessing`` applies the same decoder settings as ``build_sam2(apply_postprocessing=True)``.
-    """
-    from rscore.compat import ensure_torchvision
-
-    ensure_torchvision()
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.load(str(_config_path(config)))
-    if postprocessing:
-        cfg = OmegaConf.merge(cfg, {"model": {"sam_mask_decoder_extra_args": dict(_POSTPROCESSING)}})
-    OmegaConf.resolve(cfg)
-    model = instantiate(cfg.model, _recursive_=True)
-    return model.eval()
-
-
-def check_state_dict(model: Any, state: Mapping[str, Any], path: str | Path) -> str | None:
-    """``None`` when ``state`` fits ``model`` exactly; otherwise one line saying what does not (for the user)."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if not (missing or unexpected or wrong):
-        return None
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing tensor(s) (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected tensor(s) (e.g. {unexpected[0]})")
-    if wrong:
-        k = wrong[0]
-        got, want = tuple(state[k].shape), tuple(expected[k].shape)
-        parts.append(f"{len(wrong)} tensor(s) of another shape (e.g. {k}: {got} vs {want})")
-    return f"{path}: does not fit this SAM2 config: {', '.join(parts)}; is it the checkpoint of another size?"
-
-
 def _tuned_decoder(adapter: str | Path | None, backend: str) -> Any:
     """The adapter's tuned mask decoder when it was tuned for ``backend``, else ``None``."""
     if not adapter:
         return None
-    from rscore.finetune.adapter import read_adapter
+    from rscore.models.adapter import read_adapter
 
     info = read_adapter(adapter)
     return info if info.segmenter and info.segmenter.get("backend") == backend else None
@@ -259,7 +200,7 @@ def load_sam2_model(checkpoint: str | Path, config: str | Path, device: str, ada
         model.load_state_dict(state, strict=True)
         tuned = _tuned_decoder(adapter, "sam2")
         if tuned is not None:
-            from rscore.finetune.adapter import apply_segmenter_adapter
+            from rscore.models.adapter import apply_segmenter_adapter
 
             apply_segmenter_adapter(model, tuned)
         model = model.to(device).eval()
@@ -288,7 +229,7 @@ def _load_hf(folder: Path, device: str, adapter: str | Path | None = None) -> tu
             ) from None
         tuned = _tuned_decoder(adapter, "sam2-hf")
         if tuned is not None:
-            from rscore.finetune.adapter import apply_segmenter_adapter
+            from rscore.models.adapter import apply_segmenter_adapter
 
             apply_segmenter_adapter(model, tuned)
         if any((folder / f).is_file() for f in ("processor_config.json", "preprocessor_config.json")):
