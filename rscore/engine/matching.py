@@ -162,12 +162,18 @@ SELECTORS = frozenset("largest biggest smallest tallest left right first second 
 MIN_MARGIN = {"embedding": 0.02, "keyword": 0.0}  # closer than this to a different template: ambiguous -> absent
 COMPOSE_DROP = {"embedding": 0.04, "keyword": 0.2}  # head alone matches this much better: the rest is a constraint
 NEGATION_SLACK = 0.15  # a negated text counts at most this much above the similarity of what both negate
+NEGATION_AGREE = {"embedding": 0.7, "keyword": 0.5}  # what both negate is the same thing at this similarity
+NEGATION_RELATED = {"embedding": 0.5, "keyword": 0.3}  # ... or related, when the query's head is the template's
+HEAD_AGREE = {"embedding": 0.6, "keyword": 0.5}
+COMPOSE_PART = {"embedding": 0.6, "keyword": 0.67}  # a part of the query that is clearly one template's concept
+CONNECTIVES = ("with", "in", "on", "and", "or", "covered by", "covered with", "having", "where there is", "that are",
+               "which are", "that is", "which is")
 # Result.confidence = logistic(bias + score * s + margin * m + superset * x): the probability that the right template
 # answered AND its mask is what was asked (a superset answer is not), fitted on the answered queries of
 # benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
 CALIBRATION = {
-    "embedding": {"bias": -1.038, "score": 4.305, "margin": 0.626, "superset": -6.2},
-    "keyword": {"bias": -2.542, "score": 4.422, "margin": 3.05, "superset": -7.324},
+    "embedding": {"bias": -0.654, "score": 3.766, "margin": 4.378, "superset": -7.776},
+    "keyword": {"bias": -2.418, "score": 4.782, "margin": 3.259, "superset": -8.304},
 }
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 # where the query says what it is asked of ("... of the patient", "... in this image"): context, not content
@@ -188,21 +194,44 @@ def negation_cue(text: str) -> str | None:
 
     Hyphenated words are one token: "no-go zone" is not a negation, "non-forested" is."""
     for tok in _TOKEN.findall(text.lower()):
-        if tok in NEGATIONS or tok.endswith("n't") or tok.startswith("non-"):
+        if _is_cue(tok):
             return tok
     return None
 
 
-def negated_object(text: str) -> str | None:
-    """What a negation negates: the words after the cue ("people not wearing *vests*", "*forested* land" for
-    "non-forested land"), or ``None``."""
+_UN = ("un", "non")
+
+
+def _is_cue(tok: str) -> bool:
+    return tok in NEGATIONS or tok.endswith("n't") or tok.startswith("non-")
+
+
+def negation_parts(text: str) -> tuple[str, str] | None:
+    """``(head, object)`` of a negated text: what is kept and what is negated ("people | wearing vests" for
+    "people not wearing vests", "land | forested" for "non-forested land", "ground | vegetated" for "unvegetated
+    ground"), or ``None`` when nothing is negated or the negation has nothing in its scope ("water with nothing in
+    it": there "nothing" means empty, not the absence of some thing)."""
     toks = _TOKEN.findall(text.lower())
     for n, tok in enumerate(toks):
-        if tok in NEGATIONS or tok.endswith("n't") or tok.startswith("non-"):
-            rest = ([tok[4:]] if tok.startswith("non-") else []) + toks[n + 1:]
-            words = [w for w in rest if w not in _STOP]
-            return " ".join(words) or None
+        if not _is_cue(tok):
+            continue
+        before = [w for w in toks[:n] if w not in _STOP]
+        after = [w for w in toks[n + 1:] if w not in _STOP]
+        prefix = next((p for p in _UN if tok.startswith(p) and tok not in ("none", "nothing", "nor")), None)
+        if prefix is not None and len(tok) > len(prefix) + 3:  # "non-forested", "unvegetated": one word negated
+            obj = tok[len(prefix):].lstrip("-")
+            return " ".join(before + after), obj
+        if not after:
+            return None
+        return " ".join(before), " ".join(after)
     return None
+
+
+def negated_object(text: str) -> str | None:
+    """What a negation negates: the words after the cue ("people not wearing *vests*"), the prefixed word of
+    "non-forested land" (*forested*) or "unvegetated ground" (*vegetated*); ``None`` without one."""
+    parts = negation_parts(text)
+    return parts[1] if parts else None
 
 
 def split_constraint(query: str) -> tuple[str, str] | None:
@@ -216,6 +245,59 @@ def split_constraint(query: str) -> tuple[str, str] | None:
     if not _words(head) or not _words(tail):
         return None
     return head, tail
+
+
+def two_part_splits(text: str) -> list[tuple[str, str]]:
+    """Every way ``text`` splits at a connective into two parts that both have content ("forest | the ridges" for
+    "forest on the ridges", "steep slopes | dense forest" for "steep slopes with dense forest")."""
+    low = " " + text.lower().strip() + " "
+    out = []
+    for c in (*CONNECTIVES, *RELATIONS):
+        start = 0
+        while (pos := low.find(f" {c} ", start)) >= 0:
+            a, b = low[:pos].strip(), low[pos + len(c) + 2:].strip()
+            if _words(a) and _words(b) and (a, b) not in out:
+                out.append((a, b))
+            start = pos + 1
+    return out
+
+
+_PAIRS: dict[tuple, list[frozenset]] = {}
+
+
+def covered_pairs(method: str, templates: Sequence[Template]) -> list[frozenset]:
+    """Per template, the pairs of templates whose concepts its own label and examples combine ("workers in hi-vis
+    vests": worker + hi-vis; "reflections on tissue": specular + soft tissue): a query combining the same two
+    concepts is that template's question, not a composition of two templates."""
+    key = (method, tuple((t.qualified_name, t.label, t.examples) for t in templates))
+    if key in _PAIRS:
+        return _PAIRS[key]
+    texts = [(i, x) for i, t in enumerate(templates) for x in (t.label, *t.examples) if x and not negation_parts(x)]
+    splits = [(i, ab) for i, x in texts for ab in two_part_splits(x)]
+    parts = [x for _, ab in splits for x in ab]
+    out: list[set] = [set() for _ in templates]
+    if parts:
+        rows, sims = text_scores(method, parts, templates)
+        owner = _concept_owner(rows, sims, len(templates), method)
+        for n, (i, _) in enumerate(splits):
+            (ua, sa), (ub, sb) = owner[2 * n], owner[2 * n + 1]
+            if min(sa, sb) >= COMPOSE_PART[method] and ua != ub:
+                out[i].add(frozenset((ua, ub)))
+    _PAIRS[key] = [frozenset(x) for x in out]
+    return _PAIRS[key]
+
+
+def _concept_owner(rows: list, sims: np.ndarray, n: int, method: str) -> list[tuple[int, float]]:
+    """For each column of ``sims``: the template whose plain concept text it matches best, and how well."""
+    mask = np.array([r[1] == "concept" and not r[3] for r in rows], bool)
+    out = []
+    for c in range(sims.shape[1]):
+        best = np.full(n, -1.0)
+        for k in np.flatnonzero(mask):
+            best[rows[k][0]] = max(best[rows[k][0]], float(sims[k, c]))
+        i = int(np.argmax(best))
+        out.append((i, float(best[i])))
+    return out
 
 
 @dataclass(frozen=True)
@@ -249,7 +331,7 @@ def _keyword_text_score(query: str, text: str, extra: Sequence[str]) -> float:
 def text_scores(method: str, queries: Sequence[str], templates: Sequence[Template]) -> tuple[list, np.ndarray]:
     """Every declared text of every template as ``(template index, role, text, negated)`` and the similarity of
     each query to each of them (``len(queries) x len(texts)``). Embeddings go through :func:`_embed`."""
-    rows = [(i, role, x, negation_cue(x) is not None) for i, t in enumerate(templates) for role, x in _texts(t)]
+    rows = [(i, role, x, negation_parts(x) is not None) for i, t in enumerate(templates) for role, x in _texts(t)]
     if not rows:
         return rows, np.zeros((len(queries), 0), np.float32)
     if method == "embedding":
@@ -303,23 +385,34 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
     if core != query.lower().strip():
         match["query_core"] = core
     split = split_constraint(core)
-    queries = [core] + ([split[0]] if split else [])
-    rows, sims = text_scores(method, queries, templates)
-    qcue = negation_cue(query)
-    qneg = qcue is not None
+    qparts = negation_parts(core)
+    qneg = qparts is not None
+    qcue = negation_cue(core) if qneg else None
+    splits = [] if qneg else two_part_splits(core)
+    extra = [split[0]] if split else []
+    parts = [x for ab in splits for x in ab]
+    rows, sims = text_scores(method, [core, *extra, *parts], templates)
+    col = {q: n for n, q in enumerate([core, *extra, *parts])}
     same = np.array([r[3] == qneg for r in rows], bool)
     full = sims[:, 0]
     eff = np.where(same, full, -1.0)
-    qobj = negated_object(core) if qneg else None
-    if qobj:  # two negations agree only if they negate the same thing ("without coral" is not "not open water")
-        neg_rows = [k for k, r in enumerate(rows) if r[3] and negated_object(r[2])]
-        if neg_rows:
-            objs = [negated_object(rows[k][2]) or "" for k in neg_rows]
-            for k, o in zip(neg_rows, similarities(method, qobj, objs)):
-                eff[k] = min(eff[k], float(o) + NEGATION_SLACK)
+    plain_concept = np.array([r[1] == "concept" and not r[3] for r in rows], bool)
+    polarity_object = None
+    if qparts is not None:  # two negations agree only if they negate the same thing ("without coral" is not
+        # "not open water", "no trees" is not "no vegetation"); a closely related thing will do when what the query
+        # keeps is itself what the template's label names ("the soil without grass" is bare soil; "land" is not)
+        qhead, qobj = qparts
         polarity_object = qobj
-    else:
-        polarity_object = None
+        heads = [(negation_parts(t.label) or (t.label, ""))[0] or t.label for t in templates]
+        head_best = similarities(method, qhead, heads) if _words(qhead) else np.full(len(templates), -1.0)
+        neg_rows = [k for k, r in enumerate(rows) if r[3]]
+        if neg_rows:
+            objs = [(negation_parts(rows[k][2]) or ("", rows[k][2]))[1] for k in neg_rows]
+            for k, o in zip(neg_rows, similarities(method, qobj, objs)):
+                o = float(o)
+                agree = o >= NEGATION_AGREE[method] or (
+                    o >= NEGATION_RELATED[method] and head_best[rows[k][0]] >= HEAD_AGREE[method])
+                eff[k] = min(eff[k], o + NEGATION_SLACK) if agree else -1.0
 
     def best_of(i: int, roles: tuple[str, ...], scores: np.ndarray = eff) -> tuple[float, int]:
         idx = [k for k, r in enumerate(rows) if r[0] == i and r[1] in roles]
@@ -363,8 +456,15 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         why = f"the query matches no template (best {top_score:.2f} < threshold {threshold}); closest: {closest}"
         if "opposite" in polarity:
             o = polarity["opposite"]
-            why = (f"the query is negated ('{qcue}') and '{o['template'].split(':')[-1]}' marks the opposite "
-                   f"('{o['text']}', {o['score']:.2f}); no template marks what is {'missing' if qneg else 'present'}")
+            name = o["template"].split(":")[-1]
+            if qneg and polarity_object:
+                why = (f"the query is negated ('{qcue}': without '{polarity_object}') and no template marks that; "
+                       f"'{name}' answers it without the negation ('{o['text']}', {o['score']:.2f}), which is not "
+                       "what was asked")
+            else:
+                why = (f"the query is {'negated' if qneg else 'plain'} and '{name}' marks the opposite "
+                       f"('{o['text']}', {o['score']:.2f}); no template marks what is "
+                       f"{'missing' if qneg else 'present'}")
             polarity["decision"] = "opposite polarity: absent"
         return absent(why)
     if role in ("excludes", "broader"):  # another template's own concept that scores as well is what is meant
@@ -393,8 +493,9 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         return absent(f"the query asks for one particular thing ('{selector}'); '{t.name}' marks every {t.label} "
                       "and cannot pick one", t)
     if split is not None:
-        head_score = max((float(sims[k, 1]) for k, r in enumerate(rows) if r[0] == top and same[k]), default=-1.0)
-        other = [(float(sims[k, 1]), r[0]) for k, r in enumerate(rows) if r[0] != top and same[k] and r[1] == "concept"]
+        h = col[split[0]]
+        head_score = max((float(sims[k, h]) for k, r in enumerate(rows) if r[0] == top and same[k]), default=-1.0)
+        other = [(float(sims[k, h]), r[0]) for k, r in enumerate(rows) if r[0] != top and same[k] and r[1] == "concept"]
         other_score, other_i = max(other, default=(-1.0, -1))
         spec["head"] = {"text": split[0], "constraint": split[1], "head_score": round(head_score, 4)}
         if head_score >= threshold and head_score - top_score >= COMPOSE_DROP[method]:
@@ -406,6 +507,17 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         if spec["decision"] == "composed":
             return absent(f"the query combines '{split[0]}' with the constraint '{split[1]}', which no offline "
                           "template computes; ask for the parts separately", t)
+    if splits:  # two parts, each clearly another template's concept, combined in a way no template declares
+        owner = _concept_owner(rows, sims[:, [col[x] for ab in splits for x in ab]], len(templates), method)
+        pairs = covered_pairs(method, templates)[top]
+        for n, (a, b) in enumerate(splits):
+            (ua, sa), (ub, sb) = owner[2 * n], owner[2 * n + 1]
+            if ua != ub and min(sa, sb) >= COMPOSE_PART[method] and frozenset((ua, ub)) not in pairs:
+                spec.update(decision="composed", parts=[
+                    {"text": a, "template": templates[ua].qualified_name, "score": round(sa, 4)},
+                    {"text": b, "template": templates[ub].qualified_name, "score": round(sb, 4)}])
+                return absent(f"the query combines '{a}' ({templates[ua].name}) with '{b}' ({templates[ub].name}); "
+                              "no offline template computes the combination: ask for the parts separately", t)
     caveats: tuple[str, ...] = ()
     outcome = "answer"
     if role == "includes":

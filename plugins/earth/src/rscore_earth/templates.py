@@ -434,6 +434,7 @@ TEMPLATES: tuple[Template, ...] = (
             "unstable slopes",
             "mass movement hazard",
             "areas at risk of landslides after heavy rain",
+            "slope failures",
         ),
         program=_landslide,
         explain=(
@@ -556,7 +557,7 @@ TEMPLATES: tuple[Template, ...] = (
         label="bare soil",
         description="bare soil and sparsely vegetated ground (single date; vegetation loss needs a before/after pair)",
         examples=("bare soil", "bare ground", "exposed soil", "sparse vegetation", "unvegetated ground",
-                  "land without vegetation", "vegetation loss"),
+                  "land without vegetation", "vegetation loss", "barren land"),
         program=_bare_soil,
         explain="NDVI < ndvi_max (0.2) AND NOT water (NDWI > 0)",
         prompt=(
