@@ -219,3 +219,22 @@ def test_a_template_whose_own_examples_combine_two_concepts_still_answers_them(s
         assert not plan.absent and plan.template == "safety:hivis", (query, plan.reason)
     plan = plan_for(reg, "surgical", "image", "bright light reflections on the organs")
     assert not plan.absent and plan.template == "surgical:specular", plan.reason
+
+
+@needs_embeddings
+def test_a_near_tie_is_broken_only_by_what_the_query_names(shipped):
+    # "slide" is a declared landslide keyword that steep terrain nowhere uses
+    plan = plan_for(shipped, "earth", "raster", "where the mountain can slide down")
+    assert not plan.absent and plan.template == "earth:landslide", plan.match
+    assert "slide" in plan.match["tie_break"] and plan.match["confidence"] < 0.9
+    # people_in_zone is a restricted zone plus a person: a query naming no person is the zone
+    plan = plan_for(shipped, "safety", "image", "no-go areas")
+    assert not plan.absent and plan.template == "safety:restricted_zone" and "people_in_zone" in plan.match["tie_break"]
+    # nothing the query names tells two close templates apart: absent, not a coin toss
+    plan = plan_for(shipped, "underwater", "image", "silty water")
+    assert plan.absent and plan.match.get("ambiguous") and "say which" in plan.reason
+
+
+def test_a_relation_word_without_an_object_is_no_constraint():
+    assert split_constraint("the places with water inside") is None
+    assert split_constraint("water inside the crater") == ("water", "inside the crater")

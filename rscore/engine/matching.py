@@ -160,6 +160,7 @@ RELATIONS = (
 SELECTORS = frozenset("largest biggest smallest tallest left right first second third main nearest closest".split())
 # the margin and composition rules, fitted on benchmarks/routing/tune.tsv (never on eval.tsv)
 MIN_MARGIN = {"embedding": 0.02, "keyword": 0.0}  # closer than this to a different template: ambiguous -> absent
+TIE_WINDOW = {"embedding": 0.06, "keyword": 0.05}  # closer than this, tie_break() decides where it can
 COMPOSE_DROP = {"embedding": 0.04, "keyword": 0.2}  # head alone matches this much better: the rest is a constraint
 NEGATION_SLACK = 0.15  # a negated text counts at most this much above the similarity of what both negate
 NEGATION_AGREE = {"embedding": 0.7, "keyword": 0.5}  # what both negate is the same thing at this similarity
@@ -172,7 +173,7 @@ CONNECTIVES = ("with", "in", "on", "and", "or", "covered by", "covered with", "h
 # answered AND its mask is what was asked (a superset answer is not), fitted on the answered queries of
 # benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
 CALIBRATION = {
-    "embedding": {"bias": -0.654, "score": 3.766, "margin": 4.378, "superset": -7.776},
+    "embedding": {"bias": 0.299, "score": 2.916, "margin": 3.742, "superset": -7.677},
     "keyword": {"bias": -2.418, "score": 4.782, "margin": 3.259, "superset": -8.304},
 }
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
@@ -240,9 +241,9 @@ def split_constraint(query: str) -> tuple[str, str] | None:
     hits = [(low.find(f" {r} "), r) for r in RELATIONS if f" {r} " in low]
     if not hits:
         return None
-    pos, _ = min(hits)
+    pos, rel = min(hits)
     head, tail = low[:pos].strip(), low[pos:].strip()
-    if not _words(head) or not _words(tail):
+    if not _words(head) or not _words(tail[len(rel):]):  # "the places with water inside": no object, no relation
         return None
     return head, tail
 
@@ -298,6 +299,36 @@ def _concept_owner(rows: list, sims: np.ndarray, n: int, method: str) -> list[tu
         i = int(np.argmax(best))
         out.append((i, float(best[i])))
     return out
+
+
+def _vocab(t: Template) -> set[str]:
+    return set(_words(" ".join([t.label, t.description, *t.examples, *t.keywords])))
+
+
+def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method: str) -> tuple[int | None, str]:
+    """Which of two templates the query names when their scores are too close to tell (``a`` ahead), or ``None``.
+
+    1. A declared keyword of one template in the query that the other template nowhere uses ("slide" in "where the
+       mountain can slide down": landslide, not steep terrain).
+    2. One template's own examples combine the other's concept with a second one the query does not name
+       ("person in restricted zone" is a restricted zone plus a person: "no-go areas" is the zone).
+    """
+    words = set(_words(query))
+    hits = []
+    for i, j in ((a, b), (b, a)):
+        own = {_stem(w) for k in templates[i].keywords for w in re.findall(r"[a-z0-9]+", k.lower())}
+        hits.append(sorted((words & own) - _vocab(templates[j])))
+    if bool(hits[0]) != bool(hits[1]):
+        i, h = (a, hits[0]) if hits[0] else (b, hits[1])
+        return i, f"keyword '{h[0]}' is declared by '{templates[i].name}' only"
+    pairs = covered_pairs(method, templates)
+    a_in_b = any(a in p for p in pairs[b])
+    b_in_a = any(b in p for p in pairs[a])
+    if a_in_b != b_in_a:
+        i, j = (a, b) if a_in_b else (b, a)
+        return i, (f"'{templates[j].name}' combines '{templates[i].name}' with another concept the query does "
+                   "not name")
+    return None, ""
 
 
 @dataclass(frozen=True)
@@ -482,7 +513,22 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
     if role == "broader":
         spec.update(decision="broader", text=text)
         return absent(f"the query asks for '{text}', of which '{t.name}' marks only {t.label}", t)
-    if runner is not None and margin < MIN_MARGIN[method]:
+    if runner is not None and margin < TIE_WINDOW[method] and role == "concept" and not qneg \
+            and rows[per[runner][1]][1] == "concept":
+        winner, why = tie_break(core, top, runner, templates, method)
+        if winner is not None:
+            match["tie_break"] = why
+            if winner == runner:  # the runner-up is what the query names: it answers, with no margin to speak of
+                top, runner = runner, top
+                top_score, top_k = per[top]
+                runner_score = per[runner][0]
+                t, role, text = templates[top], rows[top_k][1], rows[top_k][2]
+                match.update(template=t.qualified_name, score=round(top_score, 4), matched_text=text,
+                             matched_role=role, runner_up={"template": templates[runner].qualified_name,
+                                                           "score": round(runner_score, 4)})
+            margin = max(0.0, round(top_score - runner_score, 4))
+            match["margin"] = margin
+    if runner is not None and margin < MIN_MARGIN[method] and "tie_break" not in match:
         r = templates[runner]
         match["ambiguous"] = True
         return absent(f"the query matches '{t.name}' ({top_score:.2f}) and '{r.name}' ({runner_score:.2f}) "
