@@ -167,13 +167,14 @@ NEGATION_AGREE = {"embedding": 0.7, "keyword": 0.5}  # what both negate is the s
 NEGATION_RELATED = {"embedding": 0.5, "keyword": 0.3}  # ... or related, when the query's head is the template's
 HEAD_AGREE = {"embedding": 0.6, "keyword": 0.5}
 COMPOSE_PART = {"embedding": 0.6, "keyword": 0.67}  # a part of the query that is clearly one template's concept
+PART_COVER = {"embedding": 0.5, "keyword": 0.5}  # a part of the query like a part of one of the template's examples
 CONNECTIVES = ("with", "in", "on", "and", "or", "covered by", "covered with", "having", "where there is", "that are",
                "which are", "that is", "which is")
 # Result.confidence = logistic(bias + score * s + margin * m + superset * x): the probability that the right template
 # answered AND its mask is what was asked (a superset answer is not), fitted on the answered queries of
 # benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
 CALIBRATION = {
-    "embedding": {"bias": 0.299, "score": 2.916, "margin": 3.742, "superset": -7.677},
+    "embedding": {"bias": 0.251, "score": 2.927, "margin": 3.84, "superset": -7.679},
     "keyword": {"bias": -2.418, "score": 4.782, "margin": 3.259, "superset": -8.304},
 }
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
@@ -288,6 +289,19 @@ def covered_pairs(method: str, templates: Sequence[Template]) -> list[frozenset]
     return _PAIRS[key]
 
 
+def example_combines(method: str, a: str, b: str, t: Template) -> bool:
+    """Whether one of ``t``'s own label / examples combines two parts like ``a`` and ``b`` ("hi-vis on a person"
+    and "workers in hi-vis vests"; "low flat land near rivers" and "low-lying areas near rivers")."""
+    splits = [ab for x in (t.label, *t.examples) if x and not negation_parts(x) for ab in two_part_splits(x)]
+    if not splits:
+        return False
+    parts = [x for ab in splits for x in ab]
+    sa, sb = similarities(method, a, parts), similarities(method, b, parts)
+    cut = PART_COVER[method]
+    return any((sa[2 * n] >= cut and sb[2 * n + 1] >= cut) or (sa[2 * n + 1] >= cut and sb[2 * n] >= cut)
+               for n in range(len(splits)))
+
+
 def _concept_owner(rows: list, sims: np.ndarray, n: int, method: str) -> list[tuple[int, float]]:
     """For each column of ``sims``: the template whose plain concept text it matches best, and how well."""
     mask = np.array([r[1] == "concept" and not r[3] for r in rows], bool)
@@ -308,10 +322,8 @@ def _vocab(t: Template) -> set[str]:
 def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method: str) -> tuple[int | None, str]:
     """Which of two templates the query names when their scores are too close to tell (``a`` ahead), or ``None``.
 
-    1. A declared keyword of one template in the query that the other template nowhere uses ("slide" in "where the
-       mountain can slide down": landslide, not steep terrain).
-    2. One template's own examples combine the other's concept with a second one the query does not name
-       ("person in restricted zone" is a restricted zone plus a person: "no-go areas" is the zone).
+    A declared keyword of one template in the query that the other template nowhere uses ("slide" in "where the
+    mountain can slide down": landslide, not steep terrain). Nothing else: without one, the query is ambiguous.
     """
     words = set(_words(query))
     hits = []
@@ -321,13 +333,6 @@ def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method:
     if bool(hits[0]) != bool(hits[1]):
         i, h = (a, hits[0]) if hits[0] else (b, hits[1])
         return i, f"keyword '{h[0]}' is declared by '{templates[i].name}' only"
-    pairs = covered_pairs(method, templates)
-    a_in_b = any(a in p for p in pairs[b])
-    b_in_a = any(b in p for p in pairs[a])
-    if a_in_b != b_in_a:
-        i, j = (a, b) if a_in_b else (b, a)
-        return i, (f"'{templates[j].name}' combines '{templates[i].name}' with another concept the query does "
-                   "not name")
     return None, ""
 
 
@@ -558,7 +563,8 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         pairs = covered_pairs(method, templates)[top]
         for n, (a, b) in enumerate(splits):
             (ua, sa), (ub, sb) = owner[2 * n], owner[2 * n + 1]
-            if ua != ub and min(sa, sb) >= COMPOSE_PART[method] and frozenset((ua, ub)) not in pairs:
+            if ua != ub and min(sa, sb) >= COMPOSE_PART[method] and frozenset((ua, ub)) not in pairs \
+                    and not example_combines(method, a, b, templates[top]):
                 spec.update(decision="composed", parts=[
                     {"text": a, "template": templates[ua].qualified_name, "score": round(sa, 4)},
                     {"text": b, "template": templates[ub].qualified_name, "score": round(sb, 4)}])
