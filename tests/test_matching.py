@@ -227,8 +227,11 @@ def test_a_near_tie_is_broken_only_by_what_the_query_names(shipped):
     plan = plan_for(shipped, "earth", "raster", "where the mountain can slide down")
     assert not plan.absent and plan.template == "earth:landslide", plan.match
     assert "slide" in plan.match["tie_break"] and plan.match["confidence"] < 0.9
-    # nothing the query names tells two close templates apart: absent, not a coin toss
+    # what the query says beyond the word both matched texts share ("water") is closer to one of them
     plan = plan_for(shipped, "underwater", "image", "silty water")
+    assert not plan.absent and plan.template == "underwater:low_visibility" and "water" in plan.match["tie_break"]
+    # nothing the query names tells two close templates apart: absent, not a coin toss
+    plan = plan_for(shipped, "earth", "raster", "where the slope is very strong")
     assert plan.absent and plan.match.get("ambiguous") and "say which" in plan.reason
 
 

@@ -161,6 +161,7 @@ SELECTORS = frozenset("largest biggest smallest tallest left right first second 
 # the margin and composition rules, fitted on benchmarks/routing/tune.tsv (never on eval.tsv)
 MIN_MARGIN = {"embedding": 0.02, "keyword": 0.0}  # closer than this to a different template: ambiguous -> absent
 TIE_WINDOW = {"embedding": 0.06, "keyword": 0.05}  # closer than this, tie_break() decides where it can
+CONTRAST_MIN = {"embedding": 0.1}  # tie_break(): the query's own words this much closer to one matched text
 COMPOSE_DROP = {"embedding": 0.04, "keyword": 0.2}  # head alone matches this much better: the rest is a constraint
 NEGATION_SLACK = 0.15  # a negated text counts at most this much above the similarity of what both negate
 NEGATION_AGREE = {"embedding": 0.7, "keyword": 0.5}  # what both negate is the same thing at this similarity
@@ -174,7 +175,7 @@ CONNECTIVES = ("with", "in", "on", "and", "or", "covered by", "covered with", "h
 # answered AND its mask is what was asked (a superset answer is not), fitted on the answered queries of
 # benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
 CALIBRATION = {
-    "embedding": {"bias": 0.251, "score": 2.927, "margin": 3.84, "superset": -7.679},
+    "embedding": {"bias": 0.366, "score": 2.829, "margin": 3.745, "superset": -7.665},
     "keyword": {"bias": -2.418, "score": 4.782, "margin": 3.259, "superset": -8.304},
 }
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
@@ -319,7 +320,8 @@ def _vocab(t: Template) -> set[str]:
     return set(_words(" ".join([t.label, t.description, *t.examples, *t.keywords])))
 
 
-def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method: str) -> tuple[int | None, str]:
+def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method: str,
+              texts: tuple[str, str] = ("", "")) -> tuple[int | None, str]:
     """Which of two templates the query names when their scores are too close to tell (``a`` ahead), or ``None``.
 
     A declared keyword of one template in the query that the other template nowhere uses ("slide" in "where the
@@ -333,6 +335,17 @@ def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method:
     if bool(hits[0]) != bool(hits[1]):
         i, h = (a, hits[0]) if hits[0] else (b, hits[1])
         return i, f"keyword '{h[0]}' is declared by '{templates[i].name}' only"
+    # what tells the two matched texts apart: the query without the words it shares with both ("abrupt slopes" vs
+    # "steep slopes" / "unstable slopes": "abrupt" vs "steep" / "unstable")
+    ta, tb = (set(_words(x)) for x in texts)
+    shared = words & ta & tb
+    qr, ar, br = words - shared, ta - shared, tb - shared
+    if shared and qr and ar and br and CONTRAST_MIN.get(method) is not None:
+        sa, sb = similarities(method, " ".join(sorted(qr)), [" ".join(sorted(ar)), " ".join(sorted(br))])
+        if abs(float(sa) - float(sb)) >= CONTRAST_MIN[method]:
+            i = a if sa > sb else b
+            return i, (f"without the words both share ({', '.join(sorted(shared))}), the query is closer to "
+                       f"'{texts[0] if i == a else texts[1]}' ({max(sa, sb):.2f} vs {min(sa, sb):.2f})")
     return None, ""
 
 
@@ -520,7 +533,7 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         return absent(f"the query asks for '{text}', of which '{t.name}' marks only {t.label}", t)
     if runner is not None and margin < TIE_WINDOW[method] and role == "concept" and not qneg \
             and rows[per[runner][1]][1] == "concept":
-        winner, why = tie_break(core, top, runner, templates, method)
+        winner, why = tie_break(core, top, runner, templates, method, (text, rows[per[runner][1]][2]))
         if winner is not None:
             match["tie_break"] = why
             if winner == runner:  # the runner-up is what the query names: it answers, with no margin to speak of
