@@ -61,6 +61,7 @@ from rscore.engine.matching import (  # noqa: E402
     negated_object,
     negation_cue,
     negation_parts,
+    proper_name,
     split_constraint,
     two_part_splits,
 )
@@ -93,6 +94,9 @@ def test_negation_cues_and_what_they_negate():
     assert negation_parts("land that is not forest") == ("land", "forest")
     assert negation_parts("water with nothing in it") is None  # "nothing" with nothing in its scope: empty, plain
     assert ("steep slopes", "dense forest") in two_part_splits("steep slopes with dense forest")
+    assert proper_name("the river Thames") == "Thames" and proper_name("the Amazon rainforest") == "Amazon"
+    assert proper_name("the ROV") is None and proper_name("Water Bodies") is None  # an acronym, Title Case
+    assert proper_name("Show the forest") is None
     assert split_constraint("bare soil near rivers") == ("bare soil", "near rivers")
     assert split_constraint("steep slopes") is None
 
@@ -238,3 +242,15 @@ def test_a_near_tie_is_broken_only_by_what_the_query_names(shipped):
 def test_a_relation_word_without_an_object_is_no_constraint():
     assert split_constraint("the places with water inside") is None
     assert split_constraint("water inside the crater") == ("water", "inside the crater")
+
+
+@needs_embeddings
+def test_a_named_thing_is_a_declared_superset_and_an_exclusion_yields_to_the_own_concept(shipped):
+    plan = plan_for(shipped, "earth", "raster", "the river Thames")
+    assert not plan.absent and plan.template == "earth:water"
+    assert plan.match["specificity"]["decision"] == "superset" and "Thames" in plan.match["caveats"][0]
+    assert plan.match["confidence"] < 0.3  # the mask is more than was asked
+    plan = plan_for(shipped, "surgical", "volume", "lung parenchyma")  # lung tissue, not "lung nodules" (excluded)
+    assert not plan.absent and plan.template == "surgical:air_lung"
+    plan = plan_for(shipped, "surgical", "volume", "lung nodules")
+    assert plan.absent and plan.match["specificity"]["decision"] == "excluded"

@@ -175,7 +175,7 @@ CONNECTIVES = ("with", "in", "on", "and", "or", "covered by", "covered with", "h
 # answered AND its mask is what was asked (a superset answer is not), fitted on the answered queries of
 # benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
 CALIBRATION = {
-    "embedding": {"bias": 0.366, "score": 2.829, "margin": 3.745, "superset": -7.665},
+    "embedding": {"bias": 0.773, "score": 2.67, "margin": 3.869, "superset": -7.945},
     "keyword": {"bias": -2.418, "score": 4.782, "margin": 3.259, "superset": -8.304},
 }
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
@@ -349,6 +349,19 @@ def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method:
     return None, ""
 
 
+def proper_name(query: str) -> str | None:
+    """A capitalised name inside a lower-case query ("the river *Thames*", "Lake *Geneva*"): a question about one
+    named thing, which no pixel rule can tell from the others. Acronyms (ROV, CT, NDVI), a capital first word and
+    Title-Cased queries are not names."""
+    toks = re.findall(r"[A-Za-z][A-Za-z'-]*", query)
+    titled = [n for n, w in enumerate(toks) if len(w) >= 3 and w[0].isupper() and w[1:] == w[1:].lower()]
+    later = [n for n in titled if n > 0]
+    content = [w for w in toks if w.lower() not in _STOP]
+    if not later or len(titled) * 2 > len(content):  # "Water Bodies", "Steep Slopes": a habit of writing
+        return None
+    return toks[later[0]]
+
+
 @dataclass(frozen=True)
 class Decision:
     """The routing outcome: ``answer`` / ``superset`` (answer with a caveat) / ``absent``, and why."""
@@ -516,9 +529,10 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
                        f"{'missing' if qneg else 'present'}")
             polarity["decision"] = "opposite polarity: absent"
         return absent(why)
-    if role in ("excludes", "broader"):  # another template's own concept that scores as well is what is meant
+    if role in ("excludes", "broader"):  # a template's own concept that scores as well is what is meant (the
+        # same template's too: "lung parenchyma" is lung tissue, not the excluded "lung nodules and tumours")
         concept = [best_of(i, ("concept",)) for i in range(len(templates))]
-        j = max((i for i in range(len(templates)) if i != top), key=lambda i: concept[i][0], default=None)
+        j = max(range(len(templates)), key=lambda i: concept[i][0], default=None)
         if j is not None and concept[j][0] >= threshold and concept[j][0] >= top_score - 0.05:
             spec["declined"] = {"template": t.qualified_name, "role": role, "text": text}
             top, (top_score, top_k) = j, concept[j]
@@ -590,6 +604,11 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         spec.update(decision="superset", text=text)
         caveats = (f"superset: '{query.strip()}' is one part of what '{t.name}' marks (declared: {text}) and cannot "
                    f"be isolated by it; the mask is all {t.label} ({t.description})",)
+    elif (name := proper_name(query)) is not None:
+        outcome = "superset"
+        spec.update(decision="superset", text=f"one named {t.label}", name=name)
+        caveats = (f"superset: '{query.strip()}' names one particular thing ('{name}'); '{t.name}' cannot tell one "
+                   f"{t.label} from another: the mask is all {t.label} ({t.description})",)
     features = {"score": round(top_score, 4), "margin": margin, "superset": 1.0 if outcome == "superset" else 0.0}
     match["features"] = features
     match["confidence"] = confidence(method, features)

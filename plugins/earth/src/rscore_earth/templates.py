@@ -435,6 +435,7 @@ TEMPLATES: tuple[Template, ...] = (
             "mass movement hazard",
             "areas at risk of landslides after heavy rain",
             "slope failures",
+            "mudslides and debris flows",
         ),
         program=_landslide,
         explain=(
@@ -476,6 +477,7 @@ TEMPLATES: tuple[Template, ...] = (
             "areas at risk of flooding",
             "floodplains",
             "land that floods near streams",
+            "areas prone to inundation",
         ),
         program=_flood,
         explain="HAND <= hand_max_m (5 m) AND distance to a D8 channel <= max_distance_m (500 m, capped by the halo)",
