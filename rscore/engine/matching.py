@@ -175,7 +175,7 @@ CONNECTIVES = ("with", "in", "on", "and", "or", "covered by", "covered with", "h
 # answered AND its mask is what was asked (a superset answer is not), fitted on the answered queries of
 # benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
 CALIBRATION = {
-    "embedding": {"bias": 0.773, "score": 2.67, "margin": 3.869, "superset": -7.945},
+    "embedding": {"bias": 0.752, "score": 2.694, "margin": 3.853, "superset": -7.94},
     "keyword": {"bias": -2.418, "score": 4.782, "margin": 3.259, "superset": -8.304},
 }
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
@@ -529,10 +529,10 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
                        f"{'missing' if qneg else 'present'}")
             polarity["decision"] = "opposite polarity: absent"
         return absent(why)
-    if role in ("excludes", "broader"):  # a template's own concept that scores as well is what is meant (the
-        # same template's too: "lung parenchyma" is lung tissue, not the excluded "lung nodules and tumours")
+    if role in ("excludes", "broader"):  # another template's own concept that scores as well is what is meant
+        # (not the same template's: "a broken bone" is the excluded fracture, however close it is to "bone")
         concept = [best_of(i, ("concept",)) for i in range(len(templates))]
-        j = max(range(len(templates)), key=lambda i: concept[i][0], default=None)
+        j = max((i for i in range(len(templates)) if i != top), key=lambda i: concept[i][0], default=None)
         if j is not None and concept[j][0] >= threshold and concept[j][0] >= top_score - 0.05:
             spec["declined"] = {"template": t.qualified_name, "role": role, "text": text}
             top, (top_score, top_k) = j, concept[j]
