@@ -20,7 +20,7 @@ figures measure routing alone (no pixels are processed). Printed per half:
   error over 5 bins, Brier score, mean confidence vs that accuracy. ``n/a`` when the router gives none.
 
     python benchmarks/routing/run_routing.py                  # both halves
-    python benchmarks/routing/run_routing.py --errors         # and list every mistake
+    python benchmarks/routing/run_routing.py --errors         # and list every mistake of the tune half
     python benchmarks/routing/run_routing.py --fit            # refit the confidence calibration on tune.tsv
     python benchmarks/routing/run_routing.py --matcher keyword
 """
@@ -225,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--matcher", choices=("auto", "embedding", "keyword"))
     ap.add_argument("--halves", default=",".join(HALVES))
-    ap.add_argument("--errors", action="store_true", help="list every wrong routing")
+    ap.add_argument("--errors", action="store_true", help="list every wrong routing of the tune half")
+    ap.add_argument("--eval-errors", action="store_true",
+                    help="also list the eval half's (only to report them: never to choose phrases or thresholds)")
     ap.add_argument("--fit", action="store_true", help="fit the confidence calibration on the tune half")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
@@ -235,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         s = summary(outcomes)
         figures[half] = s
         report(half, s)
-        if args.errors:
+        if args.errors and half == "eval" and not args.eval_errors:
+            print("    (eval errors are not listed: tuning looks at tune.tsv only; --eval-errors lists them)")
+        elif args.errors:
             for o in outcomes:
                 if not o.correct:
                     r = o.row

@@ -427,13 +427,21 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
 
     1. Polarity: a negated query ("people *not* wearing vests") only matches texts that are negated too ("workers
        without hard hats"), and the other way round; what the opposite polarity would have matched is recorded.
+       Two negations agree only when they negate the same thing (similarity >= ``NEGATION_AGREE``), or a related
+       one when what the query keeps is what the template's label names ("the soil without grass"): "land that is
+       not forest" is not "land without vegetation". A cue with nothing in its scope ("water with nothing in it")
+       is no negation.
     2. A template's score is its best same-polarity text; the best text overall says what the query is about:
        a ``concept`` text answers, an ``includes`` text answers with a superset caveat, a ``broader`` or
-       ``excludes`` text is absent with the reason.
-    3. Below the threshold: absent. Within ``MIN_MARGIN`` of a different template: ambiguous, absent.
+       ``excludes`` text is absent with the reason (unless *another* template's concept scores as well).
+    3. Below the threshold: absent. Within ``TIE_WINDOW`` of a different template, :func:`tie_break` may decide by
+       a word of the query; otherwise within ``MIN_MARGIN``: ambiguous, absent.
     4. Specificity: a selector ("the largest", "the left ...") asks for one instance, absent; a relation
        ("bare soil *near rivers*") whose head alone matches clearly better adds a constraint no template computes,
-       absent.
+       absent; two parts at a connective that are clearly two templates' concepts ("forest | on | steep slopes")
+       are a composition, absent naming both, unless the answering template's own examples combine such parts
+       (:func:`covered_pairs`, :func:`example_combines`); a capitalised name ("the river Thames") is one named
+       thing: a superset answer with its caveat.
     Availability (a VLM-only template, a template for other inputs) is the planner's business, not this one's.
     """
     method = resolve_method(method)
