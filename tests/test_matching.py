@@ -55,7 +55,16 @@ def test_method_resolution(monkeypatch):
 
 # ------------------------------------------------------------------------------------------------ routing decision
 from rscore.engine.analytic import AnalyticReasoner  # noqa: E402
-from rscore.engine.matching import decide, negated_object, negation_cue, split_constraint  # noqa: E402
+from rscore.engine.matching import (  # noqa: E402
+    covered_pairs,
+    decide,
+    negated_object,
+    negation_cue,
+    negation_parts,
+    proper_name,
+    split_constraint,
+    two_part_splits,
+)
 from rscore.plugins import get_registry  # noqa: E402
 from rscore.types import ArraySource, Request, Scene  # noqa: E402
 
@@ -79,8 +88,15 @@ def test_negation_cues_and_what_they_negate():
     assert negation_cue("workers who don't wear helmets") == "don't"
     assert negation_cue("no-go zone") is None  # one hyphenated word, not a negation
     assert negation_cue("unstable slopes") is None
-    assert negated_object("non-forested land") == "forested land"
+    assert negated_object("non-forested land") == "forested"
     assert negated_object("sea floor without coral") == "coral"
+    assert negation_parts("unvegetated ground") == ("ground", "vegetated")  # the prefixed word is what is negated
+    assert negation_parts("land that is not forest") == ("land", "forest")
+    assert negation_parts("water with nothing in it") is None  # "nothing" with nothing in its scope: empty, plain
+    assert ("steep slopes", "dense forest") in two_part_splits("steep slopes with dense forest")
+    assert proper_name("the river Thames") == "Thames" and proper_name("the Amazon rainforest") == "Amazon"
+    assert proper_name("the ROV") is None and proper_name("Water Bodies") is None  # an acronym, Title Case
+    assert proper_name("Show the forest") is None
     assert split_constraint("bare soil near rivers") == ("bare soil", "near rivers")
     assert split_constraint("steep slopes") is None
 
@@ -155,3 +171,86 @@ def test_keyword_fallback_uses_the_same_decision():
     d = decide("workers not in vests", templates, "keyword")  # only negated texts can answer a negated query
     assert d.outcome == "absent" or d.template.name == "hats"
     assert decide("traffic cones", templates, "keyword").match["specificity"]["decision"] == "excluded"
+
+
+@needs_embeddings
+@pytest.mark.parametrize("plugin, kind, query", [
+    ("earth", "raster", "land that is not forest"),  # "not forest" is not "without vegetation": grass, towns...
+    ("earth", "raster", "land with no trees"),
+    ("underwater", "image", "sea floor without coral"),  # no template leaves coral out of the floor
+    ("underwater", "image", "everything except fish"),  # "except fish" is not "not open water"
+])  # fmt: skip
+def test_a_negation_matches_only_a_text_negating_the_same_thing(shipped, plugin, kind, query):
+    plan = plan_for(shipped, plugin, kind, query)
+    assert plan.absent, (query, plan.template, plan.match.get("matched_text"))
+    assert plan.match["polarity"]["query"] == "negated"
+
+
+@needs_embeddings
+def test_a_negation_that_keeps_the_templates_own_subject_still_answers(shipped):
+    plan = plan_for(shipped, "earth", "raster", "the soil without grass")  # soil is what bare_soil's label names
+    assert not plan.absent and plan.template == "earth:bare_soil"
+    plan = plan_for(shipped, "earth", "raster", "land without vegetation")
+    assert not plan.absent and plan.template == "earth:bare_soil"
+    plan = plan_for(shipped, "underwater", "image", "water with nothing in it")  # "nothing" = empty, not a negation
+    assert not plan.absent and plan.template == "underwater:open_water"
+
+
+@needs_embeddings
+@pytest.mark.parametrize("plugin, kind, query", [
+    ("earth", "raster", "forest on steep slopes"),
+    ("earth", "raster", "steep slopes with dense forest"),
+    ("earth", "raster", "water in the valleys"),
+    ("surgical", "volume", "bone near the metal"),
+])  # fmt: skip
+def test_two_templates_concepts_combined_are_a_composition_not_either_template(shipped, plugin, kind, query):
+    plan = plan_for(shipped, plugin, kind, query)
+    assert plan.absent and plan.match["specificity"]["decision"] == "composed", (query, plan.template)
+    parts = plan.match["specificity"].get("parts") or []
+    assert not parts or len({p["template"] for p in parts}) == 2
+    assert "separately" in plan.reason
+
+
+@needs_embeddings
+def test_a_template_whose_own_examples_combine_two_concepts_still_answers_them(shipped):
+    """'workers in hi-vis vests' is a hivis example: worker + hi-vis is that template's question, not a composition."""
+    reg = shipped
+    hivis = [t for t in reg.templates_for("safety")]
+    i = next(n for n, t in enumerate(hivis) if t.name == "hivis")
+    assert covered_pairs("embedding", hivis)[i], "hivis declares no combination"
+    for query in ("people in high-vis clothing", "persons with fluorescent jacket"):
+        plan = plan_for(reg, "safety", "image", query)
+        assert not plan.absent and plan.template == "safety:hivis", (query, plan.reason)
+    plan = plan_for(reg, "surgical", "image", "bright light reflections on the organs")
+    assert not plan.absent and plan.template == "surgical:specular", plan.reason
+
+
+@needs_embeddings
+def test_a_near_tie_is_broken_only_by_what_the_query_names(shipped):
+    # "slide" is a declared landslide keyword that steep terrain nowhere uses
+    plan = plan_for(shipped, "earth", "raster", "where the mountain can slide down")
+    assert not plan.absent and plan.template == "earth:landslide", plan.match
+    assert "slide" in plan.match["tie_break"] and plan.match["confidence"] < 0.9
+    # what the query says beyond the word both matched texts share ("water") is closer to one of them
+    plan = plan_for(shipped, "underwater", "image", "silty water")
+    assert not plan.absent and plan.template == "underwater:low_visibility" and "water" in plan.match["tie_break"]
+    # nothing the query names tells two close templates apart: absent, not a coin toss
+    plan = plan_for(shipped, "earth", "raster", "where the slope is very strong")
+    assert plan.absent and plan.match.get("ambiguous") and "say which" in plan.reason
+
+
+def test_a_relation_word_without_an_object_is_no_constraint():
+    assert split_constraint("the places with water inside") is None
+    assert split_constraint("water inside the crater") == ("water", "inside the crater")
+
+
+@needs_embeddings
+def test_a_named_thing_is_a_declared_superset_and_an_exclusion_stays_absent(shipped):
+    plan = plan_for(shipped, "earth", "raster", "the river Thames")
+    assert not plan.absent and plan.template == "earth:water"
+    assert plan.match["specificity"]["decision"] == "superset" and "Thames" in plan.match["caveats"][0]
+    assert plan.match["confidence"] < 0.3  # the mask is more than was asked
+    plan = plan_for(shipped, "surgical", "volume", "a broken bone")  # the excluded fracture, however close to bone
+    assert plan.absent and plan.match["specificity"]["decision"] == "excluded"
+    plan = plan_for(shipped, "surgical", "volume", "lung nodules")
+    assert plan.absent and plan.match["specificity"]["decision"] == "excluded"

@@ -55,7 +55,6 @@ def test_constraint_queries_compile_to_programs(reg, query, plugin, expected):
     [
         ("north-facing slopes steeper than 30 degrees near landslide scars", "earth"),  # one unknown word: no program
         ("slopes steeper than 30 m", "earth"),  # a length is not an angle
-        ("slopes steeper than thirty degrees", "earth"),
         ("steep slopes", "earth"),  # one quality: the template's job
         ("workers without hi-vis vests", "safety"),  # people are not a pixel rule
         ("hi-vis objects within 5 m of the crane", "safety"),
@@ -66,6 +65,36 @@ def test_constraint_queries_compile_to_programs(reg, query, plugin, expected):
 )
 def test_what_is_not_entirely_read_is_not_compiled(reg, query, plugin):
     assert compiled(reg, query, plugin) is None
+
+
+@pytest.mark.parametrize(
+    "query, plugin, expected",
+    [
+        ("slopes steeper than thirty degrees", "earth", "earth.slope > 30"),
+        ("land above two thousand metres", "earth", "earth.elevation > 2000"),
+        ("ndvi less than a fifth", "earth", "earth.ndvi < 0.2"),
+        ("north-facing slopes steeper than thirty-five degrees", "earth",
+         "and(earth.aspect in 315..45, earth.slope > 35)"),
+        ("elevation between two hundred and three hundred metres", "earth", "earth.elevation in 200..300"),
+        ("land within half a kilometre of a river", "earth", "earth.drainage_distance <= 500"),
+        ("flat land below one and a half km", "earth", "and(earth.elevation < 1500, earth.slope < 5)"),
+        ("tissue between forty and eighty HU", "surgical", "surgical.hu in 40..80"),
+        ("bright metal above two thousand five hundred HU", "surgical", "surgical.hu > 2500"),
+    ],
+)  # fmt: skip
+def test_numbers_in_words_parse_like_digits(reg, query, plugin, expected):
+    assert compiled(reg, query, plugin) == expected
+
+
+def test_number_words_are_read_and_nothing_else():
+    from rscore.planner.grammar import normalise
+
+    assert normalise("above two hundred and fifty m") == ["above", "250", "m"]
+    assert normalise("between two hundred and three hundred m") == ["between", "200", "and", "300", "m"]
+    assert normalise("three quarters, a tenth, zero point three") == ["0.75", ",", "0.1", ",", "0.3"]
+    assert normalise("a hundred and twenty one metres") == ["121", "metres"]
+    assert normalise("five three") == ["5", "3"]  # two numbers, not fifty-three
+    assert normalise("the third slope with a view") == ["the", "third", "slope", "with", "a", "view"]  # ordinal, article
 
 
 def test_template_examples_stay_with_their_templates(reg):

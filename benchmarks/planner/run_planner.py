@@ -8,7 +8,10 @@
 than 1 km from any river", "vegetation on slopes steeper than 25 degrees") was written after the planner and never
 tuned on at first: its first run gave 26/40 correct (0 wrong programs, 14 not compiled). The grammar was then
 widened on its misses (symbols > >= < <=, "face(s) west", "north or northeast facing", imperative fillers, "on",
-"in the 40 to 80 HU range", "denser than"), so its later figures are no longer held-out ones. Each line: ``q`` (query), ``plugin``, ``expect`` (the program in the
+"in the 40 to 80 HU range", "denser than"), so its later figures are no longer held-out ones. Numbers written in words
+("thirty degrees", "two thousand metres", "a fifth") are read like digits since #15's follow-up; the one eval label
+that expected "slopes steeper than thirty degrees" NOT to compile (the grammar then read digits only) now expects
+``earth.slope > 30``. Each line: ``q`` (query), ``plugin``, ``expect`` (the program in the
 canonical form of :func:`rscore.planner.canonical`, and/or children sorted; ``null`` = the planner must NOT compile
 it and leave it to template routing). Correct = the compiled program's canonical form equals ``expect`` (or nothing
 compiled when ``expect`` is null). A wrong program is counted separately from a missed one: wrong is the failure

@@ -20,7 +20,7 @@ figures measure routing alone (no pixels are processed). Printed per half:
   error over 5 bins, Brier score, mean confidence vs that accuracy. ``n/a`` when the router gives none.
 
     python benchmarks/routing/run_routing.py                  # both halves
-    python benchmarks/routing/run_routing.py --errors         # and list every mistake
+    python benchmarks/routing/run_routing.py --errors         # and list every mistake of the tune half
     python benchmarks/routing/run_routing.py --fit            # refit the confidence calibration on tune.tsv
     python benchmarks/routing/run_routing.py --matcher keyword
 """
@@ -50,6 +50,7 @@ class Row:
     vlm: str | None
     superset: tuple[str, ...]
     query: str
+    program: str | None = None  # absent:planner=P: the constraint planner compiling exactly P is right too
 
 
 def load(half: str) -> list[Row]:
@@ -61,17 +62,19 @@ def load(half: str) -> list[Row]:
         if len(parts) != 5:
             raise SystemExit(f"{half}.tsv:{n}: expected 5 tab-separated fields, got {len(parts)}")
         plugin, kind, category, expected, query = parts
-        vlm, superset = None, ()
+        vlm, superset, program = None, (), None
         if expected.startswith("absent:"):
             key, _, value = expected[len("absent:"):].partition("=")
             if key == "vlm":
                 vlm = value
             elif key == "superset":
                 superset = tuple(value.split("|"))
+            elif key == "planner":
+                program = value
             else:
                 raise SystemExit(f"{half}.tsv:{n}: unknown label {expected!r}")
             expected = "absent"
-        rows.append(Row(plugin, kind, category, expected, vlm, superset, query))
+        rows.append(Row(plugin, kind, category, expected, vlm, superset, query, program))
     return rows
 
 
@@ -105,10 +108,13 @@ def route(rows: list[Row], matcher: str | None) -> list[Outcome]:
         except RscoreError as exc:  # e.g. a template needing bands: counts as not answered
             plan = Plan(absent=True, reason=str(exc))
         answer = "absent" if plan.absent else (plan.template or "").split(":")[-1]
+        if answer == "planner" and plan.match.get("canonical"):
+            answer = f"planner:{plan.match['canonical']}"
         spec = plan.match.get("specificity") or {}
         superset = not plan.absent and isinstance(spec, dict) and spec.get("decision") == "superset"
         if row.expected == "absent":
-            correct = answer == "absent" or (superset and answer in row.superset)
+            correct = (answer == "absent" or (superset and answer in row.superset)
+                       or (row.program is not None and answer == f"planner:{row.program}"))
         else:
             correct = answer == row.expected
         named = bool(row.vlm) and plan.absent and (
@@ -133,7 +139,7 @@ def exact(o: Outcome) -> bool:
 def calibration(outcomes: list[Outcome], bins: int = 5) -> dict[str, float] | None:
     # routed answers carry a confidence; programs compiled by the constraint planner (rscore.planner) do not: they
     # are read, not matched, and are counted apart
-    answered = [o for o in outcomes if o.answer not in ("absent", "planner")]
+    answered = [o for o in outcomes if o.answer != "absent" and not o.answer.startswith("planner")]
     if not answered or any(o.confidence is None for o in answered):
         return None
     c = np.array([o.confidence for o in answered], float)
@@ -158,6 +164,9 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
         "paraphrase": (sum(o.correct for o in para), len(para)),
         "overall": (sum(o.correct for o in outcomes), len(outcomes)),
         "vlm_named": (sum(o.named_vlm for o in vlm), len(vlm)),
+        # constraint programs compiled for queries labelled absent (right only where the label names the program)
+        "planner_on_absent": (sum(o.answer.startswith("planner") for o in absent),
+                              sum(o.answer.startswith("planner") and not o.correct for o in absent)),
         "categories": {k: (sum(o.correct for o in v), len(v)) for k, v in sorted(cats.items())},
         "calibration": calibration(outcomes),
     }
@@ -169,6 +178,8 @@ def report(half: str, s: dict[str, Any]) -> None:
     print(f"  paraphrase accuracy  {_pct(*s['paraphrase'])}   (target >= 95 %)")
     print(f"  overall accuracy     {_pct(*s['overall'])}")
     print(f"  VLM template named   {_pct(*s['vlm_named'])}")
+    n, bad = s["planner_on_absent"]
+    print(f"  planner on absent    {n} compiled by the constraint planner ({bad} of them counted wrong above)")
     cal = s["calibration"]
     if cal is None:
         print("  calibration          n/a (the router reports no confidence)")
@@ -176,6 +187,17 @@ def report(half: str, s: dict[str, Any]) -> None:
         print(f"  calibration          ECE {cal['ece']:.3f}  Brier {cal['brier']:.3f}  mean confidence "
               f"{cal['mean_confidence']:.2f} vs accuracy {cal['accuracy']:.2f} on {cal['answered']} answered")
     print("  by category          " + "  ".join(f"{k} {c}/{n}" for k, (c, n) in s["categories"].items()))
+
+
+def side_by_side(figures: dict[str, dict[str, Any]]) -> None:
+    halves = list(figures)
+    print("\n" + f"{'':22}" + "".join(f"{h:>24}" for h in halves))
+    for key, label in (("wrong_on_absent", "wrong on absent"), ("paraphrase", "paraphrase accuracy"),
+                       ("overall", "overall accuracy"), ("vlm_named", "VLM template named")):
+        print(f"{label:22}" + "".join(f"{_pct(*figures[h][key]):>24}" for h in halves))
+    cal = {h: figures[h]["calibration"] for h in halves}
+    ece = ["n/a" if c is None else f"{c['ece']:.3f} / {c['brier']:.3f}" for c in cal.values()]
+    print(f"{'ECE / Brier':22}" + "".join(f"{e:>24}" for e in ece))
 
 
 def fit_confidence(outcomes: list[Outcome]) -> None:
@@ -203,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--matcher", choices=("auto", "embedding", "keyword"))
     ap.add_argument("--halves", default=",".join(HALVES))
-    ap.add_argument("--errors", action="store_true", help="list every wrong routing")
+    ap.add_argument("--errors", action="store_true", help="list every wrong routing of the tune half")
+    ap.add_argument("--eval-errors", action="store_true",
+                    help="also list the eval half's (only to report them: never to choose phrases or thresholds)")
     ap.add_argument("--fit", action="store_true", help="fit the confidence calibration on the tune half")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
@@ -213,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         s = summary(outcomes)
         figures[half] = s
         report(half, s)
-        if args.errors:
+        if args.errors and half == "eval" and not args.eval_errors:
+            print("    (eval errors are not listed: tuning looks at tune.tsv only; --eval-errors lists them)")
+        elif args.errors:
             for o in outcomes:
                 if not o.correct:
                     r = o.row
@@ -224,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                           f" (score {o.match.get('score')}, {o.reason[:90]})")
         if args.fit and half == "tune":
             fit_confidence(outcomes)
+    if len(figures) > 1:
+        side_by_side(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

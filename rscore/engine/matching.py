@@ -160,14 +160,23 @@ RELATIONS = (
 SELECTORS = frozenset("largest biggest smallest tallest left right first second third main nearest closest".split())
 # the margin and composition rules, fitted on benchmarks/routing/tune.tsv (never on eval.tsv)
 MIN_MARGIN = {"embedding": 0.02, "keyword": 0.0}  # closer than this to a different template: ambiguous -> absent
+TIE_WINDOW = {"embedding": 0.06, "keyword": 0.05}  # closer than this, tie_break() decides where it can
+CONTRAST_MIN = {"embedding": 0.1}  # tie_break(): the query's own words this much closer to one matched text
 COMPOSE_DROP = {"embedding": 0.04, "keyword": 0.2}  # head alone matches this much better: the rest is a constraint
 NEGATION_SLACK = 0.15  # a negated text counts at most this much above the similarity of what both negate
+NEGATION_AGREE = {"embedding": 0.7, "keyword": 0.5}  # what both negate is the same thing at this similarity
+NEGATION_RELATED = {"embedding": 0.5, "keyword": 0.3}  # ... or related, when the query's head is the template's
+HEAD_AGREE = {"embedding": 0.6, "keyword": 0.5}
+COMPOSE_PART = {"embedding": 0.6, "keyword": 0.67}  # a part of the query that is clearly one template's concept
+PART_COVER = {"embedding": 0.5, "keyword": 0.5}  # a part of the query like a part of one of the template's examples
+CONNECTIVES = ("with", "in", "on", "and", "or", "covered by", "covered with", "having", "where there is", "that are",
+               "which are", "that is", "which is")
 # Result.confidence = logistic(bias + score * s + margin * m + superset * x): the probability that the right template
 # answered AND its mask is what was asked (a superset answer is not), fitted on the answered queries of
 # benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
 CALIBRATION = {
-    "embedding": {"bias": -1.038, "score": 4.305, "margin": 0.626, "superset": -6.2},
-    "keyword": {"bias": -2.542, "score": 4.422, "margin": 3.05, "superset": -7.324},
+    "embedding": {"bias": 0.752, "score": 2.694, "margin": 3.853, "superset": -7.94},
+    "keyword": {"bias": -2.418, "score": 4.782, "margin": 3.259, "superset": -8.304},
 }
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 # where the query says what it is asked of ("... of the patient", "... in this image"): context, not content
@@ -188,21 +197,44 @@ def negation_cue(text: str) -> str | None:
 
     Hyphenated words are one token: "no-go zone" is not a negation, "non-forested" is."""
     for tok in _TOKEN.findall(text.lower()):
-        if tok in NEGATIONS or tok.endswith("n't") or tok.startswith("non-"):
+        if _is_cue(tok):
             return tok
     return None
 
 
-def negated_object(text: str) -> str | None:
-    """What a negation negates: the words after the cue ("people not wearing *vests*", "*forested* land" for
-    "non-forested land"), or ``None``."""
+_UN = ("un", "non")
+
+
+def _is_cue(tok: str) -> bool:
+    return tok in NEGATIONS or tok.endswith("n't") or tok.startswith("non-")
+
+
+def negation_parts(text: str) -> tuple[str, str] | None:
+    """``(head, object)`` of a negated text: what is kept and what is negated ("people | wearing vests" for
+    "people not wearing vests", "land | forested" for "non-forested land", "ground | vegetated" for "unvegetated
+    ground"), or ``None`` when nothing is negated or the negation has nothing in its scope ("water with nothing in
+    it": there "nothing" means empty, not the absence of some thing)."""
     toks = _TOKEN.findall(text.lower())
     for n, tok in enumerate(toks):
-        if tok in NEGATIONS or tok.endswith("n't") or tok.startswith("non-"):
-            rest = ([tok[4:]] if tok.startswith("non-") else []) + toks[n + 1:]
-            words = [w for w in rest if w not in _STOP]
-            return " ".join(words) or None
+        if not _is_cue(tok):
+            continue
+        before = [w for w in toks[:n] if w not in _STOP]
+        after = [w for w in toks[n + 1:] if w not in _STOP]
+        prefix = next((p for p in _UN if tok.startswith(p) and tok not in ("none", "nothing", "nor")), None)
+        if prefix is not None and len(tok) > len(prefix) + 3:  # "non-forested", "unvegetated": one word negated
+            obj = tok[len(prefix):].lstrip("-")
+            return " ".join(before + after), obj
+        if not after:
+            return None
+        return " ".join(before), " ".join(after)
     return None
+
+
+def negated_object(text: str) -> str | None:
+    """What a negation negates: the words after the cue ("people not wearing *vests*"), the prefixed word of
+    "non-forested land" (*forested*) or "unvegetated ground" (*vegetated*); ``None`` without one."""
+    parts = negation_parts(text)
+    return parts[1] if parts else None
 
 
 def split_constraint(query: str) -> tuple[str, str] | None:
@@ -211,11 +243,123 @@ def split_constraint(query: str) -> tuple[str, str] | None:
     hits = [(low.find(f" {r} "), r) for r in RELATIONS if f" {r} " in low]
     if not hits:
         return None
-    pos, _ = min(hits)
+    pos, rel = min(hits)
     head, tail = low[:pos].strip(), low[pos:].strip()
-    if not _words(head) or not _words(tail):
+    if not _words(head) or not _words(tail[len(rel):]):  # "the places with water inside": no object, no relation
         return None
     return head, tail
+
+
+def two_part_splits(text: str) -> list[tuple[str, str]]:
+    """Every way ``text`` splits at a connective into two parts that both have content ("forest | the ridges" for
+    "forest on the ridges", "steep slopes | dense forest" for "steep slopes with dense forest")."""
+    low = " " + text.lower().strip() + " "
+    out = []
+    for c in (*CONNECTIVES, *RELATIONS):
+        start = 0
+        while (pos := low.find(f" {c} ", start)) >= 0:
+            a, b = low[:pos].strip(), low[pos + len(c) + 2:].strip()
+            if _words(a) and _words(b) and (a, b) not in out:
+                out.append((a, b))
+            start = pos + 1
+    return out
+
+
+_PAIRS: dict[tuple, list[frozenset]] = {}
+
+
+def covered_pairs(method: str, templates: Sequence[Template]) -> list[frozenset]:
+    """Per template, the pairs of templates whose concepts its own label and examples combine ("workers in hi-vis
+    vests": worker + hi-vis; "reflections on tissue": specular + soft tissue): a query combining the same two
+    concepts is that template's question, not a composition of two templates."""
+    key = (method, tuple((t.qualified_name, t.label, t.examples) for t in templates))
+    if key in _PAIRS:
+        return _PAIRS[key]
+    texts = [(i, x) for i, t in enumerate(templates) for x in (t.label, *t.examples) if x and not negation_parts(x)]
+    splits = [(i, ab) for i, x in texts for ab in two_part_splits(x)]
+    parts = [x for _, ab in splits for x in ab]
+    out: list[set] = [set() for _ in templates]
+    if parts:
+        rows, sims = text_scores(method, parts, templates)
+        owner = _concept_owner(rows, sims, len(templates), method)
+        for n, (i, _) in enumerate(splits):
+            (ua, sa), (ub, sb) = owner[2 * n], owner[2 * n + 1]
+            if min(sa, sb) >= COMPOSE_PART[method] and ua != ub:
+                out[i].add(frozenset((ua, ub)))
+    _PAIRS[key] = [frozenset(x) for x in out]
+    return _PAIRS[key]
+
+
+def example_combines(method: str, a: str, b: str, t: Template) -> bool:
+    """Whether one of ``t``'s own label / examples combines two parts like ``a`` and ``b`` ("hi-vis on a person"
+    and "workers in hi-vis vests"; "low flat land near rivers" and "low-lying areas near rivers")."""
+    splits = [ab for x in (t.label, *t.examples) if x and not negation_parts(x) for ab in two_part_splits(x)]
+    if not splits:
+        return False
+    parts = [x for ab in splits for x in ab]
+    sa, sb = similarities(method, a, parts), similarities(method, b, parts)
+    cut = PART_COVER[method]
+    return any((sa[2 * n] >= cut and sb[2 * n + 1] >= cut) or (sa[2 * n + 1] >= cut and sb[2 * n] >= cut)
+               for n in range(len(splits)))
+
+
+def _concept_owner(rows: list, sims: np.ndarray, n: int, method: str) -> list[tuple[int, float]]:
+    """For each column of ``sims``: the template whose plain concept text it matches best, and how well."""
+    mask = np.array([r[1] == "concept" and not r[3] for r in rows], bool)
+    out = []
+    for c in range(sims.shape[1]):
+        best = np.full(n, -1.0)
+        for k in np.flatnonzero(mask):
+            best[rows[k][0]] = max(best[rows[k][0]], float(sims[k, c]))
+        i = int(np.argmax(best))
+        out.append((i, float(best[i])))
+    return out
+
+
+def _vocab(t: Template) -> set[str]:
+    return set(_words(" ".join([t.label, t.description, *t.examples, *t.keywords])))
+
+
+def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method: str,
+              texts: tuple[str, str] = ("", "")) -> tuple[int | None, str]:
+    """Which of two templates the query names when their scores are too close to tell (``a`` ahead), or ``None``.
+
+    A declared keyword of one template in the query that the other template nowhere uses ("slide" in "where the
+    mountain can slide down": landslide, not steep terrain). Nothing else: without one, the query is ambiguous.
+    """
+    words = set(_words(query))
+    hits = []
+    for i, j in ((a, b), (b, a)):
+        own = {_stem(w) for k in templates[i].keywords for w in re.findall(r"[a-z0-9]+", k.lower())}
+        hits.append(sorted((words & own) - _vocab(templates[j])))
+    if bool(hits[0]) != bool(hits[1]):
+        i, h = (a, hits[0]) if hits[0] else (b, hits[1])
+        return i, f"keyword '{h[0]}' is declared by '{templates[i].name}' only"
+    # what tells the two matched texts apart: the query without the words it shares with both ("abrupt slopes" vs
+    # "steep slopes" / "unstable slopes": "abrupt" vs "steep" / "unstable")
+    ta, tb = (set(_words(x)) for x in texts)
+    shared = words & ta & tb
+    qr, ar, br = words - shared, ta - shared, tb - shared
+    if shared and qr and ar and br and CONTRAST_MIN.get(method) is not None:
+        sa, sb = similarities(method, " ".join(sorted(qr)), [" ".join(sorted(ar)), " ".join(sorted(br))])
+        if abs(float(sa) - float(sb)) >= CONTRAST_MIN[method]:
+            i = a if sa > sb else b
+            return i, (f"without the words both share ({', '.join(sorted(shared))}), the query is closer to "
+                       f"'{texts[0] if i == a else texts[1]}' ({max(sa, sb):.2f} vs {min(sa, sb):.2f})")
+    return None, ""
+
+
+def proper_name(query: str) -> str | None:
+    """A capitalised name inside a lower-case query ("the river *Thames*", "Lake *Geneva*"): a question about one
+    named thing, which no pixel rule can tell from the others. Acronyms (ROV, CT, NDVI), a capital first word and
+    Title-Cased queries are not names."""
+    toks = re.findall(r"[A-Za-z][A-Za-z'-]*", query)
+    titled = [n for n, w in enumerate(toks) if len(w) >= 3 and w[0].isupper() and w[1:] == w[1:].lower()]
+    later = [n for n in titled if n > 0]
+    content = [w for w in toks if w.lower() not in _STOP]
+    if not later or len(titled) * 2 > len(content):  # "Water Bodies", "Steep Slopes": a habit of writing
+        return None
+    return toks[later[0]]
 
 
 @dataclass(frozen=True)
@@ -249,7 +393,7 @@ def _keyword_text_score(query: str, text: str, extra: Sequence[str]) -> float:
 def text_scores(method: str, queries: Sequence[str], templates: Sequence[Template]) -> tuple[list, np.ndarray]:
     """Every declared text of every template as ``(template index, role, text, negated)`` and the similarity of
     each query to each of them (``len(queries) x len(texts)``). Embeddings go through :func:`_embed`."""
-    rows = [(i, role, x, negation_cue(x) is not None) for i, t in enumerate(templates) for role, x in _texts(t)]
+    rows = [(i, role, x, negation_parts(x) is not None) for i, t in enumerate(templates) for role, x in _texts(t)]
     if not rows:
         return rows, np.zeros((len(queries), 0), np.float32)
     if method == "embedding":
@@ -283,13 +427,21 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
 
     1. Polarity: a negated query ("people *not* wearing vests") only matches texts that are negated too ("workers
        without hard hats"), and the other way round; what the opposite polarity would have matched is recorded.
+       Two negations agree only when they negate the same thing (similarity >= ``NEGATION_AGREE``), or a related
+       one when what the query keeps is what the template's label names ("the soil without grass"): "land that is
+       not forest" is not "land without vegetation". A cue with nothing in its scope ("water with nothing in it")
+       is no negation.
     2. A template's score is its best same-polarity text; the best text overall says what the query is about:
        a ``concept`` text answers, an ``includes`` text answers with a superset caveat, a ``broader`` or
-       ``excludes`` text is absent with the reason.
-    3. Below the threshold: absent. Within ``MIN_MARGIN`` of a different template: ambiguous, absent.
+       ``excludes`` text is absent with the reason (unless *another* template's concept scores as well).
+    3. Below the threshold: absent. Within ``TIE_WINDOW`` of a different template, :func:`tie_break` may decide by
+       a word of the query; otherwise within ``MIN_MARGIN``: ambiguous, absent.
     4. Specificity: a selector ("the largest", "the left ...") asks for one instance, absent; a relation
        ("bare soil *near rivers*") whose head alone matches clearly better adds a constraint no template computes,
-       absent.
+       absent; two parts at a connective that are clearly two templates' concepts ("forest | on | steep slopes")
+       are a composition, absent naming both, unless the answering template's own examples combine such parts
+       (:func:`covered_pairs`, :func:`example_combines`); a capitalised name ("the river Thames") is one named
+       thing: a superset answer with its caveat.
     Availability (a VLM-only template, a template for other inputs) is the planner's business, not this one's.
     """
     method = resolve_method(method)
@@ -303,23 +455,34 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
     if core != query.lower().strip():
         match["query_core"] = core
     split = split_constraint(core)
-    queries = [core] + ([split[0]] if split else [])
-    rows, sims = text_scores(method, queries, templates)
-    qcue = negation_cue(query)
-    qneg = qcue is not None
+    qparts = negation_parts(core)
+    qneg = qparts is not None
+    qcue = negation_cue(core) if qneg else None
+    splits = [] if qneg else two_part_splits(core)
+    extra = [split[0]] if split else []
+    parts = [x for ab in splits for x in ab]
+    rows, sims = text_scores(method, [core, *extra, *parts], templates)
+    col = {q: n for n, q in enumerate([core, *extra, *parts])}
     same = np.array([r[3] == qneg for r in rows], bool)
     full = sims[:, 0]
     eff = np.where(same, full, -1.0)
-    qobj = negated_object(core) if qneg else None
-    if qobj:  # two negations agree only if they negate the same thing ("without coral" is not "not open water")
-        neg_rows = [k for k, r in enumerate(rows) if r[3] and negated_object(r[2])]
-        if neg_rows:
-            objs = [negated_object(rows[k][2]) or "" for k in neg_rows]
-            for k, o in zip(neg_rows, similarities(method, qobj, objs)):
-                eff[k] = min(eff[k], float(o) + NEGATION_SLACK)
+    plain_concept = np.array([r[1] == "concept" and not r[3] for r in rows], bool)
+    polarity_object = None
+    if qparts is not None:  # two negations agree only if they negate the same thing ("without coral" is not
+        # "not open water", "no trees" is not "no vegetation"); a closely related thing will do when what the query
+        # keeps is itself what the template's label names ("the soil without grass" is bare soil; "land" is not)
+        qhead, qobj = qparts
         polarity_object = qobj
-    else:
-        polarity_object = None
+        heads = [(negation_parts(t.label) or (t.label, ""))[0] or t.label for t in templates]
+        head_best = similarities(method, qhead, heads) if _words(qhead) else np.full(len(templates), -1.0)
+        neg_rows = [k for k, r in enumerate(rows) if r[3]]
+        if neg_rows:
+            objs = [(negation_parts(rows[k][2]) or ("", rows[k][2]))[1] for k in neg_rows]
+            for k, o in zip(neg_rows, similarities(method, qobj, objs)):
+                o = float(o)
+                agree = o >= NEGATION_AGREE[method] or (
+                    o >= NEGATION_RELATED[method] and head_best[rows[k][0]] >= HEAD_AGREE[method])
+                eff[k] = min(eff[k], o + NEGATION_SLACK) if agree else -1.0
 
     def best_of(i: int, roles: tuple[str, ...], scores: np.ndarray = eff) -> tuple[float, int]:
         idx = [k for k, r in enumerate(rows) if r[0] == i and r[1] in roles]
@@ -363,11 +526,19 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         why = f"the query matches no template (best {top_score:.2f} < threshold {threshold}); closest: {closest}"
         if "opposite" in polarity:
             o = polarity["opposite"]
-            why = (f"the query is negated ('{qcue}') and '{o['template'].split(':')[-1]}' marks the opposite "
-                   f"('{o['text']}', {o['score']:.2f}); no template marks what is {'missing' if qneg else 'present'}")
+            name = o["template"].split(":")[-1]
+            if qneg and polarity_object:
+                why = (f"the query is negated ('{qcue}': without '{polarity_object}') and no template marks that; "
+                       f"'{name}' answers it without the negation ('{o['text']}', {o['score']:.2f}), which is not "
+                       "what was asked")
+            else:
+                why = (f"the query is {'negated' if qneg else 'plain'} and '{name}' marks the opposite "
+                       f"('{o['text']}', {o['score']:.2f}); no template marks what is "
+                       f"{'missing' if qneg else 'present'}")
             polarity["decision"] = "opposite polarity: absent"
         return absent(why)
     if role in ("excludes", "broader"):  # another template's own concept that scores as well is what is meant
+        # (not the same template's: "a broken bone" is the excluded fracture, however close it is to "bone")
         concept = [best_of(i, ("concept",)) for i in range(len(templates))]
         j = max((i for i in range(len(templates)) if i != top), key=lambda i: concept[i][0], default=None)
         if j is not None and concept[j][0] >= threshold and concept[j][0] >= top_score - 0.05:
@@ -382,7 +553,22 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
     if role == "broader":
         spec.update(decision="broader", text=text)
         return absent(f"the query asks for '{text}', of which '{t.name}' marks only {t.label}", t)
-    if runner is not None and margin < MIN_MARGIN[method]:
+    if runner is not None and margin < TIE_WINDOW[method] and role == "concept" and not qneg \
+            and rows[per[runner][1]][1] == "concept":
+        winner, why = tie_break(core, top, runner, templates, method, (text, rows[per[runner][1]][2]))
+        if winner is not None:
+            match["tie_break"] = why
+            if winner == runner:  # the runner-up is what the query names: it answers, with no margin to speak of
+                top, runner = runner, top
+                top_score, top_k = per[top]
+                runner_score = per[runner][0]
+                t, role, text = templates[top], rows[top_k][1], rows[top_k][2]
+                match.update(template=t.qualified_name, score=round(top_score, 4), matched_text=text,
+                             matched_role=role, runner_up={"template": templates[runner].qualified_name,
+                                                           "score": round(runner_score, 4)})
+            margin = max(0.0, round(top_score - runner_score, 4))
+            match["margin"] = margin
+    if runner is not None and margin < MIN_MARGIN[method] and "tie_break" not in match:
         r = templates[runner]
         match["ambiguous"] = True
         return absent(f"the query matches '{t.name}' ({top_score:.2f}) and '{r.name}' ({runner_score:.2f}) "
@@ -393,8 +579,9 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         return absent(f"the query asks for one particular thing ('{selector}'); '{t.name}' marks every {t.label} "
                       "and cannot pick one", t)
     if split is not None:
-        head_score = max((float(sims[k, 1]) for k, r in enumerate(rows) if r[0] == top and same[k]), default=-1.0)
-        other = [(float(sims[k, 1]), r[0]) for k, r in enumerate(rows) if r[0] != top and same[k] and r[1] == "concept"]
+        h = col[split[0]]
+        head_score = max((float(sims[k, h]) for k, r in enumerate(rows) if r[0] == top and same[k]), default=-1.0)
+        other = [(float(sims[k, h]), r[0]) for k, r in enumerate(rows) if r[0] != top and same[k] and r[1] == "concept"]
         other_score, other_i = max(other, default=(-1.0, -1))
         spec["head"] = {"text": split[0], "constraint": split[1], "head_score": round(head_score, 4)}
         if head_score >= threshold and head_score - top_score >= COMPOSE_DROP[method]:
@@ -406,6 +593,18 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         if spec["decision"] == "composed":
             return absent(f"the query combines '{split[0]}' with the constraint '{split[1]}', which no offline "
                           "template computes; ask for the parts separately", t)
+    if splits:  # two parts, each clearly another template's concept, combined in a way no template declares
+        owner = _concept_owner(rows, sims[:, [col[x] for ab in splits for x in ab]], len(templates), method)
+        pairs = covered_pairs(method, templates)[top]
+        for n, (a, b) in enumerate(splits):
+            (ua, sa), (ub, sb) = owner[2 * n], owner[2 * n + 1]
+            if ua != ub and min(sa, sb) >= COMPOSE_PART[method] and frozenset((ua, ub)) not in pairs \
+                    and not example_combines(method, a, b, templates[top]):
+                spec.update(decision="composed", parts=[
+                    {"text": a, "template": templates[ua].qualified_name, "score": round(sa, 4)},
+                    {"text": b, "template": templates[ub].qualified_name, "score": round(sb, 4)}])
+                return absent(f"the query combines '{a}' ({templates[ua].name}) with '{b}' ({templates[ub].name}); "
+                              "no offline template computes the combination: ask for the parts separately", t)
     caveats: tuple[str, ...] = ()
     outcome = "answer"
     if role == "includes":
@@ -413,6 +612,11 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         spec.update(decision="superset", text=text)
         caveats = (f"superset: '{query.strip()}' is one part of what '{t.name}' marks (declared: {text}) and cannot "
                    f"be isolated by it; the mask is all {t.label} ({t.description})",)
+    elif (name := proper_name(query)) is not None:
+        outcome = "superset"
+        spec.update(decision="superset", text=f"one named {t.label}", name=name)
+        caveats = (f"superset: '{query.strip()}' names one particular thing ('{name}'); '{t.name}' cannot tell one "
+                   f"{t.label} from another: the mask is all {t.label} ({t.description})",)
     features = {"score": round(top_score, 4), "margin": margin, "superset": 1.0 if outcome == "superset" else 0.0}
     match["features"] = features
     match["confidence"] = confidence(method, features)

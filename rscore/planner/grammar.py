@@ -12,7 +12,8 @@ constraint is one of:
 - a declared quality: ``steep``, ``flat``, ``vegetated``, ``hi-vis`` (each a threshold its plugin declares).
 
 Every word must be accounted for: a declared term, a unit, a connector or one of a few fillers (``areas``,
-``land``, ``the``...). A word the grammar does not know - ``landslide``, ``workers``, ``thirty`` - means the query
+``land``, ``the``...). Numbers may be written in words ("thirty degrees", "two thousand metres", "a fifth"): they
+are read as digits first (:func:`number_words`). A word the grammar does not know - ``landslide``, ``workers`` - means the query
 is not a constraint query and the caller falls back to template routing. Nothing is guessed: a bare number binds
 to the quantity named just before it when the units agree, else to the one quantity its unit means by default
 ("below 200 m" is elevation), else the query is not compiled.
@@ -78,7 +79,94 @@ def normalise(query: str) -> list[str]:
     # "north or northeast facing" -> "north facing or northeast facing"
     text = re.sub(r"\b(north|south|east|west|northeast|northwest|southeast|southwest)\s+(or|and)\s+"
                   r"(?=(north|south|east|west|northeast|northwest|southeast|southwest)[ -]facing)", r"\1 facing \2 ", text)
-    return re.findall(r"-?\d+(?:\.\d+)?|[a-z]+|,|%", text)
+    return number_words(re.findall(r"-?\d+(?:\.\d+)?|[a-z]+|,|%", text))
+
+
+_UNITS_W = {w: n for n, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split())}
+_TENS_W = {w: 10 * n for n, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
+_SCALES_W = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+_FRACTIONS_W = {"half": 2, "halves": 2, "third": 3, "thirds": 3, "quarter": 4, "quarters": 4, "fourth": 4,
+                "fourths": 4, "fifth": 5, "fifths": 5, "tenth": 10, "tenths": 10}
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
+
+
+def _integer_words(tokens: list[str], i: int) -> tuple[int, int] | None:
+    """A whole number written in words at ``tokens[i]`` ("two thousand five hundred and ten", "a hundred"):
+    (value, next position) or ``None``. "and" is read inside a number only after a scale word and before the
+    tens/units that finish it ("two hundred and fifty", but "between two hundred and three hundred")."""
+    total = current = 0
+    j, last = i, None  # last: what the previous word was (unit, tens, scale, and)
+    if tokens[j] == "a" and j + 1 < len(tokens) and tokens[j + 1] in _SCALES_W:
+        current, j, last = 1, j + 1, "unit"
+    while j < len(tokens):
+        tok = tokens[j]
+        if tok in _UNITS_W and (last in (None, "scale", "and") or (last == "tens" and 0 < _UNITS_W[tok] < 10)):
+            current, last = current + _UNITS_W[tok], "unit"
+        elif tok in _TENS_W and last in (None, "scale", "and"):
+            current, last = current + _TENS_W[tok], "tens"
+        elif tok in _SCALES_W and last in ("unit", "tens"):
+            if tok == "hundred":
+                current, last = current * 100, "scale"
+            else:
+                total, current, last = total + current * _SCALES_W[tok], 0, "scale"
+        elif tok == "and" and last == "scale" and j + 1 < len(tokens) and (
+                tokens[j + 1] in _UNITS_W or tokens[j + 1] in _TENS_W):
+            k = j + 1
+            while k < len(tokens) and (tokens[k] in _UNITS_W or tokens[k] in _TENS_W):
+                k += 1
+            if k < len(tokens) and tokens[k] in _SCALES_W:
+                break  # "... hundred and three hundred": the "and" joins two numbers
+            last = "and"
+        else:
+            break
+        j += 1
+    return (total + current, j) if last not in (None, "and") else None
+
+
+def number_words(tokens: list[str]) -> list[str]:
+    """Numbers written in words become digits, so they parse like digits: "thirty" -> 30, "two thousand" -> 2000,
+    "thirty five" -> 35, "a fifth" / "one fifth" -> 0.2, "three quarters" -> 0.75, "half a" -> 0.5,
+    "one and a half" -> 1.5, "zero point three" -> 0.3. "the third" (an ordinal) and "a" before anything that is
+    not a scale or a fraction are left alone."""
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        # a fraction: "a fifth", "one fifth", "two thirds", "half (a)"
+        if tok == "half":
+            out.append("0.5")
+            i += 2 if i + 1 < len(tokens) and tokens[i + 1] in ("a", "an") else 1
+            continue
+        if tok in ("a", "an", "one") and i + 1 < len(tokens) and tokens[i + 1] in _FRACTIONS_W:
+            out.append(_fmt(1 / _FRACTIONS_W[tokens[i + 1]]))
+            i += 2
+            continue
+        number = _integer_words(tokens, i) if tok in _UNITS_W or tok in _TENS_W or tok == "a" else None
+        if number is None:
+            out.append(tok)
+            i += 1
+            continue
+        value, j = number
+        result: float = value
+        if j < len(tokens) and tokens[j] in _FRACTIONS_W and 1 < value < 10 and tokens[j] not in ("half", "fourth"):
+            result, j = value / _FRACTIONS_W[tokens[j]], j + 1  # "three quarters", "two thirds"
+        elif tokens[j : j + 3] in (["and", "a", "half"], ["and", "one", "half"]):
+            result, j = value + 0.5, j + 3  # "one and a half"
+        elif j + 1 < len(tokens) and tokens[j] == "point" and tokens[j + 1] in _UNITS_W:
+            digits = ""
+            j += 1
+            while j < len(tokens) and tokens[j] in _UNITS_W and _UNITS_W[tokens[j]] < 10:
+                digits += str(_UNITS_W[tokens[j]])
+                j += 1
+            result = float(f"{value}.{digits}")  # "zero point three"
+        out.append(_fmt(result))
+        i = j
+    return out
 
 
 def _phrase(text: str) -> tuple[str, ...]:

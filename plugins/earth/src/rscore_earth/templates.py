@@ -434,6 +434,8 @@ TEMPLATES: tuple[Template, ...] = (
             "unstable slopes",
             "mass movement hazard",
             "areas at risk of landslides after heavy rain",
+            "slope failures",
+            "mudslides and debris flows",
         ),
         program=_landslide,
         explain=(
@@ -475,6 +477,7 @@ TEMPLATES: tuple[Template, ...] = (
             "areas at risk of flooding",
             "floodplains",
             "land that floods near streams",
+            "areas prone to inundation",
         ),
         program=_flood,
         explain="HAND <= hand_max_m (5 m) AND distance to a D8 channel <= max_distance_m (500 m, capped by the halo)",
@@ -556,7 +559,7 @@ TEMPLATES: tuple[Template, ...] = (
         label="bare soil",
         description="bare soil and sparsely vegetated ground (single date; vegetation loss needs a before/after pair)",
         examples=("bare soil", "bare ground", "exposed soil", "sparse vegetation", "unvegetated ground",
-                  "land without vegetation", "vegetation loss"),
+                  "land without vegetation", "vegetation loss", "barren land"),
         program=_bare_soil,
         explain="NDVI < ndvi_max (0.2) AND NOT water (NDWI > 0)",
         prompt=(

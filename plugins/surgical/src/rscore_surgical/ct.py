@@ -345,7 +345,8 @@ SPECS = (
     ),
     TissueSpec(
         "metal", "metal", "metal implants, clips, wires and instruments on CT",
-        ("metal implants", "surgical clips", "metal", "the prosthesis", "dental fillings"),
+        ("metal implants", "surgical clips", "metal", "the prosthesis", "dental fillings",
+         "screws, plates and rods", "joint replacements", "stents, coils and wires"),
         ("metal", "metallic", "implant", "implants", "clip", "clips", "prosthesis", "screw", "screws"),
         3000.0, None, _anywhere, "(anywhere in the field of view)",
         caveats=("metal >= 3000 HU: dense tooth enamel and some contrast can reach it; streak artefacts around metal "
@@ -369,9 +370,11 @@ SPECS = (
 # every structure in it: a named organ or bone is inside the mask but cannot be isolated (a superset answer).
 ROUTING: dict[str, dict[str, tuple[str, ...]]] = {
     "bone": {
-        "includes": ("the spine and vertebrae", "the ribs", "the skull", "the pelvis", "a single named bone"),
+        "includes": ("the spine and vertebrae", "the ribs", "the skull", "the pelvis", "a single named bone",
+                     "the femur", "the humerus", "the tibia and fibula", "the radius and ulna", "the sternum",
+                     "the clavicle and scapula", "the jaw", "the bones of the hand or foot"),
         "excludes": ("fractures", "the spinal canal inside the vertebrae", "bone marrow", "calcifications and stones",
-                     "bone lesions and metastases"),
+                     "kidney stones and gallstones", "bone lesions and metastases"),
     },
     "air_lung": {
         "includes": ("a single lung", "the left or right lung", "the trachea and bronchi", "gas in the stomach"),
@@ -383,7 +386,7 @@ ROUTING: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "soft_tissue": {
         "includes": ("the liver", "the spleen", "the kidneys", "the pancreas", "the heart", "the bladder",
-                     "the stomach and bowel", "blood vessels and the aorta", "a named muscle", "the brain",
+                     "the stomach and bowel", "blood vessels and the aorta", "a named muscle such as the psoas", "the brain",
                      "the spinal cord", "the prostate or uterus", "lymph nodes", "the thyroid"),
         "excludes": ("tumours and lesions", "nodules and cysts", "abscesses", "haematoma"),
     },

@@ -254,7 +254,8 @@ RGB = ("red", "green", "blue")
 TEMPLATES = (
     Template(
         "low_visibility", "low-visibility region", "turbid, hazy or murky water where visibility is poor",
-        ("low visibility regions", "turbid water", "murky areas", "where is the water hazy", "poor visibility"),
+        ("low visibility regions", "turbid water", "murky areas", "where is the water hazy", "poor visibility",
+         "sediment-laden water"),
         program=low_visibility, halo=PATCH // 2, requires=RGB, kinds=KINDS,
         explain=f"UDCP transmission < {T_MAX:g} AND local RMS contrast < {LOW_CONTRAST:g} ({PATCH} px patches)",
         prompt="Segment regions where suspended particles or haze hide the scene (low visibility, turbid water).",
