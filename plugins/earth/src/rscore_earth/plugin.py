@@ -45,8 +45,9 @@ def rscore_options() -> list[Param]:
         Param("min_relief_m", "float", "ridges/valleys: relief at least", "m", (0, None), 5.0),
         Param("min_area_m2", "float", "polygons: smallest area written", "m2", (0, None)),
         Param("simplify_m", "float", "polygons: simplification tolerance", "m", (0, None)),
-        Param("drainage_max_px", "int", "flow accumulation over the whole raster up to this many pixels (exact), "
-              "tile-local above", "px", (0, None)),
+        Param("drainage_max_px", "int", "flow accumulation in memory up to this many pixels, tiled in bounded "
+              "memory above (both exact)", "px", (0, None)),
+        Param("drainage_tile", "int", "tile side of the bounded-memory flow accumulation", "px", (2, None), 1024),
     ]  # fmt: skip
 
 
