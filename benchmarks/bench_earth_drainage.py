@@ -82,7 +82,9 @@ elif what == "tiled":
         a = ds.read(1, window=RW(c0, r0, c1 - c0, r1 - r0), masked=True)
         return a.astype(np.float64).filled(np.nan)
     w = time.perf_counter(); c = time.process_time()
-    store = tiled_flow_accumulation(read, ds.height, ds.width, px, px, tile)
+    from rscore_earth.gdalenv import gdal_env
+    with gdal_env():  # GDAL's block cache capped as for the plugin's own reads
+        store = tiled_flow_accumulation(read, ds.height, ds.width, px, px, tile)
     out["tiled_wall_s"] = time.perf_counter() - w; out["tiled_cpu_s"] = time.process_time() - c
     out["tiled_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if size <= compare_max:

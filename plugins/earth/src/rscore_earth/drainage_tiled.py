@@ -274,6 +274,21 @@ if hydrology.AVAILABLE:
         return x
 
 
+def _lowest_per_pair(u: np.ndarray, v: np.ndarray, w: np.ndarray, n: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Undirected edges reduced to one per node pair, with the smallest weight."""
+    if not u.size:
+        return u, v, w
+    lo, hi = np.minimum(u, v), np.maximum(u, v)
+    key = lo.astype(np.int64) * n + hi
+    order = np.lexsort((w, key))
+    key, w = key[order], w[order]
+    first = np.ones(key.size, bool)
+    first[1:] = key[1:] != key[:-1]
+    key, w = key[first], w[first]
+    return key // n, key % n, w
+
+
 def _grid(height: int, width: int, tile: int) -> list[tuple[int, int, int, int, int, int]]:
     """(ti, tj, r0, r1, c0, c1) of every tile, row by row."""
     return [
@@ -346,14 +361,21 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
         own = (plm > 0) & ~ocean
         label[own] = plm[own]
         lab, lev = _label_flood(np.where(nan, -np.inf, z), label, level)
+        tu, tv, tw = [], [], []
         for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
             a = (slice(0, h - dr), slice(max(0, -dc), w - max(0, dc)))
             b = (slice(dr, h), slice(max(0, dc), w - max(0, -dc)))
             la, lb = lab[a], lab[b]
             diff = la != lb
-            eu.append(la[diff])
-            ev.append(lb[diff])
-            ew.append(np.maximum(lev[a][diff], lev[b][diff]))
+            tu.append(la[diff])
+            tv.append(lb[diff])
+            tw.append(np.maximum(lev[a][diff], lev[b][diff]))
+        # one edge per pair of labels (the lowest meeting level): what the tile leaves behind is O(its perimeter)
+        u_, v_, w_ = _lowest_per_pair(np.concatenate(tu), np.concatenate(tv), np.concatenate(tw), n)
+        del tu, tv, tw
+        eu.append(u_)
+        ev.append(v_)
+        ew.append(w_)
         # across the tile edge: perimeter cell -> ring cell (a perimeter cell of the neighbour tile)
         nodep = np.where(ocean, 0, plm)
         lvp = np.where(nan, -np.inf, z)
