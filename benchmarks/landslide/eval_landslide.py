@@ -129,6 +129,9 @@ def evaluate(name: str, inv: Path, dem: Path) -> dict[str, Any]:
         "template": (result.plan.template if result.plan else None),
         "success_rate": curves,
     }
+    mmu = _mmu_figures(scene, result, rows, cols, labels)
+    if mmu:
+        out["mmu"] = mmu
     halves = _halves(slope, rows, cols, labels, x, _read_y(inv, dem, rows, cols), scene)
     if halves:
         out["halves_tuned_tested"] = halves
@@ -142,6 +145,31 @@ def evaluate(name: str, inv: Path, dem: Path) -> dict[str, Any]:
     out["auroc_fitted_cv_pooled"] = sec["cv"]["auroc_pooled"]
     out["fitted_factors"] = sec["factors"]
     out["fitted_coef"] = [round(c, 3) for c in sec["coef"]]
+    return out
+
+
+def _mmu_figures(scene: Any, result: Any, rows: np.ndarray, cols: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """The minimum mapping unit's effect: instances, and the classes' AUROC (low < medium < high as a ranking) and
+    share of landslides in the high class, with the default MMU and without (``mmu_m2=0``). The score, and so every
+    score AUROC above, is the same with and without it."""
+    from rscore import engine
+
+    if getattr(result, "class_map", None) is None or not any("minimum mapping unit" in s.text
+                                                              for s in result.plan.steps):
+        return {}
+    off = engine.segment(scene, QUERY, plugin="earth", options={"matcher": "keyword", "mmu_m2": 0})
+    out: dict[str, Any] = {}
+    for key, res in (("default", result), ("off", off)):
+        cm = np.asarray(res.class_map, np.float64)
+        at = cm[rows, cols]
+        out[key] = {
+            "instances": len(res.instances),
+            "auroc_classes": _auroc(at, labels),
+            "landslides_in_high": float(np.mean(at[labels == 1] == 3)),
+            "score_identical": bool(np.array_equal(np.asarray(res.score), np.asarray(result.score), equal_nan=True)),
+        }
+    step = next(s for s in result.plan.steps if "minimum mapping unit" in s.text)
+    out["mmu_px"] = step.params.get("mmu_px")
     return out
 
 
@@ -224,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         for h in f.get("halves_tuned_tested", []):
             print(f"    parameters re-chosen on one half ({h['split']}): test AUROC {h['auroc_test']:.3f} "
                   f"(train {h['auroc_train']:.3f}; slope alone on the test half {h['auroc_slope_test']:.3f})")
+        if f.get("mmu"):
+            m = f["mmu"]
+            print(f"    minimum mapping unit ({m['mmu_px']} px) off -> on: instances {m['off']['instances']} -> "
+                  f"{m['default']['instances']}, class AUROC {m['off']['auroc_classes']:.3f} -> "
+                  f"{m['default']['auroc_classes']:.3f}, landslides in high class {m['off']['landslides_in_high']:.0%}"
+                  f" -> {m['default']['landslides_in_high']:.0%}, score unchanged: {m['off']['score_identical']}")
         for k, c in f["success_rate"].items():
             cls = ", ".join(f"{n} {v['landslide_share']:.0%} of slides on {v['area_share']:.0%} of area"
                             for n, v in c["classes"].items()) if k == "default" else ""

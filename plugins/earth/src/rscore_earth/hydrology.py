@@ -236,30 +236,37 @@ _whole_cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], np.ndarray]] 
 _whole_lock = threading.Lock()
 
 
-def whole_raster_accumulation(ctx: Any, z_factor: float = 1.0) -> np.ndarray | None:
-    """Exact D8 contributing area (m^2) of the view, computed once over the whole raster and cached per scene.
-
-    ``None`` when the raster has more than ``drainage_max_px`` pixels (option; default :data:`WHOLE_MAX_PX`, 0
-    disables it): the caller then falls back to the tile-local approximation. The whole-raster pass holds about
-    35 bytes per pixel while it runs (elevation, filled surface, receivers, weights; 550 MiB at 4096^2, measured
-    by benchmarks/bench_earth_drainage.py) and keeps a float32
-    copy of the result for the other tiles of the same scene.
-    """
-    scene = ctx.scene
-    h, w = scene.height, scene.width
-    limit = ctx.params.get("drainage_max_px", WHOLE_MAX_PX)
+def _int_option(ctx: Any, name: str, default: int) -> int:
+    value = ctx.params.get(name, default)
     try:
-        limit = int(float(limit))
+        return int(float(value))
     except (TypeError, ValueError):
         from rscore.errors import OptionError
 
-        raise OptionError(f"option drainage_max_px must be a whole number of pixels, got {limit!r}") from None
+        raise OptionError(f"option {name} must be a whole number of pixels, got {value!r}") from None
+
+
+def whole_raster_accumulation(ctx: Any, z_factor: float = 1.0) -> np.ndarray | None:
+    """Exact D8 contributing area (m^2) of the view, computed once over the whole raster and cached per scene.
+
+    Up to ``drainage_max_px`` pixels (option; default :data:`WHOLE_MAX_PX`) the whole elevation array is held: about
+    35 bytes per pixel while it runs (elevation, filled surface, receivers, weights; measured by
+    benchmarks/bench_earth_drainage.py) and a float32 copy of the result is kept for the other tiles of the scene.
+    Above it (or with ``drainage_max_px=0``) :func:`rscore_earth.drainage_tiled.tiled_flow_accumulation` computes
+    the same numbers tile by tile (``drainage_tile`` px, default 1024) in bounded memory, the result in an on-disk
+    tile store. ``None`` only for a view that reaches outside the raster (the caller then works per tile).
+    """
+    scene = ctx.scene
+    h, w = scene.height, scene.width
+    limit = _int_option(ctx, "drainage_max_px", WHOLE_MAX_PX)
+    tile = _int_option(ctx, "drainage_tile", 1024)
     win = ctx.window
     inside = win.row_off >= 0 and win.col_off >= 0 and win.row_off + win.height <= h and win.col_off + win.width <= w
-    if h * w > limit or not inside:
+    if not inside:
         return None
     px, py = ctx.pixel_size
-    key = ("elevation", float(z_factor), float(px), float(py))
+    tiled = h * w > limit
+    key = ("elevation", float(z_factor), float(px), float(py), tiled, tile if tiled else 0)
     with _whole_lock:
         per_scene = _whole_cache.setdefault(scene.source, {})
         acc = per_scene.get(key)
@@ -268,15 +275,28 @@ def whole_raster_accumulation(ctx: Any, z_factor: float = 1.0) -> np.ndarray | N
 
             from rscore_earth import terrain
 
-            full = Window(0, 0, h, w)
-            z = scene.read(full, ["elevation"])[0].astype(np.float64)
-            valid = scene.valid(full)
-            if valid is not None:
-                z[~np.asarray(valid, bool)] = np.nan
-            if z_factor != 1.0:
-                z *= z_factor
-            acc = terrain.flow_accumulation(z, px, py)
-            del z
+            def read(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+                win = Window(r0, c0, r1 - r0, c1 - c0)
+                z = scene.read(win, ["elevation"])[0].astype(np.float64)
+                valid = scene.valid(win)
+                if valid is not None:
+                    z[~np.asarray(valid, bool)] = np.nan
+                if z_factor != 1.0:
+                    z *= z_factor
+                return z
+
             per_scene.clear()  # one elevation variant per scene is all a run needs
+            if tiled:
+                from rscore_earth.drainage_tiled import tiled_flow_accumulation
+
+                if tile < 2:
+                    from rscore.errors import OptionError
+
+                    raise OptionError(f"option drainage_tile must be at least 2 px, got {tile}")
+                acc = tiled_flow_accumulation(read, h, w, px, py, tile)
+            else:
+                acc = terrain.flow_accumulation(read(0, h, 0, w), px, py)
             per_scene[key] = acc
-    return acc[win.slices].copy()
+    if isinstance(acc, np.ndarray):
+        return acc[win.slices].copy()
+    return acc.read(win)

@@ -118,8 +118,8 @@ def op_dev(ctx: OpContext, radius_m: float = 100.0) -> np.ndarray:
 
 
 def op_flow_accumulation(ctx: OpContext) -> np.ndarray:
-    """Exact whole-raster D8 accumulation when the raster is small enough (hydrology.whole_raster_accumulation),
-    else tile-local within the tile and its halo (an approximation, recorded as a caveat)."""
+    """Exact D8 accumulation of the whole raster (hydrology.whole_raster_accumulation: in memory up to
+    drainage_max_px, tiled in bounded memory above); tile-local only for a view reaching outside the raster."""
     from rscore_earth import hydrology
 
     px, py = ctx.pixel_size
@@ -127,8 +127,8 @@ def op_flow_accumulation(ctx: OpContext) -> np.ndarray:
     if whole is not None:
         return whole
     ctx.caveat(
-        f"drainage (flow accumulation) was computed per tile with a {HALO} px halo: the raster is larger than "
-        f"drainage_max_px, so contributing area from beyond a tile is missing where catchments cross tiles"
+        f"drainage (flow accumulation) was computed per tile with a {HALO} px halo: the view reaches outside the "
+        f"raster, so contributing area from beyond a tile is missing where catchments cross tiles"
     )
     return terrain.flow_accumulation(_elevation(ctx), px, py)
 
@@ -275,7 +275,7 @@ OPERATORS: tuple[Operator, ...] = (
     Operator("earth.dev", op_dev, "deviation from mean elevation (TPI / local std) within radius_m", ("elevation",),
              HALO, "ratio", params=(RADIUS,), options=_TERRAIN),
     Operator("earth.flow_accumulation", op_flow_accumulation,
-             "D8 contributing area, exact over the whole raster up to drainage_max_px (16.8 Mpx), else tile-local",
+             "D8 contributing area of the whole raster, exact at any size (in memory up to drainage_max_px, tiled above)",
              ("elevation",), HALO, "m2", options=_TERRAIN),
     Operator("earth.drainage_distance", op_drainage_distance,
              "distance to the nearest channel (contributing area >= channel_area_m2)", ("elevation",), HALO, "m",

@@ -45,8 +45,11 @@ def rscore_options() -> list[Param]:
         Param("min_relief_m", "float", "ridges/valleys: relief at least", "m", (0, None), 5.0),
         Param("min_area_m2", "float", "polygons: smallest area written", "m2", (0, None)),
         Param("simplify_m", "float", "polygons: simplification tolerance", "m", (0, None)),
-        Param("drainage_max_px", "int", "flow accumulation over the whole raster up to this many pixels (exact), "
-              "tile-local above", "px", (0, None)),
+        Param("mmu_m2", "float", "landslide classes: minimum mapping unit (smaller patches merge into their "
+              "largest neighbour; 0 = off)", "m2", (0, None), 1000.0),
+        Param("drainage_max_px", "int", "flow accumulation in memory up to this many pixels, tiled in bounded "
+              "memory above (both exact)", "px", (0, None)),
+        Param("drainage_tile", "int", "tile side of the bounded-memory flow accumulation", "px", (2, None), 1024),
     ]  # fmt: skip
 
 
@@ -97,12 +100,15 @@ def _susceptibility_trainer(
 
 @hookimpl
 def rscore_postprocess(result: Result, scene: Scene) -> Result | None:
-    """Fill ``result.classes`` with area (km^2) and share of the region per class (or for the mask)."""
+    """Apply the minimum mapping unit to graded susceptibility classes (:mod:`rscore_earth.mmu`), then fill
+    ``result.classes`` with area (km^2) and share of the region per class (or for the mask)."""
     if result.absent or scene.kind != "raster" or result.mask is None:
         return None
+    from rscore_earth.mmu import apply_mmu
     from rscore_earth.postprocess import class_summary
 
+    result = apply_mmu(result, scene) or result
     summary = class_summary(result, scene)
     if not summary:
-        return None
+        return result
     return result.replace(classes={**result.classes, **summary})

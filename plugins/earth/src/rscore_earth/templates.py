@@ -294,9 +294,9 @@ def _flood(ctx: OpContext) -> ProgramOutput:
     area = float(ctx.params.get("channel_area_m2", DEFAULT_CHANNEL_AREA_M2))
     ctx.note(
         f"drainage: D8 channels (O'Callaghan & Mark 1984) where contributing area >= {area:g} m2 (Tarboton et al. "
-        f"1991); contributing area from a Priority-Flood-filled DEM (Barnes et al. 2014) over the whole raster "
-        f"when it has at most drainage_max_px pixels (default {WHOLE_MAX_PX / 1e6:.1f} Mpx), else per tile with "
-        f"a {HALO} px halo (then a caveat says so)",
+        f"1991); contributing area from a Priority-Flood-filled DEM (Barnes et al. 2014) over the whole raster, "
+        f"in memory up to drainage_max_px pixels (default {WHOLE_MAX_PX / 1e6:.1f} Mpx), above it tile by tile "
+        f"with exchange across tile edges (Barnes 2016, 2017), the same numbers in bounded memory",
         operator="earth.flow_accumulation",
     )
     return ProgramOutput(mask=mask, score=score)

@@ -338,7 +338,8 @@ def flow_accumulation(z: np.ndarray, px: float, py: float) -> np.ndarray:
     if nan.all():
         return np.full(z.shape, np.nan, np.float32)
     rec = d8_receivers(fill_depressions(np.asarray(z, np.float64)), px, py)
-    acc = accumulate(rec, np.full(z.size, px * py)).reshape(z.shape).astype(np.float32)
+    # cell counts (exact integers in float64, whatever the order of the additions) times the cell area
+    acc = (accumulate(rec, np.ones(z.size)) * (px * py)).reshape(z.shape).astype(np.float32)
     acc[nan] = np.nan
     return acc
 

@@ -1,0 +1,98 @@
+"""Minimum mapping unit of the landslide classes: speckle merged into neighbours, mask and instances rebuilt from the
+cleaned classes, polygons no smaller than the unit, the score untouched, the option declared and validated."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rscore import engine
+from rscore.errors import OptionError
+from rscore.tiling import TiledArray, read_window
+
+from rscore_earth import synthetic
+from rscore_earth.mmu import _sieve
+
+EXAMPLE = synthetic.example_path()
+QUERY = "landslide-prone areas"
+
+
+@pytest.fixture(scope="module")
+def runs():
+    scene = engine.open_scene(EXAMPLE, plugin="earth")
+    on = engine.segment(scene, QUERY, plugin="earth", options={"matcher": "keyword"})
+    off = engine.segment(scene, QUERY, plugin="earth", options={"matcher": "keyword", "mmu_m2": 0})
+    return scene, on, off
+
+
+def _components(a: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    sizes = []
+    for k in np.unique(a[a > 0]):
+        lab, n = ndimage.label(a == k)  # 4-connected, like the polygons
+        sizes += list(np.bincount(lab.ravel())[1:])
+    return np.array(sizes)
+
+
+def test_sieve_merges_specks_into_the_largest_neighbour_and_keeps_nodata():
+    classes = np.ones((12, 12), np.uint8)
+    classes[:, 6:] = 3  # two large regions
+    classes[2, 2] = 3  # a speck of high in low -> low
+    classes[5:8, 8:11] = 2  # a 9 px patch of medium in high -> high
+    classes[10:, :2] = 0  # nodata stays nodata
+    out = _sieve(classes, 10)
+    assert out[2, 2] == 1 and (out[5:8, 8:11] == 3).all() and (out[10:, :2] == 0).all()
+    assert (out[:, :6][classes[:, :6] > 0] == 1).all()
+    np.testing.assert_array_equal(_sieve(classes, 9)[5:8, 8:11], 2)  # exactly the unit: kept
+
+
+def test_default_mmu_cleans_the_example_map(runs):
+    scene, on, off = runs
+    assert len(on.instances) < 0.5 * len(off.instances)  # 645 -> 224 when written
+    size = next(s for s in on.plan.steps if "minimum mapping unit" in s.text).params["mmu_px"]
+    assert size == 10  # 1000 m2 of 10 m pixels
+    assert _components(np.asarray(on.class_map)).min() >= size  # no class patch under the unit
+    assert _components(np.asarray(off.class_map)).min() < size
+    np.testing.assert_array_equal(on.mask, np.asarray(on.class_map) >= 2)  # mask = medium + high, rebuilt
+    np.testing.assert_array_equal(on.score, off.score)  # the score (what AUROC ranks) is untouched
+    assert min(i.area_px for i in on.instances) >= size
+    assert on.classes["medium"]["pixels"] + on.classes["high"]["pixels"] == int(np.count_nonzero(on.mask))
+    assert not any("minimum mapping unit" in s.text for s in off.plan.steps)
+
+
+def test_polygons_are_at_least_the_unit(runs, tmp_path):
+    import pyogrio
+
+    scene, on, _ = runs
+    engine.write_outputs(scene, on.replace(options={**on.options, "min_area_m2": 0, "simplify_m": 0}),
+                         tmp_path / "o")
+    gdf = pyogrio.read_dataframe(tmp_path / "o" / "polygons.gpkg")
+    assert len(gdf) > 0 and gdf.geometry.area.min() >= 1000.0 - 1e-6
+    doc = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert any("minimum mapping unit 1000 m2 = 10 px" in s["text"] for s in doc["plan"]["steps"])
+
+
+def test_larger_unit_and_on_disk_results_agree(runs, monkeypatch):
+    scene, _, _ = runs
+    big = engine.segment(scene, QUERY, plugin="earth", options={"matcher": "keyword", "mmu_m2": 2500})
+    assert _components(np.asarray(big.class_map)).min() >= 25
+    monkeypatch.setenv("RSCORE_IN_MEMORY_PIXELS", "1000")  # classes stitched on disk: sieved window by window
+    disk = engine.segment(scene, QUERY, plugin="earth", options={"matcher": "keyword", "mmu_m2": 2500,
+                                                                 "tile_size": 128})
+    assert isinstance(disk.class_map, TiledArray)
+    np.testing.assert_array_equal(read_window(disk.class_map), big.class_map)
+    np.testing.assert_array_equal(read_window(disk.mask), big.mask)
+
+
+def test_bad_mmu_is_an_option_error(rscore_cli, tmp_path):
+    scene = engine.open_scene(EXAMPLE, plugin="earth")
+    with pytest.raises(OptionError, match="mmu_m2"):
+        engine.segment(scene, QUERY, plugin="earth", options={"matcher": "keyword", "mmu_m2": "big"})
+    res = rscore_cli("run", "--plugin", "earth", str(EXAMPLE), QUERY, "-O", "mmu_m2=-5", "--matcher", "keyword",
+                     "--out", str(tmp_path / "x"))
+    assert res.exit_code == 2 and "mmu_m2" in res.stderr and not (tmp_path / "x").exists()
+    res = rscore_cli("options", "list")
+    assert "mmu_m2" in res.stdout
