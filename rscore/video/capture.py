@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,9 @@ class _FileReader(FrameReader):
         if not self._fps_known:
             self.warnings.append(f"{path.name}: no frame rate in the container; assumed 25 fps (set frame_rate)")
 
-    def _decode(self, start: int = 0) -> Iterator[tuple[int, float, np.ndarray, float | None]]:
+    def _decode(
+        self, start: int = 0, wanted: Callable[[int, float], bool] | None = None
+    ) -> Iterator[tuple[int, float, np.ndarray | None, float | None]]:
         cv2 = _cv2()
         cap = _capture(str(self.path), self.options.open_timeout_s, self.options.read_timeout_s)
         try:
@@ -122,14 +124,19 @@ class _FileReader(FrameReader):
             rate = self.info.fps
             override = self.options.frame_rate is not None
             while True:
-                ok, bgr = cap.read()
-                if not ok or bgr is None:
+                if not cap.grab():  # decodes the frame; retrieve() converts it to pixels, only for wanted frames
                     return
                 t = float(cap.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
                 if override or not math.isfinite(t) or (index > 0 and t <= t_last) or (index > 0 and t == 0.0):
                     t = index / rate
                 t_last = t
-                yield index, t, _to_rgb(bgr), None
+                if wanted is not None and not wanted(index, t):
+                    yield index, t, None, None
+                else:
+                    ok, bgr = cap.retrieve()
+                    if not ok or bgr is None:
+                        return
+                    yield index, t, _to_rgb(bgr), None
                 index += 1
         finally:
             cap.release()
@@ -167,9 +174,14 @@ class _FolderReader(FrameReader):
             raise InputError("not a readable image", path=file)
         return _to_rgb(bgr)
 
-    def _decode(self, start: int = 0) -> Iterator[tuple[int, float, np.ndarray, float | None]]:
+    def _decode(
+        self, start: int = 0, wanted: Callable[[int, float], bool] | None = None
+    ) -> Iterator[tuple[int, float, np.ndarray | None, float | None]]:
         size = (self.info.height, self.info.width)
         for index in range(start, len(self.files)):
+            if wanted is not None and not wanted(index, index / self.info.fps):
+                yield index, index / self.info.fps, None, None
+                continue
             rgb = self._read(self.files[index])
             if rgb.shape[:2] != size:
                 raise InputError(
@@ -249,7 +261,9 @@ class _StreamReader(FrameReader):
     def _force_reconnect(self) -> None:
         self._reconnect = True
 
-    def _decode(self, start: int = 0) -> Iterator[tuple[int, float, np.ndarray, float | None]]:
+    def _decode(
+        self, start: int = 0, wanted: Callable[[int, float], bool] | None = None
+    ) -> Iterator[tuple[int, float, np.ndarray | None, float | None]]:
         if start:
             raise InputError(f"{self.display}: a live stream cannot be sought")
         t0: float | None = None

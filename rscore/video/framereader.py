@@ -11,7 +11,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -149,21 +149,42 @@ class FrameReader:
         self.frames_kept = 0
 
     # -- overridden by sources
-    def _decode(self, start: int = 0) -> Iterator[tuple[int, float, np.ndarray, float | None]]:
-        """Yield ``(index, timestamp_s, rgb, wall_time)`` for every decoded frame from ``start`` on."""
+    def _decode(
+        self, start: int = 0, wanted: Callable[[int, float], bool] | None = None
+    ) -> Iterator[tuple[int, float, np.ndarray | None, float | None]]:
+        """Yield ``(index, timestamp_s, rgb, wall_time)`` for every decoded frame from ``start`` on. A source may
+        skip the pixels of a frame for which ``wanted(index, timestamp_s)`` is false (``rgb`` is then ``None``);
+        ``wanted`` is called once per frame, in order."""
         raise NotImplementedError  # pragma: no cover - interface
 
     @property
     def seekable(self) -> bool:
         return not self.info.live
 
-    def _decoded(self, start: int = 0) -> Iterator[tuple[int, float, np.ndarray, float | None]]:
+    def _decoded(
+        self, start: int = 0, wanted: Callable[[int, float], bool] | None = None
+    ) -> Iterator[tuple[int, float, np.ndarray | None, float | None]]:
         """:meth:`_decode`, ``decode_ahead`` frames ahead in a background thread for files and folders (decoding
         releases the GIL: the next frames decode on another core while the caller works on this one). Streams
         decode in the caller's thread: their reconnection and stuck handling act on the capture between reads."""
         if self.seekable and self.options.decode_ahead > 0:
-            return decode_ahead(self._decode(start), self.options.decode_ahead)
-        return self._decode(start)
+            return decode_ahead(self._decode(start, wanted), self.options.decode_ahead)
+        return self._decode(start, wanted)
+
+    def _sampler(self, start: int = 0) -> Callable[[int, float], bool] | None:
+        """``wanted`` for :meth:`_decode`: the frames that sampling keeps from ``start`` on, judged on the same
+        sequence of indices and timestamps as the loop that keeps them (``None``: every frame is kept)."""
+        if self.options.stride == 1 and self.options.target_fps is None and start == 0:
+            return None
+        t_prev: float | None = None
+
+        def wanted(index: int, t: float) -> bool:
+            nonlocal t_prev
+            keep = self._keep(index, t, t_prev)
+            t_prev = t
+            return keep and index >= start
+
+        return wanted
 
     def close(self) -> None:
         pass
@@ -201,7 +222,7 @@ class FrameReader:
         same = 0
         stuck_rounds = 0
         kept = 0
-        for index, t, rgb, wall in self._decoded(0):
+        for index, t, rgb, wall in self._decoded(0, self._sampler(0)):
             self.frames_decoded += 1
             keep = self._keep(index, t, t_prev)
             t_prev = t
@@ -269,7 +290,7 @@ class FrameReader:
             raise InputError(f"{self.info.uri}: a live stream cannot be re-read or sought")
         t_prev: float | None = None
         first = max(0, start - 1)  # the frame before `start` decides target-fps sampling of `start`
-        for index, t, rgb, wall in self._decoded(first):
+        for index, t, rgb, wall in self._decoded(first, self._sampler(start)):
             if stop is not None and index >= stop:
                 return
             keep = self._keep(index, t, t_prev)
