@@ -171,6 +171,20 @@ class FrameReader:
             return decode_ahead(self._decode(start, wanted), self.options.decode_ahead)
         return self._decode(start, wanted)
 
+    def _decoded_with_thumbs(
+        self, wanted: Callable[[int, float], bool] | None
+    ) -> Iterator[tuple[int, float, np.ndarray | None, float | None, np.ndarray | None]]:
+        """:meth:`_decoded` from the start, each frame with its stuck-detection thumbnail made in the decoding
+        thread when there is one (off the caller's critical path; ``None`` otherwise: the caller makes it)."""
+
+        def with_thumbs() -> Iterator[tuple[int, float, np.ndarray | None, float | None, np.ndarray | None]]:
+            for index, t, rgb, wall in self._decode(0, wanted):
+                yield index, t, rgb, wall, (_thumb(rgb) if rgb is not None and self.options.stuck_frames else None)
+
+        if self.seekable and self.options.decode_ahead > 0:
+            return decode_ahead(with_thumbs(), self.options.decode_ahead)
+        return ((*item, None) for item in self._decode(0, wanted))  # the caller makes the thumbnails it needs
+
     def _sampler(self, start: int = 0) -> Callable[[int, float], bool] | None:
         """``wanted`` for :meth:`_decode`: the frames that sampling keeps from ``start`` on, judged on the same
         sequence of indices and timestamps as the loop that keeps them (``None``: every frame is kept)."""
@@ -222,7 +236,7 @@ class FrameReader:
         same = 0
         stuck_rounds = 0
         kept = 0
-        for index, t, rgb, wall in self._decoded(0, self._sampler(0)):
+        for index, t, rgb, wall, ahead_thumb in self._decoded_with_thumbs(self._sampler(0)):
             self.frames_decoded += 1
             keep = self._keep(index, t, t_prev)
             t_prev = t
@@ -232,7 +246,7 @@ class FrameReader:
                 self._event("end", frame=index, timestamp_s=round(t, 4), reason="max_frames/max_duration_s reached")
                 return
             if o.stuck_frames:
-                thumb = _thumb(rgb)
+                thumb = ahead_thumb if ahead_thumb is not None else _thumb(rgb)
                 if last_thumb is not None and float(np.abs(thumb - last_thumb).mean()) <= o.stuck_tolerance:
                     same += 1
                 else:
