@@ -107,6 +107,43 @@ def test_sampling_seek_and_reverse_on_the_worker_clip():
 
 
 @pytest.mark.shared_data
+@pytest.mark.parametrize("name", [VTEST, WORKER_MP4, WORKER_GIF])
+def test_sampled_frames_skip_pixels_but_equal_the_full_read(name):
+    """Frames that sampling drops are decoded but not converted to pixels; the kept ones (index, timestamp,
+    pixels) are exactly those of reading every frame and applying the sampling rule, forward and from a start."""
+    import math
+
+    path = clip(name)
+    with open_video(path, {"decode_ahead": 0}) as reader:
+        every = list(reader)
+
+    def rule(opts, start):
+        kept, t_prev = [], None
+        for f in every[max(0, start - 1):]:
+            if "stride" in opts:
+                keep = f.index % opts["stride"] == 0
+            else:
+                fps = opts["target_fps"]
+                keep = t_prev is None or math.floor(f.timestamp_s * fps + 1e-6) > math.floor(t_prev * fps + 1e-6)
+            t_prev = f.timestamp_s
+            if keep and f.index >= start:
+                kept.append(f)
+        return kept
+
+    for opts, start in (({"stride": 7}, 0), ({"target_fps": 2.5}, 0), ({"stride": 3}, 11), ({"target_fps": 4}, 9)):
+        want = rule(opts, start)
+        assert 3 <= len(want) < len(every)
+        for ahead in (0, 4):
+            with open_video(path, {**opts, "decode_ahead": ahead}) as reader:
+                got = list(reader.frames(start)) if start else list(reader)
+                if not start:
+                    assert reader.frames_decoded == len(every)  # every frame decoded, the dropped ones not converted
+            assert [(f.index, f.timestamp_s) for f in got] == [(f.index, f.timestamp_s) for f in want], opts
+            for f, w in zip(got, want):
+                np.testing.assert_array_equal(f.image, w.image)
+
+
+@pytest.mark.shared_data
 def test_video_reader_registration_contract():
     reader = VideoReader()
     for name in (VTEST, WORKER_MP4, WORKER_GIF):

@@ -177,3 +177,36 @@ def test_flow_computed_ahead_in_a_thread_equals_flow_computed_in_step(method):
     assert len(plain) == len(ahead) == 10
     for a, b in zip(plain, ahead):
         assert np.array_equal(a[1][0], b[1][0]) and a[1][1] == b[1][1]
+
+
+@pytest.mark.parametrize("method", ["dis", "farneback"])
+def test_no_flow_ahead_while_nothing_is_tracked_and_the_same_masks_once_tracks_come(method):
+    """A pass with nothing to move computes no optical flow ahead (a clip where the query finds nothing costs no
+    flow); when a detection brings a track, its masks move exactly as with flows computed in step."""
+    frames = [_frame(i, frame_at(i)) for i in range(14)]
+    results = []
+    for ahead in (False, True):
+        prop = FlowPropagator(128, method=method)
+        prop.reset(frames[0], {})
+        seq = prop.lookahead(frames[0], frames[1:]) if ahead else iter(frames[1:])
+        computed, current, out = [], {}, []
+        for f in seq:
+            if ahead:
+                computed.append(sum(r[1] is not None for r in prop._ready.values()))
+            if f.index == 5:  # a detection: the track starts here
+                prop.reset(f, {1: truth(5)})
+                current = {1: truth(5)}
+                continue
+            moved = prop.step(f, current)
+            current = {k: m for k, (m, _) in moved.items()}
+            out.append({k: (m.copy(), s) for k, (m, s) in moved.items()})
+        assert not prop._ready
+        results.append((out, computed))
+    (plain, _), (ahead_out, computed) = results
+    assert computed[:4] == [0, 0, 0, 0]  # nothing tracked: greys only
+    assert any(computed[6:])  # tracked: flows ahead again
+    assert len(plain) == len(ahead_out) == 12 and sum(bool(o) for o in plain) == 8
+    for a, b in zip(plain, ahead_out):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert np.array_equal(a[k][0], b[k][0]) and a[k][1] == b[k][1]

@@ -127,7 +127,9 @@ class FlowPropagator:
         self.description = f"dense optical flow ({name}, computed at <= {self.max_side} px) warping each mask"
         self._prev: np.ndarray | None = None
         self._small_grid: tuple[np.ndarray, np.ndarray] | None = None
-        self._ready: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # frame index -> (grey, flow, error)
+        # frame index -> (grey, flow, error), computed ahead; flow and error None while no track needed them
+        self._ready: dict[int, tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = {}
+        self._flow_wanted = True  # the last step had masks to move: the thread ahead computes flows, not only greys
 
     def _small_grey(self, rgb: np.ndarray) -> np.ndarray:
         import cv2
@@ -140,7 +142,9 @@ class FlowPropagator:
         return grey
 
     def reset(self, frame: Frame, masks: Mapping[int, np.ndarray]) -> None:
-        self._prev = self._small_grey(frame.image)
+        ready = self._ready.pop(frame.index, None)  # computed ahead for a frame the tracker anchors on instead
+        self._prev = ready[0] if ready is not None else self._small_grey(frame.image)
+        self._flow_wanted = bool(masks)
 
     @staticmethod
     def _meshgrid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -183,11 +187,11 @@ class FlowPropagator:
         frame warped by it. Advances the propagator to ``frame``. Computed ahead by :meth:`lookahead` when the
         frames come through it."""
         ready = self._ready.pop(frame.index, None)
-        if ready is not None and self._prev is not None and ready[0] is not None:
+        if ready is not None and self._prev is not None and ready[1] is not None:
             cur, flow, error = ready
             self._prev = cur
-            return flow, error
-        cur = self._small_grey(frame.image)
+            return flow, error  # type: ignore[return-value]
+        cur = ready[0] if ready is not None else self._small_grey(frame.image)
         prev = self._prev if self._prev is not None and self._prev.shape == cur.shape else cur
         self._prev = cur
         return self._between(cur, prev, self._dis, self._grid_of(cur.shape))
@@ -196,7 +200,9 @@ class FlowPropagator:
         """``frames`` (a pass that starts after ``first``), their flows computed in a background thread up to
         ``depth`` frames ahead: the flow between two frames depends on their pictures only, so it need not wait
         for the tracking of the one before (OpenCV releases the GIL). Same results as computing them in
-        :meth:`step`."""
+        :meth:`step`. While the tracker has nothing to move (``step`` with no masks) only the grey copies are made
+        ahead: a clip where the query finds nothing costs no optical flow; once masks come, the frames already
+        ahead get their flow in :meth:`step`, later ones in the thread again."""
         from rscore.video.reader import decode_ahead
 
         def compute() -> Iterator[Frame]:
@@ -205,8 +211,10 @@ class FlowPropagator:
             grid = self._meshgrid(*prev.shape)
             for f in frames:
                 cur = self._small_grey(f.image)
-                if cur.shape == prev.shape:
+                if cur.shape == prev.shape and self._flow_wanted:
                     self._ready[f.index] = (cur, *self._between(cur, prev, dis, grid))
+                elif cur.shape == prev.shape:
+                    self._ready[f.index] = (cur, None, None)
                 prev = cur
                 yield f
 
@@ -233,6 +241,7 @@ class FlowPropagator:
     def step(self, frame: Frame, masks: Mapping[int, np.ndarray]) -> dict[int, tuple[np.ndarray, float | None]]:
         import cv2
 
+        self._flow_wanted = bool(masks)
         if not masks:
             ready = self._ready.pop(frame.index, None)
             self._prev = ready[0] if ready is not None else self._small_grey(frame.image)

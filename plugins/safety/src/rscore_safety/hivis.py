@@ -44,6 +44,8 @@ from __future__ import annotations
 import colorsys
 import functools
 import math
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -175,27 +177,66 @@ class HiVisOptions:
         return [hue_band(c, self.hue_margin_deg, self.min_value, self.min_saturation) for c in self.colours]
 
 
+_RGB8: weakref.WeakKeyDictionary[OpContext, np.ndarray] = weakref.WeakKeyDictionary()
+_RGB8_LOCK = threading.Lock()
+
+
 def rgb8(ctx: OpContext) -> np.ndarray:
-    """The view as ``(H, W, 3)`` uint8 RGB; integer inputs scaled by their type's range, invalid pixels black."""
-    rgb = np.stack([ctx.band(r) for r in ("red", "green", "blue")], axis=-1)
+    """The view as ``(H, W, 3)`` uint8 RGB; integer inputs scaled by their type's range, invalid pixels black.
+
+    Computed once per view (the colour rule, the red guard and the person cue all read it); do not modify it."""
+    with _RGB8_LOCK:
+        got = _RGB8.get(ctx)
+    if got is None:
+        got = _rgb8(ctx)
+        got.flags.writeable = False
+        with _RGB8_LOCK:
+            _RGB8[ctx] = got
+    return got
+
+
+def _rgb8(ctx: OpContext) -> np.ndarray:
     dtype = np.dtype(ctx.scene.source.dtype)
-    if dtype == np.uint8:  # video frames, photos: already 0-255, only invalid (NaN) pixels to blacken
-        rgb[np.isnan(rgb)] = 0
-        return rgb.astype(np.uint8)
+    if dtype == np.uint8:  # video frames, photos: already 0-255, only invalid pixels to blacken
+        rgb = np.moveaxis(ctx.scene.read(ctx.window, ["red", "green", "blue"]), 0, -1).copy()
+        rgb[~ctx.valid] = 0
+        return rgb
+    rgb = np.stack([ctx.band(r) for r in ("red", "green", "blue")], axis=-1)
     scale = 255.0 / float(np.iinfo(dtype).max) if dtype.kind in "ui" else 255.0
     return np.clip(np.nan_to_num(rgb * scale), 0, 255).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=64)
+def _band_luts(bands: tuple[HueBand, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Lookup tables over the 256 codes of OpenCV's 8-bit HSV (``COLOR_RGB2HSV_FULL``): bit ``i`` of the hue,
+    saturation and value tables is band ``i``'s test on that code (the same float32 arithmetic as per pixel, done
+    once per code), and the last table maps the bits a pixel passes to the class of the first such band."""
+    codes = np.arange(256, dtype=np.float32)
+    hue, unit = codes * (360.0 / 256.0), codes / 255.0
+    tables = [np.zeros(256, np.uint8) for _ in range(3)]
+    first = np.zeros(256, np.uint8)
+    for i, band in enumerate(bands):
+        for table, ok in zip(tables, (band.contains(hue), unit >= band.min_saturation, unit >= band.min_value)):
+            table[ok] |= np.uint8(1 << i)
+    for bits in range(255, 0, -1):
+        first[bits] = COLOUR_CLASS[bands[(bits & -bits).bit_length() - 1].colour] if bits < (1 << len(bands)) else 0
+    return tables[0], tables[1], tables[2], first
+
+
 def hivis_classes(rgb: np.ndarray, bands: Sequence[HueBand]) -> np.ndarray:
-    """Per-pixel class of an ``(H, W, 3)`` uint8 RGB image: 0 none, else ``COLOUR_CLASS`` of the first band hit."""
-    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV_FULL).astype(np.float32)  # H, S, V all 0-255
-    hue = hsv[..., 0] * (360.0 / 256.0)
-    sat, val = hsv[..., 1] / 255.0, hsv[..., 2] / 255.0
-    out = np.zeros(rgb.shape[:2], np.uint8)
-    for band in bands:
-        hit = band.contains(hue) & (sat >= band.min_saturation) & (val >= band.min_value) & (out == 0)
-        out[hit] = COLOUR_CLASS[band.colour]
-    return out
+    """Per-pixel class of an ``(H, W, 3)`` uint8 RGB image: 0 none, else ``COLOUR_CLASS`` of the first band hit.
+
+    Hue (deg), saturation and value (0-1) are those of OpenCV's 8-bit HSV (``COLOR_RGB2HSV_FULL``); each band's
+    test is a lookup table over the 256 codes of each channel."""
+    bands = tuple(bands)
+    if not bands or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        return np.zeros(rgb.shape[:2], np.uint8)
+    if len(bands) > 8:
+        raise ValueError("at most 8 hue bands")
+    hue_t, sat_t, val_t, first = _band_luts(bands)
+    h, s, v = cv2.split(cv2.cvtColor(np.ascontiguousarray(rgb, np.uint8), cv2.COLOR_RGB2HSV_FULL))
+    bits = cv2.bitwise_and(cv2.bitwise_and(cv2.LUT(h, hue_t), cv2.LUT(s, sat_t)), cv2.LUT(v, val_t))
+    return cv2.LUT(bits, first).reshape(rgb.shape[:2])
 
 
 def corner_arc(colour: str) -> tuple[float, float]:
@@ -208,16 +249,47 @@ def red_side_components(rgb: np.ndarray, labels: np.ndarray, n: int, classes: np
     orange-red area (below its red corner, about 4.6 deg, i.e. inside the hue margin on the red side). Such
     surfaces - red jackets, red paint, doors, brake lights - are plain red, not fluorescent orange: the margin is
     for single pixels at garment edges and camera white balance, not for a whole garment."""
+    from scipy import ndimage
+
     out = np.zeros(n, bool)
     start, _ = corner_arc("orange")
-    hue = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV_FULL)[..., 0].astype(np.float32) * (360.0 / 256.0)
-    for k in range(1, n):
-        sel = (labels == k) & (classes == COLOUR_CLASS["orange"])
+    hue = cv2.cvtColor(np.ascontiguousarray(rgb, np.uint8), cv2.COLOR_RGB2HSV_FULL)[..., 0]
+    orange = classes == COLOUR_CLASS["orange"]
+    for k, box in enumerate(ndimage.find_objects(labels, max_label=n - 1) if n > 1 else (), start=1):
+        if box is None:
+            continue
+        sel = (labels[box] == k) & orange[box]  # inside the component's box: the same pixels, read in order
         if not sel.any():
             continue
-        h = hue[sel]
+        h = hue[box][sel].astype(np.float32) * (360.0 / 256.0)
         h = np.where(h > 180.0, h - 360.0, h)  # the orange-red band wraps through 0 deg
         out[k] = float(np.median(h)) < start
+    return out
+
+
+GAP_REACH = 8  # px: a pixel that a 7x7 closing filled has an original pixel within 3 px (4.3 diagonally)
+
+
+def fill_gaps(classes: np.ndarray, mask: np.ndarray, reach: int = GAP_REACH) -> np.ndarray:
+    """A copy of ``classes`` where the pixels of ``mask`` without a class (gaps a morphological closing filled:
+    reflective stripes, straps) take the class of the nearest classed pixel (Euclidean, scipy's feature transform).
+
+    The transform runs on the gaps' bounding box grown by ``reach`` px, which holds the nearest classed pixel of
+    every gap the closing can make (``reach`` >= its radius); tested equal to the whole-image transform."""
+    from scipy import ndimage
+
+    out = classes.copy()
+    gaps = mask & (out == 0)
+    if not gaps.any():
+        return out
+    rows, cols = np.flatnonzero(gaps.any(axis=1)), np.flatnonzero(gaps.any(axis=0))
+    r0, r1 = max(0, rows[0] - reach), min(gaps.shape[0], rows[-1] + 1 + reach)
+    c0, c1 = max(0, cols[0] - reach), min(gaps.shape[1], cols[-1] + 1 + reach)
+    box, sel = out[r0:r1, c0:c1], gaps[r0:r1, c0:c1]
+    if not (box != 0).any():
+        return out
+    iy, ix = ndimage.distance_transform_edt(box == 0, return_distances=False, return_indices=True)
+    box[sel] = box[iy[sel], ix[sel]]
     return out
 
 

@@ -39,13 +39,7 @@ def _hivis(ctx: OpContext) -> ProgramOutput:
         keep &= ~red
     mask = keep[labels] & ctx.valid
     # closing fills stripe gaps with no class: give them the class of the nearest coloured pixel
-    classes = raw.copy()
-    gaps = mask & (classes == 0)
-    if gaps.any():
-        from scipy import ndimage
-
-        iy, ix = ndimage.distance_transform_edt(classes == 0, return_distances=False, return_indices=True)
-        classes[gaps] = classes[iy[gaps], ix[gaps]]
+    classes = hivis.fill_gaps(raw, mask)
     classes[~mask] = 0
     ctx.note(
         "hi-vis colour (EN ISO 20471 areas in HSV): " + "; ".join(b.describe() for b in opts.bands())
@@ -100,7 +94,10 @@ def _on_a_person(ctx: OpContext, mask: np.ndarray) -> np.ndarray:
     if cue is not None:
         bg, how = cue
         win = ctx.window
-        fg = worn.moving_foreground(hivis.rgb8(ctx), bg[win.slices])
+        if win_is_scene(ctx):  # the whole frame: its clip's background is blurred once per run, not per frame
+            fg = worn.moving_foreground(hivis.rgb8(ctx), worn.blurred(bg), blurred_background=True)
+        else:  # a tile: blurred on its own, as the frame is (same borders)
+            fg = worn.moving_foreground(hivis.rgb8(ctx), bg[win.slices])
         share = worn.moving_share(fg)
         if share <= worn.MAX_MOVING_SHARE:
             kept, counts = worn.worn_mask(mask, fg & ctx.valid)
