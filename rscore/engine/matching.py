@@ -349,12 +349,13 @@ def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method:
     return None, ""
 
 
-def proper_name(query: str) -> str | None:
-    """A capitalised name inside a lower-case query ("the river *Thames*", "Lake *Geneva*"): a question about one
-    named thing, which no pixel rule can tell from the others. Acronyms (ROV, CT, NDVI), a capital first word and
-    Title-Cased queries are not names."""
+def proper_name(query: str, known: frozenset[str] | set[str] = frozenset()) -> str | None:
+    """A capitalised name inside a lower-case query ("the river *Thames*", "the *Amazon* rainforest"): a question
+    about one named thing, which no pixel rule can tell from the others. Acronyms (ROV, CT, NDVI), a capital first
+    word, Title-Cased queries and ``known`` words (the templates' own vocabulary: "the Safety vest") are not names."""
     toks = re.findall(r"[A-Za-z][A-Za-z'-]*", query)
-    titled = [n for n, w in enumerate(toks) if len(w) >= 3 and w[0].isupper() and w[1:] == w[1:].lower()]
+    titled = [n for n, w in enumerate(toks) if len(w) >= 3 and w[0].isupper() and w[1:] == w[1:].lower()
+              and _stem(w.lower()) not in known]
     later = [n for n in titled if n > 0]
     content = [w for w in toks if w.lower() not in _STOP]
     if not later or len(titled) * 2 > len(content):  # "Water Bodies", "Steep Slopes": a habit of writing
@@ -612,7 +613,7 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         spec.update(decision="superset", text=text)
         caveats = (f"superset: '{query.strip()}' is one part of what '{t.name}' marks (declared: {text}) and cannot "
                    f"be isolated by it; the mask is all {t.label} ({t.description})",)
-    elif (name := proper_name(query)) is not None:
+    elif (name := proper_name(query, {w for x in templates for w in _vocab(x)})) is not None:
         outcome = "superset"
         spec.update(decision="superset", text=f"one named {t.label}", name=name)
         caveats = (f"superset: '{query.strip()}' names one particular thing ('{name}'); '{t.name}' cannot tell one "
