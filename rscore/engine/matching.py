@@ -339,13 +339,17 @@ def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method:
     # "steep slopes" / "unstable slopes": "abrupt" vs "steep" / "unstable")
     ta, tb = (set(_words(x)) for x in texts)
     shared = words & ta & tb
-    qr, ar, br = words - shared, ta - shared, tb - shared
+
+    def rest(text: str) -> str:  # the text's own words, in order, without those both share
+        return " ".join(w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP and _stem(w) not in shared)
+
+    qr, ar, br = rest(query), rest(texts[0]), rest(texts[1])
     if shared and qr and ar and br and CONTRAST_MIN.get(method) is not None:
-        sa, sb = similarities(method, " ".join(sorted(qr)), [" ".join(sorted(ar)), " ".join(sorted(br))])
+        sa, sb = similarities(method, qr, [ar, br])
         if abs(float(sa) - float(sb)) >= CONTRAST_MIN[method]:
             i = a if sa > sb else b
-            return i, (f"without the words both share ({', '.join(sorted(shared))}), the query is closer to "
-                       f"'{texts[0] if i == a else texts[1]}' ({max(sa, sb):.2f} vs {min(sa, sb):.2f})")
+            return i, (f"without the words both share ({', '.join(sorted(shared))}), '{qr}' is closer to "
+                       f"'{ar if i == a else br}' ({max(sa, sb):.2f} vs {min(sa, sb):.2f})")
     return None, ""
 
 
