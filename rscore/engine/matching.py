@@ -471,7 +471,6 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
     same = np.array([r[3] == qneg for r in rows], bool)
     full = sims[:, 0]
     eff = np.where(same, full, -1.0)
-    plain_concept = np.array([r[1] == "concept" and not r[3] for r in rows], bool)
     polarity_object = None
     if qparts is not None:  # two negations agree only if they negate the same thing ("without coral" is not
         # "not open water", "no trees" is not "no vegetation"); a closely related thing will do when what the query
