@@ -339,22 +339,27 @@ def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method:
     # "steep slopes" / "unstable slopes": "abrupt" vs "steep" / "unstable")
     ta, tb = (set(_words(x)) for x in texts)
     shared = words & ta & tb
-    qr, ar, br = words - shared, ta - shared, tb - shared
+
+    def rest(text: str) -> str:  # the text's own words, in order, without those both share
+        return " ".join(w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP and _stem(w) not in shared)
+
+    qr, ar, br = rest(query), rest(texts[0]), rest(texts[1])
     if shared and qr and ar and br and CONTRAST_MIN.get(method) is not None:
-        sa, sb = similarities(method, " ".join(sorted(qr)), [" ".join(sorted(ar)), " ".join(sorted(br))])
+        sa, sb = similarities(method, qr, [ar, br])
         if abs(float(sa) - float(sb)) >= CONTRAST_MIN[method]:
             i = a if sa > sb else b
-            return i, (f"without the words both share ({', '.join(sorted(shared))}), the query is closer to "
-                       f"'{texts[0] if i == a else texts[1]}' ({max(sa, sb):.2f} vs {min(sa, sb):.2f})")
+            return i, (f"without the words both share ({', '.join(sorted(shared))}), '{qr}' is closer to "
+                       f"'{ar if i == a else br}' ({max(sa, sb):.2f} vs {min(sa, sb):.2f})")
     return None, ""
 
 
-def proper_name(query: str) -> str | None:
-    """A capitalised name inside a lower-case query ("the river *Thames*", "Lake *Geneva*"): a question about one
-    named thing, which no pixel rule can tell from the others. Acronyms (ROV, CT, NDVI), a capital first word and
-    Title-Cased queries are not names."""
+def proper_name(query: str, known: frozenset[str] | set[str] = frozenset()) -> str | None:
+    """A capitalised name inside a lower-case query ("the river *Thames*", "the *Amazon* rainforest"): a question
+    about one named thing, which no pixel rule can tell from the others. Acronyms (ROV, CT, NDVI), a capital first
+    word, Title-Cased queries and ``known`` words (the templates' own vocabulary: "the Safety vest") are not names."""
     toks = re.findall(r"[A-Za-z][A-Za-z'-]*", query)
-    titled = [n for n, w in enumerate(toks) if len(w) >= 3 and w[0].isupper() and w[1:] == w[1:].lower()]
+    titled = [n for n, w in enumerate(toks) if len(w) >= 3 and w[0].isupper() and w[1:] == w[1:].lower()
+              and _stem(w.lower()) not in known]
     later = [n for n in titled if n > 0]
     content = [w for w in toks if w.lower() not in _STOP]
     if not later or len(titled) * 2 > len(content):  # "Water Bodies", "Steep Slopes": a habit of writing
@@ -466,7 +471,6 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
     same = np.array([r[3] == qneg for r in rows], bool)
     full = sims[:, 0]
     eff = np.where(same, full, -1.0)
-    plain_concept = np.array([r[1] == "concept" and not r[3] for r in rows], bool)
     polarity_object = None
     if qparts is not None:  # two negations agree only if they negate the same thing ("without coral" is not
         # "not open water", "no trees" is not "no vegetation"); a closely related thing will do when what the query
@@ -612,7 +616,7 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         spec.update(decision="superset", text=text)
         caveats = (f"superset: '{query.strip()}' is one part of what '{t.name}' marks (declared: {text}) and cannot "
                    f"be isolated by it; the mask is all {t.label} ({t.description})",)
-    elif (name := proper_name(query)) is not None:
+    elif (name := proper_name(query, {w for x in templates for w in _vocab(x)})) is not None:
         outcome = "superset"
         spec.update(decision="superset", text=f"one named {t.label}", name=name)
         caveats = (f"superset: '{query.strip()}' names one particular thing ('{name}'); '{t.name}' cannot tell one "

@@ -13,10 +13,10 @@ constraint is one of:
 
 Every word must be accounted for: a declared term, a unit, a connector or one of a few fillers (``areas``,
 ``land``, ``the``...). Numbers may be written in words ("thirty degrees", "two thousand metres", "a fifth"): they
-are read as digits first (:func:`number_words`). A word the grammar does not know - ``landslide``, ``workers`` - means the query
-is not a constraint query and the caller falls back to template routing. Nothing is guessed: a bare number binds
-to the quantity named just before it when the units agree, else to the one quantity its unit means by default
-("below 200 m" is elevation), else the query is not compiled.
+are read as digits first (:func:`number_words`). A word the grammar does not know - ``landslide``, ``workers`` -
+means the query is not a constraint query and the caller falls back to template routing. Nothing is guessed: a bare
+number binds to the quantity named just before it when the units agree, else to the one quantity its unit means by
+default ("below 200 m" is elevation), else the query is not compiled.
 """
 
 from __future__ import annotations

@@ -386,8 +386,8 @@ ROUTING: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "soft_tissue": {
         "includes": ("the liver", "the spleen", "the kidneys", "the pancreas", "the heart", "the bladder",
-                     "the stomach and bowel", "blood vessels and the aorta", "a named muscle such as the psoas", "the brain",
-                     "the spinal cord", "the prostate or uterus", "lymph nodes", "the thyroid"),
+                     "the stomach and bowel", "blood vessels and the aorta", "a named muscle such as the psoas",
+                     "the brain", "the spinal cord", "the prostate or uterus", "lymph nodes", "the thyroid"),
         "excludes": ("tumours and lesions", "nodules and cysts", "abscesses", "haematoma"),
     },
     "metal": {
