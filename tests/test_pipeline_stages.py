@@ -152,3 +152,45 @@ def test_request_is_checked_before_anything_runs(demo_registry):
         make_request("bright spots", plugin="demo", options={"tile_sise": 64}, registry=demo_registry)
     req = make_request("  bright   spots ", plugin="demo", options={"tile_size": "64"}, registry=demo_registry)
     assert req.query == "bright spots" and req.options["tile_size"] == 64 and req.options["reasoner"] == "analytic"
+
+
+def test_tiles_run_as_separate_tasks_compose_into_segments_answer(demo_registry, disc_image):
+    """How a batch flow composes the stages when each tile is its own task: plan once, run_tile per tile (anywhere),
+    stitch the cores and merge the notes, then the one finish stage - the answer segment() gives."""
+    from rscore.engine.analytic import merge_notes, run_tile
+    from rscore.tiling import iter_tiles, make_sink
+
+    img, _ = disc_image
+    opts = {"template": "smooth-bright", "tile_size": 32}
+    reg = demo_registry
+    request = make_request("x", plugin="demo", options=opts, registry=reg)
+    scene = preprocess(reg, "demo", scene_of(img), request)
+    planned = plan_scene(scene, request, reg)
+    template = planned.template
+    assert template is not None and template.halo > 0
+    h, w = scene.shape
+    mask, score = make_sink(h, w, bool, 32), make_sink(h, w, np.float32, 32, fill=np.nan)
+    classes = make_sink(h, w, np.uint8, 32)
+    notes, caveats = [], []
+    for tile in reversed(list(iter_tiles(h, w, 32, template.halo))):  # tasks finish in any order
+        res = run_tile(scene, request, template, reg.operators, tile)
+        assert res.score is not None and res.classes is not None
+        mask.write(res.core, res.mask)
+        score.write(res.core, res.score)
+        classes.write(res.core, res.classes)
+        notes += [(n, float(res.core.height * res.core.width)) for n in res.notes]
+        caveats += [c for c in res.caveats if c not in caveats]
+    plan = dataclasses.replace(planned.plan, steps=planned.plan.steps + tuple(merge_notes(reversed(notes))))
+    done = Execution(plan, mask=mask.finish(), score=score.finish(), classes=classes.finish(), caveats=caveats)
+    composed = postprocess(reg, "demo", finish_result(scene, request, planned, done, reg), scene)
+    whole = engine.segment(scene_of(img), "x", plugin="demo", options=opts, registry=reg)
+    assert np.array_equal(composed.mask, whole.mask) and whole.mask.any()
+    assert np.array_equal(composed.score, whole.score, equal_nan=True)
+    assert np.array_equal(composed.class_map, whole.class_map)
+    assert [(i.bbox, i.area_px, i.score, i.attributes) for i in composed.instances] == [
+        (i.bbox, i.area_px, i.score, i.attributes) for i in whole.instances
+    ]
+    assert [s.text for s in composed.plan.steps] == [s.text for s in whole.plan.steps]
+    assert composed.caveats == whole.caveats and composed.classes == whole.classes
+    strip = lambda p: {k: v for k, v in p.items() if k != "created"}  # noqa: E731
+    assert strip(composed.provenance) == strip(whole.provenance)

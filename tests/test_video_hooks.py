@@ -260,3 +260,29 @@ def test_no_hooks_no_extra_record_fields(clip):
         assert res.provenance["video"]["hooks"] == {"preprocess": 0, "postprocess": 0}
     finally:
         res.log.close()
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_the_query_is_planned_once_per_run(clip, registry, monkeypatch, mode):
+    """The video engine plans the analytic query once and hands that plan to the image pipeline for the keyframe and
+    every re-detection (rscore.engine.pipeline.answer(plan=...)), instead of matching the query again per frame."""
+    from rscore.engine.analytic import AnalyticReasoner
+
+    calls = []
+    original = AnalyticReasoner.plan
+
+    def counted(self, scene, request, templates):
+        calls.append(scene.metadata.get("frame_index"))
+        return original(self, scene, request, templates)
+
+    monkeypatch.setattr(AnalyticReasoner, "plan", counted)
+    res = segment_video(clip, "bright boxes", plugin="vhooks", registry=registry,
+                        options={"mode": mode, "template": "bright_targets", "segmenter": "classical",
+                                 "redetect_every": 3, "keyframe_samples": 4, "overlay": False})
+    try:
+        assert not res.absent and len(res.tracks) == 1
+        assert len(calls) == 1, calls  # the program's targets went through the image pipeline on many frames
+        detected = [i for f in res.log.iter_frames() for i in f["instances"] if i["source"] == "detected"]
+        assert len(detected) >= 3
+    finally:
+        res.log.close()

@@ -27,11 +27,12 @@ every processed frame is one request.
   ``rscore_postprocess`` see the preprocessed frame. The image pipeline is called through its hook-free middle
   (:func:`rscore.engine.pipeline.answer`: plan, execute, finish), so nothing is preprocessed twice; the hooks are
   the image pipeline's own chains (:mod:`rscore.engine.hooks`), called here once per frame. What the hooks did
-  (``scene.metadata["preprocess"]``) is recorded per frame (``preprocess`` in the frame records of masks.json), the keyframe's (or
-  online: the first frame's) steps open the plan, and the counts are in ``provenance.video.hooks``. A hook must
-  keep the frame's size. Propagation (optical flow, SAM 2) and the overlay use the original pixels: masks are on
-  the original grid either way, and a per-frame correction chosen from each frame's statistics need not be
-  consistent between neighbouring frames, which the propagator would take for motion.
+  (``scene.metadata["preprocess"]``) is recorded per frame (``preprocess`` in the frame records of masks.json),
+  the keyframe's (or online: the first frame's) steps open the plan, and the counts are in
+  ``provenance.video.hooks``. A hook must keep the frame's size. Propagation (optical flow, SAM 2) and the overlay
+  use the original pixels: masks are on the original grid either way, and a per-frame correction chosen from each
+  frame's statistics need not be consistent between neighbouring frames, which the propagator would take for
+  motion.
 - ``rscore_postprocess`` runs once on each processed frame's result, built after tracking whatever made the masks
   (keyframe segmentation, re-detection or propagation): a :class:`~rscore.types.Result` with the run's plan (absent
   on a frame with nothing), one :class:`~rscore.types.Instance` per present track (mask, ``attributes``
