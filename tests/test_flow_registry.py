@@ -244,3 +244,30 @@ def test_an_installed_plugin_whose_flows_fail_is_left_out(tmp_path, monkeypatch,
         specs = flow_specs(reg)
     assert {"segment-batch", "landslide-risk-mapping", "scaffold-compliance"} <= set(specs)
     assert "plugin 'badflows' failed in rscore_flows(): RuntimeError: flows config missing" in caplog.text
+
+
+def test_runners_confine_path_flow_options_themselves(tmp_path):
+    """Whatever the route did, a job's path flow options are confined to the allowed roots by the runner that
+    ``make_job_runner`` builds (a path outside them is 403 before anything is queued)."""
+    pytest.importorskip("rscore_safety")
+    from rscore.engine import default_registry
+    from rscore.errors import RscoreError
+    from rscore.service import Settings
+    from rscore.service.jobs import make_job_runner
+    from rscore.service.jobspec import check_job
+
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    (roots / "zones.json").write_text("{}")
+    reg = default_registry()  # the installed plugins: the scaffold-compliance flow runs the safety plugin's templates
+    runner = make_job_runner(Settings(allowed_roots=(roots,), job_runner="inprocess"), tmp_path / "out", reg)
+    try:
+        job = JobSpec((roots / "a.mp4",), "q", flow="scaffold-compliance", flow_options={"zones": "zones.json"})
+        flow, checked = check_job(job, reg, ("scaffold-compliance",), "test", runner.resolve_path)
+        assert flow.name == "scaffold-compliance" and checked.flow_options["zones"] == str((roots / "zones.json"))
+        outside = JobSpec((roots / "a.mp4",), "q", flow="scaffold-compliance", flow_options={"zones": "/etc/passwd"})
+        with pytest.raises(RscoreError, match="zones") as info:
+            check_job(outside, reg, ("scaffold-compliance",), "test", runner.resolve_path)
+        assert info.value.http_status == 403
+    finally:
+        runner.close()

@@ -11,6 +11,7 @@ file contents and in path names:
 ``{{rscore_version}}``  the running rscore version, the minimum the plugin depends on
 ``{{flow_import}}``     where ``plugin.py`` imports the flow hook (``--with-flow``; empty otherwise)
 ``{{flow_layout}}``     the README's lines about the flow (``--with-flow``; empty otherwise)
+``{{flow_usage}}``      the README's section on running the flow (``--with-flow``; empty otherwise)
 
 The generated package is complete and working: an ``.npy`` reader, a normalised-difference operator, a vegetation
 template whose program uses it, an instances-CSV writer, and tests using :mod:`rscore.testing`. With
@@ -75,6 +76,21 @@ _FLOW_LAYOUT = """
 {package}/survey.py     the batch flow {name}-survey: its FlowSpec (rscore_flows hook) and item function
 {package}/flows.py      its Prefect flow (a task per input; needs rscore[flows])
 tests/test_flow.py        the flow is registered, typed, and its item runs"""
+_FLOW_USAGE = """
+## Batch flow
+
+`{name}-survey` runs the vegetation template over many fields, one result folder per field, at an NDVI threshold
+each job may set (`{package}/survey.py`):
+
+```bash
+rscore flows list                                               # lists {name}-survey beside rscore's flows
+rscore flows run {name}-survey a.npy b.npy --out runs/ -P ndvi_threshold=0.4   # a Prefect flow, a task per field
+curl -s localhost:8000/v1/jobs -H 'content-type: application/json' \\
+  -d '{{"flow": "{name}-survey", "inputs": ["a.npy"], "query": "vegetation", "flow_options": {{"ndvi_threshold": 0.4}}}}'
+```
+
+A bad `ndvi_threshold` (outside -1..1) is refused before anything runs: exit 2, HTTP 400.
+"""
 
 
 def _substitutions(name: str, with_flow: bool = False) -> dict[str, str]:
@@ -89,6 +105,7 @@ def _substitutions(name: str, with_flow: bool = False) -> dict[str, str]:
         "rscore_version": __version__,
         "flow_import": _FLOW_IMPORT.format(package=package) if with_flow else "",
         "flow_layout": _FLOW_LAYOUT.format(package=package, name=name) if with_flow else "",
+        "flow_usage": _FLOW_USAGE.format(package=package, name=name) if with_flow else "",
     }
 
 

@@ -121,6 +121,7 @@ class InProcessJobRunner:
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, JobStatus] = OrderedDict()
         self.reason = "chosen by RSCORE_JOB_RUNNER or the application"  # why jobs run in process (for /healthz)
+        self.resolve_path: Callable[[str, str], Path] | None = None  # confines path flow options (make_job_runner)
 
     @property
     def flows(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -129,7 +130,7 @@ class InProcessJobRunner:
 
     # ------------------------------------------------------------------------------------------------ interface
     def submit(self, spec: JobSpec) -> JobStatus:
-        check_job(spec, self.registry, self.flows, self.name)
+        _, spec = check_job(spec, self.registry, self.flows, self.name, self.resolve_path)
         job_id = uuid.uuid4().hex
         status = JobStatus(
             id=job_id,
@@ -273,7 +274,17 @@ def prefect_api_url() -> str | None:
 
 
 def make_job_runner(settings: Any, output_root: Path, registry: Registry) -> JobRunner:
-    """The runner ``settings.job_runner`` names (``auto``: see the module docstring)."""
+    """The runner ``settings.job_runner`` names (``auto``: see the module docstring); it confines path flow options
+    to ``settings.allowed_roots`` itself."""
+    from rscore.service.security import resolve_allowed
+
+    runner = _make_job_runner(settings, output_root, registry)
+    roots = tuple(settings.allowed_roots)
+    runner.resolve_path = lambda value, what: resolve_allowed(value, roots, what=what)  # type: ignore[attr-defined]
+    return runner
+
+
+def _make_job_runner(settings: Any, output_root: Path, registry: Registry) -> JobRunner:
     import importlib.util
 
     choice = settings.job_runner

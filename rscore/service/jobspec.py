@@ -11,7 +11,7 @@ run``), never a failed item later. :mod:`rscore.service.jobs` (in-process runner
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -145,11 +145,19 @@ def check_flow_options(
     return spec.check_params(options, job=True, resolve_path=resolve_path, prefix="flow_options.")
 
 
-def check_job(job: JobSpec, registry: Registry, offered: tuple[str, ...], runner: str) -> FlowSpec:
-    """Everything about ``job`` that can be checked before it runs; returns its flow. Raises
-    :class:`OptionError` (or :class:`~rscore.errors.PluginError`: an unknown plugin or backend) for: an unknown
-    flow or one this runner does not offer, a missing query, a plugin the flow does not run, bad ``flow_options``,
-    ``-O`` options nobody declares or with bad values, and whatever the flow's own ``prepare`` refuses."""
+def check_job(
+    job: JobSpec,
+    registry: Registry,
+    offered: tuple[str, ...],
+    runner: str,
+    resolve_path: Callable[[str, str], Path] | None = None,
+) -> tuple[FlowSpec, JobSpec]:
+    """Everything about ``job`` that can be checked before it runs; returns its flow and the job with its
+    ``flow_options`` converted (paths confined by ``resolve_path``, the service's allowed roots, when given: a
+    runner confines them itself whatever its caller did). Raises :class:`OptionError` (or
+    :class:`~rscore.errors.PluginError`: an unknown plugin or backend; a path outside the roots: 403) for: an
+    unknown flow or one this runner does not offer, a missing query, a plugin the flow does not run, bad
+    ``flow_options``, ``-O`` options nobody declares or with bad values."""
     spec = get_flow(job.flow, registry)
     if job.flow not in offered:
         raise OptionError(
@@ -162,6 +170,6 @@ def check_job(job: JobSpec, registry: Registry, offered: tuple[str, ...], runner
     spec.check_query(job.query)
     spec.check_plugin(job.plugin)
     registry.require_plugin(job.plugin or spec.plugin)
-    spec.check_params(job.flow_options, job=True, prefix="flow_options.")
+    flow_options = spec.check_params(job.flow_options, job=True, resolve_path=resolve_path, prefix="flow_options.")
     check_item_options(job.options, registry)
-    return spec
+    return spec, replace(job, flow_options=flow_options)

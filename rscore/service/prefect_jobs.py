@@ -162,6 +162,7 @@ class PrefectJobRunner:
         self._closing = threading.Event()
         self._submitted = 0
         self._watcher: threading.Thread | None = None
+        self.resolve_path: Callable[[str, str], Path] | None = None  # confines path flow options (make_job_runner)
 
     @property
     def flows(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -238,7 +239,7 @@ class PrefectJobRunner:
     def submit(self, spec: JobSpec) -> JobStatus:
         from prefect.states import Cancelled, Scheduled
 
-        flow = check_job(spec, self.registry, self.flows, self.name)
+        flow, spec = check_job(spec, self.registry, self.flows, self.name, self.resolve_path)
         if self._closing.is_set() or self._pool.full:
             raise self._pool.refuse()
         params, ids, job_dir = self._plan(spec, flow)
