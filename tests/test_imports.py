@@ -139,20 +139,11 @@ def test_no_module_level_import_cycles():
     assert found == [], "import cycles: " + "; ".join(" -> ".join(c) for c in found)
 
 
-# Function-level cycles that exist and who removes them. A cycle found must lie inside one of these (one that shrinks
+# Function-level cycles that exist, each with why it stays. A cycle found must lie inside one of these (one that shrinks
 # or disappears passes); anything else - a new cycle, or one of these grown by a module - fails.
 KNOWN_FUNCTION_LEVEL_CYCLES: tuple[tuple[frozenset[str], str], ...] = (
-    (frozenset({"rscore.models.registry", "rscore.segmenters.sam2", "rscore.models.lisa"}),
-     "h19d (#19): build_sam2_model / check_state_dict move under rscore.models"),
-    (frozenset({"rscore.service.jobs", "rscore.service.prefect_jobs"}),
-     "h19b (#19): flows as an extension point (the job runners iterate a FlowSpec registry)"),
-    (frozenset({"rscore.service.app", "rscore.service.viewer"}),
-     "h19c (#19): the service split into routers"),
-    (frozenset({"rscore.engine.analytic", "rscore.engine.parallel"}),
-     "h19a after h14 merges: run_tile / run_program (the execute stage's tile loop) move out of analytic.py beside "
-     "map_tiles; they stay this session because analytic.py is being edited for routing"),
     (frozenset({"rscore.types", "rscore.notebook", "rscore.io.images", "rscore.sdk", "rscore.tiling"}),
-     "unassigned: Result's notebook conveniences (_repr_html_, to_geodataframe, ...) call rscore.notebook, which "
+     "kept on purpose: Result's notebook conveniences (_repr_html_, to_geodataframe, ...) call rscore.notebook, which "
      "renders with the modules below types; to go, the conveniences would have to live above the vocabulary"),
 )
 

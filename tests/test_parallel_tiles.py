@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from rscore.engine.analytic import run_program
+from rscore.engine.program import run_program
 from rscore.engine.parallel import PARALLEL_MIN_PIXELS, resolve_workers
 from rscore.errors import InputError, OptionError
 from rscore.sdk import OpContext, ProgramOutput, Template

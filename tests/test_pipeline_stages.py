@@ -156,9 +156,10 @@ def test_request_is_checked_before_anything_runs(demo_registry):
 
 def test_tiles_run_as_separate_tasks_compose_into_segments_answer(demo_registry, disc_image):
     """How a batch flow composes the stages when each tile is its own task: plan once, run_tile per tile (anywhere),
-    stitch the cores and merge the notes, then the one finish stage - the answer segment() gives."""
-    from rscore.engine.analytic import merge_notes, run_tile
-    from rscore.tiling import iter_tiles, make_sink
+    stitch the cores and merge the notes (TileStitcher), then the one finish stage - the answer segment() gives."""
+    from rscore.engine.program import TileStitcher
+    from rscore.engine.tile import run_tile
+    from rscore.tiling import iter_tiles
 
     img, _ = disc_image
     opts = {"template": "smooth-bright", "tile_size": 32}
@@ -169,19 +170,14 @@ def test_tiles_run_as_separate_tasks_compose_into_segments_answer(demo_registry,
     template = planned.template
     assert template is not None and template.halo > 0
     h, w = scene.shape
-    mask, score = make_sink(h, w, bool, 32), make_sink(h, w, np.float32, 32, fill=np.nan)
-    classes = make_sink(h, w, np.uint8, 32)
-    notes, caveats = [], []
+    stitch = TileStitcher(h, w, 32)
     for tile in reversed(list(iter_tiles(h, w, 32, template.halo))):  # tasks finish in any order
         res = run_tile(scene, request, template, reg.operators, tile)
         assert res.score is not None and res.classes is not None
-        mask.write(res.core, res.mask)
-        score.write(res.core, res.score)
-        classes.write(res.core, res.classes)
-        notes += [(n, float(res.core.height * res.core.width)) for n in res.notes]
-        caveats += [c for c in res.caveats if c not in caveats]
-    plan = dataclasses.replace(planned.plan, steps=planned.plan.steps + tuple(merge_notes(reversed(notes))))
-    done = Execution(plan, mask=mask.finish(), score=score.finish(), classes=classes.finish(), caveats=caveats)
+        stitch.add(res)
+    mask, score, classes = stitch.finish()
+    plan = dataclasses.replace(planned.plan, steps=planned.plan.steps + tuple(stitch.steps()))
+    done = Execution(plan, mask=mask, score=score, classes=classes, caveats=stitch.caveats)
     composed = postprocess(reg, "demo", finish_result(scene, request, planned, done, reg), scene)
     whole = engine.segment(scene_of(img), "x", plugin="demo", options=opts, registry=reg)
     assert np.array_equal(composed.mask, whole.mask) and whole.mask.any()

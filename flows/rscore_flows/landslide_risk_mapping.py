@@ -60,12 +60,12 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
 from rscore.engine import DEFAULTS, default_registry, validate_query, write_outputs
-from rscore.engine.analytic import TileStitcher
 from rscore.engine.execute import Execution
 from rscore.engine.finish import finish_result
 from rscore.engine.plan import Planned
-from rscore.engine.analytic import run_tile as engine_run_tile
-from rscore.engine.parallel import TileResult
+from rscore.engine.program import TileStitcher
+from rscore.engine.tile import TileResult
+from rscore.engine.tile import run_tile as engine_run_tile
 from rscore.errors import InternalError, OptionError, RscoreError
 from rscore.sdk import Template
 from rscore.tiling import iter_tiles
@@ -178,7 +178,7 @@ class TileOutput:
     caveats: tuple[str, ...] = ()
 
     def unpacked(self) -> TileResult:
-        """As the engine's tile result (what :class:`~rscore.engine.analytic.TileStitcher` stitches)."""
+        """As the engine's tile result (what :class:`~rscore.engine.program.TileStitcher` stitches)."""
         return TileResult(
             self.index, self.core, self.mask.unpack(), self.score.unpack() if self.score is not None else None,
             self.classes.unpack() if self.classes is not None else None, [], list(self.notes), list(self.caveats),
@@ -259,7 +259,7 @@ def _template(registry: Any, qualified_name: str) -> Template:
 def run_tile(scene: Scene, request: Request, template: Template, operators: Mapping[str, Any], tile: Any) -> tuple[
     TileOutput, int
 ]:
-    """The engine's per-tile step (:func:`rscore.engine.analytic.run_tile`: the program on the tile's core + halo,
+    """The engine's per-tile step (:func:`rscore.engine.tile.run_tile`: the program on the tile's core + halo,
     cropped to the core, invalid pixels out of the mask, NaN score, class 0), packed to be persisted. Returns the
     tile output and the number of segmenter targets the program returned (which this flow does not segment)."""
     res = engine_run_tile(scene, request, template, operators, tile)
@@ -382,7 +382,7 @@ def write_region(scene: Scene, result: Result, region_out: str) -> Result:
 
 # ------------------------------------------------------------------------------------------------------------ merge
 class _Stitch:
-    """A region's batches stitched by the engine's stitch stage (:class:`~rscore.engine.analytic.TileStitcher`),
+    """A region's batches stitched by the engine's stitch stage (:class:`~rscore.engine.program.TileStitcher`),
     plus what only a flow has: bad tiles and batches that failed after their retries."""
 
     def __init__(self, job: RegionJob) -> None:

@@ -13,21 +13,15 @@ it answers other inputs, likewise. ``plan.match`` keeps the whole decision (scor
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from rscore.engine.matching import decide
-from rscore.errors import InternalError, OptionError
-from rscore.sdk import Operator, OpContext, ProgramOutput, Template
-from rscore.tiling import ArraySink, TiledArray, iter_tiles, make_sink, tile_count
-from rscore.types import Plan, ProgressCallback, Request, Scene, Step, Target
-
-if TYPE_CHECKING:
-    from rscore.engine.parallel import TileResult
-    from rscore.tiling import Tile
+from rscore.engine.program import ProgramRun, TileStitcher, merge_notes, run_program  # noqa: F401 - moved (#19)
+from rscore.engine.tile import run_tile  # noqa: F401 - moved there in #19; importable from here too
+from rscore.errors import OptionError
+from rscore.sdk import Template
+from rscore.types import Plan, Request, Scene, Step
 
 log = logging.getLogger(__name__)
 
@@ -135,168 +129,3 @@ class AnalyticReasoner:
             steps.append(Step(text=f"rule: {t.explain}"))
         return Plan(steps=tuple(steps), template=t.qualified_name, reasoner=self.name, match=match)
 
-
-@dataclass
-class ProgramRun:
-    """What running a template program over a whole scene produced."""
-
-    mask: np.ndarray | TiledArray
-    score: np.ndarray | TiledArray | None
-    classes: np.ndarray | TiledArray | None
-    steps: list[Step]
-    targets: list[Target]
-    tiles: int
-    caveats: list[str]
-
-
-def run_program(
-    scene: Scene,
-    request: Request,
-    template: Template,
-    operators: Mapping[str, Operator],
-    *,
-    tile_size: int = 1024,
-    progress: ProgressCallback | None = None,
-) -> ProgramRun:
-    """Run ``template.program`` tile by tile (halo = ``template.halo``) and stitch the outputs seam-free.
-
-    Invalid pixels (nodata, alpha) are never in the mask; their score is NaN and their class 0. Notes recorded by
-    the program become steps; a note's numeric stats are averaged over tiles weighted by tile area. Tiles run in
-    worker processes with option ``workers`` (:mod:`rscore.engine.parallel`; same outputs as one by one).
-    """
-    from rscore.engine.parallel import map_tiles, resolve_workers
-
-    assert template.program is not None
-    h, w = scene.shape
-    total = tile_count(h, w, tile_size)
-    workers = resolve_workers(request.options.get("workers"), pixels=h * w, tiles=total)
-    stitch = TileStitcher(h, w, tile_size)
-    targets: list[Target] = []
-    tiles = iter_tiles(h, w, tile_size, template.halo)
-    for done, res in enumerate(map_tiles(scene, request, template, operators, tiles, workers), start=1):
-        stitch.add(res)
-        targets += res.targets
-        if progress:
-            progress(done, total)
-    mask, score, classes = stitch.finish()
-    return ProgramRun(mask, score, classes, stitch.steps(), targets, total, stitch.caveats)
-
-
-class TileStitcher:
-    """The stitch stage of a tiled program: tile outputs (cropped to their cores, as :func:`run_tile` returns them)
-    written into the scene-sized mask / score / class rasters (in memory, or compressed tiles on disk above
-    ``RSCORE_IN_MEMORY_PIXELS``), their notes merged into plan steps weighted by tile area, their caveats kept once.
-    :func:`run_program` uses it tile by tile; the landslide flow batch by batch. Tiles may come in any order."""
-
-    def __init__(self, height: int, width: int, tile_size: int) -> None:
-        self.height, self.width, self.tile_size = height, width, tile_size
-        self.mask = make_sink(height, width, bool, tile_size)
-        self.score: ArraySink | TiledArray | None = None
-        self.classes: ArraySink | TiledArray | None = None
-        self.notes: list[tuple[Step, float]] = []
-        self.caveats: list[str] = []
-
-    def add(self, res: Any) -> None:
-        """One tile's outputs: anything with ``core`` (its window), ``mask`` / ``score`` / ``classes`` (core-sized
-        arrays or ``None``), ``notes`` and ``caveats``."""
-        h, w, ts = self.height, self.width, self.tile_size
-        if res.mask is not None:
-            self.mask.write(res.core, res.mask)
-        if res.score is not None:
-            self.score = self.score or make_sink(h, w, np.float32, ts, fill=np.nan)
-            self.score.write(res.core, res.score)
-        if res.classes is not None:
-            self.classes = self.classes or make_sink(h, w, np.uint8, ts)
-            self.classes.write(res.core, res.classes)
-        weight = float(res.core.height * res.core.width)
-        self.notes += [(note, weight) for note in res.notes]
-        self.caveats += [c for c in res.caveats if c not in self.caveats]
-
-    def steps(self) -> list[Step]:
-        return merge_notes(self.notes)
-
-    def finish(self) -> tuple[Any, Any, Any]:
-        """``(mask, score, classes)``: arrays, or :class:`TiledArray` on disk; ``None`` for outputs no tile gave."""
-        return (
-            self.mask.finish(),
-            self.score.finish() if self.score is not None else None,
-            self.classes.finish() if self.classes is not None else None,
-        )
-
-    def close(self) -> None:
-        """Release on-disk tiles of a stitch that is abandoned (after :meth:`finish`, the rasters own them)."""
-        for sink in (self.mask, self.score, self.classes):
-            if isinstance(sink, TiledArray):
-                sink.close()
-
-
-def run_tile(scene: Scene, request: Request, template: Template, operators: Mapping[str, Operator], tile: Tile
-             ) -> TileResult:
-    """The template's program on one tile: the context reads the tile's window (core plus halo); outputs are
-    cropped to the core, invalid pixels are out of the mask, NaN in the score and class 0; targets are shifted to
-    scene pixels. What :func:`run_program` stitches, here or in a worker process (:mod:`rscore.engine.parallel`)."""
-    from rscore.engine.parallel import TileResult
-
-    assert template.program is not None
-    ctx = OpContext(scene, request, operators, tile.read, params=request.options, core=tile.core)
-    out = template.program(ctx)
-    if not isinstance(out, ProgramOutput):
-        raise InternalError(f"template '{template.qualified_name}' returned {type(out).__name__}, not ProgramOutput")
-    crop = tile.crop
-    valid = ctx.valid[crop]
-    res = TileResult(tile.index, tile.core, None, None, None)
-    if out.mask is not None:
-        _check_shape(template, "mask", out.mask, ctx.shape)
-        res.mask = np.asarray(out.mask, bool)[crop] & valid
-    if out.score is not None:
-        _check_shape(template, "score", out.score, ctx.shape)
-        score = np.asarray(out.score, np.float32)[crop].copy()
-        score[~valid] = np.nan
-        res.score = score
-    if out.classes is not None:
-        _check_shape(template, "classes", out.classes, ctx.shape)
-        classes = np.asarray(out.classes, np.uint8)[crop].copy()
-        classes[~valid] = 0
-        res.classes = classes
-    res.targets = [_shift_target(t, tile.read.col_off, tile.read.row_off) for t in out.targets]
-    res.notes = list(ctx.notes)
-    res.caveats = list(dict.fromkeys(ctx.caveats))
-    return res
-
-
-def _check_shape(template: Template, what: str, arr: np.ndarray, shape: tuple[int, int]) -> None:
-    if np.shape(arr) != shape:
-        raise InternalError(
-            f"template '{template.qualified_name}' returned a {what} of shape {np.shape(arr)} for a view of {shape}"
-        )
-
-
-def _shift_target(t: Target, dx: int, dy: int) -> Target:
-    if not dx and not dy:
-        return t
-    box = None if t.box is None else (t.box[0] + dx, t.box[1] + dy, t.box[2] + dx, t.box[3] + dy)
-    points = tuple((x + dx, y + dy, lab) for x, y, lab in t.points)
-    return Target(t.label, box, points, t.phrase, t.confidence)
-
-
-def merge_notes(notes: Iterable[tuple[Step, float]]) -> list[Step]:
-    """The notes of many tiles as plan steps: one step per distinct text (first-seen order), its numeric stats
-    averaged weighted by each tile's core area, other stats from the first note. Also used by the flows, which
-    run tiles as separate tasks."""
-    acc: dict[str, tuple[Step, dict[str, float], float]] = {}
-    for note, weight in notes:
-        numeric = {
-            k: float(v) for k, v in note.stats.items() if isinstance(v, (int, float, np.number)) and np.isfinite(v)
-        }
-        if note.text not in acc:
-            other = {k: v for k, v in note.stats.items() if k not in numeric}
-            acc[note.text] = (Step(note.text, note.operator, note.params, other), {k: 0.0 for k in numeric}, 0.0)
-        step, sums, wsum = acc[note.text]
-        for k, v in numeric.items():
-            sums[k] = sums.get(k, 0.0) + v * weight
-        acc[note.text] = (step, sums, wsum + weight)
-    steps = []
-    for step, sums, wsum in acc.values():
-        means = {k: v / wsum for k, v in sums.items()} if wsum else {}
-        steps.append(Step(step.text, step.operator, step.params, {**step.stats, **means}))
-    return steps

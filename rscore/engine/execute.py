@@ -1,7 +1,7 @@
 """Execute: what the plan asks for, on the scene's pixels.
 
 - an analytic plan runs its template's program tile by tile (halo = ``template.halo``), stitched seam-free
-  (:func:`rscore.engine.analytic.run_program`; tiles in worker processes with ``-O workers``,
+  (:func:`rscore.engine.program.run_program`; tiles in worker processes with ``-O workers``,
   :mod:`rscore.engine.parallel`);
 - targets (from the program or a reasoner) that carry their own mask (LISA) are instances as they are; the others
   go to the segmenter the options name (:func:`rscore.engine.backends.segmenter`), on the scene's 8-bit picture;
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rscore.engine.analytic import run_program
+from rscore.engine.program import run_program
 from rscore.engine.backends import segmenter
 from rscore.engine.plan import Planned
 from rscore.plugins import Registry

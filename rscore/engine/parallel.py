@@ -1,6 +1,6 @@
 """The tiles of an analytic program, one after another or in worker processes (option ``workers``).
 
-:func:`rscore.engine.analytic.run_tile` runs a template's program on one tile exactly as ``run_program`` always
+:func:`rscore.engine.tile.run_tile` runs a template's program on one tile exactly as ``run_program`` always
 has (the context reads the tile's window, core plus halo; outputs are cropped to the core; invalid pixels are out of
 the mask, NaN in the score, class 0). :func:`map_tiles` yields the tiles' results **in tile order**, computed here
 or by ``workers`` processes, so the stitched outputs, the merged notes, targets and caveats are the same either way.
@@ -22,33 +22,17 @@ import os
 import pickle
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from rscore.errors import InternalError, OptionError, RscoreError
 from rscore.sdk import Operator, Template
+from rscore.engine.tile import TileResult, run_tile
 from rscore.tiling import Tile
-from rscore.types import Request, Scene, Step, Target
+from rscore.types import Request, Scene
 
 log = logging.getLogger(__name__)
 
 PARALLEL_MIN_PIXELS = 4_000_000
-
-
-@dataclass
-class TileResult:
-    """One tile's outputs, cropped to its core (``None`` where the program gave none)."""
-
-    index: int
-    core: Any
-    mask: np.ndarray | None
-    score: np.ndarray | None
-    classes: np.ndarray | None
-    targets: list[Target] = field(default_factory=list)
-    notes: list[Step] = field(default_factory=list)
-    caveats: list[str] = field(default_factory=list)
 
 
 def available_cores() -> int:
@@ -93,9 +77,8 @@ def map_tiles(
     tiles: Iterable[Tile],
     workers: int = 1,
 ) -> Iterator[TileResult]:
-    """:func:`~rscore.engine.analytic.run_tile` over ``tiles``, in their order, here (``workers`` <= 1) or in
+    """:func:`~rscore.engine.tile.run_tile` over ``tiles``, in their order, here (``workers`` <= 1) or in
     ``workers`` processes."""
-    from rscore.engine.analytic import run_tile
     if workers > 1:
         job = (scene, request, template, dict(operators))
         try:
@@ -122,7 +105,6 @@ def _init_worker(payload: bytes) -> None:
 def _work(tile: Tile) -> tuple[bool, Any]:
     """In a worker: ``(True, TileResult)`` or ``(False, exception)``; an exception that cannot travel back as it is
     travels as an :class:`InternalError` with its text."""
-    from rscore.engine.analytic import run_tile
 
     assert _JOB is not None
     try:

@@ -3,8 +3,8 @@
     request   rscore.engine.request     query checked, options declared and converted      -> Request
     preprocess rscore.engine.hooks      rscore_preprocess chain (plugin + core)            -> Scene
     plan      rscore.engine.plan        templates for the scene, reasoner.plan (or given)  -> Planned
-    execute   rscore.engine.execute     template program per tile (rscore.engine.analytic,  -> Execution
-              + stitch                  stitched by rscore.tiling) | segmenter on targets;
+    execute   rscore.engine.execute     template program per tile (rscore.engine.program,   -> Execution
+              + stitch                  .tile, .parallel) | segmenter on targets;
                                         VLM on a large scene: per tile, merged across tile
                                         borders (rscore.engine.decoupled, rscore.engine.stitch)
     finish    rscore.engine.finish      union mask, instances, absent, caveats, provenance  -> Result

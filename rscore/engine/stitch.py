@@ -7,7 +7,7 @@ What the tiled decoupled path (:mod:`rscore.engine.decoupled`) does after each t
     merged pieces --stitch_pieces--> instances (full-size masks within the budget) + union mask (memory or disk)
 
 The analytic path stitches its program's tile outputs with :func:`rscore.tiling.make_sink` (seam-free by halo,
-:func:`rscore.engine.analytic.run_program`); both keep memory flat with the scene's size.
+:func:`rscore.engine.program.run_program`); both keep memory flat with the scene's size.
 """
 
 from __future__ import annotations

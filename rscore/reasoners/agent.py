@@ -507,7 +507,7 @@ class AgentReasoner(VLMReasoner):
 
         a = dict(call.arguments)
         if not isinstance(target, Operator):
-            from rscore.engine.analytic import run_program
+            from rscore.engine.program import run_program
 
             run = run_program(scene, request, target, operators, tile_size=int(request.option("tile_size", 1024)))
             if not isinstance(run.mask, np.ndarray):

@@ -80,7 +80,7 @@ class _AnalyticDetector:
         self.steps: list[Step] = []
 
     def detect(self, scene: Scene) -> list[Instance]:
-        from rscore.engine.analytic import run_program
+        from rscore.engine.program import run_program
 
         c = self.ctx  # ``scene`` is the frame already through the preprocess hooks (_Context.prepare)
         run = run_program(scene, c.request, self.template, c.reg.operators, tile_size=int(c.opts["tile_size"]))

@@ -261,7 +261,7 @@ class HiVisSignal:
         self.max_side = int(max_side)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        from rscore.engine.analytic import run_program
+        from rscore.engine.program import run_program
 
         h, w = rgb.shape[:2]
         scale = self.max_side / max(h, w) if self.max_side else 1.0
