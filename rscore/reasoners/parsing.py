@@ -44,8 +44,6 @@ are pixel centres: ``x_orig = (x + 0.5) * sx - 0.5``). :func:`answer_to_plan` bu
 
 from __future__ import annotations
 
-import ast
-import json
 import logging
 import math
 import re
@@ -54,6 +52,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rscore.errors import OptionError
+from rscore.reasoners.jsonfind import AnswerParseError, find_value
 from rscore.types import Plan, Step, Target
 
 if TYPE_CHECKING:
@@ -91,10 +90,6 @@ _GEOMETRY = frozenset(BOX_KEYS + POS_KEYS + NEG_KEYS)
 _SCHEMA_KEYS = frozenset(("targets", "absent", "steps"))
 
 
-class AnswerParseError(ValueError):
-    """A model's output that cannot be used. ``str(exc)`` is one line, written to be shown to the model."""
-
-
 @dataclass(frozen=True)
 class ParsedAnswer:
     """A model's answer in the frame of the picture as sent.
@@ -119,7 +114,6 @@ class ParsedAnswer:
 _THINK = re.compile(r"<think>(.*?)(?=</think>|<answer>|\Z)", re.S | re.I)
 _THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|(?=<answer>)|\Z)", re.S | re.I)
 _ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.S | re.I)
-_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
 _NO_OBJECT = re.compile(
     r"(none|null|nothing|no|absent|n/?a|not (found|present|visible|in the image)|"
     r"no (such |matching |visible )?(object|target|region|thing)s?( (found|present|visible|in the (image|picture)))?)",
@@ -157,89 +151,6 @@ def steps_from_text(text: str, *, max_steps: int = MAX_STEPS, max_chars: int = M
 
 
 # -------------------------------------------------------------------------------------------------- finding JSON
-_OPEN = re.compile(r"[\[{]")
-_CLOSE = {"[": "]", "{": "}"}
-_FAIL = object()
-
-
-def _balanced_end(text: str, start: int, limit: int = 200_000) -> int | None:
-    """End (exclusive) of the bracketed span opening at ``start``.
-
-    ``-1`` when a closing bracket does not match (prose, not JSON); ``None`` when the text ends first (cut off).
-    """
-    stack: list[str] = []
-    quote: str | None = None
-    i, n = start, min(len(text), start + limit)
-    while i < n:
-        c = text[i]
-        if quote:
-            if c == "\\":
-                i += 2
-                continue
-            if c == quote:
-                quote = None
-        elif c in "\"'":
-            quote = c
-        elif c in _CLOSE:
-            stack.append(_CLOSE[c])
-        elif c in "]}":
-            if not stack or stack.pop() != c:
-                return -1
-            if not stack:
-                return i + 1
-        i += 1
-    return None
-
-
-def _lenient(span: str) -> Any:
-    """Decode near-JSON: trailing commas, Python literals and quoting. Returns ``_FAIL`` when it is not that."""
-    fixed = re.sub(r",\s*([}\]])", r"\1", span)
-    try:
-        return json.loads(fixed)
-    except json.JSONDecodeError:
-        pass
-    pythonic = re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", re.sub(r"\bnull\b", "None", fixed)))
-    try:
-        value = ast.literal_eval(pythonic)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return _FAIL
-    return value if isinstance(value, (dict, list, tuple)) else _FAIL
-
-
-def _looks_like_json(text: str, p: int) -> bool:
-    rest = text[p + 1 : p + 40].lstrip()
-    return bool(rest) and (rest[0] in "{[\"'-]}" or rest[0].isdigit())
-
-
-def _scan(text: str, max_values: int = 200) -> tuple[list[tuple[Any, int, int]], list[int]]:
-    """Decode every top-level JSON(-like) value in ``text``: ``([(value, start, end)], [malformed start])``."""
-    decoder = json.JSONDecoder()
-    found: list[tuple[Any, int, int]] = []
-    broken: list[int] = []
-    i = 0
-    while len(found) < max_values:
-        m = _OPEN.search(text, i)
-        if m is None:
-            break
-        p = m.start()
-        try:
-            value, end = decoder.raw_decode(text, p)
-        except json.JSONDecodeError:
-            end = _balanced_end(text, p)
-            value = _lenient(text[p:end]) if end is not None and end > 0 else _FAIL
-            if value is _FAIL:
-                if _looks_like_json(text, p):
-                    broken.append(p)
-                    if end is not None and end > 0:  # a whole malformed value: skip it, do not pick out its insides
-                        i = end
-                        continue
-                i = p + 1
-                continue
-        found.append((value, p, end))
-        i = end
-    return found, broken
-
-
 def _priority(value: Any) -> int:
     """2: an answer structure; 1: a weak one (bare box, empty list); 0: not an answer."""
     if isinstance(value, dict):
@@ -257,46 +168,10 @@ def find_json(text: str) -> tuple[Any, str]:
     """The answer value in ``text`` and the prose around it: ``(value, prose)``.
 
     Fenced blocks are searched first, then the whole text; a full answer structure beats a bare box or an empty list.
-    Raises :class:`AnswerParseError` when there is none, or when the JSON that holds it is malformed or cut off.
+    Raises :class:`AnswerParseError` when there is none, or when the JSON that holds it is malformed or cut off
+    (:func:`rscore.reasoners.jsonfind.find_value`).
     """
-    regions: list[tuple[str, int]] = [(m.group(1), m.start(1)) for m in _FENCE.finditer(text)] + [(text, 0)]
-    best: tuple[int, Any, int, int] | None = None
-    broken_all: list[int] = []
-    for region, offset in regions:
-        found, broken = _scan(region)
-        broken_all += [offset + b for b in broken]
-        for value, start, end in found:
-            pr = _priority(value)
-            if pr and (best is None or pr > best[0]):
-                best = (pr, value, offset + start, offset + end)
-        if best is not None and best[0] == 2:
-            break
-    if best is None:
-        if broken_all:
-            at = broken_all[0]
-            raise AnswerParseError(
-                f"the JSON starting at character {at} is malformed or cut off ({_snippet(text, at)})"
-            )
-        if _OPEN.search(text):
-            raise AnswerParseError("the JSON has none of the expected keys (steps/targets/absent, or bbox_2d/point_2d)")
-        raise AnswerParseError("the answer contains no JSON object")
-    _, value, start, end = best
-    cut = [b for b in broken_all if b < start and _balanced_end(text, b) is None]
-    if cut:
-        # Is the value found an element or member of a larger JSON value that is cut off (output truncated at
-        # max_tokens)? Then taking it would silently lose the rest. A stray bracket in prose is not that.
-        gap = text[max(cut) + 1 : start].strip()
-        if not gap or gap[-1] in ",:[{":
-            raise AnswerParseError(
-                f"the JSON starting at character {max(cut)} is malformed or cut off ({_snippet(text, max(cut))})"
-            )
-    prose = _FENCE.sub(" ", text[:start] + " " + text[end:])
-    prose = re.sub(r"^\s*json\b", "", prose.replace("```", " "), flags=re.I)
-    return value, " ".join(prose.split())
-
-
-def _snippet(text: str, at: int, width: int = 60) -> str:
-    return repr(" ".join(text[at : at + width].split()) + ("..." if len(text) > at + width else ""))
+    return find_value(text, _priority)
 
 
 # --------------------------------------------------------------------------------------------- reading targets
