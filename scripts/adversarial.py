@@ -527,6 +527,7 @@ def upload_cases(add: Callable[..., None]) -> None:
         return [*sorted((d / "src").glob("*.dcm")), d / "notes.txt"]
 
     case("files: series + one non-DICOM", several_with_junk)
+    case("files: series (control)", lambda d: (_series_members(d), sorted((d / "src").glob("*.dcm")))[1], expect=(0,))
 
 
 def upload_main(argv: list[str]) -> int:

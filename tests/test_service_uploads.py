@@ -221,3 +221,23 @@ def test_a_zip_based_format_a_reader_claims_is_not_extracted(tmp_path: Path):
     finally:
         services.stop_all()
     assert_nothing_left(tmp_path)
+
+
+def test_unit_member_count_is_read_from_the_end_record_before_parsing(tmp_path: Path, monkeypatch):
+    import struct
+
+    from rscore.service import uploads
+    from rscore.service.security import UploadTooLarge
+
+    data = bytearray(zip_of({f"d{i}/": b"" for i in range(20)}, method=zipfile.ZIP_STORED))
+    end = data.rfind(b"PK\x05\x06")
+    data[end + 8: end + 12] = struct.pack("<HH", 65535, 65535)  # the end record claims 65535 members
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(bytes(data))
+
+    def no_parsing(*_a, **_k):
+        raise AssertionError("the central directory was parsed")
+
+    monkeypatch.setattr(uploads.zipfile, "ZipFile", no_parsing)
+    with pytest.raises(UploadTooLarge, match="65535 members"):
+        uploads.extract_dicom_zip(archive, tmp_path / "x", shown="a.zip", max_bytes=1 << 20)

@@ -116,6 +116,17 @@ def _check_dicom_head(head: bytes, shown: str) -> None:
         )
 
 
+def _declared_members(archive: Path) -> int | None:
+    """The member count the archive's end record declares (zip64 too), read before its central directory is parsed;
+    ``None`` when it cannot be read here (zipfile then says what is wrong)."""
+    try:
+        with open(archive, "rb") as fh:
+            end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]  # stable since Python 2; the parser's own
+        return int(end[zipfile._ECD_ENTRIES_TOTAL]) if end else None  # type: ignore[attr-defined]
+    except Exception:  # a private helper: if it changes, the count after parsing still applies
+        return None
+
+
 def extract_dicom_zip(archive: Path, folder: Path, *, shown: str, max_bytes: int, max_members: int = MAX_MEMBERS) -> Path:
     """Extract the DICOM series in ``archive`` flat into the new ``folder`` (see the module docstring); ``folder``.
 
@@ -123,6 +134,9 @@ def extract_dicom_zip(archive: Path, folder: Path, *, shown: str, max_bytes: int
     :class:`UploadTooLarge` (413) naming the member; what was written so far stays in ``dest`` for the caller to
     remove with the staging folder.
     """
+    declared_members = _declared_members(archive)
+    if declared_members is not None and declared_members > max_members:  # before zipfile builds an entry per member
+        raise UploadTooLarge(f"{shown}: {declared_members} members, more than the {max_members} a series upload may hold")
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
