@@ -32,8 +32,8 @@ def _tiled(z: np.ndarray, tile: int, px: float = 10.0, py: float = 10.0) -> np.n
 def _surfaces():
     """Rough surfaces with pits, quantised ones (many flats), holes, and a flat lake bed crossing every tile."""
     rng = np.random.default_rng(3)
-    for k in range(16):
-        h, w = (int(v) for v in rng.integers(6, 48, size=2))
+    for k in range(12):
+        h, w = (int(v) for v in rng.integers(6, 36, size=2))
         kind = k % 4
         if kind == 0:
             z = rng.random((h, w)) * 10
@@ -52,7 +52,7 @@ def _surfaces():
 def test_tiled_equals_whole_on_pits_flats_and_holes():
     for z in _surfaces():
         whole = terrain.flow_accumulation(z, 10.0, 10.0)
-        for tile in (2, 5, 16):
+        for tile in (3, 7, 16):  # 3: last tiles of 1 px (halo read from the tile store), 7 and 16: from strips
             np.testing.assert_array_equal(_tiled(z, tile), whole, err_msg=f"{z.shape} tile {tile}")
 
 

@@ -412,6 +412,10 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
 
     # ---- B: the filled surface, per tile, into a tile store
     filled = TiledArray(height, width, np.float64, tile, fill=np.nan)
+    # the 2 px next to each tile edge stay in memory (O(perimeter)): a tile's 2 px halo comes from its neighbours'
+    # strips, not from loading the 8 tiles around it (unless a tile is thinner than 2 px, then by reading them)
+    fstrips: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+    thin = min(min(g[3] - g[2], g[5] - g[4]) for g in grid) < 2
     for ti, tj, r0, r1, c0, c1 in grid:
         z = read(r0, r1, c0, c1)
         nan = np.isnan(z)
@@ -425,6 +429,7 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
         f = hydrology.priority_flood(work.reshape(z.shape), outlet.reshape(z.shape))
         f[nan] = np.nan
         filled.write(Window(r0, c0, r1 - r0, c1 - c0), f)
+        fstrips[(ti, tj)] = (f[:2].copy(), f[-2:].copy(), f[:, :2].copy(), f[:, -2:].copy())
     del spill
 
     # ---- C: flat distances with boundary exchange
@@ -453,14 +458,40 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
                 ring[0 if dr < 0 else -1, 0 if dc < 0 else -1] = (bottom if dr < 0 else top)[-1 if dc < 0 else 0]
         return ring
 
-    def receivers(ti: int, tj: int, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
-        ra, rb, ca, cb = max(0, r0 - 2), min(height, r1 + 2), max(0, c0 - 2), min(width, c1 + 2)
+    def f_padded(ti: int, tj: int, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
         fpad = np.full((r1 - r0 + 4, c1 - c0 + 4), np.nan)
         inside = np.zeros(fpad.shape, bool)
-        sl = slice(ra - r0 + 2, rb - r0 + 2), slice(ca - c0 + 2, cb - c0 + 2)
-        fpad[sl] = filled.read(Window(ra, ca, rb - ra, cb - ca))
-        inside[sl] = True
-        return _tile_receivers(fpad, inside, ring_of(ti, tj), r0 - 2, c0 - 2, height, width, float(px), float(py))
+        if thin:
+            ra, rb, ca, cb = max(0, r0 - 2), min(height, r1 + 2), max(0, c0 - 2), min(width, c1 + 2)
+            sl = slice(ra - r0 + 2, rb - r0 + 2), slice(ca - c0 + 2, cb - c0 + 2)
+            fpad[sl] = filled.read(Window(ra, ca, rb - ra, cb - ca))
+            inside[sl] = True
+            return fpad, inside
+        fpad[2:-2, 2:-2] = filled.read(Window(r0, c0, r1 - r0, c1 - c0))
+        inside[2:-2, 2:-2] = True
+        for dr, dc in zip(_DR, _DC):
+            st = fstrips.get((ti + dr, tj + dc))
+            if st is None:
+                continue
+            top2, bottom2, left2, right2 = st
+            if dr:
+                src = bottom2 if dr < 0 else top2
+                src = src[:, -2:] if dc < 0 else src[:, :2] if dc > 0 else src
+            else:
+                src = right2 if dc < 0 else left2
+            rs = slice(0, 2) if dr < 0 else slice(-2, None) if dr > 0 else slice(2, -2)
+            cs = slice(0, 2) if dc < 0 else slice(-2, None) if dc > 0 else slice(2, -2)
+            fpad[rs, cs] = src
+            inside[rs, cs] = True
+        return fpad, inside
+
+    def receivers(ti: int, tj: int, r0: int, r1: int, c0: int, c1: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        fpad, inside = f_padded(ti, tj, r0, r1, c0, c1)
+        rec, cum = _tile_receivers(fpad, inside, ring_of(ti, tj), r0 - 2, c0 - 2, height, width, float(px),
+                                   float(py))
+        nodata = np.isnan(fpad[2:-2, 2:-2])
+        return rec, cum, nodata
 
     dirty = {g[:2] for g in grid}
     while dirty:
@@ -468,7 +499,7 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
             if (ti, tj) not in dirty:
                 continue
             dirty.discard((ti, tj))
-            _, cum = receivers(ti, tj, r0, r1, c0, c1)
+            _, cum, _ = receivers(ti, tj, r0, r1, c0, c1)
             new = (cum[0].copy(), cum[-1].copy(), cum[:, 0].copy(), cum[:, -1].copy())
             old = strips.get((ti, tj))
             if old is None and all(np.isinf(s).all() for s in new):
@@ -487,16 +518,16 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
     is_exit = np.zeros(n - 1, np.bool_)
 
     def local_graph(ti, tj, r0, r1, c0, c1):
-        rec, _ = receivers(ti, tj, r0, r1, c0, c1)
+        rec, _, nodata = receivers(ti, tj, r0, r1, c0, c1)
         rec = rec.ravel()
         h, w = r1 - r0, c1 - c0
         gr, gc = np.divmod(rec, width)
         inside_t = (rec >= 0) & (gr >= r0) & (gr < r1) & (gc >= c0) & (gc < c1)
         local_rec = np.where(inside_t, (gr - r0) * w + (gc - c0), -1)
-        return rec, inside_t, local_rec
+        return rec, inside_t, local_rec, nodata
 
     for ti, tj, r0, r1, c0, c1 in grid:
-        rec, inside_t, local_rec = local_graph(ti, tj, r0, r1, c0, c1)
+        rec, inside_t, local_rec, _ = local_graph(ti, tj, r0, r1, c0, c1)
         acc = hydrology.accumulate_stack(local_rec, np.ones(local_rec.size))
         local, gidx = per[(ti, tj)]
         k = node(gidx) - 1
@@ -521,13 +552,14 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
     result = TiledArray(height, width, np.float32, tile, fill=np.nan)
     area = float(px) * float(py)
     for ti, tj, r0, r1, c0, c1 in grid:
-        _, _, local_rec = local_graph(ti, tj, r0, r1, c0, c1)
+        _, _, local_rec, nodata = local_graph(ti, tj, r0, r1, c0, c1)
         local, gidx = per[(ti, tj)]
         wts = np.ones(local_rec.size)
         wts[local] += inflow[node(gidx) - 1]
         acc = hydrology.accumulate_stack(local_rec, wts)
         out = (acc * area).reshape(r1 - r0, c1 - c0).astype(np.float32)
-        out[np.isnan(filled.read(Window(r0, c0, r1 - r0, c1 - c0)))] = np.nan
+        out[nodata] = np.nan
         result.write(Window(r0, c0, r1 - r0, c1 - c0), out)
     filled.close()
+    del fstrips
     return result
