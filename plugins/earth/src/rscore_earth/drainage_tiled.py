@@ -121,12 +121,35 @@ if hydrology.AVAILABLE:
                 continue
             done[u] = True
             for e in range(indptr[u], indptr[u + 1]):
-                v = nbr[e]
+                v = np.int64(nbr[e])
                 nd = max(d, wt[e])
                 if nd < best[v]:
                     best[v] = nd
                     heapq.heappush(heap, (nd, v))
         return best
+
+    @njit(cache=True)
+    def _csr(n, u, v, w):  # pragma: no cover - compiled
+        """Undirected edge lists as compressed adjacency (each edge stored once per end)."""
+        indptr = np.zeros(n + 1, np.int64)
+        for e in range(u.size):
+            indptr[u[e] + 1] += 1
+            indptr[v[e] + 1] += 1
+        for i in range(n):
+            indptr[i + 1] += indptr[i]
+        cur = indptr[:-1].copy()
+        nbr = np.empty(indptr[n], np.int32)
+        wt = np.empty(indptr[n], np.float64)
+        for e in range(u.size):
+            a = u[e]
+            b = v[e]
+            nbr[cur[a]] = b
+            wt[cur[a]] = w[e]
+            cur[a] += 1
+            nbr[cur[b]] = a
+            wt[cur[b]] = w[e]
+            cur[b] += 1
+        return indptr, nbr, wt
 
     @njit(cache=True)
     def _tile_receivers(fp, inside, ring_cum, gr0, gc0, big_h, big_w, px, py):  # pragma: no cover - compiled
@@ -336,6 +359,8 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
     per = {g[:2]: _perimeter(*g[2:], width) for g in grid}
     ids = np.sort(np.concatenate([p[1] for p in per.values()]))
     n = ids.size + 1  # node 0: the ocean (fill graph); perimeter cell k -> node k + 1
+    if n >= 2**31:
+        raise ValueError(f"{n} tile perimeter cells: use a larger drainage tile")
 
     def node(gidx: np.ndarray) -> np.ndarray:
         return np.searchsorted(ids, gidx) + 1
@@ -373,13 +398,13 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
         # one edge per pair of labels (the lowest meeting level): what the tile leaves behind is O(its perimeter)
         u_, v_, w_ = _lowest_per_pair(np.concatenate(tu), np.concatenate(tv), np.concatenate(tw), n)
         del tu, tv, tw
-        eu.append(u_)
-        ev.append(v_)
+        eu.append(u_.astype(np.int32))
+        ev.append(v_.astype(np.int32))
         ew.append(w_)
         # across the tile edge: perimeter cell -> ring cell (a perimeter cell of the neighbour tile)
         nodep = np.where(ocean, 0, plm)
         lvp = np.where(nan, -np.inf, z)
-        for dr, dc in zip(_DR, _DC):
+        for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):  # each pair of neighbouring tiles once
             qin = inside[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w].copy()
             ring = np.zeros((h + 2, w + 2), bool)
             ring[0, :] = ring[-1, :] = ring[:, 0] = ring[:, -1] = True
@@ -393,22 +418,19 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
             qocean = np.isnan(qz) | (qr == 0) | (qr == height - 1) | (qc == 0) | (qc == width - 1)
             qn = np.where(qocean, 0, node(qg))
             keep = qn != nodep[pr, pc]
-            eu.append(nodep[pr, pc][keep])
-            ev.append(qn[keep])
+            eu.append(nodep[pr, pc][keep].astype(np.int32))
+            ev.append(qn[keep].astype(np.int32))
             ew.append(np.maximum(lvp[pr, pc], np.where(np.isnan(qz), -np.inf, qz))[keep])
     u = np.concatenate(eu)
+    del eu
     v = np.concatenate(ev)
+    del ev
     wt = np.concatenate(ew)
-    del eu, ev, ew
-    src = np.concatenate([u, v])
-    dst = np.concatenate([v, u])
-    wt2 = np.concatenate([wt, wt])
+    del ew
+    indptr, nbr, wts = _csr(n, u, v, wt)
     del u, v, wt
-    order = np.argsort(src, kind="stable")
-    indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(np.bincount(src, minlength=n), out=indptr[1:])
-    spill = _minimax_from_ocean(n, indptr, dst[order].astype(np.int64), wt2[order].astype(np.float64))
-    del src, dst, wt2, order, indptr
+    spill = _minimax_from_ocean(n, indptr, nbr, wts)
+    del indptr, nbr, wts
 
     # ---- B: the filled surface, per tile, into a tile store
     filled = TiledArray(height, width, np.float64, tile, fill=np.nan)
