@@ -2,9 +2,9 @@
 
 The result is identical (bit for bit) to :func:`rscore_earth.terrain.flow_accumulation` on the whole array: the same
 depression-free surface, the same receivers (flats included) and the same counts. Only tiles and what crosses their
-edges are held: a tile's arrays (about 60 bytes per pixel of one tile) plus a few numbers per *perimeter* cell of
-every tile (O(pixels / tile side)), never a raster-sized array. Intermediate surfaces live in an on-disk tile store
-(:class:`rscore.tiling.TiledArray`, a temporary folder removed with it).
+edges are held: a tile's arrays (about 200 bytes per pixel of one tile: ~200 MiB at 1024^2) plus a few numbers per
+*perimeter* cell of every tile (O(pixels / tile side)), never a raster-sized array. Intermediate surfaces live in an
+on-disk tile store (:class:`rscore.tiling.TiledArray`, a temporary folder removed with it).
 
 Five passes over the tiles, after Barnes (2016, 2017):
 
@@ -542,7 +542,7 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
     def local_graph(ti, tj, r0, r1, c0, c1):
         rec, _, nodata = receivers(ti, tj, r0, r1, c0, c1)
         rec = rec.ravel()
-        h, w = r1 - r0, c1 - c0
+        w = c1 - c0
         gr, gc = np.divmod(rec, width)
         inside_t = (rec >= 0) & (gr >= r0) & (gr < r1) & (gc >= c0) & (gc < c1)
         local_rec = np.where(inside_t, (gr - r0) * w + (gc - c0), -1)
@@ -583,5 +583,5 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
         out[nodata] = np.nan
         result.write(Window(r0, c0, r1 - r0, c1 - c0), out)
     filled.close()
-    del fstrips
+    fstrips.clear()
     return result
