@@ -17,6 +17,7 @@ For each size N (synthetic DEM from ``bench_earth_scale.ensure_dem``, cached) a 
 
     python benchmarks/bench_earth_drainage.py --sizes 1024 2048 4096
     python benchmarks/bench_earth_drainage.py --tiled --sizes 1024 2048 4096 8192
+    python benchmarks/bench_earth_drainage.py --tiled --procedural --sizes 2048 16384
 """
 
 from __future__ import annotations
@@ -37,10 +38,14 @@ from bench_earth_scale import ensure_dem
 from pathlib import Path
 from rscore_earth import terrain
 size = int(sys.argv[1]); what = sys.argv[2]
-path, _ = ensure_dem(Path('/tmp/rscore-bench'), size, 0)
-with rasterio.open(path) as ds:
-    px = abs(ds.transform.a)
-    z = ds.read(1).astype(np.float64) if what != "tiled" else None  # the tiled run reads window by window
+procedural = what == "tiled" and sys.argv[6] == "1"
+if procedural:  # elevations generated window by window (rscore_earth.synthetic), no file
+    px, z = 10.0, None
+else:
+    path, _ = ensure_dem(Path('/tmp/rscore-bench'), size, 0)
+    with rasterio.open(path) as ds:
+        px = abs(ds.transform.a)
+        z = ds.read(1).astype(np.float64) if what != "tiled" else None  # the tiled run reads window by window
 out = {"size": size}
 if what == "kernels":
     t = z[:1024, :1024].copy()
@@ -77,18 +82,30 @@ elif what == "tiled":
     tile = int(sys.argv[4]); compare_max = int(sys.argv[5])
     tiled_flow_accumulation(lambda a, b, c, d: np.zeros((b - a, d - c)), 4, 4, 1.0, 1.0, 2).close()  # compile/load
     out["rss_after_imports_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    ds = rasterio.open(path)
-    def read(r0, r1, c0, c1):
-        a = ds.read(1, window=RW(c0, r0, c1 - c0, r1 - r0), masked=True)
-        return a.astype(np.float64).filled(np.nan)
+    if procedural:
+        from dataclasses import replace
+        from rscore.types import Window
+        from rscore_earth import synthetic
+        spec = replace(synthetic.TerrainSpec(), height=size, width=size, pixel_size=px, seed=0)
+        def read(r0, r1, c0, c1):
+            return synthetic.generate_dem(spec, Window(r0, c0, r1 - r0, c1 - c0)).astype(np.float64)
+        def read_all():
+            return synthetic.generate_dem(spec).astype(np.float64)
+    else:
+        ds = rasterio.open(path)
+        def read(r0, r1, c0, c1):
+            a = ds.read(1, window=RW(c0, r0, c1 - c0, r1 - r0), masked=True)
+            return a.astype(np.float64).filled(np.nan)
+        def read_all():
+            return ds.read(1, masked=True).astype(np.float64).filled(np.nan)
     w = time.perf_counter(); c = time.process_time()
     from rscore_earth.gdalenv import gdal_env
     with gdal_env():  # GDAL's block cache capped as for the plugin's own reads
-        store = tiled_flow_accumulation(read, ds.height, ds.width, px, px, tile)
+        store = tiled_flow_accumulation(read, size, size, px, px, tile)
     out["tiled_wall_s"] = time.perf_counter() - w; out["tiled_cpu_s"] = time.process_time() - c
     out["tiled_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if size <= compare_max:
-        acc = terrain.flow_accumulation(ds.read(1, masked=True).astype(np.float64).filled(np.nan), px, px)
+        acc = terrain.flow_accumulation(read_all(), px, px)
         got = store.read()
         out["tiled_equals_whole"] = bool(np.array_equal(got, acc, equal_nan=True))
         out["tiled_max_abs_diff_m2"] = float(np.nanmax(np.abs(got.astype(np.float64) - acc)))
@@ -111,12 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--tiled", action="store_true", help="measure the exact tiled (bounded-memory) computation")
     ap.add_argument("--tile", type=int, default=1024, help="tile side of the tiled computation (px)")
+    ap.add_argument("--procedural", action="store_true",
+                    help="--tiled on elevations generated window by window (no DEM file: sizes up to 16k and more)")
     ap.add_argument("--compare-max", type=int, default=4096, help="largest side compared with the whole array")
     args = ap.parse_args(argv)
     rows = []
     if args.tiled:
         for n in args.sizes:
-            r = run(n, "tiled", str(args.tile), str(args.compare_max))
+            r = run(n, "tiled", str(args.tile), str(args.compare_max), "1" if args.procedural else "0")
             rows.append(r)
             same = (f", equals whole-array: {r['tiled_equals_whole']} (max |diff| {r['tiled_max_abs_diff_m2']:.3g} m2)"
                     if "tiled_equals_whole" in r else "")

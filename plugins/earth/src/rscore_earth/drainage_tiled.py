@@ -2,9 +2,9 @@
 
 The result is identical (bit for bit) to :func:`rscore_earth.terrain.flow_accumulation` on the whole array: the same
 depression-free surface, the same receivers (flats included) and the same counts. Only tiles and what crosses their
-edges are held: a tile's arrays (about 60 bytes per pixel of one tile) plus a few numbers per *perimeter* cell of
-every tile (O(pixels / tile side)), never a raster-sized array. Intermediate surfaces live in an on-disk tile store
-(:class:`rscore.tiling.TiledArray`, a temporary folder removed with it).
+edges are held: a tile's arrays (about 200 bytes per pixel of one tile: ~200 MiB at 1024^2) plus a few numbers per
+*perimeter* cell of every tile (O(pixels / tile side)), never a raster-sized array. Intermediate surfaces live in an
+on-disk tile store (:class:`rscore.tiling.TiledArray`, a temporary folder removed with it).
 
 Five passes over the tiles, after Barnes (2016, 2017):
 
@@ -121,12 +121,35 @@ if hydrology.AVAILABLE:
                 continue
             done[u] = True
             for e in range(indptr[u], indptr[u + 1]):
-                v = nbr[e]
+                v = np.int64(nbr[e])
                 nd = max(d, wt[e])
                 if nd < best[v]:
                     best[v] = nd
                     heapq.heappush(heap, (nd, v))
         return best
+
+    @njit(cache=True)
+    def _csr(n, u, v, w):  # pragma: no cover - compiled
+        """Undirected edge lists as compressed adjacency (each edge stored once per end)."""
+        indptr = np.zeros(n + 1, np.int64)
+        for e in range(u.size):
+            indptr[u[e] + 1] += 1
+            indptr[v[e] + 1] += 1
+        for i in range(n):
+            indptr[i + 1] += indptr[i]
+        cur = indptr[:-1].copy()
+        nbr = np.empty(indptr[n], np.int32)
+        wt = np.empty(indptr[n], np.float64)
+        for e in range(u.size):
+            a = u[e]
+            b = v[e]
+            nbr[cur[a]] = b
+            wt[cur[a]] = w[e]
+            cur[a] += 1
+            nbr[cur[b]] = a
+            wt[cur[b]] = w[e]
+            cur[b] += 1
+        return indptr, nbr, wt
 
     @njit(cache=True)
     def _tile_receivers(fp, inside, ring_cum, gr0, gc0, big_h, big_w, px, py):  # pragma: no cover - compiled
@@ -336,6 +359,8 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
     per = {g[:2]: _perimeter(*g[2:], width) for g in grid}
     ids = np.sort(np.concatenate([p[1] for p in per.values()]))
     n = ids.size + 1  # node 0: the ocean (fill graph); perimeter cell k -> node k + 1
+    if n >= 2**31:
+        raise ValueError(f"{n} tile perimeter cells: use a larger drainage tile")
 
     def node(gidx: np.ndarray) -> np.ndarray:
         return np.searchsorted(ids, gidx) + 1
@@ -373,13 +398,13 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
         # one edge per pair of labels (the lowest meeting level): what the tile leaves behind is O(its perimeter)
         u_, v_, w_ = _lowest_per_pair(np.concatenate(tu), np.concatenate(tv), np.concatenate(tw), n)
         del tu, tv, tw
-        eu.append(u_)
-        ev.append(v_)
+        eu.append(u_.astype(np.int32))
+        ev.append(v_.astype(np.int32))
         ew.append(w_)
         # across the tile edge: perimeter cell -> ring cell (a perimeter cell of the neighbour tile)
         nodep = np.where(ocean, 0, plm)
         lvp = np.where(nan, -np.inf, z)
-        for dr, dc in zip(_DR, _DC):
+        for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):  # each pair of neighbouring tiles once
             qin = inside[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w].copy()
             ring = np.zeros((h + 2, w + 2), bool)
             ring[0, :] = ring[-1, :] = ring[:, 0] = ring[:, -1] = True
@@ -393,25 +418,26 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
             qocean = np.isnan(qz) | (qr == 0) | (qr == height - 1) | (qc == 0) | (qc == width - 1)
             qn = np.where(qocean, 0, node(qg))
             keep = qn != nodep[pr, pc]
-            eu.append(nodep[pr, pc][keep])
-            ev.append(qn[keep])
+            eu.append(nodep[pr, pc][keep].astype(np.int32))
+            ev.append(qn[keep].astype(np.int32))
             ew.append(np.maximum(lvp[pr, pc], np.where(np.isnan(qz), -np.inf, qz))[keep])
     u = np.concatenate(eu)
+    del eu
     v = np.concatenate(ev)
+    del ev
     wt = np.concatenate(ew)
-    del eu, ev, ew
-    src = np.concatenate([u, v])
-    dst = np.concatenate([v, u])
-    wt2 = np.concatenate([wt, wt])
+    del ew
+    indptr, nbr, wts = _csr(n, u, v, wt)
     del u, v, wt
-    order = np.argsort(src, kind="stable")
-    indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(np.bincount(src, minlength=n), out=indptr[1:])
-    spill = _minimax_from_ocean(n, indptr, dst[order].astype(np.int64), wt2[order].astype(np.float64))
-    del src, dst, wt2, order, indptr
+    spill = _minimax_from_ocean(n, indptr, nbr, wts)
+    del indptr, nbr, wts
 
     # ---- B: the filled surface, per tile, into a tile store
     filled = TiledArray(height, width, np.float64, tile, fill=np.nan)
+    # the 2 px next to each tile edge stay in memory (O(perimeter)): a tile's 2 px halo comes from its neighbours'
+    # strips, not from loading the 8 tiles around it (unless a tile is thinner than 2 px, then by reading them)
+    fstrips: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+    thin = min(min(g[3] - g[2], g[5] - g[4]) for g in grid) < 2
     for ti, tj, r0, r1, c0, c1 in grid:
         z = read(r0, r1, c0, c1)
         nan = np.isnan(z)
@@ -425,6 +451,7 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
         f = hydrology.priority_flood(work.reshape(z.shape), outlet.reshape(z.shape))
         f[nan] = np.nan
         filled.write(Window(r0, c0, r1 - r0, c1 - c0), f)
+        fstrips[(ti, tj)] = (f[:2].copy(), f[-2:].copy(), f[:, :2].copy(), f[:, -2:].copy())
     del spill
 
     # ---- C: flat distances with boundary exchange
@@ -453,14 +480,40 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
                 ring[0 if dr < 0 else -1, 0 if dc < 0 else -1] = (bottom if dr < 0 else top)[-1 if dc < 0 else 0]
         return ring
 
-    def receivers(ti: int, tj: int, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
-        ra, rb, ca, cb = max(0, r0 - 2), min(height, r1 + 2), max(0, c0 - 2), min(width, c1 + 2)
+    def f_padded(ti: int, tj: int, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
         fpad = np.full((r1 - r0 + 4, c1 - c0 + 4), np.nan)
         inside = np.zeros(fpad.shape, bool)
-        sl = slice(ra - r0 + 2, rb - r0 + 2), slice(ca - c0 + 2, cb - c0 + 2)
-        fpad[sl] = filled.read(Window(ra, ca, rb - ra, cb - ca))
-        inside[sl] = True
-        return _tile_receivers(fpad, inside, ring_of(ti, tj), r0 - 2, c0 - 2, height, width, float(px), float(py))
+        if thin:
+            ra, rb, ca, cb = max(0, r0 - 2), min(height, r1 + 2), max(0, c0 - 2), min(width, c1 + 2)
+            sl = slice(ra - r0 + 2, rb - r0 + 2), slice(ca - c0 + 2, cb - c0 + 2)
+            fpad[sl] = filled.read(Window(ra, ca, rb - ra, cb - ca))
+            inside[sl] = True
+            return fpad, inside
+        fpad[2:-2, 2:-2] = filled.read(Window(r0, c0, r1 - r0, c1 - c0))
+        inside[2:-2, 2:-2] = True
+        for dr, dc in zip(_DR, _DC):
+            st = fstrips.get((ti + dr, tj + dc))
+            if st is None:
+                continue
+            top2, bottom2, left2, right2 = st
+            if dr:
+                src = bottom2 if dr < 0 else top2
+                src = src[:, -2:] if dc < 0 else src[:, :2] if dc > 0 else src
+            else:
+                src = right2 if dc < 0 else left2
+            rs = slice(0, 2) if dr < 0 else slice(-2, None) if dr > 0 else slice(2, -2)
+            cs = slice(0, 2) if dc < 0 else slice(-2, None) if dc > 0 else slice(2, -2)
+            fpad[rs, cs] = src
+            inside[rs, cs] = True
+        return fpad, inside
+
+    def receivers(ti: int, tj: int, r0: int, r1: int, c0: int, c1: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        fpad, inside = f_padded(ti, tj, r0, r1, c0, c1)
+        rec, cum = _tile_receivers(fpad, inside, ring_of(ti, tj), r0 - 2, c0 - 2, height, width, float(px),
+                                   float(py))
+        nodata = np.isnan(fpad[2:-2, 2:-2])
+        return rec, cum, nodata
 
     dirty = {g[:2] for g in grid}
     while dirty:
@@ -468,7 +521,7 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
             if (ti, tj) not in dirty:
                 continue
             dirty.discard((ti, tj))
-            _, cum = receivers(ti, tj, r0, r1, c0, c1)
+            _, cum, _ = receivers(ti, tj, r0, r1, c0, c1)
             new = (cum[0].copy(), cum[-1].copy(), cum[:, 0].copy(), cum[:, -1].copy())
             old = strips.get((ti, tj))
             if old is None and all(np.isinf(s).all() for s in new):
@@ -487,16 +540,16 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
     is_exit = np.zeros(n - 1, np.bool_)
 
     def local_graph(ti, tj, r0, r1, c0, c1):
-        rec, _ = receivers(ti, tj, r0, r1, c0, c1)
+        rec, _, nodata = receivers(ti, tj, r0, r1, c0, c1)
         rec = rec.ravel()
-        h, w = r1 - r0, c1 - c0
+        w = c1 - c0
         gr, gc = np.divmod(rec, width)
         inside_t = (rec >= 0) & (gr >= r0) & (gr < r1) & (gc >= c0) & (gc < c1)
         local_rec = np.where(inside_t, (gr - r0) * w + (gc - c0), -1)
-        return rec, inside_t, local_rec
+        return rec, inside_t, local_rec, nodata
 
     for ti, tj, r0, r1, c0, c1 in grid:
-        rec, inside_t, local_rec = local_graph(ti, tj, r0, r1, c0, c1)
+        rec, inside_t, local_rec, _ = local_graph(ti, tj, r0, r1, c0, c1)
         acc = hydrology.accumulate_stack(local_rec, np.ones(local_rec.size))
         local, gidx = per[(ti, tj)]
         k = node(gidx) - 1
@@ -521,13 +574,14 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
     result = TiledArray(height, width, np.float32, tile, fill=np.nan)
     area = float(px) * float(py)
     for ti, tj, r0, r1, c0, c1 in grid:
-        _, _, local_rec = local_graph(ti, tj, r0, r1, c0, c1)
+        _, _, local_rec, nodata = local_graph(ti, tj, r0, r1, c0, c1)
         local, gidx = per[(ti, tj)]
         wts = np.ones(local_rec.size)
         wts[local] += inflow[node(gidx) - 1]
         acc = hydrology.accumulate_stack(local_rec, wts)
         out = (acc * area).reshape(r1 - r0, c1 - c0).astype(np.float32)
-        out[np.isnan(filled.read(Window(r0, c0, r1 - r0, c1 - c0)))] = np.nan
+        out[nodata] = np.nan
         result.write(Window(r0, c0, r1 - r0, c1 - c0), out)
     filled.close()
+    fstrips.clear()
     return result

@@ -275,7 +275,8 @@ OPERATORS: tuple[Operator, ...] = (
     Operator("earth.dev", op_dev, "deviation from mean elevation (TPI / local std) within radius_m", ("elevation",),
              HALO, "ratio", params=(RADIUS,), options=_TERRAIN),
     Operator("earth.flow_accumulation", op_flow_accumulation,
-             "D8 contributing area of the whole raster, exact at any size (in memory up to drainage_max_px, tiled above)",
+             "D8 contributing area of the whole raster, exact at any size (in memory up to drainage_max_px, "
+             "tiled above)",
              ("elevation",), HALO, "m2", options=_TERRAIN),
     Operator("earth.drainage_distance", op_drainage_distance,
              "distance to the nearest channel (contributing area >= channel_area_m2)", ("elevation",), HALO, "m",
