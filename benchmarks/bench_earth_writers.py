@@ -7,6 +7,7 @@ of writing in (segment + write)::
 
     python benchmarks/bench_earth_writers.py                    # 4096 px
     python benchmarks/bench_earth_writers.py --size 2048 --baseline-ref main
+    python benchmarks/bench_earth_writers.py --concurrent      # + the writers run at once in threads
 
 ``--baseline-ref REF`` also loads ``rscore_earth/writers.py`` as it is at git ref ``REF`` (e.g. ``main``) and times
 its writers on the *same* result in the same process, alternating old and new, so the before/after ratio is
@@ -61,6 +62,26 @@ def time_writers(writers: list[Any], scene: Any, result: Any, out: Path) -> dict
     return rows
 
 
+def time_writers_concurrently(writers: list[Any], scene: Any, result: Any, out: Path) -> dict[str, float]:
+    """The same writers run at once in a thread pool (GDAL, GEOS, zlib and PIL's encoder release the GIL), the
+    ``final`` ones (result.json) after them as write_outputs does: the wall time a concurrent write_outputs
+    would take."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    todo = [w for w in writers if w.applies(scene, result)]
+    t0, c0 = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(len(todo) or 1) as pool:
+        for f in [pool.submit(w.write, scene, result, out) for w in todo if not getattr(w, "final", False)]:
+            f.result()
+    for w in todo:
+        if getattr(w, "final", False):
+            w.write(scene, result, out)
+    return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=4096)
@@ -68,6 +89,9 @@ def main() -> int:
     p.add_argument("--workdir", type=Path, default=Path("/tmp/rscore-bench"))
     p.add_argument("--baseline-ref", help="also time rscore_earth/writers.py at this git ref on the same result")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.add_argument("--concurrent", action="store_true",
+                   help="also time the current writers run at once in threads (what a concurrent write_outputs "
+                        "would give), beside running them one after another")
     args = p.parse_args()
 
     from rscore import engine
@@ -105,6 +129,14 @@ def main() -> int:
             print(f"  {'total':22s} {total:7.2f} {total_cpu:7.2f}   -> writing = {100 * share:.1f} % of "
                   f"(segment + write) wall, {100 * share_cpu:.1f} % of its CPU time (the run is single-threaded; "
                   "CPU shares are steadier than wall ones on a loaded machine)")
+        if args.concurrent:
+            seq = figures["now"]
+            con = time_writers_concurrently(current, scene, result, work / "concurrent")
+            share = con["wall_s"] / (con["wall_s"] + seg["wall_s"])
+            figures["concurrent"] = {**con, "share": share}
+            print(f"\n[concurrent] all writers at once: {con['wall_s']:.2f} s wall ({seq['write_wall_s']:.2f} s one "
+                  f"after another, {seq['write_wall_s'] / con['wall_s']:.2f}x), {con['cpu_s']:.2f} s CPU -> writing = "
+                  f"{100 * share:.1f} % of (segment + write) wall")
         if "before" in figures:
             b, n = figures["before"], figures["now"]
             print(f"\nbefore / now, write wall: {b['write_wall_s'] / n['write_wall_s']:.2f}x, "

@@ -175,7 +175,10 @@ class OverlaySink:
         stream = self._container.add_stream(_PYAV[self.codec], rate=self.fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         if self.codec == "h264":
-            stream.options = {"crf": "23", "preset": "veryfast"}
+            # ultrafast at crf 26: the picture quality of veryfast at crf 23 (PSNR 37.1 vs 36.9 dB on vtest.avi) for
+            # 45 % of its CPU (3.4 vs 7.6 ms per 768x576 frame), files ~1.9x larger; the overlay is encoded while
+            # the engine tracks, on the same two cores (issue 22)
+            stream.options = {"crf": "26", "preset": "ultrafast"}
         else:
             stream.options = {"crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "1"}
         self._stream = stream

@@ -168,3 +168,13 @@ def test_moving_foreground_with_a_blurred_background_is_the_same():
     fast = worn.moving_foreground(frame, once, blurred_background=True)
     assert np.array_equal(fast, worn.moving_foreground(frame, bg))
     assert fast[30:60, 45:55].all() and fast.mean() < 0.2
+
+
+@pytest.mark.parametrize("count", [5, 6, 25, 48])
+def test_median_frames_is_numpys(count):
+    rng = np.random.default_rng(count)
+    frames = [rng.integers(0, 256, (37, 53, 3), dtype=np.uint8) for _ in range(count)]
+    frames[1][:5] = frames[2][:5]  # ties
+    want = np.median(np.stack(frames), axis=0).astype(np.float32)
+    got = worn.median_frames(frames)
+    assert got.dtype == np.float32 and np.array_equal(got, want)

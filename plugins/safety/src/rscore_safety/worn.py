@@ -84,8 +84,24 @@ def _background(key: tuple[str, int, float], samples: int) -> tuple[np.ndarray, 
     good = [img for i, img in kept if verdict.ok(i)]
     if len(good) < 5:
         return None
-    bg = np.median(np.stack(good), axis=0).astype(np.float32)
+    bg = median_frames(good)
     return bg, len(good), len(kept) - len(good)
+
+
+def median_frames(frames: list[np.ndarray]) -> np.ndarray:
+    """The per-pixel median of equally shaped uint8 frames as float32, equal to ``np.median(np.stack(frames),
+    axis=0)``: one sort along the frame axis (numpy's radix sort for 8-bit values, ~2x faster than its
+    partition-based median over a strided axis) and the mean of the middle one or two values."""
+    stack = np.stack(frames)
+    if stack.dtype != np.uint8:
+        return np.median(stack, axis=0).astype(np.float32)
+    n = stack.shape[0]
+    ordered = np.sort(stack.reshape(n, -1), axis=0, kind="stable")
+    if n % 2:
+        mid = ordered[n // 2].astype(np.float64)
+    else:
+        mid = (ordered[n // 2 - 1].astype(np.float64) + ordered[n // 2]) / 2.0
+    return mid.astype(np.float32).reshape(stack.shape[1:])
 
 
 def clip_background(
@@ -134,7 +150,7 @@ def stream_background(uri: str, index: int | None, rgb: np.ndarray) -> tuple[np.
         _STREAMS.popitem(last=False)
     if len(frames) < STREAM_MIN:
         return None
-    bg = np.median(np.stack(frames), axis=0).astype(np.float32)
+    bg = median_frames(list(frames))
     bg = cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
     return bg, f"running background = per-pixel median of the last {len(frames)} frames seen of the stream"
 
