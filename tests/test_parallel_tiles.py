@@ -127,3 +127,50 @@ def test_earth_landslide_with_workers_matches_sequential():
     np.testing.assert_array_equal(np.asarray(a.mask), np.asarray(b.mask))
     np.testing.assert_array_equal(np.asarray(a.score), np.asarray(b.score))
     assert a.plan.steps == b.plan.steps
+
+
+_SLOW_RUN = r"""
+import sys, time
+import numpy as np
+from rscore.engine.program import run_program
+from rscore.sdk import ProgramOutput, Template
+from rscore.types import ArraySource, Request, Scene
+
+def slow(ctx):
+    time.sleep(0.3)
+    return ProgramOutput(mask=np.zeros(ctx.shape, bool))
+
+scene = Scene(ArraySource(np.zeros((512, 512), np.uint8)), "image", ("gray",))
+template = Template("slow", "slow", "sleeps on every tile", ("slow",), program=slow)
+run_program(scene, Request(query="slow", plugin=None, options={"workers": 2}), template, {}, tile_size=32)
+"""
+
+
+def test_workers_end_with_their_parent_even_after_kill_9():
+    """A ``kill -9`` of the process that owns the pool (``rscore run``) leaves no worker computing tiles: they are
+    tied to their parent's life (Linux), so nothing keeps writing after the user stopped the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signal is Linux only")
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_RUN])
+    try:
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 60
+        workers: list = []
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            workers = [c for c in parent.children() if c.is_running()]
+            time.sleep(0.05)
+        assert len(workers) >= 2, "the pool never started its two workers"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"workers outlived their parent: {[p.pid for p in alive]}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -98,8 +98,33 @@ _JOB: tuple[Scene, Request, Template, Mapping[str, Operator]] | None = None
 
 
 def _init_worker(payload: bytes) -> None:
+    """In a new worker: the job, and two guards. Ctrl-C reaches the whole process group, but only the parent decides
+    what an interrupt does (it stops the pool); SIGTERM ends a worker without the parent's handlers; and on Linux a
+    worker is terminated when its parent dies, so a ``kill -9`` of ``rscore run`` leaves no orphans computing tiles."""
     global _JOB
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in ("SIGTERM", "SIGHUP"):  # not the parent's unwinding handlers (inherited through fork): just end
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    _die_with_parent()
     _JOB = pickle.loads(payload)
+
+
+def _die_with_parent() -> None:
+    import sys
+
+    if not sys.platform.startswith("linux"):  # pragma: no cover
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no prctl: the pool's own shutdown still applies
+        pass
 
 
 def _work(tile: Tile) -> tuple[bool, Any]:
@@ -151,5 +176,10 @@ def _in_workers(payload: bytes, tiles: Iterable[Tile], workers: int) -> Iterator
             if tile is not None:
                 pending.append(pool.submit(_work, tile))
             yield value
+    except BaseException:  # an error, an interrupt or the consumer gone: stop the workers now, not after their tiles
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
