@@ -192,7 +192,7 @@ def test_bad_requests_are_4xx_and_submit_nothing(service, roots: Path, tmp_path:
     assert_error(post(inputs=[]), 422, "inputs")
     assert_error(post(plugin="nope"), 400, "nope")
     assert_error(post(query="   "), 422)
-    assert_error(post(flow="no-such-flow"), 422, "flow")
+    assert_error(post(flow="no-such-flow"), 400, "no-such-flow", "segment-batch")  # names the offered flows
     assert_error(post(flow_options={"batch_tiles": 2}), 400, "segment-batch")
     assert_error(post(flow="landslide-risk-mapping", flow_options={"dask_address": "tcp://x:1"}), 400, "dask_address")
     assert_error(post(flow="landslide-risk-mapping", options={"reasoner": "openai"}), 400, "analytic")

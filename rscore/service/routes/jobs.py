@@ -80,9 +80,12 @@ def jobs_router(svc: Service) -> APIRouter:
         flow = body.flow or DEFAULT_FLOW
         offered = svc.flows
         if flow not in offered:
+            hint = "" if runner.name == "prefect" else (
+                "; the aggregating flows need RSCORE_JOB_RUNNER=prefect and PREFECT_API_URL"
+            )
             raise OptionError(
-                f"flow '{flow[:100]}' is not offered by this service's job runner ({runner.name}: {', '.join(offered)}); "
-                "the scheduled flows need RSCORE_JOB_RUNNER=prefect and PREFECT_API_URL"
+                f"flow '{flow[:100]}' is not offered by this service's job runner "
+                f"({runner.name}: {', '.join(offered)}){hint}"
             )
         flow_opts = check_flow_options(
             flow, body.flow_options, lambda value, what: resolve_allowed(value, settings.allowed_roots, what=what),
