@@ -27,6 +27,8 @@ __all__ = [
     "OpContext",
     "ProgramOutput",
     "Template",
+    "OpUse",
+    "uses",
     "BackendSpec",
     "AdapterSpec",
 ]
@@ -232,6 +234,8 @@ class OpContext:
         self.notes: list[Step] = []
         self.caveats: list[str] = []
         self._cache: dict[tuple[str, tuple[tuple[str, Any], ...]], np.ndarray] = {}
+        self.op_calls: list[tuple[str, dict[str, Any]]] = []  # the program's own ctx.op calls (not an operator's)
+        self._op_depth = 0
         self._bands: dict[str, np.ndarray] = {}
         self._valid: np.ndarray | None = None
 
@@ -276,6 +280,8 @@ class OpContext:
 
     def op(self, name: str, **params: Any) -> np.ndarray:
         key = (name, tuple(sorted(params.items())))
+        if self._op_depth == 0 and (name, params) not in self.op_calls:
+            self.op_calls.append((name, dict(params)))
         if key not in self._cache:
             try:
                 operator = self.operators[name]
@@ -283,7 +289,11 @@ class OpContext:
                 from rscore.errors import PluginError
 
                 raise PluginError(f"operator '{name}' is not registered (have: {', '.join(sorted(self.operators))})")
-            self._cache[key] = operator.fn(self, **params)
+            self._op_depth += 1
+            try:
+                self._cache[key] = operator.fn(self, **params)
+            finally:
+                self._op_depth -= 1
         return self._cache[key]
 
     def note(self, text: str, operator: str | None = None, **stats: Any) -> None:
@@ -297,6 +307,42 @@ class OpContext:
 
 
 # -------------------------------------------------------------------------------------------------------- templates
+@dataclass(frozen=True)
+class OpUse:
+    """One registered operator a template's program calls (``ctx.op(operator, **params)``), declared in
+    ``Template.uses`` so that listings show the template as a program over operators.
+
+    ``params`` are the literal arguments it passes, ``options`` the arguments taken from a ``-O`` option
+    (``(("radius_m", "radius_m"),)``: parameter, option), ``when`` the condition under which the call is made
+    (``"with green and swir bands"``), empty when always. Build one with :func:`uses`.
+    """
+
+    operator: str
+    params: tuple[tuple[str, Any], ...] = ()
+    options: tuple[tuple[str, str], ...] = ()
+    when: str = ""
+
+    def __str__(self) -> str:
+        args = [f"{k}={v!r}" for k, v in self.params] + [f"{k}=-O {o}" for k, o in self.options]
+        call = f"{self.operator}({', '.join(args)})" if args else self.operator
+        return f"{call} [{self.when}]" if self.when else call
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"operator": self.operator, "params": dict(self.params), "options": dict(self.options),
+                "when": self.when}  # fmt: skip
+
+
+def uses(operator: str, *, when: str = "", options: Mapping[str, str] | None = None, **params: Any) -> OpUse:
+    """``uses("earth.curvature", kind="plan")``: an :class:`OpUse` for ``Template.uses``."""
+    return OpUse(operator, tuple(sorted(params.items())), tuple(sorted((options or {}).items())), when)
+
+
+def program_origin(program: Callable[..., Any]) -> str:
+    """``module.function`` of a template's program (a program made by a factory names the factory)."""
+    qual = getattr(program, "__qualname__", type(program).__name__)
+    return f"{getattr(program, '__module__', '?')}.{qual.split('.<locals>', 1)[0]}"
+
+
 @dataclass(frozen=True)
 class Template:
     """A query template: how a kind of question is answered.
@@ -314,6 +360,10 @@ class Template:
     - ``broader``: wider concepts of which it marks only a part ("personal protective equipment" for hi-vis
       clothing). A query naming one is answered ``absent``.
     - ``excludes``: look-alike questions it does not answer ("avalanche paths" for landslides). ``absent`` too.
+
+    ``uses`` declares the registered operators its program calls (:func:`uses`); a program that calls none is
+    direct code. ``rscore templates list --programs`` shows them; a test runs each program and checks the
+    declaration against the calls it really makes.
     """
 
     name: str
@@ -335,11 +385,31 @@ class Template:
     includes: tuple[str, ...] = ()  # narrower things inside the mask it cannot isolate -> superset caveat
     broader: tuple[str, ...] = ()  # wider concepts it marks only part of -> absent
     excludes: tuple[str, ...] = ()  # look-alike questions it does not answer -> absent
+    uses: tuple[OpUse, ...] = ()  # registered operators its program calls (empty: direct code)
     plugin: str = ""  # filled in by the registry
 
     @property
     def qualified_name(self) -> str:
         return f"{self.plugin}:{self.name}" if self.plugin else self.name
+
+    def program_info(self) -> dict[str, Any]:
+        """The template as a program: the operators it uses (with literal parameters), or the direct code it runs,
+        and its rule line. ``kind`` is ``"operators"``, ``"direct"`` or ``"vlm"`` (no offline program)."""
+        if self.program is None:
+            return {"kind": "vlm", "uses": [], "code": None, "explain": self.explain}
+        if self.uses:
+            return {"kind": "operators", "uses": [u.to_dict() for u in self.uses], "code": None,
+                    "explain": self.explain}  # fmt: skip
+        return {"kind": "direct", "uses": [], "code": program_origin(self.program), "explain": self.explain}
+
+    def program_text(self) -> str:
+        """One line: ``earth.slope, earth.curvature(kind='plan')`` or ``direct code: module.function``."""
+        if self.program is None:
+            return "VLM only"
+        if self.uses:
+            return ", ".join(str(u) for u in self.uses)
+        needs = f" (needs: {', '.join(self.needs)})" if self.needs else ""
+        return f"direct code: {program_origin(self.program)}{needs}"
 
 
 # --------------------------------------------------------------------------------------------------------- backends

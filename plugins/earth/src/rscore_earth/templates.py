@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from rscore.errors import OptionError
-from rscore.sdk import OpContext, ProgramOutput, Template
+from rscore.sdk import OpContext, ProgramOutput, Template, uses
 
 from rscore_earth.hydrology import WHOLE_MAX_PX
 from rscore_earth.operators import DEFAULT_CHANNEL_AREA_M2, HALO, radius_px, require_bands
@@ -438,6 +438,7 @@ TEMPLATES: tuple[Template, ...] = (
             "mudslides and debris flows",
         ),
         program=_landslide,
+        uses=(uses("earth.slope"), uses("earth.curvature", kind="plan"), uses("earth.ndvi", when="with red and nir bands (or ndvi)")),
         explain=(
             "score = 0.65 x f(slope 15->50 deg) + 0.35 x convergence (plan curvature < 0); with NIR 15% moves to low "
             "NDVI; low < 0.35 <= medium < 0.6 <= high; prone = medium+high; --adapter uses a fitted model instead"
@@ -480,6 +481,7 @@ TEMPLATES: tuple[Template, ...] = (
             "areas prone to inundation",
         ),
         program=_flood,
+        uses=(uses("earth.height_above_drainage"), uses("earth.drainage_distance")),
         explain="HAND <= hand_max_m (5 m) AND distance to a D8 channel <= max_distance_m (500 m, capped by the halo)",
         prompt=(
             "Segment low-lying land next to rivers and streams that would flood first: floodplains, valley floors, "
@@ -504,6 +506,7 @@ TEMPLATES: tuple[Template, ...] = (
         description="open water: lakes, rivers, reservoirs and ponds from the water index",
         examples=("water bodies", "lakes and rivers", "open water", "surface water", "ponds and reservoirs"),
         program=_water,
+        uses=(uses("earth.mndwi", when="with green and swir bands"), uses("earth.ndwi", when="without a swir band")),
         explain="NDWI = (green - nir)/(green + nir) > ndwi_min (0); MNDWI with swir when present",
         prompt=(
             "Segment open water: lakes, rivers, reservoirs, ponds and flooded fields. Water is dark in the near "
@@ -531,6 +534,7 @@ TEMPLATES: tuple[Template, ...] = (
         description="dense, healthy vegetation: forest, closed canopy and vigorous crops with high NDVI",
         examples=("dense vegetation", "forest", "healthy vegetation", "tree cover", "green vegetated areas"),
         program=_vegetation,
+        uses=(uses("earth.ndvi"),),
         explain="NDVI = (nir - red)/(nir + red) >= ndvi_min (0.5)",
         prompt=(
             "Segment dense, healthy vegetation: forest, closed tree canopy, dense shrubs and vigorous crops. "
@@ -561,6 +565,7 @@ TEMPLATES: tuple[Template, ...] = (
         examples=("bare soil", "bare ground", "exposed soil", "sparse vegetation", "unvegetated ground",
                   "land without vegetation", "vegetation loss", "barren land"),
         program=_bare_soil,
+        uses=(uses("earth.ndvi"), uses("earth.ndwi", when="with green and nir bands")),
         explain="NDVI < ndvi_max (0.2) AND NOT water (NDWI > 0)",
         prompt=(
             "Segment bare soil and ground with little or no vegetation: ploughed fields, eroded slopes, landslide "
@@ -587,6 +592,7 @@ TEMPLATES: tuple[Template, ...] = (
         description="steep slopes above a slope threshold, graded moderate / steep / very steep",
         examples=("steep terrain", "steep slopes", "cliffs and steep ground", "slopes steeper than 30 degrees"),
         program=_steep,
+        uses=(uses("earth.slope"),),
         explain="slope (Horn 1981) >= slope_min_deg (30 deg); classes moderate 15-30, steep 30-45, very steep >= 45",
         prompt=(
             "Segment steep terrain: slopes steeper than about 30 degrees, cliffs, gorge walls and scarps. Do not "
@@ -606,6 +612,7 @@ TEMPLATES: tuple[Template, ...] = (
         examples=("ridges and valleys", "landforms", "ridge lines and valley bottoms", "topographic position",
                   "ridges", "ridge lines", "mountain crests", "valleys", "valley bottoms", "gullies and ravines"),
         program=_ridges_valleys,
+        uses=(uses("earth.dev", options={"radius_m": "radius_m"}), uses("earth.relief", options={"radius_m": "radius_m"})),
         explain=(
             "DEV = (z - mean)/std within radius_m (150 m): ridge >= +1, valley <= -1, where relief >= min_relief_m "
             "(5 m); a query naming only ridges or only valleys masks that class"

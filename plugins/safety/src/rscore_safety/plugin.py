@@ -14,7 +14,7 @@ import numpy as np
 
 from rscore import hookimpl
 from rscore.errors import OptionError
-from rscore.sdk import AdapterSpec, Operator, OpContext, Param, ProgramOutput, Template, Writer
+from rscore.sdk import AdapterSpec, Operator, OpContext, Param, ProgramOutput, Template, Writer, uses
 
 from rscore_safety import hivis
 
@@ -180,6 +180,7 @@ TEMPLATES = [
         ("workers in hi-vis vests", "high visibility clothing", "hi-vis vests", "fluorescent safety vests",
          "people wearing reflective vests"),
         program=_hivis,
+        uses=(uses("safety.hivis"),),
         explain="HSV in the EN ISO 20471 fluorescent yellow-green (hue 49-90 deg, S >= 0.44, V >= 0.64) or "
         "orange-red (hue 359-27 deg, S >= 0.61, V >= 0.50) bands; opened, closed, small blobs dropped",
         prompt="Segment high-visibility safety clothing (fluorescent yellow-green or orange vests, jackets, trousers) "
@@ -213,6 +214,7 @@ TEMPLATES = [
         ("restricted zone", "exclusion zone", "danger area", "no-go zone", "restricted areas",
          "where entry is not allowed"),
         program=_zone,
+        uses=(uses("safety.zones"),),
         path_options=("zones",),
         explain="pixels whose centre is inside a polygon of the zones file (-O zones=FILE, pixel coordinates); "
         "class = zone number in the file",

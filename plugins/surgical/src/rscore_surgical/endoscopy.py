@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from rscore.errors import OptionError
-from rscore.sdk import Operator, OpContext, ProgramOutput, Template, Param
+from rscore.sdk import Operator, OpContext, ProgramOutput, Template, Param, uses
 
 V_MIN = 0.90
 S_MAX = 0.25
@@ -117,6 +117,7 @@ TEMPLATES = (
         "specular highlights (glare, light reflections) on wet tissue and instruments in endoscopy frames",
         ("specular highlights", "glare", "reflections on tissue", "light reflections", "bright spots"),
         program=specular,
+        uses=(uses("surgical.local_median_value"),),
         explain=f"(HSV V >= {V_MIN:g} AND S <= {S_MAX:g}) OR (V - local median >= {RELATIVE_DV:g} AND "
         f"V >= {RELATIVE_V_MIN:g} AND S <= {RELATIVE_S_MAX:g})",
         prompt="Segment specular highlights: small, nearly white reflections of the light source on wet tissue and "

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from rscore.sdk import Operator, OpContext, ProgramOutput, Template
+from rscore.sdk import Operator, OpContext, ProgramOutput, Template, uses
 from rscore.types import Scene
 
 PATCH = 15
@@ -257,6 +257,7 @@ TEMPLATES = (
         ("low visibility regions", "turbid water", "murky areas", "where is the water hazy", "poor visibility",
          "sediment-laden water"),
         program=low_visibility, halo=PATCH // 2, requires=RGB, kinds=KINDS,
+        uses=(uses("underwater.transmission"), uses("underwater.contrast")),
         explain=f"UDCP transmission < {T_MAX:g} AND local RMS contrast < {LOW_CONTRAST:g} ({PATCH} px patches)",
         prompt="Segment regions where suspended particles or haze hide the scene (low visibility, turbid water).",
         keywords=("visibility", "turbid", "turbidity", "murky", "hazy", "haze", "cloudy"),
@@ -265,7 +266,7 @@ TEMPLATES = (
     Template(
         "open_water", "open water", "the open water column with no sea floor, reef or objects in it",
         ("open water", "the water column", "empty water", "background water", "blue water"),
-        program=open_water, halo=HALO, requires=RGB, kinds=KINDS,
+        program=open_water, uses=(uses("underwater.open_water"),), halo=HALO, requires=RGB, kinds=KINDS,
         explain=f"local RMS contrast < {SMOOTH:g} AND max(G,B) - R > {BLUE_GREEN_MARGIN:g} (uncorrected pixels), "
         "opened 5x5; class 2 = the rest",
         prompt="Segment the open water column: regions with no animals, plants, sea floor or objects.",
@@ -276,7 +277,7 @@ TEMPLATES = (
     Template(
         "sea_floor", "sea floor", "the sea floor: sand, rock, sediment and reef on the bottom, not what swims above it",
         ("sea floor", "the seabed", "the bottom", "sea bed and reef"),
-        program=sea_floor, halo=HALO, requires=RGB, kinds=KINDS,
+        program=sea_floor, uses=(uses("underwater.open_water"),), halo=HALO, requires=RGB, kinds=KINDS,
         explain="valid pixels that are not open water AND connected to the bottom edge of the frame; parts of the "
         "water column that do not reach the bottom (fish, divers, ROVs) are left out",
         prompt="Segment the sea floor (sand, rock, sediment, reef), excluding animals, divers and objects on it.",
@@ -291,7 +292,7 @@ TEMPLATES = (
         "not_open_water", "not open water", "everything that is not open water: floor, reef, animals, divers, objects",
         ("everything that is not open water", "anything but open water", "non-water regions",
          "all structures and objects in the water"),
-        program=not_open_water, halo=HALO, requires=RGB, kinds=KINDS,
+        program=not_open_water, uses=(uses("underwater.open_water"),), halo=HALO, requires=RGB, kinds=KINDS,
         explain="valid pixels that are not open water (textured or not blue-green); floor, reef, animals, divers "
         "and objects alike",
         prompt="Segment everything that is not open water: sea floor, reef, animals, divers and objects.",
