@@ -268,6 +268,9 @@ def plugins_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
 def templates_list(
     plugin: Annotated[Optional[str], typer.Option("--plugin", "-p", help="Only this plugin's templates.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    programs: Annotated[
+        bool, typer.Option("--programs", help="Show each template as a program: the operators it calls and its rule.")
+    ] = False,
 ) -> None:
     """List query templates: what each answers, offline or with a VLM, and what bands it needs."""
     from rscore.engine import default_registry
@@ -289,6 +292,8 @@ def templates_list(
             "includes": list(t.includes),
             "broader": list(t.broader),
             "excludes": list(t.excludes),
+            "program": t.program_info(),
+            "program_text": t.program_text(),
         }
         for t in templates
     ]
@@ -299,6 +304,12 @@ def templates_list(
     from rich.markup import escape
     from rich.table import Table
 
+    if programs:
+        table = Table("template", "program (operators it calls)", "rule", show_lines=True)
+        for r in rows:
+            table.add_row(f"{r['plugin']}:{r['name']}", escape(r["program_text"]), escape(r["explain"]))
+        Console().print(table)
+        return
     table = Table("plugin", "template", "offline", "needs", "example query")
     for r in rows:
         table.add_row(r["plugin"], r["name"], "yes" if r["offline"] else "VLM", ",".join(r["requires"]), (r["examples"] or [""])[0])
