@@ -327,7 +327,12 @@ def operators_list(
     reg = default_registry()
     reg.require_plugin(plugin)
     ops = [op for op in reg.operators.values() if plugin is None or op.name.split(".", 1)[0] == plugin]
-    rows = [{**op.to_dict(), "schema": op.json_schema()} for op in sorted(ops, key=lambda o: o.name)]
+    used_by: dict[str, list[str]] = {}
+    for t in reg.templates:
+        for u in t.uses:
+            used_by.setdefault(u.operator, []).append(t.qualified_name)
+    rows = [{**op.to_dict(), "schema": op.json_schema(), "used_by": used_by.get(op.name, [])}
+            for op in sorted(ops, key=lambda o: o.name)]  # fmt: skip
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return

@@ -169,3 +169,12 @@ def test_templates_list_programs_view():
     out = CliRunner().invoke(app, ["templates", "list", "--programs", "-p", "surgical"], env={"COLUMNS": "250"})
     assert "direct code: rscore_surgical.ct._program" in out.output
     assert "surgical.local_median_value" in out.output and "VLM only" in out.output
+
+
+def test_operators_list_json_names_the_templates_that_use_each_operator():
+    out = CliRunner().invoke(app, ["operators", "list", "--json", "-p", "earth"])
+    assert out.exit_code == 0, out.output
+    rows = {r["name"]: r for r in json.loads(out.output)}
+    assert rows["earth.slope"]["used_by"] == ["earth:landslide", "earth:steep_terrain"]
+    assert rows["earth.ndwi"]["used_by"] == ["earth:water", "earth:bare_soil"]
+    assert rows["earth.aspect"]["used_by"] == []  # only the planner composes it
