@@ -316,6 +316,47 @@ def templates_list(
     Console().print(table)
 
 
+@templates_app.command("show")
+def templates_show(
+    name: Annotated[str, typer.Argument(help="Template name, or PLUGIN:NAME when several plugins have it.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show one template as a program: the operators it calls (with literal parameters), its rule and its limits."""
+    import difflib
+
+    from rscore.engine import default_registry
+
+    templates = default_registry().templates
+    found = [t for t in templates if name in (t.qualified_name, t.name)]
+    if len(found) != 1:
+        names = sorted(t.qualified_name for t in templates)
+        if found:
+            raise OptionError(f"template '{name}' is in several plugins: {', '.join(t.qualified_name for t in found)}")
+        close = difflib.get_close_matches(name, names + [t.name for t in templates], n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else " (rscore templates list shows them)"
+        raise OptionError(f"no template '{name}'{hint}")
+    t = found[0]
+    info = {"name": t.qualified_name, "label": t.label, "description": t.description, "kinds": list(t.kinds),
+            "requires": list(t.requires), "needs": list(t.needs), "program": t.program_info(),
+            "sources": list(t.sources), "caveats": list(t.caveats), "examples": list(t.examples)}  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str))
+        return
+    lines = [f"{t.qualified_name}: {t.label} - {t.description}"]
+    if t.program is None:
+        lines.append("program: none offline (a VLM reasoner answers it)")
+    elif t.uses:
+        lines.append("program over operators:")
+        lines += [f"  {i}. {u}" for i, u in enumerate(t.uses, 1)]
+    else:
+        lines.append(t.program_text().replace("direct code", "program: direct code", 1))
+    lines += [f"rule: {t.explain}"] if t.explain else []
+    lines += [f"bands: {', '.join(t.requires)}"] if t.requires else []
+    lines += [f"sources: {'; '.join(t.sources)}"] if t.sources else []
+    lines += [f"caveat: {c}" for c in t.caveats]
+    typer.echo("\n".join(lines))
+
+
 @operators_app.command("list")
 def operators_list(
     plugin: Annotated[Optional[str], typer.Option("--plugin", "-p", help="Only this plugin's operators.")] = None,

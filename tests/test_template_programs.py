@@ -178,3 +178,28 @@ def test_operators_list_json_names_the_templates_that_use_each_operator():
     assert rows["earth.slope"]["used_by"] == ["earth:landslide", "earth:steep_terrain"]
     assert rows["earth.ndwi"]["used_by"] == ["earth:water", "earth:bare_soil"]
     assert rows["earth.aspect"]["used_by"] == []  # only the planner composes it
+
+
+def test_templates_show_prints_the_program_its_rule_and_json():
+    runner = CliRunner()
+    out = runner.invoke(app, ["templates", "show", "ridges_valleys"])
+    assert out.exit_code == 0, out.output
+    assert "program over operators:\n  1. earth.dev(radius_m=-O radius_m)\n  2. earth.relief(radius_m=-O radius_m)" in (
+        out.output)
+    assert "rule: DEV = (z - mean)/std" in out.output
+    out = runner.invoke(app, ["templates", "show", "surgical:bone"])
+    assert out.exit_code == 0 and "program: direct code: rscore_surgical.ct._program" in out.output
+    assert "caveat: bone >= 300 HU" in out.output
+    out = runner.invoke(app, ["templates", "show", "earth:water", "--json"])
+    doc = json.loads(out.output)
+    assert doc["name"] == "earth:water" and [u["when"] for u in doc["program"]["uses"]] == [
+        "with green and swir bands", "without a swir band"]
+
+
+def test_templates_show_unknown_name_is_a_one_line_error(tmp_path):
+    from rscore.testing import run_cli
+
+    res = run_cli("templates", "show", "landslid", cwd=tmp_path)
+    assert res.exit_code == 2
+    assert res.stderr.strip() == "rscore: error: no template 'landslid'; did you mean 'landslide'?"
+    assert "Traceback" not in res.stderr and res.stdout == ""
