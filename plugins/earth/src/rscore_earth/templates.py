@@ -438,7 +438,11 @@ TEMPLATES: tuple[Template, ...] = (
             "mudslides and debris flows",
         ),
         program=_landslide,
-        uses=(uses("earth.slope"), uses("earth.curvature", kind="plan"), uses("earth.ndvi", when="with red and nir bands (or ndvi)")),
+        uses=(
+            uses("earth.slope"),
+            uses("earth.curvature", kind="plan"),
+            uses("earth.ndvi", when="with red and nir bands (or ndvi)"),
+        ),
         explain=(
             "score = 0.65 x f(slope 15->50 deg) + 0.35 x convergence (plan curvature < 0); with NIR 15% moves to low "
             "NDVI; low < 0.35 <= medium < 0.6 <= high; prone = medium+high; --adapter uses a fitted model instead"
@@ -612,7 +616,10 @@ TEMPLATES: tuple[Template, ...] = (
         examples=("ridges and valleys", "landforms", "ridge lines and valley bottoms", "topographic position",
                   "ridges", "ridge lines", "mountain crests", "valleys", "valley bottoms", "gullies and ravines"),
         program=_ridges_valleys,
-        uses=(uses("earth.dev", options={"radius_m": "radius_m"}), uses("earth.relief", options={"radius_m": "radius_m"})),
+        uses=(
+            uses("earth.dev", options={"radius_m": "radius_m"}),
+            uses("earth.relief", options={"radius_m": "radius_m"}),
+        ),
         explain=(
             "DEV = (z - mean)/std within radius_m (150 m): ridge >= +1, valley <= -1, where relief >= min_relief_m "
             "(5 m); a query naming only ridges or only valleys masks that class"
