@@ -97,6 +97,15 @@ def test_normalized_difference(make_scene, rscore_registry):
     np.testing.assert_allclose(ndvi, [[0.4 / 0.6, 0.0], [np.nan, -0.5]], rtol=1e-6)  # 0/0 is NaN, not 0
 
 
+def test_vegetation_calls_the_operators_it_declares(make_scene, rscore_registry):
+    """``Template.uses`` (shown by ``rscore templates show``) must name exactly the operators the program calls."""
+    (template,) = [t for t in rscore_registry.templates if t.qualified_name == f"{PLUGIN}:vegetation"]
+    scene = make_scene(("red", "green", "blue", "nir"))
+    ctx = OpContext(scene, Request("vegetation", PLUGIN), rscore_registry.operators)
+    template.program(ctx)
+    assert ctx.op_calls == [(u.operator, dict(u.params)) for u in template.uses]
+
+
 def test_vegetation_end_to_end(tmp_path, rscore_run, field_npy):
     out = tmp_path / "out"
     result = rscore_run(field_npy, "where is the vegetation?", plugin=PLUGIN, out_dir=out)

@@ -21,7 +21,7 @@ import numpy as np
 
 from rscore import hookimpl
 from rscore.errors import InputError, OptionError
-from rscore.sdk import OpContext, Operator, Param, ProgramOutput, Reader, Template, Writer
+from rscore.sdk import OpContext, Operator, Param, ProgramOutput, Reader, Template, Writer, uses
 from rscore.types import ArraySource, Result, Scene, Window{{flow_import}}
 
 PLUGIN = "{{name}}"
@@ -149,6 +149,7 @@ VEGETATION = Template(
     examples=("vegetation", "where is the vegetation?", "green vegetated areas", "trees, grass and crops"),
     keywords=("ndvi", "plants", "greenery", "canopy", "forest"),
     program=vegetation,
+    uses=(uses(NORMALIZED_DIFFERENCE, a="nir", b="red"),),  # the operators it calls: `rscore templates show`
     explain=f"NDVI = (nir - red) / (nir + red) >= {NDVI_THRESHOLD}",
     prompt=(
         "Segment green, living vegetation: trees, shrubs, grass and crops. Exclude bare soil, rock, water, roads, "
