@@ -356,10 +356,10 @@ def segment_tiled(
 
     ``segmenter()`` returns ``(name, segmenter)``; it is called once, when the first tile has targets.
     ``progress(done, total)`` counts the overview pass and every tile (a tile is done once reasoned and, when it has
-    targets, segmented), always from the calling thread (a callback taking ``unit`` counts tiles without the overview, or
-    slices: :mod:`rscore.progress`). ``reasoner.plan`` runs for up to ``reason_concurrency``
-    tiles at once (:func:`reason_concurrency`); when two calls fail before any succeeds (the overview counts) the
-    error is raised and tiles not yet sent are not. ``max_mask_bytes`` bounds the full-size instance masks kept;
+    targets, segmented), always from the calling thread (a callback taking ``unit`` counts tiles without the
+    overview, or slices: :mod:`rscore.progress`). ``reasoner.plan`` runs for up to ``reason_concurrency`` tiles at
+    once (:func:`reason_concurrency`); when two calls fail before any succeeds (the overview counts) the error is
+    raised and tiles not yet sent are not. ``max_mask_bytes`` bounds the full-size instance masks kept;
     ``store_tile`` is the tile size of an on-disk union mask.
     """
     from rscore.io.images import scene_rgb8
