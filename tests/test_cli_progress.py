@@ -184,3 +184,15 @@ def test_a_stacked_dicom_like_scene_counts_slices(make_scene):
     run_program(scene, request, template, {}, tile_size=16, progress=lambda d, t, unit: new.append((d, t, unit)))
     assert old == [(d, 16) for d in range(1, 17)]  # 8 bands of 2 tiles
     assert new == [(d // 4, 4, "slices") for d in range(1, 17)]  # a slice is 2 bands
+
+
+@needs_surgical
+@pytest.mark.shared_data
+def test_cli_counts_slices_of_a_real_ct_series(tmp_path, shared_data):
+    series = shared_data / "medical" / "dicom" / "dcmqi_ct-3slice"  # 3 CT slices 512x512 (+ a SEG, not read)
+    if not series.is_dir():
+        pytest.skip("needs medical/dicom/dcmqi_ct-3slice in the shared data")
+    code, out, err = run_on_terminal("run", "--plugin", "surgical", str(series), "bone", "--tile-size", "256",
+                                     "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert code == 0, err
+    assert "slices 3/3" in err and not re.search(r"tiles \d", err), err
