@@ -8,11 +8,13 @@ to stderr and only when stderr is a terminal and ``--json`` is off.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Optional
 
 import typer
@@ -171,23 +173,42 @@ def _run(input: Path, query: str, plugin: Optional[str], out_dir: Path, options:
 
     show_progress = not as_json and sys.stderr.isatty()
     if show_progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(
-            TextColumn("tiles"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=_stderr_console(),
-            transient=True,
-        ) as bar:
-            task = bar.add_task("tiles", total=None)
-            result = engine.run(
-                input, query, plugin=plugin, out_dir=out_dir, options=options,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
+        with _progress_bar() as progress:
+            result = engine.run(input, query, plugin=plugin, out_dir=out_dir, options=options, progress=progress)
     else:
         result = engine.run(input, query, plugin=plugin, out_dir=out_dir, options=options)
     if as_json:
         sys.stdout.write((out_dir / "result.json").read_text(encoding="utf-8"))
         return
     _print_result(result, out_dir)
+
+
+@contextlib.contextmanager
+def _progress_bar() -> Iterator[Callable[..., None]]:
+    """A transient rich bar on stderr counting in the unit of the work ("tiles 12/64", "frames 300/795 (41 fps)",
+    "slices 3/40") with an ETA; yields the ``progress(done, total, unit=...)`` callback (:mod:`rscore.progress`)."""
+    from rich.progress import BarColumn, Progress, ProgressColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    from rscore.progress import format_progress
+
+    class UnitColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            unit = task.fields.get("unit", "")
+            if not unit:  # reading the input, planning: nothing counted yet
+                return Text("working")
+            return Text(format_progress(unit, int(task.completed), task.total, task.speed))
+
+    with Progress(UnitColumn(), BarColumn(), TimeRemainingColumn(), console=_stderr_console(), transient=True) as bar:
+        task = bar.add_task("", total=None, unit="")
+
+        def progress(done: int, total: int, unit: str = "") -> None:
+            if bar.tasks[0].fields.get("unit") != unit:  # a new unit (or pass): its rate and ETA start afresh
+                bar.reset(task, total=total or None, completed=done, unit=unit)
+            else:
+                bar.update(task, completed=done, total=total or None)
+
+        yield progress
 
 
 def _print_result(result: Any, out_dir: Path) -> None:

@@ -335,4 +335,5 @@ class Result:
 
 
 ProgressCallback = Callable[[int, int], None]
-"""``progress(done, total)``: called by long-running library functions; the CLI turns it into a bar."""
+"""``progress(done, total)``: called by long-running library functions; the CLI turns it into a bar. A callback
+that also takes a keyword ``unit`` is told what it counts ("tiles", "frames", "slices"; see :mod:`rscore.progress`)."""

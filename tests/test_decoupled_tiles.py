@@ -122,7 +122,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_large_scene_is_reasoned_per_tile_and_the_straddling_object_merged(registry):
     calls = []
     with ScriptedOpenAIServer([seeing_model]) as srv:
-        res = run(big_scene(), srv, registry, progress=lambda d, t: calls.append((d, t)),
+        res = run(big_scene(), srv, registry, progress=lambda d, t, unit: calls.append((d, t, unit)),
                   reason_tile=TILE, reason_overlap=OVERLAP)
         requests = srv.chat_requests
     windows = tile_windows(H, W, TILE, OVERLAP)
@@ -140,7 +140,8 @@ def test_large_scene_is_reasoned_per_tile_and_the_straddling_object_merged(regis
         assert f"the part x {x0}..{x0 + TILE}, y {y0}..{y0 + TILE} of it (tile {k + 1} of 6" in text
         assert "Overview of the whole scene: a first look at the whole scene shrunk 3.0x found 2 candidate(s)" in text
         assert max(req.images()[0].shape[:2]) <= 1024  # each tile fitted to the model's picture size
-    assert calls == [(i, 7) for i in range(1, 8)]
+    # a unit-aware callback counts tiles, the overview pass not among them (plain callbacks: 1..7 of 7, tested below)
+    assert calls == [(i, 6, "tiles") for i in range(0, 7)]
 
     plan = res.plan
     assert not res.absent and plan.reasoner == "openai" and plan.template == "tiles-test:bright-box"
@@ -528,9 +529,11 @@ def test_stacked_slices_are_reasoned_one_slice_at_a_time(registry):
     scene = Scene(ArraySource(np.moveaxis(img, -1, 0).copy()), "image", ("red", "green", "blue"),
                   metadata={"layout": "stacked-rows", "slice_rows": rows})
     assert decoupled.scene_tile_windows(scene, 2048, 128) == [Window(s * rows, 0, rows, width) for s in range(4)]
-    with ScriptedOpenAIServer([seeing_model]) as srv:
-        res = run(scene, srv, registry)  # auto: a 1200 x 400 scene would not be tiled by size alone
+    calls = []
+    with ScriptedOpenAIServer([seeing_model]) as srv:  # auto: a 1200 x 400 scene would not be tiled by size alone
+        res = run(scene, srv, registry, progress=lambda d, t, unit="": calls.append((d, t, unit)))
         requests = srv.chat_requests
+    assert calls == [(i, n_slices, "slices") for i in range(1, n_slices + 1)]
     assert len(requests) == n_slices  # one per slice, no overview
     for req in requests:  # each picture is one slice (resized by the client to its size rule), not a stack
         h, w = req.images()[0].shape[:2]

@@ -71,6 +71,7 @@ from rscore.engine.tile_plans import _offset_targets, _overview_line, _span, _ti
 from rscore.errors import BackendUnavailable, OptionError
 from rscore.instances import merge_instances_iou
 from rscore.options import convert, parse_bool
+from rscore.progress import report
 from rscore.reasoners.prompting import DEFAULT_MAX_SIDE, ReasoningView
 from rscore.tiling import TiledArray
 from rscore.types import Instance, Plan, ProgressCallback, Request, Scene, Target, Window
@@ -355,9 +356,10 @@ def segment_tiled(
 
     ``segmenter()`` returns ``(name, segmenter)``; it is called once, when the first tile has targets.
     ``progress(done, total)`` counts the overview pass and every tile (a tile is done once reasoned and, when it has
-    targets, segmented), always from the calling thread. ``reasoner.plan`` runs for up to ``reason_concurrency``
-    tiles at once (:func:`reason_concurrency`); when two calls fail before any succeeds (the overview counts) the
-    error is raised and tiles not yet sent are not. ``max_mask_bytes`` bounds the full-size instance masks kept;
+    targets, segmented), always from the calling thread (a callback taking ``unit`` counts tiles without the
+    overview, or slices: :mod:`rscore.progress`). ``reasoner.plan`` runs for up to ``reason_concurrency`` tiles at
+    once (:func:`reason_concurrency`); when two calls fail before any succeeds (the overview counts) the error is
+    raised and tiles not yet sent are not. ``max_mask_bytes`` bounds the full-size instance masks kept;
     ``store_tile`` is the tile size of an on-disk union mask.
     """
     from rscore.io.images import scene_rgb8
@@ -377,6 +379,18 @@ def segment_tiled(
     total = n + (1 if do_overview else 0)
     done = 0
     t_reason = t_segment = 0.0
+    slices = height // per if (per := stacked_slice_rows(scene)) else 0
+
+    def tell() -> None:
+        """Unit-aware callbacks count tiles (the overview pass not among them) or, for stacked slices, the slices'
+        worth of tiles done; the others ``(done, total)`` as always."""
+        if progress is None:
+            return
+        tiles = done - (1 if do_overview else 0)
+        if slices:
+            report(progress, tiles * slices // n, slices, "slices", plain=(done, total))
+        else:
+            report(progress, max(0, tiles), n, "tiles", plain=(done, total))
     concurrency, concurrency_note = reason_concurrency(reasoner, opts, n)
     log.info("reasoning a %dx%d scene in %d tile(s) of %d px (overlap >= %d px), %d at a time", width, height, n,
              tile, overlap, concurrency)
@@ -405,8 +419,7 @@ def segment_tiled(
             overview_targets = _offset_targets(overview_plan.targets, whole, scale)
             overview_line = _overview_line(overview_plan, overview_targets, max(scale))
         done += 1
-        if progress:
-            progress(done, total)
+        tell()
     t_reason += time.perf_counter() - t0
 
     plans_by_tile: dict[int, Plan] = {}
@@ -442,8 +455,7 @@ def segment_tiled(
     def tick() -> None:
         nonlocal done
         done += 1
-        if progress:
-            progress(done, total)
+        tell()
 
     t_loop = time.perf_counter()
     t_segment_loop = 0.0

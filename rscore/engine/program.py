@@ -5,13 +5,14 @@ landslide flow uses the same two pieces with tile batches computed as Prefect ta
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from rscore.engine.parallel import map_tiles, resolve_workers
+from rscore.progress import report
 from rscore.sdk import Operator, Template
 from rscore.tiling import ArraySink, TiledArray, iter_tiles, make_sink, tile_count
 from rscore.types import ProgressCallback, Request, Scene, Step, Target
@@ -54,13 +55,32 @@ def run_program(
     stitch = TileStitcher(h, w, tile_size)
     targets: list[Target] = []
     tiles = iter_tiles(h, w, tile_size, template.halo)
+    unit = _progress_unit(scene, tile_size) if progress else None
     for done, res in enumerate(map_tiles(scene, request, template, operators, tiles, workers), start=1):
         stitch.add(res)
         targets += res.targets
-        if progress:
-            progress(done, total)
+        if unit is not None:
+            report(progress, *unit(done, total), plain=(done, total))
     mask, score, classes = stitch.finish()
     return ProgramRun(mask, score, classes, stitch.steps(), targets, total, stitch.caveats)
+
+
+def _progress_unit(scene: Scene, tile_size: int) -> Callable[[int, int], tuple[int, int, str]]:
+    """``(done, total, unit)`` of a run that has finished ``done`` of ``total`` tiles (tiles come row by row, in
+    order): tiles, or the slices fully done for a stacked DICOM series."""
+    from rscore.engine.decoupled import stacked_slice_rows
+
+    per = stacked_slice_rows(scene)
+    if per is None:
+        return lambda done, total: (done, total, "tiles")
+    h, w = scene.shape
+    per_band = -(-w // tile_size)
+
+    def slices(done: int, total: int) -> tuple[int, int, str]:
+        rows = h if done >= total else min(h, (done // per_band) * tile_size)
+        return rows // per, h // per, "slices"
+
+    return slices
 
 
 class TileStitcher:

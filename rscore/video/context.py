@@ -24,6 +24,7 @@ from rscore.errors import PluginError
 from rscore.instances import instances_from_mask, mask_bbox
 from rscore.engine.request import make_request
 from rscore.plugins import Registry
+from rscore.progress import report
 from rscore.sdk import Template
 from rscore.types import ArraySource, Instance, Plan, ProgressCallback, Request, Result, Scene, Step, VideoInfo
 from rscore.video.reader import Frame
@@ -143,6 +144,8 @@ class _Context:
     label_frames: Counter[str] = field(default_factory=Counter)
     done: int = 0
     processed: int = 0
+    first_pass: bool = False  # offline runs read the video twice: to choose the keyframe, then to segment
+    unit_from: int = 0  # ``done`` when the second pass began
     overlay: Any = None  # an online overlay sink
     overlay_feed: Any = None  # offline: the overlay.OverlayWorker drawing recorded frames in a background thread
     detector: Any = None
@@ -213,9 +216,18 @@ class _Context:
         return [i for i in res.instances if i.mask is not None and i.area_px >= self.vopts.min_area_px]
 
     def tick(self) -> None:
+        """One frame read (offline first pass) or processed. Plain callbacks see one count over both passes; those
+        taking ``unit`` see "frames read" then "frames", each counted from 0 (:mod:`rscore.progress`)."""
         self.done += 1
         if self.progress:
-            self.progress(self.done, max(self.total, self.done))
+            plain = (self.done, max(self.total, self.done))
+            if self.unit_from:  # the second pass of an offline run
+                n = self.done - self.unit_from
+                report(self.progress, n, max(self.total - self.unit_from, n), "frames", plain=plain)
+            elif self.first_pass:
+                report(self.progress, self.done, max(self.total // 2, self.done), "frames read", plain=plain)
+            else:
+                report(self.progress, self.done, self.total, "frames", plain=plain)  # total 0: a stream's, unknown
 
     def warn_once(self, key: str, text: str) -> None:
         if key not in self._warned:

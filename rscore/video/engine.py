@@ -263,6 +263,7 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
     timings: dict[str, float] = {}
     expected = _expected_kept(reader)
     c.total = 2 * expected
+    c.first_pass = True
     templates = c.reg.templates_for(c.plugin)
     reasoner = _backend(c.reg, "reasoner", str(c.opts["reasoner"]), c.opts)
     analytic = c.opts["reasoner"] == "analytic"
@@ -320,6 +321,7 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
     if best is None:  # keyframe index past the end
         raise OptionError(f"keyframe {v.keyframe} is past the last frame ({last_index})")
     c.total = c.done + kept
+    c.first_pass, c.unit_from = False, c.done
     timings["keyframe_select_s"] = round(time.perf_counter() - t0, 4)
     method = (
         "forced" if (v.keyframe == "first" or wanted is not None)

@@ -591,6 +591,7 @@ def analyse_video(
     its reader options are used so that frames line up. A live stream (or a result without a re-readable source)
     is read once; when ``result`` is given for a source that cannot be re-read, only its labels are used.
     """
+    from rscore.progress import report
     from rscore.video.reader import ReaderOptions, is_stream_url, open_video, redact_url
 
     t0 = time.perf_counter()
@@ -659,7 +660,7 @@ def analyse_video(
                 first_s = frame.timestamp_s if first_s is None else first_s
                 last_s = frame.timestamp_s
                 if progress:
-                    progress(k, max(k, reader.info.frame_count or k))
+                    report(progress, k, max(k, reader.info.frame_count or k), "frames")
             events = list(reader.events)
             warnings += list(reader.warnings)
     findings = monitor.finish()
