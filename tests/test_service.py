@@ -430,6 +430,10 @@ def test_plugins_templates_health_docs_and_page(server):
     templates = client.get("/v1/templates", params={"plugin": "demo"}).json()
     assert {t["qualified_name"] for t in templates} >= {"demo:bright", "demo:vlm-only"}
     assert {t["analytic"] for t in templates} == {True, False}
+    by_name = {t["qualified_name"]: t for t in templates}  # each template as a program, as `rscore templates show`
+    vlm, bright = by_name["demo:vlm-only"], by_name["demo:bright"]
+    assert vlm["program"]["kind"] == "vlm" and vlm["program_text"] == "VLM only"
+    assert bright["program"]["kind"] in ("operators", "direct") and bright["program_text"]
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["inference"]["workers"] == 1
     schema = client.get("/openapi.json").json()

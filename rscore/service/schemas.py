@@ -74,6 +74,11 @@ class TemplateOut(BaseModel):
     kinds: list[str]
     class_names: list[str]
     sources: list[str]
+    program: dict[str, Any] = Field(
+        description="the template as a program: kind (operators | direct | vlm), the operators it uses with their "
+        "literal parameters, or the code it runs, and its rule line (as `rscore templates show`)"
+    )
+    program_text: str = Field(description="the same in one line")
 
 
 class SegmentResponse(BaseModel):

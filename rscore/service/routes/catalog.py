@@ -46,7 +46,8 @@ def catalog_router(svc: Service) -> APIRouter:
                 name=t.name, qualified_name=t.qualified_name, plugin=t.plugin, label=t.label,
                 description=t.description, examples=list(t.examples), explain=t.explain,
                 analytic=t.program is not None, requires=list(t.requires), kinds=list(t.kinds),
-                class_names=list(t.class_names), sources=list(t.sources),
+                class_names=list(t.class_names), sources=list(t.sources), program=t.program_info(),
+                program_text=t.program_text(),
             )
             for t in reg.templates_for(plugin)
         ]  # fmt: skip
