@@ -83,7 +83,8 @@ def main() -> int:
                 print(f"running {size} px, workers={label} ...", file=sys.stderr, flush=True)
                 run = run_child(cmd, env=env, log=args.workdir / f"par_{size}_w{label}.log")
                 if run["rc"] != 0:
-                    raise SystemExit(f"rscore run failed (exit {run['rc']}); see {args.workdir}/par_{size}_w{label}.log")
+                    log = args.workdir / f"par_{size}_w{label}.log"
+                    raise SystemExit(f"rscore run failed (exit {run['rc']}); see {log}")
                 run["segment_s"] = json.loads((out / "result.json").read_text()).get("timings", {}).get("segment_s")
                 runs.setdefault(label, []).append(run)
                 digests[label] = _digest(out / "mask.tif")
