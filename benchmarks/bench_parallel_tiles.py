@@ -12,6 +12,12 @@ written are byte-identical to the ``workers=1`` run's.
 
     python benchmarks/bench_parallel_tiles.py                          # 2048 px, workers 1 and 2
     python benchmarks/bench_parallel_tiles.py --sizes 2048,4096 --workers 1,2 --repeat 3
+    # flood_prone needs the whole raster's drainage; compare with the sources of an older commit, side by side:
+    git archive COMMIT rscore plugins/earth/src | (mkdir -p /tmp/base && tar -x -C /tmp/base)
+    python benchmarks/bench_parallel_tiles.py --query "flood-prone areas" --baseline-src /tmp/base
+
+``--baseline-src DIR`` runs every worker count a second time with ``DIR`` and ``DIR/plugins/earth/src`` first on
+``PYTHONPATH`` (rows ``N-base``), interleaved with the current sources' runs in each round.
 
 On a machine shared with other work, wall times vary; the ratio within one round is the figure to quote.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -48,28 +55,40 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--tile-size", type=int, default=1024)
     ap.add_argument("--matcher", default="keyword", help="template matcher of the runs (default keyword)")
+    ap.add_argument("--query", default=QUERY, help=f"the query (default {QUERY!r})")
+    ap.add_argument("--baseline-src", type=Path, help="also run with these sources first on PYTHONPATH (rows N-base)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/rscore-bench"))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
+    labels = args.workers.split(",")
+    if args.baseline_src:
+        labels += [f"{n}-base" for n in labels]
     for size in (int(s) for s in args.sizes.split(",")):
         dem, _ = ensure_dem(args.workdir, size)
         runs: dict[str, list[dict[str, Any]]] = {}
         digests: dict[str, str] = {}
         for _ in range(args.repeat):
-            for n in args.workers.split(","):
-                out = args.workdir / f"par_{size}_w{n}"
+            for label in labels:
+                n, _, variant = label.partition("-")
+                out = args.workdir / f"par_{size}_w{label}"
                 shutil.rmtree(out, ignore_errors=True)
-                cmd = [sys.executable, "-m", "rscore", "run", "--plugin", "earth", str(dem), QUERY, "--out", str(out),
-                       "--tile-size", str(args.tile_size), "--matcher", args.matcher, "-O", f"workers={n}"]
-                print(f"running {size} px, workers={n} ...", file=sys.stderr, flush=True)
-                run = run_child(cmd, log=args.workdir / f"par_{size}_w{n}.log")
+                cmd = [sys.executable, "-m", "rscore", "run", "--plugin", "earth", str(dem), args.query, "--out",
+                       str(out), "--tile-size", str(args.tile_size), "--matcher", args.matcher, "-O", f"workers={n}"]
+                env = None
+                if variant:
+                    base = args.baseline_src.resolve()
+                    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                        [str(base), str(base / "plugins" / "earth" / "src"), os.environ.get("PYTHONPATH", "")]))
+                print(f"running {size} px, workers={label} ...", file=sys.stderr, flush=True)
+                run = run_child(cmd, env=env, log=args.workdir / f"par_{size}_w{label}.log")
                 if run["rc"] != 0:
-                    raise SystemExit(f"rscore run failed (exit {run['rc']}); see {args.workdir}/par_{size}_w{n}.log")
+                    log = args.workdir / f"par_{size}_w{label}.log"
+                    raise SystemExit(f"rscore run failed (exit {run['rc']}); see {log}")
                 run["segment_s"] = json.loads((out / "result.json").read_text()).get("timings", {}).get("segment_s")
-                runs.setdefault(n, []).append(run)
-                digests[n] = _digest(out / "mask.tif")
-        base = statistics.median(r["wall_s"] for r in runs[args.workers.split(",")[0]])
+                runs.setdefault(label, []).append(run)
+                digests[label] = _digest(out / "mask.tif")
+        base = statistics.median(r["wall_s"] for r in runs[labels[0]])
         for n, rs in runs.items():
             wall = statistics.median(r["wall_s"] for r in rs)
             rows.append({
@@ -78,7 +97,7 @@ def main() -> int:
                 "segment_s": round(statistics.median(r["segment_s"] or 0 for r in rs), 2),
                 "peak_rss_mib": round(max(r["peak_rss"] for r in rs) / 2**20, 1),
                 "speedup": round(base / wall, 2),
-                "same_mask": digests[n] == digests[args.workers.split(",")[0]],
+                "same_mask": digests[n] == digests[labels[0]],
             })
     keys = list(rows[0])
     print("  ".join(f"{k:>12}" for k in keys))

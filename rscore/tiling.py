@@ -130,6 +130,7 @@ class TiledArray:
 
         # rscore-tiles-<pid>-*, with a marker: removed at exit, or by a later run if this process is killed
         self._dir = str(make_temp_dir(TILES_PREFIX))
+        self._pid = os.getpid()  # a forked worker that inherits this object (a scene cache) never removes it
         _LIVE.add(self)
         self._written: set[tuple[int, int]] = set()
 
@@ -182,6 +183,8 @@ class TiledArray:
         return out
 
     def close(self) -> None:
+        if getattr(self, "_pid", None) not in (None, os.getpid()):
+            return
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __del__(self) -> None:  # best effort; explicit close() is preferred

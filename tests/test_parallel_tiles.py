@@ -174,3 +174,43 @@ def test_workers_end_with_their_parent_even_after_kill_9():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tiled", [False, True], ids=["in-memory", "tile-store"])
+def test_scene_drainage_is_computed_once_with_workers(tmp_path, monkeypatch, tiled):
+    """flood_prone needs the whole raster's flow accumulation: with two forked workers it is computed once (in the
+    parent, during the first tile) and the workers use that one; the outputs equal the one-process run's. Calls are
+    counted across processes in a file (the patched function is inherited by the forked workers). ``tile-store``:
+    the drainage computed tile by tile into an on-disk store (drainage_max_px=0), which the workers read and leave."""
+    pytest.importorskip("rscore_earth")
+    import os
+
+    from rscore import engine
+    from rscore_earth import drainage_tiled, terrain
+    from rscore_earth.synthetic import example_path
+
+    calls = tmp_path / "calls.txt"
+    module, name = (drainage_tiled, "tiled_flow_accumulation") if tiled else (terrain, "flow_accumulation")
+    real = getattr(module, name)
+    extra = {"drainage_max_px": 0, "drainage_tile": 128} if tiled else {}
+
+    def counted(*args, **kwargs):
+        with open(calls, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    results = []
+    for workers in (1, 2):
+        calls.write_text("")
+        scene = engine.open_scene(example_path("dem"), plugin="earth")
+        res = engine.segment(scene, "flood-prone areas", plugin="earth",
+                             options={"workers": workers, "tile_size": 128, "matcher": "keyword", **extra})
+        assert res.plan.template == "earth:flood_prone"
+        assert calls.read_text().split() == [str(os.getpid())], f"workers={workers}"
+        results.append(res)
+    a, b = results
+    np.testing.assert_array_equal(np.asarray(a.mask), np.asarray(b.mask))
+    np.testing.assert_array_equal(np.asarray(a.score), np.asarray(b.score))
+    assert a.plan.steps == b.plan.steps

@@ -13,6 +13,13 @@ request, template and operators once, pickled (a lazy reader reopens its files i
 the parent's handles), and holds one tile at a time, so memory per worker does not grow with the raster. At most two tiles
 per worker are in flight; results are written as they arrive in order. A program that cannot be pickled (a lambda,
 a closure) runs here, tile by tile, with a note in the log.
+
+Scene-level work: the first tile runs in this process before the workers start, so whatever a program computes
+once per scene and caches in its process (the earth plugin's whole-raster drainage,
+:func:`rscore_earth.hydrology.whole_raster_accumulation`) is computed once; forked workers inherit that cache
+copy-on-write instead of each computing it again (spawned workers, off Linux, still compute their own). A cache
+that must find its entry from a worker's unpickled copy of the scene keys it by something that survives pickling
+(see ``hydrology._per_scene``). No hook is added: an operator's own per-scene cache is the mechanism.
 """
 
 from __future__ import annotations
@@ -80,6 +87,13 @@ def map_tiles(
     """:func:`~rscore.engine.tile.run_tile` over ``tiles``, in their order, here (``workers`` <= 1) or in
     ``workers`` processes."""
     if workers > 1:
+        tiles = iter(tiles)
+        first = next(tiles, None)
+        if first is None:
+            return
+        # the first tile here, before the workers fork: what a program computes once per scene and caches (the earth
+        # plugin's whole-raster drainage) is computed once, and forked workers inherit it (copy-on-write)
+        yield run_tile(scene, request, template, operators, first)
         job = (scene, request, template, dict(operators))
         try:
             payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)

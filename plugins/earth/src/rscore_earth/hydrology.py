@@ -232,8 +232,43 @@ def accumulate_stack(receivers: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ whole-raster drainage
 WHOLE_MAX_PX = 4096 * 4096  # default largest raster whose drainage is computed whole (option drainage_max_px)
-_whole_cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], np.ndarray]] = weakref.WeakKeyDictionary()
+_whole_cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+_by_token: dict[str, dict[tuple[Any, ...], Any]] = {}  # the same per-scene dicts, by the source's token
 _whole_lock = threading.Lock()
+_TOKEN = "_rscore_drainage_token"
+
+
+def _per_scene(source: Any) -> dict[tuple[Any, ...], Any]:
+    """The drainage cache of the scene whose pixels ``source`` holds, shared with pickled copies of ``source``.
+
+    The engine runs a scene's first tile here before forking its tile workers (rscore.engine.parallel); each worker
+    then unpickles its own copy of the scene. A token set on the source at its first use travels in the pickle, and
+    the forked worker finds this process's entry under it (inherited copy-on-write) instead of computing the
+    drainage again. The token entry ends with the source object it was made for.
+    """
+    try:
+        return _whole_cache[source]
+    except KeyError:
+        pass
+    except TypeError:  # not weak-referenceable: a cache for this call only
+        return {}
+    token = getattr(source, _TOKEN, None)
+    per = _by_token.get(token) if isinstance(token, str) else None
+    if per is None:
+        per = {}
+        if not isinstance(token, str):
+            import uuid
+
+            token = uuid.uuid4().hex
+            try:
+                setattr(source, _TOKEN, token)
+            except (AttributeError, TypeError):  # __slots__ / frozen: no sharing with copies
+                token = None
+        if token is not None:
+            _by_token[token] = per
+            weakref.finalize(source, _by_token.pop, token, None)
+    _whole_cache[source] = per
+    return per
 
 
 def _int_option(ctx: Any, name: str, default: int) -> int:
@@ -268,7 +303,7 @@ def whole_raster_accumulation(ctx: Any, z_factor: float = 1.0) -> np.ndarray | N
     tiled = h * w > limit
     key = ("elevation", float(z_factor), float(px), float(py), tiled, tile if tiled else 0)
     with _whole_lock:
-        per_scene = _whole_cache.setdefault(scene.source, {})
+        per_scene = _per_scene(scene.source)
         acc = per_scene.get(key)
         if acc is None:
             from rscore.types import Window
