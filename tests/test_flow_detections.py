@@ -46,6 +46,16 @@ def test_detection_rules_fire_on_the_frames_with_a_bare_head(tmp_path):
     assert [f["instances"] for f in found.fired["workers"]] == [1, 1, 1, 2, 2, 2, 2, 1, 1, 1]
     assert "near_machinery" not in found.fired
     assert "needs the detector to have a machinery" in found.skipped["near_machinery"]
+    # the compliance report's representative frame: the bare-headed worker B (x 110..126, y 60..96) boxed
+    ev = found.evidence["hard_hats"]
+    assert ev["frame"] in (3, 4, 5, 6) and ev["area_px"] == max(f["area_px"] for f in found.fired["hard_hats"])
+    (box,) = ev["boxes"]
+    x0, y0, x1, y1 = box["bbox"]
+    assert abs(x0 - 110) <= 2 and abs(x1 - 126) <= 2 and abs(y0 - 60) <= 2 and abs(y1 - 96) <= 2, box
+    img = cv2.cvtColor(cv2.imdecode(np.frombuffer(ev["png"], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert img.shape == (120, 160, 3)
+    assert tuple(img[(y0 + y1) // 2, x0]) == box["colour"] and tuple(img[(y0 + y1) // 2, x1 - 1]) == box["colour"]
+    assert tuple(img[38, 28]) != box["colour"]  # worker A (helmet on) is not boxed as a violation
 
 
 def test_without_a_detector_the_rules_are_listed_as_not_run(tmp_path):

@@ -456,6 +456,59 @@ def test_frame_sampling_and_days(tmp_path):
         sc.resolve_day("last week")
 
 
+def _png(path_or_bytes) -> np.ndarray:
+    """A PNG decoded to RGB (raises on anything that is not a PNG)."""
+    data = path_or_bytes.read_bytes() if isinstance(path_or_bytes, Path) else path_or_bytes
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def test_representative_frames_box_the_finding_where_it_was_largest(tmp_path):
+    from rscore.video.writers import track_colour
+
+    clip = _clip(tmp_path / "m.avi", range(10, 25))
+    zones = tmp_path / "zones.json"
+    zones.write_text(json.dumps({"zones": [{"name": "crane", "polygon": [[80, 0], [160, 0], [160, 120], [80, 120]]}]}))
+    job = sc.ClipJob(str(clip), "cam", "m", ("hivis", "restricted_zone"), None, str(zones), 5.0, None, "d", ())
+    found = sc.analyse_clip.fn(job)
+    fired = found.fired["hivis"]
+    ev = found.evidence["hivis"]
+    top = max(f["area_px"] for f in fired)
+    assert ev["frame"] == next(f["frame"] for f in fired if f["area_px"] == top) and ev["area_px"] == top
+    assert ev["t_s"] == pytest.approx(ev["frame"] / 10)
+    x = 10 + 4 * (ev["frame"] - 10)  # the vest of that frame: x .. x + 30, rows 40 .. 80
+    (box,) = ev["boxes"]
+    assert abs(box["bbox"][0] - x) <= 1 and abs(box["bbox"][2] - (x + 30)) <= 1 and box["bbox"][1:4:2] == [40, 80]
+    img = _png(ev["png"])
+    assert img.shape == (120, 160, 3) and ev["size_px"] == [160, 120]
+    x0, y0, x1, y1 = box["bbox"]
+    colour = track_colour(1)
+    assert tuple(img[60, x0]) == colour and tuple(img[60, x1 - 1]) == colour and tuple(img[y1 - 1, x0 + 15]) == colour
+    assert tuple(img[60, x1 + 3]) != colour and tuple(img[20, 150]) != colour  # nothing drawn beside the vest
+    # the vest inside the crane zone: the frame where most of it was inside (the last one), boxed inside the zone
+    inside = found.evidence["hivis_in_restricted_zone"]
+    assert inside["frame"] == 24
+    assert inside["area_px"] == max(f["area_px"] for f in found.overlaps["hivis_in_restricted_zone"])
+    assert inside["boxes"][0]["bbox"] == [80, 40, 96, 80]
+    img = _png(inside["png"])
+    assert tuple(img[60, 80]) == colour and tuple(img[60, 95]) == colour
+    assert tuple(img[5, 80]) == (255, 255, 255)  # the zone's outline
+    assert "png" not in found.as_dict()["evidence"]["hivis"]  # the picture goes next to the report, not into JSON
+
+
+def test_evidence_is_drawn_small():
+    from rscore.video.writers import track_colour
+    from rscore_flows.compliance_frames import draw_evidence
+
+    rgb = np.full((720, 1280, 3), 90, np.uint8)
+    mask = np.zeros((720, 1280), bool)
+    mask[200:400, 600:800] = True
+    out, boxes = draw_evidence(rgb, [{"mask": mask, "label": "worker"}])
+    assert out.shape == (360, 640, 3) and boxes[0]["bbox"] == [300, 100, 400, 200]
+    assert tuple(out[150, 300]) == track_colour(1) and tuple(out[150, 399]) == track_colour(1)
+    assert tuple(out[150, 250]) == (90, 90, 90)
+
+
 def test_scaffold_compliance_daily_report(prefect_api, tmp_path):
     cam = tmp_path / "gate-3"
     cam.mkdir()
@@ -499,6 +552,12 @@ def test_scaffold_compliance_daily_report(prefect_api, tmp_path):
     md = (out / f"compliance-{day}.md").read_text()
     assert "| gate-3 | morning | hivis | 8 |" in md and "gate-3/broken" in md
     assert "| scaffold_bracing (scaffold bay missing cross bracing) | could not run |" in md
+    ev = morning["evidence"]["hivis"]  # the representative frame: written next to the report, linked relatively
+    assert ev["image"] == f"compliance-{day}-frames/gate-3-morning-hivis.png"
+    assert _png(out / ev["image"]).shape == (120, 160, 3) and "png" not in ev
+    assert f"![gate-3/morning hivis: frame {ev['frame']}, {ev['t_s']:g} s, 1" in md and f"]({ev['image']})" in md
+    assert (out / morning["evidence"]["hivis_in_restricted_zone"]["image"]).is_file()
+    assert clips["noon"]["evidence"] == {} and "noon-" not in md  # nothing fired: no frame
 
     again = flows_run("scaffold-compliance", [str(cam)], out, zones=zones, sample_fps=5.0,
                       query="workers without hard hats")  # fmt: skip

@@ -10,6 +10,9 @@
                                  frames and when, with areas; hi-vis inside a restricted zone as its own finding;
                                  clips that could not be read listed, not fatal; ``checks``: every safety check
                                  with its state (ran / could not run, and why / not requested)
+      OUT/compliance-<day>-frames/   per finding and clip, its representative frame (where it covered the most
+                                 pixels; PNG, at most 640 px wide, masks tinted and boxes drawn), linked from the
+                                 report with relative paths and its frame index and time
 
 ``status`` is ``ok`` only when every clip was read and every safety check ran; ``incomplete`` when a check could not
 run (offline, the scaffold, bracing, guardrail, working-at-height and hard-hat checks need a VLM reasoner or a
@@ -71,6 +74,7 @@ from rscore_flows._common import (
     write_json,
     write_text,
 )
+from rscore_flows.compliance_frames import BestFrames, instance_items, write_frames
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,7 @@ DETECTOR_TEMPLATES = ("workers", "hard_hats", "no_vests", "near_machinery", "at_
 ZONE_TEMPLATE = "restricted_zone"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv")
 FALLBACK_FPS = 25.0  # when a container does not say
+FINDINGS_FORMAT = 2  # ClipFindings' fields; 2: with representative frames (cached findings of 1 lack them)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +125,9 @@ class ClipFindings:
     restricted zones; ``zone`` the restricted area of the view (px, share); ``skipped`` templates that cannot run
     offline, with the reason; ``error`` for a bad clip; ``reused`` when the run took an earlier run's result;
     ``caveats`` per finding, the limits its answers carry (``Result.caveats``), and ``confidence`` per finding,
-    how far its routing is trusted (``Result.confidence``; ``None`` for a template forced by name)."""
+    how far its routing is trusted (``Result.confidence``; ``None`` for a template forced by name); ``evidence`` per
+    finding, its representative frame (where it covered the most pixels) drawn small with its masks and boxes
+    (``rscore_flows.compliance_frames``)."""
 
     path: str
     camera: str
@@ -141,9 +148,12 @@ class ClipFindings:
     seconds: float = 0.0
     worker: str = ""
     reused: bool = False
+    evidence: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        # the representative frame's picture is written next to the report, not into the JSON
+        d["evidence"] = {k: {x: y for x, y in v.items() if x != "png"} for k, v in self.evidence.items()}
         d["fired"] = {k: [dict(x) for x in v] for k, v in self.fired.items()}
         d["overlaps"] = {k: [dict(x) for x in v] for k, v in self.overlaps.items()}
         return d
@@ -224,7 +234,8 @@ def frame_scene(rgb: np.ndarray, path: str, frame: int, t_s: float, fps: float) 
 def clip_cache_key(job: ClipJob) -> str:
     zones_digest = file_digest(job.zones) if job.zones else None
     digest = stable_digest(
-        job.digest, job.templates, job.query, zones_digest, job.sample_fps, job.stride, job.options, job.versions
+        job.digest, job.templates, job.query, zones_digest, job.sample_fps, job.stride, job.options, job.versions,
+        FINDINGS_FORMAT,
     )
     return f"scaffold-{job.camera}-{job.name}-{digest}"
 
@@ -298,6 +309,7 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
     caveats: dict[str, list[str]] = {}
     confidence: dict[str, float | None] = {}
     sampled = 0
+    best = BestFrames()
     try:
         from rscore_safety.detections import detect_ahead  # detector_batch frames per call; no-op without one
 
@@ -336,6 +348,7 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
                     continue
                 if area:
                     masks[name] = mask
+                    best.offer(name, area, frame, t_s, rgb, instance_items(res.instances, mask, name))
                     fired[name].append({
                         "frame": frame, "t_s": round(t_s, 3), "area_px": area, "share": round(area / mask.size, 6),
                         "instances": len(res.instances),
@@ -344,6 +357,8 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
                 for name, mask in masks.items():
                     inside = int((mask & zone).sum())
                     if inside:
+                        key = f"{name}_in_{ZONE_TEMPLATE}"
+                        best.offer(key, inside, frame, t_s, rgb, [{"mask": mask & zone, "label": key}], zone)
                         overlaps.setdefault(f"{name}_in_{ZONE_TEMPLATE}", []).append(
                             {"frame": frame, "t_s": round(t_s, 3), "area_px": inside,
                              "share": round(inside / zone.size, 6)}  # fmt: skip
@@ -359,7 +374,7 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
         size_px=tuple(info["size_px"]), stride=info["stride"], sampled=sampled,
         fired={k: tuple(v) for k, v in fired.items()}, overlaps={k: tuple(v) for k, v in overlaps.items()},
         zone=zone_info, skipped=skipped, seconds=time.perf_counter() - t0, worker=worker_id(),
-        caveats={k: tuple(v) for k, v in caveats.items()}, confidence=confidence,
+        caveats={k: tuple(v) for k, v in caveats.items()}, confidence=confidence, evidence=best.render(),
     )  # fmt: skip
 
 
@@ -465,6 +480,14 @@ def render_report(doc: Mapping[str, Any]) -> str:
         lines += ["", "Checks (a check that could not run is not a pass):", ""]
         lines += ["| check | state | why |", "|---|---|---|"]
         lines += [f"| {c['check']} ({c['label']}) | {c['state']} | {c.get('why', '')} |" for c in checks]
+    shown = [(c, name, ev) for c in doc["clips"] for name, ev in (c.get("evidence") or {}).items() if ev.get("image")]
+    if shown:
+        lines += ["", "Representative frames (per finding, the sampled frame where it covered the most pixels; "
+                  "masks tinted, boxes drawn):", ""]  # fmt: skip
+        for c, name, ev in shown:
+            title = f"{c['camera']}/{c['name']} {name}: frame {ev['frame']}, {ev['t_s']:g} s, {ev['area_px']} px"
+            lines += [f"**{title}**", "", f"![{title}]({ev['image']})", ""]
+        lines.pop()
     extra = {k: v for k, v in skipped.items() if k not in {c["check"] for c in checks}}
     if extra:
         lines += ["", "Not run:", ""] + [f"- {k}: {v}" for k, v in extra.items()]
@@ -562,7 +585,11 @@ def scaffold_compliance(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip
     stem = f"compliance-{report_day}"
-    doc["outputs"] = {"report_json": f"{stem}.json", "report_md": f"{stem}.md"}
+    doc["outputs"] = {"report_json": f"{stem}.json", "report_md": f"{stem}.md", "frames": f"{stem}-frames"}
+    images = write_frames(findings, out_dir, f"{stem}-frames")
+    for c in doc["clips"]:
+        for name, ev in (c.get("evidence") or {}).items():
+            ev["image"] = images.get((c["camera"], c["name"], name))
     write_json(out_dir / f"{stem}.json", doc)
     write_text(out_dir / f"{stem}.md", render_report(doc))
     logger.info("%s: %s, %d clip(s), %d bad; report %s", FLOW_NAME, status, len(findings), len(bad), out_dir / stem)
