@@ -11,7 +11,8 @@ of writing in (segment + write)::
 
 ``--baseline-ref REF`` also loads ``rscore_earth/writers.py`` as it is at git ref ``REF`` (e.g. ``main``) and times
 its writers on the *same* result in the same process, alternating old and new (``--repeat`` rounds, best of
-them), so the before/after ratio is measured side by side (this machine is shared: absolute figures vary with load, ratios less).
+them), so the before/after ratio is measured side by side (this machine is shared: absolute figures vary with load,
+ratios less).
 """
 
 from __future__ import annotations
