@@ -434,7 +434,8 @@ class _GeoJsonStream:
         if not self.enabled:
             return
         geoms = shapely.orient_polygons(shapely.transform(geoms, self._lonlat), exterior_cw=False)
-        multi = np.array([g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon([g]) for g in geoms], object)
+        parts, owner = shapely.get_parts(geoms, return_index=True)
+        multi = shapely.multipolygons(parts, indices=owner)  # every geometry as a MultiPolygon, in one call
         texts = shapely.to_geojson(multi)
         columns = [[_json_value(v) for v in col.tolist()] for col in data]
         lines = []
