@@ -252,7 +252,7 @@ def _ring_coords(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     import shapely
 
     rings_per = shapely.get_num_interior_rings(geoms) + 1
-    rings = np.concatenate([shapely.get_rings(g) for g in geoms])
+    rings = shapely.get_rings(geoms)  # exterior then holes, geometry after geometry
     coords, ring = shapely.get_coordinates(rings, return_index=True)
     last = np.r_[ring[1:] != ring[:-1], True]
     return coords, ring, rings_per, last
