@@ -207,6 +207,8 @@ def _progress_bar() -> Iterator[Callable[..., None]]:
                 bar.reset(task, total=total or None, completed=done, unit=unit)
             else:
                 bar.update(task, completed=done, total=total or None)
+            if total and done >= total:  # a finished pass is drawn now, not at the next timed refresh (maybe never)
+                bar.refresh()
 
         yield progress
 
