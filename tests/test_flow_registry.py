@@ -185,36 +185,13 @@ def test_service_refuses_a_bad_option_with_400_before_the_job_exists(tmp_path, d
 
 
 # ------------------------------------------------------------------------------------------------- import structure
-def _runtime_nodes(node: ast.AST):
-    """Every node below ``node`` except those of ``if TYPE_CHECKING:`` blocks (never imported at run time)."""
-    for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-            yield from (n for c in child.orelse for n in (c, *_runtime_nodes(c)))
-            continue
-        yield child
-        yield from _runtime_nodes(child)
-
-
 def test_job_runners_and_the_flow_registry_are_in_no_import_cycle_even_inside_functions():
     """``rscore.service.jobs`` and ``rscore.service.prefect_jobs`` used to import each other (one of them inside a
     function); the shared pieces now live in ``rscore.service.jobspec``. Imports inside functions count here."""
-    from test_imports import _modules, _resolve, cycles
+    from test_imports import cycles, import_graph
 
-    modules = _modules()
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        deps = set()
-        for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
-                           for a in node.names]  # fmt: skip
-            else:
-                continue
-            # the package roots re-export lazily (``from rscore import hookimpl``): not edges into the engine
-            deps |= {t for t in (_resolve(x, modules) for x in targets) if t and t != name} - {"rscore", "rscore_flows"}
-        graph[name] = deps
+    # the package roots re-export lazily (``from rscore import hookimpl``): not edges into the engine
+    graph = {m: deps - {"rscore", "rscore_flows"} for m, deps in import_graph(function_level=True).items()}
     mine = {"rscore.service.jobs", "rscore.service.jobspec", "rscore.service.prefect_jobs", "rscore.flowspec",
             "rscore_flows.specs", "rscore_flows.per_input", "rscore_flows.cli", "rscore_flows.deployments"}  # fmt: skip
     assert "rscore.service.prefect_jobs" in graph["rscore.service.jobs"]  # the graph sees function-level imports

@@ -8,44 +8,16 @@ LISA key mapping, adapters, SAM2 builds), ``rscore.segmenters``, ``rscore.reason
 
 from __future__ import annotations
 
-import ast
-
-from test_imports import _modules, _resolve, cycles
+from test_imports import cycles, import_graph
 
 LAYERS = ("rscore.models", "rscore.segmenters", "rscore.reasoners", "rscore.finetune")
 
 
 def all_imports_graph(prefixes: tuple[str, ...] = LAYERS) -> dict[str, set[str]]:
-    """Module -> the modules of ``prefixes`` it imports anywhere (functions included; ``TYPE_CHECKING`` blocks not)."""
-    modules = _modules()
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        if not name.startswith(prefixes):
-            continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        typing_only = {
-            id(n)
-            for node in ast.walk(tree)
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-            for n in ast.walk(node)
-        }
-        deps: set[str] = set()
-        for node in ast.walk(tree):
-            if id(node) in typing_only:
-                continue
-            if isinstance(node, ast.Import):
-                candidates = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and not node.level:
-                mod = node.module or ""
-                candidates = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else mod for a in node.names]
-            else:
-                continue
-            for c in candidates:
-                target = _resolve(c, modules)
-                if target and target != name and target.startswith(prefixes):
-                    deps.add(target)
-        graph[name] = deps
-    return graph
+    """Module -> the modules of ``prefixes`` it imports anywhere (functions included; ``TYPE_CHECKING`` blocks not):
+    :func:`test_imports.import_graph` restricted to these layers."""
+    full = import_graph(function_level=True)
+    return {m: {d for d in deps if d.startswith(prefixes)} for m, deps in full.items() if m.startswith(prefixes)}
 
 
 def test_the_graph_sees_imports_inside_functions():
