@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from rscore import engine
+from rscore.errors import OptionError
 from rscore.tiling import TiledArray, read_window
 from rscore.types import Window
 
@@ -187,13 +188,21 @@ def test_cli_bad_inputs_exit_2(rscore_cli, tmp_path, write_tif):
     assert res.exit_code == 2 and "far.tif" in res.stderr and "does not overlap" in res.stderr
 
 
-def test_no_crs_result_warns_and_reports_pixels(write_tif, tmp_path):
+def test_no_crs_terrain_needs_a_pixel_size(write_tif, tmp_path, rscore_cli):
+    """Slope on 1-unit pixels of a metre DEM is near-vertical everywhere: refused (exit 2, file named, no outputs)
+    until pixel_size_m is given; elevation alone needs no ground size."""
     path = write_tif("nocrs.tif", synthetic.generate_dem(replace(synthetic.EXAMPLE_SPEC, height=64, width=64)),
                      crs=None)  # fmt: skip
-    result = engine.run(path, "steep terrain", plugin="earth", out_dir=tmp_path / "o")
-    assert any("pixel units" in w for w in result.warnings)
-    assert all(c["area_km2"] is None for c in result.classes.values())
-    assert (tmp_path / "o" / "polygons.gpkg").exists()
+    res = rscore_cli("run", "--plugin", "earth", str(path), "steep terrain", "--out", str(tmp_path / "o"))
+    assert res.exit_code == 2 and "nocrs.tif" in res.stderr and "pixel_size_m" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "o").exists()
+    with pytest.raises(OptionError, match="slope needs the ground pixel size"):
+        engine.run(path, "landslide-prone areas", plugin="earth", out_dir=tmp_path / "p")
+    result = engine.run(path, "steep terrain", plugin="earth", out_dir=tmp_path / "q", options={"pixel_size_m": 10})
+    assert not result.absent and all(c["area_km2"] is not None for c in result.classes.values())
+    high = engine.run(path, "areas above 100 m", plugin="earth", out_dir=tmp_path / "r")
+    assert any("pixel units" in w for w in high.warnings)
+    assert (tmp_path / "r" / "polygons.gpkg").exists()
 
 
 @pytest.mark.slow

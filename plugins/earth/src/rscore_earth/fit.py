@@ -38,6 +38,8 @@ import numpy as np
 from rscore.errors import InputError
 from rscore.metrics import auroc
 
+from rscore_earth.operators import ground_size
+
 __all__ = [
     "DEFAULT_FACTORS",
     "FACTORS",
@@ -115,7 +117,7 @@ def aux_window(ctx: Any, path: str | os.PathLike[str]) -> np.ndarray:
 def factor_stack(ctx: Any, names: Sequence[str] = FACTORS, aux: Sequence[str] = ()) -> np.ndarray:
     """``(len(names), h, w)`` float64 factors of the context's view, NaN where the DEM is invalid. ``aux<i>=<v>``
     names are 0/1 indicators of category ``v`` of the categorical raster ``aux[i]``."""
-    ops = _factor_ops(min(ctx.pixel_size))
+    ops = _factor_ops(min(ground_size(ctx, "susceptibility factors")))
     unknown = [n for n in names if n not in ops and _aux_factor(n) is None] or ([] if names else ["(none given)"])
     if unknown:
         raise InputError(f"unknown susceptibility factor(s) {', '.join(unknown)} (known: {', '.join(FACTORS)})")

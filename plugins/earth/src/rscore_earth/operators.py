@@ -1,8 +1,11 @@
 """Earth operators, registered through ``rscore_operators`` and composed by templates with ``ctx.op(name)``.
 
 Every operator reads its bands with ``ctx.band(role)`` (float32, invalid pixels NaN), uses the ground pixel size
-``ctx.pixel_size`` (metres, or pixel units for rasters without a usable CRS) and returns a float32 array of the
-view's shape, NaN where the input is invalid. Windows given in metres are turned into pixels with the pixel size
+in metres (:func:`ground_size`) and returns a float32 array of the view's shape, NaN where the input is invalid.
+An operator whose answer depends on the ground size (slope, aspect, curvature, windows and areas in metres,
+drainage) refuses a raster whose CRS gives no ground size (no CRS, or a local CRS with unknown units) unless
+``pixel_size_m`` is given: a slope computed with 1 m pixels on a 90 m DEM is near-vertical everywhere, a confident
+wrong answer. Windows given in metres are turned into pixels with the pixel size
 and capped at :data:`HALO` so that a tile's halo always covers them (results stay seam-free).
 
 Request options read here (``--option k=v``): ``z_factor`` (elevation units to metres, default 1),
@@ -22,7 +25,7 @@ from rscore.sdk import OpContext, Operator, Param
 
 from rscore_earth import terrain
 
-__all__ = ["HALO", "OPERATORS", "operators", "radius_px", "require_bands", "normalized_difference"]
+__all__ = ["HALO", "OPERATORS", "operators", "ground_size", "radius_px", "require_bands", "normalized_difference"]
 
 HALO = 64  # px: the context every windowed/hydrological operator may use around a tile
 DEFAULT_CHANNEL_AREA_M2 = 1e5
@@ -66,9 +69,27 @@ def require_bands(ctx: OpContext, *roles: str, why: str) -> None:
     raise OptionError(f"{why} needs band(s) {', '.join(missing)}: pass --bands to name them (this input has: {have})")
 
 
+def ground_size(ctx: OpContext, why: str) -> tuple[float, float]:
+    """The ground pixel size ``(x, y)`` in metres; :class:`OptionError` naming the file when the raster has none.
+
+    ``why`` says what needs it ("slope"). Rasters without a CRS, or with a local CRS of unknown units, have no
+    ground size until ``--option pixel_size_m=<metres>`` gives one (the reader then sets ``scene.pixel_size``).
+    """
+    scene = ctx.scene
+    if scene.pixel_size is not None and scene.unit == "m":
+        return scene.pixel_size
+    crs = (scene.metadata or {}).get("crs_units") or "none"
+    what = "it has no CRS" if scene.geo is None or scene.geo.crs is None else f"its CRS units are {crs}"
+    raise OptionError(
+        f"{why} needs the ground pixel size in metres and {what}: pass --option pixel_size_m=<metres> "
+        f"(e.g. pixel_size_m=30); in pixel units slopes, distances and areas would be wrong",
+        path=scene.path,
+    )
+
+
 def radius_px(ctx: OpContext, radius_m: float) -> int:
     """A window radius in metres as whole pixels (at least 1), capped at :data:`HALO`."""
-    px = min(ctx.pixel_size)
+    px = min(ground_size(ctx, f"a {radius_m:g} m window"))
     r = max(1, int(round(radius_m / px)))
     return min(r, HALO)
 
@@ -86,22 +107,22 @@ def op_elevation(ctx: OpContext) -> np.ndarray:
 
 
 def op_slope(ctx: OpContext) -> np.ndarray:
-    px, py = ctx.pixel_size
+    px, py = ground_size(ctx, "slope")
     return terrain.slope_deg(_elevation(ctx), px, py)
 
 
 def op_aspect(ctx: OpContext) -> np.ndarray:
-    px, py = ctx.pixel_size
+    px, py = ground_size(ctx, "aspect")
     return terrain.aspect_deg(_elevation(ctx), px, py, *_signs(ctx))
 
 
 def op_curvature(ctx: OpContext, kind: str = "total") -> np.ndarray:
-    px, py = ctx.pixel_size
+    px, py = ground_size(ctx, "curvature")
     return terrain.curvature(_elevation(ctx), px, py, kind, *_signs(ctx))
 
 
 def op_hillshade(ctx: OpContext, azimuth: float = 315.0, altitude: float = 45.0) -> np.ndarray:
-    px, py = ctx.pixel_size
+    px, py = ground_size(ctx, "hillshade")
     return terrain.hillshade(_elevation(ctx), px, py, azimuth, altitude, 1.0, *_signs(ctx))
 
 
@@ -122,7 +143,7 @@ def op_flow_accumulation(ctx: OpContext) -> np.ndarray:
     drainage_max_px, tiled in bounded memory above); tile-local only for a view reaching outside the raster."""
     from rscore_earth import hydrology
 
-    px, py = ctx.pixel_size
+    px, py = ground_size(ctx, "drainage (flow accumulation)")
     whole = hydrology.whole_raster_accumulation(ctx, _option(ctx, "z_factor", 1.0))
     if whole is not None:
         return whole
@@ -141,7 +162,7 @@ def _channels(ctx: OpContext, channel_area_m2: float | None) -> np.ndarray:
 
 
 def _drainage(ctx: OpContext, channel_area_m2: float | None) -> tuple[np.ndarray, np.ndarray]:
-    px, py = ctx.pixel_size
+    px, py = ground_size(ctx, "drainage distance")
     return terrain.drainage_distance(_elevation(ctx), _channels(ctx, channel_area_m2), px, py)
 
 

@@ -647,8 +647,8 @@ def _pixel_size(
     size = pixel_size_m(tuple(ds.transform)[:6], units, ds.height, ds.width)
     if size is None:
         warnings.append(
-            f"{name}: {units.problem}; slopes, distances and areas are in pixel units "
-            f"(pass --option pixel_size_m=<metres> if you know the pixel size)"
+            f"{name}: {units.problem}; areas are in pixel units and terrain analysis (slope, drainage) is refused "
+            f"until you pass --option pixel_size_m=<metres>"
         )
         return None, None
     if units.kind == "projected" and units.unit not in ("metre", "meter", "m"):

@@ -50,7 +50,7 @@ from rscore.errors import OptionError
 from rscore.sdk import OpContext, ProgramOutput, Template, uses
 
 from rscore_earth.hydrology import WHOLE_MAX_PX
-from rscore_earth.operators import DEFAULT_CHANNEL_AREA_M2, HALO, radius_px, require_bands
+from rscore_earth.operators import DEFAULT_CHANNEL_AREA_M2, HALO, ground_size, radius_px, require_bands
 
 __all__ = [
     "TEMPLATES",
@@ -140,7 +140,7 @@ def landslide_susceptibility(ctx: OpContext) -> tuple[np.ndarray, dict[str, np.n
         score[~ctx.valid | np.isnan(slope)] = np.nan
         return score, {}
     kplan = ctx.op("earth.curvature", kind="plan")
-    factors = terrain_factors(slope, kplan, min(ctx.pixel_size))
+    factors = terrain_factors(slope, kplan, min(ground_size(ctx, "landslide susceptibility")))
     weights = {"slope": 1.0 - CONVERGENCE_WEIGHT, "convergence": CONVERGENCE_WEIGHT}
     if ctx.has("red", "nir") or ctx.has("ndvi"):
         factors["vegetation"] = 1.0 - ramp(ctx.op("earth.ndvi"), 0.2, 0.5)
@@ -241,7 +241,7 @@ def _landslide(ctx: OpContext) -> ProgramOutput:
             mean_slope_deg=float(np.nanmean(slope[valid])) if valid.any() else 0.0,
         )
         kplan = ctx.op("earth.curvature", kind="plan")
-        scale = CURVATURE_SCALE_PX / min(ctx.pixel_size)
+        scale = CURVATURE_SCALE_PX / min(ground_size(ctx, "plan curvature"))
         ctx.note(
             f"plan curvature at the DEM's resolution: convergent hollows raise susceptibility, "
             f"0.5 - 0.5 tanh(k_plan / {scale:.3g} 1/m) (Montgomery & Dietrich 1994, Ohlmacher 2007)",
@@ -273,7 +273,7 @@ def _landslide(ctx: OpContext) -> ProgramOutput:
 def _flood(ctx: OpContext) -> ProgramOutput:
     require_bands(ctx, "elevation", why="flood-prone area mapping")
     hand_max = _param(ctx, "hand_max_m", 5.0, 0.0, 1000.0)
-    px = min(ctx.pixel_size)
+    px = min(ground_size(ctx, "flood-prone area mapping"))
     reach = HALO * px
     max_dist = _param(ctx, "max_distance_m", 500.0, 0.0)
     if max_dist > reach:
