@@ -421,6 +421,11 @@ def segment_tiled(
         done += 1
         tell()
     t_reason += time.perf_counter() - t0
+    # a reasoner may look closely only at the tiles its overview points at (the agent: bounded loops per scene)
+    chooser = getattr(reasoner, "choose_tiles", None)
+    chosen, skip_note = chooser(windows, (height, width), overview_plan, overview_targets) if callable(chooser) \
+        else (None, "")
+    skipped = frozenset(range(n)) - frozenset(chosen) if chosen is not None else frozenset()
 
     plans_by_tile: dict[int, Plan] = {}
     failed: list[tuple[int, BackendUnavailable]] = []
@@ -447,6 +452,10 @@ def segment_tiled(
         nonlocal next_sent
         while next_sent < n and len(held) < concurrency:
             k, win = next_sent, windows[next_sent]
+            if k in skipped:
+                ready[k], next_sent = None, next_sent + 1
+                tick()
+                continue
             view = ReasoningView(window=win, tile=k, overview=overview_line, **common)
             held[k] = _tile_scene(scene, win, display, view)
             sent[pool.submit(reasoner.plan, held[k], request, templates)] = k
@@ -528,6 +537,8 @@ def segment_tiled(
     t_segment += time.perf_counter() - t0
     if concurrency_note:
         warnings += (concurrency_note,)
+    if skip_note:
+        warnings += (skip_note,)
     if failed:
         warnings += (
             f"{len(failed)} of {n} tile(s) could not be reasoned and are not covered: "
@@ -539,6 +550,7 @@ def segment_tiled(
         scene, tile_plans, windows, overview_plan, overview_line, tuple(targets), groups,
         tile=tile, overlap=overlap, grid=grid, opts=opts, seg_name=seg_name, failed=failed,
         overview_failed=overview_failed, concurrency=concurrency, concurrency_note=concurrency_note,
+        skipped=sorted(skipped), skip_note=skip_note,
         counts={"segmented": segmented, "same_tile_merged": same_tile_merged, "pieces": len(pieces),
                 "instances": len(instances)},
     )
