@@ -47,6 +47,7 @@ import numpy as np
 from rscore.errors import BackendUnavailable, OptionError, RscoreError
 from rscore.instances import mask_bbox
 from rscore.options import scoped, typed
+from rscore.reasoners.agent_local import _LocalClient
 from rscore.reasoners.agent_tiles import (TILE_MODES, as_targets, check_tile_budget, choose_tiles, max_halo,
                                          measure_scene)
 from rscore.reasoners.base import VLMReasoner
@@ -653,52 +654,3 @@ def make_agent_reasoner(options: Mapping[str, Any]) -> AgentReasoner:
         text_only = dataclasses.replace(bounds, tool_format="text")  # a chat template may not take tools
         return AgentReasoner(None, text_only, options, local=make_transformers_reasoner(options))
     return AgentReasoner(http, bounds, options)
-
-
-class _LocalClient:
-    """The agent's turns on a local VLM through transformers (``--reasoner agent --model NAME --weights DIR``): the
-    same surface as :class:`~rscore.reasoners.openai.OpenAIChatClient` that the loop uses. Pictures in the chat
-    (data URLs) become the processor's image parts in order; tools are described in the prompt (text calls)."""
-
-    def __init__(self, vlm: Any) -> None:
-        self.vlm = vlm
-        self.display = f"local {vlm.model_name}"
-
-    def __enter__(self) -> _LocalClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def error(self, what: str) -> BackendUnavailable:
-        return BackendUnavailable(f"agent reasoner ({self.display}): {what}")
-
-    def chat_inputs(self, messages: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
-        """The processor-format chat and its pictures."""
-        import base64
-        import io
-
-        from PIL import Image
-
-        chat, pictures = [], []
-        for m in messages:
-            role, content = m["role"], m.get("content")
-            if role == "tool":
-                role, content = "user", f"<tool_response>\n{content}\n</tool_response>"
-            parts: list[dict[str, Any]] = []
-            for part in ([{"type": "text", "text": content or ""}] if not isinstance(content, list) else content):
-                if part.get("type") == "image_url":
-                    data = part["image_url"]["url"].split(",", 1)[1]
-                    pictures.append(np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")))
-                    parts.append({"type": "image"})
-                else:
-                    parts.append({"type": "text", "text": str(part.get("text", ""))})
-            chat.append({"role": role, "content": parts})
-        return chat, pictures
-
-    def request_json(self, method: str, path: str, payload: Mapping[str, Any], deadline: float) -> dict[str, Any]:
-        chat, pictures = self.chat_inputs(payload["messages"])
-        text, stats = self.vlm.chat(chat, None, images=pictures)
-        return {"model": self.vlm.model_name, "choices": [{"message": {"role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": int(stats["prompt_tokens"]),
-                          "completion_tokens": int(stats["completion_tokens"])}}  # fmt: skip
