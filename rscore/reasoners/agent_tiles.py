@@ -26,7 +26,9 @@ tile" grows with the scene: a 10000 x 10000 GeoTIFF in tiles of 2048 px (twice a
 scene's size: at most ``(1 + agent_max_tiles) x agent_max_turns`` turns = 17 x 12 = **204 model turns** with the
 defaults (and as many times ``agent_max_total_tokens`` / ``agent_max_wall_s``); a target in two tiles answered in
 3 turns per loop costs 1 + 2 loops = 9 turns. A scene of at most 16 tiles (up to ~7600 px square) is examined
-tile by tile in full.
+tile by tile in full. Measured (``benchmarks/bench_agent.py --tiled``, a scripted model that segments what it sees
+and selects it in 2 turns): 10000 x 10000 px with one disc on a tile corner, 36 tiles -> 5 loops, 10 turns (every
+tile: 37 loops, 42 turns), the same instance either way.
 
 **Known limit (stated in the result).** In ``selected`` mode only what the overview saw is looked at closely: a
 target too small to show at the overview's scale is not searched for. The plan and the caveats name the tiles not
