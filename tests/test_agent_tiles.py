@@ -151,3 +151,18 @@ def test_operator_tools_on_a_tile_measure_original_values_not_the_stretched_pict
         "tile 1 (x 0..224, y 0..224): answer: mask(s) 1 (earth.elevation > 2000) as 'above 2000 m'",
         "tile 2 (x 192..416, y 0..224): answer: mask(s) 1 (earth.elevation > 2000) as 'above 2000 m'",
     ], json.dumps(steps)[:2000]
+
+
+def test_tiles_reasoned_concurrently_give_the_same_answer(reg):
+    """``reason_concurrency=2``: two tiles' loops at once over HTTP (each loop has its own client and state)."""
+    scene, disc = disc_scene(640, 224, 208, 112, 44)  # 4 tiles starting at x 0, 139, 277, 416
+    answers = []
+    for concurrency in (1, 2):
+        with ScriptedOpenAIServer([eyed_model]) as srv:
+            res = segment(scene, srv, reg, reason_concurrency=concurrency)
+        answers.append(res)
+        assert res.plan.match["tiling"]["concurrency"] == concurrency
+    one, two = answers
+    assert np.array_equal(one.mask, two.mask) and iou(one.mask, disc) > 0.85
+    assert [i.bbox for i in one.instances] == [i.bbox for i in two.instances] and len(one.instances) == 1
+    assert one.plan.match["turns"] == two.plan.match["turns"]
