@@ -109,8 +109,8 @@ def choose_tiles(options: AgentOptions, windows: Sequence[Window], shape: tuple[
     if overview is None:  # no overview to choose from: turned off, or its error is in the plan
         raise OptionError(
             f"agent: this scene's {n} tiles are more than agent_max_tiles={options.max_tiles} and are chosen from the "
-            "overview pass, which was turned off (reason_overview=false) or failed: turn it on (or retry), or pass "
-            f"agent_tiles=all with agent_max_tiles>={n}"
+            "overview pass, which did not run (reason_overview=false; a stack of slices has none) or failed: pass "
+            f"agent_tiles=all with agent_max_tiles>={n}, turn the overview on, or retry"
         )
     score = np.zeros(n, np.int64)
     for t in targets if not overview.absent else ():
