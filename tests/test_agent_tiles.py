@@ -96,7 +96,7 @@ def test_large_scene_loops_only_on_the_tiles_the_overview_points_at(reg):
     assert len(res.instances) == 1 and iou(res.mask, disc) > 0.85
     assert res.plan.match["tiling"]["tiles_skipped"] == [2, 3, 4]
     assert any(t.startswith("tiles not reasoned (2, 3, 4)") for t in (s.text for s in res.plan.steps))
-    note = next(w for w in res.warnings if "3 of 4 tiles were not examined" in w)
+    (note,) = [c for c in res.caveats if "3 of 4 tiles were not examined" in c]
     assert "agent_tiles=all" in note and "may be missed" in note
 
 

@@ -537,8 +537,6 @@ def segment_tiled(
     t_segment += time.perf_counter() - t0
     if concurrency_note:
         warnings += (concurrency_note,)
-    if skip_note:
-        warnings += (skip_note,)
     if failed:
         warnings += (
             f"{len(failed)} of {n} tile(s) could not be reasoned and are not covered: "
