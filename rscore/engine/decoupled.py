@@ -22,6 +22,10 @@ only the part x 2048..4096, y 0..2048 of a 10000x10000 raster (tile 2 of 25) ...
 Third-party reasoners keep working unchanged (they see a smaller scene); those that call ``describe_scene`` get the
 context too.
 
+**Choosing tiles.** A reasoner with a ``choose_tiles(windows, shape, overview_plan, overview_targets)`` method is asked
+after the overview which tiles to reason (``None``: all) and why the others are left (the agent, whose loops cost many
+turns each: :mod:`rscore.reasoners.agent_tiles`); tiles left out are listed in the plan and the note is a caveat.
+
 **Pictures.** Scenes whose bands are 8-bit give each tile its own pixels (all bands); scenes whose display bands read
 back as 8-bit (a plugin's windowed CT band) give each tile those bands as they are. Other scenes (16-bit, float
 rasters) give each tile its display bands stretched to 8 bits with *one* 2-98 % stretch measured on the downscaled
