@@ -211,6 +211,7 @@ def _tiled_plan(
         raws.append(f"[overview]\n{overview_plan.raw}")
     raws += [f"[tile {k + 1}: {_span(windows[k])}]\n{p.raw}" for k, p in tile_plans if p.raw is not None]
     match = _summed_match(all_plans)
+    match.pop("selected", None)  # the agent's mask numbers of one loop: meaningless for the whole scene
     if skip_note:  # a known limit of this answer (some tiles not looked at closely): the result's caveats
         match["caveats"] = [*match.get("caveats", ()), skip_note]
     match["image_original"] = [width, height]

@@ -208,6 +208,12 @@ class AgentReasoner(VLMReasoner):
         self.image_format = http.image_format if http is not None else "png"
         self.vlm: VLMReasoner = OpenAIReasoner(http) if http is not None else local
 
+    @property
+    def max_concurrency(self) -> int | None:
+        """Tiles reasoned at once (the engine's ``reason_concurrency``): one for a local model (one model on one
+        device), as many as asked for an endpoint."""
+        return 1 if self.local is not None else None
+
     def choose_tiles(self, windows: Sequence[Window], shape: tuple[int, int], overview: Plan | None,
                      targets: Sequence[Target]) -> tuple[list[int] | None, str]:  # fmt: skip
         """Which tiles of a large scene get a loop after the overview's (the engine's tiled path asks;
