@@ -166,3 +166,40 @@ def test_tiles_reasoned_concurrently_give_the_same_answer(reg):
     assert np.array_equal(one.mask, two.mask) and iou(one.mask, disc) > 0.85
     assert [i.bbox for i in one.instances] == [i.bbox for i in two.instances] and len(one.instances) == 1
     assert one.plan.match["turns"] == two.plan.match["turns"]
+
+
+def counting_model(req) -> Reply:
+    """One segment_phrase per red blob it sees (several calls in one turn), then selects every mask it got."""
+    import re
+
+    import cv2
+
+    if turn(req):
+        got = [int(n) for m in req.messages if m["role"] == "tool" for n in re.findall(r"mask (\d+):", m["content"])]
+        return Reply(tool_calls=[call("select_masks", mask_ids=got, label="red disc")])
+    pic = req.images()[0].astype(int)
+    red = ((pic[..., 0] > 150) & (pic[..., 1] < 100)).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(red)
+    if n == 1:
+        return Reply(tool_calls=[call("report_no_mask", reason="no red disc")])
+    return Reply(tool_calls=[call("segment_phrase", f"c{k}", phrase="red disc", box=[int(x) - 2, int(y) - 2, int(x + w) + 3,
+                                                                                   int(y + h) + 3])
+                             for k, (x, y, w, h, _) in enumerate(stats[1:])])  # fmt: skip
+
+
+def test_more_tiles_pointed_at_than_the_budget_keeps_the_most_covered_and_says_so(reg):
+    scene, small = disc_scene(800, 224, 90, 112, 20)  # tile 1: a small disc
+    big = disc_scene(800, 224, 700, 112, 50)[1]  # tile 4: a big one
+    img = scene.read()
+    img[:, big] = np.array([220, 30, 30], np.uint8)[:, None]
+    scene = Scene(ArraySource(img), "image", ("red", "green", "blue"))
+    with ScriptedOpenAIServer([counting_model]) as srv:
+        res = segment(scene, srv, reg, agent_max_tiles=1)
+        assert len(srv.chat_requests) == 4  # the overview's 2 turns, tile 4's 2
+    tiling = res.plan.match["tiling"]
+    assert tiling["tiles_skipped"] == [1, 2, 3] and tiling["tiles_with_targets"] == [4]
+    assert len(res.instances) == 1 and iou(res.mask, big) > 0.85 and not (res.mask & small).any()
+    (note,) = [c for c in res.caveats if "3 of 4 tiles were not examined" in c]
+    assert "reached 2 tiles, more than agent_max_tiles=1, so the least covered were dropped" in note
+    overview = [s.text for s in res.plan.steps if s.text.startswith("overview: turn 1: segment_phrase")]
+    assert len(overview) == 2  # one call per blob, both in the overview's first turn
