@@ -82,3 +82,13 @@ def test_a_taught_local_model_answers_through_the_loop(weights):
     plan = agent.plan(scene, request, [])
     assert plan.absent and "no dog here" in plan.reason
     assert plan.match["turns"] == 1 and plan.match["reasoner_model"] == "qwen2.5-vl-3b"
+
+
+def test_a_local_model_reasons_one_tile_at_a_time_an_endpoint_as_many_as_asked(weights):
+    from rscore.engine.decoupled import TilingOptions, reason_concurrency
+
+    local = make_agent_reasoner({**OPTIONS, "weights": str(weights)})
+    n, note = reason_concurrency(local, TilingOptions(concurrency=4), tiles=9)
+    assert n == 1 and "capped at 1" in note and "max_concurrency=1" in note
+    remote = make_agent_reasoner({"reasoner": "agent", "endpoint": "http://127.0.0.1:9/v1", "model": "m"})
+    assert reason_concurrency(remote, TilingOptions(concurrency=4), tiles=9) == (4, "")

@@ -22,6 +22,10 @@ only the part x 2048..4096, y 0..2048 of a 10000x10000 raster (tile 2 of 25) ...
 Third-party reasoners keep working unchanged (they see a smaller scene); those that call ``describe_scene`` get the
 context too.
 
+**Choosing tiles.** A reasoner with a ``choose_tiles(windows, shape, overview_plan, overview_targets)`` method is asked
+after the overview which tiles to reason (``None``: all) and why the others are left (the agent, whose loops cost many
+turns each: :mod:`rscore.reasoners.agent_tiles`); tiles left out are listed in the plan and the note is a caveat.
+
 **Pictures.** Scenes whose bands are 8-bit give each tile its own pixels (all bands); scenes whose display bands read
 back as 8-bit (a plugin's windowed CT band) give each tile those bands as they are. Other scenes (16-bit, float
 rasters) give each tile its display bands stretched to 8 bits with *one* 2-98 % stretch measured on the downscaled
@@ -421,6 +425,11 @@ def segment_tiled(
         done += 1
         tell()
     t_reason += time.perf_counter() - t0
+    # a reasoner may look closely only at the tiles its overview points at (the agent: bounded loops per scene)
+    chooser = getattr(reasoner, "choose_tiles", None)
+    chosen, skip_note = chooser(windows, (height, width), overview_plan, overview_targets) if callable(chooser) \
+        else (None, "")
+    skipped = frozenset(range(n)) - frozenset(chosen) if chosen is not None else frozenset()
 
     plans_by_tile: dict[int, Plan] = {}
     failed: list[tuple[int, BackendUnavailable]] = []
@@ -447,6 +456,10 @@ def segment_tiled(
         nonlocal next_sent
         while next_sent < n and len(held) < concurrency:
             k, win = next_sent, windows[next_sent]
+            if k in skipped:
+                ready[k], next_sent = None, next_sent + 1
+                tick()
+                continue
             view = ReasoningView(window=win, tile=k, overview=overview_line, **common)
             held[k] = _tile_scene(scene, win, display, view)
             sent[pool.submit(reasoner.plan, held[k], request, templates)] = k
@@ -539,6 +552,7 @@ def segment_tiled(
         scene, tile_plans, windows, overview_plan, overview_line, tuple(targets), groups,
         tile=tile, overlap=overlap, grid=grid, opts=opts, seg_name=seg_name, failed=failed,
         overview_failed=overview_failed, concurrency=concurrency, concurrency_note=concurrency_note,
+        skipped=sorted(skipped), skip_note=skip_note,
         counts={"segmented": segmented, "same_tile_merged": same_tile_merged, "pieces": len(pieces),
                 "instances": len(instances)},
     )

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 MAX_LISTED_STEPS = 20  # merge groups listed one step each
 MAX_REASON_CHARS = 600
 OVERVIEW_TARGETS = 5  # targets named in the overview line
+# per-request counts summed over the overview and the tiles (the agent's loops: turns, tool calls, int tokens, times)
+SUMMED = ("requests", "reason_time_s", "turns", "tool_calls", "tokens", "agent_time_s", "endpoint_time_s",
+          "tool_time_s")
 
 
 def _span(w: Window) -> str:
@@ -72,8 +75,9 @@ def _overview_line(plan: Plan, targets: Sequence[Target], factor: float) -> str:
 def _summed_match(plans: Sequence[Plan]) -> dict[str, Any]:
     """The first plan's match, with per-request counts, tokens and times summed over every plan."""
     match = dict(plans[0].match) if plans else {}
-    for key in ("requests", "reason_time_s"):
-        values = [p.match.get(key) for p in plans if isinstance(p.match.get(key), (int, float))]
+    for key in SUMMED:
+        values = [p.match.get(key) for p in plans
+                  if isinstance(p.match.get(key), (int, float)) and not isinstance(p.match.get(key), bool)]  # fmt: skip
         if values:
             match[key] = round(sum(values), 4) if key.endswith("_s") else int(sum(values))
     tokens = [p.match.get("tokens") for p in plans if isinstance(p.match.get("tokens"), Mapping)]
@@ -120,6 +124,8 @@ def _tiled_plan(
     overview_failed: str = "",
     concurrency: int = 1,
     concurrency_note: str = "",
+    skipped: Sequence[int] = (),
+    skip_note: str = "",
 ) -> Plan:
     height, width = scene.shape
     n = len(windows)
@@ -162,6 +168,9 @@ def _tiled_plan(
                           operator="tiles"))
     for k, plan in tile_plans:
         add(f"tile {k + 1} ({_span(windows[k])})", plan)
+    if skipped:
+        steps.append(Step(f"tiles not reasoned ({_clip(', '.join(str(k + 1) for k in skipped), 200)}): {skip_note}",
+                          operator="tiles", params={"tiles_skipped": [k + 1 for k in skipped]}))  # fmt: skip
     for k, exc in failed:
         steps.append(Step(f"tile {k + 1} ({_span(windows[k])}): could not be reasoned - {_clip(str(exc), 300)}",
                           operator="tiles"))
@@ -202,6 +211,9 @@ def _tiled_plan(
         raws.append(f"[overview]\n{overview_plan.raw}")
     raws += [f"[tile {k + 1}: {_span(windows[k])}]\n{p.raw}" for k, p in tile_plans if p.raw is not None]
     match = _summed_match(all_plans)
+    match.pop("selected", None)  # the agent's mask numbers of one loop: meaningless for the whole scene
+    if skip_note:  # a known limit of this answer (some tiles not looked at closely): the result's caveats
+        match["caveats"] = [*match.get("caveats", ()), skip_note]
     match["image_original"] = [width, height]
     match["tiling"] = {
         "tiles": n,
@@ -214,6 +226,7 @@ def _tiled_plan(
         "merged_across_tiles": len(groups),
         "tiles_failed": [k + 1 for k, _ in failed],
         "concurrency": concurrency,
+        "tiles_skipped": [k + 1 for k in skipped],
     }
     template = next((p.template for p in all_plans if p.template), None)
     absent = not with_targets
@@ -221,7 +234,9 @@ def _tiled_plan(
         steps=tuple(steps),
         targets=() if absent else targets,
         absent=absent,
-        reason=_absent_reason(tile_plans, n, len(failed)) if absent else "",
+        reason=(_absent_reason(tile_plans, n, len(failed)) if tile_plans or overview_plan is None
+                else _clip(f"the first look at the whole scene: {overview_plan.reason or 'nothing found'}; "
+                           f"{skip_note}", MAX_REASON_CHARS)) if absent else "",
         template=template,
         reasoner=reasoner_name,
         match=match,

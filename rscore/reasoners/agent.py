@@ -24,6 +24,10 @@ masks kept. A reply without a usable tool call, or calling a tool that does not 
 second in a row, or running out of turns / tokens / time, is a :class:`~rscore.errors.BackendUnavailable` naming the
 bound (never a made-up mask). Every call, its arguments, a summary of its result and the model's own words become
 ``plan.steps``; ``plan.match`` records turns, tool calls, tokens and the time spent waiting for the endpoint.
+
+A scene larger than twice the picture goes through the engine's tiled path: a loop on the downscaled whole scene,
+then loops on the tiles (all, or those the overview's masks reach, at most ``agent_max_tiles``), masks merged across
+tile borders; operator tools measure a tile's original values. Design and cost: :mod:`rscore.reasoners.agent_tiles`.
 """
 
 from __future__ import annotations
@@ -43,11 +47,14 @@ import numpy as np
 from rscore.errors import BackendUnavailable, OptionError, RscoreError
 from rscore.instances import mask_bbox
 from rscore.options import scoped, typed
+from rscore.reasoners.agent_local import _LocalClient
+from rscore.reasoners.agent_tiles import (TILE_MODES, as_targets, check_tile_budget, choose_tiles, max_halo,
+                                         measure_scene)
 from rscore.reasoners.base import VLMReasoner
 from rscore.reasoners.openai import OpenAIChatClient, OpenAIOptions, OpenAIReasoner, _content_text, image_data_url
 from rscore.reasoners.parsing import frame_for_model
-from rscore.reasoners.prompting import SentImage, describe_scene
-from rscore.types import Instance, Plan, Request, Scene, Step, Target
+from rscore.reasoners.prompting import SentImage, describe_scene, reasoning_view
+from rscore.types import Instance, Plan, Request, Scene, Step, Target, Window
 
 if TYPE_CHECKING:
     from rscore.sdk import Operator, Template
@@ -68,7 +75,9 @@ class AgentOptions:
     ``max_wall_s``: seconds for everything; ``max_images_per_turn``: pictures ``examine_masks`` sends back at once;
     ``max_masks``: masks kept; ``repairs``: repair turns in a row before giving up; ``tool_format``: ``auto``
     (send ``tools`` and read both forms) or ``text`` (describe the tools in the prompt only, for servers that
-    reject ``tools``)."""
+    reject ``tools``). On a scene larger than the picture (:mod:`rscore.reasoners.agent_tiles`): ``tiles``
+    ``auto`` | ``all`` | ``selected`` (which tiles get a loop after the overview's) and ``max_tiles`` (the most
+    tile loops in one call; every bound above is per loop)."""
 
     max_turns: int = 12
     max_total_tokens: int = 100_000
@@ -77,6 +86,8 @@ class AgentOptions:
     max_masks: int = 32
     repairs: int = 1
     tool_format: str = "auto"
+    tiles: str = "auto"
+    max_tiles: int = 16
 
     def __post_init__(self) -> None:
         for ok, message in (
@@ -87,6 +98,8 @@ class AgentOptions:
             (1 <= self.max_masks <= 1000, "max_masks must be 1..1000"),
             (0 <= self.repairs <= 3, "repairs must be 0..3"),
             (self.tool_format in ("auto", "text"), "tool_format must be auto or text"),
+            (self.tiles in TILE_MODES, f"tiles must be one of {', '.join(TILE_MODES)}"),
+            (1 <= self.max_tiles <= 1000, "max_tiles must be 1..1000"),
         ):
             if not ok:
                 raise OptionError(f"agent reasoner: {message}")
@@ -124,6 +137,7 @@ class _State:
     tool_s: float = 0.0  # segmenters, operators and templates: backend compute, not loop overhead
     done: Plan | None = None
     images: list[np.ndarray] = field(default_factory=list)  # pictures to send with the next turn
+    measured: tuple[Scene, tuple[slice, slice]] | None = None  # what operator/template tools measure (agent_tiles)
 
 
 def parse_text_tool_calls(text: str) -> list[_Call]:
@@ -180,8 +194,7 @@ class AgentReasoner(VLMReasoner):
     or the local model's processor sizes), :meth:`session` is that backend's client (HTTP, or the local model behind
     the same surface), every turn is one request with the tools."""
 
-    name = "agent"
-    whole_scene = True  # the loop looks at one picture; the engine does not tile for it
+    name = "agent"  # larger scenes: the engine's tiled path, overview first (rscore.reasoners.agent_tiles)
 
     def __init__(self, http: OpenAIOptions | None, options: AgentOptions, engine_options: Mapping[str, Any],
                  local: Any = None) -> None:  # fmt: skip
@@ -194,6 +207,18 @@ class AgentReasoner(VLMReasoner):
         self._segmenter: Any = None
         self.image_format = http.image_format if http is not None else "png"
         self.vlm: VLMReasoner = OpenAIReasoner(http) if http is not None else local
+
+    @property
+    def max_concurrency(self) -> int | None:
+        """Tiles reasoned at once (the engine's ``reason_concurrency``): one for a local model (one model on one
+        device), as many as asked for an endpoint."""
+        return 1 if self.local is not None else None
+
+    def choose_tiles(self, windows: Sequence[Window], shape: tuple[int, int], overview: Plan | None,
+                     targets: Sequence[Target]) -> tuple[list[int] | None, str]:  # fmt: skip
+        """Which tiles of a large scene get a loop after the overview's (the engine's tiled path asks;
+        :func:`rscore.reasoners.agent_tiles.choose_tiles`)."""
+        return choose_tiles(self.options, windows, shape, overview, targets)
 
     def picture_side(self, request: Request) -> int:
         return self.vlm.picture_side(request)
@@ -209,9 +234,10 @@ class AgentReasoner(VLMReasoner):
             yield client
 
     # ------------------------------------------------------------------------------------------------ tools
-    def tools(self, scene: Scene, templates: Sequence[Template], operators: Mapping[str, Operator],
+    def tools(self, scene: Scene | None, templates: Sequence[Template], operators: Mapping[str, Operator],
               plugin: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
-        """The tool definitions sent to the model and ``{tool name: operator | template}`` for the plugin ones."""
+        """The tool definitions sent to the model and ``{tool name: operator | template}`` for the plugin ones;
+        ``scene`` is what the plugin tools would measure (its bands decide which are offered; ``None``: none)."""
         box = {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
                "description": "x0, y0, x1, y1 in the picture's coordinates"}  # fmt: skip
         ids = {"type": "array", "items": {"type": "integer"}, "description": "mask numbers"}
@@ -227,6 +253,8 @@ class AgentReasoner(VLMReasoner):
                 ["reason"]),
         ]  # fmt: skip
         plugin_tools: dict[str, Any] = {}
+        if scene is None:
+            return tools, plugin_tools
         for op in operators.values():
             if plugin is not None and op.name.split(".", 1)[0] != plugin or not all(scene.has(r) for r in op.requires):
                 continue
@@ -260,15 +288,20 @@ class AgentReasoner(VLMReasoner):
         if scene.height * scene.width > in_memory_pixel_limit():
             raise OptionError(
                 f"the agent reasoner holds its masks in memory and this {scene.width}x{scene.height} scene is larger "
-                f"than RSCORE_IN_MEMORY_PIXELS ({in_memory_pixel_limit():,} px): crop it, or use --reasoner openai "
-                "(tile by tile)"
+                f"than RSCORE_IN_MEMORY_PIXELS ({in_memory_pixel_limit():,} px): crop it, or let the engine tile it "
+                "(-O reason_tiles=auto)"
             )
+        view = reasoning_view(scene)
+        if view is not None:
+            check_tile_budget(o, view)
+        # what operator/template tools measure: the scene itself, a tile's original values, nothing on the overview
+        roles_scene = scene if view is None else None if view.is_overview else view.scene
         t_start = time.monotonic()
         deadline = t_start + o.max_wall_s
         image = scene_rgb8(scene)
         sent = self.fit(image)
         operators = current_registry().operators
-        tools, plugin_tools = self.tools(scene, templates, operators, request.plugin)
+        tools, plugin_tools = self.tools(roles_scene, templates, operators, request.plugin)
         state = _State()
         with self.session() as client:
             model = self.local.model_name if h is None else h.model or self._only_model(client, deadline)
@@ -284,7 +317,7 @@ class AgentReasoner(VLMReasoner):
                 thought = (_content_text(message.get("reasoning_content") or message.get("reasoning")) + "\n"
                            + TEXT_CALL.sub("", text)).strip()  # fmt: skip
                 if thought:
-                    state.steps.append(Step(f"turn {state.turns}: model: {_clip(thought)}", operator=self.name))
+                    state.steps.append(Step(f"turn {state.turns}: model: {_clip(thought)}"))
                 calls = _api_calls(message) or parse_text_tool_calls(text)
                 as_text = not message.get("tool_calls")
                 known = {t["function"]["name"] for t in tools}
@@ -292,7 +325,7 @@ class AgentReasoner(VLMReasoner):
                 if not calls or (broken and len(broken) == len(calls)):
                     why = ("no tool call in the reply" if not calls else
                            "; ".join(c.error or f"there is no tool '{c.name}'" for c in broken))  # fmt: skip
-                    state.steps.append(Step(f"turn {state.turns}: unusable reply ({why})", operator=self.name))
+                    state.steps.append(Step(f"turn {state.turns}: unusable reply ({why})", operator="repair"))
                     if repairs_left <= 0:
                         raise client.error(f"agent: the model broke the tool-call format ({why}) after "
                                            f"{o.repairs} repair turn(s)")  # fmt: skip
@@ -325,6 +358,10 @@ class AgentReasoner(VLMReasoner):
                 "tool_calls": state.calls, "tokens": state.tokens, "agent_time_s": round(total, 4),
                 "endpoint_time_s": round(state.http_s, 4), "tool_time_s": round(state.tool_s, 4)}  # fmt: skip
         done = state.done
+        if view is not None:  # a tile or the overview: the selection as targets with masks, merged across tiles
+            return Plan(steps=tuple(state.steps) + done.steps, absent=done.absent, reason=done.reason,
+                        reasoner=self.name, match={**info, **done.match}, raw=text or None,
+                        targets=as_targets(done.instances))  # fmt: skip
         return Plan(steps=tuple(state.steps) + done.steps, absent=done.absent, reason=done.reason,
                     reasoner=self.name, match={**info, **done.match}, raw=text or None, instances=done.instances)  # fmt: skip
 
@@ -444,7 +481,8 @@ class AgentReasoner(VLMReasoner):
                 if box is not None:
                     insts.append(Instance(label, m.score, box, int(m.mask.sum()), m.mask,
                                           attributes={"agent_mask": i, "source": m.source}))  # fmt: skip
-            step = Step(f"answer: masks {', '.join(map(str, chosen))} as '{label}'", operator=self.name)
+            what = ", ".join(f"{i} ({_clip(state.masks[i].source, 80)})" for i in chosen)
+            step = Step(f"answer: mask(s) {what} as '{label}'", operator="select_masks")
             state.done = Plan(steps=(step,), instances=tuple(insts), match={"selected": chosen})
             return f"selected {len(insts)} mask(s)"
         if call.name == "report_no_mask":
@@ -454,7 +492,7 @@ class AgentReasoner(VLMReasoner):
         target = plugin_tools.get(call.name)
         if target is None:
             return f"error: there is no tool '{call.name}'"
-        return self._plugin_tool(call, target, scene, request, operators, state)
+        return self._plugin_tool(call, target, scene, request, operators, plugin_tools, state)
 
     def _add(self, mask: np.ndarray, source: str, label: str, state: _State, score: float = 1.0) -> str:
         if len(state.masks) >= self.options.max_masks:
@@ -501,21 +539,26 @@ class AgentReasoner(VLMReasoner):
             state.images.append(render_overlay(sent.array, [(i, state.masks[i].mask) for i in ids]))
         return f"rendered mask(s) {', '.join(map(str, ids))}: see the picture(s) that follow"
 
-    def _plugin_tool(self, call: _Call, target: Any, scene: Scene, request: Request,
-                     operators: Mapping[str, Operator], state: _State) -> str:  # fmt: skip
+    def _plugin_tool(self, call: _Call, target: Any, scene: Scene, request: Request, operators: Mapping[str, Operator],
+                     plugin_tools: Mapping[str, Any], state: _State) -> str:  # fmt: skip
         from rscore.sdk import Operator, OpContext
 
         a = dict(call.arguments)
+        if state.measured is None:  # the scene itself, or a tile's original values grown by the tools' halo
+            state.measured = measure_scene(scene, max_halo(plugin_tools))
+        if state.measured is None:
+            return "error: plugin tools do not run on the overview picture"
+        mscene, crop = state.measured
         if not isinstance(target, Operator):
             from rscore.engine.program import run_program
 
-            run = run_program(scene, request, target, operators, tile_size=int(request.option("tile_size", 1024)))
+            run = run_program(mscene, request, target, operators, tile_size=int(request.option("tile_size", 1024)))
             if not isinstance(run.mask, np.ndarray):
                 return "error: the scene is too large for the agent's in-memory masks"
-            return self._add(run.mask, f"template {target.qualified_name}", target.label, state)
+            return self._add(run.mask[crop], f"template {target.qualified_name}", target.label, state)
         params = {p.name: a[p.name] for p in target.params if p.name in a}
-        ctx = OpContext(scene, request, operators, params=request.options)
-        values = np.asarray(ctx.op(target.name, **params))
+        ctx = OpContext(mscene, request, operators, params=request.options)
+        values = np.asarray(ctx.op(target.name, **params))[..., crop[0], crop[1]]
         compare = str(a.get("compare") or (">" if target.returns in ("mask", "classes") else ""))
         if compare not in COMPARE:
             return f"error: compare must be one of {', '.join(COMPARE)}"
@@ -527,7 +570,7 @@ class AgentReasoner(VLMReasoner):
                 mask = ((v >= value) | (v <= high)) if value > high else ((v >= value) & (v <= high))
             else:
                 mask = {"<": v < value, "<=": v <= value, ">": v > value, ">=": v >= value}[compare]
-        mask &= np.isfinite(v) & ctx.valid
+        mask &= np.isfinite(v) & np.asarray(ctx.valid)[crop]
         within = a.get("within")
         if within is not None:
             (w,) = _ids([within], state)
@@ -617,52 +660,3 @@ def make_agent_reasoner(options: Mapping[str, Any]) -> AgentReasoner:
         text_only = dataclasses.replace(bounds, tool_format="text")  # a chat template may not take tools
         return AgentReasoner(None, text_only, options, local=make_transformers_reasoner(options))
     return AgentReasoner(http, bounds, options)
-
-
-class _LocalClient:
-    """The agent's turns on a local VLM through transformers (``--reasoner agent --model NAME --weights DIR``): the
-    same surface as :class:`~rscore.reasoners.openai.OpenAIChatClient` that the loop uses. Pictures in the chat
-    (data URLs) become the processor's image parts in order; tools are described in the prompt (text calls)."""
-
-    def __init__(self, vlm: Any) -> None:
-        self.vlm = vlm
-        self.display = f"local {vlm.model_name}"
-
-    def __enter__(self) -> _LocalClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def error(self, what: str) -> BackendUnavailable:
-        return BackendUnavailable(f"agent reasoner ({self.display}): {what}")
-
-    def chat_inputs(self, messages: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
-        """The processor-format chat and its pictures."""
-        import base64
-        import io
-
-        from PIL import Image
-
-        chat, pictures = [], []
-        for m in messages:
-            role, content = m["role"], m.get("content")
-            if role == "tool":
-                role, content = "user", f"<tool_response>\n{content}\n</tool_response>"
-            parts: list[dict[str, Any]] = []
-            for part in ([{"type": "text", "text": content or ""}] if not isinstance(content, list) else content):
-                if part.get("type") == "image_url":
-                    data = part["image_url"]["url"].split(",", 1)[1]
-                    pictures.append(np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")))
-                    parts.append({"type": "image"})
-                else:
-                    parts.append({"type": "text", "text": str(part.get("text", ""))})
-            chat.append({"role": role, "content": parts})
-        return chat, pictures
-
-    def request_json(self, method: str, path: str, payload: Mapping[str, Any], deadline: float) -> dict[str, Any]:
-        chat, pictures = self.chat_inputs(payload["messages"])
-        text, stats = self.vlm.chat(chat, None, images=pictures)
-        return {"model": self.vlm.model_name, "choices": [{"message": {"role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": int(stats["prompt_tokens"]),
-                          "completion_tokens": int(stats["completion_tokens"])}}  # fmt: skip

@@ -6,7 +6,8 @@ VISA's recipe, with the pieces rscore has::
       1. sample keyframe_samples frames evenly and score each against the query:
            analytic reasoner -> the matched template's program on the frame: scored mask fraction
                                 (sum over its instances of area x score / frame area)
-           VLM reasoner      -> the reasoner plans on the frame: its best target confidence (0 when absent)
+           VLM reasoner      -> the reasoner plans on the frame: its best target confidence or, for masks it
+                                selected itself (the agent), their best score (0 when absent)
       2. segment the best frame (the keyframe) with the image pipeline (rscore.engine.pipeline.answer)
          -> instances = tracks 1..n
       3. propagate from the keyframe backwards (frames in descending order) and forwards, re-detecting every
@@ -307,7 +308,8 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
             score = _frame_score(c.detector.detect(scene), c.shape)
         else:
             plan = reasoner.plan(scene, c.request, templates)
-            score = 0.0 if plan.absent else max((t.confidence for t in plan.targets), default=0.0)
+            score = 0.0 if plan.absent else max([t.confidence for t in plan.targets]  # boxes to segment, or
+                                                + [i.score for i in plan.instances], default=0.0)  # masks (the agent)
         candidates.append({"frame": frame.index, "timestamp_s": round(frame.timestamp_s, 4), "score": round(score, 6)})
         chooser.offer(frame.index, score, frame, scene)
     chosen = chooser.choose(candidates)
