@@ -241,7 +241,30 @@ def test_reasonseg_script_runs_a_checkpoint_on_the_tiny_split(seg_ckpt, clip_dir
     figures = json.loads(out[out.index("{"):])
     assert figures["all"]["n_rows"] == 2 and figures["all"]["n"] == 2 and figures["all"]["n_failed"] == 0
     assert set(figures) == {"all", "long query", "short query"}
-    assert 0.0 <= figures["all"]["gIoU"] <= 1.0 and 0.0 <= figures["all"]["cIoU"] <= 1.0
+    # the same figures computed here: LISA (answer given) on each image's first query, worded by is_sentence,
+    # IoU against LISA's polygon mask with the ignore region left out of both sides
+    base = {"model": str(seg_ckpt), "lisa_vision_tower": str(clip_dir), "device": "cpu", "lisa_decode": "forced",
+            "lisa_prompt_style": "lisa-eval"}  # fmt: skip
+    val = tmp_path / "data" / "reason_seg" / "ReasonSeg" / "val"
+    inter = union = 0
+    ious = {}
+    for name, query, form, cat in (("a", "the yellow disc", "phrase", "short query"),
+                                   ("b", "What would a bee visit in this picture?", "sentence", "long query")):
+        pic = cv2.cvtColor(cv2.imread(str(val / f"{name}.jpg")), cv2.COLOR_BGR2RGB)
+        (pred,) = lisa_reasoner.make_lisa_reasoner({**base, "lisa_query_form": form}).answer(pic, query).masks
+        gt = np.zeros(pic.shape[:2], np.uint8)
+        for v, pts in ((1, [[60, 40], [140, 40], [140, 100], [60, 100]]), (255, [[100, 70], [160, 70], [160, 120],
+                                                                                [100, 120]])):  # fmt: skip
+            cv2.polylines(gt, np.array([pts], np.int32), True, v, 1)
+            cv2.fillPoly(gt, np.array([pts], np.int32), v)
+        keep = gt != 255
+        i, u = int((pred & (gt == 1) & keep).sum()), int(((pred | (gt == 1)) & keep).sum())
+        inter, union, ious[cat] = inter + i, union + u, i / u
+    assert figures["short query"]["gIoU"] == pytest.approx(ious["short query"], abs=1e-6)
+    assert figures["long query"]["gIoU"] == pytest.approx(ious["long query"], abs=1e-6)
+    assert figures["all"]["gIoU"] == pytest.approx(np.mean(list(ious.values())), abs=1e-6)
+    assert figures["all"]["cIoU"] == pytest.approx(inter / union, abs=1e-6)
+    assert 0.0 < figures["all"]["gIoU"] < 1.0
 
 
 def test_forced_decoding_is_lisas_validation_one_mask_from_the_prompts_last_state(clip_dir, tmp_path):
