@@ -4,12 +4,13 @@
     python benchmarks/bench_lisa.py memory [--hidden 1024 --layers 8 --shards 4]
     python benchmarks/bench_lisa.py reasonseg --data ReasonSeg/ --weights DIR [--model lisa-7b-v1] [--device cuda]
 
-``overhead``: the same picture and query through (a) the bare forward - ``llava.generate`` with hidden states, the
-[SEG] projection and SAM's image encoder + mask decoder called directly - and (b) ``rscore.engine.segment`` with
-``--reasoner lisa`` (prompt building, plan, instances, union mask). Prints both medians and their ratio
-(target <= 1.10), and (c) the engine as it was before two fixes (scene_rgb8's numpy channel copy; LISA's generate
-settings passed as keyword arguments, which makes transformers build and validate a GenerationConfig every call),
-interleaved with (a) and (b) in the same run.
+``overhead``: the same picture and query through (a) the bare forward - ``llava.generate`` with the engine's own
+decoding settings (greedy, ``<image>`` suppressed, hidden states), the [SEG] projection and SAM's image encoder + mask
+decoder called directly - and (b) ``rscore.engine.segment`` with ``--reasoner lisa`` (reasoner look-up, picture
+conversion, prompt, plan, instances, union mask, provenance). Prints both medians and their ratio (target <= 1.10),
+and (c) the engine with two earlier fixes undone (scene_rgb8's numpy channel copy; generate settings as keyword
+arguments), interleaved with (a) and (b) in the same run. Each series is timed in this process's CPU time (what the
+work costs, little moved by other processes on a shared machine) and in wall time.
 
 ``memory``: loads a larger tiny checkpoint (``--hidden``/``--layers``) in a fresh process and prints the peak RSS
 growth during ``load_lisa`` against the checkpoint's size on disk: about 1x + one shard when shards are copied into
