@@ -2,33 +2,39 @@
 
     python benchmarks/bench_lisa.py overhead [--repeat 5]      # tiny random LISA on CPU
     python benchmarks/bench_lisa.py memory [--hidden 1024 --layers 8 --shards 4]
-    python benchmarks/bench_lisa.py reasonseg --weights DIR --data DIR [--device cuda]   # a lent GPU, real LISA
+    python benchmarks/bench_lisa.py reasonseg --data ReasonSeg/ --weights DIR [--model lisa-7b-v1] [--device cuda]
 
-``overhead``: the same picture and query through (a) the bare forward - ``llava.generate`` with hidden states, the
-[SEG] projection and SAM's image encoder + mask decoder called directly - and (b) ``rscore.engine.segment`` with
-``--reasoner lisa`` (prompt building, plan, instances, union mask). Prints both medians and their ratio
-(target <= 1.10), and (c) the engine as it was before two fixes (scene_rgb8's numpy channel copy; LISA's generate
-settings passed as keyword arguments, which makes transformers build and validate a GenerationConfig every call),
-interleaved with (a) and (b) in the same run.
+``overhead``: the same picture and query through (a) the bare forward - ``llava.generate`` with the engine's own
+decoding settings (greedy, ``<image>`` suppressed, hidden states), the [SEG] projection and SAM's image encoder + mask
+decoder called directly - and (b) ``rscore.engine.segment`` with ``--reasoner lisa`` (reasoner look-up, picture
+conversion, prompt, plan, instances, union mask, provenance). Prints both medians and their ratio (target <= 1.10),
+and (c) the engine with two earlier fixes undone (scene_rgb8's numpy channel copy; generate settings as keyword
+arguments), interleaved with (a) and (b) in the same run. Each series is timed in this process's CPU time (what the
+work costs, little moved by other processes on a shared machine) and in wall time.
 
 ``memory``: loads a larger tiny checkpoint (``--hidden``/``--layers``) in a fresh process and prints the peak RSS
 growth during ``load_lisa`` against the checkpoint's size on disk: about 1x + one shard when shards are copied into
 the model one at a time, 2x if the state dict were held beside the model.
 
 ``reasonseg``: gIoU / cIoU of a real checkpoint on ReasonSeg val (LISA's json + image layout under ``--data``),
-through ``rscore eval``'s metrics, for a lent GPU.
+through ``rscore eval`` (ReasonSeg importer, LISA's validation protocol: first query per image worded by its
+``is_sentence`` flag, the answer ``[SEG].`` given rather than generated, ignore polygons left out, the whole picture
+in one call, bf16), overall and per short/long query, for a lent GPU. No CUDA, no weights or no
+data: one line naming what is missing, exit 2, before any weight is read.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,10 +71,10 @@ def overhead(repeat: int) -> None:
         ids = R.lisa_input_ids(R.lisa_prompt(query), m.tokenizer, m.image_token_id, m.image_seq_length)
         input_ids = torch.tensor([ids])
         with torch.inference_mode():
+            # the engine's own decoding settings (greedy, <image> suppressed, hidden states): the same work
             out = m.llava.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                   pixel_values=R._clip_pixels(pic, m.clip_size), max_new_tokens=new_tokens,
-                                   do_sample=False, output_hidden_states=True, return_dict_in_generate=True,
-                                   pad_token_id=m.tokenizer.eos_token_id)
+                                   pixel_values=R._clip_pixels(pic, m.clip_size),
+                                   generation_config=R._generation_config(m, new_tokens))
             new = out.sequences[0, input_ids.shape[1]:].tolist()
             steps = [j for j, t in enumerate(new) if t == m.seg_token_id]
             emb = m.text_hidden_fcs(torch.stack([out.hidden_states[j][-1][0, -1] for j in steps]))
@@ -118,20 +124,26 @@ def overhead(repeat: int) -> None:
             images.channels_last, R.LisaReasoner.answer = fast, new_answer
 
     series = (("bare", bare), ("engine", through_engine), ("engine before", through_engine_before))
-    times: dict[str, list[float]] = {name: [] for name, _ in series}
+    wall: dict[str, list[float]] = {name: [] for name, _ in series}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in series}
     for _ in range(repeat):  # interleaved, so that load from other processes falls on every series alike
         for name, fn in series:
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - t0)
-    med = {name: statistics.median(t) for name, t in times.items()}
-    b = med["bare"]
-    print(f"tiny LISA, 640x480 picture, {new_tokens} new tokens ([SEG] each), CPU 1 thread, {repeat} runs")
-    print(f"bare forward (generate + [SEG] projection + SAM):        median {b * 1000:.1f} ms")
-    print(f"rscore engine.segment --reasoner lisa:                   median {med['engine'] * 1000:.1f} ms  "
-          f"engine / bare: {med['engine'] / b:.3f} (target <= 1.10)")
-    print(f"  before (numpy (C,H,W)->(H,W,C) copy, generate kwargs): median {med['engine before'] * 1000:.1f} ms  "
-          f"engine / bare: {med['engine before'] / b:.3f}")
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    print(f"tiny LISA, 640x480 picture, {new_tokens} new tokens ([SEG] each), torch on 1 thread, {repeat} runs, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print("medians; CPU = this process's CPU time (what the work costs; wall time also holds waits for a CPU that "
+          "other processes hold)")
+    for label, times in (("CPU", cpu), ("wall", wall)):
+        med = {name: statistics.median(t) for name, t in times.items()}
+        b = med["bare"]
+        print(f"[{label}] bare forward (generate + [SEG] projection + SAM):        {b * 1000:6.1f} ms")
+        print(f"[{label}] rscore engine.segment --reasoner lisa:                   {med['engine'] * 1000:6.1f} ms  "
+              f"engine / bare: {med['engine'] / b:.3f} (target <= 1.10)")
+        print(f"[{label}]   before (numpy (C,H,W)->(H,W,C) copy, generate kwargs): "
+              f"{med['engine before'] * 1000:6.1f} ms  engine / bare: {med['engine before'] / b:.3f}")
 
 
 _MEMORY_CHILD = r"""
@@ -171,14 +183,77 @@ def memory(hidden: int, layers: int, shards: int) -> None:
           f"beside the model; 2.0 if the whole state dict were); kept after loading: {held / size:.2f}")
 
 
-def reasonseg(weights: str, data: str, device: str) -> None:
-    from rscore.evaluation.runner import evaluate
+def reasonseg_folder(data: Path) -> Path:
+    """The ReasonSeg split folder under ``data``: ``data`` itself when it holds the ``*.json`` + image pairs, else
+    ``data/val``, ``data/ReasonSeg/val`` or ``data/reason_seg/ReasonSeg/val`` (LISA's dataset tree)."""
+    for folder in (data, data / "val", data / "ReasonSeg" / "val", data / "reason_seg" / "ReasonSeg" / "val"):
+        if folder.is_dir() and any(folder.glob("*.json")):
+            return folder
+    from rscore.errors import InputError
 
-    manifest = Path(data) / "rscore_manifest.jsonl"
-    if not manifest.is_file():
-        sys.exit(f"{manifest}: write ReasonSeg val as an rscore manifest first (image, query, mask polygons)")
-    report = evaluate(None, manifest, {"reasoner": "lisa", "weights": weights, "device": device})
-    print(json.dumps({k: report.metrics.get(k) for k in ("gIoU", "cIoU", "n_rows", "n_failed")}, indent=1))
+    raise InputError("holds no ReasonSeg split (NAME.json + NAME.jpg pairs here or in val/, ReasonSeg/val/)", path=data)
+
+
+def reasonseg_manifest(folder: Path) -> Any:
+    """The split as ``rscore eval`` samples (:func:`rscore.evaluation.importers.import_reasonseg`), each row worded
+    as LISA's validation words it: a sentence when the annotation's ``is_sentence`` says so (category ``long query``),
+    "What is X in this image?" otherwise."""
+    from rscore.evaluation.importers import import_reasonseg
+    from rscore.evaluation.manifest import Manifest, parse_rows
+
+    rows = import_reasonseg(folder)
+    for row in rows:
+        row["options"] = {"lisa_query_form": "sentence" if row["category"] == "long query" else "phrase"}
+    return Manifest(folder, tuple(parse_rows(rows, folder)), "reasonseg")
+
+
+def reasonseg_options(model: str, weights: str | None, device: str, vision_tower: str | None,
+                      limit: int | None) -> dict[str, Any]:  # fmt: skip
+    """``rscore eval`` options of LISA's own ReasonSeg validation (``train_ds.py validate``): the first query of each
+    image, the answer ``[SEG].`` given (``decode=forced``: one mask per query), its prompt wording, the whole picture
+    in one call (no tiling), bf16 on a GPU."""
+    opts: dict[str, Any] = {"reasoner": "lisa", "queries": "first", "on_error": "raise", "hash_weights": False,
+                            "model": model, "device": device, "reason_tiles": "off", "lisa_decode": "forced",
+                            "lisa_prompt_style": "lisa-eval",
+                            "dtype": "bfloat16" if device.startswith("cuda") else "float32"}  # fmt: skip
+    if weights:
+        opts["weights"] = weights
+    if vision_tower:
+        opts["lisa_vision_tower"] = vision_tower
+    if limit:
+        opts["limit"] = limit
+    return opts
+
+
+def reasonseg(weights: str | None, data: str, device: str, model: str, vision_tower: str | None,
+              limit: int | None) -> int:  # fmt: skip
+    """gIoU / cIoU of ``model`` on a ReasonSeg split. Everything that would stop the run (no CUDA, no weights, no
+    data) is checked before any weight is read and reported in one line (exit 2)."""
+    from rscore.errors import RscoreError
+
+    try:
+        from rscore.compat import ensure_torchvision
+
+        ensure_torchvision()
+        from rscore.evaluation.runner import evaluate
+        from rscore.models.device import resolve_device
+        from rscore.models.registry import find_model, resolve
+
+        dev = resolve_device(device)
+        folder = reasonseg_folder(Path(data))
+        manifest = reasonseg_manifest(folder)
+        resolve(find_model(model, "lisa"), weights=weights)
+        t0 = time.perf_counter()
+        report = evaluate(None, manifest, reasonseg_options(model, weights, dev, vision_tower, limit))
+    except RscoreError as exc:
+        print(f"bench_lisa reasonseg: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    keys = ("gIoU", "cIoU", "n", "n_rows", "n_failed")
+    print(f"{model} on {folder} ({dev}, {time.perf_counter() - t0:.0f} s)")
+    print(json.dumps({"all": {k: report.metrics.get(k) for k in keys},
+                      **{c: {k: m.get(k) for k in keys} for c, m in sorted(report.per_category.items())}},
+                     indent=1))  # fmt: skip
+    return 0
 
 
 def main() -> None:
@@ -191,16 +266,19 @@ def main() -> None:
     m.add_argument("--layers", type=int, default=8)
     m.add_argument("--shards", type=int, default=4)
     r = sub.add_parser("reasonseg")
-    r.add_argument("--weights", required=True)
-    r.add_argument("--data", required=True)
+    r.add_argument("--data", required=True, help="ReasonSeg folder (LISA's tree, its val/ split, or any split)")
+    r.add_argument("--weights", help="folder holding the checkpoint (else $RSCORE_WEIGHTS / the Hugging Face cache)")
+    r.add_argument("--model", default="lisa-7b-v1", help="registered LISA checkpoint or a checkpoint folder")
+    r.add_argument("--vision-tower", help="CLIP ViT-L/14 folder, when not under --weights or in the cache")
     r.add_argument("--device", default="cuda")
+    r.add_argument("--limit", type=int, help="only the first N images")
     a = ap.parse_args()
     if a.cmd == "overhead":
         overhead(a.repeat)
     elif a.cmd == "memory":
         memory(a.hidden, a.layers, a.shards)
     else:
-        reasonseg(a.weights, a.data, a.device)
+        sys.exit(reasonseg(a.weights, a.data, a.device, a.model, a.vision_tower, a.limit))
 
 
 if __name__ == "__main__":

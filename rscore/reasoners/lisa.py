@@ -20,8 +20,11 @@ reasoner (each tile is one LISA call; masks are merged across tile borders there
 
 Options (``-O`` / flat): ``model`` (``auto`` | registered name | folder), ``weights``, ``vision_tower`` (a CLIP folder
 when it is not found under ``--weights`` or in the Hugging Face cache), ``device``, ``dtype``, ``max_new_tokens``
-(512), ``prompt_style`` (``lisa`` | ``raw``: the query exactly as typed), ``load_in`` (``none`` | ``8bit`` | ``4bit``:
-the language model's linear layers through bitsandbytes on a CUDA GPU, as LISA's ``chat.py --load_in_8bit``;
+(512), ``prompt_style`` (``lisa`` | ``lisa-eval``: the wording of LISA's ReasonSeg validation | ``raw``: the query
+exactly as typed), ``query_form`` (``auto`` | ``sentence`` | ``phrase``), ``decode`` (``generate`` | ``forced``: as
+LISA's validation, the answer ``[SEG].`` is given instead of generated - one mask per query, never absent; how the
+paper's ReasonSeg gIoU/cIoU were measured), ``load_in`` (``none`` | ``8bit`` | ``4bit``: the language model's
+linear layers through bitsandbytes on a CUDA GPU, as LISA's ``chat.py --load_in_8bit``;
 :mod:`rscore.models.quantize`).
 """
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import os
 import threading
 import time
 import weakref
@@ -63,6 +67,8 @@ SYSTEM = (
 RECOMMENDED = "lisa-7b-v1"
 FLAT_OPTIONS = ("model", "weights", "adapter", "device", "dtype", "max_new_tokens", "load_in")
 _SUFFIX = "Please output segmentation mask."
+PROMPT_STYLES = ("lisa", "lisa-eval", "raw")
+FORCED_ANSWER = "[SEG]."  # the answer LISA's validation gives the model (utils/dataset.py ValDataset)
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,8 @@ class LisaOptions:
     max_new_tokens: int = 512
     prompt_style: str = "lisa"
     load_in: str = "none"  # 8bit | 4bit: bitsandbytes on CUDA (rscore.models.quantize)
+    decode: str = "generate"  # forced: LISA's validation, the answer "[SEG]." is given (one mask, never absent)
+    query_form: str = "auto"  # sentence | phrase: how the query is worded into the prompt (auto: guessed)
 
     def __post_init__(self) -> None:
         from rscore.models.quantize import check_load_in
@@ -85,8 +93,12 @@ class LisaOptions:
         check_load_in(self.load_in, "lisa reasoner")
         if not (isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= 4096):
             raise OptionError("lisa reasoner: max_new_tokens must be 1..4096")
-        if self.prompt_style not in ("lisa", "raw"):
-            raise OptionError("lisa reasoner: prompt_style must be lisa or raw")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise OptionError(f"lisa reasoner: prompt_style must be one of {', '.join(PROMPT_STYLES)}")
+        if self.decode not in ("generate", "forced"):
+            raise OptionError("lisa reasoner: decode must be generate or forced")
+        if self.query_form not in ("auto", "sentence", "phrase"):
+            raise OptionError("lisa reasoner: query_form must be auto, sentence or phrase")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> LisaOptions:
@@ -95,12 +107,19 @@ class LisaOptions:
 
 
 # ------------------------------------------------------------------------------------------------------- prompting
-def lisa_prompt(query: str, *, style: str = "lisa", im_start_end: bool = True) -> str:
-    """The LLaVA-v1 conversation LISA was trained on, with the image placeholder and the query."""
+def lisa_prompt(query: str, *, style: str = "lisa", im_start_end: bool = True, form: str = "auto") -> str:
+    """The LLaVA-v1 conversation LISA was trained on, with the image placeholder and the query.
+
+    ``style``: ``lisa`` words it as LISA's ``chat.py``; ``lisa-eval`` as its ReasonSeg validation (``ValDataset``:
+    a space after the image line); ``raw`` leaves the query as typed. ``form``: ``sentence`` (the query + "Please
+    output segmentation mask."), ``phrase`` ("What is X in this image? ..."), ``auto``: a query ending in ``?``/``.``
+    or longer than six words is a sentence (ReasonSeg's own ``is_sentence`` flag is better where known)."""
     q = " ".join(query.split())
-    if style == "lisa" and _SUFFIX.lower() not in q.lower():
-        sentence = q.endswith(("?", ".")) or len(q.split()) > 6
+    if style != "raw" and _SUFFIX.lower() not in q.lower():
+        sentence = form == "sentence" or (form == "auto" and (q.endswith(("?", ".")) or len(q.split()) > 6))
         q = f"{q} {_SUFFIX}" if sentence else f"What is {q} in this image? {_SUFFIX}"
+        if style == "lisa-eval":
+            q = " " + q
     image = "<im_start><image><im_end>" if im_start_end else "<image>"
     return f"{SYSTEM} USER: {image}\n{q} ASSISTANT:"
 
@@ -135,8 +154,10 @@ _LOCK = threading.Lock()
 
 
 def clear_lisa_cache() -> None:
+    """Forget the loaded checkpoints and the reasoners built on them."""
     with _LOCK:
         _CACHE.clear()
+        _REASONERS.clear()
 
 
 def _load(folder: Path, opts: LisaOptions, device: str, dtype: str) -> LisaModel:
@@ -233,25 +254,36 @@ class LisaReasoner(VLMReasoner):
         """Generate, pick the [SEG] hidden states, decode one SAM mask per [SEG] at ``picture``'s size."""
         import torch
 
-        m = self.model
-        prompt = lisa_prompt(query, style=self.options.prompt_style, im_start_end=m.use_im_start_end)
+        m, o = self.model, self.options
+        prompt = lisa_prompt(query, style=o.prompt_style, im_start_end=m.use_im_start_end, form=o.query_form)
         ids = lisa_input_ids(prompt, m.tokenizer, m.image_token_id, m.image_seq_length)
         input_ids = torch.tensor([ids], device=m.device)
         clip = _clip_pixels(picture, m.clip_size).to(m.device, m.dtype)
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            out = m.llava.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), pixel_values=clip,
-                                   generation_config=_generation_config(m, self.options.max_new_tokens))  # fmt: skip
-        generate_s = time.perf_counter() - t0
-        new = out.sequences[0, input_ids.shape[1]:].tolist()
-        # the hidden state that produced generated token j is the last position of generation step j
-        seg_steps = [j for j, tok in enumerate(new) if tok == m.seg_token_id]
-        rejected = m.rej_token_id is not None and m.rej_token_id in new
-        text = m.tokenizer.decode(new, skip_special_tokens=False).strip()
-        if not seg_steps or rejected:
-            return LisaAnswer(text, tuple(new), None, (), (), rejected, generate_s, 0.0)
-        with torch.inference_mode():
+        if o.decode == "forced":
+            # LISA's validation gives the answer "[SEG]." (its tokenizer strips the space before an added token):
+            # the [SEG] state is the one at the prompt's last position, which a causal model computes without
+            # seeing the answer - one forward pass over the prompt
+            with torch.inference_mode():
+                out = m.llava(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), pixel_values=clip,
+                              output_hidden_states=True)  # fmt: skip
+                hidden = out.hidden_states[-1][0, -1:]
+            new = m.tokenizer(FORCED_ANSWER, add_special_tokens=False).input_ids
+            text, rejected = FORCED_ANSWER, False
+        else:
+            with torch.inference_mode():
+                out = m.llava.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                       pixel_values=clip, generation_config=_generation_config(m, o.max_new_tokens))
+            new = out.sequences[0, input_ids.shape[1]:].tolist()
+            # the hidden state that produced generated token j is the last position of generation step j
+            seg_steps = [j for j, tok in enumerate(new) if tok == m.seg_token_id]
+            rejected = m.rej_token_id is not None and m.rej_token_id in new
+            text = m.tokenizer.decode(new, skip_special_tokens=False).strip()
+            if not seg_steps or rejected:
+                return LisaAnswer(text, tuple(new), None, (), (), rejected, time.perf_counter() - t0, 0.0)
             hidden = torch.stack([out.hidden_states[j][-1][0, -1] for j in seg_steps])
+        generate_s = time.perf_counter() - t0
+        with torch.inference_mode():
             emb = m.text_hidden_fcs(hidden.to(m.dtype))
         t1 = time.perf_counter()
         masks, scores = decode_masks(m.sam, picture, emb)
@@ -266,7 +298,8 @@ class LisaReasoner(VLMReasoner):
     def prepare(self, sent: SentImage, request: Request, templates: Sequence[Template], *, kind: str | None = None,
                 context: str = "", options: Any = None, session: Any = None) -> Prepared:  # fmt: skip
         m = self.model
-        prompt = lisa_prompt(request.query, style=self.options.prompt_style, im_start_end=m.use_im_start_end)
+        prompt = lisa_prompt(request.query, style=self.options.prompt_style, im_start_end=m.use_im_start_end,
+                             form=self.options.query_form)
         return Prepared(({"role": "user", "content": prompt},), sent, None, "pixels", self.options.prompt_style,
                         request.query)  # fmt: skip
 
@@ -291,7 +324,8 @@ class LisaReasoner(VLMReasoner):
             "generate_s": round(a.generate_s, 4),
             "decode_s": round(a.decode_s, 4),
         }
-        said = f"LISA ({self.model_name}) answered: {a.text!r}"
+        said = (f"LISA ({self.model_name}) was given the answer {a.text!r} (LISA's validation protocol)"
+                if self.options.decode == "forced" else f"LISA ({self.model_name}) answered: {a.text!r}")
         if a.rejected:
             return Plan(absent=True, reason=f"LISA rejected the query ([REJ]): {a.text!r}", reasoner=self.name,
                         raw=a.text, match=match, steps=(Step(said),))
@@ -412,11 +446,27 @@ def decode_masks(sam: Any, picture: np.ndarray, embeddings: Any) -> tuple[tuple[
     return masks, tuple(float(s) for s in iou.float().cpu())
 
 
+_REASONERS: dict[tuple[Any, ...], LisaReasoner] = {}
+_LOCATION_ENV = ("RSCORE_WEIGHTS", "RSCORE_DEVICE", "HF_HOME", "HF_HUB_CACHE")
+
+
 def make_lisa_reasoner(options: Mapping[str, Any]) -> LisaReasoner:
-    """Backend factory of ``--reasoner lisa``: finds and loads the checkpoint now (once per process)."""
+    """Backend factory of ``--reasoner lisa``: finds and loads the checkpoint now (once per process).
+
+    The reasoner is kept per options (with the working folder and the environment variables that decide where
+    weights are found and which device runs them): the engine asks for its reasoner on every call, and locating
+    the checkpoint again (registry look-up, file checks) was ~0.5 ms of a ~25 ms tiny-model call.
+    :func:`clear_lisa_cache` forgets them."""
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as exc:
         raise BackendUnavailable(f"the lisa reasoner needs torch and transformers: pip install 'rscore[models]' ({exc})")
-    return LisaReasoner(LisaOptions.from_options(options))
+    opts = LisaOptions.from_options(options)
+    key = (opts, os.getcwd(), *(os.environ.get(name) for name in _LOCATION_ENV))  # relative paths, env: other files
+    reasoner = _REASONERS.get(key)
+    if reasoner is None:
+        reasoner = LisaReasoner(opts)
+        with _LOCK:
+            _REASONERS[key] = reasoner
+    return reasoner

@@ -94,6 +94,6 @@ def split_presegmented(targets: Sequence[Target], shape: tuple[int, int]) -> tup
         box = mask_bbox(mask)
         if box is None:
             continue
-        done.append(Instance(t.label, float(t.confidence), box, int(mask.sum()), mask=mask,
+        done.append(Instance(t.label, float(t.confidence), box, int(np.count_nonzero(mask)), mask=mask,
                              attributes={"source": "reasoner mask"}))
     return done, rest
