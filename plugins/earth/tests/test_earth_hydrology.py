@@ -169,3 +169,25 @@ def test_compiled_receivers_equal_the_reference_on_flats_and_holes():
         for px, py in ((10.0, 10.0), (30.0, 20.0)):
             np.testing.assert_array_equal(terrain.d8_receivers(filled, px, py, compiled=True),
                                           terrain.d8_receivers(filled, px, py, compiled=False))
+
+
+@needs_numba
+def test_labelled_flood_is_the_same_fill_and_labels_connected_regions():
+    """One Priority-Flood kernel serves the whole-array fill and the tiled drainage's labelled flood: the same levels,
+    seeds keep their labels, and each label covers one 8-connected region holding its seed."""
+    from scipy import ndimage
+
+    for z in surfaces():
+        z = np.where(np.isnan(z), -np.inf, z)
+        h, w = z.shape
+        seed = np.full((h, w), -1, np.int64)
+        border = np.zeros((h, w), bool)
+        border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+        seed[border] = np.arange(border.sum()) % 5  # several seeds share a label, as the tiled ocean does
+        label, level = hydrology.label_flood(z, seed)
+        np.testing.assert_array_equal(level, hydrology.priority_flood(z, border))
+        np.testing.assert_array_equal(label[border], seed[border])
+        assert (label >= 0).all()
+        for lab in np.unique(label):
+            parts, n = ndimage.label(label == lab, structure=np.ones((3, 3)))
+            assert set(np.unique(parts[(label == lab) & border])) == set(range(1, n + 1))

@@ -5,7 +5,9 @@ depressions: every outlet (array border, NaN cell) goes into a priority queue at
 lowest first and each unvisited 8-neighbour is raised to at least the elevation of the cell that reached it. The
 result is the lowest surface without interior pits, i.e. the same as morphological reconstruction by erosion from
 the outlets with an 8-connected footprint (Soille 2004), which :mod:`rscore_earth.terrain` used before: O(n log n)
-with a small constant instead of skimage's sort of every pixel.
+with a small constant instead of skimage's sort of every pixel. The same kernel, told to carry labels
+(:func:`label_flood`), tells which seed each cell drains to: the tiled drainage (:mod:`rscore_earth.drainage_tiled`)
+uses it to join a tile's perimeter cells.
 
 :func:`accumulate` sums weights down a receiver graph in one topological pass (Kahn's algorithm with a stack):
 O(n) instead of one vectorised numpy pass per wave.
@@ -40,6 +42,7 @@ __all__ = [
     "WHOLE_MAX_PX",
     "accumulate_stack",
     "d8_receivers",
+    "label_flood",
     "priority_flood",
     "whole_raster_accumulation",
 ]
@@ -47,9 +50,15 @@ __all__ = [
 if AVAILABLE:
 
     @njit(cache=True)
-    def _priority_flood(work: np.ndarray, outlet: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-        h, w = work.shape
-        out = work.copy()
+    def _flood(z: np.ndarray, seed: np.ndarray, label: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+        """Priority-Flood from the ``seed`` cells (each at its own elevation): every other cell gets its level, the
+        lowest level at which it connects to a seed (``max(z, level of the cell that reached it)``). ``label``: an
+        (h, w) int64 array holding each seed's label, spread in place to the cells each seed reaches; or an empty
+        array for no labels. Ties: the heap orders equal levels by flat index, cells inside a depression first in
+        first out."""
+        h, w = z.shape
+        labelled = label.size > 0
+        level = z.copy()
         closed = np.zeros((h, w), np.bool_)
         heap = [(0.0, np.int64(0))]
         heap.pop()
@@ -58,9 +67,9 @@ if AVAILABLE:
         tail = 0
         for r in range(h):
             for c in range(w):
-                if outlet[r, c]:
+                if seed[r, c]:
                     closed[r, c] = True
-                    heapq.heappush(heap, (out[r, c], np.int64(r * w + c)))
+                    heapq.heappush(heap, (level[r, c], np.int64(r * w + c)))
         while len(heap) > 0 or head < tail:
             if head < tail:
                 cell = pit[head]
@@ -69,7 +78,7 @@ if AVAILABLE:
                 cell = heapq.heappop(heap)[1]
             r0 = cell // w
             c0 = cell - r0 * w
-            level = out[r0, c0]
+            lv = level[r0, c0]
             for dr in range(-1, 2):
                 r = r0 + dr
                 if r < 0 or r >= h:
@@ -79,13 +88,15 @@ if AVAILABLE:
                     if (dr == 0 and dc == 0) or c < 0 or c >= w or closed[r, c]:
                         continue
                     closed[r, c] = True
-                    if out[r, c] <= level:
-                        out[r, c] = level
+                    if labelled:
+                        label[r, c] = label[r0, c0]
+                    if level[r, c] <= lv:
+                        level[r, c] = lv
                         pit[tail] = r * w + c
                         tail += 1
                     else:
-                        heapq.heappush(heap, (out[r, c], np.int64(r * w + c)))
-        return out
+                        heapq.heappush(heap, (level[r, c], np.int64(r * w + c)))
+        return level
 
     @njit(cache=True)
     def _d8_receivers(filled: np.ndarray, px: float, py: float) -> np.ndarray:  # pragma: no cover - compiled
@@ -214,7 +225,18 @@ def _require() -> None:
 def priority_flood(work: np.ndarray, outlet: np.ndarray) -> np.ndarray:
     """Fill ``work`` (float64, no NaN) so that every cell drains to a cell where ``outlet`` is true."""
     _require()
-    return _priority_flood(np.ascontiguousarray(work, np.float64), np.ascontiguousarray(outlet, np.bool_))
+    return _flood(np.ascontiguousarray(work, np.float64), np.ascontiguousarray(outlet, np.bool_),
+                  np.empty((0, 0), np.int64))
+
+
+def label_flood(z: np.ndarray, seed_label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`priority_flood` from the cells where ``seed_label >= 0``, also telling which seed reached each cell:
+    ``(label, level)``, the label of the seed each cell drains to and the level it is filled to (the same Priority-
+    Flood; used by the tiled drainage to find where the regions of a tile's perimeter cells meet)."""
+    _require()
+    label = np.array(seed_label, np.int64)  # a copy: the kernel labels in place
+    level = _flood(np.ascontiguousarray(z, np.float64), label >= 0, label)
+    return label, level
 
 
 def d8_receivers(filled: np.ndarray, px: float, py: float) -> np.ndarray:
