@@ -260,13 +260,41 @@ _whole_lock = threading.Lock()
 _TOKEN = "_rscore_drainage_token"
 
 
+class _SceneKey:
+    """The key of a scene's drainage cache, set on its source and pickled with it (see :func:`_per_scene`).
+
+    A forked tile worker inherits this process's cache: the key alone finds the entries. A spawned one (macOS,
+    Windows) starts empty, so when the engine pickles a job for spawned workers
+    (:func:`rscore.engine.parallel.pickling_for`) the key carries the entries themselves: the whole-raster result (at
+    most ``drainage_max_px`` float32 values) or the on-disk tile store (a folder name; a worker never removes it).
+    """
+
+    __slots__ = ("hex",)
+
+    def __init__(self, hex_: str) -> None:
+        self.hex = hex_
+
+    def __reduce__(self) -> tuple[Any, tuple[str, dict[tuple[Any, ...], Any] | None]]:
+        from rscore.engine.parallel import pickling_for
+
+        entries = _by_token.get(self.hex) if pickling_for() == "spawn" else None
+        return _scene_key, (self.hex, dict(entries) if entries else None)
+
+
+def _scene_key(hex_: str, entries: dict[tuple[Any, ...], Any] | None) -> _SceneKey:
+    if entries and hex_ not in _by_token:  # a spawned worker: the parent's entries came with the key
+        _by_token[hex_] = entries
+    return _SceneKey(hex_)
+
+
 def _per_scene(source: Any) -> dict[tuple[Any, ...], Any]:
     """The drainage cache of the scene whose pixels ``source`` holds, shared with pickled copies of ``source``.
 
-    The engine runs a scene's first tile here before forking its tile workers (rscore.engine.parallel); each worker
-    then unpickles its own copy of the scene. A token set on the source at its first use travels in the pickle, and
-    the forked worker finds this process's entry under it (inherited copy-on-write) instead of computing the
-    drainage again. The token entry ends with the source object it was made for.
+    The engine runs a scene's first tile here before starting its tile workers (rscore.engine.parallel); each worker
+    then unpickles its own copy of the scene. A key (:class:`_SceneKey`) set on the source at its first use travels
+    in the pickle, and the worker finds this process's entry under it (inherited copy-on-write when forked, carried
+    in the pickle when spawned) instead of computing the drainage again. The key's entry ends with the source object
+    it was made for.
     """
     try:
         return _whole_cache[source]
@@ -275,20 +303,20 @@ def _per_scene(source: Any) -> dict[tuple[Any, ...], Any]:
     except TypeError:  # not weak-referenceable: a cache for this call only
         return {}
     token = getattr(source, _TOKEN, None)
-    per = _by_token.get(token) if isinstance(token, str) else None
+    per = _by_token.get(token.hex) if isinstance(token, _SceneKey) else None
     if per is None:
         per = {}
-        if not isinstance(token, str):
+        if not isinstance(token, _SceneKey):
             import uuid
 
-            token = uuid.uuid4().hex
+            token = _SceneKey(uuid.uuid4().hex)
             try:
                 setattr(source, _TOKEN, token)
             except (AttributeError, TypeError):  # __slots__ / frozen: no sharing with copies
                 token = None
         if token is not None:
-            _by_token[token] = per
-            weakref.finalize(source, _by_token.pop, token, None)
+            _by_token[token.hex] = per
+            weakref.finalize(source, _by_token.pop, token.hex, None)
     _whole_cache[source] = per
     return per
 
