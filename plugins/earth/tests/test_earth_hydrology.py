@@ -191,3 +191,16 @@ def test_labelled_flood_is_the_same_fill_and_labels_connected_regions():
         for lab in np.unique(label):
             parts, n = ndimage.label(label == lab, structure=np.ones((3, 3)))
             assert set(np.unique(parts[(label == lab) & border])) == set(range(1, n + 1))
+
+
+def test_loading_the_earth_plugin_does_not_import_numba():
+    """numba (~0.3-0.5 s to import) loads when a drainage kernel first runs, not with every earth run."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from rscore.plugins import default_registry; reg = default_registry(); "
+            "assert 'earth:landslide' in {t.qualified_name for t in reg.templates}, 'no earth'; "
+            "print('numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

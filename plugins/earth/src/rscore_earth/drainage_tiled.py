@@ -45,11 +45,6 @@ import numpy as np
 
 from rscore_earth import hydrology
 
-if hydrology.AVAILABLE:
-    from numba import njit
-else:  # pragma: no cover - numba missing: BackendUnavailable from tiled_flow_accumulation
-    njit = None
-
 __all__ = ["DEFAULT_TILE", "tiled_flow_accumulation"]
 
 DEFAULT_TILE = 1024
@@ -60,7 +55,7 @@ _DC = (-1, 0, 1, -1, 1, -1, 0, 1)
 
 if hydrology.AVAILABLE:
 
-    @njit(cache=True)
+    @hydrology.compiled
     def _minimax_from_ocean(n, indptr, nbr, wt):  # pragma: no cover - compiled
         """Node 0 is the ocean (level -inf): each node's lowest possible highest edge on a path from it."""
         best = np.full(n, np.inf)
@@ -80,7 +75,7 @@ if hydrology.AVAILABLE:
                     heapq.heappush(heap, (nd, v))
         return best
 
-    @njit(cache=True)
+    @hydrology.compiled
     def _csr(n, u, v, w):  # pragma: no cover - compiled
         """Undirected edge lists as compressed adjacency (each edge stored once per end)."""
         indptr = np.zeros(n + 1, np.int64)
@@ -103,7 +98,7 @@ if hydrology.AVAILABLE:
             cur[b] += 1
         return indptr, nbr, wt
 
-    @njit(cache=True)
+    @hydrology.compiled
     def _tile_receivers(fp, inside, ring_cum, gr0, gc0, big_h, big_w, px, py):  # pragma: no cover - compiled
         """D8 receivers (global flat index, -1 = none) and flat distances of a tile, from its filled surface with a
         2 px halo (``fp``, ``inside`` = in the raster) and its 1 px ring's flat distances (``ring_cum``, (h+2, w+2)).
@@ -193,7 +188,7 @@ if hydrology.AVAILABLE:
                         rec[r, c] = (gr0 + rr) * big_w + (gc0 + cc)
         return rec[2 : ph - 2, 2 : pw - 2].copy(), cum[2 : ph - 2, 2 : pw - 2].copy()
 
-    @njit(cache=True)
+    @hydrology.compiled
     def _next_perimeter(local_rec, is_per):  # pragma: no cover - compiled
         """For each perimeter cell, the first perimeter cell strictly downstream inside the tile (-1: none)."""
         n = local_rec.size

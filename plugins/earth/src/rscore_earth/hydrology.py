@@ -22,20 +22,18 @@ labeling algorithm for digital elevation models. Computers & Geosciences 62, 117
 
 from __future__ import annotations
 
+import functools
 import heapq
+import importlib.util
 import math
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-try:
-    from numba import njit
-
-    AVAILABLE = True
-except ImportError:  # pragma: no cover - exercised only where numba is not installed
-    AVAILABLE = False
+AVAILABLE = importlib.util.find_spec("numba") is not None
 
 __all__ = [
     "AVAILABLE",
@@ -47,9 +45,26 @@ __all__ = [
     "whole_raster_accumulation",
 ]
 
+def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` compiled by numba (``njit(cache=True)``) at its first call, not at import: importing numba takes
+    ~0.3-0.5 s, which every earth run paid although only the drainage operators use the kernels."""
+    dispatcher = None
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        nonlocal dispatcher
+        if dispatcher is None:
+            from numba import njit
+
+            dispatcher = njit(cache=True)(fn)
+        return dispatcher(*args)
+
+    return call
+
+
 if AVAILABLE:
 
-    @njit(cache=True)
+    @compiled
     def _flood(z: np.ndarray, seed: np.ndarray, label: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
         """Priority-Flood from the ``seed`` cells (each at its own elevation): every other cell gets its level, the
         lowest level at which it connects to a seed (``max(z, level of the cell that reached it)``). ``label``: an
@@ -98,7 +113,7 @@ if AVAILABLE:
                         heapq.heappush(heap, (level[r, c], np.int64(r * w + c)))
         return level
 
-    @njit(cache=True)
+    @compiled
     def _d8_receivers(filled: np.ndarray, px: float, py: float) -> np.ndarray:  # pragma: no cover - compiled
         h, w = filled.shape
         diag = math.sqrt(px * px + py * py)
@@ -188,7 +203,7 @@ if AVAILABLE:
                         rec[i] = j
         return rec
 
-    @njit(cache=True)
+    @compiled
     def _accumulate(receivers: np.ndarray, acc: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
         n = receivers.size
         indeg = np.zeros(n, np.int64)
