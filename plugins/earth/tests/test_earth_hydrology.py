@@ -194,7 +194,7 @@ def test_labelled_flood_is_the_same_fill_and_labels_connected_regions():
 
 
 def test_loading_the_earth_plugin_does_not_import_numba():
-    """numba (~0.3-0.5 s to import) loads when a drainage kernel first runs, not with every earth run."""
+    """numba (~0.16 CPU-s to import) loads when a drainage kernel first runs, not with every earth run."""
     import subprocess
     import sys
 
