@@ -75,14 +75,8 @@ def test_compiled_accumulation_equals_waves():
 
 @needs_numba
 @pytest.mark.shared_data
-def test_identical_flow_accumulation_on_a_real_dem(shared_data):
-    import rasterio
-
-    path = shared_data / "eo" / "landslides_rbsf_ecuador" / "dem_elev.tif"
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
-    with rasterio.open(path) as ds:
-        z = ds.read(1, masked=True).filled(np.nan).astype(np.float64)
+def test_identical_flow_accumulation_on_a_real_dem(ecuador_dem):
+    z, _, _ = ecuador_dem
     old = terrain.fill_depressions(z, compiled=False)
     new = terrain.fill_depressions(z, compiled=True)
     np.testing.assert_array_equal(new, old)
