@@ -214,3 +214,114 @@ def test_scene_drainage_is_computed_once_with_workers(tmp_path, monkeypatch, til
     np.testing.assert_array_equal(np.asarray(a.mask), np.asarray(b.mask))
     np.testing.assert_array_equal(np.asarray(a.score), np.asarray(b.score))
     assert a.plan.steps == b.plan.steps
+
+
+_PROBE = '''
+import numpy as np
+from rscore.sdk import ProgramOutput
+from rscore_earth import hydrology
+
+
+def probe(ctx):
+    """Score 1 where the scene's drainage was already in this process's cache when the tile started, else 0."""
+    cached = bool(hydrology._per_scene(ctx.scene.source))
+    acc = hydrology.whole_raster_accumulation(ctx)
+    return ProgramOutput(mask=np.asarray(acc) > 2e4, score=np.full(ctx.shape, float(cached), np.float32))
+'''
+
+
+@pytest.mark.parametrize("tiled", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["in-memory", "tile-store"])
+def test_spawned_workers_get_the_scene_drainage_and_the_same_outputs(tmp_path, monkeypatch, tiled):
+    """Under the ``spawn`` start method (the default on macOS and Windows) workers inherit nothing: the job travels
+    pickled, and the scene's drainage computed by the parent's first tile travels with it (the whole-raster array,
+    or the on-disk tile store by name), so no worker computes it again. Outputs equal the one-process run's, and the
+    parent's tile store outlives its workers."""
+    pytest.importorskip("rscore_earth")
+    from rscore import engine
+    from rscore.engine import parallel
+    from rscore_earth import hydrology
+    from rscore_earth.synthetic import example_path
+
+    if not hydrology.AVAILABLE:
+        pytest.skip("numba is not installed")
+    (tmp_path / "spawn_probe.py").write_text(_PROBE)
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers get this process's sys.path
+    import spawn_probe
+
+    monkeypatch.setattr(parallel, "_start_method", lambda: "spawn")
+    template = Template("probe", "drainage probe", "drainage probe", ("drainage probe",), program=spawn_probe.probe,
+                        kinds=("dem",))
+    extra = {"drainage_max_px": 0, "drainage_tile": 128} if tiled else {}
+    runs = []
+    for workers in (1, 2):
+        scene = engine.open_scene(example_path("dem"), plugin="earth")
+        request = Request(query="drainage probe", plugin="earth", options={"workers": workers, **extra})
+        runs.append(run_program(scene, request, template, {}, tile_size=128))
+        if tiled:  # the store the workers read is still there for the parent's own use
+            store = next(iter(hydrology._per_scene(scene.source).values()))
+            assert store.read().shape == (scene.height, scene.width)
+    one, two = runs
+    np.testing.assert_array_equal(np.asarray(one.mask), np.asarray(two.mask))
+    assert np.asarray(two.mask).any()
+    score = np.asarray(two.score)
+    assert (score[:128, :128] == 0).all()  # the first tile, in the parent: computed there
+    assert (score[:, 128:] == 1).all() and (score[128:, :] == 1).all()  # every worker tile found it
+
+
+@pytest.mark.slow
+def test_earth_flood_in_spawned_workers_matches_sequential(monkeypatch):
+    """The real earth flood program (whole-raster drainage, lazy GeoTIFF reader reopened per worker) in spawned
+    workers gives the one-process answer."""
+    pytest.importorskip("rscore_earth")
+    from rscore import engine
+    from rscore.engine import parallel
+    from rscore_earth.synthetic import example_path
+
+    monkeypatch.setattr(parallel, "_start_method", lambda: "spawn")
+    results = []
+    for workers in (1, 2):
+        scene = engine.open_scene(example_path("dem"), plugin="earth")
+        results.append(engine.segment(scene, "flood-prone areas", plugin="earth",
+                                      options={"workers": workers, "tile_size": 128, "matcher": "keyword"}))
+    a, b = results
+    assert b.plan.template == "earth:flood_prone"
+    np.testing.assert_array_equal(np.asarray(a.mask), np.asarray(b.mask))
+    np.testing.assert_array_equal(np.asarray(a.score), np.asarray(b.score))
+    assert a.plan.steps == b.plan.steps
+
+
+_UNIMPORTABLE = r"""
+import sys
+import numpy as np
+
+if __name__ == "__main__":  # the program's module exists only in this process: a spawned worker cannot import it
+    import importlib.util
+    from rscore.engine import parallel
+
+    parallel._start_method = lambda: "spawn"
+    spec = importlib.util.spec_from_file_location("made_here", sys.argv[1])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["made_here"] = mod
+    spec.loader.exec_module(mod)
+    one = mod._run(mod._scene(), mod.TEMPLATE, 1)
+    two = mod._run(mod._scene(), mod.TEMPLATE, 2)
+    assert np.array_equal(np.asarray(one.mask), np.asarray(two.mask)) and np.asarray(one.mask).any()
+    assert np.array_equal(np.asarray(one.score), np.asarray(two.score), equal_nan=True)
+    print("same outputs")
+"""
+
+
+def test_spawned_workers_that_cannot_load_the_program_leave_the_tiles_here(tmp_path):
+    """A program from a module a fresh interpreter cannot import (a notebook cell, a script's main block) cannot run
+    in spawned workers: the run goes on in this process with the same outputs, not a BrokenProcessPool."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "run.py"
+    script.write_text(_UNIMPORTABLE)
+    proc = subprocess.run([sys.executable, str(script), str(Path(__file__).resolve())], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "same outputs" in proc.stdout
+    assert "Traceback" not in proc.stderr

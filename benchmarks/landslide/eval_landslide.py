@@ -21,7 +21,8 @@ For every inventory (see DATA.md beside this script) it prints:
     ``rscore_earth.fit.fit_adapter`` (logistic regression of slope and curvatures) with spatial k-means 5-fold
     cross-validation: AUROC mean over folds and pooled. Absent when ``rscore_earth.fit`` is not installed.
 
-Inventories: ``ecuador-rbsf`` (shared data, development set; the default model's weights were chosen on it), plus any
+Inventories: ``ecuador-rbsf`` (shared data, development set; the default model's weights were chosen on it),
+``lsat-pakistan`` when the shared data holds it (independent, never tuned on; see DATA.md), plus any
 ``--inventory NAME=INVENTORY,DEM`` (points CSV / vector points / polygons; see ``rscore_earth.fit``).
 
 ::
@@ -53,6 +54,9 @@ def _shared_inventories() -> dict[str, tuple[Path, Path]]:
         d = data / "eo" / "landslides_rbsf_ecuador"
         if (d / "lsl_points.csv").exists() and (d / "dem_elev.tif").exists():
             out["ecuador-rbsf (dev)"] = (d / "lsl_points.csv", d / "dem_elev.tif")
+        d = data / "eo" / "lsat_testdata_pakistan"  # BGR-EGHA/LSAT-TestData, if someone adds it (see DATA.md)
+        if (d / "landslides.shp").exists() and (d / "AW3D30.tif").exists():
+            out["lsat-pakistan (independent)"] = (d / "landslides.shp", d / "AW3D30.tif")
     return out
 
 

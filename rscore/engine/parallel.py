@@ -12,23 +12,28 @@ this process. Workers are forked on Linux (spawned elsewhere, see :func:`_start_
 request, template and operators once, pickled (a lazy reader reopens its files in the worker instead of sharing
 the parent's handles), and holds one tile at a time, so memory per worker does not grow with the raster. At most two tiles
 per worker are in flight; results are written as they arrive in order. A program that cannot be pickled (a lambda,
-a closure) runs here, tile by tile, with a note in the log.
+a closure), or that a spawned worker cannot import (defined in a notebook or a script's main block), runs here, tile
+by tile, with a note in the log.
 
 Scene-level work: the first tile runs in this process before the workers start, so whatever a program computes
 once per scene and caches in its process (the earth plugin's whole-raster drainage,
 :func:`rscore_earth.hydrology.whole_raster_accumulation`) is computed once; forked workers inherit that cache
-copy-on-write instead of each computing it again (spawned workers, off Linux, still compute their own). A cache
-that must find its entry from a worker's unpickled copy of the scene keys it by something that survives pickling
-(see ``hydrology._per_scene``). No hook is added: an operator's own per-scene cache is the mechanism.
+copy-on-write instead of each computing it again. A cache that must find its entry from a worker's unpickled copy of
+the scene keys it by something that survives pickling; spawned workers (macOS, Windows) inherit nothing, so while the
+job is pickled :func:`pickling_for` says ``"spawn"`` and the key pickles the entry itself (see
+``hydrology._per_scene``). No hook is added: an operator's own per-scene cache is the mechanism.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import itertools
 import logging
 import os
 import pickle
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from rscore.errors import InternalError, OptionError, RscoreError
@@ -95,27 +100,48 @@ def map_tiles(
         # plugin's whole-raster drainage) is computed once, and forked workers inherit it (copy-on-write)
         yield run_tile(scene, request, template, operators, first)
         job = (scene, request, template, dict(operators))
+        method = _start_method()
         try:
-            payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+            payload = _pickle_job(job, method)
         except Exception as exc:  # noqa: BLE001 - any pickling failure: run here instead
             log.info("template '%s' cannot run in worker processes (%s); running its tiles here",
                      template.qualified_name, exc)
         else:
-            yield from _in_workers(payload, tiles, workers)
+            yield from _in_workers(payload, tiles, workers, method,
+                                   functools.partial(run_tile, scene, request, template, operators))
             return
     for tile in tiles:
         yield run_tile(scene, request, template, operators, tile)
 
 
+def pickling_for() -> str | None:
+    """While :func:`map_tiles` pickles a job for its workers: their start method, ``"fork"`` or ``"spawn"``; else
+    ``None``. For an object that carries per-process state, such as a per-scene cache's key: a forked worker
+    inherits this process's memory (pickle the key only), a spawned one starts empty (pickle what the key finds)."""
+    return _PICKLING_FOR.get()
+
+
 # ------------------------------------------------------------------------------------------------------- workers
+_PICKLING_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("rscore_pickling_for", default=None)
+
+
+def _pickle_job(job: Any, method: str) -> bytes:
+    shipping = _PICKLING_FOR.set(method)
+    try:
+        return pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+    finally:
+        _PICKLING_FOR.reset(shipping)
+
+
 _JOB: tuple[Scene, Request, Template, Mapping[str, Operator]] | None = None
+_JOB_ERROR = ""  # why this worker could not load the job (it then answers every tile with (None, why))
 
 
 def _init_worker(payload: bytes) -> None:
     """In a new worker: the job, and two guards. Ctrl-C reaches the whole process group, but only the parent decides
     what an interrupt does (it stops the pool); SIGTERM ends a worker without the parent's handlers; and on Linux a
     worker is terminated when its parent dies, so a ``kill -9`` of ``rscore run`` leaves no orphans computing tiles."""
-    global _JOB
+    global _JOB, _JOB_ERROR
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -123,7 +149,10 @@ def _init_worker(payload: bytes) -> None:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
     _die_with_parent()
-    _JOB = pickle.loads(payload)
+    try:
+        _JOB = pickle.loads(payload)
+    except Exception as exc:  # noqa: BLE001 - e.g. a spawned worker cannot import the module a program lives in
+        _JOB_ERROR = f"{type(exc).__name__}: {exc}"
 
 
 def _die_with_parent() -> None:
@@ -141,11 +170,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def _work(tile: Tile) -> tuple[bool, Any]:
+def _work(tile: Tile) -> tuple[bool | None, Any]:
     """In a worker: ``(True, TileResult)`` or ``(False, exception)``; an exception that cannot travel back as it is
-    travels as an :class:`InternalError` with its text."""
-
-    assert _JOB is not None
+    travels as an :class:`InternalError` with its text. ``(None, why)``: this worker could not load the job."""
+    if _JOB is None:
+        return None, _JOB_ERROR or "no job"
     try:
         return True, run_tile(*_JOB, tile)
     except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
@@ -169,26 +198,40 @@ def _start_method() -> str:
     return "spawn"
 
 
-def _in_workers(payload: bytes, tiles: Iterable[Tile], workers: int) -> Iterator[TileResult]:
+def _in_workers(payload: bytes, tiles: Iterable[Tile], workers: int, method: str,
+                here: Callable[[Tile], TileResult]) -> Iterator[TileResult]:
+    """The tiles' results in order from a pool of ``workers``. A worker that cannot load the job (a spawned process
+    cannot import the module a program was defined in: a notebook, a script's ``if __name__ == "__main__"`` block)
+    ends the pool, and that tile and the rest run ``here``, in this process, with a note in the log."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    ctx = multiprocessing.get_context(_start_method())
+    ctx = multiprocessing.get_context(method)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(payload,))
-    pending: deque[Any] = deque()
+    pending: deque[tuple[Tile, Any]] = deque()
     todo = iter(tiles)
     try:
         for tile in todo:
-            pending.append(pool.submit(_work, tile))
+            pending.append((tile, pool.submit(_work, tile)))
             if len(pending) >= 2 * workers:
                 break
         while pending:
-            ok, value = pending.popleft().result()
+            tile, future = pending[0]
+            ok, value = future.result()
+            if ok is None:
+                log.info("tile workers (%s) could not load the job (%s); running the tiles here", method, value)
+                pool.shutdown(wait=False, cancel_futures=True)
+                rest = [t for t, _ in pending]
+                pending.clear()
+                for t in itertools.chain(rest, todo):
+                    yield here(t)
+                return
+            pending.popleft()
             if not ok:
                 raise value
             tile = next(todo, None)
             if tile is not None:
-                pending.append(pool.submit(_work, tile))
+                pending.append((tile, pool.submit(_work, tile)))
             yield value
     except BaseException:  # an error, an interrupt or the consumer gone: stop the workers now, not after their tiles
         pool.shutdown(wait=False, cancel_futures=True)

@@ -123,3 +123,16 @@ def _grid(h: int, w: int, px: float = 10.0, py: float = 10.0) -> tuple[np.ndarra
 @pytest.fixture
 def grid() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
     return _grid
+
+
+@pytest.fixture
+def ecuador_dem(shared_data: Path) -> tuple[np.ndarray, float, float]:
+    """The real RBSF Ecuador DEM (shared data; holes and pits) as float64 with NaN holes, and its pixel size."""
+    import rasterio
+
+    path = shared_data / "eo" / "landslides_rbsf_ecuador" / "dem_elev.tif"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    with rasterio.open(path) as ds:
+        z = ds.read(1, masked=True).filled(np.nan).astype(np.float64)
+        return z, abs(ds.transform.a), abs(ds.transform.e)

@@ -71,16 +71,9 @@ def test_non_square_pixels():
 
 
 @pytest.mark.shared_data
-def test_tiled_equals_whole_on_a_real_dem(shared_data):
+def test_tiled_equals_whole_on_a_real_dem(ecuador_dem):
     """The RBSF Ecuador DEM (real, with nodata and pits): tiles of 64 and 100 px give the whole-array numbers."""
-    import rasterio
-
-    path = shared_data / "eo" / "landslides_rbsf_ecuador" / "dem_elev.tif"
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
-    with rasterio.open(path) as ds:
-        z = ds.read(1, masked=True).filled(np.nan).astype(np.float64)
-        px, py = abs(ds.transform.a), abs(ds.transform.e)
+    z, px, py = ecuador_dem
     assert np.isnan(z).any() and np.nansum(terrain.fill_depressions(z) - z) > 0  # holes and pits to cross tiles
     whole = terrain.flow_accumulation(z, px, py)
     for tile in (64, 100):

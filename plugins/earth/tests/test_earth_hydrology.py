@@ -75,14 +75,8 @@ def test_compiled_accumulation_equals_waves():
 
 @needs_numba
 @pytest.mark.shared_data
-def test_identical_flow_accumulation_on_a_real_dem(shared_data):
-    import rasterio
-
-    path = shared_data / "eo" / "landslides_rbsf_ecuador" / "dem_elev.tif"
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
-    with rasterio.open(path) as ds:
-        z = ds.read(1, masked=True).filled(np.nan).astype(np.float64)
+def test_identical_flow_accumulation_on_a_real_dem(ecuador_dem):
+    z, _, _ = ecuador_dem
     old = terrain.fill_depressions(z, compiled=False)
     new = terrain.fill_depressions(z, compiled=True)
     np.testing.assert_array_equal(new, old)
@@ -169,3 +163,38 @@ def test_compiled_receivers_equal_the_reference_on_flats_and_holes():
         for px, py in ((10.0, 10.0), (30.0, 20.0)):
             np.testing.assert_array_equal(terrain.d8_receivers(filled, px, py, compiled=True),
                                           terrain.d8_receivers(filled, px, py, compiled=False))
+
+
+@needs_numba
+def test_labelled_flood_is_the_same_fill_and_labels_connected_regions():
+    """One Priority-Flood kernel serves the whole-array fill and the tiled drainage's labelled flood: the same levels,
+    seeds keep their labels, and each label covers one 8-connected region holding its seed."""
+    from scipy import ndimage
+
+    for z in surfaces():
+        z = np.where(np.isnan(z), -np.inf, z)
+        h, w = z.shape
+        seed = np.full((h, w), -1, np.int64)
+        border = np.zeros((h, w), bool)
+        border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+        seed[border] = np.arange(border.sum()) % 5  # several seeds share a label, as the tiled ocean does
+        label, level = hydrology.label_flood(z, seed)
+        np.testing.assert_array_equal(level, hydrology.priority_flood(z, border))
+        np.testing.assert_array_equal(label[border], seed[border])
+        assert (label >= 0).all()
+        for lab in np.unique(label):
+            parts, n = ndimage.label(label == lab, structure=np.ones((3, 3)))
+            assert set(np.unique(parts[(label == lab) & border])) == set(range(1, n + 1))
+
+
+def test_loading_the_earth_plugin_does_not_import_numba():
+    """numba (~0.16 CPU-s to import) loads when a drainage kernel first runs, not with every earth run."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from rscore.plugins import default_registry; reg = default_registry(); "
+            "assert 'earth:landslide' in {t.qualified_name for t in reg.templates}, 'no earth'; "
+            "print('numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

@@ -96,3 +96,21 @@ def test_bad_mmu_is_an_option_error(rscore_cli, tmp_path):
     assert res.exit_code == 2 and "mmu_m2" in res.stderr and not (tmp_path / "x").exists()
     res = rscore_cli("options", "list")
     assert "mmu_m2" in res.stdout
+
+
+def test_a_map_the_unit_does_not_change_keeps_its_instances(runs, monkeypatch):
+    """Sieving an already clean map changes no pixel: the instances are kept as they are, not computed again (a
+    whole-raster pass, ~0.5 s at 2048^2)."""
+    import rscore.instances
+    from rscore_earth.mmu import apply_mmu
+
+    scene, on, _ = runs
+    calls = []
+    real = rscore.instances.instances_from_mask
+    monkeypatch.setattr(rscore.instances, "instances_from_mask", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = apply_mmu(on, scene)
+    assert calls == []
+    assert again.instances == on.instances
+    np.testing.assert_array_equal(np.asarray(again.class_map), np.asarray(on.class_map))
+    np.testing.assert_array_equal(again.mask, on.mask)
+    assert again.plan.steps[-1].stats["pixels_changed"] == 0

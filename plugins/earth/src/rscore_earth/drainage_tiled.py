@@ -45,11 +45,6 @@ import numpy as np
 
 from rscore_earth import hydrology
 
-if hydrology.AVAILABLE:
-    from numba import njit
-else:  # pragma: no cover - numba missing: BackendUnavailable from tiled_flow_accumulation
-    njit = None
-
 __all__ = ["DEFAULT_TILE", "tiled_flow_accumulation"]
 
 DEFAULT_TILE = 1024
@@ -60,55 +55,7 @@ _DC = (-1, 0, 1, -1, 1, -1, 0, 1)
 
 if hydrology.AVAILABLE:
 
-    @njit(cache=True)
-    def _label_flood(z, seed_label, seed_level):  # pragma: no cover - compiled
-        """Priority-Flood from labelled seeds: every cell gets the label of the seed that reached it and its level
-        (the lowest level at which it connects to a seed)."""
-        h, w = z.shape
-        label = seed_label.copy()
-        level = np.empty((h, w), np.float64)
-        closed = np.zeros((h, w), np.bool_)
-        heap = [(0.0, np.int64(0))]
-        heap.pop()
-        pit = np.empty(h * w, np.int64)
-        head = 0
-        tail = 0
-        for r in range(h):
-            for c in range(w):
-                if seed_label[r, c] >= 0:
-                    closed[r, c] = True
-                    level[r, c] = seed_level[r, c]
-                    heapq.heappush(heap, (level[r, c], np.int64(r * w + c)))
-        while len(heap) > 0 or head < tail:
-            if head < tail:
-                cell = pit[head]
-                head += 1
-            else:
-                cell = heapq.heappop(heap)[1]
-            r0 = cell // w
-            c0 = cell - r0 * w
-            lv = level[r0, c0]
-            lab = label[r0, c0]
-            for dr in range(-1, 2):
-                r = r0 + dr
-                if r < 0 or r >= h:
-                    continue
-                for dc in range(-1, 2):
-                    c = c0 + dc
-                    if (dr == 0 and dc == 0) or c < 0 or c >= w or closed[r, c]:
-                        continue
-                    closed[r, c] = True
-                    label[r, c] = lab
-                    if z[r, c] <= lv:
-                        level[r, c] = lv
-                        pit[tail] = r * w + c
-                        tail += 1
-                    else:
-                        level[r, c] = z[r, c]
-                        heapq.heappush(heap, (z[r, c], np.int64(r * w + c)))
-        return label, level
-
-    @njit(cache=True)
+    @hydrology.compiled
     def _minimax_from_ocean(n, indptr, nbr, wt):  # pragma: no cover - compiled
         """Node 0 is the ocean (level -inf): each node's lowest possible highest edge on a path from it."""
         best = np.full(n, np.inf)
@@ -128,7 +75,7 @@ if hydrology.AVAILABLE:
                     heapq.heappush(heap, (nd, v))
         return best
 
-    @njit(cache=True)
+    @hydrology.compiled
     def _csr(n, u, v, w):  # pragma: no cover - compiled
         """Undirected edge lists as compressed adjacency (each edge stored once per end)."""
         indptr = np.zeros(n + 1, np.int64)
@@ -151,7 +98,7 @@ if hydrology.AVAILABLE:
             cur[b] += 1
         return indptr, nbr, wt
 
-    @njit(cache=True)
+    @hydrology.compiled
     def _tile_receivers(fp, inside, ring_cum, gr0, gc0, big_h, big_w, px, py):  # pragma: no cover - compiled
         """D8 receivers (global flat index, -1 = none) and flat distances of a tile, from its filled surface with a
         2 px halo (``fp``, ``inside`` = in the raster) and its 1 px ring's flat distances (``ring_cum``, (h+2, w+2)).
@@ -241,7 +188,7 @@ if hydrology.AVAILABLE:
                         rec[r, c] = (gr0 + rr) * big_w + (gc0 + cc)
         return rec[2 : ph - 2, 2 : pw - 2].copy(), cum[2 : ph - 2, 2 : pw - 2].copy()
 
-    @njit(cache=True)
+    @hydrology.compiled
     def _next_perimeter(local_rec, is_per):  # pragma: no cover - compiled
         """For each perimeter cell, the first perimeter cell strictly downstream inside the tile (-1: none)."""
         n = local_rec.size
@@ -267,34 +214,6 @@ if hydrology.AVAILABLE:
                 nxt[stack[top]] = res
             nxt[s] = res
         return nxt
-
-    @njit(cache=True)
-    def _chain_inflow(succ, is_exit, a_local):  # pragma: no cover - compiled
-        """External inflow of every perimeter node: flow from other tiles that reaches it (topological order)."""
-        n = succ.size
-        indeg = np.zeros(n, np.int64)
-        for i in range(n):
-            if succ[i] >= 0:
-                indeg[succ[i]] += 1
-        x = np.zeros(n, np.float64)
-        stack = np.empty(n, np.int64)
-        top = 0
-        for i in range(n):
-            if indeg[i] == 0:
-                stack[top] = i
-                top += 1
-        while top > 0:
-            top -= 1
-            i = stack[top]
-            s = succ[i]
-            if s < 0:
-                continue
-            x[s] += x[i] + (a_local[i] if is_exit[i] else 0.0)
-            indeg[s] -= 1
-            if indeg[s] == 0:
-                stack[top] = s
-                top += 1
-        return x
 
 
 def _lowest_per_pair(u: np.ndarray, v: np.ndarray, w: np.ndarray, n: int
@@ -378,14 +297,13 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
         border = (rows == 0) | (rows == height - 1) | (cols == 0) | (cols == width - 1)
         ocean = nan | border
         label = np.full((h, w), -1, np.int64)
-        level = np.where(nan, -np.inf, z)
         label[ocean] = 0
         pl = np.zeros(h * w, np.int64)
         pl[local] = node(gidx)
         plm = pl.reshape(h, w)
         own = (plm > 0) & ~ocean
         label[own] = plm[own]
-        lab, lev = _label_flood(np.where(nan, -np.inf, z), label, level)
+        lab, lev = hydrology.label_flood(np.where(nan, -np.inf, z), label)
         tu, tv, tw = [], [], []
         for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
             a = (slice(0, h - dr), slice(max(0, -dc), w - max(0, dc)))
@@ -563,7 +481,10 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
         ng = np.where(nl >= 0, (nl // (c1 - c0) + r0) * width + (nl % (c1 - c0) + c0), -1)
         target = np.where(out, rec[local], ng)
         succ[k] = np.where(target >= 0, node(np.maximum(target, 0)) - 1, -1)
-    x = _chain_inflow(succ, is_exit, a_local)
+    # flow from other tiles reaching each perimeter node: what leaves a tile (its exit nodes' local counts) summed
+    # down the perimeter chains, minus the node's own share (integer counts in float64: exact in any order)
+    leaving = np.where(is_exit, a_local, 0.0)
+    x = hydrology.accumulate_stack(succ, leaving) - leaving
     total = a_local + x
     inflow = np.zeros(n - 1)
     ex = np.flatnonzero(is_exit)

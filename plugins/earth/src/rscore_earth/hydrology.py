@@ -5,7 +5,9 @@ depressions: every outlet (array border, NaN cell) goes into a priority queue at
 lowest first and each unvisited 8-neighbour is raised to at least the elevation of the cell that reached it. The
 result is the lowest surface without interior pits, i.e. the same as morphological reconstruction by erosion from
 the outlets with an 8-connected footprint (Soille 2004), which :mod:`rscore_earth.terrain` used before: O(n log n)
-with a small constant instead of skimage's sort of every pixel.
+with a small constant instead of skimage's sort of every pixel. The same kernel, told to carry labels
+(:func:`label_flood`), tells which seed each cell drains to: the tiled drainage (:mod:`rscore_earth.drainage_tiled`)
+uses it to join a tile's perimeter cells.
 
 :func:`accumulate` sums weights down a receiver graph in one topological pass (Kahn's algorithm with a stack):
 O(n) instead of one vectorised numpy pass per wave.
@@ -20,36 +22,59 @@ labeling algorithm for digital elevation models. Computers & Geosciences 62, 117
 
 from __future__ import annotations
 
+import functools
 import heapq
+import importlib.util
 import math
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-try:
-    from numba import njit
-
-    AVAILABLE = True
-except ImportError:  # pragma: no cover - exercised only where numba is not installed
-    AVAILABLE = False
+AVAILABLE = importlib.util.find_spec("numba") is not None
 
 __all__ = [
     "AVAILABLE",
     "WHOLE_MAX_PX",
     "accumulate_stack",
     "d8_receivers",
+    "label_flood",
     "priority_flood",
     "whole_raster_accumulation",
 ]
 
+def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` compiled by numba (``njit(cache=True)``) at its first call, not at import: importing numba costs
+    ~0.16 CPU-s after numpy and scipy (0.26 s in ``python -X importtime``), which every earth run paid although only
+    the drainage operators use the kernels."""
+    dispatcher = None
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        nonlocal dispatcher
+        if dispatcher is None:
+            from numba import njit
+
+            dispatcher = njit(cache=True)(fn)
+        return dispatcher(*args)
+
+    return call
+
+
 if AVAILABLE:
 
-    @njit(cache=True)
-    def _priority_flood(work: np.ndarray, outlet: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-        h, w = work.shape
-        out = work.copy()
+    @compiled
+    def _flood(z: np.ndarray, seed: np.ndarray, label: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+        """Priority-Flood from the ``seed`` cells (each at its own elevation): every other cell gets its level, the
+        lowest level at which it connects to a seed (``max(z, level of the cell that reached it)``). ``label``: an
+        (h, w) int64 array holding each seed's label, spread in place to the cells each seed reaches; or an empty
+        array for no labels. Ties: the heap orders equal levels by flat index, cells inside a depression first in
+        first out."""
+        h, w = z.shape
+        labelled = label.size > 0
+        level = z.copy()
         closed = np.zeros((h, w), np.bool_)
         heap = [(0.0, np.int64(0))]
         heap.pop()
@@ -58,9 +83,9 @@ if AVAILABLE:
         tail = 0
         for r in range(h):
             for c in range(w):
-                if outlet[r, c]:
+                if seed[r, c]:
                     closed[r, c] = True
-                    heapq.heappush(heap, (out[r, c], np.int64(r * w + c)))
+                    heapq.heappush(heap, (level[r, c], np.int64(r * w + c)))
         while len(heap) > 0 or head < tail:
             if head < tail:
                 cell = pit[head]
@@ -69,7 +94,7 @@ if AVAILABLE:
                 cell = heapq.heappop(heap)[1]
             r0 = cell // w
             c0 = cell - r0 * w
-            level = out[r0, c0]
+            lv = level[r0, c0]
             for dr in range(-1, 2):
                 r = r0 + dr
                 if r < 0 or r >= h:
@@ -79,15 +104,17 @@ if AVAILABLE:
                     if (dr == 0 and dc == 0) or c < 0 or c >= w or closed[r, c]:
                         continue
                     closed[r, c] = True
-                    if out[r, c] <= level:
-                        out[r, c] = level
+                    if labelled:
+                        label[r, c] = label[r0, c0]
+                    if level[r, c] <= lv:
+                        level[r, c] = lv
                         pit[tail] = r * w + c
                         tail += 1
                     else:
-                        heapq.heappush(heap, (out[r, c], np.int64(r * w + c)))
-        return out
+                        heapq.heappush(heap, (level[r, c], np.int64(r * w + c)))
+        return level
 
-    @njit(cache=True)
+    @compiled
     def _d8_receivers(filled: np.ndarray, px: float, py: float) -> np.ndarray:  # pragma: no cover - compiled
         h, w = filled.shape
         diag = math.sqrt(px * px + py * py)
@@ -177,7 +204,7 @@ if AVAILABLE:
                         rec[i] = j
         return rec
 
-    @njit(cache=True)
+    @compiled
     def _accumulate(receivers: np.ndarray, acc: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
         n = receivers.size
         indeg = np.zeros(n, np.int64)
@@ -214,7 +241,18 @@ def _require() -> None:
 def priority_flood(work: np.ndarray, outlet: np.ndarray) -> np.ndarray:
     """Fill ``work`` (float64, no NaN) so that every cell drains to a cell where ``outlet`` is true."""
     _require()
-    return _priority_flood(np.ascontiguousarray(work, np.float64), np.ascontiguousarray(outlet, np.bool_))
+    return _flood(np.ascontiguousarray(work, np.float64), np.ascontiguousarray(outlet, np.bool_),
+                  np.empty((0, 0), np.int64))
+
+
+def label_flood(z: np.ndarray, seed_label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`priority_flood` from the cells where ``seed_label >= 0``, also telling which seed reached each cell:
+    ``(label, level)``, the label of the seed each cell drains to and the level it is filled to (the same Priority-
+    Flood; used by the tiled drainage to find where the regions of a tile's perimeter cells meet)."""
+    _require()
+    label = np.array(seed_label, np.int64)  # a copy: the kernel labels in place
+    level = _flood(np.ascontiguousarray(z, np.float64), label >= 0, label)
+    return label, level
 
 
 def d8_receivers(filled: np.ndarray, px: float, py: float) -> np.ndarray:
@@ -238,13 +276,41 @@ _whole_lock = threading.Lock()
 _TOKEN = "_rscore_drainage_token"
 
 
+class _SceneKey:
+    """The key of a scene's drainage cache, set on its source and pickled with it (see :func:`_per_scene`).
+
+    A forked tile worker inherits this process's cache: the key alone finds the entries. A spawned one (macOS,
+    Windows) starts empty, so when the engine pickles a job for spawned workers
+    (:func:`rscore.engine.parallel.pickling_for`) the key carries the entries themselves: the whole-raster result (at
+    most ``drainage_max_px`` float32 values) or the on-disk tile store (a folder name; a worker never removes it).
+    """
+
+    __slots__ = ("hex",)
+
+    def __init__(self, hex_: str) -> None:
+        self.hex = hex_
+
+    def __reduce__(self) -> tuple[Any, tuple[str, dict[tuple[Any, ...], Any] | None]]:
+        from rscore.engine.parallel import pickling_for
+
+        entries = _by_token.get(self.hex) if pickling_for() == "spawn" else None
+        return _scene_key, (self.hex, dict(entries) if entries else None)
+
+
+def _scene_key(hex_: str, entries: dict[tuple[Any, ...], Any] | None) -> _SceneKey:
+    if entries and hex_ not in _by_token:  # a spawned worker: the parent's entries came with the key
+        _by_token[hex_] = entries
+    return _SceneKey(hex_)
+
+
 def _per_scene(source: Any) -> dict[tuple[Any, ...], Any]:
     """The drainage cache of the scene whose pixels ``source`` holds, shared with pickled copies of ``source``.
 
-    The engine runs a scene's first tile here before forking its tile workers (rscore.engine.parallel); each worker
-    then unpickles its own copy of the scene. A token set on the source at its first use travels in the pickle, and
-    the forked worker finds this process's entry under it (inherited copy-on-write) instead of computing the
-    drainage again. The token entry ends with the source object it was made for.
+    The engine runs a scene's first tile here before starting its tile workers (rscore.engine.parallel); each worker
+    then unpickles its own copy of the scene. A key (:class:`_SceneKey`) set on the source at its first use travels
+    in the pickle, and the worker finds this process's entry under it (inherited copy-on-write when forked, carried
+    in the pickle when spawned) instead of computing the drainage again. The key's entry ends with the source object
+    it was made for.
     """
     try:
         return _whole_cache[source]
@@ -253,20 +319,20 @@ def _per_scene(source: Any) -> dict[tuple[Any, ...], Any]:
     except TypeError:  # not weak-referenceable: a cache for this call only
         return {}
     token = getattr(source, _TOKEN, None)
-    per = _by_token.get(token) if isinstance(token, str) else None
+    per = _by_token.get(token.hex) if isinstance(token, _SceneKey) else None
     if per is None:
         per = {}
-        if not isinstance(token, str):
+        if not isinstance(token, _SceneKey):
             import uuid
 
-            token = uuid.uuid4().hex
+            token = _SceneKey(uuid.uuid4().hex)
             try:
                 setattr(source, _TOKEN, token)
             except (AttributeError, TypeError):  # __slots__ / frozen: no sharing with copies
                 token = None
         if token is not None:
-            _by_token[token] = per
-            weakref.finalize(source, _by_token.pop, token, None)
+            _by_token[token.hex] = per
+            weakref.finalize(source, _by_token.pop, token.hex, None)
     _whole_cache[source] = per
     return per
 

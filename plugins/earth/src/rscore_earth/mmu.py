@@ -82,10 +82,11 @@ def apply_mmu(result: Result, scene: Scene) -> Result | None:
         return result.replace(class_map=cleaned, mask=mask, plan=plan)
     classes = np.asarray(class_map, np.uint8)
     cleaned = _sieve(classes, size)
+    changed = int((cleaned != classes).sum())
     mask = cleaned >= prone
     before = len(result.instances)
     instances = result.instances
-    if result.instances:
+    if result.instances and changed:  # nothing changed: the instances already describe these classes
         from rscore.instances import instances_from_mask
 
         instances = tuple(instances_from_mask(
@@ -94,7 +95,6 @@ def apply_mmu(result: Result, scene: Scene) -> Result | None:
             min_area_px=int(opts.get("min_area_px", 1)), max_instances=int(opts.get("max_instances", 10**9)),
             keep_masks=False,
         ))
-    changed = int((cleaned != classes).sum())
     step = Step(
         f"minimum mapping unit {unit}: {changed} px in class patches smaller than it took the class of their "
         f"largest neighbour (GDAL sieve, 4-connected like the polygons); {before} -> {len(instances)} instances",
