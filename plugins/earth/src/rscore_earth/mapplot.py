@@ -259,7 +259,7 @@ def preview_layers(scene: Scene, result: Result, max_size: int = PREVIEW_MAX) ->
         base[:, r0 : r0 + blocks.shape[1], c0 : c0 + blocks.shape[2]] = blocks
         mask = np.asarray(read_window(result.mask, win), bool)
         vals = np.where(mask, np.asarray(read_window(class_map, win), np.uint8), 0) if graded else mask.astype(np.uint8)
-        ov = _block_max(vals, f)
+        ov = _block_max(vals.astype(np.uint8, copy=False), f)
         overlay[r0 : r0 + ov.shape[0], c0 : c0 + ov.shape[1]] = ov
     if roles == ["elevation"]:
         px, py = scene.pixel_size or (1.0, 1.0)
