@@ -99,3 +99,18 @@ def test_basemap_is_warped_with_the_overlay(tmp_path):
     inside = rgba[..., 3] > 0
     assert 0.85 < inside.mean() < 1.0  # the rotated raster does not fill its north-up envelope
     assert (rgba[inside][:, 1] > 150).mean() > 0.99 and not rgba[..., 3][0, 0]  # a corner of the envelope: outside
+
+
+def test_a_polar_raster_is_refused_with_the_reason(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+    from starlette.exceptions import HTTPException
+
+    from rscore.service.viewer import map_layers
+
+    with rasterio.open(tmp_path / "mask.tif", "w", driver="GTiff", width=20, height=20, count=1, dtype="uint8",
+                       crs="EPSG:4326", transform=from_origin(10.0, 89.5, 0.05, 0.05)) as dst:  # fmt: skip
+        dst.write(np.ones((20, 20), np.uint8), 1)
+    with pytest.raises(HTTPException) as err:
+        map_layers(tmp_path)
+    assert err.value.status_code == 404 and "Web Mercator" in err.value.detail and "89.50" in err.value.detail

@@ -6,10 +6,11 @@
   RGB with the mask, cut out of its frame by its world file) and the legend (values, names, colours from the
   raster's category names / tags). The PNGs are about :data:`MAX_SIDE` px (read from the COG overviews) and are
   warped to Web Mercator (EPSG:3857, nearest for classes, bilinear for the basemap) before the browser stretches
-  them between their corners, which is exact only for a Web Mercator grid: a UTM raster stretched over its WGS 84
-  bounds as it was is rotated by the grid convergence, ~2 degrees 3 degrees off the central meridian at 46 N -
-  37 preview px (over 1 km on a 4096 px, 10 m DEM) at its corners, where the polygons (exact, in WGS 84) then
-  lie off the raster; warped, it is within a preview pixel (tested).
+  them between their corners, which is exact only for a Web Mercator grid. Stretched over its WGS 84 bounds as it
+  was, a UTM raster is drawn rotated by the grid convergence (~2 degrees at 3 degrees from the central meridian at
+  46 N): 37 preview px off at the corners (over 1 km on a 4096 px, 10 m DEM), where the polygons (exact, in WGS 84)
+  then lie off the raster; warped, it is within a preview pixel (tested). Rasters Web Mercator cannot show (beyond
+  85 degrees of latitude) get a 404 saying so.
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ def map_layers(folder: Path) -> dict[str, Any]:
                 selected = mk.read(1, out_shape=shape, resampling=Resampling.nearest) == 1
         src_crs = ds.crs
         preview = ds.transform @ Affine.scale(ds.width / shape[1], ds.height / shape[0])
-        grid = _mercator_grid(src_crs, shape, bounds)
+        try:
+            grid = _mercator_grid(src_crs, shape, bounds)
+        except Exception as exc:  # e.g. polar rasters: no Web Mercator grid covers them
+            raise StarletteHTTPException(404, f"{tif.name} cannot be placed on a Web Mercator map: {exc}") from None
         crs = ds.crs.to_string()
         nodata = ds.nodata
     if selected is not None:
@@ -126,6 +130,11 @@ def _mercator_grid(src_crs: Any, shape: tuple[int, int], bounds: Any) -> tuple[A
     """A north-up Web Mercator grid covering the raster, with about as many pixels as its ``shape`` preview."""
     from rasterio.warp import calculate_default_transform
 
+    from rasterio.warp import transform_bounds
+
+    south, north = transform_bounds(src_crs, "EPSG:4326", *bounds, densify_pts=21)[1::2]
+    if max(abs(south), abs(north)) > 85.0511:
+        raise ValueError(f"it reaches latitude {max(abs(south), abs(north)):.2f} (Web Mercator ends at 85.05)")
     dst_t, width, height = calculate_default_transform(src_crs, "EPSG:3857", shape[1], shape[0], *bounds)
     return dst_t, (int(height), int(width))
 
