@@ -9,10 +9,10 @@ of writing in (segment + write)::
     python benchmarks/bench_earth_writers.py --size 2048 --baseline-ref main
     python benchmarks/bench_earth_writers.py --concurrent      # + the writers run at once in threads
 
-``--baseline-ref REF`` also loads ``rscore_earth/writers.py`` as it is at git ref ``REF`` (e.g. ``main``) and times
-its writers on the *same* result in the same process, alternating old and new (``--repeat`` rounds, best of
-them), so the before/after ratio is measured side by side (this machine is shared: absolute figures vary with load,
-ratios less).
+``--baseline-ref REF`` also loads the writing code (``rscore_earth/{writers,polygons,mapplot,styles}.py``) as it is
+at git ref ``REF`` (e.g. ``main``) and times its writers on the *same* result in the same process, alternating old
+and new (``--repeat`` rounds, best of them), so the before/after ratio is measured side by side (this machine is
+shared: absolute figures vary with load, ratios less). CPU times include the tile worker processes of the segment.
 """
 
 from __future__ import annotations
