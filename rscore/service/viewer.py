@@ -4,9 +4,13 @@
   vendored Leaflet, no tile server): the raster's bounds in WGS 84, the class (or mask) raster as a transparent
   PNG (0, nodata and classes outside the mask see-through, the COG's palette), an offline basemap (the map area of ``map.png``: hillshade or
   RGB with the mask, cut out of its frame by its world file) and the legend (values, names, colours from the
-  raster's category names / tags). The PNGs are at most :data:`MAX_SIDE` px (read from the COG overviews) and are
-  stretched over the WGS 84 bounds by the browser: for the areas rscore maps (a few km to a few 100 km) the
-  difference between the raster's grid and Web Mercator is under a pixel of these previews.
+  raster's category names / tags). The PNGs are about :data:`MAX_SIDE` px (read from the COG overviews) and are
+  warped to Web Mercator (EPSG:3857, nearest for classes, bilinear for the basemap) before the browser stretches
+  them between their corners, which is exact only for a Web Mercator grid. Stretched over its WGS 84 bounds as it
+  was, a UTM raster is drawn rotated by the grid convergence (~2 degrees at 3 degrees from the central meridian at
+  46 N): 37 preview px off at the corners (over 1 km on a 4096 px, 10 m DEM), where the polygons (exact, in WGS 84)
+  then lie off the raster; warped, it is within a preview pixel (tested). Rasters Web Mercator cannot show (beyond
+  85 degrees of latitude) get a 404 saying so.
 """
 
 from __future__ import annotations
@@ -51,8 +55,9 @@ def _names(tif: Path, tags: dict[str, str]) -> dict[int, str]:
 def map_layers(folder: Path) -> dict[str, Any]:
     """The map view of the result in ``folder`` (see the module docstring); 404 when it has no georeferenced raster."""
     import rasterio
+    from affine import Affine
     from rasterio.enums import Resampling
-    from rasterio.warp import transform_bounds
+    from rasterio.warp import transform as rio_transform
 
     tif = next((folder / n for n in ("classes.tif", "mask.tif") if (folder / n).is_file()), None)
     if tif is None:
@@ -73,19 +78,30 @@ def map_layers(folder: Path) -> dict[str, Any]:
         if tif.name == "classes.tif" and (folder / "mask.tif").is_file():  # classes outside the mask (e.g. "low")
             with rasterio.open(folder / "mask.tif") as mk:  # are not the answer: transparent
                 selected = mk.read(1, out_shape=shape, resampling=Resampling.nearest) == 1
-        west, south, east, north = transform_bounds(ds.crs, "EPSG:4326", *bounds, densify_pts=21)
+        src_crs = ds.crs
+        preview = ds.transform @ Affine.scale(ds.width / shape[1], ds.height / shape[0])
+        try:
+            grid = _mercator_grid(src_crs, shape, bounds)
+        except Exception as exc:  # e.g. polar rasters: no Web Mercator grid covers them
+            raise StarletteHTTPException(404, f"{tif.name} cannot be placed on a Web Mercator map: {exc}") from None
         crs = ds.crs.to_string()
         nodata = ds.nodata
     if selected is not None:
         values = np.where(selected, values, 0)
-    rgba = np.zeros((*values.shape, 4), np.uint8)
+    if nodata is not None:
+        values = np.where(values == nodata, 0, values)
+    shown = _warp(values, preview, src_crs, grid, Resampling.nearest)
+    rgba = np.zeros((*shown.shape, 4), np.uint8)
     legend = []
-    for value in sorted(int(v) for v in np.unique(values)):
-        if value == 0 or (nodata is not None and value == nodata):
+    for value in sorted(int(v) for v in np.unique(values)):  # the legend of the raster, before warping
+        if value == 0:
             continue
         colour = tuple(cmap.get(value, (211, 47, 47, 255))[:3])
-        rgba[values == value] = (*colour, 255)
+        rgba[shown == value] = (*colour, 255)
         legend.append({"value": value, "name": names.get(value, str(value)), "colour": "#%02x%02x%02x" % colour})
+    dst_t, (height, width) = grid
+    (west, east), (north, south) = rio_transform("EPSG:3857", "EPSG:4326", [dst_t.c, dst_t.c + width * dst_t.a],
+                                                 [dst_t.f, dst_t.f + height * dst_t.e])  # fmt: skip
     out: dict[str, Any] = {
         "bounds": [[south, west], [north, east]], "crs": crs, "raster": tif.name, "overlay": _png(rgba),
         "legend": legend, "base": None,
@@ -103,7 +119,34 @@ def map_layers(folder: Path) -> dict[str, Any]:
                 win = m.window(*bounds).round_offsets().round_lengths()
                 g = max(1, math.ceil(max(win.width, win.height) / MAX_SIDE))
                 rgb = m.read([1, 2, 3], window=win, out_shape=(3, math.ceil(win.height / g), math.ceil(win.width / g)))
-        out["base"] = _png(np.ascontiguousarray(np.moveaxis(rgb, 0, -1)))
+                src_t = m.window_transform(win) @ Affine.scale(win.width / rgb.shape[2], win.height / rgb.shape[1])
+        warped = np.stack([_warp(band, src_t, src_crs, grid, Resampling.bilinear) for band in rgb])
+        alpha = _warp(np.full(rgb.shape[1:], 255, np.uint8), src_t, src_crs, grid, Resampling.nearest)
+        out["base"] = _png(np.ascontiguousarray(np.moveaxis(np.concatenate([warped, alpha[None]]), 0, -1)))
+    return out
+
+
+def _mercator_grid(src_crs: Any, shape: tuple[int, int], bounds: Any) -> tuple[Any, tuple[int, int]]:
+    """A north-up Web Mercator grid covering the raster, with about as many pixels as its ``shape`` preview."""
+    from rasterio.warp import calculate_default_transform
+
+    from rasterio.warp import transform_bounds
+
+    south, north = transform_bounds(src_crs, "EPSG:4326", *bounds, densify_pts=21)[1::2]
+    if max(abs(south), abs(north)) > 85.0511:
+        raise ValueError(f"it reaches latitude {max(abs(south), abs(north)):.2f} (Web Mercator ends at 85.05)")
+    dst_t, width, height = calculate_default_transform(src_crs, "EPSG:3857", shape[1], shape[0], *bounds)
+    return dst_t, (int(height), int(width))
+
+
+def _warp(band: np.ndarray, src_t: Any, src_crs: Any, grid: tuple[Any, tuple[int, int]], resampling: Any) -> np.ndarray:
+    """``band`` (uint8) on the Web Mercator ``grid``; 0 outside the raster (the basemap's alpha says where)."""
+    from rasterio.warp import reproject
+
+    dst_t, shape = grid
+    out = np.zeros(shape, band.dtype)
+    reproject(band, out, src_transform=src_t, src_crs=src_crs, dst_transform=dst_t, dst_crs="EPSG:3857",
+              resampling=resampling, dst_nodata=0)  # fmt: skip
     return out
 
 

@@ -107,13 +107,7 @@ class MapPngWriter(Writer):
         label = t.label if t is not None else "mask"
         single = LABEL_COLOURS.get(t.name if t else "", DEFAULT_COLOUR)
         palette = CLASS_COLOURS.get(names) or [single] * max(1, len(names))
-        rgb = base.astype(np.float32)
-        for k in range(1, int(overlay.max(initial=0)) + 1):
-            sel = overlay == k
-            if sel.any():
-                colour = np.asarray(palette[min(k, len(palette)) - 1], np.float32)
-                rgb[sel] = 0.45 * rgb[sel] + 0.55 * colour
-        img = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+        img = Image.fromarray(tint(base, overlay, palette), "RGB")
         if up > 1:
             img = img.resize((img.width * up, img.height * up), Image.Resampling.NEAREST)
         mw, mh = img.size
@@ -218,6 +212,21 @@ class MapPngWriter(Writer):
         draw.text((x - 6, y - 3), "N", fill=(20, 20, 20), font=_font(18))
 
 
+def tint(base: np.ndarray, overlay: np.ndarray, palette: list) -> np.ndarray:
+    """``base`` (``(h, w, 3)`` uint8) with the pixels of class ``k`` of ``overlay`` blended 45 % base + 55 %
+    ``palette[k - 1]`` (the last colour for higher classes), computed in float32 and truncated to uint8 - looked up
+    per level and channel in a 256-entry table instead of blending a float32 copy of the whole image."""
+    rgb = base.copy()
+    levels = np.arange(256, dtype=np.float32)[:, None]
+    for k in range(1, int(overlay.max(initial=0)) + 1):
+        sel = overlay == k
+        if sel.any():
+            colour = np.asarray(palette[min(k, len(palette)) - 1], np.float32)
+            lut = np.clip(0.45 * levels + 0.55 * colour, 0, 255).astype(np.uint8)
+            rgb[sel] = lut[base[sel], np.arange(3)]
+    return rgb
+
+
 def _ellipsis(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
@@ -246,12 +255,12 @@ def preview_layers(scene: Scene, result: Result, max_size: int = PREVIEW_MAX) ->
         if valid is not None:
             data[:, ~np.asarray(valid, bool)] = np.nan
         r0, c0 = win.row_off // f, win.col_off // f
-        blocks = _block_reduce(data, f, np.nanmean)
+        blocks = _block_mean(data, f)
         base[:, r0 : r0 + blocks.shape[1], c0 : c0 + blocks.shape[2]] = blocks
         mask = np.asarray(read_window(result.mask, win), bool)
         vals = np.where(mask, np.asarray(read_window(class_map, win), np.uint8), 0) if graded else mask.astype(np.uint8)
-        ov = _block_reduce(vals[None].astype(np.float32), f, np.max)[0]
-        overlay[r0 : r0 + ov.shape[0], c0 : c0 + ov.shape[1]] = ov.astype(np.uint8)
+        ov = _block_max(vals.astype(np.uint8, copy=False), f)
+        overlay[r0 : r0 + ov.shape[0], c0 : c0 + ov.shape[1]] = ov
     if roles == ["elevation"]:
         px, py = scene.pixel_size or (1.0, 1.0)
         shade = _hillshade_strips(base[0], px * f, py * f)
@@ -281,19 +290,47 @@ def _hillshade_strips(z: np.ndarray, px: float, py: float, rows: int = 256) -> n
     return out
 
 
-def _block_reduce(data: np.ndarray, f: int, fn: Any) -> np.ndarray:
-    """Reduce ``(bands, h, w)`` over ``f x f`` blocks (edge blocks may be partial)."""
+def _block_mean(data: np.ndarray, f: int) -> np.ndarray:
+    """Mean of ``(bands, h, w)`` float32 over ``f x f`` blocks, NaN ignored (NaN where a block has no value; edge
+    blocks may be partial). The same float32 sums, in the same order, and division as ``np.nanmean`` over the
+    blocks of a NaN-padded copy (what this was), so the same bits, without the padded copy and the reduction over
+    two strided axes, which made it ~4x slower. From ``f = 8`` (rasters over 14,336 px) numpy sums a block row in
+    another order: there it is still ``np.nanmean``."""
     if f == 1:
         return data
     b, h, w = data.shape
-    ph, pw = math.ceil(h / f) * f, math.ceil(w / f) * f
-    padded = np.full((b, ph, pw), np.nan, np.float32)
-    padded[:, :h, :w] = data
-    blocks = padded.reshape(b, ph // f, f, pw // f, f)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks (nodata) stay NaN
-        if fn is np.max:
-            return np.nan_to_num(np.nanmax(blocks, axis=(2, 4)), nan=0.0)
-        return fn(blocks, axis=(2, 4))
+    oh, ow = math.ceil(h / f), math.ceil(w / f)
+    if f >= 8:
+        padded = np.full((b, oh * f, ow * f), np.nan, np.float32)
+        padded[:, :h, :w] = data
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks (nodata) stay NaN
+            return np.nanmean(padded.reshape(b, oh, f, ow, f), axis=(2, 4))
+    total = np.zeros((b, oh, ow), np.float32)
+    count = np.zeros((b, oh, ow), np.intp)
+    for i in range(f):  # numpy's order: each block row summed left to right, then the row sums top to bottom
+        row = np.zeros((b, oh, ow), np.float32)
+        for j in range(f):
+            part = data[:, i::f, j::f]
+            seen = ~np.isnan(part)
+            sub = (slice(None), slice(0, part.shape[1]), slice(0, part.shape[2]))
+            row[sub] += np.where(seen, part, np.float32(0))
+            count[sub] += seen
+        total += row
+    with np.errstate(invalid="ignore", divide="ignore"):  # blocks without a value (nodata) are NaN
+        np.true_divide(total, count, out=total, casting="unsafe")
+    return total
 
 
+def _block_max(values: np.ndarray, f: int) -> np.ndarray:
+    """Maximum of a ``(h, w)`` uint8 array over ``f x f`` blocks (edge blocks may be partial)."""
+    if f == 1:
+        return values
+    h, w = values.shape
+    out = np.zeros((math.ceil(h / f), math.ceil(w / f)), np.uint8)
+    for i in range(f):
+        for j in range(f):
+            part = values[i::f, j::f]
+            view = out[: part.shape[0], : part.shape[1]]
+            np.maximum(view, part, out=view)
+    return out
