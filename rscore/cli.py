@@ -84,16 +84,31 @@ def _stderr_console() -> Any:
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``-O KEY=VALUE`` pairs as a dict (values JSON when they parse). A key given twice is an error, not the last
+    one silently winning (``-O aux=a.tif -O aux=b.tif`` used to keep only b.tif): lists are comma-separated."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise OptionError(f"--option expects KEY=VALUE, got '{pair}'")
+        if key in out:
+            raise OptionError(f"--option {key} given twice; give it once (a list is comma-separated: {key}=a,b)")
         try:
-            out[key.strip()] = json.loads(value)
+            out[key] = json.loads(value)
         except json.JSONDecodeError:
-            out[key.strip()] = value
+            out[key] = value
     return out
+
+
+def _merge_flag_options(flags: dict[str, Any], given: dict[str, Any], defaulted: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Options from named flags (``--aux``, ``--bands``...) and ``-O``; one set both ways to different values is an
+    error naming both, rather than ``-O`` silently overriding the flag. ``defaulted`` flags always carry a value
+    (``--reasoner analytic``): ``-O`` may set those."""
+    for key, value in given.items():
+        if key not in defaulted and flags.get(key) is not None and str(flags[key]) != str(value):
+            raise OptionError(f"--{key.replace('_', '-')} {flags[key]} and --option {key}={value} disagree; give one")
+    return {**flags, **given}
 
 
 @app.command()
@@ -113,7 +128,7 @@ def run(
     template: Annotated[Optional[str], typer.Option(help="Force a template instead of matching the query.")] = None,
     matcher: Annotated[Optional[str], typer.Option(help="Template matcher: auto, embedding or keyword.")] = None,
     bands: Annotated[Optional[str], typer.Option(help='Band roles in order, e.g. "red,green,blue,nir".')] = None,
-    aux: Annotated[Optional[Path], typer.Option(help="Auxiliary co-registered input (e.g. imagery for a DEM).")] = None,
+    aux: Annotated[list[Path], typer.Option(help="Auxiliary co-registered input, e.g. imagery for a DEM (repeatable).")] = [],  # noqa: B006
     tile_size: Annotated[int, typer.Option(help="Tile size in pixels for large inputs.", min=64)] = 1024,
     max_pixels: Annotated[
         Optional[int], typer.Option(help="Refuse images and rasters with more pixels [default: 250e6 images, "
@@ -137,12 +152,12 @@ def run(
         "template": template,
         "matcher": matcher,
         "bands": bands,
-        "aux": str(aux) if aux else None,
+        "aux": ",".join(str(a) for a in aux) if aux else None,
         "tile_size": tile_size,
         "max_pixels": max_pixels,
         "strict": True if strict else None,
-        **_parse_options(option),
     }
+    options = _merge_flag_options(options, _parse_options(option), defaulted=("reasoner", "segmenter"))
     options = {k: v for k, v in options.items() if v is not None}
     out_dir = out or engine.default_out_dir(input)
     from rscore.io.outdir import check_out_dir, out_dir_lock

@@ -42,10 +42,14 @@ def bad_inputs(tmp_path: Path, png: Path) -> dict[str, tuple[list[str], str]]:
         "100 KB query": ([str(png), "x" * 100_000], "the query is 100,000 characters long"),
         "pixel limit": (["--max-pixels", "100", str(png), "trees"], "photo.png: image is 20x20 = 400 pixels, over the limit"),
         "bad option": (["-O", "novalue", str(png), "trees"], "--option expects KEY=VALUE"),
+        "option twice": (["-O", "aux=a.tif", "-O", "aux=b.tif", str(png), "trees"], "--option aux given twice"),
+        "flag and option disagree": (["--bands", "red,green,blue", "-O", "bands=gray", str(png), "trees"],
+                                     "--bands red,green,blue and --option bands=gray disagree"),
     }
 
 
-CASES = ["missing path", "zero-byte file", "random bytes", "directory", "unknown plugin", "empty query", "100 KB query", "pixel limit", "bad option"]
+CASES = ["missing path", "zero-byte file", "random bytes", "directory", "unknown plugin", "empty query", "100 KB query", "pixel limit", "bad option",
+         "option twice", "flag and option disagree"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -186,6 +186,10 @@ def test_cli_bad_inputs_exit_2(rscore_cli, tmp_path, write_tif):
     res = rscore_cli("run", "--plugin", "earth", str(EXAMPLE), "landslide-prone areas", "--aux", str(far),
                      "--out", str(tmp_path / "d"))  # fmt: skip
     assert res.exit_code == 2 and "far.tif" in res.stderr and "does not overlap" in res.stderr
+    # --aux is repeatable: every file given is used (a second --aux used to replace the first silently)
+    res = rscore_cli("run", "--plugin", "earth", str(EXAMPLE), "landslide-prone areas", "--aux", str(far),
+                     "--aux", str(EXAMPLE_RGBN), "--out", str(tmp_path / "e"))  # fmt: skip
+    assert res.exit_code == 2 and "far.tif" in res.stderr and "does not overlap" in res.stderr
 
 
 def test_no_crs_terrain_needs_a_pixel_size(write_tif, tmp_path, rscore_cli):
