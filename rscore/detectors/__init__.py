@@ -42,6 +42,8 @@ __all__ = ["Detection", "Detector", "DetectorOptions", "get_detector", "detector
            "spec_is_path", "check_detector", "clear_detector_cache", "box_iou", "nms"]
 
 BACKENDS = ("yolo-onnx", "owlv2", "grounding-dino")  # the built-in ones; plugins may register more
+RECOMMENDED = {"owlv2": "owlv2-base-patch16-ensemble", "grounding-dino": "grounding-dino-tiny"}
+"""The registered weights an open-vocabulary backend named alone suggests when none of its models is here."""
 
 
 @dataclass(frozen=True)
@@ -276,9 +278,7 @@ def check_detector(options: Mapping[str, Any], registry: Any) -> None:
     if model:
         resolve(model, backend=backend, weights=opts.weights or None)
     elif backend in BACKENDS and list_models(backend=backend):
-        from rscore.detectors.zero_shot import _RECOMMENDED
-
-        resolve_auto(backend, weights=opts.weights or None, recommend=_RECOMMENDED[backend])
+        resolve_auto(backend, weights=opts.weights or None, recommend=RECOMMENDED[backend])
     elif backend == "yolo-onnx":
         raise OptionError("the yolo-onnx detector needs its model: --detector PATH.onnx (or -O detector_model=PATH)")
 

@@ -388,7 +388,9 @@ def _program(rule: DetectionRule) -> Callable[[OpContext], ProgramOutput]:
         return ProgramOutput(targets=owned_targets(ctx, ((h.label, h.box, h.score) for h in hits)))
 
     program.__name__ = f"detections_{rule.name}"
-    return program
+    from rscore.detectors.programs import declare_phrases
+
+    return declare_phrases(program, ALL_PHRASES)  # the video engine batches its keyframe candidates
 
 
 _NEW = (
