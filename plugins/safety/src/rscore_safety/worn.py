@@ -265,6 +265,32 @@ def worn_mask(hivis: np.ndarray, foreground: np.ndarray) -> tuple[np.ndarray, di
     return out, counts
 
 
+def worn_bodies(garments: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """The moving bodies wearing ``garments`` (the worn hi-vis components :func:`worn_mask` kept): for each garment
+    the foreground group (:func:`rscore_safety.rules.group_parts`) holding most of it, plus the garment itself - the
+    people, not their vests. Two people walking side by side are one body."""
+    from rscore_safety.rules import group_parts
+
+    out = garments.astype(bool).copy()
+    if not out.any():
+        return out
+    fn, flabels, fstats, _ = cv2.connectedComponentsWithStats(foreground.astype(np.uint8), connectivity=8)
+    if fn <= 1:
+        return out
+    group = group_parts(fstats)
+    n, labels = cv2.connectedComponents(out.astype(np.uint8), connectivity=8)
+    wanted: set[int] = set()
+    for k in range(1, n):
+        under = flabels[labels == k]
+        under = under[under > 0]
+        if under.size:
+            g = group[np.bincount(under).argmax()]
+            wanted.update(int(m) for m in np.flatnonzero(group == g) if m > 0)
+    if wanted:
+        out |= np.isin(flabels, sorted(wanted))
+    return out
+
+
 def _body_extent(body: np.ndarray, x0: int, x1: int, y0: int, y1: int) -> tuple[int, int, int]:
     """Rows ``(top, bottom)`` and width of the body under a garment spanning columns ``x0:x1``, rows ``y0:y1``: the
     run of rows of ``body`` (gaps up to 3 rows bridged) in those columns, widened by a quarter of the garment's width
