@@ -452,6 +452,7 @@ def _worn_bodies_offline(ctx: OpContext) -> ProgramOutput:
     from rscore_safety.plugin import _hivis, win_is_scene
 
     empty = ProgramOutput(mask=np.zeros((ctx.window.height, ctx.window.width), bool))
+    garments = np.asarray(_hivis(ctx).mask, bool)  # hi-vis colour, kept only where a moving body wears it
     video = ctx.scene.metadata.get("video") if isinstance(ctx.scene.metadata, dict) else None
     uri = video.get("uri") if isinstance(video, dict) else None
     cue = worn.clip_background(str(uri), ctx.scene.shape) if uri and worn.is_rereadable(str(uri)) else None
@@ -470,7 +471,6 @@ def _worn_bodies_offline(ctx: OpContext) -> ProgramOutput:
         ctx.note(f"{worn.moving_share(fg):.0%} of the frame differs from the clip's background (moving camera?): "
                  "no person cue, answered with nothing", operator="safety.vests_worn")  # fmt: skip
         return empty
-    garments = np.asarray(_hivis(ctx).mask, bool)  # hi-vis colour kept only where a moving body wears it
     bodies = worn.worn_bodies(garments, fg & ctx.valid)
     ctx.note(f"people wearing hi-vis without a detector: the moving bodies ({how}) under the worn hi-vis garments",
              operator="safety.vests_worn", share=float(bodies[ctx.core_slices].mean()))  # fmt: skip
