@@ -156,3 +156,33 @@ def test_service_detector_option_is_confined_and_checked(site, tmp_path):
     finally:
         services.stop_all()
 
+
+
+def test_models_list_and_verify_for_detectors(site, tmp_path):
+    from rscore.detectors.testing import save_pattern_yolo_onnx
+    from rscore.models import list_command, verify_command
+
+    text, code = list_command(kind="detector", weights=tmp_path)
+    assert code == 0 and text.splitlines()[-1] == "0 of 4 models have their weights here."
+    assert ("  owlv2-base-patch16-ensemble: hf download google/owlv2-base-patch16-ensemble --include '*.json' "
+            "'*.safetensors' '*.txt' --local-dir DIR/owlv2-base-patch16-ensemble") in text
+    assert "--detector site.onnx" in text and "rscore models verify site.onnx" in text
+    doc = json.loads(list_command(kind="detector", as_json=True)[0])
+    row = next(r for r in doc["models"] if r["name"] == "grounding-dino-tiny")
+    assert row["pull"] == "rscore models pull grounding-dino-tiny" and "DIR/grounding-dino-tiny" in row["offline"]
+    # a folder in the right place with a config but no weights: verify says what it lacks
+    (tmp_path / "owlv2-base-patch16-ensemble").mkdir()
+    (tmp_path / "owlv2-base-patch16-ensemble" / "config.json").write_text('{"model_type": "owlv2"}')
+    text, code = verify_command("owlv2-base-patch16-ensemble", weights=tmp_path)
+    assert code == 2 and "owlv2-base-patch16-ensemble exists but is incomplete: it lacks *.safetensors" in text
+    assert "holds config.json" in text and "rscore models pull owlv2-base-patch16-ensemble" in text
+    # a YOLO export named by path: its layout and classes, or why it cannot be used
+    text, code = verify_command(str(site["model"]))
+    assert code == 0 and "v8 layout, input 128x128, 3 classes from metadata: person, helmet, vest" in text
+    bare = save_pattern_yolo_onnx(tmp_path / "bare.onnx", names=None, nc=3)
+    text, code = verify_command(str(bare))
+    assert code == 0 and "from none" in text and "-O detector_names=" in text
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    text, code = verify_command(str(tmp_path / "broken.onnx"), as_json=True)
+    doc = json.loads(text)
+    assert code == 2 and not doc["ok"] and "not a loadable ONNX model" in doc["problems"][0]
