@@ -220,3 +220,22 @@ def test_live_stream_builds_a_running_background(tmp_path):
     for t in res.tracks:
         x0, y0, x1, y1 = t.bbox
         assert x0 >= 40 and y0 >= 50, f"track {t.bbox} reaches the cone or the hard hat"
+
+
+def test_worn_bodies_one_instance_per_wearer_and_none_for_others():
+    import cv2
+
+    fg = np.zeros((80, 160), bool)
+    garments = np.zeros_like(fg)
+    for x in (16, 80):  # two wearers: head, torso, legs apart in the motion mask (1-2 px gaps)
+        fg[10:18, x + 4:x + 12] = True
+        fg[20:40, x:x + 16] = True
+        fg[42:62, x + 2:x + 14] = True
+        garments[24:36, x + 1:x + 15] = True
+    fg[10:62, 130:146] = True  # a third moving person, no hi-vis
+    bodies = worn.worn_bodies(garments, fg)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(bodies.astype(np.uint8), connectivity=8)
+    boxes = sorted(tuple(int(v) for v in s[:4]) for s in stats[1:])
+    assert boxes == [(16, 10, 16, 52), (80, 10, 16, 52)]  # (x, y, w, h): each whole person, one component each
+    assert not bodies[:, 120:].any()
+    assert not worn.worn_bodies(np.zeros_like(fg), fg).any()

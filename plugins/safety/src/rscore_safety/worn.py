@@ -268,10 +268,13 @@ def worn_mask(hivis: np.ndarray, foreground: np.ndarray) -> tuple[np.ndarray, di
 def worn_bodies(garments: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     """The moving bodies wearing ``garments`` (the worn hi-vis components :func:`worn_mask` kept): for each garment
     the foreground group (:func:`rscore_safety.rules.group_parts`) holding most of it, plus the garment itself - the
-    people, not their vests. Two people walking side by side are one body."""
+    people, not their vests. A body whose parts fell apart in the motion mask (head, torso, legs) is filled to the
+    convex hull of its parts, so that each person is one connected instance. Two people walking side by side are one
+    body."""
     from rscore_safety.rules import group_parts
 
-    out = garments.astype(bool).copy()
+    worn = garments.astype(bool)
+    out = worn.copy()
     if not out.any():
         return out
     fn, flabels, fstats, _ = cv2.connectedComponentsWithStats(foreground.astype(np.uint8), connectivity=8)
@@ -279,15 +282,22 @@ def worn_bodies(garments: np.ndarray, foreground: np.ndarray) -> np.ndarray:
         return out
     group = group_parts(fstats)
     n, labels = cv2.connectedComponents(out.astype(np.uint8), connectivity=8)
-    wanted: set[int] = set()
+    groups: set[int] = set()
     for k in range(1, n):
         under = flabels[labels == k]
         under = under[under > 0]
         if under.size:
-            g = group[np.bincount(under).argmax()]
-            wanted.update(int(m) for m in np.flatnonzero(group == g) if m > 0)
-    if wanted:
-        out |= np.isin(flabels, sorted(wanted))
+            groups.add(int(group[np.bincount(under).argmax()]))
+    for g in sorted(groups):
+        members = [int(m) for m in np.flatnonzero(group == g) if m > 0]
+        body = np.isin(flabels, members)
+        body |= worn & np.isin(labels, np.setdiff1d(np.unique(labels[body]), [0]))  # its garments
+        if cv2.connectedComponents(body.astype(np.uint8), connectivity=8)[0] > 2:  # parts apart: one person
+            hull = cv2.convexHull(cv2.findNonZero(body.astype(np.uint8)))
+            filled = np.zeros(body.shape, np.uint8)
+            cv2.fillConvexPoly(filled, hull, 1)
+            body |= filled.astype(bool)
+        out |= body
     return out
 
 
