@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--model", type=Path, help="an existing YOLO .onnx instead of the random YOLOv8n-sized one")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--keyframes", action="store_true", help="time the video engine's keyframe pass, batch 1 vs --batch")
+    ap.add_argument("--keyframes", action="store_true",
+                    help="time the video engine's keyframe pass, batch 1 vs --batch")
     args = ap.parse_args(argv)
     if args.keyframes:
         if args.batch < 2:

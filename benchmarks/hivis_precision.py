@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     totals = {k: Tally() for k in runs}
     people_total = People()
-    people_name = f"workers wearing hi-vis ({'--detector ' + args.detector if args.detector else 'offline, no detector'})"
+    how = f"--detector {args.detector}" if args.detector else "offline, no detector"
+    people_name = f"workers wearing hi-vis ({how})"
     print(f"labels: {LABELS.name} (hand-labelled by this project; see its description)")
     for src in spec["sources"]:
         path = data / src["file"]

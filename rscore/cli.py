@@ -96,9 +96,9 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-_DETECTOR_HELP = ("Detector for the templates that answer from detections: a YOLO .onnx file, an OWLv2 / Grounding DINO "
-                  "folder or registered name ('rscore models list --kind detector'), or a backend (yolo-onnx, owlv2, "
-                  "grounding-dino). Same as -O detector=...")
+_DETECTOR_HELP = ("Detector for the templates that answer from detections: a YOLO .onnx file, an OWLv2 / Grounding "
+                  "DINO folder or registered name ('rscore models list --kind detector'), or a backend (yolo-onnx, "
+                  "owlv2, grounding-dino). Same as -O detector=...")
 
 
 @app.command()

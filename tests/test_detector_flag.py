@@ -16,7 +16,8 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 pytest.importorskip("torch")
 
-from rscore.detectors import DetectorOptions, check_detector, detector_backend, detector_spec, spec_is_path  # noqa: E402
+from rscore.detectors import (DetectorOptions, check_detector, detector_backend, detector_spec,  # noqa: E402
+                              spec_is_path)
 from rscore.detectors.programs import detector_configured  # noqa: E402
 from rscore.detectors.testing import COLOURS, save_pattern_yolo_onnx  # noqa: E402
 from rscore.errors import BackendUnavailable, InputError, OptionError  # noqa: E402

@@ -339,7 +339,8 @@ def verify_onnx(path: str | Path, names: str = "") -> dict[str, Any]:
         det = make_yolo_detector({"detector_model": str(p), **({"detector_names": names} if names else {})})
     except RscoreError as exc:
         why = exc.message if exc.path is not None else str(exc)
-        return {"path": str(p), "ok": False, "problems": [str(exc)], "text": f"{p}: not usable as a YOLO detector: {why}"}
+        text = f"{p}: not usable as a YOLO detector: {why}"
+        return {"path": str(p), "ok": False, "problems": [str(exc)], "text": text}
     shown = ", ".join(det.class_names[:12]) + (" ..." if len(det.class_names) > 12 else "")
     doc = {
         "path": str(p), "ok": True, "problems": [], "backend": det.name, "layout": det.layout,

@@ -315,7 +315,8 @@ def verify(
     found = locate(spec, weights=wdir, cache_dir=cache_dir)
     if found is None:
         partial = _incomplete(spec, wdir)
-        return VerifyReport(spec.name, None, None, problems=((partial,) if partial else ()) + (missing_message(spec, wdir),))
+        problems = ((partial,) if partial else ()) + (missing_message(spec, wdir),)
+        return VerifyReport(spec.name, None, None, problems=problems)
     files: dict[str, int] = {}
     problems: list[str] = []
     config: dict[str, Any] = {}
