@@ -18,10 +18,17 @@ Runs alternate between the sides; the medians give frames/s and the ratio rscore
 rscore's wall time over the time its own ``session.run`` calls took in the same run. ``--device cuda`` uses the
 CUDA execution provider on both sides (onnxruntime-gpu).
 
+``--keyframes`` measures the video engine instead: the keyframe pass of ``segment_video`` (``keyframe_samples``
+= ``--frames`` candidates of a synthetic 1280 x 720 clip, template ``workers`` answered from detections, class 0
+named ``person``) with ``detector_batch`` 1 and ``--batch`` N, alternating; it prints the pass's seconds, the
+detector calls and the seconds inside ``session.run``, and checks that both give the same keyframe and candidate
+scores.
+
 ::
 
     python benchmarks/bench_detector.py                     # CPU
     python benchmarks/bench_detector.py --device cuda --frames 200 --batch 8
+    python benchmarks/bench_detector.py --keyframes --frames 16 --batch 8 --repeats 3
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import cv2
 import numpy as np
 
 
-def build_model(folder: Path, size: int, nc: int, per_frame: int = 30) -> Path:
+def build_model(folder: Path, size: int, nc: int, per_frame: int = 30, names: dict[int, str] | None = None) -> Path:
     """Export the random YOLOv8n-sized net after giving it what training gives a detector: batch-norm statistics of
     real-looking frames, and class biases such that about ``per_frame`` anchors score over 0.25 on such a frame."""
     import torch
@@ -70,7 +77,7 @@ def build_model(folder: Path, size: int, nc: int, per_frame: int = 30) -> Path:
             head[-1].bias[4:] += shift
     for h in hooks:
         h.remove()
-    names = {i: f"class{i}" for i in range(nc)}
+    names = {i: f"class{i}" for i in range(nc)} | (names or {})
     return export_onnx(module, folder / "yolov8n-like.onnx", size, dynamic_batch=True,
                        metadata={"names": repr(names), "imgsz": repr([size, size])})  # fmt: skip
 
@@ -120,6 +127,60 @@ class Bare:
         return res
 
 
+def keyframes(args: argparse.Namespace) -> dict[str, Any]:
+    """The video engine's keyframe pass, one frame per detector call against ``args.batch``, alternating."""
+    from rscore.detectors import clear_detector_cache, get_detector
+    from rscore.detectors import programs
+    from rscore.video.engine import segment_video
+
+    tmp = tempfile.TemporaryDirectory()
+    folder = Path(tmp.name)
+    path = args.model or build_model(folder, args.size, 80, names={0: "person"})
+    clip = folder / "site.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"FFV1"), 10.0, (1280, 720))
+    for img in frames(args.frames):
+        writer.write(img)
+    writer.release()
+    base = {"detector_model": str(path), "device": args.device, "segmenter": "classical",
+            "classical_iterations": 1, "classical_max_side": 128, "keyframe_samples": args.frames,
+            "redetect_every": 0, "overlay": False, "flow_max_side": 160}  # fmt: skip
+    rows: dict[int, list[tuple[float, int, float]]] = {1: [], args.batch: []}
+    answers: dict[int, Any] = {}
+    for _ in range(args.repeats):
+        for batch in (1, args.batch):
+            clear_detector_cache()
+            programs._CACHE.clear()  # every run detects afresh
+            opts = {**base, "detector_batch": batch}
+            det = get_detector(opts)
+            real_run, spent, calls = det.session.run, [0.0], [0]
+
+            def timed(*a: Any, _real: Any = real_run, _spent: list = spent, _calls: list = calls, **k: Any) -> Any:
+                t = time.perf_counter()
+                try:
+                    return _real(*a, **k)
+                finally:
+                    _spent[0] += time.perf_counter() - t
+                    _calls[0] += 1
+
+            det.session.run = timed  # type: ignore[method-assign]
+            res = segment_video(clip, "people on site", plugin="safety", options=opts)
+            answers[batch] = (res.keyframe.get("frame"), [c["score"] for c in res.keyframe.get("candidates", [])])
+            pass_s = float(res.timings.get("keyframe_select_s", float("nan")))
+            rows[batch].append((pass_s, calls[0], spent[0]))
+    one, many = rows[1], rows[args.batch]
+    med = statistics.median
+    return {
+        "mode": "keyframes", "device": args.device, "frames_sampled": args.frames, "batch": args.batch,
+        "same_keyframe_and_scores": answers[1] == answers[args.batch],
+        "keyframe_pass_s_batch1": round(med(r[0] for r in one), 2),
+        f"keyframe_pass_s_batch{args.batch}": round(med(r[0] for r in many), 2),
+        "pass_ratio": round(med(r[0] for r in many) / med(r[0] for r in one), 3),
+        "detector_calls_batch1": one[0][1], f"detector_calls_batch{args.batch}": many[0][1],
+        "session_s_batch1": round(med(r[2] for r in one), 2),
+        f"session_s_batch{args.batch}": round(med(r[2] for r in many), 2),
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=24)
@@ -129,7 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--model", type=Path, help="an existing YOLO .onnx instead of the random YOLOv8n-sized one")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--keyframes", action="store_true",
+                    help="time the video engine's keyframe pass, batch 1 vs --batch")
     args = ap.parse_args(argv)
+    if args.keyframes:
+        if args.batch < 2:
+            ap.error("--keyframes compares batch 1 with --batch N: give N >= 2")
+        out = keyframes(args)
+        print(json.dumps(out) if args.json else "\n".join(f"{k:>26}: {v}" for k, v in out.items()))
+        return 0 if out["same_keyframe_and_scores"] else 1
 
     import onnxruntime as ort
 

@@ -23,9 +23,17 @@ Figures (pixel counts summed over the frames of a source, then over both sources
 - ``vests found``: labelled vests with >= 10 % of their box marked;
 - ``false px / frame``: marked pixels outside every vest box, per frame.
 
+**Workers wearing hi-vis** (the ``vests_worn`` template, the positive of the rule; issue 16), counted per person:
+a labelled person *wears hi-vis* when at least half of a labelled vest box lies in their box. An answer instance
+(connected component of the mask) is right when at least half of its pixels lie in the box of such a person not
+already matched; ``precision`` = right instances / instances, ``recall`` = wearers matched / wearers, ``box IoU``
+the mean IoU of a right instance's box with its person's box. Without ``--detector`` this is the offline answer
+(moving bodies wearing hi-vis colours); with ``--detector PATH`` (a YOLO .onnx with person and vest classes, or an
+OWLv2 / Grounding DINO folder) the detector rule.
+
 ::
 
-    python benchmarks/hivis_precision.py [--data ../shared/data] [--draw DIR]
+    python benchmarks/hivis_precision.py [--data ../shared/data] [--draw DIR] [--detector PATH]
 
 ``--draw`` writes one PNG per frame: labels (vests green, hard hats yellow, people white), before (magenta) and
 red guard (orange) and after (cyan) side by side.
@@ -83,6 +91,66 @@ def answer(rgb: np.ndarray, path: Path, index: int, query: str, options: dict) -
     return np.asarray(res.mask, bool) if res.mask is not None else np.zeros(rgb.shape[:2], bool)
 
 
+def wearers(lab: dict) -> list[list[int]]:
+    """The labelled people wearing hi-vis: at least half of a vest box inside their box."""
+    out = []
+    for p in lab["people"]:
+        for v in lab["vests"]:
+            w = max(0, min(p[2], v[2]) - max(p[0], v[0]))
+            h = max(0, min(p[3], v[3]) - max(p[1], v[1]))
+            if 2 * w * h >= (v[2] - v[0]) * (v[3] - v[1]):
+                out.append(p)
+                break
+    return out
+
+
+class People:
+    """Per-person tally of the "workers wearing hi-vis" answer (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.inst = self.right = self.wearers = self.found = 0
+        self.ious: list[float] = []
+
+    def add(self, mask: np.ndarray, lab: dict) -> None:
+        wear = wearers(lab)
+        self.wearers += len(wear)
+        used: set[int] = set()
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        for k in range(1, n):
+            self.inst += 1
+            comp = labels == k
+            area = int(stats[k, cv2.CC_STAT_AREA])
+            for i, (x0, y0, x1, y1) in enumerate(wear):
+                if i not in used and 2 * int(comp[y0:y1, x0:x1].sum()) >= area:
+                    used.add(i)
+                    self.right += 1
+                    bx0, by0 = int(stats[k, cv2.CC_STAT_LEFT]), int(stats[k, cv2.CC_STAT_TOP])
+                    bx1, by1 = bx0 + int(stats[k, cv2.CC_STAT_WIDTH]), by0 + int(stats[k, cv2.CC_STAT_HEIGHT])
+                    inter = max(0, min(x1, bx1) - max(x0, bx0)) * max(0, min(y1, by1) - max(y0, by0))
+                    union = (x1 - x0) * (y1 - y0) + (bx1 - bx0) * (by1 - by0) - inter
+                    self.ious.append(inter / union)
+                    break
+        self.found += len(used)
+
+    def row(self) -> dict:
+        return {
+            "precision": f"{self.right}/{self.inst}" + (f" = {self.right / self.inst:.0%}" if self.inst else ""),
+            "recall": f"{self.found}/{self.wearers}" + (f" = {self.found / self.wearers:.0%}" if self.wearers else ""),
+            "box IoU": f"{np.mean(self.ious):.2f}" if self.ious else "n/a",
+        }
+
+
+def answer_people(rgb: np.ndarray, path: Path, index: int, detector: str | None) -> np.ndarray:
+    from rscore.engine import segment
+    from rscore.video.engine import frame_scene
+    from rscore.video.reader import Frame
+
+    scene = frame_scene(Frame(index, 0.0, rgb), uri=str(path))
+    opts = {"template": "vests_worn", **({"detector": detector, "segmenter": "classical"} if detector else {})}
+    res = segment(scene, "workers wearing hi-vis", plugin="safety", options=opts)
+    return np.asarray(res.mask, bool) if res.mask is not None else np.zeros(rgb.shape[:2], bool)
+
+
 class Tally:
     def __init__(self) -> None:
         self.marked = self.in_vest = self.on_person = 0
@@ -122,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=None, help="the shared data folder (default: rscore.testing.shared_data_dir())")
     ap.add_argument("--draw", default=None, help="folder for one PNG per labelled frame")
+    ap.add_argument("--detector", default=None, help="answer 'workers wearing hi-vis' with this detector")
     args = ap.parse_args(argv)
     spec = json.loads(LABELS.read_text(encoding="utf-8"))
     from rscore.testing import shared_data_dir
@@ -137,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         "after (hi-vis on a person, default)": ("workers in hi-vis vests", {}),
     }
     totals = {k: Tally() for k in runs}
+    people_total = People()
+    how = f"--detector {args.detector}" if args.detector else "offline, no detector"
+    people_name = f"workers wearing hi-vis ({how})"
     print(f"labels: {LABELS.name} (hand-labelled by this project; see its description)")
     for src in spec["sources"]:
         path = data / src["file"]
@@ -149,9 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {int(k) for k in src["frames"]}
         frames = frames_of(path, wanted)
         per = {k: Tally() for k in runs}
+        people = People()
         for idx in sorted(wanted):
             lab = src["frames"][str(idx)]
             rgb = frames[idx]
+            worn = answer_people(rgb, path, idx, args.detector)
+            people.add(worn, lab)
+            people_total.add(worn, lab)
             masks = {}
             for name, (query, opts) in runs.items():
                 masks[name] = answer(rgb, path, idx, query, opts)
@@ -172,9 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{src['file']} ({len(wanted)} frames)")
         for name, t in per.items():
             print(f"  {name:40s} " + "  ".join(f"{k}: {v}" for k, v in t.row().items()))
+        print(f"  {people_name}: " + "  ".join(f"{k}: {v}" for k, v in people.row().items()))
     print("\nall labelled frames")
     for name, t in totals.items():
         print(f"  {name:40s} " + "  ".join(f"{k}: {v}" for k, v in t.row().items()))
+    print(f"  {people_name}: " + "  ".join(f"{k}: {v}" for k, v in people_total.row().items()))
     return 0
 
 

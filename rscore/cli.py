@@ -111,6 +111,11 @@ def _merge_flag_options(flags: dict[str, Any], given: dict[str, Any], defaulted:
     return {**flags, **given}
 
 
+_DETECTOR_HELP = ("Detector for the templates that answer from detections: a YOLO .onnx file, an OWLv2 / Grounding "
+                  "DINO folder or registered name ('rscore models list --kind detector'), or a backend (yolo-onnx, "
+                  "owlv2, grounding-dino). Same as -O detector=...")
+
+
 @app.command()
 def run(
     input: Annotated[Path, typer.Argument(help="Image, GeoTIFF, DICOM file/folder or video.", show_default=False)],
@@ -120,6 +125,7 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result document (as result.json) on stdout.")] = False,
     reasoner: Annotated[str, typer.Option(help="analytic (offline default) or a VLM reasoner: transformers, openai.")] = "analytic",
     segmenter: Annotated[str, typer.Option(help="auto, sam2, sam2-hf, sam3, grounded or classical.")] = "auto",
+    detector: Annotated[Optional[str], typer.Option(help=_DETECTOR_HELP)] = None,
     endpoint: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint URL (--reasoner openai).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model name or id for the reasoner.")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Folder with local model weights (see 'rscore models list').")] = None,
@@ -144,6 +150,7 @@ def run(
     options: dict[str, Any] = {
         "reasoner": reasoner,
         "segmenter": segmenter,
+        "detector": detector,
         "endpoint": endpoint,
         "model": model,
         "weights": str(weights) if weights else None,
@@ -574,6 +581,7 @@ def flows_run(
     batch_tiles: Annotated[Optional[int], typer.Option(help="Tiles per task side (N x N tiles a task).")] = None,
     zones: Annotated[Optional[Path], typer.Option(help="Restricted zones file (scaffold flow).")] = None,
     sample_fps: Annotated[Optional[float], typer.Option(help="Frames per second to sample (scaffold flow).")] = None,
+    detector: Annotated[Optional[str], typer.Option(help=_DETECTOR_HELP)] = None,
     refresh: Annotated[bool, typer.Option("--refresh", help="Recompute, not reusing stored task results.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
     option: Annotated[list[str], typer.Option("--option", "-O", help="Option KEY=VALUE (repeatable).")] = [],  # noqa: B006
@@ -592,7 +600,9 @@ def flows_run(
         params[key.strip()] = value
     summary = run_flow(
         name, [str(p) for p in inputs], str(out), query=query, tile_size=tile_size, dask_address=dask_address,
-        workers=workers, batch_tiles=batch_tiles, options=_parse_options(option) or None,
+        workers=workers, batch_tiles=batch_tiles,
+        options={k: v for k, v in _merge_flag_options({"detector": detector}, _parse_options(option)).items()
+                 if v is not None} or None,
         zones=str(zones) if zones else None, sample_fps=sample_fps, refresh=refresh or None, plugin=plugin,
         params=params,
     )  # fmt: skip

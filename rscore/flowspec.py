@@ -343,7 +343,8 @@ def get_flow(name: str, registry: Registry) -> FlowSpec:
 def check_item_options(options: Mapping[str, Any], registry: Registry) -> None:
     """The ``-O`` options of a job, checked before it runs: every name must be declared
     (:func:`rscore.options.check_known`, with a did-you-mean), ``reasoner`` / ``segmenter`` must name installed
-    backends, and values of declared booleans, enums and numbers with a range must convert and lie in it.
+    backends, a configured detector must be buildable (:func:`rscore.detectors.check_detector`), and values of
+    declared booleans, enums and numbers with a range must convert and lie in it.
     Raises :class:`OptionError` (or :class:`PluginError` for an unknown backend); both are exit 2 / HTTP 400."""
     from rscore.options import check_known, convert, parse_bool
 
@@ -354,6 +355,9 @@ def check_item_options(options: Mapping[str, Any], registry: Registry) -> None:
             if not isinstance(name, str) or not name:
                 raise OptionError(f"option {kind} must be a backend name, got {name!r}")
             registry.backend(kind, name)
+    from rscore.detectors import check_detector
+
+    check_detector(options, registry)  # --detector / detector_model: unknown backend, model not here
     for key, value in options.items():
         if value is None or isinstance(value, Mapping):
             continue

@@ -116,7 +116,7 @@ def test_a_negated_query_never_gets_the_opposite_mask(shipped):
     assert plan.absent, plan.match
     assert plan.match["polarity"]["query"] == "negated" and plan.match["polarity"]["cue"] == "not"
     plain = plan_for(shipped, "safety", "image", "people wearing vests")
-    assert not plain.absent and plain.template == "safety:hivis"
+    assert not plain.absent and plain.template == "safety:vests_worn"  # the people wearing them (#16), not bare pixels
 
 
 @needs_embeddings

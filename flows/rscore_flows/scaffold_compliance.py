@@ -51,6 +51,7 @@ import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.tasks import exponential_backoff
 
+from rscore.detectors.programs import detector_configured
 from rscore.engine import default_registry, segment
 from rscore.errors import BackendUnavailable, InputError, OptionError
 from rscore.types import ArraySource, Scene, VideoInfo
@@ -542,7 +543,7 @@ def scaffold_compliance(
         raise OptionError(f"zones file {zones} does not exist")
     reg = default_registry()
     reg.require_plugin(PLUGIN)
-    if (options or {}).get("detector_model") and tuple(templates) == DEFAULT_TEMPLATES:
+    if detector_configured(options or {}) and tuple(templates) == DEFAULT_TEMPLATES:  # --detector / detector_model
         templates = [*templates, *DETECTOR_TEMPLATES]
     names = tuple(_safety_template(reg, t).name for t in templates)
     if not names and not query:

@@ -10,10 +10,13 @@ Closed-set detectors (YOLO) ignore ``phrases`` and answer with their own class n
 - ``yolo-onnx`` (:mod:`rscore.detectors.yolo_onnx`): YOLOv5 / v8 / v11 ONNX exports through onnxruntime;
 - ``owlv2`` and ``grounding-dino`` (:mod:`rscore.detectors.zero_shot`): transformers' zero-shot detectors.
 
-Options (``-O KEY=VALUE``; ``--detector`` is option ``detector``):
+Options (``-O KEY=VALUE``; ``rscore run --detector X`` is option ``detector``):
 
 - ``detector``: ``auto`` (default: from ``detector_model`` - a ``.onnx`` file is ``yolo-onnx``, a transformers
-  folder its ``model_type``'s backend, a registered name its backend) or a backend name;
+  folder its ``model_type``'s backend, a registered name its backend), a backend name (``owlv2`` alone takes the
+  best registered OWLv2 weights found here), or a model itself (a ``.onnx`` file, a model folder or a registered
+  name: ``--detector site.onnx`` is ``-O detector_model=site.onnx``); :func:`check_detector` refuses an unknown
+  backend or a missing model before anything is read;
 - ``detector_model``: a path (``.onnx`` file, ``save_pretrained`` folder) or a registered name (``rscore models
   list --kind detector``); weights are never downloaded;
 - ``detector_<field>`` for the fields of :class:`DetectorOptions` (thresholds, names file, layout, batch size).
@@ -32,13 +35,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from rscore.errors import BackendUnavailable, OptionError
+from rscore.errors import BackendUnavailable, InputError, OptionError
 from rscore.options import scoped, typed
 
-__all__ = ["Detection", "Detector", "DetectorOptions", "get_detector", "detector_backend", "clear_detector_cache",
-           "box_iou", "nms"]
+__all__ = ["Detection", "Detector", "DetectorOptions", "get_detector", "detector_backend", "detector_spec",
+           "spec_is_path", "check_detector", "clear_detector_cache", "box_iou", "nms"]
 
 BACKENDS = ("yolo-onnx", "owlv2", "grounding-dino")  # the built-in ones; plugins may register more
+RECOMMENDED = {"owlv2": "owlv2-base-patch16-ensemble", "grounding-dino": "grounding-dino-tiny"}
+"""The registered weights an open-vocabulary backend named alone suggests when none of its models is here."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,9 @@ class DetectorOptions:
     def from_options(cls, options: Mapping[str, Any]) -> DetectorOptions:
         """From engine options: shared ``device`` / ``weights``, then ``detector_<field>`` keys."""
         opts = {k: v for k, v in options.items() if k != "detector"}
+        model = detector_spec(options)[1]
+        if model:  # --detector MODEL stands for detector_model
+            opts["detector_model"] = model
         values = scoped(opts, "detector", cls, flat=("device", "weights"), what="detector")
         return cls(**typed(cls, values, what="detector option"))
 
@@ -167,13 +175,52 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, classes: np.ndarray |
 
 
 # ------------------------------------------------------------------------------------------------------ construction
+def _names_a_model(spec: str) -> bool:
+    """Whether a ``detector`` value names a model (file, folder, registered name) rather than a backend."""
+    if spec.lower() in BACKENDS:
+        return False
+    if spec.lower().endswith(".onnx") or "/" in spec or "\\" in spec or spec.startswith(("~", ".")):
+        return True
+    from rscore.models.registry import MODELS
+
+    registered = MODELS.get(spec)
+    return (registered is not None and registered.kind == "detector") or Path(spec).exists()
+
+
+def spec_is_path(spec: str) -> bool:
+    """Whether a ``detector`` value names a model file or folder (not a backend, not a registered name): what a
+    service confines to its allowed roots."""
+    from rscore.models.registry import MODELS
+
+    spec = spec.strip()
+    return bool(spec) and spec.lower() != "auto" and _names_a_model(spec) and spec not in MODELS
+
+
+def detector_spec(options: Mapping[str, Any]) -> tuple[str, str]:
+    """``(backend or "auto", model or "")`` the options configure. ``detector`` may name the backend or the model
+    itself (``--detector site.onnx``); naming a model there and a different one in ``detector_model`` is an
+    :class:`OptionError`."""
+    raw = options.get("detector")
+    if raw is not None and not isinstance(raw, str):
+        raise OptionError(f"option detector must be a backend name or a model path, got {type(raw).__name__}")
+    spec = (raw or "").strip() or "auto"
+    model = str(options.get("detector_model") or "").strip()
+    if spec.lower() == "auto":
+        return "auto", model
+    if _names_a_model(spec):
+        if model and model != spec:
+            raise OptionError(f"--detector {spec} and -O detector_model={model} name two different models; give one")
+        return "auto", spec
+    return spec.lower(), model
+
+
 def detector_backend(options: Mapping[str, Any]) -> str:
-    """The detector backend the options name: ``detector`` when set (not ``auto``), else inferred from
-    ``detector_model``; :class:`OptionError` when no detector is configured."""
-    name = str(options.get("detector") or "auto").strip().lower()
+    """The detector backend the options name: ``detector`` when it is a backend name (not ``auto``), else inferred
+    from the model (``detector_model``, or ``detector`` naming a model); :class:`OptionError` when no detector is
+    configured or its model is not here."""
+    name, model = detector_spec(options)
     if name != "auto":
         return name  # built-in or a plugin's: the registry says whether it exists
-    model = str(options.get("detector_model") or "").strip()
     if not model:
         raise OptionError("no detector is configured: pass -O detector_model=PATH (a YOLO .onnx export or an OWLv2 / "
                           "Grounding DINO folder) or a registered name from `rscore models list --kind detector`")
@@ -197,8 +244,43 @@ def detector_backend(options: Mapping[str, Any]) -> str:
     spec = MODELS.get(model)
     if spec is not None and spec.kind == "detector":
         return spec.backend
+    if path.suffix.lower() == ".onnx" or "/" in model or "\\" in model or model.startswith(("~", ".")):
+        raise InputError("no such detector model file or folder", path=path)
     raise OptionError(f"detector model '{model}' is neither a path here nor a registered detector "
                       "(`rscore models list --kind detector`)")
+
+
+def check_detector(options: Mapping[str, Any], registry: Any) -> None:
+    """Refuse a configured detector that cannot be built, before any input is read (nothing is loaded): an unknown
+    backend, a model file or folder that is not here, registered weights not downloaded (:class:`BackendUnavailable`
+    with the pull command), bad thresholds. Nothing configured: nothing to check."""
+    raw = options.get("detector")
+    if (raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "auto"))) and not options.get(
+        "detector_model"
+    ):
+        return
+    name, model = detector_spec(options)
+    backend = detector_backend(options)
+    if backend not in registry.backend_names("detector"):
+        known = ", ".join(registry.backend_names("detector")) or "none"
+        raise OptionError(f"unknown detector '{raw if name != 'auto' else backend}': not a detector backend "
+                          f"(available: {known}) nor a .onnx file, a model folder or a registered detector "
+                          "(`rscore models list --kind detector`)")
+    opts = DetectorOptions.from_options(options)
+    if model and Path(model).expanduser().exists():
+        return
+    from rscore.models.catalog import MODELS, list_models
+    from rscore.models.registry import resolve, resolve_auto
+
+    if model and model not in MODELS:
+        raise InputError("no such detector model file or folder", path=Path(model).expanduser())
+
+    if model:
+        resolve(model, backend=backend, weights=opts.weights or None)
+    elif backend in BACKENDS and list_models(backend=backend):
+        resolve_auto(backend, weights=opts.weights or None, recommend=RECOMMENDED[backend])
+    elif backend == "yolo-onnx":
+        raise OptionError("the yolo-onnx detector needs its model: --detector PATH.onnx (or -O detector_model=PATH)")
 
 
 _CACHE: dict[tuple[Any, ...], Any] = {}

@@ -5,7 +5,8 @@
 - :func:`picture_detections` - the detections of the whole picture a program's view belongs to, computed once per
   picture however many tiles and templates ask (a bounded LRU keyed by the pixels' digest).
 - :func:`detect_ahead` - batched inference on video: runs ``detector_batch`` frames per call ahead of the frames'
-  use, filling that cache.
+  use, filling that cache; :func:`prime_detections` does the same for a template's pictures (the video engine's
+  sampled keyframe candidates), with the phrases the template's program declared (:func:`declare_phrases`).
 - :func:`owned_targets` - boxes as the view's :class:`~rscore.types.Target` list, each box given to the one tile
   whose core holds its centre (so a tiled run reports it once).
 - :func:`answer_with_detector` - an existing (VLM-only) template also answered by a detector.
@@ -29,7 +30,8 @@ from rscore.sdk import OpContext, ProgramOutput, Template
 from rscore.types import Target
 
 __all__ = ["detector_configured", "require_detector", "picture_detections", "detect_ahead", "owned_targets", "object_template",
-           "answer_with_detector", "normalise_label", "MAX_CACHED"]  # fmt: skip
+           "answer_with_detector", "normalise_label", "declare_phrases", "detection_batch", "prime_detections",
+           "MAX_CACHED"]  # fmt: skip
 
 MAX_CACHED = 256  # pictures whose detections are kept (a batch primed ahead must survive until its frames run)
 _CACHE: OrderedDict[tuple[Any, ...], tuple[Any, list[Any]]] = OrderedDict()  # key -> (detector, detections)
@@ -90,6 +92,60 @@ def picture_detections(ctx: OpContext, detector: Any, phrases: Sequence[str] = (
     return dets
 
 
+def _run_batches(detector: Any, rgbs: Sequence[np.ndarray], phrases: Sequence[str], size: int) -> int:
+    """Detections of ``rgbs`` not yet cached, ``size`` pictures per ``detect_batch`` call, into the cache; the number
+    of pictures run."""
+    todo: dict[tuple[Any, ...], np.ndarray] = {}
+    for rgb in rgbs:
+        rgb = np.ascontiguousarray(rgb)
+        key = _key(rgb, detector, phrases)
+        with _LOCK:
+            cached = key in _CACHE
+        if not cached:
+            todo.setdefault(key, rgb)  # the same picture twice is run once
+    keys = list(todo)
+    for start in range(0, len(keys), size):
+        chunk = keys[start : start + size]
+        for key, dets in zip(chunk, detector.detect_batch([todo[k] for k in chunk], list(chunk[0][3]) or None)):
+            _remember(key, detector, dets)
+    return len(keys)
+
+
+def declare_phrases(program: Any, phrases: Sequence[str]) -> Any:
+    """Mark a template program as one that reads :func:`picture_detections` with ``phrases`` (what an
+    open-vocabulary detector is asked), so callers can run the detector ahead on several pictures in one call
+    (:func:`prime_detections`). Returns ``program``."""
+    program.detector_phrases = tuple(phrases)
+    return program
+
+
+def detection_batch(template: Any, options: Mapping[str, Any]) -> int:
+    """How many pictures to gather before running ``template``'s program on them: ``detector_batch`` for a template
+    whose program declared its detector phrases while a detector is configured, else 1 (run each at once)."""
+    from rscore.detectors import DetectorOptions
+
+    if template is None or getattr(template.program, "detector_phrases", None) is None:
+        return 1
+    if not detector_configured(options):
+        return 1
+    return DetectorOptions.from_options(options).batch
+
+
+def prime_detections(template: Any, scenes: Sequence[Any], options: Mapping[str, Any]) -> int:
+    """Run the configured detector over ``scenes`` (``detector_batch`` per call) for ``template``'s program, which
+    then finds each picture's detections in the cache: the same detections as one picture at a time, in fewer
+    calls. A template that declared no phrases, or no detector configured: nothing runs. Returns the pictures run."""
+    from rscore.detectors import DetectorOptions, get_detector
+    from rscore.io.images import scene_rgb8
+
+    phrases = getattr(getattr(template, "program", None), "detector_phrases", None)
+    if phrases is None or not scenes or not detector_configured(options):
+        return 0
+    detector = get_detector(options)
+    size = DetectorOptions.from_options(options).batch
+    return _run_batches(detector, [scene_rgb8(s) for s in scenes], phrases, size)
+
+
 def detect_ahead(
     items: Iterable[tuple[Any, Any, Any]], options: Mapping[str, Any], phrases: Sequence[str] = ()
 ) -> Iterator[tuple[Any, Any, Any]]:
@@ -108,10 +164,7 @@ def detect_ahead(
     buffer: list[tuple[Any, Any, Any]] = []
 
     def flush() -> Iterator[tuple[Any, Any, Any]]:
-        rgbs = [np.ascontiguousarray(item[2]) for item in buffer]
-        keys = [_key(rgb, detector, phrases) for rgb in rgbs]
-        for key, dets in zip(keys, detector.detect_batch(rgbs, list(keys[0][3]) or None)):
-            _remember(key, detector, dets)
+        _run_batches(detector, [item[2] for item in buffer], phrases, size)
         yield from buffer
         buffer.clear()
 
@@ -185,6 +238,7 @@ def object_template(
         return ProgramOutput(targets=owned_targets(ctx, ((label, d.box, d.score) for d in hits)))
 
     program.__name__ = f"detections_{name}"
+    declare_phrases(program, asked)
     return Template(name, label, description, examples, program=program, prompt=prompt or f"Box every {label}.",
                     explain=f"boxes of a detector (-O detector_model=...) labelled {' / '.join(sorted(wanted))}",
                     keywords=keywords, requires=("red", "green", "blue"), kinds=("image", "video"),

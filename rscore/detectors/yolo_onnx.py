@@ -326,3 +326,32 @@ def make_yolo_detector(options: Mapping[str, Any]) -> YoloOnnxDetector:
     key = ("yolo-onnx", str(path.resolve()), st.st_mtime_ns, st.st_size, settings_key(opts))
     return cached(key, lambda: YoloOnnxDetector(path, opts))
 
+
+
+def verify_onnx(path: str | Path, names: str = "") -> dict[str, Any]:
+    """``rscore models verify site.onnx``: whether a YOLO export loads as rscore reads it (a YOLO detection head,
+    its layout, input size, class names and where they come from, batch axis), as a dict with ``ok``, the figures
+    and a one-line ``text``; a model that does not load is ``ok: False`` with the reason, nothing raised."""
+    from rscore.errors import RscoreError
+
+    p = Path(path).expanduser()
+    try:
+        det = make_yolo_detector({"detector_model": str(p), **({"detector_names": names} if names else {})})
+    except RscoreError as exc:
+        why = exc.message if exc.path is not None else str(exc)
+        text = f"{p}: not usable as a YOLO detector: {why}"
+        return {"path": str(p), "ok": False, "problems": [str(exc)], "text": text}
+    shown = ", ".join(det.class_names[:12]) + (" ..." if len(det.class_names) > 12 else "")
+    doc = {
+        "path": str(p), "ok": True, "problems": [], "backend": det.name, "layout": det.layout,
+        "input": list(det.input_size), "classes": len(det.class_names), "names": list(det.class_names),
+        "names_from": det.names_source, "dynamic_batch": bool(det.dynamic_batch), "sha256": det.digest,
+    }  # fmt: skip
+    doc["text"] = (f"{p}: ok (yolo-onnx, {det.layout} layout, input {det.input_size[0]}x{det.input_size[1]}, "
+                   f"{len(det.class_names)} classes from {det.names_source}: {shown}; "
+                   f"{'batched frames' if det.dynamic_batch else 'one frame per call (fixed batch axis)'}; "
+                   f"sha256 {det.digest[:12]})")
+    if det.names_source == "none":
+        doc["text"] += ("; no class names in the model: rules that need a class (person, helmet, vest...) will not "
+                        "find them - pass -O detector_names=data.yaml (txt / json / YOLO data yaml)")
+    return doc

@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from rscore.detectors import Detection, DetectorOptions, cached, nms, settings_key
+from rscore.detectors import RECOMMENDED, Detection, DetectorOptions, cached, nms, settings_key
 from rscore.errors import BackendUnavailable, OptionError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ZeroShotDetector", "make_owlv2_detector", "make_grounding_dino_detector", "clean_phrases"]
 
-_RECOMMENDED = {"owlv2": "owlv2-base-patch16-ensemble", "grounding-dino": "grounding-dino-tiny"}
+_RECOMMENDED = RECOMMENDED
 MAX_PHRASES = 64
 
 

@@ -69,13 +69,16 @@ def make_request(
 ) -> Request:
     """The checked :class:`~rscore.types.Request` of one image answer: the plugin exists, the query is a question,
     every option name is declared, the core options are converted over :data:`DEFAULTS`, a named segmenter exists
-    (an error even where no segmenter runs), ``strict`` is a bool."""
+    and a configured detector can be built (errors even where none runs), ``strict`` is a bool."""
     registry.require_plugin(plugin)
     query = validate_query(query)
     check_known(options or {}, registry)
     opts = check_options({**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}})
     if opts["segmenter"] != "auto":
         registry.backend("segmenter", opts["segmenter"])
+    from rscore.detectors import check_detector
+
+    check_detector(opts, registry)  # --detector / detector_model: unknown backend or missing weights -> error now
     if "strict" in opts:
         opts["strict"] = parse_bool(opts["strict"], "strict")
     return Request(query=query, plugin=plugin, options=opts)

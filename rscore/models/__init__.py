@@ -69,7 +69,20 @@ def list_command(
     if as_json:
         return json.dumps({"models": rows}, indent=2), 0
     here = sum(1 for r in rows if r["available"])
-    return f"{format_rows(rows)}\n\n{here} of {len(rows)} models have their weights here.", 0
+    missing = [r for r in rows if not r["available"]]
+    lines = [format_rows(rows), ""]
+    if missing:
+        lines.append("Not here: `rscore models pull NAME` where there is network (Hugging Face cache, or --to DIR), or "
+                     "on any connected machine the command below, then copy DIR here and pass --weights DIR; check "
+                     "with `rscore models verify NAME --weights DIR`:")
+        lines += [f"  {r['name']}: {r['offline'].split('  (then')[0]}" for r in missing]
+        lines.append("")
+    if kind in (None, "detector"):
+        lines.append("YOLO detectors are your own ONNX exports (e.g. `yolo export model=best.pt format=onnx`), named "
+                     "by path: --detector site.onnx; `rscore models verify site.onnx` checks its layout and classes.")
+        lines.append("")
+    lines.append(f"{here} of {len(rows)} models have their weights here.")
+    return "\n".join(lines), 0
 
 
 def pull_command(
@@ -98,6 +111,11 @@ def verify_command(
 ) -> tuple[str, int]:
     """``rscore models verify NAME``: exit 0 when the files are complete and the configuration loads; exit 2 with the
     problems (the first being what to run or provide when the weights are absent) otherwise."""
+    if name.lower().endswith(".onnx"):  # a YOLO export named by path: its layout, classes and names
+        from rscore.detectors.yolo_onnx import verify_onnx
+
+        doc = verify_onnx(name)
+        return (json.dumps(doc, indent=2) if as_json else doc["text"]), 0 if doc["ok"] else 2
     report = verify(name, weights=weights, cache_dir=cache_dir)
     if as_json:
         return json.dumps(report.to_dict(), indent=2), 0 if report.ok else 2

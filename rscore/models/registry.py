@@ -314,7 +314,9 @@ def verify(
     wdir = weights_dir({"weights": weights}) if weights is not None else weights_dir()
     found = locate(spec, weights=wdir, cache_dir=cache_dir)
     if found is None:
-        return VerifyReport(spec.name, None, None, problems=(missing_message(spec, wdir),))
+        partial = _incomplete(spec, wdir)
+        problems = ((partial,) if partial else ()) + (missing_message(spec, wdir),)
+        return VerifyReport(spec.name, None, None, problems=problems)
     files: dict[str, int] = {}
     problems: list[str] = []
     config: dict[str, Any] = {}
@@ -436,9 +438,35 @@ def model_rows(
                 "available": found is not None,
                 "path": str(found.path) if found else None,
                 "source": found.source if found else None,
+                "pull": f"rscore models pull {spec.name}",
+                "offline": offline_fetch(spec),
             }
         )
     return rows
+
+
+def offline_fetch(spec: ModelSpec) -> str:
+    """The command that fetches ``spec``'s files on any connected machine into the layout ``--weights DIR`` reads."""
+    files = f" {spec.files[0]}" if spec.format == "sam2-checkpoint" else ""
+    if not files and spec.allow_patterns:
+        files = " --include " + " ".join(f"'{p}'" for p in spec.allow_patterns)
+    return f"hf download {spec.repo_id}{files} --local-dir DIR/{spec.name}  (then --weights DIR)"
+
+
+def _incomplete(spec: ModelSpec, wdir: Path | None) -> str | None:
+    """What a ``--weights`` folder holding ``DIR/NAME/`` lacks, when that folder exists but is incomplete."""
+    if wdir is None or spec.format != "transformers":
+        return None
+    for folder in (wdir / spec.name, wdir / spec.folder_name):
+        if folder.is_dir():
+            names = sorted(p.name for p in folder.iterdir() if p.is_file())
+            lacks = [f for f in spec.files if f not in names]
+            if not any(fnmatch.fnmatch(n, g) for n in names for g in spec.weight_globs or ("*",)):
+                lacks.append(" or ".join(spec.weight_globs))
+            if lacks:
+                return (f"{folder} exists but is incomplete: it lacks {', '.join(lacks)} (it holds "
+                        f"{', '.join(names[:8]) or 'no files'}{' ...' if len(names) > 8 else ''})")
+    return None
 
 
 def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:

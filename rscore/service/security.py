@@ -38,7 +38,7 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 SERVER_ONLY_OPTIONS = ("endpoint", "weights", "model", "max_pixels", "api_key")
 # Options naming server-side files or folders: allowed only under the allowed roots, like ``path``. Templates and
 # readers add theirs by declaring ``path_options`` (see :func:`path_option_names`).
-PATH_OPTIONS = ("aux", "adapter")
+PATH_OPTIONS = ("aux", "adapter", "detector_names")
 _STR_OPTIONS = ("reasoner", "segmenter", "matcher", "template", "bands")
 _INT_OPTIONS = {"tile_size": (64, 16384), "min_area_px": (0, 10**12), "max_instances": (1, 100_000)}
 
@@ -169,6 +169,12 @@ def path_option_names(registry: Any = None) -> frozenset[str]:
     return frozenset(names)
 
 
+def _detector_file(value: str) -> bool:
+    from rscore.detectors import spec_is_path
+
+    return spec_is_path(value)
+
+
 def _matches(key: str, names: Iterable[str]) -> bool:
     return any(key == n or key.endswith("_" + n) for n in names)
 
@@ -204,6 +210,8 @@ def check_options(
             raise OptionError(f"option '{key}' is set by the service operator and cannot be given per request")
         if _matches(key, names):
             out[key] = _confine_paths(key, value, roots)
+        elif key == "detector" and isinstance(value, str) and _detector_file(value):  # a model file on the server
+            out[key] = str(resolve_allowed(value, roots, what=f"option '{key}'"))
         elif isinstance(value, Mapping):
             if _depth >= 4:
                 raise OptionError(f"option '{key}': options nested more than 4 levels deep")

@@ -69,6 +69,7 @@ from typing import Any
 
 import numpy as np
 
+from rscore.detectors.programs import detection_batch, prime_detections
 from rscore.engine.backends import backend as _backend
 from rscore.engine.plan import answering_template
 from rscore.engine.request import DEFAULTS, validate_query
@@ -282,6 +283,24 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
     last_index = -1
     kept = 0
     chooser = KeyframeChooser()  # skips frames that are not the camera's view (end cards, overlays, other shots)
+    pending: list[tuple[Frame, Scene]] = []  # sampled frames gathered for one batched detector call
+
+    def score_pending() -> None:
+        if c.detector is not None and len(pending) > 1:  # a template over detections: detector_batch per call
+            prime_detections(template, [s for _, s in pending], c.opts)
+        for frame, scene in pending:
+            if c.detector is not None:
+                score = _frame_score(c.detector.detect(scene), c.shape)
+            else:
+                plan = reasoner.plan(scene, c.request, templates)
+                score = 0.0 if plan.absent else max([t.confidence for t in plan.targets]  # boxes to segment, or
+                                                    + [i.score for i in plan.instances], default=0.0)  # masks (agent)
+            candidates.append({"frame": frame.index, "timestamp_s": round(frame.timestamp_s, 4),
+                               "score": round(score, 6)})
+            chooser.offer(frame.index, score, frame, scene)
+        pending.clear()
+
+    batch = 1
     for pos, frame in enumerate(reader):
         kept += 1
         last_index = frame.index
@@ -297,21 +316,17 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
             template = answering_template(plan0, templates, c.reg.operators)  # or a compiled constraint program
             if template is not None and template.program is not None:
                 c.detector = _AnalyticDetector(c, template)
+                batch = detection_batch(template, c.opts)
         if v.keyframe == "first" or wanted is not None:
             if best is None and (wanted is None or frame.index >= wanted):
                 best, best_score = frame, float("nan")
             continue
         if pos % step:
             continue
-        scene = c.prepare(frame)
-        if c.detector is not None:
-            score = _frame_score(c.detector.detect(scene), c.shape)
-        else:
-            plan = reasoner.plan(scene, c.request, templates)
-            score = 0.0 if plan.absent else max([t.confidence for t in plan.targets]  # boxes to segment, or
-                                                + [i.score for i in plan.instances], default=0.0)  # masks (the agent)
-        candidates.append({"frame": frame.index, "timestamp_s": round(frame.timestamp_s, 4), "score": round(score, 6)})
-        chooser.offer(frame.index, score, frame, scene)
+        pending.append((frame, c.prepare(frame)))
+        if len(pending) >= batch:
+            score_pending()
+    score_pending()
     chosen = chooser.choose(candidates)
     kf_note = chosen[4] if chosen else None
     if chosen is not None:

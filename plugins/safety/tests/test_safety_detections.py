@@ -204,3 +204,31 @@ def test_workers_at_height_on_a_scaffold():
     assert len(at_height([scaffold, up, down], RuleOptions(height_above=0.1))) == 2
     assert at_height([up, down], OPTS) == []  # no scaffold detected: nobody is "at height"
     assert role_of("scaffolding") == "scaffold"
+
+
+def test_vests_worn_is_the_positive_of_the_hivis_rule(site_model, tmp_path):
+    """"workers wearing hi-vis": the person boxes with a vest box in their torso band, not the bare one."""
+    from rscore.detectors.testing import COLOURS
+
+    img = np.full((128, 256, 3), 114, np.uint8)
+    img[20:110, 40:64] = COLOURS[0]  # worker A (x 40-64, y 20-110) ...
+    img[45:75, 42:62] = COLOURS[2]  # ... with a vest on the torso (rows 45..75 of a 90 px body)
+    img[20:110, 180:204] = COLOURS[0]  # worker B, no vest
+    img[100:116, 120:136] = COLOURS[2]  # a vest lying on the ground, on nobody
+    Image.fromarray(img).save(tmp_path / "vests.png")
+    opts = {"detector": str(site_model), "segmenter": "classical"}
+    res = engine.segment(engine.open_scene(tmp_path / "vests.png"), "workers wearing hi-vis", plugin="safety",
+                         options=opts)  # fmt: skip
+    assert res.plan.template == "safety:vests_worn" and not res.absent
+    assert [(i.label, i.bbox) for i in res.instances] == [("worker with a vest", (40, 20, 64, 110))]
+    steps = " ".join(s.text for s in res.plan.steps)
+    assert "rule 'vests_worn'" in steps and "torso_top=" in steps
+    assert any("a person or vest the detector misses is not counted" in c for c in res.caveats)
+    # its negative answers the other worker
+    bare = engine.segment(engine.open_scene(tmp_path / "vests.png"), "workers without vests", plugin="safety",
+                          options=opts)  # fmt: skip
+    assert bare.plan.template == "safety:no_vests" and [i.bbox for i in bare.instances] == [(180, 20, 204, 110)]
+    # without a detector, a still image has no person cue: nothing, saying what would answer (not an error)
+    still = engine.segment(engine.open_scene(tmp_path / "vests.png"), "workers wearing hi-vis", plugin="safety")
+    assert still.plan.template == "safety:vests_worn" and still.absent and not still.instances
+    assert any("needs a person cue" in s.text and "--detector" in s.text for s in still.plan.steps)

@@ -77,6 +77,26 @@ def test_on_video_the_moving_vest_is_kept_and_the_cone_and_hat_are_dropped(tmp_p
     assert any("cones" in c for c in before.caveats)
 
 
+def test_workers_wearing_hivis_on_video_are_the_moving_bodies_not_the_vests_or_the_cone(tmp_path):
+    folder, vests = _clip(tmp_path)
+    img = np.asarray(Image.open(sorted(folder.iterdir())[10]).convert("RGB"))
+    scene = frame_scene(Frame(10, 1.0, img), uri=str(folder))
+    res = engine.segment(scene, "workers wearing hi-vis", plugin="safety")
+    assert res.plan.template == "safety:vests_worn" and not res.absent
+    (inst,) = res.instances  # one worker: the whole moving body (hat, face, vest, legs), not only the vest
+    x0, y0, x1, y1 = vests[10]
+    bx0, by0, bx1, by1 = inst.bbox
+    assert by0 <= 42 and by1 >= 88 and bx0 <= x0 + 1 and bx1 >= x1 - 1, inst.bbox
+    mask = np.asarray(res.mask)
+    assert mask[y0:y1, x0:x1].mean() > 0.9 and mask[74:88, x0 + 3:x1 - 3].mean() > 0.8  # vest and legs
+    assert not mask[CONE].any(), "the static orange cone is no worker"
+    assert any("moving bodies" in s.text for s in res.plan.steps)
+    assert any("standing still for most of the clip" in c for c in res.caveats)
+    # the garment template still answers the vest's pixels only
+    vest_only = _frame_answer(folder, 10, "hi-vis vests")
+    assert not np.asarray(vest_only.mask)[74:88, x0 + 3:x1 - 3].any()
+
+
 def test_still_photo_answers_colour_with_a_caveat_or_nothing_for_workers(tmp_path):
     img = _background()
     _person(img, 100)
@@ -200,3 +220,22 @@ def test_live_stream_builds_a_running_background(tmp_path):
     for t in res.tracks:
         x0, y0, x1, y1 = t.bbox
         assert x0 >= 40 and y0 >= 50, f"track {t.bbox} reaches the cone or the hard hat"
+
+
+def test_worn_bodies_one_instance_per_wearer_and_none_for_others():
+    import cv2
+
+    fg = np.zeros((80, 160), bool)
+    garments = np.zeros_like(fg)
+    for x in (16, 80):  # two wearers: head, torso, legs apart in the motion mask (1-2 px gaps)
+        fg[10:18, x + 4:x + 12] = True
+        fg[20:40, x:x + 16] = True
+        fg[42:62, x + 2:x + 14] = True
+        garments[24:36, x + 1:x + 15] = True
+    fg[10:62, 130:146] = True  # a third moving person, no hi-vis
+    bodies = worn.worn_bodies(garments, fg)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(bodies.astype(np.uint8), connectivity=8)
+    boxes = sorted(tuple(int(v) for v in s[:4]) for s in stats[1:])
+    assert boxes == [(16, 10, 16, 52), (80, 10, 16, 52)]  # (x, y, w, h): each whole person, one component each
+    assert not bodies[:, 120:].any()
+    assert not worn.worn_bodies(np.zeros_like(fg), fg).any()

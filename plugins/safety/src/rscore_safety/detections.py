@@ -39,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
+from rscore.detectors.programs import declare_phrases
 from rscore.errors import BackendUnavailable, OptionError
 from rscore.options import scoped, typed
-from rscore.sdk import OpContext, ProgramOutput, Template
+from rscore.sdk import OpContext, ProgramOutput, Template, uses
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +389,7 @@ def _program(rule: DetectionRule) -> Callable[[OpContext], ProgramOutput]:
         return ProgramOutput(targets=owned_targets(ctx, ((h.label, h.box, h.score) for h in hits)))
 
     program.__name__ = f"detections_{rule.name}"
-    return program
+    return declare_phrases(program, ALL_PHRASES)  # the video engine batches its keyframe candidates
 
 
 _NEW = (
@@ -434,7 +435,76 @@ def _with_rule(t: Template) -> Template:
     )
 
 
-TEMPLATES: tuple[Template, ...] = tuple(_with_rule(t) for t in _NEW)
+def _vests_worn(ctx: OpContext) -> ProgramOutput:
+    """People wearing hi-vis: the ``vests_worn`` rule over detections when a detector is configured; otherwise, on a
+    frame of a re-readable clip from a fixed camera, the moving bodies that wear hi-vis colours
+    (:func:`rscore_safety.worn.worn_bodies`); otherwise nothing, saying why (a still image cannot tell a worker in a
+    vest from a cone and a coat)."""
+    from rscore.detectors.programs import detector_configured
+
+    if detector_configured(ctx.params):
+        return _VESTS_WORN_RULE(ctx)
+    return _worn_bodies_offline(ctx)
+
+
+def _worn_bodies_offline(ctx: OpContext) -> ProgramOutput:
+    from rscore_safety import hivis, worn
+    from rscore_safety.plugin import _hivis, win_is_scene
+
+    empty = ProgramOutput(mask=np.zeros((ctx.window.height, ctx.window.width), bool))
+    garments = np.asarray(_hivis(ctx).mask, bool)  # hi-vis colour, kept only where a moving body wears it
+    video = ctx.scene.metadata.get("video") if isinstance(ctx.scene.metadata, dict) else None
+    uri = video.get("uri") if isinstance(video, dict) else None
+    cue = worn.clip_background(str(uri), ctx.scene.shape) if uri and worn.is_rereadable(str(uri)) else None
+    if cue is None:
+        ctx.note("people wearing hi-vis: the query needs a person cue - a detector (--detector: a model with person "
+                 "and vest classes, or OWLv2 / Grounding DINO) or a video from a fixed camera (moving bodies against "
+                 "the clip's background); on a still image or a live stream a worker in a vest cannot be told from "
+                 "a cone or a coat: answered with nothing", operator="safety.vests_worn")  # fmt: skip
+        return empty
+    bg, how = cue
+    if win_is_scene(ctx):
+        fg = worn.moving_foreground(hivis.rgb8(ctx), worn.blurred(bg), blurred_background=True)
+    else:
+        fg = worn.moving_foreground(hivis.rgb8(ctx), bg[ctx.window.slices])
+    if worn.moving_share(fg) > worn.MAX_MOVING_SHARE:
+        ctx.note(f"{worn.moving_share(fg):.0%} of the frame differs from the clip's background (moving camera?): "
+                 "no person cue, answered with nothing", operator="safety.vests_worn")  # fmt: skip
+        return empty
+    bodies = worn.worn_bodies(garments, fg & ctx.valid)
+    ctx.note(f"people wearing hi-vis without a detector: the moving bodies ({how}) under the worn hi-vis garments",
+             operator="safety.vests_worn", share=float(bodies[ctx.core_slices].mean()))  # fmt: skip
+    return ProgramOutput(mask=bodies)
+
+
+_VESTS_WORN_RULE = _program(RULES["vests_worn"])
+declare_phrases(_vests_worn, ALL_PHRASES)  # with a detector, the video engine batches its keyframe candidates
+
+VESTS_WORN = Template(
+    "vests_worn",
+    "worker wearing hi-vis",
+    "the workers who are wearing hi-vis, each whole person (a detector's person boxes with a vest in the torso "
+    "band; without a detector, on video from a fixed camera, the moving bodies that wear hi-vis colours)",
+    ("workers wearing hi-vis", "hi-vis compliant workers", "workers who have their hi-vis on",
+     "which workers are wearing their vest"),
+    program=_vests_worn,
+    uses=(uses("safety.hivis", when="no detector: the moving bodies wearing it, on video from a fixed camera"),),
+    explain="with a detector (--detector): " + RULES["vests_worn"].explain + "; without one, on video from a fixed "
+    "camera: hi-vis colour worn by a moving person-shaped body, and that body",
+    prompt="Find every person on the site who wears a high-visibility vest or jacket, and box each one.",
+    keywords=("wearing", "worn", "compliant"),
+    requires=("red", "green", "blue"),
+    kinds=("image", "video"),
+    caveats=(
+        "with a detector: a person or vest the detector misses is not counted, and a vest box over another "
+        "person's torso (people overlapping in the picture) counts for the one in front",
+        "without a detector (video from a fixed camera only): a worker standing still for most of the clip is part "
+        "of the background and missed, two people walking side by side are one body, and hi-vis carried by a "
+        "walking person counts as worn",
+    ),
+)
+
+TEMPLATES: tuple[Template, ...] = tuple(_with_rule(t) for t in _NEW) + (VESTS_WORN,)
 
 
 def with_detection_rules(templates: Sequence[Template]) -> list[Template]:

@@ -265,6 +265,42 @@ def worn_mask(hivis: np.ndarray, foreground: np.ndarray) -> tuple[np.ndarray, di
     return out, counts
 
 
+def worn_bodies(garments: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """The moving bodies wearing ``garments`` (the worn hi-vis components :func:`worn_mask` kept): for each garment
+    the foreground group (:func:`rscore_safety.rules.group_parts`) holding most of it, plus the garment itself - the
+    people, not their vests. A body whose parts fell apart in the motion mask (head, torso, legs) is filled to the
+    convex hull of its parts, so that each person is one connected instance. Two people walking side by side are one
+    body."""
+    from rscore_safety.rules import group_parts
+
+    worn = garments.astype(bool)
+    out = worn.copy()
+    if not out.any():
+        return out
+    fn, flabels, fstats, _ = cv2.connectedComponentsWithStats(foreground.astype(np.uint8), connectivity=8)
+    if fn <= 1:
+        return out
+    group = group_parts(fstats)
+    n, labels = cv2.connectedComponents(out.astype(np.uint8), connectivity=8)
+    groups: set[int] = set()
+    for k in range(1, n):
+        under = flabels[labels == k]
+        under = under[under > 0]
+        if under.size:
+            groups.add(int(group[np.bincount(under).argmax()]))
+    for g in sorted(groups):
+        members = [int(m) for m in np.flatnonzero(group == g) if m > 0]
+        body = np.isin(flabels, members)
+        body |= worn & np.isin(labels, np.setdiff1d(np.unique(labels[body]), [0]))  # its garments
+        if cv2.connectedComponents(body.astype(np.uint8), connectivity=8)[0] > 2:  # parts apart: one person
+            hull = cv2.convexHull(cv2.findNonZero(body.astype(np.uint8)))
+            filled = np.zeros(body.shape, np.uint8)
+            cv2.fillConvexPoly(filled, hull, 1)
+            body |= filled.astype(bool)
+        out |= body
+    return out
+
+
 def _body_extent(body: np.ndarray, x0: int, x1: int, y0: int, y1: int) -> tuple[int, int, int]:
     """Rows ``(top, bottom)`` and width of the body under a garment spanning columns ``x0:x1``, rows ``y0:y1``: the
     run of rows of ``body`` (gaps up to 3 rows bridged) in those columns, widened by a quarter of the garment's width

@@ -56,6 +56,8 @@ def rscore_operators() -> list[Operator]:
 @hookimpl
 def rscore_options() -> list[Param]:
     """Options of the DICOM reader, the HU templates, the display window and the writers."""
+    from rscore.options import dataclass_params
+    from rscore_surgical.instruments import NeedleOptions
     from rscore_surgical.windowing import CHOICES
 
     return [
@@ -70,12 +72,15 @@ def rscore_options() -> list[Param]:
         Param("slice_pngs", "bool", "write one PNG per slice", default=True),
         Param("nifti", "bool", "write segmentation.nii.gz (labels, affine from the DICOM geometry)", default=True),
         Param("nifti_image", "bool", "also write image.nii.gz (the HU volume)", default=True),
+        *dataclass_params(NeedleOptions, scope="needle", what="needle rule"),
     ]  # fmt: skip
 
 
 @hookimpl
 def rscore_query_templates() -> list[Template]:
-    return [*ct.TEMPLATES, *endoscopy.TEMPLATES, *VLM_TEMPLATES]
+    from rscore_surgical.instruments import with_needle_rule
+
+    return [*ct.TEMPLATES, *endoscopy.TEMPLATES, *with_needle_rule(VLM_TEMPLATES)]  # + instrument_needle by detector
 
 
 @hookimpl
