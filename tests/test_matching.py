@@ -254,3 +254,59 @@ def test_a_named_thing_is_a_declared_superset_and_an_exclusion_stays_absent(ship
     assert plan.absent and plan.match["specificity"]["decision"] == "excluded"
     plan = plan_for(shipped, "surgical", "volume", "lung nodules")
     assert plan.absent and plan.match["specificity"]["decision"] == "excluded"
+
+
+@needs_embeddings
+def test_a_word_many_templates_use_does_not_decide_a_near_tie(shipped):
+    """"tissue" is in soft tissue, adipose tissue and lung tissue: what the query says besides it decides."""
+    from rscore.engine.matching import _stem, generic_words
+
+    assert _stem("tissue") in generic_words(shipped.templates_for("surgical"))
+    plan = plan_for(shipped, "surgical", "volume", "bony tissue")
+    assert not plan.absent and plan.template == "surgical:bone", plan.match
+    assert "bony" in plan.match["tie_break"] and plan.match["margin"] == 0.0
+
+
+@needs_embeddings
+def test_a_runner_up_matched_by_a_broader_text_still_competes_by_its_own_concept(shipped):
+    # landslide's best text for "landslip danger zones" is its broader "natural hazards"; its keyword decides
+    plan = plan_for(shipped, "earth", "raster", "landslip danger zones")
+    assert not plan.absent and plan.template == "earth:landslide" and "landslip" in plan.match["tie_break"]
+    # a query naming the template's own keyword is not its broader concept; one that does not stays absent
+    plan = plan_for(shipped, "earth", "raster", "landslip hazard")
+    assert not plan.absent and plan.template == "earth:landslide"
+    assert plan.match["specificity"]["declined"]["role"] == "broader"
+    plan = plan_for(shipped, "earth", "raster", "all geohazards")
+    assert plan.absent and plan.match["specificity"]["decision"] == "broader"
+
+
+@needs_embeddings
+def test_a_part_made_of_one_templates_keywords_is_that_templates_concept(shipped):
+    """"a person" is the worker template's keyword (the embedding ranks "persons up on a ladder" closer): hi-vis on
+    a person is the hivis template's own combination, not hi-vis composed with people at height."""
+    from rscore.engine.matching import keyword_owner
+
+    safety = shipped.templates_for("safety")
+    assert safety[keyword_owner("a person", safety)].name == "workers"
+    plan = plan_for(shipped, "safety", "image", "hi-vis on a person")
+    assert not plan.absent and plan.template == "safety:hivis", plan.reason
+    plan = plan_for(shipped, "safety", "image", "hi-vis near a person")  # a relation: still a constraint
+    assert plan.absent and plan.match["specificity"]["decision"] == "composed"
+
+
+def test_a_negation_of_nothing_in_particular_means_empty_and_stems_drop_a_silent_e():
+    from rscore.engine.matching import _stem
+
+    assert negation_parts("the water where there are no things") is None
+    assert negation_parts("blue water with no objects") is None
+    assert negation_parts("water with no fish") == ("water", "fish")
+    assert _stem("inclined") == _stem("incline") == _stem("inclines")
+    assert _stem("sloped") == _stem("slopes") == _stem("slope")
+
+
+@needs_embeddings
+def test_a_negated_paraphrase_matches_a_declared_negated_text(shipped):
+    plan = plan_for(shipped, "underwater", "image", "water which is not clear")
+    assert not plan.absent and plan.template == "underwater:low_visibility"
+    plan = plan_for(shipped, "underwater", "image", "the water where there are no things")
+    assert not plan.absent and plan.template == "underwater:open_water"

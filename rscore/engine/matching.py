@@ -69,8 +69,10 @@ def resolve_method(method: str | None = None) -> str:
 def _stem(word: str) -> str:
     for suffix in ("ies", "ing", "es", "ed", "s"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
-    return word
+            word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+            break
+    # a final silent "e" goes too, so "incline" / "inclined" / "inclines" and "slope" / "sloped" stem alike
+    return word[:-1] if word.endswith("e") and len(word) > 4 else word
 
 
 def _words(text: str) -> list[str]:
@@ -157,10 +159,13 @@ RELATIONS = (
     "facing", "larger than", "smaller than", "bigger than", "between", "far from", "away from", "more than",
     "less than", "adjacent to", "surrounding", "on top of", "in front of", "behind",
 )
+# a negation of only these ("the water where there are no things", "nothing else") says "empty", not "without X"
+PLACEHOLDERS = frozenset("thing object anything something else stuff one".split())
 SELECTORS = frozenset("largest biggest smallest tallest left right first second third main nearest closest".split())
 # the margin and composition rules, fitted on benchmarks/routing/tune.tsv (never on eval.tsv)
 MIN_MARGIN = {"embedding": 0.02, "keyword": 0.0}  # closer than this to a different template: ambiguous -> absent
 TIE_WINDOW = {"embedding": 0.06, "keyword": 0.05}  # closer than this, tie_break() decides where it can
+GENERIC_SHARE = 3  # a word used by this many templates' labels / examples / keywords names none of them
 CONTRAST_MIN = {"embedding": 0.1}  # tie_break(): the query's own words this much closer to one matched text
 COMPOSE_DROP = {"embedding": 0.04, "keyword": 0.2}  # head alone matches this much better: the rest is a constraint
 NEGATION_SLACK = 0.15  # a negated text counts at most this much above the similarity of what both negate
@@ -224,7 +229,7 @@ def negation_parts(text: str) -> tuple[str, str] | None:
         if prefix is not None and len(tok) > len(prefix) + 3:  # "non-forested", "unvegetated": one word negated
             obj = tok[len(prefix):].lstrip("-")
             return " ".join(before + after), obj
-        if not after:
+        if not after or all(_stem(w) in PLACEHOLDERS for w in after):  # "no things", "nothing else": empty
             return None
         return " ".join(before), " ".join(after)
     return None
@@ -316,6 +321,25 @@ def _concept_owner(rows: list, sims: np.ndarray, n: int, method: str) -> list[tu
     return out
 
 
+def keyword_named(query: str, t: Template, text: str, templates: Sequence[Template]) -> str | None:
+    """A declared keyword of ``t`` in the query that ``text`` (a broader concept) does not use and that few
+    templates share ("landslip" in "landslip hazard" against "natural hazards"), or ``None``."""
+    own = {_stem(w) for k in t.keywords for w in re.findall(r"[a-z0-9]+", k.lower())}
+    hits = (set(_words(query)) & own) - set(_words(text)) - generic_words(templates)
+    return sorted(hits)[0] if hits else None
+
+
+def keyword_owner(text: str, templates: Sequence[Template]) -> int | None:
+    """The one template whose declared keywords include every content word of ``text`` ("a person": the worker
+    template's "person"), or ``None`` (no such template, or several)."""
+    words = set(_words(text))
+    if not words:
+        return None
+    hits = [i for i, t in enumerate(templates)
+            if words <= {_stem(w) for k in t.keywords for w in re.findall(r"[a-z0-9]+", k.lower())}]
+    return hits[0] if len(hits) == 1 else None
+
+
 def _vocab(t: Template) -> set[str]:
     return set(_words(" ".join([t.label, t.description, *t.examples, *t.keywords])))
 
@@ -327,11 +351,12 @@ def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method:
     A declared keyword of one template in the query that the other template nowhere uses ("slide" in "where the
     mountain can slide down": landslide, not steep terrain). Nothing else: without one, the query is ambiguous.
     """
+    common = generic_words(templates)
     words = set(_words(query))
     hits = []
     for i, j in ((a, b), (b, a)):
         own = {_stem(w) for k in templates[i].keywords for w in re.findall(r"[a-z0-9]+", k.lower())}
-        hits.append(sorted((words & own) - _vocab(templates[j])))
+        hits.append(sorted((words & own) - _vocab(templates[j]) - common))
     if bool(hits[0]) != bool(hits[1]):
         i, h = (a, hits[0]) if hits[0] else (b, hits[1])
         return i, f"keyword '{h[0]}' is declared by '{templates[i].name}' only"
@@ -350,7 +375,37 @@ def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method:
             i = a if sa > sb else b
             return i, (f"without the words both share ({', '.join(sorted(shared))}), '{qr}' is closer to "
                        f"'{ar if i == a else br}' ({max(sa, sb):.2f} vs {min(sa, sb):.2f})")
+    # a word many templates use ("tissue", "slopes", "areas") carries the score but tells none apart: what the
+    # query says besides it ("osseous" in "osseous tissue", "abrupt" in "abrupt slopes") decides, if clearly
+    toks = [w for w in re.findall(r"[a-z0-9]+", query.lower()) if w not in _STOP]
+    modifier = " ".join(w for w in toks if _stem(w) not in common)
+    if modifier and len(modifier.split()) < len(toks) and CONTRAST_MIN.get(method) is not None:
+        own = [[x for x in (templates[i].label, *templates[i].examples) if x and not negation_parts(x)] for i in (a, b)]
+        sims = similarities(method, modifier, [*own[0], *own[1]])
+        sa, sb = float(sims[: len(own[0])].max()), float(sims[len(own[0]):].max())
+        if abs(sa - sb) >= CONTRAST_MIN[method]:
+            i = a if sa > sb else b
+            used = ", ".join(sorted({w for w in toks if _stem(w) in common}))
+            return i, (f"'{used}' is used by many templates; '{modifier}' is closer to '{templates[i].name}' "
+                       f"({max(sa, sb):.2f} vs {min(sa, sb):.2f})")
     return None, ""
+
+
+_GENERIC: dict[tuple, frozenset[str]] = {}
+
+
+def generic_words(templates: Sequence[Template], share: int = GENERIC_SHARE) -> frozenset[str]:
+    """Words (stemmed) that the labels, examples or keywords of at least ``share`` of ``templates`` use
+    ("tissue" in soft tissue, adipose tissue and lung tissue): they carry a query's similarity to all of them
+    alike and name none of them."""
+    key = (share, tuple(t.qualified_name for t in templates))
+    if key not in _GENERIC:
+        counts: dict[str, int] = {}
+        for t in templates:
+            for w in set(_words(" ".join([t.label, *t.examples, *t.keywords]))):
+                counts[w] = counts.get(w, 0) + 1
+        _GENERIC[key] = frozenset(w for w, c in counts.items() if c >= share)
+    return _GENERIC[key]
 
 
 def proper_name(query: str, known: frozenset[str] | set[str] = frozenset()) -> str | None:
@@ -551,20 +606,28 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
             t, role, text = templates[j], "concept", rows[concept[j][1]][2]
             match.update(template=t.qualified_name, score=round(top_score, 4), matched_text=text,
                          matched_role=role)
+    if role == "broader":  # "landslip hazard" is not "natural hazards": it names what this template itself is
+        named = keyword_named(core, t, text, templates)
+        if named:
+            c_score, c_k = best_of(top, ("concept",))
+            spec["declined"] = {"template": t.qualified_name, "role": role, "text": text, "keyword": named}
+            top_score, top_k, role, text = c_score, c_k, "concept", rows[c_k][2]
+            match.update(score=round(top_score, 4), matched_text=text, matched_role=role)
     if role == "excludes":
         spec.update(decision="excluded", text=text)
         return absent(f"'{t.name}' ({t.label}) does not answer '{text}' (declared), and no other template does", t)
     if role == "broader":
         spec.update(decision="broader", text=text)
         return absent(f"the query asks for '{text}', of which '{t.name}' marks only {t.label}", t)
-    if runner is not None and margin < TIE_WINDOW[method] and role == "concept" and not qneg \
-            and rows[per[runner][1]][1] == "concept":
-        winner, why = tie_break(core, top, runner, templates, method, (text, rows[per[runner][1]][2]))
+    # the runner-up's own concept (its best text may be a broader one: "natural hazards" for landslide)
+    rc_score, rc_k = best_of(runner, ("concept",)) if runner is not None else (-1.0, -1)
+    if runner is not None and top_score - rc_score < TIE_WINDOW[method] and role == "concept" and not qneg:
+        winner, why = tie_break(core, top, runner, templates, method, (text, rows[rc_k][2]))
         if winner is not None:
             match["tie_break"] = why
             if winner == runner:  # the runner-up is what the query names: it answers, with no margin to speak of
                 top, runner = runner, top
-                top_score, top_k = per[top]
+                top_score, top_k = rc_score, rc_k
                 runner_score = per[runner][0]
                 t, role, text = templates[top], rows[top_k][1], rows[top_k][2]
                 match.update(template=t.qualified_name, score=round(top_score, 4), matched_text=text,
@@ -599,6 +662,11 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
                           "template computes; ask for the parts separately", t)
     if splits:  # two parts, each clearly another template's concept, combined in a way no template declares
         owner = _concept_owner(rows, sims[:, [col[x] for ab in splits for x in ab]], len(templates), method)
+        # a part made only of one template's declared keywords is that template's ("a person": worker), however
+        # the embedding ranks it ("persons up on a ladder" is closer to "a person" than "people on site")
+        for n, x in enumerate(x for ab in splits for x in ab):
+            if (k := keyword_owner(x, templates)) is not None:
+                owner[n] = (k, max(owner[n][1], COMPOSE_PART[method]) if owner[n][0] == k else COMPOSE_PART[method])
         pairs = covered_pairs(method, templates)[top]
         for n, (a, b) in enumerate(splits):
             (ua, sa), (ub, sb) = owner[2 * n], owner[2 * n + 1]

@@ -567,7 +567,8 @@ TEMPLATES: tuple[Template, ...] = (
         label="bare soil",
         description="bare soil and sparsely vegetated ground (single date; vegetation loss needs a before/after pair)",
         examples=("bare soil", "bare ground", "exposed soil", "sparse vegetation", "unvegetated ground",
-                  "land without vegetation", "vegetation loss", "barren land"),
+                  "land without vegetation", "vegetation loss", "barren land", "ground with no plant cover",
+                  "where no plants grow"),
         program=_bare_soil,
         uses=(uses("earth.ndvi"), uses("earth.ndwi", when="with green and nir bands")),
         explain="NDVI < ndvi_max (0.2) AND NOT water (NDWI > 0)",
@@ -602,7 +603,7 @@ TEMPLATES: tuple[Template, ...] = (
             "Segment steep terrain: slopes steeper than about 30 degrees, cliffs, gorge walls and scarps. Do not "
             "mark gentle hillsides, plains or valley floors."
         ),
-        keywords=("steep", "slope", "slopes", "cliff", "gradient", "incline", "precipitous"),
+        keywords=("steep", "slope", "slopes", "cliff", "gradient", "incline", "precipitous", "abrupt", "sheer"),
         requires=("elevation",),
         kinds=KINDS,
         halo=1,

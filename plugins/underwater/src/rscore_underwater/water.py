@@ -255,7 +255,7 @@ TEMPLATES = (
     Template(
         "low_visibility", "low-visibility region", "turbid, hazy or murky water where visibility is poor",
         ("low visibility regions", "turbid water", "murky areas", "where is the water hazy", "poor visibility",
-         "sediment-laden water"),
+         "sediment-laden water", "water that is not clear"),
         program=low_visibility, halo=PATCH // 2, requires=RGB, kinds=KINDS,
         uses=(uses("underwater.transmission"), uses("underwater.contrast")),
         explain=f"UDCP transmission < {T_MAX:g} AND local RMS contrast < {LOW_CONTRAST:g} ({PATCH} px patches)",
