@@ -310,3 +310,31 @@ def test_a_negated_paraphrase_matches_a_declared_negated_text(shipped):
     assert not plan.absent and plan.template == "underwater:low_visibility"
     plan = plan_for(shipped, "underwater", "image", "the water where there are no things")
     assert not plan.absent and plan.template == "underwater:open_water"
+
+
+@needs_embeddings
+def test_the_setting_is_no_composition_part_and_a_negation_of_nothing_in_particular_is_empty(shipped):
+    # "water" is used by most underwater templates, "body" by several surgical ones: the setting, not a concept
+    plan = plan_for(shipped, "underwater", "image", "murky areas in the water")
+    assert not plan.absent and plan.template == "underwater:low_visibility", plan.reason
+    plan = plan_for(shipped, "surgical", "volume", "metal hardware in the body")
+    assert not plan.absent and plan.template == "surgical:metal", plan.reason
+    # "without any objects" is empty water, and "anything" must not pull it to "anything but open water"
+    for query in ("blue water without any objects", "only the water without anything"):
+        plan = plan_for(shipped, "underwater", "image", query)
+        assert not plan.absent and plan.template == "underwater:open_water", (query, plan.template)
+    plan = plan_for(shipped, "underwater", "image", "water without fish")  # a real negation stays one
+    assert plan.template != "underwater:open_water" or plan.absent
+
+
+@needs_embeddings
+def test_a_label_head_and_a_keyword_only_query_decide_only_with_evidence(shipped):
+    from rscore.engine.matching import label_head
+
+    assert label_head("person in restricted zone") == "person" and label_head("ridges and valleys") == "ridges and valleys"
+    plan = plan_for(shipped, "safety", "image", "no-go areas")  # a zone, not a person in one
+    assert not plan.absent and plan.template == "safety:restricted_zone" and "person" in plan.match["tie_break"]
+    plan = plan_for(shipped, "underwater", "image", "the substrate")  # a declared keyword MiniLM rates low
+    assert not plan.absent and plan.template == "underwater:sea_floor" and "keyword_match" in plan.match
+    plan = plan_for(shipped, "earth", "raster", "hazard")  # a keyword, but the concept itself is far: absent
+    assert plan.absent

@@ -165,6 +165,7 @@ SELECTORS = frozenset("largest biggest smallest tallest left right first second 
 # the margin and composition rules, fitted on benchmarks/routing/tune.tsv (never on eval.tsv)
 MIN_MARGIN = {"embedding": 0.02, "keyword": 0.0}  # closer than this to a different template: ambiguous -> absent
 TIE_WINDOW = {"embedding": 0.06, "keyword": 0.05}  # closer than this, tie_break() decides where it can
+KEYWORD_FLOOR = {"embedding": 0.35}  # below the threshold, a query made of one template's keywords still answers
 GENERIC_SHARE = 3  # a word used by this many templates' labels / examples / keywords names none of them
 CONTRAST_MIN = {"embedding": 0.1}  # tie_break(): the query's own words this much closer to one matched text
 COMPOSE_DROP = {"embedding": 0.04, "keyword": 0.2}  # head alone matches this much better: the rest is a constraint
@@ -187,13 +188,18 @@ _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 # where the query says what it is asked of ("... of the patient", "... in this image"): context, not content
 _CONTEXT = re.compile(
     r"\s+(?:of|in|on|from|inside)\s+(?:the\s+|this\s+|that\s+)?"
-    r"(?:patient|image|picture|photo|scan|ct|frame|video|raster|map|scene|dem)\b"
+    r"(?:patient|image|picture|photo|scan|ct|frame|video|raster|map|scene|dem|body)\b"
 )
 
 
+# the negation of nothing in particular ("without anything", "no things") says "empty", not "without X"
+_EMPTY = re.compile(r"\b(?:without|with\s+no|no|not)\s+(?:any\s+)?(?:things?|objects?|anything|something|stuff)\b")
+
+
 def core_query(query: str) -> str:
-    """The query without a trailing context phrase ("the bone of patient" -> "the bone"), if content remains."""
-    core = _CONTEXT.sub("", query.lower()).strip()
+    """The query without a context phrase ("the bone of patient" -> "the bone"), if content remains, and with
+    a negation of nothing in particular read as "empty" ("the water without anything" -> "the water empty")."""
+    core = _EMPTY.sub("empty", _CONTEXT.sub("", query.lower())).strip()
     return core if _words(core) else query
 
 
@@ -229,7 +235,7 @@ def negation_parts(text: str) -> tuple[str, str] | None:
         if prefix is not None and len(tok) > len(prefix) + 3:  # "non-forested", "unvegetated": one word negated
             obj = tok[len(prefix):].lstrip("-")
             return " ".join(before + after), obj
-        if not after or all(_stem(w) in PLACEHOLDERS for w in after):  # "no things", "nothing else": empty
+        if not after or all(w in PLACEHOLDERS or _stem(w) in PLACEHOLDERS for w in after):  # "no things", "nothing else": empty
             return None
         return " ".join(before), " ".join(after)
     return None
@@ -378,17 +384,38 @@ def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method:
     # a word many templates use ("tissue", "slopes", "areas") carries the score but tells none apart: what the
     # query says besides it ("osseous" in "osseous tissue", "abrupt" in "abrupt slopes") decides, if clearly
     toks = [w for w in re.findall(r"[a-z0-9]+", query.lower()) if w not in _STOP]
-    modifier = " ".join(w for w in toks if _stem(w) not in common)
+    both = common | (_vocab(templates[a]) & _vocab(templates[b]))  # words that name both, or many, alike
+    modifier = " ".join(w for w in toks if _stem(w) not in both)
     if modifier and len(modifier.split()) < len(toks) and CONTRAST_MIN.get(method) is not None:
         own = [[x for x in (templates[i].label, *templates[i].examples) if x and not negation_parts(x)] for i in (a, b)]
         sims = similarities(method, modifier, [*own[0], *own[1]])
         sa, sb = float(sims[: len(own[0])].max()), float(sims[len(own[0]):].max())
         if abs(sa - sb) >= CONTRAST_MIN[method]:
             i = a if sa > sb else b
-            used = ", ".join(sorted({w for w in toks if _stem(w) in common}))
-            return i, (f"'{used}' is used by many templates; '{modifier}' is closer to '{templates[i].name}' "
+            used = ", ".join(sorted({w for w in toks if _stem(w) in both}))
+            return i, (f"'{used}' names both (or many) templates; '{modifier}' is closer to '{templates[i].name}' "
                        f"({max(sa, sb):.2f} vs {min(sa, sb):.2f})")
+    # what each template marks - its label's head ("person" of "person in restricted zone") - against the query
+    # (only where a label names a thing and what qualifies it: "dense vegetation" has no such head)
+    heads = [label_head(templates[i].label) for i in (a, b)]
+    qualified = any(h != templates[i].label for h, i in zip(heads, (a, b)))
+    if qualified and heads[0] != heads[1] and CONTRAST_MIN.get(method) is not None:
+        sa, sb = (float(x) for x in similarities(method, query, heads))
+        if abs(sa - sb) >= CONTRAST_MIN[method]:
+            i = a if sa > sb else b
+            return i, (f"the query is about '{heads[0] if i == a else heads[1]}' (what '{templates[i].name}' marks: "
+                       f"{max(sa, sb):.2f} vs '{heads[1] if i == a else heads[0]}' {min(sa, sb):.2f})")
     return None, ""
+
+
+def label_head(label: str) -> str:
+    """What a template marks: its label before a connective or negation ("person" of "person in restricted
+    zone", "worker" of "worker without a vest"), or the whole label."""
+    low = " " + label.lower() + " "
+    cuts = [low.find(f" {c} ") for c in (*CONNECTIVES, *RELATIONS, *NEGATIONS) if f" {c} " in low
+            and c not in ("and", "or")]
+    head = low[: min(cuts)].strip() if cuts else label
+    return head if _words(head) else label
 
 
 _GENERIC: dict[tuple, frozenset[str]] = {}
@@ -580,7 +607,13 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
     def absent(why: str, about: Template | None = None) -> Decision:
         return Decision("absent", about, why, match)
 
-    if top_score < threshold:
+    if top_score < threshold and not qneg and best_of(top, ("concept",))[0] >= KEYWORD_FLOOR.get(method, threshold) \
+            and keyword_owner(core, templates) == top:  # "the substrate": every word a declared keyword of it
+        match["keyword_match"] = f"every word of the query is a declared keyword of '{t.name}' (and of no other)"
+        top_score, top_k = best_of(top, ("concept",))
+        role, text = "concept", rows[top_k][2]
+        match.update(score=round(top_score, 4), matched_text=text, matched_role=role)
+    elif top_score < threshold:
         closest = ", ".join(f"{templates[i].name} ({per[i][0]:.2f})" for i in order[:3] if per[i][0] > -1)
         why = f"the query matches no template (best {top_score:.2f} < threshold {threshold}); closest: {closest}"
         if "opposite" in polarity:
@@ -668,8 +701,11 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
             if (k := keyword_owner(x, templates)) is not None:
                 owner[n] = (k, max(owner[n][1], COMPOSE_PART[method]) if owner[n][0] == k else COMPOSE_PART[method])
         pairs = covered_pairs(method, templates)[top]
+        common = generic_words(templates)
         for n, (a, b) in enumerate(splits):
             (ua, sa), (ub, sb) = owner[2 * n], owner[2 * n + 1]
+            if set(_words(a)) <= common or set(_words(b)) <= common:  # "in the water" under water: the setting
+                continue
             if ua != ub and min(sa, sb) >= COMPOSE_PART[method] and frozenset((ua, ub)) not in pairs \
                     and not example_combines(method, a, b, templates[top]):
                 spec.update(decision="composed", parts=[
