@@ -338,3 +338,20 @@ def test_a_label_head_and_a_keyword_only_query_decide_only_with_evidence(shipped
     assert not plan.absent and plan.template == "underwater:sea_floor" and "keyword_match" in plan.match
     plan = plan_for(shipped, "earth", "raster", "hazard")  # a keyword, but the concept itself is far: absent
     assert plan.absent
+
+
+@needs_embeddings
+def test_superlatives_predicates_and_exclusions_sharing_only_the_setting(shipped):
+    assert negation_cue("anything but open water") == "but"  # "anything but X" negates X
+    assert negation_parts("anything but open water") == ("anything", "open water")
+    plan = plan_for(shipped, "earth", "raster", "the widest river")  # one instance: no template picks one
+    assert plan.absent and plan.match["specificity"]["decision"] == "instance"
+    # "the water surface" (declared excluded) shares only "water", a word most underwater templates use
+    plan = plan_for(shipped, "underwater", "image", "the bottom of water")
+    assert not plan.absent and plan.template == "underwater:sea_floor"
+    assert plan.match["specificity"]["declined"]["role"] == "excludes"
+    plan = plan_for(shipped, "surgical", "volume", "a broken bone")  # shares nothing with "fractures": still absent
+    assert plan.absent and plan.match["specificity"]["decision"] == "excluded"
+    # "where entry is not allowed" negates "entry allowed": "no entry area" negates the same thing
+    plan = plan_for(shipped, "safety", "image", "no entry area")
+    assert not plan.absent and plan.template == "safety:restricted_zone", plan.reason

@@ -161,7 +161,8 @@ RELATIONS = (
 )
 # a negation of only these ("the water where there are no things", "nothing else") says "empty", not "without X"
 PLACEHOLDERS = frozenset("thing object anything something else stuff one".split())
-SELECTORS = frozenset("largest biggest smallest tallest left right first second third main nearest closest".split())
+SELECTORS = frozenset("largest biggest smallest tallest left right first second third main nearest closest longest "
+                      "shortest widest narrowest deepest highest thickest thinnest oldest".split())
 # the margin and composition rules, fitted on benchmarks/routing/tune.tsv (never on eval.tsv)
 MIN_MARGIN = {"embedding": 0.02, "keyword": 0.0}  # closer than this to a different template: ambiguous -> absent
 TIE_WINDOW = {"embedding": 0.06, "keyword": 0.05}  # closer than this, tie_break() decides where it can
@@ -207,8 +208,9 @@ def negation_cue(text: str) -> str | None:
     """The first negation word of ``text`` ("without", "not", "no", "n't", "non-..."), or ``None``.
 
     Hyphenated words are one token: "no-go zone" is not a negation, "non-forested" is."""
-    for tok in _TOKEN.findall(text.lower()):
-        if _is_cue(tok):
+    toks = _TOKEN.findall(text.lower())
+    for n, tok in enumerate(toks):
+        if _cue_at(toks, n):
             return tok
     return None
 
@@ -220,6 +222,11 @@ def _is_cue(tok: str) -> bool:
     return tok in NEGATIONS or tok.endswith("n't") or tok.startswith("non-")
 
 
+def _cue_at(toks: list[str], n: int) -> bool:
+    """Whether ``toks[n]`` is a negation cue; "but" is one after "anything" / "everything" / "all"."""
+    return _is_cue(toks[n]) or (toks[n] == "but" and n > 0 and toks[n - 1] in ("anything", "everything", "all"))
+
+
 def negation_parts(text: str) -> tuple[str, str] | None:
     """``(head, object)`` of a negated text: what is kept and what is negated ("people | wearing vests" for
     "people not wearing vests", "land | forested" for "non-forested land", "ground | vegetated" for "unvegetated
@@ -227,7 +234,7 @@ def negation_parts(text: str) -> tuple[str, str] | None:
     it": there "nothing" means empty, not the absence of some thing)."""
     toks = _TOKEN.findall(text.lower())
     for n, tok in enumerate(toks):
-        if not _is_cue(tok):
+        if not _cue_at(toks, n):
             continue
         before = [w for w in toks[:n] if w not in _STOP]
         after = [w for w in toks[n + 1:] if w not in _STOP]
@@ -235,7 +242,7 @@ def negation_parts(text: str) -> tuple[str, str] | None:
         if prefix is not None and len(tok) > len(prefix) + 3:  # "non-forested", "unvegetated": one word negated
             obj = tok[len(prefix):].lstrip("-")
             return " ".join(before + after), obj
-        if not after or all(w in PLACEHOLDERS or _stem(w) in PLACEHOLDERS for w in after):  # "no things", "nothing else": empty
+        if not after or all(w in PLACEHOLDERS or _stem(w) in PLACEHOLDERS for w in after):  # "no things": empty
             return None
         return " ".join(before), " ".join(after)
     return None
@@ -563,8 +570,12 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         head_best = similarities(method, qhead, heads) if _words(qhead) else np.full(len(templates), -1.0)
         neg_rows = [k for k, r in enumerate(rows) if r[3]]
         if neg_rows:
-            objs = [(negation_parts(rows[k][2]) or ("", rows[k][2]))[1] for k in neg_rows]
-            for k, o in zip(neg_rows, similarities(method, qobj, objs)):
+            tparts = [negation_parts(rows[k][2]) or ("", rows[k][2]) for k in neg_rows]
+            # what a text negates is its object, or its object with what it keeps when that is a predicate:
+            # "where entry is not allowed" negates "entry allowed", as "zone of no entry" negates "entry"
+            objs = [o for _, o in tparts] + [f"{h} {o}".strip() if len(o.split()) == 1 else o for h, o in tparts]
+            both = similarities(method, qobj, objs)
+            for k, o in zip(neg_rows, np.maximum(both[: len(neg_rows)], both[len(neg_rows):])):
                 o = float(o)
                 agree = o >= NEGATION_AGREE[method] or (
                     o >= NEGATION_RELATED[method] and head_best[rows[k][0]] >= HEAD_AGREE[method])
@@ -639,6 +650,17 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
             t, role, text = templates[j], "concept", rows[concept[j][1]][2]
             match.update(template=t.qualified_name, score=round(top_score, 4), matched_text=text,
                          matched_role=role)
+    if role in ("excludes", "broader") and not qneg:  # "the bottom of water" is not "the water surface": the
+        # only words it shares with that text are words most templates use, and it names the template's own concept
+        common = generic_words(templates)
+        qw, c_score, c_k = set(_words(core)), *best_of(top, ("concept",))
+        shared = qw & set(_words(text))
+        own = (qw & set(_words(rows[c_k][2]))) - common if c_k >= 0 else set()
+        if shared and shared <= common and own and top_score - c_score < TIE_WINDOW[method]:
+            spec["declined"] = {"template": t.qualified_name, "role": role, "text": text,
+                                "why": f"shares only '{', '.join(sorted(shared))}' with it"}
+            top_score, top_k, role, text = c_score, c_k, "concept", rows[c_k][2]
+            match.update(score=round(top_score, 4), matched_text=text, matched_role=role)
     if role == "broader":  # "landslip hazard" is not "natural hazards": it names what this template itself is
         named = keyword_named(core, t, text, templates)
         if named:
