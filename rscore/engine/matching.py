@@ -182,8 +182,8 @@ CONNECTIVES = ("with", "in", "on", "and", "or", "covered by", "covered with", "h
 # answered AND its mask is what was asked (a superset answer is not), fitted on the answered queries of
 # benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
 CALIBRATION = {
-    "embedding": {"bias": 0.752, "score": 2.694, "margin": 3.853, "superset": -7.94},
-    "keyword": {"bias": -2.418, "score": 4.782, "margin": 3.259, "superset": -8.304},
+    "embedding": {"bias": 1.916, "score": 2.074, "margin": 4.139, "superset": -8.718},
+    "keyword": {"bias": -0.492, "score": 2.885, "margin": 3.911, "superset": -8.985},
 }
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 # where the query says what it is asked of ("... of the patient", "... in this image"): context, not content
@@ -372,7 +372,8 @@ def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method:
         hits.append(sorted((words & own) - _vocab(templates[j]) - common))
     if bool(hits[0]) != bool(hits[1]):
         i, h = (a, hits[0]) if hits[0] else (b, hits[1])
-        return i, f"keyword '{h[0]}' is declared by '{templates[i].name}' only"
+        said = next((w for w in re.findall(r"[a-z0-9]+", query.lower()) if _stem(w) == h[0]), h[0])
+        return i, f"keyword '{said}' is declared by '{templates[i].name}' only"
     # what tells the two matched texts apart: the query without the words it shares with both ("abrupt slopes" vs
     # "steep slopes" / "unstable slopes": "abrupt" vs "steep" / "unstable")
     ta, tb = (set(_words(x)) for x in texts)
