@@ -357,3 +357,26 @@ def test_superlatives_predicates_and_exclusions_sharing_only_the_setting(shipped
     # "where entry is not allowed" negates "entry allowed": "no entry area" negates the same thing
     plan = plan_for(shipped, "safety", "image", "no entry area")
     assert not plan.absent and plan.template == "safety:restricted_zone", plan.reason
+
+
+@needs_embeddings
+def test_a_declared_keyword_decides_a_three_way_tie_and_slope_failure_verbs_are_landslide_words(shipped):
+    # dense vegetation, ridges and flood-prone land all within the tie window: only flood-prone declares "lowland"
+    plan = plan_for(shipped, "earth", "raster", "riverside lowlands")
+    assert not plan.absent and plan.template == "earth:flood_prone" and "lowlands" in plan.match["tie_break"]
+    for query in ("hillsides that may collapse", "slopes that could fall"):  # not merely steep: they may fail
+        plan = plan_for(shipped, "earth", "raster", query)
+        assert not plan.absent and plan.template == "earth:landslide", (query, plan.template, plan.reason)
+    plan = plan_for(shipped, "surgical", "volume", "orthopedic hardware")  # declared keywords, MiniLM rates low
+    assert not plan.absent and plan.template == "surgical:metal"
+
+
+@needs_embeddings
+def test_a_leading_command_is_how_it_is_asked_not_what(shipped):
+    from rscore.engine.matching import core_query
+
+    assert core_query("Highlight metallic objects") == "metallic objects"
+    assert core_query("can you please find the lakes?") == "the lakes?"
+    assert core_query("highlights") == "highlights"  # a word, not a command
+    plan = plan_for(shipped, "surgical", "volume", "Highlight the metal screws")  # not the specular highlights
+    assert not plan.absent and plan.template == "surgical:metal", plan.reason

@@ -197,10 +197,20 @@ _CONTEXT = re.compile(
 _EMPTY = re.compile(r"\b(?:without|with\s+no|no|not)\s+(?:any\s+)?(?:things?|objects?|anything|something|stuff)\b")
 
 
+# a request's leading command ("Highlight metallic objects", "can you find the lakes"): how it is asked, not what;
+# left in, "highlight" pulls every query towards the specular-highlight template
+_COMMAND = re.compile(
+    r"^\s*(?:please\s+)?(?:(?:can|could|would)\s+you\s+)?(?:please\s+)?"
+    r"(?:show(?:\s+me)?|highlight|find|identify|segment|mark|outline|detect|extract|isolate|locate|display|mask|"
+    r"select|give\s+me|get)\s+(?=\S)"
+)
+
+
 def core_query(query: str) -> str:
-    """The query without a context phrase ("the bone of patient" -> "the bone"), if content remains, and with
-    a negation of nothing in particular read as "empty" ("the water without anything" -> "the water empty")."""
-    core = _EMPTY.sub("empty", _CONTEXT.sub("", query.lower())).strip()
+    """The query without a leading command ("highlight ...") or a context phrase ("the bone of patient" -> "the
+    bone"), if content remains, and with a negation of nothing in particular read as "empty" ("the water without
+    anything" -> "the water empty")."""
+    core = _EMPTY.sub("empty", _CONTEXT.sub("", _COMMAND.sub("", query.lower()))).strip()
     return core if _words(core) else query
 
 
@@ -340,6 +350,19 @@ def keyword_named(query: str, t: Template, text: str, templates: Sequence[Templa
     own = {_stem(w) for k in t.keywords for w in re.findall(r"[a-z0-9]+", k.lower())}
     hits = (set(_words(query)) & own) - set(_words(text)) - generic_words(templates)
     return sorted(hits)[0] if hits else None
+
+
+def keyword_unique(query: str, among: Sequence[int], templates: Sequence[Template]) -> int | None:
+    """Of the templates ``among``, the only one with a declared keyword in the query that none of the others
+    uses anywhere ("lowlands" for flood-prone among dense vegetation and ridges), or ``None``."""
+    words = set(_words(query)) - generic_words(templates)
+    hits = []
+    for i in among:
+        own = {_stem(w) for k in templates[i].keywords for w in re.findall(r"[a-z0-9]+", k.lower())}
+        others = set().union(*(_vocab(templates[j]) for j in among if j != i))
+        if (words & own) - others:
+            hits.append(i)
+    return hits[0] if len(hits) == 1 else None
 
 
 def keyword_owner(text: str, templates: Sequence[Template]) -> int | None:
@@ -675,6 +698,12 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
     if role == "broader":
         spec.update(decision="broader", text=text)
         return absent(f"the query asks for '{text}', of which '{t.name}' marks only {t.label}", t)
+    if runner is not None and role == "concept" and not qneg:  # a three-way near tie: the one template whose
+        # declared keyword the query uses (and no other close template does) is the runner-up to weigh
+        close = [i for i in order[1:] if best_of(i, ("concept",))[0] > top_score - TIE_WINDOW[method]]
+        named = keyword_unique(core, [top, *close], templates) if len(close) >= 2 else None
+        if named is not None and named != top:
+            runner = named
     # the runner-up's own concept (its best text may be a broader one: "natural hazards" for landslide)
     rc_score, rc_k = best_of(runner, ("concept",)) if runner is not None else (-1.0, -1)
     if runner is not None and top_score - rc_score < TIE_WINDOW[method] and role == "concept" and not qneg:

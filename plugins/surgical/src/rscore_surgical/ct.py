@@ -312,7 +312,8 @@ SPECS = (
     TissueSpec(
         "bone", "bone", "bone (trabecular and cortical) on CT",
         ("bone", "the skeleton", "bones in this CT", "all bones"),
-        ("bone", "bones", "skeleton", "skeletal", "vertebra", "vertebrae", "rib", "ribs", "spine", "pelvis"),
+        ("bone", "bones", "skeleton", "skeletal", "osseous", "bony", "vertebra", "vertebrae", "rib", "ribs", "spine",
+         "pelvis"),
         300.0, None, _bone, "inside the body; classes: trabecular < 700 HU <= cortical",
         ("trabecular bone (300-699 HU)", "cortical bone (>= 700 HU)"),
         ("bone >= 300 HU is every bone in the slice: it does not single out one vertebra, rib or bone, and the "
@@ -347,7 +348,8 @@ SPECS = (
         "metal", "metal", "metal implants, clips, wires and instruments on CT",
         ("metal implants", "surgical clips", "metal", "the prosthesis", "dental fillings",
          "screws, plates and rods", "joint replacements", "stents, coils and wires"),
-        ("metal", "metallic", "implant", "implants", "clip", "clips", "prosthesis", "screw", "screws"),
+        ("metal", "metallic", "implant", "implants", "clip", "clips", "prosthesis", "screw", "screws", "hardware",
+         "orthopaedic", "orthopedic"),
         3000.0, None, _anywhere, "(anywhere in the field of view)",
         caveats=("metal >= 3000 HU: dense tooth enamel and some contrast can reach it; streak artefacts around metal "
                  "are not in the mask",),
