@@ -380,3 +380,18 @@ def test_a_leading_command_is_how_it_is_asked_not_what(shipped):
     assert core_query("highlights") == "highlights"  # a word, not a command
     plan = plan_for(shipped, "surgical", "volume", "Highlight the metal screws")  # not the specular highlights
     assert not plan.absent and plan.template == "surgical:metal", plan.reason
+
+
+@needs_embeddings
+def test_a_relation_the_template_declares_is_its_definition_and_an_unknown_subject_is_absent(shipped):
+    # flood-prone declares "low-lying areas near rivers": "along" / "next to" / "beside" are the same relation
+    for query in ("areas prone to flooding near rivers", "land next to rivers at risk of flooding",
+                  "low ground beside the rivers"):
+        plan = plan_for(shipped, "earth", "raster", query)
+        assert not plan.absent and plan.template == "earth:flood_prone", (query, plan.reason)
+        assert plan.match["specificity"].get("declared_relation")
+    plan = plan_for(shipped, "earth", "raster", "vegetation along the rivers")  # the subject is not flood-prone land
+    assert plan.absent
+    for query in ("roads along the river", "houses near rivers"):  # no template marks roads or houses
+        plan = plan_for(shipped, "earth", "raster", query)
+        assert plan.absent and plan.match["specificity"]["decision"] == "unknown subject", (query, plan.template)

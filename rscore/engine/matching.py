@@ -33,6 +33,7 @@ from rscore.engine import embedding
 from rscore.engine.querytext import (  # re-exported: these lived here before
     CONNECTIVES,  # noqa: F401
     NEGATIONS,  # noqa: F401
+    PLACE_WORDS,
     PLACEHOLDERS,  # noqa: F401
     RELATIONS,  # noqa: F401
     SELECTORS,
@@ -207,6 +208,31 @@ def example_combines(method: str, a: str, b: str, t: Template) -> bool:
     cut = PART_COVER[method]
     return any((sa[2 * n] >= cut and sb[2 * n + 1] >= cut) or (sa[2 * n + 1] >= cut and sb[2 * n] >= cut)
                for n in range(len(splits)))
+
+
+PROXIMITY = frozenset(("near", "next to", "close to", "along", "beside", "adjacent to"))
+
+
+def relation_declared(method: str, constraint: str, t: Template) -> str | None:
+    """The text of ``t`` (label, description, examples) that carries the same relation to a like object as
+    ``constraint`` ("near rivers" and "low-lying areas near rivers"), or ``None``: then it is the template's own
+    definition, not a constraint added to it."""
+    def relation(c: str) -> str | None:
+        return next((r for r in sorted(RELATIONS, key=len, reverse=True) if c.startswith(r + " ")), None)
+
+    def kind(r: str) -> str:  # "near rivers", "along rivers", "next to rivers": one relation
+        return "near" if r in PROXIMITY else r
+
+    rel = relation(constraint)
+    if rel is None:
+        return None
+    own = [(x, c, r) for x in (t.label, t.description, *t.examples) if x and (sc := split_constraint(x)) is not None
+           and (r := relation(c := sc[1])) is not None and kind(r) == kind(rel)]
+    if not own:
+        return None
+    sims = similarities(method, constraint[len(rel):].strip(), [c[len(r):].strip() for _, c, r in own])
+    k = int(np.argmax(sims))
+    return own[k][0] if float(sims[k]) >= PART_COVER[method] else None
 
 
 def _concept_owner(rows: list, sims: np.ndarray, n: int, method: str) -> list[tuple[int, float]]:
@@ -584,7 +610,15 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         spec.update(decision="instance", word=selector)
         return absent(f"the query asks for one particular thing ('{selector}'); '{t.name}' marks every {t.label} "
                       "and cannot pick one", t)
-    if split is not None:
+    if split is not None and (own := relation_declared(method, split[1], t)) is not None:
+        # the template's own texts carry the same relation from a like subject ("low-lying areas near rivers" for
+        # "low ground beside the rivers"): its definition, not a constraint or a composition
+        h = col[split[0]]
+        heads = [sc[0] for x in (t.label, t.description, *t.examples) if x and (sc := split_constraint(x))]
+        if max((float(sims[k, h]) for k, r in enumerate(rows) if r[0] == top and r[1] == "concept"),
+               default=-1.0) >= threshold or float(np.max(similarities(method, split[0], heads))) >= PART_COVER[method]:
+            spec["declared_relation"] = own  # ... and the subject is the template's own ("vegetation" is not)
+    if split is not None and "declared_relation" not in spec:
         h = col[split[0]]
         head_score = max((float(sims[k, h]) for k, r in enumerate(rows) if r[0] == top and same[k]), default=-1.0)
         other = [(float(sims[k, h]), r[0]) for k, r in enumerate(rows) if r[0] != top and same[k] and r[1] == "concept"]
@@ -599,7 +633,14 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         if spec["decision"] == "composed":
             return absent(f"the query combines '{split[0]}' with the constraint '{split[1]}', which no offline "
                           "template computes; ask for the parts separately", t)
-    if splits:  # two parts, each clearly another template's concept, combined in a way no template declares
+        subject = [w for w in _words(split[0]) if w not in PLACE_WORDS]
+        head_best = max((float(sims[k, h]) for k, r in enumerate(rows) if same[k] and r[1] == "concept"), default=-1.0)
+        if subject and head_best < threshold:  # "roads along the river": what is asked for is no template's
+            spec.update(decision="unknown subject", head_best=round(head_best, 4))
+            return absent(f"the query asks for '{split[0]}' ({split[1]}), which no template marks (best "
+                          f"{head_best:.2f} < {threshold}); '{t.name}' matched only through '{split[1]}'", t)
+    if splits and "declared_relation" not in spec:  # two parts, each clearly another template's concept,
+        # combined in a way no template declares (a relation the template itself declares is its own question)
         owner = _concept_owner(rows, sims[:, [col[x] for ab in splits for x in ab]], len(templates), method)
         # a part made only of one template's declared keywords is that template's ("a person": worker), however
         # the embedding ranks it ("persons up on a ladder" is closer to "a person" than "people on site")

@@ -36,9 +36,12 @@ NEGATIONS = frozenset(
 )
 RELATIONS = (
     "near", "within", "around", "inside", "above", "below", "beneath", "covered by", "next to", "close to", "along",
+    "beside",
     "facing", "larger than", "smaller than", "bigger than", "between", "far from", "away from", "more than",
     "less than", "adjacent to", "surrounding", "on top of", "in front of", "behind",
 )
+# a subject made only of these ("places near rivers") names no thing of its own
+PLACE_WORDS = frozenset(_stem(w) for w in "place land ground terrain zone location spot site surface pixel".split())
 # a negation of only these ("the water where there are no things", "nothing else") says "empty", not "without X"
 PLACEHOLDERS = frozenset("thing object anything something else stuff one".split())
 SELECTORS = frozenset("largest biggest smallest tallest left right first second third main nearest closest longest "
