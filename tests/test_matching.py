@@ -395,3 +395,20 @@ def test_a_relation_the_template_declares_is_its_definition_and_an_unknown_subje
     for query in ("roads along the river", "houses near rivers"):  # no template marks roads or houses
         plan = plan_for(shipped, "earth", "raster", query)
         assert plan.absent and plan.match["specificity"]["decision"] == "unknown subject", (query, plan.template)
+
+
+@needs_embeddings
+def test_what_the_answer_is_called_an_adverb_and_an_excluded_runner_up_do_not_make_an_absent(shipped):
+    from rscore.engine.matching import core_query
+
+    assert core_query("mask of the lungs") == "the lungs" and core_query("whole-body mask") == "whole-body"
+    assert core_query("Highlight the body mask") == "the body" and core_query("segmentation") == "segmentation"
+    plan = plan_for(shipped, "surgical", "volume", "whole-body mask")
+    assert not plan.absent and plan.template == "surgical:body"
+    plan = plan_for(shipped, "earth", "raster", "areas that would flood first")  # "first" qualifies nothing here
+    assert not plan.absent and plan.template == "earth:flood_prone"
+    plan = plan_for(shipped, "earth", "raster", "the first lake")  # ... and one instance here
+    assert plan.absent and plan.match["specificity"]["decision"] == "instance"
+    # water is close only through "wet soil", which it declares it does not answer: no real rival
+    plan = plan_for(shipped, "earth", "raster", "mountain part where soil slides when rain")
+    assert not plan.absent and plan.template == "earth:landslide" and "margin_over_answering" in plan.match

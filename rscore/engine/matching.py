@@ -600,12 +600,22 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
                                                            "score": round(runner_score, 4)})
             margin = max(0.0, round(top_score - runner_score, 4))
             match["margin"] = margin
-    if runner is not None and margin < MIN_MARGIN[method] and "tie_break" not in match:
+    if runner is not None and margin < MIN_MARGIN[method] and "tie_break" not in match and role == "concept":
+        # a runner-up close only through a text it declares it does not answer ("wet soil", excluded by water)
+        # would not answer either: the lead that counts is over what the others would answer
+        answering = max((best_of(i, ("concept", "includes"))[0] for i in range(len(templates)) if i != top),
+                        default=-1.0)
+        if top_score - answering >= MIN_MARGIN[method]:
+            match["margin_over_answering"] = round(top_score - answering, 4)
+    if runner is not None and margin < MIN_MARGIN[method] and "tie_break" not in match \
+            and "margin_over_answering" not in match:
         r = templates[runner]
         match["ambiguous"] = True
         return absent(f"the query matches '{t.name}' ({top_score:.2f}) and '{r.name}' ({runner_score:.2f}) "
                       f"almost equally (margin {margin:.2f} < {MIN_MARGIN[method]}); say which", t)
-    selector = next((w for w in _TOKEN.findall(query.lower()) if w in SELECTORS), None)
+    toks = _TOKEN.findall(query.lower())  # a selector qualifies what follows it ("the first lake", not "flood first")
+    selector = next((w for n, w in enumerate(toks) if w in SELECTORS and any(x not in _STOP for x in toks[n + 1:])),
+                    None)
     if selector:
         spec.update(decision="instance", word=selector)
         return absent(f"the query asks for one particular thing ('{selector}'); '{t.name}' marks every {t.label} "

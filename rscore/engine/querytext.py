@@ -65,11 +65,18 @@ _COMMAND = re.compile(
 )
 
 
+# what the answer is called ("mask of the lungs", "whole-body mask", "bare-soil pixels"): the form, not the content
+_FRAME = re.compile(
+    r"^(?:(?:a|the)\s+)?(?:mask|masks|segmentation|pixels)\s+of\s+|[\s-]+(?:mask|masks|segmentation|pixels)$"
+)
+
+
 def core_query(query: str) -> str:
     """The query without a leading command ("highlight ...") or a context phrase ("the bone of patient" -> "the
     bone"), if content remains, and with a negation of nothing in particular read as "empty" ("the water without
     anything" -> "the water empty")."""
-    core = _EMPTY.sub("empty", _CONTEXT.sub("", _COMMAND.sub("", query.lower()))).strip()
+    core = _COMMAND.sub("", _FRAME.sub("", query.lower().strip()))
+    core = _EMPTY.sub("empty", _CONTEXT.sub("", core)).strip()
     return core if _words(core) else query
 
 
