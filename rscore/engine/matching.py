@@ -32,6 +32,7 @@ import numpy as np
 from rscore.engine import embedding
 from rscore.engine.querytext import (  # re-exported: these lived here before
     CONNECTIVES,  # noqa: F401
+    FORM_WORDS,
     NEGATIONS,  # noqa: F401
     PLACE_WORDS,
     PLACEHOLDERS,  # noqa: F401
@@ -271,8 +272,9 @@ def keyword_unique(query: str, among: Sequence[int], templates: Sequence[Templat
 
 def keyword_owner(text: str, templates: Sequence[Template]) -> int | None:
     """The one template whose declared keywords include every content word of ``text`` ("a person": the worker
-    template's "person"), or ``None`` (no such template, or several)."""
-    words = set(_words(text))
+    template's "person"; words naming only a kind of thing or place - "structures", "land" - aside), or ``None``
+    (no such template, or several)."""
+    words = set(_words(text)) - FORM_WORDS - PLACE_WORDS
     if not words:
         return None
     hits = [i for i, t in enumerate(templates)
@@ -522,12 +524,22 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
     def absent(why: str, about: Template | None = None) -> Decision:
         return Decision("absent", about, why, match)
 
-    if top_score < threshold and not qneg and best_of(top, ("concept",))[0] >= KEYWORD_FLOOR.get(method, threshold) \
-            and keyword_owner(core, templates) == top:  # "the substrate": every word a declared keyword of it
+    kw = keyword_owner(core, templates) if top_score < threshold and not qneg else None
+    if kw is not None and best_of(kw, ("concept",))[0] >= KEYWORD_FLOOR.get(method, threshold) \
+            and top_score - best_of(kw, ("concept",))[0] < TIE_WINDOW[method]:
+        # "the substrate", "the benthic zone": every word a declared keyword of one template, whose concept is
+        # close (MiniLM rates rare domain words low) and at most a near tie behind the best
+        if kw != top:
+            runner, top = top, kw
+            runner_score = per[runner][0]
+            t = templates[top]
+            match["runner_up"] = {"template": templates[runner].qualified_name, "score": round(runner_score, 4)}
         match["keyword_match"] = f"every word of the query is a declared keyword of '{t.name}' (and of no other)"
         top_score, top_k = best_of(top, ("concept",))
         role, text = "concept", rows[top_k][2]
-        match.update(score=round(top_score, 4), matched_text=text, matched_role=role)
+        margin = max(0.0, round(top_score - runner_score, 4)) if runner is not None else margin
+        match.update(template=t.qualified_name, score=round(top_score, 4), matched_text=text, matched_role=role,
+                     margin=margin)
     elif top_score < threshold:
         closest = ", ".join(f"{templates[i].name} ({per[i][0]:.2f})" for i in order[:3] if per[i][0] > -1)
         why = f"the query matches no template (best {top_score:.2f} < threshold {threshold}); closest: {closest}"

@@ -23,7 +23,7 @@ def _stem(word: str) -> str:
             word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
             break
     # a final silent "e" goes too, so "incline" / "inclined" / "inclines" and "slope" / "sloped" stem alike
-    return word[:-1] if word.endswith("e") and len(word) > 4 else word
+    return word[:-1] if word.endswith("e") and len(word) > 3 else word
 
 
 def _words(text: str) -> list[str]:
@@ -42,6 +42,8 @@ RELATIONS = (
 )
 # a subject made only of these ("places near rivers") names no thing of its own
 PLACE_WORDS = frozenset(_stem(w) for w in "place land ground terrain zone location spot site surface pixel".split())
+# what kind of thing, not which ("osseous structures", "hydrographic features", "metallic objects")
+FORM_WORDS = frozenset(_stem(w) for w in "structure feature object element formation".split())
 # a negation of only these ("the water where there are no things", "nothing else") says "empty", not "without X"
 PLACEHOLDERS = frozenset("thing object anything something else stuff one".split())
 SELECTORS = frozenset("largest biggest smallest tallest left right first second third main nearest closest longest "

@@ -528,7 +528,8 @@ TEMPLATES: tuple[Template, ...] = (
             "clouds and cloud shadows",
             "wet soil",
         ),
-        keywords=("water", "lake", "river", "reservoir", "pond", "wetland", "ndwi", "sea"),
+        keywords=("water", "lake", "river", "reservoir", "pond", "wetland", "ndwi", "sea", "waterbody", "hydrographic",
+                  "hydrography", "lagoon", "canal", "creek"),
         requires=(),  # checked by the program: it says which band is missing and how to add it
         kinds=KINDS,
         sources=("McFeeters 1996", "Xu 2006"),
@@ -558,7 +559,8 @@ TEMPLATES: tuple[Template, ...] = (
             "grassland and lawns",
             "crop fields and farmland",
         ),
-        keywords=("vegetation", "forest", "trees", "canopy", "woodland", "green", "ndvi", "vegetated"),
+        keywords=("vegetation", "forest", "trees", "canopy", "woodland", "green", "ndvi", "vegetated", "forested",
+                  "wooded", "woods", "jungle", "rainforest", "foliage", "greenery", "lush"),
         requires=(),  # checked by the program: it says which band is missing and how to add it
         kinds=KINDS,
         sources=("Tucker 1979", "Sobrino et al. 2004"),
@@ -587,7 +589,8 @@ TEMPLATES: tuple[Template, ...] = (
             "sand dunes",
             "farmland",
         ),
-        keywords=("bare", "soil", "exposed", "barren", "unvegetated", "erosion", "cleared", "deforested"),
+        keywords=("bare", "soil", "exposed", "barren", "unvegetated", "erosion", "cleared", "deforested", "denuded",
+                  "fallow", "dirt", "ploughed", "plowed", "tilled"),
         requires=(),  # checked by the program: it says which band is missing and how to add it
         kinds=KINDS,
         sources=("Tucker 1979", "Sobrino et al. 2004", "McFeeters 1996"),
@@ -604,7 +607,8 @@ TEMPLATES: tuple[Template, ...] = (
             "Segment steep terrain: slopes steeper than about 30 degrees, cliffs, gorge walls and scarps. Do not "
             "mark gentle hillsides, plains or valley floors."
         ),
-        keywords=("steep", "slope", "slopes", "cliff", "gradient", "incline", "precipitous", "abrupt", "sheer"),
+        keywords=("steep", "slope", "slopes", "cliff", "gradient", "incline", "precipitous", "abrupt", "sheer",
+                  "steepness", "escarpment", "scarp", "bluff", "precipice", "crag"),
         requires=("elevation",),
         kinds=KINDS,
         halo=1,
