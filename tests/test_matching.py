@@ -413,3 +413,19 @@ def test_what_the_answer_is_called_an_adverb_and_an_excluded_runner_up_do_not_ma
     # water is close only through "wet soil", which it declares it does not answer: no real rival
     plan = plan_for(shipped, "earth", "raster", "mountain part where soil slides when rain")
     assert not plan.absent and plan.template == "earth:landslide" and "margin_over_answering" in plan.match
+
+
+@needs_embeddings
+def test_a_template_marking_a_thing_the_query_does_not_name_steps_back(shipped):
+    from rscore.engine.matching import heads_not_named
+
+    safety = shipped.templates_for("safety")
+    names = {safety[i].name for i in heads_not_named("the no-go area", safety, "embedding")}
+    assert "people_in_zone" in names  # it marks a person; the query names none
+    assert not {safety[i].name for i in heads_not_named("someone in a no-go area", safety, "embedding")} & {
+        "people_in_zone"}
+    plan = plan_for(shipped, "safety", "image", "the no-go area")
+    assert not plan.absent and plan.template == "safety:restricted_zone", plan.reason
+    assert "safety:people_in_zone" in plan.match["head_not_named"]
+    plan = plan_for(shipped, "safety", "image", "someone in a no-go area")  # the person is named: not restricted_zone
+    assert plan.template != "safety:restricted_zone"

@@ -155,6 +155,8 @@ class TemplateMatcher:
 MIN_MARGIN = {"embedding": 0.02, "keyword": 0.0}  # closer than this to a different template: ambiguous -> absent
 TIE_WINDOW = {"embedding": 0.06, "keyword": 0.05}  # closer than this, tie_break() decides where it can
 KEYWORD_FLOOR = {"embedding": 0.35}  # below the threshold, a query made of one template's keywords still answers
+HEAD_NAMED = 0.5  # a query word this like a template's label head names what the template marks
+HEAD_PENALTY = 0.2  # ... and a template whose thing the query does not name scores this much less
 GENERIC_SHARE = 3  # a word used by this many templates' labels / examples / keywords names none of them
 CONTRAST_MIN = {"embedding": 0.1}  # tie_break(): the query's own words this much closer to one matched text
 COMPOSE_DROP = {"embedding": 0.04, "keyword": 0.2}  # head alone matches this much better: the rest is a constraint
@@ -247,6 +249,20 @@ def _concept_owner(rows: list, sims: np.ndarray, n: int, method: str) -> list[tu
         i = int(np.argmax(best))
         out.append((i, float(best[i])))
     return out
+
+
+def heads_not_named(query: str, templates: Sequence[Template], method: str) -> set[int]:
+    """The templates whose label names a thing and what qualifies it ("person in restricted zone", "worker without
+    a vest") while no word of the query is like that thing (>= ``HEAD_NAMED``): they mark something not asked for."""
+    words = [w for w in _TOKEN.findall(query.lower()) if w not in _STOP]
+    qualified = [(i, label_head(t.label)) for i, t in enumerate(templates) if label_head(t.label) != t.label]
+    if not words or not qualified or method != "embedding":
+        return set()
+    heads = sorted({h for _, h in qualified})
+    emb = _embed([*words, *heads])
+    sims = emb[len(words):] @ emb[: len(words)].T  # heads x words
+    named = {h: float(sims[n].max()) >= HEAD_NAMED for n, h in enumerate(heads)}
+    return {i for i, h in qualified if not named[h]}
 
 
 def keyword_named(query: str, t: Template, text: str, templates: Sequence[Template]) -> str | None:
@@ -496,6 +512,10 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
 
     all_roles = ("concept", "includes", "broader", "excludes")
     per = [best_of(i, all_roles) for i in range(len(templates))]
+    unnamed = heads_not_named(core, templates, method)
+    if unnamed:  # "the no-go area" names no person: "person in restricted zone" is not what is asked
+        match["head_not_named"] = {templates[i].qualified_name: label_head(templates[i].label) for i in unnamed}
+        per = [(s - HEAD_PENALTY, k) if i in unnamed and s > -1 else (s, k) for i, (s, k) in enumerate(per)]
     order = sorted(range(len(templates)), key=lambda i: per[i][0], reverse=True)
     top = order[0]
     top_score, top_k = per[top]
