@@ -32,7 +32,8 @@ import numpy as np
 from rscore.engine import embedding
 from rscore.engine.querytext import (  # re-exported: these lived here before
     CONNECTIVES,  # noqa: F401
-    FORM_WORDS,
+    GENERIC_SHARE,  # noqa: F401
+    FORM_WORDS,  # noqa: F401
     NEGATIONS,  # noqa: F401
     PLACE_WORDS,
     PLACEHOLDERS,  # noqa: F401
@@ -41,8 +42,13 @@ from rscore.engine.querytext import (  # re-exported: these lived here before
     _STOP,
     _TOKEN,
     _stem,
+    _vocab,
     _words,
     core_query,
+    generic_words,
+    keyword_named,
+    keyword_owner,
+    keyword_unique,
     label_head,
     negated_object,  # noqa: F401
     negation_cue,
@@ -157,7 +163,6 @@ TIE_WINDOW = {"embedding": 0.06, "keyword": 0.05}  # closer than this, tie_break
 KEYWORD_FLOOR = {"embedding": 0.35}  # below the threshold, a query made of one template's keywords still answers
 HEAD_NAMED = 0.5  # a query word this like a template's label head names what the template marks
 HEAD_PENALTY = 0.2  # ... and a template whose thing the query does not name scores this much less
-GENERIC_SHARE = 3  # a word used by this many templates' labels / examples / keywords names none of them
 CONTRAST_MIN = {"embedding": 0.1}  # tie_break(): the query's own words this much closer to one matched text
 COMPOSE_DROP = {"embedding": 0.04, "keyword": 0.2}  # head alone matches this much better: the rest is a constraint
 NEGATION_SLACK = 0.15  # a negated text counts at most this much above the similarity of what both negate
@@ -265,43 +270,6 @@ def heads_not_named(query: str, templates: Sequence[Template], method: str) -> s
     return {i for i, h in qualified if not named[h]}
 
 
-def keyword_named(query: str, t: Template, text: str, templates: Sequence[Template]) -> str | None:
-    """A declared keyword of ``t`` in the query that ``text`` (a broader concept) does not use and that few
-    templates share ("landslip" in "landslip hazard" against "natural hazards"), or ``None``."""
-    own = {_stem(w) for k in t.keywords for w in re.findall(r"[a-z0-9]+", k.lower())}
-    hits = (set(_words(query)) & own) - set(_words(text)) - generic_words(templates)
-    return sorted(hits)[0] if hits else None
-
-
-def keyword_unique(query: str, among: Sequence[int], templates: Sequence[Template]) -> int | None:
-    """Of the templates ``among``, the only one with a declared keyword in the query that none of the others
-    uses anywhere ("lowlands" for flood-prone among dense vegetation and ridges), or ``None``."""
-    words = set(_words(query)) - generic_words(templates)
-    hits = []
-    for i in among:
-        own = {_stem(w) for k in templates[i].keywords for w in re.findall(r"[a-z0-9]+", k.lower())}
-        others = set().union(*(_vocab(templates[j]) for j in among if j != i))
-        if (words & own) - others:
-            hits.append(i)
-    return hits[0] if len(hits) == 1 else None
-
-
-def keyword_owner(text: str, templates: Sequence[Template]) -> int | None:
-    """The one template whose declared keywords include every content word of ``text`` ("a person": the worker
-    template's "person"; words naming only a kind of thing or place - "structures", "land" - aside), or ``None``
-    (no such template, or several)."""
-    words = set(_words(text)) - FORM_WORDS - PLACE_WORDS
-    if not words:
-        return None
-    hits = [i for i, t in enumerate(templates)
-            if words <= {_stem(w) for k in t.keywords for w in re.findall(r"[a-z0-9]+", k.lower())}]
-    return hits[0] if len(hits) == 1 else None
-
-
-def _vocab(t: Template) -> set[str]:
-    return set(_words(" ".join([t.label, t.description, *t.examples, *t.keywords])))
-
-
 def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method: str,
               texts: tuple[str, str] = ("", "")) -> tuple[int | None, str]:
     """Which of two templates the query names when their scores are too close to tell (``a`` ahead), or ``None``.
@@ -359,23 +327,6 @@ def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method:
             return i, (f"the query is about '{heads[0] if i == a else heads[1]}' (what '{templates[i].name}' marks: "
                        f"{max(sa, sb):.2f} vs '{heads[1] if i == a else heads[0]}' {min(sa, sb):.2f})")
     return None, ""
-
-
-_GENERIC: dict[tuple, frozenset[str]] = {}
-
-
-def generic_words(templates: Sequence[Template], share: int = GENERIC_SHARE) -> frozenset[str]:
-    """Words (stemmed) that the labels, examples or keywords of at least ``share`` of ``templates`` use
-    ("tissue" in soft tissue, adipose tissue and lung tissue): they carry a query's similarity to all of them
-    alike and name none of them."""
-    key = (share, tuple(t.qualified_name for t in templates))
-    if key not in _GENERIC:
-        counts: dict[str, int] = {}
-        for t in templates:
-            for w in set(_words(" ".join([t.label, *t.examples, *t.keywords]))):
-                counts[w] = counts.get(w, 0) + 1
-        _GENERIC[key] = frozenset(w for w, c in counts.items() if c >= share)
-    return _GENERIC[key]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """How a query is worded, read without any model: the words that matter (``_words``, light stemming), negation
 (cue, what is kept and what is negated), relations and connectives that add a constraint or join two concepts,
 selectors of one instance, a leading command or a trailing context phrase that say how the query is asked, not
-what, and the head of a template's label (what it marks).
+what, the head of a template's label (what it marks), and the templates' declared words: those many of them use
+(:func:`generic_words`) and keywords that name one of them (:func:`keyword_owner`, :func:`keyword_unique`).
 
 :func:`rscore.engine.matching.decide` builds the routing decision on these; they are re-exported there.
 """
@@ -9,6 +10,9 @@ what, and the head of a template's label (what it marks).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+
+from rscore.sdk import Template
 
 _STOP = frozenset(
     "a an the of in on at to for and or with without by from into onto over under is are be that this these those "
@@ -183,3 +187,58 @@ def proper_name(query: str, known: frozenset[str] | set[str] = frozenset()) -> s
     if not later or len(titled) * 2 > len(content):  # "Water Bodies", "Steep Slopes": a habit of writing
         return None
     return toks[later[0]]
+
+
+GENERIC_SHARE = 3  # a word used by this many templates' labels / examples / keywords names none of them
+_GENERIC: dict[tuple, frozenset[str]] = {}
+
+
+def _vocab(t: Template) -> set[str]:
+    return set(_words(" ".join([t.label, t.description, *t.examples, *t.keywords])))
+
+
+def generic_words(templates: Sequence[Template], share: int = GENERIC_SHARE) -> frozenset[str]:
+    """Words (stemmed) that the labels, examples or keywords of at least ``share`` of ``templates`` use
+    ("tissue" in soft tissue, adipose tissue and lung tissue): they carry a query's similarity to all of them
+    alike and name none of them."""
+    key = (share, tuple(t.qualified_name for t in templates))
+    if key not in _GENERIC:
+        counts: dict[str, int] = {}
+        for t in templates:
+            for w in set(_words(" ".join([t.label, *t.examples, *t.keywords]))):
+                counts[w] = counts.get(w, 0) + 1
+        _GENERIC[key] = frozenset(w for w, c in counts.items() if c >= share)
+    return _GENERIC[key]
+
+
+def keyword_named(query: str, t: Template, text: str, templates: Sequence[Template]) -> str | None:
+    """A declared keyword of ``t`` in the query that ``text`` (a broader concept) does not use and that few
+    templates share ("landslip" in "landslip hazard" against "natural hazards"), or ``None``."""
+    own = {_stem(w) for k in t.keywords for w in re.findall(r"[a-z0-9]+", k.lower())}
+    hits = (set(_words(query)) & own) - set(_words(text)) - generic_words(templates)
+    return sorted(hits)[0] if hits else None
+
+
+def keyword_unique(query: str, among: Sequence[int], templates: Sequence[Template]) -> int | None:
+    """Of the templates ``among``, the only one with a declared keyword in the query that none of the others
+    uses anywhere ("lowlands" for flood-prone among dense vegetation and ridges), or ``None``."""
+    words = set(_words(query)) - generic_words(templates)
+    hits = []
+    for i in among:
+        own = {_stem(w) for k in templates[i].keywords for w in re.findall(r"[a-z0-9]+", k.lower())}
+        others = set().union(*(_vocab(templates[j]) for j in among if j != i))
+        if (words & own) - others:
+            hits.append(i)
+    return hits[0] if len(hits) == 1 else None
+
+
+def keyword_owner(text: str, templates: Sequence[Template]) -> int | None:
+    """The one template whose declared keywords include every content word of ``text`` ("a person": the worker
+    template's "person"; words naming only a kind of thing or place - "structures", "land" - aside), or ``None``
+    (no such template, or several)."""
+    words = set(_words(text)) - FORM_WORDS - PLACE_WORDS
+    if not words:
+        return None
+    hits = [i for i, t in enumerate(templates)
+            if words <= {_stem(w) for k in t.keywords for w in re.findall(r"[a-z0-9]+", k.lower())}]
+    return hits[0] if len(hits) == 1 else None
