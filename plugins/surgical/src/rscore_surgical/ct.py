@@ -312,7 +312,8 @@ SPECS = (
     TissueSpec(
         "bone", "bone", "bone (trabecular and cortical) on CT",
         ("bone", "the skeleton", "bones in this CT", "all bones"),
-        ("bone", "bones", "skeleton", "skeletal", "vertebra", "vertebrae", "rib", "ribs", "spine", "pelvis"),
+        ("bone", "bones", "skeleton", "skeletal", "osseous", "bony", "vertebra", "vertebrae", "rib", "ribs", "spine",
+         "pelvis"),
         300.0, None, _bone, "inside the body; classes: trabecular < 700 HU <= cortical",
         ("trabecular bone (300-699 HU)", "cortical bone (>= 700 HU)"),
         ("bone >= 300 HU is every bone in the slice: it does not single out one vertebra, rib or bone, and the "
@@ -322,7 +323,7 @@ SPECS = (
     TissueSpec(
         "air_lung", "air / lung", "air-filled regions inside the body on CT: lungs, airways, bowel gas",
         ("lungs", "the lungs", "air inside the body", "lung tissue", "airways", "bowel gas"),
-        ("lung", "lungs", "pulmonary", "air", "airway", "airways", "gas"),
+        ("lung", "lungs", "pulmonary", "air", "airway", "airways", "gas", "aerated", "bronchi", "trachea"),
         AIR_FLOOR_HU, -400.0, _air, "inside the body (the air around the patient is class 1, not in the mask)",
         ("air outside the body", "air inside the body (lungs, airways, bowel gas)"),
         ("air -1024 to -400 HU inside the body is the lungs, airways and bowel gas together: not one lung, lobe or "
@@ -331,7 +332,7 @@ SPECS = (
     TissueSpec(
         "fat", "fat", "adipose tissue (subcutaneous and visceral fat) on CT",
         ("fat", "adipose tissue", "subcutaneous fat", "visceral fat", "body fat"),
-        ("fat", "adipose", "fatty", "subcutaneous", "visceral"),
+        ("fat", "adipose", "fatty", "subcutaneous", "visceral", "lipid", "lipomatous"),
         -190.0, -30.0, _fat, "on 3x3-median HU, inside the body, not next to air (partial volume)",
         caveats=("fat -190 to -30 HU is subcutaneous and visceral fat together (and fatty marrow): not one depot",),
     ),
@@ -347,7 +348,8 @@ SPECS = (
         "metal", "metal", "metal implants, clips, wires and instruments on CT",
         ("metal implants", "surgical clips", "metal", "the prosthesis", "dental fillings",
          "screws, plates and rods", "joint replacements", "stents, coils and wires"),
-        ("metal", "metallic", "implant", "implants", "clip", "clips", "prosthesis", "screw", "screws"),
+        ("metal", "metallic", "implant", "implants", "clip", "clips", "prosthesis", "screw", "screws", "hardware",
+         "orthopaedic", "orthopedic"),
         3000.0, None, _anywhere, "(anywhere in the field of view)",
         caveats=("metal >= 3000 HU: dense tooth enamel and some contrast can reach it; streak artefacts around metal "
                  "are not in the mask",),
@@ -355,7 +357,7 @@ SPECS = (
     TissueSpec(
         "body", "body", "the patient's body outline on CT",
         ("the body", "patient body outline", "the patient", "body contour"),
-        ("body", "patient", "outline", "contour"),
+        ("body", "patient", "outline", "contour", "silhouette"),
         BODY_HU, None, _body,
         f"components of HU > {BODY_HU:g}, opened ({BODY_OPENING_MM:g} mm disc): the largest plus every other body "
         f"part (arms, the other leg) >= {BODY_PART_MIN_MM2 / 100:g} cm2 and {BODY_PART_MIN_SHARE:.0%} of it that is "

@@ -123,7 +123,8 @@ TEMPLATES = (
         prompt="Segment specular highlights: small, nearly white reflections of the light source on wet tissue and "
         "on instruments.",
         excludes=("surgical smoke",),
-        keywords=("specular", "highlight", "highlights", "glare", "reflection", "reflections"),
+        keywords=("specular", "highlight", "highlights", "glare", "reflection", "reflections", "glint", "shine",
+                  "shiny", "sheen", "gleam"),
         requires=("red", "green", "blue"),
         kinds=("image", "video"),
         halo=HALO,

@@ -255,12 +255,13 @@ TEMPLATES = (
     Template(
         "low_visibility", "low-visibility region", "turbid, hazy or murky water where visibility is poor",
         ("low visibility regions", "turbid water", "murky areas", "where is the water hazy", "poor visibility",
-         "sediment-laden water"),
+         "sediment-laden water", "water that is not clear"),
         program=low_visibility, halo=PATCH // 2, requires=RGB, kinds=KINDS,
         uses=(uses("underwater.transmission"), uses("underwater.contrast")),
         explain=f"UDCP transmission < {T_MAX:g} AND local RMS contrast < {LOW_CONTRAST:g} ({PATCH} px patches)",
         prompt="Segment regions where suspended particles or haze hide the scene (low visibility, turbid water).",
-        keywords=("visibility", "turbid", "turbidity", "murky", "hazy", "haze", "cloudy"),
+        keywords=("visibility", "turbid", "turbidity", "murky", "hazy", "haze", "cloudy", "silty", "foggy", "blurry",
+                  "muddy", "backscatter"),
         sources=SOURCES_VIS,
     ),
     Template(
@@ -270,7 +271,7 @@ TEMPLATES = (
         explain=f"local RMS contrast < {SMOOTH:g} AND max(G,B) - R > {BLUE_GREEN_MARGIN:g} (uncorrected pixels), "
         "opened 5x5; class 2 = the rest",
         prompt="Segment the open water column: regions with no animals, plants, sea floor or objects.",
-        keywords=("open", "water", "column", "empty", "background"),
+        keywords=("open", "water", "column", "empty", "background", "pelagic", "midwater"),
         class_names=CLASS_NAMES,
         sources=("texture and colour rule of this plugin (rscore_underwater.water); see its documentation",),
     ),
@@ -283,7 +284,7 @@ TEMPLATES = (
         prompt="Segment the sea floor (sand, rock, sediment, reef), excluding animals, divers and objects on it.",
         includes=("the sand", "rocks on the bottom", "sediment"),
         excludes=("a boat hull", "the water surface"),
-        keywords=("floor", "seabed", "seafloor", "bottom", "sand", "substrate"),
+        keywords=("floor", "seabed", "seafloor", "bottom", "sand", "substrate", "benthic", "benthos"),
         class_names=FLOOR_CLASS_NAMES,
         caveats=(FLOOR_CAVEAT,),
         sources=("texture, colour and position rule of this plugin (rscore_underwater.water); see its documentation",),

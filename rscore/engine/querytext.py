@@ -1,0 +1,244 @@
+"""How a query is worded, read without any model: the words that matter (``_words``, light stemming), negation
+(cue, what is kept and what is negated), relations and connectives that add a constraint or join two concepts,
+selectors of one instance, a leading command or a trailing context phrase that say how the query is asked, not
+what, the head of a template's label (what it marks), and the templates' declared words: those many of them use
+(:func:`generic_words`) and keywords that name one of them (:func:`keyword_owner`, :func:`keyword_unique`).
+
+:func:`rscore.engine.matching.decide` builds the routing decision on these; they are re-exported there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from rscore.sdk import Template
+
+_STOP = frozenset(
+    "a an the of in on at to for and or with without by from into onto over under is are be that this these those "
+    "which where what show find segment mark highlight me all any area areas region regions part parts image please "
+    "there their it its as than most more some".split()
+)
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ies", "ing", "es", "ed", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+            break
+    # a final silent "e" goes too, so "incline" / "inclined" / "inclines" and "slope" / "sloped" stem alike
+    return word[:-1] if word.endswith("e") and len(word) > 3 else word
+
+
+def _words(text: str) -> list[str]:
+    return [_stem(w) for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP]
+
+
+NEGATIONS = frozenset(
+    "not no without missing lacking lack lacks absent none never except excluding outside unprotected unbraced "
+    "unguarded unsecured unvegetated nothing neither nor".split()
+)
+RELATIONS = (
+    "near", "within", "around", "inside", "above", "below", "beneath", "covered by", "next to", "close to", "along",
+    "beside",
+    "facing", "larger than", "smaller than", "bigger than", "between", "far from", "away from", "more than",
+    "less than", "adjacent to", "surrounding", "on top of", "in front of", "behind",
+)
+# a subject made only of these ("places near rivers") names no thing of its own
+PLACE_WORDS = frozenset(_stem(w) for w in "place land ground terrain zone location spot site surface pixel".split())
+# what kind of thing, not which ("osseous structures", "hydrographic features", "metallic objects")
+FORM_WORDS = frozenset(_stem(w) for w in "structure feature object element formation".split())
+# a negation of only these ("the water where there are no things", "nothing else") says "empty", not "without X"
+PLACEHOLDERS = frozenset("thing object anything something else stuff one".split())
+SELECTORS = frozenset("largest biggest smallest tallest left right first second third main nearest closest longest "
+                      "shortest widest narrowest deepest highest thickest thinnest oldest".split())
+CONNECTIVES = ("with", "in", "on", "and", "or", "covered by", "covered with", "having", "where there is", "that are",
+               "which are", "that is", "which is")
+_TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
+# where the query says what it is asked of ("... of the patient", "... in this image"): context, not content
+_CONTEXT = re.compile(
+    r"\s+(?:of|in|on|from|inside)\s+(?:the\s+|this\s+|that\s+)?"
+    r"(?:patient|image|picture|photo|scan|ct|frame|video|raster|map|scene|dem|body)\b"
+)
+# the negation of nothing in particular ("without anything", "no things") says "empty", not "without X"
+_EMPTY = re.compile(r"\b(?:without|with\s+no|no|not)\s+(?:any\s+)?(?:things?|objects?|anything|something|stuff)\b")
+# a request's leading command ("Highlight metallic objects", "can you find the lakes"): how it is asked, not what;
+# left in, "highlight" pulls every query towards the specular-highlight template
+_COMMAND = re.compile(
+    r"^\s*(?:please\s+)?(?:(?:can|could|would)\s+you\s+)?(?:please\s+)?"
+    r"(?:show(?:\s+me)?|highlight|find|identify|segment|mark|outline|detect|extract|isolate|locate|display|mask|"
+    r"select|give\s+me|get)\s+(?=\S)"
+)
+
+
+# what the answer is called ("mask of the lungs", "whole-body mask", "bare-soil pixels"): the form, not the content
+_FRAME = re.compile(
+    r"^(?:(?:a|the)\s+)?(?:mask|masks|segmentation|pixels)\s+of\s+|[\s-]+(?:mask|masks|segmentation|pixels)$"
+)
+
+
+def core_query(query: str) -> str:
+    """The query without a leading command ("highlight ...") or a context phrase ("the bone of patient" -> "the
+    bone"), if content remains, and with a negation of nothing in particular read as "empty" ("the water without
+    anything" -> "the water empty")."""
+    core = _COMMAND.sub("", _FRAME.sub("", query.lower().strip()))
+    core = _EMPTY.sub("empty", _CONTEXT.sub("", core)).strip()
+    return core if _words(core) else query
+
+
+def negation_cue(text: str) -> str | None:
+    """The first negation word of ``text`` ("without", "not", "no", "n't", "non-..."), or ``None``.
+
+    Hyphenated words are one token: "no-go zone" is not a negation, "non-forested" is."""
+    toks = _TOKEN.findall(text.lower())
+    for n, tok in enumerate(toks):
+        if _cue_at(toks, n):
+            return tok
+    return None
+
+
+_UN = ("un", "non")
+
+
+def _is_cue(tok: str) -> bool:
+    return tok in NEGATIONS or tok.endswith("n't") or tok.startswith("non-")
+
+
+def _cue_at(toks: list[str], n: int) -> bool:
+    """Whether ``toks[n]`` is a negation cue; "but" is one after "anything" / "everything" / "all"."""
+    return _is_cue(toks[n]) or (toks[n] == "but" and n > 0 and toks[n - 1] in ("anything", "everything", "all"))
+
+
+def negation_parts(text: str) -> tuple[str, str] | None:
+    """``(head, object)`` of a negated text: what is kept and what is negated ("people | wearing vests" for
+    "people not wearing vests", "land | forested" for "non-forested land", "ground | vegetated" for "unvegetated
+    ground"), or ``None`` when nothing is negated or the negation has nothing in its scope ("water with nothing in
+    it": there "nothing" means empty, not the absence of some thing)."""
+    toks = _TOKEN.findall(text.lower())
+    for n, tok in enumerate(toks):
+        if not _cue_at(toks, n):
+            continue
+        before = [w for w in toks[:n] if w not in _STOP]
+        after = [w for w in toks[n + 1:] if w not in _STOP]
+        prefix = next((p for p in _UN if tok.startswith(p) and tok not in ("none", "nothing", "nor")), None)
+        if prefix is not None and len(tok) > len(prefix) + 3:  # "non-forested", "unvegetated": one word negated
+            obj = tok[len(prefix):].lstrip("-")
+            return " ".join(before + after), obj
+        if not after or all(w in PLACEHOLDERS or _stem(w) in PLACEHOLDERS for w in after):  # "no things": empty
+            return None
+        return " ".join(before), " ".join(after)
+    return None
+
+
+def negated_object(text: str) -> str | None:
+    """What a negation negates: the words after the cue ("people not wearing *vests*"), the prefixed word of
+    "non-forested land" (*forested*) or "unvegetated ground" (*vegetated*); ``None`` without one."""
+    parts = negation_parts(text)
+    return parts[1] if parts else None
+
+
+def split_constraint(query: str) -> tuple[str, str] | None:
+    """``(head, constraint)`` when the query adds a relation to its subject ("bare soil | near rivers")."""
+    low = " " + query.lower().strip() + " "
+    hits = [(low.find(f" {r} "), r) for r in RELATIONS if f" {r} " in low]
+    if not hits:
+        return None
+    pos, rel = min(hits)
+    head, tail = low[:pos].strip(), low[pos:].strip()
+    if not _words(head) or not _words(tail[len(rel):]):  # "the places with water inside": no object, no relation
+        return None
+    return head, tail
+
+
+def two_part_splits(text: str) -> list[tuple[str, str]]:
+    """Every way ``text`` splits at a connective into two parts that both have content ("forest | the ridges" for
+    "forest on the ridges", "steep slopes | dense forest" for "steep slopes with dense forest")."""
+    low = " " + text.lower().strip() + " "
+    out = []
+    for c in (*CONNECTIVES, *RELATIONS):
+        start = 0
+        while (pos := low.find(f" {c} ", start)) >= 0:
+            a, b = low[:pos].strip(), low[pos + len(c) + 2:].strip()
+            if _words(a) and _words(b) and (a, b) not in out:
+                out.append((a, b))
+            start = pos + 1
+    return out
+
+
+def label_head(label: str) -> str:
+    """What a template marks: its label before a connective or negation ("person" of "person in restricted
+    zone", "worker" of "worker without a vest"), or the whole label."""
+    low = " " + label.lower() + " "
+    cuts = [low.find(f" {c} ") for c in (*CONNECTIVES, *RELATIONS, *NEGATIONS) if f" {c} " in low
+            and c not in ("and", "or")]
+    head = low[: min(cuts)].strip() if cuts else label
+    return head if _words(head) else label
+
+
+def proper_name(query: str, known: frozenset[str] | set[str] = frozenset()) -> str | None:
+    """A capitalised name inside a lower-case query ("the river *Thames*", "the *Amazon* rainforest"): a question
+    about one named thing, which no pixel rule can tell from the others. Acronyms (ROV, CT, NDVI), a capital first
+    word, Title-Cased queries and ``known`` words (the templates' own vocabulary: "the Safety vest") are not names."""
+    toks = re.findall(r"[A-Za-z][A-Za-z'-]*", query)
+    titled = [n for n, w in enumerate(toks) if len(w) >= 3 and w[0].isupper() and w[1:] == w[1:].lower()
+              and _stem(w.lower()) not in known]
+    later = [n for n in titled if n > 0]
+    content = [w for w in toks if w.lower() not in _STOP]
+    if not later or len(titled) * 2 > len(content):  # "Water Bodies", "Steep Slopes": a habit of writing
+        return None
+    return toks[later[0]]
+
+
+GENERIC_SHARE = 3  # a word used by this many templates' labels / examples / keywords names none of them
+_GENERIC: dict[tuple, frozenset[str]] = {}
+
+
+def _vocab(t: Template) -> set[str]:
+    return set(_words(" ".join([t.label, t.description, *t.examples, *t.keywords])))
+
+
+def generic_words(templates: Sequence[Template], share: int = GENERIC_SHARE) -> frozenset[str]:
+    """Words (stemmed) that the labels, examples or keywords of at least ``share`` of ``templates`` use
+    ("tissue" in soft tissue, adipose tissue and lung tissue): they carry a query's similarity to all of them
+    alike and name none of them."""
+    key = (share, tuple(t.qualified_name for t in templates))
+    if key not in _GENERIC:
+        counts: dict[str, int] = {}
+        for t in templates:
+            for w in set(_words(" ".join([t.label, *t.examples, *t.keywords]))):
+                counts[w] = counts.get(w, 0) + 1
+        _GENERIC[key] = frozenset(w for w, c in counts.items() if c >= share)
+    return _GENERIC[key]
+
+
+def keyword_named(query: str, t: Template, text: str, templates: Sequence[Template]) -> str | None:
+    """A declared keyword of ``t`` in the query that ``text`` (a broader concept) does not use and that few
+    templates share ("landslip" in "landslip hazard" against "natural hazards"), or ``None``."""
+    own = {_stem(w) for k in t.keywords for w in re.findall(r"[a-z0-9]+", k.lower())}
+    hits = (set(_words(query)) & own) - set(_words(text)) - generic_words(templates)
+    return sorted(hits)[0] if hits else None
+
+
+def keyword_unique(query: str, among: Sequence[int], templates: Sequence[Template]) -> int | None:
+    """Of the templates ``among``, the only one with a declared keyword in the query that none of the others
+    uses anywhere ("lowlands" for flood-prone among dense vegetation and ridges), or ``None``."""
+    words = set(_words(query)) - generic_words(templates)
+    hits = []
+    for i in among:
+        own = {_stem(w) for k in templates[i].keywords for w in re.findall(r"[a-z0-9]+", k.lower())}
+        others = set().union(*(_vocab(templates[j]) for j in among if j != i))
+        if (words & own) - others:
+            hits.append(i)
+    return hits[0] if len(hits) == 1 else None
+
+
+def keyword_owner(text: str, templates: Sequence[Template]) -> int | None:
+    """The one template whose declared keywords include every content word of ``text`` ("a person": the worker
+    template's "person"; words naming only a kind of thing or place - "structures", "land" - aside), or ``None``
+    (no such template, or several)."""
+    words = set(_words(text)) - FORM_WORDS - PLACE_WORDS
+    if not words:
+        return None
+    hits = [i for i, t in enumerate(templates)
+            if words <= {_stem(w) for k in t.keywords for w in re.findall(r"[a-z0-9]+", k.lower())}]
+    return hits[0] if len(hits) == 1 else None
