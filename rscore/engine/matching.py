@@ -644,10 +644,13 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         common = generic_words(templates)
         for n, (a, b) in enumerate(splits):
             (ua, sa), (ub, sb) = owner[2 * n], owner[2 * n + 1]
-            if set(_words(a)) <= common or set(_words(b)) <= common:  # "in the water" under water: the setting
+            # a relation the template does not declare ("hi-vis near a person") is not what its own combination
+            # of the same two concepts says ("workers wearing hi-vis"): still a composition
+            relation = split is not None and a == split[0] and split[1].endswith(b)
+            if not relation and (set(_words(a)) <= common or set(_words(b)) <= common):  # "in the water": setting
                 continue
-            if ua != ub and min(sa, sb) >= COMPOSE_PART[method] and frozenset((ua, ub)) not in pairs \
-                    and not example_combines(method, a, b, templates[top]):
+            if ua != ub and min(sa, sb) >= COMPOSE_PART[method] and (relation or (
+                    frozenset((ua, ub)) not in pairs and not example_combines(method, a, b, templates[top]))):
                 spec.update(decision="composed", parts=[
                     {"text": a, "template": templates[ua].qualified_name, "score": round(sa, 4)},
                     {"text": b, "template": templates[ub].qualified_name, "score": round(sb, 4)}])
