@@ -73,6 +73,9 @@ def check_pixel_limit(
         )
 
 
+_GEOTIFF_TAGS = {33550, 33922, 34264, 34735}
+
+
 class ImageReader(Reader):
     """Ordinary images through Pillow, read whole (they are checked against the pixel limit first)."""
 
@@ -94,6 +97,8 @@ class ImageReader(Reader):
                 check_pixel_limit(path, img.width, img.height, options)
                 n_frames = getattr(img, "n_frames", 1)
                 fmt, mode = img.format, img.mode
+                # GeoTIFF tags (ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory): a map
+                georeferenced = bool(_GEOTIFF_TAGS & set(getattr(img, "tag_v2", None) or ()))
                 img.load()
                 img = ImageOps.exif_transpose(img)
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -102,6 +107,9 @@ class ImageReader(Reader):
                 Image.MAX_IMAGE_PIXELS = old_limit
         array, roles, valid = _to_array(img)
         warn = (f"{path.name}: {n_frames} frames/pages; only the first was read",) if n_frames > 1 else ()
+        if georeferenced:
+            warn += (f"{path.name}: a GeoTIFF read as a plain picture (map georeferencing and any band beyond "
+                     "RGB ignored); --plugin earth reads it as a map",)
         return Scene(
             source=ArraySource(array, valid),
             kind="image",
@@ -109,7 +117,8 @@ class ImageReader(Reader):
             path=path,
             reader=self.name,
             warnings=warn,
-            metadata={"format": fmt or path.suffix.lstrip(".").upper(), "mode": mode},
+            metadata={"format": fmt or path.suffix.lstrip(".").upper(), "mode": mode}
+            | ({"georeferenced": True} if georeferenced else {}),
         )
 
 

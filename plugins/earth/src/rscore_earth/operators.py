@@ -54,6 +54,8 @@ def require_bands(ctx: OpContext, *roles: str, why: str) -> None:
     """Raise :class:`OptionError` saying what needs the missing bands and how to provide them."""
     missing = [r for r in roles if not ctx.has(r)]
     if not missing:
+        if "elevation" in roles:
+            check_elevation(ctx, why)
         return
     have = ", ".join(ctx.scene.band_roles) or "none"
     if "nir" in missing:
@@ -67,6 +69,25 @@ def require_bands(ctx: OpContext, *roles: str, why: str) -> None:
             f"--bands ...,elevation (this input has: {have})"
         )
     raise OptionError(f"{why} needs band(s) {', '.join(missing)}: pass --bands to name them (this input has: {have})")
+
+
+def check_elevation(ctx: OpContext, why: str) -> None:
+    """:class:`OptionError` naming the file when the band taken as elevation cannot be heights in metres (values
+    sampled by the reader; :func:`rscore_earth.bandcheck.elevation_problem`): a reflectance band, a quality bitmask
+    or an NDVI map read as a DEM gives a confident, meaningless terrain map."""
+    from rscore_earth.bandcheck import elevation_problem
+
+    meta = ctx.scene.metadata if isinstance(ctx.scene.metadata, dict) else {}
+    assumed = bool(meta.get("elevation_assumed"))
+    problem = elevation_problem(meta.get("elevation_sample"), _option(ctx, "z_factor", 1.0), assumed)
+    if problem is None:
+        return
+    taken = "its single unnamed band was taken as elevation" if assumed else "its elevation band"
+    fix = ("if it is a DEM in other units pass -O z_factor=<metres per unit> (e.g. 0.01 for centimetres); if it is "
+           "not a DEM, give one (or --aux dem.tif)")
+    if assumed:
+        fix += ", and name what the band holds with --bands (e.g. --bands ndvi, or --bands elevation to insist)"
+    raise OptionError(f"{why} needs elevation in metres; {taken}, but {problem}: {fix}", path=ctx.scene.path)
 
 
 def ground_size(ctx: OpContext, why: str) -> tuple[float, float]:

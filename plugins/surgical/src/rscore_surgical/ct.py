@@ -77,6 +77,10 @@ BODY_PART_MIN_MM2 = 1000.0  # 10 cm2: an arm or a leg in cross-section is 40-250
 BODY_PART_MIN_SHARE = 0.03  # of the largest component (the trunk)
 BODY_PART_MIN_ELONGATION = 0.3  # minor / major axis: limbs are round to oval, the table and sheets are thin bands
 
+MODALITY_NAMES = {"MR": "MR", "US": "ultrasound", "CR": "radiograph (CR)", "DX": "radiograph (DX)", "PT": "PET",
+                  "NM": "nuclear medicine", "XA": "angiography", "MG": "mammography", "ES": "endoscopy",
+                  "XC": "camera photo", "OT": "other-modality"}
+
 SOURCES = (
     "T. M. Buzug, Computed Tomography: From Photon Statistics to Modern Cone-Beam CT, Springer 2008, p. 475 (HU table)",
     "N. Mitsiopoulos et al., Cadaver validation of skeletal muscle measurement by MRI and CT, J Appl Physiol "
@@ -92,10 +96,24 @@ def require_ct(ctx: OpContext) -> None:
     """Raise :class:`OptionError` unless the scene carries CT Hounsfield units."""
     scene = ctx.scene
     if scene.dicom is not None and scene.dicom.modality != "CT":
-        raise OptionError(f"HU templates need CT (this series is {scene.dicom.modality})")
+        other = MODALITY_NAMES.get(scene.dicom.modality, scene.dicom.modality)
+        raise OptionError(
+            f"HU templates need CT (this series is {scene.dicom.modality}): {other} pixel values have no Hounsfield "
+            "scale, so tissue thresholds would mark arbitrary intensities; give a CT series (or ask a VLM with "
+            "--reasoner)",
+            path=scene.path,
+        )
+    not_hu = (scene.metadata or {}).get("not_hu")
+    if not_hu and str(ctx.params.get("values_are_hu", False)).lower() not in ("true", "1", "yes", "on"):
+        raise OptionError(
+            f"HU templates need CT Hounsfield units and this CT's values are not HU ({not_hu}): a derived map "
+            "(perfusion, ...) has its own units; give the original CT series (or -O values_are_hu=true if you "
+            "know better)",
+            path=scene.path,
+        )
     if not scene.has("hu"):
         bands = ", ".join(scene.band_roles) or "none"
-        raise OptionError(f"HU templates need CT Hounsfield units (this input has bands: {bands})")
+        raise OptionError(f"HU templates need CT Hounsfield units (this input has bands: {bands})", path=scene.path)
 
 
 @dataclass(frozen=True)

