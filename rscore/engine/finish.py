@@ -6,7 +6,7 @@
   mask (:func:`rscore.instances.instances_from_mask`: label, score, class, area in real units);
 - absent when a plan that was not absent found no pixels (with the reason);
 - trust: ``caveats`` (the template's declared limits, the routing's, what the program met) and ``confidence``
-  (the routing's), both cleared on an absent answer;
+  (the routing's; ``None`` when a caveat withholds it, :func:`answer_confidence`), both cleared on an absent answer;
 - provenance: versions, plugin, backends, template, matcher, reader, input and the options that differ from the
   defaults, with credentials stripped from URLs (:func:`redact`).
 """
@@ -25,11 +25,22 @@ from rscore.engine.execute import Execution
 from rscore.engine.plan import MAX_INSTANCE_MASK_BYTES, Planned
 from rscore.engine.request import DEFAULTS
 from rscore.plugins import Registry
-from rscore.sdk import Template
+from rscore.sdk import CONFIDENCE_WITHHELD, Template
 from rscore.tiling import TiledArray, in_memory_pixel_limit
 from rscore.types import Plan, Request, Result, Scene
 
-__all__ = ["finish_result", "result_caveats", "provenance", "redact"]
+__all__ = ["answer_confidence", "finish_result", "result_caveats", "provenance", "redact"]
+
+
+def answer_confidence(plan: Plan, caveats: Sequence[str]) -> float | None:
+    """How far to trust an answer planned as ``plan`` with these ``caveats``: the routing's confidence (calibrated on
+    the routing benchmark: the right rule was chosen), or ``None`` - "cannot say" - when the plan is absent or a
+    caveat withholds it (:data:`rscore.sdk.CONFIDENCE_WITHHELD`: the input lies outside what the rule was made for,
+    e.g. reflectance thresholds on raw digital numbers, and no measurement says how often the mask is still right).
+    """
+    if plan.absent or any(c.startswith(CONFIDENCE_WITHHELD) for c in caveats):
+        return None
+    return plan.match.get("confidence")
 
 
 def result_caveats(plan: Plan, template: Template | None, found: Sequence[str] = ()) -> list[str]:
@@ -96,7 +107,7 @@ def finish_result(scene: Scene, request: Request, planned: Planned, done: Execut
         warnings=warnings,
         options=opts,
         caveats=tuple(caveats) if not plan.absent else (),
-        confidence=plan.match.get("confidence") if not plan.absent else None,
+        confidence=answer_confidence(plan, caveats),
         provenance=provenance(registry, request.plugin, scene, plan, done.segmenter_name, opts),
     )
 

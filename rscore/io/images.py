@@ -74,6 +74,43 @@ def check_pixel_limit(
 
 
 _GEOTIFF_TAGS = {33550, 33922, 34264, 34735}
+# DICOM modalities whose pictures come from a visible-light camera: endoscopy, external camera, general and slide
+# microscopy, other
+OPTICAL_MODALITIES = ("ES", "XC", "GM", "SM", "OT")
+
+
+def is_dicom(scene: Scene) -> bool:
+    """A DICOM file, read by a DICOM reader or as a plain picture through a TIFF preamble."""
+    return scene.dicom is not None or "dicom_modality" in (scene.metadata or {})
+
+
+def _dicom_modality(path: Path) -> str | None:
+    """The Modality of a DICOM file whose 128-byte preamble holds another format (a TIFF header: dual-personality
+    files open as plain pictures), ``""`` when it cannot be read; ``None`` for a file that is not DICOM."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            if fh.read(4) != b"DICM":
+                return None
+        import pydicom
+
+        return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"]).get("Modality", ""))
+    except Exception:  # pydicom absent or a damaged header: still DICOM, modality unknown
+        return ""
+
+
+def camera_frame_problem(scene: Scene) -> str | None:
+    """Why ``scene`` is not a visible-light camera picture, or ``None`` when it may be one: a DICOM image of a
+    non-optical modality (ultrasound echoes, radiograph or MR intensities: bright and grey like glare or a white
+    vest) or a georeferenced map raster (a satellite or aerial scene). Colour rules made for camera frames give
+    confident masks of the wrong thing on these."""
+    modality = scene.dicom.modality if scene.dicom is not None else (scene.metadata or {}).get("dicom_modality")
+    if modality is not None and modality not in OPTICAL_MODALITIES:
+        return f"a {modality} DICOM image (not a visible-light camera picture)"
+    crs = scene.geo.crs if scene.geo is not None else None
+    if crs or (scene.metadata or {}).get("georeferenced"):
+        return f"a georeferenced map raster ({crs or 'GeoTIFF'})"
+    return None
 
 
 class ImageReader(Reader):
@@ -107,6 +144,10 @@ class ImageReader(Reader):
                 Image.MAX_IMAGE_PIXELS = old_limit
         array, roles, valid = _to_array(img)
         warn = (f"{path.name}: {n_frames} frames/pages; only the first was read",) if n_frames > 1 else ()
+        modality = _dicom_modality(path) if fmt == "TIFF" else None
+        if modality is not None:
+            warn += (f"{path.name}: a DICOM file ({modality or 'modality unknown'}) read as a plain picture through "
+                     "its TIFF preamble; --plugin surgical reads it as DICOM",)
         if georeferenced:
             warn += (f"{path.name}: a GeoTIFF read as a plain picture (map georeferencing and any band beyond "
                      "RGB ignored); --plugin earth reads it as a map",)
@@ -118,7 +159,8 @@ class ImageReader(Reader):
             reader=self.name,
             warnings=warn,
             metadata={"format": fmt or path.suffix.lstrip(".").upper(), "mode": mode}
-            | ({"georeferenced": True} if georeferenced else {}),
+            | ({"georeferenced": True} if georeferenced else {})
+            | ({"dicom_modality": modality or "unknown"} if modality is not None else {}),
         )
 
 

@@ -226,7 +226,8 @@ def spectral_caveats(ctx: OpContext, index: str, roles: tuple[str, ...]) -> None
             "radiometric calibration to reflectance (sensor gain/offset, sun angle) and the atmospheric correction "
             "are missing, so thresholds meant for surface reflectance may not hold - bare soil, roofs and shadow "
             "can pass them. Give surface reflectance (or a Landsat band with its MTL), or -O reflectance_scale=N "
-            "when the integers are reflectance x N"
+            "when the integers are reflectance x N",
+            withhold_confidence=True,
         )
     elif "toa" in kinds:
         ctx.caveat(f"{index} on top-of-atmosphere reflectance: no atmospheric correction (haze lowers NDVI and "

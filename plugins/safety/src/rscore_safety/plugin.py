@@ -14,6 +14,7 @@ import numpy as np
 
 from rscore import hookimpl
 from rscore.errors import OptionError
+from rscore.io.images import camera_frame_problem, is_dicom
 from rscore.sdk import AdapterSpec, Operator, OpContext, Param, ProgramOutput, Template, Writer, uses
 
 from rscore_safety import hivis
@@ -22,7 +23,20 @@ HIVIS_MIN_AREA_FRACTION = 0.0002  # blobs under 0.02 % of the frame are compress
 HIVIS_HALO = 8  # px: the 7x7 closing and the blob filter see this far across tile edges
 
 
+def _camera_frame(ctx: OpContext) -> None:
+    """Hi-vis colour needs a camera picture: a non-optical DICOM (an ultrasound's colour overlay) is refused; on a
+    georeferenced raster (an aerial orthophoto may be one) the answer is caveated and its confidence withheld."""
+    problem = camera_frame_problem(ctx.scene)
+    if problem and is_dicom(ctx.scene):
+        raise OptionError(f"hi-vis clothing is a colour rule for site camera pictures and this is {problem}: give a "
+                          "site photo or CCTV video", path=ctx.scene.path)  # fmt: skip
+    if problem:
+        ctx.caveat(f"this is {problem}, not a site camera picture: hi-vis colours were looked for in a map, where "
+                   "roofs, fields and vehicles share them", withhold_confidence=True)  # fmt: skip
+
+
 def _hivis(ctx: OpContext) -> ProgramOutput:
+    _camera_frame(ctx)
     opts = hivis.HiVisOptions.parse(ctx.params)
     raw = ctx.op("safety.hivis")
     # opening drops isolated pixels (colour bleeding of JPEG/MPEG chroma); closing joins a vest split by its

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from rscore.errors import OptionError
+from rscore.io.images import camera_frame_problem
 from rscore.sdk import Operator, OpContext, ProgramOutput, Template, Param, uses
 
 V_MIN = 0.90
@@ -91,31 +92,15 @@ def local_median_value(ctx: OpContext) -> np.ndarray:
     return cv2.medianBlur(v8, MEDIAN_PX).astype(np.float32) / 255.0
 
 
-# DICOM modalities that hold visible-light camera pictures (endoscopy, external camera, general and slide
-# microscopy, other); an ultrasound, radiograph or MR picture has no light source to reflect
-OPTICAL_MODALITIES = ("ES", "XC", "GM", "SM", "OT")
-
-
 def require_camera_frame(ctx: OpContext, what: str = "specular highlights") -> None:
-    """Raise :class:`OptionError` naming the file unless the scene can be a visible-light camera frame: a DICOM
-    of a non-optical modality (an ultrasound's bright echoes are white and unsaturated like glare) or a
-    georeferenced raster (a satellite scene's roofs and clouds are) would give a confident mask of the wrong thing."""
-    scene = ctx.scene
-    modality = scene.dicom.modality if scene.dicom is not None else None
-    if modality is not None and modality not in OPTICAL_MODALITIES:
-        raise OptionError(
-            f"{what} is a rule for endoscopy camera frames and this is a {modality} DICOM image (no light source to "
-            f"reflect; bright {modality} pixels are not glare): give an endoscopy frame or video",
-            path=scene.path,
-        )
-    crs = getattr(scene.geo, "crs", None) if scene.geo is not None else None
-    if crs or (scene.metadata or {}).get("georeferenced"):
-        raise OptionError(
-            f"{what} is a rule for endoscopy camera frames and this is a georeferenced map raster "
-            f"({crs or 'GeoTIFF'}): "
-            "use --plugin earth for maps",
-            path=scene.path,
-        )
+    """Raise :class:`OptionError` naming the file unless the scene can be a visible-light camera frame
+    (:func:`rscore.io.images.camera_frame_problem`): an ultrasound's bright echoes and a satellite scene's roofs and
+    clouds are white and unsaturated like glare, and would give a confident mask of the wrong thing."""
+    problem = camera_frame_problem(ctx.scene)
+    if problem:
+        raise OptionError(f"{what} is a rule for endoscopy camera frames and this is {problem}: give an endoscopy "
+                          "frame or video" + (" (--plugin earth reads maps)" if ctx.scene.dicom is None else ""),
+                          path=ctx.scene.path)  # fmt: skip
 
 
 def specular(ctx: OpContext) -> ProgramOutput:
