@@ -174,3 +174,24 @@ def test_a_withholding_caveat_clears_the_confidence_of_any_answer(disc_image):
     assert answer_confidence(plan, ctx.caveats) is None
     assert answer_confidence(plan, ["a plain limit"]) == 0.9
     assert answer_confidence(Plan(absent=True, match={"confidence": 0.9}), []) is None
+
+
+@real_data
+def test_thumbnails_are_too_small_for_pixel_neighbourhood_and_hu_rules(shared_data, tmp_path):
+    """The DICOMDIR test tree's CT2 series is 16x16 icons of real slices (PixelSpacing left at 0.49 mm): 'bone' was
+    59 % of it at confidence 0.995. An 8x8 copy of a real EUVP photo was 100 % 'sea floor' at 0.993: the haze
+    measures compare each pixel with a 15 px patch. Both are refused; full-size inputs still answer."""
+    import cv2
+
+    ct2 = shared_data / "medical" / "dicom" / "pydicom_dicomdirtests" / "77654033" / "CT2"
+    with pytest.raises(OptionError, match="16x16 pixels, too few for HU thresholds") as err:
+        _segment(ct2, "bone", "surgical")
+    assert "CT2" in str(err.value)
+    photo = shared_data / "underwater" / "funie-gan_euvp" / "euvp_test_A_5.jpg"
+    tiny = tmp_path / "tiny.png"
+    cv2.imwrite(str(tiny), cv2.resize(cv2.imread(str(photo)), (8, 8), interpolation=cv2.INTER_AREA))
+    for plugin, query in (("underwater", "sea floor"), ("underwater", "open water"), ("surgical", "glare")):
+        with pytest.raises(OptionError, match="only 8x8 pixels") as err:
+            _segment(tiny, query, plugin)
+        assert "tiny.png" in str(err.value)
+    assert not _segment(shared_data / "medical" / "dicom" / "pydicom_CT_small.dcm", "bone", "surgical").absent

@@ -99,11 +99,15 @@ def _dicom_modality(path: Path) -> str | None:
         return ""
 
 
-def camera_frame_problem(scene: Scene) -> str | None:
+def camera_frame_problem(scene: Scene, min_side: int = 0) -> str | None:
     """Why ``scene`` is not a visible-light camera picture, or ``None`` when it may be one: a DICOM image of a
     non-optical modality (ultrasound echoes, radiograph or MR intensities: bright and grey like glare or a white
     vest) or a georeferenced map raster (a satellite or aerial scene). Colour rules made for camera frames give
-    confident masks of the wrong thing on these."""
+    confident masks of the wrong thing on these. ``min_side``: the window (px) the rule compares a pixel with; a
+    picture with a side shorter than that is too small for it (a thumbnail)."""
+    if min(scene.height, scene.width) < min_side:
+        return (f"only {scene.width}x{scene.height} pixels, smaller than the {min_side} px neighbourhood the rule "
+                "compares each pixel with")  # fmt: skip
     modality = scene.dicom.modality if scene.dicom is not None else (scene.metadata or {}).get("dicom_modality")
     if modality is not None and modality not in OPTICAL_MODALITIES:
         return f"a {modality} DICOM image (not a visible-light camera picture)"

@@ -73,6 +73,7 @@ AIR_EDGE_HU = -400.0  # fat next to pixels at or below this is a partial-volume 
 CORTICAL_HU = 700.0
 MIN_COMPONENT_MM2 = 5.0
 MIN_COMPONENT_PX = 10  # when the pixel size is unknown
+MIN_SLICE_PX = 32  # slices smaller than this are thumbnails (DICOMDIR icon series); CT is acquired at 256-1024 px
 BODY_PART_MIN_MM2 = 1000.0  # 10 cm2: an arm or a leg in cross-section is 40-250 cm2
 BODY_PART_MIN_SHARE = 0.03  # of the largest component (the trunk)
 BODY_PART_MIN_ELONGATION = 0.3  # minor / major axis: limbs are round to oval, the table and sheets are thin bands
@@ -93,7 +94,8 @@ SOURCES = (
 
 # ---------------------------------------------------------------------------------------------------- checking
 def require_ct(ctx: OpContext) -> None:
-    """Raise :class:`OptionError` unless the scene carries CT Hounsfield units."""
+    """Raise :class:`OptionError` naming the file unless the scene carries CT Hounsfield units: another modality, a
+    CT whose DICOM says its values are not HU (a derived map), no ``hu`` band, or slices of thumbnail size."""
     scene = ctx.scene
     if scene.dicom is not None and scene.dicom.modality != "CT":
         other = MODALITY_NAMES.get(scene.dicom.modality, scene.dicom.modality)
@@ -114,6 +116,18 @@ def require_ct(ctx: OpContext) -> None:
     if not scene.has("hu"):
         bands = ", ".join(scene.band_roles) or "none"
         raise OptionError(f"HU templates need CT Hounsfield units (this input has bands: {bands})", path=scene.path)
+    cols = scene.width
+    rows = int((scene.metadata or {}).get("slice_rows") or scene.height)
+    spacing = scene.dicom.pixel_spacing_mm if scene.dicom is not None else None
+    # a stored slice with a measured pixel spacing this small is an icon of a real one (DICOMDIR thumbnails keep the
+    # full slice's PixelSpacing); small phantoms built in memory or without a spacing are left to answer
+    if scene.path is not None and spacing and min(rows, cols) < MIN_SLICE_PX:
+        raise OptionError(
+            f"the CT slices are {cols}x{rows} pixels, too few for HU thresholds (a thumbnail: each pixel averages "
+            f"air, tissue and bone of a whole block of the real slice): give the full-resolution series (at least "
+            f"{MIN_SLICE_PX} px a side)",
+            path=scene.path,
+        )
 
 
 @dataclass(frozen=True)

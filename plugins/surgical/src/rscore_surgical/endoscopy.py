@@ -96,10 +96,10 @@ def require_camera_frame(ctx: OpContext, what: str = "specular highlights") -> N
     """Raise :class:`OptionError` naming the file unless the scene can be a visible-light camera frame
     (:func:`rscore.io.images.camera_frame_problem`): an ultrasound's bright echoes and a satellite scene's roofs and
     clouds are white and unsaturated like glare, and would give a confident mask of the wrong thing."""
-    problem = camera_frame_problem(ctx.scene)
+    problem = camera_frame_problem(ctx.scene, min_side=MEDIAN_PX)
     if problem:
         raise OptionError(f"{what} is a rule for endoscopy camera frames and this is {problem}: give an endoscopy "
-                          "frame or video" + (" (--plugin earth reads maps)" if ctx.scene.dicom is None else ""),
+                          "frame or video" + (" (--plugin earth reads maps)" if "georeferenced" in problem else ""),
                           path=ctx.scene.path)  # fmt: skip
 
 

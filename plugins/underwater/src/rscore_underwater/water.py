@@ -60,10 +60,12 @@ def _unit(arr: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def camera_frame(ctx: OpContext) -> None:
-    """The water rules read light through water in a camera picture: a non-optical DICOM is refused; a
-    georeferenced raster (a satellite scene, or a benthic photomosaic) is caveated and its confidence withheld."""
-    problem = camera_frame_problem(ctx.scene)
-    if problem and is_dicom(ctx.scene):
+    """The water rules read light through water in a camera picture: a non-optical DICOM, or a picture smaller
+    than the 15 px patch the haze and contrast measures use, is refused; a georeferenced raster (a satellite scene,
+    or a benthic photomosaic) is caveated and its confidence withheld."""
+    scene = ctx.scene
+    problem = camera_frame_problem(scene, min_side=PATCH)
+    if problem and (is_dicom(scene) or min(scene.height, scene.width) < PATCH):
         raise OptionError(f"the underwater rules read light through water in a camera picture and this is {problem}",
                           path=ctx.scene.path)  # fmt: skip
     if problem:
