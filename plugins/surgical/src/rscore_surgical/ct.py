@@ -108,9 +108,8 @@ def require_ct(ctx: OpContext) -> None:
     not_hu = (scene.metadata or {}).get("not_hu")
     if not_hu and str(ctx.params.get("values_are_hu", False)).lower() not in ("true", "1", "yes", "on"):
         raise OptionError(
-            f"HU templates need CT Hounsfield units and this CT's values are not HU ({not_hu}): a derived map "
-            "(perfusion, ...) has its own units; give the original CT series (or -O values_are_hu=true if you "
-            "know better)",
+            f"HU templates need CT Hounsfield units and this CT's values are not HU ({not_hu}): give an original "
+            "CT series with its rescale (or -O values_are_hu=true if you know the values are HU)",
             path=scene.path,
         )
     if not scene.has("hu"):
