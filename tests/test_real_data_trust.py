@@ -139,15 +139,19 @@ def test_raw_digital_numbers_withhold_the_confidence_of_a_spectral_answer(shared
 
 @real_data
 def test_camera_colour_rules_refuse_other_modalities_and_caveat_maps(shared_data):
-    """US1_UNCR.dcm is an ultrasound DICOM whose preamble holds a TIFF header, so without --plugin surgical it opens
-    as a plain picture: 'hi-vis vests' marked 3 % of it at confidence 0.997. A Landsat GeoTIFF read as a picture
-    had 'open water' (an underwater haze rule) at 0.985."""
-    us = shared_data / "medical" / "dicom" / "pydicom-data_US1_UNCR.dcm"
-    scene = engine.open_scene(us, plugin="safety")
-    assert scene.metadata.get("dicom_modality") == "US"
+    """US1_UNCR.dcm is an ultrasound DICOM whose preamble holds a TIFF header: without --plugin (or with --plugin
+    safety) the picture reader took it, and 'hi-vis vests' marked 3 % of it at confidence 0.997; CT_small.dcm (same
+    kind of file) was 'not a readable image'. The DICOM reader now takes both, and the camera colour rules refuse a
+    non-optical DICOM scene. A Landsat GeoTIFF read as a picture had 'open water' (an underwater haze rule) at
+    0.985: now caveated, confidence withheld."""
+    d = shared_data / "medical" / "dicom"
+    us = d / "pydicom-data_US1_UNCR.dcm"
+    scene = engine.open_scene(us)
+    assert scene.reader == "dicom" and scene.dicom.modality == "US"
+    assert engine.open_scene(d / "pydicom_CT_small.dcm").dicom.modality == "CT"
     for plugin, query in (("safety", "hi-vis vests"), ("underwater", "open water"), ("underwater", "sea floor")):
         with pytest.raises(OptionError, match="US DICOM image") as err:
-            _segment(us, query, plugin)
+            engine.segment(scene, query, plugin=plugin)
         assert us.name in str(err.value)
     res = _segment(shared_data / "eo" / "rasterio_RGB.byte.tif", "open water", "underwater")
     assert res.confidence is None and any("georeferenced map raster" in c for c in res.caveats)

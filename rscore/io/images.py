@@ -80,13 +80,13 @@ OPTICAL_MODALITIES = ("ES", "XC", "GM", "SM", "OT")
 
 
 def is_dicom(scene: Scene) -> bool:
-    """A DICOM file, read by a DICOM reader or as a plain picture through a TIFF preamble."""
-    return scene.dicom is not None or "dicom_modality" in (scene.metadata or {})
+    """A DICOM image (read by a DICOM reader)."""
+    return scene.dicom is not None
 
 
 def _dicom_modality(path: Path) -> str | None:
     """The Modality of a DICOM file whose 128-byte preamble holds another format (a TIFF header: dual-personality
-    files open as plain pictures), ``""`` when it cannot be read; ``None`` for a file that is not DICOM."""
+    files), ``""`` when it cannot be read; ``None`` for a file that is not DICOM."""
     try:
         with open(path, "rb") as fh:
             fh.seek(128)
@@ -108,7 +108,7 @@ def camera_frame_problem(scene: Scene, min_side: int = 0) -> str | None:
     if min(scene.height, scene.width) < min_side:
         return (f"only {scene.width}x{scene.height} pixels, smaller than the {min_side} px neighbourhood the rule "
                 "compares each pixel with")  # fmt: skip
-    modality = scene.dicom.modality if scene.dicom is not None else (scene.metadata or {}).get("dicom_modality")
+    modality = scene.dicom.modality if scene.dicom is not None else None
     if modality is not None and modality not in OPTICAL_MODALITIES:
         return f"a {modality} DICOM image (not a visible-light camera picture)"
     crs = scene.geo.crs if scene.geo is not None else None
@@ -124,6 +124,8 @@ class ImageReader(Reader):
     suffixes = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 
     def sniff(self, path: Path, head: bytes) -> bool:
+        if head[128:132] == b"DICM":  # a DICOM file whose preamble holds a TIFF header: the DICOM reader's
+            return False
         return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
     def open(self, path: Path, options: Mapping[str, Any]) -> Scene:
@@ -138,6 +140,10 @@ class ImageReader(Reader):
                 check_pixel_limit(path, img.width, img.height, options)
                 n_frames = getattr(img, "n_frames", 1)
                 fmt, mode = img.format, img.mode
+                modality = _dicom_modality(path) if fmt == "TIFF" else None
+                if modality is not None:  # opened by its suffix (.tif): the picture is the DICOM's, without it
+                    raise InputError(f"is a DICOM file ({modality or 'modality unknown'}) with a TIFF preamble: "
+                                     "--plugin surgical reads it as DICOM", path=path)  # fmt: skip
                 # GeoTIFF tags (ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory): a map
                 georeferenced = bool(_GEOTIFF_TAGS & set(getattr(img, "tag_v2", None) or ()))
                 img.load()
@@ -148,10 +154,6 @@ class ImageReader(Reader):
                 Image.MAX_IMAGE_PIXELS = old_limit
         array, roles, valid = _to_array(img)
         warn = (f"{path.name}: {n_frames} frames/pages; only the first was read",) if n_frames > 1 else ()
-        modality = _dicom_modality(path) if fmt == "TIFF" else None
-        if modality is not None:
-            warn += (f"{path.name}: a DICOM file ({modality or 'modality unknown'}) read as a plain picture through "
-                     "its TIFF preamble; --plugin surgical reads it as DICOM",)
         if georeferenced:
             warn += (f"{path.name}: a GeoTIFF read as a plain picture (map georeferencing and any band beyond "
                      "RGB ignored); --plugin earth reads it as a map",)
@@ -163,8 +165,7 @@ class ImageReader(Reader):
             reader=self.name,
             warnings=warn,
             metadata={"format": fmt or path.suffix.lstrip(".").upper(), "mode": mode}
-            | ({"georeferenced": True} if georeferenced else {})
-            | ({"dicom_modality": modality or "unknown"} if modality is not None else {}),
+            | ({"georeferenced": True} if georeferenced else {}),
         )
 
 
