@@ -20,9 +20,11 @@ if TYPE_CHECKING:
     from rscore.types import Result
 
 CONFIDENCE_WITHHELD = "confidence withheld: "  # a caveat starting so makes Result.confidence None (OpContext.caveat)
+EXPLAINS_EMPTY = "empty answer"  # ctx.note(text, explains=EXPLAINS_EMPTY): why a program answers nothing (the reason)
 
 __all__ = [
     "CONFIDENCE_WITHHELD",
+    "EXPLAINS_EMPTY",
     "Reader",
     "Writer",
     "Param",
@@ -300,6 +302,8 @@ class OpContext:
         return self._cache[key]
 
     def note(self, text: str, operator: str | None = None, **stats: Any) -> None:
+        """Record a plan step (``stats`` are averaged over tiles when numeric). ``explains=EXPLAINS_EMPTY`` marks
+        the note that says why the program answers nothing on purpose: an empty answer's reason is its text."""
         self.notes.append(Step(text=text, operator=operator, stats=stats))
 
     def caveat(self, text: str, *, withhold_confidence: bool = False) -> None:

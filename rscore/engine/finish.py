@@ -4,7 +4,8 @@
   ``RSCORE_IN_MEMORY_PIXELS``);
 - instances: the segmenter's / reasoner's, or, for a template answer without them, the connected components of the
   mask (:func:`rscore.instances.instances_from_mask`: label, score, class, area in real units);
-- absent when a plan that was not absent found no pixels (with the reason);
+- absent when a plan that was not absent found no pixels (with the reason: the program's note marked
+  ``explains=EXPLAINS_EMPTY`` when it answers nothing on purpose, else "the rule found no pixels");
 - trust: ``caveats`` (the template's declared limits, the routing's, what the program met) and ``confidence``
   (the routing's; ``None`` when a caveat withholds it, :func:`answer_confidence`), both cleared on an absent answer;
 - provenance: versions, plugin, backends, template, matcher, reader, input and the options that differ from the
@@ -25,7 +26,7 @@ from rscore.engine.execute import Execution
 from rscore.engine.plan import MAX_INSTANCE_MASK_BYTES, Planned
 from rscore.engine.request import DEFAULTS
 from rscore.plugins import Registry
-from rscore.sdk import CONFIDENCE_WITHHELD, Template
+from rscore.sdk import CONFIDENCE_WITHHELD, EXPLAINS_EMPTY, Template
 from rscore.tiling import TiledArray, in_memory_pixel_limit
 from rscore.types import Plan, Request, Result, Scene
 
@@ -84,8 +85,12 @@ def finish_result(scene: Scene, request: Request, planned: Planned, done: Execut
                 max_mask_bytes=MAX_INSTANCE_MASK_BYTES,
             )
     if not plan.absent and isinstance(mask, np.ndarray) and not mask.any():
+        # a program that answers nothing on purpose says why in a note marked explains=EXPLAINS_EMPTY
+        because = [s.text for s in plan.steps if (s.stats or {}).get("explains") == EXPLAINS_EMPTY]
         why = (
-            f"the {label} rule found no pixels in this input"
+            because[-1]
+            if because
+            else f"the {label} rule found no pixels in this input"
             if plan.reasoner == "analytic"
             else f"the {plan.reasoner} reasoner's targets gave no mask pixels"
         )
