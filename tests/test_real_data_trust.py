@@ -223,3 +223,23 @@ def test_hivis_on_a_still_says_why_it_is_empty_and_states_no_confidence_for_the_
     vests = _segment(still, "hi-vis vests", "safety")
     assert not vests.absent and vests.mask.any() and vests.confidence is None
     assert any(c.startswith(CONFIDENCE_WITHHELD + "colour rule") for c in vests.caveats)
+
+
+@real_data
+def test_an_undeclared_nodata_marker_in_a_dem_is_refused(shared_data, tmp_path):
+    """The real opengeos lidar DTM declares nodata -9999; the same pixels with the declaration dropped (a common
+    export slip) were read as 10 km deep pits: 'steep terrain' grew from 0.6 % to 1.5 % of the map (cliffs at every
+    nodata edge) at confidence 0.994. Now refused, naming the marker and how to declare it."""
+    import rasterio
+
+    src_path = shared_data / "eo" / "opengeos" / "elevation_dtm.tif"
+    with rasterio.open(src_path) as src:
+        data, profile = src.read(1), src.profile
+    assert src.nodata == -9999 and (data == -9999).any()
+    bare = tmp_path / "dtm_no_nodata.tif"
+    with rasterio.open(bare, "w", **{**profile, "nodata": None}) as dst:
+        dst.write(data, 1)
+    for query in ("steep terrain", "landslide-prone areas", "flood-prone areas"):
+        with pytest.raises(OptionError, match=r"are -9999, a common nodata marker .*gdal_edit.py -a_nodata -9999"):
+            _segment(bare, query, "earth")
+    assert not _segment(src_path, "steep terrain", "earth").absent  # declared: answers as before

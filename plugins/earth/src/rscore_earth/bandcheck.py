@@ -9,7 +9,8 @@ unnamed uint16 band is taken as elevation, and a landslide map is made of a refl
 
 **Plausible elevation.** A band taken as elevation is sampled when the raster is opened (:func:`value_sample`: a
 grid of small windows, bounded cost at any size). Terrain programs refuse it (:func:`elevation_problem`) when its
-values times ``z_factor`` cannot be heights in metres - outside -11,000 .. 9,000 m (the deepest ocean trench and
+lowest sampled value is a common nodata marker (-9999, -32768...) far below the rest while the file declares no
+nodata (cliffs at every nodata edge), when its values times ``z_factor`` cannot be heights in metres - outside -11,000 .. 9,000 m (the deepest ocean trench and
 the highest summit: 10,935 m below and 8,849 m above sea level) - or, when the role was only assumed (a single
 unnamed band), when floating-point values all lie within -1 .. 1 with a fraction, as a normalised index (NDVI) or a
 reflectance does. The fix is in the message: ``-O z_factor`` for a DEM in other units, ``--bands`` to say what the
@@ -30,6 +31,10 @@ __all__ = ["EARTH_MAX_M", "EARTH_MIN_M", "elevation_problem", "landsat_band", "l
 EARTH_MIN_M = -11000.0  # Challenger Deep, about 10,935 m below sea level
 EARTH_MAX_M = 9000.0  # Mount Everest, 8,849 m
 SAMPLE_GRID = 8
+# values that DEM producers write for "no data" (GDAL/ArcGIS -9999, SRTM/int16 -32768, float32 lowest), and how far
+# below every other sampled value one must lie to be taken as such a marker rather than a real low point
+NODATA_SENTINELS = (-9999.0, -99999.0, -32768.0, -32767.0, -3.4028234663852886e38, -1e10)
+SENTINEL_GAP = 1000.0
 SAMPLE_SIZE = 32
 
 # band number -> role, per sensor (USGS Landsat 8-9 OLI/TIRS and Landsat 4-7 TM/ETM+ band designations)
@@ -121,7 +126,14 @@ def value_sample(read: Callable[[int, int, int, int], np.ndarray], height: int, 
     values = np.concatenate(parts) if parts else np.empty(0)
     if not values.size:
         return None
-    return {"min": float(values.min()), "max": float(values.max()), "integer": bool(np.all(values == np.round(values)))}
+    out = {"min": float(values.min()), "max": float(values.max()), "integer": bool(np.all(values == np.round(values)))}
+    lo = out["min"]
+    rest = values[values != lo]
+    if any(np.isclose(lo, s, rtol=1e-6) for s in NODATA_SENTINELS) and rest.size and rest.min() - lo > SENTINEL_GAP:
+        out["sentinel"] = lo  # a nodata marker the file does not declare (its pixels were read as values)
+        out["sentinel_share"] = float((values == lo).mean())
+        out["rest_min"] = float(rest.min())
+    return out
 
 
 def elevation_problem(sample: Mapping[str, Any] | None, z_factor: float, assumed: bool) -> str | None:
@@ -129,6 +141,11 @@ def elevation_problem(sample: Mapping[str, Any] | None, z_factor: float, assumed
     ``None`` when it can. ``assumed``: the role was only guessed (a single unnamed band)."""
     if not sample:
         return None
+    if "sentinel" in sample:
+        return (f"{sample['sentinel_share']:.1%} of the sampled pixels are {sample['sentinel']:g}, a common nodata "
+                f"marker far below every other value ({sample['rest_min']:g} to {sample['max']:g}), and the file "
+                "declares no nodata: those pixels would be read as deep pits with cliffs around them - declare it "
+                f"(gdal_edit.py -a_nodata {sample['sentinel']:g} FILE)")  # fmt: skip
     lo, hi = sorted((sample["min"] * z_factor, sample["max"] * z_factor))
     if lo < EARTH_MIN_M or hi > EARTH_MAX_M:
         scaled = "" if z_factor == 1 else f" after z_factor={z_factor:g}"

@@ -83,6 +83,8 @@ def check_elevation(ctx: OpContext, why: str) -> None:
     if problem is None:
         return
     taken = "its single unnamed band was taken as elevation" if assumed else "its elevation band"
+    if "sentinel" in (meta.get("elevation_sample") or {}):  # the fix (declare the nodata) is in the problem
+        raise OptionError(f"{why} needs elevation in metres; {taken}, but {problem}", path=ctx.scene.path)
     fix = ("if it is a DEM in other units pass -O z_factor=<metres per unit> (e.g. 0.01 for centimetres); if it is "
            "not a DEM, give one (or --aux dem.tif)")
     if assumed:
