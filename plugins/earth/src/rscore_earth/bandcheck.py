@@ -13,8 +13,8 @@ lowest sampled value is a common nodata marker (-9999, -32768...) far below the 
 nodata (cliffs at every nodata edge), when its values times ``z_factor`` cannot be heights in metres - outside
 -11,000 .. 9,000 m (the deepest ocean trench and the highest summit: 10,935 m below and 8,849 m above sea level) -
 or, when the role was only assumed (a single unnamed band), when floating-point values all lie within -1 .. 1 with a
-fraction, as a normalised index (NDVI) or a reflectance does. The fix is in the message: ``-O z_factor`` for a DEM in other units, ``--bands`` to say what the
-band holds.
+fraction, as a normalised index (NDVI) or a reflectance does. The fix is in the message: ``-O z_factor`` for a DEM
+in other units, ``--bands`` to say what the band holds, the nodata declaration.
 """
 
 from __future__ import annotations
