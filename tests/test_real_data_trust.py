@@ -8,6 +8,7 @@ taken for, a picture from another modality). Each must now be a refusal naming t
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from rscore import engine
@@ -243,3 +244,24 @@ def test_an_undeclared_nodata_marker_in_a_dem_is_refused(shared_data, tmp_path):
         with pytest.raises(OptionError, match=r"are -9999, a common nodata marker .*gdal_edit.py -a_nodata -9999"):
             _segment(bare, query, "earth")
     assert not _segment(src_path, "steep terrain", "earth").absent  # declared: answers as before
+
+
+@real_data
+def test_sea_floor_with_no_open_water_in_view_states_no_confidence(shared_data, tmp_path):
+    """EUVP image 1 is a ray lying on the sea floor, filling the frame; a uniform grey copy of it has no content at
+    all. With no open water in view the rule marks the whole frame and says it cannot tell floor from an animal or
+    object filling the view - yet stated confidence 0.993 for both. Now withheld; image 5 (open water above the
+    floor) keeps it."""
+    import cv2
+
+    from rscore.sdk import CONFIDENCE_WITHHELD
+
+    d = shared_data / "underwater" / "funie-gan_euvp"
+    grey = tmp_path / "grey.png"
+    img = cv2.imread(str(d / "euvp_test_A_1.jpg"))
+    cv2.imwrite(str(grey), np.full_like(img, int(img.mean())))
+    for path in (d / "euvp_test_A_1.jpg", grey):
+        res = _segment(path, "sea floor", "underwater")
+        assert res.mask.mean() > 0.99 and res.confidence is None
+        assert any(c.startswith(CONFIDENCE_WITHHELD + "no open water in view") for c in res.caveats)
+    assert _segment(d / "euvp_test_A_5.jpg", "sea floor", "underwater").confidence is not None

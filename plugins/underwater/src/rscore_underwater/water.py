@@ -255,7 +255,7 @@ def sea_floor(ctx: OpContext) -> ProgramOutput:
              operator="underwater.open_water", share=float(floor[ctx.core_slices].mean()))
     if not water.any():
         ctx.caveat("no open water in view: the whole frame is 'not open water', and whether it is sea floor or an "
-                   "animal, diver or object filling the view cannot be told offline")
+                   "animal, diver or object filling the view cannot be told offline", withhold_confidence=True)
     return ProgramOutput(mask=floor, classes=classes)
 
 
