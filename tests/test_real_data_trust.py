@@ -265,3 +265,20 @@ def test_sea_floor_with_no_open_water_in_view_states_no_confidence(shared_data, 
         assert res.mask.mean() > 0.99 and res.confidence is None
         assert any(c.startswith(CONFIDENCE_WITHHELD + "no open water in view") for c in res.caveats)
     assert _segment(d / "euvp_test_A_5.jpg", "sea floor", "underwater").confidence is not None
+
+
+@real_data
+def test_terrain_answers_on_a_surface_model_state_no_confidence(shared_data):
+    """opengeos elevation_hag.tif (heights above ground: buildings and trees, ground = 0) was 78 % landslide-prone
+    at confidence 0.989 and the DSM 37 % 'steep terrain' at 0.994: their steep pixels are walls and tree crowns.
+    Many pixels steeper than 60 deg (3.7 % DSM, 13 % HAG; bare-earth DTMs here 0-0.5 %) now caveat the answer and
+    withhold its confidence; the DTM of the same place and the Andes DEM keep theirs."""
+    from rscore.sdk import CONFIDENCE_WITHHELD
+
+    d = shared_data / "eo" / "opengeos"
+    for name, query in (("elevation_hag.tif", "landslide-prone areas"), ("elevation_dsm.tif", "steep terrain")):
+        res = _segment(d / name, query, "earth")
+        assert res.confidence is None and any(c.startswith(CONFIDENCE_WITHHELD) and "60 deg" in c for c in res.caveats)
+    assert _segment(d / "elevation_dtm.tif", "steep terrain", "earth").confidence is not None
+    andes = shared_data / "eo" / "landslides_rbsf_ecuador" / "dem_elev.tif"
+    assert _segment(andes, "landslide-prone areas", "earth").confidence is not None
