@@ -282,3 +282,21 @@ def test_terrain_answers_on_a_surface_model_state_no_confidence(shared_data):
     assert _segment(d / "elevation_dtm.tif", "steep terrain", "earth").confidence is not None
     andes = shared_data / "eo" / "landslides_rbsf_ecuador" / "dem_elev.tif"
     assert _segment(andes, "landslide-prone areas", "earth").confidence is not None
+
+
+@real_data
+def test_a_washed_out_frame_is_not_confidently_all_glare(shared_data, tmp_path):
+    """An overexposed copy of a real photo (x4 gain, mostly saturated white) was 'specular highlights' over 41 % of
+    the frame at confidence 0.997; highlights are small spots. Now the answer says the frame is washed out and
+    withholds its confidence; the original photo's few highlights keep theirs."""
+    import cv2
+
+    from rscore.sdk import CONFIDENCE_WITHHELD
+
+    photo = shared_data / "underwater" / "funie-gan_euvp" / "euvp_test_A_12.jpg"
+    washed = tmp_path / "washed_out.png"
+    cv2.imwrite(str(washed), cv2.convertScaleAbs(cv2.imread(str(photo)), alpha=4.0, beta=60))
+    res = _segment(washed, "specular highlights", "surgical")
+    assert res.mask.mean() > 0.25 and res.confidence is None
+    assert any(c.startswith(CONFIDENCE_WITHHELD) and "near-white" in c for c in res.caveats)
+    assert _segment(photo, "specular highlights", "surgical").confidence is not None

@@ -36,6 +36,7 @@ RELATIVE_DV = 0.20
 RELATIVE_V_MIN = 0.60
 RELATIVE_S_MAX = 0.35
 MEDIAN_PX = 15
+WHITEOUT_SHARE = 0.25  # specular highlights cover a few per cent of an endoscopy frame, never a quarter of it
 HALO = MEDIAN_PX // 2
 
 SOURCES = (
@@ -112,6 +113,11 @@ def specular(ctx: OpContext) -> ProgramOutput:
     absolute = (v >= opts.v_min) & (s <= opts.s_max)
     relative = (v - median >= RELATIVE_DV) & (v >= RELATIVE_V_MIN) & (s <= RELATIVE_S_MAX)
     mask = (absolute | relative) & ctx.valid
+    share = float(mask[ctx.core_slices].mean()) if mask.size else 0.0
+    if share > WHITEOUT_SHARE:  # highlights are small spots; a frame mostly white is overexposed or blank
+        ctx.caveat(f"{share:.0%} of the frame is near-white: an overexposed, washed-out or blank frame (scope against "
+                   "tissue, flush, light failure), where highlights cannot be told from the rest",
+                   withhold_confidence=True)  # fmt: skip
     classes = np.where(absolute & mask, 1, np.where(mask, 2, 0)).astype(np.uint8)
     score = np.where(absolute, 1.0, np.clip((v - median) / (2 * RELATIVE_DV), 0.0, 1.0)).astype(np.float32)
     ctx.note(
