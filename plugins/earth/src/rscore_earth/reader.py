@@ -326,6 +326,7 @@ class GeoRasterReader(Reader):
                 lambda r, c, h, w: _valid_band(source, k, Window(r, c, h, w)), source.height, source.width
             )
             metadata["elevation_assumed"] = bool(guessed) and options.get("bands") in (None, "") and k == 0
+            source.close()  # the scene opens its datasets lazily where it is read (a worker, a thread)
         return Scene(
             source=source,
             kind="raster",
