@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rscore import engine
-from rscore.errors import OptionError
+from rscore.errors import InputError, OptionError
 from rscore.testing import run_cli
 
 real_data = pytest.mark.shared_data
@@ -300,3 +300,10 @@ def test_a_washed_out_frame_is_not_confidently_all_glare(shared_data, tmp_path):
     assert res.mask.mean() > 0.25 and res.confidence is None
     assert any(c.startswith(CONFIDENCE_WITHHELD) and "near-white" in c for c in res.caveats)
     assert _segment(photo, "specular highlights", "surgical").confidence is not None
+
+
+@real_data
+def test_a_segmentation_object_given_as_input_points_to_the_series(shared_data):
+    seg = shared_data / "medical" / "dicom" / "dcmqi_ct-3slice" / "liver_seg.dcm"
+    with pytest.raises(InputError, match=r"liver_seg.dcm: has no image pixel data \(modality SEG\): it annotates"):
+        engine.open_scene(seg, plugin="surgical")

@@ -268,7 +268,10 @@ class DicomReader(Reader):
             ds = _read_header(path, force=not _has_magic(path))
             reason = _not_an_image(ds)
             if reason:
-                raise InputError(f"has no image pixel data ({reason})", path=path)
+                hint = ""
+                if str(getattr(ds, "Modality", "")).upper() in ("SEG", "RTSTRUCT"):  # an annotation of images
+                    hint = ": it annotates an image series - give that series (its folder) instead"
+                raise InputError(f"has no image pixel data ({reason}){hint}", path=path)
             headers = [(path, ds)]
         chosen = _pick_series(path, headers, options.get("series"))
         return self._scene(path, chosen, options)
