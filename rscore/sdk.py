@@ -19,7 +19,12 @@ from rscore.types import Request, Scene, Step, Target, Window
 if TYPE_CHECKING:
     from rscore.types import Result
 
+CONFIDENCE_WITHHELD = "confidence withheld: "  # a caveat starting so makes Result.confidence None (OpContext.caveat)
+EXPLAINS_EMPTY = "empty answer"  # ctx.note(text, explains=EXPLAINS_EMPTY): why a program answers nothing (the reason)
+
 __all__ = [
+    "CONFIDENCE_WITHHELD",
+    "EXPLAINS_EMPTY",
     "Reader",
     "Writer",
     "Param",
@@ -297,11 +302,20 @@ class OpContext:
         return self._cache[key]
 
     def note(self, text: str, operator: str | None = None, **stats: Any) -> None:
+        """Record a plan step (``stats`` are averaged over tiles when numeric). ``explains=EXPLAINS_EMPTY`` marks
+        the note that says why the program answers nothing on purpose: an empty answer's reason is its text."""
         self.notes.append(Step(text=text, operator=operator, stats=stats))
 
-    def caveat(self, text: str) -> None:
+    def caveat(self, text: str, *, withhold_confidence: bool = False) -> None:
         """Record a limit of this answer that the user must read (e.g. "NDVI on raw digital numbers, not
-        reflectance"); it reaches ``Result.caveats`` once, however many tiles record it."""
+        reflectance"); it reaches ``Result.caveats`` once, however many tiles record it.
+
+        ``withhold_confidence=True``: this input lies outside what the rule was made for (its values are not in the
+        units the thresholds assume, or not the kind of picture the rule reads), so nothing measured says how far the
+        mask can be trusted - the caveat starts with :data:`CONFIDENCE_WITHHELD` and the result's ``confidence`` is
+        ``None`` instead of the routing's (which only says that the right rule was chosen)."""
+        if withhold_confidence and not text.startswith(CONFIDENCE_WITHHELD):
+            text = CONFIDENCE_WITHHELD + text
         if text not in self.caveats:
             self.caveats.append(text)
 

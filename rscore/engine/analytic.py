@@ -122,7 +122,8 @@ class AnalyticReasoner:
             raise OptionError(
                 f"template '{t.name}' needs band(s) {', '.join(missing)} and this input has "
                 f"{', '.join(scene.band_roles) or 'none'}: pass --bands to name the bands, --aux to add a "
-                "co-registered raster that has them, or use an input with them"
+                "co-registered raster that has them, or use an input with them",
+                path=scene.path,
             )
         steps = [Step(text=f"matched template '{t.name}' ({t.label}): {t.description}")]
         if t.explain:

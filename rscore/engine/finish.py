@@ -4,9 +4,10 @@
   ``RSCORE_IN_MEMORY_PIXELS``);
 - instances: the segmenter's / reasoner's, or, for a template answer without them, the connected components of the
   mask (:func:`rscore.instances.instances_from_mask`: label, score, class, area in real units);
-- absent when a plan that was not absent found no pixels (with the reason);
+- absent when a plan that was not absent found no pixels (with the reason: the program's note marked
+  ``explains=EXPLAINS_EMPTY`` when it answers nothing on purpose, else "the rule found no pixels");
 - trust: ``caveats`` (the template's declared limits, the routing's, what the program met) and ``confidence``
-  (the routing's), both cleared on an absent answer;
+  (the routing's; ``None`` when a caveat withholds it, :func:`answer_confidence`), both cleared on an absent answer;
 - provenance: versions, plugin, backends, template, matcher, reader, input and the options that differ from the
   defaults, with credentials stripped from URLs (:func:`redact`).
 """
@@ -25,11 +26,22 @@ from rscore.engine.execute import Execution
 from rscore.engine.plan import MAX_INSTANCE_MASK_BYTES, Planned
 from rscore.engine.request import DEFAULTS
 from rscore.plugins import Registry
-from rscore.sdk import Template
+from rscore.sdk import CONFIDENCE_WITHHELD, EXPLAINS_EMPTY, Template
 from rscore.tiling import TiledArray, in_memory_pixel_limit
 from rscore.types import Plan, Request, Result, Scene
 
-__all__ = ["finish_result", "result_caveats", "provenance", "redact"]
+__all__ = ["answer_confidence", "finish_result", "result_caveats", "provenance", "redact"]
+
+
+def answer_confidence(plan: Plan, caveats: Sequence[str]) -> float | None:
+    """How far to trust an answer planned as ``plan`` with these ``caveats``: the routing's confidence (calibrated on
+    the routing benchmark: the right rule was chosen), or ``None`` - "cannot say" - when the plan is absent or a
+    caveat withholds it (:data:`rscore.sdk.CONFIDENCE_WITHHELD`: the input lies outside what the rule was made for,
+    e.g. reflectance thresholds on raw digital numbers, and no measurement says how often the mask is still right).
+    """
+    if plan.absent or any(c.startswith(CONFIDENCE_WITHHELD) for c in caveats):
+        return None
+    return plan.match.get("confidence")
 
 
 def result_caveats(plan: Plan, template: Template | None, found: Sequence[str] = ()) -> list[str]:
@@ -73,8 +85,12 @@ def finish_result(scene: Scene, request: Request, planned: Planned, done: Execut
                 max_mask_bytes=MAX_INSTANCE_MASK_BYTES,
             )
     if not plan.absent and isinstance(mask, np.ndarray) and not mask.any():
+        # a program that answers nothing on purpose says why in a note marked explains=EXPLAINS_EMPTY
+        because = [s.text for s in plan.steps if (s.stats or {}).get("explains") == EXPLAINS_EMPTY]
         why = (
-            f"the {label} rule found no pixels in this input"
+            because[-1]
+            if because
+            else f"the {label} rule found no pixels in this input"
             if plan.reasoner == "analytic"
             else f"the {plan.reasoner} reasoner's targets gave no mask pixels"
         )
@@ -96,7 +112,7 @@ def finish_result(scene: Scene, request: Request, planned: Planned, done: Execut
         warnings=warnings,
         options=opts,
         caveats=tuple(caveats) if not plan.absent else (),
-        confidence=plan.match.get("confidence") if not plan.absent else None,
+        confidence=answer_confidence(plan, caveats),
         provenance=provenance(registry, request.plugin, scene, plan, done.segmenter_name, opts),
     )
 

@@ -73,6 +73,50 @@ def check_pixel_limit(
         )
 
 
+_GEOTIFF_TAGS = {33550, 33922, 34264, 34735}
+# DICOM modalities whose pictures come from a visible-light camera: endoscopy, external camera, general and slide
+# microscopy, other
+OPTICAL_MODALITIES = ("ES", "XC", "GM", "SM", "OT")
+
+
+def is_dicom(scene: Scene) -> bool:
+    """A DICOM image (read by a DICOM reader)."""
+    return scene.dicom is not None
+
+
+def _dicom_modality(path: Path) -> str | None:
+    """The Modality of a DICOM file whose 128-byte preamble holds another format (a TIFF header: dual-personality
+    files), ``""`` when it cannot be read; ``None`` for a file that is not DICOM."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            if fh.read(4) != b"DICM":
+                return None
+        import pydicom
+
+        return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"]).get("Modality", ""))
+    except Exception:  # pydicom absent or a damaged header: still DICOM, modality unknown
+        return ""
+
+
+def camera_frame_problem(scene: Scene, min_side: int = 0) -> str | None:
+    """Why ``scene`` is not a visible-light camera picture, or ``None`` when it may be one: a DICOM image of a
+    non-optical modality (ultrasound echoes, radiograph or MR intensities: bright and grey like glare or a white
+    vest) or a georeferenced map raster (a satellite or aerial scene). Colour rules made for camera frames give
+    confident masks of the wrong thing on these. ``min_side``: the window (px) the rule compares a pixel with; a
+    picture with a side shorter than that is too small for it (a thumbnail)."""
+    if min(scene.height, scene.width) < min_side:
+        return (f"only {scene.width}x{scene.height} pixels, smaller than the {min_side} px neighbourhood the rule "
+                "compares each pixel with")  # fmt: skip
+    modality = scene.dicom.modality if scene.dicom is not None else None
+    if modality is not None and modality not in OPTICAL_MODALITIES:
+        return f"a {modality} DICOM image (not a visible-light camera picture)"
+    crs = scene.geo.crs if scene.geo is not None else None
+    if crs or (scene.metadata or {}).get("georeferenced"):
+        return f"a georeferenced map raster ({crs or 'GeoTIFF'})"
+    return None
+
+
 class ImageReader(Reader):
     """Ordinary images through Pillow, read whole (they are checked against the pixel limit first)."""
 
@@ -80,6 +124,8 @@ class ImageReader(Reader):
     suffixes = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 
     def sniff(self, path: Path, head: bytes) -> bool:
+        if head[128:132] == b"DICM":  # a DICOM file whose preamble holds a TIFF header: the DICOM reader's
+            return False
         return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
     def open(self, path: Path, options: Mapping[str, Any]) -> Scene:
@@ -94,6 +140,12 @@ class ImageReader(Reader):
                 check_pixel_limit(path, img.width, img.height, options)
                 n_frames = getattr(img, "n_frames", 1)
                 fmt, mode = img.format, img.mode
+                modality = _dicom_modality(path) if fmt == "TIFF" else None
+                if modality is not None:  # opened by its suffix (.tif): the picture is the DICOM's, without it
+                    raise InputError(f"is a DICOM file ({modality or 'modality unknown'}) with a TIFF preamble: "
+                                     "--plugin surgical reads it as DICOM", path=path)  # fmt: skip
+                # GeoTIFF tags (ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory): a map
+                georeferenced = bool(_GEOTIFF_TAGS & set(getattr(img, "tag_v2", None) or ()))
                 img.load()
                 img = ImageOps.exif_transpose(img)
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -102,6 +154,9 @@ class ImageReader(Reader):
                 Image.MAX_IMAGE_PIXELS = old_limit
         array, roles, valid = _to_array(img)
         warn = (f"{path.name}: {n_frames} frames/pages; only the first was read",) if n_frames > 1 else ()
+        if georeferenced:
+            warn += (f"{path.name}: a GeoTIFF read as a plain picture (map georeferencing and any band beyond "
+                     "RGB ignored); --plugin earth reads it as a map",)
         return Scene(
             source=ArraySource(array, valid),
             kind="image",
@@ -109,7 +164,8 @@ class ImageReader(Reader):
             path=path,
             reader=self.name,
             warnings=warn,
-            metadata={"format": fmt or path.suffix.lstrip(".").upper(), "mode": mode},
+            metadata={"format": fmt or path.suffix.lstrip(".").upper(), "mode": mode}
+            | ({"georeferenced": True} if georeferenced else {}),
         )
 
 

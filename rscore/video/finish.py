@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rscore.engine.finish import answer_confidence
 from rscore.types import Instance, Plan, Step, VideoInfo
 from rscore.video.context import frame_scene
 from rscore.video.reader import Frame, FrameReader, normalise_url
@@ -164,7 +165,7 @@ def _result(
         plugin=c.plugin,
         plan=plan,
         instances=instances,
-        confidence=None if plan.absent else plan.match.get("confidence"),
+        confidence=answer_confidence(plan, caveats),
         caveats=() if plan.absent else tuple(dict.fromkeys(caveats)),
         classes=classes,
         provenance=prov,

@@ -170,6 +170,27 @@ def test_hu_templates_refuse_mr_and_rgb(make_ctx, tmp_path, series_writer):
     assert not (tmp_path / "out").exists()
 
 
+def test_ct_values_that_cannot_be_hu_are_refused(tmp_path, dicom_writer, phantom):
+    """Unsigned stored values with no rescale cannot hold air (-1000 HU): read as HU, the air around the phantom is
+    0 HU and 'the body' would be the whole frame. A LOCALIZER (scout) is a projection, not a slice. Both are refused
+    naming the file; -O values_are_hu=true goes ahead; signed values without rescale are still taken as HU."""
+    stored = (phantom(48) + 1024).astype(np.uint16)  # HU + 1024: air 24, tissue ~1064
+    bare = dicom_writer(tmp_path / "bare.dcm", stored, slope=None, intercept=None)
+    with pytest.raises(OptionError, match="bare.dcm: .*not HU.*unsigned stored values.*values_are_hu"):
+        engine.segment(engine.open_scene(bare, plugin="surgical"), "the body", plugin="surgical")
+    forced = engine.segment(engine.open_scene(bare, plugin="surgical"), "the body", plugin="surgical",
+                            options={"values_are_hu": True})
+    assert forced.mask.mean() > 0.99  # what the user would have got: everything (air at 24 'HU' is > -500)
+    scout = dicom_writer(tmp_path / "scout.dcm", stored.astype(np.int16) - 1024,
+                         extra={"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]})
+    with pytest.raises(OptionError, match="scout.dcm: .*LOCALIZER"):
+        engine.segment(engine.open_scene(scout, plugin="surgical"), "bone", plugin="surgical")
+    signed = dicom_writer(tmp_path / "signed.dcm", stored.astype(np.int16) - 1024, slope=None, intercept=None)
+    scene = engine.open_scene(signed, plugin="surgical")
+    assert any("stored values taken as HU" in w for w in scene.warnings)
+    assert 0.05 < engine.segment(scene, "the body", plugin="surgical").mask.mean() < 0.95
+
+
 def test_end_to_end_on_a_synthetic_dicom_series(tmp_path, series_writer, phantom):
     slices = [(phantom(48) + 1024).astype(np.int16) for _ in range(3)]
     folder = series_writer(tmp_path / "ct", slices, [(0, 0, z) for z in (4.0, 0.0, 2.0)], spacing=(0.9, 0.9))

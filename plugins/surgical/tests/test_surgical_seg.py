@@ -465,7 +465,9 @@ def test_real_enhanced_ct_seg_references_frames(tmp_path):
     import pydicom
 
     out = tmp_path / "ect"
-    res = engine.run(path, "the body", plugin="surgical", out_dir=out)
+    # a perfusion map (Rescale Type US, values in ml/100ml/s): HU templates refuse it unless told to go ahead,
+    # which this test of the SEG frame references does
+    res = engine.run(path, "the body", plugin="surgical", out_dir=out, options={"values_are_hu": True})
     scene = engine.open_scene(path, plugin="surgical")
     body = split_slices(res.mask, scene)
     src = pydicom.dcmread(path, stop_before_pixels=True)

@@ -34,7 +34,8 @@ def test_presets_are_the_usual_reading_windows():
 
 
 def _ct(tmp_path, series_writer, window=True):
-    slices = [np.full((16, 16), 1024 + v, np.int16) for v in (-1000, 0, 1000)]
+    # 32 px a side: smaller stored slices with a pixel spacing are refused by the HU templates as thumbnails
+    slices = [np.full((32, 32), 1024 + v, np.int16) for v in (-1000, 0, 1000)]
     for k, s in enumerate(slices):
         s[:8, :4] = 1024 + 300 * k - 600  # something that differs between the windows
     extra = {"WindowCenter": 50, "WindowWidth": 350} if window else {}

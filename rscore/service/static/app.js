@@ -281,8 +281,11 @@ async function showResult(body) {
   answer.dataset.absent = doc.absent ? "1" : "0";
 
   const conf = doc.confidence;
+  const withheld = (doc.caveats || []).some((c) => c.startsWith("confidence withheld:"));
   $("trust").textContent = conf === null || conf === undefined
-    ? "confidence: not stated by this strategy" : `confidence: ${Number(conf).toFixed(2)}`;
+    ? (withheld ? "confidence: withheld - the input is outside what the rule was made for (see the caveats)"
+      : "confidence: not stated by this strategy")
+    : `confidence: ${Number(conf).toFixed(2)}`;
   const caveats = $("caveats");
   caveats.replaceChildren(...(doc.caveats || []).map((c) => el("li", c)));
   caveats.hidden = caveats.children.length === 0;

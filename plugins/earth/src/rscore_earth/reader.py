@@ -52,6 +52,7 @@ from rscore.errors import InputError, OptionError
 from rscore.sdk import Reader
 from rscore.types import GeoInfo, Scene, Window
 
+from rscore_earth.bandcheck import landsat_band, landsat_toa, value_sample
 from rscore_earth.gdalenv import gdal_env
 from rscore_earth.geo import GroundUnits, ground_units, pixel_size_m
 
@@ -271,7 +272,8 @@ class GeoRasterReader(Reader):
             specs = [_spec(primary, warnings=warnings)]
             band_refs = [BandRef(0, i) for i in range(1, primary.count + 1)]
             assumptions: list[str] = []
-            roles = _default_roles(primary, warnings, path.name, assumptions)
+            guessed: list[str] = []  # a single unnamed band's role was guessed (elevation for non-byte data)
+            roles = _default_roles(primary, warnings, path.name, assumptions, guessed)
             dtypes = [_effective_dtype(primary)]
             radiometry = [_radiometry(primary)]
             aux_roles_all: list[str] = []
@@ -317,10 +319,18 @@ class GeoRasterReader(Reader):
         finally:
             primary.close()
         log.debug("opened %s: %dx%d, bands %s, pixel %s %s", path, source.width, source.height, roles, pixel_size, unit)
+        band_roles = tuple(_unique_roles(roles))
+        if "elevation" in band_roles:  # sampled once: terrain programs check these are heights (bandcheck)
+            k = band_roles.index("elevation")
+            metadata["elevation_sample"] = value_sample(
+                lambda r, c, h, w: _valid_band(source, k, Window(r, c, h, w)), source.height, source.width
+            )
+            metadata["elevation_assumed"] = bool(guessed) and options.get("bands") in (None, "") and k == 0
+            source.close()  # the scene opens its datasets lazily where it is read (a worker, a thread)
         return Scene(
             source=source,
             kind="raster",
-            band_roles=tuple(_unique_roles(roles)),
+            band_roles=band_roles,
             path=path,
             reader=self.name,
             pixel_size=pixel_size,
@@ -387,38 +397,6 @@ def _scales_offsets(ds: Any) -> tuple[tuple[float, ...] | None, tuple[float, ...
     if all(s == 1.0 for s in scales) and all(o == 0.0 for o in offsets):
         return None, None
     return scales, offsets
-
-
-def landsat_toa(path: Path) -> tuple[float, float, str] | None:
-    """``(scale, offset, mtl name)`` turning a Landsat Level-1 band's DN into top-of-atmosphere reflectance.
-
-    Applies when the file is named ``<prefix>_B<n>.tif`` and ``<prefix>_MTL.txt`` lies beside it:
-    ``rho = (REFLECTANCE_MULT_BAND_n * DN + REFLECTANCE_ADD_BAND_n) / sin(SUN_ELEVATION)`` (USGS Landsat 8
-    Data Users Handbook, section 5.1). Spectral-index thresholds assume reflectance, not DN.
-    """
-    import re
-
-    m = re.fullmatch(r"(.*)_B(\d+)", path.stem, flags=re.IGNORECASE)
-    if not m:
-        return None
-    mtl = path.with_name(f"{m.group(1)}_MTL.txt")
-    if not mtl.is_file():
-        return None
-    try:
-        text = mtl.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    band = m.group(2)
-
-    def value(key: str) -> float | None:
-        found = re.search(rf"^\s*{key}\s*=\s*([-+0-9.Ee]+)\s*$", text, flags=re.MULTILINE)
-        return float(found.group(1)) if found else None
-
-    mult, add, sun = value(f"REFLECTANCE_MULT_BAND_{band}"), value(f"REFLECTANCE_ADD_BAND_{band}"), value("SUN_ELEVATION")
-    if mult is None or add is None or sun is None or not 0 < sun <= 90:
-        return None
-    s = float(np.sin(np.radians(sun)))
-    return mult / s, add / s, mtl.name
 
 
 def _spec(ds: Any, warp: Mapping[str, Any] | None = None, warnings: list[str] | None = None) -> _DatasetSpec:
@@ -553,7 +531,7 @@ def _band_tags(ds: Any, i: int) -> dict[str, str]:
 
 
 def _default_roles(
-    ds: Any, warnings: list[str], name: str, assumptions: list[str] | None = None
+    ds: Any, warnings: list[str], name: str, assumptions: list[str] | None = None, guessed: list[str] | None = None
 ) -> list[str | None]:
     from rasterio.enums import ColorInterp
 
@@ -578,8 +556,14 @@ def _default_roles(
                     f"{name}: bands 1-3 are tagged red, green, blue and band 4 is untagged, so the layout is taken "
                     "as R,G,B,NIR (the NAIP / RGBN convention; --bands overrides)"
                 )
+    landsat = landsat_band(Path(ds.name)) if ds.count == 1 and roles[0] is None else None
+    if landsat is not None:  # a USGS band file beside its MTL: the band number says what it holds
+        roles[0] = landsat[0]
+        warnings.append(f"{name}: {landsat[1]}")
     if ds.count == 1 and roles[0] is None:
         dtype = np.dtype(ds.dtypes[0])
+        if guessed is not None:
+            guessed.append(name)
         if dtype == np.uint8:
             roles[0] = "gray"
         else:
@@ -612,6 +596,12 @@ def _apply_role_options(
                 f"--bands names {len(given)} roles but the input has {primary_count} bands{extra}: give one role per band"
             )
     return primary + aux
+
+
+def _valid_band(source: RasterSource, k: int, window: Window) -> np.ndarray:
+    data = source.read(window, [k])[0].astype(np.float64)
+    valid = source.valid(window)
+    return data if valid is None else np.where(valid, data, np.nan)
 
 
 def _unique_roles(roles: Sequence[str | None]) -> list[str]:

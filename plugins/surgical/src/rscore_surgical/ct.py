@@ -73,9 +73,14 @@ AIR_EDGE_HU = -400.0  # fat next to pixels at or below this is a partial-volume 
 CORTICAL_HU = 700.0
 MIN_COMPONENT_MM2 = 5.0
 MIN_COMPONENT_PX = 10  # when the pixel size is unknown
+MIN_SLICE_PX = 32  # slices smaller than this are thumbnails (DICOMDIR icon series); CT is acquired at 256-1024 px
 BODY_PART_MIN_MM2 = 1000.0  # 10 cm2: an arm or a leg in cross-section is 40-250 cm2
 BODY_PART_MIN_SHARE = 0.03  # of the largest component (the trunk)
 BODY_PART_MIN_ELONGATION = 0.3  # minor / major axis: limbs are round to oval, the table and sheets are thin bands
+
+MODALITY_NAMES = {"MR": "MR", "US": "ultrasound", "CR": "radiograph (CR)", "DX": "radiograph (DX)", "PT": "PET",
+                  "NM": "nuclear medicine", "XA": "angiography", "MG": "mammography", "ES": "endoscopy",
+                  "XC": "camera photo", "OT": "other-modality"}
 
 SOURCES = (
     "T. M. Buzug, Computed Tomography: From Photon Statistics to Modern Cone-Beam CT, Springer 2008, p. 475 (HU table)",
@@ -89,13 +94,39 @@ SOURCES = (
 
 # ---------------------------------------------------------------------------------------------------- checking
 def require_ct(ctx: OpContext) -> None:
-    """Raise :class:`OptionError` unless the scene carries CT Hounsfield units."""
+    """Raise :class:`OptionError` naming the file unless the scene carries CT Hounsfield units: another modality, a
+    CT whose DICOM says its values are not HU (a derived map), no ``hu`` band, or slices of thumbnail size."""
     scene = ctx.scene
     if scene.dicom is not None and scene.dicom.modality != "CT":
-        raise OptionError(f"HU templates need CT (this series is {scene.dicom.modality})")
+        other = MODALITY_NAMES.get(scene.dicom.modality, scene.dicom.modality)
+        raise OptionError(
+            f"HU templates need CT (this series is {scene.dicom.modality}): {other} pixel values have no Hounsfield "
+            "scale, so tissue thresholds would mark arbitrary intensities; give a CT series (or ask a VLM with "
+            "--reasoner)",
+            path=scene.path,
+        )
+    not_hu = (scene.metadata or {}).get("not_hu")
+    if not_hu and str(ctx.params.get("values_are_hu", False)).lower() not in ("true", "1", "yes", "on"):
+        raise OptionError(
+            f"HU templates need CT Hounsfield units and this CT's values are not HU ({not_hu}): give an original "
+            "CT series with its rescale (or -O values_are_hu=true if you know the values are HU)",
+            path=scene.path,
+        )
     if not scene.has("hu"):
         bands = ", ".join(scene.band_roles) or "none"
-        raise OptionError(f"HU templates need CT Hounsfield units (this input has bands: {bands})")
+        raise OptionError(f"HU templates need CT Hounsfield units (this input has bands: {bands})", path=scene.path)
+    cols = scene.width
+    rows = int((scene.metadata or {}).get("slice_rows") or scene.height)
+    spacing = scene.dicom.pixel_spacing_mm if scene.dicom is not None else None
+    # a stored slice with a measured pixel spacing this small is an icon of a real one (DICOMDIR thumbnails keep the
+    # full slice's PixelSpacing); small phantoms built in memory or without a spacing are left to answer
+    if scene.path is not None and spacing and min(rows, cols) < MIN_SLICE_PX:
+        raise OptionError(
+            f"the CT slices are {cols}x{rows} pixels, too few for HU thresholds (a thumbnail: each pixel averages "
+            f"air, tissue and bone of a whole block of the real slice): give the full-resolution series (at least "
+            f"{MIN_SLICE_PX} px a side)",
+            path=scene.path,
+        )
 
 
 @dataclass(frozen=True)

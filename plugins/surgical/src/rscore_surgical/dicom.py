@@ -268,7 +268,10 @@ class DicomReader(Reader):
             ds = _read_header(path, force=not _has_magic(path))
             reason = _not_an_image(ds)
             if reason:
-                raise InputError(f"has no image pixel data ({reason})", path=path)
+                hint = ""
+                if str(getattr(ds, "Modality", "")).upper() in ("SEG", "RTSTRUCT"):  # an annotation of images
+                    hint = ": it annotates an image series - give that series (its folder) instead"
+                raise InputError(f"has no image pixel data ({reason}){hint}", path=path)
             headers = [(path, ds)]
         chosen = _pick_series(path, headers, options.get("series"))
         return self._scene(path, chosen, options)
@@ -328,8 +331,18 @@ class DicomReader(Reader):
             mode, roles = ("hu", ("hu",)) if modality == "CT" else ("gray", ("gray",))
         else:
             raise InputError(f"has {samples} samples per pixel; only 1 (grey) and 3 (colour) are supported", path=path)
-        if mode == "hu" and not any(_has_rescale(ds) for _, ds in files):
+        if mode == "hu" and not any(_has_rescale(ds) for _, ds in files) and any(
+            int(getattr(ds, "PixelRepresentation", 0) or 0) for _, ds in files
+        ):
             warnings.append(f"{first_path.name}: CT without RescaleSlope/RescaleIntercept; stored values taken as HU")
+        not_hu = not_hounsfield(first) if mode == "hu" else None
+        if mode == "hu" and not any(_has_rescale(ds) for _, ds in files) and not any(
+            int(getattr(ds, "PixelRepresentation", 0) or 0) for _, ds in files
+        ):  # unsigned stored values with no rescale cannot hold air (-1000 HU), fat or lung: an offset was dropped
+            not_hu = ("no Rescale Slope/Intercept and unsigned stored values, which cannot hold air at -1000 HU, fat "
+                      "or lung: scanners store HU + 1024 in unsigned pixels with an intercept of -1024")  # fmt: skip
+        if not_hu:  # a derived CT map (perfusion, ...): rescaled, but its values are not Hounsfield units
+            warnings.append(f"{first_path.name}: pixel values are not Hounsfield units ({not_hu})")
         invert_sum = None
         if mode == "gray" and photometric == "MONOCHROME1":
             # mirror the rescaled values within the range the stored bits can hold: v' = (lo + hi) - v
@@ -372,6 +385,8 @@ class DicomReader(Reader):
             "series_description": str(getattr(first, "SeriesDescription", "") or ""),
             "window": _file_window(first),
         }
+        if not_hu:
+            metadata["not_hu"] = not_hu
         if index is not None:
             metadata["slice_index"] = index
         for w in warnings:
@@ -511,6 +526,35 @@ def _shared(ds: Any, group: str, keyword: str, frame: int | None = None) -> Any:
             if value is not None:
                 return value
     return None
+
+
+def not_hounsfield(ds: Any) -> str | None:
+    """Why a CT file's rescaled values are not Hounsfield units, or ``None`` when they are (the default for CT).
+
+    DICOM says what rescaled values mean in Rescale Type (0028,1054; "HU", or "US" = unspecified) and, for derived
+    maps, in a Real World Value Mapping with its units: a CT perfusion map (Image Type DERIVED\\PERFUSION\\RCBF)
+    carries cerebral blood flow in ml/100ml/s, which HU thresholds would read as tissue. A LOCALIZER (scout) image
+    is a projection radiograph stored as CT. An original image with a vague Rescale Type is taken as HU.
+    """
+    image_type = [str(x).upper() for x in (getattr(ds, "ImageType", None) or ())]
+    if "LOCALIZER" in image_type[2:3]:  # a scout/topogram: a projection radiograph, its values are not HU
+        return "a LOCALIZER (scout) image: a projection through the whole body, not a slice in HU"
+    kind = getattr(ds, "RescaleType", None) or _shared(ds, "PixelValueTransformationSequence", "RescaleType", 0)
+    if kind is None or str(kind).strip().upper() in ("HU", ""):
+        return None
+    kind = str(kind).strip()
+    why = [f"Rescale Type '{kind}'" + (" = unspecified" if kind.upper() == "US" else "")]
+    mapping = _shared(ds, "RealWorldValueMappingSequence", "LUTExplanation", 0)
+    units = _shared(ds, "RealWorldValueMappingSequence", "MeasurementUnitsCodeSequence", 0)
+    meaning = str(getattr(units[0], "CodeMeaning", "")) if units else ""
+    code = str(getattr(units[0], "CodeValue", "")) if units else ""
+    if code in ("[hnsf'U]", "HU") or not (meaning or (image_type[:1] == ["DERIVED"])):
+        return None  # an original image with a vague Rescale Type: HU, as CT's default (a warning is enough)
+    if mapping or meaning:
+        why.append("values are " + " in ".join(str(x) for x in (mapping, meaning) if x))
+    if image_type:
+        why.append("Image Type " + "\\".join(image_type))
+    return "; ".join(why)
 
 
 def _has_rescale(ds: Any) -> bool:

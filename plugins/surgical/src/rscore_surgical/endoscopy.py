@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from rscore.errors import OptionError
+from rscore.io.images import camera_frame_problem
 from rscore.sdk import Operator, OpContext, ProgramOutput, Template, Param, uses
 
 V_MIN = 0.90
@@ -35,6 +36,7 @@ RELATIVE_DV = 0.20
 RELATIVE_V_MIN = 0.60
 RELATIVE_S_MAX = 0.35
 MEDIAN_PX = 15
+WHITEOUT_SHARE = 0.25  # specular highlights cover a few per cent of an endoscopy frame, never a quarter of it
 HALO = MEDIAN_PX // 2
 
 SOURCES = (
@@ -91,7 +93,19 @@ def local_median_value(ctx: OpContext) -> np.ndarray:
     return cv2.medianBlur(v8, MEDIAN_PX).astype(np.float32) / 255.0
 
 
+def require_camera_frame(ctx: OpContext, what: str = "specular highlights") -> None:
+    """Raise :class:`OptionError` naming the file unless the scene can be a visible-light camera frame
+    (:func:`rscore.io.images.camera_frame_problem`): an ultrasound's bright echoes and a satellite scene's roofs and
+    clouds are white and unsaturated like glare, and would give a confident mask of the wrong thing."""
+    problem = camera_frame_problem(ctx.scene, min_side=MEDIAN_PX)
+    if problem:
+        raise OptionError(f"{what} is a rule for endoscopy camera frames and this is {problem}: give an endoscopy "
+                          "frame or video" + (" (--plugin earth reads maps)" if "georeferenced" in problem else ""),
+                          path=ctx.scene.path)  # fmt: skip
+
+
 def specular(ctx: OpContext) -> ProgramOutput:
+    require_camera_frame(ctx)
     opts = SpecularOptions.parse(ctx.params)
     rgb = rgb_unit(ctx)
     v, s = hsv_value_saturation(rgb)
@@ -99,6 +113,11 @@ def specular(ctx: OpContext) -> ProgramOutput:
     absolute = (v >= opts.v_min) & (s <= opts.s_max)
     relative = (v - median >= RELATIVE_DV) & (v >= RELATIVE_V_MIN) & (s <= RELATIVE_S_MAX)
     mask = (absolute | relative) & ctx.valid
+    share = float(mask[ctx.core_slices].mean()) if mask.size else 0.0
+    if share > WHITEOUT_SHARE:  # highlights are small spots; a frame mostly white is overexposed or blank
+        ctx.caveat(f"{share:.0%} of the frame is near-white: an overexposed, washed-out or blank frame (scope against "
+                   "tissue, flush, light failure), where highlights cannot be told from the rest",
+                   withhold_confidence=True)  # fmt: skip
     classes = np.where(absolute & mask, 1, np.where(mask, 2, 0)).astype(np.uint8)
     score = np.where(absolute, 1.0, np.clip((v - median) / (2 * RELATIVE_DV), 0.0, 1.0)).astype(np.float32)
     ctx.note(

@@ -68,6 +68,8 @@ def rscore_options() -> list[Param]:
         Param("hu_min", "float", "HU templates: lower bound override", "HU"),
         Param("hu_max", "float", "HU templates: upper bound override", "HU"),
         Param("min_component_mm2", "float", "HU templates: smallest component kept", "mm2", (0, None)),
+        Param("values_are_hu", "bool", "HU templates: run on a CT whose DICOM says its values are not HU (a derived "
+              "map such as perfusion) as if they were", default=False),
         Param("dicom_seg", "bool", "write a DICOM SEG object", default=True),
         Param("slice_pngs", "bool", "write one PNG per slice", default=True),
         Param("nifti", "bool", "write segmentation.nii.gz (labels, affine from the DICOM geometry)", default=True),

@@ -31,6 +31,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from rscore.errors import OptionError
+from rscore.io.images import camera_frame_problem, is_dicom
 from rscore.sdk import Operator, OpContext, ProgramOutput, Template, uses
 from rscore.types import Scene
 
@@ -57,8 +59,23 @@ def _unit(arr: np.ndarray, dtype: str) -> np.ndarray:
     return np.clip(np.nan_to_num(arr / scale), 0.0, 1.0).astype(np.float32)
 
 
+def camera_frame(ctx: OpContext) -> None:
+    """The water rules read light through water in a camera picture: a non-optical DICOM, or a picture smaller
+    than the 15 px patch the haze and contrast measures use, is refused; a georeferenced raster (a satellite scene,
+    or a benthic photomosaic) is caveated and its confidence withheld."""
+    scene = ctx.scene
+    problem = camera_frame_problem(scene, min_side=PATCH)
+    if problem and (is_dicom(scene) or min(scene.height, scene.width) < PATCH):
+        raise OptionError(f"the underwater rules read light through water in a camera picture and this is {problem}",
+                          path=ctx.scene.path)  # fmt: skip
+    if problem:
+        ctx.caveat(f"this is {problem}: the underwater rules assume a camera looking through water (haze, colour "
+                   "cast); on a map they mark whatever is hazy or blue", withhold_confidence=True)  # fmt: skip
+
+
 def view_rgb(ctx: OpContext, original: bool = False) -> np.ndarray:
     """``(3, H, W)`` float 0-1 RGB of the view: the scene's, or the uncorrected original's when preprocess ran."""
+    camera_frame(ctx)
     src = ctx.scene.metadata.get("original_source") if original else None
     if src is not None:
         idx = ctx.scene.metadata.get("original_rgb_bands") or [ctx.scene.band_index(r) for r in RGB]
@@ -238,7 +255,7 @@ def sea_floor(ctx: OpContext) -> ProgramOutput:
              operator="underwater.open_water", share=float(floor[ctx.core_slices].mean()))
     if not water.any():
         ctx.caveat("no open water in view: the whole frame is 'not open water', and whether it is sea floor or an "
-                   "animal, diver or object filling the view cannot be told offline")
+                   "animal, diver or object filling the view cannot be told offline", withhold_confidence=True)
     return ProgramOutput(mask=floor, classes=classes)
 
 
