@@ -331,12 +331,19 @@ def test_the_setting_is_no_composition_part_and_a_negation_of_nothing_in_particu
 
 @needs_embeddings
 def test_a_label_head_and_a_keyword_only_query_decide_only_with_evidence(shipped):
-    from rscore.engine.matching import label_head
+    from rscore.engine.matching import label_head, query_head
 
-    assert label_head("person in restricted zone") == "person"
+    assert label_head("person in restricted zone") == "person" and label_head("worker wearing hi-vis") == "worker"
     assert label_head("ridges and valleys") == "ridges and valleys"
     plan = plan_for(shipped, "safety", "image", "no-go areas")  # a zone, not a person in one
-    assert not plan.absent and plan.template == "safety:restricted_zone" and "person" in plan.match["tie_break"]
+    assert not plan.absent and plan.template == "safety:restricted_zone"
+    assert "person" in plan.match.get("tie_break", "") or plan.match["head_not_named"]["safety:people_in_zone"] == "person"
+    # the query's own head noun: the garment is not the worker who wears it (#16's vests_worn marks the worker)
+    assert query_head("workers' hi-vis clothing") == "clothing" and query_head("workers with hi-vis") == "workers"
+    for query, template in (("workers' hi-vis clothing", "hivis"), ("the yellow vests of the workers", "hivis"),
+                            ("people wearing vests", "vests_worn")):
+        plan = plan_for(shipped, "safety", "image", query)
+        assert not plan.absent and plan.template == f"safety:{template}", (query, plan.match)
     for query in ("the substrate", "the benthic zone"):  # declared keywords MiniLM rates low ("zone": a place)
         plan = plan_for(shipped, "underwater", "image", query)
         assert not plan.absent and plan.template == "underwater:sea_floor" and "keyword_match" in plan.match

@@ -50,6 +50,7 @@ from rscore.engine.querytext import (  # re-exported: these lived here before
     keyword_owner,
     keyword_unique,
     label_head,
+    query_head,
     negated_object,  # noqa: F401
     negation_cue,
     negation_parts,
@@ -162,6 +163,7 @@ MIN_MARGIN = {"embedding": 0.02, "keyword": 0.0}  # closer than this to a differ
 TIE_WINDOW = {"embedding": 0.06, "keyword": 0.05}  # closer than this, tie_break() decides where it can
 KEYWORD_FLOOR = {"embedding": 0.35}  # below the threshold, a query made of one template's keywords still answers
 HEAD_NAMED = 0.5  # a query word this like a template's label head names what the template marks
+QUERY_HEAD_NAMED = 0.4  # ... or the query's own head noun this like it (tuned on the tune half's hi-vis wearers)
 HEAD_PENALTY = 0.2  # ... and a template whose thing the query does not name scores this much less
 CONTRAST_MIN = {"embedding": 0.1}  # tie_break(): the query's own words this much closer to one matched text
 COMPOSE_DROP = {"embedding": 0.04, "keyword": 0.2}  # head alone matches this much better: the rest is a constraint
@@ -263,10 +265,16 @@ def heads_not_named(query: str, templates: Sequence[Template], method: str) -> s
     qualified = [(i, label_head(t.label)) for i, t in enumerate(templates) if label_head(t.label) != t.label]
     if not words or not qualified or method != "embedding":
         return set()
+    # a plain query's own head noun is what it asks for: "workers' hi-vis clothing" asks for clothing, not for the
+    # worker that "worker wearing hi-vis" marks (a negated query keeps the any-word test: "vests missing on workers")
+    head = query_head(query) if negation_cue(query) is None else None
+    cut = HEAD_NAMED
+    if head is not None:  # one word against one word: MiniLM rates "people" / "worker" 0.43, "clothing" 0.32
+        words, cut = [head], QUERY_HEAD_NAMED
     heads = sorted({h for _, h in qualified})
     emb = _embed([*words, *heads])
     sims = emb[len(words):] @ emb[: len(words)].T  # heads x words
-    named = {h: float(sims[n].max()) >= HEAD_NAMED for n, h in enumerate(heads)}
+    named = {h: float(sims[n].max()) >= cut for n, h in enumerate(heads)}
     return {i for i, h in qualified if not named[h]}
 
 
@@ -569,6 +577,8 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
             runner = named
     # the runner-up's own concept (its best text may be a broader one: "natural hazards" for landslide)
     rc_score, rc_k = best_of(runner, ("concept",)) if runner is not None else (-1.0, -1)
+    if runner in unnamed:  # a runner-up marking a thing the query does not ask for keeps its penalty in a tie
+        rc_score -= HEAD_PENALTY
     if runner is not None and top_score - rc_score < TIE_WINDOW[method] and role == "concept" and not qneg:
         winner, why = tie_break(core, top, runner, templates, method, (text, rows[rc_k][2]))
         if winner is not None:

@@ -165,14 +165,31 @@ def two_part_splits(text: str) -> list[tuple[str, str]]:
     return out
 
 
+# words after which a noun phrase's qualifier starts ("worker *wearing* hi-vis", "vests *of* the workers")
+QUALIFIERS = ("wearing", "who", "that", "which", "of")
+
+
 def label_head(label: str) -> str:
-    """What a template marks: its label before a connective or negation ("person" of "person in restricted
-    zone", "worker" of "worker without a vest"), or the whole label."""
+    """What a template marks: its label before a connective, qualifier or negation ("person" of "person in
+    restricted zone", "worker" of "worker without a vest" and of "worker wearing hi-vis"), or the whole label."""
     low = " " + label.lower() + " "
-    cuts = [low.find(f" {c} ") for c in (*CONNECTIVES, *RELATIONS, *NEGATIONS) if f" {c} " in low
+    cuts = [low.find(f" {c} ") for c in (*CONNECTIVES, *RELATIONS, *NEGATIONS, *QUALIFIERS) if f" {c} " in low
             and c not in ("and", "or")]
     head = low[: min(cuts)].strip() if cuts else label
     return head if _words(head) else label
+
+
+def query_head(query: str) -> str | None:
+    """The noun a query asks for: the last word before its first connective, relation or qualifier ("clothing" of
+    "workers' hi-vis clothing", "vests" of "the yellow vests of the workers", "workers" of "workers with hi-vis"),
+    or ``None`` for a query of one word or none (nothing to tell a head from its modifiers)."""
+    low = " " + query.lower().strip() + " "
+    cuts = [low.find(f" {c} ") for c in (*CONNECTIVES, *RELATIONS, *NEGATIONS, *QUALIFIERS) if f" {c} " in low]
+    first = low[: min(cuts)] if cuts else low
+    words = [w for w in _TOKEN.findall(first) if w not in _STOP]
+    if len(_TOKEN.findall(low)) < 2 or not words:
+        return None
+    return words[-1].removesuffix("'s").rstrip("'")
 
 
 def proper_name(query: str, known: frozenset[str] | set[str] = frozenset()) -> str | None:
