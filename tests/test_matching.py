@@ -437,3 +437,34 @@ def test_a_template_marking_a_thing_the_query_does_not_name_steps_back(shipped):
     assert "safety:people_in_zone" in plan.match["head_not_named"]
     plan = plan_for(shipped, "safety", "image", "someone in a no-go area")  # the person is named: not restricted_zone
     assert plan.template != "safety:restricted_zone"
+
+
+def test_a_place_defined_by_a_negated_permission_is_that_place():
+    from rscore.engine.matching import core_query, negation_parts
+    from rscore.engine.querytext import negated_access
+
+    for q, place in [("the zone where not go", "zone"), ("the area where people can not enter", "area"),
+                     ("the place where no one can go", "place"), ("no access area", "area"),
+                     ("the zone people cannot go in", "zone")]:
+        assert negated_access(q) == place, q
+        assert core_query(q) == f"no-go {place}" and negation_parts(core_query(q)) is None
+    # what is negated is something else than going there, or the query is about who: a real negation
+    for q in ("the area where workers are not wearing helmets", "areas that are not restricted",
+              "people not allowed in the zone", "workers who are not in the zone", "land without vegetation"):
+        assert negated_access(q) is None and core_query(q) == q.lower(), q
+    # a bare place word closing the negated words is where ("water not clear zone"), an object with its article
+    # is what is negated ("outside the restricted zone")
+    assert negation_parts("water not clear zone") == ("water zone", "clear")
+    assert negation_parts("areas outside the restricted zone") == ("", "restricted zone")
+
+
+@needs_embeddings
+def test_no_go_places_and_bare_negated_places_route(shipped):
+    for q in ("the zone where not go", "the area where people can not enter", "no entry zone"):
+        plan = plan_for(shipped, "safety", "image", q)
+        assert not plan.absent and plan.template == "safety:restricted_zone", (q, plan.reason)
+    for q in ("the area where workers are not wearing helmets", "areas outside the restricted zone"):
+        assert plan_for(shipped, "safety", "image", q).absent, q
+    assert plan_for(shipped, "earth", "raster", "the area where no one can go").absent  # no such earth template
+    plan = plan_for(shipped, "underwater", "image", "water not clear zone")
+    assert not plan.absent and plan.template == "underwater:low_visibility", plan.reason
