@@ -468,3 +468,23 @@ def test_no_go_places_and_bare_negated_places_route(shipped):
     assert plan_for(shipped, "earth", "raster", "the area where no one can go").absent  # no such earth template
     plan = plan_for(shipped, "underwater", "image", "water not clear zone")
     assert not plan.absent and plan.template == "underwater:low_visibility", plan.reason
+
+
+def test_a_body_region_is_where_not_a_second_thing():
+    from rscore.engine.querytext import scene_region
+
+    assert scene_region("the abdomen", "fat tissue in the abdomen") == "the abdomen"
+    assert scene_region("the chest", "bone inside the chest") == "the chest"
+    assert scene_region("the chest", "the chest with bones") is None  # not where the thing is: a part
+    assert scene_region("the liver", "fat in the liver") is None  # an organ is a thing, not a region
+
+
+@needs_embeddings
+def test_a_thing_in_a_body_region_answers_with_a_superset_caveat(shipped):
+    for q, name in (("fat tissue in the abdomen", "fat"), ("bone inside the chest", "bone")):
+        plan = plan_for(shipped, "surgical", "volume", q)
+        assert not plan.absent and plan.template == f"surgical:{name}", (q, plan.reason)
+        assert plan.match["specificity"]["decision"] == "superset" and plan.match["specificity"]["region"]
+        assert any(c.startswith("superset:") for c in plan.match["caveats"])
+    for q in ("the chest with bones", "fat around the chest"):  # the region as a part or under a relation
+        assert plan_for(shipped, "surgical", "volume", q).absent, q

@@ -55,6 +55,7 @@ from rscore.engine.querytext import (  # re-exported: these lived here before
     negation_cue,
     negation_parts,
     proper_name,
+    scene_region,
     split_constraint,
     two_part_splits,
 )
@@ -621,7 +622,10 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         if max((float(sims[k, h]) for k, r in enumerate(rows) if r[0] == top and r[1] == "concept"),
                default=-1.0) >= threshold or float(np.max(similarities(method, split[0], heads))) >= PART_COVER[method]:
             spec["declared_relation"] = own  # ... and the subject is the template's own ("vegetation" is not)
-    if split is not None and "declared_relation" not in spec:
+    region = next((b for _, b in splits if scene_region(b, core)), None)  # "fat tissue in the abdomen": where
+    if region is not None or (split is not None and scene_region(split[1].split(" ", 1)[-1], core)):
+        spec["region"] = region = region or split[1].split(" ", 1)[-1]
+    if split is not None and "declared_relation" not in spec and region is None:
         h = col[split[0]]
         head_score = max((float(sims[k, h]) for k, r in enumerate(rows) if r[0] == top and same[k]), default=-1.0)
         other = [(float(sims[k, h]), r[0]) for k, r in enumerate(rows) if r[0] != top and same[k] and r[1] == "concept"]
@@ -657,8 +661,8 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
             # a relation the template does not declare ("hi-vis near a person") is not what its own combination
             # of the same two concepts says ("workers wearing hi-vis"): still a composition
             relation = split is not None and a == split[0] and split[1].endswith(b)
-            if not relation and (set(_words(a)) <= common or set(_words(b)) <= common):  # "in the water": setting
-                continue
+            if not relation and (set(_words(a)) <= common or set(_words(b)) <= common) or b == region:  # "in the
+                continue  # water", "in the abdomen": the setting
             if ua != ub and min(sa, sb) >= COMPOSE_PART[method] and (relation or (
                     frozenset((ua, ub)) not in pairs and not example_combines(method, a, b, templates[top]))):
                 spec.update(decision="composed", parts=[
@@ -673,6 +677,11 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         spec.update(decision="superset", text=text)
         caveats = (f"superset: '{query.strip()}' is one part of what '{t.name}' marks (declared: {text}) and cannot "
                    f"be isolated by it; the mask is all {t.label} ({t.description})",)
+    elif region is not None:
+        outcome = "superset"
+        spec.update(decision="superset", text=f"{t.label} in {region}")
+        caveats = (f"superset: '{query.strip()}' asks for {t.label} in one region ('{region}'); '{t.name}' marks "
+                   f"all {t.label} in the scan, wherever it is",)
     elif (name := proper_name(query, {w for x in templates for w in _vocab(x)})) is not None:
         outcome = "superset"
         spec.update(decision="superset", text=f"one named {t.label}", name=name)
