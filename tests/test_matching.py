@@ -488,3 +488,13 @@ def test_a_thing_in_a_body_region_answers_with_a_superset_caveat(shipped):
         assert any(c.startswith("superset:") for c in plan.match["caveats"])
     for q in ("the chest with bones", "fat around the chest"):  # the region as a part or under a relation
         assert plan_for(shipped, "surgical", "volume", q).absent, q
+
+
+@needs_embeddings
+def test_an_exclusion_sharing_only_the_templates_own_word_and_unlike_otherwise_yields(shipped):
+    plan = plan_for(shipped, "surgical", "volume", "lung parenchyma")  # not "lung nodules and tumours"
+    assert not plan.absent and plan.template == "surgical:air_lung", plan.reason
+    assert plan.match["specificity"]["declined"]["role"] == "excludes"
+    for q in ("lung tumours", "the lung nodules", "bone marrow", "a broken bone"):  # what the exclusion names
+        plan = plan_for(shipped, "surgical", "volume", q)
+        assert plan.absent and plan.match["specificity"]["decision"] == "excluded", (q, plan.reason)

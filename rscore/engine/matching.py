@@ -172,6 +172,7 @@ NEGATION_SLACK = 0.15  # a negated text counts at most this much above the simil
 NEGATION_AGREE = {"embedding": 0.7, "keyword": 0.5}  # what both negate is the same thing at this similarity
 NEGATION_RELATED = {"embedding": 0.5, "keyword": 0.3}  # ... or related, when the query's head is the template's
 HEAD_AGREE = {"embedding": 0.6, "keyword": 0.5}
+EXCLUDE_UNLIKE = 0.35  # an exclusion sharing only the template's own word, the rest this unlike, is not what's asked
 COMPOSE_PART = {"embedding": 0.6, "keyword": 0.67}  # a part of the query that is clearly one template's concept
 PART_COVER = {"embedding": 0.5, "keyword": 0.5}  # a part of the query like a part of one of the template's examples
 # Result.confidence = logistic(bias + score * s + margin * m + superset * x): the probability that the right template
@@ -552,7 +553,12 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         qw, c_score, c_k = set(_words(core)), *best_of(top, ("concept",))
         shared = qw & set(_words(text))
         own = (qw & set(_words(rows[c_k][2]))) - common if c_k >= 0 else set()
-        if shared and shared <= common and own and top_score - c_score < TIE_WINDOW[method]:
+        # ... or shares only the template's own word, and the rest is unlike ("lung parenchyma" vs "lung nodules")
+        rq, rx = ([w for w in _TOKEN.findall(x.lower()) if w not in _STOP and _stem(w) not in shared]
+                  for x in (core, text))
+        unlike = role == "excludes" and shared <= own and rq and rx and float(
+            similarities(method, " ".join(rq), [" ".join(rx)])[0]) < EXCLUDE_UNLIKE
+        if shared and (shared <= common or unlike) and own and top_score - c_score < TIE_WINDOW[method]:
             spec["declined"] = {"template": t.qualified_name, "role": role, "text": text,
                                 "why": f"shares only '{', '.join(sorted(shared))}' with it"}
             top_score, top_k, role, text = c_score, c_k, "concept", rows[c_k][2]
