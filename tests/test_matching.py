@@ -498,3 +498,16 @@ def test_an_exclusion_sharing_only_the_templates_own_word_and_unlike_otherwise_y
     for q in ("lung tumours", "the lung nodules", "bone marrow", "a broken bone"):  # what the exclusion names
         plan = plan_for(shipped, "surgical", "volume", q)
         assert plan.absent and plan.match["specificity"]["decision"] == "excluded", (q, plan.reason)
+
+
+@needs_embeddings
+def test_of_which_place_a_part_is_is_the_setting(shipped):
+    from rscore.engine.querytext import two_part_splits
+
+    assert two_part_splits("crests and troughs of the terrain") == [("crests", "troughs")]
+    assert two_part_splits("forest and the tops of the hills") == [("forest", "the tops of the hills")]
+    plan = plan_for(shipped, "earth", "raster", "crests and troughs of the terrain")
+    assert not plan.absent and plan.template == "earth:ridges_valleys", plan.reason
+    for q in ("forest and steep slopes of the terrain", "forest on steep slopes"):  # still two templates' parts
+        plan = plan_for(shipped, "earth", "raster", q)
+        assert plan.absent and plan.match["specificity"]["decision"] == "composed", (q, plan.reason)

@@ -214,6 +214,9 @@ def two_part_splits(text: str) -> list[tuple[str, str]]:
         start = 0
         while (pos := low.find(f" {c} ", start)) >= 0:
             a, b = low[:pos].strip(), low[pos + len(c) + 2:].strip()
+            # "troughs of the terrain": of which place the scene is, not what (the terrain is the setting)
+            b = re.sub(r"\s+of\s+(?:the\s+|this\s+)?([a-z]+)$", lambda m: "" if _stem(m[1]) in PLACE_WORDS
+                       else m[0], b)
             if _words(a) and _words(b) and (a, b) not in out:
                 out.append((a, b))
             start = pos + 1
