@@ -488,6 +488,10 @@ def test_a_thing_in_a_body_region_answers_with_a_superset_caveat(shipped):
         assert any(c.startswith("superset:") for c in plan.match["caveats"])
     for q in ("the chest with bones", "fat around the chest"):  # the region as a part or under a relation
         assert plan_for(shipped, "surgical", "volume", q).absent, q
+    plan = plan_for(shipped, "earth", "raster", "the risk for landslide in mountains")  # a landscape region
+    assert not plan.absent and plan.template == "earth:landslide" and "one region" in plan.match["caveats"][0]
+    plan = plan_for(shipped, "earth", "raster", "forest in the valleys")  # valleys are a template's thing
+    assert plan.absent and plan.match["specificity"]["decision"] == "composed"
 
 
 @needs_embeddings

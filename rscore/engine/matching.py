@@ -687,7 +687,7 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         outcome = "superset"
         spec.update(decision="superset", text=f"{t.label} in {region}")
         caveats = (f"superset: '{query.strip()}' asks for {t.label} in one region ('{region}'); '{t.name}' marks "
-                   f"all {t.label} in the scan, wherever it is",)
+                   f"all {t.label} in the input, wherever it is",)
     elif (name := proper_name(query, {w for x in templates for w in _vocab(x)})) is not None:
         outcome = "superset"
         spec.update(decision="superset", text=f"one named {t.label}", name=name)

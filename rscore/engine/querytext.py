@@ -89,17 +89,18 @@ def core_query(query: str) -> str:
     return core if _words(core) else query
 
 
-# regions of the body a scan shows ("the abdomen", "the chest"): where a thing is asked for, not a second thing
-BODY_REGIONS = frozenset(_stem(w) for w in "abdomen abdominal belly chest thorax thoracic pelvis pelvic trunk torso "
-                         "neck limb leg arm".split())
+# regions of the body a scan shows ("the abdomen", "the chest") or of a landscape ("the mountains"): where a thing
+# is asked for, not a second thing
+REGIONS = frozenset(_stem(w) for w in "abdomen abdominal belly chest thorax thoracic pelvis pelvic trunk torso neck "
+                    "limb leg arm mountain mountainous highland upland lowland countryside".split())
 
 
 def scene_region(part: str, query: str) -> str | None:
-    """``part`` when it is only a body region that the query places its thing in ("fat tissue *in the abdomen*",
-    "bone inside the chest"), or ``None``. The region is the setting, not a composition part; a template marking
+    """``part`` when it is only a region (:data:`REGIONS`) that the query places its thing in ("fat tissue *in the
+    abdomen*", "bone inside the chest", "the risk for landslide in mountains"), or ``None``. The region is the setting, not a composition part; a template marking
     its thing everywhere answers with a superset caveat."""
     words = _words(part)
-    if not words or any(w not in BODY_REGIONS for w in words):
+    if not words or any(w not in REGIONS for w in words):
         return None
     return part if re.search(rf"\b(?:in|inside|within|of)\s+{re.escape(part)}$", query.lower().strip()) else None
 
