@@ -515,3 +515,8 @@ def test_of_which_place_a_part_is_is_the_setting(shipped):
     for q in ("forest and steep slopes of the terrain", "forest on steep slopes"):  # still two templates' parts
         plan = plan_for(shipped, "earth", "raster", q)
         assert plan.absent and plan.match["specificity"]["decision"] == "composed", (q, plan.reason)
+
+
+def test_the_keyword_matcher_does_not_read_a_spelling_as_unlike(shipped):
+    plan = plan_for(shipped, "surgical", "volume", "lung tumor", matcher="keyword")  # "tumor" / "tumours"
+    assert plan.absent and plan.match["specificity"]["decision"] == "excluded", plan.reason

@@ -172,7 +172,8 @@ NEGATION_SLACK = 0.15  # a negated text counts at most this much above the simil
 NEGATION_AGREE = {"embedding": 0.7, "keyword": 0.5}  # what both negate is the same thing at this similarity
 NEGATION_RELATED = {"embedding": 0.5, "keyword": 0.3}  # ... or related, when the query's head is the template's
 HEAD_AGREE = {"embedding": 0.6, "keyword": 0.5}
-EXCLUDE_UNLIKE = 0.35  # an exclusion sharing only the template's own word, the rest this unlike, is not what's asked
+EXCLUDE_UNLIKE = {"embedding": 0.35}  # an exclusion sharing only the template's word, the rest this unlike, is not
+# what is asked (no keyword figure: words spelt differently, "tumor" / "tumours", are not unlike)
 COMPOSE_PART = {"embedding": 0.6, "keyword": 0.67}  # a part of the query that is clearly one template's concept
 PART_COVER = {"embedding": 0.5, "keyword": 0.5}  # a part of the query like a part of one of the template's examples
 # Result.confidence = logistic(bias + score * s + margin * m + superset * x): the probability that the right template
@@ -557,7 +558,7 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         rq, rx = ([w for w in _TOKEN.findall(x.lower()) if w not in _STOP and _stem(w) not in shared]
                   for x in (core, text))
         unlike = role == "excludes" and shared <= own and rq and rx and float(
-            similarities(method, " ".join(rq), [" ".join(rx)])[0]) < EXCLUDE_UNLIKE
+            similarities(method, " ".join(rq), [" ".join(rx)])[0]) < EXCLUDE_UNLIKE.get(method, -1.0)
         if shared and (shared <= common or unlike) and own and top_score - c_score < TIE_WINDOW[method]:
             spec["declined"] = {"template": t.qualified_name, "role": role, "text": text,
                                 "why": f"shares only '{', '.join(sorted(shared))}' with it"}
