@@ -97,8 +97,8 @@ REGIONS = frozenset(_stem(w) for w in "abdomen abdominal belly chest thorax thor
 
 def scene_region(part: str, query: str) -> str | None:
     """``part`` when it is only a region (:data:`REGIONS`) that the query places its thing in ("fat tissue *in the
-    abdomen*", "bone inside the chest", "the risk for landslide in mountains"), or ``None``. The region is the setting, not a composition part; a template marking
-    its thing everywhere answers with a superset caveat."""
+    abdomen*", "bone inside the chest", "the risk for landslide in mountains"), or ``None``. The region is the
+    setting, not a composition part; a template marking its thing everywhere answers with a superset caveat."""
     words = _words(part)
     if not words or any(w not in REGIONS for w in words):
         return None
