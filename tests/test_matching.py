@@ -437,3 +437,86 @@ def test_a_template_marking_a_thing_the_query_does_not_name_steps_back(shipped):
     assert "safety:people_in_zone" in plan.match["head_not_named"]
     plan = plan_for(shipped, "safety", "image", "someone in a no-go area")  # the person is named: not restricted_zone
     assert plan.template != "safety:restricted_zone"
+
+
+def test_a_place_defined_by_a_negated_permission_is_that_place():
+    from rscore.engine.matching import core_query, negation_parts
+    from rscore.engine.querytext import negated_access
+
+    for q, place in [("the zone where not go", "zone"), ("the area where people can not enter", "area"),
+                     ("the place where no one can go", "place"), ("no access area", "area"),
+                     ("the zone people cannot go in", "zone")]:
+        assert negated_access(q) == place, q
+        assert core_query(q) == f"no-go {place}" and negation_parts(core_query(q)) is None
+    # what is negated is something else than going there, or the query is about who: a real negation
+    for q in ("the area where workers are not wearing helmets", "areas that are not restricted",
+              "people not allowed in the zone", "workers who are not in the zone", "land without vegetation"):
+        assert negated_access(q) is None and core_query(q) == q.lower(), q
+    # a bare place word closing the negated words is where ("water not clear zone"), an object with its article
+    # is what is negated ("outside the restricted zone")
+    assert negation_parts("water not clear zone") == ("water zone", "clear")
+    assert negation_parts("areas outside the restricted zone") == ("", "restricted zone")
+
+
+@needs_embeddings
+def test_no_go_places_and_bare_negated_places_route(shipped):
+    for q in ("the zone where not go", "the area where people can not enter", "no entry zone"):
+        plan = plan_for(shipped, "safety", "image", q)
+        assert not plan.absent and plan.template == "safety:restricted_zone", (q, plan.reason)
+    for q in ("the area where workers are not wearing helmets", "areas outside the restricted zone"):
+        assert plan_for(shipped, "safety", "image", q).absent, q
+    assert plan_for(shipped, "earth", "raster", "the area where no one can go").absent  # no such earth template
+    plan = plan_for(shipped, "underwater", "image", "water not clear zone")
+    assert not plan.absent and plan.template == "underwater:low_visibility", plan.reason
+
+
+def test_a_body_region_is_where_not_a_second_thing():
+    from rscore.engine.querytext import scene_region
+
+    assert scene_region("the abdomen", "fat tissue in the abdomen") == "the abdomen"
+    assert scene_region("the chest", "bone inside the chest") == "the chest"
+    assert scene_region("the chest", "the chest with bones") is None  # not where the thing is: a part
+    assert scene_region("the liver", "fat in the liver") is None  # an organ is a thing, not a region
+
+
+@needs_embeddings
+def test_a_thing_in_a_body_region_answers_with_a_superset_caveat(shipped):
+    for q, name in (("fat tissue in the abdomen", "fat"), ("bone inside the chest", "bone")):
+        plan = plan_for(shipped, "surgical", "volume", q)
+        assert not plan.absent and plan.template == f"surgical:{name}", (q, plan.reason)
+        assert plan.match["specificity"]["decision"] == "superset" and plan.match["specificity"]["region"]
+        assert any(c.startswith("superset:") for c in plan.match["caveats"])
+    for q in ("the chest with bones", "fat around the chest"):  # the region as a part or under a relation
+        assert plan_for(shipped, "surgical", "volume", q).absent, q
+    plan = plan_for(shipped, "earth", "raster", "the risk for landslide in mountains")  # a landscape region
+    assert not plan.absent and plan.template == "earth:landslide" and "one region" in plan.match["caveats"][0]
+    plan = plan_for(shipped, "earth", "raster", "forest in the valleys")  # valleys are a template's thing
+    assert plan.absent and plan.match["specificity"]["decision"] == "composed"
+
+
+@needs_embeddings
+def test_an_exclusion_sharing_only_the_templates_own_word_and_unlike_otherwise_yields(shipped):
+    plan = plan_for(shipped, "surgical", "volume", "lung parenchyma")  # not "lung nodules and tumours"
+    assert not plan.absent and plan.template == "surgical:air_lung", plan.reason
+    assert plan.match["specificity"]["declined"]["role"] == "excludes"
+    for q in ("lung tumours", "the lung nodules", "bone marrow", "a broken bone"):  # what the exclusion names
+        plan = plan_for(shipped, "surgical", "volume", q)
+        assert plan.absent and plan.match["specificity"]["decision"] == "excluded", (q, plan.reason)
+
+
+@needs_embeddings
+def test_of_which_place_a_part_is_is_the_setting(shipped):
+    from rscore.engine.querytext import two_part_splits
+
+    assert two_part_splits("crests and troughs of the terrain") == [("crests", "troughs")]
+    assert two_part_splits("forest and the tops of the hills") == [("forest", "the tops of the hills")]
+    plan = plan_for(shipped, "earth", "raster", "crests and troughs of the terrain")
+    assert not plan.absent and plan.template == "earth:ridges_valleys", plan.reason
+    for q in ("forest and steep slopes of the terrain", "forest on steep slopes"):  # still two templates' parts
+        plan = plan_for(shipped, "earth", "raster", q)
+        assert plan.absent and plan.match["specificity"]["decision"] == "composed", (q, plan.reason)
+
+
+def test_the_keyword_matcher_does_not_read_a_spelling_as_unlike(shipped):
+    plan = plan_for(shipped, "surgical", "volume", "lung tumor", matcher="keyword")  # "tumor" / "tumours"
+    assert plan.absent and plan.match["specificity"]["decision"] == "excluded", plan.reason

@@ -55,6 +55,7 @@ from rscore.engine.querytext import (  # re-exported: these lived here before
     negation_cue,
     negation_parts,
     proper_name,
+    scene_region,
     split_constraint,
     two_part_splits,
 )
@@ -171,6 +172,8 @@ NEGATION_SLACK = 0.15  # a negated text counts at most this much above the simil
 NEGATION_AGREE = {"embedding": 0.7, "keyword": 0.5}  # what both negate is the same thing at this similarity
 NEGATION_RELATED = {"embedding": 0.5, "keyword": 0.3}  # ... or related, when the query's head is the template's
 HEAD_AGREE = {"embedding": 0.6, "keyword": 0.5}
+EXCLUDE_UNLIKE = {"embedding": 0.35}  # an exclusion sharing only the template's word, the rest this unlike, is not
+# what is asked (no keyword figure: words spelt differently, "tumor" / "tumours", are not unlike)
 COMPOSE_PART = {"embedding": 0.6, "keyword": 0.67}  # a part of the query that is clearly one template's concept
 PART_COVER = {"embedding": 0.5, "keyword": 0.5}  # a part of the query like a part of one of the template's examples
 # Result.confidence = logistic(bias + score * s + margin * m + superset * x): the probability that the right template
@@ -551,7 +554,12 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         qw, c_score, c_k = set(_words(core)), *best_of(top, ("concept",))
         shared = qw & set(_words(text))
         own = (qw & set(_words(rows[c_k][2]))) - common if c_k >= 0 else set()
-        if shared and shared <= common and own and top_score - c_score < TIE_WINDOW[method]:
+        # ... or shares only the template's own word, and the rest is unlike ("lung parenchyma" vs "lung nodules")
+        rq, rx = ([w for w in _TOKEN.findall(x.lower()) if w not in _STOP and _stem(w) not in shared]
+                  for x in (core, text))
+        unlike = role == "excludes" and shared <= own and rq and rx and float(
+            similarities(method, " ".join(rq), [" ".join(rx)])[0]) < EXCLUDE_UNLIKE.get(method, -1.0)
+        if shared and (shared <= common or unlike) and own and top_score - c_score < TIE_WINDOW[method]:
             spec["declined"] = {"template": t.qualified_name, "role": role, "text": text,
                                 "why": f"shares only '{', '.join(sorted(shared))}' with it"}
             top_score, top_k, role, text = c_score, c_k, "concept", rows[c_k][2]
@@ -621,7 +629,10 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         if max((float(sims[k, h]) for k, r in enumerate(rows) if r[0] == top and r[1] == "concept"),
                default=-1.0) >= threshold or float(np.max(similarities(method, split[0], heads))) >= PART_COVER[method]:
             spec["declared_relation"] = own  # ... and the subject is the template's own ("vegetation" is not)
-    if split is not None and "declared_relation" not in spec:
+    region = next((b for _, b in splits if scene_region(b, core)), None)  # "fat tissue in the abdomen": where
+    if region is not None or (split is not None and scene_region(split[1].split(" ", 1)[-1], core)):
+        spec["region"] = region = region or split[1].split(" ", 1)[-1]
+    if split is not None and "declared_relation" not in spec and region is None:
         h = col[split[0]]
         head_score = max((float(sims[k, h]) for k, r in enumerate(rows) if r[0] == top and same[k]), default=-1.0)
         other = [(float(sims[k, h]), r[0]) for k, r in enumerate(rows) if r[0] != top and same[k] and r[1] == "concept"]
@@ -657,8 +668,8 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
             # a relation the template does not declare ("hi-vis near a person") is not what its own combination
             # of the same two concepts says ("workers wearing hi-vis"): still a composition
             relation = split is not None and a == split[0] and split[1].endswith(b)
-            if not relation and (set(_words(a)) <= common or set(_words(b)) <= common):  # "in the water": setting
-                continue
+            if not relation and (set(_words(a)) <= common or set(_words(b)) <= common) or b == region:  # "in the
+                continue  # water", "in the abdomen": the setting
             if ua != ub and min(sa, sb) >= COMPOSE_PART[method] and (relation or (
                     frozenset((ua, ub)) not in pairs and not example_combines(method, a, b, templates[top]))):
                 spec.update(decision="composed", parts=[
@@ -673,6 +684,11 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         spec.update(decision="superset", text=text)
         caveats = (f"superset: '{query.strip()}' is one part of what '{t.name}' marks (declared: {text}) and cannot "
                    f"be isolated by it; the mask is all {t.label} ({t.description})",)
+    elif region is not None:
+        outcome = "superset"
+        spec.update(decision="superset", text=f"{t.label} in {region}")
+        caveats = (f"superset: '{query.strip()}' asks for {t.label} in one region ('{region}'); '{t.name}' marks "
+                   f"all {t.label} in the input, wherever it is",)
     elif (name := proper_name(query, {w for x in templates for w in _vocab(x)})) is not None:
         outcome = "superset"
         spec.update(decision="superset", text=f"one named {t.label}", name=name)

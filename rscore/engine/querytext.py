@@ -79,11 +79,62 @@ _FRAME = re.compile(
 
 def core_query(query: str) -> str:
     """The query without a leading command ("highlight ...") or a context phrase ("the bone of patient" -> "the
-    bone"), if content remains, and with a negation of nothing in particular read as "empty" ("the water without
-    anything" -> "the water empty")."""
+    bone"), if content remains, with a negation of nothing in particular read as "empty" ("the water without
+    anything" -> "the water empty"), and a place defined by a negated permission read as the place it names ("the
+    zone where not go", "no entry area" -> "no-go zone", "no-go area": :func:`negated_access`)."""
     core = _COMMAND.sub("", _FRAME.sub("", query.lower().strip()))
     core = _EMPTY.sub("empty", _CONTEXT.sub("", core)).strip()
+    if (place := negated_access(core)) is not None:
+        return f"no-go {place}"
     return core if _words(core) else query
+
+
+# regions of the body a scan shows ("the abdomen", "the chest") or of a landscape ("the mountains"): where a thing
+# is asked for, not a second thing
+REGIONS = frozenset(_stem(w) for w in "abdomen abdominal belly chest thorax thoracic pelvis pelvic trunk torso neck "
+                    "limb leg arm mountain mountainous highland upland lowland countryside".split())
+
+
+def scene_region(part: str, query: str) -> str | None:
+    """``part`` when it is only a region (:data:`REGIONS`) that the query places its thing in ("fat tissue *in the
+    abdomen*", "bone inside the chest", "the risk for landslide in mountains"), or ``None``. The region is the
+    setting, not a composition part; a template marking its thing everywhere answers with a superset caveat."""
+    words = _words(part)
+    if not words or any(w not in REGIONS for w in words):
+        return None
+    return part if re.search(rf"\b(?:in|inside|within|of)\s+{re.escape(part)}$", query.lower().strip()) else None
+
+
+# a negated permission to go somewhere ("where people can not enter", "no entry", "where no one is allowed"):
+# the access words, the permission words, and who is (not) let in
+_ACCESS = frozenset("go goes going gone enter enters entering entry access accessed walk walked walking pass passing "
+                    "step stepping cross crossing trespass trespassing get come admittance admission".split())
+_PERMIT = frozenset("allowed permitted authorised authorized allow permit permission".split())
+_AGENTS = frozenset("one anyone anybody nobody someone people person persons workers worker staff you we they "
+                    "visitors public".split())
+_MODALS = frozenset("can cannot could may might must should shall will would be is are was were to in into inside "
+                    "through there here where which that the a an of for".split())
+
+
+def negated_access(text: str) -> str | None:
+    """The place word of a query that is only a place and a negated permission to go there ("the zone where not
+    go", "area where workers must not enter", "the place where no one can go", "no access area" -> zone, area,
+    place, area), or ``None``. Such a place is *defined* by the prohibition: it is the no-go place, not a place
+    without something. Anything else in the query (what is worn, what grows: "the area where workers are not
+    wearing helmets", "areas that are not restricted") is a real negation and keeps its meaning."""
+    toks = _TOKEN.findall(text.lower())
+    cue = next((n for n, w in enumerate(toks) if _cue_at(toks, n) or w in ("cannot", "nobody")), None)
+    if cue is None:
+        return None
+    places = [w for w in toks if _stem(w) in PLACE_WORDS or w in ("area", "areas", "region", "regions")]
+    rest = [w for n, w in enumerate(toks) if n != cue and w not in places]
+    if not places or any(w not in _ACCESS | _PERMIT | _AGENTS | _MODALS for w in rest):
+        return None
+    if any(w in _AGENTS for w in toks[: toks.index(places[0])]):  # "people not allowed in the zone": the people
+        return None
+    if not any(w in _ACCESS | _PERMIT for w in rest) and toks[cue] != "nobody":
+        return None
+    return places[0]
 
 
 def negation_cue(text: str) -> str | None:
@@ -126,7 +177,12 @@ def negation_parts(text: str) -> tuple[str, str] | None:
             return " ".join(before + after), obj
         if not after or all(w in PLACEHOLDERS or _stem(w) in PLACEHOLDERS for w in after):  # "no things": empty
             return None
-        return " ".join(before), " ".join(after)
+        # a place word closing bare negated words is where, not what is negated: "water not clear zone" keeps
+        # "water zone" ("outside the restricted zone", with its article, negates the zone itself)
+        n_place = len(after)
+        while n_place > 1 and _stem(after[n_place - 1]) in PLACE_WORDS and len(after) == len(toks) - n - 1:
+            n_place -= 1
+        return " ".join(before + after[n_place:]), " ".join(after[:n_place])
     return None
 
 
@@ -159,6 +215,9 @@ def two_part_splits(text: str) -> list[tuple[str, str]]:
         start = 0
         while (pos := low.find(f" {c} ", start)) >= 0:
             a, b = low[:pos].strip(), low[pos + len(c) + 2:].strip()
+            # "troughs of the terrain": of which place the scene is, not what (the terrain is the setting)
+            b = re.sub(r"\s+of\s+(?:the\s+|this\s+)?([a-z]+)$", lambda m: "" if _stem(m[1]) in PLACE_WORDS
+                       else m[0], b)
             if _words(a) and _words(b) and (a, b) not in out:
                 out.append((a, b))
             start = pos + 1
