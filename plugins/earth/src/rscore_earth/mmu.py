@@ -14,8 +14,8 @@ The cleaning is GDAL's sieve filter (``rasterio.features.sieve``, 4-connected): 
 class with fewer pixels than the MMU takes the class of its largest neighbouring region; pixels without data take
 part in nothing. The mask (medium + high) is rebuilt from the cleaned classes, so every mask component and every
 hole in it is at least one MMU. It is the landslide template's ``refine`` step (:func:`refine`): the finish stage runs
-it on the stitched map before it derives the instances, so they are built once, from the cleaned mask. The score raster is not changed: AUROC
-and success-rate curves, which rank the score, are the same with and without the MMU.
+it on the stitched map before it derives the instances, so they are built once, from the cleaned mask. The score
+raster is not changed: AUROC and success-rate curves, which rank the score, are the same with and without the MMU.
 """
 
 from __future__ import annotations
