@@ -159,3 +159,18 @@ def test_apply_mmu_on_a_finished_result_is_applied_once(runs):
     np.testing.assert_array_equal(again.class_map, on.class_map)
     np.testing.assert_array_equal(again.mask, on.mask)
     assert again.instances == on.instances
+
+
+def test_a_map_whose_prone_patches_are_all_under_the_unit_is_absent_saying_why(runs):
+    from rscore.sdk import EXPLAINS_EMPTY
+    from rscore_earth.mmu import refine
+
+    scene, _, _ = runs
+    classes = np.ones(scene.shape, np.uint8)
+    classes[5:7, 5:8] = 2  # 6 px of medium, under the 10 px unit
+    mask, cleaned, step = refine(scene, {}, classes >= 2, None, classes)
+    assert not mask.any() and (cleaned == 1).all()
+    assert step.stats["explains"] == EXPLAINS_EMPTY and "maps the 6 px of patches under it" in step.text
+    classes[20:24, 20:24] = 3  # a 16 px high patch is kept: nothing to explain
+    mask, _, step = refine(scene, {}, classes >= 2, None, classes)
+    assert int(mask.sum()) == 16 and "explains" not in step.stats

@@ -89,11 +89,16 @@ def refine(scene: Scene, options: Mapping[str, Any], mask: Any, score: Any, clas
         changed = int(np.count_nonzero(cleaned != classes))
         new_mask = cleaned >= prone
         how = "GDAL sieve, 4-connected like the polygons"
-    step = Step(
-        f"{MMU_STEP} {unit}: {changed} px in class patches smaller than it took the class of their largest "
-        f"neighbour ({how})",
-        operator=None, params={"mmu_m2": m2, "mmu_px": size}, stats={"pixels_changed": changed},
-    )
+    text = (f"{MMU_STEP} {unit}: {changed} px in class patches smaller than it took the class of their largest "
+            f"neighbour ({how})")
+    stats: dict[str, Any] = {"pixels_changed": changed}
+    if isinstance(new_mask, np.ndarray) and not new_mask.any():  # the finish stage answers absent, saying why
+        from rscore.sdk import EXPLAINS_EMPTY
+
+        text += (f"; no medium or high patch reaches the unit, so no landslide-prone area is mapped (-O mmu_m2=0 "
+                 f"maps the {int(np.count_nonzero(mask))} px of patches under it)")
+        stats["explains"] = EXPLAINS_EMPTY
+    step = Step(text, operator=None, params={"mmu_m2": m2, "mmu_px": size}, stats=stats)
     return new_mask, cleaned, step
 
 
