@@ -378,6 +378,11 @@ class Template:
     ``uses`` declares the registered operators its program calls (:func:`uses`); a program that calls none is
     direct code. ``rscore templates list --programs`` shows them; a test runs each program and checks the
     declaration against the calls it really makes.
+
+    ``refine(scene, options, mask, score, classes)`` is an optional whole-map step on the program's stitched outputs
+    (in memory or on disk), run by the finish stage before it derives the instances, so that they are built once
+    from the final mask: a rule a tile cannot apply (the landslide map's minimum mapping unit). It returns
+    ``(mask, classes, step)`` (the step is appended to the plan) or ``None`` to leave them as they are.
     """
 
     name: str
@@ -400,6 +405,7 @@ class Template:
     broader: tuple[str, ...] = ()  # wider concepts it marks only part of -> absent
     excludes: tuple[str, ...] = ()  # look-alike questions it does not answer -> absent
     uses: tuple[OpUse, ...] = ()  # registered operators its program calls (empty: direct code)
+    refine: Callable[..., Any] | None = None  # whole-map step on the stitched outputs before the instances
     plugin: str = ""  # filled in by the registry
 
     @property

@@ -1,7 +1,10 @@
 """Finish: the execution's masks and instances as one :class:`~rscore.types.Result`.
 
 - the union mask: the stitched program mask, or the instances' masks unioned (in memory up to
-  ``RSCORE_IN_MEMORY_PIXELS``);
+  ``RSCORE_IN_MEMORY_PIXELS``); a template's ``refine`` (:class:`rscore.sdk.Template`, e.g. the landslide map's
+  minimum mapping unit) changes the stitched mask and classes first - a template field, not a new plugin hook: it
+  belongs to how that template's map is defined, runs wherever finish runs (segment, the flows, video) and lets the
+  instances below be derived once from the final mask instead of again in ``rscore_postprocess``;
 - instances: the segmenter's / reasoner's, or, for a template answer without them, the connected components of the
   mask (:func:`rscore.instances.instances_from_mask`: label, score, class, area in real units);
 - absent when a plan that was not absent found no pixels (with the reason: the program's note marked
@@ -60,6 +63,12 @@ def finish_result(scene: Scene, request: Request, planned: Planned, done: Execut
     caveats = result_caveats(planned.plan, template, done.caveats)
     label = template.label if template else "target"
     mask, score, classes = done.mask, done.score, done.classes
+    if template is not None and template.refine is not None and not plan.absent and mask is not None:
+        # the template's whole-map step (Template.refine) before the instances, so they are derived once
+        refined = template.refine(scene, opts, mask, score, classes)
+        if refined is not None:
+            mask, classes, step = refined
+            plan = dataclasses.replace(plan, steps=tuple(plan.steps) + (step,))
     instances = list(done.instances)
     if mask is None and scene.height * scene.width <= in_memory_pixel_limit():
         mask = np.zeros(scene.shape, bool)

@@ -98,19 +98,79 @@ def test_bad_mmu_is_an_option_error(rscore_cli, tmp_path):
     assert "mmu_m2" in res.stdout
 
 
-def test_a_map_the_unit_does_not_change_keeps_its_instances(runs, monkeypatch):
-    """Sieving an already clean map changes no pixel: the instances are kept as they are, not computed again (a
-    whole-raster pass, ~0.5 s at 2048^2)."""
-    import rscore.instances
-    from rscore_earth.mmu import apply_mmu
+def _as_before(scene, off, size=10):
+    """What the MMU gave when it ran in the ``rscore_postprocess`` hook (before it became the template's ``refine``):
+    the unsieved map's classes sieved, the mask rebuilt, the instances derived again from the cleaned mask."""
+    from rscore.instances import instances_from_mask
 
-    scene, on, _ = runs
+    cleaned = _sieve(np.asarray(off.class_map, np.uint8), size)
+    mask = cleaned >= 2
+    instances = tuple(instances_from_mask(
+        mask, label="landslide-prone areas", score=off.score, classes=cleaned, class_names=("low", "medium", "high"),
+        pixel_size=scene.pixel_size, unit=scene.unit, min_area_px=1, max_instances=10**9, keep_masks=False,
+    ))
+    return cleaned, mask, instances
+
+
+def _same_outputs_built_once(path, tmp_path, monkeypatch):
+    import rscore.instances
+
+    scene = engine.open_scene(path, plugin="earth")
+    off = engine.segment(scene, QUERY, plugin="earth", options={"matcher": "keyword", "mmu_m2": 0})
+    cleaned, mask, instances = _as_before(scene, off)
     calls = []
     real = rscore.instances.instances_from_mask
     monkeypatch.setattr(rscore.instances, "instances_from_mask", lambda *a, **k: calls.append(1) or real(*a, **k))
-    again = apply_mmu(on, scene)
-    assert calls == []
-    assert again.instances == on.instances
-    np.testing.assert_array_equal(np.asarray(again.class_map), np.asarray(on.class_map))
+    on = engine.segment(scene, QUERY, plugin="earth", options={"matcher": "keyword"})
+    assert len(calls) == 1  # the instances are derived once, from the cleaned mask
+    changed = next(s for s in on.plan.steps if s.text.startswith("minimum mapping unit")).stats["pixels_changed"]
+    assert changed == int(np.count_nonzero(cleaned != off.class_map)) > 0
+    np.testing.assert_array_equal(on.class_map, cleaned)
+    np.testing.assert_array_equal(on.mask, mask)
+    assert on.instances == instances and len(instances) < len(off.instances)
+    # polygons: the same as those of the map sieved after finishing (the hook's result)
+    before = on.replace(class_map=cleaned, mask=mask, instances=instances)
+    for name, res in (("new", on), ("before", before)):
+        engine.write_outputs(scene, res, tmp_path / name)
+    a, b = (json.loads((tmp_path / n / "polygons.geojson").read_text()) for n in ("new", "before"))
+    assert a["features"] and a == b
+    return on
+
+
+def test_instances_built_once_from_the_cleaned_example_map(tmp_path, monkeypatch):
+    on = _same_outputs_built_once(EXAMPLE, tmp_path, monkeypatch)
+    assert len(on.instances) == 224
+
+
+def test_instances_built_once_on_the_real_ecuador_dem(shared_data, ecuador_dem, tmp_path, monkeypatch):
+    on = _same_outputs_built_once(shared_data / "eo" / "landslides_rbsf_ecuador" / "dem_elev.tif", tmp_path,
+                                  monkeypatch)
+    assert len(on.instances) == 24  # 129 without the unit (module docstring)
+
+
+def test_apply_mmu_on_a_finished_result_is_applied_once(runs):
+    """``apply_mmu`` (a Result made without the finish stage's refine) gives the same map, and nothing on a result
+    that has it already."""
+    from rscore_earth.mmu import apply_mmu
+
+    scene, on, off = runs
+    assert apply_mmu(on, scene) is None
+    again = apply_mmu(off.replace(options={**off.options, "mmu_m2": 1000}), scene)
+    np.testing.assert_array_equal(again.class_map, on.class_map)
     np.testing.assert_array_equal(again.mask, on.mask)
-    assert again.plan.steps[-1].stats["pixels_changed"] == 0
+    assert again.instances == on.instances
+
+
+def test_a_map_whose_prone_patches_are_all_under_the_unit_is_absent_saying_why(runs):
+    from rscore.sdk import EXPLAINS_EMPTY
+    from rscore_earth.mmu import refine
+
+    scene, _, _ = runs
+    classes = np.ones(scene.shape, np.uint8)
+    classes[5:7, 5:8] = 2  # 6 px of medium, under the 10 px unit
+    mask, cleaned, step = refine(scene, {}, classes >= 2, None, classes)
+    assert not mask.any() and (cleaned == 1).all()
+    assert step.stats["explains"] == EXPLAINS_EMPTY and "maps the 6 px of patches under it" in step.text
+    classes[20:24, 20:24] = 3  # a 16 px high patch is kept: nothing to explain
+    mask, _, step = refine(scene, {}, classes >= 2, None, classes)
+    assert int(mask.sum()) == 16 and "explains" not in step.stats

@@ -35,6 +35,10 @@ def test_eolearn_dem_ndvi_and_land_cover(eo, tmp_path):
     assert scene.band_roles == ("elevation", "ndvi") and scene.pixel_size[0] == pytest.approx(10.0, abs=0.01)
     result = engine.run(dem, "landslide-prone areas", plugin="earth", out_dir=tmp_path / "ls",
                         options={"aux": str(ndvi), "aux_bands": "ndvi", "matcher": "keyword"})  # fmt: skip
+    # its 95 medium px lie in patches under the minimum mapping unit: absent, saying so
+    assert result.absent and "no medium or high patch reaches the unit" in result.plan.reason
+    result = engine.run(dem, "landslide-prone areas", plugin="earth", out_dir=tmp_path / "ls0",
+                        options={"aux": str(ndvi), "aux_bands": "ndvi", "matcher": "keyword", "mmu_m2": 0})
     assert any("NDVI" in s.text for s in result.plan.steps)
     assert sum(c["share"] for c in result.classes.values()) == pytest.approx(1.0, abs=1e-5)
     # the NDVI is a seasonal maximum (high everywhere), so the dense-vegetation threshold is raised to 0.7

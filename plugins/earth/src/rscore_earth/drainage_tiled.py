@@ -24,6 +24,8 @@ C. **Flats, tiles with boundary exchange**: D8 receivers need only ``F`` with a 
    seeds and from its 1 px ring at the distances its neighbours last published; a tile whose published perimeter
    distances change wakes its neighbours, until nothing changes. The distances are the unique fixed point of
    ``d(j) = min_i d(i) + step`` (same floating-point additions), so they equal the whole-raster Dijkstra's.
+   Receivers and distances come from the whole-array kernel itself (:func:`rscore_earth.hydrology._receivers`,
+   told the tile's halo, ring distances and raster-edge mask), so the two cannot drift apart.
 D. **Links, per tile** (Barnes, "Parallel non-divergent flow accumulation for trillion cell digital elevation
    models on desktops or clusters", Environmental Modelling & Software 92, 2017): local accumulation (cell counts)
    and, for each perimeter cell, where its flow goes next: out of the tile (to a neighbour's perimeter cell) or to
@@ -38,7 +40,6 @@ Counts are accumulated as integers in float64 (exact), so the order of additions
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -97,96 +98,6 @@ if hydrology.AVAILABLE:
             wt[cur[b]] = w[e]
             cur[b] += 1
         return indptr, nbr, wt
-
-    @hydrology.compiled
-    def _tile_receivers(fp, inside, ring_cum, gr0, gc0, big_h, big_w, px, py):  # pragma: no cover - compiled
-        """D8 receivers (global flat index, -1 = none) and flat distances of a tile, from its filled surface with a
-        2 px halo (``fp``, ``inside`` = in the raster) and its 1 px ring's flat distances (``ring_cum``, (h+2, w+2)).
-        The same rules as :func:`rscore_earth.hydrology._d8_receivers`, read in global coordinates."""
-        ph, pw = fp.shape
-        diag = math.sqrt(px * px + py * py)
-        drs = (-1, -1, -1, 0, 0, 1, 1, 1)
-        dcs = (-1, 0, 1, -1, 1, -1, 0, 1)
-        dists = (diag, py, diag, px, px, diag, py, diag)
-        rec = np.full((ph, pw), -1, np.int64)
-        state = np.full((ph, pw), 3, np.uint8)  # 0 flat, 1 drains, 2 NaN, 3 outside / not computed
-        for r in range(1, ph - 1):
-            for c in range(1, pw - 1):
-                if not inside[r, c]:
-                    continue
-                zc = fp[r, c]
-                if math.isnan(zc):
-                    state[r, c] = 2
-                    continue
-                best = 0.0
-                for k in range(8):
-                    rr = r + drs[k]
-                    cc = c + dcs[k]
-                    if not inside[rr, cc]:
-                        continue
-                    zn = fp[rr, cc]
-                    drop = math.inf if math.isnan(zn) else (zc - zn) / dists[k]
-                    if drop > best:
-                        best = drop
-                        rec[r, c] = (gr0 + rr) * big_w + (gc0 + cc)
-                g_r = gr0 + r
-                g_c = gc0 + c
-                if rec[r, c] >= 0 or g_r == 0 or g_r == big_h - 1 or g_c == 0 or g_c == big_w - 1:
-                    state[r, c] = 1
-                else:
-                    state[r, c] = 0
-        cum = np.full((ph, pw), math.inf)
-        heap = [(0.0, np.int64(0))]
-        heap.pop()
-        for r in range(1, ph - 1):
-            for c in range(1, pw - 1):
-                ring = r == 1 or r == ph - 2 or c == 1 or c == pw - 2
-                if ring and state[r, c] == 0 and ring_cum[r - 1, c - 1] < math.inf:
-                    cum[r, c] = ring_cum[r - 1, c - 1]
-                    heapq.heappush(heap, (cum[r, c], np.int64(r * pw + c)))
-        seeded = np.zeros((ph, pw), np.bool_)
-        for r in range(2, ph - 2):
-            for c in range(2, pw - 2):
-                if state[r, c] != 0:
-                    continue
-                zc = fp[r, c]
-                for k in range(8):
-                    rr = r + drs[k]
-                    cc = c + dcs[k]
-                    if state[rr, cc] == 1 and fp[rr, cc] == zc:
-                        rec[r, c] = (gr0 + rr) * big_w + (gc0 + cc)
-                        seeded[r, c] = True
-                        cum[r, c] = 0.0
-                        heapq.heappush(heap, (0.0, np.int64(r * pw + c)))
-                        break
-        sq2 = math.sqrt(2.0)
-        while len(heap) > 0:
-            d, i = heapq.heappop(heap)
-            r = i // pw
-            c = i - r * pw
-            if d > cum[r, c]:
-                continue
-            for k in range(8):
-                rr = r + drs[k]
-                cc = c + dcs[k]
-                if rr < 2 or rr >= ph - 2 or cc < 2 or cc >= pw - 2 or state[rr, cc] != 0:
-                    continue
-                nd = d + (sq2 if drs[k] != 0 and dcs[k] != 0 else 1.0)
-                if nd < cum[rr, cc]:
-                    cum[rr, cc] = nd
-                    heapq.heappush(heap, (nd, np.int64(rr * pw + cc)))
-        for r in range(2, ph - 2):
-            for c in range(2, pw - 2):
-                if state[r, c] != 0 or seeded[r, c]:
-                    continue
-                best = cum[r, c]
-                for k in range(8):
-                    rr = r + drs[k]
-                    cc = c + dcs[k]
-                    if cum[rr, cc] < best:
-                        best = cum[rr, cc]
-                        rec[r, c] = (gr0 + rr) * big_w + (gc0 + cc)
-        return rec[2 : ph - 2, 2 : pw - 2].copy(), cum[2 : ph - 2, 2 : pw - 2].copy()
 
     @hydrology.compiled
     def _next_perimeter(local_rec, is_per):  # pragma: no cover - compiled
@@ -428,8 +339,10 @@ def tiled_flow_accumulation(read: Reader, height: int, width: int, px: float, py
     def receivers(ti: int, tj: int, r0: int, r1: int, c0: int, c1: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         fpad, inside = f_padded(ti, tj, r0, r1, c0, c1)
-        rec, cum = _tile_receivers(fpad, inside, ring_of(ti, tj), r0 - 2, c0 - 2, height, width, float(px),
-                                   float(py))
+        # the whole-array kernel on the tile with its 2 px halo and ring (hydrology._receivers), cores kept
+        rec, cum = hydrology._receivers(fpad, inside, ring_of(ti, tj), 2, r0 - 2, c0 - 2, height, width,
+                                        float(px), float(py))
+        rec, cum = rec[2:-2, 2:-2].copy(), cum[2:-2, 2:-2].copy()
         nodata = np.isnan(fpad[2:-2, 2:-2])
         return rec, cum, nodata
 

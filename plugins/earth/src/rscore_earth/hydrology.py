@@ -115,94 +115,110 @@ if AVAILABLE:
         return level
 
     @compiled
-    def _d8_receivers(filled: np.ndarray, px: float, py: float) -> np.ndarray:  # pragma: no cover - compiled
-        h, w = filled.shape
+    def _receivers(fp, inside, ring_cum, pad, gr0, gc0, big_h, big_w, px, py):  # pragma: no cover - compiled
+        """Steepest-descent D8 receivers and flat distances of the array ``fp`` (the one kernel of the whole-array
+        and the tiled drainage); receivers are flat indices into the ``big_h`` x ``big_w`` raster (-1 = none), of
+        which ``fp[0, 0]`` is cell (``gr0``, ``gc0``).
+
+        Whole array: ``pad`` 0, ``inside`` and ``ring_cum`` empty (0 x 0: no per-pixel copies), every cell computed.
+        A tile (:mod:`rscore_earth.drainage_tiled`): ``pad`` 2 (its filled surface with a 2 px halo), ``inside`` =
+        in the raster, ``ring_cum`` the flat distances of its 1 px ring (``(h + 2, w + 2)``) from its neighbours;
+        the ring's drain states are computed, the core's receivers and distances are returned with the halo.
+
+        Flats (cells with no lower neighbour inside the raster) drain along the geodesic over the flat to its outlet
+        (Garbrecht & Martz 1997); seeds are flat cells next to an equal-elevation cell that drains.
+        """
+        ph, pw = fp.shape
+        masked = inside.size > 0
+        lo = pad - 1 if pad > 0 else 0  # rows / columns whose drain state is needed: the core and its ring
         diag = math.sqrt(px * px + py * py)
         drs = (-1, -1, -1, 0, 0, 1, 1, 1)
         dcs = (-1, 0, 1, -1, 1, -1, 0, 1)
         dists = (diag, py, diag, px, px, diag, py, diag)
-        rec = np.full(h * w, -1, np.int64)
-        # 0: no lower neighbour (flat or pit), 1: drains (lower neighbour or border), 2: NaN
-        state = np.zeros(h * w, np.uint8)
-        for r in range(h):
-            for c in range(w):
-                i = r * w + c
-                zc = filled[r, c]
+        rec = np.full((ph, pw), -1, np.int64)
+        state = np.full((ph, pw), 3, np.uint8)  # 0 flat, 1 drains (lower neighbour or border), 2 NaN, 3 not computed
+        for r in range(lo, ph - lo):
+            for c in range(lo, pw - lo):
+                if masked and not inside[r, c]:
+                    continue
+                zc = fp[r, c]
                 if math.isnan(zc):
-                    state[i] = 2
+                    state[r, c] = 2
                     continue
                 best = 0.0
                 for k in range(8):
                     rr = r + drs[k]
                     cc = c + dcs[k]
-                    if rr < 0 or rr >= h or cc < 0 or cc >= w:
+                    if rr < 0 or rr >= ph or cc < 0 or cc >= pw or (masked and not inside[rr, cc]):
                         continue
-                    zn = filled[rr, cc]
+                    zn = fp[rr, cc]
                     drop = math.inf if math.isnan(zn) else (zc - zn) / dists[k]
                     if drop > best:
                         best = drop
-                        rec[i] = rr * w + cc
-                if rec[i] >= 0 or r == 0 or r == h - 1 or c == 0 or c == w - 1:
-                    state[i] = 1
-        # flats: cells with no lower neighbour inside the array drain along the geodesic over the flat to its
-        # outlet (Garbrecht & Martz 1997); seeds are flat cells next to an equal-elevation cell that drains
-        cum = np.full(h * w, math.inf)
+                        rec[r, c] = (gr0 + rr) * big_w + (gc0 + cc)
+                g_r = gr0 + r
+                g_c = gc0 + c
+                if rec[r, c] >= 0 or g_r == 0 or g_r == big_h - 1 or g_c == 0 or g_c == big_w - 1:
+                    state[r, c] = 1
+                else:
+                    state[r, c] = 0
+        cum = np.full((ph, pw), math.inf)
         heap = [(0.0, np.int64(0))]
         heap.pop()
-        seeded = np.zeros(h * w, np.bool_)
-        for r in range(h):
-            for c in range(w):
-                i = r * w + c
-                if state[i] != 0:
+        if pad > 0:  # the ring's distances, from the neighbouring tiles
+            for r in range(lo, ph - lo):
+                for c in range(lo, pw - lo):
+                    ring = r == lo or r == ph - 1 - lo or c == lo or c == pw - 1 - lo
+                    if ring and state[r, c] == 0 and ring_cum[r - lo, c - lo] < math.inf:
+                        cum[r, c] = ring_cum[r - lo, c - lo]
+                        heapq.heappush(heap, (cum[r, c], np.int64(r * pw + c)))
+        seeded = np.zeros((ph, pw), np.bool_)
+        for r in range(pad, ph - pad):
+            for c in range(pad, pw - pad):
+                if state[r, c] != 0:
                     continue
-                zc = filled[r, c]
+                zc = fp[r, c]
                 for k in range(8):
                     rr = r + drs[k]
                     cc = c + dcs[k]
-                    if rr < 0 or rr >= h or cc < 0 or cc >= w:
+                    if rr < 0 or rr >= ph or cc < 0 or cc >= pw:
                         continue
-                    j = rr * w + cc
-                    if state[j] == 1 and filled[rr, cc] == zc:
-                        rec[i] = j
-                        seeded[i] = True
-                        cum[i] = 0.0
-                        heapq.heappush(heap, (0.0, i))
+                    if state[rr, cc] == 1 and fp[rr, cc] == zc:
+                        rec[r, c] = (gr0 + rr) * big_w + (gc0 + cc)
+                        seeded[r, c] = True
+                        cum[r, c] = 0.0
+                        heapq.heappush(heap, (0.0, np.int64(r * pw + c)))
                         break
         sq2 = math.sqrt(2.0)
         while len(heap) > 0:
             d, i = heapq.heappop(heap)
-            if d > cum[i]:
+            r = i // pw
+            c = i - r * pw
+            if d > cum[r, c]:
                 continue
-            r = i // w
-            c = i - r * w
             for k in range(8):
                 rr = r + drs[k]
                 cc = c + dcs[k]
-                if rr < 0 or rr >= h or cc < 0 or cc >= w:
-                    continue
-                j = rr * w + cc
-                if state[j] != 0:
+                if rr < pad or rr >= ph - pad or cc < pad or cc >= pw - pad or state[rr, cc] != 0:
                     continue
                 nd = d + (sq2 if drs[k] != 0 and dcs[k] != 0 else 1.0)
-                if nd < cum[j]:
-                    cum[j] = nd
-                    heapq.heappush(heap, (nd, j))
-        for r in range(h):
-            for c in range(w):
-                i = r * w + c
-                if state[i] != 0 or seeded[i]:
+                if nd < cum[rr, cc]:
+                    cum[rr, cc] = nd
+                    heapq.heappush(heap, (nd, np.int64(rr * pw + cc)))
+        for r in range(pad, ph - pad):
+            for c in range(pad, pw - pad):
+                if state[r, c] != 0 or seeded[r, c]:
                     continue
-                best = cum[i]
+                best = cum[r, c]
                 for k in range(8):
                     rr = r + drs[k]
                     cc = c + dcs[k]
-                    if rr < 0 or rr >= h or cc < 0 or cc >= w:
+                    if rr < 0 or rr >= ph or cc < 0 or cc >= pw:
                         continue
-                    j = rr * w + cc
-                    if cum[j] < best:
-                        best = cum[j]
-                        rec[i] = j
-        return rec
+                    if cum[rr, cc] < best:
+                        best = cum[rr, cc]
+                        rec[r, c] = (gr0 + rr) * big_w + (gc0 + cc)
+        return rec, cum
 
     @compiled
     def _accumulate(receivers: np.ndarray, acc: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
@@ -258,7 +274,11 @@ def label_flood(z: np.ndarray, seed_label: np.ndarray) -> tuple[np.ndarray, np.n
 def d8_receivers(filled: np.ndarray, px: float, py: float) -> np.ndarray:
     """Steepest-descent D8 receivers (flat index, -1 = outlet), flats routed along the geodesic to their outlet."""
     _require()
-    return _d8_receivers(np.ascontiguousarray(filled, np.float64), float(px), float(py))
+    filled = np.ascontiguousarray(filled, np.float64)
+    h, w = filled.shape
+    none_b, none_f = np.zeros((0, 0), np.bool_), np.zeros((0, 0), np.float64)
+    rec, _ = _receivers(filled, none_b, none_f, 0, 0, 0, h, w, float(px), float(py))
+    return rec.reshape(-1)  # a view: no copy
 
 
 def accumulate_stack(receivers: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -13,14 +13,16 @@ fall 129 -> 24 there and 645 -> 224 on the example DEM (102 at 2,500 m^2).
 The cleaning is GDAL's sieve filter (``rasterio.features.sieve``, 4-connected): every 4-connected region of one
 class with fewer pixels than the MMU takes the class of its largest neighbouring region; pixels without data take
 part in nothing. The mask (medium + high) is rebuilt from the cleaned classes, so every mask component and every
-hole in it is at least one MMU, and the instances are recomputed from it. The score raster is not changed: AUROC
-and success-rate curves, which rank the score, are the same with and without the MMU.
+hole in it is at least one MMU. It is the landslide template's ``refine`` step (:func:`refine`): the finish stage runs
+it on the stitched map before it derives the instances, so they are built once, from the cleaned mask. The score
+raster is not changed: AUROC and success-rate curves, which rank the score, are the same with and without the MMU.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -28,12 +30,13 @@ import numpy as np
 from rscore.errors import OptionError
 from rscore.types import Result, Scene, Step
 
-__all__ = ["DEFAULT_MMU_M2", "DEFAULT_MMU_PX", "TEMPLATES", "mmu_pixels", "apply_mmu"]
+__all__ = ["DEFAULT_MMU_M2", "DEFAULT_MMU_PX", "TEMPLATES", "mmu_pixels", "refine", "apply_mmu"]
 
 DEFAULT_MMU_M2 = 1000.0  # 0.1 ha: between 4 mm^2 at 1:10,000 (400 m^2) and at 1:25,000 (2,500 m^2)
 DEFAULT_MMU_PX = 10  # without metric pixels
 # graded templates whose mask is "class >= first prone class": name -> that class (1-based)
 TEMPLATES = {"landslide": 2}
+Refined = tuple[Any, Any, Step]  # (mask, classes, step): what Template.refine returns
 
 
 def mmu_pixels(options: dict[str, Any] | Any, scene: Scene) -> tuple[int, float | None]:
@@ -57,36 +60,68 @@ def mmu_pixels(options: dict[str, Any] | Any, scene: Scene) -> tuple[int, float 
     return max(1, math.ceil(m2 / area - 1e-9)), m2
 
 
-def apply_mmu(result: Result, scene: Scene) -> Result | None:
-    """The result with the MMU applied to its classes, mask and instances (``None``: nothing to do)."""
-    from rscore_earth.templates import template_by_name
+MMU_STEP = "minimum mapping unit"  # how the plan step starts
 
-    template = template_by_name(result.plan.template)
-    class_map = getattr(result, "class_map", None)
-    if template is None or template.name not in TEMPLATES or class_map is None:
+
+def refine(scene: Scene, options: Mapping[str, Any], mask: Any, score: Any, classes: Any) -> Refined | None:
+    """The MMU as the landslide template's ``refine`` (:class:`rscore.sdk.Template`): the stitched classes sieved,
+    the mask rebuilt from them, and the plan step; ``None`` when there is nothing to do (not a raster, no classes,
+    no prone pixels, or a unit of one pixel or less).
+
+    It runs in the finish stage (:func:`rscore.engine.finish.finish_result`) before the instances are derived from
+    the mask, so they are built once, from the cleaned map (in the earth ``rscore_postprocess`` hook they had to be
+    built a second time whenever the sieve changed a pixel: ~0.5 s at 2048^2).
+    """
+    if scene.kind != "raster" or classes is None or mask is None:
         return None
-    opts = dict(result.options or {})
-    size, m2 = mmu_pixels(opts, scene)
+    if isinstance(mask, np.ndarray) and not mask.any():
+        return None  # nothing prone: the answer is absent, the sieve would only merge low into low
+    size, m2 = mmu_pixels(options, scene)
     if size <= 1:
         return None
     unit = f"{m2:g} m2 = {size} px" if m2 is not None else f"{size} px (no metric pixel size)"
-    prone = TEMPLATES[template.name]
-    if not isinstance(class_map, np.ndarray):  # stitched on disk: sieve window by window
-        cleaned, mask, changed = _sieve_tiled(class_map, size, prone)
-        step = Step(
-            f"minimum mapping unit {unit}: {changed} px in class patches smaller than it took the class of their "
-            f"largest neighbour (GDAL sieve, 4-connected like the polygons; window by window with a {size} px halo)",
-            operator=None, params={"mmu_m2": m2, "mmu_px": size}, stats={"pixels_changed": changed},
-        )
-        plan = dataclasses.replace(result.plan, steps=tuple(result.plan.steps) + (step,))
-        return result.replace(class_map=cleaned, mask=mask, plan=plan)
-    classes = np.asarray(class_map, np.uint8)
-    cleaned = _sieve(classes, size)
-    changed = int((cleaned != classes).sum())
-    mask = cleaned >= prone
-    before = len(result.instances)
+    prone = TEMPLATES["landslide"]
+    if not isinstance(classes, np.ndarray):  # stitched on disk: sieve window by window
+        cleaned, new_mask, changed = _sieve_tiled(classes, size, prone)
+        how = f"GDAL sieve, 4-connected like the polygons; window by window with a {size} px halo"
+    else:
+        cleaned = _sieve(np.asarray(classes, np.uint8), size)
+        changed = int(np.count_nonzero(cleaned != classes))
+        new_mask = cleaned >= prone
+        how = "GDAL sieve, 4-connected like the polygons"
+    text = (f"{MMU_STEP} {unit}: {changed} px in class patches smaller than it took the class of their largest "
+            f"neighbour ({how})")
+    stats: dict[str, Any] = {"pixels_changed": changed}
+    if isinstance(new_mask, np.ndarray) and not new_mask.any():  # the finish stage answers absent, saying why
+        from rscore.sdk import EXPLAINS_EMPTY
+
+        text += (f"; no medium or high patch reaches the unit, so no landslide-prone area is mapped (-O mmu_m2=0 "
+                 f"maps the {int(np.count_nonzero(mask))} px of patches under it)")
+        stats["explains"] = EXPLAINS_EMPTY
+    step = Step(text, operator=None, params={"mmu_m2": m2, "mmu_px": size}, stats=stats)
+    return new_mask, cleaned, step
+
+
+def apply_mmu(result: Result, scene: Scene) -> Result | None:
+    """The MMU applied to a finished ``result`` made without it (``None``: nothing to do, or already applied).
+
+    The engine applies it in the finish stage (:func:`refine`); this is for a :class:`Result` built elsewhere. Its
+    instances are derived again from the cleaned mask when the sieve changed a pixel.
+    """
+    from rscore_earth.templates import template_by_name
+
+    template = template_by_name(result.plan.template)
+    if template is None or template.name not in TEMPLATES or result.absent:
+        return None
+    if any(s.text.startswith(MMU_STEP) for s in result.plan.steps):
+        return None
+    opts = dict(result.options or {})
+    refined = refine(scene, opts, result.mask, result.score, getattr(result, "class_map", None))
+    if refined is None:
+        return None
+    mask, cleaned, step = refined
     instances = result.instances
-    if result.instances and changed:  # nothing changed: the instances already describe these classes
+    if instances and isinstance(mask, np.ndarray) and step.stats["pixels_changed"]:
         from rscore.instances import instances_from_mask
 
         instances = tuple(instances_from_mask(
@@ -95,12 +130,6 @@ def apply_mmu(result: Result, scene: Scene) -> Result | None:
             min_area_px=int(opts.get("min_area_px", 1)), max_instances=int(opts.get("max_instances", 10**9)),
             keep_masks=False,
         ))
-    step = Step(
-        f"minimum mapping unit {unit}: {changed} px in class patches smaller than it took the class of their "
-        f"largest neighbour (GDAL sieve, 4-connected like the polygons); {before} -> {len(instances)} instances",
-        operator=None, params={"mmu_m2": m2, "mmu_px": size},
-        stats={"pixels_changed": changed, "instances_before": before, "instances_after": len(instances)},
-    )
     plan = dataclasses.replace(result.plan, steps=tuple(result.plan.steps) + (step,))
     return result.replace(class_map=cleaned, mask=mask, instances=instances, plan=plan)
 

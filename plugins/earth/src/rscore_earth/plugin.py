@@ -100,14 +100,13 @@ def _susceptibility_trainer(
 
 @hookimpl
 def rscore_postprocess(result: Result, scene: Scene) -> Result | None:
-    """Apply the minimum mapping unit to graded susceptibility classes (:mod:`rscore_earth.mmu`), then fill
-    ``result.classes`` with area (km^2) and share of the region per class (or for the mask)."""
+    """Fill ``result.classes`` with area (km^2) and share of the region per class (or for the mask). The minimum
+    mapping unit of graded classes is the landslide template's ``refine`` (:mod:`rscore_earth.mmu`), applied in the
+    finish stage before the instances are built."""
     if result.absent or scene.kind != "raster" or result.mask is None:
         return None
-    from rscore_earth.mmu import apply_mmu
     from rscore_earth.postprocess import class_summary
 
-    result = apply_mmu(result, scene) or result
     summary = class_summary(result, scene)
     if not summary:
         return result

@@ -50,6 +50,7 @@ from rscore.errors import OptionError
 from rscore.sdk import OpContext, ProgramOutput, Template, uses
 
 from rscore_earth.hydrology import WHOLE_MAX_PX
+from rscore_earth.mmu import refine as mmu_refine
 from rscore_earth.operators import DEFAULT_CHANNEL_AREA_M2, HALO, ground_size, radius_px, require_bands
 
 __all__ = [
@@ -472,6 +473,7 @@ TEMPLATES: tuple[Template, ...] = (
         sources=("Horn 1981", "Guzzetti et al. 1999", "Dai & Lee 2002", "Montgomery & Dietrich 1994",
                  "Ohlmacher 2007", "Sobrino et al. 2004", "O'Callaghan & Mark 1984", "Tarboton et al. 1991"),
         class_names=("low", "medium", "high"),
+        refine=mmu_refine,  # minimum mapping unit (-O mmu_m2) on the stitched classes, before the instances
     ),
     Template(
         name="flood_prone",
