@@ -102,6 +102,10 @@ def _result(
             Step(text=f"{c.plugin or 'core'} plugin hooks: " + "; ".join(parts), operator="video.hooks",
                  stats={"preprocessed_frames": pre, "postprocessed_frames": post}),
         )
+    if plan.absent and summaries and plan.template:
+        # the keyframe's own answer was empty (a forced keyframe before the target appears) and re-detection on
+        # later frames found tracks: they are the answer, not "absent" beside a list of instances
+        plan = replace(plan, absent=False, reason="")
     if not plan.absent:
         steps = plan.steps + extra_steps + (
             Step(text=f"{len(summaries)} track(s) over {c.processed} processed frame(s)", operator="video.tracks"),

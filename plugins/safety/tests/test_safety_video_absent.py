@@ -48,3 +48,23 @@ def test_without_an_explaining_note_the_reason_is_what_was_not_found(tmp_path):
                      options={"mode": "online"})
     assert res.absent and PERSON_CUE not in res.plan.reason
     assert "no hi-vis clothing found in any of the 20 processed frames" in res.plan.reason
+
+
+def test_tracks_found_after_an_empty_forced_keyframe_are_the_answer(tmp_path):
+    """keyframe=first on a clip where the orange patch appears at frame 10: the keyframe's own answer is empty, the
+    re-detections find it. The result was 'absent' (the keyframe's reason) with a track listed beside it."""
+    clip = tmp_path / "late.avi"
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    for i in range(20):
+        frame = np.full((120, 160, 3), 90, np.uint8)
+        if i >= 10:
+            frame[40:90, 60 + i:90 + i] = (20, 100, 255)
+        out.write(frame)
+    out.release()
+    res = engine.run(clip, "hi-vis coloured objects", plugin="safety", out_dir=tmp_path / "o",
+                     options={"keyframe": "first", "hivis_person": "off"})
+    assert len(res.instances) == 1 and not res.absent and res.plan.reason == ""
+    assert res.instances[0].attributes["first_frame"] >= 10
+    assert any("colour rule" in c for c in res.caveats)  # the re-detections' caveats are the answer's
+    saved = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert not saved["absent"] and len(saved["instances"]) == 1
