@@ -154,7 +154,8 @@ def _on_a_person(ctx: OpContext, mask: np.ndarray) -> np.ndarray:
                      "rule", explains=EXPLAINS_EMPTY)  # fmt: skip
         return np.zeros_like(mask)
     # measured on the labelled frames (benchmarks/hivis_precision.py): the colour rule alone has instance precision
-    # 39 %, so the routing's confidence (the right rule was chosen) is not how far to trust this mask
+    # 30 % (39 % before a garment's pieces were joined: fewer right instances, the same wrong ones), so the
+    # routing's confidence (the right rule was chosen) is not how far to trust this mask
     ctx.caveat(colour_only, withhold_confidence=mask.any())
     return mask
 
