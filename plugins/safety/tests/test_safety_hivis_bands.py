@@ -71,7 +71,7 @@ def test_joins_are_local_and_do_not_depend_on_other_garments(make_ctx):
 @pytest.mark.shared_data
 def test_the_intel_workers_vest_is_one_instance_on_every_frame(shared_data):
     """The real clip: one worker, one orange vest with light grey bands. Before the join the vest came out as 2-3
-    instances on 27 of 71 frames (a count would read 3 workers); now one on every labelled frame, in the vest box."""
+    instances on 24 of 71 frames (a count would read 3 workers); now one on every labelled frame, in the vest box."""
     import json
     from pathlib import Path
 
