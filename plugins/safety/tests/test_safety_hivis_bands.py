@@ -99,3 +99,30 @@ def test_the_intel_workers_vest_is_one_instance_on_every_frame(shared_data):
                       options={"template": "hivis", "hivis_join_bands": "off"})
         split += len(off.instances) > 1
     assert split >= 1  # the test can fail: without the join frames 0 and 14 are split
+
+
+def test_tiles_join_only_garments_they_see_whole(make_ctx):
+    """A tile decides only about garments it sees whole (pieces cut by its edge take part in no join): tiled
+    answers are the whole picture's minus joins across seams, never a join the whole picture does not make."""
+    from rscore import engine
+    from rscore.types import ArraySource, Scene
+
+    rng = np.random.default_rng(1)
+    img = np.full((300, 400, 3), FLOOR, np.uint8)
+    for _ in range(12):
+        y, x = rng.integers(10, 240), rng.integers(10, 340)
+        img[y:y + 50, x:x + 49] = _vest()[10:60, 10:59]
+    scene = Scene(ArraySource(np.moveaxis(img, -1, 0).copy()), "image", ("red", "green", "blue"))
+
+    def mask(**opts):
+        res = engine.segment(scene, "hi-vis coloured objects", plugin="safety",
+                             options={"template": "hivis", "hivis_person": "off", **opts})
+        return np.asarray(res.mask, bool)
+
+    whole, apart = mask(), mask(hivis_join_bands="off")
+    assert whole.sum() > apart.sum() and (apart <= whole).all()
+    for tile in (96, 128):
+        tiled = mask(tile_size=tile)
+        assert (tiled <= whole).all() and (apart <= tiled).all()
+        assert tiled.sum() > apart.sum()  # garments inside a tile are still joined
+        assert (mask(tile_size=tile, hivis_join_bands="off") == apart).all()

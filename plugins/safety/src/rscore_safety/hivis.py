@@ -351,7 +351,7 @@ def band_like(rgb: np.ndarray, reference_value: float) -> np.ndarray:
 
 
 def join_garment_pieces(
-    mask: np.ndarray, classes: np.ndarray, rgb: np.ndarray
+    mask: np.ndarray, classes: np.ndarray, rgb: np.ndarray, cut: np.ndarray | None = None
 ) -> tuple[np.ndarray, int]:
     """``mask`` with the pieces of one hi-vis garment joined across its retroreflective bands, and how many pieces
     were joined into another.
@@ -365,8 +365,13 @@ def join_garment_pieces(
     cleanup), and one connected region of them borders both pieces (``MIN_CONTACT_PX``). Those gap pixels become
     part of the mask: the band is part of the garment.
 
+    ``cut`` (bool, mask-sized): pixels where the view was cut out of a larger picture (a tile's edges inside the
+    picture); a piece touching them is only partly seen, so it is never joined - a tile decides only about garments
+    it sees whole, as the whole picture does.
+
     Limits: two workers touching with a grey strip between them (an arm in a light grey sleeve) can be joined into
-    one; a band wider than the bound (a garment seen very obliquely, two adjacent bands) is not joined."""
+    one; a band wider than the bound (a garment seen very obliquely, two adjacent bands) is not joined; in a picture
+    analysed in tiles, a garment crossing a tile's edge stays in pieces there."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     out = mask.astype(bool).copy()
     if n <= 2:
@@ -394,6 +399,8 @@ def join_garment_pieces(
     x0, y0 = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
     x1, y1 = x0 + stats[:, cv2.CC_STAT_WIDTH], y0 + stats[:, cv2.CC_STAT_HEIGHT]
     joined = 0
+    if cut is not None and cut.any():
+        colour[np.unique(labels[cut & (labels > 0)])] = 0  # partly seen pieces take part in no join
     for a in range(1, n):
         for b in range(a + 1, n):
             if colour[a] == 0 or colour[a] != colour[b] or find(a) == find(b):

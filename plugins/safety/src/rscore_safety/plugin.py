@@ -55,7 +55,7 @@ def _hivis(ctx: OpContext) -> ProgramOutput:
     # the pieces of one garment split by its retroreflective bands are one garment (one instance, one track)
     joined = 0
     if str(ctx.params.get("hivis_join_bands", "on")).strip().lower() not in ("off", "false", "0", "no"):
-        mask, joined = hivis.join_garment_pieces(mask, raw, hivis.rgb8(ctx))
+        mask, joined = hivis.join_garment_pieces(mask, raw, hivis.rgb8(ctx), _cut_edges(ctx))
         mask &= ctx.valid
     # closing fills stripe gaps with no class: give them the class of the nearest coloured pixel
     classes = hivis.fill_gaps(raw, mask)
@@ -77,6 +77,19 @@ def _hivis(ctx: OpContext) -> ProgramOutput:
     mask = _on_a_person(ctx, mask)
     classes[~mask] = 0
     return ProgramOutput(mask=mask, classes=classes)
+
+
+def _cut_edges(ctx: OpContext) -> np.ndarray | None:
+    """The view's edge pixels that lie inside the picture (a tile's seams), or None for the whole picture."""
+    if win_is_scene(ctx):
+        return None
+    win, (h, w) = ctx.window, ctx.scene.shape
+    cut = np.zeros((win.height, win.width), bool)
+    cut[0, :] |= win.row_off > 0
+    cut[-1, :] |= win.row_off + win.height < h
+    cut[:, 0] |= win.col_off > 0
+    cut[:, -1] |= win.col_off + win.width < w
+    return cut
 
 
 def win_is_scene(ctx: OpContext) -> bool:
