@@ -381,13 +381,12 @@ def join_garment_pieces(
     boxes = ndimage.find_objects(labels)
     colour = np.zeros(n, np.int64)
     value = np.zeros(n)
-    v = cv2.cvtColor(np.ascontiguousarray(rgb, np.uint8), cv2.COLOR_RGB2HSV_FULL)[..., 2]
     for k in range(1, n):
         sel = labels[boxes[k - 1]] == k
         cls = classes[boxes[k - 1]][sel]
         cls = cls[cls > 0]
         colour[k] = np.bincount(cls).argmax() if cls.size else 0
-        value[k] = float(np.median(v[boxes[k - 1]][sel])) / 255.0
+        value[k] = float(np.median(rgb[boxes[k - 1]][sel].max(axis=-1))) / 255.0  # HSV value: the largest channel
     parent = list(range(n))
 
     def find(i: int) -> int:
