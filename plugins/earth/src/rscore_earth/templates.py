@@ -626,7 +626,7 @@ TEMPLATES: tuple[Template, ...] = (
         uses=(
             uses("earth.dev", options={"radius_m": "radius_m"}),
             uses("earth.relief", options={"radius_m": "radius_m"}),
-            uses("earth.slope"),
+            uses("earth.slope", when="only to check for a surface model (DSM): caveat, confidence withheld"),
         ),
         explain=(
             "DEV = (z - mean)/std within radius_m (150 m): ridge >= +1, valley <= -1, where relief >= min_relief_m "
