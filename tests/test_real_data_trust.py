@@ -285,6 +285,26 @@ def test_terrain_answers_on_a_surface_model_state_no_confidence(shared_data):
 
 
 @real_data
+def test_ridges_and_valleys_on_a_surface_model_state_no_confidence(shared_data):
+    """'ridges and valleys' (DEV, no slope in its program) answered the opengeos DSM at confidence 0.997 with 22 % of
+    it marked: its ridges are roofs and tree crowns, its valleys streets. The same surface-model check as the slope
+    templates (operators.surface_model_check) now caveats it and withholds the confidence; the bare-earth DTM of
+    the same place and the Andes DEM keep theirs, and the mask itself is unchanged."""
+    from rscore.sdk import CONFIDENCE_WITHHELD
+
+    d = shared_data / "eo" / "opengeos"
+    res = _segment(d / "elevation_dsm.tif", "ridges and valleys", "earth")
+    assert res.plan.template == "earth:ridges_valleys" and not res.absent
+    assert res.confidence is None
+    assert any(c.startswith(CONFIDENCE_WITHHELD) and "60 deg" in c and "ridges" in c for c in res.caveats)
+    assert 0.1 < res.mask.mean() < 0.4  # still answered: the caveat says how far to trust it, it hides nothing
+    dtm = _segment(d / "elevation_dtm.tif", "ridges and valleys", "earth")
+    assert dtm.confidence is not None and not any("60 deg" in c for c in dtm.caveats)
+    andes = shared_data / "eo" / "landslides_rbsf_ecuador" / "dem_elev.tif"
+    assert _segment(andes, "ridges and valleys", "earth").confidence is not None
+
+
+@real_data
 def test_a_washed_out_frame_is_not_confidently_all_glare(shared_data, tmp_path):
     """An overexposed copy of a real photo (x4 gain, mostly saturated white) was 'specular highlights' over 41 % of
     the frame at confidence 0.997; highlights are small spots. Now the answer says the frame is washed out and

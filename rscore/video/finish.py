@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rscore.engine.finish import answer_confidence
+from rscore.sdk import EXPLAINS_EMPTY
 from rscore.types import Instance, Plan, Step, VideoInfo
 from rscore.video.context import frame_scene
 from rscore.video.reader import Frame, FrameReader, normalise_url
@@ -101,6 +102,10 @@ def _result(
             Step(text=f"{c.plugin or 'core'} plugin hooks: " + "; ".join(parts), operator="video.hooks",
                  stats={"preprocessed_frames": pre, "postprocessed_frames": post}),
         )
+    if plan.absent and summaries and plan.template:
+        # the keyframe's own answer was empty (a forced keyframe before the target appears) and re-detection on
+        # later frames found tracks: they are the answer, not "absent" beside a list of instances
+        plan = replace(plan, absent=False, reason="")
     if not plan.absent:
         steps = plan.steps + extra_steps + (
             Step(text=f"{len(summaries)} track(s) over {c.processed} processed frame(s)", operator="video.tracks"),
@@ -110,10 +115,11 @@ def _result(
         else:
             label = next(iter({t.label for t in c.reg.templates_for(c.plugin) if t.qualified_name == plan.template}),
                          "target")
-            plan = replace(
-                plan, steps=steps, absent=True,
-                reason=f"no {label} found in any of the {c.processed} processed frames",
-            )
+            # as the image engine does: a program that answered nothing on purpose says why (its last such note,
+            # from the frames whose steps the plan keeps), and the count says it held over the whole clip
+            because = [s.text for s in steps if (s.stats or {}).get("explains") == EXPLAINS_EMPTY]
+            none = f"no {label} found in any of the {c.processed} processed frames"
+            plan = replace(plan, steps=steps, absent=True, reason=f"{because[-1]}; {none}" if because else none)
     # events: the reader's, then one per track
     for event in reader.events:
         c.log.add_event({"source": "reader", **event})

@@ -139,17 +139,26 @@ WALL_SHARE = 0.02
 def op_slope(ctx: OpContext) -> np.ndarray:
     px, py = ground_size(ctx, "slope")
     slope = terrain.slope_deg(_elevation(ctx), px, py)
+    surface_model_check(ctx, slope)
+    return slope
+
+
+def surface_model_check(ctx: OpContext, slope: np.ndarray) -> None:
+    """Caveat the answer (and withhold its confidence) when more than ``WALL_SHARE`` of the view's core is steeper
+    than ``WALL_DEG``: the elevation is then likely a surface model (DSM) or heights above ground, whose walls and
+    tree crowns make every terrain derivative - slope, ridges and valleys - describe buildings and vegetation.
+    Called by the slope operator, so every template that reads ``earth.slope`` gets it; a terrain template that
+    does not use slope calls ``ctx.op("earth.slope")`` for the check (cached per view)."""
     core = slope[ctx.core_slices]
     finite = core[np.isfinite(core)]
     if finite.size >= 64 * 64 and float(np.mean(finite >= WALL_DEG)) > WALL_SHARE:
         ctx.caveat(
             f"{np.mean(finite >= WALL_DEG):.0%} of the pixels are steeper than {WALL_DEG:g} deg, as building walls "
             "and tree crowns are in a surface model (DSM) or a height-above-ground raster; a bare-earth terrain "
-            "model has few (< 1 %): if this is not a bare-earth DTM, slopes and the answers built on them "
-            "describe buildings and vegetation, not the ground",
+            "model has few (< 1 %): if this is not a bare-earth DTM, slopes, ridges, valleys and the answers built "
+            "on them describe buildings and vegetation, not the ground",
             withhold_confidence=True,
         )
-    return slope
 
 
 def op_aspect(ctx: OpContext) -> np.ndarray:

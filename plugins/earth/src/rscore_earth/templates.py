@@ -407,6 +407,7 @@ VALLEY_WORDS = ("valley", "gully", "gullies", "ravine", "channel", "hollow", "go
 def _ridges_valleys(ctx: OpContext) -> ProgramOutput:
     """Ridges (class 1) and valleys (class 2); a query naming only one of them gets only that one in the mask."""
     ridge, valley, score = _landforms(ctx)
+    ctx.op("earth.slope")  # the surface-model check (operators.surface_model_check): on a DSM, ridges are roofs
     query = ctx.request.query.lower()
     want_ridge = any(w in query for w in RIDGE_WORDS)
     want_valley = any(w in query for w in VALLEY_WORDS)
@@ -627,6 +628,7 @@ TEMPLATES: tuple[Template, ...] = (
         uses=(
             uses("earth.dev", options={"radius_m": "radius_m"}),
             uses("earth.relief", options={"radius_m": "radius_m"}),
+            uses("earth.slope", when="only to check for a surface model (DSM): caveat, confidence withheld"),
         ),
         explain=(
             "DEV = (z - mean)/std within radius_m (150 m): ridge >= +1, valley <= -1, where relief >= min_relief_m "

@@ -316,3 +316,115 @@ OPERATORS = (
         ),
     ),
 )
+
+
+# --- one garment, one instance -------------------------------------------------------------------------------------
+# EN ISO 20471 garments carry retroreflective bands at least 50 mm wide across the fluorescent background material
+# (around the torso, over the shoulders). In daylight a band looks light grey or silver: not a hi-vis colour, so the
+# colour rule splits one vest into pieces along its bands (the labelled Intel clip: back panel, side panel and the
+# part below the waist band), and a count of instances would read three workers.
+BAND_MAX_SATURATION = 0.35  # a retroreflective band in daylight is grey/silver; a blue shirt is about 0.35-0.5
+BAND_VALUE_RATIO = 0.75  # ... and about as light as the fluorescent fabric around it (concrete floor: about half)
+BAND_OVER_GARMENT = 0.2  # widest gap joined, as a share of the two pieces' joint extent: a 50 mm band on a vest
+#                          about 600 mm tall is 0.08; x2.4 for bands seen at an angle, in perspective or blurred
+MAX_BAND_PX = 16  # px: the widest gap ever joined (the template's halo covers it, so tiles agree)
+MIN_BAND_SHARE = 0.5  # of the pixels that close the gap: at least half must be band-like or hi-vis coloured
+MIN_CONTACT_PX = 3  # a band region borders each piece along at least this many pixels (more than a corner)
+
+
+def _touches_both(band: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether one 8-connected region of ``band`` borders both ``a`` and ``b`` along >= ``MIN_CONTACT_PX`` pixels."""
+    n, labels = cv2.connectedComponents(band.astype(np.uint8), connectivity=8)
+    ring = np.ones((3, 3), np.uint8)
+    for q in range(1, n):
+        near = cv2.dilate((labels == q).astype(np.uint8), ring).astype(bool)
+        if (near & a).sum() >= MIN_CONTACT_PX and (near & b).sum() >= MIN_CONTACT_PX:
+            return True
+    return False
+
+
+def band_like(rgb: np.ndarray, reference_value: float) -> np.ndarray:
+    """Pixels that look like a retroreflective band in daylight: HSV saturation <= ``BAND_MAX_SATURATION`` and
+    value >= ``BAND_VALUE_RATIO`` x ``reference_value`` (0-1, the fluorescent fabric's median value)."""
+    hsv = cv2.cvtColor(np.ascontiguousarray(rgb, np.uint8), cv2.COLOR_RGB2HSV_FULL)
+    return (hsv[..., 1] <= BAND_MAX_SATURATION * 255) & (hsv[..., 2] >= BAND_VALUE_RATIO * reference_value * 255)
+
+
+def join_garment_pieces(
+    mask: np.ndarray, classes: np.ndarray, rgb: np.ndarray, cut: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """``mask`` with the pieces of one hi-vis garment joined across its retroreflective bands, and how many pieces
+    were joined into another.
+
+    Two connected pieces of ``mask`` are one garment when (1) they have the same colour class (a garment's
+    background material is one colour: an orange vest and a yellow hard hat stay apart); (2) the gap between them is
+    narrower than ``BAND_OVER_GARMENT`` of their joint extent (at most ``MAX_BAND_PX``): a band's width, not the
+    distance between two people; (3) at least ``MIN_BAND_SHARE`` of the pixels that a closing of the two pieces
+    adds between them - and that it would not add to either piece alone - look like a retroreflective band
+    (:func:`band_like`) or carry a hi-vis colour (``classes`` > 0, ``classes`` being the raw class map before
+    cleanup), and one connected region of them borders both pieces (``MIN_CONTACT_PX``). Those gap pixels become
+    part of the mask: the band is part of the garment.
+
+    ``cut`` (bool, mask-sized): pixels where the view was cut out of a larger picture (a tile's edges inside the
+    picture); a piece touching them is only partly seen, so it is never joined - a tile decides only about garments
+    it sees whole, as the whole picture does.
+
+    Limits: two workers touching with a grey strip between them (an arm in a light grey sleeve) can be joined into
+    one; a band wider than the bound (a garment seen very obliquely, two adjacent bands) is not joined; in a picture
+    analysed in tiles, a garment crossing a tile's edge stays in pieces there."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    out = mask.astype(bool).copy()
+    if n <= 2:
+        return out, 0
+    from scipy import ndimage
+
+    boxes = ndimage.find_objects(labels)
+    colour = np.zeros(n, np.int64)
+    value = np.zeros(n)
+    for k in range(1, n):
+        sel = labels[boxes[k - 1]] == k
+        cls = classes[boxes[k - 1]][sel]
+        cls = cls[cls > 0]
+        colour[k] = np.bincount(cls).argmax() if cls.size else 0
+        value[k] = float(np.median(rgb[boxes[k - 1]][sel].max(axis=-1))) / 255.0  # HSV value: the largest channel
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    x0, y0 = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    x1, y1 = x0 + stats[:, cv2.CC_STAT_WIDTH], y0 + stats[:, cv2.CC_STAT_HEIGHT]
+    joined = 0
+    if cut is not None and cut.any():
+        colour[np.unique(labels[cut & (labels > 0)])] = 0  # partly seen pieces take part in no join
+    for a in range(1, n):
+        for b in range(a + 1, n):
+            if colour[a] == 0 or colour[a] != colour[b] or find(a) == find(b):
+                continue
+            gx = max(0, max(x0[a], x0[b]) - min(x1[a], x1[b]))
+            gy = max(0, max(y0[a], y0[b]) - min(y1[a], y1[b]))
+            extent = max(max(x1[a], x1[b]) - min(x0[a], x0[b]), max(y1[a], y1[b]) - min(y0[a], y0[b]))
+            bound = min(MAX_BAND_PX, BAND_OVER_GARMENT * extent)
+            if max(gx, gy) >= bound:
+                continue
+            r = int(math.ceil(bound / 2.0))
+            r0, c0 = max(0, min(y0[a], y0[b]) - r), max(0, min(x0[a], x0[b]) - r)
+            r1, c1 = min(mask.shape[0], max(y1[a], y1[b]) + r), min(mask.shape[1], max(x1[a], x1[b]) + r)
+            box = labels[r0:r1, c0:c1]
+            pa, pb = (box == a).astype(np.uint8), (box == b).astype(np.uint8)
+            disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+            close = functools.partial(cv2.morphologyEx, op=cv2.MORPH_CLOSE, kernel=disk)
+            gap = close(pa | pb).astype(bool) & ~close(pa).astype(bool) & ~close(pb).astype(bool)
+            gap &= box == 0
+            if not gap.any():
+                continue
+            band = (band_like(rgb[r0:r1, c0:c1], min(value[a], value[b])) | (classes[r0:r1, c0:c1] > 0)) & gap
+            if band.sum() < MIN_BAND_SHARE * gap.sum() or not _touches_both(band, pa.astype(bool), pb.astype(bool)):
+                continue
+            out[r0:r1, c0:c1] |= gap
+            parent[find(b)] = find(a)
+            joined += 1
+    return out, joined

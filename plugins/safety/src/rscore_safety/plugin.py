@@ -20,7 +20,7 @@ from rscore.sdk import EXPLAINS_EMPTY, AdapterSpec, Operator, OpContext, Param, 
 from rscore_safety import hivis
 
 HIVIS_MIN_AREA_FRACTION = 0.0002  # blobs under 0.02 % of the frame are compression noise, not clothing
-HIVIS_HALO = 8  # px: the 7x7 closing and the blob filter see this far across tile edges
+HIVIS_HALO = 8 + hivis.MAX_BAND_PX  # px: the 7x7 closing, the blob filter and the band joins see this far
 
 
 def _camera_frame(ctx: OpContext) -> None:
@@ -52,6 +52,11 @@ def _hivis(ctx: OpContext) -> ProgramOutput:
         red = hivis.red_side_components(hivis.rgb8(ctx), labels, n, raw) & keep
         keep &= ~red
     mask = keep[labels] & ctx.valid
+    # the pieces of one garment split by its retroreflective bands are one garment (one instance, one track)
+    joined = 0
+    if str(ctx.params.get("hivis_join_bands", "on")).strip().lower() not in ("off", "false", "0", "no"):
+        mask, joined = hivis.join_garment_pieces(mask, raw, hivis.rgb8(ctx), _cut_edges(ctx))
+        mask &= ctx.valid
     # closing fills stripe gaps with no class: give them the class of the nearest coloured pixel
     classes = hivis.fill_gaps(raw, mask)
     classes[~mask] = 0
@@ -59,13 +64,32 @@ def _hivis(ctx: OpContext) -> ProgramOutput:
         "hi-vis colour (EN ISO 20471 areas in HSV): " + "; ".join(b.describe() for b in opts.bands())
         + f"; opened 3x3, closed 7x7, blobs >= {HIVIS_MIN_AREA_FRACTION:.2%} of the frame"
         + (f"; {int(red.sum())} plain-red blob(s) dropped (median hue redder than the standard's orange-red area: "
-           "red clothing, paint, doors)" if red.any() else ""),
+           "red clothing, paint, doors)" if red.any() else "")
+        + (f"; {joined} piece(s) joined to a neighbour of the same colour across a retroreflective band (light "
+           "grey, about as bright as the fabric, narrower than a fifth of the garment)" if joined else ""),
         operator="safety.hivis",
         share=float(mask[ctx.core_slices].mean()),
     )
+    if joined:
+        ctx.caveat("pieces of one colour split by light-grey retroreflective bands were joined as one garment: two "
+                   "workers in the same colour with a light grey strip (a sleeve, a band) between them can be one "
+                   "instance; -O hivis_join_bands=off keeps the pieces apart")  # fmt: skip
     mask = _on_a_person(ctx, mask)
     classes[~mask] = 0
     return ProgramOutput(mask=mask, classes=classes)
+
+
+def _cut_edges(ctx: OpContext) -> np.ndarray | None:
+    """The view's edge pixels that lie inside the picture (a tile's seams), or None for the whole picture."""
+    if win_is_scene(ctx):
+        return None
+    win, (h, w) = ctx.window, ctx.scene.shape
+    cut = np.zeros((win.height, win.width), bool)
+    cut[0, :] |= win.row_off > 0
+    cut[-1, :] |= win.row_off + win.height < h
+    cut[:, 0] |= win.col_off > 0
+    cut[:, -1] |= win.col_off + win.width < w
+    return cut
 
 
 def win_is_scene(ctx: OpContext) -> bool:
@@ -143,7 +167,8 @@ def _on_a_person(ctx: OpContext, mask: np.ndarray) -> np.ndarray:
                      "rule", explains=EXPLAINS_EMPTY)  # fmt: skip
         return np.zeros_like(mask)
     # measured on the labelled frames (benchmarks/hivis_precision.py): the colour rule alone has instance precision
-    # 39 %, so the routing's confidence (the right rule was chosen) is not how far to trust this mask
+    # 30 % (39 % before a garment's pieces were joined: fewer right instances, the same wrong ones), so the
+    # routing's confidence (the right rule was chosen) is not how far to trust this mask
     ctx.caveat(colour_only, withhold_confidence=mask.any())
     return mask
 
@@ -314,6 +339,8 @@ def rscore_options() -> list[Param]:
         Param("hivis_person", "enum", "hi-vis on a person: auto (motion cue on video), motion (required), off "
               "(colour rule alone, caveated)", default="auto", choices=HIVIS_PERSON_MODES),
         Param("hivis_red_guard", "bool", "drop orange-red blobs redder than the EN ISO 20471 band", default=True),
+        Param("hivis_join_bands", "bool", "join pieces of one garment split by its retroreflective bands",
+              default=True),
         *dataclass_params(RuleOptions, scope="rules", what="safety rule"),
     ]
 

@@ -1,0 +1,70 @@
+"""An absent video answer says why, as the image engine does: the program's note marked ``explains=EXPLAINS_EMPTY``
+becomes the reason (rscore/video/finish.py), in both video modes and in result.json."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from rscore import engine
+
+PERSON_CUE = "needs a person cue"
+
+
+def _clip(path, *, vest: bool) -> None:
+    """20 frames of large random black/white blocks (a camera that never holds still: most of every frame differs
+    from the clip's background, so motion gives no person cue), with or without a fluorescent orange patch."""
+    rng = np.random.default_rng(0)
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    assert out.isOpened()
+    for _ in range(20):
+        frame = (np.kron(rng.integers(0, 2, (12, 16, 1)), np.ones((10, 10, 3))) * 200 + 20).astype(np.uint8)
+        if vest:
+            frame[40:90, 60:90] = (20, 100, 255)  # BGR: fluorescent orange
+        out.write(frame)
+    out.release()
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_an_absent_video_answer_carries_the_programs_reason(tmp_path, mode):
+    clip = tmp_path / "shaky.avi"
+    _clip(clip, vest=True)
+    res = engine.run(clip, "workers in hi-vis vests", plugin="safety", out_dir=tmp_path / "o",
+                     options={"mode": mode})
+    assert res.plan.template == "safety:hivis" and res.absent and not res.instances
+    assert PERSON_CUE in res.plan.reason, res.plan.reason
+    saved = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert saved["absent"] and PERSON_CUE in saved["reason"]
+    assert res.confidence is None and res.caveats == ()
+
+
+def test_without_an_explaining_note_the_reason_is_what_was_not_found(tmp_path):
+    clip = tmp_path / "plain.avi"
+    _clip(clip, vest=False)  # no hi-vis colour at all: the rule found nothing, no note explains an empty answer
+    res = engine.run(clip, "workers in hi-vis vests", plugin="safety", out_dir=tmp_path / "o",
+                     options={"mode": "online"})
+    assert res.absent and PERSON_CUE not in res.plan.reason
+    assert "no hi-vis clothing found in any of the 20 processed frames" in res.plan.reason
+
+
+def test_tracks_found_after_an_empty_forced_keyframe_are_the_answer(tmp_path):
+    """keyframe=first on a clip where the orange patch appears at frame 10: the keyframe's own answer is empty, the
+    re-detections find it. The result was 'absent' (the keyframe's reason) with a track listed beside it."""
+    clip = tmp_path / "late.avi"
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    for i in range(20):
+        frame = np.full((120, 160, 3), 90, np.uint8)
+        if i >= 10:
+            frame[40:90, 60 + i:90 + i] = (20, 100, 255)
+        out.write(frame)
+    out.release()
+    res = engine.run(clip, "hi-vis coloured objects", plugin="safety", out_dir=tmp_path / "o",
+                     options={"keyframe": "first", "hivis_person": "off"})
+    assert len(res.instances) == 1 and not res.absent and res.plan.reason == ""
+    assert res.instances[0].attributes["first_frame"] >= 10
+    assert any("colour rule" in c for c in res.caveats)  # the re-detections' caveats are the answer's
+    saved = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert not saved["absent"] and len(saved["instances"]) == 1
