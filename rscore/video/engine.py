@@ -388,8 +388,7 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
             tracker.anchor(best)
             if hasattr(propagator, "lookahead"):  # optical flow: computed ahead in a thread, off the tracking path
                 frames = propagator.lookahead(best, frames)
-            for pos, frame in enumerate(frames, start=1):
-                tracker.process(frame, detect=bool(every) and pos % every == 0)
+            tracker.run(frames, every, template=template, batch=batch)  # re-detection batched as above
         finally:
             propagator.close()
         log.debug("%s pass done", direction)
