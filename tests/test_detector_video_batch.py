@@ -69,6 +69,7 @@ def calls(monkeypatch) -> list[int]:
 
 
 def _run(clip: Path, query: str, options: dict, full: bool = False) -> tuple[dict, list[dict]]:
+    cv2.setRNGSeed(0)  # the classical segmenter (grabCut) draws from OpenCV's global RNG: same start for each run
     res = segment_video(clip, query, plugin="safety", registry=default_registry(),
                         options={"segmenter": "classical", "keyframe_samples": 12, "redetect_every": 0,
                                  "overlay": False, **options})  # fmt: skip
