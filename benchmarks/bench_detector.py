@@ -194,6 +194,7 @@ def keyframes(args: argparse.Namespace, tracking: bool = False) -> dict[str, Any
         f"{what}_batch1": round(med(r[0] for r in one), 2),
         f"{what}_batch{args.batch}": round(med(r[0] for r in many), 2),
         "pass_ratio": round(med(r[0] for r in many) / med(r[0] for r in one), 3),
+        "pass_ratio_best": round(min(r[0] for r in many) / min(r[0] for r in one), 3),  # least disturbed runs
         "detector_calls_batch1": one[0][1], f"detector_calls_batch{args.batch}": many[0][1],
         "session_s_batch1": round(med(r[2] for r in one), 2),
         f"session_s_batch{args.batch}": round(med(r[2] for r in many), 2),

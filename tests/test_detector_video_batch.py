@@ -154,3 +154,24 @@ def test_redetection_while_tracking_is_batched_with_the_same_tracks(models, call
         assert [len(f["instances"]) for f in batch_frames] == [int(4 <= i <= 8) for i in range(12)]
     else:
         assert any(f["instances"] for f in batch_frames)  # the random net does find things to track
+
+
+def test_a_failing_batched_redetection_is_raised_not_swallowed(models, calls, monkeypatch):
+    """The batched re-detection runs in a background thread: its error reaches the caller as itself."""
+    from rscore.errors import BackendUnavailable
+
+    real = YoloOnnxDetector.detect_batch
+    seen = []
+
+    def failing(self, images, phrases=None):
+        seen.append(len(images))
+        if len(seen) > 1:  # the keyframe candidates pass; the first re-detection batch fails
+            raise BackendUnavailable("detector went away")
+        return real(self, images, phrases)
+
+    monkeypatch.setattr(YoloOnnxDetector, "detect_batch", failing)
+    programs._CACHE.clear()
+    with pytest.raises(BackendUnavailable, match="detector went away"):
+        _run(models["clip"], "workers without hard hats", {"detector_model": str(models["pattern"]),
+             "redetect_every": 2, "keyframe_samples": 3, "detector_batch": 4})  # fmt: skip
+    assert len(seen) == 2

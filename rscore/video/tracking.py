@@ -4,9 +4,10 @@ by mask IoU (Hungarian assignment, same label), start and end tracks, record eac
 Re-detection with a template that answers from a detector (its program declared its phrases:
 :func:`rscore.detectors.programs.declare_phrases`) is batched like the keyframe pass: :meth:`_Tracker.run` reads the
 pass ahead until ``detector_batch`` re-detection frames are gathered (at most :data:`LOOKAHEAD_BYTES` of frames
-held), runs the detector on them in one call (:func:`~rscore.detectors.programs.prime_detections`), then processes
-every frame in order as before; the template's program finds each frame's detections in the cache. A frame's
-detections depend on its pixels only, so the tracks are those of one frame per call.
+held), runs the detector on them in one call (:func:`~rscore.detectors.programs.prime_detections`) in a background
+thread while the previous batch's frames are processed, in order, as before; the template's program finds each
+frame's detections in the cache. A frame's detections depend on its pixels only, so the tracks are those of one
+frame per call.
 
 :class:`_Tracker` drives one pass (backward or forward from the keyframe, or the online stream) with a
 :class:`~rscore.video.propagate.Propagator` and the run's detector; what it records goes through the run's
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["match_tracks", "LOOKAHEAD_BYTES"]
 
 LOOKAHEAD_BYTES = 256 << 20
-"""Most bytes of frames (and their prepared scenes) held while reading ahead for one batched re-detection."""
+"""Most bytes of frames (and their prepared scenes) held ahead for batched re-detection (two batches: the one
+whose detector call runs in the background and the one being gathered)."""
 
 
 # --------------------------------------------------------------------------------------------------------- tracks
@@ -123,30 +125,40 @@ class _Tracker:
             for pos, frame in enumerate(frames, start=1):
                 self.process(frame, detect=bool(every) and pos % every == 0)
             return
+        from concurrent.futures import Future, ThreadPoolExecutor
+
         from rscore.detectors.programs import prime_detections
 
-        held: list[tuple[Frame, bool, Scene | None]] = []
+        Held = list[tuple[Frame, bool, "Scene | None"]]
+        held: Held = []  # frames read ahead: the batch being gathered
+        primed: tuple[Held, Future[int] | None] = ([], None)  # the previous batch and its detector call
         due = size = 0
 
-        def flush() -> None:
-            nonlocal due, size
+        def hand_over(pool: ThreadPoolExecutor) -> None:
+            """Start the gathered batch's detector call in the background, then process the previous batch (its
+            detections done) while it runs: the detector overlaps propagation, as one frame per call overlaps the
+            optical flow computed ahead."""
+            nonlocal primed, held, due, size
+            frames_before, running = primed
+            if running is not None:
+                running.result()  # its detections are in the cache (or its error is raised here)
             scenes = [s for _, _, s in held if s is not None]
-            if len(scenes) > 1:  # one frame alone is detected by its program, as without batching
-                prime_detections(template, scenes, c.opts)
-            for frame, detect, scene in held:
+            primed = (held, pool.submit(prime_detections, template, scenes, c.opts) if scenes else None)
+            held, due, size = [], 0, 0
+            for frame, detect, scene in frames_before:
                 self.process(frame, detect, scene)
-            held.clear()
-            due = size = 0
 
-        for pos, frame in enumerate(frames, start=1):
-            detect = pos % every == 0
-            scene = c.prepare(frame) if detect else None
-            held.append((frame, detect, scene))
-            size += frame.image.nbytes * (2 if detect else 1)
-            due += detect
-            if due >= batch or size >= LOOKAHEAD_BYTES:
-                flush()
-        flush()
+        with ThreadPoolExecutor(1, thread_name_prefix="rscore-redetect") as pool:
+            for pos, frame in enumerate(frames, start=1):
+                detect = pos % every == 0
+                scene = c.prepare(frame) if detect else None
+                held.append((frame, detect, scene))
+                size += frame.image.nbytes * (2 if detect else 1)
+                due += detect
+                if due >= batch or size >= LOOKAHEAD_BYTES // 2:
+                    hand_over(pool)
+            hand_over(pool)  # the last batch gathered
+            hand_over(pool)  # ... processed
 
     def process(self, frame: Frame, detect: bool, scene: Scene | None = None) -> None:
         """One frame: propagate, re-detect when ``detect`` (on ``scene``, the frame through the preprocess hooks
