@@ -68,11 +68,14 @@ def calls(monkeypatch) -> list[int]:
     clear_detector_cache()
 
 
-def _run(clip: Path, query: str, options: dict) -> tuple[dict, list[dict]]:
+def _run(clip: Path, query: str, options: dict, full: bool = False) -> tuple[dict, list[dict]]:
+    cv2.setRNGSeed(0)  # the classical segmenter (grabCut) draws from OpenCV's global RNG: same start for each run
     res = segment_video(clip, query, plugin="safety", registry=default_registry(),
                         options={"segmenter": "classical", "keyframe_samples": 12, "redetect_every": 0,
                                  "overlay": False, **options})  # fmt: skip
     assert not res.absent, res.plan.reason
+    if full:  # every field of every frame's record: track ids, labels, scores, sources, masks
+        return dict(res.keyframe), list(res.log.iter_frames())
     frames = [{"frame": r["frame"], "instances": [(i["bbox"], i["area_px"]) for i in r["instances"]]}
               for r in res.log.iter_frames()]  # fmt: skip
     return dict(res.keyframe), frames
@@ -124,3 +127,51 @@ def test_primed_detections_equal_one_picture_at_a_time(models, calls):
         for a, b in zip(primed, alone):
             assert a.label == b.label and a.box == pytest.approx(b.box, abs=1e-3)
             assert a.score == pytest.approx(b.score, abs=1e-5)
+
+
+@pytest.mark.parametrize("model", ["pattern", "random"])
+def test_redetection_while_tracking_is_batched_with_the_same_tracks(models, calls, model):
+    """Re-detection every 2nd frame of both passes: ``detector_batch`` 4 runs up to 4 re-detection frames per
+    detector call (read ahead), and every frame's record - track ids, labels, scores, masks - is the one of one frame
+    per call. On the random net (arbitrary boxes) as on the pattern model (worker B tracked while present)."""
+    opts = {"detector_model": str(models[model]), "redetect_every": 2, "keyframe_samples": 3}  # frames 0, 4, 8
+    query = "people on site" if model == "random" else "workers without hard hats"
+    if model == "random":  # its boxes are helmets and vests: read its 5 or so helmets per frame as people
+        opts["rules_extra_classes"] = "person:helmet"
+    one_kf, one_frames = _run(models["clip"], query, {**opts, "detector_batch": 1}, full=True)
+    single = list(calls)
+    calls.clear()
+    programs._CACHE.clear()
+    batch_kf, batch_frames = _run(models["clip"], query, {**opts, "detector_batch": 4}, full=True)
+    assert set(single) == {1}
+    tracking = calls[1:]  # after the 3 keyframe candidates
+    assert calls[0] == 3 and max(tracking) > 1 and all(n <= 4 for n in tracking), calls
+    assert len(calls) < len(single)
+    assert batch_kf == one_kf
+    assert len(batch_frames) == len(one_frames) == 12
+    assert batch_frames == one_frames
+    if model == "pattern":  # worker B is found on every frame it is in, by detection or propagation
+        assert [len(f["instances"]) for f in batch_frames] == [int(4 <= i <= 8) for i in range(12)]
+    else:
+        assert any(f["instances"] for f in batch_frames)  # the random net does find things to track
+
+
+def test_a_failing_batched_redetection_is_raised_not_swallowed(models, calls, monkeypatch):
+    """The batched re-detection runs in a background thread: its error reaches the caller as itself."""
+    from rscore.errors import BackendUnavailable
+
+    real = YoloOnnxDetector.detect_batch
+    seen = []
+
+    def failing(self, images, phrases=None):
+        seen.append(len(images))
+        if len(seen) > 1:  # the keyframe candidates pass; the first re-detection batch fails
+            raise BackendUnavailable("detector went away")
+        return real(self, images, phrases)
+
+    monkeypatch.setattr(YoloOnnxDetector, "detect_batch", failing)
+    programs._CACHE.clear()
+    with pytest.raises(BackendUnavailable, match="detector went away"):
+        _run(models["clip"], "workers without hard hats", {"detector_model": str(models["pattern"]),
+             "redetect_every": 2, "keyframe_samples": 3, "detector_batch": 4})  # fmt: skip
+    assert len(seen) == 2

@@ -11,11 +11,13 @@ VISA's recipe, with the pieces rscore has::
       2. segment the best frame (the keyframe) with the image pipeline (rscore.engine.pipeline.answer)
          -> instances = tracks 1..n
       3. propagate from the keyframe backwards (frames in descending order) and forwards, re-detecting every
-         redetect_every frames with the template's program (a VLM plan has none: propagation only) and matching
+         redetect_every frames with the template's program (a VLM plan has none: propagation only; a template over
+         detections runs detector_batch re-detection frames per detector call, read ahead) and matching
          detections to tracks by mask IoU (Hungarian assignment, IoU >= match_iou) so that ids stay stable;
          unmatched detections start new tracks, a track unmatched more than max_missed detections in a row or
          whose mask vanishes ends.
-    online (stream URLs, or mode=online): frames in arrival order, detection every redetect_every frames,
+    online (stream URLs, or mode=online): frames in arrival order, detection every redetect_every frames (one
+      frame per detector call: nothing is held back for a batch),
       propagation in between; the first frame with a detection is the keyframe. Memory is bounded: the current
       frame, the previous one (flow) and the live tracks; per-frame records go to a spool file, the overlay video
       is written as frames come.
@@ -388,8 +390,7 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
             tracker.anchor(best)
             if hasattr(propagator, "lookahead"):  # optical flow: computed ahead in a thread, off the tracking path
                 frames = propagator.lookahead(best, frames)
-            for pos, frame in enumerate(frames, start=1):
-                tracker.process(frame, detect=bool(every) and pos % every == 0)
+            tracker.run(frames, every, template=template, batch=batch)  # re-detection batched as above
         finally:
             propagator.close()
         log.debug("%s pass done", direction)

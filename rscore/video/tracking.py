@@ -1,6 +1,14 @@
 """Tracks over one pass of a video: propagate the live masks, re-detect every few frames, match detections to tracks
 by mask IoU (Hungarian assignment, same label), start and end tracks, record each frame.
 
+Re-detection with a template that answers from a detector (its program declared its phrases:
+:func:`rscore.detectors.programs.declare_phrases`) is batched like the keyframe pass: :meth:`_Tracker.run` reads the
+pass ahead until ``detector_batch`` re-detection frames are gathered (at most :data:`LOOKAHEAD_BYTES` of frames
+held), runs the detector on them in one call (:func:`~rscore.detectors.programs.prime_detections`) in a background
+thread while the previous batch's frames are processed, in order, as before; the template's program finds each
+frame's detections in the cache. A frame's detections depend on its pixels only, so the tracks are those of one
+frame per call.
+
 :class:`_Tracker` drives one pass (backward or forward from the keyframe, or the online stream) with a
 :class:`~rscore.video.propagate.Propagator` and the run's detector; what it records goes through the run's
 context (:class:`rscore.video.context._Context`: plugin hooks, masks.json records, the overlay, track summaries).
@@ -9,9 +17,9 @@ context (:class:`rscore.video.context._Context`: plugin hooks, masks.json record
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,9 +29,14 @@ from rscore.video.propagate import Propagator
 from rscore.video.reader import Frame
 
 if TYPE_CHECKING:
+    from rscore.types import Scene
     from rscore.video.context import _Context
 
-__all__ = ["match_tracks"]
+__all__ = ["match_tracks", "LOOKAHEAD_BYTES"]
+
+LOOKAHEAD_BYTES = 256 << 20
+"""Most bytes of frames (and their prepared scenes) held ahead for batched re-detection (two batches: the one
+whose detector call runs in the background and the one being gathered)."""
 
 
 # --------------------------------------------------------------------------------------------------------- tracks
@@ -103,7 +116,53 @@ class _Tracker:
     def anchor(self, frame: Frame) -> None:
         self.propagator.reset(frame, {tid: t.mask for tid, t in self.tracks.items() if t.present})
 
-    def process(self, frame: Frame, detect: bool) -> None:
+    def run(self, frames: Iterable[Frame], every: int, *, template: Any = None, batch: int = 1) -> None:
+        """Process a pass's ``frames`` in order (positions from 1), re-detecting on every ``every``-th (0: never).
+        With ``batch`` > 1 and ``template`` (the template the run's detector answers with), the detector runs on
+        up to ``batch`` re-detection frames per call, read ahead (see the module docstring)."""
+        c = self.ctx
+        if batch <= 1 or not every or template is None or c.detector is None:
+            for pos, frame in enumerate(frames, start=1):
+                self.process(frame, detect=bool(every) and pos % every == 0)
+            return
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        from rscore.detectors.programs import prime_detections
+
+        Held = list[tuple[Frame, bool, "Scene | None"]]
+        held: Held = []  # frames read ahead: the batch being gathered
+        primed: tuple[Held, Future[int] | None] = ([], None)  # the previous batch and its detector call
+        due = size = 0
+
+        def hand_over(pool: ThreadPoolExecutor) -> None:
+            """Start the gathered batch's detector call in the background, then process the previous batch (its
+            detections done) while it runs: the detector overlaps propagation, as one frame per call overlaps the
+            optical flow computed ahead."""
+            nonlocal primed, held, due, size
+            frames_before, running = primed
+            if running is not None:
+                running.result()  # its detections are in the cache (or its error is raised here)
+            scenes = [s for _, _, s in held if s is not None]
+            primed = (held, pool.submit(prime_detections, template, scenes, c.opts) if scenes else None)
+            held, due, size = [], 0, 0
+            for frame, detect, scene in frames_before:
+                self.process(frame, detect, scene)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="rscore-redetect") as pool:
+            for pos, frame in enumerate(frames, start=1):
+                detect = pos % every == 0
+                scene = c.prepare(frame) if detect else None
+                held.append((frame, detect, scene))
+                size += frame.image.nbytes * (2 if detect else 1)
+                due += detect
+                if due >= batch or size >= LOOKAHEAD_BYTES // 2:
+                    hand_over(pool)
+            hand_over(pool)  # the last batch gathered
+            hand_over(pool)  # ... processed
+
+    def process(self, frame: Frame, detect: bool, scene: Scene | None = None) -> None:
+        """One frame: propagate, re-detect when ``detect`` (on ``scene``, the frame through the preprocess hooks
+        when already prepared), match, record."""
         c = self.ctx
         live = {tid: t for tid, t in self.tracks.items() if t.present}
         moved = self.propagator.step(frame, {tid: t.mask for tid, t in live.items()})
@@ -116,7 +175,8 @@ class _Tracker:
                 )
             else:
                 t.present = False  # no propagation: only a detection brings it back (matched on its last mask)
-        scene = c.prepare(frame) if (detect and c.detector is not None) or c.hooked else None
+        if scene is None and ((detect and c.detector is not None) or c.hooked):
+            scene = c.prepare(frame)
         if detect and c.detector is not None:
             detections = c.detector.detect(scene)
             pairs, lost, fresh = match_tracks(self.tracks, detections, c.vopts.match_iou)

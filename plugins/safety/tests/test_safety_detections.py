@@ -220,7 +220,7 @@ def test_vests_worn_is_the_positive_of_the_hivis_rule(site_model, tmp_path):
     res = engine.segment(engine.open_scene(tmp_path / "vests.png"), "workers wearing hi-vis", plugin="safety",
                          options=opts)  # fmt: skip
     assert res.plan.template == "safety:vests_worn" and not res.absent
-    assert [(i.label, i.bbox) for i in res.instances] == [("worker with a vest", (40, 20, 64, 110))]
+    assert [(i.label, i.bbox) for i in res.instances] == [("worker wearing hi-vis", (40, 20, 64, 110))]
     steps = " ".join(s.text for s in res.plan.steps)
     assert "rule 'vests_worn'" in steps and "torso_top=" in steps
     assert any("a person or vest the detector misses is not counted" in c for c in res.caveats)
@@ -232,3 +232,43 @@ def test_vests_worn_is_the_positive_of_the_hivis_rule(site_model, tmp_path):
     still = engine.segment(engine.open_scene(tmp_path / "vests.png"), "workers wearing hi-vis", plugin="safety")
     assert still.plan.template == "safety:vests_worn" and still.absent and not still.instances
     assert any("needs a person cue" in s.text and "--detector" in s.text for s in still.plan.steps)
+
+
+def test_every_detection_template_labels_its_instances_with_its_own_label(tmp_path):
+    """The instances of a template answered from detections carry that template's label ("worker wearing hi-vis",
+    not the rule's "worker with a vest"), as a mask program's instances do: a compliance report matches track labels
+    to its checks by label. One scene where every rule finds someone: worker A (hard hat, vest), worker B (bare, in
+    the zone), worker C (bare, up on a scaffold)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    from rscore.detectors.testing import COLOURS, save_pattern_yolo_onnx
+    from rscore.plugins import get_registry
+
+    model = save_pattern_yolo_onnx(tmp_path / "site4.onnx", ("person", "helmet", "vest", "scaffold"))
+    img = np.full((256, 256, 3), 114, np.uint8)
+    img[20:80, 20:44] = COLOURS[0]  # A: 60 px tall
+    img[16:32, 24:40] = COLOURS[1]  # ... hard hat on the head, sticking out 4 px over it
+    img[35:60, 22:42] = COLOURS[2]  # ... vest on the torso
+    img[20:80, 120:144] = COLOURS[0]  # B: bare
+    img[150:210, 170:230] = COLOURS[3]  # a scaffold, base at y 210 ...
+    img[160:190, 190:206] = COLOURS[0]  # ... C on it: feet 20 px = 0.67 of C's height above the base
+    Image.fromarray(img).save(tmp_path / "all.png")
+    zones = tmp_path / "z.json"
+    zones.write_text(json.dumps({"zones": [{"name": "pit", "polygon": [[100, 60], [160, 60], [160, 100],
+                                                                       [100, 100]]}]}))  # fmt: skip
+    a, b, c = (20, 20, 44, 80), (120, 20, 144, 80), (190, 160, 206, 190)
+    expected = {"workers": [a, b, c], "hard_hats_worn": [a], "hard_hats": [b, c], "vests_worn": [a],
+                "no_vests": [b, c], "near_machinery": [c], "at_height": [c], "people_in_zone": [b]}  # fmt: skip
+    templates = {t.name: t for t in get_registry().templates_for("safety") if t.plugin == "safety"}
+    answered = {n for n, t in templates.items() if getattr(t.program, "detector_phrases", None) is not None}
+    assert set(expected) == answered  # every template that reads detections is checked
+    scene = engine.open_scene(tmp_path / "all.png")
+    base = {"detector_model": str(model), "segmenter": "classical", "zones": str(zones)}
+    for name, boxes in expected.items():
+        extra = {"rules_extra_classes": "machinery:scaffold"} if name == "near_machinery" else {}  # C is next to it
+        res = engine.segment(scene, "x", plugin="safety", options={**base, **extra, "template": name})
+        assert res.plan.template == f"safety:{name}" and not res.absent, name
+        assert sorted(i.bbox for i in res.instances) == sorted(boxes), name
+        assert {i.label for i in res.instances} == {templates[name].label}, name
+        steps = " ".join(s.text for s in res.plan.steps)
+        assert f"{templates[name].label} at (" in steps, name  # the plan names each hit as the instances do

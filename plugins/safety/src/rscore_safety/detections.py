@@ -204,7 +204,7 @@ def _wearing(dets: Sequence[Any], opts: RuleOptions, part: str, region: Callable
 
 def hard_hats(dets: Sequence[Any], opts: RuleOptions) -> list[Hit]:
     with_, _, _, _ = _wearing(dets, opts, "helmet", head_region)
-    return [Hit("worker with a hard hat", p.box, p.score, f"helmet covers {m:.0%} in the head region")
+    return [Hit("worker wearing a hard hat", p.box, p.score, f"helmet covers {m:.0%} in the head region")
             for p, m in with_]  # fmt: skip
 
 
@@ -214,7 +214,7 @@ def no_hard_hats(dets: Sequence[Any], opts: RuleOptions) -> list[Hit]:
 
 def vests(dets: Sequence[Any], opts: RuleOptions) -> list[Hit]:
     with_, _, _, _ = _wearing(dets, opts, "vest", torso_region)
-    return [Hit("worker with a vest", p.box, p.score, f"vest covers {m:.0%} in the torso band") for p, m in with_]
+    return [Hit(VESTS_WORN_LABEL, p.box, p.score, f"vest covers {m:.0%} in the torso band") for p, m in with_]
 
 
 def no_vests(dets: Sequence[Any], opts: RuleOptions) -> list[Hit]:
@@ -325,6 +325,7 @@ RULES: Mapping[str, DetectionRule] = {
     )
 }
 
+VESTS_WORN_LABEL = "worker wearing hi-vis"  # the vests_worn template's label: also its detection hits
 MAX_HIT_NOTES = 20  # plan steps naming individual hits (all of them are targets)
 ALL_PHRASES = tuple(p for r in ("person", "helmet", "vest", "machinery", "scaffold") for p in PHRASES[r])
 """Every rule asks an open-vocabulary detector for all of these: one pass per picture serves every rule."""
@@ -357,7 +358,11 @@ def _digest(detector: Any) -> str:
     return f", sha256 {digest}" if digest else ""
 
 
-def _program(rule: DetectionRule) -> Callable[[OpContext], ProgramOutput]:
+def _program(rule: DetectionRule, label: str) -> Callable[[OpContext], ProgramOutput]:
+    """The program of a template answered by ``rule``: its hits become box targets labelled ``label``, the
+    answering template's label (a rule's own hit labels are defaults for direct callers; the instances a user gets
+    carry the label of the template that answered, as a mask program's do)."""
+
     def program(ctx: OpContext) -> ProgramOutput:
         from rscore.detectors.programs import owned_targets, picture_detections, require_detector
 
@@ -372,7 +377,7 @@ def _program(rule: DetectionRule) -> Callable[[OpContext], ProgramOutput]:
         detector = require_detector(ctx.params, rule.name)
         _check_classes(rule, detector, opts)
         dets = picture_detections(ctx, detector, ALL_PHRASES)
-        hits = rule.fn(dets, opts, zones) if zones else rule.fn(dets, opts)
+        hits = [replace(h, label=label) for h in (rule.fn(dets, opts, zones) if zones else rule.fn(dets, opts))]
         counts = {role: len(v) for role, v in _by_role(dets, opts).items() if v}
         ctx.note(
             f"detector {detector.name} ({detector.model}{_digest(detector)}): {len(dets)} detection(s) "
@@ -426,7 +431,7 @@ def _with_rule(t: Template) -> Template:
     rule = RULES[t.name]
     return replace(
         t,
-        program=_program(rule),
+        program=_program(rule, t.label),
         explain=(t.explain + "; " if t.explain else "") + f"from detections (-O detector_model=...): {rule.explain}",
         kinds=("image", "video"),
         requires=("red", "green", "blue"),
@@ -477,12 +482,12 @@ def _worn_bodies_offline(ctx: OpContext) -> ProgramOutput:
     return ProgramOutput(mask=bodies)
 
 
-_VESTS_WORN_RULE = _program(RULES["vests_worn"])
+_VESTS_WORN_RULE = _program(RULES["vests_worn"], VESTS_WORN_LABEL)
 declare_phrases(_vests_worn, ALL_PHRASES)  # with a detector, the video engine batches its keyframe candidates
 
 VESTS_WORN = Template(
     "vests_worn",
-    "worker wearing hi-vis",
+    VESTS_WORN_LABEL,
     "the workers who are wearing hi-vis, each whole person (a detector's person boxes with a vest in the torso "
     "band; without a detector, on video from a fixed camera, the moving bodies that wear hi-vis colours)",
     ("workers wearing hi-vis", "hi-vis compliant workers", "workers who have their hi-vis on",
