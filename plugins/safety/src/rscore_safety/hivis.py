@@ -54,6 +54,7 @@ import cv2
 import numpy as np
 
 from rscore.errors import OptionError
+from rscore.instances import cluster_boxes
 from rscore.sdk import Operator, OpContext, Param
 
 CHROMATICITY: dict[str, tuple[tuple[float, float], ...]] = {
@@ -387,44 +388,42 @@ def join_garment_pieces(
         cls = cls[cls > 0]
         colour[k] = np.bincount(cls).argmax() if cls.size else 0
         value[k] = float(np.median(rgb[boxes[k - 1]][sel].max(axis=-1))) / 255.0  # HSV value: the largest channel
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     x0, y0 = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
     x1, y1 = x0 + stats[:, cv2.CC_STAT_WIDTH], y0 + stats[:, cv2.CC_STAT_HEIGHT]
     joined = 0
     if cut is not None and cut.any():
         colour[np.unique(labels[cut & (labels > 0)])] = 0  # partly seen pieces take part in no join
-    for a in range(1, n):
-        for b in range(a + 1, n):
-            if colour[a] == 0 or colour[a] != colour[b] or find(a) == find(b):
-                continue
-            gx = max(0, max(x0[a], x0[b]) - min(x1[a], x1[b]))
-            gy = max(0, max(y0[a], y0[b]) - min(y1[a], y1[b]))
-            extent = max(max(x1[a], x1[b]) - min(x0[a], x0[b]), max(y1[a], y1[b]) - min(y0[a], y0[b]))
-            bound = min(MAX_BAND_PX, BAND_OVER_GARMENT * extent)
-            if max(gx, gy) >= bound:
-                continue
-            r = int(math.ceil(bound / 2.0))
-            r0, c0 = max(0, min(y0[a], y0[b]) - r), max(0, min(x0[a], x0[b]) - r)
-            r1, c1 = min(mask.shape[0], max(y1[a], y1[b]) + r), min(mask.shape[1], max(x1[a], x1[b]) + r)
-            box = labels[r0:r1, c0:c1]
-            pa, pb = (box == a).astype(np.uint8), (box == b).astype(np.uint8)
-            disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-            close = functools.partial(cv2.morphologyEx, op=cv2.MORPH_CLOSE, kernel=disk)
-            gap = close(pa | pb).astype(bool) & ~close(pa).astype(bool) & ~close(pb).astype(bool)
-            gap &= box == 0
-            if not gap.any():
-                continue
-            band = (band_like(rgb[r0:r1, c0:c1], min(value[a], value[b])) | (classes[r0:r1, c0:c1] > 0)) & gap
-            if band.sum() < MIN_BAND_SHARE * gap.sum() or not _touches_both(band, pa.astype(bool), pb.astype(bool)):
-                continue
-            out[r0:r1, c0:c1] |= gap
-            parent[find(b)] = find(a)
-            joined += 1
+
+    def link(i: int, j: int) -> bool:  # pieces a = i + 1 and b = j + 1: one garment across a band between them?
+        nonlocal joined
+        a, b = i + 1, j + 1
+        if colour[a] == 0 or colour[a] != colour[b]:
+            return False
+        gx = max(0, max(x0[a], x0[b]) - min(x1[a], x1[b]))
+        gy = max(0, max(y0[a], y0[b]) - min(y1[a], y1[b]))
+        extent = max(max(x1[a], x1[b]) - min(x0[a], x0[b]), max(y1[a], y1[b]) - min(y0[a], y0[b]))
+        bound = min(MAX_BAND_PX, BAND_OVER_GARMENT * extent)
+        if max(gx, gy) >= bound:
+            return False
+        r = int(math.ceil(bound / 2.0))
+        r0, c0 = max(0, min(y0[a], y0[b]) - r), max(0, min(x0[a], x0[b]) - r)
+        r1, c1 = min(mask.shape[0], max(y1[a], y1[b]) + r), min(mask.shape[1], max(x1[a], x1[b]) + r)
+        box = labels[r0:r1, c0:c1]
+        pa, pb = (box == a).astype(np.uint8), (box == b).astype(np.uint8)
+        disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        close = functools.partial(cv2.morphologyEx, op=cv2.MORPH_CLOSE, kernel=disk)
+        gap = close(pa | pb).astype(bool) & ~close(pa).astype(bool) & ~close(pb).astype(bool)
+        gap &= box == 0
+        if not gap.any():
+            return False
+        band = (band_like(rgb[r0:r1, c0:c1], min(value[a], value[b])) | (classes[r0:r1, c0:c1] > 0)) & gap
+        if band.sum() < MIN_BAND_SHARE * gap.sum() or not _touches_both(band, pa.astype(bool), pb.astype(bool)):
+            return False
+        out[r0:r1, c0:c1] |= gap
+        joined += 1
+        return True
+
+    # candidate pairs: boxes grown by half the widest band overlap exactly when the gap is under it
+    h = MAX_BAND_PX / 2.0
+    cluster_boxes([(x0[k] - h, y0[k] - h, x1[k] + h, y1[k] + h) for k in range(1, n)], link)
     return out, joined
