@@ -89,6 +89,8 @@ class Layers:
         self.kplan_smooth = {s: np.asarray(terrain.curvature(_smooth(z, s), px, py, "plan", sx, sy), np.float64)
                              for s in (1, 2)}
         self.slope_pct = _pct(self.slope)
+        self.slope_smooth = {sm: np.asarray(terrain.slope_deg(_smooth(z, sm / self.px), px, py), np.float64)
+                             for sm in (10.0, 20.0)}
 
     def convergence(self, k: np.ndarray, scale_px: float, ramp_: tuple[float, float]) -> np.ndarray:
         from rscore_earth.templates import ramp
@@ -140,6 +142,17 @@ def _candidate(L: Layers, name: str, rows, cols, base: dict[tuple, np.ndarray]) 
 
     if name == "A":
         return dict(base)
+    if name == "I":
+        from rscore_earth.templates import terrain_factors
+
+        out = {}
+        for sm in (10.0, 20.0):
+            for r, s in itertools.product(GRID_RAMPS, GRID_SCALES):
+                f = terrain_factors(L.slope_smooth[sm], L.kplan, L.px, r, s)
+                for w in GRID_WEIGHTS:
+                    out[(r, s, w, ("sigma_m", sm))] = ((1 - w) * np.nan_to_num(f["slope"])
+                                                       + w * np.nan_to_num(f["convergence"]))[rows, cols]
+        return out
     if name == "G":
         out = {}
         for s in GRID_SCALES:
@@ -203,36 +216,72 @@ def half_splits(scores: dict[tuple, np.ndarray], labels: np.ndarray, x: np.ndarr
     return out
 
 
-def select(dev_inv: Path, dev_dem: Path) -> dict[str, Any]:
-    rows, cols, labels, x = _read_points(dev_inv, dev_dem)
-    y = _read_y(dev_inv, dev_dem, rows, cols)
-    L = Layers(dev_dem)
-    slope = L.slope[rows, cols]
-    base = _base(L, rows, cols)
-    res: dict[str, Any] = {}
-    for name in "ABCDEFG":
-        sc = _candidate(L, name, rows, cols, base)
-        hs = half_splits(sc, labels, x, y, slope)
-        full = {k: _auroc(v, labels) for k, v in sc.items()}
+def aggregate_dem(dem: Path, factor: int, out: Path) -> Path:
+    """The DEM as ``factor x factor`` block means (a coarser development view of the same ground)."""
+    import rasterio
+
+    with rasterio.open(dem) as ds:
+        z = ds.read(1, masked=True).astype(np.float64).filled(np.nan)
+        prof = ds.profile.copy()
+        t = ds.transform
+    h, w = (z.shape[0] // factor) * factor, (z.shape[1] // factor) * factor
+    blocks = z[:h, :w].reshape(h // factor, factor, w // factor, factor)
+    with np.errstate(invalid="ignore"):
+        zc = np.nanmean(blocks, axis=(1, 3)) if np.isnan(blocks).any() else blocks.mean(axis=(1, 3))
+    prof.update(height=zc.shape[0], width=zc.shape[1], dtype="float32", nodata=np.nan,
+                transform=rasterio.Affine(t.a * factor, t.b, t.c, t.d, t.e * factor, t.f))
+    for k in ("blockxsize", "blockysize", "tiled"):
+        prof.pop(k, None)
+    with rasterio.open(out, "w", **prof) as ds:
+        ds.write(zc.astype(np.float32), 1)
+    return out
+
+
+def _views(dev_inv: Path, dev_dem: Path, factors: tuple[int, ...], tmp: Path) -> list[tuple[str, Any]]:
+    views = []
+    for f in factors:
+        dem = dev_dem if f == 1 else aggregate_dem(dev_dem, f, tmp / f"dem_x{f}.tif")
+        rows, cols, labels, x = _read_points(dev_inv, dem)
+        y = _read_y(dev_inv, dem, rows, cols)
+        L = Layers(dem)
+        views.append((f"x{f}", (L, rows, cols, labels, x, y)))
+    return views
+
+
+def select(dev_inv: Path, dev_dem: Path, factors: tuple[int, ...] = (1,), names: str = "ABCDEFG") -> dict[str, Any]:
+    """The rule over every development view (the DEM at its own resolution and aggregated by ``factors``)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="rscore-select-") as tmp:
+        views = _views(dev_inv, dev_dem, factors, Path(tmp))
+    bases = {v: _base(L, rows, cols) for v, (L, rows, cols, *_) in views}
+
+    def score(make: Callable[..., dict]) -> dict[str, Any]:
+        hs, full = [], {}
+        for v, (L, rows, cols, labels, x, y) in views:
+            sc = make(L, rows, cols, bases[v])
+            for h in half_splits(sc, labels, x, y, L.slope[rows, cols]):
+                hs.append({**h, "view": v})
+            if v == views[0][0]:
+                full = {k: _auroc(val, labels) for k, val in sc.items()}
         best = max(full, key=full.get)
-        res[name] = {"estimate": float(np.mean([h["auroc_test"] for h in hs])), "splits": hs,
-                     "beats_slope_each_half": all(h["auroc_test"] >= h["auroc_slope_test"] for h in hs),
-                     "grid_points": len(sc), "best_full": best, "auroc_full": full[best]}
+        return {"estimate": float(np.mean([h["auroc_test"] for h in hs])), "splits": hs,
+                "beats_slope_each_half": all(h["auroc_test"] >= h["auroc_slope_test"] for h in hs),
+                "grid_points": len(full), "best_full": best, "auroc_full": full[best]}
+
+    res: dict[str, Any] = {"views": [v for v, _ in views]}
+    for name in names:
+        res[name] = score(lambda L, r, c, b, n=name: _candidate(L, n, r, c, b))
     a_est = res["A"]["estimate"]
-    above = sorted((n for n in "BCDEFG" if res[n]["estimate"] > a_est), key=lambda n: -res[n]["estimate"])
-    if len(above) >= 2 and "G" not in above[:2]:
+    above = sorted((n for n in names[1:] if res[n]["estimate"] > a_est), key=lambda n: -res[n]["estimate"])
+    if len(above) >= 2 and not {"G", "I"} & set(above[:2]):
         pair = (above[0], above[1])
-        sc = _combined(L, pair, rows, cols, base)
-        hs = half_splits(sc, labels, x, y, slope)
-        full = {k: _auroc(v, labels) for k, v in sc.items()}
-        best = max(full, key=full.get)
-        res["H"] = {"of": list(pair), "estimate": float(np.mean([h["auroc_test"] for h in hs])), "splits": hs,
-                    "beats_slope_each_half": all(h["auroc_test"] >= h["auroc_slope_test"] for h in hs),
-                    "grid_points": len(sc), "best_full": best, "auroc_full": full[best]}
+        res["H"] = {"of": list(pair), **score(lambda L, r, c, b: _combined(L, pair, r, c, b))}
     elif len(above) >= 2:
-        res["H"] = {"of": list(above[:2]), "skipped": "G replaces the combination rule; not combinable additively"}
-    top = max((n for n in res if "estimate" in res[n]), key=lambda n: res[n]["estimate"])
-    adopt = (top != "A" and res[top]["estimate"] >= a_est + MARGIN and res[top]["beats_slope_each_half"])
+        res["H"] = {"of": list(above[:2]), "skipped": "G and I replace a factor; not combinable additively"}
+    cands = [n for n in res if isinstance(res[n], dict) and "estimate" in res[n]]
+    top = max(cands, key=lambda n: res[n]["estimate"])
+    adopt = top != "A" and res[top]["estimate"] >= a_est + MARGIN and res[top]["beats_slope_each_half"]
     res["rule"] = {"top": top, "adopted": top if adopt else "A", "margin": MARGIN,
                    "a_estimate": a_est, "top_estimate": res[top]["estimate"]}
     return res
@@ -243,14 +292,20 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--round", type=int, default=2, choices=(1, 2),
+                    help="1: the DEM at 10 m, candidates A-G; 2 (default): also at 30 m, candidates A-G and I")
     args = ap.parse_args(argv)
     data = shared_data_dir()
     if data is None:
         print("shared data absent: set RSCORE_SHARED_DATA", file=sys.stderr)
         return 2
     d = data / "eo" / "landslides_rbsf_ecuador"
-    res = select(d / "lsl_points.csv", d / "dem_elev.tif")
-    for n in "ABCDEFGH":
+    if args.round == 1:
+        res = select(d / "lsl_points.csv", d / "dem_elev.tif", (1,), "ABCDEFG")
+    else:
+        res = select(d / "lsl_points.csv", d / "dem_elev.tif", (1, 3), "ABCDEFGI")
+    print("development views (aggregation factor):", ", ".join(res["views"]))
+    for n in "ABCDEFGIH":
         r = res.get(n)
         if r is None:
             continue
@@ -258,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n}: {r}")
             continue
         tests = " ".join(f"{h['auroc_test']:.3f}/{h['auroc_slope_test']:.3f}" for h in r["splits"])
+        if len(res["views"]) > 1:
+            per = {v: np.mean([h["auroc_test"] for h in r["splits"] if h["view"] == v]) for v in res["views"]}
+            tests += "  (" + ", ".join(f"{v}: {e:.4f}" for v, e in per.items()) + ")"
         print(f"{n} {'+'.join(r.get('of', [])):4} estimate {r['estimate']:.4f}  test/slope per half: {tests}  "
               f"beats slope each half: {r['beats_slope_each_half']}  grid {r['grid_points']}  "
               f"whole-set best {r['auroc_full']:.3f} at {r['best_full']}")
