@@ -6,12 +6,13 @@ grid point with the best AUROC on the training half and it is scored on the othe
 test AUROC. Then applies the single selection rule (highest estimate; adopted only if >= A's + 0.010 and at least
 slope alone on each test half) and prints the chosen model's parameters (the best grid point on the whole set).
 
-``--final`` additionally scores the independent inventories (lsat-pakistan when present, any ``--inventory``) ONCE
-for the chosen model, slope alone and today's default; run it only after the choice is committed.
+``--round 1``: the DEM at its own 10 m only, candidates A-G; ``--round 2`` (default): also the DEM aggregated to 30 m
+(3 x 3 block mean), candidates A-G and I. The independent inventories are never read here: the one look at them is
+``eval_landslide.py --inventory ...`` on the checkout holding the chosen model.
 
 ::
 
-    python benchmarks/landslide/select_model.py [--final] [--inventory NAME=INVENTORY,DEM] [--json out.json]
+    python benchmarks/landslide/select_model.py [--round 1|2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import itertools
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,7 +41,8 @@ def _context(dem: Path) -> Any:
     from rscore.types import Request
 
     scene = engine.open_scene(dem, plugin="earth", options={"matcher": "keyword"})
-    return scene, OpContext(scene, Request(query=QUERY, plugin="earth", options={}), engine.default_registry().operators)
+    ops = engine.default_registry().operators
+    return scene, OpContext(scene, Request(query=QUERY, plugin="earth", options={}), ops)
 
 
 def _pct(a: np.ndarray) -> np.ndarray:
@@ -226,8 +229,9 @@ def aggregate_dem(dem: Path, factor: int, out: Path) -> Path:
         t = ds.transform
     h, w = (z.shape[0] // factor) * factor, (z.shape[1] // factor) * factor
     blocks = z[:h, :w].reshape(h // factor, factor, w // factor, factor)
-    with np.errstate(invalid="ignore"):
-        zc = np.nanmean(blocks, axis=(1, 3)) if np.isnan(blocks).any() else blocks.mean(axis=(1, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
+        zc = np.nanmean(blocks, axis=(1, 3))
     prof.update(height=zc.shape[0], width=zc.shape[1], dtype="float32", nodata=np.nan,
                 transform=rasterio.Affine(t.a * factor, t.b, t.c, t.d, t.e * factor, t.f))
     for k in ("blockxsize", "blockysize", "tiled"):
