@@ -291,6 +291,29 @@ def select(dev_inv: Path, dev_dem: Path, factors: tuple[int, ...] = (1,), names:
     return res
 
 
+def resolution_table(dev_inv: Path, dev_dem: Path, factors: tuple[int, ...] = (1, 2, 3)) -> list[dict[str, Any]]:
+    """Today's default and its parts on all development points, with the DEM at its own resolution and aggregated
+    by each factor (block means): how the model's skill depends on the pixel size."""
+    import tempfile
+
+    from rscore_earth.templates import CONVERGENCE_WEIGHT, terrain_factors
+
+    out = []
+    with tempfile.TemporaryDirectory(prefix="rscore-select-") as tmp:
+        for f in factors:
+            dem = dev_dem if f == 1 else aggregate_dem(dev_dem, f, Path(tmp) / f"dem_x{f}.tif")
+            rows, cols, labels, _ = _read_points(dev_inv, dem)
+            L = Layers(dem)
+            fa = terrain_factors(L.slope, L.kplan, L.px)
+            score = ((1 - CONVERGENCE_WEIGHT) * np.nan_to_num(fa["slope"])
+                     + CONVERGENCE_WEIGHT * np.nan_to_num(fa["convergence"]))
+            out.append({"pixel_m": L.px, "slope": _auroc(L.slope[rows, cols], labels),
+                        "slope_ramp": _auroc(fa["slope"][rows, cols], labels),
+                        "convergence": _auroc(fa["convergence"][rows, cols], labels),
+                        "default": _auroc(score[rows, cols], labels)})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from rscore.testing import shared_data_dir
 
@@ -324,6 +347,12 @@ def main(argv: list[str] | None = None) -> int:
               f"beats slope each half: {r['beats_slope_each_half']}  grid {r['grid_points']}  "
               f"whole-set best {r['auroc_full']:.3f} at {r['best_full']}")
     print("rule:", res["rule"])
+    if args.round == 2:
+        res["resolution_table"] = resolution_table(d / "lsl_points.csv", d / "dem_elev.tif")
+        print("today's default on all development points by DEM pixel size (AUROC):")
+        for r in res["resolution_table"]:
+            print(f"    {r['pixel_m']:4.0f} m: slope alone {r['slope']:.3f}, slope ramp {r['slope_ramp']:.3f}, "
+                  f"convergence {r['convergence']:.3f}, default {r['default']:.3f}")
     if args.json:
         args.json.write_text(json.dumps(res, indent=1, default=str))
     return 0
