@@ -305,6 +305,26 @@ def test_ridges_and_valleys_on_a_surface_model_state_no_confidence(shared_data):
 
 
 @real_data
+def test_flood_prone_on_a_surface_model_states_no_confidence(shared_data):
+    """'flood-prone areas' on the opengeos heights above ground (ground = 0, buildings and trees above it) marked
+    10 % of it as low-lying land near drainage at confidence 0.99: every flat patch of open ground is "low" there,
+    and water is routed around buildings. The flood template had no surface-model check while the slope, landslide
+    and ridges/valleys templates had one; it now runs the same check (operators.surface_model_check via
+    earth.slope) and withholds its confidence. The Andes DEM (bare earth) keeps its confidence and its mask."""
+    from rscore.sdk import CONFIDENCE_WITHHELD
+
+    hag = _segment(shared_data / "eo" / "opengeos" / "elevation_hag.tif", "flood-prone areas", "earth")
+    assert hag.plan.template == "earth:flood_prone" and not hag.absent
+    assert hag.confidence is None
+    assert any(c.startswith(CONFIDENCE_WITHHELD) and "60 deg" in c for c in hag.caveats)
+    andes = _segment(shared_data / "eo" / "landslides_rbsf_ecuador" / "dem_elev.tif", "areas at risk of flooding",
+                     "earth")  # fmt: skip
+    assert andes.plan.template == "earth:flood_prone" and not andes.absent
+    assert andes.confidence is not None and not any("60 deg" in c for c in andes.caveats)
+    assert 0.01 < andes.mask.mean() < 0.2
+
+
+@real_data
 def test_a_washed_out_frame_is_not_confidently_all_glare(shared_data, tmp_path):
     """An overexposed copy of a real photo (x4 gain, mostly saturated white) was 'specular highlights' over 41 % of
     the frame at confidence 0.997; highlights are small spots. Now the answer says the frame is washed out and

@@ -282,6 +282,9 @@ def _flood(ctx: OpContext) -> ProgramOutput:
         max_dist = reach
     hand = ctx.op("earth.height_above_drainage")
     dist = ctx.op("earth.drainage_distance")
+    # the surface-model check (operators.surface_model_check): on a DSM water is routed over roofs and tree crowns,
+    # on heights above ground every flat patch of open ground is "low-lying"
+    ctx.op("earth.slope")
     with np.errstate(invalid="ignore"):
         mask = (hand <= hand_max) & (dist <= max_dist) & ctx.valid
         score = ((1.0 - ramp(hand, 0.0, 2.0 * hand_max)) * (1.0 - ramp(dist, 0.0, max_dist))).astype(np.float32)
@@ -489,7 +492,11 @@ TEMPLATES: tuple[Template, ...] = (
             "areas prone to inundation",
         ),
         program=_flood,
-        uses=(uses("earth.height_above_drainage"), uses("earth.drainage_distance")),
+        uses=(
+            uses("earth.height_above_drainage"),
+            uses("earth.drainage_distance"),
+            uses("earth.slope", when="only to check for a surface model (DSM): caveat, confidence withheld"),
+        ),
         explain="HAND <= hand_max_m (5 m) AND distance to a D8 channel <= max_distance_m (500 m, capped by the halo)",
         prompt=(
             "Segment low-lying land next to rivers and streams that would flood first: floodplains, valley floors, "
