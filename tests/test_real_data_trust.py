@@ -347,3 +347,77 @@ def test_a_segmentation_object_given_as_input_points_to_the_series(shared_data):
     seg = shared_data / "medical" / "dicom" / "dcmqi_ct-3slice" / "liver_seg.dcm"
     with pytest.raises(InputError, match=r"liver_seg.dcm: has no image pixel data \(modality SEG\): it annotates"):
         engine.open_scene(seg, plugin="surgical")
+
+
+@real_data
+def test_cli_result_json_service_and_jobs_carry_confidence_and_caveats(shared_data, tmp_path):
+    """The issue's "done when": the CLI, result.json, the service (/v1/segment and a /v1/jobs batch, over loopback)
+    all carry ``confidence`` and ``caveats`` - here on real data where the confidence is withheld (the opengeos
+    heights above ground answered 'flood-prone areas') beside one where it is given (the Andes DEM)."""
+    import json
+    import time
+
+    from service_helpers import Services
+
+    from rscore.plugins import get_plugin_manager, get_registry
+
+    eo = shared_data / "eo"
+    hag, andes = eo / "opengeos" / "elevation_hag.tif", eo / "landslides_rbsf_ecuador" / "dem_elev.tif"
+    cli = run_cli("run", "--plugin", "earth", hag, "flood-prone areas", "-o", tmp_path / "cli")
+    assert cli.exit_code == 0, cli.stderr
+    assert "caveat: confidence withheld" in " ".join(cli.stdout.split()) and "confidence 0." not in cli.stdout
+    doc = json.loads((tmp_path / "cli" / "result.json").read_text())
+    assert doc["confidence"] is None and any("60 deg" in c for c in doc["caveats"])
+
+    services = Services()
+    try:
+        client = services.start(get_registry(get_plugin_manager()), output_root=tmp_path / "svc",
+                                allowed_roots=(shared_data,), workers=1, queue_size=2, request_timeout_s=120,
+                                job_runner="inprocess")  # fmt: skip
+        r = client.post("/v1/segment", data={"query": "flood-prone areas", "plugin": "earth", "path": str(hag)})
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["confidence"] is None
+        assert any(c.startswith("confidence withheld") for c in r.json()["result"]["caveats"])
+        r = client.post("/v1/jobs", json={"inputs": [str(hag), str(andes)], "query": "flood-prone areas",
+                                          "plugin": "earth"})  # fmt: skip
+        assert r.status_code == 202, r.text
+        url, deadline = r.json()["url"], time.monotonic() + 120
+        while client.get(url).json()["state"] in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        job = client.get(url).json()
+        assert job["state"] == "succeeded", job
+        on_hag, on_andes = job["items"]
+        assert on_hag["confidence"] is None and any("60 deg" in c for c in on_hag["caveats"])
+        assert 0 < on_andes["confidence"] <= 1 and not any("60 deg" in c for c in on_andes["caveats"])
+    finally:
+        services.stop_all()
+
+
+@real_data
+def test_the_query_an_absent_hivis_answer_advises_is_answered_by_the_default_matcher(shared_data, tmp_path):
+    """'workers in hi-vis vests' on a still (no person cue) is absent and advises another query for the colour rule.
+    It advised 'hi-vis coloured objects', which the default (embedding) matcher of `rscore run` scores 0.49 against
+    hi-vis clothing, under its 0.5 threshold: absent again, "matches no template". The advice must route."""
+    import re
+
+    import cv2
+
+    from rscore.engine.matching import embeddings_available
+
+    if not embeddings_available():
+        pytest.skip("rscore[embeddings] not installed")
+    cap = cv2.VideoCapture(str(shared_data / "construction" / "intel_worker-zone-detection_from_gif.mp4"))
+    for _ in range(30):
+        ok, frame = cap.read()
+    cap.release()
+    still = tmp_path / "site_still.png"
+    cv2.imwrite(str(still), frame)
+    first = run_cli("run", "--plugin", "safety", still, "workers in hi-vis vests", "--matcher", "embedding", "--json")
+    doc = __import__("json").loads(first.stdout)
+    assert first.exit_code == 0 and doc["absent"] and "needs a person cue" in doc["reason"]
+    advised = re.search(r"ask for '([^']+)'", doc["reason"]).group(1)
+    again = run_cli("run", "--plugin", "safety", still, advised, "--matcher", "embedding", "--json",
+                    "-o", tmp_path / "advised")  # fmt: skip
+    doc = __import__("json").loads(again.stdout)
+    assert again.exit_code == 0 and doc["template"] == "safety:hivis" and not doc["absent"], doc["reason"]
+    assert doc["confidence"] is None and any("colour rule" in c for c in doc["caveats"])
