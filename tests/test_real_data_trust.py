@@ -421,3 +421,36 @@ def test_the_query_an_absent_hivis_answer_advises_is_answered_by_the_default_mat
     doc = __import__("json").loads(again.stdout)
     assert again.exit_code == 0 and doc["template"] == "safety:hivis" and not doc["absent"], doc["reason"]
     assert doc["confidence"] is None and any("colour rule" in c for c in doc["caveats"])
+
+
+@real_data
+def test_underwater_rules_on_a_picture_taken_in_air_state_no_confidence(shared_data, tmp_path):
+    """`rscore run --plugin underwater` on the Intel building-site clip, 'the sea floor': the concrete floor was one
+    'sea floor' track at confidence 0.996 (open water, haze and floor are read from the light of water, which a
+    picture in air lacks). The typical pixel of the site frames keeps ~1.05 of its red against green/blue, of the
+    real underwater photos 0.02-0.59 (water absorbs red): no cast now caveats the answer and withholds the
+    confidence, on the clip and on a still of it; the underwater photos keep theirs."""
+    import json
+
+    import cv2
+
+    from rscore.sdk import CONFIDENCE_WITHHELD
+
+    clip = shared_data / "construction" / "intel_worker-zone-detection.gif"
+    cli = run_cli("run", "--plugin", "underwater", clip, "the sea floor", "-O", "max_frames=6", "--json",
+                  "-o", tmp_path / "clip")  # fmt: skip
+    doc = json.loads(cli.stdout)
+    assert cli.exit_code == 0 and doc["confidence"] is None, doc
+    assert any(c.startswith(CONFIDENCE_WITHHELD + "no water colour cast") for c in doc["caveats"])
+    cap = cv2.VideoCapture(str(clip))
+    ok, frame = cap.read()
+    cap.release()
+    still = tmp_path / "site_still.png"
+    cv2.imwrite(str(still), frame)
+    for query in ("the sea floor", "open water", "turbid water"):
+        res = _segment(still, query, "underwater")
+        assert res.confidence is None and any("no water colour cast" in c for c in res.caveats), query
+    photos = shared_data / "underwater" / "funie-gan_euvp"
+    for name in ("euvp_test_A_5.jpg", "euvp_test_A_12.jpg"):
+        res = _segment(photos / name, "the sea floor", "underwater")
+        assert res.confidence is not None and not any("colour cast" in c for c in res.caveats), name
