@@ -454,3 +454,24 @@ def test_underwater_rules_on_a_picture_taken_in_air_state_no_confidence(shared_d
     for name in ("euvp_test_A_5.jpg", "euvp_test_A_12.jpg"):
         res = _segment(photos / name, "the sea floor", "underwater")
         assert res.confidence is not None and not any("colour cast" in c for c in res.caveats), name
+
+
+@real_data
+def test_ridges_and_valleys_names_one_class_by_whole_landform_words(shared_data):
+    """On the Andes DEM 'mountain tops' (0.976), 'hill tops' and 'topographic highs' masked ridges AND valleys (72 % of
+    the mask valleys) and 'canyons' ridges too: the class words were matched as substrings and lacked 'top' and
+    'canyon'. Whole words now: one class each; 'topographic position' (no 'top' in it) and 'landforms' keep both."""
+    dem = shared_data / "eo" / "landslides_rbsf_ecuador" / "dem_elev.tif"
+    scene = engine.open_scene(dem, plugin="earth")
+
+    def classes(query):
+        res = engine.segment(scene, query, plugin="earth", options={"template": "ridges_valleys"})
+        kept = np.asarray(res.class_map)[np.asarray(res.mask)]
+        return set(np.unique(kept).tolist())
+
+    for query in ("mountain tops", "hill tops", "topographic highs", "summits"):
+        assert classes(query) == {1}, query
+    for query in ("canyons", "river valleys", "gullies"):
+        assert classes(query) == {2}, query
+    for query in ("topographic position", "landforms", "ridges and valleys"):
+        assert classes(query) == {1, 2}, query

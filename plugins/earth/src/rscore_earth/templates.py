@@ -41,6 +41,7 @@ Sources (full references, cited by short key in the templates):
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -403,17 +404,24 @@ def _landforms(ctx: OpContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ridge, valley, score
 
 
-RIDGE_WORDS = ("ridge", "crest", "summit", "hilltop", "peak", "spur")
-VALLEY_WORDS = ("valley", "gully", "gullies", "ravine", "channel", "hollow", "gorge", "trough")
+# landform nouns, matched as whole words of the query (singular or plural): "mountain tops" and "canyons" name one
+# class; a substring test missed "tops" (both classes, 72 % of the mask valleys) and would find "top" in "topographic"
+RIDGE_WORDS = ("ridge", "ridgeline", "crest", "summit", "hilltop", "mountaintop", "top", "peak", "spur", "highs")
+VALLEY_WORDS = ("valley", "gully", "gullies", "ravine", "channel", "hollow", "gorge", "trough", "canyon", "lows")
+
+
+def _names_any(query: str, words: tuple[str, ...]) -> bool:
+    tokens = set(re.findall(r"[a-z]+", query.lower()))
+    return any(w in tokens or f"{w}s" in tokens or f"{w}es" in tokens for w in words)
 
 
 def _ridges_valleys(ctx: OpContext) -> ProgramOutput:
     """Ridges (class 1) and valleys (class 2); a query naming only one of them gets only that one in the mask."""
     ridge, valley, score = _landforms(ctx)
     ctx.op("earth.slope")  # the surface-model check (operators.surface_model_check): on a DSM, ridges are roofs
-    query = ctx.request.query.lower()
-    want_ridge = any(w in query for w in RIDGE_WORDS)
-    want_valley = any(w in query for w in VALLEY_WORDS)
+    query = ctx.request.query
+    want_ridge = _names_any(query, RIDGE_WORDS)
+    want_valley = _names_any(query, VALLEY_WORDS)
     if want_ridge == want_valley:
         want_ridge = want_valley = True
     else:
