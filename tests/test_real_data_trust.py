@@ -305,6 +305,26 @@ def test_ridges_and_valleys_on_a_surface_model_state_no_confidence(shared_data):
 
 
 @real_data
+def test_flood_prone_on_a_surface_model_states_no_confidence(shared_data):
+    """'flood-prone areas' on the opengeos heights above ground (ground = 0, buildings and trees above it) marked
+    10 % of it as low-lying land near drainage at confidence 0.99: every flat patch of open ground is "low" there,
+    and water is routed around buildings. The flood template had no surface-model check while the slope, landslide
+    and ridges/valleys templates had one; it now runs the same check (operators.surface_model_check via
+    earth.slope) and withholds its confidence. The Andes DEM (bare earth) keeps its confidence and its mask."""
+    from rscore.sdk import CONFIDENCE_WITHHELD
+
+    hag = _segment(shared_data / "eo" / "opengeos" / "elevation_hag.tif", "flood-prone areas", "earth")
+    assert hag.plan.template == "earth:flood_prone" and not hag.absent
+    assert hag.confidence is None
+    assert any(c.startswith(CONFIDENCE_WITHHELD) and "60 deg" in c for c in hag.caveats)
+    andes = _segment(shared_data / "eo" / "landslides_rbsf_ecuador" / "dem_elev.tif", "areas at risk of flooding",
+                     "earth")  # fmt: skip
+    assert andes.plan.template == "earth:flood_prone" and not andes.absent
+    assert andes.confidence is not None and not any("60 deg" in c for c in andes.caveats)
+    assert 0.01 < andes.mask.mean() < 0.2
+
+
+@real_data
 def test_a_washed_out_frame_is_not_confidently_all_glare(shared_data, tmp_path):
     """An overexposed copy of a real photo (x4 gain, mostly saturated white) was 'specular highlights' over 41 % of
     the frame at confidence 0.997; highlights are small spots. Now the answer says the frame is washed out and
@@ -327,3 +347,131 @@ def test_a_segmentation_object_given_as_input_points_to_the_series(shared_data):
     seg = shared_data / "medical" / "dicom" / "dcmqi_ct-3slice" / "liver_seg.dcm"
     with pytest.raises(InputError, match=r"liver_seg.dcm: has no image pixel data \(modality SEG\): it annotates"):
         engine.open_scene(seg, plugin="surgical")
+
+
+@real_data
+def test_cli_result_json_service_and_jobs_carry_confidence_and_caveats(shared_data, tmp_path):
+    """The issue's "done when": the CLI, result.json, the service (/v1/segment and a /v1/jobs batch, over loopback)
+    all carry ``confidence`` and ``caveats`` - here on real data where the confidence is withheld (the opengeos
+    heights above ground answered 'flood-prone areas') beside one where it is given (the Andes DEM)."""
+    import json
+    import time
+
+    from service_helpers import Services
+
+    from rscore.plugins import get_plugin_manager, get_registry
+
+    eo = shared_data / "eo"
+    hag, andes = eo / "opengeos" / "elevation_hag.tif", eo / "landslides_rbsf_ecuador" / "dem_elev.tif"
+    cli = run_cli("run", "--plugin", "earth", hag, "flood-prone areas", "-o", tmp_path / "cli")
+    assert cli.exit_code == 0, cli.stderr
+    assert "caveat: confidence withheld" in " ".join(cli.stdout.split()) and "confidence 0." not in cli.stdout
+    doc = json.loads((tmp_path / "cli" / "result.json").read_text())
+    assert doc["confidence"] is None and any("60 deg" in c for c in doc["caveats"])
+
+    services = Services()
+    try:
+        client = services.start(get_registry(get_plugin_manager()), output_root=tmp_path / "svc",
+                                allowed_roots=(shared_data,), workers=1, queue_size=2, request_timeout_s=120,
+                                job_runner="inprocess")  # fmt: skip
+        r = client.post("/v1/segment", data={"query": "flood-prone areas", "plugin": "earth", "path": str(hag)})
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["confidence"] is None
+        assert any(c.startswith("confidence withheld") for c in r.json()["result"]["caveats"])
+        r = client.post("/v1/jobs", json={"inputs": [str(hag), str(andes)], "query": "flood-prone areas",
+                                          "plugin": "earth"})  # fmt: skip
+        assert r.status_code == 202, r.text
+        url, deadline = r.json()["url"], time.monotonic() + 120
+        while client.get(url).json()["state"] in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        job = client.get(url).json()
+        assert job["state"] == "succeeded", job
+        on_hag, on_andes = job["items"]
+        assert on_hag["confidence"] is None and any("60 deg" in c for c in on_hag["caveats"])
+        assert 0 < on_andes["confidence"] <= 1 and not any("60 deg" in c for c in on_andes["caveats"])
+    finally:
+        services.stop_all()
+
+
+@real_data
+def test_the_query_an_absent_hivis_answer_advises_is_answered_by_the_default_matcher(shared_data, tmp_path):
+    """'workers in hi-vis vests' on a still (no person cue) is absent and advises another query for the colour rule.
+    It advised 'hi-vis coloured objects', which the default (embedding) matcher of `rscore run` scores 0.49 against
+    hi-vis clothing, under its 0.5 threshold: absent again, "matches no template". The advice must route."""
+    import re
+
+    import cv2
+
+    from rscore.engine.matching import embeddings_available
+
+    if not embeddings_available():
+        pytest.skip("rscore[embeddings] not installed")
+    cap = cv2.VideoCapture(str(shared_data / "construction" / "intel_worker-zone-detection_from_gif.mp4"))
+    for _ in range(30):
+        ok, frame = cap.read()
+    cap.release()
+    still = tmp_path / "site_still.png"
+    cv2.imwrite(str(still), frame)
+    first = run_cli("run", "--plugin", "safety", still, "workers in hi-vis vests", "--matcher", "embedding", "--json")
+    doc = __import__("json").loads(first.stdout)
+    assert first.exit_code == 0 and doc["absent"] and "needs a person cue" in doc["reason"]
+    advised = re.search(r"ask for '([^']+)'", doc["reason"]).group(1)
+    again = run_cli("run", "--plugin", "safety", still, advised, "--matcher", "embedding", "--json",
+                    "-o", tmp_path / "advised")  # fmt: skip
+    doc = __import__("json").loads(again.stdout)
+    assert again.exit_code == 0 and doc["template"] == "safety:hivis" and not doc["absent"], doc["reason"]
+    assert doc["confidence"] is None and any("colour rule" in c for c in doc["caveats"])
+
+
+@real_data
+def test_underwater_rules_on_a_picture_taken_in_air_state_no_confidence(shared_data, tmp_path):
+    """`rscore run --plugin underwater` on the Intel building-site clip, 'the sea floor': the concrete floor was one
+    'sea floor' track at confidence 0.996 (open water, haze and floor are read from the light of water, which a
+    picture in air lacks). The typical pixel of the site frames keeps ~1.05 of its red against green/blue, of the
+    real underwater photos 0.02-0.59 (water absorbs red): no cast now caveats the answer and withholds the
+    confidence, on the clip and on a still of it; the underwater photos keep theirs."""
+    import json
+
+    import cv2
+
+    from rscore.sdk import CONFIDENCE_WITHHELD
+
+    clip = shared_data / "construction" / "intel_worker-zone-detection.gif"
+    cli = run_cli("run", "--plugin", "underwater", clip, "the sea floor", "-O", "max_frames=6", "--json",
+                  "-o", tmp_path / "clip")  # fmt: skip
+    doc = json.loads(cli.stdout)
+    assert cli.exit_code == 0 and doc["confidence"] is None, doc
+    assert any(c.startswith(CONFIDENCE_WITHHELD + "no water colour cast") for c in doc["caveats"])
+    cap = cv2.VideoCapture(str(clip))
+    ok, frame = cap.read()
+    cap.release()
+    still = tmp_path / "site_still.png"
+    cv2.imwrite(str(still), frame)
+    for query in ("the sea floor", "open water", "turbid water"):
+        res = _segment(still, query, "underwater")
+        assert res.confidence is None and any("no water colour cast" in c for c in res.caveats), query
+    photos = shared_data / "underwater" / "funie-gan_euvp"
+    for name in ("euvp_test_A_5.jpg", "euvp_test_A_12.jpg"):
+        res = _segment(photos / name, "the sea floor", "underwater")
+        assert res.confidence is not None and not any("colour cast" in c for c in res.caveats), name
+
+
+@real_data
+def test_ridges_and_valleys_names_one_class_by_whole_landform_words(shared_data):
+    """On the Andes DEM 'mountain tops' (0.976), 'hill tops' and 'topographic highs' masked ridges AND valleys (72 % of
+    the mask valleys) and 'canyons' ridges too: the class words were matched as substrings and lacked 'top' and
+    'canyon'. Whole words now: one class each; 'topographic position' (no 'top' in it) and 'landforms' keep both."""
+    dem = shared_data / "eo" / "landslides_rbsf_ecuador" / "dem_elev.tif"
+    scene = engine.open_scene(dem, plugin="earth")
+
+    def classes(query):
+        res = engine.segment(scene, query, plugin="earth", options={"template": "ridges_valleys"})
+        kept = np.asarray(res.class_map)[np.asarray(res.mask)]
+        return set(np.unique(kept).tolist())
+
+    for query in ("mountain tops", "hill tops", "topographic highs", "summits"):
+        assert classes(query) == {1}, query
+    for query in ("canyons", "river valleys", "gullies"):
+        assert classes(query) == {2}, query
+    for query in ("topographic position", "landforms", "ridges and valleys"):
+        assert classes(query) == {1, 2}, query

@@ -175,7 +175,8 @@ def test_operators_list_json_names_the_templates_that_use_each_operator():
     out = CliRunner().invoke(app, ["operators", "list", "--json", "-p", "earth"])
     assert out.exit_code == 0, out.output
     rows = {r["name"]: r for r in json.loads(out.output)}
-    assert rows["earth.slope"]["used_by"] == ["earth:landslide", "earth:steep_terrain", "earth:ridges_valleys"]
+    assert rows["earth.slope"]["used_by"] == [
+        "earth:landslide", "earth:flood_prone", "earth:steep_terrain", "earth:ridges_valleys"]
     assert rows["earth.ndwi"]["used_by"] == ["earth:water", "earth:bare_soil"]
     assert rows["earth.aspect"]["used_by"] == []  # only the planner composes it
 

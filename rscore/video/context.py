@@ -25,7 +25,7 @@ from rscore.instances import instances_from_mask, mask_bbox
 from rscore.engine.request import make_request
 from rscore.plugins import Registry
 from rscore.progress import report
-from rscore.sdk import Template
+from rscore.sdk import EXPLAINS_EMPTY, Template
 from rscore.types import ArraySource, Instance, Plan, ProgressCallback, Request, Result, Scene, Step, VideoInfo
 from rscore.video.reader import Frame
 from rscore.video.results import FrameLog
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from rscore.video.engine import VideoOptions
 
 log = logging.getLogger(__name__)
+
+MAX_EXPLAINED = 8  # distinct explaining notes kept for an absent run's reason
 
 __all__ = ["frame_scene"]
 
@@ -91,6 +93,7 @@ class _AnalyticDetector:
         if run.targets:  # a program that points at things for a segmenter: the image engine does the rest
             return c.engine_detect(scene)
         mask = np.asarray(run.mask if isinstance(run.mask, np.ndarray) else run.mask.read(None), bool)  # TiledArray
+        c.answered(scene, run.steps, empty=not mask.any())
         score = run.score if isinstance(run.score, np.ndarray) else None
         classes = run.classes if isinstance(run.classes, np.ndarray) else None
         return instances_from_mask(
@@ -160,6 +163,9 @@ class _Context:
     first_steps: tuple[str, ...] = ()  # what the preprocess hooks did to the first processed frame
     _prepared: tuple[Frame, Scene] | None = None
     caveats: list[str] = field(default_factory=list)  # of the keyframe answer and the re-detections (Result.caveats)
+    # why frames answered nothing (an absent run's reason, :meth:`explaining`): note -> [frames, first, last]
+    explained: dict[str, list[int]] = field(default_factory=dict)
+    analyses: int = 0  # frame answers counted by :meth:`answered`
     _warned: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -209,7 +215,39 @@ class _Context:
             self.image_request = make_request(self.query, plugin=self.plugin, options=self.opts, registry=self.reg)
         res = answer(scene, self.image_request, registry=self.reg, plan=self.analytic_plan)
         self.caveats.extend(c for c in res.caveats if c not in self.caveats)
+        self.answered(scene, res.plan.steps, empty=res.absent)
         return res
+
+    def answered(self, scene: Scene, steps: Iterable[Step], *, empty: bool) -> None:
+        """Count one frame's answer (the keyframe's, a sampled or re-detected frame's) and, when it was empty, the
+        notes that explain why (``explains=EXPLAINS_EMPTY``): an absent run's reason is built from the notes of
+        every frame (:meth:`explaining`), not from the one frame whose steps open the plan. Bounded memory: a count
+        and the first and last frame per note, at most ``MAX_EXPLAINED`` notes."""
+        index = scene.metadata.get("frame_index")
+        if not isinstance(index, int):
+            return
+        self.analyses += 1
+        if not empty:
+            return
+        for text in dict.fromkeys(s.text for s in steps if (s.stats or {}).get("explains") == EXPLAINS_EMPTY):
+            seen = self.explained.get(text)
+            if seen is None and len(self.explained) < MAX_EXPLAINED:
+                self.explained[text] = [1, index, index]
+            elif seen is not None:
+                seen[0] += 1
+                seen[1], seen[2] = min(seen[1], index), max(seen[2], index)
+
+    def explaining(self) -> list[str]:
+        """The notes that explained empty frame answers, most frequent first, each with the frames it held on."""
+        out = []
+        for text, (n, lo, hi) in sorted(self.explained.items(), key=lambda kv: (-kv[1][0], kv[1][1])):
+            where = (
+                f"all {n} frame analyses" if n >= self.analyses
+                else f"{n} of {self.analyses} frame analyses, frames {lo}-{hi}" if lo != hi
+                else f"{n} of {self.analyses} frame analyses, frame {lo}"
+            )
+            out.append(f"{text} (held on {where})")
+        return out
 
     def engine_detect(self, scene: Scene) -> list[Instance]:
         res = self.segment_image(scene)

@@ -115,11 +115,13 @@ def _result(
         else:
             label = next(iter({t.label for t in c.reg.templates_for(c.plugin) if t.qualified_name == plan.template}),
                          "target")
-            # as the image engine does: a program that answered nothing on purpose says why (its last such note,
-            # from the frames whose steps the plan keeps), and the count says it held over the whole clip
-            because = [s.text for s in steps if (s.stats or {}).get("explains") == EXPLAINS_EMPTY]
+            # as the image engine does: a program that answered nothing on purpose says why - the notes of every
+            # frame whose empty answer one explains, with how many frames each held on (online, the plan's steps
+            # are the first frame's only), else the last such note in the plan's steps; then the count
+            because = c.explaining() or [
+                s.text for s in steps if (s.stats or {}).get("explains") == EXPLAINS_EMPTY][-1:]
             none = f"no {label} found in any of the {c.processed} processed frames"
-            plan = replace(plan, steps=steps, absent=True, reason=f"{because[-1]}; {none}" if because else none)
+            plan = replace(plan, steps=steps, absent=True, reason="; ".join([*because, none]))
     # events: the reader's, then one per track
     for event in reader.events:
         c.log.add_event({"source": "reader", **event})

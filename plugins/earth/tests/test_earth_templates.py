@@ -141,3 +141,12 @@ def test_templates_are_complete_and_cite_their_sources():
 def test_plugin_passes_the_core_checks():
     info = check_plugin("earth")
     assert info.distribution == "rscore-earth" and info.templates == len(T.TEMPLATES)
+
+
+def test_ridge_and_valley_words_are_whole_words():
+    from rscore_earth.templates import RIDGE_WORDS, VALLEY_WORDS, _names_any
+
+    assert _names_any("mountain tops", RIDGE_WORDS) and _names_any("hill-tops", RIDGE_WORDS)
+    assert not _names_any("topographic position", RIDGE_WORDS)  # 'top' inside a word is not a top
+    assert _names_any("canyons", VALLEY_WORDS) and _names_any("gullies", VALLEY_WORDS)
+    assert not _names_any("mountain tops", VALLEY_WORDS) and not _names_any("channelised flow", VALLEY_WORDS)

@@ -68,3 +68,47 @@ def test_tracks_found_after_an_empty_forced_keyframe_are_the_answer(tmp_path):
     assert any("colour rule" in c for c in res.caveats)  # the re-detections' caveats are the answer's
     saved = json.loads((tmp_path / "o" / "result.json").read_text())
     assert not saved["absent"] and len(saved["instances"]) == 1
+
+
+def _shaky_frames(n: int, vest_from: int) -> list[np.ndarray]:
+    """Frames like :func:`_clip`'s; the orange patch only from frame ``vest_from`` on."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for i in range(n):
+        frame = (np.kron(rng.integers(0, 2, (12, 16, 1)), np.ones((10, 10, 3))) * 200 + 20).astype(np.uint8)
+        if i >= vest_from:
+            frame[40:90, 60:90] = (20, 100, 255)
+        frames.append(frame)
+    return frames
+
+
+def test_an_absent_stream_answer_carries_the_note_of_the_frames_that_explain_it(tmp_path):
+    """A live MJPEG stream whose first frames hold no hi-vis colour: the first frame's program answered nothing
+    without a note (nothing to explain), later frames answered nothing on purpose (no person cue). The online run
+    read the explaining note from the first frame's steps only, so its absent reason was just "no hi-vis clothing
+    found in any of the 24 processed frames"; now it carries the later frames' note and where it held."""
+    from rscore.video.mjpeg import MjpegServer
+
+    jpegs = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() for f in _shaky_frames(24, 3)]
+    with MjpegServer(jpegs, fps=None, loops=1) as server:
+        res = engine.run(server.url, "workers in hi-vis vests", plugin="safety", out_dir=tmp_path / "o",
+                         options={"reconnect_attempts": 0, "redetect_every": 1})
+    assert res.mode == "online" and res.absent and not res.instances
+    assert PERSON_CUE in res.plan.reason, res.plan.reason
+    assert "held on 21 of 24 frame analyses, frames 3-23" in res.plan.reason
+    assert res.plan.reason.endswith("no hi-vis clothing found in any of the 24 processed frames")
+    saved = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert saved["absent"] and saved["reason"] == res.plan.reason
+
+
+def test_an_online_file_run_reads_the_explaining_note_of_later_frames(tmp_path):
+    """The same on a file read online (mode=online): frame 0 has no hi-vis, frames 2.. are explained."""
+    clip = tmp_path / "late_shaky.avi"
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    for frame in _shaky_frames(12, 2):
+        out.write(frame)
+    out.release()
+    res = engine.run(clip, "workers in hi-vis vests", plugin="safety", out_dir=tmp_path / "o",
+                     options={"mode": "online", "redetect_every": 1})
+    assert res.absent and PERSON_CUE in res.plan.reason, res.plan.reason
+    assert "held on 10 of 12 frame analyses, frames 2-11" in res.plan.reason

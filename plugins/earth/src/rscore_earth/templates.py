@@ -41,6 +41,7 @@ Sources (full references, cited by short key in the templates):
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +293,9 @@ def _flood(ctx: OpContext) -> ProgramOutput:
         max_dist = reach
     hand = ctx.op("earth.height_above_drainage")
     dist = ctx.op("earth.drainage_distance")
+    # the surface-model check (operators.surface_model_check): on a DSM water is routed over roofs and tree crowns,
+    # on heights above ground every flat patch of open ground is "low-lying"
+    ctx.op("earth.slope")
     with np.errstate(invalid="ignore"):
         mask = (hand <= hand_max) & (dist <= max_dist) & ctx.valid
         score = ((1.0 - ramp(hand, 0.0, 2.0 * hand_max)) * (1.0 - ramp(dist, 0.0, max_dist))).astype(np.float32)
@@ -410,17 +414,24 @@ def _landforms(ctx: OpContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ridge, valley, score
 
 
-RIDGE_WORDS = ("ridge", "crest", "summit", "hilltop", "peak", "spur")
-VALLEY_WORDS = ("valley", "gully", "gullies", "ravine", "channel", "hollow", "gorge", "trough")
+# landform nouns, matched as whole words of the query (singular or plural): "mountain tops" and "canyons" name one
+# class; a substring test missed "tops" (both classes, 72 % of the mask valleys) and would find "top" in "topographic"
+RIDGE_WORDS = ("ridge", "ridgeline", "crest", "summit", "hilltop", "mountaintop", "top", "peak", "spur", "highs")
+VALLEY_WORDS = ("valley", "gully", "gullies", "ravine", "channel", "hollow", "gorge", "trough", "canyon", "lows")
+
+
+def _names_any(query: str, words: tuple[str, ...]) -> bool:
+    tokens = set(re.findall(r"[a-z]+", query.lower()))
+    return any(w in tokens or f"{w}s" in tokens or f"{w}es" in tokens for w in words)
 
 
 def _ridges_valleys(ctx: OpContext) -> ProgramOutput:
     """Ridges (class 1) and valleys (class 2); a query naming only one of them gets only that one in the mask."""
     ridge, valley, score = _landforms(ctx)
     ctx.op("earth.slope")  # the surface-model check (operators.surface_model_check): on a DSM, ridges are roofs
-    query = ctx.request.query.lower()
-    want_ridge = any(w in query for w in RIDGE_WORDS)
-    want_valley = any(w in query for w in VALLEY_WORDS)
+    query = ctx.request.query
+    want_ridge = _names_any(query, RIDGE_WORDS)
+    want_valley = _names_any(query, VALLEY_WORDS)
     if want_ridge == want_valley:
         want_ridge = want_valley = True
     else:
@@ -499,7 +510,11 @@ TEMPLATES: tuple[Template, ...] = (
             "areas prone to inundation",
         ),
         program=_flood,
-        uses=(uses("earth.height_above_drainage"), uses("earth.drainage_distance")),
+        uses=(
+            uses("earth.height_above_drainage"),
+            uses("earth.drainage_distance"),
+            uses("earth.slope", when="only to check for a surface model (DSM): caveat, confidence withheld"),
+        ),
         explain="HAND <= hand_max_m (5 m) AND distance to a D8 channel <= max_distance_m (500 m, capped by the halo)",
         prompt=(
             "Segment low-lying land next to rivers and streams that would flood first: floodplains, valley floors, "

@@ -163,7 +163,7 @@ def _on_a_person(ctx: OpContext, mask: np.ndarray) -> np.ndarray:
         if mask.any():
             ctx.note("the query asks for hi-vis on people, which needs a person cue (a video from a fixed camera, "
                      "or a VLM/detector: --reasoner ...): answered with nothing rather than hi-vis coloured "
-                     "objects; ask for 'hi-vis coloured objects' or pass -O hivis_person=off for the colour "
+                     "objects; ask for 'hi-vis objects' or pass -O hivis_person=off for the colour "
                      "rule", explains=EXPLAINS_EMPTY)  # fmt: skip
         return np.zeros_like(mask)
     # measured on the labelled frames (benchmarks/hivis_precision.py): the colour rule alone has instance precision

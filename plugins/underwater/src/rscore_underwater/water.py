@@ -28,6 +28,8 @@ Botelho, Campos, "Transmission estimation in underwater single images", ICCV Wor
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from scipy import ndimage
 
@@ -45,6 +47,13 @@ LOW_CONTRAST = 0.08
 SMOOTH = 0.05
 BLUE_GREEN_MARGIN = 0.06
 MEAN_FLOOR = 0.02  # local means below this count as this (dark water): keeps RMS contrast finite
+# Water absorbs red far more than green and blue (pure water at 650 nm about 0.35 /m, at 450-550 nm under 0.06 /m:
+# Pope & Fry 1997), so light that crossed a metre of water keeps under ~0.75 of its red relative to green/blue. A
+# picture whose typical lit pixel keeps red >= NO_CAST_RATIO of max(G, B) shows no water path: taken in air (a site
+# or street camera), or colour-corrected before it reached rscore. (Real underwater photos here: 0.02-0.59; site
+# CCTV, a street clip and an aerial orthophoto: 0.93-1.07.)
+NO_CAST_RATIO = 0.8
+LIT = 0.1  # max(G, B) below this is too dark to tell a cast
 
 SOURCES_VIS = (
     "K. He, J. Sun, X. Tang, Single image haze removal using dark channel prior, CVPR 2009",
@@ -73,9 +82,36 @@ def camera_frame(ctx: OpContext) -> None:
                    "cast); on a map they mark whatever is hazy or blue", withhold_confidence=True)  # fmt: skip
 
 
-def view_rgb(ctx: OpContext, original: bool = False) -> np.ndarray:
-    """``(3, H, W)`` float 0-1 RGB of the view: the scene's, or the uncorrected original's when preprocess ran."""
-    camera_frame(ctx)
+_CAST_CHECKED: weakref.WeakSet[OpContext] = weakref.WeakSet()
+
+
+def water_cast(ctx: OpContext) -> None:
+    """Caveat the answer (confidence withheld) when the view's uncorrected pixels show no water colour cast
+    (``NO_CAST_RATIO``): haze, open water and the floor are read from the light of water, which a picture taken in
+    air does not have - on a building site's CCTV the floor was 'sea floor' at confidence 0.996. Once per view."""
+    if ctx in _CAST_CHECKED:
+        return
+    _CAST_CHECKED.add(ctx)
+    rgb = view_rgb(ctx, original=True, checked=True)
+    gb = np.maximum(rgb[1], rgb[2])
+    lit = (gb > LIT) & ctx.valid
+    if lit.sum() < 64:
+        return
+    ratio = float(np.median(rgb[0][lit] / gb[lit]))
+    if ratio >= NO_CAST_RATIO:
+        ctx.caveat(f"no water colour cast: the typical pixel keeps {ratio:.2f} of its red against green/blue, where "
+                   f"a metre of water leaves under {NO_CAST_RATIO:g} (water absorbs red): a picture taken in air, or "
+                   "colour-corrected before rscore, which the underwater rules (haze, open water, floor) do not "
+                   "read", withhold_confidence=True)  # fmt: skip
+
+
+def view_rgb(ctx: OpContext, original: bool = False, checked: bool = False) -> np.ndarray:
+    """``(3, H, W)`` float 0-1 RGB of the view: the scene's, or the uncorrected original's when preprocess ran.
+    Checks that the view can be read by the water rules (:func:`camera_frame`, :func:`water_cast`) unless
+    ``checked``."""
+    if not checked:
+        camera_frame(ctx)
+        water_cast(ctx)
     src = ctx.scene.metadata.get("original_source") if original else None
     if src is not None:
         idx = ctx.scene.metadata.get("original_rgb_bands") or [ctx.scene.band_index(r) for r in RGB]
