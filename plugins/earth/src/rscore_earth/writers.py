@@ -50,6 +50,7 @@ __all__ = [
 ]  # fmt: skip
 
 BLOCK = 512
+COMPRESS = "ZSTD"  # of the COGs, level 1: see CogWriter._write
 MASK_NODATA = 255
 CLASS_COLOURS = {
     ("low", "medium", "high"): [(255, 235, 59), (255, 152, 0), (211, 47, 47)],
@@ -179,8 +180,12 @@ class CogWriter(Writer):
         resampling: str,
     ) -> Path:
         """Blocks go window by window into an *uncompressed* tiled GeoTIFF beside ``path``, which GDAL's COG driver
-        then compresses once (DEFLATE level 1, the floating-point predictor for floats) while it builds the
-        overviews: one compression pass instead of two (issue 22)."""
+        then compresses once (ZSTD level 1) while it builds the overviews: one compression pass instead of two
+        (issue 22). ZSTD level 1 against DEFLATE level 1 on a 4096 px landslide result: mask and classes 15 % less
+        CPU and 10 % smaller; the float score 2.2x less CPU for a 13 % larger file (the score is nearly
+        incompressible: DEFLATE with the floating-point predictor gave 67 MiB for 64 MiB of pixels, ZSTD without
+        it 76 MiB; ZSTD with the predictor 66.5 MiB at 0.6 of DEFLATE's CPU). ZSTD TIFFs are read by GDAL >= 2.3
+        and so by QGIS, rasterio and GDAL-based tools; a libtiff built without zstd cannot read them."""
         import rasterio
         import rasterio.shutil
         from rasterio.windows import Window as RWindow
@@ -205,12 +210,10 @@ class CogWriter(Writer):
                     if colormap:
                         dst.write_colormap(1, dict(colormap))
                 creation = {
-                    "COMPRESS": "DEFLATE", "LEVEL": "1", "BLOCKSIZE": str(blocksize), "BIGTIFF": "IF_SAFER",
+                    "COMPRESS": COMPRESS, "LEVEL": "1", "BLOCKSIZE": str(blocksize), "BIGTIFF": "IF_SAFER",
                     "NUM_THREADS": "ALL_CPUS", "OVERVIEW_RESAMPLING": resampling.upper(),
                     "OVERVIEW_COUNT": str(overview_count(h, w)),
                 }  # fmt: skip
-                if dtype == "float32":
-                    creation["PREDICTOR"] = "YES"
                 rasterio.shutil.copy(tmp, str(path), driver="COG", **creation)
             finally:
                 try:
