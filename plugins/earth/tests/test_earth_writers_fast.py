@@ -63,3 +63,8 @@ def test_tint_equals_the_float32_blend():
         rgb[sel] = 0.45 * rgb[sel] + 0.55 * colour
     assert np.array_equal(tint(base, overlay, palette), np.clip(rgb, 0, 255).astype(np.uint8))
     assert np.array_equal(tint(base, np.zeros_like(overlay), palette), base)
+    # a grey base given as (h, w) (the hillshade): the same as its three-channel copy
+    grey = base[..., 1]
+    grey3 = np.repeat(grey[..., None], 3, axis=2)
+    assert np.array_equal(tint(grey, overlay, palette), tint(grey3, overlay, palette))
+    assert np.array_equal(tint(grey, np.zeros_like(overlay), palette), grey3)

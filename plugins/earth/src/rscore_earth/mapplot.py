@@ -100,7 +100,7 @@ class MapPngWriter(Writer):
 
         h, w = scene.shape
         f = max(1, math.ceil(max(h, w) / PREVIEW_MAX))
-        base, overlay = preview_layers(scene, result, PREVIEW_MAX)
+        base, overlay = preview_layers(scene, result, PREVIEW_MAX, grey_2d=True)
         up = max(1, MIN_MAP // max(base.shape[:2]))  # enlarge small rasters: whole pixels, nearest for the mask
         names = _class_names(result)
         t = template_by_name(result.plan.template)
@@ -213,28 +213,40 @@ class MapPngWriter(Writer):
 
 
 def tint(base: np.ndarray, overlay: np.ndarray, palette: list) -> np.ndarray:
-    """``base`` (``(h, w, 3)`` uint8) with the pixels of class ``k`` of ``overlay`` blended 45 % base + 55 %
-    ``palette[k - 1]`` (the last colour for higher classes), computed in float32 and truncated to uint8 - looked up
-    per level and channel in a 256-entry table instead of blending a float32 copy of the whole image."""
-    rgb = base.copy()
+    """``base`` (``(h, w, 3)`` uint8, or ``(h, w)`` grey) with the pixels of class ``k`` of ``overlay`` blended 45 %
+    base + 55 % ``palette[k - 1]`` (the last colour for higher classes), computed in float32 and truncated to uint8;
+    returns ``(h, w, 3)`` uint8. Every (class, level) pair is looked up in one table (class 0 = the level itself),
+    so the image is one gather (grey bases, e.g. hillshades: ~4x faster than blending class by class) or one per
+    channel, with the same bits as the float32 blend."""
+    top = int(overlay.max(initial=0))
     levels = np.arange(256, dtype=np.float32)[:, None]
-    for k in range(1, int(overlay.max(initial=0)) + 1):
-        sel = overlay == k
-        if sel.any():
-            colour = np.asarray(palette[min(k, len(palette)) - 1], np.float32)
-            lut = np.clip(0.45 * levels + 0.55 * colour, 0, 255).astype(np.uint8)
-            rgb[sel] = lut[base[sel], np.arange(3)]
-    return rgb
+    lut = np.empty((top + 1, 256, 3), np.uint8)
+    lut[0] = np.arange(256, dtype=np.uint8)[:, None]
+    for k in range(1, top + 1):
+        colour = np.asarray(palette[min(k, len(palette)) - 1], np.float32)
+        lut[k] = np.clip(0.45 * levels + 0.55 * colour, 0, 255).astype(np.uint8)
+    table = lut.reshape(-1, 3)
+    idx = overlay.astype(np.intp) << 8
+    if base.ndim == 2:
+        idx |= base
+        return np.take(table, idx, axis=0)
+    out = np.empty(base.shape, np.uint8)
+    for c in range(3):
+        out[..., c] = table[:, c][idx | base[..., c]]
+    return out
 
 
 def _ellipsis(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def preview_layers(scene: Scene, result: Result, max_size: int = PREVIEW_MAX) -> tuple[np.ndarray, np.ndarray]:
+def preview_layers(
+    scene: Scene, result: Result, max_size: int = PREVIEW_MAX, *, grey_2d: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """A ``(H', W', 3)`` uint8 base image and a ``(H', W')`` class overlay (0 = none), decimated by block means
     (base) and block maxima (overlay) so that small masked areas stay visible. The base is a hillshade when the
-    scene has elevation, else the RGB bands (2-98 % stretch), else the first band in grey."""
+    scene has elevation, else the RGB bands (2-98 % stretch), else the first band in grey. ``grey_2d``: a hillshade
+    base comes as ``(H', W')`` (what :func:`tint` takes fastest)."""
     h, w = scene.shape
     f = max(1, math.ceil(max(h, w) / max_size))
     oh, ow = math.ceil(h / f), math.ceil(w / f)
@@ -265,7 +277,7 @@ def preview_layers(scene: Scene, result: Result, max_size: int = PREVIEW_MAX) ->
         px, py = scene.pixel_size or (1.0, 1.0)
         shade = _hillshade_strips(base[0], px * f, py * f)
         grey = np.where(np.isnan(base[0]), np.float32(0), 40 + 215 * shade).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2), overlay
+        return (grey if grey_2d else np.repeat(grey[..., None], 3, axis=2)), overlay
     rgb = np.empty((oh, ow, 3), np.float32)
     for i in range(3):
         band = base[min(i, len(roles) - 1)]
