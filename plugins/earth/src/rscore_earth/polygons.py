@@ -17,6 +17,7 @@ import numpy as np
 from rscore.tiling import read_window
 from rscore.types import Result, Scene, Window
 
+from rscore_earth.hydrology import AVAILABLE, compiled
 from rscore_earth.templates import template_by_name
 
 __all__ = ["polygonize", "iter_polygon_batches", "WINDOW"]
@@ -116,16 +117,17 @@ def _window_pieces(
     labels = np.zeros(mask.shape, np.int32)
     next_label = 0
     label_class: list[int] = [0]
-    for k in np.unique(values[values > 0]):
+    for k in np.flatnonzero(np.bincount(values.ravel(), minlength=1)[1:]) + 1:  # the classes present
         lab, n = ndimage.label(values == k)
         np.add(lab, next_label, out=labels, where=lab > 0)
         next_label += n
         label_class += [int(k)] * n
-    inside = np.flatnonzero(labels.ravel())  # labelled pixels only: the same per-label sums, in the same order
-    flat = labels.ravel()[inside]
+    # per-label sums over the whole window: label 0 (outside) gets its own bin, and each label's pixels are summed
+    # in the same (row-major) order as over the labelled pixels alone - the same bits, without the gathers
+    flat = labels.ravel()
     counts = np.bincount(flat, minlength=next_label + 1)
     if result.score is not None:
-        s = np.nan_to_num(np.asarray(read_window(result.score, win)).ravel()[inside].astype(np.float64), nan=0.0)
+        s = np.nan_to_num(np.asarray(read_window(result.score, win), np.float64).ravel(), nan=0.0)
         sums = np.bincount(flat, weights=s, minlength=next_label + 1)
     else:
         sums = counts.astype(np.float64)
@@ -138,8 +140,13 @@ def _window_pieces(
         edge[labels[:, 0]] = True
     if win.col_off + win.width < w:
         edge[labels[:, -1]] = True
-    found = list(shapes(labels, mask=labels > 0, connectivity=4, transform=Affine.translation(win.col_off, win.row_off)))
-    geoms = _polygons([g["coordinates"] for g, _ in found])
+    pos = labels > 0
+    if _trace_rings is not None:
+        geoms = _traced_polygons(labels, next_label, win.col_off, win.row_off)
+        found = [(None, lab) for lab in range(1, next_label + 1)]
+    else:  # without numba: GDAL's polygonize
+        found = list(shapes(labels, mask=pos, connectivity=4, transform=Affine.translation(win.col_off, win.row_off)))
+        geoms = _polygons([g["coordinates"] for g, _ in found])
     index = np.full(next_label + 1, -1, np.int64)  # label -> piece
     pieces = []
     for i, (geom, (_, value)) in enumerate(zip(geoms, found)):
@@ -147,11 +154,13 @@ def _window_pieces(
         index[lab] = i
         pieces.append(_Piece(geom, label_class[lab], float(sums[lab]), int(counts[lab]), bool(edge[lab])))
     codes = []
-    for a, b in (
-        (labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:]),
-        (labels[:-1, :-1], labels[1:, 1:]), (labels[:-1, 1:], labels[1:, :-1]),
+    for (a, b), (pa, pb) in zip(
+        ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:]),
+         (labels[:-1, :-1], labels[1:, 1:]), (labels[:-1, 1:], labels[1:, :-1])),
+        ((pos[:, :-1], pos[:, 1:]), (pos[:-1], pos[1:]), (pos[:-1, :-1], pos[1:, 1:]), (pos[:-1, 1:], pos[1:, :-1])),
     ):  # fmt: skip
-        sel = (a != b) & (a > 0) & (b > 0)
+        sel = pa & pb
+        sel &= a != b
         codes.append(a[sel].astype(np.int64) * (next_label + 1) + b[sel])
     code = np.unique(np.concatenate(codes))
     pairs = np.stack([index[code // (next_label + 1)], index[code % (next_label + 1)]], axis=1)
@@ -327,3 +336,115 @@ def _record(poly: Any, k: int, s: float, n: int, names: tuple[str, ...], label: 
     name = names[k - 1] if names and 0 < k <= len(names) else label
     return {"geometry": poly, "class": name, "class_id": int(k), "mean_score": float(s) / max(1, int(n)),
             "area_px": int(n)}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ compiled tracing
+def _trace_rings_py(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+    """The rings of every 4-connected region of ``labels`` (int32, 0 = outside; each label one region), traced along
+    pixel edges with the region on the right (y down): outer rings come out with a positive shoelace sum, holes with
+    a negative one. Only corners are kept; each ring is closed (first vertex repeated). Returns ``(xs, ys,
+    ring_start, ring_label)`` (``ring_start``: one entry more than there are rings). Compiled by numba.
+
+    Where the region has two diagonal pixels at a vertex and not the other two (it touches itself at a point: a
+    hole meets the outline or another hole), the trace turns left, so a ring stays on the boundary of one outside
+    area: every ring is simple, and a hole touching the outline at a point is its own ring (valid OGC polygons,
+    as GDAL's polygonize gives)."""
+    h, w = labels.shape
+    # an upper bound of the vertices: one per boundary edge, plus the closing vertex of each ring (<= its east edges)
+    bound = 0
+    for r in range(h):
+        for c in range(w):
+            lab = labels[r, c]
+            if lab != 0:
+                if r == 0 or labels[r - 1, c] != lab:
+                    bound += 2
+                if r == h - 1 or labels[r + 1, c] != lab:
+                    bound += 1
+                if c == 0 or labels[r, c - 1] != lab:
+                    bound += 1
+                if c == w - 1 or labels[r, c + 1] != lab:
+                    bound += 1
+    xs = np.empty(bound, np.int32)
+    ys = np.empty(bound, np.int32)
+    starts = [0]
+    owners = [0]
+    owners.pop()
+    done = np.zeros((h, w), np.bool_)  # the top edge of pixel (r, c) has been traced
+    n = 0
+    for r in range(h):
+        for c in range(w):
+            lab = labels[r, c]
+            if lab == 0 or done[r, c] or (r > 0 and labels[r - 1, c] == lab):
+                continue
+            i, j, d = r, c, 0  # at vertex (row i, column j), leaving along d: 0 east, 1 south, 2 west, 3 north
+            xs[n], ys[n] = c, r
+            n += 1
+            while True:
+                if d == 0:
+                    done[i, j] = True
+                    j += 1
+                elif d == 1:
+                    i += 1
+                elif d == 2:
+                    j -= 1
+                else:
+                    i -= 1
+                nd = -1  # the next edge: a left turn first, then straight on, then a right turn (never back)
+                for turn in (3, 0, 1):
+                    e = (d + turn) % 4
+                    if e == 0:  # east: the pixel below-right is in, the one above-right is not
+                        inside = i < h and j < w and labels[i, j] == lab
+                        other = i > 0 and j < w and labels[i - 1, j] == lab
+                    elif e == 1:  # south: below-left in, below-right not
+                        inside = i < h and j > 0 and labels[i, j - 1] == lab
+                        other = i < h and j < w and labels[i, j] == lab
+                    elif e == 2:  # west: above-left in, below-left not
+                        inside = i > 0 and j > 0 and labels[i - 1, j - 1] == lab
+                        other = i < h and j > 0 and labels[i, j - 1] == lab
+                    else:  # north: above-right in, above-left not
+                        inside = i > 0 and j < w and labels[i - 1, j] == lab
+                        other = i > 0 and j > 0 and labels[i - 1, j - 1] == lab
+                    if inside and not other:
+                        nd = e
+                        break
+                if i == r and j == c and nd == 0:  # back at the start: close the ring
+                    xs[n], ys[n] = c, r
+                    n += 1
+                    break
+                if nd != d:  # a corner
+                    xs[n], ys[n] = j, i
+                    n += 1
+                d = nd
+            starts.append(n)
+            owners.append(lab)
+    return xs[:n], ys[:n], np.array(starts, np.int64), np.array(owners, np.int32)
+
+
+_trace_rings = compiled(_trace_rings_py) if AVAILABLE else None
+
+
+def _traced_polygons(labels: np.ndarray, n_labels: int, col_off: int, row_off: int) -> np.ndarray:
+    """Polygons (pixel coordinates, offset by the window's) of labels ``1..n_labels``, in label order: the same
+    regions as GDAL's polygonize (``rasterio.features.shapes``, 4-connected), traced by the compiled
+    :func:`_trace_rings_py` straight into coordinate arrays (GDAL's path builds Python lists of every vertex, most
+    of the polygons' cost; issue 22)."""
+    import shapely
+
+    if n_labels == 0:
+        return np.array([], dtype=object)
+    xs, ys, starts, owner = _trace_rings(np.ascontiguousarray(labels, np.int32))
+    sizes = np.diff(starts)
+    x, y = xs.astype(np.float64), ys.astype(np.float64)
+    nxt = np.r_[1 : x.size, 0]  # shoelace: the closing vertex is the ring's last, so its term is dropped
+    term = x * y[nxt] - x[nxt] * y
+    term[starts[1:] - 1] = 0.0
+    hole = np.add.reduceat(term, starts[:-1]) < 0
+    order = np.lexsort((hole, owner))  # per label: its outline first, then its holes (in tracing order)
+    lengths = sizes[order]
+    vert = np.repeat(starts[:-1][order] - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
+    coords = np.column_stack([x[vert] + col_off, y[vert] + row_off])
+    rings = shapely.linearrings(coords, indices=np.repeat(np.arange(order.size), sizes[order]))
+    polys = shapely.polygons(rings, indices=owner[order] - 1)
+    if polys.size != n_labels:  # pragma: no cover - every label is one 4-connected region
+        raise RuntimeError(f"traced {polys.size} polygons for {n_labels} regions")
+    return polys
