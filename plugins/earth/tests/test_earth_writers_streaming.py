@@ -110,13 +110,26 @@ def test_empty_mask_writes_empty_layers(landslide, tmp_path):
     assert list(pyogrio.read_info(written["polygons_gpkg"])["fields"]) == list(FIELDS)
 
 
-def test_hillshade_strips_equal_the_whole_array():
+@pytest.mark.parametrize("compiled", [True, False])
+def test_hillshade_strips_equal_the_whole_array(compiled, monkeypatch):
+    """The preview's hillshade, compiled (numba) or in strips, has the bits of terrain.hillshade on the whole array
+    (holes, NaN borders, one-pixel rows and columns included)."""
+    from rscore_earth import mapplot
+
+    if not compiled:
+        monkeypatch.setattr(mapplot, "_hillshade_kernel", None)
+    elif mapplot._hillshade_kernel is None:
+        pytest.skip("numba is not installed")
     rng = np.random.default_rng(3)
     z = np.cumsum(np.cumsum(rng.normal(size=(61, 47)), axis=0), axis=1).astype(np.float32)
     z[10:13, 5:9] = np.nan
     z[0, :3] = np.nan
+    z[30, 20] = np.nan
     for rows in (1, 7, 60, 61, 500):
         assert np.array_equal(_hillshade_strips(z, 10.0, 12.0, rows=rows), hillshade(z, 10.0, 12.0), equal_nan=True)
+    for shape in ((1, 9), (9, 1), (1, 1), (2, 3)):
+        small = rng.normal(size=shape).astype(np.float32) * 50
+        assert np.array_equal(_hillshade_strips(small, 3.0, 4.0), hillshade(small, 3.0, 4.0), equal_nan=True)
 
 
 def test_gdal_env_caps_the_block_cache(monkeypatch):

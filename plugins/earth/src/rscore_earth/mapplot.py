@@ -24,6 +24,7 @@ from rscore.types import Result, Scene
 from rscore_earth.writers import (
     CLASS_COLOURS, DEFAULT_COLOUR, LABEL_COLOURS, WINDOW, _affine, _class_names, _geo_ok,
 )  # fmt: skip
+from rscore_earth.hydrology import AVAILABLE, compiled
 from rscore_earth.templates import template_by_name
 
 __all__ = ["MapPngWriter", "preview_layers", "PREVIEW_MAX", "MIN_MAP"]
@@ -288,11 +289,14 @@ def preview_layers(
 
 
 def _hillshade_strips(z: np.ndarray, px: float, py: float, rows: int = 256) -> np.ndarray:
-    """:func:`rscore_earth.terrain.hillshade` of ``z`` computed ``rows`` rows at a time (each strip read with one
-    row of context above and below, so the result equals the whole-array computation), in float32: the preview's
-    hillshade costs a few strips of float64 temporaries instead of ~25 copies of the whole preview."""
+    """:func:`rscore_earth.terrain.hillshade` of ``z`` (default sun), the same bits: by the compiled
+    :func:`_hillshade_py` (one pass, no temporaries: ~8x less CPU, issue 22), or without numba computed ``rows``
+    rows at a time (each strip read with one row of context above and below, so the result equals the whole-array
+    computation): a few strips of float64 temporaries instead of ~25 copies of the whole preview."""
     from rscore_earth.terrain import hillshade
 
+    if _hillshade_kernel is not None:
+        return _hillshade_kernel(np.ascontiguousarray(z, np.float64), float(px), float(py))
     h = z.shape[0]
     out = np.empty(z.shape, np.float32)
     for r0 in range(0, h, rows):
@@ -300,6 +304,45 @@ def _hillshade_strips(z: np.ndarray, px: float, py: float, rows: int = 256) -> n
         a, b = max(0, r0 - 1), min(h, r1 + 1)
         out[r0:r1] = hillshade(z[a:b], px, py)[r0 - a : r1 - a]
     return out
+
+
+_SUN = (math.sin(math.radians(315.0)), math.cos(math.radians(315.0)), math.sin(math.radians(45.0)),
+        math.cos(math.radians(45.0)))  # sin az, cos az, sin zen, cos zen of terrain.hillshade's default sun
+
+
+def _hillshade_py(z: np.ndarray, px: float, py: float) -> np.ndarray:  # pragma: no cover - compiled
+    """:func:`rscore_earth.terrain.hillshade` with its defaults, pixel by pixel with the same float64 operations in
+    the same order (Horn's gradient; a missing neighbour extrapolated through the centre from the opposite one, or
+    the centre when both are missing; NaN centre -> NaN), so the same bits. Compiled by numba."""
+    h, w = z.shape
+    sin_az, cos_az, sin_zen, cos_zen = _SUN
+    out = np.empty((h, w), np.float32)
+    v = np.empty(9, np.float64)
+    for r in range(h):
+        for c in range(w):
+            centre = z[r, c]
+            if np.isnan(centre):
+                out[r, c] = np.nan
+                continue
+            for k in range(9):
+                rr, cc = r + k // 3 - 1, c + k % 3 - 1
+                v[k] = z[rr, cc] if 0 <= rr < h and 0 <= cc < w else np.nan
+            for k in range(9):
+                if k != 4 and np.isnan(v[k]):
+                    rr, cc = r - (k // 3 - 1), c - (k % 3 - 1)  # the opposite neighbour, as read (not filled)
+                    opp = z[rr, cc] if 0 <= rr < h and 0 <= cc < w else np.nan
+                    v[k] = centre if np.isnan(opp) else 2 * centre - opp
+            d_col = ((v[2] + 2 * v[5] + v[8]) - (v[0] + 2 * v[3] + v[6])) / (8.0 * px)
+            d_row = ((v[6] + 2 * v[7] + v[8]) - (v[0] + 2 * v[1] + v[2])) / (8.0 * py)
+            gx = d_col * 1.0
+            gy = d_row * -1.0
+            norm = np.sqrt(1 + gx * gx + gy * gy)
+            shade = (-gx * sin_az * sin_zen - gy * cos_az * sin_zen + cos_zen) / norm
+            out[r, c] = min(max(shade, 0.0), 1.0)
+    return out
+
+
+_hillshade_kernel = compiled(_hillshade_py) if AVAILABLE else None
 
 
 def _block_mean(data: np.ndarray, f: int) -> np.ndarray:

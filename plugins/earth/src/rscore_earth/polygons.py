@@ -127,7 +127,9 @@ def _window_pieces(
     flat = labels.ravel()
     counts = np.bincount(flat, minlength=next_label + 1)
     if result.score is not None:
-        s = np.nan_to_num(np.asarray(read_window(result.score, win), np.float64).ravel(), nan=0.0)
+        s = np.asarray(read_window(result.score, win), np.float64).ravel()
+        if not np.isfinite(s).all():
+            s = np.nan_to_num(s, nan=0.0)
         sums = np.bincount(flat, weights=s, minlength=next_label + 1)
     else:
         sums = counts.astype(np.float64)
