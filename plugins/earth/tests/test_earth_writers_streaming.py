@@ -142,3 +142,28 @@ def test_gdal_env_caps_the_block_cache(monkeypatch):
     assert get_gdal_config("GDAL_CACHEMAX") == outside
     monkeypatch.setenv("GDAL_CACHEMAX", "512")  # the user's own setting wins
     assert gdalenv.cache_limit() is None
+
+
+def test_gpkg_rows_are_the_same_however_batches_are_queued(landslide, tmp_path, monkeypatch):
+    """Batches are queued and written to the GeoPackage together (one R-tree build instead of row-by-row trigger
+    updates); written at every batch (a 1-byte queue) the layer has the same rows in the same order."""
+    import pyogrio
+    import pyogrio.raw
+
+    from rscore_earth import polygons, writers
+
+    scene, result = landslide
+    monkeypatch.setattr(polygons, "WINDOW", 64)  # several batches on the small example
+    assert len(list(iter_polygon_batches(scene, result, window=64))) > 2
+    monkeypatch.setattr(writers, "iter_polygon_batches", lambda s, r: iter_polygon_batches(s, r, window=64))
+    layers = {}
+    for name, limit in (("queued", writers.GPKG_FLUSH_BYTES), ("each", 1)):
+        monkeypatch.setattr(writers, "GPKG_FLUSH_BYTES", limit)
+        out = tmp_path / name
+        out.mkdir()
+        written = VectorWriter().write(scene, result, out)
+        layers[name] = pyogrio.raw.read(written["polygons_gpkg"])
+        assert pyogrio.read_info(written["polygons_gpkg"])["layer_metadata"]["template"] == result.plan.template
+    (_, _, wkb_a, fields_a), (_, _, wkb_b, fields_b) = layers["queued"], layers["each"]
+    assert len(wkb_a) == len(wkb_b) > 20 and list(wkb_a) == list(wkb_b)
+    assert all(np.array_equal(a, b) for a, b in zip(fields_a, fields_b))
