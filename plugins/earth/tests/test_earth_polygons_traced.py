@@ -96,7 +96,12 @@ def test_polygon_writer_records_equal_the_gdal_path(monkeypatch):
         return sorted(zip(geoms, (r["class"] for r in records), (r["area_px"] for r in records),
                           (round(r["mean_score"], 12) for r in records)))  # fmt: skip
 
+    monkeypatch.setattr(polygons, "COMPILED_MIN_PX", 0)  # the example is under the size that pays numba's import
+    calls = []
+    original = polygons._traced_polygons
+    monkeypatch.setattr(polygons, "_traced_polygons", lambda *a: calls.append(1) or original(*a))
     traced = {win: key(polygons.polygonize(scene, result, win)) for win in (64, 100, 1024)}
+    assert calls
     monkeypatch.setattr(polygons, "_trace_rings", None)
     gdal = key(polygons.polygonize(scene, result, 64))
     assert len(gdal) > 50

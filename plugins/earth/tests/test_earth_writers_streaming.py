@@ -114,12 +114,14 @@ def test_empty_mask_writes_empty_layers(landslide, tmp_path):
 def test_hillshade_strips_equal_the_whole_array(compiled, monkeypatch):
     """The preview's hillshade, compiled (numba) or in strips, has the bits of terrain.hillshade on the whole array
     (holes, NaN borders, one-pixel rows and columns included)."""
-    from rscore_earth import mapplot
+    from rscore_earth import mapplot, polygons
 
     if not compiled:
         monkeypatch.setattr(mapplot, "_hillshade_kernel", None)
     elif mapplot._hillshade_kernel is None:
         pytest.skip("numba is not installed")
+    else:
+        monkeypatch.setattr(polygons, "COMPILED_MIN_PX", 0)  # small arrays too
     rng = np.random.default_rng(3)
     z = np.cumsum(np.cumsum(rng.normal(size=(61, 47)), axis=0), axis=1).astype(np.float32)
     z[10:13, 5:9] = np.nan

@@ -25,6 +25,7 @@ from rscore_earth.writers import (
     CLASS_COLOURS, DEFAULT_COLOUR, LABEL_COLOURS, WINDOW, _affine, _class_names, _geo_ok,
 )  # fmt: skip
 from rscore_earth.hydrology import AVAILABLE, compiled
+from rscore_earth.polygons import worth_compiling
 from rscore_earth.templates import template_by_name
 
 __all__ = ["MapPngWriter", "preview_layers", "PREVIEW_MAX", "MIN_MAP"]
@@ -295,7 +296,7 @@ def _hillshade_strips(z: np.ndarray, px: float, py: float, rows: int = 256) -> n
     computation): a few strips of float64 temporaries instead of ~25 copies of the whole preview."""
     from rscore_earth.terrain import hillshade
 
-    if _hillshade_kernel is not None:
+    if _hillshade_kernel is not None and worth_compiling(z.size):
         return _hillshade_kernel(np.ascontiguousarray(z, np.float64), float(px), float(py))
     h = z.shape[0]
     out = np.empty(z.shape, np.float32)

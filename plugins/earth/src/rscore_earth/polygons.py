@@ -6,6 +6,7 @@ Pixel coordinates throughout (integer vertices, axis-aligned edges); the writer 
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from itertools import chain
@@ -23,6 +24,14 @@ from rscore_earth.templates import template_by_name
 __all__ = ["polygonize", "iter_polygon_batches", "WINDOW"]
 
 WINDOW = 1024
+COMPILED_MIN_PX = 1024 * 1024
+
+
+def worth_compiling(pixels: int) -> bool:
+    """Whether the numba kernels (:mod:`rscore_earth.hydrology`'s way: compiled once, cached on disk) pay off for
+    a raster of ``pixels``: importing numba costs ~0.2 CPU-s in a process that has not loaded it yet, more than the
+    GDAL / numpy paths take on rasters under :data:`COMPILED_MIN_PX` (the README example is 384 px square)."""
+    return AVAILABLE and (pixels >= COMPILED_MIN_PX or "numba" in sys.modules)
 
 
 def _class_names(result: Result) -> tuple[str, ...]:
@@ -73,13 +82,14 @@ def iter_polygon_batches(
     held: list[_Piece] = []
     held_pairs = np.zeros((0, 2), np.int64)  # touching pairs among the held pieces (indices into held)
     rows, cols = (WINDOW, WINDOW) if window is None else (window, window) if isinstance(window, int) else window
+    compiled_trace = _trace_rings is not None and worth_compiling(h * w)
     for r0 in range(0, h, rows):
         hh = min(rows, h - r0)
         strip = list(held)
         pairs = [held_pairs]
         for c0 in range(0, w, cols):
             win = Window(r0, c0, hh, min(cols, w - c0))
-            pieces, local = _window_pieces(result, win, h, w, graded, class_map)
+            pieces, local = _window_pieces(result, win, h, w, graded, class_map, compiled_trace)
             pairs.append(local + len(strip))
             strip.extend(pieces)
         frontier = r0 + hh if r0 + hh < h else None
@@ -102,9 +112,10 @@ def iter_polygon_batches(
 
 
 def _window_pieces(
-    result: Result, win: Window, h: int, w: int, graded: bool, class_map: Any
+    result: Result, win: Window, h: int, w: int, graded: bool, class_map: Any, compiled_trace: bool = False
 ) -> tuple[list[_Piece], np.ndarray]:
-    """The window's polygons and the pairs of them that touch (indices; 8-adjacent pixels = shared point)."""
+    """The window's polygons and the pairs of them that touch (indices; 8-adjacent pixels = shared point); traced
+    by :func:`_traced_polygons` when ``compiled_trace``, else by GDAL's polygonize (the same polygons)."""
     from affine import Affine
     from rasterio.features import shapes
     from scipy import ndimage
@@ -143,7 +154,7 @@ def _window_pieces(
     if win.col_off + win.width < w:
         edge[labels[:, -1]] = True
     pos = labels > 0
-    if _trace_rings is not None:
+    if compiled_trace:
         geoms = _traced_polygons(labels, next_label, win.col_off, win.row_off)
         found = [(None, lab) for lab in range(1, next_label + 1)]
     else:  # without numba: GDAL's polygonize
