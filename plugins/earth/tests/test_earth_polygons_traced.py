@@ -60,6 +60,18 @@ def test_traced_polygons_equal_gdal_polygonize(seed):
         assert np.array_equal(shapely.area(traced), np.bincount(labels.ravel(), minlength=n + 1)[1:])
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_compiled_labels_equal_scipy_class_by_class(seed):
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(60):
+        h, w = rng.integers(1, 50, 2)
+        values = rng.choice(np.array([0, 1, 2, 3, 7, 255], np.uint8), size=(h, w), p=[0.4, 0.2, 0.2, 0.1, 0.05, 0.05])
+        labels, classes = polygons._label_classes(values)
+        want, n = _labels(values)
+        assert np.array_equal(labels, want) and classes.size == n + 1
+        assert np.array_equal(classes[labels], values)  # each label's class
+
+
 def test_pinches_and_nested_holes():
     import shapely
 

@@ -125,14 +125,18 @@ def _window_pieces(
     if not mask.any():
         return [], none
     values = np.where(mask, np.asarray(read_window(class_map, win), np.uint8), 0) if graded else mask.astype(np.uint8)
-    labels = np.zeros(mask.shape, np.int32)
-    next_label = 0
-    label_class: list[int] = [0]
-    for k in np.flatnonzero(np.bincount(values.ravel(), minlength=1)[1:]) + 1:  # the classes present
-        lab, n = ndimage.label(values == k)
-        np.add(lab, next_label, out=labels, where=lab > 0)
-        next_label += n
-        label_class += [int(k)] * n
+    if compiled_trace:
+        labels, classes = _label_classes(np.ascontiguousarray(values))
+        next_label, label_class = classes.size - 1, classes.tolist()
+    else:
+        labels = np.zeros(mask.shape, np.int32)
+        next_label = 0
+        label_class: list[int] = [0]
+        for k in np.flatnonzero(np.bincount(values.ravel(), minlength=1)[1:]) + 1:  # the classes present
+            lab, n = ndimage.label(values == k)
+            np.add(lab, next_label, out=labels, where=lab > 0)
+            next_label += n
+            label_class += [int(k)] * n
     # per-label sums over the whole window: label 0 (outside) gets its own bin, and each label's pixels are summed
     # in the same (row-major) order as over the labelled pixels alone - the same bits, without the gathers
     flat = labels.ravel()
@@ -434,6 +438,68 @@ def _trace_rings_py(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 _trace_rings = compiled(_trace_rings_py) if AVAILABLE else None
+
+
+def _label_classes_py(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """The 4-connected regions of each class of ``values`` (uint8, 0 = none) as one int32 label image, numbered
+    as ``scipy.ndimage.label`` class by class (ascending) would: within a class in the raster order of each
+    region's first pixel, classes one after another. Returns ``(labels, class of each label)`` (entry 0 = 0).
+    Union-find over pixel indices, each region rooted at its first pixel. Compiled by numba."""
+    h, w = values.shape
+    parent = np.empty(h * w, np.int64)
+    for r in range(h):
+        for c in range(w):
+            v = values[r, c]
+            if v == 0:
+                continue
+            i = r * w + c
+            parent[i] = i
+            for up in (False, True):  # the left neighbour, then the upper one
+                if (c == 0 or values[r, c - 1] != v) if not up else (r == 0 or values[r - 1, c] != v):
+                    continue
+                j = i - w if up else i - 1
+                a = i
+                while parent[a] != a:
+                    parent[a] = parent[parent[a]]
+                    a = parent[a]
+                b = j
+                while parent[b] != b:
+                    parent[b] = parent[parent[b]]
+                    b = parent[b]
+                if a < b:
+                    parent[b] = a
+                elif b < a:
+                    parent[a] = b
+    count = np.zeros(256, np.int64)
+    local = np.zeros(h * w, np.int32)
+    for i in range(h * w):
+        v = values[i // w, i % w]
+        if v == 0:
+            continue
+        a = i
+        while parent[a] != a:
+            a = parent[a]
+        if a == i:
+            count[v] += 1
+            local[i] = count[v]
+        else:
+            local[i] = local[a]
+    offset = np.zeros(256, np.int64)
+    for v in range(1, 256):
+        offset[v] = offset[v - 1] + count[v - 1]
+    labels = np.zeros((h, w), np.int32)
+    for r in range(h):
+        for c in range(w):
+            v = values[r, c]
+            if v != 0:
+                labels[r, c] = offset[v] + local[r * w + c]
+    classes = np.zeros(offset[255] + count[255] + 1, np.int64)
+    for v in range(1, 256):
+        classes[offset[v] + 1 : offset[v] + count[v] + 1] = v
+    return labels, classes
+
+
+_label_classes = compiled(_label_classes_py) if AVAILABLE else None
 
 
 def _traced_polygons(labels: np.ndarray, n_labels: int, col_off: int, row_off: int) -> np.ndarray:
