@@ -237,7 +237,7 @@ def overview_count(h: int, w: int) -> int:
 
 # --------------------------------------------------------------------------------------------------------- vectors
 LAYER = "polygons"
-GPKG_FLUSH_BYTES = 64 * 2**20  # WKB queued before a GeoPackage write (bounds the memory of the queue)
+GPKG_FLUSH_BYTES = 24 * 2**20  # WKB queued before a GeoPackage write (bounds the queue: one write at 4096 px)
 FIELDS = ("class", "class_id", "mean_score", "area_m2", "area_px", "query", "template")
 
 
@@ -463,11 +463,15 @@ class _GeoJsonStream:
         parts, owner = shapely.get_parts(geoms, return_index=True)
         multi = shapely.multipolygons(parts, indices=owner)  # every geometry as a MultiPolygon, in one call
         texts = shapely.to_geojson(multi)
-        columns = [[_json_value(v) for v in col.tolist()] for col in data]
-        lines = []
-        for i, geometry in enumerate(texts):
-            props = json.dumps(dict(zip(FIELDS, (col[i] for col in columns))), ensure_ascii=False, allow_nan=False)
-            lines.append(f'{{"type": "Feature", "properties": {props}, "geometry": {geometry}}}')
+        # each property as JSON text, column by column (what json.dumps writes for the record: the same bytes,
+        # without a dict and an encoder per feature)
+        columns = [_json_texts(col) for col in data]
+        keys = [json.dumps(name) + ": " for name in FIELDS]
+        lines = [
+            '{"type": "Feature", "properties": {' + ", ".join([k + c[i] for k, c in zip(keys, columns)])
+            + '}, "geometry": ' + geometry + "}"
+            for i, geometry in enumerate(texts.tolist())
+        ]  # fmt: skip
         self._fh.write(("" if self._first else ",\n") + ",\n".join(lines))
         self._first = False
 
@@ -479,6 +483,19 @@ class _GeoJsonStream:
 
 def _json_value(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _json_texts(column: np.ndarray) -> list[str]:
+    """The values of a property column as ``json.dumps(..., ensure_ascii=False, allow_nan=False)`` writes them
+    (non-finite floats as ``null``); repeated values (class names, the query) encoded once."""
+    values = column.tolist()
+    if column.dtype.kind == "f":  # json writes finite floats as float.__repr__
+        return [repr(v) if math.isfinite(v) else "null" for v in values]
+    if column.dtype.kind in "iu":
+        return [int.__repr__(v) for v in values]
+    memo: dict[Any, str] = {}
+    return [memo[v] if v in memo else memo.setdefault(v, json.dumps(_json_value(v), ensure_ascii=False,
+                                                                    allow_nan=False)) for v in values]  # fmt: skip
 
 
 def writers() -> list[Writer]:
