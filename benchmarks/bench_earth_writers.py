@@ -142,7 +142,8 @@ def main() -> int:
     scene = engine.open_scene(dem, plugin="earth", options=options)
     result = engine.segment(scene, QUERY, plugin="earth", options=options)
     seg = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0 + _children_cpu() - k0}
-    print(f"{scene.height} x {scene.width} DEM ({Path(dem).name}): read + segment {seg['wall_s']:.1f} s wall, {seg['cpu_s']:.1f} s CPU "
+    print(f"{scene.height} x {scene.width} DEM ({Path(dem).name}): read + segment {seg['wall_s']:.1f} s wall, "
+          f"{seg['cpu_s']:.1f} s CPU "
           f"(tile worker processes included: {_children_cpu() - k0:.1f} s); load average {_load()}")
 
     reg = default_registry()

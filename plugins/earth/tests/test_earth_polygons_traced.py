@@ -40,7 +40,8 @@ def _gdal(labels: np.ndarray, n: int, col_off: int, row_off: int) -> np.ndarray:
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     import shapely
 
-    return len(a) == len(b) and bool((shapely.to_wkb(shapely.normalize(a)) == shapely.to_wkb(shapely.normalize(b))).all())
+    wkb_a, wkb_b = shapely.to_wkb(shapely.normalize(a)), shapely.to_wkb(shapely.normalize(b))
+    return len(a) == len(b) and bool((wkb_a == wkb_b).all())
 
 
 @pytest.mark.parametrize("seed", range(6))
