@@ -73,6 +73,28 @@ def test_compiled_labels_equal_scipy_class_by_class(seed):
         assert np.array_equal(classes[labels], values)  # each label's class
 
 
+def test_compiled_window_stats_equal_bincount_and_the_numpy_pairs():
+    """Counts and score sums bit for bit as np.bincount adds them; the touching pairs (8-adjacent, different
+    labels) as the numpy path finds them."""
+    rng = np.random.default_rng(7)
+    for _ in range(80):
+        h, w = rng.integers(1, 40, 2)
+        labels, n = _labels(rng.choice(np.arange(4, dtype=np.uint8), size=(h, w)))
+        score = rng.random((h, w))
+        counts, sums, raw = polygons._window_stats(labels, score, np.int64(n + 1))
+        flat = labels.ravel()
+        assert np.array_equal(counts[1:], np.bincount(flat, minlength=n + 1)[1:])
+        assert np.array_equal(sums[1:], np.bincount(flat, score.ravel(), minlength=n + 1)[1:])  # same bits
+        pos = labels > 0
+        want = []
+        for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:]), (labels[:-1, :-1], labels[1:, 1:]),
+                     (labels[:-1, 1:], labels[1:, :-1])):  # fmt: skip
+            sel = (a > 0) & (b > 0) & (a != b)
+            want.append(a[sel].astype(np.int64) * (n + 1) + b[sel])
+        assert np.array_equal(np.unique(raw), np.unique(np.concatenate(want)))
+        assert pos.any() or raw.size == 0
+
+
 def test_pinches_and_nested_holes():
     import shapely
 

@@ -139,15 +139,21 @@ def _window_pieces(
             label_class += [int(k)] * n
     # per-label sums over the whole window: label 0 (outside) gets its own bin, and each label's pixels are summed
     # in the same (row-major) order as over the labelled pixels alone - the same bits, without the gathers
-    flat = labels.ravel()
-    counts = np.bincount(flat, minlength=next_label + 1)
+    s = None
     if result.score is not None:
-        s = np.asarray(read_window(result.score, win), np.float64).ravel()
+        s = np.asarray(read_window(result.score, win), np.float64)
         if not np.isfinite(s).all():
             s = np.nan_to_num(s, nan=0.0)
-        sums = np.bincount(flat, weights=s, minlength=next_label + 1)
+    code = None
+    if compiled_trace:  # counts, sums and touching pairs in one compiled pass
+        counts, sums, raw = _window_stats(labels, s if s is not None else np.zeros((0, 0)), np.int64(next_label + 1))
+        code = np.unique(raw)
+        if s is None:
+            sums = counts.astype(np.float64)
     else:
-        sums = counts.astype(np.float64)
+        flat = labels.ravel()
+        counts = np.bincount(flat, minlength=next_label + 1)
+        sums = counts.astype(np.float64) if s is None else np.bincount(flat, s.ravel(), minlength=next_label + 1)
     edge = np.zeros(next_label + 1, bool)
     if win.row_off > 0:
         edge[labels[0]] = True
@@ -170,16 +176,17 @@ def _window_pieces(
         lab = int(value)
         index[lab] = i
         pieces.append(_Piece(geom, label_class[lab], float(sums[lab]), int(counts[lab]), bool(edge[lab])))
-    codes = []
-    for (a, b), (pa, pb) in zip(
-        ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:]),
-         (labels[:-1, :-1], labels[1:, 1:]), (labels[:-1, 1:], labels[1:, :-1])),
-        ((pos[:, :-1], pos[:, 1:]), (pos[:-1], pos[1:]), (pos[:-1, :-1], pos[1:, 1:]), (pos[:-1, 1:], pos[1:, :-1])),
-    ):  # fmt: skip
-        sel = pa & pb
-        sel &= a != b
-        codes.append(a[sel].astype(np.int64) * (next_label + 1) + b[sel])
-    code = np.unique(np.concatenate(codes))
+    if code is None:
+        codes = []
+        for (a, b), (pa, pb) in zip(
+            ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:]),
+             (labels[:-1, :-1], labels[1:, 1:]), (labels[:-1, 1:], labels[1:, :-1])),
+            ((pos[:, :-1], pos[:, 1:]), (pos[:-1], pos[1:]), (pos[:-1, :-1], pos[1:, 1:]), (pos[:-1, 1:], pos[1:, :-1])),
+        ):  # fmt: skip
+            sel = pa & pb
+            sel &= a != b
+            codes.append(a[sel].astype(np.int64) * (next_label + 1) + b[sel])
+        code = np.unique(np.concatenate(codes))
     pairs = np.stack([index[code // (next_label + 1)], index[code % (next_label + 1)]], axis=1)
     return pieces, pairs if pairs.size else none
 
@@ -500,6 +507,49 @@ def _label_classes_py(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # p
 
 
 _label_classes = compiled(_label_classes_py) if AVAILABLE else None
+
+
+def _window_stats_py(
+    labels: np.ndarray, score: np.ndarray, base: np.int64
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Per label (``0..base-1``): pixel count and score sum (``score`` empty: zeros), summed in raster order as
+    ``np.bincount`` does (the same bits); and ``a * base + b`` for the labels ``a``, ``b`` of every two 8-adjacent
+    pixels of different labels, ordered as the numpy path pairs them (with repeats). Compiled by numba."""
+    h, w = labels.shape
+    scored = score.size > 0
+    counts = np.zeros(base, np.int64)
+    sums = np.zeros(base, np.float64)
+    codes = np.empty(1024, np.int64)
+    n = 0
+    for r in range(h):
+        for c in range(w):
+            a = labels[r, c]
+            if a == 0:
+                continue
+            counts[a] += 1
+            if scored:
+                sums[a] += score[r, c]
+            for k in range(4):  # right, down, down-right, up-right (pairs: left/upper first, up-right: upper first)
+                if k == 0:
+                    ok, b = c + 1 < w, labels[r, min(c + 1, w - 1)]
+                elif k == 1:
+                    ok, b = r + 1 < h, labels[min(r + 1, h - 1), c]
+                elif k == 2:
+                    ok, b = r + 1 < h and c + 1 < w, labels[min(r + 1, h - 1), min(c + 1, w - 1)]
+                else:
+                    ok, b = r > 0 and c + 1 < w, labels[max(r - 1, 0), min(c + 1, w - 1)]
+                if not ok or b == 0 or b == a:
+                    continue
+                if n == codes.size:
+                    grown = np.empty(2 * n, np.int64)
+                    grown[:n] = codes
+                    codes = grown
+                codes[n] = np.int64(b) * base + a if k == 3 else np.int64(a) * base + b
+                n += 1
+    return counts, sums, codes[:n]
+
+
+_window_stats = compiled(_window_stats_py) if AVAILABLE else None
 
 
 def _traced_polygons(labels: np.ndarray, n_labels: int, col_off: int, row_off: int) -> np.ndarray:
