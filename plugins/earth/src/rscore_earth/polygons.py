@@ -163,7 +163,7 @@ def _window_pieces(
         edge[labels[:, 0]] = True
     if win.col_off + win.width < w:
         edge[labels[:, -1]] = True
-    pos = labels > 0
+    pos = None if compiled_trace else labels > 0  # the GDAL / numpy paths only
     if compiled_trace:
         geoms = _traced_polygons(labels, next_label, win.col_off, win.row_off)
         found = [(None, lab) for lab in range(1, next_label + 1)]
