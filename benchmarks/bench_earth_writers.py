@@ -8,6 +8,7 @@ of writing in (segment + write)::
     python benchmarks/bench_earth_writers.py                    # 4096 px
     python benchmarks/bench_earth_writers.py --size 2048 --baseline-ref main
     python benchmarks/bench_earth_writers.py --concurrent      # + the writers run at once in threads
+    python benchmarks/bench_earth_writers.py --dem plugins/earth/src/rscore_earth/data/example_dem.tif
 
 ``--baseline-ref REF`` also loads the writing code (``rscore_earth/{writers,polygons,mapplot,styles}.py``) as it is
 at git ref ``REF`` (e.g. ``main``) and times its writers on the *same* result in the same process, alternating old
@@ -118,6 +119,8 @@ def time_writers_concurrently(writers: list[Any], scene: Any, result: Any, out: 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=4096)
+    p.add_argument("--dem", type=Path, help="time this DEM instead of a synthetic one of --size px (e.g. the README "
+                                            "example, plugins/earth/src/rscore_earth/data/example_dem.tif)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/rscore-bench"))
     p.add_argument("--baseline-ref", help="also time rscore_earth/writers.py at this git ref on the same result")
@@ -133,13 +136,14 @@ def main() -> int:
     from rscore import engine
     from rscore.engine import default_registry
 
-    dem, _ = ensure_dem(args.workdir, args.size, args.seed)
+    dem = args.dem if args.dem is not None else ensure_dem(args.workdir, args.size, args.seed)[0]
     options = {"matcher": "keyword"}
     t0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
     scene = engine.open_scene(dem, plugin="earth", options=options)
     result = engine.segment(scene, QUERY, plugin="earth", options=options)
     seg = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0 + _children_cpu() - k0}
-    print(f"{args.size} x {args.size} DEM: read + segment {seg['wall_s']:.1f} s wall, {seg['cpu_s']:.1f} s CPU "
+    print(f"{scene.height} x {scene.width} DEM ({Path(dem).name}): read + segment {seg['wall_s']:.1f} s wall, "
+          f"{seg['cpu_s']:.1f} s CPU "
           f"(tile worker processes included: {_children_cpu() - k0:.1f} s); load average {_load()}")
 
     reg = default_registry()
@@ -150,7 +154,7 @@ def main() -> int:
         by_name = {w.name: w for w in ref.writers()}
         variants = {"before": [by_name.get(w.name, w) for w in current], "now": current}
     work = Path(tempfile.mkdtemp(prefix="rscore-bench-writers-"))
-    figures: dict[str, Any] = {"size": args.size, "segment": seg}
+    figures: dict[str, Any] = {"size": max(scene.shape), "dem": str(dem), "segment": seg}
     try:
         best: dict[str, dict[str, dict[str, float]]] = {}
         for _ in range(max(1, args.repeat)):  # variants alternate, so a load spike hits both; best of the rounds

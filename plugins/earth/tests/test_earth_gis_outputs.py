@@ -50,6 +50,26 @@ def test_classes_have_nodata_categories_rat_and_qml(landslide):
     assert {"classes_qml", "classes_aux", "mask_qml", "score_qml"} <= set(result.outputs)
 
 
+def test_cogs_are_zstd_compressed_and_lossless(landslide):
+    """One ZSTD level 1 pass (issue 22: 2.2x less CPU than DEFLATE on the float score): the pixels read back are
+    the result's, bit for bit, for the mask, the classes and the float score."""
+    import rasterio
+    from rio_cogeo.cogeo import cog_validate
+
+    result, out = landslide
+    valid = np.isfinite(read_window(result.score))
+    expected = {
+        "mask.tif": np.where(valid, np.asarray(read_window(result.mask), np.uint8), 255),
+        "classes.tif": np.where(valid, read_window(result.class_map), 255),
+        "score.tif": np.asarray(read_window(result.score), np.float32),
+    }
+    for name, want in expected.items():
+        assert cog_validate(str(out / name), quiet=True)[0]
+        with rasterio.open(out / name) as ds:
+            assert ds.compression.name == "zstd"
+            assert np.array_equal(ds.read(1), want, equal_nan=True)
+
+
 def test_small_rasters_get_overviews_too(write_tif, tmp_path):
     import rasterio
     from rio_cogeo.cogeo import cog_validate

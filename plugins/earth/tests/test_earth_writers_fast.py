@@ -63,3 +63,28 @@ def test_tint_equals_the_float32_blend():
         rgb[sel] = 0.45 * rgb[sel] + 0.55 * colour
     assert np.array_equal(tint(base, overlay, palette), np.clip(rgb, 0, 255).astype(np.uint8))
     assert np.array_equal(tint(base, np.zeros_like(overlay), palette), base)
+    # a grey base given as (h, w) (the hillshade): the same as its three-channel copy
+    grey = base[..., 1]
+    grey3 = np.repeat(grey[..., None], 3, axis=2)
+    assert np.array_equal(tint(grey, overlay, palette), tint(grey3, overlay, palette))
+    assert np.array_equal(tint(grey, np.zeros_like(overlay), palette), grey3)
+
+
+def test_geojson_property_texts_are_what_json_dumps_writes():
+    """The streamed GeoJSON encodes properties column by column; each value's text is json.dumps's (NaN/inf as
+    null, non-ASCII kept, ints and floats by their repr)."""
+    import json
+
+    from rscore_earth.writers import _json_texts
+
+    columns = [
+        np.array(["medium", "high", "medium", "hoch ü \"q\""], dtype=object),
+        np.array([2, 3, 2, -1], np.int32),
+        np.array([0.1, np.nan, 1e-20, 2 / 3]),
+        np.array([np.inf, 3.0, 12345678.123456789, -0.0]),
+        np.array([4, 2**40, 0, 7], np.int64),
+    ]
+    for col in columns:
+        want = [json.dumps(None if isinstance(v, float) and not math.isfinite(v) else v, ensure_ascii=False,
+                           allow_nan=False) for v in col.tolist()]  # fmt: skip
+        assert _json_texts(col) == want

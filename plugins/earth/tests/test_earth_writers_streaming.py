@@ -110,13 +110,28 @@ def test_empty_mask_writes_empty_layers(landslide, tmp_path):
     assert list(pyogrio.read_info(written["polygons_gpkg"])["fields"]) == list(FIELDS)
 
 
-def test_hillshade_strips_equal_the_whole_array():
+@pytest.mark.parametrize("compiled", [True, False])
+def test_hillshade_strips_equal_the_whole_array(compiled, monkeypatch):
+    """The preview's hillshade, compiled (numba) or in strips, has the bits of terrain.hillshade on the whole array
+    (holes, NaN borders, one-pixel rows and columns included)."""
+    from rscore_earth import mapplot, polygons
+
+    if not compiled:
+        monkeypatch.setattr(mapplot, "_hillshade_kernel", None)
+    elif mapplot._hillshade_kernel is None:
+        pytest.skip("numba is not installed")
+    else:
+        monkeypatch.setattr(polygons, "COMPILED_MIN_PX", 0)  # small arrays too
     rng = np.random.default_rng(3)
     z = np.cumsum(np.cumsum(rng.normal(size=(61, 47)), axis=0), axis=1).astype(np.float32)
     z[10:13, 5:9] = np.nan
     z[0, :3] = np.nan
+    z[30, 20] = np.nan
     for rows in (1, 7, 60, 61, 500):
         assert np.array_equal(_hillshade_strips(z, 10.0, 12.0, rows=rows), hillshade(z, 10.0, 12.0), equal_nan=True)
+    for shape in ((1, 9), (9, 1), (1, 1), (2, 3)):
+        small = rng.normal(size=shape).astype(np.float32) * 50
+        assert np.array_equal(_hillshade_strips(small, 3.0, 4.0), hillshade(small, 3.0, 4.0), equal_nan=True)
 
 
 def test_gdal_env_caps_the_block_cache(monkeypatch):
@@ -129,3 +144,28 @@ def test_gdal_env_caps_the_block_cache(monkeypatch):
     assert get_gdal_config("GDAL_CACHEMAX") == outside
     monkeypatch.setenv("GDAL_CACHEMAX", "512")  # the user's own setting wins
     assert gdalenv.cache_limit() is None
+
+
+def test_gpkg_rows_are_the_same_however_batches_are_queued(landslide, tmp_path, monkeypatch):
+    """Batches are queued and written to the GeoPackage together (one R-tree build instead of row-by-row trigger
+    updates); written at every batch (a 1-byte queue) the layer has the same rows in the same order."""
+    import pyogrio
+    import pyogrio.raw
+
+    from rscore_earth import polygons, writers
+
+    scene, result = landslide
+    monkeypatch.setattr(polygons, "WINDOW", 64)  # several batches on the small example
+    assert len(list(iter_polygon_batches(scene, result, window=64))) > 2
+    monkeypatch.setattr(writers, "iter_polygon_batches", lambda s, r: iter_polygon_batches(s, r, window=64))
+    layers = {}
+    for name, limit in (("queued", writers.GPKG_FLUSH_BYTES), ("each", 1)):
+        monkeypatch.setattr(writers, "GPKG_FLUSH_BYTES", limit)
+        out = tmp_path / name
+        out.mkdir()
+        written = VectorWriter().write(scene, result, out)
+        layers[name] = pyogrio.raw.read(written["polygons_gpkg"])
+        assert pyogrio.read_info(written["polygons_gpkg"])["layer_metadata"]["template"] == result.plan.template
+    (_, _, wkb_a, fields_a), (_, _, wkb_b, fields_b) = layers["queued"], layers["each"]
+    assert len(wkb_a) == len(wkb_b) > 20 and list(wkb_a) == list(wkb_b)
+    assert all(np.array_equal(a, b) for a, b in zip(fields_a, fields_b))

@@ -24,6 +24,8 @@ from rscore.types import Result, Scene
 from rscore_earth.writers import (
     CLASS_COLOURS, DEFAULT_COLOUR, LABEL_COLOURS, WINDOW, _affine, _class_names, _geo_ok,
 )  # fmt: skip
+from rscore_earth.hydrology import AVAILABLE, compiled
+from rscore_earth.polygons import worth_compiling
 from rscore_earth.templates import template_by_name
 
 __all__ = ["MapPngWriter", "preview_layers", "PREVIEW_MAX", "MIN_MAP"]
@@ -100,7 +102,7 @@ class MapPngWriter(Writer):
 
         h, w = scene.shape
         f = max(1, math.ceil(max(h, w) / PREVIEW_MAX))
-        base, overlay = preview_layers(scene, result, PREVIEW_MAX)
+        base, overlay = preview_layers(scene, result, PREVIEW_MAX, grey_2d=True)
         up = max(1, MIN_MAP // max(base.shape[:2]))  # enlarge small rasters: whole pixels, nearest for the mask
         names = _class_names(result)
         t = template_by_name(result.plan.template)
@@ -213,28 +215,40 @@ class MapPngWriter(Writer):
 
 
 def tint(base: np.ndarray, overlay: np.ndarray, palette: list) -> np.ndarray:
-    """``base`` (``(h, w, 3)`` uint8) with the pixels of class ``k`` of ``overlay`` blended 45 % base + 55 %
-    ``palette[k - 1]`` (the last colour for higher classes), computed in float32 and truncated to uint8 - looked up
-    per level and channel in a 256-entry table instead of blending a float32 copy of the whole image."""
-    rgb = base.copy()
+    """``base`` (``(h, w, 3)`` uint8, or ``(h, w)`` grey) with the pixels of class ``k`` of ``overlay`` blended 45 %
+    base + 55 % ``palette[k - 1]`` (the last colour for higher classes), computed in float32 and truncated to uint8;
+    returns ``(h, w, 3)`` uint8. Every (class, level) pair is looked up in one table (class 0 = the level itself),
+    so the image is one gather (grey bases, e.g. hillshades: ~4x faster than blending class by class) or one per
+    channel, with the same bits as the float32 blend."""
+    top = int(overlay.max(initial=0))
     levels = np.arange(256, dtype=np.float32)[:, None]
-    for k in range(1, int(overlay.max(initial=0)) + 1):
-        sel = overlay == k
-        if sel.any():
-            colour = np.asarray(palette[min(k, len(palette)) - 1], np.float32)
-            lut = np.clip(0.45 * levels + 0.55 * colour, 0, 255).astype(np.uint8)
-            rgb[sel] = lut[base[sel], np.arange(3)]
-    return rgb
+    lut = np.empty((top + 1, 256, 3), np.uint8)
+    lut[0] = np.arange(256, dtype=np.uint8)[:, None]
+    for k in range(1, top + 1):
+        colour = np.asarray(palette[min(k, len(palette)) - 1], np.float32)
+        lut[k] = np.clip(0.45 * levels + 0.55 * colour, 0, 255).astype(np.uint8)
+    table = lut.reshape(-1, 3)
+    idx = overlay.astype(np.intp) << 8
+    if base.ndim == 2:
+        idx |= base
+        return np.take(table, idx, axis=0)
+    out = np.empty(base.shape, np.uint8)
+    for c in range(3):
+        out[..., c] = table[:, c][idx | base[..., c]]
+    return out
 
 
 def _ellipsis(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def preview_layers(scene: Scene, result: Result, max_size: int = PREVIEW_MAX) -> tuple[np.ndarray, np.ndarray]:
+def preview_layers(
+    scene: Scene, result: Result, max_size: int = PREVIEW_MAX, *, grey_2d: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """A ``(H', W', 3)`` uint8 base image and a ``(H', W')`` class overlay (0 = none), decimated by block means
     (base) and block maxima (overlay) so that small masked areas stay visible. The base is a hillshade when the
-    scene has elevation, else the RGB bands (2-98 % stretch), else the first band in grey."""
+    scene has elevation, else the RGB bands (2-98 % stretch), else the first band in grey. ``grey_2d``: a hillshade
+    base comes as ``(H', W')`` (what :func:`tint` takes fastest)."""
     h, w = scene.shape
     f = max(1, math.ceil(max(h, w) / max_size))
     oh, ow = math.ceil(h / f), math.ceil(w / f)
@@ -265,7 +279,7 @@ def preview_layers(scene: Scene, result: Result, max_size: int = PREVIEW_MAX) ->
         px, py = scene.pixel_size or (1.0, 1.0)
         shade = _hillshade_strips(base[0], px * f, py * f)
         grey = np.where(np.isnan(base[0]), np.float32(0), 40 + 215 * shade).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2), overlay
+        return (grey if grey_2d else np.repeat(grey[..., None], 3, axis=2)), overlay
     rgb = np.empty((oh, ow, 3), np.float32)
     for i in range(3):
         band = base[min(i, len(roles) - 1)]
@@ -276,11 +290,14 @@ def preview_layers(scene: Scene, result: Result, max_size: int = PREVIEW_MAX) ->
 
 
 def _hillshade_strips(z: np.ndarray, px: float, py: float, rows: int = 256) -> np.ndarray:
-    """:func:`rscore_earth.terrain.hillshade` of ``z`` computed ``rows`` rows at a time (each strip read with one
-    row of context above and below, so the result equals the whole-array computation), in float32: the preview's
-    hillshade costs a few strips of float64 temporaries instead of ~25 copies of the whole preview."""
+    """:func:`rscore_earth.terrain.hillshade` of ``z`` (default sun), the same bits: by the compiled
+    :func:`_hillshade_py` (one pass, no temporaries: ~8x less CPU, issue 22), or without numba computed ``rows``
+    rows at a time (each strip read with one row of context above and below, so the result equals the whole-array
+    computation): a few strips of float64 temporaries instead of ~25 copies of the whole preview."""
     from rscore_earth.terrain import hillshade
 
+    if _hillshade_kernel is not None and worth_compiling(z.size):
+        return _hillshade_kernel(np.ascontiguousarray(z, np.float64), float(px), float(py))
     h = z.shape[0]
     out = np.empty(z.shape, np.float32)
     for r0 in range(0, h, rows):
@@ -288,6 +305,45 @@ def _hillshade_strips(z: np.ndarray, px: float, py: float, rows: int = 256) -> n
         a, b = max(0, r0 - 1), min(h, r1 + 1)
         out[r0:r1] = hillshade(z[a:b], px, py)[r0 - a : r1 - a]
     return out
+
+
+_SUN = (math.sin(math.radians(315.0)), math.cos(math.radians(315.0)), math.sin(math.radians(45.0)),
+        math.cos(math.radians(45.0)))  # sin az, cos az, sin zen, cos zen of terrain.hillshade's default sun
+
+
+def _hillshade_py(z: np.ndarray, px: float, py: float) -> np.ndarray:  # pragma: no cover - compiled
+    """:func:`rscore_earth.terrain.hillshade` with its defaults, pixel by pixel with the same float64 operations in
+    the same order (Horn's gradient; a missing neighbour extrapolated through the centre from the opposite one, or
+    the centre when both are missing; NaN centre -> NaN), so the same bits. Compiled by numba."""
+    h, w = z.shape
+    sin_az, cos_az, sin_zen, cos_zen = _SUN
+    out = np.empty((h, w), np.float32)
+    v = np.empty(9, np.float64)
+    for r in range(h):
+        for c in range(w):
+            centre = z[r, c]
+            if np.isnan(centre):
+                out[r, c] = np.nan
+                continue
+            for k in range(9):
+                rr, cc = r + k // 3 - 1, c + k % 3 - 1
+                v[k] = z[rr, cc] if 0 <= rr < h and 0 <= cc < w else np.nan
+            for k in range(9):
+                if k != 4 and np.isnan(v[k]):
+                    rr, cc = r - (k // 3 - 1), c - (k % 3 - 1)  # the opposite neighbour, as read (not filled)
+                    opp = z[rr, cc] if 0 <= rr < h and 0 <= cc < w else np.nan
+                    v[k] = centre if np.isnan(opp) else 2 * centre - opp
+            d_col = ((v[2] + 2 * v[5] + v[8]) - (v[0] + 2 * v[3] + v[6])) / (8.0 * px)
+            d_row = ((v[6] + 2 * v[7] + v[8]) - (v[0] + 2 * v[1] + v[2])) / (8.0 * py)
+            gx = d_col * 1.0
+            gy = d_row * -1.0
+            norm = np.sqrt(1 + gx * gx + gy * gy)
+            shade = (-gx * sin_az * sin_zen - gy * cos_az * sin_zen + cos_zen) / norm
+            out[r, c] = min(max(shade, 0.0), 1.0)
+    return out
+
+
+_hillshade_kernel = compiled(_hillshade_py) if AVAILABLE else None
 
 
 def _block_mean(data: np.ndarray, f: int) -> np.ndarray:

@@ -6,6 +6,7 @@ Pixel coordinates throughout (integer vertices, axis-aligned edges); the writer 
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from itertools import chain
@@ -17,11 +18,20 @@ import numpy as np
 from rscore.tiling import read_window
 from rscore.types import Result, Scene, Window
 
+from rscore_earth.hydrology import AVAILABLE, compiled
 from rscore_earth.templates import template_by_name
 
 __all__ = ["polygonize", "iter_polygon_batches", "WINDOW"]
 
 WINDOW = 1024
+COMPILED_MIN_PX = 1024 * 1024
+
+
+def worth_compiling(pixels: int) -> bool:
+    """Whether the numba kernels (:mod:`rscore_earth.hydrology`'s way: compiled once, cached on disk) pay off for
+    a raster of ``pixels``: importing numba costs ~0.2 CPU-s in a process that has not loaded it yet, more than the
+    GDAL / numpy paths take on rasters under :data:`COMPILED_MIN_PX` (the README example is 384 px square)."""
+    return AVAILABLE and (pixels >= COMPILED_MIN_PX or "numba" in sys.modules)
 
 
 def _class_names(result: Result) -> tuple[str, ...]:
@@ -72,13 +82,14 @@ def iter_polygon_batches(
     held: list[_Piece] = []
     held_pairs = np.zeros((0, 2), np.int64)  # touching pairs among the held pieces (indices into held)
     rows, cols = (WINDOW, WINDOW) if window is None else (window, window) if isinstance(window, int) else window
+    compiled_trace = _trace_rings is not None and worth_compiling(h * w)
     for r0 in range(0, h, rows):
         hh = min(rows, h - r0)
         strip = list(held)
         pairs = [held_pairs]
         for c0 in range(0, w, cols):
             win = Window(r0, c0, hh, min(cols, w - c0))
-            pieces, local = _window_pieces(result, win, h, w, graded, class_map)
+            pieces, local = _window_pieces(result, win, h, w, graded, class_map, compiled_trace)
             pairs.append(local + len(strip))
             strip.extend(pieces)
         frontier = r0 + hh if r0 + hh < h else None
@@ -101,9 +112,10 @@ def iter_polygon_batches(
 
 
 def _window_pieces(
-    result: Result, win: Window, h: int, w: int, graded: bool, class_map: Any
+    result: Result, win: Window, h: int, w: int, graded: bool, class_map: Any, compiled_trace: bool = False
 ) -> tuple[list[_Piece], np.ndarray]:
-    """The window's polygons and the pairs of them that touch (indices; 8-adjacent pixels = shared point)."""
+    """The window's polygons and the pairs of them that touch (indices; 8-adjacent pixels = shared point); traced
+    by :func:`_traced_polygons` when ``compiled_trace``, else by GDAL's polygonize (the same polygons)."""
     from affine import Affine
     from rasterio.features import shapes
     from scipy import ndimage
@@ -113,22 +125,35 @@ def _window_pieces(
     if not mask.any():
         return [], none
     values = np.where(mask, np.asarray(read_window(class_map, win), np.uint8), 0) if graded else mask.astype(np.uint8)
-    labels = np.zeros(mask.shape, np.int32)
-    next_label = 0
-    label_class: list[int] = [0]
-    for k in np.unique(values[values > 0]):
-        lab, n = ndimage.label(values == k)
-        np.add(lab, next_label, out=labels, where=lab > 0)
-        next_label += n
-        label_class += [int(k)] * n
-    inside = np.flatnonzero(labels.ravel())  # labelled pixels only: the same per-label sums, in the same order
-    flat = labels.ravel()[inside]
-    counts = np.bincount(flat, minlength=next_label + 1)
-    if result.score is not None:
-        s = np.nan_to_num(np.asarray(read_window(result.score, win)).ravel()[inside].astype(np.float64), nan=0.0)
-        sums = np.bincount(flat, weights=s, minlength=next_label + 1)
+    if compiled_trace:
+        labels, classes = _label_classes(np.ascontiguousarray(values))
+        next_label, label_class = classes.size - 1, classes.tolist()
     else:
-        sums = counts.astype(np.float64)
+        labels = np.zeros(mask.shape, np.int32)
+        next_label = 0
+        label_class: list[int] = [0]
+        for k in np.flatnonzero(np.bincount(values.ravel(), minlength=1)[1:]) + 1:  # the classes present
+            lab, n = ndimage.label(values == k)
+            np.add(lab, next_label, out=labels, where=lab > 0)
+            next_label += n
+            label_class += [int(k)] * n
+    # per-label sums over the whole window: label 0 (outside) gets its own bin, and each label's pixels are summed
+    # in the same (row-major) order as over the labelled pixels alone - the same bits, without the gathers
+    s = None
+    if result.score is not None:
+        s = np.asarray(read_window(result.score, win), np.float64)
+        if not np.isfinite(s).all():
+            s = np.nan_to_num(s, nan=0.0)
+    code = None
+    if compiled_trace:  # counts, sums and touching pairs in one compiled pass
+        counts, sums, raw = _window_stats(labels, s if s is not None else np.zeros((0, 0)), np.int64(next_label + 1))
+        code = np.unique(raw)
+        if s is None:
+            sums = counts.astype(np.float64)
+    else:
+        flat = labels.ravel()
+        counts = np.bincount(flat, minlength=next_label + 1)
+        sums = counts.astype(np.float64) if s is None else np.bincount(flat, s.ravel(), minlength=next_label + 1)
     edge = np.zeros(next_label + 1, bool)
     if win.row_off > 0:
         edge[labels[0]] = True
@@ -138,22 +163,30 @@ def _window_pieces(
         edge[labels[:, 0]] = True
     if win.col_off + win.width < w:
         edge[labels[:, -1]] = True
-    found = list(shapes(labels, mask=labels > 0, connectivity=4, transform=Affine.translation(win.col_off, win.row_off)))
-    geoms = _polygons([g["coordinates"] for g, _ in found])
+    pos = None if compiled_trace else labels > 0  # the GDAL / numpy paths only
+    if compiled_trace:
+        geoms = _traced_polygons(labels, next_label, win.col_off, win.row_off)
+        found = [(None, lab) for lab in range(1, next_label + 1)]
+    else:  # without numba: GDAL's polygonize
+        found = list(shapes(labels, mask=pos, connectivity=4, transform=Affine.translation(win.col_off, win.row_off)))
+        geoms = _polygons([g["coordinates"] for g, _ in found])
     index = np.full(next_label + 1, -1, np.int64)  # label -> piece
     pieces = []
     for i, (geom, (_, value)) in enumerate(zip(geoms, found)):
         lab = int(value)
         index[lab] = i
         pieces.append(_Piece(geom, label_class[lab], float(sums[lab]), int(counts[lab]), bool(edge[lab])))
-    codes = []
-    for a, b in (
-        (labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:]),
-        (labels[:-1, :-1], labels[1:, 1:]), (labels[:-1, 1:], labels[1:, :-1]),
-    ):  # fmt: skip
-        sel = (a != b) & (a > 0) & (b > 0)
-        codes.append(a[sel].astype(np.int64) * (next_label + 1) + b[sel])
-    code = np.unique(np.concatenate(codes))
+    if code is None:
+        codes = []
+        for (a, b), (pa, pb) in zip(
+            ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:]),
+             (labels[:-1, :-1], labels[1:, 1:]), (labels[:-1, 1:], labels[1:, :-1])),
+            ((pos[:, :-1], pos[:, 1:]), (pos[:-1], pos[1:]), (pos[:-1, :-1], pos[1:, 1:]), (pos[:-1, 1:], pos[1:, :-1])),
+        ):  # fmt: skip
+            sel = pa & pb
+            sel &= a != b
+            codes.append(a[sel].astype(np.int64) * (next_label + 1) + b[sel])
+        code = np.unique(np.concatenate(codes))
     pairs = np.stack([index[code // (next_label + 1)], index[code % (next_label + 1)]], axis=1)
     return pieces, pairs if pairs.size else none
 
@@ -327,3 +360,220 @@ def _record(poly: Any, k: int, s: float, n: int, names: tuple[str, ...], label: 
     name = names[k - 1] if names and 0 < k <= len(names) else label
     return {"geometry": poly, "class": name, "class_id": int(k), "mean_score": float(s) / max(1, int(n)),
             "area_px": int(n)}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ compiled tracing
+def _trace_rings_py(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+    """The rings of every 4-connected region of ``labels`` (int32, 0 = outside; each label one region), traced along
+    pixel edges with the region on the right (y down): outer rings come out with a positive shoelace sum, holes with
+    a negative one. Only corners are kept; each ring is closed (first vertex repeated). Returns ``(xs, ys,
+    ring_start, ring_label)`` (``ring_start``: one entry more than there are rings). Compiled by numba.
+
+    Where the region has two diagonal pixels at a vertex and not the other two (it touches itself at a point: a
+    hole meets the outline or another hole), the trace turns left, so a ring stays on the boundary of one outside
+    area: every ring is simple, and a hole touching the outline at a point is its own ring (valid OGC polygons,
+    as GDAL's polygonize gives)."""
+    h, w = labels.shape
+    # an upper bound of the vertices: one per boundary edge, plus the closing vertex of each ring (<= its east edges)
+    bound = 0
+    for r in range(h):
+        for c in range(w):
+            lab = labels[r, c]
+            if lab != 0:
+                if r == 0 or labels[r - 1, c] != lab:
+                    bound += 2
+                if r == h - 1 or labels[r + 1, c] != lab:
+                    bound += 1
+                if c == 0 or labels[r, c - 1] != lab:
+                    bound += 1
+                if c == w - 1 or labels[r, c + 1] != lab:
+                    bound += 1
+    xs = np.empty(bound, np.int32)
+    ys = np.empty(bound, np.int32)
+    starts = [0]
+    owners = [0]
+    owners.pop()
+    done = np.zeros((h, w), np.bool_)  # the top edge of pixel (r, c) has been traced
+    n = 0
+    for r in range(h):
+        for c in range(w):
+            lab = labels[r, c]
+            if lab == 0 or done[r, c] or (r > 0 and labels[r - 1, c] == lab):
+                continue
+            i, j, d = r, c, 0  # at vertex (row i, column j), leaving along d: 0 east, 1 south, 2 west, 3 north
+            xs[n], ys[n] = c, r
+            n += 1
+            while True:
+                if d == 0:
+                    done[i, j] = True
+                    j += 1
+                elif d == 1:
+                    i += 1
+                elif d == 2:
+                    j -= 1
+                else:
+                    i -= 1
+                nd = -1  # the next edge: a left turn first, then straight on, then a right turn (never back)
+                for turn in (3, 0, 1):
+                    e = (d + turn) % 4
+                    if e == 0:  # east: the pixel below-right is in, the one above-right is not
+                        inside = i < h and j < w and labels[i, j] == lab
+                        other = i > 0 and j < w and labels[i - 1, j] == lab
+                    elif e == 1:  # south: below-left in, below-right not
+                        inside = i < h and j > 0 and labels[i, j - 1] == lab
+                        other = i < h and j < w and labels[i, j] == lab
+                    elif e == 2:  # west: above-left in, below-left not
+                        inside = i > 0 and j > 0 and labels[i - 1, j - 1] == lab
+                        other = i < h and j > 0 and labels[i, j - 1] == lab
+                    else:  # north: above-right in, above-left not
+                        inside = i > 0 and j < w and labels[i - 1, j] == lab
+                        other = i > 0 and j > 0 and labels[i - 1, j - 1] == lab
+                    if inside and not other:
+                        nd = e
+                        break
+                if i == r and j == c and nd == 0:  # back at the start: close the ring
+                    xs[n], ys[n] = c, r
+                    n += 1
+                    break
+                if nd != d:  # a corner
+                    xs[n], ys[n] = j, i
+                    n += 1
+                d = nd
+            starts.append(n)
+            owners.append(lab)
+    return xs[:n], ys[:n], np.array(starts, np.int64), np.array(owners, np.int32)
+
+
+_trace_rings = compiled(_trace_rings_py) if AVAILABLE else None
+
+
+def _label_classes_py(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """The 4-connected regions of each class of ``values`` (uint8, 0 = none) as one int32 label image, numbered
+    as ``scipy.ndimage.label`` class by class (ascending) would: within a class in the raster order of each
+    region's first pixel, classes one after another. Returns ``(labels, class of each label)`` (entry 0 = 0).
+    Union-find over pixel indices, each region rooted at its first pixel. Compiled by numba."""
+    h, w = values.shape
+    parent = np.empty(h * w, np.int64)
+    for r in range(h):
+        for c in range(w):
+            v = values[r, c]
+            if v == 0:
+                continue
+            i = r * w + c
+            parent[i] = i
+            for up in (False, True):  # the left neighbour, then the upper one
+                if (c == 0 or values[r, c - 1] != v) if not up else (r == 0 or values[r - 1, c] != v):
+                    continue
+                j = i - w if up else i - 1
+                a = i
+                while parent[a] != a:
+                    parent[a] = parent[parent[a]]
+                    a = parent[a]
+                b = j
+                while parent[b] != b:
+                    parent[b] = parent[parent[b]]
+                    b = parent[b]
+                if a < b:
+                    parent[b] = a
+                elif b < a:
+                    parent[a] = b
+    count = np.zeros(256, np.int64)
+    local = np.zeros(h * w, np.int32)
+    for i in range(h * w):
+        v = values[i // w, i % w]
+        if v == 0:
+            continue
+        a = i
+        while parent[a] != a:
+            a = parent[a]
+        if a == i:
+            count[v] += 1
+            local[i] = count[v]
+        else:
+            local[i] = local[a]
+    offset = np.zeros(256, np.int64)
+    for v in range(1, 256):
+        offset[v] = offset[v - 1] + count[v - 1]
+    labels = np.zeros((h, w), np.int32)
+    for r in range(h):
+        for c in range(w):
+            v = values[r, c]
+            if v != 0:
+                labels[r, c] = offset[v] + local[r * w + c]
+    classes = np.zeros(offset[255] + count[255] + 1, np.int64)
+    for v in range(1, 256):
+        classes[offset[v] + 1 : offset[v] + count[v] + 1] = v
+    return labels, classes
+
+
+_label_classes = compiled(_label_classes_py) if AVAILABLE else None
+
+
+def _window_stats_py(
+    labels: np.ndarray, score: np.ndarray, base: np.int64
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Per label (``0..base-1``): pixel count and score sum (``score`` empty: zeros), summed in raster order as
+    ``np.bincount`` does (the same bits); and ``a * base + b`` for the labels ``a``, ``b`` of every two 8-adjacent
+    pixels of different labels, ordered as the numpy path pairs them (with repeats). Compiled by numba."""
+    h, w = labels.shape
+    scored = score.size > 0
+    counts = np.zeros(base, np.int64)
+    sums = np.zeros(base, np.float64)
+    codes = np.empty(1024, np.int64)
+    n = 0
+    for r in range(h):
+        for c in range(w):
+            a = labels[r, c]
+            if a == 0:
+                continue
+            counts[a] += 1
+            if scored:
+                sums[a] += score[r, c]
+            for k in range(4):  # right, down, down-right, up-right (pairs: left/upper first, up-right: upper first)
+                if k == 0:
+                    ok, b = c + 1 < w, labels[r, min(c + 1, w - 1)]
+                elif k == 1:
+                    ok, b = r + 1 < h, labels[min(r + 1, h - 1), c]
+                elif k == 2:
+                    ok, b = r + 1 < h and c + 1 < w, labels[min(r + 1, h - 1), min(c + 1, w - 1)]
+                else:
+                    ok, b = r > 0 and c + 1 < w, labels[max(r - 1, 0), min(c + 1, w - 1)]
+                if not ok or b == 0 or b == a:
+                    continue
+                if n == codes.size:
+                    grown = np.empty(2 * n, np.int64)
+                    grown[:n] = codes
+                    codes = grown
+                codes[n] = np.int64(b) * base + a if k == 3 else np.int64(a) * base + b
+                n += 1
+    return counts, sums, codes[:n]
+
+
+_window_stats = compiled(_window_stats_py) if AVAILABLE else None
+
+
+def _traced_polygons(labels: np.ndarray, n_labels: int, col_off: int, row_off: int) -> np.ndarray:
+    """Polygons (pixel coordinates, offset by the window's) of labels ``1..n_labels``, in label order: the same
+    regions as GDAL's polygonize (``rasterio.features.shapes``, 4-connected), traced by the compiled
+    :func:`_trace_rings_py` straight into coordinate arrays (GDAL's path builds Python lists of every vertex, most
+    of the polygons' cost; issue 22)."""
+    import shapely
+
+    if n_labels == 0:
+        return np.array([], dtype=object)
+    xs, ys, starts, owner = _trace_rings(np.ascontiguousarray(labels, np.int32))
+    sizes = np.diff(starts)
+    x, y = xs.astype(np.float64), ys.astype(np.float64)
+    nxt = np.r_[1 : x.size, 0]  # shoelace: the closing vertex is the ring's last, so its term is dropped
+    term = x * y[nxt] - x[nxt] * y
+    term[starts[1:] - 1] = 0.0
+    hole = np.add.reduceat(term, starts[:-1]) < 0
+    order = np.lexsort((hole, owner))  # per label: its outline first, then its holes (in tracing order)
+    lengths = sizes[order]
+    vert = np.repeat(starts[:-1][order] - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
+    coords = np.column_stack([x[vert] + col_off, y[vert] + row_off])
+    rings = shapely.linearrings(coords, indices=np.repeat(np.arange(order.size), sizes[order]))
+    polys = shapely.polygons(rings, indices=owner[order] - 1)
+    if polys.size != n_labels:  # pragma: no cover - every label is one 4-connected region
+        raise RuntimeError(f"traced {polys.size} polygons for {n_labels} regions")
+    return polys
