@@ -5,6 +5,7 @@ helmet, blue = vest)."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -232,6 +233,37 @@ def test_vests_worn_is_the_positive_of_the_hivis_rule(site_model, tmp_path):
     still = engine.segment(engine.open_scene(tmp_path / "vests.png"), "workers wearing hi-vis", plugin="safety")
     assert still.plan.template == "safety:vests_worn" and still.absent and not still.instances
     assert any("needs a person cue" in s.text and "--detector" in s.text for s in still.plan.steps)
+
+
+def test_vests_worn_with_a_person_only_detector_reads_the_torso_colour(tmp_path):
+    """A COCO-style model (people, no vest class): "workers wearing hi-vis" = person boxes whose torso band is hi-vis
+    coloured (the colour rule); a hi-vis patch on nobody and a worker without one are not answered; the negative
+    ("without vests") still refuses, rather than call every dim vest missing."""
+    from rscore.detectors.testing import COLOURS, save_pattern_yolo_onnx
+
+    model = save_pattern_yolo_onnx(tmp_path / "coco.onnx", ("car", "person"))  # people are green (COLOURS[1])
+    img = np.full((128, 256, 3), 114, np.uint8)
+    img[20:110, 40:64] = COLOURS[1]  # worker A (x 40-64, y 20-110) ...
+    img[45:75, 42:62] = (200, 255, 40)  # ... in a fluorescent yellow-green vest (600 px)
+    img[20:110, 180:204] = COLOURS[1]  # worker B, no vest
+    img[100:116, 110:150] = (200, 255, 40)  # a hi-vis sheet on the ground, on nobody
+    Image.fromarray(img).save(tmp_path / "vests.png")
+    opts = {"detector": str(model), "segmenter": "classical"}
+    res = engine.segment(engine.open_scene(tmp_path / "vests.png"), "workers wearing hi-vis", plugin="safety",
+                         options=opts)  # fmt: skip
+    assert res.plan.template == "safety:vests_worn" and not res.absent
+    assert [(i.label, i.bbox) for i in res.instances] == [("worker wearing hi-vis", (40, 20, 64, 110))]
+    steps = " ".join(s.text for s in res.plan.steps)
+    share = re.search(r"hi-vis colour covers (\d+)% of the torso band", steps)
+    assert "has no vest class" in steps and share and 40 <= int(share.group(1)) <= 55  # 600 px of a ~1250 px band
+    assert any("the detector has no vest class" in c for c in res.caveats)
+    # the share is a declared threshold: above A's, nobody
+    strict = engine.segment(engine.open_scene(tmp_path / "vests.png"), "workers wearing hi-vis", plugin="safety",
+                            options={**opts, "rules_vest_colour_share": 0.5})  # fmt: skip
+    assert not strict.instances
+    with pytest.raises(BackendUnavailable, match="needs the detector to have a vest"):
+        engine.segment(engine.open_scene(tmp_path / "vests.png"), "workers without vests", plugin="safety",
+                       options=opts)  # fmt: skip
 
 
 def test_every_detection_template_labels_its_instances_with_its_own_label(tmp_path):
