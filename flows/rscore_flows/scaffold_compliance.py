@@ -2,7 +2,7 @@
 
 ::
 
-    scaffold-compliance(inputs, out, templates=("hivis", "restricted_zone"), zones=None, sample_fps=1.0, day=None)
+    scaffold-compliance(inputs, out, templates=("hivis", "restricted_zone", "scaffold"), zones=None, sample_fps=1.0, day=None)
       per clip:   analyse-clip   sample frames with OpenCV (every ``stride`` frames, by default ``fps / sample_fps``),
                                  run each safety template on each sampled frame through ``rscore.engine.segment``,
                                  keep the frames where it fired (timestamp, area in px and share of the frame)
@@ -15,10 +15,14 @@
                                  report with relative paths and its frame index and time
 
 ``status`` is ``ok`` only when every clip was read and every safety check ran; ``incomplete`` when a check could not
-run (offline, the scaffold, bracing, guardrail, working-at-height and hard-hat checks need a VLM reasoner or a
-detector), ``partial`` when some clips could not be read, ``failed`` when none could. A check that did not run is
+run (offline, the bracing, guardrail, working-at-height and hard-hat checks need a VLM reasoner or a detector), ``partial`` when some clips could not be read, ``failed`` when none could. A check that did not run is
 never reported as passed. Sampled frames carry their clip's path, so the ``hivis`` check keeps hi-vis worn by moving
 people only (:mod:`rscore_safety.worn`).
+
+The ``scaffold`` check (a default) is :func:`rscore_safety.scaffold.scaffold_check` on each sampled frame: the boxes
+of a detector's scaffold class when one is configured, otherwise the offline structure cues (a lattice of long
+vertical standards and horizontal ledgers crossing in bays, with the braces inside), reported with its confidence
+withheld and the caveat that window grids, fences and racking look the same.
 
 With a detector (``options={"detector_model": "site.onnx"}``, CLI ``-O detector_model=PATH``) the default templates
 gain the detection rules of :mod:`rscore_safety.detections` (workers, hard hats, vests, people near machinery, people
@@ -54,6 +58,7 @@ from prefect.tasks import exponential_backoff
 from rscore.detectors.programs import detector_configured
 from rscore.engine import default_registry, segment
 from rscore.errors import BackendUnavailable, InputError, OptionError
+from rscore.sdk import CONFIDENCE_WITHHELD
 from rscore.types import ArraySource, Scene, VideoInfo
 
 from rscore_flows._common import (
@@ -93,7 +98,9 @@ __all__ = [
 
 FLOW_NAME = "scaffold-compliance"
 PLUGIN = "safety"
-DEFAULT_TEMPLATES = ("hivis", "restricted_zone")
+DEFAULT_TEMPLATES = ("hivis", "restricted_zone", "scaffold")
+STRUCTURE_CHECK = "scaffold"  # answered by rscore_safety.scaffold.scaffold_check: a detector's scaffold class, or
+# the offline lattice cues (standards, ledgers, braces) with the confidence withheld
 # added to the default templates when a detector is configured (-O detector_model=PATH): rscore_safety.detections
 DETECTOR_TEMPLATES = ("workers", "hard_hats", "no_vests", "near_machinery", "at_height", "people_in_zone")
 ZONE_TEMPLATE = "restricted_zone"
@@ -283,8 +290,12 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
     queries: list[tuple[str, str, dict[str, Any]]] = []  # (finding name, query text, options)
     skipped: dict[str, str] = {}
     extra = dict(job.options)
+    structure = False  # the scaffold check (rscore_safety.scaffold): detector boxes or offline lattice cues
     for name in job.templates:
         t = _safety_template(reg, name)
+        if t.name == STRUCTURE_CHECK and t.program is None:
+            structure = True
+            continue
         if t.program is None:
             skipped[t.name] = "needs a VLM reasoner (no offline program); run it with 'rscore run --reasoner ...'"
             continue
@@ -303,6 +314,8 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
     if job.query:
         queries.append(("query", job.query, {**extra, **({"zones": job.zones} if job.zones else {})}))
     fired: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in queries if name != ZONE_TEMPLATE}
+    if structure:
+        fired[STRUCTURE_CHECK] = []
     overlaps: dict[str, list[dict[str, Any]]] = {}
     zone_info: dict[str, Any] = {}
     zone: np.ndarray | None = None
@@ -321,6 +334,8 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
             sampled += 1
             scene = frame_scene(rgb, job.path, frame, t_s, info["fps"])
             masks: dict[str, np.ndarray] = {}
+            if structure:
+                _structure(rgb, frame, t_s, extra, fired, caveats, confidence, best)
             for name, text, opts in list(queries):
                 if name == ZONE_TEMPLATE and zone is not None:
                     continue  # zones are fixed in the camera's pixel coordinates: rasterised once per clip
@@ -379,6 +394,24 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
     )  # fmt: skip
 
 
+def _structure(rgb: np.ndarray, frame: int, t_s: float, options: Mapping[str, Any], fired: dict[str, list[Any]],
+               caveats: dict[str, list[str]], confidence: dict[str, float | None], best: BestFrames) -> None:  # fmt: skip
+    """The scaffold check on one sampled frame (see :data:`STRUCTURE_CHECK`)."""
+    from rscore_safety.scaffold import scaffold_check
+
+    mask, items, how, caveat = scaffold_check(rgb, dict(options))
+    seen = caveats.setdefault(STRUCTURE_CHECK, [])
+    for c in (f"answered from {how}", *((CONFIDENCE_WITHHELD + caveat,) if caveat else ())):
+        if c not in seen:
+            seen.append(c)
+    confidence[STRUCTURE_CHECK] = None  # no routing here; the cues are unmeasured, a detector's accuracy is its own
+    area = int(mask.sum())
+    if area:
+        best.offer(STRUCTURE_CHECK, area, frame, t_s, rgb, items)
+        fired[STRUCTURE_CHECK].append({"frame": frame, "t_s": round(t_s, 3), "area_px": area,
+                                       "share": round(area / mask.size, 6), "instances": len(items)})  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------------------------- aggregation
 def aggregate(clips: Sequence[ClipFindings]) -> dict[str, Any]:
     """Per camera and overall: for each finding, frames and clips where it fired, first and last sighting, the
@@ -425,7 +458,9 @@ def check_states(registry: Any, requested: Sequence[str], clips: Sequence[ClipFi
         if t.plugin != PLUGIN:
             continue
         why = next((c.skipped[t.name] for c in good if t.name in c.skipped), None)
-        if t.name in requested and good and why is None:
+        if t.name == STRUCTURE_CHECK and t.name not in requested and why is None:
+            state, why, fired = "not requested", None, 0  # the offline lattice cues could answer it
+        elif t.name in requested and good and why is None:
             state, why = "ran", None
             fired = sum(len(c.fired.get(t.name, ())) for c in good)
         elif t.name in requested:
@@ -441,6 +476,8 @@ def check_states(registry: Any, requested: Sequence[str], clips: Sequence[ClipFi
             item["why"] = why
         if state == "ran":
             item["frames_fired"] = fired
+            if t.name == STRUCTURE_CHECK:  # how it was answered (detector or offline cues) and the cues' limits
+                item["answered"] = list(dict.fromkeys(c for cl in good for c in cl.caveats.get(t.name, ())))
         if t.caveats:
             item["caveats"] = list(t.caveats)
         out.append(item)
