@@ -131,3 +131,28 @@ def test_scaffold_check_uses_a_detectors_scaffold_class(tmp_path):
     assert [f["area_px"] for f in found.fired["scaffold"]] == [1200, 1200]
     assert any("detector yolo-onnx" in c for c in found.caveats["scaffold"])
     assert not any(c.startswith("confidence withheld") for c in found.caveats["scaffold"])
+
+
+def test_a_vlm_reasoner_answers_the_checks_without_an_offline_program(tmp_path, monkeypatch):
+    """-O reasoner=openai: scaffold (instead of its lattice cues) and guardrails are asked of the VLM on every sampled
+    frame, over real HTTP to the loopback OpenAI-compatible test server, guided by each template's prompt."""
+    import json
+
+    from openai_stub_server import ScriptedOpenAIServer
+
+    monkeypatch.delenv("RSCORE_OPENAI_API_KEY", raising=False)
+    answer = json.dumps({"steps": ["a scaffold face"], "targets": [{"label": "scaffold", "box": [55, 30, 251, 221],
+                                                                    "confidence": 0.8}]})  # fmt: skip
+    clip = _still_clip(tmp_path / "face.avi", _scaffold_frame(), n=2)
+    with ScriptedOpenAIServer([answer]) as srv:
+        opts = {"reasoner": "openai", "endpoint": srv.url, "model": "test-vlm", "segmenter": "classical",
+                "openai_backoff_s": 0.01, "timeout_s": 5}  # fmt: skip
+        found = sc.analyse_clip.fn(_job(clip, ("scaffold", "guardrails"), opts))
+    assert found.error is None and not found.skipped, found.skipped
+    assert [f["frame"] for f in found.fired["scaffold"]] == [0, 1] == [f["frame"] for f in found.fired["guardrails"]]
+    assert not any("offline structure cues" in c for c in found.caveats.get("scaffold", ()))
+    prompts = [json.dumps(r.json["messages"]) for r in srv.chat_requests]
+    assert len(prompts) == 4 and any("standards" in p for p in prompts) and any("toe board" in p for p in prompts)
+    # with no reasoner the guardrail check cannot run offline, and says so
+    offline = sc.analyse_clip.fn(_job(clip, ("guardrails",), {}))
+    assert "VLM" in offline.skipped["guardrails"]

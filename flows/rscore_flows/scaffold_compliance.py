@@ -27,6 +27,9 @@ withheld and the caveat that window grids, fences and racking look the same.
 With a detector (``options={"detector_model": "site.onnx"}``, CLI ``-O detector_model=PATH``) the default templates
 gain the detection rules of :mod:`rscore_safety.detections` (workers, hard hats, vests, people near machinery, people
 in zones); a rule that cannot run (no detector, or a class the model lacks) is listed under ``skipped`` with why.
+With a VLM reasoner (``-O reasoner=openai -O endpoint=URL -O model=NAME``, or ``transformers``) the checks without an
+offline program (the scaffold - instead of its lattice cues -, bracing, guardrails, working at height) are asked of
+it on each sampled frame, guided by the template's prompt.
 
 Inputs are clip files, folders of clips (a folder is a camera: its clips are reported under the folder's name) or
 globs. ``day`` (``YYYY-MM-DD``, ``today``, ``yesterday``) keeps only clips last modified on that local date, so a
@@ -103,6 +106,8 @@ STRUCTURE_CHECK = "scaffold"  # answered by rscore_safety.scaffold.scaffold_chec
 # the offline lattice cues (standards, ledgers, braces) with the confidence withheld
 # added to the default templates when a detector is configured (-O detector_model=PATH): rscore_safety.detections
 DETECTOR_TEMPLATES = ("workers", "hard_hats", "no_vests", "near_machinery", "at_height", "people_in_zone")
+# added when a VLM reasoner is configured (-O reasoner=...): the checks with no offline program
+VLM_TEMPLATES = ("scaffold_bracing", "guardrails", "workers_at_height")
 ZONE_TEMPLATE = "restricted_zone"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv")
 FALLBACK_FPS = 25.0  # when a container does not say
@@ -291,8 +296,12 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
     skipped: dict[str, str] = {}
     extra = dict(job.options)
     structure = False  # the scaffold check (rscore_safety.scaffold): detector boxes or offline lattice cues
+    vlm = vlm_configured(extra)
     for name in job.templates:
         t = _safety_template(reg, name)
+        if t.program is None and vlm:  # a VLM reasoner answers it, guided by the template's prompt
+            queries.append((t.name, t.examples[0] if t.examples else t.label, {**extra, "template": t.name}))
+            continue
         if t.name == STRUCTURE_CHECK and t.program is None:
             structure = True
             continue
@@ -392,6 +401,12 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
         zone=zone_info, skipped=skipped, seconds=time.perf_counter() - t0, worker=worker_id(),
         caveats={k: tuple(v) for k, v in caveats.items()}, confidence=confidence, evidence=best.render(),
     )  # fmt: skip
+
+
+def vlm_configured(options: Mapping[str, Any]) -> bool:
+    """Whether the options name a VLM reasoner (``-O reasoner=openai|transformers|agent|...``): then the checks without
+    an offline program (scaffold, bracing, guardrails, working at height) are asked of it."""
+    return str(options.get("reasoner") or "analytic").strip().lower() not in ("", "analytic")
 
 
 def _structure(rgb: np.ndarray, frame: int, t_s: float, options: Mapping[str, Any], fired: dict[str, list[Any]],
@@ -580,8 +595,11 @@ def scaffold_compliance(
         raise OptionError(f"zones file {zones} does not exist")
     reg = default_registry()
     reg.require_plugin(PLUGIN)
-    if detector_configured(options or {}) and tuple(templates) == DEFAULT_TEMPLATES:  # --detector / detector_model
+    defaults = tuple(templates) == DEFAULT_TEMPLATES
+    if detector_configured(options or {}) and defaults:  # --detector / detector_model
         templates = [*templates, *DETECTOR_TEMPLATES]
+    if vlm_configured(options or {}) and defaults:  # -O reasoner=...: the checks only a VLM answers
+        templates = [*templates, *VLM_TEMPLATES]
     names = tuple(_safety_template(reg, t).name for t in templates)
     if not names and not query:
         raise OptionError("give at least one template or a query")
