@@ -90,6 +90,19 @@ def test_v5_layout_objectness_times_class(models):
     assert found[0].score == pytest.approx(1.0)
 
 
+def test_v11_and_transposed_exports_read_like_v8(models, tmp_path):
+    """YOLO11 has YOLOv8's head layout; some exports transpose it to (B, N, 4 + nc): the same detections."""
+    img = canvas(128, 256)
+    img[20:80, 40:60] = PERSON
+    img[30:50, 150:200] = VEST
+    want = boxes(make_yolo_detector({"detector_model": str(models["v8"])}).detect(img))
+    assert len(want) == 2
+    v11 = make_yolo_detector({"detector_model": str(models["v8"]), "detector_layout": "v11"})
+    assert v11.layout == "v8" and boxes(v11.detect(img)) == want
+    t = make_yolo_detector({"detector_model": str(save_pattern_yolo_onnx(tmp_path / "t.onnx", layout="v8t"))})
+    assert t.layout == "v8t" and boxes(t.detect(img)) == want
+
+
 def test_batch_of_frames_in_one_call_matches_single_frames(models):
     a, b = canvas(128, 256), canvas(64, 64)
     a[20:80, 40:80] = PERSON

@@ -60,7 +60,8 @@ def _pattern_module(nc: int, size: int, reach: int, layout: str) -> Any:
                 obj = scores.amax(1, keepdim=True)
                 probs = (scores >= obj).float() * (obj > 0).float()
                 return torch.cat([cxcywh, obj, probs], 1).transpose(1, 2)
-            return torch.cat([cxcywh, scores], 1)  # (B, 4 + nc, N)
+            out = torch.cat([cxcywh, scores], 1)  # (B, 4 + nc, N)
+            return out.transpose(1, 2) if layout == "v8t" else out  # v8t: a transposed export, (B, N, 4 + nc)
 
     return Pattern().eval()
 
