@@ -97,7 +97,8 @@ def save_pattern_yolo_onnx(path: str | Path, names: Sequence[str] | None = ("per
                            nc: int | None = None) -> Path:
     """Save the colour-pattern YOLO model (see the module docstring). ``names`` go into the ``names`` metadata the
     way Ultralytics writes it (``None``: no metadata; then ``nc`` classes). ``reach`` (px on the network canvas) is
-    how far an anchor sees: blobs must be smaller than it and further apart than it."""
+    how far an anchor sees: blobs must be smaller than it and further apart than it. ``layout``: ``v8`` (also
+    YOLO11's), ``v8t`` (v8 transposed) or ``v5``."""
     count = len(names) if names else int(nc or 3)
     meta = {"names": repr(dict(enumerate(names or ()))), "imgsz": repr([size, size]), "stride": "8", "task": "detect"}
     return export_onnx(_pattern_module(count, size, reach, layout), path, size, dynamic_batch=dynamic_batch,
