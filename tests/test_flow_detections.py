@@ -156,3 +156,16 @@ def test_a_vlm_reasoner_answers_the_checks_without_an_offline_program(tmp_path, 
     # with no reasoner the guardrail check cannot run offline, and says so
     offline = sc.analyse_clip.fn(_job(clip, ("guardrails",), {}))
     assert "VLM" in offline.skipped["guardrails"]
+
+
+def test_check_states_know_a_detector_can_answer_the_rules_not_asked_for():
+    from rscore.engine import default_registry
+
+    reg = default_registry()
+    clip = sc.ClipFindings("x.avi", "cam", "x", sampled=1, fired={"workers": ()})
+    offline = {c["check"]: c for c in sc.check_states(reg, ("workers",), [clip])}
+    assert offline["hard_hats_worn"]["state"] == "could not run" and "detector" in offline["hard_hats_worn"]["why"]
+    with_model = {c["check"]: c for c in sc.check_states(reg, ("workers",), [clip], {"detector_model": "m.onnx"})}
+    assert with_model["hard_hats_worn"]["state"] == "not requested"
+    assert with_model["guardrails"]["state"] == "could not run"  # no detection program: still a VLM question
+    assert "vests_worn" in sc.DETECTOR_TEMPLATES  # a person-only (COCO) model answers it from the torso's colour

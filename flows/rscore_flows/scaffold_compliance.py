@@ -105,7 +105,7 @@ DEFAULT_TEMPLATES = ("hivis", "restricted_zone", "scaffold")
 STRUCTURE_CHECK = "scaffold"  # answered by rscore_safety.scaffold.scaffold_check: a detector's scaffold class, or
 # the offline lattice cues (standards, ledgers, braces) with the confidence withheld
 # added to the default templates when a detector is configured (-O detector_model=PATH): rscore_safety.detections
-DETECTOR_TEMPLATES = ("workers", "hard_hats", "no_vests", "near_machinery", "at_height", "people_in_zone")
+DETECTOR_TEMPLATES = ("workers", "hard_hats", "no_vests", "vests_worn", "near_machinery", "at_height", "people_in_zone")
 # added when a VLM reasoner is configured (-O reasoner=...): the checks with no offline program
 VLM_TEMPLATES = ("scaffold_bracing", "guardrails", "workers_at_height")
 ZONE_TEMPLATE = "restricted_zone"
@@ -462,12 +462,14 @@ def aggregate(clips: Sequence[ClipFindings]) -> dict[str, Any]:
 NEEDS_MODEL = "needs a VLM reasoner or a detector (no offline program): run it with 'rscore run --reasoner ...'"
 
 
-def check_states(registry: Any, requested: Sequence[str], clips: Sequence[ClipFindings]) -> list[dict[str, Any]]:
+def check_states(registry: Any, requested: Sequence[str], clips: Sequence[ClipFindings],
+                 options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every safety check (template) with its state: ``ran`` (on at least one clip), ``could not run`` (with why:
     it needs a VLM or a detector, or an input such as a zones file was missing, or no clip could be read), or
-    ``not requested`` (it has an offline program but was not asked for). A check that did not run is never
-    reported as passed."""
+    ``not requested`` (it has an offline program - or a detection program and ``options`` configure a detector - but
+    was not asked for). A check that did not run is never reported as passed."""
     out = []
+    detector = detector_configured(options or {})
     good = [c for c in clips if not c.error]
     for t in registry.templates_for(PLUGIN):
         if t.plugin != PLUGIN:
@@ -482,7 +484,7 @@ def check_states(registry: Any, requested: Sequence[str], clips: Sequence[ClipFi
             state = "could not run"
             why = why or ("no clip could be read" if not good else NEEDS_MODEL)
             fired = 0
-        elif t.program is None or "detector" in t.needs:  # not asked for here, and nothing here could answer it
+        elif t.program is None or ("detector" in t.needs and not detector):  # nothing here could answer it
             state, why, fired = "could not run", NEEDS_MODEL, 0
         else:
             state, why, fired = "not requested", None, 0
@@ -620,7 +622,7 @@ def scaffold_compliance(
                                 file_digest(p), versions, extra))  # fmt: skip
     findings = analyse_clips.with_options(task_runner=runner)(jobs, str(out_dir), retries, retry_delay_s, refresh)
     bad = [f for f in findings if f.error]
-    checks = check_states(reg, names, findings)
+    checks = check_states(reg, names, findings, options)
     not_run = [c["check"] for c in checks if c["state"] == "could not run"]
     # "ok" only when every clip was read and every safety check ran: scaffold, bracing, guardrail and hard-hat
     # checks need a VLM or a detector, so an offline run of this flow is "incomplete", never "ok"
