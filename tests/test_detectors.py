@@ -214,3 +214,19 @@ def test_object_template_any_plugin_can_answer_from_detections(models):
     with pytest.raises(BackendUnavailable, match="needs a detector class among Helmet"):
         segment(scene, "schools of fish", plugin="reef", registry=reg,
                 options={"detector_model": str(models["bare"])})  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_cuda_asked_but_not_started_is_an_error_not_a_silent_cpu_run(models, monkeypatch):
+    """A CUDA provider that onnxruntime lists but cannot start (missing CUDA libraries) falls back to the CPU inside
+    onnxruntime; asked for cuda, the detector refuses instead of timing the CPU as the GPU."""
+    import onnxruntime as ort
+
+    from rscore.detectors import clear_detector_cache
+    from rscore.errors import BackendUnavailable
+
+    clear_detector_cache()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(BackendUnavailable, match="could not start its CUDA provider"):
+        make_yolo_detector({"detector_model": str(models["v8"]), "device": "cuda"})
+    clear_detector_cache()

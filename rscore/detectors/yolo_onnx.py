@@ -181,6 +181,10 @@ class YoloOnnxDetector:
             raise InputError(f"not a loadable ONNX model ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})",
                              path=self.path) from None
         self.providers = tuple(self.session.get_providers())
+        if device.startswith("cuda") and "CUDAExecutionProvider" not in self.providers:  # onnxruntime fell back
+            raise BackendUnavailable(f"detector device '{opts.device}': onnxruntime could not start its CUDA provider "
+                                     "(CUDA / cuDNN libraries not found?) and would run on the CPU; fix the CUDA "
+                                     "install or pass -O device=cpu")  # fmt: skip
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         meta = dict(self.session.get_modelmeta().custom_metadata_map or {})
