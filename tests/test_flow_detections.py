@@ -116,6 +116,11 @@ def test_scaffold_check_offline_cues_with_confidence_withheld(tmp_path):
     x0, y0, x1, y1 = box["bbox"]
     assert 55 <= x0 <= 60 and 30 <= y0 <= 31 and 245 <= x1 <= 251 and 220 <= y1 <= 222, box  # standards' extent
     assert "4 standards, 3 ledgers" in box["label"]
+    img = cv2.cvtColor(cv2.imdecode(np.frombuffer(ev["png"], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    frame = _scaffold_frame()
+    assert img.shape == frame.shape
+    assert np.abs(img[100, 61:64].astype(int) - frame[100, 61:64]).sum() > 30  # a standard: its mask tinted
+    assert np.abs(img[90, 85:95].astype(int) - frame[90, 85:95]).max() <= 8  # inside a bay: left as it was
     # nothing scaffold-like: the check ran and found nothing (not "could not run")
     plain = _still_clip(tmp_path / "plain.avi", np.full((120, 160, 3), 150, np.uint8))
     none = sc.analyse_clip.fn(_job(plain, ("scaffold",), {}))
