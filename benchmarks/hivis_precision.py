@@ -278,13 +278,46 @@ class Tally:
         }
 
 
+def helmet_wearers(lab: dict) -> list[list[int]]:
+    """The labelled people wearing a hard hat: a hard-hat box whose centre lies in the top third of their box (a
+    hat sticks out over the top, so its centre may sit a little above it)."""
+    out = []
+    for p in lab["people"]:
+        h = p[3] - p[1]
+        for x0, y0, x1, y1 in lab.get("hard_hats", []):
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            if p[0] <= cx <= p[2] and p[1] - 0.1 * h <= cy <= p[1] + h / 3:
+                out.append(p)
+                break
+    return out
+
+
+def ppe_rules(rgb: np.ndarray, person_model: str, ppe_model: str) -> dict[str, list[list[float]]]:
+    """The safety rules over real detections of two models (people from ``person_model``, helmets and vests from
+    ``ppe_model``): the boxes each rule answers, through :mod:`rscore_safety.detections`' rule functions."""
+    from rscore.detectors import get_detector
+    from rscore_safety.detections import RuleOptions, hard_hats, no_hard_hats, no_vests, vests
+
+    dets = [*get_detector({"detector_model": person_model}).detect(rgb),
+            *get_detector({"detector_model": ppe_model}).detect(rgb)]
+    opts = RuleOptions()
+    return {name: [list(h.box) for h in fn(dets, opts)] for name, fn in
+            (("hard hats worn", hard_hats), ("no hard hats", no_hard_hats), ("vests worn", vests),
+             ("no vests", no_vests))}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=None, help="the shared data folder (default: rscore.testing.shared_data_dir())")
     ap.add_argument("--draw", default=None, help="folder for one PNG per labelled frame")
     ap.add_argument("--detector", default=None, help="answer 'workers wearing hi-vis' and 'people on site' with this "
                     "detector (a path: skipped with a message when it is not there)")
+    ap.add_argument("--ppe-detector", default=None, help="with --detector (people): a helmet / vest model; the hard-hat "
+                    "and vest rules on both models' detections (skipped when the path is not there)")
     args = ap.parse_args(argv)
+    if args.ppe_detector and (not Path(args.ppe_detector).exists() or not args.detector):
+        print(f"skip --ppe-detector {args.ppe_detector}: not there, or no --detector for the people")
+        args.ppe_detector = None
     if args.detector and not Path(args.detector).exists():
         print(f"skip --detector {args.detector}: no such file or folder; measuring without a detector")
         args.detector = None
@@ -308,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     people_total: People | Persons = Persons() if args.detector else People()
     persons_total = Persons()
     worn_error = ""
+    rule_truth = {"hard hats worn": helmet_wearers, "no hard hats": lambda lab: [p for p in lab["people"]
+                  if p not in helmet_wearers(lab)], "vests worn": wearers,
+                  "no vests": lambda lab: [p for p in lab["people"] if p not in wearers(lab)]}  # fmt: skip
+    rule_totals = {k: Persons() for k in rule_truth}
     how = f"--detector {args.detector}" if args.detector else "offline, no detector"
     people_name = f"workers wearing hi-vis ({how})"
     print(f"labels: {LABELS.name} (hand-labelled by this project; see its description)")
@@ -338,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     people.add(worn, lab)
                     people_total.add(worn, lab)
+            if args.ppe_detector:
+                for name, answered in ppe_rules(rgb, args.detector, args.ppe_detector).items():
+                    rule_totals[name].add(answered, {"people": rule_truth[name](lab)})
             if args.detector:
                 found = answer_workers(rgb, path, idx, args.detector)
                 persons.add(found, lab)
@@ -383,6 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.detector:
         print("  people on site (workers template, --detector): "
               + "  ".join(f"{k}: {v}" for k, v in persons_total.row().items()))
+    if args.ppe_detector:
+        print(f"\nsafety rules over --detector people + --ppe-detector {args.ppe_detector} (all labelled frames; "
+              "answers matched to the labelled people the rule should name, IoU >= 0.5)")
+        for name, tally in rule_totals.items():
+            print(f"  {name:16s} " + "  ".join(f"{k}: {v}" for k, v in tally.row().items()))
     return 0
 
 
