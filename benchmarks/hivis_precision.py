@@ -46,12 +46,16 @@ each once).
 
 **People on site** (``--detector`` only): the ``workers`` template's instance boxes against every labelled person,
 matched greedily by IoU >= 0.5: precision, recall and mean IoU of the matches. A ``--detector`` path that is not
-there is skipped with a message (the offline figures are still printed). The real model measured in
+there is skipped with a message (the offline figures are still printed).
+
+**Hard hats and vests on real detections** (``--detector PEOPLE.onnx --ppe-detector HELMET_VEST.onnx``): the rule
+functions ``hard_hats`` / ``no_hard_hats`` / ``vests`` / ``no_vests`` of :mod:`rscore_safety.detections` on both
+models' detections of each labelled frame, matched (IoU >= 0.5) to the labelled people each rule should name. The real model measured in
 ``benchmarks/README.md`` (YOLOv5n, COCO) is not part of this repository: see there for where to get it.
 
 ::
 
-    python benchmarks/hivis_precision.py [--data ../shared/data] [--draw DIR] [--detector PATH]
+    python benchmarks/hivis_precision.py [--data ../shared/data] [--draw DIR] [--detector PATH [--ppe-detector PATH]]
 
 ``--draw`` writes one PNG per frame: labels (vests green, hard hats yellow, people white), before (magenta),
 red guard (orange) and without joins (amber), after without joins (blue) and after (cyan) side by side.
