@@ -38,7 +38,8 @@ both give the same record (tracks, scores, masks) on every frame.
 
     python benchmarks/bench_detector.py                     # CPU
     python benchmarks/bench_detector.py --device cuda --frames 200 --batch 8
-    python benchmarks/bench_detector.py --model yolov5n-coco.onnx --video ../shared/data/construction/cctv_generic/opencv_vtest.avi
+    python benchmarks/bench_detector.py --model yolov5n-coco.onnx \
+        --video ../shared/data/construction/cctv_generic/opencv_vtest.avi
     python benchmarks/bench_detector.py --keyframes --frames 16 --batch 8 --repeats 3
     python benchmarks/bench_detector.py --tracking --frames 24 --every 2 --batch 8 --repeats 3
 """
@@ -269,11 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     det = get_detector({"detector_model": str(path), "device": args.device, "detector_batch": args.batch})
     bare = Bare(path, providers, det.input_size[0], layout=det.layout)
     pics = video_frames(args.video, args.frames) if args.video else frames(args.frames)
+    frame_wh = [pics[0].shape[1], pics[0].shape[0]]
     # same answers first: a fast wrong detector is no baseline
     ours = det.detect(pics[0])
     theirs = bare.detect(pics[0])
     agree = len(ours) == len(theirs) and all(
-        o.class_id == t[0] and abs(o.score - t[1]) < 1e-4 and np.allclose(o.box, np.clip(t[2], 0, [pics[0].shape[1], pics[0].shape[0]] * 2),
+        o.class_id == t[0] and abs(o.score - t[1]) < 1e-4 and np.allclose(o.box, np.clip(t[2], 0, frame_wh * 2),
                                                                           atol=0.5)
         for o, t in zip(sorted(ours, key=lambda d: -d.score), sorted(theirs, key=lambda t: -t[1]))
     )  # fmt: skip

@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ensure_torchvision()  # the CPU torch here lacks torchvision's C ops; YOLOv5's code imports torchvision
     sys.path.insert(0, str(args.yolov5.resolve()))
-    try:
-        import pkg_resources  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("pkg_resources") is None:
         from packaging.version import parse
 
         sys.modules["pkg_resources"] = types.SimpleNamespace(parse_version=parse, require=lambda *a, **k: None)

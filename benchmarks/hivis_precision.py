@@ -50,7 +50,8 @@ there is skipped with a message (the offline figures are still printed).
 
 **Hard hats and vests on real detections** (``--detector PEOPLE.onnx --ppe-detector HELMET_VEST.onnx``): the rule
 functions ``hard_hats`` / ``no_hard_hats`` / ``vests`` / ``no_vests`` of :mod:`rscore_safety.detections` on both
-models' detections of each labelled frame, matched (IoU >= 0.5) to the labelled people each rule should name. The real model measured in
+models' detections of each labelled frame, matched (IoU >= 0.5) to the labelled people each rule should name.
+The real model measured in
 ``benchmarks/README.md`` (YOLOv5n, COCO) is not part of this repository: see there for where to get it.
 
 ::
@@ -316,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draw", default=None, help="folder for one PNG per labelled frame")
     ap.add_argument("--detector", default=None, help="answer 'workers wearing hi-vis' and 'people on site' with this "
                     "detector (a path: skipped with a message when it is not there)")
-    ap.add_argument("--ppe-detector", default=None, help="with --detector (people): a helmet / vest model; the hard-hat "
-                    "and vest rules on both models' detections (skipped when the path is not there)")
+    ap.add_argument("--ppe-detector", default=None, help="with --detector (people): a helmet / vest model; the "
+                    "hard-hat and vest rules on both models' detections (skipped when the path is not there)")
     args = ap.parse_args(argv)
     if args.ppe_detector and (not Path(args.ppe_detector).exists() or not args.detector):
         print(f"skip --ppe-detector {args.ppe_detector}: not there, or no --detector for the people")
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:40s} " + "  ".join(f"{k}: {v}" for k, v in t.row().items()))
         print(f"  {people_name}: " + "  ".join(f"{k}: {v}" for k, v in people.row().items()))
         if args.detector:
-            print(f"  people on site (workers template, --detector): "
+            print("  people on site (workers template, --detector): "
                   + "  ".join(f"{k}: {v}" for k, v in persons.row().items()))
     print("\none worker, one vest: every frame of the Intel clips (unlabelled frames too; the worker is in all)")
     for src in spec["sources"]:

@@ -2,7 +2,8 @@
 
 ::
 
-    scaffold-compliance(inputs, out, templates=("hivis", "restricted_zone", "scaffold"), zones=None, sample_fps=1.0, day=None)
+    scaffold-compliance(inputs, out, templates=("hivis", "restricted_zone", "scaffold"), zones=None, sample_fps=1.0,
+                        day=None)
       per clip:   analyse-clip   sample frames with OpenCV (every ``stride`` frames, by default ``fps / sample_fps``),
                                  run each safety template on each sampled frame through ``rscore.engine.segment``,
                                  keep the frames where it fired (timestamp, area in px and share of the frame)
@@ -410,7 +411,8 @@ def vlm_configured(options: Mapping[str, Any]) -> bool:
 
 
 def _structure(rgb: np.ndarray, frame: int, t_s: float, options: Mapping[str, Any], fired: dict[str, list[Any]],
-               caveats: dict[str, list[str]], confidence: dict[str, float | None], best: BestFrames) -> None:  # fmt: skip
+               caveats: dict[str, list[str]], confidence: dict[str, float | None],
+               best: BestFrames) -> None:  # fmt: skip
     """The scaffold check on one sampled frame (see :data:`STRUCTURE_CHECK`)."""
     from rscore_safety.scaffold import scaffold_check
 

@@ -47,7 +47,8 @@ from rscore.sdk import OpContext, ProgramOutput, Template, uses
 log = logging.getLogger(__name__)
 
 __all__ = ["ROLES", "PHRASES", "RuleOptions", "Hit", "role_of", "workers", "hard_hats", "no_hard_hats", "vests",
-           "no_vests", "near_machinery", "at_height", "in_zones", "RULES", "TEMPLATES", "with_detection_rules", "detect_ahead"]
+           "no_vests", "near_machinery", "at_height", "in_zones", "RULES", "TEMPLATES", "with_detection_rules",
+           "detect_ahead", "vest_colour_shares"]
 
 ROLES: Mapping[str, tuple[str, ...]] = {
     "person": ("person", "worker", "people", "human", "pedestrian"),
