@@ -304,3 +304,30 @@ def test_every_detection_template_labels_its_instances_with_its_own_label(tmp_pa
         assert {i.label for i in res.instances} == {templates[name].label}, name
         steps = " ".join(s.text for s in res.plan.steps)
         assert f"{templates[name].label} at (" in steps, name  # the plan names each hit as the instances do
+
+
+def test_at_height_with_a_person_only_detector_takes_the_scaffold_from_structure_cues(tmp_path):
+    """A COCO-style model has people but no scaffold class: the at-height rule takes the scaffold from the offline
+    lattice cues (standards and ledgers), its base as the ground, with the confidence withheld."""
+    import cv2
+
+    from rscore.detectors.testing import COLOURS, save_pattern_yolo_onnx
+
+    model = save_pattern_yolo_onnx(tmp_path / "coco.onnx", ("car", "person"))  # people are green (COLOURS[1])
+    rng = np.random.default_rng(0)
+    img = np.clip(rng.normal(170, 12, (240, 320, 3)), 0, 255).astype(np.uint8)
+    for x in (60, 120, 180, 240):  # a scaffold face: 4 standards (y 30-220), 3 ledgers
+        cv2.rectangle(img, (x, 30), (x + 4, 220), (70, 70, 75), -1)
+    for y in (60, 120, 180):
+        cv2.rectangle(img, (55, y), (250, y + 4), (70, 70, 75), -1)
+    img[80:120, 135:155] = COLOURS[1]  # worker A standing on the middle ledger (feet at y 120)
+    img[185:225, 275:295] = COLOURS[1]  # worker B on the ground beside the scaffold
+    Image.fromarray(img).save(tmp_path / "face.png")
+    opts = {"detector": str(model), "segmenter": "classical"}
+    res = engine.segment(engine.open_scene(tmp_path / "face.png"), "people working at height", plugin="safety",
+                         options=opts)  # fmt: skip
+    assert res.plan.template == "safety:at_height"
+    assert [i.bbox for i in res.instances] == [(135, 80, 155, 120)]
+    steps = " ".join(s.text for s in res.plan.steps)
+    assert "no scaffold class: 1 scaffold lattice(s)" in steps and "person heights above the base" in steps
+    assert res.confidence is None and any("window grids" in c for c in res.caveats)

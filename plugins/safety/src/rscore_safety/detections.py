@@ -22,6 +22,8 @@ area lies inside it):
 - ``at height``: ``p``'s foot point lies within a scaffold box's columns and at least ``height_above`` x h above its
   bottom edge, taken as the ground under the scaffold (a person in front of the scaffold on rising ground can look
   raised too: the template says so in its caveats).
+  A detector with people but no scaffold class (a COCO model) gets its scaffolds from the offline structure cues
+  (:mod:`rscore_safety.scaffold`: a lattice of standards and ledgers), with the confidence withheld.
 - ``in zone``: ``p``'s foot point (bottom centre: where the person stands on the ground plane) lies inside a
   polygon of ``-O zones=FILE``.
 
@@ -390,8 +392,13 @@ def _program(rule: DetectionRule, label: str) -> Callable[[OpContext], ProgramOu
                 raise OptionError("the people-in-zone rule needs a zones file: pass -O zones=zones.geojson")
             zones = load_zones(str(ctx.params["zones"]))
         detector = require_detector(ctx.params, rule.name)
-        _check_classes(rule, detector, opts)
+        cues = rule.name == "at_height" and not _has_role(detector, "scaffold", opts) and _has_role(
+            detector, "person", opts)  # fmt: skip
+        if not cues:
+            _check_classes(rule, detector, opts)
         dets = picture_detections(ctx, detector, ALL_PHRASES)
+        if cues:  # no scaffold class: the scaffolds from the offline structure cues (rscore_safety.scaffold)
+            dets = [*dets, *_scaffold_cues(ctx)]
         hits = [replace(h, label=label) for h in (rule.fn(dets, opts, zones) if zones else rule.fn(dets, opts))]
         counts = {role: len(v) for role, v in _by_role(dets, opts).items() if v}
         ctx.note(
@@ -410,6 +417,21 @@ def _program(rule: DetectionRule, label: str) -> Callable[[OpContext], ProgramOu
 
     program.__name__ = f"detections_{rule.name}"
     return declare_phrases(program, ALL_PHRASES)  # the video engine batches its keyframe candidates
+
+
+def _scaffold_cues(ctx: OpContext) -> list[Any]:
+    """Scaffold "detections" from the line-segment lattice of the whole picture (score 1: the cue has no score of
+    its own), for the at-height rule when the detector has no scaffold class; noted, caveated, confidence withheld."""
+    from rscore.detectors import Detection
+    from rscore.io.images import scene_rgb8
+    from rscore_safety.scaffold import CAVEAT, describe_rule, find_lattices
+
+    lattices, counts = find_lattices(scene_rgb8(ctx.scene))
+    ctx.note(f"the detector has no scaffold class: {len(lattices)} scaffold lattice(s) from offline structure cues "
+             f"({describe_rule()}; {counts['standards']} standards, {counts['ledgers']} ledgers found), their box "
+             "bottoms taken as the ground", operator="safety.scaffold")  # fmt: skip
+    ctx.caveat(CAVEAT, withhold_confidence=True)
+    return [Detection("scaffold", 1.0, tuple(float(v) for v in lat.box)) for lat in lattices]
 
 
 _NEW = (
