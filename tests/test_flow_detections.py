@@ -174,3 +174,13 @@ def test_check_states_know_a_detector_can_answer_the_rules_not_asked_for():
     assert with_model["hard_hats_worn"]["state"] == "not requested"
     assert with_model["guardrails"]["state"] == "could not run"  # no detection program: still a VLM question
     assert "vests_worn" in sc.DETECTOR_TEMPLATES  # a person-only (COCO) model answers it from the torso's colour
+
+
+def test_a_ladder_is_not_a_scaffold_for_the_scaffold_check(tmp_path):
+    from rscore_safety.scaffold import scaffold_check
+
+    model = save_pattern_yolo_onnx(tmp_path / "ladders.onnx", ("person", "ladder"))
+    img = np.full((120, 160, 3), 114, np.uint8)
+    img[30:70, 60:90] = COLOURS[1]  # a "ladder" box
+    mask, items, how, caveat = scaffold_check(img, {"detector_model": str(model)})
+    assert not mask.any() and "offline structure cues" in how and caveat  # no scaffold class: the lattice cues

@@ -220,7 +220,12 @@ def scaffold_check(rgb: np.ndarray, options: dict | None = None) -> tuple[np.nda
     (what the report draws)."""
     from rscore.detectors.programs import detector_configured
 
-    from rscore_safety.detections import PHRASES, RuleOptions, role_of
+    from rscore.detectors.programs import normalise_label
+
+    from rscore_safety.detections import RuleOptions, role_of
+
+    def is_scaffold(label: str) -> bool:  # the at-height rule's scaffold role includes ladders; this check does not
+        return role_of(label, rules) == "scaffold" and "ladder" not in normalise_label(label)
 
     img = np.asarray(rgb)
     h, w = img.shape[:2]
@@ -230,11 +235,11 @@ def scaffold_check(rgb: np.ndarray, options: dict | None = None) -> tuple[np.nda
 
         detector = get_detector(opts)
         rules = RuleOptions.from_options(opts)
-        if detector.open_vocabulary or any(role_of(n, rules) == "scaffold" for n in detector.class_names):
-            dets = detector.detect(img, list(PHRASES["scaffold"]) if detector.open_vocabulary else None)
+        if detector.open_vocabulary or any(is_scaffold(n) for n in detector.class_names):
+            dets = detector.detect(img, ["scaffolding"] if detector.open_vocabulary else None)
             items = []
             for d in dets:
-                if role_of(d.label, rules) != "scaffold" or d.score < rules.min_score:
+                if not is_scaffold(d.label) or d.score < rules.min_score:
                     continue
                 m = np.zeros((h, w), bool)
                 x0, y0, x1, y1 = (int(round(v)) for v in d.box)
