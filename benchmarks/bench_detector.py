@@ -18,6 +18,10 @@ Runs alternate between the sides; the medians give frames/s and the ratio rscore
 rscore's wall time over the time its own ``session.run`` calls took in the same run. ``--device cuda`` uses the
 CUDA execution provider on both sides (onnxruntime-gpu).
 
+``--model PATH`` times a real export instead (v5 / v8 / v11 layouts; the bare side decodes the same layout) and
+``--video CLIP`` takes the first ``--frames`` frames of a real clip, so that a trained model's NMS has real people
+to sort; a ``--model`` that is not there is skipped with a message.
+
 ``--keyframes`` measures the video engine instead: the keyframe pass of ``segment_video`` (``keyframe_samples``
 = ``--frames`` candidates of a synthetic 1280 x 720 clip, template ``workers`` answered from detections, class 0
 named ``person``) with ``detector_batch`` 1 and ``--batch`` N, alternating; it prints the pass's seconds, the
@@ -34,6 +38,8 @@ both give the same record (tracks, scores, masks) on every frame.
 
     python benchmarks/bench_detector.py                     # CPU
     python benchmarks/bench_detector.py --device cuda --frames 200 --batch 8
+    python benchmarks/bench_detector.py --model yolov5n-coco.onnx \
+        --video ../shared/data/construction/cctv_generic/opencv_vtest.avi
     python benchmarks/bench_detector.py --keyframes --frames 16 --batch 8 --repeats 3
     python benchmarks/bench_detector.py --tracking --frames 24 --every 2 --batch 8 --repeats 3
 """
@@ -101,11 +107,29 @@ def frames(n: int, h: int = 720, w: int = 1280) -> list[np.ndarray]:
     return out
 
 
+def video_frames(path: Path, n: int) -> list[np.ndarray]:
+    """The first ``n`` frames of a clip, RGB."""
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while len(out) < n:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    if not out:
+        raise SystemExit(f"{path}: no frames could be read")
+    return out
+
+
 class Bare:
     """The hand-written baseline around one onnxruntime session."""
 
-    def __init__(self, path: Path, providers: list[Any], size: int, conf: float = 0.25, iou: float = 0.45) -> None:
+    def __init__(self, path: Path, providers: list[Any], size: int, conf: float = 0.25, iou: float = 0.45,
+                 layout: str = "v8") -> None:  # fmt: skip
         import onnxruntime as ort
+
+        self.layout = layout  # v8 / v11: (4 + nc, N); v5: (N, 5 + nc) with objectness
 
         self.session = ort.InferenceSession(str(path), providers=providers)
         self.name = self.session.get_inputs()[0].name
@@ -119,8 +143,12 @@ class Bare:
         canvas = cv2.copyMakeBorder(cv2.resize(img, (nw, nh)), top, self.size - nh - top, left,
                                     self.size - nw - left, cv2.BORDER_CONSTANT, value=(114, 114, 114))  # fmt: skip
         x = canvas.transpose(2, 0, 1)[None].astype(np.float32) / 255
-        out = self.session.run(None, {self.name: x})[0][0].T  # (N, 4 + nc)
-        scores = out[:, 4:]
+        out = self.session.run(None, {self.name: x})[0][0]
+        if self.layout == "v5":  # (N, 5 + nc): class scores times objectness
+            scores = out[:, 5:] * out[:, 4:5]
+        else:
+            out = out if self.layout == "v8t" else out.T  # (N, 4 + nc)
+            scores = out[:, 4:]
         cls = scores.argmax(1)
         best = scores[np.arange(len(cls)), cls]
         keep = best >= self.conf
@@ -208,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=1, help="frames per rscore call (the bare side runs one by one)")
     ap.add_argument("--size", type=int, default=640)
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    ap.add_argument("--model", type=Path, help="an existing YOLO .onnx instead of the random YOLOv8n-sized one")
+    ap.add_argument("--model", type=Path, help="an existing YOLO .onnx (v5 / v8 / v11 layout) instead of the random "
+                    "YOLOv8n-sized one; skipped with a message when the file is not there")
+    ap.add_argument("--video", type=Path, help="take the frames from this clip (its first --frames) instead of "
+                    "synthetic ones: real people give a trained model's NMS its real work")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keyframes", action="store_true",
                     help="time the video engine's keyframe pass, batch 1 vs --batch")
@@ -227,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from rscore.detectors import get_detector
 
+    if args.model is not None and not args.model.is_file():
+        print(f"skip: --model {args.model} is not there (see benchmarks/README.md for the real model measured)")
+        return 0
     tmp = tempfile.TemporaryDirectory()
     path = args.model or build_model(Path(tmp.name), args.size, 80)
     providers: list[Any] = ["CPUExecutionProvider"]
@@ -234,13 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         index = int(args.device.split(":")[1]) if ":" in args.device else 0
         providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     det = get_detector({"detector_model": str(path), "device": args.device, "detector_batch": args.batch})
-    bare = Bare(path, providers, det.input_size[0])
-    pics = frames(args.frames)
+    bare = Bare(path, providers, det.input_size[0], layout=det.layout)
+    pics = video_frames(args.video, args.frames) if args.video else frames(args.frames)
+    frame_wh = [pics[0].shape[1], pics[0].shape[0]]
     # same answers first: a fast wrong detector is no baseline
     ours = det.detect(pics[0])
     theirs = bare.detect(pics[0])
     agree = len(ours) == len(theirs) and all(
-        o.class_id == t[0] and abs(o.score - t[1]) < 1e-4 and np.allclose(o.box, np.clip(t[2], 0, [1280, 720] * 2),
+        o.class_id == t[0] and abs(o.score - t[1]) < 1e-4 and np.allclose(o.box, np.clip(t[2], 0, frame_wh * 2),
                                                                           atol=0.5)
         for o, t in zip(sorted(ours, key=lambda d: -d.score), sorted(theirs, key=lambda t: -t[1]))
     )  # fmt: skip

@@ -40,11 +40,23 @@ a labelled person *wears hi-vis* when at least half of a labelled vest box lies 
 already matched; ``precision`` = right instances / instances, ``recall`` = wearers matched / wearers, ``box IoU``
 the mean IoU of a right instance's box with its person's box. Without ``--detector`` this is the offline answer
 (moving bodies wearing hi-vis colours); with ``--detector PATH`` (a YOLO .onnx with person and vest classes, or an
-OWLv2 / Grounding DINO folder) the detector rule.
+OWLv2 / Grounding DINO folder) the detector rule, and with a person-only model (COCO) the person boxes whose torso
+band is hi-vis coloured; with a detector the answer's instance boxes are matched to the wearers' boxes (IoU >= 0.5,
+each once).
+
+**People on site** (``--detector`` only): the ``workers`` template's instance boxes against every labelled person,
+matched greedily by IoU >= 0.5: precision, recall and mean IoU of the matches. A ``--detector`` path that is not
+there is skipped with a message (the offline figures are still printed).
+
+**Hard hats and vests on real detections** (``--detector PEOPLE.onnx --ppe-detector HELMET_VEST.onnx``): the rule
+functions ``hard_hats`` / ``no_hard_hats`` / ``vests`` / ``no_vests`` of :mod:`rscore_safety.detections` on both
+models' detections of each labelled frame, matched (IoU >= 0.5) to the labelled people each rule should name.
+The real model measured in
+``benchmarks/README.md`` (YOLOv5n, COCO) is not part of this repository: see there for where to get it.
 
 ::
 
-    python benchmarks/hivis_precision.py [--data ../shared/data] [--draw DIR] [--detector PATH]
+    python benchmarks/hivis_precision.py [--data ../shared/data] [--draw DIR] [--detector PATH [--ppe-detector PATH]]
 
 ``--draw`` writes one PNG per frame: labels (vests green, hard hats yellow, people white), before (magenta),
 red guard (orange) and without joins (amber), after without joins (blue) and after (cyan) side by side.
@@ -60,6 +72,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from rscore.errors import BackendUnavailable
 
 LABELS = Path(__file__).with_name("labels") / "construction_hivis.json"
 
@@ -151,7 +165,59 @@ class People:
         }
 
 
-def answer_people(rgb: np.ndarray, path: Path, index: int, detector: str | None) -> np.ndarray:
+def box_iou(a: list[float], b: list[float]) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class Persons:
+    """Person detection through the ``workers`` template (``--detector``): answer instances' boxes against the
+    labelled people, matched greedily by IoU >= 0.5 (highest IoU first, each label once)."""
+
+    def __init__(self) -> None:
+        self.inst = self.right = self.people = 0
+        self.ious: list[float] = []
+
+    def add(self, boxes: list[list[float]], lab: dict) -> None:
+        people = lab["people"]
+        self.inst += len(boxes)
+        self.people += len(people)
+        pairs = sorted(((box_iou(b, p), i, j) for i, b in enumerate(boxes) for j, p in enumerate(people)),
+                       reverse=True)
+        used_b: set[int] = set()
+        used_p: set[int] = set()
+        for iou, i, j in pairs:
+            if iou < 0.5:
+                break
+            if i not in used_b and j not in used_p:
+                used_b.add(i)
+                used_p.add(j)
+                self.ious.append(iou)
+        self.right += len(used_b)
+
+    def row(self) -> dict:
+        return {
+            "precision": f"{self.right}/{self.inst}" + (f" = {self.right / self.inst:.0%}" if self.inst else ""),
+            "recall": f"{self.right}/{self.people}" + (f" = {self.right / self.people:.0%}" if self.people else ""),
+            "mean IoU": f"{np.mean(self.ious):.2f}" if self.ious else "n/a",
+        }
+
+
+def answer_workers(rgb: np.ndarray, path: Path, index: int, detector: str) -> list[list[float]]:
+    """The ``workers`` template's instance boxes (end to end through ``rscore.engine.segment``)."""
+    from rscore.engine import segment
+    from rscore.video.engine import frame_scene
+    from rscore.video.reader import Frame
+
+    scene = frame_scene(Frame(index, 0.0, rgb), uri=str(path))
+    res = segment(scene, "people on site", plugin="safety",
+                  options={"template": "workers", "detector": detector, "segmenter": "classical"})
+    return [list(i.bbox) for i in res.instances]
+
+
+def answer_people(rgb: np.ndarray, path: Path, index: int, detector: str | None) -> tuple[np.ndarray, list]:
+    """The ``vests_worn`` answer: its union mask and its instances' boxes."""
     from rscore.engine import segment
     from rscore.video.engine import frame_scene
     from rscore.video.reader import Frame
@@ -159,7 +225,8 @@ def answer_people(rgb: np.ndarray, path: Path, index: int, detector: str | None)
     scene = frame_scene(Frame(index, 0.0, rgb), uri=str(path))
     opts = {"template": "vests_worn", **({"detector": detector, "segmenter": "classical"} if detector else {})}
     res = segment(scene, "workers wearing hi-vis", plugin="safety", options=opts)
-    return np.asarray(res.mask, bool) if res.mask is not None else np.zeros(rgb.shape[:2], bool)
+    mask = np.asarray(res.mask, bool) if res.mask is not None else np.zeros(rgb.shape[:2], bool)
+    return mask, [list(i.bbox) for i in res.instances]
 
 
 def every_frame(path: Path) -> dict[str, str]:
@@ -216,12 +283,49 @@ class Tally:
         }
 
 
+def helmet_wearers(lab: dict) -> list[list[int]]:
+    """The labelled people wearing a hard hat: a hard-hat box whose centre lies in the top third of their box (a
+    hat sticks out over the top, so its centre may sit a little above it)."""
+    out = []
+    for p in lab["people"]:
+        h = p[3] - p[1]
+        for x0, y0, x1, y1 in lab.get("hard_hats", []):
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            if p[0] <= cx <= p[2] and p[1] - 0.1 * h <= cy <= p[1] + h / 3:
+                out.append(p)
+                break
+    return out
+
+
+def ppe_rules(rgb: np.ndarray, person_model: str, ppe_model: str) -> dict[str, list[list[float]]]:
+    """The safety rules over real detections of two models (people from ``person_model``, helmets and vests from
+    ``ppe_model``): the boxes each rule answers, through :mod:`rscore_safety.detections`' rule functions."""
+    from rscore.detectors import get_detector
+    from rscore_safety.detections import RuleOptions, hard_hats, no_hard_hats, no_vests, vests
+
+    dets = [*get_detector({"detector_model": person_model}).detect(rgb),
+            *get_detector({"detector_model": ppe_model}).detect(rgb)]
+    opts = RuleOptions()
+    return {name: [list(h.box) for h in fn(dets, opts)] for name, fn in
+            (("hard hats worn", hard_hats), ("no hard hats", no_hard_hats), ("vests worn", vests),
+             ("no vests", no_vests))}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=None, help="the shared data folder (default: rscore.testing.shared_data_dir())")
     ap.add_argument("--draw", default=None, help="folder for one PNG per labelled frame")
-    ap.add_argument("--detector", default=None, help="answer 'workers wearing hi-vis' with this detector")
+    ap.add_argument("--detector", default=None, help="answer 'workers wearing hi-vis' and 'people on site' with this "
+                    "detector (a path: skipped with a message when it is not there)")
+    ap.add_argument("--ppe-detector", default=None, help="with --detector (people): a helmet / vest model; the "
+                    "hard-hat and vest rules on both models' detections (skipped when the path is not there)")
     args = ap.parse_args(argv)
+    if args.ppe_detector and (not Path(args.ppe_detector).exists() or not args.detector):
+        print(f"skip --ppe-detector {args.ppe_detector}: not there, or no --detector for the people")
+        args.ppe_detector = None
+    if args.detector and not Path(args.detector).exists():
+        print(f"skip --detector {args.detector}: no such file or folder; measuring without a detector")
+        args.detector = None
     spec = json.loads(LABELS.read_text(encoding="utf-8"))
     from rscore.testing import shared_data_dir
 
@@ -239,7 +343,13 @@ def main(argv: list[str] | None = None) -> int:
         "after (hi-vis on a person, default)": ("workers in hi-vis vests", {}),
     }
     totals = {k: Tally() for k in runs}
-    people_total = People()
+    people_total: People | Persons = Persons() if args.detector else People()
+    persons_total = Persons()
+    worn_error = ""
+    rule_truth = {"hard hats worn": helmet_wearers, "no hard hats": lambda lab: [p for p in lab["people"]
+                  if p not in helmet_wearers(lab)], "vests worn": wearers,
+                  "no vests": lambda lab: [p for p in lab["people"] if p not in wearers(lab)]}  # fmt: skip
+    rule_totals = {k: Persons() for k in rule_truth}
     how = f"--detector {args.detector}" if args.detector else "offline, no detector"
     people_name = f"workers wearing hi-vis ({how})"
     print(f"labels: {LABELS.name} (hand-labelled by this project; see its description)")
@@ -254,13 +364,29 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {int(k) for k in src["frames"]}
         frames = frames_of(path, wanted)
         per = {k: Tally() for k in runs}
-        people = People()
+        people: People | Persons = Persons() if args.detector else People()
+        persons = Persons()
         for idx in sorted(wanted):
             lab = src["frames"][str(idx)]
             rgb = frames[idx]
-            worn = answer_people(rgb, path, idx, args.detector)
-            people.add(worn, lab)
-            people_total.add(worn, lab)
+            try:
+                worn, worn_boxes = answer_people(rgb, path, idx, args.detector)
+            except BackendUnavailable as exc:  # e.g. an open-vocabulary detector without a person phrase
+                worn_error = str(exc).splitlines()[0]
+            else:
+                if args.detector:  # the answer is person boxes: matched to the labelled wearers by box IoU
+                    people.add(worn_boxes, {"people": wearers(lab)})
+                    people_total.add(worn_boxes, {"people": wearers(lab)})
+                else:
+                    people.add(worn, lab)
+                    people_total.add(worn, lab)
+            if args.ppe_detector:
+                for name, answered in ppe_rules(rgb, args.detector, args.ppe_detector).items():
+                    rule_totals[name].add(answered, {"people": rule_truth[name](lab)})
+            if args.detector:
+                found = answer_workers(rgb, path, idx, args.detector)
+                persons.add(found, lab)
+                persons_total.add(found, lab)
             masks = {}
             for name, (query, opts) in runs.items():
                 masks[name] = answer(rgb, path, idx, query, opts)
@@ -283,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, t in per.items():
             print(f"  {name:40s} " + "  ".join(f"{k}: {v}" for k, v in t.row().items()))
         print(f"  {people_name}: " + "  ".join(f"{k}: {v}" for k, v in people.row().items()))
+        if args.detector:
+            print("  people on site (workers template, --detector): "
+                  + "  ".join(f"{k}: {v}" for k, v in persons.row().items()))
     print("\none worker, one vest: every frame of the Intel clips (unlabelled frames too; the worker is in all)")
     for src in spec["sources"]:
         path = data / src["file"]
@@ -294,6 +423,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, t in totals.items():
         print(f"  {name:40s} " + "  ".join(f"{k}: {v}" for k, v in t.row().items()))
     print(f"  {people_name}: " + "  ".join(f"{k}: {v}" for k, v in people_total.row().items()))
+    if worn_error:
+        print(f"  (workers wearing hi-vis did not run on some frames: {worn_error})")
+    if args.detector:
+        print("  people on site (workers template, --detector): "
+              + "  ".join(f"{k}: {v}" for k, v in persons_total.row().items()))
+    if args.ppe_detector:
+        print(f"\nsafety rules over --detector people + --ppe-detector {args.ppe_detector} (all labelled frames; "
+              "answers matched to the labelled people the rule should name, IoU >= 0.5)")
+        for name, tally in rule_totals.items():
+            print(f"  {name:16s} " + "  ".join(f"{k}: {v}" for k, v in tally.row().items()))
     return 0
 
 

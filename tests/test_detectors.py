@@ -90,6 +90,19 @@ def test_v5_layout_objectness_times_class(models):
     assert found[0].score == pytest.approx(1.0)
 
 
+def test_v11_and_transposed_exports_read_like_v8(models, tmp_path):
+    """YOLO11 has YOLOv8's head layout; some exports transpose it to (B, N, 4 + nc): the same detections."""
+    img = canvas(128, 256)
+    img[20:80, 40:60] = PERSON
+    img[30:50, 150:200] = VEST
+    want = boxes(make_yolo_detector({"detector_model": str(models["v8"])}).detect(img))
+    assert len(want) == 2
+    v11 = make_yolo_detector({"detector_model": str(models["v8"]), "detector_layout": "v11"})
+    assert v11.layout == "v8" and boxes(v11.detect(img)) == want
+    t = make_yolo_detector({"detector_model": str(save_pattern_yolo_onnx(tmp_path / "t.onnx", layout="v8t"))})
+    assert t.layout == "v8t" and boxes(t.detect(img)) == want
+
+
 def test_batch_of_frames_in_one_call_matches_single_frames(models):
     a, b = canvas(128, 256), canvas(64, 64)
     a[20:80, 40:80] = PERSON
@@ -201,3 +214,19 @@ def test_object_template_any_plugin_can_answer_from_detections(models):
     with pytest.raises(BackendUnavailable, match="needs a detector class among Helmet"):
         segment(scene, "schools of fish", plugin="reef", registry=reg,
                 options={"detector_model": str(models["bare"])})  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_cuda_asked_but_not_started_is_an_error_not_a_silent_cpu_run(models, monkeypatch):
+    """A CUDA provider that onnxruntime lists but cannot start (missing CUDA libraries) falls back to the CPU inside
+    onnxruntime; asked for cuda, the detector refuses instead of timing the CPU as the GPU."""
+    import onnxruntime as ort
+
+    from rscore.detectors import clear_detector_cache
+    from rscore.errors import BackendUnavailable
+
+    clear_detector_cache()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(BackendUnavailable, match="could not start its CUDA provider"):
+        make_yolo_detector({"detector_model": str(models["v8"]), "device": "cuda"})
+    clear_detector_cache()

@@ -521,7 +521,7 @@ def test_scaffold_compliance_daily_report(prefect_api, tmp_path):
     out = tmp_path / "out"
     doc = flows_run("scaffold-compliance", [str(cam)], out, zones=zones, sample_fps=5.0, day="today",
                     query="workers without hard hats")  # fmt: skip
-    assert doc["status"] == "partial" and doc["templates"] == ["hivis", "restricted_zone"]
+    assert doc["status"] == "partial" and doc["templates"] == ["hivis", "restricted_zone", "scaffold"]
     clips = {c["name"]: c for c in doc["clips"]}
     assert set(clips) == {"broken", "morning", "noon"} and {c["camera"] for c in clips.values()} == {"gate-3"}
     morning = clips["morning"]
@@ -539,7 +539,8 @@ def test_scaffold_compliance_daily_report(prefect_api, tmp_path):
     checks = {c["check"]: c for c in doc["checks"]}
     assert checks["hivis"]["state"] == "ran" and checks["hivis"]["frames_fired"] == 8
     assert checks["restricted_zone"]["state"] == "ran"
-    for name in ("scaffold", "scaffold_bracing", "guardrails", "hard_hats", "workers_at_height"):
+    assert checks["scaffold"]["state"] == "ran" and checks["scaffold"]["frames_fired"] == 0  # offline lattice cues
+    for name in ("scaffold_bracing", "guardrails", "hard_hats", "workers_at_height"):
         assert checks[name]["state"] == "could not run", name
         assert "VLM" in checks[name]["why"] or "detector" in checks[name]["why"], checks[name]["why"]
     asked = [c for c in checks.values() if c["state"] == "could not run" and "detector" in c.get("why", "")]

@@ -2,7 +2,8 @@
 
 ::
 
-    scaffold-compliance(inputs, out, templates=("hivis", "restricted_zone"), zones=None, sample_fps=1.0, day=None)
+    scaffold-compliance(inputs, out, templates=("hivis", "restricted_zone", "scaffold"), zones=None, sample_fps=1.0,
+                        day=None)
       per clip:   analyse-clip   sample frames with OpenCV (every ``stride`` frames, by default ``fps / sample_fps``),
                                  run each safety template on each sampled frame through ``rscore.engine.segment``,
                                  keep the frames where it fired (timestamp, area in px and share of the frame)
@@ -15,14 +16,21 @@
                                  report with relative paths and its frame index and time
 
 ``status`` is ``ok`` only when every clip was read and every safety check ran; ``incomplete`` when a check could not
-run (offline, the scaffold, bracing, guardrail, working-at-height and hard-hat checks need a VLM reasoner or a
-detector), ``partial`` when some clips could not be read, ``failed`` when none could. A check that did not run is
+run (offline, the bracing, guardrail, working-at-height and hard-hat checks need a VLM reasoner or a detector), ``partial`` when some clips could not be read, ``failed`` when none could. A check that did not run is
 never reported as passed. Sampled frames carry their clip's path, so the ``hivis`` check keeps hi-vis worn by moving
 people only (:mod:`rscore_safety.worn`).
+
+The ``scaffold`` check (a default) is :func:`rscore_safety.scaffold.scaffold_check` on each sampled frame: the boxes
+of a detector's scaffold class when one is configured, otherwise the offline structure cues (a lattice of long
+vertical standards and horizontal ledgers crossing in bays, with the braces inside), reported with its confidence
+withheld and the caveat that window grids, fences and racking look the same.
 
 With a detector (``options={"detector_model": "site.onnx"}``, CLI ``-O detector_model=PATH``) the default templates
 gain the detection rules of :mod:`rscore_safety.detections` (workers, hard hats, vests, people near machinery, people
 in zones); a rule that cannot run (no detector, or a class the model lacks) is listed under ``skipped`` with why.
+With a VLM reasoner (``-O reasoner=openai -O endpoint=URL -O model=NAME``, or ``transformers``) the checks without an
+offline program (the scaffold - instead of its lattice cues -, bracing, guardrails, working at height) are asked of
+it on each sampled frame, guided by the template's prompt.
 
 Inputs are clip files, folders of clips (a folder is a camera: its clips are reported under the folder's name) or
 globs. ``day`` (``YYYY-MM-DD``, ``today``, ``yesterday``) keeps only clips last modified on that local date, so a
@@ -54,6 +62,7 @@ from prefect.tasks import exponential_backoff
 from rscore.detectors.programs import detector_configured
 from rscore.engine import default_registry, segment
 from rscore.errors import BackendUnavailable, InputError, OptionError
+from rscore.sdk import CONFIDENCE_WITHHELD
 from rscore.types import ArraySource, Scene, VideoInfo
 
 from rscore_flows._common import (
@@ -93,9 +102,13 @@ __all__ = [
 
 FLOW_NAME = "scaffold-compliance"
 PLUGIN = "safety"
-DEFAULT_TEMPLATES = ("hivis", "restricted_zone")
+DEFAULT_TEMPLATES = ("hivis", "restricted_zone", "scaffold")
+STRUCTURE_CHECK = "scaffold"  # answered by rscore_safety.scaffold.scaffold_check: a detector's scaffold class, or
+# the offline lattice cues (standards, ledgers, braces) with the confidence withheld
 # added to the default templates when a detector is configured (-O detector_model=PATH): rscore_safety.detections
-DETECTOR_TEMPLATES = ("workers", "hard_hats", "no_vests", "near_machinery", "at_height", "people_in_zone")
+DETECTOR_TEMPLATES = ("workers", "hard_hats", "no_vests", "vests_worn", "near_machinery", "at_height", "people_in_zone")
+# added when a VLM reasoner is configured (-O reasoner=...): the checks with no offline program
+VLM_TEMPLATES = ("scaffold_bracing", "guardrails", "workers_at_height")
 ZONE_TEMPLATE = "restricted_zone"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv")
 FALLBACK_FPS = 25.0  # when a container does not say
@@ -283,8 +296,16 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
     queries: list[tuple[str, str, dict[str, Any]]] = []  # (finding name, query text, options)
     skipped: dict[str, str] = {}
     extra = dict(job.options)
+    structure = False  # the scaffold check (rscore_safety.scaffold): detector boxes or offline lattice cues
+    vlm = vlm_configured(extra)
     for name in job.templates:
         t = _safety_template(reg, name)
+        if t.program is None and vlm:  # a VLM reasoner answers it, guided by the template's prompt
+            queries.append((t.name, t.examples[0] if t.examples else t.label, {**extra, "template": t.name}))
+            continue
+        if t.name == STRUCTURE_CHECK and t.program is None:
+            structure = True
+            continue
         if t.program is None:
             skipped[t.name] = "needs a VLM reasoner (no offline program); run it with 'rscore run --reasoner ...'"
             continue
@@ -303,6 +324,8 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
     if job.query:
         queries.append(("query", job.query, {**extra, **({"zones": job.zones} if job.zones else {})}))
     fired: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in queries if name != ZONE_TEMPLATE}
+    if structure:
+        fired[STRUCTURE_CHECK] = []
     overlaps: dict[str, list[dict[str, Any]]] = {}
     zone_info: dict[str, Any] = {}
     zone: np.ndarray | None = None
@@ -321,6 +344,8 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
             sampled += 1
             scene = frame_scene(rgb, job.path, frame, t_s, info["fps"])
             masks: dict[str, np.ndarray] = {}
+            if structure:
+                _structure(rgb, frame, t_s, extra, fired, caveats, confidence, best)
             for name, text, opts in list(queries):
                 if name == ZONE_TEMPLATE and zone is not None:
                     continue  # zones are fixed in the camera's pixel coordinates: rasterised once per clip
@@ -379,6 +404,31 @@ def analyse_clip(job: ClipJob) -> ClipFindings:
     )  # fmt: skip
 
 
+def vlm_configured(options: Mapping[str, Any]) -> bool:
+    """Whether the options name a VLM reasoner (``-O reasoner=openai|transformers|agent|...``): then the checks without
+    an offline program (scaffold, bracing, guardrails, working at height) are asked of it."""
+    return str(options.get("reasoner") or "analytic").strip().lower() not in ("", "analytic")
+
+
+def _structure(rgb: np.ndarray, frame: int, t_s: float, options: Mapping[str, Any], fired: dict[str, list[Any]],
+               caveats: dict[str, list[str]], confidence: dict[str, float | None],
+               best: BestFrames) -> None:  # fmt: skip
+    """The scaffold check on one sampled frame (see :data:`STRUCTURE_CHECK`)."""
+    from rscore_safety.scaffold import scaffold_check
+
+    mask, items, how, caveat = scaffold_check(rgb, dict(options))
+    seen = caveats.setdefault(STRUCTURE_CHECK, [])
+    for c in (f"answered from {how}", *((CONFIDENCE_WITHHELD + caveat,) if caveat else ())):
+        if c not in seen:
+            seen.append(c)
+    confidence[STRUCTURE_CHECK] = None  # no routing here; the cues are unmeasured, a detector's accuracy is its own
+    area = int(mask.sum())
+    if area:
+        best.offer(STRUCTURE_CHECK, area, frame, t_s, rgb, items)
+        fired[STRUCTURE_CHECK].append({"frame": frame, "t_s": round(t_s, 3), "area_px": area,
+                                       "share": round(area / mask.size, 6), "instances": len(items)})  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------------------------- aggregation
 def aggregate(clips: Sequence[ClipFindings]) -> dict[str, Any]:
     """Per camera and overall: for each finding, frames and clips where it fired, first and last sighting, the
@@ -414,25 +464,29 @@ def aggregate(clips: Sequence[ClipFindings]) -> dict[str, Any]:
 NEEDS_MODEL = "needs a VLM reasoner or a detector (no offline program): run it with 'rscore run --reasoner ...'"
 
 
-def check_states(registry: Any, requested: Sequence[str], clips: Sequence[ClipFindings]) -> list[dict[str, Any]]:
+def check_states(registry: Any, requested: Sequence[str], clips: Sequence[ClipFindings],
+                 options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every safety check (template) with its state: ``ran`` (on at least one clip), ``could not run`` (with why:
     it needs a VLM or a detector, or an input such as a zones file was missing, or no clip could be read), or
-    ``not requested`` (it has an offline program but was not asked for). A check that did not run is never
-    reported as passed."""
+    ``not requested`` (it has an offline program - or a detection program and ``options`` configure a detector - but
+    was not asked for). A check that did not run is never reported as passed."""
     out = []
+    detector = detector_configured(options or {})
     good = [c for c in clips if not c.error]
     for t in registry.templates_for(PLUGIN):
         if t.plugin != PLUGIN:
             continue
         why = next((c.skipped[t.name] for c in good if t.name in c.skipped), None)
-        if t.name in requested and good and why is None:
+        if t.name == STRUCTURE_CHECK and t.name not in requested and why is None:
+            state, why, fired = "not requested", None, 0  # the offline lattice cues could answer it
+        elif t.name in requested and good and why is None:
             state, why = "ran", None
             fired = sum(len(c.fired.get(t.name, ())) for c in good)
         elif t.name in requested:
             state = "could not run"
             why = why or ("no clip could be read" if not good else NEEDS_MODEL)
             fired = 0
-        elif t.program is None or "detector" in t.needs:  # not asked for here, and nothing here could answer it
+        elif t.program is None or ("detector" in t.needs and not detector):  # nothing here could answer it
             state, why, fired = "could not run", NEEDS_MODEL, 0
         else:
             state, why, fired = "not requested", None, 0
@@ -441,6 +495,8 @@ def check_states(registry: Any, requested: Sequence[str], clips: Sequence[ClipFi
             item["why"] = why
         if state == "ran":
             item["frames_fired"] = fired
+            if t.name == STRUCTURE_CHECK:  # how it was answered (detector or offline cues) and the cues' limits
+                item["answered"] = list(dict.fromkeys(c for cl in good for c in cl.caveats.get(t.name, ())))
         if t.caveats:
             item["caveats"] = list(t.caveats)
         out.append(item)
@@ -543,8 +599,11 @@ def scaffold_compliance(
         raise OptionError(f"zones file {zones} does not exist")
     reg = default_registry()
     reg.require_plugin(PLUGIN)
-    if detector_configured(options or {}) and tuple(templates) == DEFAULT_TEMPLATES:  # --detector / detector_model
+    defaults = tuple(templates) == DEFAULT_TEMPLATES
+    if detector_configured(options or {}) and defaults:  # --detector / detector_model
         templates = [*templates, *DETECTOR_TEMPLATES]
+    if vlm_configured(options or {}) and defaults:  # -O reasoner=...: the checks only a VLM answers
+        templates = [*templates, *VLM_TEMPLATES]
     names = tuple(_safety_template(reg, t).name for t in templates)
     if not names and not query:
         raise OptionError("give at least one template or a query")
@@ -565,7 +624,7 @@ def scaffold_compliance(
                                 file_digest(p), versions, extra))  # fmt: skip
     findings = analyse_clips.with_options(task_runner=runner)(jobs, str(out_dir), retries, retry_delay_s, refresh)
     bad = [f for f in findings if f.error]
-    checks = check_states(reg, names, findings)
+    checks = check_states(reg, names, findings, options)
     not_run = [c["check"] for c in checks if c["state"] == "could not run"]
     # "ok" only when every clip was read and every safety check ran: scaffold, bracing, guardrail and hard-hat
     # checks need a VLM or a detector, so an offline run of this flow is "incomplete", never "ok"

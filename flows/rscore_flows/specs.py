@@ -140,7 +140,8 @@ SCAFFOLD = FlowSpec(
     description="Safety templates over sampled frames of site clips; a daily compliance report.",
     item="one site clip (video file); camera folders or globs",
     params=(
-        FlowParam("templates", "names", "safety templates to run (default: hivis, restricted_zone)", None, job=True),
+        FlowParam("templates", "names", "safety templates to run (default: hivis, restricted_zone, scaffold)", None,
+                  job=True),
         FlowParam("zones", "path", "restricted-zone polygons (pixel coordinates, GeoJSON/JSON)", None, job=True),
         FlowParam("sample_fps", "float", "frames analysed per second of video", 1.0, (1e-6, 1000), job=True),
         FlowParam("stride", "int", "analyse every n-th frame instead", None, (1, 1_000_000), job=True),

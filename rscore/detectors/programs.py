@@ -227,8 +227,10 @@ def object_template(
     def program(ctx: OpContext) -> ProgramOutput:
         detector = require_detector(ctx.params, name)
         if not detector.open_vocabulary and not wanted & {normalise_label(c) for c in detector.class_names}:
+            have = detector.class_names
+            listed = ", ".join(have[:12]) + (f"... ({len(have)} classes)" if len(have) > 12 else "")
             raise BackendUnavailable(f"template '{name}' needs a detector class among {', '.join(classes)}; "
-                                     f"{detector.model} has {', '.join(detector.class_names)}")
+                                     f"{detector.model} has {listed}")
         dets = picture_detections(ctx, detector, asked)
         names = wanted | {normalise_label(p) for p in asked}
         hits = [d for d in dets if normalise_label(d.label) in names and d.score >= min_score]

@@ -60,7 +60,8 @@ def _pattern_module(nc: int, size: int, reach: int, layout: str) -> Any:
                 obj = scores.amax(1, keepdim=True)
                 probs = (scores >= obj).float() * (obj > 0).float()
                 return torch.cat([cxcywh, obj, probs], 1).transpose(1, 2)
-            return torch.cat([cxcywh, scores], 1)  # (B, 4 + nc, N)
+            out = torch.cat([cxcywh, scores], 1)  # (B, 4 + nc, N)
+            return out.transpose(1, 2) if layout == "v8t" else out  # v8t: a transposed export, (B, N, 4 + nc)
 
     return Pattern().eval()
 
@@ -96,7 +97,8 @@ def save_pattern_yolo_onnx(path: str | Path, names: Sequence[str] | None = ("per
                            nc: int | None = None) -> Path:
     """Save the colour-pattern YOLO model (see the module docstring). ``names`` go into the ``names`` metadata the
     way Ultralytics writes it (``None``: no metadata; then ``nc`` classes). ``reach`` (px on the network canvas) is
-    how far an anchor sees: blobs must be smaller than it and further apart than it."""
+    how far an anchor sees: blobs must be smaller than it and further apart than it. ``layout``: ``v8`` (also
+    YOLO11's), ``v8t`` (v8 transposed) or ``v5``."""
     count = len(names) if names else int(nc or 3)
     meta = {"names": repr(dict(enumerate(names or ()))), "imgsz": repr([size, size]), "stride": "8", "task": "detect"}
     return export_onnx(_pattern_module(count, size, reach, layout), path, size, dynamic_batch=dynamic_batch,

@@ -129,13 +129,19 @@ def decode(
     """One image's raw head output -> ``(boxes (K, 4) xyxy on the canvas, scores (K,), classes (K,))`` after the
     confidence filter and per-class NMS, best first. ``raw`` is ``(4 + nc, N)`` for v8 or ``(N, 5 + nc)`` for v5."""
     if layout == "v5":
-        cls_scores = (raw[:, 5 : 5 + nc] * raw[:, 4:5]).T  # (nc, N)
-        xywh_all = raw[:, :4]
+        obj, cls = raw[:, 4], raw[:, 5 : 5 + nc]
+        # score = objectness x class probability: with probabilities <= 1 (a sigmoid head, as exported) no row whose
+        # objectness is under conf can pass, so only those rows are multiplied (exact; YOLOv5's own pre-filter)
+        rows = np.flatnonzero(obj >= conf) if cls.size and float(cls.max()) <= 1.0 else np.arange(len(raw))
+        sub = cls[rows] * obj[rows, None]  # (n, nc)
+        classes = sub.argmax(1) if len(rows) else np.zeros(0, np.int64)
+        scores = sub[np.arange(len(rows)), classes]
+        xywh_all = raw[rows, :4]
     else:
         cls_scores = raw[4 : 4 + nc]  # (nc, N): reduce along the contiguous axis
+        classes = cls_scores.argmax(0)
+        scores = cls_scores.max(0)
         xywh_all = raw[:4].T
-    classes = cls_scores.argmax(0)
-    scores = cls_scores.max(0)
     keep = np.flatnonzero(scores >= conf)
     xywh, scores, classes = xywh_all[keep].astype(np.float64), scores[keep].astype(np.float64), classes[keep]
     boxes = np.empty_like(xywh)
@@ -175,6 +181,10 @@ class YoloOnnxDetector:
             raise InputError(f"not a loadable ONNX model ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})",
                              path=self.path) from None
         self.providers = tuple(self.session.get_providers())
+        if device.startswith("cuda") and "CUDAExecutionProvider" not in self.providers:  # onnxruntime fell back
+            raise BackendUnavailable(f"detector device '{opts.device}': onnxruntime could not start its CUDA provider "
+                                     "(CUDA / cuDNN libraries not found?) and would run on the CPU; fix the CUDA "
+                                     "install or pass -O device=cpu")  # fmt: skip
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         meta = dict(self.session.get_modelmeta().custom_metadata_map or {})

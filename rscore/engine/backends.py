@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["AUTO_SEGMENTERS", "backend", "segmenter"]
 
-AUTO_SEGMENTERS = ("sam2", "sam2-hf", "classical")
+AUTO_SEGMENTERS = ("sam2", "sam2-hf", "sam3", "classical")  # best first: SAM 2, SAM 3 (box prompts), GrabCut
 
 
 def backend(reg: Registry, kind: str, name: str, options: Mapping[str, Any]) -> Any:

@@ -5,6 +5,7 @@ helmet, blue = vest)."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -234,6 +235,37 @@ def test_vests_worn_is_the_positive_of_the_hivis_rule(site_model, tmp_path):
     assert any("needs a person cue" in s.text and "--detector" in s.text for s in still.plan.steps)
 
 
+def test_vests_worn_with_a_person_only_detector_reads_the_torso_colour(tmp_path):
+    """A COCO-style model (people, no vest class): "workers wearing hi-vis" = person boxes whose torso band is hi-vis
+    coloured (the colour rule); a hi-vis patch on nobody and a worker without one are not answered; the negative
+    ("without vests") still refuses, rather than call every dim vest missing."""
+    from rscore.detectors.testing import COLOURS, save_pattern_yolo_onnx
+
+    model = save_pattern_yolo_onnx(tmp_path / "coco.onnx", ("car", "person"))  # people are green (COLOURS[1])
+    img = np.full((128, 256, 3), 114, np.uint8)
+    img[20:110, 40:64] = COLOURS[1]  # worker A (x 40-64, y 20-110) ...
+    img[45:75, 42:62] = (200, 255, 40)  # ... in a fluorescent yellow-green vest (600 px)
+    img[20:110, 180:204] = COLOURS[1]  # worker B, no vest
+    img[100:116, 110:150] = (200, 255, 40)  # a hi-vis sheet on the ground, on nobody
+    Image.fromarray(img).save(tmp_path / "vests.png")
+    opts = {"detector": str(model), "segmenter": "classical"}
+    res = engine.segment(engine.open_scene(tmp_path / "vests.png"), "workers wearing hi-vis", plugin="safety",
+                         options=opts)  # fmt: skip
+    assert res.plan.template == "safety:vests_worn" and not res.absent
+    assert [(i.label, i.bbox) for i in res.instances] == [("worker wearing hi-vis", (40, 20, 64, 110))]
+    steps = " ".join(s.text for s in res.plan.steps)
+    share = re.search(r"hi-vis colour covers (\d+)% of the torso band", steps)
+    assert "has no vest class" in steps and share and 40 <= int(share.group(1)) <= 55  # 600 px of a ~1250 px band
+    assert any("the detector has no vest class" in c for c in res.caveats)
+    # the share is a declared threshold: above A's, nobody
+    strict = engine.segment(engine.open_scene(tmp_path / "vests.png"), "workers wearing hi-vis", plugin="safety",
+                            options={**opts, "rules_vest_colour_share": 0.5})  # fmt: skip
+    assert not strict.instances
+    with pytest.raises(BackendUnavailable, match="needs the detector to have a vest"):
+        engine.segment(engine.open_scene(tmp_path / "vests.png"), "workers without vests", plugin="safety",
+                       options=opts)  # fmt: skip
+
+
 def test_every_detection_template_labels_its_instances_with_its_own_label(tmp_path):
     """The instances of a template answered from detections carry that template's label ("worker wearing hi-vis",
     not the rule's "worker with a vest"), as a mask program's instances do: a compliance report matches track labels
@@ -272,3 +304,30 @@ def test_every_detection_template_labels_its_instances_with_its_own_label(tmp_pa
         assert {i.label for i in res.instances} == {templates[name].label}, name
         steps = " ".join(s.text for s in res.plan.steps)
         assert f"{templates[name].label} at (" in steps, name  # the plan names each hit as the instances do
+
+
+def test_at_height_with_a_person_only_detector_takes_the_scaffold_from_structure_cues(tmp_path):
+    """A COCO-style model has people but no scaffold class: the at-height rule takes the scaffold from the offline
+    lattice cues (standards and ledgers), its base as the ground, with the confidence withheld."""
+    import cv2
+
+    from rscore.detectors.testing import COLOURS, save_pattern_yolo_onnx
+
+    model = save_pattern_yolo_onnx(tmp_path / "coco.onnx", ("car", "person"))  # people are green (COLOURS[1])
+    rng = np.random.default_rng(0)
+    img = np.clip(rng.normal(170, 12, (240, 320, 3)), 0, 255).astype(np.uint8)
+    for x in (60, 120, 180, 240):  # a scaffold face: 4 standards (y 30-220), 3 ledgers
+        cv2.rectangle(img, (x, 30), (x + 4, 220), (70, 70, 75), -1)
+    for y in (60, 120, 180):
+        cv2.rectangle(img, (55, y), (250, y + 4), (70, 70, 75), -1)
+    img[80:120, 135:155] = COLOURS[1]  # worker A standing on the middle ledger (feet at y 120)
+    img[185:225, 275:295] = COLOURS[1]  # worker B on the ground beside the scaffold
+    Image.fromarray(img).save(tmp_path / "face.png")
+    opts = {"detector": str(model), "segmenter": "classical"}
+    res = engine.segment(engine.open_scene(tmp_path / "face.png"), "people working at height", plugin="safety",
+                         options=opts)  # fmt: skip
+    assert res.plan.template == "safety:at_height"
+    assert [i.bbox for i in res.instances] == [(135, 80, 155, 120)]
+    steps = " ".join(s.text for s in res.plan.steps)
+    assert "no scaffold class: 1 scaffold lattice(s)" in steps and "person heights above the base" in steps
+    assert res.confidence is None and any("window grids" in c for c in res.caveats)

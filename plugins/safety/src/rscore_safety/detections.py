@@ -22,6 +22,8 @@ area lies inside it):
 - ``at height``: ``p``'s foot point lies within a scaffold box's columns and at least ``height_above`` x h above its
   bottom edge, taken as the ground under the scaffold (a person in front of the scaffold on rising ground can look
   raised too: the template says so in its caveats).
+  A detector with people but no scaffold class (a COCO model) gets its scaffolds from the offline structure cues
+  (:mod:`rscore_safety.scaffold`: a lattice of standards and ledgers), with the confidence withheld.
 - ``in zone``: ``p``'s foot point (bottom centre: where the person stands on the ground plane) lies inside a
   polygon of ``-O zones=FILE``.
 
@@ -47,7 +49,8 @@ from rscore.sdk import OpContext, ProgramOutput, Template, uses
 log = logging.getLogger(__name__)
 
 __all__ = ["ROLES", "PHRASES", "RuleOptions", "Hit", "role_of", "workers", "hard_hats", "no_hard_hats", "vests",
-           "no_vests", "near_machinery", "at_height", "in_zones", "RULES", "TEMPLATES", "with_detection_rules", "detect_ahead"]
+           "no_vests", "near_machinery", "at_height", "in_zones", "RULES", "TEMPLATES", "with_detection_rules",
+           "detect_ahead", "vest_colour_shares"]
 
 ROLES: Mapping[str, tuple[str, ...]] = {
     "person": ("person", "worker", "people", "human", "pedestrian"),
@@ -90,6 +93,8 @@ class RuleOptions:
     - ``near_heights``: "near machinery" when the gap is at most this many person heights.
     - ``height_above``: "at height" when the feet are at least this many person heights above the scaffold's base.
     - ``extra_classes``: more labels, ``role:label;role:label`` (e.g. ``helmet:casco;machinery:telehandler``).
+    - ``vest_colour_share``: with a detector that has people but no vest class (a COCO model), "wearing hi-vis" when
+      at least this share of the torso band is hi-vis coloured (the ``hivis`` colour rule, red guard included).
     """
 
     min_score: float = 0.25
@@ -101,6 +106,7 @@ class RuleOptions:
     near_heights: float = 1.0
     height_above: float = 0.5
     extra_classes: str = ""
+    vest_colour_share: float = 0.15
 
     def __post_init__(self) -> None:
         checks = [
@@ -111,6 +117,7 @@ class RuleOptions:
             (0 < self.part_overlap <= 1, "part_overlap must be in (0, 1]"),
             (0 <= self.near_heights <= 100, "near_heights must be in [0, 100]"),
             (0 <= self.height_above <= 100, "height_above must be in [0, 100]"),
+            (0 < self.vest_colour_share <= 1, "vest_colour_share must be in (0, 1]"),
         ]
         for ok, message in checks:
             if not ok:
@@ -348,9 +355,19 @@ def _check_classes(rule: DetectionRule, detector: Any, opts: RuleOptions) -> Non
             names = " or ".join(f"{alt} ({', '.join(ROLES[alt][:3])})" for alt in need.split("|"))
             raise BackendUnavailable(
                 f"the '{rule.name}' rule needs the detector to have a {names} class, and {detector.model} has "
-                f"{', '.join(detector.class_names)}; use a model trained for it, an open-vocabulary detector, or "
+                f"{_class_list(detector.class_names)}; use a model trained for it, an open-vocabulary detector, or "
                 "map a class with -O rules_extra_classes=ROLE:LABEL"
             )
+
+
+def _class_list(names: Sequence[str], shown: int = 12) -> str:
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])}... ({len(names)} classes)"
+
+
+def _has_role(detector: Any, role: str, opts: RuleOptions) -> bool:
+    return bool(detector.open_vocabulary) or any(role_of(n, opts) == role for n in detector.class_names)
 
 
 def _digest(detector: Any) -> str:
@@ -375,8 +392,13 @@ def _program(rule: DetectionRule, label: str) -> Callable[[OpContext], ProgramOu
                 raise OptionError("the people-in-zone rule needs a zones file: pass -O zones=zones.geojson")
             zones = load_zones(str(ctx.params["zones"]))
         detector = require_detector(ctx.params, rule.name)
-        _check_classes(rule, detector, opts)
+        cues = rule.name == "at_height" and not _has_role(detector, "scaffold", opts) and _has_role(
+            detector, "person", opts)  # fmt: skip
+        if not cues:
+            _check_classes(rule, detector, opts)
         dets = picture_detections(ctx, detector, ALL_PHRASES)
+        if cues:  # no scaffold class: the scaffolds from the offline structure cues (rscore_safety.scaffold)
+            dets = [*dets, *_scaffold_cues(ctx)]
         hits = [replace(h, label=label) for h in (rule.fn(dets, opts, zones) if zones else rule.fn(dets, opts))]
         counts = {role: len(v) for role, v in _by_role(dets, opts).items() if v}
         ctx.note(
@@ -395,6 +417,21 @@ def _program(rule: DetectionRule, label: str) -> Callable[[OpContext], ProgramOu
 
     program.__name__ = f"detections_{rule.name}"
     return declare_phrases(program, ALL_PHRASES)  # the video engine batches its keyframe candidates
+
+
+def _scaffold_cues(ctx: OpContext) -> list[Any]:
+    """Scaffold "detections" from the line-segment lattice of the whole picture (score 1: the cue has no score of
+    its own), for the at-height rule when the detector has no scaffold class; noted, caveated, confidence withheld."""
+    from rscore.detectors import Detection
+    from rscore.io.images import scene_rgb8
+    from rscore_safety.scaffold import CAVEAT, describe_rule, find_lattices
+
+    lattices, counts = find_lattices(scene_rgb8(ctx.scene))
+    ctx.note(f"the detector has no scaffold class: {len(lattices)} scaffold lattice(s) from offline structure cues "
+             f"({describe_rule()}; {counts['standards']} standards, {counts['ledgers']} ledgers found), their box "
+             "bottoms taken as the ground", operator="safety.scaffold")  # fmt: skip
+    ctx.caveat(CAVEAT, withhold_confidence=True)
+    return [Detection("scaffold", 1.0, tuple(float(v) for v in lat.box)) for lat in lattices]
 
 
 _NEW = (
@@ -448,8 +485,54 @@ def _vests_worn(ctx: OpContext) -> ProgramOutput:
     from rscore.detectors.programs import detector_configured
 
     if detector_configured(ctx.params):
+        from rscore.detectors.programs import require_detector
+
+        opts = RuleOptions.from_options(ctx.params)
+        detector = require_detector(ctx.params, "vests_worn")
+        if not (_has_role(detector, "vest", opts) or _has_role(detector, "no_vest", opts)) and _has_role(
+            detector, "person", opts
+        ):
+            return _vests_worn_by_colour(ctx, detector, opts)
         return _VESTS_WORN_RULE(ctx)
     return _worn_bodies_offline(ctx)
+
+
+def vest_colour_shares(garments: np.ndarray, boxes: Sequence[Sequence[float]], opts: RuleOptions,
+                       offset: tuple[int, int] = (0, 0)) -> list[float]:  # fmt: skip
+    """Per person box (scene pixels), the share of its torso band that ``garments`` (a hi-vis colour mask of the
+    view whose top-left corner is at ``offset`` = (col, row) in the scene) marks; 0 where the band is outside."""
+    out = []
+    h, w = garments.shape
+    for box in boxes:
+        x0, y0, x1, y1 = torso_region(box, opts)
+        c0, r0 = max(0, int(round(x0)) - offset[0]), max(0, int(round(y0)) - offset[1])
+        c1, r1 = min(w, int(round(x1)) - offset[0]), min(h, int(round(y1)) - offset[1])
+        out.append(float(garments[r0:r1, c0:c1].mean()) if c1 > c0 and r1 > r0 else 0.0)
+    return out
+
+
+def _vests_worn_by_colour(ctx: OpContext, detector: Any, opts: RuleOptions) -> ProgramOutput:
+    """A detector with people but no vest class (COCO models): a person wears hi-vis when at least
+    ``vest_colour_share`` of the torso band is hi-vis coloured (the ``hivis`` colour rule with its red guard)."""
+    from rscore.detectors.programs import owned_targets, picture_detections
+    from rscore_safety.plugin import hivis_colour
+
+    dets = picture_detections(ctx, detector, ALL_PHRASES)
+    people = _by_role(dets, opts)["person"]
+    garments = hivis_colour(ctx)[0]
+    shares = vest_colour_shares(garments, [p.box for p in people], opts, (ctx.window.col_off, ctx.window.row_off))
+    hits = [Hit(VESTS_WORN_LABEL, p.box, p.score, f"hi-vis colour covers {s:.0%} of the torso band")
+            for p, s in zip(people, shares) if s >= opts.vest_colour_share]  # fmt: skip
+    ctx.note(
+        f"detector {detector.name} ({detector.model}{_digest(detector)}): {len(people)} person box(es); it has no "
+        f"vest class, so a person wears hi-vis when the hi-vis colour rule marks >= {opts.vest_colour_share:.0%} of "
+        f"the torso band [{opts.describe()}]", operator="safety.detections", hits=len(hits), detections=len(dets),
+    )  # fmt: skip
+    for hit in hits[:MAX_HIT_NOTES]:
+        ctx.note(f"{hit.label} at ({', '.join(f'{v:.0f}' for v in hit.box)}): {hit.why}")
+    ctx.caveat(f"answered from {detector.name} person boxes and the hi-vis colour of their torso (the detector has "
+               "no vest class): a hi-vis coloured shirt counts as a vest, a vest in shadow or covered does not")
+    return ProgramOutput(targets=owned_targets(ctx, ((h.label, h.box, h.score) for h in hits)))
 
 
 def _worn_bodies_offline(ctx: OpContext) -> ProgramOutput:
@@ -494,8 +577,9 @@ VESTS_WORN = Template(
      "which workers are wearing their vest"),
     program=_vests_worn,
     uses=(uses("safety.hivis", when="no detector: the moving bodies wearing it, on video from a fixed camera"),),
-    explain="with a detector (--detector): " + RULES["vests_worn"].explain + "; without one, on video from a fixed "
-    "camera: hi-vis colour worn by a moving person-shaped body, and that body",
+    explain="with a detector (--detector): " + RULES["vests_worn"].explain + " (a detector with people but no vest "
+    "class: person boxes whose torso band is at least vest_colour_share hi-vis coloured); without one, on video from "
+    "a fixed camera: hi-vis colour worn by a moving person-shaped body, and that body",
     prompt="Find every person on the site who wears a high-visibility vest or jacket, and box each one.",
     keywords=("wearing", "worn", "compliant"),
     requires=("red", "green", "blue"),

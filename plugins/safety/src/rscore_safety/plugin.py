@@ -36,6 +36,14 @@ def _camera_frame(ctx: OpContext) -> None:
 
 
 def _hivis(ctx: OpContext) -> ProgramOutput:
+    mask, classes = hivis_colour(ctx)
+    mask = _on_a_person(ctx, mask)
+    classes[~mask] = 0
+    return ProgramOutput(mask=mask, classes=classes)
+
+
+def hivis_colour(ctx: OpContext) -> tuple[np.ndarray, np.ndarray]:
+    """The hi-vis colour rule's mask and classes for the view, before any person cue (``_on_a_person``)."""
     _camera_frame(ctx)
     opts = hivis.HiVisOptions.parse(ctx.params)
     raw = ctx.op("safety.hivis")
@@ -74,9 +82,7 @@ def _hivis(ctx: OpContext) -> ProgramOutput:
         ctx.caveat("pieces of one colour split by light-grey retroreflective bands were joined as one garment: two "
                    "workers in the same colour with a light grey strip (a sleeve, a band) between them can be one "
                    "instance; -O hivis_join_bands=off keeps the pieces apart")  # fmt: skip
-    mask = _on_a_person(ctx, mask)
-    classes[~mask] = 0
-    return ProgramOutput(mask=mask, classes=classes)
+    return mask, classes
 
 
 def _cut_edges(ctx: OpContext) -> np.ndarray | None:
