@@ -51,6 +51,7 @@ from rscore.engine.querytext import (  # re-exported: these lived here before
     keyword_unique,
     label_head,
     query_head,
+    near_identical,
     negated_object,  # noqa: F401
     negation_cue,
     negation_parts,
@@ -100,13 +101,12 @@ def keyword_score(query: str, template: Template) -> float:
     vocab = set(_words(" ".join([*_template_texts(template), *template.keywords])))
     coverage = sum(1 for w in q if w in vocab) / len(q)
     norm_q = " ".join(q)
-    similarity = max(
-        (difflib.SequenceMatcher(None, norm_q, " ".join(_words(e))).ratio() for e in (template.label, *template.examples)),
-        default=0.0,
-    )
+    sims = [(difflib.SequenceMatcher(None, norm_q, " ".join(w := _words(e))).ratio(), w)
+            for e in (template.label, *template.examples)]
+    similarity = max((r for r, _ in sims), default=0.0)
     # near-identical phrasing (typos, word order) counts; loose character overlap ("trees" ~ "where") does not.
     # The small similarity term breaks ties: "the body" prefers "body" over "air inside the body".
-    return max(coverage, similarity if similarity >= 0.8 else 0.0) + 0.01 * similarity
+    return max([coverage] + [r for r, w in sims if near_identical(q, w, r)]) + 0.01 * similarity
 
 
 def _embed(texts: Sequence[str]) -> np.ndarray:
@@ -169,7 +169,7 @@ HEAD_PENALTY = 0.2  # ... and a template whose thing the query does not name sco
 CONTRAST_MIN = {"embedding": 0.1}  # tie_break(): the query's own words this much closer to one matched text
 COMPOSE_DROP = {"embedding": 0.04, "keyword": 0.2}  # head alone matches this much better: the rest is a constraint
 NEGATION_SLACK = 0.15  # a negated text counts at most this much above the similarity of what both negate
-NEGATION_AGREE = {"embedding": 0.7, "keyword": 0.5}  # what both negate is the same thing at this similarity
+NEGATION_AGREE = {"embedding": 0.7, "keyword": 0.6}  # what both negate is the same thing at this similarity
 NEGATION_RELATED = {"embedding": 0.5, "keyword": 0.3}  # ... or related, when the query's head is the template's
 HEAD_AGREE = {"embedding": 0.6, "keyword": 0.5}
 EXCLUDE_UNLIKE = {"embedding": 0.35}  # an exclusion sharing only the template's word, the rest this unlike, is not
@@ -364,8 +364,8 @@ def _keyword_text_score(query: str, text: str, extra: Sequence[str]) -> float:
         return 0.0
     vocab = set(_words(" ".join([text, *extra])))
     coverage = sum(1 for w in q if w in vocab) / len(q)
-    sim = difflib.SequenceMatcher(None, " ".join(q), " ".join(_words(text))).ratio()
-    return max(coverage, sim if sim >= 0.8 else 0.0) + 0.01 * sim
+    sim = difflib.SequenceMatcher(None, " ".join(q), " ".join(tw := _words(text))).ratio()
+    return max(coverage, sim if near_identical(q, tw, sim) else 0.0) + 0.01 * sim
 
 
 def text_scores(method: str, queries: Sequence[str], templates: Sequence[Template]) -> tuple[list, np.ndarray]:

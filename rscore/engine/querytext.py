@@ -34,6 +34,13 @@ def _words(text: str) -> list[str]:
     return [_stem(w) for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP]
 
 
+def near_identical(a: Sequence[str], b: Sequence[str], ratio: float, at: float = 0.8) -> bool:
+    """Whether two word lists (``_words``) with character similarity ``ratio`` are one phrasing with typos or
+    run-together words: ``ratio >= at`` and they start with the same letter ("lungz" ~ "lungs", "ridgelines" ~
+    "ridge lines"), since a different first letter makes another word ("divers" is not "livers")."""
+    return ratio >= at and bool(a) and bool(b) and a[0][:1] == b[0][:1]
+
+
 NEGATIONS = frozenset(
     "not no without missing lacking lack lacks absent none never except excluding outside unprotected unbraced "
     "unguarded unsecured unvegetated nothing neither nor".split()
@@ -164,8 +171,13 @@ def negation_parts(text: str) -> tuple[str, str] | None:
     """``(head, object)`` of a negated text: what is kept and what is negated ("people | wearing vests" for
     "people not wearing vests", "land | forested" for "non-forested land", "ground | vegetated" for "unvegetated
     ground"), or ``None`` when nothing is negated or the negation has nothing in its scope ("water with nothing in
-    it": there "nothing" means empty, not the absence of some thing)."""
-    toks = _TOKEN.findall(text.lower())
+    it": there "nothing" means empty, not the absence of some thing). A colon or semicolon ends the scope: "not
+    open water: floor, reef, divers" negates open water, and the list after it is what *is* marked."""
+    toks, clauses = [], re.split(r"[:;]", text.lower())
+    for n, clause in enumerate(clauses):  # up to the clause of the first cue
+        toks += _TOKEN.findall(clause)
+        if any(_cue_at(toks, k) for k in range(len(toks))):
+            break
     for n, tok in enumerate(toks):
         if not _cue_at(toks, n):
             continue
