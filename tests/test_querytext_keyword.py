@@ -51,3 +51,28 @@ def test_two_keyword_negations_agree_only_on_more_than_half_of_what_they_negate(
     assert d.outcome == "absent", d.match
     d = decide("lanes where driving is not permitted or allowed", templates, "keyword")  # the same negation
     assert d.outcome == "answer" and d.template.name == "lanes", d.match
+
+
+def test_opposite_sides_together_select_no_instance():
+    from rscore.engine.querytext import selector
+
+    assert selector("the left kidney") == "left"
+    assert selector("the biggest pond") == "biggest"
+    assert selector("the right and left kidneys") is None  # both sides: every kidney
+    assert selector("left or right ribs") is None
+    assert selector("the largest and smallest pond") == "largest"  # still particular ones
+    assert selector("erosion first") is None  # qualifies nothing
+    ponds = [Template("ponds", "pond", "ponds", ("ponds", "ponds on the left and right banks")),
+             Template("trees", "tree", "trees", ("trees",))]
+    assert decide("the left and right ponds", ponds, "keyword").outcome == "answer"
+    assert decide("the left pond", ponds, "keyword").match["specificity"]["decision"] == "instance"
+
+
+def test_a_relation_to_nothing_in_particular_is_no_constraint():
+    from rscore.engine.querytext import only_placeholders, split_constraint, two_part_splits
+
+    assert split_constraint("the sky above everything") is None
+    assert split_constraint("the ponds behind it all") is None
+    assert split_constraint("the ponds behind the trees") == ("the ponds", "behind the trees")
+    assert two_part_splits("clouds above anything") == []
+    assert only_placeholders("all the things") and not only_placeholders("the things on the roof")

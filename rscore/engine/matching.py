@@ -38,7 +38,7 @@ from rscore.engine.querytext import (  # re-exported: these lived here before
     PLACE_WORDS,
     PLACEHOLDERS,  # noqa: F401
     RELATIONS,  # noqa: F401
-    SELECTORS,
+    SELECTORS,  # noqa: F401
     _STOP,
     _TOKEN,
     _stem,
@@ -57,6 +57,7 @@ from rscore.engine.querytext import (  # re-exported: these lived here before
     negation_parts,
     proper_name,
     scene_region,
+    selector,
     split_constraint,
     two_part_splits,
 )
@@ -614,12 +615,9 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         match["ambiguous"] = True
         return absent(f"the query matches '{t.name}' ({top_score:.2f}) and '{r.name}' ({runner_score:.2f}) "
                       f"almost equally (margin {margin:.2f} < {MIN_MARGIN[method]}); say which", t)
-    toks = _TOKEN.findall(query.lower())  # a selector qualifies what follows it ("the first lake", not "flood first")
-    selector = next((w for n, w in enumerate(toks) if w in SELECTORS and any(x not in _STOP for x in toks[n + 1:])),
-                    None)
-    if selector:
-        spec.update(decision="instance", word=selector)
-        return absent(f"the query asks for one particular thing ('{selector}'); '{t.name}' marks every {t.label} "
+    if word := selector(query):  # "the first lake", "the left lung" (not "flood first", "the left and right lung")
+        spec.update(decision="instance", word=word)
+        return absent(f"the query asks for one particular thing ('{word}'); '{t.name}' marks every {t.label} "
                       "and cannot pick one", t)
     if split is not None and (own := relation_declared(method, split[1], t)) is not None:
         # the template's own texts carry the same relation from a like subject ("low-lying areas near rivers" for

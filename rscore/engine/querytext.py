@@ -144,6 +144,34 @@ def negated_access(text: str) -> str | None:
     return places[0]
 
 
+_SIDE_PAIRS = {frozenset(p.split()) for p in ("left right", "upper lower", "top bottom", "front back")}
+
+
+def selector(query: str) -> str | None:
+    """The word that picks one instance ("the *largest* lake", "the *left* lung"), or ``None``. A selector
+    qualifies what follows it ("flood first" has none), and two opposite sides joined by "and" / "or" ("the left
+    and right lung", "upper and lower ...") name every side: no one instance."""
+    toks = _TOKEN.findall(query.lower())
+    for n, w in enumerate(toks):
+        if w not in SELECTORS or not any(x not in _STOP for x in toks[n + 1:]):
+            continue
+        pair = [x for x in (toks[n - 2] if n >= 2 and toks[n - 1] in ("and", "or") else "",
+                            toks[n + 2] if n + 2 < len(toks) and toks[n + 1] in ("and", "or") else "")]
+        if any(frozenset((w, x)) in _SIDE_PAIRS for x in pair):
+            continue
+        return w
+    return None
+
+
+def only_placeholders(text: str) -> bool:
+    """Whether ``text`` names no thing: only placeholder words ("everything", "anything", "it", "things")."""
+    words = [w for w in _TOKEN.findall(text.lower()) if w not in _STOP]
+    return bool(words) and all(w in _EMPTY_WORDS or _stem(w) in _EMPTY_WORDS for w in words)
+
+
+_EMPTY_WORDS = PLACEHOLDERS | {"everything", "nothing", "else", "them", "they", "thing"}
+
+
 def negation_cue(text: str) -> str | None:
     """The first negation word of ``text`` ("without", "not", "no", "n't", "non-..."), or ``None``.
 
@@ -213,8 +241,9 @@ def split_constraint(query: str) -> tuple[str, str] | None:
         return None
     pos, rel = min(hits)
     head, tail = low[:pos].strip(), low[pos:].strip()
-    if not _words(head) or not _words(tail[len(rel):]):  # "the places with water inside": no object, no relation
-        return None
+    obj = tail[len(rel):]
+    if not _words(head) or not _words(obj) or only_placeholders(obj):  # "the places with water inside": no object,
+        return None  # no relation; "the water behind everything": no thing to be related to
     return head, tail
 
 
@@ -230,7 +259,7 @@ def two_part_splits(text: str) -> list[tuple[str, str]]:
             # "troughs of the terrain": of which place the scene is, not what (the terrain is the setting)
             b = re.sub(r"\s+of\s+(?:the\s+|this\s+)?([a-z]+)$", lambda m: "" if _stem(m[1]) in PLACE_WORDS
                        else m[0], b)
-            if _words(a) and _words(b) and (a, b) not in out:
+            if _words(a) and _words(b) and not only_placeholders(b) and (a, b) not in out:
                 out.append((a, b))
             start = pos + 1
     return out
