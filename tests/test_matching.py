@@ -520,3 +520,13 @@ def test_of_which_place_a_part_is_is_the_setting(shipped):
 def test_the_keyword_matcher_does_not_read_a_spelling_as_unlike(shipped):
     plan = plan_for(shipped, "surgical", "volume", "lung tumor", matcher="keyword")  # "tumor" / "tumours"
     assert plan.absent and plan.match["specificity"]["decision"] == "excluded", plan.reason
+
+
+@needs_embeddings
+def test_a_templates_own_example_part_made_of_keywords_is_that_templates(shipped):
+    # specular declares "reflections on instruments"; its part "instruments" is the instrument template's keyword, so
+    # specular + instrument is specular's own combination (the embedding alone puts "instruments" below the cut)
+    plan = plan_for(shipped, "surgical", "image", "glints on the surgical instruments")
+    assert not plan.absent and plan.template == "surgical:specular", plan.reason
+    plan = plan_for(shipped, "surgical", "image", "glare on the bone")  # a combination specular does not declare
+    assert plan.absent and plan.match["specificity"]["decision"] == "composed", plan.reason

@@ -202,7 +202,7 @@ def covered_pairs(method: str, templates: Sequence[Template]) -> list[frozenset]
     out: list[set] = [set() for _ in templates]
     if parts:
         rows, sims = text_scores(method, parts, templates)
-        owner = _concept_owner(rows, sims, len(templates), method)
+        owner = _concept_owner(rows, sims, len(templates), method, parts, templates)
         for n, (i, _) in enumerate(splits):
             (ua, sa), (ub, sb) = owner[2 * n], owner[2 * n + 1]
             if min(sa, sb) >= COMPOSE_PART[method] and ua != ub:
@@ -249,16 +249,22 @@ def relation_declared(method: str, constraint: str, t: Template) -> str | None:
     return own[k][0] if float(sims[k]) >= PART_COVER[method] else None
 
 
-def _concept_owner(rows: list, sims: np.ndarray, n: int, method: str) -> list[tuple[int, float]]:
-    """For each column of ``sims``: the template whose plain concept text it matches best, and how well."""
+def _concept_owner(rows: list, sims: np.ndarray, n: int, method: str, parts: Sequence[str] = (),
+                   templates: Sequence[Template] = ()) -> list[tuple[int, float]]:
+    """For each column of ``sims`` (the query part ``parts[c]``): the template whose plain concept text it matches
+    best, and how well. A part made only of one template's declared keywords is that template's ("a person":
+    worker), however the embedding ranks it ("persons up on a ladder" is closer to "a person" than "people on
+    site"), in a query and in a template's own examples alike ("reflections on instruments")."""
     mask = np.array([r[1] == "concept" and not r[3] for r in rows], bool)
     out = []
     for c in range(sims.shape[1]):
         best = np.full(n, -1.0)
         for k in np.flatnonzero(mask):
             best[rows[k][0]] = max(best[rows[k][0]], float(sims[k, c]))
-        i = int(np.argmax(best))
-        out.append((i, float(best[i])))
+        i, score = int(np.argmax(best)), float(best[int(np.argmax(best))])
+        if c < len(parts) and (k := keyword_owner(parts[c], templates)) is not None:
+            i, score = k, max(score, COMPOSE_PART[method]) if i == k else COMPOSE_PART[method]
+        out.append((i, score))
     return out
 
 
@@ -653,12 +659,8 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
                           f"{head_best:.2f} < {threshold}); '{t.name}' matched only through '{split[1]}'", t)
     if splits and "declared_relation" not in spec:  # two parts, each clearly another template's concept,
         # combined in a way no template declares (a relation the template itself declares is its own question)
-        owner = _concept_owner(rows, sims[:, [col[x] for ab in splits for x in ab]], len(templates), method)
-        # a part made only of one template's declared keywords is that template's ("a person": worker), however
-        # the embedding ranks it ("persons up on a ladder" is closer to "a person" than "people on site")
-        for n, x in enumerate(x for ab in splits for x in ab):
-            if (k := keyword_owner(x, templates)) is not None:
-                owner[n] = (k, max(owner[n][1], COMPOSE_PART[method]) if owner[n][0] == k else COMPOSE_PART[method])
+        owner = _concept_owner(rows, sims[:, [col[x] for ab in splits for x in ab]], len(templates), method,
+                               [x for ab in splits for x in ab], templates)
         pairs = covered_pairs(method, templates)[top]
         common = generic_words(templates)
         for n, (a, b) in enumerate(splits):
