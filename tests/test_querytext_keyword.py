@@ -62,6 +62,8 @@ def test_opposite_sides_together_select_no_instance():
     assert selector("left or right ribs") is None
     assert selector("the largest and smallest pond") == "largest"  # still particular ones
     assert selector("erosion first") is None  # qualifies nothing
+    assert selector("fields left fallow") is None and selector("ponds right beside the road") is None  # not sides
+    assert selector("left kidney") == "left" and selector("the cyst of the right kidney") == "right"
     ponds = [Template("ponds", "pond", "ponds", ("ponds", "ponds on the left and right banks")),
              Template("trees", "tree", "trees", ("trees",))]
     assert decide("the left and right ponds", ponds, "keyword").outcome == "answer"

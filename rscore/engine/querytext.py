@@ -144,16 +144,20 @@ def negated_access(text: str) -> str | None:
     return places[0]
 
 
+_SIDE_BEFORE = frozenset("the a an its their his her this that these those and or of on to in both".split())
 _SIDE_PAIRS = {frozenset(p.split()) for p in ("left right", "upper lower", "top bottom", "front back")}
 
 
 def selector(query: str) -> str | None:
     """The word that picks one instance ("the *largest* lake", "the *left* lung"), or ``None``. A selector
-    qualifies what follows it ("flood first" has none), and two opposite sides joined by "and" / "or" ("the left
+    qualifies what follows it ("flood first" has none), a side word only after a determiner, a preposition or at
+    the start ("the left lung", not "soil left exposed"), and two opposite sides joined by "and" / "or" ("the left
     and right lung", "upper and lower ...") name every side: no one instance."""
     toks = _TOKEN.findall(query.lower())
     for n, w in enumerate(toks):
         if w not in SELECTORS or not any(x not in _STOP for x in toks[n + 1:]):
+            continue
+        if w in ("left", "right") and n > 0 and toks[n - 1] not in _SIDE_BEFORE:  # "soil left exposed": a verb
             continue
         pair = [x for x in (toks[n - 2] if n >= 2 and toks[n - 1] in ("and", "or") else "",
                             toks[n + 2] if n + 2 < len(toks) and toks[n + 1] in ("and", "or") else "")]
