@@ -78,3 +78,13 @@ def test_a_relation_to_nothing_in_particular_is_no_constraint():
     assert split_constraint("the ponds behind the trees") == ("the ponds", "behind the trees")
     assert two_part_splits("clouds above anything") == []
     assert only_placeholders("all the things") and not only_placeholders("the things on the roof")
+
+
+def test_without_nothing_is_empty_not_a_negation():
+    # "without nothing" is how non-native English often says "with nothing": nothing is negated
+    assert negation_parts("the pond without nothing in it") is None
+    assert negation_parts("a road with nothing on it") is None
+    assert negation_parts("the pond without fish") == ("pond", "fish")
+    ponds = [Template("ponds", "pond", "ponds", ("ponds", "the pond")), Template("trees", "tree", "trees", ("trees",))]
+    d = decide("the pond without nothing in it", ponds, "keyword")
+    assert d.outcome == "answer" and d.template.name == "ponds", d.match

@@ -219,7 +219,8 @@ def negation_parts(text: str) -> tuple[str, str] | None:
         if prefix is not None and len(tok) > len(prefix) + 3:  # "non-forested", "unvegetated": one word negated
             obj = tok[len(prefix):].lstrip("-")
             return " ".join(before + after), obj
-        if not after or all(w in PLACEHOLDERS or _stem(w) in PLACEHOLDERS for w in after):  # "no things": empty
+        # "no things": empty; so is "without nothing" (a double negation as non-native English often says it)
+        if not after or all(w in PLACEHOLDERS or _stem(w) in PLACEHOLDERS or w == "nothing" for w in after):
             return None
         # a place word closing bare negated words is where, not what is negated: "water not clear zone" keeps
         # "water zone" ("outside the restricted zone", with its article, negates the zone itself)
