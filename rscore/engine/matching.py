@@ -181,8 +181,8 @@ PART_COVER = {"embedding": 0.5, "keyword": 0.5}  # a part of the query like a pa
 # answered AND its mask is what was asked (a superset answer is not), fitted on the answered queries of
 # benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
 CALIBRATION = {
-    "embedding": {"bias": 1.916, "score": 2.074, "margin": 4.139, "superset": -8.718},
-    "keyword": {"bias": -0.492, "score": 2.885, "margin": 3.911, "superset": -8.985},
+    "embedding": {"bias": 2.648, "score": 2.153, "margin": 2.614, "superset": -9.353},
+    "keyword": {"bias": 0.143, "score": 2.340, "margin": 4.047, "superset": -9.437},
 }
 
 
