@@ -530,3 +530,18 @@ def test_a_templates_own_example_part_made_of_keywords_is_that_templates(shipped
     assert not plan.absent and plan.template == "surgical:specular", plan.reason
     plan = plan_for(shipped, "surgical", "image", "glare on the bone")  # a combination specular does not declare
     assert plan.absent and plan.match["specificity"]["decision"] == "composed", plan.reason
+
+
+def test_a_part_that_is_one_templates_thing_is_a_setting_only_when_something_is_inside_it(shipped):
+    from rscore.engine.querytext import is_setting
+
+    safety = shipped.templates_for("safety")
+    # "scaffold" is used by three safety templates, but it is the scaffold template's own thing
+    assert not is_setting(("safety vests hanging", "the scaffold"), "safety vests hanging on the scaffold", safety)
+    surgical = shipped.templates_for("surgical")
+    assert is_setting(("fat", "the body"), "fat in the body", surgical)  # what holds the thing: where, not what
+    plan = plan_for(shipped, "safety", "image", "safety vests hanging on the scaffold")
+    assert plan.absent and plan.match["specificity"]["decision"] == "composed", plan.reason
+    for q in ("reflective clothing on people", "hi-vis in the picture"):  # hivis's own combination / the setting
+        plan = plan_for(shipped, "safety", "image", q)
+        assert not plan.absent and plan.template == "safety:hivis", (q, plan.reason)

@@ -57,6 +57,7 @@ from rscore.engine.querytext import (  # re-exported: these lived here before
     negation_parts,
     proper_name,
     scene_region,
+    is_setting,
     selector,
     split_constraint,
     two_part_splits,
@@ -251,10 +252,9 @@ def relation_declared(method: str, constraint: str, t: Template) -> str | None:
 
 def _concept_owner(rows: list, sims: np.ndarray, n: int, method: str, parts: Sequence[str] = (),
                    templates: Sequence[Template] = ()) -> list[tuple[int, float]]:
-    """For each column of ``sims`` (the query part ``parts[c]``): the template whose plain concept text it matches
-    best, and how well. A part made only of one template's declared keywords is that template's ("a person":
-    worker), however the embedding ranks it ("persons up on a ladder" is closer to "a person" than "people on
-    site"), in a query and in a template's own examples alike ("reflections on instruments")."""
+    """For each column of ``sims`` (query part ``parts[c]``): the template whose plain concept text it matches best,
+    and how well. A part made only of one template's keywords is that template's ("a person": worker), however the
+    embedding ranks it ("persons up on a ladder"), in a query and in a template's examples alike."""
     mask = np.array([r[1] == "concept" and not r[3] for r in rows], bool)
     out = []
     for c in range(sims.shape[1]):
@@ -662,13 +662,12 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         owner = _concept_owner(rows, sims[:, [col[x] for ab in splits for x in ab]], len(templates), method,
                                [x for ab in splits for x in ab], templates)
         pairs = covered_pairs(method, templates)[top]
-        common = generic_words(templates)
         for n, (a, b) in enumerate(splits):
             (ua, sa), (ub, sb) = owner[2 * n], owner[2 * n + 1]
             # a relation the template does not declare ("hi-vis near a person") is not what its own combination
             # of the same two concepts says ("workers wearing hi-vis"): still a composition
             relation = split is not None and a == split[0] and split[1].endswith(b)
-            if not relation and (set(_words(a)) <= common or set(_words(b)) <= common) or b == region:  # "in the
+            if not relation and is_setting((a, b), core, templates) or b == region:  # "in the
                 continue  # water", "in the abdomen": the setting
             if ua != ub and min(sa, sb) >= COMPOSE_PART[method] and (relation or (
                     frozenset((ua, ub)) not in pairs and not example_combines(method, a, b, templates[top]))):

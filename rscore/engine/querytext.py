@@ -364,3 +364,16 @@ def keyword_owner(text: str, templates: Sequence[Template]) -> int | None:
     hits = [i for i, t in enumerate(templates)
             if words <= {_stem(w) for k in t.keywords for w in re.findall(r"[a-z0-9]+", k.lower())}]
     return hits[0] if len(hits) == 1 else None
+
+
+_INSIDE = ("in", "inside", "within", "into")
+
+
+def is_setting(parts: Sequence[str], query: str, templates: Sequence[Template]) -> bool:
+    """Whether one of ``parts`` of the query is where its thing is, not a second thing: words many templates use
+    ("in the water", "in the body"). A part that is one template's own thing by its keywords ("the scaffold") is a
+    setting only when the query puts something inside it ("fat in the body"); "vests on the scaffold" asks for two
+    things."""
+    common, low = generic_words(templates), " " + query.lower() + " "
+    return any(set(_words(part)) <= common and (keyword_owner(part, templates) is None or any(
+        f" {c} {part.strip()} " in low for c in _INSIDE)) for part in parts)
