@@ -545,3 +545,25 @@ def test_a_part_that_is_one_templates_thing_is_a_setting_only_when_something_is_
     for q in ("reflective clothing on people", "hi-vis in the picture"):  # hivis's own combination / the setting
         plan = plan_for(shipped, "safety", "image", q)
         assert not plan.absent and plan.template == "safety:hivis", (q, plan.reason)
+
+
+def test_a_person_in_a_zone_is_not_the_zone_and_a_wearer_example_combines_its_two_things(shipped):
+    from rscore.engine.querytext import example_splits
+
+    # "worker" is the worker template's own word: "workers" is a second thing, not the setting of the zone
+    plan = plan_for(shipped, "safety", "image", "workers in the danger area")
+    assert plan.absent and plan.match["specificity"]["decision"] == "composed", plan.reason
+    # "workers wearing hi-vis" (vests_worn's own example) combines a worker and hi-vis, however the query joins them
+    assert ("workers", "hi-vis") in example_splits("workers wearing hi-vis")
+    plan = plan_for(shipped, "safety", "image", "labourers with hi-vis")
+    assert not plan.absent and plan.template == "safety:vests_worn", plan.reason
+
+
+def test_a_relation_to_the_whole_scene_is_no_constraint(shipped):
+    from rscore.engine.querytext import split_constraint, two_part_splits
+
+    assert split_constraint("the danger zone around the scene") is None
+    assert two_part_splits("cones on the photo") == []
+    assert split_constraint("cones near the fence") == ("cones", "near the fence")
+    plan = plan_for(shipped, "safety", "image", "the danger zone around the scene")
+    assert not plan.absent and plan.template == "safety:restricted_zone", plan.reason

@@ -57,6 +57,7 @@ from rscore.engine.querytext import (  # re-exported: these lived here before
     negation_parts,
     proper_name,
     scene_region,
+    example_splits,
     is_setting,
     selector,
     split_constraint,
@@ -198,7 +199,7 @@ def covered_pairs(method: str, templates: Sequence[Template]) -> list[frozenset]
     if key in _PAIRS:
         return _PAIRS[key]
     texts = [(i, x) for i, t in enumerate(templates) for x in (t.label, *t.examples) if x and not negation_parts(x)]
-    splits = [(i, ab) for i, x in texts for ab in two_part_splits(x)]
+    splits = [(i, ab) for i, x in texts for ab in example_splits(x)]
     parts = [x for _, ab in splits for x in ab]
     out: list[set] = [set() for _ in templates]
     if parts:
@@ -215,7 +216,7 @@ def covered_pairs(method: str, templates: Sequence[Template]) -> list[frozenset]
 def example_combines(method: str, a: str, b: str, t: Template) -> bool:
     """Whether one of ``t``'s own label / examples combines two parts like ``a`` and ``b`` ("hi-vis on a person"
     and "workers in hi-vis vests"; "low flat land near rivers" and "low-lying areas near rivers")."""
-    splits = [ab for x in (t.label, *t.examples) if x and not negation_parts(x) for ab in two_part_splits(x)]
+    splits = [ab for x in (t.label, *t.examples) if x and not negation_parts(x) for ab in example_splits(x)]
     if not splits:
         return False
     parts = [x for ab in splits for x in ab]

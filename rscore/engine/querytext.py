@@ -53,6 +53,8 @@ RELATIONS = (
 )
 # a subject made only of these ("places near rivers") names no thing of its own
 PLACE_WORDS = frozenset(_stem(w) for w in "place land ground terrain zone location spot site surface pixel".split())
+# the whole input, not a thing in it ("the exclusion zone around the site")
+SCENE_WORDS = frozenset(_stem(w) for w in "site scene picture photo photograph frame scan view footage".split())
 # what kind of thing, not which ("osseous structures", "hydrographic features", "metallic objects")
 FORM_WORDS = frozenset(_stem(w) for w in "structure feature object element formation".split())
 # a negation of only these ("the water where there are no things", "nothing else") says "empty", not "without X"
@@ -247,8 +249,8 @@ def split_constraint(query: str) -> tuple[str, str] | None:
     pos, rel = min(hits)
     head, tail = low[:pos].strip(), low[pos:].strip()
     obj = tail[len(rel):]
-    if not _words(head) or not _words(obj) or only_placeholders(obj):  # "the places with water inside": no object,
-        return None  # no relation; "the water behind everything": no thing to be related to
+    if not _words(head) or not _words(obj) or only_placeholders(obj) or set(_words(obj)) <= SCENE_WORDS:
+        return None  # "the places with water inside": no object; "behind everything", "around the site": nothing
     return head, tail
 
 
@@ -264,7 +266,8 @@ def two_part_splits(text: str) -> list[tuple[str, str]]:
             # "troughs of the terrain": of which place the scene is, not what (the terrain is the setting)
             b = re.sub(r"\s+of\s+(?:the\s+|this\s+)?([a-z]+)$", lambda m: "" if _stem(m[1]) in PLACE_WORDS
                        else m[0], b)
-            if _words(a) and _words(b) and not only_placeholders(b) and (a, b) not in out:
+            if _words(a) and _words(b) and not only_placeholders(b) and not set(_words(b)) <= SCENE_WORDS \
+                    and (a, b) not in out:
                 out.append((a, b))
             start = pos + 1
     return out
@@ -377,3 +380,11 @@ def is_setting(parts: Sequence[str], query: str, templates: Sequence[Template]) 
     common, low = generic_words(templates), " " + query.lower() + " "
     return any(set(_words(part)) <= common and (keyword_owner(part, templates) is None or any(
         f" {c} {part.strip()} " in low for c in _INSIDE)) for part in parts)
+
+
+def example_splits(text: str) -> list[tuple[str, str]]:
+    """How a template's own example combines two things: :func:`two_part_splits`, and a thing and what it wears
+    ("workers wearing hi-vis": worker + hi-vis), which a query may say with a connective ("workers with hi-vis")."""
+    low = " " + text.lower().strip() + " "
+    worn = [(a.strip(), b.strip()) for a, _, b in [low.partition(" wearing ")] if _words(a) and _words(b)]
+    return two_part_splits(text) + [ab for ab in worn if ab not in two_part_splits(text)]
