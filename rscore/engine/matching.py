@@ -183,7 +183,7 @@ PART_COVER = {"embedding": 0.5, "keyword": 0.5}  # a part of the query like a pa
 # answered AND its mask is what was asked (a superset answer is not), fitted on the answered queries of
 # benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
 CALIBRATION = {
-    "embedding": {"bias": 3.328, "score": 0.932, "margin": 3.872, "superset": -9.451},
+    "embedding": {"bias": 2.648, "score": 2.153, "margin": 2.614, "superset": -9.353},
     "keyword": {"bias": 0.177, "score": 2.427, "margin": 4.057, "superset": -9.555},
 }
 
