@@ -567,3 +567,14 @@ def test_a_relation_to_the_whole_scene_is_no_constraint(shipped):
     assert split_constraint("cones near the fence") == ("cones", "near the fence")
     plan = plan_for(shipped, "safety", "image", "the danger zone around the scene")
     assert not plan.absent and plan.template == "safety:restricted_zone", plan.reason
+
+
+@needs_embeddings
+def test_a_rare_keyword_beside_a_place_word_names_its_template(shipped):
+    # MiniLM hardly knows "precipice" / "canopy": "land", "terrain" carried the query to bare soil-like texts
+    for q, name in (("precipice land", "steep_terrain"), ("canopy terrain", "dense_vegetation")):
+        plan = plan_for(shipped, "earth", "raster", q)
+        assert not plan.absent and plan.template == f"earth:{name}", (q, plan.template, plan.reason)
+        assert "keyword" in plan.match["keyword_match"]
+    plan = plan_for(shipped, "earth", "raster", "ravine land")  # already its template's: unchanged
+    assert not plan.absent and plan.template == "earth:ridges_valleys"

@@ -57,6 +57,7 @@ from rscore.engine.querytext import (  # re-exported: these lived here before
     negation_parts,
     proper_name,
     scene_region,
+    place_words,
     example_splits,
     is_setting,
     selector,
@@ -442,8 +443,7 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         match["query_core"] = core
     split = split_constraint(core)
     qparts = negation_parts(core)
-    qneg = qparts is not None
-    qcue = negation_cue(core) if qneg else None
+    qneg, qcue = qparts is not None, negation_cue(core) if qparts is not None else None
     splits = [] if qneg else two_part_splits(core)
     extra = [split[0]] if split else []
     parts = [x for ab in splits for x in ab]
@@ -514,11 +514,11 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
     def absent(why: str, about: Template | None = None) -> Decision:
         return Decision("absent", about, why, match)
 
-    kw = keyword_owner(core, templates) if top_score < threshold and not qneg else None
+    place = place_words(core)  # "precipitous ground": the keyword names the template, the place word the score
+    kw = keyword_owner(core, templates) if (top_score < threshold or place) and not qneg else None
     if kw is not None and best_of(kw, ("concept",))[0] >= KEYWORD_FLOOR.get(method, threshold) \
-            and top_score - best_of(kw, ("concept",))[0] < TIE_WINDOW[method]:
-        # "the substrate", "the benthic zone": every word a declared keyword of one template, whose concept is
-        # close (MiniLM rates rare domain words low) and at most a near tie behind the best
+            and (top_score - best_of(kw, ("concept",))[0] < TIE_WINDOW[method] or top_score >= threshold and place):
+        # every word a declared keyword of one template ("the benthic zone"): MiniLM rates rare domain words low
         if kw != top:
             runner, top = top, kw
             runner_score = per[runner][0]

@@ -388,3 +388,11 @@ def example_splits(text: str) -> list[tuple[str, str]]:
     low = " " + text.lower().strip() + " "
     worn = [(a.strip(), b.strip()) for a, _, b in [low.partition(" wearing ")] if _words(a) and _words(b)]
     return two_part_splits(text) + [ab for ab in worn if ab not in two_part_splits(text)]
+
+
+def place_words(text: str) -> set[str]:
+    """The words of ``text`` that say what kind of place or thing, not which ("ground", "land", "zone", "structures").
+    Beside a rare declared keyword ("precipitous ground") they carry the embedding towards whichever template uses
+    them ("bare ground"), while the keyword names the template: :func:`rscore.engine.matching.decide` lets the
+    keyword's template answer (when its concept is close enough: ``KEYWORD_FLOOR``)."""
+    return set(_words(text)) & (PLACE_WORDS | FORM_WORDS)
