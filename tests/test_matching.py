@@ -520,3 +520,61 @@ def test_of_which_place_a_part_is_is_the_setting(shipped):
 def test_the_keyword_matcher_does_not_read_a_spelling_as_unlike(shipped):
     plan = plan_for(shipped, "surgical", "volume", "lung tumor", matcher="keyword")  # "tumor" / "tumours"
     assert plan.absent and plan.match["specificity"]["decision"] == "excluded", plan.reason
+
+
+@needs_embeddings
+def test_a_templates_own_example_part_made_of_keywords_is_that_templates(shipped):
+    # specular declares "reflections on instruments"; its part "instruments" is the instrument template's keyword, so
+    # specular + instrument is specular's own combination (the embedding alone puts "instruments" below the cut)
+    plan = plan_for(shipped, "surgical", "image", "glints on the surgical instruments")
+    assert not plan.absent and plan.template == "surgical:specular", plan.reason
+    plan = plan_for(shipped, "surgical", "image", "glare on the bone")  # a combination specular does not declare
+    assert plan.absent and plan.match["specificity"]["decision"] == "composed", plan.reason
+
+
+def test_a_part_that_is_one_templates_thing_is_a_setting_only_when_something_is_inside_it(shipped):
+    from rscore.engine.querytext import is_setting
+
+    safety = shipped.templates_for("safety")
+    # "scaffold" is used by three safety templates, but it is the scaffold template's own thing
+    assert not is_setting(("safety vests hanging", "the scaffold"), "safety vests hanging on the scaffold", safety)
+    surgical = shipped.templates_for("surgical")
+    assert is_setting(("fat", "the body"), "fat in the body", surgical)  # what holds the thing: where, not what
+    plan = plan_for(shipped, "safety", "image", "safety vests hanging on the scaffold")
+    assert plan.absent and plan.match["specificity"]["decision"] == "composed", plan.reason
+    for q in ("reflective clothing on people", "hi-vis in the picture"):  # hivis's own combination / the setting
+        plan = plan_for(shipped, "safety", "image", q)
+        assert not plan.absent and plan.template == "safety:hivis", (q, plan.reason)
+
+
+def test_a_person_in_a_zone_is_not_the_zone_and_a_wearer_example_combines_its_two_things(shipped):
+    from rscore.engine.querytext import example_splits
+
+    # "worker" is the worker template's own word: "workers" is a second thing, not the setting of the zone
+    plan = plan_for(shipped, "safety", "image", "workers in the danger area")
+    assert plan.absent and plan.match["specificity"]["decision"] == "composed", plan.reason
+    # "workers wearing hi-vis" (vests_worn's own example) combines a worker and hi-vis, however the query joins them
+    assert ("workers", "hi-vis") in example_splits("workers wearing hi-vis")
+    plan = plan_for(shipped, "safety", "image", "labourers with hi-vis")
+    assert not plan.absent and plan.template == "safety:vests_worn", plan.reason
+
+
+def test_a_relation_to_the_whole_scene_is_no_constraint(shipped):
+    from rscore.engine.querytext import split_constraint, two_part_splits
+
+    assert split_constraint("the danger zone around the scene") is None
+    assert two_part_splits("cones on the photo") == []
+    assert split_constraint("cones near the fence") == ("cones", "near the fence")
+    plan = plan_for(shipped, "safety", "image", "the danger zone around the scene")
+    assert not plan.absent and plan.template == "safety:restricted_zone", plan.reason
+
+
+@needs_embeddings
+def test_a_rare_keyword_beside_a_place_word_names_its_template(shipped):
+    # MiniLM hardly knows "precipice" / "canopy": "land", "terrain" carried the query to bare soil-like texts
+    for q, name in (("precipice land", "steep_terrain"), ("canopy terrain", "dense_vegetation")):
+        plan = plan_for(shipped, "earth", "raster", q)
+        assert not plan.absent and plan.template == f"earth:{name}", (q, plan.template, plan.reason)
+        assert "keyword" in plan.match["keyword_match"]
+    plan = plan_for(shipped, "earth", "raster", "ravine land")  # already its template's: unchanged
+    assert not plan.absent and plan.template == "earth:ridges_valleys"

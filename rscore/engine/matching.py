@@ -38,7 +38,7 @@ from rscore.engine.querytext import (  # re-exported: these lived here before
     PLACE_WORDS,
     PLACEHOLDERS,  # noqa: F401
     RELATIONS,  # noqa: F401
-    SELECTORS,
+    SELECTORS,  # noqa: F401
     _STOP,
     _TOKEN,
     _stem,
@@ -51,11 +51,16 @@ from rscore.engine.querytext import (  # re-exported: these lived here before
     keyword_unique,
     label_head,
     query_head,
+    near_identical,
     negated_object,  # noqa: F401
     negation_cue,
     negation_parts,
     proper_name,
     scene_region,
+    place_words,
+    example_splits,
+    is_setting,
+    selector,
     split_constraint,
     two_part_splits,
 )
@@ -100,13 +105,12 @@ def keyword_score(query: str, template: Template) -> float:
     vocab = set(_words(" ".join([*_template_texts(template), *template.keywords])))
     coverage = sum(1 for w in q if w in vocab) / len(q)
     norm_q = " ".join(q)
-    similarity = max(
-        (difflib.SequenceMatcher(None, norm_q, " ".join(_words(e))).ratio() for e in (template.label, *template.examples)),
-        default=0.0,
-    )
+    sims = [(difflib.SequenceMatcher(None, norm_q, " ".join(w := _words(e))).ratio(), w)
+            for e in (template.label, *template.examples)]
+    similarity = max((r for r, _ in sims), default=0.0)
     # near-identical phrasing (typos, word order) counts; loose character overlap ("trees" ~ "where") does not.
     # The small similarity term breaks ties: "the body" prefers "body" over "air inside the body".
-    return max(coverage, similarity if similarity >= 0.8 else 0.0) + 0.01 * similarity
+    return max([coverage] + [r for r, w in sims if near_identical(q, w, r)]) + 0.01 * similarity
 
 
 def _embed(texts: Sequence[str]) -> np.ndarray:
@@ -169,7 +173,7 @@ HEAD_PENALTY = 0.2  # ... and a template whose thing the query does not name sco
 CONTRAST_MIN = {"embedding": 0.1}  # tie_break(): the query's own words this much closer to one matched text
 COMPOSE_DROP = {"embedding": 0.04, "keyword": 0.2}  # head alone matches this much better: the rest is a constraint
 NEGATION_SLACK = 0.15  # a negated text counts at most this much above the similarity of what both negate
-NEGATION_AGREE = {"embedding": 0.7, "keyword": 0.5}  # what both negate is the same thing at this similarity
+NEGATION_AGREE = {"embedding": 0.7, "keyword": 0.6}  # what both negate is the same thing at this similarity
 NEGATION_RELATED = {"embedding": 0.5, "keyword": 0.3}  # ... or related, when the query's head is the template's
 HEAD_AGREE = {"embedding": 0.6, "keyword": 0.5}
 EXCLUDE_UNLIKE = {"embedding": 0.35}  # an exclusion sharing only the template's word, the rest this unlike, is not
@@ -180,8 +184,8 @@ PART_COVER = {"embedding": 0.5, "keyword": 0.5}  # a part of the query like a pa
 # answered AND its mask is what was asked (a superset answer is not), fitted on the answered queries of
 # benchmarks/routing/tune.tsv by `python benchmarks/routing/run_routing.py --fit` (see benchmarks/routing/README.md)
 CALIBRATION = {
-    "embedding": {"bias": 1.916, "score": 2.074, "margin": 4.139, "superset": -8.718},
-    "keyword": {"bias": -0.492, "score": 2.885, "margin": 3.911, "superset": -8.985},
+    "embedding": {"bias": 2.648, "score": 2.153, "margin": 2.614, "superset": -9.353},
+    "keyword": {"bias": 0.177, "score": 2.427, "margin": 4.057, "superset": -9.555},
 }
 
 
@@ -196,12 +200,12 @@ def covered_pairs(method: str, templates: Sequence[Template]) -> list[frozenset]
     if key in _PAIRS:
         return _PAIRS[key]
     texts = [(i, x) for i, t in enumerate(templates) for x in (t.label, *t.examples) if x and not negation_parts(x)]
-    splits = [(i, ab) for i, x in texts for ab in two_part_splits(x)]
+    splits = [(i, ab) for i, x in texts for ab in example_splits(x)]
     parts = [x for _, ab in splits for x in ab]
     out: list[set] = [set() for _ in templates]
     if parts:
         rows, sims = text_scores(method, parts, templates)
-        owner = _concept_owner(rows, sims, len(templates), method)
+        owner = _concept_owner(rows, sims, len(templates), method, parts, templates)
         for n, (i, _) in enumerate(splits):
             (ua, sa), (ub, sb) = owner[2 * n], owner[2 * n + 1]
             if min(sa, sb) >= COMPOSE_PART[method] and ua != ub:
@@ -213,7 +217,7 @@ def covered_pairs(method: str, templates: Sequence[Template]) -> list[frozenset]
 def example_combines(method: str, a: str, b: str, t: Template) -> bool:
     """Whether one of ``t``'s own label / examples combines two parts like ``a`` and ``b`` ("hi-vis on a person"
     and "workers in hi-vis vests"; "low flat land near rivers" and "low-lying areas near rivers")."""
-    splits = [ab for x in (t.label, *t.examples) if x and not negation_parts(x) for ab in two_part_splits(x)]
+    splits = [ab for x in (t.label, *t.examples) if x and not negation_parts(x) for ab in example_splits(x)]
     if not splits:
         return False
     parts = [x for ab in splits for x in ab]
@@ -248,16 +252,21 @@ def relation_declared(method: str, constraint: str, t: Template) -> str | None:
     return own[k][0] if float(sims[k]) >= PART_COVER[method] else None
 
 
-def _concept_owner(rows: list, sims: np.ndarray, n: int, method: str) -> list[tuple[int, float]]:
-    """For each column of ``sims``: the template whose plain concept text it matches best, and how well."""
+def _concept_owner(rows: list, sims: np.ndarray, n: int, method: str, parts: Sequence[str] = (),
+                   templates: Sequence[Template] = ()) -> list[tuple[int, float]]:
+    """For each column of ``sims`` (query part ``parts[c]``): the template whose plain concept text it matches best,
+    and how well. A part made only of one template's keywords is that template's ("a person": worker), however the
+    embedding ranks it ("persons up on a ladder"), in a query and in a template's examples alike."""
     mask = np.array([r[1] == "concept" and not r[3] for r in rows], bool)
     out = []
     for c in range(sims.shape[1]):
         best = np.full(n, -1.0)
         for k in np.flatnonzero(mask):
             best[rows[k][0]] = max(best[rows[k][0]], float(sims[k, c]))
-        i = int(np.argmax(best))
-        out.append((i, float(best[i])))
+        i, score = int(np.argmax(best)), float(best[int(np.argmax(best))])
+        if c < len(parts) and (k := keyword_owner(parts[c], templates)) is not None:
+            i, score = k, max(score, COMPOSE_PART[method]) if i == k else COMPOSE_PART[method]
+        out.append((i, score))
     return out
 
 
@@ -364,8 +373,8 @@ def _keyword_text_score(query: str, text: str, extra: Sequence[str]) -> float:
         return 0.0
     vocab = set(_words(" ".join([text, *extra])))
     coverage = sum(1 for w in q if w in vocab) / len(q)
-    sim = difflib.SequenceMatcher(None, " ".join(q), " ".join(_words(text))).ratio()
-    return max(coverage, sim if sim >= 0.8 else 0.0) + 0.01 * sim
+    sim = difflib.SequenceMatcher(None, " ".join(q), " ".join(tw := _words(text))).ratio()
+    return max(coverage, sim if near_identical(q, tw, sim) else 0.0) + 0.01 * sim
 
 
 def text_scores(method: str, queries: Sequence[str], templates: Sequence[Template]) -> tuple[list, np.ndarray]:
@@ -434,8 +443,7 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         match["query_core"] = core
     split = split_constraint(core)
     qparts = negation_parts(core)
-    qneg = qparts is not None
-    qcue = negation_cue(core) if qneg else None
+    qneg, qcue = qparts is not None, negation_cue(core) if qparts is not None else None
     splits = [] if qneg else two_part_splits(core)
     extra = [split[0]] if split else []
     parts = [x for ab in splits for x in ab]
@@ -506,11 +514,11 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
     def absent(why: str, about: Template | None = None) -> Decision:
         return Decision("absent", about, why, match)
 
-    kw = keyword_owner(core, templates) if top_score < threshold and not qneg else None
+    place = place_words(core)  # "precipitous ground": the keyword names the template, the place word the score
+    kw = keyword_owner(core, templates) if (top_score < threshold or place) and not qneg else None
     if kw is not None and best_of(kw, ("concept",))[0] >= KEYWORD_FLOOR.get(method, threshold) \
-            and top_score - best_of(kw, ("concept",))[0] < TIE_WINDOW[method]:
-        # "the substrate", "the benthic zone": every word a declared keyword of one template, whose concept is
-        # close (MiniLM rates rare domain words low) and at most a near tie behind the best
+            and (top_score - best_of(kw, ("concept",))[0] < TIE_WINDOW[method] or top_score >= threshold and place):
+        # every word a declared keyword of one template ("the benthic zone"): MiniLM rates rare domain words low
         if kw != top:
             runner, top = top, kw
             runner_score = per[runner][0]
@@ -614,12 +622,9 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         match["ambiguous"] = True
         return absent(f"the query matches '{t.name}' ({top_score:.2f}) and '{r.name}' ({runner_score:.2f}) "
                       f"almost equally (margin {margin:.2f} < {MIN_MARGIN[method]}); say which", t)
-    toks = _TOKEN.findall(query.lower())  # a selector qualifies what follows it ("the first lake", not "flood first")
-    selector = next((w for n, w in enumerate(toks) if w in SELECTORS and any(x not in _STOP for x in toks[n + 1:])),
-                    None)
-    if selector:
-        spec.update(decision="instance", word=selector)
-        return absent(f"the query asks for one particular thing ('{selector}'); '{t.name}' marks every {t.label} "
+    if word := selector(query):  # "the first lake", "the left lung" (not "flood first", "the left and right lung")
+        spec.update(decision="instance", word=word)
+        return absent(f"the query asks for one particular thing ('{word}'); '{t.name}' marks every {t.label} "
                       "and cannot pick one", t)
     if split is not None and (own := relation_declared(method, split[1], t)) is not None:
         # the template's own texts carry the same relation from a like subject ("low-lying areas near rivers" for
@@ -655,20 +660,15 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
                           f"{head_best:.2f} < {threshold}); '{t.name}' matched only through '{split[1]}'", t)
     if splits and "declared_relation" not in spec:  # two parts, each clearly another template's concept,
         # combined in a way no template declares (a relation the template itself declares is its own question)
-        owner = _concept_owner(rows, sims[:, [col[x] for ab in splits for x in ab]], len(templates), method)
-        # a part made only of one template's declared keywords is that template's ("a person": worker), however
-        # the embedding ranks it ("persons up on a ladder" is closer to "a person" than "people on site")
-        for n, x in enumerate(x for ab in splits for x in ab):
-            if (k := keyword_owner(x, templates)) is not None:
-                owner[n] = (k, max(owner[n][1], COMPOSE_PART[method]) if owner[n][0] == k else COMPOSE_PART[method])
+        owner = _concept_owner(rows, sims[:, [col[x] for ab in splits for x in ab]], len(templates), method,
+                               [x for ab in splits for x in ab], templates)
         pairs = covered_pairs(method, templates)[top]
-        common = generic_words(templates)
         for n, (a, b) in enumerate(splits):
             (ua, sa), (ub, sb) = owner[2 * n], owner[2 * n + 1]
             # a relation the template does not declare ("hi-vis near a person") is not what its own combination
             # of the same two concepts says ("workers wearing hi-vis"): still a composition
             relation = split is not None and a == split[0] and split[1].endswith(b)
-            if not relation and (set(_words(a)) <= common or set(_words(b)) <= common) or b == region:  # "in the
+            if not relation and is_setting((a, b), core, templates) or b == region:  # "in the
                 continue  # water", "in the abdomen": the setting
             if ua != ub and min(sa, sb) >= COMPOSE_PART[method] and (relation or (
                     frozenset((ua, ub)) not in pairs and not example_combines(method, a, b, templates[top]))):

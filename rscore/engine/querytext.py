@@ -34,6 +34,13 @@ def _words(text: str) -> list[str]:
     return [_stem(w) for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP]
 
 
+def near_identical(a: Sequence[str], b: Sequence[str], ratio: float, at: float = 0.8) -> bool:
+    """Whether two word lists (``_words``) with character similarity ``ratio`` are one phrasing with typos or
+    run-together words: ``ratio >= at`` and they start with the same letter ("lungz" ~ "lungs", "ridgelines" ~
+    "ridge lines"), since a different first letter makes another word ("divers" is not "livers")."""
+    return ratio >= at and bool(a) and bool(b) and a[0][:1] == b[0][:1]
+
+
 NEGATIONS = frozenset(
     "not no without missing lacking lack lacks absent none never except excluding outside unprotected unbraced "
     "unguarded unsecured unvegetated nothing neither nor".split()
@@ -46,6 +53,8 @@ RELATIONS = (
 )
 # a subject made only of these ("places near rivers") names no thing of its own
 PLACE_WORDS = frozenset(_stem(w) for w in "place land ground terrain zone location spot site surface pixel".split())
+# the whole input, not a thing in it ("the exclusion zone around the site")
+SCENE_WORDS = frozenset(_stem(w) for w in "site scene picture photo photograph frame scan view footage".split())
 # what kind of thing, not which ("osseous structures", "hydrographic features", "metallic objects")
 FORM_WORDS = frozenset(_stem(w) for w in "structure feature object element formation".split())
 # a negation of only these ("the water where there are no things", "nothing else") says "empty", not "without X"
@@ -137,6 +146,38 @@ def negated_access(text: str) -> str | None:
     return places[0]
 
 
+_SIDE_BEFORE = frozenset("the a an its their his her this that these those and or of on to in both".split())
+_SIDE_PAIRS = {frozenset(p.split()) for p in ("left right", "upper lower", "top bottom", "front back")}
+
+
+def selector(query: str) -> str | None:
+    """The word that picks one instance ("the *largest* lake", "the *left* lung"), or ``None``. A selector
+    qualifies what follows it ("flood first" has none), a side word only after a determiner, a preposition or at
+    the start ("the left lung", not "soil left exposed"), and two opposite sides joined by "and" / "or" ("the left
+    and right lung", "upper and lower ...") name every side: no one instance."""
+    toks = _TOKEN.findall(query.lower())
+    for n, w in enumerate(toks):
+        if w not in SELECTORS or not any(x not in _STOP for x in toks[n + 1:]):
+            continue
+        if w in ("left", "right") and n > 0 and toks[n - 1] not in _SIDE_BEFORE:  # "soil left exposed": a verb
+            continue
+        pair = [x for x in (toks[n - 2] if n >= 2 and toks[n - 1] in ("and", "or") else "",
+                            toks[n + 2] if n + 2 < len(toks) and toks[n + 1] in ("and", "or") else "")]
+        if any(frozenset((w, x)) in _SIDE_PAIRS for x in pair):
+            continue
+        return w
+    return None
+
+
+def only_placeholders(text: str) -> bool:
+    """Whether ``text`` names no thing: only placeholder words ("everything", "anything", "it", "things")."""
+    words = [w for w in _TOKEN.findall(text.lower()) if w not in _STOP]
+    return bool(words) and all(w in _EMPTY_WORDS or _stem(w) in _EMPTY_WORDS for w in words)
+
+
+_EMPTY_WORDS = PLACEHOLDERS | {"everything", "nothing", "else", "them", "they", "thing"}
+
+
 def negation_cue(text: str) -> str | None:
     """The first negation word of ``text`` ("without", "not", "no", "n't", "non-..."), or ``None``.
 
@@ -164,8 +205,13 @@ def negation_parts(text: str) -> tuple[str, str] | None:
     """``(head, object)`` of a negated text: what is kept and what is negated ("people | wearing vests" for
     "people not wearing vests", "land | forested" for "non-forested land", "ground | vegetated" for "unvegetated
     ground"), or ``None`` when nothing is negated or the negation has nothing in its scope ("water with nothing in
-    it": there "nothing" means empty, not the absence of some thing)."""
-    toks = _TOKEN.findall(text.lower())
+    it": there "nothing" means empty, not the absence of some thing). A colon or semicolon ends the scope: "not
+    open water: floor, reef, divers" negates open water, and the list after it is what *is* marked."""
+    toks, clauses = [], re.split(r"[:;]", text.lower())
+    for n, clause in enumerate(clauses):  # up to the clause of the first cue
+        toks += _TOKEN.findall(clause)
+        if any(_cue_at(toks, k) for k in range(len(toks))):
+            break
     for n, tok in enumerate(toks):
         if not _cue_at(toks, n):
             continue
@@ -175,7 +221,8 @@ def negation_parts(text: str) -> tuple[str, str] | None:
         if prefix is not None and len(tok) > len(prefix) + 3:  # "non-forested", "unvegetated": one word negated
             obj = tok[len(prefix):].lstrip("-")
             return " ".join(before + after), obj
-        if not after or all(w in PLACEHOLDERS or _stem(w) in PLACEHOLDERS for w in after):  # "no things": empty
+        # "no things": empty; so is "without nothing" (a double negation as non-native English often says it)
+        if not after or all(w in PLACEHOLDERS or _stem(w) in PLACEHOLDERS or w == "nothing" for w in after):
             return None
         # a place word closing bare negated words is where, not what is negated: "water not clear zone" keeps
         # "water zone" ("outside the restricted zone", with its article, negates the zone itself)
@@ -201,8 +248,9 @@ def split_constraint(query: str) -> tuple[str, str] | None:
         return None
     pos, rel = min(hits)
     head, tail = low[:pos].strip(), low[pos:].strip()
-    if not _words(head) or not _words(tail[len(rel):]):  # "the places with water inside": no object, no relation
-        return None
+    obj = tail[len(rel):]
+    if not _words(head) or not _words(obj) or only_placeholders(obj) or set(_words(obj)) <= SCENE_WORDS:
+        return None  # "the places with water inside": no object; "behind everything", "around the site": nothing
     return head, tail
 
 
@@ -218,7 +266,8 @@ def two_part_splits(text: str) -> list[tuple[str, str]]:
             # "troughs of the terrain": of which place the scene is, not what (the terrain is the setting)
             b = re.sub(r"\s+of\s+(?:the\s+|this\s+)?([a-z]+)$", lambda m: "" if _stem(m[1]) in PLACE_WORDS
                        else m[0], b)
-            if _words(a) and _words(b) and (a, b) not in out:
+            if _words(a) and _words(b) and not only_placeholders(b) and not set(_words(b)) <= SCENE_WORDS \
+                    and (a, b) not in out:
                 out.append((a, b))
             start = pos + 1
     return out
@@ -318,3 +367,32 @@ def keyword_owner(text: str, templates: Sequence[Template]) -> int | None:
     hits = [i for i, t in enumerate(templates)
             if words <= {_stem(w) for k in t.keywords for w in re.findall(r"[a-z0-9]+", k.lower())}]
     return hits[0] if len(hits) == 1 else None
+
+
+_INSIDE = ("in", "inside", "within", "into")
+
+
+def is_setting(parts: Sequence[str], query: str, templates: Sequence[Template]) -> bool:
+    """Whether one of ``parts`` of the query is where its thing is, not a second thing: words many templates use
+    ("in the water", "in the body"). A part that is one template's own thing by its keywords ("the scaffold") is a
+    setting only when the query puts something inside it ("fat in the body"); "vests on the scaffold" asks for two
+    things."""
+    common, low = generic_words(templates), " " + query.lower() + " "
+    return any(set(_words(part)) <= common and (keyword_owner(part, templates) is None or any(
+        f" {c} {part.strip()} " in low for c in _INSIDE)) for part in parts)
+
+
+def example_splits(text: str) -> list[tuple[str, str]]:
+    """How a template's own example combines two things: :func:`two_part_splits`, and a thing and what it wears
+    ("workers wearing hi-vis": worker + hi-vis), which a query may say with a connective ("workers with hi-vis")."""
+    low = " " + text.lower().strip() + " "
+    worn = [(a.strip(), b.strip()) for a, _, b in [low.partition(" wearing ")] if _words(a) and _words(b)]
+    return two_part_splits(text) + [ab for ab in worn if ab not in two_part_splits(text)]
+
+
+def place_words(text: str) -> set[str]:
+    """The words of ``text`` that say what kind of place or thing, not which ("ground", "land", "zone", "structures").
+    Beside a rare declared keyword ("precipitous ground") they carry the embedding towards whichever template uses
+    them ("bare ground"), while the keyword names the template: :func:`rscore.engine.matching.decide` lets the
+    keyword's template answer (when its concept is close enough: ``KEYWORD_FLOOR``)."""
+    return set(_words(text)) & (PLACE_WORDS | FORM_WORDS)

@@ -438,7 +438,7 @@ _NEW = (
     Template("workers", "worker", "people on site, found by a person detector",
              ("people on site", "persons on the site", "how many people are there", "count the people"),
              prompt="Find every person on the site and box each one.",
-             keywords=("people", "persons", "person")),
+             keywords=("people", "persons", "person", "worker", "workers")),
     Template("hard_hats_worn", "worker wearing a hard hat", "people whose head region has a hard hat (detector)",
              ("workers wearing hard hats", "people wearing helmets", "hard hat compliant workers"),
              prompt="Find every person on the site whose head has a hard hat on, and box each one.",

@@ -134,7 +134,8 @@ TEMPLATES = (
         "specular",
         "specular highlight",
         "specular highlights (glare, light reflections) on wet tissue and instruments in endoscopy frames",
-        ("specular highlights", "glare", "reflections on tissue", "light reflections", "bright spots"),
+        ("specular highlights", "glare", "reflections on tissue", "light reflections", "bright spots",
+         "reflections on instruments"),
         program=specular,
         uses=(uses("surgical.local_median_value"),),
         explain=f"(HSV V >= {V_MIN:g} AND S <= {S_MAX:g}) OR (V - local median >= {RELATIVE_DV:g} AND "

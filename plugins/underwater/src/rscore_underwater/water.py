@@ -308,13 +308,13 @@ TEMPLATES = (
     Template(
         "low_visibility", "low-visibility region", "turbid, hazy or murky water where visibility is poor",
         ("low visibility regions", "turbid water", "murky areas", "where is the water hazy", "poor visibility",
-         "sediment-laden water", "water that is not clear"),
+         "sediment-laden water", "water that is not clear", "dirty water"),
         program=low_visibility, halo=PATCH // 2, requires=RGB, kinds=KINDS,
         uses=(uses("underwater.transmission"), uses("underwater.contrast")),
         explain=f"UDCP transmission < {T_MAX:g} AND local RMS contrast < {LOW_CONTRAST:g} ({PATCH} px patches)",
         prompt="Segment regions where suspended particles or haze hide the scene (low visibility, turbid water).",
         keywords=("visibility", "turbid", "turbidity", "murky", "hazy", "haze", "cloudy", "silty", "foggy", "blurry",
-                  "muddy", "backscatter"),
+                  "muddy", "backscatter", "dirty"),
         sources=SOURCES_VIS,
     ),
     Template(
