@@ -141,6 +141,12 @@ def test_earth_result_on_an_interactive_map(driver, url, tmp_path):
     assert centre == pytest.approx([lat, lon], abs=2e-4)  # ~20 m
     legend = driver.find_element(By.ID, "legend").text
     assert "steep" in legend and "EPSG:32633" in legend
+    # the instance table gives each area in ground units (10 m pixels: 100 m2 each) beside the pixel count
+    rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in driver.find_elements(By.CSS_SELECTOR, "#instances tbody tr")]  # fmt: skip
+    assert rows and all(r[4].endswith(" m2") for r in rows), rows
+    px, area = (float(v.split()[0].replace(",", "")) for v in rows[0][3:5])  # shown with thousands separators
+    assert area == pytest.approx(100 * px, rel=0.01)
     # a popup with the polygon's class and area
     driver.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", polygons[0])
     # the popup element appears first and is filled on the next frame: wait for its text, then check it
