@@ -235,6 +235,7 @@ def cli(data: Path, repeat: int, before: Path | None, clips: list[str]) -> list[
             with open_clip(path) as reader:
                 frames = reader.info.frame_count
             samples: dict[str, list[tuple[float, float, int, float]]] = {v: [] for v, _ in variants}
+            overlays: dict[str, str] = {}
             for _ in range(repeat):
                 for vname, src in variants:
                     env = {**os.environ, "PYTHONPATH": _pythonpath(src)}
@@ -245,13 +246,28 @@ def cli(data: Path, repeat: int, before: Path | None, clips: list[str]) -> list[
                     _, status, usage = os.wait4(proc.pid, 0)
                     samples[vname].append((time.perf_counter() - t0, usage.ru_maxrss / 1024,
                                            os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime))
+                    overlays[vname] = _probe_overlay(Path(tmp) / vname)
             for vname, _ in variants:
                 wall = statistics.median(s[0] for s in samples[vname])
                 cpu = statistics.median(s[3] for s in samples[vname])
                 rows.append({"clip": name, "code": vname, "frames": frames, "wall_s": round(wall, 2),
                              "fps": round(frames / wall, 1), "cpu_s": round(cpu, 2), "peak_rss_mb": round(max(s[1] for s in samples[vname]), 1),
-                             "exit": ",".join(sorted({str(s[2]) for s in samples[vname]}))})
+                             "exit": ",".join(sorted({str(s[2]) for s in samples[vname]})),
+                             "overlay": overlays.get(vname, "")})
     return rows
+
+
+def _probe_overlay(out: Path) -> str:
+    """The overlay video a run wrote, as its own container reports it: ``name codec frames WxH rate``."""
+    import av
+
+    videos = sorted(out.glob("overlay.*"))
+    if not videos:
+        return "none"
+    with av.open(str(videos[0])) as c:
+        st = c.streams.video[0]
+        return (f"{videos[0].name} {st.codec_context.name} {st.frames}f {st.codec_context.width}x"
+                f"{st.codec_context.height} {st.average_rate}/s")
 
 
 def open_clip(path: Path) -> Any:

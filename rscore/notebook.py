@@ -60,7 +60,10 @@ def overlay_png(result: Any, scene: Any = None) -> bytes | None:
     if small is None:
         return None
     base = np.full((*small.shape, 3), 60, np.float32)
-    if scene is not None and scene.kind in ("image", "volume") and scene.height * scene.width <= 64e6:
+    # the input under the mask: pictures and slices up to 64 M px, a raster's display band (elevation, NIR ...,
+    # read whole) up to 16 M px; larger scenes show the mask on grey rather than read gigabytes for a thumbnail
+    limit = {"image": 64e6, "volume": 64e6, "raster": 16e6}.get(scene.kind, 0) if scene is not None else 0
+    if scene is not None and scene.height * scene.width <= limit:
         from rscore.io.images import scene_rgb8
 
         rgb = scene_rgb8(scene)

@@ -70,3 +70,24 @@ def test_earth_result_to_geodataframe(tmp_path):
     assert xmin >= t[2] and ymax <= t[5] and xmax <= t[2] + t[0] * scene.width
     with pytest.raises(OptionError, match="georeferenced raster"):
         res.to_geodataframe(None)
+
+
+def test_earth_result_html_shows_the_raster_under_the_mask():
+    """A GeoTIFF result in a notebook: the DEM (its display band, stretched) under the tinted mask, not grey."""
+    from PIL import Image
+
+    from rscore_earth import synthetic
+
+    from rscore.tiling import read_window
+
+    scene = engine.open_scene(synthetic.example_path(), plugin="earth")
+    res = engine.segment(scene, "landslide-prone areas", plugin="earth", options={"matcher": "keyword"})
+    data = re.search(r'src="data:image/png;base64,([^"]+)"', res.to_html(scene)).group(1)
+    over = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")).astype(int)
+    mask = np.asarray(read_window(res.mask), bool)
+    assert over.shape[:2] == mask.shape == (384, 384)
+    outside = over[~mask]
+    assert outside.std() > 20  # the terrain, not a flat background
+    assert (np.abs(outside[:, 0] - outside[:, 2]) < 3).mean() > 0.99  # grey where nothing is marked
+    tinted = over[mask]
+    assert (tinted[:, 0] - tinted[:, 2] > 40).mean() > 0.95

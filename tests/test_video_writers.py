@@ -142,3 +142,20 @@ def test_youtube_vis_json_loads_in_pycocotools(ntsc_clip, registry, tmp_path):
     results = json.loads((tmp_path / "o" / out.outputs["ytvis_results"]).read_text())
     assert results[0]["video_id"] == video["id"] and results[0]["category_id"] == 1 and 0 < results[0]["score"] <= 1
     assert len(results[0]["segmentations"]) == N
+
+
+def test_opencv_is_the_last_resort_and_still_writes_every_frame(monkeypatch, tmp_path):
+    """Where PyAV cannot encode H.264 / VP9, the overlay goes through OpenCV (VP9 in WebM, else MJPG in an AVI)
+    with the same frame count, size and rate; the file's suffix follows the codec used."""
+    import rscore.video.writers as writers
+
+    monkeypatch.setattr(writers, "_pyav_can", lambda codec: False)
+    sink = OverlaySink(tmp_path / "overlay.mp4", "h264", 12.0, (64, 48))
+    assert sink.codec == "VP90" and sink.path.suffix == ".webm"
+    for i in range(N):
+        sink.add(_frame(i, 48, 64)[:, :64], [])
+    sink.close()
+    assert sink.written and sink.path.exists() and sink.codec in ("VP90", "MJPG")
+    assert list(tmp_path.iterdir()) == [sink.path]  # nothing else (no empty .webm beside an .avi)
+    got = _probe(sink.path)
+    assert got["decoded"] == N and got["size"] == (64, 48) and float(got["rate"]) == pytest.approx(12.0)

@@ -97,6 +97,20 @@ def _submit(driver, url: str, path: Path, plugin: str, query: str) -> None:
     driver.find_element(By.ID, "submit").click()
 
 
+def _box_column(driver, player) -> float:
+    """Mean column of the bright/tinted pixels in rows 12-27 of the frame the player shows (drawn to a canvas)."""
+    return driver.execute_script("""
+        const v = arguments[0], c = document.createElement('canvas');
+        c.width = v.videoWidth; c.height = v.videoHeight;
+        const g = c.getContext('2d'); g.drawImage(v, 0, 0);
+        const d = g.getImageData(0, 12, c.width, 16).data;
+        let sum = 0, n = 0;
+        for (let i = 0; i < d.length; i += 4) {
+          if (Math.abs(d[i] - 60) + Math.abs(d[i + 1] - 60) + Math.abs(d[i + 2] - 60) > 90) { sum += (i / 4) % c.width; n++; }
+        }
+        return n ? sum / n : -1;""", player)
+
+
 def _errors(driver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
@@ -127,6 +141,12 @@ def test_earth_result_on_an_interactive_map(driver, url, tmp_path):
     assert centre == pytest.approx([lat, lon], abs=2e-4)  # ~20 m
     legend = driver.find_element(By.ID, "legend").text
     assert "steep" in legend and "EPSG:32633" in legend
+    # the instance table gives each area in ground units (10 m pixels: 100 m2 each) beside the pixel count
+    rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in driver.find_elements(By.CSS_SELECTOR, "#instances tbody tr")]  # fmt: skip
+    assert rows and all(r[4].endswith(" m2") for r in rows), rows
+    px, area = (float(v.split()[0].replace(",", "")) for v in rows[0][3:5])  # shown with thousands separators
+    assert area == pytest.approx(100 * px, rel=0.01)
     # a popup with the polygon's class and area
     driver.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", polygons[0])
     # the popup element appears first and is filled on the next frame: wait for its text, then check it
@@ -168,8 +188,16 @@ def test_video_result_plays_with_its_events(driver, url, tmp_path):
     WebDriverWait(driver, 20).until(lambda d: d.execute_script("return arguments[0].readyState", player) >= 2)
     assert driver.execute_script("return [arguments[0].videoWidth, arguments[0].videoHeight]", player) == [160, 96]
     assert driver.execute_script("return arguments[0].duration", player) == pytest.approx(3.0, abs=0.15)
+    # the picture advances, not only the clock: the bright box (3 px further right each frame) is found in the
+    # frames the player shows at the start and after playing a while
+    at_start = _box_column(driver, player)
     driver.execute_script("arguments[0].play()", player)
-    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return arguments[0].currentTime", player) > 0.3)
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return arguments[0].currentTime", player) > 1.0)
+    driver.execute_script("arguments[0].pause()", player)
+    shown = driver.execute_script("return arguments[0].currentTime", player)
+    later = _box_column(driver, player)
+    assert at_start == pytest.approx(19, abs=3)  # frame 0: columns 8..29
+    assert later - at_start == pytest.approx(3 * shown * 10, abs=7)  # 3 px per frame at 10 frames/s
     events = driver.find_elements(By.CSS_SELECTOR, "#events button")
     assert events and events[0].text.startswith("#1 bright box")
     assert _errors(driver) == []
@@ -233,22 +261,59 @@ def _wait_caption(driver, words: str, timeout: float = 60) -> str:
     return caption.text
 
 
+def _moving_block(slices: dict[str, bytes]) -> dict[str, bytes]:
+    """The helper's three identical slices with the bone block moved 5 columns right per slice, so that slices
+    can be told apart on screen."""
+    import io
+
+    import pydicom
+
+    out = {}
+    for k, (name, data) in enumerate(slices.items()):
+        ds = pydicom.dcmread(io.BytesIO(data))
+        img = np.full((32, 32), 1024, np.int16)
+        img[8:20, 4 + 5 * k : 16 + 5 * k] = 2400
+        ds.PixelData = img.tobytes()
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        out[name] = buf.getvalue()
+    return out
+
+
+def _bright_columns(png: bytes) -> float:
+    """Mean column, as a share of the width, of the bright (bone-window white or tinted) pixels of a screenshot
+    of the slice (its light 1 px frame cut off)."""
+    import io
+
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)[2:-2, 2:-2]
+    cols = np.nonzero(rgb.max(axis=2) > 150)[1]
+    assert cols.size, "the slice shows nothing bright"
+    return float(cols.mean()) / rgb.shape[1]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("rscore_surgical") is None, reason="needs the surgical plugin")
 def test_dicom_series_as_a_zip_and_as_several_files_in_the_slice_browser(driver, url, tmp_path):
     from service_helpers import series_slices, zip_of
 
-    slices = series_slices()
+    slices = _moving_block(series_slices())
     archive = tmp_path / "ct.zip"
     archive.write_bytes(zip_of(slices))
     _submit(driver, url, archive, "surgical", "bone")
-    assert "(1 of 3)" in _wait_caption(driver, "of 3")  # one volume of three slices, first slice with bone shown
+    caption = _wait_caption(driver, "of 3")
+    assert "(1 of 3)" in caption  # one volume of three slices, first slice with bone shown
+    assert "window bone" in caption  # the window preset the slices were drawn with
     slider = driver.find_element(By.ID, "slice")
     assert driver.find_element(By.ID, "slice-row").is_displayed() and slider.get_attribute("max") == "2"
     img = driver.find_element(By.ID, "overlay")
     first = img.get_attribute("data-slice")
+    first_png = _bright_columns(img.screenshot_as_png)
     driver.execute_script("arguments[0].value = 2; arguments[0].dispatchEvent(new Event('input'))", slider)
     WebDriverWait(driver, 10).until(lambda d: img.get_attribute("data-slice") != first)
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return arguments[0].complete", img))
     assert "(3 of 3)" in driver.find_element(By.ID, "overlay-caption").text
+    # the screenshot changes with the slice: the bone block lies 10 columns further right on the third slice
+    third_png = _bright_columns(img.screenshot_as_png)
+    assert third_png - first_png == pytest.approx(10 / 32, abs=0.06)
 
     files = []
     for name, data in slices.items():  # the same series as three files chosen together

@@ -122,11 +122,11 @@ class OverlaySink:
     """An overlay video written frame by frame (``add(rgb, instances)``), then :meth:`close`.
 
     ``codec`` is one of :data:`OVERLAY_CODECS`, at ``fps`` frames per second (kept as an exact rational, e.g.
-    30000/1001) and ``size`` ``(width, height)`` equal to the source's. ``h264`` is H.264 (yuv420p, CRF 23) in an
-    MP4 with its index first (``movflags=faststart``) so browsers start playing before the download ends; H.264
-    4:2:0 needs even sizes, so an odd-sized source is written as ``vp9`` in a WebM instead (same size, plays in
-    browsers). Where PyAV or the encoder is missing: VP9 through OpenCV, then MJPG in an ``.avi``. ``path`` follows
-    the codec actually used.
+    30000/1001) and ``size`` ``(width, height)`` equal to the source's. ``h264`` is H.264 (yuv420p, x264 ultrafast
+    at CRF 26) in an MP4 with its index first (``movflags=faststart``) so browsers start playing before the download
+    ends; H.264 4:2:0 needs even sizes, so an odd-sized source is written as ``vp9`` in a WebM instead (same size,
+    plays in browsers). Where PyAV or the encoder is missing: VP9 through OpenCV, then MJPG in an ``.avi``. ``path``
+    follows the codec actually used.
 
     The file is created with the first frame: a sink closed without frames leaves nothing on disk (``frames == 0``,
     :attr:`written` False) rather than a header-only file no player can open.
