@@ -29,6 +29,7 @@ __all__ = [
     "shown_path",
     "RESULT_ID",
     "SERVER_ONLY_OPTIONS",
+    "check_linked",
 ]
 
 RESULT_ID = re.compile(r"[0-9a-f]{32}")
@@ -38,7 +39,10 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 SERVER_ONLY_OPTIONS = ("endpoint", "weights", "model", "max_pixels", "api_key")
 # Options naming server-side files or folders: allowed only under the allowed roots, like ``path``. Templates and
 # readers add theirs by declaring ``path_options`` (see :func:`path_option_names`).
-PATH_OPTIONS = ("aux", "adapter", "detector_names")
+PATH_OPTIONS = ("aux", "adapter", "detector_names", "vision_tower")
+# Options naming a model config that is *instantiated* (Hydra ``_target_``: any callable): only the sam2 package's own.
+CONFIG_OPTIONS = ("config",)
+_PACKAGED_CONFIG = re.compile(r"configs/[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)*\.ya?ml")
 _STR_OPTIONS = ("reasoner", "segmenter", "matcher", "template", "bands")
 _INT_OPTIONS = {"tile_size": (64, 16384), "min_area_px": (0, 10**12), "max_instances": (1, 100_000)}
 
@@ -86,12 +90,14 @@ def shown_path(path: Path | str, roots: tuple[Path, ...]) -> str:
     return p.name
 
 
-def resolve_allowed(raw: str, roots: tuple[Path, ...], *, what: str = "path") -> Path:
+def resolve_allowed(raw: str, roots: tuple[Path, ...], *, what: str = "path", linked: bool = True) -> Path:
     """``raw`` resolved (symlinks followed, ``..`` collapsed), if it lies under one of ``roots``; else 403.
 
     A relative ``raw`` is taken relative to the first root. A path that is not under a root even before symlinks
     are followed is refused without touching the file system; then the check runs on the resolved path, so a
-    symlink inside a root that points outside it is refused too, with the same message.
+    symlink inside a root that points outside it is refused too, with the same message. With ``linked`` (the
+    default), what the file leads a reader to is checked too (:func:`check_linked`: a VRT's sources, the links in a
+    folder).
     """
     if not roots:
         raise PathNotAllowed(
@@ -125,7 +131,108 @@ def resolve_allowed(raw: str, roots: tuple[Path, ...], *, what: str = "path") ->
         if exc.errno == errno.ELOOP:
             raise InputError(f"{what} '{rel}': a symbolic link loop") from None
         raise InputError(f"{what} '{rel}' cannot be accessed ({exc.strerror or type(exc).__name__})") from None
+    if linked:
+        check_linked(resolved, roots, what=what, shown=rel)
     return resolved
+
+
+# ------------------------------------------------------------------------------ files that lead to other files
+VRT_MAX_BYTES = 16 * 2**20
+MAX_LINKED = 10_000  # sources of one VRT (nested ones included), entries of one folder input checked
+_GDAL_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_]+:")  # GTIFF_DIR:1:f, NETCDF:f:var, HDF5:"f"://x, vrt://f ...
+
+
+def _is_vrt(head: bytes) -> bool:
+    """Whether GDAL would open a file starting with ``head`` as a VRT (its test: ``<VRTDataset`` in the header)."""
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"<" and b"<vrtdataset" in head.lower()
+
+
+def check_linked(path: Path, roots: tuple[Path, ...], *, what: str = "path", shown: str | None = None) -> None:
+    """Refuse (403) a file or folder that would lead a reader outside ``roots``, checked before any reader opens it:
+
+    - a GDAL VRT (any name: GDAL sniffs it) whose sources, nested VRTs included, are outside the roots, are URLs or
+      ``/vsi*`` names (the server would fetch or unpack them) or GDAL's ``DRIVER:...`` syntaxes, or that holds a
+      DTD or a Python pixel function;
+    - a folder (a DICOM series) holding a symbolic link that resolves outside the roots.
+
+    The message names ``shown`` (the client's name for it) and never a path outside the roots."""
+    shown = shown if shown is not None else path.name
+    try:
+        if path.is_dir():
+            _check_folder(path, roots, what, shown)
+            return
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return  # missing or unreadable: the reader says so in its own words
+    if _is_vrt(head):
+        _check_vrt(path, roots, what, shown, [0], 0)
+
+
+def _check_folder(folder: Path, roots: tuple[Path, ...], what: str, shown: str) -> None:
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        for name in (*dirnames, *filenames):
+            seen += 1
+            if seen > MAX_LINKED:
+                return
+            entry = Path(dirpath) / name
+            if entry.is_symlink() and not _under(Path(os.path.realpath(entry)), roots):
+                rel = entry.relative_to(folder).as_posix()
+                raise PathNotAllowed(f"{what} '{shown}' holds a symbolic link ('{rel}') that leads outside the folders "
+                                     "this service may read")
+
+
+def _check_vrt(vrt: Path, roots: tuple[Path, ...], what: str, shown: str, count: list[int], depth: int) -> None:
+    from xml.etree import ElementTree as ET
+
+    def refuse(why: str) -> PathNotAllowed:
+        return PathNotAllowed(f"{what} '{shown}': a GDAL VRT {why}")
+
+    if depth > 8:
+        raise refuse("nested more than 8 VRTs deep")
+    try:
+        if vrt.stat().st_size > VRT_MAX_BYTES:
+            raise refuse(f"over {VRT_MAX_BYTES // 2**20} MiB, more than this service reads")
+        text = vrt.read_bytes()
+    except OSError:
+        raise refuse("that cannot be read") from None
+    if b"<!doctype" in text.lower() or b"<!entity" in text.lower():
+        raise refuse("with a DTD (entities could name other files)")
+    try:
+        tree = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise InputError(f"{what} '{shown}': a GDAL VRT that is not well-formed XML ({exc})") from None
+    for element in tree.iter():
+        tag = str(element.tag).lower()
+        if tag in ("pixelfunctioncode", "pixelfunctionlanguage") and (element.text or "").strip():
+            if tag == "pixelfunctioncode" or (element.text or "").strip().lower() == "python":
+                raise refuse("with Python pixel-function code, which this service does not run")
+        if tag not in ("sourcefilename", "sourcedataset"):
+            continue
+        count[0] += 1
+        if count[0] > MAX_LINKED:
+            raise refuse(f"with more than {MAX_LINKED} sources")
+        value = (element.text or "").strip()
+        n = count[0]
+        if not value or value.lower().startswith("/vsi") or "://" in value or "?" in value or _GDAL_PREFIX.match(value):
+            raise refuse(f"whose source #{n} is a URL, a /vsi name or a GDAL special name, which this service does not "
+                         "open: put the rasters it names under an allowed folder and name them by path")
+        relative = any(k.lower() == "relativetovrt" and v.strip() == "1" for k, v in element.attrib.items())
+        source = Path(value)
+        if not source.is_absolute():
+            source = (vrt.parent if relative else Path.cwd()) / source
+        lexical = Path(os.path.normpath(source))
+        resolved = Path(os.path.realpath(source))
+        if not (_under(lexical, roots) and _under(resolved, roots)):
+            raise refuse(f"whose source #{n} is outside the folders this service may read")
+        try:
+            with open(resolved, "rb") as fh:
+                head = fh.read(4096)
+        except OSError:
+            continue  # GDAL reports a missing source in its own words
+        if _is_vrt(head):
+            _check_vrt(resolved, roots, what, shown, count, depth + 1)
 
 
 def safe_upload_name(filename: str | None) -> str:
@@ -192,6 +299,27 @@ def _confine_paths(key: str, value: Any, roots: tuple[Path, ...]) -> Any:
     raise OptionError(f"{what} must be a path (string) or a list of paths, got {type(value).__name__}")
 
 
+def _packaged_config(key: str, value: Any) -> str:
+    """A model config option's value if it names a config file of the ``sam2`` package (``configs/...yaml``, inside
+    the package); anything else is an :class:`OptionError` that does not echo the value."""
+    import importlib.util
+
+    ok = isinstance(value, str) and bool(_PACKAGED_CONFIG.fullmatch(value)) and ".." not in value.split("/")
+    if ok:
+        spec = importlib.util.find_spec("sam2")  # located, not imported (its import sets up Hydra)
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        if locations:
+            package = Path(locations[0]).resolve()
+            target = (package / value).resolve()
+            ok = target.is_relative_to(package) and target.is_file()
+    if not ok:
+        raise OptionError(
+            f"option '{key}' must name a config of the sam2 package (e.g. configs/sam2.1/sam2.1_hiera_t.yaml): a "
+            "service does not take a yaml file from a client, since the objects it names are instantiated"
+        )
+    return str(value)
+
+
 def check_options(
     options: Mapping[str, Any], roots: tuple[Path, ...], path_options: Iterable[str] = PATH_OPTIONS, *, _depth: int = 0
 ) -> dict[str, Any]:
@@ -208,6 +336,9 @@ def check_options(
         key = str(key)
         if _matches(key, SERVER_ONLY_OPTIONS):
             raise OptionError(f"option '{key}' is set by the service operator and cannot be given per request")
+        if _matches(key, CONFIG_OPTIONS):
+            out[key] = _packaged_config(key, value)
+            continue
         if _matches(key, names):
             out[key] = _confine_paths(key, value, roots)
         elif key == "detector" and isinstance(value, str) and _detector_file(value):  # a model file on the server

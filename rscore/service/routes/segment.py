@@ -25,7 +25,7 @@ from rscore.service.context import Service, scrub_doc
 from rscore.service.guard import json_error
 from rscore.service.pool import Cancelled
 from rscore.service.schemas import NO_NUL, SegmentResponse, errors
-from rscore.service.security import UploadTooLarge, parse_options, resolve_allowed, safe_upload_name
+from rscore.service.security import UploadTooLarge, check_linked, parse_options, resolve_allowed, safe_upload_name
 from rscore.service.settings import MIB
 from rscore.service.uploads import copy_upload, extract_dicom_zip, is_zip, stage_series_files
 
@@ -108,6 +108,7 @@ def segment_router(svc: Service) -> APIRouter:
             staged = staging / client_name
             copy_upload(file.file, staged, settings.max_upload_bytes, client_name)
             if not is_zip(staged) or _claimed(staged):
+                check_linked(staged, settings.allowed_roots, what="file", shown=client_name)  # e.g. a VRT naming files
                 return staged
             stem = Path(client_name).stem
             folder = extract_dicom_zip(
