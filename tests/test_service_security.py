@@ -238,3 +238,25 @@ def test_lisa_vision_tower_is_confined_like_path(server, roots: Path, tmp_path: 
                                                  "options": json.dumps(options)})  # fmt: skip
             messages.add(error_of(r, 403).replace(given, "<given>"))
     assert len(messages) == 2 and all("outside the folders" in m for m in messages), messages  # flat / nested
+
+
+# ---------------------------------------------------------------------------------------------------- retention
+def test_retention_keeps_a_result_folder_holding_files_rscore_did_not_write(server, roots: Path, tmp_path: Path):
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(roots / "a.png")
+    client = server(result_ttl_s=1)
+    ids = []
+    for _ in range(2):
+        r = client.post("/v1/segment", data={"query": "bright regions", "path": "a.png"})
+        assert r.status_code == 200, r.text
+        ids.append(r.json()["id"])
+    kept, plain = (tmp_path / "out" / i for i in ids)
+    (kept / "my-notes.txt").write_text("an operator's notes about this result")
+    deadline = time.monotonic() + 20
+    while plain.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not plain.exists()  # the sweep ran past both folders' age
+    time.sleep(1.5)
+    assert (kept / "my-notes.txt").read_text() == "an operator's notes about this result"
+    assert (kept / "result.json").is_file()
