@@ -260,3 +260,16 @@ def test_retention_keeps_a_result_folder_holding_files_rscore_did_not_write(serv
     time.sleep(1.5)
     assert (kept / "my-notes.txt").read_text() == "an operator's notes about this result"
     assert (kept / "result.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------- bounded error lines
+@needs_earth
+def test_an_error_naming_thousands_of_bands_is_one_bounded_line(server, tmp_path: Path):
+    from test_cli_errors_long import many_bands
+
+    data = many_bands(tmp_path / "bands.tif").read_bytes()
+    client = server()
+    r = client.post("/v1/segment", data={"query": "steep terrain", "plugin": "earth"},
+                    files={"file": ("bands.tif", data)})  # fmt: skip
+    message = error_of(r, 400)
+    assert message.startswith("bands.tif: ") and len(message) <= 1100 and "more characters" in message, len(message)

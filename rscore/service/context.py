@@ -14,7 +14,7 @@ from urllib.parse import quote
 from fastapi import Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rscore.errors import OptionError
+from rscore.errors import OptionError, shorten
 from rscore.plugins import CORE, Registry
 from rscore.service.jobs import JobRunner, JobStatus
 from rscore.service.pool import InferencePool
@@ -96,7 +96,7 @@ class Service:
             JobItemOut(
                 input=i.input, state=i.state, result_id=i.result_id,
                 links=self.links(request, i.result_id, i.outputs) if i.result_id else {},
-                absent=i.absent, instance_count=i.instance_count, error=self.scrub(i.error) if i.error else i.error,
+                absent=i.absent, instance_count=i.instance_count, error=shorten(self.scrub(i.error)) if i.error else i.error,
                 seconds=i.seconds, confidence=i.confidence, caveats=list(i.caveats),
             )
             for i in job.items

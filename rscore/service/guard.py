@@ -150,7 +150,9 @@ async def _drain(receive: Receive, budget: int) -> None:
 
 def json_error(status: int, error: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The error body: one line, valid UTF-8 (lone surrogates from a client's JSON are shown escaped)."""
-    line = " ".join(error.split()).encode("utf-8", "backslashreplace").decode("utf-8")
+    from rscore.errors import shorten
+
+    line = shorten(error).encode("utf-8", "backslashreplace").decode("utf-8")
     return JSONResponse({"error": line}, status_code=status, headers=dict(headers or {}))
 
 
