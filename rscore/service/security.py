@@ -138,7 +138,8 @@ def resolve_allowed(raw: str, roots: tuple[Path, ...], *, what: str = "path", li
 
 # ------------------------------------------------------------------------------ files that lead to other files
 VRT_MAX_BYTES = 16 * 2**20
-MAX_LINKED = 10_000  # sources of one VRT (nested ones included), entries of one folder input checked
+MAX_LINKED = 10_000  # sources of one VRT (nested ones included)
+MAX_FOLDER_ENTRIES = 200_000  # entries of one folder input; a folder with more is refused, not half-checked
 _GDAL_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_]+:")  # GTIFF_DIR:1:f, NETCDF:f:var, HDF5:"f"://x, vrt://f ...
 
 
@@ -174,8 +175,9 @@ def _check_folder(folder: Path, roots: tuple[Path, ...], what: str, shown: str) 
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         for name in (*dirnames, *filenames):
             seen += 1
-            if seen > MAX_LINKED:
-                return
+            if seen > MAX_FOLDER_ENTRIES:
+                raise InputError(f"{what} '{shown}' holds more than {MAX_FOLDER_ENTRIES} files and folders, more than "
+                                 "this service checks; give a smaller folder")
             entry = Path(dirpath) / name
             if entry.is_symlink() and not _under(Path(os.path.realpath(entry)), roots):
                 rel = entry.relative_to(folder).as_posix()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from rscore import engine
 from rscore.errors import OptionError, RscoreError
@@ -77,7 +78,8 @@ def segment_router(svc: Service) -> APIRouter:
         ] = None,
         options: Annotated[str | None, Form(description='JSON object of options, e.g. {"tile_size": 512}')] = None,
     ) -> SegmentResponse:
-        query, plugin, opts = svc.prepare(query, plugin, parse_options(options))
+        # option paths are checked against the allowed roots, which reads files (VRT sources, folder links): off the loop
+        query, plugin, opts = await run_in_threadpool(svc.prepare, query, plugin, parse_options(options))
         series = [f for f in files or [] if _given(f)]
         has_file = _given(file)
         if (has_file, bool(series), bool(path)).count(True) != 1:
@@ -94,7 +96,7 @@ def segment_router(svc: Service) -> APIRouter:
         elif series:
             client_name = "series"
         else:
-            source = resolve_allowed(str(path), settings.allowed_roots)
+            source = await run_in_threadpool(resolve_allowed, str(path), settings.allowed_roots)
         result_id = uuid.uuid4().hex
         out_dir = svc.output_root / result_id
         staging = svc.staging_root / result_id
