@@ -28,7 +28,7 @@ from rscore.service.pool import Cancelled
 from rscore.service.schemas import NO_NUL, SegmentResponse, errors
 from rscore.service.security import UploadTooLarge, check_linked, parse_options, resolve_allowed, safe_upload_name
 from rscore.service.settings import MIB
-from rscore.service.uploads import copy_upload, extract_dicom_zip, is_zip, stage_series_files
+from rscore.service.uploads import check_deflated_dicom, copy_upload, extract_dicom_zip, is_zip, stage_series_files
 
 log = logging.getLogger("rscore.service.app")
 
@@ -105,12 +105,14 @@ def segment_router(svc: Service) -> APIRouter:
             """The uploaded input on disk, under ``staging``."""
             staging.mkdir(parents=True)
             if series:
-                return stage_series_files(series, staging / client_name, limit=settings.max_upload_bytes)
+                return stage_series_files(series, staging / client_name, limit=settings.max_upload_bytes,
+                                          max_extract=settings.max_extract_bytes)  # fmt: skip
             assert file is not None
             staged = staging / client_name
             copy_upload(file.file, staged, settings.max_upload_bytes, client_name)
             if not is_zip(staged) or _claimed(staged):
                 check_linked(staged, settings.allowed_roots, what="file", shown=client_name)  # e.g. a VRT naming files
+                check_deflated_dicom(staged, client_name, settings.max_extract_bytes)
                 return staged
             stem = Path(client_name).stem
             folder = extract_dicom_zip(
