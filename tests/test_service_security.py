@@ -273,3 +273,33 @@ def test_an_error_naming_thousands_of_bands_is_one_bounded_line(server, tmp_path
                     files={"file": ("bands.tif", data)})  # fmt: skip
     message = error_of(r, 400)
     assert message.startswith("bands.tif: ") and len(message) <= 1100 and "more characters" in message, len(message)
+
+
+# ------------------------------------------------------------------- the output root inside an allowed root
+def test_results_and_uploads_of_other_clients_are_not_readable_by_path(server, roots: Path, tmp_path: Path):
+    """An operator may put RSCORE_OUTPUT_ROOT inside an allowed root (``RSCORE_ALLOWED_ROOTS=.`` and the default
+    ``./rscore-out/service``): results and staged uploads of other clients must still not be inputs."""
+    from PIL import Image
+
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[4:12, 4:12] = 250
+    Image.fromarray(img).save(roots / "a.png")
+    client = server(output_root=roots / "results")
+    r = client.post("/v1/segment", data={"query": "bright regions", "path": "a.png"})
+    assert r.status_code == 200, r.text
+    rid = r.json()["id"]
+    (roots / "results" / ".staging" / ("e" * 32)).mkdir(parents=True)
+    (roots / "results" / "data").mkdir()  # a folder of the operator's that happens to be there
+    Image.fromarray(img).save(roots / "results" / "data" / "b.png")
+    (roots / "link_to_results").symlink_to(roots / "results" / rid)
+    for given in (f"results/{rid}/mask.png", f"results/{rid}", "results", "results/.staging", "link_to_results/mask.png",
+                  str(roots / "results" / rid / "overlay.png")):  # fmt: skip
+        r = client.post("/v1/segment", data={"query": "bright regions", "path": given})
+        assert "outside the folders this service may read" in error_of(r, 403), given
+    r = client.post("/v1/segment", data={"query": "bright regions", "path": "a.png",
+                                         "options": json.dumps({"aux": f"results/{rid}/mask.png"})})  # fmt: skip
+    assert error_of(r, 403)
+    r = client.post("/v1/jobs", json={"inputs": [f"results/{rid}/mask.png"], "query": "bright regions"})
+    assert error_of(r, 403)
+    r = client.post("/v1/segment", data={"query": "bright regions", "path": "results/data/b.png"})
+    assert r.status_code == 200, r.text

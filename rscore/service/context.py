@@ -88,7 +88,8 @@ class Service:
         query = engine.validate_query(query)
         plugin = plugin.strip() if plugin and plugin.strip() else None
         self.registry.require_plugin(plugin)
-        return query, plugin, check_options(options, self.settings.allowed_roots, self.path_options)
+        return query, plugin, check_options(options, self.settings.allowed_roots, self.path_options,
+                                            private=(self.output_root,))  # fmt: skip
 
     def job_out(self, request: Request, job: JobStatus) -> JobOut:
         root = request.scope.get("root_path", "")

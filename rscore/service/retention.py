@@ -2,7 +2,8 @@
 
 A folder is the service's when its name is a result id (32 hex digits) and it carries rscore's output marker
 (:data:`rscore.io.outdir.MARKER`, written by :func:`rscore.engine.write_outputs`) listing every file in it; anything
-else under the output root (a result folder someone has added files to included) is left alone. Upload staging folders older than the TTL (a crash between upload and cleanup) go too.
+else under the output root (a result folder someone has added files to included) is left alone. Upload staging
+folders older than the TTL (a crash between upload and cleanup) go too.
 """
 
 from __future__ import annotations

@@ -79,6 +79,23 @@ def _under(path: Path, roots: tuple[Path, ...]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
+def _private(path: Path, private: tuple[Path, ...]) -> bool:
+    """Whether ``path`` is, or lies in, what the service keeps for itself under one of ``private`` (its output
+    root): the root itself, a result folder (a result id), the upload staging, hidden lock and staging folders."""
+    for root in private:
+        if path == root:
+            return True
+        if path.is_relative_to(root):
+            first = path.relative_to(root).parts[0]
+            if RESULT_ID.fullmatch(first) or first.startswith("."):
+                return True
+    return False
+
+
+def _allowed(path: Path, roots: tuple[Path, ...], private: tuple[Path, ...] = ()) -> bool:
+    return _under(path, roots) and not _private(path, private)
+
+
 def shown_path(path: Path | str, roots: tuple[Path, ...]) -> str:
     """``path`` as a client may see it: relative to the allowed root that holds it, else its base name."""
     p = Path(path)
@@ -90,14 +107,17 @@ def shown_path(path: Path | str, roots: tuple[Path, ...]) -> str:
     return p.name
 
 
-def resolve_allowed(raw: str, roots: tuple[Path, ...], *, what: str = "path", linked: bool = True) -> Path:
+def resolve_allowed(
+    raw: str, roots: tuple[Path, ...], *, what: str = "path", linked: bool = True, private: tuple[Path, ...] = ()
+) -> Path:
     """``raw`` resolved (symlinks followed, ``..`` collapsed), if it lies under one of ``roots``; else 403.
 
     A relative ``raw`` is taken relative to the first root. A path that is not under a root even before symlinks
     are followed is refused without touching the file system; then the check runs on the resolved path, so a
     symlink inside a root that points outside it is refused too, with the same message. With ``linked`` (the
     default), what the file leads a reader to is checked too (:func:`check_linked`: a VRT's sources, the links in a
-    folder).
+    folder). ``private``: the service's output root, when it lies under a root: its results and staged uploads are
+    refused like paths outside the roots (they belong to other clients).
     """
     if not roots:
         raise PathNotAllowed(
@@ -110,7 +130,7 @@ def resolve_allowed(raw: str, roots: tuple[Path, ...], *, what: str = "path", li
     if not candidate.is_absolute():
         candidate = roots[0] / candidate
     lexical = Path(os.path.normpath(candidate))
-    if not _under(lexical, roots):
+    if not _allowed(lexical, roots, private):
         raise _outside(what, shown)
     try:
         resolved = candidate.resolve(strict=False)
@@ -118,7 +138,7 @@ def resolve_allowed(raw: str, roots: tuple[Path, ...], *, what: str = "path", li
         raise InputError(f"{what} '{shown_path(lexical, roots)}': a symbolic link loop") from None
     except (OSError, ValueError):  # names the file system cannot encode
         raise InputError(f"{what} '{shown_path(lexical, roots)}' cannot be resolved") from None
-    if not _under(resolved, roots):
+    if not _allowed(resolved, roots, private):
         raise _outside(what, shown)
     rel = shown_path(resolved, roots)
     try:
@@ -132,7 +152,7 @@ def resolve_allowed(raw: str, roots: tuple[Path, ...], *, what: str = "path", li
             raise InputError(f"{what} '{rel}': a symbolic link loop") from None
         raise InputError(f"{what} '{rel}' cannot be accessed ({exc.strerror or type(exc).__name__})") from None
     if linked:
-        check_linked(resolved, roots, what=what, shown=rel)
+        check_linked(resolved, roots, what=what, shown=rel, private=private)
     return resolved
 
 
@@ -148,7 +168,9 @@ def _is_vrt(head: bytes) -> bool:
     return head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"<" and b"<vrtdataset" in head.lower()
 
 
-def check_linked(path: Path, roots: tuple[Path, ...], *, what: str = "path", shown: str | None = None) -> None:
+def check_linked(
+    path: Path, roots: tuple[Path, ...], *, what: str = "path", shown: str | None = None, private: tuple[Path, ...] = ()
+) -> None:
     """Refuse (403) a file or folder that would lead a reader outside ``roots``, checked before any reader opens it:
 
     - a GDAL VRT (any name: GDAL sniffs it) whose sources, nested VRTs included, are outside the roots, are URLs or
@@ -160,17 +182,17 @@ def check_linked(path: Path, roots: tuple[Path, ...], *, what: str = "path", sho
     shown = shown if shown is not None else path.name
     try:
         if path.is_dir():
-            _check_folder(path, roots, what, shown)
+            _check_folder(path, roots, what, shown, private)
             return
         with open(path, "rb") as fh:
             head = fh.read(4096)
     except OSError:
         return  # missing or unreadable: the reader says so in its own words
     if _is_vrt(head):
-        _check_vrt(path, roots, what, shown, [0], 0)
+        _check_vrt(path, roots, what, shown, [0], 0, private)
 
 
-def _check_folder(folder: Path, roots: tuple[Path, ...], what: str, shown: str) -> None:
+def _check_folder(folder: Path, roots: tuple[Path, ...], what: str, shown: str, private: tuple[Path, ...] = ()) -> None:
     seen = 0
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         for name in (*dirnames, *filenames):
@@ -179,13 +201,15 @@ def _check_folder(folder: Path, roots: tuple[Path, ...], what: str, shown: str) 
                 raise InputError(f"{what} '{shown}' holds more than {MAX_FOLDER_ENTRIES} files and folders, more than "
                                  "this service checks; give a smaller folder")
             entry = Path(dirpath) / name
-            if entry.is_symlink() and not _under(Path(os.path.realpath(entry)), roots):
+            if entry.is_symlink() and not _allowed(Path(os.path.realpath(entry)), roots, private):
                 rel = entry.relative_to(folder).as_posix()
                 raise PathNotAllowed(f"{what} '{shown}' holds a symbolic link ('{rel}') that leads outside the folders "
                                      "this service may read")
 
 
-def _check_vrt(vrt: Path, roots: tuple[Path, ...], what: str, shown: str, count: list[int], depth: int) -> None:
+def _check_vrt(
+    vrt: Path, roots: tuple[Path, ...], what: str, shown: str, count: list[int], depth: int, private: tuple[Path, ...] = ()
+) -> None:
     from xml.etree import ElementTree as ET
 
     def refuse(why: str) -> PathNotAllowed:
@@ -226,7 +250,7 @@ def _check_vrt(vrt: Path, roots: tuple[Path, ...], what: str, shown: str, count:
             source = (vrt.parent if relative else Path.cwd()) / source
         lexical = Path(os.path.normpath(source))
         resolved = Path(os.path.realpath(source))
-        if not (_under(lexical, roots) and _under(resolved, roots)):
+        if not (_allowed(lexical, roots, private) and _allowed(resolved, roots, private)):
             raise refuse(f"whose source #{n} is outside the folders this service may read")
         try:
             with open(resolved, "rb") as fh:
@@ -234,7 +258,7 @@ def _check_vrt(vrt: Path, roots: tuple[Path, ...], what: str, shown: str, count:
         except OSError:
             continue  # GDAL reports a missing source in its own words
         if _is_vrt(head):
-            _check_vrt(resolved, roots, what, shown, count, depth + 1)
+            _check_vrt(resolved, roots, what, shown, count, depth + 1, private)
 
 
 def safe_upload_name(filename: str | None) -> str:
@@ -288,16 +312,16 @@ def _matches(key: str, names: Iterable[str]) -> bool:
     return any(key == n or key.endswith("_" + n) for n in names)
 
 
-def _confine_paths(key: str, value: Any, roots: tuple[Path, ...]) -> Any:
+def _confine_paths(key: str, value: Any, roots: tuple[Path, ...], private: tuple[Path, ...] = ()) -> Any:
     """A path option's value (a path, comma-separated paths, or a list of them) with every path confined."""
     what = f"option '{key}'"
     if isinstance(value, str):
         parts = [p.strip() for p in value.split(",") if p.strip()]
         if not parts:
             raise OptionError(f"{what} must be a path (a non-empty string)")
-        return ",".join(str(resolve_allowed(p, roots, what=what)) for p in parts)
+        return ",".join(str(resolve_allowed(p, roots, what=what, private=private)) for p in parts)
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return [str(resolve_allowed(v, roots, what=f"{what}[{i}]")) for i, v in enumerate(value)]
+        return [str(resolve_allowed(v, roots, what=f"{what}[{i}]", private=private)) for i, v in enumerate(value)]
     raise OptionError(f"{what} must be a path (string) or a list of paths, got {type(value).__name__}")
 
 
@@ -323,7 +347,12 @@ def _packaged_config(key: str, value: Any) -> str:
 
 
 def check_options(
-    options: Mapping[str, Any], roots: tuple[Path, ...], path_options: Iterable[str] = PATH_OPTIONS, *, _depth: int = 0
+    options: Mapping[str, Any],
+    roots: tuple[Path, ...],
+    path_options: Iterable[str] = PATH_OPTIONS,
+    *,
+    private: tuple[Path, ...] = (),
+    _depth: int = 0,
 ) -> dict[str, Any]:
     """Refuse server-only options, type-check the core ones, confine path options to the allowed roots.
 
@@ -342,13 +371,13 @@ def check_options(
             out[key] = _packaged_config(key, value)
             continue
         if _matches(key, names):
-            out[key] = _confine_paths(key, value, roots)
+            out[key] = _confine_paths(key, value, roots, private)
         elif key == "detector" and isinstance(value, str) and _detector_file(value):  # a model file on the server
-            out[key] = str(resolve_allowed(value, roots, what=f"option '{key}'"))
+            out[key] = str(resolve_allowed(value, roots, what=f"option '{key}'", private=private))
         elif isinstance(value, Mapping):
             if _depth >= 4:
                 raise OptionError(f"option '{key}': options nested more than 4 levels deep")
-            out[key] = check_options(value, roots, names, _depth=_depth + 1)
+            out[key] = check_options(value, roots, names, private=private, _depth=_depth + 1)
         elif key in _STR_OPTIONS:
             if not isinstance(value, str) or not value.strip() or len(value) > 200:
                 raise OptionError(f"option '{key}' must be a non-empty string of at most 200 characters")

@@ -77,7 +77,7 @@ def jobs_router(svc: Service) -> APIRouter:
     async def submit_job(request: Request, body: JobRequest) -> JobOut:  # type: ignore[valid-type]
         def checked() -> tuple[str, str | None, dict, tuple]:  # reads files (VRT sources, folder links): off the loop
             query, plugin, opts = svc.prepare(body.query, body.plugin, body.options)
-            inputs = tuple(resolve_allowed(p, settings.allowed_roots, what=f"inputs[{i}]")
+            inputs = tuple(resolve_allowed(p, settings.allowed_roots, what=f"inputs[{i}]", private=(svc.output_root,))
                            for i, p in enumerate(body.inputs))  # fmt: skip
             return query, plugin, opts, inputs
 
@@ -93,7 +93,8 @@ def jobs_router(svc: Service) -> APIRouter:
                 f"({runner.name}: {', '.join(offered)}){hint}"
             )
         flow_opts = check_flow_options(
-            flow, body.flow_options, lambda value, what: resolve_allowed(value, settings.allowed_roots, what=what),
+            flow, body.flow_options,
+            lambda value, what: resolve_allowed(value, settings.allowed_roots, what=what, private=(svc.output_root,)),
             **flow_registry,
         )
         spec = JobSpec(inputs=inputs, query=query, plugin=plugin, options=opts, flow=flow, flow_options=flow_opts)

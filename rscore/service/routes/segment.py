@@ -96,7 +96,9 @@ def segment_router(svc: Service) -> APIRouter:
         elif series:
             client_name = "series"
         else:
-            source = await run_in_threadpool(resolve_allowed, str(path), settings.allowed_roots)
+            source = await run_in_threadpool(
+                lambda: resolve_allowed(str(path), settings.allowed_roots, private=(svc.output_root,))
+            )
         result_id = uuid.uuid4().hex
         out_dir = svc.output_root / result_id
         staging = svc.staging_root / result_id
