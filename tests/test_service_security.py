@@ -303,3 +303,28 @@ def test_results_and_uploads_of_other_clients_are_not_readable_by_path(server, r
     assert error_of(r, 403)
     r = client.post("/v1/segment", data={"query": "bright regions", "path": "results/data/b.png"})
     assert r.status_code == 200, r.text
+
+
+# ------------------------------------------------------------------------- DNS rebinding and cross-site requests
+def test_a_keyless_loopback_service_refuses_foreign_host_names_and_origins(server, roots: Path):
+    """Without API keys the service listens on loopback only, but a web page can still reach it: by DNS rebinding
+    (its own name resolving to 127.0.0.1: the browser then lets the page read the answers) or by a cross-site form
+    POST. Only loopback host names and origins are served then."""
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(roots / "a.png")
+    client = server()
+    form = {"query": "bright regions", "path": "a.png"}
+    for headers in ({"Host": "attacker.example"}, {"Host": "attacker.example:8000"},
+                    {"Origin": "http://attacker.example"}, {"Origin": "null"}):  # fmt: skip
+        r = client.post("/v1/segment", data=form, headers=headers)
+        assert "RSCORE_API_KEYS" in error_of(r, 403), headers
+        assert client.get("/v1/plugins", headers=headers).status_code == 403
+    port = client.thread.port  # type: ignore[attr-defined]
+    for headers in ({}, {"Host": f"localhost:{port}"}, {"Origin": f"http://127.0.0.1:{port}"},
+                    {"Origin": f"http://localhost:{port}", "Host": f"[::1]:{port}"}):  # fmt: skip
+        r = client.post("/v1/segment", data=form, headers=headers)
+        assert r.status_code == 200, (headers, r.text)
+    keyed = server(api_keys=("k" * 24,))  # with keys, the key is what protects it: any host name is served
+    r = keyed.post("/v1/segment", data=form, headers={"Host": "rscore.example.org", "X-API-Key": "k" * 24})
+    assert r.status_code == 200, r.text
