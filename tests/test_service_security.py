@@ -201,6 +201,10 @@ def test_folder_input_with_a_link_leading_out_is_refused(server, roots: Path, tm
     r = client.post("/v1/segment", data={"query": "bone", "path": "series"})
     message = error_of(r, 403)
     assert "series" in message and str(tmp_path) not in message and "other_patient" not in message
+    # a DICOMDIR names its folder tree: the reader reads the folder it is in
+    (series / "DICOMDIR").write_bytes(dicom_bytes(0.0))
+    r = client.post("/v1/segment", data={"query": "bone", "path": "series/DICOMDIR"})
+    assert "other_patient" not in error_of(r, 403)
 
 
 # ------------------------------------------------------------------------------------ options naming model files

@@ -184,6 +184,8 @@ def check_linked(
         if path.is_dir():
             _check_folder(path, roots, what, shown, private)
             return
+        if path.name.upper() == "DICOMDIR":  # a DICOM reader reads the folder tree a DICOMDIR indexes
+            _check_folder(path.parent, roots, what, shown, private)
         with open(path, "rb") as fh:
             head = fh.read(4096)
     except OSError:
