@@ -332,3 +332,21 @@ def test_a_keyless_loopback_service_refuses_foreign_host_names_and_origins(serve
     keyed = server(api_keys=("k" * 24,))  # with keys, the key is what protects it: any host name is served
     r = keyed.post("/v1/segment", data=form, headers={"Host": "rscore.example.org", "X-API-Key": "k" * 24})
     assert r.status_code == 200, r.text
+
+
+# ----------------------------------------------------------------------------- options that size server resources
+def test_a_client_cannot_ask_for_more_worker_processes_than_the_server_has_cores(server, roots: Path):
+    from PIL import Image
+
+    from rscore.engine.parallel import available_cores
+
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(roots / "a.png")
+    client = server()
+    for workers in (available_cores() + 1, 10_000, "10000", 0, -3, "many", True):
+        r = client.post("/v1/segment", data={"query": "bright regions", "path": "a.png",
+                                             "options": json.dumps({"workers": workers})})  # fmt: skip
+        assert "workers" in error_of(r, 400), workers
+    for workers in ("auto", 1, available_cores()):
+        r = client.post("/v1/segment", data={"query": "bright regions", "path": "a.png",
+                                             "options": json.dumps({"workers": workers})})  # fmt: skip
+        assert r.status_code == 200, (workers, r.text)

@@ -327,6 +327,24 @@ def _confine_paths(key: str, value: Any, roots: tuple[Path, ...], private: tuple
     raise OptionError(f"{what} must be a path (string) or a list of paths, got {type(value).__name__}")
 
 
+def _workers(value: Any) -> Any:
+    """The ``workers`` option of a request: ``auto`` or a whole number from 1 to this server's cores (a client must
+    not make the service start hundreds of processes)."""
+    from rscore.engine.parallel import available_cores
+
+    cores = available_cores()
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = int(value) if not isinstance(value, bool) and float(value) == int(float(value)) else None
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    if number is None or not 1 <= number <= cores:
+        raise OptionError(f"option 'workers' must be auto or a whole number from 1 to {cores} (this server's cores), "
+                          f"got {str(value)[:40]!r}")
+    return number
+
+
 def _packaged_config(key: str, value: Any) -> str:
     """A model config option's value if it names a config file of the ``sam2`` package (``configs/...yaml``, inside
     the package); anything else is an :class:`OptionError` that does not echo the value."""
@@ -384,6 +402,8 @@ def check_options(
             if not isinstance(value, str) or not value.strip() or len(value) > 200:
                 raise OptionError(f"option '{key}' must be a non-empty string of at most 200 characters")
             out[key] = value
+        elif key == "workers":  # processes this server starts for one request: at most its cores
+            out[key] = _workers(value)
         elif key in _INT_OPTIONS:
             lo, hi = _INT_OPTIONS[key]
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
