@@ -350,3 +350,26 @@ def test_a_client_cannot_ask_for_more_worker_processes_than_the_server_has_cores
         r = client.post("/v1/segment", data={"query": "bright regions", "path": "a.png",
                                              "options": json.dumps({"workers": workers})})  # fmt: skip
         assert r.status_code == 200, (workers, r.text)
+
+
+@pytest.mark.parametrize("options", [
+    {"decode_ahead": 100_000}, {"drainage_max_px": 10**12}, {"drainage_tile": 60_000}, {"openai_max_side": 100_000},
+    {"sam2": {"batch_size": 10_000}}, {"detector_batch": "5000"}, {"keyframe_samples": 1e9},
+])  # fmt: skip
+def test_options_that_size_memory_have_a_ceiling_on_the_service(server, roots: Path, options):
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(roots / "a.png")
+    client = server()
+    r = client.post("/v1/segment", data={"query": "bright regions", "path": "a.png", "options": json.dumps(options)})
+    assert "may be at most" in error_of(r, 400)
+
+
+def test_resource_options_at_their_defaults_are_accepted(server, roots: Path):
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(roots / "a.png")
+    client = server()
+    options = {"decode_ahead": 8, "drainage_tile": 1024, "openai_max_side": 1024, "sam2_batch_size": 16}
+    r = client.post("/v1/segment", data={"query": "bright regions", "path": "a.png", "options": json.dumps(options)})
+    assert r.status_code == 200, r.text

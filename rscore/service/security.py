@@ -45,6 +45,13 @@ CONFIG_OPTIONS = ("config",)
 _PACKAGED_CONFIG = re.compile(r"configs/[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)*\.ya?ml")
 _STR_OPTIONS = ("reasoner", "segmenter", "matcher", "template", "bands")
 _INT_OPTIONS = {"tile_size": (64, 16384), "min_area_px": (0, 10**12), "max_instances": (1, 100_000)}
+# Options that size what one request holds in memory or runs at once (plain, scoped ``<scope>_<name>`` or nested): a
+# client may lower them, and raise them up to these ceilings (8x the defaults or so); the CLI has no ceiling.
+RESOURCE_CEILINGS = {
+    "decode_ahead": 64, "reverse_chunk": 256, "keyframe_samples": 128, "flow_max_side": 4096, "max_side": 8192,
+    "drainage_tile": 8192, "drainage_max_px": 8192 * 8192, "batch": 64, "batch_size": 128, "max_tracks": 1000,
+    "max_tiles": 128, "max_images_per_turn": 32, "max_new_tokens": 8192, "max_tokens": 8192,
+}  # fmt: skip
 
 
 class PathNotAllowed(OptionError):
@@ -327,6 +334,19 @@ def _confine_paths(key: str, value: Any, roots: tuple[Path, ...], private: tuple
     raise OptionError(f"{what} must be a path (string) or a list of paths, got {type(value).__name__}")
 
 
+def _within_ceiling(key: str, value: Any) -> Any:
+    """A resource-sizing option's value if it is a number not over its :data:`RESOURCE_CEILINGS` entry."""
+    ceiling = next(c for n, c in RESOURCE_CEILINGS.items() if key == n or key.endswith("_" + n))
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return value  # not a number: the backend's own check says what it expects
+    if isinstance(value, bool) or number != number or number > ceiling:
+        raise OptionError(f"option '{key}' may be at most {ceiling:,} on this service (it sizes the memory or work of "
+                          f"one request), got {str(value)[:40]!r}")
+    return value
+
+
 def _workers(value: Any) -> Any:
     """The ``workers`` option of a request: ``auto`` or a whole number from 1 to this server's cores (a client must
     not make the service start hundreds of processes)."""
@@ -404,6 +424,8 @@ def check_options(
             out[key] = value
         elif key == "workers":  # processes this server starts for one request: at most its cores
             out[key] = _workers(value)
+        elif _matches(key, RESOURCE_CEILINGS):
+            out[key] = _within_ceiling(key, value)
         elif key in _INT_OPTIONS:
             lo, hi = _INT_OPTIONS[key]
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
