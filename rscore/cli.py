@@ -20,7 +20,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from rscore import __version__
-from rscore.errors import OptionError, RscoreError
+from rscore.errors import OptionError, RscoreError, shorten
 
 app = typer.Typer(
     name="rscore",
@@ -665,7 +665,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc))
         code = exc.code
     except RscoreError as exc:
-        _fail(str(exc).splitlines()[0] if exc.exit_code == 2 else str(exc))
+        _fail(shorten(str(exc).splitlines()[0]) if exc.exit_code == 2 and str(exc) else str(exc))
         if _state["debug"]:
             raise
         code = exc.exit_code

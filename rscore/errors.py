@@ -25,6 +25,7 @@ from os import PathLike
 from pathlib import Path
 
 __all__ = [
+    "shorten",
     "RscoreError",
     "UserError",
     "InputError",
@@ -88,3 +89,14 @@ class OptionError(UserError):
 
 class InternalError(RscoreError):
     """An invariant broke inside rscore. This is a bug."""
+
+
+def shorten(message: str, limit: int = 1000) -> str:
+    """``message`` on one line of at most about ``limit`` characters: a longer one (an error naming thousands of bands
+    or files) keeps its start and its end - where the hint on what to do usually is - around the count cut out."""
+    line = " ".join(str(message).split())
+    if len(line) <= limit:
+        return line
+    tail = limit // 4
+    head = limit - tail - 40
+    return f"{line[:head]} ... [{len(line) - head - tail} more characters] ... {line[-tail:]}"

@@ -370,6 +370,22 @@ def cases(servers: dict[str, SilentServer]) -> list[Case]:
         lambda d: ["run", "-p", "safety", str(with_png(d)), "restricted zone", "-O", "zones=/etc/passwd"], needs=("rscore_safety",))
     add("zones missing (safety)", "path",
         lambda d: ["run", "-p", "safety", str(with_png(d)), "restricted zone", "-O", f"zones={d / 'nope.json'}"], needs=("rscore_safety",))
+    add("--out's lock name is a user file", "path",
+        lambda d: (d.joinpath(".o.lock").write_text("my notes"), ["run", str(with_png(d)), Q, "--out", str(d / "o")])[1])
+    add("--out's lock name links to a user file", "path",
+        lambda d: (d.joinpath("mine.txt").write_text("keep"), d.joinpath(".o.lock").symlink_to(d / "mine.txt"),
+                   ["run", str(with_png(d)), Q, "--out", str(d / "o")])[2])
+    add("--out is a symlink to an empty folder", "path",
+        lambda d: (d.joinpath("t").mkdir(), d.joinpath("o").symlink_to(d / "t"), ["run", str(with_png(d)), Q, "--out", str(d / "o")])[2])
+
+    def eval_over_report(d: Path) -> list[str]:
+        (d / "mask.png").write_bytes(png_bytes())
+        with_png(d)
+        (d / "m.jsonl").write_text(json.dumps({"image": "a.png", "query": Q, "mask": "mask.png"}) + "\n")
+        (d / "report.md").write_text("# my report\n")
+        return ["eval", "--dataset", str(d / "m.jsonl"), "--out", str(d)]
+
+    add("eval --out over a user's report.md", "path", eval_over_report)
 
     # bad options
     for label, args in (
@@ -518,6 +534,19 @@ def upload_cases(add: Callable[..., None]) -> None:
     case("zip: truncated archive (half)", lambda d: written(d / "t.zip", _half(_zip(d / "f.zip", _series_members(d)).read_bytes())))
     case("zip: PK magic + garbage", lambda d: written(d / "g.zip", b"PK\x03\x04" + os.urandom(4000)))
     case("zip: empty archive", lambda d: [_zip(d / "e.zip", {})])
+
+    def deflated_bomb(d: Path) -> list[Path]:  # ~130 KB on disk, 122 MiB once pydicom inflates it whole (limit: 64)
+        from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+        import pydicom
+
+        path = write_dicom(d / "deflated.dcm", np.zeros((8000, 8000), np.int16))
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        ds.save_as(path, enforce_file_format=True)
+        return [path]
+
+    case("deflated DICOM bomb", deflated_bomb)
     case("zip: 10001 members", lambda d: [_zip(d / "m.zip", {f"d{i}/": b"" for i in range(10_001)}, method=0)])
     case("zip: 256 MiB bomb, limit 64 MiB", lambda d: [_zero_bomb(d / "b.zip", 256, lie=False)])
     case("zip: bomb with lying sizes", lambda d: [_zero_bomb(d / "b.zip", 256, lie=True)])

@@ -6,6 +6,7 @@ no staging folder, no result folder, no file outside the service's output root."
 from __future__ import annotations
 
 import importlib.util
+import io
 import stat
 import zipfile
 from collections.abc import Callable, Iterator
@@ -241,3 +242,47 @@ def test_unit_member_count_is_read_from_the_end_record_before_parsing(tmp_path: 
     monkeypatch.setattr(uploads.zipfile, "ZipFile", no_parsing)
     with pytest.raises(UploadTooLarge, match="65535 members"):
         uploads.extract_dicom_zip(archive, tmp_path / "x", shown="a.zip", max_bytes=1 << 20)
+
+
+# ------------------------------------------------------------------------------ deflated DICOM: a memory bomb
+def deflated_dicom(n: int = 2048, frames: int = 2) -> bytes:
+    """A CT in the Deflated Explicit VR Little Endian transfer syntax: ``n`` x ``n`` x ``frames`` zeros (16 bit),
+    a few KB on the wire, ``2 n^2 frames`` bytes once pydicom inflates it (it inflates the whole file at read)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.StudyInstanceUID, ds.SeriesInstanceUID = "CT", generate_uid(), generate_uid()
+    ds.Rows = ds.Columns = n
+    ds.NumberOfFrames = frames
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleSlope, ds.RescaleIntercept, ds.PixelSpacing = 1.0, -1024.0, [0.5, 0.5]
+    ds.PixelData = bytes(2 * n * n * frames)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_deflated_dicom_expanding_past_the_extraction_limit_is_413_before_it_is_read(server, tmp_path: Path):
+    pytest.importorskip("pydicom")
+    bomb = deflated_dicom()  # 16 MiB inflated
+    assert len(bomb) < 100_000
+    client = server(max_extract_mb=4)
+    r = client.post("/v1/segment", data={"query": "bone"}, files={"file": ("ct.dcm", bomb)})
+    assert r.status_code == 413, r.text
+    assert "ct.dcm" in r.json()["error"] and "RSCORE_MAX_EXTRACT_MB" in r.json()["error"]
+    # the same file among the files of a series, and inside a zip
+    r = client.post("/v1/segment", data={"query": "bone"}, files=[("files", ("a.dcm", bomb)), ("files", ("b.dcm", bomb))])
+    assert r.status_code == 413, r.text
+    r = client.post("/v1/segment", data={"query": "bone"}, files={"file": ("ct.zip", zip_of({"CT/a.dcm": bomb}))})
+    assert r.status_code == 413, r.text
+    # a small deflated DICOM is read as before
+    small = deflated_dicom(64, 1)
+    r = client.post("/v1/segment", data={"query": "bone"}, files={"file": ("small.dcm", small)})
+    assert r.status_code != 413, r.text

@@ -75,6 +75,10 @@ def eval_command(
     :mod:`rscore.errors` classes, mapped by the CLI).
     """
     opts = EvalOptions.from_options(options, reasoner=reasoner, segmenter=segmenter)
+    if out is not None:
+        from rscore.evaluation.report import check_report_dir
+
+        check_report_dir(out)  # before the evaluation: a user's report.md is never overwritten
     report = evaluate(plugin, dataset, opts, registry, progress=progress)
     written = write_report(report, out) if out is not None else {}
     if as_json:

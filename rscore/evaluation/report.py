@@ -17,7 +17,7 @@ from typing import Any
 from rscore.errors import OptionError
 from rscore.evaluation.runner import EvalReport
 
-__all__ = ["json_safe", "summary_json", "report_json", "to_markdown", "write_report", "METRIC_ORDER"]
+__all__ = ["json_safe", "summary_json", "report_json", "to_markdown", "write_report", "check_report_dir", "METRIC_ORDER"]
 
 METRIC_ORDER = ("gIoU", "cIoU", "ncIoU", "mIoU", "J", "F", "J&F", "R", "N-acc", "AUROC", "SR-AUC")
 MAX_MD_SAMPLES = 200
@@ -155,12 +155,36 @@ def to_markdown(report: EvalReport, *, max_samples: int = MAX_MD_SAMPLES, title:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: EvalReport, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write ``report.json`` and ``report.md`` into ``out_dir`` (created); returns ``{"json": path, "markdown":
-    path}``. An existing ``out_dir`` that is a file is an :class:`OptionError`."""
+REPORT_FILES = ("report.json", "report.md", "success_rate.png")
+
+
+def check_report_dir(out_dir: str | os.PathLike[str]) -> None:
+    """:class:`OptionError` unless ``out_dir`` may receive a report: not a file, and any of :data:`REPORT_FILES`
+    already there belongs to a report rscore wrote (its ``report.json`` carries rscore's provenance) - a user's own
+    ``report.md`` is never overwritten."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OptionError(f"output folder {out} exists and is not a folder; choose another --out")
+    present = [n for n in REPORT_FILES if os.path.lexists(out / n)]
+    if not present:
+        return
+    try:
+        doc = json.loads((out / "report.json").read_text(encoding="utf-8"))
+        ours = isinstance(doc, dict) and "metrics" in doc and bool((doc.get("provenance") or {}).get("rscore"))
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    foreign = [n for n in present if not ours or not (out / n).is_file() or (out / n).is_symlink()]
+    if foreign:
+        raise OptionError(f"{out / foreign[0]} exists and is not part of a report rscore wrote; choose another --out "
+                          f"(rscore eval writes {', '.join(REPORT_FILES)} there)")
+
+
+def write_report(report: EvalReport, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write ``report.json`` and ``report.md`` into ``out_dir`` (created); returns ``{"json": path, "markdown":
+    path}``. An existing ``out_dir`` that is a file, or a file of those names rscore did not write
+    (:func:`check_report_dir`), is an :class:`OptionError`."""
+    out = Path(out_dir)
+    check_report_dir(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         paths = {"json": out / "report.json", "markdown": out / "report.md"}

@@ -203,6 +203,9 @@ def _prepare_out(out: Path) -> Path:
             raise OptionError(f"output folder {out} exists and is not a folder")
         if any(out.iterdir()) and not (out / ADAPTER_FILE).exists():
             raise OptionError(f"output folder {out} exists and is not an rscore adapter folder; choose another --out")
+        from rscore.io.outdir import check_out_dir
+
+        check_out_dir(out)  # replaced only if every file in it is one rscore wrote (its marker lists them)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -211,6 +214,10 @@ def _prepare_out(out: Path) -> Path:
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
+    from rscore.io.outdir import check_out_dir, write_marker
+
+    write_marker(tmp)
+    check_out_dir(out)  # again: files may have appeared while it trained
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.replace(out, old / "x")

@@ -5,7 +5,8 @@
   folder is replaced only when it is empty or carries a marker that lists every file in it (:func:`check_out_dir`);
   anything else is refused (exit 2), so a user's own files are never deleted.
 - :func:`out_dir_lock`: an exclusive lock on an output folder (``fcntl.flock`` on ``.<name>.lock`` beside it, holding
-  the owner's PID) so that two processes never write into one folder: the second is told "in use by PID N".
+  the owner's PID) so that two processes never write into one folder: the second is told "in use by PID N". A file
+  of that name that is not such a lock (a user's file, a symbolic link, a hard link) is refused, never truncated.
 - :func:`make_temp_dir` / :func:`sweep_stale`: staging and scratch folders named ``<prefix><pid>-<random>`` with a
   marker file inside; folders of processes that no longer exist (``kill -9``, power loss) are removed on the next
   start, and only when both the name and the marker say rscore made them.
@@ -14,10 +15,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -78,6 +81,20 @@ def write_marker(folder: Path, extra: dict[str, Any] | None = None) -> None:
     (folder / MARKER).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     with contextlib.suppress(FileNotFoundError):
         (folder / TEMP_MARKER).unlink()  # the output marker names the PID from here on (see sweep_stale)
+    with contextlib.suppress(OSError):  # the staging folder was made 0700 (mkdtemp); the output is an ordinary folder
+        os.chmod(folder, 0o777 & ~_umask())
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (``os.umask`` would, for every thread, for a moment)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def check_out_dir(out_dir: str | os.PathLike[str]) -> None:
@@ -90,8 +107,11 @@ def check_out_dir(out_dir: str | os.PathLike[str]) -> None:
         return
     except OSError as exc:  # name too long, a parent that is a file, permission denied...
         raise OptionError(f"output folder {out} cannot be used ({exc.strerror or exc}); choose another --out") from None
-    if out.is_symlink() and not out.exists():
-        raise OptionError(f"output folder {out} is a broken symbolic link; choose another --out")
+    if out.is_symlink():  # replacing the folder would delete the user's link (and leave its target as it was)
+        if not out.exists():
+            raise OptionError(f"output folder {out} is a broken symbolic link; choose another --out")
+        raise OptionError(f"output folder {out} is a symbolic link (to {os.path.realpath(out)}); give the folder it "
+                          "points to as --out")
     if not out.is_dir():
         raise OptionError(f"output folder {out} exists and is not a folder; choose another --out")
     try:
@@ -193,12 +213,36 @@ def _remove_empty(created: list[Path]) -> None:
             break
 
 
+_LOCK_TEXT = re.compile(rb"\d{1,20}\n?")
+
+
+def _not_a_lock(fd: int, path: Path) -> str:
+    """Why the open file ``fd`` is not an rscore lock file ('' when it is one: empty, or a PID and a newline)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if st.st_nlink > 1:
+        return "has other hard links"
+    if st.st_size and (st.st_size > 21 or not _LOCK_TEXT.fullmatch(os.pread(fd, 32, 0))):
+        return "holds something else than the PID rscore writes there"
+    return ""
+
+
 def _acquire(path: Path, out_dir: Any) -> int:
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
     for _ in range(20):
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | nofollow | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as exc:
+            if exc.errno == errno.ELOOP or path.is_symlink():  # O_NOFOLLOW: the name is a link, maybe to a user file
+                raise OptionError(f"cannot lock output folder {out_dir}: {path} is a symbolic link, not rscore's lock "
+                                  "file; remove it or choose another --out") from None
             raise OptionError(f"cannot lock output folder {out_dir}: {exc.strerror or exc}") from None
+        why = _not_a_lock(fd, path)
+        if why:  # a user's file of that name: never truncated, never deleted
+            os.close(fd)
+            raise OptionError(f"cannot lock output folder {out_dir}: {path} {why}, so it is not rscore's lock file; "
+                              "rename it or choose another --out")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from fastapi import Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rscore.errors import OptionError
+from rscore.errors import OptionError, shorten
 from rscore.plugins import CORE, Registry
 from rscore.service.jobs import JobRunner, JobStatus
 from rscore.service.pool import InferencePool
@@ -88,7 +88,8 @@ class Service:
         query = engine.validate_query(query)
         plugin = plugin.strip() if plugin and plugin.strip() else None
         self.registry.require_plugin(plugin)
-        return query, plugin, check_options(options, self.settings.allowed_roots, self.path_options)
+        return query, plugin, check_options(options, self.settings.allowed_roots, self.path_options,
+                                            private=(self.output_root,))  # fmt: skip
 
     def job_out(self, request: Request, job: JobStatus) -> JobOut:
         root = request.scope.get("root_path", "")
@@ -96,7 +97,7 @@ class Service:
             JobItemOut(
                 input=i.input, state=i.state, result_id=i.result_id,
                 links=self.links(request, i.result_id, i.outputs) if i.result_id else {},
-                absent=i.absent, instance_count=i.instance_count, error=self.scrub(i.error) if i.error else i.error,
+                absent=i.absent, instance_count=i.instance_count, error=shorten(self.scrub(i.error)) if i.error else i.error,
                 seconds=i.seconds, confidence=i.confidence, caveats=list(i.caveats),
             )
             for i in job.items

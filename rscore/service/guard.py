@@ -1,7 +1,8 @@
 """The request guard: what stands between a client and the routes, before any route runs.
 
-- :class:`RequestGuard`, a pure ASGI middleware: the API key (``X-API-Key``, constant-time, when keys are configured)
-  and the body size limit are checked *before* any body is read; a body that streams in past the limit is cut off
+- :class:`RequestGuard`, a pure ASGI middleware: the API key (``X-API-Key``, constant-time, when keys are configured;
+  without keys, only loopback ``Host`` names and ``Origin`` pages: no DNS rebinding, no cross-site form posts) and
+  the body size limit are checked *before* any body is read; a body that streams in past the limit is cut off
   (413), one that stalls is cut off (408); a full inference queue refuses ``POST /v1/segment`` before its multipart
   body is parsed (503 + ``Retry-After``); every answer gets ``nosniff`` / ``no-referrer`` and the viewer's pages a
   strict Content-Security-Policy.
@@ -95,6 +96,10 @@ class RequestGuard:
                     extra["Connection"] = "close"
                 await json_error(status, error, extra)(scope, receive, send_with_headers)
 
+            foreign = None if self.settings.auth_required else _foreign_caller(headers)
+            if foreign:  # DNS rebinding or a cross-site form: a web page reaching a keyless loopback service
+                await reject(403, foreign)
+                return
             if self.settings.auth_required and not key_is_valid(headers.get("x-api-key"), self.settings.api_keys):
                 await reject(401, "missing or invalid API key: send it in the X-API-Key header", {"WWW-Authenticate": "ApiKey"})
                 return
@@ -137,6 +142,44 @@ class RequestGuard:
         return f"request body of {size / MIB:.1f} MiB is over the upload limit of {self.settings.max_upload_mb:g} MiB"
 
 
+def _loopback_name(host: str) -> bool:
+    """``localhost`` (and its subdomains) or a loopback address, with or without a port."""
+    import ipaddress
+
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:8000
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":")[0]
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _foreign_caller(headers: Mapping[str, str]) -> str | None:
+    """Why a request to a service without API keys (which listens on loopback only) comes from a web page rather
+    than from this machine: a ``Host`` that is not a loopback name (DNS rebinding: the browser would let that page
+    read the answers) or an ``Origin`` that is not a loopback page (a cross-site form post); ``None`` when neither."""
+    from urllib.parse import urlsplit
+
+    hint = "this service has no API keys and serves only this machine's loopback names and pages; set RSCORE_API_KEYS"
+    host = headers.get("host", "")
+    if host and not _loopback_name(host):
+        return f"host name '{host[:100]}' refused: {hint} to serve other names"
+    origin = headers.get("origin")
+    if origin is not None:
+        try:
+            name = urlsplit(origin).hostname or ""
+        except ValueError:
+            name = ""
+        if not name or not _loopback_name(name):
+            return f"cross-site request from origin '{origin[:100]}' refused: {hint} to serve other pages"
+    return None
+
+
 async def _drain(receive: Receive, budget: int) -> None:
     """Consume and discard the rest of a request body, up to ``budget`` bytes."""
     while budget > 0:
@@ -150,7 +193,9 @@ async def _drain(receive: Receive, budget: int) -> None:
 
 def json_error(status: int, error: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The error body: one line, valid UTF-8 (lone surrogates from a client's JSON are shown escaped)."""
-    line = " ".join(error.split()).encode("utf-8", "backslashreplace").decode("utf-8")
+    from rscore.errors import shorten
+
+    line = shorten(error).encode("utf-8", "backslashreplace").decode("utf-8")
     return JSONResponse({"error": line}, status_code=status, headers=dict(headers or {}))
 
 

@@ -280,7 +280,10 @@ def make_job_runner(settings: Any, output_root: Path, registry: Registry) -> Job
 
     runner = _make_job_runner(settings, output_root, registry)
     roots = tuple(settings.allowed_roots)
-    runner.resolve_path = lambda value, what: resolve_allowed(value, roots, what=what)  # type: ignore[attr-defined]
+    private = (Path(output_root).resolve(),)  # other clients' results, when the output root lies under a root
+    runner.resolve_path = (  # type: ignore[attr-defined]
+        lambda value, what: resolve_allowed(value, roots, what=what, private=private)
+    )
     return runner
 
 

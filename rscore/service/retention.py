@@ -1,8 +1,9 @@
 """Result retention: result folders older than ``RSCORE_RESULT_TTL_S`` are removed, and only those the service wrote.
 
 A folder is the service's when its name is a result id (32 hex digits) and it carries rscore's output marker
-(:data:`rscore.io.outdir.MARKER`, written by :func:`rscore.engine.write_outputs`); anything else under the output
-root is left alone. Upload staging folders older than the TTL (a crash between upload and cleanup) go too.
+(:data:`rscore.io.outdir.MARKER`, written by :func:`rscore.engine.write_outputs`) listing every file in it; anything
+else under the output root (a result folder someone has added files to included) is left alone. Upload staging
+folders older than the TTL (a crash between upload and cleanup) go too.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ def expire_results(output_root: Path, ttl_s: float, now: float | None = None) ->
     """Remove result folders older than ``ttl_s`` seconds (by modification time) from ``output_root``: only folders
     named like a result id that carry rscore's output marker, i.e. that this service wrote; and staging folders of
     uploads older than that (and than :data:`STAGING_MIN_AGE_S`). Returns the ids removed."""
-    from rscore.io.outdir import MARKER
-
     if not ttl_s or ttl_s == float("inf"):
         return []
     now = time.time() if now is None else now
@@ -50,14 +49,28 @@ def expire_results(output_root: Path, ttl_s: float, now: float | None = None) ->
                     continue
             except OSError:
                 continue
-            if parent == output_root and not os.path.isfile(os.path.join(entry.path, MARKER)):
-                continue  # not something rscore wrote: leave it
+            if parent == output_root and not _only_rscore_files(Path(entry.path)):
+                continue  # not something rscore wrote, or someone has added files to it since: leave it
             shutil.rmtree(entry.path, ignore_errors=True)
             if parent == output_root and not os.path.exists(entry.path):
                 removed.append(entry.name)
     if removed:
         log.info("removed %d expired result folder(s) (RSCORE_RESULT_TTL_S=%g)", len(removed), ttl_s)
     return removed
+
+
+def _only_rscore_files(folder: Path) -> bool:
+    """Whether ``folder`` carries rscore's output marker and holds only the files that marker lists."""
+    from rscore.errors import OptionError
+    from rscore.io.outdir import MARKER, check_out_dir
+
+    if not os.path.isfile(os.path.join(folder, MARKER)):
+        return False
+    try:
+        check_out_dir(folder)
+    except OptionError:
+        return False
+    return True
 
 
 async def expire_periodically(output_root: Path, ttl_s: float) -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "is_zip",
     "extract_dicom_zip",
     "stage_series_files",
+    "check_deflated_dicom",
 ]
 
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive's end record
@@ -127,6 +128,49 @@ def _declared_members(archive: Path) -> int | None:
         return None
 
 
+DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
+
+
+def check_deflated_dicom(path: Path, shown: str, max_bytes: int) -> int:
+    """The bytes ``path`` inflates to when it is a DICOM file in the Deflated Explicit VR Little Endian transfer
+    syntax (0 for any other file), counted while inflating in bounded pieces: pydicom inflates such a file whole, in
+    memory, before anything can look at its size (a 750 KB upload took 1.6 GB), so one that expands past
+    ``max_bytes`` is refused (413) before a reader opens it."""
+    import zlib
+
+    try:
+        from pydicom.filereader import _read_file_meta_info, read_preamble
+    except ImportError:  # no pydicom: nothing here reads DICOM either
+        return 0
+    with open(path, "rb") as fp:
+        if fp.read(DICM_OFFSET + 4)[DICM_OFFSET:] != b"DICM":
+            return 0
+        fp.seek(0)
+        try:
+            read_preamble(fp, False)
+            meta = _read_file_meta_info(fp)
+        except Exception:  # a broken header: the reader reports it in its own words
+            return 0
+        if str(getattr(meta, "TransferSyntaxUID", "")) != DEFLATED_TRANSFER_SYNTAX:
+            return 0
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        total = 0
+        try:
+            while chunk := fp.read(_CHUNK):
+                data = chunk
+                while data:
+                    total += len(inflater.decompress(data, _CHUNK))
+                    if total > max_bytes:
+                        raise UploadTooLarge(
+                            f"{shown}: a deflated DICOM that expands to more than the extraction limit of "
+                            f"{max_bytes / MIB:g} MiB (RSCORE_MAX_EXTRACT_MB)"
+                        )
+                    data = inflater.unconsumed_tail
+        except zlib.error:
+            return total  # corrupt: the reader says so
+    return total
+
+
 def extract_dicom_zip(archive: Path, folder: Path, *, shown: str, max_bytes: int, max_members: int = MAX_MEMBERS) -> Path:
     """Extract the DICOM series in ``archive`` flat into the new ``folder`` (see the module docstring); ``folder``.
 
@@ -198,18 +242,21 @@ def extract_dicom_zip(archive: Path, folder: Path, *, shown: str, max_bytes: int
                                 f"{max_bytes / MIB:g} MiB (RSCORE_MAX_EXTRACT_MB)"
                             )
                         out.write(chunk)
+                written += check_deflated_dicom(target, member, max_bytes - written)
             except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
                 # CRC mismatch, a truncated member, an unsupported feature
                 raise InputError(f"{member} cannot be extracted ({type(exc).__name__}: {str(exc)[:120]})") from None
     return folder
 
 
-def stage_series_files(files: Sequence[Any], folder: Path, *, limit: int) -> Path:
+def stage_series_files(files: Sequence[Any], folder: Path, *, limit: int, max_extract: int | None = None) -> Path:
     """Several uploaded files of one DICOM series (``UploadFile``-like: ``filename``, ``file``) into the new
-    ``folder`` under flat safe names; each must be DICOM, all together at most ``limit`` bytes; ``folder``."""
+    ``folder`` under flat safe names; each must be DICOM, all together at most ``limit`` bytes (and, inflated when
+    deflated, at most ``max_extract`` bytes: :func:`check_deflated_dicom`); ``folder``."""
     folder.mkdir(parents=True)
     width = len(str(len(files)))
     total = 0
+    inflated = 0
     for index, upload in enumerate(files):
         client = _shown(upload.filename or f"file #{index + 1}")
         target = folder / f"{index:0{width}d}_{safe_upload_name(upload.filename)}"
@@ -221,4 +268,6 @@ def stage_series_files(files: Sequence[Any], folder: Path, *, limit: int) -> Pat
             raise UploadTooLarge(
                 f"'{client}': the {len(files)} files are together over the upload limit of {limit / MIB:g} MiB"
             ) from None
+        if max_extract is not None:
+            inflated += check_deflated_dicom(target, f"'{client}'", max_extract - inflated)
     return folder

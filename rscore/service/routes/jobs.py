@@ -75,8 +75,13 @@ def jobs_router(svc: Service) -> APIRouter:
         summary="Submit a batch job: one query over many server-side inputs",
     )  # fmt: skip
     async def submit_job(request: Request, body: JobRequest) -> JobOut:  # type: ignore[valid-type]
-        query, plugin, opts = svc.prepare(body.query, body.plugin, body.options)
-        inputs = tuple(resolve_allowed(p, settings.allowed_roots, what=f"inputs[{i}]") for i, p in enumerate(body.inputs))
+        def checked() -> tuple[str, str | None, dict, tuple]:  # reads files (VRT sources, folder links): off the loop
+            query, plugin, opts = svc.prepare(body.query, body.plugin, body.options)
+            inputs = tuple(resolve_allowed(p, settings.allowed_roots, what=f"inputs[{i}]", private=(svc.output_root,))
+                           for i, p in enumerate(body.inputs))  # fmt: skip
+            return query, plugin, opts, inputs
+
+        query, plugin, opts, inputs = await run_in_threadpool(checked)
         flow = body.flow or DEFAULT_FLOW
         offered = svc.flows
         if flow not in offered:
@@ -88,7 +93,8 @@ def jobs_router(svc: Service) -> APIRouter:
                 f"({runner.name}: {', '.join(offered)}){hint}"
             )
         flow_opts = check_flow_options(
-            flow, body.flow_options, lambda value, what: resolve_allowed(value, settings.allowed_roots, what=what),
+            flow, body.flow_options,
+            lambda value, what: resolve_allowed(value, settings.allowed_roots, what=what, private=(svc.output_root,)),
             **flow_registry,
         )
         spec = JobSpec(inputs=inputs, query=query, plugin=plugin, options=opts, flow=flow, flow_options=flow_opts)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from rscore import engine
 from rscore.errors import OptionError, RscoreError
@@ -25,9 +26,9 @@ from rscore.service.context import Service, scrub_doc
 from rscore.service.guard import json_error
 from rscore.service.pool import Cancelled
 from rscore.service.schemas import NO_NUL, SegmentResponse, errors
-from rscore.service.security import UploadTooLarge, parse_options, resolve_allowed, safe_upload_name
+from rscore.service.security import UploadTooLarge, check_linked, parse_options, resolve_allowed, safe_upload_name
 from rscore.service.settings import MIB
-from rscore.service.uploads import copy_upload, extract_dicom_zip, is_zip, stage_series_files
+from rscore.service.uploads import check_deflated_dicom, copy_upload, extract_dicom_zip, is_zip, stage_series_files
 
 log = logging.getLogger("rscore.service.app")
 
@@ -77,7 +78,8 @@ def segment_router(svc: Service) -> APIRouter:
         ] = None,
         options: Annotated[str | None, Form(description='JSON object of options, e.g. {"tile_size": 512}')] = None,
     ) -> SegmentResponse:
-        query, plugin, opts = svc.prepare(query, plugin, parse_options(options))
+        # option paths are checked against the allowed roots, which reads files (VRT sources, folder links): off the loop
+        query, plugin, opts = await run_in_threadpool(svc.prepare, query, plugin, parse_options(options))
         series = [f for f in files or [] if _given(f)]
         has_file = _given(file)
         if (has_file, bool(series), bool(path)).count(True) != 1:
@@ -94,7 +96,9 @@ def segment_router(svc: Service) -> APIRouter:
         elif series:
             client_name = "series"
         else:
-            source = resolve_allowed(str(path), settings.allowed_roots)
+            source = await run_in_threadpool(
+                lambda: resolve_allowed(str(path), settings.allowed_roots, private=(svc.output_root,))
+            )
         result_id = uuid.uuid4().hex
         out_dir = svc.output_root / result_id
         staging = svc.staging_root / result_id
@@ -103,11 +107,14 @@ def segment_router(svc: Service) -> APIRouter:
             """The uploaded input on disk, under ``staging``."""
             staging.mkdir(parents=True)
             if series:
-                return stage_series_files(series, staging / client_name, limit=settings.max_upload_bytes)
+                return stage_series_files(series, staging / client_name, limit=settings.max_upload_bytes,
+                                          max_extract=settings.max_extract_bytes)  # fmt: skip
             assert file is not None
             staged = staging / client_name
             copy_upload(file.file, staged, settings.max_upload_bytes, client_name)
             if not is_zip(staged) or _claimed(staged):
+                check_linked(staged, settings.allowed_roots, what="file", shown=client_name)  # e.g. a VRT naming files
+                check_deflated_dicom(staged, client_name, settings.max_extract_bytes)
                 return staged
             stem = Path(client_name).stem
             folder = extract_dicom_zip(
