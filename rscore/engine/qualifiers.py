@@ -43,15 +43,25 @@ HIGH_DEGREE = frozenset("high higher highest great greater good excellent strong
 MEASURES = frozenset(_stem(w) for w in "risk hazard danger susceptibility likelihood chance probability gradient "
                      "slope steepness incline visibility density".split())
 HAZARDS = frozenset(_stem(w) for w in "risk hazard danger susceptibility likelihood chance probability prone".split())
-ILLUMINATION = frozenset(_stem(w) for w in "sunny sunlit sun-facing sun-exposed sunward shady shaded shade shadow "
-                         "shadows shadowed shadowy dark darker darkest darkness dim dimly lit unlit illuminated "
-                         "brightly".split())
-FEATURES = frozenset(_stem(w) for w in "plateau plain plains mesa butte crater caldera fan delta dune moraine cirque "
-                     "basin sub-basin subbasin catchment watershed divide tableland peak peaks knoll hummock "
-                     "drumlin esker karst sinkhole doline".split())
-GARMENT_PARTS = frozenset(_stem(w) for w in "stripe stripes tape band bands pocket pockets collar sleeve sleeves zip "
-                          "zipper hood cuff cuffs logo strap straps button buttons hem trim lining badge".split())
+
+
+def _lexicon(words: str) -> frozenset[str]:
+    return frozenset(_stem(_stem(w)) for w in words.split())
+
+
+ILLUMINATION = _lexicon("sunny sunlit sun-facing sun-exposed sunward shady shaded shade shadow shadows shadowed "
+                        "shadowy dark darker darkest darkness dim dimly lit unlit illuminated brightly")
+FEATURES = _lexicon("plateau plain plains mesa butte crater caldera fan delta dune moraine cirque basin sub-basin "
+                    "subbasin catchment watershed divide tableland peak peaks knoll hummock drumlin esker karst "
+                    "sinkhole doline")
+GARMENT_PARTS = _lexicon("stripe stripes tape band bands pocket pockets collar sleeve sleeves zip zipper hood cuff "
+                         "cuffs logo strap straps button buttons hem trim lining badge")
 _WINDOW = 3  # a degree word qualifies a measure this many words on ("little risk of flooding", "low flood risk")
+
+
+def _in(word: str, stems: frozenset[str] | set[str]) -> bool:
+    """Whether ``word`` is in a set of stems, stemmed once or twice ("watersheds" -> "watershed" -> "watersh")."""
+    return _stem(word) in stems or _stem(_stem(word)) in stems
 
 
 def _tokens(text: str) -> list[str]:
@@ -65,7 +75,7 @@ def declared(t: Template) -> set[str]:
     toks = _tokens(text)
     out = {_stem(w) for w in toks} | _vocab(t)
     out |= {_stem(p) for w in toks if "-" in w for p in w.split("-")}
-    return out
+    return out | {_stem(w) for w in out}
 
 
 def _has(text: str, phrase: str) -> bool:
@@ -140,14 +150,14 @@ def qualifier(query: str, t: Template, templates: Sequence[Template] = ()) -> tu
     joined = {_stem(a + b) for a, b in zip(toks, toks[1:])}  # "flood plain" is the declared "floodplain"
     for w in toks:
         s = _stem(w)
-        if s in ILLUMINATION and s not in own:
+        if _in(w, ILLUMINATION) and not _in(w, own):
             return ("absent", f"the query asks about light or aspect ('{w}'), which '{t.name}' ({t.label}) does "
                     "not measure; no offline template does", w)
-        if s in FEATURES and s not in own and not (joined & own and any(s in j for j in joined & own)):
+        if _in(w, FEATURES) and not _in(w, own) and not any(s in j for j in joined & own):
             return ("absent", f"the query asks for '{w}', a landform or unit that '{t.name}' ({t.label}) does not "
                     "declare; no offline template marks it", w)
     head = query_head(query)
-    if head and _stem(head) in GARMENT_PARTS and _stem(head) not in own:
+    if head and _in(head, GARMENT_PARTS) and not _in(head, own):
         return ("superset", f"superset: '{query.strip()}' asks for one part ('{head}') of what '{t.name}' marks; "
                 f"the mask is the whole {t.label} ({t.description})", head)
     return None
