@@ -119,3 +119,28 @@ def test_the_red_team_queries_are_absent_with_a_reason_or_the_right_template(shi
             assert not plan.absent and plan.template == f"{plugin}:{right}", (matcher, query, plan.reason)
             if query == "reflective stripes":
                 assert any("superset" in c for c in plan.match.get("caveats", ())), plan.match
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_the_red_team_queries_on_real_files_through_the_cli(shared_data, tmp_path):
+    """``rscore run`` on a real DEM (whitebox_DEM.tif) and a real underwater photo (EUVP): what was a confident
+    wrong mask (0.96-0.99) is now absent with its reason, or the right template (peaks: the ridge class)."""
+    import json
+
+    from rscore.testing import run_cli
+
+    dem = shared_data / "eo" / "whitebox_DEM.tif"
+    photo = next((shared_data / "underwater" / "funie-gan_euvp").rglob("*.jpg"), None)
+    cases = [("earth", dem, q, r) for _, _, q, r in RED_TEAM[:6]]
+    cases += [("underwater", photo, "dark areas", None)] if photo is not None else []
+    for n, (plugin, path, query, right) in enumerate(cases):
+        out = tmp_path / f"out{n}"
+        extra = ("-O", "pixel_size_m=30") if plugin == "earth" else ()  # the DEM's CRS units are unknown
+        cli = run_cli("run", "--plugin", plugin, path, query, "-o", out, *extra)
+        assert cli.exit_code == 0, (query, cli.stderr)
+        result = json.loads((out / "result.json").read_text())
+        if right is None:
+            assert result["absent"] and result["reason"], (query, result.get("template"))
+        else:
+            assert result["template"] == f"{plugin}:{right}" and not result["absent"], (query, result["reason"])
