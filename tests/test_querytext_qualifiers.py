@@ -144,3 +144,8 @@ def test_the_red_team_queries_on_real_files_through_the_cli(shared_data, tmp_pat
             assert result["absent"] and result["reason"], (query, result.get("template"))
         else:
             assert result["template"] == f"{plugin}:{right}" and not result["absent"], (query, result["reason"])
+
+
+def test_a_garment_part_is_not_a_word_that_stems_like_another():
+    # "lines" and "lining" share a stem: the painted lines on a floor are not a part of a coat
+    assert qualifier("the painted lines on the floor", VEST) is None

@@ -55,7 +55,7 @@ FEATURES = _lexicon("plateau plain plains mesa butte crater caldera fan delta du
                     "subbasin catchment watershed divide tableland peak peaks knoll hummock drumlin esker karst "
                     "sinkhole doline")
 GARMENT_PARTS = _lexicon("stripe stripes tape band bands pocket pockets collar sleeve sleeves zip zipper hood cuff "
-                         "cuffs logo strap straps button buttons hem trim lining badge")
+                         "cuffs logo strap straps button buttons hem trim badge")  # not "lining": it stems as "lines"
 _WINDOW = 3  # a degree word qualifies a measure this many words on ("little risk of flooding", "low flood risk")
 
 
