@@ -149,3 +149,10 @@ def test_the_red_team_queries_on_real_files_through_the_cli(shared_data, tmp_pat
 def test_a_garment_part_is_not_a_word_that_stems_like_another():
     # "lines" and "lining" share a stem: the painted lines on a floor are not a part of a coat
     assert qualifier("the painted lines on the floor", VEST) is None
+
+
+def test_an_antonym_that_grades_a_measure_is_a_degree_not_the_opposite_thing():
+    flood = Template("fp", "flood-prone low-lying land", "low land by rivers", ("areas at risk of flooding",),
+                     keywords=("flood", "risk", "river"))
+    assert qualifier("elevated flood risk", flood) is None  # a high risk: what the template marks
+    assert qualifier("elevated land", flood)[0] == "absent"  # the opposite of low-lying

@@ -89,6 +89,15 @@ def _defining(t: Template) -> list[str]:
     return [w for w in ANTONYMS if _has(label, w)]
 
 
+def _degree_of(low: str, a: str) -> bool:
+    """Whether the antonym ``a`` is a degree word qualifying a measure ("*elevated* flood risk" is high risk, not
+    elevated land): :func:`opposite_degree` reads those."""
+    if a not in LOW_DEGREE | HIGH_DEGREE:
+        return False
+    toks = low.split()
+    return any(_stem(x) in MEASURES for n, w in enumerate(toks) if w == a for x in toks[n + 1: n + 1 + _WINDOW])
+
+
 def antonym(query: str, t: Template, templates: Sequence[Template] = ()) -> tuple[str, str, Template] | None:
     """(antonym in the query, the defining word it negates, the template defined by that word) or ``None``: the
     answering template's own defining word, or another template's when ``t`` declares nothing else of the query
@@ -100,7 +109,7 @@ def antonym(query: str, t: Template, templates: Sequence[Template] = ()) -> tupl
             if _has(low, word):
                 continue
             for a in ANTONYMS[word]:
-                if not _has(low, a) or {_stem(p) for p in _tokens(a)} <= own and u is not t:
+                if not _has(low, a) or {_stem(p) for p in _tokens(a)} <= own and u is not t or _degree_of(low, a):
                     continue
                 rest = set(_words(query)) - PLACE_WORDS - FORM_WORDS - {_stem(p) for p in re.split(r"[ -]", a)}
                 if u is t or not rest & own - common:
