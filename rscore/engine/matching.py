@@ -30,39 +30,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from rscore.engine import embedding
-from rscore.engine.querytext import (  # re-exported: these lived here before
-    CONNECTIVES,  # noqa: F401
-    GENERIC_SHARE,  # noqa: F401
-    FORM_WORDS,  # noqa: F401
-    NEGATIONS,  # noqa: F401
-    PLACE_WORDS,
-    PLACEHOLDERS,  # noqa: F401
-    RELATIONS,  # noqa: F401
-    SELECTORS,  # noqa: F401
-    _STOP,
-    _TOKEN,
-    _stem,
-    _vocab,
-    _words,
-    core_query,
-    generic_words,
-    keyword_named,
-    keyword_owner,
-    keyword_unique,
-    label_head,
-    query_head,
-    near_identical,
-    negated_object,  # noqa: F401
-    negation_cue,
-    negation_parts,
-    proper_name,
-    scene_region,
-    place_words,
-    example_splits,
-    is_setting,
-    selector,
-    split_constraint,
-    two_part_splits,
+from rscore.engine.qualifiers import qualifier
+from rscore.engine.querytext import (  # noqa: F401 - re-exported: these lived here before
+    CONNECTIVES, GENERIC_SHARE, FORM_WORDS, NEGATIONS, PLACEHOLDERS, RELATIONS, SELECTORS, negated_object,
+    PLACE_WORDS, _STOP, _TOKEN, _stem, _vocab, _words, core_query, generic_words, keyword_named, keyword_owner,
+    keyword_unique, label_head, query_head, near_identical, negation_cue, negation_parts, proper_name, scene_region,
+    place_words, example_splits, is_setting, selector, split_constraint, two_part_splits,
 )
 from rscore.errors import OptionError
 from rscore.sdk import Template
@@ -515,6 +488,8 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         return Decision("absent", about, why, match)
 
     place = place_words(core)  # "precipitous ground": the keyword names the template, the place word the score
+    q = qualifier(core, t, templates) if not qneg else None  # "peaks": a landform another template declares
+    place = place or (q is not None and q[0] == "absent")
     kw = keyword_owner(core, templates) if (top_score < threshold or place) and not qneg else None
     if kw is not None and best_of(kw, ("concept",))[0] >= KEYWORD_FLOOR.get(method, threshold) \
             and (top_score - best_of(kw, ("concept",))[0] < TIE_WINDOW[method] or top_score >= threshold and place):
@@ -622,6 +597,9 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         match["ambiguous"] = True
         return absent(f"the query matches '{t.name}' ({top_score:.2f}) and '{r.name}' ({runner_score:.2f}) "
                       f"almost equally (margin {margin:.2f} < {MIN_MARGIN[method]}); say which", t)
+    if not qneg and (q := qualifier(core, t, templates)) and q[0] == "absent":  # "gentle slopes", "dark areas"
+        spec.update(decision="qualifier", word=q[2])
+        return absent(q[1], t)
     if word := selector(query):  # "the first lake", "the left lung" (not "flood first", "the left and right lung")
         spec.update(decision="instance", word=word)
         return absent(f"the query asks for one particular thing ('{word}'); '{t.name}' marks every {t.label} "
@@ -689,6 +667,9 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         spec.update(decision="superset", text=f"{t.label} in {region}")
         caveats = (f"superset: '{query.strip()}' asks for {t.label} in one region ('{region}'); '{t.name}' marks "
                    f"all {t.label} in the input, wherever it is",)
+    elif q is not None and q[0] == "superset":  # "reflective stripes": one part of the garment
+        outcome, caveats = "superset", (q[1],)
+        spec.update(decision="superset", text=f"a part ('{q[2]}') of {t.label}")
     elif (name := proper_name(query, {w for x in templates for w in _vocab(x)})) is not None:
         outcome = "superset"
         spec.update(decision="superset", text=f"one named {t.label}", name=name)

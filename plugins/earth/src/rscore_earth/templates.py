@@ -481,6 +481,7 @@ TEMPLATES: tuple[Template, ...] = (
             "all geohazards",
         ),
         excludes=(
+            "gentle or shallow slopes and flat ground",
             "snow avalanches",
             "earthquake damage",
             "ground subsidence and sinkholes",
@@ -663,9 +664,10 @@ TEMPLATES: tuple[Template, ...] = (
         excludes=(
             "glaciers and snowfields",
             "farmland",
+            "flat ground and plains",
         ),
         keywords=("ridge", "valley", "landform", "crest", "summit", "hilltop", "spur", "gully", "ravine", "gorge",
-                  "hollow", "topographic position", "tpi"),
+                  "hollow", "topographic position", "tpi", "peak", "peaks"),
         requires=("elevation",),
         kinds=KINDS,
         halo=HALO,
