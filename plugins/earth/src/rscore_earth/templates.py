@@ -253,7 +253,8 @@ def _landslide(ctx: OpContext) -> ProgramOutput:
             operator="earth.curvature",
             share_convergent=_share(ctx, kplan < -scale),
         )
-    px = min(ground_size(ctx, "landslide susceptibility"))
+    # the coarser axis decides: a 1 arc-second DEM at 60 N has ~15 m columns but ~31 m rows
+    px = max(ground_size(ctx, "landslide susceptibility"))
     if px > COARSE_DEM_M:
         ctx.caveat(
             f"the DEM's {px:.3g} m pixels are coarser than {COARSE_DEM_M:g} m: its 3x3 plan curvature no longer "
