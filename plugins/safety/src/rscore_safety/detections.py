@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from rscore.detectors.programs import declare_phrases
+from rscore.detectors.programs import class_list, declare_phrases
 from rscore.errors import BackendUnavailable, OptionError
 from rscore.options import scoped, typed
 from rscore.sdk import OpContext, ProgramOutput, Template, uses
@@ -355,15 +355,9 @@ def _check_classes(rule: DetectionRule, detector: Any, opts: RuleOptions) -> Non
             names = " or ".join(f"{alt} ({', '.join(ROLES[alt][:3])})" for alt in need.split("|"))
             raise BackendUnavailable(
                 f"the '{rule.name}' rule needs the detector to have a {names} class, and {detector.model} has "
-                f"{_class_list(detector.class_names)}; use a model trained for it, an open-vocabulary detector, or "
+                f"{class_list(detector.class_names)}; use a model trained for it, an open-vocabulary detector, or "
                 "map a class with -O rules_extra_classes=ROLE:LABEL"
             )
-
-
-def _class_list(names: Sequence[str], shown: int = 12) -> str:
-    if len(names) <= shown:
-        return ", ".join(names)
-    return f"{', '.join(names[:shown])}... ({len(names)} classes)"
 
 
 def _has_role(detector: Any, role: str, opts: RuleOptions) -> bool:
