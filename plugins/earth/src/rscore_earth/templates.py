@@ -415,14 +415,18 @@ def _landforms(ctx: OpContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ridge, valley, score
 
 
-# landform nouns, matched as whole words of the query (singular or plural): "mountain tops" and "canyons" name one
-# class; a substring test missed "tops" (both classes, 72 % of the mask valleys) and would find "top" in "topographic"
-RIDGE_WORDS = ("ridge", "ridgeline", "crest", "summit", "hilltop", "mountaintop", "top", "peak", "spur", "highs")
+# landform nouns, matched as whole words of the query (singular or plural, one word or two): "mountain tops" and
+# "canyons" name one class; a substring test missed "tops" (both classes, 72 % of the mask valleys) and would find
+# "top" in "topographic"
+RIDGE_WORDS = ("ridge", "ridgeline", "crest", "summit", "hilltop", "mountaintop", "peak", "spur", "highs")
 VALLEY_WORDS = ("valley", "gully", "gullies", "ravine", "channel", "hollow", "gorge", "trough", "canyon", "lows")
 
 
 def _names_any(query: str, words: tuple[str, ...]) -> bool:
-    tokens = set(re.findall(r"[a-z]+", query.lower()))
+    """Whether the query names one of ``words`` as a word (plural too), or as two: "hill tops" is "hilltops"; a
+    bare "top" is not a ridge ("valleys near the top of the map")."""
+    found = re.findall(r"[a-z]+", query.lower())
+    tokens = set(found) | {a + b for a, b in zip(found, found[1:])}
     return any(w in tokens or f"{w}s" in tokens or f"{w}es" in tokens for w in words)
 
 
