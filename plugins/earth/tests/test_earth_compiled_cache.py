@@ -42,3 +42,27 @@ def test_compiled_kernel_runs_without_any_writable_cache_folder(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "10.0"
+
+
+def test_a_numba_that_does_not_import_is_a_one_line_backend_error(tmp_path):
+    """numba installed but broken (a NumPy it does not support: "Numba needs NumPy 2.2 or less") was found by
+    ``find_spec``, then the first compiled call raised a bare ImportError from deep inside a run; now it is
+    BackendUnavailable saying what to do."""
+    fake = tmp_path / "fake" / "numba"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("Numba needs NumPy 2.2 or less. Got NumPy 9.9.")\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "fake"), env.get("PYTHONPATH", "")])
+    code = textwrap.dedent("""
+        import numpy as np
+        from rscore.errors import BackendUnavailable
+        from rscore_earth import polygons
+        assert polygons._trace_rings is not None  # find_spec sees the package
+        try:
+            polygons._label_classes(np.ones((2, 2), np.uint8))
+        except BackendUnavailable as exc:
+            print("BackendUnavailable:", exc)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "BackendUnavailable:" in proc.stdout and "Numba needs NumPy" in proc.stdout and "pip" in proc.stdout

@@ -61,7 +61,15 @@ def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
     def call(*args: Any) -> Any:
         nonlocal dispatcher
         if dispatcher is None:
-            from numba import njit
+            try:
+                from numba import njit
+            except ImportError as exc:  # found by find_spec but broken (e.g. built for another NumPy)
+                from rscore.errors import BackendUnavailable
+
+                raise BackendUnavailable(
+                    f"numba is installed but does not import ({exc}): pip install -U numba (one that supports this "
+                    "NumPy), or pip uninstall numba to use the slower numpy / GDAL paths"
+                ) from None
 
             try:
                 dispatcher = njit(cache=True)(fn)
