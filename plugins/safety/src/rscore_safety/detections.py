@@ -35,6 +35,8 @@ hits become box targets that the segmenter (``--segmenter``) turns into masks.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -413,14 +415,32 @@ def _program(rule: DetectionRule, label: str) -> Callable[[OpContext], ProgramOu
     return declare_phrases(program, ALL_PHRASES)  # the video engine batches its keyframe candidates
 
 
+_LATTICES: OrderedDict[str, tuple[Any, Any]] = OrderedDict()  # picture digest -> find_lattices(picture), a few
+_LATTICES_LOCK = threading.Lock()
+
+
 def _scaffold_cues(ctx: OpContext) -> list[Any]:
     """Scaffold "detections" from the line-segment lattice of the whole picture (score 1: the cue has no score of
-    its own), for the at-height rule when the detector has no scaffold class; noted, caveated, confidence withheld."""
+    its own), for the at-height rule when the detector has no scaffold class; noted, caveated, confidence withheld.
+    The lattices are found once per picture, not once per tile (as :func:`picture_detections` does)."""
+    import hashlib
+
     from rscore.detectors import Detection
     from rscore.io.images import scene_rgb8
-    from rscore_safety.scaffold import CAVEAT, describe_rule, find_lattices
+    from rscore_safety import scaffold
+    from rscore_safety.scaffold import CAVEAT, describe_rule
 
-    lattices, counts = find_lattices(scene_rgb8(ctx.scene))
+    rgb = np.ascontiguousarray(scene_rgb8(ctx.scene))
+    key = f"{hashlib.blake2b(memoryview(rgb).cast('B'), digest_size=16).hexdigest()}{rgb.shape}"
+    with _LATTICES_LOCK:
+        found = _LATTICES.get(key)
+    if found is None:
+        found = scaffold.find_lattices(rgb)
+        with _LATTICES_LOCK:
+            _LATTICES[key] = found
+            while len(_LATTICES) > 8:
+                _LATTICES.popitem(last=False)
+    lattices, counts = found
     ctx.note(f"the detector has no scaffold class: {len(lattices)} scaffold lattice(s) from offline structure cues "
              f"({describe_rule()}; {counts['standards']} standards, {counts['ledgers']} ledgers found), their box "
              "bottoms taken as the ground", operator="safety.scaffold")  # fmt: skip
