@@ -230,3 +230,20 @@ def test_cuda_asked_but_not_started_is_an_error_not_a_silent_cpu_run(models, mon
     with pytest.raises(BackendUnavailable, match="could not start its CUDA provider"):
         make_yolo_detector({"detector_model": str(models["v8"]), "device": "cuda"})
     clear_detector_cache()
+
+
+def test_channels_last_head_without_names_is_told_by_its_anchor_count(tmp_path):
+    """(B, N, C) without class names is YOLOv5 ((B, N, 5 + nc)) or a transposed v8 head ((B, N, 4 + nc)): the shape
+    alone cannot say, and a transposed v8 read as v5 takes class 0's score for objectness (wrong boxes, no error).
+    The anchor count tells them apart at the export's input size (v5: 3 per cell of strides 8/16/32, 25200 at 640;
+    v8: one, 8400); a count that is neither is refused, naming the option that settles it."""
+    from rscore.detectors.yolo_onnx import anchor_layout
+
+    assert anchor_layout(8400, (640, 640)) == "v8t" and anchor_layout(25200, (640, 640)) == "v5"
+    assert anchor_layout(3 * (80 * 60 + 40 * 30 + 20 * 15), (480, 640)) == "v5"
+    assert anchor_layout(1234, (640, 640)) is None
+    bare_t = save_pattern_yolo_onnx(tmp_path / "bare_t.onnx", names=None, nc=3, layout="v8t")  # N = (128/8)^2
+    with pytest.raises(InputError, match="detector_layout"):
+        make_yolo_detector({"detector_model": str(bare_t)})
+    ok = make_yolo_detector({"detector_model": str(bare_t), "detector_layout": "v8"})
+    assert ok.layout == "v8t" and len(ok.class_names) == 3

@@ -30,8 +30,8 @@ from rscore.sdk import OpContext, ProgramOutput, Template
 from rscore.types import Target
 
 __all__ = ["detector_configured", "require_detector", "picture_detections", "detect_ahead", "owned_targets", "object_template",
-           "answer_with_detector", "normalise_label", "declare_phrases", "detection_batch", "prime_detections",
-           "MAX_CACHED"]  # fmt: skip
+           "answer_with_detector", "normalise_label", "class_list", "declare_phrases", "detection_batch",
+           "prime_detections", "MAX_CACHED"]  # fmt: skip
 
 MAX_CACHED = 256  # pictures whose detections are kept (a batch primed ahead must survive until its frames run)
 _CACHE: OrderedDict[tuple[Any, ...], tuple[Any, list[Any]]] = OrderedDict()  # key -> (detector, detections)
@@ -41,6 +41,13 @@ _LOCK = threading.Lock()
 def normalise_label(label: str) -> str:
     """Lower case, ``-`` ``_`` ``/`` as spaces, single spaces: ``"NO-Safety_Vest"`` -> ``"no safety vest"``."""
     return " ".join(re.sub(r"[-_/]+", " ", str(label).lower()).split())
+
+
+def class_list(names: Sequence[str], shown: int = 12) -> str:
+    """A detector's class names for an error message: the first ``shown``, then how many there are (COCO: 80)."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])}... ({len(names)} classes)"
 
 
 def detector_configured(options: Mapping[str, Any]) -> bool:
@@ -227,10 +234,8 @@ def object_template(
     def program(ctx: OpContext) -> ProgramOutput:
         detector = require_detector(ctx.params, name)
         if not detector.open_vocabulary and not wanted & {normalise_label(c) for c in detector.class_names}:
-            have = detector.class_names
-            listed = ", ".join(have[:12]) + (f"... ({len(have)} classes)" if len(have) > 12 else "")
             raise BackendUnavailable(f"template '{name}' needs a detector class among {', '.join(classes)}; "
-                                     f"{detector.model} has {listed}")
+                                     f"{detector.model} has {class_list(detector.class_names)}")
         dets = picture_detections(ctx, detector, asked)
         names = wanted | {normalise_label(p) for p in asked}
         hits = [d for d in dets if normalise_label(d.label) in names and d.score >= min_score]

@@ -5,7 +5,8 @@ bilinear), centred on an ``S x S`` canvas of grey 114, scaled to 0-1, RGB, NCHW 
 raw head, keeps boxes scoring at least ``conf``, runs per-class NMS (``iou``), keeps the best ``max`` and maps
 boxes back to the original pixels (``(x - pad_x) / r``), clipped to the frame.
 
-Output layouts (``layout=auto`` tells them apart by shape and the number of class names):
+Output layouts (``layout=auto`` tells them apart by shape and the number of class names; without names, a
+channels-last head by its anchor count, :func:`anchor_layout`):
 
 - ``v8`` / ``v11``: ``[B, 4 + nc, N]`` - ``cx, cy, w, h`` then one score per class (no objectness);
   ``[B, N, 4 + nc]`` (transposed exports) is accepted too.
@@ -153,6 +154,15 @@ def decode(
     return boxes[kept], scores[kept], classes[kept]
 
 
+def anchor_layout(n: int, input_size: tuple[int, int]) -> str | None:
+    """The layout of a channels-last head ``(B, n, C)`` told by its anchor count at ``input_size`` (h, w): YOLOv5
+    has 3 anchors per cell of strides 8, 16 and 32 (25200 at 640 px), YOLOv8 / YOLO11 one (8400): ``"v5"``,
+    ``"v8t"`` (v8 transposed), or None when ``n`` is neither (the shape alone cannot tell)."""
+    h, w = input_size
+    cells = sum(-(-h // s) * -(-w // s) for s in (8, 16, 32))
+    return "v5" if n == 3 * cells else "v8t" if n == cells else None
+
+
 class YoloOnnxDetector:
     """A YOLO ONNX export under onnxruntime. Build with :func:`make_yolo_detector` (cached per process)."""
 
@@ -239,12 +249,17 @@ class YoloOnnxDetector:
                 layout = "v5"
             elif isinstance(b, int) and n_names and b == 4 + n_names:
                 layout = "v8t"
-            elif isinstance(a, int) and isinstance(b, int):
-                layout = "v8" if a < b else "v5"  # v8 heads are (4+nc, ~8400); v5 (~25200, 5+nc)
+            elif isinstance(a, int) and isinstance(b, int) and a < b:
+                layout = "v8"  # v8 heads are (4+nc, ~8400)
+            elif isinstance(a, int) and isinstance(b, int) and anchor_layout(a, self.input_size):
+                layout = anchor_layout(a, self.input_size)  # (N, C): v5 or a transposed v8, told by N
             else:
-                raise InputError(f"output shape {list(out_shape)} is ambiguous; pass -O detector_layout=v5|v8",
+                raise InputError(f"output shape {list(out_shape)} is ambiguous (YOLOv5 or a transposed v8 head, and no "
+                                 "class names to tell); pass -O detector_layout=v5|v8",
                                  path=self.path)
-        elif layout == "v8" and isinstance(b, int) and n_names and b == 4 + n_names and a != 4 + n_names:
+        elif layout == "v8" and isinstance(a, int) and isinstance(b, int) and (
+            (n_names and b == 4 + n_names and a != 4 + n_names) or (not n_names and a > b)
+        ):  # a transposed v8 head (without names: more anchors than channels)
             layout = "v8t"
         channels = b if layout in ("v5", "v8t") else a
         if not isinstance(channels, int):

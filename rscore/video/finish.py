@@ -41,6 +41,13 @@ def _plan_absent(ctx: _Context, reader: FrameReader, plan: Plan, mode: str) -> V
     return _result(ctx, reader, plan, mode, keyframe={}, keyframe_image=None, extra_steps=(), timings={})
 
 
+def _none_found(c: _Context, plan: Plan) -> str:
+    """The closing sentence of an absent video answer's reason: nothing of the template's label in any frame."""
+    label = next(iter({t.label for t in c.reg.templates_for(c.plugin) if t.qualified_name == plan.template}),
+                 "target")
+    return f"no {label} found in any of the {c.processed} processed frames"
+
+
 def _result(
     c: _Context,
     reader: FrameReader,
@@ -106,6 +113,10 @@ def _result(
         # the keyframe's own answer was empty (a forced keyframe before the target appears) and re-detection on
         # later frames found tracks: they are the answer, not "absent" beside a list of instances
         plan = replace(plan, absent=False, reason="")
+    elif plan.absent and plan.template and c.explaining():
+        # the keyframe answered nothing, and other frames' empty answers were explained (offline: the keyframe's
+        # reason alone could be "the rule found no pixels in this input" when later frames withheld what it found)
+        plan = replace(plan, reason="; ".join([*c.explaining(), _none_found(c, plan)]))
     if not plan.absent:
         steps = plan.steps + extra_steps + (
             Step(text=f"{len(summaries)} track(s) over {c.processed} processed frame(s)", operator="video.tracks"),
@@ -113,15 +124,12 @@ def _result(
         if summaries:
             plan = replace(plan, steps=steps, absent=False, reason="")
         else:
-            label = next(iter({t.label for t in c.reg.templates_for(c.plugin) if t.qualified_name == plan.template}),
-                         "target")
             # as the image engine does: a program that answered nothing on purpose says why - the notes of every
             # frame whose empty answer one explains, with how many frames each held on (online, the plan's steps
             # are the first frame's only), else the last such note in the plan's steps; then the count
             because = c.explaining() or [
                 s.text for s in steps if (s.stats or {}).get("explains") == EXPLAINS_EMPTY][-1:]
-            none = f"no {label} found in any of the {c.processed} processed frames"
-            plan = replace(plan, steps=steps, absent=True, reason="; ".join([*because, none]))
+            plan = replace(plan, steps=steps, absent=True, reason="; ".join([*because, _none_found(c, plan)]))
     # events: the reader's, then one per track
     for event in reader.events:
         c.log.add_event({"source": "reader", **event})

@@ -150,3 +150,15 @@ def test_ridge_and_valley_words_are_whole_words():
     assert not _names_any("topographic position", RIDGE_WORDS)  # 'top' inside a word is not a top
     assert _names_any("canyons", VALLEY_WORDS) and _names_any("gullies", VALLEY_WORDS)
     assert not _names_any("mountain tops", VALLEY_WORDS) and not _names_any("channelised flow", VALLEY_WORDS)
+
+
+def test_top_as_a_place_in_the_picture_does_not_ask_for_ridges():
+    """'top' alone was a ridge word: 'valleys near the top of the map' got ridges and valleys. Tops of hills and
+    mountains are still ridges, written as one word or two."""
+    from rscore_earth.templates import RIDGE_WORDS, VALLEY_WORDS, _names_any
+
+    assert not _names_any("valleys near the top of the map", RIDGE_WORDS)
+    assert not _names_any("gullies in the top left", RIDGE_WORDS)
+    assert _names_any("valleys near the top of the map", VALLEY_WORDS)
+    for q in ("mountain tops", "hill tops", "hilltops", "hill-tops", "the mountaintop", "ridge line"):
+        assert _names_any(q, RIDGE_WORDS), q

@@ -82,3 +82,24 @@ def test_convergence_loses_its_skill_at_30m_on_rbsf_ecuador(shared_data, tmp_pat
             assert _coarse_caveats(result)
     assert skill[1] == pytest.approx(0.707, abs=0.01)  # hollows resolved at 10 m
     assert abs(skill[3] - 0.5) < 0.03  # chance at 30 m (measured 0.509)
+
+
+def test_coarse_rows_are_caveated_on_a_geographic_dem_at_high_latitude(tmp_path):
+    """A 1 arc-second DEM at 60 N has ~31 m rows and ~15 m columns: the coarser axis decides whether the 3x3
+    curvature resolves hollows, so the answer carries the caveat (the finer axis alone would hide it)."""
+    h = w = 96
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    z = 300 + 9 * xx + 120 * np.sin(yy / 7.0) + 60 * np.sin(xx / 11.0)
+    arcsec = 1 / 3600
+    path = tmp_path / "srtm_60n.tif"
+    prof = dict(driver="GTiff", height=h, width=w, count=1, dtype="float32", crs="EPSG:4326",
+                transform=from_origin(10.0, 60.0 + h * arcsec / 2, arcsec, arcsec), nodata=np.nan)
+    with rasterio.open(path, "w", **prof) as ds:
+        ds.write(z.astype(np.float32), 1)
+    scene = engine.open_scene(path, plugin="earth")
+    px, py = scene.pixel_size
+    assert min(px, py) < COARSE_DEM_M < max(px, py)  # ~15.5 m x ~30.9 m
+    result = engine.segment(scene, QUERY, plugin="earth", options={"matcher": "keyword"})
+    assert result.plan.template.endswith("landslide")
+    (text,) = _coarse_caveats(result)
+    assert f"{max(px, py):.3g} m" in text

@@ -306,7 +306,7 @@ def test_every_detection_template_labels_its_instances_with_its_own_label(tmp_pa
         assert f"{templates[name].label} at (" in steps, name  # the plan names each hit as the instances do
 
 
-def test_at_height_with_a_person_only_detector_takes_the_scaffold_from_structure_cues(tmp_path):
+def test_at_height_with_a_person_only_detector_takes_the_scaffold_from_structure_cues(tmp_path, monkeypatch):
     """A COCO-style model has people but no scaffold class: the at-height rule takes the scaffold from the offline
     lattice cues (standards and ledgers), its base as the ground, with the confidence withheld."""
     import cv2
@@ -331,3 +331,14 @@ def test_at_height_with_a_person_only_detector_takes_the_scaffold_from_structure
     steps = " ".join(s.text for s in res.plan.steps)
     assert "no scaffold class: 1 scaffold lattice(s)" in steps and "person heights above the base" in steps
     assert res.confidence is None and any("window grids" in c for c in res.caveats)
+    # tiled (a 4K frame is 8 tiles at the default size): the same answer, the whole picture's lattice found once
+    from rscore_safety import detections, scaffold
+
+    detections._LATTICES.clear()
+    calls = []
+    original = scaffold.find_lattices
+    monkeypatch.setattr(scaffold, "find_lattices", lambda rgb: calls.append(rgb.shape) or original(rgb))
+    tiled = engine.segment(engine.open_scene(tmp_path / "face.png"), "people working at height", plugin="safety",
+                           options={**opts, "tile_size": 128})  # fmt: skip
+    assert [i.bbox for i in tiled.instances] == [(135, 80, 155, 120)] and tiled.confidence is None
+    assert calls == [(240, 320, 3)]

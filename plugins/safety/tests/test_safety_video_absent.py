@@ -101,14 +101,35 @@ def test_an_absent_stream_answer_carries_the_note_of_the_frames_that_explain_it(
     assert saved["absent"] and saved["reason"] == res.plan.reason
 
 
-def test_an_online_file_run_reads_the_explaining_note_of_later_frames(tmp_path):
-    """The same on a file read online (mode=online): frame 0 has no hi-vis, frames 2.. are explained."""
-    clip = tmp_path / "late_shaky.avi"
-    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+def _late_shaky_clip(path):
+    """12 shaky frames as an MJPG clip; hi-vis colour (on nobody) from frame 2 on."""
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
     for frame in _shaky_frames(12, 2):
         out.write(frame)
     out.release()
+    return path
+
+
+def test_an_online_file_run_reads_the_explaining_note_of_later_frames(tmp_path):
+    """The same on a file read online (mode=online): frame 0 has no hi-vis, frames 2.. are explained."""
+    clip = _late_shaky_clip(tmp_path / "late_shaky.avi")
     res = engine.run(clip, "workers in hi-vis vests", plugin="safety", out_dir=tmp_path / "o",
                      options={"mode": "online", "redetect_every": 1})
     assert res.absent and PERSON_CUE in res.plan.reason, res.plan.reason
     assert "held on 10 of 12 frame analyses, frames 2-11" in res.plan.reason
+
+
+@pytest.mark.parametrize("options", [{}, {"keyframe": "first", "redetect_every": 1}])
+def test_an_offline_run_whose_keyframe_is_unexplained_reads_the_other_frames_notes(tmp_path, options):
+    """Offline (the default for files): frame 0 has no hi-vis, frames 2.. have it on nobody (no person cue). The
+    keyframe's empty answer explains nothing, and the absent result said "the hi-vis clothing rule found no pixels
+    in this input" although the rule found the colour and withheld it on purpose on the other frames."""
+    clip = _late_shaky_clip(tmp_path / "late_shaky.avi")
+    res = engine.run(clip, "workers in hi-vis vests", plugin="safety", out_dir=tmp_path / "o",
+                     options={"mode": "offline", **options})
+    assert res.mode != "online" and res.absent and not res.instances
+    assert PERSON_CUE in res.plan.reason, res.plan.reason
+    assert "found no pixels in this input" not in res.plan.reason
+    assert res.plan.reason.endswith("no hi-vis clothing found in any of the 12 processed frames")
+    saved = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert saved["reason"] == res.plan.reason

@@ -126,3 +126,22 @@ def test_real_euvp_diver_is_not_sea_floor(shared_data):
     assert rest.plan.template == "underwater:not_open_water" and rest.mask[20:100, 60:220].mean() > 0.3
     floor_only = engine.segment(_euvp(shared_data, 1), "sea floor", plugin="underwater")
     assert any("no open water in view" in c for c in floor_only.caveats)
+
+
+@pytest.mark.parametrize("level", [0, 6])
+def test_a_black_frame_is_not_turbid_water_at_full_confidence(tmp_path, level):
+    """A black or unlit frame (lens cap, no signal, lights off) has no lit pixel to check the water colour cast
+    on, and the check said nothing: 'turbid water' was 100 % of it at confidence 0.988. Too dark to tell now
+    caveats the answer and withholds the confidence; a lit blue-green scene keeps its confidence."""
+    from rscore.sdk import CONFIDENCE_WITHHELD
+
+    black = tmp_path / "black.png"
+    Image.fromarray(np.full((80, 120, 3), level, np.uint8)).save(black)
+    res = engine.segment(engine.open_scene(black, plugin="underwater"), "turbid water", plugin="underwater")
+    assert res.plan.template == "underwater:low_visibility"
+    assert res.confidence is None
+    assert any(c.startswith(CONFIDENCE_WITHHELD + "too dark to check for a water colour cast") for c in res.caveats)
+    lit = tmp_path / "haze.png"
+    Image.fromarray(haze_scene()).save(lit)
+    res = engine.segment(engine.open_scene(lit, plugin="underwater"), "turbid water", plugin="underwater")
+    assert res.confidence is not None and not any("colour cast" in c for c in res.caveats)

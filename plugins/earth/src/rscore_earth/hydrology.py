@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import heapq
 import importlib.util
+import logging
 import math
 import threading
 import weakref
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 
 AVAILABLE = importlib.util.find_spec("numba") is not None
+log = logging.getLogger(__name__)
 
 __all__ = [
     "AVAILABLE",
@@ -48,16 +50,33 @@ __all__ = [
 def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` compiled by numba (``njit(cache=True)``) at its first call, not at import: importing numba costs
     ~0.16 CPU-s after numpy and scipy (0.26 s in ``python -X importtime``), which every earth run paid although only
-    the drainage operators use the kernels."""
+    the drainage operators use the kernels.
+
+    Where numba finds no writable cache folder (``__pycache__`` beside the module, else the user's cache folder:
+    a read-only install run by an account without a writable home), ``njit(cache=True)`` raises RuntimeError; the
+    kernel is then compiled in memory, again in every process (logged once at INFO), instead of failing the run."""
     dispatcher = None
 
     @functools.wraps(fn)
     def call(*args: Any) -> Any:
         nonlocal dispatcher
         if dispatcher is None:
-            from numba import njit
+            try:
+                from numba import njit
+            except ImportError as exc:  # found by find_spec but broken (e.g. built for another NumPy)
+                from rscore.errors import BackendUnavailable
 
-            dispatcher = njit(cache=True)(fn)
+                raise BackendUnavailable(
+                    f"numba is installed but does not import ({exc}): pip install -U numba (one that supports this "
+                    "NumPy), or pip uninstall numba to use the slower numpy / GDAL paths"
+                ) from None
+
+            try:
+                dispatcher = njit(cache=True)(fn)
+            except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available for file ..."
+                log.info("compiling %s without numba's disk cache (%s): it compiles again in every process",
+                         fn.__qualname__, exc)  # fmt: skip
+                dispatcher = njit(cache=False)(fn)
         return dispatcher(*args)
 
     return call

@@ -253,7 +253,8 @@ def _landslide(ctx: OpContext) -> ProgramOutput:
             operator="earth.curvature",
             share_convergent=_share(ctx, kplan < -scale),
         )
-    px = min(ground_size(ctx, "landslide susceptibility"))
+    # the coarser axis decides: a 1 arc-second DEM at 60 N has ~15 m columns but ~31 m rows
+    px = max(ground_size(ctx, "landslide susceptibility"))
     if px > COARSE_DEM_M:
         ctx.caveat(
             f"the DEM's {px:.3g} m pixels are coarser than {COARSE_DEM_M:g} m: its 3x3 plan curvature no longer "
@@ -414,14 +415,18 @@ def _landforms(ctx: OpContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ridge, valley, score
 
 
-# landform nouns, matched as whole words of the query (singular or plural): "mountain tops" and "canyons" name one
-# class; a substring test missed "tops" (both classes, 72 % of the mask valleys) and would find "top" in "topographic"
-RIDGE_WORDS = ("ridge", "ridgeline", "crest", "summit", "hilltop", "mountaintop", "top", "peak", "spur", "highs")
+# landform nouns, matched as whole words of the query (singular or plural, one word or two): "mountain tops" and
+# "canyons" name one class; a substring test missed "tops" (both classes, 72 % of the mask valleys) and would find
+# "top" in "topographic"
+RIDGE_WORDS = ("ridge", "ridgeline", "crest", "summit", "hilltop", "mountaintop", "peak", "spur", "highs")
 VALLEY_WORDS = ("valley", "gully", "gullies", "ravine", "channel", "hollow", "gorge", "trough", "canyon", "lows")
 
 
 def _names_any(query: str, words: tuple[str, ...]) -> bool:
-    tokens = set(re.findall(r"[a-z]+", query.lower()))
+    """Whether the query names one of ``words`` as a word (plural too), or as two: "hill tops" is "hilltops"; a
+    bare "top" is not a ridge ("valleys near the top of the map")."""
+    found = re.findall(r"[a-z]+", query.lower())
+    tokens = set(found) | {a + b for a, b in zip(found, found[1:])}
     return any(w in tokens or f"{w}s" in tokens or f"{w}es" in tokens for w in words)
 
 

@@ -35,13 +35,15 @@ hits become box targets that the segmenter (``--segmenter``) turns into masks.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from rscore.detectors.programs import declare_phrases
+from rscore.detectors.programs import class_list, declare_phrases
 from rscore.errors import BackendUnavailable, OptionError
 from rscore.options import scoped, typed
 from rscore.sdk import OpContext, ProgramOutput, Template, uses
@@ -355,15 +357,9 @@ def _check_classes(rule: DetectionRule, detector: Any, opts: RuleOptions) -> Non
             names = " or ".join(f"{alt} ({', '.join(ROLES[alt][:3])})" for alt in need.split("|"))
             raise BackendUnavailable(
                 f"the '{rule.name}' rule needs the detector to have a {names} class, and {detector.model} has "
-                f"{_class_list(detector.class_names)}; use a model trained for it, an open-vocabulary detector, or "
+                f"{class_list(detector.class_names)}; use a model trained for it, an open-vocabulary detector, or "
                 "map a class with -O rules_extra_classes=ROLE:LABEL"
             )
-
-
-def _class_list(names: Sequence[str], shown: int = 12) -> str:
-    if len(names) <= shown:
-        return ", ".join(names)
-    return f"{', '.join(names[:shown])}... ({len(names)} classes)"
 
 
 def _has_role(detector: Any, role: str, opts: RuleOptions) -> bool:
@@ -419,14 +415,32 @@ def _program(rule: DetectionRule, label: str) -> Callable[[OpContext], ProgramOu
     return declare_phrases(program, ALL_PHRASES)  # the video engine batches its keyframe candidates
 
 
+_LATTICES: OrderedDict[str, tuple[Any, Any]] = OrderedDict()  # picture digest -> find_lattices(picture), a few
+_LATTICES_LOCK = threading.Lock()
+
+
 def _scaffold_cues(ctx: OpContext) -> list[Any]:
     """Scaffold "detections" from the line-segment lattice of the whole picture (score 1: the cue has no score of
-    its own), for the at-height rule when the detector has no scaffold class; noted, caveated, confidence withheld."""
+    its own), for the at-height rule when the detector has no scaffold class; noted, caveated, confidence withheld.
+    The lattices are found once per picture, not once per tile (as :func:`picture_detections` does)."""
+    import hashlib
+
     from rscore.detectors import Detection
     from rscore.io.images import scene_rgb8
-    from rscore_safety.scaffold import CAVEAT, describe_rule, find_lattices
+    from rscore_safety import scaffold
+    from rscore_safety.scaffold import CAVEAT, describe_rule
 
-    lattices, counts = find_lattices(scene_rgb8(ctx.scene))
+    rgb = np.ascontiguousarray(scene_rgb8(ctx.scene))
+    key = f"{hashlib.blake2b(memoryview(rgb).cast('B'), digest_size=16).hexdigest()}{rgb.shape}"
+    with _LATTICES_LOCK:
+        found = _LATTICES.get(key)
+    if found is None:
+        found = scaffold.find_lattices(rgb)
+        with _LATTICES_LOCK:
+            _LATTICES[key] = found
+            while len(_LATTICES) > 8:
+                _LATTICES.popitem(last=False)
+    lattices, counts = found
     ctx.note(f"the detector has no scaffold class: {len(lattices)} scaffold lattice(s) from offline structure cues "
              f"({describe_rule()}; {counts['standards']} standards, {counts['ledgers']} ledgers found), their box "
              "bottoms taken as the ground", operator="safety.scaffold")  # fmt: skip

@@ -123,13 +123,18 @@ def _crosses(s: Member, led: Member) -> bool:
 
 
 def find_lattices(rgb: np.ndarray) -> tuple[list[Lattice], dict[str, int]]:
-    """The scaffold-like lattices of an RGB (or grey) picture, and counts of what was found on the way (segments,
-    standards, ledgers, braces) for the plan."""
+    """The scaffold-like lattices of an 8-bit RGB (or grey) picture, and counts of what was found on the way
+    (segments, standards, ledgers, braces) for the plan. TypeError for other pixel types (the cues are tuned on
+    8-bit frames; converting is the caller's choice of stretch)."""
     import cv2
 
     img = np.asarray(rgb)
+    if img.dtype != np.uint8:
+        raise TypeError(f"find_lattices takes an 8-bit (uint8) picture, not {img.dtype}: scale it to 0-255 first")
+    if img.size == 0:
+        return [], {"segments": 0, "standards": 0, "ledgers": 0, "braces": 0}
     gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
-    gray = np.ascontiguousarray(gray.astype(np.uint8))
+    gray = np.ascontiguousarray(gray)
     h, w = gray.shape
     min_len = max(8.0, MIN_LENGTH * min(h, w))
     raw = _segments(gray)

@@ -54,6 +54,7 @@ MEAN_FLOOR = 0.02  # local means below this count as this (dark water): keeps RM
 # CCTV, a street clip and an aerial orthophoto: 0.93-1.07.)
 NO_CAST_RATIO = 0.8
 LIT = 0.1  # max(G, B) below this is too dark to tell a cast
+MIN_LIT_PX = 64  # lit pixels needed to tell a cast; fewer: the view is caveated as too dark
 
 SOURCES_VIS = (
     "K. He, J. Sun, X. Tang, Single image haze removal using dark channel prior, CVPR 2009",
@@ -88,14 +89,21 @@ _CAST_CHECKED: weakref.WeakSet[OpContext] = weakref.WeakSet()
 def water_cast(ctx: OpContext) -> None:
     """Caveat the answer (confidence withheld) when the view's uncorrected pixels show no water colour cast
     (``NO_CAST_RATIO``): haze, open water and the floor are read from the light of water, which a picture taken in
-    air does not have - on a building site's CCTV the floor was 'sea floor' at confidence 0.996. Once per view."""
+    air does not have - on a building site's CCTV the floor was 'sea floor' at confidence 0.996. A view with fewer
+    than ``MIN_LIT_PX`` lit pixels (black, unlit) is caveated as too dark to tell (it was 'turbid water' at
+    confidence 0.988). Once per view."""
     if ctx in _CAST_CHECKED:
         return
     _CAST_CHECKED.add(ctx)
     rgb = view_rgb(ctx, original=True, checked=True)
     gb = np.maximum(rgb[1], rgb[2])
     lit = (gb > LIT) & ctx.valid
-    if lit.sum() < 64:
+    if lit.sum() < MIN_LIT_PX:  # a black or unlit frame: every rule reads "haze without detail" from darkness
+        if ctx.valid.any():
+            ctx.caveat(f"too dark to check for a water colour cast: under {MIN_LIT_PX} pixels have green or blue "
+                       f"above {LIT:g} of full scale (a black or unlit frame: lens cap, no signal, lights off), "
+                       "where the underwater rules (haze, open water, floor) read darkness as murky water",
+                       withhold_confidence=True)  # fmt: skip
         return
     ratio = float(np.median(rgb[0][lit] / gb[lit]))
     if ratio >= NO_CAST_RATIO:
