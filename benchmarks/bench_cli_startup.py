@@ -21,6 +21,7 @@ Rows:
 ::
 
     python benchmarks/bench_cli_startup.py --before /work/main
+    python benchmarks/bench_cli_startup.py --quick --repeat 7 --before /tmp/old-a --before /tmp/old-b
     python benchmarks/bench_cli_startup.py --repeat 5 --json out.json
 
 Issue 22 target: the default-matcher run <= 1.0 s wall and <= 250 MiB.
@@ -61,7 +62,11 @@ def run_child(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, fl
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--before", type=Path, help="checkout root of the code to compare against (e.g. /work/main)")
+    ap.add_argument("--before", type=Path, action="append", default=[],
+                    help="checkout root of the code to compare against (e.g. /work/main); repeat it to compare "
+                         "several (rows 'before: NAME', NAME = the folder's name)")  # fmt: skip
+    ap.add_argument("--quick", action="store_true",
+                    help="leave out the slow rows (cold cache, reference embedder): for side-by-side start-up figures")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/rscore-bench-cli"))
     ap.add_argument("--plugin", default="underwater")
@@ -87,8 +92,11 @@ def main() -> int:
         ("reference embedder",
          {**base, "PYTHONPATH": pythonpath(ROOT), "RSCORE_EMBEDDER": "sentence-transformers"}, False),
     ]
-    if args.before:
-        variants.append(("before", {**base, "PYTHONPATH": pythonpath(args.before.resolve())}, False))
+    if args.quick:
+        variants = [v for v in variants if v[0] in ("after", "after, new query")]
+    for src in args.before:
+        name = "before" if len(args.before) == 1 else f"before: {src.resolve().name}"
+        variants.append((name, {**base, "PYTHONPATH": pythonpath(src.resolve())}, False))
 
     py = [sys.executable, "-m", "rscore"]
 
@@ -107,7 +115,7 @@ def main() -> int:
     rows: list[tuple[str, str, list[str], dict[str, str], bool]] = []
     for cname, cmd, only in commands:
         for vname, env, cold in variants:
-            if only is None or vname in only:
+            if only is None or vname.split(":")[0] in only:
                 rows.append((cname, vname, cmd, env, cold))
 
     fresh = iter(range(10**6))

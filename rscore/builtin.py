@@ -46,12 +46,12 @@ def core_options() -> list[Param]:
     old name): it reads every backend's settings, and every backend reads its options through ``rscore.options``,
     which so stays below them all."""
     from rscore import detectors
-    from rscore.engine import decoupled
+    from rscore.engine import tiling_options
     from rscore.options import _PARAM_TYPE as PARAM_TYPE
     from rscore.options import dataclass_params
-    from rscore.reasoners import agent, lisa, openai, transformers_vlm
+    from rscore.reasoners import agent_options, lisa, openai, transformers_vlm
     from rscore.segmenters import classical, sam2, sam3
-    from rscore.video import engine as video_engine
+    from rscore.video import options as video_options
     from rscore.video import reader as video_reader
 
     out = [
@@ -78,11 +78,11 @@ def core_options() -> list[Param]:
         Param("workers", "str", "analytic tiles in this many worker processes: auto (= cores, for scenes >= 4 Mpx) "
               "or a whole number", default="auto"),
     ]
-    out += [Param(k, PARAM_TYPE.get(type(v), "str"), f"VLM tiling: {k}", default=v) for k, v in decoupled.DEFAULTS.items()]
+    out += [Param(k, PARAM_TYPE.get(type(v), "str"), f"VLM tiling: {k}", default=v) for k, v in tiling_options.DEFAULTS.items()]
     out += dataclass_params(openai.OpenAIOptions, scope="openai", flat=openai.FLAT_OPTIONS, what="openai reasoner")
     out += dataclass_params(transformers_vlm.TransformersOptions, scope="transformers",
                             flat=transformers_vlm.FLAT_OPTIONS, what="transformers reasoner")  # fmt: skip
-    out += dataclass_params(agent.AgentOptions, scope="agent", what="agent reasoner")
+    out += dataclass_params(agent_options.AgentOptions, scope="agent", what="agent reasoner")
     out += dataclass_params(lisa.LisaOptions, scope="lisa", flat=lisa.FLAT_OPTIONS, what="lisa reasoner")
     out += dataclass_params(detectors.DetectorOptions, scope="detector", flat=("device", "weights"), what="detector")
     out += dataclass_params(sam3.Sam3Options, scope="sam3", flat=("weights", "device"), what="sam3 segmenter")
@@ -95,7 +95,7 @@ def core_options() -> list[Param]:
     out += dataclass_params(classical.ClassicalOptions, scope="classical", what="classical segmenter")
     out += dataclass_params(sam2.Sam2Options, scope="sam2", flat=("weights", "adapter", "device", "dtype"),
                             what="sam2 segmenter")  # fmt: skip
-    out += dataclass_params(video_engine.VideoOptions, what="video")
+    out += dataclass_params(video_options.VideoOptions, what="video")
     out += dataclass_params(video_reader.ReaderOptions, what="video reader")
     return out
 

@@ -273,16 +273,23 @@ def _print_result(result: Any, out_dir: Path) -> None:
 
 
 def _area(value: float, unit: str | None) -> str:
-    """Human units: m2 -> ha / km2 when large, mm2 -> cm2."""
+    """Human units, never an exponent: m2 below 1 ha (``3,200 m²``), ha from 1 to 100 ha (``2.67 ha``), km2 above
+    (``1,234 km²``); mm2 -> cm2 from 1 cm2."""
     if unit == "m2":
         if value >= 1e6:
-            return f"{value / 1e6:.3g} km²"
+            return f"{_figure(value / 1e6)} km²"
         if value >= 1e4:
-            return f"{value / 1e4:.3g} ha"
-        return f"{value:.3g} m²"
+            return f"{_figure(value / 1e4)} ha"
+        return f"{_figure(value)} m²"
     if unit == "mm2" and value >= 100:
-        return f"{value / 100:.3g} cm²"
-    return f"{value:.3g} {(unit or '').replace('2', '²')}"
+        return f"{_figure(value / 100)} cm²"
+    return f"{_figure(value)} {(unit or '').replace('2', '²')}"
+
+
+def _figure(value: float) -> str:
+    """Three significant figures below 100 (``2.67``, ``45.3``), whole numbers with thousands separators from 100
+    (``3,200``, ``1,234,567``): no exponent (down to 1e-4)."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 @plugins_app.command("list")

@@ -82,7 +82,7 @@ def test_overlay_of_a_utm_raster_lands_on_its_place(tmp_path):
 
 
 def test_basemap_is_warped_with_the_overlay(tmp_path):
-    """map.png's map area (placed by its world file) is warped onto the same grid, transparent outside the raster."""
+    """basemap.png (placed by its world file) is warped onto the same grid, transparent outside the raster."""
     from PIL import Image
 
     from rscore.service.viewer import map_layers
@@ -90,8 +90,8 @@ def test_basemap_is_warped_with_the_overlay(tmp_path):
     _write_result(tmp_path)
     base = np.zeros((N, N, 3), np.uint8)
     base[..., 1] = 200
-    Image.fromarray(base).save(tmp_path / "map.png")
-    (tmp_path / "map.pgw").write_text(f"{PX}\n0\n0\n{-PX}\n{X0 + PX / 2}\n{Y0 - PX / 2}\n")
+    Image.fromarray(base).save(tmp_path / "basemap.png")
+    (tmp_path / "basemap.pgw").write_text(f"{PX}\n0\n0\n{-PX}\n{X0 + PX / 2}\n{Y0 - PX / 2}\n")
     view = map_layers(tmp_path)
     overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(view["overlay"].split(",", 1)[1]))))
     rgba = np.asarray(Image.open(io.BytesIO(base64.b64decode(view["base"].split(",", 1)[1]))))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rscore.engine import decoupled  # noqa: F401 - rscore.engine.decoupled stays reachable as an attribute
 from rscore.engine.backends import AUTO_SEGMENTERS, backend as _backend, segmenter as _segmenter
 from rscore.engine.finish import finish_result, provenance as _provenance, redact as _redact
 from rscore.engine.hooks import _chain
@@ -46,9 +45,14 @@ CORE_PLUGIN = CORE
 
 def __getattr__(name: str) -> Any:
     """``rscore.engine.run`` forwards to :func:`rscore.runner.run`, which sits above this package and the video
-    engine (so that nothing here imports :mod:`rscore.video`)."""
+    engine (so that nothing here imports :mod:`rscore.video`). ``rscore.engine.decoupled`` (the tiled VLM path) is
+    imported on first use, not with this package: an analytic run never needs it (#22)."""
     if name == "run":
         from rscore.runner import run
 
         return run
+    if name == "decoupled":
+        import importlib
+
+        return importlib.import_module("rscore.engine.decoupled")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rscore.engine import decoupled
+from rscore.engine.tiling_options import should_tile
 from rscore.engine.backends import backend, segmenter
 from rscore.plugins import Registry
 from rscore.sdk import Operator, Template
@@ -69,7 +69,9 @@ def plan_scene(
     tiled: TiledRun | None = None
     if plan is None:
         reasoner = backend(registry, "reasoner", str(opts["reasoner"]), opts)
-        if decoupled.should_tile(scene, reasoner, request):  # a VLM on a scene larger than its picture: tile by tile
+        if should_tile(scene, reasoner, request):  # a VLM on a scene larger than its picture: tile by tile
+            from rscore.engine import decoupled
+
             tiled = decoupled.segment_tiled(
                 scene,
                 request,

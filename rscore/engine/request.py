@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rscore.engine import decoupled
+from rscore.engine import tiling_options  # the options only: the tiled path (decoupled) loads when used (#22)
 from rscore.errors import OptionError, QueryError
 from rscore.options import check_known, parse_bool
 from rscore.plugins import Registry
@@ -26,7 +26,7 @@ DEFAULTS: Mapping[str, Any] = {
     "min_area_px": 1,
     "max_instances": 1000,
     # the decoupled path on large scenes (rscore.engine.decoupled.TilingOptions)
-    **decoupled.DEFAULTS,
+    **tiling_options.DEFAULTS,
 }
 
 
@@ -61,7 +61,7 @@ def check_options(opts: dict[str, Any]) -> dict[str, Any]:
     for name in ("reasoner", "segmenter"):
         if not isinstance(opts[name], str) or not opts[name]:
             raise OptionError(f"option {name} must be a backend name, got {opts[name]!r}")
-    return decoupled.normalise_options(opts)  # reason_tiles, reason_tile, reason_overlap, ...
+    return tiling_options.normalise_options(opts)  # reason_tiles, reason_tile, reason_overlap, ...
 
 
 def make_request(

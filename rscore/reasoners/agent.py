@@ -46,9 +46,9 @@ import numpy as np
 
 from rscore.errors import BackendUnavailable, OptionError, RscoreError
 from rscore.instances import mask_bbox
-from rscore.options import scoped, typed
 from rscore.reasoners.agent_local import _LocalClient
-from rscore.reasoners.agent_tiles import (TILE_MODES, as_targets, check_tile_budget, choose_tiles, max_halo,
+from rscore.reasoners.agent_options import AgentOptions  # moved there (#22); still importable from here
+from rscore.reasoners.agent_tiles import (as_targets, check_tile_budget, choose_tiles, max_halo,
                                          measure_scene)
 from rscore.reasoners.base import VLMReasoner
 from rscore.reasoners.openai import OpenAIChatClient, OpenAIOptions, OpenAIReasoner, _content_text, image_data_url
@@ -66,47 +66,6 @@ __all__ = ["AgentOptions", "AgentReasoner", "make_agent_reasoner", "parse_text_t
 COMPARE = ("<", "<=", ">", ">=", "in")
 TEXT_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 MAX_STEP_CHARS = 500
-
-
-@dataclass(frozen=True)
-class AgentOptions:
-    """Bounds of the loop. ``max_turns``: model requests (repair turns included); ``max_total_tokens``: prompt +
-    completion tokens over the whole loop (the server's ``usage``; estimated from characters when it sends none);
-    ``max_wall_s``: seconds for everything; ``max_images_per_turn``: pictures ``examine_masks`` sends back at once;
-    ``max_masks``: masks kept; ``repairs``: repair turns in a row before giving up; ``tool_format``: ``auto``
-    (send ``tools`` and read both forms) or ``text`` (describe the tools in the prompt only, for servers that
-    reject ``tools``). On a scene larger than the picture (:mod:`rscore.reasoners.agent_tiles`): ``tiles``
-    ``auto`` | ``all`` | ``selected`` (which tiles get a loop after the overview's) and ``max_tiles`` (the most
-    tile loops in one call; every bound above is per loop)."""
-
-    max_turns: int = 12
-    max_total_tokens: int = 100_000
-    max_wall_s: float = 300.0
-    max_images_per_turn: int = 4
-    max_masks: int = 32
-    repairs: int = 1
-    tool_format: str = "auto"
-    tiles: str = "auto"
-    max_tiles: int = 16
-
-    def __post_init__(self) -> None:
-        for ok, message in (
-            (1 <= self.max_turns <= 100, "max_turns must be 1..100"),
-            (self.max_total_tokens >= 256, "max_total_tokens must be >= 256"),
-            (self.max_wall_s > 0, "max_wall_s must be > 0 (seconds)"),
-            (1 <= self.max_images_per_turn <= 16, "max_images_per_turn must be 1..16"),
-            (1 <= self.max_masks <= 1000, "max_masks must be 1..1000"),
-            (0 <= self.repairs <= 3, "repairs must be 0..3"),
-            (self.tool_format in ("auto", "text"), "tool_format must be auto or text"),
-            (self.tiles in TILE_MODES, f"tiles must be one of {', '.join(TILE_MODES)}"),
-            (1 <= self.max_tiles <= 1000, "max_tiles must be 1..1000"),
-        ):
-            if not ok:
-                raise OptionError(f"agent reasoner: {message}")
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> AgentOptions:
-        return cls(**typed(cls, scoped(options, "agent", cls, what="agent reasoner"), what="agent reasoner option"))
 
 
 @dataclass

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rscore.errors import OptionError
+from rscore.reasoners.agent_options import TILE_MODES  # defined beside AgentOptions (#22)
 from rscore.reasoners.prompting import ReasoningView, reasoning_view
 from rscore.types import ArraySource, Plan, Scene, Target, Window
 
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TILE_MODES", "tile_mode", "check_tile_budget", "choose_tiles", "measure_scene", "MAX_HALO"]
 
-TILE_MODES = ("auto", "all", "selected")
 MAX_HALO = 256  # px of original values read around a tile for the operator tools
 
 

@@ -2,8 +2,10 @@
 
 - ``GET /v1/results/{id}/view/map``: a georeferenced result ready for a web map (the viewer draws it with the
   vendored Leaflet, no tile server): the raster's bounds in WGS 84, the class (or mask) raster as a transparent
-  PNG (0, nodata and classes outside the mask see-through, the COG's palette), an offline basemap (the map area of ``map.png``: hillshade or
-  RGB with the mask, cut out of its frame by its world file) and the legend (values, names, colours from the
+  PNG (0, nodata and classes outside the mask see-through, the COG's palette), an offline basemap (``basemap.png``,
+  which the earth map writer writes beside ``map.png``: the input's hillshade, or its RGB, alone - the answer is not
+  in it, so at classes opacity 0 only the input shows - placed by its world file; ``None`` for a result without
+  one) and the legend (values, names, colours from the
   raster's category names / tags). The PNGs are about :data:`MAX_SIDE` px (read from the COG overviews) and are
   warped to Web Mercator (EPSG:3857, nearest for classes, bilinear for the basemap) before the browser stretches
   them between their corners, which is exact only for a Web Mercator grid. Stretched over its WGS 84 bounds as it
@@ -107,8 +109,8 @@ def map_layers(folder: Path) -> dict[str, Any]:
         "legend": legend, "base": None,
         "geojson": "polygons.geojson" if (folder / "polygons.geojson").is_file() else None,
     }  # fmt: skip
-    png = folder / "map.png"
-    if png.is_file() and (folder / "map.pgw").is_file():
+    png = folder / "basemap.png"  # the input's hillshade (or image) alone, never map.png: that has the answer in it
+    if png.is_file() and (folder / "basemap.pgw").is_file():
         import warnings
 
         from rasterio.errors import NotGeoreferencedWarning
@@ -118,7 +120,8 @@ def map_layers(folder: Path) -> dict[str, Any]:
             with rasterio.open(png) as m:
                 win = m.window(*bounds).round_offsets().round_lengths()
                 g = max(1, math.ceil(max(win.width, win.height) / MAX_SIDE))
-                rgb = m.read([1, 2, 3], window=win, out_shape=(3, math.ceil(win.height / g), math.ceil(win.width / g)))
+                bands = [1, 2, 3] if m.count >= 3 else [1, 1, 1]  # a hillshade is one grey band
+                rgb = m.read(bands, window=win, out_shape=(3, math.ceil(win.height / g), math.ceil(win.width / g)))
                 src_t = m.window_transform(win) @ Affine.scale(win.width / rgb.shape[2], win.height / rgb.shape[1])
         warped = np.stack([_warp(band, src_t, src_crs, grid, Resampling.bilinear) for band in rgb])
         alpha = _warp(np.full(rgb.shape[1:], 255, np.uint8), src_t, src_crs, grid, Resampling.nearest)

@@ -45,7 +45,7 @@ __all__ = [
 _WHERE = {
     "segment_video": "engine",
     "run_video": "engine",
-    "VideoOptions": "engine",
+    "VideoOptions": "options",
     "VideoResult": "results",
     "TrackSummary": "results",
     "FrameLog": "results",

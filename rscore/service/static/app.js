@@ -511,7 +511,7 @@ async function showMap(id, links) {
   leafletMap = map;
   const bounds = L.latLngBounds(view.bounds);
   const layers = {};
-  if (view.base) layers["basemap (map.png: input with the answer)"] = L.imageOverlay(view.base, bounds).addTo(map);
+  if (view.base) layers["basemap (hillshade / image of the input)"] = L.imageOverlay(view.base, bounds).addTo(map);
   const classes = L.imageOverlay(view.overlay, bounds, { opacity: 0.75, className: "rscore-classes" }).addTo(map);
   layers[`classes (${view.raster})`] = classes;
   bindOpacity((v) => classes.setOpacity(v));

@@ -5,7 +5,8 @@ between :data:`MIN_MAP` and :data:`PREVIEW_MAX` px on its longer side: small ras
 decimated), framed by a title (the query), a legend (class colours, names and areas), a scale bar, a north arrow
 and the CRS. ``map.pgw`` (world file) and ``map.png.aux.xml`` (CRS) georeference the image, so QGIS or
 ``rasterio.open("map.png")`` place it on the input's coordinates (the frame around the map lies outside the
-raster's extent).
+raster's extent). ``basemap.png`` + ``basemap.pgw``: the base alone (hillshade or image, no answer, no frame), the
+web viewer's offline basemap.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class MapPngWriter(Writer):
         label = t.label if t is not None else "mask"
         single = LABEL_COLOURS.get(t.name if t else "", DEFAULT_COLOUR)
         palette = CLASS_COLOURS.get(names) or [single] * max(1, len(names))
+        basemap = _write_basemap(scene, base, f, out_dir)  # the base alone, for the viewer's offline basemap
         img = Image.fromarray(tint(base, overlay, palette), "RGB")
         if up > 1:
             img = img.resize((img.width * up, img.height * up), Image.Resampling.NEAREST)
@@ -152,7 +154,7 @@ class MapPngWriter(Writer):
 
             aux.write_text(f"<PAMDataset>\n  <SRS>{escape(wkt)}</SRS>\n</PAMDataset>\n", encoding="utf-8")
             out["map_aux"] = aux
-        return out
+        return {**out, **basemap}
 
     @staticmethod
     def _legend(draw: Any, result: Result, names: tuple[str, ...], palette: list, label: str, single: tuple,
@@ -236,6 +238,21 @@ def tint(base: np.ndarray, overlay: np.ndarray, palette: list) -> np.ndarray:
     for c in range(3):
         out[..., c] = table[:, c][idx | base[..., c]]
     return out
+
+
+def _write_basemap(scene: Scene, base: np.ndarray, f: int, out_dir: Path) -> dict[str, Path]:
+    """``basemap.png`` + ``basemap.pgw``: the map's base alone (the hillshade of a DEM, else the RGB/grey image) at
+    the preview's size, no answer painted in and no frame, placed by its world file on the input's grid (every
+    preview pixel is ``f`` x ``f`` input pixels). The web viewer's offline basemap (:mod:`rscore.service.viewer`)."""
+    from PIL import Image
+
+    a = _affine(scene)
+    path, pgw = out_dir / "basemap.png", out_dir / "basemap.pgw"
+    Image.fromarray(base, "L" if base.ndim == 2 else "RGB").save(path, compress_level=1)
+    sx, sy, ry, rx = a.a * f, a.e * f, a.d * f, a.b * f
+    c0 = (a.c + 0.5 * sx + 0.5 * rx, a.f + 0.5 * ry + 0.5 * sy)  # centre of the top-left pixel
+    pgw.write_text("\n".join(repr(float(v)) for v in (sx, ry, rx, sy, *c0)) + "\n")
+    return {"basemap_png": path, "basemap_pgw": pgw}
 
 
 def _ellipsis(text: str, n: int) -> str:
