@@ -145,6 +145,76 @@ def check_out_dir(out_dir: str | os.PathLike[str]) -> None:
         raise OptionError(f"output folder {out} holds files rscore did not write ('{foreign[0]}'{more}); {hint}")
 
 
+# ------------------------------------------------------------------------------------- folders shared with others
+def _listed(folder: Path) -> set[str] | None:
+    """The files the marker in ``folder`` lists (``None``: no marker; OptionError: a file of that name that is not
+    rscore's marker)."""
+    try:
+        doc = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise OptionError(f"output folder {folder} holds '{MARKER}', a file rscore did not write (it is not rscore's "
+                          "marker); move it or choose another --out") from None
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or not 1 <= fmt <= MARKER_FORMAT:
+        raise OptionError(f"output folder {folder} holds '{MARKER}' of an unknown format {fmt!r}; choose another --out")
+    return {str(f) for f in doc.get("files") or []}
+
+
+def check_out_files(folder: str | os.PathLike[str], names: Any) -> None:
+    """Raise :class:`OptionError` unless rscore may write ``names`` (paths relative to ``folder``; a name may be a
+    folder of outputs) into ``folder``, a folder that may also hold other files (a flow's resumable ``--out``):
+    each is absent or is a file the folder's marker lists as rscore's (:func:`record_out_files`). ``folder`` itself
+    may not be a symbolic link or a file. Other files in ``folder`` are never looked at, nor touched."""
+    out = Path(folder)
+    try:
+        os.lstat(out)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OptionError(f"output folder {out} cannot be used ({exc.strerror or exc}); choose another --out") from None
+    if out.is_symlink():
+        raise OptionError(f"output folder {out} is a symbolic link (to {os.path.realpath(out)}); give the folder it "
+                          "points to as --out")
+    if not out.is_dir():
+        raise OptionError(f"output folder {out} exists and is not a folder; choose another --out")
+    listed = _listed(out) or set()
+    for name in names:
+        path = out / name
+        if not os.path.lexists(path):
+            continue
+        if path.is_dir() and not path.is_symlink():  # its files listed here, or by its own marker
+            files, odd = _walk(path)
+            own = (_listed(path) or set()) | {MARKER}
+            foreign = [f"{name}/{f}" for f in files if f"{name}/{f}" not in listed and f not in own]
+            foreign += [f"{name}/{f}" for f in odd]
+        else:
+            foreign = [] if path.is_file() and not path.is_symlink() and name in listed else [name]
+        if foreign:
+            raise OptionError(f"output folder {out} holds '{foreign[0]}', a file rscore did not write and would "
+                              "overwrite; move it or choose another --out")
+
+
+def record_out_files(folder: str | os.PathLike[str], names: Any) -> None:
+    """Add ``names`` (relative paths of files rscore has just written into ``folder``) to the folder's marker."""
+    from rscore import __version__
+
+    out = Path(folder)
+    listed = _listed(out) or set()
+    doc = {"format": MARKER_FORMAT, "rscore": __version__, "pid": os.getpid(), "files": sorted(listed | set(names))}
+    fd, tmp = tempfile.mkstemp(prefix=f"{MARKER}.", suffix=".tmp", dir=out)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(doc, indent=1) + "\n")
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, out / MARKER)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 # --------------------------------------------------------------------------------------------------------- lock
 _held: dict[str, tuple[int, int]] = {}  # lock path -> (thread id, depth): re-entrant within one thread
 _held_guard = threading.Lock()
