@@ -97,9 +97,12 @@ def _inflated_size(fp, limit: int) -> int:  # type: ignore[no-untyped-def]
         while chunk := fp.read(_MIB):
             data = chunk
             while data:
-                total += len(inflater.decompress(data, _MIB))
+                piece = inflater.decompress(data, _MIB)
+                total += len(piece)
                 if total > limit:
                     return total
+                if inflater.eof or (not piece and len(inflater.unconsumed_tail) >= len(data)):
+                    return total  # the stream ended (or makes no progress): what follows is not inflated
                 data = inflater.unconsumed_tail
     except zlib.error:
         return total  # corrupt: pydicom says so when it reads it
