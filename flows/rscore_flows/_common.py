@@ -15,6 +15,7 @@ Dask set it. It does nothing elsewhere, when ``MALLOC_MMAP_THRESHOLD_`` is set, 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import hashlib
@@ -59,6 +60,8 @@ __all__ = [
     "worker_id",
     "settle",
     "retrying",
+    "claim_outputs",
+    "write_bytes",
 ]
 
 CACHE_FORMAT = "1"  # bump when what a cached task result holds changes: old entries are then ignored
@@ -359,19 +362,45 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: Path, doc: Any) -> Path:
-    """Write ``doc`` as indented JSON atomically (temporary file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(jsonable(doc), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def claim_outputs(out_dir: str | os.PathLike[str], names: Iterable[str]) -> None:
+    """Before a flow computes anything: :class:`OptionError` (exit 2, the file named) when ``out_dir`` holds a file
+    of a name the flow will write (``names``: its summary, report, frames folder) that rscore did not write there
+    (the folder's marker, :func:`rscore.io.outdir.check_out_files`). Other files in ``out_dir`` are left alone."""
+    from rscore.io.outdir import check_out_files
+
+    check_out_files(out_dir, list(names))
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` in a folder that may also hold a user's files: refused (OptionError) when ``path``
+    is a file rscore did not write there; written whole (unique temporary file + rename) and listed in the folder's
+    marker (:func:`rscore.io.outdir.record_out_files`)."""
+    import tempfile
+
+    from rscore.io.outdir import check_out_files, record_out_files
+
+    check_out_files(path.parent, [path.name])
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    record_out_files(path.parent, [path.name])
     return path
+
+
+def write_json(path: Path, doc: Any) -> Path:
+    """Write ``doc`` as indented JSON (as :func:`write_bytes`: never over a file rscore did not write)."""
+    return write_bytes(path, (json.dumps(jsonable(doc), indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def first_line(exc: BaseException) -> str:

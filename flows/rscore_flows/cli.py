@@ -194,8 +194,14 @@ def flows_run(
             call["query"] = query
         if spec.prepare is not None:
             call = spec.prepare(call, reg)
-    with _ephemeral_timeout():
-        state = flow_obj(**call, return_state=True)
+    from rscore.io.outdir import out_dir_lock
+
+    with out_dir_lock(out):  # as `rscore run`: a second run into this --out is told "in use by PID N"
+        check = getattr(flow_obj, "check_outputs", None)
+        if check is not None:  # a user's file the flow would overwrite: exit 2 before the flow starts
+            check(**call)
+        with _ephemeral_timeout():
+            state = flow_obj(**call, return_state=True)
     return _summary(name, state)
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from rscore_flows._common import write_bytes
+
 __all__ = ["MAX_WIDTH", "BestFrames", "draw_evidence", "frame_file_name", "write_frames"]
 
 MAX_WIDTH = 640
@@ -123,9 +125,6 @@ def write_frames(clips: Sequence[Any], out_dir: Path, folder: str) -> dict[tuple
         for name, ev in (getattr(c, "evidence", None) or {}).items():
             target = out_dir / folder
             target.mkdir(parents=True, exist_ok=True)
-            file = target / frame_file_name(c.camera, c.name, name)
-            tmp = file.with_name(f".{file.name}.tmp")
-            tmp.write_bytes(ev["png"])
-            tmp.replace(file)
+            file = write_bytes(target / frame_file_name(c.camera, c.name, name), ev["png"])  # never over a user's
             paths[(c.camera, c.name, name)] = f"{folder}/{file.name}"
     return paths

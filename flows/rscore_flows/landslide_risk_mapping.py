@@ -90,6 +90,7 @@ from rscore_flows._common import (
     task_runner_label,
     tune_allocator,
     unique_names,
+    claim_outputs,
     worker_id,
     write_json,
     write_text,
@@ -524,6 +525,11 @@ def segment_regions(
 
 
 # ------------------------------------------------------------------------------------------------------------- flow
+def check_outputs(out: Any, **_: Any) -> None:
+    """Before anything runs: a user's file named like the summary or report is refused (exit 2), never overwritten."""
+    claim_outputs(out, (SUMMARY_JSON, REPORT_MD))
+
+
 @flow(name=FLOW_NAME, description="Landslide susceptibility over regions, tile batch by tile batch, resumable.")
 def landslide_risk_mapping(
     inputs: list[str],
@@ -557,6 +563,7 @@ def landslide_risk_mapping(
         raise OptionError("retries and retry_delay_s must be >= 0")
     runner = make_task_runner(dask_address, workers, ray_address)
     paths = expand_inputs(inputs, RASTER_SUFFIXES, "rasters")
+    check_outputs(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = get_run_context()
     flow_info = {
@@ -602,6 +609,9 @@ def landslide_risk_mapping(
         message = f"every region failed: {regions[0].get('error')}"
         return Failed(message=message, data=summary)  # type: ignore[return-value]
     return summary
+
+
+landslide_risk_mapping.check_outputs = check_outputs  # type: ignore[attr-defined]  # rscore_flows.cli: before it starts
 
 
 def render_report(summary: Mapping[str, Any]) -> str:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from rscore.engine import default_registry, validate_query
 from rscore.errors import OptionError
 from rscore.flowspec import load_object
+from rscore.io.outdir import check_out_dir
 
 from rscore_flows._common import (
     retry_if_transient,
@@ -48,6 +49,7 @@ from rscore_flows._common import (
     settle,
     tune_allocator,
     unique_names,
+    claim_outputs,
     worker_id,
     write_json,
 )
@@ -108,6 +110,16 @@ def per_input_flow(
     (``None``: a query is required)."""
     summary_json = f"{name}-summary.json"
 
+    def check_outputs(out: Any, inputs: Sequence[str], result_ids: Sequence[str] | None = None,
+                      summary: bool = True, **_: Any) -> None:
+        """Before anything runs: a user's file named like the summary (exit 2, kept), a folder named like an
+        input's output folder that `rscore run --out` would refuse (the same check)."""
+        out_dir = Path(out)
+        folders = list(result_ids) if result_ids is not None else unique_names([Path(p) for p in inputs])
+        claim_outputs(out_dir, [summary_json] if summary else [])
+        for folder in folders:
+            check_out_dir(out_dir / folder)
+
     @task(name=f"{name}-input", task_run_name="input-{index}", cache_policy=NO_CACHE, persist_result=False,
           retry_condition_fn=retry_if_transient)  # fmt: skip
     def run_input(
@@ -155,8 +167,9 @@ def per_input_flow(
         query = validate_query(query)
         default_registry().require_plugin(plugin)
         out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
         folders = list(result_ids) if result_ids is not None else unique_names([Path(p) for p in inputs])
+        check_outputs(out_dir, inputs, result_ids, summary)
+        out_dir.mkdir(parents=True, exist_ok=True)
         task_ = retrying(run_input, retries, retry_delay_s)
         opts, extra = dict(options or {}), dict(params or {})
         futures = [
@@ -201,4 +214,5 @@ def per_input_flow(
         run_inputs
     )
     the_flow.input_task = run_input  # type: ignore[attr-defined]
+    the_flow.check_outputs = check_outputs  # type: ignore[attr-defined]  # rscore_flows.cli: before the flow starts
     return the_flow

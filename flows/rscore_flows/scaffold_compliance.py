@@ -80,6 +80,7 @@ from rscore_flows._common import (
     task_runner_label,
     tune_allocator,
     unique_names,
+    claim_outputs,
     worker_id,
     write_json,
     write_text,
@@ -568,6 +569,12 @@ def _camera_of(path: Path, inputs: Sequence[str]) -> str:
     return "clips"
 
 
+def check_outputs(out: Any, day: str | None = None, **_: Any) -> None:
+    """Before anything runs: a user's file named like the report or its frames folder is refused (exit 2), kept."""
+    stem = f"compliance-{(resolve_day(day) or datetime.now().date()).isoformat()}"  # as the report is named below
+    claim_outputs(out, (f"{stem}.json", f"{stem}.md", f"{stem}-frames"))
+
+
 @flow(name=FLOW_NAME, description="Safety templates over sampled frames of site clips; a daily findings report.")
 def scaffold_compliance(
     inputs: list[str],
@@ -611,6 +618,7 @@ def scaffold_compliance(
     if the_day is not None:
         paths = [p for p in paths if datetime.fromtimestamp(p.stat().st_mtime).date() == the_day]
     runner = make_task_runner(dask_address, workers, ray_address)
+    check_outputs(out_dir, day)
     out_dir.mkdir(parents=True, exist_ok=True)
     versions = component_versions(reg, PLUGIN)
     extra = tuple(sorted((options or {}).items()))
@@ -654,6 +662,9 @@ def scaffold_compliance(
     write_text(out_dir / f"{stem}.md", render_report(doc))
     logger.info("%s: %s, %d clip(s), %d bad; report %s", FLOW_NAME, status, len(findings), len(bad), out_dir / stem)
     return doc
+
+
+scaffold_compliance.check_outputs = check_outputs  # type: ignore[attr-defined]  # rscore_flows.cli: before it starts
 
 
 @flow(name=f"{FLOW_NAME}-clips", validate_parameters=False, description="A task per clip on the chosen task runner.")

@@ -165,6 +165,8 @@ def check_deflated_dicom(path: Path, shown: str, max_bytes: int) -> int:
                             f"{shown}: a deflated DICOM that expands to more than the extraction limit of "
                             f"{max_bytes / MIB:g} MiB (RSCORE_MAX_EXTRACT_MB)"
                         )
+                    if inflater.eof:  # the stream ended (pydicom pads after it): without this, a loop forever
+                        return total
                     data = inflater.unconsumed_tail
         except zlib.error:
             return total  # corrupt: the reader says so

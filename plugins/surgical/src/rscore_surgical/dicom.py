@@ -50,6 +50,8 @@ from rscore.errors import InputError, OptionError
 from rscore.sdk import Reader
 from rscore.types import DicomInfo, Scene, Window
 
+from rscore_surgical.deflated import check_inflated_size
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -217,8 +219,9 @@ def decode(path: Path, frame: int | None) -> np.ndarray:
     """Stored pixel values of one file (or one frame of a multi-frame file); colour as ``(rows, cols, 3)`` RGB."""
     from pydicom.pixels import pixel_array
 
+    deflated = check_inflated_size(path) > 0  # (memoised: the header read measured it already)
     try:
-        if _has_magic(path):
+        if _has_magic(path) and not deflated:  # (pydicom's path decoder does not inflate: read the data set)
             return np.asarray(pixel_array(path, index=frame))
         # "raw" DICOM has no file meta to name its transfer syntax: take the encoding pydicom inferred when reading
         import pydicom
@@ -433,6 +436,7 @@ def _read_header(path: Path, force: bool = False) -> Any:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    check_inflated_size(path)  # a deflated file is inflated whole by pydicom: measured first, in bounded pieces
     try:
         return pydicom.dcmread(path, stop_before_pixels=True, force=force)
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, IndexError) as exc:

@@ -1,0 +1,95 @@
+"""``rscore flows run ... --out DIR`` (a real CLI subprocess on a real Prefect API) never overwrites a file rscore
+did not write: a user's file named like the flow's summary or report, or a folder named like an input's output
+folder, is refused before anything runs (exit 2, one line naming it) and kept as it was; a flow's own folder is
+reused (resumable), its marker listing what the flow wrote there."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("prefect")
+pytest.importorskip("rasterio")
+pytest.importorskip("rscore_earth")
+
+from rscore.io.outdir import MARKER  # noqa: E402
+
+from test_outdir_safety import one_line_error  # noqa: E402
+
+QUERY = "landslide-prone areas"
+
+
+@pytest.fixture(scope="module")
+def prefect_url():
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    timeout = int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        with prefect_test_harness(server_startup_timeout=timeout):
+            yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="module")
+def dem(tmp_path_factory) -> Path:
+    from rscore_earth.synthetic import TerrainSpec, write_dem
+
+    folder = tmp_path_factory.mktemp("dem")
+    return write_dem(folder / "hills.tif", TerrainSpec(height=64, width=64, seed=3, valleys=1, relief=700.0))
+
+
+def flows(prefect_url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PREFECT_API_URL": prefect_url, "RSCORE_MATCHER": "keyword",
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "NO_COLOR": "1", "COLUMNS": "200"}  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "rscore", "flows", "run", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["landslide-summary.json", "landslide-report.md"])
+def test_a_user_file_named_like_the_summary_or_report_is_kept(prefect_url, dem, tmp_path, name):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_text("my own notes\n")
+    proc = flows(prefect_url, "landslide-risk-mapping", str(dem), "--out", "out", "--tile-size", "64", cwd=tmp_path)
+    one_line_error(proc, name, "rscore did not write")
+    assert (out / name).read_text() == "my own notes\n"
+    assert sorted(p.name for p in out.iterdir()) == [name]  # nothing ran: no regions/, no .task-results/
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # and no lock left beside it
+
+
+def test_the_flows_own_folder_is_reused_and_its_marker_lists_what_it_wrote(prefect_url, dem, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")  # other files in the folder are left alone
+    args = ("landslide-risk-mapping", str(dem), "--out", "out", "--tile-size", "64")
+    first = flows(prefect_url, *args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    marker = json.loads((out / MARKER).read_text())
+    assert {"landslide-summary.json", "landslide-report.md"} <= set(marker["files"])
+    assert "notes.txt" not in marker["files"]
+    again = flows(prefect_url, *args, cwd=tmp_path)  # resumable: rscore's own summary and report are rewritten
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "notes.txt").read_text() == "mine\n"
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_segment_batch_refuses_a_user_summary_and_a_user_folder_named_like_an_input(prefect_url, dem, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "segment-batch-summary.json").write_text("{}\n")
+    proc = flows(prefect_url, "segment-batch", str(dem), "--out", "out", "--query", QUERY, cwd=tmp_path)
+    one_line_error(proc, "segment-batch-summary.json", "rscore did not write")
+    assert (out / "segment-batch-summary.json").read_text() == "{}\n"
+    (out / "segment-batch-summary.json").unlink()
+    (out / "hills").mkdir()  # the folder the input's outputs would go to, holding a user's file
+    (out / "hills" / "result.json").write_text("mine\n")
+    proc = flows(prefect_url, "segment-batch", str(dem), "--out", "out", "--query", QUERY, cwd=tmp_path)
+    one_line_error(proc, "hills", "not an rscore output folder")
+    assert (out / "hills" / "result.json").read_text() == "mine\n"
+    assert sorted(p.name for p in out.iterdir()) == ["hills"]
