@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from rscore.errors import InputError
+from rscore.io.deflated import inflated_size
 from rscore.service.security import UploadTooLarge, safe_upload_name
 from rscore.service.settings import MIB
 
@@ -128,48 +129,18 @@ def _declared_members(archive: Path) -> int | None:
         return None
 
 
-DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
-
-
 def check_deflated_dicom(path: Path, shown: str, max_bytes: int) -> int:
     """The bytes ``path`` inflates to when it is a DICOM file in the Deflated Explicit VR Little Endian transfer
-    syntax (0 for any other file), counted while inflating in bounded pieces: pydicom inflates such a file whole, in
-    memory, before anything can look at its size (a 750 KB upload took 1.6 GB), so one that expands past
-    ``max_bytes`` is refused (413) before a reader opens it."""
-    import zlib
-
-    try:
-        from pydicom.filereader import _read_file_meta_info, read_preamble
-    except ImportError:  # no pydicom: nothing here reads DICOM either
-        return 0
+    syntax (0 for any other file), counted while inflating in bounded pieces (:func:`rscore.io.deflated.inflated_size`):
+    pydicom inflates such a file whole, in memory, before anything can look at its size (a 750 KB upload took 1.6 GB),
+    so one that expands past ``max_bytes`` is refused (413) before a reader opens it."""
     with open(path, "rb") as fp:
-        if fp.read(DICM_OFFSET + 4)[DICM_OFFSET:] != b"DICM":
-            return 0
-        fp.seek(0)
-        try:
-            read_preamble(fp, False)
-            meta = _read_file_meta_info(fp)
-        except Exception:  # a broken header: the reader reports it in its own words
-            return 0
-        if str(getattr(meta, "TransferSyntaxUID", "")) != DEFLATED_TRANSFER_SYNTAX:
-            return 0
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        total = 0
-        try:
-            while chunk := fp.read(_CHUNK):
-                data = chunk
-                while data:
-                    total += len(inflater.decompress(data, _CHUNK))
-                    if total > max_bytes:
-                        raise UploadTooLarge(
-                            f"{shown}: a deflated DICOM that expands to more than the extraction limit of "
-                            f"{max_bytes / MIB:g} MiB (RSCORE_MAX_EXTRACT_MB)"
-                        )
-                    if inflater.eof:  # the stream ended (pydicom pads after it): without this, a loop forever
-                        return total
-                    data = inflater.unconsumed_tail
-        except zlib.error:
-            return total  # corrupt: the reader says so
+        total = inflated_size(fp, max_bytes)
+    if total > max_bytes:
+        raise UploadTooLarge(
+            f"{shown}: a deflated DICOM that expands to more than the extraction limit of "
+            f"{max_bytes / MIB:g} MiB (RSCORE_MAX_EXTRACT_MB)"
+        )
     return total
 
 

@@ -6,20 +6,20 @@ pydicom inflates such a file whole, in memory, as it opens it (``stop_before_pix
 ``RSCORE_MAX_EXTRACT_MB`` (MiB; the service's extraction limit for uploads, the same setting), 1024 MiB by default.
 Other files cost a read of their first 4 KiB. The service's upload path does the same for uploads
 (:func:`rscore.service.uploads.check_deflated_dicom`); this covers files the CLI, ``path`` inputs and folders name.
+Both count with :func:`rscore.io.deflated.inflated_size`.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import zlib
 from pathlib import Path
 
 from rscore.errors import InputError, OptionError
+from rscore.io.deflated import DEFLATED, inflated_size
 
 __all__ = ["DEFLATED", "DEFAULT_MAX_MB", "DeflatedTooLarge", "max_inflated_bytes", "check_inflated_size"]
 
-DEFLATED = "1.2.840.10008.1.2.1.99"
 DEFAULT_MAX_MB = 1024.0
 _MIB = 1 << 20
 _HEAD = 4096  # the file meta group (where the transfer syntax is named) is small
@@ -62,7 +62,7 @@ def check_inflated_size(path: str | os.PathLike[str], max_bytes: int | None = No
                 known = _checked.get(key)
             limit = max_inflated_bytes() if max_bytes is None else max_bytes
             if known is None or (not known[1] and known[0] <= limit):  # unknown, or counted only up to a lower limit
-                count = _inflated_size(fp, limit)
+                count = inflated_size(fp, limit)
                 known = (count, count <= limit)
                 with _lock:
                     _checked[key] = known
@@ -75,35 +75,3 @@ def check_inflated_size(path: str | os.PathLike[str], max_bytes: int | None = No
             "pydicom would inflate it whole in memory", path=p
         )  # fmt: skip
     return known_bytes
-
-
-def _inflated_size(fp, limit: int) -> int:  # type: ignore[no-untyped-def]
-    """Inflate the data set after the file meta in 1 MiB pieces, counting; stops one piece past ``limit``."""
-    try:
-        from pydicom.filereader import _read_file_meta_info, read_preamble
-    except ImportError:  # pragma: no cover - the reader needs pydicom anyway
-        return 0
-    fp.seek(0)
-    try:
-        read_preamble(fp, False)
-        meta = _read_file_meta_info(fp)
-    except Exception:  # a broken header: the reader reports it in its own words
-        return 0
-    if str(getattr(meta, "TransferSyntaxUID", "")) != DEFLATED:
-        return 0
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    total = 0
-    try:
-        while chunk := fp.read(_MIB):
-            data = chunk
-            while data:
-                piece = inflater.decompress(data, _MIB)
-                total += len(piece)
-                if total > limit:
-                    return total
-                if inflater.eof or (not piece and len(inflater.unconsumed_tail) >= len(data)):
-                    return total  # the stream ended (or makes no progress): what follows is not inflated
-                data = inflater.unconsumed_tail
-    except zlib.error:
-        return total  # corrupt: pydicom says so when it reads it
-    return total
