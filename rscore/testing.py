@@ -57,6 +57,7 @@ __all__ = [
     "RESULT_KEYS",
     "assert_result_document",
     "check_plugin",
+    "deflated_dicom",
     "find_repo_root",
     "run_cli",
     "shared_data_dir",
@@ -93,6 +94,32 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 _SKIP_SHARED = (
     f"rscore shared test data not found: set {SHARED_DATA_ENV} to its folder or place it at <repo>/../shared/data"
 )
+
+
+def deflated_dicom(n: int = 2048, frames: int = 2) -> bytes:
+    """A CT of ``n`` x ``n`` x ``frames`` zeros (16 bit) in the Deflated Explicit VR Little Endian transfer syntax: a
+    few KB on disk, ``2 n^2 frames`` bytes once pydicom inflates it (16 MiB by default) - a memory bomb for tests."""
+    import io
+
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.StudyInstanceUID, ds.SeriesInstanceUID = "CT", generate_uid(), generate_uid()
+    ds.Rows = ds.Columns = n
+    ds.NumberOfFrames = frames
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleSlope, ds.RescaleIntercept, ds.PixelSpacing = 1.0, -1024.0, [0.5, 0.5]
+    ds.PixelData = bytes(2 * n * n * frames)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
 
 
 def _is_rscore_pyproject(path: Path) -> bool:

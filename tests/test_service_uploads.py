@@ -6,7 +6,6 @@ no staging folder, no result folder, no file outside the service's output root."
 from __future__ import annotations
 
 import importlib.util
-import io
 import stat
 import zipfile
 from collections.abc import Callable, Iterator
@@ -16,6 +15,8 @@ import httpx
 import pytest
 
 from service_helpers import Services, dicom_bytes, series_slices, zip_of
+
+from rscore.testing import deflated_dicom
 
 SLICES = series_slices() if importlib.util.find_spec("pydicom") else {}
 pytestmark = [
@@ -245,30 +246,6 @@ def test_unit_member_count_is_read_from_the_end_record_before_parsing(tmp_path: 
 
 
 # ------------------------------------------------------------------------------ deflated DICOM: a memory bomb
-def deflated_dicom(n: int = 2048, frames: int = 2) -> bytes:
-    """A CT in the Deflated Explicit VR Little Endian transfer syntax: ``n`` x ``n`` x ``frames`` zeros (16 bit),
-    a few KB on the wire, ``2 n^2 frames`` bytes once pydicom inflates it (it inflates the whole file at read)."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.StudyInstanceUID, ds.SeriesInstanceUID = "CT", generate_uid(), generate_uid()
-    ds.Rows = ds.Columns = n
-    ds.NumberOfFrames = frames
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleSlope, ds.RescaleIntercept, ds.PixelSpacing = 1.0, -1024.0, [0.5, 0.5]
-    ds.PixelData = bytes(2 * n * n * frames)
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
 def test_deflated_dicom_expanding_past_the_extraction_limit_is_413_before_it_is_read(server, tmp_path: Path):
     pytest.importorskip("pydicom")
     bomb = deflated_dicom()  # 16 MiB inflated

@@ -5,7 +5,6 @@ written. A small deflated file is still read."""
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -16,32 +15,9 @@ import pytest
 pytest.importorskip("pydicom")
 
 from rscore.errors import InputError  # noqa: E402
+from rscore.testing import deflated_dicom  # noqa: E402
 
 from rscore_surgical.deflated import DeflatedTooLarge, check_inflated_size  # noqa: E402
-
-
-def deflated_dicom(n: int = 2048, frames: int = 2) -> bytes:
-    """A CT of ``n`` x ``n`` x ``frames`` zeros (16 bit) in the deflated transfer syntax: a few KB on disk,
-    ``2 n^2 frames`` bytes inflated (16 MiB by default)."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.StudyInstanceUID, ds.SeriesInstanceUID = "CT", generate_uid(), generate_uid()
-    ds.Rows = ds.Columns = n
-    ds.NumberOfFrames = frames
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleSlope, ds.RescaleIntercept, ds.PixelSpacing = 1.0, -1024.0, [0.5, 0.5]
-    ds.PixelData = bytes(2 * n * n * frames)
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
 
 
 def rscore(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
