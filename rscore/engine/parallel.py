@@ -220,7 +220,10 @@ def _in_workers(payload: bytes, tiles: Iterable[Tile], workers: int, method: str
             ok, value = future.result()
             if ok is None:
                 log.info("tile workers (%s) could not load the job (%s); running the tiles here", method, value)
-                pool.shutdown(wait=False, cancel_futures=True)
+                # wait: the workers only answer "cannot load" and the pool's manager thread must be gone before the
+                # interpreter exits - left running, CPython 3.11's exit hook races it on a closed pipe and prints an
+                # "Exception ignored ... Bad file descriptor" traceback after a successful run.
+                pool.shutdown(wait=True, cancel_futures=True)
                 rest = [t for t, _ in pending]
                 pending.clear()
                 for t in itertools.chain(rest, todo):
