@@ -23,11 +23,17 @@ For every inventory (see DATA.md beside this script) it prints:
 
 Inventories: ``ecuador-rbsf`` (shared data, development set; the default model's weights were chosen on it),
 ``lsat-pakistan`` when the shared data holds it (independent, never tuned on; see DATA.md), plus any
-``--inventory NAME=INVENTORY,DEM`` (points CSV / vector points / polygons; see ``rscore_earth.fit``).
+``--inventory NAME=INVENTORY,DEM`` (points CSV / vector points / polygons; see ``rscore_earth.fit``; or a landslide
+raster such as a mapped-source mask, ``.tif``: its non-zero cells are turned into polygons first, so it is read like a
+polygon inventory, with as many random non-landslide cells, seed 0).
+
+``--aggregate-to METRES`` also scores every inventory whose DEM is finer than that on the DEM aggregated to about
+that pixel size (block mean by the nearest integer factor; the name gets ``@xF``), e.g. a 1-2 m LiDAR DEM at 10 m,
+the resolution the default model was developed at.
 
 ::
 
-    python benchmarks/landslide/eval_landslide.py [--json out.json] [--inventory name=inv.gpkg,dem.tif ...]
+    python benchmarks/landslide/eval_landslide.py [--json out.json] [--aggregate-to 10] [--inventory name=inv.gpkg,dem.tif ...]
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import json
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +77,64 @@ def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
         return float("nan")
     r = rankdata(s)
     return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img")
+
+
+def mask_to_polygons(mask: Path, out: Path) -> Path:
+    """A landslide raster (non-zero, non-nodata, finite cells are landslide) as polygons in a GeoPackage, in the
+    raster's CRS: ``read_inventory`` and ``fit_adapter`` then take it as a polygon inventory (rasterised back onto the
+    DEM grid by cell centre, so a mask on the DEM's own grid comes back cell for cell)."""
+    import geopandas as gpd
+    import rasterio
+    import rasterio.features
+    import shapely.geometry
+
+    with rasterio.open(mask) as ds:
+        a = ds.read(1, masked=True)
+        crs, transform = ds.crs, ds.transform
+    v = np.asarray(a.filled(0), np.float64)
+    on = ~np.ma.getmaskarray(a) & np.isfinite(v) & (np.nan_to_num(v) != 0)
+    if not on.any():
+        raise SystemExit(f"{mask}: no landslide cell (no non-zero value) in this raster")
+    geoms = [shapely.geometry.shape(g) for g, val in
+             rasterio.features.shapes(on.astype(np.uint8), mask=on, transform=transform) if val == 1]
+    gpd.GeoDataFrame(geometry=geoms, crs=crs).to_file(out, driver="GPKG")
+    return out
+
+
+def aggregate_dem(dem: Path, factor: int, out: Path) -> Path:
+    """The DEM as ``factor x factor`` block means (a coarser view of the same ground)."""
+    import rasterio
+
+    with rasterio.open(dem) as ds:
+        z = ds.read(1, masked=True).astype(np.float64).filled(np.nan)
+        prof = ds.profile.copy()
+        t = ds.transform
+    h, w = (z.shape[0] // factor) * factor, (z.shape[1] // factor) * factor
+    blocks = z[:h, :w].reshape(h // factor, factor, w // factor, factor)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
+        zc = np.nanmean(blocks, axis=(1, 3))
+    prof.update(height=zc.shape[0], width=zc.shape[1], dtype="float32", nodata=np.nan,
+                transform=rasterio.Affine(t.a * factor, t.b, t.c, t.d, t.e * factor, t.f))
+    for k in ("blockxsize", "blockysize", "tiled"):
+        prof.pop(k, None)
+    with rasterio.open(out, "w", **prof) as ds:
+        ds.write(zc.astype(np.float32), 1)
+    return out
+
+
+def aggregation_factor(dem: Path, metres: float) -> int:
+    """The integer block size that brings the DEM's ground pixel (the engine's own size, in metres) nearest to
+    ``metres``; 1 when the DEM is not finer than that."""
+    from rscore import engine
+
+    px = engine.open_scene(dem, plugin="earth", options={"matcher": "keyword"}).pixel_size
+    if not px:
+        raise SystemExit(f"{dem}: pixel size in metres unknown (no CRS); cannot aggregate it to {metres:g} m")
+    return max(1, int(round(metres / min(px))))
 
 
 def _read_points(inv: Path, dem: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -225,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inventory", action="append", default=[], metavar="NAME=INVENTORY,DEM")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--png", type=Path, help="write success-rate curves (default vs slope) as NAME_success_rate.png here")
+    ap.add_argument("--aggregate-to", type=float, metavar="METRES",
+                    help="also score each inventory whose DEM is finer than this on the DEM aggregated to ~this pixel")
     args = ap.parse_args(argv)
     invs = _shared_inventories()
     for spec in args.inventory:
@@ -240,8 +307,20 @@ def main(argv: list[str] | None = None) -> int:
     figures = {}
     print(f"{'inventory':24} {'n':>5} {'slope':>6} {'default':>8} {'W/E default':>12} {'W/E slope':>12} "
           f"{'fitted CV':>10}")
-    for name, (inv, dem) in invs.items():
+    tmp = tempfile.TemporaryDirectory(prefix="rscore-eval-")
+    runs = []
+    for i, (name, (inv, dem)) in enumerate(invs.items()):
+        source = inv
+        if inv.suffix.lower() in RASTER_SUFFIXES:
+            inv = mask_to_polygons(inv, Path(tmp.name) / f"inventory_{i}.gpkg")
+        runs.append((name, inv, dem, source))
+        factor = aggregation_factor(dem, args.aggregate_to) if args.aggregate_to else 1
+        if factor > 1:
+            runs.append((f"{name} @x{factor}", inv, aggregate_dem(dem, factor, Path(tmp.name) / f"dem_{i}_x{factor}.tif"),
+                         source))
+    for name, inv, dem, source in runs:
         f = evaluate(name, inv, dem)
+        f["inventory"] = str(source)
         figures[name] = f
         fitted = f.get("auroc_fitted_cv_mean")
         if args.png and f["success_rate"]:
@@ -268,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    success-rate AUC {k}: {c['auc']}  {cls}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
+    tmp.cleanup()
     return 0
 
 

@@ -21,7 +21,6 @@ import argparse
 import itertools
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,7 +29,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from eval_landslide import GRID_RAMPS, GRID_SCALES, GRID_WEIGHTS, QUERY, _auroc, _read_points, _read_y  # noqa: E402
+from eval_landslide import (  # noqa: E402
+    GRID_RAMPS, GRID_SCALES, GRID_WEIGHTS, QUERY, _auroc, _read_points, _read_y, aggregate_dem,
+)
 
 MARGIN = 0.010
 
@@ -216,28 +217,6 @@ def half_splits(scores: dict[tuple, np.ndarray], labels: np.ndarray, x: np.ndarr
             out.append({"split": f"{name} {axis} -> other half", "chosen": best, "auroc_train": max(tr),
                         "auroc_test": _auroc(scores[best][test], labels[test]),
                         "auroc_slope_test": _auroc(slope[test], labels[test])})
-    return out
-
-
-def aggregate_dem(dem: Path, factor: int, out: Path) -> Path:
-    """The DEM as ``factor x factor`` block means (a coarser development view of the same ground)."""
-    import rasterio
-
-    with rasterio.open(dem) as ds:
-        z = ds.read(1, masked=True).astype(np.float64).filled(np.nan)
-        prof = ds.profile.copy()
-        t = ds.transform
-    h, w = (z.shape[0] // factor) * factor, (z.shape[1] // factor) * factor
-    blocks = z[:h, :w].reshape(h // factor, factor, w // factor, factor)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
-        zc = np.nanmean(blocks, axis=(1, 3))
-    prof.update(height=zc.shape[0], width=zc.shape[1], dtype="float32", nodata=np.nan,
-                transform=rasterio.Affine(t.a * factor, t.b, t.c, t.d, t.e * factor, t.f))
-    for k in ("blockxsize", "blockysize", "tiled"):
-        prof.pop(k, None)
-    with rasterio.open(out, "w", **prof) as ds:
-        ds.write(zc.astype(np.float32), 1)
     return out
 
 
