@@ -30,6 +30,11 @@ Rows:
     python benchmarks/bench_cli_startup.py --before /work/main
     python benchmarks/bench_cli_startup.py --quick --repeat 7 --before /tmp/old-a --before /tmp/old-b
     python benchmarks/bench_cli_startup.py --repeat 5 --json out.json
+    python benchmarks/bench_cli_startup.py --quick --repeat 7 --importtime --before /tmp/old   # + import profile
+
+``--importtime`` runs every row once more under ``python -X importtime`` and prints the sum of the modules' own
+import times, the number of modules and the packages that cost most (self time summed per top-level package):
+which libraries a command loads, a figure that moves little with the machine's load.
 
 Issue 22 target: the default-matcher run <= 1.0 s wall and <= 250 MiB.
 """
@@ -67,6 +72,25 @@ def run_child(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, fl
     return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime
 
 
+def import_profile(cmd: list[str], env: dict[str, str], cwd: Path, top: int = 6) -> dict[str, Any]:
+    """``cmd`` (``python -m rscore ...``) once under ``-X importtime``: total self time (s), module count and the
+    ``top`` top-level packages by summed self time."""
+    proc = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    per_package: dict[str, int] = {}
+    n = 0
+    for line in proc.stderr.splitlines():
+        parts = line.split("|")  # "import time: SELF | CUMULATIVE | NAME" (the header line has no digits)
+        if not line.startswith("import time:") or len(parts) != 3 or not parts[0].split(":")[1].strip().isdigit():
+            continue
+        n += 1
+        package = parts[2].strip().split(".")[0]
+        per_package[package] = per_package.get(package, 0) + int(parts[0].split(":")[1])
+    ranked = sorted(per_package.items(), key=lambda kv: -kv[1])[:top]
+    return {"import_s": sum(per_package.values()) / 1e6, "modules": n,
+            "top": [(name, us / 1e6) for name, us in ranked]}  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", type=Path, action="append", default=[],
@@ -79,6 +103,8 @@ def main() -> int:
     ap.add_argument("--plugin", default="underwater")
     ap.add_argument("--query", default="where is the sea floor")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--importtime", action="store_true",
+                    help="also profile each row's imports once (python -X importtime): total, modules, top packages")
     ap.add_argument("--no-bytecode-cache", action="store_true",
                     help="keep PYTHONDONTWRITEBYTECODE as the shell has it (every module compiled in every call)")
     args = ap.parse_args()
@@ -171,6 +197,15 @@ def main() -> int:
           f"({target['wall_s']:.2f} s wall, {target['cpu_s']:.2f} CPU-s, {target['peak_rss_mib']:.0f} MiB); "
           f"load average {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end on {os.cpu_count()} cores; "
           f"bytecode {'compiled in every call' if args.no_bytecode_cache else 'cached'}")
+    if args.importtime:
+        print(f"\n{'command':32} {'variant':22} {'imports s':>10} {'modules':>8}  packages by own import time (s)")
+        for i, (cname, vname, cmd, env, cold) in enumerate(rows):
+            if cold:
+                shutil.rmtree(cache, ignore_errors=True)
+            prof = import_profile(argv(cmd, vname, i), env, args.workdir)
+            figures[i]["imports"] = prof
+            top = ", ".join(f"{name} {sec:.3f}" for name, sec in prof["top"])
+            print(f"{cname:32} {vname:22} {prof['import_s']:10.3f} {prof['modules']:8d}  {top}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0
