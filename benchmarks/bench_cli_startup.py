@@ -9,7 +9,7 @@ on the machine hits all of them alike; the table shows the median wall time and 
 
 Bytecode: a user's install runs from compiled ``.pyc`` files (pip writes them when it installs; an editable install
 on the first import). A shell with ``PYTHONDONTWRITEBYTECODE=1`` (this project's worktrees set it) compiles every
-rscore module from source in every call instead: ~0.1-0.2 CPU-s a run that no user pays. The children therefore
+rscore module from source in every call instead: ~0.25 CPU-s a run that no user pays. The children therefore
 run with the variable removed and ``PYTHONPYCACHEPREFIX`` under ``--workdir`` (no ``__pycache__`` in the checkout;
 the warm-up fills it); ``--no-bytecode-cache`` measures the old way. ``OPENBLAS_THREAD_TIMEOUT`` is removed from the
 children's environment too, so that "before" rows run as a user's shell would and "after" rows set it themselves.
@@ -34,7 +34,8 @@ Rows:
 
 ``--importtime`` runs every row once more under ``python -X importtime`` and prints the sum of the modules' own
 import times, the number of modules and the packages that cost most (self time summed per top-level package):
-which libraries a command loads, a figure that moves little with the machine's load.
+which libraries a command loads. Import times are wall times per module, so they grow with the machine's load too:
+compare rows of one run.
 
 Issue 22 target: the default-matcher run <= 1.0 s wall and <= 250 MiB.
 """

@@ -702,9 +702,10 @@ def _quiet_blas_threads() -> None:
 
     numpy, scipy and OpenCV each bring their own OpenBLAS, and each starts its worker threads when it is loaded; an
     idle worker busy-waits 2^28 cycles (~0.1 s) before it sleeps. A short CLI call does no BLAS work worth threads, so
-    that was ~0.06 CPU-s per library thrown away (0.15-0.3 CPU-s a 64x64 run; on 2 busy cores it delays the run
-    itself). ``OPENBLAS_THREAD_TIMEOUT=4`` (2^4 cycles) keeps multi-threaded BLAS; only the wait before sleeping
-    goes. Set before numpy is first imported, and only when the user has not chosen a value."""
+    that CPU was thrown away (up to ~0.1 s per library where a free core lets it spin; 0.05-0.15 CPU-s a 64x64 run
+    measured at load 4-8 on 2 cores, where it also delays the run itself). ``OPENBLAS_THREAD_TIMEOUT=4`` (2^4 cycles)
+    keeps multi-threaded BLAS; only the wait before sleeping goes. Set before numpy is first imported, and only when
+    the user has not chosen a value (benchmarks/README.md, "One-second CLI, third round")."""
     if "numpy" not in sys.modules:
         os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
