@@ -7,6 +7,13 @@ while wall time grows with the queue for the cores, so the table prints both and
 Every row is repeated ``--repeat`` times, rows interleaved round-robin so that load from other work
 on the machine hits all of them alike; the table shows the median wall time and the largest peak RSS.
 
+Bytecode: a user's install runs from compiled ``.pyc`` files (pip writes them when it installs; an editable install
+on the first import). A shell with ``PYTHONDONTWRITEBYTECODE=1`` (this project's worktrees set it) compiles every
+rscore module from source in every call instead: ~0.25 CPU-s a run that no user pays. The children therefore
+run with the variable removed and ``PYTHONPYCACHEPREFIX`` under ``--workdir`` (no ``__pycache__`` in the checkout;
+the warm-up fills it); ``--no-bytecode-cache`` measures the old way. ``OPENBLAS_THREAD_TIMEOUT`` is removed from the
+children's environment too, so that "before" rows run as a user's shell would and "after" rows set it themselves.
+
 Rows:
 
 - ``after``: this checkout (the numpy MiniLM forward, template vectors from the on-disk cache, which the first
@@ -23,6 +30,12 @@ Rows:
     python benchmarks/bench_cli_startup.py --before /work/main
     python benchmarks/bench_cli_startup.py --quick --repeat 7 --before /tmp/old-a --before /tmp/old-b
     python benchmarks/bench_cli_startup.py --repeat 5 --json out.json
+    python benchmarks/bench_cli_startup.py --quick --repeat 7 --importtime --before /tmp/old   # + import profile
+
+``--importtime`` runs every row once more under ``python -X importtime`` and prints the sum of the modules' own
+import times, the number of modules and the packages that cost most (self time summed per top-level package):
+which libraries a command loads. Import times are wall times per module, so they grow with the machine's load too:
+compare rows of one run.
 
 Issue 22 target: the default-matcher run <= 1.0 s wall and <= 250 MiB.
 """
@@ -60,6 +73,25 @@ def run_child(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, fl
     return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime
 
 
+def import_profile(cmd: list[str], env: dict[str, str], cwd: Path, top: int = 6) -> dict[str, Any]:
+    """``cmd`` (``python -m rscore ...``) once under ``-X importtime``: total self time (s), module count and the
+    ``top`` top-level packages by summed self time."""
+    proc = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    per_package: dict[str, int] = {}
+    n = 0
+    for line in proc.stderr.splitlines():
+        parts = line.split("|")  # "import time: SELF | CUMULATIVE | NAME" (the header line has no digits)
+        if not line.startswith("import time:") or len(parts) != 3 or not parts[0].split(":")[1].strip().isdigit():
+            continue
+        n += 1
+        package = parts[2].strip().split(".")[0]
+        per_package[package] = per_package.get(package, 0) + int(parts[0].split(":")[1])
+    ranked = sorted(per_package.items(), key=lambda kv: -kv[1])[:top]
+    return {"import_s": sum(per_package.values()) / 1e6, "modules": n,
+            "top": [(name, us / 1e6) for name, us in ranked]}  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", type=Path, action="append", default=[],
@@ -72,6 +104,10 @@ def main() -> int:
     ap.add_argument("--plugin", default="underwater")
     ap.add_argument("--query", default="where is the sea floor")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--importtime", action="store_true",
+                    help="also profile each row's imports once (python -X importtime): total, modules, top packages")
+    ap.add_argument("--no-bytecode-cache", action="store_true",
+                    help="keep PYTHONDONTWRITEBYTECODE as the shell has it (every module compiled in every call)")
     args = ap.parse_args()
 
     import numpy as np
@@ -85,6 +121,10 @@ def main() -> int:
     base = {**os.environ, "RSCORE_CACHE_DIR": str(cache)}
     base.pop("RSCORE_MATCHER", None)
     base.pop("RSCORE_EMBEDDER", None)
+    base.pop("OPENBLAS_THREAD_TIMEOUT", None)
+    if not args.no_bytecode_cache:  # compiled once (in the warm-up), as in an installed copy
+        base.pop("PYTHONDONTWRITEBYTECODE", None)
+        base["PYTHONPYCACHEPREFIX"] = str(args.workdir / "pycache")
     variants: list[tuple[str, dict[str, str], bool]] = [
         ("after", {**base, "PYTHONPATH": pythonpath(ROOT)}, False),
         ("after, new query", {**base, "PYTHONPATH": pythonpath(ROOT)}, False),
@@ -156,7 +196,17 @@ def main() -> int:
     ok = target["wall_s"] <= 1.0 and target["peak_rss_mib"] <= 250
     print(f"target (default-matcher run <= 1.0 s and <= 250 MiB): {'meets' if ok else 'MISSES'} "
           f"({target['wall_s']:.2f} s wall, {target['cpu_s']:.2f} CPU-s, {target['peak_rss_mib']:.0f} MiB); "
-          f"load average {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end on {os.cpu_count()} cores")
+          f"load average {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end on {os.cpu_count()} cores; "
+          f"bytecode {'compiled in every call' if args.no_bytecode_cache else 'cached'}")
+    if args.importtime:
+        print(f"\n{'command':32} {'variant':22} {'imports s':>10} {'modules':>8}  packages by own import time (s)")
+        for i, (cname, vname, cmd, env, cold) in enumerate(rows):
+            if cold:
+                shutil.rmtree(cache, ignore_errors=True)
+            prof = import_profile(argv(cmd, vname, i), env, args.workdir)
+            figures[i]["imports"] = prof
+            top = ", ".join(f"{name} {sec:.3f}" for name, sec in prof["top"])
+            print(f"{cname:32} {vname:22} {prof['import_s']:10.3f} {prof['modules']:8d}  {top}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

@@ -658,6 +658,7 @@ def _is(exc: BaseException, class_name: str) -> bool:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app and maps outcomes to exit codes (the only place that does)."""
     code = 0
+    _quiet_blas_threads()
     _handle_termination()
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="rscore")
@@ -694,6 +695,19 @@ def main(argv: list[str] | None = None) -> None:
             _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback; please report it)")
             code = 1
     sys.exit(code)
+
+
+def _quiet_blas_threads() -> None:
+    """Let idle OpenBLAS threads sleep at once instead of spinning (#22).
+
+    numpy, scipy and OpenCV each bring their own OpenBLAS, and each starts its worker threads when it is loaded; an
+    idle worker busy-waits 2^28 cycles (~0.1 s) before it sleeps. A short CLI call does no BLAS work worth threads, so
+    that CPU was thrown away (up to ~0.1 s per library where a free core lets it spin; 0.05-0.15 CPU-s a 64x64 run
+    measured at load 4-8 on 2 cores, where it also delays the run itself). ``OPENBLAS_THREAD_TIMEOUT=4`` (2^4 cycles)
+    keeps multi-threaded BLAS; only the wait before sleeping goes. Set before numpy is first imported, and only when
+    the user has not chosen a value (benchmarks/README.md, "One-second CLI, third round")."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 
 def _handle_termination() -> None:

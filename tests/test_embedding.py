@@ -155,3 +155,26 @@ def test_embedding_matcher_imports_no_torch(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_weights_are_mapped_from_the_file_and_equal_what_safetensors_reads(tmp_path):
+    safetensors = pytest.importorskip("safetensors")
+    path = embedding._model_dir() / "model.safetensors"
+    mapped = embedding._map_safetensors(path)
+    with safetensors.safe_open(str(path), framework="numpy") as f:
+        assert set(mapped) == set(f.keys())
+        for name in f.keys():
+            ref = f.get_tensor(name)
+            assert mapped[name].dtype == ref.dtype and np.array_equal(mapped[name], ref), name
+    w = mapped["encoder.layer.0.output.dense.weight"]
+    assert not w.flags.writeable and not w.flags.owndata  # a view of the file, nothing copied
+    # a file whose header does not match its data is an error naming it, never garbage weights
+    bad = tmp_path / "bad.safetensors"
+    header = b'{"x": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 60]}}'
+    bad.write_bytes(len(header).to_bytes(8, "little") + header + bytes(64))
+    with pytest.raises(embedding.OptionError, match="bad.safetensors: tensor x"):
+        embedding._map_safetensors(bad)
+    header = b'{"x": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}}'  # more than the file holds
+    bad.write_bytes(len(header).to_bytes(8, "little") + header + bytes(60))
+    with pytest.raises(embedding.OptionError, match="bad.safetensors: tensor x"):
+        embedding._map_safetensors(bad)

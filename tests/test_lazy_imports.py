@@ -1,6 +1,8 @@
 """#22: short CLI calls load only what they use. An analytic run and ``rscore plugins list`` do not import the tiled
-VLM path (rscore.engine.decoupled), the video engine or the agent reasoner; every old import path of what moved to
-load lazily still works and names the same object."""
+VLM path (rscore.engine.decoupled), the video engine or the agent reasoner; ``plugins list`` and a run whose program
+needs no scipy do not import scipy (the plugins' operator modules import it in the functions that use it); every old
+import path of what moved to load lazily still works and names the same object. The CLI lets idle OpenBLAS threads
+sleep at once (``OPENBLAS_THREAD_TIMEOUT``) unless the user chose otherwise."""
 
 from __future__ import annotations
 
@@ -17,21 +19,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAZY = ("rscore.engine.decoupled", "rscore.video.engine", "rscore.reasoners.agent")
 
 
-def _loaded_after_cli(argv: list[str], tmp_path) -> tuple[int, list[str]]:
+def _loaded_after_cli(argv: list[str], tmp_path, watch: tuple[str, ...] = LAZY,
+                      env: dict[str, str | None] | None = None) -> tuple[int, list[str]]:
     """Run ``rscore ARGV`` in a fresh interpreter (as ``python -m rscore`` does) and return its exit code and which of
-    :data:`LAZY` it had imported at the end."""
+    ``watch`` (module names; ``env:NAME`` for the value of an environment variable) it had at the end. ``env``: more
+    environment variables (None: removed)."""
     code = (
-        "import json, runpy, sys\n"
+        "import json, os, runpy, sys\n"
         f"sys.argv = ['rscore', *{argv!r}]\n"
         "rc = 0\n"
         "try:\n"
         "    runpy.run_module('rscore', run_name='__main__')\n"
         "except SystemExit as exc:\n"
         "    rc = exc.code or 0\n"
-        f"print('LOADED=' + json.dumps([m for m in {LAZY!r} if m in sys.modules]))\n"
+        f"watch = {watch!r}\n"
+        "had = [m for m in watch if m in sys.modules]\n"
+        "had += [m + '=' + os.environ.get(m[4:], '') for m in watch if m.startswith('env:')]\n"
+        "print('LOADED=' + json.dumps(had))\n"
         "sys.exit(rc)\n"
     )
-    env = {**os.environ, "RSCORE_CACHE_DIR": str(tmp_path / "cache")}
+    env = {**os.environ, "RSCORE_CACHE_DIR": str(tmp_path / "cache"), **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     line = [x for x in proc.stdout.splitlines() if x.startswith("LOADED=")]
@@ -55,6 +63,36 @@ def test_plugins_list_imports_no_tiled_path_video_engine_or_agent(tmp_path):
     rc, loaded = _loaded_after_cli(["plugins", "list"], tmp_path)
     assert rc == 0
     assert loaded == []
+
+
+def test_plugins_list_imports_no_scipy(tmp_path):
+    # scipy.ndimage costs ~0.25 CPU-s to import (scipy 1.17): the operator modules of earth (terrain), surgical (ct)
+    # and underwater (water) import it inside the functions that filter, label or morph
+    rc, loaded = _loaded_after_cli(["plugins", "list"], tmp_path, watch=("scipy", "scipy.ndimage", "numpy"))
+    assert rc == 0
+    assert loaded == ["numpy"]  # (numpy is still imported: the check watches what it says it watches)
+
+
+def test_a_run_whose_program_needs_no_scipy_imports_none(tmp_path):
+    img = tmp_path / "img64.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(img)
+    out = tmp_path / "out"
+    rc, loaded = _loaded_after_cli(
+        ["run", str(img), "specular highlights", "-p", "surgical", "--matcher", "keyword", "-o", str(out)], tmp_path,
+        watch=("scipy", "scipy.ndimage", "rscore_underwater.water", "rscore_earth.terrain", "rscore_surgical.ct"),
+    )
+    assert rc == 0
+    assert json.loads((out / "result.json").read_text())["plan"]["template"] == "surgical:specular"
+    # every plugin's operator modules were loaded (their templates competed), none of them loaded scipy
+    assert loaded == ["rscore_underwater.water", "rscore_earth.terrain", "rscore_surgical.ct"]
+
+
+def test_cli_lets_idle_openblas_threads_sleep_unless_the_user_chose(tmp_path):
+    watch = ("env:OPENBLAS_THREAD_TIMEOUT",)
+    rc, had = _loaded_after_cli(["plugins", "list"], tmp_path, watch=watch, env={"OPENBLAS_THREAD_TIMEOUT": None})
+    assert rc == 0 and had == ["env:OPENBLAS_THREAD_TIMEOUT=4"]
+    rc, had = _loaded_after_cli(["plugins", "list"], tmp_path, watch=watch, env={"OPENBLAS_THREAD_TIMEOUT": "20"})
+    assert rc == 0 and had == ["env:OPENBLAS_THREAD_TIMEOUT=20"]
 
 
 def test_old_import_paths_still_work_and_name_the_same_objects():

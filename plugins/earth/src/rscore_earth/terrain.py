@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = [
     "stencil",
@@ -164,6 +163,7 @@ def hillshade(
 
 def local_relief(z: np.ndarray, radius_px: int) -> np.ndarray:
     """Max minus min elevation in a ``(2r+1)``-pixel square window (m); NaNs ignored, NaN where ``z`` is NaN."""
+    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     size = 2 * int(radius_px) + 1
     nan = np.isnan(z)
     hi = ndimage.maximum_filter(np.where(nan, -np.inf, z), size=size, mode="nearest")
@@ -180,6 +180,7 @@ def deviation_from_mean(z: np.ndarray, radius_px: int, min_std: float = 0.1) -> 
     and crests, < -1 in valleys, independent of the local relief amplitude. The std is floored at ``min_std``
     metres (DEM noise level) so that DEV stays finite and stable on flat ground.
     """
+    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     size = 2 * int(radius_px) + 1
     z = np.asarray(z, np.float64)
     nan = np.isnan(z)
@@ -351,6 +352,7 @@ def drainage_distance(
 
     Where there is no channel in the array the distance is +inf and the height NaN.
     """
+    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     nan = np.isnan(z)
     if not channels.any():
         return np.full(z.shape, np.inf, np.float32), np.full(z.shape, np.nan, np.float32)

@@ -56,7 +56,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from rscore.errors import OptionError
 from rscore.sdk import Operator, OpContext, ProgramOutput, Template
@@ -181,6 +180,7 @@ def body_mask(hu: np.ndarray, valid: np.ndarray, pixel_size_mm: tuple[float, flo
     body part - arms beside the trunk, the other leg - that is big (at least ``BODY_PART_MIN_MM2`` and
     ``BODY_PART_MIN_SHARE`` of the largest) and not a thin band (elongation >= ``BODY_PART_MIN_ELONGATION``; the
     table, sheets and cables are thin)."""
+    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     fg = (hu > BODY_HU) & valid
     radius = 1 if pixel_size_mm is None else max(1, round(BODY_OPENING_MM / max(min(pixel_size_mm), 1e-6)))
     opened = ndimage.binary_opening(fg, structure=_disc(radius))
@@ -202,6 +202,7 @@ def body_mask(hu: np.ndarray, valid: np.ndarray, pixel_size_mm: tuple[float, flo
 
 def drop_small(mask: np.ndarray, min_px: int) -> np.ndarray:
     """``mask`` without its 8-connected components smaller than ``min_px`` pixels."""
+    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     if min_px <= 1 or not mask.any():
         return mask
     lab, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
@@ -285,10 +286,12 @@ def _air(hu: np.ndarray, valid: np.ndarray, body: np.ndarray, opts: HUOptions, m
 
 def denoise(hu: np.ndarray) -> np.ndarray:
     """3x3 median of HU: CT noise (10-20 HU) is as wide as the fat and soft-tissue windows themselves."""
+    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     return ndimage.median_filter(hu, size=3, mode="nearest")
 
 
 def _fat(hu: np.ndarray, valid: np.ndarray, body: np.ndarray, opts: HUOptions, min_px: int) -> SliceAnswer:
+    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     near_air = ndimage.binary_dilation((hu <= AIR_EDGE_HU) & valid, structure=np.ones((3, 3), bool))
     fat = in_range(denoise(hu), opts.hu_min, opts.hu_max) & valid & body & ~near_air
     return SliceAnswer(drop_small(fat, min_px))

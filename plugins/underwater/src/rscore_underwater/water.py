@@ -31,7 +31,6 @@ from __future__ import annotations
 import weakref
 
 import numpy as np
-from scipy import ndimage
 
 from rscore.errors import OptionError
 from rscore.io.images import camera_frame_problem, is_dicom
@@ -129,6 +128,7 @@ def view_rgb(ctx: OpContext, original: bool = False, checked: bool = False) -> n
 
 def rms_contrast(rgb: np.ndarray, size: int = PATCH) -> np.ndarray:
     """Local RMS contrast: standard deviation of BT.601 luminance over ``size`` px / its local mean."""
+    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     lum = (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]).astype(np.float64)
     mean = ndimage.uniform_filter(lum, size, mode="reflect")
     sq = ndimage.uniform_filter(lum * lum, size, mode="reflect")
@@ -138,6 +138,7 @@ def rms_contrast(rgb: np.ndarray, size: int = PATCH) -> np.ndarray:
 
 def gb_dark_channel(rgb: np.ndarray, backlight: np.ndarray | None = None, size: int = PATCH) -> np.ndarray:
     """Patch minimum of ``min(G / A_g, B / A_b)`` (UDCP), in 0-1 (``A`` = 1 when not given)."""
+    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     g, b = rgb[1], rgb[2]
     if backlight is not None:
         g = g / max(float(backlight[1]), 1e-3)
@@ -186,6 +187,7 @@ def transmission_op(ctx: OpContext) -> np.ndarray:
 
 
 def _open_water(ctx: OpContext) -> np.ndarray:
+    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     rgb = view_rgb(ctx, original=True)
     smooth = rms_contrast(rgb) < SMOOTH
     watery = np.maximum(rgb[1], rgb[2]) - rgb[0] > BLUE_GREEN_MARGIN
@@ -252,6 +254,7 @@ def floor_from_water(water: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, 
     ``NECK_FRACTION`` of the shorter side (the bottom edge does not erode), and the parts kept are dilated back by
     the same disk inside "not open water" (an opening by reconstruction). Returns the floor mask and the number of
     parts of "not open water" left out as in the water column (fish, divers, ROVs, debris)."""
+    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     rest = valid & ~water
     r = max(1, round(NECK_FRACTION * min(rest.shape)))
     disk = np.hypot(*np.mgrid[-r:r + 1, -r:r + 1]) <= r
@@ -266,6 +269,7 @@ def floor_from_water(water: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, 
 
 def _grid_water(ctx: OpContext) -> tuple[np.ndarray, int]:
     """Open water of the whole scene on a grid (for views that are a tile of a larger scene)."""
+    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     from rscore_underwater.correction import read_grid
 
     src = ctx.scene.metadata.get("original_source")
