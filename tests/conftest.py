@@ -34,3 +34,20 @@ def disc_image():
     img[disc] = 220
     img[90:110, 120:150] = 200
     return img, disc
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url():
+    """The API URL of one temporary Prefect server for the whole test session (each start costs 8-12 s on 2 cores;
+    no telemetry: its background writes only add noise). Shared by the flow, flow-output and Prefect-job tests."""
+    import os
+
+    pytest.importorskip("prefect")
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    timeout = int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # read by the server subprocess
+        with prefect_test_harness(server_startup_timeout=timeout):
+            yield PREFECT_API_URL.value()

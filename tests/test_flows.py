@@ -42,15 +42,9 @@ LANDSLIDE = "earth:landslide"
 
 # ---------------------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
-def prefect_api():
-    """One temporary Prefect server for the whole session (no telemetry: its background writes only add noise)."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    timeout = int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # read by the server subprocess
-        with prefect_test_harness(server_startup_timeout=timeout):
-            yield
+def prefect_api(prefect_api_url):
+    """The session's temporary Prefect server (tests/conftest.py)."""
+    yield
 
 
 @pytest.fixture(scope="module")

@@ -25,15 +25,9 @@ QUERY = "landslide-prone areas"
 
 
 @pytest.fixture(scope="module")
-def prefect_url():
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    timeout = int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        with prefect_test_harness(server_startup_timeout=timeout):
-            yield PREFECT_API_URL.value()
+def prefect_url(prefect_api_url):
+    """The session's temporary Prefect server (tests/conftest.py)."""
+    return prefect_api_url
 
 
 @pytest.fixture(scope="module")

@@ -34,24 +34,9 @@ TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 # ---------------------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def prefect_api() -> Iterator[str]:
-    """The API URL of a temporary Prefect server: the session's harness if one is up, else one for this module."""
-    import os
-
-    import prefect.settings as ps
-    from prefect.server.api.server import SubprocessASGIServer
-
-    running = SubprocessASGIServer._instances.get(None)
-    if running is not None and running.running and ps.PREFECT_API_URL.value() == running.api_url:
-        yield running.api_url  # tests/test_flows.py's session harness
-        return
-    from prefect.testing.utilities import prefect_test_harness
-
-    timeout = int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        with prefect_test_harness(server_startup_timeout=timeout):
-            yield ps.PREFECT_API_URL.value()
+def prefect_api(prefect_api_url) -> str:
+    """The API URL of the session's temporary Prefect server (tests/conftest.py)."""
+    return prefect_api_url
 
 
 @pytest.fixture
