@@ -24,6 +24,7 @@ from rscore import engine
 from rscore.errors import OptionError, RscoreError
 from rscore.service.context import Service, scrub_doc
 from rscore.service.guard import json_error
+from rscore.service.pinning import PinnedInput, pin_input
 from rscore.service.pool import Cancelled
 from rscore.service.schemas import NO_NUL, SegmentResponse, errors
 from rscore.service.security import UploadTooLarge, check_linked, parse_options, resolve_allowed, safe_upload_name
@@ -141,8 +142,12 @@ def segment_router(svc: Service) -> APIRouter:
                 if cancel.is_set():
                     raise Cancelled("request timed out")
 
+            pinned: PinnedInput | None = None
             try:
-                input_path = source if source is not None else stage()
+                if source is not None:  # read what was checked: pinned, not reopened by name (rscore.service.pinning)
+                    pinned = pin_input(source, settings.allowed_roots, staging / "input", private=(svc.output_root,))
+                    renamed[0] = (pinned.link_prefix, str(pinned.real.parent) + os.sep)
+                input_path = pinned.path if pinned is not None else stage()
                 if cancel.is_set():
                     raise Cancelled("request timed out")
                 result = engine.run(
@@ -158,8 +163,8 @@ def segment_router(svc: Service) -> APIRouter:
                     from rscore.io.writers import result_document
 
                     doc = result_document(result)
-                if source is None:  # the document should name the client's file, not the staging path
-                    doc = scrub_doc(doc, str(staging) + os.sep)
+                if source is None or renamed[0]:  # the document names the client's file, not the staging path
+                    doc = scrub_doc(doc, *renamed[0]) if renamed[0] else scrub_doc(doc, str(staging) + os.sep)
                     if doc_path.is_file():
                         doc_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
                 return doc
@@ -167,13 +172,16 @@ def segment_router(svc: Service) -> APIRouter:
                 shutil.rmtree(out_dir, ignore_errors=True)
                 raise
             finally:
-                if source is None:
-                    shutil.rmtree(staging, ignore_errors=True)
+                if pinned is not None:
+                    pinned.close()
+                shutil.rmtree(staging, ignore_errors=True)
 
+        renamed: list[tuple[str, str] | None] = [None]  # (pinned link folder, real folder) once a path input is pinned
         try:
             doc = await svc.pool.run(task, settings.request_timeout_s)
         except RscoreError as exc:
-            message = svc.scrub(str(exc).replace(str(staging) + os.sep, ""))
+            text = str(exc).replace(*renamed[0]) if renamed[0] else str(exc)
+            message = svc.scrub(text.replace(str(staging) + os.sep, ""))
             if exc.http_status >= 500:
                 log.error("%s: %s", type(exc).__name__, message)
             return json_error(exc.http_status, message)  # type: ignore[return-value]
