@@ -14,8 +14,9 @@ service *pins* the input once checked (Linux):
 - the engine is given ``<request folder>/<name>``: a symbolic link, made by the service in its own staging folder,
   to ``/proc/<pid>/fd/<fd>``. Opening it reopens the pinned inode (worker processes of the same user can open it
   too); no name under the roots is walked again. The input keeps its base name, so suffix-claimed formats and
-  messages still work. Regular files beside it whose names extend its stem (``dem.tif.aux.xml``, ``dem.hdr``,
-  ``dem.tfw``: GDAL's side-car files) are pinned and linked the same way, at most :data:`MAX_SIDECARS`.
+  messages still work. Regular files beside it named by its stem (``dem.tif.aux.xml``, ``dem.hdr``, ``dem.tfw``,
+  an ERMapper header's data file ``dem``: GDAL's side-car files) are pinned and linked the same way, at most
+  :data:`MAX_SIDECARS`.
 
 A folder input (a DICOM series) is pinned as a folder: the names inside it are still looked up at read time (links in
 it were checked by :func:`~rscore.service.security.check_linked`; a swap inside the folder after that is not closed
@@ -158,7 +159,7 @@ def _pin_sidecars(
         return
     count = 0
     for name in names:
-        if name == resolved.name or not name.startswith(stem + ".") or name.startswith("."):
+        if name == resolved.name or name.startswith(".") or not (name == stem or name.startswith(stem + ".")):
             continue
         if count >= MAX_SIDECARS:
             break
