@@ -40,6 +40,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -216,11 +217,12 @@ class InProcessJobRunner:
             self._set_item(job_id, index, items[index])
             t0 = time.perf_counter()
             try:
-                result = run_item(
-                    str(path), str(out_dir), query=spec.query, plugin=spec.plugin or flow.plugin,
-                    options=dict(spec.options), params=params, registry=self.registry,
-                    progress=progress,
-                )  # fmt: skip
+                with service_limits(self):
+                    result = run_item(
+                        str(path), str(out_dir), query=spec.query, plugin=spec.plugin or flow.plugin,
+                        options=dict(spec.options), params=params, registry=self.registry,
+                        progress=progress,
+                    )  # fmt: skip
             except Cancelled as exc:
                 shutil.rmtree(out_dir, ignore_errors=True)
                 items[index] = replace(items[index], state="cancelled", result_id=None, error=str(exc))
@@ -273,12 +275,22 @@ def prefect_api_url() -> str | None:
         return None
 
 
+def service_limits(runner: Any) -> AbstractContextManager[None]:
+    """The service's reader limits while a job's inputs are read: its extraction limit (``max_extract_mb``) for
+    deflated inputs (:func:`rscore.io.deflated.extract_limit`), set on the runner by :func:`make_job_runner`."""
+    from rscore.io.deflated import extract_limit
+
+    limit = getattr(runner, "extract_limit_bytes", None)
+    return extract_limit(limit) if limit else nullcontext()
+
+
 def make_job_runner(settings: Any, output_root: Path, registry: Registry) -> JobRunner:
     """The runner ``settings.job_runner`` names (``auto``: see the module docstring); it confines path flow options
     to ``settings.allowed_roots`` itself."""
     from rscore.service.security import resolve_allowed
 
     runner = _make_job_runner(settings, output_root, registry)
+    runner.extract_limit_bytes = int(settings.max_extract_bytes)  # type: ignore[attr-defined]  # (service_limits)
     roots = tuple(settings.allowed_roots)
     private = (Path(output_root).resolve(),)  # other clients' results, when the output root lies under a root
     runner.resolve_path = (  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from rscore import engine
 from rscore.errors import OptionError, RscoreError
+from rscore.io.deflated import extract_limit
 from rscore.service.context import Service, scrub_doc
 from rscore.service.guard import json_error
 from rscore.service.pinning import PinnedInput, pin_input
@@ -150,10 +151,11 @@ def segment_router(svc: Service) -> APIRouter:
                 input_path = pinned.path if pinned is not None else stage()
                 if cancel.is_set():
                     raise Cancelled("request timed out")
-                result = engine.run(
-                    input_path, query, plugin=plugin, out_dir=out_dir, options=opts, registry=svc.registry,
-                    progress=progress,
-                )  # fmt: skip
+                with extract_limit(settings.max_extract_bytes):  # the readers' limit for deflated inputs: the service's
+                    result = engine.run(
+                        input_path, query, plugin=plugin, out_dir=out_dir, options=opts, registry=svc.registry,
+                        progress=progress,
+                    )  # fmt: skip
                 if cancel.is_set():
                     raise Cancelled("request timed out")
                 doc_path = out_dir / "result.json"
