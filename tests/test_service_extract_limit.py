@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from rscore.errors import OptionError
 from rscore.testing import deflated_dicom
 
 pytestmark = [
@@ -32,7 +33,7 @@ pytestmark = [
 def roots(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     root.mkdir()
-    (root / "ct.dcm").write_bytes(deflated_dicom())  # 16 MiB once inflated
+    (root / "ct.dcm").write_bytes(deflated_dicom(1024, 3))  # 6 MiB once inflated
     (root / "small.dcm").write_bytes(deflated_dicom(64, 1))
     return root
 
@@ -50,7 +51,7 @@ def start(services, tmp_path: Path, roots: Path, name: str, **settings):
     from rscore.engine import default_registry
 
     return services.start(default_registry(), output_root=tmp_path / name, allowed_roots=(roots,), workers=1,
-                          queue_size=2, request_timeout_s=60, job_runner="inprocess", **settings)  # fmt: skip
+                          queue_size=2, request_timeout_s=300, job_runner="inprocess", **settings)  # fmt: skip
 
 
 def test_a_path_input_obeys_the_service_setting_not_only_the_env(services, tmp_path, roots, monkeypatch):
@@ -74,7 +75,7 @@ def test_a_job_input_obeys_the_service_setting(services, tmp_path, roots, monkey
     r = client.post("/v1/jobs", json={"inputs": ["ct.dcm", "small.dcm"], "query": "bone", "plugin": "surgical"})
     assert r.status_code in (200, 201, 202), r.text
     url = r.json()["url"]
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while (job := client.get(url).json())["state"] in ("queued", "pending", "running", "scheduled"):
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
@@ -88,6 +89,12 @@ def test_the_env_is_the_settings_default(monkeypatch):
 
     monkeypatch.setenv("RSCORE_MAX_EXTRACT_MB", "7")
     assert Settings.from_env().max_extract_mb == 7.0
+    assert Settings().max_extract_mb == 7.0  # built directly: the env is still the default
+    assert Settings(max_extract_mb=2).max_extract_mb == 2.0
+    monkeypatch.setenv("RSCORE_MAX_EXTRACT_MB", "lots")
+    with pytest.raises(OptionError, match="RSCORE_MAX_EXTRACT_MB"):
+        Settings()
+    monkeypatch.setenv("RSCORE_MAX_EXTRACT_MB", "7")
     from rscore.io.deflated import extract_limit, max_extract_bytes
 
     assert max_extract_bytes() == 7 << 20  # the CLI and library: the environment

@@ -22,7 +22,9 @@ from typing import BinaryIO
 
 from rscore.errors import OptionError
 
-__all__ = ["DEFLATED", "DEFAULT_MAX_MB", "ENV_VAR", "inflated_size", "max_extract_bytes", "extract_limit"]
+__all__ = [
+    "DEFLATED", "DEFAULT_MAX_MB", "ENV_VAR", "inflated_size", "max_extract_bytes", "env_max_extract_mb", "extract_limit",
+]
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 DEFAULT_MAX_MB = 1024.0
@@ -36,18 +38,22 @@ def max_extract_bytes() -> int:
     ``RSCORE_MAX_EXTRACT_MB`` (a positive number of MiB; anything else is an OptionError naming it), else
     :data:`DEFAULT_MAX_MB`."""
     given = _limit.get()
-    if given is not None:
-        return given
+    return given if given is not None else int(env_max_extract_mb() * _MIB)
+
+
+def env_max_extract_mb() -> float:
+    """``RSCORE_MAX_EXTRACT_MB`` (a positive number of MiB; anything else is an OptionError naming it), else
+    :data:`DEFAULT_MAX_MB`: the default of the service's ``Settings.max_extract_mb`` too."""
     text = os.environ.get(ENV_VAR, "").strip()
     if not text:
-        return int(DEFAULT_MAX_MB * _MIB)
+        return DEFAULT_MAX_MB
     try:
         mb = float(text)
     except ValueError:
         mb = -1.0
     if not mb > 0 or mb == float("inf"):
         raise OptionError(f"{ENV_VAR} must be a positive number of MiB, got {text!r}")
-    return int(mb * _MIB)
+    return mb
 
 
 @contextmanager

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rscore.errors import OptionError
+from rscore.io.deflated import env_max_extract_mb
 
 __all__ = ["Settings", "MIN_KEY_CHARS", "JOB_RUNNERS", "default_workers"]
 
@@ -71,7 +72,7 @@ class Settings:
     job_workers: int = 1
     result_ttl_s: float = 7 * 24 * 3600.0
     read_timeout_s: float = 30.0
-    max_extract_mb: float = 1024.0
+    max_extract_mb: float = field(default_factory=env_max_extract_mb)  # RSCORE_MAX_EXTRACT_MB, else 1024
 
     def __post_init__(self) -> None:
         for i, key in enumerate(self.api_keys, 1):
