@@ -157,3 +157,64 @@ def test_side_car_files_still_reach_the_reader(server, tmp_path: Path):
     assert r.status_code == 200, r.text
     assert r.json()["result"]["scene"]["nodata"] == 0.0  # from the side-car (the GeoTIFF itself declares none)
     assert dem.is_file()
+
+
+def test_an_aux_raster_swapped_for_a_link_after_the_pin_is_not_followed(server, tmp_path: Path, monkeypatch):
+    """Path options (here ``aux``, read as the elevation band) are pinned like the input."""
+    root = tmp_path / "data"
+    write_dem(root / "dem.tif", 0)
+    write_dem(root / "survey" / "aux.tif", 0)
+    write_dem(tmp_path / "private" / "aux.tif", 1000)
+    client = server()
+    data = {"query": QUERY, "plugin": "earth", "path": "dem.tif",
+            "options": json.dumps({"aux": "survey/aux.tif", "bands": "other,elevation"})}  # fmt: skip
+    expected = masked_pixels(client.post("/v1/segment", data=data))
+    assert 0 < expected < 64 * 64
+
+    from rscore import engine
+
+    run = engine.run
+
+    def swap_then_run(path, *args, **kwargs):
+        swap_folder_for_link(root / "survey", tmp_path / "private")
+        return run(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "run", swap_then_run)
+    r = client.post("/v1/segment", data=data)
+    assert masked_pixels(r) == expected  # the private aux would give 4096
+    doc = r.json()["result"]
+    assert doc["provenance"]["options"]["aux"] == str(root / "survey" / "aux.tif")  # named as before, not the pin
+    assert staging_empty(tmp_path / "out")
+
+
+def test_a_job_input_swapped_for_a_link_before_it_runs_is_not_followed(server, tmp_path: Path, monkeypatch):
+    """A job's inputs are checked when it is submitted and read later: the in-process runner pins each one when its
+    turn comes (a swap before that is refused like a request's; after it, not followed)."""
+    import time
+
+    root = tmp_path / "data"
+    write_dem(root / "survey" / "dem.tif", 0)
+    write_dem(tmp_path / "private" / "dem.tif", 1000)
+    client = server()
+    from rscore import engine
+
+    run = engine.run
+
+    def swap_then_run(path, *args, **kwargs):
+        if (root / "survey").is_dir() and not (root / "survey").is_symlink():
+            swap_folder_for_link(root / "survey", tmp_path / "private")
+        return run(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "run", swap_then_run)
+    r = client.post("/v1/jobs", json={"inputs": ["survey/dem.tif"], "query": QUERY, "plugin": "earth"})
+    assert r.status_code in (200, 201, 202), r.text
+    deadline = time.monotonic() + 120
+    while (job := client.get(r.json()["url"]).json())["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    (item,) = job["items"]
+    assert item["state"] == "succeeded", item
+    doc = client.get(item["links"]["result"]).json()
+    assert doc["summary"]["mask_area_px"] == 1920  # the checked file (the private one: 4096)
+    assert doc["scene"]["path"] == str(root / "survey" / "dem.tif") and "/proc/" not in json.dumps(doc)
+    assert staging_empty(tmp_path / "out")

@@ -11,6 +11,9 @@ service *pins* the input once checked (Linux):
   instead of followed; the descriptor of the last one is the file (or folder) the check saw;
 - its real path, read back from ``/proc/self/fd``, must still lie under the roots and outside the service's own
   output root;
+- options naming server files (``aux``, ``adapter``, a detector file...) are pinned the same way
+  (:func:`pin_options`), and so is each input of a job the in-process runner runs, when its turn comes
+  (:func:`rscore.service.jobs.make_job_runner`; the Prefect runner reads its inputs by name);
 - the engine is given ``<request folder>/<name>``: a symbolic link, made by the service in its own staging folder,
   to ``/proc/<pid>/fd/<fd>``. Opening it reopens the pinned inode (worker processes of the same user can open it
   too); no name under the roots is walked again. The input keeps its base name, so suffix-claimed formats and
@@ -27,12 +30,14 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from rscore.errors import InputError
-from rscore.service.security import PathNotAllowed, _allowed, shown_path
+from rscore.service.security import PathNotAllowed, _allowed, _matches, shown_path
 
-__all__ = ["PinnedInput", "pin_input", "pinning_available", "MAX_SIDECARS"]
+__all__ = ["PinnedInput", "pin_input", "pin_options", "real_names", "pinning_available", "MAX_SIDECARS"]
 
 MAX_SIDECARS = 32
 _O_PATH = getattr(os, "O_PATH", 0)
@@ -175,3 +180,50 @@ def _pin_sidecars(
         link.symlink_to(f"/proc/{os.getpid()}/fd/{fd}")
         links.append(link)
         count += 1
+
+
+def pin_options(
+    options: Mapping[str, Any], names: Iterable[str], roots: tuple[Path, ...], folder: Path, *,
+    private: tuple[Path, ...] = (), _depth: int = 0, _pinned: list[PinnedInput] | None = None,
+) -> tuple[dict[str, Any], list[PinnedInput]]:
+    """``options`` (checked by :func:`~rscore.service.security.check_options`: path values already resolved under
+    the roots) with every path option's value pinned like the input (``aux``, ``adapter``, a detector file...), each
+    under its own sub-folder of ``folder``; the pins, for the caller to close. Values keep their form (a path,
+    comma-separated paths, a list of paths); nested option mappings are walked too."""
+    pinned: list[PinnedInput] = [] if _pinned is None else _pinned
+    names = tuple(names)
+
+    def one(value: str, what: str) -> str:
+        pin = pin_input(Path(value), roots, folder / f"option{len(pinned)}", what=what, private=private)
+        pinned.append(pin)
+        return str(pin.path)
+
+    out: dict[str, Any] = {}
+    try:
+        for key, value in options.items():
+            what = f"option '{key}'"
+            if _matches(key, names) and isinstance(value, str):
+                out[key] = ",".join(one(v.strip(), what) for v in value.split(",") if v.strip())
+            elif _matches(key, names) and isinstance(value, list) and all(isinstance(v, str) for v in value):
+                out[key] = [one(v, f"{what}[{i}]") for i, v in enumerate(value)]
+            elif key == "detector" and isinstance(value, str) and os.path.isabs(value) and _allowed(Path(value), roots):
+                out[key] = one(value, what)  # a model file on the server (check_options resolved it)
+            elif isinstance(value, Mapping) and _depth < 4:
+                out[key] = pin_options(value, names, roots, folder, private=private, _depth=_depth + 1,
+                                       _pinned=pinned)[0]  # fmt: skip
+            else:
+                out[key] = value
+    except BaseException:
+        if _pinned is None:
+            for pin in pinned:
+                pin.close()
+        raise
+    return out, pinned
+
+
+def real_names(text: str, pins: Iterable[PinnedInput]) -> str:
+    """``text`` (a message, a result document) with each pin's link folder replaced by the real file's folder."""
+    for pin in pins:
+        if pin.path != pin.real:
+            text = text.replace(pin.link_prefix, str(pin.real.parent) + os.sep)
+    return text

@@ -25,7 +25,7 @@ from rscore.errors import OptionError, RscoreError
 from rscore.io.deflated import extract_limit
 from rscore.service.context import Service, scrub_doc
 from rscore.service.guard import json_error
-from rscore.service.pinning import PinnedInput, pin_input
+from rscore.service.pinning import PinnedInput, pin_input, pin_options
 from rscore.service.pool import Cancelled
 from rscore.service.schemas import NO_NUL, SegmentResponse, errors
 from rscore.service.security import UploadTooLarge, check_linked, parse_options, resolve_allowed, safe_upload_name
@@ -107,7 +107,7 @@ def segment_router(svc: Service) -> APIRouter:
 
         def stage() -> Path:
             """The uploaded input on disk, under ``staging``."""
-            staging.mkdir(parents=True)
+            staging.mkdir(parents=True, exist_ok=True)  # (path options may be pinned in it already)
             if series:
                 return stage_series_files(series, staging / client_name, limit=settings.max_upload_bytes,
                                           max_extract=settings.max_extract_bytes)  # fmt: skip
@@ -143,17 +143,22 @@ def segment_router(svc: Service) -> APIRouter:
                 if cancel.is_set():
                     raise Cancelled("request timed out")
 
-            pinned: PinnedInput | None = None
+            pins: list[PinnedInput] = []
             try:
-                if source is not None:  # read what was checked: pinned, not reopened by name (rscore.service.pinning)
-                    pinned = pin_input(source, settings.allowed_roots, staging / "input", private=(svc.output_root,))
-                    renamed[0] = (pinned.link_prefix, str(pinned.real.parent) + os.sep)
-                input_path = pinned.path if pinned is not None else stage()
+                # read what was checked: the path input and path options pinned, not reopened by name
+                # (rscore.service.pinning); messages and the document name the real files
+                run_opts, option_pins = pin_options(opts, svc.path_options, settings.allowed_roots, staging / "options",
+                                                    private=(svc.output_root,))  # fmt: skip
+                pins.extend(option_pins)
+                if source is not None:
+                    pins.append(pin_input(source, settings.allowed_roots, staging / "input", private=(svc.output_root,)))
+                renamed.extend((pin.link_prefix, str(pin.real.parent) + os.sep) for pin in pins if pin.path != pin.real)
+                input_path = pins[-1].path if source is not None else stage()
                 if cancel.is_set():
                     raise Cancelled("request timed out")
                 with extract_limit(settings.max_extract_bytes):  # the readers' limit for deflated inputs: the service's
                     result = engine.run(
-                        input_path, query, plugin=plugin, out_dir=out_dir, options=opts, registry=svc.registry,
+                        input_path, query, plugin=plugin, out_dir=out_dir, options=run_opts, registry=svc.registry,
                         progress=progress,
                     )  # fmt: skip
                 if cancel.is_set():
@@ -165,8 +170,10 @@ def segment_router(svc: Service) -> APIRouter:
                     from rscore.io.writers import result_document
 
                     doc = result_document(result)
-                if source is None or renamed[0]:  # the document names the client's file, not the staging path
-                    doc = scrub_doc(doc, *renamed[0]) if renamed[0] else scrub_doc(doc, str(staging) + os.sep)
+                if source is None or renamed:  # the document names the client's file, not the staging path
+                    for link_folder, real_folder in renamed:
+                        doc = scrub_doc(doc, link_folder, real_folder)
+                    doc = scrub_doc(doc, str(staging) + os.sep)
                     if doc_path.is_file():
                         doc_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
                 return doc
@@ -174,15 +181,17 @@ def segment_router(svc: Service) -> APIRouter:
                 shutil.rmtree(out_dir, ignore_errors=True)
                 raise
             finally:
-                if pinned is not None:
-                    pinned.close()
+                for pin in pins:
+                    pin.close()
                 shutil.rmtree(staging, ignore_errors=True)
 
-        renamed: list[tuple[str, str] | None] = [None]  # (pinned link folder, real folder) once a path input is pinned
+        renamed: list[tuple[str, str]] = []  # (pinned link folder, real folder) for each pinned server file
         try:
             doc = await svc.pool.run(task, settings.request_timeout_s)
         except RscoreError as exc:
-            text = str(exc).replace(*renamed[0]) if renamed[0] else str(exc)
+            text = str(exc)
+            for link_folder, real_folder in renamed:
+                text = text.replace(link_folder, real_folder)
             message = svc.scrub(text.replace(str(staging) + os.sep, ""))
             if exc.http_status >= 500:
                 log.error("%s: %s", type(exc).__name__, message)
