@@ -114,3 +114,26 @@ def test_service_answers_413_for_frames_over_the_limit(tmp_path: Path, monkeypat
         assert [p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")] == []
     finally:
         services.stop_all()
+
+
+def test_a_raised_limit_holds_for_the_whole_run(tmp_path: Path):
+    """``--max-pixels`` (the option wins over ``RSCORE_MAX_PIXELS``) is the limit for every open of the run: the
+    video engine reopens the file to process it, and must not fall back to the environment's lower limit."""
+    write_avi(tmp_path / "clip.avi", 640, 480)
+    proc = rscore("run", "clip.avi", "bright spots", "--max-pixels", "400000", "--out", "out", cwd=tmp_path,
+                  RSCORE_MAX_PIXELS="100000")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "out" / "result.json").is_file() and (tmp_path / "out" / "overlay.mp4").is_file()
+
+
+def test_a_stream_with_frames_over_the_limit_is_refused_naming_its_url():
+    from rscore.errors import ImageTooLarge
+    from rscore.video.engine import run_video
+    from rscore.video.mjpeg import MjpegServer
+
+    img = np.full((480, 640, 3), 40, np.uint8)
+    jpeg = cv2.imencode(".jpg", img)[1].tobytes()
+    with MjpegServer([jpeg] * 5) as server:
+        with pytest.raises(ImageTooLarge) as info:
+            run_video(server.url, "bright spots", options={"max_pixels": 100_000, "mode": "online", "max_frames": 3})
+    assert "127.0.0.1" in str(info.value) and "640x480" in str(info.value)

@@ -113,19 +113,27 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------------- opening
-def open_video(source: str | os.PathLike[str], options: ReaderOptions | Mapping[str, Any] | None = None) -> FrameReader:
-    """Open a video file, animated GIF, image folder or stream URL (see the module docstring). Frames larger than
-    the pixel limit (:func:`rscore.io.images.max_pixels`: the ``max_pixels`` option when ``options`` is a mapping,
-    else ``RSCORE_MAX_PIXELS``, else the still-image default) are refused from the container's header, before the
-    frames are decoded (:func:`_check_frame_size`)."""
+def open_video(
+    source: str | os.PathLike[str],
+    options: ReaderOptions | Mapping[str, Any] | None = None,
+    *,
+    limits: Mapping[str, Any] | None = None,
+) -> FrameReader:
+    """Open a video file, animated GIF, image folder or stream URL (see the module docstring).
+
+    Frames larger than the pixel limit (:func:`rscore.io.images.max_pixels` of ``limits``, else of ``options`` when it
+    is a mapping: the ``max_pixels`` option, else ``RSCORE_MAX_PIXELS``, else the still-image default) are refused
+    from the container's header, before the frames are decoded (:func:`_check_frame_size`). A caller that gives only
+    :class:`ReaderOptions` reopens a source that was checked when it was first opened (the overlay writer), and is
+    not checked again."""
     opts = options if isinstance(options, ReaderOptions) else ReaderOptions.from_options(options)
-    limits = options if isinstance(options, Mapping) else None
     reader = _open_source(source, opts)
-    try:
-        _check_frame_size(reader, limits)
-    except BaseException:
-        reader.close()
-        raise
+    if limits is not None or not isinstance(options, ReaderOptions):
+        try:
+            _check_frame_size(reader, limits if limits is not None else options)  # type: ignore[arg-type]
+        except BaseException:
+            reader.close()
+            raise
     return reader
 
 
