@@ -221,3 +221,16 @@ def test_a_header_with_its_data_file_beside_it_still_opens(client, root: Path):
     r = post_aux(client, root, "ramp.ers")
     assert r.status_code == 200, r.text
     assert 0 < r.json()["result"]["summary"]["mask_area_px"] < 256  # 20 m steps: only columns above 100 m
+
+
+@needs_h5py
+def test_a_vrt_whose_source_is_such_a_file_is_refused(client, root: Path, private: Path, tmp_path: Path):
+    import h5py
+
+    _h5(root / "x.nc", lambda f: f.__setitem__("data", h5py.ExternalLink(str(private / "s.h5"), "/data")))
+    (root / "x.vrt").write_text(
+        '<VRTDataset rasterXSize="16" rasterYSize="16"><VRTRasterBand dataType="Float32" band="1"><SimpleSource>'
+        '<SourceFilename relativeToVRT="1">x.nc</SourceFilename><SourceBand>1</SourceBand></SimpleSource>'
+        "</VRTRasterBand></VRTDataset>"
+    )
+    refused(post_path(client, "x.vrt"), "x.vrt", tmp_path)

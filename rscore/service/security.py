@@ -274,6 +274,10 @@ def _check_vrt(
             continue  # GDAL reports a missing source in its own words
         if _is_vrt(head):
             _check_vrt(resolved, roots, what, shown, count, depth + 1, private)
+        else:  # a source that itself names other files (an HDF5 external link, a header's data file)
+            from rscore.service.linked import check_linked_formats
+
+            check_linked_formats(resolved, roots, what=what, shown=shown, private=private)
 
 
 def safe_upload_name(filename: str | None) -> str:
