@@ -7,8 +7,9 @@ subprocess and prints its exit code, wall time and peak memory (the child's max 
     python benchmarks/video_frame_bomb.py            # the default limit: refused from the header
     python benchmarks/video_frame_bomb.py --trust    # also with --max-pixels 3e8 (decoded: capped by --cap-gb, --timeout)
 
-Measured 2026-12-06 on the 2-core development machine under the other engineers' load: refused in 1.4 s at 92 MB;
-before the check (the same file, no limit on video frames) the run reached 5.5 GB and was still going after 150 s.
+Measured 2026-12-06 on the 2-core development machine under the other engineers' load: refused in 1.4-4 s at 92 MB
+peak; decoded (``--trust``: what every run did before the check) it reached 5.2 GB and was stopped at 120 s (5.5 GB
+and still running after 150 s with the code before the check).
 """
 
 from __future__ import annotations
