@@ -218,3 +218,18 @@ def test_a_job_input_swapped_for_a_link_before_it_runs_is_not_followed(server, t
     assert doc["summary"]["mask_area_px"] == 1920  # the checked file (the private one: 4096)
     assert doc["scene"]["path"] == str(root / "survey" / "dem.tif") and "/proc/" not in json.dumps(doc)
     assert staging_empty(tmp_path / "out")
+
+
+def test_an_upload_with_a_pinned_path_option_beside_it(server, tmp_path: Path):
+    """The pins live in hidden folders of the request's staging folder: an upload named like them still stages."""
+    root = tmp_path / "data"
+    dem = write_dem(tmp_path / "upload.tif", 0)
+    write_dem(root / "aux.tif", 0)
+    client = server()
+    for name in ("options", "input", "dem.tif"):
+        r = client.post("/v1/segment", data={"query": QUERY, "plugin": "earth",
+                                             "options": json.dumps({"aux": "aux.tif", "bands": "other,elevation"})},
+                        files={"file": (name, dem.read_bytes())})  # fmt: skip
+        assert masked_pixels(r) == 1920, name
+        assert r.json()["result"]["provenance"]["options"]["aux"] == str(root / "aux.tif")
+    assert staging_empty(tmp_path / "out")

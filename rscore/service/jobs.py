@@ -252,7 +252,7 @@ class InProcessJobRunner:
             finally:
                 for pin in pins:
                     pin.close()
-                if pins:
+                if self.pin_item is not None:  # the item's links (and folders of a pin that failed half-way)
                     shutil.rmtree(self.output_root / ".staging" / result_id, ignore_errors=True)
             items[index] = replace(items[index], seconds=round(time.perf_counter() - t0, 4))
             self._set_item(job_id, index, items[index])
@@ -330,9 +330,9 @@ def make_job_runner(settings: Any, output_root: Path, registry: Registry) -> Job
         staging = Path(output_root).resolve() / ".staging"
 
         def pin_item(path: str, options: dict[str, Any], result_id: str) -> tuple[str, dict[str, Any], list[Any]]:
-            opts, pins = pin_options(options, names, roots, staging / result_id / "options", private=private)
+            opts, pins = pin_options(options, names, roots, staging / result_id / ".options", private=private)
             try:
-                pins.append(pin_input(Path(path), roots, staging / result_id / "input", what="input", private=private))
+                pins.append(pin_input(Path(path), roots, staging / result_id / ".input", what="input", private=private))
             except BaseException:
                 for pin in pins:
                     pin.close()

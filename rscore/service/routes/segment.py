@@ -147,11 +147,11 @@ def segment_router(svc: Service) -> APIRouter:
             try:
                 # read what was checked: the path input and path options pinned, not reopened by name
                 # (rscore.service.pinning); messages and the document name the real files
-                run_opts, option_pins = pin_options(opts, svc.path_options, settings.allowed_roots, staging / "options",
+                run_opts, option_pins = pin_options(opts, svc.path_options, settings.allowed_roots, staging / ".options",
                                                     private=(svc.output_root,))  # fmt: skip
                 pins.extend(option_pins)
                 if source is not None:
-                    pins.append(pin_input(source, settings.allowed_roots, staging / "input", private=(svc.output_root,)))
+                    pins.append(pin_input(source, settings.allowed_roots, staging / ".input", private=(svc.output_root,)))
                 renamed.extend((pin.link_prefix, str(pin.real.parent) + os.sep) for pin in pins if pin.path != pin.real)
                 input_path = pins[-1].path if source is not None else stage()
                 if cancel.is_set():
