@@ -7,7 +7,9 @@ not one of those expected, that prints a traceback, or that leaves anything behi
 is a summary. Categories: empty, truncated, garbage, bombs (per format), odd DICOM series, dead streams, hostile
 paths, bad options, signals, concurrency, and uploads: hostile DICOM series archives posted to the HTTP service
 (``python scripts/adversarial.py --upload FILE...`` starts the service on loopback in that process, posts the file(s)
-to ``/v1/segment`` and exits 0 for 200, 2 for a 4xx, 1 for a 5xx or anything left in the service's staging folder).
+to ``/v1/segment`` and exits 0 for 200, 2 for a 4xx, 1 for a 5xx or anything left in the service's staging folder;
+``--allowed DIR --path NAME`` posts a server-side path instead), and the roots cases of ``adversarial_roots.py``
+(files that name files outside the allowed roots, video frames over the pixel limit, the extraction limit).
 
     python scripts/adversarial.py                 # all cases, 2 at a time
     python scripts/adversarial.py -k dicom -j 1   # the cases whose name contains "dicom"
@@ -434,6 +436,9 @@ def cases(servers: dict[str, SilentServer]) -> list[Case]:
     add("3 quick runs into one --out", "concurrency", lambda d: ["run", str(with_png(d)), Q, "--out", str(d / "out")],
         expect=(0, 2), concurrent=3)
     upload_cases(add)
+    from adversarial_roots import roots_cases  # server-side paths, files naming other files, frame sizes, limits
+
+    roots_cases(add)
     return out
 
 
@@ -568,10 +573,19 @@ def upload_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="adversarial.py --upload")
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--extract-mb", type=float, default=64)
-    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--allowed", type=Path, help="an allowed root (RSCORE_ALLOWED_ROOTS) for --path / path options")
+    parser.add_argument("--path", help="a server-side input under --allowed instead of uploaded files")
+    parser.add_argument("--options", default="", help="the request's options (JSON)")
+    parser.add_argument("--plugin", default="surgical")
+    parser.add_argument("--query", default="bone")
+    parser.add_argument("files", nargs="*", type=Path)
     args = parser.parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore", module="rasterio")  # NotGeoreferencedWarning: the first stderr line is the answer
     settings = Settings(output_root=args.root, workers=1, queue_size=1, job_runner="inprocess",
-                        max_extract_mb=args.extract_mb, request_timeout_s=90)  # fmt: skip
+                        max_extract_mb=args.extract_mb, request_timeout_s=90,
+                        allowed_roots=(args.allowed,) if args.allowed else ())  # fmt: skip
     thread = ServerThread(create_app(settings))
     handles = [open(f, "rb") for f in args.files]
     try:
@@ -580,7 +594,8 @@ def upload_main(argv: list[str]) -> int:
             parts = [("file", (args.files[0].name, handles[0], "application/octet-stream"))]
         else:
             parts = [("files", (f.name, h, "application/octet-stream")) for f, h in zip(args.files, handles)]
-        r = httpx.post(f"{base}/v1/segment", files=parts, data={"query": "bone", "plugin": "surgical"}, timeout=100)
+        data = {"query": args.query, "plugin": args.plugin, "options": args.options, **({"path": args.path} if args.path else {})}
+        r = httpx.post(f"{base}/v1/segment", files=parts or None, data=data, timeout=100)
     finally:
         for h in handles:
             h.close()

@@ -132,12 +132,12 @@ def result_dir(output_root: Path, result_id: str) -> Path:
     return folder
 
 
-def scrub_doc(value: Any, prefix: str) -> Any:
-    """``prefix`` (a staging folder) out of every string of a result document."""
+def scrub_doc(value: Any, prefix: str, replacement: str = "") -> Any:
+    """``prefix`` (a staging folder) out of every string of a result document (``replacement`` in its place)."""
     if isinstance(value, str):
-        return value.replace(prefix, "")
+        return value.replace(prefix, replacement)
     if isinstance(value, list):
-        return [scrub_doc(v, prefix) for v in value]
+        return [scrub_doc(v, prefix, replacement) for v in value]
     if isinstance(value, dict):
-        return {k: scrub_doc(v, prefix) for k, v in value.items()}
+        return {k: scrub_doc(v, prefix, replacement) for k, v in value.items()}
     return value

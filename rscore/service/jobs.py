@@ -40,6 +40,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -122,6 +123,7 @@ class InProcessJobRunner:
         self._jobs: OrderedDict[str, JobStatus] = OrderedDict()
         self.reason = "chosen by RSCORE_JOB_RUNNER or the application"  # why jobs run in process (for /healthz)
         self.resolve_path: Callable[[str, str], Path] | None = None  # confines path flow options (make_job_runner)
+        self.pin_item: Callable[..., Any] | None = None  # pins an item's input and path options (make_job_runner)
 
     @property
     def flows(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -215,17 +217,23 @@ class InProcessJobRunner:
             items[index] = replace(items[index], state="running", result_id=result_id)
             self._set_item(job_id, index, items[index])
             t0 = time.perf_counter()
+            pins: list[Any] = []
             try:
-                result = run_item(
-                    str(path), str(out_dir), query=spec.query, plugin=spec.plugin or flow.plugin,
-                    options=dict(spec.options), params=params, registry=self.registry,
-                    progress=progress,
-                )  # fmt: skip
+                with service_limits(self):
+                    item_path, item_options = str(path), dict(spec.options)
+                    if self.pin_item is not None:  # read what was checked (rscore.service.pinning)
+                        item_path, item_options, pins = self.pin_item(item_path, item_options, result_id)
+                    result = run_item(
+                        item_path, str(out_dir), query=spec.query, plugin=spec.plugin or flow.plugin,
+                        options=item_options, params=params, registry=self.registry,
+                        progress=progress,
+                    )  # fmt: skip
+                    _real_names_in(out_dir / "result.json", pins)
             except Cancelled as exc:
                 shutil.rmtree(out_dir, ignore_errors=True)
                 items[index] = replace(items[index], state="cancelled", result_id=None, error=str(exc))
             except RscoreError as exc:
-                items[index] = replace(items[index], state="failed", result_id=None, error=str(exc))
+                items[index] = replace(items[index], state="failed", result_id=None, error=_real_names(str(exc), pins))
             except Exception as exc:  # a bug in rscore or a plugin: keep the job going, report it on the item
                 log.exception("job %s: input %s failed", job_id, path)
                 items[index] = replace(
@@ -241,6 +249,11 @@ class InProcessJobRunner:
                     confidence=result.confidence,
                     caveats=tuple(result.caveats),
                 )
+            finally:
+                for pin in pins:
+                    pin.close()
+                if self.pin_item is not None:  # the item's links (and folders of a pin that failed half-way)
+                    shutil.rmtree(self.output_root / ".staging" / result_id, ignore_errors=True)
             items[index] = replace(items[index], seconds=round(time.perf_counter() - t0, 4))
             self._set_item(job_id, index, items[index])
         self._update(job_id, state=final_state(tuple(items)), finished=_now())
@@ -273,17 +286,60 @@ def prefect_api_url() -> str | None:
         return None
 
 
+def _real_names(text: str, pins: list[Any]) -> str:
+    from rscore.service.pinning import real_names
+
+    return real_names(text, pins) if pins else text
+
+
+def _real_names_in(doc: Path, pins: list[Any]) -> None:
+    """A result document written through pinned links names the real files (as without pinning)."""
+    if pins and doc.is_file():
+        text = doc.read_text(encoding="utf-8")
+        fixed = _real_names(text, pins)
+        if fixed != text:
+            doc.write_text(fixed, encoding="utf-8")
+
+
+def service_limits(runner: Any) -> AbstractContextManager[None]:
+    """The service's reader limits while a job's inputs are read: its extraction limit (``max_extract_mb``) for
+    deflated inputs (:func:`rscore.io.deflated.extract_limit`), set on the runner by :func:`make_job_runner`."""
+    from rscore.io.deflated import extract_limit
+
+    limit = getattr(runner, "extract_limit_bytes", None)
+    return extract_limit(limit) if limit else nullcontext()
+
+
 def make_job_runner(settings: Any, output_root: Path, registry: Registry) -> JobRunner:
     """The runner ``settings.job_runner`` names (``auto``: see the module docstring); it confines path flow options
     to ``settings.allowed_roots`` itself."""
     from rscore.service.security import resolve_allowed
 
     runner = _make_job_runner(settings, output_root, registry)
+    runner.extract_limit_bytes = int(settings.max_extract_bytes)  # type: ignore[attr-defined]  # (service_limits)
     roots = tuple(settings.allowed_roots)
     private = (Path(output_root).resolve(),)  # other clients' results, when the output root lies under a root
     runner.resolve_path = (  # type: ignore[attr-defined]
         lambda value, what: resolve_allowed(value, roots, what=what, private=private)
     )
+    if roots and isinstance(runner, InProcessJobRunner):
+        from rscore.service.pinning import pin_input, pin_options
+        from rscore.service.security import path_option_names
+
+        names = path_option_names(registry)
+        staging = Path(output_root).resolve() / ".staging"
+
+        def pin_item(path: str, options: dict[str, Any], result_id: str) -> tuple[str, dict[str, Any], list[Any]]:
+            opts, pins = pin_options(options, names, roots, staging / result_id / ".options", private=private)
+            try:
+                pins.append(pin_input(Path(path), roots, staging / result_id / ".input", what="input", private=private))
+            except BaseException:
+                for pin in pins:
+                    pin.close()
+                raise
+            return str(pins[-1].path), opts, pins
+
+        runner.pin_item = pin_item
     return runner
 
 

@@ -365,7 +365,9 @@ class PrefectJobRunner:
                 from prefect.task_runners import ThreadPoolTaskRunner
 
                 flow_obj = flow_obj.with_options(task_runner=ThreadPoolTaskRunner(max_workers=self.task_workers))
-            with self._settings():
+            from rscore.service.jobs import service_limits
+
+            with self._settings(), service_limits(self):  # task threads copy the context (the extraction limit)
                 state = run_flow(flow_obj, flow_run=current, parameters=params, return_type="state")
             log.info("job %s (%s): %s", run_id, flow, getattr(state, "type", state))
         except BaseException as exc:  # the engine itself broke: make the run say so instead of Running forever

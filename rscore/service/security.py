@@ -183,6 +183,8 @@ def check_linked(
     - a GDAL VRT (any name: GDAL sniffs it) whose sources, nested VRTs included, are outside the roots, are URLs or
       ``/vsi*`` names (the server would fetch or unpack them) or GDAL's ``DRIVER:...`` syntaxes, or that holds a
       DTD or a Python pixel function;
+    - an HDF5 / netCDF-4 file with external links, external storage or virtual datasets leading out, and a raster
+      whose header names a data file outside the roots (:mod:`rscore.service.linked`);
     - a folder (a DICOM series) holding a symbolic link that resolves outside the roots.
 
     The message names ``shown`` (the client's name for it) and never a path outside the roots."""
@@ -199,6 +201,10 @@ def check_linked(
         return  # missing or unreadable: the reader says so in its own words
     if _is_vrt(head):
         _check_vrt(path, roots, what, shown, [0], 0, private)
+        return
+    from rscore.service.linked import check_linked_formats  # HDF5 / netCDF-4 links, headers naming data files
+
+    check_linked_formats(path, roots, what=what, shown=shown, private=private)
 
 
 def _check_folder(folder: Path, roots: tuple[Path, ...], what: str, shown: str, private: tuple[Path, ...] = ()) -> None:
@@ -268,6 +274,10 @@ def _check_vrt(
             continue  # GDAL reports a missing source in its own words
         if _is_vrt(head):
             _check_vrt(resolved, roots, what, shown, count, depth + 1, private)
+        else:  # a source that itself names other files (an HDF5 external link, a header's data file)
+            from rscore.service.linked import check_linked_formats
+
+            check_linked_formats(resolved, roots, what=what, shown=shown, private=private)
 
 
 def safe_upload_name(filename: str | None) -> str:

@@ -7,8 +7,10 @@ variable                   meaning                                              
                            each at least 16 characters. Without keys the service refuses to
                            bind anything but a loopback address.
 ``RSCORE_MAX_UPLOAD_MB``   largest accepted upload, in MiB (2**20 bytes); larger -> 413        100
-``RSCORE_MAX_EXTRACT_MB``  most a DICOM series uploaded as a zip may expand to, in MiB (counted  1024
-                           while extracting); larger -> 413
+``RSCORE_MAX_EXTRACT_MB``  most an input may expand to, in MiB, counted while expanding: a DICOM  1024
+                           series uploaded as a zip, and each deflated DICOM file (uploaded,
+                           a ``path`` or a job input: the readers use this setting while the
+                           service runs them); larger -> 413
 ``RSCORE_ALLOWED_ROOTS``   server-side folders (``os.pathsep``-separated) that ``path``        none (``path``
                            inputs may name; anything that resolves outside them -> 403        inputs refused)
 ``RSCORE_REQUEST_TIMEOUT_S`` seconds a request may wait in the queue plus run; then 504        300
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rscore.errors import OptionError
+from rscore.io.deflated import env_max_extract_mb
 
 __all__ = ["Settings", "MIN_KEY_CHARS", "JOB_RUNNERS", "default_workers"]
 
@@ -69,7 +72,7 @@ class Settings:
     job_workers: int = 1
     result_ttl_s: float = 7 * 24 * 3600.0
     read_timeout_s: float = 30.0
-    max_extract_mb: float = 1024.0
+    max_extract_mb: float = field(default_factory=env_max_extract_mb)  # RSCORE_MAX_EXTRACT_MB, else 1024
 
     def __post_init__(self) -> None:
         for i, key in enumerate(self.api_keys, 1):

@@ -222,7 +222,7 @@ def extract_dicom_zip(archive: Path, folder: Path, *, shown: str, max_bytes: int
     return folder
 
 
-def stage_series_files(files: Sequence[Any], folder: Path, *, limit: int, max_extract: int | None = None) -> Path:
+def stage_series_files(files: Sequence[Any], folder: Path, *, limit: int, max_extract: int) -> Path:
     """Several uploaded files of one DICOM series (``UploadFile``-like: ``filename``, ``file``) into the new
     ``folder`` under flat safe names; each must be DICOM, all together at most ``limit`` bytes (and, inflated when
     deflated, at most ``max_extract`` bytes: :func:`check_deflated_dicom`); ``folder``."""
@@ -241,6 +241,5 @@ def stage_series_files(files: Sequence[Any], folder: Path, *, limit: int, max_ex
             raise UploadTooLarge(
                 f"'{client}': the {len(files)} files are together over the upload limit of {limit / MIB:g} MiB"
             ) from None
-        if max_extract is not None:
-            inflated += check_deflated_dicom(target, f"'{client}'", max_extract - inflated)
+        inflated += check_deflated_dicom(target, f"'{client}'", max_extract - inflated)
     return folder

@@ -151,7 +151,7 @@ def segment_video(
     ropts = ReaderOptions.from_options(opts)
     uri, base = _source_of(source)
     t_all = time.perf_counter()
-    reader = open_video(uri, ropts)
+    reader = open_video(uri, ropts, limits=opts)  # the run's max_pixels: frames over it refused from the header
     mode = vopts.mode if vopts.mode != "auto" else ("online" if reader.info.live else "offline")
     if mode == "offline" and not reader.seekable:
         reader.close()

@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from rscore.errors import InputError
+from rscore.errors import ImageTooLarge, InputError
 from rscore.sdk import Reader
 from rscore.types import ArraySource, Scene, VideoInfo
 from rscore.video.capture import (  # noqa: F401 - re-exported: the old home of these names
@@ -113,9 +113,46 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------------- opening
-def open_video(source: str | os.PathLike[str], options: ReaderOptions | Mapping[str, Any] | None = None) -> FrameReader:
-    """Open a video file, animated GIF, image folder or stream URL (see the module docstring)."""
+def open_video(
+    source: str | os.PathLike[str],
+    options: ReaderOptions | Mapping[str, Any] | None = None,
+    *,
+    limits: Mapping[str, Any] | None = None,
+) -> FrameReader:
+    """Open a video file, animated GIF, image folder or stream URL (see the module docstring).
+
+    Frames larger than the pixel limit (:func:`rscore.io.images.max_pixels` of ``limits``, else of ``options`` when it
+    is a mapping: the ``max_pixels`` option, else ``RSCORE_MAX_PIXELS``, else the still-image default) are refused
+    from the container's header, before the frames are decoded (:func:`_check_frame_size`). A caller that gives only
+    :class:`ReaderOptions` reopens a source that was checked when it was first opened (the overlay writer), and is
+    not checked again."""
     opts = options if isinstance(options, ReaderOptions) else ReaderOptions.from_options(options)
+    reader = _open_source(source, opts)
+    if limits is not None or not isinstance(options, ReaderOptions):
+        try:
+            _check_frame_size(reader, limits if limits is not None else options)  # type: ignore[arg-type]
+        except BaseException:
+            reader.close()
+            raise
+    return reader
+
+
+def _check_frame_size(reader: FrameReader, options: Mapping[str, Any] | None) -> None:
+    """Refuse (ImageTooLarge: exit 2, HTTP 413) a source whose frames (width x height from its header) exceed the
+    still-image pixel limit: every frame would be decoded whole, like an image (a decompression bomb per frame)."""
+    from rscore.io.images import check_pixel_limit
+
+    info = reader.info
+    if normalise_url(info.uri) is None:
+        check_pixel_limit(Path(info.uri), int(info.width), int(info.height), options, kind="video frame")
+        return
+    try:
+        check_pixel_limit(None, int(info.width), int(info.height), options, kind="video frame")
+    except ImageTooLarge as exc:  # a stream: name its (redacted) URL
+        raise ImageTooLarge(f"{info.uri}: {exc.message}") from None
+
+
+def _open_source(source: str | os.PathLike[str], opts: ReaderOptions) -> FrameReader:
     url = normalise_url(source)
     if url is not None:
         return _StreamReader(url, opts)
@@ -147,7 +184,7 @@ def open_video_scene(source: str | os.PathLike[str], options: Mapping[str, Any] 
     and image tools can show it), ``scene.video`` has the rate and frame count, and ``metadata["video"]`` the
     source description that :func:`rscore.video.engine.segment_video` reopens."""
     opts = ReaderOptions.from_options(options)
-    with open_video(source, opts) as reader:
+    with open_video(source, options if options is not None else opts) as reader:  # the mapping: max_pixels
         first = _first_frame(reader)
         info = reader.info
         warnings = tuple(reader.warnings)

@@ -22,8 +22,10 @@ from starlette.concurrency import run_in_threadpool
 
 from rscore import engine
 from rscore.errors import OptionError, RscoreError
+from rscore.io.deflated import extract_limit
 from rscore.service.context import Service, scrub_doc
 from rscore.service.guard import json_error
+from rscore.service.pinning import PinnedInput, pin_input, pin_options
 from rscore.service.pool import Cancelled
 from rscore.service.schemas import NO_NUL, SegmentResponse, errors
 from rscore.service.security import UploadTooLarge, check_linked, parse_options, resolve_allowed, safe_upload_name
@@ -105,7 +107,7 @@ def segment_router(svc: Service) -> APIRouter:
 
         def stage() -> Path:
             """The uploaded input on disk, under ``staging``."""
-            staging.mkdir(parents=True)
+            staging.mkdir(parents=True, exist_ok=True)  # (path options may be pinned in it already)
             if series:
                 return stage_series_files(series, staging / client_name, limit=settings.max_upload_bytes,
                                           max_extract=settings.max_extract_bytes)  # fmt: skip
@@ -141,14 +143,24 @@ def segment_router(svc: Service) -> APIRouter:
                 if cancel.is_set():
                     raise Cancelled("request timed out")
 
+            pins: list[PinnedInput] = []
             try:
-                input_path = source if source is not None else stage()
+                # read what was checked: the path input and path options pinned, not reopened by name
+                # (rscore.service.pinning); messages and the document name the real files
+                run_opts, option_pins = pin_options(opts, svc.path_options, settings.allowed_roots, staging / ".options",
+                                                    private=(svc.output_root,))  # fmt: skip
+                pins.extend(option_pins)
+                if source is not None:
+                    pins.append(pin_input(source, settings.allowed_roots, staging / ".input", private=(svc.output_root,)))
+                renamed.extend((pin.link_prefix, str(pin.real.parent) + os.sep) for pin in pins if pin.path != pin.real)
+                input_path = pins[-1].path if source is not None else stage()
                 if cancel.is_set():
                     raise Cancelled("request timed out")
-                result = engine.run(
-                    input_path, query, plugin=plugin, out_dir=out_dir, options=opts, registry=svc.registry,
-                    progress=progress,
-                )  # fmt: skip
+                with extract_limit(settings.max_extract_bytes):  # the readers' limit for deflated inputs: the service's
+                    result = engine.run(
+                        input_path, query, plugin=plugin, out_dir=out_dir, options=run_opts, registry=svc.registry,
+                        progress=progress,
+                    )  # fmt: skip
                 if cancel.is_set():
                     raise Cancelled("request timed out")
                 doc_path = out_dir / "result.json"
@@ -158,7 +170,9 @@ def segment_router(svc: Service) -> APIRouter:
                     from rscore.io.writers import result_document
 
                     doc = result_document(result)
-                if source is None:  # the document should name the client's file, not the staging path
+                if source is None or renamed:  # the document names the client's file, not the staging path
+                    for link_folder, real_folder in renamed:
+                        doc = scrub_doc(doc, link_folder, real_folder)
                     doc = scrub_doc(doc, str(staging) + os.sep)
                     if doc_path.is_file():
                         doc_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
@@ -167,13 +181,18 @@ def segment_router(svc: Service) -> APIRouter:
                 shutil.rmtree(out_dir, ignore_errors=True)
                 raise
             finally:
-                if source is None:
-                    shutil.rmtree(staging, ignore_errors=True)
+                for pin in pins:
+                    pin.close()
+                shutil.rmtree(staging, ignore_errors=True)
 
+        renamed: list[tuple[str, str]] = []  # (pinned link folder, real folder) for each pinned server file
         try:
             doc = await svc.pool.run(task, settings.request_timeout_s)
         except RscoreError as exc:
-            message = svc.scrub(str(exc).replace(str(staging) + os.sep, ""))
+            text = str(exc)
+            for link_folder, real_folder in renamed:
+                text = text.replace(link_folder, real_folder)
+            message = svc.scrub(text.replace(str(staging) + os.sep, ""))
             if exc.http_status >= 500:
                 log.error("%s: %s", type(exc).__name__, message)
             return json_error(exc.http_status, message)  # type: ignore[return-value]

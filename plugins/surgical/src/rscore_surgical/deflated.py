@@ -15,12 +15,11 @@ import os
 import threading
 from pathlib import Path
 
-from rscore.errors import InputError, OptionError
-from rscore.io.deflated import DEFLATED, inflated_size
+from rscore.errors import InputError
+from rscore.io.deflated import DEFAULT_MAX_MB, DEFLATED, inflated_size, max_extract_bytes
 
 __all__ = ["DEFLATED", "DEFAULT_MAX_MB", "DeflatedTooLarge", "max_inflated_bytes", "check_inflated_size"]
 
-DEFAULT_MAX_MB = 1024.0
 _MIB = 1 << 20
 _HEAD = 4096  # the file meta group (where the transfer syntax is named) is small
 _checked: dict[tuple[str, int, int], tuple[int, bool]] = {}  # -> (bytes counted, whole file counted)
@@ -34,17 +33,9 @@ class DeflatedTooLarge(InputError):
 
 
 def max_inflated_bytes() -> int:
-    """The limit in bytes, from ``RSCORE_MAX_EXTRACT_MB`` (a positive number of MiB) or :data:`DEFAULT_MAX_MB`."""
-    text = os.environ.get("RSCORE_MAX_EXTRACT_MB", "").strip()
-    if not text:
-        return int(DEFAULT_MAX_MB * _MIB)
-    try:
-        mb = float(text)
-    except ValueError:
-        mb = -1.0
-    if not mb > 0 or mb == float("inf"):
-        raise OptionError(f"RSCORE_MAX_EXTRACT_MB must be a positive number of MiB, got {text!r}")
-    return int(mb * _MIB)
+    """The limit in bytes: a service's ``max_extract_mb`` while it runs a request, else ``RSCORE_MAX_EXTRACT_MB`` (a
+    positive number of MiB), else :data:`DEFAULT_MAX_MB` (:func:`rscore.io.deflated.max_extract_bytes`)."""
+    return max_extract_bytes()
 
 
 def check_inflated_size(path: str | os.PathLike[str], max_bytes: int | None = None) -> int:

@@ -1,0 +1,196 @@
+"""Files that lead a reader to *other* files, besides GDAL VRTs (:func:`rscore.service.security.check_linked` calls
+these for every file a client names or uploads, before any reader opens it).
+
+What GDAL 3.10 (rasterio's wheels) was seen to follow, each read through a file under a root (2026-12, probed with
+files built by h5py and by hand):
+
+- **HDF5 / netCDF-4** (``.nc`` files are opened by GDAL's netCDF driver, ``.h5`` by HDF5/HDF5Image): an *external
+  link* (``h5py.ExternalLink``: a dataset in another file), *external storage* (a dataset whose raw bytes lie in
+  another file: any file at all, read as pixels) and a *virtual dataset* (sources in other files) all returned the
+  other file's values. :func:`check_hdf5` walks the file with h5py (at most :data:`MAX_OBJECTS` objects) and refuses
+  every such reference whose target - taken as HDF5 takes it: as given, beside the file, or from the working folder -
+  is outside the roots. Without h5py an HDF5 file cannot be checked and is refused on the service.
+- **Text headers that name their data file**: ERMapper ``.ers`` (``DataFile = "../x"``), PDS labels
+  (``^IMAGE = ("../x", 1)``), ISIS cubes (``^Core``) and their kin. GDAL lists what a dataset reads
+  (``GDALGetFileList``, rasterio's ``files``): :func:`check_gdal_files` opens the file with GDAL (no pixel is read)
+  and refuses one listing a file outside the roots; a text header naming a URL or a ``/vsi`` name is refused before
+  GDAL opens it (the open itself would fetch it).
+- **ENVI / EHdr ``.hdr``** headers name no file (GDAL reads the ``.hdr`` beside the data file), and GDAL's subdataset
+  syntax (``HDF5:"file":ds``, ``NETCDF:file:var``) is not a file name: as a ``path`` it names a missing file under the
+  root (422), inside a VRT it is refused with the VRT's other special names.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from rscore.service.security import PathNotAllowed, _allowed
+
+__all__ = ["HDF5_SIGNATURE", "MAX_OBJECTS", "is_hdf5", "check_hdf5", "check_gdal_files", "check_linked_formats"]
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+MAX_OBJECTS = 100_000
+_TEXT_HEAD = 8192
+
+
+def is_hdf5(path: Path) -> bool:
+    """Whether ``path`` is an HDF5 file (netCDF-4 included): the signature at byte 0, 512, 1024, 2048... (a user
+    block may precede it), as the HDF5 library looks for it."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            offset = 0
+            while offset + 8 <= size:
+                fh.seek(offset)
+                if fh.read(8) == HDF5_SIGNATURE:
+                    return True
+                offset = 512 if offset == 0 else offset * 2
+    except OSError:
+        return False
+    return False
+
+
+def _refuse(what: str, shown: str, why: str) -> PathNotAllowed:
+    return PathNotAllowed(f"{what} '{shown}': {why}, outside the folders this service may read")
+
+
+def _target_allowed(name: str, beside: Path, roots: tuple[Path, ...], private: tuple[Path, ...]) -> bool:
+    """Whether the file ``name`` (from inside a file in folder ``beside``) is allowed wherever a library may look for
+    it: as given when absolute, else beside the file and from the working folder."""
+    if not name or name.lower().startswith("/vsi") or "://" in name:
+        return False
+    candidates = [Path(name)] if os.path.isabs(name) else [beside / name, Path.cwd() / name]
+    for candidate in candidates:
+        lexical = Path(os.path.normpath(candidate))
+        if not (_allowed(lexical, roots, private) and _allowed(Path(os.path.realpath(candidate)), roots, private)):
+            return False
+    return True
+
+
+def _existing_targets(name: str, beside: Path) -> list[Path]:
+    candidates = [Path(name)] if os.path.isabs(name) else [beside / name, Path.cwd() / name]
+    return [c for c in candidates if c.is_file()]
+
+
+def check_hdf5(
+    path: Path, roots: tuple[Path, ...], *, what: str, shown: str, private: tuple[Path, ...] = (), _depth: int = 0
+) -> None:
+    """Refuse (403) an HDF5 / netCDF-4 file holding an external link, external storage or a virtual dataset that
+    leads outside ``roots``, in it or in the HDF5 files it links to (see the module docstring)."""
+    if importlib.util.find_spec("h5py") is None:
+        raise PathNotAllowed(f"{what} '{shown}' is an HDF5/netCDF-4 file, which this service cannot check for links to "
+                             "other files without h5py (install h5py on the server)")  # fmt: skip
+    if _depth > 8:
+        raise PathNotAllowed(f"{what} '{shown}': HDF5 files linking to each other more than 8 deep")
+    import h5py
+
+    beside = path.resolve().parent
+    try:
+        fh = h5py.File(path, "r")
+    except Exception:  # not readable as HDF5 after all: the reader says what is wrong in its own words
+        return
+    seen: set[int] = set()
+    linked: set[str] = set()  # other HDF5 files this one leads to (checked in turn)
+    count = 0
+
+    def visit(group: h5py.Group, where: str) -> None:
+        nonlocal count
+        for name in group:
+            count += 1
+            if count > MAX_OBJECTS:
+                raise PathNotAllowed(f"{what} '{shown}': an HDF5 file with more than {MAX_OBJECTS} objects, more than "
+                                     "this service checks")  # fmt: skip
+            inner = f"{where}/{name}"
+            link = group.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                if not _target_allowed(link.filename, beside, roots, private):
+                    raise _refuse(what, shown, f"its HDF5 object '{inner}' is an external link to another file")
+                linked.add(link.filename)
+                continue
+            if isinstance(link, h5py.SoftLink):
+                continue
+            try:
+                obj = group[name]
+            except Exception:  # a dangling or unreadable object: the reader reports it
+                continue
+            if hash(obj.id) in seen:
+                continue
+            seen.add(hash(obj.id))
+            if isinstance(obj, h5py.Dataset):
+                for entry in obj.external or ():
+                    if not _target_allowed(os.fsdecode(entry[0]), beside, roots, private):
+                        raise _refuse(what, shown, f"its HDF5 dataset '{inner}' stores its data in another file")
+                if obj.is_virtual:
+                    for source in obj.virtual_sources():
+                        if source.file_name == ".":
+                            continue
+                        if not _target_allowed(source.file_name, beside, roots, private):
+                            raise _refuse(what, shown, f"its HDF5 dataset '{inner}' is a virtual dataset reading "
+                                          "another file")  # fmt: skip
+                        linked.add(source.file_name)
+            elif isinstance(obj, h5py.Group):
+                visit(obj, inner)
+
+    with fh:
+        visit(fh, "")
+    own = os.path.realpath(path)
+    for name in sorted(linked):
+        for target in _existing_targets(name, beside):
+            if os.path.realpath(target) != own and is_hdf5(target):
+                check_hdf5(target, roots, what=what, shown=shown, private=private, _depth=_depth + 1)
+
+
+def _text_head(path: Path) -> str | None:
+    """The start of ``path`` when it is text (a header or label), else ``None``."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_TEXT_HEAD)
+    except OSError:
+        return None
+    if not head or b"\x00" in head:
+        return None
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError:
+        return head.decode("latin-1") if sum(b < 9 or 13 < b < 32 for b in head) == 0 else None
+
+
+def check_gdal_files(path: Path, roots: tuple[Path, ...], *, what: str, shown: str, private: tuple[Path, ...] = ()) -> None:
+    """Refuse (403) a raster whose format names other files (a text header naming its data file, ...) that lie
+    outside ``roots``: GDAL's list of the files the dataset reads, taken when GDAL opens it (no pixels read). A text
+    file naming a URL or a ``/vsi`` name is refused before GDAL opens it. Nothing is done without rasterio (then no
+    reader opens such files either)."""
+    text = _text_head(path)
+    if text is not None and ("/vsi" in text.lower() or "://" in text):
+        raise PathNotAllowed(f"{what} '{shown}': a text header naming a URL or a /vsi name, which this service does not "
+                             "open")  # fmt: skip
+    if importlib.util.find_spec("rasterio") is None:
+        return
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    try:
+        # no network from a header GDAL finds a URL in after all (only names ending ".none" may be fetched)
+        with rasterio.Env(CPL_VSIL_CURL_ALLOWED_EXTENSIONS=".none"):
+            with rasterio.open(path) as ds:
+                files = list(ds.files or [])
+    except (RasterioError, OSError, ValueError, RuntimeError):
+        return  # not a raster GDAL opens (or broken): the readers say so
+    own = os.path.realpath(path)
+    for name in files:
+        if os.path.realpath(name) == own:
+            continue
+        if not _target_allowed(name, path.parent, roots, private):
+            raise _refuse(what, shown, "a raster whose header names another file")
+
+
+def check_linked_formats(
+    path: Path, roots: tuple[Path, ...], *, what: str, shown: str, private: tuple[Path, ...] = ()
+) -> None:
+    """Both checks above for one file (not a VRT: those are checked by :mod:`rscore.service.security`)."""
+    if is_hdf5(path):
+        check_hdf5(path, roots, what=what, shown=shown, private=private)
+        return
+    check_gdal_files(path, roots, what=what, shown=shown, private=private)

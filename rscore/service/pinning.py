@@ -1,0 +1,229 @@
+"""A checked server-side input handed to the engine so that it reads what was checked, not what the name leads to
+by the time a reader opens it.
+
+:func:`rscore.service.security.resolve_allowed` resolves a client's ``path`` and checks it against the allowed roots;
+readers then open it *by name*, later. Between the two, another process that may write under a root can swap a folder
+on the way (or the file itself) for a symbolic link leading out of the roots, and the reader follows it. So the
+service *pins* the input once checked (Linux):
+
+- every component from the allowed root down is opened with ``O_PATH | O_NOFOLLOW`` relative to the one before
+  (an ``openat`` walk): a component that is now a symbolic link, or a folder that is no longer one, is refused (403)
+  instead of followed; the descriptor of the last one is the file (or folder) the check saw;
+- its real path, read back from ``/proc/self/fd``, must still lie under the roots and outside the service's own
+  output root;
+- options naming server files (``aux``, ``adapter``, a detector file...) are pinned the same way
+  (:func:`pin_options`), and so is each input of a job the in-process runner runs, when its turn comes
+  (:func:`rscore.service.jobs.make_job_runner`; the Prefect runner reads its inputs by name);
+- the engine is given ``<request folder>/<name>``: a symbolic link, made by the service in its own staging folder,
+  to ``/proc/<pid>/fd/<fd>``. Opening it reopens the pinned inode (worker processes of the same user can open it
+  too); no name under the roots is walked again. The input keeps its base name, so suffix-claimed formats and
+  messages still work. Regular files beside it named by its stem (``dem.tif.aux.xml``, ``dem.hdr``, ``dem.tfw``,
+  an ERMapper header's data file ``dem``: GDAL's side-car files) are pinned and linked the same way, at most
+  :data:`MAX_SIDECARS`.
+
+A folder input (a DICOM series) is pinned as a folder: the names inside it are still looked up at read time (links in
+it were checked by :func:`~rscore.service.security.check_linked`; a swap inside the folder after that is not closed
+here). Where ``O_PATH`` or ``/proc/self/fd`` is missing (not Linux) the path is handed on unpinned, as before.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from rscore.errors import InputError
+from rscore.service.security import PathNotAllowed, _allowed, _matches, shown_path
+
+__all__ = ["PinnedInput", "pin_input", "pin_options", "real_names", "pinning_available", "MAX_SIDECARS"]
+
+MAX_SIDECARS = 32
+_O_PATH = getattr(os, "O_PATH", 0)
+_FLAGS = _O_PATH | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def pinning_available() -> bool:
+    """Whether this platform can pin (``O_PATH`` and ``/proc/self/fd``: Linux)."""
+    return bool(_O_PATH) and os.path.isdir("/proc/self/fd")
+
+
+class PinnedInput:
+    """An input pinned by :func:`pin_input`: ``path`` is what the engine opens, ``real`` the checked path; ``close()``
+    (or the ``with`` block's end) releases the descriptors and removes the links."""
+
+    def __init__(self, path: Path, real: Path, fds: list[int], links: list[Path]) -> None:
+        self.path, self.real, self._fds, self._links = path, real, fds, links
+
+    @property
+    def link_prefix(self) -> str:
+        """What stands before the input's name in ``path`` (to map messages back to the real folder)."""
+        return str(self.path.parent) + os.sep
+
+    def close(self) -> None:
+        for link in self._links:
+            try:
+                link.unlink()
+            except OSError:
+                pass
+        self._links = []
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = []
+
+    def __enter__(self) -> PinnedInput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _changed(what: str, shown: str, why: str) -> PathNotAllowed:
+    return PathNotAllowed(f"{what} '{shown}' changed while it was being checked ({why}); try again")
+
+
+def _real(fd: int) -> Path:
+    return Path(os.readlink(f"/proc/self/fd/{fd}"))
+
+
+def pin_input(
+    resolved: Path, roots: tuple[Path, ...], folder: Path, *, what: str = "path", private: tuple[Path, ...] = ()
+) -> PinnedInput:
+    """Pin ``resolved`` (a path :func:`~rscore.service.security.resolve_allowed` returned: absolute, no links, under
+    a root) and make its link in the new ``folder`` (the request's staging folder); see the module docstring.
+    Raises :class:`PathNotAllowed` (403) when a component has been swapped for a link or the pinned file's real path
+    is no longer allowed. Without pinning support the :class:`PinnedInput` holds ``resolved`` itself."""
+    shown = shown_path(resolved, roots)
+    if not pinning_available():
+        return PinnedInput(resolved, resolved, [], [])
+    root = next((r for r in sorted(roots, key=lambda p: len(p.parts), reverse=True)
+                 if resolved == r or resolved.is_relative_to(r)), None)  # fmt: skip
+    if root is None:
+        raise _changed(what, shown, "it is no longer under an allowed folder")
+    fds: list[int] = []
+    links: list[Path] = []
+    try:
+        try:
+            fd = os.open(root, _O_PATH | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            raise _changed(what, shown, "its allowed folder cannot be opened") from None
+        fds.append(fd)
+        if _real(fd) != root:
+            raise _changed(what, shown, "its allowed folder was moved")
+        parts = resolved.relative_to(root).parts
+        parent = fd
+        for i, part in enumerate(parts):
+            try:
+                child = os.open(part, _FLAGS, dir_fd=parent)
+            except (FileNotFoundError, NotADirectoryError):  # what the reader would say, without walking the name again
+                raise InputError("no such file or directory", path=resolved) from None
+            except OSError as exc:
+                raise InputError(f"cannot be accessed ({exc.strerror or type(exc).__name__})", path=resolved) from None
+            fds.append(child)
+            mode = os.fstat(child).st_mode
+            last = i == len(parts) - 1
+            if stat.S_ISLNK(mode):
+                raise _changed(what, shown, f"'{'/'.join(parts[: i + 1])}' is now a symbolic link")
+            if not last and not stat.S_ISDIR(mode):
+                raise _changed(what, shown, f"'{'/'.join(parts[: i + 1])}' is no longer a folder")
+            if not last:
+                parent = child
+        target = fds[-1]
+        real = _real(target)
+        if real != resolved or not _allowed(real, roots, private):
+            raise _changed(what, shown, "it was moved or renamed")
+        folder.mkdir(parents=True, exist_ok=True)
+        name = resolved.name or "input"
+        link = folder / name
+        link.symlink_to(f"/proc/{os.getpid()}/fd/{target}")
+        links.append(link)
+        if parts and stat.S_ISREG(os.fstat(target).st_mode):
+            _pin_sidecars(parent, resolved, folder, fds, links, roots, private)
+        return PinnedInput(link, resolved, fds, links)
+    except BaseException:
+        PinnedInput(folder, resolved, fds, links).close()
+        raise
+
+
+def _pin_sidecars(
+    parent: int, resolved: Path, folder: Path, fds: list[int], links: list[Path], roots: tuple[Path, ...],
+    private: tuple[Path, ...],
+) -> None:
+    """Regular files beside the input whose names extend its stem (GDAL side-cars), pinned and linked beside it;
+    links and anything else are left out (a reader then does without them)."""
+    stem = resolved.name.split(".")[0]
+    if not stem:
+        return
+    try:
+        names = sorted(os.listdir(f"/proc/self/fd/{parent}"))
+    except OSError:
+        return
+    count = 0
+    for name in names:
+        if name == resolved.name or name.startswith(".") or not (name == stem or name.startswith(stem + ".")):
+            continue
+        if count >= MAX_SIDECARS:
+            break
+        try:
+            fd = os.open(name, _FLAGS, dir_fd=parent)
+        except OSError:
+            continue
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or not _allowed(_real(fd), roots, private):
+            os.close(fd)
+            continue
+        fds.append(fd)
+        link = folder / name
+        link.symlink_to(f"/proc/{os.getpid()}/fd/{fd}")
+        links.append(link)
+        count += 1
+
+
+def pin_options(
+    options: Mapping[str, Any], names: Iterable[str], roots: tuple[Path, ...], folder: Path, *,
+    private: tuple[Path, ...] = (), _depth: int = 0, _pinned: list[PinnedInput] | None = None,
+) -> tuple[dict[str, Any], list[PinnedInput]]:
+    """``options`` (checked by :func:`~rscore.service.security.check_options`: path values already resolved under
+    the roots) with every path option's value pinned like the input (``aux``, ``adapter``, a detector file...), each
+    under its own sub-folder of ``folder``; the pins, for the caller to close. Values keep their form (a path,
+    comma-separated paths, a list of paths); nested option mappings are walked too."""
+    pinned: list[PinnedInput] = [] if _pinned is None else _pinned
+    names = tuple(names)
+
+    def one(value: str, what: str) -> str:
+        pin = pin_input(Path(value), roots, folder / f"option{len(pinned)}", what=what, private=private)
+        pinned.append(pin)
+        return str(pin.path)
+
+    out: dict[str, Any] = {}
+    try:
+        for key, value in options.items():
+            what = f"option '{key}'"
+            if _matches(key, names) and isinstance(value, str):
+                out[key] = ",".join(one(v.strip(), what) for v in value.split(",") if v.strip())
+            elif _matches(key, names) and isinstance(value, list) and all(isinstance(v, str) for v in value):
+                out[key] = [one(v, f"{what}[{i}]") for i, v in enumerate(value)]
+            elif key == "detector" and isinstance(value, str) and os.path.isabs(value) and _allowed(Path(value), roots):
+                out[key] = one(value, what)  # a model file on the server (check_options resolved it)
+            elif isinstance(value, Mapping) and _depth < 4:
+                out[key] = pin_options(value, names, roots, folder, private=private, _depth=_depth + 1,
+                                       _pinned=pinned)[0]  # fmt: skip
+            else:
+                out[key] = value
+    except BaseException:
+        if _pinned is None:
+            for pin in pinned:
+                pin.close()
+        raise
+    return out, pinned
+
+
+def real_names(text: str, pins: Iterable[PinnedInput]) -> str:
+    """``text`` (a message, a result document) with each pin's link folder replaced by the real file's folder."""
+    for pin in pins:
+        if pin.path != pin.real:
+            text = text.replace(pin.link_prefix, str(pin.real.parent) + os.sep)
+    return text

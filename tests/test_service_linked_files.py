@@ -1,0 +1,236 @@
+"""Files that lead GDAL to other files, besides VRTs, cannot make the service read outside its allowed roots (real
+uvicorn on loopback, real GDAL; :mod:`rscore.service.linked`):
+
+- HDF5 / netCDF-4 files (built here with h5py; skipped without it) with an external link, external storage or a
+  virtual dataset reading a file outside the roots, directly or through another HDF5 file under the root: 403 naming
+  the file (GDAL's netCDF driver returned the other file's values);
+- text headers naming their data file (ERMapper ``.ers`` ``DataFile``, a PDS label's ``^IMAGE``) outside the roots,
+  given by path or uploaded: 403; one naming its data file beside it still opens;
+- GDAL's subdataset syntax given as a ``path`` is a missing file (422), never a way to open another file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from service_helpers import Services
+
+pytestmark = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None,
+        reason="the service needs fastapi, uvicorn and python-multipart",
+    ),
+    pytest.mark.skipif(
+        importlib.util.find_spec("rscore_earth") is None or importlib.util.find_spec("rasterio") is None,
+        reason="needs the earth plugin and rasterio",
+    ),
+]
+needs_h5py = pytest.mark.skipif(importlib.util.find_spec("h5py") is None, reason="builds HDF5 files with h5py")
+QUERY = "elevation above 100 m"
+SECRET_VALUE = 777.0
+
+
+@pytest.fixture(scope="module")
+def registry():
+    from rscore.engine import default_registry
+
+    return default_registry()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "data").mkdir()
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def private(tmp_path: Path) -> Path:
+    """Files outside the roots: an HDF5 dataset and raw float32 bytes, both 16 x 16 of 777."""
+    folder = tmp_path / "private"
+    folder.mkdir()
+    (folder / "raw.bin").write_bytes(np.full((16, 16), SECRET_VALUE, np.float32).tobytes())
+    if importlib.util.find_spec("h5py") is not None:
+        import h5py
+
+        with h5py.File(folder / "s.h5", "w") as f:
+            f["data"] = np.full((16, 16), SECRET_VALUE, np.float32)
+    return folder
+
+
+@pytest.fixture
+def client(tmp_path: Path, root: Path, registry) -> Iterator[httpx.Client]:
+    services = Services()
+    yield services.start(registry, output_root=tmp_path / "out", allowed_roots=(root,), workers=1, queue_size=2,
+                         request_timeout_s=60, job_runner="inprocess")  # fmt: skip
+    services.stop_all()
+
+
+def refused(response: httpx.Response, name: str, tmp_path: Path) -> str:
+    assert response.status_code == 403, response.text
+    message = response.json()["error"]
+    assert name in message and "outside the folders this service may read" in message and "\n" not in message
+    assert str(tmp_path) not in message and "private" not in message, message
+    return message
+
+
+def post_path(client: httpx.Client, path: str) -> httpx.Response:
+    return client.post("/v1/segment", data={"query": QUERY, "plugin": "earth", "path": path})
+
+
+def post_aux(client: httpx.Client, root: Path, aux: str) -> httpx.Response:
+    """``aux`` as the elevation band beside a 16 x 16 ramp (the earth reader opens an aux raster with any GDAL
+    driver, on the same grid when neither has a CRS): the answer shows whose values were read."""
+    import rasterio
+
+    _, x = np.mgrid[0:16, 0:16].astype(np.float32)
+    with rasterio.open(root / "base.tif", "w", driver="GTiff", width=16, height=16, count=1, dtype="float32") as ds:
+        ds.write((x * 20)[None])
+    return client.post("/v1/segment", data={"query": QUERY, "plugin": "earth", "path": "base.tif",
+                                            "options": json.dumps({"aux": aux, "bands": "other,elevation"})})  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------- HDF5
+def _h5(path: Path, build: Callable) -> Path:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        build(f)
+    return path
+
+
+@needs_h5py
+@pytest.mark.parametrize("kind", ["external link", "external storage", "virtual dataset"])
+def test_netcdf4_leading_outside_the_roots_is_refused(client, root: Path, private: Path, tmp_path: Path, kind):
+    import h5py
+
+    def build(f):
+        if kind == "external link":
+            f["data"] = h5py.ExternalLink(str(private / "s.h5"), "/data")
+        elif kind == "external storage":
+            f.create_dataset("data", shape=(16, 16), dtype="f4", external=[(str(private / "raw.bin"), 0, 1024)])
+        else:
+            layout = h5py.VirtualLayout(shape=(16, 16), dtype="f4")
+            layout[:] = h5py.VirtualSource(str(private / "s.h5"), "data", shape=(16, 16))
+            f.create_virtual_dataset("data", layout)
+
+    _h5(root / "dem.nc", build)
+    message = refused(post_aux(client, root, "dem.nc"), "dem.nc", tmp_path)  # GDAL read 777s from private/
+    assert "HDF5" in message and "'/data'" in message and "aux" in message
+    refused(post_path(client, "dem.nc"), "dem.nc", tmp_path)
+    # uploaded, the same file is refused the same way
+    upload = client.post("/v1/segment", data={"query": QUERY, "plugin": "earth"},
+                         files={"file": ("up.nc", (root / "dem.nc").read_bytes())})  # fmt: skip
+    refused(upload, "up.nc", tmp_path)
+    assert not [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
+
+
+@needs_h5py
+def test_a_link_through_another_hdf5_file_under_the_root_is_followed_by_the_check(client, root, private, tmp_path):
+    import h5py
+
+    _h5(root / "inner.h5", lambda f: f.__setitem__("data", h5py.ExternalLink(str(private / "s.h5"), "/data")))
+    _h5(root / "outer.nc", lambda f: f.__setitem__("data", h5py.ExternalLink(str(root / "inner.h5"), "/data")))
+    refused(post_aux(client, root, "outer.nc"), "outer.nc", tmp_path)
+
+
+@needs_h5py
+def test_hdf5_links_that_stay_under_the_root_are_not_refused(client, root: Path, private: Path):
+    import h5py
+
+    _h5(root / "inner.h5", lambda f: f.__setitem__("data", np.arange(256, dtype=np.float32).reshape(16, 16)))
+    _h5(root / "ok.nc", lambda f: f.__setitem__("data", h5py.ExternalLink(str(root / "inner.h5"), "/data")))
+    r = post_aux(client, root, "ok.nc")
+    assert r.status_code == 200, r.text
+    assert 0 < r.json()["result"]["summary"]["mask_area_px"] < 256  # 0-255 m: only part above 100 m
+
+
+def test_gdal_subdataset_syntax_is_not_a_way_in(client, root: Path, private: Path):
+    for given in (f'HDF5:"{private / "s.h5"}"://data', f"NETCDF:{private / 's.h5'}:data", 'NETCDF:"dem.nc":data'):
+        r = post_path(client, given)
+        assert r.status_code in (403, 422), r.text
+        assert str(SECRET_VALUE) not in r.text
+
+
+# ------------------------------------------------------------------------------------ headers naming a file
+ERS = """DatasetHeader Begin
+\tVersion = "6.0"
+\tDataSetType = ERStorage
+\tDataType = Raster
+\tByteOrder = LSBFirst
+{datafile}\tCoordinateSpace Begin
+\t\tDatum = "RAW"
+\t\tProjection = "RAW"
+\t\tCoordinateType = RAW
+\tCoordinateSpace End
+\tRasterInfo Begin
+\t\tCellType = IEEE4ByteReal
+\t\tNrOfLines = 16
+\t\tNrOfCellsPerLine = 16
+\t\tNrOfBands = 1
+\tRasterInfo End
+DatasetHeader End
+"""
+PDS = """PDS_VERSION_ID = PDS3
+RECORD_TYPE = FIXED_LENGTH
+RECORD_BYTES = 64
+FILE_RECORDS = 16
+^IMAGE = ("{datafile}", 1)
+OBJECT = IMAGE
+  LINES = 16
+  LINE_SAMPLES = 16
+  SAMPLE_TYPE = PC_REAL
+  SAMPLE_BITS = 32
+  BANDS = 1
+END_OBJECT = IMAGE
+END
+"""
+
+
+@pytest.mark.parametrize("name, header", [
+    ("dem.ers", ERS.format(datafile='\tDataFile = "../private/raw.bin"\n')),
+    ("dem.img", PDS.format(datafile="../private/raw.bin")),
+])  # fmt: skip
+def test_a_header_naming_a_data_file_outside_the_roots_is_refused(client, root, private, tmp_path, name, header):
+    (root / name).write_text(header)
+    message = refused(post_aux(client, root, name), name, tmp_path)  # GDAL read 777s from private/
+    assert "names another file" in message
+    refused(post_path(client, name), name, tmp_path)
+    # uploaded: the header lies in the request's staging folder, three levels below the output root's parent
+    upload = client.post("/v1/segment", data={"query": QUERY, "plugin": "earth"},
+                         files={"file": (name, header.replace("../private", "../../../private").encode())})  # fmt: skip
+    refused(upload, name, tmp_path)
+
+
+def test_a_header_naming_a_url_is_refused_before_gdal_opens_it(client, root, tmp_path):
+    (root / "web.ers").write_text(ERS.format(datafile='\tDataFile = "/vsicurl/http://127.0.0.1:9/x.bin"\n'))
+    r = post_aux(client, root, "web.ers")
+    assert r.status_code == 403 and "URL or a /vsi name" in r.json()["error"], r.text
+
+
+def test_a_header_with_its_data_file_beside_it_still_opens(client, root: Path):
+    _, x = np.mgrid[0:16, 0:16].astype(np.float32)
+    (root / "ramp").write_bytes((x * 20).astype(np.float32).tobytes())  # ERMapper's default data file: the stem
+    (root / "ramp.ers").write_text(ERS.format(datafile=""))
+    r = post_aux(client, root, "ramp.ers")
+    assert r.status_code == 200, r.text
+    assert 0 < r.json()["result"]["summary"]["mask_area_px"] < 256  # 20 m steps: only columns above 100 m
+
+
+@needs_h5py
+def test_a_vrt_whose_source_is_such_a_file_is_refused(client, root: Path, private: Path, tmp_path: Path):
+    import h5py
+
+    _h5(root / "x.nc", lambda f: f.__setitem__("data", h5py.ExternalLink(str(private / "s.h5"), "/data")))
+    (root / "x.vrt").write_text(
+        '<VRTDataset rasterXSize="16" rasterYSize="16"><VRTRasterBand dataType="Float32" band="1"><SimpleSource>'
+        '<SourceFilename relativeToVRT="1">x.nc</SourceFilename><SourceBand>1</SourceBand></SimpleSource>'
+        "</VRTRasterBand></VRTDataset>"
+    )
+    refused(post_path(client, "x.vrt"), "x.vrt", tmp_path)

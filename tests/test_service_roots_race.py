@@ -1,0 +1,235 @@
+"""The service reads the server-side input it checked, not whatever its name leads to when a reader opens it
+(real uvicorn on loopback, real GDAL; Linux pinning, :mod:`rscore.service.pinning`).
+
+Between the allowed-roots check and the reader's open, another process that may write under a root can swap a
+folder on the way, or the file itself, for a symbolic link leading out of the roots. The swap is made at a fixed
+point of the request (a wrapper around the check, or around the engine's run), not by a timing race:
+
+- swapped after the check, before the service pins the input: 403 naming the file, nothing outside read;
+- swapped after the pin, before the reader opens it: the answer is the checked file's, not the linked one's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from service_helpers import Services
+
+pytestmark = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None,
+        reason="the service needs fastapi, uvicorn and python-multipart",
+    ),
+    pytest.mark.skipif(
+        importlib.util.find_spec("rscore_earth") is None or importlib.util.find_spec("rasterio") is None,
+        reason="needs the earth plugin and rasterio",
+    ),
+    pytest.mark.skipif(not os.path.isdir("/proc/self/fd") or not hasattr(os, "O_PATH"), reason="pinning is Linux's"),
+]
+
+QUERY = "elevation above 100 m"
+
+
+@pytest.fixture(scope="module")
+def registry():
+    from rscore.engine import default_registry
+
+    return default_registry()
+
+
+@pytest.fixture
+def server(tmp_path: Path, registry) -> Iterator[Callable[..., httpx.Client]]:
+    services = Services()
+    root = tmp_path / "data"
+    root.mkdir()
+
+    def start() -> httpx.Client:
+        return services.start(registry, output_root=tmp_path / "out", allowed_roots=(root,), workers=1,
+                              queue_size=2, request_timeout_s=60, job_runner="inprocess")  # fmt: skip
+
+    yield start
+    services.stop_all()
+
+
+def write_dem(path: Path, offset: float) -> Path:
+    """A 64 x 64 ramp, 0-189 m plus ``offset``: with offset 0 about half is above 100 m, with 1000 all of it."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _, x = np.mgrid[0:64, 0:64].astype(np.float32)
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=1, dtype="float32", crs="EPSG:32617",
+                       transform=from_origin(700000, 9600000, 10, 10)) as ds:  # fmt: skip
+        ds.write((x * 3 + offset)[None])
+    return path
+
+
+def masked_pixels(response: httpx.Response) -> int:
+    assert response.status_code == 200, response.text
+    return int(response.json()["result"]["summary"]["mask_area_px"])
+
+
+def staging_empty(out: Path) -> bool:
+    staging = out / ".staging"
+    return not staging.exists() or not any(staging.iterdir())
+
+
+def swap_folder_for_link(folder: Path, target: Path) -> None:
+    folder.rename(folder.with_name(folder.name + ".old"))
+    folder.symlink_to(target, target_is_directory=True)
+
+
+def test_a_folder_swapped_for_a_link_after_the_check_is_refused(server, tmp_path: Path, monkeypatch):
+    root = tmp_path / "data"
+    write_dem(root / "survey" / "dem.tif", 0)
+    write_dem(tmp_path / "private" / "dem.tif", 1000)
+    client = server()
+    from rscore.service.routes import segment as route
+
+    checked = route.resolve_allowed
+
+    def check_then_swap(*args, **kwargs):
+        result = checked(*args, **kwargs)
+        swap_folder_for_link(root / "survey", tmp_path / "private")  # after the check, before anything opens it
+        return result
+
+    monkeypatch.setattr(route, "resolve_allowed", check_then_swap)
+    r = client.post("/v1/segment", data={"query": QUERY, "plugin": "earth", "path": "survey/dem.tif"})
+    assert r.status_code == 403, r.text
+    message = r.json()["error"]
+    assert "survey/dem.tif" in message and "symbolic link" in message and "\n" not in message
+    assert str(tmp_path) not in message and "private" not in message
+    out = tmp_path / "out"
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []
+    assert staging_empty(out)  # the request's links are gone
+
+
+@pytest.mark.parametrize("swap", ["folder", "file"])
+def test_a_link_swapped_in_after_the_pin_is_not_followed(server, tmp_path: Path, monkeypatch, swap):
+    root = tmp_path / "data"
+    write_dem(root / "survey" / "dem.tif", 0)
+    write_dem(tmp_path / "private" / "dem.tif", 1000)
+    client = server()
+    baseline = client.post("/v1/segment", data={"query": QUERY, "plugin": "earth", "path": "survey/dem.tif"})
+    expected = masked_pixels(baseline)
+    assert 0 < expected < 64 * 64  # the checked file: about half above 100 m (the private one: all of it)
+
+    from rscore import engine
+
+    run = engine.run
+
+    def swap_then_run(path, *args, **kwargs):  # after the check and the pin, before the reader opens the input
+        if swap == "folder":
+            swap_folder_for_link(root / "survey", tmp_path / "private")
+        else:
+            target = root / "survey" / "dem.tif"
+            target.rename(target.with_name("dem.tif.old"))
+            target.symlink_to(tmp_path / "private" / "dem.tif")
+        return run(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "run", swap_then_run)
+    r = client.post("/v1/segment", data={"query": QUERY, "plugin": "earth", "path": "survey/dem.tif"})
+    assert masked_pixels(r) == expected  # read the checked file; the private one would give 4096
+    doc = r.json()["result"]
+    text = json.dumps(doc)
+    assert "/proc/" not in text and ".staging" not in text  # the document names the input as before
+    assert doc["scene"]["path"] == str(root / "survey" / "dem.tif"), doc["scene"]
+    assert staging_empty(tmp_path / "out")
+
+
+def test_side_car_files_still_reach_the_reader(server, tmp_path: Path):
+    """A GDAL side-car beside the input (here ``dem.tif.aux.xml`` declaring the nodata value) is pinned with it."""
+    root = tmp_path / "data"
+    dem = write_dem(root / "dem.tif", 0)
+    (root / "dem.tif.aux.xml").write_text(
+        '<PAMDataset><PAMRasterBand band="1"><NoDataValue>0</NoDataValue></PAMRasterBand></PAMDataset>'
+    )
+    client = server()
+    r = client.post("/v1/segment", data={"query": QUERY, "plugin": "earth", "path": "dem.tif"})
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["scene"]["nodata"] == 0.0  # from the side-car (the GeoTIFF itself declares none)
+    assert dem.is_file()
+
+
+def test_an_aux_raster_swapped_for_a_link_after_the_pin_is_not_followed(server, tmp_path: Path, monkeypatch):
+    """Path options (here ``aux``, read as the elevation band) are pinned like the input."""
+    root = tmp_path / "data"
+    write_dem(root / "dem.tif", 0)
+    write_dem(root / "survey" / "aux.tif", 0)
+    write_dem(tmp_path / "private" / "aux.tif", 1000)
+    client = server()
+    data = {"query": QUERY, "plugin": "earth", "path": "dem.tif",
+            "options": json.dumps({"aux": "survey/aux.tif", "bands": "other,elevation"})}  # fmt: skip
+    expected = masked_pixels(client.post("/v1/segment", data=data))
+    assert 0 < expected < 64 * 64
+
+    from rscore import engine
+
+    run = engine.run
+
+    def swap_then_run(path, *args, **kwargs):
+        swap_folder_for_link(root / "survey", tmp_path / "private")
+        return run(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "run", swap_then_run)
+    r = client.post("/v1/segment", data=data)
+    assert masked_pixels(r) == expected  # the private aux would give 4096
+    doc = r.json()["result"]
+    assert doc["provenance"]["options"]["aux"] == str(root / "survey" / "aux.tif")  # named as before, not the pin
+    assert staging_empty(tmp_path / "out")
+
+
+def test_a_job_input_swapped_for_a_link_before_it_runs_is_not_followed(server, tmp_path: Path, monkeypatch):
+    """A job's inputs are checked when it is submitted and read later: the in-process runner pins each one when its
+    turn comes (a swap before that is refused like a request's; after it, not followed)."""
+    import time
+
+    root = tmp_path / "data"
+    write_dem(root / "survey" / "dem.tif", 0)
+    write_dem(tmp_path / "private" / "dem.tif", 1000)
+    client = server()
+    from rscore import engine
+
+    run = engine.run
+
+    def swap_then_run(path, *args, **kwargs):
+        if (root / "survey").is_dir() and not (root / "survey").is_symlink():
+            swap_folder_for_link(root / "survey", tmp_path / "private")
+        return run(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "run", swap_then_run)
+    r = client.post("/v1/jobs", json={"inputs": ["survey/dem.tif"], "query": QUERY, "plugin": "earth"})
+    assert r.status_code in (200, 201, 202), r.text
+    deadline = time.monotonic() + 120
+    while (job := client.get(r.json()["url"]).json())["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    (item,) = job["items"]
+    assert item["state"] == "succeeded", item
+    doc = client.get(item["links"]["result"]).json()
+    assert doc["summary"]["mask_area_px"] == 1920  # the checked file (the private one: 4096)
+    assert doc["scene"]["path"] == str(root / "survey" / "dem.tif") and "/proc/" not in json.dumps(doc)
+    assert staging_empty(tmp_path / "out")
+
+
+def test_an_upload_with_a_pinned_path_option_beside_it(server, tmp_path: Path):
+    """The pins live in hidden folders of the request's staging folder: an upload named like them still stages."""
+    root = tmp_path / "data"
+    dem = write_dem(tmp_path / "upload.tif", 0)
+    write_dem(root / "aux.tif", 0)
+    client = server()
+    for name in ("options", "input", "dem.tif"):
+        r = client.post("/v1/segment", data={"query": QUERY, "plugin": "earth",
+                                             "options": json.dumps({"aux": "aux.tif", "bands": "other,elevation"})},
+                        files={"file": (name, dem.read_bytes())})  # fmt: skip
+        assert masked_pixels(r) == 1920, name
+        assert r.json()["result"]["provenance"]["options"]["aux"] == str(root / "aux.tif")
+    assert staging_empty(tmp_path / "out")
