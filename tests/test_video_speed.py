@@ -85,7 +85,12 @@ def test_the_query_is_matched_once_per_video_run(clip, registry, monkeypatch):  
     assert calls == ["bright boxes"]
 
 
-def test_offline_overlay_drawn_while_tracking_matches_the_records(clip, registry, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("held", ["default", "none", "three frames"])
+def test_offline_overlay_drawn_while_tracking_matches_the_records(clip, registry, tmp_path, monkeypatch, held):  # noqa: F811
+    # the forward pass hands its decoded frames to the overlay thread up to overlay.HELD_BYTES; past that (here:
+    # never, or three frames at a time) the thread decodes those frames again itself: the same video either way
+    if held != "default":
+        monkeypatch.setattr("rscore.video.overlay.HELD_BYTES", 0 if held == "none" else 3 * W * H * 3)
     res = run_video(clip, "bright boxes", plugin="vtest", registry=registry, out_dir=tmp_path / "o",
                     options={"keyframe": "12", "overlay_codec": "MJPG"})
     assert res.timings["overlay_wait_s"] >= 0

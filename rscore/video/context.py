@@ -42,6 +42,25 @@ __all__ = ["frame_scene"]
 
 
 # --------------------------------------------------------------------------------------------------------- frames
+class _FrameSource(ArraySource):
+    """An :class:`ArraySource` over a video frame, stored as decoded (``(H, W, 3)``, channels last) and seen as
+    ``(3, H, W)``. Reading bands by index copies the frame's own layout: ``array[[0, 1, 2]]`` on the channels-last
+    view gathered the bands into a ``(3, H, W)`` copy that a template turning it back into ``(H, W, 3)`` had to
+    transpose again (5 ms per 768x576 frame, 0.15 ms this way). Same values and shape; a fresh array as before."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        super().__init__(np.moveaxis(image, -1, 0))
+        self._image = image
+
+    def read(self, window: Any = None, bands: Any = None) -> np.ndarray:
+        if bands is None:
+            return super().read(window, bands)
+        image = self._image if window is None else self._image[window.slices]
+        picked = list(bands)
+        hwc = image.copy() if picked == list(range(self.count)) else image[..., picked]
+        return np.moveaxis(hwc, -1, 0)
+
+
 def frame_scene(
     frame: Frame, base: Scene | None = None, *, fps: float = 0.0, frame_count: int | None = None, uri: str | None = None
 ) -> Scene:
@@ -53,7 +72,7 @@ def frame_scene(
         meta["video"] = {"uri": uri}
     meta.update({"frame_index": frame.index, "timestamp_s": frame.timestamp_s})
     return Scene(
-        source=ArraySource(np.moveaxis(frame.image, -1, 0)),
+        source=_FrameSource(frame.image),
         kind="video",
         band_roles=("red", "green", "blue"),
         path=base.path if base is not None else None,
@@ -93,7 +112,10 @@ class _AnalyticDetector:
         if run.targets:  # a program that points at things for a segmenter: the image engine does the rest
             return c.engine_detect(scene)
         mask = np.asarray(run.mask if isinstance(run.mask, np.ndarray) else run.mask.read(None), bool)  # TiledArray
-        c.answered(scene, run.steps, empty=not mask.any())
+        empty = not mask.any()
+        c.answered(scene, run.steps, empty=empty)
+        if empty:  # nothing to split into instances (most re-detections on a clip where the target is rare)
+            return []
         score = run.score if isinstance(run.score, np.ndarray) else None
         classes = run.classes if isinstance(run.classes, np.ndarray) else None
         return instances_from_mask(
@@ -398,5 +420,5 @@ class _Context:
         if self.overlay is not None:
             self.overlay.add(frame.image, items)
         if self.overlay_feed is not None:
-            self.overlay_feed.add(record)
+            self.overlay_feed.add(record, frame.image)
         self.tick()
