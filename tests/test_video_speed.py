@@ -85,6 +85,37 @@ def test_the_query_is_matched_once_per_video_run(clip, registry, monkeypatch):  
     assert calls == ["bright boxes"]
 
 
+def test_sampled_frames_answers_are_reused_by_the_tracking_passes_with_the_same_records(clip, registry, monkeypatch):  # noqa: F811
+    # the keyframe pass's sampled frames keep their program answers; re-detection on the same frame reuses them
+    import rscore.engine.program as program
+
+    frames_run: list[int] = []
+    real = program.run_program
+
+    def counting(scene, *args, **kwargs):
+        frames_run.append(scene.metadata["frame_index"])
+        return real(scene, *args, **kwargs)
+
+    monkeypatch.setattr(program, "run_program", counting)
+    opts = {"overlay": False, "keyframe_samples": 8, "redetect_every": 5}
+
+    def run() -> tuple[list, list[int]]:
+        frames_run.clear()
+        res = segment_video(clip, "bright boxes", plugin="vtest", registry=registry, options=opts)
+        records = [{k: v for k, v in r.items() if k != "wall_time"} for r in res.log.iter_frames()]
+        res.log.close()
+        return records, sorted(frames_run)
+
+    reused, calls = run()
+    monkeypatch.setattr("rscore.video.context.KEEP_BYTES", 0)  # nothing kept: every re-detection runs the program
+    fresh, calls_fresh = run()
+    assert reused == fresh and len(fresh) == N
+    assert any(r["instances"] for r in fresh)
+    assert len(calls) < len(calls_fresh)  # the program ran fewer times ...
+    assert set(calls) == set(calls_fresh)  # ... on the same frames: each coinciding frame once instead of twice
+    assert len(calls_fresh) - len(calls) == sum(calls_fresh.count(i) > calls.count(i) for i in set(calls))
+
+
 @pytest.mark.parametrize("held", ["default", "none", "three frames"])
 def test_offline_overlay_drawn_while_tracking_matches_the_records(clip, registry, tmp_path, monkeypatch, held):  # noqa: F811
     # the forward pass hands its decoded frames to the overlay thread up to overlay.HELD_BYTES; past that (here:
