@@ -85,6 +85,25 @@ def test_the_query_is_matched_once_per_video_run(clip, registry, monkeypatch):  
     assert calls == ["bright boxes"]
 
 
+def test_a_frame_scene_reads_the_same_values_as_an_array_source_and_hands_out_a_fresh_array():
+    from rscore.types import ArraySource, Window
+    from rscore.video.context import _FrameSource
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    frame, plain = _FrameSource(image), ArraySource(np.ascontiguousarray(np.moveaxis(image, -1, 0)))
+    assert (frame.count, frame.height, frame.width, frame.dtype) == (plain.count, plain.height, plain.width, plain.dtype)
+    for window in (None, Window(0, 0, 37, 53), Window(5, 7, 20, 31), Window(36, 52, 1, 1)):
+        for bands in (None, [0, 1, 2], [2, 1, 0], [1], (0, 2)):
+            got, want = frame.read(window, bands), plain.read(window, bands)
+            assert got.shape == want.shape and np.array_equal(got, want), (window, bands)
+            if bands is not None:  # a copy, as ArraySource gives: writing to it leaves the frame alone
+                got[...] = 0
+                assert np.array_equal(frame.read(window, bands), want)
+    # channels last in memory, as decoded: turning it back to (H, W, 3) is a plain copy, no transposition
+    assert np.moveaxis(frame.read(None, [0, 1, 2]), 0, -1).flags["C_CONTIGUOUS"]
+
+
 def test_sampled_frames_answers_are_reused_by_the_tracking_passes_with_the_same_records(clip, registry, monkeypatch):  # noqa: F811
     # the keyframe pass's sampled frames keep their program answers; re-detection on the same frame reuses them
     import rscore.engine.program as program
