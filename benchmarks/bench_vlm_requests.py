@@ -4,7 +4,7 @@ One request = one picture + the query -> boxes / points. Both sides send the sam
 same OpenAI-compatible endpoint, from C threads of this process, over the same N requests:
 
 ``bare``    a hand-written client: one pooled ``httpx.Client`` shared by the C threads (keep-alive); per request the
-            picture encoded as rscore encodes it (PNG, compression level 6, base64 data URL; the picture already at
+            picture encoded as rscore encodes it (PNG at ``rscore.reasoners.openai.PNG_LEVEL``, base64 data URL; at
             the size rscore sends), the system and user text rscore writes for it (built once, before timing),
             ``POST /chat/completions``, the JSON body decoded and the answer's JSON read into boxes.
 ``rscore``  ``OpenAIReasoner.plan(scene, request, templates)`` from the scene: picture fitting, template hints
@@ -58,11 +58,16 @@ STUB_ANSWER = json.dumps({
 
 # ------------------------------------------------------------------------------------------------------ pictures
 def synthetic_pictures(n: int, seed: int = 0) -> list[np.ndarray]:
-    """``n`` different ``(H, W, 3)`` uint8 pictures: a textured ground with two coloured boxes at random places."""
+    """``n`` different ``(H, W, 3)`` uint8 pictures, about as compressible as a camera frame: a smooth ground (coarse
+    random shading enlarged) with a little sensor noise and two coloured boxes at random places."""
+    import cv2
+
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
-        img = rng.integers(60, 130, (H, W, 3), dtype=np.uint8)
+        coarse = rng.integers(50, 170, (H // 24, W // 24, 3), dtype=np.uint8)
+        img = cv2.resize(coarse, (W, H), interpolation=cv2.INTER_CUBIC)
+        img = np.clip(img.astype(np.int16) + rng.integers(-3, 4, img.shape), 0, 255).astype(np.uint8)
         for colour in ((200, 255, 40), (220, 40, 30)):
             x, y = int(rng.integers(0, W - 120)), int(rng.integers(0, H - 160))
             img[y : y + 160, x : x + 120] = colour
@@ -140,8 +145,10 @@ def bare_request(client: Any, url: str, model: str, job: Job, max_tokens: int) -
     """One request of the bare client; the number of boxes in the answer."""
     from PIL import Image
 
+    from rscore.reasoners import openai as rscore_openai
+
     buf = io.BytesIO()
-    Image.fromarray(job.sent).save(buf, format="PNG", compress_level=6)
+    Image.fromarray(job.sent).save(buf, format="PNG", compress_level=rscore_openai.PNG_LEVEL)
     data_url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
     payload = {
         "model": model,
@@ -260,8 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--query", default=QUERY)
     ap.add_argument("--plugin", default=None, help="plugin whose templates give the hints (default: all)")
     ap.add_argument("--option", "-O", action="append", default=[], help="openai reasoner option key=value")
+    ap.add_argument("--png-level", type=int, help="zlib level of the PNG pictures, both sides (default: rscore's)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.png_level is not None:
+        from rscore.reasoners import openai as rscore_openai
+
+        rscore_openai.PNG_LEVEL = args.png_level
     pictures = folder_pictures(args.images, args.requests) if args.images else synthetic_pictures(args.requests)
     options = dict(kv.split("=", 1) for kv in args.option)
     conc = [int(c) for c in args.concurrency.split(",")]
