@@ -232,7 +232,9 @@ def _pythonpath(src: Path) -> str:
     return os.pathsep.join(str(p) for p in parts)
 
 
-def cli(data: Path, repeat: int, before: Path | None, clips: list[str], matcher: str = "keyword") -> list[dict[str, Any]]:
+def cli(
+    data: Path, repeat: int, before: Path | None, clips: list[str], matcher: str = "keyword"
+) -> list[dict[str, Any]]:
     import statistics
     import subprocess
 

@@ -1,4 +1,4 @@
-"""VLM requests per second through rscore's ``openai`` reasoner beside a bare client: the same N requests at concurrency C.
+"""VLM requests/s through rscore's ``openai`` reasoner beside a bare client: the same N requests at concurrency C.
 
 One request = one picture + the query -> boxes / points. Both sides send the same pictures with the same text to the
 same OpenAI-compatible endpoint, from C threads of this process, over the same N requests:
@@ -138,7 +138,8 @@ def bare_boxes(text: str) -> list[list[float]]:
     except json.JSONDecodeError:
         return []
     items = data.get("targets", []) if isinstance(data, dict) else data if isinstance(data, list) else []
-    return [list(i.get("box") or i.get("bbox_2d")) for i in items if isinstance(i, dict) and (i.get("box") or i.get("bbox_2d"))]
+    boxes = [(i.get("box") or i.get("bbox_2d")) if isinstance(i, dict) else None for i in items]
+    return [list(b) for b in boxes if b]
 
 
 def bare_request(client: Any, url: str, model: str, job: Job, max_tokens: int) -> int:
@@ -166,7 +167,10 @@ def bare_request(client: Any, url: str, model: str, job: Job, max_tokens: int) -
     return len(bare_boxes(resp.json()["choices"][0]["message"]["content"] or ""))
 
 
-def _round(fn: Callable[[Job], int], jobs: Sequence[Job], concurrency: int) -> tuple[float, float, list[float], list[int]]:
+Round = tuple[float, float, list[float], list[int]]
+
+
+def _round(fn: Callable[[Job], int], jobs: Sequence[Job], concurrency: int) -> Round:
     """All ``jobs`` through ``fn`` on ``concurrency`` threads: (wall s, CPU s, latencies s, boxes per request)."""
     latencies: list[float] = [0.0] * len(jobs)
     boxes: list[int] = [0] * len(jobs)
@@ -182,7 +186,7 @@ def _round(fn: Callable[[Job], int], jobs: Sequence[Job], concurrency: int) -> t
     return time.perf_counter() - t0, time.process_time() - c0, latencies, boxes
 
 
-def _row(side: str, concurrency: int, rounds: list[tuple[float, float, list[float], list[int]]]) -> dict[str, Any]:
+def _row(side: str, concurrency: int, rounds: list[Round]) -> dict[str, Any]:
     n = len(rounds[0][2])
     lat = sorted(x for r in rounds for x in r[2])
     wall = statistics.median(r[0] for r in rounds)
@@ -222,7 +226,8 @@ def measure(base_url: str, model: str, pictures: Sequence[np.ndarray], *, query:
 
     out: dict[str, Any] = {"endpoint": base_url, "model": model, "query": query, "picture": list(pictures[0].shape),
                            "rows": [], "ratios": []}  # fmt: skip
-    with httpx.Client(timeout=reasoner.options.timeout_s, limits=httpx.Limits(max_connections=max(concurrency))) as client:
+    limits = httpx.Limits(max_connections=max(concurrency))
+    with httpx.Client(timeout=reasoner.options.timeout_s, limits=limits) as client:
 
         def bare(job: Job) -> int:
             return bare_request(client, url, model, job, max_tokens)
@@ -257,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base-url", help="OpenAI-compatible API base, e.g. http://127.0.0.1:8000/v1 (default: loopback stub)")
+    ap.add_argument("--base-url", help="OpenAI-compatible API base, e.g. http://127.0.0.1:8000/v1 (default: the "
+                    "loopback stub)")
     ap.add_argument("--model", help="model name on that server (default: test-vlm on the stub)")
     ap.add_argument("--requests", type=int, default=48, help="N: requests per round (default 48)")
     ap.add_argument("--concurrency", default="1,4", help="comma-separated C values (default 1,4)")

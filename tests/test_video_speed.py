@@ -92,7 +92,8 @@ def test_a_frame_scene_reads_the_same_values_as_an_array_source_and_hands_out_a_
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
     frame, plain = _FrameSource(image), ArraySource(np.ascontiguousarray(np.moveaxis(image, -1, 0)))
-    assert (frame.count, frame.height, frame.width, frame.dtype) == (plain.count, plain.height, plain.width, plain.dtype)
+    for attr in ("count", "height", "width", "dtype"):
+        assert getattr(frame, attr) == getattr(plain, attr)
     for window in (None, Window(0, 0, 37, 53), Window(5, 7, 20, 31), Window(36, 52, 1, 1)):
         for bands in (None, [0, 1, 2], [2, 1, 0], [1], (0, 2)):
             got, want = frame.read(window, bands), plain.read(window, bands)
@@ -104,7 +105,7 @@ def test_a_frame_scene_reads_the_same_values_as_an_array_source_and_hands_out_a_
     assert np.moveaxis(frame.read(None, [0, 1, 2]), 0, -1).flags["C_CONTIGUOUS"]
 
 
-def test_sampled_frames_answers_are_reused_by_the_tracking_passes_with_the_same_records(clip, registry, monkeypatch):  # noqa: F811
+def test_sampled_frames_answers_are_reused_by_tracking_with_the_same_records(clip, registry, monkeypatch):  # noqa: F811
     # the keyframe pass's sampled frames keep their program answers; re-detection on the same frame reuses them
     import rscore.engine.program as program
 
@@ -136,7 +137,9 @@ def test_sampled_frames_answers_are_reused_by_the_tracking_passes_with_the_same_
 
 
 @pytest.mark.parametrize("held", ["default", "none", "three frames"])
-def test_offline_overlay_drawn_while_tracking_matches_the_records(clip, registry, tmp_path, monkeypatch, held):  # noqa: F811
+def test_offline_overlay_drawn_while_tracking_matches_the_records(
+    clip, registry, tmp_path, monkeypatch, held  # noqa: F811
+):
     # the forward pass hands its decoded frames to the overlay thread up to overlay.HELD_BYTES; past that (here:
     # never, or three frames at a time) the thread decodes those frames again itself: the same video either way
     if held != "default":
