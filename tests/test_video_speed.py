@@ -85,7 +85,65 @@ def test_the_query_is_matched_once_per_video_run(clip, registry, monkeypatch):  
     assert calls == ["bright boxes"]
 
 
-def test_offline_overlay_drawn_while_tracking_matches_the_records(clip, registry, tmp_path):  # noqa: F811
+def test_a_frame_scene_reads_the_same_values_as_an_array_source_and_hands_out_a_fresh_array():
+    from rscore.types import ArraySource, Window
+    from rscore.video.context import _FrameSource
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    frame, plain = _FrameSource(image), ArraySource(np.ascontiguousarray(np.moveaxis(image, -1, 0)))
+    for attr in ("count", "height", "width", "dtype"):
+        assert getattr(frame, attr) == getattr(plain, attr)
+    for window in (None, Window(0, 0, 37, 53), Window(5, 7, 20, 31), Window(36, 52, 1, 1)):
+        for bands in (None, [0, 1, 2], [2, 1, 0], [1], (0, 2)):
+            got, want = frame.read(window, bands), plain.read(window, bands)
+            assert got.shape == want.shape and np.array_equal(got, want), (window, bands)
+            if bands is not None:  # a copy, as ArraySource gives: writing to it leaves the frame alone
+                got[...] = 0
+                assert np.array_equal(frame.read(window, bands), want)
+    # channels last in memory, as decoded: turning it back to (H, W, 3) is a plain copy, no transposition
+    assert np.moveaxis(frame.read(None, [0, 1, 2]), 0, -1).flags["C_CONTIGUOUS"]
+
+
+def test_sampled_frames_answers_are_reused_by_tracking_with_the_same_records(clip, registry, monkeypatch):  # noqa: F811
+    # the keyframe pass's sampled frames keep their program answers; re-detection on the same frame reuses them
+    import rscore.engine.program as program
+
+    frames_run: list[int] = []
+    real = program.run_program
+
+    def counting(scene, *args, **kwargs):
+        frames_run.append(scene.metadata["frame_index"])
+        return real(scene, *args, **kwargs)
+
+    monkeypatch.setattr(program, "run_program", counting)
+    opts = {"overlay": False, "keyframe_samples": 8, "redetect_every": 5}
+
+    def run() -> tuple[list, list[int]]:
+        frames_run.clear()
+        res = segment_video(clip, "bright boxes", plugin="vtest", registry=registry, options=opts)
+        records = [{k: v for k, v in r.items() if k != "wall_time"} for r in res.log.iter_frames()]
+        res.log.close()
+        return records, sorted(frames_run)
+
+    reused, calls = run()
+    monkeypatch.setattr("rscore.video.context.KEEP_BYTES", 0)  # nothing kept: every re-detection runs the program
+    fresh, calls_fresh = run()
+    assert reused == fresh and len(fresh) == N
+    assert any(r["instances"] for r in fresh)
+    assert len(calls) < len(calls_fresh)  # the program ran fewer times ...
+    assert set(calls) == set(calls_fresh)  # ... on the same frames: each coinciding frame once instead of twice
+    assert len(calls_fresh) - len(calls) == sum(calls_fresh.count(i) > calls.count(i) for i in set(calls))
+
+
+@pytest.mark.parametrize("held", ["default", "none", "three frames"])
+def test_offline_overlay_drawn_while_tracking_matches_the_records(
+    clip, registry, tmp_path, monkeypatch, held  # noqa: F811
+):
+    # the forward pass hands its decoded frames to the overlay thread up to overlay.HELD_BYTES; past that (here:
+    # never, or three frames at a time) the thread decodes those frames again itself: the same video either way
+    if held != "default":
+        monkeypatch.setattr("rscore.video.overlay.HELD_BYTES", 0 if held == "none" else 3 * W * H * 3)
     res = run_video(clip, "bright boxes", plugin="vtest", registry=registry, out_dir=tmp_path / "o",
                     options={"keyframe": "12", "overlay_codec": "MJPG"})
     assert res.timings["overlay_wait_s"] >= 0

@@ -220,8 +220,8 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
         if c.detector is not None and len(pending) > 1:  # a template over detections: detector_batch per call
             prime_detections(template, [s for _, s in pending], c.opts)
         for frame, scene in pending:
-            if c.detector is not None:
-                score = _frame_score(c.detector.detect(scene), c.shape)
+            if c.detector is not None:  # kept: a tracking pass re-detecting on this frame reuses the answer
+                score = _frame_score(c.detector.detect(scene, keep=True), c.shape)
             else:
                 plan = reasoner.plan(scene, c.request, templates)
                 score = 0.0 if plan.absent else max([t.confidence for t in plan.targets]  # boxes to segment, or
@@ -326,6 +326,8 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
         if c.overlay_feed is not None:  # frames 0..keyframe are all recorded: draw them while going forward
             c.overlay_feed.start()
     timings["propagate_s"] = round(time.perf_counter() - t0, 4)
+    if isinstance(c.detector, _AnalyticDetector):
+        c.detector.forget()
     t0 = time.perf_counter()
     _finish_overlay(c)
     timings["overlay_wait_s"] = round(time.perf_counter() - t0, 4)

@@ -209,7 +209,13 @@ class OverlaySink:
         if self._stream is not None:
             import av
 
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img, dtype=np.uint8), format="rgb24")
+            img = np.ascontiguousarray(img, dtype=np.uint8)
+            if img.shape[0] % 2 == 0 and img.shape[1] % 2 == 0:
+                # to the stream's yuv420p by OpenCV (BT.601, limited range, as libswscale's default): ~1 ms less
+                # CPU per 768x576 frame than letting the encoder convert the RGB (issue 22)
+                frame = av.VideoFrame.from_ndarray(cv2.cvtColor(img, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+            else:
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
         else:
