@@ -51,6 +51,7 @@ __all__ = [
 
 BLOCK = 512
 COMPRESS = "ZSTD"  # of the COGs, level 1: see CogWriter._write
+OWN_OVERVIEWS = True  # overview levels computed from the written windows where exact (rscore_earth.cog)
 MASK_NODATA = 255
 CLASS_COLOURS = {
     ("low", "medium", "high"): [(255, 235, 59), (255, 152, 0), (211, 47, 47)],
@@ -190,21 +191,30 @@ class CogWriter(Writer):
         import rasterio.shutil
         from rasterio.windows import Window as RWindow
 
+        from rscore_earth.cog import OverviewFiles, own_overviews
+
         h, w = scene.shape
         fd, tmp = tempfile.mkstemp(suffix=".tif", dir=path.parent)
         os.close(fd)
         blocksize = cog_blocksize(h, w)
+        levels = overview_count(h, w)
         # GDAL's block cache capped: the temporary GeoTIFF and the COG's overviews do not fill memory
         with gdal_env(GDAL_NUM_THREADS="ALL_CPUS"):
+            overviews = None
             try:
                 profile = {
                     "driver": "GTiff", "width": w, "height": h, "count": 1, "dtype": dtype, "crs": _crs(scene),
                     "transform": _affine(scene), "nodata": nodata, "tiled": True, "blockxsize": blocksize,
                     "blockysize": blocksize, "compress": "none", "BIGTIFF": "IF_SAFER",
                 }  # fmt: skip
+                if OWN_OVERVIEWS and own_overviews(h, w, levels, resampling, dtype, nodata, WINDOW):
+                    overviews = OverviewFiles(path.parent, profile, levels, resampling)
                 with rasterio.open(tmp, "w", **profile) as dst:
                     for win in iter_windows(h, w, WINDOW):
-                        dst.write(block(win), 1, window=RWindow(win.col_off, win.row_off, win.width, win.height))
+                        data = block(win)
+                        dst.write(data, 1, window=RWindow(win.col_off, win.row_off, win.width, win.height))
+                        if overviews is not None:
+                            overviews.add(data, win.row_off, win.col_off)
                     dst.set_band_description(1, description)
                     dst.update_tags(**{k: v for k, v in tags.items() if v})
                     if colormap:
@@ -212,10 +222,17 @@ class CogWriter(Writer):
                 creation = {
                     "COMPRESS": COMPRESS, "LEVEL": "1", "BLOCKSIZE": str(blocksize), "BIGTIFF": "IF_SAFER",
                     "NUM_THREADS": "ALL_CPUS", "OVERVIEW_RESAMPLING": resampling.upper(),
-                    "OVERVIEW_COUNT": str(overview_count(h, w)),
+                    "OVERVIEW_COUNT": str(levels),
                 }  # fmt: skip
-                rasterio.shutil.copy(tmp, str(path), driver="COG", **creation)
+                if overviews is not None:  # the levels computed above, copied as they are (see rscore_earth.cog)
+                    source = overviews.vrt(tmp)
+                    creation["OVERVIEWS"] = "FORCE_USE_EXISTING"
+                else:
+                    source = tmp
+                rasterio.shutil.copy(source, str(path), driver="COG", **creation)
             finally:
+                if overviews is not None:
+                    overviews.close()
                 try:
                     os.remove(tmp)
                 except OSError:
