@@ -51,6 +51,7 @@ __all__ = [
 
 BLOCK = 512
 COMPRESS = "ZSTD"  # of the COGs, level 1: see CogWriter._write
+FAST_GEOJSON = True  # polygons.geojson geometry text by rscore_earth.geojson where numba is loaded
 OWN_OVERVIEWS = True  # overview levels computed from the written windows where exact (rscore_earth.cog)
 MASK_NODATA = 255
 CLASS_COLOURS = {
@@ -476,10 +477,15 @@ class _GeoJsonStream:
 
         if not self.enabled:
             return
-        geoms = shapely.orient_polygons(shapely.transform(geoms, self._lonlat), exterior_cw=False)
-        parts, owner = shapely.get_parts(geoms, return_index=True)
-        multi = shapely.multipolygons(parts, indices=owner)  # every geometry as a MultiPolygon, in one call
-        texts = shapely.to_geojson(multi)
+        from rscore_earth.geojson import fast_available, multipolygon_texts
+
+        if FAST_GEOJSON and fast_available():  # coordinates out once, written by a compiled kernel (issue 22)
+            texts = multipolygon_texts(geoms, self._transformer)
+        else:
+            geoms = shapely.orient_polygons(shapely.transform(geoms, self._lonlat), exterior_cw=False)
+            parts, owner = shapely.get_parts(geoms, return_index=True)
+            multi = shapely.multipolygons(parts, indices=owner)  # every geometry as a MultiPolygon, in one call
+            texts = shapely.to_geojson(multi).tolist()
         # each property as JSON text, column by column (what json.dumps writes for the record: the same bytes,
         # without a dict and an encoder per feature)
         columns = [_json_texts(col) for col in data]
@@ -487,7 +493,7 @@ class _GeoJsonStream:
         lines = [
             '{"type": "Feature", "properties": {' + ", ".join([k + c[i] for k, c in zip(keys, columns)])
             + '}, "geometry": ' + geometry + "}"
-            for i, geometry in enumerate(texts.tolist())
+            for i, geometry in enumerate(texts)
         ]  # fmt: skip
         self._fh.write(("" if self._first else ",\n") + ",\n".join(lines))
         self._first = False
