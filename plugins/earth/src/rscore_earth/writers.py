@@ -347,7 +347,7 @@ class VectorWriter(Writer):
             if len(kept):
                 wkb = shapely.to_wkb(kept)
                 queued.append((wkb, data))
-                queued_bytes += sum(len(b) for b in wkb.tolist())
+                queued_bytes += 16 * int(shapely.get_num_coordinates(kept).sum())  # ~ the WKB's size
                 if queued_bytes >= GPKG_FLUSH_BYTES:
                     flush()
                 stream.write(kept, data)
