@@ -178,5 +178,5 @@ def test_groups_traced_again_equal_the_coverage_union(monkeypatch):
         monkeypatch.setattr(polygons, "RETRACE", False)
         union = records(window)
         monkeypatch.setattr(polygons, "RETRACE", True)
-        monkeypatch.setattr(polygons, "RETRACE_MAX_PX", 4 * 1024 * 1024)
+        monkeypatch.setattr(polygons, "RETRACE_MAX_PX", 4 * 1024 * 1024)  # every group of the example
         assert retraced == union == mixed

@@ -311,7 +311,7 @@ def _merge_pieces(
 
 
 RETRACE = True  # merge groups by tracing their box again (see _merge_pieces); False: always the coverage union
-RETRACE_MAX_PX = 4 * 1024 * 1024  # the largest box traced again (uint8 values + int32 labels: ~20 MiB)
+RETRACE_MAX_PX = 256 * 1024  # the largest box traced again: its cost grows with the box, the union's with the outline
 
 
 def _retrace(
@@ -327,17 +327,14 @@ def _retrace(
     if (x1 - x0) * (y1 - y0) > RETRACE_MAX_PX:
         return None
     values = values_of(Window(y0, x0, y1 - y0, x1 - x0))
-    labels, _ = _label_classes(np.ascontiguousarray(values == k, np.uint8))
     # a pixel of each piece: around a point of its interior every pixel is the piece's
     pts = shapely.get_coordinates(shapely.point_on_surface(geoms))
-    lab = labels[np.floor(pts[:, 1]).astype(np.int64) - y0, np.floor(pts[:, 0]).astype(np.int64) - x0]
-    if (lab == 0).any():  # pragma: no cover - a piece's pixel is of its class
-        raise RuntimeError(f"a class {k} piece has no class {k} pixel at {pts[lab == 0][0]}")
-    found = np.unique(lab)
-    remap = np.zeros(int(labels.max()) + 1, np.int32)
-    remap[found] = np.arange(1, found.size + 1, dtype=np.int32)
-    polys = _traced_polygons(remap[labels], int(found.size), x0, y0)
-    return list(polys), (remap[lab] - 1).tolist()
+    rows = np.floor(pts[:, 1]).astype(np.int64) - y0
+    cols = np.floor(pts[:, 0]).astype(np.int64) - x0
+    if (values[rows, cols] != k).any():  # pragma: no cover - a piece's pixels are of its class
+        raise RuntimeError(f"a class {k} piece has no class {k} pixel near {pts[values[rows, cols] != k][0]}")
+    labels, region, n = _fill_regions(np.ascontiguousarray(values), np.uint8(k), rows, cols)
+    return list(_traced_polygons(labels, int(n), x0, y0)), (region - 1).tolist()
 
 
 def _ring_coords(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -607,6 +604,67 @@ def _window_stats_py(
 
 
 _window_stats = compiled(_window_stats_py) if AVAILABLE else None
+
+
+def _fill_regions_py(
+    values: np.ndarray, k: np.uint8, rows: np.ndarray, cols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.int64]:  # pragma: no cover - compiled
+    """The 4-connected regions of class ``k`` in ``values`` that hold the seed pixels ``(rows[i], cols[i])``, by a
+    flood fill from the seeds (work in proportion to the regions, not to the box): ``(labels, region of each seed,
+    number of regions)``; labels (int32, 0 elsewhere) are numbered 1.. in raster order of each region's first
+    pixel. Compiled by numba."""
+    h, w = values.shape
+    labels = np.zeros((h, w), np.int32)
+    first = np.empty(rows.size, np.int64)  # flat index of the first pixel of each region found
+    seed_region = np.zeros(rows.size, np.int64)
+    stack = np.empty(64, np.int64)
+    n = 0
+    for i in range(rows.size):
+        r0, c0 = rows[i], cols[i]
+        if labels[r0, c0] != 0:
+            seed_region[i] = labels[r0, c0]
+            continue
+        n += 1
+        labels[r0, c0] = n
+        seed_region[i] = n
+        low = r0 * w + c0
+        top = 0
+        stack[top] = low
+        top += 1
+        while top > 0:
+            top -= 1
+            at = stack[top]
+            if at < low:
+                low = at
+            r, c = at // w, at % w
+            for d in range(4):
+                rr, cc = (r - 1, c) if d == 0 else (r + 1, c) if d == 1 else (r, c - 1) if d == 2 else (r, c + 1)
+                if 0 <= rr < h and 0 <= cc < w and labels[rr, cc] == 0 and values[rr, cc] == k:
+                    labels[rr, cc] = n
+                    if top == stack.size:
+                        grown = np.empty(2 * top, np.int64)
+                        grown[:top] = stack
+                        stack = grown
+                    stack[top] = rr * w + cc
+                    top += 1
+        first[n - 1] = low
+    # renumber in raster order of the regions' first pixels (as a labelling pass would number them)
+    order = np.argsort(first[:n])
+    new = np.empty(n + 1, np.int32)
+    new[0] = 0
+    for j in range(n):
+        new[order[j] + 1] = j + 1
+    if n > 1:
+        for r in range(h):
+            for c in range(w):
+                if labels[r, c] != 0:
+                    labels[r, c] = new[labels[r, c]]
+    for i in range(rows.size):
+        seed_region[i] = new[seed_region[i]]
+    return labels, seed_region, np.int64(n)
+
+
+_fill_regions = compiled(_fill_regions_py) if AVAILABLE else None
 
 
 def _traced_polygons(labels: np.ndarray, n_labels: int, col_off: int, row_off: int) -> np.ndarray:
