@@ -88,3 +88,18 @@ def test_geojson_property_texts_are_what_json_dumps_writes():
         want = [json.dumps(None if isinstance(v, float) and not math.isfinite(v) else v, ensure_ascii=False,
                            allow_nan=False) for v in col.tolist()]  # fmt: skip
         assert _json_texts(col) == want
+
+
+@pytest.mark.parametrize("shape", [(37, 53, 3), (64, 31), (1, 1, 3)])
+def test_png_writer_keeps_every_pixel(tmp_path, shape):
+    """map.png / basemap.png through OpenCV with the "sub" filter: what Pillow reads back is the array, channels
+    in RGB order."""
+    from PIL import Image
+
+    from rscore_earth.mapplot import save_png
+
+    pixels = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    save_png(tmp_path / "x.png", pixels)
+    with Image.open(tmp_path / "x.png") as im:
+        assert im.format == "PNG" and im.mode == ("RGB" if len(shape) == 3 else "L")
+        assert np.array_equal(np.asarray(im), pixels)
