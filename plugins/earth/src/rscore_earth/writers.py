@@ -1,7 +1,8 @@
 """Earth writers, all on the input grid and CRS and all windowed (memory does not grow with the raster):
 
 - ``mask.tif``, ``score.tif``, ``classes.tif``: Cloud-Optimized GeoTIFFs (GDAL's COG driver, compressed once)
-  with overviews (small rasters too); mask and classes are paletted with 0 ("none") transparent and 255 nodata
+  with overviews (small rasters too; computed from the written windows where that gives GDAL's pixels, see
+  :mod:`rscore_earth.cog`); mask and classes are paletted with 0 ("none") transparent and 255 nodata
   (invalid input), with their category names and a raster attribute table in ``<name>.tif.aux.xml``; each has a
   QGIS style ``<name>.qml`` beside it (:mod:`rscore_earth.styles`);
 - ``polygons.gpkg`` (native CRS) and ``polygons.geojson`` (RFC 7946: WGS 84 lon/lat): one polygon per connected
@@ -9,7 +10,7 @@
   ``query`` and ``template`` attributes; how ``area_m2`` was computed (geodesic for geographic CRSs, planar for
   projected ones, from ``pixel_size_m`` for local ones) is the layer's ``area_m2_method``;
 - ``map.png`` (:mod:`rscore_earth.mapplot`): a map with title, legend, scale bar, north arrow and CRS, the mask
-  over a hillshade (DEMs) or the RGB image, georeferenced by ``map.pgw`` + ``map.png.aux.xml``.
+  over a hillshade (DEMs) or the RGB image, georeferenced by ``map.pgw`` + ``map.png.aux.xml``; ``basemap.png``.
 
 Writers read the result through :func:`rscore.tiling.read_window`, so in-memory arrays and on-disk
 :class:`~rscore.tiling.TiledArray` results are handled alike. Request options they read (``--option k=v``, taken
