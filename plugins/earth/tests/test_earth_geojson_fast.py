@@ -31,10 +31,13 @@ def _write_both(tmp_path, geoms, data, crs, monkeypatch) -> tuple[dict, dict]:
     return docs[0], docs[1]
 
 
-@pytest.mark.parametrize("crs", ["EPSG:32633", "EPSG:4326", "EPSG:3031"])
-def test_kernel_writes_the_values_geos_wrote(tmp_path, monkeypatch, crs):
+@pytest.mark.parametrize("crs, chunk", [("EPSG:32633", 2**20), ("EPSG:4326", 2**20), ("EPSG:3031", 2**20),
+                                        ("EPSG:32633", 7), ("EPSG:32633", 1)])  # fmt: skip
+def test_kernel_writes_the_values_geos_wrote(tmp_path, monkeypatch, crs, chunk):
+    """Also in chunks of a few vertices (``GEOJSON_CHUNK_VERTICES``: the text held at once)."""
     import shapely
 
+    monkeypatch.setattr(writers, "GEOJSON_CHUNK_VERTICES", chunk)
     holed = shapely.box(5, 5, 9, 9).difference(shapely.box(6, 6, 7, 7)).difference(shapely.box(7.5, 7.5, 8, 8))
     two = shapely.MultiPolygon([shapely.box(0, 10, 1, 11), shapely.Polygon([(3, 10), (3, 12), (4, 12), (4, 10)])])
     cw = shapely.Polygon([(0, 0), (0, 1), (2, 1), (2, 0)])  # clockwise exterior: reoriented

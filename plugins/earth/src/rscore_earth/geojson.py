@@ -31,9 +31,10 @@ def fast_available() -> bool:
     return _multipolygons is not None and "numba" in sys.modules
 
 
-def multipolygon_texts(geoms: np.ndarray, to_lonlat: Any) -> list[str]:
+def multipolygon_texts(geoms: np.ndarray, to_lonlat: Any) -> tuple[np.ndarray, np.ndarray]:
     """GeoJSON MultiPolygon texts of ``geoms`` (polygons or multipolygons in the source CRS), in longitude /
-    latitude by ``to_lonlat`` (a pyproj Transformer, ``always_xy``), rounded to 7 decimals, RFC 7946 ring order."""
+    latitude by ``to_lonlat`` (a pyproj Transformer, ``always_xy``), rounded to 7 decimals, RFC 7946 ring order:
+    ASCII bytes (uint8) of all texts back to back and where each starts (one entry more than ``geoms``)."""
     import shapely
 
     parts, owner = shapely.get_parts(geoms, return_index=True)
@@ -63,9 +64,7 @@ def multipolygon_texts(geoms: np.ndarray, to_lonlat: Any) -> list[str]:
         klon, klat = klon[order], klat[order]
     n = len(geoms)
     feat_poly_start = np.searchsorted(owner, np.arange(n + 1)).astype(np.int64)
-    buf, offsets = _multipolygons(klon, klat, ring_start.astype(np.int64), poly_ring_start, feat_poly_start, _HEAD)
-    text = buf.tobytes().decode("ascii")
-    return [text[offsets[i] : offsets[i + 1]] for i in range(n)]
+    return _multipolygons(klon, klat, ring_start.astype(np.int64), poly_ring_start, feat_poly_start, _HEAD)
 
 
 def _multipolygons_py(

@@ -256,6 +256,7 @@ def overview_count(h: int, w: int) -> int:
 
 # --------------------------------------------------------------------------------------------------------- vectors
 LAYER = "polygons"
+GEOJSON_CHUNK_VERTICES = 2**20  # the compiled GeoJSON writer's text is held for this many vertices at most
 GPKG_FLUSH_BYTES = 24 * 2**20  # WKB queued before a GeoPackage write (bounds the queue: one write at 4096 px)
 FIELDS = ("class", "class_id", "mean_score", "area_m2", "area_px", "query", "template")
 
@@ -464,9 +465,9 @@ class _GeoJsonStream:
 
     def __enter__(self) -> _GeoJsonStream:
         if self.enabled:
-            self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+            self._fh = open(self.path, "wb")  # noqa: SIM115 - closed in __exit__; UTF-8 written as bytes
             head = {"type": "FeatureCollection", "name": LAYER, **self.meta}  # foreign members (RFC 7946 6.1)
-            self._fh.write(json.dumps(head, ensure_ascii=False)[:-1] + ', "features": [\n')
+            self._fh.write((json.dumps(head, ensure_ascii=False)[:-1] + ', "features": [\n').encode())
         return self
 
     def _lonlat(self, xy: np.ndarray) -> np.ndarray:
@@ -476,32 +477,42 @@ class _GeoJsonStream:
     def write(self, geoms: np.ndarray, data: list[np.ndarray]) -> None:
         import shapely
 
-        if not self.enabled:
+        if not self.enabled or not len(geoms):
             return
         from rscore_earth.geojson import fast_available, multipolygon_texts
 
-        if FAST_GEOJSON and fast_available():  # coordinates out once, written by a compiled kernel (issue 22)
-            texts = multipolygon_texts(geoms, self._transformer)
-        else:
-            geoms = shapely.orient_polygons(shapely.transform(geoms, self._lonlat), exterior_cw=False)
-            parts, owner = shapely.get_parts(geoms, return_index=True)
-            multi = shapely.multipolygons(parts, indices=owner)  # every geometry as a MultiPolygon, in one call
-            texts = shapely.to_geojson(multi).tolist()
         # each property as JSON text, column by column (what json.dumps writes for the record: the same bytes,
         # without a dict and an encoder per feature)
         columns = [_json_texts(col) for col in data]
         keys = [json.dumps(name) + ": " for name in FIELDS]
-        lines = [
-            '{"type": "Feature", "properties": {' + ", ".join([k + c[i] for k, c in zip(keys, columns)])
-            + '}, "geometry": ' + geometry + "}"
-            for i, geometry in enumerate(texts)
+        heads = [
+            ("" if self._first and i == 0 else ",\n") + '{"type": "Feature", "properties": {'
+            + ", ".join([k + c[i] for k, c in zip(keys, columns)]) + '}, "geometry": '
+            for i in range(len(geoms))
         ]  # fmt: skip
-        self._fh.write(("" if self._first else ",\n") + ",\n".join(lines))
+        fh = self._fh
+        if FAST_GEOJSON and fast_available():  # coordinates out once, written by a compiled kernel (issue 22)
+            # in chunks of about GEOJSON_CHUNK_VERTICES: the text of a chunk is held once, as bytes, not per feature
+            cum = np.cumsum(shapely.get_num_coordinates(geoms))
+            ends = np.searchsorted(cum, np.arange(GEOJSON_CHUNK_VERTICES, cum[-1], GEOJSON_CHUNK_VERTICES)) + 1
+            bounds = np.unique(np.r_[0, np.minimum(ends, len(geoms)), len(geoms)])
+            for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+                text, offsets = multipolygon_texts(geoms[a:b], self._transformer)
+                view = memoryview(text)
+                for i in range(b - a):
+                    fh.write(heads[a + i].encode())
+                    fh.write(view[offsets[i] : offsets[i + 1]])
+                    fh.write(b"}")
+        else:
+            geoms = shapely.orient_polygons(shapely.transform(geoms, self._lonlat), exterior_cw=False)
+            parts, owner = shapely.get_parts(geoms, return_index=True)
+            multi = shapely.multipolygons(parts, indices=owner)  # every geometry as a MultiPolygon, in one call
+            fh.write("".join([h + g + "}" for h, g in zip(heads, shapely.to_geojson(multi).tolist())]).encode())
         self._first = False
 
     def __exit__(self, *exc: Any) -> None:
         if self._fh is not None:
-            self._fh.write("\n]}\n")
+            self._fh.write(b"\n]}\n")
             self._fh.close()
 
 
