@@ -76,3 +76,19 @@ def test_the_writer_gives_the_same_geojson_on_a_landslide_answer(tmp_path, monke
     assert len(docs[1]["features"]) > 20
     assert docs[0] == docs[1]
     assert list(docs[1]["features"][0]["properties"]) == list(FIELDS)
+
+
+def test_coordinates_without_a_finite_longitude_leave_the_batch_to_geos():
+    """A projection that gives inf / NaN (a point off its domain): no text from the kernel (whose digit loop needs
+    finite degrees); the writer then writes that batch through GEOS as before."""
+    import shapely
+
+    from rscore_earth.geojson import multipolygon_texts
+
+    class OffDomain:
+        def transform(self, x, y):
+            return np.where(x > 1, np.inf, x), y
+
+    geoms = np.array([shapely.box(0, 0, 1, 1), shapely.box(2, 0, 3, 1)], dtype=object)
+    assert multipolygon_texts(geoms[:1], OffDomain()) is not None
+    assert multipolygon_texts(geoms, OffDomain()) is None

@@ -31,16 +31,20 @@ def fast_available() -> bool:
     return _multipolygons is not None and "numba" in sys.modules
 
 
-def multipolygon_texts(geoms: np.ndarray, to_lonlat: Any) -> tuple[np.ndarray, np.ndarray]:
+def multipolygon_texts(geoms: np.ndarray, to_lonlat: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """GeoJSON MultiPolygon texts of ``geoms`` (polygons or multipolygons in the source CRS), in longitude /
     latitude by ``to_lonlat`` (a pyproj Transformer, ``always_xy``), rounded to 7 decimals, RFC 7946 ring order:
-    ASCII bytes (uint8) of all texts back to back and where each starts (one entry more than ``geoms``)."""
+    ASCII bytes (uint8) of all texts back to back and where each starts (one entry more than ``geoms``); None where
+    a coordinate has no finite longitude / latitude (the caller writes that batch as before)."""
     import shapely
 
     parts, owner = shapely.get_parts(geoms, return_index=True)
     rings_per = shapely.get_num_interior_rings(parts) + 1
     coords, ring = shapely.get_coordinates(shapely.get_rings(parts), return_index=True)
     lon, lat = to_lonlat.transform(coords[:, 0], coords[:, 1])
+    lon, lat = np.asarray(lon), np.asarray(lat)
+    if not (np.abs(lon) <= 360).all() or not (np.abs(lat) <= 90).all():  # inf / NaN off the projection's domain
+        return None
     klon = np.rint(np.asarray(lon) * SCALE).astype(np.int64)
     klat = np.rint(np.asarray(lat) * SCALE).astype(np.int64)
     n_rings = int(rings_per.sum())

@@ -491,23 +491,25 @@ class _GeoJsonStream:
             for i in range(len(geoms))
         ]  # fmt: skip
         fh = self._fh
-        if FAST_GEOJSON and fast_available():  # coordinates out once, written by a compiled kernel (issue 22)
-            # in chunks of about GEOJSON_CHUNK_VERTICES: the text of a chunk is held once, as bytes, not per feature
-            cum = np.cumsum(shapely.get_num_coordinates(geoms))
-            ends = np.searchsorted(cum, np.arange(GEOJSON_CHUNK_VERTICES, cum[-1], GEOJSON_CHUNK_VERTICES)) + 1
-            bounds = np.unique(np.r_[0, np.minimum(ends, len(geoms)), len(geoms)])
-            for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-                text, offsets = multipolygon_texts(geoms[a:b], self._transformer)
-                view = memoryview(text)
+        fast = FAST_GEOJSON and fast_available()  # coordinates out once, written by a compiled kernel (issue 22)
+        # in chunks of about GEOJSON_CHUNK_VERTICES: the text of a chunk is held once, as bytes, not per feature
+        cum = np.cumsum(shapely.get_num_coordinates(geoms))
+        ends = np.searchsorted(cum, np.arange(GEOJSON_CHUNK_VERTICES, cum[-1], GEOJSON_CHUNK_VERTICES)) + 1
+        bounds = np.unique(np.r_[0, np.minimum(ends, len(geoms)), len(geoms)]) if fast else np.array([0, len(geoms)])
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            done = multipolygon_texts(geoms[a:b], self._transformer) if fast else None
+            if done is not None:
+                view, offsets = memoryview(done[0]), done[1]
                 for i in range(b - a):
                     fh.write(heads[a + i].encode())
                     fh.write(view[offsets[i] : offsets[i + 1]])
                     fh.write(b"}")
-        else:
-            geoms = shapely.orient_polygons(shapely.transform(geoms, self._lonlat), exterior_cw=False)
-            parts, owner = shapely.get_parts(geoms, return_index=True)
+                continue
+            part = shapely.orient_polygons(shapely.transform(geoms[a:b], self._lonlat), exterior_cw=False)
+            parts, owner = shapely.get_parts(part, return_index=True)
             multi = shapely.multipolygons(parts, indices=owner)  # every geometry as a MultiPolygon, in one call
-            fh.write("".join([h + g + "}" for h, g in zip(heads, shapely.to_geojson(multi).tolist())]).encode())
+            texts = shapely.to_geojson(multi).tolist()
+            fh.write("".join([h + g + "}" for h, g in zip(heads[a:b], texts)]).encode())
         self._first = False
 
     def __exit__(self, *exc: Any) -> None:
