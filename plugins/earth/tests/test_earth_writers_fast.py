@@ -30,8 +30,16 @@ def _old_block_reduce(data: np.ndarray, f: int, fn) -> np.ndarray:
         return fn(blocks, axis=(2, 4))
 
 
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("f", [1, 2, 3, 5, 8, 9])
-def test_block_mean_is_bit_identical_to_nanmean(f):
+def test_block_mean_is_bit_identical_to_nanmean(f, compiled, monkeypatch):
+    from rscore_earth import mapplot, polygons
+
+    if compiled and mapplot._block_mean_kernel is None:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(polygons, "COMPILED_MIN_PX", 0 if compiled else 2**62)
+    if not compiled:
+        monkeypatch.setattr(polygons, "AVAILABLE", False)
     rng = np.random.default_rng(f)
     data = (rng.random((2, 301, 257)) * 4000 - 500).astype(np.float32)
     data[rng.random(data.shape) < 0.15] = np.nan
