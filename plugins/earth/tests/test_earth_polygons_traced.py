@@ -141,3 +141,42 @@ def test_polygon_writer_records_equal_the_gdal_path(monkeypatch):
     gdal = key(polygons.polygonize(scene, result, 64))
     assert len(gdal) > 50
     assert all(t == gdal for t in traced.values())
+
+
+def test_groups_traced_again_equal_the_coverage_union(monkeypatch):
+    """Regions across window edges traced again over their box (issue 22) are the coverage union's polygons, with
+    the same pixel counts and the same score sums to the bit; a box over the size limit still takes the union."""
+    import shapely
+
+    scene = engine.open_scene(synthetic.example_path(), plugin="earth")
+    result = engine.segment(scene, "landslide-prone areas", plugin="earth", options={"matcher": "keyword"})
+    monkeypatch.setattr(polygons, "COMPILED_MIN_PX", 0)
+
+    def records(window):
+        recs = polygons.polygonize(scene, result, window)
+        geoms = shapely.to_wkb(shapely.normalize(np.array([r["geometry"] for r in recs], dtype=object)))
+        return sorted(zip(geoms, (r["class"] for r in recs), (r["area_px"] for r in recs),
+                          (r["mean_score"] for r in recs)))  # fmt: skip
+
+    # and a dense random answer: regions of three classes meeting at points across the window edges, so that a
+    # group of pieces is several regions (4-connected) touching at a corner
+    rng = np.random.default_rng(3)
+    dense = result.replace(mask=rng.random(scene.shape) < 0.55, class_map=rng.integers(1, 4, scene.shape, np.uint8))
+    calls = []
+    original = polygons._retrace
+    monkeypatch.setattr(polygons, "_retrace", lambda *a: calls.append(original(*a)) or calls[-1])
+    for window, answer in ((48, result), (64, result), (100, result), (64, dense)):
+        result = answer
+        calls.clear()
+        retraced = records(window)
+        assert sum(c is not None for c in calls) > 10
+        assert answer is not dense or any(c is not None and len(c[0]) > 1 for c in calls)
+        # small groups traced again, large ones united
+        monkeypatch.setattr(polygons, "RETRACE_MAX_PX", 6 if answer is dense else 150)
+        mixed = records(window)
+        assert any(c is None for c in calls)
+        monkeypatch.setattr(polygons, "RETRACE", False)
+        union = records(window)
+        monkeypatch.setattr(polygons, "RETRACE", True)
+        monkeypatch.setattr(polygons, "RETRACE_MAX_PX", 4 * 1024 * 1024)  # every group of the example
+        assert retraced == union == mixed

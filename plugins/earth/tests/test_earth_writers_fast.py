@@ -30,8 +30,16 @@ def _old_block_reduce(data: np.ndarray, f: int, fn) -> np.ndarray:
         return fn(blocks, axis=(2, 4))
 
 
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("f", [1, 2, 3, 5, 8, 9])
-def test_block_mean_is_bit_identical_to_nanmean(f):
+def test_block_mean_is_bit_identical_to_nanmean(f, compiled, monkeypatch):
+    from rscore_earth import mapplot, polygons
+
+    if compiled and mapplot._block_mean_kernel is None:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(polygons, "COMPILED_MIN_PX", 0 if compiled else 2**62)
+    if not compiled:
+        monkeypatch.setattr(polygons, "AVAILABLE", False)
     rng = np.random.default_rng(f)
     data = (rng.random((2, 301, 257)) * 4000 - 500).astype(np.float32)
     data[rng.random(data.shape) < 0.15] = np.nan
@@ -88,3 +96,18 @@ def test_geojson_property_texts_are_what_json_dumps_writes():
         want = [json.dumps(None if isinstance(v, float) and not math.isfinite(v) else v, ensure_ascii=False,
                            allow_nan=False) for v in col.tolist()]  # fmt: skip
         assert _json_texts(col) == want
+
+
+@pytest.mark.parametrize("shape", [(37, 53, 3), (64, 31), (1, 1, 3)])
+def test_png_writer_keeps_every_pixel(tmp_path, shape):
+    """map.png / basemap.png through OpenCV with the "sub" filter: what Pillow reads back is the array, channels
+    in RGB order."""
+    from PIL import Image
+
+    from rscore_earth.mapplot import save_png
+
+    pixels = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    save_png(tmp_path / "x.png", pixels)
+    with Image.open(tmp_path / "x.png") as im:
+        assert im.format == "PNG" and im.mode == ("RGB" if len(shape) == 3 else "L")
+        assert np.array_equal(np.asarray(im), pixels)

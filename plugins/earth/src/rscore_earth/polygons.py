@@ -23,7 +23,10 @@ from rscore_earth.templates import template_by_name
 
 __all__ = ["polygonize", "iter_polygon_batches", "WINDOW"]
 
-WINDOW = 1024
+WINDOW = 1024  # the writers' window (COG blocks, map preview)
+# polygons are traced in larger windows: a quarter of the window edges, so of the pieces merged across them (0.9 vs
+# 1.3 CPU-s at 4096 px; a whole-raster window took as long), for ~40 MiB more at the peak (labels, union-find)
+POLY_WINDOW = 2048
 COMPILED_MIN_PX = 1024 * 1024
 
 
@@ -81,8 +84,15 @@ def iter_polygon_batches(
     h, w = scene.shape
     held: list[_Piece] = []
     held_pairs = np.zeros((0, 2), np.int64)  # touching pairs among the held pieces (indices into held)
-    rows, cols = (WINDOW, WINDOW) if window is None else (window, window) if isinstance(window, int) else window
+    rows, cols = (POLY_WINDOW, POLY_WINDOW) if window is None else (window, window) if isinstance(window, int) else window
     compiled_trace = _trace_rings is not None and worth_compiling(h * w)
+
+    def values_of(win: Window) -> np.ndarray:
+        """The class of each pixel of ``win`` (0 outside the mask), as :func:`_window_pieces` labels them."""
+        mask = np.asarray(read_window(result.mask, win), bool)
+        if graded:
+            return np.where(mask, np.asarray(read_window(class_map, win), np.uint8), 0).astype(np.uint8, copy=False)
+        return mask.astype(np.uint8)
     for r0 in range(0, h, rows):
         hh = min(rows, h - r0)
         strip = list(held)
@@ -103,7 +113,8 @@ def iter_polygon_batches(
             held_pairs = all_pairs[(all_pairs >= 0).all(axis=1)]
         else:
             held_pairs = np.zeros((0, 2), np.int64)
-        batch = _finish([p for p, x in zip(strip, hold) if not x], names, label, (rows, cols))
+        batch = _finish([p for p, x in zip(strip, hold) if not x], names, label, (rows, cols),
+                        values_of if compiled_trace and RETRACE else None)  # fmt: skip
         if not scored:
             for rec in batch:
                 rec["mean_score"] = float("nan")
@@ -225,28 +236,37 @@ def _settle(pieces: list[_Piece], pairs: np.ndarray, frontier: int | None, cuts:
     return np.isin(cluster, reaching)
 
 
-def _finish(pieces: list[_Piece], names: tuple[str, ...], label: str, cuts: tuple[int, int]) -> list[dict[str, Any]]:
-    """Records of complete pieces: inner ones as they are, edge pieces merged per class."""
+def _finish(
+    pieces: list[_Piece], names: tuple[str, ...], label: str, cuts: tuple[int, int], values_of: Any = None
+) -> list[dict[str, Any]]:
+    """Records of complete pieces: inner ones as they are, edge pieces merged per class (``values_of``: see
+    :func:`_merge_pieces`)."""
     out = [_record(p.geom, p.k, p.s, p.n, names, label) for p in pieces if not p.edge]
     by_class: dict[int, list[tuple[Any, float, int]]] = defaultdict(list)
     for p in pieces:
         if p.edge:
             by_class[p.k].append((p.geom, p.s, p.n))
     for k in sorted(by_class):
-        out.extend(_merge_pieces(by_class[k], k, names, label, cuts))
+        out.extend(_merge_pieces(by_class[k], k, names, label, cuts, values_of))
     return out
 
 
 def _merge_pieces(
-    pieces: list[tuple[Any, float, int]], k: int, names: tuple[str, ...], label: str, cuts: tuple[int, int]
+    pieces: list[tuple[Any, float, int]], k: int, names: tuple[str, ...], label: str, cuts: tuple[int, int],
+    values_of: Any = None,
 ) -> list[dict[str, Any]]:
     """Union the pieces of one class that touch across window edges (only those: each group on its own).
 
-    The pieces of a group tile their region exactly, cut along the window lines (rows / columns multiples of
-    ``cuts``). With a vertex at every integer point of the segments on those lines (:func:`_densify_cuts`), the
-    pieces' shared edges match vertex for vertex, so GEOS's coverage union (which drops shared edges, linear in the
-    vertices) gives the same polygon as a general overlay (``union_all``) in about half the time; collinear
-    vertices it leaves on the window lines are removed (:func:`_drop_collinear`)."""
+    With ``values_of`` (a window -> class values reader; the compiled tracer loaded), a group whose bounding box
+    holds at most :data:`RETRACE_MAX_PX` pixels is traced again from the raster over that box (:func:`_retrace`):
+    the region is the union of its pieces, so it lies within their box, and the tracer gives its outline with
+    corner vertices only, the polygon the union below gives (0.2 ms instead of 2-3 ms a group, issue 22).
+
+    Otherwise: the pieces of a group tile their region exactly, cut along the window lines (rows / columns
+    multiples of ``cuts``). With a vertex at every integer point of the segments on those lines
+    (:func:`_densify_cuts`), the pieces' shared edges match vertex for vertex, so GEOS's coverage union (which drops
+    shared edges, linear in the vertices) gives the same polygon as a general overlay (``union_all``) in about half
+    the time; collinear vertices it leaves on the window lines are removed (:func:`_drop_collinear`)."""
     import shapely
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -257,6 +277,7 @@ def _merge_pieces(
     left, right = _touching(geoms, cuts)
     graph = coo_matrix((np.ones(left.size), (left, right)), shape=(len(geoms), len(geoms)))
     n_groups, group = connected_components(graph, directed=False)
+    bounds = shapely.bounds(geoms) if values_of is not None else None
     out = []
     for g in range(n_groups):
         members = np.flatnonzero(group == g)
@@ -264,23 +285,59 @@ def _merge_pieces(
             i = int(members[0])
             out.append(_record(geoms[i], k, sums[i], counts[i], names, label))
             continue
-        # pieces come from disjoint windows with integer pixel coordinates: the overlay is exact
-        merged = _drop_collinear(shapely.coverage_union_all(_densify_cuts(geoms[members], cuts)))
-        parts = list(getattr(merged, "geoms", [merged]))
+        retraced = None
+        if bounds is not None:
+            retraced = _retrace(geoms[members], bounds[members], k, values_of)
+        if retraced is not None:
+            parts, part_of = retraced
+        else:
+            # pieces come from disjoint windows with integer pixel coordinates: the overlay is exact
+            merged = _drop_collinear(shapely.coverage_union_all(_densify_cuts(geoms[members], cuts)))
+            parts = list(getattr(merged, "geoms", [merged]))
+            part_of = None
         if len(parts) == 1:
             out.append(_record(parts[0], k, sums[members].sum(), counts[members].sum(), names, label))
             continue
         # pieces touching only at a corner stay separate regions (4-connectivity): share out their sums
-        tree = shapely.STRtree(parts)
+        if part_of is None:
+            tree = shapely.STRtree(parts)
+            part_of = [tree.query(geoms[i].representative_point(), predicate="within") for i in members]
+            part_of = [int(hit[0]) if len(hit) else -1 for hit in part_of]
         acc_sum = np.zeros(len(parts))
         acc_n = np.zeros(len(parts), np.int64)
-        for i in members:
-            hit = tree.query(geoms[i].representative_point(), predicate="within")
-            if len(hit):
-                acc_sum[hit[0]] += sums[i]
-                acc_n[hit[0]] += counts[i]
+        for i, j in zip(members, part_of):
+            if j >= 0:
+                acc_sum[j] += sums[i]
+                acc_n[j] += counts[i]
         out.extend(_record(part, k, acc_sum[j], acc_n[j], names, label) for j, part in enumerate(parts))
     return out
+
+
+RETRACE = True  # merge groups by tracing their box again (see _merge_pieces); False: always the coverage union
+RETRACE_MAX_PX = 256 * 1024  # the largest box traced again: its cost grows with the box, the union's with the outline
+
+
+def _retrace(
+    geoms: np.ndarray, bounds: np.ndarray, k: int, values_of: Any
+) -> tuple[list[Any], list[int]] | None:
+    """The regions of class ``k`` that the pieces ``geoms`` (one group, pixel coordinates) make up, traced from the
+    raster over their bounding box: ``(polygons, index of each piece's polygon)``; None for a box over
+    :data:`RETRACE_MAX_PX`. Regions are numbered in raster order of their first pixel."""
+    import shapely
+
+    x0, y0 = int(bounds[:, 0].min()), int(bounds[:, 1].min())
+    x1, y1 = int(bounds[:, 2].max()), int(bounds[:, 3].max())
+    if (x1 - x0) * (y1 - y0) > RETRACE_MAX_PX:
+        return None
+    values = values_of(Window(y0, x0, y1 - y0, x1 - x0))
+    # a pixel of each piece: around a point of its interior every pixel is the piece's
+    pts = shapely.get_coordinates(shapely.point_on_surface(geoms))
+    rows = np.floor(pts[:, 1]).astype(np.int64) - y0
+    cols = np.floor(pts[:, 0]).astype(np.int64) - x0
+    if (values[rows, cols] != k).any():  # pragma: no cover - a piece's pixels are of its class
+        raise RuntimeError(f"a class {k} piece has no class {k} pixel near {pts[values[rows, cols] != k][0]}")
+    labels, region, n = _fill_regions(np.ascontiguousarray(values), np.uint8(k), rows, cols)
+    return list(_traced_polygons(labels, int(n), x0, y0)), (region - 1).tolist()
 
 
 def _ring_coords(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -453,7 +510,9 @@ def _label_classes_py(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # p
     region's first pixel, classes one after another. Returns ``(labels, class of each label)`` (entry 0 = 0).
     Union-find over pixel indices, each region rooted at its first pixel. Compiled by numba."""
     h, w = values.shape
-    parent = np.empty(h * w, np.int64)
+    if h * w >= 2**31:  # windows are POLY_WINDOW px square at most
+        raise ValueError("a window of 2**31 pixels or more")
+    parent = np.empty(h * w, np.int32)  # half the memory traffic of int64
     for r in range(h):
         for c in range(w):
             v = values[r, c]
@@ -477,29 +536,33 @@ def _label_classes_py(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # p
                     parent[b] = a
                 elif b < a:
                     parent[a] = b
+    # second pass, in raster order: a pixel's parent (a smaller index) is already resolved to its root, so one
+    # step resolves the pixel; each region numbered within its class at its root (its first pixel)
     count = np.zeros(256, np.int64)
-    local = np.zeros(h * w, np.int32)
-    for i in range(h * w):
-        v = values[i // w, i % w]
-        if v == 0:
-            continue
-        a = i
-        while parent[a] != a:
-            a = parent[a]
-        if a == i:
-            count[v] += 1
-            local[i] = count[v]
-        else:
-            local[i] = local[a]
-    offset = np.zeros(256, np.int64)
-    for v in range(1, 256):
-        offset[v] = offset[v - 1] + count[v - 1]
     labels = np.zeros((h, w), np.int32)
     for r in range(h):
         for c in range(w):
             v = values[r, c]
-            if v != 0:
-                labels[r, c] = offset[v] + local[r * w + c]
+            if v == 0:
+                continue
+            i = r * w + c
+            a = parent[i]
+            if a == i:
+                count[v] += 1
+                labels[r, c] = count[v]
+            else:
+                a = parent[a]
+                parent[i] = a
+                labels[r, c] = labels[a // w, a % w]
+    offset = np.zeros(256, np.int64)
+    for v in range(1, 256):
+        offset[v] = offset[v - 1] + count[v - 1]
+    if offset[255] + count[255] > count[values.max()]:  # several classes: each numbered after the ones below
+        for r in range(h):
+            for c in range(w):
+                v = values[r, c]
+                if v != 0:
+                    labels[r, c] += offset[v]
     classes = np.zeros(offset[255] + count[255] + 1, np.int64)
     for v in range(1, 256):
         classes[offset[v] + 1 : offset[v] + count[v] + 1] = v
@@ -550,6 +613,67 @@ def _window_stats_py(
 
 
 _window_stats = compiled(_window_stats_py) if AVAILABLE else None
+
+
+def _fill_regions_py(
+    values: np.ndarray, k: np.uint8, rows: np.ndarray, cols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.int64]:  # pragma: no cover - compiled
+    """The 4-connected regions of class ``k`` in ``values`` that hold the seed pixels ``(rows[i], cols[i])``, by a
+    flood fill from the seeds (work in proportion to the regions, not to the box): ``(labels, region of each seed,
+    number of regions)``; labels (int32, 0 elsewhere) are numbered 1.. in raster order of each region's first
+    pixel. Compiled by numba."""
+    h, w = values.shape
+    labels = np.zeros((h, w), np.int32)
+    first = np.empty(rows.size, np.int64)  # flat index of the first pixel of each region found
+    seed_region = np.zeros(rows.size, np.int64)
+    stack = np.empty(64, np.int64)
+    n = 0
+    for i in range(rows.size):
+        r0, c0 = rows[i], cols[i]
+        if labels[r0, c0] != 0:
+            seed_region[i] = labels[r0, c0]
+            continue
+        n += 1
+        labels[r0, c0] = n
+        seed_region[i] = n
+        low = r0 * w + c0
+        top = 0
+        stack[top] = low
+        top += 1
+        while top > 0:
+            top -= 1
+            at = stack[top]
+            if at < low:
+                low = at
+            r, c = at // w, at % w
+            for d in range(4):
+                rr, cc = (r - 1, c) if d == 0 else (r + 1, c) if d == 1 else (r, c - 1) if d == 2 else (r, c + 1)
+                if 0 <= rr < h and 0 <= cc < w and labels[rr, cc] == 0 and values[rr, cc] == k:
+                    labels[rr, cc] = n
+                    if top == stack.size:
+                        grown = np.empty(2 * top, np.int64)
+                        grown[:top] = stack
+                        stack = grown
+                    stack[top] = rr * w + cc
+                    top += 1
+        first[n - 1] = low
+    # renumber in raster order of the regions' first pixels (as a labelling pass would number them)
+    order = np.argsort(first[:n])
+    new = np.empty(n + 1, np.int32)
+    new[0] = 0
+    for j in range(n):
+        new[order[j] + 1] = j + 1
+    if n > 1:
+        for r in range(h):
+            for c in range(w):
+                if labels[r, c] != 0:
+                    labels[r, c] = new[labels[r, c]]
+    for i in range(rows.size):
+        seed_region[i] = new[seed_region[i]]
+    return labels, seed_region, np.int64(n)
+
+
+_fill_regions = compiled(_fill_regions_py) if AVAILABLE else None
 
 
 def _traced_polygons(labels: np.ndarray, n_labels: int, col_off: int, row_off: int) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Earth writers, all on the input grid and CRS and all windowed (memory does not grow with the raster):
 
 - ``mask.tif``, ``score.tif``, ``classes.tif``: Cloud-Optimized GeoTIFFs (GDAL's COG driver, compressed once)
-  with overviews (small rasters too); mask and classes are paletted with 0 ("none") transparent and 255 nodata
+  with overviews (small rasters too; computed from the written windows where that gives GDAL's pixels, see
+  :mod:`rscore_earth.cog`); mask and classes are paletted with 0 ("none") transparent and 255 nodata
   (invalid input), with their category names and a raster attribute table in ``<name>.tif.aux.xml``; each has a
   QGIS style ``<name>.qml`` beside it (:mod:`rscore_earth.styles`);
 - ``polygons.gpkg`` (native CRS) and ``polygons.geojson`` (RFC 7946: WGS 84 lon/lat): one polygon per connected
@@ -9,7 +10,7 @@
   ``query`` and ``template`` attributes; how ``area_m2`` was computed (geodesic for geographic CRSs, planar for
   projected ones, from ``pixel_size_m`` for local ones) is the layer's ``area_m2_method``;
 - ``map.png`` (:mod:`rscore_earth.mapplot`): a map with title, legend, scale bar, north arrow and CRS, the mask
-  over a hillshade (DEMs) or the RGB image, georeferenced by ``map.pgw`` + ``map.png.aux.xml``.
+  over a hillshade (DEMs) or the RGB image, georeferenced by ``map.pgw`` + ``map.png.aux.xml``; ``basemap.png``.
 
 Writers read the result through :func:`rscore.tiling.read_window`, so in-memory arrays and on-disk
 :class:`~rscore.tiling.TiledArray` results are handled alike. Request options they read (``--option k=v``, taken
@@ -51,6 +52,8 @@ __all__ = [
 
 BLOCK = 512
 COMPRESS = "ZSTD"  # of the COGs, level 1: see CogWriter._write
+FAST_GEOJSON = True  # polygons.geojson geometry text by rscore_earth.geojson where numba is loaded
+OWN_OVERVIEWS = True  # overview levels computed from the written windows where exact (rscore_earth.cog)
 MASK_NODATA = 255
 CLASS_COLOURS = {
     ("low", "medium", "high"): [(255, 235, 59), (255, 152, 0), (211, 47, 47)],
@@ -190,21 +193,30 @@ class CogWriter(Writer):
         import rasterio.shutil
         from rasterio.windows import Window as RWindow
 
+        from rscore_earth.cog import OverviewFiles, own_overviews
+
         h, w = scene.shape
         fd, tmp = tempfile.mkstemp(suffix=".tif", dir=path.parent)
         os.close(fd)
         blocksize = cog_blocksize(h, w)
+        levels = overview_count(h, w)
         # GDAL's block cache capped: the temporary GeoTIFF and the COG's overviews do not fill memory
         with gdal_env(GDAL_NUM_THREADS="ALL_CPUS"):
+            overviews = None
             try:
                 profile = {
                     "driver": "GTiff", "width": w, "height": h, "count": 1, "dtype": dtype, "crs": _crs(scene),
                     "transform": _affine(scene), "nodata": nodata, "tiled": True, "blockxsize": blocksize,
                     "blockysize": blocksize, "compress": "none", "BIGTIFF": "IF_SAFER",
                 }  # fmt: skip
+                if OWN_OVERVIEWS and own_overviews(h, w, levels, resampling, dtype, nodata, WINDOW):
+                    overviews = OverviewFiles(path.parent, profile, levels, resampling)
                 with rasterio.open(tmp, "w", **profile) as dst:
                     for win in iter_windows(h, w, WINDOW):
-                        dst.write(block(win), 1, window=RWindow(win.col_off, win.row_off, win.width, win.height))
+                        data = block(win)
+                        dst.write(data, 1, window=RWindow(win.col_off, win.row_off, win.width, win.height))
+                        if overviews is not None:
+                            overviews.add(data, win.row_off, win.col_off)
                     dst.set_band_description(1, description)
                     dst.update_tags(**{k: v for k, v in tags.items() if v})
                     if colormap:
@@ -212,10 +224,17 @@ class CogWriter(Writer):
                 creation = {
                     "COMPRESS": COMPRESS, "LEVEL": "1", "BLOCKSIZE": str(blocksize), "BIGTIFF": "IF_SAFER",
                     "NUM_THREADS": "ALL_CPUS", "OVERVIEW_RESAMPLING": resampling.upper(),
-                    "OVERVIEW_COUNT": str(overview_count(h, w)),
+                    "OVERVIEW_COUNT": str(levels),
                 }  # fmt: skip
-                rasterio.shutil.copy(tmp, str(path), driver="COG", **creation)
+                if overviews is not None:  # the levels computed above, copied as they are (see rscore_earth.cog)
+                    source = overviews.vrt(tmp)
+                    creation["OVERVIEWS"] = "FORCE_USE_EXISTING"
+                else:
+                    source = tmp
+                rasterio.shutil.copy(source, str(path), driver="COG", **creation)
             finally:
+                if overviews is not None:
+                    overviews.close()
                 try:
                     os.remove(tmp)
                 except OSError:
@@ -237,6 +256,7 @@ def overview_count(h: int, w: int) -> int:
 
 # --------------------------------------------------------------------------------------------------------- vectors
 LAYER = "polygons"
+GEOJSON_CHUNK_VERTICES = 2**20  # the compiled GeoJSON writer's text is held for this many vertices at most
 GPKG_FLUSH_BYTES = 24 * 2**20  # WKB queued before a GeoPackage write (bounds the queue: one write at 4096 px)
 FIELDS = ("class", "class_id", "mean_score", "area_m2", "area_px", "query", "template")
 
@@ -329,7 +349,7 @@ class VectorWriter(Writer):
             if len(kept):
                 wkb = shapely.to_wkb(kept)
                 queued.append((wkb, data))
-                queued_bytes += sum(len(b) for b in wkb.tolist())
+                queued_bytes += 16 * int(shapely.get_num_coordinates(kept).sum())  # ~ the WKB's size
                 if queued_bytes >= GPKG_FLUSH_BYTES:
                     flush()
                 stream.write(kept, data)
@@ -445,9 +465,9 @@ class _GeoJsonStream:
 
     def __enter__(self) -> _GeoJsonStream:
         if self.enabled:
-            self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+            self._fh = open(self.path, "wb")  # noqa: SIM115 - closed in __exit__; UTF-8 written as bytes
             head = {"type": "FeatureCollection", "name": LAYER, **self.meta}  # foreign members (RFC 7946 6.1)
-            self._fh.write(json.dumps(head, ensure_ascii=False)[:-1] + ', "features": [\n')
+            self._fh.write((json.dumps(head, ensure_ascii=False)[:-1] + ', "features": [\n').encode())
         return self
 
     def _lonlat(self, xy: np.ndarray) -> np.ndarray:
@@ -457,27 +477,44 @@ class _GeoJsonStream:
     def write(self, geoms: np.ndarray, data: list[np.ndarray]) -> None:
         import shapely
 
-        if not self.enabled:
+        if not self.enabled or not len(geoms):
             return
-        geoms = shapely.orient_polygons(shapely.transform(geoms, self._lonlat), exterior_cw=False)
-        parts, owner = shapely.get_parts(geoms, return_index=True)
-        multi = shapely.multipolygons(parts, indices=owner)  # every geometry as a MultiPolygon, in one call
-        texts = shapely.to_geojson(multi)
+        from rscore_earth.geojson import fast_available, multipolygon_texts
+
         # each property as JSON text, column by column (what json.dumps writes for the record: the same bytes,
         # without a dict and an encoder per feature)
         columns = [_json_texts(col) for col in data]
         keys = [json.dumps(name) + ": " for name in FIELDS]
-        lines = [
-            '{"type": "Feature", "properties": {' + ", ".join([k + c[i] for k, c in zip(keys, columns)])
-            + '}, "geometry": ' + geometry + "}"
-            for i, geometry in enumerate(texts.tolist())
+        heads = [
+            ("" if self._first and i == 0 else ",\n") + '{"type": "Feature", "properties": {'
+            + ", ".join([k + c[i] for k, c in zip(keys, columns)]) + '}, "geometry": '
+            for i in range(len(geoms))
         ]  # fmt: skip
-        self._fh.write(("" if self._first else ",\n") + ",\n".join(lines))
+        fh = self._fh
+        fast = FAST_GEOJSON and fast_available()  # coordinates out once, written by a compiled kernel (issue 22)
+        # in chunks of about GEOJSON_CHUNK_VERTICES: the text of a chunk is held once, as bytes, not per feature
+        cum = np.cumsum(shapely.get_num_coordinates(geoms))
+        ends = np.searchsorted(cum, np.arange(GEOJSON_CHUNK_VERTICES, cum[-1], GEOJSON_CHUNK_VERTICES)) + 1
+        bounds = np.unique(np.r_[0, np.minimum(ends, len(geoms)), len(geoms)]) if fast else np.array([0, len(geoms)])
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            done = multipolygon_texts(geoms[a:b], self._transformer) if fast else None
+            if done is not None:
+                view, offsets = memoryview(done[0]), done[1]
+                for i in range(b - a):
+                    fh.write(heads[a + i].encode())
+                    fh.write(view[offsets[i] : offsets[i + 1]])
+                    fh.write(b"}")
+                continue
+            part = shapely.orient_polygons(shapely.transform(geoms[a:b], self._lonlat), exterior_cw=False)
+            parts, owner = shapely.get_parts(part, return_index=True)
+            multi = shapely.multipolygons(parts, indices=owner)  # every geometry as a MultiPolygon, in one call
+            texts = shapely.to_geojson(multi).tolist()
+            fh.write("".join([h + g + "}" for h, g in zip(heads[a:b], texts)]).encode())
         self._first = False
 
     def __exit__(self, *exc: Any) -> None:
         if self._fh is not None:
-            self._fh.write("\n]}\n")
+            self._fh.write(b"\n]}\n")
             self._fh.close()
 
 

@@ -1,0 +1,159 @@
+"""The geometry text of ``polygons.geojson`` written by a compiled kernel straight from coordinate arrays (issue 22).
+
+The vector writer's GeoJSON went through shapely: ``transform`` to longitude / latitude (a Python callback per
+batch), ``orient_polygons``, ``multipolygons`` and GEOS's ``to_geojson`` (a third of the vector writer's CPU at
+4096 px). Here the coordinates are taken out of the geometries once (:func:`shapely.get_coordinates`), reprojected by
+one pyproj call, rounded to 7 decimals (as before: ~1 cm), each ring oriented (exteriors counter-clockwise, holes
+clockwise, RFC 7946) by its signed area, and the MultiPolygon texts written digit by digit by
+:func:`_multipolygons_py` (compiled by numba, like the polygon tracer). The numbers are the same values as before
+(``json.loads`` gives equal floats: ``test_earth_geojson_fast.py``); only their spelling may differ (``15.0`` /
+``15``, no exponent for values under 1e-4).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from rscore_earth.hydrology import AVAILABLE, compiled
+
+__all__ = ["multipolygon_texts", "fast_available"]
+
+SCALE = 10_000_000  # 7 decimals
+_HEAD = np.frombuffer(b'{"type":"MultiPolygon","coordinates":[', np.uint8)
+
+
+def fast_available() -> bool:
+    """The compiled path runs where numba is already loaded (the polygon tracer loads it from 1024 x 1024 px: see
+    :func:`rscore_earth.polygons.worth_compiling`); below that GEOS's writer is cheaper than importing numba."""
+    return _multipolygons is not None and "numba" in sys.modules
+
+
+def multipolygon_texts(geoms: np.ndarray, to_lonlat: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """GeoJSON MultiPolygon texts of ``geoms`` (polygons or multipolygons in the source CRS), in longitude /
+    latitude by ``to_lonlat`` (a pyproj Transformer, ``always_xy``), rounded to 7 decimals, RFC 7946 ring order:
+    ASCII bytes (uint8) of all texts back to back and where each starts (one entry more than ``geoms``); None where
+    a coordinate has no finite longitude / latitude (the caller writes that batch as before)."""
+    import shapely
+
+    parts, owner = shapely.get_parts(geoms, return_index=True)
+    rings_per = shapely.get_num_interior_rings(parts) + 1
+    coords, ring = shapely.get_coordinates(shapely.get_rings(parts), return_index=True)
+    lon, lat = to_lonlat.transform(coords[:, 0], coords[:, 1])
+    lon, lat = np.asarray(lon), np.asarray(lat)
+    if not (np.abs(lon) <= 360).all() or not (np.abs(lat) <= 90).all():  # inf / NaN off the projection's domain
+        return None
+    klon = np.rint(np.asarray(lon) * SCALE).astype(np.int64)
+    klat = np.rint(np.asarray(lat) * SCALE).astype(np.int64)
+    n_rings = int(rings_per.sum())
+    ring_start = np.searchsorted(ring, np.arange(n_rings + 1))
+    # orientation in lon/lat of the rounded coordinates: shoelace per ring (closed rings: the last term is zero)
+    x, y = klon / SCALE, klat / SCALE
+    term = np.zeros(x.size)
+    term[:-1] = x[:-1] * y[1:] - x[1:] * y[:-1]
+    term[ring_start[1:] - 1] = 0.0  # no term across two rings
+    area = np.add.reduceat(term, ring_start[:-1]) if x.size else np.zeros(0)
+    poly_ring_start = np.r_[0, np.cumsum(rings_per)].astype(np.int64)
+    exterior = np.zeros(n_rings, bool)
+    exterior[poly_ring_start[:-1]] = True
+    flip = np.flatnonzero(np.where(exterior, area < 0, area > 0))
+    if flip.size:  # reversed in place, the closing vertex staying first and last (what GEOS's reverse gives)
+        order = np.arange(x.size)
+        lengths = np.diff(ring_start)[flip]
+        starts = ring_start[flip]
+        pos = np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+        order[pos] = np.repeat(starts + lengths - 1, lengths) - (pos - np.repeat(starts, lengths))
+        klon, klat = klon[order], klat[order]
+    n = len(geoms)
+    feat_poly_start = np.searchsorted(owner, np.arange(n + 1)).astype(np.int64)
+    return _multipolygons(klon, klat, ring_start.astype(np.int64), poly_ring_start, feat_poly_start, _HEAD)
+
+
+def _multipolygons_py(
+    klon: np.ndarray, klat: np.ndarray, ring_start: np.ndarray, poly_ring_start: np.ndarray,
+    feat_poly_start: np.ndarray, head: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """ASCII of one ``{"type":"MultiPolygon","coordinates":[...]}`` per feature, back to back, and where each
+    starts (one entry more than features). Coordinates are integers of 1e-7 degree, written as decimals with the
+    trailing zeros of the fraction dropped (one digit kept). Compiled by numba."""
+    n_feat = feat_poly_start.size - 1
+    cap = 32 * klon.size + 8 * ring_start.size + 8 * poly_ring_start.size + (head.size + 8) * n_feat + 16
+    buf = np.empty(cap, np.uint8)
+    offsets = np.empty(n_feat + 1, np.int64)
+    digits = np.empty(24, np.uint8)
+    p = 0
+    for f in range(n_feat):
+        offsets[f] = p
+        for q in range(head.size):
+            buf[p] = head[q]
+            p += 1
+        for poly in range(feat_poly_start[f], feat_poly_start[f + 1]):
+            if poly > feat_poly_start[f]:
+                buf[p] = 44  # ,
+                p += 1
+            buf[p] = 91  # [
+            p += 1
+            for r in range(poly_ring_start[poly], poly_ring_start[poly + 1]):
+                if r > poly_ring_start[poly]:
+                    buf[p] = 44
+                    p += 1
+                buf[p] = 91
+                p += 1
+                for v in range(ring_start[r], ring_start[r + 1]):
+                    if v > ring_start[r]:
+                        buf[p] = 44
+                        p += 1
+                    buf[p] = 91
+                    p += 1
+                    for axis in range(2):
+                        k = klon[v] if axis == 0 else klat[v]
+                        if axis == 1:
+                            buf[p] = 44
+                            p += 1
+                        if k < 0:
+                            buf[p] = 45  # -
+                            p += 1
+                            k = -k
+                        whole, frac = k // 10_000_000, k % 10_000_000
+                        nd = 0
+                        while True:
+                            digits[nd] = 48 + whole % 10
+                            whole //= 10
+                            nd += 1
+                            if whole == 0:
+                                break
+                        for q in range(nd - 1, -1, -1):
+                            buf[p] = digits[q]
+                            p += 1
+                        buf[p] = 46  # .
+                        p += 1
+                        if frac == 0:
+                            buf[p] = 48
+                            p += 1
+                        else:
+                            nd = 7
+                            while frac % 10 == 0:
+                                frac //= 10
+                                nd -= 1
+                            for q in range(nd - 1, -1, -1):
+                                digits[q] = 48 + frac % 10
+                                frac //= 10
+                            for q in range(nd):
+                                buf[p] = digits[q]
+                                p += 1
+                    buf[p] = 93  # ]
+                    p += 1
+                buf[p] = 93
+                p += 1
+            buf[p] = 93
+            p += 1
+        buf[p] = 93
+        buf[p + 1] = 125  # }
+        p += 2
+    offsets[n_feat] = p
+    return buf[:p], offsets
+
+
+_multipolygons = compiled(_multipolygons_py) if AVAILABLE else None
