@@ -1,0 +1,50 @@
+""":func:`rscore.service.pinning.pin_input` on its own (Linux pinning; no server): what a pin holds open and which
+side-car files it carries to the reader."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rscore.service.pinning import MAX_SIDECARS, pin_input
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir("/proc/self/fd") or not hasattr(os, "O_PATH"), reason="pinning is Linux's"
+)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_deep_input_holds_one_descriptor_not_one_per_folder(tmp_path: Path):
+    """Each concurrent request holds its pins for the whole run: one descriptor per folder on the way would let a
+    deep path (or many requests) reach the open-file limit."""
+    root = tmp_path / "data"
+    deep = root.joinpath(*(f"d{i}" for i in range(20)))
+    deep.mkdir(parents=True)
+    (deep / "dem.tif").write_bytes(b"II*\x00")
+    before = _open_fds()
+    with pin_input(deep / "dem.tif", (root,), tmp_path / "staging") as pin:
+        assert (tmp_path / "staging" / "dem.tif").read_bytes() == b"II*\x00"
+        assert _open_fds() - before == 1
+        assert pin.real == deep / "dem.tif"
+    assert _open_fds() == before
+    assert not (tmp_path / "staging" / "dem.tif").exists()
+
+
+def test_the_inputs_own_side_cars_reach_the_reader_in_a_folder_of_many_bands(tmp_path: Path):
+    """A folder of one scene's bands (scene.b01.tif ... scene.b40.tif): the side-cars of the band asked for
+    (its world file, its .aux.xml) are pinned, not crowded out by the other bands' files."""
+    root = tmp_path / "data"
+    root.mkdir()
+    for i in range(1, MAX_SIDECARS + 9):
+        (root / f"scene.b{i:02d}.tif").write_bytes(b"II*\x00")
+    name = f"scene.b{MAX_SIDECARS + 8:02d}.tif"
+    (root / f"{name}.aux.xml").write_text("<PAMDataset/>")
+    (root / f"scene.b{MAX_SIDECARS + 8:02d}.tfw").write_text("1\n0\n0\n-1\n0\n0\n")
+    with pin_input(root / name, (root,), tmp_path / "staging"):
+        staged = {p.name for p in (tmp_path / "staging").iterdir()}
+    assert {name, f"{name}.aux.xml", f"scene.b{MAX_SIDECARS + 8:02d}.tfw"} <= staged
