@@ -143,6 +143,11 @@ def pin_input(
         links.append(link)
         if parts and stat.S_ISREG(os.fstat(target).st_mode):
             _pin_sidecars(parent, resolved, folder, fds, links, roots, private)
+        # the folders on the way are no longer needed once the file (and its side-cars) are pinned: a pin held for a
+        # whole run keeps one descriptor per file, not one per folder (the open-file limit, many requests at once)
+        walked, fds[:] = fds[: len(parts)], fds[len(parts) :]
+        for fd in walked:
+            os.close(fd)
         return PinnedInput(link, resolved, fds, links)
     except BaseException:
         PinnedInput(folder, resolved, fds, links).close()
@@ -162,6 +167,11 @@ def _pin_sidecars(
         names = sorted(os.listdir(f"/proc/self/fd/{parent}"))
     except OSError:
         return
+    # the input's own side-cars first (GDAL's: <name>.aux.xml, .ovr, .msk; <stem>.tfw, .hdr, .aux; the ERS data
+    # file <stem>), then other names sharing the first part, so that a folder of many bands of one scene
+    # (scene.b01.tif ... scene.b40.tif) does not crowd the asked band's side-cars out of the MAX_SIDECARS
+    own = (resolved.name + ".", Path(resolved.name).stem + ".")
+    names.sort(key=lambda n: not (n == Path(resolved.name).stem or n.startswith(own)))
     count = 0
     for name in names:
         if name == resolved.name or name.startswith(".") or not (name == stem or name.startswith(stem + ".")):
