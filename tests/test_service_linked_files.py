@@ -234,3 +234,50 @@ def test_a_vrt_whose_source_is_such_a_file_is_refused(client, root: Path, privat
         "</VRTRasterBand></VRTDataset>"
     )
     refused(post_path(client, "x.vrt"), "x.vrt", tmp_path)
+
+
+# HDF5 looks for a linked file (external link, virtual dataset source) as given when absolute, then - by its base
+# name when that is absolute and missing - beside the linking file, then from the working folder (h5py 3 / HDF5 2.0,
+# probed 2026-12). The check follows that order: the working folder counts only where a file is found there.
+@needs_h5py
+@pytest.mark.parametrize("kind", ["external link", "virtual dataset"])
+def test_a_relative_hdf5_link_to_a_file_beside_it_is_not_refused_when_the_service_runs_elsewhere(
+    root: Path, tmp_path: Path, monkeypatch, kind
+):
+    import h5py
+
+    from rscore.service.linked import check_hdf5
+
+    _h5(root / "inner.h5", lambda f: f.__setitem__("data", np.zeros((4, 4), np.float32)))
+
+    def build(f):
+        if kind == "external link":
+            f["data"] = h5py.ExternalLink("inner.h5", "/data")
+        else:
+            layout = h5py.VirtualLayout(shape=(4, 4), dtype="f4")
+            layout[:] = h5py.VirtualSource("inner.h5", "data", shape=(4, 4))
+            f.create_virtual_dataset("data", layout)
+
+    _h5(root / "ok.nc", build)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the service's working folder, outside the roots (the usual case)
+    check_hdf5(root / "ok.nc", (root,), what="path", shown="ok.nc")
+
+
+@needs_h5py
+def test_an_absolute_hdf5_link_to_a_missing_file_is_refused_when_hdf5_would_find_its_name_outside(
+    root: Path, private: Path, monkeypatch
+):
+    """A missing absolute target (even one under the root) makes HDF5 look for its base name beside the file and
+    then in the working folder: here the service's working folder holds a private s.h5, which h5py read."""
+    import h5py
+
+    from rscore.service.linked import check_hdf5
+    from rscore.service.security import PathNotAllowed
+
+    _h5(root / "abs.nc", lambda f: f.__setitem__("data", h5py.ExternalLink(str(root / "gone" / "s.h5"), "/data")))
+    monkeypatch.chdir(private)
+    with h5py.File(root / "abs.nc", "r") as f:
+        assert float(f["data"][0, 0]) == SECRET_VALUE  # what a reader would get
+    with pytest.raises(PathNotAllowed, match="abs.nc"):
+        check_hdf5(root / "abs.nc", (root,), what="path", shown="abs.nc")
