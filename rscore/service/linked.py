@@ -56,22 +56,46 @@ def _refuse(what: str, shown: str, why: str) -> PathNotAllowed:
     return PathNotAllowed(f"{what} '{shown}': {why}, outside the folders this service may read")
 
 
-def _target_allowed(name: str, beside: Path, roots: tuple[Path, ...], private: tuple[Path, ...]) -> bool:
+def _one_allowed(candidate: Path, roots: tuple[Path, ...], private: tuple[Path, ...]) -> bool:
+    lexical = Path(os.path.normpath(candidate))
+    return _allowed(lexical, roots, private) and _allowed(Path(os.path.realpath(candidate)), roots, private)
+
+
+def _search_order(name: str, beside: Path) -> list[tuple[Path, bool]]:
+    """Where HDF5 looks for a linked file (an external link, a virtual dataset's source), in its order, each with
+    whether it must be allowed even when missing: ``name`` as given when absolute; then - the base name when the
+    absolute one is missing - beside the linking file; then from the working folder (probed: h5py 3 / HDF5 2.0 and
+    GDAL's netCDF driver read a private file that way). A file found earlier hides the later ones."""
+    if os.path.isabs(name):
+        rest = os.path.basename(name)
+        return [(Path(name), True), (beside / rest, True), (Path.cwd() / rest, False)]
+    return [(beside / name, True), (Path.cwd() / name, False)]
+
+
+def _target_allowed(
+    name: str, beside: Path, roots: tuple[Path, ...], private: tuple[Path, ...], *, search: bool = False
+) -> bool:
     """Whether the file ``name`` (from inside a file in folder ``beside``) is allowed wherever a library may look for
-    it: as given when absolute, else beside the file and from the working folder."""
+    it. ``search``: HDF5's search order (:func:`_search_order`): each place up to the first existing file must be
+    allowed, and a file in the working folder outside the roots is refused wherever it stands (deleting the one found
+    before it would lead the reader there); a missing name in a working folder outside the roots is not.
+    Otherwise: as given when absolute, else beside the file and from the working folder."""
     if not name or name.lower().startswith("/vsi") or "://" in name:
         return False
+    if search:
+        found = False
+        for candidate, needed in _search_order(name, beside):
+            exists = os.path.lexists(candidate)
+            if (needed and not found or exists) and not _one_allowed(candidate, roots, private):
+                return False
+            found = found or exists
+        return True
     candidates = [Path(name)] if os.path.isabs(name) else [beside / name, Path.cwd() / name]
-    for candidate in candidates:
-        lexical = Path(os.path.normpath(candidate))
-        if not (_allowed(lexical, roots, private) and _allowed(Path(os.path.realpath(candidate)), roots, private)):
-            return False
-    return True
+    return all(_one_allowed(candidate, roots, private) for candidate in candidates)
 
 
 def _existing_targets(name: str, beside: Path) -> list[Path]:
-    candidates = [Path(name)] if os.path.isabs(name) else [beside / name, Path.cwd() / name]
-    return [c for c in candidates if c.is_file()]
+    return [c for c, _ in _search_order(name, beside) if c.is_file()]
 
 
 def check_hdf5(
@@ -105,7 +129,7 @@ def check_hdf5(
             inner = f"{where}/{name}"
             link = group.get(name, getlink=True)
             if isinstance(link, h5py.ExternalLink):
-                if not _target_allowed(link.filename, beside, roots, private):
+                if not _target_allowed(link.filename, beside, roots, private, search=True):
                     raise _refuse(what, shown, f"its HDF5 object '{inner}' is an external link to another file")
                 linked.add(link.filename)
                 continue
@@ -126,7 +150,7 @@ def check_hdf5(
                     for source in obj.virtual_sources():
                         if source.file_name == ".":
                             continue
-                        if not _target_allowed(source.file_name, beside, roots, private):
+                        if not _target_allowed(source.file_name, beside, roots, private, search=True):
                             raise _refuse(what, shown, f"its HDF5 dataset '{inner}' is a virtual dataset reading "
                                           "another file")  # fmt: skip
                         linked.add(source.file_name)
