@@ -281,3 +281,18 @@ def test_an_absolute_hdf5_link_to_a_missing_file_is_refused_when_hdf5_would_find
         assert float(f["data"][0, 0]) == SECRET_VALUE  # what a reader would get
     with pytest.raises(PathNotAllowed, match="abs.nc"):
         check_hdf5(root / "abs.nc", (root,), what="path", shown="abs.nc")
+
+
+@pytest.mark.parametrize("doc", [
+    {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {
+        "name": "crane swing", "source": "https://example.org/site-plan.pdf"},
+        "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 0]]]}}]},
+    {"zones": [{"name": "see http://example.org/zones", "polygon": [[0, 0], [10, 0], [10, 10]]}]},
+])  # fmt: skip
+def test_a_json_zones_file_mentioning_a_url_is_not_refused(root: Path, doc):
+    """A path option naming a GeoJSON / zones JSON (read with json, never by GDAL as a raster) is not a text
+    header: a URL in one of its properties is no reason for a 403 (it was: 'a text header naming a URL')."""
+    from rscore.service.security import resolve_allowed
+
+    (root / "zones.geojson").write_text(json.dumps(doc))
+    assert resolve_allowed("zones.geojson", (root,), what="option 'zones'") == root / "zones.geojson"
