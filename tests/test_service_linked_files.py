@@ -296,3 +296,18 @@ def test_a_json_zones_file_mentioning_a_url_is_not_refused(root: Path, doc):
 
     (root / "zones.geojson").write_text(json.dumps(doc))
     assert resolve_allowed("zones.geojson", (root,), what="option 'zones'") == root / "zones.geojson"
+
+
+def test_a_stac_item_collection_naming_a_url_is_still_refused(root: Path):
+    """GDAL opens a STAC ItemCollection (a GeoJSON FeatureCollection) as a raster and fetches its assets' URLs: unlike
+    a zones file it is refused before any open, however far into the file its STAC keys come."""
+    from rscore.service.security import PathNotAllowed, resolve_allowed
+
+    item = {"type": "Feature", "properties": {"note": "x" * 20_000, "proj:epsg": 4326, "proj:shape": [16, 16],
+                                              "proj:transform": [0.0625, 0, 0, 0, -0.0625, 1]},
+            "stac_version": "1.0.0", "id": "a", "bbox": [0, 0, 1, 1],
+            "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]},
+            "assets": {"B1": {"href": "http://127.0.0.1:9/x.tif", "type": "image/tiff; application=geotiff"}}}
+    (root / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": [item]}))
+    with pytest.raises(PathNotAllowed, match="items.json.*URL"):
+        resolve_allowed("items.json", (root,), what="option 'aux'")
