@@ -181,6 +181,18 @@ def _text_head(path: Path) -> str | None:
         return head.decode("latin-1") if sum(b < 9 or 13 < b < 32 for b in head) == 0 else None
 
 
+def _stac(path: Path) -> bool:
+    """Whether a JSON document may be a STAC one naming a URL (GDAL's STACIT / STACTA rasters fetch the URLs it
+    names on open): ``"stac_`` and ``://`` anywhere in it, not only in the first bytes; over 16 MiB counts as one."""
+    try:
+        if path.stat().st_size > 16 * 2**20:
+            return True
+        data = path.read_bytes()
+        return b'"stac_' in data and b"://" in data
+    except OSError:
+        return True
+
+
 def check_gdal_files(path: Path, roots: tuple[Path, ...], *, what: str, shown: str, private: tuple[Path, ...] = ()) -> None:
     """Refuse (403) a raster whose format names other files (a text header naming its data file, ...) that lie
     outside ``roots``: GDAL's list of the files the dataset reads, taken when GDAL opens it (no pixels read). A text
@@ -192,7 +204,7 @@ def check_gdal_files(path: Path, roots: tuple[Path, ...], *, what: str, shown: s
     # are refused before the open; GDAL's JSON rasters (STAC, Zarr...) that name URLs fetch nothing here (.none
     # below) and are refused by the file list
     is_json = text is not None and text.lstrip("\ufeff \t\r\n")[:1] in ("{", "[")
-    if text is not None and ("/vsi" in text.lower() or ("://" in text and not is_json)):
+    if text is not None and ("/vsi" in text.lower() or ("://" in text and not is_json) or (is_json and _stac(path))):
         raise PathNotAllowed(f"{what} '{shown}': a text header naming a URL or a /vsi name, which this service does not "
                              "open")  # fmt: skip
     if importlib.util.find_spec("rasterio") is None:
