@@ -48,3 +48,37 @@ def test_the_inputs_own_side_cars_reach_the_reader_in_a_folder_of_many_bands(tmp
     with pin_input(root / name, (root,), tmp_path / "staging"):
         staged = {p.name for p in (tmp_path / "staging").iterdir()}
     assert {name, f"{name}.aux.xml", f"scene.b{MAX_SIDECARS + 8:02d}.tfw"} <= staged
+
+
+def test_out_of_descriptors_is_the_servers_503_not_the_inputs_422(tmp_path: Path):
+    """With the process out of file descriptors (many requests at once), the pin fails as the service's condition
+    (503, try again), not as a fault of the client's file; a deep path needs no more descriptors than a shallow one."""
+    import resource
+
+    from rscore.errors import BackendUnavailable
+
+    root = tmp_path / "data"
+    deep = root.joinpath(*(f"d{i}" for i in range(20)))
+    deep.mkdir(parents=True)
+    (deep / "dem.tif").write_bytes(b"II*\x00")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(n) for n in os.listdir("/proc/self/fd"))
+    filler: list[int] = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 8, hard))
+        while True:  # every descriptor below the limit taken...
+            try:
+                filler.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                break
+        for _ in range(3):  # ...then exactly 3 free: the root's, a folder's and the next one's
+            os.close(filler.pop())
+        with pin_input(deep / "dem.tif", (root,), tmp_path / "staging") as pin:
+            assert pin.real == deep / "dem.tif"
+            filler += [os.open(os.devnull, os.O_RDONLY) for _ in range(2)]  # the pin holds one: none is left
+            with pytest.raises(BackendUnavailable, match="dem.tif.*open files"):
+                pin_input(deep / "dem.tif", (root,), tmp_path / "staging2")
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
