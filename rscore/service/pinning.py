@@ -28,13 +28,14 @@ here). Where ``O_PATH`` or ``/proc/self/fd`` is missing (not Linux) the path is 
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rscore.errors import InputError
+from rscore.errors import BackendUnavailable, InputError
 from rscore.service.security import PathNotAllowed, _allowed, _matches, shown_path
 
 __all__ = ["PinnedInput", "pin_input", "pin_options", "real_names", "pinning_available", "MAX_SIDECARS"]
@@ -86,6 +87,11 @@ def _changed(what: str, shown: str, why: str) -> PathNotAllowed:
     return PathNotAllowed(f"{what} '{shown}' changed while it was being checked ({why}); try again")
 
 
+def _busy(what: str, shown: str) -> BackendUnavailable:
+    """Out of file descriptors: the server's condition (503), not a fault of the client's file."""
+    return BackendUnavailable(f"{what} '{shown}': the server has too many open files right now; try again")
+
+
 def _real(fd: int) -> Path:
     return Path(os.readlink(f"/proc/self/fd/{fd}"))
 
@@ -109,7 +115,9 @@ def pin_input(
     try:
         try:
             fd = os.open(root, _O_PATH | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise _busy(what, shown) from None
             raise _changed(what, shown, "its allowed folder cannot be opened") from None
         fds.append(fd)
         if _real(fd) != root:
@@ -122,6 +130,8 @@ def pin_input(
             except (FileNotFoundError, NotADirectoryError):  # what the reader would say, without walking the name again
                 raise InputError("no such file or directory", path=resolved) from None
             except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):  # the server's condition (many requests at once)
+                    raise _busy(what, shown) from None
                 raise InputError(f"cannot be accessed ({exc.strerror or type(exc).__name__})", path=resolved) from None
             fds.append(child)
             mode = os.fstat(child).st_mode
@@ -130,7 +140,10 @@ def pin_input(
                 raise _changed(what, shown, f"'{'/'.join(parts[: i + 1])}' is now a symbolic link")
             if not last and not stat.S_ISDIR(mode):
                 raise _changed(what, shown, f"'{'/'.join(parts[: i + 1])}' is no longer a folder")
-            if not last:
+            if not last:  # the folder before is no longer needed: one descriptor per level would add up
+                if parent != fd:
+                    fds.remove(parent)
+                    os.close(parent)
                 parent = child
         target = fds[-1]
         real = _real(target)
@@ -143,11 +156,11 @@ def pin_input(
         links.append(link)
         if parts and stat.S_ISREG(os.fstat(target).st_mode):
             _pin_sidecars(parent, resolved, folder, fds, links, roots, private)
-        # the folders on the way are no longer needed once the file (and its side-cars) are pinned: a pin held for a
-        # whole run keeps one descriptor per file, not one per folder (the open-file limit, many requests at once)
-        walked, fds[:] = fds[: len(parts)], fds[len(parts) :]
-        for fd in walked:
-            os.close(fd)
+        # the root and the input's folder are no longer needed once the file (and its side-cars) are pinned: a pin
+        # held for a whole run keeps one descriptor per file (the open-file limit, many requests at once)
+        for walked in {fd, parent} - {target}:
+            fds.remove(walked)
+            os.close(walked)
         return PinnedInput(link, resolved, fds, links)
     except BaseException:
         PinnedInput(folder, resolved, fds, links).close()
@@ -180,7 +193,9 @@ def _pin_sidecars(
             break
         try:
             fd = os.open(name, _FLAGS, dir_fd=parent)
-        except OSError:
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # not a side-car silently left out: the answer could change
+                raise _busy("path", resolved.name) from None
             continue
         if not stat.S_ISREG(os.fstat(fd).st_mode) or not _allowed(_real(fd), roots, private):
             os.close(fd)
