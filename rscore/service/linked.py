@@ -28,7 +28,10 @@ from pathlib import Path
 
 from rscore.service.security import PathNotAllowed, _allowed
 
-__all__ = ["HDF5_SIGNATURE", "MAX_OBJECTS", "is_hdf5", "check_hdf5", "check_gdal_files", "check_linked_formats"]
+__all__ = [
+    "HDF5_SIGNATURE", "MAX_OBJECTS", "is_hdf5", "check_hdf5", "gdal_file_list", "check_gdal_files",
+    "check_linked_formats", "text_head",
+]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAX_OBJECTS = 100_000
@@ -166,7 +169,7 @@ def check_hdf5(
                 check_hdf5(target, roots, what=what, shown=shown, private=private, _depth=_depth + 1)
 
 
-def _text_head(path: Path) -> str | None:
+def text_head(path: Path) -> str | None:
     """The start of ``path`` when it is text (a header or label), else ``None``."""
     try:
         with open(path, "rb") as fh:
@@ -193,13 +196,30 @@ def _stac(path: Path) -> bool:
         return True
 
 
+def gdal_file_list(path: Path) -> list[str]:
+    """The files GDAL reads for the raster ``path`` (``GDALGetFileList``; the file itself included), opened with no
+    pixel read and no network (only names ending ".none" may be fetched); ``[]`` when GDAL does not open it or
+    rasterio is missing. :mod:`rscore.service.pinning` pins the ones beside a text header too."""
+    if importlib.util.find_spec("rasterio") is None:
+        return []
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    try:
+        with rasterio.Env(CPL_VSIL_CURL_ALLOWED_EXTENSIONS=".none"):
+            with rasterio.open(path) as ds:
+                return list(ds.files or [])
+    except (RasterioError, OSError, ValueError, RuntimeError):
+        return []  # not a raster GDAL opens (or broken): the readers say so
+
+
 def check_gdal_files(path: Path, roots: tuple[Path, ...], *, what: str, shown: str, private: tuple[Path, ...] = ()) -> None:
     """Refuse (403) a raster whose format names other files (a text header naming its data file, ...) that lie
     outside ``roots``: GDAL's list of the files the dataset reads, taken when GDAL opens it (no pixels read). A text
     file naming a URL or a ``/vsi`` name is refused before GDAL opens it. Nothing is done without rasterio (then no
     reader opens such files either). A JSON document is refused before the open only for a /vsi name: a URL in a
     GeoJSON property is no file name."""
-    text = _text_head(path)
+    text = text_head(path)
     # a JSON document (a GeoJSON or zones file given as an option) may mention URLs in its properties: only /vsi names
     # are refused before the open; GDAL's JSON rasters (STAC, Zarr...) that name URLs fetch nothing here (.none
     # below) and are refused by the file list
@@ -207,18 +227,7 @@ def check_gdal_files(path: Path, roots: tuple[Path, ...], *, what: str, shown: s
     if text is not None and ("/vsi" in text.lower() or ("://" in text and not is_json) or (is_json and _stac(path))):
         raise PathNotAllowed(f"{what} '{shown}': a text header naming a URL or a /vsi name, which this service does not "
                              "open")  # fmt: skip
-    if importlib.util.find_spec("rasterio") is None:
-        return
-    import rasterio
-    from rasterio.errors import RasterioError
-
-    try:
-        # no network from a header GDAL finds a URL in after all (only names ending ".none" may be fetched)
-        with rasterio.Env(CPL_VSIL_CURL_ALLOWED_EXTENSIONS=".none"):
-            with rasterio.open(path) as ds:
-                files = list(ds.files or [])
-    except (RasterioError, OSError, ValueError, RuntimeError):
-        return  # not a raster GDAL opens (or broken): the readers say so
+    files = gdal_file_list(path)
     own = os.path.realpath(path)
     for name in files:
         if os.path.realpath(name) == own:

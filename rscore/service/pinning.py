@@ -174,7 +174,8 @@ def _pin_sidecars(
     """Regular files beside the input whose names extend its stem (GDAL side-cars), pinned and linked beside it;
     links and anything else are left out (a reader then does without them)."""
     stem = resolved.name.split(".")[0]
-    if not stem:
+    listed = _listed_beside(resolved)
+    if not stem and not listed:
         return
     try:
         names = sorted(os.listdir(f"/proc/self/fd/{parent}"))
@@ -184,10 +185,11 @@ def _pin_sidecars(
     # file <stem>), then other names sharing the first part, so that a folder of many bands of one scene
     # (scene.b01.tif ... scene.b40.tif) does not crowd the asked band's side-cars out of the MAX_SIDECARS
     own = (resolved.name + ".", Path(resolved.name).stem + ".")
-    names.sort(key=lambda n: not (n == Path(resolved.name).stem or n.startswith(own)))
+    names.sort(key=lambda n: (n not in listed, not (n == Path(resolved.name).stem or n.startswith(own))))
     count = 0
     for name in names:
-        if name == resolved.name or name.startswith(".") or not (name == stem or name.startswith(stem + ".")):
+        if name == resolved.name or (name not in listed and (
+                name.startswith(".") or not stem or not (name == stem or name.startswith(stem + ".")))):  # fmt: skip
             continue
         if count >= MAX_SIDECARS:
             break
@@ -205,6 +207,17 @@ def _pin_sidecars(
         link.symlink_to(f"/proc/{os.getpid()}/fd/{fd}")
         links.append(link)
         count += 1
+
+
+def _listed_beside(resolved: Path) -> set[str]:
+    """Names of the files beside a *text* header that GDAL reads with it (an ERMapper ``DataFile``, a PDS label's
+    ``^IMAGE``: :func:`rscore.service.linked.gdal_file_list`), pinned beside its link like side-cars (the reader opens
+    them relative to the link). Binary rasters are not opened again (their side-cars share the stem)."""
+    from rscore.service.linked import gdal_file_list, text_head
+
+    if text_head(resolved) is None:
+        return set()
+    return {Path(f).name for f in gdal_file_list(resolved) if Path(f).parent == resolved.parent} - {resolved.name}
 
 
 def pin_options(
