@@ -18,8 +18,10 @@ service *pins* the input once checked (Linux):
   to ``/proc/<pid>/fd/<fd>``. Opening it reopens the pinned inode (worker processes of the same user can open it
   too); no name under the roots is walked again. The input keeps its base name, so suffix-claimed formats and
   messages still work. Regular files beside it named by its stem (``dem.tif.aux.xml``, ``dem.hdr``, ``dem.tfw``,
-  an ERMapper header's data file ``dem``: GDAL's side-car files) are pinned and linked the same way, at most
-  :data:`MAX_SIDECARS`.
+  an ERMapper header's data file ``dem``: GDAL's side-car files; the input's own first) and, for a text header, the
+  files beside it that GDAL lists with it (an ERS ``DataFile``, a PDS ``^IMAGE``) are pinned and linked the same way,
+  at most :data:`MAX_SIDECARS`. A pin keeps one descriptor per pinned file (the walk holds at most three at once);
+  out of descriptors is a 503, the server's condition.
 
 A folder input (a DICOM series) is pinned as a folder: the names inside it are still looked up at read time (links in
 it were checked by :func:`~rscore.service.security.check_linked`; a swap inside the folder after that is not closed
