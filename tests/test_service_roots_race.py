@@ -233,3 +233,40 @@ def test_an_upload_with_a_pinned_path_option_beside_it(server, tmp_path: Path):
         assert masked_pixels(r) == 1920, name
         assert r.json()["result"]["provenance"]["options"]["aux"] == str(root / "aux.tif")
     assert staging_empty(tmp_path / "out")
+
+
+def test_a_job_input_rewritten_into_a_vrt_leading_out_before_it_runs_is_refused(server, tmp_path: Path, monkeypatch):
+    """A job waits in the queue between its check (at submission) and its run: a writer under the root can rewrite
+    the checked GeoTIFF, in place, into a VRT whose source lies outside the roots. Pinning keeps the inode, not its
+    content, so the runner checks what the file leads to again once pinned: the item fails, nothing private read."""
+    import time
+
+    from rscore.service import pinning
+
+    root = tmp_path / "data"
+    write_dem(root / "survey" / "dem.tif", 0)
+    write_dem(tmp_path / "private" / "dem.tif", 1000)
+    vrt = (f'<VRTDataset rasterXSize="64" rasterYSize="64"><VRTRasterBand dataType="Float32" band="1"><SimpleSource>'
+           f'<SourceFilename>{tmp_path / "private" / "dem.tif"}</SourceFilename><SourceBand>1</SourceBand>'
+           f'</SimpleSource></VRTRasterBand></VRTDataset>')  # fmt: skip
+    pin = pinning.pin_input
+
+    def rewrite_then_pin(resolved, *args, **kwargs):
+        if resolved.name == "dem.tif" and resolved.read_bytes()[:1] != b"<":
+            with open(resolved, "r+b") as fh:  # the same inode, new content
+                fh.truncate(0)
+                fh.write(vrt.encode())
+        return pin(resolved, *args, **kwargs)
+
+    monkeypatch.setattr(pinning, "pin_input", rewrite_then_pin)
+    client = server()
+    r = client.post("/v1/jobs", json={"inputs": ["survey/dem.tif"], "query": QUERY, "plugin": "earth"})
+    assert r.status_code in (200, 201, 202), r.text
+    deadline = time.monotonic() + 120
+    while (job := client.get(r.json()["url"]).json())["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    (item,) = job["items"]
+    assert item["state"] == "failed", item  # it read the private ramp (mask 4096) before
+    assert "outside the folders this service may read" in item["error"] and "private" not in item["error"], item
+    assert staging_empty(tmp_path / "out")
