@@ -213,16 +213,15 @@ def gdal_file_list(path: Path) -> list[str]:
         return []  # not a raster GDAL opens (or broken): the readers say so
 
 
-def check_gdal_files(path: Path, roots: tuple[Path, ...], *, what: str, shown: str, private: tuple[Path, ...] = ()) -> None:
+def check_gdal_files(
+    path: Path, roots: tuple[Path, ...], *, what: str, shown: str, private: tuple[Path, ...] = ()
+) -> None:
     """Refuse (403) a raster whose format names other files (a text header naming its data file, ...) that lie
     outside ``roots``: GDAL's list of the files the dataset reads, taken when GDAL opens it (no pixels read). A text
     file naming a URL or a ``/vsi`` name is refused before GDAL opens it. Nothing is done without rasterio (then no
-    reader opens such files either). A JSON document is refused before the open only for a /vsi name: a URL in a
-    GeoJSON property is no file name."""
+    reader opens such files either). A JSON document is refused before the open for a /vsi name, or when it is a
+    STAC one naming a URL anywhere (:func:`_stac`): a URL in a GeoJSON or zones file's property is no file name."""
     text = text_head(path)
-    # a JSON document (a GeoJSON or zones file given as an option) may mention URLs in its properties: only /vsi names
-    # are refused before the open; GDAL's JSON rasters (STAC, Zarr...) that name URLs fetch nothing here (.none
-    # below) and are refused by the file list
     is_json = text is not None and text.lstrip("\ufeff \t\r\n")[:1] in ("{", "[")
     if text is not None and ("/vsi" in text.lower() or ("://" in text and not is_json) or (is_json and _stac(path))):
         raise PathNotAllowed(f"{what} '{shown}': a text header naming a URL or a /vsi name, which this service does not "
