@@ -8,8 +8,9 @@ files built by h5py and by hand):
   link* (``h5py.ExternalLink``: a dataset in another file), *external storage* (a dataset whose raw bytes lie in
   another file: any file at all, read as pixels) and a *virtual dataset* (sources in other files) all returned the
   other file's values. :func:`check_hdf5` walks the file with h5py (at most :data:`MAX_OBJECTS` objects) and refuses
-  every such reference whose target - taken as HDF5 takes it: as given, beside the file, or from the working folder -
-  is outside the roots. Without h5py an HDF5 file cannot be checked and is refused on the service.
+  every such reference whose target - taken as HDF5 takes it (:func:`_search_order`: as given when absolute, then
+  its name beside the file, then from the working folder, the first found winning; external storage from the working
+  folder) - is outside the roots. Without h5py an HDF5 file cannot be checked and is refused on the service.
 - **Text headers that name their data file**: ERMapper ``.ers`` (``DataFile = "../x"``), PDS labels
   (``^IMAGE = ("../x", 1)``), ISIS cubes (``^Core``) and their kin. GDAL lists what a dataset reads
   (``GDALGetFileList``, rasterio's ``files``): :func:`check_gdal_files` opens the file with GDAL (no pixel is read)
