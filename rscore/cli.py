@@ -658,7 +658,7 @@ def _is(exc: BaseException, class_name: str) -> bool:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app and maps outcomes to exit codes (the only place that does)."""
     code = 0
-    _quiet_blas_threads()
+    _quiet_blas_threads(sys.argv[1:] if argv is None else argv)
     _handle_termination()
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="rscore")
@@ -697,7 +697,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
-def _quiet_blas_threads() -> None:
+def _quiet_blas_threads(argv: list[str]) -> None:
     """Let idle OpenBLAS threads sleep at once instead of spinning (#22).
 
     numpy, scipy and OpenCV each bring their own OpenBLAS, and each starts its worker threads when it is loaded; an
@@ -705,7 +705,11 @@ def _quiet_blas_threads() -> None:
     that CPU was thrown away (up to ~0.1 s per library where a free core lets it spin; 0.05-0.15 CPU-s a 64x64 run
     measured at load 4-8 on 2 cores, where it also delays the run itself). ``OPENBLAS_THREAD_TIMEOUT=4`` (2^4 cycles)
     keeps multi-threaded BLAS; only the wait before sleeping goes. Set before numpy is first imported, and only when
-    the user has not chosen a value (benchmarks/README.md, "One-second CLI, third round")."""
+    the user has not chosen a value (benchmarks/README.md, "One-second CLI, third round"). Not for ``serve``: a
+    long-lived service (and the workers it starts, which inherit the variable) does BLAS work call after call, where
+    the spin saves wake-ups (~10 % on a loop of 384 x 384 products) and start-up CPU does not matter."""
+    if next((a for a in argv if not a.startswith("-")), None) == "serve":  # (after -v / --debug too)
+        return
     if "numpy" not in sys.modules:
         os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 

@@ -178,3 +178,15 @@ def test_weights_are_mapped_from_the_file_and_equal_what_safetensors_reads(tmp_p
     bad.write_bytes(len(header).to_bytes(8, "little") + header + bytes(60))
     with pytest.raises(embedding.OptionError, match="bad.safetensors: tensor x"):
         embedding._map_safetensors(bad)
+
+
+@pytest.mark.parametrize("content", [
+    b"\x10\x00",  # shorter than the 8-byte header length
+    (100).to_bytes(8, "little") + b'{"x": ',  # header cut short
+    (24).to_bytes(8, "little") + b'{"x": {"dtype": "F32"}} ',  # a tensor without shape / offsets
+])  # fmt: skip
+def test_a_damaged_weights_file_is_an_error_naming_it(tmp_path, content):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(content)
+    with pytest.raises(embedding.OptionError, match="model.safetensors"):
+        embedding._map_safetensors(bad)

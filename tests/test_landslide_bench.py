@@ -107,3 +107,16 @@ def test_the_script_scores_a_mask_inventory_at_its_own_pixel_and_at_10_m(tmp_pat
     for f in (native, coarse):
         for k in ("auroc_slope", "auroc_default", "auroc_fitted_cv_mean"):
             assert 0.0 <= f[k] <= 1.0
+
+
+def test_a_rotated_dem_is_aggregated_on_its_own_rotated_grid(tmp_path):
+    """The coarse grid is the fine one scaled by the factor, rotation terms included (only a and e were scaled:
+    a rotated DEM's blocks landed on a sheared grid)."""
+    z, _ = _terrain(50)
+    t = rasterio.transform.from_origin(500000.0, 5100000.0, 2.0, 2.0) * rasterio.Affine.rotation(20.0)
+    dem = tmp_path / "rot.tif"
+    with rasterio.open(dem, "w", driver="GTiff", height=50, width=50, count=1, dtype="float32", crs=CRS,
+                       transform=t) as ds:  # fmt: skip
+        ds.write(z, 1)
+    with rasterio.open(EV.aggregate_dem(dem, 5, tmp_path / "rot10.tif")) as ds:
+        assert ds.transform.almost_equals(t * rasterio.Affine.scale(5))

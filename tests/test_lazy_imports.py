@@ -130,3 +130,11 @@ def test_core_options_still_list_tiling_agent_and_video_options():
             VideoOptions.from_options(bad)
     with pytest.raises(OptionError, match="tiles must be one of auto, all, selected"):
         AgentOptions(tiles="magic")
+
+
+def test_serve_keeps_openblas_threads_spinning_between_calls(tmp_path):
+    # a long-lived service does BLAS work call after call: letting its threads sleep at once made a loop of 384 x 384
+    # float32 products ~10 % slower (1.51 -> 1.67-1.71 s wall side by side, 2 loaded cores); its start-up CPU is moot
+    watch = ("env:OPENBLAS_THREAD_TIMEOUT",)
+    rc, had = _loaded_after_cli(["-v", "serve", "--help"], tmp_path, watch=watch, env={"OPENBLAS_THREAD_TIMEOUT": None})
+    assert rc == 0 and had == ["env:OPENBLAS_THREAD_TIMEOUT="]

@@ -234,3 +234,80 @@ def test_a_vrt_whose_source_is_such_a_file_is_refused(client, root: Path, privat
         "</VRTRasterBand></VRTDataset>"
     )
     refused(post_path(client, "x.vrt"), "x.vrt", tmp_path)
+
+
+# HDF5 looks for a linked file (external link, virtual dataset source) as given when absolute, then - by its base
+# name when that is absolute and missing - beside the linking file, then from the working folder (h5py 3 / HDF5 2.0,
+# probed 2026-12). The check follows that order: the working folder counts only where a file is found there.
+@needs_h5py
+@pytest.mark.parametrize("kind", ["external link", "virtual dataset"])
+def test_a_relative_hdf5_link_to_a_file_beside_it_is_not_refused_when_the_service_runs_elsewhere(
+    root: Path, tmp_path: Path, monkeypatch, kind
+):
+    import h5py
+
+    from rscore.service.linked import check_hdf5
+
+    _h5(root / "inner.h5", lambda f: f.__setitem__("data", np.zeros((4, 4), np.float32)))
+
+    def build(f):
+        if kind == "external link":
+            f["data"] = h5py.ExternalLink("inner.h5", "/data")
+        else:
+            layout = h5py.VirtualLayout(shape=(4, 4), dtype="f4")
+            layout[:] = h5py.VirtualSource("inner.h5", "data", shape=(4, 4))
+            f.create_virtual_dataset("data", layout)
+
+    _h5(root / "ok.nc", build)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the service's working folder, outside the roots (the usual case)
+    check_hdf5(root / "ok.nc", (root,), what="path", shown="ok.nc")
+
+
+@needs_h5py
+def test_an_absolute_hdf5_link_to_a_missing_file_is_refused_when_hdf5_would_find_its_name_outside(
+    root: Path, private: Path, monkeypatch
+):
+    """A missing absolute target (even one under the root) makes HDF5 look for its base name beside the file and
+    then in the working folder: here the service's working folder holds a private s.h5, which h5py read."""
+    import h5py
+
+    from rscore.service.linked import check_hdf5
+    from rscore.service.security import PathNotAllowed
+
+    _h5(root / "abs.nc", lambda f: f.__setitem__("data", h5py.ExternalLink(str(root / "gone" / "s.h5"), "/data")))
+    monkeypatch.chdir(private)
+    with h5py.File(root / "abs.nc", "r") as f:
+        assert float(f["data"][0, 0]) == SECRET_VALUE  # what a reader would get
+    with pytest.raises(PathNotAllowed, match="abs.nc"):
+        check_hdf5(root / "abs.nc", (root,), what="path", shown="abs.nc")
+
+
+@pytest.mark.parametrize("doc", [
+    {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {
+        "name": "crane swing", "source": "https://example.org/site-plan.pdf"},
+        "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 0]]]}}]},
+    {"zones": [{"name": "see http://example.org/zones", "polygon": [[0, 0], [10, 0], [10, 10]]}]},
+])  # fmt: skip
+def test_a_json_zones_file_mentioning_a_url_is_not_refused(root: Path, doc):
+    """A path option naming a GeoJSON / zones JSON (read with json, never by GDAL as a raster) is not a text
+    header: a URL in one of its properties is no reason for a 403 (it was: 'a text header naming a URL')."""
+    from rscore.service.security import resolve_allowed
+
+    (root / "zones.geojson").write_text(json.dumps(doc))
+    assert resolve_allowed("zones.geojson", (root,), what="option 'zones'") == root / "zones.geojson"
+
+
+def test_a_stac_item_collection_naming_a_url_is_still_refused(root: Path):
+    """GDAL opens a STAC ItemCollection (a GeoJSON FeatureCollection) as a raster and fetches its assets' URLs: unlike
+    a zones file it is refused before any open, however far into the file its STAC keys come."""
+    from rscore.service.security import PathNotAllowed, resolve_allowed
+
+    item = {"type": "Feature", "properties": {"note": "x" * 20_000, "proj:epsg": 4326, "proj:shape": [16, 16],
+                                              "proj:transform": [0.0625, 0, 0, 0, -0.0625, 1]},
+            "stac_version": "1.0.0", "id": "a", "bbox": [0, 0, 1, 1],
+            "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]},
+            "assets": {"B1": {"href": "http://127.0.0.1:9/x.tif", "type": "image/tiff; application=geotiff"}}}
+    (root / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": [item]}))
+    with pytest.raises(PathNotAllowed, match="items.json.*URL"):
+        resolve_allowed("items.json", (root,), what="option 'aux'")

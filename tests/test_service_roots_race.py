@@ -82,6 +82,19 @@ def staging_empty(out: Path) -> bool:
     return not staging.exists() or not any(staging.iterdir())
 
 
+def run_job(client: httpx.Client, path: str) -> dict:
+    """A one-input job of ``path`` submitted and waited for (two minutes at most): its final status."""
+    import time
+
+    r = client.post("/v1/jobs", json={"inputs": [path], "query": QUERY, "plugin": "earth"})
+    assert r.status_code in (200, 201, 202), r.text
+    deadline = time.monotonic() + 120
+    while (job := client.get(r.json()["url"]).json())["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    return job
+
+
 def swap_folder_for_link(folder: Path, target: Path) -> None:
     folder.rename(folder.with_name(folder.name + ".old"))
     folder.symlink_to(target, target_is_directory=True)
@@ -190,8 +203,6 @@ def test_an_aux_raster_swapped_for_a_link_after_the_pin_is_not_followed(server, 
 def test_a_job_input_swapped_for_a_link_before_it_runs_is_not_followed(server, tmp_path: Path, monkeypatch):
     """A job's inputs are checked when it is submitted and read later: the in-process runner pins each one when its
     turn comes (a swap before that is refused like a request's; after it, not followed)."""
-    import time
-
     root = tmp_path / "data"
     write_dem(root / "survey" / "dem.tif", 0)
     write_dem(tmp_path / "private" / "dem.tif", 1000)
@@ -206,13 +217,7 @@ def test_a_job_input_swapped_for_a_link_before_it_runs_is_not_followed(server, t
         return run(path, *args, **kwargs)
 
     monkeypatch.setattr(engine, "run", swap_then_run)
-    r = client.post("/v1/jobs", json={"inputs": ["survey/dem.tif"], "query": QUERY, "plugin": "earth"})
-    assert r.status_code in (200, 201, 202), r.text
-    deadline = time.monotonic() + 120
-    while (job := client.get(r.json()["url"]).json())["state"] in ("queued", "running"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.1)
-    (item,) = job["items"]
+    (item,) = run_job(client, "survey/dem.tif")["items"]
     assert item["state"] == "succeeded", item
     doc = client.get(item["links"]["result"]).json()
     assert doc["summary"]["mask_area_px"] == 1920  # the checked file (the private one: 4096)
@@ -232,4 +237,33 @@ def test_an_upload_with_a_pinned_path_option_beside_it(server, tmp_path: Path):
                         files={"file": (name, dem.read_bytes())})  # fmt: skip
         assert masked_pixels(r) == 1920, name
         assert r.json()["result"]["provenance"]["options"]["aux"] == str(root / "aux.tif")
+    assert staging_empty(tmp_path / "out")
+
+
+def test_a_job_input_rewritten_into_a_vrt_leading_out_before_it_runs_is_refused(server, tmp_path: Path, monkeypatch):
+    """A job waits in the queue between its check (at submission) and its run: a writer under the root can rewrite
+    the checked GeoTIFF, in place, into a VRT whose source lies outside the roots. Pinning keeps the inode, not its
+    content, so the runner checks what the file leads to again once pinned: the item fails, nothing private read."""
+    from rscore.service import pinning
+
+    root = tmp_path / "data"
+    write_dem(root / "survey" / "dem.tif", 0)
+    write_dem(tmp_path / "private" / "dem.tif", 1000)
+    vrt = (f'<VRTDataset rasterXSize="64" rasterYSize="64"><VRTRasterBand dataType="Float32" band="1"><SimpleSource>'
+           f'<SourceFilename>{tmp_path / "private" / "dem.tif"}</SourceFilename><SourceBand>1</SourceBand>'
+           f'</SimpleSource></VRTRasterBand></VRTDataset>')  # fmt: skip
+    pin = pinning.pin_input
+
+    def rewrite_then_pin(resolved, *args, **kwargs):
+        if resolved.name == "dem.tif" and resolved.read_bytes()[:1] != b"<":
+            with open(resolved, "r+b") as fh:  # the same inode, new content
+                fh.truncate(0)
+                fh.write(vrt.encode())
+        return pin(resolved, *args, **kwargs)
+
+    monkeypatch.setattr(pinning, "pin_input", rewrite_then_pin)
+    client = server()
+    (item,) = run_job(client, "survey/dem.tif")["items"]
+    assert item["state"] == "failed", item  # it read the private ramp (mask 4096) before
+    assert "outside the folders this service may read" in item["error"] and "private" not in item["error"], item
     assert staging_empty(tmp_path / "out")

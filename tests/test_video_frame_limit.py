@@ -137,3 +137,12 @@ def test_a_stream_with_frames_over_the_limit_is_refused_naming_its_url():
         with pytest.raises(ImageTooLarge) as info:
             run_video(server.url, "bright spots", options={"max_pixels": 100_000, "mode": "online", "max_frames": 3})
     assert "127.0.0.1" in str(info.value) and "640x480" in str(info.value)
+
+
+def test_open_video_scene_without_options_still_applies_the_default_limit(tmp_path: Path):
+    from rscore.errors import ImageTooLarge
+    from rscore.video.reader import open_video_scene
+
+    header_bomb(tmp_path / "bomb.avi")
+    with pytest.raises(ImageTooLarge, match="bomb.avi"):
+        open_video_scene(tmp_path / "bomb.avi")  # no options: the default limit, not none

@@ -118,7 +118,7 @@ def aggregate_dem(dem: Path, factor: int, out: Path) -> Path:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
         zc = np.nanmean(blocks, axis=(1, 3))
     prof.update(height=zc.shape[0], width=zc.shape[1], dtype="float32", nodata=np.nan,
-                transform=rasterio.Affine(t.a * factor, t.b, t.c, t.d, t.e * factor, t.f))
+                transform=t * rasterio.Affine.scale(factor))  # rotation terms scale too
     for k in ("blockxsize", "blockysize", "tiled"):
         prof.pop(k, None)
     with rasterio.open(out, "w", **prof) as ds:

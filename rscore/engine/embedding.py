@@ -103,17 +103,25 @@ def _map_safetensors(path: Path) -> dict[str, np.ndarray]:
     ``safetensors.safe_open(..., framework="numpy")`` copies every tensor it returns; this maps them instead."""
     import struct
 
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(n))
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n)
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n)
+    except (struct.error, ValueError, OSError) as exc:  # cut short, not JSON, header past the end
+        raise OptionError(f"{path}: not a readable safetensors file ({type(exc).__name__})") from None
+    if not isinstance(header, dict):
+        raise OptionError(f"{path}: not a readable safetensors file (its header is not a JSON object)")
     out: dict[str, np.ndarray] = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
-        begin, end = info["data_offsets"]
-        shape = tuple(info["shape"])
+        try:
+            dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
+            begin, end = (int(v) for v in info["data_offsets"])
+            shape = tuple(int(v) for v in info["shape"])
+        except (KeyError, TypeError, ValueError):
+            raise OptionError(f"{path}: tensor {name} has no dtype, shape or data_offsets") from None
         size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize if dtype else -1
         if end - begin != size or not 0 <= begin <= end <= len(data):
             raise OptionError(f"{path}: tensor {name} ({info['dtype']}, {shape}) cannot be read")

@@ -324,7 +324,7 @@ def make_job_runner(settings: Any, output_root: Path, registry: Registry) -> Job
     )
     if roots and isinstance(runner, InProcessJobRunner):
         from rscore.service.pinning import pin_input, pin_options
-        from rscore.service.security import path_option_names
+        from rscore.service.security import check_linked, path_option_names, shown_path
 
         names = path_option_names(registry)
         staging = Path(output_root).resolve() / ".staging"
@@ -333,6 +333,11 @@ def make_job_runner(settings: Any, output_root: Path, registry: Registry) -> Job
             opts, pins = pin_options(options, names, roots, staging / result_id / ".options", private=private)
             try:
                 pins.append(pin_input(Path(path), roots, staging / result_id / ".input", what="input", private=private))
+                # checked at submission, read now: what a file leads to (a VRT's sources, HDF5 links...) is its content,
+                # which a writer under the roots may have changed in place while the job waited - check it again
+                for pin in pins:
+                    what = "input" if pin is pins[-1] else "option"
+                    check_linked(pin.real, roots, what=what, shown=shown_path(pin.real, roots), private=private)
             except BaseException:
                 for pin in pins:
                     pin.close()

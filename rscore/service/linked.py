@@ -8,8 +8,9 @@ files built by h5py and by hand):
   link* (``h5py.ExternalLink``: a dataset in another file), *external storage* (a dataset whose raw bytes lie in
   another file: any file at all, read as pixels) and a *virtual dataset* (sources in other files) all returned the
   other file's values. :func:`check_hdf5` walks the file with h5py (at most :data:`MAX_OBJECTS` objects) and refuses
-  every such reference whose target - taken as HDF5 takes it: as given, beside the file, or from the working folder -
-  is outside the roots. Without h5py an HDF5 file cannot be checked and is refused on the service.
+  every such reference whose target - taken as HDF5 takes it (:func:`_search_order`: as given when absolute, then
+  its name beside the file, then from the working folder, the first found winning; external storage from the working
+  folder) - is outside the roots. Without h5py an HDF5 file cannot be checked and is refused on the service.
 - **Text headers that name their data file**: ERMapper ``.ers`` (``DataFile = "../x"``), PDS labels
   (``^IMAGE = ("../x", 1)``), ISIS cubes (``^Core``) and their kin. GDAL lists what a dataset reads
   (``GDALGetFileList``, rasterio's ``files``): :func:`check_gdal_files` opens the file with GDAL (no pixel is read)
@@ -28,7 +29,10 @@ from pathlib import Path
 
 from rscore.service.security import PathNotAllowed, _allowed
 
-__all__ = ["HDF5_SIGNATURE", "MAX_OBJECTS", "is_hdf5", "check_hdf5", "check_gdal_files", "check_linked_formats"]
+__all__ = [
+    "HDF5_SIGNATURE", "MAX_OBJECTS", "is_hdf5", "check_hdf5", "gdal_file_list", "check_gdal_files",
+    "check_linked_formats", "text_head",
+]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAX_OBJECTS = 100_000
@@ -56,22 +60,46 @@ def _refuse(what: str, shown: str, why: str) -> PathNotAllowed:
     return PathNotAllowed(f"{what} '{shown}': {why}, outside the folders this service may read")
 
 
-def _target_allowed(name: str, beside: Path, roots: tuple[Path, ...], private: tuple[Path, ...]) -> bool:
+def _one_allowed(candidate: Path, roots: tuple[Path, ...], private: tuple[Path, ...]) -> bool:
+    lexical = Path(os.path.normpath(candidate))
+    return _allowed(lexical, roots, private) and _allowed(Path(os.path.realpath(candidate)), roots, private)
+
+
+def _search_order(name: str, beside: Path) -> list[tuple[Path, bool]]:
+    """Where HDF5 looks for a linked file (an external link, a virtual dataset's source), in its order, each with
+    whether it must be allowed even when missing: ``name`` as given when absolute; then - the base name when the
+    absolute one is missing - beside the linking file; then from the working folder (probed: h5py 3 / HDF5 2.0 and
+    GDAL's netCDF driver read a private file that way). A file found earlier hides the later ones."""
+    if os.path.isabs(name):
+        rest = os.path.basename(name)
+        return [(Path(name), True), (beside / rest, True), (Path.cwd() / rest, False)]
+    return [(beside / name, True), (Path.cwd() / name, False)]
+
+
+def _target_allowed(
+    name: str, beside: Path, roots: tuple[Path, ...], private: tuple[Path, ...], *, search: bool = False
+) -> bool:
     """Whether the file ``name`` (from inside a file in folder ``beside``) is allowed wherever a library may look for
-    it: as given when absolute, else beside the file and from the working folder."""
+    it. ``search``: HDF5's search order (:func:`_search_order`): each place up to the first existing file must be
+    allowed, and a file in the working folder outside the roots is refused wherever it stands (deleting the one found
+    before it would lead the reader there); a missing name in a working folder outside the roots is not.
+    Otherwise: as given when absolute, else beside the file and from the working folder."""
     if not name or name.lower().startswith("/vsi") or "://" in name:
         return False
+    if search:
+        found = False
+        for candidate, needed in _search_order(name, beside):
+            exists = os.path.lexists(candidate)
+            if (needed and not found or exists) and not _one_allowed(candidate, roots, private):
+                return False
+            found = found or exists
+        return True
     candidates = [Path(name)] if os.path.isabs(name) else [beside / name, Path.cwd() / name]
-    for candidate in candidates:
-        lexical = Path(os.path.normpath(candidate))
-        if not (_allowed(lexical, roots, private) and _allowed(Path(os.path.realpath(candidate)), roots, private)):
-            return False
-    return True
+    return all(_one_allowed(candidate, roots, private) for candidate in candidates)
 
 
 def _existing_targets(name: str, beside: Path) -> list[Path]:
-    candidates = [Path(name)] if os.path.isabs(name) else [beside / name, Path.cwd() / name]
-    return [c for c in candidates if c.is_file()]
+    return [c for c, _ in _search_order(name, beside) if c.is_file()]
 
 
 def check_hdf5(
@@ -105,7 +133,7 @@ def check_hdf5(
             inner = f"{where}/{name}"
             link = group.get(name, getlink=True)
             if isinstance(link, h5py.ExternalLink):
-                if not _target_allowed(link.filename, beside, roots, private):
+                if not _target_allowed(link.filename, beside, roots, private, search=True):
                     raise _refuse(what, shown, f"its HDF5 object '{inner}' is an external link to another file")
                 linked.add(link.filename)
                 continue
@@ -126,7 +154,7 @@ def check_hdf5(
                     for source in obj.virtual_sources():
                         if source.file_name == ".":
                             continue
-                        if not _target_allowed(source.file_name, beside, roots, private):
+                        if not _target_allowed(source.file_name, beside, roots, private, search=True):
                             raise _refuse(what, shown, f"its HDF5 dataset '{inner}' is a virtual dataset reading "
                                           "another file")  # fmt: skip
                         linked.add(source.file_name)
@@ -142,7 +170,7 @@ def check_hdf5(
                 check_hdf5(target, roots, what=what, shown=shown, private=private, _depth=_depth + 1)
 
 
-def _text_head(path: Path) -> str | None:
+def text_head(path: Path) -> str | None:
     """The start of ``path`` when it is text (a header or label), else ``None``."""
     try:
         with open(path, "rb") as fh:
@@ -157,27 +185,49 @@ def _text_head(path: Path) -> str | None:
         return head.decode("latin-1") if sum(b < 9 or 13 < b < 32 for b in head) == 0 else None
 
 
-def check_gdal_files(path: Path, roots: tuple[Path, ...], *, what: str, shown: str, private: tuple[Path, ...] = ()) -> None:
-    """Refuse (403) a raster whose format names other files (a text header naming its data file, ...) that lie
-    outside ``roots``: GDAL's list of the files the dataset reads, taken when GDAL opens it (no pixels read). A text
-    file naming a URL or a ``/vsi`` name is refused before GDAL opens it. Nothing is done without rasterio (then no
-    reader opens such files either)."""
-    text = _text_head(path)
-    if text is not None and ("/vsi" in text.lower() or "://" in text):
-        raise PathNotAllowed(f"{what} '{shown}': a text header naming a URL or a /vsi name, which this service does not "
-                             "open")  # fmt: skip
+def _stac(path: Path) -> bool:
+    """Whether a JSON document may be a STAC one naming a URL (GDAL's STACIT / STACTA rasters fetch the URLs it
+    names on open): ``"stac_`` and ``://`` anywhere in it, not only in the first bytes; over 16 MiB counts as one."""
+    try:
+        if path.stat().st_size > 16 * 2**20:
+            return True
+        data = path.read_bytes()
+        return b'"stac_' in data and b"://" in data
+    except OSError:
+        return True
+
+
+def gdal_file_list(path: Path) -> list[str]:
+    """The files GDAL reads for the raster ``path`` (``GDALGetFileList``; the file itself included), opened with no
+    pixel read and no network (only names ending ".none" may be fetched); ``[]`` when GDAL does not open it or
+    rasterio is missing. :mod:`rscore.service.pinning` pins the ones beside a text header too."""
     if importlib.util.find_spec("rasterio") is None:
-        return
+        return []
     import rasterio
     from rasterio.errors import RasterioError
 
     try:
-        # no network from a header GDAL finds a URL in after all (only names ending ".none" may be fetched)
         with rasterio.Env(CPL_VSIL_CURL_ALLOWED_EXTENSIONS=".none"):
             with rasterio.open(path) as ds:
-                files = list(ds.files or [])
+                return list(ds.files or [])
     except (RasterioError, OSError, ValueError, RuntimeError):
-        return  # not a raster GDAL opens (or broken): the readers say so
+        return []  # not a raster GDAL opens (or broken): the readers say so
+
+
+def check_gdal_files(
+    path: Path, roots: tuple[Path, ...], *, what: str, shown: str, private: tuple[Path, ...] = ()
+) -> None:
+    """Refuse (403) a raster whose format names other files (a text header naming its data file, ...) that lie
+    outside ``roots``: GDAL's list of the files the dataset reads, taken when GDAL opens it (no pixels read). A text
+    file naming a URL or a ``/vsi`` name is refused before GDAL opens it. Nothing is done without rasterio (then no
+    reader opens such files either). A JSON document is refused before the open for a /vsi name, or when it is a
+    STAC one naming a URL anywhere (:func:`_stac`): a URL in a GeoJSON or zones file's property is no file name."""
+    text = text_head(path)
+    is_json = text is not None and text.lstrip("\ufeff \t\r\n")[:1] in ("{", "[")
+    if text is not None and ("/vsi" in text.lower() or ("://" in text and not is_json) or (is_json and _stac(path))):
+        raise PathNotAllowed(f"{what} '{shown}': a text header naming a URL or a /vsi name, which this service does not "
+                             "open")  # fmt: skip
+    files = gdal_file_list(path)
     own = os.path.realpath(path)
     for name in files:
         if os.path.realpath(name) == own:

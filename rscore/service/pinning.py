@@ -18,8 +18,10 @@ service *pins* the input once checked (Linux):
   to ``/proc/<pid>/fd/<fd>``. Opening it reopens the pinned inode (worker processes of the same user can open it
   too); no name under the roots is walked again. The input keeps its base name, so suffix-claimed formats and
   messages still work. Regular files beside it named by its stem (``dem.tif.aux.xml``, ``dem.hdr``, ``dem.tfw``,
-  an ERMapper header's data file ``dem``: GDAL's side-car files) are pinned and linked the same way, at most
-  :data:`MAX_SIDECARS`.
+  an ERMapper header's data file ``dem``: GDAL's side-car files; the input's own first) and, for a text header, the
+  files beside it that GDAL lists with it (an ERS ``DataFile``, a PDS ``^IMAGE``) are pinned and linked the same way,
+  at most :data:`MAX_SIDECARS`. A pin keeps one descriptor per pinned file (the walk holds at most three at once);
+  out of descriptors is a 503, the server's condition.
 
 A folder input (a DICOM series) is pinned as a folder: the names inside it are still looked up at read time (links in
 it were checked by :func:`~rscore.service.security.check_linked`; a swap inside the folder after that is not closed
@@ -28,13 +30,14 @@ here). Where ``O_PATH`` or ``/proc/self/fd`` is missing (not Linux) the path is 
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rscore.errors import InputError
+from rscore.errors import BackendUnavailable, InputError
 from rscore.service.security import PathNotAllowed, _allowed, _matches, shown_path
 
 __all__ = ["PinnedInput", "pin_input", "pin_options", "real_names", "pinning_available", "MAX_SIDECARS"]
@@ -86,6 +89,11 @@ def _changed(what: str, shown: str, why: str) -> PathNotAllowed:
     return PathNotAllowed(f"{what} '{shown}' changed while it was being checked ({why}); try again")
 
 
+def _busy(what: str, shown: str) -> BackendUnavailable:
+    """Out of file descriptors: the server's condition (503), not a fault of the client's file."""
+    return BackendUnavailable(f"{what} '{shown}': the server has too many open files right now; try again")
+
+
 def _real(fd: int) -> Path:
     return Path(os.readlink(f"/proc/self/fd/{fd}"))
 
@@ -109,7 +117,9 @@ def pin_input(
     try:
         try:
             fd = os.open(root, _O_PATH | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise _busy(what, shown) from None
             raise _changed(what, shown, "its allowed folder cannot be opened") from None
         fds.append(fd)
         if _real(fd) != root:
@@ -122,6 +132,8 @@ def pin_input(
             except (FileNotFoundError, NotADirectoryError):  # what the reader would say, without walking the name again
                 raise InputError("no such file or directory", path=resolved) from None
             except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):  # the server's condition (many requests at once)
+                    raise _busy(what, shown) from None
                 raise InputError(f"cannot be accessed ({exc.strerror or type(exc).__name__})", path=resolved) from None
             fds.append(child)
             mode = os.fstat(child).st_mode
@@ -130,7 +142,10 @@ def pin_input(
                 raise _changed(what, shown, f"'{'/'.join(parts[: i + 1])}' is now a symbolic link")
             if not last and not stat.S_ISDIR(mode):
                 raise _changed(what, shown, f"'{'/'.join(parts[: i + 1])}' is no longer a folder")
-            if not last:
+            if not last:  # the folder before is no longer needed: one descriptor per level would add up
+                if parent != fd:
+                    fds.remove(parent)
+                    os.close(parent)
                 parent = child
         target = fds[-1]
         real = _real(target)
@@ -143,6 +158,11 @@ def pin_input(
         links.append(link)
         if parts and stat.S_ISREG(os.fstat(target).st_mode):
             _pin_sidecars(parent, resolved, folder, fds, links, roots, private)
+        # the root and the input's folder are no longer needed once the file (and its side-cars) are pinned: a pin
+        # held for a whole run keeps one descriptor per file (the open-file limit, many requests at once)
+        for walked in {fd, parent} - {target}:
+            fds.remove(walked)
+            os.close(walked)
         return PinnedInput(link, resolved, fds, links)
     except BaseException:
         PinnedInput(folder, resolved, fds, links).close()
@@ -156,21 +176,30 @@ def _pin_sidecars(
     """Regular files beside the input whose names extend its stem (GDAL side-cars), pinned and linked beside it;
     links and anything else are left out (a reader then does without them)."""
     stem = resolved.name.split(".")[0]
-    if not stem:
+    listed = _listed_beside(resolved)
+    if not stem and not listed:
         return
     try:
         names = sorted(os.listdir(f"/proc/self/fd/{parent}"))
     except OSError:
         return
+    # the input's own side-cars first (GDAL's: <name>.aux.xml, .ovr, .msk; <stem>.tfw, .hdr, .aux; the ERS data
+    # file <stem>), then other names sharing the first part, so that a folder of many bands of one scene
+    # (scene.b01.tif ... scene.b40.tif) does not crowd the asked band's side-cars out of the MAX_SIDECARS
+    own = (resolved.name + ".", Path(resolved.name).stem + ".")
+    names.sort(key=lambda n: (n not in listed, not (n == Path(resolved.name).stem or n.startswith(own))))
     count = 0
     for name in names:
-        if name == resolved.name or name.startswith(".") or not (name == stem or name.startswith(stem + ".")):
+        if name == resolved.name or (name not in listed and (
+                name.startswith(".") or not stem or not (name == stem or name.startswith(stem + ".")))):  # fmt: skip
             continue
         if count >= MAX_SIDECARS:
             break
         try:
             fd = os.open(name, _FLAGS, dir_fd=parent)
-        except OSError:
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # not a side-car silently left out: the answer could change
+                raise _busy("path", resolved.name) from None
             continue
         if not stat.S_ISREG(os.fstat(fd).st_mode) or not _allowed(_real(fd), roots, private):
             os.close(fd)
@@ -180,6 +209,17 @@ def _pin_sidecars(
         link.symlink_to(f"/proc/{os.getpid()}/fd/{fd}")
         links.append(link)
         count += 1
+
+
+def _listed_beside(resolved: Path) -> set[str]:
+    """Names of the files beside a *text* header that GDAL reads with it (an ERMapper ``DataFile``, a PDS label's
+    ``^IMAGE``: :func:`rscore.service.linked.gdal_file_list`), pinned beside its link like side-cars (the reader opens
+    them relative to the link). Binary rasters are not opened again (their side-cars share the stem)."""
+    from rscore.service.linked import gdal_file_list, text_head
+
+    if text_head(resolved) is None:
+        return set()
+    return {Path(f).name for f in gdal_file_list(resolved) if Path(f).parent == resolved.parent} - {resolved.name}
 
 
 def pin_options(

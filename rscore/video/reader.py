@@ -184,7 +184,7 @@ def open_video_scene(source: str | os.PathLike[str], options: Mapping[str, Any] 
     and image tools can show it), ``scene.video`` has the rate and frame count, and ``metadata["video"]`` the
     source description that :func:`rscore.video.engine.segment_video` reopens."""
     opts = ReaderOptions.from_options(options)
-    with open_video(source, options if options is not None else opts) as reader:  # the mapping: max_pixels
+    with open_video(source, options if options is not None else {}) as reader:  # a mapping: max_pixels (else default)
         first = _first_frame(reader)
         info = reader.info
         warnings = tuple(reader.warnings)
