@@ -40,7 +40,6 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,6 +58,7 @@ from rscore.service.jobspec import (
     check_job,
     final_state,
     flow_names,
+    service_limits,
 )
 from rscore.service.pool import Cancelled, InferencePool
 
@@ -299,15 +299,6 @@ def _real_names_in(doc: Path, pins: list[Any]) -> None:
         fixed = _real_names(text, pins)
         if fixed != text:
             doc.write_text(fixed, encoding="utf-8")
-
-
-def service_limits(runner: Any) -> AbstractContextManager[None]:
-    """The service's reader limits while a job's inputs are read: its extraction limit (``max_extract_mb``) for
-    deflated inputs (:func:`rscore.io.deflated.extract_limit`), set on the runner by :func:`make_job_runner`."""
-    from rscore.io.deflated import extract_limit
-
-    limit = getattr(runner, "extract_limit_bytes", None)
-    return extract_limit(limit) if limit else nullcontext()
 
 
 def make_job_runner(settings: Any, output_root: Path, registry: Registry) -> JobRunner:

@@ -11,6 +11,7 @@ run``), never a failed item later. :mod:`rscore.service.jobs` (in-process runner
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -173,3 +174,12 @@ def check_job(
     flow_options = spec.check_params(job.flow_options, job=True, resolve_path=resolve_path, prefix="flow_options.")
     check_item_options(job.options, registry)
     return spec, replace(job, flow_options=flow_options)
+
+
+def service_limits(runner: Any) -> AbstractContextManager[None]:
+    """The service's reader limits while a job's inputs are read: its extraction limit (``max_extract_mb``) for
+    deflated inputs (:func:`rscore.io.deflated.extract_limit`), set on the runner by :func:`make_job_runner`."""
+    from rscore.io.deflated import extract_limit
+
+    limit = getattr(runner, "extract_limit_bytes", None)
+    return extract_limit(limit) if limit else nullcontext()

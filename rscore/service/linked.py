@@ -27,7 +27,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from rscore.service.security import PathNotAllowed, _allowed
+from rscore.service.roots import PathNotAllowed, _allowed
 
 __all__ = [
     "HDF5_SIGNATURE", "MAX_OBJECTS", "is_hdf5", "check_hdf5", "gdal_file_list", "check_gdal_files",

@@ -75,7 +75,16 @@ from typing import Any
 from rscore.errors import BackendUnavailable, OptionError, RscoreError
 from rscore.flowspec import FlowSpec, flow_specs
 from rscore.plugins import Registry
-from rscore.service.jobspec import DEFAULT_FLOW, JobItem, JobSpec, JobStatus, check_job, final_state, flow_names
+from rscore.service.jobspec import (
+    DEFAULT_FLOW,
+    JobItem,
+    JobSpec,
+    JobStatus,
+    check_job,
+    final_state,
+    flow_names,
+    service_limits,
+)
 from rscore.service.pool import InferencePool, QueueFull
 
 log = logging.getLogger(__name__)
@@ -365,7 +374,6 @@ class PrefectJobRunner:
                 from prefect.task_runners import ThreadPoolTaskRunner
 
                 flow_obj = flow_obj.with_options(task_runner=ThreadPoolTaskRunner(max_workers=self.task_workers))
-            from rscore.service.jobs import service_limits
 
             with self._settings(), service_limits(self):  # task threads copy the context (the extraction limit)
                 state = run_flow(flow_obj, flow_run=current, parameters=params, return_type="state")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rscore.errors import InputError, OptionError
+from rscore.service.roots import RESULT_ID, PathNotAllowed, _allowed  # noqa: F401 (re-exported: the old import paths)
 
 __all__ = [
     "PathNotAllowed",
@@ -32,7 +33,6 @@ __all__ = [
     "check_linked",
 ]
 
-RESULT_ID = re.compile(r"[0-9a-f]{32}")
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 
 # Options a client may not set per request: they point the server at endpoints, weights or limits the operator owns.
@@ -52,12 +52,6 @@ RESOURCE_CEILINGS = {
     "drainage_tile": 8192, "drainage_max_px": 8192 * 8192, "batch": 64, "batch_size": 128, "max_tracks": 1000,
     "max_tiles": 128, "max_images_per_turn": 32, "max_new_tokens": 8192, "max_tokens": 8192,
 }  # fmt: skip
-
-
-class PathNotAllowed(OptionError):
-    """A server-side path outside the allowed roots (traversal, symlink escape, absolute elsewhere)."""
-
-    http_status = 403
 
 
 class UploadTooLarge(InputError):
@@ -80,27 +74,6 @@ def _outside(what: str, shown: str) -> PathNotAllowed:
     # One message for every refused path, whether or not it exists, is a link, a loop or unreadable: the answer
     # must not tell a client anything about the server's files outside the roots.
     return PathNotAllowed(f"{what} '{shown}' is outside the folders this service may read")
-
-
-def _under(path: Path, roots: tuple[Path, ...]) -> bool:
-    return any(path == root or path.is_relative_to(root) for root in roots)
-
-
-def _private(path: Path, private: tuple[Path, ...]) -> bool:
-    """Whether ``path`` is, or lies in, what the service keeps for itself under one of ``private`` (its output
-    root): the root itself, a result folder (a result id), the upload staging, hidden lock and staging folders."""
-    for root in private:
-        if path == root:
-            return True
-        if path.is_relative_to(root):
-            first = path.relative_to(root).parts[0]
-            if RESULT_ID.fullmatch(first) or first.startswith("."):
-                return True
-    return False
-
-
-def _allowed(path: Path, roots: tuple[Path, ...], private: tuple[Path, ...] = ()) -> bool:
-    return _under(path, roots) and not _private(path, private)
 
 
 def shown_path(path: Path | str, roots: tuple[Path, ...]) -> str:
