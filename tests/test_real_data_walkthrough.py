@@ -50,3 +50,57 @@ def test_low_visibility_specks_on_a_clear_floor_are_absent_not_turbid_water(shar
     assert cli.json["absent"] is False
     assert min(i["area_px"] for i in cli.json["instances"]) >= 225
     assert json.loads((out / "result.json").read_text())["summary"]["mask_fraction"] > 0.2
+
+
+# ------------------------------------------------------------------------------------------------------- safety
+def _site_clip(shared_data):
+    return _need(shared_data / "construction" / "intel_worker-zone-detection_from_gif.mp4")
+
+
+@real_data
+@pytest.mark.parametrize(
+    ("query", "declined_by"),
+    [
+        # matched "danger area": exit 2 asking for a zones file; with one, the user's polygons were the "hazards"
+        ("trip hazards", "restricted_zone"),
+        ("fall hazards", "restricted_zone"),
+        ("spills on the floor", "restricted_zone"),
+        # matched "someone next to a moving vehicle" at confidence 0.986: with a detector, people near machinery
+        ("moving people", "near_machinery"),
+    ],
+)
+def test_site_questions_no_template_answers_are_absent_with_the_reason(shared_data, tmp_path, query, declined_by):
+    cli, out = _run(tmp_path, "safety", _site_clip(shared_data), query)
+    assert cli.exit_code == 0, cli.stderr
+    doc = cli.json
+    assert doc["absent"] is True and doc["template"] is None
+    assert f"'{declined_by}'" in doc["reason"] and "does not answer" in doc["reason"]
+    assert not (out / "overlay.mp4").exists()
+
+
+# ------------------------------------------------------------------------------------------------------ medical
+def _ct_series(shared_data):
+    folder = shared_data / "medical" / "dicom" / "dcmqi_ct-3slice"
+    if not (folder / "01.dcm").exists():
+        pytest.skip(f"{folder} not present")
+    return folder
+
+
+@real_data
+def test_a_truncated_slice_is_named_as_truncated(shared_data, tmp_path):
+    """A series copied over a network that dropped: one slice cut at 300 kB of 526 kB. The error was pydicom's
+    'cannot reshape array of size 148907 into shape (512,512)'; now it says the file is truncated, by how much,
+    and what to do - one line, exit 2, no outputs."""
+    ct = _ct_series(shared_data)
+    series = tmp_path / "series"
+    series.mkdir()
+    for name in ("01.dcm", "03.dcm"):
+        (series / name).write_bytes((ct / name).read_bytes())
+    (series / "02.dcm").write_bytes((ct / "02.dcm").read_bytes()[:300_000])
+    cli, out = _run(tmp_path, "surgical", series, "bone")
+    assert cli.exit_code == 2
+    lines = [line for line in cli.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in cli.stderr, cli.stderr
+    assert "02.dcm" in lines[0] and "truncated" in lines[0] and "of the 524,288 bytes" in lines[0]
+    assert "reshape" not in lines[0]
+    assert not out.exists()

@@ -260,7 +260,7 @@ TEMPLATES = [
         "restricted zone",
         "user-drawn restricted or exclusion zones, from a polygon file",
         ("restricted zone", "exclusion zone", "danger area", "no-go zone", "restricted areas",
-         "where entry is not allowed"),
+         "where entry is not allowed", "marked hazard zones"),
         program=_zone,
         uses=(uses("safety.zones"),),
         path_options=("zones",),
@@ -269,6 +269,8 @@ TEMPLATES = [
         prompt="Segment the restricted or exclusion zones marked on site (barriers, tape, painted hatching).",
         excludes=(
             "areas outside the zones",
+            # hazards are not the user's polygons: "trip hazards" matched "danger area" and asked for a zones file
+            "trip hazards", "slip hazards and spills",
         ),
         keywords=("restricted", "exclusion", "zone", "zones", "no-go", "danger"),
         kinds=VIDEO_OR_IMAGE,
