@@ -49,6 +49,10 @@ def test_low_visibility_specks_on_a_clear_floor_are_absent_not_turbid_water(shar
     assert cli.exit_code == 0, cli.stderr
     assert cli.json["absent"] is False
     assert min(i["area_px"] for i in cli.json["instances"]) >= 225
+    # a pale fish in blue water (euvp_test_A_5.jpg) passes both thresholds: the answer says so
+    cli, _ = _run(tmp_path, "underwater", _need(euvp / "euvp_test_A_5.jpg"), "turbid water", name="fish")
+    assert cli.exit_code == 0 and cli.json["absent"] is False
+    assert any("pale fish" in c and "dark channel prior" in c for c in cli.json["caveats"])
     assert json.loads((out / "result.json").read_text())["summary"]["mask_fraction"] > 0.2
 
 

@@ -333,6 +333,8 @@ def sea_floor(ctx: OpContext) -> ProgramOutput:
     return ProgramOutput(mask=floor, classes=classes)
 
 
+VEIL_CAVEAT = ("bright, smooth objects coloured like the water (a pale fish, white sand, a diver's light) read as "
+               "haze: the dark channel prior's known confusion (He et al. 2009); the mask can include them")
 FLOOR_CAVEAT = ("sea floor by position (connected to the bottom of the frame) and colour/texture: fish, divers, "
                 "ROVs or debris lying on or in front of the floor are included with it; a VLM reasoner separates them")
 
@@ -353,6 +355,7 @@ TEMPLATES = (
         prompt="Segment regions where suspended particles or haze hide the scene (low visibility, turbid water).",
         keywords=("visibility", "turbid", "turbidity", "murky", "hazy", "haze", "cloudy", "silty", "foggy", "blurry",
                   "muddy", "backscatter", "dirty"),
+        caveats=(VEIL_CAVEAT,),
         sources=SOURCES_VIS,
     ),
     Template(
