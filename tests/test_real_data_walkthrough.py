@@ -108,3 +108,31 @@ def test_a_truncated_slice_is_named_as_truncated(shared_data, tmp_path):
     assert "02.dcm" in lines[0] and "truncated" in lines[0] and "of the 524,288 bytes" in lines[0]
     assert "reshape" not in lines[0]
     assert not out.exists()
+
+
+@real_data
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools' __array__ copy keyword under NumPy 2
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_a_drawn_zone_is_the_same_polygon_on_every_frame(shared_data, tmp_path, mode):
+    """A 200x120 px zone drawn over the Intel site clip, where a worker walks through it: the zone was propagated
+    by the optical flow between re-detections like a moving object, shrinking to 18,248 px (76 %) on frame 4 and
+    growing to 24,795 px later. A drawn zone does not move: every frame of the YouTube-VIS file (read with
+    pycocotools) and of masks.json is now the polygon itself."""
+    from pycocotools import mask as mask_utils
+
+    zones = tmp_path / "zones.geojson"
+    zones.write_text(json.dumps({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {"name": "loading bay"},
+        "geometry": {"type": "Polygon", "coordinates": [[[100, 150], [300, 150], [300, 270], [100, 270], [100, 150]]]},
+    }]}))
+    cli, out = _run(tmp_path, "safety", _site_clip(shared_data), "restricted zone", "-O", f"zones={zones}",
+                    "-O", f"mode={mode}")
+    assert cli.exit_code == 0, cli.stderr
+    ytvis = json.loads((out / "ytvis.json").read_text())
+    (track,) = ytvis["annotations"]
+    assert len(track["segmentations"]) == ytvis["videos"][0]["length"] == 71
+    first = mask_utils.decode(track["segmentations"][0])
+    assert first.sum() == 200 * 120 and first[150:270, 100:300].all()
+    for rle in track["segmentations"]:
+        assert (mask_utils.decode(rle) == first).all()
+    assert set(track["areas"]) == {24000}

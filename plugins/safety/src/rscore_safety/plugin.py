@@ -262,6 +262,7 @@ TEMPLATES = [
         ("restricted zone", "exclusion zone", "danger area", "no-go zone", "restricted areas",
          "where entry is not allowed", "marked hazard zones"),
         program=_zone,
+        fixed_region=True,  # the polygons are the answer on every frame: propagating them warped them with the motion
         uses=(uses("safety.zones"),),
         path_options=("zones",),
         explain="pixels whose centre is inside a polygon of the zones file (-O zones=FILE, pixel coordinates); "
