@@ -136,3 +136,20 @@ def test_a_drawn_zone_is_the_same_polygon_on_every_frame(shared_data, tmp_path, 
     for rle in track["segmentations"]:
         assert (mask_utils.decode(rle) == first).all()
     assert set(track["areas"]) == {24000}
+
+
+@real_data
+def test_free_air_and_bowel_gas_are_answered_as_part_of_all_air_not_confidently(shared_data, tmp_path):
+    """On the dcmqi abdominal CT, 'free air' and 'bowel gas' were answered with the air rule's mask - the lungs,
+    airways and bowel gas together - at confidence 0.99 and no superset caveat: a radiologist asking for free air
+    got the lungs. Now: the same mask, flagged as a superset, with a low confidence; 'lungs' is unchanged."""
+    ct = _ct_series(shared_data)
+    for query in ("free air", "bowel gas", "pneumothorax"):
+        cli, _ = _run(tmp_path, "surgical", ct, query, name=query.replace(" ", "_"))
+        assert cli.exit_code == 0, cli.stderr
+        doc = cli.json
+        assert doc["template"] == "surgical:air_lung" and doc["absent"] is False
+        assert any(c.startswith(f"superset: '{query}'") for c in doc["caveats"]), doc["caveats"]
+        assert doc["confidence"] is not None and doc["confidence"] < 0.2
+    cli, _ = _run(tmp_path, "surgical", ct, "lungs", name="lungs")
+    assert cli.json["confidence"] > 0.9 and not any(c.startswith("superset") for c in cli.json["caveats"])
