@@ -153,3 +153,22 @@ def test_free_air_and_bowel_gas_are_answered_as_part_of_all_air_not_confidently(
         assert doc["confidence"] is not None and doc["confidence"] < 0.2
     cli, _ = _run(tmp_path, "surgical", ct, "lungs", name="lungs")
     assert cli.json["confidence"] > 0.9 and not any(c.startswith("superset") for c in cli.json["caveats"])
+
+
+@real_data
+def test_the_zone_itself_is_not_a_finding_in_the_zone(shared_data, tmp_path):
+    """'restricted zone' with a zones file on the Intel clip: the compliance report's findings.json listed the
+    zone's own mask as a warning, "restricted zone in zone 'loading bay' for 5 s, frames 0-70". The zone is where
+    the rules look, not something found in it; the hi-vis and motion findings stay."""
+    zones = tmp_path / "zones.geojson"
+    zones.write_text(json.dumps({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {"name": "loading bay"},
+        "geometry": {"type": "Polygon", "coordinates": [[[100, 150], [300, 150], [300, 270], [100, 270], [100, 150]]]},
+    }]}))
+    cli, out = _run(tmp_path, "safety", _site_clip(shared_data), "restricted zone", "-O", f"zones={zones}")
+    assert cli.exit_code == 0, cli.stderr
+    findings = json.loads((out / "safety" / "findings.json").read_text())
+    rules = {f["rule"] for f in findings["findings"]}
+    assert "restricted_zone_in_zone" not in rules and "restricted_zone_in_zone" not in findings["summary"]["by_rule"]
+    assert {"hivis_in_zone", "motion_in_zone"} <= rules
+    assert "restricted zone in zone" not in (out / "safety" / "report.html").read_text()
