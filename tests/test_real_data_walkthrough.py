@@ -172,3 +172,16 @@ def test_the_zone_itself_is_not_a_finding_in_the_zone(shared_data, tmp_path):
     assert "restricted_zone_in_zone" not in rules and "restricted_zone_in_zone" not in findings["summary"]["by_rule"]
     assert {"hivis_in_zone", "motion_in_zone"} <= rules
     assert "restricted zone in zone" not in (out / "safety" / "report.html").read_text()
+
+
+@real_data
+def test_a_ct_given_to_the_safety_plugin_is_pointed_to_the_surgical_one(shared_data, tmp_path):
+    """pydicom_CT_small.dcm with --plugin safety: the error advised '--bands to name the bands' and '--aux', which
+    cannot make a CT a colour picture. Now it says what the input is and which plugin reads it."""
+    ct = _need(shared_data / "medical" / "dicom" / "pydicom_CT_small.dcm")
+    cli, out = _run(tmp_path, "safety", ct, "workers in hi-vis vests")
+    assert cli.exit_code == 2
+    lines = [line for line in cli.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and ct.name in lines[0], cli.stderr
+    assert "--plugin surgical" in lines[0] and "--bands" not in lines[0]
+    assert not out.exists()
