@@ -185,3 +185,30 @@ def test_a_ct_given_to_the_safety_plugin_is_pointed_to_the_surgical_one(shared_d
     assert len(lines) == 1 and ct.name in lines[0], cli.stderr
     assert "--plugin surgical" in lines[0] and "--bands" not in lines[0]
     assert not out.exists()
+
+
+@real_data
+def test_the_cli_prints_segment_volumes_in_ml_that_match_the_dicom_geometry_and_the_nifti(shared_data, tmp_path):
+    """'bone' on the 3-slice CT printed 42 per-slice areas in cm² and no volume: a radiologist had to open
+    result.json for the mL. The CLI now prints each segment's voxels and volume; both agree with the NIfTI labels
+    (nibabel) and with the voxel size from the DICOM headers (pydicom: PixelSpacing x slice spacing)."""
+    import nibabel as nib
+    import numpy as np
+    import pydicom
+
+    ct = _ct_series(shared_data)
+    out = tmp_path / "out"
+    cli = run_cli("run", "--plugin", "surgical", ct, "bone", "-o", out, env={"COLUMNS": "160"})
+    assert cli.exit_code == 0, cli.stderr
+    zs = sorted(float(pydicom.dcmread(ct / f"0{k}.dcm").ImagePositionPatient[2]) for k in (1, 2, 3))
+    first = pydicom.dcmread(ct / "01.dcm")
+    voxel_ml = float(first.PixelSpacing[0]) * float(first.PixelSpacing[1]) * (zs[1] - zs[0]) / 1000.0
+    labels = np.asarray(nib.load(out / "segmentation.nii.gz").dataobj)
+    classes = json.loads((out / "result.json").read_text())["classes"]
+    for value, name in enumerate(("trabecular bone (300-699 HU)", "cortical bone (>= 700 HU)"), start=1):
+        voxels = int((labels == value).sum())
+        assert classes[name]["voxels"] == voxels > 0
+        ml = voxels * voxel_ml
+        assert classes[name]["volume_ml"] == pytest.approx(ml, rel=1e-3)
+        row = next(line for line in cli.stdout.splitlines() if name in line)
+        assert f"{voxels:,}" in row and f"{ml:.2f} mL" in row
