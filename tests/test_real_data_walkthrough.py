@@ -212,3 +212,26 @@ def test_the_cli_prints_segment_volumes_in_ml_that_match_the_dicom_geometry_and_
         assert classes[name]["volume_ml"] == pytest.approx(ml, rel=1e-3)
         row = next(line for line in cli.stdout.splitlines() if name in line)
         assert f"{voxels:,}" in row and f"{ml:.2f} mL" in row
+
+
+@real_data
+def test_a_slice_cut_inside_its_header_is_not_silently_left_out_of_the_volume(shared_data, tmp_path):
+    """The middle slice of the 3-slice CT cut at 1,000 bytes (inside its header, before Rows/Columns) was skipped
+    as a 'non-image object': 'bone' answered on 2 of 3 slices, 2 mm apart, with no warning - a gap in the volume
+    nobody was told of. Now the file is named as truncated (exit 2, no outputs); the pydicom File-set's complete
+    but image-less CT objects (TINY_ALPHA) are still skipped as before."""
+    ct = _ct_series(shared_data)
+    series = tmp_path / "series"
+    series.mkdir()
+    for name in ("01.dcm", "03.dcm"):
+        (series / name).write_bytes((ct / name).read_bytes())
+    (series / "02.dcm").write_bytes((ct / "02.dcm").read_bytes()[:1000])
+    cli, out = _run(tmp_path, "surgical", series, "bone")
+    assert cli.exit_code == 2, cli.stdout
+    lines = [line for line in cli.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "02.dcm" in lines[0] and "truncated" in lines[0] and "1,000 bytes" in lines[0]
+    assert not out.exists()
+    tiny = shared_data / "medical" / "dicom" / "pydicom_dicomdirtests"
+    if tiny.exists():
+        cli, _ = _run(tmp_path, "surgical", tiny, "bone", "-O", "series=5", name="tiny")
+        assert cli.exit_code == 2 and "16x16 pixels" in cli.stderr and "truncated" not in cli.stderr

@@ -51,6 +51,7 @@ from rscore.sdk import Reader
 from rscore.types import DicomInfo, Scene, Window
 
 from rscore_surgical.deflated import check_inflated_size
+from rscore_surgical.truncation import cut_short, truncated_pixels
 
 log = logging.getLogger(__name__)
 
@@ -236,33 +237,11 @@ def decode(path: Path, frame: int | None) -> np.ndarray:
         arr = ds.pixel_array
         return np.asarray(arr if frame is None else arr[frame])
     except Exception as exc:  # pydicom raises many kinds for missing handlers, bad lengths, unknown syntaxes
-        short = _truncated(path)
+        short = truncated_pixels(path)
         if short:
             raise InputError(short, path=path) from None
         msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise InputError(f"pixel data cannot be decoded ({type(exc).__name__}: {msg})", path=path) from None
-
-
-def _truncated(path: Path) -> str | None:
-    """Why an uncompressed file's pixels cannot be decoded when the file was cut short (an interrupted copy or
-    download: pydicom reads the shorter pixel data and fails reshaping it), else ``None``."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, force=True)
-        syntax = ds.file_meta.get("TransferSyntaxUID")
-        if syntax is not None and syntax.is_compressed or "PixelData" not in ds:
-            return None
-        frames = int(ds.get("NumberOfFrames") or 1)
-        need = ds.Rows * ds.Columns * int(ds.get("SamplesPerPixel", 1)) * frames * ds.BitsAllocated // 8
-        have = len(ds.PixelData)
-    except Exception:  # noqa: BLE001 - only a better message is at stake: fall back to the decoder's
-        return None
-    if have >= need:
-        return None
-    return (f"the file is truncated: its pixel data holds {have:,} of the {need:,} bytes that {frames} frame(s) of "
-            f"{ds.Rows}x{ds.Columns} {ds.BitsAllocated}-bit pixels need (an interrupted copy or download? copy it "
-            "again from the archive)")
 
 
 # ------------------------------------------------------------------------------------------------------- reader
@@ -295,6 +274,9 @@ class DicomReader(Reader):
         else:
             ds = _read_header(path, force=not _has_magic(path))
             reason = _not_an_image(ds)
+            cut = cut_short(path, ds) if reason else None
+            if cut:
+                raise InputError(cut, path=path)
             if reason:
                 hint = ""
                 if str(getattr(ds, "Modality", "")).upper() in ("SEG", "RTSTRUCT"):  # an annotation of images
@@ -312,6 +294,9 @@ class DicomReader(Reader):
             ds = _read_header(f)
             reason = _not_an_image(ds)
             if reason:
+                cut = cut_short(f, ds)
+                if cut:  # a slice of the series, not an object to skip: a gap in the volume would go unnoticed
+                    raise InputError(cut, path=f)
                 skipped.append(f"{f.name} ({reason})")
                 continue
             headers.append((f, ds))
