@@ -235,3 +235,19 @@ def test_a_slice_cut_inside_its_header_is_not_silently_left_out_of_the_volume(sh
     if tiny.exists():
         cli, _ = _run(tmp_path, "surgical", tiny, "bone", "-O", "series=5", name="tiny")
         assert cli.exit_code == 2 and "16x16 pixels" in cli.stderr and "truncated" not in cli.stderr
+
+
+@real_data
+def test_a_greyscale_photo_is_asked_for_its_colour_original(shared_data, tmp_path):
+    """A black-and-white copy of a reef photo (euvp_test_A_12.jpg) with 'open water': the error advised --bands and
+    --aux, neither of which gives a greyscale picture its colours back."""
+    from PIL import Image
+
+    grey = tmp_path / "reef_grey.png"
+    Image.open(_need(shared_data / "underwater" / "funie-gan_euvp" / "euvp_test_A_12.jpg")).convert("L").save(grey)
+    cli, out = _run(tmp_path, "underwater", grey, "open water")
+    assert cli.exit_code == 2
+    lines = [line for line in cli.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "reef_grey.png" in lines[0], cli.stderr
+    assert "greyscale" in lines[0] and "colour original" in lines[0] and "--bands" not in lines[0]
+    assert not out.exists()

@@ -123,6 +123,8 @@ class AnalyticReasoner:
                    "input with them")
             if "hu" in scene.band_roles:  # naming bands cannot make a CT a colour picture
                 fix = "this is CT in Hounsfield units, not a colour picture: CT questions go to --plugin surgical"
+            elif tuple(scene.band_roles) == ("gray",) and set(missing) <= {"red", "green", "blue"}:
+                fix = "this is a greyscale picture and the rule reads colours: give the colour original"
             raise OptionError(
                 f"template '{t.name}' needs band(s) {', '.join(missing)} and this input has "
                 f"{', '.join(scene.band_roles) or 'none'}: {fix}",
