@@ -53,6 +53,10 @@ def test_low_visibility_specks_on_a_clear_floor_are_absent_not_turbid_water(shar
     cli, _ = _run(tmp_path, "underwater", _need(euvp / "euvp_test_A_5.jpg"), "turbid water", name="fish")
     assert cli.exit_code == 0 and cli.json["absent"] is False
     assert any("pale fish" in c and "dark channel prior" in c for c in cli.json["caveats"])
+    # and 'open water' marked 45 % of the fish's flank (rows 140-180, cols 150-200) without a word
+    cli, out = _run(tmp_path, "underwater", euvp / "euvp_test_A_5.jpg", "open water", name="fish_water")
+    assert cli.exit_code == 0 and cli.json["absent"] is False
+    assert any("flank of a fish" in c for c in cli.json["caveats"])
     assert json.loads((out / "result.json").read_text())["summary"]["mask_fraction"] > 0.2
 
 

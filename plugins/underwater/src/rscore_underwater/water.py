@@ -333,6 +333,8 @@ def sea_floor(ctx: OpContext) -> ProgramOutput:
     return ProgramOutput(mask=floor, classes=classes)
 
 
+SMOOTH_CAVEAT = ("smooth surfaces coloured like the water (the pale flank of a fish, a sand patch in blue light) "
+                 "pass as open water: the rule reads texture and colour, not objects")
 VEIL_CAVEAT = ("bright, smooth objects coloured like the water (a pale fish, white sand, a diver's light) read as "
                "haze: the dark channel prior's known confusion (He et al. 2009); the mask can include them")
 FLOOR_CAVEAT = ("sea floor by position (connected to the bottom of the frame) and colour/texture: fish, divers, "
@@ -364,6 +366,7 @@ TEMPLATES = (
         program=open_water, uses=(uses("underwater.open_water"),), halo=HALO, requires=RGB, kinds=KINDS,
         explain=f"local RMS contrast < {SMOOTH:g} AND max(G,B) - R > {BLUE_GREEN_MARGIN:g} (uncorrected pixels), "
         "opened 5x5; class 2 = the rest",
+        caveats=(SMOOTH_CAVEAT,),
         prompt="Segment the open water column: regions with no animals, plants, sea floor or objects.",
         keywords=("open", "water", "column", "empty", "background", "pelagic", "midwater"),
         class_names=CLASS_NAMES,
