@@ -255,3 +255,23 @@ def test_a_greyscale_photo_is_asked_for_its_colour_original(shared_data, tmp_pat
     assert len(lines) == 1 and "reef_grey.png" in lines[0], cli.stderr
     assert "greyscale" in lines[0] and "colour original" in lines[0] and "--bands" not in lines[0]
     assert not out.exists()
+
+
+@real_data
+@pytest.mark.parametrize("plugin", ["underwater", "surgical"])
+def test_a_folder_of_photos_with_a_stray_dicom_file_is_not_read_as_ct(shared_data, tmp_path, plugin):
+    """Three EUVP photos and one CT slice in a folder: the DICOM reader claimed the folder and read the one CT
+    slice, so 'open water' failed with 'this input has hu' (and the surgical plugin answered the CT, the photos
+    unmentioned). Now one line says what the folder holds and to separate them."""
+    folder = tmp_path / "dive"
+    folder.mkdir()
+    for k in (1, 5, 12):
+        src = _need(shared_data / "underwater" / "funie-gan_euvp" / f"euvp_test_A_{k}.jpg")
+        (folder / src.name).write_bytes(src.read_bytes())
+    ct = _need(shared_data / "medical" / "dicom" / "pydicom_CT_small.dcm")
+    (folder / ct.name).write_bytes(ct.read_bytes())
+    cli, out = _run(tmp_path, plugin, folder, "open water" if plugin == "underwater" else "bone")
+    assert cli.exit_code == 2
+    lines = [line for line in cli.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "holds 3 pictures (.jpg) and 1 DICOM file(s) (pydicom_CT_small.dcm)" in lines[0]
+    assert "separate them" in lines[0] and not out.exists()

@@ -77,6 +77,7 @@ POSITION_TOLERANCE_MM = 1e-3  # two slices closer than this along the normal sha
 SPACING_TOLERANCE = 0.1  # relative deviation from the median slice spacing that is reported as uneven
 SLICE_CACHE = 8  # decoded slices kept per source
 SNIFF_FILES = 64  # files looked at when deciding whether a folder holds DICOM
+PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # a folder mostly of these: frames
 
 
 # ------------------------------------------------------------------------------------------------ slice helpers
@@ -287,6 +288,16 @@ class DicomReader(Reader):
         return self._scene(path, chosen, options)
 
     def _folder_headers(self, folder: Path) -> list[tuple[Path, Any]]:
+        files = _files(folder, limit=SNIFF_FILES)
+        dicom = [p for p in files if _has_magic(p)]
+        pictures = [p for p in files if p.suffix.lower() in PICTURE_SUFFIXES]
+        if len(pictures) > len(dicom):  # photos (video frames) with a stray DICOM file: it was answered as CT
+            raise InputError(
+                f"holds {len(pictures)} pictures ({', '.join(sorted({p.suffix.lower() for p in pictures}))}) and "
+                f"{len(dicom)} DICOM file(s) ({dicom[0].name}{', ...' if len(dicom) > 1 else ''}): a folder of video "
+                "frames holds only pictures and a DICOM series only DICOM files - separate them",
+                path=folder,
+            )
         headers, skipped = [], []
         for f in _files(folder):
             if not _has_magic(f):
