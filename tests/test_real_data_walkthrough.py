@@ -275,3 +275,21 @@ def test_a_folder_of_photos_with_a_stray_dicom_file_is_not_read_as_ct(shared_dat
     lines = [line for line in cli.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "holds 3 pictures (.jpg) and 1 DICOM file(s) (pydicom_CT_small.dcm)" in lines[0]
     assert "separate them" in lines[0] and not out.exists()
+
+
+@real_data
+def test_zones_drawn_in_longitude_latitude_are_explained_not_just_absent(shared_data, tmp_path):
+    """A zones file exported from a web map (lon/lat degrees) on the Intel site clip: the answer was 'absent: the
+    restricted zone rule found no pixels in this input'. Now the reason says every zone lies outside the frame,
+    that zones are in pixel coordinates, and that these look like longitude/latitude."""
+    zones = tmp_path / "zones.geojson"
+    zones.write_text(json.dumps({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {"name": "bay"},
+        "geometry": {"type": "Polygon", "coordinates": [[[-0.12, 51.5], [-0.11, 51.5], [-0.11, 51.51], [-0.12, 51.5]]]},
+    }]}))
+    cli, out = _run(tmp_path, "safety", _site_clip(shared_data), "restricted zone", "-O", f"zones={zones}")
+    assert cli.exit_code == 0, cli.stderr
+    doc = cli.json
+    assert doc["absent"] is True
+    assert "lies outside the 480x270 image" in doc["reason"] and "pixel coordinates" in doc["reason"]
+    assert "longitude/latitude" in doc["reason"]

@@ -210,10 +210,19 @@ def _zone(ctx: OpContext) -> ProgramOutput:
     names = ", ".join(f"{i + 1} = {z.name}" for i, z in enumerate(zones))
     ctx.note(f"restricted zones from {path} (class: zone): {names}", share=float((ids > 0)[ctx.core_slices].mean()))
     h, w = ctx.scene.shape
+    outside = []
     for z in zones:
         x0, y0, x1, y1 = z.bounds
         if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+            outside.append(z)
             ctx.note(f"zone '{z.name}' lies outside the {w}x{h} image (bounds {x0:g},{y0:g} - {x1:g},{y1:g})")
+    if outside and len(outside) == len(zones) and win_is_scene(ctx):  # the absent answer's reason says why
+        x0, y0, x1, y1 = outside[0].bounds
+        lonlat = all(abs(v) <= 180 for v in (x0, x1)) and all(abs(v) <= 90 for v in (y0, y1)) and (
+            x1 - x0 < 1 or y1 - y0 < 1)  # a zone under one pixel across, in degree-sized numbers
+        ctx.note(f"every zone of {path} lies outside the {w}x{h} image: zones are in pixel coordinates (x to the "
+                 "right, y down from the top-left corner)" + ("; these look like longitude/latitude" if lonlat else ""),
+                 explains=EXPLAINS_EMPTY)
     return ProgramOutput(mask=ids > 0, classes=ids)
 
 
