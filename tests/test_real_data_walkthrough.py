@@ -293,3 +293,24 @@ def test_zones_drawn_in_longitude_latitude_are_explained_not_just_absent(shared_
     assert doc["absent"] is True
     assert "lies outside the 480x270 image" in doc["reason"] and "pixel coordinates" in doc["reason"]
     assert "longitude/latitude" in doc["reason"]
+
+
+@real_data
+def test_glare_on_a_site_frame_is_not_answered_with_endoscopy_confidence(shared_data, tmp_path):
+    """'specular highlights' (an endoscopy rule) on a frame of the Intel site clip marked 73 white-wall and pillar
+    spots at confidence 0.998. The frame is not tissue under an endoscope's light (its typical lit pixel is grey,
+    not red-dominant): the mask stays, the confidence is withheld with the reason."""
+    import av
+    from PIL import Image
+
+    with av.open(str(_site_clip(shared_data))) as container:
+        for k, frame in enumerate(container.decode(video=0)):
+            if k == 30:
+                Image.fromarray(frame.to_ndarray(format="rgb24")).save(tmp_path / "site.png")
+                break
+    cli, _ = _run(tmp_path, "surgical", tmp_path / "site.png", "specular highlights")
+    assert cli.exit_code == 0, cli.stderr
+    doc = cli.json
+    assert doc["template"] == "surgical:specular" and doc["absent"] is False
+    assert doc["confidence"] is None
+    assert any("not the colours of tissue under an endoscope's light" in c for c in doc["caveats"])
