@@ -413,7 +413,7 @@ ROUTING: dict[str, dict[str, tuple[str, ...]]] = {
         # "free air" / "bowel gas" were answered with the lungs at confidence 0.99 and no superset caveat
         "includes": ("a single lung", "the left or right lung", "the trachea and bronchi", "gas in the stomach",
                      "bowel gas", "free air", "free air in the abdomen (pneumoperitoneum)",
-                     "pneumothorax"),
+                     "air under the diaphragm", "pneumothorax"),
         "excludes": ("lung nodules and tumours", "pneumonia", "emphysema", "pleural effusion"),
     },
     "fat": {
