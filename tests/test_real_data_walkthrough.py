@@ -314,3 +314,25 @@ def test_glare_on_a_site_frame_is_not_answered_with_endoscopy_confidence(shared_
     assert doc["template"] == "surgical:specular" and doc["absent"] is False
     assert doc["confidence"] is None
     assert any("not the colours of tissue under an endoscope's light" in c for c in doc["caveats"])
+
+
+@real_data
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools' __array__ copy keyword under NumPy 2
+def test_each_ct_instance_carries_its_box_on_its_own_slice(shared_data, tmp_path):
+    """result.json boxes of a series are in the stacked scene (slice 2 of 512 px slices: y = 1179-1382), which no
+    DICOM viewer shows; each instance now also has ``bbox_in_slice``, the box of its mask on its own slice image
+    (checked against the instance's RLE decoded with pycocotools and cut to that slice)."""
+    from pycocotools import mask as mask_utils
+
+    cli, _ = _run(tmp_path, "surgical", _ct_series(shared_data), "bone")
+    assert cli.exit_code == 0, cli.stderr
+    instances = cli.json["instances"]
+    assert {i["attributes"]["slice"] for i in instances} == {0, 1, 2}
+    for inst in instances:
+        k, box = inst["attributes"]["slice"], inst["attributes"]["bbox_in_slice"]
+        rle = dict(inst["rle"])
+        rle["counts"] = rle["counts"].encode()
+        own = mask_utils.decode(rle)[k * 512:(k + 1) * 512]
+        ys, xs = own.nonzero()
+        assert box == [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+        assert inst["bbox"] == [box[0], box[1] + 512 * k, box[2], box[3] + 512 * k]
