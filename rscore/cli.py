@@ -256,6 +256,12 @@ def _print_result(result: Any, out_dir: Path) -> None:
                 area = _area(row["area_km2"] * 1e6, "m2") if row.get("area_km2") is not None else f"{row.get('pixels')} px"
                 classes.add_row(name, area, f"{100 * row['share']:.1f} %")
             console.print(classes)
+        volumes = {k: v for k, v in result.classes.items() if isinstance(v, dict) and v.get("volume_ml") is not None}
+        if volumes:  # a DICOM series: what a radiologist reads first (the instances below are per slice)
+            vol = Table("segment", "voxels", "volume")
+            for name, row in volumes.items():
+                vol.add_row(name, f"{row.get('voxels', 0):,}", f"{_figure(row['volume_ml'])} mL")
+            console.print(vol)
         table = Table("#", "label", "score", "bbox (x0,y0,x1,y1)", "area px", "area")
         for i, inst in enumerate(result.instances[:10]):
             area = _area(inst.area_real, inst.area_unit) if inst.area_real is not None else ""

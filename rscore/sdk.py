@@ -406,6 +406,7 @@ class Template:
     excludes: tuple[str, ...] = ()  # look-alike questions it does not answer -> absent
     uses: tuple[OpUse, ...] = ()  # registered operators its program calls (empty: direct code)
     refine: Callable[..., Any] | None = None  # whole-map step on the stitched outputs before the instances
+    fixed_region: bool = False  # its answer does not move with the picture (zones from a file): video runs it per frame
     plugin: str = ""  # filled in by the registry
 
     @property

@@ -119,10 +119,15 @@ class AnalyticReasoner:
             )
         missing = [r for r in t.requires if not scene.has(r)]
         if missing:
+            fix = ("pass --bands to name the bands, --aux to add a co-registered raster that has them, or use an "
+                   "input with them")
+            if "hu" in scene.band_roles:  # naming bands cannot make a CT a colour picture
+                fix = "this is CT in Hounsfield units, not a colour picture: CT questions go to --plugin surgical"
+            elif tuple(scene.band_roles) == ("gray",) and set(missing) <= {"red", "green", "blue"}:
+                fix = "this is a greyscale picture and the rule reads colours: give the colour original"
             raise OptionError(
                 f"template '{t.name}' needs band(s) {', '.join(missing)} and this input has "
-                f"{', '.join(scene.band_roles) or 'none'}: pass --bands to name the bands, --aux to add a "
-                "co-registered raster that has them, or use an input with them",
+                f"{', '.join(scene.band_roles) or 'none'}: {fix}",
                 path=scene.path,
             )
         steps = [Step(text=f"matched template '{t.name}' ({t.label}): {t.description}")]

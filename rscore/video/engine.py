@@ -307,7 +307,7 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
 
     # 3. propagate both ways
     t0 = time.perf_counter()
-    every = 1 if v.propagator == "none" else v.redetect_every
+    every = 1 if v.propagator == "none" or getattr(template, "fixed_region", False) else v.redetect_every
     for direction, frames in (
         ("backward", reader.reverse(best.index)),
         ("forward", reader.frames(best.index + 1, last_index + 1)),
@@ -391,6 +391,8 @@ def _online(ctx: _Context, reader: FrameReader) -> VideoResult:
                             c.log.overlay_path = None
                         return _plan_absent(c, reader, plan, "online")
                     template = answering_template(plan, templates, c.reg.operators)  # or a compiled program
+                    if getattr(template, "fixed_region", False):  # a drawn zone: never warped by the flow
+                        every = 1
                     if template is not None and template.program is not None:
                         c.detector = _AnalyticDetector(c, template)
                 if c.detector is None:

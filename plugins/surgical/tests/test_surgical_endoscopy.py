@@ -61,6 +61,9 @@ def test_end_to_end_on_a_png(tmp_path):
     assert res.plan.template == "surgical:specular"
     assert sorted(i.bbox for i in res.instances) == [(10, 30, 14, 34), (60, 8, 70, 14)]
     assert (tmp_path / "o" / "overlay.png").exists()
+    # reddish mucosa: the tissue-colour check keeps the confidence (it withholds it for white walls, see
+    # tests/test_real_data_walkthrough.py)
+    assert res.confidence is not None and not any("colours of tissue" in c for c in res.caveats)
 
 
 def test_grey_or_ct_inputs_are_refused(tmp_path):

@@ -210,10 +210,19 @@ def _zone(ctx: OpContext) -> ProgramOutput:
     names = ", ".join(f"{i + 1} = {z.name}" for i, z in enumerate(zones))
     ctx.note(f"restricted zones from {path} (class: zone): {names}", share=float((ids > 0)[ctx.core_slices].mean()))
     h, w = ctx.scene.shape
+    outside = []
     for z in zones:
         x0, y0, x1, y1 = z.bounds
         if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+            outside.append(z)
             ctx.note(f"zone '{z.name}' lies outside the {w}x{h} image (bounds {x0:g},{y0:g} - {x1:g},{y1:g})")
+    if outside and len(outside) == len(zones) and win_is_scene(ctx):  # the absent answer's reason says why
+        x0, y0, x1, y1 = outside[0].bounds
+        lonlat = all(abs(v) <= 180 for v in (x0, x1)) and all(abs(v) <= 90 for v in (y0, y1)) and (
+            x1 - x0 < 1 or y1 - y0 < 1)  # a zone under one pixel across, in degree-sized numbers
+        ctx.note(f"every zone of {path} lies outside the {w}x{h} image: zones are in pixel coordinates (x to the "
+                 "right, y down from the top-left corner)" + ("; these look like longitude/latitude" if lonlat else ""),
+                 explains=EXPLAINS_EMPTY)
     return ProgramOutput(mask=ids > 0, classes=ids)
 
 
@@ -260,8 +269,9 @@ TEMPLATES = [
         "restricted zone",
         "user-drawn restricted or exclusion zones, from a polygon file",
         ("restricted zone", "exclusion zone", "danger area", "no-go zone", "restricted areas",
-         "where entry is not allowed"),
+         "where entry is not allowed", "marked hazard zones"),
         program=_zone,
+        fixed_region=True,  # the polygons are the answer on every frame: propagating them warped them with the motion
         uses=(uses("safety.zones"),),
         path_options=("zones",),
         explain="pixels whose centre is inside a polygon of the zones file (-O zones=FILE, pixel coordinates); "
@@ -269,6 +279,8 @@ TEMPLATES = [
         prompt="Segment the restricted or exclusion zones marked on site (barriers, tape, painted hatching).",
         excludes=(
             "areas outside the zones",
+            # hazards are not the user's polygons: "trip hazards" matched "danger area" and asked for a zones file
+            "trip hazards", "slip hazards and spills",
         ),
         keywords=("restricted", "exclusion", "zone", "zones", "no-go", "danger"),
         kinds=VIDEO_OR_IMAGE,

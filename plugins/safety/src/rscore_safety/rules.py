@@ -571,6 +571,12 @@ def _label_signals(record: Mapping[str, Any], shape: tuple[int, int]) -> dict[st
     return out
 
 
+def _zones_answer(result: Any) -> bool:
+    """A result of the restricted_zone template: its tracks are the zones themselves, not something in them (as a
+    signal they made the finding "restricted zone in zone 'loading bay'" over the whole clip)."""
+    return getattr(getattr(result, "plan", None), "template", None) == "safety:restricted_zone"
+
+
 def analyse_video(
     source: str | os.PathLike[str],
     zones: str | os.PathLike[str] | Sequence[Zone],
@@ -597,7 +603,8 @@ def analyse_video(
     t0 = time.perf_counter()
     zone_list = _zones(zones)
     opts = dict(options or {})
-    labels: list[str] = sorted({t.label for t in result.tracks}) if result is not None else []
+    labels: list[str] = sorted({t.label for t in result.tracks}) if result is not None and not _zones_answer(
+        result) else []
     rule_list = tuple(rules) if rules is not None else DEFAULT_RULES + tuple(label_rule(lb) for lb in labels)
     needed = {s for r in rule_list for s in r.signals}
     name = camera or opts.get("camera") or (

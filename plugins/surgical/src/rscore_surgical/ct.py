@@ -356,7 +356,7 @@ SPECS = (
     ),
     TissueSpec(
         "air_lung", "air / lung", "air-filled regions inside the body on CT: lungs, airways, bowel gas",
-        ("lungs", "the lungs", "air inside the body", "lung tissue", "airways", "bowel gas"),
+        ("lungs", "the lungs", "air inside the body", "lung tissue", "airways"),
         ("lung", "lungs", "pulmonary", "air", "airway", "airways", "gas", "aerated", "bronchi", "trachea"),
         AIR_FLOOR_HU, -400.0, _air, "inside the body (the air around the patient is class 1, not in the mask)",
         ("air outside the body", "air inside the body (lungs, airways, bowel gas)"),
@@ -413,7 +413,10 @@ ROUTING: dict[str, dict[str, tuple[str, ...]]] = {
                      "kidney stones and gallstones", "bone lesions and metastases"),
     },
     "air_lung": {
-        "includes": ("a single lung", "the left or right lung", "the trachea and bronchi", "gas in the stomach"),
+        # "free air" / "bowel gas" were answered with the lungs at confidence 0.99 and no superset caveat
+        "includes": ("a single lung", "the left or right lung", "the trachea and bronchi", "gas in the stomach",
+                     "bowel gas", "free air", "free air in the abdomen (pneumoperitoneum)",
+                     "air under the diaphragm", "pneumothorax"),
         "excludes": ("lung nodules and tumours", "pneumonia", "emphysema", "pleural effusion"),
     },
     "fat": {

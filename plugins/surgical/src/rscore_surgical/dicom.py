@@ -51,6 +51,7 @@ from rscore.sdk import Reader
 from rscore.types import DicomInfo, Scene, Window
 
 from rscore_surgical.deflated import check_inflated_size
+from rscore_surgical.truncation import cut_short, truncated_pixels
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ POSITION_TOLERANCE_MM = 1e-3  # two slices closer than this along the normal sha
 SPACING_TOLERANCE = 0.1  # relative deviation from the median slice spacing that is reported as uneven
 SLICE_CACHE = 8  # decoded slices kept per source
 SNIFF_FILES = 64  # files looked at when deciding whether a folder holds DICOM
+PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # a folder mostly of these: frames
 
 
 # ------------------------------------------------------------------------------------------------ slice helpers
@@ -236,6 +238,9 @@ def decode(path: Path, frame: int | None) -> np.ndarray:
         arr = ds.pixel_array
         return np.asarray(arr if frame is None else arr[frame])
     except Exception as exc:  # pydicom raises many kinds for missing handlers, bad lengths, unknown syntaxes
+        short = truncated_pixels(path)
+        if short:
+            raise InputError(short, path=path) from None
         msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise InputError(f"pixel data cannot be decoded ({type(exc).__name__}: {msg})", path=path) from None
 
@@ -270,6 +275,9 @@ class DicomReader(Reader):
         else:
             ds = _read_header(path, force=not _has_magic(path))
             reason = _not_an_image(ds)
+            cut = cut_short(path, ds) if reason else None
+            if cut:
+                raise InputError(cut, path=path)
             if reason:
                 hint = ""
                 if str(getattr(ds, "Modality", "")).upper() in ("SEG", "RTSTRUCT"):  # an annotation of images
@@ -280,6 +288,16 @@ class DicomReader(Reader):
         return self._scene(path, chosen, options)
 
     def _folder_headers(self, folder: Path) -> list[tuple[Path, Any]]:
+        files = _files(folder, limit=SNIFF_FILES)
+        dicom = [p for p in files if _has_magic(p)]
+        pictures = [p for p in files if p.suffix.lower() in PICTURE_SUFFIXES]
+        if len(pictures) > len(dicom):  # photos (video frames) with a stray DICOM file: it was answered as CT
+            raise InputError(
+                f"holds {len(pictures)} pictures ({', '.join(sorted({p.suffix.lower() for p in pictures}))}) and "
+                f"{len(dicom)} DICOM file(s) ({dicom[0].name}{', ...' if len(dicom) > 1 else ''}): a folder of video "
+                "frames holds only pictures and a DICOM series only DICOM files - separate them",
+                path=folder,
+            )
         headers, skipped = [], []
         for f in _files(folder):
             if not _has_magic(f):
@@ -287,6 +305,9 @@ class DicomReader(Reader):
             ds = _read_header(f)
             reason = _not_an_image(ds)
             if reason:
+                cut = cut_short(f, ds)
+                if cut:  # a slice of the series, not an object to skip: a gap in the volume would go unnoticed
+                    raise InputError(cut, path=f)
                 skipped.append(f"{f.name} ({reason})")
                 continue
             headers.append((f, ds))

@@ -104,6 +104,26 @@ def require_camera_frame(ctx: OpContext, what: str = "specular highlights") -> N
                           path=ctx.scene.path)  # fmt: skip
 
 
+TISSUE_RED_RATIO = 1.1  # below: the typical lit pixel is not red-dominant, so the view is not tissue
+
+
+def _check_tissue_colour(ctx: OpContext, rgb: np.ndarray, v: np.ndarray, mask: np.ndarray) -> None:
+    """Withhold the confidence when the frame does not look like tissue under an endoscope's light. Haemoglobin
+    absorbs green and blue far more than red, so mucosa (and the fat and blood around it) reflects red most: the
+    typical lit pixel of an endoscopy frame has red well above green and blue (published colonoscopy and laparoscopy
+    frames: red about 1.5x green). A white wall, paper or sky has bright unsaturated pixels that pass the glare rule
+    as well; on a construction-site frame (red 1.07x) the rule marked 73 'highlights' at confidence 0.998. The
+    threshold could not be measured on endoscopy data here (none is available): it only withholds the confidence."""
+    lit = (v >= 0.1) & ~mask & ctx.valid
+    if int(lit.sum()) < 64:
+        return
+    ratio = float(np.median(rgb[..., 0][lit] / np.maximum(np.maximum(rgb[..., 1], rgb[..., 2])[lit], 1e-3)))
+    if ratio < TISSUE_RED_RATIO:
+        ctx.caveat(f"not the colours of tissue under an endoscope's light (the typical lit pixel has red at "
+                   f"{ratio:.2f}x its green/blue; mucosa reflects red most): white walls, paper or sky pass the glare "
+                   "rule too", withhold_confidence=True)
+
+
 def specular(ctx: OpContext) -> ProgramOutput:
     require_camera_frame(ctx)
     opts = SpecularOptions.parse(ctx.params)
@@ -118,6 +138,8 @@ def specular(ctx: OpContext) -> ProgramOutput:
         ctx.caveat(f"{share:.0%} of the frame is near-white: an overexposed, washed-out or blank frame (scope against "
                    "tissue, flush, light failure), where highlights cannot be told from the rest",
                    withhold_confidence=True)  # fmt: skip
+    elif mask.any():
+        _check_tissue_colour(ctx, rgb, v, mask)
     classes = np.where(absolute & mask, 1, np.where(mask, 2, 0)).astype(np.uint8)
     score = np.where(absolute, 1.0, np.clip((v - median) / (2 * RELATIVE_DV), 0.0, 1.0)).astype(np.float32)
     ctx.note(

@@ -6,7 +6,7 @@ not neighbours in the patient. This postprocess step rebuilds the instances slic
 slice and carries ``attributes`` ``slice`` (index in the scene), ``series_slice`` (index in the sorted series),
 ``sop_instance_uid``, ``frame`` (for multi-frame files) and ``position_mm`` (ImagePositionPatient), so a DICOM SEG
 writer or a viewer can put it on the right image. Bounding boxes stay in scene coordinates; ``row_in_slice`` gives the
-box's top row within its slice.
+box's top row within its slice and ``bbox_in_slice`` the box on its slice's own image.
 
 :func:`record_windows` states in the result which display windows the model and the slice PNGs used
 (:mod:`rscore_surgical.windowing`): ``provenance["display_windows"]`` and a plan step.
@@ -98,6 +98,8 @@ def _annotate(inst: Instance, scene: Scene) -> Instance:
     attrs = {**inst.attributes, **_slice_attributes(scene, k), "row_in_slice": row}
     if (inst.bbox[3] - 1) // per != k:
         attrs["spans_slices"] = True
+    else:  # the box on its own slice: what a viewer of that DICOM image (or a per-slice COCO file) needs
+        attrs["bbox_in_slice"] = [inst.bbox[0], row, inst.bbox[2], inst.bbox[3] - k * per]
     return Instance(inst.label, inst.score, inst.bbox, inst.area_px, inst.mask, inst.area_real, inst.area_unit, attrs)
 
 
@@ -147,7 +149,7 @@ def _split(
                     mask=full,
                     area_real=inst.area_real,
                     area_unit=inst.area_unit,
-                    attributes={**inst.attributes, **attrs, "row_in_slice": y0},
+                    attributes={**inst.attributes, **attrs, "row_in_slice": y0, "bbox_in_slice": [x0, y0, x1, y1]},
                 )
             )
     return out

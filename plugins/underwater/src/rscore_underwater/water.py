@@ -45,6 +45,7 @@ T_MAX = 0.4
 LOW_CONTRAST = 0.08
 SMOOTH = 0.05
 BLUE_GREEN_MARGIN = 0.06
+MIN_VEIL_PX = PATCH * PATCH  # smaller parts of the low-visibility mask are specks, not a region (see _drop_specks)
 MEAN_FLOOR = 0.02  # local means below this count as this (dark water): keeps RMS contrast finite
 # Water absorbs red far more than green and blue (pure water at 650 nm about 0.35 /m, at 450-550 nm under 0.06 /m:
 # Pope & Fry 1997), so light that crossed a metre of water keeps under ~0.75 of its red relative to green/blue. A
@@ -217,7 +218,36 @@ def low_visibility(ctx: OpContext) -> ProgramOutput:
     mask = (t < T_MAX) & (contrast < LOW_CONTRAST) & ctx.valid
     ctx.note(f"low visibility: UDCP transmission < {T_MAX:g} AND local RMS contrast < {LOW_CONTRAST:g} "
              f"({PATCH} px)", operator="underwater.transmission", share=float(mask[ctx.core_slices].mean()))
+    h, w = ctx.scene.shape
+    win = ctx.window
+    if (win.row_off, win.col_off, win.height, win.width) == (0, 0, h, w) and mask.any():
+        mask = _drop_specks(ctx, mask)
     return ProgramOutput(mask=mask, score=(1.0 - t).astype(np.float32))
+
+
+def _drop_specks(ctx: OpContext, mask: np.ndarray) -> np.ndarray:
+    """Parts of the low-visibility mask smaller than ``MIN_VEIL_PX`` dropped (whole frames only: a tile cannot
+    tell whether its part continues in the next one). The rule is read over 15 px patches, so a veil is at least
+    about a patch wide; a few pixels where a bright smooth spot passes both thresholds are not a region of poor
+    visibility (a 22 px speck on a clear weedy floor was answered as 'turbid water' at confidence 0.999)."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = sizes >= MIN_VEIL_PX
+    keep[0] = False
+    dropped = int(n - keep[1:].sum())
+    if not dropped:
+        return mask
+    kept = keep[labels]
+    text = (f"{dropped} part(s) under {MIN_VEIL_PX} px (one {PATCH}x{PATCH} px patch) dropped: "
+            f"{int(mask.sum() - kept.sum())} px")
+    if not kept.any():  # the finish stage answers absent with this note as the reason
+        from rscore.sdk import EXPLAINS_EMPTY
+
+        ctx.note(text + "; no low-visibility region of a patch or more is left", operator="underwater.transmission",
+                 explains=EXPLAINS_EMPTY)
+    else:
+        ctx.note(text, operator="underwater.transmission")
+    return kept
 
 
 def _split(ctx: OpContext) -> tuple[np.ndarray, np.ndarray]:
@@ -307,6 +337,10 @@ def sea_floor(ctx: OpContext) -> ProgramOutput:
     return ProgramOutput(mask=floor, classes=classes)
 
 
+SMOOTH_CAVEAT = ("smooth surfaces coloured like the water (the pale flank of a fish, a sand patch in blue light) "
+                 "pass as open water: the rule reads texture and colour, not objects")
+VEIL_CAVEAT = ("bright, smooth objects coloured like the water (a pale fish, white sand, a diver's light) read as "
+               "haze: the dark channel prior's known confusion (He et al. 2009); the mask can include them")
 FLOOR_CAVEAT = ("sea floor by position (connected to the bottom of the frame) and colour/texture: fish, divers, "
                 "ROVs or debris lying on or in front of the floor are included with it; a VLM reasoner separates them")
 
@@ -327,6 +361,7 @@ TEMPLATES = (
         prompt="Segment regions where suspended particles or haze hide the scene (low visibility, turbid water).",
         keywords=("visibility", "turbid", "turbidity", "murky", "hazy", "haze", "cloudy", "silty", "foggy", "blurry",
                   "muddy", "backscatter", "dirty"),
+        caveats=(VEIL_CAVEAT,),
         sources=SOURCES_VIS,
     ),
     Template(
@@ -335,6 +370,7 @@ TEMPLATES = (
         program=open_water, uses=(uses("underwater.open_water"),), halo=HALO, requires=RGB, kinds=KINDS,
         explain=f"local RMS contrast < {SMOOTH:g} AND max(G,B) - R > {BLUE_GREEN_MARGIN:g} (uncorrected pixels), "
         "opened 5x5; class 2 = the rest",
+        caveats=(SMOOTH_CAVEAT,),
         prompt="Segment the open water column: regions with no animals, plants, sea floor or objects.",
         keywords=("open", "water", "column", "empty", "background", "pelagic", "midwater"),
         class_names=CLASS_NAMES,
