@@ -27,3 +27,43 @@ def test_hints_only_when_close():
     assert "did you mean" not in str(info.value)
     with pytest.raises(PluginError, match="did you mean 'analytic'"):
         reg.backend("reasoner", "analytc")
+
+
+def _picture(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_an_absent_answer_names_the_plugin_whose_template_answers(rscore_cli, tmp_path):
+    """Asked of the wrong plugin, the offline answer stays absent but says which plugin to pass (it said only
+    "matches no template")."""
+    import json
+
+    res = rscore_cli("run", "--plugin", "earth", str(_picture(tmp_path)), "workers in hi-vis vests", "--out",
+                     str(tmp_path / "a"))  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    result = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert result["absent"] is True and result["instances"] == []
+    assert "pass --plugin safety" in " ".join(res.stdout.split())
+    assert result["plan"]["match"]["other_plugin"].startswith("safety:")
+    res = rscore_cli("run", "--plugin", "earth", str(_picture(tmp_path)), "fish", "--out", str(tmp_path / "b"))
+    assert res.exit_code == 0, res.stderr
+    result = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert result["absent"] is True and result["plan"]["match"]["other_plugin"].startswith("underwater:")
+
+
+def test_no_plugin_is_advised_whose_template_cannot_read_this_input(rscore_cli, tmp_path):
+    """Landslides are the earth plugin's question, but of a DEM: asked of a photo, no plugin is advised."""
+    import json
+
+    res = rscore_cli("run", "--plugin", "safety", str(_picture(tmp_path)), "landslide-prone areas", "--out",
+                     str(tmp_path / "a"))  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    result = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert result["absent"] is True and "other_plugin" not in result["plan"]["match"]
+    assert "pass --plugin" not in " ".join(res.stdout.split())

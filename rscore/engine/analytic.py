@@ -12,6 +12,7 @@ it answers other inputs, likewise. ``plan.match`` keeps the whole decision (scor
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,6 +31,27 @@ SURE_MATCH = 0.75  # a VLM-only template matched at least this well "is" the que
 
 def _needs_vlm(t: Template) -> str:
     return "has no offline program: it needs a VLM (--reasoner openai|transformers)"
+
+
+def other_plugin_hint(plan: Plan, request: Request, scene: Scene, templates: Sequence[Template],
+                      everything: Sequence[Template]) -> Plan:
+    """``plan`` with a hint when the offline router found nothing among the chosen plugin's ``templates`` but another
+    installed plugin's template answers the query for this kind of input ("fish" asked with ``--plugin earth`` of a
+    photo: the underwater plugin's template). The answer stays absent: routing with every plugin's templates is what
+    ``--plugin`` was given to avoid, so rscore only says which plugin to pass."""
+    if not plan.absent or plan.reasoner != AnalyticReasoner.name or plan.template is not None:
+        return plan
+    have = {t.qualified_name for t in templates}
+    others = [t for t in everything if t.qualified_name not in have and scene.kind in t.kinds and t.program is not None]
+    if not others:
+        return plan
+    decision = decide(request.query, [*templates, *others], plan.match.get("method"))
+    t = decision.template
+    if decision.outcome == "absent" or t is None or t.qualified_name in have:
+        return plan
+    return dataclasses.replace(
+        plan, reason=f"{plan.reason}; the {t.plugin} plugin's `{t.name}` template answers this query: pass --plugin "
+        f"{t.plugin}", match={**plan.match, "other_plugin": t.qualified_name})
 
 
 class AnalyticReasoner:

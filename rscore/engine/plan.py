@@ -86,6 +86,10 @@ def plan_scene(
             timings.update(tiled.timings)
         else:
             plan = reasoner.plan(scene, request, templates)
+            if plan.absent and len(templates) < len(registry.templates):  # --plugin (or the reader) chose a subset
+                from rscore.engine.analytic import other_plugin_hint
+
+                plan = other_plugin_hint(plan, request, scene, templates, registry.templates)
     if tiled is None:
         timings["reason_s"] = time.perf_counter() - t0
     pre_steps = tuple(Step(text=f"preprocess: {s}") for s in scene.metadata.get("preprocess", ()))
