@@ -87,6 +87,24 @@ def test_a_run_whose_program_needs_no_scipy_imports_none(tmp_path):
     assert loaded == ["rscore_underwater.water", "rscore_earth.terrain", "rscore_surgical.ct"]
 
 
+def test_an_underwater_run_imports_no_scipy(tmp_path):
+    # its filters (box mean, patch minimum, openings, erosion, labels) are OpenCV's (rscore.cvfilters), equal to the
+    # scipy.ndimage calls they replaced (tests/test_cvfilters.py, test_underwater_cv2_equivalence.py)
+    img = tmp_path / "img64.png"
+    rgb = np.random.default_rng(0).random((64, 64, 3)) * [60, 160, 200]  # blue-green, as under water
+    rgb[40:] = np.random.default_rng(1).random((24, 64, 3)) * 255  # a textured bottom
+    Image.fromarray(rgb.astype(np.uint8)).save(img)
+    watch = ("scipy", "scipy.ndimage", "rscore_underwater.water", "cv2")
+    for query, template in (("where is the sea floor", "sea_floor"), ("open water", "open_water"),
+                            ("low visibility regions", "low_visibility")):
+        out = tmp_path / template
+        rc, loaded = _loaded_after_cli(["run", str(img), query, "-p", "underwater", "--matcher", "keyword", "-o",
+                                        str(out)], tmp_path, watch=watch)
+        assert rc == 0
+        assert json.loads((out / "result.json").read_text())["plan"]["template"] == "underwater:" + template
+        assert loaded == ["rscore_underwater.water", "cv2"]  # the rules ran, on OpenCV
+
+
 def test_cli_lets_idle_openblas_threads_sleep_unless_the_user_chose(tmp_path):
     watch = ("env:OPENBLAS_THREAD_TIMEOUT",)
     rc, had = _loaded_after_cli(["plugins", "list"], tmp_path, watch=watch, env={"OPENBLAS_THREAD_TIMEOUT": None})
