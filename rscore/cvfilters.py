@@ -69,10 +69,48 @@ def binary_opening(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     return binary_dilation(binary_erosion(mask, structure, 0), structure)
 
 
+def label(mask: np.ndarray, connectivity: int = 8, scipy_numbering: bool = False) -> tuple[np.ndarray, int]:
+    """``scipy.ndimage.label(mask, structure)`` with the 3x3 ``structure`` of ``connectivity`` 8 (``np.ones``) or 4
+    (scipy's default cross): parts numbered 1..n (0 = background), as ``(int32 labels, n)``. The parts and their
+    count are always scipy's; their NUMBERING is OpenCV's unless ``scipy_numbering``, which renumbers them as scipy
+    does (by each part's first pixel in raster order; ~3.5 ms on a 512 x 512 slice) for callers whose answer depends
+    on the order, e.g. the first of equal sizes picked by ``argmax``. (OpenCV's 8-connected numbering often differs
+    from scipy's; its 4-connected one matched in every random case tried, but OpenCV does not promise it.)"""
+    if connectivity not in (4, 8):
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
+    n, labels = cv2.connectedComponents(_u8(mask), connectivity=connectivity, ltype=cv2.CV_32S)
+    n = int(n) - 1
+    if scipy_numbering and n > 1:
+        flat = labels.ravel()
+        first = np.full(n + 1, flat.size, np.int64)
+        np.minimum.at(first, flat, np.arange(flat.size))
+        first[0] = -1  # the background stays 0
+        rank = np.empty(n + 1, np.int32)
+        rank[np.argsort(first, kind="stable")] = np.arange(n + 1, dtype=np.int32)
+        labels = rank[labels]
+    return labels, n
+
+
 def label8(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """``scipy.ndimage.label(mask, structure=np.ones((3, 3)))``: 8-connected parts numbered 1..n (0 = background),
-    as ``(labels, n)``. The parts and their count are scipy's; their NUMBERING is not (OpenCV's block-based scan
-    numbers them in another order), so a caller may use a part's set of pixels, its size or membership, never its
-    number's order."""
-    n, labels = cv2.connectedComponents(_u8(mask), connectivity=8, ltype=cv2.CV_32S)
-    return labels, int(n) - 1
+    """``scipy.ndimage.label(mask, structure=np.ones((3, 3)))`` in OpenCV's numbering: see :func:`label`."""
+    return label(mask, 8)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes(mask)``: background not 4-connected to the outside of the image becomes
+    foreground (a flood fill of the background from a one-pixel frame around the image); exact."""
+    padded = np.pad(_u8(mask), 1)
+    cv2.floodFill(padded, None, (0, 0), 2, flags=4)
+    return padded[1:-1, 1:-1] != 2
+
+
+def median_filter_nearest(arr: np.ndarray, size: int) -> np.ndarray:
+    """``scipy.ndimage.median_filter(arr, size, mode="nearest")`` for ``size`` 3 or 5 on a 2-D float32 array
+    (OpenCV's median replicates the border); exact on finite values. Next to a NaN neither scipy's nor this median is
+    meaningful (scipy's depends on its selection order): callers mask non-finite pixels out."""
+    if size not in (3, 5):
+        raise ValueError(f"median_filter_nearest supports sizes 3 and 5, got {size}")
+    a = np.ascontiguousarray(arr)
+    if a.dtype != np.float32:
+        raise ValueError(f"median_filter_nearest needs float32 (converting could change values), got {a.dtype}")
+    return cv2.medianBlur(a, size)

@@ -104,3 +104,49 @@ def test_the_same_partition_check_can_fail():
     a = np.array([[1, 0, 2]])
     assert not _same_partition(a, np.array([[1, 0, 1]]))
     assert _same_partition(a, np.array([[5, 0, 3]]))
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(64, 64)])
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_label_in_scipy_numbering(shape, connectivity):
+    rng = np.random.default_rng(shape[0] * 13 + shape[1] + connectivity)
+    structure = np.ones((3, 3), bool) if connectivity == 8 else None  # None: scipy's default cross
+    for m in _masks(rng, shape):
+        want, n_want = ndimage.label(m, structure=structure)
+        got, n_got = cvfilters.label(m, connectivity, scipy_numbering=True)
+        assert n_got == n_want and np.array_equal(got, want)
+        assert _same_partition(cvfilters.label(m, connectivity)[0], want)
+
+
+def test_label_numbering_differs_without_the_renumbering():
+    # the reason scipy_numbering exists: OpenCV's own order is not scipy's on some masks
+    m = np.random.default_rng(0).random((40, 40)) < 0.3
+    want = ndimage.label(m, structure=np.ones((3, 3), bool))[0]
+    assert not np.array_equal(cvfilters.label(m, 8)[0], want)
+    assert np.array_equal(cvfilters.label(m, 8, scipy_numbering=True)[0], want)
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(64, 64)])
+def test_fill_holes(shape):
+    rng = np.random.default_rng(shape[0] * 17 + shape[1])
+    for m in _masks(rng, shape):
+        assert np.array_equal(cvfilters.fill_holes(m), ndimage.binary_fill_holes(m))
+    if min(shape) >= 7:  # a ring with a hole, and a hole touching the border (not a hole)
+        ring = np.zeros(shape, bool)
+        ring[1:6, 1:6] = True
+        ring[3, 3] = False
+        ring[0:3, -3:] = True
+        ring[0, -2] = False
+        assert cvfilters.fill_holes(ring)[3, 3] and not cvfilters.fill_holes(ring)[0, -2]
+        assert np.array_equal(cvfilters.fill_holes(ring), ndimage.binary_fill_holes(ring))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("size", [3, 5])
+def test_median_filter_nearest(shape, size):
+    rng = np.random.default_rng(shape[0] * 19 + shape[1] + size)
+    for x in (rng.integers(-1024, 3000, shape).astype(np.float32), (rng.random(shape) * 7 - 3).astype(np.float32),
+              np.full(shape, -1000, np.float32)):
+        assert np.array_equal(cvfilters.median_filter_nearest(x, size), ndimage.median_filter(x, size, mode="nearest"))
+    with pytest.raises(ValueError, match="float32"):
+        cvfilters.median_filter_nearest(x.astype(np.float64), size)
