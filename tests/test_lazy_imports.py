@@ -87,6 +87,35 @@ def test_a_run_whose_program_needs_no_scipy_imports_none(tmp_path):
     assert loaded == ["rscore_underwater.water", "rscore_earth.terrain", "rscore_surgical.ct"]
 
 
+def test_underwater_and_ct_runs_import_no_scipy(tmp_path):
+    # their filters (box mean, patch minimum, median, openings, erosion, labels, hole filling) are OpenCV's
+    # (rscore.cvfilters), equal to the scipy.ndimage calls they replaced (tests/test_cvfilters.py and the plugins'
+    # *_cv2_equivalence tests)
+    img = tmp_path / "img64.png"
+    rgb = np.random.default_rng(0).random((64, 64, 3)) * [60, 160, 200]  # blue-green, as under water
+    rgb[40:] = np.random.default_rng(1).random((24, 64, 3)) * 255  # a textured bottom
+    Image.fromarray(rgb.astype(np.uint8)).save(img)
+    runs = [(img, "underwater", query, "underwater:" + template, ["cv2"])
+            for query, template in (("where is the sea floor", "sea_floor"), ("open water", "open_water"),
+                                    ("low visibility regions", "low_visibility"))]
+    from rscore.testing import shared_data_dir
+
+    data = shared_data_dir()
+    ct = data / "medical" / "dicom" / "pydicom_CT_small.dcm" if data else None
+    if ct is not None and ct.exists():  # (a CT series needs the shared data; the underwater runs do not)
+        # (nibabel, for the NIfTI output, imports the bare scipy package, ~0.01 s; not scipy.ndimage, ~0.26 CPU-s)
+        runs += [(ct, "surgical", q, "surgical:" + t, ["scipy", "cv2"])
+                 for q, t in (("the body", "body"), ("fat", "fat"))]
+    watch = ("scipy", "scipy.ndimage", "cv2")
+    for k, (path, plugin, query, template, expected) in enumerate(runs):
+        out = tmp_path / f"out{k}"
+        rc, loaded = _loaded_after_cli(["run", str(path), query, "-p", plugin, "--matcher", "keyword", "-o", str(out)],
+                                       tmp_path, watch=watch)
+        assert rc == 0, (plugin, query)
+        assert json.loads((out / "result.json").read_text())["plan"]["template"] == template
+        assert loaded == expected, (plugin, query)  # the rules ran, on OpenCV
+
+
 def test_cli_lets_idle_openblas_threads_sleep_unless_the_user_chose(tmp_path):
     watch = ("env:OPENBLAS_THREAD_TIMEOUT",)
     rc, had = _loaded_after_cli(["plugins", "list"], tmp_path, watch=watch, env={"OPENBLAS_THREAD_TIMEOUT": None})

@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from rscore import cvfilters  # OpenCV forms of the scipy.ndimage filters: no scipy import in a run (#22)
 from rscore.errors import OptionError
 from rscore.sdk import Operator, OpContext, ProgramOutput, Template
 from rscore.types import Window
@@ -180,11 +181,10 @@ def body_mask(hu: np.ndarray, valid: np.ndarray, pixel_size_mm: tuple[float, flo
     body part - arms beside the trunk, the other leg - that is big (at least ``BODY_PART_MIN_MM2`` and
     ``BODY_PART_MIN_SHARE`` of the largest) and not a thin band (elongation >= ``BODY_PART_MIN_ELONGATION``; the
     table, sheets and cables are thin)."""
-    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     fg = (hu > BODY_HU) & valid
     radius = 1 if pixel_size_mm is None else max(1, round(BODY_OPENING_MM / max(min(pixel_size_mm), 1e-6)))
-    opened = ndimage.binary_opening(fg, structure=_disc(radius))
-    lab, n = ndimage.label(opened)
+    opened = cvfilters.binary_opening(fg, _disc(radius))
+    lab, n = cvfilters.label(opened, 4, scipy_numbering=True)  # argmax: the first of equal sizes
     if n == 0:
         return np.zeros(hu.shape, bool)
     sizes = np.bincount(lab.ravel(), minlength=n + 1)
@@ -197,15 +197,14 @@ def body_mask(hu: np.ndarray, valid: np.ndarray, pixel_size_mm: tuple[float, flo
     for k in np.flatnonzero(sizes >= min_px):
         if k != largest and _elongation(lab == k) >= BODY_PART_MIN_ELONGATION:
             keep.append(int(k))
-    return ndimage.binary_fill_holes(np.isin(lab, keep))
+    return cvfilters.fill_holes(np.isin(lab, keep))
 
 
 def drop_small(mask: np.ndarray, min_px: int) -> np.ndarray:
     """``mask`` without its 8-connected components smaller than ``min_px`` pixels."""
-    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     if min_px <= 1 or not mask.any():
         return mask
-    lab, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    lab, n = cvfilters.label8(mask)
     sizes = np.bincount(lab.ravel(), minlength=n + 1)
     keep = sizes >= min_px
     keep[0] = False
@@ -286,13 +285,11 @@ def _air(hu: np.ndarray, valid: np.ndarray, body: np.ndarray, opts: HUOptions, m
 
 def denoise(hu: np.ndarray) -> np.ndarray:
     """3x3 median of HU: CT noise (10-20 HU) is as wide as the fat and soft-tissue windows themselves."""
-    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
-    return ndimage.median_filter(hu, size=3, mode="nearest")
+    return cvfilters.median_filter_nearest(hu, 3)
 
 
 def _fat(hu: np.ndarray, valid: np.ndarray, body: np.ndarray, opts: HUOptions, min_px: int) -> SliceAnswer:
-    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
-    near_air = ndimage.binary_dilation((hu <= AIR_EDGE_HU) & valid, structure=np.ones((3, 3), bool))
+    near_air = cvfilters.binary_dilation((hu <= AIR_EDGE_HU) & valid, np.ones((3, 3), bool))
     fat = in_range(denoise(hu), opts.hu_min, opts.hu_max) & valid & body & ~near_air
     return SliceAnswer(drop_small(fat, min_px))
 

@@ -32,6 +32,7 @@ import weakref
 
 import numpy as np
 
+from rscore import cvfilters  # OpenCV forms of the scipy.ndimage filters: no scipy import in a run (#22)
 from rscore.errors import OptionError
 from rscore.io.images import camera_frame_problem, is_dicom
 from rscore.sdk import Operator, OpContext, ProgramOutput, Template, uses
@@ -129,22 +130,20 @@ def view_rgb(ctx: OpContext, original: bool = False, checked: bool = False) -> n
 
 def rms_contrast(rgb: np.ndarray, size: int = PATCH) -> np.ndarray:
     """Local RMS contrast: standard deviation of BT.601 luminance over ``size`` px / its local mean."""
-    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     lum = (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]).astype(np.float64)
-    mean = ndimage.uniform_filter(lum, size, mode="reflect")
-    sq = ndimage.uniform_filter(lum * lum, size, mode="reflect")
+    mean = cvfilters.uniform_filter_reflect(lum, size)
+    sq = cvfilters.uniform_filter_reflect(lum * lum, size)
     std = np.sqrt(np.maximum(sq - mean * mean, 0.0))
     return (std / np.maximum(mean, MEAN_FLOOR)).astype(np.float32)
 
 
 def gb_dark_channel(rgb: np.ndarray, backlight: np.ndarray | None = None, size: int = PATCH) -> np.ndarray:
     """Patch minimum of ``min(G / A_g, B / A_b)`` (UDCP), in 0-1 (``A`` = 1 when not given)."""
-    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     g, b = rgb[1], rgb[2]
     if backlight is not None:
         g = g / max(float(backlight[1]), 1e-3)
         b = b / max(float(backlight[2]), 1e-3)
-    return ndimage.minimum_filter(np.minimum(g, b), size, mode="nearest").astype(np.float32)
+    return cvfilters.minimum_filter_nearest(np.minimum(g, b), size).astype(np.float32)
 
 
 def estimate_backlight(rgb: np.ndarray, valid: np.ndarray | None = None, size: int = PATCH) -> np.ndarray:
@@ -188,11 +187,10 @@ def transmission_op(ctx: OpContext) -> np.ndarray:
 
 
 def _open_water(ctx: OpContext) -> np.ndarray:
-    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     rgb = view_rgb(ctx, original=True)
     smooth = rms_contrast(rgb) < SMOOTH
     watery = np.maximum(rgb[1], rgb[2]) - rgb[0] > BLUE_GREEN_MARGIN
-    return ndimage.binary_opening(smooth & watery & ctx.valid, structure=np.ones((5, 5), bool))
+    return cvfilters.binary_opening(smooth & watery & ctx.valid, np.ones((5, 5), bool))
 
 
 def open_water_op(ctx: OpContext) -> np.ndarray:
@@ -287,22 +285,20 @@ def floor_from_water(water: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, 
     ``NECK_FRACTION`` of the shorter side (the bottom edge does not erode), and the parts kept are dilated back by
     the same disk inside "not open water" (an opening by reconstruction). Returns the floor mask and the number of
     parts of "not open water" left out as in the water column (fish, divers, ROVs, debris)."""
-    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     rest = valid & ~water
     r = max(1, round(NECK_FRACTION * min(rest.shape)))
     disk = np.hypot(*np.mgrid[-r:r + 1, -r:r + 1]) <= r
-    core = ndimage.binary_erosion(rest, disk, border_value=1) & rest
-    labels, n = ndimage.label(core, structure=np.ones((3, 3), bool))
+    core = cvfilters.binary_erosion(rest, disk, border_value=1) & rest
+    labels, n = cvfilters.label8(core)
     bottom = np.unique(labels[-1][labels[-1] > 0])
-    floor = ndimage.binary_dilation(np.isin(labels, bottom), disk) & rest if len(bottom) else np.zeros_like(rest)
-    parts, n_rest = ndimage.label(rest & ~floor, structure=np.ones((3, 3), bool))
+    floor = cvfilters.binary_dilation(np.isin(labels, bottom), disk) & rest if len(bottom) else np.zeros_like(rest)
+    parts, n_rest = cvfilters.label8(rest & ~floor)
     sizes = np.bincount(parts.ravel())[1:]
     return floor, int((sizes >= disk.sum()).sum())
 
 
 def _grid_water(ctx: OpContext) -> tuple[np.ndarray, int]:
     """Open water of the whole scene on a grid (for views that are a tile of a larger scene)."""
-    from scipy import ndimage  # lazy: listing plugins or a run of another plugin need no scipy (#22)
     from rscore_underwater.correction import read_grid
 
     src = ctx.scene.metadata.get("original_source")
@@ -312,7 +308,7 @@ def _grid_water(ctx: OpContext) -> tuple[np.ndarray, int]:
     patch = max(3, round(PATCH / step) | 1)
     water = (rms_contrast(rgb, patch) < SMOOTH) & (np.maximum(rgb[1], rgb[2]) - rgb[0] > BLUE_GREEN_MARGIN) & valid
     k = max(1, round(5 / step))
-    return ndimage.binary_opening(water, structure=np.ones((k, k), bool)), step
+    return cvfilters.binary_opening(water, np.ones((k, k), bool)), step
 
 
 def sea_floor(ctx: OpContext) -> ProgramOutput:
