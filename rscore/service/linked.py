@@ -25,18 +25,26 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from rscore.service.security import PathNotAllowed, _allowed
 
 __all__ = [
     "HDF5_SIGNATURE", "MAX_OBJECTS", "is_hdf5", "check_hdf5", "gdal_file_list", "check_gdal_files",
-    "check_linked_formats", "text_head",
+    "check_linked_formats", "text_head", "check_scope", "names_no_other_file",
 ]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAX_OBJECTS = 100_000
 _TEXT_HEAD = 8192
+# Formats that name no other file in their bytes (GeoTIFF / BigTIFF, PNG, JPEG): GDAL reads only side-cars beside
+# them (.ovr, .msk, .aux.xml, world files, metadata readers' files), so their folder is checked instead of opening
+# them (:func:`_fast_path`).
+_SELF_CONTAINED = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+_scope: ContextVar[dict | None] = ContextVar("rscore_linked_scope", default=None)
 
 
 def is_hdf5(path: Path) -> bool:
@@ -236,11 +244,81 @@ def check_gdal_files(
             raise _refuse(what, shown, "a raster whose header names another file")
 
 
+@contextmanager
+def check_scope() -> Iterator[None]:
+    """One request's checks (:func:`rscore.service.security.check_linked`): folder verdicts (:func:`_folder_clean`)
+    are remembered for its duration only, keyed by the folder's device, inode and modification time, so a VRT of
+    10,000 tiles in one folder lists that folder once. Nested scopes share the outer one."""
+    token = _scope.set({}) if _scope.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _scope.reset(token)
+
+
+def names_no_other_file(head: bytes) -> bool:
+    """Whether a file starting with ``head`` is one GDAL opens as GeoTIFF / BigTIFF, PNG or JPEG: formats whose bytes
+    name no other file (an HDF5 file with a user block may start with anything: :func:`is_hdf5` goes first)."""
+    return head.startswith(_SELF_CONTAINED)
+
+
+def _folder_clean(folder: Path, roots: tuple[Path, ...], private: tuple[Path, ...]) -> bool:
+    """Whether every entry of ``folder`` is a real folder (no side-car file) or an allowed file, a symbolic link by
+    where it leads: then no side-car GDAL may read there lies outside the roots. Remembered in the current
+    :func:`check_scope`."""
+    cache = _scope.get()
+    key = None
+    if cache is not None:
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return False
+        key = (str(folder), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, roots, private)
+        if key in cache:
+            return cache[key]
+    verdict = True
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                entry_path = Path(entry.path)
+                if entry.is_symlink():
+                    if not _one_allowed(entry_path, roots, private):
+                        verdict = False
+                        break
+                elif not (entry.is_dir(follow_symlinks=False) or _allowed(entry_path, roots, private)):
+                    verdict = False
+                    break
+    except OSError:
+        verdict = False
+    if key is not None:
+        cache[key] = verdict
+    return verdict
+
+
+def _fast_path(path: Path, roots: tuple[Path, ...], private: tuple[Path, ...]) -> bool:
+    """Whether the GDAL open of :func:`check_gdal_files` can be skipped for ``path`` (its real path): a GeoTIFF,
+    PNG or JPEG (:func:`names_no_other_file`) whose folder and parent folder (GDAL's metadata readers look in both)
+    hold no file outside the roots (:func:`_folder_clean`). Anything else takes the full check."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return False
+    if not names_no_other_file(head):
+        return False
+    folder = Path(os.path.realpath(path)).parent
+    return _folder_clean(folder, roots, private) and _folder_clean(folder.parent, roots, private)
+
+
 def check_linked_formats(
     path: Path, roots: tuple[Path, ...], *, what: str, shown: str, private: tuple[Path, ...] = ()
 ) -> None:
-    """Both checks above for one file (not a VRT: those are checked by :mod:`rscore.service.security`)."""
+    """Both checks above for one file (not a VRT: those are checked by :mod:`rscore.service.security`). A GeoTIFF,
+    PNG or JPEG among clean folders is not opened with GDAL (:func:`_fast_path`): ~0.5 ms saved per VRT source."""
     if is_hdf5(path):
         check_hdf5(path, roots, what=what, shown=shown, private=private)
+        return
+    if _fast_path(path, roots, private):
         return
     check_gdal_files(path, roots, what=what, shown=shown, private=private)

@@ -200,7 +200,10 @@ def check_linked(
     except OSError:
         return  # missing or unreadable: the reader says so in its own words
     if _is_vrt(head):
-        _check_vrt(path, roots, what, shown, [0], 0, private)
+        from rscore.service.linked import check_scope  # one folder listing per request, not per source
+
+        with check_scope():
+            _check_vrt(path, roots, what, shown, [0], 0, private)
         return
     from rscore.service.linked import check_linked_formats  # HDF5 / netCDF-4 links, headers naming data files
 
