@@ -40,6 +40,7 @@ __all__ = [
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAX_OBJECTS = 100_000
 _TEXT_HEAD = 8192
+MAX_FOLDER_SCAN = 20_000  # entries of one folder listed for the VRT fast path (more: every source opened with GDAL)
 # Formats that name no other file in their bytes (GeoTIFF / BigTIFF, PNG, JPEG): GDAL reads only side-cars beside
 # them (.ovr, .msk, .aux.xml, world files, metadata readers' files), so their folder is checked instead of opening
 # them (:func:`_fast_path`).
@@ -278,15 +279,19 @@ def _folder_clean(folder: Path, roots: tuple[Path, ...], private: tuple[Path, ..
         if key in cache:
             return cache[key]
     verdict = True
+    # a file directly in an allowed folder is allowed unless it is one of the private roots (see security._private)
+    folder_ok = _allowed(folder, roots, private)
     try:
         with os.scandir(folder) as entries:
-            for entry in entries:
-                entry_path = Path(entry.path)
+            for count, entry in enumerate(entries):
+                if count >= MAX_FOLDER_SCAN:  # too many to look at: the full check, source by source
+                    verdict = False
+                    break
                 if entry.is_symlink():
-                    if not _one_allowed(entry_path, roots, private):
-                        verdict = False
-                        break
-                elif not (entry.is_dir(follow_symlinks=False) or _allowed(entry_path, roots, private)):
+                    ok = _one_allowed(Path(entry.path), roots, private)
+                else:
+                    ok = entry.is_dir(follow_symlinks=False) or (folder_ok and Path(entry.path) not in private)
+                if not ok:
                     verdict = False
                     break
     except OSError:
@@ -297,9 +302,12 @@ def _folder_clean(folder: Path, roots: tuple[Path, ...], private: tuple[Path, ..
 
 
 def _fast_path(path: Path, roots: tuple[Path, ...], private: tuple[Path, ...]) -> bool:
-    """Whether the GDAL open of :func:`check_gdal_files` can be skipped for ``path`` (its real path): a GeoTIFF,
-    PNG or JPEG (:func:`names_no_other_file`) whose folder and parent folder (GDAL's metadata readers look in both)
-    hold no file outside the roots (:func:`_folder_clean`). Anything else takes the full check."""
+    """Whether the GDAL open of :func:`check_gdal_files` can be skipped for ``path`` (its real path), within a
+    :func:`check_scope` (a VRT's sources): a GeoTIFF, PNG or JPEG (:func:`names_no_other_file`) whose folder and
+    parent folder (GDAL's metadata readers look in both) hold no file outside the roots (:func:`_folder_clean`).
+    Anything else takes the full check."""
+    if _scope.get() is None:  # one file alone: its GDAL open costs less than listing its folders
+        return False
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)
