@@ -50,3 +50,44 @@ def test_a_stream_that_comes_back_within_the_limit_goes_on():
     with RtspServer(width=W, height=H, fps=10) as server:
         frames = read_through_a_restart(server, {**FAST, "max_pixels": 4 * W * H}, (2 * W, 2 * H))
     assert len(frames) == 40 and frames[-1].image.shape == (2 * H, 2 * W, 3)
+
+
+def test_the_cli_stops_with_one_line_and_no_output_folder(tmp_path):
+    """``rscore run`` on the stream (online engine): exit 2, one line naming the stream, no output folder."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    out = tmp_path / "out"
+    with RtspServer(width=W, height=H, fps=10) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rscore", "-v", "run", server.url, "workers in hi-vis vests", "-p", "safety",
+             "-O", "mode=online", "-O", "max_frames=200", "-O", "reconnect_backoff_s=0.2", "--max-pixels",
+             str(W * H), "-o", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+            env={**os.environ, "RSCORE_CACHE_DIR": str(tmp_path / "cache")},
+        )  # fmt: skip
+        lines: list[str] = []
+        started = threading.Event()
+
+        def drain() -> None:
+            for line in proc.stderr:  # the first log line (-v) comes once the engine has opened the stream
+                lines.append(line)
+                started.set()
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        assert started.wait(60), "the CLI said nothing in 60 s"
+        server.kill()
+        server.width, server.height = 2 * W, 2 * H
+        server.start()
+        try:
+            proc.wait(timeout=120)
+        finally:
+            proc.kill()
+        reader.join(10)
+    errors = [line for line in lines if line.startswith("rscore: error:")]
+    assert proc.returncode == 2, "".join(lines)[-2000:]
+    assert len(errors) == 1 and "after reconnecting" in errors[0] and "320x192" in errors[0], errors
+    assert "Traceback" not in "".join(lines) and not out.exists()
