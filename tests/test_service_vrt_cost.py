@@ -164,3 +164,19 @@ def test_a_header_source_naming_a_data_file_outside_is_still_refused(client, roo
     (outside / "raw.bin").write_bytes(np.full((16, 16), 777.0, np.float32).tobytes())
     (root / "tiles" / "h.ers").write_text(ERS.format(datafile='\tDataFile = "../../private/raw.bin"\n'))
     refused(post_path(client, vrt(root, ["tiles/h.ers"])), "mosaic.vrt", tmp_path)
+
+
+def test_a_file_outside_the_roots_beside_the_tiles_folders_means_the_full_check(root, tmp_path, gdal_opens):
+    """GDAL's metadata readers look beside a tile and one folder up: a file there outside the roots (here in the
+    root's parent) sends every tile of that folder to the full GDAL check; a symbolic link staying inside does not."""
+    from rscore.service.security import check_linked
+
+    names = [n.replace("tiles/", "") for n in tiles(root, 3)]
+    for n in names:
+        (root / "tiles" / n).rename(root / n)
+    (root / "t0.tif.aux.xml").symlink_to(root / "tiles")  # stays inside the root: no reason for the full check
+    check_linked(root / vrt(root, names), (root,), shown="mosaic.vrt")
+    assert gdal_opens == []
+    (tmp_path / "notes.txt").write_text("beside the root, outside it")
+    check_linked(root / vrt(root, names), (root,), shown="mosaic.vrt")
+    assert sorted(p.name for p in gdal_opens) == sorted(names)
