@@ -180,3 +180,16 @@ def test_a_file_outside_the_roots_beside_the_tiles_folders_means_the_full_check(
     (tmp_path / "notes.txt").write_text("beside the root, outside it")
     check_linked(root / vrt(root, names), (root,), shown="mosaic.vrt")
     assert sorted(p.name for p in gdal_opens) == sorted(names)
+
+
+def test_a_side_car_beside_a_linked_tiles_name_is_checked(client, root, outside, tmp_path):
+    """GDAL looks for a source's side-cars beside the name the VRT gives (``a/t0.tif``, a symbolic link to
+    ``tiles/t0.tif``), not beside the file it leads to: a side-car there leading outside is refused (it was not)."""
+    names = tiles(root, 1)
+    (root / "a").mkdir()
+    (root / "a" / "t0.tif").symlink_to(root / names[0])
+    assert post_path(client, vrt(root, ["a/t0.tif"])).status_code == 200
+    (outside / "leak.xml").write_text("<PAMDataset><PAMRasterBand band=\"1\"><NoDataValue>0</NoDataValue>"
+                                      "</PAMRasterBand></PAMDataset>")  # fmt: skip
+    (root / "a" / "t0.tif.aux.xml").symlink_to(outside / "leak.xml")
+    refused(post_path(client, vrt(root, ["a/t0.tif"], "again.vrt")), "again.vrt", tmp_path)

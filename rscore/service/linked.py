@@ -315,8 +315,22 @@ def _fast_path(path: Path, roots: tuple[Path, ...], private: tuple[Path, ...]) -
         return False
     if not names_no_other_file(head):
         return False
-    folder = Path(os.path.realpath(path)).parent
-    return _folder_clean(folder, roots, private) and _folder_clean(folder.parent, roots, private)
+    # GDAL looks beside the name it opens; a symbolic link's own folder and its target's folder are both checked
+    folders = {_real_folder(os.path.dirname(os.path.abspath(path)))}
+    if os.path.islink(path):
+        folders.add(Path(os.path.realpath(path)).parent)
+    return all(_folder_clean(f, roots, private) and _folder_clean(f.parent, roots, private) for f in sorted(folders))
+
+
+def _real_folder(name: str) -> Path:
+    """``realpath(name)``, remembered in the current :func:`check_scope` (a VRT's tiles share a few folders)."""
+    cache = _scope.get()
+    if cache is None:
+        return Path(os.path.realpath(name))
+    key = ("realpath", name)
+    if key not in cache:
+        cache[key] = Path(os.path.realpath(name))
+    return cache[key]
 
 
 def check_linked_formats(

@@ -280,7 +280,8 @@ def _check_vrt(
         else:  # a source that itself names other files (an HDF5 external link, a header's data file)
             from rscore.service.linked import check_linked_formats
 
-            check_linked_formats(resolved, roots, what=what, shown=shown, private=private)
+            # by the name GDAL opens: it looks for side-cars beside that name, not beside the file a link leads to
+            check_linked_formats(source, roots, what=what, shown=shown, private=private)
 
 
 def safe_upload_name(filename: str | None) -> str:
