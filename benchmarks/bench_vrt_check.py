@@ -21,13 +21,13 @@ counts more than the figures; median of 3:
 ===========  ==================  ==================  ======================
 sources      before (ms/source)  after (ms/source)   after, ERS (ms/source)
 ===========  ==================  ==================  ======================
-400          0.46 - 0.68         0.086 - 0.107       0.32 - 0.44
-2,000        0.96                0.127               0.45
+400          0.48                0.073               0.34
+2,000        0.67                0.074               0.31
 ===========  ==================  ==================  ======================
 
-At the 10,000-source cap that is ~1.3 s instead of ~6-10 s for a VRT of GeoTIFF tiles. What is left per source is the
-VRT parse and the realpath of each source (:func:`rscore.service.security._check_vrt`), the HDF5 signature sniff and
-the magic-byte read.
+At the 10,000-source cap that is ~0.75 s instead of ~5-7 s for a VRT of GeoTIFF tiles. What is left per source is
+the VRT parse and the realpath of each source (:func:`rscore.service.security._check_vrt`), the HDF5 signature sniff
+and the magic-byte read.
 """
 
 from __future__ import annotations
