@@ -173,7 +173,10 @@ def check_linked(
     except OSError:
         return  # missing or unreadable: the reader says so in its own words
     if _is_vrt(head):
-        _check_vrt(path, roots, what, shown, [0], 0, private)
+        from rscore.service.linked import check_scope  # one folder listing per request, not per source
+
+        with check_scope():
+            _check_vrt(path, roots, what, shown, [0], 0, private)
         return
     from rscore.service.linked import check_linked_formats  # HDF5 / netCDF-4 links, headers naming data files
 
@@ -250,7 +253,8 @@ def _check_vrt(
         else:  # a source that itself names other files (an HDF5 external link, a header's data file)
             from rscore.service.linked import check_linked_formats
 
-            check_linked_formats(resolved, roots, what=what, shown=shown, private=private)
+            # by the name GDAL opens: it looks for side-cars beside that name, not beside the file a link leads to
+            check_linked_formats(source, roots, what=what, shown=shown, private=private)
 
 
 def safe_upload_name(filename: str | None) -> str:

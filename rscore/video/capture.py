@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +204,9 @@ class _StreamReader(FrameReader):
         self._finite = False
         self._connects = 0
         self._reconnect = False
+        # The pixel limit the first frame was checked against (open_video sets it): a reconnection that comes back
+        # with larger frames is checked again (_check_size). None: not checked when opened, nor when reconnected.
+        self.frame_limits: Mapping[str, Any] | None = None
         cap, first = self._connect(initial=True)
         cv2 = _cv2()
         fps = options.frame_rate or float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -258,6 +261,21 @@ class _StreamReader(FrameReader):
             "(is the camera/URL reachable? see reconnect_attempts, reconnect_budget_s, open_timeout_s)"
         )
 
+    def _check_size(self, rgb: np.ndarray) -> None:
+        """Refuse (ImageTooLarge, one line naming the redacted URL) frames over the pixel limit after a reconnection:
+        the camera may come back at a larger size than the one checked when the stream was opened."""
+        if self.frame_limits is None:
+            return
+        from rscore.errors import ImageTooLarge
+        from rscore.io.images import check_pixel_limit
+
+        h, w = rgb.shape[:2]
+        try:
+            check_pixel_limit(None, int(w), int(h), self.frame_limits, kind="video frame")
+        except ImageTooLarge as exc:
+            self.close()
+            raise ImageTooLarge(f"{self.display}: after reconnecting, {exc.message}") from None
+
     def _force_reconnect(self) -> None:
         self._reconnect = True
 
@@ -301,6 +319,7 @@ class _StreamReader(FrameReader):
                 self._event("lost", frame=index)
                 log.warning("%s", msg)
                 return
+            self._check_size(self._pending)  # after the try: ImageTooLarge is an InputError, not a lost stream
 
     def close(self) -> None:
         if self._cap is not None:

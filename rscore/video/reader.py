@@ -131,6 +131,8 @@ def open_video(
     if limits is not None or not isinstance(options, ReaderOptions):
         try:
             _check_frame_size(reader, limits if limits is not None else options)  # type: ignore[arg-type]
+            if hasattr(reader, "frame_limits"):  # a stream checks its frames again when it reconnects
+                reader.frame_limits = dict(limits if limits is not None else options or {})  # type: ignore[arg-type]
         except BaseException:
             reader.close()
             raise

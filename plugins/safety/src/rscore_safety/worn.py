@@ -64,17 +64,19 @@ def _source_key(uri: str) -> tuple[str, int, float] | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _background(key: tuple[str, int, float], samples: int) -> tuple[np.ndarray, int, int] | None:
+def _background(key: tuple[str, int, float], samples: int, pixels: int) -> tuple[np.ndarray, int, int] | None:
     from rscore.video.keyframes import ViewStats
     from rscore.video.reader import ReaderOptions, open_video
 
     path = key[0]
-    with open_video(path) as probe:
+    # The limit is the frame size of the scene asked about, which the run already checked against its own limits
+    # (--max-pixels / RSCORE_MAX_PIXELS): a raised limit reaches here, and a clip swapped for larger frames is not read
+    with open_video(path, limits={"max_pixels": pixels}) as probe:
         count = probe.info.frame_count or 0
     step = max(1, count // samples) if count else 1
     views = ViewStats()
     kept: list[tuple[int, np.ndarray]] = []
-    with open_video(path, ReaderOptions(stride=step, max_frames=samples)) as reader:  # the reader skips the rest
+    with open_video(path, ReaderOptions(stride=step, max_frames=samples), limits={"max_pixels": pixels}) as reader:
         for frame in reader:
             views.add(frame.index, frame.image)
             kept.append((frame.index, frame.image))
@@ -113,7 +115,7 @@ def clip_background(
     if key is None:
         return None
     try:
-        got = _background(key, int(samples))
+        got = _background(key, int(samples), int(shape[0]) * int(shape[1]))
     except Exception as exc:  # a clip that cannot be decoded again: no person cue, said by the caller
         log.info("no background model for %s: %s", uri, exc)
         return None
