@@ -129,7 +129,8 @@ def _window_pieces(
     by :func:`_traced_polygons` when ``compiled_trace``, else by GDAL's polygonize (the same polygons)."""
     from affine import Affine
     from rasterio.features import shapes
-    from scipy import ndimage
+
+    from rscore import cvfilters  # scipy.ndimage.label (4-connected, its numbering) in OpenCV: no scipy (#22)
 
     none = np.zeros((0, 2), np.int64)
     mask = np.asarray(read_window(result.mask, win), bool)
@@ -144,7 +145,7 @@ def _window_pieces(
         next_label = 0
         label_class: list[int] = [0]
         for k in np.flatnonzero(np.bincount(values.ravel(), minlength=1)[1:]) + 1:  # the classes present
-            lab, n = ndimage.label(values == k)
+            lab, n = cvfilters.label(values == k, 4, scipy_numbering=True)
             np.add(lab, next_label, out=labels, where=lab > 0)
             next_label += n
             label_class += [int(k)] * n
@@ -219,13 +220,13 @@ def _polygons(rings: list[list[Any]]) -> np.ndarray:
 def _settle(pieces: list[_Piece], pairs: np.ndarray, frontier: int | None, cuts: tuple[int, int]) -> np.ndarray:
     """Which ``pieces`` to hold: the clusters of touching pieces (``pairs`` within windows, plus edge pieces that
     touch across window edges) that reach row ``frontier``, the edge of the strips not read yet."""
+    n = len(pieces)
+    if frontier is None or not n:  # before the imports: a one-window raster needs no scipy (#22)
+        return np.zeros(n, bool)
     import shapely
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    n = len(pieces)
-    if frontier is None or not n:
-        return np.zeros(n, bool)
     edge = np.flatnonzero([p.edge for p in pieces])
     geoms = np.array([pieces[i].geom for i in edge], dtype=object)
     left, right = _touching(geoms, cuts)
