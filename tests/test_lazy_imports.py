@@ -116,6 +116,26 @@ def test_underwater_and_ct_runs_import_no_scipy(tmp_path):
         assert loaded == expected, (plugin, query)  # the rules ran, on OpenCV
 
 
+def test_small_earth_landslide_and_steep_runs_import_no_scipy(tmp_path):
+    # the README example DEM (384 px square, one polygon window): terrain from numpy, polygons labelled by OpenCV
+    # (rscore.cvfilters.label, equal to scipy.ndimage.label: plugins/earth/tests/test_earth_cv2_equivalence.py), and
+    # no cross-window merge, so no scipy.sparse either; all the earth writers ran
+    from rscore_earth import terrain
+
+    dem = os.path.join(os.path.dirname(terrain.__file__), "data", "example_dem.tif")
+    watch = ("scipy", "scipy.ndimage", "scipy.sparse", "rscore_earth.polygons", "cv2")
+    for k, (query, template) in enumerate((("landslide-prone areas", "earth:landslide"),
+                                           ("steep terrain", "earth:steep_terrain"))):
+        out = tmp_path / f"out{k}"
+        rc, loaded = _loaded_after_cli(["run", "--plugin", "earth", dem, query, "-o", str(out)], tmp_path, watch=watch)
+        assert rc == 0, query
+        doc = json.loads((out / "result.json").read_text())
+        assert doc["plan"]["template"] == template
+        polys = json.loads((out / "polygons.geojson").read_text())["features"]
+        assert polys and (out / "mask.tif").exists()  # not vacuous: the polygons were labelled and written
+        assert loaded == ["rscore_earth.polygons", "cv2"], query
+
+
 def test_cli_lets_idle_openblas_threads_sleep_unless_the_user_chose(tmp_path):
     watch = ("env:OPENBLAS_THREAD_TIMEOUT",)
     rc, had = _loaded_after_cli(["plugins", "list"], tmp_path, watch=watch, env={"OPENBLAS_THREAD_TIMEOUT": None})
