@@ -614,7 +614,8 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         r = templates[runner]
         match["ambiguous"] = True
         return absent(f"the query matches '{t.name}' ({top_score:.2f}) and '{r.name}' ({runner_score:.2f}) "
-                      f"almost equally (margin {_below(margin, MIN_MARGIN[method])} < {MIN_MARGIN[method]}); say which", t)
+                      f"almost equally (margin {_below(margin, MIN_MARGIN[method])} < {MIN_MARGIN[method]}); "
+                      "say which", t)
     if not qneg and (q := qualifier(core, t, templates)) and q[0] == "absent":  # "gentle slopes", "dark areas"
         spec.update(decision="qualifier", word=q[2])
         return absent(q[1], t)
@@ -653,7 +654,8 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         if subject and head_best < threshold:  # "roads along the river": what is asked for is no template's
             spec.update(decision="unknown subject", head_best=round(head_best, 4))
             return absent(f"the query asks for '{split[0]}' ({split[1]}), which no template marks (best "
-                          f"{_below(head_best, threshold)} < {threshold}); '{t.name}' matched only through '{split[1]}'", t)
+                          f"{_below(head_best, threshold)} < {threshold}); '{t.name}' matched only through "
+                          f"'{split[1]}'", t)
     if splits and "declared_relation" not in spec:  # two parts, each clearly another template's concept,
         # combined in a way no template declares (a relation the template itself declares is its own question)
         owner = _concept_owner(rows, sims[:, [col[x] for ab in splits for x in ab]], len(templates), method,
