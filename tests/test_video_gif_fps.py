@@ -39,3 +39,21 @@ def test_gif_fps_is_the_average_and_the_overlay_lasts_as_long_as_the_source(shar
         overlay_s = ov.duration / 1e6
     assert frames == 71
     assert overlay_s == pytest.approx(source_s, abs=0.02)
+
+
+def test_a_gif_of_uneven_delays_is_read_at_its_average_rate(tmp_path):
+    """A GIF written here with delays of 50, 100 and 100 ms: 3 frames in 0.25 s = 12 fps (its first delay alone
+    says 20), each frame at its own time."""
+    pytest.importorskip("av")
+    import numpy as np
+    from PIL import Image
+
+    from rscore.video.reader import open_video
+
+    path = tmp_path / "uneven.gif"
+    frames = [Image.fromarray(np.full((16, 24, 3), 60 * k, np.uint8)) for k in range(3)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=[50, 100, 100], loop=0)
+    with open_video(path) as reader:
+        assert reader.info.frame_count == 3
+        assert reader.info.fps == pytest.approx(12.0, abs=1e-6)
+        assert [round(f.timestamp_s, 3) for f in reader] == [0.0, 0.05, 0.15]

@@ -82,9 +82,12 @@ def _gif_average_fps(path: Path) -> float | None:
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            frames = stream.frames or sum(1 for _ in container.demux(stream) if _.size)
-            seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
-    except (av.error.FFmpegError, IndexError, ValueError) as exc:
+            frames, seconds = stream.frames, float(stream.duration * stream.time_base) if stream.duration else 0.0
+            if not (frames and seconds) and stream.time_base:  # not in the header: the packets' own delays
+                packets = [p for p in container.demux(stream) if p.size]
+                frames = len(packets)
+                seconds = float(sum(p.duration or 0 for p in packets) * stream.time_base)
+    except (OSError, av.error.FFmpegError, IndexError, ValueError) as exc:
         log.debug("%s: PyAV could not read the GIF's delays (%s); OpenCV's frame rate kept", path, exc)
         return None
     return frames / seconds if frames > 0 and seconds > 0 else None
