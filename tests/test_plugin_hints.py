@@ -67,3 +67,37 @@ def test_no_plugin_is_advised_whose_template_cannot_read_this_input(rscore_cli, 
     result = json.loads((tmp_path / "a" / "result.json").read_text())
     assert result["absent"] is True and "other_plugin" not in result["plan"]["match"]
     assert "pass --plugin" not in " ".join(res.stdout.split())
+
+
+def _clip(tmp_path):
+    """Six 80x64 frames of blue water with an orange shape swimming right (MJPG in AVI, written with OpenCV)."""
+    import cv2
+    import numpy as np
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (80, 64))
+    for i in range(6):
+        frame = np.zeros((64, 80, 3), np.uint8)
+        frame[...] = (150, 90, 0)  # BGR: blue water
+        frame[20:40, 10 + 5 * i: 30 + 5 * i] = (40, 200, 230)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_a_video_asked_of_the_wrong_plugin_names_the_plugin_that_answers(rscore_cli, tmp_path, mode):
+    """The video engine plans on its first frame: absent among the safety templates, it now says which plugin to
+    pass, as the image path does (it said only "matches no template")."""
+    import json
+
+    out = tmp_path / mode
+    res = rscore_cli("run", "--plugin", "safety", str(_clip(tmp_path)), "fish", "-O", f"mode={mode}", "--out",
+                     str(out))  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert result["absent"] is True and result["instances"] == []
+    assert result["scene"]["kind"] == "video"
+    assert "pass --plugin underwater" in " ".join(res.stdout.split())
+    assert result["plan"]["match"]["other_plugin"].startswith("underwater:")
+    assert not (out / "overlay.mp4").exists()

@@ -136,6 +136,16 @@ class TemplateMatcher:
         return None, ranked
 
 
+def _below(value: float, limit: float) -> str:
+    """``value`` (less than ``limit``) with two decimals, or as many more (up to six) as it takes to read as less:
+    a margin of 0.0158 under 0.02 prints "0.016", not "0.02 < 0.02"."""
+    for digits in range(2, 7):
+        text = f"{value:.{digits}f}"
+        if float(text) < limit:
+            return text
+    return repr(value)
+
+
 # the margin and composition rules, fitted on benchmarks/routing/tune.tsv (never on eval.tsv)
 MIN_MARGIN = {"embedding": 0.02, "keyword": 0.0}  # closer than this to a different template: ambiguous -> absent
 TIE_WINDOW = {"embedding": 0.06, "keyword": 0.05}  # closer than this, tie_break() decides where it can
@@ -507,7 +517,15 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
                      margin=margin)
     elif top_score < threshold:
         closest = ", ".join(f"{templates[i].name} ({per[i][0]:.2f})" for i in order[:3] if per[i][0] > -1)
-        why = f"the query matches no template (best {top_score:.2f} < threshold {threshold}); closest: {closest}"
+        if closest:
+            why = (f"the query matches no template (best {_below(top_score, threshold)} < threshold {threshold}); "
+                   f"closest: {closest}")
+        else:  # every template ruled out (by polarity): no score to show, no closest one
+            plugins = sorted({x.plugin for x in templates if x.plugin})
+            whose = f"the {plugins[0]} plugin" if len(plugins) == 1 else "the plugins chosen"
+            why = f"the query matches no template: no template of {whose} is about this query"
+            if qneg and polarity_object:
+                why += f" (none marks what is without '{polarity_object}')"
         if "opposite" in polarity:
             o = polarity["opposite"]
             name = o["template"].split(":")[-1]
@@ -596,7 +614,8 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         r = templates[runner]
         match["ambiguous"] = True
         return absent(f"the query matches '{t.name}' ({top_score:.2f}) and '{r.name}' ({runner_score:.2f}) "
-                      f"almost equally (margin {margin:.2f} < {MIN_MARGIN[method]}); say which", t)
+                      f"almost equally (margin {_below(margin, MIN_MARGIN[method])} < {MIN_MARGIN[method]}); "
+                      "say which", t)
     if not qneg and (q := qualifier(core, t, templates)) and q[0] == "absent":  # "gentle slopes", "dark areas"
         spec.update(decision="qualifier", word=q[2])
         return absent(q[1], t)
@@ -635,7 +654,8 @@ def decide(query: str, templates: Sequence[Template], method: str | None = None)
         if subject and head_best < threshold:  # "roads along the river": what is asked for is no template's
             spec.update(decision="unknown subject", head_best=round(head_best, 4))
             return absent(f"the query asks for '{split[0]}' ({split[1]}), which no template marks (best "
-                          f"{head_best:.2f} < {threshold}); '{t.name}' matched only through '{split[1]}'", t)
+                          f"{_below(head_best, threshold)} < {threshold}); '{t.name}' matched only through "
+                          f"'{split[1]}'", t)
     if splits and "declared_relation" not in spec:  # two parts, each clearly another template's concept,
         # combined in a way no template declares (a relation the template itself declares is its own question)
         owner = _concept_owner(rows, sims[:, [col[x] for ab in splits for x in ab]], len(templates), method,

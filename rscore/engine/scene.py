@@ -20,6 +20,26 @@ log = logging.getLogger(__name__)
 __all__ = ["open_scene"]
 
 
+def _refuse_empty_folder(path: Path) -> None:
+    """An input folder with nothing in it (or only hidden files such as ``.DS_Store``) is said to be empty, rather
+    than "no reader opens folders like this one"."""
+    try:
+        with os.scandir(path) as entries:
+            names = [e.name for e in entries]
+    except OSError as exc:
+        raise InputError(f"the folder cannot be listed ({exc.strerror or exc})", path=path) from None
+    if not names:
+        raise InputError(
+            "is a directory with nothing in it (an empty folder): give a file or a folder of frames/slices", path=path
+        )
+    if all(n.startswith(".") for n in names):
+        raise InputError(
+            f"is a directory with only {len(names)} hidden file(s) in it (an empty folder): give a file or a folder "
+            "of frames/slices",
+            path=path,
+        )
+
+
 def open_scene(
     path: str | os.PathLike[str],
     *,
@@ -47,6 +67,7 @@ def open_scene(
         raise InputError("no such file or directory", path=path)
     readers = reg.readers_for(plugin)
     if is_dir:
+        _refuse_empty_folder(path)
         candidates = [r for r in readers if r.accepts_directories and r.sniff(path, b"")]
         if not candidates:
             raise InputError("is a directory; no installed reader opens folders like this one (give a file)", path=path)

@@ -64,7 +64,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from dataclasses import replace
 from typing import Any
@@ -191,6 +191,17 @@ def segment_video(
     return result.replace(timings=timings)
 
 
+def _hinted(c: _Context, plan: Plan, scene: Scene, templates: Sequence[Template]) -> Plan:
+    """The offline plan of the first frame, with the image path's hint when it is absent among the chosen plugin's
+    templates but another installed plugin's template answers ("fish" with ``--plugin safety``: pass --plugin
+    underwater); see :func:`rscore.engine.analytic.other_plugin_hint`. The answer stays absent."""
+    if plan.absent and len(templates) < len(c.reg.templates):
+        from rscore.engine.analytic import other_plugin_hint
+
+        plan = other_plugin_hint(plan, c.request, scene, templates, c.reg.templates)
+    return plan
+
+
 def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
     c, v = ctx, ctx.vopts
     timings: dict[str, float] = {}
@@ -240,7 +251,8 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
         c.first = c.first or frame
         c.tick()
         if plan0 is None and analytic:
-            plan0 = reasoner.plan(c.prepare(frame), c.request, templates)
+            scene0 = c.prepare(frame)
+            plan0 = _hinted(c, reasoner.plan(scene0, c.request, templates), scene0, templates)
             if plan0.absent:
                 return _plan_absent(c, reader, plan0, "offline")
             c.planned(plan0)
@@ -382,7 +394,8 @@ def _online(ctx: _Context, reader: FrameReader) -> VideoResult:
             if pos == 0:
                 c.first = frame
                 if analytic:
-                    plan = c.plan = reasoner.plan(c.prepare(frame), c.request, templates)
+                    scene0 = c.prepare(frame)
+                    plan = c.plan = _hinted(c, reasoner.plan(scene0, c.request, templates), scene0, templates)
                     c.planned(plan)
                     if plan.absent:
                         if c.overlay is not None:
