@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
 import zipfile
 from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
 from rscore.service import ServerThread, Settings, create_app
 
@@ -37,6 +39,18 @@ class Services:
 
 
 # ------------------------------------------------------------------------------- DICOM series for upload tests
+# The skip marks of the service tests that read GeoTIFFs through the earth plugin: ``pytestmark = [*SERVICE_AND_EARTH]``
+SERVICE_AND_EARTH = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None,
+        reason="the service needs fastapi, uvicorn and python-multipart",
+    ),
+    pytest.mark.skipif(
+        importlib.util.find_spec("rscore_earth") is None or importlib.util.find_spec("rasterio") is None,
+        reason="needs the earth plugin and rasterio",
+    ),
+]
+
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 

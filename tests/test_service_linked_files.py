@@ -20,18 +20,9 @@ import httpx
 import numpy as np
 import pytest
 
-from service_helpers import Services
+from service_helpers import SERVICE_AND_EARTH, Services
 
-pytestmark = [
-    pytest.mark.skipif(
-        importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None,
-        reason="the service needs fastapi, uvicorn and python-multipart",
-    ),
-    pytest.mark.skipif(
-        importlib.util.find_spec("rscore_earth") is None or importlib.util.find_spec("rasterio") is None,
-        reason="needs the earth plugin and rasterio",
-    ),
-]
+pytestmark = SERVICE_AND_EARTH
 needs_h5py = pytest.mark.skipif(importlib.util.find_spec("h5py") is None, reason="builds HDF5 files with h5py")
 QUERY = "elevation above 100 m"
 SECRET_VALUE = 777.0

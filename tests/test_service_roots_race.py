@@ -11,7 +11,6 @@ point of the request (a wrapper around the check, or around the engine's run), n
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -21,17 +20,10 @@ import httpx
 import numpy as np
 import pytest
 
-from service_helpers import Services
+from service_helpers import SERVICE_AND_EARTH, Services
 
 pytestmark = [
-    pytest.mark.skipif(
-        importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None,
-        reason="the service needs fastapi, uvicorn and python-multipart",
-    ),
-    pytest.mark.skipif(
-        importlib.util.find_spec("rscore_earth") is None or importlib.util.find_spec("rasterio") is None,
-        reason="needs the earth plugin and rasterio",
-    ),
+    *SERVICE_AND_EARTH,
     pytest.mark.skipif(not os.path.isdir("/proc/self/fd") or not hasattr(os, "O_PATH"), reason="pinning is Linux's"),
 ]
 

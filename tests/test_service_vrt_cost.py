@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,18 +17,9 @@ import httpx
 import numpy as np
 import pytest
 
-from service_helpers import Services
+from service_helpers import SERVICE_AND_EARTH, Services
 
-pytestmark = [
-    pytest.mark.skipif(
-        importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None,
-        reason="the service needs fastapi, uvicorn and python-multipart",
-    ),
-    pytest.mark.skipif(
-        importlib.util.find_spec("rscore_earth") is None or importlib.util.find_spec("rasterio") is None,
-        reason="needs the earth plugin and rasterio",
-    ),
-]
+pytestmark = SERVICE_AND_EARTH
 QUERY = "elevation above 100 m"
 
 
