@@ -148,7 +148,7 @@ def test_free_air_and_bowel_gas_are_answered_as_part_of_all_air_not_confidently(
     airways and bowel gas together - at confidence 0.99 and no superset caveat: a radiologist asking for free air
     got the lungs. Now: the same mask, flagged as a superset, with a low confidence; 'lungs' is unchanged."""
     ct = _ct_series(shared_data)
-    for query in ("free air", "bowel gas", "pneumothorax", "air under the diaphragm"):
+    for query in ("free air", "bowel gas", "pneumothorax"):  # answered at 0.99 before, or absent naming another template
         cli, _ = _run(tmp_path, "surgical", ct, query, name=query.replace(" ", "_"))
         assert cli.exit_code == 0, cli.stderr
         doc = cli.json

@@ -107,7 +107,8 @@ def test_sampling_seek_and_reverse_on_the_worker_clip():
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize("name", [VTEST, WORKER_MP4, WORKER_GIF])
+# vtest (795 frames, nine full decodes) is slow: the MP4 and GIF keep the default suite's check
+@pytest.mark.parametrize("name", [pytest.param(VTEST, marks=pytest.mark.slow), WORKER_MP4, WORKER_GIF])
 def test_sampled_frames_skip_pixels_but_equal_the_full_read(name):
     """Frames that sampling drops are decoded but not converted to pixels; the kept ones (index, timestamp,
     pixels) are exactly those of reading every frame and applying the sampling rule, forward and from a start."""

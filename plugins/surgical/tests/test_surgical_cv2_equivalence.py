@@ -85,7 +85,7 @@ def _answers(path, options):
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("name", ["dcmqi_ct-3slice", "pydicom_CT_small.dcm"])
-@pytest.mark.parametrize("tile_size", [None, 200])
+@pytest.mark.parametrize("tile_size", [None, pytest.param(200, marks=pytest.mark.slow)])  # tiled: -m slow
 def test_real_ct_answers_unchanged(shared_data, monkeypatch, name, tile_size):
     path = shared_data / "medical" / "dicom" / name
     if not path.exists():
