@@ -47,6 +47,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_video import _table  # noqa: E402  (the same plain-text table)
+
 QUERY = "the worker in the hi-vis vest"
 W, H = 672, 504  # multiples of 28 (Qwen's patch grid): rscore sends the picture at this size, unresized
 STUB_ANSWER = json.dumps({
@@ -248,14 +251,6 @@ def measure(base_url: str, model: str, pictures: Sequence[np.ndarray], *, query:
                                                   - rows["bare"]["cpu_ms_per_request"], 2),
             })  # fmt: skip
     return out
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    widths = {k: max(len(k), *(len(str(r.get(k, ""))) for r in rows)) for k in keys}
-    lines = ["  ".join(k.rjust(widths[k]) for k in keys)]
-    lines += ["  ".join(str(r.get(k, "")).rjust(widths[k]) for k in keys) for r in rows]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,23 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from test_outdir_safety import one_line_error, rscore
-
-
-@pytest.fixture
-def png(tmp_path: Path) -> Path:
-    path = tmp_path / "photo.png"
-    img = np.zeros((40, 40, 3), np.uint8)
-    img[10:20, 10:20] = 250
-    Image.fromarray(img).save(path)
-    return path
-
-
-def _run(png: Path, out: str) -> subprocess.CompletedProcess:
-    return rscore("run", png.name, "bright regions", "--out", out, cwd=png.parent)
+from test_outdir_safety import _run, one_line_error
+from test_outdir_safety import png  # noqa: F401 - the shared fixture: a 40x40 photo with one bright square
 
 
 def test_an_empty_user_file_named_like_the_lock_is_kept(png: Path):
