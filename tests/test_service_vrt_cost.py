@@ -17,17 +17,11 @@ import httpx
 import numpy as np
 import pytest
 
-from service_helpers import SERVICE_AND_EARTH, Services
+from service_helpers import SERVICE_AND_EARTH
+from test_service_linked_files import client, registry  # noqa: F401 - the same loopback service fixtures
 
 pytestmark = SERVICE_AND_EARTH
 QUERY = "elevation above 100 m"
-
-
-@pytest.fixture(scope="module")
-def registry():
-    from rscore.engine import default_registry
-
-    return default_registry()
 
 
 @pytest.fixture
@@ -40,14 +34,6 @@ def root(tmp_path: Path) -> Path:
 def outside(tmp_path: Path) -> Path:
     (tmp_path / "private").mkdir()
     return tmp_path / "private"
-
-
-@pytest.fixture
-def client(tmp_path: Path, root: Path, registry) -> Iterator[httpx.Client]:
-    services = Services()
-    yield services.start(registry, output_root=tmp_path / "out", allowed_roots=(root,), workers=1, queue_size=2,
-                         request_timeout_s=60, job_runner="inprocess")  # fmt: skip
-    services.stop_all()
 
 
 def tiles(root: Path, n: int = 4, driver: str = "GTiff", ext: str = "tif") -> list[str]:

@@ -11,15 +11,14 @@ from rscore.errors import ImageTooLarge
 from rscore.video.reader import open_video
 from rscore.video.rtsp import RtspServer, rtsp_server_available
 
+from test_video_rtsp import FAST, H, W  # the same small camera and fast reconnect settings
+
 pytestmark = pytest.mark.skipif(
     not rtsp_server_available(),
     reason="no Python with PyGObject + gst-rtsp-server (apt: python3-gi gir1.2-gst-rtsp-server-1.0 "
     "gstreamer1.0-plugins-good)",
 )
 
-W, H = 160, 96
-FAST = {"open_timeout_s": 8, "read_timeout_s": 3, "reconnect_backoff_s": 0.2, "reconnect_attempts": 6,
-        "reconnect_budget_s": 30}  # fmt: skip
 
 
 def read_through_a_restart(server: RtspServer, options: dict, size: tuple[int, int]) -> list:
