@@ -272,7 +272,9 @@ def _print_result(result: Any, out_dir: Path) -> None:
         table = Table("#", "label", "score", "bbox (x0,y0,x1,y1)", "area px", "area")
         for i, inst in enumerate(result.instances[:10]):
             area = _area(inst.area_real, inst.area_unit) if inst.area_real is not None else ""
-            table.add_row(str(i), inst.label, f"{inst.score:.3f}", str(inst.bbox), str(inst.area_px), area)
+            own = inst.attributes.get("bbox_in_slice")  # a DICOM series: the box on its own slice, as a viewer shows
+            box = f"slice {inst.attributes['slice']}: {tuple(own)}" if own is not None else str(inst.bbox)
+            table.add_row(str(i), inst.label, f"{inst.score:.3f}", box, str(inst.area_px), area)
         console.print(table)
         if len(result.instances) > 10:
             console.print(f"  ... and {len(result.instances) - 10} more instances (see result.json)")

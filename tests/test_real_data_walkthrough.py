@@ -336,3 +336,21 @@ def test_each_ct_instance_carries_its_box_on_its_own_slice(shared_data, tmp_path
         ys, xs = own.nonzero()
         assert box == [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
         assert inst["bbox"] == [box[0], box[1] + 512 * k, box[2], box[3] + 512 * k]
+
+
+@real_data
+def test_the_cli_table_shows_each_ct_box_on_its_own_slice(shared_data, tmp_path):
+    """The CLI's instance table printed the stacked-scene boxes (y up to 1476 on 512 px slices), which no viewer
+    shows; it now prints the slice and the box on that slice, as result.json's ``bbox_in_slice``."""
+    import re
+
+    cli = run_cli("run", "--plugin", "surgical", _ct_series(shared_data), "bone", "-o", tmp_path / "out",
+                  env={"COLUMNS": "160"})
+    assert cli.exit_code == 0, cli.stderr
+    text = " ".join(cli.stdout.split())
+    boxes = re.findall(r"slice (\d): \((\d+), (\d+), (\d+), (\d+)\)", text)
+    assert boxes and {k for k, *_ in boxes} <= {"0", "1", "2"}
+    assert all(int(v) <= 512 for _, *box in boxes for v in box), boxes
+    doc = json.loads((tmp_path / "out" / "result.json").read_text())
+    first = doc["instances"][0]["attributes"]
+    assert boxes[0] == (str(first["slice"]), *map(str, first["bbox_in_slice"]))
