@@ -383,6 +383,13 @@ class Template:
     (in memory or on disk), run by the finish stage before it derives the instances, so that they are built once
     from the final mask: a rule a tile cannot apply (the landslide map's minimum mapping unit). It returns
     ``(mask, classes, step)`` (the step is appended to the plan) or ``None`` to leave them as they are.
+
+    ``tile_summary(ctx)`` is optional work for the writers done on each tile while its pixels are in memory (in the
+    tile's worker process with ``-O workers``): called by :func:`rscore.engine.tile.run_tile` after the program,
+    with the program's :class:`OpContext` (bands it read are cached there); whatever it returns (small and
+    picklable: it travels back from the worker and is held until the writers run; ``None`` for nothing) reaches
+    :attr:`rscore.types.Result.tile_summaries` as ``(core window, value)``. The earth plugin's block-mean preview of
+    the input (``map.png``, ``basemap.png``) is one, so its map writer does not read the whole input again.
     """
 
     name: str
@@ -407,6 +414,7 @@ class Template:
     uses: tuple[OpUse, ...] = ()  # registered operators its program calls (empty: direct code)
     refine: Callable[..., Any] | None = None  # whole-map step on the stitched outputs before the instances
     fixed_region: bool = False  # its answer does not move with the picture (zones from a file): video runs it per frame
+    tile_summary: Callable[[OpContext], Any] | None = None  # per-tile work for writers -> Result.tile_summaries
     plugin: str = ""  # filled in by the registry
 
     @property

@@ -295,6 +295,9 @@ class Result:
     options: Mapping[str, Any] = field(default_factory=dict)  # the request's options, for writers and postprocess
     confidence: float | None = None
     caveats: tuple[str, ...] = ()
+    # (core window, value) per tile that the answering template's tile_summary returned (rscore.sdk.Template), for
+    # writers (e.g. the earth map's preview of the input); not serialised
+    tile_summaries: tuple[tuple[Window, Any], ...] = ()
 
     @property
     def absent(self) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from rscore.engine.backends import segmenter
 from rscore.engine.plan import Planned
 from rscore.plugins import Registry
 from rscore.tiling import TiledArray
-from rscore.types import Instance, Plan, ProgressCallback, Request, Scene
+from rscore.types import Instance, Plan, ProgressCallback, Request, Scene, Window
 
 __all__ = ["Execution", "execute"]
 
@@ -38,6 +39,7 @@ class Execution:
     instances: list[Instance] = field(default_factory=list)
     segmenter_name: str | None = None
     caveats: list[str] = field(default_factory=list)
+    tile_summaries: list[tuple[Window, Any]] = field(default_factory=list)  # the template's tile_summary per tile
 
 
 def execute(
@@ -60,6 +62,7 @@ def execute(
             scene, request, template, registry.operators, tile_size=int(opts["tile_size"]), progress=progress
         )
         out.mask, out.score, out.classes = run_.mask, run_.score, run_.classes
+        out.tile_summaries = run_.summaries
         targets += run_.targets
         out.caveats += [c for c in run_.caveats if c not in out.caveats]
         out.plan = dataclasses.replace(plan, steps=plan.steps + tuple(run_.steps), targets=tuple(targets))

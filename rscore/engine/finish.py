@@ -123,6 +123,7 @@ def finish_result(scene: Scene, request: Request, planned: Planned, done: Execut
         caveats=tuple(caveats) if not plan.absent else (),
         confidence=answer_confidence(plan, caveats),
         provenance=provenance(registry, request.plugin, scene, plan, done.segmenter_name, opts),
+        tile_summaries=tuple(done.tile_summaries),
     )
 
 

@@ -6,7 +6,7 @@ landslide flow uses the same two pieces with tile batches computed as Prefect ta
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ from rscore.engine.parallel import map_tiles, resolve_workers
 from rscore.progress import report
 from rscore.sdk import Operator, Template
 from rscore.tiling import ArraySink, TiledArray, iter_tiles, make_sink, tile_count
-from rscore.types import ProgressCallback, Request, Scene, Step, Target
+from rscore.types import ProgressCallback, Request, Scene, Step, Target, Window
 
 __all__ = ["ProgramRun", "run_program", "TileStitcher", "merge_notes"]
 
@@ -31,6 +31,7 @@ class ProgramRun:
     targets: list[Target]
     tiles: int
     caveats: list[str]
+    summaries: list[tuple[Window, Any]] = field(default_factory=list)  # (core, template.tile_summary's value)
 
 
 def run_program(
@@ -62,7 +63,7 @@ def run_program(
         if unit is not None:
             report(progress, *unit(done, total), plain=(done, total))
     mask, score, classes = stitch.finish()
-    return ProgramRun(mask, score, classes, stitch.steps(), targets, total, stitch.caveats)
+    return ProgramRun(mask, score, classes, stitch.steps(), targets, total, stitch.caveats, stitch.summaries)
 
 
 def _progress_unit(scene: Scene, tile_size: int) -> Callable[[int, int], tuple[int, int, str]]:
@@ -86,7 +87,8 @@ def _progress_unit(scene: Scene, tile_size: int) -> Callable[[int, int], tuple[i
 class TileStitcher:
     """The stitch stage of a tiled program: tile outputs (cropped to their cores, as :func:`rscore.engine.tile.run_tile` returns them)
     written into the scene-sized mask / score / class rasters (in memory, or compressed tiles on disk above
-    ``RSCORE_IN_MEMORY_PIXELS``), their notes merged into plan steps weighted by tile area, their caveats kept once.
+    ``RSCORE_IN_MEMORY_PIXELS``), their notes merged into plan steps weighted by tile area, their caveats kept once,
+    their ``summary`` (the template's ``tile_summary``) kept as ``(core, value)`` in :attr:`summaries`.
     :func:`run_program` uses it tile by tile; the landslide flow batch by batch. Tiles may come in any order."""
 
     def __init__(self, height: int, width: int, tile_size: int) -> None:
@@ -96,10 +98,11 @@ class TileStitcher:
         self.classes: ArraySink | TiledArray | None = None
         self.notes: list[tuple[Step, float]] = []
         self.caveats: list[str] = []
+        self.summaries: list[tuple[Window, Any]] = []
 
     def add(self, res: Any) -> None:
         """One tile's outputs: anything with ``core`` (its window), ``mask`` / ``score`` / ``classes`` (core-sized
-        arrays or ``None``), ``notes`` and ``caveats``."""
+        arrays or ``None``), ``notes`` and ``caveats`` (and optionally ``summary``)."""
         h, w, ts = self.height, self.width, self.tile_size
         if res.mask is not None:
             self.mask.write(res.core, res.mask)
@@ -112,6 +115,9 @@ class TileStitcher:
         weight = float(res.core.height * res.core.width)
         self.notes += [(note, weight) for note in res.notes]
         self.caveats += [c for c in res.caveats if c not in self.caveats]
+        summary = getattr(res, "summary", None)
+        if summary is not None:
+            self.summaries.append((res.core, summary))
 
     def steps(self) -> list[Step]:
         return merge_notes(self.notes)

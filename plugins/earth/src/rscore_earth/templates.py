@@ -40,6 +40,7 @@ Sources (full references, cited by short key in the templates):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from pathlib import Path
@@ -680,6 +681,21 @@ TEMPLATES: tuple[Template, ...] = (
         class_names=("ridge", "valley"),
     ),
 )  # fmt: skip
+
+
+def map_preview(ctx: OpContext) -> Any:
+    """Every earth template's ``tile_summary``: the tile's share of ``map.png``'s base
+    (:func:`rscore_earth.mapplot.tile_preview`: block means of the bands the program read), computed while the tile
+    is in memory so that the map writer need not read the whole input again; nothing for an input without a grid
+    (no map is drawn for it)."""
+    if ctx.scene.kind != "raster" or ctx.scene.geo is None:
+        return None
+    from rscore_earth.mapplot import tile_preview
+
+    return tile_preview(ctx)
+
+
+TEMPLATES = tuple(dataclasses.replace(t, tile_summary=map_preview) for t in TEMPLATES)
 
 
 def templates() -> list[Template]:
