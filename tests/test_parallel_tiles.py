@@ -75,6 +75,36 @@ def test_workers_give_the_same_outputs_as_one_by_one():
     assert one.targets and one.caveats == ["a bright tile"]
 
 
+def _summary(ctx: OpContext) -> tuple[float, int, int]:
+    """Writers' per-tile work (Template.tile_summary): the sum of the core's valid pixels, the number of bands the
+    program had read already (cached in ctx), and the process that computed it."""
+    import os
+
+    core = ctx.band("gray")[ctx.core_slices]
+    return float(np.nansum(core)), len(ctx._bands), os.getpid()
+
+
+def test_tile_summaries_reach_the_run_in_tile_order_here_and_in_workers():
+    import dataclasses
+    import os
+
+    from rscore.tiling import iter_tiles
+
+    scene = _scene()
+    template = dataclasses.replace(TEMPLATE, tile_summary=_summary)
+    one, three = _run(scene, template, 1), _run(scene, template, 3)
+    cores = [t.core for t in iter_tiles(200, 232, 64, HALO)]
+    assert [c for c, _ in one.summaries] == cores == [c for c, _ in three.summaries]
+    assert [v[:2] for _, v in one.summaries] == [v[:2] for _, v in three.summaries]
+    assert all(n == 1 for _, (_, n, _) in one.summaries)  # after the program: the band it read is cached
+    img = scene.read(None, ["gray"])[0].astype(np.float64)
+    img[~scene.valid()] = np.nan
+    assert sum(v[0] for _, v in one.summaries) == pytest.approx(np.nansum(img), rel=1e-6)  # each pixel once
+    assert {pid for _, (_, _, pid) in three.summaries} - {os.getpid()}  # computed in the workers
+    np.testing.assert_array_equal(one.mask, _run(scene, TEMPLATE, 1).mask)  # the outputs do not change
+    assert _run(scene, TEMPLATE, 1).summaries == []  # a template without tile_summary: nothing
+
+
 def test_an_error_in_a_worker_reaches_the_caller_as_itself():
     failing = Template("fail", "f", "f", ("f",), program=_failing, kinds=("image",))
     with pytest.raises(InputError, match="unreadable block"):

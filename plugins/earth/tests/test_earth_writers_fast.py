@@ -98,16 +98,80 @@ def test_geojson_property_texts_are_what_json_dumps_writes():
         assert _json_texts(col) == want
 
 
-@pytest.mark.parametrize("shape", [(37, 53, 3), (64, 31), (1, 1, 3)])
-def test_png_writer_keeps_every_pixel(tmp_path, shape):
-    """map.png / basemap.png through OpenCV with the "sub" filter: what Pillow reads back is the array, channels
-    in RGB order."""
+@pytest.mark.parametrize("row_filter", ["up", "sub"])
+@pytest.mark.parametrize("shape", [(37, 53, 3), (64, 31), (1, 1, 3), (1, 5), (300, 2, 3)])
+def test_png_writer_keeps_every_pixel(tmp_path, shape, row_filter):
+    """map.png / basemap.png (ISA-L deflate, numpy row filter): what Pillow, OpenCV (libpng) and GDAL read back is
+    the array, channels in RGB order; Pillow's verify() checks every chunk's CRC."""
+    import cv2
+    import rasterio
     from PIL import Image
 
     from rscore_earth.mapplot import save_png
 
-    pixels = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
-    save_png(tmp_path / "x.png", pixels)
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    pixels[: shape[0] // 2] //= 16  # runs and repeats too, not only noise
+    save_png(tmp_path / "x.png", pixels, row_filter=row_filter)
+    with Image.open(tmp_path / "x.png") as im:
+        im.verify()
     with Image.open(tmp_path / "x.png") as im:
         assert im.format == "PNG" and im.mode == ("RGB" if len(shape) == 3 else "L")
         assert np.array_equal(np.asarray(im), pixels)
+    back = cv2.imread(str(tmp_path / "x.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(back if back.ndim == 2 else cv2.cvtColor(back, cv2.COLOR_BGR2RGB), pixels)
+    with rasterio.open(tmp_path / "x.png") as ds:
+        got = ds.read()
+    assert np.array_equal(got[0] if pixels.ndim == 2 else np.moveaxis(got, 0, -1), pixels)
+
+
+def test_png_writer_refuses_an_unknown_filter(tmp_path):
+    from rscore_earth.mapplot import save_png
+
+    with pytest.raises(ValueError, match="row_filter"):
+        save_png(tmp_path / "x.png", np.zeros((2, 2), np.uint8), row_filter="paeth")
+
+
+def _compiled_or_skip(monkeypatch, kernel: str) -> None:
+    from rscore_earth import mapplot, polygons
+
+    if getattr(mapplot, kernel) is None:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(polygons, "COMPILED_MIN_PX", 0)  # small arrays too
+
+
+@pytest.mark.parametrize("f", [1, 2, 3, 5])
+def test_compiled_overlay_equals_where_and_block_max(monkeypatch, f):
+    from rscore_earth.mapplot import _overlay_blocks
+
+    _compiled_or_skip(monkeypatch, "_overlay_kernel")
+    rng = np.random.default_rng(f)
+    full_mask = rng.random((203, 151)) < 0.4
+    full_classes = rng.integers(0, 4, (203, 151)).astype(np.uint8)
+    mask, classes = full_mask[3:190, 1:140], full_classes[3:190, 1:140]  # windows of bigger arrays (strided)
+    assert np.array_equal(_overlay_blocks(mask, classes, f), _block_max(np.where(mask, classes, 0).astype(np.uint8), f))
+    assert np.array_equal(_overlay_blocks(mask, None, f), _block_max(mask.astype(np.uint8), f))
+
+
+def test_compiled_tint_and_grey_equal_numpy(monkeypatch):
+    from rscore_earth import mapplot
+
+    _compiled_or_skip(monkeypatch, "_tint_kernel")
+    rng = np.random.default_rng(7)
+    grey = rng.integers(0, 256, (61, 83), dtype=np.uint8)
+    overlay = rng.integers(0, 5, (61, 83)).astype(np.uint8)
+    palette = [(255, 235, 59), (255, 152, 0), (211, 47, 47)]
+    compiled = tint(grey, overlay, palette)
+    canvas = np.zeros((70, 90, 3), np.uint8)
+    tint(grey, overlay, palette, out=canvas[4:65, 2:85])  # into a view, as map.png's map area
+    monkeypatch.setattr(mapplot, "_tint_kernel", None)
+    plain = tint(grey, overlay, palette)
+    assert np.array_equal(compiled, plain) and np.array_equal(canvas[4:65, 2:85], plain)
+    assert not canvas[:4].any() and not canvas[65:].any()
+    z = rng.normal(size=(40, 50)).astype(np.float32)
+    z[rng.random(z.shape) < 0.1] = np.nan
+    shade = rng.random((40, 50)).astype(np.float32)
+    shade[0, :4] = (0.0, 1.0, np.float32(0.99999994), np.float32(1 / 215))
+    got = mapplot._grey(z, shade)
+    monkeypatch.setattr(mapplot, "_grey_kernel", None)
+    assert np.array_equal(got, mapplot._grey(z, shade))

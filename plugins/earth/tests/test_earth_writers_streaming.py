@@ -132,6 +132,11 @@ def test_hillshade_strips_equal_the_whole_array(compiled, monkeypatch):
     for shape in ((1, 9), (9, 1), (1, 1), (2, 3)):
         small = rng.normal(size=shape).astype(np.float32) * 50
         assert np.array_equal(_hillshade_strips(small, 3.0, 4.0), hillshade(small, 3.0, 4.0), equal_nan=True)
+    # float64 previews, and infinities beside NaN (the compiled kernel's fast path must not take them)
+    z64 = z.astype(np.float64) * 1.0000001
+    z64[40, 5], z64[41, 30], z64[50, 40] = np.inf, -np.inf, np.nan
+    z64[50, 41] = np.inf
+    assert np.array_equal(_hillshade_strips(z64, 10.0, 12.0), hillshade(z64, 10.0, 12.0), equal_nan=True)
 
 
 def test_gdal_env_caps_the_block_cache(monkeypatch):

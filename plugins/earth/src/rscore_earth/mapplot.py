@@ -121,14 +121,11 @@ class MapPngWriter(Writer):
         single = LABEL_COLOURS.get(t.name if t else "", DEFAULT_COLOUR)
         palette = CLASS_COLOURS.get(names) or [single] * max(1, len(names))
         basemap = _write_basemap(scene, base, f, out_dir)  # the base alone, for the viewer's offline basemap
-        img = Image.fromarray(tint(base, overlay, palette), "RGB")
-        if up > 1:
-            img = img.resize((img.width * up, img.height * up), Image.Resampling.NEAREST)
-        mw, mh = img.size
+        mh, mw = base.shape[0] * up, base.shape[1] * up
         cw, ch = mw + 2 * MARGIN + PANEL_W, max(mh + TITLE_H + 2 * MARGIN + SCALE_H, 420)
+        # the frame is drawn by Pillow; the map area (nothing is drawn on it) is tinted straight into the image
         canvas = Image.new("RGB", (cw, ch), (255, 255, 255))
         ox, oy = MARGIN, TITLE_H + MARGIN
-        canvas.paste(img, (ox, oy))
         draw = ImageDraw.Draw(canvas)
         draw.rectangle([ox - 1, oy - 1, ox + mw, oy + mh], outline=(60, 60, 60))
         # title: the query, then what answered it
@@ -140,15 +137,23 @@ class MapPngWriter(Writer):
         # map units per image pixel (x, y) and the georeference of the image
         a = _affine(scene)
         sx, sy = a.a * f / up, a.e * f / up
-        shown = set(np.unique(overlay).tolist()) - {0}
+        shown = _classes_shown(overlay)
         self._legend(draw, result, names, palette, label, single, shown, ox + mw + MARGIN, oy + 80)
         draw.multiline_text((ox + mw + MARGIN, ch - MARGIN - 60), _crs_label(scene), fill=(60, 60, 60),
                             font=_font(14), spacing=4)  # fmt: skip
         self._scale_bar(draw, scene, sx, ox, oy, mw, mh)
         if a.b == 0 and a.d == 0 and a.e < 0 and scene.geo is not None and scene.geo.crs:  # north-up grids only
             self._north_arrow(draw, ox + mw + MARGIN + 26, oy + 6)
+        pixels = np.empty((ch, cw, 3), np.uint8)
+        for x0, y0, x1, y1 in ((0, 0, cw, oy), (0, oy + mh, cw, ch), (0, oy, ox, oy + mh), (ox + mw, oy, cw, oy + mh)):
+            pixels[y0:y1, x0:x1] = np.asarray(canvas.crop((x0, y0, x1, y1)))  # the frame, around the map area
+        area = pixels[oy : oy + mh, ox : ox + mw]
+        if up > 1:  # enlarged by whole pixels (nearest)
+            area[...] = np.repeat(np.repeat(tint(base, overlay, palette), up, axis=0), up, axis=1)
+        else:
+            tint(base, overlay, palette, out=area)
         path = out_dir / "map.png"
-        save_png(path, np.asarray(canvas), row_filter="sub" if up > 1 else "up")
+        save_png(path, pixels, row_filter="sub" if up > 1 else "up")
         out = {"map_png": path}
         # world file: map units per pixel, rotation terms, centre of the image's top-left pixel
         c0 = (a.c + (0.5 - ox) * sx + (0.5 - oy) * a.b * f / up, a.f + (0.5 - ox) * a.d * f / up + (0.5 - oy) * sy)
@@ -226,12 +231,13 @@ class MapPngWriter(Writer):
         draw.text((x - 6, y - 3), "N", fill=(20, 20, 20), font=_font(18))
 
 
-def tint(base: np.ndarray, overlay: np.ndarray, palette: list) -> np.ndarray:
+def tint(base: np.ndarray, overlay: np.ndarray, palette: list, out: np.ndarray | None = None) -> np.ndarray:
     """``base`` (``(h, w, 3)`` uint8, or ``(h, w)`` grey) with the pixels of class ``k`` of ``overlay`` blended 45 %
     base + 55 % ``palette[k - 1]`` (the last colour for higher classes), computed in float32 and truncated to uint8;
-    returns ``(h, w, 3)`` uint8. Every (class, level) pair is looked up in one table (class 0 = the level itself),
-    so the image is one gather (grey bases, e.g. hillshades: ~4x faster than blending class by class) or one per
-    channel, with the same bits as the float32 blend."""
+    returns ``(h, w, 3)`` uint8 (written into ``out`` when given, e.g. the map area of the whole image). Every
+    (class, level) pair is looked up in one table (class 0 = the level itself), so the image is one gather (grey
+    bases, e.g. hillshades: compiled, ~4x less CPU than numpy's take) or one per channel, with the same bits as the
+    float32 blend."""
     top = int(overlay.max(initial=0))
     levels = np.arange(256, dtype=np.float32)[:, None]
     lut = np.empty((top + 1, 256, 3), np.uint8)
@@ -240,14 +246,42 @@ def tint(base: np.ndarray, overlay: np.ndarray, palette: list) -> np.ndarray:
         colour = np.asarray(palette[min(k, len(palette)) - 1], np.float32)
         lut[k] = np.clip(0.45 * levels + 0.55 * colour, 0, 255).astype(np.uint8)
     table = lut.reshape(-1, 3)
+    if out is None:
+        out = np.empty((*overlay.shape, 3), np.uint8)
+    if base.ndim == 2 and _tint_kernel is not None and worth_compiling(base.size):
+        _tint_kernel(base, overlay, table, out)
+        return out
     idx = overlay.astype(np.intp) << 8
     if base.ndim == 2:
         idx |= base
-        return np.take(table, idx, axis=0)
-    out = np.empty(base.shape, np.uint8)
+        out[...] = np.take(table, idx, axis=0)
+        return out
     for c in range(3):
         out[..., c] = table[:, c][idx | base[..., c]]
     return out
+
+
+def _tint_py(base: np.ndarray, overlay: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """:func:`tint`'s gather for a grey base, pixel by pixel into ``out``. Compiled by numba."""
+    h, w = base.shape
+    for r in range(h):
+        for c in range(w):
+            k = (np.intp(overlay[r, c]) << 8) | np.intp(base[r, c])
+            out[r, c, 0] = table[k, 0]
+            out[r, c, 1] = table[k, 1]
+            out[r, c, 2] = table[k, 2]
+
+
+_tint_kernel = compiled(_tint_py) if AVAILABLE else None
+
+
+def _classes_shown(overlay: np.ndarray) -> set[int]:
+    """The classes (> 0) present in ``overlay``: a comparison per class up to the highest (np.unique sorted or
+    hashed the whole preview)."""
+    top = int(overlay.max(initial=0))
+    if top > 16:
+        return set(np.flatnonzero(np.bincount(overlay.ravel(), minlength=top + 1)).tolist()) - {0}
+    return {k for k in range(1, top + 1) if (overlay == k).any()}
 
 
 def save_png(path: Path, pixels: np.ndarray, *, row_filter: str = "up") -> None:
@@ -363,7 +397,7 @@ def preview_layers(
     if roles == ("elevation",):
         px, py = scene.pixel_size or (1.0, 1.0)
         shade = _hillshade_strips(base[0], px * f, py * f)
-        grey = np.where(np.isnan(base[0]), np.float32(0), 40 + 215 * shade).astype(np.uint8)
+        grey = _grey(base[0], shade)
         return (grey if grey_2d else np.repeat(grey[..., None], 3, axis=2)), overlay
     rgb = np.empty((oh, ow, 3), np.float32)
     for i in range(3):
@@ -372,6 +406,26 @@ def preview_layers(
         lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
         rgb[..., i] = np.where(np.isfinite(band), np.clip((band - lo) / max(hi - lo, 1e-9), 0, 1) * 255, 0)
     return rgb.astype(np.uint8), overlay
+
+
+def _grey(z: np.ndarray, shade: np.ndarray) -> np.ndarray:
+    """The base's grey levels: ``40 + 215 * shade`` in float32 truncated to uint8, 0 where ``z`` (the block means)
+    is NaN (compiled: one pass instead of four, the same float32 operations)."""
+    if _grey_kernel is not None and worth_compiling(z.size):
+        return _grey_kernel(z, shade)
+    return np.where(np.isnan(z), np.float32(0), 40 + 215 * shade).astype(np.uint8)
+
+
+def _grey_py(z: np.ndarray, shade: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    h, w = z.shape
+    out = np.empty((h, w), np.uint8)
+    for r in range(h):
+        for c in range(w):
+            out[r, c] = 0 if np.isnan(z[r, c]) else np.uint8(np.float32(40) + np.float32(215) * shade[r, c])
+    return out
+
+
+_grey_kernel = compiled(_grey_py) if AVAILABLE else None
 
 
 def preview_factor(height: int, width: int, max_size: int | None = None) -> int:
@@ -445,17 +499,27 @@ def stitch_preview(result: Result, roles: tuple[str, ...], f: int, shape: tuple[
         return None
     h, w = shape
     oh, ow = math.ceil(h / f), math.ceil(w / f)
-    base = np.empty((len(roles), oh, ow), np.float32)
-    seen = np.zeros((oh, ow), bool)
+    boxes = []
     for p in pieces:
         b = p.blocks
         if p.roles != roles or p.factor != f or tuple(p.shape) != (h, w) or b.shape[0] != len(roles):
             return None
         if p.row < 0 or p.col < 0 or p.row + b.shape[1] > oh or p.col + b.shape[2] > ow:
             return None
-        base[:, p.row : p.row + b.shape[1], p.col : p.col + b.shape[2]] = b
-        seen[p.row : p.row + b.shape[1], p.col : p.col + b.shape[2]] = True
-    return base if seen.all() else None
+        if b.shape[1] and b.shape[2]:
+            boxes.append((p.row, p.col, p.row + b.shape[1], p.col + b.shape[2]))
+    # every block once: the pieces' areas add up to the preview's and none overlaps another
+    if sum((r1 - r0) * (c1 - c0) for r0, c0, r1, c1 in boxes) != oh * ow:
+        return None
+    seen = np.zeros((oh, ow), bool)
+    for r0, c0, r1, c1 in boxes:
+        if seen[r0:r1, c0:c1].any():
+            return None
+        seen[r0:r1, c0:c1] = True
+    base = np.empty((len(roles), oh, ow), np.float32)
+    for p in pieces:
+        base[:, p.row : p.row + p.blocks.shape[1], p.col : p.col + p.blocks.shape[2]] = p.blocks
+    return base
 
 
 def _hillshade_strips(z: np.ndarray, px: float, py: float, rows: int = 256) -> np.ndarray:
@@ -466,7 +530,9 @@ def _hillshade_strips(z: np.ndarray, px: float, py: float, rows: int = 256) -> n
     from rscore_earth.terrain import hillshade
 
     if _hillshade_kernel is not None and worth_compiling(z.size):
-        return _hillshade_kernel(np.ascontiguousarray(z, np.float64), float(px), float(py))
+        if z.dtype not in (np.float32, np.float64):
+            z = z.astype(np.float64)
+        return _hillshade_kernel(np.ascontiguousarray(z), float(px), float(py))  # reads float32 as float64
     h = z.shape[0]
     out = np.empty(z.shape, np.float32)
     for r0 in range(0, h, rows):
@@ -483,24 +549,38 @@ _SUN = (math.sin(math.radians(315.0)), math.cos(math.radians(315.0)), math.sin(m
 def _hillshade_py(z: np.ndarray, px: float, py: float) -> np.ndarray:  # pragma: no cover - compiled
     """:func:`rscore_earth.terrain.hillshade` with its defaults, pixel by pixel with the same float64 operations in
     the same order (Horn's gradient; a missing neighbour extrapolated through the centre from the opposite one, or
-    the centre when both are missing; NaN centre -> NaN), so the same bits. Compiled by numba."""
+    the centre when both are missing; NaN centre -> NaN), so the same bits; inside the grid with no NaN neighbour
+    (almost every pixel) the neighbours are read straight, without the checks (~2x faster). Compiled by numba."""
     h, w = z.shape
     sin_az, cos_az, sin_zen, cos_zen = _SUN
     out = np.empty((h, w), np.float32)
     v = np.empty(9, np.float64)
     for r in range(h):
         for c in range(w):
-            centre = z[r, c]
+            centre = np.float64(z[r, c])  # float32 previews: each value widened exactly, then float64 throughout
             if np.isnan(centre):
                 out[r, c] = np.nan
                 continue
+            if 0 < r < h - 1 and 0 < c < w - 1:  # inside: the eight neighbours as read, unless one is NaN
+                v0, v1, v2 = np.float64(z[r - 1, c - 1]), np.float64(z[r - 1, c]), np.float64(z[r - 1, c + 1])
+                v3, v5 = np.float64(z[r, c - 1]), np.float64(z[r, c + 1])
+                v6, v7, v8 = np.float64(z[r + 1, c - 1]), np.float64(z[r + 1, c]), np.float64(z[r + 1, c + 1])
+                if not np.isnan(v0 + v1 + v2 + v3 + v5 + v6 + v7 + v8):
+                    d_col = ((v2 + 2 * v5 + v8) - (v0 + 2 * v3 + v6)) / (8.0 * px)
+                    d_row = ((v6 + 2 * v7 + v8) - (v0 + 2 * v1 + v2)) / (8.0 * py)
+                    gx = d_col * 1.0
+                    gy = d_row * -1.0
+                    norm = np.sqrt(1 + gx * gx + gy * gy)
+                    shade = (-gx * sin_az * sin_zen - gy * cos_az * sin_zen + cos_zen) / norm
+                    out[r, c] = min(max(shade, 0.0), 1.0)
+                    continue
             for k in range(9):
                 rr, cc = r + k // 3 - 1, c + k % 3 - 1
                 v[k] = z[rr, cc] if 0 <= rr < h and 0 <= cc < w else np.nan
             for k in range(9):
                 if k != 4 and np.isnan(v[k]):
                     rr, cc = r - (k // 3 - 1), c - (k % 3 - 1)  # the opposite neighbour, as read (not filled)
-                    opp = z[rr, cc] if 0 <= rr < h and 0 <= cc < w else np.nan
+                    opp = np.float64(z[rr, cc]) if 0 <= rr < h and 0 <= cc < w else np.nan
                     v[k] = centre if np.isnan(opp) else 2 * centre - opp
             d_col = ((v[2] + 2 * v[5] + v[8]) - (v[0] + 2 * v[3] + v[6])) / (8.0 * px)
             d_row = ((v[6] + 2 * v[7] + v[8]) - (v[0] + 2 * v[1] + v[2])) / (8.0 * py)
