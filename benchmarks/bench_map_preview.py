@@ -76,6 +76,7 @@ def main() -> int:
 
     from rscore import engine
     from rscore_earth import mapplot
+    from rscore_earth.png import _save_png_opencv
 
     dem = args.dem if args.dem is not None else ensure_dem(args.workdir, args.size, args.seed)[0]
     options = {"matcher": "keyword"}
@@ -114,7 +115,7 @@ def main() -> int:
                 pixels = np.asarray(im)
             flt = "up" if f == "basemap.png" or mapplot.MIN_MAP // max(pixels.shape[:2]) <= 1 else "sub"
             now = _best(lambda: mapplot.save_png(work / "now.png", pixels, row_filter=flt), args.repeat)
-            before = _best(lambda: mapplot._save_png_opencv(work / "before.png", pixels), args.repeat)
+            before = _best(lambda: _save_png_opencv(work / "before.png", pixels), args.repeat)
             print(f"  {f:12s} ISA-L + '{flt}' {now:7.3f} s {(work / 'now.png').stat().st_size / 2**20:6.2f} MiB   "
                   f"OpenCV zlib-1 'sub' {before:7.3f} s {(work / 'before.png').stat().st_size / 2**20:6.2f} MiB")
         print(f"\nload at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -1,7 +1,8 @@
 """One tile of a template's program: :func:`run_tile` runs the program on the tile's window (core plus halo) and
 crops what it returns to the core (:class:`TileResult`), with the template's ``tile_summary`` of the tile (work for
-the writers done while the tile's pixels are in memory, :class:`rscore.sdk.Template`). Below :mod:`rscore.engine.parallel`, which maps it over
-tiles here or in worker processes, and :mod:`rscore.engine.program`, which stitches the results."""
+the writers done while the tile's pixels are in memory, :class:`rscore.sdk.Template`). Below
+:mod:`rscore.engine.parallel`, which maps it over tiles here or in worker processes, and
+:mod:`rscore.engine.program`, which stitches the results."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def run_tile(scene: Scene, request: Request, template: Template, operators: Mapp
              ) -> TileResult:
     """The template's program on one tile: the context reads the tile's window (core plus halo); outputs are
     cropped to the core, invalid pixels are out of the mask, NaN in the score and class 0; targets are shifted to
-    scene pixels; ``summary`` is the template's ``tile_summary(ctx)``, if it has one. What :func:`rscore.engine.program.run_program` stitches, here or in a worker process (:mod:`rscore.engine.parallel`)."""
+    scene pixels; ``summary`` is the template's ``tile_summary(ctx)``, if it has one. What
+    :func:`rscore.engine.program.run_program` stitches, here or in a worker process (:mod:`rscore.engine.parallel`)."""
     assert template.program is not None
     ctx = OpContext(scene, request, operators, tile.read, params=request.options, core=tile.core)
     out = template.program(ctx)

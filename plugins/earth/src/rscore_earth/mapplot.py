@@ -13,15 +13,13 @@ The base's block means are computed tile by tile while the analytic program hold
 and reach the writer as :class:`PreviewPiece` in ``Result.tile_summaries``: the writer stitches them instead of
 reading and decompressing the whole input again (~0.3 CPU-s of a 4096 px DEM, issue 22), with the same bits. A
 result without them (another reasoner, the landslide flow, pieces of another grid) is read window by window as
-before. The PNGs are encoded by ISA-L (:func:`save_png`).
+before. The PNGs are encoded by ISA-L (:func:`rscore_earth.png.save_png`).
 """
 
 from __future__ import annotations
 
 import math
-import struct
 import warnings
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from rscore_earth.writers import (
     CLASS_COLOURS, DEFAULT_COLOUR, LABEL_COLOURS, WINDOW, _affine, _class_names, _geo_ok,
 )  # fmt: skip
 from rscore_earth.hydrology import AVAILABLE, compiled
+from rscore_earth.png import save_png
 from rscore_earth.polygons import worth_compiling
 from rscore_earth.templates import template_by_name
 
@@ -282,71 +281,6 @@ def _classes_shown(overlay: np.ndarray) -> set[int]:
     if top > 16:
         return set(np.flatnonzero(np.bincount(overlay.ravel(), minlength=top + 1)).tolist()) - {0}
     return {k for k in range(1, top + 1) if (overlay == k).any()}
-
-
-def save_png(path: Path, pixels: np.ndarray, *, row_filter: str = "up") -> None:
-    """``pixels`` (``(h, w)`` grey or ``(h, w, 3)`` RGB uint8) as an 8-bit PNG: every row with one PNG filter
-    (``"up"``: the difference to the row above; ``"sub"``: to the pixel on the left; one numpy subtraction),
-    deflated by ISA-L (``isal``, level 2) into one IDAT chunk. A 4096 px run's map.png + basemap.png: ~0.05 CPU-s
-    against 0.22 for OpenCV's libpng (zlib level 1, "sub") and ~0.4 for Pillow's filter search, files 3-13 %
-    smaller; the pixels are the same (issue 22). ``"sub"`` suits pictures enlarged by whole pixels (ISA-L then finds
-    the repeated rows; with "up" the README example's map.png is 20 % larger). Without ``isal``: OpenCV, as before."""
-    if row_filter not in _FILTERS:
-        raise ValueError(f"row_filter must be one of {', '.join(_FILTERS)}, got {row_filter!r}")
-    try:
-        from isal import isal_zlib
-    except ImportError:  # pragma: no cover - isal is a dependency of rscore-earth
-        _save_png_opencv(path, pixels)
-        return
-    with open(path, "wb") as fh:
-        for part in _png_parts(pixels, lambda raw: isal_zlib.compress(raw, 2), row_filter):
-            fh.write(part)
-
-
-_FILTERS = {"sub": 1, "up": 2}  # PNG filter type numbers
-
-
-def _png_parts(pixels: np.ndarray, deflate: Any, row_filter: str = "up") -> list[bytes]:
-    """The PNG file of ``pixels`` (uint8 grey ``(h, w)`` or RGB ``(h, w, 3)``) as a list of byte strings:
-    signature, IHDR, one IDAT (``deflate`` of the filtered rows: a zlib stream), IEND (PNG spec, ISO/IEC 15948)."""
-    pixels = np.ascontiguousarray(pixels, np.uint8)
-    h, w = pixels.shape[:2]
-    bpp = 1 if pixels.ndim == 2 else pixels.shape[2]
-    rows = pixels.reshape(h, -1)
-    raw = np.empty((h, rows.shape[1] + 1), np.uint8)
-    raw[:, 0] = _FILTERS[row_filter]
-    if row_filter == "up":  # each byte minus the byte above it (the first row: minus 0)
-        raw[0, 1:] = rows[0]
-        np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])  # uint8 wraps modulo 256, as PNG's filters do
-    else:  # "sub": each byte minus the same channel's byte one pixel to the left (the first pixel: minus 0)
-        raw[:, 1 : 1 + bpp] = rows[:, :bpp]
-        np.subtract(rows[:, bpp:], rows[:, :-bpp], out=raw[:, 1 + bpp :])
-
-    def chunk(tag: bytes, data: bytes) -> list[bytes]:
-        return [struct.pack(">I", len(data)), tag, data, struct.pack(">I", zlib.crc32(data, zlib.crc32(tag)))]
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0 if pixels.ndim == 2 else 2, 0, 0, 0)  # 8-bit grey / RGB
-    return [b"\x89PNG\r\n\x1a\n", *chunk(b"IHDR", ihdr), *chunk(b"IDAT", deflate(raw)), *chunk(b"IEND", b"")]
-
-
-def _save_png_opencv(path: Path, pixels: np.ndarray) -> None:
-    """OpenCV's libpng, zlib level 1, the "sub" filter on every row (what :func:`save_png` did before ISA-L); Pillow
-    where OpenCV lacks the option."""
-    try:
-        import cv2
-
-        params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
-    except (ImportError, AttributeError):  # pragma: no cover - OpenCV is a core dependency; old builds lack the filter
-        from PIL import Image
-
-        Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB").save(path, compress_level=1)
-        return
-    if pixels.ndim == 3:  # OpenCV writes BGR (cvtColor: ~20x faster than a reversed-axis copy)
-        pixels = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2BGR)
-    ok, data = cv2.imencode(".png", pixels, params)
-    if not ok:  # pragma: no cover - encoding a uint8 array does not fail
-        raise OSError(f"OpenCV could not encode {path.name}")
-    path.write_bytes(data.tobytes())
 
 
 def _write_basemap(scene: Scene, base: np.ndarray, f: int, out_dir: Path) -> dict[str, Path]:
