@@ -14,6 +14,7 @@ import pytest
 from rasterio.transform import Affine, from_origin
 
 from rscore import engine
+from rscore.tiling import TiledArray
 from rscore_earth import mapplot, synthetic
 from rscore_earth.mapplot import MapPngWriter, PreviewPiece, stitch_preview
 
@@ -41,7 +42,7 @@ def _reads_nothing(scene, win, roles):
 
 
 def _same_maps_as_the_reread(path: Path, tmp_path: Path, monkeypatch, preview_max: int | None, query: str = QUERY,
-                             **options) -> tuple[object, object]:  # fmt: skip
+                             **options) -> tuple[object, object, dict[str, object]]:  # fmt: skip
     if preview_max is not None:
         monkeypatch.setattr(mapplot, "PREVIEW_MAX", preview_max)
     opts = {"matcher": "keyword", **options}
@@ -61,7 +62,7 @@ def _same_maps_as_the_reread(path: Path, tmp_path: Path, monkeypatch, preview_ma
             assert tiles[key] == value, key
     base = reread["basemap_png"]
     assert base.std() > 5  # not vacuous: a hillshade, not a flat picture
-    return scene, reread
+    return scene, result, reread
 
 
 @pytest.mark.parametrize(
@@ -73,7 +74,7 @@ def _same_maps_as_the_reread(path: Path, tmp_path: Path, monkeypatch, preview_ma
     ],
 )
 def test_the_example_map_from_tile_previews_is_the_reread_map(tmp_path, monkeypatch, preview_max, options):
-    scene, maps = _same_maps_as_the_reread(EXAMPLE, tmp_path, monkeypatch, preview_max, **options)
+    scene, _, maps = _same_maps_as_the_reread(EXAMPLE, tmp_path, monkeypatch, preview_max, **options)
     f = mapplot.preview_factor(*scene.shape)
     assert f == (1 if preview_max is None else -(-384 // preview_max))
     assert maps["basemap_png"].shape == (-(-384 // f), -(-384 // f))
@@ -83,13 +84,21 @@ def _dem(height: int = 150, width: int = 170) -> np.ndarray:
     return synthetic.generate_dem(dataclasses.replace(synthetic.EXAMPLE_SPEC, height=height, width=width))
 
 
+def test_outputs_stitched_on_disk(tmp_path, monkeypatch):
+    """Above RSCORE_IN_MEMORY_PIXELS the mask and classes are tiles on disk: the overlay is read window by window,
+    the base still comes from the tiles' previews."""
+    monkeypatch.setenv("RSCORE_IN_MEMORY_PIXELS", "50000")
+    _, result, _ = _same_maps_as_the_reread(EXAMPLE, tmp_path, monkeypatch, 120, tile_size=96)  # factor 4
+    assert isinstance(result.mask, TiledArray) and isinstance(result.class_map, TiledArray)
+
+
 def test_nodata_blocks_are_the_same(write_tif, tmp_path, monkeypatch):
     z = _dem()
     z[40:75, 60:100] = -9999.0  # a hole wider than a block, and a ragged edge
     z[:, :2] = -9999.0
     z[::7, 150] = -9999.0
     path = write_tif("holes.tif", z, nodata=-9999.0)
-    _, maps = _same_maps_as_the_reread(path, tmp_path, monkeypatch, 60, tile_size=48)  # factor 3, 48 = 16 x 3
+    _, _, maps = _same_maps_as_the_reread(path, tmp_path, monkeypatch, 60, tile_size=48)  # factor 3, 48 = 16 x 3
     base = maps["basemap_png"]
     assert (base[14:25, 21:33] == 0).all()  # the hole is no-data (0) in the basemap, as before
 
@@ -102,7 +111,7 @@ def test_a_geographic_grid(write_tif, tmp_path, monkeypatch):
 def test_a_rotated_grid(write_tif, tmp_path, monkeypatch):
     rotated = Affine.translation(500_000.0, 5_120_000.0) * Affine.rotation(20.0) * Affine.scale(10.0, -10.0)
     path = write_tif("rotated.tif", _dem(), transform=rotated)
-    scene, maps = _same_maps_as_the_reread(path, tmp_path, monkeypatch, 70, tile_size=40)  # factor 3
+    scene, _, _ = _same_maps_as_the_reread(path, tmp_path, monkeypatch, 70, tile_size=40)  # factor 3
     assert scene.geo.transform[1] != 0  # really rotated
 
 
