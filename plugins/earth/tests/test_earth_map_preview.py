@@ -84,6 +84,25 @@ def _dem(height: int = 150, width: int = 170) -> np.ndarray:
     return synthetic.generate_dem(dataclasses.replace(synthetic.EXAMPLE_SPEC, height=height, width=width))
 
 
+def test_blocks_past_the_halo_are_read_by_the_tile(tmp_path, monkeypatch):
+    """The landslide halo is 2 px: with factor 5 and 64 px tiles the blocks at a core's far edge reach up to 4 px
+    past it, outside the tile's window; the tile reads that rectangle itself (and the map is still the same)."""
+    import sys
+
+    reads = []
+    read = mapplot._read_float
+
+    def counting(scene, win, roles):
+        reads.append((sys._getframe(1).f_code.co_name, win))
+        return read(scene, win, roles)
+
+    monkeypatch.setattr(mapplot, "_read_float", counting)
+    _same_maps_as_the_reread(EXAMPLE, tmp_path, monkeypatch, 90, tile_size=64, workers=1)
+    by_tiles = [w for who, w in reads if who == "tile_preview"]
+    assert by_tiles and all(w.row_off % 5 == 0 and w.col_off % 5 == 0 for w in by_tiles)  # whole blocks
+    assert len(by_tiles) < 36  # tiles whose blocks end inside their window read nothing
+
+
 def test_outputs_stitched_on_disk(tmp_path, monkeypatch):
     """Above RSCORE_IN_MEMORY_PIXELS the mask and classes are tiles on disk: the overlay is read window by window,
     the base still comes from the tiles' previews."""
