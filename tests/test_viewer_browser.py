@@ -144,9 +144,16 @@ def test_earth_result_on_an_interactive_map(driver, url, tmp_path):
     # the instance table gives each area in ground units (10 m pixels: 100 m2 each) beside the pixel count
     rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
             for tr in driver.find_elements(By.CSS_SELECTOR, "#instances tbody tr")]  # fmt: skip
-    assert rows and all(r[4].endswith(" m2") for r in rows), rows
-    px, area = (float(v.split()[0].replace(",", "")) for v in rows[0][3:5])  # shown with thousands separators
-    assert area == pytest.approx(100 * px, rel=0.01)
+    scale = {"m²": 1, "ha": 1e4, "km²": 1e6}  # the CLI's units: m² below 1 ha, ha up to 100 ha, km² above
+    assert rows and all(r[4].split()[-1] in scale for r in rows), rows
+    for row in rows:
+        px = float(row[3].replace(",", ""))  # shown with thousands separators
+        value, unit = row[4].split()
+        assert float(value.replace(",", "")) * scale[unit] == pytest.approx(100 * px, rel=0.01), row
+        assert unit == ("m²" if px < 100 else "ha" if px < 10_000 else "km²"), row
+    # the area per class, with its share of the region
+    per_class = driver.find_element(By.ID, "classes").text
+    assert driver.find_element(By.ID, "classes-section").is_displayed() and "%" in per_class
     # a popup with the polygon's class and area
     driver.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", polygons[0])
     # the popup element appears first and is filled on the next frame: wait for its text, then check it
@@ -200,6 +207,14 @@ def test_video_result_plays_with_its_events(driver, url, tmp_path):
     assert later - at_start == pytest.approx(3 * shown * 10, abs=7)  # 3 px per frame at 10 frames/s
     events = driver.find_elements(By.CSS_SELECTOR, "#events button")
     assert events and events[0].text.startswith("#1 bright box")
+    # the timeline: the track's bar spans its time over the clip; a click on the rail seeks there
+    bar = driver.find_element(By.CSS_SELECTOR, "#timeline .bar")
+    rail = driver.find_element(By.CSS_SELECTOR, "#timeline .rail")
+    assert bar.rect["width"] / rail.rect["width"] == pytest.approx(2.9 / 3.0, abs=0.05)  # frames 0-29 at 10 fps
+    driver.execute_script("""const r = arguments[0].getBoundingClientRect();
+        arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true, clientX: r.left + r.width / 2,
+                                                             clientY: r.top + 2}));""", rail)
+    WebDriverWait(driver, 10).until(lambda d: abs(d.execute_script("return arguments[0].currentTime", player) - 1.5) < 0.4)
     assert _errors(driver) == []
 
 
@@ -380,3 +395,79 @@ def test_batch_jobs_listed_with_links_to_their_results(driver, tmp_path, registr
         assert _errors(driver) == []
     finally:
         thread.stop()
+
+
+# ------------------------------------------------------------------------ real data (skipped when absent)
+def _shared(relative: str) -> Path:
+    from rscore.testing import shared_data_dir
+
+    root = shared_data_dir()
+    path = root / relative if root else None
+    if path is None or not path.exists():
+        pytest.skip(f"shared data {relative} not present")
+    return path
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(importlib.util.find_spec("rscore_surgical") is None, reason="needs the surgical plugin")
+def test_real_ct_boxes_per_slice_volumes_in_ml_and_rows_that_show_their_slice(driver, url, tmp_path):
+    """dcmqi's three real GE CT slices as a zip: each instance's box is given on its own 512 px slice (not in the
+    stacked volume, where y ran up to 1,468), the volume of each segment in mL is listed, and a row of the table
+    turns the slice browser to its slice."""
+    import re
+    import zipfile
+
+    folder = _shared("medical/dicom/dcmqi_ct-3slice")
+    archive = tmp_path / "ct.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in ("01.dcm", "02.dcm", "03.dcm"):
+            zf.write(folder / name, name)
+    _submit(driver, url, archive, "surgical", "bone")
+    assert "(1 of 3)" in _wait_caption(driver, "of 3")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#instances tbody tr")
+    boxes = [tr.find_elements(By.TAG_NAME, "td")[5].text for tr in rows]
+    parsed = [re.fullmatch(r"slice ([0-2]): (\d+), (\d+), (\d+), (\d+)", b) for b in boxes]
+    assert boxes and all(parsed), boxes
+    assert max(int(m.group(5)) for m in parsed) <= 512 and {m.group(1) for m in parsed} == {"0", "1", "2"}
+    per_class = driver.find_element(By.ID, "classes").text
+    assert "trabecular bone" in per_class and "cortical bone" in per_class and per_class.count(" mL") == 2
+    img = driver.find_element(By.ID, "overlay")
+    last = next(tr for tr, m in zip(rows, parsed) if m.group(1) == "2")
+    last.click()
+    WebDriverWait(driver, 10).until(lambda d: "(3 of 3)" in d.find_element(By.ID, "overlay-caption").text)
+    assert img.get_attribute("data-slice") == "002" and driver.find_element(By.ID, "slice").get_attribute("value") == "2"
+    assert _errors(driver) == []
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(importlib.util.find_spec("rscore_safety") is None, reason="needs the safety plugin")
+def test_real_clip_plays_in_the_player_with_its_events_on_a_timeline(driver, url, tmp_path):
+    """Intel's worker clip (H.264, 480x270, 71 frames at 15 fps): the overlay plays in Chromium at the source's size
+    and length, its picture changes as it plays, and each track is a bar on the timeline where the list says."""
+    clip = _shared("construction/intel_worker-zone-detection_from_gif.mp4")
+    _submit(driver, url, clip, "safety", "workers in hi-vis vests")
+    player = WebDriverWait(driver, 120).until(lambda d: d.find_element(By.ID, "player") if
+                                              d.find_element(By.ID, "player").is_displayed() else False)  # fmt: skip
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return arguments[0].readyState", player) >= 2)
+    assert driver.execute_script("return [arguments[0].videoWidth, arguments[0].videoHeight]", player) == [480, 270]
+    assert driver.execute_script("return arguments[0].duration", player) == pytest.approx(71 / 15, abs=0.07)
+    grab = """const v = arguments[0], c = document.createElement('canvas');
+        c.width = v.videoWidth; c.height = v.videoHeight;
+        const g = c.getContext('2d'); g.drawImage(v, 0, 0);
+        return Array.from(g.getImageData(0, 0, c.width, c.height).data.filter((_, i) => i % 16 === 0));"""
+    first = np.asarray(driver.execute_script(grab, player), float)
+    driver.execute_script("arguments[0].play()", player)
+    WebDriverWait(driver, 15).until(lambda d: d.execute_script("return arguments[0].currentTime", player) > 2.0)
+    driver.execute_script("arguments[0].pause()", player)
+    later = np.asarray(driver.execute_script(grab, player), float)
+    assert first.std() > 10 and np.abs(later - first).mean() > 2  # a picture, and a different one later
+    items = driver.find_elements(By.CSS_SELECTOR, "#events button")
+    bars = driver.find_elements(By.CSS_SELECTOR, "#timeline .bar")
+    rail = driver.find_element(By.CSS_SELECTOR, "#timeline .rail").rect
+    assert items and len(bars) == len(items)
+    for item, bar in zip(items, bars):  # "#1 hi-vis clothing: 0–4.67 s" <-> the bar's place on the rail
+        start, end = (float(v) for v in item.text.rsplit(": ", 1)[1].rstrip(" s").split("–"))
+        left = (bar.rect["x"] - rail["x"]) / rail["width"] * 71 / 15
+        assert left == pytest.approx(start, abs=0.1), item.text
+        assert bar.rect["width"] / rail["width"] * 71 / 15 == pytest.approx(max(end - start, 0.01), abs=0.1)
+    assert _errors(driver) == []

@@ -51,6 +51,22 @@ function fmt(value, digits = 3) {
   return String(value);
 }
 
+// the CLI's units (rscore/units.py): m² below 1 ha, ha up to 100 ha, km² above; mm² -> cm² from 1 cm²; no exponent
+function figure(value) {
+  return Math.abs(value) >= 100 ? Math.round(value).toLocaleString("en") : Number(value.toPrecision(3)).toString();
+}
+
+function areaText(value, unit) {
+  if (value === null || value === undefined) return "";
+  if (unit === "m2") {
+    if (value >= 1e6) return `${figure(value / 1e6)} km²`;
+    if (value >= 1e4) return `${figure(value / 1e4)} ha`;
+    return `${figure(value)} m²`;
+  }
+  if (unit === "mm2" && value >= 100) return `${figure(value / 100)} cm²`;
+  return `${figure(value)} ${(unit || "").replace("2", "²")}`;
+}
+
 // ---------------------------------------------------------------------------------------------- start-up
 async function loadPlugins() {
   const plugins = await (await api("v1/plugins")).json();
@@ -309,13 +325,17 @@ async function showResult(body) {
   for (const inst of doc.instances || []) {
     const tr = el("tr");
     tr.dataset.id = String(inst.id);
-    const area = inst.area !== undefined && inst.area !== null ? `${fmt(inst.area)} ${inst.area_unit || ""}` : "";
-    for (const cell of [inst.id, inst.label, fmt(inst.score, 3), fmt(inst.area_px), area, (inst.bbox || []).join(", ")]) {
+    const attrs = inst.attributes || {};
+    // a DICOM series: the box on its own slice (as the slice browser shows it), not in the stacked volume
+    const box = attrs.bbox_in_slice ? `slice ${attrs.slice}: ${attrs.bbox_in_slice.join(", ")}` : (inst.bbox || []).join(", ");
+    if (attrs.bbox_in_slice) tr.dataset.slice = String(attrs.series_slice ?? attrs.slice);
+    for (const cell of [inst.id, inst.label, fmt(inst.score, 3), fmt(inst.area_px), areaText(inst.area, inst.area_unit), box]) {
       tr.appendChild(el("td", cell));
     }
     tbody.appendChild(tr);
   }
   $("instance-count").textContent = `(${(doc.instances || []).length})`;
+  showClasses(doc);
 
   const downloads = $("downloads");
   downloads.replaceChildren();
@@ -342,10 +362,29 @@ async function showResult(body) {
   await showPicture(body, doc, links);
 }
 
+// per-class totals: a DICOM series' volume per segment (mL), a raster's area per class with its share
+function showClasses(doc) {
+  const tbody = $("classes").querySelector("tbody");
+  tbody.replaceChildren();
+  for (const [name, row] of Object.entries(doc.classes || {})) {
+    if (!row || typeof row !== "object") continue;
+    let amount = null;
+    if (typeof row.volume_ml === "number") amount = `${figure(row.volume_ml)} mL (${fmt(row.voxels)} voxels)`;
+    else if (typeof row.area_km2 === "number") {
+      amount = areaText(row.area_km2 * 1e6, "m2") + (typeof row.share === "number" ? ` (${(100 * row.share).toFixed(1)} %)` : "");
+    }
+    if (amount === null) continue;
+    const tr = el("tr");
+    tr.append(el("td", name), el("td", amount));
+    tbody.appendChild(tr);
+  }
+  $("classes-section").hidden = tbody.children.length === 0;
+}
+
 // ------------------------------------------------------------------------------------------- what to look at
 function resetViews() {
   if (leafletMap) { leafletMap.remove(); leafletMap = null; }
-  for (const id of ["map", "player", "legend", "events", "opacity-row", "input-preview", "slice-row", "instances-canvas"]) {
+  for (const id of ["map", "player", "legend", "events", "timeline", "opacity-row", "input-preview", "slice-row", "instances-canvas"]) {
     $(id).hidden = true;
   }
   $("input-preview").classList.remove("base");
@@ -355,6 +394,7 @@ function resetViews() {
   $("overlay").style.opacity = "";
   $("legend").replaceChildren();
   $("events").replaceChildren();
+  $("timeline").replaceChildren();
 }
 
 async function showPicture(body, doc, links) {
@@ -426,6 +466,15 @@ async function showSlices(doc, links, names) {
   slider.value = String(Math.max(0, withSegments));
   slider.oninput = () => show(Number(slider.value)).catch((e) => setStatus(e.message, true));
   $("slice-row").hidden = names.length < 2;
+  // a row of the instance table shows its slice
+  const indexOf = Object.fromEntries(names.map((n, i) => [String(Number(n.slice("slice_png_".length))), i]));
+  for (const tr of $("instances").querySelectorAll("tbody tr[data-slice]")) {
+    const i = indexOf[tr.dataset.slice];
+    if (i === undefined) continue;
+    tr.classList.add("pick");
+    tr.title = "show this slice";
+    tr.addEventListener("click", () => { slider.value = String(i); slider.oninput(); });
+  }
   await show(Number(slider.value));
 }
 
@@ -552,16 +601,62 @@ async function showMap(id, links) {
 async function showEvents(url) {
   const doc = await (await api(url)).json();
   const list = $("events");
-  for (const event of doc.events || []) {
-    if (event.event !== "track") continue;
+  const player = $("player");
+  const tracks = (doc.events || []).filter((e) => e.event === "track");
+  const seek = (t) => { player.currentTime = t; player.play().catch(() => {}); };
+  for (const event of tracks) {
     const li = el("li");
     const button = el("button", `#${event.track_id} ${event.label}: ${fmt(event.first_s, 3)}–${fmt(event.last_s, 3)} s`);
     button.type = "button";
-    button.addEventListener("click", () => { $("player").currentTime = event.first_s; $("player").play(); });
+    button.addEventListener("click", () => seek(event.first_s));
     li.appendChild(button);
     list.appendChild(li);
   }
   list.hidden = list.children.length === 0;
+  if (tracks.length) await showTimeline(tracks, seek);
+}
+
+// the events on a timeline under the player: one lane per track, a bar from its first to its last frame, a playhead
+// that follows the video; a click on a lane (its bar included) seeks to that time, the list below to a track's start
+async function showTimeline(tracks, seek) {
+  const player = $("player");
+  if (!(player.duration > 0)) {
+    await new Promise((resolve) => {
+      player.addEventListener("loadedmetadata", resolve, { once: true });
+      player.addEventListener("error", resolve, { once: true });
+    });
+  }
+  const duration = player.duration;
+  if (!(duration > 0) || !Number.isFinite(duration)) return;
+  const box = $("timeline");
+  const pct = (t) => `${Math.max(0, Math.min(100, (100 * t) / duration)).toFixed(3)}%`;
+  tracks.slice(0, 40).forEach((event, n) => {
+    const lane = el("div", null, "lane");
+    lane.appendChild(el("span", `#${event.track_id}`, "lane-name"));
+    const rail = el("div", null, "rail");
+    rail.addEventListener("click", (e) => {
+      const r = rail.getBoundingClientRect();
+      seek(duration * Math.max(0, Math.min(1, (e.clientX - r.left) / r.width)));
+    });
+    const bar = el("div", null, "bar");
+    bar.dataset.track = String(event.track_id);
+    bar.title = `#${event.track_id} ${event.label}: ${fmt(event.first_s, 3)}–${fmt(event.last_s, 3)} s`;
+    const [r, g, b] = INSTANCE_COLOURS[n % INSTANCE_COLOURS.length];
+    bar.style.background = `rgb(${r}, ${g}, ${b})`;
+    bar.style.left = pct(event.first_s);
+    // at least one frame wide, so that a one-frame event can be seen and clicked
+    bar.style.width = `max(3px, ${pct(Math.max(0, event.last_s - event.first_s))})`;
+    rail.appendChild(bar);
+    lane.appendChild(rail);
+    box.appendChild(lane);
+  });
+  const head = el("div", null, "playhead");
+  box.appendChild(head);
+  const place = () => { head.style.left = `calc(3.2rem + (100% - 3.2rem) * ${(player.currentTime / duration).toFixed(5)})`; };
+  player.addEventListener("timeupdate", place);
+  player.addEventListener("seeked", place);
+  place();
+  box.hidden = false;
 }
 
 document.addEventListener("DOMContentLoaded", init);
