@@ -288,23 +288,16 @@ def _print_result(result: Any, out_dir: Path) -> None:
 
 
 def _area(value: float, unit: str | None) -> str:
-    """Human units, never an exponent: m2 below 1 ha (``3,200 m²``), ha from 1 to 100 ha (``2.67 ha``), km2 above
-    (``1,234 km²``); mm2 -> cm2 from 1 cm2."""
-    if unit == "m2":
-        if value >= 1e6:
-            return f"{_figure(value / 1e6)} km²"
-        if value >= 1e4:
-            return f"{_figure(value / 1e4)} ha"
-        return f"{_figure(value)} m²"
-    if unit == "mm2" and value >= 100:
-        return f"{_figure(value / 100)} cm²"
-    return f"{_figure(value)} {(unit or '').replace('2', '²')}"
+    """Human units (see :func:`rscore.units.area_text`)."""
+    from rscore.units import area_text
+
+    return area_text(value, unit)
 
 
 def _figure(value: float) -> str:
-    """Three significant figures below 100 (``2.67``, ``45.3``), whole numbers with thousands separators from 100
-    (``3,200``, ``1,234,567``): no exponent (down to 1e-4)."""
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    from rscore.units import figure
+
+    return figure(value)
 
 
 @plugin_app.command("new")

@@ -17,16 +17,39 @@ import base64
 import html
 import io
 import math
+import weakref
 from typing import Any
 
 import numpy as np
 
 from rscore.errors import OptionError
 
-__all__ = ["result_html", "overlay_png", "to_geodataframe", "to_label_volume", "to_coco"]
+__all__ = ["result_html", "overlay_png", "to_geodataframe", "to_label_volume", "to_coco", "remember_scene", "scene_of"]
 
 THUMB = 480
 COLOURS = [(255, 64, 64), (64, 200, 255), (255, 200, 0), (140, 255, 90), (230, 90, 255), (255, 150, 60)]
+
+# result id -> weak reference to the scene it was computed on, so that a bare ``result`` in a Jupyter cell shows the
+# input under the mask. Weak both ways: nothing here keeps a scene or a result alive (a service answering thousands
+# of requests holds no pixels through it); an entry goes when its result is collected.
+_SCENES: dict[int, weakref.ref[Any]] = {}
+
+
+def remember_scene(result: Any, scene: Any) -> None:
+    """Note that ``result`` was computed on ``scene`` (called by :func:`rscore.engine.segment`)."""
+    try:
+        ref = weakref.ref(scene)
+        key = id(result)
+        _SCENES[key] = ref
+        weakref.finalize(result, _SCENES.pop, key, None)
+    except TypeError:  # an object without weak references: shown without its input
+        pass
+
+
+def scene_of(result: Any) -> Any:
+    """The scene ``result`` was computed on while it is still alive, else None."""
+    ref = _SCENES.get(id(result))
+    return ref() if ref is not None else None
 
 
 def _small(mask: Any) -> np.ndarray | None:
@@ -82,7 +105,13 @@ def _esc(value: Any) -> str:
 
 
 def result_html(result: Any, scene: Any = None) -> str:
-    """The answer as one HTML fragment: query and template, confidence, caveats, overlay, instances, plan steps."""
+    """The answer as one HTML fragment: query and template, confidence, caveats, overlay, instances, per-class totals
+    (a DICOM series' volume per segment in mL, a raster's area per class), plan steps. Without ``scene``, the scene
+    the result was computed on is used while the caller still holds it (:func:`scene_of`)."""
+    from rscore.units import area_text, figure
+
+    if scene is None:
+        scene = scene_of(result)
     plan = result.plan
     parts = ['<div class="rscore-result" style="font-family:sans-serif;max-width:960px">']
     head = f"<b>{_esc(result.query)}</b>"
@@ -106,17 +135,29 @@ def result_html(result: Any, scene: Any = None) -> str:
     if result.instances:
         rows = []
         for i, inst in enumerate(result.instances[:50]):
-            area = f"{inst.area_real:.4g} {_esc(inst.area_unit)}" if inst.area_real is not None else ""
+            area = _esc(area_text(inst.area_real, inst.area_unit)) if inst.area_real is not None else ""
+            own = inst.attributes.get("bbox_in_slice")  # a DICOM series: the box on its own slice, as the CLI says
+            box = f"slice {inst.attributes.get('slice')}: {list(own)}" if own is not None else str(list(inst.bbox))
             rows.append(f"<tr><td>{i}</td><td>{_esc(inst.label)}</td><td>{inst.score:.3f}</td>"
-                        f"<td>{inst.area_px}</td><td>{area}</td><td>{_esc(list(inst.bbox))}</td></tr>")  # fmt: skip
+                        f"<td>{inst.area_px:,}</td><td>{area}</td><td>{_esc(box)}</td></tr>")  # fmt: skip
         more = (f"<tr><td colspan=6>... and {len(result.instances) - 50} more</td></tr>"
                 if len(result.instances) > 50 else "")  # fmt: skip
         parts.append('<table class="rscore-instances" border="1" style="border-collapse:collapse">'
                      "<tr><th>#</th><th>label</th><th>score</th><th>area px</th><th>area</th><th>bbox</th></tr>"
                      + "".join(rows) + more + "</table>")  # fmt: skip
     if result.classes:
-        items = "".join(f"<li>{_esc(k)}: {_esc(v)}</li>" for k, v in dict(result.classes).items())
-        parts.append(f"<div>classes:<ul style='margin:2px 0'>{items}</ul></div>")
+        items = []
+        for name, row in dict(result.classes).items():
+            if isinstance(row, dict) and row.get("volume_ml") is not None:
+                text = f"{figure(row['volume_ml'])} mL ({row.get('voxels', 0):,} voxels)"
+            elif isinstance(row, dict) and row.get("area_km2") is not None:
+                text = area_text(row["area_km2"] * 1e6, "m2")
+                text += f" ({100 * row['share']:.1f} %)" if row.get("share") is not None else ""
+            else:
+                text = str(row)
+            items.append(f"<tr><td>{_esc(name)}</td><td>{_esc(text)}</td></tr>")
+        parts.append('<table class="rscore-classes" border="1" style="border-collapse:collapse;margin-top:4px">'
+                     "<tr><th>class / segment</th><th>volume or area</th></tr>" + "".join(items) + "</table>")  # fmt: skip
     if plan.steps:
         steps = "".join(f"<li>{_esc(s.text)}</li>" for s in plan.steps)
         parts.append(f'<div>plan:<ol class="rscore-plan" style="margin:2px 0">{steps}</ol></div>')
