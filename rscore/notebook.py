@@ -156,8 +156,9 @@ def result_html(result: Any, scene: Any = None) -> str:
             else:
                 text = str(row)
             items.append(f"<tr><td>{_esc(name)}</td><td>{_esc(text)}</td></tr>")
+        head = "<tr><th>class / segment</th><th>volume or area</th></tr>"
         parts.append('<table class="rscore-classes" border="1" style="border-collapse:collapse;margin-top:4px">'
-                     "<tr><th>class / segment</th><th>volume or area</th></tr>" + "".join(items) + "</table>")  # fmt: skip
+                     + head + "".join(items) + "</table>")  # fmt: skip
     if plan.steps:
         steps = "".join(f"<li>{_esc(s.text)}</li>" for s in plan.steps)
         parts.append(f'<div>plan:<ol class="rscore-plan" style="margin:2px 0">{steps}</ol></div>')

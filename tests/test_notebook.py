@@ -141,7 +141,8 @@ def test_real_ct_html_gives_boxes_per_slice_volumes_and_areas_in_cm2(tmp_path):
     assert len(boxes) == min(50, len(res.instances)) and {b[0] for b in boxes} == {"0", "1", "2"}
     assert max(int(b[4]) for b in boxes) <= 512
     for name, row in res.classes.items():
-        assert f"<td>{name.replace('>', '&gt;')}</td><td>{row['volume_ml']:.3g} mL ({row['voxels']:,} voxels)</td>" in page
+        cells = f"<td>{name.replace('>', '&gt;')}</td><td>{row['volume_ml']:.3g} mL ({row['voxels']:,} voxels)</td>"
+        assert cells in page
     areas = re.findall(r"<td>([\d.,]+ (?:cm²|mm²|mm2))</td>", page)
     assert areas and "mm2" not in "".join(areas)
     for text in areas:  # cm² from 1 cm², mm² below

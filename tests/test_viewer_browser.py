@@ -5,7 +5,6 @@ slider, confidence and caveats. Skipped like tests/test_service_browser.py when 
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import time
 import types
 from fractions import Fraction
@@ -28,13 +27,10 @@ try:
 except ImportError:
     webdriver = None
 
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = [
-    pytest.mark.skipif(webdriver is None, reason="needs selenium"),
-    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="needs chromium and chromium-driver"),
-    pytest.mark.skipif(importlib.util.find_spec("fastapi") is None, reason="the service needs fastapi"),
-]
+from browser_helpers import CHROMEDRIVER, CHROMIUM, check_browser, unavailable  # noqa: E402
+from browser_helpers import marks as browser_marks  # noqa: E402
+
+pytestmark = browser_marks()  # skipped without a browser, failed instead under RSCORE_REQUIRE_BROWSER=1
 
 
 def _bright(ctx: OpContext) -> ProgramOutput:
@@ -60,6 +56,7 @@ def registry():
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
+    check_browser()
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -71,7 +68,7 @@ def driver(tmp_path_factory):
     try:
         drv = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
     except WebDriverException as exc:
-        pytest.skip(f"chromium did not start: {exc.msg}")
+        unavailable(f"chromium did not start: {exc.msg}")
     yield drv
     drv.quit()
 
@@ -214,7 +211,8 @@ def test_video_result_plays_with_its_events(driver, url, tmp_path):
     driver.execute_script("""const r = arguments[0].getBoundingClientRect();
         arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true, clientX: r.left + r.width / 2,
                                                              clientY: r.top + 2}));""", rail)
-    WebDriverWait(driver, 10).until(lambda d: abs(d.execute_script("return arguments[0].currentTime", player) - 1.5) < 0.4)
+    now = "return arguments[0].currentTime"
+    WebDriverWait(driver, 10).until(lambda d: abs(d.execute_script(now, player) - 1.5) < 0.4)
     assert _errors(driver) == []
 
 
@@ -435,7 +433,8 @@ def test_real_ct_boxes_per_slice_volumes_in_ml_and_rows_that_show_their_slice(dr
     last = next(tr for tr, m in zip(rows, parsed) if m.group(1) == "2")
     last.click()
     WebDriverWait(driver, 10).until(lambda d: "(3 of 3)" in d.find_element(By.ID, "overlay-caption").text)
-    assert img.get_attribute("data-slice") == "002" and driver.find_element(By.ID, "slice").get_attribute("value") == "2"
+    assert img.get_attribute("data-slice") == "002"
+    assert driver.find_element(By.ID, "slice").get_attribute("value") == "2"
     assert _errors(driver) == []
 
 
