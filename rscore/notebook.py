@@ -132,12 +132,16 @@ def result_html(result: Any, scene: Any = None) -> str:
         data = base64.b64encode(png).decode("ascii")
         parts.append(f'<img alt="overlay" style="max-width:{THUMB}px;image-rendering:pixelated" '
                      f'src="data:image/png;base64,{data}"/>')  # fmt: skip
+    elif getattr(result, "keyframe_image", None) is not None:  # a video: the frame the answer started from
+        parts.append(_keyframe_html(result))
     if result.instances:
         rows = []
         for i, inst in enumerate(result.instances[:50]):
             area = _esc(area_text(inst.area_real, inst.area_unit)) if inst.area_real is not None else ""
             own = inst.attributes.get("bbox_in_slice")  # a DICOM series: the box on its own slice, as the CLI says
             box = f"slice {inst.attributes.get('slice')}: {list(own)}" if own is not None else str(list(inst.bbox))
+            if inst.attributes.get("first_s") is not None:  # a video track: when it is seen
+                box += f" at {inst.attributes['first_s']:.2f}-{inst.attributes.get('last_s', 0):.2f} s"
             rows.append(f"<tr><td>{i}</td><td>{_esc(inst.label)}</td><td>{inst.score:.3f}</td>"
                         f"<td>{inst.area_px:,}</td><td>{area}</td><td>{_esc(box)}</td></tr>")  # fmt: skip
         more = (f"<tr><td colspan=6>... and {len(result.instances) - 50} more</td></tr>"
@@ -164,6 +168,24 @@ def result_html(result: Any, scene: Any = None) -> str:
         parts.append(f'<div>plan:<ol class="rscore-plan" style="margin:2px 0">{steps}</ol></div>')
     parts.append("</div>")
     return "\n".join(parts)
+
+
+def _keyframe_html(result: Any) -> str:
+    """A video result's keyframe (the frame the answer was found on and propagated from), with where the overlay
+    video is: the per-frame masks live in the output files, not in the result."""
+    from PIL import Image
+
+    rgb = np.asarray(result.keyframe_image)
+    f = max(1, math.ceil(max(rgb.shape[:2]) / THUMB))
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb[::f, ::f]).astype(np.uint8), "RGB").save(buf, format="PNG")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    kf = dict(getattr(result, "keyframe", None) or {})
+    where = f"frame {kf['frame']} (t = {kf.get('timestamp_s', 0):.2f} s)" if "frame" in kf else "the keyframe"
+    video = dict(result.outputs).get("overlay_video")
+    tail = f"; the masks on every frame: {_esc(video)} in the output folder" if video else ""
+    return (f'<figure style="margin:4px 0"><img alt="keyframe" style="max-width:{THUMB}px" '
+            f'src="data:image/png;base64,{data}"/><figcaption>keyframe: {_esc(where)}{tail}</figcaption></figure>')
 
 
 # -------------------------------------------------------------------------------------------------- conversions

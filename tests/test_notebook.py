@@ -151,3 +151,30 @@ def test_real_ct_html_gives_boxes_per_slice_volumes_and_areas_in_cm2(tmp_path):
     labels, affine, names = res.to_label_volume(scene)
     assert labels.shape == (512, 512, 3) and sorted(names.values()) == sorted(res.classes)
     assert affine[2, 2] == pytest.approx(1.0)  # 1 mm between the slices
+
+
+@pytest.mark.shared_data
+def test_a_video_result_shows_its_keyframe_and_when_each_track_is_seen(tmp_path):
+    """Intel's worker clip through rscore.run: the cell shows the keyframe (frame and time) and each track's time
+    span beside its box; the per-frame masks are in the output files, which the caption names."""
+    pytest.importorskip("rscore_safety")
+    import rscore
+    from rscore.testing import shared_data_dir
+
+    root = shared_data_dir()
+    clip = root / "construction" / "intel_worker-zone-detection_from_gif.mp4" if root else None
+    if clip is None or not clip.is_file():
+        pytest.skip("shared data construction/intel_worker-zone-detection_from_gif.mp4 not present")
+    res = rscore.run(clip, "workers in hi-vis vests", plugin="safety", out_dir=tmp_path / "o",
+                     options={"max_frames": 30})  # fmt: skip
+    page = res._repr_html_()
+    picture = _overlay(page)
+    assert picture.shape[:2] == res.keyframe_image.shape[:2] == (270, 480)
+    assert np.array_equal(picture, res.keyframe_image)
+    caption = re.search(r"<figcaption>(.*?)</figcaption>", page).group(1)
+    assert f"frame {res.keyframe['frame']} " in caption and "overlay.mp4" in caption
+    spans = re.findall(r"at (\d+\.\d\d)-(\d+\.\d\d) s</td>", page)
+    assert len(spans) == len(res.instances) > 0
+    for (a, b), inst in zip(spans, res.instances):
+        assert float(a) == pytest.approx(inst.attributes["first_s"], abs=0.006)
+        assert float(b) == pytest.approx(inst.attributes["last_s"], abs=0.006)
