@@ -464,7 +464,12 @@ def test_real_clip_plays_in_the_player_with_its_events_on_a_timeline(driver, url
     bars = driver.find_elements(By.CSS_SELECTOR, "#timeline .bar")
     rail = driver.find_element(By.CSS_SELECTOR, "#timeline .rail").rect
     assert items and len(bars) == len(items)
+    from rscore.video.writers import track_colour
+
     for item, bar in zip(items, bars):  # "#1 hi-vis clothing: 0–4.67 s" <-> the bar's place on the rail
+        # in the colour the overlay video tints the track with
+        assert bar.value_of_css_property("background-color") == "rgba({}, {}, {}, 1)".format(
+            *track_colour(int(bar.get_attribute("data-track"))))
         start, end = (float(v) for v in item.text.rsplit(": ", 1)[1].rstrip(" s").split("–"))
         left = (bar.rect["x"] - rail["x"]) / rail["width"] * 71 / 15
         assert left == pytest.approx(start, abs=0.1), item.text

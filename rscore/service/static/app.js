@@ -616,6 +616,14 @@ async function showEvents(url) {
   if (tracks.length) await showTimeline(tracks, seek);
 }
 
+// the colour the overlay video gives a track (rscore.video.writers.track_colour: golden-ratio hue steps, HSV s 0.85 v 1)
+function trackColour(id) {
+  const h = (id * 0.618033988749895) % 1, s = 0.85, i = Math.floor(h * 6), f = h * 6 - i;
+  const p = 1 - s, q = 1 - s * f, t = 1 - s * (1 - f);
+  const [r, g, b] = [[1, t, p], [q, 1, p], [p, 1, t], [p, q, 1], [t, p, 1], [1, p, q]][i % 6];
+  return [r, g, b].map((v) => Math.trunc(v * 255));
+}
+
 // the events on a timeline under the player: one lane per track, a bar from its first to its last frame, a playhead
 // that follows the video; a click on a lane (its bar included) seeks to that time, the list below to a track's start
 async function showTimeline(tracks, seek) {
@@ -630,7 +638,7 @@ async function showTimeline(tracks, seek) {
   if (!(duration > 0) || !Number.isFinite(duration)) return;
   const box = $("timeline");
   const pct = (t) => `${Math.max(0, Math.min(100, (100 * t) / duration)).toFixed(3)}%`;
-  tracks.slice(0, 40).forEach((event, n) => {
+  tracks.slice(0, 40).forEach((event) => {
     const lane = el("div", null, "lane");
     lane.appendChild(el("span", `#${event.track_id}`, "lane-name"));
     const rail = el("div", null, "rail");
@@ -641,7 +649,7 @@ async function showTimeline(tracks, seek) {
     const bar = el("div", null, "bar");
     bar.dataset.track = String(event.track_id);
     bar.title = `#${event.track_id} ${event.label}: ${fmt(event.first_s, 3)}–${fmt(event.last_s, 3)} s`;
-    const [r, g, b] = INSTANCE_COLOURS[n % INSTANCE_COLOURS.length];
+    const [r, g, b] = trackColour(event.track_id);
     bar.style.background = `rgb(${r}, ${g}, ${b})`;
     bar.style.left = pct(event.first_s);
     // at least one frame wide, so that a one-frame event can be seen and clicked
