@@ -252,7 +252,7 @@ async function onSubmit(event) {
     const body = await (await api("v1/segment", { method: "POST", body: form })).json();
     if (inputUrl) URL.revokeObjectURL(inputUrl);
     inputUrl = chosen.length === 1 && /^image\/(png|jpeg|gif|webp|bmp)$/.test(file.type) ? URL.createObjectURL(file) : null;
-    await showResult(body);
+    await showResult({ ...body, fromForm: true });
     setStatus(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   } catch (e) {
     setStatus(e.message, true);
@@ -309,6 +309,7 @@ async function showResult(body) {
   const warnings = doc.warnings || [];
   $("warnings").hidden = warnings.length === 0;
   $("warnings").textContent = warnings.join(" · ");
+  showPluginHint(doc, body.fromForm === true);
 
   const steps = $("steps");
   steps.replaceChildren();
@@ -360,6 +361,25 @@ async function showResult(body) {
   }
 
   await showPicture(body, doc, links);
+}
+
+// "any plugin" chosen and a plugin's template answered: the answer came without that plugin's reader and files (a
+// GeoTIFF read as a plain picture: no map; a DICOM series: no SEG, NIfTI or slice browser). Say so, with a button
+// that runs the same file and query again with that plugin.
+function showPluginHint(doc, fromForm) {
+  const hint = $("plugin-hint");
+  const owner = !doc.plugin && typeof doc.template === "string" && doc.template.includes(":")
+    ? doc.template.split(":")[0] : null;
+  const installed = owner && [...$("plugin").options].some((o) => o.value === owner);
+  hint.hidden = !installed;
+  if (!installed) return;
+  hint.dataset.plugin = owner;
+  hint.querySelector("span").textContent = `answered without a plugin chosen: the ${owner} plugin's reader and files `
+    + `(maps, DICOM SEG and NIfTI, slice browser...) come with "${owner}" in the Plugin list.`;
+  const again = hint.querySelector("button");
+  again.textContent = `run again with ${owner}`;
+  again.hidden = !(fromForm && $("file").files.length);
+  again.onclick = () => { $("plugin").value = owner; updateExamples(); $("form").requestSubmit(); };
 }
 
 // per-class totals: a DICOM series' volume per segment (mL), a raster's area per class with its share
