@@ -7,8 +7,10 @@ already works with. :class:`~rscore.types.Result` has thin methods over these fu
     labels, affine = res.to_label_volume(scene)   # DICOM: (columns, rows, slices) labels + RAS affine (NIfTI's)
     res.to_coco(scene)                    # images: COCO dataset dict (images, categories, annotations with RLE)
 
-Nothing here is imported by the engine; each conversion imports its libraries (geopandas, nibabel) when called and
-says which package is missing otherwise.
+The engine imports only :func:`remember_scene` (stdlib + numpy at import time): :func:`rscore.engine.segment` notes
+the caller's scene weakly, so that a bare ``res`` in a cell shows the input under the mask while the caller holds the
+scene. Each conversion imports its libraries (geopandas, nibabel, PIL) when called and says which package is missing
+otherwise.
 """
 
 from __future__ import annotations
