@@ -284,7 +284,25 @@ def _print_result(result: Any, out_dir: Path) -> None:
         console.print(f"[magenta]caveat:[/] {c}")
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
+    owner = _answering_plugin_not_chosen(result)
+    if owner:
+        console.print(f"[yellow]warning:[/] answered by {owner}'s template without --plugin {owner}: {owner}'s own "
+                      f"outputs (and its postprocessing) were not written; run with --plugin {owner} for them")
     console.print(f"outputs in {out_dir}/: {', '.join(sorted(set(result.outputs.values())))}")
+
+
+def _answering_plugin_not_chosen(result: Any) -> str | None:
+    """The plugin whose template answered when no --plugin was given and that plugin writes outputs of its own (a
+    DICOM series: SEG, NIfTI, slices; a GeoTIFF: COGs, polygons, map), else None."""
+    template = result.plan.template or ""
+    if result.plugin or result.plan.absent or ":" not in template:  # an absent answer's reason says it already
+        return None
+    from rscore.plugins import CORE, default_registry
+
+    owner = template.split(":", 1)[0]
+    reg = default_registry()
+    own = [w for p, w in reg.writers if p == owner]
+    return owner if owner != CORE and own else None
 
 
 def _area(value: float, unit: str | None) -> str:

@@ -374,8 +374,9 @@ function showPluginHint(doc, fromForm) {
   hint.hidden = !installed;
   if (!installed) return;
   hint.dataset.plugin = owner;
-  hint.querySelector("span").textContent = `answered without a plugin chosen: the ${owner} plugin's reader and files `
-    + `(maps, DICOM SEG and NIfTI, slice browser...) come with "${owner}" in the Plugin list.`;
+  hint.querySelector("span").textContent = `answered by ${owner}'s template without a plugin chosen: the ${owner} `
+    + `plugin's own steps and files (e.g. a GeoTIFF's map; DICOM SEG, NIfTI, the slice browser) come with "${owner}" `
+    + "in the Plugin list.";
   const again = hint.querySelector("button");
   again.textContent = `run again with ${owner}`;
   again.hidden = !(fromForm && $("file").files.length);
