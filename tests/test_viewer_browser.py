@@ -164,6 +164,18 @@ def test_earth_result_on_an_interactive_map(driver, url, tmp_path):
     slider = driver.find_element(By.ID, "opacity")
     driver.execute_script("arguments[0].value = 20; arguments[0].dispatchEvent(new Event('input'))", slider)
     assert float(classes.value_of_css_property("opacity")) == pytest.approx(0.2)
+    # a row of the instance table shows its instance: the map zooms to its box (pixels -> UTM -> WGS 84), framed
+    row = driver.find_elements(By.CSS_SELECTOR, "#instances tbody tr")[-1]  # a small one: the map zooms in
+    x0, y0, x1, y1 = (int(v) for v in row.find_elements(By.TAG_NAME, "td")[5].text.split(", "))
+    zoom = driver.execute_script("return leafletMap.getZoom()")
+    row.click()
+    WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#map path.rscore-picked"))
+    to_wgs84 = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True)
+    west, north = to_wgs84.transform(500_000 + 10 * x0, 5_120_000 - 10 * y0)
+    east, south = to_wgs84.transform(500_000 + 10 * x1, 5_120_000 - 10 * y1)
+    centre = "const c = leafletMap.getCenter(); return [c.lat, c.lng]"
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return leafletMap.getZoom()") > zoom and (
+        d.execute_script(centre) == pytest.approx([(south + north) / 2, (west + east) / 2], abs=2e-4)))
     # the screenshot of the map shows the drawn layers (not a blank box)
     png = tmp_path / "map.png"
     driver.find_element(By.ID, "map").screenshot(str(png))

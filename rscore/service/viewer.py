@@ -88,6 +88,7 @@ def map_layers(folder: Path) -> dict[str, Any]:
             raise StarletteHTTPException(404, f"{tif.name} cannot be placed on a Web Mercator map: {exc}") from None
         crs = ds.crs.to_string()
         nodata = ds.nodata
+        boxes = _instance_bounds(folder, ds.transform, src_crs)
     if selected is not None:
         values = np.where(selected, values, 0)
     if nodata is not None:
@@ -107,7 +108,7 @@ def map_layers(folder: Path) -> dict[str, Any]:
     out: dict[str, Any] = {
         "bounds": [[south, west], [north, east]], "crs": crs, "raster": tif.name, "overlay": _png(rgba),
         "legend": legend, "base": None,
-        "geojson": "polygons.geojson" if (folder / "polygons.geojson").is_file() else None,
+        "geojson": "polygons.geojson" if (folder / "polygons.geojson").is_file() else None, "instances": boxes,
     }  # fmt: skip
     png = folder / "basemap.png"  # the input's hillshade (or image) alone, never map.png: that has the answer in it
     if png.is_file() and (folder / "basemap.pgw").is_file():
@@ -126,6 +127,30 @@ def map_layers(folder: Path) -> dict[str, Any]:
         warped = np.stack([_warp(band, src_t, src_crs, grid, Resampling.bilinear) for band in rgb])
         alpha = _warp(np.full(rgb.shape[1:], 255, np.uint8), src_t, src_crs, grid, Resampling.nearest)
         out["base"] = _png(np.ascontiguousarray(np.moveaxis(np.concatenate([warped, alpha[None]]), 0, -1)))
+    return out
+
+
+def _instance_bounds(folder: Path, transform: Any, crs: Any, limit: int = 1000) -> dict[str, list[list[float]]]:
+    """``{instance id: [[south, west], [north, east]]}``: each instance's pixel box (result.json, end-exclusive) on
+    the ground in WGS 84, so that a row of the viewer's instance table can show its place on the map."""
+    import json
+
+    from rasterio.warp import transform_bounds
+
+    try:
+        doc = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, list[list[float]]] = {}
+    for inst in (doc.get("instances") or [])[:limit]:
+        box = inst.get("bbox")
+        if not isinstance(box, list) or len(box) != 4:
+            continue
+        x0, y0, x1, y1 = (float(v) for v in box)
+        (ax, ay), (bx, by) = transform * (x0, y0), transform * (x1, y1)
+        west, south, east, north = transform_bounds(crs, "EPSG:4326", min(ax, bx), min(ay, by), max(ax, bx),
+                                                    max(ay, by), densify_pts=5)  # fmt: skip
+        out[str(inst.get("id"))] = [[south, west], [north, east]]
     return out
 
 

@@ -603,6 +603,20 @@ async function showMap(id, links) {
       },
     }).addTo(map);
   }
+  // a row of the instance table shows where the instance is: the map zooms to its box, drawn as a frame
+  let picked = null;
+  for (const tr of $("instances").querySelectorAll("tbody tr")) {
+    const box = (view.instances || {})[tr.dataset.id];
+    if (!box) continue;
+    tr.classList.add("pick");
+    tr.title = "show this instance on the map";
+    tr.addEventListener("click", () => {
+      if (picked) picked.remove();
+      picked = L.rectangle(box, { color: "#1f6feb", weight: 2, fill: false, interactive: false,
+                                    className: "rscore-picked" }).addTo(map);
+      map.fitBounds(box, { maxZoom: map.getBoundsZoom(bounds) + 4, padding: [20, 20] });
+    });
+  }
   L.control.layers(null, layers, { collapsed: false }).addTo(map);
   L.control.scale({ imperial: false }).addTo(map);
   map.fitBounds(bounds);
