@@ -5,8 +5,8 @@
   PNG (0, nodata and classes outside the mask see-through, the COG's palette), an offline basemap (``basemap.png``,
   which the earth map writer writes beside ``map.png``: the input's hillshade, or its RGB, alone - the answer is not
   in it, so at classes opacity 0 only the input shows - placed by its world file; ``None`` for a result without
-  one) and the legend (values, names, colours from the
-  raster's category names / tags). The PNGs are about :data:`MAX_SIDE` px (read from the COG overviews) and are
+  one), the legend (values, names, colours from the
+  raster's category names / tags) and each instance's box in WGS 84 (``instances``, by id). The PNGs are about :data:`MAX_SIDE` px (read from the COG overviews) and are
   warped to Web Mercator (EPSG:3857, nearest for classes, bilinear for the basemap) before the browser stretches
   them between their corners, which is exact only for a Web Mercator grid. Stretched over its WGS 84 bounds as it
   was, a UTM raster is drawn rotated by the grid convergence (~2 degrees at 3 degrees from the central meridian at
