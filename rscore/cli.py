@@ -284,27 +284,38 @@ def _print_result(result: Any, out_dir: Path) -> None:
         console.print(f"[magenta]caveat:[/] {c}")
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
+    owner = _answering_plugin_not_chosen(result)
+    if owner:
+        console.print(f"[yellow]warning:[/] answered by {owner}'s template without --plugin {owner}: {owner}'s own "
+                      f"outputs (and its postprocessing) were not written; run with --plugin {owner} for them")
     console.print(f"outputs in {out_dir}/: {', '.join(sorted(set(result.outputs.values())))}")
 
 
+def _answering_plugin_not_chosen(result: Any) -> str | None:
+    """The plugin whose template answered when no --plugin was given and that plugin writes outputs of its own (a
+    DICOM series: SEG, NIfTI, slices; a GeoTIFF: COGs, polygons, map), else None."""
+    template = result.plan.template or ""
+    if result.plugin or result.plan.absent or ":" not in template:  # an absent answer's reason says it already
+        return None
+    from rscore.plugins import CORE, default_registry
+
+    owner = template.split(":", 1)[0]
+    reg = default_registry()
+    own = [w for p, w in reg.writers if p == owner]
+    return owner if owner != CORE and own else None
+
+
 def _area(value: float, unit: str | None) -> str:
-    """Human units, never an exponent: m2 below 1 ha (``3,200 m²``), ha from 1 to 100 ha (``2.67 ha``), km2 above
-    (``1,234 km²``); mm2 -> cm2 from 1 cm2."""
-    if unit == "m2":
-        if value >= 1e6:
-            return f"{_figure(value / 1e6)} km²"
-        if value >= 1e4:
-            return f"{_figure(value / 1e4)} ha"
-        return f"{_figure(value)} m²"
-    if unit == "mm2" and value >= 100:
-        return f"{_figure(value / 100)} cm²"
-    return f"{_figure(value)} {(unit or '').replace('2', '²')}"
+    """Human units (see :func:`rscore.units.area_text`)."""
+    from rscore.units import area_text
+
+    return area_text(value, unit)
 
 
 def _figure(value: float) -> str:
-    """Three significant figures below 100 (``2.67``, ``45.3``), whole numbers with thousands separators from 100
-    (``3,200``, ``1,234,567``): no exponent (down to 1e-4)."""
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    from rscore.units import figure
+
+    return figure(value)
 
 
 @plugin_app.command("new")

@@ -7,8 +7,10 @@ already works with. :class:`~rscore.types.Result` has thin methods over these fu
     labels, affine = res.to_label_volume(scene)   # DICOM: (columns, rows, slices) labels + RAS affine (NIfTI's)
     res.to_coco(scene)                    # images: COCO dataset dict (images, categories, annotations with RLE)
 
-Nothing here is imported by the engine; each conversion imports its libraries (geopandas, nibabel) when called and
-says which package is missing otherwise.
+The engine imports only :func:`remember_scene` (stdlib + numpy at import time): :func:`rscore.engine.segment` notes
+the caller's scene weakly, so that a bare ``res`` in a cell shows the input under the mask while the caller holds the
+scene. Each conversion imports its libraries (geopandas, nibabel, PIL) when called and says which package is missing
+otherwise.
 """
 
 from __future__ import annotations
@@ -17,16 +19,39 @@ import base64
 import html
 import io
 import math
+import weakref
 from typing import Any
 
 import numpy as np
 
 from rscore.errors import OptionError
 
-__all__ = ["result_html", "overlay_png", "to_geodataframe", "to_label_volume", "to_coco"]
+__all__ = ["result_html", "overlay_png", "to_geodataframe", "to_label_volume", "to_coco", "remember_scene", "scene_of"]
 
 THUMB = 480
 COLOURS = [(255, 64, 64), (64, 200, 255), (255, 200, 0), (140, 255, 90), (230, 90, 255), (255, 150, 60)]
+
+# result id -> weak reference to the scene it was computed on, so that a bare ``result`` in a Jupyter cell shows the
+# input under the mask. Weak both ways: nothing here keeps a scene or a result alive (a service answering thousands
+# of requests holds no pixels through it); an entry goes when its result is collected.
+_SCENES: dict[int, weakref.ref[Any]] = {}
+
+
+def remember_scene(result: Any, scene: Any) -> None:
+    """Note that ``result`` was computed on ``scene`` (called by :func:`rscore.engine.segment`)."""
+    try:
+        ref = weakref.ref(scene)
+        key = id(result)
+        _SCENES[key] = ref
+        weakref.finalize(result, _SCENES.pop, key, None)
+    except TypeError:  # an object without weak references: shown without its input
+        pass
+
+
+def scene_of(result: Any) -> Any:
+    """The scene ``result`` was computed on while it is still alive, else None."""
+    ref = _SCENES.get(id(result))
+    return ref() if ref is not None else None
 
 
 def _small(mask: Any) -> np.ndarray | None:
@@ -82,7 +107,13 @@ def _esc(value: Any) -> str:
 
 
 def result_html(result: Any, scene: Any = None) -> str:
-    """The answer as one HTML fragment: query and template, confidence, caveats, overlay, instances, plan steps."""
+    """The answer as one HTML fragment: query and template, confidence, caveats, overlay, instances, per-class totals
+    (a DICOM series' volume per segment in mL, a raster's area per class), plan steps. Without ``scene``, the scene
+    the result was computed on is used while the caller still holds it (:func:`scene_of`)."""
+    from rscore.units import area_text, figure
+
+    if scene is None:
+        scene = scene_of(result)
     plan = result.plan
     parts = ['<div class="rscore-result" style="font-family:sans-serif;max-width:960px">']
     head = f"<b>{_esc(result.query)}</b>"
@@ -103,25 +134,60 @@ def result_html(result: Any, scene: Any = None) -> str:
         data = base64.b64encode(png).decode("ascii")
         parts.append(f'<img alt="overlay" style="max-width:{THUMB}px;image-rendering:pixelated" '
                      f'src="data:image/png;base64,{data}"/>')  # fmt: skip
+    elif getattr(result, "keyframe_image", None) is not None:  # a video: the frame the answer started from
+        parts.append(_keyframe_html(result))
     if result.instances:
         rows = []
         for i, inst in enumerate(result.instances[:50]):
-            area = f"{inst.area_real:.4g} {_esc(inst.area_unit)}" if inst.area_real is not None else ""
+            area = _esc(area_text(inst.area_real, inst.area_unit)) if inst.area_real is not None else ""
+            own = inst.attributes.get("bbox_in_slice")  # a DICOM series: the box on its own slice, as the CLI says
+            box = f"slice {inst.attributes.get('slice')}: {list(own)}" if own is not None else str(list(inst.bbox))
+            if inst.attributes.get("first_s") is not None:  # a video track: when it is seen
+                box += f" at {inst.attributes['first_s']:.2f}-{inst.attributes.get('last_s', 0):.2f} s"
             rows.append(f"<tr><td>{i}</td><td>{_esc(inst.label)}</td><td>{inst.score:.3f}</td>"
-                        f"<td>{inst.area_px}</td><td>{area}</td><td>{_esc(list(inst.bbox))}</td></tr>")  # fmt: skip
+                        f"<td>{inst.area_px:,}</td><td>{area}</td><td>{_esc(box)}</td></tr>")  # fmt: skip
         more = (f"<tr><td colspan=6>... and {len(result.instances) - 50} more</td></tr>"
                 if len(result.instances) > 50 else "")  # fmt: skip
         parts.append('<table class="rscore-instances" border="1" style="border-collapse:collapse">'
                      "<tr><th>#</th><th>label</th><th>score</th><th>area px</th><th>area</th><th>bbox</th></tr>"
                      + "".join(rows) + more + "</table>")  # fmt: skip
     if result.classes:
-        items = "".join(f"<li>{_esc(k)}: {_esc(v)}</li>" for k, v in dict(result.classes).items())
-        parts.append(f"<div>classes:<ul style='margin:2px 0'>{items}</ul></div>")
+        items = []
+        for name, row in dict(result.classes).items():
+            if isinstance(row, dict) and row.get("volume_ml") is not None:
+                text = f"{figure(row['volume_ml'])} mL ({row.get('voxels', 0):,} voxels)"
+            elif isinstance(row, dict) and row.get("area_km2") is not None:
+                text = area_text(row["area_km2"] * 1e6, "m2")
+                text += f" ({100 * row['share']:.1f} %)" if row.get("share") is not None else ""
+            else:
+                text = str(row)
+            items.append(f"<tr><td>{_esc(name)}</td><td>{_esc(text)}</td></tr>")
+        head = "<tr><th>class / segment</th><th>volume or area</th></tr>"
+        parts.append('<table class="rscore-classes" border="1" style="border-collapse:collapse;margin-top:4px">'
+                     + head + "".join(items) + "</table>")  # fmt: skip
     if plan.steps:
         steps = "".join(f"<li>{_esc(s.text)}</li>" for s in plan.steps)
         parts.append(f'<div>plan:<ol class="rscore-plan" style="margin:2px 0">{steps}</ol></div>')
     parts.append("</div>")
     return "\n".join(parts)
+
+
+def _keyframe_html(result: Any) -> str:
+    """A video result's keyframe (the frame the answer was found on and propagated from), with where the overlay
+    video is: the per-frame masks live in the output files, not in the result."""
+    from PIL import Image
+
+    rgb = np.asarray(result.keyframe_image)
+    f = max(1, math.ceil(max(rgb.shape[:2]) / THUMB))
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb[::f, ::f]).astype(np.uint8), "RGB").save(buf, format="PNG")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    kf = dict(getattr(result, "keyframe", None) or {})
+    where = f"frame {kf['frame']} (t = {kf.get('timestamp_s', 0):.2f} s)" if "frame" in kf else "the keyframe"
+    video = dict(result.outputs).get("overlay_video")
+    tail = f"; the masks on every frame: {_esc(video)} in the output folder" if video else ""
+    return (f'<figure style="margin:4px 0"><img alt="keyframe" style="max-width:{THUMB}px" '
+            f'src="data:image/png;base64,{data}"/><figcaption>keyframe: {_esc(where)}{tail}</figcaption></figure>')
 
 
 # -------------------------------------------------------------------------------------------------- conversions

@@ -91,3 +91,90 @@ def test_earth_result_html_shows_the_raster_under_the_mask():
     assert (np.abs(outside[:, 0] - outside[:, 2]) < 3).mean() > 0.99  # grey where nothing is marked
     tinted = over[mask]
     assert (tinted[:, 0] - tinted[:, 2] > 40).mean() > 0.95
+
+
+def _overlay(page: str) -> np.ndarray:
+    from PIL import Image
+
+    data = re.search(r'src="data:image/png;base64,([^"]+)"', page).group(1)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")).astype(int)
+
+
+def test_a_bare_result_in_a_cell_shows_its_input_while_the_scene_is_held():
+    """`res` alone in a Jupyter cell (what `_repr_html_` serves) shows the DEM under the mask, as `to_html(scene)`
+    does; once the scene is gone it falls back to the mask on grey (nothing here keeps a scene alive)."""
+    import gc
+
+    from rscore_earth import synthetic
+
+    scene = engine.open_scene(synthetic.example_path(), plugin="earth")
+    res = engine.segment(scene, "landslide-prone areas", plugin="earth", options={"matcher": "keyword"})
+    bare = _overlay(res._repr_html_())
+    assert np.array_equal(bare, _overlay(res.to_html(scene)))
+    mask = bare[..., 0] - bare[..., 2] > 40
+    assert bare[~mask].std() > 20  # the terrain, not a flat grey
+    del scene
+    gc.collect()
+    alone = _overlay(res._repr_html_())
+    assert alone[~mask].std() == 0  # the mask on grey: no scene was kept alive for it
+
+
+@pytest.mark.shared_data
+def test_real_ct_html_gives_boxes_per_slice_volumes_and_areas_in_cm2(tmp_path):
+    """dcmqi's real three-slice CT: the instance table gives each box on its own 512 px slice (as the CLI does), the
+    per-segment volumes in mL as in result.classes, areas in cm² from 1 cm²; the labels agree with NIfTI's."""
+    pytest.importorskip("rscore_surgical")
+    from rscore.testing import shared_data_dir
+
+    root = shared_data_dir()
+    folder = root / "medical" / "dicom" / "dcmqi_ct-3slice" if root else None
+    if folder is None or not folder.is_dir():
+        pytest.skip("shared data medical/dicom/dcmqi_ct-3slice not present")
+    series = tmp_path / "ct"
+    series.mkdir()
+    for name in ("01.dcm", "02.dcm", "03.dcm"):  # the series without the SEG beside it
+        (series / name).write_bytes((folder / name).read_bytes())
+    scene = engine.open_scene(series, plugin="surgical")
+    res = engine.segment(scene, "bone", plugin="surgical")
+    page = res._repr_html_()
+    boxes = re.findall(r"<td>slice (\d): \[(\d+), (\d+), (\d+), (\d+)\]</td>", page)
+    assert len(boxes) == min(50, len(res.instances)) and {b[0] for b in boxes} == {"0", "1", "2"}
+    assert max(int(b[4]) for b in boxes) <= 512
+    for name, row in res.classes.items():
+        cells = f"<td>{name.replace('>', '&gt;')}</td><td>{row['volume_ml']:.3g} mL ({row['voxels']:,} voxels)</td>"
+        assert cells in page
+    areas = re.findall(r"<td>([\d.,]+ (?:cm²|mm²|mm2))</td>", page)
+    assert areas and "mm2" not in "".join(areas)
+    for text in areas:  # cm² from 1 cm², mm² below
+        value, unit = float(text.split()[0].replace(",", "")), text.split()[1]
+        assert (unit == "cm²" and value >= 1) or (unit == "mm²" and value < 100), text
+    labels, affine, names = res.to_label_volume(scene)
+    assert labels.shape == (512, 512, 3) and sorted(names.values()) == sorted(res.classes)
+    assert affine[2, 2] == pytest.approx(1.0)  # 1 mm between the slices
+
+
+@pytest.mark.shared_data
+def test_a_video_result_shows_its_keyframe_and_when_each_track_is_seen(tmp_path):
+    """Intel's worker clip through rscore.run: the cell shows the keyframe (frame and time) and each track's time
+    span beside its box; the per-frame masks are in the output files, which the caption names."""
+    pytest.importorskip("rscore_safety")
+    import rscore
+    from rscore.testing import shared_data_dir
+
+    root = shared_data_dir()
+    clip = root / "construction" / "intel_worker-zone-detection_from_gif.mp4" if root else None
+    if clip is None or not clip.is_file():
+        pytest.skip("shared data construction/intel_worker-zone-detection_from_gif.mp4 not present")
+    res = rscore.run(clip, "workers in hi-vis vests", plugin="safety", out_dir=tmp_path / "o",
+                     options={"max_frames": 30})  # fmt: skip
+    page = res._repr_html_()
+    picture = _overlay(page)
+    assert picture.shape[:2] == res.keyframe_image.shape[:2] == (270, 480)
+    assert np.array_equal(picture, res.keyframe_image)
+    caption = re.search(r"<figcaption>(.*?)</figcaption>", page).group(1)
+    assert f"frame {res.keyframe['frame']} " in caption and "overlay.mp4" in caption
+    spans = re.findall(r"at (\d+\.\d\d)-(\d+\.\d\d) s</td>", page)
+    assert len(spans) == len(res.instances) > 0
+    for (a, b), inst in zip(spans, res.instances):
+        assert float(a) == pytest.approx(inst.attributes["first_s"], abs=0.006)
+        assert float(b) == pytest.approx(inst.attributes["last_s"], abs=0.006)

@@ -6,9 +6,7 @@ thread with the in-process ``demo`` plugin (tests/demo_plugin.py).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,19 +27,10 @@ try:
 except ImportError:  # skipped below
     webdriver = None
 
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = [
-    pytest.mark.skipif(webdriver is None, reason="needs selenium (pip install selenium)"),
-    pytest.mark.skipif(
-        CHROMIUM is None or CHROMEDRIVER is None,
-        reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
-    ),
-    pytest.mark.skipif(
-        importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None,
-        reason="the service needs fastapi, uvicorn and python-multipart",
-    ),
-]
+from browser_helpers import CHROMEDRIVER, CHROMIUM, check_browser, unavailable  # noqa: E402
+from browser_helpers import marks as browser_marks  # noqa: E402
+
+pytestmark = browser_marks()  # skipped without a browser, failed instead under RSCORE_REQUIRE_BROWSER=1
 KEY = "browser-test-key-0123456789"
 
 
@@ -57,6 +46,7 @@ def browser(tmp_path_factory) -> Iterator[tuple[object, Path]]:
     """A headless Chromium with a fresh profile and a download folder; never reaches the network."""
     profile = tmp_path_factory.mktemp("chromium-profile")
     downloads = tmp_path_factory.mktemp("downloads")
+    check_browser()
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
@@ -70,7 +60,7 @@ def browser(tmp_path_factory) -> Iterator[tuple[object, Path]]:
     try:
         driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
     except WebDriverException as exc:
-        pytest.skip(f"chromium did not start: {exc.msg}")
+        unavailable(f"chromium did not start: {exc.msg}")
     driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     yield driver, downloads
     driver.quit()

@@ -5,7 +5,6 @@ slider, confidence and caveats. Skipped like tests/test_service_browser.py when 
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import time
 import types
 from fractions import Fraction
@@ -28,13 +27,10 @@ try:
 except ImportError:
     webdriver = None
 
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = [
-    pytest.mark.skipif(webdriver is None, reason="needs selenium"),
-    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="needs chromium and chromium-driver"),
-    pytest.mark.skipif(importlib.util.find_spec("fastapi") is None, reason="the service needs fastapi"),
-]
+from browser_helpers import CHROMEDRIVER, CHROMIUM, check_browser, unavailable  # noqa: E402
+from browser_helpers import marks as browser_marks  # noqa: E402
+
+pytestmark = browser_marks()  # skipped without a browser, failed instead under RSCORE_REQUIRE_BROWSER=1
 
 
 def _bright(ctx: OpContext) -> ProgramOutput:
@@ -60,6 +56,7 @@ def registry():
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
+    check_browser()
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -71,7 +68,7 @@ def driver(tmp_path_factory):
     try:
         drv = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
     except WebDriverException as exc:
-        pytest.skip(f"chromium did not start: {exc.msg}")
+        unavailable(f"chromium did not start: {exc.msg}")
     yield drv
     drv.quit()
 
@@ -144,9 +141,16 @@ def test_earth_result_on_an_interactive_map(driver, url, tmp_path):
     # the instance table gives each area in ground units (10 m pixels: 100 m2 each) beside the pixel count
     rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
             for tr in driver.find_elements(By.CSS_SELECTOR, "#instances tbody tr")]  # fmt: skip
-    assert rows and all(r[4].endswith(" m2") for r in rows), rows
-    px, area = (float(v.split()[0].replace(",", "")) for v in rows[0][3:5])  # shown with thousands separators
-    assert area == pytest.approx(100 * px, rel=0.01)
+    scale = {"m²": 1, "ha": 1e4, "km²": 1e6}  # the CLI's units: m² below 1 ha, ha up to 100 ha, km² above
+    assert rows and all(r[4].split()[-1] in scale for r in rows), rows
+    for row in rows:
+        px = float(row[3].replace(",", ""))  # shown with thousands separators
+        value, unit = row[4].split()
+        assert float(value.replace(",", "")) * scale[unit] == pytest.approx(100 * px, rel=0.01), row
+        assert unit == ("m²" if px < 100 else "ha" if px < 10_000 else "km²"), row
+    # the area per class, with its share of the region
+    per_class = driver.find_element(By.ID, "classes").text
+    assert driver.find_element(By.ID, "classes-section").is_displayed() and "%" in per_class
     # a popup with the polygon's class and area
     driver.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", polygons[0])
     # the popup element appears first and is filled on the next frame: wait for its text, then check it
@@ -160,6 +164,18 @@ def test_earth_result_on_an_interactive_map(driver, url, tmp_path):
     slider = driver.find_element(By.ID, "opacity")
     driver.execute_script("arguments[0].value = 20; arguments[0].dispatchEvent(new Event('input'))", slider)
     assert float(classes.value_of_css_property("opacity")) == pytest.approx(0.2)
+    # a row of the instance table shows its instance: the map zooms to its box (pixels -> UTM -> WGS 84), framed
+    row = driver.find_elements(By.CSS_SELECTOR, "#instances tbody tr")[-1]  # a small one: the map zooms in
+    x0, y0, x1, y1 = (int(v) for v in row.find_elements(By.TAG_NAME, "td")[5].text.split(", "))
+    zoom = driver.execute_script("return leafletMap.getZoom()")
+    row.click()
+    WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#map path.rscore-picked"))
+    to_wgs84 = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True)
+    west, north = to_wgs84.transform(500_000 + 10 * x0, 5_120_000 - 10 * y0)
+    east, south = to_wgs84.transform(500_000 + 10 * x1, 5_120_000 - 10 * y1)
+    centre = "const c = leafletMap.getCenter(); return [c.lat, c.lng]"
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return leafletMap.getZoom()") > zoom and (
+        d.execute_script(centre) == pytest.approx([(south + north) / 2, (west + east) / 2], abs=2e-4)))
     # the screenshot of the map shows the drawn layers (not a blank box)
     png = tmp_path / "map.png"
     driver.find_element(By.ID, "map").screenshot(str(png))
@@ -200,6 +216,15 @@ def test_video_result_plays_with_its_events(driver, url, tmp_path):
     assert later - at_start == pytest.approx(3 * shown * 10, abs=7)  # 3 px per frame at 10 frames/s
     events = driver.find_elements(By.CSS_SELECTOR, "#events button")
     assert events and events[0].text.startswith("#1 bright box")
+    # the timeline: the track's bar spans its time over the clip; a click on the rail seeks there
+    bar = driver.find_element(By.CSS_SELECTOR, "#timeline .bar")
+    rail = driver.find_element(By.CSS_SELECTOR, "#timeline .rail")
+    assert bar.rect["width"] / rail.rect["width"] == pytest.approx(2.9 / 3.0, abs=0.05)  # frames 0-29 at 10 fps
+    driver.execute_script("""const r = arguments[0].getBoundingClientRect();
+        arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true, clientX: r.left + r.width / 2,
+                                                             clientY: r.top + 2}));""", rail)
+    now = "return arguments[0].currentTime"
+    WebDriverWait(driver, 10).until(lambda d: abs(d.execute_script(now, player) - 1.5) < 0.4)
     assert _errors(driver) == []
 
 
@@ -380,3 +405,106 @@ def test_batch_jobs_listed_with_links_to_their_results(driver, tmp_path, registr
         assert _errors(driver) == []
     finally:
         thread.stop()
+
+
+# ------------------------------------------------------------------------ real data (skipped when absent)
+def _shared(relative: str) -> Path:
+    from rscore.testing import shared_data_dir
+
+    root = shared_data_dir()
+    path = root / relative if root else None
+    if path is None or not path.exists():
+        pytest.skip(f"shared data {relative} not present")
+    return path
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(importlib.util.find_spec("rscore_surgical") is None, reason="needs the surgical plugin")
+def test_real_ct_boxes_per_slice_volumes_in_ml_and_rows_that_show_their_slice(driver, url, tmp_path):
+    """dcmqi's three real GE CT slices as a zip: each instance's box is given on its own 512 px slice (not in the
+    stacked volume, where y ran up to 1,468), the volume of each segment in mL is listed, and a row of the table
+    turns the slice browser to its slice."""
+    import re
+    import zipfile
+
+    folder = _shared("medical/dicom/dcmqi_ct-3slice")
+    archive = tmp_path / "ct.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in ("01.dcm", "02.dcm", "03.dcm"):
+            zf.write(folder / name, name)
+    _submit(driver, url, archive, "surgical", "bone")
+    assert "(1 of 3)" in _wait_caption(driver, "of 3")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#instances tbody tr")
+    boxes = [tr.find_elements(By.TAG_NAME, "td")[5].text for tr in rows]
+    parsed = [re.fullmatch(r"slice ([0-2]): (\d+), (\d+), (\d+), (\d+)", b) for b in boxes]
+    assert boxes and all(parsed), boxes
+    assert max(int(m.group(5)) for m in parsed) <= 512 and {m.group(1) for m in parsed} == {"0", "1", "2"}
+    per_class = driver.find_element(By.ID, "classes").text
+    assert "trabecular bone" in per_class and "cortical bone" in per_class and per_class.count(" mL") == 2
+    img = driver.find_element(By.ID, "overlay")
+    last = next(tr for tr, m in zip(rows, parsed) if m.group(1) == "2")
+    last.click()
+    WebDriverWait(driver, 10).until(lambda d: "(3 of 3)" in d.find_element(By.ID, "overlay-caption").text)
+    assert img.get_attribute("data-slice") == "002"
+    assert driver.find_element(By.ID, "slice").get_attribute("value") == "2"
+    assert _errors(driver) == []
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(importlib.util.find_spec("rscore_safety") is None, reason="needs the safety plugin")
+def test_real_clip_plays_in_the_player_with_its_events_on_a_timeline(driver, url, tmp_path):
+    """Intel's worker clip (H.264, 480x270, 71 frames at 15 fps): the overlay plays in Chromium at the source's size
+    and length, shows another picture 3 s in, and each track is a bar on the timeline where the list says."""
+    clip = _shared("construction/intel_worker-zone-detection_from_gif.mp4")
+    _submit(driver, url, clip, "safety", "workers in hi-vis vests")
+    player = WebDriverWait(driver, 120).until(lambda d: d.find_element(By.ID, "player") if
+                                              d.find_element(By.ID, "player").is_displayed() else False)  # fmt: skip
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return arguments[0].readyState", player) >= 2)
+    assert driver.execute_script("return [arguments[0].videoWidth, arguments[0].videoHeight]", player) == [480, 270]
+    assert driver.execute_script("return arguments[0].duration", player) == pytest.approx(71 / 15, abs=0.07)
+    grab = """const v = arguments[0], c = document.createElement('canvas');
+        c.width = v.videoWidth; c.height = v.videoHeight;
+        const g = c.getContext('2d'); g.drawImage(v, 0, 0);
+        return Array.from(g.getImageData(0, 0, c.width, c.height).data.filter((_, i) => i % 16 === 0));"""
+    first = np.asarray(driver.execute_script(grab, player), float)
+    driver.execute_script("""const v = arguments[0]; v.dataset.seeked = "0";
+        v.addEventListener('seeked', () => { v.dataset.seeked = "1"; }, {once: true}); v.currentTime = 3.0;""", player)
+    WebDriverWait(driver, 10).until(lambda d: player.get_attribute("data-seeked") == "1")
+    later = np.asarray(driver.execute_script(grab, player), float)
+    assert first.std() > 10 and np.abs(later - first).mean() > 2  # a picture, and a different one later
+    items = driver.find_elements(By.CSS_SELECTOR, "#events button")
+    bars = driver.find_elements(By.CSS_SELECTOR, "#timeline .bar")
+    rail = driver.find_element(By.CSS_SELECTOR, "#timeline .rail").rect
+    assert items and len(bars) == len(items)
+    from rscore.video.writers import track_colour
+
+    for item, bar in zip(items, bars):  # "#1 hi-vis clothing: 0–4.67 s" <-> the bar's place on the rail
+        # in the colour the overlay video tints the track with
+        assert bar.value_of_css_property("background-color") == "rgba({}, {}, {}, 1)".format(
+            *track_colour(int(bar.get_attribute("data-track"))))
+        start, end = (float(v) for v in item.text.rsplit(": ", 1)[1].rstrip(" s").split("–"))
+        left = (bar.rect["x"] - rail["x"]) / rail["width"] * 71 / 15
+        assert left == pytest.approx(start, abs=0.1), item.text
+        assert bar.rect["width"] / rail["width"] * 71 / 15 == pytest.approx(max(end - start, 0.01), abs=0.1)
+    assert _errors(driver) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rscore_surgical") is None, reason="needs the surgical plugin")
+def test_any_plugin_answer_offers_the_run_with_the_answering_plugin(driver, url, tmp_path):
+    """A DICOM series sent with "any plugin": a surgical template answers, but without the plugin's files (no SEG,
+    NIfTI or slices to browse). The page says so and its button runs the same upload with "surgical": the slice
+    browser then shows the series."""
+    from service_helpers import series_slices, zip_of
+
+    archive = tmp_path / "ct.zip"
+    archive.write_bytes(zip_of(_moving_block(series_slices())))
+    _submit(driver, url, archive, "", "bone")
+    hint = WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "plugin-hint") if
+                                           d.find_element(By.ID, "plugin-hint").is_displayed() else False)  # fmt: skip
+    assert hint.get_attribute("data-plugin") == "surgical" and '"surgical" in the Plugin list' in hint.text
+    assert not driver.find_element(By.ID, "slice-row").is_displayed()
+    hint.find_element(By.TAG_NAME, "button").click()
+    assert "(1 of 3)" in _wait_caption(driver, "of 3")
+    assert Select(driver.find_element(By.ID, "plugin")).first_selected_option.get_attribute("value") == "surgical"
+    assert not driver.find_element(By.ID, "plugin-hint").is_displayed()
+    assert _errors(driver) == []

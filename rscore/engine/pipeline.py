@@ -27,6 +27,7 @@ from rscore.engine.finish import finish_result
 from rscore.engine.hooks import postprocess, preprocess
 from rscore.engine.plan import plan_scene
 from rscore.engine.request import make_request
+from rscore.notebook import remember_scene
 from rscore.plugins import Registry, default_registry, set_request_registry
 from rscore.types import Plan, ProgressCallback, Request, Result, Scene
 
@@ -49,6 +50,7 @@ def segment(
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     t0 = time.perf_counter()
+    given = scene  # the caller's scene (the notebook shows it under the mask; preprocess may return a new one)
     scene = preprocess(reg, plugin, scene, request)
     timings["preprocess_s"] = time.perf_counter() - t0
     result = answer(scene, request, registry=reg, progress=progress, timings=timings)
@@ -56,7 +58,9 @@ def segment(
     result = postprocess(reg, plugin, result, scene)
     timings["postprocess_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_all
-    return result.replace(timings={**result.timings, **{k: round(v, 4) for k, v in timings.items()}})
+    result = result.replace(timings={**result.timings, **{k: round(v, 4) for k, v in timings.items()}})
+    remember_scene(result, given)  # a bare `result` in a notebook shows the input under the mask
+    return result
 
 
 def answer(

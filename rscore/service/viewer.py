@@ -5,8 +5,8 @@
   PNG (0, nodata and classes outside the mask see-through, the COG's palette), an offline basemap (``basemap.png``,
   which the earth map writer writes beside ``map.png``: the input's hillshade, or its RGB, alone - the answer is not
   in it, so at classes opacity 0 only the input shows - placed by its world file; ``None`` for a result without
-  one) and the legend (values, names, colours from the
-  raster's category names / tags). The PNGs are about :data:`MAX_SIDE` px (read from the COG overviews) and are
+  one), the legend (values, names, colours from the
+  raster's category names / tags) and each instance's box in WGS 84 (``instances``, by id). The PNGs are about :data:`MAX_SIDE` px (read from the COG overviews) and are
   warped to Web Mercator (EPSG:3857, nearest for classes, bilinear for the basemap) before the browser stretches
   them between their corners, which is exact only for a Web Mercator grid. Stretched over its WGS 84 bounds as it
   was, a UTM raster is drawn rotated by the grid convergence (~2 degrees at 3 degrees from the central meridian at
@@ -88,6 +88,7 @@ def map_layers(folder: Path) -> dict[str, Any]:
             raise StarletteHTTPException(404, f"{tif.name} cannot be placed on a Web Mercator map: {exc}") from None
         crs = ds.crs.to_string()
         nodata = ds.nodata
+        boxes = _instance_bounds(folder, ds.transform, src_crs)
     if selected is not None:
         values = np.where(selected, values, 0)
     if nodata is not None:
@@ -107,7 +108,7 @@ def map_layers(folder: Path) -> dict[str, Any]:
     out: dict[str, Any] = {
         "bounds": [[south, west], [north, east]], "crs": crs, "raster": tif.name, "overlay": _png(rgba),
         "legend": legend, "base": None,
-        "geojson": "polygons.geojson" if (folder / "polygons.geojson").is_file() else None,
+        "geojson": "polygons.geojson" if (folder / "polygons.geojson").is_file() else None, "instances": boxes,
     }  # fmt: skip
     png = folder / "basemap.png"  # the input's hillshade (or image) alone, never map.png: that has the answer in it
     if png.is_file() and (folder / "basemap.pgw").is_file():
@@ -126,6 +127,30 @@ def map_layers(folder: Path) -> dict[str, Any]:
         warped = np.stack([_warp(band, src_t, src_crs, grid, Resampling.bilinear) for band in rgb])
         alpha = _warp(np.full(rgb.shape[1:], 255, np.uint8), src_t, src_crs, grid, Resampling.nearest)
         out["base"] = _png(np.ascontiguousarray(np.moveaxis(np.concatenate([warped, alpha[None]]), 0, -1)))
+    return out
+
+
+def _instance_bounds(folder: Path, transform: Any, crs: Any, limit: int = 1000) -> dict[str, list[list[float]]]:
+    """``{instance id: [[south, west], [north, east]]}``: each instance's pixel box (result.json, end-exclusive) on
+    the ground in WGS 84, so that a row of the viewer's instance table can show its place on the map."""
+    import json
+
+    from rasterio.warp import transform_bounds
+
+    try:
+        doc = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, list[list[float]]] = {}
+    for inst in (doc.get("instances") or [])[:limit]:
+        box = inst.get("bbox")
+        if not isinstance(box, list) or len(box) != 4:
+            continue
+        x0, y0, x1, y1 = (float(v) for v in box)
+        (ax, ay), (bx, by) = transform * (x0, y0), transform * (x1, y1)
+        west, south, east, north = transform_bounds(crs, "EPSG:4326", min(ax, bx), min(ay, by), max(ax, bx),
+                                                    max(ay, by), densify_pts=5)  # fmt: skip
+        out[str(inst.get("id"))] = [[south, west], [north, east]]
     return out
 
 

@@ -51,6 +51,22 @@ function fmt(value, digits = 3) {
   return String(value);
 }
 
+// the CLI's units (rscore/units.py): m² below 1 ha, ha up to 100 ha, km² above; mm² -> cm² from 1 cm²; no exponent
+function figure(value) {
+  return Math.abs(value) >= 100 ? Math.round(value).toLocaleString("en") : Number(value.toPrecision(3)).toString();
+}
+
+function areaText(value, unit) {
+  if (value === null || value === undefined) return "";
+  if (unit === "m2") {
+    if (value >= 1e6) return `${figure(value / 1e6)} km²`;
+    if (value >= 1e4) return `${figure(value / 1e4)} ha`;
+    return `${figure(value)} m²`;
+  }
+  if (unit === "mm2" && value >= 100) return `${figure(value / 100)} cm²`;
+  return `${figure(value)} ${(unit || "").replace("2", "²")}`;
+}
+
 // ---------------------------------------------------------------------------------------------- start-up
 async function loadPlugins() {
   const plugins = await (await api("v1/plugins")).json();
@@ -236,7 +252,7 @@ async function onSubmit(event) {
     const body = await (await api("v1/segment", { method: "POST", body: form })).json();
     if (inputUrl) URL.revokeObjectURL(inputUrl);
     inputUrl = chosen.length === 1 && /^image\/(png|jpeg|gif|webp|bmp)$/.test(file.type) ? URL.createObjectURL(file) : null;
-    await showResult(body);
+    await showResult({ ...body, fromForm: true });
     setStatus(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   } catch (e) {
     setStatus(e.message, true);
@@ -293,6 +309,7 @@ async function showResult(body) {
   const warnings = doc.warnings || [];
   $("warnings").hidden = warnings.length === 0;
   $("warnings").textContent = warnings.join(" · ");
+  showPluginHint(doc, body.fromForm === true);
 
   const steps = $("steps");
   steps.replaceChildren();
@@ -309,13 +326,17 @@ async function showResult(body) {
   for (const inst of doc.instances || []) {
     const tr = el("tr");
     tr.dataset.id = String(inst.id);
-    const area = inst.area !== undefined && inst.area !== null ? `${fmt(inst.area)} ${inst.area_unit || ""}` : "";
-    for (const cell of [inst.id, inst.label, fmt(inst.score, 3), fmt(inst.area_px), area, (inst.bbox || []).join(", ")]) {
+    const attrs = inst.attributes || {};
+    // a DICOM series: the box on its own slice (as the slice browser shows it), not in the stacked volume
+    const box = attrs.bbox_in_slice ? `slice ${attrs.slice}: ${attrs.bbox_in_slice.join(", ")}` : (inst.bbox || []).join(", ");
+    if (attrs.bbox_in_slice) tr.dataset.slice = String(attrs.series_slice ?? attrs.slice);
+    for (const cell of [inst.id, inst.label, fmt(inst.score, 3), fmt(inst.area_px), areaText(inst.area, inst.area_unit), box]) {
       tr.appendChild(el("td", cell));
     }
     tbody.appendChild(tr);
   }
   $("instance-count").textContent = `(${(doc.instances || []).length})`;
+  showClasses(doc);
 
   const downloads = $("downloads");
   downloads.replaceChildren();
@@ -342,10 +363,49 @@ async function showResult(body) {
   await showPicture(body, doc, links);
 }
 
+// "any plugin" chosen and a plugin's template answered: the answer came without that plugin's reader and files (a
+// GeoTIFF read as a plain picture: no map; a DICOM series: no SEG, NIfTI or slice browser). Say so, with a button
+// that runs the same file and query again with that plugin.
+function showPluginHint(doc, fromForm) {
+  const hint = $("plugin-hint");
+  const owner = !doc.plugin && typeof doc.template === "string" && doc.template.includes(":")
+    ? doc.template.split(":")[0] : null;
+  const installed = owner && [...$("plugin").options].some((o) => o.value === owner);
+  hint.hidden = !installed;
+  if (!installed) return;
+  hint.dataset.plugin = owner;
+  hint.querySelector("span").textContent = `answered by ${owner}'s template without a plugin chosen: the ${owner} `
+    + `plugin's own steps and files (e.g. a GeoTIFF's map; DICOM SEG, NIfTI, the slice browser) come with "${owner}" `
+    + "in the Plugin list.";
+  const again = hint.querySelector("button");
+  again.textContent = `run again with ${owner}`;
+  again.hidden = !(fromForm && $("file").files.length);
+  again.onclick = () => { $("plugin").value = owner; updateExamples(); $("form").requestSubmit(); };
+}
+
+// per-class totals: a DICOM series' volume per segment (mL), a raster's area per class with its share
+function showClasses(doc) {
+  const tbody = $("classes").querySelector("tbody");
+  tbody.replaceChildren();
+  for (const [name, row] of Object.entries(doc.classes || {})) {
+    if (!row || typeof row !== "object") continue;
+    let amount = null;
+    if (typeof row.volume_ml === "number") amount = `${figure(row.volume_ml)} mL (${fmt(row.voxels)} voxels)`;
+    else if (typeof row.area_km2 === "number") {
+      amount = areaText(row.area_km2 * 1e6, "m2") + (typeof row.share === "number" ? ` (${(100 * row.share).toFixed(1)} %)` : "");
+    }
+    if (amount === null) continue;
+    const tr = el("tr");
+    tr.append(el("td", name), el("td", amount));
+    tbody.appendChild(tr);
+  }
+  $("classes-section").hidden = tbody.children.length === 0;
+}
+
 // ------------------------------------------------------------------------------------------- what to look at
 function resetViews() {
   if (leafletMap) { leafletMap.remove(); leafletMap = null; }
-  for (const id of ["map", "player", "legend", "events", "opacity-row", "input-preview", "slice-row", "instances-canvas"]) {
+  for (const id of ["map", "player", "legend", "events", "timeline", "opacity-row", "input-preview", "slice-row", "instances-canvas"]) {
     $(id).hidden = true;
   }
   $("input-preview").classList.remove("base");
@@ -355,6 +415,7 @@ function resetViews() {
   $("overlay").style.opacity = "";
   $("legend").replaceChildren();
   $("events").replaceChildren();
+  $("timeline").replaceChildren();
 }
 
 async function showPicture(body, doc, links) {
@@ -426,6 +487,15 @@ async function showSlices(doc, links, names) {
   slider.value = String(Math.max(0, withSegments));
   slider.oninput = () => show(Number(slider.value)).catch((e) => setStatus(e.message, true));
   $("slice-row").hidden = names.length < 2;
+  // a row of the instance table shows its slice
+  const indexOf = Object.fromEntries(names.map((n, i) => [String(Number(n.slice("slice_png_".length))), i]));
+  for (const tr of $("instances").querySelectorAll("tbody tr[data-slice]")) {
+    const i = indexOf[tr.dataset.slice];
+    if (i === undefined) continue;
+    tr.classList.add("pick");
+    tr.title = "show this slice";
+    tr.addEventListener("click", () => { slider.value = String(i); slider.oninput(); });
+  }
   await show(Number(slider.value));
 }
 
@@ -533,6 +603,20 @@ async function showMap(id, links) {
       },
     }).addTo(map);
   }
+  // a row of the instance table shows where the instance is: the map zooms to its box, drawn as a frame
+  let picked = null;
+  for (const tr of $("instances").querySelectorAll("tbody tr")) {
+    const box = (view.instances || {})[tr.dataset.id];
+    if (!box) continue;
+    tr.classList.add("pick");
+    tr.title = "show this instance on the map";
+    tr.addEventListener("click", () => {
+      if (picked) picked.remove();
+      picked = L.rectangle(box, { color: "#1f6feb", weight: 2, fill: false, interactive: false,
+                                    className: "rscore-picked" }).addTo(map);
+      map.fitBounds(box, { maxZoom: map.getBoundsZoom(bounds) + 4, padding: [20, 20] });
+    });
+  }
   L.control.layers(null, layers, { collapsed: false }).addTo(map);
   L.control.scale({ imperial: false }).addTo(map);
   map.fitBounds(bounds);
@@ -552,16 +636,70 @@ async function showMap(id, links) {
 async function showEvents(url) {
   const doc = await (await api(url)).json();
   const list = $("events");
-  for (const event of doc.events || []) {
-    if (event.event !== "track") continue;
+  const player = $("player");
+  const tracks = (doc.events || []).filter((e) => e.event === "track");
+  const seek = (t) => { player.currentTime = t; player.play().catch(() => {}); };
+  for (const event of tracks) {
     const li = el("li");
     const button = el("button", `#${event.track_id} ${event.label}: ${fmt(event.first_s, 3)}–${fmt(event.last_s, 3)} s`);
     button.type = "button";
-    button.addEventListener("click", () => { $("player").currentTime = event.first_s; $("player").play(); });
+    button.addEventListener("click", () => seek(event.first_s));
     li.appendChild(button);
     list.appendChild(li);
   }
   list.hidden = list.children.length === 0;
+  if (tracks.length) await showTimeline(tracks, seek);
+}
+
+// the colour the overlay video gives a track (rscore.video.writers.track_colour: golden-ratio hue steps, HSV s 0.85 v 1)
+function trackColour(id) {
+  const h = (id * 0.618033988749895) % 1, s = 0.85, i = Math.floor(h * 6), f = h * 6 - i;
+  const p = 1 - s, q = 1 - s * f, t = 1 - s * (1 - f);
+  const [r, g, b] = [[1, t, p], [q, 1, p], [p, 1, t], [p, q, 1], [t, p, 1], [1, p, q]][i % 6];
+  return [r, g, b].map((v) => Math.trunc(v * 255));
+}
+
+// the events on a timeline under the player: one lane per track, a bar from its first to its last frame, a playhead
+// that follows the video; a click on a lane (its bar included) seeks to that time, the list below to a track's start
+async function showTimeline(tracks, seek) {
+  const player = $("player");
+  if (!(player.duration > 0)) {
+    await new Promise((resolve) => {
+      player.addEventListener("loadedmetadata", resolve, { once: true });
+      player.addEventListener("error", resolve, { once: true });
+    });
+  }
+  const duration = player.duration;
+  if (!(duration > 0) || !Number.isFinite(duration)) return;
+  const box = $("timeline");
+  const pct = (t) => `${Math.max(0, Math.min(100, (100 * t) / duration)).toFixed(3)}%`;
+  tracks.slice(0, 40).forEach((event) => {
+    const lane = el("div", null, "lane");
+    lane.appendChild(el("span", `#${event.track_id}`, "lane-name"));
+    const rail = el("div", null, "rail");
+    rail.addEventListener("click", (e) => {
+      const r = rail.getBoundingClientRect();
+      seek(duration * Math.max(0, Math.min(1, (e.clientX - r.left) / r.width)));
+    });
+    const bar = el("div", null, "bar");
+    bar.dataset.track = String(event.track_id);
+    bar.title = `#${event.track_id} ${event.label}: ${fmt(event.first_s, 3)}–${fmt(event.last_s, 3)} s`;
+    const [r, g, b] = trackColour(event.track_id);
+    bar.style.background = `rgb(${r}, ${g}, ${b})`;
+    bar.style.left = pct(event.first_s);
+    // at least one frame wide, so that a one-frame event can be seen and clicked
+    bar.style.width = `max(3px, ${pct(Math.max(0, event.last_s - event.first_s))})`;
+    rail.appendChild(bar);
+    lane.appendChild(rail);
+    box.appendChild(lane);
+  });
+  const head = el("div", null, "playhead");
+  box.appendChild(head);
+  const place = () => { head.style.left = `calc(3.2rem + (100% - 3.2rem) * ${(player.currentTime / duration).toFixed(5)})`; };
+  player.addEventListener("timeupdate", place);
+  player.addEventListener("seeked", place);
+  place();
+  box.hidden = false;
 }
 
 document.addEventListener("DOMContentLoaded", init);
