@@ -269,12 +269,15 @@ def _print_result(result: Any, out_dir: Path) -> None:
             for name, row in volumes.items():
                 vol.add_row(name, f"{row.get('voxels', 0):,}", f"{_figure(row['volume_ml'])} mL")
             console.print(vol)
-        table = Table("#", "label", "score", "bbox (x0,y0,x1,y1)", "area px", "area")
-        for i, inst in enumerate(result.instances[:10]):
-            area = _area(inst.area_real, inst.area_unit) if inst.area_real is not None else ""
-            own = inst.attributes.get("bbox_in_slice")  # a DICOM series: the box on its own slice, as a viewer shows
-            box = f"slice {inst.attributes['slice']}: {tuple(own)}" if own is not None else str(inst.bbox)
-            table.add_row(str(i), inst.label, f"{inst.score:.3f}", box, str(inst.area_px), area)
+        if any("bbox_3d" in i.attributes and "bbox_in_slice" not in i.attributes for i in result.instances):
+            table = _components_table(result.instances[:10])  # a DICOM series: 3-D components across slices
+        else:
+            table = Table("#", "label", "score", "bbox (x0,y0,x1,y1)", "area px", "area")
+            for i, inst in enumerate(result.instances[:10]):
+                area = _area(inst.area_real, inst.area_unit) if inst.area_real is not None else ""
+                own = inst.attributes.get("bbox_in_slice")  # DICOM: the box on its own slice, as a viewer shows
+                box = f"slice {inst.attributes['slice']}: {tuple(own)}" if own is not None else str(inst.bbox)
+                table.add_row(str(i), inst.label, f"{inst.score:.3f}", box, str(inst.area_px), area)
         console.print(table)
         if len(result.instances) > 10:
             console.print(f"  ... and {len(result.instances) - 10} more instances (see result.json)")
@@ -285,6 +288,23 @@ def _print_result(result: Any, out_dir: Path) -> None:
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     console.print(f"outputs in {out_dir}/: {', '.join(sorted(set(result.outputs.values())))}")
+
+
+def _components_table(instances: Any) -> Any:
+    """Instances of a DICOM series (3-D components, rscore_surgical.components3d): the slices, the box on them,
+    voxels, volume and centroid in patient millimetres."""
+    from rich.table import Table
+
+    table = Table("#", "label", "score", "slices", "box on them (x0,y0,x1,y1)", "voxels", "volume",
+                  "centroid mm (LPS)")
+    for i, inst in enumerate(instances):
+        a = inst.attributes
+        x0, y0, z0, x1, y1, z1 = a.get("bbox_3d") or (inst.bbox[0], inst.bbox[1], 0, inst.bbox[2], inst.bbox[3], 1)
+        ml = a.get("volume_ml")
+        table.add_row(str(i), inst.label, f"{inst.score:.3f}", str(z0) if z1 - z0 == 1 else f"{z0}-{z1 - 1}",
+                      str((x0, y0, x1, y1)), f"{inst.area_px:,}", "" if ml is None else f"{_figure(ml)} mL",
+                      ", ".join(f"{v:.1f}" for v in a.get("centroid_mm") or ()))
+    return table
 
 
 def _area(value: float, unit: str | None) -> str:
