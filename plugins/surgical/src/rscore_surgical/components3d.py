@@ -241,8 +241,8 @@ def _measure(
     for col, values in ((3, right), (4, bottom), (5, comps.slice_of + 1)):
         np.maximum.at(box[:, col], comp, values)
     area = st[:, 4].astype(np.float64)
-    centre = np.stack([np.bincount(comp, comps.centroid[:, 0] * area, n), np.bincount(comp, comps.centroid[:, 1] * area, n),
-                       np.bincount(comp, comps.slice_of * area, n)], 1) / np.maximum(voxels, 1)[:, None]  # fmt: skip
+    weighted = (comps.centroid[:, 0] * area, comps.centroid[:, 1] * area, comps.slice_of * area)
+    centre = np.stack([np.bincount(comp, w, n) for w in weighted], 1) / np.maximum(voxels, 1)[:, None]
     score = np.ones(n)
     if comps.score_sum is not None and comps.score_count is not None:
         ssum, scnt = np.bincount(comp, comps.score_sum, n), np.bincount(comp, comps.score_count, n)
@@ -283,7 +283,7 @@ def _measure(
         attrs["bbox_3d"] = [x0, y0, z0, x1, y1, z1]
         attrs["centroid_voxel"] = _round(centre[c])
         if geo.lps is not None and geo.spacing is not None:
-            attrs["size_mm"] = _round([(x1 - x0) * geo.spacing[0], (y1 - y0) * geo.spacing[1], (z1 - z0) * geo.spacing[2]])
+            attrs["size_mm"] = _round([(b - a) * d for a, b, d in zip((x0, y0, z0), (x1, y1, z1), geo.spacing)])
             corners = np.array([[x, y, z, 1.0] for x in (x0 - 0.5, x1 - 0.5) for y in (y0 - 0.5, y1 - 0.5)
                                 for z in (z0 - 0.5, z1 - 0.5)]) @ geo.lps.T  # fmt: skip
             attrs["bbox_mm"] = {"min": _round(corners[:, :3].min(0)), "max": _round(corners[:, :3].max(0))}

@@ -20,11 +20,9 @@ import dataclasses
 import logging
 from typing import Any
 
-import numpy as np
-
 from rscore.types import Instance, Result, Scene, Step
 
-from rscore_surgical.dicom import LAYOUT, slice_rows
+from rscore_surgical.dicom import slice_rows
 
 log = logging.getLogger(__name__)
 
