@@ -300,8 +300,9 @@ def _components_table(instances: Any) -> Any:
     for i, inst in enumerate(instances):
         a = inst.attributes
         x0, y0, z0, x1, y1, z1 = a.get("bbox_3d") or (inst.bbox[0], inst.bbox[1], 0, inst.bbox[2], inst.bbox[3], 1)
+        z0, last = a.get("series_slice_range") or (z0, z1 - 1)  # the series' numbering, as the slice PNGs' names
         ml = a.get("volume_ml")
-        table.add_row(str(i), inst.label, f"{inst.score:.3f}", str(z0) if z1 - z0 == 1 else f"{z0}-{z1 - 1}",
+        table.add_row(str(i), inst.label, f"{inst.score:.3f}", str(z0) if last == z0 else f"{z0}-{last}",
                       str((x0, y0, x1, y1)), f"{inst.area_px:,}", "" if ml is None else f"{_figure(ml)} mL",
                       ", ".join(f"{v:.1f}" for v in a.get("centroid_mm") or ()))
     return table

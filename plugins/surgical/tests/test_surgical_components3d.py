@@ -63,7 +63,9 @@ def test_components_equal_scipy_3d_labels(shape, density):
         assert m < n and not _same_partition(ours, full)
 
 
-def test_two_blobs_touching_across_slices_are_one_instance_and_diagonal_neighbours_are_not():
+def _blobs() -> np.ndarray:
+    """Four 30x30 slices: bone blobs A (slices 0-1) and B (slice 2, overlapping A's last slice), C and D touching
+    only corner to corner across slices 0-1, E on slice 3 beside B."""
     hu = np.full((4 * 30, 30), -1000.0, np.float32)
     for k in range(4):
         hu[k * 30 + 1 : k * 30 + 29, 1:29] = 40.0  # a body on every slice
@@ -73,6 +75,11 @@ def test_two_blobs_touching_across_slices_are_one_instance_and_diagonal_neighbou
     hu[0 * 30 + 20 : 0 * 30 + 24, 20:24] = 500.0  # C on slice 0 and D on slice 1 touch only corner to corner
     hu[1 * 30 + 24 : 1 * 30 + 28, 24:28] = 500.0
     hu[3 * 30 + 4 : 3 * 30 + 5, 4:10] = 500.0  # E on slice 3, rows 4 of columns 4-9: beside B's square, not under it
+    return hu
+
+
+def test_two_blobs_touching_across_slices_are_one_instance_and_diagonal_neighbours_are_not():
+    hu = _blobs()
     res = engine.segment(hu_scene(hu, slices=4), "bone", plugin="surgical", options={"min_volume_ml": 0})
     got = sorted((i.attributes["slice_range"], i.area_px) for i in res.instances)
     assert got == [([0, 0], 16), ([0, 2], 108), ([1, 1], 16), ([3, 3], 6)]
@@ -82,6 +89,20 @@ def test_two_blobs_touching_across_slices_are_one_instance_and_diagonal_neighbou
     assert merged.mask is not None and int(merged.mask.sum()) == 108 and "bbox_in_slice" not in merged.attributes
     alone = next(i for i in res.instances if i.attributes["slice_range"] == [1, 1])
     assert alone.attributes["bbox_in_slice"] == [24, 24, 28, 28] and alone.attributes["sop_instance_uid"] == "1.2.3.1"
+
+
+def test_masks_are_the_same_when_the_slice_labels_are_not_kept(monkeypatch):
+    """Within the byte budget the slices' labels are kept from the labelling pass; past it they are labelled again
+    for the masks (a long series): one mask fits here (the best instance), and only one slice's labels."""
+    from rscore_surgical import components3d
+
+    hu = _blobs()
+    full = engine.segment(hu_scene(hu, slices=4), "bone", plugin="surgical", options={"min_volume_ml": 0})
+    monkeypatch.setattr(components3d, "MAX_MASK_BYTES", hu.size)
+    res = engine.segment(hu_scene(hu, slices=4), "bone", plugin="surgical", options={"min_volume_ml": 0})
+    assert [i.area_px for i in res.instances] == [i.area_px for i in full.instances]
+    assert np.array_equal(res.instances[0].mask, full.instances[0].mask)
+    assert all(i.mask is None for i in res.instances[1:])
 
 
 SPACING = (0.8, 0.7)  # PixelSpacing: row spacing, column spacing (mm)
@@ -120,7 +141,7 @@ def test_volume_boxes_and_centroid_follow_the_anisotropic_dicom_geometry(tmp_pat
     assert a["bbox_mm"]["min"] == pytest.approx([-16 + 4.5 * dc, -20 + 9.5 * dr, 0.5 * STEP], abs=0.01)
     assert a["bbox_mm"]["max"] == pytest.approx([-16 + 16.5 * dc, -20 + 19.5 * dr, 3.5 * STEP], abs=0.01)
     assert a["cut_by_series_end"] is True  # it reaches the last slice
-    assert any("1 of the 1 instances reach its first or last slice" in c for c in res.caveats)
+    assert any("covers 4 slices (10 mm): its instance reaches its first or last slice" in c for c in res.caveats)
     # the segment's volume (classes, segments.json) is the same voxels x voxel volume
     doc = json.loads((tmp_path / "out" / "segments.json").read_text())
     assert sum(s["volume_ml"] for s in doc["segments"]) == pytest.approx(a["volume_ml"], rel=1e-4)

@@ -95,6 +95,7 @@ class Components:
     score_sum: np.ndarray | None = None
     score_count: np.ndarray | None = None
     class_counts: np.ndarray | None = None
+    labels: list[np.ndarray | None] = dataclasses.field(default_factory=list)  # slices' OpenCV labels, when kept
 
     def voxels(self) -> np.ndarray:
         return np.bincount(self.comp, weights=self.stats[:, 4], minlength=self.n).astype(np.int64)
@@ -111,8 +112,10 @@ def label_slices(
     scores: SliceReader | None = None,
     classes: SliceReader | None = None,
     n_classes: int = 0,
+    keep_labels_bytes: int = 0,
 ) -> Components:
-    """The 3-D components of ``count`` slice masks ``masks(k)`` (see the module docstring for the connectivity)."""
+    """The 3-D components of ``count`` slice masks ``masks(k)`` (see the module docstring for the connectivity);
+    the slices' label images are kept (``Components.labels``) while they fit in ``keep_labels_bytes``."""
     offsets: list[int] = []
     stats: list[np.ndarray] = []
     cents: list[np.ndarray] = []
@@ -121,6 +124,7 @@ def label_slices(
     s_cnt: list[np.ndarray] = []
     c_cnt: list[np.ndarray] = []
     pairs: list[np.ndarray] = []
+    kept: list[np.ndarray | None] = []
     total = 0
     prev: tuple[np.ndarray, np.ndarray, int] | None = None
     for k in range(count):
@@ -144,10 +148,17 @@ def label_slices(
             if both.any():  # 2-D components of adjacent slices that overlap are one 3-D component
                 a = prev[1][both].astype(np.int64)
                 b = lab[both].astype(np.int64)
-                key = np.unique(a * n + b)
+                key = a * n + b
+                runs = np.empty(key.size, bool)  # pairs repeat along rows: unique over the run starts only
+                runs[0] = True
+                np.not_equal(key[1:], key[:-1], out=runs[1:])
+                key = np.unique(key[runs])
                 pairs.append(np.stack([key // n + offsets[k - 1] - 1, key % n + total - 1], 1))
         prev = (mask, lab, n)
         total += n - 1
+        small = lab.astype(np.uint16) if n <= 65535 else lab
+        kept.append(small if keep_labels_bytes >= small.nbytes else None)
+        keep_labels_bytes -= small.nbytes if kept[-1] is not None else 0
     parent = np.arange(total, dtype=np.int64)
 
     def root(i: int) -> int:
@@ -173,6 +184,7 @@ def label_slices(
         score_sum=np.concatenate(s_sum) if s_sum else None,
         score_count=np.concatenate(s_cnt) if s_cnt else None,
         class_counts=np.concatenate(c_cnt) if c_cnt else None,
+        labels=kept,
     )
 
 
@@ -333,6 +345,7 @@ def _component_instances(
         _reader(mask, geo, scene.width), geo.count,
         None if score is None else _reader(score, geo, scene.width, np.float32),
         None if classes is None else _reader(classes, geo, scene.width, np.int64), n_classes,
+        keep_labels_bytes=MAX_MASK_BYTES // 2,
     )  # fmt: skip
     voxels = comps.voxels()
     opts = result.options
@@ -359,7 +372,7 @@ def _component_instances(
             lo, hi = comps.offsets[k], comps.offsets[k + 1] if k + 1 < geo.count else comps.comp.size
             if lo == hi:
                 continue
-            _, lab, _, _ = _labels(read(k))
+            lab = comps.labels[k] if comps.labels[k] is not None else _labels(read(k))[1]
             for g in range(lo, hi):
                 c = int(comps.comp[g])
                 target = full.get(c)
@@ -423,8 +436,10 @@ def instances_3d(result: Result, scene: Scene) -> Result | None:
         cut = sum(1 for i in ordered if i.attributes.get("cut_by_series_end"))
         if cut:
             span = f" ({geo.count * geo.spacing[2]:.3g} mm)" if geo.spacing else ""
-            note = (f"the series covers {geo.count} slices{span}: {cut} of the {len(ordered)} instances reach its "
-                    "first or last slice, so their volumes and extents count only the part inside the series")
+            which = (f"{cut} of the {len(ordered)} instances reach" if cut > 1 or len(ordered) > 1
+                     else "its instance reaches")
+            note = (f"the series covers {geo.count} slices{span}: {which} its first or last slice, so their volumes "
+                    "and extents count only the part inside the series")
             caveats.append(note)
     plan = dataclasses.replace(result.plan, steps=tuple(steps))
     return dataclasses.replace(result, instances=tuple(ordered), plan=plan, caveats=tuple(caveats))
