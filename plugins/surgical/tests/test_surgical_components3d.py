@@ -217,3 +217,17 @@ def test_real_ct_lungs_are_two_3d_components_of_a_plausible_partial_volume(share
     assert all(i.attributes["volume_ml"] >= MIN_VOLUME_ML for i in res.instances) and len(res.instances) <= 4
     seg_ml = res.classes["air inside the body (lungs, airways, bowel gas)"]["volume_ml"]
     assert total < seg_ml < total + 1.0  # the rest: the oesophagus' air and the specks left out of the instances
+
+
+def test_a_series_stitched_on_disk_gets_the_same_3d_instances(monkeypatch):
+    """A long series' mask is stitched to tiles on disk, where the engine lists no instances ("instances are not
+    listed for scenes stitched on disk"); its 3-D components are found slice by slice all the same."""
+    hu = _blobs()
+    memory = engine.segment(hu_scene(hu, slices=4), "bone", plugin="surgical", options={"min_volume_ml": 0})
+    monkeypatch.setenv("RSCORE_IN_MEMORY_PIXELS", "500")
+    disk = engine.segment(hu_scene(hu, slices=4), "bone", plugin="surgical", options={"min_volume_ml": 0})
+    assert not isinstance(disk.mask, np.ndarray)
+    assert [(i.label, i.area_px, i.attributes["bbox_3d"]) for i in disk.instances] == [
+        (i.label, i.area_px, i.attributes["bbox_3d"]) for i in memory.instances]
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(disk.instances, memory.instances))
+    assert not any("instances are not listed" in w for w in disk.warnings)

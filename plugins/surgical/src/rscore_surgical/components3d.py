@@ -388,14 +388,17 @@ def instances_3d(result: Result, scene: Scene) -> Result | None:
     """The result's instances as 3-D components (see the module docstring); ``None`` for other scenes."""
     from rscore_surgical.postprocess import annotate
 
-    if scene.metadata.get("layout") != LAYOUT or result.absent or not result.instances:
+    # a long series' mask is stitched on disk (rscore.tiling.TiledArray), where the engine lists no instances: its
+    # components are found here all the same, slice by slice
+    stitched = not result.instances and result.mask is not None and not isinstance(result.mask, np.ndarray)
+    if scene.metadata.get("layout") != LAYOUT or result.absent or not (result.instances or stitched):
         return None
     geo = _geometry(scene)
     limit_ml = min_volume_ml(result.options)
-    labels = list(dict.fromkeys(inst.label for inst in result.instances))
+    labels = list(dict.fromkeys(inst.label for inst in result.instances)) or [_answer_label(result)]
     drops: list[dict[str, float]] = []
     pieces: list[Instance] = []
-    if len(labels) == 1 and isinstance(result.mask, np.ndarray):
+    if len(labels) == 1 and result.mask is not None:  # in memory, or tiles on disk (a long series)
         # one kind of target (analytic templates): components of the union mask, with the score and class maps
         found, dropped = _component_instances(scene, result, geo, result.mask, labels[0], result.score,
                                                        result.class_map, {}, limit_ml)  # fmt: skip
@@ -442,4 +445,14 @@ def instances_3d(result: Result, scene: Scene) -> Result | None:
                     "and extents count only the part inside the series")
             caveats.append(note)
     plan = dataclasses.replace(result.plan, steps=tuple(steps))
-    return dataclasses.replace(result, instances=tuple(ordered), plan=plan, caveats=tuple(caveats))
+    warnings = tuple(w for w in result.warnings if not (stitched and w.startswith("instances are not listed")))
+    return dataclasses.replace(result, instances=tuple(ordered), plan=plan, caveats=tuple(caveats), warnings=warnings)
+
+
+def _answer_label(result: Result) -> str:
+    """The label the engine gives a template's instances (a CT template's label), else the template or the query."""
+    from rscore_surgical.ct import TEMPLATES
+
+    short = (result.plan.template or "").rpartition(":")[2]
+    named = next((t.label for t in TEMPLATES if result.plan.template == f"surgical:{t.name}"), None)
+    return named or short.replace("_", " ") or result.query
