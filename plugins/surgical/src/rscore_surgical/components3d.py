@@ -41,6 +41,9 @@ small; a plan step says how many there are and their volume, so the segments' vo
 differ by exactly that. Without a voxel volume the limit is :data:`MIN_VOXELS` voxels. A one-slice scene has no
 3-D extent: there every component is an instance, as before (the per-slice ``min_component_mm2`` applies).
 
+A long series whose mask the engine stitched to tiles on disk (where it lists no instances) gets its components
+the same way, read slice by slice.
+
 The DICOM SEG and NIfTI outputs keep one segment per label (:mod:`rscore_surgical.segments`): a segment is a coded
 kind of tissue (SNOMED CT property type), the unit of both formats' viewers (3D Slicer's Islands effect splits a
 segment into its components on demand); the components are listed here, numbered as result.json lists them.
