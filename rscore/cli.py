@@ -264,17 +264,20 @@ def _print_result(result: Any, out_dir: Path) -> None:
                 classes.add_row(name, area, f"{100 * row['share']:.1f} %")
             console.print(classes)
         volumes = {k: v for k, v in result.classes.items() if isinstance(v, dict) and v.get("volume_ml") is not None}
-        if volumes:  # a DICOM series: what a radiologist reads first (the instances below are per slice)
+        if volumes:  # a DICOM series: what a radiologist reads first (then its 3-D components)
             vol = Table("segment", "voxels", "volume")
             for name, row in volumes.items():
                 vol.add_row(name, f"{row.get('voxels', 0):,}", f"{_figure(row['volume_ml'])} mL")
             console.print(vol)
-        table = Table("#", "label", "score", "bbox (x0,y0,x1,y1)", "area px", "area")
-        for i, inst in enumerate(result.instances[:10]):
-            area = _area(inst.area_real, inst.area_unit) if inst.area_real is not None else ""
-            own = inst.attributes.get("bbox_in_slice")  # a DICOM series: the box on its own slice, as a viewer shows
-            box = f"slice {inst.attributes['slice']}: {tuple(own)}" if own is not None else str(inst.bbox)
-            table.add_row(str(i), inst.label, f"{inst.score:.3f}", box, str(inst.area_px), area)
+        if any("bbox_3d" in i.attributes and "bbox_in_slice" not in i.attributes for i in result.instances):
+            table = _components_table(result.instances[:10])  # a DICOM series: 3-D components across slices
+        else:
+            table = Table("#", "label", "score", "bbox (x0,y0,x1,y1)", "area px", "area")
+            for i, inst in enumerate(result.instances[:10]):
+                area = _area(inst.area_real, inst.area_unit) if inst.area_real is not None else ""
+                own = inst.attributes.get("bbox_in_slice")  # DICOM: the box on its own slice, as a viewer shows
+                box = f"slice {inst.attributes['slice']}: {tuple(own)}" if own is not None else str(inst.bbox)
+                table.add_row(str(i), inst.label, f"{inst.score:.3f}", box, str(inst.area_px), area)
         console.print(table)
         if len(result.instances) > 10:
             console.print(f"  ... and {len(result.instances) - 10} more instances (see result.json)")
@@ -303,6 +306,24 @@ def _answering_plugin_not_chosen(result: Any) -> str | None:
     reg = default_registry()
     own = [w for p, w in reg.writers if p == owner]
     return owner if owner != CORE and own else None
+
+
+def _components_table(instances: Any) -> Any:
+    """Instances of a DICOM series (3-D components, rscore_surgical.components3d): the slices, the box on them,
+    voxels, volume and centroid in patient millimetres."""
+    from rich.table import Table
+
+    table = Table("#", "label", "score", "slices", "box on them (x0,y0,x1,y1)", "voxels", "volume",
+                  "centroid mm (LPS)")
+    for i, inst in enumerate(instances):
+        a = inst.attributes
+        x0, y0, z0, x1, y1, z1 = a.get("bbox_3d") or (inst.bbox[0], inst.bbox[1], 0, inst.bbox[2], inst.bbox[3], 1)
+        z0, last = a.get("series_slice_range") or (z0, z1 - 1)  # the series' numbering, as the slice PNGs' names
+        ml = a.get("volume_ml")
+        table.add_row(str(i), inst.label, f"{inst.score:.3f}", str(z0) if last == z0 else f"{z0}-{last}",
+                      str((x0, y0, x1, y1)), f"{inst.area_px:,}", "" if ml is None else f"{_figure(ml)} mL",
+                      ", ".join(f"{v:.1f}" for v in a.get("centroid_mm") or ()))
+    return table
 
 
 def _area(value: float, unit: str | None) -> str:

@@ -320,37 +320,43 @@ def test_glare_on_a_site_frame_is_not_answered_with_endoscopy_confidence(shared_
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools' __array__ copy keyword under NumPy 2
 def test_each_ct_instance_carries_its_box_on_its_own_slice(shared_data, tmp_path):
     """result.json boxes of a series are in the stacked scene (slice 2 of 512 px slices: y = 1179-1382), which no
-    DICOM viewer shows; each instance now also has ``bbox_in_slice``, the box of its mask on its own slice image
-    (checked against the instance's RLE decoded with pycocotools and cut to that slice)."""
+    DICOM viewer shows; each instance - a 3-D component across slices - lists per slice it lies on the box of its
+    mask on that slice's own image, ``per_slice[].bbox_in_slice`` (checked against the instance's RLE decoded with
+    pycocotools and cut to that slice), and its 3-D box ``bbox_3d`` holds them all."""
     from pycocotools import mask as mask_utils
 
     cli, _ = _run(tmp_path, "surgical", _ct_series(shared_data), "bone")
     assert cli.exit_code == 0, cli.stderr
     instances = cli.json["instances"]
-    assert {i["attributes"]["slice"] for i in instances} == {0, 1, 2}
+    assert {e["slice"] for i in instances for e in i["attributes"]["per_slice"]} == {0, 1, 2}
     for inst in instances:
-        k, box = inst["attributes"]["slice"], inst["attributes"]["bbox_in_slice"]
         rle = dict(inst["rle"])
         rle["counts"] = rle["counts"].encode()
-        own = mask_utils.decode(rle)[k * 512:(k + 1) * 512]
-        ys, xs = own.nonzero()
-        assert box == [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-        assert inst["bbox"] == [box[0], box[1] + 512 * k, box[2], box[3] + 512 * k]
+        full = mask_utils.decode(rle)
+        x0, y0, z0, x1, y1, z1 = inst["attributes"]["bbox_3d"]
+        assert [e["slice"] for e in inst["attributes"]["per_slice"]] == list(range(z0, z1))
+        for entry in inst["attributes"]["per_slice"]:
+            k, box = entry["slice"], entry["bbox_in_slice"]
+            ys, xs = full[k * 512:(k + 1) * 512].nonzero()
+            assert box == [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+            assert entry["area_px"] == len(xs) and x0 <= box[0] and box[2] <= x1 and y0 <= box[1] and box[3] <= y1
 
 
 @real_data
 def test_the_cli_table_shows_each_ct_box_on_its_own_slice(shared_data, tmp_path):
     """The CLI's instance table printed the stacked-scene boxes (y up to 1476 on 512 px slices), which no viewer
-    shows; it now prints the slice and the box on that slice, as result.json's ``bbox_in_slice``."""
+    shows; it now prints each 3-D component's slices and its box on them (``bbox_3d``), with its volume."""
     import re
 
     cli = run_cli("run", "--plugin", "surgical", _ct_series(shared_data), "bone", "-o", tmp_path / "out",
                   env={"COLUMNS": "160"})
     assert cli.exit_code == 0, cli.stderr
     text = " ".join(cli.stdout.split())
-    boxes = re.findall(r"slice (\d): \((\d+), (\d+), (\d+), (\d+)\)", text)
-    assert boxes and {k for k, *_ in boxes} <= {"0", "1", "2"}
-    assert all(int(v) <= 512 for _, *box in boxes for v in box), boxes
+    rows = re.findall(r"│ (\d)-(\d) │ \((\d+), (\d+), (\d+), (\d+)\) │ ([\d,]+) │ ([\d.]+) mL", text)
+    assert rows and {(a, b) for a, b, *_ in rows} <= {("0", "2"), ("0", "1"), ("1", "2")}
+    assert all(int(v) <= 512 for _, _, *box, _, _ in rows for v in box), rows
     doc = json.loads((tmp_path / "out" / "result.json").read_text())
     first = doc["instances"][0]["attributes"]
-    assert boxes[0] == (str(first["slice"]), *map(str, first["bbox_in_slice"]))
+    x0, y0, z0, x1, y1, z1 = first["bbox_3d"]
+    assert rows[0][:6] == (str(z0), str(z1 - 1), str(x0), str(y0), str(x1), str(y1))
+    assert float(rows[0][7]) == pytest.approx(first["volume_ml"], rel=0.01)

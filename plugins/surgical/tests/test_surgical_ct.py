@@ -126,13 +126,19 @@ def test_engine_instances_stay_on_their_slice(tmp_path):
     hu[40:56, 2:19] = 40.0  # slice 2: a body from its first row, with bone in its first two rows
     hu[40:42, 5:15] = 500.0  # (rows 39 and 40 are adjacent in the stack, not in the patient)
     scene = hu_scene(hu, slices=3)
-    res = engine.segment(scene, "bone", plugin="surgical", options={"hu_min": 300})
+    res = engine.segment(scene, "bone", plugin="surgical", options={"hu_min": 300, "min_volume_ml": 0})
     assert res.plan.template == "surgical:bone"
     by_slice = sorted((i.attributes["slice"], i.area_px, i.attributes["sop_instance_uid"]) for i in res.instances)
     assert by_slice == [(0, 100, "1.2.3.0"), (1, 20, "1.2.3.1"), (2, 20, "1.2.3.2")]
     top = next(i for i in res.instances if i.attributes["slice"] == 2)
     assert top.bbox == (5, 40, 15, 42) and top.attributes["row_in_slice"] == 0
-    assert top.mask is not None and top.mask.sum() == 20 and top.area_real == pytest.approx(20.0)
+    assert top.mask is not None and top.mask.sum() == 20 and top.attributes["volume_ml"] == pytest.approx(0.02)
+    assert top.area_real == pytest.approx(0.02) and top.area_unit == "mL"  # 3-D instances of a series: their volume
+    # by default the two 20-voxel pieces (0.02 mL, 1 mm voxels) are specks under 0.1 mL: not instances, still masked
+    res = engine.segment(scene, "bone", plugin="surgical", options={"hu_min": 300})
+    assert [i.area_px for i in res.instances] == [100] and int(res.mask.sum()) == 140
+    assert any("2 component(s) under 0.1 mL (0.04 mL in all) are specks, not instances" in s.text
+               for s in res.plan.steps)
 
 
 def test_options_and_their_errors(make_ctx, phantom):
@@ -197,9 +203,9 @@ def test_end_to_end_on_a_synthetic_dicom_series(tmp_path, series_writer, phantom
     res = engine.run(folder, "where are the lungs", plugin="surgical", out_dir=tmp_path / "out")
     assert res.plan.template == "surgical:air_lung" and not res.absent
     assert res.mask.shape == (3 * 48, 48)
-    assert len(res.instances) == 6  # two lungs on each of three slices
-    assert {i.attributes["slice"] for i in res.instances} == {0, 1, 2}
-    assert all(i.area_unit == "mm2" for i in res.instances)
+    assert len(res.instances) == 2  # two lungs, each through the three slices
+    assert all(i.attributes["slice_range"] == [0, 2] and i.area_unit == "mL" for i in res.instances)
+    assert all(len(i.attributes["per_slice"]) == 3 for i in res.instances)
     assert any("HU <= -400" in s.text for s in res.plan.steps)
     assert (tmp_path / "out" / "result.json").exists() and (tmp_path / "out" / "overlay.png").exists()
 

@@ -482,8 +482,9 @@ async function showSlices(doc, links, names) {
   };
   slider.min = "0";
   slider.max = String(names.length - 1);
+  const onSlice = (a, k) => a.series_slice === k || (a.per_slice || []).some((e) => e.series_slice === k);  // 3-D
   const withSegments = names.findIndex((n) => (doc.instances || []).some(
-    (inst) => (inst.attributes || {}).series_slice === Number(n.slice("slice_png_".length))));
+    (inst) => onSlice(inst.attributes || {}, Number(n.slice("slice_png_".length)))));
   slider.value = String(Math.max(0, withSegments));
   slider.oninput = () => show(Number(slider.value)).catch((e) => setStatus(e.message, true));
   $("slice-row").hidden = names.length < 2;

@@ -28,7 +28,7 @@ from rscore_surgical.dicom import slice_rows
 from rscore_surgical.dicom_seg import flag
 from rscore_surgical.segments import Segment, build_segments, is_dicom_scene
 
-__all__ = ["dicom_affine", "voxel_volume_ml", "segment_volumes", "NiftiWriter"]
+__all__ = ["dicom_affine", "lps_affine", "voxel_volume_ml", "segment_volumes", "NiftiWriter"]
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -49,8 +49,9 @@ def _geometry(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     return row_dir, col_dir, step, first
 
 
-def dicom_affine(scene: Scene) -> np.ndarray | None:
-    """The 4x4 voxel (column, row, slice) -> RAS+ mm affine of a DICOM scene, or None without its geometry."""
+def lps_affine(scene: Scene) -> np.ndarray | None:
+    """The 4x4 voxel (column, row, slice) -> DICOM patient (LPS) mm affine of a DICOM scene (voxel centres, as
+    ImagePositionPatient), or None without its geometry."""
     geo = _geometry(scene)
     if geo is None:
         return None
@@ -61,7 +62,13 @@ def dicom_affine(scene: Scene) -> np.ndarray | None:
     lps[:3, 1] = col_dir * dr
     lps[:3, 2] = step
     lps[:3, 3] = first
-    return LPS_TO_RAS @ lps
+    return lps
+
+
+def dicom_affine(scene: Scene) -> np.ndarray | None:
+    """The 4x4 voxel (column, row, slice) -> RAS+ mm affine of a DICOM scene, or None without its geometry."""
+    lps = lps_affine(scene)
+    return None if lps is None else LPS_TO_RAS @ lps
 
 
 def voxel_volume_ml(scene: Scene) -> float | None:

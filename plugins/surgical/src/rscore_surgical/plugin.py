@@ -5,8 +5,8 @@
   frames (:mod:`rscore_surgical.endoscopy`); VLM-only templates for what colour and HU cannot answer;
 - preprocess: the plugin's options checked before segmentation; CT series shown to vision-language models in a
   display window (:mod:`rscore_surgical.windowing`);
-- postprocess: instances of DICOM scenes rebuilt per slice with their SOP instance references, and the display windows
-  of the model and the slice PNGs recorded (:mod:`rscore_surgical.postprocess`);
+- postprocess: instances of DICOM series rebuilt as 3-D components with volumes (:mod:`rscore_surgical.components3d`),
+  and the display windows of the model and the slice PNGs recorded (:mod:`rscore_surgical.postprocess`);
 - writers: DICOM SEG on the source series and one windowed PNG overlay per slice (:mod:`rscore_surgical.writers`).
 """
 
@@ -68,6 +68,8 @@ def rscore_options() -> list[Param]:
         Param("hu_min", "float", "HU templates: lower bound override", "HU"),
         Param("hu_max", "float", "HU templates: upper bound override", "HU"),
         Param("min_component_mm2", "float", "HU templates: smallest component kept", "mm2", (0, None)),
+        Param("min_volume_ml", "float", "DICOM series: smallest 3-D component made an instance (HU templates drop "
+              "smaller ones from the mask too)", "mL", (0, None), default=0.1),
         Param("values_are_hu", "bool", "HU templates: run on a CT whose DICOM says its values are not HU (a derived "
               "map such as perfusion) as if they were", default=False),
         Param("dicom_seg", "bool", "write a DICOM SEG object", default=True),
@@ -114,12 +116,14 @@ def rscore_preprocess(scene: Scene, request: Request) -> Scene | None:
 
 @hookimpl
 def rscore_postprocess(result: Result, scene: Scene) -> Result | None:
-    """DICOM scenes: put every instance on one slice, with its SOP instance UID and position; state which display
-    windows the model and the slice PNGs used (``provenance["display_windows"]``, a plan step); the volume of each
-    segment in mL (``classes[label]["volume_ml"]``)."""
-    from rscore_surgical.postprocess import record_volumes, record_windows, split_per_slice
+    """DICOM scenes: the instances as 3-D components across slices, each with its volume in mL, slice range, boxes
+    in voxels and mm, centroid and per-slice SOP instance references; specks under ``min_volume_ml`` dropped; state
+    which display windows the model and the slice PNGs used (``provenance["display_windows"]``, a plan step); the
+    volume of each segment in mL (``classes[label]["volume_ml"]``)."""
+    from rscore_surgical.components3d import instances_3d
+    from rscore_surgical.postprocess import record_volumes, record_windows
 
-    split = split_per_slice(result, scene)
+    split = instances_3d(result, scene)
     recorded = record_windows(split or result, scene)
     volumes = record_volumes(recorded or split or result, scene)
     return volumes or recorded or split
