@@ -19,7 +19,7 @@ import numpy as np
 
 from rscore_earth.hydrology import AVAILABLE, compiled
 
-__all__ = ["multipolygon_texts", "fast_available"]
+__all__ = ["multipolygon_texts", "multipolygon_texts_of", "fast_available"]
 
 SCALE = 10_000_000  # 7 decimals
 _HEAD = np.frombuffer(b'{"type":"MultiPolygon","coordinates":[', np.uint8)
@@ -36,26 +36,29 @@ def multipolygon_texts(geoms: np.ndarray, to_lonlat: Any) -> tuple[np.ndarray, n
     latitude by ``to_lonlat`` (a pyproj Transformer, ``always_xy``), rounded to 7 decimals, RFC 7946 ring order:
     ASCII bytes (uint8) of all texts back to back and where each starts (one entry more than ``geoms``); None where
     a coordinate has no finite longitude / latitude (the caller writes that batch as before)."""
-    import shapely
+    from rscore_earth.polyarrays import rings_of
 
-    parts, owner = shapely.get_parts(geoms, return_index=True)
-    rings_per = shapely.get_num_interior_rings(parts) + 1
-    coords, ring = shapely.get_coordinates(shapely.get_rings(parts), return_index=True)
+    return multipolygon_texts_of(rings_of(geoms), to_lonlat)
+
+
+def multipolygon_texts_of(rings: Any, to_lonlat: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`multipolygon_texts` of polygons given as arrays (a :class:`rscore_earth.polyarrays.Rings`)."""
+    coords = rings.xy
     lon, lat = to_lonlat.transform(coords[:, 0], coords[:, 1])
     lon, lat = np.asarray(lon), np.asarray(lat)
     if not (np.abs(lon) <= 360).all() or not (np.abs(lat) <= 90).all():  # inf / NaN off the projection's domain
         return None
     klon = np.rint(np.asarray(lon) * SCALE).astype(np.int64)
     klat = np.rint(np.asarray(lat) * SCALE).astype(np.int64)
-    n_rings = int(rings_per.sum())
-    ring_start = np.searchsorted(ring, np.arange(n_rings + 1))
+    ring_start = rings.ring_start
+    n_rings = ring_start.size - 1
     # orientation in lon/lat of the rounded coordinates: shoelace per ring (closed rings: the last term is zero)
     x, y = klon / SCALE, klat / SCALE
     term = np.zeros(x.size)
     term[:-1] = x[:-1] * y[1:] - x[1:] * y[:-1]
     term[ring_start[1:] - 1] = 0.0  # no term across two rings
     area = np.add.reduceat(term, ring_start[:-1]) if x.size else np.zeros(0)
-    poly_ring_start = np.r_[0, np.cumsum(rings_per)].astype(np.int64)
+    poly_ring_start = rings.poly_ring_start
     exterior = np.zeros(n_rings, bool)
     exterior[poly_ring_start[:-1]] = True
     flip = np.flatnonzero(np.where(exterior, area < 0, area > 0))
@@ -66,9 +69,7 @@ def multipolygon_texts(geoms: np.ndarray, to_lonlat: Any) -> tuple[np.ndarray, n
         pos = np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
         order[pos] = np.repeat(starts + lengths - 1, lengths) - (pos - np.repeat(starts, lengths))
         klon, klat = klon[order], klat[order]
-    n = len(geoms)
-    feat_poly_start = np.searchsorted(owner, np.arange(n + 1)).astype(np.int64)
-    return _multipolygons(klon, klat, ring_start.astype(np.int64), poly_ring_start, feat_poly_start, _HEAD)
+    return _multipolygons(klon, klat, ring_start, poly_ring_start, rings.feat_poly_start, _HEAD)
 
 
 def _multipolygons_py(

@@ -136,11 +136,16 @@ def _window_pieces(
     mask = np.asarray(read_window(result.mask, win), bool)
     if not mask.any():
         return [], none
-    values = np.where(mask, np.asarray(read_window(class_map, win), np.uint8), 0) if graded else mask.astype(np.uint8)
-    if compiled_trace:
-        labels, classes = _label_classes(np.ascontiguousarray(values))
+    s = None
+    code = None
+    if compiled_trace:  # labels, counts, sums and touching pairs in one compiled pass over the rasters
+        cls = np.asarray(read_window(class_map, win), np.uint8) if graded else np.zeros((0, 0), np.uint8)
+        sc = np.asarray(read_window(result.score, win)) if result.score is not None else np.zeros((0, 0), np.float32)
+        labels, classes, counts, sums, raw = _window_regions(mask, cls, sc)
         next_label, label_class = classes.size - 1, classes.tolist()
+        code = np.unique(raw)
     else:
+        values = np.where(mask, np.asarray(read_window(class_map, win), np.uint8), 0) if graded else mask.astype(np.uint8)
         labels = np.zeros(mask.shape, np.int32)
         next_label = 0
         label_class: list[int] = [0]
@@ -151,16 +156,12 @@ def _window_pieces(
             label_class += [int(k)] * n
     # per-label sums over the whole window: label 0 (outside) gets its own bin, and each label's pixels are summed
     # in the same (row-major) order as over the labelled pixels alone - the same bits, without the gathers
-    s = None
-    if result.score is not None:
+    if not compiled_trace and result.score is not None:
         s = np.asarray(read_window(result.score, win), np.float64)
         if not np.isfinite(s).all():
             s = np.nan_to_num(s, nan=0.0)
-    code = None
-    if compiled_trace:  # counts, sums and touching pairs in one compiled pass
-        counts, sums, raw = _window_stats(labels, s if s is not None else np.zeros((0, 0)), np.int64(next_label + 1))
-        code = np.unique(raw)
-        if s is None:
+    if compiled_trace:
+        if result.score is None:
             sums = counts.astype(np.float64)
     else:
         flat = labels.ravel()
@@ -614,6 +615,124 @@ def _window_stats_py(
 
 
 _window_stats = compiled(_window_stats_py) if AVAILABLE else None
+
+
+def _window_regions_py(
+    mask: np.ndarray, classes: np.ndarray, score: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """:func:`_label_classes_py` and :func:`_window_stats_py` of one window in one compiled call, read straight from
+    the result's rasters: the class of a pixel is ``classes`` where ``mask`` (``classes`` empty: 1 where ``mask``),
+    its score ``score`` as float64 with NaN as 0 and infinities as the largest floats (``np.nan_to_num``; ``score``
+    empty: no sums). Returns ``(labels, class of each label, counts, sums, pair codes)``: the same labels, counts,
+    sums (same bits) and set of touching pairs as the two kernels, without the numpy passes between them (the
+    class image, a float64 copy of the score; issue 22). Compiled by numba."""
+    h, w = mask.shape
+    if h * w >= 2**31:  # windows are POLY_WINDOW px square at most
+        raise ValueError("a window of 2**31 pixels or more")
+    graded = classes.size > 0
+    scored = score.size > 0
+    values = np.zeros((h, w), np.uint8)
+    for r in range(h):
+        for c in range(w):
+            if mask[r, c]:
+                values[r, c] = classes[r, c] if graded else 1
+    parent = np.empty(h * w, np.int32)
+    for r in range(h):
+        for c in range(w):
+            v = values[r, c]
+            if v == 0:
+                continue
+            i = r * w + c
+            parent[i] = i
+            for up in (False, True):  # the left neighbour, then the upper one
+                if (c == 0 or values[r, c - 1] != v) if not up else (r == 0 or values[r - 1, c] != v):
+                    continue
+                j = i - w if up else i - 1
+                a = i
+                while parent[a] != a:
+                    parent[a] = parent[parent[a]]
+                    a = parent[a]
+                b = j
+                while parent[b] != b:
+                    parent[b] = parent[parent[b]]
+                    b = parent[b]
+                if a < b:
+                    parent[b] = a
+                elif b < a:
+                    parent[a] = b
+    # the regions of each class (its roots), so that each label is final when its pixel is first met below
+    count = np.zeros(256, np.int64)
+    for r in range(h):
+        for c in range(w):
+            v = values[r, c]
+            if v != 0 and parent[r * w + c] == r * w + c:
+                count[v] += 1
+    offset = np.zeros(256, np.int64)
+    for v in range(1, 256):
+        offset[v] = offset[v - 1] + count[v - 1]
+    n = offset[255] + count[255]
+    label_class = np.zeros(n + 1, np.int64)
+    for v in range(1, 256):
+        label_class[offset[v] + 1 : offset[v] + count[v] + 1] = v
+    seen = np.zeros(256, np.int64)
+    labels = np.zeros((h, w), np.int32)
+    counts = np.zeros(n + 1, np.int64)
+    sums = np.zeros(n + 1, np.float64)
+    codes = np.empty(1024, np.int64)
+    m = 0
+    big = np.finfo(np.float64).max
+    base = np.int64(n + 1)
+    for r in range(h):
+        for c in range(w):
+            v = values[r, c]
+            if v == 0:
+                continue
+            i = r * w + c
+            a = parent[i]
+            if a == i:
+                seen[v] += 1
+                lab = np.int32(offset[v] + seen[v])
+            else:  # a smaller index, already resolved to its root
+                a = parent[a]
+                parent[i] = a
+                lab = labels[a // w, a % w]
+            labels[r, c] = lab
+            counts[lab] += 1
+            if scored:
+                s = np.float64(score[r, c])
+                if s != s:
+                    s = 0.0
+                elif s > big:
+                    s = big
+                elif s < -big:
+                    s = -big
+                sums[lab] += s
+            # the pairs with the neighbours already labelled: left, upper-left, upper, upper-right
+            for k in range(4):
+                if k == 0:
+                    ok = c > 0
+                    b = labels[r, c - 1] if ok else 0
+                elif k == 1:
+                    ok = r > 0 and c > 0
+                    b = labels[r - 1, c - 1] if ok else 0
+                elif k == 2:
+                    ok = r > 0
+                    b = labels[r - 1, c] if ok else 0
+                else:
+                    ok = r > 0 and c + 1 < w
+                    b = labels[r - 1, c + 1] if ok else 0
+                if b == 0 or b == lab:
+                    continue
+                if m == codes.size:
+                    grown = np.empty(2 * m, np.int64)
+                    grown[:m] = codes
+                    codes = grown
+                codes[m] = np.int64(b) * base + lab
+                m += 1
+    return labels, label_class, counts, sums, codes[:m]
+
+
+_window_regions = compiled(_window_regions_py) if AVAILABLE else None
 
 
 def _fill_regions_py(
