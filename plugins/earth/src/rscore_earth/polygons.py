@@ -25,8 +25,12 @@ __all__ = ["polygonize", "iter_polygon_batches", "WINDOW"]
 
 WINDOW = 1024  # the writers' window (COG blocks, map preview)
 # polygons are traced in larger windows: a quarter of the window edges, so of the pieces merged across them (0.9 vs
-# 1.3 CPU-s at 4096 px; a whole-raster window took as long), for ~40 MiB more at the peak (labels, union-find)
+# 1.3 CPU-s at 4096 px), for ~40 MiB more at the peak (labels, union-find)
 POLY_WINDOW = 2048
+# a raster of up to this many pixels is traced in one window: nothing to merge across window edges (at 4096 px
+# 0.44 instead of 0.69 CPU-s for the tracing; ~100 MiB at the peak over the writer's start, ~15 MiB more than
+# 2048 px windows took with the GEOS output path). Larger rasters keep POLY_WINDOW: memory bounded by the window
+POLY_WHOLE_MAX_PX = 4096 * 4096
 COMPILED_MIN_PX = 1024 * 1024
 
 
@@ -84,7 +88,10 @@ def iter_polygon_batches(
     h, w = scene.shape
     held: list[_Piece] = []
     held_pairs = np.zeros((0, 2), np.int64)  # touching pairs among the held pieces (indices into held)
-    rows, cols = (POLY_WINDOW, POLY_WINDOW) if window is None else (window, window) if isinstance(window, int) else window
+    if window is None:
+        rows, cols = (h, w) if h * w <= POLY_WHOLE_MAX_PX else (POLY_WINDOW, POLY_WINDOW)
+    else:
+        rows, cols = (window, window) if isinstance(window, int) else window
     compiled_trace = _trace_rings is not None and worth_compiling(h * w)
 
     def values_of(win: Window) -> np.ndarray:
@@ -627,7 +634,7 @@ def _window_regions_py(
     sums (same bits) and set of touching pairs as the two kernels, without the numpy passes between them (the
     class image, a float64 copy of the score; issue 22). Compiled by numba."""
     h, w = mask.shape
-    if h * w >= 2**31:  # windows are POLY_WINDOW px square at most
+    if h * w >= 2**31:  # windows are POLY_WHOLE_MAX_PX at most
         raise ValueError("a window of 2**31 pixels or more")
     graded = classes.size > 0
     scored = score.size > 0
@@ -636,36 +643,43 @@ def _window_regions_py(
         for c in range(w):
             if mask[r, c]:
                 values[r, c] = classes[r, c] if graded else 1
+    # union-find over pixel indices, each region rooted at its first pixel (the smaller root wins every union);
+    # a pixel joins its left / upper neighbour's set by pointing at that neighbour's parent (a smaller index), and
+    # a union is needed only where both neighbours are of its class and the upper-left one is not (otherwise the
+    # two are already joined through it): most pixels take no find at all. Regions per class counted as they go.
     parent = np.empty(h * w, np.int32)
+    count = np.zeros(256, np.int64)
     for r in range(h):
         for c in range(w):
             v = values[r, c]
-            if v == 0:
-                continue
             i = r * w + c
-            parent[i] = i
-            for up in (False, True):  # the left neighbour, then the upper one
-                if (c == 0 or values[r, c - 1] != v) if not up else (r == 0 or values[r - 1, c] != v):
-                    continue
-                j = i - w if up else i - 1
-                a = i
+            if v == 0:
+                parent[i] = 0  # label 0 (outside) in the end
+                continue
+            left = c > 0 and values[r, c - 1] == v
+            up = r > 0 and values[r - 1, c] == v
+            if left and up and not values[r - 1, c - 1] == v:
+                a = i - 1
                 while parent[a] != a:
                     parent[a] = parent[parent[a]]
                     a = parent[a]
-                b = j
+                b = i - w
                 while parent[b] != b:
                     parent[b] = parent[parent[b]]
                     b = parent[b]
                 if a < b:
                     parent[b] = a
+                    count[v] -= 1
                 elif b < a:
                     parent[a] = b
-    # the regions of each class (its roots), so that each label is final when its pixel is first met below
-    count = np.zeros(256, np.int64)
-    for r in range(h):
-        for c in range(w):
-            v = values[r, c]
-            if v != 0 and parent[r * w + c] == r * w + c:
+                    count[v] -= 1
+                parent[i] = min(a, b)
+            elif left:
+                parent[i] = parent[i - 1]
+            elif up:
+                parent[i] = parent[i - w]
+            else:
+                parent[i] = i
                 count[v] += 1
     offset = np.zeros(256, np.int64)
     for v in range(1, 256):
@@ -675,7 +689,9 @@ def _window_regions_py(
     for v in range(1, 256):
         label_class[offset[v] + 1 : offset[v] + count[v] + 1] = v
     seen = np.zeros(256, np.int64)
-    labels = np.zeros((h, w), np.int32)
+    # the labels are written over ``parent`` (half the memory): a pixel that is not a root points at an earlier
+    # pixel of its region (a smaller index), whose entry already holds the region's label
+    flat = parent
     counts = np.zeros(n + 1, np.int64)
     sums = np.zeros(n + 1, np.float64)
     codes = np.empty(1024, np.int64)
@@ -692,11 +708,9 @@ def _window_regions_py(
             if a == i:
                 seen[v] += 1
                 lab = np.int32(offset[v] + seen[v])
-            else:  # a smaller index, already resolved to its root
-                a = parent[a]
-                parent[i] = a
-                lab = labels[a // w, a % w]
-            labels[r, c] = lab
+            else:
+                lab = flat[a]
+            flat[i] = lab
             counts[lab] += 1
             if scored:
                 s = np.float64(score[r, c])
@@ -708,28 +722,31 @@ def _window_regions_py(
                     s = -big
                 sums[lab] += s
             # the pairs with the neighbours already labelled: left, upper-left, upper, upper-right
-            for k in range(4):
-                if k == 0:
-                    ok = c > 0
-                    b = labels[r, c - 1] if ok else 0
-                elif k == 1:
-                    ok = r > 0 and c > 0
-                    b = labels[r - 1, c - 1] if ok else 0
-                elif k == 2:
-                    ok = r > 0
-                    b = labels[r - 1, c] if ok else 0
-                else:
-                    ok = r > 0 and c + 1 < w
-                    b = labels[r - 1, c + 1] if ok else 0
-                if b == 0 or b == lab:
-                    continue
-                if m == codes.size:
-                    grown = np.empty(2 * m, np.int64)
-                    grown[:m] = codes
-                    codes = grown
-                codes[m] = np.int64(b) * base + lab
-                m += 1
-    return labels, label_class, counts, sums, codes[:m]
+            if m + 4 > codes.size:
+                grown = np.empty(2 * codes.size, np.int64)
+                grown[:m] = codes[:m]
+                codes = grown
+            if c > 0:
+                b = flat[i - 1]
+                if b != 0 and b != lab:
+                    codes[m] = np.int64(b) * base + lab
+                    m += 1
+            if r > 0:
+                if c > 0:
+                    b = flat[i - w - 1]
+                    if b != 0 and b != lab:
+                        codes[m] = np.int64(b) * base + lab
+                        m += 1
+                b = flat[i - w]
+                if b != 0 and b != lab:
+                    codes[m] = np.int64(b) * base + lab
+                    m += 1
+                if c + 1 < w:
+                    b = flat[i - w + 1]
+                    if b != 0 and b != lab:
+                        codes[m] = np.int64(b) * base + lab
+                        m += 1
+    return flat.reshape((h, w)), label_class, counts, sums, codes[:m]
 
 
 _window_regions = compiled(_window_regions_py) if AVAILABLE else None
