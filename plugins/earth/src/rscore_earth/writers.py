@@ -532,12 +532,11 @@ class _GeoJsonStream:
         # each property as JSON text, column by column (what json.dumps writes for the record: the same bytes,
         # without a dict and an encoder per feature)
         columns = [_json_texts(col) for col in data]
-        keys = [json.dumps(name) + ": " for name in FIELDS]
-        heads = [
-            (("" if self._first and i == 0 else ",\n") + '{"type": "Feature", "properties": {'
-             + ", ".join([k + c[i] for k, c in zip(keys, columns)]) + '}, "geometry": ').encode()
-            for i in range(n)
-        ]  # fmt: skip
+        form = ',\n{"type": "Feature", "properties": {' + ", ".join(
+            json.dumps(name).replace("%", "%%") + ": %s" for name in FIELDS) + '}, "geometry": '  # fmt: skip
+        heads = [(form % values).encode() for values in zip(*columns)]
+        if self._first and heads:
+            heads[0] = heads[0][2:]  # no separator before the first feature
         fh = self._fh
         # in chunks of about GEOJSON_CHUNK_VERTICES: the text of a chunk is held once, as bytes, not per feature
         if rings is not None:
