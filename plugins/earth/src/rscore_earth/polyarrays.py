@@ -50,8 +50,25 @@ class Rings:
         return Rings(self.xy[v0:v1], self.ring_start[r0 : r1 + 1] - v0, self.poly_ring_start[p0 : p1 + 1] - r0,
                      self.feat_poly_start[a : b + 1] - p0)  # fmt: skip
 
+    def take(self, index: np.ndarray | list[int]) -> Rings:
+        """The features at ``index`` (ascending), in that order."""
+        index = np.asarray(index, np.int64)
+        polys = _ranges(self.feat_poly_start[index], self.feat_poly_start[index + 1])
+        rings = _ranges(self.poly_ring_start[polys], self.poly_ring_start[polys + 1])
+        verts = _ranges(self.ring_start[rings], self.ring_start[rings + 1])
+        def starts(counts: np.ndarray) -> np.ndarray:
+            return np.r_[0, np.cumsum(counts)].astype(np.int64)
+        return Rings(self.xy[verts], starts(np.diff(self.ring_start)[rings]), starts(np.diff(self.poly_ring_start)[polys]),
+                     starts(np.diff(self.feat_poly_start)[index]))  # fmt: skip
+
     def with_xy(self, xy: np.ndarray) -> Rings:
         return Rings(np.ascontiguousarray(xy, np.float64), self.ring_start, self.poly_ring_start, self.feat_poly_start)
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """``starts[0]..ends[0]-1``, ``starts[1]..ends[1]-1``, ... concatenated."""
+    lengths = ends - starts
+    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
 
 
 def rings_of(geoms: np.ndarray) -> Rings:

@@ -19,9 +19,10 @@ from rscore.tiling import read_window
 from rscore.types import Result, Scene, Window
 
 from rscore_earth.hydrology import AVAILABLE, compiled
+from rscore_earth.polyarrays import Rings
 from rscore_earth.templates import template_by_name
 
-__all__ = ["polygonize", "iter_polygon_batches", "WINDOW"]
+__all__ = ["polygonize", "iter_polygon_batches", "iter_polygon_arrays", "WINDOW"]
 
 WINDOW = 1024  # the writers' window (COG blocks, map preview)
 # polygons are traced in larger windows: a quarter of the window edges, so of the pieces merged across them (0.9 vs
@@ -638,11 +639,8 @@ def _window_regions_py(
         raise ValueError("a window of 2**31 pixels or more")
     graded = classes.size > 0
     scored = score.size > 0
-    values = np.zeros((h, w), np.uint8)
-    for r in range(h):
-        for c in range(w):
-            if mask[r, c]:
-                values[r, c] = classes[r, c] if graded else 1
+    # the classes of two rows at a time (the current and the one above), not of the whole window
+    rows = np.zeros((2, w), np.uint8)
     # union-find over pixel indices, each region rooted at its first pixel (the smaller root wins every union);
     # a pixel joins its left / upper neighbour's set by pointing at that neighbour's parent (a smaller index), and
     # a union is needed only where both neighbours are of its class and the upper-left one is not (otherwise the
@@ -650,15 +648,18 @@ def _window_regions_py(
     parent = np.empty(h * w, np.int32)
     count = np.zeros(256, np.int64)
     for r in range(h):
+        cur, above = rows[r % 2], rows[(r + 1) % 2]
         for c in range(w):
-            v = values[r, c]
+            cur[c] = (classes[r, c] if graded else 1) if mask[r, c] else 0
+        for c in range(w):
+            v = cur[c]
             i = r * w + c
             if v == 0:
                 parent[i] = 0  # label 0 (outside) in the end
                 continue
-            left = c > 0 and values[r, c - 1] == v
-            up = r > 0 and values[r - 1, c] == v
-            if left and up and not values[r - 1, c - 1] == v:
+            left = c > 0 and cur[c - 1] == v
+            up = r > 0 and above[c] == v
+            if left and up and not above[c - 1] == v:
                 a = i - 1
                 while parent[a] != a:
                     parent[a] = parent[parent[a]]
@@ -699,10 +700,14 @@ def _window_regions_py(
     big = np.finfo(np.float64).max
     base = np.int64(n + 1)
     for r in range(h):
+        if m + 4 * w > codes.size:  # room for the row's pairs (grown here, not in the pixel loop: faster code)
+            grown = np.empty(max(2 * codes.size, m + 4 * w), np.int64)
+            grown[:m] = codes[:m]
+            codes = grown
         for c in range(w):
-            v = values[r, c]
-            if v == 0:
+            if not mask[r, c]:
                 continue
+            v = classes[r, c] if graded else 1
             i = r * w + c
             a = parent[i]
             if a == i:
@@ -722,10 +727,6 @@ def _window_regions_py(
                     s = -big
                 sums[lab] += s
             # the pairs with the neighbours already labelled: left, upper-left, upper, upper-right
-            if m + 4 > codes.size:
-                grown = np.empty(2 * codes.size, np.int64)
-                grown[:m] = codes[:m]
-                codes = grown
             if c > 0:
                 b = flat[i - 1]
                 if b != 0 and b != lab:
@@ -813,6 +814,27 @@ def _fill_regions_py(
 _fill_regions = compiled(_fill_regions_py) if AVAILABLE else None
 
 
+def _traced_rings(labels: np.ndarray, n_labels: int, col_off: int, row_off: int) -> Rings:
+    """The rings of labels ``1..n_labels`` as arrays (pixel coordinates, offset by the window's): one polygon per
+    label, in label order, its outline first, then its holes (in tracing order); see :func:`_traced_polygons`."""
+    xs, ys, starts, owner = _trace_rings(np.ascontiguousarray(labels, np.int32))
+    sizes = np.diff(starts)
+    x, y = xs.astype(np.float64), ys.astype(np.float64)
+    nxt = np.r_[1 : x.size, 0]  # shoelace: the closing vertex is the ring's last, so its term is dropped
+    term = x * y[nxt] - x[nxt] * y
+    term[starts[1:] - 1] = 0.0
+    hole = np.add.reduceat(term, starts[:-1]) < 0 if x.size else np.zeros(0, bool)
+    order = np.lexsort((hole, owner))  # per label: its outline first, then its holes (in tracing order)
+    lengths = sizes[order]
+    vert = np.repeat(starts[:-1][order] - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
+    coords = np.column_stack([x[vert] + col_off, y[vert] + row_off])
+    rings_per = np.bincount(owner, minlength=n_labels + 1)[1:]
+    if rings_per.size != n_labels or not (rings_per > 0).all():  # pragma: no cover - one region per label
+        raise RuntimeError(f"traced {np.count_nonzero(rings_per)} polygons for {n_labels} regions")
+    return Rings(coords, np.r_[0, np.cumsum(lengths)].astype(np.int64), np.r_[0, np.cumsum(rings_per)].astype(np.int64),
+                 np.arange(n_labels + 1, dtype=np.int64))  # fmt: skip
+
+
 def _traced_polygons(labels: np.ndarray, n_labels: int, col_off: int, row_off: int) -> np.ndarray:
     """Polygons (pixel coordinates, offset by the window's) of labels ``1..n_labels``, in label order: the same
     regions as GDAL's polygonize (``rasterio.features.shapes``, 4-connected), traced by the compiled
@@ -822,19 +844,49 @@ def _traced_polygons(labels: np.ndarray, n_labels: int, col_off: int, row_off: i
 
     if n_labels == 0:
         return np.array([], dtype=object)
-    xs, ys, starts, owner = _trace_rings(np.ascontiguousarray(labels, np.int32))
-    sizes = np.diff(starts)
-    x, y = xs.astype(np.float64), ys.astype(np.float64)
-    nxt = np.r_[1 : x.size, 0]  # shoelace: the closing vertex is the ring's last, so its term is dropped
-    term = x * y[nxt] - x[nxt] * y
-    term[starts[1:] - 1] = 0.0
-    hole = np.add.reduceat(term, starts[:-1]) < 0
-    order = np.lexsort((hole, owner))  # per label: its outline first, then its holes (in tracing order)
-    lengths = sizes[order]
-    vert = np.repeat(starts[:-1][order] - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
-    coords = np.column_stack([x[vert] + col_off, y[vert] + row_off])
-    rings = shapely.linearrings(coords, indices=np.repeat(np.arange(order.size), sizes[order]))
-    polys = shapely.polygons(rings, indices=owner[order] - 1)
-    if polys.size != n_labels:  # pragma: no cover - every label is one 4-connected region
-        raise RuntimeError(f"traced {polys.size} polygons for {n_labels} regions")
-    return polys
+    r = _traced_rings(labels, n_labels, col_off, row_off)
+    n_rings = r.ring_start.size - 1
+    rings = shapely.linearrings(r.xy, indices=np.repeat(np.arange(n_rings), np.diff(r.ring_start)))
+    return shapely.polygons(rings, indices=np.repeat(np.arange(n_labels), np.diff(r.poly_ring_start)))
+
+
+def iter_polygon_arrays(
+    scene: Scene, result: Result, window: int | tuple[int, int] | None = None
+) -> Iterator[tuple[Rings, list[dict[str, Any]]]]:
+    """:func:`iter_polygon_batches` with the polygons as coordinate arrays (:class:`rscore_earth.polyarrays.Rings`,
+    pixel coordinates, one polygon per record) beside the records (without ``geometry``). A raster traced in one
+    window (up to :data:`POLY_WHOLE_MAX_PX`, numba loaded) has nothing to merge: its arrays come straight from the
+    tracer and no GEOS geometry is built (issue 22); otherwise the batches' geometries are taken apart."""
+    from rscore_earth.polyarrays import rings_of
+
+    h, w = scene.shape
+    whole = window is None and h * w <= POLY_WHOLE_MAX_PX and _trace_rings is not None and worth_compiling(h * w)
+    if not whole:
+        for batch in iter_polygon_batches(scene, result, window):
+            geoms = np.array([rec.pop("geometry") for rec in batch], dtype=object)
+            yield rings_of(geoms), batch
+        return
+    class_map = getattr(result, "class_map", None)
+    names = _class_names(result)
+    graded = class_map is not None and bool(names)
+    t = template_by_name(result.plan.template)
+    label = t.label if t is not None else "mask"
+    whole_win = Window(0, 0, h, w)
+    mask = np.asarray(read_window(result.mask, whole_win), bool)
+    if not mask.any():
+        return
+    cls = np.asarray(read_window(class_map, whole_win), np.uint8) if graded else np.zeros((0, 0), np.uint8)
+    score = result.score
+    sc = np.asarray(read_window(score, whole_win)) if score is not None else np.zeros((0, 0), np.float32)
+    labels, classes, counts, sums, _ = _window_regions(mask, cls, sc)
+    n = classes.size - 1
+    rings = _traced_rings(labels, n, 0, 0)
+    del labels
+    batch = []
+    for k, s, c in zip(classes[1:].tolist(), sums[1:].tolist(), counts[1:].tolist()):
+        rec = _record(None, k, s, c, names, label)
+        del rec["geometry"]
+        if score is None:
+            rec["mean_score"] = float("nan")
+        batch.append(rec)
+    yield rings, batch

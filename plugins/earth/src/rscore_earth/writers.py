@@ -40,7 +40,7 @@ from rscore.tiling import iter_windows, read_window
 from rscore.types import Result, Scene, Window
 
 from rscore_earth.gdalenv import gdal_env
-from rscore_earth.polygons import WINDOW, _class_names, iter_polygon_batches, polygonize
+from rscore_earth.polygons import WINDOW, _class_names, iter_polygon_arrays, iter_polygon_batches, polygonize
 from rscore_earth.postprocess import scene_units
 from rscore_earth.templates import template_by_name
 
@@ -314,33 +314,34 @@ class VectorWriter(Writer):
                      and not (units.kind == "geographic" and metric
                               and scene.metadata.get("pixel_size_source", "crs") == "crs"))  # fmt: skip
 
-        def finish(batch: list[dict[str, Any]]) -> tuple[np.ndarray, list[np.ndarray], int, Any]:
+        def finish(done: Any) -> tuple[np.ndarray, list[np.ndarray], int, Any]:
             """Map coordinates, coverage simplification, areas, the minimum-area filter, the attribute columns and
-            the WKB: ``(wkb, columns, number dropped, geometries or their Rings)``."""
-            px_geoms = np.array([p["geometry"] for p in batch], dtype=object)
+            the WKB of a batch (records, or ``(Rings, records)`` where ``as_arrays``): ``(wkb, columns, number
+            dropped, geometries or their Rings)``."""
             rings = None
             if as_arrays:
-                rings = polyarrays.rings_of(px_geoms)
-                rings = rings.with_xy(polyarrays.transform_xy(rings.xy, affine))
+                px_rings, batch = done
+                rings = px_rings.with_xy(polyarrays.transform_xy(px_rings.xy, affine))
                 if metric and scene.metadata.get("pixel_size_source", "crs") == "crs":  # projected (see above)
                     areas_m2 = (polyarrays.areas(rings) * units.factor**2).tolist()
                 else:
                     areas_m2 = self._areas_m2([None] * len(batch), batch, scene, units)
-                geoms = px_geoms  # traced polygons: none empty
+                geoms = [True] * len(batch)  # traced polygons: none empty
             else:
+                batch = done
+                px_geoms = np.array([p["geometry"] for p in batch], dtype=object)
                 geoms = shapely.transform(px_geoms, to_map)
                 if tol > 0:
                     geoms = shapely.coverage_simplify(geoms, tol)
                 areas_m2 = self._areas_m2(list(geoms), batch, scene, units)
             keep = [
                 i for i, g in enumerate(geoms)
-                if g is not None and not g.is_empty
+                if g is not None and (g is True or not g.is_empty)
                 and (areas_m2[i] if areas_m2[i] is not None else batch[i]["area_px"]) >= min_area_m2
             ]  # fmt: skip
             if rings is not None:
                 if len(keep) < len(batch):
-                    rings = polyarrays.rings_of(px_geoms[keep])
-                    rings = rings.with_xy(polyarrays.transform_xy(rings.xy, affine))
+                    rings = rings.take(keep)
                 wkb, kept = polyarrays.wkb(rings), rings
             else:
                 kept = geoms[keep]
@@ -392,7 +393,8 @@ class VectorWriter(Writer):
         with ThreadPoolExecutor(1, thread_name_prefix="rscore-polygons") as pool, \
                 _GeoJsonStream(geojson, crs, meta) as stream:  # fmt: skip
             pending = None
-            for batch in iter_polygon_batches(scene, result):
+            batches = iter_polygon_arrays(scene, result) if as_arrays else iter_polygon_batches(scene, result)
+            for batch in batches:
                 future = pool.submit(finish, batch)
                 if pending is not None:
                     emit(pending.result())
@@ -548,8 +550,8 @@ class _GeoJsonStream:
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
             done = multipolygon_texts_of(rings.features(a, b), self._transformer) if rings is not None else None
             if done is not None:
-                text, o = done[0].tobytes(), done[1].tolist()
-                fh.write(b"".join([x for i in range(b - a) for x in (heads[a + i], text[o[i] : o[i + 1]], b"}")]))
+                text, o = memoryview(done[0]), done[1].tolist()
+                fh.writelines([x for i in range(b - a) for x in (heads[a + i], text[o[i] : o[i + 1]], b"}")])
                 continue
             if geoms is None:  # arrays off the projection's domain: written by GEOS as before
                 geoms = _from_rings(rings)
