@@ -58,8 +58,8 @@ class Rings:
         verts = _ranges(self.ring_start[rings], self.ring_start[rings + 1])
         def starts(counts: np.ndarray) -> np.ndarray:
             return np.r_[0, np.cumsum(counts)].astype(np.int64)
-        return Rings(self.xy[verts], starts(np.diff(self.ring_start)[rings]), starts(np.diff(self.poly_ring_start)[polys]),
-                     starts(np.diff(self.feat_poly_start)[index]))  # fmt: skip
+        return Rings(self.xy[verts], starts(np.diff(self.ring_start)[rings]),
+                     starts(np.diff(self.poly_ring_start)[polys]), starts(np.diff(self.feat_poly_start)[index]))
 
     def with_xy(self, xy: np.ndarray) -> Rings:
         return Rings(np.ascontiguousarray(xy, np.float64), self.ring_start, self.poly_ring_start, self.feat_poly_start)
