@@ -72,6 +72,10 @@ def test_window_regions_equal_the_label_and_stats_kernels():
         assert np.array_equal(got[2], counts)
         assert np.array_equal(got[3].view(np.int64), sums.view(np.int64))  # the same bits
         assert np.array_equal(np.unique(got[4]), np.unique(raw))
+        # the top edges it counts bound the tracer's vertices: the same rings as with the tracer's own count
+        bounded, counted = polygons._trace_rings(got[0], 5 * got[5]), polygons._trace_rings(got[0], np.int64(-1))
+        assert all(np.array_equal(a, b) for a, b in zip(bounded, counted))
+        assert bounded[0].size <= 5 * got[5]
 
 
 def _rows(path) -> list:

@@ -193,4 +193,8 @@ def available() -> bool:
 def transform_xy(xy: np.ndarray, affine: Any) -> np.ndarray:
     """Pixel to map coordinates: the expression the writer's ``shapely.transform`` callback evaluates."""
     a, b, c, d, e, f = affine.a, affine.b, affine.c, affine.d, affine.e, affine.f
-    return np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f])
+    x, y = xy[:, 0], xy[:, 1]
+    out = np.empty(xy.shape)
+    out[:, 0] = a * x + b * y + c
+    out[:, 1] = d * x + e * y + f
+    return out

@@ -154,7 +154,7 @@ def _window_pieces(
     if compiled_trace:  # labels, counts, sums and touching pairs in one compiled pass over the rasters
         cls = np.asarray(read_window(class_map, win), np.uint8) if graded else np.zeros((0, 0), np.uint8)
         sc = np.asarray(read_window(result.score, win)) if result.score is not None else np.zeros((0, 0), np.float32)
-        labels, classes, counts, sums, raw = _window_regions(mask, cls, sc)
+        labels, classes, counts, sums, raw, tops = _window_regions(mask, cls, sc)
         next_label, label_class = classes.size - 1, classes.tolist()
         code = np.unique(raw)
     else:
@@ -192,7 +192,7 @@ def _window_pieces(
         edge[labels[:, -1]] = True
     pos = None if compiled_trace else labels > 0  # the GDAL / numpy paths only
     if compiled_trace:
-        geoms = _traced_polygons(labels, next_label, win.col_off, win.row_off)
+        geoms = _traced_polygons(labels, next_label, win.col_off, win.row_off, 5 * int(tops))
         found = [(None, lab) for lab in range(1, next_label + 1)]
     else:  # without numba: GDAL's polygonize
         found = list(shapes(labels, mask=pos, connectivity=4, transform=Affine.translation(win.col_off, win.row_off)))
@@ -435,10 +435,11 @@ def _record(poly: Any, k: int, s: float, n: int, names: tuple[str, ...], label: 
             "area_px": int(n)}  # fmt: skip
 
 
-def _traced_rings(labels: np.ndarray, n_labels: int, col_off: int, row_off: int) -> Rings:
+def _traced_rings(labels: np.ndarray, n_labels: int, col_off: int, row_off: int, bound: int = -1) -> Rings:
     """The rings of labels ``1..n_labels`` as arrays (pixel coordinates, offset by the window's): one polygon per
-    label, in label order, its outline first, then its holes (in tracing order); see :func:`_traced_polygons`."""
-    xs, ys, starts, owner = _trace_rings(np.ascontiguousarray(labels, np.int32))
+    label, in label order, its outline first, then its holes (in tracing order); see :func:`_traced_polygons`.
+    ``bound``: an upper bound of the vertices if known (saves the tracer a pass)."""
+    xs, ys, starts, owner = _trace_rings(np.ascontiguousarray(labels, np.int32), np.int64(bound))
     sizes = np.diff(starts)
     x, y = xs.astype(np.float64), ys.astype(np.float64)
     nxt = np.r_[1 : x.size, 0]  # shoelace: the closing vertex is the ring's last, so its term is dropped
@@ -448,7 +449,9 @@ def _traced_rings(labels: np.ndarray, n_labels: int, col_off: int, row_off: int)
     order = np.lexsort((hole, owner))  # per label: its outline first, then its holes (in tracing order)
     lengths = sizes[order]
     vert = np.repeat(starts[:-1][order] - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
-    coords = np.column_stack([x[vert] + col_off, y[vert] + row_off])
+    coords = np.empty((vert.size, 2))
+    np.add(x[vert], col_off, out=coords[:, 0])
+    np.add(y[vert], row_off, out=coords[:, 1])
     rings_per = np.bincount(owner, minlength=n_labels + 1)[1:]
     if rings_per.size != n_labels or not (rings_per > 0).all():  # pragma: no cover - one region per label
         raise RuntimeError(f"traced {np.count_nonzero(rings_per)} polygons for {n_labels} regions")
@@ -456,7 +459,7 @@ def _traced_rings(labels: np.ndarray, n_labels: int, col_off: int, row_off: int)
                  np.arange(n_labels + 1, dtype=np.int64))  # fmt: skip
 
 
-def _traced_polygons(labels: np.ndarray, n_labels: int, col_off: int, row_off: int) -> np.ndarray:
+def _traced_polygons(labels: np.ndarray, n_labels: int, col_off: int, row_off: int, bound: int = -1) -> np.ndarray:
     """Polygons (pixel coordinates, offset by the window's) of labels ``1..n_labels``, in label order: the same
     regions as GDAL's polygonize (``rasterio.features.shapes``, 4-connected), traced by the compiled
     :func:`rscore_earth.polykernels._trace_rings_py` straight into coordinate arrays (GDAL's path builds Python
@@ -465,7 +468,7 @@ def _traced_polygons(labels: np.ndarray, n_labels: int, col_off: int, row_off: i
 
     if n_labels == 0:
         return np.array([], dtype=object)
-    r = _traced_rings(labels, n_labels, col_off, row_off)
+    r = _traced_rings(labels, n_labels, col_off, row_off, bound)
     n_rings = r.ring_start.size - 1
     rings = shapely.linearrings(r.xy, indices=np.repeat(np.arange(n_rings), np.diff(r.ring_start)))
     return shapely.polygons(rings, indices=np.repeat(np.arange(n_labels), np.diff(r.poly_ring_start)))
@@ -499,9 +502,9 @@ def iter_polygon_arrays(
     cls = np.asarray(read_window(class_map, whole_win), np.uint8) if graded else np.zeros((0, 0), np.uint8)
     score = result.score
     sc = np.asarray(read_window(score, whole_win)) if score is not None else np.zeros((0, 0), np.float32)
-    labels, classes, counts, sums, _ = _window_regions(mask, cls, sc)
+    labels, classes, counts, sums, _, tops = _window_regions(mask, cls, sc)
     n = classes.size - 1
-    rings = _traced_rings(labels, n, 0, 0)
+    rings = _traced_rings(labels, n, 0, 0, 5 * int(tops))
     del labels
     batch = []
     for k, s, c in zip(classes[1:].tolist(), sums[1:].tolist(), counts[1:].tolist()):

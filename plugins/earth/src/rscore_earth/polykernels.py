@@ -13,7 +13,9 @@ from rscore_earth.hydrology import AVAILABLE, compiled
 __all__ = ["_trace_rings", "_label_classes", "_window_stats", "_window_regions", "_fill_regions"]
 
 
-def _trace_rings_py(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+def _trace_rings_py(
+    labels: np.ndarray, known_bound: np.int64
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
     """The rings of every 4-connected region of ``labels`` (int32, 0 = outside; each label one region), traced along
     pixel edges with the region on the right (y down): outer rings come out with a positive shoelace sum, holes with
     a negative one. Only corners are kept; each ring is closed (first vertex repeated). Returns ``(xs, ys,
@@ -22,11 +24,15 @@ def _trace_rings_py(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     Where the region has two diagonal pixels at a vertex and not the other two (it touches itself at a point: a
     hole meets the outline or another hole), the trace turns left, so a ring stays on the boundary of one outside
     area: every ring is simple, and a hole touching the outline at a point is its own ring (valid OGC polygons,
-    as GDAL's polygonize gives)."""
+    as GDAL's polygonize gives).
+
+    ``known_bound``: an upper bound of the vertices when the caller has one (:func:`_window_regions_py` counts
+    the top edges, ``5 x`` of which bound them), else negative: the bound is counted here, in a pass over the
+    window."""
     h, w = labels.shape
     # an upper bound of the vertices: one per boundary edge, plus the closing vertex of each ring (<= its east edges)
-    bound = 0
-    for r in range(h):
+    bound = max(known_bound, 0)
+    for r in range(h if known_bound < 0 else 0):
         for c in range(w):
             lab = labels[r, c]
             if lab != 0:
@@ -86,6 +92,8 @@ def _trace_rings_py(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
                     n += 1
                     break
                 if nd != d:  # a corner
+                    if n + 1 >= bound:  # pragma: no cover - the bound holds (room for it and the closing vertex)
+                        raise ValueError("more ring vertices than the bound")
                     xs[n], ys[n] = j, i
                     n += 1
                 d = nd
@@ -214,7 +222,10 @@ def _window_regions_py(
     """:func:`_label_classes_py` and :func:`_window_stats_py` of one window in one compiled call, read straight from
     the result's rasters: the class of a pixel is ``classes`` where ``mask`` (``classes`` empty: 1 where ``mask``),
     its score ``score`` as float64 with NaN as 0 and infinities as the largest floats (``np.nan_to_num``; ``score``
-    empty: no sums). Returns ``(labels, class of each label, counts, sums, pair codes)``: the same labels, counts,
+    empty: no sums). Returns ``(labels, class of each label, counts, sums, pair codes, top edges)``; the top edges (pixels whose
+    upper neighbour is not of their region) bound the traced vertices: each region has as many bottom edges, its
+    rings' corners are the ends of their horizontal segments (at most two per top or bottom edge) and each ring
+    has two horizontal segments at least, so ``5 x top edges`` bound corners and closing vertices: the same labels, counts,
     sums (same bits) and set of touching pairs as the two kernels, without the numpy passes between them (the
     class image, a float64 copy of the score; issue 22). Compiled by numba."""
     h, w = mask.shape
@@ -280,6 +291,7 @@ def _window_regions_py(
     sums = np.zeros(n + 1, np.float64)
     codes = np.empty(1024, np.int64)
     m = 0
+    tops = 0  # pixels whose top edge is on a region's boundary
     big = np.finfo(np.float64).max
     base = np.int64(n + 1)
     for r in range(h):
@@ -315,6 +327,8 @@ def _window_regions_py(
                 if b != 0 and b != lab:
                     codes[m] = np.int64(b) * base + lab
                     m += 1
+            if r == 0 or flat[i - w] != lab:
+                tops += 1
             if r > 0:
                 if c > 0:
                     b = flat[i - w - 1]
@@ -330,7 +344,7 @@ def _window_regions_py(
                     if b != 0 and b != lab:
                         codes[m] = np.int64(b) * base + lab
                         m += 1
-    return flat.reshape((h, w)), label_class, counts, sums, codes[:m]
+    return flat.reshape((h, w)), label_class, counts, sums, codes[:m], np.int64(tops)
 
 
 _window_regions = compiled(_window_regions_py) if AVAILABLE else None
