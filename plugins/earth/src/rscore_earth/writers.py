@@ -322,8 +322,8 @@ class VectorWriter(Writer):
             if as_arrays:
                 px_rings, batch = done
                 rings = px_rings.with_xy(polyarrays.transform_xy(px_rings.xy, affine))
-                if metric and scene.metadata.get("pixel_size_source", "crs") == "crs":  # projected (see above)
-                    areas_m2 = (polyarrays.areas(rings) * units.factor**2).tolist()
+                if metric and units.kind == "projected" and scene.metadata.get("pixel_size_source", "crs") == "crs":
+                    areas_m2 = (polyarrays.areas(rings) * units.factor**2).tolist()  # as _areas_m2, GEOS's bits
                 else:
                     areas_m2 = self._areas_m2([None] * len(batch), batch, scene, units)
                 geoms = [True] * len(batch)  # traced polygons: none empty
