@@ -57,7 +57,7 @@ def test_window_regions_equal_the_label_and_stats_kernels():
     for it in range(300):
         h, w = (int(v) for v in rng.integers(1, 40, 2))
         big_mask = rng.random((h + 3, w + 5)) < rng.uniform(0.2, 0.8)
-        big_cls = rng.choice(np.array([1, 2, 3, 9], np.uint8), size=(h + 3, w + 5))
+        big_cls = rng.choice(np.array([0, 1, 2, 3, 9], np.uint8), size=(h + 3, w + 5))  # 0 in the mask: none
         big_score = rng.random((h + 3, w + 5)).astype(np.float32)
         big_score[rng.random(big_score.shape) < 0.05] = np.nan
         big_score[0, :2] = [np.inf, -np.inf]
@@ -146,3 +146,23 @@ def test_the_comparison_sees_a_changed_polygon(tmp_path, monkeypatch):
     (tmp_path / "b").mkdir()
     writers.VectorWriter().write(scene, dataclasses.replace(result, mask=mask), tmp_path / "b")
     assert _rows(tmp_path / "a" / "polygons.gpkg") != _rows(tmp_path / "b" / "polygons.gpkg")
+
+
+def test_mask_pixels_without_a_class_give_no_polygon_on_either_path(tmp_path, monkeypatch):
+    """A graded result whose mask pixels are all of class 0 ("none"): an empty layer, whole window or windows (the
+    one-window path once traced a region it had not counted)."""
+    import dataclasses
+
+    import numba  # noqa: F401
+    import pyogrio.raw
+
+    scene = engine.open_scene(synthetic.example_path(), plugin="earth")
+    result = engine.segment(scene, "landslide-prone areas", plugin="earth", options={"matcher": "keyword"})
+    empty = dataclasses.replace(result, class_map=np.zeros_like(np.asarray(result.class_map)))
+    assert np.asarray(empty.mask).any()
+    monkeypatch.setattr(polygons, "COMPILED_MIN_PX", 0)
+    for name, limit in (("whole", 2**24), ("windows", 0)):
+        monkeypatch.setattr(polygons, "POLY_WHOLE_MAX_PX", limit)
+        (tmp_path / name).mkdir()
+        writers.VectorWriter().write(scene, empty, tmp_path / name)
+        assert len(pyogrio.raw.read(tmp_path / name / "polygons.gpkg")[2]) == 0

@@ -116,33 +116,38 @@ def _multipolygons_py(
                             buf[p] = 45  # -
                             p += 1
                             k = -k
-                        whole, frac = k // 10_000_000, k % 10_000_000
-                        nd = 0
-                        while True:
-                            digits[nd] = 48 + whole % 10
-                            whole //= 10
-                            nd += 1
-                            if whole == 0:
-                                break
-                        for q in range(nd - 1, -1, -1):
-                            buf[p] = digits[q]
+                        whole = k // 10_000_000
+                        frac = k - whole * 10_000_000
+                        if whole < 10:  # |longitude| <= 360: one to three digits, written straight
+                            buf[p] = 48 + whole
                             p += 1
-                        buf[p] = 46  # .
-                        p += 1
-                        if frac == 0:
-                            buf[p] = 48
-                            p += 1
-                        else:
-                            nd = 7
-                            while frac % 10 == 0:
-                                frac //= 10
-                                nd -= 1
+                        elif whole < 100:
+                            buf[p] = 48 + whole // 10
+                            buf[p + 1] = 48 + whole % 10
+                            p += 2
+                        elif whole < 1000:
+                            buf[p] = 48 + whole // 100
+                            buf[p + 1] = 48 + (whole // 10) % 10
+                            buf[p + 2] = 48 + whole % 10
+                            p += 3
+                        else:  # pragma: no cover - not a longitude
+                            nd = 0
+                            while whole > 0:
+                                digits[nd] = 48 + whole % 10
+                                whole //= 10
+                                nd += 1
                             for q in range(nd - 1, -1, -1):
-                                digits[q] = 48 + frac % 10
-                                frac //= 10
-                            for q in range(nd):
                                 buf[p] = digits[q]
                                 p += 1
+                        buf[p] = 46  # .
+                        p += 1
+                        for q in range(6, -1, -1):  # the seven decimals, then the trailing zeros dropped (one kept)
+                            buf[p + q] = 48 + frac % 10
+                            frac //= 10
+                        nd = 7
+                        while nd > 1 and buf[p + nd - 1] == 48:
+                            nd -= 1
+                        p += nd
                     buf[p] = 93  # ]
                     p += 1
                 buf[p] = 93

@@ -504,6 +504,8 @@ def iter_polygon_arrays(
     sc = np.asarray(read_window(score, whole_win)) if score is not None else np.zeros((0, 0), np.float32)
     labels, classes, counts, sums, _, tops = _window_regions(mask, cls, sc)
     n = classes.size - 1
+    if n == 0:  # mask pixels of class 0 only (no class): no polygon, as in the windowed path
+        return
     rings = _traced_rings(labels, n, 0, 0, 5 * int(tops))
     del labels
     batch = []

@@ -300,9 +300,9 @@ def _window_regions_py(
             grown[:m] = codes[:m]
             codes = grown
         for c in range(w):
-            if not mask[r, c]:
+            v = (classes[r, c] if graded else 1) if mask[r, c] else 0
+            if v == 0:  # outside the mask, or class 0 inside it: no region (as in the first pass)
                 continue
-            v = classes[r, c] if graded else 1
             i = r * w + c
             a = parent[i]
             if a == i:
