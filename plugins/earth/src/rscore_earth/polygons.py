@@ -1,6 +1,9 @@
 """Polygons of an earth mask, traced window by window and merged exactly across window edges (used by the vector
 writer, :func:`rscore.notebook.to_geodataframe` and the flows): :func:`iter_polygon_batches`, :func:`polygonize`.
 
+Rasters up to :data:`POLY_WHOLE_MAX_PX` are traced in one window (nothing to merge); the vector writer then takes
+the tracer's coordinate arrays as they are (:func:`iter_polygon_arrays`, :mod:`rscore_earth.polyarrays`) instead
+of GEOS geometries. The compiled kernels (labelling, tracing, flood fill) are in :mod:`rscore_earth.polykernels`.
 Pixel coordinates throughout (integer vertices, axis-aligned edges); the writer maps them to the raster's CRS.
 """
 
