@@ -38,7 +38,7 @@ from bench_earth_scale import ensure_dem  # noqa: E402
 QUERY = "landslide-prone areas"
 
 
-REF_MODULES = ("writers", "polygons", "mapplot", "styles", "cog", "geojson", "png")
+REF_MODULES = ("writers", "polygons", "mapplot", "styles", "cog", "geojson", "png", "polyarrays", "polykernels")
 KINDS = {"earth-cog": "COGs (mask, score, classes)", "earth-vector": "polygons (GPKG + GeoJSON)",
          "earth-map": "map.png + basemap.png", "result-json": "result.json"}  # fmt: skip  # the writing code: all of it is taken from the ref
 

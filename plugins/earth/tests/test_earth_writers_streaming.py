@@ -163,6 +163,8 @@ def test_gpkg_rows_are_the_same_however_batches_are_queued(landslide, tmp_path, 
     monkeypatch.setattr(polygons, "WINDOW", 64)  # several batches on the small example
     assert len(list(iter_polygon_batches(scene, result, window=64))) > 2
     monkeypatch.setattr(writers, "iter_polygon_batches", lambda s, r: iter_polygon_batches(s, r, window=64))
+    monkeypatch.setattr(polygons, "POLY_WINDOW", 64)  # the array path (numba loaded) windows like the GEOS one
+    monkeypatch.setattr(polygons, "POLY_WHOLE_MAX_PX", 0)
     layers = {}
     for name, limit in (("queued", writers.GPKG_FLUSH_BYTES), ("each", 1)):
         monkeypatch.setattr(writers, "GPKG_FLUSH_BYTES", limit)

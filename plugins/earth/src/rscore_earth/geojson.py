@@ -19,7 +19,7 @@ import numpy as np
 
 from rscore_earth.hydrology import AVAILABLE, compiled
 
-__all__ = ["multipolygon_texts", "fast_available"]
+__all__ = ["multipolygon_texts", "multipolygon_texts_of", "fast_available"]
 
 SCALE = 10_000_000  # 7 decimals
 _HEAD = np.frombuffer(b'{"type":"MultiPolygon","coordinates":[', np.uint8)
@@ -36,48 +36,47 @@ def multipolygon_texts(geoms: np.ndarray, to_lonlat: Any) -> tuple[np.ndarray, n
     latitude by ``to_lonlat`` (a pyproj Transformer, ``always_xy``), rounded to 7 decimals, RFC 7946 ring order:
     ASCII bytes (uint8) of all texts back to back and where each starts (one entry more than ``geoms``); None where
     a coordinate has no finite longitude / latitude (the caller writes that batch as before)."""
-    import shapely
+    from rscore_earth.polyarrays import rings_of
 
-    parts, owner = shapely.get_parts(geoms, return_index=True)
-    rings_per = shapely.get_num_interior_rings(parts) + 1
-    coords, ring = shapely.get_coordinates(shapely.get_rings(parts), return_index=True)
+    return multipolygon_texts_of(rings_of(geoms), to_lonlat)
+
+
+def multipolygon_texts_of(rings: Any, to_lonlat: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`multipolygon_texts` of polygons given as arrays (a :class:`rscore_earth.polyarrays.Rings`)."""
+    coords = rings.xy
     lon, lat = to_lonlat.transform(coords[:, 0], coords[:, 1])
     lon, lat = np.asarray(lon), np.asarray(lat)
     if not (np.abs(lon) <= 360).all() or not (np.abs(lat) <= 90).all():  # inf / NaN off the projection's domain
         return None
-    klon = np.rint(np.asarray(lon) * SCALE).astype(np.int64)
-    klat = np.rint(np.asarray(lat) * SCALE).astype(np.int64)
-    n_rings = int(rings_per.sum())
-    ring_start = np.searchsorted(ring, np.arange(n_rings + 1))
-    # orientation in lon/lat of the rounded coordinates: shoelace per ring (closed rings: the last term is zero)
-    x, y = klon / SCALE, klat / SCALE
-    term = np.zeros(x.size)
-    term[:-1] = x[:-1] * y[1:] - x[1:] * y[:-1]
-    term[ring_start[1:] - 1] = 0.0  # no term across two rings
-    area = np.add.reduceat(term, ring_start[:-1]) if x.size else np.zeros(0)
-    poly_ring_start = np.r_[0, np.cumsum(rings_per)].astype(np.int64)
-    exterior = np.zeros(n_rings, bool)
-    exterior[poly_ring_start[:-1]] = True
-    flip = np.flatnonzero(np.where(exterior, area < 0, area > 0))
-    if flip.size:  # reversed in place, the closing vertex staying first and last (what GEOS's reverse gives)
-        order = np.arange(x.size)
-        lengths = np.diff(ring_start)[flip]
-        starts = ring_start[flip]
-        pos = np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
-        order[pos] = np.repeat(starts + lengths - 1, lengths) - (pos - np.repeat(starts, lengths))
-        klon, klat = klon[order], klat[order]
-    n = len(geoms)
-    feat_poly_start = np.searchsorted(owner, np.arange(n + 1)).astype(np.int64)
-    return _multipolygons(klon, klat, ring_start.astype(np.int64), poly_ring_start, feat_poly_start, _HEAD)
+    return _multipolygons(lon, lat, rings.ring_start, rings.poly_ring_start, rings.feat_poly_start, _HEAD)
 
 
 def _multipolygons_py(
-    klon: np.ndarray, klat: np.ndarray, ring_start: np.ndarray, poly_ring_start: np.ndarray,
+    lon: np.ndarray, lat: np.ndarray, ring_start: np.ndarray, poly_ring_start: np.ndarray,
     feat_poly_start: np.ndarray, head: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     """ASCII of one ``{"type":"MultiPolygon","coordinates":[...]}`` per feature, back to back, and where each
-    starts (one entry more than features). Coordinates are integers of 1e-7 degree, written as decimals with the
-    trailing zeros of the fraction dropped (one digit kept). Compiled by numba."""
+    starts (one entry more than features). Coordinates are rounded to integers of 1e-7 degree (half to even, as
+    ``np.rint``) and written as decimals with the trailing zeros of the fraction dropped (one digit kept). Each ring
+    is oriented by the sign of its shoelace sum over the rounded coordinates (exteriors counter-clockwise, holes
+    clockwise: RFC 7946), a ring of the wrong turn written backwards from its closing vertex (what GEOS's reverse
+    gives); the sum is taken relative to the ring's first vertex, so its terms are exact. Compiled by numba."""
+    klon = np.empty(lon.size, np.int64)
+    klat = np.empty(lat.size, np.int64)
+    for v in range(lon.size):
+        klon[v] = np.int64(np.rint(lon[v] * 10_000_000))
+        klat[v] = np.int64(np.rint(lat[v] * 10_000_000))
+    n_rings = ring_start.size - 1
+    backwards = np.zeros(n_rings, np.bool_)
+    for poly in range(poly_ring_start.size - 1):
+        for r in range(poly_ring_start[poly], poly_ring_start[poly + 1]):
+            v0, v1 = ring_start[r], ring_start[r + 1]
+            area = 0.0
+            for v in range(v0, v1 - 1):
+                x0, y0 = np.float64(klon[v] - klon[v0]), np.float64(klat[v] - klat[v0])
+                x1, y1 = np.float64(klon[v + 1] - klon[v0]), np.float64(klat[v + 1] - klat[v0])
+                area += x0 * y1 - x1 * y0
+            backwards[r] = area < 0 if r == poly_ring_start[poly] else area > 0
     n_feat = feat_poly_start.size - 1
     cap = 32 * klon.size + 8 * ring_start.size + 8 * poly_ring_start.size + (head.size + 8) * n_feat + 16
     buf = np.empty(cap, np.uint8)
@@ -101,12 +100,13 @@ def _multipolygons_py(
                     p += 1
                 buf[p] = 91
                 p += 1
-                for v in range(ring_start[r], ring_start[r + 1]):
-                    if v > ring_start[r]:
+                for u in range(ring_start[r], ring_start[r + 1]):
+                    if u > ring_start[r]:
                         buf[p] = 44
                         p += 1
                     buf[p] = 91
                     p += 1
+                    v = ring_start[r + 1] - 1 - (u - ring_start[r]) if backwards[r] else u
                     for axis in range(2):
                         k = klon[v] if axis == 0 else klat[v]
                         if axis == 1:
@@ -116,33 +116,38 @@ def _multipolygons_py(
                             buf[p] = 45  # -
                             p += 1
                             k = -k
-                        whole, frac = k // 10_000_000, k % 10_000_000
-                        nd = 0
-                        while True:
-                            digits[nd] = 48 + whole % 10
-                            whole //= 10
-                            nd += 1
-                            if whole == 0:
-                                break
-                        for q in range(nd - 1, -1, -1):
-                            buf[p] = digits[q]
+                        whole = k // 10_000_000
+                        frac = k - whole * 10_000_000
+                        if whole < 10:  # |longitude| <= 360: one to three digits, written straight
+                            buf[p] = 48 + whole
                             p += 1
-                        buf[p] = 46  # .
-                        p += 1
-                        if frac == 0:
-                            buf[p] = 48
-                            p += 1
-                        else:
-                            nd = 7
-                            while frac % 10 == 0:
-                                frac //= 10
-                                nd -= 1
+                        elif whole < 100:
+                            buf[p] = 48 + whole // 10
+                            buf[p + 1] = 48 + whole % 10
+                            p += 2
+                        elif whole < 1000:
+                            buf[p] = 48 + whole // 100
+                            buf[p + 1] = 48 + (whole // 10) % 10
+                            buf[p + 2] = 48 + whole % 10
+                            p += 3
+                        else:  # pragma: no cover - not a longitude
+                            nd = 0
+                            while whole > 0:
+                                digits[nd] = 48 + whole % 10
+                                whole //= 10
+                                nd += 1
                             for q in range(nd - 1, -1, -1):
-                                digits[q] = 48 + frac % 10
-                                frac //= 10
-                            for q in range(nd):
                                 buf[p] = digits[q]
                                 p += 1
+                        buf[p] = 46  # .
+                        p += 1
+                        for q in range(6, -1, -1):  # the seven decimals, then the trailing zeros dropped (one kept)
+                            buf[p + q] = 48 + frac % 10
+                            frac //= 10
+                        nd = 7
+                        while nd > 1 and buf[p + nd - 1] == 48:
+                            nd -= 1
+                        p += nd
                     buf[p] = 93  # ]
                     p += 1
                 buf[p] = 93

@@ -1,6 +1,9 @@
 """Polygons of an earth mask, traced window by window and merged exactly across window edges (used by the vector
 writer, :func:`rscore.notebook.to_geodataframe` and the flows): :func:`iter_polygon_batches`, :func:`polygonize`.
 
+Rasters up to :data:`POLY_WHOLE_MAX_PX` are traced in one window (nothing to merge); the vector writer then takes
+the tracer's coordinate arrays as they are (:func:`iter_polygon_arrays`, :mod:`rscore_earth.polyarrays`) instead
+of GEOS geometries. The compiled kernels (labelling, tracing, flood fill) are in :mod:`rscore_earth.polykernels`.
 Pixel coordinates throughout (integer vertices, axis-aligned edges); the writer maps them to the raster's CRS.
 """
 
@@ -18,15 +21,25 @@ import numpy as np
 from rscore.tiling import read_window
 from rscore.types import Result, Scene, Window
 
-from rscore_earth.hydrology import AVAILABLE, compiled
+from rscore_earth.hydrology import AVAILABLE
+from rscore_earth.polyarrays import Rings
+
+# the compiled kernels live in rscore_earth.polykernels; importable from here as before (tests, older code)
+from rscore_earth.polykernels import (  # noqa: F401 - _label_classes, _window_stats: the tests' references
+    _fill_regions, _label_classes, _trace_rings, _window_regions, _window_stats,
+)
 from rscore_earth.templates import template_by_name
 
-__all__ = ["polygonize", "iter_polygon_batches", "WINDOW"]
+__all__ = ["polygonize", "iter_polygon_batches", "iter_polygon_arrays", "WINDOW"]
 
 WINDOW = 1024  # the writers' window (COG blocks, map preview)
 # polygons are traced in larger windows: a quarter of the window edges, so of the pieces merged across them (0.9 vs
-# 1.3 CPU-s at 4096 px; a whole-raster window took as long), for ~40 MiB more at the peak (labels, union-find)
+# 1.3 CPU-s at 4096 px), for ~40 MiB more at the peak (labels, union-find)
 POLY_WINDOW = 2048
+# a raster of up to this many pixels is traced in one window: nothing to merge across window edges (at 4096 px
+# 0.44 instead of 0.69 CPU-s for the tracing; ~100 MiB at the peak over the writer's start, ~15 MiB more than
+# 2048 px windows took with the GEOS output path). Larger rasters keep POLY_WINDOW: memory bounded by the window
+POLY_WHOLE_MAX_PX = 4096 * 4096
 COMPILED_MIN_PX = 1024 * 1024
 
 
@@ -84,7 +97,10 @@ def iter_polygon_batches(
     h, w = scene.shape
     held: list[_Piece] = []
     held_pairs = np.zeros((0, 2), np.int64)  # touching pairs among the held pieces (indices into held)
-    rows, cols = (POLY_WINDOW, POLY_WINDOW) if window is None else (window, window) if isinstance(window, int) else window
+    if window is None:
+        rows, cols = (h, w) if h * w <= POLY_WHOLE_MAX_PX else (POLY_WINDOW, POLY_WINDOW)
+    else:
+        rows, cols = (window, window) if isinstance(window, int) else window
     compiled_trace = _trace_rings is not None and worth_compiling(h * w)
 
     def values_of(win: Window) -> np.ndarray:
@@ -136,11 +152,17 @@ def _window_pieces(
     mask = np.asarray(read_window(result.mask, win), bool)
     if not mask.any():
         return [], none
-    values = np.where(mask, np.asarray(read_window(class_map, win), np.uint8), 0) if graded else mask.astype(np.uint8)
-    if compiled_trace:
-        labels, classes = _label_classes(np.ascontiguousarray(values))
+    s = None
+    code = None
+    if compiled_trace:  # labels, counts, sums and touching pairs in one compiled pass over the rasters
+        cls = np.asarray(read_window(class_map, win), np.uint8) if graded else np.zeros((0, 0), np.uint8)
+        sc = np.asarray(read_window(result.score, win)) if result.score is not None else np.zeros((0, 0), np.float32)
+        labels, classes, counts, sums, raw, tops = _window_regions(mask, cls, sc)
         next_label, label_class = classes.size - 1, classes.tolist()
+        code = np.unique(raw)
     else:
+        values = (np.where(mask, np.asarray(read_window(class_map, win), np.uint8), 0) if graded
+                  else mask.astype(np.uint8))  # fmt: skip
         labels = np.zeros(mask.shape, np.int32)
         next_label = 0
         label_class: list[int] = [0]
@@ -151,16 +173,12 @@ def _window_pieces(
             label_class += [int(k)] * n
     # per-label sums over the whole window: label 0 (outside) gets its own bin, and each label's pixels are summed
     # in the same (row-major) order as over the labelled pixels alone - the same bits, without the gathers
-    s = None
-    if result.score is not None:
+    if not compiled_trace and result.score is not None:
         s = np.asarray(read_window(result.score, win), np.float64)
         if not np.isfinite(s).all():
             s = np.nan_to_num(s, nan=0.0)
-    code = None
-    if compiled_trace:  # counts, sums and touching pairs in one compiled pass
-        counts, sums, raw = _window_stats(labels, s if s is not None else np.zeros((0, 0)), np.int64(next_label + 1))
-        code = np.unique(raw)
-        if s is None:
+    if compiled_trace:
+        if result.score is None:
             sums = counts.astype(np.float64)
     else:
         flat = labels.ravel()
@@ -177,7 +195,7 @@ def _window_pieces(
         edge[labels[:, -1]] = True
     pos = None if compiled_trace else labels > 0  # the GDAL / numpy paths only
     if compiled_trace:
-        geoms = _traced_polygons(labels, next_label, win.col_off, win.row_off)
+        geoms = _traced_polygons(labels, next_label, win.col_off, win.row_off, 5 * int(tops))
         found = [(None, lab) for lab in range(1, next_label + 1)]
     else:  # without numba: GDAL's polygonize
         found = list(shapes(labels, mask=pos, connectivity=4, transform=Affine.translation(win.col_off, win.row_off)))
@@ -420,285 +438,84 @@ def _record(poly: Any, k: int, s: float, n: int, names: tuple[str, ...], label: 
             "area_px": int(n)}  # fmt: skip
 
 
-# ------------------------------------------------------------------------------------------------ compiled tracing
-def _trace_rings_py(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
-    """The rings of every 4-connected region of ``labels`` (int32, 0 = outside; each label one region), traced along
-    pixel edges with the region on the right (y down): outer rings come out with a positive shoelace sum, holes with
-    a negative one. Only corners are kept; each ring is closed (first vertex repeated). Returns ``(xs, ys,
-    ring_start, ring_label)`` (``ring_start``: one entry more than there are rings). Compiled by numba.
-
-    Where the region has two diagonal pixels at a vertex and not the other two (it touches itself at a point: a
-    hole meets the outline or another hole), the trace turns left, so a ring stays on the boundary of one outside
-    area: every ring is simple, and a hole touching the outline at a point is its own ring (valid OGC polygons,
-    as GDAL's polygonize gives)."""
-    h, w = labels.shape
-    # an upper bound of the vertices: one per boundary edge, plus the closing vertex of each ring (<= its east edges)
-    bound = 0
-    for r in range(h):
-        for c in range(w):
-            lab = labels[r, c]
-            if lab != 0:
-                if r == 0 or labels[r - 1, c] != lab:
-                    bound += 2
-                if r == h - 1 or labels[r + 1, c] != lab:
-                    bound += 1
-                if c == 0 or labels[r, c - 1] != lab:
-                    bound += 1
-                if c == w - 1 or labels[r, c + 1] != lab:
-                    bound += 1
-    xs = np.empty(bound, np.int32)
-    ys = np.empty(bound, np.int32)
-    starts = [0]
-    owners = [0]
-    owners.pop()
-    done = np.zeros((h, w), np.bool_)  # the top edge of pixel (r, c) has been traced
-    n = 0
-    for r in range(h):
-        for c in range(w):
-            lab = labels[r, c]
-            if lab == 0 or done[r, c] or (r > 0 and labels[r - 1, c] == lab):
-                continue
-            i, j, d = r, c, 0  # at vertex (row i, column j), leaving along d: 0 east, 1 south, 2 west, 3 north
-            xs[n], ys[n] = c, r
-            n += 1
-            while True:
-                if d == 0:
-                    done[i, j] = True
-                    j += 1
-                elif d == 1:
-                    i += 1
-                elif d == 2:
-                    j -= 1
-                else:
-                    i -= 1
-                nd = -1  # the next edge: a left turn first, then straight on, then a right turn (never back)
-                for turn in (3, 0, 1):
-                    e = (d + turn) % 4
-                    if e == 0:  # east: the pixel below-right is in, the one above-right is not
-                        inside = i < h and j < w and labels[i, j] == lab
-                        other = i > 0 and j < w and labels[i - 1, j] == lab
-                    elif e == 1:  # south: below-left in, below-right not
-                        inside = i < h and j > 0 and labels[i, j - 1] == lab
-                        other = i < h and j < w and labels[i, j] == lab
-                    elif e == 2:  # west: above-left in, below-left not
-                        inside = i > 0 and j > 0 and labels[i - 1, j - 1] == lab
-                        other = i < h and j > 0 and labels[i, j - 1] == lab
-                    else:  # north: above-right in, above-left not
-                        inside = i > 0 and j < w and labels[i - 1, j] == lab
-                        other = i > 0 and j > 0 and labels[i - 1, j - 1] == lab
-                    if inside and not other:
-                        nd = e
-                        break
-                if i == r and j == c and nd == 0:  # back at the start: close the ring
-                    xs[n], ys[n] = c, r
-                    n += 1
-                    break
-                if nd != d:  # a corner
-                    xs[n], ys[n] = j, i
-                    n += 1
-                d = nd
-            starts.append(n)
-            owners.append(lab)
-    return xs[:n], ys[:n], np.array(starts, np.int64), np.array(owners, np.int32)
-
-
-_trace_rings = compiled(_trace_rings_py) if AVAILABLE else None
-
-
-def _label_classes_py(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """The 4-connected regions of each class of ``values`` (uint8, 0 = none) as one int32 label image, numbered
-    as ``scipy.ndimage.label`` class by class (ascending) would: within a class in the raster order of each
-    region's first pixel, classes one after another. Returns ``(labels, class of each label)`` (entry 0 = 0).
-    Union-find over pixel indices, each region rooted at its first pixel. Compiled by numba."""
-    h, w = values.shape
-    if h * w >= 2**31:  # windows are POLY_WINDOW px square at most
-        raise ValueError("a window of 2**31 pixels or more")
-    parent = np.empty(h * w, np.int32)  # half the memory traffic of int64
-    for r in range(h):
-        for c in range(w):
-            v = values[r, c]
-            if v == 0:
-                continue
-            i = r * w + c
-            parent[i] = i
-            for up in (False, True):  # the left neighbour, then the upper one
-                if (c == 0 or values[r, c - 1] != v) if not up else (r == 0 or values[r - 1, c] != v):
-                    continue
-                j = i - w if up else i - 1
-                a = i
-                while parent[a] != a:
-                    parent[a] = parent[parent[a]]
-                    a = parent[a]
-                b = j
-                while parent[b] != b:
-                    parent[b] = parent[parent[b]]
-                    b = parent[b]
-                if a < b:
-                    parent[b] = a
-                elif b < a:
-                    parent[a] = b
-    # second pass, in raster order: a pixel's parent (a smaller index) is already resolved to its root, so one
-    # step resolves the pixel; each region numbered within its class at its root (its first pixel)
-    count = np.zeros(256, np.int64)
-    labels = np.zeros((h, w), np.int32)
-    for r in range(h):
-        for c in range(w):
-            v = values[r, c]
-            if v == 0:
-                continue
-            i = r * w + c
-            a = parent[i]
-            if a == i:
-                count[v] += 1
-                labels[r, c] = count[v]
-            else:
-                a = parent[a]
-                parent[i] = a
-                labels[r, c] = labels[a // w, a % w]
-    offset = np.zeros(256, np.int64)
-    for v in range(1, 256):
-        offset[v] = offset[v - 1] + count[v - 1]
-    if offset[255] + count[255] > count[values.max()]:  # several classes: each numbered after the ones below
-        for r in range(h):
-            for c in range(w):
-                v = values[r, c]
-                if v != 0:
-                    labels[r, c] += offset[v]
-    classes = np.zeros(offset[255] + count[255] + 1, np.int64)
-    for v in range(1, 256):
-        classes[offset[v] + 1 : offset[v] + count[v] + 1] = v
-    return labels, classes
-
-
-_label_classes = compiled(_label_classes_py) if AVAILABLE else None
-
-
-def _window_stats_py(
-    labels: np.ndarray, score: np.ndarray, base: np.int64
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Per label (``0..base-1``): pixel count and score sum (``score`` empty: zeros), summed in raster order as
-    ``np.bincount`` does (the same bits); and ``a * base + b`` for the labels ``a``, ``b`` of every two 8-adjacent
-    pixels of different labels, ordered as the numpy path pairs them (with repeats). Compiled by numba."""
-    h, w = labels.shape
-    scored = score.size > 0
-    counts = np.zeros(base, np.int64)
-    sums = np.zeros(base, np.float64)
-    codes = np.empty(1024, np.int64)
-    n = 0
-    for r in range(h):
-        for c in range(w):
-            a = labels[r, c]
-            if a == 0:
-                continue
-            counts[a] += 1
-            if scored:
-                sums[a] += score[r, c]
-            for k in range(4):  # right, down, down-right, up-right (pairs: left/upper first, up-right: upper first)
-                if k == 0:
-                    ok, b = c + 1 < w, labels[r, min(c + 1, w - 1)]
-                elif k == 1:
-                    ok, b = r + 1 < h, labels[min(r + 1, h - 1), c]
-                elif k == 2:
-                    ok, b = r + 1 < h and c + 1 < w, labels[min(r + 1, h - 1), min(c + 1, w - 1)]
-                else:
-                    ok, b = r > 0 and c + 1 < w, labels[max(r - 1, 0), min(c + 1, w - 1)]
-                if not ok or b == 0 or b == a:
-                    continue
-                if n == codes.size:
-                    grown = np.empty(2 * n, np.int64)
-                    grown[:n] = codes
-                    codes = grown
-                codes[n] = np.int64(b) * base + a if k == 3 else np.int64(a) * base + b
-                n += 1
-    return counts, sums, codes[:n]
-
-
-_window_stats = compiled(_window_stats_py) if AVAILABLE else None
-
-
-def _fill_regions_py(
-    values: np.ndarray, k: np.uint8, rows: np.ndarray, cols: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.int64]:  # pragma: no cover - compiled
-    """The 4-connected regions of class ``k`` in ``values`` that hold the seed pixels ``(rows[i], cols[i])``, by a
-    flood fill from the seeds (work in proportion to the regions, not to the box): ``(labels, region of each seed,
-    number of regions)``; labels (int32, 0 elsewhere) are numbered 1.. in raster order of each region's first
-    pixel. Compiled by numba."""
-    h, w = values.shape
-    labels = np.zeros((h, w), np.int32)
-    first = np.empty(rows.size, np.int64)  # flat index of the first pixel of each region found
-    seed_region = np.zeros(rows.size, np.int64)
-    stack = np.empty(64, np.int64)
-    n = 0
-    for i in range(rows.size):
-        r0, c0 = rows[i], cols[i]
-        if labels[r0, c0] != 0:
-            seed_region[i] = labels[r0, c0]
-            continue
-        n += 1
-        labels[r0, c0] = n
-        seed_region[i] = n
-        low = r0 * w + c0
-        top = 0
-        stack[top] = low
-        top += 1
-        while top > 0:
-            top -= 1
-            at = stack[top]
-            if at < low:
-                low = at
-            r, c = at // w, at % w
-            for d in range(4):
-                rr, cc = (r - 1, c) if d == 0 else (r + 1, c) if d == 1 else (r, c - 1) if d == 2 else (r, c + 1)
-                if 0 <= rr < h and 0 <= cc < w and labels[rr, cc] == 0 and values[rr, cc] == k:
-                    labels[rr, cc] = n
-                    if top == stack.size:
-                        grown = np.empty(2 * top, np.int64)
-                        grown[:top] = stack
-                        stack = grown
-                    stack[top] = rr * w + cc
-                    top += 1
-        first[n - 1] = low
-    # renumber in raster order of the regions' first pixels (as a labelling pass would number them)
-    order = np.argsort(first[:n])
-    new = np.empty(n + 1, np.int32)
-    new[0] = 0
-    for j in range(n):
-        new[order[j] + 1] = j + 1
-    if n > 1:
-        for r in range(h):
-            for c in range(w):
-                if labels[r, c] != 0:
-                    labels[r, c] = new[labels[r, c]]
-    for i in range(rows.size):
-        seed_region[i] = new[seed_region[i]]
-    return labels, seed_region, np.int64(n)
-
-
-_fill_regions = compiled(_fill_regions_py) if AVAILABLE else None
-
-
-def _traced_polygons(labels: np.ndarray, n_labels: int, col_off: int, row_off: int) -> np.ndarray:
-    """Polygons (pixel coordinates, offset by the window's) of labels ``1..n_labels``, in label order: the same
-    regions as GDAL's polygonize (``rasterio.features.shapes``, 4-connected), traced by the compiled
-    :func:`_trace_rings_py` straight into coordinate arrays (GDAL's path builds Python lists of every vertex, most
-    of the polygons' cost; issue 22)."""
-    import shapely
-
-    if n_labels == 0:
-        return np.array([], dtype=object)
-    xs, ys, starts, owner = _trace_rings(np.ascontiguousarray(labels, np.int32))
+def _traced_rings(labels: np.ndarray, n_labels: int, col_off: int, row_off: int, bound: int = -1) -> Rings:
+    """The rings of labels ``1..n_labels`` as arrays (pixel coordinates, offset by the window's): one polygon per
+    label, in label order, its outline first, then its holes (in tracing order); see :func:`_traced_polygons`.
+    ``bound``: an upper bound of the vertices if known (saves the tracer a pass)."""
+    xs, ys, starts, owner = _trace_rings(np.ascontiguousarray(labels, np.int32), np.int64(bound))
     sizes = np.diff(starts)
     x, y = xs.astype(np.float64), ys.astype(np.float64)
     nxt = np.r_[1 : x.size, 0]  # shoelace: the closing vertex is the ring's last, so its term is dropped
     term = x * y[nxt] - x[nxt] * y
     term[starts[1:] - 1] = 0.0
-    hole = np.add.reduceat(term, starts[:-1]) < 0
+    hole = np.add.reduceat(term, starts[:-1]) < 0 if x.size else np.zeros(0, bool)
     order = np.lexsort((hole, owner))  # per label: its outline first, then its holes (in tracing order)
     lengths = sizes[order]
     vert = np.repeat(starts[:-1][order] - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
-    coords = np.column_stack([x[vert] + col_off, y[vert] + row_off])
-    rings = shapely.linearrings(coords, indices=np.repeat(np.arange(order.size), sizes[order]))
-    polys = shapely.polygons(rings, indices=owner[order] - 1)
-    if polys.size != n_labels:  # pragma: no cover - every label is one 4-connected region
-        raise RuntimeError(f"traced {polys.size} polygons for {n_labels} regions")
-    return polys
+    coords = np.empty((vert.size, 2))
+    np.add(x[vert], col_off, out=coords[:, 0])
+    np.add(y[vert], row_off, out=coords[:, 1])
+    rings_per = np.bincount(owner, minlength=n_labels + 1)[1:]
+    if rings_per.size != n_labels or not (rings_per > 0).all():  # pragma: no cover - one region per label
+        raise RuntimeError(f"traced {np.count_nonzero(rings_per)} polygons for {n_labels} regions")
+    return Rings(coords, np.r_[0, np.cumsum(lengths)].astype(np.int64), np.r_[0, np.cumsum(rings_per)].astype(np.int64),
+                 np.arange(n_labels + 1, dtype=np.int64))  # fmt: skip
+
+
+def _traced_polygons(labels: np.ndarray, n_labels: int, col_off: int, row_off: int, bound: int = -1) -> np.ndarray:
+    """Polygons (pixel coordinates, offset by the window's) of labels ``1..n_labels``, in label order: the same
+    regions as GDAL's polygonize (``rasterio.features.shapes``, 4-connected), traced by the compiled
+    :func:`rscore_earth.polykernels._trace_rings_py` straight into coordinate arrays (GDAL's path builds Python
+    lists of every vertex, most of the polygons' cost; issue 22)."""
+    import shapely
+
+    if n_labels == 0:
+        return np.array([], dtype=object)
+    r = _traced_rings(labels, n_labels, col_off, row_off, bound)
+    n_rings = r.ring_start.size - 1
+    rings = shapely.linearrings(r.xy, indices=np.repeat(np.arange(n_rings), np.diff(r.ring_start)))
+    return shapely.polygons(rings, indices=np.repeat(np.arange(n_labels), np.diff(r.poly_ring_start)))
+
+
+def iter_polygon_arrays(
+    scene: Scene, result: Result, window: int | tuple[int, int] | None = None
+) -> Iterator[tuple[Rings, list[dict[str, Any]]]]:
+    """:func:`iter_polygon_batches` with the polygons as coordinate arrays (:class:`rscore_earth.polyarrays.Rings`,
+    pixel coordinates, one polygon per record) beside the records (without ``geometry``). A raster traced in one
+    window (up to :data:`POLY_WHOLE_MAX_PX`, numba loaded) has nothing to merge: its arrays come straight from the
+    tracer and no GEOS geometry is built (issue 22); otherwise the batches' geometries are taken apart."""
+    from rscore_earth.polyarrays import rings_of
+
+    h, w = scene.shape
+    whole = window is None and h * w <= POLY_WHOLE_MAX_PX and _trace_rings is not None and worth_compiling(h * w)
+    if not whole:
+        for batch in iter_polygon_batches(scene, result, window):
+            geoms = np.array([rec.pop("geometry") for rec in batch], dtype=object)
+            yield rings_of(geoms), batch
+        return
+    class_map = getattr(result, "class_map", None)
+    names = _class_names(result)
+    graded = class_map is not None and bool(names)
+    t = template_by_name(result.plan.template)
+    label = t.label if t is not None else "mask"
+    whole_win = Window(0, 0, h, w)
+    mask = np.asarray(read_window(result.mask, whole_win), bool)
+    if not mask.any():
+        return
+    cls = np.asarray(read_window(class_map, whole_win), np.uint8) if graded else np.zeros((0, 0), np.uint8)
+    score = result.score
+    sc = np.asarray(read_window(score, whole_win)) if score is not None else np.zeros((0, 0), np.float32)
+    labels, classes, counts, sums, _, tops = _window_regions(mask, cls, sc)
+    n = classes.size - 1
+    if n == 0:  # mask pixels of class 0 only (no class): no polygon, as in the windowed path
+        return
+    rings = _traced_rings(labels, n, 0, 0, 5 * int(tops))
+    del labels
+    batch = []
+    for k, s, c in zip(classes[1:].tolist(), sums[1:].tolist(), counts[1:].tolist()):
+        rec = _record(None, k, s, c, names, label)
+        del rec["geometry"]
+        if score is None:
+            rec["mean_score"] = float("nan")
+        batch.append(rec)
+    yield rings, batch

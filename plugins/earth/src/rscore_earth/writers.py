@@ -40,7 +40,7 @@ from rscore.tiling import iter_windows, read_window
 from rscore.types import Result, Scene, Window
 
 from rscore_earth.gdalenv import gdal_env
-from rscore_earth.polygons import WINDOW, _class_names, iter_polygon_batches, polygonize
+from rscore_earth.polygons import WINDOW, _class_names, iter_polygon_arrays, iter_polygon_batches, polygonize
 from rscore_earth.postprocess import scene_units
 from rscore_earth.templates import template_by_name
 
@@ -53,6 +53,7 @@ __all__ = [
 BLOCK = 512
 COMPRESS = "ZSTD"  # of the COGs, level 1: see CogWriter._write
 FAST_GEOJSON = True  # polygons.geojson geometry text by rscore_earth.geojson where numba is loaded
+FAST_ARRAYS = True  # polygons written from coordinate arrays (rscore_earth.polyarrays) where numba is loaded
 OWN_OVERVIEWS = True  # overview levels computed from the written windows where exact (rscore_earth.cog)
 MASK_NODATA = 255
 CLASS_COLOURS = {
@@ -303,17 +304,48 @@ class VectorWriter(Writer):
         gpkg, geojson = out_dir / "polygons.gpkg", out_dir / "polygons.geojson"
         written = dropped = 0
         meta = {"query": result.query, "template": template, "area_m2_method": self.area_method(scene)}
-        def finish(batch: list[dict[str, Any]]) -> tuple[np.ndarray, list[np.ndarray], int]:
-            """Map coordinates, coverage simplification, areas, the minimum-area filter and the attribute columns."""
-            geoms = shapely.transform(np.array([p["geometry"] for p in batch], dtype=object), to_map)
-            if tol > 0:
-                geoms = shapely.coverage_simplify(geoms, tol)
-            areas_m2 = self._areas_m2(list(geoms), batch, scene, units)
+        # the polygons as coordinate arrays (rscore_earth.polyarrays): map coordinates, areas, WKB and the GeoJSON
+        # text from one extraction, no GEOS geometry built again (issue 22); GEOS where it simplifies or measures
+        # geodesic areas, and where numba is not loaded (small rasters: its import costs more than it saves)
+        from rscore_earth import polyarrays
+        from rscore_earth.geojson import fast_available
+
+        as_arrays = (FAST_ARRAYS and tol == 0 and polyarrays.available() and fast_available()
+                     and not (units.kind == "geographic" and metric
+                              and scene.metadata.get("pixel_size_source", "crs") == "crs"))  # fmt: skip
+
+        def finish(done: Any) -> tuple[np.ndarray, list[np.ndarray], int, Any]:
+            """Map coordinates, coverage simplification, areas, the minimum-area filter, the attribute columns and
+            the WKB of a batch (records, or ``(Rings, records)`` where ``as_arrays``): ``(wkb, columns, number
+            dropped, geometries or their Rings)``."""
+            rings = None
+            if as_arrays:
+                px_rings, batch = done
+                rings = px_rings.with_xy(polyarrays.transform_xy(px_rings.xy, affine))
+                if metric and units.kind == "projected" and scene.metadata.get("pixel_size_source", "crs") == "crs":
+                    areas_m2 = (polyarrays.areas(rings) * units.factor**2).tolist()  # as _areas_m2, GEOS's bits
+                else:
+                    areas_m2 = self._areas_m2([None] * len(batch), batch, scene, units)
+                geoms = [True] * len(batch)  # traced polygons: none empty
+            else:
+                batch = done
+                px_geoms = np.array([p["geometry"] for p in batch], dtype=object)
+                geoms = shapely.transform(px_geoms, to_map)
+                if tol > 0:
+                    geoms = shapely.coverage_simplify(geoms, tol)
+                areas_m2 = self._areas_m2(list(geoms), batch, scene, units)
             keep = [
                 i for i, g in enumerate(geoms)
-                if g is not None and not g.is_empty
+                if g is not None and (g is True or not g.is_empty)
                 and (areas_m2[i] if areas_m2[i] is not None else batch[i]["area_px"]) >= min_area_m2
             ]  # fmt: skip
+            if rings is not None:
+                if len(keep) < len(batch):
+                    rings = rings.take(keep)
+                wkb, kept = polyarrays.wkb(rings), rings
+            else:
+                kept = geoms[keep]
+                wkb = shapely.to_wkb(kept)
             data = [
                 np.array([batch[i]["class"] for i in keep], dtype=object),
                 np.array([batch[i]["class_id"] for i in keep], dtype=np.int32),
@@ -323,7 +355,7 @@ class VectorWriter(Writer):
                 np.array([result.query] * len(keep), dtype=object),
                 np.array([template] * len(keep), dtype=object),
             ]
-            return geoms[keep], data, len(batch) - len(keep)
+            return wkb, data, len(batch) - len(keep), kept
 
         queued: list[tuple[np.ndarray, list[np.ndarray]]] = []  # GeoPackage rows not written yet
         queued_bytes = 0
@@ -342,24 +374,27 @@ class VectorWriter(Writer):
                 queued.clear()
                 queued_bytes = 0
 
-        def emit(done: tuple[np.ndarray, list[np.ndarray], int]) -> None:
+        def emit(done: tuple[np.ndarray, list[np.ndarray], int, Any]) -> None:
             nonlocal written, dropped, queued_bytes
-            kept, data, lost = done
+            wkb, data, lost, kept = done
             dropped += lost
             if len(kept):
-                wkb = shapely.to_wkb(kept)
                 queued.append((wkb, data))
-                queued_bytes += 16 * int(shapely.get_num_coordinates(kept).sum())  # ~ the WKB's size
+                queued_bytes += sum(len(b) for b in wkb.tolist())
                 if queued_bytes >= GPKG_FLUSH_BYTES:
                     flush()
-                stream.write(kept, data)
+                if isinstance(kept, polyarrays.Rings):
+                    stream.write_rings(kept, data)
+                else:
+                    stream.write(kept, data)
                 written += len(kept)
 
         # a batch is simplified (GEOS, in a worker thread) while the next strip is traced: two cores both work
         with ThreadPoolExecutor(1, thread_name_prefix="rscore-polygons") as pool, \
                 _GeoJsonStream(geojson, crs, meta) as stream:  # fmt: skip
             pending = None
-            for batch in iter_polygon_batches(scene, result):
+            batches = iter_polygon_arrays(scene, result) if as_arrays else iter_polygon_batches(scene, result)
+            for batch in batches:
                 future = pool.submit(finish, batch)
                 if pending is not None:
                     emit(pending.result())
@@ -475,47 +510,70 @@ class _GeoJsonStream:
         return np.round(np.column_stack([lon, lat]), 7)
 
     def write(self, geoms: np.ndarray, data: list[np.ndarray]) -> None:
-        import shapely
+        """Features of ``geoms`` (shapely polygons or multipolygons in the source CRS) with the :data:`FIELDS`
+        columns ``data``."""
+        from rscore_earth.geojson import fast_available
+        from rscore_earth.polyarrays import rings_of
 
         if not self.enabled or not len(geoms):
             return
-        from rscore_earth.geojson import fast_available, multipolygon_texts
+        # coordinates out once, written by a compiled kernel (issue 22)
+        self._write(geoms, rings_of(geoms) if FAST_GEOJSON and fast_available() else None, data)
 
+    def write_rings(self, rings: Any, data: list[np.ndarray]) -> None:
+        """:meth:`write` of polygons given as arrays (:class:`rscore_earth.polyarrays.Rings`, source CRS)."""
+        if self.enabled and len(rings):
+            self._write(None, rings, data) if FAST_GEOJSON else self._write(_from_rings(rings), None, data)
+
+    def _write(self, geoms: np.ndarray | None, rings: Any, data: list[np.ndarray]) -> None:
+        import shapely
+
+        from rscore_earth.geojson import multipolygon_texts_of
+
+        n = len(geoms) if geoms is not None else len(rings)
         # each property as JSON text, column by column (what json.dumps writes for the record: the same bytes,
         # without a dict and an encoder per feature)
         columns = [_json_texts(col) for col in data]
-        keys = [json.dumps(name) + ": " for name in FIELDS]
-        heads = [
-            ("" if self._first and i == 0 else ",\n") + '{"type": "Feature", "properties": {'
-            + ", ".join([k + c[i] for k, c in zip(keys, columns)]) + '}, "geometry": '
-            for i in range(len(geoms))
-        ]  # fmt: skip
+        form = ',\n{"type": "Feature", "properties": {' + ", ".join(
+            json.dumps(name).replace("%", "%%") + ": %s" for name in FIELDS) + '}, "geometry": '  # fmt: skip
+        heads = [(form % values).encode() for values in zip(*columns)]
+        if self._first and heads:
+            heads[0] = heads[0][2:]  # no separator before the first feature
         fh = self._fh
-        fast = FAST_GEOJSON and fast_available()  # coordinates out once, written by a compiled kernel (issue 22)
         # in chunks of about GEOJSON_CHUNK_VERTICES: the text of a chunk is held once, as bytes, not per feature
-        cum = np.cumsum(shapely.get_num_coordinates(geoms))
-        ends = np.searchsorted(cum, np.arange(GEOJSON_CHUNK_VERTICES, cum[-1], GEOJSON_CHUNK_VERTICES)) + 1
-        bounds = np.unique(np.r_[0, np.minimum(ends, len(geoms)), len(geoms)]) if fast else np.array([0, len(geoms)])
+        if rings is not None:
+            cum = np.cumsum(rings.vertices_per_feature())
+            ends = np.searchsorted(cum, np.arange(GEOJSON_CHUNK_VERTICES, cum[-1], GEOJSON_CHUNK_VERTICES)) + 1
+            bounds = np.unique(np.r_[0, np.minimum(ends, n), n])
+        else:
+            bounds = np.array([0, n])
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-            done = multipolygon_texts(geoms[a:b], self._transformer) if fast else None
+            done = multipolygon_texts_of(rings.features(a, b), self._transformer) if rings is not None else None
             if done is not None:
-                view, offsets = memoryview(done[0]), done[1]
-                for i in range(b - a):
-                    fh.write(heads[a + i].encode())
-                    fh.write(view[offsets[i] : offsets[i + 1]])
-                    fh.write(b"}")
+                text, o = memoryview(done[0]), done[1].tolist()
+                fh.writelines([x for i in range(b - a) for x in (heads[a + i], text[o[i] : o[i + 1]], b"}")])
                 continue
+            if geoms is None:  # arrays off the projection's domain: written by GEOS as before
+                geoms = _from_rings(rings)
             part = shapely.orient_polygons(shapely.transform(geoms[a:b], self._lonlat), exterior_cw=False)
             parts, owner = shapely.get_parts(part, return_index=True)
             multi = shapely.multipolygons(parts, indices=owner)  # every geometry as a MultiPolygon, in one call
             texts = shapely.to_geojson(multi).tolist()
-            fh.write("".join([h + g + "}" for h, g in zip(heads[a:b], texts)]).encode())
+            fh.write(b"".join([h + g.encode() + b"}" for h, g in zip(heads[a:b], texts)]))
         self._first = False
 
     def __exit__(self, *exc: Any) -> None:
         if self._fh is not None:
             self._fh.write(b"\n]}\n")
             self._fh.close()
+
+
+def _from_rings(rings: Any) -> np.ndarray:
+    """Shapely multipolygons of :class:`rscore_earth.polyarrays.Rings`."""
+    import shapely
+
+    offsets = (rings.ring_start, rings.poly_ring_start, rings.feat_poly_start)
+    return shapely.from_ragged_array(shapely.GeometryType.MULTIPOLYGON, rings.xy, offsets)
 
 
 def _json_value(v: Any) -> Any:
