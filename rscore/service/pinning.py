@@ -32,15 +32,21 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from rscore.errors import BackendUnavailable, InputError
 from rscore.service.security import PathNotAllowed, _allowed, _matches, shown_path
 
-__all__ = ["PinnedInput", "pin_input", "pin_options", "real_names", "pinning_available", "MAX_SIDECARS"]
+__all__ = [
+    "PinnedInput", "pin_input", "pin_options", "real_names", "pinning_available", "MAX_SIDECARS", "item_pinner",
+    "job_pins", "pinned_job_input",
+]
 
 MAX_SIDECARS = 32
 _O_PATH = getattr(os, "O_PATH", 0)
@@ -267,3 +273,83 @@ def real_names(text: str, pins: Iterable[PinnedInput]) -> str:
         if pin.path != pin.real:
             text = text.replace(pin.link_prefix, str(pin.real.parent) + os.sep)
     return text
+
+
+# ------------------------------------------------------------------------------------------------- job inputs
+ItemPinner = Callable[[str, dict[str, Any], str], tuple[str, dict[str, Any], list[PinnedInput]]]
+
+
+def item_pinner(
+    roots: tuple[Path, ...], names: Iterable[str], staging: Path, private: tuple[Path, ...] = ()
+) -> ItemPinner:
+    """``pin_item(path, options, result_id) -> (path, options, pins)`` for a job's input: checked at submission,
+    read when its turn comes. The input and its path options are pinned under ``staging/<result_id>/`` and what the
+    file leads to (a VRT's sources, HDF5 links...) is checked again: that is its content, which a writer under the
+    roots may have changed in place while the job waited. Both job runners use it (the in-process one directly, the
+    Prefect one through :func:`job_pins` / :func:`pinned_job_input`)."""
+    from rscore.service.security import check_linked, shown_path
+
+    names = tuple(names)
+
+    def pin_item(path: str, options: dict[str, Any], result_id: str) -> tuple[str, dict[str, Any], list[PinnedInput]]:
+        opts, pins = pin_options(options, names, roots, staging / result_id / ".options", private=private)
+        try:
+            pins.append(pin_input(Path(path), roots, staging / result_id / ".input", what="input", private=private))
+            for pin in pins:
+                what = "input" if pin is pins[-1] else "option"
+                check_linked(pin.real, roots, what=what, shown=shown_path(pin.real, roots), private=private)
+        except BaseException:
+            for pin in pins:
+                pin.close()
+            raise
+        return str(pins[-1].path), opts, pins
+
+    pin_item.staging = staging  # type: ignore[attr-defined]
+    return pin_item
+
+
+_JOB_PINNER: ContextVar[ItemPinner | None] = ContextVar("rscore_job_pinner", default=None)
+
+
+@contextmanager
+def job_pins(pin_item: ItemPinner | None) -> Iterator[None]:
+    """While a job's flow runs (in this thread and the task threads that copy its context), each
+    :func:`pinned_job_input` pins with ``pin_item`` (the Prefect job runner sets it; ``None``: inputs as given)."""
+    token = _JOB_PINNER.set(pin_item)
+    try:
+        yield
+    finally:
+        _JOB_PINNER.reset(token)
+
+
+@contextmanager
+def pinned_job_input(path: str, options: dict[str, Any], out_dir: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A flow task reads its input ``path`` (and path ``options``) through this: inside a service job
+    (:func:`job_pins`) the pinned ones, checked again now (:func:`item_pinner`), else as given. On the way out
+    ``out_dir/result.json`` and an error's message name the real files, and the pins are released."""
+    pin_item = _JOB_PINNER.get()
+    if pin_item is None:
+        yield path, options
+        return
+    result_id = Path(out_dir).name
+    staging = Path(getattr(pin_item, "staging"))
+    pins: list[PinnedInput] = []
+    try:
+        item_path, item_options, pins = pin_item(path, dict(options), result_id)
+        yield item_path, item_options
+        doc = Path(out_dir) / "result.json"
+        if pins and doc.is_file():
+            text = doc.read_text(encoding="utf-8")
+            fixed = real_names(text, pins)
+            if fixed != text:
+                doc.write_text(fixed, encoding="utf-8")
+    except BaseException as exc:
+        if pins and len(exc.args) == 1 and isinstance(exc.args[0], str):  # the message names the real file
+            exc.args = (real_names(exc.args[0], pins),)
+            if isinstance(getattr(exc, "path", None), Path):
+                exc.path = Path(real_names(str(exc.path), pins))  # type: ignore[attr-defined]
+        raise
+    finally:
+        for pin in pins:
+            pin.close()
+        shutil.rmtree(staging / result_id, ignore_errors=True)
