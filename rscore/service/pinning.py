@@ -45,7 +45,7 @@ from rscore.service.security import PathNotAllowed, _allowed, _matches, shown_pa
 
 __all__ = [
     "PinnedInput", "pin_input", "pin_options", "real_names", "pinning_available", "MAX_SIDECARS", "item_pinner",
-    "job_pins", "pinned_job_input",
+    "job_pins", "pinned_job_input", "MAX_FOLDER_FILES",
 ]
 
 MAX_SIDECARS = 32
@@ -71,9 +71,12 @@ class PinnedInput:
         return str(self.path.parent) + os.sep
 
     def close(self) -> None:
-        for link in self._links:
+        for link in reversed(self._links):  # a pinned folder's copy: its links, then its (emptied) folders
             try:
-                link.unlink()
+                if link.is_dir() and not link.is_symlink():
+                    link.rmdir()
+                else:
+                    link.unlink()
             except OSError:
                 pass
         self._links = []
@@ -160,9 +163,19 @@ def pin_input(
         folder.mkdir(parents=True, exist_ok=True)
         name = resolved.name or "input"
         link = folder / name
-        link.symlink_to(f"/proc/{os.getpid()}/fd/{target}")
-        links.append(link)
-        if parts and stat.S_ISREG(os.fstat(target).st_mode):
+        target_mode = os.fstat(target).st_mode
+        if stat.S_ISDIR(target_mode) or (parts and name.upper() == "DICOMDIR" and stat.S_ISREG(target_mode)):
+            # a folder (a DICOM series; a DICOMDIR's folder tree): each file in it pinned, in a copy of its tree
+            tree_fd, tree = (target, link) if stat.S_ISDIR(target_mode) else (parent, folder / resolved.parent.name)
+            tree.mkdir()
+            links.append(tree)
+            _pin_tree(tree_fd, tree, fds, links, roots, private, what, shown, [0])
+            if tree != link:
+                link = tree / name
+        else:
+            link.symlink_to(f"/proc/{os.getpid()}/fd/{target}")
+            links.append(link)
+        if parts and stat.S_ISREG(target_mode) and name.upper() != "DICOMDIR":
             _pin_sidecars(parent, resolved, folder, fds, links, roots, private)
         # the root and the input's folder are no longer needed once the file (and its side-cars) are pinned: a pin
         # held for a whole run keeps one descriptor per file (the open-file limit, many requests at once)
@@ -173,6 +186,72 @@ def pin_input(
     except BaseException:
         PinnedInput(folder, resolved, fds, links).close()
         raise
+
+
+MAX_FOLDER_FILES = 10_000
+
+
+def _pin_tree(
+    dir_fd: int, dest: Path, fds: list[int], links: list[Path], roots: tuple[Path, ...], private: tuple[Path, ...],
+    what: str, shown: str, count: list[int], rel: str = "",
+) -> None:
+    """The folder open as ``dir_fd`` copied into the new folder ``dest`` as links to pinned descriptors: each file
+    pinned (a reader lists and opens the copy, so a name swapped in the original after this is not followed),
+    sub-folders copied likewise. A symbolic link in it is followed once, now, and its target pinned if it lies under
+    the roots (a link leading out: 403, as the check says); FIFOs, sockets and devices are left out (a reader
+    opening a FIFO would wait forever)."""
+    try:
+        names = sorted(os.listdir(f"/proc/self/fd/{dir_fd}"))
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            raise _busy(what, shown) from None
+        raise InputError(f"cannot be listed ({exc.strerror or type(exc).__name__})", path=dest) from None
+    for name in names:
+        inner = f"{rel}{name}"
+        try:
+            fd = os.open(name, _FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise _busy(what, shown) from None
+            continue  # gone since the listing
+        try:
+            mode = os.fstat(fd).st_mode
+            was_link = stat.S_ISLNK(mode)
+            if was_link:  # followed once, here; its target is what the reader gets
+                os.close(fd)
+                fd = -1
+                try:
+                    fd = os.open(name, _O_PATH | getattr(os, "O_CLOEXEC", 0), dir_fd=dir_fd)
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE):
+                        raise _busy(what, shown) from None
+                    continue  # a dangling link: as if absent (the reader skipped it too)
+                if not _allowed(_real(fd), roots, private):
+                    raise PathNotAllowed(f"{what} '{shown}' holds a symbolic link ('{inner}') that leads outside the "
+                                         "folders this service may read")  # fmt: skip
+                mode = os.fstat(fd).st_mode
+            elif not _allowed(_real(fd), roots, private):
+                raise _changed(what, shown, f"'{inner}' was moved")
+            if stat.S_ISDIR(mode) and not was_link:  # (a link to a folder stays a link: os.walk does not enter it)
+                sub = dest / name
+                sub.mkdir()
+                links.append(sub)
+                _pin_tree(fd, sub, fds, links, roots, private, what, shown, count, inner + "/")
+                continue  # (the folder's descriptor closes below: its files hold their own)
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                continue
+            count[0] += 1
+            if count[0] > MAX_FOLDER_FILES:
+                raise InputError(f"holds more than {MAX_FOLDER_FILES} files, more than this service reads from one "
+                                 "folder; give a smaller folder", path=dest)  # fmt: skip
+            link = dest / name
+            link.symlink_to(f"/proc/{os.getpid()}/fd/{fd}")
+            links.append(link)
+            fds.append(fd)
+            fd = -1
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
 
 def _pin_sidecars(
