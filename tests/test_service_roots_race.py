@@ -142,6 +142,12 @@ def test_a_link_swapped_in_after_the_pin_is_not_followed(server, tmp_path: Path,
 
     monkeypatch.setattr(engine, "run", swap_then_run)
     r = client.post("/v1/segment", data={"query": QUERY, "plugin": "earth", "path": "survey/dem.tif"})
+    if swap == "file":  # renaming the file changes its change time, which no writer can set back: refused (the
+        # same change time would be left by a rewrite in place whose modification time was set back), nothing kept
+        assert r.status_code == 403 and "changed while it was being read" in r.json()["error"], r.text[:300]
+        kept = {p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")}
+        assert kept == {baseline.json()["id"]}  # only the first request's result
+        return
     assert masked_pixels(r) == expected  # read the checked file; the private one would give 4096
     doc = r.json()["result"]
     text = json.dumps(doc)
@@ -259,3 +265,80 @@ def test_a_job_input_rewritten_into_a_vrt_leading_out_before_it_runs_is_refused(
     assert item["state"] == "failed", item  # it read the private ramp (mask 4096) before
     assert "outside the folders this service may read" in item["error"] and "private" not in item["error"], item
     assert staging_empty(tmp_path / "out")
+
+
+def private_vrt(tmp_path: Path) -> bytes:
+    """A VRT of the same size whose source is the private 1000 m DEM (outside the roots)."""
+    return (f'<VRTDataset rasterXSize="64" rasterYSize="64"><VRTRasterBand dataType="Float32" band="1"><SimpleSource>'
+            f'<SourceFilename>{tmp_path / "private" / "dem.tif"}</SourceFilename><SourceBand>1</SourceBand>'
+            f'</SimpleSource></VRTRasterBand></VRTDataset>').encode()  # fmt: skip
+
+
+def rewrite_in_place(path: Path, data: bytes) -> None:
+    with open(path, "r+b") as fh:  # the same inode, new content
+        fh.truncate(0)
+        fh.write(data)
+
+
+@pytest.mark.parametrize("when", ["after the check", "while it is read"])
+def test_a_request_input_rewritten_in_place_into_a_vrt_leading_out_is_refused(server, tmp_path: Path, monkeypatch,
+                                                                              when):  # fmt: skip
+    """Pinning keeps the inode, not its content: a GeoTIFF rewritten in place into a VRT whose source lies outside
+    the roots, after the check (before the pin) or after the pin (while the engine reads it), would lead the reader
+    out. The file's identity (inode, size, change times) at the check must still hold after the read: else 403,
+    and no result is kept or returned."""
+    from rscore import engine
+    from rscore.service import pinning
+
+    root = tmp_path / "data"
+    dem = write_dem(root / "survey" / "dem.tif", 0)
+    write_dem(tmp_path / "private" / "dem.tif", 1000)
+    if when == "after the check":
+        pin = pinning.pin_input
+
+        def rewrite_then_pin(resolved, *args, **kwargs):
+            if resolved.name == "dem.tif" and resolved.read_bytes()[:1] != b"<":
+                rewrite_in_place(resolved, private_vrt(tmp_path))
+            return pin(resolved, *args, **kwargs)
+
+        from rscore.service.routes import segment as route
+
+        monkeypatch.setattr(route, "pin_input", rewrite_then_pin)
+    else:
+        run = engine.run
+
+        def rewrite_then_run(path, *args, **kwargs):
+            rewrite_in_place(dem, private_vrt(tmp_path))
+            return run(path, *args, **kwargs)
+
+        monkeypatch.setattr(engine, "run", rewrite_then_run)
+    client = server()
+    r = client.post("/v1/segment", data={"query": QUERY, "plugin": "earth", "path": "survey/dem.tif"})
+    assert r.status_code == 403, r.text[:300]  # 200 with the private ramp's 4096 px before
+    message = r.json()["error"]
+    assert "survey/dem.tif" in message and "changed" in message and "private" not in message, message
+    out = tmp_path / "out"
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []  # no result kept
+    assert staging_empty(out)
+
+
+def test_a_job_input_rewritten_in_place_while_it_is_read_fails_and_keeps_nothing(server, tmp_path: Path, monkeypatch):
+    from rscore import engine
+
+    root = tmp_path / "data"
+    dem = write_dem(root / "survey" / "dem.tif", 0)
+    write_dem(tmp_path / "private" / "dem.tif", 1000)
+    run = engine.run
+
+    def rewrite_then_run(path, *args, **kwargs):  # after the pin and its check, while the engine reads the input
+        rewrite_in_place(dem, private_vrt(tmp_path))
+        return run(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "run", rewrite_then_run)
+    client = server()
+    (item,) = run_job(client, "survey/dem.tif")["items"]
+    assert item["state"] == "failed" and "changed while it was being read" in item["error"], item  # succeeded, 4096 px
+    assert "private" not in item["error"]
+    out = tmp_path / "out"
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []
+    assert staging_empty(out)

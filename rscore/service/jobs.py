@@ -228,6 +228,12 @@ class InProcessJobRunner:
                         options=item_options, params=params, registry=self.registry,
                         progress=progress,
                     )  # fmt: skip
+                    try:
+                        for pin in pins:
+                            pin.check_unchanged()  # rewritten while it was read: not what was checked
+                    except RscoreError:
+                        shutil.rmtree(out_dir, ignore_errors=True)  # (written by this run)
+                        raise
                     _real_names_in(out_dir / "result.json", pins)
             except Cancelled as exc:
                 shutil.rmtree(out_dir, ignore_errors=True)

@@ -62,8 +62,29 @@ class PinnedInput:
     """An input pinned by :func:`pin_input`: ``path`` is what the engine opens, ``real`` the checked path; ``close()``
     (or the ``with`` block's end) releases the descriptors and removes the links."""
 
-    def __init__(self, path: Path, real: Path, fds: list[int], links: list[Path]) -> None:
+    def __init__(self, path: Path, real: Path, fds: list[int], links: list[Path], *, what: str = "path",
+                 shown: str = "", identity: tuple[int, ...] | None = None) -> None:  # fmt: skip
         self.path, self.real, self._fds, self._links = path, real, fds, links
+        self.what, self.shown = what, shown or real.name
+        self.identity = identity  # a pinned file's (device, inode, size, mtime, ctime) when pinned
+
+    def check_unchanged(self, *, by_name: bool = False) -> None:
+        """Raise :class:`PathNotAllowed` (403) when the pinned file was rewritten since it was pinned (pinning keeps
+        the inode, not its content: a GeoTIFF rewritten in place into a VRT leading out would be read); with
+        ``by_name``, also when its name no longer leads to it (what a check by name read was another file)."""
+        if self.identity is None or not self._fds:
+            return
+        now = _identity(os.fstat(self._fds[0]))
+        if now != self.identity:
+            raise PathNotAllowed(f"{self.what} '{self.shown}' changed while it was being read (rewritten in place); "
+                                 "try again")  # fmt: skip
+        if by_name:
+            try:
+                named = _identity(os.stat(self.real))
+            except OSError:
+                named = None
+            if named != self.identity:
+                raise _changed(self.what, self.shown, "its name leads to another file now")
 
     @property
     def link_prefix(self) -> str:
@@ -103,17 +124,25 @@ def _busy(what: str, shown: str) -> BackendUnavailable:
     return BackendUnavailable(f"{what} '{shown}': the server has too many open files right now; try again")
 
 
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is replaced or written: device, inode, size, modification and change times (the
+    change time cannot be set back by a writer)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _real(fd: int) -> Path:
     return Path(os.readlink(f"/proc/self/fd/{fd}"))
 
 
 def pin_input(
-    resolved: Path, roots: tuple[Path, ...], folder: Path, *, what: str = "path", private: tuple[Path, ...] = ()
+    resolved: Path, roots: tuple[Path, ...], folder: Path, *, what: str = "path", private: tuple[Path, ...] = (),
+    expect: os.stat_result | None = None,
 ) -> PinnedInput:
     """Pin ``resolved`` (a path :func:`~rscore.service.security.resolve_allowed` returned: absolute, no links, under
     a root) and make its link in the new ``folder`` (the request's staging folder); see the module docstring.
     Raises :class:`PathNotAllowed` (403) when a component has been swapped for a link or the pinned file's real path
-    is no longer allowed. Without pinning support the :class:`PinnedInput` holds ``resolved`` itself."""
+    is no longer allowed, or when ``expect`` (the file's ``os.stat`` taken before its content was checked) no longer
+    describes the pinned file (rewritten in place after the check). Without pinning support the :class:`PinnedInput` holds ``resolved`` itself."""
     shown = shown_path(resolved, roots)
     if not pinning_available():
         return PinnedInput(resolved, resolved, [], [])
@@ -163,7 +192,11 @@ def pin_input(
         folder.mkdir(parents=True, exist_ok=True)
         name = resolved.name or "input"
         link = folder / name
-        target_mode = os.fstat(target).st_mode
+        target_stat = os.fstat(target)
+        target_mode = target_stat.st_mode
+        identity = _identity(target_stat) if stat.S_ISREG(target_mode) else None
+        if identity is not None and expect is not None and _identity(expect) != identity:
+            raise _changed(what, shown, "it was rewritten after it was checked")
         if stat.S_ISDIR(target_mode) or (parts and name.upper() == "DICOMDIR" and stat.S_ISREG(target_mode)):
             # a folder (a DICOM series; a DICOMDIR's folder tree): each file in it pinned, in a copy of its tree
             tree_fd, tree = (target, link) if stat.S_ISDIR(target_mode) else (parent, folder / resolved.parent.name)
@@ -182,7 +215,9 @@ def pin_input(
         for walked in {fd, parent} - {target}:
             fds.remove(walked)
             os.close(walked)
-        return PinnedInput(link, resolved, fds, links)
+        fds.remove(target)
+        fds.insert(0, target)  # (the first descriptor is the input's: check_unchanged)
+        return PinnedInput(link, resolved, fds, links, what=what, shown=shown, identity=identity)
     except BaseException:
         PinnedInput(folder, resolved, fds, links).close()
         raise
@@ -377,6 +412,7 @@ def item_pinner(
             for pin in pins:
                 what = "input" if pin is pins[-1] else "option"
                 check_linked(pin.real, roots, what=what, shown=shown_path(pin.real, roots), private=private)
+                pin.check_unchanged(by_name=True)  # what the check read by name is the pinned file, as it was pinned
         except BaseException:
             for pin in pins:
                 pin.close()
@@ -416,6 +452,12 @@ def pinned_job_input(path: str, options: dict[str, Any], out_dir: str | Path) ->
     try:
         item_path, item_options, pins = pin_item(path, dict(options), result_id)
         yield item_path, item_options
+        try:
+            for pin in pins:
+                pin.check_unchanged()  # rewritten while it was read: what was read may not be what was checked
+        except PathNotAllowed:
+            shutil.rmtree(out_dir, ignore_errors=True)  # (the item's result folder: written by this run)
+            raise
         doc = Path(out_dir) / "result.json"
         if pins and doc.is_file():
             text = doc.read_text(encoding="utf-8")
