@@ -63,7 +63,8 @@ def main() -> None:
         client = services.start(default_registry(), output_root=tmp_path / "out", allowed_roots=(root,), workers=1,
                                 queue_size=2, request_timeout_s=120, job_runner="inprocess")  # fmt: skip
         try:
-            cases = [("dem.tif", "earth", "elevation above 100 m")] + [(f"series{n}", "surgical", "bone") for n in sizes]
+            cases = [("dem.tif", "earth", "elevation above 100 m")]
+            cases += [(f"series{n}", "surgical", "bone") for n in sizes]
             for name, plugin, query in cases:
                 def pin_once() -> None:
                     pinning.pin_input(root / name, (root,), tmp_path / "staging" / "x").close()

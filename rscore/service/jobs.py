@@ -324,7 +324,8 @@ def make_job_runner(settings: Any, output_root: Path, registry: Registry) -> Job
         from rscore.service.security import path_option_names
 
         staging = Path(output_root).resolve() / ".staging"
-        runner.pin_item = item_pinner(roots, path_option_names(registry), staging, private)  # type: ignore[attr-defined]
+        pin_item = item_pinner(roots, path_option_names(registry), staging, private)
+        runner.pin_item = pin_item  # type: ignore[attr-defined]
     return runner
 
 

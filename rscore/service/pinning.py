@@ -12,8 +12,9 @@ service *pins* the input once checked (Linux):
 - its real path, read back from ``/proc/self/fd``, must still lie under the roots and outside the service's own
   output root;
 - options naming server files (``aux``, ``adapter``, a detector file...) are pinned the same way
-  (:func:`pin_options`), and so is each input of a job the in-process runner runs, when its turn comes
-  (:func:`rscore.service.jobs.make_job_runner`; the Prefect runner reads its inputs by name);
+  (:func:`pin_options`), and so is each input of a job when its turn comes (:func:`item_pinner`: the in-process
+  runner calls it; the Prefect runner's per-input flows through :func:`job_pins` / :func:`pinned_job_input`, a
+  context variable their task threads copy), with what the input leads to checked again then;
 - the engine is given ``<request folder>/<name>``: a symbolic link, made by the service in its own staging folder,
   to ``/proc/<pid>/fd/<fd>``. Opening it reopens the pinned inode (worker processes of the same user can open it
   too); no name under the roots is walked again. The input keeps its base name, so suffix-claimed formats and
@@ -22,10 +23,23 @@ service *pins* the input once checked (Linux):
   files beside it that GDAL lists with it (an ERS ``DataFile``, a PDS ``^IMAGE``) are pinned and linked the same way,
   at most :data:`MAX_SIDECARS`. A pin keeps one descriptor per pinned file (the walk holds at most three at once);
   out of descriptors is a 503, the server's condition.
+- a folder input (a DICOM series; a ``DICOMDIR``'s folder) is pinned file by file: the engine gets a copy of its
+  tree in the staging folder made of links to pinned descriptors (at most :data:`MAX_FOLDER_FILES`; about 0.2-0.5
+  ms per file, ``benchmarks/bench_pin_cost.py``), so a slice swapped for a link after the check is not read. A
+  link inside it is followed once, when pinned, and refused (403) when it leads out; FIFOs, sockets and devices are
+  left out.
+- pinning keeps the inode, not its content: a pinned file's identity (device, inode, size, modification and change
+  time; the change time cannot be set back) is taken before its content is checked (``expect``: the route takes it
+  before :func:`~rscore.service.security.check_linked`) and must still hold after the read
+  (:meth:`PinnedInput.check_unchanged`): a GeoTIFF rewritten in place into a VRT leading out is a 403 and its result
+  is not kept. A rename of the input during the read changes its change time too: also a 403 ("try again").
 
-A folder input (a DICOM series) is pinned as a folder: the names inside it are still looked up at read time (links in
-it were checked by :func:`~rscore.service.security.check_linked`; a swap inside the folder after that is not closed
-here). Where ``O_PATH`` or ``/proc/self/fd`` is missing (not Linux) the path is handed on unpinned, as before.
+Not closed here: the sources a pinned VRT names and HDF5 link targets are checked, then opened by GDAL / HDF5 by
+name (a folder on their way swapped for a link after the check is followed); the Prefect runner's aggregating flows
+(``landslide-risk-mapping``, the safety plugin's) read their inputs by name (their inputs may be folders and
+globs). Where ``O_PATH`` or ``/proc/self/fd`` is missing (not Linux) nothing can be pinned: the service refuses to
+start with allowed roots unless ``RSCORE_UNPINNED_PATHS=1`` (:class:`~rscore.service.settings.Settings`), and
+then reads paths by name, as before pinning.
 """
 
 from __future__ import annotations
@@ -142,7 +156,8 @@ def pin_input(
     a root) and make its link in the new ``folder`` (the request's staging folder); see the module docstring.
     Raises :class:`PathNotAllowed` (403) when a component has been swapped for a link or the pinned file's real path
     is no longer allowed, or when ``expect`` (the file's ``os.stat`` taken before its content was checked) no longer
-    describes the pinned file (rewritten in place after the check). Without pinning support the :class:`PinnedInput` holds ``resolved`` itself."""
+    describes the pinned file (rewritten in place after the check). Without pinning support the
+    :class:`PinnedInput` holds ``resolved`` itself."""
     shown = shown_path(resolved, roots)
     if not pinning_available():
         return PinnedInput(resolved, resolved, [], [])

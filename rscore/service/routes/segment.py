@@ -170,8 +170,8 @@ def segment_router(svc: Service) -> APIRouter:
                                                     private=(svc.output_root,))  # fmt: skip
                 pins.extend(option_pins)
                 if source is not None:  # (still the file that was checked: rewritten since, 403)
-                    pins.append(pin_input(source, settings.allowed_roots, staging / ".input", private=(svc.output_root,),
-                                          expect=checked))  # fmt: skip
+                    pins.append(pin_input(source, settings.allowed_roots, staging / ".input",
+                                          private=(svc.output_root,), expect=checked))  # fmt: skip
                 renamed.extend((pin.link_prefix, str(pin.real.parent) + os.sep) for pin in pins if pin.path != pin.real)
                 input_path = pins[-1].path if source is not None else stage()
                 if cancel.is_set():
