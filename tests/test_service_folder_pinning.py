@@ -131,3 +131,19 @@ def test_links_inside_the_roots_and_a_dicomdir_still_read(setup):
     assert bone_px(client.post("/v1/segment", data=form)) == 3 * SLICE_PX
     (root / "series" / "DICOMDIR").write_bytes(dicom_bytes(0.0))
     assert bone_px(client.post("/v1/segment", data={**form, "path": "series/DICOMDIR"})) == 3 * SLICE_PX
+
+
+def test_a_folder_with_more_files_than_can_be_held_open_is_one_line_4xx(setup, monkeypatch):
+    """Each file of a folder input is held open for the read: more than the open-file limit allows (here made 2) is
+    the client's 4xx naming the folder, not the server's 'too many open files' 503 that retrying would not cure."""
+    client, root, private = setup
+    from rscore.service import pinning
+
+    monkeypatch.setattr(pinning, "_folder_budget", lambda: 2)
+    r = client.post("/v1/segment", data={"query": "bone", "plugin": "surgical", "path": "series"})
+    assert r.status_code == 422, r.text
+    message = r.json()["error"]
+    assert "series" in message and "more than 2 files" in message and "\n" not in message
+    assert ".staging" not in message and "/proc/" not in message and ".input" not in message, message
+    staging = root.parent / "out" / ".staging"
+    assert not staging.exists() or not any(staging.iterdir())

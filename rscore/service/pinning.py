@@ -24,8 +24,8 @@ service *pins* the input once checked (Linux):
   at most :data:`MAX_SIDECARS`. A pin keeps one descriptor per pinned file (the walk holds at most three at once);
   out of descriptors is a 503, the server's condition.
 - a folder input (a DICOM series; a ``DICOMDIR``'s folder) is pinned file by file: the engine gets a copy of its
-  tree in the staging folder made of links to pinned descriptors (at most :data:`MAX_FOLDER_FILES`; about 0.2-0.5
-  ms per file, ``benchmarks/bench_pin_cost.py``), so a slice swapped for a link after the check is not read. A
+  tree in the staging folder made of links to pinned descriptors (at most :data:`MAX_FOLDER_FILES`, within the
+  open-file limit, whose soft value is raised to the hard one; about 0.2-0.5 ms per file, ``benchmarks/bench_pin_cost.py``), so a slice swapped for a link after the check is not read. A
   link inside it is followed once, when pinned, and refused (403) when it leads out; FIFOs, sockets and devices are
   left out.
 - pinning keeps the inode, not its content: a pinned file's identity (device, inode, size, modification and change
@@ -217,7 +217,7 @@ def pin_input(
             tree_fd, tree = (target, link) if stat.S_ISDIR(target_mode) else (parent, folder / resolved.parent.name)
             tree.mkdir()
             links.append(tree)
-            _pin_tree(tree_fd, tree, fds, links, roots, private, what, shown, [0])
+            _pin_tree(tree_fd, tree, fds, links, roots, private, what, shown, [0, _folder_budget()])
             if tree != link:
                 link = tree / name
         else:
@@ -238,12 +238,30 @@ def pin_input(
         raise
 
 
-MAX_FOLDER_FILES = 10_000
+MAX_FOLDER_FILES = 100_000
+_FD_MARGIN = 256  # descriptors left for the rest of the service (sockets, other requests' single-file pins)
+
+
+def _folder_budget() -> int:
+    """How many files of a folder may be pinned now: :data:`MAX_FOLDER_FILES`, within the open-file limit (whose
+    soft value is raised to the hard one the first time: a series of a few thousand slices exceeds the usual 1024)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        limit = MAX_FOLDER_FILES if soft == resource.RLIM_INFINITY else int(soft)
+        return max(0, min(MAX_FOLDER_FILES, limit - len(os.listdir("/proc/self/fd")) - _FD_MARGIN))
+    except (ImportError, OSError, ValueError):
+        return MAX_FOLDER_FILES
 
 
 def _pin_tree(
     dir_fd: int, dest: Path, fds: list[int], links: list[Path], roots: tuple[Path, ...], private: tuple[Path, ...],
-    what: str, shown: str, count: list[int], rel: str = "",
+    what: str, shown: str, count: list[int], rel: str = "",  # count: [files pinned, most allowed]
 ) -> None:
     """The folder open as ``dir_fd`` copied into the new folder ``dest`` as links to pinned descriptors: each file
     pinned (a reader lists and opens the copy, so a name swapped in the original after this is not followed),
@@ -255,7 +273,8 @@ def _pin_tree(
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):
             raise _busy(what, shown) from None
-        raise InputError(f"cannot be listed ({exc.strerror or type(exc).__name__})", path=dest) from None
+        raise InputError(f"{what} '{shown}': '{rel or '.'}' cannot be listed ({exc.strerror or type(exc).__name__})"
+                         ) from None  # fmt: skip
     for name in names:
         inner = f"{rel}{name}"
         try:
@@ -291,9 +310,9 @@ def _pin_tree(
             if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 continue
             count[0] += 1
-            if count[0] > MAX_FOLDER_FILES:
-                raise InputError(f"holds more than {MAX_FOLDER_FILES} files, more than this service reads from one "
-                                 "folder; give a smaller folder", path=dest)  # fmt: skip
+            if count[0] > count[1]:  # (each file is held open for the read: the open-file limit bounds them)
+                raise InputError(f"{what} '{shown}' holds more than {count[1]} files, more than this service can "
+                                 "hold open for one folder input now; give a smaller folder")  # fmt: skip
             link = dest / name
             link.symlink_to(f"/proc/{os.getpid()}/fd/{fd}")
             links.append(link)
