@@ -344,8 +344,6 @@ def test_a_job_input_rewritten_in_place_while_it_is_read_fails_and_keeps_nothing
     assert staging_empty(out)
 
 
-@pytest.mark.xfail(strict=True, reason="left open: a VRT's sources are checked, then opened by GDAL by name (the VRT "
-                   "itself is pinned); closing it means handing GDAL a rewritten VRT whose sources are pinned links")
 def test_a_vrt_sources_folder_swapped_for_a_link_after_the_pin_is_not_followed(server, tmp_path: Path, monkeypatch):
     root = tmp_path / "data"
     write_dem(root / "tiles" / "t.tif", 0)
@@ -368,3 +366,77 @@ def test_a_vrt_sources_folder_swapped_for_a_link_after_the_pin_is_not_followed(s
 
     monkeypatch.setattr(engine, "run", swap_then_run)
     assert masked_pixels(client.post("/v1/segment", data=data)) == 1920  # the private source: 4096
+
+
+def mosaic(root: Path, name: str, source: str) -> str:
+    (root / name).write_text(
+        '<VRTDataset rasterXSize="64" rasterYSize="64"><VRTRasterBand dataType="Float32" band="1"><SimpleSource>'
+        f'<SourceFilename relativeToVRT="1">{source}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>'
+        "</VRTRasterBand></VRTDataset>"
+    )
+    return name
+
+
+@pytest.mark.parametrize("swap", ["source file", "nested VRT's source folder"])
+def test_more_vrt_sources_swapped_after_the_pin_are_not_followed(server, tmp_path: Path, monkeypatch, swap):
+    root = tmp_path / "data"
+    write_dem(root / "tiles" / "t.tif", 0)
+    write_dem(tmp_path / "private" / "t.tif", 1000)
+    name = mosaic(root, "mosaic.vrt", "tiles/t.tif")
+    if swap != "source file":
+        (root / "sub").mkdir()
+        name = mosaic(root / "sub", "outer.vrt", "../mosaic.vrt")
+        name = "sub/outer.vrt"
+    client = server()
+    data = {"query": QUERY, "plugin": "earth", "path": name, "options": json.dumps({"bands": "elevation"})}
+    first = client.post("/v1/segment", data=data)
+    assert masked_pixels(first) == 1920
+    from rscore import engine
+
+    run = engine.run
+
+    def swap_then_run(path, *args, **kwargs):
+        if swap == "source file":
+            (root / "tiles" / "t.tif").rename(root / "t.tif.old")
+            (root / "tiles" / "t.tif").symlink_to(tmp_path / "private" / "t.tif")
+        else:
+            swap_folder_for_link(root / "tiles", tmp_path / "private")
+        return run(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "run", swap_then_run)
+    r = client.post("/v1/segment", data=data)
+    assert masked_pixels(r) == 1920  # the private source: 4096
+    doc = r.json()["result"]
+    assert doc["scene"]["path"] == str(root / name) and ".vrt/d" not in json.dumps(doc) and "/proc/" not in json.dumps(doc)
+    assert staging_empty(tmp_path / "out")
+
+
+def test_a_vrt_source_swapped_after_the_check_is_refused_and_a_missing_one_named(server, tmp_path: Path, monkeypatch):
+    from rscore.service.routes import segment as route
+
+    root = tmp_path / "data"
+    write_dem(root / "tiles" / "t.tif", 0)
+    write_dem(tmp_path / "private" / "t.tif", 1000)
+    mosaic(root, "mosaic.vrt", "tiles/t.tif")
+    (root / "other").mkdir()
+    mosaic(root, "gone.vrt", "other/missing.tif")
+    pin = route.pin_input
+
+    def swap_then_pin(resolved, *args, **kwargs):
+        if resolved.name == "mosaic.vrt" and not (root / "tiles").is_symlink():
+            swap_folder_for_link(root / "tiles", tmp_path / "private")
+        return pin(resolved, *args, **kwargs)
+
+    monkeypatch.setattr(route, "pin_input", swap_then_pin)
+    client = server()
+    data = {"query": QUERY, "plugin": "earth", "options": json.dumps({"bands": "elevation"})}
+    r = client.post("/v1/segment", data={**data, "path": "mosaic.vrt"})
+    assert r.status_code == 403, r.text[:300]
+    message = r.json()["error"]
+    assert "mosaic.vrt" in message and "outside the folders this service may read" in message, message  # 200 before
+    assert "private" not in message and str(tmp_path) not in message
+    r = client.post("/v1/segment", data={**data, "path": "gone.vrt"})
+    assert r.status_code == 422, r.text[:300]
+    message = r.json()["error"]
+    assert "gone.vrt" in message and "other/missing.tif" in message and ".staging" not in message, message
+    assert staging_empty(tmp_path / "out")

@@ -34,10 +34,13 @@ service *pins* the input once checked (Linux):
   (:meth:`PinnedInput.check_unchanged`): a GeoTIFF rewritten in place into a VRT leading out is a 403 and its result
   is not kept. A rename of the input during the read changes its change time too: also a 403 ("try again").
 
-Not closed here: the sources a pinned VRT names and HDF5 link targets are checked, then opened by GDAL / HDF5 by
-name (a folder on their way swapped for a link after the check is followed); the Prefect runner's aggregating flows
-(``landslide-risk-mapping``, the safety plugin's) read their inputs by name (their inputs may be folders and
-globs). Where ``O_PATH`` or ``/proc/self/fd`` is missing (not Linux) nothing can be pinned: the service refuses to
+- a pinned GDAL VRT's sources are pinned too (:mod:`rscore.service.pinvrt`): GDAL is handed a rewritten copy
+  naming each source by its descriptor (``/proc/<pid>/fd/N``; a source with side-car files by a staging link beside
+  them), nested VRTs rewritten likewise; about 0.3 ms per source (``benchmarks/bench_pin_cost.py``).
+
+Not closed here: HDF5 / netCDF-4 link targets (checked with h5py, then followed by HDF5 by name) and a raster
+header's data file in another folder; the Prefect runner's aggregating flows (``landslide-risk-mapping``, the
+safety plugin's) read their inputs by name (their inputs may be folders and globs). Where ``O_PATH`` or ``/proc/self/fd`` is missing (not Linux) nothing can be pinned: the service refuses to
 start with allowed roots unless ``RSCORE_UNPINNED_PATHS=1`` (:class:`~rscore.service.settings.Settings`), and
 then reads paths by name, as before pinning.
 """
@@ -138,6 +141,12 @@ def _busy(what: str, shown: str) -> BackendUnavailable:
     return BackendUnavailable(f"{what} '{shown}': the server has too many open files right now; try again")
 
 
+def _this() -> Any:
+    import sys
+
+    return sys.modules[__name__]
+
+
 def _identity(st: os.stat_result) -> tuple[int, ...]:
     """What changes when a file is replaced or written: device, inode, size, modification and change times (the
     change time cannot be set back by a writer)."""
@@ -225,6 +234,9 @@ def pin_input(
             links.append(link)
         if parts and stat.S_ISREG(target_mode) and name.upper() != "DICOMDIR":
             _pin_sidecars(parent, resolved, folder, fds, links, roots, private)
+            from rscore.service.pinvrt import pin_vrt_sources  # a VRT: its sources pinned, GDAL given a copy
+
+            pin_vrt_sources(_this(), target, resolved, link, fds, links, roots, private, what, shown)
         # the root and the input's folder are no longer needed once the file (and its side-cars) are pinned: a pin
         # held for a whole run keeps one descriptor per file (the open-file limit, many requests at once)
         for walked in {fd, parent} - {target}:
