@@ -228,6 +228,19 @@ def roots_cases(add: Callable[..., None]) -> None:
         return ["--path", "survey/base.tif", "--swap", f"{d / 'data' / 'survey'}={d / 'private'}", "--expect-px", "160"]
 
     request("path: its folder swapped for a link out, after the pin", folder_swapped, expect=(0,))
+    def vrt_source_swapped(d: Path) -> list[str]:
+        private_tif(d)
+        (d / "data" / "tiles").mkdir()
+        (d / "data" / "tiles" / "base.tif").write_bytes((d / "data" / "base.tif").read_bytes())
+        (d / "data" / "m.vrt").write_text(
+            '<VRTDataset rasterXSize="16" rasterYSize="16"><VRTRasterBand dataType="Float32" band="1"><SimpleSource>'
+            '<SourceFilename relativeToVRT="1">tiles/base.tif</SourceFilename><SourceBand>1</SourceBand>'
+            "</SimpleSource></VRTRasterBand></VRTDataset>"
+        )
+        return ["--path", "m.vrt", "--options", json.dumps({"bands": "elevation"}), "--expect-px", "160",
+                "--swap", f"{d / 'data' / 'tiles'}={d / 'private'}"]  # fmt: skip
+
+    request("path: a VRT source's folder swapped for a link, after the pin", vrt_source_swapped, expect=(0,))
     request("path: GeoTIFF rewritten in place into a VRT leading out",
             lambda d: ["--path", "base.tif", "--rewrite", f"{d / 'data' / 'base.tif'}={vrt_out(d)}"])
     dicom = (*earth, "rscore_surgical", "pydicom")

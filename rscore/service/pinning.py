@@ -40,8 +40,10 @@ service *pins* the input once checked (Linux):
 
 Not closed here: HDF5 / netCDF-4 link targets (checked with h5py, then followed by HDF5 by name) and a raster
 header's data file in another folder; the Prefect runner's aggregating flows (``landslide-risk-mapping``, the
-safety plugin's) read their inputs by name (their inputs may be folders and globs). Where ``O_PATH`` or ``/proc/self/fd`` is missing (not Linux) nothing can be pinned: the service refuses to
-start with allowed roots unless ``RSCORE_UNPINNED_PATHS=1`` (:class:`~rscore.service.settings.Settings`), and
+safety plugin's) read their inputs by name (their inputs may be folders and globs).
+
+Where ``O_PATH`` or ``/proc/self/fd`` is missing (not Linux) nothing can be pinned: the service refuses to start
+with allowed roots unless ``RSCORE_UNPINNED_PATHS=1`` (:class:`~rscore.service.settings.Settings`), and
 then reads paths by name, as before pinning.
 """
 
