@@ -25,9 +25,9 @@ service *pins* the input once checked (Linux):
   out of descriptors is a 503, the server's condition.
 - a folder input (a DICOM series; a ``DICOMDIR``'s folder) is pinned file by file: the engine gets a copy of its
   tree in the staging folder made of links to pinned descriptors (at most :data:`MAX_FOLDER_FILES`, within the
-  open-file limit, whose soft value is raised to the hard one; about 0.2-0.5 ms per file, ``benchmarks/bench_pin_cost.py``), so a slice swapped for a link after the check is not read. A
-  link inside it is followed once, when pinned, and refused (403) when it leads out; FIFOs, sockets and devices are
-  left out.
+  open-file limit, whose soft value is raised to the hard one; about 0.2-0.5 ms per file,
+  ``benchmarks/bench_pin_cost.py``), so a slice swapped for a link after the check is not read. A link inside it
+  is followed once, when pinned, and refused (403) when it leads out; FIFOs, sockets and devices are left out.
 - pinning keeps the inode, not its content: a pinned file's identity (device, inode, size, modification and change
   time; the change time cannot be set back) is taken before its content is checked (``expect``: the route takes it
   before :func:`~rscore.service.security.check_linked`) and must still hold after the read

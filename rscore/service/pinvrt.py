@@ -214,7 +214,7 @@ class _Sources:
                     if nested is None or len(nested) > VRT_MAX_BYTES:
                         raise refuse(f"whose source #{n} cannot be read")
                     text = self.rewrite(nested, resolved, depth + 1, count)
-                    fd_name, link = link, self._dest(self.dirs[resolved.parent][1]) / resolved.name
+                    link = self._dest(self.dirs[resolved.parent][1]) / resolved.name
                     if link.is_symlink():
                         link.unlink()
                     else:
