@@ -578,8 +578,14 @@ def upload_main(argv: list[str]) -> int:
     parser.add_argument("--options", default="", help="the request's options (JSON)")
     parser.add_argument("--plugin", default="surgical")
     parser.add_argument("--query", default="bone")
+    parser.add_argument("--swap", action="append", default=[], help="SRC=TARGET: after the pin, SRC becomes a link")
+    parser.add_argument("--rewrite", action="append", default=[], help="SRC=FILE: after the pin, SRC gets FILE's bytes")
+    parser.add_argument("--expect-px", type=int, help="a 200 must have this mask area (else: read something else)")
     parser.add_argument("files", nargs="*", type=Path)
     args = parser.parse_args(argv)
+    from adversarial_roots import after_the_pin  # noqa: E402 (a sibling module)
+
+    after_the_pin(args.swap, args.rewrite)
     import warnings
 
     warnings.filterwarnings("ignore", module="rasterio")  # NotGeoreferencedWarning: the first stderr line is the answer
@@ -604,7 +610,11 @@ def upload_main(argv: list[str]) -> int:
     left = sorted(str(p.relative_to(args.root)) for p in staging.rglob("*")) if staging.exists() else []
     results = [p.name for p in args.root.iterdir() if p.name != ".staging"]
     if r.status_code == 200:
-        print(f"HTTP 200: {len(r.json()['result'].get('instances', []))} instance(s)", file=sys.stderr)
+        px = r.json()["result"].get("summary", {}).get("mask_area_px")
+        print(f"HTTP 200: {len(r.json()['result'].get('instances', []))} instance(s), {px} px", file=sys.stderr)
+        if args.expect_px is not None and px != args.expect_px:
+            print(f"read something other than what was checked: {px} px, not {args.expect_px}", file=sys.stderr)
+            return 1
     else:
         print(f"HTTP {r.status_code}: {r.json().get('error', r.text[:200])}", file=sys.stderr)
     if left or (r.status_code != 200 and results):

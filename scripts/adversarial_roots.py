@@ -4,8 +4,11 @@ read outside its allowed roots, and frames / expansions past the service's limit
 Each service case builds, in its folder, ``data/`` (the one allowed root), ``private/`` beside it (what must not be
 read: 16 x 16 float32 of 777 as raw bytes and as an HDF5 dataset) and ``svc/`` (the output root), then runs
 ``adversarial.py --upload --allowed data ...``: exit 0 for 200, 2 for a 4xx, 1 for a 5xx or leftovers.
-The swap-a-link-between-check-and-open race needs a fixed point inside the service, so it is a test
-(``tests/test_service_roots_race.py``), not a case here.
+The swap-a-link-between-check-and-open races need a fixed point inside the service: ``--swap SRC=TARGET`` and
+``--rewrite SRC=FILE`` make the change when the engine starts reading (after the check and the pin, in the service's
+process: :func:`after_the_pin`), and ``--expect-px N`` makes a 200 whose mask is not the checked file's an exit 1.
+The swap before the pin, and jobs on both runners, are tests (``tests/test_service_roots_race.py``,
+``test_service_folder_pinning.py``, ``test_service_prefect_pinning.py``).
 """
 
 from __future__ import annotations
@@ -89,6 +92,52 @@ def _header_bomb(path: Path, side: int = 16000) -> Path:
     return path
 
 
+def after_the_pin(swaps: list[str], rewrites: list[str]) -> None:
+    """Wrap the engine's run (in the ``--upload`` process) so that, before it reads, each ``SRC=TARGET`` of ``swaps``
+    is moved aside (``SRC.moved`` in ``TARGET``'s folder, outside the root) and replaced by a link to ``TARGET``, and
+    each ``SRC=FILE`` of ``rewrites`` is rewritten in place (same inode) with ``FILE``'s bytes."""
+    if not swaps and not rewrites:
+        return
+    from rscore import engine
+
+    run = engine.run
+
+    def changed_then_run(*args, **kwargs):
+        for spec in swaps:
+            src, target = (Path(v) for v in spec.split("=", 1))
+            src.rename((target if target.is_dir() else target.parent) / (src.name + ".moved"))  # (kept, beside it)
+            src.symlink_to(target, target_is_directory=target.is_dir())
+        for spec in rewrites:
+            src, data = (Path(v) for v in spec.split("=", 1))
+            with open(src, "r+b") as fh:
+                fh.truncate(0)
+                fh.write(data.read_bytes())
+        return run(*args, **kwargs)
+
+    engine.run = changed_then_run
+
+
+def _slices(folder: Path, n: int = 3, fill: int | None = None) -> None:
+    """``n`` 32 x 32 CT slices (a 12 x 12 bone block each, or all ``fill``) in ``folder``."""
+    import io
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import pydicom
+    from service_helpers import dicom_bytes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        data = dicom_bytes(2.5 * i)
+        if fill is not None:
+            ds = pydicom.dcmread(io.BytesIO(data))
+            ds.PixelData = np.full((32, 32), fill, np.int16).tobytes()
+            buf = io.BytesIO()
+            ds.save_as(buf, enforce_file_format=True)
+            data = buf.getvalue()
+        (folder / f"IM{i}.dcm").write_bytes(data)
+
+
 def roots_cases(add: Callable[..., None]) -> None:
     earth = ("rscore_earth", "rasterio", "fastapi", "httpx")
 
@@ -153,6 +202,64 @@ def roots_cases(add: Callable[..., None]) -> None:
     request("aux: ERS with its data file beside it (control)", ers_ok, expect=(0,))
     request("path: HDF5:\"..\"://data subdataset syntax", lambda d: ["--path", f'HDF5:"{d / "private" / "s.h5"}"://data'])
     request("path: NETCDF:file:var subdataset syntax", lambda d: ["--path", f"NETCDF:{d / 'private' / 's.h5'}:data"])
+
+    # changed after the check and the pin, while the engine reads (see the module docstring)
+    def private_tif(d: Path) -> Path:
+        """``private/base.tif``: ``base.tif``'s grid, all 777 (256 px above 100 m, the checked ramp's far fewer)."""
+        import rasterio
+
+        (d / "private" / "base.tif").write_bytes((d / "data" / "base.tif").read_bytes())
+        with rasterio.open(d / "private" / "base.tif", "r+") as ds:
+            ds.write(np.full((1, 16, 16), 777, np.float32))
+        return d / "private" / "base.tif"
+
+    def vrt_out(d: Path) -> Path:
+        (d / "vrt.xml").write_text(
+            f'<VRTDataset rasterXSize="16" rasterYSize="16"><VRTRasterBand dataType="Float32" band="1"><SimpleSource>'
+            f"<SourceFilename>{private_tif(d)}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>"
+            "</VRTRasterBand></VRTDataset>"
+        )
+        return d / "vrt.xml"
+
+    def folder_swapped(d: Path) -> list[str]:
+        private_tif(d)
+        (d / "data" / "survey").mkdir()
+        (d / "data" / "base.tif").rename(d / "data" / "survey" / "base.tif")
+        return ["--path", "survey/base.tif", "--swap", f"{d / 'data' / 'survey'}={d / 'private'}", "--expect-px", "160"]
+
+    request("path: its folder swapped for a link out, after the pin", folder_swapped, expect=(0,))
+    def vrt_source_swapped(d: Path) -> list[str]:
+        private_tif(d)
+        (d / "data" / "tiles").mkdir()
+        (d / "data" / "tiles" / "base.tif").write_bytes((d / "data" / "base.tif").read_bytes())
+        (d / "data" / "m.vrt").write_text(
+            '<VRTDataset rasterXSize="16" rasterYSize="16"><VRTRasterBand dataType="Float32" band="1"><SimpleSource>'
+            '<SourceFilename relativeToVRT="1">tiles/base.tif</SourceFilename><SourceBand>1</SourceBand>'
+            "</SimpleSource></VRTRasterBand></VRTDataset>"
+        )
+        return ["--path", "m.vrt", "--options", json.dumps({"bands": "elevation"}), "--expect-px", "160",
+                "--swap", f"{d / 'data' / 'tiles'}={d / 'private'}"]  # fmt: skip
+
+    request("path: a VRT source's folder swapped for a link, after the pin", vrt_source_swapped, expect=(0,))
+    request("path: GeoTIFF rewritten in place into a VRT leading out",
+            lambda d: ["--path", "base.tif", "--rewrite", f"{d / 'data' / 'base.tif'}={vrt_out(d)}"])
+    dicom = (*earth, "rscore_surgical", "pydicom")
+
+    def series(d: Path, swap: str | None = None, fifo: bool = False) -> list[str]:
+        _slices(d / "data" / "ct")
+        _slices(d / "private" / "ct", fill=2400)
+        (d / "private" / "ct" / "sub").mkdir()
+        if fifo:
+            import os
+
+            os.mkfifo(d / "data" / "ct" / "notes")
+        args = ["--plugin", "surgical", "--query", "bone", "--path", "ct", "--expect-px", str(3 * 144)]
+        if swap:
+            args += ["--swap", f"{d / 'data' / 'ct' / swap}={d / 'private' / 'ct' / swap}"]
+        return args
+
+    request("series: a slice swapped for a link out, after the pin", lambda d: series(d, "IM1.dcm"), (0,), dicom)
+    request("series: a FIFO among the slices", lambda d: series(d, fifo=True), (0,), dicom)
 
     # limits: the service's extraction limit for a path input; video frames over the pixel limit
     def deflated(d: Path) -> list[str]:

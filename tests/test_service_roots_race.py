@@ -142,6 +142,12 @@ def test_a_link_swapped_in_after_the_pin_is_not_followed(server, tmp_path: Path,
 
     monkeypatch.setattr(engine, "run", swap_then_run)
     r = client.post("/v1/segment", data={"query": QUERY, "plugin": "earth", "path": "survey/dem.tif"})
+    if swap == "file":  # renaming the file changes its change time, which no writer can set back: refused (the
+        # same change time would be left by a rewrite in place whose modification time was set back), nothing kept
+        assert r.status_code == 403 and "changed while it was being read" in r.json()["error"], r.text[:300]
+        kept = {p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")}
+        assert kept == {baseline.json()["id"]}  # only the first request's result
+        return
     assert masked_pixels(r) == expected  # read the checked file; the private one would give 4096
     doc = r.json()["result"]
     text = json.dumps(doc)
@@ -258,4 +264,180 @@ def test_a_job_input_rewritten_into_a_vrt_leading_out_before_it_runs_is_refused(
     (item,) = run_job(client, "survey/dem.tif")["items"]
     assert item["state"] == "failed", item  # it read the private ramp (mask 4096) before
     assert "outside the folders this service may read" in item["error"] and "private" not in item["error"], item
+    assert staging_empty(tmp_path / "out")
+
+
+def private_vrt(tmp_path: Path) -> bytes:
+    """A VRT of the same size whose source is the private 1000 m DEM (outside the roots)."""
+    return (f'<VRTDataset rasterXSize="64" rasterYSize="64"><VRTRasterBand dataType="Float32" band="1"><SimpleSource>'
+            f'<SourceFilename>{tmp_path / "private" / "dem.tif"}</SourceFilename><SourceBand>1</SourceBand>'
+            f'</SimpleSource></VRTRasterBand></VRTDataset>').encode()  # fmt: skip
+
+
+def rewrite_in_place(path: Path, data: bytes) -> None:
+    with open(path, "r+b") as fh:  # the same inode, new content
+        fh.truncate(0)
+        fh.write(data)
+
+
+@pytest.mark.parametrize("when", ["after the check", "while it is read"])
+def test_a_request_input_rewritten_in_place_into_a_vrt_leading_out_is_refused(server, tmp_path: Path, monkeypatch,
+                                                                              when):  # fmt: skip
+    """Pinning keeps the inode, not its content: a GeoTIFF rewritten in place into a VRT whose source lies outside
+    the roots, after the check (before the pin) or after the pin (while the engine reads it), would lead the reader
+    out. The file's identity (inode, size, change times) at the check must still hold after the read: else 403,
+    and no result is kept or returned."""
+    from rscore import engine
+    from rscore.service import pinning
+
+    root = tmp_path / "data"
+    dem = write_dem(root / "survey" / "dem.tif", 0)
+    write_dem(tmp_path / "private" / "dem.tif", 1000)
+    if when == "after the check":
+        pin = pinning.pin_input
+
+        def rewrite_then_pin(resolved, *args, **kwargs):
+            if resolved.name == "dem.tif" and resolved.read_bytes()[:1] != b"<":
+                rewrite_in_place(resolved, private_vrt(tmp_path))
+            return pin(resolved, *args, **kwargs)
+
+        from rscore.service.routes import segment as route
+
+        monkeypatch.setattr(route, "pin_input", rewrite_then_pin)
+    else:
+        run = engine.run
+
+        def rewrite_then_run(path, *args, **kwargs):
+            rewrite_in_place(dem, private_vrt(tmp_path))
+            return run(path, *args, **kwargs)
+
+        monkeypatch.setattr(engine, "run", rewrite_then_run)
+    client = server()
+    r = client.post("/v1/segment", data={"query": QUERY, "plugin": "earth", "path": "survey/dem.tif"})
+    assert r.status_code == 403, r.text[:300]  # 200 with the private ramp's 4096 px before
+    message = r.json()["error"]
+    assert "survey/dem.tif" in message and "changed" in message and "private" not in message, message
+    out = tmp_path / "out"
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []  # no result kept
+    assert staging_empty(out)
+
+
+def test_a_job_input_rewritten_in_place_while_it_is_read_fails_and_keeps_nothing(server, tmp_path: Path, monkeypatch):
+    from rscore import engine
+
+    root = tmp_path / "data"
+    dem = write_dem(root / "survey" / "dem.tif", 0)
+    write_dem(tmp_path / "private" / "dem.tif", 1000)
+    run = engine.run
+
+    def rewrite_then_run(path, *args, **kwargs):  # after the pin and its check, while the engine reads the input
+        rewrite_in_place(dem, private_vrt(tmp_path))
+        return run(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "run", rewrite_then_run)
+    client = server()
+    (item,) = run_job(client, "survey/dem.tif")["items"]
+    assert item["state"] == "failed" and "changed while it was being read" in item["error"], item  # succeeded, 4096 px
+    assert "private" not in item["error"]
+    out = tmp_path / "out"
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []
+    assert staging_empty(out)
+
+
+def test_a_vrt_sources_folder_swapped_for_a_link_after_the_pin_is_not_followed(server, tmp_path: Path, monkeypatch):
+    root = tmp_path / "data"
+    write_dem(root / "tiles" / "t.tif", 0)
+    write_dem(tmp_path / "private" / "t.tif", 1000)
+    (root / "mosaic.vrt").write_text(
+        '<VRTDataset rasterXSize="64" rasterYSize="64"><VRTRasterBand dataType="Float32" band="1"><SimpleSource>'
+        '<SourceFilename relativeToVRT="1">tiles/t.tif</SourceFilename><SourceBand>1</SourceBand></SimpleSource>'
+        "</VRTRasterBand></VRTDataset>"
+    )
+    client = server()
+    data = {"query": QUERY, "plugin": "earth", "path": "mosaic.vrt", "options": json.dumps({"bands": "elevation"})}
+    assert masked_pixels(client.post("/v1/segment", data=data)) == 1920
+    from rscore import engine
+
+    run = engine.run
+
+    def swap_then_run(path, *args, **kwargs):
+        swap_folder_for_link(root / "tiles", tmp_path / "private")
+        return run(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "run", swap_then_run)
+    assert masked_pixels(client.post("/v1/segment", data=data)) == 1920  # the private source: 4096
+
+
+def mosaic(root: Path, name: str, source: str) -> str:
+    (root / name).write_text(
+        '<VRTDataset rasterXSize="64" rasterYSize="64"><VRTRasterBand dataType="Float32" band="1"><SimpleSource>'
+        f'<SourceFilename relativeToVRT="1">{source}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>'
+        "</VRTRasterBand></VRTDataset>"
+    )
+    return name
+
+
+@pytest.mark.parametrize("swap", ["source file", "nested VRT's source folder"])
+def test_more_vrt_sources_swapped_after_the_pin_are_not_followed(server, tmp_path: Path, monkeypatch, swap):
+    root = tmp_path / "data"
+    write_dem(root / "tiles" / "t.tif", 0)
+    write_dem(tmp_path / "private" / "t.tif", 1000)
+    name = mosaic(root, "mosaic.vrt", "tiles/t.tif")
+    if swap != "source file":
+        (root / "sub").mkdir()
+        name = mosaic(root / "sub", "outer.vrt", "../mosaic.vrt")
+        name = "sub/outer.vrt"
+    client = server()
+    data = {"query": QUERY, "plugin": "earth", "path": name, "options": json.dumps({"bands": "elevation"})}
+    first = client.post("/v1/segment", data=data)
+    assert masked_pixels(first) == 1920
+    from rscore import engine
+
+    run = engine.run
+
+    def swap_then_run(path, *args, **kwargs):
+        if swap == "source file":
+            (root / "tiles" / "t.tif").rename(root / "t.tif.old")
+            (root / "tiles" / "t.tif").symlink_to(tmp_path / "private" / "t.tif")
+        else:
+            swap_folder_for_link(root / "tiles", tmp_path / "private")
+        return run(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "run", swap_then_run)
+    r = client.post("/v1/segment", data=data)
+    assert masked_pixels(r) == 1920  # the private source: 4096
+    doc = r.json()["result"]
+    text = json.dumps(doc)
+    assert doc["scene"]["path"] == str(root / name) and ".vrt/d" not in text and "/proc/" not in text
+    assert staging_empty(tmp_path / "out")
+
+
+def test_a_vrt_source_swapped_after_the_check_is_refused_and_a_missing_one_named(server, tmp_path: Path, monkeypatch):
+    from rscore.service.routes import segment as route
+
+    root = tmp_path / "data"
+    write_dem(root / "tiles" / "t.tif", 0)
+    write_dem(tmp_path / "private" / "t.tif", 1000)
+    mosaic(root, "mosaic.vrt", "tiles/t.tif")
+    (root / "other").mkdir()
+    mosaic(root, "gone.vrt", "other/missing.tif")
+    pin = route.pin_input
+
+    def swap_then_pin(resolved, *args, **kwargs):
+        if resolved.name == "mosaic.vrt" and not (root / "tiles").is_symlink():
+            swap_folder_for_link(root / "tiles", tmp_path / "private")
+        return pin(resolved, *args, **kwargs)
+
+    monkeypatch.setattr(route, "pin_input", swap_then_pin)
+    client = server()
+    data = {"query": QUERY, "plugin": "earth", "options": json.dumps({"bands": "elevation"})}
+    r = client.post("/v1/segment", data={**data, "path": "mosaic.vrt"})
+    assert r.status_code == 403, r.text[:300]
+    message = r.json()["error"]
+    assert "mosaic.vrt" in message and "outside the folders this service may read" in message, message  # 200 before
+    assert "private" not in message and str(tmp_path) not in message
+    r = client.post("/v1/segment", data={**data, "path": "gone.vrt"})
+    assert r.status_code == 422, r.text[:300]
+    message = r.json()["error"]
+    assert "gone.vrt" in message and "other/missing.tif" in message and ".staging" not in message, message
     assert staging_empty(tmp_path / "out")

@@ -138,8 +138,11 @@ def per_input_flow(
         why = _stopping(run_id)
         if why:
             raise StopRequested(why)
-        result = load_object(run_item)(path, out_dir, query=query, plugin=plugin, options=options, params=params,
-                                       registry=default_registry(), progress=progress)  # fmt: skip
+        from rscore.service.pinning import pinned_job_input  # in a service's job: the checked input, pinned now
+
+        with pinned_job_input(path, options, out_dir) as (item_path, item_options):
+            result = load_object(run_item)(item_path, out_dir, query=query, plugin=plugin, options=item_options,
+                                           params=params, registry=default_registry(), progress=progress)  # fmt: skip
         return item_summary(index, path, out_dir, result, time.perf_counter() - t0)
 
     def run_inputs(

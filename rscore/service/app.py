@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -56,6 +57,8 @@ from rscore.service.routes.segment import segment_router
 from rscore.service.schemas import errors
 from rscore.service.settings import Settings
 from rscore.service.viewer import viewer_router
+
+log = logging.getLogger("rscore.service")
 
 __all__ = ["create_app"]
 
@@ -83,6 +86,12 @@ def create_app(
         output_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OptionError(f"RSCORE_OUTPUT_ROOT: cannot create {output_root}: {exc.strerror or exc}") from None
+    if settings.allowed_roots and settings.unpinned_paths:
+        from rscore.service.pinning import pinning_available
+
+        if not pinning_available():
+            log.warning("RSCORE_UNPINNED_PATHS=1: server-side paths are checked but read by name later (this platform "
+                        "cannot pin them); only trusted users should be able to write under RSCORE_ALLOWED_ROOTS")
     pool = InferencePool(settings.workers, settings.queue_size)
     runner: JobRunner = job_runner or make_job_runner(settings, output_root, reg)
     # The key header is documented only when keys are configured; RequestGuard enforces it before any body is read.

@@ -228,6 +228,12 @@ class InProcessJobRunner:
                         options=item_options, params=params, registry=self.registry,
                         progress=progress,
                     )  # fmt: skip
+                    try:
+                        for pin in pins:
+                            pin.check_unchanged()  # rewritten while it was read: not what was checked
+                    except RscoreError:
+                        shutil.rmtree(out_dir, ignore_errors=True)  # (written by this run)
+                        raise
                     _real_names_in(out_dir / "result.json", pins)
             except Cancelled as exc:
                 shutil.rmtree(out_dir, ignore_errors=True)
@@ -313,29 +319,13 @@ def make_job_runner(settings: Any, output_root: Path, registry: Registry) -> Job
     runner.resolve_path = (  # type: ignore[attr-defined]
         lambda value, what: resolve_allowed(value, roots, what=what, private=private)
     )
-    if roots and isinstance(runner, InProcessJobRunner):
-        from rscore.service.pinning import pin_input, pin_options
-        from rscore.service.security import check_linked, path_option_names, shown_path
+    if roots:  # read what was checked: each input pinned when its turn comes (rscore.service.pinning)
+        from rscore.service.pinning import item_pinner
+        from rscore.service.security import path_option_names
 
-        names = path_option_names(registry)
         staging = Path(output_root).resolve() / ".staging"
-
-        def pin_item(path: str, options: dict[str, Any], result_id: str) -> tuple[str, dict[str, Any], list[Any]]:
-            opts, pins = pin_options(options, names, roots, staging / result_id / ".options", private=private)
-            try:
-                pins.append(pin_input(Path(path), roots, staging / result_id / ".input", what="input", private=private))
-                # checked at submission, read now: what a file leads to (a VRT's sources, HDF5 links...) is its content,
-                # which a writer under the roots may have changed in place while the job waited - check it again
-                for pin in pins:
-                    what = "input" if pin is pins[-1] else "option"
-                    check_linked(pin.real, roots, what=what, shown=shown_path(pin.real, roots), private=private)
-            except BaseException:
-                for pin in pins:
-                    pin.close()
-                raise
-            return str(pins[-1].path), opts, pins
-
-        runner.pin_item = pin_item
+        pin_item = item_pinner(roots, path_option_names(registry), staging, private)
+        runner.pin_item = pin_item  # type: ignore[attr-defined]
     return runner
 
 

@@ -172,6 +172,7 @@ class PrefectJobRunner:
         self._submitted = 0
         self._watcher: threading.Thread | None = None
         self.resolve_path: Callable[[str, str], Path] | None = None  # confines path flow options (make_job_runner)
+        self.pin_item: Callable[..., Any] | None = None  # pins a per-input task's input (make_job_runner, pinning.py)
 
     @property
     def flows(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -375,7 +376,11 @@ class PrefectJobRunner:
 
                 flow_obj = flow_obj.with_options(task_runner=ThreadPoolTaskRunner(max_workers=self.task_workers))
 
-            with self._settings(), service_limits(self):  # task threads copy the context (the extraction limit)
+            from rscore.service.pinning import job_pins
+
+            # task threads copy the context: the extraction limit, and each task pins its input when it reads it
+            # (rscore_flows.per_input: rscore.service.pinning.pinned_job_input)
+            with self._settings(), service_limits(self), job_pins(self.pin_item):
                 state = run_flow(flow_obj, flow_run=current, parameters=params, return_type="state")
             log.info("job %s (%s): %s", run_id, flow, getattr(state, "type", state))
         except BaseException as exc:  # the engine itself broke: make the run say so instead of Running forever

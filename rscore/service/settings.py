@@ -13,6 +13,10 @@ variable                   meaning                                              
                            service runs them); larger -> 413
 ``RSCORE_ALLOWED_ROOTS``   server-side folders (``os.pathsep``-separated) that ``path``        none (``path``
                            inputs may name; anything that resolves outside them -> 403        inputs refused)
+``RSCORE_UNPINNED_PATHS``  ``1``: accept ``RSCORE_ALLOWED_ROOTS`` where inputs cannot be pinned  ``0`` (such a
+                           (not Linux: no ``O_PATH`` / ``/proc``; :mod:`rscore.service.pinning`), service refuses
+                           where a process that may write under a root can swap a name for a   to start)
+                           link between the check and the read; a warning is logged
 ``RSCORE_REQUEST_TIMEOUT_S`` seconds a request may wait in the queue plus run; then 504        300
 ``RSCORE_QUEUE_SIZE``      requests that may wait for a free worker; more -> 503 + Retry-After 8
 ``RSCORE_WORKERS``         inference worker threads (the engine is CPU-bound)                  min(2, CPUs)
@@ -73,6 +77,7 @@ class Settings:
     result_ttl_s: float = 7 * 24 * 3600.0
     read_timeout_s: float = 30.0
     max_extract_mb: float = field(default_factory=env_max_extract_mb)  # RSCORE_MAX_EXTRACT_MB, else 1024
+    unpinned_paths: bool = False  # RSCORE_UNPINNED_PATHS: allowed roots where pinning is not available
 
     def __post_init__(self) -> None:
         for i, key in enumerate(self.api_keys, 1):
@@ -109,6 +114,15 @@ class Settings:
                 raise OptionError(f"RSCORE_ALLOWED_ROOTS: {root} is not an existing folder")
             roots.append(resolved)
         object.__setattr__(self, "allowed_roots", tuple(roots))
+        if roots and not self.unpinned_paths:
+            from rscore.service.pinning import pinning_available
+
+            if not pinning_available():  # fail closed: checked paths would be read by name, later
+                raise OptionError(
+                    "RSCORE_ALLOWED_ROOTS: this platform cannot pin a checked input (Linux's O_PATH and /proc), so a "
+                    "process that may write under a root could make the service read outside it; run the service on "
+                    "Linux, or set RSCORE_UNPINNED_PATHS=1 if only trusted users can write under the roots"
+                )
         object.__setattr__(self, "output_root", Path(self.output_root).expanduser().resolve())
         object.__setattr__(self, "api_keys", tuple(self.api_keys))
 
@@ -137,6 +151,11 @@ class Settings:
             )
         if env.get("RSCORE_OUTPUT_ROOT", "").strip():
             kwargs["output_root"] = Path(env["RSCORE_OUTPUT_ROOT"].strip())
+        unpinned = env.get("RSCORE_UNPINNED_PATHS", "").strip().lower()
+        if unpinned:
+            if unpinned not in ("0", "1", "true", "false", "yes", "no"):
+                raise OptionError(f"RSCORE_UNPINNED_PATHS must be 1 or 0, got '{unpinned}'")
+            kwargs["unpinned_paths"] = unpinned in ("1", "true", "yes")
         if env.get("RSCORE_JOB_RUNNER", "").strip():
             kwargs["job_runner"] = env["RSCORE_JOB_RUNNER"].strip()
         for var, name, kind in (

@@ -28,7 +28,15 @@ from rscore.service.guard import json_error
 from rscore.service.pinning import PinnedInput, pin_input, pin_options
 from rscore.service.pool import Cancelled
 from rscore.service.schemas import NO_NUL, SegmentResponse, errors
-from rscore.service.security import UploadTooLarge, check_linked, parse_options, resolve_allowed, safe_upload_name
+from rscore.service.security import (
+    PathNotAllowed,
+    UploadTooLarge,
+    check_linked,
+    parse_options,
+    resolve_allowed,
+    safe_upload_name,
+    shown_path,
+)
 from rscore.service.settings import MIB
 from rscore.service.uploads import check_deflated_dicom, copy_upload, extract_dicom_zip, is_zip, stage_series_files
 
@@ -39,6 +47,19 @@ __all__ = ["segment_router"]
 
 def _given(upload: UploadFile | None) -> bool:
     return upload is not None and (bool(upload.filename) or bool(upload.size))
+
+
+def _check_path(raw: str, roots: tuple[Path, ...], output_root: Path) -> tuple[Path, os.stat_result | None]:
+    """A client's ``path`` resolved under the roots and checked, with the file's identity taken *before* its
+    content is checked (what a VRT or HDF5 file leads to): the pin refuses a file rewritten in place since."""
+    private = (output_root,)
+    source = resolve_allowed(raw, roots, private=private, linked=False)
+    try:
+        checked: os.stat_result | None = os.stat(source)
+    except OSError:
+        checked = None  # missing: the reader says so
+    check_linked(source, roots, what="path", shown=shown_path(source, roots), private=private)
+    return source, checked
 
 
 def segment_router(svc: Service) -> APIRouter:
@@ -98,9 +119,7 @@ def segment_router(svc: Service) -> APIRouter:
         elif series:
             client_name = "series"
         else:
-            source = await run_in_threadpool(
-                lambda: resolve_allowed(str(path), settings.allowed_roots, private=(svc.output_root,))
-            )
+            source, checked = await run_in_threadpool(_check_path, str(path), settings.allowed_roots, svc.output_root)
         result_id = uuid.uuid4().hex
         out_dir = svc.output_root / result_id
         staging = svc.staging_root / result_id
@@ -150,8 +169,9 @@ def segment_router(svc: Service) -> APIRouter:
                 run_opts, option_pins = pin_options(opts, svc.path_options, settings.allowed_roots, staging / ".options",
                                                     private=(svc.output_root,))  # fmt: skip
                 pins.extend(option_pins)
-                if source is not None:
-                    pins.append(pin_input(source, settings.allowed_roots, staging / ".input", private=(svc.output_root,)))
+                if source is not None:  # (still the file that was checked: rewritten since, 403)
+                    pins.append(pin_input(source, settings.allowed_roots, staging / ".input",
+                                          private=(svc.output_root,), expect=checked))  # fmt: skip
                 renamed.extend((pin.link_prefix, str(pin.real.parent) + os.sep) for pin in pins if pin.path != pin.real)
                 input_path = pins[-1].path if source is not None else stage()
                 if cancel.is_set():
@@ -163,6 +183,8 @@ def segment_router(svc: Service) -> APIRouter:
                     )  # fmt: skip
                 if cancel.is_set():
                     raise Cancelled("request timed out")
+                for pin in pins:  # rewritten in place while it was read: what was read is not what was checked
+                    pin.check_unchanged()
                 doc_path = out_dir / "result.json"
                 if doc_path.is_file():
                     doc = json.loads(doc_path.read_text(encoding="utf-8"))
@@ -177,7 +199,7 @@ def segment_router(svc: Service) -> APIRouter:
                     if doc_path.is_file():
                         doc_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
                 return doc
-            except Cancelled:
+            except (Cancelled, PathNotAllowed):  # (no result of a file that changed under the reader is kept)
                 shutil.rmtree(out_dir, ignore_errors=True)
                 raise
             finally:
