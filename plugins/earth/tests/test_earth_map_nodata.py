@@ -233,6 +233,10 @@ def test_the_viewer_basemap_is_transparent_over_nodata(write_tif, tmp_path):
     assert np.array_equal(base[..., 3] == 0, hole)
     grey = np.asarray(Image.open(tmp_path / "o" / "basemap.png"))
     assert np.array_equal(base[..., 0][~hole], grey[~hole])  # the data pixels are the basemap's, unchanged
+    with Image.open(io.BytesIO(base64.b64decode(view["overlay"].split(",", 1)[1]))) as im:
+        overlay = np.asarray(im)
+    assert overlay.shape == base.shape and (overlay[..., 3][hole] == 0).all()  # no class tint over nodata
+    assert (overlay[..., 3][~hole] == 255).any()
 
 
 @pytest.mark.parametrize("channels,key", [(1, 0), (3, (0, 0, 0)), (2, None), (4, None)])
