@@ -4,8 +4,8 @@
   vendored Leaflet, no tile server): the raster's bounds in WGS 84, the class (or mask) raster as a transparent
   PNG (0, nodata and classes outside the mask see-through, the COG's palette), an offline basemap (``basemap.png``,
   which the earth map writer writes beside ``map.png``: the input's hillshade, or its RGB, alone - the answer is not
-  in it, so at classes opacity 0 only the input shows - placed by its world file; ``None`` for a result without
-  one), the legend (values, names, colours from the
+  in it, so at classes opacity 0 only the input shows - placed by its world file, transparent where the input has
+  no data (the PNG's alpha or transparent key); ``None`` for a result without one), the legend (values, names, colours from the
   raster's category names / tags) and each instance's box in WGS 84 (``instances``, by id). The PNGs are about :data:`MAX_SIDE` px (read from the COG overviews) and are
   warped to Web Mercator (EPSG:3857, nearest for classes, bilinear for the basemap) before the browser stretches
   them between their corners, which is exact only for a Web Mercator grid. Stretched over its WGS 84 bounds as it
@@ -123,9 +123,11 @@ def map_layers(folder: Path) -> dict[str, Any]:
                 g = max(1, math.ceil(max(win.width, win.height) / MAX_SIDE))
                 bands = [1, 2, 3] if m.count >= 3 else [1, 1, 1]  # a hillshade is one grey band
                 rgb = m.read(bands, window=win, out_shape=(3, math.ceil(win.height / g), math.ceil(win.width / g)))
+                valid = m.dataset_mask(window=win, out_shape=rgb.shape[1:])  # the input's nodata: alpha / tRNS key
+                key = m.nodata if m.count < 3 else None  # a hillshade's key (0): no data pixel has it
                 src_t = m.window_transform(win) @ Affine.scale(win.width / rgb.shape[2], win.height / rgb.shape[1])
-        warped = np.stack([_warp(band, src_t, src_crs, grid, Resampling.bilinear) for band in rgb])
-        alpha = _warp(np.full(rgb.shape[1:], 255, np.uint8), src_t, src_crs, grid, Resampling.nearest)
+        warped = np.stack([_warp(band, src_t, src_crs, grid, Resampling.bilinear, key) for band in rgb])
+        alpha = _warp(valid, src_t, src_crs, grid, Resampling.nearest)  # 255 on data, 0 on nodata and outside
         out["base"] = _png(np.ascontiguousarray(np.moveaxis(np.concatenate([warped, alpha[None]]), 0, -1)))
     return out
 
@@ -167,14 +169,16 @@ def _mercator_grid(src_crs: Any, shape: tuple[int, int], bounds: Any) -> tuple[A
     return dst_t, (int(height), int(width))
 
 
-def _warp(band: np.ndarray, src_t: Any, src_crs: Any, grid: tuple[Any, tuple[int, int]], resampling: Any) -> np.ndarray:
-    """``band`` (uint8) on the Web Mercator ``grid``; 0 outside the raster (the basemap's alpha says where)."""
+def _warp(band: np.ndarray, src_t: Any, src_crs: Any, grid: tuple[Any, tuple[int, int]], resampling: Any,
+          src_nodata: float | None = None) -> np.ndarray:  # fmt: skip
+    """``band`` (uint8) on the Web Mercator ``grid``; 0 outside the raster (the basemap's alpha says where).
+    ``src_nodata``: a value that is not data, left out of the resampling (no dark seam along a basemap's nodata)."""
     from rasterio.warp import reproject
 
     dst_t, shape = grid
     out = np.zeros(shape, band.dtype)
     reproject(band, out, src_transform=src_t, src_crs=src_crs, dst_transform=dst_t, dst_crs="EPSG:3857",
-              resampling=resampling, dst_nodata=0)  # fmt: skip
+              resampling=resampling, src_nodata=src_nodata, dst_nodata=0)  # fmt: skip
     return out
 
 

@@ -8,6 +8,13 @@ and the CRS. ``map.pgw`` (world file) and ``map.png.aux.xml`` (CRS) georeference
 raster's extent). ``basemap.png`` + ``basemap.pgw``: the base alone (hillshade or image, no answer, no frame), the
 web viewer's offline basemap.
 
+Nodata (the input's nodata value, NaN, alpha or mask; a preview pixel is nodata when its whole block of input
+pixels is) is not data, so it is not drawn as data: ``basemap.png`` is transparent there (a hillshade's grey level 0,
+which no data pixel has - they are 40-255 -, is its ``tRNS`` key: QGIS/GDAL read it as the image's nodata value,
+browsers and Pillow as transparency, at no encoding cost; an image base gets an alpha channel when it has nodata),
+and the map area of ``map.png`` shows the page's white with a light grey hatch there, named "no data" in the legend
+- never a class colour, whatever the answer's mask holds there.
+
 The base's block means are computed tile by tile while the analytic program holds each tile's pixels
 (:func:`tile_preview`, the earth templates' ``tile_summary``, in the tile worker processes with ``-O workers``)
 and reach the writer as :class:`PreviewPiece` in ``Result.tile_summaries``: the writer stitches them instead of
@@ -112,14 +119,14 @@ class MapPngWriter(Writer):
 
         h, w = scene.shape
         f = max(1, math.ceil(max(h, w) / PREVIEW_MAX))
-        base, overlay = preview_layers(scene, result, PREVIEW_MAX, grey_2d=True)
+        base, overlay, nodata = preview_layers(scene, result, PREVIEW_MAX, grey_2d=True, with_nodata=True)
         up = max(1, MIN_MAP // max(base.shape[:2]))  # enlarge small rasters: whole pixels, nearest for the mask
         names = _class_names(result)
         t = template_by_name(result.plan.template)
         label = t.label if t is not None else "mask"
         single = LABEL_COLOURS.get(t.name if t else "", DEFAULT_COLOUR)
         palette = CLASS_COLOURS.get(names) or [single] * max(1, len(names))
-        basemap = _write_basemap(scene, base, f, out_dir)  # the base alone, for the viewer's offline basemap
+        basemap = _write_basemap(scene, base, f, out_dir, nodata)  # the base alone, for the viewer's offline basemap
         mh, mw = base.shape[0] * up, base.shape[1] * up
         cw, ch = mw + 2 * MARGIN + PANEL_W, max(mh + TITLE_H + 2 * MARGIN + SCALE_H, 420)
         # the frame is drawn by Pillow; the map area (nothing is drawn on it) is tinted straight into the image
@@ -137,7 +144,7 @@ class MapPngWriter(Writer):
         a = _affine(scene)
         sx, sy = a.a * f / up, a.e * f / up
         shown = _classes_shown(overlay)
-        self._legend(draw, result, names, palette, label, single, shown, ox + mw + MARGIN, oy + 80)
+        self._legend(draw, result, names, palette, label, single, shown, ox + mw + MARGIN, oy + 80, nodata is not None)
         draw.multiline_text((ox + mw + MARGIN, ch - MARGIN - 60), _crs_label(scene), fill=(60, 60, 60),
                             font=_font(14), spacing=4)  # fmt: skip
         self._scale_bar(draw, scene, sx, ox, oy, mw, mh)
@@ -151,6 +158,8 @@ class MapPngWriter(Writer):
             area[...] = np.repeat(np.repeat(tint(base, overlay, palette), up, axis=0), up, axis=1)
         else:
             tint(base, overlay, palette, out=area)
+        if nodata is not None:
+            _hatch(area, nodata, up)
         path = out_dir / "map.png"
         save_png(path, pixels, row_filter="sub" if up > 1 else "up")
         out = {"map_png": path}
@@ -172,9 +181,9 @@ class MapPngWriter(Writer):
 
     @staticmethod
     def _legend(draw: Any, result: Result, names: tuple[str, ...], palette: list, label: str, single: tuple,
-                shown: set[int], x: int, y: int) -> None:  # fmt: skip
-        """Marked classes with their colour, area and share; classes of the answer that are not in the mask
-        (e.g. ``low``) listed below in grey."""
+                shown: set[int], x: int, y: int, nodata: bool = False) -> None:  # fmt: skip
+        """Marked classes with their colour, area and share; the hatch of the input's nodata (when the map shows
+        some); classes of the answer that are not in the mask (e.g. ``low``) listed below in grey."""
         draw.text((x, y), "Legend", fill=(20, 20, 20), font=_font(20))
         y += 32
         entries = list(enumerate(zip(names, palette), start=1)) if names else [(1, (label, single))]
@@ -196,6 +205,12 @@ class MapPngWriter(Writer):
                 y += 28
         if not shown:
             draw.text((x, y), "nothing selected", fill=(20, 20, 20), font=_font(15))
+            y += 28
+        if nodata:  # the swatch is the map's hatch: white, light grey diagonals
+            draw.rectangle([x, y, x + 26, y + 18], fill=NODATA_BG, outline=(60, 60, 60))
+            draw.point([(x + u, y + v) for v in range(19) for u in range(27) if (u + v) % HATCH < 2], NODATA_LINE)
+            draw.rectangle([x, y, x + 26, y + 18], outline=(60, 60, 60))
+            draw.text((x + 36, y), "no data (input)", fill=(20, 20, 20), font=_font(15))
             y += 28
         y += 8
         for k, (name, _) in entries:
@@ -228,6 +243,22 @@ class MapPngWriter(Writer):
         draw.polygon([(x, y + 18), (x - 10, y + 50), (x, y + 42)], fill=(20, 20, 20))
         draw.polygon([(x, y + 18), (x + 10, y + 50), (x, y + 42)], fill=(255, 255, 255), outline=(20, 20, 20))
         draw.text((x - 6, y - 3), "N", fill=(20, 20, 20), font=_font(18))
+
+
+NODATA_BG, NODATA_LINE, HATCH = (255, 255, 255), (190, 190, 190), 8  # the map's nodata: white, grey diagonals
+
+
+def _hatch(area: np.ndarray, nodata: np.ndarray, up: int) -> None:
+    """Paint the preview's ``nodata`` pixels (enlarged ``up`` x ``up``) of the map ``area`` as the page (white) with
+    light grey diagonals every :data:`HATCH` px: whatever the tint put there (a class, black) is gone. Only the
+    nodata pixels are visited (their count, not the map's size, is the cost; flatnonzero + divmod: ~3x less CPU
+    than np.nonzero)."""
+    if up > 1:
+        nodata = np.repeat(np.repeat(nodata, up, axis=0), up, axis=1)
+    ys, xs = np.divmod(np.flatnonzero(nodata), nodata.shape[1])
+    area[ys, xs] = NODATA_BG
+    line = (ys + xs) % HATCH < 2
+    area[ys[line], xs[line]] = NODATA_LINE
 
 
 def tint(base: np.ndarray, overlay: np.ndarray, palette: list, out: np.ndarray | None = None) -> np.ndarray:
@@ -283,13 +314,21 @@ def _classes_shown(overlay: np.ndarray) -> set[int]:
     return {k for k in range(1, top + 1) if (overlay == k).any()}
 
 
-def _write_basemap(scene: Scene, base: np.ndarray, f: int, out_dir: Path) -> dict[str, Path]:
+def _write_basemap(scene: Scene, base: np.ndarray, f: int, out_dir: Path,
+                   nodata: np.ndarray | None = None) -> dict[str, Path]:  # fmt: skip
     """``basemap.png`` + ``basemap.pgw``: the map's base alone (the hillshade of a DEM, else the RGB/grey image) at
     the preview's size, no answer painted in and no frame, placed by its world file on the input's grid (every
-    preview pixel is ``f`` x ``f`` input pixels). The web viewer's offline basemap (:mod:`rscore.service.viewer`)."""
+    preview pixel is ``f`` x ``f`` input pixels). The web viewer's offline basemap (:mod:`rscore.service.viewer`).
+    Transparent where ``nodata``: a hillshade (``(h, w)`` grey) by its ``tRNS`` key 0 (always written: no data
+    pixel is below 40), an image by an alpha channel (only when it has nodata)."""
     a = _affine(scene)
     path, pgw = out_dir / "basemap.png", out_dir / "basemap.pgw"
-    save_png(path, base)
+    if base.ndim == 2:
+        save_png(path, base, transparent=0)
+    elif nodata is not None:
+        save_png(path, np.concatenate([base, np.where(nodata, np.uint8(0), np.uint8(255))[..., None]], axis=2))
+    else:
+        save_png(path, base)
     sx, sy, ry, rx = a.a * f, a.e * f, a.d * f, a.b * f
     c0 = (a.c + 0.5 * sx + 0.5 * rx, a.f + 0.5 * ry + 0.5 * sy)  # centre of the top-left pixel
     pgw.write_text("\n".join(repr(float(v)) for v in (sx, ry, rx, sy, *c0)) + "\n")
@@ -301,12 +340,14 @@ def _ellipsis(text: str, n: int) -> str:
 
 
 def preview_layers(
-    scene: Scene, result: Result, max_size: int = PREVIEW_MAX, *, grey_2d: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
+    scene: Scene, result: Result, max_size: int = PREVIEW_MAX, *, grey_2d: bool = False, with_nodata: bool = False
+) -> tuple[np.ndarray, ...]:
     """A ``(H', W', 3)`` uint8 base image and a ``(H', W')`` class overlay (0 = none), decimated by block means
     (base) and block maxima (overlay) so that small masked areas stay visible. The base is a hillshade when the
-    scene has elevation, else the RGB bands (2-98 % stretch), else the first band in grey. ``grey_2d``: a hillshade
-    base comes as ``(H', W')`` (what :func:`tint` takes fastest)."""
+    scene has elevation, else the RGB bands (2-98 % stretch), else the first band in grey; 0 (black) where the
+    input has no data. ``grey_2d``: a hillshade base comes as ``(H', W')`` (what :func:`tint` takes fastest).
+    ``with_nodata``: a third item, the ``(H', W')`` bool nodata mask of the preview (a block without any valid
+    pixel in a band of the base), or ``None`` when there is none."""
     h, w = scene.shape
     f = preview_factor(h, w, max_size)
     oh, ow = math.ceil(h / f), math.ceil(w / f)
@@ -331,15 +372,20 @@ def preview_layers(
     if roles == ("elevation",):
         px, py = scene.pixel_size or (1.0, 1.0)
         shade = _hillshade_strips(base[0], px * f, py * f)
-        grey = _grey(base[0], shade)
-        return (grey if grey_2d else np.repeat(grey[..., None], 3, axis=2)), overlay
+        grey = _grey(base[0], shade)  # 0 only where nodata (data is 40-255)
+        nodata = grey == 0 if with_nodata else None
+        out = (grey if grey_2d else np.repeat(grey[..., None], 3, axis=2)), overlay
+        return (*out, nodata if nodata is not None and nodata.any() else None) if with_nodata else out
     rgb = np.empty((oh, ow, 3), np.float32)
     for i in range(3):
         band = base[min(i, len(roles) - 1)]
         finite = band[np.isfinite(band)]
         lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
         rgb[..., i] = np.where(np.isfinite(band), np.clip((band - lo) / max(hi - lo, 1e-9), 0, 1) * 255, 0)
-    return rgb.astype(np.uint8), overlay
+    if not with_nodata:
+        return rgb.astype(np.uint8), overlay
+    nodata = np.isnan(base).any(axis=0)
+    return rgb.astype(np.uint8), overlay, (nodata if nodata.any() else None)
 
 
 def _grey(z: np.ndarray, shade: np.ndarray) -> np.ndarray:
