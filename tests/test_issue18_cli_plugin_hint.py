@@ -35,7 +35,8 @@ def test_a_plugin_answer_without_plugin_writes_that_plugins_files(tmp_path):
 
 def test_the_warning_names_the_plugin_only_where_an_answer_still_lacks_it():
     pytest.importorskip("rscore_surgical")
-    lacking = Result(query="bone", plugin=None, plan=Plan(template="surgical:bone", reasoner="openai"))  # a model picked it
+    # plugin None with a plugin's template: a model reasoner's pick on a picture
+    lacking = Result(query="bone", plugin=None, plan=Plan(template="surgical:bone", reasoner="openai"))
     assert _answering_plugin_not_chosen(lacking) == "surgical"
     assert _answering_plugin_not_chosen(lacking.replace(plugin="surgical")) is None
     absent = Result(query="bone", plugin=None, plan=Plan(absent=True, reason="x", template="surgical:bone"))
