@@ -295,8 +295,10 @@ def _print_result(result: Any, out_dir: Path) -> None:
 
 
 def _answering_plugin_not_chosen(result: Any) -> str | None:
-    """The plugin whose template answered when no --plugin was given and that plugin writes outputs of its own (a
-    DICOM series: SEG, NIfTI, slices; a GeoTIFF: COGs, polygons, map), else None."""
+    """The plugin whose template answered while the result has no plugin, when that plugin writes outputs of its own
+    (a DICOM series: SEG, NIfTI, slices; a GeoTIFF: COGs, polygons, map), else None. Without --plugin the answering
+    template's plugin is normally the plugin in use (``rscore.engine.pipeline.route_plugin``); what is left is a model
+    reasoner's pick on an input a core reader opened (a model is not asked twice to route)."""
     template = result.plan.template or ""
     if result.plugin or result.plan.absent or ":" not in template:  # an absent answer's reason says it already
         return None

@@ -119,6 +119,13 @@ def scoped(
 _PARAM_TYPE = {bool: "bool", int: "int", float: "float", str: "str"}
 
 
+def option_field(default: Any, help: str) -> Any:  # noqa: A002 - dataclass metadata's usual key
+    """A settings-dataclass field with its one-line description (``metadata["help"]``), which
+    :func:`dataclass_params` gives its :class:`~rscore.sdk.Param` (what ``rscore options list`` prints): the
+    option's definition is the one place it is described."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 def dataclass_params(
     cls: type, *, scope: str | None = None, flat: Iterable[str] | None = None, what: str = ""
 ) -> list[Param]:
@@ -133,7 +140,7 @@ def dataclass_params(
     for f in fields:
         default = None if f.default is dataclasses.MISSING else f.default
         kind = _PARAM_TYPE[field_kind(f)]
-        text = f"{what} {f.name}".strip()
+        text = f.metadata.get("help") or f"{what} {f.name}".strip()  # the field's own line where it has one
         if f.name in plain:
             out.append(Param(f.name, kind, text, default=default))
         if scope is not None:

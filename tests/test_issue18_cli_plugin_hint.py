@@ -1,20 +1,23 @@
-"""`rscore run` without --plugin on a DICOM series (#18): a surgical template answers, but the surgical plugin's own
-outputs (DICOM SEG, NIfTI, slice PNGs) are written only with --plugin surgical. The CLI said nothing; now it says
-which plugin to name. With --plugin the line is not printed."""
+"""`rscore run` without --plugin on a DICOM series (#18): a surgical template answers, and since h8h the surgical
+plugin is then the plugin in use (``rscore.engine.pipeline.route_plugin``): its DICOM SEG, NIfTI and slice PNGs are
+written as with --plugin surgical, and the CLI's warning ("answered by X's template without --plugin X") is not
+printed. The warning stays for answers that still come without their plugin: a model reasoner (asked once, not
+re-asked to route) answering with a plugin's template on a picture or a video opened by a core reader."""
 
 from __future__ import annotations
 
 import pytest
 from typer.testing import CliRunner
 
-from rscore.cli import app
+from rscore.cli import _answering_plugin_not_chosen, app
+from rscore.types import Plan, Result
 
 
 def _run(args: list[str]):
     return CliRunner().invoke(app, ["run", *args], env={"COLUMNS": "200"})
 
 
-def test_a_plugin_answer_without_plugin_says_which_plugin_writes_its_files(tmp_path):
+def test_a_plugin_answer_without_plugin_writes_that_plugins_files(tmp_path):
     pytest.importorskip("rscore_surgical")
     from service_helpers import series_slices
 
@@ -22,13 +25,19 @@ def test_a_plugin_answer_without_plugin_says_which_plugin_writes_its_files(tmp_p
     series.mkdir()
     for name, data in series_slices().items():
         (series / (name.rsplit("/", 1)[-1] + ".dcm")).write_bytes(data)
-    plain = _run([str(series), "bone", "--out", str(tmp_path / "a")])
+    plain = _run([str(series), "bone", "--out", str(tmp_path / "a"), "-O", "slice_pngs=false"])
     assert plain.exit_code == 0, plain.output
-    line = "answered by surgical's template without --plugin surgical"
-    assert line in plain.output and "run with --plugin surgical for them" in plain.output
-    assert not (tmp_path / "a" / "segmentation.dcm").exists()
-    # named: no such line (the plugin's files themselves are tested with the surgical plugin; skipped here for time)
-    chosen = _run(["--plugin", "surgical", str(series), "bone", "--out", str(tmp_path / "b"), "-O", "dicom_seg=false",
-                   "-O", "nifti=false", "-O", "slice_pngs=false"])  # fmt: skip
-    assert chosen.exit_code == 0, chosen.output
-    assert "without --plugin" not in chosen.output and "slice 0: (8, 8, 20, 20)" in chosen.output  # postprocessed
+    assert "without --plugin surgical" not in plain.output
+    assert "plugin 'surgical' (no --plugin given)" in plain.output
+    assert (tmp_path / "a" / "segmentation.dcm").exists() and (tmp_path / "a" / "segmentation.nii.gz").exists()
+    assert "slice 0: (8, 8, 20, 20)" in plain.output  # surgical's postprocess: instances per slice
+
+
+def test_the_warning_names_the_plugin_only_where_an_answer_still_lacks_it():
+    pytest.importorskip("rscore_surgical")
+    # plugin None with a plugin's template: a model reasoner's pick on a picture
+    lacking = Result(query="bone", plugin=None, plan=Plan(template="surgical:bone", reasoner="openai"))
+    assert _answering_plugin_not_chosen(lacking) == "surgical"
+    assert _answering_plugin_not_chosen(lacking.replace(plugin="surgical")) is None
+    absent = Result(query="bone", plugin=None, plan=Plan(absent=True, reason="x", template="surgical:bone"))
+    assert _answering_plugin_not_chosen(absent) is None

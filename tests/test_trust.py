@@ -68,9 +68,11 @@ def test_without_plugin_the_reader_chooses_the_templates(registry, disc_image, t
     res = engine.segment(scene, "bright moonlit areas", registry=registry)
     # the demo reader opened it: only demo's templates compete, the other plugin's exact example does not
     assert all(a["template"].startswith("demo:") for a in res.plan.match["alternatives"])
-    assert any("chosen from the reader 'demo'" in s.text for s in res.plan.steps)
+    # and the plugin in use is demo, as with plugin="demo" (its hooks and writers), which the first step says
+    assert res.plugin == "demo" and "its reader 'demo' having opened the input" in res.plan.steps[0].text
     pooled = engine.segment(scene_of(img, reader="image"), "bright moonlit areas", registry=registry)
     assert pooled.plan.template == "other:moonlight"  # a core reader: every plugin's templates
+    assert pooled.plugin == "other" and pooled.plan.steps[0].text.startswith("plugin 'other' (no --plugin given)")
 
 
 def test_plan_match_explains_the_decision(registry, disc_image):

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from rscore.errors import InputError, OptionError
-from rscore.options import typed
+from rscore.options import option_field as _opt, typed
 from rscore.video.inputs import normalise_url
 
 log = logging.getLogger("rscore.video.reader")
@@ -33,25 +33,29 @@ class ReaderOptions:
     """How frames are read. Times in seconds, ``frame_rate`` / ``target_fps`` in frames per second.
 
     Built from engine options with :meth:`from_options` (same names; values may be strings from ``-O key=value``).
+    Each field's ``help`` is its description in ``rscore options list``.
     """
 
-    stride: int = 1
-    target_fps: float | None = None
-    max_frames: int | None = None
-    max_duration_s: float | None = None
-    frame_rate: float | None = None  # image folders (default 1.0), or to override a file's nominal rate
-    decode_ahead: int = 8  # files and folders: frames decoded ahead in a background thread (0: in the caller's)
-    open_timeout_s: float = 5.0
-    read_timeout_s: float = 5.0
-    reconnect_attempts: int = 4
-    reconnect_backoff_s: float = 0.5
-    reconnect_backoff_max_s: float = 8.0
-    reconnect_budget_s: float = 20.0
-    stuck_frames: int = 50
-    stuck_tolerance: float = 0.0
-    stuck_action: str | None = None  # None: "reconnect" for streams, "warn" otherwise
-    reverse_chunk: int = 32
-    strict: bool = False  # a file that ends before the frames its container declares is an error, not a warning
+    stride: int = _opt(1, "read every n-th frame (not with target_fps)")
+    target_fps: float | None = _opt(None, "read the first frame of every 1/target_fps seconds (not with stride)")
+    max_frames: int | None = _opt(None, "stop after this many kept frames")
+    max_duration_s: float | None = _opt(None, "stop at this time in the video, in seconds")
+    frame_rate: float | None = _opt(None, "frames per second of an image folder (default 1), or to override a "
+                                    "file's nominal rate")
+    decode_ahead: int = _opt(8, "files and folders: frames decoded ahead in a background thread (0: in the caller's)")
+    open_timeout_s: float = _opt(5.0, "streams: seconds to wait for the connection")
+    read_timeout_s: float = _opt(5.0, "streams: seconds to wait for a frame before reconnecting")
+    reconnect_attempts: int = _opt(4, "streams: reconnections tried in a row before giving up")
+    reconnect_backoff_s: float = _opt(0.5, "streams: first wait between reconnections, doubled each time")
+    reconnect_backoff_max_s: float = _opt(8.0, "streams: longest wait between reconnections")
+    reconnect_budget_s: float = _opt(20.0, "streams: seconds spent reconnecting at most over the run")
+    stuck_frames: int = _opt(50, "this many identical frames in a row make the source stuck")
+    stuck_tolerance: float = _opt(0.0, "mean grey-level difference under which two frames count as identical")
+    stuck_action: str | None = _opt(None, "a stuck source: reconnect (the default for streams), warn (for files), "
+                                    "drop or error")
+    reverse_chunk: int = _opt(32, "frames held while walking backwards (offline mode)")
+    strict: bool = _opt(False, "a file that ends before the frames its container declares is an error, not a "
+                        "warning")
 
     def __post_init__(self) -> None:
         def fail(msg: str) -> None:

@@ -9,47 +9,43 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from rscore.errors import OptionError
-from rscore.options import typed
+from rscore.options import option_field as _opt, typed
 
 __all__ = ["VideoOptions"]
 
 
 @dataclass(frozen=True)
 class VideoOptions:
-    """Options of the video engine.
-
-    - ``mode``: ``auto`` (``online`` for stream URLs, ``offline`` otherwise), ``offline`` or ``online``.
-    - ``keyframe``: ``auto`` (text-guided: best of ``keyframe_samples`` evenly sampled frames), ``first``, or a
-      source frame index (the first kept frame at or after it).
-    - ``propagator``: ``auto``, ``flow``, ``sam2`` or ``none`` (see :mod:`rscore.video.propagate`).
-    - ``redetect_every``: frames (in processing order) between re-detections; 0 = never (online: only while there
-      is no track). ``propagator=none`` detects on every frame.
-    - ``match_iou``: minimum mask IoU for a detection to continue a track; ``max_missed``: re-detections a track
-      may go unmatched before it ends; ``min_propagation_score``: a propagated mask the propagator itself scores
-      lower (flow: photometric consistency; SAM 2: object score) is "not seen" and its track ends unless the next
-      detection picks it up; ``min_area_px``: smaller masks are dropped; ``max_tracks``: instances per frame at
-      most.
-    - ``flow_max_side``: the flow is computed on a copy at most this many px on its longer side; ``flow_method``:
-      ``dis`` (OpenCV's DIS flow, default preset), ``dis-ultrafast`` / ``dis-fast`` / ``dis-medium``, or
-      ``farneback`` (see :class:`rscore.video.propagate.FlowPropagator`).
-    - ``overlay`` / ``overlay_codec``: write the overlay video: ``h264`` (MP4, plays in browsers), ``vp9`` (WebM),
-      or the OpenCV codecs ``mp4v`` / ``MJPG`` / ``VP90`` / ``VP80`` (see :mod:`rscore.video.writers`).
+    """Options of the video engine; each field's ``help`` says what it does (``rscore options list`` prints it, the
+    README's table of video options says the same at more length). In short: the mode (offline: keyframe, then
+    propagate both ways; online: frame by frame), the keyframe, the propagator between detections and how often
+    to re-detect, the tracking thresholds, the optical flow (``flow_method``: ``dis`` = OpenCV's DIS flow searched
+    down to a ~192 px pyramid level, ``dis-ultrafast`` = OpenCV's ``DISOPTICAL_FLOW_PRESET_ULTRAFAST`` as it is,
+    ``farneback``: :data:`rscore.video.propagate.FLOW_CHOICES`) and the overlay video (:mod:`rscore.video.writers`).
+    How frames are read (stride, rates, streams) is :class:`rscore.video.framereader.ReaderOptions`.
     """
 
-    mode: str = "auto"
-    keyframe: str = "auto"
-    keyframe_samples: int = 16
-    propagator: str = "auto"
-    redetect_every: int = 5
-    match_iou: float = 0.3
-    max_missed: int = 2
-    min_propagation_score: float = 0.5
-    min_area_px: int = 16
-    max_tracks: int = 100
-    flow_max_side: int = 384
-    flow_method: str = "dis"
-    overlay: bool = True
-    overlay_codec: str = "h264"
+    mode: str = _opt("auto", "offline (keyframe, then propagate both ways), online (frame by frame) or auto (online "
+                     "for stream URLs, offline for files)")
+    keyframe: str = _opt("auto", "auto (the best of keyframe_samples sampled frames for the query), first, or a "
+                         "source frame index")
+    keyframe_samples: int = _opt(16, "frames sampled evenly to choose the keyframe (keyframe=auto)")
+    propagator: str = _opt("auto", "how masks follow objects between detections: flow (optical flow, no weights), "
+                           "sam2 (needs its weights), none (detect every frame), auto (sam2 if its weights are here)")
+    redetect_every: int = _opt(5, "frames between re-detections with the template's program or the detector (0: "
+                               "never; online: only while there is no track)")
+    match_iou: float = _opt(0.3, "mask IoU a detection needs with a track to continue it")
+    max_missed: int = _opt(2, "re-detections a track may go unmatched before it ends")
+    min_propagation_score: float = _opt(0.5, "a propagated mask scored lower by its propagator (flow: photometric "
+                                        "consistency; SAM 2: object score) is not seen")
+    min_area_px: int = _opt(16, "masks smaller than this many pixels are dropped")
+    max_tracks: int = _opt(100, "instances per frame at most")
+    flow_max_side: int = _opt(384, "optical flow computed on a copy at most this many px on its longer side")
+    flow_method: str = _opt("dis", "optical flow: dis (OpenCV DIS down to a ~192 px level), dis-ultrafast (OpenCV's "
+                            "ultrafast DIS preset) or farneback")
+    overlay: bool = _opt(True, "write the overlay video (false: masks.json, ytvis*.json and events.json only)")
+    overlay_codec: str = _opt("h264", "h264 (MP4 with faststart, plays in browsers), vp9 (WebM), or OpenCV's mp4v, "
+                              "MJPG, VP90, VP80")
 
     def __post_init__(self) -> None:
         from rscore.video.propagate import FLOW_CHOICES, PROPAGATORS
