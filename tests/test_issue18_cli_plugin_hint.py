@@ -30,7 +30,9 @@ def test_a_plugin_answer_without_plugin_writes_that_plugins_files(tmp_path):
     assert "without --plugin surgical" not in plain.output
     assert "plugin 'surgical' (no --plugin given)" in plain.output
     assert (tmp_path / "a" / "segmentation.dcm").exists() and (tmp_path / "a" / "segmentation.nii.gz").exists()
-    assert "slice 0: (8, 8, 20, 20)" in plain.output  # surgical's postprocess: instances per slice
+    # surgical's postprocess ran: one 3-D component over slices 0-2, its box on them and its volume
+    row = next(line for line in plain.output.splitlines() if "(8, 8, 20, 20)" in line)
+    assert "0-2" in row and "432" in row and "mL" in row, row
 
 
 def test_the_warning_names_the_plugin_only_where_an_answer_still_lacks_it():

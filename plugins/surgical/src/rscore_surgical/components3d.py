@@ -442,10 +442,11 @@ def instances_3d(result: Result, scene: Scene) -> Result | None:
         cut = sum(1 for i in ordered if i.attributes.get("cut_by_series_end"))
         if cut:
             span = f" ({geo.count * geo.spacing[2]:.3g} mm)" if geo.spacing else ""
-            which = (f"{cut} of the {len(ordered)} instances reach" if cut > 1 or len(ordered) > 1
-                     else "its instance reaches")
-            note = (f"the series covers {geo.count} slices{span}: {which} its first or last slice, so their volumes "
-                    "and extents count only the part inside the series")
+            several = cut > 1 or len(ordered) > 1
+            which = f"{cut} of the {len(ordered)} instances reach" if several else "its instance reaches"
+            whose = "their volumes and extents count" if several else "its volume and extent count"
+            note = (f"the series covers {geo.count} slices{span}: {which} its first or last slice, so {whose} only "
+                    "the part inside the series")
             caveats.append(note)
     plan = dataclasses.replace(result.plan, steps=tuple(steps))
     warnings = tuple(w for w in result.warnings if not (stitched and w.startswith("instances are not listed")))
