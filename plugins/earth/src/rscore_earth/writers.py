@@ -54,6 +54,7 @@ BLOCK = 512
 COMPRESS = "ZSTD"  # of the COGs, level 1: see CogWriter._write
 FAST_GEOJSON = True  # polygons.geojson geometry text by rscore_earth.geojson where numba is loaded
 OWN_OVERVIEWS = True  # overview levels computed from the written windows where exact (rscore_earth.cog)
+MEMORY_SOURCE = True  # in-memory results handed to GDAL's COG driver without a temporary copy (rscore_earth.cog)
 MASK_NODATA = 255
 CLASS_COLOURS = {
     ("low", "medium", "high"): [(255, 235, 59), (255, 152, 0), (211, 47, 47)],
@@ -118,6 +119,9 @@ class CogWriter(Writer):
 
         out: dict[str, Path] = {}
         names = _class_names(result)
+        class_map = getattr(result, "class_map", None)
+        # results of up to rscore.tiling.in_memory_pixel_limit() pixels are arrays: GDAL reads them in place
+        in_memory = all(isinstance(a, np.ndarray) for a in (result.mask, result.score, class_map) if a is not None)
         t = template_by_name(result.plan.template)
         label = t.label if t is not None else "mask"
         colour = LABEL_COLOURS.get(t.name if t else "", DEFAULT_COLOUR)
@@ -125,7 +129,7 @@ class CogWriter(Writer):
             scene, out_dir / "mask.tif", "uint8", MASK_NODATA,
             lambda w: self._mask_block(scene, result, w),
             description="mask", tags={"QUERY": result.query, "TEMPLATE": result.plan.template or ""},
-            colormap={0: (0, 0, 0, 0), 1: (*colour, 255)}, resampling="nearest",
+            colormap={0: (0, 0, 0, 0), 1: (*colour, 255)}, resampling="nearest", in_memory=in_memory,
         )  # fmt: skip
         out["mask_qml"] = categorical_qml(out_dir / "mask.qml", [label], [colour])
         out["mask_aux"] = write_categories_aux(out["mask_cog"], [label], [colour])
@@ -134,9 +138,9 @@ class CogWriter(Writer):
                 scene, out_dir / "score.tif", "float32", float("nan"),
                 lambda w: np.asarray(read_window(result.score, w), np.float32),
                 description="score (0-1)", tags={"QUERY": result.query}, colormap=None, resampling="average",
+                in_memory=in_memory,
             )  # fmt: skip
             out["score_qml"] = score_qml(out_dir / "score.qml")
-        class_map = getattr(result, "class_map", None)
         if class_map is not None:
             tags = {f"CLASS_{k}": n for k, n in enumerate(names, start=1)}
             palette = CLASS_COLOURS.get(names) or [DEFAULT_COLOUR] * len(names)
@@ -146,7 +150,7 @@ class CogWriter(Writer):
                 scene, out_dir / "classes.tif", "uint8", MASK_NODATA,
                 lambda w: self._class_block(scene, result, class_map, w),
                 description="classes: " + ", ".join(f"{k}={n}" for k, n in enumerate(names, start=1)),
-                tags=tags, colormap=cmap if names else None, resampling="nearest",
+                tags=tags, colormap=cmap if names else None, resampling="nearest", in_memory=in_memory,
             )  # fmt: skip
             if names:
                 out["classes_qml"] = categorical_qml(out_dir / "classes.qml", names, palette)
@@ -181,6 +185,7 @@ class CogWriter(Writer):
         tags: Mapping[str, str],
         colormap: Mapping[int, tuple[int, ...]] | None,
         resampling: str,
+        in_memory: bool = False,
     ) -> Path:
         """Blocks go window by window into an *uncompressed* tiled GeoTIFF beside ``path``, which GDAL's COG driver
         then compresses once (ZSTD level 1) while it builds the overviews: one compression pass instead of two
@@ -188,18 +193,27 @@ class CogWriter(Writer):
         CPU and 10 % smaller; the float score 2.2x less CPU for a 13 % larger file (the score is nearly
         incompressible: DEFLATE with the floating-point predictor gave 67 MiB for 64 MiB of pixels, ZSTD without
         it 76 MiB; ZSTD with the predictor 66.5 MiB at 0.6 of DEFLATE's CPU). ZSTD TIFFs are read by GDAL >= 2.3
-        and so by QGIS, rasterio and GDAL-based tools; a libtiff built without zstd cannot read them."""
+        and so by QGIS, rasterio and GDAL-based tools; a libtiff built without zstd cannot read them.
+
+        ``in_memory``: ``block`` reads arrays held in memory, so the whole raster is taken in one block and GDAL reads
+        it (and its overviews) where it is, with no uncompressed temporary copy (:func:`rscore_earth.cog.copy_from_memory`;
+        the temporary GeoTIFF then holds only the metadata). Same file either way."""
         import rasterio
         import rasterio.shutil
         from rasterio.windows import Window as RWindow
 
-        from rscore_earth.cog import OverviewFiles, own_overviews
+        from rscore_earth.cog import OverviewFiles, copy_from_memory, memory_levels, own_overviews
 
         h, w = scene.shape
         fd, tmp = tempfile.mkstemp(suffix=".tif", dir=path.parent)
         os.close(fd)
         blocksize = cog_blocksize(h, w)
         levels = overview_count(h, w)
+        own = OWN_OVERVIEWS and own_overviews(h, w, levels, resampling, dtype, nodata, WINDOW)
+        creation = {
+            "COMPRESS": COMPRESS, "LEVEL": "1", "BLOCKSIZE": str(blocksize), "BIGTIFF": "IF_SAFER",
+            "NUM_THREADS": "ALL_CPUS", "OVERVIEW_RESAMPLING": resampling.upper(), "OVERVIEW_COUNT": str(levels),
+        }  # fmt: skip
         # GDAL's block cache capped: the temporary GeoTIFF and the COG's overviews do not fill memory
         with gdal_env(GDAL_NUM_THREADS="ALL_CPUS"):
             overviews = None
@@ -209,10 +223,14 @@ class CogWriter(Writer):
                     "transform": _affine(scene), "nodata": nodata, "tiled": True, "blockxsize": blocksize,
                     "blockysize": blocksize, "compress": "none", "BIGTIFF": "IF_SAFER",
                 }  # fmt: skip
-                if OWN_OVERVIEWS and own_overviews(h, w, levels, resampling, dtype, nodata, WINDOW):
+                whole = None
+                if in_memory and MEMORY_SOURCE:  # no pixels in the temporary file: only its metadata is copied
+                    whole = np.asarray(block(Window(0, 0, h, w)), dtype)
+                    profile["sparse_ok"] = True
+                elif own:
                     overviews = OverviewFiles(path.parent, profile, levels, resampling)
                 with rasterio.open(tmp, "w", **profile) as dst:
-                    for win in iter_windows(h, w, WINDOW):
+                    for win in iter_windows(h, w, WINDOW) if whole is None else ():
                         data = block(win)
                         dst.write(data, 1, window=RWindow(win.col_off, win.row_off, win.width, win.height))
                         if overviews is not None:
@@ -221,17 +239,14 @@ class CogWriter(Writer):
                     dst.update_tags(**{k: v for k, v in tags.items() if v})
                     if colormap:
                         dst.write_colormap(1, dict(colormap))
-                creation = {
-                    "COMPRESS": COMPRESS, "LEVEL": "1", "BLOCKSIZE": str(blocksize), "BIGTIFF": "IF_SAFER",
-                    "NUM_THREADS": "ALL_CPUS", "OVERVIEW_RESAMPLING": resampling.upper(),
-                    "OVERVIEW_COUNT": str(levels),
-                }  # fmt: skip
-                if overviews is not None:  # the levels computed above, copied as they are (see rscore_earth.cog)
+                if whole is not None:
+                    levels_ = memory_levels(whole, levels, resampling, WINDOW) if own else None
+                    copy_from_memory(tmp, whole, levels_, str(path), creation)
+                elif overviews is not None:  # the levels computed above, copied as they are (see rscore_earth.cog)
                     source = overviews.vrt(tmp)
-                    creation["OVERVIEWS"] = "FORCE_USE_EXISTING"
+                    rasterio.shutil.copy(source, str(path), driver="COG", OVERVIEWS="FORCE_USE_EXISTING", **creation)
                 else:
-                    source = tmp
-                rasterio.shutil.copy(source, str(path), driver="COG", **creation)
+                    rasterio.shutil.copy(tmp, str(path), driver="COG", **creation)
             finally:
                 if overviews is not None:
                     overviews.close()
