@@ -110,6 +110,7 @@ class CogWriter(Writer):
 
     name = "earth-cog"
     description = "mask, score and classes as Cloud-Optimized GeoTIFFs on the input grid"
+    threadsafe = True  # GDAL in its own rasterio Env; the block-cache cap is counted (rscore_earth.gdalenv)
 
     def applies(self, scene: Scene, result: Result) -> bool:
         return _geo_ok(scene) and result.mask is not None
@@ -196,8 +197,9 @@ class CogWriter(Writer):
         and so by QGIS, rasterio and GDAL-based tools; a libtiff built without zstd cannot read them.
 
         ``in_memory``: ``block`` reads arrays held in memory, so the whole raster is taken in one block and GDAL reads
-        it (and its overviews) where it is, with no uncompressed temporary copy (:func:`rscore_earth.cog.copy_from_memory`;
-        the temporary GeoTIFF then holds only the metadata). Same file either way."""
+        it (and its overviews) where it is, with no uncompressed temporary copy
+        (:func:`rscore_earth.cog.copy_from_memory`; the temporary GeoTIFF then holds only the metadata). Same file
+        either way."""
         import rasterio
         import rasterio.shutil
         from rasterio.windows import Window as RWindow
@@ -287,6 +289,7 @@ class VectorWriter(Writer):
 
     name = "earth-vector"
     description = "mask polygons with class, mean score, area (m2), query and template, as GeoPackage and GeoJSON"
+    threadsafe = True  # GEOS, pyogrio, numba: runs beside the other writers (rscore.engine.write)
 
     def applies(self, scene: Scene, result: Result) -> bool:
         return _geo_ok(scene) and result.mask is not None
