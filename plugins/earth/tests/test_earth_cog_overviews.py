@@ -168,3 +168,27 @@ def test_the_gdal_options_that_open_memory_stay_in_the_copys_thread(tmp_path, mo
         assert "GDAL_MEM_ENABLE_OPEN" not in env.options
     with pytest.raises(rasterio.errors.RasterioIOError, match="GDAL_MEM_ENABLE_OPEN"):
         rasterio.open(f"MEM:::DATAPOINTER={a.ctypes.data},PIXELS=128,LINES=128,DATATYPE=Byte")
+
+
+def test_a_writer_thread_cannot_open_memory_after_the_copy(tmp_path, monkeypatch):
+    """Written from a writer thread (rscore.engine.write runs writers at once), the options are that thread's own
+    and are gone once the copy is done: the same thread (reused by the next writer) cannot open MEM::: names."""
+    import threading
+
+    import rasterio
+
+    a = _arrays(128, 128)["mask"]
+    after: list[str] = []
+
+    def writer() -> None:
+        _write(tmp_path, "mask", a, True, monkeypatch, in_memory=True)
+        try:
+            rasterio.open(f"MEM:::DATAPOINTER={a.ctypes.data},PIXELS=128,LINES=128,DATATYPE=Byte").close()
+            after.append("opened")
+        except rasterio.errors.RasterioIOError as exc:
+            after.append(str(exc))
+
+    t = threading.Thread(target=writer)
+    t.start()
+    t.join()
+    assert len(after) == 1 and "GDAL_MEM_ENABLE_OPEN" in after[0], after
