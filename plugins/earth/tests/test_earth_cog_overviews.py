@@ -192,3 +192,13 @@ def test_a_writer_thread_cannot_open_memory_after_the_copy(tmp_path, monkeypatch
     t.start()
     t.join()
     assert len(after) == 1 and "GDAL_MEM_ENABLE_OPEN" in after[0], after
+
+
+def test_flipped_arrays_are_handed_to_gdal_as_copies(tmp_path, monkeypatch):
+    """GDAL's MEM datasets take positive offsets only: a flipped view (negative strides) and its nearest levels are
+    copied first, and the COG is the one the window-by-window path writes."""
+    for name, a in _arrays(256, 512, seed=9).items():
+        flipped = a[::-1]
+        assert flipped.strides[0] < 0
+        _same_cog(_write(tmp_path, name, flipped, True, monkeypatch, in_memory=True),
+                  _write(tmp_path, name, flipped, True, monkeypatch, in_memory=False))  # fmt: skip

@@ -151,10 +151,12 @@ def copy_from_memory(
 
     from rscore_earth.gdalenv import gdal_env
 
-    arrays = [full, *(overviews or [])]
-    for a in arrays:
-        if a.dtype.name not in _GDAL_TYPES or min(a.strides) <= 0:  # pragma: no cover - the writers' own arrays
-            raise ValueError(f"cannot hand a {a.dtype} array with strides {a.strides} to GDAL")
+    # a flipped or broadcast view is copied: GDAL's MEM offsets are positive
+    full, *levels = (a if min(a.strides) > 0 else np.ascontiguousarray(a) for a in (full, *(overviews or [])))
+    overviews = levels if overviews else None
+    for a in (full, *(overviews or [])):
+        if a.dtype.name not in _GDAL_TYPES:  # pragma: no cover - the writers hand uint8 and float32
+            raise ValueError(f"cannot hand a {a.dtype} array to GDAL's MEM driver")
     fd, vrt = tempfile.mkstemp(suffix=".vrt", dir=Path(path).parent)
     os.close(fd)
 
