@@ -125,7 +125,7 @@ def run_writers(
     to ``threads`` threads at once, the others one after another here meanwhile. The first failure is raised after
     the writers still running have finished and those not started were cancelled (see the module docstring)."""
     together = [i for i, w in enumerate(writers) if getattr(w, "threadsafe", False)] if threads > 1 else []
-    alone = {i for i in range(len(writers))} - set(together)
+    alone = set(range(len(writers))) - set(together)
     if len(together) < 2:
         return [w.write(scene, result, out_dir) for w in writers]
     done: list[Any] = [None] * len(writers)
