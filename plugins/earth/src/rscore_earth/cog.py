@@ -41,7 +41,7 @@ import numpy as np
 
 from rscore_earth.hydrology import AVAILABLE, compiled
 
-__all__ = ["own_overviews", "reduce_level", "OverviewFiles", "memory_levels", "copy_from_memory"]
+__all__ = ["own_overviews", "reduce_level", "OverviewFiles", "memory_levels", "copy_from_memory", "off_main_thread"]
 
 
 def own_overviews(h: int, w: int, levels: int, resampling: str, dtype: str, nodata: float | None, window: int) -> bool:
@@ -179,28 +179,34 @@ def copy_from_memory(
             rasterio.shutil.copy(vrt, path, driver="COG", **opts)
 
     try:
-        if threading.current_thread() is threading.main_thread():
-            # rasterio sets GDAL options process-wide in the main thread, thread-locally in others
-            failed: list[BaseException] = []
-
-            def guarded() -> None:
-                try:
-                    run()
-                except BaseException as exc:  # re-raised in the caller's thread below
-                    failed.append(exc)
-
-            worker = threading.Thread(target=guarded, name="rscore-cog-copy")
-            worker.start()
-            worker.join()
-            if failed:
-                raise failed[0]
-        else:
-            run()
+        off_main_thread(run)
     finally:
         try:
             os.remove(vrt)
         except OSError:
             pass
+
+
+def off_main_thread(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` here, or in a thread of its own when this is the main thread (where rasterio sets GDAL options
+    for the whole process instead of for the thread); its exception is raised here."""
+    if threading.current_thread() is not threading.main_thread():
+        return fn(*args)
+    box: list[Any] = []
+    failed: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            box.append(fn(*args))
+        except BaseException as exc:  # re-raised in the caller's thread below
+            failed.append(exc)
+
+    worker = threading.Thread(target=guarded, name="rscore-cog")
+    worker.start()
+    worker.join()
+    if failed:
+        raise failed[0]
+    return box[0]
 
 
 class OverviewFiles:

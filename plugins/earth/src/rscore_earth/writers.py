@@ -116,13 +116,28 @@ class CogWriter(Writer):
         return _geo_ok(scene) and result.mask is not None
 
     def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
+        from rscore_earth.cog import off_main_thread
+
+        class_map = getattr(result, "class_map", None)
+        # results of up to rscore.tiling.in_memory_pixel_limit() pixels are arrays: GDAL reads them in place
+        in_memory = all(isinstance(a, np.ndarray) for a in (result.mask, result.score, class_map) if a is not None)
+        if in_memory and MEMORY_SOURCE:  # GDAL's options for that, set in one thread of ours (rscore_earth.cog)
+            return off_main_thread(self._write_all, scene, result, out_dir, class_map, True)
+        return self._write_all(scene, result, out_dir, class_map, False)
+
+    def _write_all(
+        self, scene: Scene, result: Result, out_dir: Path, class_map: Any, in_memory: bool
+    ) -> dict[str, Path]:
+        with gdal_env(GDAL_NUM_THREADS="ALL_CPUS"):  # one GDAL environment for the three rasters
+            return self._write_each(scene, result, out_dir, class_map, in_memory)
+
+    def _write_each(
+        self, scene: Scene, result: Result, out_dir: Path, class_map: Any, in_memory: bool
+    ) -> dict[str, Path]:
         from rscore_earth.styles import categorical_qml, score_qml, write_categories_aux
 
         out: dict[str, Path] = {}
         names = _class_names(result)
-        class_map = getattr(result, "class_map", None)
-        # results of up to rscore.tiling.in_memory_pixel_limit() pixels are arrays: GDAL reads them in place
-        in_memory = all(isinstance(a, np.ndarray) for a in (result.mask, result.score, class_map) if a is not None)
         t = template_by_name(result.plan.template)
         label = t.label if t is not None else "mask"
         colour = LABEL_COLOURS.get(t.name if t else "", DEFAULT_COLOUR)
