@@ -47,3 +47,24 @@ def test_writers_at_once_write_the_same_files_as_one_after_another(tmp_path, mon
             assert ra.equals(rb) and len(ra) > 0
         else:
             assert a[name] == b[name], name
+
+
+def test_the_cog_writer_leaves_the_results_class_map_as_it_was(tmp_path, write_tif, monkeypatch):
+    """The classes COG marks invalid pixels 255 in a copy: it wrote them into the result's own class map (a view of
+    it), which the polygon and map writers read next, or at the same time once writers ran at once."""
+    import rasterio
+
+    with rasterio.open(DEM) as ds:
+        z = ds.read(1).astype(np.float32)
+    z[40:90, 60:140] = -9999.0  # a hole of nodata
+    dem = write_tif("holed_dem.tif", z, nodata=-9999.0)
+    monkeypatch.setattr("rscore.engine.parallel.available_cores", lambda: 2)
+    scene = engine.open_scene(dem, plugin="earth")
+    result = engine.segment(scene, "landslide-prone areas", plugin="earth", options={"matcher": "keyword"})
+    assert isinstance(result.class_map, np.ndarray) and np.isnan(result.score).any()
+    before = result.class_map.copy()
+    engine.write_outputs(scene, result, tmp_path / "out")
+    assert np.array_equal(result.class_map, before)
+    with rasterio.open(tmp_path / "out" / "classes.tif") as ds:
+        classes = ds.read(1)
+    assert (classes[np.isnan(result.score)] == 255).all() and (classes[~np.isnan(result.score)] != 255).all()

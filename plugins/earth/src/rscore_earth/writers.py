@@ -104,6 +104,14 @@ def _valid(scene: Scene, result: Result, win: Window) -> np.ndarray | None:
     return None if v is None else np.asarray(v, bool)
 
 
+def _invalid(scene: Scene, result: Result, win: Window) -> np.ndarray | bool:
+    """Where ``win`` has no valid input (written as nodata): a boolean array, or False when every pixel is valid."""
+    valid = _valid(scene, result, win)
+    if valid is None or valid.all():
+        return False
+    return ~valid
+
+
 # ------------------------------------------------------------------------------------------------------------- COG
 class CogWriter(Writer):
     """Mask (uint8: 1 in, 0 out, 255 nodata), score (float32, NaN nodata) and classes (uint8) as COGs."""
@@ -138,12 +146,14 @@ class CogWriter(Writer):
 
         out: dict[str, Path] = {}
         names = _class_names(result)
+        # the whole raster in one block (in memory): the invalid pixels found once for the mask and the classes
+        invalid = _invalid(scene, result, Window(0, 0, *scene.shape)) if in_memory and MEMORY_SOURCE else None
         t = template_by_name(result.plan.template)
         label = t.label if t is not None else "mask"
         colour = LABEL_COLOURS.get(t.name if t else "", DEFAULT_COLOUR)
         out["mask_cog"] = self._write(
             scene, out_dir / "mask.tif", "uint8", MASK_NODATA,
-            lambda w: self._mask_block(scene, result, w),
+            lambda w: self._mask_block(scene, result, w, invalid),
             description="mask", tags={"QUERY": result.query, "TEMPLATE": result.plan.template or ""},
             colormap={0: (0, 0, 0, 0), 1: (*colour, 255)}, resampling="nearest", in_memory=in_memory,
         )  # fmt: skip
@@ -164,7 +174,7 @@ class CogWriter(Writer):
             cmap[MASK_NODATA] = (0, 0, 0, 0)
             out["classes_cog"] = self._write(
                 scene, out_dir / "classes.tif", "uint8", MASK_NODATA,
-                lambda w: self._class_block(scene, result, class_map, w),
+                lambda w: self._class_block(scene, result, class_map, w, invalid),
                 description="classes: " + ", ".join(f"{k}={n}" for k, n in enumerate(names, start=1)),
                 tags=tags, colormap=cmap if names else None, resampling="nearest", in_memory=in_memory,
             )  # fmt: skip
@@ -174,19 +184,19 @@ class CogWriter(Writer):
         return out
 
     @staticmethod
-    def _class_block(scene: Scene, result: Result, class_map: Any, win: Window) -> np.ndarray:
-        block = np.asarray(read_window(class_map, win), np.uint8)
-        valid = _valid(scene, result, win)
-        if valid is not None:
-            block[~valid] = MASK_NODATA
+    def _class_block(scene: Scene, result: Result, class_map: Any, win: Window, invalid: Any = None) -> np.ndarray:
+        block = np.array(read_window(class_map, win), np.uint8)  # a copy: the nodata goes in below
+        invalid = _invalid(scene, result, win) if invalid is None else invalid
+        if invalid is not False:
+            np.copyto(block, MASK_NODATA, where=invalid)
         return block
 
     @staticmethod
-    def _mask_block(scene: Scene, result: Result, win: Window) -> np.ndarray:
+    def _mask_block(scene: Scene, result: Result, win: Window, invalid: Any = None) -> np.ndarray:
         block = np.asarray(read_window(result.mask, win), bool).astype(np.uint8)
-        valid = _valid(scene, result, win)
-        if valid is not None:
-            block[~valid] = MASK_NODATA
+        invalid = _invalid(scene, result, win) if invalid is None else invalid
+        if invalid is not False:
+            np.copyto(block, MASK_NODATA, where=invalid)
         return block
 
     @staticmethod
