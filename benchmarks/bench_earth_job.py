@@ -16,10 +16,15 @@ Printed: medians (and best) of wall and CPU time per side, the ratio job / basel
 the job's read / segment / write split, and the machine's load average before and after (2 cores shared with other
 work: wall times swing, compare the side-by-side ratio).
 
+``--before SRC`` (a checkout of an older commit, e.g. ``git archive main | tar -x -C /tmp/main-src``) also runs the
+job with that tree's sources on ``PYTHONPATH`` (same interpreter and site-packages), alternating with today's, and
+prints both (``python -P``: the working folder is not put first on ``sys.path``, so each side imports its own tree).
+
 ::
 
     python benchmarks/bench_earth_job.py                     # 4096^2, 3 runs per side
     python benchmarks/bench_earth_job.py --size 2048 --runs 2 -O workers=1
+    python benchmarks/bench_earth_job.py --runs 3 --before /tmp/main-src   # + the job as an older tree runs it
 """
 
 from __future__ import annotations
@@ -77,11 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--option", "-O", action="append", default=[], help="-O KEY=VALUE for rscore run")
     p.add_argument("--matcher", choices=("auto", "embedding", "keyword"), default=None)
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--before", type=Path, help="a source tree (older checkout): its job is timed too, alternating")
     args = p.parse_args(argv)
 
     dem, _ = ensure_dem(args.workdir, args.size, args.seed)
     out = args.workdir / f"job_{args.size}"
-    job_cmd = [sys.executable, "-m", "rscore", "run", "--plugin", "earth", str(dem), QUERY, "--out", str(out)]
+    py = [sys.executable, "-P"] if args.before else [sys.executable]
+    job_cmd = [*py, "-m", "rscore", "run", "--plugin", "earth", str(dem), QUERY, "--out", str(out)]
     if args.matcher:
         job_cmd += ["--matcher", args.matcher]
     for opt in args.option:
@@ -89,9 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     base_cmd = [sys.executable, "-c", BASELINE, str(dem)]
     log = args.workdir / f"job_{args.size}.log"
 
-    def job() -> dict:
+    envs = {"now": None}
+    if args.before:
+        from bench_cli_startup import pythonpath
+
+        root = Path(__file__).resolve().parents[1]
+        envs = {"now": {**os.environ, "PYTHONPATH": pythonpath(root)},
+                "before": {**os.environ, "PYTHONPATH": pythonpath(args.before.resolve())}}  # fmt: skip
+
+    def job(side: str = "now") -> dict:
         shutil.rmtree(out, ignore_errors=True)
-        r = run_child(job_cmd, log=log)
+        r = run_child(job_cmd, log=log, env=envs[side])
         if r["rc"] != 0:
             raise SystemExit(f"rscore run failed (exit {r['rc']}):\n{log.read_text(errors='replace')[-2000:]}")
         r["timings"] = json.loads((out / "result.json").read_text(encoding="utf-8")).get("timings", {})
@@ -107,21 +122,26 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = _load()
     print(f"{args.size}^2 DEM {dem}; {os.cpu_count()} CPUs; load average {load_before}", file=sys.stderr, flush=True)
-    job(), base()  # warm-up
-    jobs, bases = [], []
+    for side in envs:  # warm-up (page cache, numba's on-disk kernel cache of each tree)
+        job(side)
+    base()
+    jobs, bases, befores = [], [], []
     for i in range(args.runs):
         jobs.append(job())
+        if args.before:
+            befores.append(job("before"))
         bases.append(base())
-        print(f"  run {i + 1}: job {jobs[-1]['wall_s']:.1f} s, baseline {bases[-1]['wall_s']:.1f} s, "
-              f"load {_load()}", file=sys.stderr, flush=True)
+        print(f"  run {i + 1}: job {jobs[-1]['wall_s']:.1f} s, baseline {bases[-1]['wall_s']:.1f} s"
+              + (f", job before {befores[-1]['wall_s']:.1f} s" if befores else "")
+              + f", load {_load()}", file=sys.stderr, flush=True)
     shutil.rmtree(out, ignore_errors=True)
     load_after = _load()
 
     def med(rows: list[dict], key: str) -> float:
         return statistics.median(r[key] for r in rows)
 
-    def tmed(key: str) -> float | None:
-        vals = [r["timings"].get(key) for r in jobs if r["timings"].get(key) is not None]
+    def tmed(key: str, rows: list[dict] | None = None) -> float | None:
+        vals = [r["timings"].get(key) for r in (jobs if rows is None else rows) if r["timings"].get(key) is not None]
         return round(statistics.median(vals), 2) if vals else None
 
     fig = {
@@ -149,6 +169,17 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "meets" if ratio <= TARGET_RATIO else "MISSES"
     print(f"  ratio job / baseline: wall {fig['ratio_wall']} (best {fig['ratio_best_wall']}), CPU {fig['ratio_cpu']}"
           f"  -> {verdict} the target <= {TARGET_RATIO}")
+    if befores:
+        fig["before"] = {"src": str(args.before), "wall_s": round(med(befores, "wall_s"), 2),
+                         "best_wall_s": round(min(r["wall_s"] for r in befores), 2),
+                         "cpu_s": round(med(befores, "cpu_s"), 2),
+                         "peak_rss_mib": round(max(r["peak_rss"] for r in befores) / 2**20),
+                         "segment_s": tmed("segment_s", befores), "write_s": tmed("write_s", befores)}  # fmt: skip
+        o = fig["before"]
+        print(f"  job before ({args.before}): wall {o['wall_s']} s (best {o['best_wall_s']}), CPU {o['cpu_s']} s, "
+              f"peak {o['peak_rss_mib']} MiB; segment {o['segment_s']} s, write {o['write_s']} s")
+        print(f"  before / now: wall {o['wall_s'] / j['wall_s']:.2f}x, CPU {o['cpu_s'] / j['cpu_s']:.2f}x, "
+              f"write (wall, result.json's write_s) {o['write_s']} -> {j['write_s']} s")
     if args.json:
         args.json.write_text(json.dumps(fig, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -68,10 +68,13 @@ class Writer:
 
     ``write`` returns ``{output-name: path}`` for what it wrote inside ``out_dir``. Writers run into a temporary
     folder that is moved into place only when every writer succeeded, so a failure leaves no partial output.
+    ``threadsafe = True`` lets a writer run at the same time as others, in a thread (:mod:`rscore.engine.write`):
+    say so only when it shares no state with other writers and its work releases the GIL (GDAL, GEOS, OpenCV).
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    threadsafe: ClassVar[bool] = False
 
     def applies(self, scene: Scene, result: Result) -> bool:
         return True

@@ -8,11 +8,20 @@ with the raster until the cache is full. Every GDAL raster read and write of thi
 tile's halo shares with the tiles around it and for GDAL's own write buffering, while memory stays flat.
 
 A ``GDAL_CACHEMAX`` set by the user in the environment is respected (no cap is imposed then).
+
+The cache size is one setting of the whole process, while rasterio's ``Env`` sets and restores it per ``Env``: two
+writers running at once in threads (:func:`rscore.engine.write.write_outputs`) would each restore the size they
+found, so the first to finish lifted the cap under the other and the last left 64 MiB behind for good. The cap is
+therefore counted here: the first :func:`gdal_env` to enter sets it, the last to leave restores the size from
+before (``tests``: ``plugins/earth/tests/test_earth_gdalenv.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["CACHE_BYTES", "cache_limit", "gdal_env"]
@@ -27,14 +36,37 @@ def cache_limit() -> int | None:
     return CACHE_BYTES
 
 
-def gdal_env(**options: Any) -> Any:
-    """A ``rasterio.Env`` with the block cache capped (see the module doc) and any further GDAL ``options``.
+_lock = threading.Lock()
+_users = 0
+_previous: int | None = None
 
-    rasterio passes ``GDAL_CACHEMAX`` to ``GDALSetCacheMax64`` (bytes) and restores the previous size on exit.
-    """
+
+@contextlib.contextmanager
+def _capped(limit: int) -> Iterator[None]:
+    """The process's block cache at ``limit`` bytes while any thread is inside (counted: see the module doc)."""
+    global _users, _previous
+    from rasterio.env import get_gdal_config, set_gdal_config
+
+    with _lock:
+        if _users == 0:
+            _previous = int(get_gdal_config("GDAL_CACHEMAX"))
+            set_gdal_config("GDAL_CACHEMAX", limit)  # GDALSetCacheMax64: process-wide from any thread
+        _users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _users -= 1
+            if _users == 0 and _previous is not None:
+                set_gdal_config("GDAL_CACHEMAX", _previous)
+                _previous = None
+
+
+@contextlib.contextmanager
+def gdal_env(**options: Any) -> Iterator[Any]:
+    """A ``rasterio.Env`` with any GDAL ``options``, the block cache capped while inside (see the module doc)."""
     import rasterio
 
     limit = cache_limit()
-    if limit is not None:
-        options.setdefault("GDAL_CACHEMAX", limit)
-    return rasterio.Env(**options)
+    with _capped(limit) if limit is not None else contextlib.nullcontext(), rasterio.Env(**options) as env:
+        yield env

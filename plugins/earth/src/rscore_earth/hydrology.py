@@ -54,7 +54,10 @@ def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     Where numba finds no writable cache folder (``__pycache__`` beside the module, else the user's cache folder:
     a read-only install run by an account without a writable home), ``njit(cache=True)`` raises RuntimeError; the
-    kernel is then compiled in memory, again in every process (logged once at INFO), instead of failing the run."""
+    kernel is then compiled in memory, again in every process (logged once at INFO), instead of failing the run.
+
+    ``nogil=True``: a kernel lets other threads run while it computes (the earth writers run at once in threads,
+    :mod:`rscore.engine.write`); the kernels touch no Python objects, so nothing else changes."""
     dispatcher = None
 
     @functools.wraps(fn)
@@ -72,11 +75,11 @@ def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
                 ) from None
 
             try:
-                dispatcher = njit(cache=True)(fn)
+                dispatcher = njit(cache=True, nogil=True)(fn)
             except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available for file ..."
                 log.info("compiling %s without numba's disk cache (%s): it compiles again in every process",
                          fn.__qualname__, exc)  # fmt: skip
-                dispatcher = njit(cache=False)(fn)
+                dispatcher = njit(cache=False, nogil=True)(fn)
         return dispatcher(*args)
 
     return call

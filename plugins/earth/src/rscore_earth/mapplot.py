@@ -110,6 +110,7 @@ class MapPngWriter(Writer):
 
     name = "earth-map"
     description = "map: mask over hillshade or RGB with title, legend, scale bar, north arrow, CRS (PNG + world file)"
+    threadsafe = True  # OpenCV, PIL, the reader's per-thread handles: runs beside other writers (engine.write)
 
     def applies(self, scene: Scene, result: Result) -> bool:
         return _geo_ok(scene) and result.mask is not None

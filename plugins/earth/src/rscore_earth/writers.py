@@ -55,6 +55,7 @@ COMPRESS = "ZSTD"  # of the COGs, level 1: see CogWriter._write
 FAST_GEOJSON = True  # polygons.geojson geometry text by rscore_earth.geojson where numba is loaded
 FAST_ARRAYS = True  # polygons written from coordinate arrays (rscore_earth.polyarrays) where numba is loaded
 OWN_OVERVIEWS = True  # overview levels computed from the written windows where exact (rscore_earth.cog)
+MEMORY_SOURCE = True  # in-memory results handed to GDAL's COG driver without a temporary copy (rscore_earth.cog)
 MASK_NODATA = 255
 CLASS_COLOURS = {
     ("low", "medium", "high"): [(255, 235, 59), (255, 152, 0), (211, 47, 47)],
@@ -104,29 +105,58 @@ def _valid(scene: Scene, result: Result, win: Window) -> np.ndarray | None:
     return None if v is None else np.asarray(v, bool)
 
 
+def _invalid(scene: Scene, result: Result, win: Window) -> np.ndarray | bool:
+    """Where ``win`` has no valid input (written as nodata): a boolean array, or False when every pixel is valid."""
+    valid = _valid(scene, result, win)
+    if valid is None or valid.all():
+        return False
+    return ~valid
+
+
 # ------------------------------------------------------------------------------------------------------------- COG
 class CogWriter(Writer):
     """Mask (uint8: 1 in, 0 out, 255 nodata), score (float32, NaN nodata) and classes (uint8) as COGs."""
 
     name = "earth-cog"
     description = "mask, score and classes as Cloud-Optimized GeoTIFFs on the input grid"
+    threadsafe = True  # GDAL in its own rasterio Env; the block-cache cap is counted (rscore_earth.gdalenv)
 
     def applies(self, scene: Scene, result: Result) -> bool:
         return _geo_ok(scene) and result.mask is not None
 
     def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
+        from rscore_earth.cog import off_main_thread
+
+        class_map = getattr(result, "class_map", None)
+        # results of up to rscore.tiling.in_memory_pixel_limit() pixels are arrays: GDAL reads them in place
+        in_memory = all(isinstance(a, np.ndarray) for a in (result.mask, result.score, class_map) if a is not None)
+        if in_memory and MEMORY_SOURCE:  # GDAL's options for that, set in one thread of ours (rscore_earth.cog)
+            return off_main_thread(self._write_all, scene, result, out_dir, class_map, True)
+        return self._write_all(scene, result, out_dir, class_map, False)
+
+    def _write_all(
+        self, scene: Scene, result: Result, out_dir: Path, class_map: Any, in_memory: bool
+    ) -> dict[str, Path]:
+        with gdal_env(GDAL_NUM_THREADS="ALL_CPUS"):  # one GDAL environment for the three rasters
+            return self._write_each(scene, result, out_dir, class_map, in_memory)
+
+    def _write_each(
+        self, scene: Scene, result: Result, out_dir: Path, class_map: Any, in_memory: bool
+    ) -> dict[str, Path]:
         from rscore_earth.styles import categorical_qml, score_qml, write_categories_aux
 
         out: dict[str, Path] = {}
         names = _class_names(result)
+        # the whole raster in one block (in memory): the invalid pixels found once for the mask and the classes
+        invalid = _invalid(scene, result, Window(0, 0, *scene.shape)) if in_memory and MEMORY_SOURCE else None
         t = template_by_name(result.plan.template)
         label = t.label if t is not None else "mask"
         colour = LABEL_COLOURS.get(t.name if t else "", DEFAULT_COLOUR)
         out["mask_cog"] = self._write(
             scene, out_dir / "mask.tif", "uint8", MASK_NODATA,
-            lambda w: self._mask_block(scene, result, w),
+            lambda w: self._mask_block(scene, result, w, invalid),
             description="mask", tags={"QUERY": result.query, "TEMPLATE": result.plan.template or ""},
-            colormap={0: (0, 0, 0, 0), 1: (*colour, 255)}, resampling="nearest",
+            colormap={0: (0, 0, 0, 0), 1: (*colour, 255)}, resampling="nearest", in_memory=in_memory,
         )  # fmt: skip
         out["mask_qml"] = categorical_qml(out_dir / "mask.qml", [label], [colour])
         out["mask_aux"] = write_categories_aux(out["mask_cog"], [label], [colour])
@@ -135,9 +165,9 @@ class CogWriter(Writer):
                 scene, out_dir / "score.tif", "float32", float("nan"),
                 lambda w: np.asarray(read_window(result.score, w), np.float32),
                 description="score (0-1)", tags={"QUERY": result.query}, colormap=None, resampling="average",
+                in_memory=in_memory,
             )  # fmt: skip
             out["score_qml"] = score_qml(out_dir / "score.qml")
-        class_map = getattr(result, "class_map", None)
         if class_map is not None:
             tags = {f"CLASS_{k}": n for k, n in enumerate(names, start=1)}
             palette = CLASS_COLOURS.get(names) or [DEFAULT_COLOUR] * len(names)
@@ -145,9 +175,9 @@ class CogWriter(Writer):
             cmap[MASK_NODATA] = (0, 0, 0, 0)
             out["classes_cog"] = self._write(
                 scene, out_dir / "classes.tif", "uint8", MASK_NODATA,
-                lambda w: self._class_block(scene, result, class_map, w),
+                lambda w: self._class_block(scene, result, class_map, w, invalid),
                 description="classes: " + ", ".join(f"{k}={n}" for k, n in enumerate(names, start=1)),
-                tags=tags, colormap=cmap if names else None, resampling="nearest",
+                tags=tags, colormap=cmap if names else None, resampling="nearest", in_memory=in_memory,
             )  # fmt: skip
             if names:
                 out["classes_qml"] = categorical_qml(out_dir / "classes.qml", names, palette)
@@ -155,19 +185,19 @@ class CogWriter(Writer):
         return out
 
     @staticmethod
-    def _class_block(scene: Scene, result: Result, class_map: Any, win: Window) -> np.ndarray:
-        block = np.asarray(read_window(class_map, win), np.uint8)
-        valid = _valid(scene, result, win)
-        if valid is not None:
-            block[~valid] = MASK_NODATA
+    def _class_block(scene: Scene, result: Result, class_map: Any, win: Window, invalid: Any = None) -> np.ndarray:
+        block = np.array(read_window(class_map, win), np.uint8)  # a copy: the nodata goes in below
+        invalid = _invalid(scene, result, win) if invalid is None else invalid
+        if invalid is not False:
+            np.copyto(block, MASK_NODATA, where=invalid)
         return block
 
     @staticmethod
-    def _mask_block(scene: Scene, result: Result, win: Window) -> np.ndarray:
+    def _mask_block(scene: Scene, result: Result, win: Window, invalid: Any = None) -> np.ndarray:
         block = np.asarray(read_window(result.mask, win), bool).astype(np.uint8)
-        valid = _valid(scene, result, win)
-        if valid is not None:
-            block[~valid] = MASK_NODATA
+        invalid = _invalid(scene, result, win) if invalid is None else invalid
+        if invalid is not False:
+            np.copyto(block, MASK_NODATA, where=invalid)
         return block
 
     @staticmethod
@@ -182,6 +212,7 @@ class CogWriter(Writer):
         tags: Mapping[str, str],
         colormap: Mapping[int, tuple[int, ...]] | None,
         resampling: str,
+        in_memory: bool = False,
     ) -> Path:
         """Blocks go window by window into an *uncompressed* tiled GeoTIFF beside ``path``, which GDAL's COG driver
         then compresses once (ZSTD level 1) while it builds the overviews: one compression pass instead of two
@@ -189,18 +220,28 @@ class CogWriter(Writer):
         CPU and 10 % smaller; the float score 2.2x less CPU for a 13 % larger file (the score is nearly
         incompressible: DEFLATE with the floating-point predictor gave 67 MiB for 64 MiB of pixels, ZSTD without
         it 76 MiB; ZSTD with the predictor 66.5 MiB at 0.6 of DEFLATE's CPU). ZSTD TIFFs are read by GDAL >= 2.3
-        and so by QGIS, rasterio and GDAL-based tools; a libtiff built without zstd cannot read them."""
+        and so by QGIS, rasterio and GDAL-based tools; a libtiff built without zstd cannot read them.
+
+        ``in_memory``: ``block`` reads arrays held in memory, so the whole raster is taken in one block and GDAL reads
+        it (and its overviews) where it is, with no uncompressed temporary copy
+        (:func:`rscore_earth.cog.copy_from_memory`; the temporary GeoTIFF then holds only the metadata). Same file
+        either way."""
         import rasterio
         import rasterio.shutil
         from rasterio.windows import Window as RWindow
 
-        from rscore_earth.cog import OverviewFiles, own_overviews
+        from rscore_earth.cog import OverviewFiles, copy_from_memory, memory_levels, own_overviews
 
         h, w = scene.shape
         fd, tmp = tempfile.mkstemp(suffix=".tif", dir=path.parent)
         os.close(fd)
         blocksize = cog_blocksize(h, w)
         levels = overview_count(h, w)
+        own = OWN_OVERVIEWS and own_overviews(h, w, levels, resampling, dtype, nodata, WINDOW)
+        creation = {
+            "COMPRESS": COMPRESS, "LEVEL": "1", "BLOCKSIZE": str(blocksize), "BIGTIFF": "IF_SAFER",
+            "NUM_THREADS": "ALL_CPUS", "OVERVIEW_RESAMPLING": resampling.upper(), "OVERVIEW_COUNT": str(levels),
+        }  # fmt: skip
         # GDAL's block cache capped: the temporary GeoTIFF and the COG's overviews do not fill memory
         with gdal_env(GDAL_NUM_THREADS="ALL_CPUS"):
             overviews = None
@@ -210,10 +251,14 @@ class CogWriter(Writer):
                     "transform": _affine(scene), "nodata": nodata, "tiled": True, "blockxsize": blocksize,
                     "blockysize": blocksize, "compress": "none", "BIGTIFF": "IF_SAFER",
                 }  # fmt: skip
-                if OWN_OVERVIEWS and own_overviews(h, w, levels, resampling, dtype, nodata, WINDOW):
+                whole = None
+                if in_memory and MEMORY_SOURCE:  # no pixels in the temporary file: only its metadata is copied
+                    whole = np.asarray(block(Window(0, 0, h, w)), dtype)
+                    profile["sparse_ok"] = True
+                elif own:
                     overviews = OverviewFiles(path.parent, profile, levels, resampling)
                 with rasterio.open(tmp, "w", **profile) as dst:
-                    for win in iter_windows(h, w, WINDOW):
+                    for win in iter_windows(h, w, WINDOW) if whole is None else ():
                         data = block(win)
                         dst.write(data, 1, window=RWindow(win.col_off, win.row_off, win.width, win.height))
                         if overviews is not None:
@@ -222,17 +267,14 @@ class CogWriter(Writer):
                     dst.update_tags(**{k: v for k, v in tags.items() if v})
                     if colormap:
                         dst.write_colormap(1, dict(colormap))
-                creation = {
-                    "COMPRESS": COMPRESS, "LEVEL": "1", "BLOCKSIZE": str(blocksize), "BIGTIFF": "IF_SAFER",
-                    "NUM_THREADS": "ALL_CPUS", "OVERVIEW_RESAMPLING": resampling.upper(),
-                    "OVERVIEW_COUNT": str(levels),
-                }  # fmt: skip
-                if overviews is not None:  # the levels computed above, copied as they are (see rscore_earth.cog)
+                if whole is not None:
+                    levels_ = memory_levels(whole, levels, resampling, WINDOW) if own else None
+                    copy_from_memory(tmp, whole, levels_, str(path), creation)
+                elif overviews is not None:  # the levels computed above, copied as they are (see rscore_earth.cog)
                     source = overviews.vrt(tmp)
-                    creation["OVERVIEWS"] = "FORCE_USE_EXISTING"
+                    rasterio.shutil.copy(source, str(path), driver="COG", OVERVIEWS="FORCE_USE_EXISTING", **creation)
                 else:
-                    source = tmp
-                rasterio.shutil.copy(source, str(path), driver="COG", **creation)
+                    rasterio.shutil.copy(tmp, str(path), driver="COG", **creation)
             finally:
                 if overviews is not None:
                     overviews.close()
@@ -273,6 +315,7 @@ class VectorWriter(Writer):
 
     name = "earth-vector"
     description = "mask polygons with class, mean score, area (m2), query and template, as GeoPackage and GeoJSON"
+    threadsafe = True  # GEOS, pyogrio, numba: runs beside the other writers (rscore.engine.write)
 
     def applies(self, scene: Scene, result: Result) -> bool:
         return _geo_ok(scene) and result.mask is not None
