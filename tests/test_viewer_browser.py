@@ -375,7 +375,8 @@ def test_dicom_series_as_a_zip_and_as_several_files_in_the_slice_browser(driver,
     # draws its box on each slice where the block is on that slice (5 columns further right per slice)
     assert [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#instances thead th")][3:7] == [
         "slices", "box on them (x0, y0, x1, y1)", "voxels", "volume"]
-    cells = [td.text for td in driver.find_element(By.CSS_SELECTOR, "#instances tbody tr").find_elements(By.TAG_NAME, "td")]
+    row = driver.find_element(By.CSS_SELECTOR, "#instances tbody tr")
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
     assert cells[3:6] == ["0-2", "4, 8, 26, 20", "432"] and cells[6] == "0.691 mL"  # 432 x 0.8 x 0.8 x 2.5 mm3
     assert _drawn_boxes(driver) == {0: [14, 8, 26, 20]}
     driver.execute_script("arguments[0].value = 0; arguments[0].dispatchEvent(new Event('input'))", slider)
@@ -407,12 +408,13 @@ def test_instances_on_one_slice_each_keep_their_slice_box_and_rows_show_their_sl
     rows = driver.find_elements(By.CSS_SELECTOR, "#instances tbody tr")
     boxes = sorted(tr.find_elements(By.TAG_NAME, "td")[5].text for tr in rows)
     assert boxes == ["slice 0: 20, 8, 30, 20", "slice 2: 2, 8, 12, 20"]
-    assert _drawn_boxes(driver).values().__iter__().__next__() == [20, 8, 30, 20] and len(_drawn_boxes(driver)) == 1
+    assert list(_drawn_boxes(driver).values()) == [[20, 8, 30, 20]]  # the first slice's instance framed
     img = driver.find_element(By.ID, "overlay")
     row = next(tr for tr in rows if tr.find_elements(By.TAG_NAME, "td")[5].text.startswith("slice 2"))
     row.click()
     WebDriverWait(driver, 10).until(lambda d: img.get_attribute("data-slice") == "002")
-    WebDriverWait(driver, 10).until(lambda d: _drawn_boxes(d, picked=True) == {int(row.get_attribute("data-id")): [2, 8, 12, 20]})
+    picked = int(row.get_attribute("data-id"))
+    WebDriverWait(driver, 10).until(lambda d: _drawn_boxes(d, picked=True) == {picked: [2, 8, 12, 20]})
     assert "picked" in row.get_attribute("class")
     slider = driver.find_element(By.ID, "slice")
     driver.execute_script("arguments[0].value = 1; arguments[0].dispatchEvent(new Event('input'))", slider)
@@ -540,7 +542,8 @@ def test_real_ct_3d_components_with_volumes_and_rows_that_show_their_box_on_each
     img = driver.find_element(By.ID, "overlay")
     rows[n].click()
     WebDriverWait(driver, 10).until(lambda d: "(3 of 3)" in d.find_element(By.ID, "overlay-caption").text)
-    assert img.get_attribute("data-slice") == "002" and driver.find_element(By.ID, "slice").get_attribute("value") == "2"
+    assert img.get_attribute("data-slice") == "002"
+    assert driver.find_element(By.ID, "slice").get_attribute("value") == "2"
     WebDriverWait(driver, 10).until(lambda d: _drawn_boxes(d, picked=True) == {n: _mask_box(masks[n][2])})
     assert _drawn_boxes(driver) == {i: _mask_box(v[2]) for i, v in enumerate(masks) if v[2].any()}
     # drawn on screen: the highlight runs along the box's edges (the slice is shown 1:1)

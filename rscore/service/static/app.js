@@ -388,14 +388,16 @@ function showInstanceTable(doc) {
     const boxes = sliceBoxes(attrs);
     let cells;
     if (components) {
-      const [x0, y0, z0, x1, y1, z1] = attrs.bbox_3d || [...(inst.bbox || []).slice(0, 2), 0, ...(inst.bbox || []).slice(2), 1];
+      const flat = inst.bbox || [];
+      const [x0, y0, z0, x1, y1, z1] = attrs.bbox_3d || [flat[0], flat[1], 0, flat[2], flat[3], 1];
       const [first, last] = attrs.series_slice_range || [z0, z1 - 1];
       const volume = typeof attrs.volume_ml === "number" ? `${figure(attrs.volume_ml)} mL` : "";
       const centre = (attrs.centroid_mm || []).map((v) => v.toFixed(1)).join(", ");
       cells = [inst.id, inst.label, fmt(inst.score, 3), first === last ? String(first) : `${first}-${last}`,
                [x0, y0, x1, y1].join(", "), fmt(inst.area_px), volume, centre];
     } else {
-      const box = attrs.bbox_in_slice ? `slice ${boxes[0].slice}: ${attrs.bbox_in_slice.join(", ")}` : (inst.bbox || []).join(", ");
+      const box = attrs.bbox_in_slice ? `slice ${boxes[0].slice}: ${attrs.bbox_in_slice.join(", ")}`
+        : (inst.bbox || []).join(", ");
       cells = [inst.id, inst.label, fmt(inst.score, 3), fmt(inst.area_px), areaText(inst.area, inst.area_unit), box];
     }
     for (const cell of cells) tr.appendChild(el("td", cell));
@@ -455,8 +457,8 @@ function showClasses(doc) {
 // ------------------------------------------------------------------------------------------- what to look at
 function resetViews() {
   if (leafletMap) { leafletMap.remove(); leafletMap = null; }
-  for (const id of ["map", "player", "legend", "events", "timeline", "opacity-row", "input-preview", "slice-row", "instances-canvas",
-                    "slice-boxes"]) {
+  for (const id of ["map", "player", "legend", "events", "timeline", "opacity-row", "input-preview", "slice-row",
+                    "instances-canvas", "slice-boxes"]) {
     $(id).hidden = true;
   }
   $("input-preview").classList.remove("base");
@@ -529,7 +531,9 @@ async function showSlices(doc, links, names) {
   // each instance's box on each slice it lies on (per_slice of a 3-D component; the flat box of a one-slice one)
   const onSlices = {};
   for (const inst of doc.instances || []) {
-    for (const e of sliceBoxes(inst.attributes || {}) || []) (onSlices[e.slice] = onSlices[e.slice] || []).push([inst.id, e.box]);
+    for (const e of sliceBoxes(inst.attributes || {}) || []) {
+      (onSlices[e.slice] = onSlices[e.slice] || []).push([inst.id, e.box]);
+    }
   }
   let picked = null;
   const cache = {};
@@ -590,7 +594,9 @@ function drawSliceBoxes(img, here, picked) {
     g.dataset.id = String(id);
     if (id === picked) g.classList.add("picked");
     const rect = document.createElementNS(NS, "rect");
-    for (const [k, v] of [["x", x0], ["y", y0], ["width", x1 - x0], ["height", y1 - y0]]) rect.setAttribute(k, String(v));
+    for (const [k, v] of [["x", x0], ["y", y0], ["width", x1 - x0], ["height", y1 - y0]]) {
+      rect.setAttribute(k, String(v));
+    }
     const label = document.createElementNS(NS, "text");
     label.setAttribute("x", String(x0));
     label.setAttribute("y", String(Math.max(y0 - 2, 10 * h / Math.max(img.clientHeight, 1))));
