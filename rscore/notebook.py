@@ -137,20 +137,7 @@ def result_html(result: Any, scene: Any = None) -> str:
     elif getattr(result, "keyframe_image", None) is not None:  # a video: the frame the answer started from
         parts.append(_keyframe_html(result))
     if result.instances:
-        rows = []
-        for i, inst in enumerate(result.instances[:50]):
-            area = _esc(area_text(inst.area_real, inst.area_unit)) if inst.area_real is not None else ""
-            own = inst.attributes.get("bbox_in_slice")  # a DICOM series: the box on its own slice, as the CLI says
-            box = f"slice {inst.attributes.get('slice')}: {list(own)}" if own is not None else str(list(inst.bbox))
-            if inst.attributes.get("first_s") is not None:  # a video track: when it is seen
-                box += f" at {inst.attributes['first_s']:.2f}-{inst.attributes.get('last_s', 0):.2f} s"
-            rows.append(f"<tr><td>{i}</td><td>{_esc(inst.label)}</td><td>{inst.score:.3f}</td>"
-                        f"<td>{inst.area_px:,}</td><td>{area}</td><td>{_esc(box)}</td></tr>")  # fmt: skip
-        more = (f"<tr><td colspan=6>... and {len(result.instances) - 50} more</td></tr>"
-                if len(result.instances) > 50 else "")  # fmt: skip
-        parts.append('<table class="rscore-instances" border="1" style="border-collapse:collapse">'
-                     "<tr><th>#</th><th>label</th><th>score</th><th>area px</th><th>area</th><th>bbox</th></tr>"
-                     + "".join(rows) + more + "</table>")  # fmt: skip
+        parts.append(_instances_html(result.instances))
     if result.classes:
         items = []
         for name, row in dict(result.classes).items():
@@ -170,6 +157,71 @@ def result_html(result: Any, scene: Any = None) -> str:
         parts.append(f'<div>plan:<ol class="rscore-plan" style="margin:2px 0">{steps}</ol></div>')
     parts.append("</div>")
     return "\n".join(parts)
+
+
+PER_SLICE_LISTED = 60  # per-slice boxes listed per 3-D component (the rest are in result.json's per_slice)
+
+
+def is_component(attrs: Any) -> bool:
+    """A DICOM series' 3-D component spanning several slices (``rscore_surgical.components3d``): it has a 3-D box and
+    no flat ``bbox_in_slice`` (a one-slice component keeps that, as a 2-D instance does). The CLI's rule too."""
+    return "bbox_3d" in attrs and "bbox_in_slice" not in attrs
+
+
+def _instances_html(instances: Any) -> str:
+    """The instance table: a DICOM series' 3-D components as the CLI lists them (slices, the box on them, voxels,
+    volume, centroid in patient mm) with each slice's own box; otherwise box, pixels and area (a one-slice DICOM
+    instance's box on its own slice, a video track's time span)."""
+    from rscore.units import area_text, figure
+
+    shown = instances[:50]
+    rows = []
+    if any(is_component(i.attributes) for i in instances):
+        head = ("<tr><th>#</th><th>label</th><th>score</th><th>slices</th><th>box on them (x0, y0, x1, y1)</th>"
+                "<th>voxels</th><th>volume</th><th>centroid mm (LPS)</th><th>per slice</th></tr>")
+        for i, inst in enumerate(shown):
+            a = inst.attributes
+            x0, y0, z0, x1, y1, z1 = a.get("bbox_3d") or (*inst.bbox[:2], 0, *inst.bbox[2:], 1)
+            first, last = a.get("series_slice_range") or (z0, z1 - 1)  # the series' numbering, as the slice PNGs'
+            ml = a.get("volume_ml")
+            centre = ", ".join(f"{v:.1f}" for v in a.get("centroid_mm") or ())
+            rows.append(f"<tr><td>{i}</td><td>{_esc(inst.label)}</td><td>{inst.score:.3f}</td>"
+                        f"<td>{first if first == last else f'{first}-{last}'}</td><td>{[x0, y0, x1, y1]}</td>"
+                        f"<td>{inst.area_px:,}</td><td>{'' if ml is None else f'{figure(ml)} mL'}</td>"
+                        f"<td>{centre}</td><td>{_per_slice_html(a)}</td></tr>")  # fmt: skip
+    else:
+        head = "<tr><th>#</th><th>label</th><th>score</th><th>area px</th><th>area</th><th>bbox</th></tr>"
+        for i, inst in enumerate(shown):
+            area = _esc(area_text(inst.area_real, inst.area_unit)) if inst.area_real is not None else ""
+            own = inst.attributes.get("bbox_in_slice")  # a DICOM slice: the box on its own slice, as the CLI says
+            box = f"slice {_slice_number(inst.attributes)}: {list(own)}" if own is not None else str(list(inst.bbox))
+            if inst.attributes.get("first_s") is not None:  # a video track: when it is seen
+                box += f" at {inst.attributes['first_s']:.2f}-{inst.attributes.get('last_s', 0):.2f} s"
+            rows.append(f"<tr><td>{i}</td><td>{_esc(inst.label)}</td><td>{inst.score:.3f}</td>"
+                        f"<td>{inst.area_px:,}</td><td>{area}</td><td>{_esc(box)}</td></tr>")  # fmt: skip
+    columns = head.count("<th>")
+    more = (f"<tr><td colspan={columns}>... and {len(instances) - 50} more</td></tr>" if len(instances) > 50
+            else "")  # fmt: skip
+    return ('<table class="rscore-instances" border="1" style="border-collapse:collapse">' + head + "".join(rows)
+            + more + "</table>")  # fmt: skip
+
+
+def _slice_number(attrs: Any) -> Any:
+    """A slice as the series numbers it (the slice PNGs' names): ``series_slice``, else the scene's ``slice``."""
+    return attrs.get("series_slice", attrs.get("slice"))
+
+
+def _per_slice_html(attrs: Any) -> str:
+    """A 3-D component's box on each slice it lies on (``per_slice``), folded: ``slice K: [x0, y0, x1, y1] (N px)``."""
+    entries = [e for e in attrs.get("per_slice") or () if e.get("bbox_in_slice") is not None]
+    if not entries:
+        return ""
+    lines = [f"slice {_slice_number(e)}: {list(e['bbox_in_slice'])} ({e.get('area_px', 0):,} px)"
+             for e in entries[:PER_SLICE_LISTED]]  # fmt: skip
+    if len(entries) > PER_SLICE_LISTED:
+        lines.append(f"... {len(entries) - PER_SLICE_LISTED} more slices (per_slice in result.json)")
+    return (f"<details><summary>{len(entries)} slice{'s' if len(entries) > 1 else ''}</summary>"
+            + "<br>".join(_esc(t) for t in lines) + "</details>")  # fmt: skip
 
 
 def _keyframe_html(result: Any) -> str:

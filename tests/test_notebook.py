@@ -119,11 +119,10 @@ def test_a_bare_result_in_a_cell_shows_its_input_while_the_scene_is_held():
     assert alone[~mask].std() == 0  # the mask on grey: no scene was kept alive for it
 
 
-@pytest.mark.shared_data
-def test_real_ct_html_gives_boxes_per_slice_volumes_and_areas_in_cm2(tmp_path):
-    """dcmqi's real three-slice CT: the instance table gives each box on its own 512 px slice (as the CLI does), the
-    per-segment volumes in mL as in result.classes, areas in cm² from 1 cm²; the labels agree with NIfTI's."""
-    pytest.importorskip("rscore_surgical")
+def _ct_series(tmp_path):
+    """dcmqi's three real GE CT slices (512 px, 1 mm apart) copied without the SEG beside them, and their datasets."""
+    import pydicom
+
     from rscore.testing import shared_data_dir
 
     root = shared_data_dir()
@@ -132,25 +131,85 @@ def test_real_ct_html_gives_boxes_per_slice_volumes_and_areas_in_cm2(tmp_path):
         pytest.skip("shared data medical/dicom/dcmqi_ct-3slice not present")
     series = tmp_path / "ct"
     series.mkdir()
-    for name in ("01.dcm", "02.dcm", "03.dcm"):  # the series without the SEG beside it
+    for name in ("01.dcm", "02.dcm", "03.dcm"):
         (series / name).write_bytes((folder / name).read_bytes())
+    sets = sorted((pydicom.dcmread(series / n, stop_before_pixels=True) for n in ("01.dcm", "02.dcm", "03.dcm")),
+                  key=lambda ds: float(ds.ImagePositionPatient[2]))  # fmt: skip
+    return series, sets
+
+
+def _cells(page: str, table: str) -> list[list[str]]:
+    body = page.split(f'class="{table}"')[1].split("</table>")[0]
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)[1:]]
+
+
+@pytest.mark.shared_data
+def test_real_ct_html_lists_3d_components_with_slices_boxes_volumes_and_centroids(tmp_path):
+    """dcmqi's real three-slice CT, "bone": each instance is a 3-D component listed as the CLI lists it - its
+    slices, the box on them, voxels, volume in mL, centroid in patient mm (LPS) - with its box on each of its own
+    512 px slices; every figure is checked against the instance's mask and pydicom's geometry, not the attributes.
+    The per-segment volumes agree with result.classes and the labels with NIfTI's."""
+    pytest.importorskip("rscore_surgical")
+    from rscore.units import figure
+
+    series, sets = _ct_series(tmp_path)
     scene = engine.open_scene(series, plugin="surgical")
     res = engine.segment(scene, "bone", plugin="surgical")
     page = res._repr_html_()
-    boxes = re.findall(r"<td>slice (\d): \[(\d+), (\d+), (\d+), (\d+)\]</td>", page)
-    assert len(boxes) == min(50, len(res.instances)) and {b[0] for b in boxes} == {"0", "1", "2"}
-    assert max(int(b[4]) for b in boxes) <= 512
+    rows = _cells(page, "rscore-instances")
+    assert len(rows) == len(res.instances) > 1
+    dx, dy = (float(v) for v in sets[0].PixelSpacing)  # row spacing (y), column spacing (x)
+    dz = float(sets[1].ImagePositionPatient[2]) - float(sets[0].ImagePositionPatient[2])
+    assert dz == pytest.approx(1.0)
+    spanning = 0
+    for row, inst in zip(rows, res.instances):
+        _, label, _, slices, box, voxels, volume, centre, per_slice = row
+        assert label == "bone"
+        vol = np.asarray(inst.mask, bool).reshape(3, 512, 512)  # the stacked scene, slice by slice
+        on = [k for k in range(3) if vol[k].any()]
+        spanning += len(on) > 1
+        assert slices == (f"{on[0]}-{on[-1]}" if len(on) > 1 else str(on[0]))
+        ys, xs = np.nonzero(vol.any(axis=0))
+        assert box == str([int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1])  # on 512 px slices
+        assert int(voxels.replace(",", "")) == int(vol.sum()) == inst.area_px
+        assert volume == f"{figure(vol.sum() * dx * dy * dz / 1000)} mL"
+        z, y, x = (c.mean() for c in np.nonzero(vol))
+        ipp = np.array([float(v) for v in sets[0].ImagePositionPatient])  # axial: LPS x along columns, y along rows
+        # shown to 0.1 mm (of a figure kept to 0.01 mm): within 0.056 mm of the mask's centre
+        assert [float(v) for v in centre.split(", ")] == pytest.approx(ipp + [x * dy, y * dx, z * dz], abs=0.056)
+        listed = re.findall(r"slice (\d): \[(\d+), (\d+), (\d+), (\d+)\] \(([\d,]+) px\)", per_slice)
+        assert [int(e[0]) for e in listed] == on
+        for k, x0, y0, x1, y1, px in listed:
+            ys, xs = np.nonzero(vol[int(k)])
+            assert [int(x0), int(y0), int(x1), int(y1)] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+            assert int(px.replace(",", "")) == len(xs)
+    assert spanning > 0  # 3-D components, not per-slice outlines
     for name, row in res.classes.items():
         cells = f"<td>{name.replace('>', '&gt;')}</td><td>{row['volume_ml']:.3g} mL ({row['voxels']:,} voxels)</td>"
         assert cells in page
-    areas = re.findall(r"<td>([\d.,]+ (?:cm²|mm²|mm2))</td>", page)
-    assert areas and "mm2" not in "".join(areas)
-    for text in areas:  # cm² from 1 cm², mm² below
-        value, unit = float(text.split()[0].replace(",", "")), text.split()[1]
-        assert (unit == "cm²" and value >= 1) or (unit == "mm²" and value < 100), text
     labels, affine, names = res.to_label_volume(scene)
     assert labels.shape == (512, 512, 3) and sorted(names.values()) == sorted(res.classes)
     assert affine[2, 2] == pytest.approx(1.0)  # 1 mm between the slices
+
+
+@pytest.mark.shared_data
+def test_real_ct_one_slice_html_gives_its_boxes_on_that_slice_and_areas_in_cm2(tmp_path):
+    """One slice of the real CT (-O slice=1): no 3-D extent, so the table keeps the 2-D columns - each box on that
+    slice (numbered as the series numbers it, as the slice PNG's name), areas in cm² from 1 cm² - and the boxes are
+    the instances' masks' boxes."""
+    pytest.importorskip("rscore_surgical")
+    series, _ = _ct_series(tmp_path)
+    scene = engine.open_scene(series, plugin="surgical", options={"slice": 1})
+    res = engine.segment(scene, "bone", plugin="surgical", options={"slice": 1})
+    rows = _cells(res._repr_html_(), "rscore-instances")
+    assert len(rows) == min(50, len(res.instances)) > 1
+    for row, inst in zip(rows, res.instances):
+        _, _, _, px, area, box = row
+        ys, xs = np.nonzero(np.asarray(inst.mask, bool))
+        assert box == f"slice 1: {[int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]}"
+        assert int(px.replace(",", "")) == len(xs)
+        value, unit = float(area.split()[0].replace(",", "")), area.split()[1]
+        assert (unit == "cm²" and value >= 1) or (unit == "mm²" and value < 100), area
 
 
 @pytest.mark.shared_data

@@ -316,6 +316,38 @@ def _bright_columns(png: bytes) -> float:
     return float(cols.mean()) / rgb.shape[1]
 
 
+def _drawn_boxes(driver, picked: bool = False) -> dict[int, list[int]]:
+    """The instance boxes the slice browser draws over the shown slice: ``{instance id: [x0, y0, x1, y1]}`` in the
+    slice's pixels (only the highlighted one with ``picked``)."""
+    return {int(k): v for k, v in driver.execute_script("""
+        const out = {};
+        for (const g of document.querySelectorAll('#slice-boxes' + (arguments[0] ? ' g.picked' : ' g'))) {
+          if (document.getElementById('slice-boxes').hasAttribute('hidden')) break;
+          const r = g.querySelector('rect'), a = (n) => Number(r.getAttribute(n));
+          out[g.dataset.id] = [a('x'), a('y'), a('x') + a('width'), a('y') + a('height')];
+        }
+        return out;""", picked).items()}
+
+
+def _blocks_on_slices(slices: dict[str, bytes], columns: list[tuple[int, int] | None]) -> dict[str, bytes]:
+    """The helper's slices with a bone block in rows 8-20 at ``columns[k]`` on slice k (none where None)."""
+    import io
+
+    import pydicom
+
+    out = {}
+    for (name, data), cols in zip(slices.items(), columns):
+        ds = pydicom.dcmread(io.BytesIO(data))
+        img = np.full((32, 32), 1024, np.int16)
+        if cols is not None:
+            img[8:20, cols[0] : cols[1]] = 2400
+        ds.PixelData = img.tobytes()
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        out[name] = buf.getvalue()
+    return out
+
+
 @pytest.mark.skipif(importlib.util.find_spec("rscore_surgical") is None, reason="needs the surgical plugin")
 def test_dicom_series_as_a_zip_and_as_several_files_in_the_slice_browser(driver, url, tmp_path):
     from service_helpers import series_slices, zip_of
@@ -339,6 +371,16 @@ def test_dicom_series_as_a_zip_and_as_several_files_in_the_slice_browser(driver,
     # the screenshot changes with the slice: the bone block lies 10 columns further right on the third slice
     third_png = _bright_columns(img.screenshot_as_png)
     assert third_png - first_png == pytest.approx(10 / 32, abs=0.06)
+    # the block is one 3-D component across the three slices, listed as the CLI lists it, and the slice browser
+    # draws its box on each slice where the block is on that slice (5 columns further right per slice)
+    assert [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#instances thead th")][3:7] == [
+        "slices", "box on them (x0, y0, x1, y1)", "voxels", "volume"]
+    row = driver.find_element(By.CSS_SELECTOR, "#instances tbody tr")
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[3:6] == ["0-2", "4, 8, 26, 20", "432"] and cells[6] == "0.691 mL"  # 432 x 0.8 x 0.8 x 2.5 mm3
+    assert _drawn_boxes(driver) == {0: [14, 8, 26, 20]}
+    driver.execute_script("arguments[0].value = 0; arguments[0].dispatchEvent(new Event('input'))", slider)
+    WebDriverWait(driver, 10).until(lambda d: _drawn_boxes(d) == {0: [4, 8, 16, 20]})
 
     files = []
     for name, data in slices.items():  # the same series as three files chosen together
@@ -349,6 +391,37 @@ def test_dicom_series_as_a_zip_and_as_several_files_in_the_slice_browser(driver,
                                     or "error" in (d.find_element(By.ID, "status").get_attribute("class") or ""))
     assert "done" in driver.find_element(By.ID, "status").text, driver.find_element(By.ID, "status").text
     assert "of 3" in driver.find_element(By.ID, "overlay-caption").text
+    assert _errors(driver) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rscore_surgical") is None, reason="needs the surgical plugin")
+def test_instances_on_one_slice_each_keep_their_slice_box_and_rows_show_their_slice(driver, url, tmp_path):
+    """Two blocks on different slices of a three-slice series (none on the middle one): two components of one
+    slice each, so the table keeps the 2-D columns ("slice K: box"); a row turns the browser to its slice and
+    highlights its box there; the slice between them draws no box."""
+    from service_helpers import series_slices, zip_of
+
+    archive = tmp_path / "ct.zip"
+    archive.write_bytes(zip_of(_blocks_on_slices(series_slices(), [(20, 30), None, (2, 12)])))
+    _submit(driver, url, archive, "surgical", "bone")
+    assert "(1 of 3)" in _wait_caption(driver, "of 3")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#instances tbody tr")
+    boxes = sorted(tr.find_elements(By.TAG_NAME, "td")[5].text for tr in rows)
+    assert boxes == ["slice 0: 20, 8, 30, 20", "slice 2: 2, 8, 12, 20"]
+    assert list(_drawn_boxes(driver).values()) == [[20, 8, 30, 20]]  # the first slice's instance framed
+    img = driver.find_element(By.ID, "overlay")
+    row = next(tr for tr in rows if tr.find_elements(By.TAG_NAME, "td")[5].text.startswith("slice 2"))
+    row.click()
+    WebDriverWait(driver, 10).until(lambda d: img.get_attribute("data-slice") == "002")
+    picked = int(row.get_attribute("data-id"))
+    WebDriverWait(driver, 10).until(lambda d: _drawn_boxes(d, picked=True) == {picked: [2, 8, 12, 20]})
+    assert "picked" in row.get_attribute("class")
+    slider = driver.find_element(By.ID, "slice")
+    driver.execute_script("arguments[0].value = 1; arguments[0].dispatchEvent(new Event('input'))", slider)
+    WebDriverWait(driver, 10).until(lambda d: img.get_attribute("data-slice") == "001")
+    WebDriverWait(driver, 10).until(lambda d: _drawn_boxes(d) == {})
+    assert "is not on this slice" in driver.find_element(By.ID, "overlay-caption").text
+    assert all("off-slice" in tr.get_attribute("class") for tr in rows)
     assert _errors(driver) == []
 
 
@@ -418,36 +491,82 @@ def _shared(relative: str) -> Path:
     return path
 
 
+def _mask_box(mask: np.ndarray) -> list[int]:
+    ys, xs = np.nonzero(mask)
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
 @pytest.mark.shared_data
 @pytest.mark.skipif(importlib.util.find_spec("rscore_surgical") is None, reason="needs the surgical plugin")
-def test_real_ct_boxes_per_slice_volumes_in_ml_and_rows_that_show_their_slice(driver, url, tmp_path):
-    """dcmqi's three real GE CT slices as a zip: each instance's box is given on its own 512 px slice (not in the
-    stacked volume, where y ran up to 1,468), the volume of each segment in mL is listed, and a row of the table
-    turns the slice browser to its slice."""
+def test_real_ct_3d_components_with_volumes_and_rows_that_show_their_box_on_each_slice(driver, url, tmp_path):
+    """dcmqi's three real GE CT slices as a zip, "bone": the table lists 3-D components as the CLI does (slices, the
+    box on them on the 512 px slices, voxels, mL, centroid), checked against the same series segmented here and
+    its masks; a row turns the slice browser to the slice where its component is largest and highlights its box;
+    browsing to another slice moves the highlight to the component's box on that slice - each box the mask's own."""
     import re
     import zipfile
 
+    from rscore import engine
+    from rscore.units import figure
+
     folder = _shared("medical/dicom/dcmqi_ct-3slice")
     archive = tmp_path / "ct.zip"
+    series = tmp_path / "ct"
+    series.mkdir()
     with zipfile.ZipFile(archive, "w") as zf:
         for name in ("01.dcm", "02.dcm", "03.dcm"):
             zf.write(folder / name, name)
+            (series / name).write_bytes((folder / name).read_bytes())
     _submit(driver, url, archive, "surgical", "bone")
     assert "(1 of 3)" in _wait_caption(driver, "of 3")
+    res = engine.segment(engine.open_scene(series, plugin="surgical"), "bone", plugin="surgical")
+    masks = [np.asarray(i.mask, bool).reshape(3, 512, 512) for i in res.instances]
     rows = driver.find_elements(By.CSS_SELECTOR, "#instances tbody tr")
-    boxes = [tr.find_elements(By.TAG_NAME, "td")[5].text for tr in rows]
-    parsed = [re.fullmatch(r"slice ([0-2]): (\d+), (\d+), (\d+), (\d+)", b) for b in boxes]
-    assert boxes and all(parsed), boxes
-    assert max(int(m.group(5)) for m in parsed) <= 512 and {m.group(1) for m in parsed} == {"0", "1", "2"}
+    cells = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in rows]
+    assert len(cells) == len(masks) > 1
+    for row, inst, vol in zip(cells, res.instances, masks):
+        on = [k for k in range(3) if vol[k].any()]
+        assert row[3] == (f"{on[0]}-{on[-1]}" if len(on) > 1 else str(on[0]))
+        assert row[4] == ", ".join(str(v) for v in _mask_box(vol.any(axis=0)))  # on the 512 px slices
+        assert row[5] == f"{int(vol.sum()):,}" and row[6] == f"{figure(inst.attributes['volume_ml'])} mL"
+        assert re.fullmatch(r"-?\d+\.\d, -?\d+\.\d, -?\d+\.\d", row[7]), row
     per_class = driver.find_element(By.ID, "classes").text
     assert "trabecular bone" in per_class and "cortical bone" in per_class and per_class.count(" mL") == 2
+    # on the first slice every component there is framed (none highlighted)
+    assert _drawn_boxes(driver) == {i: _mask_box(v[0]) for i, v in enumerate(masks) if v[0].any()}
+    stack = driver.find_element(By.ID, "stack")
+    assert _highlight(stack.screenshot_as_png).sum() == 0  # nothing highlighted yet
+    # a component whose largest slice is the last, whose box differs from slice to slice
+    n = next(n for n, v in enumerate(masks) if int(np.argmax(v.sum(axis=(1, 2)))) == 2 and v[0].any()
+             and _mask_box(v[0]) != _mask_box(v[2]))  # fmt: skip
     img = driver.find_element(By.ID, "overlay")
-    last = next(tr for tr, m in zip(rows, parsed) if m.group(1) == "2")
-    last.click()
+    rows[n].click()
     WebDriverWait(driver, 10).until(lambda d: "(3 of 3)" in d.find_element(By.ID, "overlay-caption").text)
     assert img.get_attribute("data-slice") == "002"
     assert driver.find_element(By.ID, "slice").get_attribute("value") == "2"
+    WebDriverWait(driver, 10).until(lambda d: _drawn_boxes(d, picked=True) == {n: _mask_box(masks[n][2])})
+    assert _drawn_boxes(driver) == {i: _mask_box(v[2]) for i, v in enumerate(masks) if v[2].any()}
+    # drawn on screen: the highlight runs along the box's edges (the slice is shown 1:1)
+    x0, y0, x1, y1 = _mask_box(masks[n][2])
+    shot = _highlight(stack.screenshot_as_png)[1:-1, 1:-1]  # the slice inside its 1 px border
+    assert shot.shape == (512, 512)
+    edges = np.concatenate([shot[y0 - 1 : y0 + 2, x0:x1].any(0), shot[y1 - 2 : y1 + 1, x0:x1].any(0),
+                            shot[y0:y1, x0 - 1 : x0 + 2].any(1), shot[y0:y1, x1 - 2 : x1 + 1].any(1)])  # fmt: skip
+    assert edges.mean() > 0.9
+    inside = shot[y0 + 3 : y1 - 3, x0 + 3 : x1 - 3]
+    assert inside.mean() < 0.02  # a frame, not a filled box (the label "#n" sits above it)
+    slider = driver.find_element(By.ID, "slice")
+    driver.execute_script("arguments[0].value = 0; arguments[0].dispatchEvent(new Event('input'))", slider)
+    WebDriverWait(driver, 10).until(lambda d: _drawn_boxes(d, picked=True) == {n: _mask_box(masks[n][0])})
     assert _errors(driver) == []
+
+
+def _highlight(png: bytes) -> np.ndarray:
+    """Pixels of a screenshot in the viewer's highlight colour (#ffd400; the segments are tinted red and blue)."""
+    import io
+
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    return (rgb[..., 0] > 200) & (rgb[..., 1] > 170) & (rgb[..., 2] < 90)
 
 
 @pytest.mark.shared_data

@@ -321,20 +321,7 @@ async function showResult(body) {
   }
   if (!steps.children.length && doc.reason) steps.appendChild(el("li", doc.reason));
 
-  const tbody = $("instances").querySelector("tbody");
-  tbody.replaceChildren();
-  for (const inst of doc.instances || []) {
-    const tr = el("tr");
-    tr.dataset.id = String(inst.id);
-    const attrs = inst.attributes || {};
-    // a DICOM series: the box on its own slice (as the slice browser shows it), not in the stacked volume
-    const box = attrs.bbox_in_slice ? `slice ${attrs.slice}: ${attrs.bbox_in_slice.join(", ")}` : (inst.bbox || []).join(", ");
-    if (attrs.bbox_in_slice) tr.dataset.slice = String(attrs.series_slice ?? attrs.slice);
-    for (const cell of [inst.id, inst.label, fmt(inst.score, 3), fmt(inst.area_px), areaText(inst.area, inst.area_unit), box]) {
-      tr.appendChild(el("td", cell));
-    }
-    tbody.appendChild(tr);
-  }
+  showInstanceTable(doc);
   $("instance-count").textContent = `(${(doc.instances || []).length})`;
   showClasses(doc);
 
@@ -361,6 +348,71 @@ async function showResult(body) {
   }
 
   await showPicture(body, doc, links);
+}
+
+// A DICOM series' instance on its slices, numbered as the series numbers them (the slice PNGs' names):
+// [{slice, box (x0, y0, x1, y1 on that slice's own image, end-exclusive), area}] from per_slice (a 3-D component,
+// rscore_surgical.components3d) or the flat attributes of an instance on one slice; null for other results
+function sliceBoxes(attrs) {
+  const number = (a) => a.series_slice ?? a.slice;
+  if (Array.isArray(attrs.per_slice) && attrs.per_slice.length) {
+    return attrs.per_slice.filter((e) => Array.isArray(e.bbox_in_slice))
+      .map((e) => ({ slice: number(e), box: e.bbox_in_slice, area: e.area_px }));
+  }
+  if (Array.isArray(attrs.bbox_in_slice)) return [{ slice: number(attrs), box: attrs.bbox_in_slice, area: null }];
+  return null;
+}
+
+// a 3-D component spanning several slices: a 3-D box and no flat box on one slice (the CLI's rule)
+const isComponent = (attrs) => Array.isArray(attrs.bbox_3d) && !attrs.bbox_in_slice;
+
+const PLAIN_HEAD = ["#", "label", "score", "area (px)", "area", "bbox (x0, y0, x1, y1)"];
+const COMPONENT_HEAD = ["#", "label", "score", "slices", "box on them (x0, y0, x1, y1)", "voxels", "volume",
+                        "centroid mm (LPS)"];
+
+// the instance table. A DICOM series' 3-D components as the CLI lists them: the slices they span, the box on them,
+// voxels, volume in mL, centroid in patient mm (each slice's own box in the box cell's tooltip and drawn by the slice
+// browser); other results: box, pixels and area (an instance on one DICOM slice: its box on that slice)
+function showInstanceTable(doc) {
+  const instances = doc.instances || [];
+  const components = instances.some((i) => isComponent(i.attributes || {}));
+  const head = $("instances").querySelector("thead tr");
+  head.replaceChildren(...(components ? COMPONENT_HEAD : PLAIN_HEAD).map((h) => el("th", h)));
+  $("instances").dataset.kind = components ? "components" : "instances";
+  const tbody = $("instances").querySelector("tbody");
+  tbody.replaceChildren();
+  for (const inst of instances) {
+    const tr = el("tr");
+    tr.dataset.id = String(inst.id);
+    const attrs = inst.attributes || {};
+    const boxes = sliceBoxes(attrs);
+    let cells;
+    if (components) {
+      const flat = inst.bbox || [];
+      const [x0, y0, z0, x1, y1, z1] = attrs.bbox_3d || [flat[0], flat[1], 0, flat[2], flat[3], 1];
+      const [first, last] = attrs.series_slice_range || [z0, z1 - 1];
+      const volume = typeof attrs.volume_ml === "number" ? `${figure(attrs.volume_ml)} mL` : "";
+      const centre = (attrs.centroid_mm || []).map((v) => v.toFixed(1)).join(", ");
+      cells = [inst.id, inst.label, fmt(inst.score, 3), first === last ? String(first) : `${first}-${last}`,
+               [x0, y0, x1, y1].join(", "), fmt(inst.area_px), volume, centre];
+    } else {
+      const box = attrs.bbox_in_slice ? `slice ${boxes[0].slice}: ${attrs.bbox_in_slice.join(", ")}`
+        : (inst.bbox || []).join(", ");
+      cells = [inst.id, inst.label, fmt(inst.score, 3), fmt(inst.area_px), areaText(inst.area, inst.area_unit), box];
+    }
+    for (const cell of cells) tr.appendChild(el("td", cell));
+    if (boxes && boxes.length) {
+      // a row shows its instance where it is largest (its first such slice)
+      const largest = boxes.reduce((best, e) => ((e.area ?? 0) > (best.area ?? 0) ? e : best), boxes[0]);
+      tr.dataset.slice = String(largest.slice);
+      tr.dataset.slices = boxes.map((e) => e.slice).join(" ");
+      if (components) {
+        tr.children[4].title = boxes.map((e) => `slice ${e.slice}: ${e.box.join(", ")}`
+          + (e.area === null ? "" : ` (${fmt(e.area)} px)`)).join("\n");
+      }
+    }
+    tbody.appendChild(tr);
+  }
 }
 
 // "any plugin" chosen and a plugin's template answered: the answer came without that plugin's reader and files (a
@@ -405,7 +457,8 @@ function showClasses(doc) {
 // ------------------------------------------------------------------------------------------- what to look at
 function resetViews() {
   if (leafletMap) { leafletMap.remove(); leafletMap = null; }
-  for (const id of ["map", "player", "legend", "events", "timeline", "opacity-row", "input-preview", "slice-row", "instances-canvas"]) {
+  for (const id of ["map", "player", "legend", "events", "timeline", "opacity-row", "input-preview", "slice-row",
+                    "instances-canvas", "slice-boxes"]) {
     $(id).hidden = true;
   }
   $("input-preview").classList.remove("base");
@@ -416,6 +469,8 @@ function resetViews() {
   $("legend").replaceChildren();
   $("events").replaceChildren();
   $("timeline").replaceChildren();
+  $("slice-boxes").replaceChildren();
+  $("slice-boxes").setAttribute("hidden", "");
 }
 
 async function showPicture(body, doc, links) {
@@ -472,32 +527,85 @@ async function showSlices(doc, links, names) {
   const win = ((doc.provenance || {}).display_windows || {}).slice_pngs || {};
   const windowText = win.center !== undefined && win.center !== null
     ? `window ${win.name || ""} (centre ${fmt(win.center)}, width ${fmt(win.width)})` : "stretched";
+  const number = (name) => Number(name.slice("slice_png_".length));  // the slice's index in the series
+  // each instance's box on each slice it lies on (per_slice of a 3-D component; the flat box of a one-slice one)
+  const onSlices = {};
+  for (const inst of doc.instances || []) {
+    for (const e of sliceBoxes(inst.attributes || {}) || []) {
+      (onSlices[e.slice] = onSlices[e.slice] || []).push([inst.id, e.box]);
+    }
+  }
+  let picked = null;
   const cache = {};
   const show = async (i) => {
     const name = names[i];
     cache[name] = cache[name] || await blobUrl(links[name]);
     img.src = cache[name];
     img.dataset.slice = name.slice("slice_png_".length);
-    $("overlay-caption").textContent = `slice ${name.slice("slice_png_".length)} (${i + 1} of ${names.length}), ${windowText}`;
+    const k = number(name);
+    const here = onSlices[k] || [];
+    const pickedHere = here.some(([id]) => id === picked);
+    $("overlay-caption").textContent = `slice ${name.slice("slice_png_".length)} (${i + 1} of ${names.length}), ${windowText}`
+      + (here.length ? `; ${here.length} instance box(es) on it` : "")
+      + (picked === null ? "" : pickedHere ? `; #${picked} highlighted` : `; #${picked} is not on this slice`);
+    await img.decode().catch(() => {});
+    drawSliceBoxes(img, here, picked);
+    for (const tr of $("instances").querySelectorAll("tbody tr[data-slices]")) {
+      tr.classList.toggle("off-slice", !tr.dataset.slices.split(" ").includes(String(k)));
+    }
   };
   slider.min = "0";
   slider.max = String(names.length - 1);
-  const onSlice = (a, k) => a.series_slice === k || (a.per_slice || []).some((e) => e.series_slice === k);  // 3-D
-  const withSegments = names.findIndex((n) => (doc.instances || []).some(
-    (inst) => onSlice(inst.attributes || {}, Number(n.slice("slice_png_".length)))));
+  const withSegments = names.findIndex((n) => onSlices[number(n)]);
   slider.value = String(Math.max(0, withSegments));
   slider.oninput = () => show(Number(slider.value)).catch((e) => setStatus(e.message, true));
   $("slice-row").hidden = names.length < 2;
-  // a row of the instance table shows its slice
-  const indexOf = Object.fromEntries(names.map((n, i) => [String(Number(n.slice("slice_png_".length))), i]));
+  // a row of the instance table shows its slice (where the instance is largest), its box highlighted there and on
+  // every other slice it spans
+  const indexOf = Object.fromEntries(names.map((n, i) => [String(number(n)), i]));
   for (const tr of $("instances").querySelectorAll("tbody tr[data-slice]")) {
     const i = indexOf[tr.dataset.slice];
     if (i === undefined) continue;
     tr.classList.add("pick");
-    tr.title = "show this slice";
-    tr.addEventListener("click", () => { slider.value = String(i); slider.oninput(); });
+    tr.title = `show slice ${tr.dataset.slice} (where it is largest) with its box`;
+    tr.addEventListener("click", () => {
+      picked = Number(tr.dataset.id);
+      for (const row of $("instances").querySelectorAll("tbody tr")) row.classList.toggle("picked", row === tr);
+      slider.value = String(i);
+      slider.oninput();
+    });
   }
   await show(Number(slider.value));
+}
+
+// the boxes of the instances on the shown slice, in the slice's own pixels (end-exclusive boxes: a pixel's edges),
+// over the slice PNG; the picked instance's box highlighted
+function drawSliceBoxes(img, here, picked) {
+  const svg = $("slice-boxes");
+  const NS = "http://www.w3.org/2000/svg";
+  svg.replaceChildren();
+  const w = img.naturalWidth, h = img.naturalHeight;
+  if (!w || !h || !here.length) { svg.setAttribute("hidden", ""); return; }
+  svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  const order = [...here].sort((a, b) => (a[0] === picked) - (b[0] === picked));  // the picked one on top
+  for (const [id, [x0, y0, x1, y1]] of order) {
+    const g = document.createElementNS(NS, "g");
+    g.dataset.id = String(id);
+    if (id === picked) g.classList.add("picked");
+    const rect = document.createElementNS(NS, "rect");
+    for (const [k, v] of [["x", x0], ["y", y0], ["width", x1 - x0], ["height", y1 - y0]]) {
+      rect.setAttribute(k, String(v));
+    }
+    const label = document.createElementNS(NS, "text");
+    label.setAttribute("x", String(x0));
+    label.setAttribute("y", String(Math.max(y0 - 2, 10 * h / Math.max(img.clientHeight, 1))));
+    label.setAttribute("font-size", String(12 * h / Math.max(img.clientHeight, 1)));
+    label.textContent = `#${id}`;
+    g.append(rect, label);
+    svg.appendChild(g);
+  }
+  svg.removeAttribute("hidden");  // an SVG element has no .hidden property: the attribute itself
 }
 
 // COCO compressed RLE (pycocotools' string form) -> run lengths; runs alternate 0s and 1s, column-major
