@@ -276,7 +276,8 @@ def _print_result(result: Any, out_dir: Path) -> None:
             for i, inst in enumerate(result.instances[:10]):
                 area = _area(inst.area_real, inst.area_unit) if inst.area_real is not None else ""
                 own = inst.attributes.get("bbox_in_slice")  # DICOM: the box on its own slice, as a viewer shows
-                box = f"slice {inst.attributes['slice']}: {tuple(own)}" if own is not None else str(inst.bbox)
+                number = inst.attributes.get("series_slice", inst.attributes.get("slice"))  # as the slice PNGs' names
+                box = f"slice {number}: {tuple(own)}" if own is not None else str(inst.bbox)
                 table.add_row(str(i), inst.label, f"{inst.score:.3f}", box, str(inst.area_px), area)
         console.print(table)
         if len(result.instances) > 10:

@@ -360,3 +360,17 @@ def test_the_cli_table_shows_each_ct_box_on_its_own_slice(shared_data, tmp_path)
     x0, y0, z0, x1, y1, z1 = first["bbox_3d"]
     assert rows[0][:6] == (str(z0), str(z1 - 1), str(x0), str(y0), str(x1), str(y1))
     assert float(rows[0][7]) == pytest.approx(first["volume_ml"], rel=0.01)
+
+
+@real_data
+def test_the_cli_numbers_a_one_slice_run_as_the_series_does(shared_data, tmp_path):
+    """``-O slice=1`` reads one slice of the series: the table printed "slice 0" (the index in a one-slice scene)
+    while the slice PNG and the viewer say slice 1; each box now carries the series' number."""
+    import re
+
+    cli = run_cli("run", "--plugin", "surgical", _ct_series(shared_data), "bone", "-O", "slice=1",
+                  "-o", tmp_path / "out", env={"COLUMNS": "160"})
+    assert cli.exit_code == 0, cli.stderr
+    numbers = set(re.findall(r"slice (\d+): \(", cli.stdout))
+    doc = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert numbers == {"1"} == {str(i["attributes"]["series_slice"]) for i in doc["instances"]}, numbers
