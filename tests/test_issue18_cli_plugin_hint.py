@@ -31,4 +31,6 @@ def test_a_plugin_answer_without_plugin_says_which_plugin_writes_its_files(tmp_p
     chosen = _run(["--plugin", "surgical", str(series), "bone", "--out", str(tmp_path / "b"), "-O", "dicom_seg=false",
                    "-O", "nifti=false", "-O", "slice_pngs=false"])  # fmt: skip
     assert chosen.exit_code == 0, chosen.output
-    assert "without --plugin" not in chosen.output and "slice 0: (8, 8, 20, 20)" in chosen.output  # postprocessed
+    assert "without --plugin" not in chosen.output, chosen.output
+    # postprocessed: the series' bone is one 3-D component on slices 0-2 (rscore_surgical.components3d)
+    assert "│ 0-2    │ (8, 8, 20, 20)" in chosen.output, chosen.output
