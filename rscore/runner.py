@@ -88,7 +88,8 @@ def run(
         result = note_routed(result, routed, scene, reg)
     result = result.replace(timings={"read_s": round(read_s, 4), **result.timings})
     try:
-        return write_outputs(scene, result, out_dir or default_out_dir(path), registry=reg)
+        written = write_outputs(scene, result, out_dir or default_out_dir(path), registry=reg)
+        return written.replace(tile_summaries=())  # for the writers only: not held by the caller's result
     finally:
         log_ = getattr(result, "log", None)  # video results spool per-frame masks to disk
         if log_ is not None:

@@ -296,8 +296,9 @@ class Result:
     confidence: float | None = None
     caveats: tuple[str, ...] = ()
     # (core window, value) per tile that the answering template's tile_summary returned (rscore.sdk.Template), for
-    # writers (e.g. the earth map's preview of the input); not serialised
-    tile_summaries: tuple[tuple[Window, Any], ...] = ()
+    # writers (e.g. the earth map's preview of the input); not serialised, shown or compared; rscore.run drops them
+    # once the writers have run
+    tile_summaries: tuple[tuple[Window, Any], ...] = field(default=(), repr=False, compare=False)
 
     @property
     def absent(self) -> bool:

@@ -154,6 +154,32 @@ def test_segment_batch_fn_equals_the_engine_and_records_bad_tiles(region, monkey
         lrm.segment_batch.fn(job, batch)
 
 
+def test_the_flow_map_is_drawn_from_the_tiles_previews(region, tmp_path, monkeypatch):
+    """The batches carry each tile's ``tile_summary`` (the earth map's preview blocks), so the region's map.png is
+    stitched from them as ``rscore run`` does, without a re-read of the DEM (they were dropped: the map re-read it);
+    the same PNGs as the re-read."""
+    from PIL import Image
+    from rscore_earth import mapplot
+
+    job = _job(region["dem"])
+    stitch = lrm._Stitch(job)
+    for batch in lrm.split_batches(job.height, job.width, job.tile_size, 2):
+        res = lrm.segment_batch.fn(job, batch)
+        assert all(isinstance(t.summary, mapplot.PreviewPiece) for t in res.tiles)
+        stitch.add(res)
+    scene = lrm.prepared_scene(job.path, job.plugin, job.options_dict, job.query)  # as _merge_region does
+    result = stitch.result(scene, lrm._template(default_registry(), job.template), {})
+    assert len(result.tile_summaries) == job.tiles
+    with monkeypatch.context() as m:
+        m.setattr(mapplot, "_read_float", lambda *a: pytest.fail("the map writer read the DEM again"))
+        (tmp_path / "a").mkdir()
+        tiles = mapplot.MapPngWriter().write(scene, result, tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    reread = mapplot.MapPngWriter().write(scene, result.replace(tile_summaries=()), tmp_path / "b")
+    for key in ("map_png", "basemap_png"):
+        assert np.array_equal(np.asarray(Image.open(tiles[key])), np.asarray(Image.open(reread[key]))), key
+
+
 def test_inputs_runner_and_cli_errors(tmp_path, region):
     assert expand_inputs([str(region["dem"].parent)], lrm.RASTER_SUFFIXES, "rasters") == [region["dem"]]
     joined = os.pathsep.join([str(region["dem"]), str(region["dem"].parent / "*.tif")])

@@ -168,7 +168,8 @@ class Batch:
 
 @dataclasses.dataclass(frozen=True)
 class TileOutput:
-    """One tile's outputs over its core (packed), and the notes and caveats its program recorded."""
+    """One tile's outputs over its core (packed), the notes and caveats its program recorded, and the template's
+    ``tile_summary`` of it (the earth map's preview blocks: the region's map.png then needs no re-read of the DEM)."""
 
     index: int
     core: Window
@@ -177,12 +178,14 @@ class TileOutput:
     classes: PackedArray | None
     notes: tuple[Step, ...]
     caveats: tuple[str, ...] = ()
+    summary: Any = None
 
     def unpacked(self) -> TileResult:
         """As the engine's tile result (what :class:`~rscore.engine.program.TileStitcher` stitches)."""
         return TileResult(
             self.index, self.core, self.mask.unpack(), self.score.unpack() if self.score is not None else None,
             self.classes.unpack() if self.classes is not None else None, [], list(self.notes), list(self.caveats),
+            self.summary,
         )  # fmt: skip
 
 
@@ -268,6 +271,7 @@ def run_tile(scene: Scene, request: Request, template: Template, operators: Mapp
     output = TileOutput(
         res.index, res.core, PackedArray.pack(mask), PackedArray.pack(res.score) if res.score is not None else None,
         PackedArray.pack(res.classes) if res.classes is not None else None, tuple(res.notes), tuple(res.caveats),
+        res.summary,
     )  # fmt: skip
     return output, len(res.targets)
 
@@ -421,7 +425,8 @@ class _Stitch:
                 f"the template returned {self.targets_ignored} segmenter targets; this flow does not segment them"
             )
         request = Request(query=job.query, plugin=job.plugin, options=job.options_dict)
-        done = Execution(plan, mask=mask, score=score, classes=classes, caveats=list(self.tiles.caveats))
+        done = Execution(plan, mask=mask, score=score, classes=classes, caveats=list(self.tiles.caveats),
+                         tile_summaries=list(self.tiles.summaries))  # (the map writer checks they cover the map)
         result = finish_result(scene, request, Planned(job.plan, (template,), template), done, default_registry())
         return result.replace(
             warnings=result.warnings + tuple(warnings), provenance={**result.provenance, "flow": dict(flow_info)}

@@ -300,11 +300,9 @@ def _real_names(text: str, pins: list[Any]) -> str:
 
 def _real_names_in(doc: Path, pins: list[Any]) -> None:
     """A result document written through pinned links names the real files (as without pinning)."""
-    if pins and doc.is_file():
-        text = doc.read_text(encoding="utf-8")
-        fixed = _real_names(text, pins)
-        if fixed != text:
-            doc.write_text(fixed, encoding="utf-8")
+    from rscore.service.pinning import real_names_in
+
+    real_names_in(doc, pins)
 
 
 def make_job_runner(settings: Any, output_root: Path, registry: Registry) -> JobRunner:

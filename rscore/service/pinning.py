@@ -50,6 +50,7 @@ then reads paths by name, as before pinning.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import stat
@@ -63,8 +64,8 @@ from rscore.errors import BackendUnavailable, InputError
 from rscore.service.security import PathNotAllowed, _allowed, _matches, shown_path
 
 __all__ = [
-    "PinnedInput", "pin_input", "pin_options", "real_names", "pinning_available", "MAX_SIDECARS", "item_pinner",
-    "job_pins", "pinned_job_input", "MAX_FOLDER_FILES",
+    "PinnedInput", "pin_input", "pin_options", "real_names", "real_names_in", "pinning_available", "MAX_SIDECARS",
+    "item_pinner", "job_pins", "pinned_job_input", "MAX_FOLDER_FILES",
 ]
 
 MAX_SIDECARS = 32
@@ -437,6 +438,22 @@ def real_names(text: str, pins: Iterable[PinnedInput]) -> str:
     return text
 
 
+def real_names_in(doc: Path, pins: Iterable[PinnedInput]) -> None:
+    """The result document ``doc`` (if written) naming the real files instead of the pins' links: each string of
+    the parsed document, so that a real folder's quote or backslash is escaped as JSON needs (a replacement in the
+    file's text made it invalid JSON)."""
+    from rscore.service.context import scrub_doc
+
+    renamed = [(pin.link_prefix, str(pin.real.parent) + os.sep) for pin in pins if pin.path != pin.real]
+    if not renamed or not doc.is_file():
+        return
+    data = fixed = json.loads(doc.read_text(encoding="utf-8"))
+    for link_folder, real_folder in renamed:
+        fixed = scrub_doc(fixed, link_folder, real_folder)
+    if fixed != data:
+        doc.write_text(json.dumps(fixed, indent=2) + "\n", encoding="utf-8")
+
+
 # ------------------------------------------------------------------------------------------------- job inputs
 ItemPinner = Callable[[str, dict[str, Any], str], tuple[str, dict[str, Any], list[PinnedInput]]]
 
@@ -506,12 +523,7 @@ def pinned_job_input(path: str, options: dict[str, Any], out_dir: str | Path) ->
         except PathNotAllowed:
             shutil.rmtree(out_dir, ignore_errors=True)  # (the item's result folder: written by this run)
             raise
-        doc = Path(out_dir) / "result.json"
-        if pins and doc.is_file():
-            text = doc.read_text(encoding="utf-8")
-            fixed = real_names(text, pins)
-            if fixed != text:
-                doc.write_text(fixed, encoding="utf-8")
+        real_names_in(Path(out_dir) / "result.json", pins)
     except BaseException as exc:
         if pins and len(exc.args) == 1 and isinstance(exc.args[0], str):  # the message names the real file
             exc.args = (real_names(exc.args[0], pins),)

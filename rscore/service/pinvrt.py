@@ -56,10 +56,23 @@ class _Sources:
                      if real == r or real.is_relative_to(r)), None)  # fmt: skip
         if root is None:
             raise p._changed(self.what, self.shown, "a VRT source's folder is no longer under an allowed folder")
-        fd = os.open(root, p._O_PATH | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+        try:
+            fd = os.open(root, p._O_PATH | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:  # (as for the input: the server's condition, or a root gone since the check)
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise p._busy(self.what, self.shown) from None
+            raise p._changed(self.what, self.shown, "a VRT source's allowed folder cannot be opened") from None
         try:
             for part in real.relative_to(root).parts:
-                child = os.open(part, p._FLAGS, dir_fd=fd)
+                try:
+                    child = os.open(part, p._FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE):
+                        raise p._busy(self.what, self.shown) from None
+                    if isinstance(exc, FileNotFoundError):
+                        raise
+                    raise InputError(f"{self.what} '{self.shown}': the folder of its VRT source "
+                                     f"#{len(self.pinned) + 1} cannot be opened ({exc.strerror or exc})") from None
                 os.close(fd)
                 fd = child
                 mode = os.fstat(fd).st_mode

@@ -203,3 +203,35 @@ def test_an_rgb_map_from_tile_previews_is_the_reread_map(shared_data, tmp_path, 
         pytest.skip(f"{path} is absent")
     scene, _, maps = _same_maps_as_the_reread(path, tmp_path, monkeypatch, preview_max, "water", **options)
     assert mapplot.preview_roles(scene) == ("red", "green", "blue") and maps["basemap_png"].ndim == 3
+
+
+@pytest.mark.parametrize("shape,preview_max", [((1, 1), None), ((1, 3000), 90), ((2, 1), None)])
+def test_one_pixel_and_one_row_rasters_map_from_tile_previews_as_reread(write_tif, tmp_path, monkeypatch, shape,
+                                                                        preview_max):  # fmt: skip
+    """Edge grids: one pixel, one row of 3000 px (factor 34: blocks one row high, the last one short), one column."""
+    if preview_max is not None:
+        monkeypatch.setattr(mapplot, "PREVIEW_MAX", preview_max)
+    z = (np.random.default_rng(0).random(shape) * 500).astype(np.float32)
+    path = write_tif("edge.tif", z)
+    opts = {"matcher": "keyword", "tile_size": 64}
+    scene = engine.open_scene(path, plugin="earth", options=opts)
+    result = engine.segment(scene, "steep terrain", plugin="earth", options=opts)
+    assert result.tile_summaries and "tile_summaries" not in repr(result)
+    with monkeypatch.context() as m:
+        m.setattr(mapplot, "_read_float", _reads_nothing)
+        tiles = _maps(scene, result, tmp_path / "tiles")
+    reread = _maps(scene, result.replace(tile_summaries=()), tmp_path / "reread")
+    f = mapplot.preview_factor(*shape)
+    assert reread["basemap_png"].shape[:2] == (-(-shape[0] // f), -(-shape[1] // f))
+    for key, value in reread.items():
+        assert np.array_equal(tiles[key], value) if isinstance(value, np.ndarray) else tiles[key] == value, key
+
+
+def test_rscore_run_drops_the_tile_summaries_once_written(tmp_path):
+    """The previews are for the writers: the result ``rscore.run`` hands back does not hold them (nor result.json)."""
+    opts = {"matcher": "keyword"}
+    scene = engine.open_scene(EXAMPLE, plugin="earth", options=opts)
+    assert engine.segment(scene, QUERY, plugin="earth", options=opts).tile_summaries
+    result = engine.run(EXAMPLE, QUERY, plugin="earth", out_dir=tmp_path / "out", options=opts)
+    assert result.tile_summaries == () and "map_png" in result.outputs
+    assert "tile_summar" not in (tmp_path / "out" / "result.json").read_text()

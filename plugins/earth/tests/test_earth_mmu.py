@@ -174,3 +174,25 @@ def test_a_map_whose_prone_patches_are_all_under_the_unit_is_absent_saying_why(r
     classes[20:24, 20:24] = 3  # a 16 px high patch is kept: nothing to explain
     mask, _, step = refine(scene, {}, classes >= 2, None, classes)
     assert int(mask.sum()) == 16 and "explains" not in step.stats
+
+
+def test_a_raster_smaller_than_the_unit_is_sieved_not_an_internal_error(tmp_path):
+    """GDAL's sieve refuses a unit as large as the image ('size must be smaller than size of image'): a 1 x 2 px
+    landslide map of 11 m pixels (unit 10 px) was an internal error; it is sieved as GDAL sieves it inside a larger
+    image whose other pixels are nodata."""
+    classes = np.array([[3, 1, 1, 0]], np.uint8)
+    out = _sieve(classes, 10)
+    assert out.shape == classes.shape and out.dtype == np.uint8
+    padded = np.zeros((1, 11), np.uint8)
+    padded[:, :4] = classes
+    np.testing.assert_array_equal(out, _sieve(padded, 10)[:, :4])  # the same as GDAL on a wider image
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path = tmp_path / "tiny.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=1, width=2, count=1, dtype="float32", crs="EPSG:4326",
+                       transform=from_origin(-78, 0, 0.0001, 0.0001)) as dst:  # fmt: skip
+        dst.write(np.array([[[100.0, 200.0]]], np.float32))
+    scene = engine.open_scene(path, plugin="earth")
+    res = engine.segment(scene, QUERY, plugin="earth", options={"matcher": "keyword"})
+    assert any("minimum mapping unit" in s.text for s in res.plan.steps)

@@ -137,6 +137,11 @@ def apply_mmu(result: Result, scene: Scene) -> Result | None:
 def _sieve(classes: np.ndarray, size: int) -> np.ndarray:
     from rasterio.features import sieve
 
+    h, w = classes.shape
+    if h * w <= size:  # GDAL refuses a unit as large as the image: widen it with masked-out (class 0) columns
+        grown = np.zeros((h, size // max(h, 1) + 1), np.uint8)
+        grown[:, :w] = classes
+        return _sieve(grown, size)[:, :w]
     valid = classes > 0
     cleaned = sieve(classes, size=size, mask=valid, connectivity=4).astype(np.uint8)
     cleaned[~valid] = 0
