@@ -101,7 +101,7 @@ def write_outputs(
             except OSError:
                 pass
         raise
-    return result.replace(outputs=outputs)
+    return result.replace(outputs=outputs, tile_summaries=())  # the previews were for the writers only
 
 
 def write_threads(result: Result) -> int:

@@ -19,7 +19,7 @@ The base's block means are computed tile by tile while the analytic program hold
 (:func:`tile_preview`, the earth templates' ``tile_summary``, in the tile worker processes with ``-O workers``)
 and reach the writer as :class:`PreviewPiece` in ``Result.tile_summaries``: the writer stitches them instead of
 reading and decompressing the whole input again (~0.3 CPU-s of a 4096 px DEM, issue 22), with the same bits. A
-result without them (another reasoner, the landslide flow, pieces of another grid) is read window by window as
+result without them (another reasoner, pieces of another grid) is read window by window as
 before. The PNGs are encoded by ISA-L (:func:`rscore_earth.png.save_png`).
 """
 
