@@ -269,7 +269,9 @@ def _print_result(result: Any, out_dir: Path) -> None:
             for name, row in volumes.items():
                 vol.add_row(name, f"{row.get('voxels', 0):,}", f"{_figure(row['volume_ml'])} mL")
             console.print(vol)
-        if any("bbox_3d" in i.attributes and "bbox_in_slice" not in i.attributes for i in result.instances):
+        if not result.instances:  # e.g. a series whose components are all specks, or a mask too big to list
+            table = "instances: none listed (the plan above says why)"
+        elif any("bbox_3d" in i.attributes and "bbox_in_slice" not in i.attributes for i in result.instances):
             table = _components_table(result.instances[:10])  # a DICOM series: 3-D components across slices
         else:
             table = Table("#", "label", "score", "bbox (x0,y0,x1,y1)", "area px", "area")

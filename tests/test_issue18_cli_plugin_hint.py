@@ -43,3 +43,19 @@ def test_the_warning_names_the_plugin_only_where_an_answer_still_lacks_it():
     assert _answering_plugin_not_chosen(lacking.replace(plugin="surgical")) is None
     absent = Result(query="bone", plugin=None, plan=Plan(absent=True, reason="x", template="surgical:bone"))
     assert _answering_plugin_not_chosen(absent) is None
+
+
+def test_a_series_whose_components_are_all_specks_says_so_instead_of_an_empty_table(tmp_path):
+    """Every 3-D component under ``min_volume_ml`` is a speck (kept in the mask, not an instance): the CLI printed an
+    empty instance table; it now says none are listed and the plan step gives the specks' count and volume."""
+    pytest.importorskip("rscore_surgical")
+    from service_helpers import series_slices
+
+    series = tmp_path / "ct"
+    series.mkdir()
+    for name, data in series_slices().items():
+        (series / (name.rsplit("/", 1)[-1] + ".dcm")).write_bytes(data)
+    out = _run([str(series), "bone", "--out", str(tmp_path / "a"), "-O", "slice_pngs=false", "-O", "min_volume_ml=5"])
+    assert out.exit_code == 0, out.output
+    assert "instances: none listed" in out.output and "specks" in out.output
+    assert "┃ #" not in out.output  # no empty table
