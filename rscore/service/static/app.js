@@ -582,7 +582,7 @@ async function showSlices(doc, links, names) {
 // over the slice PNG; the picked instance's box highlighted
 function drawSliceBoxes(img, here, picked) {
   const svg = $("slice-boxes");
-  const NS = "http://www.w3.org/2000/svg";
+  const NS = svg.namespaceURI;  // the inline <svg>'s own (SVG's): no URL in the page's code
   svg.replaceChildren();
   const w = img.naturalWidth, h = img.naturalHeight;
   if (!w || !h || !here.length) { svg.setAttribute("hidden", ""); return; }
