@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from rscore.testing import run_cli
+from rscore.testing import run_cli, shared_data_dir
 
 real_data = pytest.mark.shared_data
 
@@ -92,6 +92,20 @@ def _ct_series(shared_data):
     if not (folder / "01.dcm").exists():
         pytest.skip(f"{folder} not present")
     return folder
+
+
+@pytest.fixture(scope="module")
+def ct_bone(tmp_path_factory):
+    """'bone' on the 3-slice CT through the CLI once (a 160-column terminal): ``(series, cli, out)``, its printed
+    table and its outputs, read by the three tests of what a radiologist sees of it (volumes, boxes, the table)."""
+    data = shared_data_dir()
+    if data is None:
+        pytest.skip("the shared real data is absent")
+    ct = _ct_series(data)
+    out = tmp_path_factory.mktemp("ct-bone") / "out"
+    cli = run_cli("run", "--plugin", "surgical", ct, "bone", "-o", out, env={"COLUMNS": "160"})
+    assert cli.exit_code == 0, cli.stderr
+    return ct, cli, out
 
 
 @real_data
@@ -192,7 +206,7 @@ def test_a_ct_given_to_the_safety_plugin_is_pointed_to_the_surgical_one(shared_d
 
 
 @real_data
-def test_the_cli_prints_segment_volumes_in_ml_that_match_the_dicom_geometry_and_the_nifti(shared_data, tmp_path):
+def test_the_cli_prints_segment_volumes_in_ml_that_match_the_dicom_geometry_and_the_nifti(ct_bone):
     """'bone' on the 3-slice CT printed 42 per-slice areas in cm² and no volume: a radiologist had to open
     result.json for the mL. The CLI now prints each segment's voxels and volume; both agree with the NIfTI labels
     (nibabel) and with the voxel size from the DICOM headers (pydicom: PixelSpacing x slice spacing)."""
@@ -200,10 +214,7 @@ def test_the_cli_prints_segment_volumes_in_ml_that_match_the_dicom_geometry_and_
     import numpy as np
     import pydicom
 
-    ct = _ct_series(shared_data)
-    out = tmp_path / "out"
-    cli = run_cli("run", "--plugin", "surgical", ct, "bone", "-o", out, env={"COLUMNS": "160"})
-    assert cli.exit_code == 0, cli.stderr
+    ct, cli, out = ct_bone
     zs = sorted(float(pydicom.dcmread(ct / f"0{k}.dcm").ImagePositionPatient[2]) for k in (1, 2, 3))
     first = pydicom.dcmread(ct / "01.dcm")
     voxel_ml = float(first.PixelSpacing[0]) * float(first.PixelSpacing[1]) * (zs[1] - zs[0]) / 1000.0
@@ -318,15 +329,13 @@ def test_glare_on_a_site_frame_is_not_answered_with_endoscopy_confidence(shared_
 
 @real_data
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools' __array__ copy keyword under NumPy 2
-def test_each_ct_instance_carries_its_box_on_its_own_slice(shared_data, tmp_path):
+def test_each_ct_instance_carries_its_box_on_its_own_slice(ct_bone):
     """result.json boxes of a series are in the stacked scene (slice 2 of 512 px slices: y = 1179-1382), which no
     DICOM viewer shows; each instance now also has ``bbox_in_slice``, the box of its mask on its own slice image
     (checked against the instance's RLE decoded with pycocotools and cut to that slice)."""
     from pycocotools import mask as mask_utils
 
-    cli, _ = _run(tmp_path, "surgical", _ct_series(shared_data), "bone")
-    assert cli.exit_code == 0, cli.stderr
-    instances = cli.json["instances"]
+    instances = json.loads((ct_bone[2] / "result.json").read_text())["instances"]  # what --json prints too
     assert {i["attributes"]["slice"] for i in instances} == {0, 1, 2}
     for inst in instances:
         k, box = inst["attributes"]["slice"], inst["attributes"]["bbox_in_slice"]
@@ -339,18 +348,16 @@ def test_each_ct_instance_carries_its_box_on_its_own_slice(shared_data, tmp_path
 
 
 @real_data
-def test_the_cli_table_shows_each_ct_box_on_its_own_slice(shared_data, tmp_path):
+def test_the_cli_table_shows_each_ct_box_on_its_own_slice(ct_bone):
     """The CLI's instance table printed the stacked-scene boxes (y up to 1476 on 512 px slices), which no viewer
     shows; it now prints the slice and the box on that slice, as result.json's ``bbox_in_slice``."""
     import re
 
-    cli = run_cli("run", "--plugin", "surgical", _ct_series(shared_data), "bone", "-o", tmp_path / "out",
-                  env={"COLUMNS": "160"})
-    assert cli.exit_code == 0, cli.stderr
+    _, cli, out = ct_bone
     text = " ".join(cli.stdout.split())
     boxes = re.findall(r"slice (\d): \((\d+), (\d+), (\d+), (\d+)\)", text)
     assert boxes and {k for k, *_ in boxes} <= {"0", "1", "2"}
     assert all(int(v) <= 512 for _, *box in boxes for v in box), boxes
-    doc = json.loads((tmp_path / "out" / "result.json").read_text())
+    doc = json.loads((out / "result.json").read_text())
     first = doc["instances"][0]["attributes"]
     assert boxes[0] == (str(first["slice"]), *map(str, first["bbox_in_slice"]))
