@@ -6,6 +6,7 @@ test_flows.py::test_tiled_flow_equals_rscore_run_and_reuses_results (the same fl
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -70,3 +71,11 @@ def test_segment_batch_refuses_a_user_summary_and_a_user_folder_named_like_an_in
     one_line_error(proc, "hills", "not an rscore output folder")
     assert (out / "hills" / "result.json").read_text() == "mine\n"
     assert sorted(p.name for p in out.iterdir()) == ["hills"]
+    # the user's folder moved away: the same command runs (the default suite's one `rscore flows run` to exit 0)
+    (out / "hills" / "result.json").unlink()
+    (out / "hills").rmdir()
+    proc = flows(prefect_url, "segment-batch", str(dem), "--out", "out", "--query", QUERY, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "segment-batch: ok -> out", proc.stdout
+    assert json.loads((out / "hills" / "result.json").read_text())["template"] == "earth:landslide"
+    assert json.loads((out / "segment-batch-summary.json").read_text())["status"] == "ok"
