@@ -151,17 +151,11 @@ def test_signal_unwinds_cleanly_and_a_second_writer_is_refused_meanwhile(tmp_pat
         signal.signal(signal.SIGINT, inherited)
     try:
         wait_for(lambda: any(p.name.startswith("rscore-tiles-") for p in scratch.iterdir()), proc=proc)
-        # the first run is held (SIGSTOP) while it computes, so that it cannot finish before it is signalled (it did
-        # on a fast machine: exit 0); the signal is delivered as it goes on (SIGCONT)
-        proc.send_signal(signal.SIGSTOP)
-        try:
-            # a second run into the same folder, while the first computes: refused at once, naming the first's PID
-            second = rscore(*args, cwd=tmp_path, env=env)
-            one_line_error(second, f"in use by PID {proc.pid}")
-            assert proc.poll() is None  # the first one is still there: the second was refused before its own work
-            proc.send_signal(sig)
-        finally:
-            proc.send_signal(signal.SIGCONT)
+        # a second run into the same folder, while the first computes: refused at once, naming the first's PID
+        second = rscore(*args, cwd=tmp_path, env=env)
+        one_line_error(second, f"in use by PID {proc.pid}")
+        assert proc.poll() is None  # the first one is still computing: the second was refused before its own work
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
