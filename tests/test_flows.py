@@ -26,6 +26,7 @@ cv2 = pytest.importorskip("cv2")
 
 from rscore.engine import default_registry  # noqa: E402
 from rscore.errors import BackendUnavailable, InputError, OptionError  # noqa: E402
+from rscore.io.outdir import MARKER  # noqa: E402
 
 from rscore_flows import FLOW_NAMES  # noqa: E402
 from rscore_flows import landslide_risk_mapping as lrm  # noqa: E402
@@ -246,7 +247,11 @@ def test_allocator_is_tuned_once_and_only_under_a_trim_threshold(monkeypatch):
 
 # ------------------------------------------------------------------------------------------------------------ flows
 def test_tiled_flow_equals_rscore_run_and_reuses_results(prefect_api, region, tmp_path):
+    """Also the flow's own --out folder: other files in it are left alone, its marker lists what the flow wrote, and
+    a second run into it reuses the finished tiles and rewrites rscore's own summary and report."""
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
     summary = flows_run("landslide-risk-mapping", [str(region["dem"])], out, tile_size=TILE, batch_tiles=2)
     assert summary["status"] == "ok"
     (r,) = summary["regions"]
@@ -271,9 +276,15 @@ def test_tiled_flow_equals_rscore_run_and_reuses_results(prefect_api, region, tm
     for key in ("absent", "instances", "caveats", "confidence", "classes"):
         assert doc[key] == ref_doc[key], key
 
+    marker = json.loads((out / MARKER).read_text())
+    assert {"landslide-summary.json", "landslide-report.md"} <= set(marker["files"])
+    assert "notes.txt" not in marker["files"]
+
     again = flows_run("landslide-risk-mapping", [str(region["dem"])], out, tile_size=TILE, batch_tiles=2)
     assert again["regions"][0]["tiles"] == {"total": 20, "bad": 0, "computed": 0, "reused": 20}
     np.testing.assert_array_equal(_read(folder / "mask.tif"), region["mask"])
+    assert (out / "notes.txt").read_text() == "mine\n"
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
 
     secret = flows_run("landslide-risk-mapping", [str(region["dem"])], tmp_path / "secret", tile_size=TILE,
                        options={"endpoint": "https://user:hunter2@vlm.example/v1"})  # fmt: skip

@@ -1,7 +1,8 @@
 """``rscore flows run ... --out DIR`` (a real CLI subprocess on a real Prefect API) never overwrites a file rscore
 did not write: a user's file named like the flow's summary or report, or a folder named like an input's output
-folder, is refused before anything runs (exit 2, one line naming it) and kept as it was; a flow's own folder is
-reused (resumable), its marker listing what the flow wrote there."""
+folder, is refused before anything runs (exit 2, one line naming it) and kept as it was. That a flow's own folder is
+reused (resumable), its marker listing what the flow wrote there, is checked on the in-process run of
+test_flows.py::test_tiled_flow_equals_rscore_run_and_reuses_results (the same flows_run the CLI calls)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ pytest.importorskip("prefect")
 pytest.importorskip("rasterio")
 pytest.importorskip("rscore_earth")
 
-from rscore.io.outdir import MARKER  # noqa: E402
 
 from test_outdir_safety import one_line_error  # noqa: E402
 
@@ -57,22 +57,6 @@ def test_a_user_file_named_like_the_summary_or_report_is_kept(prefect_url, dem, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # and no lock left beside it
 
 
-def test_the_flows_own_folder_is_reused_and_its_marker_lists_what_it_wrote(prefect_url, dem, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine\n")  # other files in the folder are left alone
-    args = ("landslide-risk-mapping", str(dem), "--out", "out", "--tile-size", "64")
-    first = flows(prefect_url, *args, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-2000:]
-    marker = json.loads((out / MARKER).read_text())
-    assert {"landslide-summary.json", "landslide-report.md"} <= set(marker["files"])
-    assert "notes.txt" not in marker["files"]
-    again = flows(prefect_url, *args, cwd=tmp_path)  # resumable: rscore's own summary and report are rewritten
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert (out / "notes.txt").read_text() == "mine\n"
-    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
-
-
 def test_segment_batch_refuses_a_user_summary_and_a_user_folder_named_like_an_input(prefect_url, dem, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -87,3 +71,11 @@ def test_segment_batch_refuses_a_user_summary_and_a_user_folder_named_like_an_in
     one_line_error(proc, "hills", "not an rscore output folder")
     assert (out / "hills" / "result.json").read_text() == "mine\n"
     assert sorted(p.name for p in out.iterdir()) == ["hills"]
+    # the user's folder moved away: the same command runs (the default suite's one `rscore flows run` to exit 0)
+    (out / "hills" / "result.json").unlink()
+    (out / "hills").rmdir()
+    proc = flows(prefect_url, "segment-batch", str(dem), "--out", "out", "--query", QUERY, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "segment-batch: ok -> out", proc.stdout
+    assert json.loads((out / "hills" / "result.json").read_text())["template"] == "earth:landslide"
+    assert json.loads((out / "segment-batch-summary.json").read_text())["status"] == "ok"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -578,3 +580,46 @@ def test_a_rare_keyword_beside_a_place_word_names_its_template(shipped):
         assert "keyword" in plan.match["keyword_match"]
     plan = plan_for(shipped, "earth", "raster", "ravine land")  # already its template's: unchanged
     assert not plan.absent and plan.template == "earth:ridges_valleys"
+
+
+def test_keyword_covered_pairs_are_kept_on_disk_keyed_by_every_template_text(tmp_path, monkeypatch):
+    """covered_pairs() for the keyword matcher (~1 CPU-s for every installed template, per process) is read back
+    from the cache in a new process (here: the per-process memo emptied) equal to what is computed; a changed
+    template text or a damaged file means computing it again."""
+    import dataclasses
+
+    from rscore.engine import default_registry, matching
+
+    monkeypatch.setenv("RSCORE_CACHE_DIR", str(tmp_path))
+    templates = [t for t in default_registry().templates if t.plugin == "safety"]  # 0.1 CPU-s a computation
+    calls = []
+    real_scores = matching.text_scores
+
+    def counted(*args):
+        calls.append(args[0])
+        return real_scores(*args)
+
+    monkeypatch.setattr(matching, "text_scores", counted)
+
+    def fresh(ts):  # as a new process would: nothing in memory
+        monkeypatch.setattr(matching, "_PAIRS", {})
+        return matching.covered_pairs("keyword", ts)
+
+    computed = fresh(templates)
+    assert calls == ["keyword"] and (tmp_path / "covered-pairs.json").is_file()
+    assert sum(len(p) for p in computed) >= 3  # worker + hi-vis and the like: the cache holds something
+    assert fresh(templates) == computed and calls == ["keyword"]  # read back, not computed
+    first = templates[0]
+    changed = [dataclasses.replace(first, keywords=(*first.keywords, "scaffold")), *templates[1:]]
+    fresh(changed)
+    assert calls == ["keyword"] * 2  # a keyword added: another key
+    assert fresh(changed) is not None and calls == ["keyword"] * 2  # ... kept beside the first
+    (tmp_path / "covered-pairs.json").write_text("{not json")
+    assert fresh(templates) == computed and calls == ["keyword"] * 3  # damaged: computed again, and rewritten
+    assert fresh(templates) == computed and calls == ["keyword"] * 3
+    entries = json.loads((tmp_path / "covered-pairs.json").read_text())["entries"]
+    assert len(entries) == 1 and computed == [frozenset(frozenset(p) for p in ps) for ps in next(iter(entries.values()))]
+    if embeddings_available():  # the embedding matcher's pairs depend on the model's vectors: not stored
+        monkeypatch.setattr(matching, "_PAIRS", {})
+        matching.covered_pairs("embedding", templates)
+        assert json.loads((tmp_path / "covered-pairs.json").read_text())["entries"] == entries

@@ -49,10 +49,17 @@ def finetune(tiny: dict[str, Path], out: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300)  # fmt: skip
 
 
-def test_adapter_folder_with_user_files_is_not_replaced(tiny):
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft, as test_finetune
+def test_adapter_folder_with_user_files_is_not_replaced(tiny, monkeypatch):
+    from rscore.finetune import finetune_command
+
     adapter = tiny["root"] / "adapter"
-    first = finetune(tiny, adapter)
-    assert first.returncode == 0, first.stderr
+    # the adapter folder is written in this process (what the CLI calls; saves a subprocess importing torch, peft
+    # and transformers); the run that must refuse to replace it is the real CLI below
+    monkeypatch.chdir(tiny["root"])
+    _, code = finetune_command(None, tiny["manifest"], adapter, model=str(tiny["qwen"]), device="cpu", steps=1,
+                               options={"matcher": "keyword"})
+    assert code == 0
     assert (adapter / "rscore_adapter.json").is_file()
     (adapter / "my-notes.txt").write_text("which run this was")  # the user keeps notes in it
     before = sorted(p.name for p in adapter.iterdir())

@@ -22,13 +22,32 @@ def isolated_hub(monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sam2_weights(tmp_path_factory):
-    """A --weights folder with a random SAM2.1 hiera-tiny checkpoint at DIR/sam2.1-hiera-tiny/sam2.1_hiera_tiny.pt."""
+def thin_config(tmp_path_factory):
+    """The sam2 package's hiera-tiny yaml made narrower (trunk 8 channels, one block per stage but two in the third,
+    neck and decoder 32 channels): the same SAM2 classes at Meta's 1024 px input (``SAM2ImagePredictor`` is fixed to
+    it), ~6x less compute than hiera-tiny's 96/256 channels (12 s per embedding on 2 loaded cores)."""
     pytest.importorskip("sam2")
+    from omegaconf import OmegaConf
+
+    from rscore.models.sam2_build import _config_path
+
+    cfg = OmegaConf.load(str(_config_path("configs/sam2.1/sam2.1_hiera_t.yaml")))
+    trunk, neck = cfg.model.image_encoder.trunk, cfg.model.image_encoder.neck
+    trunk.embed_dim, trunk.stages, trunk.global_att_blocks = 8, [1, 1, 2, 1], [3]
+    neck.backbone_channel_list, neck.d_model, neck.position_encoding.num_pos_feats = [64, 32, 16, 8], 32, 32
+    path = tmp_path_factory.mktemp("sam2-config") / "sam2.1_hiera_thin.yaml"
+    OmegaConf.save(cfg, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sam2_weights(tmp_path_factory, thin_config):
+    """A --weights folder with a random SAM2.1 checkpoint at DIR/sam2.1-hiera-tiny/sam2.1_hiera_tiny.pt (Meta's
+    layout) of ``thin_config``'s model: the segmenters below are given that config (``sam2_config``)."""
     from rscore.models.testing import save_tiny_sam2_checkpoint
 
     root = tmp_path_factory.mktemp("sam2-weights")
-    save_tiny_sam2_checkpoint(root / "sam2.1-hiera-tiny" / "sam2.1_hiera_tiny.pt")
+    save_tiny_sam2_checkpoint(root / "sam2.1-hiera-tiny" / "sam2.1_hiera_tiny.pt", str(thin_config))
     return root
 
 
@@ -80,7 +99,8 @@ def _check_instances(instances, targets, shape):
 
 
 # ------------------------------------------------------------------------------------------------- sam2 package
-def test_sam2_segments_every_target_and_matches_the_bare_predictor(sam2_weights, picture, flipped, monkeypatch):
+def test_sam2_segments_every_target_and_matches_the_bare_predictor(sam2_weights, thin_config, picture, flipped,
+                                                                  monkeypatch):
     from rscore.compat import ensure_torchvision
 
     ensure_torchvision()
@@ -88,7 +108,7 @@ def test_sam2_segments_every_target_and_matches_the_bare_predictor(sam2_weights,
 
     from rscore.segmenters.sam2 import make_sam2_segmenter
 
-    seg = make_sam2_segmenter({"weights": str(sam2_weights), "device": "cpu"})
+    seg = make_sam2_segmenter({"weights": str(sam2_weights), "device": "cpu", "sam2_config": str(thin_config)})
     assert seg.model_name == "sam2.1-hiera-tiny" and seg.resolved.source == "weights"
     calls = []
     original = seg.predictor.set_image
@@ -112,7 +132,7 @@ def test_sam2_segments_every_target_and_matches_the_bare_predictor(sam2_weights,
         assert np.array_equal(alone.mask, inst.mask) and alone.score == pytest.approx(inst.score, abs=1e-5)
     assert calls == [picture.shape]
     # a segmenter built per request (as the engine does) shares the model and the current view's embedding
-    again = make_sam2_segmenter({"weights": str(sam2_weights), "device": "cpu"})
+    again = make_sam2_segmenter({"weights": str(sam2_weights), "device": "cpu", "sam2_config": str(thin_config)})
     assert again.predictor.model is seg.predictor.model
     assert np.array_equal(again.segment(picture, TARGETS[1:2])[0].mask, instances[1].mask)
     assert calls == [picture.shape]
@@ -120,11 +140,11 @@ def test_sam2_segments_every_target_and_matches_the_bare_predictor(sam2_weights,
     assert calls == [picture.shape, picture.shape]
 
 
-def test_sam2_rejects_bad_targets_and_images(sam2_weights, flipped):
+def test_sam2_rejects_bad_targets_and_images(sam2_weights, thin_config, flipped):
     picture = flipped
     from rscore.segmenters.sam2 import make_sam2_segmenter
 
-    seg = make_sam2_segmenter({"weights": str(sam2_weights), "sam2_model": "tiny"})
+    seg = make_sam2_segmenter({"weights": str(sam2_weights), "sam2_model": "tiny", "sam2_config": str(thin_config)})
     assert seg.segment(picture, []) == []
     with pytest.raises(OptionError, match="inverted"):
         seg.segment(picture, [Target("x", box=(50, 50, 10, 10))])
@@ -141,11 +161,12 @@ def test_sam2_rejects_bad_targets_and_images(sam2_weights, flipped):
     assert inst.mask.shape == picture.shape[:2]
     # min_score drops instances below it
     assert seg.segment(picture, [Target("x", box=(30, 40, 110, 100), confidence=0.01)]) != []
-    strict = make_sam2_segmenter({"weights": str(sam2_weights), "sam2": {"min_score": 0.99}})
+    strict = make_sam2_segmenter({"weights": str(sam2_weights),
+                                  "sam2": {"min_score": 0.99, "config": str(thin_config)}})
     assert strict.segment(picture, [Target("x", box=(30, 40, 110, 100), confidence=0.5)]) == []
 
 
-def test_sam2_absent_or_wrong_weights_and_options(sam2_weights, tmp_path):
+def test_sam2_absent_or_wrong_weights_and_options(sam2_weights, thin_config, tmp_path):
     from rscore.segmenters.sam2 import Sam2Options, make_sam2_segmenter
 
     with pytest.raises(BackendUnavailable) as exc:
@@ -161,9 +182,13 @@ def test_sam2_absent_or_wrong_weights_and_options(sam2_weights, tmp_path):
             tmp_path / "sam2.1-hiera-base-plus" / "sam2.1_hiera_base_plus.pt")
     with pytest.raises(BackendUnavailable, match="does not fit this SAM2 config"):
         make_sam2_segmenter({"weights": str(tmp_path), "sam2_model": "base+"})
+    # by its registered name alone the checkpoint is read with the package's hiera-tiny config, strictly: the thin
+    # model's checkpoint does not fit it
+    with pytest.raises(BackendUnavailable, match="does not fit this SAM2 config"):
+        make_sam2_segmenter({"weights": str(sam2_weights), "sam2_model": "tiny"})
     # a checkpoint named by its path, with its config given
     ckpt = sam2_weights / "sam2.1-hiera-tiny" / "sam2.1_hiera_tiny.pt"
-    assert make_sam2_segmenter({"sam2_model": str(ckpt)}).resolved.source == "path"
+    assert make_sam2_segmenter({"sam2_model": str(ckpt), "sam2_config": str(thin_config)}).resolved.source == "path"
     with pytest.raises(OptionError, match="unknown sam2 segmenter option"):
         Sam2Options.from_options({"sam2_colour": "red"})
     with pytest.raises(OptionError, match="batch_size"):

@@ -293,18 +293,26 @@ def test_stream_sampling_by_target_fps(stream_jpegs):
     assert np.all(np.diff(np.floor(np.array([f.timestamp_s for f in frames]) * 10)) >= 1)
 
 
-def test_dead_url_fails_fast_naming_it():
+def test_dead_url_fails_fast_naming_it(monkeypatch):
+    import threading
+
+    from rscore.video import capture
+
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/stream.mjpg"
+    waits, sleep, me = [], time.sleep, threading.get_ident()
+    # the reader's backoff waits are recorded instead of slept (7.5 s); other threads sleep as usual
+    monkeypatch.setattr(capture.time, "sleep", lambda s: waits.append(s) if threading.get_ident() == me else sleep(s))
     t0 = time.monotonic()
     with pytest.raises(InputError) as err:
         open_video(url)  # default retries and backoff
     elapsed = time.monotonic() - t0
     assert url in str(err.value) and "5 attempt(s)" in str(err.value)
     assert err.value.exit_code == 2
-    assert 5.0 <= elapsed < 20.0  # 0.5 + 1 + 2 + 4 s of backoff: bounded, well under a minute
+    assert waits == [0.5, 1.0, 2.0, 4.0]  # 7.5 s of backoff: bounded, well under a minute
+    assert elapsed < 15.0  # each refused connection fails at once, no open timeout waited out
 
 
 def test_silent_server_times_out():

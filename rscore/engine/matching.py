@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rscore.engine import embedding
+from rscore.engine import embedding, pairscache, querytext
 from rscore.engine.qualifiers import qualifier
 from rscore.engine.querytext import (  # noqa: F401 - re-exported: these lived here before
     CONNECTIVES, GENERIC_SHARE, FORM_WORDS, NEGATIONS, PLACEHOLDERS, RELATIONS, SELECTORS, negated_object,
@@ -173,14 +173,19 @@ CALIBRATION = {
 
 
 _PAIRS: dict[tuple, list[frozenset]] = {}
-
-
 def covered_pairs(method: str, templates: Sequence[Template]) -> list[frozenset]:
     """Per template, the pairs of templates whose concepts its own label and examples combine ("workers in hi-vis
     vests": worker + hi-vis; "reflections on tissue": specular + soft tissue): a query combining the same two
-    concepts is that template's question, not a composition of two templates."""
+    concepts is that template's question, not a composition of two templates.
+
+    Kept per process; the keyword method's (~1 CPU-s for every installed template, string work) also on disk beside
+    the embedding cache (:func:`rscore.engine.embedding.cache_dir`), keyed by the templates' texts and this code."""
     key = (method, tuple((t.qualified_name, t.label, t.examples) for t in templates))
     if key in _PAIRS:
+        return _PAIRS[key]
+    disk_key = pairscache.key(templates, (__file__, querytext.__file__)) if method == "keyword" else None
+    if disk_key is not None and (stored := pairscache.load(disk_key, len(templates))) is not None:
+        _PAIRS[key] = stored
         return _PAIRS[key]
     texts = [(i, x) for i, t in enumerate(templates) for x in (t.label, *t.examples) if x and not negation_parts(x)]
     splits = [(i, ab) for i, x in texts for ab in example_splits(x)]
@@ -194,6 +199,8 @@ def covered_pairs(method: str, templates: Sequence[Template]) -> list[frozenset]
             if min(sa, sb) >= COMPOSE_PART[method] and ua != ub:
                 out[i].add(frozenset((ua, ub)))
     _PAIRS[key] = [frozenset(x) for x in out]
+    if disk_key is not None:
+        pairscache.save(disk_key, _PAIRS[key])
     return _PAIRS[key]
 
 

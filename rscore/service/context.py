@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rscore.errors import OptionError, shorten
 from rscore.plugins import CORE, Registry
 from rscore.service.jobs import JobRunner, JobStatus
+from rscore.service.pinning import scrub_doc  # re-exported: routes import it from here
 from rscore.service.pool import InferencePool
 from rscore.service.schemas import JobItemOut, JobOut, JobSummary
 from rscore.service.security import RESULT_ID, check_options, path_option_names
@@ -132,12 +133,3 @@ def result_dir(output_root: Path, result_id: str) -> Path:
     return folder
 
 
-def scrub_doc(value: Any, prefix: str, replacement: str = "") -> Any:
-    """``prefix`` (a staging folder) out of every string of a result document (``replacement`` in its place)."""
-    if isinstance(value, str):
-        return value.replace(prefix, replacement)
-    if isinstance(value, list):
-        return [scrub_doc(v, prefix, replacement) for v in value]
-    if isinstance(value, dict):
-        return {k: scrub_doc(v, prefix, replacement) for k, v in value.items()}
-    return value

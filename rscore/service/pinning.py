@@ -65,7 +65,7 @@ from rscore.service.security import PathNotAllowed, _allowed, _matches, shown_pa
 
 __all__ = [
     "PinnedInput", "pin_input", "pin_options", "real_names", "real_names_in", "pinning_available", "MAX_SIDECARS",
-    "item_pinner", "job_pins", "pinned_job_input", "MAX_FOLDER_FILES",
+    "item_pinner", "job_pins", "pinned_job_input", "MAX_FOLDER_FILES", "scrub_doc",
 ]
 
 MAX_SIDECARS = 32
@@ -442,7 +442,6 @@ def real_names_in(doc: Path, pins: Iterable[PinnedInput]) -> None:
     """The result document ``doc`` (if written) naming the real files instead of the pins' links: each string of
     the parsed document, so that a real folder's quote or backslash is escaped as JSON needs (a replacement in the
     file's text made it invalid JSON)."""
-    from rscore.service.context import scrub_doc
 
     renamed = [(pin.link_prefix, str(pin.real.parent) + os.sep) for pin in pins if pin.path != pin.real]
     if not renamed or not doc.is_file():
@@ -534,3 +533,13 @@ def pinned_job_input(path: str, options: dict[str, Any], out_dir: str | Path) ->
         for pin in pins:
             pin.close()
         shutil.rmtree(staging / result_id, ignore_errors=True)
+
+def scrub_doc(value: Any, prefix: str, replacement: str = "") -> Any:
+    """``prefix`` (a staging folder) out of every string of a result document (``replacement`` in its place)."""
+    if isinstance(value, str):
+        return value.replace(prefix, replacement)
+    if isinstance(value, list):
+        return [scrub_doc(v, prefix, replacement) for v in value]
+    if isinstance(value, dict):
+        return {k: scrub_doc(v, prefix, replacement) for k, v in value.items()}
+    return value
