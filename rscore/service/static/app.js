@@ -462,6 +462,7 @@ function resetViews() {
     $(id).hidden = true;
   }
   $("input-preview").classList.remove("base");
+  $("instances-canvas").classList.remove("on-slice");
   $("instances-canvas").style.opacity = "";
   $("stack").hidden = false;
   $("player").removeAttribute("src");
@@ -501,7 +502,7 @@ async function showPicture(body, doc, links) {
   const slices = Object.keys(links).filter((k) => k.startsWith("slice_png_")).sort();
   if (slices.length) {  // DICOM: browse the windowed slices with the segments
     img.hidden = false;
-    await showSlices(doc, links, slices);
+    await showSlices(doc, body.id, links, slices);
     return;
   }
   const shown = links.overlay || links.map_png || links.mask || links.keyframe;
@@ -521,7 +522,31 @@ async function showPicture(body, doc, links) {
   }
 }
 
-async function showSlices(doc, links, names) {
+// the segments of the slice PNGs are burnt in. When the server has the series plain (view/slice/{k}: image.nii.gz
+// in the PNGs' window) and result.json every instance's mask, the browser shows the plain slice and draws each
+// instance over it here from its RLE (the series stacked along the rows), with an opacity slider and a checkbox per
+// instance; otherwise the slice PNGs as they are
+// INSTANCE_COLOURS without the yellow that highlights a picked row's box
+const SLICE_COLOURS = [[255, 64, 64], [64, 200, 255], [140, 255, 90], [230, 90, 255], [255, 150, 60]];
+
+async function plainSlices(doc, id, links, names, first) {
+  const instances = doc.instances || [];
+  const height = instances.length ? (instances[0].rle || {}).size?.[0] : 0;
+  if (!id || !links.nifti_image || !instances.length || instances.length > 500 || !height || height % names.length
+      || !instances.every((i) => i.rle && i.rle.size && i.rle.size[0] === height)) return null;
+  const url = (i) => `v1/results/${encodeURIComponent(id)}/view/slice/${i}`;
+  let firstUrl;
+  try {
+    firstUrl = await blobUrl(url(first));
+  } catch (e) {
+    if (e.status === 404) return null;  // no image volume (a colour series, -O nifti_image=false): the PNGs
+    throw e;
+  }
+  const runs = instances.map((inst) => rleCounts(inst.rle.counts));
+  return { url, firstUrl, height, rows: height / names.length, runs };
+}
+
+async function showSlices(doc, id, links, names) {
   const img = $("overlay");
   const slider = $("slice");
   const win = ((doc.provenance || {}).display_windows || {}).slice_pngs || {};
@@ -537,18 +562,47 @@ async function showSlices(doc, links, names) {
   }
   let picked = null;
   const cache = {};
+  const withSegments = names.findIndex((n) => onSlices[number(n)]);
+  const start = Math.max(0, withSegments);
+  const plain = await plainSlices(doc, id, links, names, start);
+  const canvas = $("instances-canvas");
+  let shown = null, current = start;
+  const drawSegments = () => {
+    const image = new ImageData(img.naturalWidth || 1, img.naturalHeight || 1);
+    if (img.naturalHeight === plain.rows) {
+      doc.instances.forEach((inst, n) => {
+        if (shown.has(inst.id)) {
+          const colour = SLICE_COLOURS[n % SLICE_COLOURS.length];
+          paintRuns(image, plain.runs[n], plain.height, current * plain.rows, plain.rows, colour);
+        }
+      });
+    }
+    canvas.width = image.width;
+    canvas.height = image.height;
+    canvas.getContext("2d").putImageData(image, 0, 0);
+  };
+  if (plain) {
+    cache[names[start]] = plain.firstUrl;
+    canvas.classList.add("on-slice");
+    canvas.hidden = false;
+    shown = instanceToggles(doc, drawSegments);
+    bindOpacity((v) => { canvas.style.opacity = String(v); });
+  }
   const show = async (i) => {
     const name = names[i];
-    cache[name] = cache[name] || await blobUrl(links[name]);
+    cache[name] = cache[name] || await blobUrl(plain ? plain.url(i) : links[name]);
     img.src = cache[name];
     img.dataset.slice = name.slice("slice_png_".length);
     const k = number(name);
     const here = onSlices[k] || [];
     const pickedHere = here.some(([id]) => id === picked);
     $("overlay-caption").textContent = `slice ${name.slice("slice_png_".length)} (${i + 1} of ${names.length}), ${windowText}`
+      + (plain ? "; each instance in its colour (tick the rows to show or hide them)" : "")
       + (here.length ? `; ${here.length} instance box(es) on it` : "")
       + (picked === null ? "" : pickedHere ? `; #${picked} highlighted` : `; #${picked} is not on this slice`);
     await img.decode().catch(() => {});
+    current = i;
+    if (plain) drawSegments();
     drawSliceBoxes(img, here, picked);
     for (const tr of $("instances").querySelectorAll("tbody tr[data-slices]")) {
       tr.classList.toggle("off-slice", !tr.dataset.slices.split(" ").includes(String(k)));
@@ -556,8 +610,7 @@ async function showSlices(doc, links, names) {
   };
   slider.min = "0";
   slider.max = String(names.length - 1);
-  const withSegments = names.findIndex((n) => onSlices[number(n)]);
-  slider.value = String(Math.max(0, withSegments));
+  slider.value = String(start);
   slider.oninput = () => show(Number(slider.value)).catch((e) => setStatus(e.message, true));
   $("slice-row").hidden = names.length < 2;
   // a row of the instance table shows its slice (where the instance is largest), its box highlighted there and on
@@ -629,6 +682,45 @@ function rleCounts(text) {
 
 const INSTANCE_COLOURS = [[255, 64, 64], [64, 200, 255], [255, 200, 0], [140, 255, 90], [230, 90, 255], [255, 150, 60]];
 
+// paint the rows top..top+rows of a column-major RLE mask of `height` rows (runs from rleCounts) into `image`
+// (`width` columns, `rows` rows) in colour [r, g, b]: a whole picture (top 0, rows = height) or one slice of a
+// DICOM series stacked along the rows
+function paintRuns(image, runs, height, top, rows, [r, g, b]) {
+  const w = image.width, bottom = top + rows;
+  let pos = 0, on = false;
+  for (const run of runs) {
+    if (on) {
+      for (let a = pos; a < pos + run;) {
+        const col = Math.floor(a / height), row = a - col * height;
+        const stop = Math.min(pos + run, (col + 1) * height);
+        for (let y = Math.max(row, top), y1 = Math.min(row + stop - a, bottom); y < y1; y++) {
+          const o = 4 * ((y - top) * w + col);
+          image.data[o] = r; image.data[o + 1] = g; image.data[o + 2] = b; image.data[o + 3] = 150;
+        }
+        a = stop;
+      }
+    }
+    pos += run;
+    on = !on;
+  }
+}
+
+// a checkbox in the first cell of each instance row: ticked shows the instance; returns the set of shown ids
+function instanceToggles(doc, redraw) {
+  const shown = new Set(doc.instances.map((i) => i.id));
+  for (const tr of $("instances").querySelectorAll("tbody tr")) {
+    const id = Number(tr.dataset.id);
+    const box = el("input");
+    box.type = "checkbox";
+    box.checked = true;
+    box.title = "show this instance";
+    box.addEventListener("click", (e) => e.stopPropagation());  // not a click on the row (which turns the slice)
+    box.addEventListener("change", () => { if (box.checked) shown.add(id); else shown.delete(id); redraw(); });
+    tr.firstChild.prepend(box);
+  }
+  return shown;
+}
+
 async function showInstances(doc) {
   const preview = $("input-preview");
   preview.src = inputUrl;
@@ -641,35 +733,15 @@ async function showInstances(doc) {
   canvas.hidden = false;
   preview.hidden = false;
   preview.classList.add("base");
-  const shown = new Set(doc.instances.map((i) => i.id));
   const draw = () => {
     const image = new ImageData(w, h);
     doc.instances.forEach((inst, n) => {
       if (!inst.rle || !shown.has(inst.id)) return;
-      const [r, g, b] = INSTANCE_COLOURS[n % INSTANCE_COLOURS.length];
-      let pos = 0, on = false;
-      for (const run of rleCounts(inst.rle.counts)) {
-        if (on) {
-          for (let i = pos; i < pos + run; i++) {
-            const o = 4 * ((i % h) * w + Math.floor(i / h));
-            image.data[o] = r; image.data[o + 1] = g; image.data[o + 2] = b; image.data[o + 3] = 150;
-          }
-        }
-        pos += run;
-        on = !on;
-      }
+      paintRuns(image, rleCounts(inst.rle.counts), h, 0, h, INSTANCE_COLOURS[n % INSTANCE_COLOURS.length]);
     });
     canvas.getContext("2d").putImageData(image, 0, 0);
   };
-  for (const tr of $("instances").querySelectorAll("tbody tr")) {
-    const id = Number(tr.dataset.id);
-    const box = el("input");
-    box.type = "checkbox";
-    box.checked = true;
-    box.title = "show this instance";
-    box.addEventListener("change", () => { if (box.checked) shown.add(id); else shown.delete(id); draw(); });
-    tr.firstChild.prepend(box);
-  }
+  const shown = instanceToggles(doc, draw);
   draw();
   bindOpacity((v) => { canvas.style.opacity = String(v); });
   $("overlay-caption").textContent = "the input with each instance in its colour (tick the rows to show or hide them)";
