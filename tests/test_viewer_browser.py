@@ -798,3 +798,118 @@ def test_plain_slice_route_answers_png_for_a_series_and_404_otherwise(url, tmp_p
         assert r.status_code == 200, r.text
         none = client.get(f"/v1/results/{r.json()['id']}/view/slice/0")
         assert none.status_code == 404 and "image.nii.gz" in none.json()["error"]
+
+
+def _two_boxes(path: Path) -> Path:
+    """30 frames at 10 fps, 160x96: a bright box moving 3 px a frame (rows 10-30) and a still one (rows 60-80)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mjpeg", rate=Fraction(10))
+        s.width, s.height, s.pix_fmt = 160, 96, "yuvj420p"
+        for i in range(30):
+            img = np.full((96, 160, 3), 60, np.uint8)
+            img[10:30, 8 + 3 * i : 30 + 3 * i] = 235
+            img[60:80, 120:150] = 235
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def test_input_video_option_writes_the_overlays_frames_plain(url, tmp_path):
+    """``-O input_video=true``: input.mp4 beside overlay.mp4, the same number of frames and size, the frames
+    without the overlay (grey like the source, where the overlay tints the boxes); without it no input.mp4."""
+    import io
+    import json
+
+    import av
+    import httpx
+
+    clip = _two_boxes(tmp_path / "two.avi").read_bytes()
+
+    def frames(client, link) -> list[np.ndarray]:
+        with av.open(io.BytesIO(client.get(link).content)) as c:
+            return [f.to_ndarray(format="rgb24").astype(int) for f in c.decode(video=0)]
+
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for asked in (True, False):
+            data = {"query": "bright boxes", "plugin": "vview"}
+            if asked:
+                data["options"] = json.dumps({"input_video": True})
+            r = client.post("/v1/segment", files={"file": ("two.avi", clip, "video/x-msvideo")}, data=data)
+            assert r.status_code == 200, r.text
+            links = r.json()["links"]
+            assert ("input_video" in links) is asked and "overlay_video" in links
+            if asked:
+                plain, overlay = frames(client, links["input_video"]), frames(client, links["overlay_video"])
+                assert len(plain) == len(overlay) == 30 and plain[0].shape == overlay[0].shape == (96, 160, 3)
+                assert not any(_tinted(f).any() for f in plain) and all(_tinted(f).sum() > 300 for f in overlay)
+                assert np.abs(plain[0][62:78, 122:148] - 235).max() <= 8  # the still box, as in the source
+
+
+def test_video_tracks_drawn_over_the_plain_input_with_per_track_toggles_and_opacity(driver, url, tmp_path):
+    """A clip with two bright boxes (one moving 3 px a frame, one still): the form asks for input.mp4 (option
+    input_video), the player plays it - the input without the overlay - and the viewer draws each frame's masks
+    (masks.json) on a canvas over it in the track's colour, in step with the frame shown (a seek to 2 s draws frame
+    20, where the moving box is 60 px further right); unticking instance #0 removes its track's colour while the
+    other track keeps its own; at opacity 0 the screen shows the player alone."""
+    from rscore.video.writers import track_colour
+
+    clip = _two_boxes(tmp_path / "two.avi")
+    _submit(driver, url, clip, "vview", "bright boxes")
+    _wait_caption(driver, "each track in its colour")
+    player = driver.find_element(By.ID, "player")
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return arguments[0].readyState", player) >= 2)
+    downloads = [b.get_attribute("data-name") for b in driver.find_elements(By.CSS_SELECTOR, "#downloads button")]
+    assert "input_video" in downloads and "overlay_video" in downloads
+    grab = """const v = arguments[0], c = document.createElement('canvas');
+        c.width = v.videoWidth; c.height = v.videoHeight;
+        const g = c.getContext('2d'); g.drawImage(v, 0, 0);
+        return Array.from(g.getImageData(0, 0, c.width, c.height).data);"""
+    frame = np.asarray(driver.execute_script(grab, player), int).reshape(96, 160, 4)[..., :3]
+    assert frame.max() > 200 and not _tinted(frame).any()  # the input itself: no track tinted in
+    layer = """const c = document.getElementById('video-canvas');
+        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);"""
+
+    def drawn() -> np.ndarray:
+        return np.asarray(driver.execute_script(layer), int).reshape(96, 160, 4)
+
+    WebDriverWait(driver, 10).until(lambda d: drawn()[..., 3].any())
+    canvas = driver.find_element(By.ID, "video-canvas")
+    assert canvas.get_attribute("data-frame") == "0"
+    first = drawn()
+    moving, still = first[12:28, 10:28], first[62:78, 122:148]
+    assert (moving[..., 3] > 0).all() and (still[..., 3] > 0).all()
+    # each in its track's colour, the overlay video's (a canvas keeps colours at alpha 150 to +-2, premultiplied)
+    near = [min((1, 2), key=lambda t: np.abs(region[0, 0, :3] - track_colour(t)).max()) for region in (moving, still)]
+    assert sorted(near) == [1, 2]
+    for region, t in zip((moving, still), near):
+        assert np.abs(region[..., :3] - np.asarray(track_colour(t))).max() <= 2
+    # in step with the picture: a seek to 2.0 s draws frame 20, the moving box 60 px further right
+    driver.execute_script("arguments[0].currentTime = 2.0", player)
+    WebDriverWait(driver, 10).until(lambda d: canvas.get_attribute("data-frame") == "20")
+    later = drawn()
+    cols = np.nonzero((later[10:30, :100, 3] > 0).any(axis=0))[0]
+    assert (cols.min(), cols.max()) == (68, 89)
+    # instance #0 unticked: its track's colour is gone, the other track stays
+    _untick(driver, 0)
+    WebDriverWait(driver, 10).until(lambda d: (drawn()[..., 3] > 0).sum() < (later[..., 3] > 0).sum())
+    after = drawn()
+    kept = [(region, after[region][..., 3].any()) for region in (np.s_[10:30, :100], np.s_[60:80, 110:160])]
+    assert sorted(k for _, k in kept) == [False, True]
+    for region, on in kept:
+        if on:
+            assert (after[region] == later[region]).all()
+    # opacity 0: what the screen shows is the player alone
+    stack = driver.find_element(By.ID, "video-stack")
+    driver.execute_script("arguments[0].controls = false", player)  # they fade in and out between screenshots
+    _set_opacity(driver, 0)
+    at_zero = _shot(stack)
+    _set_opacity(driver, 100)
+    with_tracks = _shot(stack)
+    driver.execute_script("document.getElementById('video-canvas').hidden = true")
+    alone = _shot(stack)
+    assert np.abs(at_zero - alone).max() <= 1 and _tinted(with_tracks).sum() > 300 and not _tinted(alone).any()
+    assert _errors(driver) == []

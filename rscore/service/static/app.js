@@ -243,6 +243,8 @@ async function onSubmit(event) {
   // the files of one DICOM series, sent as "files"
   if (chosen.length === 1) form.append("file", file, file.name);
   else for (const f of chosen) form.append("files", f, f.name);
+  // a video: ask for input.mp4 too (the frames without the overlay), to draw the tracks here with toggles
+  if (chosen.length === 1 && VIDEO_FILE.test(file.name)) form.append("options", JSON.stringify({ input_video: true }));
   form.append("query", $("query").value);
   if ($("plugin").value) form.append("plugin", $("plugin").value);
   $("submit").disabled = true;
@@ -260,6 +262,8 @@ async function onSubmit(event) {
     $("submit").disabled = false;
   }
 }
+
+const VIDEO_FILE = /\.(mp4|m4v|mov|avi|mkv|webm|mpe?g|wmv|flv|ts|mts|3gp)$/i;
 
 async function blobUrl(url) {
   const blob = await (await api(url)).blob();
@@ -457,12 +461,14 @@ function showClasses(doc) {
 // ------------------------------------------------------------------------------------------- what to look at
 function resetViews() {
   if (leafletMap) { leafletMap.remove(); leafletMap = null; }
-  for (const id of ["map", "player", "legend", "events", "timeline", "opacity-row", "input-preview", "slice-row",
-                    "instances-canvas", "slice-boxes"]) {
+  for (const id of ["map", "player", "video-canvas", "legend", "events", "timeline", "opacity-row", "input-preview",
+                    "slice-row", "instances-canvas", "slice-boxes"]) {
     $(id).hidden = true;
   }
   $("input-preview").classList.remove("base");
   $("instances-canvas").classList.remove("on-slice");
+  $("video-canvas").style.opacity = "";
+  videoGeneration++;
   $("instances-canvas").style.opacity = "";
   $("stack").hidden = false;
   $("player").removeAttribute("src");
@@ -488,6 +494,13 @@ async function showPicture(body, doc, links) {
       $("stack").hidden = false;
       setStatus(`the map could not be drawn: ${e.message}`, true);
     }
+  }
+  if (links.input_video && links.masks) {  // the plain input with the tracks drawn here: toggles, opacity
+    img.hidden = true;
+    $("stack").hidden = true;
+    await showVideoTracks(doc, links);
+    if (links.events) await showEvents(links.events);
+    return;
   }
   if (links.overlay_video) {
     img.hidden = true;
@@ -812,6 +825,60 @@ async function showMap(id, links) {
   legend.appendChild(el("li", `CRS of the data: ${view.crs} (drawn in Web Mercator)`, "muted"));
   legend.hidden = false;
   box.dataset.ready = "1";
+}
+
+// a video result with input.mp4 (option input_video, which the form asks for): the input plays and each frame's
+// masks (masks.json, COCO RLE per processed frame; frame j of the input is record j) are drawn on a canvas over it
+// in their track's colour, on every frame the player presents (requestVideoFrameCallback; seeks and time updates
+// where it is missing); a checkbox per instance row (a track) and the opacity slider
+let videoGeneration = 0;
+
+async function showVideoTracks(doc, links) {
+  const player = $("player");
+  const canvas = $("video-canvas");
+  const masks = await (await api(links.masks)).json();
+  const frames = masks.frames || [];
+  const { width, height } = masks.video;
+  canvas.width = width;
+  canvas.height = height;
+  player.src = await blobUrl(links.input_video);
+  player.hidden = false;
+  canvas.hidden = false;
+  const trackOf = Object.fromEntries((doc.instances || []).map((i) => [i.id, (i.attributes || {}).track_id]));
+  let shown = new Set();
+  let rate = 0, drawn = -2;
+  const draw = (mediaTime, force = false) => {
+    if (!rate && player.duration > 0 && Number.isFinite(player.duration)) rate = frames.length / player.duration;
+    const j = rate ? Math.min(frames.length - 1, Math.max(0, Math.round(mediaTime * rate))) : 0;
+    if (j === drawn && !force) return;
+    drawn = j;
+    const image = new ImageData(width, height);
+    const on = new Set([...shown].map((id) => trackOf[id]));
+    for (const inst of (frames[j] || {}).instances || []) {
+      if (!on.has(inst.track_id) || !inst.rle) continue;
+      paintRuns(image, rleCounts(inst.rle.counts), height, 0, height, trackColour(inst.track_id));
+    }
+    canvas.getContext("2d").putImageData(image, 0, 0);
+    canvas.dataset.frame = String(j);
+  };
+  shown = instanceToggles(doc, () => draw(player.currentTime, true));
+  const generation = ++videoGeneration;  // a later result stops this one's drawing
+  const current = () => generation === videoGeneration;
+  const perFrame = "requestVideoFrameCallback" in HTMLVideoElement.prototype;
+  if (perFrame) {
+    const onFrame = (_, meta) => {
+      if (!current()) return;
+      draw(meta.mediaTime);
+      player.requestVideoFrameCallback(onFrame);
+    };
+    player.requestVideoFrameCallback(onFrame);
+  }
+  for (const event of perFrame ? ["loadeddata", "seeked"] : ["loadeddata", "seeked", "timeupdate"]) {
+    player.addEventListener(event, () => { if (current()) draw(player.currentTime); });
+  }
+  bindOpacity((v) => { canvas.style.opacity = String(v); });
+  $("overlay-caption").textContent = "the input video with each track in its colour "
+    + "(tick the rows to show or hide them)";
 }
 
 async function showEvents(url) {
