@@ -14,7 +14,9 @@
   (default: H.264 MP4 with faststart, through PyAV; plays in browsers), ``vp9`` (.webm, PyAV), or through OpenCV
   ``mp4v`` (.mp4, does not play in browsers), ``MJPG`` (.avi), ``VP90`` / ``VP80`` (.webm). Offline results re-read
   the source; online results were drawn while processing. Option ``overlay=false`` skips it; a run with no
-  processed frame (an absent answer) writes no video at all.
+  processed frame (an absent answer) writes no video at all. Option ``input_video=true`` also writes ``input.mp4``
+  (link ``input_video``): the same frames without the overlay (:class:`OverlaySink` ``plain``), what the web viewer
+  plays under masks.json's masks.
 - ``ytvis.json`` / ``ytvis_results.json`` (:class:`VideoYtvisWriter`): the same masks in YouTube-VIS layout
   (:mod:`rscore.io.coco`), for the tools of that field.
 - ``events.json`` (:class:`VideoEventsWriter`): reader events (connected, dropped, reconnect, stuck, lost, end)
