@@ -621,3 +621,295 @@ def test_any_plugin_answer_comes_with_the_answering_plugins_files(driver, url, t
     assert "(1 of 3)" in _wait_caption(driver, "of 3")
     assert not driver.find_element(By.ID, "plugin-hint").is_displayed()
     assert _errors(driver) == []
+
+
+# ------------------------------------------------------------ DICOM: plain slices, instances drawn in the browser
+def _shot(element) -> np.ndarray:
+    """An element's screenshot as (rows, cols, 3) int, its 1 px frame cut off (the slice's own pixels)."""
+    import io
+
+    return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")).astype(int)[1:-1, 1:-1]
+
+
+def _tinted(rgb: np.ndarray) -> np.ndarray:
+    """Pixels drawn in an instance colour (the plain slice is grey: R = G = B)."""
+    return rgb.max(axis=2) - rgb.min(axis=2) > 20
+
+
+def _set_opacity(driver, percent: int) -> None:
+    driver.execute_script("const s = document.getElementById('opacity'); s.value = arguments[0];"
+                          "s.dispatchEvent(new Event('input'))", percent)
+
+
+def _untick(driver, instance_id: int) -> None:
+    box = driver.find_element(By.CSS_SELECTOR, f"#instances tbody tr[data-id='{instance_id}'] input[type=checkbox]")
+    box.click()
+    assert not box.is_selected()
+
+
+def _plain_expected(series: Path, caption: str, k: int) -> np.ndarray:
+    """Slice k of the series as the slice PNG writer draws it without segments, in the caption's window."""
+    import re
+
+    from rscore import engine
+    from rscore_surgical.windowing import DisplayWindow
+    from rscore_surgical.writers import slice_picture
+
+    found = re.search(r"centre ([-\d.,]+), width ([-\d.,]+)", caption)
+    centre, width = (float(v.replace(",", "")) for v in found.groups())
+    win = DisplayWindow("shown", centre, width, "the viewer's caption", "test")
+    return slice_picture(engine.open_scene(series, plugin="surgical"), k, win).astype(int)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rscore_surgical") is None, reason="needs the surgical plugin")
+def test_dicom_slices_plain_with_instances_drawn_opacity_and_per_instance_toggles(driver, url, tmp_path):
+    """Two bone blocks on the first slice of a three-slice series: two instances. The slice browser shows the plain
+    windowed slice (view/slice/{k}: no segments burnt in) and draws each instance over it in its colour; at opacity
+    0 the screen shows exactly the plain slice (the slice PNG writer's picture without segments); unticking
+    instance #0 removes its colour from its box while #1 keeps its own; the opacity slider fades them."""
+    import io
+
+    import pydicom
+    from service_helpers import series_slices, zip_of
+
+    slices = {}
+    for k, (name, data) in enumerate(series_slices().items()):
+        ds = pydicom.dcmread(io.BytesIO(data))
+        img = np.full((32, 32), 1024, np.int16)
+        if k == 0:
+            img[8:20, 2:12] = 2400
+            img[8:20, 20:30] = 1800  # a second block, dimmer (not white in the bone window)
+        ds.PixelData = img.tobytes()
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        slices[name] = buf.getvalue()
+    series = tmp_path / "series"
+    series.mkdir()
+    for name, data in slices.items():
+        (series / (name.split("/")[-1] + ".dcm")).write_bytes(data)
+    archive = tmp_path / "ct.zip"
+    archive.write_bytes(zip_of(slices))
+    _submit(driver, url, archive, "surgical", "bone")
+    caption = _wait_caption(driver, "each instance in its colour")
+    assert "(1 of 3)" in caption and "window bone" in caption
+    boxes = _drawn_boxes(driver)
+    assert sorted(boxes.values()) == [[2, 8, 12, 20], [20, 8, 30, 20]]
+    driver.execute_script("document.getElementById('slice-boxes').setAttribute('hidden', '')")  # the frames aside
+    img = driver.find_element(By.ID, "overlay")
+    plain = _plain_expected(series, caption, 0)
+    shot = _shot(img)
+    assert shot.shape == plain.shape
+    for i, (x0, y0, x1, y1) in boxes.items():  # each instance tinted over its block, the rest of the slice plain
+        assert _tinted(shot[y0:y1, x0:x1]).all(), i
+    outside = np.ones(shot.shape[:2], bool)
+    for x0, y0, x1, y1 in boxes.values():
+        outside[y0:y1, x0:x1] = False
+    assert np.abs(shot - plain)[outside].max() <= 1
+    _set_opacity(driver, 0)
+    assert np.abs(_shot(img) - plain).max() <= 1  # the plain slice, exactly
+    _set_opacity(driver, 100)
+    _untick(driver, 0)
+    shot = _shot(img)
+    (a0, b0, a1, b1), (c0, d0, c1, d1) = boxes[0], boxes[1]
+    assert not _tinted(shot[b0:b1, a0:a1]).any() and np.abs(shot - plain)[b0:b1, a0:a1].max() <= 1
+    assert _tinted(shot[d0:d1, c0:c1]).all()  # #1 stays in its colour
+    assert not _tinted(shot)[outside].any()
+    assert _errors(driver) == []
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(importlib.util.find_spec("rscore_surgical") is None, reason="needs the surgical plugin")
+def test_real_ct_plain_slice_under_toggled_instances(driver, url, tmp_path):
+    """dcmqi's three real GE CT slices, "bone": at opacity 0 the 512 px slice on screen equals the slice PNG
+    writer's windowed picture of the series (no segments); unticking instance #0 leaves its pixels plain while
+    instance #1's stay in its colour; browsing to the last slice draws that slice's part of each instance."""
+    import zipfile
+
+    from rscore import engine
+
+    folder = _shared("medical/dicom/dcmqi_ct-3slice")
+    archive = tmp_path / "ct.zip"
+    series = tmp_path / "ct"
+    series.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in ("01.dcm", "02.dcm", "03.dcm"):
+            zf.write(folder / name, name)
+            (series / name).write_bytes((folder / name).read_bytes())
+    _submit(driver, url, archive, "surgical", "bone")
+    caption = _wait_caption(driver, "each instance in its colour")
+    assert "(1 of 3)" in caption
+    res = engine.segment(engine.open_scene(series, plugin="surgical"), "bone", plugin="surgical")
+    masks = [np.asarray(i.mask, bool).reshape(3, 512, 512) for i in res.instances]
+    assert masks[0][0].any() and masks[1][0].any()
+    driver.execute_script("document.getElementById('slice-boxes').setAttribute('hidden', '')")
+    img = driver.find_element(By.ID, "overlay")
+    plain = _plain_expected(series, caption, 0)
+    shot = _shot(img)
+    assert shot.shape == plain.shape == (512, 512, 3)
+    union = np.any([m[0] for m in masks], axis=0)
+    assert _tinted(shot)[union].mean() > 0.97  # every instance drawn (a bone pixel near white may stay pale)
+    assert np.abs(shot - plain)[~union].max() <= 1
+    _set_opacity(driver, 0)
+    assert np.abs(_shot(img) - plain).max() <= 1
+    _set_opacity(driver, 100)
+    _untick(driver, 0)
+    shot = _shot(img)
+    assert np.abs(shot - plain)[masks[0][0]].max() <= 1  # #0 gone: its pixels plain
+    assert _tinted(shot)[masks[1][0]].mean() > 0.97  # #1 still in its colour
+    slider = driver.find_element(By.ID, "slice")
+    driver.execute_script("arguments[0].value = 2; arguments[0].dispatchEvent(new Event('input'))", slider)
+    WebDriverWait(driver, 10).until(lambda d: img.get_attribute("data-slice") == "002")
+    WebDriverWait(driver, 10).until(lambda d: "(3 of 3)" in d.find_element(By.ID, "overlay-caption").text)
+    driver.execute_script("document.getElementById('slice-boxes').setAttribute('hidden', '')")
+    shot, plain = _shot(img), _plain_expected(series, caption, 2)
+    shown = np.any([m[2] for m in masks[1:]], axis=0)  # #0 stays unticked
+    assert _tinted(shot)[shown].mean() > 0.97 and np.abs(shot - plain)[~shown].max() <= 1
+    assert _errors(driver) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rscore_surgical") is None, reason="needs the surgical plugin")
+def test_plain_slice_route_answers_png_for_a_series_and_404_otherwise(url, tmp_path):
+    """view/slice/{k} over HTTP: a greyscale PNG of the slice's size for each slice of a series result; 404 with a
+    one-line reason past the last slice and for a result without an image volume (a plain picture)."""
+    import io
+
+    import httpx
+    from service_helpers import series_slices, zip_of
+
+    with httpx.Client(base_url=url, timeout=60) as client:
+        archive = zip_of(_moving_block(series_slices()))
+        r = client.post("/v1/segment", files={"file": ("ct.zip", archive, "application/zip")},
+                        data={"query": "bone", "plugin": "surgical"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        rid = r.json()["id"]
+        for k in range(3):
+            s = client.get(f"/v1/results/{rid}/view/slice/{k}")
+            assert s.status_code == 200 and s.headers["content-type"] == "image/png"
+            grey = np.asarray(Image.open(io.BytesIO(s.content)))
+            assert grey.shape == (32, 32)  # one slice, greyscale
+            cols = np.nonzero(grey[8:20].max(axis=0) > 200)[0]
+            assert (cols.min(), cols.max()) == (4 + 5 * k, 15 + 5 * k)  # the block, moved 5 columns per slice
+        past = client.get(f"/v1/results/{rid}/view/slice/3")
+        assert past.status_code == 404 and "no slice 3" in past.json()["error"]
+        picture = io.BytesIO()
+        Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(picture, format="PNG")
+        r = client.post("/v1/segment", files={"file": ("p.png", picture.getvalue(), "image/png")},
+                        data={"query": "bright spots", "plugin": "demo"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        none = client.get(f"/v1/results/{r.json()['id']}/view/slice/0")
+        assert none.status_code == 404 and "image.nii.gz" in none.json()["error"]
+
+
+def _two_boxes(path: Path) -> Path:
+    """30 frames at 10 fps, 160x96: a bright box moving 3 px a frame (rows 10-30) and a still one (rows 60-80)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mjpeg", rate=Fraction(10))
+        s.width, s.height, s.pix_fmt = 160, 96, "yuvj420p"
+        for i in range(30):
+            img = np.full((96, 160, 3), 60, np.uint8)
+            img[10:30, 8 + 3 * i : 30 + 3 * i] = 235
+            img[60:80, 120:150] = 235
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def test_input_video_option_writes_the_overlays_frames_plain(url, tmp_path):
+    """``-O input_video=true``: input.mp4 beside overlay.mp4, the same number of frames and size, the frames
+    without the overlay (grey like the source, where the overlay tints the boxes); without it no input.mp4."""
+    import io
+    import json
+
+    import av
+    import httpx
+
+    clip = _two_boxes(tmp_path / "two.avi").read_bytes()
+
+    def frames(client, link) -> list[np.ndarray]:
+        with av.open(io.BytesIO(client.get(link).content)) as c:
+            return [f.to_ndarray(format="rgb24").astype(int) for f in c.decode(video=0)]
+
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for asked in (True, False):
+            data = {"query": "bright boxes", "plugin": "vview"}
+            if asked:
+                data["options"] = json.dumps({"input_video": True})
+            r = client.post("/v1/segment", files={"file": ("two.avi", clip, "video/x-msvideo")}, data=data)
+            assert r.status_code == 200, r.text
+            links = r.json()["links"]
+            assert ("input_video" in links) is asked and "overlay_video" in links
+            if asked:
+                plain, overlay = frames(client, links["input_video"]), frames(client, links["overlay_video"])
+                assert len(plain) == len(overlay) == 30 and plain[0].shape == overlay[0].shape == (96, 160, 3)
+                assert not any(_tinted(f).any() for f in plain) and all(_tinted(f).sum() > 300 for f in overlay)
+                assert np.abs(plain[0][62:78, 122:148] - 235).max() <= 8  # the still box, as in the source
+
+
+def test_video_tracks_drawn_over_the_plain_input_with_per_track_toggles_and_opacity(driver, url, tmp_path):
+    """A clip with two bright boxes (one moving 3 px a frame, one still): the form asks for input.mp4 (option
+    input_video), the player plays it - the input without the overlay - and the viewer draws each frame's masks
+    (masks.json) on a canvas over it in the track's colour, in step with the frame shown (a seek to 2 s draws frame
+    20, where the moving box is 60 px further right); unticking instance #0 removes its track's colour while the
+    other track keeps its own; at opacity 0 the screen shows the player alone."""
+    from rscore.video.writers import track_colour
+
+    clip = _two_boxes(tmp_path / "two.avi")
+    _submit(driver, url, clip, "vview", "bright boxes")
+    _wait_caption(driver, "each track in its colour")
+    player = driver.find_element(By.ID, "player")
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return arguments[0].readyState", player) >= 2)
+    downloads = [b.get_attribute("data-name") for b in driver.find_elements(By.CSS_SELECTOR, "#downloads button")]
+    assert "input_video" in downloads and "overlay_video" in downloads
+    grab = """const v = arguments[0], c = document.createElement('canvas');
+        c.width = v.videoWidth; c.height = v.videoHeight;
+        const g = c.getContext('2d'); g.drawImage(v, 0, 0);
+        return Array.from(g.getImageData(0, 0, c.width, c.height).data);"""
+    frame = np.asarray(driver.execute_script(grab, player), int).reshape(96, 160, 4)[..., :3]
+    assert frame.max() > 200 and not _tinted(frame).any()  # the input itself: no track tinted in
+    layer = """const c = document.getElementById('video-canvas');
+        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);"""
+
+    def drawn() -> np.ndarray:
+        return np.asarray(driver.execute_script(layer), int).reshape(96, 160, 4)
+
+    WebDriverWait(driver, 10).until(lambda d: drawn()[..., 3].any())
+    canvas = driver.find_element(By.ID, "video-canvas")
+    assert canvas.get_attribute("data-frame") == "0"
+    first = drawn()
+    moving, still = first[12:28, 10:28], first[62:78, 122:148]
+    assert (moving[..., 3] > 0).all() and (still[..., 3] > 0).all()
+    # each in its track's colour, the overlay video's (a canvas keeps colours at alpha 150 to +-2, premultiplied)
+    near = [min((1, 2), key=lambda t: np.abs(region[0, 0, :3] - track_colour(t)).max()) for region in (moving, still)]
+    assert sorted(near) == [1, 2]
+    for region, t in zip((moving, still), near):
+        assert np.abs(region[..., :3] - np.asarray(track_colour(t))).max() <= 2
+    # in step with the picture: a seek to 2.0 s draws frame 20, the moving box 60 px further right
+    driver.execute_script("arguments[0].currentTime = 2.0", player)
+    WebDriverWait(driver, 10).until(lambda d: canvas.get_attribute("data-frame") == "20")
+    later = drawn()
+    cols = np.nonzero((later[10:30, :100, 3] > 0).any(axis=0))[0]
+    assert (cols.min(), cols.max()) == (68, 89)
+    # instance #0 unticked: its track's colour is gone, the other track stays
+    _untick(driver, 0)
+    WebDriverWait(driver, 10).until(lambda d: (drawn()[..., 3] > 0).sum() < (later[..., 3] > 0).sum())
+    after = drawn()
+    kept = [(region, after[region][..., 3].any()) for region in (np.s_[10:30, :100], np.s_[60:80, 110:160])]
+    assert sorted(k for _, k in kept) == [False, True]
+    for region, on in kept:
+        if on:
+            assert (after[region] == later[region]).all()
+    # opacity 0: what the screen shows is the player alone
+    stack = driver.find_element(By.ID, "video-stack")
+    driver.execute_script("arguments[0].controls = false", player)  # they fade in and out between screenshots
+    _set_opacity(driver, 0)
+    at_zero = _shot(stack)
+    _set_opacity(driver, 100)
+    with_tracks = _shot(stack)
+    driver.execute_script("document.getElementById('video-canvas').hidden = true")
+    alone = _shot(stack)
+    assert np.abs(at_zero - alone).max() <= 1 and _tinted(with_tracks).sum() > 300 and not _tinted(alone).any()
+    assert _errors(driver) == []

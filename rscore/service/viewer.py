@@ -13,6 +13,14 @@
   46 N): 37 preview px off at the corners (over 1 km on a 4096 px, 10 m DEM), where the polygons (exact, in WGS 84)
   then lie off the raster; warped, it is within a preview pixel (tested). Rasters Web Mercator cannot show (beyond
   85 degrees of latitude) get a 404 saying so.
+- ``GET /v1/results/{id}/view/slice/{k}``: slice ``k`` (0 = the first slice of the result, as its ``slice_png_*``
+  links are ordered) of a DICOM series' result as a plain greyscale PNG, without the segments: the slice PNGs have
+  them burnt in, so the viewer shows this one and draws each instance over it from result.json's RLE (an opacity
+  slider, a checkbox per instance). It is read from the result's ``image.nii.gz`` (the series in its measured values,
+  voxel axes column, row, slice, as :mod:`rscore_surgical.nifti` writes it) and windowed as the slice PNGs were
+  (``provenance["display_windows"]["slice_pngs"]``: the DICOM linear VOI LUT, or the 2-98 % stretch without a
+  window), so its pixels are the slice PNG's where no segment lies. 404 for a result without ``image.nii.gz`` (a
+  colour series, ``-O nifti_image=false``, an absent answer): the viewer then shows the slice PNGs as they are.
 """
 
 from __future__ import annotations
@@ -25,11 +33,11 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["viewer_router", "map_layers", "MAX_SIDE"]
+__all__ = ["viewer_router", "map_layers", "plain_slice", "MAX_SIDE"]
 
 MAX_SIDE = 1024
 
@@ -182,6 +190,54 @@ def _warp(band: np.ndarray, src_t: Any, src_crs: Any, grid: tuple[Any, tuple[int
     return out
 
 
+def _voi_lut(values: np.ndarray, center: float, width: float) -> np.ndarray:
+    """DICOM linear VOI LUT (PS3.3 C.11.2.1.2.1) to uint8, as the slice PNGs apply it
+    (``rscore_surgical.windowing.apply_window``; the viewer must not need the plugin to show a result)."""
+    x = np.asarray(values, np.float64)
+    if width <= 1:
+        out = np.where(x > center - 0.5, 255.0, 0.0)
+    else:
+        out = ((x - (center - 0.5)) / (width - 1) + 0.5) * 255.0
+    return np.rint(np.clip(np.nan_to_num(out, nan=0.0), 0.0, 255.0)).astype(np.uint8)
+
+
+def plain_slice(folder: Path, k: int) -> bytes:
+    """Slice ``k`` of the DICOM series result in ``folder`` as a greyscale PNG without segments (module docstring)."""
+    import json
+
+    from PIL import Image
+
+    from rscore.io.images import stretch_to_uint8
+
+    path = folder / "image.nii.gz"
+    if not path.is_file():
+        raise StarletteHTTPException(404, "this result has no image volume (image.nii.gz) to show its slices plain")
+    try:
+        doc = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        win = ((doc.get("provenance") or {}).get("display_windows") or {}).get("slice_pngs") or {}
+    except (OSError, ValueError, AttributeError):
+        win = {}
+    try:
+        import nibabel as nib
+
+        img = nib.load(str(path))
+        if len(img.shape) != 3 or not 0 <= k < img.shape[2]:
+            raise StarletteHTTPException(404, f"no slice {k} in this result ({img.shape[-1]} slices)")
+        values = np.asarray(img.dataobj[:, :, k], np.float32).T  # (column, row) -> (row, column)
+    except StarletteHTTPException:
+        raise
+    except Exception as exc:  # nibabel missing, a damaged file
+        raise StarletteHTTPException(404, f"image.nii.gz cannot be read: {exc}") from None
+    center, width = win.get("center"), win.get("width")
+    if isinstance(center, (int, float)) and isinstance(width, (int, float)):
+        grey = _voi_lut(values, float(center), float(width))
+    else:
+        grey = stretch_to_uint8(values)
+    buf = io.BytesIO()
+    Image.fromarray(grey, "L").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def viewer_router(output_root: Path, auth: list[Any]) -> APIRouter:
     """The viewer's routes over the results in ``output_root`` (``auth``: the API's key dependencies)."""
     from rscore.service.context import result_dir
@@ -196,5 +252,14 @@ def viewer_router(output_root: Path, auth: list[Any]) -> APIRouter:
     async def view_map(result_id: str) -> dict[str, Any]:
         folder = result_dir(output_root, result_id)
         return await run_in_threadpool(map_layers, folder)
+
+    @router.get(
+        "/v1/results/{result_id}/view/slice/{k}", dependencies=auth, tags=["results"], responses=errors(401, 404),
+        response_class=Response, summary="Slice k of a DICOM series result, windowed, without the segments (PNG)",
+    )  # fmt: skip
+    async def view_slice(result_id: str, k: int) -> Response:
+        folder = result_dir(output_root, result_id)
+        png = await run_in_threadpool(plain_slice, folder, k)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     return router

@@ -310,7 +310,8 @@ def _offline(ctx: _Context, reader: FrameReader) -> VideoResult:
 
         fps = reader.options.target_fps or reader.info.fps / reader.options.stride
         c.overlay_feed = OverlayWorker(reader, c.log.dir / ("overlay" + OverlaySink.suffix_for(v.overlay_codec)),
-                                       v.overlay_codec, fps, (reader.info.width, reader.info.height))
+                                       v.overlay_codec, fps, (reader.info.width, reader.info.height),
+                                       plain=v.input_video)
     c.record(best, seeds.values(), best_scene)
     if not seeds and c.detector is None:
         _finish_overlay(c)
@@ -381,7 +382,8 @@ def _online(ctx: _Context, reader: FrameReader) -> VideoResult:
     keyframe_score = float("nan")
     fps = reader.options.target_fps or reader.info.fps / reader.options.stride
     if v.overlay:
-        c.overlay = OverlaySink(c.log.dir / "overlay.mp4", v.overlay_codec, fps, (reader.info.width, reader.info.height))
+        size = (reader.info.width, reader.info.height)
+        c.overlay = OverlaySink(c.log.dir / "overlay.mp4", v.overlay_codec, fps, size, plain=v.input_video)
         c.log.overlay_path = c.overlay.path
     propagator = make_propagator(v.propagator, {**c.opts, "flow_max_side": v.flow_max_side,
                                                          "flow_method": v.flow_method})

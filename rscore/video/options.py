@@ -44,6 +44,8 @@ class VideoOptions:
     flow_method: str = _opt("dis", "optical flow: dis (OpenCV DIS down to a ~192 px level), dis-ultrafast (OpenCV's "
                             "ultrafast DIS preset) or farneback")
     overlay: bool = _opt(True, "write the overlay video (false: masks.json, ytvis*.json and events.json only)")
+    input_video: bool = _opt(False, "also write input.mp4: the frames of the overlay video without the overlay, for "
+                             "the web viewer, which draws masks.json's masks over it (per-track toggles, opacity)")
     overlay_codec: str = _opt("h264", "h264 (MP4 with faststart, plays in browsers), vp9 (WebM), or OpenCV's mp4v, "
                               "MJPG, VP90, VP80")
 

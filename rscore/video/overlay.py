@@ -37,11 +37,12 @@ class OverlayWorker:
     thread from :meth:`start` on, :meth:`finish` to wait for the file (errors in the thread are raised there),
     :meth:`abort` to stop and delete it."""
 
-    def __init__(self, reader: FrameReader, path: Path, codec: str, fps: float, size: tuple[int, int]) -> None:
+    def __init__(self, reader: FrameReader, path: Path, codec: str, fps: float, size: tuple[int, int],
+                 plain: bool = False) -> None:  # fmt: skip
         from rscore.video.writers import OverlaySink
 
         self.reader = reader
-        self.sink = OverlaySink(path, codec, fps, size)
+        self.sink = OverlaySink(path, codec, fps, size, plain=plain)  # plain: input.mp4 too (option input_video)
         self._pending: list[Mapping[str, Any]] = []
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None

@@ -14,7 +14,9 @@
   (default: H.264 MP4 with faststart, through PyAV; plays in browsers), ``vp9`` (.webm, PyAV), or through OpenCV
   ``mp4v`` (.mp4, does not play in browsers), ``MJPG`` (.avi), ``VP90`` / ``VP80`` (.webm). Offline results re-read
   the source; online results were drawn while processing. Option ``overlay=false`` skips it; a run with no
-  processed frame (an absent answer) writes no video at all.
+  processed frame (an absent answer) writes no video at all. Option ``input_video=true`` also writes ``input.mp4``
+  (link ``input_video``): the same frames without the overlay (:class:`OverlaySink` ``plain``), what the web viewer
+  plays under masks.json's masks.
 - ``ytvis.json`` / ``ytvis_results.json`` (:class:`VideoYtvisWriter`): the same masks in YouTube-VIS layout
   (:mod:`rscore.io.coco`), for the tools of that field.
 - ``events.json`` (:class:`VideoEventsWriter`): reader events (connected, dropped, reconnect, stuck, lost, end)
@@ -130,9 +132,12 @@ class OverlaySink:
 
     The file is created with the first frame: a sink closed without frames leaves nothing on disk (``frames == 0``,
     :attr:`written` False) rather than a header-only file no player can open.
+
+    ``plain``: also write the same frames without the overlay to ``input`` + the suffix beside it (option
+    ``input_video``: what the web viewer plays under masks.json's masks, frame for frame the overlay's timeline).
     """
 
-    def __init__(self, path: Path, codec: str, fps: float, size: tuple[int, int]) -> None:
+    def __init__(self, path: Path, codec: str, fps: float, size: tuple[int, int], plain: bool = False) -> None:
         if codec not in OVERLAY_CODECS:
             raise OptionError(f"overlay_codec must be one of {', '.join(OVERLAY_CODECS)}, got {codec!r}")
         fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else 10.0
@@ -150,6 +155,9 @@ class OverlaySink:
         self._container: Any = None
         self._stream: Any = None
         self._cv: Any = None
+        self.plain: OverlaySink | None = None
+        if plain:
+            self.plain = OverlaySink(self.path.with_name("input" + self.path.suffix), codec, fps, size)
 
     @property
     def written(self) -> bool:
@@ -201,6 +209,8 @@ class OverlaySink:
     def add(self, rgb: np.ndarray, instances: Sequence[Mapping[str, Any]]) -> None:
         import cv2
 
+        if self.plain is not None:
+            self.plain.add(rgb, ())
         img = draw_overlay(rgb, instances) if instances else rgb
         if (img.shape[1], img.shape[0]) != self.size:
             img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
@@ -224,6 +234,8 @@ class OverlaySink:
 
     def close(self) -> None:
         """Flush and close; with no frame added nothing was created and nothing is left."""
+        if self.plain is not None:
+            self.plain.close()
         if self._stream is not None:
             for packet in self._stream.encode():
                 self._container.mux(packet)
@@ -235,6 +247,8 @@ class OverlaySink:
 
     def abort(self) -> None:
         """Stop and remove the partial file (only one this sink created)."""
+        if self.plain is not None:
+            self.plain.abort()
         created = self.frames > 0
         try:
             if self._container is not None:
@@ -297,7 +311,7 @@ def _records_by_frame(result: VideoResult) -> Iterator[dict[str, Any]]:
     return result.log.iter_frames() if result.log else iter(())
 
 
-def write_overlay_video(result: VideoResult, path: Path, codec: str = "h264") -> Path | None:
+def write_overlay_video(result: VideoResult, path: Path, codec: str = "h264", plain: bool = False) -> Path | None:
     """Draw the overlay video by re-reading the (seekable) source; returns the path written (its suffix follows
     the codec actually used), or None when there was no processed frame to draw (nothing is written then)."""
     from rscore.video.reader import ReaderOptions, open_video
@@ -310,7 +324,7 @@ def write_overlay_video(result: VideoResult, path: Path, codec: str = "h264") ->
     pending = next(records, None)
     if pending is None:
         return None
-    sink = OverlaySink(path, codec, fps, (w, h))
+    sink = OverlaySink(path, codec, fps, (w, h), plain=plain)
     try:
         with open_video(result.source, ropts) as reader:
             for frame in reader.frames(0, None):
@@ -364,17 +378,26 @@ class VideoOverlayWriter(_VideoWriter):
     def write(self, scene: Scene, result: Result, out_dir: Path) -> dict[str, Path]:
         assert isinstance(result, VideoResult) and result.log is not None
         codec = str(result.options.get("overlay_codec") or "h264")
-        if result.log.overlay_path is not None:  # drawn while processing (online)
+        plain = str(result.options.get("input_video", False)).lower() in ("1", "true", "yes", "on")
+        if result.log.overlay_path is not None:  # drawn while processing (online, or offline while tracking)
             src = result.log.overlay_path
             if not src.exists() or src.stat().st_size == 0:
                 return {}
             dst = out_dir / ("overlay" + src.suffix)
             shutil.copyfile(src, dst)
-            return {"overlay_video": dst}
+            out = {"overlay_video": dst}
+            twin = src.with_name("input" + src.suffix)  # option input_video: the same frames without the overlay
+            if plain and twin.is_file() and twin.stat().st_size:
+                out["input_video"] = out_dir / twin.name
+                shutil.copyfile(twin, out["input_video"])
+            return out
         if result.mode == "online" or not os.path.exists(result.source):
             return {}
-        written = write_overlay_video(result, out_dir / "overlay.mp4", codec)
-        return {"overlay_video": written} if written is not None else {}
+        written = write_overlay_video(result, out_dir / "overlay.mp4", codec, plain=plain)
+        if written is None:
+            return {}
+        twin = written.with_name("input" + written.suffix)
+        return {"overlay_video": written, **({"input_video": twin} if plain and twin.is_file() else {})}
 
 
 class VideoYtvisWriter(_VideoWriter):

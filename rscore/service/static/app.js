@@ -243,6 +243,8 @@ async function onSubmit(event) {
   // the files of one DICOM series, sent as "files"
   if (chosen.length === 1) form.append("file", file, file.name);
   else for (const f of chosen) form.append("files", f, f.name);
+  // a video: ask for input.mp4 too (the frames without the overlay), to draw the tracks here with toggles
+  if (chosen.length === 1 && VIDEO_FILE.test(file.name)) form.append("options", JSON.stringify({ input_video: true }));
   form.append("query", $("query").value);
   if ($("plugin").value) form.append("plugin", $("plugin").value);
   $("submit").disabled = true;
@@ -260,6 +262,8 @@ async function onSubmit(event) {
     $("submit").disabled = false;
   }
 }
+
+const VIDEO_FILE = /\.(mp4|m4v|mov|avi|mkv|webm|mpe?g|wmv|flv|ts|mts|3gp)$/i;
 
 async function blobUrl(url) {
   const blob = await (await api(url)).blob();
@@ -457,11 +461,14 @@ function showClasses(doc) {
 // ------------------------------------------------------------------------------------------- what to look at
 function resetViews() {
   if (leafletMap) { leafletMap.remove(); leafletMap = null; }
-  for (const id of ["map", "player", "legend", "events", "timeline", "opacity-row", "input-preview", "slice-row",
-                    "instances-canvas", "slice-boxes"]) {
+  for (const id of ["map", "player", "video-canvas", "legend", "events", "timeline", "opacity-row", "input-preview",
+                    "slice-row", "instances-canvas", "slice-boxes"]) {
     $(id).hidden = true;
   }
   $("input-preview").classList.remove("base");
+  $("instances-canvas").classList.remove("on-slice");
+  $("video-canvas").style.opacity = "";
+  videoGeneration++;
   $("instances-canvas").style.opacity = "";
   $("stack").hidden = false;
   $("player").removeAttribute("src");
@@ -488,6 +495,13 @@ async function showPicture(body, doc, links) {
       setStatus(`the map could not be drawn: ${e.message}`, true);
     }
   }
+  if (links.input_video && links.masks) {  // the plain input with the tracks drawn here: toggles, opacity
+    img.hidden = true;
+    $("stack").hidden = true;
+    await showVideoTracks(doc, links);
+    if (links.events) await showEvents(links.events);
+    return;
+  }
   if (links.overlay_video) {
     img.hidden = true;
     $("stack").hidden = true;
@@ -501,7 +515,7 @@ async function showPicture(body, doc, links) {
   const slices = Object.keys(links).filter((k) => k.startsWith("slice_png_")).sort();
   if (slices.length) {  // DICOM: browse the windowed slices with the segments
     img.hidden = false;
-    await showSlices(doc, links, slices);
+    await showSlices(doc, body.id, links, slices);
     return;
   }
   const shown = links.overlay || links.map_png || links.mask || links.keyframe;
@@ -521,7 +535,31 @@ async function showPicture(body, doc, links) {
   }
 }
 
-async function showSlices(doc, links, names) {
+// the segments of the slice PNGs are burnt in. When the server has the series plain (view/slice/{k}: image.nii.gz
+// in the PNGs' window) and result.json every instance's mask, the browser shows the plain slice and draws each
+// instance over it here from its RLE (the series stacked along the rows), with an opacity slider and a checkbox per
+// instance; otherwise the slice PNGs as they are
+// INSTANCE_COLOURS without the yellow that highlights a picked row's box
+const SLICE_COLOURS = [[255, 64, 64], [64, 200, 255], [140, 255, 90], [230, 90, 255], [255, 150, 60]];
+
+async function plainSlices(doc, id, links, names, first) {
+  const instances = doc.instances || [];
+  const height = instances.length ? (instances[0].rle || {}).size?.[0] : 0;
+  if (!id || !links.nifti_image || !instances.length || instances.length > 500 || !height || height % names.length
+      || !instances.every((i) => i.rle && i.rle.size && i.rle.size[0] === height)) return null;
+  const url = (i) => `v1/results/${encodeURIComponent(id)}/view/slice/${i}`;
+  let firstUrl;
+  try {
+    firstUrl = await blobUrl(url(first));
+  } catch (e) {
+    if (e.status === 404) return null;  // no image volume (a colour series, -O nifti_image=false): the PNGs
+    throw e;
+  }
+  const runs = instances.map((inst) => rleCounts(inst.rle.counts));
+  return { url, firstUrl, height, rows: height / names.length, runs };
+}
+
+async function showSlices(doc, id, links, names) {
   const img = $("overlay");
   const slider = $("slice");
   const win = ((doc.provenance || {}).display_windows || {}).slice_pngs || {};
@@ -537,18 +575,47 @@ async function showSlices(doc, links, names) {
   }
   let picked = null;
   const cache = {};
+  const withSegments = names.findIndex((n) => onSlices[number(n)]);
+  const start = Math.max(0, withSegments);
+  const plain = await plainSlices(doc, id, links, names, start);
+  const canvas = $("instances-canvas");
+  let shown = null, current = start;
+  const drawSegments = () => {
+    const image = new ImageData(img.naturalWidth || 1, img.naturalHeight || 1);
+    if (img.naturalHeight === plain.rows) {
+      doc.instances.forEach((inst, n) => {
+        if (shown.has(inst.id)) {
+          const colour = SLICE_COLOURS[n % SLICE_COLOURS.length];
+          paintRuns(image, plain.runs[n], plain.height, current * plain.rows, plain.rows, colour);
+        }
+      });
+    }
+    canvas.width = image.width;
+    canvas.height = image.height;
+    canvas.getContext("2d").putImageData(image, 0, 0);
+  };
+  if (plain) {
+    cache[names[start]] = plain.firstUrl;
+    canvas.classList.add("on-slice");
+    canvas.hidden = false;
+    shown = instanceToggles(doc, drawSegments);
+    bindOpacity((v) => { canvas.style.opacity = String(v); });
+  }
   const show = async (i) => {
     const name = names[i];
-    cache[name] = cache[name] || await blobUrl(links[name]);
+    cache[name] = cache[name] || await blobUrl(plain ? plain.url(i) : links[name]);
     img.src = cache[name];
     img.dataset.slice = name.slice("slice_png_".length);
     const k = number(name);
     const here = onSlices[k] || [];
     const pickedHere = here.some(([id]) => id === picked);
     $("overlay-caption").textContent = `slice ${name.slice("slice_png_".length)} (${i + 1} of ${names.length}), ${windowText}`
+      + (plain ? "; each instance in its colour (tick the rows to show or hide them)" : "")
       + (here.length ? `; ${here.length} instance box(es) on it` : "")
       + (picked === null ? "" : pickedHere ? `; #${picked} highlighted` : `; #${picked} is not on this slice`);
     await img.decode().catch(() => {});
+    current = i;
+    if (plain) drawSegments();
     drawSliceBoxes(img, here, picked);
     for (const tr of $("instances").querySelectorAll("tbody tr[data-slices]")) {
       tr.classList.toggle("off-slice", !tr.dataset.slices.split(" ").includes(String(k)));
@@ -556,8 +623,7 @@ async function showSlices(doc, links, names) {
   };
   slider.min = "0";
   slider.max = String(names.length - 1);
-  const withSegments = names.findIndex((n) => onSlices[number(n)]);
-  slider.value = String(Math.max(0, withSegments));
+  slider.value = String(start);
   slider.oninput = () => show(Number(slider.value)).catch((e) => setStatus(e.message, true));
   $("slice-row").hidden = names.length < 2;
   // a row of the instance table shows its slice (where the instance is largest), its box highlighted there and on
@@ -582,7 +648,7 @@ async function showSlices(doc, links, names) {
 // over the slice PNG; the picked instance's box highlighted
 function drawSliceBoxes(img, here, picked) {
   const svg = $("slice-boxes");
-  const NS = svg.namespaceURI;  // the inline <svg>'s own (SVG's): no URL in the page's code
+  const NS = svg.namespaceURI;  // SVG's (the page loads nothing from the internet: no URL in its assets)
   svg.replaceChildren();
   const w = img.naturalWidth, h = img.naturalHeight;
   if (!w || !h || !here.length) { svg.setAttribute("hidden", ""); return; }
@@ -629,6 +695,45 @@ function rleCounts(text) {
 
 const INSTANCE_COLOURS = [[255, 64, 64], [64, 200, 255], [255, 200, 0], [140, 255, 90], [230, 90, 255], [255, 150, 60]];
 
+// paint the rows top..top+rows of a column-major RLE mask of `height` rows (runs from rleCounts) into `image`
+// (`width` columns, `rows` rows) in colour [r, g, b]: a whole picture (top 0, rows = height) or one slice of a
+// DICOM series stacked along the rows
+function paintRuns(image, runs, height, top, rows, [r, g, b]) {
+  const w = image.width, bottom = top + rows;
+  let pos = 0, on = false;
+  for (const run of runs) {
+    if (on) {
+      for (let a = pos; a < pos + run;) {
+        const col = Math.floor(a / height), row = a - col * height;
+        const stop = Math.min(pos + run, (col + 1) * height);
+        for (let y = Math.max(row, top), y1 = Math.min(row + stop - a, bottom); y < y1; y++) {
+          const o = 4 * ((y - top) * w + col);
+          image.data[o] = r; image.data[o + 1] = g; image.data[o + 2] = b; image.data[o + 3] = 150;
+        }
+        a = stop;
+      }
+    }
+    pos += run;
+    on = !on;
+  }
+}
+
+// a checkbox in the first cell of each instance row: ticked shows the instance; returns the set of shown ids
+function instanceToggles(doc, redraw) {
+  const shown = new Set(doc.instances.map((i) => i.id));
+  for (const tr of $("instances").querySelectorAll("tbody tr")) {
+    const id = Number(tr.dataset.id);
+    const box = el("input");
+    box.type = "checkbox";
+    box.checked = true;
+    box.title = "show this instance";
+    box.addEventListener("click", (e) => e.stopPropagation());  // not a click on the row (which turns the slice)
+    box.addEventListener("change", () => { if (box.checked) shown.add(id); else shown.delete(id); redraw(); });
+    tr.firstChild.prepend(box);
+  }
+  return shown;
+}
+
 async function showInstances(doc) {
   const preview = $("input-preview");
   preview.src = inputUrl;
@@ -641,35 +746,15 @@ async function showInstances(doc) {
   canvas.hidden = false;
   preview.hidden = false;
   preview.classList.add("base");
-  const shown = new Set(doc.instances.map((i) => i.id));
   const draw = () => {
     const image = new ImageData(w, h);
     doc.instances.forEach((inst, n) => {
       if (!inst.rle || !shown.has(inst.id)) return;
-      const [r, g, b] = INSTANCE_COLOURS[n % INSTANCE_COLOURS.length];
-      let pos = 0, on = false;
-      for (const run of rleCounts(inst.rle.counts)) {
-        if (on) {
-          for (let i = pos; i < pos + run; i++) {
-            const o = 4 * ((i % h) * w + Math.floor(i / h));
-            image.data[o] = r; image.data[o + 1] = g; image.data[o + 2] = b; image.data[o + 3] = 150;
-          }
-        }
-        pos += run;
-        on = !on;
-      }
+      paintRuns(image, rleCounts(inst.rle.counts), h, 0, h, INSTANCE_COLOURS[n % INSTANCE_COLOURS.length]);
     });
     canvas.getContext("2d").putImageData(image, 0, 0);
   };
-  for (const tr of $("instances").querySelectorAll("tbody tr")) {
-    const id = Number(tr.dataset.id);
-    const box = el("input");
-    box.type = "checkbox";
-    box.checked = true;
-    box.title = "show this instance";
-    box.addEventListener("change", () => { if (box.checked) shown.add(id); else shown.delete(id); draw(); });
-    tr.firstChild.prepend(box);
-  }
+  const shown = instanceToggles(doc, draw);
   draw();
   bindOpacity((v) => { canvas.style.opacity = String(v); });
   $("overlay-caption").textContent = "the input with each instance in its colour (tick the rows to show or hide them)";
@@ -740,6 +825,60 @@ async function showMap(id, links) {
   legend.appendChild(el("li", `CRS of the data: ${view.crs} (drawn in Web Mercator)`, "muted"));
   legend.hidden = false;
   box.dataset.ready = "1";
+}
+
+// a video result with input.mp4 (option input_video, which the form asks for): the input plays and each frame's
+// masks (masks.json, COCO RLE per processed frame; frame j of the input is record j) are drawn on a canvas over it
+// in their track's colour, on every frame the player presents (requestVideoFrameCallback; seeks and time updates
+// where it is missing); a checkbox per instance row (a track) and the opacity slider
+let videoGeneration = 0;
+
+async function showVideoTracks(doc, links) {
+  const player = $("player");
+  const canvas = $("video-canvas");
+  const masks = await (await api(links.masks)).json();
+  const frames = masks.frames || [];
+  const { width, height } = masks.video;
+  canvas.width = width;
+  canvas.height = height;
+  player.src = await blobUrl(links.input_video);
+  player.hidden = false;
+  canvas.hidden = false;
+  const trackOf = Object.fromEntries((doc.instances || []).map((i) => [i.id, (i.attributes || {}).track_id]));
+  let shown = new Set();
+  let rate = 0, drawn = -2;
+  const draw = (mediaTime, force = false) => {
+    if (!rate && player.duration > 0 && Number.isFinite(player.duration)) rate = frames.length / player.duration;
+    const j = rate ? Math.min(frames.length - 1, Math.max(0, Math.round(mediaTime * rate))) : 0;
+    if (j === drawn && !force) return;
+    drawn = j;
+    const image = new ImageData(width, height);
+    const on = new Set([...shown].map((id) => trackOf[id]));
+    for (const inst of (frames[j] || {}).instances || []) {
+      if (!on.has(inst.track_id) || !inst.rle) continue;
+      paintRuns(image, rleCounts(inst.rle.counts), height, 0, height, trackColour(inst.track_id));
+    }
+    canvas.getContext("2d").putImageData(image, 0, 0);
+    canvas.dataset.frame = String(j);
+  };
+  shown = instanceToggles(doc, () => draw(player.currentTime, true));
+  const generation = ++videoGeneration;  // a later result stops this one's drawing
+  const current = () => generation === videoGeneration;
+  const perFrame = "requestVideoFrameCallback" in HTMLVideoElement.prototype;
+  if (perFrame) {
+    const onFrame = (_, meta) => {
+      if (!current()) return;
+      draw(meta.mediaTime);
+      player.requestVideoFrameCallback(onFrame);
+    };
+    player.requestVideoFrameCallback(onFrame);
+  }
+  for (const event of perFrame ? ["loadeddata", "seeked"] : ["loadeddata", "seeked", "timeupdate"]) {
+    player.addEventListener(event, () => { if (current()) draw(player.currentTime); });
+  }
+  bindOpacity((v) => { canvas.style.opacity = String(v); });
+  $("overlay-caption").textContent = "the input video with each track in its colour "
+    + "(tick the rows to show or hide them)";
 }
 
 async function showEvents(url) {
