@@ -6,6 +6,8 @@ Endpoints (all ``/v1/*`` need ``X-API-Key`` when keys are configured)::
     GET  /v1/results/{id}            links to every output of a result
     GET  /v1/results/{id}/{name}     one output file
     GET  /v1/results/{id}/view/map   a georeferenced result as map layers (the viewer's map)
+    GET  /v1/results/{id}/view/slice/{k}  a DICOM result's slice k, windowed, without its segments (the viewer's
+                                     slice browser draws the instances over it)
     GET  /v1/plugins                 installed plugins
     GET  /v1/templates[?plugin=]     query templates
     POST /v1/jobs                    a batch job over server-side paths: a Prefect flow run (RSCORE_JOB_RUNNER=prefect,
