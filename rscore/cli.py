@@ -545,6 +545,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app and maps outcomes to exit codes (the only place that does)."""
     code = 0
     _quiet_blas_threads(sys.argv[1:] if argv is None else argv)
+    from rscore.malloc import cap_malloc_arenas
+
+    cap_malloc_arenas()  # threads share glibc's arenas: peak memory (rscore/malloc.py)
     _handle_termination()
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="rscore")

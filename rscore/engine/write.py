@@ -10,7 +10,10 @@ calling thread meanwhile; ``final`` writers (``result.json``, which lists the ot
 ``outputs`` keep the writers' order whatever finished first. The first writer to fail wins: writers not started yet
 are cancelled, those running are waited for, and its error is raised (the temporary folder is removed: no partial
 output). At 4096 px the earth writers (COGs, polygons, map) take ~0.6 of the time they take one after another
-(``benchmarks/bench_earth_writers.py``, which prints both).
+(``benchmarks/bench_earth_writers.py``, which prints both). Before the first writer threads start, glibc's malloc
+is capped at :data:`MALLOC_ARENAS` arenas (unless ``MALLOC_ARENA_MAX`` was set): each new thread would otherwise get
+an arena of its own that keeps the writers' freed blocks, and the 16384 px landslide run's peak RSS rose from 642 to
+768 MiB (``benchmarks/bench_earth_scale.py``; 660 MiB with the cap from the CLI's start).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rscore.errors import OptionError
+from rscore.malloc import cap_malloc_arenas
 from rscore.plugins import Registry, default_registry
 from rscore.types import Result, Scene
 
@@ -143,6 +147,7 @@ def run_writers(
         if not f.cancelled() and f.exception() is not None:
             fail(f.exception())  # type: ignore[arg-type]
 
+    cap_malloc_arenas()  # before the first writer thread: threads share the capped arenas
     pool = ThreadPoolExecutor(max_workers=min(threads, len(together)), thread_name_prefix="rscore-write")
     try:
         for i in together:  # each in its own copy of the caller's context variables
@@ -162,3 +167,4 @@ def run_writers(
     for i, f in zip(together, futures):
         done[i] = f.result()
     return done
+
