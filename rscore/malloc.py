@@ -3,9 +3,10 @@
 glibc gives each new thread an arena of its own (up to 8 per core) and keeps the blocks freed in it for that arena;
 when writer threads, tile-stitching threads and the main thread each fill and free hundreds of MiB, the process keeps
 several copies of that high-water mark: the 16384 px landslide run's peak RSS was 768 MiB with threads as they come,
-691 MiB with the cap set when the writers start, 660 MiB with it set by the CLI first thing (642 with ``MALLOC_ARENA_MAX=2`` before start;
-``benchmarks/bench_earth_scale.py``). ``rscore.cli.main`` sets it first thing, and the write stage before its first
-thread (for SDK callers). The user's ``MALLOC_ARENA_MAX`` wins (glibc reads it at start).
+691 MiB with the cap set when the writers start, 660 MiB with it set by the CLI first thing (642 with
+``MALLOC_ARENA_MAX=2`` before the process starts; ``benchmarks/bench_earth_scale.py``). ``rscore.cli.main`` sets it
+first thing, and the write stage before its first thread (for SDK callers). The user's ``MALLOC_ARENA_MAX`` wins
+(glibc reads it at start).
 """
 
 from __future__ import annotations
