@@ -54,6 +54,17 @@ def parse_bool(value: Any, name: str, *, what: str = "option") -> bool:
     raise OptionError(f"{what} {name} must be true or false (or yes/no, on/off, 1/0), got {value!r}")
 
 
+def parse_nonnegative(value: Any, name: str, *, unit: str = "") -> float:
+    """A finite number >= 0 (a size, a volume, a distance); ``unit`` names it in the error ("metres", "mL")."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"option {name} must be a number{f' ({unit})' if unit else ''}, got {value!r}") from None
+    if not math.isfinite(out) or out < 0:
+        raise OptionError(f"option {name} must be >= 0{f' {unit}' if unit else ''}, got {value!r}")
+    return out
+
+
 def field_kind(field: dataclasses.Field[Any]) -> type:
     """``bool``, ``int``, ``float`` or ``str`` from a dataclass field's annotation (``int | None`` is ``int``)."""
     text = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))

@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from rscore.errors import OptionError
 from rscore.sdk import Writer
 from rscore.tiling import iter_windows, read_window
 from rscore.types import Result, Scene, Window
@@ -71,14 +70,9 @@ def _options(result: Result) -> Mapping[str, Any]:
 
 
 def _number(opts: Mapping[str, Any], name: str, default: float) -> float:
-    value = opts.get(name, default)
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise OptionError(f"option {name} must be a number in metres, got {value!r}") from None
-    if not math.isfinite(out) or out < 0:
-        raise OptionError(f"option {name} must be >= 0, got {value!r}")
-    return out
+    from rscore.options import parse_nonnegative
+
+    return parse_nonnegative(opts.get(name, default), name, unit="metres")
 
 
 def _geo_ok(scene: Scene) -> bool:

@@ -61,7 +61,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from rscore.errors import OptionError
 from rscore.instances import sort_instances
 from rscore.tiling import read_window
 from rscore.types import Instance, Result, Scene, Step, Window
@@ -193,16 +192,10 @@ def label_slices(
 
 def min_volume_ml(options: Mapping[str, Any]) -> float:
     """The ``min_volume_ml`` option (mL, >= 0), :data:`MIN_VOLUME_ML` when absent."""
+    from rscore.options import parse_nonnegative
+
     value = options.get("min_volume_ml")
-    if value is None or value == "":
-        return MIN_VOLUME_ML
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise OptionError(f"option min_volume_ml must be a number of millilitres, got {value!r}") from None
-    if not math.isfinite(out) or out < 0:
-        raise OptionError(f"option min_volume_ml must be >= 0 mL, got {value!r}")
-    return out
+    return MIN_VOLUME_ML if value is None or value == "" else parse_nonnegative(value, "min_volume_ml", unit="mL")
 
 
 @dataclass(frozen=True)
