@@ -184,20 +184,14 @@ class _Sources:
         """``data`` (a VRT's XML, whose real path is ``real``) with every source pinned and named by its link."""
         from xml.etree import ElementTree as ET
 
-        from rscore.service.security import _GDAL_PREFIX, MAX_LINKED, PathNotAllowed, _is_vrt
+        from rscore.service.security import _GDAL_PREFIX, MAX_LINKED, PathNotAllowed, _is_vrt, parse_vrt
 
         def refuse(why: str) -> PathNotAllowed:
             return PathNotAllowed(f"{self.what} '{self.shown}': a GDAL VRT {why}")
 
         if depth > _MAX_DEPTH:
             raise refuse(f"nested more than {_MAX_DEPTH} VRTs deep")
-        lowered = data.lower()
-        if b"<!doctype" in lowered or b"<!entity" in lowered:
-            raise refuse("with a DTD (entities could name other files)")
-        try:
-            tree = ET.fromstring(data)
-        except ET.ParseError as exc:
-            raise InputError(f"{self.what} '{self.shown}': a GDAL VRT that is not well-formed XML ({exc})") from None
+        tree = parse_vrt(data, self.what, self.shown)
         for element in tree.iter():
             if str(element.tag).lower() not in ("sourcefilename", "sourcedataset"):
                 continue

@@ -198,11 +198,23 @@ def _check_folder(folder: Path, roots: tuple[Path, ...], what: str, shown: str, 
                                      "this service may read")
 
 
+def parse_vrt(data: bytes, what: str, shown: str) -> Any:
+    """A VRT's XML as an ElementTree element; a DTD (its entities could name other files) is refused (403), XML that
+    is not well-formed is a bad input (422). Shared by the check and by the pinned rewrite (rscore.service.pinvrt)."""
+    from xml.etree import ElementTree as ET
+
+    lowered = data.lower()
+    if b"<!doctype" in lowered or b"<!entity" in lowered:
+        raise PathNotAllowed(f"{what} '{shown}': a GDAL VRT with a DTD (entities could name other files)")
+    try:
+        return ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise InputError(f"{what} '{shown}': a GDAL VRT that is not well-formed XML ({exc})") from None
+
+
 def _check_vrt(
     vrt: Path, roots: tuple[Path, ...], what: str, shown: str, count: list[int], depth: int, private: tuple[Path, ...] = ()
 ) -> None:
-    from xml.etree import ElementTree as ET
-
     def refuse(why: str) -> PathNotAllowed:
         return PathNotAllowed(f"{what} '{shown}': a GDAL VRT {why}")
 
@@ -214,12 +226,7 @@ def _check_vrt(
         text = vrt.read_bytes()
     except OSError:
         raise refuse("that cannot be read") from None
-    if b"<!doctype" in text.lower() or b"<!entity" in text.lower():
-        raise refuse("with a DTD (entities could name other files)")
-    try:
-        tree = ET.fromstring(text)
-    except ET.ParseError as exc:
-        raise InputError(f"{what} '{shown}': a GDAL VRT that is not well-formed XML ({exc})") from None
+    tree = parse_vrt(text, what, shown)
     for element in tree.iter():
         tag = str(element.tag).lower()
         if tag in ("pixelfunctioncode", "pixelfunctionlanguage") and (element.text or "").strip():
