@@ -490,6 +490,19 @@ def _shared(relative: str) -> Path:
         pytest.skip(f"shared data {relative} not present")
     return path
 
+def _real_ct(tmp_path: Path) -> tuple[Path, Path]:
+    """dcmqi's three real CT slices as an upload (a zip) and as a folder for the in-process reference run."""
+    import zipfile
+
+    folder = _shared("medical/dicom/dcmqi_ct-3slice")
+    archive, series = tmp_path / "ct.zip", tmp_path / "ct"
+    series.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in ("01.dcm", "02.dcm", "03.dcm"):
+            zf.write(folder / name, name)
+            (series / name).write_bytes((folder / name).read_bytes())
+    return archive, series
+
 
 def _mask_box(mask: np.ndarray) -> list[int]:
     ys, xs = np.nonzero(mask)
@@ -504,19 +517,11 @@ def test_real_ct_3d_components_with_volumes_and_rows_that_show_their_box_on_each
     its masks; a row turns the slice browser to the slice where its component is largest and highlights its box;
     browsing to another slice moves the highlight to the component's box on that slice - each box the mask's own."""
     import re
-    import zipfile
 
     from rscore import engine
     from rscore.units import figure
 
-    folder = _shared("medical/dicom/dcmqi_ct-3slice")
-    archive = tmp_path / "ct.zip"
-    series = tmp_path / "ct"
-    series.mkdir()
-    with zipfile.ZipFile(archive, "w") as zf:
-        for name in ("01.dcm", "02.dcm", "03.dcm"):
-            zf.write(folder / name, name)
-            (series / name).write_bytes((folder / name).read_bytes())
+    archive, series = _real_ct(tmp_path)
     _submit(driver, url, archive, "surgical", "bone")
     assert "(1 of 3)" in _wait_caption(driver, "of 3")
     res = engine.segment(engine.open_scene(series, plugin="surgical"), "bone", plugin="surgical")
@@ -723,18 +728,9 @@ def test_real_ct_plain_slice_under_toggled_instances(driver, url, tmp_path):
     """dcmqi's three real GE CT slices, "bone": at opacity 0 the 512 px slice on screen equals the slice PNG
     writer's windowed picture of the series (no segments); unticking instance #0 leaves its pixels plain while
     instance #1's stay in its colour; browsing to the last slice draws that slice's part of each instance."""
-    import zipfile
-
     from rscore import engine
 
-    folder = _shared("medical/dicom/dcmqi_ct-3slice")
-    archive = tmp_path / "ct.zip"
-    series = tmp_path / "ct"
-    series.mkdir()
-    with zipfile.ZipFile(archive, "w") as zf:
-        for name in ("01.dcm", "02.dcm", "03.dcm"):
-            zf.write(folder / name, name)
-            (series / name).write_bytes((folder / name).read_bytes())
+    archive, series = _real_ct(tmp_path)
     _submit(driver, url, archive, "surgical", "bone")
     caption = _wait_caption(driver, "each instance in its colour")
     assert "(1 of 3)" in caption
